@@ -1,0 +1,2 @@
+//! `flowgatectl`: the operator's client of a running flowgate.
+fn main() {}

@@ -1,0 +1,16 @@
+//! flowgate's data plane.
+//!
+//! Data flows one way through these modules: [`wire`] knows packets and
+//! nothing of rules; [`rules`] is the model operators write; [`table`]
+//! compiles rules into immutable snapshots; [`flow`] tracks connections per
+//! worker; [`pipeline`] joins them into a pure batch function; [`port`]
+//! moves frames in and out; [`replay`] drives the pipeline over a pcap file.
+
+pub mod flow;
+pub mod hash;
+pub mod pipeline;
+pub mod port;
+pub mod replay;
+pub mod rules;
+pub mod table;
+pub mod wire;

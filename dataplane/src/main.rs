@@ -1,0 +1,2 @@
+//! The `flowgate` daemon and its offline tools.
+fn main() {}

@@ -1,0 +1,159 @@
+//! Zero-copy packet views and checksums.
+//!
+//! `wire` knows packets and nothing of rules. [`parse`] walks a frame once
+//! and returns a [`PacketMeta`]: offsets and the 5-tuple, so that later
+//! stages never parse again. Every rejection is a [`ParseError`], a fieldless
+//! enum the pipeline counts per reason. Parsing never panics and never reads
+//! out of bounds, on any input.
+
+mod parse;
+mod tuple;
+
+pub use parse::parse;
+pub use tuple::{
+    addr_to_bytes, bytes_to_addr, ip_proto, is_v4_mapped, v4_mapped, v4_octets, FiveTuple,
+    FIVE_TUPLE_BYTES,
+};
+
+/// What a frame carries at layer 3.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum L3 {
+    /// ARP (always handed to the kernel).
+    Arp,
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
+/// Where a packet sits in a fragmented datagram.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Fragment {
+    /// Not fragmented.
+    None,
+    /// The first fragment: carries the L4 header and so the ports.
+    First,
+    /// A later fragment: no L4 header, ports are 0.
+    NonFirst,
+}
+
+/// Everything later stages need to know about a parsed frame.
+///
+/// Offsets are from the start of the frame. For ARP only `l3`, `l3_offset`
+/// and `vlan_tags` mean anything.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PacketMeta {
+    /// Layer-3 protocol.
+    pub l3: L3,
+    /// Number of 802.1Q / 802.1ad tags (0..=2).
+    pub vlan_tags: u8,
+    /// Offset of the IP (or ARP) header.
+    pub l3_offset: u16,
+    /// Offset of the L4 header (for a non-first fragment: of its payload).
+    pub l4_offset: u16,
+    /// Offset one past the IP packet's last byte, by the IP length fields
+    /// (a frame may be longer: Ethernet padding).
+    pub ip_end: u16,
+    /// The flow's identity; ports 0 where there are none.
+    pub tuple: FiveTuple,
+    /// IPv4 TTL or IPv6 hop limit.
+    pub ttl: u8,
+    /// TCP flags byte (FIN=0x01 SYN=0x02 RST=0x04 PSH=0x08 ACK=0x10); 0 if not TCP.
+    pub tcp_flags: u8,
+    /// Fragment position.
+    pub fragment: Fragment,
+    /// ICMP / ICMPv6 type and code; (0, 0) if not ICMP.
+    pub icmp_type: u8,
+    /// ICMP / ICMPv6 code.
+    pub icmp_code: u8,
+}
+
+/// TCP flag bits in [`PacketMeta::tcp_flags`].
+pub mod tcp_flags {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+}
+
+/// Why a frame was rejected by the parser. Each is one counter.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[repr(u8)]
+pub enum ParseError {
+    /// Shorter than the Ethernet header (with its VLAN tags).
+    TruncatedEthernet,
+    /// More than two VLAN tags.
+    TooManyVlanTags,
+    /// An ethertype the gateway does not process (it is passed to the kernel).
+    UnsupportedEthertype,
+    /// Shorter than an ARP packet for Ethernet/IPv4.
+    TruncatedArp,
+    /// Shorter than the fixed IP header.
+    TruncatedIp,
+    /// The IP version field does not match the ethertype.
+    BadIpVersion,
+    /// IPv4 header length below 5 words or beyond the frame.
+    BadIhl,
+    /// IP total / payload length smaller than the header or beyond the frame.
+    BadIpLength,
+    /// An IPv6 extension header runs past the packet.
+    BadExtensionHeader,
+    /// More IPv6 extension headers than the gateway walks.
+    TooManyExtensionHeaders,
+    /// Shorter than the L4 header (TCP, UDP, ICMP).
+    TruncatedL4,
+    /// TCP data offset below 5 words or beyond the packet.
+    BadTcpDataOffset,
+    /// UDP length field smaller than 8 or beyond the packet.
+    BadUdpLength,
+}
+
+impl ParseError {
+    /// Every reason, in counter order.
+    pub const ALL: [ParseError; 13] = [
+        ParseError::TruncatedEthernet,
+        ParseError::TooManyVlanTags,
+        ParseError::UnsupportedEthertype,
+        ParseError::TruncatedArp,
+        ParseError::TruncatedIp,
+        ParseError::BadIpVersion,
+        ParseError::BadIhl,
+        ParseError::BadIpLength,
+        ParseError::BadExtensionHeader,
+        ParseError::TooManyExtensionHeaders,
+        ParseError::TruncatedL4,
+        ParseError::BadTcpDataOffset,
+        ParseError::BadUdpLength,
+    ];
+
+    /// A stable snake_case name for counters and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ParseError::TruncatedEthernet => "truncated_ethernet",
+            ParseError::TooManyVlanTags => "too_many_vlan_tags",
+            ParseError::UnsupportedEthertype => "unsupported_ethertype",
+            ParseError::TruncatedArp => "truncated_arp",
+            ParseError::TruncatedIp => "truncated_ip",
+            ParseError::BadIpVersion => "bad_ip_version",
+            ParseError::BadIhl => "bad_ihl",
+            ParseError::BadIpLength => "bad_ip_length",
+            ParseError::BadExtensionHeader => "bad_extension_header",
+            ParseError::TooManyExtensionHeaders => "too_many_extension_headers",
+            ParseError::TruncatedL4 => "truncated_l4",
+            ParseError::BadTcpDataOffset => "bad_tcp_data_offset",
+            ParseError::BadUdpLength => "bad_udp_length",
+        }
+    }
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
