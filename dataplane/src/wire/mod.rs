@@ -6,8 +6,10 @@
 //! enum the pipeline counts per reason. Parsing never panics and never reads
 //! out of bounds, on any input.
 
+pub mod checksum;
 mod parse;
 mod tuple;
+
 
 pub use parse::parse;
 pub use tuple::{

@@ -1,0 +1,291 @@
+//! The Internet checksum (RFC 1071) and its incremental update (RFC 1624).
+//!
+//! Every full computation follows one convention: the checksum is computed
+//! over the bytes exactly as given. To *fill* a checksum field, zero it first
+//! and store the result; to *verify* one, compute over the bytes with the
+//! field in place and expect 0.
+//!
+//! The data plane never recomputes a checksum on the forwarding path: it
+//! patches it with a [`ChecksumDelta`] for the words it changed (RFC 1624,
+//! eqn. 3: `HC' = ~(~HC + ~m + m')`). That result is bit-identical to a full
+//! recomputation, which the tests check.
+
+/// Adds `data` to a ones'-complement accumulator, as big-endian 16-bit
+/// words; an odd trailing byte is padded with a zero byte.
+///
+/// The accumulator is not folded: pass it to [`fold`] at the end. Summing
+/// 32-bit words is equivalent, because 2^16 ≡ 1 in ones'-complement
+/// arithmetic (modulo 0xFFFF).
+#[inline]
+pub fn accumulate(mut acc: u64, data: &[u8]) -> u64 {
+    let mut words = data.chunks_exact(4);
+    for w in &mut words {
+        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    match *words.remainder() {
+        [a] => acc += u64::from(a) << 8,
+        [a, b] => acc += u64::from(u16::from_be_bytes([a, b])),
+        [a, b, c] => acc += u64::from(u16::from_be_bytes([a, b])) + (u64::from(c) << 8),
+        _ => {}
+    }
+    acc
+}
+
+/// Folds an accumulator into 16 bits with end-around carry.
+///
+/// The result is 0 only when the accumulator is 0 (all-zero data).
+#[inline]
+pub fn fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
+/// The Internet checksum of `data`: the complement of its folded sum.
+#[inline]
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    !fold(accumulate(0, data))
+}
+
+/// The accumulated IPv4 pseudo-header (RFC 793 / RFC 768): addresses,
+/// protocol and the upper-layer length.
+#[inline]
+pub fn pseudo_header_v4(src: &[u8; 4], dst: &[u8; 4], protocol: u8, len: u32) -> u64 {
+    let acc = accumulate(accumulate(0, src), dst);
+    acc + u64::from(protocol) + u64::from(len)
+}
+
+/// The accumulated IPv6 pseudo-header (RFC 8200 §8.1): addresses, the
+/// upper-layer length and the next-header value.
+#[inline]
+pub fn pseudo_header_v6(src: &[u8; 16], dst: &[u8; 16], protocol: u8, len: u32) -> u64 {
+    let acc = accumulate(accumulate(0, src), dst);
+    acc + u64::from(protocol) + u64::from(len)
+}
+
+/// The TCP / UDP checksum of `segment` (header and payload) over IPv4.
+///
+/// For UDP, a result of 0 must be sent as 0xFFFF (see [`udp_wire_value`]).
+#[inline]
+pub fn l4_checksum_v4(src: &[u8; 4], dst: &[u8; 4], protocol: u8, segment: &[u8]) -> u16 {
+    let len = u32::try_from(segment.len()).unwrap_or(u32::MAX);
+    !fold(accumulate(
+        pseudo_header_v4(src, dst, protocol, len),
+        segment,
+    ))
+}
+
+/// The TCP / UDP / ICMPv6 checksum of `segment` over IPv6.
+///
+/// For UDP, a result of 0 must be sent as 0xFFFF (see [`udp_wire_value`]).
+#[inline]
+pub fn l4_checksum_v6(src: &[u8; 16], dst: &[u8; 16], protocol: u8, segment: &[u8]) -> u16 {
+    let len = u32::try_from(segment.len()).unwrap_or(u32::MAX);
+    !fold(accumulate(
+        pseudo_header_v6(src, dst, protocol, len),
+        segment,
+    ))
+}
+
+/// The value a UDP checksum field carries for a computed checksum: 0 means
+/// "no checksum" on the wire, so a computed 0 is sent as 0xFFFF (RFC 768;
+/// RFC 8200 §8.1 for IPv6).
+#[inline]
+pub const fn udp_wire_value(computed: u16) -> u16 {
+    if computed == 0 {
+        0xffff
+    } else {
+        computed
+    }
+}
+
+/// The ones'-complement difference made by replacing some 16-bit words:
+/// the `Σ(~m + m')` part of RFC 1624 eqn. 3.
+///
+/// One delta built from an address change patches both the IPv4 header
+/// checksum and the L4 checksum (whose pseudo-header holds the same
+/// address), so the changed words are summed once.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct ChecksumDelta(u32);
+
+impl ChecksumDelta {
+    /// No change.
+    pub const NONE: ChecksumDelta = ChecksumDelta(0);
+
+    /// The change of one 16-bit word from `old` to `new`.
+    #[inline]
+    pub fn word(old: u16, new: u16) -> Self {
+        ChecksumDelta(u32::from(!old) + u32::from(new))
+    }
+
+    /// The change of a run of big-endian words from `old` to `new`.
+    ///
+    /// Both must start at an even offset from the start of the checksummed
+    /// data (true of every address and port field). Only the common prefix
+    /// of whole words is used; callers pass equal, even lengths.
+    #[inline]
+    pub fn bytes(old: &[u8], new: &[u8]) -> Self {
+        let mut acc = 0u64;
+        for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+            acc += u64::from(!u16::from_be_bytes([o[0], o[1]]));
+            acc += u64::from(u16::from_be_bytes([n[0], n[1]]));
+        }
+        ChecksumDelta(u32::from(fold(acc)))
+    }
+
+    /// `checksum` patched for this change.
+    #[inline]
+    #[must_use]
+    pub fn apply(self, checksum: u16) -> u16 {
+        !fold(u64::from(!checksum) + u64::from(self.0))
+    }
+}
+
+impl std::ops::Add for ChecksumDelta {
+    type Output = ChecksumDelta;
+
+    /// The combined change of both.
+    #[inline]
+    fn add(self, other: ChecksumDelta) -> ChecksumDelta {
+        ChecksumDelta(u32::from(fold(u64::from(self.0) + u64::from(other.0))))
+    }
+}
+
+/// `checksum` patched for one 16-bit word changing from `old` to `new`.
+#[inline]
+pub fn update_word(checksum: u16, old: u16, new: u16) -> u16 {
+    ChecksumDelta::word(old, new).apply(checksum)
+}
+
+/// `checksum` patched for a run of words changing from `old` to `new`
+/// (see [`ChecksumDelta::bytes`]).
+#[inline]
+pub fn update_bytes(checksum: u16, old: &[u8], new: &[u8]) -> u16 {
+    ChecksumDelta::bytes(old, new).apply(checksum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The IPv4 header from RFC 1071's worked style: a known-good header
+    /// must verify to zero, and refilling it must reproduce its checksum.
+    fn sample_ipv4_header() -> [u8; 20] {
+        [
+            0x45, 0x00, 0x00, 0x3c, 0x1c, 0x46, 0x40, 0x00, 0x40, 0x06, 0x00, 0x00, 198, 18, 0, 1,
+            198, 18, 1, 10,
+        ]
+    }
+
+    fn filled(mut header: [u8; 20]) -> [u8; 20] {
+        header[10..12].copy_from_slice(&[0, 0]);
+        let c = internet_checksum(&header);
+        header[10..12].copy_from_slice(&c.to_be_bytes());
+        header
+    }
+
+    #[test]
+    fn a_filled_header_verifies_to_zero() {
+        let h = filled(sample_ipv4_header());
+        assert_ne!(u16::from_be_bytes([h[10], h[11]]), 0);
+        assert_eq!(internet_checksum(&h), 0);
+        let mut broken = h;
+        broken[15] ^= 1;
+        assert_ne!(internet_checksum(&broken), 0);
+    }
+
+    #[test]
+    fn accumulate_matches_a_plain_16_bit_sum_for_every_tail_length() {
+        let data: Vec<u8> = (0u8..=40)
+            .map(|i| i.wrapping_mul(37).wrapping_add(11))
+            .collect();
+        for len in 0..data.len() {
+            let part = &data[..len];
+            let mut plain = 0u64;
+            for pair in part.chunks(2) {
+                let hi = u64::from(pair[0]) << 8;
+                let lo = pair.get(1).copied().map(u64::from).unwrap_or(0);
+                plain += hi | lo;
+            }
+            assert_eq!(fold(accumulate(0, part)), fold(plain), "len {len}");
+        }
+    }
+
+    #[test]
+    fn accumulating_in_pieces_of_even_length_is_the_same_as_at_once() {
+        let data: Vec<u8> = (0u8..64).map(|i| i.wrapping_mul(91)).collect();
+        let whole = fold(accumulate(0, &data));
+        let pieces = fold(accumulate(accumulate(0, &data[..22]), &data[22..]));
+        assert_eq!(whole, pieces);
+    }
+
+    #[test]
+    fn word_update_equals_recomputation() {
+        let mut h = filled(sample_ipv4_header());
+        let old = u16::from_be_bytes([h[8], h[9]]);
+        let before = u16::from_be_bytes([h[10], h[11]]);
+        h[8] -= 1; // TTL
+        let new = u16::from_be_bytes([h[8], h[9]]);
+        let patched = update_word(before, old, new);
+        assert_eq!(
+            patched,
+            u16::from_be_bytes(filled(h)[10..12].try_into().unwrap())
+        );
+    }
+
+    #[test]
+    fn byte_range_update_equals_recomputation() {
+        let mut h = filled(sample_ipv4_header());
+        let before = u16::from_be_bytes([h[10], h[11]]);
+        let old: [u8; 4] = h[16..20].try_into().unwrap();
+        let new = [198, 19, 255, 254];
+        h[16..20].copy_from_slice(&new);
+        let patched = update_bytes(before, &old, &new);
+        assert_eq!(
+            patched,
+            u16::from_be_bytes(filled(h)[10..12].try_into().unwrap())
+        );
+    }
+
+    #[test]
+    fn deltas_compose() {
+        let a = ChecksumDelta::word(0x1234, 0xfedc);
+        let b = ChecksumDelta::bytes(&[1, 2, 3, 4], &[9, 8, 7, 6]);
+        let c = 0x5a5a;
+        assert_eq!((a + b).apply(c), b.apply(a.apply(c)));
+        assert_eq!(ChecksumDelta::NONE.apply(c), c);
+        assert_eq!(ChecksumDelta::word(7, 7).apply(c), c);
+    }
+
+    #[test]
+    fn pseudo_header_checksums_verify_to_zero_once_filled() {
+        let src = [198, 18, 0, 1];
+        let dst = [198, 18, 1, 10];
+        // A UDP header (ports 1000 -> 53, length 10, checksum 0) and 2 bytes.
+        let mut seg = [0x03, 0xe8, 0x00, 0x35, 0x00, 0x0a, 0, 0, 0xab, 0xcd];
+        let c = udp_wire_value(l4_checksum_v4(&src, &dst, 17, &seg));
+        seg[6..8].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(l4_checksum_v4(&src, &dst, 17, &seg), 0);
+        assert_ne!(l4_checksum_v4(&src, &[198, 18, 1, 11], 17, &seg), 0);
+
+        let src6 = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let dst6 = [0x20, 0x01, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        seg[6..8].copy_from_slice(&[0, 0]);
+        let c = udp_wire_value(l4_checksum_v6(&src6, &dst6, 17, &seg));
+        seg[6..8].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(l4_checksum_v6(&src6, &dst6, 17, &seg), 0);
+    }
+
+    #[test]
+    fn a_computed_zero_goes_on_the_wire_as_all_ones_and_still_verifies() {
+        assert_eq!(udp_wire_value(0), 0xffff);
+        assert_eq!(udp_wire_value(0x1234), 0x1234);
+        // Data whose sum is 0xFFFF has checksum 0; with 0xFFFF stored in an
+        // extra checksum word the whole still verifies to zero.
+        let data = [0xff, 0x00, 0x00, 0xff];
+        assert_eq!(internet_checksum(&data), 0);
+        let with_field = [0xff, 0x00, 0x00, 0xff, 0xff, 0xff];
+        assert_eq!(internet_checksum(&with_field), 0);
+    }
+}
