@@ -6,16 +6,31 @@
 //! enum the pipeline counts per reason. Parsing never panics and never reads
 //! out of bounds, on any input.
 
+pub mod arp;
+mod bytes;
 pub mod checksum;
+pub mod ethernet;
+pub mod icmp;
+pub mod ipv4;
+pub mod ipv6;
 mod parse;
+pub mod tcp;
 mod tuple;
+pub mod udp;
 
+pub use arp::ArpPacket;
+pub use ethernet::{EthernetFrame, VlanTag};
+pub use icmp::IcmpMessage;
+pub use ipv4::Ipv4Packet;
+pub use ipv6::{Ipv6ExtHeader, Ipv6FragmentHeader, Ipv6Packet};
 
 pub use parse::parse;
+pub use tcp::TcpSegment;
 pub use tuple::{
     addr_to_bytes, bytes_to_addr, ip_proto, is_v4_mapped, v4_mapped, v4_octets, FiveTuple,
     FIVE_TUPLE_BYTES,
 };
+pub use udp::UdpDatagram;
 
 /// What a frame carries at layer 3.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
