@@ -1,7 +1,8 @@
 //! The validated rule model. Values of these types have passed validation:
 //! later stages may rely on every invariant documented here.
 
-use std::net::IpAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 
 /// Default Maglev lookup table size (a prime).
 pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65_537;
@@ -9,9 +10,29 @@ pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65_537;
 pub const DEFAULT_FLOW_CAPACITY: usize = 1_048_576;
 /// Largest backend weight accepted.
 pub const MAX_WEIGHT: u32 = 10_000;
+/// Smallest Maglev table size accepted (the largest prime below 256): a
+/// smaller table cannot spread flows evenly over even a few backends.
+pub const MIN_MAGLEV_TABLE_SIZE: u32 = 251;
+/// Largest Maglev table size accepted: the first prime above 2^24. At four
+/// bytes an entry that is already 64 MiB per service, enough for 160 000
+/// backends at the recommended 100 entries per backend; a larger table only
+/// costs memory and rebuild time.
+pub const MAX_MAGLEV_TABLE_SIZE: u32 = 16_777_259;
+/// Largest connection-table capacity per worker accepted (2^26): at some 64
+/// bytes an entry that is 4 GiB per worker, more than any single box needs.
+pub const MAX_FLOW_CAPACITY: usize = 67_108_864;
+/// Longest idle timeout accepted, in seconds (one week): a longer timeout
+/// only lets dead connections hold table entries.
+pub const MAX_TIMEOUT_S: u32 = 604_800;
+/// Longest service name and backend label, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+/// Longest interface name, in bytes (Linux `IFNAMSIZ` less its NUL).
+pub const MAX_INTERFACE_NAME_LEN: usize = 15;
 
 /// A whole, validated gateway configuration.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// The default is an idle gateway: default settings and nothing else.
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Config {
     /// Gateway-wide settings.
     pub gateway: GatewaySettings,
@@ -23,6 +44,35 @@ pub struct Config {
     pub neighbours: Vec<Neighbour>,
     /// Services, unique by (protocol, VIP, port) and by name.
     pub services: Vec<Service>,
+}
+
+impl Config {
+    /// The index (port number) of the interface called `name`.
+    pub fn interface_index(&self, name: &str) -> Option<usize> {
+        self.interfaces.iter().position(|i| i.name == name)
+    }
+
+    /// The interface called `name`.
+    pub fn interface(&self, name: &str) -> Option<&Interface> {
+        self.interfaces.iter().find(|i| i.name == name)
+    }
+
+    /// The static neighbour with this address.
+    pub fn neighbour(&self, address: IpAddr) -> Option<&Neighbour> {
+        self.neighbours.iter().find(|n| n.address == address)
+    }
+
+    /// The service called `name`.
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// The service listening on (protocol, VIP, port).
+    pub fn service_at(&self, protocol: Protocol, vip: IpAddr, port: u16) -> Option<&Service> {
+        self.services
+            .iter()
+            .find(|s| s.protocol == protocol && s.vip == vip && s.port == port)
+    }
 }
 
 /// Gateway-wide settings.
@@ -118,6 +168,21 @@ impl Protocol {
             Protocol::Udp => "udp",
         }
     }
+
+    /// The protocol called `name` (`tcp` or `udp`, as in a config).
+    pub fn from_name(name: &str) -> Option<Protocol> {
+        match name {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// How a service picks a backend for a new flow.
@@ -140,6 +205,22 @@ impl Scheduler {
             Scheduler::Wrr => "wrr",
             Scheduler::Sh => "sh",
         }
+    }
+
+    /// The scheduler called `name` (`maglev`, `wrr` or `sh`, as in a config).
+    pub fn from_name(name: &str) -> Option<Scheduler> {
+        match name {
+            "maglev" => Some(Scheduler::Maglev),
+            "wrr" => Some(Scheduler::Wrr),
+            "sh" => Some(Scheduler::Sh),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -167,6 +248,27 @@ pub struct Service {
     pub backends: Vec<Backend>,
 }
 
+impl Service {
+    /// The VIP and port clients connect to.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.vip, self.port)
+    }
+
+    /// The backends that take new flows (weight > 0), with their indices in
+    /// [`Service::backends`].
+    pub fn active_backends(&self) -> impl Iterator<Item = (usize, &Backend)> {
+        self.backends
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.is_drained())
+    }
+
+    /// Sum of all backend weights (> 0 for a validated service).
+    pub fn total_weight(&self) -> u64 {
+        self.backends.iter().map(|b| u64::from(b.weight)).sum()
+    }
+}
+
 /// One backend (endpoint) of a service.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Backend {
@@ -182,4 +284,28 @@ pub struct Backend {
     pub set: Option<String>,
     /// Optional group label (fan-out, canary).
     pub group: Option<String>,
+}
+
+impl Backend {
+    /// A backend with weight 1 and no labels.
+    pub fn new(address: IpAddr, port: u16) -> Backend {
+        Backend {
+            address,
+            port,
+            weight: 1,
+            zone: None,
+            set: None,
+            group: None,
+        }
+    }
+
+    /// The backend's address and port.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.address, self.port)
+    }
+
+    /// Weight 0: existing flows stay, new flows go elsewhere.
+    pub fn is_drained(&self) -> bool {
+        self.weight == 0
+    }
 }

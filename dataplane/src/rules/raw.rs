@@ -1,0 +1,88 @@
+//! The config as written: the TOML shape, before any meaning is checked.
+//!
+//! Unknown keys are rejected here (`deny_unknown_fields`). Every value keeps
+//! its position in the text (`Spanned`) so that validation can point at it.
+//! Numbers are read as `i64` and addresses, MACs and enum names as strings,
+//! so that an out-of-range or malformed value is a validation problem (all
+//! of which are collected) rather than a deserialisation error (which stops
+//! at the first).
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A whole config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub gateway: RawGateway,
+    #[serde(default)]
+    pub flows: RawFlows,
+    #[serde(default)]
+    pub interfaces: Vec<RawInterface>,
+    #[serde(default)]
+    pub neighbours: Vec<RawNeighbour>,
+    #[serde(default)]
+    pub services: Vec<RawService>,
+}
+
+/// `[gateway]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGateway {
+    pub maglev_table_size: Option<Spanned<i64>>,
+}
+
+/// `[flows]`; timeouts in seconds.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFlows {
+    pub capacity: Option<Spanned<i64>>,
+    pub tcp_syn_timeout: Option<Spanned<i64>>,
+    pub tcp_established_timeout: Option<Spanned<i64>>,
+    pub tcp_closing_timeout: Option<Spanned<i64>>,
+    pub udp_timeout: Option<Spanned<i64>>,
+}
+
+/// One `[[interfaces]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInterface {
+    pub name: Spanned<String>,
+    pub mac: Spanned<String>,
+}
+
+/// One `[[neighbours]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNeighbour {
+    pub address: Spanned<String>,
+    pub mac: Spanned<String>,
+    pub interface: Option<Spanned<String>>,
+}
+
+/// One `[[services]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawService {
+    pub name: Spanned<String>,
+    pub protocol: Spanned<String>,
+    pub vip: Spanned<String>,
+    pub port: Spanned<i64>,
+    pub scheduler: Option<Spanned<String>>,
+    pub maglev_table_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+}
+
+/// One `[[services.backends]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackend {
+    pub address: Spanned<String>,
+    pub port: Spanned<i64>,
+    pub weight: Option<Spanned<i64>>,
+    pub zone: Option<Spanned<String>>,
+    pub set: Option<Spanned<String>>,
+    pub group: Option<Spanned<String>>,
+}

@@ -1,0 +1,968 @@
+//! Loading configs end to end: the shipped ones load, and every invalid
+//! config a user can write is rejected with a message at the right place.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+/// Dedents a test config: drops the leading newline and each line's
+/// indentation, so that line 1 is the first line written and columns count
+/// from the key.
+fn doc(text: &str) -> String {
+    text.trim_start_matches('\n')
+        .lines()
+        .map(str::trim_start)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The problems of an invalid config as displayed, one per entry.
+fn errors(text: &str) -> Vec<String> {
+    match load_str(&doc(text), "t.toml") {
+        Ok(config) => panic!("config was accepted: {config:#?}"),
+        Err(error) => {
+            let lines: Vec<String> = error.to_string().lines().map(String::from).collect();
+            let problems: Vec<String> = error.problems().iter().map(|p| p.to_string()).collect();
+            assert_eq!(lines, problems, "Display and problems() disagree");
+            lines
+        }
+    }
+}
+
+fn load(text: &str) -> Config {
+    match load_str(&doc(text), "t.toml") {
+        Ok(config) => config,
+        Err(error) => panic!("config was rejected:\n{error}"),
+    }
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("configs")
+        .join(name)
+}
+
+// --- Valid configs ----------------------------------------------------------
+
+#[test]
+fn demo_config_loads_with_the_fixed_topology() {
+    let config = load_file(&shipped("demo.toml")).unwrap();
+    let names: Vec<&str> = config.interfaces.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["fg-client", "fg-backend"]);
+    assert_eq!(
+        config.interfaces[0].mac,
+        [0x02, 0x66, 0x67, 0x00, 0x00, 0x01]
+    );
+    assert_eq!(
+        config.interfaces[1].mac,
+        [0x02, 0x66, 0x67, 0x00, 0x01, 0x01]
+    );
+
+    let client = config.neighbour(ip("198.18.0.2")).unwrap();
+    assert_eq!(client.interface, 0);
+    assert_eq!(client.mac, [0x02, 0x66, 0x67, 0x00, 0x00, 0x02]);
+    assert_eq!(config.neighbour(ip("2001:2::2")).unwrap().interface, 0);
+    for (address, last) in [
+        ("198.18.1.11", 0x11),
+        ("198.18.1.12", 0x12),
+        ("198.18.1.13", 0x13),
+        ("2001:2:0:1::11", 0x11),
+        ("2001:2:0:1::12", 0x12),
+    ] {
+        let neighbour = config.neighbour(ip(address)).unwrap();
+        assert_eq!(neighbour.interface, 1, "{address}");
+        assert_eq!(neighbour.mac, [0x02, 0x66, 0x67, 0x00, 0x01, last]);
+    }
+    assert_eq!(config.neighbours.len(), 7);
+
+    let web = config.service("web").unwrap();
+    assert_eq!(
+        (web.protocol, web.vip, web.port, web.scheduler),
+        (Protocol::Tcp, ip("198.18.100.10"), 80, Scheduler::Maglev)
+    );
+    let backends: Vec<(String, u32, Option<&str>)> = web
+        .backends
+        .iter()
+        .map(|b| (b.socket_addr().to_string(), b.weight, b.zone.as_deref()))
+        .collect();
+    assert_eq!(
+        backends,
+        [
+            ("198.18.1.11:8080".to_string(), 1, Some("a")),
+            ("198.18.1.12:8080".to_string(), 1, Some("a")),
+            ("198.18.1.13:8080".to_string(), 2, Some("b")),
+        ]
+    );
+    let wrr = config
+        .service_at(Protocol::Tcp, ip("198.18.100.11"), 80)
+        .unwrap();
+    assert_eq!(wrr.name, "web-wrr");
+    assert_eq!(wrr.scheduler, Scheduler::Wrr);
+    let weights: Vec<u32> = wrr.backends.iter().map(|b| b.weight).collect();
+    assert_eq!(weights, [1, 2, 3]);
+    let dns = config.service("dns").unwrap();
+    assert_eq!(
+        (dns.protocol, dns.vip, dns.port),
+        (Protocol::Udp, ip("198.18.100.10"), 53)
+    );
+    assert_eq!(
+        dns.backends[1].socket_addr().to_string(),
+        "198.18.1.12:5353"
+    );
+    let web6 = config.service("web6").unwrap();
+    assert_eq!(web6.socket_addr().to_string(), "[2001:2:0:100::10]:80");
+    assert_eq!(
+        web6.backends[0].socket_addr().to_string(),
+        "[2001:2:0:1::11]:8080"
+    );
+    assert_eq!(config.services.len(), 4);
+}
+
+#[test]
+fn example_config_loads_and_states_the_defaults() {
+    let config = load_file(&shipped("example.toml")).unwrap();
+    assert_eq!(config.gateway, GatewaySettings::default());
+    assert_eq!(config.flows, FlowSettings::default());
+    let web = config.service("web").unwrap();
+    assert_eq!(web.maglev_table_size, DEFAULT_MAGLEV_TABLE_SIZE);
+    assert_eq!(web.backends[0].set.as_deref(), Some("s1"));
+    assert_eq!(web.backends[0].group.as_deref(), Some("g1"));
+    assert_eq!(web.backends[1], Backend::new(ip("198.18.1.12"), 8080));
+}
+
+#[test]
+fn empty_config_is_an_idle_gateway() {
+    assert_eq!(load(""), Config::default());
+    assert_eq!(load("[gateway]\n[flows]\n"), Config::default());
+}
+
+#[test]
+fn omitted_keys_take_their_defaults() {
+    let config = load(
+        r#"
+        [gateway]
+        maglev_table_size = 251
+        [flows]
+        udp_timeout = 5
+        [[interfaces]]
+        name = "eth0"
+        mac = "02:00:00:00:00:01"
+        [[neighbours]]
+        address = "198.18.1.11"
+        mac = "02:00:00:00:01:11"
+        [[services]]
+        name = "web"
+        protocol = "udp"
+        vip = "198.18.100.10"
+        port = 53
+        [[services.backends]]
+        address = "198.18.1.11"
+        port = 5353
+        "#,
+    );
+    assert_eq!(config.flows.udp_timeout_s, 5);
+    assert_eq!(config.flows.tcp_syn_timeout_s, 30);
+    assert_eq!(config.flows.capacity, DEFAULT_FLOW_CAPACITY);
+    // The only interface is implied.
+    assert_eq!(config.neighbours[0].interface, 0);
+    let web = &config.services[0];
+    assert_eq!(web.scheduler, Scheduler::Maglev);
+    // The gateway's table size applies.
+    assert_eq!(web.maglev_table_size, 251);
+    assert_eq!(web.backends, [Backend::new(ip("198.18.1.11"), 5353)]);
+}
+
+#[test]
+fn service_table_size_overrides_the_gateway() {
+    let config = load(
+        r#"
+        [[services]]
+        name = "web"
+        protocol = "tcp"
+        vip = "198.18.100.10"
+        port = 80
+        scheduler = "sh"
+        maglev_table_size = 1009
+        [[services.backends]]
+        address = "198.18.1.11"
+        port = 80
+        weight = 0
+        [[services.backends]]
+        address = "198.18.1.12"
+        port = 80
+        weight = 10000
+        "#,
+    );
+    let web = &config.services[0];
+    assert_eq!(web.maglev_table_size, 1009);
+    assert_eq!(web.scheduler, Scheduler::Sh);
+    assert_eq!(web.total_weight(), 10_000);
+    let active: Vec<usize> = web.active_backends().map(|(i, _)| i).collect();
+    assert_eq!(active, [1]);
+}
+
+#[test]
+fn one_vip_may_serve_several_protocols_and_ports_and_share_backends() {
+    let config = load(
+        r#"
+        [[services]]
+        name = "a"
+        protocol = "tcp"
+        vip = "198.18.100.10"
+        port = 80
+        [[services.backends]]
+        address = "198.18.1.11"
+        port = 80
+        [[services]]
+        name = "b"
+        protocol = "udp"
+        vip = "198.18.100.10"
+        port = 80
+        [[services.backends]]
+        address = "198.18.1.11"
+        port = 80
+        [[services]]
+        name = "c"
+        protocol = "tcp"
+        vip = "198.18.100.10"
+        port = 81
+        [[services.backends]]
+        address = "198.18.1.11"
+        port = 80
+        "#,
+    );
+    assert_eq!(config.services.len(), 3);
+}
+
+#[test]
+fn a_neighbour_may_have_a_multicast_mac() {
+    // Some clusters answer a unicast address with a multicast MAC.
+    let config = load(
+        r#"
+        [[interfaces]]
+        name = "eth0"
+        mac = "02:00:00:00:00:01"
+        [[neighbours]]
+        address = "198.18.1.11"
+        mac = "03:bf:c6:12:01:0b"
+        "#,
+    );
+    assert_eq!(config.neighbours[0].mac[0], 0x03);
+}
+
+// --- Files, syntax and shape ------------------------------------------------
+
+#[test]
+fn missing_file_names_the_file_and_the_os_error() {
+    let path = shipped("no-such-config.toml");
+    let error = load_file(&path).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.starts_with(&format!("{}: cannot read config: ", path.display())),
+        "{text}"
+    );
+    assert!(text.contains("os error 2"), "{text}");
+    assert!(
+        matches!(&error, ConfigError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound)
+    );
+    assert!(error.problems().is_empty());
+}
+
+#[test]
+fn problems_in_a_file_name_the_path() {
+    let dir = std::env::temp_dir().join(format!("flowgate-rules-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[flows]\ncapacity = 0\n").unwrap();
+    let error = load_file(&path).unwrap_err();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}:2:12: flows.capacity 0 is out of range 1..=67108864",
+            path.display()
+        )
+    );
+    let problem = &error.problems()[0];
+    assert_eq!((problem.line, problem.column), (2, 12));
+    assert_eq!(problem.file, path.display().to_string());
+}
+
+#[test]
+fn toml_syntax_error_has_its_position() {
+    assert_eq!(
+        errors(
+            r#"
+            [flows]
+            capacity = 10
+            udp_timeout = "60
+            "#
+        ),
+        // At the end of the line, where the closing quote is missing.
+        ["t.toml:3:18: invalid basic string"]
+    );
+    assert_eq!(
+        errors("[flows]\ncapacity = 1\ncapacity = 2\n"),
+        ["t.toml:3:1: duplicate key `capacity` in table `flows`"]
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected_where_they_are() {
+    assert_eq!(
+        errors("[gateway]\nmaglev_table_size = 251\n\n[flow]\ncapacity = 1\n"),
+        ["t.toml:4:2: unknown field `flow`, expected one of `gateway`, `flows`, `interfaces`, `neighbours`, `services`"]
+    );
+    assert_eq!(
+        errors(
+            r#"
+            [[services]]
+            name = "web"
+            protocol = "tcp"
+            vip = "198.18.100.10"
+            port = 80
+            [[services.backends]]
+            address = "198.18.1.11"
+            port = 8080
+            wieght = 2
+            "#
+        ),
+        ["t.toml:9:1: unknown field `wieght`, expected one of `address`, `port`, `weight`, `zone`, `set`, `group`"]
+    );
+    assert_eq!(
+        errors("[flows]\ntcp_timeout = 5\n"),
+        ["t.toml:2:1: unknown field `tcp_timeout`, expected one of `capacity`, `tcp_syn_timeout`, `tcp_established_timeout`, `tcp_closing_timeout`, `udp_timeout`"]
+    );
+}
+
+#[test]
+fn wrong_types_are_rejected_where_they_are() {
+    assert_eq!(
+        errors(
+            r#"
+            [[services]]
+            name = "web"
+            protocol = "tcp"
+            vip = "198.18.100.10"
+            port = "80"
+            "#
+        ),
+        [r#"t.toml:5:8: invalid type: string "80", expected i64"#]
+    );
+    assert_eq!(
+        errors("[flows]\ncapacity = 1.5\n"),
+        ["t.toml:2:12: invalid type: floating point `1.5`, expected i64"]
+    );
+    assert_eq!(
+        errors("services = 3\n"),
+        ["t.toml:1:12: invalid type: integer `3`, expected a sequence"]
+    );
+    assert_eq!(
+        errors("[[interfaces]]\nname = 4\nmac = \"02:00:00:00:00:01\"\n"),
+        ["t.toml:2:8: invalid type: integer `4`, expected a string"]
+    );
+}
+
+#[test]
+fn missing_required_keys_are_rejected() {
+    assert_eq!(
+        errors(
+            r#"
+            [gateway]
+            [[services]]
+            name = "web"
+            vip = "198.18.100.10"
+            port = 80
+            "#
+        ),
+        ["t.toml:2:1: missing field `protocol`"]
+    );
+}
+
+// --- [gateway] and [flows] --------------------------------------------------
+
+#[test]
+fn gateway_table_size_must_be_prime_and_in_range() {
+    assert_eq!(
+        errors("[gateway]\nmaglev_table_size = 65536\n"),
+        ["t.toml:2:21: gateway.maglev_table_size 65536 is not prime (nearest primes: 65521, 65537)"]
+    );
+    assert_eq!(
+        errors("[gateway]\nmaglev_table_size = 13\n"),
+        ["t.toml:2:21: gateway.maglev_table_size 13 is out of range 251..=16777259"]
+    );
+    assert_eq!(
+        errors("[gateway]\nmaglev_table_size = 16777260\n"),
+        ["t.toml:2:21: gateway.maglev_table_size 16777260 is out of range 251..=16777259"]
+    );
+}
+
+#[test]
+fn flow_capacity_and_timeouts_must_be_in_range() {
+    assert_eq!(
+        errors(
+            r#"
+            [flows]
+            capacity = 67108865
+            tcp_syn_timeout = 0
+            tcp_established_timeout = 604801
+            tcp_closing_timeout = -1
+            udp_timeout = 0
+            "#
+        ),
+        [
+            "t.toml:2:12: flows.capacity 67108865 is out of range 1..=67108864",
+            "t.toml:3:19: flows.tcp_syn_timeout 0 is out of range 1..=604800",
+            "t.toml:4:27: flows.tcp_established_timeout 604801 is out of range 1..=604800",
+            "t.toml:5:23: flows.tcp_closing_timeout -1 is out of range 1..=604800",
+            "t.toml:6:15: flows.udp_timeout 0 is out of range 1..=604800",
+        ]
+    );
+    assert_eq!(
+        errors("[flows]\ncapacity = 0\n"),
+        ["t.toml:2:12: flows.capacity 0 is out of range 1..=67108864"]
+    );
+}
+
+// --- [[interfaces]] and [[neighbours]] --------------------------------------
+
+#[test]
+fn interface_names_must_be_valid_and_unique() {
+    assert_eq!(
+        errors(
+            r#"
+            [[interfaces]]
+            name = "eth0"
+            mac = "02:00:00:00:00:01"
+            [[interfaces]]
+            name = "eth0"
+            mac = "02:00:00:00:00:02"
+            [[interfaces]]
+            name = "a-very-long-name0"
+            mac = "02:00:00:00:00:03"
+            [[interfaces]]
+            name = ""
+            mac = "02:00:00:00:00:04"
+            [[interfaces]]
+            name = "eth/1"
+            mac = "02:00:00:00:00:05"
+            "#
+        ),
+        [
+            r#"t.toml:5:8: interface "eth0" is listed twice (first at line 2)"#,
+            r#"t.toml:8:8: interface name "a-very-long-name0" is longer than 15 bytes (the kernel's IFNAMSIZ limit)"#,
+            r#"t.toml:11:8: interface name "" is empty"#,
+            r#"t.toml:14:8: interface name "eth/1" may not contain '/', ':', whitespace or control characters"#,
+        ]
+    );
+}
+
+#[test]
+fn interface_macs_must_be_unicast_station_addresses() {
+    assert_eq!(
+        errors(
+            r#"
+            [[interfaces]]
+            name = "eth0"
+            mac = "02:00:00:00:00:0g"
+            [[interfaces]]
+            name = "eth1"
+            mac = "01:00:5e:00:00:01"
+            [[interfaces]]
+            name = "eth2"
+            mac = "ff:ff:ff:ff:ff:ff"
+            [[interfaces]]
+            name = "eth3"
+            mac = "00:00:00:00:00:00"
+            "#
+        ),
+        [
+            r#"t.toml:3:7: MAC "02:00:00:00:00:0g" of interface "eth0" is not a MAC address (expected six hex octets such as 02:00:00:00:00:01)"#,
+            r#"t.toml:6:7: MAC 01:00:5e:00:00:01 of interface "eth1" is a multicast address; an interface needs a unicast MAC"#,
+            r#"t.toml:9:7: MAC ff:ff:ff:ff:ff:ff of interface "eth2" is the broadcast address; an interface needs a unicast MAC"#,
+            r#"t.toml:12:7: MAC 00:00:00:00:00:00 of interface "eth3" is all zeros; an interface needs a unicast MAC"#,
+        ]
+    );
+}
+
+#[test]
+fn neighbour_addresses_and_macs_must_be_valid_and_unique() {
+    assert_eq!(
+        errors(
+            r#"
+            [[interfaces]]
+            name = "eth0"
+            mac = "02:00:00:00:00:01"
+            [[neighbours]]
+            address = "2001:2:0:1::11"
+            mac = "02:00:00:00:01:11"
+            [[neighbours]]
+            address = "2001:2:0:1:0:0:0:11"
+            mac = "02:00:00:00:01:12"
+            [[neighbours]]
+            address = "198.18.1.300"
+            mac = "02:00:00:00:01:13"
+            [[neighbours]]
+            address = "198.18.1.14"
+            mac = "02:00:00:00:01"
+            [[neighbours]]
+            address = "198.18.1.15"
+            mac = "ff:ff:ff:ff:ff:ff"
+            [[neighbours]]
+            address = "198.18.1.16"
+            mac = "00:00:00:00:00:00"
+            [[neighbours]]
+            address = "224.0.0.5"
+            mac = "02:00:00:00:01:17"
+            "#
+        ),
+        [
+            "t.toml:8:11: neighbour 2001:2:0:1::11 is listed twice (first at line 5)",
+            r#"t.toml:11:11: neighbour address "198.18.1.300" is not an IP address"#,
+            r#"t.toml:15:7: MAC "02:00:00:00:01" of neighbour 198.18.1.14 is not a MAC address (expected six hex octets such as 02:00:00:00:00:01)"#,
+            "t.toml:18:7: MAC ff:ff:ff:ff:ff:ff of neighbour 198.18.1.15 is the broadcast address",
+            "t.toml:21:7: MAC 00:00:00:00:00:00 of neighbour 198.18.1.16 is all zeros",
+            "t.toml:23:11: neighbour address 224.0.0.5 is a multicast address",
+        ]
+    );
+}
+
+#[test]
+fn neighbour_interface_must_exist_and_be_named_when_ambiguous() {
+    assert_eq!(
+        errors(
+            r#"
+            [[interfaces]]
+            name = "eth0"
+            mac = "02:00:00:00:00:01"
+            [[interfaces]]
+            name = "eth1"
+            mac = "02:00:00:00:00:02"
+            [[neighbours]]
+            address = "198.18.1.11"
+            mac = "02:00:00:00:01:11"
+            interface = "eth9"
+            [[neighbours]]
+            address = "198.18.1.12"
+            mac = "02:00:00:00:01:12"
+            "#
+        ),
+        [
+            r#"t.toml:10:13: neighbour 198.18.1.11 names unknown interface "eth9" (interfaces: eth0, eth1)"#,
+            "t.toml:12:11: neighbour 198.18.1.12 must name its interface: there are 2 (eth0, eth1)",
+        ]
+    );
+    assert_eq!(
+        errors(
+            r#"
+            [[neighbours]]
+            address = "198.18.1.11"
+            mac = "02:00:00:00:01:11"
+            [[neighbours]]
+            address = "198.18.1.12"
+            mac = "02:00:00:00:01:12"
+            interface = "eth0"
+            "#
+        ),
+        [
+            "t.toml:2:11: neighbour 198.18.1.11 has no interface: no [[interfaces]] are configured",
+            r#"t.toml:7:13: neighbour 198.18.1.12 names interface "eth0", but no [[interfaces]] are configured"#,
+        ]
+    );
+}
+
+// --- [[services]] -----------------------------------------------------------
+
+/// A service header with the given key lines, then one backend.
+fn service_with(keys: &str) -> String {
+    format!("[[services]]\n{keys}\n[[services.backends]]\naddress = \"198.18.1.11\"\nport = 8080\n")
+}
+
+#[test]
+fn service_names_must_be_valid_and_unique() {
+    let text = [
+        service_with("name = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80"),
+        service_with("name = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 81"),
+        service_with("name = \"w b\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 82"),
+        service_with(&format!(
+            "name = \"{}\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 83",
+            "x".repeat(65)
+        )),
+    ]
+    .concat();
+    assert_eq!(
+        errors(&text),
+        [
+            r#"t.toml:10:8: service "web" is defined twice (first at line 2)"#,
+            r#"t.toml:18:8: service name "w b" is not valid: use 1 to 64 of A-Z a-z 0-9 _ . -"#,
+            &format!(
+                r#"t.toml:26:8: service name "{}" is not valid: use 1 to 64 of A-Z a-z 0-9 _ . -"#,
+                "x".repeat(65)
+            ),
+        ]
+    );
+}
+
+#[test]
+fn protocol_vip_and_port_must_be_unique_together() {
+    // The same address spelt two ways is the same address.
+    assert_eq!(
+        errors(
+            r#"
+            [[services]]
+            name = "a"
+            protocol = "tcp"
+            vip = "2001:2:0:100::10"
+            port = 80
+            [[services.backends]]
+            address = "2001:2:0:1::11"
+            port = 8080
+            [[services]]
+            name = "b"
+            protocol = "tcp"
+            vip = "2001:2:0:100:0::10"
+            port = 80
+            [[services.backends]]
+            address = "2001:2:0:1::11"
+            port = 8080
+            "#
+        ),
+        [
+            r#"t.toml:12:7: tcp [2001:2:0:100::10]:80 of service "b" is already used by service "a" (line 4)"#
+        ]
+    );
+}
+
+#[test]
+fn unknown_protocol_and_scheduler_are_rejected() {
+    assert_eq!(
+        errors(&service_with(
+            "name = \"web\"\nprotocol = \"sctp\"\nvip = \"198.18.100.10\"\nport = 80\nscheduler = \"rr\""
+        )),
+        [
+            r#"t.toml:3:12: unknown protocol "sctp" in service "web" (expected "tcp" or "udp")"#,
+            r#"t.toml:6:13: unknown scheduler "rr" in service "web" (expected "maglev", "wrr" or "sh")"#,
+        ]
+    );
+}
+
+#[test]
+fn vip_must_be_a_unicast_address() {
+    let cases = [
+        (
+            "198.18.100.300",
+            r#"VIP "198.18.100.300" of service "web" is not an IP address"#,
+        ),
+        (
+            "0.0.0.0",
+            r#"VIP 0.0.0.0 of service "web" is the unspecified address"#,
+        ),
+        (
+            "::",
+            r#"VIP :: of service "web" is the unspecified address"#,
+        ),
+        (
+            "239.1.1.1",
+            r#"VIP 239.1.1.1 of service "web" is a multicast address"#,
+        ),
+        (
+            "ff02::1",
+            r#"VIP ff02::1 of service "web" is a multicast address"#,
+        ),
+        (
+            "255.255.255.255",
+            r#"VIP 255.255.255.255 of service "web" is the broadcast address"#,
+        ),
+        (
+            "127.0.0.1",
+            r#"VIP 127.0.0.1 of service "web" is a loopback address"#,
+        ),
+        ("::1", r#"VIP ::1 of service "web" is a loopback address"#),
+        (
+            "::ffff:198.18.100.10",
+            r#"VIP ::ffff:198.18.100.10 of service "web" is an IPv4-mapped IPv6 address: write the IPv4 address"#,
+        ),
+    ];
+    for (vip, message) in cases {
+        let text = service_with(&format!(
+            "name = \"web\"\nprotocol = \"tcp\"\nvip = \"{vip}\"\nport = 80"
+        ));
+        // Alone: the backend's family is checked only against a usable VIP.
+        assert_eq!(
+            errors(&text),
+            [format!("t.toml:4:7: {message}")],
+            "vip {vip}"
+        );
+    }
+}
+
+#[test]
+fn ports_must_be_in_range() {
+    assert_eq!(
+        errors(
+            r#"
+            [[services]]
+            name = "web"
+            protocol = "tcp"
+            vip = "198.18.100.10"
+            port = 0
+            [[services.backends]]
+            address = "198.18.1.11"
+            port = 65536
+            [[services.backends]]
+            address = "198.18.1.12"
+            port = -80
+            "#
+        ),
+        [
+            r#"t.toml:5:8: port 0 of service "web" is out of range 1..=65535"#,
+            r#"t.toml:8:8: port 65536 of backend 198.18.1.11 in service "web" is out of range 1..=65535"#,
+            r#"t.toml:11:8: port -80 of backend 198.18.1.12 in service "web" is out of range 1..=65535"#,
+        ]
+    );
+}
+
+#[test]
+fn backends_must_be_usable_unique_and_of_the_vip_family() {
+    assert_eq!(
+        errors(
+            r#"
+            [[services]]
+            name = "web"
+            protocol = "tcp"
+            vip = "198.18.100.10"
+            port = 80
+            [[services.backends]]
+            address = "198.18.1.11"
+            port = 8080
+            [[services.backends]]
+            address = "198.18.1.11"
+            port = 8080
+            [[services.backends]]
+            address = "2001:2:0:1::11"
+            port = 8080
+            [[services.backends]]
+            address = "backend-1"
+            port = 8080
+            [[services.backends]]
+            address = "127.0.0.1"
+            port = 8080
+            [[services.backends]]
+            address = "198.18.1.11"
+            port = 8081
+            "#
+        ),
+        [
+            r#"t.toml:10:11: backend 198.18.1.11:8080 is listed twice in service "web" (first at line 7)"#,
+            r#"t.toml:13:11: backend 2001:2:0:1::11 of service "web" is IPv6 but its VIP 198.18.100.10 is IPv4"#,
+            r#"t.toml:16:11: backend "backend-1" of service "web" is not an IP address"#,
+            r#"t.toml:19:11: backend 127.0.0.1 of service "web" is a loopback address"#,
+        ]
+    );
+}
+
+#[test]
+fn weights_must_be_in_range() {
+    assert_eq!(
+        errors(
+            r#"
+            [[services]]
+            name = "web"
+            protocol = "tcp"
+            vip = "2001:2:0:100::10"
+            port = 80
+            [[services.backends]]
+            address = "2001:2:0:1::11"
+            port = 8080
+            weight = 10001
+            [[services.backends]]
+            address = "2001:2:0:1::12"
+            port = 8080
+            weight = -1
+            "#
+        ),
+        [
+            r#"t.toml:9:10: weight 10001 of backend [2001:2:0:1::11]:8080 in service "web" is out of range 0..=10000"#,
+            r#"t.toml:13:10: weight -1 of backend [2001:2:0:1::12]:8080 in service "web" is out of range 0..=10000"#,
+        ]
+    );
+}
+
+#[test]
+fn a_service_needs_a_backend_that_takes_flows() {
+    assert_eq!(
+        errors(
+            r#"
+            [[services]]
+            name = "none"
+            protocol = "tcp"
+            vip = "198.18.100.10"
+            port = 80
+            [[services]]
+            name = "empty"
+            protocol = "tcp"
+            vip = "198.18.100.10"
+            port = 81
+            backends = []
+            [[services]]
+            name = "drained"
+            protocol = "tcp"
+            vip = "198.18.100.10"
+            port = 82
+            [[services.backends]]
+            address = "198.18.1.11"
+            port = 8080
+            weight = 0
+            [[services.backends]]
+            address = "198.18.1.12"
+            port = 8080
+            weight = 0
+            "#
+        ),
+        [
+            r#"t.toml:2:8: service "none" has no backends"#,
+            r#"t.toml:7:8: service "empty" has no backends"#,
+            r#"t.toml:13:8: service "drained" has no backend with weight > 0 (all 2 are drained)"#,
+        ]
+    );
+}
+
+#[test]
+fn labels_must_be_valid_names() {
+    assert_eq!(
+        errors(
+            r#"
+            [[services]]
+            name = "web"
+            protocol = "tcp"
+            vip = "198.18.100.10"
+            port = 80
+            [[services.backends]]
+            address = "198.18.1.11"
+            port = 8080
+            zone = ""
+            set = "s 1"
+            group = "g1"
+            "#
+        ),
+        [
+            r#"t.toml:9:8: zone "" of backend 198.18.1.11:8080 in service "web" is not valid: use 1 to 64 of A-Z a-z 0-9 _ . -"#,
+            r#"t.toml:10:7: set "s 1" of backend 198.18.1.11:8080 in service "web" is not valid: use 1 to 64 of A-Z a-z 0-9 _ . -"#,
+        ]
+    );
+}
+
+#[test]
+fn service_table_size_must_be_prime_and_in_range() {
+    assert_eq!(
+        errors(&service_with(
+            "name = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80\nmaglev_table_size = 1000"
+        )),
+        [r#"t.toml:6:21: maglev_table_size 1000 of service "web" is not prime (nearest primes: 997, 1009)"#]
+    );
+    assert_eq!(
+        errors(&service_with(
+            "name = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80\nmaglev_table_size = 0"
+        )),
+        [r#"t.toml:6:21: maglev_table_size 0 of service "web" is out of range 251..=16777259"#]
+    );
+    assert_eq!(
+        errors("[gateway]\nmaglev_table_size = 16777258\n"),
+        ["t.toml:2:21: gateway.maglev_table_size 16777258 is not prime (nearest primes: 16777213, 16777259)"]
+    );
+}
+
+/// A service with `count` backends 198.18.1.1:1, :2, ... and the given
+/// extra keys.
+fn big_service(name: &str, port: u16, keys: &str, count: u16) -> String {
+    let mut text = format!(
+        "[[services]]\nname = \"{name}\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = {port}\n{keys}"
+    );
+    for port in 1..=count {
+        text.push_str(&format!(
+            "[[services.backends]]\naddress = \"198.18.1.1\"\nport = {port}\n"
+        ));
+    }
+    text
+}
+
+#[test]
+fn table_size_must_exceed_the_backend_count() {
+    let text = [
+        "[gateway]\nmaglev_table_size = 251\n".to_string(),
+        // Line 3: 251 backends against the gateway's 251: too many.
+        big_service("big", 80, "", 251),
+        // Its own 257 is larger than 256 backends: fine.
+        big_service("fits", 81, "maglev_table_size = 257\n", 256),
+        // Its own 257 is not larger than 257 backends.
+        big_service("full", 82, "maglev_table_size = 257\n", 257),
+    ]
+    .concat();
+    let full_line = 2 + 5 + 3 * 251 + 6 + 3 * 256 + 6;
+    assert_eq!(
+        errors(&text),
+        [
+            r#"t.toml:4:8: service "big" has 251 backends, not fewer than gateway.maglev_table_size 251: set a larger maglev_table_size (100 times the backends is recommended)"#.to_string(),
+            format!(r#"t.toml:{full_line}:21: maglev_table_size 257 of service "full" must be larger than its 257 backends (100 times larger is recommended)"#),
+        ]
+    );
+}
+
+// --- All problems at once ---------------------------------------------------
+
+#[test]
+fn every_problem_is_reported_in_order_of_position() {
+    let errors = errors(
+        r#"
+        [[services]]
+        name = "web"
+        protocol = "tcp"
+        vip = "198.18.100.10"
+        port = 80
+        [[services.backends]]
+        address = "198.18.1.11"
+        port = 8080
+        [[services.backends]]
+        address = "198.18.1.11"
+        port = 8080
+        weight = 20000
+        [[interfaces]]
+        name = "eth0"
+        mac = "01:00:00:00:00:01"
+        [flows]
+        udp_timeout = 0
+        [gateway]
+        maglev_table_size = 100
+        "#,
+    );
+    assert_eq!(
+        errors,
+        [
+            r#"t.toml:10:11: backend 198.18.1.11:8080 is listed twice in service "web" (first at line 7)"#,
+            r#"t.toml:12:10: weight 20000 of backend 198.18.1.11:8080 in service "web" is out of range 0..=10000"#,
+            r#"t.toml:15:7: MAC 01:00:00:00:00:01 of interface "eth0" is a multicast address; an interface needs a unicast MAC"#,
+            "t.toml:17:15: flows.udp_timeout 0 is out of range 1..=604800",
+            "t.toml:19:21: gateway.maglev_table_size 100 is out of range 251..=16777259",
+        ]
+    );
+}
+
+#[test]
+fn problems_are_exposed_with_their_fields() {
+    let error = load_str("[flows]\n  capacity = 0\n", "api").unwrap_err();
+    assert_eq!(
+        error.problems(),
+        [ConfigProblem {
+            file: "api".into(),
+            line: 2,
+            column: 14,
+            message: "flows.capacity 0 is out of range 1..=67108864".into(),
+        }]
+    );
+}
