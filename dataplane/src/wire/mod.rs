@@ -1,10 +1,51 @@
-//! Zero-copy packet views and checksums.
+//! Zero-copy packet views, the frame parser, checksums and in-place
+//! rewrites.
 //!
 //! `wire` knows packets and nothing of rules. [`parse`] walks a frame once
 //! and returns a [`PacketMeta`]: offsets and the 5-tuple, so that later
 //! stages never parse again. Every rejection is a [`ParseError`], a fieldless
 //! enum the pipeline counts per reason. Parsing never panics and never reads
 //! out of bounds, on any input.
+//!
+//! # Layout
+//!
+//! - One typed view per protocol, smoltcp-style: [`EthernetFrame`] and
+//!   [`VlanTag`], [`ArpPacket`], [`Ipv4Packet`], [`Ipv6Packet`] with
+//!   [`Ipv6ExtHeader`] and [`Ipv6FragmentHeader`], [`TcpSegment`],
+//!   [`UdpDatagram`], [`IcmpMessage`]. Getters need `AsRef<[u8]>`, setters
+//!   `AsMut<[u8]>`; offsets are named in each module's `field`; once
+//!   `new_checked` has passed, no getter can panic.
+//! - [`parse`]: the views composed into one pass over a frame.
+//! - [`checksum`]: full and incremental (RFC 1624) Internet checksums, and
+//!   [`frame_checksums_ok`] for tests.
+//! - `rewrite`: the per-packet NAT primitives, patching checksums
+//!   incrementally.
+//! - `builder`: well-formed test frames for tests, benches and fixtures.
+//!
+//! # What the parser accepts, and what the pipeline then does
+//!
+//! `wire` only classifies; the decisions are the pipeline's (see
+//! `pipeline`), summarised here so the two read together:
+//!
+//! | Frame | `parse` returns | Pipeline |
+//! |---|---|---|
+//! | Ethernet II, 0–2 VLAN tags (TPID 0x8100, 0x88a8 or 0x9100) | offsets past the tags, `vlan_tags` | forwards per its rules |
+//! | a third VLAN tag | [`ParseError::TooManyVlanTags`] | drops, counted |
+//! | ARP (at least the 28-byte Ethernet/IPv4 body) | `l3: L3::Arp` | passes to the kernel |
+//! | any other ethertype | [`ParseError::UnsupportedEthertype`] | passes to the kernel |
+//! | IPv4 / IPv6 with TCP, UDP, ICMP | tuple with ports (ICMP: type and code) | looks up flows and services |
+//! | other IP protocols (GRE, ESP, SCTP, IPv6 "no next header" …) | tuple with ports 0 | looks up services by protocol; usually passes |
+//! | fragments | [`Fragment::First`] (L4 parsed) or [`Fragment::NonFirst`] (ports 0, `l4_offset` = fragment data) | does not reassemble: drops fragments to a VIP, passes the rest |
+//! | malformed (any other [`ParseError`]) | the reason | drops, counted per reason |
+//!
+//! Lengths come from the headers, not the frame: IPv4's total length and
+//! IPv6's payload length bound the packet (`ip_end`; Ethernet padding may
+//! follow), and L4 headers must fit in the IP packet. IPv4 options are
+//! skipped by IHL and TCP options by data offset. IPv6 extension headers
+//! (hop-by-hop, routing, destination options, fragment, AH) are walked, at
+//! most [`ipv6::MAX_EXTENSION_HEADERS`]; ESP ends the walk as an upper-layer
+//! protocol. The parser does not verify checksums: receivers do, and the
+//! gateway only patches them.
 
 pub mod arp;
 mod bytes;
@@ -24,7 +65,8 @@ pub use icmp::IcmpMessage;
 pub use ipv4::Ipv4Packet;
 pub use ipv6::{Ipv6ExtHeader, Ipv6FragmentHeader, Ipv6Packet};
 
-pub use parse::parse;
+pub use checksum::frame_checksums_ok;
+pub use parse::{parse, MAX_VLAN_TAGS};
 pub use tcp::TcpSegment;
 pub use tuple::{
     addr_to_bytes, bytes_to_addr, ip_proto, is_v4_mapped, v4_mapped, v4_octets, FiveTuple,
@@ -117,7 +159,9 @@ pub enum ParseError {
     BadIpVersion,
     /// IPv4 header length below 5 words or beyond the frame.
     BadIhl,
-    /// IP total / payload length smaller than the header or beyond the frame.
+    /// IP total / payload length smaller than the header or beyond the
+    /// frame (or ending more than 64 KiB into it, past what
+    /// [`PacketMeta`]'s offsets can hold).
     BadIpLength,
     /// An IPv6 extension header runs past the packet.
     BadExtensionHeader,
@@ -168,6 +212,8 @@ impl ParseError {
         }
     }
 }
+
+impl std::error::Error for ParseError {}
 
 impl std::fmt::Display for ParseError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
