@@ -18,7 +18,7 @@
 //! - [`parse`]: the views composed into one pass over a frame.
 //! - [`checksum`]: full and incremental (RFC 1624) Internet checksums, and
 //!   [`frame_checksums_ok`] for tests.
-//! - `rewrite`: the per-packet NAT primitives, patching checksums
+//! - [`rewrite`]: the per-packet NAT primitives, patching checksums
 //!   incrementally.
 //! - `builder`: well-formed test frames for tests, benches and fixtures.
 //!
@@ -55,6 +55,7 @@ pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 mod parse;
+pub mod rewrite;
 pub mod tcp;
 mod tuple;
 pub mod udp;
