@@ -20,7 +20,7 @@
 //!   [`frame_checksums_ok`] for tests.
 //! - [`rewrite`]: the per-packet NAT primitives, patching checksums
 //!   incrementally.
-//! - `builder`: well-formed test frames for tests, benches and fixtures.
+//! - [`builder`]: well-formed test frames for tests, benches and fixtures.
 //!
 //! # What the parser accepts, and what the pipeline then does
 //!
@@ -48,6 +48,7 @@
 //! gateway only patches them.
 
 pub mod arp;
+pub mod builder;
 mod bytes;
 pub mod checksum;
 pub mod ethernet;

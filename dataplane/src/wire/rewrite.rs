@@ -185,3 +185,220 @@ fn patch_udp_checksum(frame: &mut [u8], at: usize, delta: ChecksumDelta) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::builder::FrameBuilder;
+    use crate::wire::checksum::{l4_checksum_v4, udp_wire_value};
+    use crate::wire::{addr_to_bytes, frame_checksums_ok, parse, tcp_flags};
+    use std::net::SocketAddr;
+
+    fn sock(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn bytes(s: &str) -> [u8; 16] {
+        addr_to_bytes(s.parse().unwrap())
+    }
+
+    fn tcp_v4() -> FrameBuilder {
+        FrameBuilder::tcp(
+            sock("198.18.0.1:40000"),
+            sock("198.18.1.10:80"),
+            tcp_flags::ACK,
+        )
+        .payload(b"GET / HTTP/1.1\r\n")
+    }
+
+    fn udp_v6() -> FrameBuilder {
+        FrameBuilder::udp(sock("[2001:2::1]:5353"), sock("[2001:2::53]:53")).payload(b"query")
+    }
+
+    #[test]
+    fn set_macs_writes_both_and_leaves_short_frames_alone() {
+        let mut frame = tcp_v4().build();
+        set_macs(&mut frame, [0x02, 1, 2, 3, 4, 5], [0x02, 6, 7, 8, 9, 10]);
+        assert_eq!(&frame[..12], &[0x02, 6, 7, 8, 9, 10, 0x02, 1, 2, 3, 4, 5]);
+        let mut short = [0xee; 11];
+        set_macs(&mut short, [0; 6], [0; 6]);
+        assert_eq!(short, [0xee; 11]);
+    }
+
+    #[test]
+    fn dnat_rewrites_address_port_and_checksums() {
+        for builder in [tcp_v4(), tcp_v4().vlan(3), tcp_v4().vlan(3).vlan(4)] {
+            let mut frame = builder.build();
+            let meta = parse(&frame).unwrap();
+            rewrite_dst(&mut frame, &meta, &bytes("198.19.7.7"), 8080);
+            let after = parse(&frame).unwrap();
+            assert_eq!(after.tuple.dst, bytes("198.19.7.7"));
+            assert_eq!(after.tuple.dst_port, 8080);
+            assert_eq!(
+                (after.tuple.src, after.tuple.src_port),
+                (meta.tuple.src, 40000)
+            );
+            assert!(frame_checksums_ok(&frame));
+        }
+    }
+
+    #[test]
+    fn snat_rewrites_ipv6_udp() {
+        let mut frame = udp_v6().build();
+        let meta = parse(&frame).unwrap();
+        rewrite_src(&mut frame, &meta, &bytes("2001:2::ffff:1"), 1024);
+        let after = parse(&frame).unwrap();
+        assert_eq!(
+            (after.tuple.src, after.tuple.src_port),
+            (bytes("2001:2::ffff:1"), 1024)
+        );
+        assert_eq!(
+            (after.tuple.dst, after.tuple.dst_port),
+            (meta.tuple.dst, 53)
+        );
+        assert!(frame_checksums_ok(&frame));
+    }
+
+    #[test]
+    fn decrement_ttl_patches_the_ipv4_header_and_lowers_the_hop_limit() {
+        let mut frame = tcp_v4().ttl(64).build();
+        let meta = parse(&frame).unwrap();
+        decrement_ttl(&mut frame, &meta);
+        assert_eq!(parse(&frame).unwrap().ttl, 63);
+        assert!(frame_checksums_ok(&frame));
+
+        let mut frame = udp_v6().ttl(2).build();
+        let meta = parse(&frame).unwrap();
+        decrement_ttl(&mut frame, &meta);
+        assert_eq!(parse(&frame).unwrap().ttl, 1);
+        assert!(frame_checksums_ok(&frame));
+    }
+
+    #[test]
+    fn a_ttl_of_zero_is_not_wrapped() {
+        let mut frame = tcp_v4().ttl(0).build();
+        let before = frame.clone();
+        let meta = parse(&frame).unwrap();
+        decrement_ttl(&mut frame, &meta);
+        assert_eq!(frame, before);
+    }
+
+    #[test]
+    fn icmpv4_keeps_its_checksum_and_icmpv6_has_it_patched() {
+        let src = "198.18.0.1".parse().unwrap();
+        let dst = "198.18.1.10".parse().unwrap();
+        let mut frame = FrameBuilder::icmp_echo_request(src, dst).build();
+        let meta = parse(&frame).unwrap();
+        let l4 = usize::from(meta.l4_offset);
+        let icmp_before = frame[l4..].to_vec();
+        rewrite_dst(&mut frame, &meta, &bytes("198.19.0.9"), 999);
+        assert_eq!(&frame[l4..], &icmp_before[..]);
+        assert_eq!(parse(&frame).unwrap().tuple.dst, bytes("198.19.0.9"));
+        assert!(frame_checksums_ok(&frame));
+
+        let src = "2001:2::1".parse().unwrap();
+        let dst = "2001:2::2".parse().unwrap();
+        let mut frame = FrameBuilder::icmp_echo_request(src, dst)
+            .payload(b"p")
+            .build();
+        let meta = parse(&frame).unwrap();
+        rewrite_dst(&mut frame, &meta, &bytes("2001:2::99"), 999);
+        assert_eq!(parse(&frame).unwrap().tuple.dst, bytes("2001:2::99"));
+        assert!(frame_checksums_ok(&frame));
+    }
+
+    #[test]
+    fn a_zero_udp_checksum_stays_zero() {
+        let mut frame = FrameBuilder::udp(sock("198.18.0.1:5000"), sock("198.18.0.2:53"))
+            .udp_zero_checksum()
+            .build();
+        let meta = parse(&frame).unwrap();
+        rewrite_dst(&mut frame, &meta, &bytes("198.18.9.9"), 5353);
+        rewrite_src(&mut frame, &meta, &bytes("198.18.8.8"), 6000);
+        let l4 = usize::from(meta.l4_offset);
+        assert_eq!(&frame[l4 + 6..l4 + 8], &[0, 0]);
+        assert_eq!(parse(&frame).unwrap().tuple.dst_port, 5353);
+        assert!(frame_checksums_ok(&frame));
+    }
+
+    #[test]
+    fn a_patched_udp_checksum_of_zero_is_sent_as_all_ones() {
+        let mut frame = FrameBuilder::udp(sock("198.18.0.1:5000"), sock("198.18.0.2:53"))
+            .payload(b"x")
+            .build();
+        let meta = parse(&frame).unwrap();
+        let l4 = usize::from(meta.l4_offset);
+        let check = u16::from_be_bytes([frame[l4 + 6], frame[l4 + 7]]);
+        // Patching port p -> p' gives ~(~C + ~p + p'); it is 0 when
+        // p' ≡ C + p (mod 0xFFFF).
+        let sum = u32::from(check) + u32::from(meta.tuple.dst_port);
+        let new_port = ((sum & 0xffff) + (sum >> 16)) as u16;
+        rewrite_dst(&mut frame, &meta, &meta.tuple.dst, new_port);
+        assert_eq!(&frame[l4 + 6..l4 + 8], &[0xff, 0xff]);
+        // The full computation agrees: it is 0, which goes out as 0xFFFF.
+        let mut zeroed = frame[l4..].to_vec();
+        zeroed[6..8].copy_from_slice(&[0, 0]);
+        let full = l4_checksum_v4(&[198, 18, 0, 1], &[198, 18, 0, 2], 17, &zeroed);
+        assert_eq!(full, 0);
+        assert_eq!(udp_wire_value(full), 0xffff);
+        assert!(frame_checksums_ok(&frame));
+    }
+
+    #[test]
+    fn non_first_fragments_keep_their_l4_bytes() {
+        for (src, dst) in [
+            ("198.18.0.1:1", "198.18.0.2:2"),
+            ("[2001:2::1]:1", "[2001:2::2]:2"),
+        ] {
+            let mut frame = FrameBuilder::udp(sock(src), sock(dst))
+                .payload(&[0x5a; 24])
+                .fragment(8, true)
+                .build();
+            let meta = parse(&frame).unwrap();
+            let l4 = usize::from(meta.l4_offset);
+            let new = if meta.l3 == L3::Ipv4 {
+                bytes("198.19.1.1")
+            } else {
+                bytes("2001:2::77")
+            };
+            rewrite_dst(&mut frame, &meta, &new, 4242);
+            rewrite_src(&mut frame, &meta, &new, 4242);
+            assert_eq!(&frame[l4..], &[0x5a; 24]);
+            let after = parse(&frame).unwrap();
+            assert_eq!((after.tuple.dst, after.tuple.src), (new, new));
+            assert!(frame_checksums_ok(&frame));
+        }
+    }
+
+    #[test]
+    fn a_first_fragment_has_its_ports_and_checksum_patched() {
+        let mut frame = tcp_v4().fragment(0, true).build();
+        let meta = parse(&frame).unwrap();
+        rewrite_dst(&mut frame, &meta, &bytes("198.19.0.1"), 8443);
+        let after = parse(&frame).unwrap();
+        assert_eq!(after.tuple.dst_port, 8443);
+        // Checked as a whole datagram: the builder's first fragment's
+        // checksum covers only its own bytes.
+        let l4 = usize::from(after.l4_offset);
+        let segment = &frame[l4..usize::from(after.ip_end)];
+        assert_eq!(
+            l4_checksum_v4(&[198, 18, 0, 1], &[198, 19, 0, 1], 6, segment),
+            0
+        );
+    }
+
+    #[test]
+    fn a_meta_from_another_frame_never_panics() {
+        let long = FrameBuilder::tcp(sock("[2001:2::1]:1"), sock("[2001:2::2]:2"), 0)
+            .payload(&[0; 100])
+            .build();
+        let meta = parse(&long).unwrap();
+        for len in 0..long.len() {
+            let mut short = long[..len].to_vec();
+            set_macs(&mut short, [1; 6], [2; 6]);
+            decrement_ttl(&mut short, &meta);
+            rewrite_dst(&mut short, &meta, &[3; 16], 3);
+            rewrite_src(&mut short, &meta, &[4; 16], 4);
+        }
+    }
+}
