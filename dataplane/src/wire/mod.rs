@@ -56,6 +56,8 @@ pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 mod parse;
+#[cfg(test)]
+mod proptests;
 pub mod rewrite;
 pub mod tcp;
 mod tuple;
