@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, then runs every check CI runs.
+# Idempotent; exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+echo "== format"
+cargo fmt --all -- --check
+echo "== lints"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== tests"
+cargo test --workspace --locked
+echo "== fuzz (bounded)"
+scripts/fuzz.sh --ci
