@@ -1,1 +1,85 @@
-//! (in progress)
+//! Per-worker connection tracking for DNAT.
+//!
+//! A client sends client → VIP; the gateway rewrites the destination to a
+//! backend; the backend replies backend → client and the gateway rewrites
+//! the source back to the VIP. One [`Connection`] record serves both
+//! directions and is found by either tuple: the client tuple as the client
+//! sent it, and the reply tuple (backend → client). Both directions share
+//! one state and one idle time, so a backend that is quiet for a while
+//! keeps its reply mapping while the client side is alive.
+//!
+//! # Layout
+//!
+//! [`FlowTable`] is a slab of records plus a hash index over it, both
+//! allocated once in [`FlowTable::new`]; nothing allocates afterwards and
+//! every operation does bounded work.
+//!
+//! - The slab: `capacity` records (the [`Connection`] and one word of
+//!   bookkeeping: where its two index keys are, a free-list link, a
+//!   handshake bit). Free records form a list threaded through that word.
+//! - The index: 64-byte buckets of 8 slots, each slot a 16-bit hash tag
+//!   and a record number with a direction bit; two keys per connection,
+//!   sized so it is at most half full. A key lives in its primary bucket,
+//!   or when that is full in a secondary one (two-choice hashing); a bucket
+//!   counts its overflowed keys so lookups read the secondary only when
+//!   that count is non-zero. See `index.rs`.
+//!
+//! The caller hashes tuples with [`crate::hash::flow_hash`] and passes the
+//! hash in, so nothing is hashed twice.
+//!
+//! A lookup reads one bucket (one cache line), compares the tags, then
+//! confirms against the record (88 bytes: one or two lines); records keep
+//! no copy of the reply tuple, it is compared field by field from the
+//! backend address and the client tuple. A miss usually reads one bucket.
+//!
+//! # Memory per connection
+//!
+//! A record is 88 bytes (`Connection` is 80, plus 8 of bookkeeping). The
+//! index has `next_power_of_two(capacity / 2)` buckets of 64 bytes: 32
+//! bytes per connection at a power-of-two capacity such as the default
+//! 1 048 576, up to 64 just above one. So 120 bytes per connection at the
+//! default (about 120 MiB per worker), at most 152.
+//!
+//! # Timeouts
+//!
+//! Each [`FlowState`] has an idle timeout ([`FlowTimeouts`]); see
+//! [`next_state`] for the TCP transitions. Expiry is judged lazily: a
+//! lookup that finds an expired connection removes it and misses, and
+//! [`FlowTable::expire`] sweeps a bounded number of records per call (the
+//! worker calls it between batches), so idle records do not linger.
+//!
+//! # Eviction
+//!
+//! Insert always succeeds. When it needs room:
+//! - the table is full: the victim is chosen among the records in the new
+//!   client key's primary bucket (a random sample of about four) and the
+//!   next 8 records from a clock hand: the first expired one if any, else
+//!   the least recently seen — an approximate LRU at bounded cost;
+//! - both index buckets of a new key are full (rare at half load): first
+//!   one key of those buckets moves to its own other bucket if that has
+//!   room (one cuckoo step, at most 16 more bucket reads); only if none can
+//!   is a record evicted: the first expired, else the least recently seen,
+//!   record with a key in those two buckets. In a fill of 2^20 connections
+//!   at full capacity no record was evicted this way.
+//!
+//! Evicting a record removes both of its keys. Expired victims count as
+//! `expired`, live ones as `evicted` (`evicted_bucket_full` for the second
+//! case).
+//!
+//! # Conflicts
+//!
+//! An inserted connection owns its tuples: a live record with the same
+//! client tuple is replaced (`replaced`), and a live record that already
+//! has the new reply tuple — one client address and port reaching the same
+//! backend through two VIPs — is removed (`reply_conflicts`), since the
+//! backend's replies can be rewritten for one VIP only. The newest wins:
+//! it is the one the client is talking to now.
+
+mod connection;
+mod index;
+mod state;
+mod table;
+
+pub use connection::{ConnId, Connection};
+pub use state::{next_state, Direction, FlowState, FlowTimeouts};
+pub use table::{FlowTable, FlowTableStats, MAX_CAPACITY};

@@ -1,0 +1,151 @@
+//! One tracked connection and its handle.
+
+use super::state::{Direction, FlowState};
+use crate::wire::FiveTuple;
+
+/// A handle to a connection in a [`FlowTable`](super::FlowTable).
+///
+/// Valid until the table's next insert, remove or expire; a stale handle
+/// never panics (it reads a dead or reused record).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub struct ConnId(pub(super) u32);
+
+impl ConnId {
+    /// The record's position in the table (for logs and listings).
+    pub fn index(self) -> u32 {
+        self.0
+    }
+}
+
+/// A DNAT connection: the client's tuple, the backend it was given, and
+/// what replies need to get back to the client.
+///
+/// One record serves both directions: it is found by the client tuple
+/// (client → VIP) and by the reply tuple (backend → client).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Connection {
+    /// The tuple as the client sent it (dst = VIP, dst_port = service port).
+    pub client: FiveTuple,
+    /// The backend's address (IPv4-mapped for IPv4).
+    pub backend_addr: [u8; 16],
+    /// The backend's port.
+    pub backend_port: u16,
+    /// EndpointId in the snapshot the connection was scheduled with.
+    pub endpoint: u32,
+    /// Source MAC of the client's frames: replies are sent there.
+    pub client_mac: [u8; 6],
+    /// Port index the client's frames arrive on: replies leave there.
+    pub client_ingress: u16,
+    /// Where the connection is in its life; decides its idle timeout.
+    pub state: FlowState,
+    /// When a packet of either direction was last seen.
+    pub last_seen_ns: u64,
+}
+
+impl Connection {
+    /// The tuple of the backend's replies: (protocol, backend → client).
+    #[inline]
+    pub fn reply_tuple(&self) -> FiveTuple {
+        FiveTuple {
+            src: self.backend_addr,
+            dst: self.client.src,
+            src_port: self.backend_port,
+            dst_port: self.client.src_port,
+            protocol: self.client.protocol,
+        }
+    }
+
+    /// Whether `tuple` is this connection's tuple in `direction`, compared
+    /// field by field without building the reply tuple.
+    #[inline]
+    pub(super) fn has_tuple(&self, tuple: &FiveTuple, direction: Direction) -> bool {
+        match direction {
+            Direction::FromClient => self.client == *tuple,
+            Direction::FromBackend => {
+                tuple.src == self.backend_addr
+                    && tuple.dst == self.client.src
+                    && tuple.src_port == self.backend_port
+                    && tuple.dst_port == self.client.src_port
+                    && tuple.protocol == self.client.protocol
+            }
+        }
+    }
+
+    /// The filler of records not in use.
+    pub(super) fn vacant() -> Self {
+        Connection {
+            client: FiveTuple::default(),
+            backend_addr: [0; 16],
+            backend_port: 0,
+            endpoint: 0,
+            client_mac: [0; 6],
+            client_ingress: 0,
+            state: FlowState::Other,
+            last_seen_ns: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{ip_proto, v4_mapped};
+
+    fn conn() -> Connection {
+        Connection {
+            client: FiveTuple::v4([198, 18, 0, 1], [198, 18, 1, 10], 40000, 80, ip_proto::TCP),
+            backend_addr: v4_mapped([198, 18, 2, 5]),
+            backend_port: 8080,
+            endpoint: 3,
+            client_mac: [2, 0, 0, 0, 0, 1],
+            client_ingress: 0,
+            state: FlowState::TcpSyn,
+            last_seen_ns: 0,
+        }
+    }
+
+    #[test]
+    fn reply_tuple_runs_from_backend_to_client() {
+        let c = conn();
+        let r = c.reply_tuple();
+        assert_eq!(
+            r,
+            FiveTuple::v4([198, 18, 2, 5], [198, 18, 0, 1], 8080, 40000, ip_proto::TCP)
+        );
+        assert!(c.has_tuple(&r, Direction::FromBackend));
+        assert!(!c.has_tuple(&r, Direction::FromClient));
+        assert!(c.has_tuple(&c.client, Direction::FromClient));
+        assert!(!c.has_tuple(&c.client, Direction::FromBackend));
+    }
+
+    #[test]
+    fn has_tuple_checks_every_field_of_the_reply() {
+        let c = conn();
+        let r = c.reply_tuple();
+        let variants = [
+            FiveTuple {
+                src: v4_mapped([198, 18, 2, 6]),
+                ..r
+            },
+            FiveTuple {
+                dst: v4_mapped([198, 18, 0, 2]),
+                ..r
+            },
+            FiveTuple {
+                src_port: 8081,
+                ..r
+            },
+            FiveTuple {
+                dst_port: 40001,
+                ..r
+            },
+            FiveTuple {
+                protocol: ip_proto::UDP,
+                ..r
+            },
+        ];
+        for v in variants {
+            assert!(!c.has_tuple(&v, Direction::FromBackend), "{v:?}");
+        }
+    }
+}

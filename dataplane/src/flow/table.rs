@@ -1,0 +1,614 @@
+//! The connection table: a slab of records and the index over it.
+
+use super::connection::{ConnId, Connection};
+use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
+use super::state::{next_state, Direction, FlowTimeouts};
+use crate::rules::FlowSettings;
+use crate::wire::FiveTuple;
+
+/// Most connections one table holds (33 554 432): keeps every index
+/// position within a record's 28-bit position fields.
+pub const MAX_CAPACITY: usize = MAX_BUCKETS * SLOTS / 4;
+
+/// Records a slab-full insert looks at from the clock hand, besides the
+/// occupants of the new key's bucket, when choosing whom to evict.
+const EVICTION_SCAN: usize = 8;
+
+/// The handle of nothing: [`FlowTable::get`] answers it with a scratch
+/// record. Beyond every real record (`MAX_CAPACITY` < `u32::MAX`).
+const NOWHERE: u32 = u32::MAX;
+
+/// Counters of what happened to records; every record that left the table
+/// is in exactly one of `removed`, `expired`, `evicted`, `replaced`,
+/// `reply_conflicts`, so `len == inserted - (those)`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct FlowTableStats {
+    /// Records inserted.
+    pub inserted: u64,
+    /// Records removed by [`FlowTable::remove`].
+    pub removed: u64,
+    /// Records removed because they were idle past their state's timeout:
+    /// found by a lookup, by [`FlowTable::expire`], or reclaimed by an
+    /// insert that needed their space.
+    pub expired: u64,
+    /// Live records pushed out to make room: the table or both index
+    /// buckets of a new key were full.
+    pub evicted: u64,
+    /// The part of `evicted` due to full index buckets with room left in the
+    /// table (should stay near zero; a sign of hash trouble if not).
+    pub evicted_bucket_full: u64,
+    /// Live records replaced by an insert of the same client tuple.
+    pub replaced: u64,
+    /// Live records removed because an insert's tuple was already theirs
+    /// in another role: usually the same reply tuple (one client address
+    /// and port reaching the same backend through two VIPs).
+    pub reply_conflicts: u64,
+}
+
+/// Why a record leaves the table; each is one counter.
+#[derive(Clone, Copy)]
+enum Departure {
+    Removed,
+    Expired,
+    Evicted { bucket_full: bool },
+    Replaced,
+    ReplyConflict,
+}
+
+/// Bookkeeping of a record, packed in one word so a record stays 88 bytes:
+/// bit 63 live, bit 62 "backend sent SYN+ACK", bits 28..56 the reply key's
+/// index position, bits 0..28 the client key's position (or, for a free
+/// record, the next free record).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Links(u64);
+
+const POS_BITS: u32 = 28;
+/// "No position" / "no next free record" in a 28-bit field.
+const NO_POS: u32 = (1 << POS_BITS) - 1;
+const LIVE: u64 = 1 << 63;
+const BACKEND_REPLIED: u64 = 1 << 62;
+
+impl Links {
+    fn vacant(next_free: u32) -> Links {
+        Links(u64::from(next_free & NO_POS))
+    }
+
+    fn live() -> Links {
+        Links(LIVE | u64::from(NO_POS) << POS_BITS | u64::from(NO_POS))
+    }
+
+    fn is_live(self) -> bool {
+        self.0 & LIVE != 0
+    }
+
+    fn field(self, shift: u32) -> Option<u32> {
+        let v = (self.0 >> shift) as u32 & NO_POS;
+        (v != NO_POS).then_some(v)
+    }
+
+    fn set_field(&mut self, shift: u32, v: Option<u32>) {
+        let v = v.map_or(NO_POS, |v| v & NO_POS);
+        self.0 = (self.0 & !(u64::from(NO_POS) << shift)) | u64::from(v) << shift;
+    }
+
+    fn client_pos(self) -> Option<Pos> {
+        self.field(0)
+    }
+
+    fn reply_pos(self) -> Option<Pos> {
+        self.field(POS_BITS)
+    }
+
+    fn next_free(self) -> Option<u32> {
+        self.field(0)
+    }
+
+    fn set_pos(&mut self, direction: Direction, pos: Option<Pos>) {
+        match direction {
+            Direction::FromClient => self.set_field(0, pos),
+            Direction::FromBackend => self.set_field(POS_BITS, pos),
+        }
+    }
+
+    fn backend_replied(self) -> bool {
+        self.0 & BACKEND_REPLIED != 0
+    }
+
+    fn set_backend_replied(&mut self, replied: bool) {
+        if replied {
+            self.0 |= BACKEND_REPLIED;
+        } else {
+            self.0 &= !BACKEND_REPLIED;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Record {
+    conn: Connection,
+    links: Links,
+}
+
+/// A per-worker connection table with a fixed capacity; see the module
+/// doc for its layout, costs and eviction policy.
+pub struct FlowTable {
+    records: Vec<Record>,
+    index: Index,
+    timeouts: FlowTimeouts,
+    /// Head of the free-record list threaded through [`Links`]; `NO_POS`
+    /// when the table is full.
+    free_head: u32,
+    len: usize,
+    /// Where the next [`FlowTable::expire`] looks.
+    sweep_hand: usize,
+    /// Where the next slab-full eviction looks.
+    evict_hand: usize,
+    stats: FlowTableStats,
+    /// What [`FlowTable::get`] / [`FlowTable::get_mut`] answer for an id
+    /// that names no record.
+    scratch: Connection,
+}
+
+/// Chooses a record to make room: the first expired candidate, else the
+/// least recently seen one.
+struct VictimSearch<'a> {
+    records: &'a [Record],
+    timeouts: &'a FlowTimeouts,
+    now_ns: u64,
+    exclude: u32,
+    expired: Option<u32>,
+    oldest: Option<(u64, u32)>,
+}
+
+impl<'a> VictimSearch<'a> {
+    fn new(table: &'a FlowTable, now_ns: u64, exclude: u32) -> Self {
+        VictimSearch {
+            records: &table.records,
+            timeouts: &table.timeouts,
+            now_ns,
+            exclude,
+            expired: None,
+            oldest: None,
+        }
+    }
+
+    fn consider(&mut self, record: u32) {
+        if record == self.exclude || self.expired.is_some() {
+            return;
+        }
+        let Some(r) = self.records.get(record as usize) else {
+            return;
+        };
+        if !r.links.is_live() {
+            return;
+        }
+        let c = &r.conn;
+        if self
+            .timeouts
+            .is_expired(c.state, c.last_seen_ns, self.now_ns)
+        {
+            self.expired = Some(record);
+        } else {
+            let older = match self.oldest {
+                Some((seen, _)) => c.last_seen_ns < seen,
+                None => true,
+            };
+            if older {
+                self.oldest = Some((c.last_seen_ns, record));
+            }
+        }
+    }
+
+    /// The chosen record and whether it had expired.
+    fn finish(self) -> Option<(u32, bool)> {
+        match (self.expired, self.oldest) {
+            (Some(r), _) => Some((r, true)),
+            (None, Some((_, r))) => Some((r, false)),
+            (None, None) => None,
+        }
+    }
+}
+
+impl FlowTable {
+    /// A table for `capacity` connections (clamped to 1..=[`MAX_CAPACITY`]).
+    /// Allocates all its memory here and never again.
+    pub fn new(capacity: usize, timeouts: FlowTimeouts) -> Self {
+        let capacity = capacity.clamp(1, MAX_CAPACITY);
+        let records = (0..capacity)
+            .map(|i| {
+                let next = i + 1;
+                Record {
+                    conn: Connection::vacant(),
+                    links: Links::vacant(if next < capacity { next as u32 } else { NO_POS }),
+                }
+            })
+            .collect();
+        FlowTable {
+            records,
+            index: Index::for_keys(2 * capacity),
+            timeouts,
+            free_head: 0,
+            len: 0,
+            sweep_hand: 0,
+            evict_hand: 0,
+            stats: FlowTableStats::default(),
+            scratch: Connection::vacant(),
+        }
+    }
+
+    /// A table sized and timed by the config's flow settings.
+    pub fn from_settings(settings: &FlowSettings) -> Self {
+        FlowTable::new(settings.capacity, FlowTimeouts::from(settings))
+    }
+
+    /// The connection `tuple` belongs to, and from which end it came.
+    /// `hash` is [`flow_hash`](crate::hash::flow_hash) of `tuple`. A
+    /// connection idle past its timeout is removed (counted as expired) and
+    /// reported as a miss.
+    #[inline]
+    pub fn lookup(
+        &mut self,
+        tuple: &FiveTuple,
+        hash: u64,
+        now_ns: u64,
+    ) -> Option<(ConnId, Direction)> {
+        let (record, direction) = self.find(tuple, hash)?;
+        let c = &self.records.get(record as usize)?.conn;
+        if self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
+            self.remove_record(record, Departure::Expired);
+            return None;
+        }
+        Some((ConnId(record), direction))
+    }
+
+    /// The connection behind `id`. A stale id reads a dead or reused
+    /// record; an id from another table may read a scratch record.
+    #[inline]
+    pub fn get(&self, id: ConnId) -> &Connection {
+        self.records
+            .get(id.0 as usize)
+            .map_or(&self.scratch, |r| &r.conn)
+    }
+
+    /// The connection behind `id`, to change its data. Do not change
+    /// `client`, `backend_addr` or `backend_port` here: the index is keyed
+    /// by them (the connection would no longer be found); use
+    /// [`FlowTable::set_backend`] to move a connection to another backend.
+    #[inline]
+    pub fn get_mut(&mut self, id: ConnId) -> &mut Connection {
+        match self.records.get_mut(id.0 as usize) {
+            Some(r) => &mut r.conn,
+            None => &mut self.scratch,
+        }
+    }
+
+    /// Records `conn`, found from now on by its client tuple (`client_hash`)
+    /// and its reply tuple (`reply_hash`). Always succeeds:
+    /// - a live record with the same client tuple is replaced (`replaced`);
+    /// - a live record that already owns the reply tuple, or owns the
+    ///   client tuple as its reply, is removed (`reply_conflicts`): the
+    ///   newest connection wins the tuple, as replies can go to one only;
+    /// - when the table is full, or both index buckets of a new key are,
+    ///   another record is evicted (see the module doc).
+    pub fn insert(
+        &mut self,
+        conn: Connection,
+        client_hash: u64,
+        reply_hash: u64,
+        now_ns: u64,
+    ) -> ConnId {
+        let reply = conn.reply_tuple();
+        // A degenerate connection whose two tuples are equal is indexed once.
+        let index_reply = reply != conn.client;
+        self.evict_owner(&conn.client, client_hash, true, now_ns);
+        if index_reply {
+            self.evict_owner(&reply, reply_hash, false, now_ns);
+        }
+        let Some(record) = self.allocate(client_hash, now_ns) else {
+            return ConnId(NOWHERE);
+        };
+        let Some(slot) = self.records.get_mut(record as usize) else {
+            return ConnId(NOWHERE);
+        };
+        slot.conn = conn;
+        slot.links = Links::live();
+        self.len += 1;
+        self.stats.inserted += 1;
+        self.index_key(record, Direction::FromClient, client_hash, now_ns);
+        if index_reply {
+            self.index_key(record, Direction::FromBackend, reply_hash, now_ns);
+        }
+        ConnId(record)
+    }
+
+    /// Notes a packet of connection `id` from `direction` at `now_ns`:
+    /// refreshes its idle time and advances its TCP state
+    /// ([`next_state`](super::next_state)).
+    #[inline]
+    pub fn observe(&mut self, id: ConnId, direction: Direction, tcp_flags: u8, now_ns: u64) {
+        let Some(r) = self.records.get_mut(id.0 as usize) else {
+            return;
+        };
+        if !r.links.is_live() {
+            return;
+        }
+        r.conn.last_seen_ns = r.conn.last_seen_ns.max(now_ns);
+        let mut replied = r.links.backend_replied();
+        r.conn.state = next_state(r.conn.state, &mut replied, direction, tcp_flags);
+        r.links.set_backend_replied(replied);
+    }
+
+    /// Moves connection `id` to another backend (a UDP flow rescheduled
+    /// after its backend left): its reply tuple changes, so it is indexed
+    /// anew under `reply_hash`, the hash of the new
+    /// [`Connection::reply_tuple`]. Conflicts are resolved as on insert.
+    /// The id stays valid.
+    pub fn set_backend(
+        &mut self,
+        id: ConnId,
+        backend_addr: [u8; 16],
+        backend_port: u16,
+        endpoint: u32,
+        reply_hash: u64,
+        now_ns: u64,
+    ) {
+        let record = id.0;
+        let Some(r) = self.records.get_mut(record as usize) else {
+            return;
+        };
+        if !r.links.is_live() {
+            return;
+        }
+        let old = r.links.reply_pos();
+        r.links.set_pos(Direction::FromBackend, None);
+        r.conn.backend_addr = backend_addr;
+        r.conn.backend_port = backend_port;
+        r.conn.endpoint = endpoint;
+        let reply = r.conn.reply_tuple();
+        let index_reply = reply != r.conn.client;
+        if let Some(pos) = old {
+            self.index.remove(pos);
+        }
+        if index_reply {
+            self.evict_owner(&reply, reply_hash, false, now_ns);
+            self.index_key(record, Direction::FromBackend, reply_hash, now_ns);
+        }
+    }
+
+    /// Removes connection `id` (no-op if it is not live).
+    pub fn remove(&mut self, id: ConnId) {
+        self.remove_record(id.0, Departure::Removed);
+    }
+
+    /// Incremental sweep: looks at up to `budget` records from where the
+    /// last sweep stopped, removes the expired ones, and returns how many.
+    pub fn expire(&mut self, now_ns: u64, budget: usize) -> usize {
+        let n = self.records.len();
+        let mut removed = 0;
+        for _ in 0..budget.min(n) {
+            let record = self.sweep_hand;
+            self.sweep_hand = (record + 1) % n;
+            let Some(r) = self.records.get(record) else {
+                continue;
+            };
+            let c = &r.conn;
+            if r.links.is_live() && self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
+                self.remove_record(record as u32, Departure::Expired);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Live connections (some may be expired but not yet swept).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no connection is live.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Most connections the table holds.
+    pub fn capacity(&self) -> usize {
+        self.records.len()
+    }
+
+    /// The timeouts the table judges expiry by.
+    pub fn timeouts(&self) -> &FlowTimeouts {
+        &self.timeouts
+    }
+
+    /// What happened to records so far.
+    pub fn stats(&self) -> FlowTableStats {
+        self.stats
+    }
+
+    /// Bytes the table holds (records and index), all allocated in
+    /// [`FlowTable::new`].
+    pub fn memory_bytes(&self) -> usize {
+        self.records.len() * std::mem::size_of::<Record>() + self.index.memory_bytes()
+    }
+
+    /// The live connections, in table order.
+    pub fn iter(&self) -> impl Iterator<Item = &Connection> {
+        self.records
+            .iter()
+            .filter(|r| r.links.is_live())
+            .map(|r| &r.conn)
+    }
+
+    /// The record that owns `tuple`, in any role.
+    #[inline]
+    fn find(&self, tuple: &FiveTuple, hash: u64) -> Option<(u32, Direction)> {
+        let records = &self.records;
+        // Index entries point at live records only, so no liveness check.
+        self.index.find(hash, |record, direction| {
+            records
+                .get(record as usize)
+                .is_some_and(|r| r.conn.has_tuple(tuple, direction))
+        })
+    }
+
+    /// Removes the record owning `tuple`, if any, before an insert takes it.
+    fn evict_owner(&mut self, tuple: &FiveTuple, hash: u64, is_client_tuple: bool, now_ns: u64) {
+        let Some((record, direction)) = self.find(tuple, hash) else {
+            return;
+        };
+        let Some(r) = self.records.get(record as usize) else {
+            return;
+        };
+        let c = &r.conn;
+        let why = if self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
+            Departure::Expired
+        } else if is_client_tuple && direction == Direction::FromClient {
+            Departure::Replaced
+        } else {
+            Departure::ReplyConflict
+        };
+        self.remove_record(record, why);
+    }
+
+    /// A free record; when there is none, the victim is chosen among the
+    /// records in the primary bucket of the new client key and the next
+    /// [`EVICTION_SCAN`] records from the clock hand.
+    fn allocate(&mut self, client_hash: u64, now_ns: u64) -> Option<u32> {
+        if let Some(record) = self.pop_free() {
+            return Some(record);
+        }
+        let n = self.records.len();
+        let mut search = VictimSearch::new(self, now_ns, NOWHERE);
+        self.index
+            .for_each_in_primary(client_hash, |r| search.consider(r));
+        for step in 0..EVICTION_SCAN.min(n) {
+            search.consider(((self.evict_hand + step) % n) as u32);
+        }
+        let victim = search.finish();
+        self.evict_hand = (self.evict_hand + EVICTION_SCAN) % n;
+        let (record, expired) = victim?;
+        self.remove_record(record, departure(expired, false));
+        self.pop_free()
+    }
+
+    fn pop_free(&mut self) -> Option<u32> {
+        let head = self.free_head;
+        let r = self.records.get(head as usize)?;
+        if r.links.is_live() {
+            return None;
+        }
+        self.free_head = r.links.next_free().unwrap_or(NO_POS);
+        Some(head)
+    }
+
+    /// Enters `record`'s key for `direction` in the index; when both its
+    /// buckets are full, first moves another key out of them, or failing
+    /// that evicts one of their other records.
+    fn index_key(&mut self, record: u32, direction: Direction, hash: u64, now_ns: u64) {
+        let mut pos = self.index.insert(hash, record, direction);
+        if pos.is_none() {
+            if let Some((moved, moved_direction, moved_pos)) = self.index.make_room(hash) {
+                if let Some(r) = self.records.get_mut(moved as usize) {
+                    r.links.set_pos(moved_direction, Some(moved_pos));
+                }
+                pos = self.index.insert(hash, record, direction);
+            }
+        }
+        if pos.is_none() {
+            let mut search = VictimSearch::new(self, now_ns, record);
+            self.index.for_each_in_buckets(hash, |r| search.consider(r));
+            if let Some((victim, expired)) = search.finish() {
+                self.remove_record(victim, departure(expired, true));
+                pos = self.index.insert(hash, record, direction);
+            }
+        }
+        if let Some(r) = self.records.get_mut(record as usize) {
+            r.links.set_pos(direction, pos);
+        }
+    }
+
+    fn remove_record(&mut self, record: u32, why: Departure) {
+        let Some(r) = self.records.get_mut(record as usize) else {
+            return;
+        };
+        if !r.links.is_live() {
+            return;
+        }
+        let links = r.links;
+        r.links = Links::vacant(self.free_head);
+        self.free_head = record;
+        for pos in [links.client_pos(), links.reply_pos()]
+            .into_iter()
+            .flatten()
+        {
+            self.index.remove(pos);
+        }
+        self.len -= 1;
+        let s = &mut self.stats;
+        match why {
+            Departure::Removed => s.removed += 1,
+            Departure::Expired => s.expired += 1,
+            Departure::Evicted { bucket_full } => {
+                s.evicted += 1;
+                if bucket_full {
+                    s.evicted_bucket_full += 1;
+                }
+            }
+            Departure::Replaced => s.replaced += 1,
+            Departure::ReplyConflict => s.reply_conflicts += 1,
+        }
+    }
+
+    /// Checks every structural invariant; panics with a message if one is
+    /// broken.
+    #[cfg(test)]
+    pub(super) fn audit(&self) {
+        let (keys, counts_match) = self.index.audit();
+        assert!(counts_match, "index overflow counts");
+        let live = self.records.iter().filter(|r| r.links.is_live()).count();
+        assert_eq!(live, self.len, "len");
+        assert!(self.len <= self.capacity());
+        let mut free = 0;
+        let mut at = self.free_head;
+        while let Some(r) = self.records.get(at as usize) {
+            assert!(!r.links.is_live(), "live record on the free list");
+            free += 1;
+            assert!(free <= self.capacity(), "free list loops");
+            at = r.links.next_free().unwrap_or(NO_POS);
+        }
+        assert_eq!(free + self.len, self.capacity(), "free list length");
+        for &(pos, record, direction) in &keys {
+            let r = &self.records[record as usize];
+            assert!(r.links.is_live(), "index points at a free record");
+            let own = match direction {
+                Direction::FromClient => r.links.client_pos(),
+                Direction::FromBackend => r.links.reply_pos(),
+            };
+            assert_eq!(own, Some(pos), "record does not own its index key");
+        }
+        let indexed = self
+            .records
+            .iter()
+            .filter(|r| r.links.is_live())
+            .map(|r| {
+                usize::from(r.links.client_pos().is_some())
+                    + usize::from(r.links.reply_pos().is_some())
+            })
+            .sum::<usize>();
+        assert_eq!(indexed, keys.len(), "records' positions vs index keys");
+        let s = self.stats;
+        let left = s.removed + s.expired + s.evicted + s.replaced + s.reply_conflicts;
+        assert_eq!(s.inserted - left, self.len as u64, "stats do not add up");
+    }
+}
+
+fn departure(expired: bool, bucket_full: bool) -> Departure {
+    if expired {
+        Departure::Expired
+    } else {
+        Departure::Evicted { bucket_full }
+    }
+}
+
+#[cfg(test)]
+mod tests;

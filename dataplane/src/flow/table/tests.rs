@@ -1,0 +1,702 @@
+//! Tests of the connection table: behaviour, eviction, and a model test.
+
+use super::*;
+use crate::flow::state::FlowState;
+use crate::hash::flow_hash;
+use crate::wire::tcp_flags::{ACK, FIN, SYN};
+use crate::wire::{ip_proto, v4_mapped};
+use proptest::prelude::*;
+
+const TIMEOUTS: FlowTimeouts = FlowTimeouts {
+    tcp_syn_ns: 10,
+    tcp_established_ns: 100,
+    tcp_closing_ns: 20,
+    udp_ns: 30,
+    other_ns: 40,
+};
+
+/// A connection from client 198.18.0.`client`:`port` to VIP
+/// 198.18.1.`vip`:80, scheduled to backend 198.18.2.`backend`:8080.
+fn conn(client: u8, port: u16, vip: u8, backend: u8, state: FlowState, now: u64) -> Connection {
+    let protocol = match state {
+        FlowState::Udp => ip_proto::UDP,
+        FlowState::Other => ip_proto::ICMP,
+        _ => ip_proto::TCP,
+    };
+    Connection {
+        client: FiveTuple::v4([198, 18, 0, client], [198, 18, 1, vip], port, 80, protocol),
+        backend_addr: v4_mapped([198, 18, 2, backend]),
+        backend_port: 8080,
+        endpoint: u32::from(backend),
+        client_mac: [2, 0, 0, 0, 0, client],
+        client_ingress: 1,
+        state,
+        last_seen_ns: now,
+    }
+}
+
+fn insert(table: &mut FlowTable, c: Connection, now: u64) -> ConnId {
+    let (ch, rh) = (flow_hash(&c.client), flow_hash(&c.reply_tuple()));
+    table.insert(c, ch, rh, now)
+}
+
+fn lookup(table: &mut FlowTable, t: &FiveTuple, now: u64) -> Option<(ConnId, Direction)> {
+    table.lookup(t, flow_hash(t), now)
+}
+
+#[test]
+fn both_tuples_find_the_same_record() {
+    let mut t = FlowTable::new(16, TIMEOUTS);
+    let c = conn(1, 40000, 10, 5, FlowState::TcpSyn, 0);
+    let id = insert(&mut t, c.clone(), 0);
+    let (a, da) = lookup(&mut t, &c.client, 1).unwrap();
+    let (b, db) = lookup(&mut t, &c.reply_tuple(), 1).unwrap();
+    assert_eq!((a, da), (id, Direction::FromClient));
+    assert_eq!((b, db), (id, Direction::FromBackend));
+    assert_eq!(t.get(id), &c);
+    assert_eq!(t.len(), 1);
+    t.audit();
+}
+
+#[test]
+fn unknown_tuples_miss() {
+    let mut t = FlowTable::new(16, TIMEOUTS);
+    let c = conn(1, 40000, 10, 5, FlowState::TcpEstablished, 0);
+    insert(&mut t, c.clone(), 0);
+    // The client tuple reversed (VIP → client) is not a key: replies come
+    // from the backend's address.
+    assert_eq!(lookup(&mut t, &c.client.reversed(), 1), None);
+    assert_eq!(lookup(&mut t, &c.reply_tuple().reversed(), 1), None);
+    let other = conn(1, 40001, 10, 5, FlowState::TcpEstablished, 0);
+    assert_eq!(lookup(&mut t, &other.client, 1), None);
+    // The right tuple under a wrong hash is a miss, never a panic.
+    assert_eq!(t.lookup(&c.client, !flow_hash(&c.client), 1), None);
+    assert_eq!(t.len(), 1);
+}
+
+#[test]
+fn each_state_expires_after_its_own_timeout() {
+    for state in [
+        FlowState::TcpSyn,
+        FlowState::TcpEstablished,
+        FlowState::TcpClosing,
+        FlowState::Udp,
+        FlowState::Other,
+    ] {
+        let timeout = TIMEOUTS.for_state(state);
+        let mut t = FlowTable::new(8, TIMEOUTS);
+        let c = conn(1, 40000, 10, 5, state, 1000);
+        insert(&mut t, c.clone(), 1000);
+        assert!(
+            lookup(&mut t, &c.reply_tuple(), 1000 + timeout).is_some(),
+            "{state:?}"
+        );
+        assert_eq!(
+            lookup(&mut t, &c.client, 1000 + timeout + 1),
+            None,
+            "{state:?}"
+        );
+        assert_eq!(t.len(), 0);
+        assert_eq!(t.stats().expired, 1);
+        // Gone for both tuples.
+        assert_eq!(lookup(&mut t, &c.reply_tuple(), 1000 + timeout + 1), None);
+        t.audit();
+    }
+}
+
+#[test]
+fn client_traffic_keeps_a_quiet_backends_reply_mapping() {
+    let mut t = FlowTable::new(8, TIMEOUTS);
+    let c = conn(1, 40000, 10, 5, FlowState::Udp, 0);
+    insert(&mut t, c.clone(), 0);
+    let mut now = 0;
+    for _ in 0..10 {
+        now += 25; // < udp timeout (30) each time, 250 in all
+        let (id, d) = lookup(&mut t, &c.client, now).unwrap();
+        assert_eq!(d, Direction::FromClient);
+        t.observe(id, d, 0, now);
+    }
+    assert!(lookup(&mut t, &c.reply_tuple(), now + 30).is_some());
+    assert_eq!(lookup(&mut t, &c.reply_tuple(), now + 31), None);
+}
+
+#[test]
+fn handshake_moves_the_connection_to_the_established_timeout() {
+    let mut t = FlowTable::new(8, TIMEOUTS);
+    let c = conn(1, 40000, 10, 5, FlowState::TcpSyn, 0);
+    let id = insert(&mut t, c.clone(), 0);
+    t.observe(id, Direction::FromClient, SYN, 0);
+    t.observe(id, Direction::FromBackend, SYN | ACK, 1);
+    assert_eq!(t.get(id).state, FlowState::TcpSyn);
+    t.observe(id, Direction::FromClient, ACK, 2);
+    assert_eq!(t.get(id).state, FlowState::TcpEstablished);
+    assert_eq!(t.get(id).last_seen_ns, 2);
+    // Idle for far longer than the SYN timeout: still there.
+    assert!(lookup(&mut t, &c.client, 2 + 100).is_some());
+    t.observe(id, Direction::FromBackend, FIN | ACK, 102);
+    assert_eq!(t.get(id).state, FlowState::TcpClosing);
+    assert_eq!(lookup(&mut t, &c.client, 102 + 21), None);
+}
+
+#[test]
+fn the_handshake_bit_starts_clear_on_a_reused_record() {
+    let mut t = FlowTable::new(1, TIMEOUTS);
+    let a = conn(1, 40000, 10, 5, FlowState::TcpSyn, 0);
+    let id = insert(&mut t, a.clone(), 0);
+    t.observe(id, Direction::FromBackend, SYN | ACK, 1);
+    t.remove(id);
+    let b = conn(2, 40000, 10, 5, FlowState::TcpSyn, 2);
+    let id = insert(&mut t, b, 2);
+    t.observe(id, Direction::FromClient, ACK, 3);
+    assert_eq!(t.get(id).state, FlowState::TcpSyn);
+}
+
+#[test]
+fn a_full_table_evicts_the_least_recently_seen() {
+    let mut t = FlowTable::new(4, TIMEOUTS);
+    let cs: Vec<_> = (1..=5)
+        .map(|i| conn(i, 40000, 10, 5, FlowState::TcpEstablished, u64::from(i)))
+        .collect();
+    let ids: Vec<_> = cs[..4]
+        .iter()
+        .map(|c| insert(&mut t, c.clone(), c.last_seen_ns))
+        .collect();
+    t.observe(ids[0], Direction::FromClient, ACK, 5);
+    insert(&mut t, cs[4].clone(), 6);
+    assert_eq!(t.len(), 4);
+    assert_eq!(t.stats().evicted, 1);
+    assert_eq!(t.stats().evicted_bucket_full, 0);
+    // With 4 records the clock hand sees them all: exact LRU.
+    assert_eq!(lookup(&mut t, &cs[1].client, 7), None);
+    assert_eq!(lookup(&mut t, &cs[1].reply_tuple(), 7), None);
+    for c in [&cs[0], &cs[2], &cs[3], &cs[4]] {
+        assert!(lookup(&mut t, &c.reply_tuple(), 7).is_some());
+    }
+    t.audit();
+}
+
+#[test]
+fn a_full_table_reclaims_an_expired_record_before_a_live_one() {
+    let mut t = FlowTable::new(4, TIMEOUTS);
+    let udp = conn(1, 40000, 10, 5, FlowState::Udp, 0);
+    insert(&mut t, udp.clone(), 0);
+    for i in 2..=4 {
+        insert(
+            &mut t,
+            conn(i, 40000, 10, 5, FlowState::TcpEstablished, 0),
+            0,
+        );
+    }
+    insert(
+        &mut t,
+        conn(9, 40000, 10, 5, FlowState::TcpEstablished, 31),
+        31,
+    );
+    assert_eq!(t.stats().expired, 1);
+    assert_eq!(t.stats().evicted, 0);
+    assert_eq!(lookup(&mut t, &udp.client, 31), None);
+    assert_eq!(t.len(), 4);
+}
+
+#[test]
+fn insert_after_expiry_reuses_the_space() {
+    let mut t = FlowTable::new(2, TIMEOUTS);
+    insert(&mut t, conn(1, 1, 10, 5, FlowState::Udp, 0), 0);
+    insert(&mut t, conn(2, 1, 10, 5, FlowState::Udp, 0), 0);
+    assert_eq!(t.expire(100, 10), 2);
+    assert!(t.is_empty());
+    let a = conn(3, 1, 10, 5, FlowState::Udp, 100);
+    let b = conn(4, 1, 10, 5, FlowState::Udp, 100);
+    insert(&mut t, a.clone(), 100);
+    insert(&mut t, b.clone(), 100);
+    assert_eq!(t.stats().evicted, 0);
+    assert_eq!(t.len(), 2);
+    assert!(lookup(&mut t, &a.client, 101).is_some());
+    assert!(lookup(&mut t, &b.client, 101).is_some());
+    t.audit();
+}
+
+#[test]
+fn a_second_connection_with_the_same_reply_tuple_takes_it_over() {
+    let mut t = FlowTable::new(16, TIMEOUTS);
+    // One client address and port, two VIPs, the same backend.
+    let first = conn(1, 40000, 10, 5, FlowState::TcpEstablished, 0);
+    let second = conn(1, 40000, 11, 5, FlowState::TcpEstablished, 1);
+    assert_eq!(first.reply_tuple(), second.reply_tuple());
+    insert(&mut t, first.clone(), 0);
+    let id = insert(&mut t, second.clone(), 1);
+    assert_eq!(t.stats().reply_conflicts, 1);
+    assert_eq!(t.len(), 1);
+    assert_eq!(lookup(&mut t, &first.client, 2), None);
+    assert_eq!(
+        lookup(&mut t, &second.reply_tuple(), 2),
+        Some((id, Direction::FromBackend))
+    );
+    assert_eq!(t.get(id).client, second.client);
+    t.audit();
+}
+
+#[test]
+fn reinserting_a_client_tuple_replaces_the_record() {
+    let mut t = FlowTable::new(16, TIMEOUTS);
+    let old = conn(1, 40000, 10, 5, FlowState::TcpSyn, 0);
+    let new = conn(1, 40000, 10, 6, FlowState::TcpSyn, 1);
+    insert(&mut t, old.clone(), 0);
+    let id = insert(&mut t, new.clone(), 1);
+    assert_eq!(t.stats().replaced, 1);
+    assert_eq!(t.len(), 1);
+    assert_eq!(t.get(id).backend_addr, new.backend_addr);
+    assert_eq!(lookup(&mut t, &old.reply_tuple(), 2), None);
+    assert_eq!(
+        lookup(&mut t, &new.client, 2),
+        Some((id, Direction::FromClient))
+    );
+    t.audit();
+}
+
+#[test]
+fn expire_looks_at_no_more_than_its_budget() {
+    let mut t = FlowTable::new(100, TIMEOUTS);
+    for i in 0..100u16 {
+        insert(&mut t, conn(1, i, 10, 5, FlowState::Udp, 0), 0);
+    }
+    assert_eq!(t.expire(30, 100), 0, "nothing is expired yet");
+    assert_eq!(t.expire(31, 0), 0);
+    assert_eq!(t.expire(31, 10), 10);
+    assert_eq!(t.len(), 90);
+    let mut sweeps = 0;
+    while !t.is_empty() {
+        assert!(t.expire(31, 25) <= 25);
+        sweeps += 1;
+        assert!(sweeps <= 4);
+    }
+    assert_eq!(t.stats().expired, 100);
+    t.audit();
+}
+
+#[test]
+fn remove_takes_both_keys_and_tolerates_stale_ids() {
+    let mut t = FlowTable::new(4, TIMEOUTS);
+    let c = conn(1, 40000, 10, 5, FlowState::Udp, 0);
+    let id = insert(&mut t, c.clone(), 0);
+    t.remove(id);
+    t.remove(id);
+    t.observe(id, Direction::FromClient, 0, 5);
+    assert_eq!(t.stats().removed, 1);
+    assert_eq!(lookup(&mut t, &c.client, 1), None);
+    assert_eq!(lookup(&mut t, &c.reply_tuple(), 1), None);
+    let foreign = ConnId(1_000_000);
+    let _ = t.get(foreign);
+    t.get_mut(foreign).endpoint = 7;
+    t.observe(foreign, Direction::FromBackend, SYN, 1);
+    t.remove(foreign);
+    assert!(t.is_empty());
+    t.audit();
+}
+
+#[test]
+fn set_backend_reindexes_the_reply_tuple() {
+    let mut t = FlowTable::new(8, TIMEOUTS);
+    let c = conn(1, 40000, 10, 5, FlowState::Udp, 0);
+    let id = insert(&mut t, c.clone(), 0);
+    let mut moved = c.clone();
+    moved.backend_addr = v4_mapped([198, 18, 2, 6]);
+    moved.endpoint = 6;
+    let rh = flow_hash(&moved.reply_tuple());
+    t.set_backend(id, moved.backend_addr, 8080, 6, rh, 1);
+    assert_eq!(lookup(&mut t, &c.reply_tuple(), 2), None);
+    assert_eq!(
+        lookup(&mut t, &moved.reply_tuple(), 2),
+        Some((id, Direction::FromBackend))
+    );
+    assert_eq!(
+        lookup(&mut t, &c.client, 2),
+        Some((id, Direction::FromClient))
+    );
+    assert_eq!(t.get(id).endpoint, 6);
+    t.audit();
+}
+
+#[test]
+fn iter_lists_the_live_connections() {
+    let mut t = FlowTable::new(8, TIMEOUTS);
+    let a = conn(1, 1, 10, 5, FlowState::Udp, 0);
+    let b = conn(2, 1, 10, 5, FlowState::Udp, 0);
+    let ia = insert(&mut t, a.clone(), 0);
+    insert(&mut t, b.clone(), 0);
+    t.remove(ia);
+    let live: Vec<_> = t.iter().cloned().collect();
+    assert_eq!(live, vec![b]);
+}
+
+#[test]
+fn colliding_hashes_evict_within_their_buckets_and_keep_invariants() {
+    let mut t = FlowTable::new(64, TIMEOUTS);
+    let mut last = None;
+    for i in 0..100u16 {
+        let c = conn(1, i, 10, 5, FlowState::TcpEstablished, u64::from(i));
+        // Every key in one bucket pair: at most 16 keys fit.
+        last = Some((t.insert(c.clone(), 0, 0, u64::from(i)), c));
+        t.audit();
+    }
+    assert!(t.len() <= 8);
+    assert!(t.stats().evicted_bucket_full > 0);
+    let (id, c) = last.unwrap();
+    assert_eq!(
+        t.lookup(&c.client, 0, 100),
+        Some((id, Direction::FromClient))
+    );
+    assert_eq!(
+        t.lookup(&c.reply_tuple(), 0, 100),
+        Some((id, Direction::FromBackend))
+    );
+}
+
+#[test]
+fn keys_moved_to_make_room_are_still_found() {
+    let mut t = FlowTable::new(64, TIMEOUTS);
+    let mut inserted = Vec::new();
+    for i in 0..48u16 {
+        let c = conn(1, i, 10, 5, FlowState::TcpEstablished, 0);
+        // Primaries crowd into 4 buckets; tags vary, so keys can move.
+        let crowd = |h: u64| h & 0xffff_0000_0000_0003;
+        let (ch, rh) = (
+            crowd(splitmix(2 * u64::from(i))),
+            crowd(splitmix(2 * u64::from(i) + 1)),
+        );
+        t.insert(c.clone(), ch, rh, 0);
+        inserted.push((c, ch, rh));
+        t.audit();
+        let live: Vec<_> = t.iter().map(|c| c.client).collect();
+        for (c, ch, rh) in &inserted {
+            let found = t.lookup(&c.client, *ch, 0);
+            assert_eq!(found.is_some(), live.contains(&c.client));
+            if let Some((id, _)) = found {
+                assert_eq!(
+                    t.lookup(&c.reply_tuple(), *rh, 0),
+                    Some((id, Direction::FromBackend))
+                );
+            }
+        }
+    }
+    // Without the moves, some of these would have been evicted.
+    assert_eq!(t.stats().evicted, 0);
+    assert_eq!(t.len(), 48);
+}
+
+#[test]
+fn a_degenerate_connection_with_equal_tuples_is_indexed_once() {
+    let mut t = FlowTable::new(4, TIMEOUTS);
+    let addr = v4_mapped([198, 18, 0, 1]);
+    let c = Connection {
+        client: FiveTuple {
+            src: addr,
+            dst: addr,
+            src_port: 7,
+            dst_port: 7,
+            protocol: ip_proto::UDP,
+        },
+        backend_addr: addr,
+        backend_port: 7,
+        ..conn(1, 7, 1, 1, FlowState::Udp, 0)
+    };
+    assert_eq!(c.client, c.reply_tuple());
+    let id = insert(&mut t, c.clone(), 0);
+    assert_eq!(
+        lookup(&mut t, &c.client, 1),
+        Some((id, Direction::FromClient))
+    );
+    t.audit();
+}
+
+#[test]
+fn a_million_inserts_into_a_hundred_thousand_stay_bounded() {
+    const CAP: usize = 100_000;
+    // Nothing expires: every record that leaves is an eviction.
+    let forever = FlowTimeouts {
+        tcp_established_ns: u64::MAX,
+        ..TIMEOUTS
+    };
+    let mut t = FlowTable::new(CAP, forever);
+    let mut last = None;
+    for i in 0..1_000_000u32 {
+        let b = i.to_be_bytes();
+        let mut c = conn(
+            0,
+            b[3].into(),
+            10,
+            5,
+            FlowState::TcpEstablished,
+            u64::from(i),
+        );
+        c.client.src = v4_mapped([198, 18, b[1], b[2]]);
+        c.client.src_port = u16::from(b[3]) | u16::from(b[0]) << 8;
+        // Any well-spread hash serves the table; a cheap one keeps this fast.
+        let (ch, rh) = (splitmix(u64::from(i)), splitmix(u64::from(i) | 1 << 40));
+        last = Some((t.insert(c.clone(), ch, rh, u64::from(i)), c, ch, rh));
+        if i % 65_536 == 0 {
+            assert!(t.len() <= CAP);
+        }
+    }
+    assert_eq!(t.len(), CAP);
+    let s = t.stats();
+    assert_eq!(s.inserted, 1_000_000);
+    assert_eq!(s.evicted, 1_000_000 - CAP as u64);
+    assert_eq!(s.expired + s.replaced + s.reply_conflicts + s.removed, 0);
+    // Bucket-full evictions are rare at the index's load.
+    assert_eq!(s.evicted_bucket_full, 0, "{s:?}");
+    let (id, c, ch, rh) = last.unwrap();
+    assert_eq!(
+        t.lookup(&c.client, ch, 1_000_000),
+        Some((id, Direction::FromClient))
+    );
+    assert_eq!(
+        t.lookup(&c.reply_tuple(), rh, 1_000_000),
+        Some((id, Direction::FromBackend))
+    );
+    t.audit();
+}
+
+fn splitmix(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[test]
+fn memory_per_connection_is_small() {
+    assert_eq!(std::mem::size_of::<Connection>(), 80);
+    assert_eq!(std::mem::size_of::<Record>(), 88);
+    let t = FlowTable::new(1 << 16, TIMEOUTS);
+    assert_eq!(t.memory_bytes() / t.capacity(), 120);
+}
+
+#[test]
+fn capacity_is_clamped() {
+    assert_eq!(FlowTable::new(0, TIMEOUTS).capacity(), 1);
+    assert_eq!(MAX_CAPACITY, 33_554_432);
+    assert!(MAX_CAPACITY < NOWHERE as usize);
+    // Every index position of the largest table fits a record's fields.
+    assert!(MAX_BUCKETS * SLOTS <= NO_POS as usize);
+}
+
+// ---- Model test ---------------------------------------------------------
+
+/// Picks a tuple from a small universe, so that keys collide often.
+#[derive(Clone, Copy, Debug)]
+struct Pick {
+    client: u8,
+    port: u16,
+    vip: u8,
+    backend: u8,
+    udp: bool,
+    reply: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Insert(Pick, u8),
+    Lookup(Pick),
+    Observe(Pick, u8),
+    Remove(Pick),
+    Advance(u64),
+    Expire(usize),
+}
+
+fn pick() -> impl Strategy<Value = Pick> {
+    (
+        1..=3u8,
+        1..=2u16,
+        1..=2u8,
+        1..=2u8,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(|(client, port, vip, backend, udp, reply)| Pick {
+            client,
+            port,
+            vip,
+            backend,
+            udp,
+            reply,
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (pick(), 0..3u8).prop_map(|(p, s)| Op::Insert(p, s)),
+        3 => pick().prop_map(Op::Lookup),
+        3 => (pick(), prop::sample::select(vec![0, SYN, SYN | ACK, ACK, FIN | ACK, 0x04]))
+            .prop_map(|(p, f)| Op::Observe(p, f)),
+        1 => pick().prop_map(Op::Remove),
+        2 => (0..60u64).prop_map(Op::Advance),
+        1 => (0..8usize).prop_map(Op::Expire),
+    ]
+}
+
+impl Pick {
+    fn conn(self, state: u8, now: u64) -> Connection {
+        let state = match (self.udp, state) {
+            (true, _) => FlowState::Udp,
+            (false, 0) => FlowState::TcpSyn,
+            (false, 1) => FlowState::TcpEstablished,
+            (false, _) => FlowState::TcpClosing,
+        };
+        conn(self.client, self.port, self.vip, self.backend, state, now)
+    }
+
+    fn tuple(self) -> FiveTuple {
+        let c = self.conn(0, 0);
+        if self.reply {
+            c.reply_tuple()
+        } else {
+            c.client
+        }
+    }
+}
+
+/// The obvious table: a list, searched in full.
+#[derive(Default)]
+struct Model {
+    conns: Vec<(Connection, bool)>,
+}
+
+impl Model {
+    fn insert(&mut self, c: Connection) {
+        let (client, reply) = (c.client, c.reply_tuple());
+        self.conns.retain(|(m, _)| {
+            let keys = [m.client, m.reply_tuple()];
+            !keys.contains(&client) && !keys.contains(&reply)
+        });
+        self.conns.push((c, false));
+    }
+
+    fn lookup(&mut self, t: &FiveTuple, now: u64) -> Option<(usize, Direction)> {
+        let found = self
+            .conns
+            .iter()
+            .position(|(m, _)| m.client == *t)
+            .map(|i| (i, Direction::FromClient))
+            .or_else(|| {
+                self.conns
+                    .iter()
+                    .position(|(m, _)| m.reply_tuple() == *t)
+                    .map(|i| (i, Direction::FromBackend))
+            })?;
+        let m = &self.conns[found.0].0;
+        if TIMEOUTS.is_expired(m.state, m.last_seen_ns, now) {
+            self.conns.remove(found.0);
+            return None;
+        }
+        Some(found)
+    }
+
+    fn live(&self, now: u64) -> Vec<Connection> {
+        let mut v: Vec<_> = self
+            .conns
+            .iter()
+            .filter(|(m, _)| !TIMEOUTS.is_expired(m.state, m.last_seen_ns, now))
+            .map(|(m, _)| m.clone())
+            .collect();
+        v.sort_by_key(|m| format!("{m:?}"));
+        v
+    }
+}
+
+fn check_lookup(
+    t: &mut FlowTable,
+    m: &mut Model,
+    p: Pick,
+    now: u64,
+) -> Result<Option<(ConnId, usize, Direction)>, TestCaseError> {
+    let tuple = p.tuple();
+    let got = lookup(t, &tuple, now);
+    let want = m.lookup(&tuple, now);
+    match (got, want) {
+        (None, None) => Ok(None),
+        (Some((id, d)), Some((i, md))) => {
+            prop_assert_eq!(d, md);
+            prop_assert_eq!(t.get(id), &m.conns[i].0);
+            Ok(Some((id, i, d)))
+        }
+        (got, want) => Err(TestCaseError::fail(format!(
+            "lookup {tuple:?}: table {got:?}, model {want:?}"
+        ))),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn the_table_behaves_like_a_list_when_it_never_fills(ops in prop::collection::vec(op(), 1..200)) {
+        let mut t = FlowTable::new(1024, TIMEOUTS);
+        let mut m = Model::default();
+        let mut now = 0u64;
+        for op in ops {
+            match op {
+                Op::Insert(p, s) => {
+                    let c = p.conn(s, now);
+                    insert(&mut t, c.clone(), now);
+                    m.insert(c);
+                }
+                Op::Lookup(p) => {
+                    check_lookup(&mut t, &mut m, p, now)?;
+                }
+                Op::Observe(p, flags) => {
+                    if let Some((id, i, d)) = check_lookup(&mut t, &mut m, p, now)? {
+                        t.observe(id, d, flags, now);
+                        let (c, replied) = &mut m.conns[i];
+                        c.last_seen_ns = c.last_seen_ns.max(now);
+                        c.state = next_state(c.state, replied, d, flags);
+                        prop_assert_eq!(t.get(id), &*c);
+                    }
+                }
+                Op::Remove(p) => {
+                    if let Some((id, i, _)) = check_lookup(&mut t, &mut m, p, now)? {
+                        t.remove(id);
+                        m.conns.remove(i);
+                    }
+                }
+                Op::Advance(dt) => now += dt,
+                Op::Expire(budget) => {
+                    t.expire(now, budget);
+                }
+            }
+            prop_assert!(t.len() <= m.conns.len());
+            prop_assert!(t.len() >= m.live(now).len());
+        }
+        t.audit();
+        prop_assert_eq!(t.stats().evicted, 0);
+        t.expire(now, t.capacity());
+        let mut listed: Vec<_> = t.iter().cloned().collect();
+        listed.sort_by_key(|c| format!("{c:?}"));
+        prop_assert_eq!(listed, m.live(now));
+    }
+
+    #[test]
+    fn arbitrary_hashes_and_ids_never_break_the_table(
+        ops in prop::collection::vec(
+            (0..6u8, any::<u64>(), any::<u64>(), 0..40u32, 0..4u16, any::<u8>()),
+            1..200,
+        )
+    ) {
+        let mut t = FlowTable::new(16, TIMEOUTS);
+        let mut now = 0;
+        for (kind, h1, h2, id, port, flags) in ops {
+            let c = conn(1, port, 10, 5, FlowState::TcpSyn, now);
+            let id = ConnId(id);
+            match kind {
+                0 => { t.insert(c, h1, h2, now); }
+                1 => { t.lookup(&c.client, h1, now); }
+                2 => t.observe(id, Direction::FromBackend, flags, now),
+                3 => t.remove(id),
+                4 => { t.expire(now, usize::from(flags)); }
+                _ => now += h2 % 50,
+            }
+            prop_assert!(t.len() <= t.capacity());
+        }
+        t.audit();
+    }
+}
