@@ -14,3 +14,4 @@ pub mod replay;
 pub mod rules;
 pub mod table;
 pub mod wire;
+pub mod worker;

@@ -1,2 +1,222 @@
-//! The `flowgate` daemon and its offline tools.
-fn main() {}
+//! The `flowgate` command: the gateway daemon and its offline tools.
+//!
+//! Exit codes: 0 success; 1 the work failed at run time (I/O, capture
+//! errors); 2 bad usage or an invalid config (nothing was done).
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use flowgate_dataplane::replay::{self, ReplayOptions, ReplayReport};
+use flowgate_dataplane::rules::{self, Config};
+
+/// flowgate: a userspace AF_XDP gateway for microservice traffic.
+#[derive(Parser, Debug)]
+#[command(name = "flowgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a config and print what it defines.
+    Check {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Run a pcap capture through the pipeline and write what it would send.
+    Replay {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Input capture (pcap, Ethernet).
+        #[arg(long = "in", value_name = "IN.pcap")]
+        input: PathBuf,
+        /// Where to write every frame the gateway would transmit.
+        #[arg(long = "out", value_name = "OUT.pcap")]
+        output_pcap: PathBuf,
+        /// Also write frames that would be passed to the kernel here.
+        #[arg(long, value_name = "PASSED.pcap")]
+        passed: Option<PathBuf>,
+        /// Interface the captured frames arrive on (default: the first).
+        #[arg(long)]
+        ingress: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// A failure and the exit code it maps to.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    fn runtime(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config, output } => check(&config, output),
+        Command::Replay {
+            config,
+            input,
+            output_pcap,
+            passed,
+            ingress,
+            output,
+        } => run_replay(&config, &input, &output_pcap, passed, ingress, output),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            let _ = writeln!(std::io::stderr(), "flowgate: {}", f.message.trim_end());
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn load(path: &PathBuf) -> Result<Config, Failure> {
+    rules::load_file(path).map_err(|e| Failure::usage(format!("invalid config:\n{e}")))
+}
+
+fn check(path: &PathBuf, format: Format) -> Result<(), Failure> {
+    let config = load(path)?;
+    let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({
+                "config": path.display().to_string(),
+                "valid": true,
+                "services": config.services.len(),
+                "backends": backends,
+                "interfaces": config.interfaces.len(),
+                "neighbours": config.neighbours.len(),
+            })
+        ),
+        Format::Text => {
+            println!("{}: valid", path.display());
+            for s in &config.services {
+                println!(
+                    "  {} {} {}:{} {} ({} backends)",
+                    s.name,
+                    s.protocol.name(),
+                    s.vip,
+                    s.port,
+                    s.scheduler.name(),
+                    s.backends.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_replay(
+    config_path: &PathBuf,
+    input: &PathBuf,
+    output_pcap: &PathBuf,
+    passed: Option<PathBuf>,
+    ingress: Option<String>,
+    format: Format,
+) -> Result<(), Failure> {
+    let config = load(config_path)?;
+    let ingress = match ingress {
+        None => 0,
+        Some(name) => config
+            .interfaces
+            .iter()
+            .position(|i| i.name == name)
+            .and_then(|i| u16::try_from(i).ok())
+            .ok_or_else(|| {
+                Failure::usage(format!(
+                    "--ingress {name}: no such interface in {}",
+                    config_path.display()
+                ))
+            })?,
+    };
+    let open_in = File::open(input)
+        .map_err(|e| Failure::runtime(format!("cannot open {}: {e}", input.display())))?;
+    let create = |p: &PathBuf| {
+        File::create(p)
+            .map(BufWriter::new)
+            .map_err(|e| Failure::runtime(format!("cannot create {}: {e}", p.display())))
+    };
+    let out = create(output_pcap)?;
+    let mut passed_out = passed.as_ref().map(create).transpose()?;
+    let report = replay::replay(
+        &config,
+        BufReader::new(open_in),
+        out,
+        passed_out.as_mut().map(|w| w as &mut dyn Write),
+        &ReplayOptions { ingress },
+    )
+    .map_err(|e| Failure::runtime(format!("{}: {e}", input.display())))?;
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        Format::Text => print_report(&report, input, output_pcap),
+    }
+    Ok(())
+}
+
+fn print_report(r: &ReplayReport, input: &PathBuf, output: &PathBuf) {
+    let c = &r.counters;
+    println!(
+        "replayed {} frames from {} (rules generation {}, {} services)",
+        r.frames_in,
+        input.display(),
+        r.generation,
+        r.services
+    );
+    let ports: Vec<String> = r
+        .transmitted_by_port
+        .iter()
+        .map(|(p, n)| format!("{p} {n}"))
+        .collect();
+    println!("  transmitted {:>8}   {}", c.tx_packets, ports.join(", "));
+    println!("  passed      {:>8}   (to the kernel)", c.passed);
+    let drops: Vec<String> = c.drops.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    println!("  dropped     {:>8}   {}", c.dropped(), drops.join(", "));
+    if r.skipped_oversize > 0 {
+        println!(
+            "  skipped     {:>8}   (larger than a frame)",
+            r.skipped_oversize
+        );
+    }
+    println!(
+        "connections: {} new, {} packets on existing ones, {} active at the end, {} evicted",
+        c.new_flows, c.flow_hits, r.active_connections, r.evicted_connections
+    );
+    println!("wrote {} frames to {}", c.tx_packets, output.display());
+}

@@ -1,1 +1,316 @@
-//! (in progress)
+//! The packet pipeline: parse → flow lookup → (on a miss) service lookup
+//! and backend choice → rewrite → a verdict per frame.
+//!
+//! It is a pure function of (frames, snapshot, flow table, now): it does no
+//! I/O, reads no clock, takes no lock and allocates nothing per packet. Time
+//! is passed in; frames are passed in; the verdicts come out. Ports and
+//! workers are adapters around it — see [`crate::worker`].
+//!
+//! What happens to each kind of frame:
+//! - ARP, and ethertypes the gateway does not process: passed to the kernel.
+//! - Malformed frames: dropped, counted by parse reason.
+//! - IP fragments: the gateway does not reassemble. A fragment addressed to
+//!   a service VIP is dropped (`fragment_to_vip`); any other fragment is
+//!   passed to the kernel. Services are expected to carry PMTU-clean
+//!   traffic (TCP negotiates its MSS; UDP services keep datagrams small).
+//! - A packet of a tracked connection from the client: destination
+//!   rewritten to its backend (which it keeps while rules change, until the
+//!   connection ends). If the backend was removed from the rules: a TCP
+//!   connection ends (dropped, `backend_removed`, entry removed); a UDP flow
+//!   is rescheduled to a live backend.
+//! - A packet of a tracked connection from the backend: source rewritten
+//!   back to the VIP and port, sent to the MAC and port the client's
+//!   packets came from.
+//! - A new packet to a service: a backend is chosen by the service's
+//!   scheduler, a connection recorded, the packet rewritten. A TCP segment
+//!   without SYN is picked up mid-stream for consistent schedulers (maglev,
+//!   sh: every gateway and a restarted one pick the same backend) and
+//!   dropped for `wrr` (`no_connection`), where no choice could be right.
+//! - Anything else (no service matches): passed to the kernel, not dropped.
+//! - TTL / hop limit 1 on a packet to forward: dropped (`ttl_expired`).
+//!
+//! Forwarded packets get the egress interface's MAC as source (or, where
+//! the config names no interfaces, the MAC they were sent to) and the next
+//! hop's MAC as destination; TTL is decremented; checksums are patched
+//! incrementally.
+
+mod counters;
+mod verdict;
+
+pub use counters::{Counter, CounterValues, PipelineCounters};
+pub use verdict::{DropReason, Verdict};
+
+use std::sync::Arc;
+
+use crate::flow::{Connection, Direction, FlowState, FlowTable};
+use crate::hash::{flow_hash, source_hash};
+use crate::port::{FrameDesc, FrameMemory};
+use crate::rules::Scheduler;
+use crate::table::{Endpoint, ServiceId, Snapshot};
+use crate::wire::{self, ip_proto, tcp_flags, Fragment, PacketMeta, ParseError, L3};
+
+/// One worker's pipeline state: its counters and scheduler cursors. The
+/// flow table and snapshot are passed in per batch.
+#[derive(Debug)]
+pub struct Pipeline {
+    counters: Arc<PipelineCounters>,
+    /// Weighted round-robin position per service id.
+    wrr_cursors: Vec<u32>,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pipeline {
+    /// A pipeline with zeroed counters.
+    pub fn new() -> Self {
+        Pipeline {
+            counters: Arc::new(PipelineCounters::default()),
+            wrr_cursors: Vec::new(),
+        }
+    }
+
+    /// This worker's counters (share the `Arc` with whoever reports them).
+    pub fn counters(&self) -> &Arc<PipelineCounters> {
+        &self.counters
+    }
+
+    /// Processes a batch of frames received on port `ingress`, rewriting
+    /// them in place. `verdicts` is cleared and gets one verdict per frame,
+    /// in order (give it capacity for a whole batch: then nothing
+    /// allocates).
+    #[allow(clippy::too_many_arguments)]
+    pub fn process_batch<M: FrameMemory + ?Sized>(
+        &mut self,
+        memory: &mut M,
+        frames: &[FrameDesc],
+        ingress: u16,
+        snapshot: &Snapshot,
+        flows: &mut FlowTable,
+        now_ns: u64,
+        verdicts: &mut Vec<Verdict>,
+    ) {
+        verdicts.clear();
+        for &desc in frames {
+            let frame = memory.frame_mut(desc);
+            verdicts.push(self.process_frame(frame, ingress, snapshot, flows, now_ns));
+        }
+    }
+
+    /// Processes one frame received on port `ingress`, rewriting it in
+    /// place, and returns its verdict (already counted).
+    pub fn process_frame(
+        &mut self,
+        frame: &mut [u8],
+        ingress: u16,
+        snapshot: &Snapshot,
+        flows: &mut FlowTable,
+        now_ns: u64,
+    ) -> Verdict {
+        let c = &*self.counters;
+        c.rx_packets.inc();
+        c.rx_bytes.add(frame.len() as u64);
+        let verdict = self.decide(frame, ingress, snapshot, flows, now_ns);
+        let c = &*self.counters;
+        match verdict {
+            Verdict::Transmit(_) => c.forwarded.inc(),
+            Verdict::Pass => c.passed.inc(),
+            Verdict::Drop(reason) => c.drop_for(reason),
+        }
+        verdict
+    }
+
+    #[inline]
+    fn decide(
+        &mut self,
+        frame: &mut [u8],
+        ingress: u16,
+        snapshot: &Snapshot,
+        flows: &mut FlowTable,
+        now_ns: u64,
+    ) -> Verdict {
+        let meta = match wire::parse(frame) {
+            Ok(meta) => meta,
+            Err(ParseError::UnsupportedEthertype) => return Verdict::Pass,
+            Err(e) => return Verdict::Drop(DropReason::Malformed(e)),
+        };
+        if meta.l3 == L3::Arp {
+            return Verdict::Pass;
+        }
+        if meta.fragment != Fragment::None {
+            return if snapshot.is_vip(&meta.tuple.dst) {
+                Verdict::Drop(DropReason::FragmentToVip)
+            } else {
+                Verdict::Pass
+            };
+        }
+        let hash = flow_hash(&meta.tuple);
+        match flows.lookup(&meta.tuple, hash, now_ns) {
+            Some((id, Direction::FromClient)) => {
+                let conn = flows.get(id);
+                let backend = snapshot
+                    .endpoint(conn.endpoint)
+                    .filter(|ep| ep.address == conn.backend_addr && ep.port == conn.backend_port);
+                let Some(backend) = backend else {
+                    // The backend is gone from the rules.
+                    flows.remove(id);
+                    if meta.tuple.protocol == ip_proto::TCP {
+                        return Verdict::Drop(DropReason::BackendRemoved);
+                    }
+                    return self.new_flow(frame, &meta, hash, ingress, snapshot, flows, now_ns);
+                };
+                if meta.ttl <= 1 {
+                    return Verdict::Drop(DropReason::TtlExpired);
+                }
+                let Some(next_hop) = backend.next_hop_mac else {
+                    return Verdict::Drop(DropReason::NoNeighbour);
+                };
+                flows.observe(id, Direction::FromClient, meta.tcp_flags, now_ns);
+                // Follow the client's router if it changed (failover).
+                flows.get_mut(id).client_mac = source_mac(frame);
+                self.counters.flow_hits.inc();
+                to_backend(frame, &meta, backend, next_hop, snapshot)
+            }
+            Some((id, Direction::FromBackend)) => {
+                if meta.ttl <= 1 {
+                    return Verdict::Drop(DropReason::TtlExpired);
+                }
+                flows.observe(id, Direction::FromBackend, meta.tcp_flags, now_ns);
+                self.counters.flow_hits.inc();
+                let conn = flows.get(id);
+                let src_mac = egress_mac(frame, snapshot, conn.client_ingress);
+                wire::rewrite::set_macs(frame, src_mac, conn.client_mac);
+                wire::rewrite::rewrite_src(frame, &meta, &conn.client.dst, conn.client.dst_port);
+                wire::rewrite::decrement_ttl(frame, &meta);
+                Verdict::Transmit(conn.client_ingress)
+            }
+            None => self.new_flow(frame, &meta, hash, ingress, snapshot, flows, now_ns),
+        }
+    }
+
+    /// A packet with no connection: schedule it if it is for a service.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn new_flow(
+        &mut self,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+        hash: u64,
+        ingress: u16,
+        snapshot: &Snapshot,
+        flows: &mut FlowTable,
+        now_ns: u64,
+    ) -> Verdict {
+        let t = &meta.tuple;
+        let Some((service_id, service)) = snapshot.lookup_service(t.protocol, &t.dst, t.dst_port)
+        else {
+            return Verdict::Pass;
+        };
+        if meta.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        let is_tcp = t.protocol == ip_proto::TCP;
+        let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+        let endpoint_id = match service.scheduler() {
+            Scheduler::Maglev => service.maglev_lookup(hash),
+            Scheduler::Sh => service.maglev_lookup(source_hash(&t.src)),
+            Scheduler::Wrr => {
+                if is_tcp && !syn {
+                    return Verdict::Drop(DropReason::NoConnection);
+                }
+                self.next_wrr(service_id, service.wrr_schedule())
+            }
+        };
+        let Some((endpoint_id, backend)) =
+            endpoint_id.and_then(|id| Some((id, snapshot.endpoint(id)?)))
+        else {
+            return Verdict::Drop(DropReason::NoBackend);
+        };
+        let Some(next_hop) = backend.next_hop_mac else {
+            return Verdict::Drop(DropReason::NoNeighbour);
+        };
+        let state = if !is_tcp {
+            FlowState::Udp
+        } else if syn {
+            FlowState::TcpSyn
+        } else if meta.tcp_flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+            FlowState::TcpClosing
+        } else {
+            FlowState::TcpEstablished
+        };
+        let conn = Connection {
+            client: *t,
+            backend_addr: backend.address,
+            backend_port: backend.port,
+            endpoint: endpoint_id,
+            client_mac: source_mac(frame),
+            client_ingress: ingress,
+            state,
+            last_seen_ns: now_ns,
+        };
+        let reply_hash = flow_hash(&conn.reply_tuple());
+        flows.insert(conn, hash, reply_hash, now_ns);
+        self.counters.new_flows.inc();
+        to_backend(frame, meta, backend, next_hop, snapshot)
+    }
+
+    /// The next backend of a `wrr` service for this worker.
+    #[inline]
+    fn next_wrr(&mut self, service: ServiceId, schedule: &[u32]) -> Option<u32> {
+        if schedule.is_empty() {
+            return None;
+        }
+        let slot = service as usize;
+        if slot >= self.wrr_cursors.len() {
+            // Grows once per new service id, never per packet after that.
+            self.wrr_cursors.resize(slot + 1, 0);
+        }
+        let cursor = self.wrr_cursors.get_mut(slot)?;
+        let pick = schedule.get(*cursor as usize % schedule.len()).copied();
+        *cursor = cursor.wrapping_add(1);
+        pick
+    }
+}
+
+/// Rewrites a client's packet towards `backend` and names its port.
+#[inline]
+fn to_backend(
+    frame: &mut [u8],
+    meta: &PacketMeta,
+    backend: &Endpoint,
+    next_hop: [u8; 6],
+    snapshot: &Snapshot,
+) -> Verdict {
+    let src_mac = egress_mac(frame, snapshot, backend.egress_port);
+    wire::rewrite::set_macs(frame, src_mac, next_hop);
+    wire::rewrite::rewrite_dst(frame, meta, &backend.address, backend.port);
+    wire::rewrite::decrement_ttl(frame, meta);
+    Verdict::Transmit(backend.egress_port)
+}
+
+/// The source MAC for a frame leaving on `port`: the interface's MAC, or
+/// where the config names none, the MAC the frame was sent to (ours).
+#[inline]
+fn egress_mac(frame: &[u8], snapshot: &Snapshot, port: u16) -> [u8; 6] {
+    snapshot
+        .interface_mac(port)
+        .unwrap_or_else(|| mac_at(frame, 0))
+}
+
+/// The frame's source MAC.
+#[inline]
+fn source_mac(frame: &[u8]) -> [u8; 6] {
+    mac_at(frame, 6)
+}
+
+#[inline]
+fn mac_at(frame: &[u8], offset: usize) -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    if let Some(bytes) = frame.get(offset..offset + 6) {
+        mac.copy_from_slice(bytes);
+    }
+    mac
+}

@@ -85,8 +85,8 @@ pub struct GatewaySettings {
 /// Connection-tracking settings (per worker).
 #[derive(Clone, Debug, PartialEq)]
 pub struct FlowSettings {
-    /// Most connection-table entries per worker (each connection takes two:
-    /// the client's direction and the backend's reply direction).
+    /// Most connections tracked per worker (each is found from both its
+    /// client's and its backend's direction).
     pub capacity: usize,
     /// Idle timeout of a TCP flow that has seen only its SYN, in seconds.
     pub tcp_syn_timeout_s: u32,

@@ -1,0 +1,131 @@
+//! What the pipeline decides for each frame, and why frames are dropped.
+
+use crate::wire::ParseError;
+
+/// The fate of one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Rewritten in place; send it out of this port (interface index).
+    Transmit(u16),
+    /// Not the gateway's traffic: hand it to the kernel unchanged.
+    Pass,
+    /// Discard it, for this reason.
+    Drop(DropReason),
+}
+
+/// Why a frame was dropped. Each reason is one counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The parser rejected the frame.
+    Malformed(ParseError),
+    /// TTL or hop limit would reach 0 when forwarded.
+    TtlExpired,
+    /// An IP fragment addressed to a service VIP: the gateway does not
+    /// reassemble, and a non-first fragment carries no ports to match.
+    FragmentToVip,
+    /// The service has no backend with weight > 0.
+    NoBackend,
+    /// The connection's backend was removed from the rules (TCP: the
+    /// connection ends; UDP flows are rescheduled instead).
+    BackendRemoved,
+    /// No next-hop MAC is known for the backend.
+    NoNeighbour,
+    /// A TCP segment without SYN for a `wrr` service and no connection:
+    /// no backend choice could be the one the connection began with.
+    NoConnection,
+    /// The egress port's transmit ring was full.
+    TxRingFull,
+    /// The egress port is not one this worker serves (rules naming an
+    /// interface the gateway was not started on).
+    NoEgressPort,
+}
+
+/// Reasons other than parse errors, in counter order after them.
+const OWN_REASONS: [DropReason; 8] = [
+    DropReason::TtlExpired,
+    DropReason::FragmentToVip,
+    DropReason::NoBackend,
+    DropReason::BackendRemoved,
+    DropReason::NoNeighbour,
+    DropReason::NoConnection,
+    DropReason::TxRingFull,
+    DropReason::NoEgressPort,
+];
+
+impl DropReason {
+    /// How many distinct reasons (counters) there are.
+    pub const COUNT: usize = ParseError::ALL.len() + OWN_REASONS.len();
+
+    /// This reason's counter index, `0..COUNT`.
+    #[inline]
+    pub const fn index(self) -> usize {
+        let parse = ParseError::ALL.len();
+        match self {
+            DropReason::Malformed(e) => e as usize,
+            DropReason::TtlExpired => parse,
+            DropReason::FragmentToVip => parse + 1,
+            DropReason::NoBackend => parse + 2,
+            DropReason::BackendRemoved => parse + 3,
+            DropReason::NoNeighbour => parse + 4,
+            DropReason::NoConnection => parse + 5,
+            DropReason::TxRingFull => parse + 6,
+            DropReason::NoEgressPort => parse + 7,
+        }
+    }
+
+    /// The reason with counter index `i`.
+    pub fn from_index(i: usize) -> Option<DropReason> {
+        let parse = ParseError::ALL.len();
+        if i < parse {
+            ParseError::ALL.get(i).copied().map(DropReason::Malformed)
+        } else {
+            OWN_REASONS.get(i - parse).copied()
+        }
+    }
+
+    /// Every reason, in counter order.
+    pub fn all() -> impl Iterator<Item = DropReason> {
+        (0..Self::COUNT).filter_map(Self::from_index)
+    }
+
+    /// A stable snake_case name for counters and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed(e) => e.name(),
+            DropReason::TtlExpired => "ttl_expired",
+            DropReason::FragmentToVip => "fragment_to_vip",
+            DropReason::NoBackend => "no_backend",
+            DropReason::BackendRemoved => "backend_removed",
+            DropReason::NoNeighbour => "no_neighbour",
+            DropReason::NoConnection => "no_connection",
+            DropReason::TxRingFull => "tx_ring_full",
+            DropReason::NoEgressPort => "no_egress_port",
+        }
+    }
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_a_distinct_index_and_name() {
+        let all: Vec<_> = DropReason::all().collect();
+        assert_eq!(all.len(), DropReason::COUNT);
+        for (i, r) in all.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            assert_eq!(DropReason::from_index(i), Some(*r));
+        }
+        let mut names: Vec<_> = all.iter().map(|r| r.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
+        assert_eq!(DropReason::from_index(DropReason::COUNT), None);
+    }
+}
