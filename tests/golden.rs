@@ -469,11 +469,8 @@ fn malformed_frames_are_dropped_with_their_reason() {
 
 #[test]
 fn the_same_fixtures_hold_through_pcap_replay() {
-    // Every fixture's input frames in one capture, client frames arriving on
-    // port 0. Replies arrive on port 1 in the fixtures; replay takes one
-    // ingress, which only decides where replies to *new* connections go,
-    // so feed the forward steps and the replies in order and compare the
-    // transmitted capture with the expected frames.
+    // Every fixture's input frames in one capture. Replay sends each frame
+    // in on the interface whose MAC it is addressed to, as on the wire.
     let config = common::config(GOLDEN_RULES);
     let mut input = pcap::PcapWriter::new(Vec::new()).unwrap();
     let mut expected_out = Vec::new();

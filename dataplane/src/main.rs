@@ -45,7 +45,8 @@ enum Command {
         /// Also write frames that would be passed to the kernel here.
         #[arg(long, value_name = "PASSED.pcap")]
         passed: Option<PathBuf>,
-        /// Interface the captured frames arrive on (default: the first).
+        /// Interface every captured frame arrives on (default: the one whose
+        /// MAC the frame is addressed to, else the first).
         #[arg(long)]
         ingress: Option<String>,
         /// Output format.
@@ -150,7 +151,7 @@ fn run_replay(
 ) -> Result<(), Failure> {
     let config = load(config_path)?;
     let ingress = match ingress {
-        None => 0,
+        None => None,
         Some(name) => config
             .interfaces
             .iter()
@@ -161,7 +162,8 @@ fn run_replay(
                     "--ingress {name}: no such interface in {}",
                     config_path.display()
                 ))
-            })?,
+            })
+            .map(Some)?,
     };
     let open_in = File::open(input)
         .map_err(|e| Failure::runtime(format!("cannot open {}: {e}", input.display())))?;
@@ -208,6 +210,16 @@ fn print_report(r: &ReplayReport, input: &PathBuf, output: &PathBuf) {
     println!("  passed      {:>8}   (to the kernel)", c.passed);
     let drops: Vec<String> = c.drops.iter().map(|(k, n)| format!("{k} {n}")).collect();
     println!("  dropped     {:>8}   {}", c.dropped(), drops.join(", "));
+    if c.tx_packets > 0 {
+        println!("where transmitted frames went:");
+        for (to, n) in &r.transmitted_by_backend {
+            println!("  {to:<40} {n:>8}");
+        }
+        println!(
+            "  {:<40} {:>8}",
+            "(replies to clients)", r.transmitted_to_clients
+        );
+    }
     if r.skipped_oversize > 0 {
         println!(
             "  skipped     {:>8}   (larger than a frame)",

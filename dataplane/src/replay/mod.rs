@@ -10,8 +10,9 @@
 
 pub mod pcap;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
+use std::net::SocketAddr;
 
 use crate::flow::{FlowTable, FlowTimeouts};
 use crate::pipeline::CounterValues;
@@ -28,8 +29,10 @@ const RING_SIZE: usize = 64;
 /// Replay settings.
 #[derive(Clone, Debug, Default)]
 pub struct ReplayOptions {
-    /// Index of the interface the captured frames arrive on.
-    pub ingress: u16,
+    /// Index of the interface every captured frame arrives on. `None`: the
+    /// interface whose MAC is the frame's destination MAC (a frame reaches
+    /// the interface it was addressed to), else the first interface.
+    pub ingress: Option<u16>,
 }
 
 /// Why a replay failed.
@@ -55,6 +58,10 @@ pub struct ReplayReport {
     pub skipped_oversize: u64,
     /// Frames transmitted, per egress interface name.
     pub transmitted_by_port: BTreeMap<String, u64>,
+    /// Frames transmitted to each backend, keyed `service address:port`.
+    pub transmitted_by_backend: BTreeMap<String, u64>,
+    /// Frames transmitted to anything but a backend (replies to clients).
+    pub transmitted_to_clients: u64,
     /// The pipeline's counters (verdicts, drops by reason, flows).
     pub counters: CounterValues,
     /// Connections still tracked at the end.
@@ -82,9 +89,10 @@ pub fn replay<R: Read, W: Write>(
     } else {
         config.interfaces.iter().map(|i| i.name.clone()).collect()
     };
-    let ingress = usize::from(options.ingress);
-    if ingress >= names.len() {
-        return Err(ReplayError::NoSuchIngress(options.ingress));
+    if let Some(i) = options.ingress {
+        if usize::from(i) >= names.len() {
+            return Err(ReplayError::NoSuchIngress(i));
+        }
     }
     let mut ports: Vec<MemoryPort> = names
         .iter()
@@ -112,6 +120,7 @@ pub fn replay<R: Read, W: Write>(
         services: snapshot.service_count() as u64,
         ..ReplayReport::default()
     };
+    let backends = backend_names(config);
     let mut sent = Vec::new();
     // Hands the ports their first free frames; each later poll recycles.
     worker.poll(&mut ports, &mut memory, &snapshot, &mut kernel, 0);
@@ -122,6 +131,10 @@ pub fn replay<R: Read, W: Write>(
             continue;
         }
         // One frame per poll keeps each output frame's capture time exact.
+        let ingress = match options.ingress {
+            Some(i) => usize::from(i),
+            None => addressed_interface(config, &record.data),
+        };
         if let Some(port) = ports.get_mut(ingress) {
             port.inject(&mut memory, &record.data);
         }
@@ -143,6 +156,7 @@ pub fn replay<R: Read, W: Write>(
                 *report.transmitted_by_port.entry(name.clone()).or_default() += n as u64;
             }
             for frame in &sent {
+                count_destination(&mut report, &backends, frame);
                 writer
                     .write(record.timestamp_ns, frame)
                     .map_err(ReplayError::Output)?;
@@ -157,6 +171,52 @@ pub fn replay<R: Read, W: Write>(
     report.active_connections = worker.flows().len() as u64;
     report.evicted_connections = worker.flows().stats().evicted;
     Ok(report)
+}
+
+/// `service address:port` for every backend socket of the rules.
+fn backend_names(config: &Config) -> HashMap<SocketAddr, Vec<String>> {
+    let mut names: HashMap<SocketAddr, Vec<String>> = HashMap::new();
+    for s in &config.services {
+        for b in &s.backends {
+            let addr = SocketAddr::new(b.address, b.port);
+            names
+                .entry(addr)
+                .or_default()
+                .push(format!("{} {addr}", s.name));
+        }
+    }
+    names
+}
+
+/// Counts a transmitted frame by where it went. A backend socket shared
+/// by several services is counted under each of their names' first.
+fn count_destination(
+    report: &mut ReplayReport,
+    backends: &HashMap<SocketAddr, Vec<String>>,
+    frame: &[u8],
+) {
+    let to = crate::wire::parse(frame)
+        .ok()
+        .map(|m| SocketAddr::new(m.tuple.dst_ip(), m.tuple.dst_port))
+        .and_then(|addr| backends.get(&addr))
+        .and_then(|names| names.first());
+    match to {
+        Some(name) => {
+            *report
+                .transmitted_by_backend
+                .entry(name.clone())
+                .or_default() += 1
+        }
+        None => report.transmitted_to_clients += 1,
+    }
+}
+
+/// The interface a frame was addressed to (by destination MAC), or 0.
+fn addressed_interface(config: &Config, frame: &[u8]) -> usize {
+    frame
+        .get(..6)
+        .and_then(|dst| config.interfaces.iter().position(|i| i.mac[..] == *dst))
+        .unwrap_or(0)
 }
 
 /// The replay's kernel: passed frames go to an optional capture.
