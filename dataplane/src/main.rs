@@ -127,11 +127,10 @@ fn check(path: &PathBuf, format: Format) -> Result<(), Failure> {
             println!("{}: valid", path.display());
             for s in &config.services {
                 println!(
-                    "  {} {} {}:{} {} ({} backends)",
+                    "  {} {} {} {} ({} backends)",
                     s.name,
                     s.protocol.name(),
-                    s.vip,
-                    s.port,
+                    std::net::SocketAddr::new(s.vip, s.port),
                     s.scheduler.name(),
                     s.backends.len()
                 );
