@@ -12,6 +12,9 @@
 //! incremental patch is still right for it, because only pseudo-header
 //! words and ports change.
 //!
+//! UDP: a zero checksum ("none") stays zero, and a patched checksum that
+//! comes out as zero is sent as 0xFFFF, as RFC 768 asks of a computed one.
+//!
 //! For IPv6, the L4 pseudo-header is taken to hold the IPv6 header's
 //! addresses, which is true unless a routing header still has segments left.
 
@@ -175,7 +178,8 @@ fn patch_checksum(frame: &mut [u8], at: usize, delta: ChecksumDelta) {
 }
 
 /// Like [`patch_checksum`], with UDP's rules: a zero checksum means "none"
-/// and stays zero; a patched value of zero is sent as 0xFFFF.
+/// and stays zero (over IPv6 too, where only tunnels may send it, RFC 6935);
+/// a patched value of zero is sent as 0xFFFF.
 #[inline(always)]
 fn patch_udp_checksum(frame: &mut [u8], at: usize, delta: ChecksumDelta) {
     if let Some(field) = frame.get_mut(at..).and_then(|s| s.first_chunk_mut::<2>()) {
