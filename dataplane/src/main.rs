@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -104,11 +104,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(path: &PathBuf) -> Result<Config, Failure> {
+fn load(path: &Path) -> Result<Config, Failure> {
     rules::load_file(path).map_err(|e| Failure::usage(format!("invalid config:\n{e}")))
 }
 
-fn check(path: &PathBuf, format: Format) -> Result<(), Failure> {
+fn check(path: &Path, format: Format) -> Result<(), Failure> {
     let config = load(path)?;
     let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
     match format {
@@ -141,9 +141,9 @@ fn check(path: &PathBuf, format: Format) -> Result<(), Failure> {
 }
 
 fn run_replay(
-    config_path: &PathBuf,
-    input: &PathBuf,
-    output_pcap: &PathBuf,
+    config_path: &Path,
+    input: &Path,
+    output_pcap: &Path,
     passed: Option<PathBuf>,
     ingress: Option<String>,
     format: Format,
@@ -166,13 +166,13 @@ fn run_replay(
     };
     let open_in = File::open(input)
         .map_err(|e| Failure::runtime(format!("cannot open {}: {e}", input.display())))?;
-    let create = |p: &PathBuf| {
+    let create = |p: &Path| {
         File::create(p)
             .map(BufWriter::new)
             .map_err(|e| Failure::runtime(format!("cannot create {}: {e}", p.display())))
     };
     let out = create(output_pcap)?;
-    let mut passed_out = passed.as_ref().map(create).transpose()?;
+    let mut passed_out = passed.as_deref().map(create).transpose()?;
     let report = replay::replay(
         &config,
         BufReader::new(open_in),
@@ -191,7 +191,7 @@ fn run_replay(
     Ok(())
 }
 
-fn print_report(r: &ReplayReport, input: &PathBuf, output: &PathBuf) {
+fn print_report(r: &ReplayReport, input: &Path, output: &Path) {
     let c = &r.counters;
     println!(
         "replayed {} frames from {} (rules generation {}, {} services)",
