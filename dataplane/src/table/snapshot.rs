@@ -1,0 +1,966 @@
+//! The compiled, immutable lookup snapshot the workers read.
+//!
+//! A [`Snapshot`] is everything a worker needs to place a new flow, compiled
+//! from a validated [`Config`] into the shapes the per-packet path wants:
+//!
+//! - a service index: (protocol, VIP, port) → [`ServiceId`], a hash map with
+//!   a fast non-cryptographic hasher (the keys are operator rules, not
+//!   attacker-chosen, and the lookup runs for every new flow);
+//! - the [`CompiledService`]s, a vector indexed by [`ServiceId`], each with
+//!   its endpoint ids, its Maglev table and its weighted round-robin
+//!   schedule, both holding endpoint ids;
+//! - the endpoint table, a vector indexed by [`EndpointId`]: address, port,
+//!   weight, owning service, next-hop MAC and egress port. Rules point at
+//!   endpoint ids, never at addresses (two-level tables): moving an endpoint
+//!   touches one entry;
+//! - the set of VIPs and the interfaces' own MACs.
+//!
+//! A snapshot is never modified once built. The control thread builds the
+//! next one beside it and publishes it with one pointer swap
+//! ([`super::SnapshotPublisher`]); a worker loads the current one once per
+//! batch and reads it with no lock and no atomic operation per packet, and
+//! every packet of a batch sees one consistent set of rules. Old snapshots
+//! are freed when the last worker lets go of them.
+//!
+//! Ids are stable across builds: a service keeps its id while its
+//! (protocol, VIP, port) is unchanged, and a backend keeps its endpoint id
+//! while its service and (address, port) are unchanged, so established
+//! connections can hold an endpoint id and check that
+//! [`Snapshot::endpoint`] still names the same backend. A service whose
+//! weighted backends and table size are unchanged shares its Maglev table and
+//! schedule with the previous snapshot instead of rebuilding them.
+
+use std::sync::Arc;
+
+use hashbrown::{HashMap, HashSet};
+
+use super::ids::IdAllocator;
+use super::maglev::{MaglevBackend, MaglevTable};
+use super::wrr::build_schedule;
+use crate::rules::{Config, MacAddr, Scheduler, Service, DEFAULT_MAGLEV_TABLE_SIZE};
+use crate::wire::addr_to_bytes;
+
+/// Index of a service in a snapshot; stable while its (protocol, VIP, port)
+/// is unchanged.
+pub type ServiceId = u32;
+/// Index of an endpoint (backend) in a snapshot; stable while its service
+/// and (address, port) are unchanged.
+pub type EndpointId = u32;
+
+/// One backend of one service, resolved for forwarding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Backend address, 16 bytes (IPv4-mapped for IPv4).
+    pub address: [u8; 16],
+    /// Backend port.
+    pub port: u16,
+    /// Weight (0: draining, no new flows).
+    pub weight: u32,
+    /// The service it belongs to.
+    pub service: ServiceId,
+    /// MAC of the static neighbour with this address, if any.
+    pub next_hop_mac: Option<[u8; 6]>,
+    /// Index of the interface that neighbour lives on (0 without one).
+    pub egress_port: u16,
+}
+
+/// A service compiled for lookups.
+#[derive(Clone, Debug)]
+pub struct CompiledService {
+    name: String,
+    protocol: u8,
+    vip: [u8; 16],
+    port: u16,
+    scheduler: Scheduler,
+    /// The configured Maglev table size (the table itself is empty when no
+    /// backend has weight).
+    table_size: u32,
+    /// Every backend, weight 0 included, in identity order.
+    endpoints: Vec<EndpointId>,
+    maglev: MaglevTable,
+    wrr: Arc<[EndpointId]>,
+}
+
+impl CompiledService {
+    /// The service's unique name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How it picks a backend for a new flow.
+    pub fn scheduler(&self) -> Scheduler {
+        self.scheduler
+    }
+
+    /// Its VIP, 16 bytes (IPv4-mapped for IPv4).
+    pub fn vip(&self) -> &[u8; 16] {
+        &self.vip
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its IP protocol number.
+    pub fn protocol(&self) -> u8 {
+        self.protocol
+    }
+
+    /// The Maglev choice for a hash; `None` only if no backend has weight.
+    #[inline]
+    pub fn maglev_lookup(&self, hash: u64) -> Option<EndpointId> {
+        self.maglev.lookup(hash)
+    }
+
+    /// The Maglev table itself.
+    pub fn maglev_table(&self) -> &MaglevTable {
+        &self.maglev
+    }
+
+    /// The configured Maglev table size.
+    pub fn maglev_table_size(&self) -> u32 {
+        self.table_size
+    }
+
+    /// One cycle of the weighted round-robin schedule; empty if no backend
+    /// has weight.
+    #[inline]
+    pub fn wrr_schedule(&self) -> &[EndpointId] {
+        &self.wrr
+    }
+
+    /// Every endpoint of the service (weight 0 included), in identity order.
+    pub fn endpoints(&self) -> &[EndpointId] {
+        &self.endpoints
+    }
+}
+
+/// The exact-match key of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct ServiceKey {
+    vip: u128,
+    port: u16,
+    protocol: u8,
+}
+
+impl ServiceKey {
+    #[inline]
+    fn new(protocol: u8, vip: &[u8; 16], port: u16) -> ServiceKey {
+        ServiceKey {
+            vip: u128::from_be_bytes(*vip),
+            port,
+            protocol,
+        }
+    }
+
+    fn of(service: &Service) -> ServiceKey {
+        ServiceKey::new(
+            service.protocol.number(),
+            &addr_to_bytes(service.vip),
+            service.port,
+        )
+    }
+}
+
+/// Where a backend address's frames go: the static neighbour's MAC and
+/// interface.
+#[derive(Clone, Copy)]
+struct NextHop {
+    mac: MacAddr,
+    port: u16,
+}
+
+/// Compiled, immutable lookup tables for one generation of the rules.
+#[derive(Debug)]
+pub struct Snapshot {
+    generation: u64,
+    service_index: HashMap<ServiceKey, ServiceId>,
+    /// Indexed by [`ServiceId`]; `None` marks a free id.
+    services: Vec<Option<CompiledService>>,
+    /// Indexed by [`EndpointId`]; `None` marks a free id.
+    endpoints: Vec<Option<Endpoint>>,
+    vips: HashSet<u128>,
+    interface_macs: Vec<MacAddr>,
+    endpoint_count: usize,
+}
+
+impl Snapshot {
+    /// A snapshot with no services: generation 0, what workers hold before
+    /// the first config is applied.
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            generation: 0,
+            service_index: HashMap::new(),
+            services: Vec::new(),
+            endpoints: Vec::new(),
+            vips: HashSet::new(),
+            interface_macs: Vec::new(),
+            endpoint_count: 0,
+        }
+    }
+
+    /// Compiles `config`. With `previous`, ids of unchanged services and
+    /// backends are kept, unchanged services share their tables, and the
+    /// generation is the previous one plus 1; without, it is 1.
+    ///
+    /// Never panics. A validated config has no duplicate services or
+    /// backends; should one appear anyway, the first in config order wins.
+    pub fn build(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
+        let empty = Snapshot::empty();
+        let prev = previous.unwrap_or(&empty);
+        let mut builder = Builder {
+            prev,
+            next_hops: next_hops(config),
+            default_table_size: config.gateway.maglev_table_size,
+            service_ids: IdAllocator::after(prev.services.iter().map(Option::is_some)),
+            endpoint_ids: IdAllocator::after(prev.endpoints.iter().map(Option::is_some)),
+            next: Snapshot {
+                generation: previous.map_or(1, |p| p.generation.saturating_add(1)),
+                interface_macs: config.interfaces.iter().map(|i| i.mac).collect(),
+                ..Snapshot::empty()
+            },
+        };
+
+        // Canonical order (by key, config order among duplicates), so that
+        // fresh ids do not depend on how the config lists services.
+        let mut services: Vec<(ServiceKey, &Service)> = config
+            .services
+            .iter()
+            .map(|s| (ServiceKey::of(s), s))
+            .collect();
+        services.sort_by_key(|&(key, _)| key);
+        services.dedup_by_key(|&mut (key, _)| key);
+        for (key, service) in services {
+            builder.add_service(key, service);
+        }
+        builder.next
+    }
+
+    /// The generation: 0 for [`Snapshot::empty`], then 1, 2, … per build.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The service at exactly (protocol, VIP, port).
+    #[inline]
+    pub fn lookup_service(
+        &self,
+        protocol: u8,
+        vip: &[u8; 16],
+        port: u16,
+    ) -> Option<(ServiceId, &CompiledService)> {
+        let id = *self
+            .service_index
+            .get(&ServiceKey::new(protocol, vip, port))?;
+        Some((id, self.service(id)?))
+    }
+
+    /// The service with this id.
+    #[inline]
+    pub fn service(&self, id: ServiceId) -> Option<&CompiledService> {
+        self.services.get(id as usize)?.as_ref()
+    }
+
+    /// The endpoint with this id.
+    #[inline]
+    pub fn endpoint(&self, id: EndpointId) -> Option<&Endpoint> {
+        self.endpoints.get(id as usize)?.as_ref()
+    }
+
+    /// Whether any service has this VIP (on any protocol or port).
+    #[inline]
+    pub fn is_vip(&self, addr: &[u8; 16]) -> bool {
+        self.vips.contains(&u128::from_be_bytes(*addr))
+    }
+
+    /// The own MAC of interface `port` (its index in the config).
+    #[inline]
+    pub fn interface_mac(&self, port: u16) -> Option<[u8; 6]> {
+        self.interface_macs.get(usize::from(port)).copied()
+    }
+
+    /// Every service with its id, in id order.
+    pub fn services(&self) -> impl Iterator<Item = (ServiceId, &CompiledService)> {
+        self.services
+            .iter()
+            .enumerate()
+            .filter_map(|(id, s)| Some((ServiceId::try_from(id).ok()?, s.as_ref()?)))
+    }
+
+    /// Number of services.
+    pub fn service_count(&self) -> usize {
+        self.service_index.len()
+    }
+
+    /// Number of endpoints, over all services.
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoint_count
+    }
+}
+
+/// The static neighbours by address; the first entry for an address wins.
+/// A neighbour on an interface that does not exist is ignored.
+fn next_hops(config: &Config) -> HashMap<[u8; 16], NextHop> {
+    let mut map = HashMap::with_capacity(config.neighbours.len());
+    for n in &config.neighbours {
+        let Ok(port) = u16::try_from(n.interface) else {
+            continue;
+        };
+        if n.interface < config.interfaces.len() {
+            map.entry(addr_to_bytes(n.address))
+                .or_insert(NextHop { mac: n.mac, port });
+        }
+    }
+    map
+}
+
+/// One backend of the service being compiled.
+struct BackendEntry {
+    address: [u8; 16],
+    port: u16,
+    weight: u32,
+    id: EndpointId,
+}
+
+/// State of one [`Snapshot::build`].
+struct Builder<'a> {
+    prev: &'a Snapshot,
+    next_hops: HashMap<[u8; 16], NextHop>,
+    default_table_size: u32,
+    service_ids: IdAllocator,
+    endpoint_ids: IdAllocator,
+    next: Snapshot,
+}
+
+impl Builder<'_> {
+    fn add_service(&mut self, key: ServiceKey, service: &Service) {
+        let prev = self.prev;
+        let previous = prev
+            .service_index
+            .get(&key)
+            .and_then(|&id| Some((id, prev.service(id)?)));
+        let Some(id) = previous
+            .map(|(id, _)| id)
+            .or_else(|| self.service_ids.allocate())
+        else {
+            return;
+        };
+        let previous = previous.map(|(_, s)| s);
+
+        let backends = self.assign_endpoint_ids(service, previous);
+        let table_size = [
+            service.maglev_table_size,
+            self.default_table_size,
+            DEFAULT_MAGLEV_TABLE_SIZE,
+        ]
+        .into_iter()
+        .find(|&size| size > 0)
+        .unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE);
+
+        let (maglev, wrr) = match previous.filter(|p| self.same_tables(p, &backends, table_size)) {
+            Some(p) => (p.maglev.clone(), Arc::clone(&p.wrr)),
+            None => build_tables(&backends, table_size),
+        };
+
+        for b in &backends {
+            let hop = self.next_hops.get(&b.address);
+            place(
+                &mut self.next.endpoints,
+                b.id,
+                Endpoint {
+                    address: b.address,
+                    port: b.port,
+                    weight: b.weight,
+                    service: id,
+                    next_hop_mac: hop.map(|h| h.mac),
+                    egress_port: hop.map_or(0, |h| h.port),
+                },
+            );
+        }
+        self.next.endpoint_count += backends.len();
+        place(
+            &mut self.next.services,
+            id,
+            CompiledService {
+                name: service.name.clone(),
+                protocol: key.protocol,
+                vip: key.vip.to_be_bytes(),
+                port: key.port,
+                scheduler: service.scheduler,
+                table_size,
+                endpoints: backends.iter().map(|b| b.id).collect(),
+                maglev,
+                wrr,
+            },
+        );
+        self.next.service_index.insert(key, id);
+        self.next.vips.insert(key.vip);
+    }
+
+    /// The service's backends in identity order (duplicates dropped), each
+    /// with the endpoint id it had in `previous` or a new one.
+    fn assign_endpoint_ids(
+        &mut self,
+        service: &Service,
+        previous: Option<&CompiledService>,
+    ) -> Vec<BackendEntry> {
+        let mut known: Vec<([u8; 16], u16, EndpointId)> = previous
+            .map(|p| {
+                p.endpoints
+                    .iter()
+                    .filter_map(|&id| {
+                        let e = self.prev.endpoint(id)?;
+                        Some((e.address, e.port, id))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        known.sort_unstable();
+
+        let mut configured: Vec<([u8; 16], u16, u32)> = service
+            .backends
+            .iter()
+            .map(|b| (addr_to_bytes(b.address), b.port, b.weight))
+            .collect();
+        configured.sort_by_key(|&(address, port, _)| (address, port));
+        configured.dedup_by_key(|&mut (address, port, _)| (address, port));
+
+        let mut backends = Vec::with_capacity(configured.len());
+        for (address, port, weight) in configured {
+            let kept = known
+                .binary_search_by_key(&(address, port), |&(a, p, _)| (a, p))
+                .ok()
+                .and_then(|i| known.get(i))
+                .map(|&(_, _, id)| id);
+            let Some(id) = kept.or_else(|| self.endpoint_ids.allocate()) else {
+                continue;
+            };
+            backends.push(BackendEntry {
+                address,
+                port,
+                weight,
+                id,
+            });
+        }
+        backends
+    }
+
+    /// Whether `previous`'s Maglev table and schedule are exactly what
+    /// `backends` would build: the same weighted endpoints (ids stand for
+    /// identities, see [`IdAllocator`]) with the same weights, same size.
+    fn same_tables(
+        &self,
+        previous: &CompiledService,
+        backends: &[BackendEntry],
+        table_size: u32,
+    ) -> bool {
+        let before = previous
+            .endpoints
+            .iter()
+            .filter_map(|&id| self.prev.endpoint(id).map(|e| (id, e.weight)))
+            .filter(|&(_, w)| w > 0);
+        let after = backends
+            .iter()
+            .map(|b| (b.id, b.weight))
+            .filter(|&(_, w)| w > 0);
+        previous.table_size == table_size && before.eq(after)
+    }
+}
+
+/// Builds a service's Maglev table and round-robin schedule.
+fn build_tables(backends: &[BackendEntry], table_size: u32) -> (MaglevTable, Arc<[EndpointId]>) {
+    let maglev_backends: Vec<MaglevBackend> = backends
+        .iter()
+        .map(|b| MaglevBackend {
+            address: b.address,
+            port: b.port,
+            weight: b.weight,
+            id: b.id,
+        })
+        .collect();
+    let weights: Vec<(EndpointId, u32)> = backends.iter().map(|b| (b.id, b.weight)).collect();
+    (
+        MaglevTable::build(&maglev_backends, table_size),
+        build_schedule(&weights),
+    )
+}
+
+/// Stores `value` at index `id`, growing the vector with free slots.
+fn place<T>(slots: &mut Vec<Option<T>>, id: u32, value: T) {
+    let index = id as usize;
+    if slots.len() <= index {
+        slots.resize_with(index + 1, || None);
+    }
+    if let Some(slot) = slots.get_mut(index) {
+        *slot = Some(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::flow_hash;
+    use crate::rules::{Backend, Interface, Neighbour, Protocol};
+    use crate::wire::FiveTuple;
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn backend(address: &str, port: u16, weight: u32) -> Backend {
+        Backend {
+            address: ip(address),
+            port,
+            weight,
+            zone: None,
+            set: None,
+            group: None,
+        }
+    }
+
+    fn service(name: &str, vip: &str, port: u16, backends: Vec<Backend>) -> Service {
+        Service {
+            name: name.into(),
+            protocol: Protocol::Tcp,
+            vip: ip(vip),
+            port,
+            scheduler: Scheduler::Maglev,
+            maglev_table_size: 251,
+            backends,
+        }
+    }
+
+    fn config(services: Vec<Service>) -> Config {
+        Config {
+            gateway: Default::default(),
+            flows: Default::default(),
+            interfaces: vec![
+                Interface {
+                    name: "eth0".into(),
+                    mac: [2, 0, 0, 0, 0, 1],
+                },
+                Interface {
+                    name: "eth1".into(),
+                    mac: [2, 0, 0, 0, 0, 2],
+                },
+            ],
+            neighbours: vec![Neighbour {
+                address: ip("198.18.0.11"),
+                mac: [2, 0, 0, 0, 1, 11],
+                interface: 1,
+            }],
+            services,
+        }
+    }
+
+    fn web() -> Service {
+        service(
+            "web",
+            "198.19.0.1",
+            80,
+            vec![
+                backend("198.18.0.10", 8080, 1),
+                backend("198.18.0.11", 8080, 2),
+                backend("198.18.0.12", 8080, 0),
+            ],
+        )
+    }
+
+    fn dns() -> Service {
+        let mut dns = service(
+            "dns",
+            "2001:2::53",
+            53,
+            vec![backend("2001:2::1:1", 53, 1), backend("2001:2::1:2", 53, 1)],
+        );
+        dns.protocol = Protocol::Udp;
+        dns.scheduler = Scheduler::Wrr;
+        dns
+    }
+
+    fn vip(s: &str) -> [u8; 16] {
+        addr_to_bytes(ip(s))
+    }
+
+    /// The endpoint id of backend `address:port` of the service at `key`.
+    fn endpoint_id(snapshot: &Snapshot, svc: (u8, &str, u16), address: &str, port: u16) -> u32 {
+        let (_, s) = snapshot.lookup_service(svc.0, &vip(svc.1), svc.2).unwrap();
+        *s.endpoints()
+            .iter()
+            .find(|&&id| {
+                let e = snapshot.endpoint(id).unwrap();
+                e.address == vip(address) && e.port == port
+            })
+            .unwrap()
+    }
+
+    const WEB: (u8, &str, u16) = (6, "198.19.0.1", 80);
+
+    #[test]
+    fn empty_snapshot_has_nothing() {
+        let s = Snapshot::empty();
+        assert_eq!(s.generation(), 0);
+        assert_eq!(s.service_count(), 0);
+        assert_eq!(s.endpoint_count(), 0);
+        assert!(s.lookup_service(6, &vip("198.19.0.1"), 80).is_none());
+        assert!(s.endpoint(0).is_none());
+        assert!(s.service(0).is_none());
+        assert!(s.interface_mac(0).is_none());
+        assert_eq!(s.services().count(), 0);
+    }
+
+    #[test]
+    fn services_are_found_by_exact_protocol_vip_and_port() {
+        let s = Snapshot::build(&config(vec![web(), dns()]), None);
+        assert_eq!(s.generation(), 1);
+        assert_eq!(s.service_count(), 2);
+        assert_eq!(s.endpoint_count(), 5);
+
+        let (id, web) = s.lookup_service(6, &vip("198.19.0.1"), 80).unwrap();
+        assert_eq!(web.name(), "web");
+        assert_eq!(web.protocol(), 6);
+        assert_eq!(web.port(), 80);
+        assert_eq!(web.vip(), &vip("198.19.0.1"));
+        assert_eq!(web.scheduler(), Scheduler::Maglev);
+        assert_eq!(s.service(id).unwrap().name(), "web");
+        let (_, dns) = s.lookup_service(17, &vip("2001:2::53"), 53).unwrap();
+        assert_eq!(dns.name(), "dns");
+        assert_eq!(dns.scheduler(), Scheduler::Wrr);
+
+        assert!(s.lookup_service(17, &vip("198.19.0.1"), 80).is_none());
+        assert!(s.lookup_service(6, &vip("198.19.0.1"), 81).is_none());
+        assert!(s.lookup_service(6, &vip("198.19.0.2"), 80).is_none());
+        assert!(s.is_vip(&vip("198.19.0.1")));
+        assert!(s.is_vip(&vip("2001:2::53")));
+        assert!(!s.is_vip(&vip("198.18.0.10")));
+        let names: Vec<&str> = s.services().map(|(_, svc)| svc.name()).collect();
+        assert_eq!(names.len(), 2);
+        assert!(names.contains(&"web") && names.contains(&"dns"));
+    }
+
+    #[test]
+    fn endpoints_carry_their_backend_service_and_next_hop() {
+        let s = Snapshot::build(&config(vec![web()]), None);
+        let (service_id, web) = s.lookup_service(6, &vip("198.19.0.1"), 80).unwrap();
+        assert_eq!(web.endpoints().len(), 3);
+        for &id in web.endpoints() {
+            assert_eq!(s.endpoint(id).unwrap().service, service_id);
+        }
+        let with_neighbour = s
+            .endpoint(endpoint_id(&s, WEB, "198.18.0.11", 8080))
+            .unwrap();
+        assert_eq!(with_neighbour.weight, 2);
+        assert_eq!(with_neighbour.next_hop_mac, Some([2, 0, 0, 0, 1, 11]));
+        assert_eq!(with_neighbour.egress_port, 1);
+        let without = s
+            .endpoint(endpoint_id(&s, WEB, "198.18.0.10", 8080))
+            .unwrap();
+        assert_eq!(without.next_hop_mac, None);
+        assert_eq!(without.egress_port, 0);
+        assert_eq!(s.interface_mac(1), Some([2, 0, 0, 0, 0, 2]));
+        assert_eq!(s.interface_mac(2), None);
+    }
+
+    #[test]
+    fn schedulers_only_pick_weighted_backends_of_the_service() {
+        let s = Snapshot::build(&config(vec![web(), dns()]), None);
+        let (id, web) = s.lookup_service(6, &vip("198.19.0.1"), 80).unwrap();
+        let drained = endpoint_id(&s, WEB, "198.18.0.12", 8080);
+        assert_eq!(web.maglev_table().size(), 251);
+        assert!(web.maglev_table().slots().iter().all(|&e| e != drained));
+        assert!(web
+            .maglev_table()
+            .slots()
+            .iter()
+            .all(|&e| s.endpoint(e).unwrap().service == id));
+        // Weights 1 and 2: a schedule of 3 with the heavy one twice.
+        let heavy = endpoint_id(&s, WEB, "198.18.0.11", 8080);
+        assert_eq!(web.wrr_schedule().len(), 3);
+        assert_eq!(
+            web.wrr_schedule().iter().filter(|&&e| e == heavy).count(),
+            2
+        );
+        let tuple = FiveTuple::v4([198, 18, 5, 5], [198, 19, 0, 1], 40000, 80, 6);
+        let chosen = web.maglev_lookup(flow_hash(&tuple)).unwrap();
+        assert_ne!(chosen, drained);
+    }
+
+    #[test]
+    fn a_service_without_weight_has_empty_tables() {
+        let mut all_drained = web();
+        for b in &mut all_drained.backends {
+            b.weight = 0;
+        }
+        let s = Snapshot::build(&config(vec![all_drained]), None);
+        let (_, web) = s.lookup_service(6, &vip("198.19.0.1"), 80).unwrap();
+        assert_eq!(web.maglev_lookup(7), None);
+        assert!(web.wrr_schedule().is_empty());
+        assert_eq!(web.endpoints().len(), 3);
+    }
+
+    #[test]
+    fn generations_count_builds() {
+        let c = config(vec![web()]);
+        let one = Snapshot::build(&c, None);
+        let two = Snapshot::build(&c, Some(&one));
+        let three = Snapshot::build(&c, Some(&two));
+        assert_eq!(
+            [one.generation(), two.generation(), three.generation()],
+            [1, 2, 3]
+        );
+        assert_eq!(
+            Snapshot::build(&c, Some(&Snapshot::empty())).generation(),
+            1
+        );
+    }
+
+    #[test]
+    fn endpoint_ids_survive_rebuilds_and_removed_ids_are_not_reused_at_once() {
+        let first = Snapshot::build(&config(vec![web(), dns()]), None);
+        let kept = endpoint_id(&first, WEB, "198.18.0.11", 8080);
+        let removed = endpoint_id(&first, WEB, "198.18.0.10", 8080);
+        let dns_id = first.lookup_service(17, &vip("2001:2::53"), 53).unwrap().0;
+
+        // Remove .10, add .13 and a new service listed first.
+        let mut web2 = web();
+        web2.backends.remove(0);
+        web2.backends.push(backend("198.18.0.13", 8080, 1));
+        let api = service(
+            "api",
+            "198.19.0.2",
+            443,
+            vec![backend("198.18.0.20", 443, 1)],
+        );
+        let second = Snapshot::build(
+            &config(vec![api.clone(), dns(), web2.clone()]),
+            Some(&first),
+        );
+
+        assert_eq!(endpoint_id(&second, WEB, "198.18.0.11", 8080), kept);
+        assert_eq!(
+            second.lookup_service(17, &vip("2001:2::53"), 53).unwrap().0,
+            dns_id,
+            "service ids are stable too"
+        );
+        assert!(
+            second.endpoint(removed).is_none(),
+            "a removed backend's id is free"
+        );
+        let added = endpoint_id(&second, WEB, "198.18.0.13", 8080);
+        assert_ne!(added, removed, "not reused in the build that freed it");
+        assert_eq!(second.endpoint_count(), 6);
+
+        // The next build may reuse it, for a backend of any service.
+        let mut api3 = api;
+        api3.backends.push(backend("198.18.0.21", 443, 1));
+        let third = Snapshot::build(&config(vec![api3, dns(), web2]), Some(&second));
+        assert_eq!(
+            endpoint_id(&third, (6, "198.19.0.2", 443), "198.18.0.21", 443),
+            removed
+        );
+        assert_eq!(endpoint_id(&third, WEB, "198.18.0.13", 8080), added);
+    }
+
+    #[test]
+    fn a_moved_service_gets_new_endpoint_ids() {
+        // Same backend, different service identity: a flow holding the old
+        // id must see it gone.
+        let first = Snapshot::build(&config(vec![web()]), None);
+        let old = endpoint_id(&first, WEB, "198.18.0.10", 8080);
+        let mut moved = web();
+        moved.port = 8080;
+        let second = Snapshot::build(&config(vec![moved]), Some(&first));
+        assert!(second.endpoint(old).is_none());
+        assert!(second.lookup_service(6, &vip("198.19.0.1"), 80).is_none());
+    }
+
+    #[test]
+    fn unchanged_services_share_their_tables() {
+        let first = Snapshot::build(&config(vec![web(), dns()]), None);
+        // web: renamed, rescheduled and given a drained backend — its weighted
+        // backends are unchanged. dns: a weight changes.
+        let mut web2 = web();
+        web2.name = "www".into();
+        web2.scheduler = Scheduler::Sh;
+        web2.backends.push(backend("198.18.0.14", 8080, 0));
+        let mut dns2 = dns();
+        dns2.backends[1].weight = 3;
+        let second = Snapshot::build(&config(vec![dns2, web2]), Some(&first));
+
+        let (_, web_before) = first.lookup_service(6, &vip("198.19.0.1"), 80).unwrap();
+        let (_, web_after) = second.lookup_service(6, &vip("198.19.0.1"), 80).unwrap();
+        assert!(web_after
+            .maglev_table()
+            .shares_slots_with(web_before.maglev_table()));
+        assert!(Arc::ptr_eq(&web_after.wrr, &web_before.wrr));
+        assert_eq!(web_after.name(), "www");
+        assert_eq!(web_after.scheduler(), Scheduler::Sh);
+        assert_eq!(web_after.endpoints().len(), 4);
+
+        let (_, dns_before) = first.lookup_service(17, &vip("2001:2::53"), 53).unwrap();
+        let (_, dns_after) = second.lookup_service(17, &vip("2001:2::53"), 53).unwrap();
+        assert!(!dns_after
+            .maglev_table()
+            .shares_slots_with(dns_before.maglev_table()));
+        assert!(!Arc::ptr_eq(&dns_after.wrr, &dns_before.wrr));
+        assert_eq!(dns_after.wrr_schedule().len(), 4);
+
+        // A new table size rebuilds too.
+        let mut web3 = web();
+        web3.maglev_table_size = 257;
+        let third = Snapshot::build(&config(vec![web3]), Some(&second));
+        let (_, web3) = third.lookup_service(6, &vip("198.19.0.1"), 80).unwrap();
+        assert!(!web3
+            .maglev_table()
+            .shares_slots_with(web_after.maglev_table()));
+        assert_eq!(web3.maglev_table().size(), 257);
+    }
+
+    #[test]
+    fn independent_builds_agree_whatever_the_config_order() {
+        let many = |reverse: bool| {
+            let mut backends: Vec<Backend> = (1..=40)
+                .map(|i| backend(&format!("198.18.1.{i}"), 8000 + i as u16, 1 + i % 3))
+                .collect();
+            let mut services = vec![
+                service("a", "198.19.0.1", 80, backends.clone()),
+                service("b", "198.19.0.2", 80, backends.split_off(20)),
+                dns(),
+            ];
+            if reverse {
+                services.reverse();
+                for s in &mut services {
+                    s.backends.reverse();
+                }
+            }
+            for s in &mut services {
+                s.maglev_table_size = DEFAULT_MAGLEV_TABLE_SIZE;
+            }
+            config(services)
+        };
+        let a = Snapshot::build(&many(false), None);
+        let b = Snapshot::build(&many(true), None);
+        assert_eq!(a.service_count(), 3);
+        for ((ia, sa), (ib, sb)) in a.services().zip(b.services()) {
+            assert_eq!((ia, sa.name()), (ib, sb.name()));
+            assert_eq!(sa.endpoints(), sb.endpoints());
+            assert_eq!(sa.maglev_table().slots(), sb.maglev_table().slots());
+            assert_eq!(sa.wrr_schedule(), sb.wrr_schedule());
+        }
+        for i in 0..2000u16 {
+            let t = FiveTuple::v4([198, 18, 9, (i % 251) as u8], [198, 19, 0, 1], i, 80, 6);
+            let (_, sa) = a.lookup_service(6, &t.dst, 80).unwrap();
+            let (_, sb) = b.lookup_service(6, &t.dst, 80).unwrap();
+            let ea = a
+                .endpoint(sa.maglev_lookup(flow_hash(&t)).unwrap())
+                .unwrap();
+            let eb = b
+                .endpoint(sb.maglev_lookup(flow_hash(&t)).unwrap())
+                .unwrap();
+            assert_eq!((ea.address, ea.port), (eb.address, eb.port));
+        }
+    }
+
+    #[test]
+    fn duplicates_and_dangling_neighbours_do_not_panic() {
+        let mut c = config(vec![web(), web(), dns()]);
+        c.services[0].backends.push(backend("198.18.0.10", 8080, 5));
+        c.neighbours.push(Neighbour {
+            address: ip("198.18.0.10"),
+            mac: [2, 0, 0, 0, 9, 9],
+            interface: 7,
+        });
+        c.services[2].maglev_table_size = 0;
+        c.gateway.maglev_table_size = 0;
+        let s = Snapshot::build(&c, None);
+        assert_eq!(s.service_count(), 2);
+        let (_, web) = s.lookup_service(6, &vip("198.19.0.1"), 80).unwrap();
+        assert_eq!(web.endpoints().len(), 3, "duplicate backend dropped");
+        let first = s
+            .endpoint(endpoint_id(&s, WEB, "198.18.0.10", 8080))
+            .unwrap();
+        assert_eq!(first.weight, 1, "the first listed wins");
+        assert_eq!(first.next_hop_mac, None, "neighbour on a missing interface");
+        let (_, dns) = s.lookup_service(17, &vip("2001:2::53"), 53).unwrap();
+        assert_eq!(dns.maglev_table_size(), DEFAULT_MAGLEV_TABLE_SIZE);
+    }
+
+    mod chains {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Small random configs over a few VIPs and backends, so that
+        /// rebuilds keep, drop and add services and backends.
+        fn arb_config() -> impl Strategy<Value = Config> {
+            let arb_backend = (0u8..6, 1u16..3, 0u32..4).prop_map(|(host, port, weight)| {
+                backend(&format!("198.18.0.{host}"), port, weight)
+            });
+            let arb_service = (
+                0u8..3,
+                1u16..3,
+                prop::collection::vec(arb_backend, 0..6),
+                any::<bool>(),
+            )
+                .prop_map(|(host, port, backends, udp)| {
+                    let mut s = service("s", &format!("198.19.0.{host}"), port, backends);
+                    s.maglev_table_size = 13;
+                    if udp {
+                        s.protocol = Protocol::Udp;
+                    }
+                    s
+                });
+            prop::collection::vec(arb_service, 0..5).prop_map(config)
+        }
+
+        proptest! {
+            #[test]
+            fn builds_stay_consistent_and_keep_ids(configs in prop::collection::vec(arb_config(), 1..5)) {
+                let mut prev: Option<Snapshot> = None;
+                for c in &configs {
+                    let next = Snapshot::build(c, prev.as_ref());
+                    let mut seen = HashSet::new();
+                    let mut endpoints = 0;
+                    for (id, s) in next.services() {
+                        let found = next.lookup_service(s.protocol(), s.vip(), s.port());
+                        prop_assert_eq!(found.map(|(i, _)| i), Some(id));
+                        for &e in s.endpoints() {
+                            prop_assert!(seen.insert(e), "endpoint id shared");
+                            prop_assert_eq!(next.endpoint(e).map(|x| x.service), Some(id));
+                            endpoints += 1;
+                        }
+                        let weighted = s.endpoints().iter().any(|&e| next.endpoint(e).unwrap().weight > 0);
+                        prop_assert_eq!(s.maglev_lookup(12345).is_some(), weighted);
+                        prop_assert_eq!(!s.wrr_schedule().is_empty(), weighted);
+                        for &e in s.maglev_table().slots().iter().chain(s.wrr_schedule()) {
+                            prop_assert!(s.endpoints().contains(&e));
+                            prop_assert!(next.endpoint(e).unwrap().weight > 0);
+                        }
+                        // Ids carried over from the previous build.
+                        if let Some(p) = &prev {
+                            if let Some((pid, ps)) = p.lookup_service(s.protocol(), s.vip(), s.port()) {
+                                prop_assert_eq!(pid, id);
+                                for &e in ps.endpoints() {
+                                    let old = p.endpoint(e).unwrap();
+                                    let still = s.endpoints().iter().any(|&n| {
+                                        let x = next.endpoint(n).unwrap();
+                                        (x.address, x.port) == (old.address, old.port)
+                                    });
+                                    if still {
+                                        prop_assert!(s.endpoints().contains(&e));
+                                    } else {
+                                        // Freed in this build: not reused in it.
+                                        prop_assert!(next.endpoint(e).is_none());
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    prop_assert_eq!(endpoints, next.endpoint_count());
+                    prev = Some(next);
+                }
+            }
+        }
+    }
+}
