@@ -56,6 +56,8 @@ pub struct Pipeline {
     counters: Arc<PipelineCounters>,
     /// Weighted round-robin position per service id.
     wrr_cursors: Vec<u32>,
+    /// The snapshot generation `wrr_cursors` was sized for.
+    sized_for: Option<u64>,
 }
 
 impl Default for Pipeline {
@@ -70,6 +72,7 @@ impl Pipeline {
         Pipeline {
             counters: Arc::new(PipelineCounters::default()),
             wrr_cursors: Vec::new(),
+            sized_for: None,
         }
     }
 
@@ -94,15 +97,40 @@ impl Pipeline {
         verdicts: &mut Vec<Verdict>,
     ) {
         verdicts.clear();
+        self.adopt(snapshot);
         for &desc in frames {
             let frame = memory.frame_mut(desc);
-            verdicts.push(self.process_frame(frame, ingress, snapshot, flows, now_ns));
+            verdicts.push(self.count(frame, ingress, snapshot, flows, now_ns));
+        }
+    }
+
+    /// Sizes per-service state for `snapshot` — once per generation, so
+    /// that nothing allocates per packet.
+    #[inline]
+    fn adopt(&mut self, snapshot: &Snapshot) {
+        if self.sized_for != Some(snapshot.generation()) {
+            self.wrr_cursors.resize(snapshot.service_id_limit(), 0);
+            self.sized_for = Some(snapshot.generation());
         }
     }
 
     /// Processes one frame received on port `ingress`, rewriting it in
     /// place, and returns its verdict (already counted).
     pub fn process_frame(
+        &mut self,
+        frame: &mut [u8],
+        ingress: u16,
+        snapshot: &Snapshot,
+        flows: &mut FlowTable,
+        now_ns: u64,
+    ) -> Verdict {
+        self.adopt(snapshot);
+        self.count(frame, ingress, snapshot, flows, now_ns)
+    }
+
+    /// Decides one frame's fate and counts it.
+    #[inline]
+    fn count(
         &mut self,
         frame: &mut [u8],
         ingress: u16,
@@ -263,12 +291,8 @@ impl Pipeline {
         if schedule.is_empty() {
             return None;
         }
-        let slot = service as usize;
-        if slot >= self.wrr_cursors.len() {
-            // Grows once per new service id, never per packet after that.
-            self.wrr_cursors.resize(slot + 1, 0);
-        }
-        let cursor = self.wrr_cursors.get_mut(slot)?;
+        // adopt() sized the cursors for this snapshot's service ids.
+        let cursor = self.wrr_cursors.get_mut(service as usize)?;
         let pick = schedule.get(*cursor as usize % schedule.len()).copied();
         *cursor = cursor.wrapping_add(1);
         pick

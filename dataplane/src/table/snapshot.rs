@@ -288,6 +288,12 @@ impl Snapshot {
             .filter_map(|(id, s)| Some((ServiceId::try_from(id).ok()?, s.as_ref()?)))
     }
 
+    /// One past the largest service id: per-service state indexed by
+    /// [`ServiceId`] needs this many slots.
+    pub fn service_id_limit(&self) -> usize {
+        self.services.len()
+    }
+
     /// Number of services.
     pub fn service_count(&self) -> usize {
         self.service_index.len()
