@@ -1,1 +1,170 @@
-fn main() {}
+//! Wall-time benches of the core pipeline and of Maglev table builds.
+//!
+//! Every flow bench times `Pipeline::process_batch` over batches of 64
+//! frames in frame memory, the shape the worker runs in production, with
+//! 1 000 000 connections in the table and 1, 1 000 or 100 000 services:
+//!
+//! - `established/services/N`: ACKs of random established connections
+//!   (each opened by a real handshake through the pipeline in setup), so
+//!   every lookup lands on a random table record;
+//! - `new_flows_full/services/N`: SYNs of never-seen clients into a full
+//!   table of capacity 1 000 000: every insert evicts (the steady state of
+//!   a busy gateway);
+//! - `new_flows_half/services/N`: the same into a table of capacity
+//!   2 000 000 holding 1 000 000; after each timed run the oldest
+//!   connections are removed, untimed, to keep it there.
+//!
+//! An iteration is one batch, and the throughput is given in elements, so
+//! criterion's `thrpt` is packets per second on one core. The pipeline
+//! rewrites frames in place, so each timed run processes up to 256
+//! batches of freshly stamped frames; stamping them is not timed.
+//!
+//! `maglev_build/N` builds a Maglev table of N slots for 100 backends;
+//! `snapshot_build/N` compiles a one-service config with such a table.
+//!
+//! Run with `scripts/bench.sh` (it prints a summary of the medians).
+
+mod support;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use flowgate_dataplane::table::{MaglevTable, Snapshot};
+
+use support::{Gateway, World, BATCH, CONNECTIONS};
+
+/// Service counts of the flow benches (the issue's).
+const SERVICE_COUNTS: [usize; 3] = [1, 1_000, 100_000];
+/// Batches stamped into frame memory per timed run (16 384 frames, 32 MiB
+/// of 2 KiB slots, like a UMEM).
+const BATCHES_PER_RUN: usize = 256;
+/// Maglev table sizes of the build benches (both prime).
+const MAGLEV_SIZES: [u32; 2] = [65_537, 655_373];
+
+/// Times `iters` batches: before each run of up to `BATCHES_PER_RUN`,
+/// `load` stamps the frames (untimed); after it, `after` may tidy up
+/// (untimed).
+fn timed_batches(
+    world: &mut World,
+    iters: u64,
+    mut load: impl FnMut(&mut World, usize),
+    mut after: impl FnMut(&mut World, usize),
+) -> Duration {
+    let forwarded = world.forwarded();
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let batches = left.min(world.batches() as u64) as usize;
+        load(world, batches);
+        let start = Instant::now();
+        for batch in 0..batches {
+            world.process(batch);
+        }
+        total += start.elapsed();
+        after(world, batches);
+        left -= batches as u64;
+    }
+    // Every frame must have been forwarded, or the figure means nothing.
+    assert_eq!(world.forwarded() - forwarded, iters * BATCH as u64);
+    total
+}
+
+fn established(world: &mut World, iters: u64) -> Duration {
+    let (hits, new) = (world.flow_hits(), world.new_flows());
+    let time = timed_batches(world, iters, World::load_established, |_, _| {});
+    assert_eq!(world.flow_hits() - hits, iters * BATCH as u64);
+    assert_eq!(world.new_flows(), new);
+    time
+}
+
+fn new_flows(world: &mut World, iters: u64, retire: bool) -> Duration {
+    let new = world.new_flows();
+    let time = timed_batches(world, iters, World::load_new, |w, batches| {
+        if retire {
+            w.retire_oldest((batches * BATCH) as u64);
+        }
+    });
+    assert_eq!(world.new_flows() - new, iters * BATCH as u64);
+    time
+}
+
+/// A table of capacity `capacity` holding `CONNECTIONS` established ones.
+fn world(gateway: &Gateway, capacity: usize) -> World {
+    let mut world = World::new(gateway, capacity, BATCHES_PER_RUN);
+    world.establish(CONNECTIONS);
+    world
+}
+
+fn flow_benches(c: &mut Criterion) {
+    for services in SERVICE_COUNTS {
+        // Built on first use, so a filtered run skips what it does not need.
+        let mut gateway: Option<Gateway> = None;
+        let mut full: Option<World> = None;
+        let id = BenchmarkId::new("services", services);
+
+        let mut group = c.benchmark_group("established");
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(id.clone(), |b| {
+            let gw = gateway.get_or_insert_with(|| Gateway::new(services));
+            let w = full.get_or_insert_with(|| world(gw, CONNECTIONS as usize));
+            b.iter_custom(|iters| established(w, iters));
+        });
+        group.finish();
+
+        // Runs after `established`: its inserts evict that bench's flows.
+        let mut group = c.benchmark_group("new_flows_full");
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(id.clone(), |b| {
+            let gw = gateway.get_or_insert_with(|| Gateway::new(services));
+            let w = full.get_or_insert_with(|| world(gw, CONNECTIONS as usize));
+            b.iter_custom(|iters| new_flows(w, iters, false));
+        });
+        group.finish();
+        drop(full);
+
+        let mut half: Option<World> = None;
+        let mut group = c.benchmark_group("new_flows_half");
+        group.throughput(Throughput::Elements(BATCH as u64));
+        group.bench_function(id, |b| {
+            let gw = gateway.get_or_insert_with(|| Gateway::new(services));
+            let w = half.get_or_insert_with(|| world(gw, 2 * CONNECTIONS as usize));
+            b.iter_custom(|iters| new_flows(w, iters, true));
+        });
+        group.finish();
+    }
+}
+
+fn maglev_benches(c: &mut Criterion) {
+    let backends = support::maglev_backends();
+    let mut group = c.benchmark_group("maglev_build");
+    for size in MAGLEV_SIZES {
+        group.bench_function(BenchmarkId::from_parameter(size), |b| {
+            b.iter(|| MaglevTable::build(black_box(&backends), black_box(size)));
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("snapshot_build");
+    for size in MAGLEV_SIZES {
+        let config = support::maglev_config(size);
+        group.bench_function(BenchmarkId::from_parameter(size), |b| {
+            b.iter(|| Snapshot::build(black_box(&config), None));
+        });
+    }
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = maglev_benches, flow_benches
+}
+criterion_main!(benches);

@@ -1,0 +1,162 @@
+//! The instruction-count driver: sets up the same state as the criterion
+//! flow benches, then runs a number of batches through the pipeline inside
+//! one function, `measured_batches`, that callgrind collects alone
+//! (`--collect-atstart=no --toggle-collect='*measured_batches*'`), so the
+//! setup's billions of instructions do not count.
+//!
+//! ```text
+//! instructions <established|new-full|new-half> <services> [batches] [connections]
+//! ```
+//!
+//! `connections` (default 1 000 000) sizes the table: with a few thousand
+//! it stays in cache, which shows what the full-size table's cache misses
+//! cost.
+//!
+//! It also prints the wall time per packet it saw (meaningful only when
+//! not under valgrind). `scripts/instructions.sh` runs every case under
+//! callgrind and prints instructions per packet; `cargo bench` runs this
+//! binary with no case and it only says so.
+
+mod support;
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use support::{Gateway, World, BATCH, CONNECTIONS};
+
+/// Batches per `measured_batches` call (frame memory holds this many).
+const CHUNK: usize = 256;
+/// Batches run before measuring, so a full table is in its evicting
+/// steady state and caches hold what they would.
+const WARM_UP_BATCHES: usize = 256;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Established,
+    NewFull,
+    NewHalf,
+}
+
+impl Mode {
+    fn from_name(name: &str) -> Option<Mode> {
+        match name {
+            "established" => Some(Mode::Established),
+            "new-full" => Some(Mode::NewFull),
+            "new-half" => Some(Mode::NewHalf),
+            _ => None,
+        }
+    }
+
+    fn capacity(self, connections: u64) -> usize {
+        match self {
+            Mode::Established | Mode::NewFull => connections as usize,
+            Mode::NewHalf => 2 * connections as usize,
+        }
+    }
+
+    /// Stamps `batches` batches of this mode's packets (not measured).
+    fn load(self, world: &mut World, batches: usize) {
+        match self {
+            Mode::Established => world.load_established(batches),
+            Mode::NewFull | Mode::NewHalf => world.load_new(batches),
+        }
+    }
+
+    /// Tidies up after a run (not measured).
+    fn after(self, world: &mut World, batches: usize) {
+        if self == Mode::NewHalf {
+            world.retire_oldest((batches * BATCH) as u64);
+        }
+    }
+}
+
+/// The measured part: `batches` batches through the pipeline. Kept out
+/// of line so callgrind can collect it by name.
+#[inline(never)]
+fn measured_batches(world: &mut World, batches: usize) {
+    for batch in 0..batches {
+        world.process(batch);
+    }
+}
+
+/// Runs `batches` batches of `mode`; the wall time spent in the measured
+/// part.
+fn run(world: &mut World, mode: Mode, batches: usize, measure: bool) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = batches;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        mode.load(world, n);
+        let start = Instant::now();
+        if measure {
+            measured_batches(world, n);
+        } else {
+            for batch in 0..n {
+                world.process(batch);
+            }
+        }
+        total += start.elapsed();
+        mode.after(world, n);
+        left -= n;
+    }
+    total
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = args.first().and_then(|m| Mode::from_name(m));
+    let services = args.get(1).and_then(|s| s.parse::<usize>().ok());
+    let batches = match args.get(2) {
+        Some(b) => b.parse::<usize>().ok(),
+        None => Some(1_000),
+    };
+    let connections = match args.get(3) {
+        Some(c) => c.parse::<u64>().ok().filter(|&c| c > 0),
+        None => Some(CONNECTIONS),
+    };
+    let (Some(mode), Some(services), Some(batches), Some(connections)) =
+        (mode, services, batches, connections)
+    else {
+        if args.iter().all(|a| a.starts_with("--")) {
+            // `cargo bench` runs every bench binary with `--bench`.
+            println!("instructions: run it through scripts/instructions.sh");
+            return ExitCode::SUCCESS;
+        }
+        eprintln!(
+            "usage: instructions <established|new-full|new-half> <services> [batches] [connections]"
+        );
+        return ExitCode::FAILURE;
+    };
+
+    if mode == Mode::NewHalf && connections < (CHUNK * BATCH) as u64 {
+        eprintln!("new-half needs at least {} connections", CHUNK * BATCH);
+        return ExitCode::FAILURE;
+    }
+
+    let setup = Instant::now();
+    let gateway = Gateway::new(services);
+    let mut world = World::new(&gateway, mode.capacity(connections), CHUNK);
+    world.establish(connections);
+    run(&mut world, mode, WARM_UP_BATCHES, false);
+    let setup = setup.elapsed();
+
+    let (forwarded, hits, new) = (world.forwarded(), world.flow_hits(), world.new_flows());
+    let time = run(&mut world, mode, batches, true);
+    let packets = (batches * BATCH) as u64;
+    assert_eq!(world.forwarded() - forwarded, packets, "not all forwarded");
+    match mode {
+        Mode::Established => assert_eq!(world.flow_hits() - hits, packets),
+        Mode::NewFull | Mode::NewHalf => assert_eq!(world.new_flows() - new, packets),
+    }
+    let stats = world.flows.stats();
+    println!(
+        "mode={mode:?} services={services} connections={connections} packets={packets} setup_s={:.1} \
+         wall_ns_per_packet={:.1} table_len={} evicted={} evicted_bucket_full={}",
+        setup.as_secs_f64(),
+        time.as_nanos() as f64 / packets as f64,
+        world.flows.len(),
+        stats.evicted,
+        stats.evicted_bucket_full,
+    );
+    ExitCode::SUCCESS
+}

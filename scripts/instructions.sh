@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Instructions per packet of the core pipeline, counted by callgrind.
+#
+# Wall time on shared 2-core machines is noisy; instruction counts are not.
+# For each case this runs benches/instructions.rs under callgrind with
+# collection only inside `measured_batches` (the batches through
+# Pipeline::process_batch; setup and frame stamping are not counted), then
+# prints instructions per packet and, per source file, where they go.
+#
+#   scripts/instructions.sh                 # every case: 3 modes x 3 service counts
+#   MODES=established SERVICES=1 scripts/instructions.sh
+#   CACHE_SIM=1 scripts/instructions.sh     # also count data-cache misses
+#
+# Settings (environment): MODES ("established new-full new-half"),
+# SERVICES ("1 1000 100000"), BATCHES (1000 batches of 64 packets),
+# TOP (15 lines of breakdown per case), CACHE_SIM (0; 1 simulates a 48 KiB
+# L1d and, as "L2", a 2 MiB last level: misses there go to L3 or DRAM).
+# Output files: $CARGO_TARGET_DIR/callgrind/<mode>-<services>.{out,log};
+# open one with `callgrind_annotate --auto=yes FILE` for line-level detail.
+# Takes about a minute per case (the setup fills 1 000 000 connections).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MODES=${MODES:-"established new-full new-half"}
+SERVICES=${SERVICES:-"1 1000 100000"}
+BATCHES=${BATCHES:-1000}
+TOP=${TOP:-15}
+CACHE_SIM=${CACHE_SIM:-0}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+OUT="$CARGO_TARGET_DIR/callgrind"
+mkdir -p "$OUT"
+
+command -v valgrind >/dev/null || { echo "valgrind is not installed (scripts/install-deps.sh)" >&2; exit 1; }
+
+# Build with the bench profile (release + thin LTO, codegen-units 1, line
+# debug info) and find the binary.
+exe=$(cargo bench --no-run --bench instructions --message-format=json 2>/dev/null |
+  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+[ -x "$exe" ] || { echo "could not build the instructions bench" >&2; exit 1; }
+
+cache_flags=()
+if [ "$CACHE_SIM" = 1 ]; then
+  cache_flags=(--cache-sim=yes --D1=49152,12,64 --LL=2097152,16,64)
+fi
+
+packets=$((BATCHES * 64))
+per_packet() { python3 -c "print(($1) / $packets)"; }
+printf '%-12s %9s %10s' mode services instr/pkt
+[ "$CACHE_SIM" = 1 ] && printf ' %10s %10s' L1d-miss/pkt L2-miss/pkt
+printf '\n'
+for mode in $MODES; do
+  for services in $SERVICES; do
+    base="$OUT/$mode-$services"
+    valgrind --tool=callgrind --callgrind-out-file="$base.out" \
+      --collect-atstart=no --toggle-collect='*measured_batches*' "${cache_flags[@]}" \
+      "$exe" "$mode" "$services" "$BATCHES" >"$base.log" 2>&1 ||
+      { echo "callgrind failed for $mode $services: see $base.log" >&2; exit 1; }
+    # summary: Ir [Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw]
+    read -r -a sum < <(sed -n 's/^summary: //p' "$base.out")
+    printf '%-12s %9s %10.1f' "$mode" "$services" "$(per_packet "${sum[0]}")"
+    if [ "$CACHE_SIM" = 1 ]; then
+      printf ' %10.2f %10.2f' "$(per_packet "${sum[4]} + ${sum[5]}")" \
+        "$(per_packet "${sum[7]} + ${sum[8]}")"
+    fi
+    printf '\n'
+  done
+done
+
+echo
+echo "Where the instructions go (self cost per packet, by source file; std"
+echo "code is named by the function it was inlined into):"
+for mode in $MODES; do
+  for services in $SERVICES; do
+    echo "-- $mode, $services services"
+    callgrind_annotate --show=Ir --threshold=100 "$OUT/$mode-$services.out" 2>/dev/null |
+      sed -n '/file:function/,$p' | tail -n +3 |
+      python3 -c '
+import re, sys, collections
+packets, top = int(sys.argv[1]), int(sys.argv[2])
+cost = collections.Counter()
+for line in sys.stdin:
+    m = re.match(r"\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(\S+?):(\S+)", line)
+    if not m:
+        continue
+    ir, path, func = int(m[1].replace(",", "")), m[2], m[3]
+    if "dataplane/src/" in path:
+        key = path.split("dataplane/src/")[1]
+    elif "benches/" in path:
+        key = "benches/" + path.split("benches/")[1]
+    else:
+        crate = re.search(r"/(xxhash-rust|hashbrown)[^/]*/", path)
+        lib = re.search(r"/library/(?:core|alloc|std)/src/(.*)", path)
+        where = lib[1] if lib else path
+        key = crate[1] if crate else f"std {where} in {func.split('::')[-1]}"
+    cost[key] += ir
+for key, ir in cost.most_common(top):
+    print(f"   {ir / packets:8.1f}  {key}")
+' "$packets" "$TOP"
+  done
+done
