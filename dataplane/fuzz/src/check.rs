@@ -1,0 +1,245 @@
+//! The properties each fuzz target checks. A violated property panics,
+//! which libFuzzer reports as a crash with the input that caused it.
+
+use flowgate_dataplane::flow::FlowTable;
+use flowgate_dataplane::pipeline::{Pipeline, Verdict};
+use flowgate_dataplane::wire::{
+    self, arp, ethernet, ip_proto, is_v4_mapped, Fragment, PacketMeta, L3, MAX_VLAN_TAGS,
+};
+
+use crate::fixture::{Fixture, FLOW_CAPACITY};
+use crate::repair::repair_checksums;
+use crate::script::{self, Step};
+
+/// Smallest IPv4 header.
+const IPV4_MIN_HEADER: usize = 20;
+/// Largest IPv4 header.
+const IPV4_MAX_HEADER: usize = 60;
+/// The fixed IPv6 header.
+const IPV6_HEADER: usize = 40;
+/// Smallest TCP header.
+const TCP_MIN_HEADER: usize = 20;
+/// The UDP header.
+const UDP_HEADER: usize = 8;
+/// The part of an ICMP header the parser reads.
+const ICMP_MIN_HEADER: usize = 4;
+
+/// Records the expiry sweep may look at in one go (as a worker's budget).
+const EXPIRE_BUDGET: usize = 16;
+
+/// The clock at the start of a run: not 0, so "never seen" and "seen at
+/// the start" differ.
+const START_NS: u64 = 1_000_000_000_000;
+
+/// The `parse` target: any bytes parse or are refused without panicking,
+/// and an accepted frame's metadata is consistent with the frame.
+pub fn parse_frame(frame: &[u8]) {
+    if let Ok(meta) = wire::parse(frame) {
+        check_meta(&meta, frame);
+    }
+    // The checksum helper reads at the parsed offsets: it must cope too.
+    let _ = wire::frame_checksums_ok(frame);
+}
+
+/// The invariants of a [`PacketMeta`] that `wire::parse` returned for
+/// `frame`.
+pub fn check_meta(meta: &PacketMeta, frame: &[u8]) {
+    let l3 = usize::from(meta.l3_offset);
+    let l4 = usize::from(meta.l4_offset);
+    let end = usize::from(meta.ip_end);
+    assert!(
+        l3 <= l4 && l4 <= end && end <= frame.len(),
+        "offsets out of order: l3 {l3} l4 {l4} ip_end {end} len {}",
+        frame.len()
+    );
+    assert!(
+        meta.vlan_tags <= MAX_VLAN_TAGS,
+        "{} VLAN tags",
+        meta.vlan_tags
+    );
+    assert_eq!(
+        l3,
+        ethernet::HEADER_LEN + usize::from(meta.vlan_tags) * ethernet::VLAN_TAG_LEN,
+        "the L3 header does not follow the Ethernet header and its tags"
+    );
+    match meta.l3 {
+        L3::Arp => {
+            assert_eq!(end - l3, arp::PACKET_LEN, "ARP length");
+            assert_eq!(meta.tuple, Default::default(), "ARP has no tuple");
+            return;
+        }
+        L3::Ipv4 => {
+            assert!(
+                (IPV4_MIN_HEADER..=IPV4_MAX_HEADER).contains(&(l4 - l3)),
+                "IPv4 header of {} bytes",
+                l4 - l3
+            );
+            assert!(is_v4_mapped(&meta.tuple.src) && is_v4_mapped(&meta.tuple.dst));
+        }
+        L3::Ipv6 => assert!(l4 - l3 >= IPV6_HEADER, "IPv6 header of {} bytes", l4 - l3),
+    }
+    let protocol = meta.tuple.protocol;
+    if meta.fragment == Fragment::NonFirst {
+        assert_eq!((meta.tuple.src_port, meta.tuple.dst_port), (0, 0));
+    } else {
+        let l4_len = end - l4;
+        let min = match protocol {
+            ip_proto::TCP => TCP_MIN_HEADER,
+            ip_proto::UDP => UDP_HEADER,
+            ip_proto::ICMP if meta.l3 == L3::Ipv4 => ICMP_MIN_HEADER,
+            ip_proto::ICMPV6 if meta.l3 == L3::Ipv6 => ICMP_MIN_HEADER,
+            _ => 0,
+        };
+        assert!(
+            l4_len >= min,
+            "{l4_len} bytes of L4 for protocol {protocol}"
+        );
+    }
+    if protocol != ip_proto::TCP {
+        assert_eq!(meta.tcp_flags, 0, "TCP flags on protocol {protocol}");
+    }
+    if !matches!(protocol, ip_proto::TCP | ip_proto::UDP) {
+        assert_eq!(
+            meta.tuple.src_port, 0,
+            "a source port on protocol {protocol}"
+        );
+    }
+}
+
+/// The `pipeline` target: runs a [script](crate::script) of frames
+/// through one pipeline and one small connection table, under the
+/// [fixture](crate::fixture)'s snapshots. No frame may make it panic, and
+/// every verdict must keep its promises (see [`check_verdict`]).
+pub fn pipeline_script(input: &[u8]) {
+    run_script(input, |_| {});
+}
+
+/// What [`run_script`] tells its observer after each step, before the
+/// step's checks run.
+#[derive(Debug)]
+pub struct StepReport<'a> {
+    /// The step's position in the script, from 0.
+    pub index: usize,
+    /// The step as decoded.
+    pub step: &'a Step<'a>,
+    /// The frame as processed (after any checksum repair).
+    pub frame_in: &'a [u8],
+    /// The frame as the pipeline left it.
+    pub frame_out: &'a [u8],
+    /// The pipeline's verdict.
+    pub verdict: Verdict,
+    /// Which snapshot of the fixture's chain was in force.
+    pub generation: usize,
+    /// The clock.
+    pub now_ns: u64,
+}
+
+/// [`pipeline_script`], telling `observe` about every step (for triage:
+/// see the `show` example).
+pub fn run_script(input: &[u8], mut observe: impl FnMut(&StepReport<'_>)) {
+    let fixture = Fixture::get();
+    let mut pipeline = Pipeline::new();
+    let mut flows = FlowTable::new(FLOW_CAPACITY, fixture.timeouts);
+    let mut generation = 0usize;
+    let mut now_ns = START_NS;
+    let mut frame = Vec::new();
+    let mut before = Vec::new();
+    for (index, step) in script::steps(input).enumerate() {
+        if step.switch_snapshot {
+            generation = (generation + 1) % fixture.snapshots.len();
+        }
+        let snapshot = &fixture.snapshots[generation];
+        now_ns = now_ns.saturating_add(step.advance_ns);
+        if step.expire {
+            flows.expire(now_ns, EXPIRE_BUDGET);
+        }
+        frame.clear();
+        frame.extend_from_slice(step.frame);
+        if step.repair_checksums {
+            repair_checksums(&mut frame);
+        }
+        before.clear();
+        before.extend_from_slice(&frame);
+        let verdict =
+            pipeline.process_frame(&mut frame, step.ingress, snapshot, &mut flows, now_ns);
+        observe(&StepReport {
+            index,
+            step: &step,
+            frame_in: &before,
+            frame_out: &frame,
+            verdict,
+            generation,
+            now_ns,
+        });
+        check_verdict(verdict, &before, &frame, snapshot);
+        check_flow_table(&flows);
+    }
+    let counted = pipeline.counters().snapshot();
+    assert_eq!(
+        counted.rx_packets,
+        counted.forwarded + counted.passed + counted.dropped(),
+        "every frame has exactly one counted fate"
+    );
+}
+
+/// What a verdict promises about the frame it was given (`before`) and the
+/// frame the pipeline left (`after`, the same length by construction).
+///
+/// - `Transmit(port)`: `port` is one of the gateway's interfaces; the
+///   frame still parses, to the same protocol; its source MAC is the
+///   egress interface's; TTL / hop limit went down by one; and if its
+///   checksums were right before, they are right after.
+/// - `Pass`: the frame is handed to the kernel unchanged.
+/// - `Drop`: nothing (the frame is discarded).
+pub fn check_verdict(
+    verdict: Verdict,
+    before: &[u8],
+    after: &[u8],
+    snapshot: &flowgate_dataplane::table::Snapshot,
+) {
+    match verdict {
+        Verdict::Transmit(port) => {
+            let Some(egress_mac) = snapshot.interface_mac(port) else {
+                panic!("transmit on port {port}, which is not an interface");
+            };
+            let (Ok(meta_in), Ok(meta_out)) = (wire::parse(before), wire::parse(after)) else {
+                panic!("a transmitted frame that does not parse (before or after the rewrite)");
+            };
+            assert_eq!(meta_out.l3, meta_in.l3);
+            assert_eq!(meta_out.tuple.protocol, meta_in.tuple.protocol);
+            assert_eq!(
+                (meta_out.l3_offset, meta_out.l4_offset, meta_out.ip_end),
+                (meta_in.l3_offset, meta_in.l4_offset, meta_in.ip_end),
+                "a rewrite moved the headers"
+            );
+            assert_eq!(after.get(6..12), Some(&egress_mac[..]), "source MAC");
+            assert_eq!(
+                meta_out.ttl,
+                meta_in.ttl.wrapping_sub(1),
+                "TTL not decremented"
+            );
+            if wire::frame_checksums_ok(before) {
+                assert!(
+                    wire::frame_checksums_ok(after),
+                    "checksums broken by the rewrite"
+                );
+            }
+        }
+        Verdict::Pass => assert!(before == after, "a passed frame was changed"),
+        Verdict::Drop(_) => {}
+    }
+}
+
+/// The connection table stays within its capacity, and its statistics
+/// account for every record that ever entered it.
+pub fn check_flow_table(flows: &FlowTable) {
+    assert!(flows.len() <= flows.capacity(), "table over capacity");
+    let s = flows.stats();
+    let departed = s.removed + s.expired + s.evicted + s.replaced + s.reply_conflicts;
+    assert_eq!(
+        s.inserted.checked_sub(departed),
+        Some(flows.len() as u64),
+        "flow statistics do not add up: {s:?}, len {}",
+        flows.len()
+    );
+}
