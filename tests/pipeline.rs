@@ -385,3 +385,66 @@ fn the_worker_loses_no_frame() {
     assert_eq!(kernel.frames, c.passed);
     assert!(c.tx_packets > 0 && c.passed > 0 && c.dropped() > 0);
 }
+
+#[test]
+fn a_batch_decides_exactly_as_frame_by_frame() {
+    use flowgate_dataplane::port::{FrameDesc, FrameMemory};
+    let text = rules("maglev", "tcp", &[("198.18.1.11", 1), ("198.18.1.12", 2)]);
+    // A mix where later frames depend on earlier ones in the same batch:
+    // a SYN then data of the same flow, repeats, noise and garbage.
+    let mut frames = Vec::new();
+    for i in 0..20 {
+        frames.push(new_flow(i, "tcp", tcp_flags::SYN));
+        frames.push(new_flow(i, "tcp", tcp_flags::ACK));
+        frames.push(new_flow(i / 2, "tcp", tcp_flags::ACK | tcp_flags::FIN));
+    }
+    frames.push(vec![0xff; 9]);
+    frames.push(
+        from_client(FrameBuilder::tcp(
+            sa("198.18.0.2:1"),
+            sa("198.18.0.1:22"),
+            2,
+        ))
+        .build(),
+    );
+    frames.push(
+        from_client(FrameBuilder::udp(
+            sa("198.18.0.2:1"),
+            sa("198.18.100.10:80"),
+        ))
+        .fragment(8, false)
+        .build(),
+    );
+
+    let mut one = Harness::new(&text);
+    let singles: Vec<_> = frames.iter().map(|f| one.run(f, 0, SEC)).collect();
+
+    let mut batch = Harness::new(&text);
+    let mut memory = MemoryFrames::new(frames.len() as u32, 2_048);
+    let descs: Vec<FrameDesc> = frames
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let d = FrameDesc {
+                addr: i as u64 * 2_048,
+                len: f.len() as u32,
+            };
+            memory.frame_mut(d).copy_from_slice(f);
+            d
+        })
+        .collect();
+    let mut verdicts = Vec::new();
+    batch.pipeline.process_batch(
+        &mut memory,
+        &descs,
+        0,
+        &batch.snapshot,
+        &mut batch.flows,
+        SEC,
+        &mut verdicts,
+    );
+    for (i, ((v, out), d)) in singles.iter().zip(&descs).enumerate() {
+        assert_eq!(verdicts[i], *v, "frame {i}: verdict");
+        assert_eq!(memory.frame(*d), &out[..], "frame {i}: bytes");
+    }
+}

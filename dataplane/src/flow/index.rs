@@ -165,6 +165,28 @@ impl Index {
         (bucket ^ spread) & self.mask
     }
 
+    /// Reads the primary bucket of `hash` (to bring it into cache); returns
+    /// a value of it so the read cannot be optimised away.
+    #[inline]
+    pub(super) fn touch(&self, hash: u64) -> u32 {
+        let probe = self.probe(hash);
+        self.buckets.get(probe.primary).map_or(0, |b| b.overflow)
+    }
+
+    /// The first record in the primary bucket of `hash` whose tag matches:
+    /// the record a lookup of `hash` will most likely read.
+    #[inline]
+    pub(super) fn first_candidate(&self, hash: u64) -> Option<u32> {
+        let probe = self.probe(hash);
+        let bucket = self.buckets.get(probe.primary)?;
+        bucket
+            .tags
+            .iter()
+            .zip(bucket.entries.iter())
+            .find(|&(&t, &e)| t == probe.tag && e != EMPTY)
+            .map(|(_, &e)| decode(e).0)
+    }
+
     /// The first (record, direction) stored under `hash` for which `is_key`
     /// holds.
     #[inline]

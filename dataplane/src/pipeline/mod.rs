@@ -58,6 +58,28 @@ pub struct Pipeline {
     wrr_cursors: Vec<u32>,
     /// The snapshot generation `wrr_cursors` was sized for.
     sized_for: Option<u64>,
+    /// Each frame's parse result and flow hash, between a batch's passes.
+    parsed: Vec<Parsed>,
+}
+
+/// A frame after the first pass of a batch.
+#[derive(Clone, Copy, Debug)]
+struct Parsed {
+    meta: Result<PacketMeta, ParseError>,
+    /// The flow hash, for frames that will look up a connection.
+    hash: Option<u64>,
+}
+
+impl Parsed {
+    #[inline]
+    fn of(frame: &[u8]) -> Parsed {
+        let meta = wire::parse(frame);
+        let hash = match &meta {
+            Ok(m) if m.l3 != L3::Arp && m.fragment == Fragment::None => Some(flow_hash(&m.tuple)),
+            _ => None,
+        };
+        Parsed { meta, hash }
+    }
 }
 
 impl Default for Pipeline {
@@ -73,6 +95,7 @@ impl Pipeline {
             counters: Arc::new(PipelineCounters::default()),
             wrr_cursors: Vec::new(),
             sized_for: None,
+            parsed: Vec::new(),
         }
     }
 
@@ -85,6 +108,12 @@ impl Pipeline {
     /// them in place. `verdicts` is cleared and gets one verdict per frame,
     /// in order (give it capacity for a whole batch: then nothing
     /// allocates).
+    ///
+    /// Three passes, so that the batch's memory waits overlap instead of
+    /// queueing: parse and hash every frame and warm its connection-index
+    /// bucket; warm the connection records those buckets point at; then
+    /// decide each frame. With a million connections a lookup is a DRAM
+    /// access or two; one at a time they would dominate the cost.
     #[allow(clippy::too_many_arguments)]
     pub fn process_batch<M: FrameMemory + ?Sized>(
         &mut self,
@@ -98,10 +127,23 @@ impl Pipeline {
     ) {
         verdicts.clear();
         self.adopt(snapshot);
+        let mut parsed = std::mem::take(&mut self.parsed);
+        parsed.clear();
         for &desc in frames {
-            let frame = memory.frame_mut(desc);
-            verdicts.push(self.count(frame, ingress, snapshot, flows, now_ns));
+            let p = Parsed::of(memory.frame(desc));
+            if let Some(hash) = p.hash {
+                flows.warm_index(hash);
+            }
+            parsed.push(p);
         }
+        for hash in parsed.iter().filter_map(|p| p.hash) {
+            flows.warm_record(hash);
+        }
+        for (&desc, p) in frames.iter().zip(&parsed) {
+            let frame = memory.frame_mut(desc);
+            verdicts.push(self.count(frame, *p, ingress, snapshot, flows, now_ns));
+        }
+        self.parsed = parsed;
     }
 
     /// Sizes per-service state for `snapshot` — once per generation, so
@@ -125,7 +167,8 @@ impl Pipeline {
         now_ns: u64,
     ) -> Verdict {
         self.adopt(snapshot);
-        self.count(frame, ingress, snapshot, flows, now_ns)
+        let parsed = Parsed::of(frame);
+        self.count(frame, parsed, ingress, snapshot, flows, now_ns)
     }
 
     /// Decides one frame's fate and counts it.
@@ -133,6 +176,7 @@ impl Pipeline {
     fn count(
         &mut self,
         frame: &mut [u8],
+        parsed: Parsed,
         ingress: u16,
         snapshot: &Snapshot,
         flows: &mut FlowTable,
@@ -141,7 +185,7 @@ impl Pipeline {
         let c = &*self.counters;
         c.rx_packets.inc();
         c.rx_bytes.add(frame.len() as u64);
-        let verdict = self.decide(frame, ingress, snapshot, flows, now_ns);
+        let verdict = self.decide(frame, parsed, ingress, snapshot, flows, now_ns);
         let c = &*self.counters;
         match verdict {
             Verdict::Transmit(_) => c.forwarded.inc(),
@@ -155,12 +199,13 @@ impl Pipeline {
     fn decide(
         &mut self,
         frame: &mut [u8],
+        parsed: Parsed,
         ingress: u16,
         snapshot: &Snapshot,
         flows: &mut FlowTable,
         now_ns: u64,
     ) -> Verdict {
-        let meta = match wire::parse(frame) {
+        let meta = match parsed.meta {
             Ok(meta) => meta,
             Err(ParseError::UnsupportedEthertype) => return Verdict::Pass,
             Err(e) => return Verdict::Drop(DropReason::Malformed(e)),
@@ -168,14 +213,14 @@ impl Pipeline {
         if meta.l3 == L3::Arp {
             return Verdict::Pass;
         }
-        if meta.fragment != Fragment::None {
+        let Some(hash) = parsed.hash else {
+            // Fragments have no hash: the gateway does not reassemble.
             return if snapshot.is_vip(&meta.tuple.dst) {
                 Verdict::Drop(DropReason::FragmentToVip)
             } else {
                 Verdict::Pass
             };
-        }
-        let hash = flow_hash(&meta.tuple);
+        };
         match flows.lookup(&meta.tuple, hash, now_ns) {
             Some((id, Direction::FromClient)) => {
                 let conn = flows.get(id);
