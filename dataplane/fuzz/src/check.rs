@@ -7,6 +7,7 @@ use flowgate_dataplane::wire::{
     self, arp, ethernet, ip_proto, is_v4_mapped, Fragment, PacketMeta, L3, MAX_VLAN_TAGS,
 };
 
+use crate::batch::{batch_ranges, BatchFrames, MAX_BATCH};
 use crate::fixture::{Fixture, FLOW_CAPACITY};
 use crate::repair::repair_checksums;
 use crate::script::{self, Step};
@@ -107,9 +108,14 @@ pub fn check_meta(meta: &PacketMeta, frame: &[u8]) {
 }
 
 /// The `pipeline` target: runs a [script](crate::script) of frames
-/// through one pipeline and one small connection table, under the
+/// through the pipeline and a small connection table, under the
 /// [fixture](crate::fixture)'s snapshots. No frame may make it panic, and
 /// every verdict must keep its promises (see [`check_verdict`]).
+///
+/// The script runs twice side by side: in [batches](crate::batch) through
+/// `Pipeline::process_batch`, as a worker runs it, and frame by frame
+/// through `Pipeline::process_frame`. Both must decide and rewrite every
+/// frame alike and leave their connection tables and counters alike.
 pub fn pipeline_script(input: &[u8]) {
     run_script(input, |_| {});
 }
@@ -124,9 +130,9 @@ pub struct StepReport<'a> {
     pub step: &'a Step<'a>,
     /// The frame as processed (after any checksum repair).
     pub frame_in: &'a [u8],
-    /// The frame as the pipeline left it.
+    /// The frame as the batch pipeline left it.
     pub frame_out: &'a [u8],
-    /// The pipeline's verdict.
+    /// The batch pipeline's verdict.
     pub verdict: Verdict,
     /// Which snapshot of the fixture's chain was in force.
     pub generation: usize,
@@ -134,51 +140,113 @@ pub struct StepReport<'a> {
     pub now_ns: u64,
 }
 
+/// A pipeline with its own connection table.
+struct Lane {
+    pipeline: Pipeline,
+    flows: FlowTable,
+}
+
+impl Lane {
+    fn new(fixture: &Fixture) -> Lane {
+        Lane {
+            pipeline: Pipeline::new(),
+            flows: FlowTable::new(FLOW_CAPACITY, fixture.timeouts),
+        }
+    }
+}
+
 /// [`pipeline_script`], telling `observe` about every step (for triage:
 /// see the `show` example).
 pub fn run_script(input: &[u8], mut observe: impl FnMut(&StepReport<'_>)) {
     let fixture = Fixture::get();
-    let mut pipeline = Pipeline::new();
-    let mut flows = FlowTable::new(FLOW_CAPACITY, fixture.timeouts);
+    let steps: Vec<Step<'_>> = script::steps(input).collect();
+    let mut batched = Lane::new(fixture);
+    let mut single = Lane::new(fixture);
     let mut generation = 0usize;
     let mut now_ns = START_NS;
+    let mut memory = BatchFrames::default();
+    let mut descs = Vec::with_capacity(MAX_BATCH);
+    let mut verdicts = Vec::with_capacity(MAX_BATCH);
+    let mut inputs: Vec<Vec<u8>> = Vec::with_capacity(MAX_BATCH);
     let mut frame = Vec::new();
-    let mut before = Vec::new();
-    for (index, step) in script::steps(input).enumerate() {
-        if step.switch_snapshot {
+    for range in batch_ranges(&steps) {
+        let batch = &steps[range.clone()];
+        let Some(first) = batch.first() else {
+            continue;
+        };
+        if first.switch_snapshot {
             generation = (generation + 1) % fixture.snapshots.len();
         }
         let snapshot = &fixture.snapshots[generation];
-        now_ns = now_ns.saturating_add(step.advance_ns);
-        if step.expire {
-            flows.expire(now_ns, EXPIRE_BUDGET);
+        now_ns = now_ns.saturating_add(first.advance_ns);
+        if first.expire {
+            batched.flows.expire(now_ns, EXPIRE_BUDGET);
+            single.flows.expire(now_ns, EXPIRE_BUDGET);
         }
-        frame.clear();
-        frame.extend_from_slice(step.frame);
-        if step.repair_checksums {
-            repair_checksums(&mut frame);
+        memory.clear();
+        descs.clear();
+        for step in batch {
+            let mut f = step.frame.to_vec();
+            if step.repair_checksums {
+                repair_checksums(&mut f);
+            }
+            descs.push(memory.push(f));
         }
-        before.clear();
-        before.extend_from_slice(&frame);
-        let verdict =
-            pipeline.process_frame(&mut frame, step.ingress, snapshot, &mut flows, now_ns);
-        observe(&StepReport {
-            index,
-            step: &step,
-            frame_in: &before,
-            frame_out: &frame,
-            verdict,
-            generation,
+        inputs.clear();
+        inputs.extend_from_slice(memory.frames());
+        let ingress = first.ingress;
+        batched.pipeline.process_batch(
+            &mut memory,
+            &descs,
+            ingress,
+            snapshot,
+            &mut batched.flows,
             now_ns,
-        });
-        check_verdict(verdict, &before, &frame, snapshot);
-        check_flow_table(&flows);
+            &mut verdicts,
+        );
+        assert_eq!(verdicts.len(), batch.len(), "one verdict per frame");
+        for (i, (step, input)) in batch.iter().zip(&inputs).enumerate() {
+            frame.clear();
+            frame.extend_from_slice(input);
+            let alone = single.pipeline.process_frame(
+                &mut frame,
+                ingress,
+                snapshot,
+                &mut single.flows,
+                now_ns,
+            );
+            let verdict = verdicts[i];
+            let out = &memory.frames()[i];
+            observe(&StepReport {
+                index: range.start + i,
+                step,
+                frame_in: input,
+                frame_out: out,
+                verdict,
+                generation,
+                now_ns,
+            });
+            assert_eq!(verdict, alone, "a batch decided unlike frame-by-frame");
+            assert!(out == &frame, "a batch rewrote unlike frame-by-frame");
+            check_verdict(verdict, input, out, snapshot);
+        }
+        check_flow_table(&batched.flows);
+        assert_eq!(
+            (batched.flows.len(), batched.flows.stats()),
+            (single.flows.len(), single.flows.stats()),
+            "a batch left the connection table unlike frame-by-frame"
+        );
     }
-    let counted = pipeline.counters().snapshot();
+    let counted = batched.pipeline.counters().snapshot();
     assert_eq!(
         counted.rx_packets,
         counted.forwarded + counted.passed + counted.dropped(),
         "every frame has exactly one counted fate"
+    );
+    assert_eq!(
+        counted,
+        single.pipeline.counters().snapshot(),
+        "a batch counted unlike frame-by-frame"
     );
 }
 

@@ -6,11 +6,13 @@
 //!
 //! - [`check::parse_frame`]: `wire::parse` on arbitrary bytes.
 //! - [`check::pipeline_script`]: a [`script`] of frames through the
-//!   pipeline, a small connection table and the [`fixture`]'s snapshots.
+//!   pipeline, a small connection table and the [`fixture`]'s snapshots,
+//!   in [`batch`]es and frame by frame side by side.
 //! - [`seeds`]: the starting corpora, built with the wire builder.
 //! - [`repair`]: checksum recomputation, so that mutated frames can still
 //!   test the checksum property.
 
+pub mod batch;
 pub mod check;
 pub mod fixture;
 pub mod repair;

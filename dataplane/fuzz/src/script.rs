@@ -13,7 +13,9 @@
 //!
 //! Every byte string decodes: a step whose length runs past the end takes
 //! what is left, and a trailing control byte without a length is a step
-//! with an empty frame. At most [`MAX_STEPS`] steps are run.
+//! with an empty frame. At most [`MAX_STEPS`] steps are run. Consecutive
+//! steps on one port with no time step and no switch form one receive
+//! batch (see [`crate::batch`]).
 
 /// The most steps one input runs, to bound the time an input takes.
 pub const MAX_STEPS: usize = 256;
