@@ -274,8 +274,9 @@ impl FlowTable {
     }
 
     /// Brings the record a lookup of `hash` will most likely read into
-    /// cache (both ends of it: a record may straddle two cache lines). Call
-    /// after [`FlowTable::warm_index`] for the whole batch.
+    /// cache: every field a lookup reads, since an 88-byte record can
+    /// straddle three cache lines. Call after [`FlowTable::warm_index`] for
+    /// the whole batch.
     #[inline]
     pub fn warm_record(&self, hash: u64) {
         let record = self
@@ -283,7 +284,17 @@ impl FlowTable {
             .first_candidate(hash)
             .and_then(|r| self.records.get(r as usize));
         if let Some(r) = record {
-            std::hint::black_box((r.conn.client.src[0], r.links));
+            let c = &r.conn;
+            std::hint::black_box((
+                c.client.src[0],
+                c.client.dst[15],
+                c.client.src_port,
+                c.client.protocol,
+                c.backend_addr[0],
+                c.backend_port,
+                c.last_seen_ns,
+                r.links,
+            ));
         }
     }
 
