@@ -49,6 +49,15 @@ use crate::rules::Scheduler;
 use crate::table::{Endpoint, ServiceId, Snapshot};
 use crate::wire::{self, ip_proto, tcp_flags, Fragment, PacketMeta, ParseError, L3};
 
+/// What every frame of a batch is decided against.
+struct Context<'a> {
+    snapshot: &'a Snapshot,
+    flows: &'a mut FlowTable,
+    /// The port the batch arrived on.
+    ingress: u16,
+    now_ns: u64,
+}
+
 /// One worker's pipeline state: its counters and scheduler cursors. The
 /// flow table and snapshot are passed in per batch.
 #[derive(Debug)]
@@ -141,9 +150,15 @@ impl Pipeline {
         for hash in parsed.iter().filter_map(|p| p.hash) {
             flows.warm_record(hash);
         }
+        let mut cx = Context {
+            snapshot,
+            flows,
+            ingress,
+            now_ns,
+        };
         for (&desc, p) in frames.iter().zip(&parsed) {
             let frame = memory.frame_mut(desc);
-            verdicts.push(self.count(frame, *p, ingress, snapshot, flows, now_ns));
+            verdicts.push(self.count(frame, *p, &mut cx));
         }
         self.parsed = parsed;
     }
@@ -170,24 +185,22 @@ impl Pipeline {
     ) -> Verdict {
         self.adopt(snapshot);
         let parsed = Parsed::of(frame);
-        self.count(frame, parsed, ingress, snapshot, flows, now_ns)
+        let mut cx = Context {
+            snapshot,
+            flows,
+            ingress,
+            now_ns,
+        };
+        self.count(frame, parsed, &mut cx)
     }
 
     /// Decides one frame's fate and counts it.
     #[inline]
-    fn count(
-        &mut self,
-        frame: &mut [u8],
-        parsed: Parsed,
-        ingress: u16,
-        snapshot: &Snapshot,
-        flows: &mut FlowTable,
-        now_ns: u64,
-    ) -> Verdict {
+    fn count(&mut self, frame: &mut [u8], parsed: Parsed, cx: &mut Context<'_>) -> Verdict {
         let c = &*self.counters;
         c.rx_packets.inc();
         c.rx_bytes.add(frame.len() as u64);
-        let verdict = self.decide(frame, parsed, ingress, snapshot, flows, now_ns);
+        let verdict = self.decide(frame, parsed, cx);
         let c = &*self.counters;
         match verdict {
             Verdict::Transmit(_) => c.forwarded.inc(),
@@ -198,15 +211,13 @@ impl Pipeline {
     }
 
     #[inline]
-    fn decide(
-        &mut self,
-        frame: &mut [u8],
-        parsed: Parsed,
-        ingress: u16,
-        snapshot: &Snapshot,
-        flows: &mut FlowTable,
-        now_ns: u64,
-    ) -> Verdict {
+    fn decide(&mut self, frame: &mut [u8], parsed: Parsed, cx: &mut Context<'_>) -> Verdict {
+        let Context {
+            snapshot,
+            ref mut flows,
+            now_ns,
+            ..
+        } = *cx;
         let meta = match parsed.meta {
             Ok(meta) => meta,
             Err(ParseError::UnsupportedEthertype) => return Verdict::Pass,
@@ -235,7 +246,7 @@ impl Pipeline {
                     if meta.tuple.protocol == ip_proto::TCP {
                         return Verdict::Drop(DropReason::BackendRemoved);
                     }
-                    return self.new_flow(frame, &meta, hash, ingress, snapshot, flows, now_ns);
+                    return self.new_flow(frame, &meta, hash, cx);
                 };
                 if meta.ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExpired);
@@ -262,23 +273,25 @@ impl Pipeline {
                 wire::rewrite::decrement_ttl(frame, &meta);
                 Verdict::Transmit(conn.client_ingress)
             }
-            None => self.new_flow(frame, &meta, hash, ingress, snapshot, flows, now_ns),
+            None => self.new_flow(frame, &meta, hash, cx),
         }
     }
 
     /// A packet with no connection: schedule it if it is for a service.
-    #[allow(clippy::too_many_arguments)]
     #[inline]
     fn new_flow(
         &mut self,
         frame: &mut [u8],
         meta: &PacketMeta,
         hash: u64,
-        ingress: u16,
-        snapshot: &Snapshot,
-        flows: &mut FlowTable,
-        now_ns: u64,
+        cx: &mut Context<'_>,
     ) -> Verdict {
+        let Context {
+            snapshot,
+            ref mut flows,
+            ingress,
+            now_ns,
+        } = *cx;
         let t = &meta.tuple;
         let Some((service_id, service)) = snapshot.lookup_service(t.protocol, &t.dst, t.dst_port)
         else {
