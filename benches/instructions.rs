@@ -12,15 +12,25 @@
 //! it stays in cache, which shows what the full-size table's cache misses
 //! cost.
 //!
-//! It also prints the wall time per packet it saw (meaningful only when
+//! ```text
+//! instructions maglev <table size> [builds]
+//! ```
+//!
+//! builds a Maglev table of that size for 100 backends (`builds` times,
+//! default 10) inside `measured_maglev_builds`, for the same treatment.
+//!
+//! It also prints the wall time per packet (or build) it saw (meaningful only when
 //! not under valgrind). `scripts/instructions.sh` runs every case under
 //! callgrind and prints instructions per packet; `cargo bench` runs this
 //! binary with no case and it only says so.
 
 mod support;
 
+use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+use flowgate_dataplane::table::{MaglevBackend, MaglevTable};
 
 use support::{Gateway, World, BATCH, CONNECTIONS};
 
@@ -79,6 +89,38 @@ fn measured_batches(world: &mut World, batches: usize) {
     }
 }
 
+/// The measured part of the Maglev case: `builds` table builds.
+#[inline(never)]
+fn measured_maglev_builds(backends: &[MaglevBackend], size: u32, builds: usize) -> usize {
+    (0..builds)
+        .map(|_| MaglevTable::build(black_box(backends), black_box(size)).size())
+        .sum()
+}
+
+/// `instructions maglev <size> [builds]`.
+fn maglev(args: &[String]) -> ExitCode {
+    let size = args.get(1).and_then(|s| s.parse::<u32>().ok());
+    let builds = match args.get(2) {
+        Some(b) => b.parse::<usize>().ok().filter(|&b| b > 0),
+        None => Some(10),
+    };
+    let (Some(size), Some(builds)) = (size, builds) else {
+        eprintln!("usage: instructions maglev <table size> [builds]");
+        return ExitCode::FAILURE;
+    };
+    let backends = support::maglev_backends();
+    let start = Instant::now();
+    let slots = measured_maglev_builds(&backends, size, builds);
+    let time = start.elapsed();
+    assert_eq!(slots, size as usize * builds, "tables not full");
+    println!(
+        "mode=maglev size={size} backends={} builds={builds} wall_ms_per_build={:.3}",
+        backends.len(),
+        time.as_secs_f64() * 1e3 / builds as f64
+    );
+    ExitCode::SUCCESS
+}
+
 /// Runs `batches` batches of `mode`; the wall time spent in the measured
 /// part.
 fn run(world: &mut World, mode: Mode, batches: usize, measure: bool) -> Duration {
@@ -104,6 +146,9 @@ fn run(world: &mut World, mode: Mode, batches: usize, measure: bool) -> Duration
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("maglev") {
+        return maglev(&args);
+    }
     let mode = args.first().and_then(|m| Mode::from_name(m));
     let services = args.get(1).and_then(|s| s.parse::<usize>().ok());
     let batches = match args.get(2) {

@@ -3,8 +3,8 @@
 # benches (benches/pipeline.rs), a summary of their medians, then the
 # callgrind instruction counts (scripts/instructions.sh).
 #
-#   scripts/bench.sh                       # everything (about 15 minutes)
-#   scripts/bench.sh --no-instructions     # wall time only (about 4 minutes)
+#   scripts/bench.sh                       # everything (about 20 minutes)
+#   scripts/bench.sh --no-instructions     # wall time only (under 2 minutes)
 #   scripts/bench.sh established           # criterion filter (a regex on ids)
 #
 # Builds with the `bench` profile of the root Cargo.toml: release, thin LTO,

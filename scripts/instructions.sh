@@ -14,10 +14,14 @@
 # Settings (environment): MODES ("established new-full new-half"),
 # SERVICES ("1 1000 100000"), BATCHES (1000 batches of 64 packets),
 # TOP (15 lines of breakdown per case), CACHE_SIM (0; 1 simulates a 48 KiB
-# L1d and, as "L2", a 2 MiB last level: misses there go to L3 or DRAM).
+# L1d and, as "L2", a 2 MiB last level: misses there go to L3 or DRAM),
+# REPORT_ONLY (0; 1 reports on the output files of an earlier run, with
+# the same BATCHES and CACHE_SIM), MAGLEV (1: also count the instructions
+# of a Maglev table build of 65 537 and 655 373 slots; 0 skips it).
 # Output files: $CARGO_TARGET_DIR/callgrind/<mode>-<services>.{out,log};
 # open one with `callgrind_annotate --auto=yes FILE` for line-level detail.
-# Takes about a minute per case (the setup fills 1 000 000 connections).
+# Takes one to three minutes per case (the setup fills 1 000 000
+# connections under valgrind; CACHE_SIM=1 is the slower end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +30,8 @@ SERVICES=${SERVICES:-"1 1000 100000"}
 BATCHES=${BATCHES:-1000}
 TOP=${TOP:-15}
 CACHE_SIM=${CACHE_SIM:-0}
+REPORT_ONLY=${REPORT_ONLY:-0}
+MAGLEV=${MAGLEV:-1}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 OUT="$CARGO_TARGET_DIR/callgrind"
 mkdir -p "$OUT"
@@ -34,9 +40,9 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed (scripts/ins
 
 # Build with the bench profile (release + thin LTO, codegen-units 1, line
 # debug info) and find the binary.
-exe=$(cargo bench --no-run --bench instructions --message-format=json 2>/dev/null |
+[ "$REPORT_ONLY" = 1 ] || exe=$(cargo bench --no-run --bench instructions --message-format=json 2>/dev/null |
   sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
-[ -x "$exe" ] || { echo "could not build the instructions bench" >&2; exit 1; }
+[ "$REPORT_ONLY" = 1 ] || [ -x "$exe" ] || { echo "could not build the instructions bench" >&2; exit 1; }
 
 cache_flags=()
 if [ "$CACHE_SIM" = 1 ]; then
@@ -51,7 +57,7 @@ printf '\n'
 for mode in $MODES; do
   for services in $SERVICES; do
     base="$OUT/$mode-$services"
-    valgrind --tool=callgrind --callgrind-out-file="$base.out" \
+    [ "$REPORT_ONLY" = 1 ] || valgrind --tool=callgrind --callgrind-out-file="$base.out" \
       --collect-atstart=no --toggle-collect='*measured_batches*' "${cache_flags[@]}" \
       "$exe" "$mode" "$services" "$BATCHES" >"$base.log" 2>&1 ||
       { echo "callgrind failed for $mode $services: see $base.log" >&2; exit 1; }
@@ -66,13 +72,28 @@ for mode in $MODES; do
   done
 done
 
+if [ "$MAGLEV" = 1 ]; then
+  # Maglev table builds for 100 backends: instructions per build.
+  for spec in "65537 5" "655373 1"; do
+    read -r size builds <<<"$spec"
+    base="$OUT/maglev-$size"
+    [ "$REPORT_ONLY" = 1 ] || valgrind --tool=callgrind --callgrind-out-file="$base.out" \
+      --collect-atstart=no --toggle-collect='*measured_maglev_builds*' \
+      "$exe" maglev "$size" "$builds" >"$base.log" 2>&1 ||
+      { echo "callgrind failed for maglev $size: see $base.log" >&2; exit 1; }
+    read -r -a sum < <(sed -n 's/^summary: //p' "$base.out")
+    printf 'maglev build, %s slots: %s instructions\n' "$size" \
+      "$(python3 -c "print(round(${sum[0]} / $builds))")"
+  done
+fi
+
 echo
 echo "Where the instructions go (self cost per packet, by source file; std"
 echo "code is named by the function it was inlined into):"
 for mode in $MODES; do
   for services in $SERVICES; do
     echo "-- $mode, $services services"
-    callgrind_annotate --show=Ir --threshold=100 "$OUT/$mode-$services.out" 2>/dev/null |
+    callgrind_annotate --auto=no --show=Ir --threshold=100 "$OUT/$mode-$services.out" 2>/dev/null |
       sed -n '/file:function/,$p' | tail -n +3 |
       python3 -c '
 import re, sys, collections
@@ -91,7 +112,8 @@ for line in sys.stdin:
         crate = re.search(r"/(xxhash-rust|hashbrown)[^/]*/", path)
         lib = re.search(r"/library/(?:core|alloc|std)/src/(.*)", path)
         where = lib[1] if lib else path
-        key = crate[1] if crate else f"std {where} in {func.split('::')[-1]}"
+        caller = func.split("::")[-1]
+        key = crate[1] if crate else f"std {where} in {caller}"
     cost[key] += ir
 for key, ir in cost.most_common(top):
     print(f"   {ir / packets:8.1f}  {key}")
