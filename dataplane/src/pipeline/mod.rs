@@ -71,7 +71,7 @@ pub struct Pipeline {
     parsed: Vec<Parsed>,
 }
 
-/// A frame after the first pass of a batch.
+/// A frame after a batch's parse pass.
 #[derive(Clone, Copy, Debug)]
 struct Parsed {
     meta: Result<PacketMeta, ParseError>,
