@@ -520,3 +520,39 @@ fn the_same_fixtures_hold_through_pcap_replay() {
     }
     assert_eq!(n, expected_passed);
 }
+
+#[test]
+fn replay_skips_records_the_capture_cut_short_and_says_so() {
+    let config = common::config(GOLDEN_RULES);
+    let whole = from_client(FrameBuilder::tcp(
+        sa("198.18.0.2:40010"),
+        sa("198.18.100.10:80"),
+        SYN,
+    ))
+    .build();
+    let mut w = pcap::PcapWriter::new(Vec::new()).unwrap();
+    w.write(1, &whole).unwrap();
+    w.write(2, &whole[..40]).unwrap();
+    let mut input = w.finish().unwrap();
+    // Second record: claim the wire carried the whole frame (snap length 40).
+    let second = 24 + 16 + whole.len();
+    input[second + 12..second + 16].copy_from_slice(&(whole.len() as u32).to_le_bytes());
+    let mut out = Vec::new();
+    let r = replay(
+        &config,
+        &input[..],
+        &mut out,
+        None,
+        &ReplayOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(r.frames_in, 2);
+    assert_eq!(r.skipped_truncated, 1);
+    assert_eq!(r.counters.rx_packets, 1);
+    assert_eq!(
+        r.counters.dropped(),
+        0,
+        "a capture artefact is not a malformed frame"
+    );
+    assert_eq!(r.counters.tx_packets, 1);
+}

@@ -56,6 +56,9 @@ pub struct ReplayReport {
     pub frames_in: u64,
     /// Records larger than [`REPLAY_FRAME_SIZE`] (not fed to the pipeline).
     pub skipped_oversize: u64,
+    /// Records cut short by the capture's snap length (not fed: the
+    /// pipeline would see a malformed frame the wire never carried).
+    pub skipped_truncated: u64,
     /// Frames transmitted, per egress interface name.
     pub transmitted_by_port: BTreeMap<String, u64>,
     /// Frames transmitted to each backend, keyed `service address:port`.
@@ -128,6 +131,10 @@ pub fn replay<R: Read, W: Write>(
         report.frames_in += 1;
         if record.data.len() > REPLAY_FRAME_SIZE as usize {
             report.skipped_oversize += 1;
+            continue;
+        }
+        if (record.orig_len as usize) > record.data.len() {
+            report.skipped_truncated += 1;
             continue;
         }
         // One frame per poll keeps each output frame's capture time exact.
