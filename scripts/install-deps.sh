@@ -3,10 +3,18 @@
 # Debian packages come from apt; everything else comes from cargo.
 set -euo pipefail
 
-# Build and test needs. The AF_XDP build (libxdp, libbpf) needs clang, llvm,
-# libelf, zlib, libpcap, pkg-config and m4; the namespace tests need
-# iproute2; the instruction-count benches need valgrind.
-PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev pkg-config m4 iproute2 valgrind)
+# Build and test needs:
+# - the AF_XDP build (libxdp, libbpf inside xsk-rs) needs clang, llvm,
+#   libelf, zlib, libpcap, pkg-config and m4;
+# - our XDP program is compiled with clang against libbpf's and the
+#   kernel's UAPI headers (libbpf-dev, linux-libc-dev);
+# - the namespace tests, the demo and the end-to-end harness need iproute2,
+#   ethtool, nftables (the kernel-NAT baseline), ping, curl, wrk, nginx
+#   (real HTTP backends), python3 (the UDP service) and trafgen
+#   (netsniff-ng, the packet generator);
+# - the instruction-count benches need valgrind.
+PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev pkg-config m4 libbpf-dev linux-libc-dev
+  iproute2 ethtool nftables iputils-ping curl wrk nginx-light python3 netsniff-ng tcpdump valgrind)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -19,6 +27,11 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# libxdp and our loader want a BPF filesystem for pinned objects.
+if ! mountpoint -q /sys/fs/bpf 2>/dev/null && [ "$(id -u)" -eq 0 ]; then
+  mount -t bpf bpf /sys/fs/bpf 2>/dev/null || echo "note: could not mount bpffs at /sys/fs/bpf" >&2
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
