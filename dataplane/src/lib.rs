@@ -13,5 +13,6 @@ pub mod port;
 pub mod replay;
 pub mod rules;
 pub mod table;
+pub mod testnet;
 pub mod wire;
 pub mod worker;
