@@ -151,6 +151,7 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
         gateway: GatewaySettings {
             maglev_table_size: table_size,
         },
+        daemon: Default::default(),
         flows: FlowSettings {
             capacity,
             ..FlowSettings::default()

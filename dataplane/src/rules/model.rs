@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 /// Default Maglev lookup table size (a prime).
 pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65_537;
@@ -36,6 +37,10 @@ pub const MAX_INTERFACE_NAME_LEN: usize = 15;
 pub struct Config {
     /// Gateway-wide settings.
     pub gateway: GatewaySettings,
+    /// How the daemon runs: cores, queues, AF_XDP and XDP modes, control
+    /// socket, metrics, logs (`[daemon]`). Tools other than `flowgate run`
+    /// ignore it.
+    pub daemon: DaemonSettings,
     /// Connection-tracking settings.
     pub flows: FlowSettings,
     /// The gateway's interfaces (ports), in port-index order.
@@ -308,4 +313,119 @@ impl Backend {
     pub fn is_drained(&self) -> bool {
         self.weight == 0
     }
+}
+
+/// Default path of the control socket.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/flowgate/control.sock";
+/// Most worker cores.
+pub const MAX_WORKERS: usize = 64;
+/// Most queues served per interface.
+pub const MAX_QUEUES: u32 = 64;
+
+/// `[daemon]`: how `flowgate run` runs. Values here take effect at start;
+/// a reload that changes them is refused with a message to restart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DaemonSettings {
+    /// CPU cores the workers are pinned to, one worker per core, no
+    /// duplicates. The control thread avoids them.
+    pub cores: Vec<usize>,
+    /// Queues served on every interface: queues `0..queues`. Worker `w`
+    /// serves the queues `q` with `q % workers == w`.
+    pub queues: u32,
+    /// Most frames taken from one queue per poll.
+    pub batch: usize,
+    /// What a worker does when its queues are empty.
+    pub idle: IdlePolicy,
+    /// Bytes per frame of the shared UMEM: 2048 or 4096.
+    pub frame_size: u32,
+    /// Frames in the shared UMEM (a power of two).
+    pub frame_count: u32,
+    /// Descriptors in each socket's receive ring (a power of two).
+    pub rx_ring_size: u32,
+    /// Descriptors in each socket's transmit ring (a power of two).
+    pub tx_ring_size: u32,
+    /// Descriptors in each fill ring (a power of two).
+    pub fill_ring_size: u32,
+    /// Descriptors in each completion ring (a power of two).
+    pub completion_ring_size: u32,
+    /// AF_XDP bind mode.
+    pub bind_mode: BindModeSetting,
+    /// XDP attach mode.
+    pub xdp_mode: XdpModeSetting,
+    /// Path of the control socket (created with mode 0600).
+    pub control_socket: PathBuf,
+    /// Loopback address of the Prometheus endpoint; none = no endpoint.
+    pub metrics_address: Option<SocketAddr>,
+    /// Log line format.
+    pub log_format: LogFormatSetting,
+    /// Log filter, e.g. `info` or `flowgate_dataplane=debug`.
+    pub log_level: String,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings {
+            cores: vec![0],
+            queues: 1,
+            batch: 64,
+            idle: IdlePolicy::Adaptive,
+            frame_size: 2048,
+            frame_count: 16_384,
+            rx_ring_size: 2048,
+            tx_ring_size: 2048,
+            fill_ring_size: 4096,
+            completion_ring_size: 4096,
+            bind_mode: BindModeSetting::Auto,
+            xdp_mode: XdpModeSetting::Auto,
+            control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            metrics_address: None,
+            log_format: LogFormatSetting::Human,
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+/// What an idle worker does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IdlePolicy {
+    /// Spin on its rings: lowest latency, burns its core (dedicated cores).
+    Busy,
+    /// Spin a while, then sleep in short naps until traffic returns: for
+    /// cores shared with other work.
+    #[default]
+    Adaptive,
+}
+
+/// AF_XDP bind mode setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BindModeSetting {
+    /// Zero-copy where the driver supports it, else copy.
+    #[default]
+    Auto,
+    /// Zero-copy or fail.
+    ZeroCopy,
+    /// Copy mode.
+    Copy,
+}
+
+/// XDP attach mode setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum XdpModeSetting {
+    /// Native (driver) mode where supported, else generic.
+    #[default]
+    Auto,
+    /// Native or fail.
+    Native,
+    /// Generic (skb) mode.
+    Generic,
+}
+
+/// Log line format setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormatSetting {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
 }

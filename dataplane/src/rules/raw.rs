@@ -17,6 +17,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub gateway: RawGateway,
     #[serde(default)]
+    pub daemon: RawDaemon,
+    #[serde(default)]
     pub flows: RawFlows,
     #[serde(default)]
     pub interfaces: Vec<RawInterface>,
@@ -31,6 +33,28 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawGateway {
     pub maglev_table_size: Option<Spanned<i64>>,
+}
+
+/// `[daemon]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDaemon {
+    pub cores: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub queues: Option<Spanned<i64>>,
+    pub batch: Option<Spanned<i64>>,
+    pub idle: Option<Spanned<String>>,
+    pub frame_size: Option<Spanned<i64>>,
+    pub frame_count: Option<Spanned<i64>>,
+    pub rx_ring_size: Option<Spanned<i64>>,
+    pub tx_ring_size: Option<Spanned<i64>>,
+    pub fill_ring_size: Option<Spanned<i64>>,
+    pub completion_ring_size: Option<Spanned<i64>>,
+    pub bind_mode: Option<Spanned<String>>,
+    pub xdp_mode: Option<Spanned<String>>,
+    pub control_socket: Option<Spanned<String>>,
+    pub metrics_address: Option<Spanned<String>>,
+    pub log_format: Option<Spanned<String>>,
+    pub log_level: Option<Spanned<String>>,
 }
 
 /// `[flows]`; timeouts in seconds.

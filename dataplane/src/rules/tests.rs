@@ -317,7 +317,7 @@ fn toml_syntax_error_has_its_position() {
 fn unknown_keys_are_rejected_where_they_are() {
     assert_eq!(
         errors("[gateway]\nmaglev_table_size = 251\n\n[flow]\ncapacity = 1\n"),
-        ["t.toml:4:2: unknown field `flow`, expected one of `gateway`, `flows`, `interfaces`, `neighbours`, `services`"]
+        ["t.toml:4:2: unknown field `flow`, expected one of `gateway`, `daemon`, `flows`, `interfaces`, `neighbours`, `services`"]
     );
     assert_eq!(
         errors(
@@ -964,5 +964,77 @@ fn problems_are_exposed_with_their_fields() {
             column: 14,
             message: "flows.capacity 0 is out of range 1..=67108864".into(),
         }]
+    );
+}
+
+// --- [daemon] ---------------------------------------------------------------
+
+#[test]
+fn daemon_settings_load_and_default() {
+    let config = load(
+        r#"
+        [daemon]
+        cores = [1, 0]
+        queues = 2
+        idle = "busy"
+        frame_size = 4096
+        frame_count = 8192
+        rx_ring_size = 1024
+        bind_mode = "copy"
+        xdp_mode = "generic"
+        control_socket = "/run/fg/ctl.sock"
+        metrics_address = "127.0.0.1:9464"
+        log_format = "json"
+        log_level = "debug"
+        "#,
+    );
+    let d = &config.daemon;
+    assert_eq!(d.cores, [1, 0]);
+    assert_eq!(d.queues, 2);
+    assert_eq!(d.idle, IdlePolicy::Busy);
+    assert_eq!((d.frame_size, d.frame_count), (4096, 8192));
+    assert_eq!(d.rx_ring_size, 1024);
+    assert_eq!(d.tx_ring_size, DaemonSettings::default().tx_ring_size);
+    assert_eq!(d.bind_mode, BindModeSetting::Copy);
+    assert_eq!(d.xdp_mode, XdpModeSetting::Generic);
+    assert_eq!(d.control_socket, Path::new("/run/fg/ctl.sock"));
+    assert_eq!(d.metrics_address, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(d.log_format, LogFormatSetting::Json);
+    assert_eq!(d.log_level, "debug");
+    assert_eq!(load("").daemon, DaemonSettings::default());
+}
+
+#[test]
+fn daemon_settings_are_checked() {
+    let found = errors(
+        r#"
+        [daemon]
+        cores = [0, 0]
+        queues = 0
+        frame_size = 3000
+        frame_count = 5000
+        rx_ring_size = 100000
+        bind_mode = "fast"
+        metrics_address = "198.18.0.1:9464"
+        log_format = "xml"
+        "#,
+    );
+    assert_eq!(
+        found,
+        [
+            "t.toml:2:13: daemon.cores lists core 0 twice",
+            "t.toml:3:10: daemon.queues 0 is out of range 1..=64",
+            "t.toml:4:14: daemon.frame_size 3000 must be 2048 or 4096",
+            "t.toml:5:15: daemon.frame_count 5000 is not a power of two",
+            "t.toml:6:16: daemon.rx_ring_size 100000 is out of range 64..=16384",
+            "t.toml:7:13: daemon.bind_mode \"fast\" is not one of: auto, zero-copy, copy",
+            "t.toml:8:19: daemon.metrics_address 198.18.0.1:9464 is not a loopback address: \
+             metrics are served on loopback only (put a proxy in front to expose them)",
+            "t.toml:9:14: daemon.log_format \"xml\" is not one of: human, json",
+        ]
+    );
+    assert_eq!(
+        errors("[daemon]\ncores = []"),
+        ["t.toml:2:9: daemon.cores is empty: list at least one core"]
     );
 }

@@ -16,11 +16,14 @@ use toml::Spanned;
 use super::error::{line_column, ConfigProblem};
 use super::mac::{format_mac, is_unicast_mac, parse_mac};
 use super::prime::{is_prime, next_prime, prev_prime};
-use super::raw::{RawBackend, RawConfig, RawFlows, RawInterface, RawNeighbour, RawService};
+use super::raw::{
+    RawBackend, RawConfig, RawDaemon, RawFlows, RawInterface, RawNeighbour, RawService,
+};
 use super::{
-    Backend, Config, FlowSettings, GatewaySettings, Interface, MacAddr, Neighbour, Protocol,
-    Scheduler, Service, DEFAULT_MAGLEV_TABLE_SIZE, MAX_FLOW_CAPACITY, MAX_INTERFACE_NAME_LEN,
-    MAX_MAGLEV_TABLE_SIZE, MAX_NAME_LEN, MAX_TIMEOUT_S, MAX_WEIGHT, MIN_MAGLEV_TABLE_SIZE,
+    Backend, BindModeSetting, Config, DaemonSettings, FlowSettings, GatewaySettings, IdlePolicy,
+    Interface, LogFormatSetting, MacAddr, Neighbour, Protocol, Scheduler, Service, XdpModeSetting,
+    DEFAULT_MAGLEV_TABLE_SIZE, MAX_FLOW_CAPACITY, MAX_INTERFACE_NAME_LEN, MAX_MAGLEV_TABLE_SIZE,
+    MAX_NAME_LEN, MAX_QUEUES, MAX_TIMEOUT_S, MAX_WEIGHT, MAX_WORKERS, MIN_MAGLEV_TABLE_SIZE,
 };
 
 /// Validates `raw`, read from `text` (named `file`), into a [`Config`], or
@@ -43,6 +46,7 @@ pub(super) fn validate(
     let gateway = GatewaySettings {
         maglev_table_size: default_table_size.unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE),
     };
+    let daemon = daemon(&raw.daemon, p);
     let flows = flows(&raw.flows, p);
     let interfaces = interfaces(&raw.interfaces, p);
     let neighbours = neighbours(&raw.neighbours, &raw.interfaces, p);
@@ -50,6 +54,7 @@ pub(super) fn validate(
     if problems.found.is_empty() {
         Ok(Config {
             gateway,
+            daemon,
             flows,
             interfaces,
             neighbours,
@@ -82,6 +87,247 @@ impl Problems<'_> {
     /// The line `value` is on (to name the first of two duplicates).
     fn line_of<T>(&self, value: &Spanned<T>) -> usize {
         line_column(self.text, value.span().start).0
+    }
+}
+
+/// `[daemon]`; a value at fault is replaced by its default.
+fn daemon(raw: &RawDaemon, p: &mut Problems) -> DaemonSettings {
+    let default = DaemonSettings::default();
+    let cores = match &raw.cores {
+        None => default.cores.clone(),
+        Some(list) => cores(list, p).unwrap_or_else(|| default.cores.clone()),
+    };
+    let mut number = |value: &Option<Spanned<i64>>, key: &str, range: RangeInclusive<i64>| {
+        value.as_ref().and_then(|v| in_range(v, range, key, "", p))
+    };
+    let queues = number(&raw.queues, "daemon.queues", 1..=i64::from(MAX_QUEUES))
+        .map_or(default.queues, |v| v as u32);
+    let batch = number(&raw.batch, "daemon.batch", 1..=256).map_or(default.batch, |v| v as usize);
+    let frame_size = number(&raw.frame_size, "daemon.frame_size", 2048..=4096);
+    let frame_count = number(&raw.frame_count, "daemon.frame_count", 1024..=1 << 20);
+    let rx = number(&raw.rx_ring_size, "daemon.rx_ring_size", 64..=16384);
+    let tx = number(&raw.tx_ring_size, "daemon.tx_ring_size", 64..=16384);
+    let fill = number(&raw.fill_ring_size, "daemon.fill_ring_size", 64..=16384);
+    let completion = number(
+        &raw.completion_ring_size,
+        "daemon.completion_ring_size",
+        64..=16384,
+    );
+    let frame_size = match (&raw.frame_size, frame_size) {
+        (Some(value), Some(size)) if size != 2048 && size != 4096 => {
+            p.at(
+                value,
+                format!("daemon.frame_size {size} must be 2048 or 4096"),
+            );
+            None
+        }
+        (_, size) => size,
+    };
+    let mut power_of_two = |value: &Option<Spanned<i64>>,
+                            checked: Option<i64>,
+                            key: &str,
+                            default: u32| match (value, checked) {
+        (Some(value), Some(v)) if !(v as u64).is_power_of_two() => {
+            p.at(value, format!("{key} {v} is not a power of two"));
+            default
+        }
+        (_, Some(v)) => v as u32,
+        (_, None) => default,
+    };
+    let frame_count = power_of_two(
+        &raw.frame_count,
+        frame_count,
+        "daemon.frame_count",
+        default.frame_count,
+    );
+    let rx_ring_size = power_of_two(
+        &raw.rx_ring_size,
+        rx,
+        "daemon.rx_ring_size",
+        default.rx_ring_size,
+    );
+    let tx_ring_size = power_of_two(
+        &raw.tx_ring_size,
+        tx,
+        "daemon.tx_ring_size",
+        default.tx_ring_size,
+    );
+    let fill_ring_size = power_of_two(
+        &raw.fill_ring_size,
+        fill,
+        "daemon.fill_ring_size",
+        default.fill_ring_size,
+    );
+    let completion_ring_size = power_of_two(
+        &raw.completion_ring_size,
+        completion,
+        "daemon.completion_ring_size",
+        default.completion_ring_size,
+    );
+    let idle = choice(
+        &raw.idle,
+        "daemon.idle",
+        &[
+            ("busy", IdlePolicy::Busy),
+            ("adaptive", IdlePolicy::Adaptive),
+        ],
+        p,
+    )
+    .unwrap_or(default.idle);
+    let bind_mode = choice(
+        &raw.bind_mode,
+        "daemon.bind_mode",
+        &[
+            ("auto", BindModeSetting::Auto),
+            ("zero-copy", BindModeSetting::ZeroCopy),
+            ("copy", BindModeSetting::Copy),
+        ],
+        p,
+    )
+    .unwrap_or(default.bind_mode);
+    let xdp_mode = choice(
+        &raw.xdp_mode,
+        "daemon.xdp_mode",
+        &[
+            ("auto", XdpModeSetting::Auto),
+            ("native", XdpModeSetting::Native),
+            ("generic", XdpModeSetting::Generic),
+        ],
+        p,
+    )
+    .unwrap_or(default.xdp_mode);
+    let log_format = choice(
+        &raw.log_format,
+        "daemon.log_format",
+        &[
+            ("human", LogFormatSetting::Human),
+            ("json", LogFormatSetting::Json),
+        ],
+        p,
+    )
+    .unwrap_or(default.log_format);
+    let control_socket = match &raw.control_socket {
+        None => default.control_socket.clone(),
+        Some(value) if value.get_ref().is_empty() || value.get_ref().contains('\0') => {
+            p.at(
+                value,
+                "daemon.control_socket must be a non-empty path".to_owned(),
+            );
+            default.control_socket.clone()
+        }
+        // sun_path holds 108 bytes including the terminating NUL.
+        Some(value) if value.get_ref().len() > 107 => {
+            p.at(
+                value,
+                format!(
+                    "daemon.control_socket is {} bytes long; a Unix socket path holds at most 107",
+                    value.get_ref().len()
+                ),
+            );
+            default.control_socket.clone()
+        }
+        Some(value) => value.get_ref().into(),
+    };
+    let metrics_address = raw.metrics_address.as_ref().and_then(|value| {
+        match value.get_ref().parse::<SocketAddr>() {
+            Ok(address) if address.ip().is_loopback() => Some(address),
+            Ok(address) => {
+                p.at(value, format!("daemon.metrics_address {address} is not a loopback address: metrics are served on loopback only (put a proxy in front to expose them)"));
+                None
+            }
+            Err(_) => {
+                p.at(value, format!("daemon.metrics_address {:?} is not an address and port such as \"127.0.0.1:9464\"", value.get_ref()));
+                None
+            }
+        }
+    });
+    let log_level = match &raw.log_level {
+        None => default.log_level.clone(),
+        Some(value) if value.get_ref().trim().is_empty() => {
+            p.at(
+                value,
+                "daemon.log_level must not be empty (e.g. \"info\")".to_owned(),
+            );
+            default.log_level.clone()
+        }
+        Some(value) => value.get_ref().clone(),
+    };
+    DaemonSettings {
+        cores,
+        queues,
+        batch,
+        idle,
+        frame_size: frame_size.map_or(default.frame_size, |v| v as u32),
+        frame_count,
+        rx_ring_size,
+        tx_ring_size,
+        fill_ring_size,
+        completion_ring_size,
+        bind_mode,
+        xdp_mode,
+        control_socket,
+        metrics_address,
+        log_format,
+        log_level,
+    }
+}
+
+/// `daemon.cores`: a non-empty list of distinct core numbers.
+fn cores(list: &Spanned<Vec<Spanned<i64>>>, p: &mut Problems) -> Option<Vec<usize>> {
+    if list.get_ref().is_empty() {
+        p.at(
+            list,
+            "daemon.cores is empty: list at least one core".to_owned(),
+        );
+        return None;
+    }
+    if list.get_ref().len() > MAX_WORKERS {
+        p.at(
+            list,
+            format!(
+                "daemon.cores lists {} cores; at most {MAX_WORKERS} workers are supported",
+                list.get_ref().len()
+            ),
+        );
+        return None;
+    }
+    let mut seen = Vec::new();
+    let mut ok = true;
+    for core in list.get_ref() {
+        match in_range(core, 0..=4095, "daemon.cores entry", "", p) {
+            Some(c) if seen.contains(&(c as usize)) => {
+                p.at(core, format!("daemon.cores lists core {c} twice"));
+                ok = false;
+            }
+            Some(c) => seen.push(c as usize),
+            None => ok = false,
+        }
+    }
+    ok.then_some(seen)
+}
+
+/// One of a fixed set of names.
+fn choice<T: Copy>(
+    value: &Option<Spanned<String>>,
+    key: &str,
+    options: &[(&str, T)],
+    p: &mut Problems,
+) -> Option<T> {
+    let value = value.as_ref()?;
+    match options.iter().find(|(name, _)| name == value.get_ref()) {
+        Some((_, v)) => Some(*v),
+        None => {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            p.at(
+                value,
+                format!(
+                    "{key} {:?} is not one of: {}",
+                    value.get_ref(),
+                    names.join(", ")
+                ),
+            );
+            None
+        }
     }
 }
 

@@ -76,6 +76,7 @@ mod tests {
     fn config(port: u16) -> Config {
         Config {
             gateway: Default::default(),
+            daemon: Default::default(),
             flows: Default::default(),
             interfaces: Vec::new(),
             neighbours: Vec::new(),

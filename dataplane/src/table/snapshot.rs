@@ -541,6 +541,7 @@ mod tests {
     fn config(services: Vec<Service>) -> Config {
         Config {
             gateway: Default::default(),
+            daemon: Default::default(),
             flows: Default::default(),
             interfaces: vec![
                 Interface {
