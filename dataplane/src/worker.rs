@@ -8,7 +8,11 @@
 //! AF_XDP ports; `flowgate replay`, tests and benches call it over
 //! in-memory ports. The snapshot and the time are passed in, once per poll.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use crate::flow::FlowTable;
+use crate::handoff::{owner_of, HandedFrame, Handoff};
 use crate::pipeline::{DropReason, Pipeline, Verdict};
 use crate::port::{FrameDesc, FrameMemory, FramePool, Port};
 use crate::table::Snapshot;
@@ -40,6 +44,34 @@ impl KernelPath for CountingKernelPath {
     }
 }
 
+/// What a worker counts outside the pipeline: hand-overs between workers
+/// and the snapshot generation it runs. Single writer (the worker), read
+/// by the control thread.
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Frames handed to the worker that owns their connection.
+    pub handed_out: AtomicU64,
+    /// Frames received from other workers.
+    pub handed_in: AtomicU64,
+    /// Frames dropped because the owner's inbox was full.
+    pub handoff_full: AtomicU64,
+    /// Snapshot generation of the worker's latest batch (0 before any).
+    pub generation: AtomicU64,
+    /// Polls that found no frame.
+    pub idle_polls: AtomicU64,
+}
+
+impl WorkerCounters {
+    #[inline]
+    fn add(counter: &AtomicU64, n: u64) {
+        // Single writer: a plain load and store, no locked instruction.
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
+    }
+}
+
 /// One worker's state.
 pub struct Worker {
     pipeline: Pipeline,
@@ -50,6 +82,10 @@ pub struct Worker {
     verdicts: Vec<Verdict>,
     /// Frames to send, per egress port.
     tx: Vec<Vec<FrameDesc>>,
+    handoff: Option<Handoff>,
+    /// Frames received from other workers, and the ones of one ingress.
+    handed: Vec<HandedFrame>,
+    counters: Arc<WorkerCounters>,
 }
 
 impl Worker {
@@ -68,7 +104,23 @@ impl Worker {
             tx: (0..ports)
                 .map(|_| Vec::with_capacity(batch * ports))
                 .collect(),
+            handoff: None,
+            handed: Vec::with_capacity(batch * ports),
+            counters: Arc::default(),
         }
+    }
+
+    /// Makes this worker one of several: frames whose connection another
+    /// worker owns are handed to it, and frames handed to this one are
+    /// processed here.
+    pub fn with_handoff(mut self, handoff: Handoff) -> Self {
+        self.handoff = Some(handoff);
+        self
+    }
+
+    /// Counters of hand-overs and the generation in use.
+    pub fn counters(&self) -> &Arc<WorkerCounters> {
+        &self.counters
     }
 
     /// The pipeline (counters).
@@ -87,7 +139,7 @@ impl Worker {
     }
 
     /// One turn of the loop over `ports` (port index = position). Returns
-    /// how many frames were received.
+    /// how many frames were received (from ports and from other workers).
     pub fn poll<P: Port, M: FrameMemory + ?Sized, K: KernelPath>(
         &mut self,
         ports: &mut [P],
@@ -96,6 +148,9 @@ impl Worker {
         kernel: &mut K,
         now_ns: u64,
     ) -> usize {
+        self.counters
+            .generation
+            .store(snapshot.generation(), Ordering::Relaxed);
         for port in ports.iter_mut() {
             port.reclaim(&mut self.pool);
             port.refill(&mut self.pool);
@@ -109,35 +164,130 @@ impl Worker {
             }
             received += n;
             let ingress = u16::try_from(ingress).unwrap_or(u16::MAX);
-            self.pipeline.process_batch(
-                memory,
-                &self.rx,
-                ingress,
-                snapshot,
-                &mut self.flows,
-                now_ns,
-                &mut self.verdicts,
-            );
-            for (&desc, &verdict) in self.rx.iter().zip(&self.verdicts) {
-                match verdict {
-                    Verdict::Transmit(egress) => match self.tx.get_mut(egress as usize) {
-                        Some(queue) => queue.push(desc),
-                        None => {
-                            self.pipeline.counters().drop_for(DropReason::NoEgressPort);
-                            free(&mut self.pool, desc);
-                        }
-                    },
-                    Verdict::Pass => {
-                        kernel.pass(ingress, memory.frame(desc));
-                        free(&mut self.pool, desc);
-                    }
-                    Verdict::Drop(_) => free(&mut self.pool, desc),
-                }
+            if self.handoff.is_some() {
+                self.hand_over_foreign(memory, snapshot, ingress);
             }
+            let rx = std::mem::take(&mut self.rx);
+            self.process(&rx, ingress, memory, snapshot, kernel, now_ns);
+            self.rx = rx;
         }
+        received += self.process_handed(memory, snapshot, kernel, now_ns);
         self.send(ports);
         self.flows.expire(now_ns, EXPIRE_BUDGET);
+        if let Some(handoff) = &self.handoff {
+            handoff.balance(&mut self.pool);
+        }
+        if received == 0 {
+            WorkerCounters::add(&self.counters.idle_polls, 1);
+        }
         received
+    }
+
+    /// Moves frames of connections other workers own from `self.rx` to
+    /// their owners' inboxes; a full inbox drops the frame (counted).
+    fn hand_over_foreign<M: FrameMemory + ?Sized>(
+        &mut self,
+        memory: &M,
+        snapshot: &Snapshot,
+        ingress: u16,
+    ) {
+        let Some(handoff) = &self.handoff else {
+            return;
+        };
+        let (me, workers) = (handoff.me(), handoff.workers());
+        let mut out = 0;
+        let mut full = 0;
+        let pool = &mut self.pool;
+        self.rx.retain(|&desc| {
+            let owner = owner_of(memory.frame(desc), snapshot, workers, me);
+            if owner == me {
+                return true;
+            }
+            if handoff.send(owner, HandedFrame { desc, ingress }) {
+                out += 1;
+            } else {
+                full += 1;
+                free(pool, desc);
+            }
+            false
+        });
+        WorkerCounters::add(&self.counters.handed_out, out);
+        WorkerCounters::add(&self.counters.handoff_full, full);
+    }
+
+    /// Processes frames other workers handed over, a batch per ingress
+    /// port. Returns how many.
+    fn process_handed<M: FrameMemory + ?Sized, K: KernelPath>(
+        &mut self,
+        memory: &mut M,
+        snapshot: &Snapshot,
+        kernel: &mut K,
+        now_ns: u64,
+    ) -> usize {
+        let Some(handoff) = &self.handoff else {
+            return 0;
+        };
+        self.handed.clear();
+        let max = self.batch * self.tx.len().max(1);
+        let n = handoff.receive(&mut self.handed, max);
+        if n == 0 {
+            return 0;
+        }
+        WorkerCounters::add(&self.counters.handed_in, n as u64);
+        // Usually all from one port; sort so each ingress is one batch.
+        self.handed.sort_unstable_by_key(|h| h.ingress);
+        let handed = std::mem::take(&mut self.handed);
+        let mut rx = std::mem::take(&mut self.rx);
+        for group in handed.chunk_by(|a, b| a.ingress == b.ingress) {
+            let Some(first) = group.first() else { continue };
+            rx.clear();
+            rx.extend(group.iter().map(|h| h.desc));
+            self.process(&rx, first.ingress, memory, snapshot, kernel, now_ns);
+        }
+        self.rx = rx;
+        self.handed = handed;
+        n
+    }
+
+    /// Runs the pipeline over `frames` from port `ingress` and queues,
+    /// passes or frees each frame as its verdict says.
+    fn process<M: FrameMemory + ?Sized, K: KernelPath>(
+        &mut self,
+        frames: &[FrameDesc],
+        ingress: u16,
+        memory: &mut M,
+        snapshot: &Snapshot,
+        kernel: &mut K,
+        now_ns: u64,
+    ) {
+        if frames.is_empty() {
+            return;
+        }
+        self.pipeline.process_batch(
+            memory,
+            frames,
+            ingress,
+            snapshot,
+            &mut self.flows,
+            now_ns,
+            &mut self.verdicts,
+        );
+        for (&desc, &verdict) in frames.iter().zip(&self.verdicts) {
+            match verdict {
+                Verdict::Transmit(egress) => match self.tx.get_mut(egress as usize) {
+                    Some(queue) => queue.push(desc),
+                    None => {
+                        self.pipeline.counters().drop_for(DropReason::NoEgressPort);
+                        free(&mut self.pool, desc);
+                    }
+                },
+                Verdict::Pass => {
+                    kernel.pass(ingress, memory.frame(desc));
+                    free(&mut self.pool, desc);
+                }
+                Verdict::Drop(_) => free(&mut self.pool, desc),
+            }
+        }
     }
 
     /// Sends every queued frame on its port; frames a full ring refuses
@@ -170,4 +320,146 @@ impl Worker {
 fn free(pool: &mut FramePool, desc: FrameDesc) {
     let freed = pool.put(desc.addr);
     debug_assert!(freed, "frame {} freed twice", desc.addr);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::FlowTimeouts;
+    use crate::handoff::owner_of;
+    use crate::port::{MemoryFrames, MemoryPort};
+    use crate::rules;
+    use crate::wire::builder::FrameBuilder;
+    use std::net::SocketAddr;
+
+    const GW_CLIENT: [u8; 6] = [0x02, 0x66, 0x67, 0, 0, 0x01];
+    const GW_BACKEND: [u8; 6] = [0x02, 0x66, 0x67, 0, 0x01, 0x01];
+    const CLIENT: [u8; 6] = [0x02, 0x66, 0x67, 0, 0, 0x02];
+
+    fn demo_snapshot() -> Snapshot {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/demo.toml");
+        Snapshot::build(&rules::load_file(&path).unwrap(), None)
+    }
+
+    /// Two workers, each with queue `w` of both interfaces, on one frame
+    /// memory; both directions of every flow are injected on worker 0's
+    /// queues, and must leave on its owner's.
+    #[test]
+    fn frames_of_another_workers_flow_are_handed_over_both_ways() {
+        let snapshot = demo_snapshot();
+        let mut memory = MemoryFrames::new(256, 2048);
+        let mut pools = {
+            let mut all = FramePool::full(256, 2048);
+            let mut a = FramePool::with_capacity(256);
+            let mut b = FramePool::with_capacity(256);
+            while let Some(f) = all.take() {
+                let _ = if a.len() <= b.len() {
+                    a.put(f)
+                } else {
+                    b.put(f)
+                };
+            }
+            vec![a, b]
+        };
+        let handoffs = Handoff::set(2, 64, 256);
+        let timeouts = FlowTimeouts::default();
+        let mut workers: Vec<Worker> = handoffs
+            .into_iter()
+            .map(|h| {
+                let pool = pools.remove(0);
+                Worker::new(FlowTable::new(1024, timeouts), pool, 2, 16).with_handoff(h)
+            })
+            .collect();
+        let mut ports: Vec<Vec<MemoryPort>> = (0..2)
+            .map(|w| {
+                vec![
+                    MemoryPort::new(format!("fg-client/q{w}"), 64),
+                    MemoryPort::new(format!("fg-backend/q{w}"), 64),
+                ]
+            })
+            .collect();
+        let mut kernel = CountingKernelPath::default();
+        let mut poll_all = |workers: &mut Vec<Worker>,
+                            ports: &mut Vec<Vec<MemoryPort>>,
+                            memory: &mut MemoryFrames| {
+            for _ in 0..3 {
+                for (w, worker) in workers.iter_mut().enumerate() {
+                    worker.poll(&mut ports[w], memory, &snapshot, &mut kernel, 1);
+                }
+            }
+        };
+        // Prime the fill rings.
+        poll_all(&mut workers, &mut ports, &mut memory);
+
+        let clients: Vec<SocketAddr> = (20_000..20_016u16)
+            .map(|p| SocketAddr::new("198.18.0.2".parse().unwrap(), p))
+            .collect();
+        let vip: SocketAddr = "198.18.100.10:53".parse().unwrap();
+        for client in &clients {
+            let frame = FrameBuilder::udp(*client, vip)
+                .macs(CLIENT, GW_CLIENT)
+                .build();
+            assert!(ports[0][0].inject(&mut memory, &frame));
+        }
+        poll_all(&mut workers, &mut ports, &mut memory);
+
+        // Every request left on its owner's backend-facing queue.
+        let mut backend_of = Vec::new();
+        for (w, worker_ports) in ports.iter_mut().enumerate() {
+            let mut out = Vec::new();
+            worker_ports[1].take_transmitted(&memory, &mut out);
+            for frame in out {
+                let meta = crate::wire::parse(&frame).unwrap();
+                let client = SocketAddr::new(meta.tuple.src_ip(), meta.tuple.src_port);
+                let request = FrameBuilder::udp(client, vip).build();
+                assert_eq!(owner_of(&request, &snapshot, 2, 9), w);
+                backend_of.push((
+                    client,
+                    SocketAddr::new(meta.tuple.dst_ip(), meta.tuple.dst_port),
+                ));
+            }
+        }
+        assert_eq!(backend_of.len(), clients.len());
+        let handed = workers[0].counters().handed_out.load(Ordering::Relaxed);
+        assert!(handed > 0 && handed < 16, "{handed} of 16 handed over");
+        assert_eq!(
+            workers[1].counters().handed_in.load(Ordering::Relaxed),
+            handed
+        );
+
+        // Replies, all on worker 0's backend queue, find their connection
+        // at the owner and go back to the client from the VIP.
+        for (client, backend) in &backend_of {
+            let frame = FrameBuilder::udp(*backend, *client)
+                .macs([2, 0x66, 0x67, 0, 1, 0x11], GW_BACKEND)
+                .build();
+            assert!(ports[0][1].inject(&mut memory, &frame));
+        }
+        poll_all(&mut workers, &mut ports, &mut memory);
+        let mut replies = 0;
+        for worker_ports in ports.iter_mut() {
+            let mut out = Vec::new();
+            worker_ports[0].take_transmitted(&memory, &mut out);
+            for frame in out {
+                let meta = crate::wire::parse(&frame).unwrap();
+                assert_eq!(
+                    SocketAddr::new(meta.tuple.src_ip(), meta.tuple.src_port),
+                    vip
+                );
+                replies += 1;
+            }
+        }
+        assert_eq!(replies, clients.len());
+        let dropped: u64 = workers
+            .iter()
+            .map(|w| w.pipeline().counters().dropped())
+            .sum();
+        assert_eq!(dropped, 0);
+        // No frame lost: every frame is free again, in one pool or spare.
+        poll_all(&mut workers, &mut ports, &mut memory);
+        let held: usize = ports.iter().flatten().map(MemoryPort::frames_held).sum();
+        let free: usize = workers.iter().map(|w| w.pool().len()).sum();
+        let spare = workers[0].handoff.as_ref().unwrap().spare_frames();
+        assert_eq!(held + free + spare, 256);
+    }
 }
