@@ -7,6 +7,7 @@
 //! moves frames in and out; [`replay`] drives the pipeline over a pcap file.
 
 pub mod flow;
+pub mod handoff;
 pub mod hash;
 pub mod pipeline;
 pub mod port;
