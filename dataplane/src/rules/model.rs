@@ -319,19 +319,16 @@ impl Backend {
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/flowgate/control.sock";
 /// Most worker cores.
 pub const MAX_WORKERS: usize = 64;
-/// Most queues served per interface.
-pub const MAX_QUEUES: u32 = 64;
 
 /// `[daemon]`: how `flowgate run` runs. Values here take effect at start;
 /// a reload that changes them is refused with a message to restart.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DaemonSettings {
     /// CPU cores the workers are pinned to, one worker per core, no
-    /// duplicates. The control thread avoids them.
+    /// duplicates. Worker `w` serves queue `w` of every interface, so an
+    /// interface should have as many queues (RSS channels) as there are
+    /// workers. The control thread avoids these cores.
     pub cores: Vec<usize>,
-    /// Queues served on every interface: queues `0..queues`. Worker `w`
-    /// serves the queues `q` with `q % workers == w`.
-    pub queues: u32,
     /// Most frames taken from one queue per poll.
     pub batch: usize,
     /// What a worker does when its queues are empty.
@@ -366,7 +363,6 @@ impl Default for DaemonSettings {
     fn default() -> Self {
         DaemonSettings {
             cores: vec![0],
-            queues: 1,
             batch: 64,
             idle: IdlePolicy::Adaptive,
             frame_size: 2048,

@@ -40,7 +40,6 @@ pub(super) struct RawGateway {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawDaemon {
     pub cores: Option<Spanned<Vec<Spanned<i64>>>>,
-    pub queues: Option<Spanned<i64>>,
     pub batch: Option<Spanned<i64>>,
     pub idle: Option<Spanned<String>>,
     pub frame_size: Option<Spanned<i64>>,

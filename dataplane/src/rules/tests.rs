@@ -975,7 +975,6 @@ fn daemon_settings_load_and_default() {
         r#"
         [daemon]
         cores = [1, 0]
-        queues = 2
         idle = "busy"
         frame_size = 4096
         frame_count = 8192
@@ -990,7 +989,6 @@ fn daemon_settings_load_and_default() {
     );
     let d = &config.daemon;
     assert_eq!(d.cores, [1, 0]);
-    assert_eq!(d.queues, 2);
     assert_eq!(d.idle, IdlePolicy::Busy);
     assert_eq!((d.frame_size, d.frame_count), (4096, 8192));
     assert_eq!(d.rx_ring_size, 1024);
@@ -1010,7 +1008,7 @@ fn daemon_settings_are_checked() {
         r#"
         [daemon]
         cores = [0, 0]
-        queues = 0
+        batch = 0
         frame_size = 3000
         frame_count = 5000
         rx_ring_size = 100000
@@ -1023,7 +1021,7 @@ fn daemon_settings_are_checked() {
         found,
         [
             "t.toml:2:13: daemon.cores lists core 0 twice",
-            "t.toml:3:10: daemon.queues 0 is out of range 1..=64",
+            "t.toml:3:9: daemon.batch 0 is out of range 1..=256",
             "t.toml:4:14: daemon.frame_size 3000 must be 2048 or 4096",
             "t.toml:5:15: daemon.frame_count 5000 is not a power of two",
             "t.toml:6:16: daemon.rx_ring_size 100000 is out of range 64..=16384",

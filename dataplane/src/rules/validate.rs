@@ -23,7 +23,7 @@ use super::{
     Backend, BindModeSetting, Config, DaemonSettings, FlowSettings, GatewaySettings, IdlePolicy,
     Interface, LogFormatSetting, MacAddr, Neighbour, Protocol, Scheduler, Service, XdpModeSetting,
     DEFAULT_MAGLEV_TABLE_SIZE, MAX_FLOW_CAPACITY, MAX_INTERFACE_NAME_LEN, MAX_MAGLEV_TABLE_SIZE,
-    MAX_NAME_LEN, MAX_QUEUES, MAX_TIMEOUT_S, MAX_WEIGHT, MAX_WORKERS, MIN_MAGLEV_TABLE_SIZE,
+    MAX_NAME_LEN, MAX_TIMEOUT_S, MAX_WEIGHT, MAX_WORKERS, MIN_MAGLEV_TABLE_SIZE,
 };
 
 /// Validates `raw`, read from `text` (named `file`), into a [`Config`], or
@@ -100,8 +100,6 @@ fn daemon(raw: &RawDaemon, p: &mut Problems) -> DaemonSettings {
     let mut number = |value: &Option<Spanned<i64>>, key: &str, range: RangeInclusive<i64>| {
         value.as_ref().and_then(|v| in_range(v, range, key, "", p))
     };
-    let queues = number(&raw.queues, "daemon.queues", 1..=i64::from(MAX_QUEUES))
-        .map_or(default.queues, |v| v as u32);
     let batch = number(&raw.batch, "daemon.batch", 1..=256).map_or(default.batch, |v| v as usize);
     let frame_size = number(&raw.frame_size, "daemon.frame_size", 2048..=4096);
     let frame_count = number(&raw.frame_count, "daemon.frame_count", 1024..=1 << 20);
@@ -254,7 +252,6 @@ fn daemon(raw: &RawDaemon, p: &mut Problems) -> DaemonSettings {
     };
     DaemonSettings {
         cores,
-        queues,
         batch,
         idle,
         frame_size: frame_size.map_or(default.frame_size, |v| v as u32),
