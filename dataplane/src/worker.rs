@@ -86,6 +86,7 @@ pub struct Worker {
     /// Frames received from other workers, and the ones of one ingress.
     handed: Vec<HandedFrame>,
     counters: Arc<WorkerCounters>,
+    forward_only: bool,
 }
 
 impl Worker {
@@ -107,7 +108,17 @@ impl Worker {
             handoff: None,
             handed: Vec::with_capacity(batch * ports),
             counters: Arc::default(),
+            forward_only: false,
         }
+    }
+
+    /// Makes this worker a plain forwarder that sends every frame from
+    /// port `i` out of the next port (`(i + 1) % ports`), untouched: no
+    /// parsing, no rules, no connection tracking. It measures the I/O
+    /// floor — what the rings and the machine cost without the pipeline.
+    pub fn forward_only(mut self) -> Self {
+        self.forward_only = true;
+        self
     }
 
     /// Makes this worker one of several: frames whose connection another
@@ -164,7 +175,7 @@ impl Worker {
             }
             received += n;
             let ingress = u16::try_from(ingress).unwrap_or(u16::MAX);
-            if self.handoff.is_some() {
+            if self.handoff.is_some() && !self.forward_only {
                 self.hand_over_foreign(memory, snapshot, ingress);
             }
             let rx = std::mem::take(&mut self.rx);
@@ -261,6 +272,15 @@ impl Worker {
         now_ns: u64,
     ) {
         if frames.is_empty() {
+            return;
+        }
+        if self.forward_only {
+            let ports = self.tx.len().max(1);
+            if let Some(queue) = self.tx.get_mut((usize::from(ingress) + 1) % ports) {
+                queue.extend_from_slice(frames);
+            }
+            let counters = self.pipeline.counters();
+            counters.rx_packets.add(frames.len() as u64);
             return;
         }
         self.pipeline.process_batch(
@@ -461,5 +481,38 @@ mod tests {
         let free: usize = workers.iter().map(|w| w.pool().len()).sum();
         let spare = workers[0].handoff.as_ref().unwrap().spare_frames();
         assert_eq!(held + free + spare, 256);
+    }
+
+    #[test]
+    fn forward_only_sends_every_frame_out_of_the_other_port_untouched() {
+        let snapshot = demo_snapshot();
+        let mut memory = MemoryFrames::new(32, 2048);
+        let mut worker = Worker::new(
+            FlowTable::new(16, FlowTimeouts::default()),
+            FramePool::full(32, 2048),
+            2,
+            8,
+        )
+        .forward_only();
+        let mut ports = vec![MemoryPort::new("a", 8), MemoryPort::new("b", 8)];
+        let mut kernel = CountingKernelPath::default();
+        worker.poll(&mut ports, &mut memory, &snapshot, &mut kernel, 1);
+        // Not for any service, not even IP: forwarded all the same.
+        let junk = [0xabu8; 60];
+        let udp = FrameBuilder::udp(
+            "198.18.0.2:9".parse().unwrap(),
+            "198.18.1.11:9".parse().unwrap(),
+        )
+        .build();
+        assert!(ports[0].inject(&mut memory, &junk));
+        assert!(ports[1].inject(&mut memory, &udp));
+        worker.poll(&mut ports, &mut memory, &snapshot, &mut kernel, 2);
+        let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+        ports[0].take_transmitted(&memory, &mut out_a);
+        ports[1].take_transmitted(&memory, &mut out_b);
+        assert_eq!(out_b, vec![junk.to_vec()]);
+        assert_eq!(out_a, vec![udp]);
+        assert_eq!(kernel.frames, 0);
+        assert_eq!(worker.pipeline().counters().rx_packets.get(), 2);
     }
 }
