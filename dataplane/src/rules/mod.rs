@@ -9,6 +9,7 @@
 //! value, collects all problems, and builds a [`Config`] only if there are
 //! none. [`ConfigError`] lists the problems as `FILE:LINE:COL: message`.
 
+mod check;
 mod error;
 mod load;
 mod mac;
@@ -20,6 +21,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use check::{check, CheckError};
 pub use error::{ConfigError, ConfigProblem};
 pub use load::{load_file, load_str};
 pub use mac::{format_mac, is_unicast_mac, parse_mac};
