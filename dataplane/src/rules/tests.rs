@@ -127,6 +127,7 @@ fn demo_config_loads_with_the_fixed_topology() {
 #[test]
 fn example_config_loads_and_states_the_defaults() {
     let config = load_file(&shipped("example.toml")).unwrap();
+    assert_eq!(config.daemon, DaemonSettings::default());
     assert_eq!(config.gateway, GatewaySettings::default());
     assert_eq!(config.flows, FlowSettings::default());
     let web = config.service("web").unwrap();
