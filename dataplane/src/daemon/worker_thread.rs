@@ -53,6 +53,11 @@ impl<R> WorkerHandle<R> {
         }
     }
 
+    /// Whether the thread has ended (it should only after the stop flag).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
     /// Waits for the worker to end (after the stop flag was raised) and
     /// returns what it handed back, or None if it panicked.
     pub fn join(mut self) -> Option<R> {
