@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod flow;
 pub mod handoff;
 pub mod hash;
+pub mod neigh;
 pub mod pipeline;
 pub mod port;
 pub mod replay;
