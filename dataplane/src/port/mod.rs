@@ -14,9 +14,11 @@
 
 mod memory;
 mod pool;
+pub mod xsk;
 
 pub use memory::{MemoryFrames, MemoryPort};
 pub use pool::FramePool;
+pub use xsk::{SharedUmem, UmemFrames, XskError, XskPort, XskSettings};
 
 /// A frame in the shared frame memory: where it starts and how long it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

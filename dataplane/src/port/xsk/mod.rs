@@ -1,0 +1,40 @@
+//! The AF_XDP port: real sockets on real interfaces, on xsk-rs.
+//!
+//! The gateway has one [`SharedUmem`]; every [`XskPort`] (one per
+//! interface queue a worker owns) binds to it, so a frame received on one
+//! interface is sent out of another by moving its descriptor from one
+//! port's receive ring to the other's transmit ring — no copy. Each
+//! worker reads and rewrites frames through its own [`UmemFrames`] handle
+//! and keeps free frames in its own [`FramePool`](crate::port::FramePool)
+//! (from [`SharedUmem::split_pools`]).
+//!
+//! # Descriptor ownership
+//!
+//! The handles alias one memory, and the kernel writes it too. What keeps
+//! that sound is one rule: a frame is touched only by whoever holds its
+//! descriptor. A frame on a ring belongs to the kernel; a frame in a pool
+//! or in a worker's hands between `receive` and `transmit` belongs to
+//! that worker; handing the descriptor on (to a ring, a pool, another
+//! worker's queue) hands the frame on. Every `unsafe` block in this
+//! module rests on that rule and says so.
+//!
+//! # Addresses
+//!
+//! A frame's first 256 bytes are the kernel's XDP headroom. Descriptors
+//! carry *packet addresses* (`frame index × frame_size + 256`), which is
+//! where the kernel puts received packets and what the pools hold; a
+//! frame holds [`SharedUmem::frame_room`] bytes of packet.
+
+mod error;
+mod layout;
+mod queues;
+mod settings;
+mod socket;
+mod stats;
+mod umem;
+
+pub use error::XskError;
+pub use settings::{BindMode, XskSettings, FRAME_SIZES, MAX_FRAMES, MAX_RING, MIN_RING};
+pub use socket::XskPort;
+pub use stats::{XskMode, XskPortCounters, XskStats};
+pub use umem::{SharedUmem, UmemFrames};

@@ -1,0 +1,384 @@
+//! The one UMEM all of the gateway's sockets share, and the handles
+//! workers read and write frames through.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use xsk_rs::config::{FrameSize, QueueSize, UmemConfig};
+use xsk_rs::umem::Umem;
+
+use super::error::{classify, os_error_of, Target, XskError};
+use super::layout::FrameLayout;
+use super::settings::XskSettings;
+use crate::port::{FrameDesc, FrameMemory, FramePool};
+
+/// Huge pages are tried only for a UMEM that is a whole number of them,
+/// so that unmapping it later cannot fail.
+const HUGE_PAGE: u64 = 2 << 20;
+
+/// The UMEM and what every user of it shares.
+pub(super) struct UmemCore {
+    umem: Umem,
+    layout: FrameLayout,
+    /// One xsk-rs descriptor per frame, at the frame's packet address,
+    /// its length set to the frame's whole room. xsk-rs makes these only
+    /// in `Umem::new`, so frames are named to it by copying them.
+    templates: Box<[xsk_rs::FrameDesc]>,
+    huge_pages: bool,
+}
+
+impl fmt::Debug for UmemCore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UmemCore")
+            .field("layout", &self.layout)
+            .field("huge_pages", &self.huge_pages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UmemCore {
+    /// The xsk-rs UMEM, for binding sockets to it.
+    pub(super) fn umem(&self) -> &Umem {
+        &self.umem
+    }
+
+    /// Where the frames lie.
+    pub(super) fn layout(&self) -> &FrameLayout {
+        &self.layout
+    }
+
+    /// The xsk-rs descriptor of the frame `addr` falls in, for the fill
+    /// ring (which only reads its address).
+    #[inline]
+    pub(super) fn fill_desc(&self, addr: u64) -> Option<xsk_rs::FrameDesc> {
+        self.templates.get(self.layout.index(addr)?).copied()
+    }
+
+    /// The xsk-rs descriptor that sends `desc`'s bytes: `None` if they
+    /// are empty or do not lie inside one frame's room. Bytes that start
+    /// past the packet address (an XDP program moved the start) are
+    /// moved back to it, within the frame, since xsk-rs can only name a
+    /// frame at its packet address.
+    ///
+    /// The caller must own `desc` (hold its descriptor: see the module
+    /// docs of `port::xsk`).
+    #[inline]
+    pub(super) fn tx_desc(&self, desc: FrameDesc) -> Option<xsk_rs::FrameDesc> {
+        if desc.len == 0 {
+            return None;
+        }
+        let (index, offset) = self.layout.locate(desc)?;
+        let mut tx = *self.templates.get(index)?;
+        let len = desc.len as usize;
+        // SAFETY: `tx` is this UMEM's own descriptor for frame `index`, so
+        // the view lies inside the mapping, within that frame. The caller
+        // owns the frame (it holds the descriptor and is handing it to the
+        // transmit ring), so neither the kernel nor another worker touches
+        // these bytes while the view lives.
+        let mut data = unsafe { self.umem.data_mut(&mut tx) };
+        if offset > 0 {
+            let room = data.contents_mut();
+            if offset + len > room.len() {
+                return None;
+            }
+            room.copy_within(offset..offset + len, 0);
+        }
+        data.cursor().set_pos(len);
+        Some(tx)
+    }
+
+    /// The bytes `desc` names, or none if they are not inside one
+    /// frame's room.
+    #[inline]
+    fn bytes(&self, desc: FrameDesc) -> &[u8] {
+        let Some((index, offset)) = self.layout.locate(desc) else {
+            return &[];
+        };
+        let Some(template) = self.templates.get(index) else {
+            return &[];
+        };
+        // SAFETY: `template` is this UMEM's own descriptor for frame
+        // `index`, so the view (its room) lies inside the mapping, which
+        // lives as long as `self`. The caller holds `desc`, so by
+        // descriptor ownership nobody writes the frame while it reads.
+        let room = unsafe { self.umem.data(template) }.contents();
+        room.get(offset..offset + desc.len as usize).unwrap_or(&[])
+    }
+}
+
+/// Which (interface, queue) pairs have sockets on the UMEM.
+#[derive(Debug, Default)]
+pub(super) struct Registry {
+    bound: HashSet<(String, u32)>,
+    live: usize,
+    /// The wakeup setting of the first socket bound, which the kernel
+    /// applies to every later one on the UMEM.
+    first_need_wakeup: Option<bool>,
+}
+
+impl Registry {
+    /// Whether this UMEM already has a socket on the pair.
+    pub(super) fn is_bound(&self, ifname: &str, queue: u32) -> bool {
+        self.bound.contains(&(ifname.to_string(), queue))
+    }
+
+    /// Whether every socket was closed after one had been bound: libxdp
+    /// keeps the UMEM's first socket bound and cannot start over.
+    pub(super) fn is_retired(&self) -> bool {
+        self.first_need_wakeup.is_some() && self.live == 0
+    }
+
+    /// The wakeup setting the UMEM's sockets run with, once one is bound.
+    pub(super) fn need_wakeup(&self) -> Option<bool> {
+        self.first_need_wakeup
+    }
+
+    /// Records that a socket was bound (a first socket fixes the UMEM's
+    /// wakeup setting).
+    pub(super) fn note_bound(&mut self, need_wakeup: bool) {
+        self.first_need_wakeup.get_or_insert(need_wakeup);
+    }
+
+    /// Records a socket the caller keeps, until the returned [`Claim`]
+    /// drops; `handle` is the registry's own `Arc`.
+    pub(super) fn claim(
+        &mut self,
+        ifname: &str,
+        queue: u32,
+        handle: &Arc<Mutex<Registry>>,
+    ) -> Claim {
+        self.bound.insert((ifname.to_string(), queue));
+        self.live += 1;
+        Claim(Arc::clone(handle))
+    }
+}
+
+/// Counts a live socket; dropping it (after the socket's rings) lets the
+/// registry know the socket is gone.
+#[derive(Debug)]
+pub(super) struct Claim(Arc<Mutex<Registry>>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut registry = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        registry.live = registry.live.saturating_sub(1);
+    }
+}
+
+/// The one UMEM of the gateway: frame memory every AF_XDP socket binds
+/// to, so that forwarding between interfaces moves descriptors, not
+/// bytes.
+///
+/// [`frames`](Self::frames) gives each worker a [`UmemFrames`] handle to
+/// read and write frames; [`split_pools`](Self::split_pools) shares the
+/// frames out among the workers; [`XskPort::open`](super::XskPort::open)
+/// binds a socket to it.
+#[derive(Debug)]
+pub struct SharedUmem {
+    core: Arc<UmemCore>,
+    registry: Arc<Mutex<Registry>>,
+    pools_given: AtomicBool,
+}
+
+impl SharedUmem {
+    /// Maps and registers `settings.frame_count` frames of
+    /// `settings.frame_size` bytes (on huge pages if asked for and
+    /// available, on ordinary pages otherwise). The fill and completion
+    /// ring sizes are fixed here too: every (interface, queue) the UMEM
+    /// is bound to gets its own pair of that size.
+    pub fn new(settings: &XskSettings) -> Result<SharedUmem, XskError> {
+        settings.validate()?;
+        let bad = |reason: String| XskError::BadSettings { reason };
+        let config = UmemConfig::builder()
+            .frame_size(FrameSize::new(settings.frame_size).map_err(|e| bad(e.to_string()))?)
+            .fill_queue_size(QueueSize::new(settings.fill_ring).map_err(|e| bad(e.to_string()))?)
+            .comp_queue_size(
+                QueueSize::new(settings.completion_ring).map_err(|e| bad(e.to_string()))?,
+            )
+            .frame_headroom(0)
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        let count = NonZeroU32::new(settings.frame_count)
+            .ok_or_else(|| bad("frame_count = 0 must be at least 1".into()))?;
+
+        let try_huge = settings.huge_pages && settings.umem_bytes().is_multiple_of(HUGE_PAGE);
+        let (created, huge_pages) = match try_huge.then(|| Umem::new(config, count, true)) {
+            Some(Ok(made)) => (made, true),
+            _ => {
+                let made = Umem::new(config, count, false).map_err(|e| {
+                    classify(
+                        Target::Umem,
+                        "creating the UMEM",
+                        os_error_of(&e),
+                        false,
+                        None,
+                    )
+                })?;
+                (made, false)
+            }
+        };
+        let (umem, mut templates) = created;
+
+        let layout = FrameLayout {
+            frame_size: settings.frame_size,
+            frame_count: settings.frame_count,
+            headroom: config.xdp_headroom() + config.frame_headroom(),
+        };
+        let laid_out_as_expected = templates.len() == settings.frame_count as usize
+            && templates
+                .iter()
+                .enumerate()
+                .all(|(i, t)| t.addr() as u64 == layout.packet_addr(i));
+        if !laid_out_as_expected {
+            return Err(XskError::Os {
+                target: "UMEM".into(),
+                doing: "laying out frames",
+                source: io::Error::other(
+                    "xsk-rs placed frames other than at i × frame_size + headroom",
+                ),
+            });
+        }
+        for template in templates.iter_mut() {
+            // SAFETY: `template` is this UMEM's own descriptor. No socket
+            // is bound yet and no frame has been handed out, so neither the
+            // kernel nor any other code can be touching the frame.
+            let mut data = unsafe { umem.data_mut(template) };
+            // Lengthen the view to the frame's whole room.
+            data.cursor().set_pos(usize::MAX);
+        }
+
+        Ok(SharedUmem {
+            core: Arc::new(UmemCore {
+                umem,
+                layout,
+                templates: templates.into_boxed_slice(),
+                huge_pages,
+            }),
+            registry: Arc::new(Mutex::new(Registry::default())),
+            pools_given: AtomicBool::new(false),
+        })
+    }
+
+    /// A handle on the frames for one worker. Handles alias the same
+    /// memory; each touches only frames whose descriptors its worker
+    /// holds.
+    pub fn frames(&self) -> UmemFrames {
+        UmemFrames {
+            core: Arc::clone(&self.core),
+        }
+    }
+
+    /// Every frame, shared out among `workers` pools (at least one) in
+    /// near-equal parts; each pool can hold every frame, since frames
+    /// drift between workers as flows are handed to their owners.
+    ///
+    /// Frames are handed out once: a frame must have one owner, so later
+    /// calls return pools with room for every frame and no frames in
+    /// them.
+    pub fn split_pools(&self, workers: usize) -> Vec<FramePool> {
+        if self.pools_given.swap(true, Ordering::AcqRel) {
+            self.core.layout.empty_pools(workers)
+        } else {
+            self.core.layout.split(workers)
+        }
+    }
+
+    /// Frames in the UMEM.
+    pub fn frame_count(&self) -> u32 {
+        self.core.layout.frame_count
+    }
+
+    /// Bytes per frame, the kernel's XDP headroom included.
+    pub fn frame_size(&self) -> u32 {
+        self.core.layout.frame_size
+    }
+
+    /// Bytes of packet one frame holds (frame size less the headroom);
+    /// also what [`UmemFrames::frame_size`](FrameMemory::frame_size) says.
+    pub fn frame_room(&self) -> u32 {
+        self.core.layout.room()
+    }
+
+    /// Whether the frames are on huge pages.
+    pub fn huge_pages(&self) -> bool {
+        self.core.huge_pages
+    }
+
+    pub(super) fn core(&self) -> &Arc<UmemCore> {
+        &self.core
+    }
+
+    pub(super) fn registry(&self) -> &Arc<Mutex<Registry>> {
+        &self.registry
+    }
+
+    pub(super) fn lock_registry(&self) -> MutexGuard<'_, Registry> {
+        // The registry is a plain set and counters: still consistent if a
+        // holder panicked.
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One worker's handle on the shared UMEM's frames.
+///
+/// Several handles alias one memory. That is sound because of descriptor
+/// ownership: a frame is touched only by whoever holds its descriptor —
+/// a worker between receiving it and handing it to a ring or a pool, or
+/// the kernel while it sits on a ring. Passing a descriptor on (to a
+/// ring, a pool, or another worker's queue) passes the right to touch
+/// the frame with it.
+///
+/// Descriptors are packet addresses (see [`SharedUmem::frame_room`]); a
+/// descriptor whose bytes are not wholly inside one frame's room yields
+/// an empty slice.
+#[derive(Debug)]
+pub struct UmemFrames {
+    core: Arc<UmemCore>,
+}
+
+impl FrameMemory for UmemFrames {
+    /// Bytes of packet a frame holds (the frame less the XDP headroom).
+    fn frame_size(&self) -> u32 {
+        self.core.layout.room()
+    }
+
+    #[inline]
+    fn frame(&self, desc: FrameDesc) -> &[u8] {
+        self.core.bytes(desc)
+    }
+
+    #[inline]
+    fn frame_mut(&mut self, desc: FrameDesc) -> &mut [u8] {
+        let Some((index, offset)) = self.core.layout.locate(desc) else {
+            return &mut [];
+        };
+        let Some(mut template) = self.core.templates.get(index).copied() else {
+            return &mut [];
+        };
+        let (ptr, len) = {
+            // SAFETY: `template` is this UMEM's own descriptor for frame
+            // `index`, so the view (its room) lies inside the mapping. The
+            // caller holds `desc`, so by descriptor ownership neither the
+            // kernel nor another worker touches the frame meanwhile.
+            let mut data = unsafe { self.core.umem.data_mut(&mut template) };
+            match data
+                .contents_mut()
+                .get_mut(offset..offset + desc.len as usize)
+            {
+                Some(bytes) => (bytes.as_mut_ptr(), bytes.len()),
+                None => return &mut [],
+            }
+        };
+        // SAFETY: `ptr` and `len` are the bytes just taken from the
+        // frame's mutable view: inside the mapping, which `self.core`
+        // keeps alive for as long as the returned borrow of `self` lasts.
+        // The view is gone, and by descriptor ownership nothing else
+        // reads or writes these bytes until the caller passes `desc` on,
+        // which it cannot do through this handle while the borrow lives.
+        unsafe { std::slice::from_raw_parts_mut(ptr, len) }
+    }
+}
