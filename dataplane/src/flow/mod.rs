@@ -75,11 +75,25 @@
 //! backend's replies can be rewritten for one VIP only. The newest wins:
 //! it is the one the client is talking to now.
 
+//!
+//! # Per-endpoint counters
+//!
+//! The table counts, per endpoint id, the connections opened and the ones
+//! live now (on insert, on [`FlowTable::set_backend`], and whenever a
+//! record leaves: removal, expiry, eviction, replacement), and keeps the
+//! packets and bytes the pipeline reports with [`FlowTable::count_packet`].
+//! They are single-writer counters a scraper reads through
+//! [`FlowTable::counters`]; see `endpoint_stats.rs`. A record remembers in
+//! a bit of its bookkeeping whether it was counted, so the live counts are
+//! exact and never negative even for ids that had no slot yet.
+
 mod connection;
+mod endpoint_stats;
 mod index;
 mod state;
 mod table;
 
 pub use connection::{ConnId, Connection};
+pub use endpoint_stats::{EndpointStats, EndpointValues, FlowCounters};
 pub use state::{next_state, Direction, FlowState, FlowTimeouts};
 pub use table::{FlowTable, FlowTableStats, MAX_CAPACITY};

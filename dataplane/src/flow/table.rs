@@ -1,6 +1,9 @@
 //! The connection table: a slab of records and the index over it.
 
+use std::sync::Arc;
+
 use super::connection::{ConnId, Connection};
+use super::endpoint_stats::{EndpointAccounts, FlowCounters};
 use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
 use super::state::{next_state, Direction, FlowTimeouts};
 use crate::rules::FlowSettings;
@@ -56,9 +59,10 @@ enum Departure {
 }
 
 /// Bookkeeping of a record, packed in one word so a record stays 88 bytes:
-/// bit 63 live, bit 62 "backend sent SYN+ACK", bits 28..56 the reply key's
-/// index position, bits 0..28 the client key's position (or, for a free
-/// record, the next free record).
+/// bit 63 live, bit 62 "backend sent SYN+ACK", bit 61 "counted in its
+/// endpoint's active connections", bits 28..56 the reply key's index
+/// position, bits 0..28 the client key's position (or, for a free record,
+/// the next free record).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Links(u64);
 
@@ -67,6 +71,7 @@ const POS_BITS: u32 = 28;
 const NO_POS: u32 = (1 << POS_BITS) - 1;
 const LIVE: u64 = 1 << 63;
 const BACKEND_REPLIED: u64 = 1 << 62;
+const COUNTED: u64 = 1 << 61;
 
 impl Links {
     fn vacant(next_free: u32) -> Links {
@@ -115,10 +120,22 @@ impl Links {
     }
 
     fn set_backend_replied(&mut self, replied: bool) {
-        if replied {
-            self.0 |= BACKEND_REPLIED;
+        self.set_flag(BACKEND_REPLIED, replied);
+    }
+
+    fn counted(self) -> bool {
+        self.0 & COUNTED != 0
+    }
+
+    fn set_counted(&mut self, counted: bool) {
+        self.set_flag(COUNTED, counted);
+    }
+
+    fn set_flag(&mut self, flag: u64, on: bool) {
+        if on {
+            self.0 |= flag;
         } else {
-            self.0 &= !BACKEND_REPLIED;
+            self.0 &= !flag;
         }
     }
 }
@@ -147,6 +164,8 @@ pub struct FlowTable {
     /// What [`FlowTable::get`] / [`FlowTable::get_mut`] answer for an id
     /// that names no record.
     scratch: Connection,
+    /// Per-endpoint counters and the table's size, shared with scrapers.
+    accounts: EndpointAccounts,
 }
 
 /// Chooses a record to make room: the first expired candidate, else the
@@ -233,6 +252,7 @@ impl FlowTable {
             evict_hand: 0,
             stats: FlowTableStats::default(),
             scratch: Connection::vacant(),
+            accounts: EndpointAccounts::new(capacity),
         }
     }
 
@@ -308,8 +328,9 @@ impl FlowTable {
     }
 
     /// The connection behind `id`, to change its data. Do not change
-    /// `client`, `backend_addr` or `backend_port` here: the index is keyed
-    /// by them (the connection would no longer be found); use
+    /// `client`, `backend_addr`, `backend_port` or `endpoint` here: the
+    /// index is keyed by the first three (the connection would no longer be
+    /// found) and the per-endpoint counts by the last; use
     /// [`FlowTable::set_backend`] to move a connection to another backend.
     #[inline]
     pub fn get_mut(&mut self, id: ConnId) -> &mut Connection {
@@ -347,9 +368,12 @@ impl FlowTable {
         let Some(slot) = self.records.get_mut(record as usize) else {
             return ConnId(NOWHERE);
         };
+        let counted = self.accounts.opened(conn.endpoint);
         slot.conn = conn;
         slot.links = Links::live();
+        slot.links.set_counted(counted);
         self.len += 1;
+        self.accounts.set_connections(self.len);
         self.stats.inserted += 1;
         self.index_key(record, Direction::FromClient, client_hash, now_ns);
         if index_reply {
@@ -398,6 +422,10 @@ impl FlowTable {
         }
         let old = r.links.reply_pos();
         r.links.set_pos(Direction::FromBackend, None);
+        if r.links.counted() {
+            self.accounts.detached(r.conn.endpoint);
+        }
+        r.links.set_counted(self.accounts.attached(endpoint));
         r.conn.backend_addr = backend_addr;
         r.conn.backend_port = backend_port;
         r.conn.endpoint = endpoint;
@@ -474,6 +502,36 @@ impl FlowTable {
             .iter()
             .filter(|r| r.links.is_live())
             .map(|r| &r.conn)
+    }
+
+    /// Counts a forwarded packet of `bytes` bytes on a connection to
+    /// `endpoint` (either direction). Only the plain increments of a
+    /// single-writer counter; an id without a slot is not counted (see
+    /// [`FlowTable::reserve_endpoints`]).
+    #[inline(always)]
+    pub fn count_packet(&self, endpoint: u32, bytes: u64) {
+        self.accounts.traffic(endpoint, bytes);
+    }
+
+    /// Makes the per-endpoint counters hold every endpoint id below
+    /// `limit`, keeping every count. Allocates when they grow, so call it
+    /// off the per-packet path: the pipeline does when it sees a new
+    /// snapshot generation. Connections to an id without a slot are not
+    /// counted, then or later.
+    pub fn reserve_endpoints(&mut self, limit: usize) {
+        self.accounts.reserve(limit);
+    }
+
+    /// How many endpoint ids have counters.
+    #[inline]
+    pub fn endpoint_slots(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// The table's size, capacity and per-endpoint counters, for readers
+    /// on other threads (share the `Arc`; the table is the only writer).
+    pub fn counters(&self) -> &Arc<FlowCounters> {
+        self.accounts.shared()
     }
 
     /// The record that owns `tuple`, in any role.
@@ -572,6 +630,9 @@ impl FlowTable {
             return;
         }
         let links = r.links;
+        if links.counted() {
+            self.accounts.detached(r.conn.endpoint);
+        }
         r.links = Links::vacant(self.free_head);
         self.free_head = record;
         for pos in [links.client_pos(), links.reply_pos()]
@@ -581,6 +642,7 @@ impl FlowTable {
             self.index.remove(pos);
         }
         self.len -= 1;
+        self.accounts.set_connections(self.len);
         let s = &mut self.stats;
         match why {
             Departure::Removed => s.removed += 1,
@@ -636,6 +698,24 @@ impl FlowTable {
         let s = self.stats;
         let left = s.removed + s.expired + s.evicted + s.replaced + s.reply_conflicts;
         assert_eq!(s.inserted - left, self.len as u64, "stats do not add up");
+        let shared = self.counters();
+        assert_eq!(shared.connections(), self.len as u64, "published size");
+        let mut active = vec![0u64; self.accounts.len()];
+        for r in self.records.iter().filter(|r| r.links.is_live()) {
+            let slot = active.get_mut(r.conn.endpoint as usize);
+            match slot {
+                Some(n) if r.links.counted() => *n += 1,
+                None => assert!(!r.links.counted(), "counted without a slot"),
+                Some(_) => {}
+            }
+        }
+        for (id, n) in active.into_iter().enumerate() {
+            assert_eq!(
+                shared.endpoint(id as u32).active_flows,
+                n,
+                "active connections of endpoint {id}"
+            );
+        }
     }
 }
 

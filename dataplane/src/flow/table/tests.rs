@@ -481,6 +481,133 @@ fn capacity_is_clamped() {
     assert!(MAX_BUCKETS * SLOTS <= NO_POS as usize);
 }
 
+// ---- Per-endpoint counters ---------------------------------------------
+
+/// Endpoint `id`'s (new, active) connections.
+fn counts(t: &FlowTable, id: u32) -> (u64, u64) {
+    let v = t.counters().endpoint(id);
+    (v.new_flows, v.active_flows)
+}
+
+#[test]
+fn active_connections_follow_insert_removal_and_expiry() {
+    let mut t = FlowTable::new(16, TIMEOUTS);
+    t.reserve_endpoints(8);
+    let a = insert(&mut t, conn(1, 1, 10, 5, FlowState::Udp, 0), 0);
+    insert(&mut t, conn(2, 1, 10, 5, FlowState::TcpEstablished, 0), 0);
+    let sweep = conn(3, 1, 10, 6, FlowState::Udp, 0);
+    insert(&mut t, sweep.clone(), 0);
+    let found = conn(4, 1, 10, 6, FlowState::Udp, 0);
+    insert(&mut t, found.clone(), 0);
+    assert_eq!((counts(&t, 5), counts(&t, 6)), ((2, 2), (2, 2)));
+    assert_eq!(t.counters().connections(), 4);
+
+    t.remove(a);
+    t.remove(a);
+    assert_eq!(counts(&t, 5), (2, 1), "removal, once");
+    // Found expired by a lookup.
+    assert_eq!(lookup(&mut t, &found.reply_tuple(), 31), None);
+    assert_eq!(counts(&t, 6), (2, 1));
+    // Swept.
+    assert_eq!(t.expire(31, 16), 1);
+    assert_eq!(counts(&t, 6), (2, 0));
+    assert_eq!(counts(&t, 5), (2, 1), "the TCP one is still live");
+    assert_eq!(t.counters().connections(), 1);
+    t.audit();
+}
+
+#[test]
+fn replacement_conflict_and_eviction_count_the_old_connection_out() {
+    let mut t = FlowTable::new(2, TIMEOUTS);
+    t.reserve_endpoints(8);
+    insert(&mut t, conn(1, 1, 10, 5, FlowState::TcpSyn, 0), 0);
+    // Same client tuple, other backend: replaced.
+    insert(&mut t, conn(1, 1, 10, 6, FlowState::TcpSyn, 1), 1);
+    assert_eq!((counts(&t, 5), counts(&t, 6)), ((1, 0), (1, 1)));
+    // Same reply tuple through another VIP: a conflict.
+    insert(&mut t, conn(1, 1, 11, 6, FlowState::TcpSyn, 2), 2);
+    assert_eq!(counts(&t, 6), (2, 1));
+    // A full table evicts the least recently seen.
+    insert(&mut t, conn(2, 1, 10, 5, FlowState::TcpSyn, 3), 3);
+    insert(&mut t, conn(3, 1, 10, 7, FlowState::TcpSyn, 4), 4);
+    assert_eq!(t.stats().evicted, 1);
+    assert_eq!(t.len(), 2);
+    assert_eq!(
+        (counts(&t, 5), counts(&t, 6), counts(&t, 7)),
+        ((2, 1), (2, 0), (1, 1))
+    );
+    t.audit();
+}
+
+#[test]
+fn a_backend_change_moves_the_active_count() {
+    let mut t = FlowTable::new(8, TIMEOUTS);
+    t.reserve_endpoints(8);
+    let c = conn(1, 1, 10, 5, FlowState::Udp, 0);
+    let id = insert(&mut t, c.clone(), 0);
+    let addr = v4_mapped([198, 18, 2, 6]);
+    let mut moved = c.clone();
+    moved.backend_addr = addr;
+    t.set_backend(id, addr, 8080, 6, flow_hash(&moved.reply_tuple()), 1);
+    assert_eq!((counts(&t, 5), counts(&t, 6)), ((1, 0), (0, 1)));
+    // Moved to an id with no slot: counted out of 6, and not back in
+    // when the slot appears later.
+    t.set_backend(id, addr, 8080, 20, flow_hash(&moved.reply_tuple()), 2);
+    assert_eq!(counts(&t, 6), (0, 0));
+    t.reserve_endpoints(21);
+    assert_eq!(counts(&t, 20), (0, 0));
+    t.remove(id);
+    assert_eq!(counts(&t, 20), (0, 0), "never negative");
+    t.audit();
+}
+
+#[test]
+fn growing_the_counters_keeps_counts_and_live_connections() {
+    let mut t = FlowTable::new(64, TIMEOUTS);
+    t.reserve_endpoints(2);
+    let before = Arc::clone(t.counters());
+    let early = insert(&mut t, conn(1, 1, 10, 1, FlowState::Udp, 0), 0);
+    t.count_packet(1, 100);
+    // Not counted: no slot for id 9 yet, so it is never counted out either.
+    let uncounted = insert(&mut t, conn(2, 1, 10, 9, FlowState::Udp, 0), 0);
+    t.count_packet(9, 100);
+    t.reserve_endpoints(10);
+    assert!(t.endpoint_slots() >= 10);
+    insert(&mut t, conn(3, 1, 10, 9, FlowState::Udp, 0), 0);
+    t.count_packet(1, 50);
+    t.count_packet(9, 70);
+    let one = t.counters().endpoint(1);
+    assert_eq!(
+        (one.packets, one.bytes, one.new_flows, one.active_flows),
+        (2, 150, 1, 1)
+    );
+    let nine = t.counters().endpoint(9);
+    assert_eq!(
+        (nine.packets, nine.bytes, nine.new_flows, nine.active_flows),
+        (1, 70, 1, 1)
+    );
+    // A scraper that took the handle before growing sees the new array.
+    assert_eq!(before.endpoint(1), one);
+    t.remove(uncounted);
+    t.remove(early);
+    assert_eq!(counts(&t, 9), (1, 1));
+    assert_eq!(counts(&t, 1), (1, 0));
+    t.audit();
+}
+
+#[test]
+fn a_counted_record_reused_after_removal_starts_uncounted() {
+    let mut t = FlowTable::new(1, TIMEOUTS);
+    t.reserve_endpoints(4);
+    let id = insert(&mut t, conn(1, 1, 10, 3, FlowState::Udp, 0), 0);
+    t.remove(id);
+    // Reuses the one record, for an id with no slot.
+    insert(&mut t, conn(2, 1, 10, 200, FlowState::Udp, 0), 0);
+    t.expire(1_000, 1);
+    assert_eq!(counts(&t, 3), (1, 0));
+    t.audit();
+}
+
 // ---- Model test ---------------------------------------------------------
 
 /// Picks a tuple from a small universe, so that keys collide often.
@@ -632,6 +759,7 @@ proptest! {
     #[test]
     fn the_table_behaves_like_a_list_when_it_never_fills(ops in prop::collection::vec(op(), 1..200)) {
         let mut t = FlowTable::new(1024, TIMEOUTS);
+        t.reserve_endpoints(3);
         let mut m = Model::default();
         let mut now = 0u64;
         for op in ops {
@@ -678,14 +806,15 @@ proptest! {
     #[test]
     fn arbitrary_hashes_and_ids_never_break_the_table(
         ops in prop::collection::vec(
-            (0..6u8, any::<u64>(), any::<u64>(), 0..40u32, 0..4u16, any::<u8>()),
+            (0..8u8, any::<u64>(), any::<u64>(), 0..40u32, 0..4u16, any::<u8>()),
             1..200,
         )
     ) {
         let mut t = FlowTable::new(16, TIMEOUTS);
         let mut now = 0;
         for (kind, h1, h2, id, port, flags) in ops {
-            let c = conn(1, port, 10, 5, FlowState::TcpSyn, now);
+            // Endpoint ids 0..8, some without a slot until a reserve.
+            let c = conn(1, port, 10, flags % 8, FlowState::TcpSyn, now);
             let id = ConnId(id);
             match kind {
                 0 => { t.insert(c, h1, h2, now); }
@@ -693,6 +822,8 @@ proptest! {
                 2 => t.observe(id, Direction::FromBackend, flags, now),
                 3 => t.remove(id),
                 4 => { t.expire(now, usize::from(flags)); }
+                5 => t.set_backend(id, c.backend_addr, 8080, u32::from(flags % 8), h2, now),
+                6 => t.reserve_endpoints(usize::from(flags % 9)),
                 _ => now += h2 % 50,
             }
             prop_assert!(t.len() <= t.capacity());

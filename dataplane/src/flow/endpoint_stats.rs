@@ -1,0 +1,305 @@
+//! Per-backend accounting of one worker's connections.
+//!
+//! For each endpoint id: the packets and bytes of its connections (both
+//! directions, counted by the pipeline when it forwards them), the
+//! connections opened to it, and the connections live now. The table keeps
+//! the live count itself, on insert, backend change and every way a record
+//! leaves, so it is exact at every moment and never negative.
+//!
+//! The worker is the only writer. A value is an `AtomicU64` written with a
+//! plain load and store (no locked instruction: the same code as `+= n`), so
+//! a scraper on another thread can read it at any time through
+//! [`FlowCounters`] and the hot path pays nothing for that.
+//!
+//! The slots are indexed by endpoint id and sized for the snapshot's
+//! highest id; [`EndpointAccounts::reserve`] grows them (off the per-packet
+//! path) by copying every value into a larger array and publishing it to
+//! the scrapers, so nothing counted is lost. They never shrink: ids are
+//! dense and reused.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+/// Adds `n` to a single-writer value.
+#[inline(always)]
+fn add(v: &AtomicU64, n: u64) {
+    v.store(v.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// Takes 1 from a single-writer gauge, never below 0.
+#[inline(always)]
+fn take_one(v: &AtomicU64) {
+    let now = v.load(Relaxed);
+    debug_assert!(now > 0, "active connection count would go negative");
+    v.store(now.saturating_sub(1), Relaxed);
+}
+
+/// One endpoint's counters on one worker. Two share a cache line.
+#[derive(Debug, Default)]
+#[repr(align(32))]
+pub struct EndpointStats {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    new_flows: AtomicU64,
+    active_flows: AtomicU64,
+}
+
+impl EndpointStats {
+    /// A plain copy of the values.
+    pub fn values(&self) -> EndpointValues {
+        EndpointValues {
+            packets: self.packets.load(Relaxed),
+            bytes: self.bytes.load(Relaxed),
+            new_flows: self.new_flows.load(Relaxed),
+            active_flows: self.active_flows.load(Relaxed),
+        }
+    }
+
+    /// A slot holding `v` (when an array grows).
+    fn with(v: EndpointValues) -> EndpointStats {
+        EndpointStats {
+            packets: AtomicU64::new(v.packets),
+            bytes: AtomicU64::new(v.bytes),
+            new_flows: AtomicU64::new(v.new_flows),
+            active_flows: AtomicU64::new(v.active_flows),
+        }
+    }
+}
+
+/// One endpoint's counters at one moment; summable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EndpointValues {
+    /// Packets forwarded on the endpoint's connections, both directions.
+    pub packets: u64,
+    /// Bytes of those packets (whole frames).
+    pub bytes: u64,
+    /// Connections opened to the endpoint.
+    pub new_flows: u64,
+    /// Connections to the endpoint in the table now (a gauge).
+    pub active_flows: u64,
+}
+
+impl std::ops::AddAssign for EndpointValues {
+    fn add_assign(&mut self, o: EndpointValues) {
+        self.packets = self.packets.wrapping_add(o.packets);
+        self.bytes = self.bytes.wrapping_add(o.bytes);
+        self.new_flows = self.new_flows.wrapping_add(o.new_flows);
+        self.active_flows = self.active_flows.wrapping_add(o.active_flows);
+    }
+}
+
+/// What a scraper holds of one worker's connection table: its size, its
+/// capacity and the per-endpoint counters. Shared (`Arc`) with the table,
+/// which is its only writer.
+#[derive(Debug)]
+pub struct FlowCounters {
+    connections: AtomicU64,
+    capacity: u64,
+    endpoints: ArcSwap<Arc<[EndpointStats]>>,
+}
+
+impl FlowCounters {
+    fn new(capacity: usize) -> FlowCounters {
+        FlowCounters {
+            connections: AtomicU64::new(0),
+            capacity: capacity as u64,
+            endpoints: ArcSwap::from_pointee(Arc::from(Vec::new())),
+        }
+    }
+
+    /// Live connections in the table.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Relaxed)
+    }
+
+    /// Most connections the table holds.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The per-endpoint counters, indexed by endpoint id (the current
+    /// array: one past the highest id the worker has been sized for).
+    pub fn endpoints(&self) -> Arc<[EndpointStats]> {
+        Arc::clone(&self.endpoints.load())
+    }
+
+    /// One endpoint's values; zero for an id the worker has no slot for.
+    pub fn endpoint(&self, id: u32) -> EndpointValues {
+        self.endpoints
+            .load()
+            .get(id as usize)
+            .map_or_else(EndpointValues::default, EndpointStats::values)
+    }
+}
+
+/// The writer's side, owned by a [`FlowTable`](super::FlowTable): the
+/// current slots (no atomic load to reach them) and the shared block.
+pub(super) struct EndpointAccounts {
+    slots: Arc<[EndpointStats]>,
+    shared: Arc<FlowCounters>,
+}
+
+impl EndpointAccounts {
+    pub(super) fn new(capacity: usize) -> EndpointAccounts {
+        let shared = Arc::new(FlowCounters::new(capacity));
+        EndpointAccounts {
+            slots: shared.endpoints(),
+            shared,
+        }
+    }
+
+    pub(super) fn shared(&self) -> &Arc<FlowCounters> {
+        &self.shared
+    }
+
+    /// How many endpoint ids have a slot.
+    pub(super) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Makes room for ids below `limit`: allocates a larger array (at
+    /// least double, so that growing one id at a time stays cheap), copies
+    /// every value across and publishes it. Call off the per-packet path.
+    pub(super) fn reserve(&mut self, limit: usize) {
+        let old = self.slots.len();
+        if limit <= old {
+            return;
+        }
+        let len = limit.max(old.saturating_mul(2));
+        let grown: Arc<[EndpointStats]> = (0..len)
+            .map(|i| {
+                self.slots
+                    .get(i)
+                    .map_or_else(EndpointStats::default, |s| EndpointStats::with(s.values()))
+            })
+            .collect();
+        // The worker writes nothing between the copy and the swap (it is
+        // this thread), so a scraper sees the old array or the new one,
+        // never counts that went missing.
+        self.shared.endpoints.store(Arc::new(Arc::clone(&grown)));
+        self.slots = grown;
+    }
+
+    /// Publishes the table's size.
+    #[inline]
+    pub(super) fn set_connections(&self, n: usize) {
+        self.shared.connections.store(n as u64, Relaxed);
+    }
+
+    /// A connection to `endpoint` was opened. Returns whether it was
+    /// counted (the id has a slot); only counted ones are counted out.
+    #[inline]
+    pub(super) fn opened(&self, endpoint: u32) -> bool {
+        match self.slots.get(endpoint as usize) {
+            Some(s) => {
+                add(&s.new_flows, 1);
+                add(&s.active_flows, 1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A live connection moved to `endpoint`. Returns whether it was
+    /// counted.
+    #[inline]
+    pub(super) fn attached(&self, endpoint: u32) -> bool {
+        match self.slots.get(endpoint as usize) {
+            Some(s) => {
+                add(&s.active_flows, 1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A counted connection to `endpoint` left it.
+    #[inline]
+    pub(super) fn detached(&self, endpoint: u32) {
+        // Slots never shrink, so a counted connection's slot exists.
+        if let Some(s) = self.slots.get(endpoint as usize) {
+            take_one(&s.active_flows);
+        }
+    }
+
+    /// A packet of `bytes` bytes was forwarded on a connection to
+    /// `endpoint`.
+    #[inline(always)]
+    pub(super) fn traffic(&self, endpoint: u32, bytes: u64) {
+        if let Some(s) = self.slots.get(endpoint as usize) {
+            add(&s.packets, 1);
+            add(&s.bytes, bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growing_keeps_every_value_and_publishes_the_new_array() {
+        let mut a = EndpointAccounts::new(8);
+        assert_eq!(a.len(), 0);
+        assert!(!a.opened(0), "no slot yet: not counted");
+        a.reserve(2);
+        assert!(a.opened(1));
+        a.traffic(1, 60);
+        a.traffic(1, 40);
+        let scraper = Arc::clone(a.shared());
+        a.reserve(5);
+        assert!(a.len() >= 5);
+        assert!(a.opened(4));
+        let one = scraper.endpoint(1);
+        assert_eq!(
+            one,
+            EndpointValues {
+                packets: 2,
+                bytes: 100,
+                new_flows: 1,
+                active_flows: 1
+            }
+        );
+        assert_eq!(scraper.endpoint(4).new_flows, 1);
+        assert_eq!(scraper.endpoints().len(), a.len());
+        // Growing by one id at a time doubles, so it rarely reallocates.
+        a.reserve(a.len() + 1);
+        assert!(a.len() >= 10);
+        assert_eq!(scraper.endpoint(1), one);
+    }
+
+    #[test]
+    fn a_smaller_limit_never_shrinks() {
+        let mut a = EndpointAccounts::new(8);
+        a.reserve(6);
+        a.reserve(1);
+        assert_eq!(a.len(), 6);
+        assert_eq!(a.shared().endpoints().len(), 6);
+    }
+
+    #[test]
+    fn ids_without_a_slot_are_ignored() {
+        let a = EndpointAccounts::new(8);
+        a.traffic(u32::MAX, 1);
+        assert!(!a.attached(3));
+        a.detached(3);
+        assert_eq!(a.shared().endpoint(3), EndpointValues::default());
+    }
+
+    #[test]
+    fn values_sum() {
+        let mut v = EndpointValues {
+            packets: 1,
+            bytes: 2,
+            new_flows: 3,
+            active_flows: 4,
+        };
+        v += v;
+        assert_eq!(
+            (v.packets, v.bytes, v.new_flows, v.active_flows),
+            (2, 4, 6, 8)
+        );
+    }
+}
