@@ -19,3 +19,4 @@ pub mod table;
 pub mod testnet;
 pub mod wire;
 pub mod worker;
+pub mod xdp;

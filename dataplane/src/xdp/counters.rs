@@ -1,0 +1,92 @@
+//! The XDP program's counters, summed over CPUs.
+
+use super::program::counter;
+
+/// What the XDP program did with the frames it saw, per reason, since it
+/// was loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpCounters {
+    /// Redirected: TCP/UDP to a service.
+    pub redirected_vip: u64,
+    /// Redirected: a fragment to a VIP address.
+    pub redirected_vip_fragment: u64,
+    /// Redirected: a reply from a backend.
+    pub redirected_reply: u64,
+    /// Redirected in forward-only mode (redirect everything IP).
+    pub redirected_all: u64,
+    /// Owned traffic dropped: no AF_XDP socket on its receive queue.
+    pub dropped_no_socket: u64,
+    /// Forward-only mode, passed: no AF_XDP socket on its receive queue.
+    pub passed_no_socket: u64,
+    /// Passed: not IP (ARP, LLDP, …).
+    pub passed_not_ip: u64,
+    /// Passed: IP but neither TCP nor UDP (ICMP, NDP, …).
+    pub passed_not_tcp_udp: u64,
+    /// Passed: TCP/UDP not to a service nor from a backend (e.g. SSH).
+    pub passed_not_owned: u64,
+    /// Passed: a fragment not to a VIP.
+    pub passed_fragment: u64,
+    /// Passed: headers the program could not parse (truncated, a third
+    /// VLAN tag, too many IPv6 extension headers, …).
+    pub passed_unparsed: u64,
+}
+
+impl XdpCounters {
+    /// Frames handed to an AF_XDP socket.
+    pub fn redirected(&self) -> u64 {
+        self.redirected_vip
+            .saturating_add(self.redirected_vip_fragment)
+            .saturating_add(self.redirected_reply)
+            .saturating_add(self.redirected_all)
+    }
+
+    /// Frames that should have gone to a socket but found none.
+    pub fn redirect_failed(&self) -> u64 {
+        self.dropped_no_socket.saturating_add(self.passed_no_socket)
+    }
+
+    /// Frames passed to the kernel.
+    pub fn passed(&self) -> u64 {
+        self.passed_no_socket
+            .saturating_add(self.passed_not_ip)
+            .saturating_add(self.passed_not_tcp_udp)
+            .saturating_add(self.passed_not_owned)
+            .saturating_add(self.passed_fragment)
+            .saturating_add(self.passed_unparsed)
+    }
+
+    /// The counters from per-index totals (`totals[i]` for counter `i`).
+    pub(crate) fn from_totals(totals: &[u64]) -> XdpCounters {
+        let at = |index: u32| totals.get(index as usize).copied().unwrap_or(0);
+        XdpCounters {
+            redirected_vip: at(counter::REDIRECTED_VIP),
+            redirected_vip_fragment: at(counter::REDIRECTED_VIP_FRAGMENT),
+            redirected_reply: at(counter::REDIRECTED_REPLY),
+            redirected_all: at(counter::REDIRECTED_ALL),
+            dropped_no_socket: at(counter::DROPPED_NO_SOCKET),
+            passed_no_socket: at(counter::PASSED_NO_SOCKET),
+            passed_not_ip: at(counter::PASSED_NOT_IP),
+            passed_not_tcp_udp: at(counter::PASSED_NOT_TCP_UDP),
+            passed_not_owned: at(counter::PASSED_NOT_OWNED),
+            passed_fragment: at(counter::PASSED_FRAGMENT),
+            passed_unparsed: at(counter::PASSED_UNPARSED),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_land_in_their_fields_and_sums_group_them() {
+        let totals: Vec<u64> = (1..=u64::from(counter::COUNT)).collect();
+        let c = XdpCounters::from_totals(&totals);
+        assert_eq!(c.redirected_vip, 1);
+        assert_eq!(c.passed_unparsed, 11);
+        assert_eq!(c.redirected(), 1 + 2 + 3 + 4);
+        assert_eq!(c.redirect_failed(), 5 + 6);
+        assert_eq!(c.passed(), 6 + 7 + 8 + 9 + 10 + 11);
+        assert_eq!(XdpCounters::from_totals(&[]), XdpCounters::default());
+    }
+}

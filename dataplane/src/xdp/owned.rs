@@ -1,0 +1,157 @@
+//! What traffic the gateway owns, in the XDP program's terms.
+
+use std::collections::HashSet;
+
+use crate::table::Snapshot;
+
+/// One (protocol, address, port) the XDP program matches: a service's VIP
+/// and port (as destination) or a backend's address and port (as source).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TrafficKey {
+    /// IP protocol number (TCP or UDP).
+    pub protocol: u8,
+    /// Address, 16 bytes (IPv4-mapped for IPv4).
+    pub address: [u8; 16],
+    /// Port.
+    pub port: u16,
+}
+
+/// The traffic the XDP program sends to the AF_XDP sockets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OwnedTraffic {
+    /// Frames to these (protocol, VIP, port) are redirected.
+    pub services: HashSet<TrafficKey>,
+    /// Frames from these (protocol, backend address, backend port) are
+    /// redirected: the replies of the gateway's connections.
+    pub reply_sources: HashSet<TrafficKey>,
+}
+
+impl OwnedTraffic {
+    /// Every service of `snapshot` and every backend of each, drained ones
+    /// included (their connections still get replies).
+    pub fn from_snapshot(snapshot: &Snapshot) -> OwnedTraffic {
+        let mut owned = OwnedTraffic::default();
+        for (_, service) in snapshot.services() {
+            owned.services.insert(TrafficKey {
+                protocol: service.protocol(),
+                address: *service.vip(),
+                port: service.port(),
+            });
+            for &id in service.endpoints() {
+                if let Some(endpoint) = snapshot.endpoint(id) {
+                    owned.reply_sources.insert(TrafficKey {
+                        protocol: service.protocol(),
+                        address: endpoint.address,
+                        port: endpoint.port,
+                    });
+                }
+            }
+        }
+        owned
+    }
+
+    /// The VIP addresses alone: fragments to them are redirected whatever
+    /// their protocol and port.
+    pub fn vip_addresses(&self) -> HashSet<[u8; 16]> {
+        self.services.iter().map(|k| k.address).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{Backend, Config, Protocol, Scheduler, Service};
+    use crate::wire::{addr_to_bytes, ip_proto};
+    use std::net::IpAddr;
+
+    fn service(
+        name: &str,
+        protocol: Protocol,
+        vip: &str,
+        port: u16,
+        backends: &[(&str, u16, u32)],
+    ) -> Service {
+        Service {
+            name: name.into(),
+            protocol,
+            vip: vip.parse().unwrap(),
+            port,
+            scheduler: Scheduler::Maglev,
+            maglev_table_size: 251,
+            backends: backends
+                .iter()
+                .map(|&(address, port, weight)| Backend {
+                    weight,
+                    ..Backend::new(address.parse().unwrap(), port)
+                })
+                .collect(),
+        }
+    }
+
+    fn key(protocol: u8, address: &str, port: u16) -> TrafficKey {
+        TrafficKey {
+            protocol,
+            address: addr_to_bytes(address.parse::<IpAddr>().unwrap()),
+            port,
+        }
+    }
+
+    #[test]
+    fn services_and_every_backend_are_owned() {
+        let config = Config {
+            services: vec![
+                service(
+                    "web",
+                    Protocol::Tcp,
+                    "198.18.100.10",
+                    80,
+                    &[("198.18.1.11", 8080, 1), ("198.18.1.12", 8080, 0)],
+                ),
+                service(
+                    "dns",
+                    Protocol::Udp,
+                    "198.18.100.10",
+                    53,
+                    &[("198.18.1.11", 5353, 1)],
+                ),
+                service(
+                    "web6",
+                    Protocol::Tcp,
+                    "2001:2:0:100::10",
+                    80,
+                    &[("2001:2:0:1::11", 8080, 2)],
+                ),
+            ],
+            ..Config::default()
+        };
+        let owned = OwnedTraffic::from_snapshot(&Snapshot::build(&config, None));
+        let expected_services: HashSet<TrafficKey> = [
+            key(ip_proto::TCP, "198.18.100.10", 80),
+            key(ip_proto::UDP, "198.18.100.10", 53),
+            key(ip_proto::TCP, "2001:2:0:100::10", 80),
+        ]
+        .into();
+        let expected_replies: HashSet<TrafficKey> = [
+            key(ip_proto::TCP, "198.18.1.11", 8080),
+            // Drained, but its connections still have replies.
+            key(ip_proto::TCP, "198.18.1.12", 8080),
+            key(ip_proto::UDP, "198.18.1.11", 5353),
+            key(ip_proto::TCP, "2001:2:0:1::11", 8080),
+        ]
+        .into();
+        assert_eq!(owned.services, expected_services);
+        assert_eq!(owned.reply_sources, expected_replies);
+        let vips = owned.vip_addresses();
+        assert_eq!(vips.len(), 2);
+        assert!(vips.contains(&addr_to_bytes("198.18.100.10".parse().unwrap())));
+        assert!(vips.contains(&addr_to_bytes("2001:2:0:100::10".parse().unwrap())));
+    }
+
+    #[test]
+    fn an_empty_snapshot_owns_nothing() {
+        assert_eq!(
+            OwnedTraffic::from_snapshot(&Snapshot::empty()),
+            OwnedTraffic::default()
+        );
+    }
+}

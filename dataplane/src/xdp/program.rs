@@ -1,0 +1,129 @@
+//! The compiled XDP program and what userspace must agree on with it: map
+//! names, the key layout and the counter indices
+//! (dataplane/bpf/flowgate_xdp.c; change both together).
+
+/// The object file build.rs compiled from dataplane/bpf/flowgate_xdp.c.
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowgate_xdp.o"));
+
+/// The program's name (its function name in the C source).
+pub(crate) const PROGRAM: &str = "flowgate_xdp";
+
+/// Map names.
+pub(crate) mod map {
+    /// AF_XDP sockets by receive queue (XSKMAP).
+    pub(crate) const SOCKETS: &str = "xsks";
+    /// Service keys: (protocol, VIP, port).
+    pub(crate) const SERVICES: &str = "services";
+    /// Backend keys: (protocol, backend address, backend port).
+    pub(crate) const REPLY_SOURCES: &str = "reply_sources";
+    /// VIP addresses alone, for fragments.
+    pub(crate) const VIP_ADDRESSES: &str = "vip_addrs";
+    /// One `struct config`.
+    pub(crate) const CONFIG: &str = "config";
+    /// Per-CPU counters, indexed by [`super::counter`].
+    pub(crate) const COUNTERS: &str = "counters";
+}
+
+/// Counter indices (`enum counter` in the C source).
+pub(crate) mod counter {
+    pub(crate) const REDIRECTED_VIP: u32 = 0;
+    pub(crate) const REDIRECTED_VIP_FRAGMENT: u32 = 1;
+    pub(crate) const REDIRECTED_REPLY: u32 = 2;
+    pub(crate) const REDIRECTED_ALL: u32 = 3;
+    pub(crate) const DROPPED_NO_SOCKET: u32 = 4;
+    pub(crate) const PASSED_NO_SOCKET: u32 = 5;
+    pub(crate) const PASSED_NOT_IP: u32 = 6;
+    pub(crate) const PASSED_NOT_TCP_UDP: u32 = 7;
+    pub(crate) const PASSED_NOT_OWNED: u32 = 8;
+    pub(crate) const PASSED_FRAGMENT: u32 = 9;
+    pub(crate) const PASSED_UNPARSED: u32 = 10;
+    /// How many there are.
+    pub(crate) const COUNT: u32 = 11;
+}
+
+/// Size of `struct traffic_key`: 16 address bytes, the port in network
+/// byte order, the protocol, one zero pad byte.
+pub(crate) const KEY_LEN: usize = 20;
+
+/// The map key of (protocol, address, port), as `struct traffic_key`.
+pub(crate) fn traffic_key(protocol: u8, address: &[u8; 16], port: u16) -> [u8; KEY_LEN] {
+    let mut key = [0u8; KEY_LEN];
+    let (addr, rest) = key.split_at_mut(16);
+    addr.copy_from_slice(address);
+    let [hi, lo] = port.to_be_bytes();
+    if let [p0, p1, proto, _pad] = rest {
+        *p0 = hi;
+        *p1 = lo;
+        *proto = protocol;
+    }
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::v4_mapped;
+
+    #[test]
+    fn the_key_matches_the_c_struct_layout() {
+        let key = traffic_key(17, &v4_mapped([198, 18, 100, 10]), 53);
+        assert_eq!(
+            key,
+            [
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 100, 10, // address
+                0, 53, // port, network byte order
+                17, 0, // protocol, pad
+            ]
+        );
+    }
+
+    /// The C source's `enum counter`, as (name, value) pairs.
+    fn c_counters() -> Vec<(String, u32)> {
+        let source = include_str!("../../bpf/flowgate_xdp.c");
+        let body = source
+            .split("enum counter {")
+            .nth(1)
+            .and_then(|rest| rest.split("};").next())
+            .unwrap();
+        body.lines()
+            .filter_map(|line| {
+                let (name, value) = line.trim().trim_end_matches(',').split_once(" = ")?;
+                Some((name.to_string(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn counter_indices_match_the_c_source() {
+        let rust = [
+            ("REDIRECTED_VIP", counter::REDIRECTED_VIP),
+            ("REDIRECTED_VIP_FRAGMENT", counter::REDIRECTED_VIP_FRAGMENT),
+            ("REDIRECTED_REPLY", counter::REDIRECTED_REPLY),
+            ("REDIRECTED_ALL", counter::REDIRECTED_ALL),
+            ("DROPPED_NO_SOCKET", counter::DROPPED_NO_SOCKET),
+            ("PASSED_NO_SOCKET", counter::PASSED_NO_SOCKET),
+            ("PASSED_NOT_IP", counter::PASSED_NOT_IP),
+            ("PASSED_NOT_TCP_UDP", counter::PASSED_NOT_TCP_UDP),
+            ("PASSED_NOT_OWNED", counter::PASSED_NOT_OWNED),
+            ("PASSED_FRAGMENT", counter::PASSED_FRAGMENT),
+            ("PASSED_UNPARSED", counter::PASSED_UNPARSED),
+            ("COUNTER_COUNT", counter::COUNT),
+        ];
+        let c = c_counters();
+        assert_eq!(c.len(), rust.len(), "{c:?}");
+        for (name, value) in rust {
+            assert!(
+                c.contains(&(name.to_string(), value)),
+                "{name} = {value} not in {c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_object_is_an_elf_file_for_bpf() {
+        // ELF magic, 64-bit, and e_machine EM_BPF (247).
+        assert_eq!(OBJECT.get(0..5), Some(&[0x7f, b'E', b'L', b'F', 2][..]));
+        assert_eq!(OBJECT.get(18..20), Some(&247u16.to_le_bytes()[..]));
+    }
+}
