@@ -1,0 +1,859 @@
+//! Our XDP program on veth pairs in network namespaces: what it takes from
+//! the kernel, what it leaves to it, and that it never outstays its filter.
+//!
+//! ```text
+//!  [client ns] c0 ══ g0 [gateway ns: XdpFilter on g0, maybe an XskPort]
+//!  198.18.70.1          198.18.70.2 (a VIP's address too), 198.18.70.3
+//!  2001:2:0:70::1       2001:2:0:70::2
+//! ```
+//!
+//! The VIPs live on the gateway's own address, so a frame the program
+//! wrongly passed would be answered by the gateway's kernel: "not seen by
+//! the kernel" is checked with real listeners. Frames with VLAN tags,
+//! IPv4 options, IPv6 extension headers and fragments are sent from an
+//! AF_XDP socket in the client namespace, byte for byte as built.
+//!
+//! Needs root (namespaces, XDP, AF_XDP). Set FLOWGATE_SKIP_NETNS=1 to skip.
+
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use flowgate_dataplane::neigh::link_info;
+use flowgate_dataplane::port::{
+    FrameDesc, FrameMemory, FramePool, Port, SharedUmem, UmemFrames, XskPort, XskSettings,
+};
+use flowgate_dataplane::testnet::{self, NetNs};
+use flowgate_dataplane::wire::builder::{ExtensionHeader, FrameBuilder};
+use flowgate_dataplane::wire::{addr_to_bytes, ip_proto};
+use flowgate_dataplane::xdp::{
+    program_object, OwnedTraffic, TrafficKey, XdpCounters, XdpError, XdpFilter, XdpMode,
+};
+
+const CLIENT_MAC: [u8; 6] = [0x02, 0x66, 0x67, 0, 0, 0x02];
+const GATEWAY_MAC: [u8; 6] = [0x02, 0x66, 0x67, 0, 0, 0x01];
+/// How long a frame may take to show up (in a counter or a ring).
+const FRAME_WAIT: Duration = Duration::from_secs(3);
+/// How long a connection attempt the program should swallow is given.
+const REFUSED_WAIT: Duration = Duration::from_millis(800);
+
+fn privileged() -> bool {
+    match testnet::check_privileges() {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("FLOWGATE_SKIP_NETNS").is_some() => {
+            eprintln!("skipped: {why}");
+            false
+        }
+        Err(why) => panic!("{why} (set FLOWGATE_SKIP_NETNS=1 to skip)"),
+    }
+}
+
+/// A client and a gateway namespace joined by c0 ══ g0 (one queue). A
+/// quiet pair has IPv6 off, so neither kernel sends a frame of its own.
+struct Pair {
+    client: NetNs,
+    gateway: NetNs,
+}
+
+fn pair(quiet: bool) -> Pair {
+    let client = NetNs::new("fgxc").unwrap();
+    let gateway = NetNs::new("fgxw").unwrap();
+    if quiet {
+        for ns in [&client, &gateway] {
+            for key in [
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ] {
+                ns.exec("sysctl", &["-qw", key]).unwrap();
+            }
+        }
+    }
+    testnet::veth_pair(&client, "c0", &gateway, "g0", 1).unwrap();
+    client
+        .ip(&["link", "set", "c0", "address", "02:66:67:00:00:02"])
+        .unwrap();
+    gateway
+        .ip(&["link", "set", "g0", "address", "02:66:67:00:00:01"])
+        .unwrap();
+    client
+        .ip(&["addr", "add", "198.18.70.1/24", "dev", "c0"])
+        .unwrap();
+    for a in ["198.18.70.2/24", "198.18.70.3/24"] {
+        gateway.ip(&["addr", "add", a, "dev", "g0"]).unwrap();
+    }
+    if !quiet {
+        client
+            .ip(&["addr", "add", "2001:2:0:70::1/64", "dev", "c0", "nodad"])
+            .unwrap();
+        gateway
+            .ip(&["addr", "add", "2001:2:0:70::2/64", "dev", "g0", "nodad"])
+            .unwrap();
+    }
+    Pair { client, gateway }
+}
+
+fn key(protocol: u8, addr: &str) -> TrafficKey {
+    let addr: SocketAddr = addr.parse().unwrap();
+    TrafficKey {
+        protocol,
+        address: addr_to_bytes(addr.ip()),
+        port: addr.port(),
+    }
+}
+
+/// Services on the gateway's own address 198.18.70.2 (and its IPv6 one),
+/// and a backend at the client's 198.18.70.1:9090/udp.
+fn owned() -> OwnedTraffic {
+    OwnedTraffic {
+        services: [
+            key(ip_proto::TCP, "198.18.70.2:8080"),
+            key(ip_proto::UDP, "198.18.70.2:5353"),
+            key(ip_proto::TCP, "[2001:2:0:70::2]:8080"),
+            key(ip_proto::UDP, "[2001:2:0:70::2]:5353"),
+        ]
+        .into(),
+        reply_sources: [key(ip_proto::UDP, "198.18.70.1:9090")].into(),
+    }
+}
+
+fn attach(ns: &NetNs, interface: &'static str, mode: XdpMode) -> Result<XdpFilter, XdpError> {
+    ns.enter(move || XdpFilter::attach(interface, mode))
+        .unwrap()
+}
+
+/// `ip link show g0` in the gateway namespace.
+fn shown(pair: &Pair) -> String {
+    let out = pair.gateway.ip(&["link", "show", "g0"]).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ping(pair: &Pair, to: &str) -> bool {
+    pair.client
+        .exec("ping", &["-c", "1", "-W", "2", to])
+        .is_ok()
+}
+
+/// Whether a TCP connection from the client to `to` is accepted.
+fn tcp_connects(pair: &Pair, to: SocketAddr, wait: Duration) -> bool {
+    pair.client
+        .enter(move || TcpStream::connect_timeout(&to, wait).is_ok())
+        .unwrap()
+}
+
+/// A listener in the gateway namespace.
+fn listen(pair: &Pair, at: &str) -> TcpListener {
+    let at: SocketAddr = at.parse().unwrap();
+    let listener = pair
+        .gateway
+        .enter(move || TcpListener::bind(at))
+        .unwrap()
+        .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    listener
+}
+
+/// Whether a datagram of `len` bytes from `from` (client) reaches a
+/// socket bound to `to` (gateway).
+fn udp_arrives(pair: &Pair, from: &str, to: &str, len: usize, wait: Duration) -> bool {
+    let (from, to): (SocketAddr, SocketAddr) = (from.parse().unwrap(), to.parse().unwrap());
+    let rx = pair
+        .gateway
+        .enter(move || UdpSocket::bind(to))
+        .unwrap()
+        .unwrap();
+    let tx = pair
+        .client
+        .enter(move || UdpSocket::bind(from))
+        .unwrap()
+        .unwrap();
+    rx.set_read_timeout(Some(wait)).unwrap();
+    tx.send_to(&vec![0x5a; len], to).unwrap();
+    let mut buf = vec![0u8; len + 1];
+    match rx.recv_from(&mut buf) {
+        Ok((n, sender)) => n == len && sender == from,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+        Err(e) => panic!("recv: {e}"),
+    }
+}
+
+/// Polls the filter's counters until `done` holds or [`FRAME_WAIT`]
+/// passes; returns the last reading.
+fn counters_when(filter: &XdpFilter, done: impl Fn(&XdpCounters) -> bool) -> XdpCounters {
+    let start = Instant::now();
+    loop {
+        let c = filter.counters();
+        if done(&c) || start.elapsed() > FRAME_WAIT {
+            return c;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether `listener` gets a connection within [`FRAME_WAIT`].
+fn accepted(listener: &TcpListener) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < FRAME_WAIT {
+        match listener.accept() {
+            Ok(_) => return true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+    false
+}
+
+fn no_xdp_left(pair: &Pair) {
+    let text = shown(pair);
+    assert!(!text.contains("xdp"), "XDP program left behind:\n{text}");
+    let info = pair.gateway.enter(|| link_info("g0")).unwrap().unwrap();
+    assert!(info.xdp.is_empty(), "{:?}", info.xdp);
+}
+
+#[test]
+fn the_box_stays_reachable_in_native_and_generic_mode() {
+    if !privileged() {
+        return;
+    }
+    for (mode, shown_as) in [(XdpMode::Native, "xdp "), (XdpMode::Generic, "xdpgeneric ")] {
+        let pair = pair(false);
+        let ssh = listen(&pair, "198.18.70.2:2222");
+        let ssh6 = listen(&pair, "[2001:2:0:70::2]:2222");
+        let filter = attach(&pair.gateway, "g0", mode).unwrap();
+        assert_eq!(filter.mode(), mode);
+        let text = shown(&pair);
+        assert!(text.contains(shown_as), "{mode}: {text}");
+        assert!(text.contains("name flowgate_xdp"), "{mode}: {text}");
+
+        assert!(ping(&pair, "198.18.70.2"), "{mode}: IPv4 ping");
+        assert!(ping(&pair, "2001:2:0:70::2"), "{mode}: IPv6 ping");
+        assert!(tcp_connects(
+            &pair,
+            "198.18.70.2:2222".parse().unwrap(),
+            FRAME_WAIT
+        ));
+        assert!(tcp_connects(
+            &pair,
+            "[2001:2:0:70::2]:2222".parse().unwrap(),
+            FRAME_WAIT
+        ));
+        assert!(accepted(&ssh) && accepted(&ssh6));
+
+        let c = filter.counters();
+        assert!(c.passed_not_ip >= 1, "{mode}: ARP {c:?}");
+        assert!(c.passed_not_tcp_udp >= 2, "{mode}: ICMP, NDP {c:?}");
+        assert!(c.passed_not_owned >= 4, "{mode}: TCP {c:?}");
+        assert_eq!(
+            (c.redirected(), c.redirect_failed()),
+            (0, 0),
+            "{mode}: {c:?}"
+        );
+
+        drop(filter);
+        no_xdp_left(&pair);
+        assert!(ping(&pair, "198.18.70.2"));
+    }
+}
+
+#[test]
+fn owned_traffic_never_reaches_the_kernel_when_no_socket_takes_it() {
+    if !privileged() {
+        return;
+    }
+    let pair = pair(false);
+    let web = listen(&pair, "198.18.70.2:8080");
+    let web6 = listen(&pair, "[2001:2:0:70::2]:8080");
+    let ssh = listen(&pair, "198.18.70.2:2222");
+    let mut filter = attach(&pair.gateway, "g0", XdpMode::Auto).unwrap();
+    filter.update(&owned()).unwrap();
+    assert_eq!(filter.owned(), &owned());
+
+    // What the gateway does not own still works (this also resolves ARP
+    // and NDP, so a datagram lost below is the program's doing).
+    assert!(tcp_connects(
+        &pair,
+        "198.18.70.2:2222".parse().unwrap(),
+        FRAME_WAIT
+    ));
+    assert!(accepted(&ssh));
+    assert!(udp_arrives(
+        &pair,
+        "198.18.70.1:9091",
+        "198.18.70.2:7000",
+        100,
+        FRAME_WAIT
+    ));
+    assert!(ping(&pair, "2001:2:0:70::2"));
+    let before = filter.counters();
+
+    // To a service: dropped, the listener never sees it.
+    assert!(!tcp_connects(
+        &pair,
+        "198.18.70.2:8080".parse().unwrap(),
+        REFUSED_WAIT
+    ));
+    assert!(!tcp_connects(
+        &pair,
+        "[2001:2:0:70::2]:8080".parse().unwrap(),
+        REFUSED_WAIT
+    ));
+    assert_eq!(web.accept().unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert_eq!(web6.accept().unwrap_err().kind(), ErrorKind::WouldBlock);
+    assert!(!udp_arrives(
+        &pair,
+        "198.18.70.1:9092",
+        "198.18.70.2:5353",
+        100,
+        REFUSED_WAIT
+    ));
+    // From a backend: a reply, dropped too.
+    assert!(!udp_arrives(
+        &pair,
+        "198.18.70.1:9090",
+        "198.18.70.2:7000",
+        100,
+        REFUSED_WAIT
+    ));
+    // Fragments to a VIP address go up whatever their port; others pass.
+    assert!(!udp_arrives(
+        &pair,
+        "198.18.70.1:9093",
+        "198.18.70.2:7001",
+        3000,
+        REFUSED_WAIT
+    ));
+    assert!(udp_arrives(
+        &pair,
+        "198.18.70.1:9094",
+        "198.18.70.3:7001",
+        3000,
+        FRAME_WAIT
+    ));
+
+    let c = filter.counters();
+    // 2 SYNs at least, 2 datagrams, 3 fragments.
+    assert!(c.dropped_no_socket - before.dropped_no_socket >= 7, "{c:?}");
+    assert!(c.passed_fragment - before.passed_fragment >= 3, "{c:?}");
+    assert_eq!(c.redirected(), 0, "{c:?}");
+
+    // Owning nothing again, all of it reaches the kernel.
+    filter.update(&OwnedTraffic::default()).unwrap();
+    assert_eq!(filter.owned(), &OwnedTraffic::default());
+    assert!(tcp_connects(
+        &pair,
+        "198.18.70.2:8080".parse().unwrap(),
+        FRAME_WAIT
+    ));
+    assert!(accepted(&web));
+    assert!(udp_arrives(
+        &pair,
+        "198.18.70.1:9090",
+        "198.18.70.2:7000",
+        100,
+        FRAME_WAIT
+    ));
+    assert!(udp_arrives(
+        &pair,
+        "198.18.70.1:9095",
+        "198.18.70.2:7001",
+        3000,
+        FRAME_WAIT
+    ));
+}
+
+/// One AF_XDP socket with its own frames.
+struct Socket {
+    port: XskPort,
+    frames: UmemFrames,
+    pool: FramePool,
+    _umem: SharedUmem,
+}
+
+impl Socket {
+    fn open(ns: &NetNs, interface: &'static str) -> Socket {
+        let settings = XskSettings {
+            frame_count: 1024,
+            rx_ring: 256,
+            tx_ring: 256,
+            fill_ring: 256,
+            completion_ring: 256,
+            huge_pages: false,
+            libxdp_default_program: false,
+            ..XskSettings::default()
+        };
+        let (umem, port) = ns
+            .enter(move || {
+                let umem = SharedUmem::new(&settings).unwrap();
+                let port = XskPort::open(&umem, interface, 0, &settings).unwrap();
+                (umem, port)
+            })
+            .unwrap();
+        let mut socket = Socket {
+            port,
+            frames: umem.frames(),
+            pool: umem.split_pools(1).pop().unwrap(),
+            _umem: umem,
+        };
+        socket.port.refill(&mut socket.pool);
+        socket
+    }
+
+    fn send(&mut self, frame: &[u8]) {
+        self.port.reclaim(&mut self.pool);
+        let addr = self.pool.take().unwrap();
+        let desc = FrameDesc {
+            addr,
+            len: frame.len() as u32,
+        };
+        self.frames.frame_mut(desc).copy_from_slice(frame);
+        assert_eq!(self.port.transmit(&[desc]), 1);
+        self.port.flush();
+    }
+
+    /// The frames received within `wait` (stops at the first batch).
+    fn receive(&mut self, wait: Duration) -> Vec<Vec<u8>> {
+        let start = Instant::now();
+        let mut descs = Vec::new();
+        loop {
+            self.port.refill(&mut self.pool);
+            if self.port.receive(&mut descs, 64) > 0 || start.elapsed() > wait {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let frames = descs
+            .iter()
+            .map(|&d| self.frames.frame(d).to_vec())
+            .collect();
+        for d in descs {
+            assert!(self.pool.put(d.addr));
+        }
+        frames
+    }
+}
+
+fn udp(from: &str, to: &str) -> FrameBuilder {
+    FrameBuilder::udp(from.parse().unwrap(), to.parse().unwrap())
+        .macs(CLIENT_MAC, GATEWAY_MAC)
+        .payload(&[0x42; 32])
+}
+
+type Expect = fn(&mut XdpCounters);
+
+/// Frames the client sends, and the one counter each must move.
+fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
+    use ExtensionHeader::*;
+    let v4_vip = "198.18.70.2:5353";
+    let v6_vip = "[2001:2:0:70::2]:5353";
+    let nine: Vec<ExtensionHeader> = std::iter::repeat_n(DestinationOptions(0), 9).collect();
+    vec![
+        (
+            "udp to a service",
+            udp("198.18.70.1:40000", v4_vip).build(),
+            |c| c.redirected_vip += 1,
+        ),
+        (
+            "tcp syn to a service",
+            FrameBuilder::tcp(
+                "198.18.70.1:40000".parse().unwrap(),
+                "198.18.70.2:8080".parse().unwrap(),
+                0x02,
+            )
+            .macs(CLIENT_MAC, GATEWAY_MAC)
+            .build(),
+            |c| c.redirected_vip += 1,
+        ),
+        (
+            "one vlan tag",
+            udp("198.18.70.1:40000", v4_vip).vlan(70).build(),
+            |c| c.redirected_vip += 1,
+        ),
+        (
+            "two vlan tags",
+            udp("198.18.70.1:40000", v4_vip).vlan(7).vlan(70).build(),
+            |c| c.redirected_vip += 1,
+        ),
+        (
+            "three vlan tags",
+            udp("198.18.70.1:40000", v4_vip)
+                .vlan(1)
+                .vlan(7)
+                .vlan(70)
+                .build(),
+            |c| c.passed_unparsed += 1,
+        ),
+        (
+            "ipv4 options",
+            udp("198.18.70.1:40000", v4_vip)
+                .ipv4_options(&[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0])
+                .build(),
+            |c| c.redirected_vip += 1,
+        ),
+        (
+            "ipv6 with extension headers",
+            udp("[2001:2:0:70::1]:40000", v6_vip)
+                .ipv6_extension_headers(&[
+                    HopByHop(0),
+                    Routing(1),
+                    DestinationOptions(2),
+                    Authentication,
+                ])
+                .build(),
+            |c| c.redirected_vip += 1,
+        ),
+        (
+            "ipv6 with nine extension headers",
+            udp("[2001:2:0:70::1]:40000", v6_vip)
+                .ipv6_extension_headers(&nine)
+                .build(),
+            |c| c.passed_unparsed += 1,
+        ),
+        (
+            "ipv4 first fragment to a vip address, other port",
+            udp("198.18.70.1:40000", "198.18.70.2:7000")
+                .fragment(0, true)
+                .build(),
+            |c| c.redirected_vip_fragment += 1,
+        ),
+        (
+            "ipv4 later fragment to a vip address",
+            udp("198.18.70.1:40000", v4_vip)
+                .fragment(1480, false)
+                .build(),
+            |c| c.redirected_vip_fragment += 1,
+        ),
+        (
+            "ipv6 later fragment to a vip address",
+            udp("[2001:2:0:70::1]:40000", v6_vip)
+                .fragment(1232, false)
+                .build(),
+            |c| c.redirected_vip_fragment += 1,
+        ),
+        (
+            "ipv4 fragment to the box's other address",
+            udp("198.18.70.1:40000", "198.18.70.3:5353")
+                .fragment(0, true)
+                .build(),
+            |c| c.passed_fragment += 1,
+        ),
+        (
+            "reply from a backend",
+            udp("198.18.70.1:9090", "198.18.70.2:7000").build(),
+            |c| c.redirected_reply += 1,
+        ),
+        (
+            "udp to an unowned port",
+            udp("198.18.70.1:40000", "198.18.70.2:7000").build(),
+            |c| c.passed_not_owned += 1,
+        ),
+        (
+            "udp to the service port of another protocol",
+            udp("198.18.70.1:40000", "198.18.70.2:8080").build(),
+            |c| c.passed_not_owned += 1,
+        ),
+        (
+            "icmp echo to a vip",
+            FrameBuilder::icmp_echo_request(
+                "198.18.70.1".parse().unwrap(),
+                "198.18.70.2".parse().unwrap(),
+            )
+            .macs(CLIENT_MAC, GATEWAY_MAC)
+            .build(),
+            |c| c.passed_not_tcp_udp += 1,
+        ),
+        (
+            "arp",
+            FrameBuilder::arp_request(
+                CLIENT_MAC,
+                "198.18.70.1".parse().unwrap(),
+                "198.18.70.2".parse().unwrap(),
+            )
+            .build(),
+            |c| c.passed_not_ip += 1,
+        ),
+        (
+            "truncated ipv4",
+            udp("198.18.70.1:40000", v4_vip).build()[..14 + 12].to_vec(),
+            |c| c.passed_unparsed += 1,
+        ),
+    ]
+}
+
+fn difference(after: &XdpCounters, before: &XdpCounters) -> XdpCounters {
+    XdpCounters {
+        redirected_vip: after.redirected_vip - before.redirected_vip,
+        redirected_vip_fragment: after.redirected_vip_fragment - before.redirected_vip_fragment,
+        redirected_reply: after.redirected_reply - before.redirected_reply,
+        redirected_all: after.redirected_all - before.redirected_all,
+        dropped_no_socket: after.dropped_no_socket - before.dropped_no_socket,
+        passed_no_socket: after.passed_no_socket - before.passed_no_socket,
+        passed_not_ip: after.passed_not_ip - before.passed_not_ip,
+        passed_not_tcp_udp: after.passed_not_tcp_udp - before.passed_not_tcp_udp,
+        passed_not_owned: after.passed_not_owned - before.passed_not_owned,
+        passed_fragment: after.passed_fragment - before.passed_fragment,
+        passed_unparsed: after.passed_unparsed - before.passed_unparsed,
+    }
+}
+
+/// Sends `frame` from the client's socket; checks it moved exactly the
+/// `expect`ed counter, and that the gateway's socket got it byte for byte
+/// exactly when it was redirected.
+fn send_and_check(
+    name: &str,
+    mode: XdpMode,
+    frame: &[u8],
+    expect: Expect,
+    client: &mut Socket,
+    gateway: &mut Socket,
+    filter: &XdpFilter,
+) {
+    let before = filter.counters();
+    let mut expected = XdpCounters::default();
+    expect(&mut expected);
+    client.send(frame);
+    let after = counters_when(filter, |c| c != &before);
+    let moved = difference(&after, &before);
+    assert_eq!(moved, expected, "{mode}, {name}");
+    let redirected = expected.redirected() > 0;
+    let wait = if redirected {
+        FRAME_WAIT
+    } else {
+        Duration::from_millis(50)
+    };
+    let got = gateway.receive(wait);
+    if redirected {
+        assert_eq!(
+            got,
+            vec![frame.to_vec()],
+            "{mode}, {name}: not on the socket as sent"
+        );
+    } else {
+        assert!(got.is_empty(), "{mode}, {name}: passed, yet on the socket");
+    }
+}
+
+fn frames_go_where_the_program_says(mode: XdpMode) {
+    let pair = pair(true);
+    // The gateway's kernel answers some frames (ICMP); knowing the client
+    // already, it sends no ARP request whose reply would move a counter.
+    pair.gateway
+        .ip(&[
+            "neigh",
+            "replace",
+            "198.18.70.1",
+            "lladdr",
+            "02:66:67:00:00:02",
+            "dev",
+            "g0",
+            "nud",
+            "permanent",
+        ])
+        .unwrap();
+    let mut filter = attach(&pair.gateway, "g0", mode).unwrap();
+    let mut gateway = Socket::open(&pair.gateway, "g0");
+    filter.set_socket(0, gateway.port.as_raw_fd()).unwrap();
+    filter.update(&owned()).unwrap();
+    let mut client = Socket::open(&pair.client, "c0");
+
+    for (name, frame, expect) in cases() {
+        send_and_check(
+            name,
+            mode,
+            &frame,
+            expect,
+            &mut client,
+            &mut gateway,
+            &filter,
+        );
+    }
+
+    // Forward-only mode: every IP frame, owned or not, but not NDP.
+    filter.set_redirect_all(true).unwrap();
+    let unowned = udp("198.18.70.1:40000", "198.18.70.2:7000").build();
+    send_and_check(
+        "redirect all: udp",
+        mode,
+        &unowned,
+        |c| c.redirected_all += 1,
+        &mut client,
+        &mut gateway,
+        &filter,
+    );
+    let icmp = FrameBuilder::icmp_echo_request(
+        "198.18.70.1".parse().unwrap(),
+        "198.18.70.2".parse().unwrap(),
+    )
+    .macs(CLIENT_MAC, GATEWAY_MAC)
+    .build();
+    send_and_check(
+        "redirect all: icmp",
+        mode,
+        &icmp,
+        |c| c.redirected_all += 1,
+        &mut client,
+        &mut gateway,
+        &filter,
+    );
+    let ping6: IpAddr = "2001:2:0:70::1".parse().unwrap();
+    let icmp6 = FrameBuilder::icmp_echo_request(ping6, "2001:2:0:70::2".parse().unwrap())
+        .macs(CLIENT_MAC, GATEWAY_MAC)
+        .build();
+    send_and_check(
+        "redirect all: icmpv6",
+        mode,
+        &icmp6,
+        |c| c.passed_not_tcp_udp += 1,
+        &mut client,
+        &mut gateway,
+        &filter,
+    );
+    let arp = FrameBuilder::arp_request(
+        CLIENT_MAC,
+        "198.18.70.1".parse().unwrap(),
+        "198.18.70.2".parse().unwrap(),
+    )
+    .build();
+    send_and_check(
+        "redirect all: arp",
+        mode,
+        &arp,
+        |c| c.passed_not_ip += 1,
+        &mut client,
+        &mut gateway,
+        &filter,
+    );
+    filter.set_redirect_all(false).unwrap();
+    send_and_check(
+        "redirect all off",
+        mode,
+        &unowned,
+        |c| c.passed_not_owned += 1,
+        &mut client,
+        &mut gateway,
+        &filter,
+    );
+}
+
+#[test]
+fn frames_go_where_the_program_says_in_native_mode() {
+    if !privileged() {
+        return;
+    }
+    frames_go_where_the_program_says(XdpMode::Native);
+}
+
+#[test]
+fn frames_go_where_the_program_says_in_generic_mode() {
+    if !privileged() {
+        return;
+    }
+    frames_go_where_the_program_says(XdpMode::Generic);
+}
+
+#[test]
+fn a_program_left_by_someone_else_is_replaced_and_ours_leaves_nothing() {
+    if !privileged() {
+        return;
+    }
+    let object = std::env::temp_dir().join(format!("flowgate-xdp-test-{}.o", std::process::id()));
+    std::fs::write(&object, program_object()).unwrap();
+    let object_path = object.to_str().unwrap();
+    // Attached through netlink, as a crashed netlink loader or libxdp's
+    // dispatcher would leave it: in generic mode, then in native mode.
+    for (stale_mode, ours) in [
+        ("xdpgeneric", XdpMode::Native),
+        ("xdpdrv", XdpMode::Generic),
+    ] {
+        let pair = pair(false);
+        pair.gateway
+            .ip(&[
+                "link",
+                "set",
+                "dev",
+                "g0",
+                stale_mode,
+                "obj",
+                object_path,
+                "sec",
+                "xdp",
+            ])
+            .unwrap();
+        let stale = pair.gateway.enter(|| link_info("g0")).unwrap().unwrap().xdp;
+        let stale_id = stale.generic.or(stale.native).unwrap();
+
+        let filter = attach(&pair.gateway, "g0", ours).unwrap();
+        assert_eq!(filter.mode(), ours);
+        let now = pair.gateway.enter(|| link_info("g0")).unwrap().unwrap().xdp;
+        let ours_id = match ours {
+            XdpMode::Native => {
+                assert_eq!(now.generic, None, "{stale_mode}: {now:?}");
+                now.native
+            }
+            _ => {
+                assert_eq!(now.native, None, "{stale_mode}: {now:?}");
+                now.generic
+            }
+        };
+        assert!(
+            ours_id.is_some_and(|id| id != stale_id),
+            "{stale_mode}: {now:?}"
+        );
+        assert!(ping(&pair, "198.18.70.2"));
+        drop(filter);
+        no_xdp_left(&pair);
+    }
+    std::fs::remove_file(&object).unwrap();
+}
+
+#[test]
+fn a_live_filter_is_not_pulled_from_under_its_owner() {
+    if !privileged() {
+        return;
+    }
+    let pair = pair(false);
+    let first = attach(&pair.gateway, "g0", XdpMode::Native).unwrap();
+    let id = pair
+        .gateway
+        .enter(|| link_info("g0"))
+        .unwrap()
+        .unwrap()
+        .xdp
+        .native
+        .unwrap();
+    match attach(&pair.gateway, "g0", XdpMode::Auto) {
+        Err(XdpError::Busy { interface, program }) => {
+            assert_eq!((interface.as_str(), program), ("g0", id));
+        }
+        other => panic!("second filter on g0: {other:?}"),
+    }
+    // Its owner still has it.
+    assert_eq!(
+        pair.gateway
+            .enter(|| link_info("g0"))
+            .unwrap()
+            .unwrap()
+            .xdp
+            .native,
+        Some(id)
+    );
+    first.detach().unwrap();
+    no_xdp_left(&pair);
+    let second = attach(&pair.gateway, "g0", XdpMode::Auto).unwrap();
+    assert_eq!(second.mode(), XdpMode::Native);
+}
+
+#[test]
+fn attaching_to_a_missing_interface_says_so() {
+    if !privileged() {
+        return;
+    }
+    let ns = NetNs::new("fgxm").unwrap();
+    match attach(&ns, "nonexistent0", XdpMode::Auto) {
+        Err(e @ XdpError::NoSuchInterface(_)) => {
+            assert_eq!(e.to_string(), "no such network interface: nonexistent0")
+        }
+        other => panic!("{other:?}"),
+    }
+}
