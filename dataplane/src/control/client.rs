@@ -1,0 +1,125 @@
+//! A client of the control socket: what `flowgatectl` uses, and tests.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::api::{ApiError, Reply, Request, RequestEnvelope, Response, API_VERSION};
+
+/// Why a call did not get an answer, or got a refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No daemon answers at the path.
+    #[error("cannot connect to {}: {reason}", path.display())]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// Why, in words an operator can act on.
+        reason: String,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// The connection broke mid-call.
+    #[error("lost the connection to flowgate: {0}")]
+    Io(#[from] io::Error),
+    /// The daemon's answer could not be read.
+    #[error("unreadable response from flowgate: {0}")]
+    Protocol(String),
+    /// The daemon refused the request; nothing changed.
+    #[error("rejected: {0}")]
+    Rejected(ApiError),
+}
+
+/// A connection to a running flowgate.
+#[derive(Debug)]
+pub struct ControlClient {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl ControlClient {
+    /// Connects to the control socket at `path`.
+    pub fn connect(path: &Path) -> Result<ControlClient, ClientError> {
+        let stream = UnixStream::connect(path).map_err(|source| {
+            let reason = match source.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                    "is flowgate running?".to_owned()
+                }
+                io::ErrorKind::PermissionDenied => {
+                    "permission denied (the socket is mode 0600: run as the user flowgate runs as)"
+                        .to_owned()
+                }
+                _ => source.to_string(),
+            };
+            ClientError::Connect {
+                path: path.to_owned(),
+                reason,
+                source,
+            }
+        })?;
+        let reader = BufReader::new(stream.try_clone()?);
+        Ok(ControlClient {
+            reader,
+            writer: stream,
+        })
+    }
+
+    /// Gives up on a response after `timeout` (none: wait as long as it
+    /// takes).
+    pub fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), ClientError> {
+        self.writer.set_read_timeout(timeout)?;
+        self.writer.set_write_timeout(timeout)?;
+        Ok(())
+    }
+
+    /// Sends `request` and waits for its answer.
+    pub fn call(&mut self, request: Request) -> Result<Reply, ClientError> {
+        let mut line = serde_json::to_vec(&RequestEnvelope::new(request))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        self.call_raw(&line)?
+            .into_result()
+            .map_err(ClientError::Rejected)
+    }
+
+    /// Sends `bytes` as they are (they should end in a newline) and reads
+    /// one response line. For tests and tools that speak the protocol
+    /// themselves.
+    pub fn call_raw(&mut self, bytes: &[u8]) -> Result<Response, ClientError> {
+        let sent = self
+            .writer
+            .write_all(bytes)
+            .and_then(|()| self.writer.flush());
+        // The daemon answers a request it refuses part-way (too large)
+        // and hangs up: read that answer before reporting a broken pipe.
+        let response = self.read_response();
+        match (sent, response) {
+            (_, Ok(response)) => Ok(response),
+            (Err(e), Err(_)) => Err(ClientError::Io(e)),
+            (Ok(()), Err(e)) => Err(e),
+        }
+    }
+
+    /// Reads one response line.
+    pub fn read_response(&mut self) -> Result<Response, ClientError> {
+        let mut line = Vec::new();
+        let n = self.reader.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Err(ClientError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "flowgate closed the connection without answering",
+            )));
+        }
+        let response: Response =
+            serde_json::from_slice(&line).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if response.version != API_VERSION {
+            return Err(ClientError::Protocol(format!(
+                "flowgate speaks API version {}, this client version {API_VERSION}",
+                response.version
+            )));
+        }
+        Ok(response)
+    }
+}

@@ -1,0 +1,479 @@
+//! What changes between two configs, as an operator reads it: services
+//! added, removed or changed; backends added, removed, reweighted or
+//! relabelled; other sections that differ.
+//!
+//! Services are matched by name and backends by (address, port) within
+//! their service. The backends of an added (removed) service count as
+//! added (removed). Entries come in config order: added and changed ones in
+//! the new config's, removed ones in the old config's. Order alone is no
+//! change: the compiled tables do not depend on it.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{Backend, Config, Service};
+
+/// The difference between a running config and the next one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigDiff {
+    /// Services in the new config only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services_added: Vec<ServiceSummary>,
+    /// Services in the old config only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services_removed: Vec<ServiceSummary>,
+    /// Fields of services in both that differ (one entry per field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services_changed: Vec<ServiceChange>,
+    /// Backends in the new config only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends_added: Vec<BackendSummary>,
+    /// Backends in the old config only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends_removed: Vec<BackendSummary>,
+    /// Backends in both whose weight differs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends_reweighted: Vec<Reweight>,
+    /// Backends in both whose zone, set or group label differs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends_relabelled: Vec<Relabel>,
+    /// Other sections that differ: `gateway`, `daemon`, `flows`,
+    /// `interfaces`, `neighbours`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub settings_changed: Vec<String>,
+}
+
+impl ConfigDiff {
+    /// Whether nothing differs.
+    pub fn is_empty(&self) -> bool {
+        self.change_count() == 0
+    }
+
+    /// How many entries the diff has, over all its lists.
+    pub fn change_count(&self) -> usize {
+        self.services_added.len()
+            + self.services_removed.len()
+            + self.services_changed.len()
+            + self.backends_added.len()
+            + self.backends_removed.len()
+            + self.backends_reweighted.len()
+            + self.backends_relabelled.len()
+            + self.settings_changed.len()
+    }
+}
+
+/// A service added or removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSummary {
+    /// Its name.
+    pub name: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Its VIP.
+    pub vip: IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// Its scheduler.
+    pub scheduler: String,
+    /// How many backends it has.
+    pub backends: usize,
+}
+
+impl From<&Service> for ServiceSummary {
+    fn from(s: &Service) -> ServiceSummary {
+        ServiceSummary {
+            name: s.name.clone(),
+            protocol: s.protocol.name().to_owned(),
+            vip: s.vip,
+            port: s.port,
+            scheduler: s.scheduler.name().to_owned(),
+            backends: s.backends.len(),
+        }
+    }
+}
+
+/// One field of a service that changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceChange {
+    /// The service.
+    pub service: String,
+    /// `protocol`, `vip`, `port`, `scheduler` or `maglev_table_size`.
+    pub field: String,
+    /// The old value.
+    pub from: String,
+    /// The new value.
+    pub to: String,
+}
+
+/// A backend added or removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSummary {
+    /// Its service.
+    pub service: String,
+    /// Its address.
+    pub address: IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// Its weight.
+    pub weight: u32,
+}
+
+impl BackendSummary {
+    fn of(service: &str, b: &Backend) -> BackendSummary {
+        BackendSummary {
+            service: service.to_owned(),
+            address: b.address,
+            port: b.port,
+            weight: b.weight,
+        }
+    }
+}
+
+/// A backend whose weight changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reweight {
+    /// Its service.
+    pub service: String,
+    /// Its address.
+    pub address: IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// The old weight.
+    pub from: u32,
+    /// The new weight (0: drained).
+    pub to: u32,
+}
+
+/// A backend label that changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relabel {
+    /// Its service.
+    pub service: String,
+    /// Its address.
+    pub address: IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// `zone`, `set` or `group`.
+    pub label: String,
+    /// The old value (none: unset).
+    pub from: Option<String>,
+    /// The new value (none: unset).
+    pub to: Option<String>,
+}
+
+/// What changes from `old` to `new`.
+pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
+    let mut d = ConfigDiff::default();
+    for (section, differs) in [
+        ("gateway", old.gateway != new.gateway),
+        ("daemon", old.daemon != new.daemon),
+        ("flows", old.flows != new.flows),
+        ("interfaces", old.interfaces != new.interfaces),
+        ("neighbours", !same_neighbours(old, new)),
+    ] {
+        if differs {
+            d.settings_changed.push(section.to_owned());
+        }
+    }
+
+    let old_by_name: HashMap<&str, &Service> =
+        old.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    let new_by_name: HashMap<&str, &Service> =
+        new.services.iter().map(|s| (s.name.as_str(), s)).collect();
+    for service in &new.services {
+        match old_by_name.get(service.name.as_str()) {
+            None => {
+                d.services_added.push(ServiceSummary::from(service));
+                d.backends_added.extend(
+                    service
+                        .backends
+                        .iter()
+                        .map(|b| BackendSummary::of(&service.name, b)),
+                );
+            }
+            Some(before) => service_changes(before, service, &mut d),
+        }
+    }
+    for service in &old.services {
+        if !new_by_name.contains_key(service.name.as_str()) {
+            d.services_removed.push(ServiceSummary::from(service));
+            d.backends_removed.extend(
+                service
+                    .backends
+                    .iter()
+                    .map(|b| BackendSummary::of(&service.name, b)),
+            );
+        }
+    }
+    d
+}
+
+/// Static neighbours are a set: the same entries in another order are
+/// the same.
+fn same_neighbours(old: &Config, new: &Config) -> bool {
+    if old.neighbours.len() != new.neighbours.len() {
+        return false;
+    }
+    let before: HashMap<IpAddr, _> = old
+        .neighbours
+        .iter()
+        .map(|n| (n.address, (n.mac, n.interface)))
+        .collect();
+    new.neighbours
+        .iter()
+        .all(|n| before.get(&n.address) == Some(&(n.mac, n.interface)))
+}
+
+/// The differences of a service present in both configs.
+fn service_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
+    let name = &after.name;
+    let mut field = |field: &str, from: String, to: String| {
+        if from != to {
+            d.services_changed.push(ServiceChange {
+                service: name.clone(),
+                field: field.to_owned(),
+                from,
+                to,
+            });
+        }
+    };
+    field(
+        "protocol",
+        before.protocol.to_string(),
+        after.protocol.to_string(),
+    );
+    field("vip", before.vip.to_string(), after.vip.to_string());
+    field("port", before.port.to_string(), after.port.to_string());
+    field(
+        "scheduler",
+        before.scheduler.to_string(),
+        after.scheduler.to_string(),
+    );
+    field(
+        "maglev_table_size",
+        before.maglev_table_size.to_string(),
+        after.maglev_table_size.to_string(),
+    );
+
+    if before.backends == after.backends {
+        return;
+    }
+    let old_backends: HashMap<(IpAddr, u16), &Backend> = before
+        .backends
+        .iter()
+        .map(|b| ((b.address, b.port), b))
+        .collect();
+    let mut kept = 0;
+    for backend in &after.backends {
+        let Some(old) = old_backends.get(&(backend.address, backend.port)) else {
+            d.backends_added.push(BackendSummary::of(name, backend));
+            continue;
+        };
+        kept += 1;
+        if old.weight != backend.weight {
+            d.backends_reweighted.push(Reweight {
+                service: name.clone(),
+                address: backend.address,
+                port: backend.port,
+                from: old.weight,
+                to: backend.weight,
+            });
+        }
+        for (label, from, to) in [
+            ("zone", &old.zone, &backend.zone),
+            ("set", &old.set, &backend.set),
+            ("group", &old.group, &backend.group),
+        ] {
+            if from != to {
+                d.backends_relabelled.push(Relabel {
+                    service: name.clone(),
+                    address: backend.address,
+                    port: backend.port,
+                    label: label.to_owned(),
+                    from: from.clone(),
+                    to: to.clone(),
+                });
+            }
+        }
+    }
+    if kept < before.backends.len() {
+        let new_backends: HashMap<(IpAddr, u16), ()> = after
+            .backends
+            .iter()
+            .map(|b| ((b.address, b.port), ()))
+            .collect();
+        d.backends_removed.extend(
+            before
+                .backends
+                .iter()
+                .filter(|b| !new_backends.contains_key(&(b.address, b.port)))
+                .map(|b| BackendSummary::of(name, b)),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{load_str, Scheduler};
+
+    const RULES: &str = r#"
+[[services]]
+name = "web"
+protocol = "tcp"
+vip = "198.18.100.10"
+port = 80
+[[services.backends]]
+address = "198.18.1.11"
+port = 8080
+[[services.backends]]
+address = "198.18.1.12"
+port = 8080
+weight = 2
+
+[[services]]
+name = "dns"
+protocol = "udp"
+vip = "198.18.100.10"
+port = 53
+[[services.backends]]
+address = "198.18.1.11"
+port = 5353
+"#;
+
+    fn rules() -> Config {
+        load_str(RULES, "t.toml").unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_same_rules_in_another_order_differ_in_nothing() {
+        let old = rules();
+        assert!(diff(&old, &old).is_empty());
+        let mut new = old.clone();
+        new.services.reverse();
+        new.services[1].backends.reverse();
+        assert!(diff(&old, &new).is_empty());
+    }
+
+    #[test]
+    fn reports_each_kind_of_change() {
+        let old = rules();
+        let mut new = old.clone();
+        let web = &mut new.services[0];
+        web.scheduler = Scheduler::Wrr;
+        web.backends[0].weight = 0;
+        web.backends[1].zone = Some("a".into());
+        web.backends.remove(0);
+        let mut added = Backend::new(ip("198.18.1.13"), 8080);
+        added.weight = 3;
+        web.backends.push(added);
+        new.services.remove(1);
+        let mut dns6 = old.services[1].clone();
+        dns6.name = "dns6".into();
+        dns6.vip = ip("2001:2:0:100::10");
+        dns6.backends = vec![Backend::new(ip("2001:2:0:1::11"), 5353)];
+        new.services.push(dns6);
+
+        let d = diff(&old, &new);
+        assert_eq!(
+            d.services_changed,
+            [ServiceChange {
+                service: "web".into(),
+                field: "scheduler".into(),
+                from: "maglev".into(),
+                to: "wrr".into()
+            }]
+        );
+        assert_eq!(d.services_added.len(), 1);
+        assert_eq!(d.services_added[0].name, "dns6");
+        assert_eq!(d.services_removed.len(), 1);
+        assert_eq!(d.services_removed[0].name, "dns");
+        let added: Vec<_> = d
+            .backends_added
+            .iter()
+            .map(|b| (b.service.as_str(), b.address, b.port, b.weight))
+            .collect();
+        assert_eq!(
+            added,
+            [
+                ("web", ip("198.18.1.13"), 8080, 3),
+                ("dns6", ip("2001:2:0:1::11"), 5353, 1)
+            ]
+        );
+        let removed: Vec<_> = d
+            .backends_removed
+            .iter()
+            .map(|b| (b.service.as_str(), b.address, b.port))
+            .collect();
+        assert_eq!(
+            removed,
+            [
+                ("web", ip("198.18.1.11"), 8080),
+                ("dns", ip("198.18.1.11"), 5353)
+            ]
+        );
+        assert!(
+            d.backends_reweighted.is_empty(),
+            "the drained one was removed"
+        );
+        assert_eq!(d.backends_relabelled.len(), 1);
+        assert_eq!(d.backends_relabelled[0].label, "zone");
+        assert_eq!(d.backends_relabelled[0].to.as_deref(), Some("a"));
+        assert!(d.settings_changed.is_empty());
+        assert_eq!(d.change_count(), 8);
+    }
+
+    #[test]
+    fn reweights_and_settings() {
+        let old = rules();
+        let mut new = old.clone();
+        new.services[0].backends[1].weight = 7;
+        new.services[1].port = 5300;
+        new.flows.udp_timeout_s = 5;
+        new.neighbours.push(crate::rules::Neighbour {
+            address: ip("198.18.1.11"),
+            mac: [2, 0, 0, 0, 0, 0x11],
+            interface: 0,
+        });
+        let d = diff(&old, &new);
+        assert_eq!(
+            d.backends_reweighted,
+            [Reweight {
+                service: "web".into(),
+                address: ip("198.18.1.12"),
+                port: 8080,
+                from: 2,
+                to: 7
+            }]
+        );
+        assert_eq!(d.services_changed.len(), 1);
+        assert_eq!(d.services_changed[0].field, "port");
+        assert_eq!(d.settings_changed, ["flows", "neighbours"]);
+    }
+
+    #[test]
+    fn serialises_only_what_changed() {
+        let old = rules();
+        let mut new = old.clone();
+        new.services[0].backends[0].weight = 4;
+        let json = serde_json::to_string(&diff(&old, &new)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"backends_reweighted":[{"service":"web","address":"198.18.1.11","port":8080,"from":1,"to":4}]}"#
+        );
+        let back: ConfigDiff = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, diff(&old, &new));
+    }
+}

@@ -1,0 +1,493 @@
+//! The control thread's state: the running config, and the one path every
+//! change takes — build the whole next config, validate it in full, and only
+//! then hand it to the data plane. All or nothing.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::api::{
+    ApiError, BackendsReply, ChangeReport, Edit, ErrorCode, FlowsReply, Reply, Request,
+    ServiceName, ServiceView, ServicesReply, StatusReply, DEFAULT_FLOWS_LIMIT, DEFAULT_ORIGIN,
+    MAX_FLOWS_LIMIT,
+};
+use super::dataplane::Dataplane;
+use super::diff::diff;
+use super::edit::apply_edits;
+use crate::rules::{self, Config, ConfigError};
+
+/// Config sections that take effect only when the daemon starts: a change
+/// that touches one of them is refused as a whole.
+pub const RESTART_ONLY_SECTIONS: [&str; 3] = ["daemon", "interfaces", "flows"];
+
+/// The running rules and the data plane they run on.
+pub struct ControlState {
+    config: Config,
+    origin: String,
+    edits_since_load: u64,
+    dataplane: Arc<dyn Dataplane>,
+}
+
+impl std::fmt::Debug for ControlState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlState")
+            .field("origin", &self.origin)
+            .field("services", &self.config.services.len())
+            .field("edits_since_load", &self.edits_since_load)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlState {
+    /// State for a data plane that already runs `config`, loaded from
+    /// `origin` (its path). Give the config as the file has it, before any
+    /// command-line overrides, so that reloading an unchanged file changes
+    /// nothing.
+    pub fn new(config: Config, origin: impl Into<String>, dataplane: Arc<dyn Dataplane>) -> Self {
+        ControlState {
+            config,
+            origin: origin.into(),
+            edits_since_load: 0,
+            dataplane,
+        }
+    }
+
+    /// The running config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The data plane.
+    pub fn dataplane(&self) -> &Arc<dyn Dataplane> {
+        &self.dataplane
+    }
+
+    /// Answers one request. Mutating requests change everything they ask
+    /// for or nothing.
+    pub fn handle(&mut self, request: Request) -> Result<Reply, ApiError> {
+        match request {
+            Request::Status {} => Ok(Reply::Status(StatusReply {
+                dataplane: self.dataplane.status(),
+                services: self.config.services.len(),
+                backends: self.config.services.iter().map(|s| s.backends.len()).sum(),
+                origin: self.origin.clone(),
+                edits_since_load: self.edits_since_load,
+            })),
+            Request::Stats {} => Ok(Reply::Stats(self.dataplane.stats())),
+            Request::Flows(query) => {
+                if let Some(name) = &query.service {
+                    self.service(name)?;
+                }
+                let limit = query
+                    .limit
+                    .unwrap_or(DEFAULT_FLOWS_LIMIT)
+                    .min(MAX_FLOWS_LIMIT);
+                let flows = self.dataplane.flows(query.service.as_deref(), limit);
+                Ok(Reply::Flows(FlowsReply { flows }))
+            }
+            Request::ServiceList {} => Ok(Reply::Services(ServicesReply {
+                services: self.config.services.iter().map(ServiceView::from).collect(),
+            })),
+            Request::BackendList(ServiceName { service }) => {
+                let view = ServiceView::from(self.service(&service)?);
+                Ok(Reply::Backends(BackendsReply {
+                    service,
+                    backends: view.backends,
+                }))
+            }
+            Request::Apply(apply) => {
+                let origin = apply.origin.as_deref().unwrap_or(DEFAULT_ORIGIN);
+                self.apply_text(&apply.config, origin, apply.dry_run)
+                    .map(Reply::Changed)
+            }
+            Request::Batch(batch) => self.edit(&batch.edits, batch.dry_run).map(Reply::Changed),
+            Request::ServiceAdd(x) => self.edit_one(Edit::ServiceAdd(x)),
+            Request::ServiceEdit(x) => self.edit_one(Edit::ServiceEdit(x)),
+            Request::ServiceDel(x) => self.edit_one(Edit::ServiceDel(x)),
+            Request::BackendAdd(x) => self.edit_one(Edit::BackendAdd(x)),
+            Request::BackendEdit(x) => self.edit_one(Edit::BackendEdit(x)),
+            Request::BackendDel(x) => self.edit_one(Edit::BackendDel(x)),
+            Request::BackendDrain(x) => self.edit_one(Edit::BackendDrain(x)),
+        }
+    }
+
+    fn edit_one(&mut self, edit: Edit) -> Result<Reply, ApiError> {
+        self.edit(&[edit], false).map(Reply::Changed)
+    }
+
+    /// Applies `edits` as one change: each to the result of the previous
+    /// ones, then the whole result checked by [`rules::check`].
+    pub fn edit(&mut self, edits: &[Edit], dry_run: bool) -> Result<ChangeReport, ApiError> {
+        let next = apply_edits(&self.config, edits)?;
+        rules::check(&next).map_err(|e| ApiError::with_problems(ErrorCode::Invalid, e.problems))?;
+        self.change(next, None, dry_run)
+    }
+
+    /// Replaces the rules with the config in `text` (a file's contents),
+    /// validated as a file is; problems are reported as `ORIGIN:LINE:COL:`.
+    pub fn apply_text(
+        &mut self,
+        text: &str,
+        origin: &str,
+        dry_run: bool,
+    ) -> Result<ChangeReport, ApiError> {
+        let next = rules::load_str(text, origin).map_err(config_error)?;
+        self.change(next, Some(origin), dry_run)
+    }
+
+    /// Re-reads the config file at `path` and applies the difference. An
+    /// unreadable or invalid file is refused with its problems and the old
+    /// rules keep running.
+    pub fn reload(&mut self, path: &Path) -> Result<ChangeReport, ApiError> {
+        let next = rules::load_file(path).map_err(config_error)?;
+        self.change(next, Some(&path.display().to_string()), false)
+    }
+
+    /// The service called `name`, or `not_found`.
+    fn service(&self, name: &str) -> Result<&rules::Service, ApiError> {
+        self.config
+            .service(name)
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("unknown service {name:?}")))
+    }
+
+    /// Makes a validated `next` the running config. `origin` is set when
+    /// `next` is a whole file (apply, reload) rather than an edit.
+    fn change(
+        &mut self,
+        next: Config,
+        origin: Option<&str>,
+        dry_run: bool,
+    ) -> Result<ChangeReport, ApiError> {
+        let diff = diff(&self.config, &next);
+        let restart: Vec<&str> = diff
+            .settings_changed
+            .iter()
+            .map(String::as_str)
+            .filter(|s| RESTART_ONLY_SECTIONS.contains(s))
+            .collect();
+        if !restart.is_empty() {
+            return Err(restart_required(&restart));
+        }
+        if dry_run || diff.is_empty() {
+            if !dry_run {
+                // Nothing to compile, but the new order or origin is kept.
+                self.commit(next, origin);
+            }
+            return Ok(ChangeReport {
+                generation: self.dataplane.generation(),
+                applied: false,
+                dry_run,
+                diff,
+            });
+        }
+        let generation = self.dataplane.apply(&next).map_err(|reason| {
+            ApiError::new(
+                ErrorCode::ApplyFailed,
+                format!("the data plane could not apply the change: {reason}; the old rules keep running"),
+            )
+        })?;
+        self.commit(next, origin);
+        tracing::info!(
+            generation,
+            changes = diff.change_count(),
+            origin = %self.origin,
+            "rules changed"
+        );
+        Ok(ChangeReport {
+            generation,
+            applied: true,
+            dry_run: false,
+            diff,
+        })
+    }
+
+    fn commit(&mut self, next: Config, origin: Option<&str>) {
+        self.config = next;
+        match origin {
+            Some(origin) => {
+                self.origin = origin.to_owned();
+                self.edits_since_load = 0;
+            }
+            None => self.edits_since_load += 1,
+        }
+    }
+}
+
+/// [`ControlState::reload`] on shared state (for the daemon's SIGHUP).
+pub fn reload(state: &Mutex<ControlState>, path: &Path) -> Result<ChangeReport, ApiError> {
+    state
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .reload(path)
+}
+
+/// A config that did not load, as an API error.
+fn config_error(error: ConfigError) -> ApiError {
+    match error {
+        ConfigError::Io { .. } => ApiError::new(ErrorCode::Io, error.to_string()),
+        ConfigError::Invalid { problems } => ApiError::with_problems(
+            ErrorCode::Invalid,
+            problems.iter().map(ToString::to_string).collect(),
+        ),
+    }
+}
+
+/// Refusal of a change to settings read only at start.
+fn restart_required(sections: &[&str]) -> ApiError {
+    let named: Vec<String> = sections.iter().map(|s| format!("[{s}]")).collect();
+    let message = format!(
+        "{} changed: read only when flowgate starts; restart flowgate to use the new values, \
+         or keep the running ones (nothing was changed)",
+        named.join(", ")
+    );
+    ApiError {
+        code: ErrorCode::RestartRequired,
+        message,
+        problems: named,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::api::{
+        ApplyConfig, BackendAdd, BackendKey, BackendSpec, Batch, FlowsQuery, ServiceEdit,
+    };
+    use crate::control::MemoryDataplane;
+
+    const RULES: &str = r#"
+[gateway]
+maglev_table_size = 251
+[[services]]
+name = "web"
+protocol = "tcp"
+vip = "198.18.100.10"
+port = 80
+[[services.backends]]
+address = "198.18.1.11"
+port = 8080
+[[services.backends]]
+address = "198.18.1.12"
+port = 8080
+"#;
+
+    fn setup() -> (ControlState, Arc<MemoryDataplane>) {
+        let config = rules::load_str(RULES, "gw.toml").unwrap();
+        let dataplane = Arc::new(MemoryDataplane::with_config(&config));
+        let state = ControlState::new(config, "gw.toml", dataplane.clone());
+        (state, dataplane)
+    }
+
+    fn add(address: &str, weight: u32) -> Request {
+        Request::BackendAdd(BackendAdd {
+            service: "web".into(),
+            backend: BackendSpec {
+                weight: Some(weight),
+                ..BackendSpec::new(address, 8080)
+            },
+        })
+    }
+
+    fn changed(reply: Reply) -> ChangeReport {
+        match reply {
+            Reply::Changed(c) => c,
+            other => panic!("not a change: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_edit_publishes_one_generation_and_reports_it() {
+        let (mut state, dataplane) = setup();
+        let c = changed(state.handle(add("198.18.1.13", 3)).unwrap());
+        assert!(c.applied);
+        assert_eq!(c.generation, 2);
+        assert_eq!(dataplane.current().generation(), 2);
+        assert_eq!(dataplane.current().endpoint_count(), 3);
+        assert_eq!(c.diff.backends_added.len(), 1);
+        assert_eq!(state.config().services[0].backends.len(), 3);
+    }
+
+    #[test]
+    fn an_invalid_edit_changes_nothing() {
+        let (mut state, dataplane) = setup();
+        let before = state.config().clone();
+        let e = state.handle(add("198.18.1.13", 10_001)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Invalid);
+        assert_eq!(
+            e.message,
+            "weight 10001 of backend 198.18.1.13:8080 in service \"web\" is out of range 0..=10000"
+        );
+        let e = state.handle(add("2001:2::13", 1)).unwrap_err();
+        assert!(
+            e.message
+                .contains("is IPv6 but its VIP 198.18.100.10 is IPv4"),
+            "{e}"
+        );
+        // Draining every backend leaves none for new flows.
+        let drain = |a: &str| {
+            Edit::BackendDrain(BackendKey {
+                service: "web".into(),
+                address: a.into(),
+                port: 8080,
+            })
+        };
+        let e = state
+            .edit(&[drain("198.18.1.11"), drain("198.18.1.12")], false)
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "service \"web\" has no backend with weight > 0 (all 2 are drained)"
+        );
+        assert_eq!(state.config(), &before);
+        assert_eq!(dataplane.current().generation(), 1);
+        assert_eq!(dataplane.applies(), 1);
+    }
+
+    #[test]
+    fn a_dry_run_reports_and_changes_nothing() {
+        let (mut state, dataplane) = setup();
+        let batch = Request::Batch(Batch {
+            edits: vec![Edit::ServiceEdit(ServiceEdit {
+                service: "web".into(),
+                scheduler: Some("sh".into()),
+                maglev_table_size: None,
+            })],
+            dry_run: true,
+        });
+        let c = changed(state.handle(batch).unwrap());
+        assert!(c.dry_run && !c.applied);
+        assert_eq!(c.generation, 1);
+        assert_eq!(c.diff.services_changed[0].to, "sh");
+        assert_eq!(dataplane.applies(), 1);
+        assert_eq!(state.config().services[0].scheduler.name(), "maglev");
+    }
+
+    #[test]
+    fn a_change_to_nothing_publishes_nothing() {
+        let (mut state, dataplane) = setup();
+        let reversed = RULES
+            .replace("198.18.1.11", "198.18.1.XX")
+            .replace("198.18.1.12", "198.18.1.11")
+            .replace("198.18.1.XX", "198.18.1.12");
+        let c = state.apply_text(&reversed, "gw2.toml", false).unwrap();
+        assert!(!c.applied && c.diff.is_empty());
+        assert_eq!(dataplane.applies(), 1);
+        let Reply::Status(status) = state.handle(Request::Status {}).unwrap() else {
+            panic!()
+        };
+        assert_eq!(status.origin, "gw2.toml");
+        assert_eq!((status.services, status.backends), (1, 2));
+    }
+
+    #[test]
+    fn apply_reports_problems_with_positions() {
+        let (mut state, _) = setup();
+        let e = state
+            .handle(Request::Apply(ApplyConfig {
+                config: RULES.replace("port = 8080", "port = 0"),
+                origin: Some("new.toml".into()),
+                dry_run: false,
+            }))
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::Invalid);
+        assert_eq!(e.problems.len(), 2);
+        assert!(
+            e.problems[0].starts_with("new.toml:11:8: port 0 of backend"),
+            "{:?}",
+            e.problems
+        );
+    }
+
+    #[test]
+    fn settings_read_at_start_are_refused() {
+        let (mut state, dataplane) = setup();
+        let text = format!("[flows]\nudp_timeout = 5\n{RULES}");
+        let e = state.apply_text(&text, "gw.toml", true).unwrap_err();
+        assert_eq!(e.code, ErrorCode::RestartRequired);
+        assert!(e
+            .message
+            .starts_with("[flows] changed: read only when flowgate starts"));
+        let text = format!("[daemon]\ncores = [1]\n{RULES}").replace("port = 80\n", "port = 81\n");
+        let e = state.apply_text(&text, "gw.toml", false).unwrap_err();
+        assert_eq!(e.problems, ["[daemon]"]);
+        assert_eq!(
+            state.config().services[0].port,
+            80,
+            "the service change did not apply either"
+        );
+        assert_eq!(dataplane.applies(), 1);
+    }
+
+    #[test]
+    fn a_failing_data_plane_keeps_the_old_rules() {
+        let (mut state, dataplane) = setup();
+        dataplane.fail_next_apply("out of memory");
+        let e = state.handle(add("198.18.1.13", 1)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ApplyFailed);
+        assert!(e.message.contains("out of memory"));
+        assert_eq!(state.config().services[0].backends.len(), 2);
+        // The same edit goes through once the data plane takes it.
+        assert!(changed(state.handle(add("198.18.1.13", 1)).unwrap()).applied);
+    }
+
+    #[test]
+    fn reads_name_unknown_services() {
+        let (mut state, _) = setup();
+        for request in [
+            Request::BackendList(ServiceName {
+                service: "nope".into(),
+            }),
+            Request::Flows(FlowsQuery {
+                service: Some("nope".into()),
+                limit: None,
+            }),
+        ] {
+            let e = state.handle(request).unwrap_err();
+            assert_eq!(
+                (e.code, e.message.as_str()),
+                (ErrorCode::NotFound, "unknown service \"nope\"")
+            );
+        }
+        let Reply::Backends(b) = state
+            .handle(Request::BackendList(ServiceName {
+                service: "web".into(),
+            }))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(b.backends.len(), 2);
+    }
+
+    #[test]
+    fn reload_rereads_the_file_and_keeps_the_old_rules_when_it_is_bad() {
+        let (state, dataplane) = setup();
+        let state = Mutex::new(state);
+        let dir = std::env::temp_dir().join(format!("fg-state-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gw.toml");
+        std::fs::write(&path, RULES.replace("port = 8080", "port = 9090")).unwrap();
+        let c = reload(&state, &path).unwrap();
+        assert_eq!(
+            (c.diff.backends_added.len(), c.diff.backends_removed.len()),
+            (2, 2)
+        );
+        assert_eq!(dataplane.current().generation(), 2);
+
+        std::fs::write(&path, "[[services]]\nname = 1\n").unwrap();
+        let e = reload(&state, &path).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Invalid);
+        assert!(
+            e.message.starts_with(&format!("{}:2:8:", path.display())),
+            "{e}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let e = reload(&state, &path).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Io);
+        assert_eq!(dataplane.current().generation(), 2);
+        assert_eq!(
+            state.lock().unwrap().config().services[0].backends[0].port,
+            9090
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
