@@ -33,6 +33,13 @@
 //! the config names no interfaces, the MAC they were sent to) and the next
 //! hop's MAC as destination; TTL is decremented; checksums are patched
 //! incrementally.
+//!
+//! Counting: every frame is counted once in [`PipelineCounters`] (received,
+//! and forwarded, passed or dropped by reason). Every forwarded frame of a
+//! connection, either direction, is also counted against the connection's
+//! endpoint in the flow table ([`FlowTable::count_packet`]), so per-endpoint
+//! packets add up to `forwarded`. All of it is single-writer counters: a
+//! plain load and store each, nothing locked.
 
 mod counters;
 mod verdict;
@@ -65,8 +72,12 @@ pub struct Pipeline {
     counters: Arc<PipelineCounters>,
     /// Weighted round-robin position per service id.
     wrr_cursors: Vec<u32>,
-    /// The snapshot generation `wrr_cursors` was sized for.
+    /// The snapshot generation `wrr_cursors` and `endpoint_limit` were
+    /// sized for.
     sized_for: Option<u64>,
+    /// One past the highest endpoint id of that snapshot: the flow table's
+    /// per-endpoint counters are grown to it before a batch.
+    endpoint_limit: usize,
     /// Each frame's parse result and flow hash, between a batch's passes.
     parsed: Vec<Parsed>,
 }
@@ -104,6 +115,7 @@ impl Pipeline {
             counters: Arc::new(PipelineCounters::default()),
             wrr_cursors: Vec::new(),
             sized_for: None,
+            endpoint_limit: 0,
             parsed: Vec::new(),
         }
     }
@@ -135,7 +147,7 @@ impl Pipeline {
         verdicts: &mut Vec<Verdict>,
     ) {
         verdicts.clear();
-        self.adopt(snapshot);
+        self.adopt(snapshot, flows);
         let mut parsed = std::mem::take(&mut self.parsed);
         parsed.clear();
         // Frames arrive cold (written by the NIC or the kernel). Each pass
@@ -163,13 +175,18 @@ impl Pipeline {
         self.parsed = parsed;
     }
 
-    /// Sizes per-service state for `snapshot` — once per generation, so
-    /// that nothing allocates per packet.
+    /// Sizes per-service state and the flow table's per-endpoint counters
+    /// for `snapshot` — once per generation (and for a table that has not
+    /// seen it), so that nothing allocates per packet.
     #[inline]
-    fn adopt(&mut self, snapshot: &Snapshot) {
+    fn adopt(&mut self, snapshot: &Snapshot, flows: &mut FlowTable) {
         if self.sized_for != Some(snapshot.generation()) {
             self.wrr_cursors.resize(snapshot.service_id_limit(), 0);
+            self.endpoint_limit = endpoint_id_limit(snapshot);
             self.sized_for = Some(snapshot.generation());
+        }
+        if flows.endpoint_slots() < self.endpoint_limit {
+            flows.reserve_endpoints(self.endpoint_limit);
         }
     }
 
@@ -183,7 +200,7 @@ impl Pipeline {
         flows: &mut FlowTable,
         now_ns: u64,
     ) -> Verdict {
-        self.adopt(snapshot);
+        self.adopt(snapshot, flows);
         let parsed = Parsed::of(frame);
         let mut cx = Context {
             snapshot,
@@ -237,6 +254,7 @@ impl Pipeline {
         match flows.lookup(&meta.tuple, hash, now_ns) {
             Some((id, Direction::FromClient)) => {
                 let conn = flows.get(id);
+                let endpoint = conn.endpoint;
                 let backend = snapshot
                     .endpoint(conn.endpoint)
                     .filter(|ep| ep.address == conn.backend_addr && ep.port == conn.backend_port);
@@ -258,6 +276,7 @@ impl Pipeline {
                 // Follow the client's router if it changed (failover).
                 flows.get_mut(id).client_mac = source_mac(frame);
                 self.counters.flow_hits.inc();
+                flows.count_packet(endpoint, frame.len() as u64);
                 to_backend(frame, &meta, backend, next_hop, snapshot)
             }
             Some((id, Direction::FromBackend)) => {
@@ -267,6 +286,7 @@ impl Pipeline {
                 flows.observe(id, Direction::FromBackend, meta.tcp_flags, now_ns);
                 self.counters.flow_hits.inc();
                 let conn = flows.get(id);
+                flows.count_packet(conn.endpoint, frame.len() as u64);
                 let src_mac = egress_mac(frame, snapshot, conn.client_ingress);
                 wire::rewrite::set_macs(frame, src_mac, conn.client_mac);
                 wire::rewrite::rewrite_src(frame, &meta, &conn.client.dst, conn.client.dst_port);
@@ -342,6 +362,7 @@ impl Pipeline {
         let reply_hash = flow_hash(&conn.reply_tuple());
         flows.insert(conn, hash, reply_hash, now_ns);
         self.counters.new_flows.inc();
+        flows.count_packet(endpoint_id, frame.len() as u64);
         to_backend(frame, meta, backend, next_hop, snapshot)
     }
 
@@ -357,6 +378,17 @@ impl Pipeline {
         *cursor = cursor.wrapping_add(1);
         pick
     }
+}
+
+/// One past the highest endpoint id of `snapshot`: how many per-endpoint
+/// slots it needs. Walks every service's endpoint list, once per
+/// generation.
+fn endpoint_id_limit(snapshot: &Snapshot) -> usize {
+    snapshot
+        .services()
+        .filter_map(|(_, s)| s.endpoints().iter().max())
+        .max()
+        .map_or(0, |&id| id as usize + 1)
 }
 
 /// Rewrites a client's packet towards `backend` and names its port.
@@ -398,3 +430,6 @@ fn mac_at(frame: &[u8], offset: usize) -> [u8; 6] {
     }
     mac
 }
+
+#[cfg(test)]
+mod tests;
