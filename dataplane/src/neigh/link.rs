@@ -2,12 +2,10 @@
 
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage, LinkXdp};
 use netlink_packet_route::RouteNetlinkMessage;
+use nix::libc::ENODEV;
 
 use super::socket::{Expect, RequestSocket};
 use super::NeighError;
-
-/// `ENODEV`: the kernel's answer for an interface that does not exist.
-const ENODEV: i32 = 19;
 
 /// One interface as the kernel reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]

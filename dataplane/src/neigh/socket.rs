@@ -13,14 +13,15 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
+// MSG_TRUNC: `recv` returns the datagram's real length even when it did
+// not fit. ENOBUFS: the kernel could not queue a notification for us.
+use nix::libc::{ENOBUFS, MSG_TRUNC};
 
 use super::NeighError;
 
 /// Large enough for any one datagram the kernel sends on a route socket
 /// (dump batches are at most a few pages).
 const RECV_BUFFER: usize = 64 * 1024;
-/// `recv` flag: return the datagram's real length even when it did not fit.
-const MSG_TRUNC: i32 = 0x20;
 /// Receive buffer asked for the notification socket, so a burst of
 /// neighbour changes does not overrun it.
 const EVENTS_RCVBUF: usize = 4 * 1024 * 1024;
@@ -166,9 +167,6 @@ impl NotificationSocket {
         }
     }
 }
-
-/// `ENOBUFS`: the kernel could not queue a notification for this socket.
-const ENOBUFS: i32 = 105;
 
 /// Receives one datagram into `buffer` (replacing its contents).
 fn receive(socket: &Socket, buffer: &mut Vec<u8>) -> io::Result<()> {

@@ -5,17 +5,10 @@ use std::io;
 
 use aya::programs::ProgramError;
 use aya::EbpfError;
+use nix::libc::{EACCES, EBUSY, EEXIST, ENODEV, ENOSYS, EOPNOTSUPP, EPERM};
 
 /// How many of the verifier's last lines an error quotes.
 const VERIFIER_TAIL_LINES: usize = 6;
-
-const EPERM: i32 = 1;
-const ENODEV: i32 = 19;
-const EACCES: i32 = 13;
-const EBUSY: i32 = 16;
-const EEXIST: i32 = 17;
-const ENOSYS: i32 = 38;
-const EOPNOTSUPP: i32 = 95;
 
 /// Why the XDP filter failed. Each message is one line.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +168,7 @@ mod tests {
             "{tail}"
         );
         let long: String = (0..20).map(|i| format!("line {i}\n")).collect();
-        let tail = verifier_tail(&long, &io::Error::from_raw_os_error(22));
+        let tail = verifier_tail(&long, &io::Error::from_raw_os_error(nix::libc::EINVAL));
         assert!(tail.contains("line 19") && tail.contains("line 14") && !tail.contains("line 13"));
     }
 

@@ -9,14 +9,13 @@ use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, Xs
 use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, Xdp, XdpFlags};
 use aya::{Ebpf, EbpfLoader};
+use nix::libc::ENOENT;
 
 use super::owned::{OwnedTraffic, TrafficKey};
 use super::program::{counter, map, traffic_key, KEY_LEN, OBJECT, PROGRAM};
 use super::stale::remove_stale_programs;
 use super::{XdpCounters, XdpError};
 use crate::neigh::{self, NeighError};
-
-const ENOENT: i32 = 2;
 
 /// How to attach the program.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

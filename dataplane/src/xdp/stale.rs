@@ -11,25 +11,22 @@
 //! fails with [`XdpError::Busy`] rather than pulling it from under its
 //! owner.
 
+use aya::programs::XdpFlags;
 use netlink_packet_route::link::{LinkAttribute, LinkMessage, LinkXdp};
 use netlink_packet_route::RouteNetlinkMessage;
+use nix::libc::EBUSY;
 
 use super::XdpError;
 use crate::neigh::socket::{Expect, RequestSocket};
 use crate::neigh::{LinkInfo, NeighError};
 
-const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-const XDP_FLAGS_HW_MODE: u32 = 1 << 3;
-const EBUSY: i32 = 16;
-
 /// Detaches every XDP program attached to `link`'s interface, logging a
 /// warning for each.
 pub(crate) fn remove_stale_programs(link: &LinkInfo) -> Result<(), XdpError> {
     let attached = [
-        (link.xdp.native, XDP_FLAGS_DRV_MODE, "native"),
-        (link.xdp.generic, XDP_FLAGS_SKB_MODE, "generic"),
-        (link.xdp.offloaded, XDP_FLAGS_HW_MODE, "offloaded"),
+        (link.xdp.native, XdpFlags::DRV_MODE, "native"),
+        (link.xdp.generic, XdpFlags::SKB_MODE, "generic"),
+        (link.xdp.offloaded, XdpFlags::HW_MODE, "offloaded"),
     ];
     let mut socket = None;
     for (program, flags, mode) in attached {
@@ -38,7 +35,7 @@ pub(crate) fn remove_stale_programs(link: &LinkInfo) -> Result<(), XdpError> {
             interface = %link.name,
             program,
             mode,
-            "an XDP program is already attached; replacing it"
+            "an XDP program is already attached; detaching it to attach ours"
         );
         let socket = match &mut socket {
             Some(s) => s,
@@ -48,7 +45,7 @@ pub(crate) fn remove_stale_programs(link: &LinkInfo) -> Result<(), XdpError> {
         request.header.index = link.ifindex;
         request.attributes.push(LinkAttribute::Xdp(vec![
             LinkXdp::Fd(-1),
-            LinkXdp::Flags(flags),
+            LinkXdp::Flags(flags.bits()),
         ]));
         match socket.request(
             RouteNetlinkMessage::SetLink(request),
