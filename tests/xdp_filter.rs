@@ -857,3 +857,30 @@ fn attaching_to_a_missing_interface_says_so() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn auto_falls_back_to_generic_where_the_driver_has_no_xdp() {
+    if !privileged() {
+        return;
+    }
+    // The loopback: no native XDP in its driver.
+    let ns = NetNs::new("fgxd").unwrap();
+    match attach(&ns, "lo", XdpMode::Native) {
+        Err(e @ XdpError::Unsupported(_)) => assert!(e.to_string().contains("native"), "{e}"),
+        other => panic!("native XDP on the loopback: {other:?}"),
+    }
+    let filter = attach(&ns, "lo", XdpMode::Auto).unwrap();
+    assert_eq!(filter.mode(), XdpMode::Generic);
+    let xdp = ns.enter(|| link_info("lo")).unwrap().unwrap().xdp;
+    assert!(xdp.generic.is_some() && xdp.native.is_none(), "{xdp:?}");
+    drop(filter);
+    assert!(ns
+        .enter(|| link_info("lo"))
+        .unwrap()
+        .unwrap()
+        .xdp
+        .is_empty());
+    assert!(ns
+        .exec("ping", &["-c", "1", "-W", "2", "127.0.0.1"])
+        .is_ok());
+}
