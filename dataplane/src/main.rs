@@ -1,7 +1,9 @@
 //! The `flowgate` command: the gateway daemon and its offline tools.
 //!
-//! Exit codes: 0 success; 1 the work failed at run time (I/O, capture
-//! errors); 2 bad usage or an invalid config (nothing was done).
+//! Exit codes: 0 success (for `run`: stopped by SIGINT/SIGTERM); 1 the work
+//! failed at run time (I/O, capture errors); 2 bad usage or an invalid
+//! config (nothing was done); 3 (`run`) the machine is not ready — a missing
+//! interface, missing privileges, a kernel without AF_XDP or XDP.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -9,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use flowgate_dataplane::daemon;
 use flowgate_dataplane::replay::{self, ReplayOptions, ReplayReport};
 use flowgate_dataplane::rules::{self, Config};
 
@@ -22,6 +25,20 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the gateway on the config's interfaces until SIGINT or SIGTERM
+    /// (SIGHUP reloads the rules).
+    Run {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Worker cores, e.g. `2,3` (overrides daemon.cores).
+        #[arg(long, value_delimiter = ',', value_name = "CORES")]
+        cores: Option<Vec<usize>>,
+        /// Forward every frame to the other interface untouched: no rules,
+        /// no NAT. Measures the I/O floor of the machine.
+        #[arg(long)]
+        forward_only: bool,
+    },
     /// Validate a config and print what it defines.
     Check {
         /// The config file (TOML).
@@ -85,6 +102,11 @@ impl Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run {
+            config,
+            cores,
+            forward_only,
+        } => run_daemon(config, cores, forward_only),
         Command::Check { config, output } => check(&config, output),
         Command::Replay {
             config,
@@ -102,6 +124,25 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+fn run_daemon(
+    config: PathBuf,
+    cores: Option<Vec<usize>>,
+    forward_only: bool,
+) -> Result<(), Failure> {
+    let options = daemon::RunOptions {
+        config,
+        cores,
+        forward_only,
+    };
+    daemon::run(&options).map_err(|e| Failure {
+        code: e.exit_code(),
+        message: match e {
+            daemon::DaemonError::Config(e) => format!("invalid config:\n{e}"),
+            other => other.to_string(),
+        },
+    })
 }
 
 fn load(path: &Path) -> Result<Config, Failure> {

@@ -1,7 +1,452 @@
 //! `flowgate run`: the gateway daemon.
+//!
+//! Start-up, in order, each step failing with one clear line and undoing
+//! the steps before it: load the config; check every interface (exists,
+//! MAC as configured, enough queues); attach our XDP program to each;
+//! create the shared UMEM and, per worker, one AF_XDP socket per
+//! interface on the worker's queue, each registered in that interface's
+//! XSKMAP; read the kernel's neighbour table; build and publish the first
+//! snapshot and program the filters; start the pinned workers; serve the
+//! control socket and, if configured, the metrics endpoint.
+//!
+//! Then the main thread, off the worker cores, loops: signals (SIGHUP
+//! reloads, SIGINT/SIGTERM stop), neighbour changes, resolution of
+//! backends the kernel does not know yet. Shutdown stops the workers,
+//! closes the sockets and detaches the programs; a crash leaves nothing
+//! behind that blocks the next start (the program is attached through a
+//! bpf_link, which dies with the process, and a stale program of any kind
+//! is replaced at attach).
+
 pub mod error;
+mod gateway;
 mod kernel_path;
 pub mod worker_thread;
 
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 pub use error::{DaemonError, EXIT_CONFIG, EXIT_ENVIRONMENT, EXIT_RUNTIME};
+pub use gateway::Gateway;
 pub use kernel_path::UnreachableKernelPath;
+
+use crate::flow::FlowTable;
+use crate::handoff::Handoff;
+use crate::neigh::{self, NeighbourChange, NeighbourWatcher};
+use crate::port::xsk::{BindMode, SharedUmem, XskPort, XskSettings};
+use crate::rules::{self, BindModeSetting, Config, XdpModeSetting};
+use crate::worker::Worker;
+use crate::xdp::{XdpFilter, XdpMode};
+use worker_thread::{WorkerExit, WorkerHandle, WorkerSetup};
+
+/// How often the main loop wakes to look at signals and neighbours.
+const TICK: Duration = Duration::from_millis(50);
+/// How often backends without a next hop are resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+/// How often known backend entries are refreshed (kept REACHABLE).
+const REFRESH_EVERY: Duration = Duration::from_secs(15);
+/// Frames a worker's inbox holds for hand-over.
+const INBOX_FRAMES: usize = 4096;
+
+/// What `flowgate run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The config file.
+    pub config: PathBuf,
+    /// Worker cores from the command line (overrides `daemon.cores`).
+    pub cores: Option<Vec<usize>>,
+    /// Forward every frame to the other interface untouched (I/O floor).
+    pub forward_only: bool,
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
+    let mut config = rules::load_file(&options.config)?;
+    if let Some(cores) = &options.cores {
+        config.daemon.cores = cores.clone();
+    }
+    check_cores(&config)?;
+    init_logs(&config);
+    let signals = Signals::install()?;
+    let mut daemon = Daemon::start(config, options)?;
+    tracing::info!(
+        workers = daemon.workers.len(),
+        generation = daemon.gateway.snapshot().generation(),
+        "flowgate is forwarding"
+    );
+    let result = daemon.serve(&signals, options);
+    daemon.stop();
+    result
+}
+
+/// Starts logging to stderr as `[daemon]` says (`RUST_LOG` overrides).
+fn init_logs(config: &Config) {
+    use std::io::IsTerminal;
+    // The netlink crate warns about every attribute newer kernels grew;
+    // that is noise to an operator.
+    let quiet = "netlink_packet_route=error";
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| {
+            tracing_subscriber::EnvFilter::try_new(format!("{},{quiet}", config.daemon.log_level))
+        })
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{quiet}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match config.daemon.log_format {
+        rules::LogFormatSetting::Json => builder.json().try_init(),
+        rules::LogFormatSetting::Human => builder.try_init(),
+    };
+}
+
+/// Rejects cores this machine does not have, before anything is set up.
+fn check_cores(config: &Config) -> Result<(), DaemonError> {
+    if config.interfaces.is_empty() {
+        return Err(DaemonError::Usage(
+            "the config has no [[interfaces]]: flowgate run needs at least one".into(),
+        ));
+    }
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let mut seen = Vec::new();
+    for &core in &config.daemon.cores {
+        if seen.contains(&core) {
+            return Err(DaemonError::Usage(format!("core {core} is listed twice")));
+        }
+        seen.push(core);
+        if !available.is_empty() && !available.contains(&core) {
+            return Err(DaemonError::Environment(format!(
+                "core {core} is not available to this process (available: {})",
+                join(&available)
+            )));
+        }
+    }
+    if config.daemon.cores.is_empty() {
+        return Err(DaemonError::Usage("no worker cores given".into()));
+    }
+    Ok(())
+}
+
+/// SIGINT/SIGTERM and SIGHUP as flags the main loop polls.
+struct Signals {
+    stop: Arc<AtomicBool>,
+    reload: Arc<AtomicBool>,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, DaemonError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let reload = Arc::new(AtomicBool::new(false));
+        let register = |signal, flag: &Arc<AtomicBool>| {
+            signal_hook::flag::register(signal, Arc::clone(flag))
+                .map(drop)
+                .map_err(|e| DaemonError::Runtime(format!("installing signal handlers: {e}")))
+        };
+        register(signal_hook::consts::SIGINT, &stop)?;
+        register(signal_hook::consts::SIGTERM, &stop)?;
+        register(signal_hook::consts::SIGHUP, &reload)?;
+        Ok(Signals { stop, reload })
+    }
+}
+
+/// A running gateway.
+struct Daemon {
+    gateway: Arc<Gateway>,
+    workers: Vec<WorkerHandle<WorkerExit<XskPort>>>,
+    stop_workers: Arc<AtomicBool>,
+    watcher: NeighbourWatcher,
+    // Held so the UMEM outlives every socket (dropped last).
+    _umem: SharedUmem,
+}
+
+impl Daemon {
+    fn start(config: Config, options: &RunOptions) -> Result<Daemon, DaemonError> {
+        let settings = &config.daemon;
+        let workers = settings.cores.len();
+        let mut port_ifindex = Vec::with_capacity(config.interfaces.len());
+        for interface in &config.interfaces {
+            let link = neigh::link_info(&interface.name).map_err(|e| {
+                DaemonError::Environment(format!("interface {}: {e}", interface.name))
+            })?;
+            if link.mac != interface.mac {
+                return Err(DaemonError::Environment(format!(
+                    "interface {} has MAC {} but the config says {}: fix the config's mac",
+                    interface.name,
+                    rules::format_mac(&link.mac),
+                    rules::format_mac(&interface.mac)
+                )));
+            }
+            let queues = link.rx_queues.min(link.tx_queues) as usize;
+            if queues < workers {
+                return Err(DaemonError::Environment(format!(
+                    "interface {} has {queues} queue(s) but {workers} workers need one each: \
+                     raise its channels (ethtool -L {} combined {workers}) or list fewer cores",
+                    interface.name, interface.name
+                )));
+            }
+            if !link.up {
+                tracing::warn!(interface = %interface.name, "interface is down; forwarding starts when it comes up");
+            }
+            port_ifindex.push(link.ifindex);
+        }
+
+        let xdp_mode = match settings.xdp_mode {
+            XdpModeSetting::Auto => XdpMode::Auto,
+            XdpModeSetting::Native => XdpMode::Native,
+            XdpModeSetting::Generic => XdpMode::Generic,
+        };
+        let mut filters = Vec::with_capacity(config.interfaces.len());
+        for interface in &config.interfaces {
+            let mut filter = XdpFilter::attach(&interface.name, xdp_mode).map_err(|e| {
+                DaemonError::Environment(format!("interface {}: {e}", interface.name))
+            })?;
+            if options.forward_only {
+                filter.set_redirect_all(true).map_err(|e| {
+                    DaemonError::Runtime(format!("interface {}: {e}", interface.name))
+                })?;
+            }
+            filters.push(filter);
+        }
+
+        let xsk_settings = XskSettings {
+            frame_size: settings.frame_size,
+            frame_count: settings.frame_count,
+            rx_ring: settings.rx_ring_size,
+            tx_ring: settings.tx_ring_size,
+            fill_ring: settings.fill_ring_size,
+            completion_ring: settings.completion_ring_size,
+            bind_mode: match settings.bind_mode {
+                BindModeSetting::Auto => BindMode::Auto,
+                BindModeSetting::ZeroCopy => BindMode::ZeroCopy,
+                BindModeSetting::Copy => BindMode::Copy,
+            },
+            ..XskSettings::default()
+        };
+        let umem = SharedUmem::new(&xsk_settings).map_err(environment)?;
+        let mut ports: Vec<Vec<XskPort>> = Vec::with_capacity(workers);
+        for w in 0..workers {
+            let queue = w as u32;
+            let mut worker_ports = Vec::with_capacity(config.interfaces.len());
+            for (i, interface) in config.interfaces.iter().enumerate() {
+                let port = XskPort::open(&umem, &interface.name, queue, &xsk_settings)
+                    .map_err(environment)?;
+                if let Some(filter) = filters.get_mut(i) {
+                    filter.set_socket(queue, port.as_raw_fd()).map_err(|e| {
+                        DaemonError::Runtime(format!("interface {}: {e}", interface.name))
+                    })?;
+                }
+                worker_ports.push(port);
+            }
+            ports.push(worker_ports);
+        }
+
+        let mut watcher = NeighbourWatcher::open()
+            .map_err(|e| DaemonError::Environment(format!("neighbour table: {e}")))?;
+        let learned = watcher
+            .dump()
+            .map_err(|e| DaemonError::Environment(format!("neighbour table: {e}")))?;
+        let gateway = Arc::new(
+            Gateway::start(config.clone(), learned, filters, port_ifindex)
+                .map_err(DaemonError::Runtime)?,
+        );
+
+        let stop_workers = Arc::new(AtomicBool::new(false));
+        let epoch = Instant::now();
+        let mut pools = umem.split_pools(workers);
+        let mut handoffs = Handoff::set(workers, INBOX_FRAMES, umem.frame_count() as usize);
+        let mut handles = Vec::with_capacity(workers);
+        for (w, worker_ports) in ports.into_iter().enumerate().rev() {
+            let (Some(pool), Some(handoff)) = (pools.pop(), handoffs.pop()) else {
+                return Err(DaemonError::Runtime(
+                    "frame pools do not match workers".into(),
+                ));
+            };
+            let mut worker = Worker::new(
+                FlowTable::from_settings(&config.flows),
+                pool,
+                worker_ports.len(),
+                settings.batch,
+            );
+            if workers > 1 {
+                worker = worker.with_handoff(handoff);
+            }
+            if options.forward_only {
+                worker = worker.forward_only();
+            }
+            let core = settings.cores.get(w).copied().unwrap_or(0);
+            let setup = WorkerSetup {
+                index: w,
+                core,
+                worker,
+                ports: worker_ports,
+                memory: umem.frames(),
+                kernel: UnreachableKernelPath::default(),
+                snapshots: gateway.publisher().reader(),
+                idle: settings.idle,
+                stop: Arc::clone(&stop_workers),
+                epoch,
+            };
+            let handle = worker_thread::spawn(setup)
+                .map_err(|e| DaemonError::Runtime(format!("starting worker {w}: {e}")))?;
+            tracing::info!(worker = w, core, "worker pinned");
+            handles.push(handle);
+        }
+        handles.reverse();
+        pin_control_thread(&settings.cores);
+        Ok(Daemon {
+            gateway,
+            workers: handles,
+            stop_workers,
+            watcher,
+            _umem: umem,
+        })
+    }
+
+    /// The main loop: until a stop signal.
+    fn serve(&mut self, signals: &Signals, options: &RunOptions) -> Result<(), DaemonError> {
+        let mut events = Vec::new();
+        let mut last_resolve = Instant::now() - RESOLVE_EVERY;
+        let mut last_refresh = Instant::now();
+        while !signals.stop.load(Ordering::Relaxed) {
+            if signals.reload.swap(false, Ordering::Relaxed) {
+                self.reload(options);
+            }
+            events.clear();
+            match self.watcher.poll_changes(&mut events) {
+                Ok(_) => {}
+                Err(neigh::NeighError::EventsLost) => {
+                    tracing::warn!("neighbour notifications lost; reading the table again");
+                    if let Ok(all) = self.watcher.dump() {
+                        let _ = self
+                            .gateway
+                            .neighbours_changed(all.into_iter().map(|n| (n, true)));
+                    }
+                }
+                Err(e) => tracing::warn!("neighbour watch: {e}"),
+            }
+            if !events.is_empty() {
+                let changes = events
+                    .drain(..)
+                    .map(|e| (e.neighbour, e.change != NeighbourChange::Removed));
+                match self.gateway.neighbours_changed(changes) {
+                    Ok(Some(generation)) => {
+                        tracing::info!(generation, "neighbours changed; new snapshot published")
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!("applying neighbour change: {e}"),
+                }
+            }
+            if last_resolve.elapsed() >= RESOLVE_EVERY {
+                last_resolve = Instant::now();
+                for address in self.gateway.unresolved_backends() {
+                    provoke_resolution(address);
+                }
+            }
+            if last_refresh.elapsed() >= REFRESH_EVERY {
+                last_refresh = Instant::now();
+                for (ifindex, address) in self.gateway.learned_backend_entries() {
+                    if let Err(e) = self.watcher.resolve(ifindex, address) {
+                        tracing::debug!(%address, "refreshing neighbour: {e}");
+                    }
+                }
+            }
+            if self.workers.iter().any(|w| w.is_finished()) {
+                return Err(DaemonError::Runtime(
+                    "a worker thread stopped unexpectedly".into(),
+                ));
+            }
+            std::thread::sleep(TICK);
+        }
+        tracing::info!("stop signal received; shutting down");
+        Ok(())
+    }
+
+    /// SIGHUP: re-read the config and apply its rules; keep the old rules
+    /// if it is invalid.
+    fn reload(&self, options: &RunOptions) {
+        match rules::load_file(&options.config) {
+            Err(e) => tracing::error!("reload rejected, old rules keep running:\n{e}"),
+            Ok(config) => {
+                let running = self.gateway.config();
+                if config.daemon != running.daemon || config.interfaces != running.interfaces {
+                    tracing::warn!(
+                        "reload: [daemon] and [[interfaces]] changes take effect only at restart"
+                    );
+                }
+                let mut next = config;
+                next.daemon = running.daemon;
+                next.interfaces = running.interfaces;
+                match self.gateway.apply(next) {
+                    Ok(generation) => tracing::info!(generation, "config reloaded"),
+                    Err(e) => tracing::error!("reload failed, old rules keep running: {e}"),
+                }
+            }
+        }
+    }
+
+    /// Stops the workers, closes the sockets, then detaches the programs.
+    fn stop(self) {
+        self.stop_workers.store(true, Ordering::Relaxed);
+        for handle in self.workers {
+            let index = handle.index;
+            match handle.join() {
+                Some(exit) => drop(exit.ports),
+                None => tracing::error!(worker = index, "worker thread panicked"),
+            }
+        }
+        for filter in self.gateway.take_filters() {
+            drop(filter);
+        }
+        tracing::info!("stopped: sockets closed, XDP programs detached");
+    }
+}
+
+/// Sends one empty UDP datagram to the discard port of `address`: the
+/// kernel routes it and, to send it, resolves the next hop on the right
+/// interface — which the watcher then sees. Used only for backends the
+/// kernel has no entry for at all.
+fn provoke_resolution(address: IpAddr) {
+    let bind: SocketAddr = match address {
+        IpAddr::V4(_) => "0.0.0.0:0"
+            .parse()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+        IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    };
+    if let Ok(socket) = UdpSocket::bind(bind) {
+        let _ = socket.send_to(&[], SocketAddr::new(address, 9));
+    }
+}
+
+/// Keeps the control thread off the worker cores where the machine has
+/// another core.
+fn pin_control_thread(worker_cores: &[usize]) {
+    let spare = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| !worker_cores.contains(&c.id));
+    match spare {
+        Some(core) => {
+            core_affinity::set_for_current(core);
+        }
+        None => tracing::warn!("every core runs a worker; the control thread shares them"),
+    }
+}
+
+fn environment(e: impl std::fmt::Display) -> DaemonError {
+    DaemonError::Environment(e.to_string())
+}
+
+fn join(values: &[usize]) -> String {
+    values
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
