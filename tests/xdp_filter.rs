@@ -268,7 +268,7 @@ fn owned_traffic_never_reaches_the_kernel_when_no_socket_takes_it() {
     let ssh = listen(&pair, "198.18.70.2:2222");
     let mut filter = attach(&pair.gateway, "g0", XdpMode::Auto).unwrap();
     filter.update(&owned()).unwrap();
-    assert_eq!(filter.owned(), &owned());
+    assert_eq!(filter.owned(), owned());
 
     // What the gateway does not own still works (this also resolves ARP
     // and NDP, so a datagram lost below is the program's doing).
@@ -340,7 +340,7 @@ fn owned_traffic_never_reaches_the_kernel_when_no_socket_takes_it() {
 
     // Owning nothing again, all of it reaches the kernel.
     filter.update(&OwnedTraffic::default()).unwrap();
-    assert_eq!(filter.owned(), &OwnedTraffic::default());
+    assert_eq!(filter.owned(), OwnedTraffic::default());
     assert!(tcp_connects(
         &pair,
         "198.18.70.2:8080".parse().unwrap(),

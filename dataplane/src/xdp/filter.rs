@@ -1,16 +1,14 @@
 //! One instance of the XDP program on one interface, and its maps.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::hash::Hash;
 use std::os::fd::RawFd;
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, XskMap};
+use aya::maps::{Array, MapData, MapError, PerCpuArray, XskMap};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, Xdp, XdpFlags};
 use aya::{Ebpf, EbpfLoader};
-use nix::libc::ENOENT;
 
+use super::key_set::{map_error, KeySet};
 use super::owned::{OwnedTraffic, TrafficKey};
 use super::program::{counter, map, traffic_key, KEY_LEN, OBJECT, PROGRAM};
 use super::stale::remove_stale_programs;
@@ -51,14 +49,11 @@ pub struct XdpFilter {
     /// Declared before `ebpf`: dropped (detached) before the program.
     link: Option<XdpLink>,
     sockets: XskMap<MapData>,
-    services: BpfHashMap<MapData, [u8; KEY_LEN], u8>,
-    reply_sources: BpfHashMap<MapData, [u8; KEY_LEN], u8>,
-    vip_addresses: BpfHashMap<MapData, [u8; 16], u8>,
+    services: KeySet<TrafficKey, [u8; KEY_LEN]>,
+    reply_sources: KeySet<TrafficKey, [u8; KEY_LEN]>,
+    vip_addresses: KeySet<[u8; 16], [u8; 16]>,
     config: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
-    /// What the maps hold now.
-    installed: OwnedTraffic,
-    installed_vips: HashSet<[u8; 16]>,
     /// Holds the loaded program.
     _ebpf: Ebpf,
 }
@@ -68,8 +63,8 @@ impl fmt::Debug for XdpFilter {
         f.debug_struct("XdpFilter")
             .field("interface", &self.interface)
             .field("mode", &self.mode)
-            .field("services", &self.installed.services.len())
-            .field("reply_sources", &self.installed.reply_sources.len())
+            .field("services", &self.services.held().len())
+            .field("reply_sources", &self.reply_sources.held().len())
             .finish_non_exhaustive()
     }
 }
@@ -112,13 +107,23 @@ impl XdpFilter {
             mode: attached,
             link: Some(xdp_link),
             sockets: take_map(&mut ebpf, map::SOCKETS)?,
-            services: take_map(&mut ebpf, map::SERVICES)?,
-            reply_sources: take_map(&mut ebpf, map::REPLY_SOURCES)?,
-            vip_addresses: take_map(&mut ebpf, map::VIP_ADDRESSES)?,
+            services: KeySet::new(
+                take_map(&mut ebpf, map::SERVICES)?,
+                map::SERVICES,
+                key_bytes,
+            ),
+            reply_sources: KeySet::new(
+                take_map(&mut ebpf, map::REPLY_SOURCES)?,
+                map::REPLY_SOURCES,
+                key_bytes,
+            ),
+            vip_addresses: KeySet::new(
+                take_map(&mut ebpf, map::VIP_ADDRESSES)?,
+                map::VIP_ADDRESSES,
+                |address| *address,
+            ),
             config: take_map(&mut ebpf, map::CONFIG)?,
             counters: take_map(&mut ebpf, map::COUNTERS)?,
-            installed: OwnedTraffic::default(),
-            installed_vips: HashSet::new(),
             _ebpf: ebpf,
         })
     }
@@ -156,55 +161,20 @@ impl XdpFilter {
     /// never missing, not even for a moment.
     pub fn update(&mut self, owned: &OwnedTraffic) -> Result<(), XdpError> {
         let vips = owned.vip_addresses();
-        // Add first.
-        add_missing(
-            &mut self.services,
-            &mut self.installed.services,
-            &owned.services,
-            key_bytes,
-            map::SERVICES,
-        )?;
-        add_missing(
-            &mut self.reply_sources,
-            &mut self.installed.reply_sources,
-            &owned.reply_sources,
-            key_bytes,
-            map::REPLY_SOURCES,
-        )?;
-        add_missing(
-            &mut self.vip_addresses,
-            &mut self.installed_vips,
-            &vips,
-            |a| *a,
-            map::VIP_ADDRESSES,
-        )?;
-        // Then remove what is gone.
-        remove_gone(
-            &mut self.services,
-            &mut self.installed.services,
-            &owned.services,
-            key_bytes,
-            map::SERVICES,
-        )?;
-        remove_gone(
-            &mut self.reply_sources,
-            &mut self.installed.reply_sources,
-            &owned.reply_sources,
-            key_bytes,
-            map::REPLY_SOURCES,
-        )?;
-        remove_gone(
-            &mut self.vip_addresses,
-            &mut self.installed_vips,
-            &vips,
-            |a| *a,
-            map::VIP_ADDRESSES,
-        )
+        self.services.add_missing(&owned.services)?;
+        self.reply_sources.add_missing(&owned.reply_sources)?;
+        self.vip_addresses.add_missing(&vips)?;
+        self.services.remove_unwanted(&owned.services)?;
+        self.reply_sources.remove_unwanted(&owned.reply_sources)?;
+        self.vip_addresses.remove_unwanted(&vips)
     }
 
     /// What the program owns now.
-    pub fn owned(&self) -> &OwnedTraffic {
-        &self.installed
+    pub fn owned(&self) -> OwnedTraffic {
+        OwnedTraffic {
+            services: self.services.held().clone(),
+            reply_sources: self.reply_sources.held().clone(),
+        }
     }
 
     /// Forward-only mode: with `true` every IPv4 and IPv6 frame (except
@@ -234,13 +204,9 @@ impl XdpFilter {
     /// Detaches the program now (dropping the filter does the same,
     /// ignoring errors).
     pub fn detach(mut self) -> Result<(), XdpError> {
-        match self.link.take() {
-            Some(link) => {
-                drop(link);
-                Ok(())
-            }
-            None => Ok(()),
-        }
+        // Closing the link's descriptor detaches the program.
+        drop(self.link.take());
+        Ok(())
     }
 }
 
@@ -305,60 +271,6 @@ where
     T::try_from(map).map_err(|e| map_error(&format!("opening map {name}"), e))
 }
 
-fn map_error(what: &str, error: MapError) -> XdpError {
-    match &error {
-        MapError::SyscallError(s) => XdpError::from_io(what, &s.io_error),
-        MapError::IoError(io) => XdpError::from_io(what, io),
-        other => XdpError::Other(format!("{what}: {other}")),
-    }
-}
-
 fn key_bytes(key: &TrafficKey) -> [u8; KEY_LEN] {
     traffic_key(key.protocol, &key.address, key.port)
-}
-
-/// Inserts every key of `wanted` not in `installed` into `map`.
-fn add_missing<K, B>(
-    map: &mut BpfHashMap<MapData, B, u8>,
-    installed: &mut HashSet<K>,
-    wanted: &HashSet<K>,
-    bytes: impl Fn(&K) -> B,
-    name: &str,
-) -> Result<(), XdpError>
-where
-    K: Copy + Eq + Hash + fmt::Debug,
-    B: aya::Pod,
-{
-    let missing: Vec<K> = wanted.difference(installed).copied().collect();
-    for key in missing {
-        map.insert(bytes(&key), 1u8, 0)
-            .map_err(|e| map_error(&format!("adding {key:?} to map {name}"), e))?;
-        installed.insert(key);
-    }
-    Ok(())
-}
-
-/// Removes from `map` every key of `installed` not in `wanted`.
-fn remove_gone<K, B>(
-    map: &mut BpfHashMap<MapData, B, u8>,
-    installed: &mut HashSet<K>,
-    wanted: &HashSet<K>,
-    bytes: impl Fn(&K) -> B,
-    name: &str,
-) -> Result<(), XdpError>
-where
-    K: Copy + Eq + Hash + fmt::Debug,
-    B: aya::Pod,
-{
-    let gone: Vec<K> = installed.difference(wanted).copied().collect();
-    for key in gone {
-        match map.remove(&bytes(&key)) {
-            Ok(()) => {}
-            // Already gone: what we wanted.
-            Err(MapError::SyscallError(ref s)) if s.io_error.raw_os_error() == Some(ENOENT) => {}
-            Err(e) => return Err(map_error(&format!("removing {key:?} from map {name}"), e)),
-        }
-        installed.remove(&key);
-    }
-    Ok(())
 }

@@ -21,6 +21,7 @@
 mod counters;
 mod error;
 mod filter;
+mod key_set;
 mod owned;
 mod program;
 mod stale;
