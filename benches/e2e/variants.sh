@@ -1,0 +1,189 @@
+# shellcheck shell=bash
+# The gateways under test and the three measurements; sourced by
+# scripts/bench-e2e.sh after topology.sh.
+#
+#   kernel    the Linux kernel forwarding, nftables DNAT + conntrack
+#             (kernel-nat.nft.in, kube-proxy's nftables shape)
+#   flowgate  flowgate run: NAT + Maglev + connection tracking
+#   forward   flowgate run --forward-only: AF_XDP in, AF_XDP out, nothing
+#             else (the I/O floor)
+#   generator no gateway: the XDP sink on fgb-p0 itself, to show what the
+#             generator can send (pps only)
+
+FLOWGATE_PID=""
+
+# Counter of a device in a namespace.
+counter() { in_ns "$1" cat "/sys/class/net/$2/statistics/$3"; }
+
+has_xdp() { ip -n "$1" -d link show dev "$2" | grep -q 'prog/xdp'; }
+
+# Waits (at most ~10 s) until a UDP round trip through the gateway works.
+wait_for_path() {
+  local i
+  for i in $(seq 20); do
+    if in_ns "$NS_GEN" "$E2E_UDP" rtt --to "$VIP:$ECHO_PORT" --count 5 --warmup 0 \
+      --timeout-ms 200 --seconds 2 >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  return 1
+}
+
+flowgate_config() {
+  sed -e "s|@P0@|$DEV_P0|g" -e "s|@P1@|$DEV_P1|g" -e "s|@P0_MAC@|$MAC_P0|g" \
+    -e "s|@P1_MAC@|$MAC_P1|g" -e "s|@GEN_MAC@|$MAC_GEN|g" -e "s|@BE_MAC@|$MAC_BE|g" \
+    -e "s|@CORE@|$GW_CPU|g" -e "s|@IDLE@|$IDLE|g" -e "s|@RUNDIR@|$RUN|g" \
+    "$E2E/flowgate.toml.in" >"$RUN/flowgate.toml"
+}
+
+# variant_up NAME RUN_INDEX: makes the gateway NAME forward; fails with a
+# message if it does not.
+variant_up() {
+  local variant=$1 index=$2
+  case "$variant" in
+    kernel)
+      in_ns "$NS_GW" sysctl -qw net.ipv4.ip_forward=1
+      in_ns "$NS_GW" nft -f "$E2E/kernel-nat.nft.in"
+      ;;
+    flowgate | forward)
+      local args=(run --config "$RUN/flowgate.toml" --cores "$GW_CPU")
+      [ "$variant" = forward ] && args+=(--forward-only)
+      local logfile="$RUN/flowgate-$variant-$index.log"
+      spawn "$NS_GW" any "$logfile" "$FLOWGATE" "${args[@]}"
+      FLOWGATE_PID=$SPAWNED_PID
+      local i
+      for i in $(seq 100); do
+        kill -0 "$FLOWGATE_PID" 2>/dev/null || break
+        has_xdp "$NS_GW" "$DEV_P0" && has_xdp "$NS_GW" "$DEV_P1" && break
+        sleep 0.1
+      done
+      if ! kill -0 "$FLOWGATE_PID" 2>/dev/null; then
+        log "$variant: flowgate exited at start: $(tail -5 "$logfile")"
+        return 1
+      fi
+      pin_napi "$DEV_P0" "$GW_CPU"
+      pin_napi "$DEV_P1" "$GW_CPU"
+      ;;
+    generator)
+      ip -n "$NS_GW" link set dev "$DEV_P0" xdpdrv obj "$RUN/sink.o" sec xdp
+      pin_napi "$DEV_P0" "$GW_CPU"
+      return 0
+      ;;
+    *)
+      log "unknown variant $variant"
+      return 1
+      ;;
+  esac
+  if ! wait_for_path; then
+    log "$variant: no UDP round trip through the gateway after 10 s"
+    [ -n "$FLOWGATE_PID" ] && log "flowgate log: $(tail -5 "$RUN/flowgate-$variant-$index.log")"
+    return 1
+  fi
+}
+
+# variant_down NAME: stops it and checks that nothing is left behind.
+variant_down() {
+  local variant=$1 ok=0
+  case "$variant" in
+    kernel)
+      in_ns "$NS_GW" nft delete table ip fgb_nat 2>/dev/null || true
+      in_ns "$NS_GW" sysctl -qw net.ipv4.ip_forward=0
+      ;;
+    flowgate | forward)
+      if [ -n "$FLOWGATE_PID" ]; then
+        kill -INT "$FLOWGATE_PID" 2>/dev/null || true
+        local i status=0
+        for i in $(seq 100); do
+          kill -0 "$FLOWGATE_PID" 2>/dev/null || break
+          sleep 0.1
+        done
+        if kill -0 "$FLOWGATE_PID" 2>/dev/null; then
+          log "$variant: flowgate still running 10 s after SIGINT; killing it"
+          kill -KILL "$FLOWGATE_PID" 2>/dev/null || true
+          ok=1
+        fi
+        wait "$FLOWGATE_PID" 2>/dev/null || status=$?
+        if [ "$status" != 0 ]; then
+          log "$variant: flowgate exited with $status after SIGINT"
+          ok=1
+        fi
+        FLOWGATE_PID=""
+      fi
+      ;;
+  esac
+  local dev
+  for dev in "$DEV_P0" "$DEV_P1"; do
+    if has_xdp "$NS_GW" "$dev"; then
+      [ "$variant" = generator ] || {
+        log "$variant: an XDP program is still attached to $dev after stopping; detaching it"
+        ok=1
+      }
+      ip -n "$NS_GW" link set dev "$dev" xdp off
+    fi
+  done
+  return $ok
+}
+
+# measure_pps VARIANT: floods for WARMUP + PPS_SECONDS and prints
+# "offered delivered" in packets/s: offered is what the generator made
+# (whole run), delivered what reached the sink in the last PPS_SECONDS.
+measure_pps() {
+  local variant=$1 sink_ns=$NS_BE sink_dev=$DEV_BE
+  if [ "$variant" = generator ]; then
+    sink_ns=$NS_GW
+    sink_dev=$DEV_P0
+  fi
+  spawn "$NS_GEN" "$GEN_CPU" "$RUN/xdpgen.log" "$RUN/xdpgen" --obj "$RUN/xdpgen.bpf.o" \
+    --dev "$DEV_GEN" --src-mac "$MAC_GEN" --dst-mac "$MAC_P0" --src "${FLOOD_NET%/*}" \
+    --dst "$VIP" --dport "$FLOOD_PORT" --flows "$FLOWS" --ports "$FLOOD_PORTS" \
+    --seconds "$((WARMUP + PPS_SECONDS + 1))"
+  local pid=$SPAWNED_PID
+  sleep "$WARMUP"
+  local t0 rx0 t1 rx1
+  t0=$(date +%s.%N)
+  rx0=$(counter "$sink_ns" "$sink_dev" rx_packets)
+  sleep "$PPS_SECONDS"
+  t1=$(date +%s.%N)
+  rx1=$(counter "$sink_ns" "$sink_dev" rx_packets)
+  wait "$pid" || {
+    log "xdpgen failed: $(cat "$RUN/xdpgen.log")"
+    return 1
+  }
+  # Let the gateway drain before the next measurement.
+  sleep 0.5
+  local offered
+  offered=$(sed -n 's/.* pps=\([0-9]*\).*/\1/p' "$RUN/xdpgen.log")
+  awk -v t0="$t0" -v t1="$t1" -v rx=$((rx1 - rx0)) -v offered="${offered:-0}" \
+    'BEGIN { printf "%.0f %.0f\n", offered, rx / (t1 - t0) }'
+}
+
+# measure_rtt: prints "p50_us p99_us lost".
+measure_rtt() {
+  local line
+  line=$(in_ns "$NS_GEN" nice -n -20 taskset -c "$GEN_CPU" "$E2E_UDP" rtt --to "$VIP:$ECHO_PORT" \
+    --count "$RTT_COUNT" --warmup 200 --timeout-ms 100 --seconds 120) || {
+    log "rtt failed: $line"
+    return 1
+  }
+  echo "$line" >>"$RUN/rtt.log"
+  echo "$line" | awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+    END { print v["p50_us"], v["p99_us"], v["lost"] }'
+}
+
+# measure_http: prints requests/s of wrk through the gateway (keep-alive
+# connections to nginx behind the VIP).
+measure_http() {
+  local out
+  out=$(in_ns "$NS_GEN" nice -n -20 taskset -c "$GEN_CPU" timeout "$((HTTP_SECONDS + 30))" \
+    wrk -t1 -c"$HTTP_CONNECTIONS" -d"${HTTP_SECONDS}s" "http://$VIP/") || {
+    log "wrk failed: $out"
+    return 1
+  }
+  echo "$out" >>"$RUN/wrk.log"
+  if echo "$out" | grep -q 'Non-2xx'; then
+    log "wrk saw non-2xx replies: $out"
+    return 1
+  fi
+  echo "$out" | awk '/^Requests\/sec:/ { printf "%.0f\n", $2 }'
+}
