@@ -6,6 +6,7 @@
 //! worker; [`pipeline`] joins them into a pure batch function; [`port`]
 //! moves frames in and out; [`replay`] drives the pipeline over a pcap file.
 
+pub mod control;
 pub mod daemon;
 pub mod flow;
 pub mod handoff;
