@@ -44,6 +44,11 @@ pub struct WorkerHandle<R> {
 }
 
 impl<R> WorkerHandle<R> {
+    /// A sender for queries, for whoever asks later (the control API).
+    pub fn query_sender(&self) -> Sender<WorkerQuery> {
+        self.queries.clone()
+    }
+
     /// Sends `query` to the worker; false if its queue is full or it has
     /// stopped.
     pub fn ask(&self, query: WorkerQuery) -> bool {
@@ -64,6 +69,13 @@ impl<R> WorkerHandle<R> {
         self.thread.take().and_then(|t| t.join().ok())
     }
 }
+
+/// Called by a worker, about once a second, with its ports (e.g. to
+/// publish their ring statistics).
+pub type PortObserver<P> = Box<dyn FnMut(&[P]) + Send>;
+
+/// How often a worker calls its [`PortObserver`].
+const OBSERVE_EVERY_NS: u64 = 1_000_000_000;
 
 /// What a worker thread runs with.
 pub struct WorkerSetup<P, M, K> {
@@ -87,6 +99,8 @@ pub struct WorkerSetup<P, M, K> {
     pub stop: Arc<AtomicBool>,
     /// The daemon's clock origin.
     pub epoch: Instant,
+    /// Looks at the ports now and then, off the per-packet path.
+    pub observer: Option<PortObserver<P>>,
 }
 
 /// What a stopped worker hands back: its state and ports, so the daemon
@@ -142,8 +156,10 @@ fn run<P: Port, M: FrameMemory, K: KernelPath>(
         idle,
         stop,
         epoch,
+        mut observer,
         ..
     } = setup;
+    let mut observed_ns = 0u64;
     tracing::info!(worker = index, ports = ports.len(), "worker started");
     let mut empty_polls: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -152,6 +168,12 @@ fn run<P: Port, M: FrameMemory, K: KernelPath>(
         let received = worker.poll(&mut ports, &mut memory, &snapshot, &mut kernel, now_ns);
         if let Ok(query) = queries.try_recv() {
             query(worker.flows(), &snapshot);
+        }
+        if now_ns.wrapping_sub(observed_ns) >= OBSERVE_EVERY_NS {
+            observed_ns = now_ns;
+            if let Some(observe) = observer.as_mut() {
+                observe(&ports);
+            }
         }
         drop(snapshot);
         if received > 0 {
@@ -187,6 +209,7 @@ mod tests {
         let publisher = SnapshotPublisher::new(Snapshot::build(&config, None));
         let stop = Arc::new(AtomicBool::new(false));
         let memory = MemoryFrames::new(64, 2048);
+        let (seen_ports, ports_seen) = crossbeam::channel::bounded(4);
         let setup = WorkerSetup {
             index: 0,
             core: 0,
@@ -203,8 +226,12 @@ mod tests {
             idle: IdlePolicy::Adaptive,
             stop: Arc::clone(&stop),
             epoch: Instant::now(),
+            observer: Some(Box::new(move |ports: &[MemoryPort]| {
+                let _ = seen_ports.try_send(ports.len());
+            })),
         };
         let handle = spawn(setup).unwrap();
+        assert_eq!(ports_seen.recv_timeout(Duration::from_secs(5)).unwrap(), 2);
         let (tx, rx) = crossbeam::channel::bounded(1);
         assert!(handle.ask(Box::new(move |flows, snapshot| {
             let _ = tx.send((flows.len(), snapshot.generation()));
