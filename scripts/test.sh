@@ -11,6 +11,8 @@ cargo fmt --all -- --check
 echo "== lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests"
+# The namespace tests start the real flowgate and flowgatectl binaries.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked
 echo "== fuzz (bounded)"
 scripts/fuzz.sh --ci

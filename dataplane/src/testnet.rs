@@ -171,6 +171,28 @@ pub fn veth_pair(a: &NetNs, a_name: &str, b: &NetNs, b_name: &str, queues: u32) 
     Ok(())
 }
 
+/// The path of a workspace binary (`flowgate`, `flowgatectl`) built in
+/// the same target directory and profile as the running test executable
+/// (`target/<profile>/deps/<test>` → `target/<profile>/<name>`).
+/// scripts/test.sh builds the binaries before the tests; the error says
+/// so when one is missing.
+pub fn workspace_binary(name: &str) -> io::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .ok_or_else(|| io::Error::other("test executable has no target directory"))?;
+    let path = profile_dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(io::Error::other(format!(
+            "{} is missing: build the binaries first (cargo build --workspace --bins)",
+            path.display()
+        )))
+    }
+}
+
 fn run(cmd: &mut Command) -> io::Result<Output> {
     let out = cmd.stdin(Stdio::null()).output()?;
     if out.status.success() {
