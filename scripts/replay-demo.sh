@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job: builds flowgate and runs a recorded traffic capture through
-# the demo rules (configs/demo.toml), printing what the gateway would do
-# with every frame and where each connection would go.
+# The offline demo: builds flowgate and runs a recorded traffic capture
+# through the demo rules (configs/demo.toml), printing what the gateway
+# would do with every frame and where each connection would go. Needs no
+# root and no namespaces; scripts/demo.sh runs the live gateway instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
