@@ -31,7 +31,7 @@ READY_SECONDS=30
 say "installing what is missing"
 scripts/install-deps.sh
 say "building flowgate and flowgatectl (release)"
-cargo build --release --locked --bin flowgate --bin flowgatectl
+cargo build --release --locked -p flowgate-dataplane -p flowgatectl --bins
 bin=${CARGO_TARGET_DIR:-target}/release
 FLOWGATE=$(realpath "$bin/flowgate")
 FLOWGATECTL=$(realpath "$bin/flowgatectl")
