@@ -30,7 +30,8 @@ pub enum BindMode {
 
 /// Settings of the shared UMEM and of each AF_XDP socket on it.
 ///
-/// The UMEM is one per gateway, so the frame settings are read once, by
+/// The UMEM is one per gateway, so the frame and fill/completion ring
+/// settings are read once, by
 /// [`SharedUmem::new`](super::SharedUmem::new). On a shared UMEM the
 /// kernel takes the bind mode and the wakeup setting from the first
 /// socket bound; later sockets inherit them (see
@@ -49,9 +50,12 @@ pub struct XskSettings {
     pub rx_ring: u32,
     /// Transmit ring entries per socket (a power of two).
     pub tx_ring: u32,
-    /// Fill ring entries per (interface, queue) (a power of two).
+    /// Fill ring entries per (interface, queue) (a power of two). Read
+    /// once, by [`SharedUmem::new`](super::SharedUmem::new): libxdp sizes
+    /// every fill ring of a UMEM alike.
     pub fill_ring: u32,
     /// Completion ring entries per (interface, queue) (a power of two).
+    /// Read once, like `fill_ring`.
     pub completion_ring: u32,
     /// Zero-copy, copy, or whichever the driver offers.
     pub bind_mode: BindMode,

@@ -205,7 +205,7 @@ impl XskPort {
             fill,
             comp,
             tx_ring: settings.tx_ring as usize,
-            fill_ring: settings.fill_ring as usize,
+            fill_ring: umem.core().fill_ring(),
             scratch: vec![xsk_rs::FrameDesc::default(); BATCH],
             in_fill: 0,
             in_tx: 0,
@@ -271,6 +271,9 @@ impl XskPort {
     /// Wakes the kernel to send what is on the transmit ring, as often as
     /// it asks (a few times in copy mode, where each call sends a budget).
     fn kick_tx(&mut self) {
+        if self.in_tx == 0 {
+            return;
+        }
         for _ in 0..MAX_TX_KICKS {
             let pending = self.tx_pending();
             if pending == 0 || (self.need_wakeup && !self.tx.needs_wakeup()) {
@@ -377,8 +380,16 @@ impl Port for XskPort {
 
     fn transmit(&mut self, frames: &[FrameDesc]) -> usize {
         let mut accepted = 0;
+        let mut kicked = false;
         while accepted < frames.len() {
             let free = self.tx.nb_free(BATCH as u32) as usize;
+            if free == 0 && !kicked {
+                // A full ring drains only when the kernel is woken (always
+                // so in copy mode): ask once before refusing frames.
+                kicked = true;
+                self.kick_tx();
+                continue;
+            }
             let chunk = (frames.len() - accepted).min(free).min(self.scratch.len());
             let Some(batch) = frames.get(accepted..accepted + chunk) else {
                 break;

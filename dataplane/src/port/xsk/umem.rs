@@ -28,6 +28,8 @@ pub(super) struct UmemCore {
     /// its length set to the frame's whole room. xsk-rs makes these only
     /// in `Umem::new`, so frames are named to it by copying them.
     templates: Box<[xsk_rs::FrameDesc]>,
+    /// Entries of each fill ring (one per interface queue).
+    fill_ring: usize,
     huge_pages: bool,
 }
 
@@ -49,6 +51,11 @@ impl UmemCore {
     /// Where the frames lie.
     pub(super) fn layout(&self) -> &FrameLayout {
         &self.layout
+    }
+
+    /// Entries of each fill ring.
+    pub(super) fn fill_ring(&self) -> usize {
+        self.fill_ring
     }
 
     /// The xsk-rs descriptor of the frame `addr` falls in, for the fill
@@ -256,6 +263,7 @@ impl SharedUmem {
                 umem,
                 layout,
                 templates: templates.into_boxed_slice(),
+                fill_ring: settings.fill_ring as usize,
                 huge_pages,
             }),
             registry: Arc::new(Mutex::new(Registry::default())),
