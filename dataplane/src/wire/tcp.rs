@@ -263,6 +263,9 @@ mod tests {
             ParseError::BadTcpDataOffset
         );
         buf[field::DATA_OFFSET] = 0x60;
-        assert_eq!(TcpSegment::new_checked(&buf[..]).unwrap().payload(), &[] as &[u8]);
+        assert_eq!(
+            TcpSegment::new_checked(&buf[..]).unwrap().payload(),
+            &[] as &[u8]
+        );
     }
 }
