@@ -510,3 +510,89 @@ fn frames_are_handed_out_once_and_read_back_as_written() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn odd_descriptors_are_moved_or_refused_never_lost() {
+    if !privileged() {
+        return;
+    }
+    let a_ns = quiet_ns("fgxo");
+    let b_ns = quiet_ns("fgxo");
+    testnet::veth_pair(&a_ns, "odd0", &b_ns, "odd1", 1).unwrap();
+    let s = settings(256, false);
+    let (a_umem, mut a) = a_ns
+        .enter(|| {
+            let umem = SharedUmem::new(&s).unwrap();
+            let port = XskPort::open(&umem, "odd0", 0, &s).unwrap();
+            (umem, port)
+        })
+        .unwrap();
+    let receiving = settings(256, true);
+    let (b_umem, mut b) = b_ns
+        .enter(|| {
+            let umem = SharedUmem::new(&receiving).unwrap();
+            let port = XskPort::open(&umem, "odd1", 0, &receiving).unwrap();
+            (umem, port)
+        })
+        .unwrap();
+
+    // The receiving side has frames on its fill ring before anything is
+    // sent.
+    let mut b_pool = b_umem.split_pools(1).pop().unwrap();
+    let b_frames = b_umem.frames();
+    assert_eq!(b.refill(&mut b_pool), 256);
+    assert_eq!(b.frames_outstanding(), 256);
+
+    let mut pool = a_umem.split_pools(1).pop().unwrap();
+    let mut frames = a_umem.frames();
+    let frame = test_frame();
+    let len = frame.len() as u32;
+    let (f1, f2, f3) = (
+        pool.take().unwrap(),
+        pool.take().unwrap(),
+        pool.take().unwrap(),
+    );
+    // A frame whose packet starts 10 bytes in, as if an XDP program had
+    // moved its start: its bytes are moved back to the packet address (the
+    // only place xsk-rs can name) and sent whole.
+    let moved = FrameDesc { addr: f1 + 10, len };
+    frames.frame_mut(moved).copy_from_slice(&frame);
+    let odd = [
+        moved,
+        FrameDesc { addr: f2 - 1, len }, // starts in the headroom
+        FrameDesc {
+            addr: u64::from(a_umem.frame_count()) * 2048 + 256,
+            len,
+        }, // not in the UMEM
+        FrameDesc { addr: f3, len: 0 },  // empty
+    ];
+    assert_eq!(a.transmit(&odd), odd.len(), "all taken over");
+    let c = a.counters();
+    assert_eq!((c.tx_rejected, c.foreign_addrs), (3, 1), "{c:?}");
+    // Sent (1) and refused in the UMEM (2) are the port's until reclaimed.
+    assert_eq!(a.frames_outstanding(), 3);
+    a.flush();
+
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.is_empty() && Instant::now() < deadline {
+        b.receive(&mut got, BATCH);
+        a.reclaim(&mut pool);
+    }
+    assert_eq!(got.len(), 1, "the moved frame arrived");
+    assert_eq!(b_frames.frame(got[0]), frame.as_slice());
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pool.len() < a_umem.frame_count() as usize && Instant::now() < deadline {
+        a.reclaim(&mut pool);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        pool.len(),
+        a_umem.frame_count() as usize,
+        "every frame back"
+    );
+    assert_eq!(a.frames_outstanding(), 0);
+    let stats = a.statistics().unwrap();
+    assert_eq!(stats.tx_invalid_descs, 0, "{stats:?}");
+}
