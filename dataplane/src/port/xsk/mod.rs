@@ -38,3 +38,17 @@ pub use settings::{BindMode, XskSettings, FRAME_SIZES, MAX_FRAMES, MAX_RING, MIN
 pub use socket::XskPort;
 pub use stats::{XskMode, XskPortCounters, XskStats};
 pub use umem::{SharedUmem, UmemFrames};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_and_ports_move_to_worker_threads() {
+        fn send<T: Send>() {}
+        send::<SharedUmem>();
+        send::<UmemFrames>();
+        send::<XskPort>();
+        send::<XskError>();
+    }
+}
