@@ -580,11 +580,6 @@ impl fmt::Display for ErrorCode {
 /// that a request of another version is refused as such rather than as a
 /// shape this version does not know; then the whole request.
 pub fn parse_request(line: &[u8]) -> Result<Request, ApiError> {
-    /// Only the version; every other field is skipped unread.
-    #[derive(Deserialize)]
-    struct VersionProbe {
-        version: Option<serde_json::Value>,
-    }
     let probe: VersionProbe = serde_json::from_slice(line).map_err(|e| {
         ApiError::new(
             ErrorCode::BadRequest,
@@ -611,6 +606,40 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ApiError> {
     let envelope: RequestEnvelope = serde_json::from_slice(line)
         .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("malformed request: {e}")))?;
     Ok(envelope.request)
+}
+
+/// The `version` of a request object; every other field is skipped
+/// unread. Anything but an object is refused (a derived struct would also
+/// take an array, reading its first element as the version).
+struct VersionProbe {
+    version: Option<serde_json::Value>,
+}
+
+impl<'de> Deserialize<'de> for VersionProbe {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectOnly;
+        impl<'de> serde::de::Visitor<'de> for ObjectOnly {
+            type Value = VersionProbe;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<VersionProbe, A::Error> {
+                let mut version = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "version" {
+                        version = map.next_value::<Option<serde_json::Value>>()?;
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(VersionProbe { version })
+            }
+        }
+        deserializer.deserialize_map(ObjectOnly)
+    }
 }
 
 #[cfg(test)]
@@ -700,6 +729,8 @@ mod tests {
         for (text, needle) in [
             ("{not json", "malformed request"),
             ("[1,2]", "malformed request"),
+            (r#"["status"]"#, "expected a JSON object"),
+            ("42", "expected a JSON object"),
             ("", "malformed request"),
             (r#"{"request":{"op":"status"}}"#, "no \"version\""),
             (
