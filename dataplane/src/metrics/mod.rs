@@ -1,0 +1,45 @@
+//! Metrics: what the workers count, read and summed off their cores, and
+//! served to Prometheus.
+//!
+//! Workers only ever increment their own single-writer counters (a plain
+//! load and store, no locked instruction): the pipeline's
+//! [`PipelineCounters`](crate::pipeline::PipelineCounters) and the
+//! connection table's per-endpoint [`FlowCounters`](crate::flow::FlowCounters).
+//! Everything else happens on the control thread at scrape time:
+//!
+//! - [`MetricsCollector::collect`] reads every worker's counters through
+//!   the `Arc`s in its [`WorkerMetrics`] and names them after the snapshot
+//!   in force: a [`MetricsSample`] (per worker; per service sums over the
+//!   service's backends);
+//! - [`render`] writes a sample as Prometheus text (format 0.0.4);
+//! - [`MetricsServer`] answers `GET /metrics` on a loopback address.
+//!
+//! The daemon wires them together, roughly:
+//!
+//! ```no_run
+//! # use std::sync::{Arc, Mutex};
+//! # use flowgate_dataplane::metrics::*;
+//! # use flowgate_dataplane::table::{Snapshot, SnapshotPublisher};
+//! # fn wire(workers: Vec<WorkerMetrics>, rules: &SnapshotPublisher) -> Result<(), MetricsError> {
+//! let collector = Mutex::new(MetricsCollector::new(workers));
+//! let reader = rules.reader();
+//! let source: SampleSource = Arc::new(move || {
+//!     let snapshot: Arc<Snapshot> = Arc::clone(&reader.load());
+//!     let rings = Vec::new(); // each socket's XDP_STATISTICS
+//!     let sample = collector.lock().unwrap().collect(&snapshot, rings);
+//!     (sample, snapshot)
+//! });
+//! let server = MetricsServer::start("127.0.0.1:9464".parse().unwrap(), source)?;
+//! # drop(server); Ok(()) }
+//! ```
+
+mod render;
+mod sample;
+mod server;
+
+pub use render::{render, CONTENT_TYPE};
+pub use sample::{
+    BackendInfo, MetricsCollector, MetricsSample, RingStats, ServiceInfo, WorkerMetrics,
+    WorkerSample,
+};
+pub use server::{MetricsError, MetricsServer, SampleSource, ServerOptions};

@@ -1,0 +1,636 @@
+//! The Prometheus text exposition format, version 0.0.4.
+//!
+//! Every family gets a `# HELP` and a `# TYPE` line and then its series,
+//! all together; counters end in `_total`; every name starts with
+//! `flowgate_`; per-worker series carry a `worker` label. Label values are
+//! escaped (`\` → `\\`, `"` → `\"`, newline → `\n`), so a service name can
+//! hold anything the config allows.
+
+use std::fmt::Write as _;
+
+use super::sample::{MetricsSample, WorkerSample};
+use crate::flow::EndpointValues;
+use crate::pipeline::{CounterValues, DropReason};
+use crate::table::Snapshot;
+
+/// The `Content-Type` of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders `sample`, taken against `snapshot`, as a Prometheus text
+/// exposition.
+pub fn render(sample: &MetricsSample, snapshot: &Snapshot) -> String {
+    let mut out = Exposition::default();
+    gateway(&mut out, sample, snapshot);
+    workers(&mut out, sample);
+    services(&mut out, sample);
+    backends(&mut out, sample);
+    rings(&mut out, sample);
+    out.text
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// A text being written, one family at a time.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    /// Starts a family: its HELP and TYPE lines.
+    fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = write!(self.text, "# HELP {name} ");
+        escape_help(&mut self.text, help);
+        let _ = writeln!(self.text, "\n# TYPE {name} {kind}");
+    }
+
+    /// One series of the family just started.
+    fn series(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
+        self.text.push_str(name);
+        if !labels.is_empty() {
+            self.text.push('{');
+            for (i, (label, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.text.push(',');
+                }
+                self.text.push_str(label);
+                self.text.push_str("=\"");
+                escape_label_value(&mut self.text, v);
+                self.text.push('"');
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+/// Appends `v` escaped as a label value.
+fn escape_label_value(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends `v` escaped as HELP text.
+fn escape_help(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn gateway(out: &mut Exposition, sample: &MetricsSample, snapshot: &Snapshot) {
+    out.family(
+        "flowgate_snapshot_generation",
+        Kind::Gauge,
+        "Generation of the rules snapshot in force.",
+    );
+    out.series("flowgate_snapshot_generation", &[], sample.generation);
+    out.family(
+        "flowgate_services",
+        Kind::Gauge,
+        "Services in the rules in force.",
+    );
+    out.series("flowgate_services", &[], snapshot.service_count() as u64);
+    out.family(
+        "flowgate_backends",
+        Kind::Gauge,
+        "Backends in the rules in force, over all services.",
+    );
+    out.series("flowgate_backends", &[], snapshot.endpoint_count() as u64);
+}
+
+/// A per-worker counter from the pipeline's values.
+type WorkerField = fn(&CounterValues) -> u64;
+
+const WORKER_COUNTERS: [(&str, &str, WorkerField); 8] = [
+    ("flowgate_rx_packets_total", "Frames received.", |c| {
+        c.rx_packets
+    }),
+    (
+        "flowgate_rx_bytes_total",
+        "Bytes of the frames received.",
+        |c| c.rx_bytes,
+    ),
+    (
+        "flowgate_tx_packets_total",
+        "Frames a port accepted for sending.",
+        |c| c.tx_packets,
+    ),
+    (
+        "flowgate_tx_bytes_total",
+        "Bytes of the frames a port accepted for sending.",
+        |c| c.tx_bytes,
+    ),
+    (
+        "flowgate_forwarded_packets_total",
+        "Frames rewritten and given to a port to send.",
+        |c| c.forwarded,
+    ),
+    (
+        "flowgate_passed_packets_total",
+        "Frames handed to the kernel (not the gateway's traffic).",
+        |c| c.passed,
+    ),
+    (
+        "flowgate_flow_hits_total",
+        "Frames of established connections (connection-table hits).",
+        |c| c.flow_hits,
+    ),
+    ("flowgate_new_flows_total", "Connections created.", |c| {
+        c.new_flows
+    }),
+];
+
+fn workers(out: &mut Exposition, sample: &MetricsSample) {
+    out.family(
+        "flowgate_worker_info",
+        Kind::Gauge,
+        "Workers and the cores they are pinned to (core \"none\": not pinned).",
+    );
+    for w in &sample.workers {
+        let core = w.core.map_or_else(|| "none".to_owned(), |c| c.to_string());
+        out.series(
+            "flowgate_worker_info",
+            &[("worker", &w.worker.to_string()), ("core", &core)],
+            1,
+        );
+    }
+    for (name, help, field) in WORKER_COUNTERS {
+        out.family(name, Kind::Counter, help);
+        for w in &sample.workers {
+            out.series(
+                name,
+                &[("worker", &w.worker.to_string())],
+                field(&w.counters),
+            );
+        }
+    }
+    let name = "flowgate_dropped_packets_total";
+    out.family(name, Kind::Counter, "Frames dropped, by reason.");
+    for w in &sample.workers {
+        let worker = w.worker.to_string();
+        for reason in DropReason::all() {
+            let n = w.counters.drops.get(reason.name()).copied().unwrap_or(0);
+            out.series(name, &[("worker", &worker), ("reason", reason.name())], n);
+        }
+    }
+    type TableField = fn(&WorkerSample) -> u64;
+    let table: [(&str, &str, TableField); 2] = [
+        (
+            "flowgate_connections",
+            "Connections in the worker's connection table.",
+            |w| w.connections,
+        ),
+        (
+            "flowgate_connection_capacity",
+            "Most connections the worker's connection table holds.",
+            |w| w.connection_capacity,
+        ),
+    ];
+    for (name, help, field) in table {
+        out.family(name, Kind::Gauge, help);
+        for w in &sample.workers {
+            out.series(name, &[("worker", &w.worker.to_string())], field(w));
+        }
+    }
+}
+
+/// A per-service or per-backend series from their values.
+type ValueField = fn(&EndpointValues) -> u64;
+
+/// (suffix, kind, what it counts) of the per-service and per-backend
+/// families.
+const VALUE_FAMILIES: [(&str, Kind, &str, ValueField); 4] = [
+    (
+        "packets_total",
+        Kind::Counter,
+        "Frames forwarded on its connections, both directions.",
+        |v| v.packets,
+    ),
+    (
+        "bytes_total",
+        Kind::Counter,
+        "Bytes of the frames forwarded on its connections, both directions.",
+        |v| v.bytes,
+    ),
+    (
+        "new_flows_total",
+        Kind::Counter,
+        "Connections opened.",
+        |v| v.new_flows,
+    ),
+    (
+        "active_flows",
+        Kind::Gauge,
+        "Connections in the connection table.",
+        |v| v.active_flows,
+    ),
+];
+
+fn services(out: &mut Exposition, sample: &MetricsSample) {
+    for (suffix, kind, help, field) in VALUE_FAMILIES {
+        let name = format!("flowgate_service_{suffix}");
+        out.family(&name, kind, &format!("Per service: {help}"));
+        for w in &sample.workers {
+            let worker = w.worker.to_string();
+            for (s, v) in sample.services.iter().zip(&w.services) {
+                out.series(
+                    &name,
+                    &[("worker", &worker), ("service", &s.name)],
+                    field(v),
+                );
+            }
+        }
+    }
+}
+
+fn backends(out: &mut Exposition, sample: &MetricsSample) {
+    let labels: Vec<(&str, String)> = sample
+        .backends
+        .iter()
+        .map(|b| {
+            let service = sample.services.get(b.service).map_or("", |s| &s.name);
+            (service, b.address.to_string())
+        })
+        .collect();
+    out.family(
+        "flowgate_backend_weight",
+        Kind::Gauge,
+        "Per backend: its weight in the rules in force (0: draining).",
+    );
+    for (b, (service, backend)) in sample.backends.iter().zip(&labels) {
+        out.series(
+            "flowgate_backend_weight",
+            &[("service", service), ("backend", backend)],
+            u64::from(b.weight),
+        );
+    }
+    for (suffix, kind, help, field) in VALUE_FAMILIES {
+        let name = format!("flowgate_backend_{suffix}");
+        out.family(&name, kind, &format!("Per backend: {help}"));
+        for w in &sample.workers {
+            let worker = w.worker.to_string();
+            for ((service, backend), v) in labels.iter().zip(&w.backends) {
+                out.series(
+                    &name,
+                    &[
+                        ("worker", &worker),
+                        ("service", service),
+                        ("backend", backend),
+                    ],
+                    field(v),
+                );
+            }
+        }
+    }
+}
+
+type RingField = fn(&super::RingStats) -> u64;
+
+const RING_COUNTERS: [(&str, &str, RingField); 6] = [
+    (
+        "flowgate_xsk_rx_dropped_total",
+        "AF_XDP: frames the kernel dropped for reasons other than invalid descriptors.",
+        |r| r.rx_dropped,
+    ),
+    (
+        "flowgate_xsk_rx_invalid_descs_total",
+        "AF_XDP: invalid descriptors on the receive side.",
+        |r| r.rx_invalid_descs,
+    ),
+    (
+        "flowgate_xsk_tx_invalid_descs_total",
+        "AF_XDP: invalid descriptors on the transmit side.",
+        |r| r.tx_invalid_descs,
+    ),
+    (
+        "flowgate_xsk_rx_ring_full_total",
+        "AF_XDP: frames dropped because the receive ring was full.",
+        |r| r.rx_ring_full,
+    ),
+    (
+        "flowgate_xsk_fill_ring_empty_total",
+        "AF_XDP: times the fill ring was empty.",
+        |r| r.fill_ring_empty,
+    ),
+    (
+        "flowgate_xsk_tx_ring_empty_total",
+        "AF_XDP: times the transmit ring was empty.",
+        |r| r.tx_ring_empty,
+    ),
+];
+
+fn rings(out: &mut Exposition, sample: &MetricsSample) {
+    for (name, help, field) in RING_COUNTERS {
+        out.family(name, Kind::Counter, help);
+        for r in &sample.rings {
+            out.series(
+                name,
+                &[
+                    ("worker", &r.worker.to_string()),
+                    ("interface", &r.interface),
+                    ("queue", &r.queue.to_string()),
+                ],
+                field(r),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{BackendInfo, RingStats, ServiceInfo};
+    use std::collections::{BTreeMap, HashMap, HashSet};
+
+    /// One series line: name, labels, value.
+    type Series = (String, BTreeMap<String, String>, u64);
+
+    /// Parses `name{a="x",b="y"} value`, undoing label escapes.
+    fn parse_series(line: &str) -> Series {
+        let (name, rest) = match line.find('{') {
+            Some(i) => (&line[..i], &line[i..]),
+            None => line.split_at(line.find(' ').unwrap()),
+        };
+        let mut labels = BTreeMap::new();
+        let mut chars = rest.chars().peekable();
+        if chars.peek() == Some(&'{') {
+            chars.next();
+            loop {
+                let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+                assert_eq!(chars.next(), Some('"'), "{line}");
+                let mut value = String::new();
+                loop {
+                    match chars.next().unwrap() {
+                        '\\' => value.push(match chars.next().unwrap() {
+                            'n' => '\n',
+                            c @ ('\\' | '"') => c,
+                            c => panic!("bad escape \\{c} in {line}"),
+                        }),
+                        '"' => break,
+                        '\n' => panic!("raw newline in {line}"),
+                        c => value.push(c),
+                    }
+                }
+                assert!(
+                    labels.insert(key, value).is_none(),
+                    "repeated label: {line}"
+                );
+                match chars.next() {
+                    Some(',') => continue,
+                    Some('}') => break,
+                    c => panic!("unexpected {c:?} in {line}"),
+                }
+            }
+        }
+        let value: String = chars.collect();
+        let value = value.strip_prefix(' ').unwrap().parse().unwrap();
+        (name.to_owned(), labels, value)
+    }
+
+    /// Checks the exposition's structure; returns its series and each
+    /// family's type.
+    fn check(text: &str) -> (Vec<Series>, HashMap<String, String>) {
+        let mut types = HashMap::new();
+        let mut helps = HashSet::new();
+        let mut current: Option<String> = None;
+        let mut done = HashSet::new();
+        let mut series = Vec::new();
+        let mut seen = HashSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let name = rest.split(' ').next().unwrap().to_owned();
+                assert!(helps.insert(name.clone()), "second HELP for {name}");
+                if let Some(prev) = current.replace(name) {
+                    done.insert(prev);
+                }
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(Some(name), current.as_deref(), "TYPE right after HELP");
+                assert!(kind == "counter" || kind == "gauge", "{line}");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+                assert!(types.insert(name.to_owned(), kind.to_owned()).is_none());
+            } else {
+                let s = parse_series(line);
+                assert!(s.0.starts_with("flowgate_"), "{line}");
+                assert_eq!(
+                    Some(&s.0),
+                    current.as_ref(),
+                    "series outside its family: {line}"
+                );
+                assert!(!done.contains(&s.0));
+                assert!(seen.insert((s.0.clone(), s.1.clone())), "duplicate: {line}");
+                series.push(s);
+            }
+        }
+        assert!(!text.is_empty() && text.ends_with('\n'));
+        (series, types)
+    }
+
+    fn sample() -> MetricsSample {
+        let odd = "we\"b\\x\ny".to_owned();
+        let mut drops = BTreeMap::new();
+        drops.insert("ttl_expired", 4);
+        let worker = |w: usize, packets: u64| WorkerSample {
+            worker: w,
+            core: (w == 0).then_some(3),
+            counters: CounterValues {
+                rx_packets: 10 + packets,
+                forwarded: packets,
+                drops: drops.clone(),
+                ..CounterValues::default()
+            },
+            connections: 2,
+            connection_capacity: 1024,
+            services: vec![EndpointValues {
+                packets,
+                bytes: 60 * packets,
+                new_flows: 1,
+                active_flows: 1,
+            }],
+            backends: vec![
+                EndpointValues {
+                    packets,
+                    ..EndpointValues::default()
+                },
+                EndpointValues::default(),
+            ],
+        };
+        MetricsSample {
+            generation: 9,
+            services: vec![ServiceInfo {
+                id: 0,
+                name: odd,
+                protocol: "tcp",
+                vip: "198.18.100.10:80".parse().unwrap(),
+            }],
+            backends: vec![
+                BackendInfo {
+                    id: 0,
+                    service: 0,
+                    address: "198.18.1.11:8080".parse().unwrap(),
+                    weight: 1,
+                },
+                BackendInfo {
+                    id: 1,
+                    service: 0,
+                    address: "[2001:2:0:1::11]:8080".parse().unwrap(),
+                    weight: 0,
+                },
+            ],
+            workers: vec![worker(0, 5), worker(1, 7)],
+            rings: vec![RingStats {
+                worker: 1,
+                interface: "fg-client".into(),
+                queue: 2,
+                fill_ring_empty: 11,
+                ..RingStats::default()
+            }],
+        }
+    }
+
+    fn find<'a>(series: &'a [Series], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Series> {
+        series
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_family_is_described_typed_and_grouped() {
+        let text = render(&sample(), &Snapshot::empty());
+        let (series, types) = check(&text);
+        assert_eq!(types["flowgate_snapshot_generation"], "gauge");
+        assert_eq!(types["flowgate_backend_active_flows"], "gauge");
+        assert_eq!(types["flowgate_backend_packets_total"], "counter");
+        assert_eq!(find(&series, "flowgate_snapshot_generation", &[])[0].2, 9);
+        // Every per-worker family carries the worker label.
+        for (name, labels, _) in &series {
+            let global = [
+                "flowgate_snapshot_generation",
+                "flowgate_services",
+                "flowgate_backends",
+                "flowgate_backend_weight",
+            ];
+            assert_eq!(
+                !global.contains(&name.as_str()),
+                labels.contains_key("worker"),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_read_back() {
+        let text = render(&sample(), &Snapshot::empty());
+        assert!(text.contains(r#"service="we\"b\\x\ny""#), "{text}");
+        let (series, _) = check(&text);
+        let odd = "we\"b\\x\ny";
+        let per_service = find(&series, "flowgate_service_bytes_total", &[("service", odd)]);
+        assert_eq!(per_service.len(), 2);
+        let w1 = find(&series, "flowgate_service_bytes_total", &[("worker", "1")]);
+        assert_eq!(w1[0].2, 420);
+    }
+
+    #[test]
+    fn series_have_the_expected_label_sets() {
+        let (series, _) = check(&render(&sample(), &Snapshot::empty()));
+        let labels_of = |name: &str| -> HashSet<Vec<String>> {
+            find(&series, name, &[])
+                .iter()
+                .map(|(_, l, _)| l.keys().cloned().collect())
+                .collect()
+        };
+        let one = |keys: &[&str]| -> HashSet<Vec<String>> {
+            [keys.iter().map(|k| k.to_string()).collect()].into()
+        };
+        assert_eq!(labels_of("flowgate_rx_packets_total"), one(&["worker"]));
+        assert_eq!(
+            labels_of("flowgate_dropped_packets_total"),
+            one(&["reason", "worker"])
+        );
+        assert_eq!(labels_of("flowgate_worker_info"), one(&["core", "worker"]));
+        assert_eq!(
+            labels_of("flowgate_service_active_flows"),
+            one(&["service", "worker"])
+        );
+        assert_eq!(
+            labels_of("flowgate_backend_new_flows_total"),
+            one(&["backend", "service", "worker"])
+        );
+        assert_eq!(
+            labels_of("flowgate_xsk_fill_ring_empty_total"),
+            one(&["interface", "queue", "worker"])
+        );
+        // Every reason, zero or not, for each worker.
+        let drops = find(
+            &series,
+            "flowgate_dropped_packets_total",
+            &[("worker", "0")],
+        );
+        assert_eq!(drops.len(), DropReason::COUNT);
+        let ttl = find(
+            &series,
+            "flowgate_dropped_packets_total",
+            &[("worker", "0"), ("reason", "ttl_expired")],
+        );
+        assert_eq!(ttl[0].2, 4);
+        let v6 = find(
+            &series,
+            "flowgate_backend_weight",
+            &[("backend", "[2001:2:0:1::11]:8080")],
+        );
+        assert_eq!(v6[0].2, 0);
+        let cores = find(&series, "flowgate_worker_info", &[("core", "none")]);
+        assert_eq!(cores[0].1["worker"], "1");
+        let ring = find(
+            &series,
+            "flowgate_xsk_fill_ring_empty_total",
+            &[("queue", "2")],
+        );
+        assert_eq!(
+            (ring[0].1["interface"].as_str(), ring[0].2),
+            ("fg-client", 11)
+        );
+    }
+
+    #[test]
+    fn help_text_is_escaped() {
+        let mut out = Exposition::default();
+        out.family("flowgate_x", Kind::Gauge, "a\\b\nc");
+        assert_eq!(
+            out.text,
+            "# HELP flowgate_x a\\\\b\\nc\n# TYPE flowgate_x gauge\n"
+        );
+    }
+
+    #[test]
+    fn an_empty_sample_still_describes_every_family() {
+        let (series, types) = check(&render(&MetricsSample::default(), &Snapshot::empty()));
+        let (_, full) = check(&render(&sample(), &Snapshot::empty()));
+        assert_eq!(types, full);
+        assert_eq!(series.len(), 3, "only the gateway-wide gauges have series");
+    }
+}

@@ -1,0 +1,667 @@
+//! The scrape model, and how it is read from the workers' shared counters.
+//!
+//! A worker's counters live behind two `Arc`s it shares at start-up (its
+//! [`PipelineCounters`] and its connection table's [`FlowCounters`]); the
+//! daemon keeps one [`WorkerMetrics`] per worker and a [`MetricsCollector`]
+//! over them, and asks the collector for a [`MetricsSample`] at each scrape.
+//!
+//! Per-endpoint counts are kept by endpoint id, and ids are reused: an id
+//! freed when a backend is removed may later name another backend. The
+//! collector therefore remembers, per worker and id, which backend its
+//! counts belong to. When an id stops naming that backend, the backend's
+//! counts so far move into its service's "retired" counts (so the service's
+//! totals never go down when a backend leaves) and the next backend to get
+//! the id starts from zero. Counts that reach an id between its backend's
+//! removal and the next scrape go to that id's next backend; scrape more
+//! often than rules change if that matters.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::flow::{EndpointValues, FlowCounters, FlowTable};
+use crate::pipeline::{CounterValues, Pipeline, PipelineCounters};
+use crate::table::{EndpointId, ServiceId, Snapshot};
+use crate::wire::bytes_to_addr;
+
+/// What the daemon keeps of one worker: `Arc`s to the counters it writes.
+#[derive(Clone, Debug)]
+pub struct WorkerMetrics {
+    /// The worker's index (the `worker` label).
+    pub worker: usize,
+    /// The core it is pinned to, if any.
+    pub core: Option<usize>,
+    /// Its pipeline's counters.
+    pub pipeline: Arc<PipelineCounters>,
+    /// Its connection table's size and per-endpoint counters.
+    pub flows: Arc<FlowCounters>,
+}
+
+impl WorkerMetrics {
+    /// Shares the counters of a worker's pipeline and connection table
+    /// (take it before the worker moves to its thread).
+    pub fn new(worker: usize, core: Option<usize>, pipeline: &Pipeline, flows: &FlowTable) -> Self {
+        WorkerMetrics {
+            worker,
+            core,
+            pipeline: Arc::clone(pipeline.counters()),
+            flows: Arc::clone(flows.counters()),
+        }
+    }
+}
+
+/// AF_XDP statistics of one socket (one interface queue), as the kernel
+/// reports them (`XDP_STATISTICS`); the daemon reads them from its sockets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RingStats {
+    /// The worker that owns the socket.
+    pub worker: usize,
+    /// The interface's name.
+    pub interface: String,
+    /// The queue the socket is bound to.
+    pub queue: u32,
+    /// Frames the kernel dropped for reasons other than invalid descriptors.
+    pub rx_dropped: u64,
+    /// Invalid descriptors on the receive side.
+    pub rx_invalid_descs: u64,
+    /// Invalid descriptors on the transmit side.
+    pub tx_invalid_descs: u64,
+    /// Frames dropped because the receive ring was full.
+    pub rx_ring_full: u64,
+    /// Times the fill ring was found empty.
+    pub fill_ring_empty: u64,
+    /// Times the transmit ring was found empty.
+    pub tx_ring_empty: u64,
+}
+
+/// A service of the snapshot a sample was taken against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceInfo {
+    /// Its id in that snapshot.
+    pub id: ServiceId,
+    /// Its name (the `service` label).
+    pub name: String,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// Its VIP and port.
+    pub vip: SocketAddr,
+}
+
+/// A backend of the snapshot a sample was taken against.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendInfo {
+    /// Its endpoint id in that snapshot.
+    pub id: EndpointId,
+    /// Index of its service in [`MetricsSample::services`].
+    pub service: usize,
+    /// Its address and port (the `backend` label).
+    pub address: SocketAddr,
+    /// Its weight (0: draining).
+    pub weight: u32,
+}
+
+/// One worker's counters at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WorkerSample {
+    /// The worker's index.
+    pub worker: usize,
+    /// The core it is pinned to, if any.
+    pub core: Option<usize>,
+    /// Its pipeline counters.
+    pub counters: CounterValues,
+    /// Connections in its table.
+    pub connections: u64,
+    /// Most connections its table holds.
+    pub connection_capacity: u64,
+    /// Per service, in the order of [`MetricsSample::services`]: the sums
+    /// over the service's backends, plus the counts of backends it had.
+    pub services: Vec<EndpointValues>,
+    /// Per backend, in the order of [`MetricsSample::backends`].
+    pub backends: Vec<EndpointValues>,
+}
+
+/// Everything a scrape reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MetricsSample {
+    /// Generation of the snapshot the sample was taken against.
+    pub generation: u64,
+    /// That snapshot's services, in id order.
+    pub services: Vec<ServiceInfo>,
+    /// That snapshot's backends, grouped by service.
+    pub backends: Vec<BackendInfo>,
+    /// One entry per worker.
+    pub workers: Vec<WorkerSample>,
+    /// One entry per AF_XDP socket (empty over in-memory ports).
+    pub rings: Vec<RingStats>,
+}
+
+impl MetricsSample {
+    /// The sum over workers of each backend's values, in the order of
+    /// [`MetricsSample::backends`].
+    pub fn backend_totals(&self) -> Vec<EndpointValues> {
+        totals(
+            self.backends.len(),
+            self.workers.iter().map(|w| &w.backends),
+        )
+    }
+
+    /// The sum over workers of each service's values, in the order of
+    /// [`MetricsSample::services`].
+    pub fn service_totals(&self) -> Vec<EndpointValues> {
+        totals(
+            self.services.len(),
+            self.workers.iter().map(|w| &w.services),
+        )
+    }
+}
+
+fn totals<'a>(
+    n: usize,
+    rows: impl Iterator<Item = &'a Vec<EndpointValues>>,
+) -> Vec<EndpointValues> {
+    let mut sum = vec![EndpointValues::default(); n];
+    for row in rows {
+        for (s, v) in sum.iter_mut().zip(row) {
+            *s += *v;
+        }
+    }
+    sum
+}
+
+/// What makes a service id the same service: its (protocol, VIP, port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ServiceKey {
+    protocol: u8,
+    vip: [u8; 16],
+    port: u16,
+}
+
+/// What makes an endpoint id the same backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BackendKey {
+    service: ServiceId,
+    service_key: ServiceKey,
+    address: [u8; 16],
+    port: u16,
+}
+
+fn service_key(snapshot: &Snapshot, id: ServiceId) -> Option<ServiceKey> {
+    let s = snapshot.service(id)?;
+    Some(ServiceKey {
+        protocol: s.protocol(),
+        vip: *s.vip(),
+        port: s.port(),
+    })
+}
+
+fn backend_key(snapshot: &Snapshot, id: EndpointId) -> Option<BackendKey> {
+    let e = snapshot.endpoint(id)?;
+    Some(BackendKey {
+        service: e.service,
+        service_key: service_key(snapshot, e.service)?,
+        address: e.address,
+        port: e.port,
+    })
+}
+
+/// Counters only (no gauge) of `raw` since `baseline`.
+fn since(raw: EndpointValues, baseline: EndpointValues) -> EndpointValues {
+    EndpointValues {
+        packets: raw.packets.wrapping_sub(baseline.packets),
+        bytes: raw.bytes.wrapping_sub(baseline.bytes),
+        new_flows: raw.new_flows.wrapping_sub(baseline.new_flows),
+        active_flows: 0,
+    }
+}
+
+/// Whose counts an endpoint id's slot holds, on one worker.
+#[derive(Clone, Copy, Debug, Default)]
+struct SlotOwner {
+    owner: Option<BackendKey>,
+    /// The slot's values when the owner got it (counters only).
+    baseline: EndpointValues,
+}
+
+/// Counts of a service's backends that left it, on one worker.
+#[derive(Clone, Copy, Debug)]
+struct Retired {
+    key: ServiceKey,
+    values: EndpointValues,
+}
+
+/// What the collector remembers of one worker between scrapes.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Indexed by endpoint id.
+    slots: Vec<SlotOwner>,
+    retired: RetiredCounts,
+}
+
+/// Per service id: the counts of backends that left it.
+#[derive(Debug, Default)]
+struct RetiredCounts(Vec<Option<Retired>>);
+
+impl RetiredCounts {
+    fn add(&mut self, old: BackendKey, values: EndpointValues) {
+        let i = old.service as usize;
+        if self.0.len() <= i {
+            self.0.resize(i + 1, None);
+        }
+        if let Some(entry) = self.0.get_mut(i) {
+            match entry {
+                Some(r) if r.key == old.service_key => r.values += values,
+                _ => {
+                    *entry = Some(Retired {
+                        key: old.service_key,
+                        values,
+                    })
+                }
+            }
+        }
+    }
+
+    /// What service `id` (with key `key`) retired.
+    fn of(&self, id: ServiceId, key: ServiceKey) -> EndpointValues {
+        match self.0.get(id as usize) {
+            Some(Some(r)) if r.key == key => r.values,
+            _ => EndpointValues::default(),
+        }
+    }
+
+    /// Forgets the counts of services that are gone.
+    fn forget_gone(&mut self, snapshot: &Snapshot) {
+        for (id, entry) in self.0.iter_mut().enumerate() {
+            let key = ServiceId::try_from(id)
+                .ok()
+                .and_then(|id| service_key(snapshot, id));
+            if entry.is_some_and(|r| Some(r.key) != key) {
+                *entry = None;
+            }
+        }
+    }
+}
+
+/// Builds [`MetricsSample`]s from the workers' shared counters; see the
+/// module doc for what it remembers between scrapes. Scraping is the
+/// control thread's work: the workers are never asked anything.
+#[derive(Debug)]
+pub struct MetricsCollector {
+    workers: Vec<(WorkerMetrics, Ledger)>,
+}
+
+impl MetricsCollector {
+    /// A collector over these workers.
+    pub fn new(workers: Vec<WorkerMetrics>) -> Self {
+        MetricsCollector {
+            workers: workers
+                .into_iter()
+                .map(|w| (w, Ledger::default()))
+                .collect(),
+        }
+    }
+
+    /// The workers it reads.
+    pub fn workers(&self) -> impl Iterator<Item = &WorkerMetrics> {
+        self.workers.iter().map(|(w, _)| w)
+    }
+
+    /// Reads every worker's counters now and names them after `snapshot`
+    /// (the one in force); `rings` are the sockets' statistics, passed
+    /// through. Costs O(workers × (services + endpoints)).
+    pub fn collect(&mut self, snapshot: &Snapshot, rings: Vec<RingStats>) -> MetricsSample {
+        let (services, backends) = describe(snapshot);
+        let limit = backends
+            .iter()
+            .map(|b| b.id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let workers = self
+            .workers
+            .iter_mut()
+            .map(|(w, ledger)| sample_worker(w, ledger, snapshot, limit, &services, &backends))
+            .collect();
+        MetricsSample {
+            generation: snapshot.generation(),
+            services,
+            backends,
+            workers,
+            rings,
+        }
+    }
+}
+
+/// The snapshot's services (id order) and backends (by service).
+fn describe(snapshot: &Snapshot) -> (Vec<ServiceInfo>, Vec<BackendInfo>) {
+    let mut services = Vec::with_capacity(snapshot.service_count());
+    let mut backends = Vec::with_capacity(snapshot.endpoint_count());
+    for (id, s) in snapshot.services() {
+        let index = services.len();
+        services.push(ServiceInfo {
+            id,
+            name: s.name().to_owned(),
+            protocol: protocol_name(s.protocol()),
+            vip: SocketAddr::new(bytes_to_addr(s.vip()), s.port()),
+        });
+        for &e in s.endpoints() {
+            if let Some(ep) = snapshot.endpoint(e) {
+                backends.push(BackendInfo {
+                    id: e,
+                    service: index,
+                    address: SocketAddr::new(bytes_to_addr(&ep.address), ep.port),
+                    weight: ep.weight,
+                });
+            }
+        }
+    }
+    (services, backends)
+}
+
+fn protocol_name(number: u8) -> &'static str {
+    match number {
+        6 => "tcp",
+        17 => "udp",
+        _ => "other",
+    }
+}
+
+/// One worker's sample, updating what its ledger remembers.
+fn sample_worker(
+    w: &WorkerMetrics,
+    ledger: &mut Ledger,
+    snapshot: &Snapshot,
+    limit: usize,
+    services: &[ServiceInfo],
+    backends: &[BackendInfo],
+) -> WorkerSample {
+    let raw = w.flows.endpoints();
+    let n = limit.max(raw.len()).max(ledger.slots.len());
+    if ledger.slots.len() < n {
+        ledger.slots.resize(n, SlotOwner::default());
+    }
+    // Each slot's values for its current owner.
+    let mut own = vec![EndpointValues::default(); limit];
+    for id in 0..n {
+        let raw_values = raw.get(id).map(|s| s.values()).unwrap_or_default();
+        let key = EndpointId::try_from(id)
+            .ok()
+            .and_then(|e| backend_key(snapshot, e));
+        let Some(slot) = ledger.slots.get_mut(id) else {
+            continue;
+        };
+        if slot.owner != key {
+            if let Some(old) = slot.owner {
+                let counted = since(raw_values, slot.baseline);
+                ledger.retired.add(old, counted);
+                slot.baseline = raw_values;
+            }
+            slot.owner = key;
+        }
+        if key.is_some() {
+            if let Some(v) = own.get_mut(id) {
+                *v = since(raw_values, slot.baseline);
+                v.active_flows = raw_values.active_flows;
+            }
+        }
+    }
+    ledger.retired.forget_gone(snapshot);
+
+    let per_backend: Vec<EndpointValues> = backends
+        .iter()
+        .map(|b| own.get(b.id as usize).copied().unwrap_or_default())
+        .collect();
+    let mut per_service: Vec<EndpointValues> = services
+        .iter()
+        .map(|s| match service_key(snapshot, s.id) {
+            Some(key) => ledger.retired.of(s.id, key),
+            None => EndpointValues::default(),
+        })
+        .collect();
+    for (b, v) in backends.iter().zip(&per_backend) {
+        if let Some(s) = per_service.get_mut(b.service) {
+            *s += *v;
+        }
+    }
+    WorkerSample {
+        worker: w.worker,
+        core: w.core,
+        counters: w.pipeline.snapshot(),
+        connections: w.flows.connections(),
+        connection_capacity: w.flows.capacity(),
+        services: per_service,
+        backends: per_backend,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{Connection, FlowState, FlowTimeouts};
+    use crate::hash::flow_hash;
+    use crate::rules;
+    use crate::wire::{ip_proto, FiveTuple};
+
+    /// `web` (tcp/80) with `web` backends, `dns` (udp/53) with one.
+    fn rules_text(web: &[&str]) -> String {
+        let mut s = String::from(
+            "[[services]]\nname = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80\n",
+        );
+        for b in web {
+            s += &format!("[[services.backends]]\naddress = \"{b}\"\nport = 8080\n");
+        }
+        s += "[[services]]\nname = \"dns\"\nprotocol = \"udp\"\nvip = \"198.18.100.10\"\nport = 53\n\
+              [[services.backends]]\naddress = \"198.18.1.20\"\nport = 5353\n";
+        s
+    }
+
+    fn build(text: &str, previous: Option<&Snapshot>) -> Snapshot {
+        Snapshot::build(&rules::load_str(text, "t.toml").unwrap(), previous)
+    }
+
+    fn id_of(s: &Snapshot, addr: &str) -> EndpointId {
+        let want = crate::wire::addr_to_bytes(addr.parse().unwrap());
+        (0..64)
+            .find(|&e| s.endpoint(e).is_some_and(|ep| ep.address == want))
+            .unwrap()
+    }
+
+    /// A worker whose table can be fed directly.
+    struct FakeWorker {
+        flows: FlowTable,
+        pipeline: Pipeline,
+        next_port: u16,
+    }
+
+    impl FakeWorker {
+        fn new() -> Self {
+            let mut flows =
+                FlowTable::new(256, FlowTimeouts::from(&rules::FlowSettings::default()));
+            flows.reserve_endpoints(16);
+            FakeWorker {
+                flows,
+                pipeline: Pipeline::new(),
+                next_port: 1,
+            }
+        }
+
+        fn metrics(&self, worker: usize) -> WorkerMetrics {
+            WorkerMetrics::new(worker, Some(worker), &self.pipeline, &self.flows)
+        }
+
+        /// Opens a connection to `endpoint` and forwards `packets` frames
+        /// of 100 bytes on it.
+        fn traffic(&mut self, endpoint: EndpointId, packets: u64) {
+            let port = self.next_port;
+            self.next_port += 1;
+            let client =
+                FiveTuple::v4([198, 18, 0, 2], [198, 18, 100, 10], port, 80, ip_proto::TCP);
+            let conn = Connection {
+                client,
+                backend_addr: crate::wire::v4_mapped([198, 18, 1, 11]),
+                backend_port: 8080,
+                endpoint,
+                client_mac: [2, 0, 0, 0, 0, 2],
+                client_ingress: 0,
+                state: FlowState::TcpEstablished,
+                last_seen_ns: 0,
+            };
+            let reply = flow_hash(&conn.reply_tuple());
+            self.flows.insert(conn, flow_hash(&client), reply, 0);
+            for _ in 0..packets {
+                self.flows.count_packet(endpoint, 100);
+            }
+        }
+    }
+
+    fn backend<'a>(
+        sample: &'a MetricsSample,
+        worker: usize,
+        addr: &str,
+    ) -> Option<&'a EndpointValues> {
+        let i = sample
+            .backends
+            .iter()
+            .position(|b| b.address.ip().to_string() == addr)?;
+        sample.workers.get(worker)?.backends.get(i)
+    }
+
+    fn service<'a>(sample: &'a MetricsSample, worker: usize, name: &str) -> &'a EndpointValues {
+        let i = sample.services.iter().position(|s| s.name == name).unwrap();
+        &sample.workers[worker].services[i]
+    }
+
+    #[test]
+    fn services_sum_their_backends_per_worker() {
+        let s = build(&rules_text(&["198.18.1.11", "198.18.1.12"]), None);
+        let (a, b, d) = (
+            id_of(&s, "198.18.1.11"),
+            id_of(&s, "198.18.1.12"),
+            id_of(&s, "198.18.1.20"),
+        );
+        let mut w0 = FakeWorker::new();
+        let mut w1 = FakeWorker::new();
+        w0.traffic(a, 3);
+        w0.traffic(b, 5);
+        w1.traffic(a, 7);
+        w1.traffic(d, 2);
+        let mut c = MetricsCollector::new(vec![w0.metrics(0), w1.metrics(1)]);
+        let sample = c.collect(&s, Vec::new());
+        assert_eq!(sample.generation, 1);
+        assert_eq!(sample.services.len(), 2);
+        assert_eq!(sample.backends.len(), 3);
+        let web0 = service(&sample, 0, "web");
+        assert_eq!(
+            (web0.packets, web0.bytes, web0.new_flows, web0.active_flows),
+            (8, 800, 2, 2)
+        );
+        let web1 = service(&sample, 1, "web");
+        assert_eq!((web1.packets, web1.new_flows), (7, 1));
+        assert_eq!(service(&sample, 1, "dns").packets, 2);
+        assert_eq!(backend(&sample, 1, "198.18.1.12").unwrap().packets, 0);
+        assert_eq!(sample.workers[1].connections, 2);
+        assert_eq!(sample.workers[1].connection_capacity, 256);
+        assert_eq!(sample.workers[0].core, Some(0));
+        let totals = sample.backend_totals();
+        assert_eq!(totals.iter().map(|v| v.packets).sum::<u64>(), 17);
+        let services: u64 = sample.service_totals().iter().map(|v| v.packets).sum();
+        assert_eq!(services, 17);
+    }
+
+    #[test]
+    fn a_removed_backend_leaves_its_counts_with_its_service() {
+        let first = build(&rules_text(&["198.18.1.11", "198.18.1.12"]), None);
+        let (a, b) = (id_of(&first, "198.18.1.11"), id_of(&first, "198.18.1.12"));
+        let mut w = FakeWorker::new();
+        w.traffic(a, 3);
+        w.traffic(b, 5);
+        let mut c = MetricsCollector::new(vec![w.metrics(0)]);
+        assert_eq!(service(&c.collect(&first, Vec::new()), 0, "web").packets, 8);
+        // More traffic to b, then b goes before the next scrape.
+        w.traffic(b, 1);
+        let second = build(&rules_text(&["198.18.1.11"]), Some(&first));
+        let sample = c.collect(&second, Vec::new());
+        assert!(backend(&sample, 0, "198.18.1.12").is_none());
+        let web = service(&sample, 0, "web");
+        assert_eq!((web.packets, web.new_flows), (9, 3), "never goes down");
+        assert_eq!(web.active_flows, 1, "only a's connection is live under web");
+        w.traffic(a, 1);
+        assert_eq!(
+            service(&c.collect(&second, Vec::new()), 0, "web").packets,
+            10
+        );
+    }
+
+    #[test]
+    fn a_backend_that_reuses_an_id_starts_from_zero() {
+        let first = build(&rules_text(&["198.18.1.11", "198.18.1.12"]), None);
+        let b = id_of(&first, "198.18.1.12");
+        let mut w = FakeWorker::new();
+        w.traffic(b, 5);
+        let mut c = MetricsCollector::new(vec![w.metrics(0)]);
+        c.collect(&first, Vec::new());
+        // b leaves; a later generation gives its id to a new backend.
+        let second = build(&rules_text(&["198.18.1.11"]), Some(&first));
+        let third = build(&rules_text(&["198.18.1.11", "198.18.1.13"]), Some(&second));
+        assert_eq!(id_of(&third, "198.18.1.13"), b, "the id is reused");
+        let sample = c.collect(&third, Vec::new());
+        let fresh = backend(&sample, 0, "198.18.1.13").unwrap();
+        assert_eq!((fresh.packets, fresh.new_flows), (0, 0));
+        assert_eq!(
+            service(&sample, 0, "web").packets,
+            5,
+            "b's packets stay with web"
+        );
+        w.traffic(b, 2);
+        let sample = c.collect(&third, Vec::new());
+        assert_eq!(backend(&sample, 0, "198.18.1.13").unwrap().packets, 2);
+        assert_eq!(service(&sample, 0, "web").packets, 7);
+    }
+
+    #[test]
+    fn a_removed_service_forgets_what_its_backends_left() {
+        let first = build(&rules_text(&["198.18.1.11", "198.18.1.12"]), None);
+        let mut w = FakeWorker::new();
+        w.traffic(id_of(&first, "198.18.1.12"), 5);
+        let mut c = MetricsCollector::new(vec![w.metrics(0)]);
+        c.collect(&first, Vec::new());
+        let second = build(&rules_text(&["198.18.1.11"]), Some(&first));
+        c.collect(&second, Vec::new());
+        // web goes, then comes back (the same key): it starts afresh.
+        let only_dns = "[[services]]\nname = \"dns\"\nprotocol = \"udp\"\nvip = \"198.18.100.10\"\nport = 53\n\
+                        [[services.backends]]\naddress = \"198.18.1.20\"\nport = 5353\n";
+        let third = build(only_dns, Some(&second));
+        assert!(c
+            .collect(&third, Vec::new())
+            .services
+            .iter()
+            .all(|s| s.name != "web"));
+        let fourth = build(&rules_text(&["198.18.1.11"]), Some(&third));
+        assert_eq!(
+            service(&c.collect(&fourth, Vec::new()), 0, "web").packets,
+            0
+        );
+    }
+
+    #[test]
+    fn counts_made_before_the_first_scrape_are_kept() {
+        let s = build(&rules_text(&["198.18.1.11"]), None);
+        let mut w = FakeWorker::new();
+        w.traffic(id_of(&s, "198.18.1.11"), 4);
+        let mut c = MetricsCollector::new(vec![w.metrics(3)]);
+        let sample = c.collect(
+            &s,
+            vec![RingStats {
+                worker: 3,
+                interface: "eth0".into(),
+                queue: 1,
+                rx_dropped: 9,
+                ..RingStats::default()
+            }],
+        );
+        assert_eq!(backend(&sample, 0, "198.18.1.11").unwrap().packets, 4);
+        assert_eq!(sample.workers[0].worker, 3);
+        assert_eq!(sample.rings[0].rx_dropped, 9);
+        assert_eq!(sample.services[0].vip, "198.18.100.10:53".parse().unwrap());
+        assert_eq!(sample.services[0].protocol, "udp");
+    }
+}
