@@ -11,6 +11,8 @@ pub mod daemon;
 pub mod flow;
 pub mod handoff;
 pub mod hash;
+pub mod logging;
+pub mod metrics;
 pub mod neigh;
 pub mod pipeline;
 pub mod port;
