@@ -17,6 +17,7 @@
 //! bpf_link, which dies with the process, and a stale program of any kind
 //! is replaced at attach).
 
+mod dataplane;
 pub mod error;
 mod gateway;
 mod kernel_path;
@@ -26,21 +27,25 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use error::{DaemonError, EXIT_CONFIG, EXIT_ENVIRONMENT, EXIT_RUNTIME};
 pub use gateway::Gateway;
 pub use kernel_path::UnreachableKernelPath;
 
+use crate::control::InterfaceInfo;
+use crate::control::{ControlServer, ControlState, StopHandle};
 use crate::flow::FlowTable;
 use crate::handoff::Handoff;
+use crate::metrics::{MetricsServer, RingStats, WorkerMetrics};
 use crate::neigh::{self, NeighbourChange, NeighbourWatcher};
 use crate::port::xsk::{BindMode, SharedUmem, XskPort, XskSettings};
 use crate::rules::{self, BindModeSetting, Config, XdpModeSetting};
 use crate::worker::Worker;
 use crate::xdp::{XdpFilter, XdpMode};
-use worker_thread::{WorkerExit, WorkerHandle, WorkerSetup};
+use dataplane::{queue_name, DaemonDataplane, WorkerView};
+use worker_thread::{PortObserver, WorkerExit, WorkerHandle, WorkerSetup};
 
 /// How often the main loop wakes to look at signals and neighbours.
 const TICK: Duration = Duration::from_millis(50);
@@ -69,7 +74,7 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
         config.daemon.cores = cores.clone();
     }
     check_cores(&config)?;
-    init_logs(&config);
+    init_logs(&config)?;
     let signals = Signals::install()?;
     let mut daemon = Daemon::start(config, options)?;
     tracing::info!(
@@ -83,24 +88,15 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
 }
 
 /// Starts logging to stderr as `[daemon]` says (`RUST_LOG` overrides).
-fn init_logs(config: &Config) {
-    use std::io::IsTerminal;
+fn init_logs(config: &Config) -> Result<(), DaemonError> {
+    let format = match config.daemon.log_format {
+        rules::LogFormatSetting::Json => crate::logging::LogFormat::Json,
+        rules::LogFormatSetting::Human => crate::logging::LogFormat::Human,
+    };
     // The netlink crate warns about every attribute newer kernels grew;
     // that is noise to an operator.
-    let quiet = "netlink_packet_route=error";
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| {
-            tracing_subscriber::EnvFilter::try_new(format!("{},{quiet}", config.daemon.log_level))
-        })
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{quiet}")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match config.daemon.log_format {
-        rules::LogFormatSetting::Json => builder.json().try_init(),
-        rules::LogFormatSetting::Human => builder.try_init(),
-    };
+    let filter = format!("{},netlink_packet_route=error", config.daemon.log_level);
+    crate::logging::init(format, &filter).map_err(|e| DaemonError::Usage(e.to_string()))
 }
 
 /// Rejects cores this machine does not have, before anything is set up.
@@ -162,6 +158,9 @@ struct Daemon {
     workers: Vec<WorkerHandle<WorkerExit<XskPort>>>,
     stop_workers: Arc<AtomicBool>,
     watcher: NeighbourWatcher,
+    control: Arc<Mutex<ControlState>>,
+    control_thread: Option<(StopHandle, std::thread::JoinHandle<()>)>,
+    metrics: Option<MetricsServer>,
     // Held so the UMEM outlives every socket (dropped last).
     _umem: SharedUmem,
 }
@@ -171,6 +170,7 @@ impl Daemon {
         let settings = &config.daemon;
         let workers = settings.cores.len();
         let mut port_ifindex = Vec::with_capacity(config.interfaces.len());
+        let mut links = Vec::with_capacity(config.interfaces.len());
         for interface in &config.interfaces {
             let link = neigh::link_info(&interface.name).map_err(|e| {
                 DaemonError::Environment(format!("interface {}: {e}", interface.name))
@@ -195,6 +195,7 @@ impl Daemon {
                 tracing::warn!(interface = %interface.name, "interface is down; forwarding starts when it comes up");
             }
             port_ifindex.push(link.ifindex);
+            links.push(link);
         }
 
         let xdp_mode = match settings.xdp_mode {
@@ -231,12 +232,16 @@ impl Daemon {
         };
         let umem = SharedUmem::new(&xsk_settings).map_err(environment)?;
         let mut ports: Vec<Vec<XskPort>> = Vec::with_capacity(workers);
+        let mut socket_modes = vec![String::new(); config.interfaces.len()];
         for w in 0..workers {
             let queue = w as u32;
             let mut worker_ports = Vec::with_capacity(config.interfaces.len());
             for (i, interface) in config.interfaces.iter().enumerate() {
                 let port = XskPort::open(&umem, &interface.name, queue, &xsk_settings)
                     .map_err(environment)?;
+                if let Some(mode) = socket_modes.get_mut(i) {
+                    *mode = port.mode().to_string();
+                }
                 if let Some(filter) = filters.get_mut(i) {
                     filter.set_socket(queue, port.as_raw_fd()).map_err(|e| {
                         DaemonError::Runtime(format!("interface {}: {e}", interface.name))
@@ -262,6 +267,9 @@ impl Daemon {
         let mut pools = umem.split_pools(workers);
         let mut handoffs = Handoff::set(workers, INBOX_FRAMES, umem.frame_count() as usize);
         let mut handles = Vec::with_capacity(workers);
+        let mut views = Vec::with_capacity(workers);
+        let mut worker_metrics = Vec::with_capacity(workers);
+        let rings: Arc<Mutex<Vec<RingStats>>> = Arc::default();
         for (w, worker_ports) in ports.into_iter().enumerate().rev() {
             let (Some(pool), Some(handoff)) = (pools.pop(), handoffs.pop()) else {
                 return Err(DaemonError::Runtime(
@@ -281,6 +289,16 @@ impl Daemon {
                 worker = worker.forward_only();
             }
             let core = settings.cores.get(w).copied().unwrap_or(0);
+            worker_metrics.push(WorkerMetrics::new(
+                w,
+                Some(core),
+                worker.pipeline(),
+                worker.flows(),
+            ));
+            let queues = worker_ports
+                .iter()
+                .map(|p| queue_name(p.ifname(), p.queue()))
+                .collect();
             let setup = WorkerSetup {
                 index: w,
                 core,
@@ -292,21 +310,105 @@ impl Daemon {
                 idle: settings.idle,
                 stop: Arc::clone(&stop_workers),
                 epoch,
+                observer: Some(ring_observer(w, Arc::clone(&rings))),
             };
             let handle = worker_thread::spawn(setup)
                 .map_err(|e| DaemonError::Runtime(format!("starting worker {w}: {e}")))?;
             tracing::info!(worker = w, core, "worker pinned");
+            views.push(WorkerView {
+                index: w,
+                core,
+                queues,
+                queries: handle.query_sender(),
+            });
             handles.push(handle);
         }
         handles.reverse();
+        views.reverse();
+        worker_metrics.reverse();
         pin_control_thread(&settings.cores);
-        Ok(Daemon {
+
+        let interfaces = config
+            .interfaces
+            .iter()
+            .zip(&links)
+            .zip(socket_modes)
+            .enumerate()
+            .map(|(port, ((interface, link), af_xdp_mode))| InterfaceInfo {
+                name: interface.name.clone(),
+                port,
+                ifindex: Some(link.ifindex),
+                mac: rules::format_mac(&link.mac),
+                xdp_mode: gateway
+                    .with_filters(|f| f.get(port).map(|f| f.mode().to_string()))
+                    .unwrap_or_default(),
+                af_xdp_mode,
+                queues: link.rx_queues,
+            })
+            .collect();
+        let dataplane = Arc::new(DaemonDataplane::new(
+            Arc::clone(&gateway),
+            epoch,
+            views,
+            interfaces,
+            crate::metrics::MetricsCollector::new(worker_metrics),
+            rings,
+        ));
+        let control = Arc::new(Mutex::new(ControlState::new(
+            config.clone(),
+            options.config.display().to_string(),
+            dataplane.clone(),
+        )));
+        let mut daemon = Daemon {
             gateway,
             workers: handles,
             stop_workers,
             watcher,
+            control: Arc::clone(&control),
+            control_thread: None,
+            metrics: None,
             _umem: umem,
-        })
+        };
+        // From here on, a failure must stop the workers: `daemon.stop()`.
+        let server = match ControlServer::bind(&settings.control_socket, control) {
+            Ok(server) => server,
+            Err(e) => {
+                daemon.stop();
+                return Err(DaemonError::Environment(format!(
+                    "control socket {}: {e}",
+                    settings.control_socket.display()
+                )));
+            }
+        };
+        let stop_server = server.stop_handle();
+        match std::thread::Builder::new()
+            .name("fg-control".into())
+            .spawn(move || server.serve())
+        {
+            Ok(thread) => daemon.control_thread = Some((stop_server, thread)),
+            Err(e) => {
+                daemon.stop();
+                return Err(DaemonError::Runtime(format!(
+                    "starting the control thread: {e}"
+                )));
+            }
+        }
+        tracing::info!(socket = %settings.control_socket.display(), "control API listening");
+        if let Some(address) = settings.metrics_address {
+            let source_plane = Arc::clone(&dataplane);
+            let source: crate::metrics::SampleSource = Arc::new(move || source_plane.sample());
+            match MetricsServer::start(address, source) {
+                Ok(server) => {
+                    tracing::info!(%address, "metrics served at /metrics");
+                    daemon.metrics = Some(server);
+                }
+                Err(e) => {
+                    daemon.stop();
+                    return Err(DaemonError::Environment(format!("metrics endpoint: {e}")));
+                }
+            }
+        }
+        Ok(daemon)
     }
 
     /// The main loop: until a stop signal.
@@ -368,31 +470,24 @@ impl Daemon {
         Ok(())
     }
 
-    /// SIGHUP: re-read the config and apply its rules; keep the old rules
-    /// if it is invalid.
+    /// SIGHUP: re-read the config and apply its rules, all or nothing;
+    /// an invalid config is logged and the old rules keep running.
     fn reload(&self, options: &RunOptions) {
-        match rules::load_file(&options.config) {
-            Err(e) => tracing::error!("reload rejected, old rules keep running:\n{e}"),
-            Ok(config) => {
-                let running = self.gateway.config();
-                if config.daemon != running.daemon || config.interfaces != running.interfaces {
-                    tracing::warn!(
-                        "reload: [daemon] and [[interfaces]] changes take effect only at restart"
-                    );
-                }
-                let mut next = config;
-                next.daemon = running.daemon;
-                next.interfaces = running.interfaces;
-                match self.gateway.apply(next) {
-                    Ok(generation) => tracing::info!(generation, "config reloaded"),
-                    Err(e) => tracing::error!("reload failed, old rules keep running: {e}"),
-                }
-            }
+        match crate::control::reload(&self.control, &options.config) {
+            Ok(report) => tracing::info!(generation = report.generation, "config reloaded"),
+            Err(e) => tracing::error!("reload rejected, the old rules keep running: {e}"),
         }
     }
 
     /// Stops the workers, closes the sockets, then detaches the programs.
-    fn stop(self) {
+    fn stop(mut self) {
+        if let Some((stop, thread)) = self.control_thread.take() {
+            stop.stop();
+            let _ = thread.join();
+        }
+        if let Some(metrics) = self.metrics.take() {
+            drop(metrics);
+        }
         self.stop_workers.store(true, Ordering::Relaxed);
         for handle in self.workers {
             let index = handle.index;
@@ -406,6 +501,32 @@ impl Daemon {
         }
         tracing::info!("stopped: sockets closed, XDP programs detached");
     }
+}
+
+/// A worker's look at its sockets' ring statistics, once a second.
+fn ring_observer(worker: usize, rings: Arc<Mutex<Vec<RingStats>>>) -> PortObserver<XskPort> {
+    Box::new(move |ports: &[XskPort]| {
+        let fresh: Vec<RingStats> = ports
+            .iter()
+            .filter_map(|port| {
+                let s = port.statistics().ok()?;
+                Some(RingStats {
+                    worker,
+                    interface: port.ifname().to_owned(),
+                    queue: port.queue(),
+                    rx_dropped: s.rx_dropped,
+                    rx_invalid_descs: s.rx_invalid_descs,
+                    tx_invalid_descs: s.tx_invalid_descs,
+                    rx_ring_full: s.rx_ring_full,
+                    fill_ring_empty: s.fill_ring_empty,
+                    tx_ring_empty: s.tx_ring_empty,
+                })
+            })
+            .collect();
+        let mut all = rings.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|r| r.worker != worker);
+        all.extend(fresh);
+    })
 }
 
 /// Sends one empty UDP datagram to the discard port of `address`: the
