@@ -28,6 +28,7 @@
 mod error;
 mod layout;
 mod queues;
+mod rings;
 mod settings;
 mod socket;
 mod stats;
