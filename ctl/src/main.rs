@@ -1,27 +1,39 @@
 //! `flowgatectl`: the operator's client of a running flowgate.
 //!
-//! The control API it speaks is not served by the daemon yet; until it is,
-//! every command says so and exits with status 2, rather than pretending.
+//! It speaks the control API (docs/api.md) over the daemon's Unix socket:
+//! subcommands (`flowgatectl backend drain web 198.18.1.11:8080`) or the
+//! ipvsadm-style shorthand (`flowgatectl -e -t VIP:PORT -r RIP:PORT -w 0`).
+//! docs/operations.md is the reference.
+//!
+//! Exit status: 0 success; 1 the daemon refused the request, could not be
+//! reached, or the output could not be written, with a one-line reason on
+//! stderr; 2 bad usage.
+
+mod cli;
+mod endpoint;
+mod run;
+mod show;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-/// flowgatectl: change and inspect a running flowgate's rules.
-#[derive(Parser, Debug)]
-#[command(name = "flowgatectl", version, about)]
-struct Cli {
-    /// The command and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    command: Vec<String>,
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let what = cli.command.first().map_or("anything", String::as_str);
-    eprintln!(
-        "flowgatectl: cannot do {what}: the gateway's control API is not available in this \
-         version; test rules offline with `flowgate check` and `flowgate replay`"
-    );
-    ExitCode::from(2)
+    let invocation = match cli::parse(std::env::args_os().collect()) {
+        Ok(invocation) => invocation,
+        Err(reason) => {
+            eprintln!("flowgatectl: {reason}");
+            return ExitCode::from(2);
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match run::run(invocation, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("flowgatectl: {}", failure.reason);
+            for detail in &failure.details {
+                eprintln!("  {detail}");
+            }
+            ExitCode::from(1)
+        }
+    }
 }

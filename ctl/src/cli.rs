@@ -1,0 +1,908 @@
+//! The command line: subcommands (`flowgatectl backend add ...`) and the
+//! ipvsadm-style shorthand (`flowgatectl -a -t VIP:PORT -r RIP:PORT -w 3`),
+//! both turned into one [`Invocation`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
+use flowgate_dataplane::control::api::{
+    BackendAdd, BackendEdit, BackendKey, BackendSpec, FlowsQuery, Request, ServiceEdit,
+    ServiceName, ServiceSpec,
+};
+use flowgate_dataplane::rules::DEFAULT_CONTROL_SOCKET;
+
+use crate::endpoint::{parse_backend, parse_endpoint, Endpoint};
+
+/// Environment variable naming the socket when `--socket` is not given.
+pub const SOCKET_ENV: &str = "FLOWGATE_SOCKET";
+
+/// What to do, where, and how to print it.
+#[derive(Debug, PartialEq)]
+pub struct Invocation {
+    /// The control socket.
+    pub socket: PathBuf,
+    /// Text or JSON.
+    pub format: Format,
+    /// The work.
+    pub action: Action,
+}
+
+/// Output format.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people: tables and one line per change.
+    Text,
+    /// For machines: the API's JSON reply, one object per line.
+    Json,
+}
+
+/// One piece of work.
+#[derive(Debug, PartialEq)]
+pub enum Action {
+    /// `status`.
+    Status,
+    /// `service list`.
+    ServiceList,
+    /// `backend list SERVICE`.
+    BackendList(String),
+    /// A request that changes the rules.
+    Change(Request),
+    /// `apply -f FILE`.
+    Apply {
+        /// The config file.
+        file: PathBuf,
+        /// Report only.
+        dry_run: bool,
+    },
+    /// `stats`.
+    Stats {
+        /// Keep sampling and print rates.
+        watch: bool,
+        /// Time between samples.
+        interval: Duration,
+        /// Stop after this many samples of rates.
+        count: Option<u64>,
+    },
+    /// `flows`.
+    Flows(FlowsQuery),
+    /// ipvsadm-style `-L`: services and backends, optionally one service.
+    List(Option<Listener>),
+    /// ipvsadm-style change to the service at a listener.
+    AtListener(Listener, ListenerChange),
+}
+
+/// A service named by its protocol, VIP and port (ipvsadm's `-t`/`-u`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Listener {
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// VIP and port.
+    pub endpoint: Endpoint,
+}
+
+impl std::fmt::Display for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.protocol, self.endpoint)
+    }
+}
+
+/// What an ipvsadm-style command does to the service at its listener.
+#[derive(Debug, PartialEq)]
+pub enum ListenerChange {
+    /// `-A`: add the service, named `name` or after its listener.
+    AddService {
+        /// Its name, if given.
+        name: Option<String>,
+        /// Its scheduler, if given.
+        scheduler: Option<String>,
+        /// Its backends (one at least).
+        backends: Vec<BackendSpec>,
+    },
+    /// `-E`: change its scheduler.
+    EditService {
+        /// The new scheduler.
+        scheduler: String,
+    },
+    /// `-D`.
+    DeleteService,
+    /// `-a`.
+    AddBackend(BackendSpec),
+    /// `-e`.
+    EditBackend(Endpoint, u32),
+    /// `-d`.
+    DeleteBackend(Endpoint),
+}
+
+/// flowgatectl: change and inspect a running flowgate's rules.
+#[derive(Parser, Debug)]
+#[command(
+    name = "flowgatectl",
+    version,
+    about,
+    after_help = "ipvsadm-style shorthand (see docs/operations.md):\n  \
+        flowgatectl -A -t VIP:PORT [-s maglev|mh|wrr|sh] [--name NAME] -r RIP:PORT[@W] [-w W]...\n  \
+        flowgatectl -E -t VIP:PORT -s SCHEDULER      flowgatectl -D -t VIP:PORT\n  \
+        flowgatectl -a -t VIP:PORT -r RIP:PORT [-w W]\n  \
+        flowgatectl -e -t VIP:PORT -r RIP:PORT -w W   flowgatectl -d -t VIP:PORT -r RIP:PORT\n  \
+        flowgatectl -L -n [-t VIP:PORT]               (-u VIP:PORT for UDP)"
+)]
+struct Cli {
+    /// The control socket [default: $FLOWGATE_SOCKET, else /run/flowgate/control.sock].
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Text)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Version, snapshot generation, uptime, workers and interfaces.
+    Status,
+    /// List, add, change or remove services.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// List, add, change, drain or remove a service's backends.
+    #[command(subcommand)]
+    Backend(BackendCommand),
+    /// Replace the running rules with a config file, atomically; prints
+    /// what changes.
+    Apply {
+        /// The config file (TOML).
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Validate and print the difference; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Packets, bytes, active and new flows per service, backend and
+    /// worker; drops per reason.
+    Stats {
+        /// Sample again and again, printing rates between samples.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+        interval: f64,
+        /// With --watch: stop after this many samples of rates.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Live connections and their backends.
+    Flows {
+        /// Only this service's.
+        #[arg(long)]
+        service: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceCommand {
+    /// Every service with its backends.
+    List,
+    /// Add a service with its backends.
+    #[command(group(ArgGroup::new("listener").required(true).args(["tcp", "udp"])))]
+    Add {
+        /// Its name: 1 to 64 of A-Z a-z 0-9 _ . -
+        name: String,
+        /// A TCP service at VIP:PORT.
+        #[arg(long, value_name = "VIP:PORT")]
+        tcp: Option<String>,
+        /// A UDP service at VIP:PORT.
+        #[arg(long, value_name = "VIP:PORT")]
+        udp: Option<String>,
+        /// maglev (default), wrr or sh.
+        #[arg(short = 's', long)]
+        scheduler: Option<String>,
+        /// Maglev table size (prime) [default: the gateway's].
+        #[arg(long, value_name = "N")]
+        table_size: Option<u32>,
+        /// A backend, ADDRESS:PORT[@WEIGHT]; repeat for more.
+        #[arg(
+            short = 'b',
+            long = "backend",
+            required = true,
+            value_name = "ADDRESS:PORT[@WEIGHT]"
+        )]
+        backends: Vec<String>,
+    },
+    /// Change a service's scheduler or table size.
+    #[command(group(ArgGroup::new("what").required(true).multiple(true).args(["scheduler", "table_size"])))]
+    Edit {
+        /// The service.
+        name: String,
+        /// maglev, wrr or sh.
+        #[arg(short = 's', long)]
+        scheduler: Option<String>,
+        /// Maglev table size (prime).
+        #[arg(long, value_name = "N")]
+        table_size: Option<u32>,
+    },
+    /// Remove a service (its connections end).
+    Del {
+        /// The service.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BackendCommand {
+    /// A service's backends.
+    List {
+        /// The service.
+        service: String,
+    },
+    /// Add a backend to a service.
+    Add {
+        /// The service.
+        service: String,
+        /// ADDRESS:PORT (IPv6 in brackets).
+        backend: String,
+        /// Weight 0..=10000 [default: 1].
+        #[arg(short = 'w', long)]
+        weight: Option<u32>,
+        /// Zone label.
+        #[arg(long)]
+        zone: Option<String>,
+        /// SET label.
+        #[arg(long)]
+        set: Option<String>,
+        /// Group label.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Change a backend's weight or labels ("" removes a label).
+    #[command(group(ArgGroup::new("what").required(true).multiple(true).args(["weight", "zone", "set", "group"])))]
+    Edit {
+        /// The service.
+        service: String,
+        /// ADDRESS:PORT.
+        backend: String,
+        /// New weight (0 drains).
+        #[arg(short = 'w', long)]
+        weight: Option<u32>,
+        /// New zone label.
+        #[arg(long)]
+        zone: Option<String>,
+        /// New SET label.
+        #[arg(long)]
+        set: Option<String>,
+        /// New group label.
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// Set a backend's weight to 0: its connections finish, no new ones come.
+    Drain {
+        /// The service.
+        service: String,
+        /// ADDRESS:PORT.
+        backend: String,
+    },
+    /// Remove a backend (its TCP connections end).
+    Del {
+        /// The service.
+        service: String,
+        /// ADDRESS:PORT.
+        backend: String,
+    },
+}
+
+/// The ipvsadm-style command line.
+#[derive(Parser, Debug)]
+#[command(name = "flowgatectl", disable_version_flag = true)]
+#[command(group(ArgGroup::new("command").required(true).args([
+    "add_service", "edit_service", "delete_service",
+    "add_server", "edit_server", "delete_server", "list",
+])))]
+struct Shorthand {
+    /// Add a virtual service (with its first backends: -r).
+    #[arg(short = 'A', long = "add-service")]
+    add_service: bool,
+    /// Edit a virtual service (its scheduler: -s).
+    #[arg(short = 'E', long = "edit-service")]
+    edit_service: bool,
+    /// Delete a virtual service.
+    #[arg(short = 'D', long = "delete-service")]
+    delete_service: bool,
+    /// Add a real server.
+    #[arg(short = 'a', long = "add-server")]
+    add_server: bool,
+    /// Edit a real server (its weight: -w).
+    #[arg(short = 'e', long = "edit-server")]
+    edit_server: bool,
+    /// Delete a real server.
+    #[arg(short = 'd', long = "delete-server")]
+    delete_server: bool,
+    /// List the services (all, or the one given).
+    #[arg(short = 'L', short_alias = 'l', long = "list")]
+    list: bool,
+    /// TCP service VIP:PORT.
+    #[arg(
+        short = 't',
+        long = "tcp-service",
+        value_name = "VIP:PORT",
+        conflicts_with = "udp"
+    )]
+    tcp: Option<String>,
+    /// UDP service VIP:PORT.
+    #[arg(short = 'u', long = "udp-service", value_name = "VIP:PORT")]
+    udp: Option<String>,
+    /// Scheduler: maglev (mh), wrr or sh.
+    #[arg(short = 's', long = "scheduler")]
+    scheduler: Option<String>,
+    /// Real server RIP:PORT[@W]; -A takes several.
+    #[arg(short = 'r', long = "real-server", value_name = "RIP:PORT")]
+    real: Vec<String>,
+    /// Weight.
+    #[arg(short = 'w', long = "weight")]
+    weight: Option<u32>,
+    /// Numeric output (flowgate never resolves names: accepted, no effect).
+    #[arg(short = 'n', long = "numeric")]
+    numeric: bool,
+    /// Masquerading (NAT): what flowgate does; accepted, no effect.
+    #[arg(short = 'm', long = "masquerading")]
+    masquerading: bool,
+    /// Direct routing: not supported.
+    #[arg(short = 'g', long = "gatewaying")]
+    gatewaying: bool,
+    /// IP-in-IP tunnelling: not supported.
+    #[arg(short = 'i', long = "ipip")]
+    ipip: bool,
+    /// Persistence: not supported (use -s sh for client affinity).
+    #[arg(short = 'p', long = "persistent", num_args = 0..=1, value_name = "TIMEOUT")]
+    persistent: Option<Option<String>>,
+    /// Name of a service added with -A [default: PROTO-VIP-PORT].
+    #[arg(long)]
+    name: Option<String>,
+    /// The control socket.
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+    output: Format,
+}
+
+/// Whether `arg` is an ipvsadm-style command (`-A`, `-Ln`, `--list`, ...).
+fn is_shorthand_command(arg: &str) -> bool {
+    const LONG: [&str; 7] = [
+        "--add-service",
+        "--edit-service",
+        "--delete-service",
+        "--add-server",
+        "--edit-server",
+        "--delete-server",
+        "--list",
+    ];
+    if LONG.contains(&arg) {
+        return true;
+    }
+    arg.strip_prefix('-')
+        .filter(|flags| !flags.starts_with('-'))
+        .and_then(|flags| flags.chars().next())
+        .is_some_and(|c| "AEDaedLl".contains(c))
+}
+
+/// Whether `args` (without the program name) use the ipvsadm-style
+/// shorthand: its first argument that is not `--socket`/`-o` and their
+/// values is one of its commands.
+pub fn is_shorthand(args: &[OsString]) -> bool {
+    let mut i = 0;
+    while let Some(arg) = args.get(i).and_then(|a| a.to_str()) {
+        match arg {
+            "--socket" | "-o" | "--output" => i += 2,
+            _ if arg.starts_with("--socket=") || arg.starts_with("--output=") => i += 1,
+            _ if arg.starts_with("-o") && arg.len() > 2 => i += 1,
+            _ => return is_shorthand_command(arg),
+        }
+    }
+    false
+}
+
+/// Parses the command line (with the program name first). Usage errors
+/// exit through clap, with status 2.
+pub fn parse(args: Vec<OsString>) -> Result<Invocation, String> {
+    let rest = args.get(1..).unwrap_or_default();
+    if is_shorthand(rest) {
+        let s = Shorthand::parse_from(args);
+        let socket = socket_path(s.socket.clone());
+        let format = s.output;
+        let action = shorthand_action(s)?;
+        return Ok(Invocation {
+            socket,
+            format,
+            action,
+        });
+    }
+    let cli = Cli::parse_from(args);
+    Ok(Invocation {
+        socket: socket_path(cli.socket),
+        format: cli.output,
+        action: action(cli.command)?,
+    })
+}
+
+/// `--socket`, else `$FLOWGATE_SOCKET`, else the default path.
+fn socket_path(given: Option<PathBuf>) -> PathBuf {
+    given
+        .or_else(|| {
+            std::env::var_os(SOCKET_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
+}
+
+fn action(command: Command) -> Result<Action, String> {
+    Ok(match command {
+        Command::Status => Action::Status,
+        Command::Service(ServiceCommand::List) => Action::ServiceList,
+        Command::Service(ServiceCommand::Add {
+            name,
+            tcp,
+            udp,
+            scheduler,
+            table_size,
+            backends,
+        }) => {
+            let (protocol, listener) = match (tcp, udp) {
+                (Some(t), _) => ("tcp", t),
+                (None, Some(u)) => ("udp", u),
+                (None, None) => return Err("give --tcp VIP:PORT or --udp VIP:PORT".into()),
+            };
+            let listener = parse_endpoint(&listener)?;
+            Action::Change(Request::ServiceAdd(ServiceSpec {
+                name,
+                protocol: protocol.into(),
+                vip: listener.address,
+                port: listener.port,
+                scheduler,
+                maglev_table_size: table_size,
+                backends: backends
+                    .iter()
+                    .map(|b| backend_spec(b, None))
+                    .collect::<Result<_, _>>()?,
+            }))
+        }
+        Command::Service(ServiceCommand::Edit {
+            name,
+            scheduler,
+            table_size,
+        }) => Action::Change(Request::ServiceEdit(ServiceEdit {
+            service: name,
+            scheduler,
+            maglev_table_size: table_size,
+        })),
+        Command::Service(ServiceCommand::Del { name }) => {
+            Action::Change(Request::ServiceDel(ServiceName { service: name }))
+        }
+        Command::Backend(BackendCommand::List { service }) => Action::BackendList(service),
+        Command::Backend(BackendCommand::Add {
+            service,
+            backend,
+            weight,
+            zone,
+            set,
+            group,
+        }) => {
+            let endpoint = parse_endpoint(&backend)?;
+            Action::Change(Request::BackendAdd(BackendAdd {
+                service,
+                backend: BackendSpec {
+                    address: endpoint.address,
+                    port: endpoint.port,
+                    weight,
+                    zone,
+                    set,
+                    group,
+                },
+            }))
+        }
+        Command::Backend(BackendCommand::Edit {
+            service,
+            backend,
+            weight,
+            zone,
+            set,
+            group,
+        }) => {
+            let endpoint = parse_endpoint(&backend)?;
+            Action::Change(Request::BackendEdit(BackendEdit {
+                service,
+                address: endpoint.address,
+                port: endpoint.port,
+                weight,
+                zone,
+                set,
+                group,
+            }))
+        }
+        Command::Backend(BackendCommand::Drain { service, backend }) => {
+            Action::Change(Request::BackendDrain(backend_key(service, &backend)?))
+        }
+        Command::Backend(BackendCommand::Del { service, backend }) => {
+            Action::Change(Request::BackendDel(backend_key(service, &backend)?))
+        }
+        Command::Apply { file, dry_run } => Action::Apply { file, dry_run },
+        Command::Stats {
+            watch,
+            interval,
+            count,
+        } => {
+            if !(interval.is_finite() && interval > 0.0 && interval <= 3600.0) {
+                return Err(format!(
+                    "bad --interval {interval}: expected seconds above 0, at most 3600"
+                ));
+            }
+            Action::Stats {
+                watch,
+                interval: Duration::from_secs_f64(interval),
+                count,
+            }
+        }
+        Command::Flows { service, limit } => Action::Flows(FlowsQuery {
+            service,
+            limit: Some(limit),
+        }),
+    })
+}
+
+fn backend_key(service: String, text: &str) -> Result<BackendKey, String> {
+    let endpoint = parse_endpoint(text)?;
+    Ok(BackendKey {
+        service,
+        address: endpoint.address,
+        port: endpoint.port,
+    })
+}
+
+/// A backend `ADDRESS:PORT[@WEIGHT]`; `weight` applies when it has none.
+fn backend_spec(text: &str, weight: Option<u32>) -> Result<BackendSpec, String> {
+    let (endpoint, own) = parse_backend(text)?;
+    Ok(BackendSpec {
+        weight: own.or(weight),
+        ..BackendSpec::new(endpoint.address, endpoint.port)
+    })
+}
+
+/// Reads an ipvsadm-style command line.
+fn shorthand_action(s: Shorthand) -> Result<Action, String> {
+    if s.gatewaying || s.ipip {
+        return Err(
+            "flowgate forwards by NAT only (-m, the default); direct routing (-g) and tunnelling (-i) are not supported"
+                .into(),
+        );
+    }
+    if s.persistent.is_some() {
+        return Err(
+            "persistence (-p) is not supported: use -s sh to keep each client on one backend"
+                .into(),
+        );
+    }
+    let listener = match (&s.tcp, &s.udp) {
+        (Some(t), _) => Some(Listener {
+            protocol: "tcp",
+            endpoint: parse_endpoint(t)?,
+        }),
+        (None, Some(u)) => Some(Listener {
+            protocol: "udp",
+            endpoint: parse_endpoint(u)?,
+        }),
+        (None, None) => None,
+    };
+    if s.list {
+        return Ok(Action::List(listener));
+    }
+    let listener = listener.ok_or("give the service: -t VIP:PORT (TCP) or -u VIP:PORT (UDP)")?;
+    let scheduler = s.scheduler.as_deref().map(ipvs_scheduler).transpose()?;
+    let one_real = |what: &str| -> Result<Endpoint, String> {
+        match s.real.as_slice() {
+            [one] => parse_endpoint(one),
+            [] => Err(format!("{what} needs the real server: -r RIP:PORT")),
+            _ => Err(format!("{what} takes one real server (-r)")),
+        }
+    };
+    let change = if s.add_service {
+        if s.real.is_empty() {
+            return Err(
+                "a flowgate service needs at least one backend: give it with -r RIP:PORT[@W] \
+                 (a VIP with no backend would only drop its traffic)"
+                    .into(),
+            );
+        }
+        ListenerChange::AddService {
+            name: s.name,
+            scheduler,
+            backends: s
+                .real
+                .iter()
+                .map(|r| backend_spec(r, s.weight))
+                .collect::<Result<_, _>>()?,
+        }
+    } else if s.edit_service {
+        ListenerChange::EditService {
+            scheduler: scheduler.ok_or("-E changes the scheduler: give -s SCHEDULER")?,
+        }
+    } else if s.delete_service {
+        ListenerChange::DeleteService
+    } else if s.add_server {
+        let real = one_real("-a")?;
+        ListenerChange::AddBackend(BackendSpec {
+            weight: s.weight,
+            ..BackendSpec::new(real.address, real.port)
+        })
+    } else if s.edit_server {
+        let real = one_real("-e")?;
+        ListenerChange::EditBackend(
+            real,
+            s.weight.ok_or("-e changes the weight: give -w WEIGHT")?,
+        )
+    } else {
+        ListenerChange::DeleteBackend(one_real("-d")?)
+    };
+    Ok(Action::AtListener(listener, change))
+}
+
+/// An ipvsadm scheduler name as flowgate's.
+fn ipvs_scheduler(name: &str) -> Result<String, String> {
+    match name {
+        "maglev" | "mh" => Ok("maglev".into()),
+        "wrr" | "sh" => Ok(name.into()),
+        "rr" => Err(
+            "scheduler rr is not supported: use wrr (with equal weights it is round-robin)".into(),
+        ),
+        other => Err(format!(
+            "scheduler {other} is not supported: use maglev (or mh), wrr or sh"
+        )),
+    }
+}
+
+/// The name `-A` gives a service without `--name`: `tcp-198.18.100.10-80`,
+/// with an IPv6 VIP's colons as dashes.
+pub fn listener_name(listener: &Listener) -> String {
+    format!(
+        "{}-{}-{}",
+        listener.protocol,
+        listener.endpoint.address.replace(':', "-"),
+        listener.endpoint.port
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<OsString> {
+        std::iter::once("flowgatectl")
+            .chain(line.split_whitespace())
+            .map(OsString::from)
+            .collect()
+    }
+
+    fn parsed(line: &str) -> Invocation {
+        parse(args(line)).unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    fn try_shorthand(line: &str) -> Result<Action, String> {
+        let s = Shorthand::try_parse_from(args(line)).map_err(|e| e.to_string())?;
+        shorthand_action(s)
+    }
+
+    #[test]
+    fn subcommands_become_requests() {
+        let i = parsed("--socket /tmp/x.sock backend add web 198.18.1.14:8080 -w 3 --zone a");
+        assert_eq!(i.socket, PathBuf::from("/tmp/x.sock"));
+        let Action::Change(Request::BackendAdd(add)) = i.action else {
+            panic!("{i:?}")
+        };
+        assert_eq!(
+            (add.service.as_str(), add.backend.address.as_str()),
+            ("web", "198.18.1.14")
+        );
+        assert_eq!((add.backend.port, add.backend.weight), (8080, Some(3)));
+        assert_eq!(add.backend.zone.as_deref(), Some("a"));
+
+        let i = parsed("service add dns --udp [2001:2::53]:53 -s sh -b [2001:2::11]:5353@2 -b [2001:2::12]:5353 -o json");
+        assert_eq!(i.format, Format::Json);
+        let Action::Change(Request::ServiceAdd(spec)) = i.action else {
+            panic!()
+        };
+        assert_eq!(
+            (spec.protocol.as_str(), spec.vip.as_str(), spec.port),
+            ("udp", "2001:2::53", 53)
+        );
+        assert_eq!(spec.backends.len(), 2);
+        assert_eq!(spec.backends[0].weight, Some(2));
+        assert_eq!(spec.backends[1].weight, None);
+
+        assert_eq!(
+            parsed("stats --watch --interval 0.5 --count 3").action,
+            Action::Stats {
+                watch: true,
+                interval: Duration::from_millis(500),
+                count: Some(3),
+            }
+        );
+        assert_eq!(
+            parsed("flows --service web --limit 5").action,
+            Action::Flows(FlowsQuery {
+                service: Some("web".into()),
+                limit: Some(5)
+            })
+        );
+        assert!(
+            matches!(parsed("backend drain web [2001:2::1]:80").action, Action::Change(Request::BackendDrain(k)) if k.address == "2001:2::1")
+        );
+        assert!(matches!(
+            parsed("apply -f gw.toml --dry-run").action,
+            Action::Apply { dry_run: true, .. }
+        ));
+    }
+
+    #[test]
+    fn bad_endpoints_and_intervals_are_usage_errors() {
+        assert!(parse(args("backend add web 198.18.1.14"))
+            .unwrap_err()
+            .starts_with("bad endpoint"));
+        assert!(parse(args("stats --interval 0"))
+            .unwrap_err()
+            .starts_with("bad --interval"));
+    }
+
+    #[test]
+    fn the_socket_comes_from_the_flag_the_environment_or_the_default() {
+        assert_eq!(socket_path(Some("/a".into())), PathBuf::from("/a"));
+        // The environment is the process's: only read here, not set, so
+        // that tests running beside this one are not disturbed.
+        let expected = std::env::var_os(SOCKET_ENV)
+            .filter(|v| !v.is_empty())
+            .map_or(PathBuf::from(DEFAULT_CONTROL_SOCKET), PathBuf::from);
+        assert_eq!(socket_path(None), expected);
+    }
+
+    #[test]
+    fn shorthand_is_chosen_by_its_first_command() {
+        let s = |line: &str| is_shorthand(&args(line)[1..]);
+        assert!(s("-A -t 198.18.100.10:80 -r 198.18.1.11:8080"));
+        assert!(s("--socket /x -L -n"));
+        assert!(s("-o json -Ln"));
+        assert!(s("-ojson -l"));
+        assert!(!s("status"));
+        assert!(!s("--socket /x backend list web"));
+        assert!(!s("-o json service list"));
+    }
+
+    #[test]
+    fn shorthand_reads_like_ipvsadm() {
+        let vip = Listener {
+            protocol: "tcp",
+            endpoint: parse_endpoint("198.18.100.10:80").unwrap(),
+        };
+        assert_eq!(
+            try_shorthand(
+                "-A -t 198.18.100.10:80 -s mh -r 198.18.1.11:8080 -r 198.18.1.12:8080@3 -w 2"
+            ),
+            Ok(Action::AtListener(
+                vip.clone(),
+                ListenerChange::AddService {
+                    name: None,
+                    scheduler: Some("maglev".into()),
+                    backends: vec![
+                        BackendSpec {
+                            weight: Some(2),
+                            ..BackendSpec::new("198.18.1.11", 8080)
+                        },
+                        BackendSpec {
+                            weight: Some(3),
+                            ..BackendSpec::new("198.18.1.12", 8080)
+                        },
+                    ],
+                }
+            ))
+        );
+        assert_eq!(
+            try_shorthand("-a -t 198.18.100.10:80 -r 198.18.1.13:8080 -m -w 3"),
+            Ok(Action::AtListener(
+                vip.clone(),
+                ListenerChange::AddBackend(BackendSpec {
+                    weight: Some(3),
+                    ..BackendSpec::new("198.18.1.13", 8080)
+                })
+            ))
+        );
+        assert_eq!(
+            try_shorthand("-e -t 198.18.100.10:80 -r 198.18.1.13:8080 -w 0"),
+            Ok(Action::AtListener(
+                vip.clone(),
+                ListenerChange::EditBackend(parse_endpoint("198.18.1.13:8080").unwrap(), 0)
+            ))
+        );
+        assert_eq!(
+            try_shorthand("-d -t 198.18.100.10:80 -r 198.18.1.13:8080"),
+            Ok(Action::AtListener(
+                vip.clone(),
+                ListenerChange::DeleteBackend(parse_endpoint("198.18.1.13:8080").unwrap())
+            ))
+        );
+        assert_eq!(
+            try_shorthand("-E -t 198.18.100.10:80 -s wrr"),
+            Ok(Action::AtListener(
+                vip.clone(),
+                ListenerChange::EditService {
+                    scheduler: "wrr".into()
+                }
+            ))
+        );
+        assert_eq!(
+            try_shorthand("-D -u [2001:2::53]:53"),
+            Ok(Action::AtListener(
+                Listener {
+                    protocol: "udp",
+                    endpoint: parse_endpoint("[2001:2::53]:53").unwrap()
+                },
+                ListenerChange::DeleteService
+            ))
+        );
+        assert_eq!(try_shorthand("-L -n"), Ok(Action::List(None)));
+        assert_eq!(
+            try_shorthand("-Ln -t 198.18.100.10:80"),
+            Ok(Action::List(Some(vip)))
+        );
+    }
+
+    #[test]
+    fn shorthand_refuses_what_flowgate_does_not_do() {
+        for (line, words) in [
+            ("-A -t 198.18.100.10:80 -s rr -r 198.18.1.11:80", "use wrr"),
+            (
+                "-A -t 198.18.100.10:80 -s wlc -r 198.18.1.11:80",
+                "scheduler wlc is not supported",
+            ),
+            ("-A -t 198.18.100.10:80", "needs at least one backend"),
+            ("-a -t 198.18.100.10:80 -r 198.18.1.11:80 -g", "NAT only"),
+            (
+                "-A -t 198.18.100.10:80 -p 300 -r 198.18.1.11:80",
+                "use -s sh",
+            ),
+            ("-e -t 198.18.100.10:80 -r 198.18.1.11:80", "give -w WEIGHT"),
+            ("-a -t 198.18.100.10:80", "needs the real server"),
+            ("-E -t 198.18.100.10:80", "give -s SCHEDULER"),
+            ("-D", "give the service"),
+        ] {
+            let e = try_shorthand(line).unwrap_err();
+            assert!(e.contains(words), "{line}: {e}");
+        }
+        // Two commands at once, or a TCP and a UDP service: usage errors.
+        assert!(try_shorthand("-A -D -t 198.18.100.10:80").is_err());
+        assert!(try_shorthand("-D -t 198.18.100.10:80 -u 198.18.100.10:53").is_err());
+    }
+
+    #[test]
+    fn services_added_without_a_name_are_named_after_their_listener() {
+        let l = |p, e: &str| Listener {
+            protocol: p,
+            endpoint: parse_endpoint(e).unwrap(),
+        };
+        assert_eq!(
+            listener_name(&l("tcp", "198.18.100.10:80")),
+            "tcp-198.18.100.10-80"
+        );
+        assert_eq!(
+            listener_name(&l("udp", "[2001:2::53]:53")),
+            "udp-2001-2--53-53"
+        );
+    }
+
+    #[test]
+    fn the_clap_definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        Shorthand::command().debug_assert();
+    }
+}

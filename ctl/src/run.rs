@@ -1,0 +1,283 @@
+//! Carrying out an [`Invocation`] against the daemon.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use flowgate_dataplane::control::api::{
+    ApiError, ApplyConfig, BackendAdd, BackendEdit, BackendKey, Reply, Request, ServiceEdit,
+    ServiceName, ServiceSpec, ServiceView,
+};
+use flowgate_dataplane::control::{ClientError, ControlClient, StatsReport};
+use serde::Serialize;
+
+use crate::cli::{listener_name, Action, Format, Invocation, Listener, ListenerChange};
+use crate::show;
+
+/// Longest wait for an answer: a change of 100 000 backends takes about a
+/// second; anything much slower means the daemon is stuck.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why the command failed: one line, then details (the problems of an
+/// invalid change), each printed on its own line.
+#[derive(Debug)]
+pub struct Failure {
+    /// The reason, one line.
+    pub reason: String,
+    /// Every problem, when there are several.
+    pub details: Vec<String>,
+}
+
+impl Failure {
+    fn new(reason: impl Into<String>) -> Failure {
+        Failure {
+            reason: reason.into(),
+            details: Vec::new(),
+        }
+    }
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Failure {
+        let details = match &error {
+            ClientError::Rejected(ApiError { problems, .. }) if problems.len() > 1 => {
+                problems.clone()
+            }
+            _ => Vec::new(),
+        };
+        Failure {
+            reason: error.to_string(),
+            details,
+        }
+    }
+}
+
+/// Runs the invocation, writing its output to `out`.
+pub fn run(invocation: Invocation, out: &mut dyn Write) -> Result<(), Failure> {
+    let Invocation {
+        socket,
+        format,
+        action,
+    } = invocation;
+    // Read the file before connecting: a missing file is the operator's
+    // mistake, not the daemon's.
+    let action = match action {
+        Action::Apply { file, dry_run } => {
+            let config = std::fs::read_to_string(&file)
+                .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))?;
+            Action::Change(Request::Apply(ApplyConfig {
+                config,
+                origin: Some(file.display().to_string()),
+                dry_run,
+            }))
+        }
+        other => other,
+    };
+    let client = ControlClient::connect(&socket)?;
+    client.set_timeout(Some(CALL_TIMEOUT))?;
+    let mut session = Session {
+        client,
+        format,
+        out,
+    };
+    match action {
+        Action::Status => session.read(Request::Status {}),
+        Action::ServiceList => session.read(Request::ServiceList {}),
+        Action::BackendList(service) => session.read(Request::BackendList(ServiceName { service })),
+        Action::Flows(query) => session.read(Request::Flows(query)),
+        Action::Change(request) => session.change(request),
+        Action::Apply { .. } => Err(Failure::new("apply: the file was not read")),
+        Action::Stats {
+            watch,
+            interval,
+            count,
+        } => {
+            if watch {
+                session.watch(interval, count)
+            } else {
+                session.read(Request::Stats {})
+            }
+        }
+        Action::List(filter) => session.ipvs_list(filter.as_ref()),
+        Action::AtListener(listener, change) => session.at_listener(&listener, change),
+    }
+}
+
+/// A connection and where its output goes.
+struct Session<'a> {
+    client: ControlClient,
+    format: Format,
+    out: &'a mut dyn Write,
+}
+
+impl Session<'_> {
+    fn write(&mut self, text: &str) -> Result<(), Failure> {
+        self.out
+            .write_all(text.as_bytes())
+            .and_then(|()| self.out.flush())
+            .map_err(|e| Failure::new(format!("cannot write the output: {e}")))
+    }
+
+    fn json(&mut self, value: &impl Serialize) -> Result<(), Failure> {
+        let mut text = serde_json::to_string(value)
+            .map_err(|e| Failure::new(format!("cannot encode the output: {e}")))?;
+        text.push('\n');
+        self.write(&text)
+    }
+
+    /// A read request: its reply as a table, or as JSON.
+    fn read(&mut self, request: Request) -> Result<(), Failure> {
+        let reply = self.client.call(request)?;
+        if self.format == Format::Json {
+            return self.json(&reply);
+        }
+        let text = match &reply {
+            Reply::Status(s) => show::status(s),
+            Reply::Services(s) => show::services(s),
+            Reply::Backends(b) => show::backends(b),
+            Reply::Flows(f) => show::flows(f),
+            Reply::Stats(s) => show::stats(s),
+            Reply::Changed(c) => show::change(c),
+        };
+        self.write(&text)
+    }
+
+    /// A change: what changed, and the generation now running.
+    fn change(&mut self, request: Request) -> Result<(), Failure> {
+        match self.client.call(request)? {
+            Reply::Changed(report) => match self.format {
+                Format::Json => self.json(&report),
+                Format::Text => self.write(&show::change(&report)),
+            },
+            other => Err(Failure::new(format!(
+                "unexpected answer to a change: {other:?}"
+            ))),
+        }
+    }
+
+    /// `stats --watch`: rates between successive samples.
+    fn watch(&mut self, interval: Duration, count: Option<u64>) -> Result<(), Failure> {
+        let mut before = self.sample()?;
+        let mut taken = Instant::now();
+        if self.format == Format::Json {
+            self.json(&before)?;
+        }
+        let mut printed = 0u64;
+        while count.is_none_or(|c| printed < c) {
+            std::thread::sleep(interval);
+            let after = self.sample()?;
+            let seconds = taken.elapsed().as_secs_f64();
+            taken = Instant::now();
+            match self.format {
+                Format::Json => self.json(&after)?,
+                Format::Text => {
+                    let text = show::rates(&before, &after, seconds);
+                    self.write(&format!("{}{text}", if printed > 0 { "\n" } else { "" }))?;
+                }
+            }
+            before = after;
+            printed += 1;
+        }
+        Ok(())
+    }
+
+    fn sample(&mut self) -> Result<StatsReport, Failure> {
+        match self.client.call(Request::Stats {})? {
+            Reply::Stats(s) => Ok(s),
+            other => Err(Failure::new(format!(
+                "unexpected answer to stats: {other:?}"
+            ))),
+        }
+    }
+
+    fn services(&mut self) -> Result<Vec<ServiceView>, Failure> {
+        match self.client.call(Request::ServiceList {})? {
+            Reply::Services(s) => Ok(s.services),
+            other => Err(Failure::new(format!(
+                "unexpected answer to service_list: {other:?}"
+            ))),
+        }
+    }
+
+    /// The name of the service at `listener`.
+    fn service_at(&mut self, listener: &Listener) -> Result<String, Failure> {
+        let services = self.services()?;
+        find(&services, listener)
+            .map(|s| s.name.clone())
+            .ok_or_else(|| Failure::new(format!("rejected: no {listener} service")))
+    }
+
+    fn ipvs_list(&mut self, filter: Option<&Listener>) -> Result<(), Failure> {
+        let mut services = self.services()?;
+        if let Some(listener) = filter {
+            services.retain(|s| matches(s, listener));
+            if services.is_empty() {
+                return Err(Failure::new(format!("rejected: no {listener} service")));
+            }
+        }
+        match self.format {
+            Format::Json => self.json(&services),
+            Format::Text => self.write(&show::ipvs_list(&services)),
+        }
+    }
+
+    fn at_listener(&mut self, listener: &Listener, change: ListenerChange) -> Result<(), Failure> {
+        let request = match change {
+            ListenerChange::AddService {
+                name,
+                scheduler,
+                backends,
+            } => Request::ServiceAdd(ServiceSpec {
+                name: name.unwrap_or_else(|| listener_name(listener)),
+                protocol: listener.protocol.into(),
+                vip: listener.endpoint.address.clone(),
+                port: listener.endpoint.port,
+                scheduler,
+                maglev_table_size: None,
+                backends,
+            }),
+            ListenerChange::EditService { scheduler } => Request::ServiceEdit(ServiceEdit {
+                service: self.service_at(listener)?,
+                scheduler: Some(scheduler),
+                maglev_table_size: None,
+            }),
+            ListenerChange::DeleteService => Request::ServiceDel(ServiceName {
+                service: self.service_at(listener)?,
+            }),
+            ListenerChange::AddBackend(backend) => Request::BackendAdd(BackendAdd {
+                service: self.service_at(listener)?,
+                backend,
+            }),
+            ListenerChange::EditBackend(real, weight) => Request::BackendEdit(BackendEdit {
+                service: self.service_at(listener)?,
+                address: real.address,
+                port: real.port,
+                weight: Some(weight),
+                zone: None,
+                set: None,
+                group: None,
+            }),
+            ListenerChange::DeleteBackend(real) => Request::BackendDel(BackendKey {
+                service: self.service_at(listener)?,
+                address: real.address,
+                port: real.port,
+            }),
+        };
+        self.change(request)
+    }
+}
+
+/// Whether `service` listens at `listener` (addresses compared as
+/// addresses, so any spelling of an IPv6 address matches).
+fn matches(service: &ServiceView, listener: &Listener) -> bool {
+    service.protocol == listener.protocol
+        && service.port == listener.endpoint.port
+        && listener
+            .endpoint
+            .address
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|vip| vip == service.vip)
+}
+
+fn find<'a>(services: &'a [ServiceView], listener: &Listener) -> Option<&'a ServiceView> {
+    services.iter().find(|s| matches(s, listener))
+}

@@ -1,0 +1,674 @@
+//! Text output: aligned tables and one line per change.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+use flowgate_dataplane::control::api::{
+    BackendView, BackendsReply, ChangeReport, FlowsReply, ServiceView, ServicesReply, StatusReply,
+};
+use flowgate_dataplane::control::{ConfigDiff, StatsReport, TrafficCounters};
+
+/// Rows as columns aligned by the widest cell, two spaces apart.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(&widths) {
+            let _ = write!(line, "{cell:<width$}  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn endpoint(address: IpAddr, port: u16) -> String {
+    SocketAddr::new(address, port).to_string()
+}
+
+fn label(value: &Option<String>) -> String {
+    value.clone().unwrap_or_else(|| "-".into())
+}
+
+fn weight(w: u32) -> String {
+    if w == 0 {
+        "0 (drained)".into()
+    } else {
+        w.to_string()
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// One line per difference.
+pub fn diff_lines(d: &ConfigDiff) -> Vec<String> {
+    let mut lines = Vec::with_capacity(d.change_count());
+    for s in &d.services_added {
+        lines.push(format!(
+            "+ service {} ({} {}, {}, {})",
+            s.name,
+            s.protocol,
+            endpoint(s.vip, s.port),
+            s.scheduler,
+            plural(s.backends, "backend", "backends")
+        ));
+    }
+    for s in &d.services_removed {
+        lines.push(format!(
+            "- service {} ({} {}, {}, {})",
+            s.name,
+            s.protocol,
+            endpoint(s.vip, s.port),
+            s.scheduler,
+            plural(s.backends, "backend", "backends")
+        ));
+    }
+    for c in &d.services_changed {
+        lines.push(format!(
+            "~ service {}: {} {} -> {}",
+            c.service, c.field, c.from, c.to
+        ));
+    }
+    for b in &d.backends_added {
+        lines.push(format!(
+            "+ backend {} {} weight {}",
+            b.service,
+            endpoint(b.address, b.port),
+            weight(b.weight)
+        ));
+    }
+    for b in &d.backends_removed {
+        lines.push(format!(
+            "- backend {} {} weight {}",
+            b.service,
+            endpoint(b.address, b.port),
+            weight(b.weight)
+        ));
+    }
+    for r in &d.backends_reweighted {
+        lines.push(format!(
+            "~ backend {} {} weight {} -> {}",
+            r.service,
+            endpoint(r.address, r.port),
+            r.from,
+            weight(r.to)
+        ));
+    }
+    for r in &d.backends_relabelled {
+        lines.push(format!(
+            "~ backend {} {} {} {} -> {}",
+            r.service,
+            endpoint(r.address, r.port),
+            r.label,
+            label(&r.from),
+            label(&r.to)
+        ));
+    }
+    for s in &d.settings_changed {
+        lines.push(format!("~ [{s}] changed"));
+    }
+    lines
+}
+
+/// A change report: its differences, then what happened.
+pub fn change(report: &ChangeReport) -> String {
+    let mut out = String::new();
+    for line in diff_lines(&report.diff) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let n = report.diff.change_count();
+    let summary = if report.dry_run {
+        format!(
+            "dry run: {} would apply; nothing changed (generation {} runs)",
+            plural(n, "change", "changes"),
+            report.generation
+        )
+    } else if report.applied {
+        format!(
+            "applied {}: generation {}",
+            plural(n, "change", "changes"),
+            report.generation
+        )
+    } else {
+        format!("no change (generation {} runs)", report.generation)
+    };
+    out.push_str(&summary);
+    out.push('\n');
+    out
+}
+
+/// `status`.
+pub fn status(s: &StatusReply) -> String {
+    let d = &s.dataplane;
+    let mut out = format!(
+        "flowgate {}\ngeneration  {}\nuptime      {}\nrules       {}{}, {}, {}\n",
+        d.version,
+        d.generation,
+        duration(d.uptime_s),
+        s.origin,
+        match s.edits_since_load {
+            0 => String::new(),
+            n => format!(" + {}", plural(n as usize, "API edit", "API edits")),
+        },
+        plural(s.services, "service", "services"),
+        plural(s.backends, "backend", "backends"),
+    );
+    let mut rows = vec![vec!["WORKER".into(), "CORE".into(), "QUEUES".into()]];
+    for w in &d.workers {
+        rows.push(vec![
+            w.id.to_string(),
+            w.core.map_or("-".into(), |c| c.to_string()),
+            w.queues.join(" "),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&table(&rows));
+    let mut rows = vec![vec![
+        "PORT".into(),
+        "INTERFACE".into(),
+        "IFINDEX".into(),
+        "MAC".into(),
+        "XDP".into(),
+        "AF_XDP".into(),
+        "QUEUES".into(),
+    ]];
+    for i in &d.interfaces {
+        rows.push(vec![
+            i.port.to_string(),
+            i.name.clone(),
+            i.ifindex.map_or("-".into(), |x| x.to_string()),
+            i.mac.clone(),
+            i.xdp_mode.clone(),
+            i.af_xdp_mode.clone(),
+            i.queues.to_string(),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&table(&rows));
+    out
+}
+
+/// `1d 2h 3m 4s`, leaving out leading zero units.
+pub fn duration(seconds: u64) -> String {
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds / 3600 % 24,
+        seconds / 60 % 60,
+        seconds % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m {s}s"),
+        _ => format!("{d}d {h}h {m}m {s}s"),
+    }
+}
+
+/// `service list`.
+pub fn services(reply: &ServicesReply) -> String {
+    let mut rows = vec![vec![
+        "NAME".into(),
+        "PROTO".into(),
+        "VIP:PORT".into(),
+        "SCHEDULER".into(),
+        "TABLE".into(),
+        "BACKENDS".into(),
+    ]];
+    for s in &reply.services {
+        let drained = s.backends.iter().filter(|b| b.weight == 0).count();
+        rows.push(vec![
+            s.name.clone(),
+            s.protocol.clone(),
+            endpoint(s.vip, s.port),
+            s.scheduler.clone(),
+            s.maglev_table_size.to_string(),
+            match drained {
+                0 => s.backends.len().to_string(),
+                d => format!("{} ({d} drained)", s.backends.len()),
+            },
+        ]);
+    }
+    table(&rows)
+}
+
+/// `backend list`.
+pub fn backends(reply: &BackendsReply) -> String {
+    table(&backend_rows(&reply.backends))
+}
+
+fn backend_rows(backends: &[BackendView]) -> Vec<Vec<String>> {
+    let mut rows = vec![vec![
+        "BACKEND".into(),
+        "WEIGHT".into(),
+        "ZONE".into(),
+        "SET".into(),
+        "GROUP".into(),
+    ]];
+    for b in backends {
+        rows.push(vec![
+            endpoint(b.address, b.port),
+            weight(b.weight),
+            label(&b.zone),
+            label(&b.set),
+            label(&b.group),
+        ]);
+    }
+    rows
+}
+
+/// ipvsadm-style `-L -n`.
+pub fn ipvs_list(services: &[ServiceView]) -> String {
+    let mut rows = vec![
+        vec![
+            "Prot LocalAddress:Port".into(),
+            "Scheduler".into(),
+            "Name".into(),
+        ],
+        vec!["  -> RemoteAddress:Port".into(), "Weight".into()],
+    ];
+    for s in services {
+        rows.push(vec![
+            format!(
+                "{:<4} {}",
+                s.protocol.to_uppercase(),
+                endpoint(s.vip, s.port)
+            ),
+            s.scheduler.clone(),
+            s.name.clone(),
+        ]);
+        for b in &s.backends {
+            rows.push(vec![
+                format!("  -> {}", endpoint(b.address, b.port)),
+                b.weight.to_string(),
+            ]);
+        }
+    }
+    table(&rows)
+}
+
+/// `flows`.
+pub fn flows(reply: &FlowsReply) -> String {
+    let mut rows = vec![vec![
+        "WORKER".into(),
+        "SERVICE".into(),
+        "PROTO".into(),
+        "CLIENT".into(),
+        "VIP".into(),
+        "BACKEND".into(),
+        "STATE".into(),
+        "IDLE".into(),
+    ]];
+    for f in &reply.flows {
+        rows.push(vec![
+            f.worker.to_string(),
+            label(&f.service),
+            f.protocol.clone(),
+            f.client.to_string(),
+            f.vip.to_string(),
+            f.backend.to_string(),
+            f.state.clone(),
+            format!("{:.1}s", f.idle_ms as f64 / 1000.0),
+        ]);
+    }
+    let mut out = table(&rows);
+    let _ = writeln!(out, "{}", plural(reply.flows.len(), "flow", "flows"));
+    out
+}
+
+/// `stats`: counters since start.
+pub fn stats(r: &StatsReport) -> String {
+    let mut rows = vec![vec![
+        "SERVICE / BACKEND".into(),
+        "PACKETS".into(),
+        "BYTES".into(),
+        "ACTIVE".into(),
+        "NEW FLOWS".into(),
+    ]];
+    for s in &r.services {
+        rows.push(vec![
+            s.name.clone(),
+            s.packets.to_string(),
+            s.bytes.to_string(),
+            s.active_flows.to_string(),
+            s.new_flows.to_string(),
+        ]);
+        for b in &s.backends {
+            rows.push(vec![
+                format!("  {}", endpoint(b.address, b.port)),
+                b.packets.to_string(),
+                b.bytes.to_string(),
+                b.active_flows.to_string(),
+                b.new_flows.to_string(),
+            ]);
+        }
+    }
+    let mut out = format!("generation {}\n\n", r.generation);
+    out.push_str(&table(&rows));
+    let mut rows = vec![worker_header(
+        "RX PKTS",
+        "TX PKTS",
+        "PASSED",
+        "NEW FLOWS",
+        "DROPPED",
+    )];
+    for w in &r.workers {
+        rows.push(worker_row(
+            &w.worker.to_string(),
+            w.core,
+            &w.counters,
+            |v| v.to_string(),
+        ));
+    }
+    rows.push(worker_row("all", None, &r.totals, |v| v.to_string()));
+    out.push('\n');
+    out.push_str(&table(&rows));
+    out.push_str(&drops(
+        &r.totals
+            .drops
+            .iter()
+            .map(|(k, v)| (k.clone(), *v as f64))
+            .collect::<Vec<_>>(),
+        "",
+    ));
+    out
+}
+
+fn worker_header(rx: &str, tx: &str, passed: &str, new: &str, dropped: &str) -> Vec<String> {
+    ["WORKER", "CORE", rx, tx, passed, "ACTIVE", new, dropped]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn worker_row(
+    name: &str,
+    core: Option<usize>,
+    c: &TrafficCounters,
+    value: impl Fn(u64) -> String,
+) -> Vec<String> {
+    vec![
+        name.into(),
+        core.map_or("-".into(), |c| c.to_string()),
+        value(c.rx_packets),
+        value(c.tx_packets),
+        value(c.passed),
+        c.active_flows.to_string(),
+        value(c.new_flows),
+        value(c.dropped()),
+    ]
+}
+
+fn drops(by_reason: &[(String, f64)], unit: &str) -> String {
+    if by_reason.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = by_reason
+        .iter()
+        .map(|(reason, n)| format!("{reason} {}{unit}", number(*n)))
+        .collect();
+    format!("drops: {}\n", parts.join(", "))
+}
+
+/// A rate with one decimal below 100, whole above.
+fn number(x: f64) -> String {
+    if x < 100.0 && x.fract() != 0.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// `stats --watch`: rates between two samples of the same daemon.
+pub fn rates(before: &StatsReport, after: &StatsReport, fallback_seconds: f64) -> String {
+    let ms = after.uptime_ms.saturating_sub(before.uptime_ms);
+    let seconds = if ms > 0 {
+        ms as f64 / 1000.0
+    } else {
+        fallback_seconds.max(1e-3)
+    };
+    let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / seconds;
+    let mut out = format!(
+        "generation {}, rates over {seconds:.1}s\n\n",
+        after.generation
+    );
+    let old: HashMap<&str, _> = before
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
+    let mut rows = vec![vec![
+        "SERVICE / BACKEND".into(),
+        "PKTS/S".into(),
+        "BYTES/S".into(),
+        "ACTIVE".into(),
+        "NEW/S".into(),
+    ]];
+    for s in &after.services {
+        let Some(prev) = old.get(s.name.as_str()) else {
+            rows.push(vec![
+                s.name.clone(),
+                "-".into(),
+                "-".into(),
+                s.active_flows.to_string(),
+                "-".into(),
+            ]);
+            continue;
+        };
+        rows.push(vec![
+            s.name.clone(),
+            number(rate(prev.packets, s.packets)),
+            number(rate(prev.bytes, s.bytes)),
+            s.active_flows.to_string(),
+            number(rate(prev.new_flows, s.new_flows)),
+        ]);
+        let old_backends: HashMap<(IpAddr, u16), _> = prev
+            .backends
+            .iter()
+            .map(|b| ((b.address, b.port), b))
+            .collect();
+        for b in &s.backends {
+            let name = format!("  {}", endpoint(b.address, b.port));
+            match old_backends.get(&(b.address, b.port)) {
+                Some(p) => rows.push(vec![
+                    name,
+                    number(rate(p.packets, b.packets)),
+                    number(rate(p.bytes, b.bytes)),
+                    b.active_flows.to_string(),
+                    number(rate(p.new_flows, b.new_flows)),
+                ]),
+                None => rows.push(vec![
+                    name,
+                    "-".into(),
+                    "-".into(),
+                    b.active_flows.to_string(),
+                    "-".into(),
+                ]),
+            }
+        }
+    }
+    out.push_str(&table(&rows));
+    let old_workers: HashMap<usize, _> = before.workers.iter().map(|w| (w.worker, w)).collect();
+    let mut rows = vec![worker_header(
+        "RX PKTS/S",
+        "TX PKTS/S",
+        "PASSED/S",
+        "NEW/S",
+        "DROPS/S",
+    )];
+    let rate_row = |name: &str, core, a: &TrafficCounters, b: &TrafficCounters| {
+        vec![
+            name.to_owned(),
+            core_text(core),
+            number(rate(a.rx_packets, b.rx_packets)),
+            number(rate(a.tx_packets, b.tx_packets)),
+            number(rate(a.passed, b.passed)),
+            b.active_flows.to_string(),
+            number(rate(a.new_flows, b.new_flows)),
+            number(rate(a.dropped(), b.dropped())),
+        ]
+    };
+    for w in &after.workers {
+        if let Some(p) = old_workers.get(&w.worker) {
+            rows.push(rate_row(
+                &w.worker.to_string(),
+                w.core,
+                &p.counters,
+                &w.counters,
+            ));
+        }
+    }
+    rows.push(rate_row("all", None, &before.totals, &after.totals));
+    out.push('\n');
+    out.push_str(&table(&rows));
+    let by_reason: Vec<(String, f64)> = after
+        .totals
+        .drops
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                rate(before.totals.drops.get(k).copied().unwrap_or(0), *v),
+            )
+        })
+        .filter(|(_, r)| *r > 0.0)
+        .collect();
+    out.push_str(&drops(&by_reason, "/s"));
+    out
+}
+
+fn core_text(core: Option<usize>) -> String {
+    core.map_or("-".into(), |c| c.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowgate_dataplane::control::{
+        BackendStats, BackendSummary, Reweight, ServiceStats, ServiceSummary, WorkerStats,
+    };
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(&[
+            vec!["A".into(), "BB".into(), "C".into()],
+            vec!["long cell".into(), "x".into(), "".into()],
+        ]);
+        assert_eq!(t, "A          BB  C\nlong cell  x\n");
+    }
+
+    #[test]
+    fn a_diff_reads_one_line_per_change() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let d = ConfigDiff {
+            services_added: vec![ServiceSummary {
+                name: "dns".into(),
+                protocol: "udp".into(),
+                vip: ip("2001:2::53"),
+                port: 53,
+                scheduler: "sh".into(),
+                backends: 1,
+            }],
+            backends_added: vec![BackendSummary {
+                service: "dns".into(),
+                address: ip("2001:2::11"),
+                port: 5353,
+                weight: 1,
+            }],
+            backends_reweighted: vec![Reweight {
+                service: "web".into(),
+                address: ip("198.18.1.11"),
+                port: 8080,
+                from: 1,
+                to: 0,
+            }],
+            settings_changed: vec!["neighbours".into()],
+            ..ConfigDiff::default()
+        };
+        assert_eq!(
+            diff_lines(&d),
+            [
+                "+ service dns (udp [2001:2::53]:53, sh, 1 backend)",
+                "+ backend dns [2001:2::11]:5353 weight 1",
+                "~ backend web 198.18.1.11:8080 weight 1 -> 0 (drained)",
+                "~ [neighbours] changed",
+            ]
+        );
+        let report = ChangeReport {
+            generation: 4,
+            applied: true,
+            dry_run: false,
+            diff: d,
+        };
+        assert!(change(&report).ends_with("applied 4 changes: generation 4\n"));
+    }
+
+    #[test]
+    fn rates_are_deltas_over_the_daemons_clock() {
+        let sample = |ms: u64, packets: u64, drops: u64| StatsReport {
+            generation: 3,
+            uptime_ms: ms,
+            totals: TrafficCounters {
+                rx_packets: packets,
+                drops: [("no_neighbour".to_owned(), drops)].into(),
+                ..TrafficCounters::default()
+            },
+            services: vec![ServiceStats {
+                name: "web".into(),
+                packets,
+                new_flows: packets / 10,
+                backends: vec![BackendStats {
+                    address: "198.18.1.11".parse().unwrap(),
+                    port: 8080,
+                    packets,
+                    bytes: packets * 100,
+                    active_flows: 7,
+                    new_flows: 0,
+                }],
+                ..ServiceStats::default()
+            }],
+            workers: vec![WorkerStats {
+                worker: 0,
+                core: Some(1),
+                counters: TrafficCounters {
+                    rx_packets: packets,
+                    ..TrafficCounters::default()
+                },
+            }],
+        };
+        let text = rates(&sample(1_000, 100, 1), &sample(3_000, 900, 5), 1.0);
+        assert!(text.starts_with("generation 3, rates over 2.0s"), "{text}");
+        // 800 packets in 2 s; 80 new flows in 2 s; 80 000 bytes in 2 s.
+        let web = text.lines().find(|l| l.starts_with("web")).unwrap();
+        assert_eq!(
+            web.split_whitespace().collect::<Vec<_>>(),
+            ["web", "400", "0", "0", "40"]
+        );
+        let backend = text.lines().find(|l| l.contains("198.18.1.11")).unwrap();
+        assert_eq!(
+            backend.split_whitespace().collect::<Vec<_>>(),
+            ["198.18.1.11:8080", "400", "40000", "7", "0"]
+        );
+        assert!(text.contains("drops: no_neighbour 2/s"), "{text}");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration(5), "5s");
+        assert_eq!(duration(65), "1m 5s");
+        assert_eq!(duration(3_600 * 26 + 61), "1d 2h 1m 1s");
+    }
+}
