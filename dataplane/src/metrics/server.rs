@@ -2,7 +2,8 @@
 //!
 //! It answers one request per connection and closes it. Each connection
 //! gets a thread of its own (at most [`ServerOptions::max_connections`] at
-//! once; beyond that a client gets `503` at once), a bounded request size
+//! once; beyond that a client gets `503` at once, and when as many again
+//! are being turned away, the connection is just closed), a bounded request size
 //! and a deadline for the whole request, so a slow or silent client holds
 //! one slot for at most the deadline and never delays the others. It
 //! listens on loopback only unless told otherwise: metrics say a lot about
@@ -162,7 +163,11 @@ fn accept_loop(
     options: &ServerOptions,
     stop: &AtomicBool,
 ) {
-    let busy = Arc::new(AtomicUsize::new(0));
+    let serving = Arc::new(AtomicUsize::new(0));
+    // Clients turned away get their 503 on threads of their own too (as
+    // many again), so that the loop never waits on one; beyond that they
+    // are dropped.
+    let refusing = Arc::new(AtomicUsize::new(0));
     while !stop.load(Ordering::Relaxed) {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
@@ -177,44 +182,87 @@ fn accept_loop(
                 continue;
             }
         };
-        if busy.load(Ordering::Relaxed) >= options.max_connections {
-            refuse_busy(stream, options);
-            continue;
-        }
-        busy.fetch_add(1, Ordering::Relaxed);
-        let slot = Slot(Arc::clone(&busy));
-        let (source, options) = (Arc::clone(source), options.clone());
-        let spawned = std::thread::Builder::new()
-            .name("metrics-conn".into())
-            .spawn(move || {
-                let _slot = slot;
-                serve(stream, &source, &options);
-            });
-        if let Err(e) = spawned {
-            // The closure (and its slot) was dropped with the error.
-            tracing::warn!(error = %e, "metrics: cannot start a connection thread");
+        if let Some(slot) = Slot::take(&serving, options.max_connections) {
+            let (source, options) = (Arc::clone(source), options.clone());
+            spawn(slot, move || serve(stream, &source, &options));
+        } else if let Some(slot) = Slot::take(&refusing, options.max_connections) {
+            let options = options.clone();
+            spawn(slot, move || refuse_busy(stream, &options));
         }
     }
 }
 
-/// A connection slot, given back when the connection's thread ends.
+/// Runs `work` on a connection thread that holds `slot` until it ends.
+fn spawn(slot: Slot, work: impl FnOnce() + Send + 'static) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-conn".into())
+        .spawn(move || {
+            let _slot = slot;
+            work();
+        });
+    if let Err(e) = spawned {
+        // The closure, its connection and its slot went with the error.
+        tracing::warn!(error = %e, "metrics: cannot start a connection thread");
+    }
+}
+
+/// One of a bounded number of connection slots, given back on drop.
 struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// A slot of `count`, if fewer than `max` are taken. Only the accept
+    /// thread takes slots, so the check and the increment cannot race.
+    fn take(count: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        if count.load(Ordering::Acquire) >= max {
+            return None;
+        }
+        count.fetch_add(1, Ordering::AcqRel);
+        Some(Slot(Arc::clone(count)))
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 fn refuse_busy(mut stream: TcpStream, options: &ServerOptions) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_write_timeout(Some(options.write_timeout.min(Duration::from_millis(100))));
-    let _ = stream.write_all(&response(
-        "503 Service Unavailable",
-        &[],
-        b"too many metrics clients\n",
-    ));
-    let _ = stream.shutdown(Shutdown::Both);
+    if prepare(&stream, options) {
+        let reply = response(
+            "503 Service Unavailable",
+            &[],
+            b"too many metrics clients\n",
+        );
+        finish(&mut stream, &reply);
+    }
+}
+
+/// Blocking mode with a write deadline; false if the socket refuses.
+fn prepare(stream: &TcpStream, options: &ServerOptions) -> bool {
+    // Accepted sockets may inherit the listener's non-blocking mode.
+    stream.set_nonblocking(false).is_ok()
+        && stream
+            .set_write_timeout(Some(options.write_timeout))
+            .is_ok()
+}
+
+/// Writes `reply` and closes the connection so that the client gets to
+/// read it: our side first, then what the client still sends is taken
+/// (briefly), as closing over unread data would reset the connection.
+fn finish(stream: &mut TcpStream, reply: &[u8]) {
+    if stream.write_all(reply).is_err() {
+        return;
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut sink = [0u8; 1024];
+    for _ in 0..64 {
+        match stream.read(&mut sink) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
 }
 
 /// What a request asked for.
@@ -308,12 +356,7 @@ fn response(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
 
 /// Answers one connection.
 fn serve(mut stream: TcpStream, source: &SampleSource, options: &ServerOptions) {
-    // Accepted sockets may inherit the listener's non-blocking mode.
-    if stream.set_nonblocking(false).is_err()
-        || stream
-            .set_write_timeout(Some(options.write_timeout))
-            .is_err()
-    {
+    if !prepare(&stream, options) {
         return;
     }
     let reply = match read_head(&mut stream, options).map(|h| parse_request(&h)) {
@@ -335,21 +378,7 @@ fn serve(mut stream: TcpStream, source: &SampleSource, options: &ServerOptions) 
         Ok(Request::Bad) => response("400 Bad Request", &[], b"bad request\n"),
         Err(status) => response(status, &[], b""),
     };
-    if stream.write_all(&reply).is_err() {
-        return;
-    }
-    // Let the client read the answer before the socket goes: close our
-    // side, then take what it still sends (briefly) so that closing does
-    // not reset the connection under unread data.
-    let _ = stream.shutdown(Shutdown::Write);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
-    let mut sink = [0u8; 1024];
-    for _ in 0..64 {
-        match stream.read(&mut sink) {
-            Ok(n) if n > 0 => {}
-            _ => break,
-        }
-    }
+    finish(&mut stream, &reply);
 }
 
 #[cfg(test)]
