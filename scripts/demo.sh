@@ -112,7 +112,9 @@ fi
 echo "curl http://198.18.100.10/ -> no answer within 1 s"
 
 say "starting flowgate run --config $CONFIG in the gateway namespace"
-topo_exec gw "$FLOWGATE" run --config "$CONFIG" >"$fg_log" 2>&1 &
+# Not through a shell function: $! must be flowgate itself (ip netns exec
+# execs it), so that the signals below reach it.
+ip netns exec "$FG_TOPO-gw" "$FLOWGATE" run --config "$CONFIG" >"$fg_log" 2>&1 &
 fg_pid=$!
 ready=""
 for _ in $(seq 1 $((READY_SECONDS * 4))); do
