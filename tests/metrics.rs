@@ -391,7 +391,7 @@ fn gateway(options: ServerOptions) -> Gateway {
     let workers = lanes
         .iter()
         .enumerate()
-        .map(|(w, l)| WorkerMetrics::new(w, Some(w), l.worker.pipeline(), l.worker.flows()))
+        .map(|(w, l)| WorkerMetrics::of_worker(w, Some(w), &l.worker))
         .collect();
     let lanes = Arc::new(Mutex::new(lanes));
     let collector = Mutex::new(MetricsCollector::new(workers));
@@ -454,6 +454,14 @@ fn a_scrape_reports_what_went_through_per_worker_service_and_backend() {
         assert_eq!(value(&m, "flowgate_connection_capacity", &wl), 4_096);
         let core = [("worker", worker.as_str()), ("core", worker.as_str())];
         assert_eq!(value(&m, "flowgate_worker_info", &core), 1);
+        assert_eq!(value(&m, "flowgate_worker_snapshot_generation", &wl), 1);
+        assert_eq!(value(&m, "flowgate_handed_out_packets_total", &wl), 0);
+        let full = [("worker", worker.as_str()), ("reason", "handoff_full")];
+        assert_eq!(value(&m, "flowgate_dropped_packets_total", &full), 0);
+        assert!(m.contains_key(&(
+            "flowgate_idle_polls_total".to_owned(),
+            BTreeMap::from([("worker".to_owned(), worker.clone())])
+        )));
 
         // Per backend: exactly what left the gateway for and from it.
         let mut forwarded = 0;

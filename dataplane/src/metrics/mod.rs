@@ -39,7 +39,7 @@ mod server;
 
 pub use render::{render, CONTENT_TYPE};
 pub use sample::{
-    BackendInfo, MetricsCollector, MetricsSample, RingStats, ServiceInfo, WorkerMetrics,
-    WorkerSample,
+    BackendInfo, LoopValues, MetricsCollector, MetricsSample, RingStats, ServiceInfo,
+    WorkerMetrics, WorkerSample,
 };
 pub use server::{MetricsError, MetricsServer, SampleSource, ServerOptions};

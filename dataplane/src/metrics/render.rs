@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use super::sample::{MetricsSample, WorkerSample};
+use super::sample::{LoopValues, MetricsSample, WorkerSample};
 use crate::flow::EndpointValues;
 use crate::pipeline::{CounterValues, DropReason};
 use crate::table::Snapshot;
@@ -190,7 +190,16 @@ fn workers(out: &mut Exposition, sample: &MetricsSample) {
             let n = w.counters.drops.get(reason.name()).copied().unwrap_or(0);
             out.series(name, &[("worker", &worker), ("reason", reason.name())], n);
         }
+        if let Some(l) = &w.loop_values {
+            // Dropped by the worker before the pipeline saw them.
+            out.series(
+                name,
+                &[("worker", &worker), ("reason", "handoff_full")],
+                l.handoff_full,
+            );
+        }
     }
+    worker_loops(out, sample);
     type TableField = fn(&WorkerSample) -> u64;
     let table: [(&str, &str, TableField); 2] = [
         (
@@ -208,6 +217,47 @@ fn workers(out: &mut Exposition, sample: &MetricsSample) {
         out.family(name, Kind::Gauge, help);
         for w in &sample.workers {
             out.series(name, &[("worker", &w.worker.to_string())], field(w));
+        }
+    }
+}
+
+type LoopField = fn(&LoopValues) -> u64;
+
+const LOOP_FAMILIES: [(&str, Kind, &str, LoopField); 4] = [
+    (
+        "flowgate_worker_snapshot_generation",
+        Kind::Gauge,
+        "Snapshot generation of the worker's latest batch (0 before any).",
+        |l| l.generation,
+    ),
+    (
+        "flowgate_handed_out_packets_total",
+        Kind::Counter,
+        "Frames handed to the worker that owns their connection.",
+        |l| l.handed_out,
+    ),
+    (
+        "flowgate_handed_in_packets_total",
+        Kind::Counter,
+        "Frames received from other workers.",
+        |l| l.handed_in,
+    ),
+    (
+        "flowgate_idle_polls_total",
+        Kind::Counter,
+        "Polls that found no frame.",
+        |l| l.idle_polls,
+    ),
+];
+
+/// The families of the workers' loops, for the workers that share them.
+fn worker_loops(out: &mut Exposition, sample: &MetricsSample) {
+    for (name, kind, help, field) in LOOP_FAMILIES {
+        out.family(name, kind, help);
+        for w in &sample.workers {
+            if let Some(l) = &w.loop_values {
+                out.series(name, &[("worker", &w.worker.to_string())], field(l));
+            }
         }
     }
 }
@@ -472,6 +522,13 @@ mod tests {
                 },
                 EndpointValues::default(),
             ],
+            loop_values: (w == 1).then_some(LoopValues {
+                generation: 9,
+                handed_out: 3,
+                handed_in: 2,
+                handoff_full: 1,
+                idle_polls: 40,
+            }),
         };
         MetricsSample {
             generation: 9,
@@ -614,6 +671,28 @@ mod tests {
             (ring[0].1["interface"].as_str(), ring[0].2),
             ("fg-client", 11)
         );
+    }
+
+    #[test]
+    fn worker_loops_are_reported_for_the_workers_that_share_them() {
+        let (series, types) = check(&render(&sample(), &Snapshot::empty()));
+        assert_eq!(types["flowgate_handed_out_packets_total"], "counter");
+        assert_eq!(types["flowgate_worker_snapshot_generation"], "gauge");
+        let handed = find(&series, "flowgate_handed_out_packets_total", &[]);
+        assert_eq!(handed.len(), 1);
+        assert_eq!((handed[0].1["worker"].as_str(), handed[0].2), ("1", 3));
+        let full = find(
+            &series,
+            "flowgate_dropped_packets_total",
+            &[("reason", "handoff_full")],
+        );
+        assert_eq!((full.len(), full[0].2), (1, 1));
+        let drops = find(
+            &series,
+            "flowgate_dropped_packets_total",
+            &[("worker", "1")],
+        );
+        assert_eq!(drops.len(), DropReason::COUNT + 1);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::flow::{EndpointValues, FlowCounters, FlowTable};
 use crate::pipeline::{CounterValues, Pipeline, PipelineCounters};
 use crate::table::{EndpointId, ServiceId, Snapshot};
 use crate::wire::bytes_to_addr;
+use crate::worker::{Worker, WorkerCounters};
 
 /// What the daemon keeps of one worker: `Arc`s to the counters it writes.
 #[derive(Clone, Debug)]
@@ -36,6 +37,9 @@ pub struct WorkerMetrics {
     pub pipeline: Arc<PipelineCounters>,
     /// Its connection table's size and per-endpoint counters.
     pub flows: Arc<FlowCounters>,
+    /// Its loop's counters (hand-overs, idle polls, generation in use),
+    /// when it has them.
+    pub loop_counters: Option<Arc<WorkerCounters>>,
 }
 
 impl WorkerMetrics {
@@ -47,6 +51,44 @@ impl WorkerMetrics {
             core,
             pipeline: Arc::clone(pipeline.counters()),
             flows: Arc::clone(flows.counters()),
+            loop_counters: None,
+        }
+    }
+
+    /// Shares every counter of `w`: its pipeline's, its connection
+    /// table's and its loop's.
+    pub fn of_worker(worker: usize, core: Option<usize>, w: &Worker) -> Self {
+        WorkerMetrics {
+            loop_counters: Some(Arc::clone(w.counters())),
+            ..WorkerMetrics::new(worker, core, w.pipeline(), w.flows())
+        }
+    }
+}
+
+/// A worker loop's counters at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LoopValues {
+    /// Snapshot generation of the worker's latest batch (0 before any).
+    pub generation: u64,
+    /// Frames handed to the worker that owns their connection.
+    pub handed_out: u64,
+    /// Frames received from other workers.
+    pub handed_in: u64,
+    /// Frames dropped because the owner's inbox was full.
+    pub handoff_full: u64,
+    /// Polls that found no frame.
+    pub idle_polls: u64,
+}
+
+impl LoopValues {
+    fn of(c: &WorkerCounters) -> LoopValues {
+        use std::sync::atomic::Ordering::Relaxed;
+        LoopValues {
+            generation: c.generation.load(Relaxed),
+            handed_out: c.handed_out.load(Relaxed),
+            handed_in: c.handed_in.load(Relaxed),
+            handoff_full: c.handoff_full.load(Relaxed),
+            idle_polls: c.idle_polls.load(Relaxed),
         }
     }
 }
@@ -119,6 +161,8 @@ pub struct WorkerSample {
     pub services: Vec<EndpointValues>,
     /// Per backend, in the order of [`MetricsSample::backends`].
     pub backends: Vec<EndpointValues>,
+    /// Its loop's counters, if the worker shared them.
+    pub loop_values: Option<LoopValues>,
 }
 
 /// Everything a scrape reports.
@@ -430,6 +474,7 @@ fn sample_worker(
         connection_capacity: w.flows.capacity(),
         services: per_service,
         backends: per_backend,
+        loop_values: w.loop_counters.as_deref().map(LoopValues::of),
     }
 }
 
