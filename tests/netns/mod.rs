@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -594,8 +594,10 @@ pub fn udp_query(from: &NetNs, to: SocketAddr, wait: Duration) -> io::Result<(St
     Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), source))
 }
 
-/// One HTTP/1.1 request on a new connection; the body, and the address the
-/// connection's packets came from (the socket's peer).
+/// One HTTP/1.1 request on a new connection; the body, and the socket's
+/// peer. The peer is the address connected to; that the handshake
+/// completed is what shows the SYN-ACK came from it (a client's kernel
+/// answers a SYN-ACK from any other address with a reset).
 pub fn http_get(to: SocketAddr, timeout: Duration) -> Result<(String, SocketAddr), String> {
     let mut stream =
         TcpStream::connect_timeout(&to, timeout).map_err(|e| format!("connect: {e}"))?;
@@ -784,14 +786,4 @@ pub fn assert_spread(what: &str, got: &BTreeMap<String, usize>, weights: &[(&str
         unknown.is_empty(),
         "{what}: answers from outside the service: {unknown:?}"
     );
-}
-
-/// Resolves "host:port" (for readability at call sites).
-pub fn sa(s: &str) -> SocketAddr {
-    s.to_socket_addrs().unwrap().next().unwrap()
-}
-
-/// Reads a file of the scratch directory (for failure messages).
-pub fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_default()
 }
