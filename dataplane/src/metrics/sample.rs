@@ -1,9 +1,10 @@
 //! The scrape model, and how it is read from the workers' shared counters.
 //!
-//! A worker's counters live behind two `Arc`s it shares at start-up (its
-//! [`PipelineCounters`] and its connection table's [`FlowCounters`]); the
-//! daemon keeps one [`WorkerMetrics`] per worker and a [`MetricsCollector`]
-//! over them, and asks the collector for a [`MetricsSample`] at each scrape.
+//! A worker's counters live behind `Arc`s it shares at start-up (its
+//! [`PipelineCounters`], its connection table's [`FlowCounters`] and its
+//! loop's [`WorkerCounters`]); the daemon keeps one [`WorkerMetrics`] per
+//! worker and a [`MetricsCollector`] over them, and asks the collector for a
+//! [`MetricsSample`] at each scrape.
 //!
 //! Per-endpoint counts are kept by endpoint id, and ids are reused: an id
 //! freed when a backend is removed may later name another backend. The

@@ -382,7 +382,9 @@ impl Pipeline {
 
 /// One past the highest endpoint id of `snapshot`: how many per-endpoint
 /// slots it needs. Walks every service's endpoint list, once per
-/// generation.
+/// generation: about 4 µs with 1 000 services, 1.5 ms with 100 000 (4
+/// backends each). The snapshot knows this number (the length of its
+/// endpoint table) and could say it in O(1).
 fn endpoint_id_limit(snapshot: &Snapshot) -> usize {
     snapshot
         .services()
