@@ -620,7 +620,7 @@ fn an_oversized_request_is_refused() {
 #[test]
 fn a_silent_client_does_not_hold_up_others() {
     let gw = gateway(ServerOptions {
-        request_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(2),
         ..ServerOptions::default()
     });
     let addr = gw.server.local_addr();
@@ -630,7 +630,7 @@ fn a_silent_client_does_not_hold_up_others() {
     let start = Instant::now();
     let m = scrape(addr);
     assert!(
-        start.elapsed() < Duration::from_millis(400),
+        start.elapsed() < Duration::from_secs(1),
         "{:?}",
         start.elapsed()
     );
