@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::diff::ConfigDiff;
 use super::report::{FlowEntry, StatsReport, StatusReport};
+use super::tagged::{self, Body, NoFields, Tagged};
 use crate::rules::{Backend, Service};
 
 /// The version of the protocol this build speaks.
@@ -56,8 +57,8 @@ impl RequestEnvelope {
 
 /// Everything a client can ask. Read requests change nothing; every other
 /// request is validated in full and applied all or nothing.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Version, generation, uptime, workers, interfaces.
     Status {},
@@ -90,8 +91,8 @@ pub enum Request {
 }
 
 /// One change to the rules; a [`Batch`] holds several.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub enum Edit {
     /// Add a service.
     ServiceAdd(ServiceSpec),
@@ -335,8 +336,8 @@ impl Response {
 }
 
 /// A successful answer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
     /// What a mutating request changed (or would change, for a dry run).
     Changed(ChangeReport),
@@ -576,10 +577,125 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// Reads one request line (without its newline): the version first, so
-/// that a request of another version is refused as such rather than as a
-/// shape this version does not know; then the whole request.
+// Tagged enums are read by `tagged`: straight into the variant when the
+// tag comes first, as serialised here.
+
+impl Tagged for Request {
+    const TAG: &'static str = "op";
+    const VARIANTS: &'static [&'static str] = &[
+        "status",
+        "stats",
+        "flows",
+        "service_list",
+        "backend_list",
+        "apply",
+        "batch",
+        "service_add",
+        "service_edit",
+        "service_del",
+        "backend_add",
+        "backend_edit",
+        "backend_del",
+        "backend_drain",
+    ];
+    const EXPECTING: &'static str = "a request";
+
+    fn read<'de, B: Body<'de>>(op: &str, body: B) -> Result<Self, B::Error> {
+        Ok(match op {
+            "status" => body.value::<NoFields>().map(|_| Request::Status {})?,
+            "stats" => body.value::<NoFields>().map(|_| Request::Stats {})?,
+            "service_list" => body.value::<NoFields>().map(|_| Request::ServiceList {})?,
+            "flows" => Request::Flows(body.value()?),
+            "backend_list" => Request::BackendList(body.value()?),
+            "apply" => Request::Apply(body.value()?),
+            "batch" => Request::Batch(body.value()?),
+            "service_add" => Request::ServiceAdd(body.value()?),
+            "service_edit" => Request::ServiceEdit(body.value()?),
+            "service_del" => Request::ServiceDel(body.value()?),
+            "backend_add" => Request::BackendAdd(body.value()?),
+            "backend_edit" => Request::BackendEdit(body.value()?),
+            "backend_del" => Request::BackendDel(body.value()?),
+            "backend_drain" => Request::BackendDrain(body.value()?),
+            other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Request {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        tagged::deserialize(deserializer)
+    }
+}
+
+impl Tagged for Edit {
+    const TAG: &'static str = "op";
+    const VARIANTS: &'static [&'static str] = &[
+        "service_add",
+        "service_edit",
+        "service_del",
+        "backend_add",
+        "backend_edit",
+        "backend_del",
+        "backend_drain",
+    ];
+    const EXPECTING: &'static str = "an edit";
+
+    fn read<'de, B: Body<'de>>(op: &str, body: B) -> Result<Self, B::Error> {
+        Ok(match op {
+            "service_add" => Edit::ServiceAdd(body.value()?),
+            "service_edit" => Edit::ServiceEdit(body.value()?),
+            "service_del" => Edit::ServiceDel(body.value()?),
+            "backend_add" => Edit::BackendAdd(body.value()?),
+            "backend_edit" => Edit::BackendEdit(body.value()?),
+            "backend_del" => Edit::BackendDel(body.value()?),
+            "backend_drain" => Edit::BackendDrain(body.value()?),
+            other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Edit {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        tagged::deserialize(deserializer)
+    }
+}
+
+impl Tagged for Reply {
+    const TAG: &'static str = "kind";
+    const VARIANTS: &'static [&'static str] = &[
+        "changed", "status", "stats", "flows", "services", "backends",
+    ];
+    const EXPECTING: &'static str = "a reply";
+
+    fn read<'de, B: Body<'de>>(kind: &str, body: B) -> Result<Self, B::Error> {
+        Ok(match kind {
+            "changed" => Reply::Changed(body.value()?),
+            "status" => Reply::Status(body.value()?),
+            "stats" => Reply::Stats(body.value()?),
+            "flows" => Reply::Flows(body.value()?),
+            "services" => Reply::Services(body.value()?),
+            "backends" => Reply::Backends(body.value()?),
+            other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Reply {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        tagged::deserialize(deserializer)
+    }
+}
+
+/// Reads one request line (without its newline). A line that is not a
+/// valid request is looked at again for its version, so that a request of
+/// another version is refused as such rather than as a shape this version
+/// does not know.
 pub fn parse_request(line: &[u8]) -> Result<Request, ApiError> {
+    let error = match serde_json::from_slice::<RequestEnvelope>(line) {
+        Ok(envelope) if envelope.version == API_VERSION => return Ok(envelope.request),
+        Ok(envelope) => return Err(unsupported_version(&envelope.version.to_string())),
+        Err(error) => error,
+    };
     let probe: VersionProbe = serde_json::from_slice(line).map_err(|e| {
         ApiError::new(
             ErrorCode::BadRequest,
@@ -587,25 +703,25 @@ pub fn parse_request(line: &[u8]) -> Result<Request, ApiError> {
         )
     })?;
     match probe.version {
-        None => {
-            return Err(ApiError::new(
-                ErrorCode::BadRequest,
-                format!(
-                    "malformed request: no \"version\" (send {{\"version\":{API_VERSION},\"request\":{{...}}}})"
-                ),
-            ))
-        }
-        Some(v) if v.as_u64() == Some(u64::from(API_VERSION)) => {}
-        Some(v) => {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedVersion,
-                format!("unsupported API version {v}: this flowgate speaks version {API_VERSION}"),
-            ))
-        }
+        None => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "malformed request: no \"version\" (send {{\"version\":{API_VERSION},\"request\":{{...}}}})"
+            ),
+        )),
+        Some(v) if v.as_u64() == Some(u64::from(API_VERSION)) => Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("malformed request: {error}"),
+        )),
+        Some(v) => Err(unsupported_version(&v.to_string())),
     }
-    let envelope: RequestEnvelope = serde_json::from_slice(line)
-        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("malformed request: {e}")))?;
-    Ok(envelope.request)
+}
+
+fn unsupported_version(version: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::UnsupportedVersion,
+        format!("unsupported API version {version}: this flowgate speaks version {API_VERSION}"),
+    )
 }
 
 /// The `version` of a request object; every other field is skipped

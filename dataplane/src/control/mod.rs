@@ -27,6 +27,7 @@ mod memory;
 mod report;
 mod server;
 mod state;
+mod tagged;
 
 pub use client::{ClientError, ControlClient};
 pub use dataplane::Dataplane;
