@@ -8,7 +8,7 @@
 //! the new config's, removed ones in the old config's. Order alone is no
 //! change: the compiled tables do not depend on it.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};

@@ -12,7 +12,7 @@
 //! removals leave a hole that is closed once at the end, so a batch of
 //! 100 000 edits costs time in proportion to its size.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::net::IpAddr;
 
 use super::api::{ApiError, BackendEdit, BackendKey, BackendSpec, Edit, ErrorCode, ServiceSpec};

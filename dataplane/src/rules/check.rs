@@ -13,7 +13,7 @@
 //! `[daemon]` is not checked here: it is read only from the file at start,
 //! and the control API cannot change it.
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 use std::fmt::Display;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
