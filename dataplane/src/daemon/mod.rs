@@ -289,12 +289,7 @@ impl Daemon {
                 worker = worker.forward_only();
             }
             let core = settings.cores.get(w).copied().unwrap_or(0);
-            worker_metrics.push(WorkerMetrics::new(
-                w,
-                Some(core),
-                worker.pipeline(),
-                worker.flows(),
-            ));
+            worker_metrics.push(WorkerMetrics::of_worker(w, Some(core), &worker));
             let queues = worker_ports
                 .iter()
                 .map(|p| queue_name(p.ifname(), p.queue()))
