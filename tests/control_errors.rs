@@ -456,8 +456,8 @@ fn an_oversized_request_is_refused_and_the_server_goes_on() {
 #[test]
 fn a_silent_or_slow_client_times_out_and_holds_up_nobody() {
     let limits = ServerLimits {
-        idle_timeout: Duration::from_millis(300),
-        request_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(2),
         ..ServerLimits::default()
     };
     let gateway = Gateway::start_with(&base_rules(), limits);
@@ -475,13 +475,13 @@ fn a_silent_or_slow_client_times_out_and_holds_up_nobody() {
         .call(Request::BackendDrain(key("web", "198.18.1.11", 8080)))
         .unwrap();
     assert!(
-        started.elapsed() < Duration::from_millis(250),
+        started.elapsed() < Duration::from_millis(1500),
         "another client waited"
     );
     let generation = generation + 1;
 
     for (stream, words) in [
-        (&mut silent, "no request within 300 ms"),
+        (&mut silent, "no request within 2000 ms"),
         (&mut slow, "request not finished"),
     ] {
         stream
