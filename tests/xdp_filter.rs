@@ -11,16 +11,19 @@
 //! wrongly passed would be answered by the gateway's kernel: "not seen by
 //! the kernel" is checked with real listeners. Frames with VLAN tags,
 //! IPv4 options, IPv6 extension headers and fragments are sent from an
-//! AF_XDP socket in the client namespace, byte for byte as built.
+//! AF_XDP socket in the client namespace, byte for byte as built. The
+//! client namespace also plays a backend, for the box's own connections to
+//! a backend's service port.
 //!
 //! Needs root (namespaces, XDP, AF_XDP). Set FLOWGATE_SKIP_NETNS=1 to skip.
 
-use std::io::ErrorKind;
+use std::collections::HashSet;
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use flowgate_dataplane::neigh::link_info;
+use flowgate_dataplane::neigh::{link_info, local_addresses, AttachedXdp};
 use flowgate_dataplane::port::{
     FrameDesc, FrameMemory, FramePool, Port, SharedUmem, UmemFrames, XskPort, XskSettings,
 };
@@ -143,12 +146,13 @@ fn tcp_connects(pair: &Pair, to: SocketAddr, wait: Duration) -> bool {
 
 /// A listener in the gateway namespace.
 fn listen(pair: &Pair, at: &str) -> TcpListener {
+    listen_in(&pair.gateway, at)
+}
+
+/// A non-blocking listener in `ns`.
+fn listen_in(ns: &NetNs, at: &str) -> TcpListener {
     let at: SocketAddr = at.parse().unwrap();
-    let listener = pair
-        .gateway
-        .enter(move || TcpListener::bind(at))
-        .unwrap()
-        .unwrap();
+    let listener = ns.enter(move || TcpListener::bind(at)).unwrap().unwrap();
     listener.set_nonblocking(true).unwrap();
     listener
 }
@@ -167,13 +171,24 @@ fn udp_arrives(pair: &Pair, from: &str, to: &str, len: usize, wait: Duration) ->
         .enter(move || UdpSocket::bind(from))
         .unwrap()
         .unwrap();
-    rx.set_read_timeout(Some(wait)).unwrap();
     tx.send_to(&vec![0x5a; len], to).unwrap();
     let mut buf = vec![0u8; len + 1];
-    match rx.recv_from(&mut buf) {
-        Ok((n, sender)) => n == len && sender == from,
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
-        Err(e) => panic!("recv: {e}"),
+    let start = Instant::now();
+    loop {
+        let Some(left) = wait.checked_sub(start.elapsed()).filter(|l| !l.is_zero()) else {
+            return false;
+        };
+        rx.set_read_timeout(Some(left)).unwrap();
+        match rx.recv_from(&mut buf) {
+            Ok((n, sender)) => return n == len && sender == from,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return false
+            }
+            // A receive with a timeout is not restarted after a signal
+            // (or a freeze of the process): wait out the rest.
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => panic!("recv: {e}"),
+        }
     }
 }
 
@@ -192,24 +207,44 @@ fn counters_when(filter: &XdpFilter, done: impl Fn(&XdpCounters) -> bool) -> Xdp
 
 /// Whether `listener` gets a connection within [`FRAME_WAIT`].
 fn accepted(listener: &TcpListener) -> bool {
+    accept_within(listener).is_some()
+}
+
+/// The next connection `listener` gets within [`FRAME_WAIT`].
+fn accept_within(listener: &TcpListener) -> Option<TcpStream> {
     let start = Instant::now();
     while start.elapsed() < FRAME_WAIT {
         match listener.accept() {
-            Ok(_) => return true,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            Ok((stream, _)) => return Some(stream),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
                 std::thread::sleep(Duration::from_millis(5))
             }
             Err(e) => panic!("accept: {e}"),
         }
     }
-    false
+    None
+}
+
+/// The XDP programs on `interface` once a filter let go of it. Closing
+/// the link's descriptor detaches the program when no process holds the
+/// descriptor any more, and a child another test is forking holds a copy
+/// until it execs: this allows [`FRAME_WAIT`] for that.
+fn xdp_after_detach(ns: &NetNs, interface: &'static str) -> AttachedXdp {
+    let start = Instant::now();
+    loop {
+        let xdp = ns.enter(move || link_info(interface)).unwrap().unwrap().xdp;
+        if xdp.is_empty() || start.elapsed() > FRAME_WAIT {
+            return xdp;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn no_xdp_left(pair: &Pair) {
+    let xdp = xdp_after_detach(&pair.gateway, "g0");
+    assert!(xdp.is_empty(), "{xdp:?}");
     let text = shown(pair);
     assert!(!text.contains("xdp"), "XDP program left behind:\n{text}");
-    let info = pair.gateway.enter(|| link_info("g0")).unwrap().unwrap();
-    assert!(info.xdp.is_empty(), "{:?}", info.xdp);
 }
 
 #[test]
@@ -442,7 +477,12 @@ fn udp(from: &str, to: &str) -> FrameBuilder {
 
 type Expect = fn(&mut XdpCounters);
 
-/// Frames the client sends, and the one counter each must move.
+/// The box's own address in [`cases`].
+const LOCAL_FOR_CASES: &str = "198.18.70.3";
+
+/// Frames the client sends, and the one counter each must move. The box's
+/// own addresses the program knows are [`LOCAL_FOR_CASES`] alone, so a
+/// frame to 198.18.70.2 stands for one to a client.
 fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
     use ExtensionHeader::*;
     let v4_vip = "198.18.70.2:5353";
@@ -544,6 +584,16 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             |c| c.redirected_reply += 1,
         ),
         (
+            "from a backend to the box's own address",
+            udp("198.18.70.1:9090", "198.18.70.3:7000").build(),
+            |c| c.passed_local += 1,
+        ),
+        (
+            "from a backend's address, other port, to the box's own address",
+            udp("198.18.70.1:9091", "198.18.70.3:7000").build(),
+            |c| c.passed_not_owned += 1,
+        ),
+        (
             "udp to an unowned port",
             udp("198.18.70.1:40000", "198.18.70.2:7000").build(),
             |c| c.passed_not_owned += 1,
@@ -594,6 +644,7 @@ fn difference(after: &XdpCounters, before: &XdpCounters) -> XdpCounters {
         passed_not_owned: after.passed_not_owned - before.passed_not_owned,
         passed_fragment: after.passed_fragment - before.passed_fragment,
         passed_unparsed: after.passed_unparsed - before.passed_unparsed,
+        passed_local: after.passed_local - before.passed_local,
     }
 }
 
@@ -655,6 +706,8 @@ fn frames_go_where_the_program_says(mode: XdpMode) {
     let mut gateway = Socket::open(&pair.gateway, "g0");
     filter.set_socket(0, gateway.port.as_raw_fd()).unwrap();
     filter.update(&owned()).unwrap();
+    let local = addr_to_bytes(LOCAL_FOR_CASES.parse().unwrap());
+    filter.set_local_addresses(&[local].into()).unwrap();
     let mut client = Socket::open(&pair.client, "c0");
 
     for (name, frame, expect) in cases() {
@@ -750,6 +803,137 @@ fn frames_go_where_the_program_says_in_generic_mode() {
         return;
     }
     frames_go_where_the_program_says(XdpMode::Generic);
+}
+
+/// Whether a TCP connection the gateway box itself opens to `to` (a
+/// backend's port in the client namespace, where `backend` listens) is
+/// established and carries the backend's answer back to the box.
+fn box_reaches(pair: &Pair, backend: &TcpListener, to: SocketAddr, wait: Duration) -> bool {
+    let connected = pair
+        .gateway
+        .enter(move || TcpStream::connect_timeout(&to, wait))
+        .unwrap();
+    let Ok(mut stream) = connected else {
+        return false;
+    };
+    let mut answering = accept_within(backend).expect("connected, yet never accepted");
+    answering.write_all(b"b1").unwrap();
+    stream.set_read_timeout(Some(FRAME_WAIT)).unwrap();
+    let mut answer = [0u8; 2];
+    stream.read_exact(&mut answer).is_ok() && &answer == b"b1"
+}
+
+/// Receives on `socket` until `frame` comes or [`FRAME_WAIT`] passes;
+/// whether it came.
+fn receives(socket: &mut Socket, frame: &[u8]) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < FRAME_WAIT {
+        if socket
+            .receive(Duration::from_millis(50))
+            .iter()
+            .any(|f| f == frame)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn the_box_reaches_a_backends_port_while_replies_to_clients_still_go_up() {
+    if !privileged() {
+        return;
+    }
+    // The client namespace plays a backend at 198.18.70.1:9090 and
+    // [2001:2:0:70::1]:9090, whose replies the gateway owns.
+    let pair = pair(false);
+    let backend_v4: SocketAddr = "198.18.70.1:9090".parse().unwrap();
+    let backend_v6: SocketAddr = "[2001:2:0:70::1]:9090".parse().unwrap();
+    let listener_v4 = listen_in(&pair.client, "198.18.70.1:9090");
+    let listener_v6 = listen_in(&pair.client, "[2001:2:0:70::1]:9090");
+    let owned = OwnedTraffic {
+        services: [key(ip_proto::TCP, "198.18.100.10:80")].into(),
+        reply_sources: [
+            key(ip_proto::TCP, "198.18.70.1:9090"),
+            key(ip_proto::TCP, "[2001:2:0:70::1]:9090"),
+        ]
+        .into(),
+    };
+    let mut filter = attach(&pair.gateway, "g0", XdpMode::Auto).unwrap();
+    let mut gateway = Socket::open(&pair.gateway, "g0");
+    filter.set_socket(0, gateway.port.as_raw_fd()).unwrap();
+    filter.update(&owned).unwrap();
+
+    // Knowing none of the box's addresses, the program takes the
+    // backend's SYN-ACK for a reply of the gateway's: the box cannot
+    // connect, and the SYN-ACK lands on the AF_XDP socket.
+    let before = filter.counters();
+    assert!(!box_reaches(&pair, &listener_v4, backend_v4, REFUSED_WAIT));
+    let c = filter.counters();
+    assert!(c.redirected_reply > before.redirected_reply, "{c:?}");
+    assert_eq!(c.passed_local, 0, "{c:?}");
+
+    // The box's own addresses, as the daemon reads them.
+    let local: HashSet<[u8; 16]> = pair
+        .gateway
+        .enter(|| local_addresses().unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|(_, address)| addr_to_bytes(address))
+        .collect();
+    for own in ["198.18.70.2", "198.18.70.3", "2001:2:0:70::2", "127.0.0.1"] {
+        let own = addr_to_bytes(own.parse().unwrap());
+        assert!(local.contains(&own), "{own:?} not in {local:?}");
+    }
+    filter.set_local_addresses(&local).unwrap();
+    assert_eq!(filter.local_addresses(), &local);
+    // Setting the same set again changes nothing.
+    filter.set_local_addresses(&local).unwrap();
+    assert_eq!(filter.local_addresses(), &local);
+
+    let before = filter.counters();
+    assert!(box_reaches(&pair, &listener_v4, backend_v4, FRAME_WAIT));
+    assert!(box_reaches(&pair, &listener_v6, backend_v6, FRAME_WAIT));
+    let c = counters_when(&filter, |c| c.passed_local - before.passed_local >= 4);
+    // At least the SYN-ACK and the answer, on each connection.
+    assert!(c.passed_local - before.passed_local >= 4, "{c:?}");
+
+    // A reply to a client (not one of the box's addresses) still goes up,
+    // as sent, and moves the reply counter. SYN-ACKs retransmitted for the
+    // connection that failed above now go to the box: they cannot add to
+    // it.
+    let mut client = Socket::open(&pair.client, "c0");
+    for (from, to) in [
+        ("198.18.70.1:9090", "198.18.70.50:40000"),
+        ("[2001:2:0:70::1]:9090", "[2001:2:0:70::50]:40000"),
+    ] {
+        let reply = FrameBuilder::tcp(from.parse().unwrap(), to.parse().unwrap(), 0x12)
+            .macs(CLIENT_MAC, GATEWAY_MAC)
+            .build();
+        let before = filter.counters();
+        client.send(&reply);
+        assert!(receives(&mut gateway, &reply), "{from} -> {to}");
+        let c = counters_when(&filter, |c| c.redirected_reply > before.redirected_reply);
+        assert_eq!(
+            c.redirected_reply - before.redirected_reply,
+            1,
+            "{from} -> {to}: {c:?}"
+        );
+        assert_eq!(c.dropped_no_socket, before.dropped_no_socket, "{c:?}");
+    }
+
+    // Forgetting the box's IPv4 addresses forgets only them: IPv4 is
+    // taken again, IPv6 still reaches the backend.
+    let v6_only: HashSet<[u8; 16]> = local
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff]))
+        .collect();
+    assert!(v6_only.len() < local.len() && !v6_only.is_empty());
+    filter.set_local_addresses(&v6_only).unwrap();
+    assert_eq!(filter.local_addresses(), &v6_only);
+    assert!(!box_reaches(&pair, &listener_v4, backend_v4, REFUSED_WAIT));
+    assert!(box_reaches(&pair, &listener_v6, backend_v6, FRAME_WAIT));
 }
 
 #[test]
@@ -874,12 +1058,8 @@ fn auto_falls_back_to_generic_where_the_driver_has_no_xdp() {
     let xdp = ns.enter(|| link_info("lo")).unwrap().unwrap().xdp;
     assert!(xdp.generic.is_some() && xdp.native.is_none(), "{xdp:?}");
     drop(filter);
-    assert!(ns
-        .enter(|| link_info("lo"))
-        .unwrap()
-        .unwrap()
-        .xdp
-        .is_empty());
+    let xdp = xdp_after_detach(&ns, "lo");
+    assert!(xdp.is_empty(), "{xdp:?}");
     assert!(ns
         .exec("ping", &["-c", "1", "-W", "2", "127.0.0.1"])
         .is_ok());

@@ -8,18 +8,29 @@
 //   - TCP/UDP to a service: (protocol, destination address, destination
 //     port) is a key of `services`;
 //   - TCP/UDP replies from a backend: (protocol, source address, source
-//     port) is a key of `reply_sources`;
+//     port) is a key of `reply_sources`, and the destination address is
+//     not in `local_addrs`;
 //   - IP fragments, first or not, whose destination address is in
 //     `vip_addrs`: a non-first fragment has no ports to match, and the
 //     userspace pipeline counts and drops fragments to a VIP, so they go up
 //     to be counted there rather than vanish into the kernel.
 // Everything else is XDP_PASS: ARP, NDP and all ICMP, other IP protocols,
-// TCP/UDP to the box's own addresses (SSH), fragments not to a VIP, and
-// frames this program cannot parse, so the box stays reachable and the
-// kernel keeps resolving neighbours. Malformed frames go to the kernel,
-// which has its own checks; the program never drops a frame it does not own.
+// TCP/UDP to the box's own addresses (SSH, and the answers to the box's
+// own connections to a backend), fragments not to a VIP, and frames this
+// program cannot parse, so the box stays reachable and the kernel keeps
+// resolving neighbours. Malformed frames go to the kernel, which has its
+// own checks; the program never drops a frame it does not own.
 //
 // Edge cases:
+//   - The box's own connections to a backend's service port (an operator's
+//     curl, a health check run on the box): their answers come from a
+//     backend's (protocol, address, port) but are addressed to one of the
+//     box's own addresses (`local_addrs`, kept equal to them by the
+//     daemon), while the gateway's connections are DNAT only, so their
+//     replies always go to a client. Those pass (counted as
+//     `passed_local`): the kernel owns that connection, and a frame handed
+//     to AF_XDP never comes back to it. The check runs only once the
+//     source matched, so traffic to a VIP pays nothing for it.
 //   - VLAN: up to two tags (TPID 0x8100, 0x88a8 or 0x9100, like the
 //     userspace parser) are looked through. A third tag: XDP_PASS. A NIC
 //     that strips tags in hardware (rx-vlan-offload) hands XDP untagged
@@ -83,7 +94,8 @@ enum counter {
 	PASSED_NOT_OWNED = 8,
 	PASSED_FRAGMENT = 9,
 	PASSED_UNPARSED = 10,
-	COUNTER_COUNT = 11,
+	PASSED_LOCAL = 11,
+	COUNTER_COUNT = 12,
 };
 
 // A service or a backend: address (IPv4-mapped for IPv4), port in network
@@ -156,6 +168,15 @@ struct {
 	__type(key, __u8[16]);
 	__type(value, __u8);
 } vip_addrs SEC(".maps");
+
+// The box's own addresses (every interface's, loopback's included).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u8[16]);
+	__type(value, __u8);
+} local_addrs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -381,8 +402,12 @@ int flowgate_xdp(struct xdp_md *ctx)
 
 	if (bpf_map_lookup_elem(&services, &r.dst))
 		return redirect_owned(ctx, REDIRECTED_VIP);
-	if (bpf_map_lookup_elem(&reply_sources, &r.src))
+	if (bpf_map_lookup_elem(&reply_sources, &r.src)) {
+		// From a backend to the box itself: the box's own connection.
+		if (bpf_map_lookup_elem(&local_addrs, r.dst.addr))
+			return pass(PASSED_LOCAL);
 		return redirect_owned(ctx, REDIRECTED_REPLY);
+	}
 	return pass(PASSED_NOT_OWNED);
 }
 

@@ -5,12 +5,15 @@
 //! with a [`NeighbourWatcher`] (a dump, then change notifications), asks the
 //! kernel to resolve backends it lacks ([`NeighbourWatcher::resolve`]), and
 //! joins what it learned with the config's static neighbours
-//! ([`merge_neighbours`]) before building a snapshot.
+//! ([`merge_neighbours`]) before building a snapshot. It also reads the
+//! box's own addresses ([`local_addresses`]), which the XDP program leaves
+//! to the kernel as destinations of replies.
 //!
 //! The kernel does the resolving (ARP and NDP stay with it: the XDP program
 //! passes them up); this module only reads the result. Every socket here
 //! belongs to the network namespace of the thread that opened it.
 
+mod address;
 mod link;
 mod merge;
 pub(crate) mod socket;
@@ -21,6 +24,7 @@ mod tests;
 
 use std::io;
 
+pub use address::local_addresses;
 pub use link::{link_info, AttachedXdp, LinkInfo};
 pub use merge::merge_neighbours;
 pub use watch::{

@@ -197,3 +197,79 @@ fn resolving_on_a_missing_interface_is_a_kernel_error() {
         .unwrap_err();
     assert!(matches!(err, NeighError::Kernel { .. }), "{err:?}");
 }
+
+#[test]
+fn local_addresses_are_every_interfaces_own_addresses() {
+    if !privileged() {
+        return;
+    }
+    let a = NetNs::new("fgn").unwrap();
+    let b = NetNs::new("fgn").unwrap();
+    testnet::veth_pair(&a, "aa0", &b, "ab0", 1).unwrap();
+    for args in [
+        &["addr", "add", "198.18.63.1/24", "dev", "aa0"][..],
+        &["addr", "add", "198.18.64.1/24", "dev", "aa0"],
+        &["addr", "add", "2001:2:0:63::1/64", "dev", "aa0", "nodad"],
+        // Point to point: the peer's address is not the box's.
+        &[
+            "addr",
+            "add",
+            "198.18.65.1",
+            "peer",
+            "198.18.65.9/32",
+            "dev",
+            "aa0",
+        ],
+        &["addr", "add", "198.18.66.1/32", "dev", "lo"],
+    ] {
+        a.ip(args).unwrap();
+    }
+    let (addresses, aa0, lo) = a
+        .enter(|| {
+            (
+                local_addresses().unwrap(),
+                link_info("aa0").unwrap().ifindex,
+                link_info("lo").unwrap().ifindex,
+            )
+        })
+        .unwrap();
+    let at = |ifindex: u32, address: &str| (ifindex, address.parse::<IpAddr>().unwrap());
+    for expected in [
+        at(aa0, "198.18.63.1"),
+        at(aa0, "198.18.64.1"),
+        at(aa0, "2001:2:0:63::1"),
+        at(aa0, "198.18.65.1"),
+        at(lo, "127.0.0.1"),
+        at(lo, "::1"),
+        at(lo, "198.18.66.1"),
+    ] {
+        assert!(
+            addresses.contains(&expected),
+            "{expected:?} not in {addresses:?}"
+        );
+    }
+    // The link-local address the kernel gave the veth is the box's too.
+    assert!(
+        addresses
+            .iter()
+            .any(|&(i, a)| i == aa0 && matches!(a, IpAddr::V6(v6) if v6.segments()[0] == 0xfe80)),
+        "{addresses:?}"
+    );
+    let peer: IpAddr = "198.18.65.9".parse().unwrap();
+    assert!(!addresses.iter().any(|&(_, a)| a == peer), "{addresses:?}");
+    let mut unique = addresses.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), addresses.len(), "{addresses:?}");
+    // Nothing of the other namespace.
+    let other = b.enter(|| local_addresses().unwrap()).unwrap();
+    assert!(!other
+        .iter()
+        .any(|&(_, a)| a.to_string().starts_with("198.18.6")));
+
+    a.ip(&["addr", "del", "198.18.63.1/24", "dev", "aa0"])
+        .unwrap();
+    let after = a.enter(|| local_addresses().unwrap()).unwrap();
+    assert!(!after.contains(&at(aa0, "198.18.63.1")), "{after:?}");
+    assert!(after.contains(&at(aa0, "198.18.64.1")), "{after:?}");
+}

@@ -29,6 +29,10 @@ pub struct XdpCounters {
     /// Passed: headers the program could not parse (truncated, a third
     /// VLAN tag, too many IPv6 extension headers, …).
     pub passed_unparsed: u64,
+    /// Passed: from a backend's (protocol, address, port) but to one of
+    /// the box's own addresses, so an answer to the box's own connection
+    /// (a health check, an operator's curl), not a reply of the gateway's.
+    pub passed_local: u64,
 }
 
 impl XdpCounters {
@@ -53,6 +57,7 @@ impl XdpCounters {
             .saturating_add(self.passed_not_owned)
             .saturating_add(self.passed_fragment)
             .saturating_add(self.passed_unparsed)
+            .saturating_add(self.passed_local)
     }
 
     /// The counters from per-index totals (`totals[i]` for counter `i`).
@@ -70,6 +75,7 @@ impl XdpCounters {
             passed_not_owned: at(counter::PASSED_NOT_OWNED),
             passed_fragment: at(counter::PASSED_FRAGMENT),
             passed_unparsed: at(counter::PASSED_UNPARSED),
+            passed_local: at(counter::PASSED_LOCAL),
         }
     }
 }
@@ -84,9 +90,10 @@ mod tests {
         let c = XdpCounters::from_totals(&totals);
         assert_eq!(c.redirected_vip, 1);
         assert_eq!(c.passed_unparsed, 11);
+        assert_eq!(c.passed_local, 12);
         assert_eq!(c.redirected(), 1 + 2 + 3 + 4);
         assert_eq!(c.redirect_failed(), 5 + 6);
-        assert_eq!(c.passed(), 6 + 7 + 8 + 9 + 10 + 11);
+        assert_eq!(c.passed(), 6 + 7 + 8 + 9 + 10 + 11 + 12);
         assert_eq!(XdpCounters::from_totals(&[]), XdpCounters::default());
     }
 }

@@ -1,5 +1,6 @@
 //! One instance of the XDP program on one interface, and its maps.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::os::fd::RawFd;
 
@@ -52,6 +53,7 @@ pub struct XdpFilter {
     services: KeySet<TrafficKey, [u8; KEY_LEN]>,
     reply_sources: KeySet<TrafficKey, [u8; KEY_LEN]>,
     vip_addresses: KeySet<[u8; 16], [u8; 16]>,
+    local_addresses: KeySet<[u8; 16], [u8; 16]>,
     config: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
     /// Holds the loaded program.
@@ -65,6 +67,7 @@ impl fmt::Debug for XdpFilter {
             .field("mode", &self.mode)
             .field("services", &self.services.held().len())
             .field("reply_sources", &self.reply_sources.held().len())
+            .field("local_addresses", &self.local_addresses.held().len())
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +125,11 @@ impl XdpFilter {
                 map::VIP_ADDRESSES,
                 |address| *address,
             ),
+            local_addresses: KeySet::new(
+                take_map(&mut ebpf, map::LOCAL_ADDRESSES)?,
+                map::LOCAL_ADDRESSES,
+                |address| *address,
+            ),
             config: take_map(&mut ebpf, map::CONFIG)?,
             counters: take_map(&mut ebpf, map::COUNTERS)?,
             _ebpf: ebpf,
@@ -175,6 +183,23 @@ impl XdpFilter {
             services: self.services.held().clone(),
             reply_sources: self.reply_sources.held().clone(),
         }
+    }
+
+    /// Makes the program's set of the box's own addresses (16 bytes each,
+    /// IPv4-mapped for IPv4; see [`crate::wire::addr_to_bytes`]) exactly
+    /// `addresses`: new ones are added before gone ones are removed. A
+    /// frame from a backend's (protocol, address, port) to one of them is
+    /// the box's own connection, not a reply of the gateway's, and passes
+    /// to the kernel. Only the difference with the last call touches the
+    /// map, so calling it often with the same set is cheap.
+    pub fn set_local_addresses(&mut self, addresses: &HashSet<[u8; 16]>) -> Result<(), XdpError> {
+        self.local_addresses.add_missing(addresses)?;
+        self.local_addresses.remove_unwanted(addresses)
+    }
+
+    /// The box's own addresses the program knows now.
+    pub fn local_addresses(&self) -> &HashSet<[u8; 16]> {
+        self.local_addresses.held()
     }
 
     /// Forward-only mode: with `true` every IPv4 and IPv6 frame (except

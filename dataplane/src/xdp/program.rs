@@ -19,6 +19,8 @@ pub(crate) mod map {
     pub(crate) const REPLY_SOURCES: &str = "reply_sources";
     /// VIP addresses alone, for fragments.
     pub(crate) const VIP_ADDRESSES: &str = "vip_addrs";
+    /// The box's own addresses: replies addressed to them pass.
+    pub(crate) const LOCAL_ADDRESSES: &str = "local_addrs";
     /// One `struct config`.
     pub(crate) const CONFIG: &str = "config";
     /// Per-CPU counters, indexed by [`super::counter`].
@@ -38,8 +40,9 @@ pub(crate) mod counter {
     pub(crate) const PASSED_NOT_OWNED: u32 = 8;
     pub(crate) const PASSED_FRAGMENT: u32 = 9;
     pub(crate) const PASSED_UNPARSED: u32 = 10;
+    pub(crate) const PASSED_LOCAL: u32 = 11;
     /// How many there are.
-    pub(crate) const COUNT: u32 = 11;
+    pub(crate) const COUNT: u32 = 12;
 }
 
 /// Size of `struct traffic_key`: 16 address bytes, the port in network
@@ -108,6 +111,7 @@ mod tests {
             ("PASSED_NOT_OWNED", counter::PASSED_NOT_OWNED),
             ("PASSED_FRAGMENT", counter::PASSED_FRAGMENT),
             ("PASSED_UNPARSED", counter::PASSED_UNPARSED),
+            ("PASSED_LOCAL", counter::PASSED_LOCAL),
             ("COUNTER_COUNT", counter::COUNT),
         ];
         let c = c_counters();
