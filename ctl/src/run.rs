@@ -1,6 +1,7 @@
 //! Carrying out an [`Invocation`] against the daemon.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flowgate_dataplane::control::api::{
@@ -72,10 +73,10 @@ pub fn run(invocation: Invocation, out: &mut dyn Write) -> Result<(), Failure> {
         }
         other => other,
     };
-    let client = ControlClient::connect(&socket)?;
-    client.set_timeout(Some(CALL_TIMEOUT))?;
+    let client = connect(&socket)?;
     let mut session = Session {
         client,
+        socket,
         format,
         out,
     };
@@ -105,6 +106,7 @@ pub fn run(invocation: Invocation, out: &mut dyn Write) -> Result<(), Failure> {
 /// A connection and where its output goes.
 struct Session<'a> {
     client: ControlClient,
+    socket: PathBuf,
     format: Format,
     out: &'a mut dyn Write,
 }
@@ -164,6 +166,9 @@ impl Session<'_> {
         let mut printed = 0u64;
         while count.is_none_or(|c| printed < c) {
             std::thread::sleep(interval);
+            // A connection idle for longer than the daemon's idle timeout
+            // is closed by it: take each sample on a fresh one.
+            self.client = connect(&self.socket)?;
             let after = self.sample()?;
             let seconds = taken.elapsed().as_secs_f64();
             taken = Instant::now();
@@ -264,6 +269,13 @@ impl Session<'_> {
         };
         self.change(request)
     }
+}
+
+/// A connection to the daemon, with the call timeout set.
+fn connect(socket: &Path) -> Result<ControlClient, Failure> {
+    let client = ControlClient::connect(socket)?;
+    client.set_timeout(Some(CALL_TIMEOUT))?;
+    Ok(client)
 }
 
 /// Whether `service` listens at `listener` (addresses compared as

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use flowgate_dataplane::control::{
-    ControlServer, ControlState, Dataplane, FlowEntry, MemoryDataplane, ServiceStats, StopHandle,
+    ControlServer, ControlState, Dataplane, FlowEntry, MemoryDataplane, ServerLimits, ServiceStats,
+    StopHandle,
 };
 use flowgate_dataplane::pipeline::PipelineCounters;
 use flowgate_dataplane::rules;
@@ -42,6 +43,10 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Daemon {
+        Self::start_with(ServerLimits::default())
+    }
+
+    fn start_with(limits: ServerLimits) -> Daemon {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "fg-ctl-{}-{}",
@@ -54,7 +59,7 @@ impl Daemon {
         let shared: Arc<dyn Dataplane> = dataplane.clone();
         let state = Arc::new(Mutex::new(ControlState::new(config, "gw.toml", shared)));
         let socket = dir.join("control.sock");
-        let server = ControlServer::bind(&socket, state).unwrap();
+        let server = ControlServer::bind_with(&socket, state, limits).unwrap();
         let stop = server.stop_handle();
         let serving = std::thread::spawn(move || server.serve());
         Daemon {
@@ -344,6 +349,18 @@ fn stats_watch_prints_rates_between_samples() {
         ])
         .ok();
     assert_eq!(json.lines().count(), 3, "the first sample and two more");
+}
+
+#[test]
+fn stats_watch_outlasts_the_daemons_idle_timeout() {
+    let d = Daemon::start_with(ServerLimits {
+        idle_timeout: std::time::Duration::from_millis(150),
+        ..ServerLimits::default()
+    });
+    let out = d
+        .ctl(&["stats", "--watch", "--interval", "0.4", "--count", "2"])
+        .ok();
+    assert_eq!(out.matches("rates over").count(), 2, "{out}");
 }
 
 #[test]
