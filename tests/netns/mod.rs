@@ -414,7 +414,8 @@ impl Topology {
             .collect::<Vec<_>>()
             .join(", ");
         let socket = self.scratch.path("control.sock");
-        let demo = include_str!("../../configs/demo.toml");
+        // The demo's own [daemon] section gives way to this one.
+        let demo = without_table(include_str!("../../configs/demo.toml"), "[daemon]");
         format!(
             "[daemon]\ncores = [{cores}]\nframe_count = 16384\nrx_ring_size = 1024\n\
              tx_ring_size = 1024\nfill_ring_size = 2048\ncompletion_ring_size = 2048\n\
@@ -786,4 +787,22 @@ pub fn assert_spread(what: &str, got: &BTreeMap<String, usize>, weights: &[(&str
         unknown.is_empty(),
         "{what}: answers from outside the service: {unknown:?}"
     );
+}
+
+/// `toml` without the table whose header line is `header` (up to the next
+/// table header).
+fn without_table(toml: &str, header: &str) -> String {
+    let mut skipping = false;
+    let mut kept = String::with_capacity(toml.len());
+    for line in toml.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            skipping = trimmed.starts_with(header);
+        }
+        if !skipping {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    kept
 }

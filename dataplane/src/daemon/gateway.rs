@@ -6,7 +6,7 @@
 //! daemon's main loop (neighbour changes). A mutex orders them; workers
 //! never take it — they only load the published snapshot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -162,6 +162,23 @@ impl Gateway {
                     .map(|n| (n.ifindex, n.address))
             })
             .collect()
+    }
+
+    /// Tells every filter the box's own addresses (replies from a backend
+    /// to one of them are the box's own connections: the kernel's).
+    /// Returns whether anything changed.
+    pub fn set_local_addresses(&self, addresses: &HashSet<[u8; 16]>) -> Result<bool, String> {
+        let mut inner = self.lock();
+        let mut changed = false;
+        for filter in inner.filters.iter_mut() {
+            if filter.local_addresses() != addresses {
+                filter
+                    .set_local_addresses(addresses)
+                    .map_err(|e| format!("updating the box's own addresses: {e}"))?;
+                changed = true;
+            }
+        }
+        Ok(changed)
     }
 
     /// Runs `f` with the XDP filters (e.g. to read their counters).

@@ -23,6 +23,7 @@ mod gateway;
 mod kernel_path;
 pub mod worker_thread;
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -261,6 +262,8 @@ impl Daemon {
             Gateway::start(config.clone(), learned, filters, port_ifindex)
                 .map_err(DaemonError::Runtime)?,
         );
+        sync_local_addresses(&gateway)
+            .map_err(|e| DaemonError::Environment(format!("the box's own addresses: {e}")))?;
 
         let stop_workers = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
@@ -442,6 +445,9 @@ impl Daemon {
             }
             if last_resolve.elapsed() >= RESOLVE_EVERY {
                 last_resolve = Instant::now();
+                if let Err(e) = sync_local_addresses(&self.gateway) {
+                    tracing::warn!("reading the box's own addresses: {e}");
+                }
                 for address in self.gateway.unresolved_backends() {
                     provoke_resolution(address);
                 }
@@ -496,6 +502,22 @@ impl Daemon {
         }
         tracing::info!("stopped: sockets closed, XDP programs detached");
     }
+}
+
+/// Reads the box's own addresses and hands them to the XDP filters.
+fn sync_local_addresses(gateway: &Gateway) -> Result<(), String> {
+    let addresses: HashSet<[u8; 16]> = neigh::local_addresses()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(_, address)| crate::wire::addr_to_bytes(address))
+        .collect();
+    if gateway.set_local_addresses(&addresses)? {
+        tracing::info!(
+            addresses = addresses.len(),
+            "the box's own addresses stay with the kernel"
+        );
+    }
+    Ok(())
 }
 
 /// A worker's look at its sockets' ring statistics, once a second.
