@@ -443,3 +443,64 @@ fn reload_applies_the_file_or_keeps_the_old_rules() {
     traffic.wait_for(2, 100);
     traffic.finish().assert_clean();
 }
+
+/// A data plane whose workers are slow to answer `flows`.
+struct SlowFlows(MemoryDataplane);
+
+impl control::Dataplane for SlowFlows {
+    fn apply(&self, config: &flowgate_dataplane::rules::Config) -> Result<u64, String> {
+        self.0.apply(config)
+    }
+    fn status(&self) -> control::StatusReport {
+        self.0.status()
+    }
+    fn stats(&self) -> control::StatsReport {
+        self.0.stats()
+    }
+    fn flows(&self, service: Option<&str>, limit: usize) -> Vec<FlowEntry> {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        self.0.flows(service, limit)
+    }
+}
+
+#[test]
+fn a_slow_flows_query_holds_up_no_change() {
+    let config = flowgate_dataplane::rules::load_str(&base_rules(), "gw.toml").unwrap();
+    let dataplane = Arc::new(SlowFlows(MemoryDataplane::with_config(&config)));
+    let state = Arc::new(Mutex::new(ControlState::new(
+        config,
+        "gw.toml",
+        dataplane.clone(),
+    )));
+    let dir = TempDir::new("slow");
+    let socket = dir.path().join("control.sock");
+    let server = ControlServer::bind(&socket, state).unwrap();
+    let stop = server.stop_handle();
+    let serving = std::thread::spawn(move || server.serve());
+
+    let slow = {
+        let socket = socket.clone();
+        std::thread::spawn(move || {
+            let mut client = ControlClient::connect(&socket).unwrap();
+            client.call(Request::Flows(FlowsQuery::default())).unwrap()
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let mut client = ControlClient::connect(&socket).unwrap();
+    let c = changed(
+        client
+            .call(Request::BackendDrain(key("web", "198.18.1.11", 8080)))
+            .unwrap(),
+    );
+    assert!(c.applied);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1500),
+        "the change waited for the flows query: {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(slow.join().unwrap(), Reply::Flows(_)));
+    assert_eq!(dataplane.0.current().generation(), 2);
+    stop.stop();
+    serving.join().unwrap();
+}

@@ -40,4 +40,4 @@ pub use report::{
     TrafficCounters, WorkerInfo, WorkerStats,
 };
 pub use server::{ControlServer, ServerError, ServerLimits, StopHandle};
-pub use state::{reload, ControlState, RESTART_ONLY_SECTIONS};
+pub use state::{handle, reload, ControlState, RESTART_ONLY_SECTIONS};

@@ -15,7 +15,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::stat::{umask, Mode};
@@ -389,12 +389,7 @@ fn serve_client(
 
 /// Parses and answers one request line.
 fn handle(line: &[u8], state: &Mutex<ControlState>) -> Result<super::api::Reply, ApiError> {
-    let request = parse_request(line)?;
-    // A panic while holding the lock cannot leave a half-made change (the
-    // running config is replaced only after the data plane took it), so a
-    // poisoned lock is still good to use.
-    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-    state.handle(request)
+    super::state::handle(state, parse_request(line)?)
 }
 
 /// Writes one response line and flushes it.

@@ -3,10 +3,10 @@
 //! then hand it to the data plane. All or nothing.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::api::{
-    ApiError, BackendsReply, ChangeReport, Edit, ErrorCode, FlowsReply, Reply, Request,
+    ApiError, BackendsReply, ChangeReport, Edit, ErrorCode, FlowsQuery, FlowsReply, Reply, Request,
     ServiceName, ServiceView, ServicesReply, StatusReply, DEFAULT_FLOWS_LIMIT, DEFAULT_ORIGIN,
     MAX_FLOWS_LIMIT,
 };
@@ -74,14 +74,10 @@ impl ControlState {
             })),
             Request::Stats {} => Ok(Reply::Stats(self.dataplane.stats())),
             Request::Flows(query) => {
-                if let Some(name) = &query.service {
-                    self.service(name)?;
-                }
-                let limit = query
-                    .limit
-                    .unwrap_or(DEFAULT_FLOWS_LIMIT)
-                    .min(MAX_FLOWS_LIMIT);
-                let flows = self.dataplane.flows(query.service.as_deref(), limit);
+                self.check_flows_query(&query)?;
+                let flows = self
+                    .dataplane
+                    .flows(query.service.as_deref(), flows_limit(&query));
                 Ok(Reply::Flows(FlowsReply { flows }))
             }
             Request::ServiceList {} => Ok(Reply::Services(ServicesReply {
@@ -140,6 +136,14 @@ impl ControlState {
     pub fn reload(&mut self, path: &Path) -> Result<ChangeReport, ApiError> {
         let next = rules::load_file(path).map_err(config_error)?;
         self.change(next, Some(&path.display().to_string()), false)
+    }
+
+    /// A `flows` query names a service that runs, if any.
+    fn check_flows_query(&self, query: &FlowsQuery) -> Result<(), ApiError> {
+        match &query.service {
+            Some(name) => self.service(name).map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     /// The service called `name`, or `not_found`.
@@ -214,10 +218,45 @@ impl ControlState {
 
 /// [`ControlState::reload`] on shared state (for the daemon's SIGHUP).
 pub fn reload(state: &Mutex<ControlState>, path: &Path) -> Result<ChangeReport, ApiError> {
-    state
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .reload(path)
+    lock(state).reload(path)
+}
+
+/// [`ControlState::handle`] on shared state, holding the lock only as long
+/// as the rules are read or changed: `stats` and `flows` ask the data
+/// plane (which may wait on its workers) without it, so they never hold up
+/// a change, nor one another.
+pub fn handle(state: &Mutex<ControlState>, request: Request) -> Result<Reply, ApiError> {
+    match request {
+        Request::Stats {} => {
+            let dataplane = Arc::clone(lock(state).dataplane());
+            Ok(Reply::Stats(dataplane.stats()))
+        }
+        Request::Flows(query) => {
+            let dataplane = {
+                let state = lock(state);
+                state.check_flows_query(&query)?;
+                Arc::clone(state.dataplane())
+            };
+            let flows = dataplane.flows(query.service.as_deref(), flows_limit(&query));
+            Ok(Reply::Flows(FlowsReply { flows }))
+        }
+        other => lock(state).handle(other),
+    }
+}
+
+/// Locks shared state. A panic while it was held cannot have left a
+/// half-made change (the running config is replaced only after the data
+/// plane took it), so a poisoned lock is still good to use.
+fn lock(state: &Mutex<ControlState>) -> MutexGuard<'_, ControlState> {
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How many flows a query gets.
+fn flows_limit(query: &FlowsQuery) -> usize {
+    query
+        .limit
+        .unwrap_or(DEFAULT_FLOWS_LIMIT)
+        .min(MAX_FLOWS_LIMIT)
 }
 
 /// A config that did not load, as an API error.
