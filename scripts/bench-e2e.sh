@@ -152,7 +152,7 @@ record() { echo "$1 $2 $3 $4" >>"$RESULTS"; }
 
 # One variant, one run: up, the three measurements, down.
 measure_variant() {
-  local run=$1 variant=$2 pps rtt http
+  local run=$1 variant=$2 pps rtt http i
   log "run $run: $variant"
   if ! variant_up "$variant" "$run"; then
     record "$run" "$variant" failed "no-forwarding"
@@ -160,10 +160,18 @@ measure_variant() {
     variant_down "$variant" || true
     return 0
   fi
-  pps=$(measure_pps "$variant")
-  record "$run" "$variant" offered_pps "${pps% *}"
-  record "$run" "$variant" delivered_pps "${pps#* }"
-  log "  pps offered/delivered: $pps"
+  if pps=$(measure_pps "$variant"); then
+    local names=(offered_pps delivered_pps gw_user_pct gw_sys_pct gw_softirq_pct gw_idle_pct
+      worker_user_pct worker_sys_pct) values
+    read -r -a values <<<"$pps"
+    for i in "${!names[@]}"; do
+      record "$run" "$variant" "${names[$i]}" "${values[$i]:-nan}"
+    done
+    log "  packets/s offered, delivered; GW_CPU % user, sys, softirq, idle; worker % user, sys: $pps"
+  else
+    record "$run" "$variant" failed "pps"
+    failures=$((failures + 1))
+  fi
   if [ "$variant" != generator ]; then
     if rtt=$(measure_rtt); then
       read -r p50 p99 lost <<<"$rtt"

@@ -81,6 +81,16 @@ ROWS = [
 ]
 
 
+CPU_ROWS = [
+    ("softirq: veth receive and transmit, the sink's XDP drop; for the kernel, its forwarding", "gw_softirq_pct"),
+    ("system: flowgate's sendto, in which copy-mode AF_XDP transmits", "gw_sys_pct"),
+    ("user: flowgate's worker (and any other process of the machine)", "gw_user_pct"),
+    ("idle", "gw_idle_pct"),
+    ("flowgate's worker thread in user space", "worker_user_pct"),
+    ("flowgate's worker thread in the kernel (its sendto and the softirq work done in it)", "worker_sys_pct"),
+]
+
+
 def table(data, failed, flows):
     head = "| | " + " | ".join(label for _, label in VARIANTS) + " | (a)/(c) | (a)/(b) |"
     lines = [head, "|---|" + "---:|" * (len(VARIANTS) + 2)]
@@ -94,6 +104,15 @@ def table(data, failed, flows):
             + " | ".join(cells)
             + f" | {ratio(data, metric, 'flowgate', 'kernel')} | {ratio(data, metric, 'flowgate', 'forward')} |"
         )
+    cpu_lines = [
+        "| the gateway's CPU during the flood, % of its time (medians) | "
+        + " | ".join(SHORT[v] for v, _ in VARIANTS) + " |",
+        "|---|" + "---:|" * len(VARIANTS),
+    ]
+    for label, metric in CPU_ROWS:
+        cells = [fmt(median(data.get((v, metric), [])), 1, 0) for v, _ in VARIANTS]
+        cpu_lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    cpu_table = "\n".join(cpu_lines)
     gen = data.get(("generator", "delivered_pps"), [])
     notes = []
     if gen:
@@ -110,10 +129,10 @@ def table(data, failed, flows):
             f"**{SHORT.get(variant, variant)} could not be measured** in "
             f"{len(reasons)} run(s): {', '.join(sorted(set(reasons)))}."
         )
-    return "\n".join(lines) + ("\n\n" + "\n\n".join(notes) if notes else "")
+    return "\n".join(lines) + ("\n\n" + "\n\n".join(notes) if notes else "") + "\n\n" + cpu_table
 
 
-GNUPLOT = r"""
+GNUPLOT_HEAD = r"""
 set terminal pngcairo size 1500,500 font ",11"
 set output '{png}'
 set style data histogram
@@ -124,33 +143,47 @@ set grid ytics
 set key top left
 set yrange [0:*]
 set xtics scale 0
+set datafile missing "NaN"
 set multiplot layout 1,3 title "{title}"
-set title "Packets forwarded (Mpps, 64-byte UDP)"
-plot '{dat}' using 2:xtic(1) title "median" lc rgb "#4472c4"
-set title "UDP round trip (µs)"
-plot '{dat}' using 3:xtic(1) title "p50" lc rgb "#70ad47", '' using 4 title "p99" lc rgb "#ed7d31"
-set title "HTTP requests/s (thousands)"
-plot '{dat}' using 5:xtic(1) title "median" lc rgb "#7f7f7f"
-unset multiplot
 """
+
+# Panels: title, then (column, key, colour) for each bar of a cluster.
+PANELS = [
+    ("Packets forwarded (Mpps, 64-byte UDP)", [(2, "median", "#4472c4")]),
+    ("UDP round trip (µs)", [(3, "p50", "#70ad47"), (4, "p99", "#ed7d31")]),
+    ("HTTP requests/s (thousands)", [(5, "median", "#7f7f7f")]),
+]
 
 
 def chart(data, png, title):
-    rows = []
+    rows, have = [], set()
     for variant, _ in VARIANTS:
-        def m(metric, scale):
+        cols = []
+        for column, (metric, scale) in enumerate(
+            [("delivered_pps", 1e6), ("rtt_p50_us", 1), ("rtt_p99_us", 1), ("http_rps", 1e3)], start=2
+        ):
             v = median(data.get((variant, metric), []))
-            return "NaN" if v is None else f"{v / scale:.4f}"
-
-        rows.append(
-            f'"{SHORT[variant]}" {m("delivered_pps", 1e6)} {m("rtt_p50_us", 1)} '
-            f'{m("rtt_p99_us", 1)} {m("http_rps", 1e3)}'
-        )
+            cols.append("NaN" if v is None else f"{v / scale:.4f}")
+            if v is not None:
+                have.add(column)
+        rows.append(f'"{SHORT[variant]}" ' + " ".join(cols))
     with tempfile.TemporaryDirectory() as tmp:
         dat = os.path.join(tmp, "e2e.dat")
         with open(dat, "w") as f:
             f.write("\n".join(rows) + "\n")
-        script = GNUPLOT.format(png=png, dat=dat, title=title.replace('"', "'"))
+        script = GNUPLOT_HEAD.format(png=png, title=title.replace('"', "'"))
+        for panel_title, bars in PANELS:
+            script += f'set title "{panel_title}"\n'
+            if any(column in have for column, _, _ in bars):
+                parts = []
+                for i, (column, key, colour) in enumerate(bars):
+                    xtic = ":xtic(1)" if i == 0 else ""
+                    parts.append(f"'{dat}' using {column}{xtic} title \"{key}\" lc rgb \"{colour}\"")
+                script += "plot " + ", ".join(parts) + "\n"
+            else:
+                script += 'set label 1 "not measured" at graph 0.5, graph 0.5 center\n'
+                script += "plot [0:1] [0:1] -1 notitle\nunset label 1\n"
+        script += "unset multiplot\n"
         subprocess.run(["gnuplot"], input=script, text=True, check=True)
 
 

@@ -15,14 +15,21 @@
 # they are (the forward-only variant) acts as a wire, and both ends accept
 # what it delivers. Every neighbour is static: nothing waits for ARP.
 #
-# CPUs: every interface has GRO on, so veth gives it a NAPI instance, and
-# its NAPI runs in a kernel thread of its own (threaded NAPI), which we pin:
-# the gateway's two interfaces on GW_CPU, the generator's and the backend
-# host's on GEN_CPU. So GW_CPU does exactly what the gateway costs: the
-# receive work of its interfaces and, for flowgate, its worker; for the
-# kernel, its forwarding, NAT and conntrack (all inside the NAPI thread).
-# GEN_CPU does the rest: the generator, the sink, the echo server, nginx,
-# wrk and the latency client. Everything of ours runs at nice -20, so the
+# CPUs: veth runs a receiver's NAPI (its "driver") in softirq on the CPU
+# that sent the frame. So the gateway interfaces' driver half runs where
+# their senders run, GEN_CPU: for flowgate that is our XDP program and the
+# copy into the UMEM; for the kernel, turning the frame into an skb, GRO,
+# and RPS, which hands the skb to GW_CPU. Everything after the driver runs
+# on GW_CPU: flowgate's worker (and its transmit, which in copy mode runs
+# the veth transmit in the worker's sendto), or the kernel's routing,
+# conntrack, NAT and transmit in softirq. The sink's XDP drop runs in
+# softirq on GW_CPU too (the gateway sends to it), for every variant
+# alike; RPS moves the client's and the backends' own receive processing
+# to GEN_CPU, which also runs the generator, the echo server, nginx, wrk
+# and the latency client. Softirqs preempt at once:
+# no scheduler delay in a round trip. (Threaded NAPI was tried: a NAPI
+# thread sharing a core with a busy-polling worker waits for the worker's
+# time slice, milliseconds.) Everything of ours runs at nice -20, so the
 # machine's other work disturbs the figures less.
 
 NS_GEN=fgb-gen
@@ -85,25 +92,16 @@ topology_down() {
   done
 }
 
-# Gives an interface (up) a NAPI instance (GRO on: veth then receives
-# through NAPI even without XDP) in a thread of its own, on a CPU.
+# Tunes one interface: transmit checksum offload off (a local socket's
+# packet on veth otherwise carries a partial checksum for "hardware" to
+# finish, which AF_XDP passes on as it is; a real wire carries complete
+# checksums); GRO on (veth then receives through NAPI even without XDP, and
+# accepts the generator's XDP frames); RPS to a CPU (the kernel's receive
+# processing after the driver, for skbs).
 tune_dev() {
   local ns=$1 dev=$2 cpu=$3
-  in_ns "$ns" ethtool -K "$dev" gro on >/dev/null
-  in_ns "$ns" sh -c "echo 1 > /sys/class/net/$dev/threaded"
-  pin_napi "$dev" "$cpu"
-}
-
-# Pins the NAPI threads of an interface to a CPU at nice -20. Kernel
-# threads are named napi/<dev>-<id>; <dev> is ours alone (fgb-*).
-pin_napi() {
-  local dev=$1 cpu=$2 pid found=0
-  for pid in $(ps -eo pid=,comm= | awk -v p="napi/$dev-" 'index($2, p) == 1 {print $1}'); do
-    taskset -pc "$cpu" "$pid" >/dev/null
-    renice -n -20 -p "$pid" >/dev/null
-    found=1
-  done
-  [ "$found" = 1 ] || { log "no NAPI thread for $dev"; return 1; }
+  in_ns "$ns" ethtool -K "$dev" gro on tx off >/dev/null
+  in_ns "$ns" sh -c "echo $(printf '%x' $((1 << cpu))) > /sys/class/net/$dev/queues/rx-0/rps_cpus"
 }
 
 topology_up() {

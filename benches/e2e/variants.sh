@@ -59,15 +59,15 @@ variant_up() {
         sleep 0.1
       done
       if ! kill -0 "$FLOWGATE_PID" 2>/dev/null; then
-        log "$variant: flowgate exited at start: $(tail -5 "$logfile")"
+        local status=0
+        wait "$FLOWGATE_PID" 2>/dev/null || status=$?
+        FLOWGATE_PID=""
+        log "$variant: flowgate exited at start with $status: $(tail -5 "$logfile")"
         return 1
       fi
-      pin_napi "$DEV_P0" "$GW_CPU"
-      pin_napi "$DEV_P1" "$GW_CPU"
       ;;
     generator)
       ip -n "$NS_GW" link set dev "$DEV_P0" xdpdrv obj "$RUN/sink.o" sec xdp
-      pin_napi "$DEV_P0" "$GW_CPU"
       return 0
       ;;
     *)
@@ -125,9 +125,36 @@ variant_down() {
   return $ok
 }
 
+# Jiffies of GW_CPU from /proc/stat: "user+nice system softirq idle+iowait
+# total".
+gw_cpu_ticks() {
+  awk -v cpu="cpu$GW_CPU" '$1 == cpu {
+    total = 0; for (i = 2; i <= NF; i++) total += $i
+    print $2 + $3, $4, $8, $5 + $6, total }' /proc/stat
+}
+
+# Jiffies (user system) of flowgate's worker threads, or "0 0".
+worker_ticks() {
+  local t u=0 s=0
+  if [ -n "$FLOWGATE_PID" ]; then
+    for t in /proc/"$FLOWGATE_PID"/task/*; do
+      case "$(cat "$t/comm" 2>/dev/null)" in
+        fg-worker-*)
+          read -r tu ts < <(awk '{ print $14, $15 }' "$t/stat")
+          u=$((u + tu)) s=$((s + ts))
+          ;;
+      esac
+    done
+  fi
+  echo "$u $s"
+}
+
 # measure_pps VARIANT: floods for WARMUP + PPS_SECONDS and prints
-# "offered delivered" in packets/s: offered is what the generator made
-# (whole run), delivered what reached the sink in the last PPS_SECONDS.
+# "offered delivered user sys softirq idle worker_user worker_sys":
+# offered is what the generator made (packets/s over its whole run),
+# delivered what reached the sink (packets/s over the last PPS_SECONDS),
+# then how GW_CPU spent those seconds (percent; user and system include
+# other processes of the machine) and flowgate's workers' share of it.
 measure_pps() {
   local variant=$1 sink_ns=$NS_BE sink_dev=$DEV_BE
   if [ "$variant" = generator ]; then
@@ -140,12 +167,16 @@ measure_pps() {
     --seconds "$((WARMUP + PPS_SECONDS + 1))"
   local pid=$SPAWNED_PID
   sleep "$WARMUP"
-  local t0 rx0 t1 rx1
+  local t0 rx0 cpu0 w0 t1 rx1 cpu1 w1
   t0=$(date +%s.%N)
   rx0=$(counter "$sink_ns" "$sink_dev" rx_packets)
+  cpu0=$(gw_cpu_ticks)
+  w0=$(worker_ticks)
   sleep "$PPS_SECONDS"
   t1=$(date +%s.%N)
   rx1=$(counter "$sink_ns" "$sink_dev" rx_packets)
+  cpu1=$(gw_cpu_ticks)
+  w1=$(worker_ticks)
   wait "$pid" || {
     log "xdpgen failed: $(cat "$RUN/xdpgen.log")"
     return 1
@@ -155,7 +186,13 @@ measure_pps() {
   local offered
   offered=$(sed -n 's/.* pps=\([0-9]*\).*/\1/p' "$RUN/xdpgen.log")
   awk -v t0="$t0" -v t1="$t1" -v rx=$((rx1 - rx0)) -v offered="${offered:-0}" \
-    'BEGIN { printf "%.0f %.0f\n", offered, rx / (t1 - t0) }'
+    -v c0="$cpu0" -v c1="$cpu1" -v w0="$w0" -v w1="$w1" 'BEGIN {
+      split(c0, a); split(c1, b); split(w0, x); split(w1, y)
+      total = b[5] - a[5]; if (total <= 0) total = 1
+      printf "%.0f %.0f", offered, rx / (t1 - t0)
+      for (i = 1; i <= 4; i++) printf " %.1f", 100 * (b[i] - a[i]) / total
+      printf " %.1f %.1f\n", 100 * (y[1] - x[1]) / total, 100 * (y[2] - x[2]) / total
+    }'
 }
 
 # measure_rtt: prints "p50_us p99_us lost".
