@@ -133,6 +133,14 @@ gw_cpu_ticks() {
     print $2 + $3, $4, $8, $5 + $6, total }' /proc/stat
 }
 
+# Frames GW_CPU's backlog dropped so far (RPS queue full: the kernel's
+# forwarding could not keep up), from /proc/net/softnet_stat (hex).
+backlog_drops() {
+  local hex
+  hex=$(awk -v n=$((GW_CPU + 1)) 'NR == n { print $2 }' /proc/net/softnet_stat)
+  echo $((16#${hex:-0}))
+}
+
 # Jiffies (user system) of flowgate's worker threads, or "0 0".
 worker_ticks() {
   local t u=0 s=0
@@ -150,11 +158,13 @@ worker_ticks() {
 }
 
 # measure_pps VARIANT: floods for WARMUP + PPS_SECONDS and prints
-# "offered delivered user sys softirq idle worker_user worker_sys":
+# "offered delivered user sys softirq idle worker_user worker_sys
+# backlog_drops":
 # offered is what the generator made (packets/s over its whole run),
 # delivered what reached the sink (packets/s over the last PPS_SECONDS),
 # then how GW_CPU spent those seconds (percent; user and system include
-# other processes of the machine) and flowgate's workers' share of it.
+# other processes of the machine), flowgate's workers' share of it, and
+# the frames per second GW_CPU's backlog dropped.
 measure_pps() {
   local variant=$1 sink_ns=$NS_BE sink_dev=$DEV_BE
   if [ "$variant" = generator ]; then
@@ -167,16 +177,18 @@ measure_pps() {
     --seconds "$((WARMUP + PPS_SECONDS + 1))"
   local pid=$SPAWNED_PID
   sleep "$WARMUP"
-  local t0 rx0 cpu0 w0 t1 rx1 cpu1 w1
+  local t0 rx0 cpu0 w0 d0 t1 rx1 cpu1 w1 d1
   t0=$(date +%s.%N)
   rx0=$(counter "$sink_ns" "$sink_dev" rx_packets)
   cpu0=$(gw_cpu_ticks)
   w0=$(worker_ticks)
+  d0=$(backlog_drops)
   sleep "$PPS_SECONDS"
   t1=$(date +%s.%N)
   rx1=$(counter "$sink_ns" "$sink_dev" rx_packets)
   cpu1=$(gw_cpu_ticks)
   w1=$(worker_ticks)
+  d1=$(backlog_drops)
   wait "$pid" || {
     log "xdpgen failed: $(cat "$RUN/xdpgen.log")"
     return 1
@@ -186,12 +198,13 @@ measure_pps() {
   local offered
   offered=$(sed -n 's/.* pps=\([0-9]*\).*/\1/p' "$RUN/xdpgen.log")
   awk -v t0="$t0" -v t1="$t1" -v rx=$((rx1 - rx0)) -v offered="${offered:-0}" \
-    -v c0="$cpu0" -v c1="$cpu1" -v w0="$w0" -v w1="$w1" 'BEGIN {
+    -v c0="$cpu0" -v c1="$cpu1" -v w0="$w0" -v w1="$w1" -v drops=$((d1 - d0)) 'BEGIN {
       split(c0, a); split(c1, b); split(w0, x); split(w1, y)
       total = b[5] - a[5]; if (total <= 0) total = 1
       printf "%.0f %.0f", offered, rx / (t1 - t0)
       for (i = 1; i <= 4; i++) printf " %.1f", 100 * (b[i] - a[i]) / total
-      printf " %.1f %.1f\n", 100 * (y[1] - x[1]) / total, 100 * (y[2] - x[2]) / total
+      printf " %.1f %.1f", 100 * (y[1] - x[1]) / total, 100 * (y[2] - x[2]) / total
+      printf " %.0f\n", drops / (t1 - t0)
     }'
 }
 
