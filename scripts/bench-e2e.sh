@@ -205,6 +205,7 @@ for run in $(seq "$RUNS"); do
   for i in $(seq 0 $((n - 1))); do
     order+=("${VARIANTS[$(((i + run - 1) % n))]}")
   done
+  record "$run" machine load1 "$(cut -d' ' -f1 /proc/loadavg)"
   measure_variant "$run" generator
   for variant in "${order[@]}"; do
     measure_variant "$run" "$variant"

@@ -23,6 +23,8 @@ VARIANTS = [
     ("forward", "(b) raw AF_XDP forward-only (I/O floor)"),
 ]
 SHORT = {"kernel": "kernel NAT", "flowgate": "flowgate", "forward": "AF_XDP forward-only"}
+# Bar labels under the chart: short enough not to run into each other.
+CHART_LABEL = {"kernel": "(c) kernel", "flowgate": "(a) flowgate", "forward": "(b) forward"}
 
 
 def load(path):
@@ -42,6 +44,23 @@ def load(path):
             except ValueError:
                 continue
     return data, failed
+
+
+def derive(data):
+    """Adds per_core_pps: packets forwarded per second of gateway-core time
+    the gateway got. Other processes of the machine may run on that core
+    too; their time shows as user time that is not flowgate's worker's (the
+    kernel variant has no user time of its own there). So the gateway's
+    share is 100 % - idle - (user - worker user)."""
+    for variant, _ in VARIANTS:
+        keys = ["delivered_pps", "gw_idle_pct", "gw_user_pct", "worker_user_pct"]
+        series = [data.get((variant, k), []) for k in keys]
+        if not all(series) or len({len(x) for x in series}) != 1:
+            continue
+        for delivered, idle, user, worker_user in zip(*series):
+            share = 100.0 - idle - (user - worker_user)
+            if share > 5:
+                data[(variant, "per_core_pps")].append(delivered * 100.0 / share)
 
 
 def median(values):
@@ -74,6 +93,7 @@ def ratio(data, metric, top, bottom):
 
 ROWS = [
     ("packets/s forwarded, 64-byte UDP, 16 384 flows (Mpps)", "delivered_pps", 1e6, 3),
+    ("the same per second of gateway-core time the gateway got (Mpps; see below)", "per_core_pps", 1e6, 3),
     ("packets/s offered by the generator meanwhile (Mpps)", "offered_pps", 1e6, 3),
     ("UDP round trip p50 (µs)", "rtt_p50_us", 1, 1),
     ("UDP round trip p99 (µs)", "rtt_p99_us", 1, 1),
@@ -126,6 +146,13 @@ def table(data, failed, flows):
             f"The generator alone, into an XDP drop on the gateway's first interface "
             f"(nothing forwarded): {cell(data, 'generator', 'delivered_pps', 1e6, 3)} Mpps."
         )
+    load = data.get(("machine", "load1"), [])
+    if load:
+        notes.append(
+            "1-minute load average of the machine at the start of each run: "
+            + ", ".join(f"{x:.2f}" for x in load)
+            + " (2 CPUs; other work shares them)."
+        )
     lost = [(v, data.get((v, "rtt_lost"), [])) for v, _ in VARIANTS]
     lost_text = ", ".join(f"{SHORT[v]} {int(sum(x))}" for v, x in lost if x)
     if lost_text:
@@ -139,7 +166,7 @@ def table(data, failed, flows):
 
 
 GNUPLOT_HEAD = r"""
-set terminal pngcairo size 1500,500 font ",11"
+set terminal pngcairo size 1500,500 font ",11" noenhanced
 set output '{png}'
 set style data histogram
 set style histogram clustered gap 1
@@ -172,7 +199,7 @@ def chart(data, png, title):
             cols.append("NaN" if v is None else f"{v / scale:.4f}")
             if v is not None:
                 have.add(column)
-        rows.append(f'"{SHORT[variant]}" ' + " ".join(cols))
+        rows.append(f'"{CHART_LABEL[variant]}" ' + " ".join(cols))
     with tempfile.TemporaryDirectory() as tmp:
         dat = os.path.join(tmp, "e2e.dat")
         with open(dat, "w") as f:
@@ -205,6 +232,7 @@ def main():
     ap.add_argument("--runs", type=int, required=True)
     args = ap.parse_args()
     data, failed = load(args.results)
+    derive(data)
     body = table(data, failed, args.flows)
     with open(args.markdown, "w") as f:
         f.write(
