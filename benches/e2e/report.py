@@ -109,9 +109,13 @@ CPU_ROWS = [
     ("flowgate's worker thread in user space", "worker_user_pct"),
     ("flowgate's worker thread in the kernel (its sendto and the softirq work done in it)", "worker_sys_pct"),
 ]
-# Not a percentage: thousands of frames/s the gateway core's RPS backlog
-# dropped (the kernel's forwarding falling behind).
-BACKLOG_ROW = ("frames/s dropped by its RPS backlog (thousands)", "backlog_drop_pps")
+# Not percentages: thousands per second, where each gateway drops what it
+# cannot take, and whether flowgate's worker ever waited.
+COUNT_ROWS = [
+    ("frames/s dropped by its RPS backlog (thousands)", "backlog_drop_pps"),
+    ("frames/s flowgate's sockets turned away, receive ring full (thousands)", "xsk_rx_dropped_pps"),
+    ("flowgate's empty polls per second (thousands; 0 = never waiting for work)", "idle_polls_ps"),
+]
 
 
 def table(data, failed, flows):
@@ -135,9 +139,9 @@ def table(data, failed, flows):
     for label, metric in CPU_ROWS:
         cells = [fmt(median(data.get((v, metric), [])), 1, 0) for v, _ in VARIANTS]
         cpu_lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    label, metric = BACKLOG_ROW
-    cells = [fmt(median(data.get((v, metric), [])), 1e3, 0) for v, _ in VARIANTS]
-    cpu_lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for label, metric in COUNT_ROWS:
+        cells = [fmt(median(data.get((v, metric), [])), 1e3, 0) for v, _ in VARIANTS]
+        cpu_lines.append(f"| {label} | " + " | ".join(cells) + " |")
     cpu_table = "\n".join(cpu_lines)
     gen = data.get(("generator", "delivered_pps"), [])
     notes = []

@@ -141,6 +141,20 @@ backlog_drops() {
   echo $((16#${hex:-0}))
 }
 
+# flowgate's counters from its Prometheus endpoint (flowgate.toml.in puts
+# it on the gateway namespace's loopback): "idle_polls xsk_rx_dropped",
+# each summed over workers, or "nan nan" when flowgate is not running.
+flowgate_counters() {
+  if [ -z "$FLOWGATE_PID" ]; then
+    echo "nan nan"
+    return
+  fi
+  in_ns "$NS_GW" curl -s --max-time 2 http://127.0.0.1:9187/metrics | awk '
+    /^flowgate_idle_polls_total/ { idle += $NF }
+    /^flowgate_xsk_rx_dropped_total/ { dropped += $NF }
+    END { printf "%.0f %.0f\n", idle, dropped }'
+}
+
 # Jiffies (user system) of flowgate's worker threads, or "0 0".
 worker_ticks() {
   local t u=0 s=0
@@ -159,36 +173,43 @@ worker_ticks() {
 
 # measure_pps VARIANT: floods for WARMUP + PPS_SECONDS and prints
 # "offered delivered user sys softirq idle worker_user worker_sys
-# backlog_drops":
+# backlog_drops idle_polls xsk_rx_dropped":
 # offered is what the generator made (packets/s over its whole run),
 # delivered what reached the sink (packets/s over the last PPS_SECONDS),
 # then how GW_CPU spent those seconds (percent; user and system include
 # other processes of the machine), flowgate's workers' share of it, and
-# the frames per second GW_CPU's backlog dropped.
+# the frames per second GW_CPU's backlog dropped; for flowgate, its
+# workers' empty polls per second and the frames per second its sockets'
+# full receive rings turned away.
 measure_pps() {
   local variant=$1 sink_ns=$NS_BE sink_dev=$DEV_BE
   if [ "$variant" = generator ]; then
     sink_ns=$NS_GW
     sink_dev=$DEV_P0
   fi
-  spawn "$NS_GEN" "$GEN_CPU" "$RUN/xdpgen.log" "$RUN/xdpgen" --obj "$RUN/xdpgen.bpf.o" \
+  # The generator at nice 0 (spawn's -20, +20): the gateway's receive
+  # softirq on GEN_CPU, when deferred to ksoftirqd (nice 0), then gets its
+  # fair half of the core instead of almost none.
+  spawn "$NS_GEN" "$GEN_CPU" "$RUN/xdpgen.log" nice -n 20 "$RUN/xdpgen" --obj "$RUN/xdpgen.bpf.o" \
     --dev "$DEV_GEN" --src-mac "$MAC_GEN" --dst-mac "$MAC_P0" --src "${FLOOD_NET%/*}" \
     --dst "$VIP" --dport "$FLOOD_PORT" --flows "$FLOWS" --ports "$FLOOD_PORTS" \
     --seconds "$((WARMUP + PPS_SECONDS + 1))"
   local pid=$SPAWNED_PID
   sleep "$WARMUP"
-  local t0 rx0 cpu0 w0 d0 t1 rx1 cpu1 w1 d1
+  local t0 rx0 cpu0 w0 d0 f0 t1 rx1 cpu1 w1 d1 f1
   t0=$(date +%s.%N)
   rx0=$(counter "$sink_ns" "$sink_dev" rx_packets)
   cpu0=$(gw_cpu_ticks)
   w0=$(worker_ticks)
   d0=$(backlog_drops)
+  f0=$(flowgate_counters)
   sleep "$PPS_SECONDS"
   t1=$(date +%s.%N)
   rx1=$(counter "$sink_ns" "$sink_dev" rx_packets)
   cpu1=$(gw_cpu_ticks)
   w1=$(worker_ticks)
   d1=$(backlog_drops)
+  f1=$(flowgate_counters)
   wait "$pid" || {
     log "xdpgen failed: $(cat "$RUN/xdpgen.log")"
     return 1
@@ -198,13 +219,16 @@ measure_pps() {
   local offered
   offered=$(sed -n 's/.* pps=\([0-9]*\).*/\1/p' "$RUN/xdpgen.log")
   awk -v t0="$t0" -v t1="$t1" -v rx=$((rx1 - rx0)) -v offered="${offered:-0}" \
-    -v c0="$cpu0" -v c1="$cpu1" -v w0="$w0" -v w1="$w1" -v drops=$((d1 - d0)) 'BEGIN {
+    -v c0="$cpu0" -v c1="$cpu1" -v w0="$w0" -v w1="$w1" -v drops=$((d1 - d0)) -v f0="$f0" -v f1="$f1" 'BEGIN {
       split(c0, a); split(c1, b); split(w0, x); split(w1, y)
       total = b[5] - a[5]; if (total <= 0) total = 1
       printf "%.0f %.0f", offered, rx / (t1 - t0)
       for (i = 1; i <= 4; i++) printf " %.1f", 100 * (b[i] - a[i]) / total
       printf " %.1f %.1f", 100 * (y[1] - x[1]) / total, 100 * (y[2] - x[2]) / total
-      printf " %.0f\n", drops / (t1 - t0)
+      printf " %.0f", drops / (t1 - t0)
+      split(f0, p); split(f1, q)
+      if (f0 ~ /nan/ || f1 ~ /nan/) printf " nan nan\n"
+      else printf " %.0f %.0f\n", (q[1] - p[1]) / (t1 - t0), (q[2] - p[2]) / (t1 - t0)
     }'
 }
 
