@@ -182,7 +182,7 @@ impl Pipeline {
     fn adopt(&mut self, snapshot: &Snapshot, flows: &mut FlowTable) {
         if self.sized_for != Some(snapshot.generation()) {
             self.wrr_cursors.resize(snapshot.service_id_limit(), 0);
-            self.endpoint_limit = endpoint_id_limit(snapshot);
+            self.endpoint_limit = snapshot.endpoint_id_limit();
             self.sized_for = Some(snapshot.generation());
         }
         if flows.endpoint_slots() < self.endpoint_limit {
@@ -385,14 +385,6 @@ impl Pipeline {
 /// generation: about 4 µs with 1 000 services, 1.5 ms with 100 000 (4
 /// backends each). The snapshot knows this number (the length of its
 /// endpoint table) and could say it in O(1).
-fn endpoint_id_limit(snapshot: &Snapshot) -> usize {
-    snapshot
-        .services()
-        .filter_map(|(_, s)| s.endpoints().iter().max())
-        .max()
-        .map_or(0, |&id| id as usize + 1)
-}
-
 /// Rewrites a client's packet towards `backend` and names its port.
 #[inline]
 fn to_backend(

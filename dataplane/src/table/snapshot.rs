@@ -303,6 +303,15 @@ impl Snapshot {
     pub fn endpoint_count(&self) -> usize {
         self.endpoint_count
     }
+
+    /// One past the largest endpoint id in use: per-endpoint arrays of
+    /// this length have a slot for every endpoint. O(1).
+    pub fn endpoint_id_limit(&self) -> usize {
+        // Ids are placed by growing `endpoints` only as far as needed, so
+        // its length is the limit (trailing slots may be free, which only
+        // costs a few slots).
+        self.endpoints.len()
+    }
 }
 
 /// The static neighbours by address; the first entry for an address wins.
@@ -823,6 +832,24 @@ mod tests {
             .maglev_table()
             .shares_slots_with(web_after.maglev_table()));
         assert_eq!(web3.maglev_table().size(), 257);
+    }
+
+    #[test]
+    fn endpoint_id_limit_covers_every_endpoint_as_services_come_and_go() {
+        let first = Snapshot::build(&config(vec![web(), dns()]), None);
+        let second = Snapshot::build(&config(vec![dns()]), Some(&first));
+        let mut web2 = web();
+        web2.backends.push(backend("198.18.0.14", 8080, 1));
+        let third = Snapshot::build(&config(vec![dns(), web2]), Some(&second));
+        for snap in [&first, &second, &third] {
+            let max = snap
+                .services()
+                .flat_map(|(_, s)| s.endpoints().iter().copied())
+                .max()
+                .unwrap();
+            assert!(snap.endpoint_id_limit() > max as usize);
+            assert!(snap.endpoint_id_limit() >= snap.endpoint_count());
+        }
     }
 
     #[test]
