@@ -83,6 +83,10 @@ impl Dataplane for DaemonDataplane {
         self.gateway.apply(config.clone())
     }
 
+    fn generation(&self) -> u64 {
+        self.gateway.snapshot().generation()
+    }
+
     fn status(&self) -> StatusReport {
         let mut report = StatusReport::new(
             self.gateway.snapshot().generation(),

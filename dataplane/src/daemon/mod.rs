@@ -70,14 +70,18 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
-    let mut config = rules::load_file(&options.config)?;
+    let config = rules::load_file(&options.config)?;
+    // `--cores` overrides the file for this run only: the control state
+    // keeps the file's [daemon], so reloading the unchanged file is not
+    // mistaken for a change that needs a restart.
+    let mut running = config.clone();
     if let Some(cores) = &options.cores {
-        config.daemon.cores = cores.clone();
+        running.daemon.cores = cores.clone();
     }
-    check_cores(&config)?;
+    check_cores(&running)?;
     init_logs(&config)?;
     let signals = Signals::install()?;
-    let mut daemon = Daemon::start(config, options)?;
+    let mut daemon = Daemon::start(running, config, options)?;
     tracing::info!(
         workers = daemon.workers.len(),
         generation = daemon.gateway.snapshot().generation(),
@@ -167,7 +171,9 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(config: Config, options: &RunOptions) -> Result<Daemon, DaemonError> {
+    /// Starts the gateway with `config` (the file with command-line
+    /// overrides); the control API keeps `file`, the rules as written.
+    fn start(config: Config, file: Config, options: &RunOptions) -> Result<Daemon, DaemonError> {
         let settings = &config.daemon;
         let workers = settings.cores.len();
         let mut port_ifindex = Vec::with_capacity(config.interfaces.len());
@@ -353,7 +359,7 @@ impl Daemon {
             rings,
         ));
         let control = Arc::new(Mutex::new(ControlState::new(
-            config.clone(),
+            file,
             options.config.display().to_string(),
             dataplane.clone(),
         )));
