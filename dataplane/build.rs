@@ -3,7 +3,8 @@
 //! headers (linux-libc-dev, whose `asm/` lives in Debian's multiarch
 //! directory). The crate embeds the object (`xdp::program`).
 //!
-//! Reruns only when the C source changes. When clang or a header is
+//! Runs only with the `daemon` feature (the default); reruns only when the C
+//! source changes. When clang or a header is
 //! missing, the build stops with one line that says what to install.
 
 use std::env;
@@ -15,6 +16,10 @@ const OBJECT: &str = "flowgate_xdp.o";
 const FIX: &str = "run scripts/install-deps.sh";
 
 fn main() {
+    // Only the live gateway (feature `daemon`) carries the XDP program.
+    if env::var_os("CARGO_FEATURE_DAEMON").is_none() {
+        return;
+    }
     println!("cargo:rerun-if-changed={SOURCE}");
     println!("cargo:rerun-if-env-changed=CLANG");
 

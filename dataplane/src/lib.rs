@@ -7,12 +7,15 @@
 //! moves frames in and out; [`replay`] drives the pipeline over a pcap file.
 
 pub mod control;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod flow;
 pub mod handoff;
 pub mod hash;
+#[cfg(feature = "daemon")]
 pub mod logging;
 pub mod metrics;
+#[cfg(feature = "daemon")]
 pub mod neigh;
 pub mod pipeline;
 pub mod port;
@@ -22,4 +25,5 @@ pub mod table;
 pub mod testnet;
 pub mod wire;
 pub mod worker;
+#[cfg(feature = "daemon")]
 pub mod xdp;

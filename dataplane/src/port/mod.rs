@@ -14,10 +14,12 @@
 
 mod memory;
 mod pool;
+#[cfg(feature = "daemon")]
 pub mod xsk;
 
 pub use memory::{MemoryFrames, MemoryPort};
 pub use pool::FramePool;
+#[cfg(feature = "daemon")]
 pub use xsk::{SharedUmem, UmemFrames, XskError, XskPort, XskSettings};
 
 /// A frame in the shared frame memory: where it starts and how long it is.
