@@ -40,17 +40,6 @@ const GW_B_MAC: [u8; 6] = [0x02, 0x66, 0x67, 0, 0x01, 0x01];
 /// Not the sink's own MAC: its kernel counts the frame and drops it early.
 const NEXT_HOP_MAC: [u8; 6] = [0x02, 0x66, 0x67, 0, 0x01, 0x11];
 
-fn privileged() -> bool {
-    match testnet::check_privileges() {
-        Ok(()) => true,
-        Err(why) if std::env::var_os("FLOWGATE_SKIP_NETNS").is_some() => {
-            eprintln!("skipped: {why}");
-            false
-        }
-        Err(why) => panic!("{why} (set FLOWGATE_SKIP_NETNS=1 to skip)"),
-    }
-}
-
 /// A namespace with IPv6 off, so its kernel sends nothing of its own.
 fn quiet_ns(prefix: &str) -> NetNs {
     let ns = NetNs::new(prefix).unwrap();
@@ -225,7 +214,7 @@ impl Gateway {
 
 #[test]
 fn a_million_frames_cross_a_shared_umem_and_none_leaks() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     let gen_ns = quiet_ns("fgxg");
@@ -374,7 +363,7 @@ fn a_million_frames_cross_a_shared_umem_and_none_leaks() {
 
 #[test]
 fn setup_errors_say_what_is_wrong() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     let ns = quiet_ns("fgxe");
@@ -428,7 +417,7 @@ fn setup_errors_say_what_is_wrong() {
 
 #[test]
 fn frames_are_handed_out_once_and_read_back_as_written() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     let s = settings(1000, false);
@@ -513,7 +502,7 @@ fn frames_are_handed_out_once_and_read_back_as_written() {
 
 #[test]
 fn odd_descriptors_are_moved_or_refused_never_lost() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     let a_ns = quiet_ns("fgxo");

@@ -22,17 +22,6 @@ const GW_BACKEND_MAC: &str = "02:66:67:00:11:01";
 const VIP: &str = "198.18.110.10";
 const BACKEND: &str = "198.18.11.11";
 
-fn privileged() -> bool {
-    match testnet::check_privileges() {
-        Ok(()) => true,
-        Err(why) if std::env::var_os("FLOWGATE_SKIP_NETNS").is_some() => {
-            eprintln!("skipped: {why}");
-            false
-        }
-        Err(why) => panic!("{why} (set FLOWGATE_SKIP_NETNS=1 to skip)"),
-    }
-}
-
 /// A scratch directory removed on drop; world-readable so that an
 /// unprivileged flowgate can read its config.
 struct Scratch(PathBuf);
@@ -290,7 +279,7 @@ impl Drop for Daemon {
 
 #[test]
 fn stops_cleanly_restarts_at_once_and_survives_a_crash() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     let topo = Topology::new();
@@ -347,7 +336,7 @@ fn stops_cleanly_restarts_at_once_and_survives_a_crash() {
 
 #[test]
 fn sighup_applies_a_valid_config_and_keeps_the_old_rules_on_an_invalid_one() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     let topo = Topology::new();
@@ -444,7 +433,7 @@ fn last_line(stderr: &str) -> &str {
 
 #[test]
 fn setup_failures_are_one_clear_line_with_their_exit_code() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     let topo = Topology::new();

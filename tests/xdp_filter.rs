@@ -41,17 +41,6 @@ const FRAME_WAIT: Duration = Duration::from_secs(3);
 /// How long a connection attempt the program should swallow is given.
 const REFUSED_WAIT: Duration = Duration::from_millis(800);
 
-fn privileged() -> bool {
-    match testnet::check_privileges() {
-        Ok(()) => true,
-        Err(why) if std::env::var_os("FLOWGATE_SKIP_NETNS").is_some() => {
-            eprintln!("skipped: {why}");
-            false
-        }
-        Err(why) => panic!("{why} (set FLOWGATE_SKIP_NETNS=1 to skip)"),
-    }
-}
-
 /// A client and a gateway namespace joined by c0 ══ g0 (one queue). A
 /// quiet pair has IPv6 off, so neither kernel sends a frame of its own.
 struct Pair {
@@ -249,7 +238,7 @@ fn no_xdp_left(pair: &Pair) {
 
 #[test]
 fn the_box_stays_reachable_in_native_and_generic_mode() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     for (mode, shown_as) in [(XdpMode::Native, "xdp "), (XdpMode::Generic, "xdpgeneric ")] {
@@ -294,7 +283,7 @@ fn the_box_stays_reachable_in_native_and_generic_mode() {
 
 #[test]
 fn owned_traffic_never_reaches_the_kernel_when_no_socket_takes_it() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     let pair = pair(false);
@@ -791,7 +780,7 @@ fn frames_go_where_the_program_says(mode: XdpMode) {
 
 #[test]
 fn frames_go_where_the_program_says_in_native_mode() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     frames_go_where_the_program_says(XdpMode::Native);
@@ -799,7 +788,7 @@ fn frames_go_where_the_program_says_in_native_mode() {
 
 #[test]
 fn frames_go_where_the_program_says_in_generic_mode() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     frames_go_where_the_program_says(XdpMode::Generic);
@@ -841,7 +830,7 @@ fn receives(socket: &mut Socket, frame: &[u8]) -> bool {
 
 #[test]
 fn the_box_reaches_a_backends_port_while_replies_to_clients_still_go_up() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     // The client namespace plays a backend at 198.18.70.1:9090 and
@@ -938,7 +927,7 @@ fn the_box_reaches_a_backends_port_while_replies_to_clients_still_go_up() {
 
 #[test]
 fn a_program_left_by_someone_else_is_replaced_and_ours_leaves_nothing() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     let object = std::env::temp_dir().join(format!("flowgate-xdp-test-{}.o", std::process::id()));
@@ -993,7 +982,7 @@ fn a_program_left_by_someone_else_is_replaced_and_ours_leaves_nothing() {
 
 #[test]
 fn a_live_filter_is_not_pulled_from_under_its_owner() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     let pair = pair(false);
@@ -1030,7 +1019,7 @@ fn a_live_filter_is_not_pulled_from_under_its_owner() {
 
 #[test]
 fn attaching_to_a_missing_interface_says_so() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     let ns = NetNs::new("fgxm").unwrap();
@@ -1044,7 +1033,7 @@ fn attaching_to_a_missing_interface_says_so() {
 
 #[test]
 fn auto_falls_back_to_generic_where_the_driver_has_no_xdp() {
-    if !privileged() {
+    if !testnet::privileged() {
         return;
     }
     // The loopback: no native XDP in its driver.

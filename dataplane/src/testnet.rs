@@ -26,6 +26,20 @@ pub fn check_privileges() -> Result<(), String> {
     }
 }
 
+/// For tests: true when namespaces can be made. When they cannot, panics
+/// with what is missing — unless `FLOWGATE_SKIP_NETNS` is set, in which
+/// case it prints "skipped" and returns false (the test then returns).
+pub fn privileged() -> bool {
+    match check_privileges() {
+        Ok(()) => true,
+        Err(why) if std::env::var_os("FLOWGATE_SKIP_NETNS").is_some() => {
+            eprintln!("skipped: {why}");
+            false
+        }
+        Err(why) => panic!("{why} (set FLOWGATE_SKIP_NETNS=1 to skip)"),
+    }
+}
+
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -210,17 +224,6 @@ fn run(cmd: &mut Command) -> io::Result<Output> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn privileged() -> bool {
-        match check_privileges() {
-            Ok(()) => true,
-            Err(why) if std::env::var_os("FLOWGATE_SKIP_NETNS").is_some() => {
-                eprintln!("skipped: {why}");
-                false
-            }
-            Err(why) => panic!("{why} (set FLOWGATE_SKIP_NETNS=1 to skip)"),
-        }
-    }
 
     #[test]
     fn namespaces_talk_over_veth_and_vanish_on_drop() {

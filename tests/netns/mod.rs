@@ -56,14 +56,7 @@ fn backend_mac(n: u8) -> String {
 /// Whether namespace tests can run here; panics with the reason unless
 /// FLOWGATE_SKIP_NETNS is set, in which case it says "skipped".
 pub fn privileged() -> bool {
-    match testnet::check_privileges() {
-        Ok(()) => true,
-        Err(why) if std::env::var_os("FLOWGATE_SKIP_NETNS").is_some() => {
-            eprintln!("skipped: {why}");
-            false
-        }
-        Err(why) => panic!("{why} (set FLOWGATE_SKIP_NETNS=1 to skip)"),
-    }
+    testnet::privileged()
 }
 
 /// One gateway at a time in this test binary: each one's worker polls a

@@ -6,17 +6,6 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::testnet::{self, NetNs};
 
-fn privileged() -> bool {
-    match testnet::check_privileges() {
-        Ok(()) => true,
-        Err(why) if std::env::var_os("FLOWGATE_SKIP_NETNS").is_some() => {
-            eprintln!("skipped: {why}");
-            false
-        }
-        Err(why) => panic!("{why} (set FLOWGATE_SKIP_NETNS=1 to skip)"),
-    }
-}
-
 /// Polls `watcher` until `wanted` holds for an event or `limit` passes;
 /// returns every event seen.
 fn wait_for_event(
@@ -39,7 +28,7 @@ fn wait_for_event(
 
 #[test]
 fn link_info_reports_the_veths_mac_mtu_and_queues() {
-    if !privileged() {
+    if !crate::testnet::privileged() {
         return;
     }
     let a = NetNs::new("fgn").unwrap();
@@ -79,7 +68,7 @@ fn link_info_reports_the_veths_mac_mtu_and_queues() {
 
 #[test]
 fn added_and_removed_neighbours_show_in_dumps_and_as_events() {
-    if !privileged() {
+    if !crate::testnet::privileged() {
         return;
     }
     let a = NetNs::new("fgn").unwrap();
@@ -136,7 +125,7 @@ fn added_and_removed_neighbours_show_in_dumps_and_as_events() {
 
 #[test]
 fn resolve_makes_the_kernel_learn_a_live_peer() {
-    if !privileged() {
+    if !crate::testnet::privileged() {
         return;
     }
     let a = NetNs::new("fgn").unwrap();
@@ -187,7 +176,7 @@ fn resolve_makes_the_kernel_learn_a_live_peer() {
 
 #[test]
 fn resolving_on_a_missing_interface_is_a_kernel_error() {
-    if !privileged() {
+    if !crate::testnet::privileged() {
         return;
     }
     let a = NetNs::new("fgn").unwrap();
@@ -200,7 +189,7 @@ fn resolving_on_a_missing_interface_is_a_kernel_error() {
 
 #[test]
 fn local_addresses_are_every_interfaces_own_addresses() {
-    if !privileged() {
+    if !crate::testnet::privileged() {
         return;
     }
     let a = NetNs::new("fgn").unwrap();
