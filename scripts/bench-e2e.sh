@@ -162,12 +162,12 @@ measure_variant() {
   fi
   if pps=$(measure_pps "$variant"); then
     local names=(offered_pps delivered_pps gw_user_pct gw_sys_pct gw_softirq_pct gw_idle_pct
-      worker_user_pct worker_sys_pct backlog_drop_pps idle_polls_ps xsk_rx_dropped_pps) values
+      worker_user_pct worker_sys_pct backlog_drop_pps idle_polls_ps xsk_rx_ring_full_pps xsk_rx_dropped_pps) values
     read -r -a values <<<"$pps"
     for i in "${!names[@]}"; do
       record "$run" "$variant" "${names[$i]}" "${values[$i]:-nan}"
     done
-    log "  packets/s offered, delivered; GW_CPU % user, sys, softirq, idle; worker % user, sys; backlog drops/s; flowgate idle polls/s, socket rx drops/s: $pps"
+    log "  packets/s offered, delivered; GW_CPU % user, sys, softirq, idle; worker % user, sys; backlog drops/s; flowgate idle polls/s, socket refusals/s (ring full, no frame): $pps"
   else
     record "$run" "$variant" failed "pps"
     failures=$((failures + 1))

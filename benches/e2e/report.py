@@ -68,7 +68,7 @@ def median(values):
 
 
 def fmt(value, scale, digits):
-    if value is None:
+    if value is None or value != value:  # missing, or NaN
         return "—"
     return f"{value / scale:,.{digits}f}".replace(",", " ")
 
@@ -113,7 +113,8 @@ CPU_ROWS = [
 # cannot take, and whether flowgate's worker ever waited.
 COUNT_ROWS = [
     ("frames/s dropped by its RPS backlog (thousands)", "backlog_drop_pps"),
-    ("frames/s flowgate's sockets turned away, receive ring full (thousands)", "xsk_rx_dropped_pps"),
+    ("frames/s flowgate's XDP program could not queue, socket receive ring full (thousands)", "xsk_rx_ring_full_pps"),
+    ("frames/s flowgate's sockets dropped for want of a free frame (thousands)", "xsk_rx_dropped_pps"),
     ("flowgate's empty polls per second (thousands; 0 = never waiting for work)", "idle_polls_ps"),
 ]
 

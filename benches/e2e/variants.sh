@@ -142,17 +142,20 @@ backlog_drops() {
 }
 
 # flowgate's counters from its Prometheus endpoint (flowgate.toml.in puts
-# it on the gateway namespace's loopback): "idle_polls xsk_rx_dropped",
-# each summed over workers, or "nan nan" when flowgate is not running.
+# it on the gateway namespace's loopback), each summed over workers and
+# sockets: "idle_polls rx_ring_full rx_dropped" (frames the XDP program
+# could not put on a socket's full receive ring; frames a socket dropped
+# for want of a free frame), or "nan nan nan" when flowgate is not running.
 flowgate_counters() {
   if [ -z "$FLOWGATE_PID" ]; then
-    echo "nan nan"
+    echo "nan nan nan"
     return
   fi
   in_ns "$NS_GW" curl -s --max-time 2 http://127.0.0.1:9187/metrics | awk '
     /^flowgate_idle_polls_total/ { idle += $NF }
+    /^flowgate_xsk_rx_ring_full_total/ { full += $NF }
     /^flowgate_xsk_rx_dropped_total/ { dropped += $NF }
-    END { printf "%.0f %.0f\n", idle, dropped }'
+    END { printf "%.0f %.0f %.0f\n", idle, full, dropped }'
 }
 
 # Jiffies (user system) of flowgate's worker threads, or "0 0".
@@ -173,14 +176,14 @@ worker_ticks() {
 
 # measure_pps VARIANT: floods for WARMUP + PPS_SECONDS and prints
 # "offered delivered user sys softirq idle worker_user worker_sys
-# backlog_drops idle_polls xsk_rx_dropped":
+# backlog_drops idle_polls rx_ring_full rx_dropped":
 # offered is what the generator made (packets/s over its whole run),
 # delivered what reached the sink (packets/s over the last PPS_SECONDS),
 # then how GW_CPU spent those seconds (percent; user and system include
 # other processes of the machine), flowgate's workers' share of it, and
 # the frames per second GW_CPU's backlog dropped; for flowgate, its
-# workers' empty polls per second and the frames per second its sockets'
-# full receive rings turned away.
+# workers' empty polls per second and the frames per second its sockets
+# refused (receive ring full; no free frame).
 measure_pps() {
   local variant=$1 sink_ns=$NS_BE sink_dev=$DEV_BE
   if [ "$variant" = generator ]; then
@@ -227,8 +230,9 @@ measure_pps() {
       printf " %.1f %.1f", 100 * (y[1] - x[1]) / total, 100 * (y[2] - x[2]) / total
       printf " %.0f", drops / (t1 - t0)
       split(f0, p); split(f1, q)
-      if (f0 ~ /nan/ || f1 ~ /nan/) printf " nan nan\n"
-      else printf " %.0f %.0f\n", (q[1] - p[1]) / (t1 - t0), (q[2] - p[2]) / (t1 - t0)
+      if (f0 ~ /nan/ || f1 ~ /nan/) printf " nan nan nan\n"
+      else printf " %.0f %.0f %.0f\n", (q[1] - p[1]) / (t1 - t0), (q[2] - p[2]) / (t1 - t0),
+        (q[3] - p[3]) / (t1 - t0)
     }'
 }
 
