@@ -115,7 +115,7 @@ for prog in sink xdpgen; do
   clang -O2 -g -target bpf -I"/usr/include/$(uname -m)-linux-gnu" -c "$E2E/$prog.bpf.c" -o "$RUN/$prog.bpf.o"
 done
 mv "$RUN/sink.bpf.o" "$RUN/sink.o"
-cc -O2 -Wall -o "$RUN/xdpgen" "$E2E/xdpgen.c" -lbpf
+clang -O2 -Wall -o "$RUN/xdpgen" "$E2E/xdpgen.c" -lbpf
 
 # shellcheck source=benches/e2e/topology.sh
 . "$E2E/topology.sh"

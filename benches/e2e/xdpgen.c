@@ -15,7 +15,7 @@
 // dropped by veth, so compare with what arrives. Stops at --seconds, or on
 // SIGINT/SIGTERM at the end of the current chunk (a few ms).
 //
-// Built by scripts/bench-e2e.sh: cc -O2 xdpgen.c -lbpf.
+// Built by scripts/bench-e2e.sh: clang -O2 xdpgen.c -lbpf.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
