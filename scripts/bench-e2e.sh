@@ -7,7 +7,7 @@
 #   scripts/bench-e2e.sh --update-docs   # ... and write the table and chart into docs/
 #
 # Options: --runs N, --seconds N (flood time per measurement), --flows N,
-# --variants kernel,flowgate,forward (any subset, in that order of names),
+# --variants kernel,flowgate,forward (any subset, comma-separated),
 # --idle busy|adaptive (flowgate's idle policy), --out DIR.
 #
 # Variants (docs/benchmarks.md, "End to end"):
@@ -17,9 +17,10 @@
 # plus, every run, the generator alone into an XDP drop (its own ceiling).
 #
 # For each: packets/s forwarded (60-byte UDP frames over 16 384 flows from
-# an XDP generator, benches/e2e/xdpgen.c, counted at the backend's device), the round trip p50/p99 of a UDP
-# echo through the gateway, and HTTP requests/s (wrk to nginx). Installs
-# what is missing, builds in release, needs root. Everything runs in three
+# an XDP generator, benches/e2e/xdpgen.c, counted at the backend's
+# device), the round trip p50/p99 of a UDP echo through the gateway, and
+# HTTP requests/s (wrk to nginx). Installs what is missing, builds in
+# release, needs root. Everything runs in three
 # network namespaces of its own (benches/e2e/topology.sh), removed on exit,
 # Ctrl-C or failure. Exit code: 0 if every variant was measured, 1 if one
 # could not be, 2 on a usage error.
