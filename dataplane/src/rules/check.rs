@@ -20,10 +20,10 @@ use std::ops::RangeInclusive;
 
 use super::mac::{format_mac, is_unicast_mac};
 use super::prime::{is_prime, next_prime, prev_prime};
+use super::validate::{address_problem, check_interface_name, family, is_valid_name, name_rule};
 use super::{
     Config, FlowSettings, Interface, Neighbour, Protocol, Service, MAX_FLOW_CAPACITY,
-    MAX_INTERFACE_NAME_LEN, MAX_MAGLEV_TABLE_SIZE, MAX_NAME_LEN, MAX_TIMEOUT_S, MAX_WEIGHT,
-    MIN_MAGLEV_TABLE_SIZE,
+    MAX_MAGLEV_TABLE_SIZE, MAX_TIMEOUT_S, MAX_WEIGHT, MIN_MAGLEV_TABLE_SIZE,
 };
 
 /// Why a config is not valid: every problem found, one line each, in
@@ -80,7 +80,7 @@ fn interfaces(interfaces: &[Interface], p: &mut Vec<String>) {
     let mut seen: HashSet<&str> = HashSet::new();
     for interface in interfaces {
         let name = interface.name.as_str();
-        if let Err(why) = interface_name_problem(name) {
+        if let Err(why) = check_interface_name(name) {
             p.push(format!("interface name {name:?} {why}"));
         } else if !seen.insert(name) {
             p.push(format!("interface {name:?} is listed twice"));
@@ -101,26 +101,6 @@ fn interfaces(interfaces: &[Interface], p: &mut Vec<String>) {
                 format_mac(&mac)
             ));
         }
-    }
-}
-
-/// Why Linux would refuse `name` as an interface name, if it would.
-fn interface_name_problem(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        Err("is empty".into())
-    } else if name.len() > MAX_INTERFACE_NAME_LEN {
-        Err(format!(
-            "is longer than {MAX_INTERFACE_NAME_LEN} bytes (the kernel's IFNAMSIZ limit)"
-        ))
-    } else if name == "." || name == ".." {
-        Err("is reserved".into())
-    } else if name
-        .chars()
-        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
-    {
-        Err("may not contain '/', ':', whitespace or control characters".into())
-    } else {
-        Ok(())
     }
 }
 
@@ -333,43 +313,12 @@ fn in_range<T: PartialOrd + Display>(
 /// unspecified, multicast, broadcast, loopback or IPv4-mapped. Records why
 /// not (after `describe()`), and returns false, otherwise.
 fn usable_address(address: IpAddr, describe: impl Fn() -> String, p: &mut Vec<String>) -> bool {
-    let problem = match address {
-        _ if address.is_unspecified() => Some("is the unspecified address"),
-        _ if address.is_multicast() => Some("is a multicast address"),
-        _ if address.is_loopback() => Some("is a loopback address"),
-        IpAddr::V4(v4) if v4.is_broadcast() => Some("is the broadcast address"),
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
-            Some("is an IPv4-mapped IPv6 address: write the IPv4 address")
-        }
-        _ => None,
-    };
-    match problem {
+    match address_problem(address) {
         Some(problem) => {
             p.push(format!("{} {problem}", describe()));
             false
         }
         None => true,
-    }
-}
-
-/// What [`is_valid_name`] demands, as the end of an error message.
-fn name_rule() -> String {
-    format!("is not valid: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 _ . -")
-}
-
-/// Service names and backend labels: `[A-Za-z0-9_.-]{1,64}`.
-fn is_valid_name(name: &str) -> bool {
-    (1..=MAX_NAME_LEN).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-/// `IPv4` or `IPv6`.
-fn family(address: IpAddr) -> &'static str {
-    match address {
-        IpAddr::V4(_) => "IPv4",
-        IpAddr::V6(_) => "IPv6",
     }
 }
 

@@ -408,7 +408,7 @@ fn interfaces(raw: &[RawInterface], p: &mut Problems) -> Vec<Interface> {
 }
 
 /// Why Linux would refuse `name` as an interface name, if it would.
-fn check_interface_name(name: &str) -> Result<(), String> {
+pub(super) fn check_interface_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         Err("is empty".into())
     } else if name.len() > MAX_INTERFACE_NAME_LEN {
@@ -787,7 +787,20 @@ fn address(
         p.at(value, message);
         return None;
     };
-    let problem = match address {
+    match address_problem(address) {
+        Some(problem) => {
+            let message = format!("{} {problem}", describe(&address.to_string()));
+            p.at(value, message);
+            None
+        }
+        None => Some(address),
+    }
+}
+
+/// Why `address` cannot be a packet's destination or source here, if it
+/// cannot: unspecified, multicast, broadcast, loopback or IPv4-mapped.
+pub(super) fn address_problem(address: IpAddr) -> Option<&'static str> {
+    match address {
         _ if address.is_unspecified() => Some("is the unspecified address"),
         _ if address.is_multicast() => Some("is a multicast address"),
         _ if address.is_loopback() => Some("is a loopback address"),
@@ -796,14 +809,6 @@ fn address(
             Some("is an IPv4-mapped IPv6 address: write the IPv4 address")
         }
         _ => None,
-    };
-    match problem {
-        Some(problem) => {
-            let message = format!("{} {problem}", describe(&address.to_string()));
-            p.at(value, message);
-            None
-        }
-        None => Some(address),
     }
 }
 
@@ -836,12 +841,12 @@ fn label_value(
 }
 
 /// What [`is_valid_name`] demands, as the end of an error message.
-fn name_rule() -> String {
+pub(super) fn name_rule() -> String {
     format!("is not valid: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 _ . -")
 }
 
 /// Service names and backend labels: `[A-Za-z0-9_.-]{1,64}`.
-fn is_valid_name(name: &str) -> bool {
+pub(super) fn is_valid_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
         && name
             .bytes()
@@ -849,7 +854,7 @@ fn is_valid_name(name: &str) -> bool {
 }
 
 /// `IPv4` or `IPv6`.
-fn family(address: IpAddr) -> &'static str {
+pub(super) fn family(address: IpAddr) -> &'static str {
     match address {
         IpAddr::V4(_) => "IPv4",
         IpAddr::V6(_) => "IPv6",
