@@ -52,7 +52,7 @@ impl Gateway {
         };
         let effective = effective_config(&inner, &port_ifindex);
         let snapshot = Snapshot::build(&effective, None);
-        program_filters(&mut inner.filters, &snapshot)?;
+        program_filters(&mut inner.filters, &OwnedTraffic::from_snapshot(&snapshot))?;
         Ok(Gateway {
             inner: Mutex::new(inner),
             publisher: SnapshotPublisher::new(snapshot),
@@ -128,18 +128,14 @@ impl Gateway {
     /// Backend addresses with no static or usable learned next hop.
     pub fn unresolved_backends(&self) -> Vec<IpAddr> {
         let inner = self.lock();
-        let mut missing: Vec<IpAddr> = inner
-            .config
-            .services
-            .iter()
-            .flat_map(|s| s.backends.iter().map(|b| b.address))
-            .filter(|addr| {
-                inner.config.neighbour(*addr).is_none()
-                    && !inner
-                        .learned
-                        .values()
-                        .any(|n| n.address == *addr && n.is_usable())
-            })
+        let usable: HashSet<IpAddr> = inner
+            .learned
+            .values()
+            .filter(|n| n.is_usable())
+            .map(|n| n.address)
+            .collect();
+        let mut missing: Vec<IpAddr> = backend_addresses(&inner.config)
+            .filter(|addr| inner.config.neighbour(*addr).is_none() && !usable.contains(addr))
             .collect();
         missing.sort_unstable();
         missing.dedup();
@@ -149,18 +145,12 @@ impl Gateway {
     /// Learned entries for backend addresses (to keep them fresh).
     pub fn learned_backend_entries(&self) -> Vec<(u32, IpAddr)> {
         let inner = self.lock();
+        let backends: HashSet<IpAddr> = backend_addresses(&inner.config).collect();
         inner
-            .config
-            .services
-            .iter()
-            .flat_map(|s| s.backends.iter().map(|b| b.address))
-            .flat_map(|addr| {
-                inner
-                    .learned
-                    .values()
-                    .filter(move |n| n.address == addr)
-                    .map(|n| (n.ifindex, n.address))
-            })
+            .learned
+            .keys()
+            .filter(|(_, address)| backends.contains(address))
+            .copied()
             .collect()
     }
 
@@ -201,11 +191,7 @@ impl Gateway {
         // find none and are counted, never sent to a stale backend.
         let owned = OwnedTraffic::from_snapshot(&snapshot);
         self.publisher.publish(snapshot);
-        for filter in inner.filters.iter_mut() {
-            filter
-                .update(&owned)
-                .map_err(|e| format!("updating the XDP filter: {e}"))?;
-        }
+        program_filters(&mut inner.filters, &owned)?;
         Ok(generation)
     }
 
@@ -224,12 +210,20 @@ fn effective_config(inner: &Inner, port_ifindex: &[u32]) -> Config {
     effective
 }
 
-fn program_filters(filters: &mut [XdpFilter], snapshot: &Snapshot) -> Result<(), String> {
-    let owned = OwnedTraffic::from_snapshot(snapshot);
+/// Makes every filter's maps equal to `owned`.
+fn program_filters(filters: &mut [XdpFilter], owned: &OwnedTraffic) -> Result<(), String> {
     for filter in filters.iter_mut() {
         filter
-            .update(&owned)
-            .map_err(|e| format!("programming the XDP filter: {e}"))?;
+            .update(owned)
+            .map_err(|e| format!("updating the XDP filter: {e}"))?;
     }
     Ok(())
+}
+
+/// Every backend address of every service (with repeats).
+fn backend_addresses(config: &Config) -> impl Iterator<Item = IpAddr> + '_ {
+    config
+        .services
+        .iter()
+        .flat_map(|s| s.backends.iter().map(|b| b.address))
 }
