@@ -94,28 +94,30 @@ impl Gateway {
         }
     }
 
-    /// Records neighbour changes; rebuilds if any changed a MAC the
-    /// snapshot uses or could use. Returns the new generation, if any.
+    /// Records neighbour changes; rebuilds if any changed a backend's
+    /// next hop (clients' entries come and go with their traffic and are
+    /// kept, but change nothing the snapshot uses). Returns the new
+    /// generation, if any.
     pub fn neighbours_changed(
         &self,
         changes: impl IntoIterator<Item = (KernelNeighbour, bool)>,
     ) -> Result<Option<u64>, String> {
         let mut inner = self.lock();
+        let backends: HashSet<IpAddr> = backend_addresses(&inner.config).collect();
         let mut changed = false;
         for (neighbour, present) in changes {
             if !self.port_ifindex.contains(&neighbour.ifindex) {
                 continue;
             }
             let key = (neighbour.ifindex, neighbour.address);
+            let is_backend = backends.contains(&neighbour.address);
             let before = inner.learned.get(&key).map(|n| (n.mac, n.is_usable()));
             if present {
                 let after = Some((neighbour.mac, neighbour.is_usable()));
-                if before != after {
-                    changed = true;
-                }
+                changed |= is_backend && before != after;
                 inner.learned.insert(key, neighbour);
             } else if inner.learned.remove(&key).is_some() {
-                changed = true;
+                changed |= is_backend;
             }
         }
         if changed {

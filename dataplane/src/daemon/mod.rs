@@ -558,9 +558,7 @@ fn ring_observer(worker: usize, rings: Arc<Mutex<Vec<RingStats>>>) -> PortObserv
 /// kernel has no entry for at all.
 fn provoke_resolution(address: IpAddr) {
     let bind: SocketAddr = match address {
-        IpAddr::V4(_) => "0.0.0.0:0"
-            .parse()
-            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+        IpAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
         IpAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
     };
     if let Ok(socket) = UdpSocket::bind(bind) {
