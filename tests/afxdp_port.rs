@@ -9,8 +9,8 @@
 //!
 //! A generator sends UDP frames from its own AF_XDP socket; the gateway
 //! receives them on `gwa`, rewrites the Ethernet header in place and sends
-//! the same frame out of `gwb` (same UMEM: the descriptor moves, the bytes
-//! do not); the sink's kernel counts what arrives. Every frame of the
+//! the same frame out of `gwb` (same UMEM: the frame's token moves, the
+//! bytes do not); the sink's kernel counts what arrives. Every frame of the
 //! gateway's UMEM is accounted for after every poll, and every frame it
 //! received is either sent or counted as dropped.
 //!
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use flowgate_dataplane::port::xsk::{BindMode, XskError, XskMode};
 use flowgate_dataplane::port::{
-    FrameDesc, FrameMemory, FramePool, Port, SharedUmem, UmemFrames, XskPort, XskSettings,
+    Frame, FrameMemory, FramePool, Port, SharedUmem, UmemFrames, XskPort, XskSettings,
 };
 use flowgate_dataplane::testnet::{self, NetNs};
 use flowgate_dataplane::wire::builder::FrameBuilder;
@@ -106,28 +106,26 @@ fn generate(
     let mut frames = umem.frames();
     let mut pool = umem.split_pools(1).pop().unwrap();
     let len = frame.len() as u32;
-    let mut all: Vec<u64> = std::iter::from_fn(|| pool.take()).collect();
-    for &addr in &all {
-        frames
-            .frame_mut(FrameDesc { addr, len })
-            .copy_from_slice(&frame);
+    let mut all: Vec<Frame> = std::iter::from_fn(|| pool.take()).collect();
+    for f in &mut all {
+        assert!(frames.write(f, &frame));
     }
-    for addr in all.drain(..) {
-        assert!(pool.put(addr));
+    for f in all {
+        pool.put(f);
     }
     let mut sent = 0u64;
     let mut batch = Vec::with_capacity(BATCH);
     while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
         port.reclaim(&mut pool);
-        batch.clear();
-        batch.extend(
-            std::iter::from_fn(|| pool.take())
-                .take(BATCH)
-                .map(|addr| FrameDesc { addr, len }),
-        );
-        let accepted = port.transmit(&batch);
-        for d in &batch[accepted..] {
-            assert!(pool.put(d.addr));
+        // A frame back from the completion ring is empty; its bytes are
+        // still the ones written above.
+        batch.extend(std::iter::from_fn(|| pool.take()).take(BATCH).map(|mut f| {
+            f.set_len(len);
+            f
+        }));
+        let accepted = port.transmit(&mut batch);
+        for f in batch.drain(..) {
+            pool.put(f);
         }
         sent += accepted as u64;
         port.flush();
@@ -143,7 +141,8 @@ struct Gateway {
     /// 0: `gwa` (from the generator), 1: `gwb` (to the sink).
     ports: Vec<XskPort>,
     expected: Vec<u8>,
-    rx: Vec<FrameDesc>,
+    rx: Vec<Frame>,
+    tx: Vec<Frame>,
     received: [u64; 2],
     forwarded: u64,
     refused_by_tx: u64,
@@ -159,38 +158,32 @@ impl Gateway {
             port.reclaim(&mut self.pool);
             port.refill(&mut self.pool);
         }
-        self.rx.clear();
         let n = self.ports[0].receive(&mut self.rx, BATCH);
         self.received[0] += n as u64;
-        let mut keep = 0;
-        for i in 0..self.rx.len() {
-            let desc = self.rx[i];
-            let bytes = self.frames.frame_mut(desc);
+        for mut frame in self.rx.drain(..) {
+            let bytes = self.frames.frame_mut(&mut frame);
             if bytes != self.expected.as_slice() {
                 self.unexpected += 1;
-                assert!(self.pool.put(desc.addr));
+                self.pool.put(frame);
                 continue;
             }
             bytes[..6].copy_from_slice(&NEXT_HOP_MAC);
             bytes[6..12].copy_from_slice(&GW_B_MAC);
-            self.rx[keep] = desc;
-            keep += 1;
+            self.tx.push(frame);
         }
-        self.rx.truncate(keep);
-        let accepted = self.ports[1].transmit(&self.rx);
+        let accepted = self.ports[1].transmit(&mut self.tx);
         self.forwarded += accepted as u64;
-        for d in &self.rx[accepted..] {
+        for frame in self.tx.drain(..) {
             self.refused_by_tx += 1;
-            assert!(self.pool.put(d.addr));
+            self.pool.put(frame);
         }
         self.ports[1].flush();
 
-        self.rx.clear();
         let strays = self.ports[1].receive(&mut self.rx, BATCH);
         self.received[1] += strays as u64;
         self.unexpected += strays as u64;
-        for d in &self.rx {
-            assert!(self.pool.put(d.addr));
+        for frame in self.rx.drain(..) {
+            self.pool.put(frame);
         }
         self.assert_no_frame_leaked();
         n + strays
@@ -261,6 +254,7 @@ fn a_million_frames_cross_a_shared_umem_and_none_leaks() {
         ports,
         expected: frame.clone(),
         rx: Vec::with_capacity(BATCH),
+        tx: Vec::with_capacity(BATCH),
         received: [0; 2],
         forwarded: 0,
         refused_by_tx: 0,
@@ -438,66 +432,48 @@ fn frames_are_handed_out_once_and_read_back_as_written() {
         "a frame has one owner"
     );
 
-    // Two handles alias one memory: what one writes, the other reads.
+    // Two handles alias one memory: what one writes through a frame, the
+    // other reads through it.
     let mut writer = umem.frames();
     let reader = umem.frames();
     assert_eq!(writer.frame_size(), umem.frame_room());
-    let mut taken = Vec::new();
+    let mut taken: Vec<Frame> = Vec::new();
     for pool in &mut pools {
-        while let Some(addr) = pool.take() {
-            taken.push(addr);
+        while let Some(frame) = pool.take() {
+            assert_eq!(frame.memory(), umem.id());
+            taken.push(frame);
         }
     }
-    for (i, &addr) in taken.iter().enumerate() {
-        let desc = FrameDesc { addr, len: 64 };
-        writer.frame_mut(desc).fill(i as u8);
+    for (i, frame) in taken.iter_mut().enumerate() {
+        assert!(writer.write(frame, &[i as u8; 64]));
     }
-    for (i, &addr) in taken.iter().enumerate() {
-        assert_eq!(
-            reader.frame(FrameDesc { addr, len: 64 }),
-            &[i as u8; 64][..]
-        );
+    for (i, frame) in taken.iter().enumerate() {
+        assert_eq!(reader.frame(frame), &[i as u8; 64][..]);
     }
-    let first = taken[0];
     let room = umem.frame_room();
-    assert_eq!(
-        writer
-            .frame_mut(FrameDesc {
-                addr: first,
-                len: room
-            })
-            .len(),
-        room as usize
-    );
-    assert!(writer
-        .frame_mut(FrameDesc {
-            addr: first,
-            len: room + 1
-        })
-        .is_empty());
-    assert!(reader
-        .frame(FrameDesc {
-            addr: first - 1,
-            len: 1
-        })
-        .is_empty());
-    assert!(reader
-        .frame(FrameDesc {
-            addr: 1000 * 2048 + 256,
-            len: 1
-        })
-        .is_empty());
-    // A handle is for another thread.
-    std::thread::spawn(move || {
-        writer
-            .frame(FrameDesc {
-                addr: first,
-                len: 1,
-            })
-            .to_vec()
-    })
-    .join()
-    .unwrap();
+    let first = &mut taken[0];
+    first.set_len(room);
+    assert_eq!(writer.frame_mut(first).len(), room as usize);
+    first.set_len(room + 1);
+    assert!(writer.frame_mut(first).is_empty(), "past the frame's room");
+    first.set_len(1);
+    // A frame of another memory is not one of this UMEM's, even at an
+    // address inside it.
+    let mut plain = flowgate_dataplane::port::MemoryFrames::new(1, 4096);
+    let mut foreign = plain.pool().take().unwrap();
+    assert!(plain.write(&mut foreign, &[1; 300]));
+    assert!(reader.frame(&foreign).is_empty());
+    assert!(writer.frame_mut(&mut foreign).is_empty());
+    // A handle is for another thread, and so is a frame.
+    let first = taken.swap_remove(0);
+    let (bytes, first) = std::thread::spawn(move || (writer.frame(&first).to_vec(), first))
+        .join()
+        .unwrap();
+    assert_eq!(bytes, [0]);
+    taken.push(first);
+    for frame in taken {
+        pools[0].put(frame);
+    }
 }
 
 #[test]
@@ -536,7 +512,7 @@ fn odd_descriptors_are_moved_or_refused_never_lost() {
     let mut frames = a_umem.frames();
     let frame = test_frame();
     let len = frame.len() as u32;
-    let (f1, f2, f3) = (
+    let (f1, f2, mut f3) = (
         pool.take().unwrap(),
         pool.take().unwrap(),
         pool.take().unwrap(),
@@ -544,22 +520,31 @@ fn odd_descriptors_are_moved_or_refused_never_lost() {
     // A frame whose packet starts 10 bytes in, as if an XDP program had
     // moved its start: its bytes are moved back to the packet address (the
     // only place xsk-rs can name) and sent whole.
-    let moved = FrameDesc { addr: f1 + 10, len };
-    frames.frame_mut(moved).copy_from_slice(&frame);
-    let odd = [
-        moved,
-        FrameDesc { addr: f2 - 1, len }, // starts in the headroom
-        FrameDesc {
-            addr: u64::from(a_umem.frame_count()) * 2048 + 256,
-            len,
-        }, // not in the UMEM
-        FrameDesc { addr: f3, len: 0 },  // empty
-    ];
-    assert_eq!(a.transmit(&odd), odd.len(), "all taken over");
+    let mut raw = f1.into_raw();
+    raw.addr += 10;
+    // SAFETY: the same frame as `f1`, whose token was just given up: this
+    // test holds it alone, and 10 bytes in is still inside it.
+    let mut moved = unsafe { Frame::from_raw(raw) };
+    assert!(frames.write(&mut moved, &frame));
+    // A frame whose bytes start in its headroom.
+    let mut raw = f2.into_raw();
+    raw.addr -= 1;
+    raw.len = len;
+    // SAFETY: the same frame as `f2`, whose token was just given up; one
+    // byte before its packet address is its own headroom.
+    let in_headroom = unsafe { Frame::from_raw(raw) };
+    // A frame of another memory.
+    let mut plain = flowgate_dataplane::port::MemoryFrames::new(1, 2048);
+    let mut foreign = plain.pool().take().unwrap();
+    assert!(plain.write(&mut foreign, &frame));
+    f3.set_len(0);
+    let mut odd = vec![moved, in_headroom, foreign, f3];
+    assert_eq!(a.transmit(&mut odd), 4, "all taken over");
+    assert!(odd.is_empty());
     let c = a.counters();
     assert_eq!((c.tx_rejected, c.foreign_addrs), (3, 1), "{c:?}");
-    // Sent (1) and refused in the UMEM (2) are the port's until reclaimed.
-    assert_eq!(a.frames_outstanding(), 3);
+    // Sent (1) and refused in the UMEM (2) are the port's until reclaimed;
+    // the other memory's frame cannot come back to this one.
     a.flush();
 
     let mut got = Vec::new();
@@ -569,7 +554,10 @@ fn odd_descriptors_are_moved_or_refused_never_lost() {
         a.reclaim(&mut pool);
     }
     assert_eq!(got.len(), 1, "the moved frame arrived");
-    assert_eq!(b_frames.frame(got[0]), frame.as_slice());
+    assert_eq!(b_frames.frame(&got[0]), frame.as_slice());
+    for f in got {
+        b_pool.put(f);
+    }
 
     let deadline = Instant::now() + Duration::from_secs(5);
     while pool.len() < a_umem.frame_count() as usize && Instant::now() < deadline {

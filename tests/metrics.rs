@@ -17,7 +17,7 @@ use flowgate_dataplane::metrics::{
     MetricsCollector, MetricsError, MetricsServer, RingStats, SampleSource, ServerOptions,
     WorkerMetrics,
 };
-use flowgate_dataplane::port::{FramePool, MemoryFrames, MemoryPort, Port};
+use flowgate_dataplane::port::{MemoryFrames, MemoryPort, Port};
 use flowgate_dataplane::table::Snapshot;
 use flowgate_dataplane::wire::builder::FrameBuilder;
 use flowgate_dataplane::wire::{self, bytes_to_addr, ip_proto, tcp_flags};
@@ -95,14 +95,11 @@ type SeenKey = (usize, &'static str, String);
 
 impl Lane {
     fn new(flows: FlowTimeouts) -> Lane {
+        let mut memory = MemoryFrames::new(FRAMES, 2_048);
+        let pool = memory.pool();
         let mut lane = Lane {
-            worker: Worker::new(
-                FlowTable::new(4_096, flows),
-                FramePool::full(FRAMES, 2_048),
-                2,
-                64,
-            ),
-            memory: MemoryFrames::new(FRAMES, 2_048),
+            worker: Worker::new(FlowTable::new(4_096, flows), pool, 2, 64),
+            memory,
             ports: vec![
                 MemoryPort::new("fg-client", 256),
                 MemoryPort::new("fg-backend", 256),

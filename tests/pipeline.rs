@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use common::*;
 use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
 use flowgate_dataplane::pipeline::{DropReason, Verdict};
-use flowgate_dataplane::port::{FramePool, MemoryFrames, MemoryPort};
+use flowgate_dataplane::port::{MemoryFrames, MemoryPort};
 use flowgate_dataplane::table::Snapshot;
 use flowgate_dataplane::wire::builder::FrameBuilder;
 use flowgate_dataplane::wire::{self, tcp_flags};
@@ -332,7 +332,7 @@ fn the_worker_loses_no_frame() {
     ];
     let mut worker = Worker::new(
         FlowTable::new(65_536, FlowTimeouts::from(&cfg.flows)),
-        FramePool::full(frames, 2_048),
+        memory.pool(),
         2,
         64,
     );
@@ -388,7 +388,7 @@ fn the_worker_loses_no_frame() {
 
 #[test]
 fn a_batch_decides_exactly_as_frame_by_frame() {
-    use flowgate_dataplane::port::{FrameDesc, FrameMemory};
+    use flowgate_dataplane::port::{Frame, FrameMemory};
     let text = rules("maglev", "tcp", &[("198.18.1.11", 1), ("198.18.1.12", 2)]);
     // A mix where later frames depend on earlier ones in the same batch:
     // a SYN then data of the same flow, repeats, noise and garbage.
@@ -421,30 +421,27 @@ fn a_batch_decides_exactly_as_frame_by_frame() {
 
     let mut batch = Harness::new(&text);
     let mut memory = MemoryFrames::new(frames.len() as u32, 2_048);
-    let descs: Vec<FrameDesc> = frames
+    let mut pool = memory.pool();
+    let mut tokens: Vec<Frame> = frames
         .iter()
-        .enumerate()
-        .map(|(i, f)| {
-            let d = FrameDesc {
-                addr: i as u64 * 2_048,
-                len: f.len() as u32,
-            };
-            memory.frame_mut(d).copy_from_slice(f);
-            d
+        .map(|f| {
+            let mut frame = pool.take().unwrap();
+            assert!(memory.write(&mut frame, f));
+            frame
         })
         .collect();
     let mut verdicts = Vec::new();
     batch.pipeline.process_batch(
         &mut memory,
-        &descs,
+        &mut tokens,
         0,
         &batch.snapshot,
         &mut batch.flows,
         SEC,
         &mut verdicts,
     );
-    for (i, ((v, out), d)) in singles.iter().zip(&descs).enumerate() {
+    for (i, ((v, out), frame)) in singles.iter().zip(&tokens).enumerate() {
         assert_eq!(verdicts[i], *v, "frame {i}: verdict");
-        assert_eq!(memory.frame(*d), &out[..], "frame {i}: bytes");
+        assert_eq!(memory.frame(frame), &out[..], "frame {i}: bytes");
     }
 }

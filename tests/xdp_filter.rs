@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use flowgate_dataplane::neigh::{link_info, local_addresses, AttachedXdp};
 use flowgate_dataplane::port::{
-    FrameDesc, FrameMemory, FramePool, Port, SharedUmem, UmemFrames, XskPort, XskSettings,
+    FrameMemory, FramePool, Port, SharedUmem, UmemFrames, XskPort, XskSettings,
 };
 use flowgate_dataplane::testnet::{self, NetNs};
 use flowgate_dataplane::wire::builder::{ExtensionHeader, FrameBuilder};
@@ -426,13 +426,9 @@ impl Socket {
 
     fn send(&mut self, frame: &[u8]) {
         self.port.reclaim(&mut self.pool);
-        let addr = self.pool.take().unwrap();
-        let desc = FrameDesc {
-            addr,
-            len: frame.len() as u32,
-        };
-        self.frames.frame_mut(desc).copy_from_slice(frame);
-        assert_eq!(self.port.transmit(&[desc]), 1);
+        let mut desc = self.pool.take().unwrap();
+        assert!(self.frames.write(&mut desc, frame));
+        assert_eq!(self.port.transmit(&mut vec![desc]), 1);
         self.port.flush();
     }
 
@@ -449,10 +445,10 @@ impl Socket {
         }
         let frames = descs
             .iter()
-            .map(|&d| self.frames.frame(d).to_vec())
+            .map(|d| self.frames.frame(d).to_vec())
             .collect();
         for d in descs {
-            assert!(self.pool.put(d.addr));
+            self.pool.put(d);
         }
         frames
     }

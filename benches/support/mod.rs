@@ -16,7 +16,7 @@ use std::sync::Arc;
 use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
 use flowgate_dataplane::hash::flow_hash;
 use flowgate_dataplane::pipeline::{Pipeline, Verdict};
-use flowgate_dataplane::port::{FrameDesc, FrameMemory, MemoryFrames};
+use flowgate_dataplane::port::{Frame, FrameMemory, MemoryFrames};
 use flowgate_dataplane::rules::{
     is_prime, Backend, Config, FlowSettings, GatewaySettings, Interface, Neighbour, Protocol,
     Scheduler, Service, DEFAULT_MAGLEV_TABLE_SIZE,
@@ -291,7 +291,8 @@ pub struct World {
     /// The pipeline (its counters tell what happened).
     pub pipeline: Pipeline,
     memory: MemoryFrames,
-    descs: Vec<FrameDesc>,
+    /// Every frame of the memory, in address order.
+    frames: Vec<Frame>,
     verdicts: Vec<Verdict>,
     syn: Template,
     syn_ack: Template,
@@ -307,19 +308,17 @@ impl World {
     /// A world with an empty table of `capacity` connections and room for
     /// `batches` batches of frames.
     pub fn new(gateway: &Gateway, capacity: usize, batches: usize) -> World {
-        let frames = (batches * BATCH) as u32;
+        let count = (batches * BATCH) as u32;
+        let mut memory = MemoryFrames::new(count, FRAME_SIZE);
+        let mut pool = memory.pool();
+        let frames: Vec<Frame> = std::iter::from_fn(|| pool.take()).collect();
         World {
             services: gateway.services,
             snapshot: Arc::clone(&gateway.snapshot),
             flows: FlowTable::new(capacity, FlowTimeouts::default()),
             pipeline: Pipeline::new(),
-            memory: MemoryFrames::new(frames, FRAME_SIZE),
-            descs: (0..frames)
-                .map(|i| FrameDesc {
-                    addr: u64::from(i) * u64::from(FRAME_SIZE),
-                    len: 0,
-                })
-                .collect(),
+            memory,
+            frames,
             verdicts: Vec::with_capacity(BATCH),
             syn: Template::tcp(CLIENT_MAC, GW_CLIENT_MAC, tcp_flags::SYN),
             syn_ack: Template::tcp(BACKEND_MAC, GW_BACKEND_MAC, tcp_flags::SYN | tcp_flags::ACK),
@@ -332,7 +331,7 @@ impl World {
 
     /// Number of batches the frame memory holds.
     pub fn batches(&self) -> usize {
-        self.descs.len() / BATCH
+        self.frames.len() / BATCH
     }
 
     /// Opens `n` connections (clients `0..n`) with a full handshake through
@@ -413,10 +412,10 @@ impl World {
     /// Processes batch `batch` of the frame memory, arriving on port 0.
     #[inline]
     pub fn process(&mut self, batch: usize) {
-        let descs = &self.descs[batch * BATCH..(batch + 1) * BATCH];
+        let frames = &mut self.frames[batch * BATCH..(batch + 1) * BATCH];
         self.pipeline.process_batch(
             &mut self.memory,
-            descs,
+            frames,
             0,
             &self.snapshot,
             &mut self.flows,
@@ -447,15 +446,15 @@ impl World {
             Kind::SynAck => &self.syn_ack,
             Kind::Ack => &self.ack,
         };
-        let desc = &mut self.descs[slot];
-        desc.len = FRAME_SIZE;
-        let len = template.stamp(self.memory.frame_mut(*desc), src, dst);
-        desc.len = len as u32;
+        let frame = &mut self.frames[slot];
+        frame.set_len(FRAME_SIZE);
+        let len = template.stamp(self.memory.frame_mut(frame), src, dst);
+        frame.set_len(len as u32);
     }
 
     /// The destination a (processed) frame in `slot` now has.
     fn destination_of(&self, slot: usize) -> SocketAddr {
-        let meta = wire::parse(self.memory.frame(self.descs[slot])).expect("forwarded frame");
+        let meta = wire::parse(self.memory.frame(&self.frames[slot])).expect("forwarded frame");
         let t = meta.tuple;
         SocketAddr::new(t.dst_ip(), t.dst_port)
     }
@@ -463,10 +462,10 @@ impl World {
     /// Processes `count` frames from `first` on port `ingress` and panics
     /// unless every one is forwarded.
     fn process_checked(&mut self, first: usize, count: usize, ingress: u16) {
-        let descs = &self.descs[first..first + count];
+        let frames = &mut self.frames[first..first + count];
         self.pipeline.process_batch(
             &mut self.memory,
-            descs,
+            frames,
             ingress,
             &self.snapshot,
             &mut self.flows,

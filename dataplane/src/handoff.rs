@@ -8,7 +8,8 @@
 //! owner, whichever queue the NIC (or veth) put them on. A frame that lands
 //! on another worker's queue is handed to its owner through that owner's
 //! inbox, a bounded lock-free queue; since every socket shares one UMEM,
-//! only the descriptor moves.
+//! only the frame's token moves, with the parse and flow hash its
+//! receiver made, so that the owner does not parse or hash it again.
 //!
 //! Handed frames leave on the owner's transmit rings, so their frames come
 //! back to the owner's pool. [`FrameExchange`] evens pools out again: a
@@ -20,35 +21,44 @@ use std::sync::Arc;
 use crossbeam::queue::ArrayQueue;
 
 use crate::hash::bytes_hash;
-use crate::port::{FrameDesc, FramePool};
+use crate::pipeline::Parsed;
+use crate::port::{Frame, FramePool};
 use crate::table::Snapshot;
-use crate::wire;
+use crate::wire::{ip_proto, PacketMeta};
 
 /// Salt of the owner hash: unrelated to the flow hash, so that ownership
 /// and Maglev choices do not correlate.
 const OWNER_SALT: u64 = 0x6f77_6e65_7273_6869;
 
-/// A frame on its way to its owner, with the port it came in on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A frame on its way to its owner: the frame, what its receiver's parse
+/// found and its flow hash (so the owner neither parses nor hashes it
+/// again), and the port it came in on. 80 bytes.
+#[derive(Debug, PartialEq, Eq)]
 pub struct HandedFrame {
     /// The frame.
-    pub desc: FrameDesc,
+    pub frame: Frame,
+    /// Its parse.
+    pub meta: PacketMeta,
+    /// Its flow hash.
+    pub hash: u64,
     /// Index of the port it was received on.
     pub ingress: u16,
 }
 
-/// The worker that owns the connection `frame` belongs to, out of
-/// `workers`. Frames that belong to no connection (not TCP/UDP, not
-/// parseable) stay with `here`: whoever holds them decides their fate.
-pub fn owner_of(frame: &[u8], snapshot: &Snapshot, workers: usize, here: usize) -> usize {
+/// The worker that owns the connection a frame belongs to, out of
+/// `workers`, by the frame's parse. Frames that belong to no connection
+/// (not TCP/UDP, a fragment, not parseable) stay with `here`: whoever
+/// holds them decides their fate, which is the same on every worker.
+#[inline]
+pub fn owner_of(parsed: &Parsed, snapshot: &Snapshot, workers: usize, here: usize) -> usize {
     if workers <= 1 {
         return 0;
     }
-    let Ok(meta) = wire::parse(frame) else {
+    let Some((meta, _)) = parsed.flow() else {
         return here;
     };
-    let tuple = meta.tuple;
-    if tuple.protocol != 6 && tuple.protocol != 17 {
+    let tuple = &meta.tuple;
+    if tuple.protocol != ip_proto::TCP && tuple.protocol != ip_proto::UDP {
         return here;
     }
     // To a VIP: the client is the source. Anything else the gateway sees
@@ -106,33 +116,20 @@ impl Handoff {
         self.inboxes.len()
     }
 
-    /// Queues `frame` for worker `owner`; false if its inbox is full (the
-    /// caller still holds the frame).
+    /// Queues `frame` for worker `owner`; gives it back if that inbox is
+    /// full (or there is no such worker).
     #[inline]
-    pub fn send(&self, owner: usize, frame: HandedFrame) -> bool {
+    pub fn send(&self, owner: usize, frame: HandedFrame) -> Result<(), HandedFrame> {
         match self.inboxes.get(owner) {
-            Some(inbox) => inbox.push(frame).is_ok(),
-            None => false,
+            Some(inbox) => inbox.push(frame),
+            None => Err(frame),
         }
     }
 
-    /// Takes up to `max` frames handed to this worker, appending them to
-    /// `out`; returns how many.
-    pub fn receive(&self, out: &mut Vec<HandedFrame>, max: usize) -> usize {
-        let Some(inbox) = self.inboxes.get(self.me) else {
-            return 0;
-        };
-        let mut n = 0;
-        while n < max {
-            match inbox.pop() {
-                Some(frame) => {
-                    out.push(frame);
-                    n += 1;
-                }
-                None => break,
-            }
-        }
-        n
+    /// Takes the oldest frame handed to this worker, if any.
+    #[inline]
+    pub fn receive(&self) -> Option<HandedFrame> {
+        self.inboxes.get(self.me)?.pop()
     }
 
     /// Frames waiting in this worker's inbox.
@@ -154,7 +151,7 @@ impl Handoff {
 /// The shared queue of spare free frames.
 #[derive(Debug, Clone)]
 struct FrameExchange {
-    spare: Arc<ArrayQueue<u64>>,
+    spare: Arc<ArrayQueue<Frame>>,
     /// Free frames each worker aims to hold.
     share: usize,
 }
@@ -167,20 +164,17 @@ impl FrameExchange {
         let len = pool.len();
         if self.share > 0 && len >= self.share * 2 {
             for _ in self.share..len {
-                let Some(addr) = pool.take() else { break };
-                if let Err(addr) = self.spare.push(addr) {
+                let Some(frame) = pool.take() else { break };
+                if let Err(frame) = self.spare.push(frame) {
                     // Cannot happen (the queue holds every frame); keep it.
-                    let _ = pool.put(addr);
+                    pool.put(frame);
                     break;
                 }
             }
         } else if len < self.share / 2 {
             for _ in len..self.share {
-                let Some(addr) = self.spare.pop() else { break };
-                if !pool.put(addr) {
-                    let _ = self.spare.push(addr);
-                    break;
-                }
+                let Some(frame) = self.spare.pop() else { break };
+                pool.put(frame);
             }
         }
     }
@@ -189,6 +183,7 @@ impl FrameExchange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::port::{FrameMemory, MemoryFrames};
     use crate::rules;
     use crate::wire::builder::FrameBuilder;
     use std::net::SocketAddr;
@@ -201,6 +196,10 @@ mod tests {
         Snapshot::build(&config, None)
     }
 
+    fn owner(frame: &[u8], snap: &Snapshot, workers: usize, here: usize) -> usize {
+        owner_of(&Parsed::of(frame), snap, workers, here)
+    }
+
     #[test]
     fn both_directions_of_a_connection_have_one_owner() {
         let snap = snapshot();
@@ -211,8 +210,8 @@ mod tests {
                 FrameBuilder::tcp(client, "198.18.100.10:80".parse().unwrap(), 0x02).build();
             let reply =
                 FrameBuilder::tcp("198.18.1.13:8080".parse().unwrap(), client, 0x12).build();
-            let a = owner_of(&request, &snap, 4, 0);
-            let b = owner_of(&reply, &snap, 4, 3);
+            let a = owner(&request, &snap, 4, 0);
+            let b = owner(&reply, &snap, 4, 3);
             assert_eq!(a, b, "port {port}");
             owners[a] += 1;
         }
@@ -229,32 +228,76 @@ mod tests {
             "198.18.0.1".parse().unwrap(),
         )
         .build();
-        assert_eq!(owner_of(&arp, &snap, 4, 2), 2);
-        assert_eq!(owner_of(&[0u8; 3], &snap, 4, 1), 1);
-        assert_eq!(owner_of(&arp, &snap, 1, 0), 0);
+        assert_eq!(owner(&arp, &snap, 4, 2), 2);
+        assert_eq!(owner(&[0u8; 3], &snap, 4, 1), 1);
+        assert_eq!(owner(&arp, &snap, 1, 0), 0);
+        // A fragment has no connection key: it is decided where it is.
+        let fragment = FrameBuilder::udp(
+            "198.18.0.2:1000".parse().unwrap(),
+            "198.18.100.10:53".parse().unwrap(),
+        )
+        .fragment(8, false)
+        .build();
+        for here in 0..4 {
+            assert_eq!(owner(&fragment, &snap, 4, here), here);
+        }
     }
 
     #[test]
-    fn inboxes_carry_frames_to_their_owner_and_refuse_when_full() {
+    fn a_handed_frame_is_small() {
+        assert!(
+            std::mem::size_of::<HandedFrame>() <= 80,
+            "{} bytes",
+            std::mem::size_of::<HandedFrame>()
+        );
+    }
+
+    #[test]
+    fn inboxes_carry_frames_to_their_owner_and_give_them_back_when_full() {
+        let mut memory = MemoryFrames::new(4, 128);
+        let mut pool = memory.pool();
         let set = Handoff::set(2, 2, 8);
-        let frame = |addr| HandedFrame {
-            desc: FrameDesc { addr, len: 60 },
-            ingress: 1,
+        let bytes = FrameBuilder::udp(
+            "198.18.0.2:1000".parse().unwrap(),
+            "198.18.100.10:53".parse().unwrap(),
+        )
+        .build();
+        let mut handed = |pool: &mut FramePool| {
+            let mut frame = pool.take().unwrap();
+            assert!(memory.write(&mut frame, &bytes));
+            let parsed = Parsed::of(memory.frame(&frame));
+            let (meta, hash) = parsed.flow().unwrap();
+            HandedFrame {
+                frame,
+                meta: *meta,
+                hash,
+                ingress: 1,
+            }
         };
-        assert!(set[0].send(1, frame(0)));
-        assert!(set[0].send(1, frame(2048)));
-        assert!(!set[0].send(1, frame(4096)));
-        assert!(!set[0].send(7, frame(4096)));
-        let mut got = Vec::new();
-        assert_eq!(set[0].receive(&mut got, 8), 0);
-        assert_eq!(set[1].receive(&mut got, 8), 2);
-        assert_eq!(got, [frame(0), frame(2048)]);
+        let (a, b) = (handed(&mut pool), handed(&mut pool));
+        let (a_addr, b_addr) = (a.frame.addr(), b.frame.addr());
+        assert!(set[0].send(1, a).is_ok());
+        assert!(set[0].send(1, b).is_ok());
+        let refused = set[0].send(1, handed(&mut pool)).unwrap_err();
+        let nowhere = set[0].send(7, refused).unwrap_err();
+        pool.put(nowhere.frame);
+        assert_eq!(set[0].receive(), None);
+        assert_eq!(set[1].pending(), 2);
+        let first = set[1].receive().unwrap();
+        let second = set[1].receive().unwrap();
+        assert_eq!((first.frame.addr(), second.frame.addr()), (a_addr, b_addr));
+        assert_eq!(Parsed::of_flow(first.meta, first.hash), Parsed::of(&bytes));
+        assert_eq!(set[1].receive(), None);
+        pool.put(first.frame);
+        pool.put(second.frame);
+        assert_eq!(pool.len(), 4, "no frame lost");
     }
 
     #[test]
     fn pools_even_out_through_the_spare_queue() {
+        let mut memory = MemoryFrames::new(16, 64);
         let set = Handoff::set(2, 4, 16);
-        let mut rich = FramePool::full(16, 2048);
+        let mut rich = memory.pool();
         let mut poor = FramePool::with_capacity(16);
         set[0].balance(&mut rich);
         assert_eq!(rich.len(), 8);
@@ -264,8 +307,8 @@ mod tests {
         assert_eq!(set[1].spare_frames(), 0);
         // Within the band nothing moves.
         let mut fine = FramePool::with_capacity(16);
-        for a in 0..6 {
-            fine.put(a * 2048);
+        for _ in 0..6 {
+            fine.put(poor.take().unwrap());
         }
         set[1].balance(&mut fine);
         assert_eq!(fine.len(), 6);

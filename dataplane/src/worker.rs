@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use crate::flow::FlowTable;
 use crate::handoff::{owner_of, HandedFrame, Handoff};
-use crate::pipeline::{DropReason, Pipeline, Verdict};
-use crate::port::{FrameDesc, FrameMemory, FramePool, Port};
+use crate::pipeline::{parse_batch, touch_frames, DropReason, Parsed, Pipeline, Verdict};
+use crate::port::{Frame, FrameMemory, FramePool, Port};
 use crate::table::Snapshot;
 
 /// Most frames taken from one port per poll.
@@ -78,13 +78,18 @@ pub struct Worker {
     flows: FlowTable,
     pool: FramePool,
     batch: usize,
-    rx: Vec<FrameDesc>,
+    /// Frames received from one port.
+    rx: Vec<Frame>,
+    /// With other workers: the parse of each frame in `rx`.
+    parsed: Vec<Parsed>,
+    /// With other workers: the frames of a batch this worker owns, and
+    /// their parse (received here, or handed over by their receiver).
+    mine: Vec<Frame>,
+    mine_parsed: Vec<Parsed>,
     verdicts: Vec<Verdict>,
     /// Frames to send, per egress port.
-    tx: Vec<Vec<FrameDesc>>,
+    tx: Vec<Vec<Frame>>,
     handoff: Option<Handoff>,
-    /// Frames received from other workers, and the ones of one ingress.
-    handed: Vec<HandedFrame>,
     counters: Arc<WorkerCounters>,
     forward_only: bool,
 }
@@ -100,13 +105,15 @@ impl Worker {
             pool,
             batch,
             rx: Vec::with_capacity(batch),
+            parsed: Vec::new(),
+            mine: Vec::new(),
+            mine_parsed: Vec::new(),
             verdicts: Vec::with_capacity(batch),
             // Each port can receive `batch` frames that all go to one port.
             tx: (0..ports)
                 .map(|_| Vec::with_capacity(batch * ports))
                 .collect(),
             handoff: None,
-            handed: Vec::with_capacity(batch * ports),
             counters: Arc::default(),
             forward_only: false,
         }
@@ -126,6 +133,9 @@ impl Worker {
     /// processed here.
     pub fn with_handoff(mut self, handoff: Handoff) -> Self {
         self.handoff = Some(handoff);
+        self.parsed = Vec::with_capacity(self.batch);
+        self.mine = Vec::with_capacity(self.batch);
+        self.mine_parsed = Vec::with_capacity(self.batch);
         self
     }
 
@@ -168,18 +178,18 @@ impl Worker {
         }
         let mut received = 0;
         for (ingress, port) in ports.iter_mut().enumerate() {
-            self.rx.clear();
             let n = port.receive(&mut self.rx, self.batch);
             if n == 0 {
                 continue;
             }
             received += n;
             let ingress = u16::try_from(ingress).unwrap_or(u16::MAX);
+            let mut rx = std::mem::take(&mut self.rx);
             if self.handoff.is_some() && !self.forward_only {
-                self.hand_over_foreign(memory, snapshot, ingress);
+                self.process_shared(&mut rx, ingress, memory, snapshot, kernel, now_ns);
+            } else {
+                self.process(&mut rx, None, ingress, memory, snapshot, kernel, now_ns);
             }
-            let rx = std::mem::take(&mut self.rx);
-            self.process(&rx, ingress, memory, snapshot, kernel, now_ns);
             self.rx = rx;
         }
         received += self.process_handed(memory, snapshot, kernel, now_ns);
@@ -194,40 +204,81 @@ impl Worker {
         received
     }
 
-    /// Moves frames of connections other workers own from `self.rx` to
-    /// their owners' inboxes; a full inbox drops the frame (counted).
-    fn hand_over_foreign<M: FrameMemory + ?Sized>(
+    /// With other workers: parses and hashes the frames of one port once,
+    /// hands the ones another worker owns to it with their parse and
+    /// hash (a full inbox drops the frame, counted), and processes the
+    /// rest with theirs. Empties `frames`.
+    #[allow(clippy::too_many_arguments)]
+    fn process_shared<M: FrameMemory + ?Sized, K: KernelPath>(
         &mut self,
-        memory: &M,
-        snapshot: &Snapshot,
+        frames: &mut Vec<Frame>,
         ingress: u16,
+        memory: &mut M,
+        snapshot: &Snapshot,
+        kernel: &mut K,
+        now_ns: u64,
     ) {
-        let Some(handoff) = &self.handoff else {
+        let Some(handoff) = self.handoff.take() else {
             return;
         };
         let (me, workers) = (handoff.me(), handoff.workers());
-        let mut out = 0;
-        let mut full = 0;
-        let pool = &mut self.pool;
-        self.rx.retain(|&desc| {
-            let owner = owner_of(memory.frame(desc), snapshot, workers, me);
-            if owner == me {
-                return true;
+        let mut parsed = std::mem::take(&mut self.parsed);
+        let mut mine = std::mem::take(&mut self.mine);
+        let mut mine_parsed = std::mem::take(&mut self.mine_parsed);
+        parse_batch(memory, frames, &mut parsed);
+        mine.clear();
+        mine_parsed.clear();
+        let (mut out, mut full) = (0, 0);
+        for (i, frame) in frames.drain(..).enumerate() {
+            let Some(p) = parsed.get(i) else {
+                // `parse_batch` parses every frame; were one left out, it
+                // would be parsed here, not lost.
+                mine_parsed.push(Parsed::of(memory.frame(&frame)));
+                mine.push(frame);
+                continue;
+            };
+            let owner = owner_of(p, snapshot, workers, me);
+            // `owner_of` names another worker only for frames of a flow.
+            let flow = if owner == me { None } else { p.flow() };
+            let Some((meta, hash)) = flow else {
+                mine_parsed.push(*p);
+                mine.push(frame);
+                continue;
+            };
+            let handed = HandedFrame {
+                frame,
+                meta: *meta,
+                hash,
+                ingress,
+            };
+            match handoff.send(owner, handed) {
+                Ok(()) => out += 1,
+                Err(back) => {
+                    full += 1;
+                    self.pool.put(back.frame);
+                }
             }
-            if handoff.send(owner, HandedFrame { desc, ingress }) {
-                out += 1;
-            } else {
-                full += 1;
-                free(pool, desc);
-            }
-            false
-        });
+        }
         WorkerCounters::add(&self.counters.handed_out, out);
         WorkerCounters::add(&self.counters.handoff_full, full);
+        self.handoff = Some(handoff);
+        self.process(
+            &mut mine,
+            Some(&mine_parsed),
+            ingress,
+            memory,
+            snapshot,
+            kernel,
+            now_ns,
+        );
+        self.parsed = parsed;
+        self.mine = mine;
+        self.mine_parsed = mine_parsed;
     }
 
-    /// Processes frames other workers handed over, a batch per ingress
-    /// port. Returns how many.
+    /// Processes frames other workers handed over, with the parse and
+    /// hash they came with, in runs of one ingress port (in the order
+    /// they arrived). Returns how many.
     fn process_handed<M: FrameMemory + ?Sized, K: KernelPath>(
         &mut self,
         memory: &mut M,
@@ -235,36 +286,73 @@ impl Worker {
         kernel: &mut K,
         now_ns: u64,
     ) -> usize {
-        let Some(handoff) = &self.handoff else {
+        let Some(handoff) = self.handoff.take() else {
             return 0;
         };
-        self.handed.clear();
         let max = self.batch * self.tx.len().max(1);
-        let n = handoff.receive(&mut self.handed, max);
-        if n == 0 {
-            return 0;
+        let mut mine = std::mem::take(&mut self.mine);
+        let mut mine_parsed = std::mem::take(&mut self.mine_parsed);
+        mine.clear();
+        mine_parsed.clear();
+        let mut run_ingress = 0;
+        let mut n = 0;
+        while n < max {
+            let Some(handed) = handoff.receive() else {
+                break;
+            };
+            n += 1;
+            if !mine.is_empty() && (handed.ingress != run_ingress || mine.len() >= self.batch) {
+                // Parsed on another core: warmed here as a batch first.
+                touch_frames(memory, &mine);
+                self.process(
+                    &mut mine,
+                    Some(&mine_parsed),
+                    run_ingress,
+                    memory,
+                    snapshot,
+                    kernel,
+                    now_ns,
+                );
+                mine_parsed.clear();
+            }
+            let HandedFrame {
+                frame,
+                meta,
+                hash,
+                ingress,
+            } = handed;
+            run_ingress = ingress;
+            mine.push(frame);
+            mine_parsed.push(Parsed::of_flow(meta, hash));
         }
-        WorkerCounters::add(&self.counters.handed_in, n as u64);
-        // Usually all from one port; sort so each ingress is one batch.
-        self.handed.sort_unstable_by_key(|h| h.ingress);
-        let handed = std::mem::take(&mut self.handed);
-        let mut rx = std::mem::take(&mut self.rx);
-        for group in handed.chunk_by(|a, b| a.ingress == b.ingress) {
-            let Some(first) = group.first() else { continue };
-            rx.clear();
-            rx.extend(group.iter().map(|h| h.desc));
-            self.process(&rx, first.ingress, memory, snapshot, kernel, now_ns);
+        touch_frames(memory, &mine);
+        self.process(
+            &mut mine,
+            Some(&mine_parsed),
+            run_ingress,
+            memory,
+            snapshot,
+            kernel,
+            now_ns,
+        );
+        if n > 0 {
+            WorkerCounters::add(&self.counters.handed_in, n as u64);
         }
-        self.rx = rx;
-        self.handed = handed;
+        self.handoff = Some(handoff);
+        self.mine = mine;
+        self.mine_parsed = mine_parsed;
         n
     }
 
-    /// Runs the pipeline over `frames` from port `ingress` and queues,
-    /// passes or frees each frame as its verdict says.
+    /// Runs the pipeline over `frames` from port `ingress` (with their
+    /// parse, if known: then the frames must be warm, as `parse_batch` or
+    /// `touch_frames` leaves them) and queues, passes or frees each frame
+    /// as its verdict says. Empties `frames`.
+    #[allow(clippy::too_many_arguments)]
     fn process<M: FrameMemory + ?Sized, K: KernelPath>(
         &mut self,
-        frames: &[FrameDesc],
+        frames: &mut Vec<Frame>,
+        parsed: Option<&[Parsed]>,
         ingress: u16,
         memory: &mut M,
         snapshot: &Snapshot,
@@ -275,78 +363,92 @@ impl Worker {
             return;
         }
         if self.forward_only {
-            let ports = self.tx.len().max(1);
-            if let Some(queue) = self.tx.get_mut((usize::from(ingress) + 1) % ports) {
-                queue.extend_from_slice(frames);
-            }
             let counters = self.pipeline.counters();
             counters.rx_packets.add(frames.len() as u64);
+            let ports = self.tx.len().max(1);
+            match self.tx.get_mut((usize::from(ingress) + 1) % ports) {
+                Some(queue) => queue.append(frames),
+                None => {
+                    for frame in frames.drain(..) {
+                        self.pool.put(frame);
+                    }
+                }
+            }
             return;
         }
-        self.pipeline.process_batch(
-            memory,
-            frames,
-            ingress,
-            snapshot,
-            &mut self.flows,
-            now_ns,
-            &mut self.verdicts,
-        );
-        for (&desc, &verdict) in frames.iter().zip(&self.verdicts) {
+        match parsed {
+            Some(parsed) => self.pipeline.process_parsed(
+                memory,
+                frames,
+                parsed,
+                ingress,
+                snapshot,
+                &mut self.flows,
+                now_ns,
+                &mut self.verdicts,
+            ),
+            None => self.pipeline.process_batch(
+                memory,
+                frames,
+                ingress,
+                snapshot,
+                &mut self.flows,
+                now_ns,
+                &mut self.verdicts,
+            ),
+        }
+        for (i, frame) in frames.drain(..).enumerate() {
+            // The pipeline gives one verdict per frame; were one missing,
+            // the frame would go back to the pool, not be lost.
+            let verdict = self
+                .verdicts
+                .get(i)
+                .copied()
+                .unwrap_or(Verdict::Drop(DropReason::NoEgressPort));
             match verdict {
                 Verdict::Transmit(egress) => match self.tx.get_mut(egress as usize) {
-                    Some(queue) => queue.push(desc),
+                    Some(queue) => queue.push(frame),
                     None => {
                         self.pipeline.counters().drop_for(DropReason::NoEgressPort);
-                        free(&mut self.pool, desc);
+                        self.pool.put(frame);
                     }
                 },
                 Verdict::Pass => {
-                    kernel.pass(ingress, memory.frame(desc));
-                    free(&mut self.pool, desc);
+                    kernel.pass(ingress, memory.frame(&frame));
+                    self.pool.put(frame);
                 }
-                Verdict::Drop(_) => free(&mut self.pool, desc),
+                Verdict::Drop(_) => self.pool.put(frame),
             }
         }
     }
 
     /// Sends every queued frame on its port; frames a full ring refuses
-    /// are dropped and counted.
+    /// come back, and are dropped and counted.
     fn send<P: Port>(&mut self, ports: &mut [P]) {
         let counters = self.pipeline.counters();
         for (queue, port) in self.tx.iter_mut().zip(ports.iter_mut()) {
             if queue.is_empty() {
                 continue;
             }
+            let queued = queue.len();
+            let bytes: u64 = queue.iter().map(|f| u64::from(f.len())).sum();
             let accepted = port.transmit(queue);
-            let sent = queue.get(..accepted).unwrap_or(&[]);
-            counters.tx_packets.add(sent.len() as u64);
-            counters
-                .tx_bytes
-                .add(sent.iter().map(|d| u64::from(d.len)).sum());
-            for &desc in queue.get(accepted..).unwrap_or(&[]) {
+            let refused_bytes: u64 = queue.iter().map(|f| u64::from(f.len())).sum();
+            counters.tx_packets.add(accepted.min(queued) as u64);
+            counters.tx_bytes.add(bytes.saturating_sub(refused_bytes));
+            for frame in queue.drain(..) {
                 counters.drop_for(DropReason::TxRingFull);
-                free(&mut self.pool, desc);
+                self.pool.put(frame);
             }
-            queue.clear();
             port.flush();
         }
     }
-}
-
-/// Returns a frame to the pool. A refused put means a frame was freed twice:
-/// a bug, loud in debug builds, harmless (the frame stays free) in release.
-#[inline]
-fn free(pool: &mut FramePool, desc: FrameDesc) {
-    let freed = pool.put(desc.addr);
-    debug_assert!(freed, "frame {} freed twice", desc.addr);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::flow::FlowTimeouts;
-    use crate::handoff::owner_of;
     use crate::port::{MemoryFrames, MemoryPort};
     use crate::rules;
     use crate::wire::builder::FrameBuilder;
@@ -368,19 +470,7 @@ mod tests {
     fn frames_of_another_workers_flow_are_handed_over_both_ways() {
         let snapshot = demo_snapshot();
         let mut memory = MemoryFrames::new(256, 2048);
-        let mut pools = {
-            let mut all = FramePool::full(256, 2048);
-            let mut a = FramePool::with_capacity(256);
-            let mut b = FramePool::with_capacity(256);
-            while let Some(f) = all.take() {
-                let _ = if a.len() <= b.len() {
-                    a.put(f)
-                } else {
-                    b.put(f)
-                };
-            }
-            vec![a, b]
-        };
+        let mut pools = memory.split_pools(2);
         let handoffs = Handoff::set(2, 64, 256);
         let timeouts = FlowTimeouts::default();
         let mut workers: Vec<Worker> = handoffs
@@ -432,7 +522,7 @@ mod tests {
                 let meta = crate::wire::parse(&frame).unwrap();
                 let client = SocketAddr::new(meta.tuple.src_ip(), meta.tuple.src_port);
                 let request = FrameBuilder::udp(client, vip).build();
-                assert_eq!(owner_of(&request, &snapshot, 2, 9), w);
+                assert_eq!(owner_of(&Parsed::of(&request), &snapshot, 2, 9), w);
                 backend_of.push((
                     client,
                     SocketAddr::new(meta.tuple.dst_ip(), meta.tuple.dst_port),
@@ -483,17 +573,71 @@ mod tests {
         assert_eq!(held + free + spare, 256);
     }
 
+    /// The owner of a handed frame processes it with the parse and hash
+    /// it came with: a frame whose bytes would not parse is forwarded as
+    /// its carried parse says.
+    #[test]
+    fn a_handed_frame_is_processed_with_the_parse_it_came_with() {
+        let snapshot = demo_snapshot();
+        let mut memory = MemoryFrames::new(64, 2048);
+        let mut pool = memory.pool();
+        let mut handoffs = Handoff::set(2, 8, 64);
+        let sender = handoffs.remove(0);
+        let mut owner = Worker::new(
+            FlowTable::new(64, FlowTimeouts::default()),
+            FramePool::with_capacity(64),
+            2,
+            16,
+        )
+        .with_handoff(handoffs.remove(0));
+        let mut ports = vec![MemoryPort::new("c", 16), MemoryPort::new("b", 16)];
+        let mut kernel = CountingKernelPath::default();
+
+        let request = FrameBuilder::udp(
+            "198.18.0.2:20000".parse().unwrap(),
+            "198.18.100.10:53".parse().unwrap(),
+        )
+        .macs(CLIENT, GW_CLIENT)
+        .build();
+        let parsed = Parsed::of(&request);
+        let (meta, hash) = parsed.flow().unwrap();
+        let mut frame = pool.take().unwrap();
+        let junk = vec![0xee; request.len()];
+        assert!(crate::wire::parse(&junk).is_err());
+        assert!(memory.write(&mut frame, &junk));
+        let handed = HandedFrame {
+            frame,
+            meta: *meta,
+            hash,
+            ingress: 0,
+        };
+        assert!(sender.send(1, handed).is_ok());
+
+        assert_eq!(
+            owner.poll(&mut ports, &mut memory, &snapshot, &mut kernel, 1),
+            1
+        );
+        let c = owner.pipeline().counters().snapshot();
+        assert_eq!((c.rx_packets, c.new_flows, c.tx_packets), (1, 1, 1));
+        assert_eq!(owner.counters().handed_in.load(Ordering::Relaxed), 1);
+        let mut out = Vec::new();
+        ports[1].take_transmitted(&memory, &mut out);
+        assert_eq!(out.len(), 1, "sent towards the backend");
+        // The frame comes back to the owner's pool.
+        owner.poll(&mut ports, &mut memory, &snapshot, &mut kernel, 2);
+        assert_eq!(
+            owner.pool().len() + ports[0].frames_held() + ports[1].frames_held(),
+            1
+        );
+    }
+
     #[test]
     fn forward_only_sends_every_frame_out_of_the_other_port_untouched() {
         let snapshot = demo_snapshot();
         let mut memory = MemoryFrames::new(32, 2048);
-        let mut worker = Worker::new(
-            FlowTable::new(16, FlowTimeouts::default()),
-            FramePool::full(32, 2048),
-            2,
-            8,
-        )
-        .forward_only();
+        let pool = memory.pool();
+        let mut worker =
+            Worker::new(FlowTable::new(16, FlowTimeouts::default()), pool, 2, 8).forward_only();
         let mut ports = vec![MemoryPort::new("a", 8), MemoryPort::new("b", 8)];
         let mut kernel = CountingKernelPath::default();
         worker.poll(&mut ports, &mut memory, &snapshot, &mut kernel, 1);

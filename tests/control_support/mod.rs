@@ -19,7 +19,7 @@ use flowgate_dataplane::control::{
 };
 use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
 use flowgate_dataplane::hash::{flow_hash, source_hash};
-use flowgate_dataplane::port::{FramePool, MemoryFrames, MemoryPort};
+use flowgate_dataplane::port::{MemoryFrames, MemoryPort};
 use flowgate_dataplane::rules::{self, Config, Scheduler};
 use flowgate_dataplane::table::{Snapshot, SnapshotReader};
 use flowgate_dataplane::wire::builder::FrameBuilder;
@@ -393,20 +393,17 @@ const ESTABLISHED_BASE_PORT: u16 = 20_000;
 impl Loop {
     fn new(reader: SnapshotReader, timeouts: FlowTimeouts, plan: TrafficPlan) -> Loop {
         let frames = 4096;
+        let mut memory = MemoryFrames::new(frames, 2048);
+        let pool = memory.pool();
         Loop {
             reader,
             plan,
-            memory: MemoryFrames::new(frames, 2048),
+            memory,
             ports: vec![
                 MemoryPort::new("fg-client", 1024),
                 MemoryPort::new("fg-backend", 1024),
             ],
-            worker: Worker::new(
-                FlowTable::new(1 << 18, timeouts),
-                FramePool::full(frames, 2048),
-                2,
-                256,
-            ),
+            worker: Worker::new(FlowTable::new(1 << 18, timeouts), pool, 2, 256),
             kernel: RecordingKernel::default(),
             now_ns: 1_000_000_000,
             backends: Vec::new(),

@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use flowgate_dataplane::port::{FrameDesc, FrameMemory};
+use flowgate_dataplane::port::{Frame, FrameMemory, FramePool, MemoryFrames};
 
 use crate::script::Step;
 
@@ -35,58 +35,67 @@ pub fn batch_ranges(steps: &[Step<'_>]) -> Vec<Range<usize>> {
     ranges
 }
 
-/// The frames of one batch, each in a buffer of its own length; a
-/// descriptor's `addr` is the frame's position in the batch.
-#[derive(Debug, Default)]
+/// The frames of one batch, held as a worker holds them: tokens of a
+/// frame memory (the in-memory port's), taken from its pool and given
+/// back by [`clear`](Self::clear).
+#[derive(Debug)]
 pub struct BatchFrames {
-    frames: Vec<Vec<u8>>,
+    memory: MemoryFrames,
+    pool: FramePool,
+    frames: Vec<Frame>,
 }
 
 impl BatchFrames {
-    /// Empties the memory for the next batch.
-    pub fn clear(&mut self) {
-        self.frames.clear();
-    }
-
-    /// Stores `frame` and returns its descriptor.
-    ///
-    /// # Panics
-    /// If the frame is 4 GiB or longer.
-    pub fn push(&mut self, frame: Vec<u8>) -> FrameDesc {
-        let desc = FrameDesc {
-            addr: self.frames.len() as u64,
-            len: u32::try_from(frame.len()).expect("a frame shorter than 4 GiB"),
-        };
-        self.frames.push(frame);
-        desc
-    }
-
-    /// The frames, in the order they were pushed.
-    pub fn frames(&self) -> &[Vec<u8>] {
-        &self.frames
-    }
-}
-
-impl FrameMemory for BatchFrames {
-    fn frame_size(&self) -> u32 {
-        u32::from(u16::MAX)
-    }
-
-    fn frame(&self, desc: FrameDesc) -> &[u8] {
-        usize::try_from(desc.addr)
-            .ok()
-            .and_then(|i| self.frames.get(i))
-            .map_or(&[], |f| &f[..])
-    }
-
-    fn frame_mut(&mut self, desc: FrameDesc) -> &mut [u8] {
-        match usize::try_from(desc.addr)
-            .ok()
-            .and_then(|i| self.frames.get_mut(i))
-        {
-            Some(f) => &mut f[..],
-            None => &mut [],
+    /// Room for [`MAX_BATCH`] frames of up to `frame_size` bytes.
+    pub fn new(frame_size: u32) -> BatchFrames {
+        let mut memory = MemoryFrames::new(MAX_BATCH as u32, frame_size.max(1));
+        let pool = memory.pool();
+        BatchFrames {
+            memory,
+            pool,
+            frames: Vec::with_capacity(MAX_BATCH),
         }
+    }
+
+    /// Gives every frame back for the next batch.
+    pub fn clear(&mut self) {
+        for frame in self.frames.drain(..) {
+            self.pool.put(frame);
+        }
+    }
+
+    /// Appends a frame holding `bytes`; false if the batch is full or they
+    /// are longer than a frame.
+    pub fn push(&mut self, bytes: &[u8]) -> bool {
+        let Some(mut frame) = self.pool.take() else {
+            return false;
+        };
+        if !self.memory.write(&mut frame, bytes) {
+            self.pool.put(frame);
+            return false;
+        }
+        self.frames.push(frame);
+        true
+    }
+
+    /// Frames in the batch.
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// The bytes of the `i`-th frame pushed (empty past the last).
+    pub fn frame(&self, i: usize) -> &[u8] {
+        self.frames.get(i).map_or(&[], |f| self.memory.frame(f))
+    }
+
+    /// The memory and the frames, for `Pipeline::process_batch`.
+    pub fn parts(&mut self) -> (&mut MemoryFrames, &mut [Frame]) {
+        (&mut self.memory, &mut self.frames)
     }
 }
 
@@ -150,17 +159,22 @@ mod tests {
     }
 
     #[test]
-    fn frames_are_found_by_position_and_unknown_ones_are_empty() {
-        let mut memory = BatchFrames::default();
-        let a = memory.push(vec![1, 2, 3]);
-        let b = memory.push(vec![4]);
-        assert_eq!(memory.frame(a), &[1, 2, 3]);
-        memory.frame_mut(b)[0] = 9;
-        assert_eq!(memory.frames(), &[vec![1, 2, 3], vec![9]]);
-        let nowhere = FrameDesc { addr: 7, len: 1 };
-        assert!(memory.frame(nowhere).is_empty());
-        assert!(memory.frame_mut(nowhere).is_empty());
-        memory.clear();
-        assert!(memory.frame(a).is_empty());
+    fn frames_are_found_by_position_and_go_back_on_clear() {
+        let mut batch = BatchFrames::new(4);
+        assert!(batch.push(&[1, 2, 3]));
+        assert!(batch.push(&[4]));
+        assert!(!batch.push(&[0; 5]), "longer than a frame");
+        assert_eq!(batch.frame(0), &[1, 2, 3]);
+        let (memory, frames) = batch.parts();
+        memory.frame_mut(&mut frames[1])[0] = 9;
+        assert_eq!(batch.frame(1), &[9]);
+        assert!(batch.frame(2).is_empty());
+        assert_eq!(batch.len(), 2);
+        batch.clear();
+        assert!(batch.is_empty());
+        for _ in 0..MAX_BATCH {
+            assert!(batch.push(&[]));
+        }
+        assert!(!batch.push(&[]), "every frame is in the batch");
     }
 }

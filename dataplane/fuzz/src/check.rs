@@ -164,8 +164,8 @@ pub fn run_script(input: &[u8], mut observe: impl FnMut(&StepReport<'_>)) {
     let mut single = Lane::new(fixture);
     let mut generation = 0usize;
     let mut now_ns = START_NS;
-    let mut memory = BatchFrames::default();
-    let mut descs = Vec::with_capacity(MAX_BATCH);
+    let longest = steps.iter().map(|s| s.frame.len()).max().unwrap_or(0);
+    let mut memory = BatchFrames::new(u32::try_from(longest).unwrap_or(u32::MAX));
     let mut verdicts = Vec::with_capacity(MAX_BATCH);
     let mut inputs: Vec<Vec<u8>> = Vec::with_capacity(MAX_BATCH);
     let mut frame = Vec::new();
@@ -184,20 +184,20 @@ pub fn run_script(input: &[u8], mut observe: impl FnMut(&StepReport<'_>)) {
             single.flows.expire(now_ns, EXPIRE_BUDGET);
         }
         memory.clear();
-        descs.clear();
+        inputs.clear();
         for step in batch {
             let mut f = step.frame.to_vec();
             if step.repair_checksums {
                 repair_checksums(&mut f);
             }
-            descs.push(memory.push(f));
+            assert!(memory.push(&f), "a batch holds its frames");
+            inputs.push(f);
         }
-        inputs.clear();
-        inputs.extend_from_slice(memory.frames());
         let ingress = first.ingress;
+        let (frame_memory, frames) = memory.parts();
         batched.pipeline.process_batch(
-            &mut memory,
-            &descs,
+            frame_memory,
+            frames,
             ingress,
             snapshot,
             &mut batched.flows,
@@ -216,7 +216,7 @@ pub fn run_script(input: &[u8], mut observe: impl FnMut(&StepReport<'_>)) {
                 now_ns,
             );
             let verdict = verdicts[i];
-            let out = &memory.frames()[i];
+            let out = memory.frame(i);
             observe(&StepReport {
                 index: range.start + i,
                 step,
@@ -227,7 +227,7 @@ pub fn run_script(input: &[u8], mut observe: impl FnMut(&StepReport<'_>)) {
                 now_ns,
             });
             assert_eq!(verdict, alone, "a batch decided unlike frame-by-frame");
-            assert!(out == &frame, "a batch rewrote unlike frame-by-frame");
+            assert!(out == frame.as_slice(), "a batch rewrote unlike frame-by-frame");
             check_verdict(verdict, input, out, snapshot);
         }
         check_flow_table(&batched.flows);

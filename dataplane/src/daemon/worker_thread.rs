@@ -195,7 +195,7 @@ fn run<P: Port, M: FrameMemory, K: KernelPath>(
 mod tests {
     use super::*;
     use crate::flow::FlowTimeouts;
-    use crate::port::{FramePool, MemoryFrames, MemoryPort};
+    use crate::port::{MemoryFrames, MemoryPort};
     use crate::rules;
     use crate::table::SnapshotPublisher;
     use crate::worker::CountingKernelPath;
@@ -208,17 +208,13 @@ mod tests {
         let config = rules::load_file(&path).unwrap();
         let publisher = SnapshotPublisher::new(Snapshot::build(&config, None));
         let stop = Arc::new(AtomicBool::new(false));
-        let memory = MemoryFrames::new(64, 2048);
+        let mut memory = MemoryFrames::new(64, 2048);
+        let pool = memory.pool();
         let (seen_ports, ports_seen) = crossbeam::channel::bounded(4);
         let setup = WorkerSetup {
             index: 0,
             core: 0,
-            worker: Worker::new(
-                FlowTable::new(64, FlowTimeouts::default()),
-                FramePool::full(64, 2048),
-                2,
-                16,
-            ),
+            worker: Worker::new(FlowTable::new(64, FlowTimeouts::default()), pool, 2, 16),
             ports: vec![MemoryPort::new("c", 16), MemoryPort::new("b", 16)],
             memory,
             kernel: CountingKernelPath::default(),

@@ -51,7 +51,7 @@ use std::sync::Arc;
 
 use crate::flow::{Connection, Direction, FlowState, FlowTable};
 use crate::hash::{flow_hash, source_hash};
-use crate::port::{FrameDesc, FrameMemory};
+use crate::port::{Frame, FrameMemory};
 use crate::rules::Scheduler;
 use crate::table::{Endpoint, ServiceId, Snapshot};
 use crate::wire::{self, ip_proto, tcp_flags, Fragment, PacketMeta, ParseError, L3};
@@ -82,23 +82,77 @@ pub struct Pipeline {
     parsed: Vec<Parsed>,
 }
 
-/// A frame after a batch's parse pass.
-#[derive(Clone, Copy, Debug)]
-struct Parsed {
+/// A frame after the parse pass: what `wire::parse` found and, for a
+/// frame that will look up a connection, its flow hash. Made once per
+/// frame; the worker decides ownership by it and the hand-over carries it,
+/// so that no frame is parsed or hashed twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parsed {
     meta: Result<PacketMeta, ParseError>,
-    /// The flow hash, for frames that will look up a connection.
     hash: Option<u64>,
 }
 
 impl Parsed {
+    /// Parses and hashes `frame`.
     #[inline]
-    fn of(frame: &[u8]) -> Parsed {
+    pub fn of(frame: &[u8]) -> Parsed {
         let meta = wire::parse(frame);
         let hash = match &meta {
             Ok(m) if m.l3 != L3::Arp && m.fragment == Fragment::None => Some(flow_hash(&m.tuple)),
             _ => None,
         };
         Parsed { meta, hash }
+    }
+
+    /// The parse of a frame of a connection whose flow hash is `hash`, as
+    /// [`flow`](Self::flow) gave them: `Parsed::of` the same bytes.
+    #[inline]
+    pub fn of_flow(meta: PacketMeta, hash: u64) -> Parsed {
+        Parsed {
+            meta: Ok(meta),
+            hash: Some(hash),
+        }
+    }
+
+    /// What the parser found.
+    #[inline]
+    pub fn meta(&self) -> Result<&PacketMeta, ParseError> {
+        self.meta.as_ref().map_err(|e| *e)
+    }
+
+    /// The parse and flow hash of a frame that can belong to a
+    /// connection (IP, not a fragment); `None` for anything else.
+    #[inline]
+    pub fn flow(&self) -> Option<(&PacketMeta, u64)> {
+        match (&self.meta, self.hash) {
+            (Ok(meta), Some(hash)) => Some((meta, hash)),
+            _ => None,
+        }
+    }
+}
+
+/// The first two passes over a batch: touch every frame's first cache
+/// line, then parse and hash every frame into `parsed` (cleared first;
+/// one entry per frame, in order). [`Pipeline::process_parsed`] takes it
+/// from there.
+#[inline]
+pub fn parse_batch<M: FrameMemory + ?Sized>(
+    memory: &M,
+    frames: &[Frame],
+    parsed: &mut Vec<Parsed>,
+) {
+    parsed.clear();
+    touch_frames(memory, frames);
+    parsed.extend(frames.iter().map(|frame| Parsed::of(memory.frame(frame))));
+}
+
+/// Loads every frame's first byte: the first pass over a batch. Frames
+/// arrive cold (written by the NIC, the kernel or another core); each
+/// pass is a tight loop, so that many of its loads are in flight at once.
+#[inline]
+pub fn touch_frames<M: FrameMemory + ?Sized>(memory: &M, frames: &[Frame]) {
+    for frame in frames {
+        std::hint::black_box(memory.frame(frame).first().copied());
     }
 }
 
@@ -131,15 +185,62 @@ impl Pipeline {
     /// allocates).
     ///
     /// Passes, so that the batch's memory waits overlap instead of
-    /// queueing: touch every frame's headers; parse and hash every frame
-    /// and warm its connection-index bucket; warm the connection records
-    /// those buckets point at; then decide each frame. With a million connections a lookup is a DRAM
-    /// access or two; one at a time they would dominate the cost.
+    /// queueing: touch every frame's headers; parse and hash every frame;
+    /// warm its connection-index bucket; warm the connection records
+    /// those buckets point at; then decide each frame. With a million
+    /// connections a lookup is a DRAM access or two; one at a time they
+    /// would dominate the cost.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub fn process_batch<M: FrameMemory + ?Sized>(
         &mut self,
         memory: &mut M,
-        frames: &[FrameDesc],
+        frames: &mut [Frame],
+        ingress: u16,
+        snapshot: &Snapshot,
+        flows: &mut FlowTable,
+        now_ns: u64,
+        verdicts: &mut Vec<Verdict>,
+    ) {
+        let mut parsed = std::mem::take(&mut self.parsed);
+        parse_batch(memory, frames, &mut parsed);
+        self.decide_batch(
+            memory, frames, &parsed, ingress, snapshot, flows, now_ns, verdicts,
+        );
+        self.parsed = parsed;
+    }
+
+    /// [`process_batch`](Self::process_batch) for frames already parsed
+    /// and hashed: `parsed[i]` must be [`Parsed::of`] `frames[i]`'s bytes
+    /// (from [`parse_batch`], or carried with a frame handed over by
+    /// another worker). Frames past the end of `parsed` get no verdict.
+    /// The frames are not parsed, nor touched: frames that may be cold
+    /// (handed over from another core) go through [`touch_frames`] first.
+    #[allow(clippy::too_many_arguments)]
+    pub fn process_parsed<M: FrameMemory + ?Sized>(
+        &mut self,
+        memory: &mut M,
+        frames: &mut [Frame],
+        parsed: &[Parsed],
+        ingress: u16,
+        snapshot: &Snapshot,
+        flows: &mut FlowTable,
+        now_ns: u64,
+        verdicts: &mut Vec<Verdict>,
+    ) {
+        self.decide_batch(
+            memory, frames, parsed, ingress, snapshot, flows, now_ns, verdicts,
+        );
+    }
+
+    /// The passes after parsing: warm index buckets, warm records, decide.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn decide_batch<M: FrameMemory + ?Sized>(
+        &mut self,
+        memory: &mut M,
+        frames: &mut [Frame],
+        parsed: &[Parsed],
         ingress: u16,
         snapshot: &Snapshot,
         flows: &mut FlowTable,
@@ -148,14 +249,6 @@ impl Pipeline {
     ) {
         verdicts.clear();
         self.adopt(snapshot, flows);
-        let mut parsed = std::mem::take(&mut self.parsed);
-        parsed.clear();
-        // Frames arrive cold (written by the NIC or the kernel). Each pass
-        // is a tight loop, so that many of its loads are in flight at once.
-        for &desc in frames {
-            std::hint::black_box(memory.frame(desc).first().copied());
-        }
-        parsed.extend(frames.iter().map(|&desc| Parsed::of(memory.frame(desc))));
         for hash in parsed.iter().filter_map(|p| p.hash) {
             flows.warm_index(hash);
         }
@@ -168,11 +261,10 @@ impl Pipeline {
             ingress,
             now_ns,
         };
-        for (&desc, p) in frames.iter().zip(&parsed) {
-            let frame = memory.frame_mut(desc);
-            verdicts.push(self.count(frame, *p, &mut cx));
+        for (frame, p) in frames.iter_mut().zip(parsed) {
+            let bytes = memory.frame_mut(frame);
+            verdicts.push(self.count(bytes, *p, &mut cx));
         }
-        self.parsed = parsed;
     }
 
     /// Sizes per-service state and the flow table's per-endpoint counters

@@ -271,3 +271,70 @@ fn a_table_swapped_under_the_pipeline_is_sized_too() {
     );
     assert_eq!(rig.at(endpoint(&s, "web", "198.18.1.11")).new_flows, 1);
 }
+
+/// A batch processed by `process_parsed` is decided by the parse it is
+/// given, not by parsing its frames again: frames whose bytes would not
+/// parse are forwarded as the parse of a SYN says, and rewritten at its
+/// offsets.
+#[test]
+fn pre_parsed_frames_are_decided_by_their_parse_not_parsed_again() {
+    use crate::port::MemoryFrames;
+    let s = snapshot(&rules_text(0, &["198.18.1.11"]), None);
+    let mut rig = Rig::new();
+    let syn = client(1000, "198.18.100.10:80", ip_proto::TCP, tcp_flags::SYN);
+    let parsed = Parsed::of(&syn);
+    assert!(parsed.flow().is_some());
+    let (_, hash) = parsed.flow().unwrap();
+    assert_eq!(hash, flow_hash(&parsed.meta().unwrap().tuple));
+
+    let mut memory = MemoryFrames::new(2, 256);
+    let mut pool = memory.pool();
+    let mut frames: Vec<Frame> = (0..2).map(|_| pool.take().unwrap()).collect();
+    // The same length as the SYN, but bytes that parse to nothing.
+    let junk = vec![0xffu8; syn.len()];
+    assert!(wire::parse(&junk).is_err());
+    for frame in &mut frames {
+        assert!(memory.write(frame, &junk));
+    }
+    let mut verdicts = Vec::new();
+    rig.pipeline.process_parsed(
+        &mut memory,
+        &mut frames,
+        &[parsed, parsed],
+        0,
+        &s,
+        &mut rig.flows,
+        1,
+        &mut verdicts,
+    );
+    assert_eq!(verdicts, [Verdict::Transmit(1), Verdict::Transmit(1)]);
+    let c = rig.pipeline.counters().snapshot();
+    assert_eq!(
+        (c.new_flows, c.flow_hits),
+        (1, 1),
+        "one connection, then its hit"
+    );
+    // The rewrite wrote the backend at the parse's offsets.
+    let meta = parsed.meta().unwrap();
+    let l3 = usize::from(meta.l3_offset);
+    let dst = &memory.frame(&frames[0])[l3 + 16..l3 + 20];
+    assert_eq!(dst, &[198, 18, 1, 11]);
+
+    // The same frames through `process_batch` are parsed: and rejected.
+    let mut other = Rig::new();
+    other.pipeline.process_batch(
+        &mut memory,
+        &mut frames,
+        0,
+        &s,
+        &mut other.flows,
+        1,
+        &mut verdicts,
+    );
+    assert!(verdicts
+        .iter()
+        .all(|v| matches!(v, Verdict::Drop(_) | Verdict::Pass)));
+    for frame in frames {
+        pool.put(frame);
+    }
+}

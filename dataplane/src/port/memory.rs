@@ -9,21 +9,34 @@
 
 use std::collections::VecDeque;
 
-use super::{FrameDesc, FrameMemory, FramePool, Port};
+use super::{Frame, FrameDesc, FrameMemory, FramePool, MemoryId, Port};
 
 /// Frame memory backed by one plain buffer, cut into equal frames.
+///
+/// Its frames are handed out once, as tokens in pools
+/// ([`split_pools`](Self::split_pools)). Access needs `&mut self` to
+/// write, so even a frame of another memory could not alias a view; it
+/// just yields that memory's bytes at the same place (or an empty slice
+/// in debug builds, which check the memory).
 #[derive(Debug)]
 pub struct MemoryFrames {
     buf: Box<[u8]>,
     frame_size: u32,
+    id: MemoryId,
+    pools_given: bool,
 }
 
 impl MemoryFrames {
     /// `count` frames of `frame_size` bytes each, zeroed.
+    ///
+    /// # Panics
+    /// If the process has made 2³² − 1 frame memories already.
     pub fn new(count: u32, frame_size: u32) -> Self {
         MemoryFrames {
             buf: vec![0u8; count as usize * frame_size as usize].into_boxed_slice(),
             frame_size,
+            id: MemoryId::next().expect("fewer than 2^32 frame memories in one process"),
+            pools_given: false,
         }
     }
 
@@ -32,11 +45,55 @@ impl MemoryFrames {
         (self.buf.len() / self.frame_size.max(1) as usize) as u32
     }
 
-    /// The byte range of a descriptor, if it lies inside one frame slot.
+    /// Every frame, shared out among `pools` pools (at least one) in
+    /// near-equal parts, lowest addresses first; each pool has room for
+    /// every frame. Frames are handed out once: later calls return empty
+    /// pools.
+    pub fn split_pools(&mut self, pools: usize) -> Vec<FramePool> {
+        let pools = pools.max(1);
+        let total = self.count() as usize;
+        let mut out: Vec<FramePool> = (0..pools)
+            .map(|_| FramePool::with_capacity(total))
+            .collect();
+        if std::mem::replace(&mut self.pools_given, true) {
+            return out;
+        }
+        let (share, extra) = (total / pools, total % pools);
+        let mut next = 0usize;
+        for (p, pool) in out.iter_mut().enumerate() {
+            let take = share + usize::from(p < extra);
+            // Highest first: `take` pops from the end.
+            for index in (next..next + take).rev() {
+                let desc = FrameDesc {
+                    addr: index as u64 * u64::from(self.frame_size),
+                    len: 0,
+                    memory: self.id,
+                };
+                // SAFETY: `desc` is slot `index` of this memory, and this
+                // is the one time its frames are handed out
+                // (`pools_given`), so no other token for it exists.
+                pool.put(unsafe { Frame::from_raw(desc) });
+            }
+            next += take;
+        }
+        out
+    }
+
+    /// Every frame, in one pool (see [`split_pools`](Self::split_pools)).
+    pub fn pool(&mut self) -> FramePool {
+        self.split_pools(1)
+            .pop()
+            .unwrap_or_else(|| FramePool::with_capacity(0))
+    }
+
+    /// The byte range of a frame, if it lies inside one frame slot.
     #[inline]
-    fn range(&self, desc: FrameDesc) -> Option<std::ops::Range<usize>> {
-        let start = usize::try_from(desc.addr).ok()?;
-        let end = start.checked_add(desc.len as usize)?;
+    fn range(&self, frame: &Frame) -> Option<std::ops::Range<usize>> {
+        if cfg!(debug_assertions) && frame.memory() != self.id {
+            return None;
+        }
+        let start = usize::try_from(frame.addr()).ok()?;
+        let end = start.checked_add(frame.len() as usize)?;
         let slot_end = (start / self.frame_size as usize + 1) * self.frame_size as usize;
         (end <= slot_end && end <= self.buf.len()).then_some(start..end)
     }
@@ -48,16 +105,16 @@ impl FrameMemory for MemoryFrames {
     }
 
     #[inline]
-    fn frame(&self, desc: FrameDesc) -> &[u8] {
-        match self.range(desc) {
+    fn frame<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
+        match self.range(frame) {
             Some(r) => &self.buf[r],
             None => &[],
         }
     }
 
     #[inline]
-    fn frame_mut(&mut self, desc: FrameDesc) -> &mut [u8] {
-        match self.range(desc) {
+    fn frame_mut<'a>(&'a mut self, frame: &'a mut Frame) -> &'a mut [u8] {
+        match self.range(frame) {
             Some(r) => &mut self.buf[r],
             None => &mut [],
         }
@@ -69,15 +126,15 @@ impl FrameMemory for MemoryFrames {
 pub struct MemoryPort {
     name: String,
     ring_size: usize,
-    fill: VecDeque<u64>,
-    rx: VecDeque<FrameDesc>,
-    tx: VecDeque<FrameDesc>,
-    completed: VecDeque<u64>,
+    fill: VecDeque<Frame>,
+    rx: VecDeque<Frame>,
+    tx: VecDeque<Frame>,
+    completed: VecDeque<Frame>,
     rx_ring_full: u64,
 }
 
 impl MemoryPort {
-    /// A port whose four rings each hold `ring_size` descriptors.
+    /// A port whose four rings each hold `ring_size` frames.
     pub fn new(name: impl Into<String>, ring_size: usize) -> Self {
         MemoryPort {
             name: name.into(),
@@ -95,32 +152,37 @@ impl MemoryPort {
     /// when no frame is free or the receive ring is full; a frame longer
     /// than a frame slot is cut to the slot size, as a NIC with that MTU
     /// would not deliver it whole either.
-    pub fn inject(&mut self, memory: &mut MemoryFrames, bytes: &[u8]) -> bool {
+    pub fn inject<M: FrameMemory + ?Sized>(&mut self, memory: &mut M, bytes: &[u8]) -> bool {
         if self.rx.len() >= self.ring_size {
             self.rx_ring_full += 1;
             return false;
         }
-        let Some(addr) = self.fill.pop_front() else {
+        let Some(mut frame) = self.fill.pop_front() else {
             self.rx_ring_full += 1;
             return false;
         };
         let len = bytes.len().min(memory.frame_size() as usize);
-        let desc = FrameDesc {
-            addr,
-            len: len as u32,
-        };
-        memory.frame_mut(desc).copy_from_slice(&bytes[..len]);
-        self.rx.push_back(desc);
+        if !memory.write(&mut frame, &bytes[..len]) {
+            // Only a frame of another memory does not fit its own room.
+            self.fill.push_front(frame);
+            self.rx_ring_full += 1;
+            return false;
+        }
+        self.rx.push_back(frame);
         true
     }
 
     /// Takes every transmitted frame off the wire, appending copies of
     /// their bytes to `out`; the frames complete and `reclaim` frees them.
-    pub fn take_transmitted(&mut self, memory: &MemoryFrames, out: &mut Vec<Vec<u8>>) -> usize {
+    pub fn take_transmitted<M: FrameMemory + ?Sized>(
+        &mut self,
+        memory: &M,
+        out: &mut Vec<Vec<u8>>,
+    ) -> usize {
         let n = self.tx.len();
-        while let Some(desc) = self.tx.pop_front() {
-            out.push(memory.frame(desc).to_vec());
-            self.completed.push_back(desc.addr);
+        while let Some(frame) = self.tx.pop_front() {
+            out.push(memory.frame(&frame).to_vec());
+            self.completed.push_back(frame);
         }
         n
     }
@@ -157,29 +219,25 @@ impl Port for MemoryPort {
         &self.name
     }
 
-    fn receive(&mut self, out: &mut Vec<FrameDesc>, max: usize) -> usize {
+    fn receive(&mut self, out: &mut Vec<Frame>, max: usize) -> usize {
         let n = max.min(self.rx.len());
         out.extend(self.rx.drain(..n));
         n
     }
 
-    fn transmit(&mut self, frames: &[FrameDesc]) -> usize {
+    fn transmit(&mut self, frames: &mut Vec<Frame>) -> usize {
         let room = self.ring_size.saturating_sub(self.tx.len());
         let n = room.min(frames.len());
-        self.tx.extend(&frames[..n]);
+        self.tx.extend(frames.drain(..n));
         n
     }
 
     fn reclaim(&mut self, pool: &mut FramePool) -> usize {
-        let mut n = 0;
-        while let Some(addr) = self.completed.pop_front() {
-            if !pool.put(addr) {
-                // The pool is full: this frame was freed twice somewhere.
-                // Keep it here rather than lose track of it.
-                self.completed.push_front(addr);
-                break;
-            }
-            n += 1;
+        let n = self.completed.len();
+        while let Some(mut frame) = self.completed.pop_front() {
+            // As from a completion ring: empty, the bytes left as sent.
+            frame.set_len(0);
+            pool.put(frame);
         }
         n
     }
@@ -187,8 +245,8 @@ impl Port for MemoryPort {
     fn refill(&mut self, pool: &mut FramePool) -> usize {
         let mut n = 0;
         while self.fill.len() < self.ring_size {
-            let Some(addr) = pool.take() else { break };
-            self.fill.push_back(addr);
+            let Some(frame) = pool.take() else { break };
+            self.fill.push_back(frame);
             n += 1;
         }
         n
@@ -202,14 +260,15 @@ mod tests {
     #[test]
     fn frames_cycle_through_the_rings_without_loss() {
         let mut mem = MemoryFrames::new(8, 256);
-        let mut pool = FramePool::full(8, 256);
+        let mut pool = mem.pool();
         let mut port = MemoryPort::new("p0", 4);
         assert_eq!(port.refill(&mut pool), 4);
         assert!(port.inject(&mut mem, &[1, 2, 3]));
         let mut rx = Vec::new();
         assert_eq!(port.receive(&mut rx, 64), 1);
-        assert_eq!(mem.frame(rx[0]), &[1, 2, 3]);
-        assert_eq!(port.transmit(&rx), 1);
+        assert_eq!(mem.frame(&rx[0]), &[1, 2, 3]);
+        assert_eq!(port.transmit(&mut rx), 1);
+        assert!(rx.is_empty(), "the port took the frame");
         let mut wire = Vec::new();
         port.take_transmitted(&mem, &mut wire);
         assert_eq!(wire, vec![vec![1, 2, 3]]);
@@ -226,29 +285,51 @@ mod tests {
     }
 
     #[test]
-    fn transmit_accepts_only_what_fits_in_the_ring() {
+    fn transmit_takes_what_fits_and_gives_the_rest_back_in_order() {
+        let mut mem = MemoryFrames::new(3, 64);
+        let mut pool = mem.pool();
         let mut port = MemoryPort::new("p0", 2);
-        let frames = [FrameDesc { addr: 0, len: 1 }; 3];
-        assert_eq!(port.transmit(&frames), 2);
+        let mut frames: Vec<Frame> = std::iter::from_fn(|| pool.take()).collect();
+        let last = frames[2].addr();
+        assert_eq!(port.transmit(&mut frames), 2);
         assert_eq!(port.tx_pending(), 2);
+        assert_eq!(frames.len(), 1, "the refused frame is still the caller's");
+        assert_eq!(frames[0].addr(), last);
+        pool.put(frames.pop().unwrap());
+        let mut wire = Vec::new();
+        port.take_transmitted(&mem, &mut wire);
+        port.reclaim(&mut pool);
+        assert_eq!(pool.len(), 3);
     }
 
     #[test]
-    fn descriptors_outside_memory_yield_empty_frames() {
+    fn views_past_a_frame_slot_are_empty() {
         let mut mem = MemoryFrames::new(2, 64);
-        assert!(mem
-            .frame(FrameDesc {
-                addr: 1000,
-                len: 10
-            })
-            .is_empty());
-        assert!(mem.frame_mut(FrameDesc { addr: 60, len: 10 }).is_empty());
-        assert!(mem
-            .frame(FrameDesc {
-                addr: u64::MAX,
-                len: 10
-            })
-            .is_empty());
-        assert_eq!(mem.frame(FrameDesc { addr: 64, len: 64 }).len(), 64);
+        let mut pool = mem.pool();
+        let mut frame = pool.take().unwrap();
+        assert_eq!(frame.addr(), 0);
+        frame.set_len(64);
+        assert_eq!(mem.frame(&frame).len(), 64);
+        frame.set_len(65);
+        assert!(mem.frame(&frame).is_empty(), "into the next slot");
+        assert!(mem.frame_mut(&mut frame).is_empty());
+        assert!(!mem.write(&mut frame, &[1; 65]));
+        assert_eq!(frame.len(), 65, "a refused write changes nothing");
+        assert!(mem.write(&mut frame, &[1; 64]));
+        pool.put(frame);
+    }
+
+    #[test]
+    fn a_frame_of_another_memory_is_not_this_ones_in_debug_builds() {
+        let mut one = MemoryFrames::new(2, 64);
+        let mut other = MemoryFrames::new(2, 64);
+        let mut frame = one.pool().take().unwrap();
+        assert!(one.write(&mut frame, &[9; 8]));
+        if cfg!(debug_assertions) {
+            assert!(other.frame(&frame).is_empty());
+            assert!(other.frame_mut(&mut frame).is_empty());
+        }
+        assert_eq!(one.frame(&frame), &[9; 8]);
+        one.pool().put(frame);
     }
 }

@@ -1,17 +1,25 @@
 //! The worker's free-frame list.
 
-/// Free frames of the shared frame memory, by address.
+use super::Frame;
+
+/// Free frames of a frame memory.
 ///
-/// Fixed capacity, allocated once: pushing past capacity is refused (which
-/// would mean a frame was freed twice — a bug the caller counts).
+/// Pools are made by their memory ([`MemoryFrames::split_pools`],
+/// [`SharedUmem::split_pools`]), which hands every frame out once and
+/// gives each pool room for all of its frames, so that frames drifting
+/// between workers never make a pool grow. Putting a frame back never
+/// fails: a frame has one token, so a pool cannot be given one twice.
+///
+/// [`MemoryFrames::split_pools`]: super::MemoryFrames::split_pools
+/// [`SharedUmem::split_pools`]: super::SharedUmem::split_pools
 #[derive(Debug)]
 pub struct FramePool {
-    free: Vec<u64>,
+    free: Vec<Frame>,
     capacity: usize,
 }
 
 impl FramePool {
-    /// An empty pool that can hold `capacity` frames.
+    /// An empty pool with room for `capacity` frames.
     pub fn with_capacity(capacity: usize) -> Self {
         FramePool {
             free: Vec::with_capacity(capacity),
@@ -19,30 +27,17 @@ impl FramePool {
         }
     }
 
-    /// A pool holding every frame of a memory of `count` frames of
-    /// `frame_size` bytes.
-    pub fn full(count: u32, frame_size: u32) -> Self {
-        let mut pool = FramePool::with_capacity(count as usize);
-        for i in 0..u64::from(count) {
-            pool.free.push(i * u64::from(frame_size));
-        }
-        pool
-    }
-
     /// Takes a free frame, if any.
     #[inline]
-    pub fn take(&mut self) -> Option<u64> {
+    pub fn take(&mut self) -> Option<Frame> {
         self.free.pop()
     }
 
-    /// Returns a frame; false if the pool is already full (a double free).
+    /// Returns a frame. Within the pool's capacity (always, for a pool
+    /// sized for its memory) this does not allocate.
     #[inline]
-    pub fn put(&mut self, addr: u64) -> bool {
-        if self.free.len() >= self.capacity {
-            return false;
-        }
-        self.free.push(addr);
-        true
+    pub fn put(&mut self, frame: Frame) {
+        self.free.push(frame);
     }
 
     /// Number of free frames.
@@ -55,7 +50,7 @@ impl FramePool {
         self.free.is_empty()
     }
 
-    /// Most frames the pool can hold.
+    /// Most frames the pool holds without allocating.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
@@ -63,22 +58,32 @@ impl FramePool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::port::{FrameMemory, MemoryFrames};
 
     #[test]
-    fn full_pool_hands_out_every_frame_once() {
-        let mut pool = FramePool::full(4, 2048);
-        let mut got: Vec<u64> = std::iter::from_fn(|| pool.take()).collect();
+    fn a_pool_hands_out_every_frame_of_its_memory_once() {
+        let mut memory = MemoryFrames::new(4, 2048);
+        let mut pool = memory.pool();
+        assert_eq!(pool.capacity(), 4);
+        let mut got: Vec<u64> = std::iter::from_fn(|| pool.take())
+            .map(|f| f.addr())
+            .collect();
         got.sort_unstable();
         assert_eq!(got, vec![0, 2048, 4096, 6144]);
         assert!(pool.is_empty());
+        assert!(memory.pool().is_empty(), "a frame has one owner");
     }
 
     #[test]
-    fn put_past_capacity_is_refused() {
-        let mut pool = FramePool::full(1, 2048);
-        assert!(!pool.put(0));
-        assert_eq!(pool.take(), Some(0));
-        assert!(pool.put(0));
+    fn frames_come_back_as_they_went() {
+        let mut memory = MemoryFrames::new(2, 64);
+        let mut pool = memory.pool();
+        let mut frame = pool.take().unwrap();
+        assert!(memory.write(&mut frame, &[7; 10]));
+        pool.put(frame);
+        assert_eq!(pool.len(), 2);
+        let frame = pool.take().unwrap();
+        assert_eq!(memory.frame(&frame), &[7; 10]);
+        pool.put(frame);
     }
 }

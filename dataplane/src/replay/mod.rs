@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 
 use crate::flow::{FlowTable, FlowTimeouts};
 use crate::pipeline::CounterValues;
-use crate::port::{FramePool, MemoryFrames, MemoryPort};
+use crate::port::{MemoryFrames, MemoryPort};
 use crate::rules::Config;
 use crate::table::Snapshot;
 use crate::worker::{KernelPath, Worker};
@@ -105,7 +105,7 @@ pub fn replay<R: Read, W: Write>(
     let frames = u32::try_from(names.len() * RING_SIZE * 8).unwrap_or(u32::MAX);
     let mut memory = MemoryFrames::new(frames, REPLAY_FRAME_SIZE);
     let flows = FlowTable::new(config.flows.capacity, FlowTimeouts::from(&config.flows));
-    let pool = FramePool::full(frames, REPLAY_FRAME_SIZE);
+    let pool = memory.pool();
     let mut worker = Worker::new(flows, pool, ports.len(), RING_SIZE);
 
     let mut reader = PcapReader::new(input)?;

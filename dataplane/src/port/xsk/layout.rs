@@ -8,7 +8,7 @@
 //! receive ring reports (the kernel puts packets there unless an XDP
 //! program moves the start), and hence what is transmitted.
 
-use crate::port::{FrameDesc, FramePool};
+use std::ops::Range;
 
 /// The geometry of a UMEM's frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,25 +51,23 @@ impl FrameLayout {
         self.index(addr).map(|i| self.packet_addr(i))
     }
 
-    /// The frame a descriptor names and where its bytes start in that
-    /// frame's room: `None` unless the bytes lie wholly inside the room
+    /// The frame `len` bytes at `addr` fall in and where they start in
+    /// that frame's room: `None` unless they lie wholly inside the room
     /// of one frame (not in the headroom, not past the frame's end).
     #[inline]
-    pub fn locate(&self, desc: FrameDesc) -> Option<(usize, usize)> {
-        let index = self.index(desc.addr)?;
-        let offset = desc.addr.checked_sub(self.packet_addr(index))?;
-        let end = offset.checked_add(u64::from(desc.len))?;
+    pub fn locate(&self, addr: u64, len: u32) -> Option<(usize, usize)> {
+        let index = self.index(addr)?;
+        let offset = addr.checked_sub(self.packet_addr(index))?;
+        let end = offset.checked_add(u64::from(len))?;
         if end > u64::from(self.room()) {
             return None;
         }
         Some((index, usize::try_from(offset).ok()?))
     }
 
-    /// Every frame, split into `workers` pools of near-equal shares (the
-    /// first `frame_count % workers` pools get one more). Each pool can
-    /// hold every frame, since frames drift between workers as flows are
-    /// handed to their owners.
-    pub fn split(&self, workers: usize) -> Vec<FramePool> {
+    /// Every frame, split into `workers` near-equal shares of frame
+    /// indices (the first `frame_count % workers` get one more).
+    pub fn shares(&self, workers: usize) -> Vec<Range<usize>> {
         let workers = workers.max(1);
         let total = self.frame_count as usize;
         let (share, extra) = (total / workers, total % workers);
@@ -77,22 +75,9 @@ impl FrameLayout {
         (0..workers)
             .map(|w| {
                 let take = share + usize::from(w < extra);
-                let mut pool = FramePool::with_capacity(total);
-                // Highest address first: `take` pops from the end, so a
-                // worker starts with its lowest frames.
-                for index in (next..next + take).rev() {
-                    pool.put(self.packet_addr(index));
-                }
                 next += take;
-                pool
+                next - take..next
             })
-            .collect()
-    }
-
-    /// Pools with room for every frame and no frames in them.
-    pub fn empty_pools(&self, workers: usize) -> Vec<FramePool> {
-        (0..workers.max(1))
-            .map(|_| FramePool::with_capacity(self.frame_count as usize))
             .collect()
     }
 }
@@ -107,60 +92,26 @@ mod tests {
         headroom: 256,
     };
 
-    fn drain(mut pool: FramePool) -> Vec<u64> {
-        std::iter::from_fn(|| pool.take()).collect()
-    }
-
     #[test]
-    fn split_hands_out_every_frame_exactly_once() {
+    fn shares_cover_every_frame_exactly_once() {
         for workers in 1..=12 {
-            let pools = LAYOUT.split(workers);
-            assert_eq!(pools.len(), workers);
-            let mut all = Vec::new();
-            for pool in pools {
-                assert_eq!(pool.capacity(), 10, "a pool can hold every frame");
-                all.extend(drain(pool));
-            }
-            all.sort_unstable();
-            let expected: Vec<u64> = (0..10).map(|i| i * 2048 + 256).collect();
-            assert_eq!(all, expected, "{workers} workers");
+            let shares = LAYOUT.shares(workers);
+            assert_eq!(shares.len(), workers);
+            let all: Vec<usize> = shares.into_iter().flatten().collect();
+            assert_eq!(all, (0..10).collect::<Vec<_>>(), "{workers} workers");
         }
     }
 
     #[test]
-    fn split_shares_differ_by_at_most_one() {
-        let pools = LAYOUT.split(4);
-        let sizes: Vec<usize> = pools.iter().map(FramePool::len).collect();
+    fn shares_differ_by_at_most_one() {
+        let sizes: Vec<usize> = LAYOUT.shares(4).iter().map(|r| r.len()).collect();
         assert_eq!(sizes, vec![3, 3, 2, 2]);
-        let pools = LAYOUT.split(0);
-        assert_eq!(pools.len(), 1);
-        assert_eq!(pools[0].len(), 10);
-    }
-
-    #[test]
-    fn a_pool_takes_frames_from_another_worker() {
-        let mut pools = LAYOUT.split(2);
-        let moved: Vec<u64> = drain(std::mem::replace(
-            &mut pools[1],
-            FramePool::with_capacity(0),
-        ));
-        for addr in moved {
-            assert!(pools[0].put(addr));
-        }
-        assert_eq!(pools[0].len(), 10);
-        assert!(!pools[0].put(256), "an eleventh frame is a double free");
-    }
-
-    #[test]
-    fn split_pools_hand_out_low_frames_first() {
-        let mut pools = LAYOUT.split(2);
-        assert_eq!(pools[0].take(), Some(256));
-        assert_eq!(pools[1].take(), Some(5 * 2048 + 256));
+        assert_eq!(LAYOUT.shares(0), vec![0..10]);
     }
 
     #[test]
     fn locate_accepts_only_bytes_inside_one_frame_room() {
-        let at = |addr, len| LAYOUT.locate(FrameDesc { addr, len });
+        let at = |addr, len| LAYOUT.locate(addr, len);
         assert_eq!(at(256, 60), Some((0, 0)));
         assert_eq!(at(256, 1792), Some((0, 0)));
         assert_eq!(at(2048 + 300, 100), Some((1, 44)));

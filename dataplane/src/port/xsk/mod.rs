@@ -8,15 +8,20 @@
 //! and keeps free frames in its own [`FramePool`](crate::port::FramePool)
 //! (from [`SharedUmem::split_pools`]).
 //!
-//! # Descriptor ownership
+//! # Frame ownership
 //!
 //! The handles alias one memory, and the kernel writes it too. What keeps
-//! that sound is one rule: a frame is touched only by whoever holds its
-//! descriptor. A frame on a ring belongs to the kernel; a frame in a pool
-//! or in a worker's hands between `receive` and `transmit` belongs to
-//! that worker; handing the descriptor on (to a ring, a pool, another
-//! worker's queue) hands the frame on. Every `unsafe` block in this
-//! module rests on that rule and says so.
+//! that sound is one rule, which the types keep: a frame is touched only
+//! by whoever holds its [`Frame`](crate::port::Frame) token, and there is
+//! one token per frame. A frame in a pool or in a worker's hands between
+//! `receive` and `transmit` is a token; handing it on (to a pool, another
+//! worker's queue) moves the token. A frame on a ring belongs to the
+//! kernel: it went there as a raw descriptor, its token given up
+//! (`Frame::into_raw`), and comes back as a new token only when a ring
+//! hands it back (`UmemCore::frame_from_ring`, `unsafe`). Every frame of
+//! the UMEM gets its first token once, in
+//! [`SharedUmem::split_pools`]. Every `unsafe` block in this module rests
+//! on that rule and says so.
 //!
 //! # Addresses
 //!

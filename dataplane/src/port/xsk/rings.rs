@@ -3,7 +3,7 @@
 
 use super::socket::XskPort;
 use super::stats::XskMode;
-use crate::port::{FrameDesc, FramePool, Port};
+use crate::port::{Frame, FramePool, Port};
 
 /// Descriptors moved per ring operation (the scratch space for them).
 pub(super) const BATCH: usize = 256;
@@ -47,12 +47,15 @@ impl XskPort {
         }
     }
 
-    /// Sets aside a frame `transmit` cannot send, for `reclaim`.
-    fn reject(&mut self, desc: FrameDesc) {
+    /// Sets aside a frame `transmit` took and cannot send, for `reclaim`
+    /// to give back. A frame of another memory cannot go back into this
+    /// UMEM's pools: it is counted and dropped (lost to its memory).
+    fn reject(&mut self, frame: Frame) {
         self.counters.tx_rejected += 1;
-        match self.core.layout().canonical(desc.addr) {
-            Some(addr) => self.rejected.push(addr),
-            None => self.counters.foreign_addrs += 1,
+        if frame.memory() == self.core.id() {
+            self.rejected.push(frame);
+        } else {
+            self.counters.foreign_addrs += 1;
         }
     }
 }
@@ -62,7 +65,7 @@ impl Port for XskPort {
         &self.name
     }
 
-    fn receive(&mut self, out: &mut Vec<FrameDesc>, max: usize) -> usize {
+    fn receive(&mut self, out: &mut Vec<Frame>, max: usize) -> usize {
         let mut total = 0;
         while total < max {
             let want = (max - total).min(self.scratch.len());
@@ -73,10 +76,16 @@ impl Port for XskPort {
             // port's UMEM (the fill ring is fed only from its descriptors);
             // `batch` is scratch space the call overwrites.
             let got = unsafe { self.rx.consume(batch) };
-            out.extend(self.scratch.iter().take(got).map(|d| FrameDesc {
-                addr: d.addr() as u64,
-                len: d.lengths().data() as u32,
-            }));
+            for d in self.scratch.iter().take(got) {
+                let (addr, len) = (d.addr() as u64, d.lengths().data() as u32);
+                // SAFETY: the kernel is done with a frame on the receive
+                // ring, and no token for it exists: it went to the fill
+                // ring as a raw descriptor, its token given up.
+                match unsafe { self.core.frame_from_ring(addr, len) } {
+                    Some(frame) => out.push(frame),
+                    None => self.counters.foreign_addrs += 1,
+                }
+            }
             total += got;
             if got < want {
                 break;
@@ -93,52 +102,54 @@ impl Port for XskPort {
         total
     }
 
-    fn transmit(&mut self, frames: &[FrameDesc]) -> usize {
+    fn transmit(&mut self, frames: &mut Vec<Frame>) -> usize {
         let mut accepted = 0;
         let mut kicked = false;
-        while accepted < frames.len() {
+        while !frames.is_empty() {
             let free = self.tx.nb_free(BATCH as u32) as usize;
-            if free == 0 && !kicked {
+            if free == 0 {
+                if kicked {
+                    break;
+                }
                 // A full ring drains only when the kernel is woken (always
                 // so in copy mode): ask once before refusing frames.
                 kicked = true;
                 self.kick_tx();
                 continue;
             }
-            let chunk = (frames.len() - accepted).min(free).min(self.scratch.len());
-            let Some(batch) = frames.get(accepted..accepted + chunk) else {
-                break;
-            };
-            if batch.is_empty() {
-                break;
-            }
+            let chunk = frames.len().min(free).min(self.scratch.len());
             let mut ready = 0;
-            for &desc in batch {
-                match (self.core.tx_desc(desc), self.scratch.get_mut(ready)) {
+            for mut frame in frames.drain(..chunk) {
+                match (self.core.tx_desc(&mut frame), self.scratch.get_mut(ready)) {
                     (Some(tx), Some(slot)) => {
                         *slot = tx;
                         ready += 1;
+                        // The ring owns the frame now: the token ends here
+                        // and the completion ring gives it back.
+                        let _ = frame.into_raw();
                     }
-                    _ => self.reject(desc),
+                    _ => self.reject(frame),
                 }
             }
             // SAFETY: each descriptor was made by `tx_desc` from this UMEM's
-            // own, so it names a frame of the UMEM the ring belongs to. The
-            // caller handed these frames over (descriptor ownership): nothing
-            // touches them until the completion ring gives them back.
+            // own, so it names a frame of the UMEM the ring belongs to, and
+            // its token was given up above: nothing touches the frame until
+            // the completion ring gives it back.
             let sent = unsafe { self.tx.produce(self.scratch.get(..ready).unwrap_or(&[])) };
             // The ring had room for all of them, so this sends all of them;
-            // were it not so, the rest would be refused, not lost.
+            // were it not so, the rest would be kept for `reclaim`, not lost.
             for i in sent..ready {
-                if let Some(unsent) = self.scratch.get(i).copied() {
-                    self.reject(FrameDesc {
-                        addr: unsent.addr() as u64,
-                        len: 0,
-                    });
+                let Some(unsent) = self.scratch.get(i).copied() else {
+                    continue;
+                };
+                // SAFETY: the ring did not take this frame, whose token was
+                // given up above: nobody else has it.
+                if let Some(frame) = unsafe { self.core.frame_from_ring(unsent.addr() as u64, 0) } {
+                    self.reject(frame);
                 }
             }
             self.in_tx += sent;
-            accepted += batch.len();
+            accepted += chunk;
         }
         accepted
     }
@@ -159,10 +170,12 @@ impl Port for XskPort {
             // space the call overwrites.
             let got = unsafe { self.comp.consume(batch) };
             for d in self.scratch.iter().take(got) {
-                match self.core.layout().canonical(d.addr() as u64) {
-                    Some(addr) if pool.put(addr) => {}
-                    // Cannot happen (room was checked); keep it counted.
-                    Some(addr) => self.rejected.push(addr),
+                let addr = self.core.layout().canonical(d.addr() as u64);
+                // SAFETY: the kernel is done sending a frame on the
+                // completion ring, and no token for it exists: it went to
+                // the transmit ring as a raw descriptor, its token given up.
+                match addr.and_then(|a| unsafe { self.core.frame_from_ring(a, 0) }) {
+                    Some(frame) => pool.put(frame),
                     None => self.counters.foreign_addrs += 1,
                 }
             }
@@ -172,12 +185,9 @@ impl Port for XskPort {
                 break;
             }
         }
-        while let Some(&addr) = self.rejected.last() {
-            if !pool.put(addr) {
-                break;
-            }
-            self.rejected.pop();
-            reclaimed += 1;
+        reclaimed += self.rejected.len();
+        for frame in self.rejected.drain(..) {
+            pool.put(frame);
         }
         // Copy mode sends a budget per wakeup: see the rest of a burst
         // out even if nothing new is transmitted.
@@ -195,24 +205,35 @@ impl Port for XskPort {
             let want = free.min(self.scratch.len());
             let mut ready = 0;
             while ready < want {
-                let Some(addr) = pool.take() else { break };
-                match (self.core.fill_desc(addr), self.scratch.get_mut(ready)) {
+                let Some(frame) = pool.take() else { break };
+                match (self.core.fill_desc(&frame), self.scratch.get_mut(ready)) {
                     (Some(desc), Some(slot)) => {
                         *slot = desc;
                         ready += 1;
+                        // The fill ring owns the frame now: the token ends
+                        // here and the receive ring gives it back.
+                        let _ = frame.into_raw();
                     }
-                    _ => self.counters.foreign_addrs += 1,
+                    (None, _) => self.counters.foreign_addrs += 1,
+                    (Some(_), None) => {
+                        pool.put(frame);
+                        break;
+                    }
                 }
             }
             let to_fill = self.scratch.get(..ready).unwrap_or(&[]);
             // SAFETY: each descriptor is this UMEM's own (from
-            // `fill_desc`), for a frame just taken from the pool, which
-            // means no one else holds it: the kernel may write it now.
+            // `fill_desc`), for a frame just taken from the pool whose token
+            // was given up: no one else holds it, so the kernel may write it.
             let put = unsafe { self.fill.produce(to_fill) };
             for d in to_fill.iter().skip(put) {
                 // The ring had room, so this does not happen; if it did,
                 // the frames go back where they came from.
-                pool.put(d.addr() as u64);
+                // SAFETY: the ring did not take this frame, whose token was
+                // given up above: nobody else has it.
+                if let Some(frame) = unsafe { self.core.frame_from_ring(d.addr() as u64, 0) } {
+                    pool.put(frame);
+                }
             }
             self.in_fill += put;
             filled += put;

@@ -44,7 +44,7 @@ pub struct XskPort {
     /// Frames on the transmit ring or the completion ring.
     pub(super) in_tx: usize,
     /// Frames refused by `transmit`, back to the pool at `reclaim`.
-    pub(super) rejected: Vec<u64>,
+    pub(super) rejected: Vec<crate::port::Frame>,
     pub(super) counters: XskPortCounters,
     /// Last, so it drops after the rings (which delete the socket).
     _claim: Claim,

@@ -14,7 +14,7 @@ use xsk_rs::umem::Umem;
 use super::error::{classify, os_error_of, Target, XskError};
 use super::layout::FrameLayout;
 use super::settings::XskSettings;
-use crate::port::{FrameDesc, FrameMemory, FramePool};
+use crate::port::{Frame, FrameDesc, FrameMemory, FramePool, MemoryId};
 
 /// Huge pages are tried only for a UMEM that is a whole number of them,
 /// so that unmapping it later cannot fail.
@@ -24,6 +24,9 @@ const HUGE_PAGE: u64 = 2 << 20;
 pub(super) struct UmemCore {
     umem: Umem,
     layout: FrameLayout,
+    /// The id every frame of this UMEM carries: a frame of another
+    /// memory is not one of ours, whatever its address.
+    id: MemoryId,
     /// One xsk-rs descriptor per frame, at the frame's packet address,
     /// its length set to the frame's whole room. xsk-rs makes these only
     /// in `Umem::new`, so frames are named to it by copying them.
@@ -58,34 +61,73 @@ impl UmemCore {
         self.fill_ring
     }
 
-    /// The xsk-rs descriptor of the frame `addr` falls in, for the fill
-    /// ring (which only reads its address).
-    #[inline]
-    pub(super) fn fill_desc(&self, addr: u64) -> Option<xsk_rs::FrameDesc> {
-        self.templates.get(self.layout.index(addr)?).copied()
+    /// The id of this UMEM's frames.
+    pub(super) fn id(&self) -> MemoryId {
+        self.id
     }
 
-    /// The xsk-rs descriptor that sends `desc`'s bytes: `None` if they
-    /// are empty or do not lie inside one frame's room. Bytes that start
-    /// past the packet address (an XDP program moved the start) are
-    /// moved back to it, within the frame, since xsk-rs can only name a
-    /// frame at its packet address.
-    ///
-    /// The caller must own `desc` (hold its descriptor: see the module
-    /// docs of `port::xsk`).
+    /// The frame (index) and offset in its room of `frame`'s bytes, if
+    /// it is a frame of this UMEM and they lie inside its room.
     #[inline]
-    pub(super) fn tx_desc(&self, desc: FrameDesc) -> Option<xsk_rs::FrameDesc> {
-        if desc.len == 0 {
+    fn locate(&self, frame: &Frame) -> Option<(usize, usize)> {
+        if frame.memory() != self.id {
             return None;
         }
-        let (index, offset) = self.layout.locate(desc)?;
+        self.layout.locate(frame.addr(), frame.len())
+    }
+
+    /// The frame of this UMEM for a descriptor a ring handed back (with
+    /// the packet's length), or `None` if its address is not in the UMEM.
+    ///
+    /// # Safety
+    ///
+    /// The ring must have handed the frame back (the kernel is done with
+    /// it), and no other token for it may exist: true of the receive and
+    /// completion rings, whose frames went to the kernel as descriptors
+    /// (`Frame::into_raw`), and of frames a ring just refused.
+    #[inline]
+    pub(super) unsafe fn frame_from_ring(&self, addr: u64, len: u32) -> Option<Frame> {
+        self.layout.index(addr)?;
+        let desc = FrameDesc {
+            addr,
+            len,
+            memory: self.id,
+        };
+        // SAFETY: the address is inside one frame of this UMEM (checked
+        // above) and by this function's contract the caller owns it.
+        Some(unsafe { Frame::from_raw(desc) })
+    }
+
+    /// The xsk-rs descriptor of `frame`, for the fill ring (which only
+    /// reads its address): `None` if it is not a frame of this UMEM.
+    #[inline]
+    pub(super) fn fill_desc(&self, frame: &Frame) -> Option<xsk_rs::FrameDesc> {
+        if frame.memory() != self.id {
+            return None;
+        }
+        self.templates
+            .get(self.layout.index(frame.addr())?)
+            .copied()
+    }
+
+    /// The xsk-rs descriptor that sends `frame`'s bytes: `None` if they
+    /// are empty, or not a frame of this UMEM, or do not lie inside one
+    /// frame's room. Bytes that start past the packet address (an XDP
+    /// program moved the start) are moved back to it, within the frame,
+    /// since xsk-rs can only name a frame at its packet address.
+    #[inline]
+    pub(super) fn tx_desc(&self, frame: &mut Frame) -> Option<xsk_rs::FrameDesc> {
+        if frame.is_empty() {
+            return None;
+        }
+        let (index, offset) = self.locate(frame)?;
         let mut tx = *self.templates.get(index)?;
-        let len = desc.len as usize;
+        let len = frame.len() as usize;
         // SAFETY: `tx` is this UMEM's own descriptor for frame `index`, so
         // the view lies inside the mapping, within that frame. The caller
-        // owns the frame (it holds the descriptor and is handing it to the
-        // transmit ring), so neither the kernel nor another worker touches
-        // these bytes while the view lives.
+        // holds the frame's token (mutably borrowed here), so neither the
+        // kernel nor another worker touches these bytes while the view
+        // lives.
         let mut data = unsafe { self.umem.data_mut(&mut tx) };
         if offset > 0 {
             let room = data.contents_mut();
@@ -98,11 +140,11 @@ impl UmemCore {
         Some(tx)
     }
 
-    /// The bytes `desc` names, or none if they are not inside one
-    /// frame's room.
+    /// The bytes `frame` names, or none if it is not a frame of this
+    /// UMEM or they are not inside its room.
     #[inline]
-    fn bytes(&self, desc: FrameDesc) -> &[u8] {
-        let Some((index, offset)) = self.layout.locate(desc) else {
+    fn bytes<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
+        let Some((index, offset)) = self.locate(frame) else {
             return &[];
         };
         let Some(template) = self.templates.get(index) else {
@@ -110,10 +152,13 @@ impl UmemCore {
         };
         // SAFETY: `template` is this UMEM's own descriptor for frame
         // `index`, so the view (its room) lies inside the mapping, which
-        // lives as long as `self`. The caller holds `desc`, so by
-        // descriptor ownership nobody writes the frame while it reads.
+        // lives as long as `self`. `frame` is that frame's one token and
+        // is borrowed for as long as the view lives, so nobody can write
+        // the frame meanwhile: not through another token (there is none),
+        // not the kernel (it gets frames only as tokens given up).
         let room = unsafe { self.umem.data(template) }.contents();
-        room.get(offset..offset + desc.len as usize).unwrap_or(&[])
+        room.get(offset..offset + frame.len() as usize)
+            .unwrap_or(&[])
     }
 }
 
@@ -211,6 +256,11 @@ impl SharedUmem {
             .map_err(|e| bad(e.to_string()))?;
         let count = NonZeroU32::new(settings.frame_count)
             .ok_or_else(|| bad("frame_count = 0 must be at least 1".into()))?;
+        let id = MemoryId::next().ok_or_else(|| XskError::Os {
+            target: "UMEM".into(),
+            doing: "naming the frame memory",
+            source: io::Error::other("this process has made 2^32 - 1 frame memories"),
+        })?;
 
         let try_huge = settings.huge_pages && settings.umem_bytes().is_multiple_of(HUGE_PAGE);
         let (created, huge_pages) = match try_huge.then(|| Umem::new(config, count, true)) {
@@ -262,6 +312,7 @@ impl SharedUmem {
             core: Arc::new(UmemCore {
                 umem,
                 layout,
+                id,
                 templates: templates.into_boxed_slice(),
                 fill_ring: settings.fill_ring as usize,
                 huge_pages,
@@ -272,8 +323,7 @@ impl SharedUmem {
     }
 
     /// A handle on the frames for one worker. Handles alias the same
-    /// memory; each touches only frames whose descriptors its worker
-    /// holds.
+    /// memory; each touches only frames whose tokens its worker holds.
     pub fn frames(&self) -> UmemFrames {
         UmemFrames {
             core: Arc::clone(&self.core),
@@ -288,11 +338,37 @@ impl SharedUmem {
     /// calls return pools with room for every frame and no frames in
     /// them.
     pub fn split_pools(&self, workers: usize) -> Vec<FramePool> {
+        let layout = &self.core.layout;
+        let shares = layout.shares(workers);
+        let mut pools: Vec<FramePool> = shares
+            .iter()
+            .map(|_| FramePool::with_capacity(layout.frame_count as usize))
+            .collect();
         if self.pools_given.swap(true, Ordering::AcqRel) {
-            self.core.layout.empty_pools(workers)
-        } else {
-            self.core.layout.split(workers)
+            return pools;
         }
+        for (pool, share) in pools.iter_mut().zip(shares) {
+            // Highest address first: `take` pops from the end, so a
+            // worker starts with its lowest frames.
+            for index in share.rev() {
+                let desc = FrameDesc {
+                    addr: layout.packet_addr(index),
+                    len: 0,
+                    memory: self.core.id,
+                };
+                // SAFETY: `desc` is frame `index`'s packet address in this
+                // UMEM; its frames are handed out here once
+                // (`pools_given`) and no socket has had any of them, so
+                // this is the frame's one token and nobody else touches it.
+                pool.put(unsafe { Frame::from_raw(desc) });
+            }
+        }
+        pools
+    }
+
+    /// The id every frame of this UMEM carries.
+    pub fn id(&self) -> MemoryId {
+        self.core.id
     }
 
     /// Frames in the UMEM.
@@ -333,16 +409,17 @@ impl SharedUmem {
 
 /// One worker's handle on the shared UMEM's frames.
 ///
-/// Several handles alias one memory. That is sound because of descriptor
-/// ownership: a frame is touched only by whoever holds its descriptor —
-/// a worker between receiving it and handing it to a ring or a pool, or
-/// the kernel while it sits on a ring. Passing a descriptor on (to a
-/// ring, a pool, or another worker's queue) passes the right to touch
-/// the frame with it.
+/// Several handles alias one memory. That is sound because frames are
+/// reached through their [`Frame`] tokens, of which there is one per
+/// frame: a frame is touched only by whoever holds its token — a worker
+/// between receiving it and handing it to a ring or a pool — or by the
+/// kernel while it sits on a ring (where it went as a raw descriptor, the
+/// token given up). A view borrows the token, so it ends before the
+/// frame can be passed on.
 ///
-/// Descriptors are packet addresses (see [`SharedUmem::frame_room`]); a
-/// descriptor whose bytes are not wholly inside one frame's room yields
-/// an empty slice.
+/// Frames are named by packet addresses (see [`SharedUmem::frame_room`]);
+/// a frame of another memory, or whose bytes are not wholly inside one
+/// frame's room, yields an empty slice.
 #[derive(Debug)]
 pub struct UmemFrames {
     core: Arc<UmemCore>,
@@ -355,13 +432,13 @@ impl FrameMemory for UmemFrames {
     }
 
     #[inline]
-    fn frame(&self, desc: FrameDesc) -> &[u8] {
-        self.core.bytes(desc)
+    fn frame<'a>(&'a self, frame: &'a Frame) -> &'a [u8] {
+        self.core.bytes(frame)
     }
 
     #[inline]
-    fn frame_mut(&mut self, desc: FrameDesc) -> &mut [u8] {
-        let Some((index, offset)) = self.core.layout.locate(desc) else {
+    fn frame_mut<'a>(&'a mut self, frame: &'a mut Frame) -> &'a mut [u8] {
+        let Some((index, offset)) = self.core.locate(frame) else {
             return &mut [];
         };
         let Some(mut template) = self.core.templates.get(index).copied() else {
@@ -370,12 +447,12 @@ impl FrameMemory for UmemFrames {
         let (ptr, len) = {
             // SAFETY: `template` is this UMEM's own descriptor for frame
             // `index`, so the view (its room) lies inside the mapping. The
-            // caller holds `desc`, so by descriptor ownership neither the
-            // kernel nor another worker touches the frame meanwhile.
+            // caller holds the frame's one token, so neither the kernel
+            // nor another worker touches the frame meanwhile.
             let mut data = unsafe { self.core.umem.data_mut(&mut template) };
             match data
                 .contents_mut()
-                .get_mut(offset..offset + desc.len as usize)
+                .get_mut(offset..offset + frame.len() as usize)
             {
                 Some(bytes) => (bytes.as_mut_ptr(), bytes.len()),
                 None => return &mut [],
@@ -384,9 +461,10 @@ impl FrameMemory for UmemFrames {
         // SAFETY: `ptr` and `len` are the bytes just taken from the
         // frame's mutable view: inside the mapping, which `self.core`
         // keeps alive for as long as the returned borrow of `self` lasts.
-        // The view is gone, and by descriptor ownership nothing else
-        // reads or writes these bytes until the caller passes `desc` on,
-        // which it cannot do through this handle while the borrow lives.
+        // The view is gone, and nothing else reads or writes these bytes
+        // while the returned slice lives: it borrows the frame's one
+        // token mutably, so no other view of the frame can be made and
+        // the frame cannot be passed on (to a ring, a pool, a worker).
         unsafe { std::slice::from_raw_parts_mut(ptr, len) }
     }
 }
