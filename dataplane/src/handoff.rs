@@ -157,12 +157,18 @@ struct FrameExchange {
 }
 
 impl FrameExchange {
-    /// At twice its share or more a worker parks the excess; below half its
-    /// share it takes spares up to its share. The wide band keeps the
-    /// shared queue out of the common case.
+    /// A worker holding more than its share parks the excess; below half
+    /// its share it takes spares up to its share. Frames on a worker's
+    /// rings come out of its share, so a worker that keeps what it is
+    /// dealt never reaches the top of the band, and the shared queue stays
+    /// out of the common case; a worker that gains frames (handed over to
+    /// it, sent from its rings, back in its pool) gives them up as soon as
+    /// it holds more than its share. (A higher mark would starve a worker
+    /// whose queues get the traffic: with two workers, at twice the share
+    /// the other's pool would have to hold every frame.)
     fn balance(&self, pool: &mut FramePool) {
         let len = pool.len();
-        if self.share > 0 && len >= self.share * 2 {
+        if self.share > 0 && len > self.share {
             for _ in self.share..len {
                 let Some(frame) = pool.take() else { break };
                 if let Err(frame) = self.spare.push(frame) {
@@ -307,10 +313,38 @@ mod tests {
         assert_eq!(set[1].spare_frames(), 0);
         // Within the band nothing moves.
         let mut fine = FramePool::with_capacity(16);
-        for _ in 0..6 {
+        for _ in 0..4 {
             fine.put(poor.take().unwrap());
         }
         set[1].balance(&mut fine);
-        assert_eq!(fine.len(), 6);
+        assert_eq!(fine.len(), 4, "half the share");
+        for _ in 0..4 {
+            fine.put(rich.take().unwrap());
+        }
+        set[1].balance(&mut fine);
+        assert_eq!(fine.len(), 8, "the share");
+        fine.put(rich.take().unwrap());
+        set[1].balance(&mut fine);
+        assert_eq!(fine.len(), 8, "one more is parked");
+        assert_eq!(set[1].spare_frames(), 1);
+    }
+
+    #[test]
+    fn with_two_workers_a_pool_that_gained_frames_parks_them() {
+        let mut memory = MemoryFrames::new(16, 64);
+        let set = Handoff::set(2, 4, 16);
+        let mut gained = memory.pool();
+        // The other worker's rings hold four frames: this one cannot hold
+        // all sixteen, and still must give the excess back.
+        let in_rings: Vec<Frame> = (0..4).map(|_| gained.take().unwrap()).collect();
+        set[1].balance(&mut gained);
+        assert_eq!(gained.len(), 8);
+        assert_eq!(set[1].spare_frames(), 4);
+        let mut starved = FramePool::with_capacity(16);
+        set[0].balance(&mut starved);
+        assert_eq!(starved.len(), 4);
+        for frame in in_rings {
+            starved.put(frame);
+        }
     }
 }

@@ -573,6 +573,62 @@ mod tests {
         assert_eq!(held + free + spare, 256);
     }
 
+    /// Traffic that all arrives on one worker's queues, half of it for the
+    /// other worker, moves frames to the other worker's pool; the spare
+    /// queue must bring them back, or the receiving worker runs dry.
+    #[test]
+    fn one_sided_traffic_does_not_starve_the_receiving_worker() {
+        let snapshot = demo_snapshot();
+        let mut memory = MemoryFrames::new(128, 2048);
+        let pools = memory.split_pools(2);
+        let handoffs = Handoff::set(2, 64, 128);
+        let mut workers: Vec<Worker> = pools
+            .into_iter()
+            .zip(handoffs)
+            .map(|(pool, h)| {
+                Worker::new(FlowTable::new(4096, FlowTimeouts::default()), pool, 2, 16)
+                    .with_handoff(h)
+            })
+            .collect();
+        let mut ports: Vec<Vec<MemoryPort>> = (0..2)
+            .map(|_| vec![MemoryPort::new("c", 8), MemoryPort::new("b", 8)])
+            .collect();
+        let mut kernel = CountingKernelPath::default();
+        let vip: SocketAddr = "198.18.100.10:53".parse().unwrap();
+        let mut out = Vec::new();
+        let mut sent = 0;
+        for round in 0..200u16 {
+            for (w, worker) in workers.iter_mut().enumerate() {
+                worker.poll(&mut ports[w], &mut memory, &snapshot, &mut kernel, 1);
+            }
+            for i in 0..8 {
+                let client = SocketAddr::new("198.18.0.2".parse().unwrap(), 1024 + round * 8 + i);
+                let frame = FrameBuilder::udp(client, vip)
+                    .macs(CLIENT, GW_CLIENT)
+                    .build();
+                assert!(
+                    ports[0][0].inject(&mut memory, &frame),
+                    "worker 0 has no free frame in round {round}"
+                );
+            }
+            for (w, worker) in workers.iter_mut().enumerate() {
+                worker.poll(&mut ports[w], &mut memory, &snapshot, &mut kernel, 1);
+            }
+            for worker_ports in ports.iter_mut() {
+                sent += worker_ports[1].take_transmitted(&memory, &mut out);
+            }
+        }
+        // The last round's hand-overs leave on the next poll.
+        for (w, worker) in workers.iter_mut().enumerate() {
+            worker.poll(&mut ports[w], &mut memory, &snapshot, &mut kernel, 1);
+        }
+        for worker_ports in ports.iter_mut() {
+            sent += worker_ports[1].take_transmitted(&memory, &mut out);
+        }
+        assert_eq!(sent, 1600);
+        assert!(workers[1].counters().handed_in.load(Ordering::Relaxed) > 400);
+    }
+
     /// The owner of a handed frame processes it with the parse and hash
     /// it came with: a frame whose bytes would not parse is forwarded as
     /// its carried parse says.
