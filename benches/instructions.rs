@@ -19,6 +19,17 @@
 //! builds a Maglev table of that size for 100 backends (`builds` times,
 //! default 10) inside `measured_maglev_builds`, for the same treatment.
 //!
+//! ```text
+//! instructions workers <count> <established|new> <services> [steps] [connections]
+//! ```
+//!
+//! runs whole workers (`Worker::poll` over in-memory ports, with the
+//! hand-over between them when `count` is 2 or more): each step puts a
+//! batch on every worker's client port, untimed, then polls every worker
+//! once inside `measured_polls`. With two workers about half of each
+//! worker's frames belong to the other. Each worker's table holds
+//! `2 × connections`, so new flows do not evict.
+//!
 //! It also prints the wall time per packet (or build) it saw (meaningful only when
 //! not under valgrind). `scripts/instructions.sh` runs every case under
 //! callgrind and prints instructions per packet; `cargo bench` runs this
@@ -32,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use flowgate_dataplane::table::{MaglevBackend, MaglevTable};
 
+use support::workers::Workers;
 use support::{Gateway, World, BATCH, CONNECTIONS};
 
 /// Batches per `measured_batches` call (frame memory holds this many).
@@ -87,6 +99,94 @@ fn measured_batches(world: &mut World, batches: usize) {
     for batch in 0..batches {
         world.process(batch);
     }
+}
+
+/// The measured part of the worker cases: one poll of every worker.
+#[inline(never)]
+fn measured_polls(workers: &mut Workers) {
+    workers.poll_all();
+}
+
+/// `instructions workers <count> <established|new> <services> [steps] [connections]`.
+fn workers(args: &[String]) -> ExitCode {
+    let count = args
+        .get(1)
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    let new = match args.get(2).map(String::as_str) {
+        Some("established") => Some(false),
+        Some("new") => Some(true),
+        _ => None,
+    };
+    let services = args
+        .get(3)
+        .and_then(|s| s.parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    let steps = match args.get(4) {
+        Some(b) => b.parse::<usize>().ok(),
+        None => Some(1_000),
+    };
+    let connections = match args.get(5) {
+        Some(c) => c.parse::<u64>().ok().filter(|&c| c > 0),
+        None => Some(CONNECTIONS),
+    };
+    let (Some(count), Some(new), Some(services), Some(steps), Some(connections)) =
+        (count, new, services, steps, connections)
+    else {
+        eprintln!(
+            "usage: instructions workers <count> <established|new> <services> [steps] [connections]"
+        );
+        return ExitCode::FAILURE;
+    };
+    let setup = Instant::now();
+    let gateway = Gateway::new(services);
+    let mut w = Workers::new(&gateway, count, 2 * connections as usize);
+    w.establish(connections);
+    let step = |w: &mut Workers, measure: bool| {
+        if new {
+            w.load_new();
+        } else {
+            w.load_established();
+        }
+        let start = Instant::now();
+        if measure {
+            measured_polls(w);
+        } else {
+            w.poll_all();
+        }
+        let time = start.elapsed();
+        w.drain();
+        time
+    };
+    for _ in 0..WARM_UP_BATCHES {
+        step(&mut w, false);
+    }
+    // Frames handed to a worker polled earlier in a round wait for the
+    // next: finish them outside the measured steps, before and after.
+    w.poll_all();
+    w.drain();
+    let setup = setup.elapsed();
+    let (forwarded, hits, created, handed) =
+        (w.forwarded(), w.flow_hits(), w.new_flows(), w.handed_over());
+    let time: Duration = (0..steps).map(|_| step(&mut w, true)).sum();
+    w.poll_all();
+    w.drain();
+    let packets = (steps * BATCH * count) as u64;
+    assert_eq!(w.forwarded() - forwarded, packets, "not all forwarded");
+    if new {
+        assert_eq!(w.new_flows() - created, packets);
+    } else {
+        assert_eq!(w.flow_hits() - hits, packets);
+    }
+    let handed = w.handed_over() - handed;
+    println!(
+        "mode=workers count={count} new={new} services={services} connections={connections} \
+         packets={packets} handed_over={handed} setup_s={:.1} wall_ns_per_packet={:.1} table_len={}",
+        setup.as_secs_f64(),
+        time.as_nanos() as f64 / packets as f64,
+        w.connections(),
+    );
+    ExitCode::SUCCESS
 }
 
 /// The measured part of the Maglev case: `builds` table builds.
@@ -146,8 +246,10 @@ fn run(world: &mut World, mode: Mode, batches: usize, measure: bool) -> Duration
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("maglev") {
-        return maglev(&args);
+    match args.first().map(String::as_str) {
+        Some("maglev") => return maglev(&args),
+        Some("workers") => return workers(&args),
+        _ => {}
     }
     let mode = args.first().and_then(|m| Mode::from_name(m));
     let services = args.get(1).and_then(|s| s.parse::<usize>().ok());
@@ -168,7 +270,9 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         eprintln!(
-            "usage: instructions <established|new-full|new-half> <services> [batches] [connections]"
+            "usage: instructions <established|new-full|new-half> <services> [batches] [connections]\n\
+             \x20      instructions workers <count> <established|new> <services> [steps] [connections]\n\
+             \x20      instructions maglev <table size> [builds]"
         );
         return ExitCode::FAILURE;
     };

@@ -1,32 +1,46 @@
 #!/usr/bin/env bash
-# Instructions per packet of the core pipeline, counted by callgrind.
+# Instructions per packet of the core pipeline and of whole workers,
+# counted by callgrind.
 #
 # Wall time on shared 2-core machines is noisy; instruction counts are not.
-# For each case this runs benches/instructions.rs under callgrind with
-# collection only inside `measured_batches` (the batches through
-# Pipeline::process_batch; setup and frame stamping are not counted), then
-# prints instructions per packet and, per source file, where they go.
+# For each pipeline case this runs benches/instructions.rs under callgrind
+# with collection only inside `measured_batches` (the batches through
+# Pipeline::process_batch; setup and frame stamping are not counted). For
+# each worker case it collects inside `measured_polls`: one poll of every
+# worker (Worker::poll over in-memory ports: rings, pipeline, hand-over
+# between workers, transmit, expiry sweep) after a batch of 64 frames was
+# put on every worker's client port, untimed. With two workers about half
+# of each worker's frames belong to the other. It prints instructions per
+# packet and, per source file, where they go.
 #
-#   scripts/instructions.sh                 # every case: 3 modes x 3 service counts
-#   MODES=established SERVICES=1 scripts/instructions.sh
+#   scripts/instructions.sh                 # every case: 3 modes x 3 service counts, workers
+#   MODES=established SERVICES=1 WORKERS= scripts/instructions.sh
+#   MODES= WORKERS=2 WORKER_MODES=established scripts/instructions.sh
 #   CACHE_SIM=1 scripts/instructions.sh     # also count data-cache misses
 #
 # Settings (environment): MODES ("established new-full new-half"),
-# SERVICES ("1 1000 100000"), BATCHES (1000 batches of 64 packets),
+# SERVICES ("1 1000 100000"), WORKERS ("1 2": worker counts of the worker
+# cases; empty skips them), WORKER_MODES ("established new"),
+# WORKER_SERVICES ("1"), BATCHES (1000 batches of 64 packets, or steps of a
+# batch per worker),
 # TOP (15 lines of breakdown per case), CACHE_SIM (0; 1 simulates a 48 KiB
 # L1d and, as "L2", a 2 MiB last level: misses there go to L3 or DRAM),
 # REPORT_ONLY (0; 1 reports on the output files of an earlier run, with
 # the same BATCHES and CACHE_SIM), MAGLEV (1: also count the instructions
 # of a Maglev table build of 65 537 and 655 373 slots; 0 skips it).
-# Output files: $CARGO_TARGET_DIR/callgrind/<mode>-<services>.{out,log};
+# Output files: $CARGO_TARGET_DIR/callgrind/<mode>-<services>.{out,log} and
+# workers<n>-<mode>-<services>.{out,log};
 # open one with `callgrind_annotate --auto=yes FILE` for line-level detail.
 # Takes one to three minutes per case (the setup fills 1 000 000
 # connections under valgrind; CACHE_SIM=1 is the slower end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MODES=${MODES:-"established new-full new-half"}
+MODES=${MODES-"established new-full new-half"}
 SERVICES=${SERVICES:-"1 1000 100000"}
+WORKERS=${WORKERS-"1 2"}
+WORKER_MODES=${WORKER_MODES:-"established new"}
+WORKER_SERVICES=${WORKER_SERVICES:-"1"}
 BATCHES=${BATCHES:-1000}
 TOP=${TOP:-15}
 CACHE_SIM=${CACHE_SIM:-0}
@@ -72,6 +86,28 @@ for mode in $MODES; do
   done
 done
 
+# Worker cases: packets are steps x 64 x workers.
+for workers in $WORKERS; do
+  for mode in $WORKER_MODES; do
+    for services in $WORKER_SERVICES; do
+      base="$OUT/workers$workers-$mode-$services"
+      [ "$REPORT_ONLY" = 1 ] || valgrind --tool=callgrind --callgrind-out-file="$base.out" \
+        --collect-atstart=no --toggle-collect='*measured_polls*' "${cache_flags[@]}" \
+        "$exe" workers "$workers" "$mode" "$services" "$BATCHES" >"$base.log" 2>&1 ||
+        { echo "callgrind failed for $workers workers $mode $services: see $base.log" >&2; exit 1; }
+      read -r -a sum < <(sed -n 's/^summary: //p' "$base.out")
+      wpackets=$((packets * workers))
+      printf '%-12s %9s %10.1f' "w$workers-$mode" "$services" \
+        "$(python3 -c "print((${sum[0]}) / $wpackets)")"
+      if [ "$CACHE_SIM" = 1 ]; then
+        printf ' %10.2f %10.2f' "$(python3 -c "print((${sum[4]} + ${sum[5]}) / $wpackets)")" \
+          "$(python3 -c "print((${sum[7]} + ${sum[8]}) / $wpackets)")"
+      fi
+      printf '\n'
+    done
+  done
+done
+
 if [ "$MAGLEV" = 1 ]; then
   # Maglev table builds for 100 backends: instructions per build.
   for spec in "65537 5" "655373 1"; do
@@ -87,13 +123,27 @@ if [ "$MAGLEV" = 1 ]; then
   done
 fi
 
+cases=()
+for mode in $MODES; do
+  for services in $SERVICES; do
+    cases+=("$mode-$services:$packets:$mode, $services services")
+  done
+done
+for workers in $WORKERS; do
+  for mode in $WORKER_MODES; do
+    for services in $WORKER_SERVICES; do
+      cases+=("workers$workers-$mode-$services:$((packets * workers)):$workers workers, $mode, $services services")
+    done
+  done
+done
+
 echo
 echo "Where the instructions go (self cost per packet, by source file; std"
 echo "code is named by the function it was inlined into):"
-for mode in $MODES; do
-  for services in $SERVICES; do
-    echo "-- $mode, $services services"
-    callgrind_annotate --auto=no --show=Ir --threshold=100 "$OUT/$mode-$services.out" 2>/dev/null |
+for case in "${cases[@]}"; do
+    IFS=: read -r name case_packets title <<<"$case"
+    echo "-- $title"
+    callgrind_annotate --auto=no --show=Ir --threshold=100 "$OUT/$name.out" 2>/dev/null |
       sed -n '/file:function/,$p' | tail -n +3 |
       python3 -c '
 import re, sys, collections
@@ -109,7 +159,7 @@ for line in sys.stdin:
     elif "benches/" in path:
         key = "benches/" + path.split("benches/")[1]
     else:
-        crate = re.search(r"/(xxhash-rust|hashbrown)[^/]*/", path)
+        crate = re.search(r"/(xxhash-rust|hashbrown|crossbeam[a-z-]*)[^/]*/", path)
         lib = re.search(r"/library/(?:core|alloc|std)/src/(.*)", path)
         where = lib[1] if lib else path
         caller = func.split("::")[-1]
@@ -117,6 +167,5 @@ for line in sys.stdin:
     cost[key] += ir
 for key, ir in cost.most_common(top):
     print(f"   {ir / packets:8.1f}  {key}")
-' "$packets" "$TOP"
-  done
+' "$case_packets" "$TOP"
 done

@@ -10,6 +10,8 @@
 //! 198.19.128.0/18, backends in 198.19.1.0/24.
 #![allow(dead_code)] // each bench binary uses its own part
 
+pub mod workers;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
