@@ -1,6 +1,7 @@
 //! The control thread's state: the running config, and the one path every
-//! change takes — build the whole next config, validate it in full, and only
-//! then hand it to the data plane. All or nothing.
+//! change takes — build the whole next config, validate it in full, check
+//! that the data plane's kernel side can hold it, and only then hand it to
+//! the data plane. All or nothing.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -155,6 +156,10 @@ impl ControlState {
 
     /// Makes a validated `next` the running config. `origin` is set when
     /// `next` is a whole file (apply, reload) rather than an edit.
+    ///
+    /// Before anything is reported or applied, the data plane checks that
+    /// its kernel side can hold `next` (the XDP maps' sizes): a change it
+    /// cannot take is invalid, like a change that breaks a rule.
     fn change(
         &mut self,
         next: Config,
@@ -171,6 +176,9 @@ impl ControlState {
         if !restart.is_empty() {
             return Err(restart_required(&restart));
         }
+        self.dataplane
+            .check(&next)
+            .map_err(|e| ApiError::with_problems(ErrorCode::Invalid, e.problems("the change")))?;
         if dry_run || diff.is_empty() {
             if !dry_run {
                 // Nothing to compile, but the new order or origin is kept.
@@ -181,26 +189,32 @@ impl ControlState {
                 applied: false,
                 dry_run,
                 diff,
+                warnings: Vec::new(),
             });
         }
-        let generation = self.dataplane.apply(&next).map_err(|reason| {
-            ApiError::new(
+        let applied = self.dataplane.apply(&next).map_err(|e| ApiError {
+            generation: Some(e.generation),
+            ..ApiError::new(
                 ErrorCode::ApplyFailed,
-                format!("the data plane could not apply the change: {reason}; the old rules keep running"),
+                format!("the data plane could not apply the change: {e}"),
             )
         })?;
         self.commit(next, origin);
         tracing::info!(
-            generation,
+            generation = applied.generation,
             changes = diff.change_count(),
             origin = %self.origin,
             "rules changed"
         );
+        for warning in &applied.warnings {
+            tracing::warn!(generation = applied.generation, "{warning}");
+        }
         Ok(ChangeReport {
-            generation,
+            generation: applied.generation,
             applied: true,
             dry_run: false,
             diff,
+            warnings: applied.warnings,
         })
     }
 
@@ -282,6 +296,7 @@ fn restart_required(sections: &[&str]) -> ApiError {
         code: ErrorCode::RestartRequired,
         message,
         problems: named,
+        generation: None,
     }
 }
 
