@@ -624,7 +624,7 @@ port = 8080
             std::fs::write(&file, as_text(&edits)).unwrap();
             let shared = Mutex::new(state);
             let e = reload(&shared, &file).unwrap_err();
-            assert_eq!(e.problems, [change.clone()]);
+            assert_eq!(e.problems, std::slice::from_ref(&change));
             state = shared.into_inner().unwrap();
             // A data plane asked to apply it anyway refuses it too.
             let next = rules::load_file(&file).unwrap();
