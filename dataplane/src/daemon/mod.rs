@@ -1,13 +1,14 @@
 //! `flowgate run`: the gateway daemon.
 //!
 //! Start-up, in order, each step failing with one clear line and undoing
-//! the steps before it: load the config; check every interface (exists,
-//! MAC as configured, enough queues); attach our XDP program to each;
-//! create the shared UMEM and, per worker, one AF_XDP socket per
-//! interface on the worker's queue, each registered in that interface's
-//! XSKMAP; read the kernel's neighbour table; build and publish the first
-//! snapshot and program the filters; start the pinned workers; serve the
-//! control socket and, if configured, the metrics endpoint.
+//! the steps before it: load the config and check that the XDP maps can
+//! hold its rules; check every interface (exists, MAC as configured,
+//! enough queues); attach our XDP program to each; create the shared UMEM
+//! and, per worker, one AF_XDP socket per interface on the worker's queue,
+//! each registered in that interface's XSKMAP; read the kernel's neighbour
+//! table; build the first snapshot, program the filters with its keys and
+//! publish it; start the pinned workers; serve the control socket and, if
+//! configured, the metrics endpoint.
 //!
 //! Then the main thread, off the worker cores, loops: signals (SIGHUP
 //! reloads, SIGINT/SIGTERM stop), neighbour changes, resolution of

@@ -58,7 +58,7 @@ pub use counters::XdpCounters;
 #[cfg(feature = "daemon")]
 pub use error::XdpError;
 #[cfg(feature = "daemon")]
-pub use filter::{Widening, XdpFilter, XdpMode};
+pub use filter::{KeyDrift, Widening, XdpFilter, XdpMode};
 #[cfg(feature = "daemon")]
 pub use maps::{read_attached_maps, XdpMapKeys};
 
