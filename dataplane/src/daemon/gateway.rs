@@ -107,7 +107,9 @@ impl Gateway {
         self.lock().config.clone()
     }
 
-    /// Whether the XDP maps can hold `config`'s rules.
+    /// Whether the XDP maps can hold `config`'s rules: the sizes of
+    /// [`XdpCapacity::PROGRAM`], which [`XdpFilter::attach`] made sure the
+    /// kernel gave every filter.
     pub fn check(&self, config: &Config) -> Result<(), CapacityError> {
         XdpCapacity::PROGRAM.check(config)
     }
@@ -126,7 +128,7 @@ impl Gateway {
         }
         let previous = std::mem::replace(&mut inner.config, config);
         match self.rebuild(&mut inner) {
-            Ok(generation) => Ok(generation),
+            Ok(applied) => Ok(applied),
             Err(e) => {
                 inner.config = previous;
                 Err(e)
