@@ -531,31 +531,26 @@ port = 8080
     }
 
     /// RULES as a file with `edits` made: the same change as a whole
-    /// config.
+    /// config. Backends are added to `web`, the last service of RULES, so
+    /// they come before any new service.
     fn as_text(edits: &[Edit]) -> String {
         let mut text = RULES.to_owned();
         for edit in edits {
+            if let Edit::BackendAdd(b) = edit {
+                text.push_str(&format!(
+                    "[[services.backends]]\naddress = \"{}\"\nport = 8080\n",
+                    b.backend.address
+                ));
+            }
+        }
+        for edit in edits {
             match edit {
+                Edit::BackendAdd(_) => {}
                 Edit::ServiceAdd(s) => text.push_str(&format!(
                     "[[services]]\nname = \"{}\"\nprotocol = \"tcp\"\nvip = \"{}\"\nport = {}\n\
                      [[services.backends]]\naddress = \"198.18.1.11\"\nport = 8080\n",
                     s.name, s.vip, s.port
                 )),
-                // Backends of `web`, the first service: before the others.
-                Edit::BackendAdd(b) => {
-                    let at = text.find("[[services]]\nname").map_or(text.len(), |first| {
-                        text[first + 1..]
-                            .find("[[services]]")
-                            .map_or(text.len(), |next| first + 1 + next)
-                    });
-                    text.insert_str(
-                        at,
-                        &format!(
-                            "[[services.backends]]\naddress = \"{}\"\nport = 8080\n",
-                            b.backend.address
-                        ),
-                    );
-                }
                 other => panic!("{other:?}"),
             }
         }
