@@ -186,46 +186,7 @@ impl XdpFilter {
         }
         let mut ebpf = loader.load(OBJECT).map_err(|e| XdpError::from_load(&e))?;
 
-        let services = KeySet::new(
-            take_map(&mut ebpf, map::SERVICES)?,
-            map::SERVICES,
-            key_bytes,
-            key_of_bytes,
-        );
-        let reply_sources = KeySet::new(
-            take_map(&mut ebpf, map::REPLY_SOURCES)?,
-            map::REPLY_SOURCES,
-            key_bytes,
-            key_of_bytes,
-        );
-        let vip_addresses = KeySet::new(
-            take_map(&mut ebpf, map::VIP_ADDRESSES)?,
-            map::VIP_ADDRESSES,
-            |address| *address,
-            |address| *address,
-        );
-        let local_addresses = KeySet::new(
-            take_map(&mut ebpf, map::LOCAL_ADDRESSES)?,
-            map::LOCAL_ADDRESSES,
-            |address| *address,
-            |address| *address,
-        );
-        // What the kernel made, not what was asked: rules are checked
-        // against `capacity`, so the two must agree.
-        let made = [
-            services.capacity()?,
-            reply_sources.capacity()?,
-            vip_addresses.capacity()?,
-            local_addresses.capacity()?,
-        ];
-        for (&(name, asked), made) in sizes.iter().zip(made) {
-            if made != asked {
-                return Err(XdpError::Other(format!(
-                    "map {name} of the loaded XDP program holds {made} keys, \
-                     not the {asked} rules are checked against"
-                )));
-            }
-        }
+        let sets = KeySets::take(&mut ebpf, &sizes)?;
         let sockets = take_map(&mut ebpf, map::SOCKETS)?;
         let config = take_map(&mut ebpf, map::CONFIG)?;
         let counters = take_map(&mut ebpf, map::COUNTERS)?;
@@ -250,10 +211,10 @@ impl XdpFilter {
             capacity,
             link: Some(xdp_link),
             sockets,
-            services,
-            reply_sources,
-            vip_addresses,
-            local_addresses,
+            services: sets.services,
+            reply_sources: sets.reply_sources,
+            vip_addresses: sets.vip_addresses,
+            local_addresses: sets.local_addresses,
             config,
             counters,
             _ebpf: ebpf,
@@ -529,6 +490,63 @@ where
         .take_map(name)
         .ok_or_else(|| XdpError::Other(format!("the XDP object has no map {name}")))?;
     T::try_from(map).map_err(|e| map_error(&format!("opening map {name}"), e))
+}
+
+/// The program's hash maps used as sets of keys.
+struct KeySets {
+    services: KeySet<TrafficKey, [u8; KEY_LEN]>,
+    reply_sources: KeySet<TrafficKey, [u8; KEY_LEN]>,
+    vip_addresses: KeySet<[u8; 16], [u8; 16]>,
+    local_addresses: KeySet<[u8; 16], [u8; 16]>,
+}
+
+impl KeySets {
+    /// Takes the sets' maps out of the loaded `ebpf`, and checks that the
+    /// kernel made each the size [`map_sizes`] asked for: rules are
+    /// checked against those sizes, so the two must agree.
+    fn take(ebpf: &mut Ebpf, sizes: &[(&'static str, u32); 4]) -> Result<KeySets, XdpError> {
+        let sets = KeySets {
+            services: KeySet::new(
+                take_map(ebpf, map::SERVICES)?,
+                map::SERVICES,
+                key_bytes,
+                key_of_bytes,
+            ),
+            reply_sources: KeySet::new(
+                take_map(ebpf, map::REPLY_SOURCES)?,
+                map::REPLY_SOURCES,
+                key_bytes,
+                key_of_bytes,
+            ),
+            vip_addresses: KeySet::new(
+                take_map(ebpf, map::VIP_ADDRESSES)?,
+                map::VIP_ADDRESSES,
+                |address| *address,
+                |address| *address,
+            ),
+            local_addresses: KeySet::new(
+                take_map(ebpf, map::LOCAL_ADDRESSES)?,
+                map::LOCAL_ADDRESSES,
+                |address| *address,
+                |address| *address,
+            ),
+        };
+        let made = [
+            sets.services.capacity()?,
+            sets.reply_sources.capacity()?,
+            sets.vip_addresses.capacity()?,
+            sets.local_addresses.capacity()?,
+        ];
+        for (&(name, asked), made) in sizes.iter().zip(made) {
+            if made != asked {
+                return Err(XdpError::Other(format!(
+                    "map {name} of the loaded XDP program holds {made} keys, \
+                     not the {asked} rules are checked against"
+                )));
+            }
+        }
+        Ok(sets)
+    }
 }
 
 /// The maps sized from a capacity, with their sizes, in the order
