@@ -25,5 +25,4 @@ pub mod table;
 pub mod testnet;
 pub mod wire;
 pub mod worker;
-#[cfg(feature = "daemon")]
 pub mod xdp;

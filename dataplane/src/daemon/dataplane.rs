@@ -12,12 +12,13 @@ use crossbeam::channel::Sender;
 use super::gateway::Gateway;
 use super::worker_thread::WorkerQuery;
 use crate::control::{
-    BackendStats, Dataplane, FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport,
-    TrafficCounters, WorkerInfo, WorkerStats,
+    Applied, ApplyError, BackendStats, Dataplane, FlowEntry, InterfaceInfo, ServiceStats,
+    StatsReport, StatusReport, TrafficCounters, WorkerInfo, WorkerStats,
 };
 use crate::metrics::{MetricsCollector, MetricsSample, RingStats};
 use crate::rules::Config;
 use crate::table::Snapshot;
+use crate::xdp::CapacityError;
 
 /// How long `flows` waits for each worker's answer.
 const FLOWS_TIMEOUT: Duration = Duration::from_secs(1);
@@ -77,7 +78,11 @@ impl DaemonDataplane {
 }
 
 impl Dataplane for DaemonDataplane {
-    fn apply(&self, config: &Config) -> Result<u64, String> {
+    fn check(&self, config: &Config) -> Result<(), CapacityError> {
+        self.gateway.check(config)
+    }
+
+    fn apply(&self, config: &Config) -> Result<Applied, ApplyError> {
         // The control state has already refused changes to restart-only
         // sections ([daemon], [[interfaces]], [flows]).
         self.gateway.apply(config.clone())

@@ -1,13 +1,14 @@
 //! `flowgate run`: the gateway daemon.
 //!
 //! Start-up, in order, each step failing with one clear line and undoing
-//! the steps before it: load the config; check every interface (exists,
-//! MAC as configured, enough queues); attach our XDP program to each;
-//! create the shared UMEM and, per worker, one AF_XDP socket per
-//! interface on the worker's queue, each registered in that interface's
-//! XSKMAP; read the kernel's neighbour table; build and publish the first
-//! snapshot and program the filters; start the pinned workers; serve the
-//! control socket and, if configured, the metrics endpoint.
+//! the steps before it: load the config and check that the XDP maps can
+//! hold its rules; check every interface (exists, MAC as configured,
+//! enough queues); attach our XDP program to each; create the shared UMEM
+//! and, per worker, one AF_XDP socket per interface on the worker's queue,
+//! each registered in that interface's XSKMAP; read the kernel's neighbour
+//! table; build the first snapshot, program the filters with its keys and
+//! publish it; start the pinned workers; serve the control socket and, if
+//! configured, the metrics endpoint.
 //!
 //! Then the main thread, off the worker cores, loops: signals (SIGHUP
 //! reloads, SIGINT/SIGTERM stop), neighbour changes, resolution of
@@ -44,7 +45,7 @@ use crate::neigh::{self, NeighbourChange, NeighbourWatcher};
 use crate::port::xsk::{BindMode, SharedUmem, XskPort, XskSettings};
 use crate::rules::{self, BindModeSetting, Config, XdpModeSetting};
 use crate::worker::Worker;
-use crate::xdp::{XdpFilter, XdpMode};
+use crate::xdp::{XdpCapacity, XdpFilter, XdpMode};
 use dataplane::{queue_name, DaemonDataplane, WorkerView};
 use worker_thread::{PortObserver, WorkerExit, WorkerHandle, WorkerSetup};
 
@@ -71,6 +72,7 @@ pub struct RunOptions {
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
     let config = rules::load_file(&options.config)?;
+    check_capacity(&options.config, &config)?;
     // `--cores` overrides the file for this run only: the control state
     // keeps the file's [daemon], so reloading the unchanged file is not
     // mistaken for a change that needs a restart.
@@ -90,6 +92,19 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
     let result = daemon.serve(&signals, options);
     daemon.stop();
     result
+}
+
+/// Refuses, before anything is set up, rules the XDP program's maps cannot
+/// hold.
+fn check_capacity(path: &std::path::Path, config: &Config) -> Result<(), DaemonError> {
+    XdpCapacity::PROGRAM.check(config).map_err(|e| {
+        let problems: Vec<String> = e
+            .problems("the config")
+            .into_iter()
+            .map(|p| format!("{}: {p}", path.display()))
+            .collect();
+        DaemonError::TooLarge(problems.join("\n"))
+    })
 }
 
 /// Starts logging to stderr as `[daemon]` says (`RUST_LOG` overrides).
