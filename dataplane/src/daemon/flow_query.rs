@@ -35,9 +35,10 @@ use crate::flow::{ExportCursor, FlowFilter, FlowRecord, FlowRecords, FlowTable};
 /// Records a query's buffer holds: the most a worker copies for one
 /// round trip.
 pub const CHUNK_RECORDS: usize = 1024;
-/// Record positions a worker looks at per poll for a listing. At 88 bytes
-/// a record, a step reads 88 KiB of the table in order.
-pub const SCAN_PER_POLL: usize = 1024;
+/// Record positions a worker looks at per poll for a listing, so also the
+/// most it copies: a step reads 22 KiB of the table in order and writes at
+/// most 18 KiB of records (a few microseconds; docs/benchmarks.md).
+pub const SCAN_PER_POLL: usize = 128;
 /// Queries one worker may have outstanding (sent, not yet taken back): a
 /// listing's own, and one a listing before it gave up on.
 pub const IN_FLIGHT: usize = 2;
@@ -353,7 +354,7 @@ mod tests {
 
     #[test]
     fn a_step_looks_at_no_more_than_its_budget_and_copies_no_more_than_a_chunk() {
-        let flows = table(4_000, 4_096);
+        let flows = table(8_000, 8_192);
         let (mut client, mut server) = flow_queries();
         let vip11 = FlowFilter::To {
             protocol: 6,
@@ -361,17 +362,21 @@ mod tests {
             port: 80,
         };
         let ticket = client.start(vip11, 100_000).unwrap();
-        server.serve(&flows);
-        let query = server.current.as_ref().unwrap();
-        assert_eq!(query.ticket, ticket);
-        assert_eq!(query.cursor.position(), SCAN_PER_POLL);
-        assert_eq!(query.records.len(), SCAN_PER_POLL / 2, "every other one");
-        assert!(client.to_control.is_empty());
+        // Every other connection matches: a chunk fills in this many steps.
+        let steps = 2 * CHUNK_RECORDS / SCAN_PER_POLL;
+        for step in 1..steps {
+            server.serve(&flows);
+            let query = server.current.as_ref().unwrap();
+            assert_eq!(query.ticket, ticket);
+            assert_eq!(query.cursor.position(), step * SCAN_PER_POLL);
+            assert_eq!(query.records.len(), step * SCAN_PER_POLL / 2);
+            assert!(client.to_control.is_empty(), "not full yet");
+        }
         server.serve(&flows);
         // The buffer is full now: it went back to the control side.
         assert!(server.current.is_none());
         let answer = client.to_control.pop().unwrap();
-        assert_eq!(answer.cursor.position(), 2 * SCAN_PER_POLL);
+        assert_eq!(answer.cursor.position(), steps * SCAN_PER_POLL);
         assert_eq!(answer.records.len(), CHUNK_RECORDS);
         assert_eq!(answer.records.capacity(), CHUNK_RECORDS);
     }
