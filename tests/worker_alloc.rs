@@ -24,7 +24,7 @@ use flowgate_dataplane::flow::{FlowFilter, FlowTable, FlowTimeouts};
 use flowgate_dataplane::table::Snapshot;
 
 use support::{gateway_config, Gateway, World};
-use worker_lab::{service_filter, Lister, WorkerLab, BATCH};
+use worker_lab::{service_filter, Lister, Listing, WorkerLab, BATCH};
 
 /// The system allocator, counting the calls of threads that ask it to.
 struct Counting;
@@ -152,7 +152,7 @@ fn a_turn_allocates_nothing_while_flows_are_listed() {
     let lister = Lister::start(client, Arc::clone(&gateway.snapshot), filters, 100_000);
 
     // Warm up until the table is full, so that new connections evict.
-    lister.set(true);
+    lister.set(Listing::Cycle);
     let warm_turns = (CAPACITY - ESTABLISHED as usize) / NEW_PER_TURN + 100;
     for _ in 0..warm_turns {
         lab.load(NEW_PER_TURN);

@@ -11,7 +11,7 @@
 #![allow(dead_code)] // each user takes its own part
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -178,12 +178,35 @@ impl WorkerLab {
     }
 }
 
+/// What the control side's thread does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listing {
+    /// Nothing.
+    Rest,
+    /// Lists with each of its filters in turn.
+    Cycle,
+    /// Lists with filter `i` only.
+    Only(usize),
+}
+
+impl Listing {
+    fn code(self) -> usize {
+        match self {
+            Listing::Rest => 0,
+            Listing::Cycle => 1,
+            Listing::Only(i) => 2 + i,
+        }
+    }
+}
+
 /// The control side, listing connections over and over on its own thread,
 /// as `flowgatectl flows` would: ask the worker for raw records, then sort
 /// and format them (the daemon's own steps).
 pub struct Lister {
-    listing: Arc<AtomicBool>,
+    mode: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// Whether a listing is under way (from asking to formatting).
+    busy: Arc<AtomicBool>,
     /// Listings finished.
     pub listings: Arc<AtomicU64>,
     /// Records received over all listings.
@@ -192,31 +215,41 @@ pub struct Lister {
 }
 
 impl Lister {
-    /// Starts the control thread; it lists only while [`Lister::set`] says
-    /// so, alternating `filters`, up to `limit` records each.
+    /// Starts the control thread, resting until [`Lister::set`] says
+    /// otherwise; each listing takes up to `limit` records.
     pub fn start(
         client: FlowQueryClient,
         snapshot: Arc<Snapshot>,
         filters: Vec<FlowFilter>,
         limit: usize,
     ) -> Lister {
-        let listing = Arc::new(AtomicBool::new(false));
+        let mode = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let busy = Arc::new(AtomicBool::new(false));
         let listings = Arc::new(AtomicU64::new(0));
         let records = Arc::new(AtomicU64::new(0));
         let thread = std::thread::spawn({
-            let (listing, stop) = (Arc::clone(&listing), Arc::clone(&stop));
+            let (mode, stop, busy) = (Arc::clone(&mode), Arc::clone(&stop), Arc::clone(&busy));
             let (listings, total) = (Arc::clone(&listings), Arc::clone(&records));
             move || {
                 let mut clients = [client];
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
-                    if !listing.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_micros(200));
-                        continue;
-                    }
-                    let filter = filters[n % filters.len()];
-                    n += 1;
+                    // Busy before the mode is read: whoever set the mode
+                    // and then sees "not busy" knows it took effect.
+                    busy.store(true, Ordering::SeqCst);
+                    let filter = match mode.load(Ordering::SeqCst) {
+                        0 => {
+                            busy.store(false, Ordering::SeqCst);
+                            std::thread::sleep(Duration::from_micros(200));
+                            continue;
+                        }
+                        1 => {
+                            n += 1;
+                            filters[n % filters.len()]
+                        }
+                        i => filters[i - 2],
+                    };
                     let deadline = Instant::now() + Duration::from_secs(10);
                     let listed = flow_query::list(&mut clients, filter, limit, deadline);
                     let mut got: Vec<(usize, FlowRecord)> = listed
@@ -232,22 +265,29 @@ impl Lister {
                     total.fetch_add(entries.len() as u64, Ordering::Relaxed);
                     listings.fetch_add(1, Ordering::Relaxed);
                 }
+                busy.store(false, Ordering::SeqCst);
                 let [client] = clients;
                 client
             }
         });
         Lister {
-            listing,
+            mode,
             stop,
+            busy,
             listings,
             records,
             thread: Some(thread),
         }
     }
 
-    /// Lists (true) or rests (false).
-    pub fn set(&self, listing: bool) {
-        self.listing.store(listing, Ordering::Relaxed);
+    /// What to do from the next listing on.
+    pub fn set(&self, listing: Listing) {
+        self.mode.store(listing.code(), Ordering::SeqCst);
+    }
+
+    /// Whether a listing is under way.
+    pub fn is_listing(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
     }
 
     /// Stops the thread and hands back the client end, calling `turn`
