@@ -25,6 +25,9 @@
 //! 50th percentiles); the summary gives the medians over rounds of each
 //! phase's longest turn, and their ratios to `quiet`'s.
 //!
+//! For comparison it ends by timing what one poll cost when a worker
+//! answered a listing whole, as it did before.
+//!
 //! `cargo bench --bench worker_poll [-- ROUNDS]` (default 15). Wall time:
 //! run it under `flock /tmp/flowgate-bench.lock` on a machine as quiet as
 //! can be had. With `FLOWGATE_BENCH_FIFO=1` (as root) the worker's thread
@@ -39,8 +42,9 @@ mod worker_lab;
 use std::sync::Arc;
 use std::time::Instant;
 
+use flowgate_dataplane::control::FlowEntry;
 use flowgate_dataplane::daemon::flow_query::{self, CHUNK_RECORDS, SCAN_PER_POLL};
-use flowgate_dataplane::flow::{FlowFilter, FlowTable, FlowTimeouts};
+use flowgate_dataplane::flow::{FlowFilter, FlowRecord, FlowTable, FlowTimeouts};
 
 use support::{Gateway, World, CONNECTIONS};
 use worker_lab::{service_filter, Lister, Listing, WorkerLab};
@@ -259,4 +263,39 @@ fn main() {
     drop(lister.stop(|| {
         lab.turn();
     }));
+    whole_listing_in_one_poll(&lab, &gateway);
+}
+
+/// What one poll cost when a worker answered `flows` whole (before the
+/// listing was split into steps): walk the table, make each connection an
+/// entry with strings and its service's name, keep the service's, up to
+/// the limit. Timed here on the bench thread, median of 5.
+fn whole_listing_in_one_poll(lab: &WorkerLab, gateway: &Gateway) {
+    let flows = lab.worker.flows();
+    let snapshot = &gateway.snapshot;
+    let service = support::service_addr(7);
+    for (name, wanted) in [("all", None), ("service", Some("svc7"))] {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let start = Instant::now();
+            let entries: Vec<FlowEntry> = flows
+                .iter()
+                .filter_map(|c| {
+                    let e = FlowEntry::from_record(0, &FlowRecord::of(c), snapshot, 0);
+                    match wanted {
+                        Some(n) if e.service.as_deref() != Some(n) => None,
+                        _ => Some(e),
+                    }
+                })
+                .take(LIMIT)
+                .collect();
+            times.push(start.elapsed().as_micros() as u64);
+            assert!(entries.iter().all(|e| wanted.is_none() || e.vip == service));
+            std::hint::black_box(entries);
+        }
+        println!(
+            "a whole `{name}` listing in one poll, as before: {} us",
+            median(times)
+        );
+    }
 }
