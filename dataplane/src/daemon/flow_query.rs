@@ -150,7 +150,11 @@ pub struct Listed {
 }
 
 /// One worker's part of a listing.
+#[derive(Default)]
 struct Walk {
+    /// Whether its first query was sent.
+    started: bool,
+    /// The ticket of its query while one is out.
     ticket: Option<u64>,
     listed: Listed,
 }
@@ -223,41 +227,30 @@ pub fn list(
     limit: usize,
     deadline: Instant,
 ) -> Vec<Listed> {
-    let mut walks: Vec<Walk> = clients
-        .iter_mut()
-        .map(|client| {
-            client.drop_stale();
-            Walk {
-                ticket: None,
-                listed: Listed::default(),
-            }
-        })
-        .collect();
-    let mut started = vec![false; clients.len()];
+    let mut walks: Vec<Walk> = clients.iter().map(|_| Walk::default()).collect();
     if limit == 0 {
         for walk in &mut walks {
             walk.listed.complete = true;
         }
-        return walks.into_iter().map(|w| w.listed).collect();
     }
     loop {
         let mut progressed = false;
         let mut waiting = false;
-        for ((client, walk), started) in clients.iter_mut().zip(&mut walks).zip(&mut started) {
+        for (client, walk) in clients.iter_mut().zip(&mut walks) {
             if walk.listed.complete {
                 continue;
             }
-            if !*started {
+            if !walk.started {
                 // A worker still busy with queries given up on gets this
                 // one once it hands one of them back.
                 client.drop_stale();
                 walk.ticket = client.start(filter, limit);
-                *started = walk.ticket.is_some();
+                walk.started = walk.ticket.is_some();
             }
-            if *started {
+            if walk.started {
                 progressed |= client.collect(walk, limit);
             }
-            waiting |= !walk.listed.complete && (walk.ticket.is_some() || !*started);
+            waiting |= !walk.listed.complete && (walk.ticket.is_some() || !walk.started);
         }
         if !waiting || Instant::now() >= deadline {
             break;
