@@ -34,9 +34,9 @@ impl XskPort {
             if pending == 0 || (self.need_wakeup && !self.tx.needs_wakeup()) {
                 return;
             }
-            self.counters.tx_wakeups += 1;
+            self.counters.tx_wakeups.inc();
             if self.tx.wakeup().is_err() {
-                self.counters.wakeup_errors += 1;
+                self.counters.wakeup_errors.inc();
                 return;
             }
             // Zero-copy sends asynchronously: one wakeup is all it takes.
@@ -49,10 +49,10 @@ impl XskPort {
 
     /// Sets aside a frame `transmit` cannot send, for `reclaim`.
     fn reject(&mut self, desc: FrameDesc) {
-        self.counters.tx_rejected += 1;
+        self.counters.tx_rejected.inc();
         match self.core.layout().canonical(desc.addr) {
             Some(addr) => self.rejected.push(addr),
-            None => self.counters.foreign_addrs += 1,
+            None => self.counters.foreign_addrs.inc(),
         }
     }
 }
@@ -85,9 +85,9 @@ impl Port for XskPort {
         self.in_fill = self.in_fill.saturating_sub(total);
         if total == 0 && self.fill.needs_wakeup() {
             // The driver sleeps until asked to look at the fill ring.
-            self.counters.rx_wakeups += 1;
+            self.counters.rx_wakeups.inc();
             if self.fill.wakeup(self.rx.fd_mut(), 0).is_err() {
-                self.counters.wakeup_errors += 1;
+                self.counters.wakeup_errors.inc();
             }
         }
         total
@@ -163,7 +163,7 @@ impl Port for XskPort {
                     Some(addr) if pool.put(addr) => {}
                     // Cannot happen (room was checked); keep it counted.
                     Some(addr) => self.rejected.push(addr),
-                    None => self.counters.foreign_addrs += 1,
+                    None => self.counters.foreign_addrs.inc(),
                 }
             }
             self.in_tx = self.in_tx.saturating_sub(got);
@@ -201,7 +201,7 @@ impl Port for XskPort {
                         *slot = desc;
                         ready += 1;
                     }
-                    _ => self.counters.foreign_addrs += 1,
+                    _ => self.counters.foreign_addrs.inc(),
                 }
             }
             let to_fill = self.scratch.get(..ready).unwrap_or(&[]);
