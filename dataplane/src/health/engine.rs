@@ -1,6 +1,9 @@
 //! The prober's thread: one epoll set over every probe's socket, a timer
 //! heap, and a cap on probes in flight.
 //!
+//! Next-probe times wait in a binary heap, the deadlines of probes in
+//! flight in one FIFO per timeout (see `schedule`).
+//!
 //! Each target lives in a slot. A slot is in exactly one phase — waiting
 //! for its next probe time (`Scheduled`), due but queued behind the cap
 //! (`Waiting`), or `Probing` — so a target's probes never overlap. Every
@@ -25,7 +28,7 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 
 use super::check::CheckKind;
 use super::probe::{http_request, interest, Probe, StartError, Step};
-use super::schedule::{duration_nanos, Jitter, Timer, TimerHeap};
+use super::schedule::{duration_nanos, DeadlineQueues, Jitter, Timer, TimerHeap};
 use super::state::{CheckResult, FailureReason, Health, InitialState, RiseFall};
 use super::stats::{ProberCounters, TargetStats};
 use super::target::Target;
@@ -124,7 +127,10 @@ pub(super) struct Engine {
     cells: Vec<Cell>,
     free: Vec<u32>,
     by_target: HashMap<Arc<Target>, u32>,
+    /// Next-probe times.
     timers: TimerHeap,
+    /// Deadlines of probes in flight.
+    deadlines: DeadlineQueues,
     waiting: VecDeque<(u32, u32)>,
     in_flight: usize,
 }
@@ -154,6 +160,7 @@ impl Engine {
             free: Vec::new(),
             by_target: HashMap::new(),
             timers: TimerHeap::new(),
+            deadlines: DeadlineQueues::new(),
             waiting: VecDeque::new(),
             in_flight: 0,
         })
@@ -168,7 +175,11 @@ impl Engine {
         let mut events = vec![EpollEvent::empty(); EVENTS_PER_WAIT];
         while !self.shared.stop.load(Ordering::Acquire) {
             let now = self.now();
-            let wait_ms = match self.timers.next_at() {
+            let next = match (self.timers.next_at(), self.deadlines.next_at()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let wait_ms = match next {
                 // Round up: waking a little late costs under a millisecond,
                 // waking early costs a wasted wake.
                 Some(at) => at.saturating_sub(now).div_ceil(1_000_000).min(IDLE_WAIT_MS),
@@ -229,6 +240,7 @@ impl Engine {
             }
         }
         self.shared.counters.set_in_flight(self.in_flight);
+        self.deadlines.drop_empty();
         for target in wanted {
             if !self.by_target.contains_key(&target) {
                 self.add(target, now);
@@ -305,6 +317,16 @@ impl Engine {
 
     fn fire_timers(&mut self) {
         let now = self.now();
+        // Timeouts first: they free places for the probes that are due.
+        while let Some(timer) = self.deadlines.pop_due(now) {
+            let probing = matches!(
+                self.cells.get(timer.slot as usize),
+                Some(Cell { seq, slot: Some(Slot { phase: Phase::Probing { .. }, .. }) }) if *seq == timer.seq
+            );
+            if probing {
+                self.finish(timer.slot, CheckResult::Failed(FailureReason::Timeout), now);
+            }
+        }
         while let Some(timer) = self.timers.pop_due(now) {
             let Some(cell) = self.cells.get_mut(timer.slot as usize) else {
                 continue;
@@ -326,10 +348,7 @@ impl Engine {
                         self.shared.counters.deferred.inc();
                     }
                 }
-                Phase::Probing { .. } => {
-                    self.finish(timer.slot, CheckResult::Failed(FailureReason::Timeout), now)
-                }
-                Phase::Waiting { .. } => {}
+                Phase::Probing { .. } | Phase::Waiting { .. } => {}
             }
         }
     }
@@ -401,11 +420,14 @@ impl Engine {
                 started: now,
             };
         }
-        self.timers.push(Timer {
-            at: now + timeout,
-            slot: index,
-            seq,
-        });
+        self.deadlines.push(
+            timeout,
+            Timer {
+                at: now + timeout,
+                slot: index,
+                seq,
+            },
+        );
         self.in_flight += 1;
         self.shared.counters.set_in_flight(self.in_flight);
     }

@@ -8,14 +8,16 @@
 //! - Every later probe starts `interval × U(0.9, 1.1)` after the previous
 //!   one started (±10 %), so targets that happen to line up drift apart
 //!   again instead of staying in lockstep.
-//! - [`TimerHeap`] is a binary heap: O(log n) per probe. Entries carry the
+//! - [`TimerHeap`] is a binary heap of next-probe times: O(log n) per
+//!   probe. [`DeadlineQueues`] hold the deadlines of probes in flight, O(1).
+//!   Entries carry the
 //!   slot's sequence number at the time they were pushed; an entry whose
 //!   slot has moved on (its probe finished early, or the target was
 //!   removed) is skipped when it comes up, instead of being searched for
 //!   and deleted.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
 
 /// A small, fast generator for jitter (splitmix64). Not for secrets.
@@ -126,6 +128,58 @@ impl TimerHeap {
     }
 }
 
+/// Deadlines of probes in flight, one FIFO per distinct timeout.
+///
+/// A probe's deadline is its start plus its check's timeout, and starts
+/// only move forward, so the deadlines of one timeout arrive in order: a
+/// queue per timeout is sorted by construction, and pushing and popping
+/// are O(1) on memory read in order. Most probes finish long before their
+/// deadline; their entries go stale (their slot's sequence has moved on)
+/// and are skipped when they come up. There are as many queues as distinct
+/// timeouts, a handful.
+#[derive(Debug, Default)]
+pub struct DeadlineQueues {
+    queues: Vec<(u64, VecDeque<Timer>)>,
+}
+
+impl DeadlineQueues {
+    /// No deadlines.
+    pub fn new() -> DeadlineQueues {
+        DeadlineQueues::default()
+    }
+
+    /// Adds the deadline of a probe whose check has `timeout_ns`; `timer.at`
+    /// must not be before the last one pushed with the same timeout.
+    pub fn push(&mut self, timeout_ns: u64, timer: Timer) {
+        match self.queues.iter_mut().find(|(t, _)| *t == timeout_ns) {
+            Some((_, q)) => q.push_back(timer),
+            None => self.queues.push((timeout_ns, VecDeque::from([timer]))),
+        }
+    }
+
+    /// The earliest deadline.
+    pub fn next_at(&self) -> Option<u64> {
+        self.queues
+            .iter()
+            .filter_map(|(_, q)| q.front())
+            .map(|t| t.at)
+            .min()
+    }
+
+    /// Removes and returns a deadline at or before `now`, if any.
+    pub fn pop_due(&mut self, now: u64) -> Option<Timer> {
+        self.queues
+            .iter_mut()
+            .find(|(_, q)| q.front().is_some_and(|t| t.at <= now))
+            .and_then(|(_, q)| q.pop_front())
+    }
+
+    /// Forgets the queues of timeouts no longer in use.
+    pub fn drop_empty(&mut self) {
+        self.queues.retain(|(_, q)| !q.is_empty());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +237,34 @@ mod tests {
             })
             .collect();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn deadlines_of_several_timeouts_come_out_in_order() {
+        let mut d = DeadlineQueues::new();
+        // Two timeouts (100 and 30), starts moving forward.
+        for (start, timeout, slot) in [(0, 100, 0), (10, 30, 1), (20, 100, 2), (30, 30, 3)] {
+            d.push(
+                timeout,
+                Timer {
+                    at: start + timeout,
+                    slot,
+                    seq: 0,
+                },
+            );
+        }
+        assert_eq!(d.next_at(), Some(40));
+        assert_eq!(d.pop_due(39), None);
+        let mut due: Vec<u32> = std::iter::from_fn(|| d.pop_due(100))
+            .map(|t| t.slot)
+            .collect();
+        due.sort();
+        assert_eq!(due, [0, 1, 3]);
+        assert_eq!(d.next_at(), Some(120));
+        d.drop_empty();
+        assert_eq!(d.queues.len(), 1);
+        assert_eq!(d.pop_due(u64::MAX).map(|t| t.slot), Some(2));
+        assert_eq!(d.next_at(), None);
     }
 
     #[test]
