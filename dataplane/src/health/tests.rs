@@ -612,3 +612,34 @@ fn first_probes_spread_over_the_interval_and_later_ones_keep_within_ten_percent(
         );
     }
 }
+
+#[test]
+fn ipv6_targets_are_probed_like_ipv4_ones() {
+    let Ok(listener) = TcpListener::bind("[::1]:0") else {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    };
+    let address = listener.local_addr().unwrap();
+    let _server = Server::accepting(vec![listener], |_, s| drop(s));
+    let udp = UdpSocket::bind("[::1]:0").unwrap();
+    let closed_v6 = udp.local_addr().unwrap();
+    drop(udp);
+    let up = Target::new(address, Check::tcp(timing(100, 80, 1, 1)));
+    let refused = Target::new(
+        closed_v6,
+        Check::new(
+            CheckKind::Udp(UdpCheck::new(b"x", None).unwrap()),
+            timing(100, 80, 1, 1),
+        ),
+    );
+    let prober = prober();
+    prober.set_targets([up.clone(), refused.clone()]).unwrap();
+    assert_eq!(
+        checked(&prober, &up, 2).last_check.unwrap().0,
+        CheckResult::Ok
+    );
+    assert_eq!(
+        checked(&prober, &refused, 1).last_check.unwrap().0,
+        CheckResult::Failed(FailureReason::Refused)
+    );
+}
