@@ -43,7 +43,7 @@ const IDLE_WAIT_MS: u64 = 1000;
 
 /// A target and its live statistics, shared with readers.
 #[derive(Debug)]
-pub struct TargetEntry {
+pub(super) struct TargetEntry {
     /// The target.
     pub target: Arc<Target>,
     /// Its counters, state and last result.

@@ -45,7 +45,7 @@ pub use check::{
     Check, CheckError, CheckErrors, CheckKind, CheckKindName, CheckSettings, HttpCheck,
     StatusRange, Timing, UdpCheck,
 };
-pub use engine::{TargetEntry, Transition};
+pub use engine::Transition;
 pub use prober::{Prober, ProberError, ProberOptions, TargetStatus};
 pub use state::{CheckResult, FailureReason, Health, InitialState};
 pub use stats::{HistogramSample, ProberCounters, LATENCY_BUCKETS_SECONDS};
