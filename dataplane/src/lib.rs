@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod flow;
 pub mod handoff;
 pub mod hash;
+pub mod health;
 #[cfg(feature = "daemon")]
 pub mod logging;
 pub mod metrics;
