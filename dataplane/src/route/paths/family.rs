@@ -68,6 +68,20 @@ impl<const A: usize> Family<A> {
         None
     }
 
+    /// Touches the slot the first probe of [`Family::lookup`] reads (the
+    /// longest length present), returning what it read.
+    #[inline]
+    pub(super) fn warm(&self, service: u32, addr: [u32; A]) -> u32 {
+        if self.length_count == 0 {
+            return 0;
+        }
+        let len = self.lengths[0];
+        let key = Key::new(service, len, addr);
+        let hash = key.hash();
+        self.shard(shard_index(hash))
+            .map_or(0, |shard| shard.warm::<A>(hash))
+    }
+
     /// The path with exactly this key.
     pub(super) fn get(&self, key: &Key<A>) -> Option<PathTarget<'_>> {
         let hash = key.hash();

@@ -206,6 +206,19 @@ impl PathView {
         }
     }
 
+    /// Reads the memory the first probe of [`PathView::lookup`] will read,
+    /// and returns what it read: pass it to `std::hint::black_box`. A batch
+    /// warms all its new flows' slots first and looks them up after, so
+    /// that their cache misses overlap instead of queueing (as the
+    /// pipeline's passes do for the connection table).
+    #[inline]
+    pub fn warm(&self, service: u32, client: ClientAddr) -> u32 {
+        match client {
+            ClientAddr::V4(a) => self.v4.warm(service, [a]),
+            ClientAddr::V6(a) => self.v6.warm(service, v6_words(a)),
+        }
+    }
+
     /// The path with exactly this prefix (not a longest match).
     pub fn get(&self, service: u32, prefix: Prefix) -> Option<PathTarget<'_>> {
         if service > MAX_SERVICE {

@@ -259,6 +259,20 @@ impl ShardRef {
         None
     }
 
+    /// Reads the tag of `hash`'s home slot, so that a later [`find`] finds
+    /// the line in cache; 0 for an empty shard.
+    ///
+    /// [`find`]: ShardRef::find
+    #[inline]
+    pub(super) fn warm<const A: usize>(&self, hash: u64) -> u32 {
+        let cap = self.cap as usize;
+        if cap == 0 {
+            return 0;
+        }
+        let home = fastrange(hash, cap);
+        self.words.get(home * (A + 2)).copied().unwrap_or(0)
+    }
+
     /// The target a value word stands for.
     #[inline]
     fn target(&self, value: u32) -> Option<PathTarget<'_>> {
