@@ -1,5 +1,6 @@
-//! Lookup tables for routing by who is calling (issue 10's client classes
-//! and distribution paths), self-contained until the policies are wired on.
+//! Lookup tables for routing by who is calling: client classes and
+//! distribution paths, self-contained until the routing policies are wired
+//! onto them.
 //!
 //! - [`prefix`]: client addresses and prefixes, IPv4 and IPv6 kept apart.
 //! - [`classes`]: [`ClientClasses`], an immutable longest-prefix-match

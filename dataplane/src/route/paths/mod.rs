@@ -22,8 +22,9 @@
 //! reference to it (one reference-count increment per worker per update,
 //! not per lookup). A lookup through the loaded view is plain loads: the
 //! service's bit, then per prefix length present, longest first, one hash
-//! and one probe of one shard (see [`shard`] for its cost). A worker loads
-//! the view once per batch, as it loads the snapshot.
+//! and one probe of one shard (about 1.75 slots for a hit, 3.6 for a miss,
+//! nearly always one or two adjacent cache lines). A worker loads the view
+//! once per batch, as it loads the snapshot.
 //!
 //! # Writing: one shard, about 4 096 times smaller than the table
 //!

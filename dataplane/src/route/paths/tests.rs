@@ -120,6 +120,16 @@ fn longest_match_per_service() {
 }
 
 #[test]
+fn warming_reads_the_slot_the_lookup_probes_first() {
+    let mut table = PathTable::new(10);
+    let client = addr("2001:db8::7");
+    assert_eq!(table.view().warm(5, client), 0, "no path: nothing to read");
+    table.insert(5, Prefix::host(client), &[b(1)]).unwrap();
+    // Alone in its shard, the path sits in its home slot: its tag is read.
+    assert_eq!(table.view().warm(5, client), 5 << 8 | 128);
+}
+
+#[test]
 fn an_ipv4_client_never_matches_an_ipv6_prefix() {
     let mut table = PathTable::new(10);
     table.insert(1, p("::/0"), &[b(1)]).unwrap();
