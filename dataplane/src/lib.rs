@@ -5,6 +5,8 @@
 //! compiles rules into immutable snapshots; [`flow`] tracks connections per
 //! worker; [`pipeline`] joins them into a pure batch function; [`port`]
 //! moves frames in and out; [`replay`] drives the pipeline over a pcap file.
+//! [`route`] holds the lookup tables of routing by client (client classes,
+//! distribution paths).
 
 pub mod control;
 #[cfg(feature = "daemon")]
@@ -21,6 +23,7 @@ pub mod neigh;
 pub mod pipeline;
 pub mod port;
 pub mod replay;
+pub mod route;
 pub mod rules;
 pub mod table;
 pub mod testnet;
