@@ -291,8 +291,14 @@ fn problems_in_a_file_name_the_path() {
         )
     );
     let problem = &error.problems()[0];
-    assert_eq!((problem.line, problem.column), (2, 12));
-    assert_eq!(problem.file, path.display().to_string());
+    assert_eq!(
+        problem.location,
+        Location::File {
+            file: path.display().to_string(),
+            line: 2,
+            column: 12
+        }
+    );
 }
 
 #[test]
@@ -635,7 +641,7 @@ fn protocol_vip_and_port_must_be_unique_together() {
             "#
         ),
         [
-            r#"t.toml:12:7: tcp [2001:2:0:100::10]:80 of service "b" is already used by service "a" (line 4)"#
+            r#"t.toml:12:7: tcp [2001:2:0:100::10]:80 of service "b" is already used by service "a" (first at line 4)"#
         ]
     );
 }
@@ -960,10 +966,13 @@ fn problems_are_exposed_with_their_fields() {
     assert_eq!(
         error.problems(),
         [ConfigProblem {
-            file: "api".into(),
-            line: 2,
-            column: 14,
+            location: Location::File {
+                file: "api".into(),
+                line: 2,
+                column: 14,
+            },
             message: "flows.capacity 0 is out of range 1..=67108864".into(),
+            first: None,
         }]
     );
 }
