@@ -82,8 +82,9 @@ fn invalid(error: &ConfigError, edits: usize) -> ApiError {
 struct Touch {
     /// The edit that made the item: every field of it came from there.
     created: Option<u32>,
-    /// The last edit that changed it (for a service, or one of its
-    /// backends).
+    /// For a service: the last edit that changed it or its list of
+    /// backends. A problem of the whole service (every backend drained, too
+    /// many backends for its table) is located there.
     last: Option<u32>,
     /// Fields an edit set, each with the last edit that set it.
     fields: Vec<(&'static str, u32)>,
@@ -101,13 +102,13 @@ impl Touch {
     fn set(&mut self, key: &'static str, edit: u32) {
         self.fields.retain(|(k, _)| *k != key);
         self.fields.push((key, edit));
-        self.last = Some(edit);
     }
 
-    /// The edit a place of this item came from: the one that set the field,
-    /// else the one that made the item; for the item as a whole (a problem
-    /// of the whole, such as every backend drained), the last one that
-    /// changed it.
+    /// The edit a place of this item came from: the one that set the
+    /// field, else the one that made the item, else the last one that
+    /// changed it (a field's value can be at fault with what the item holds
+    /// now: a table size with the backends added since); for the item as a
+    /// whole, the last one that changed it.
     fn edit_of(&self, key: Option<&'static str>) -> Option<(u32, Option<&'static str>)> {
         match key {
             Some(key) => {
@@ -277,6 +278,7 @@ impl Editor {
                     work.service.maglev_table_size = size;
                     work.touch.set("maglev_table_size", index);
                 }
+                work.touch.last = Some(index);
                 Ok(())
             }
             Edit::ServiceDel(name) => {
@@ -746,5 +748,370 @@ port = 8080
         assert_eq!(c.services[0].backends.len(), 50_002);
         assert!(c.services[0].backends[2..].iter().all(|b| b.weight == 0));
         assert!(c.services[0].backends[..2].iter().all(|b| b.weight == 1));
+    }
+
+    /// One fault, written in a config file and made through the API.
+    struct Fault {
+        /// Appended to the file's text.
+        file: String,
+        /// The same fault as edits of one request.
+        edits: Vec<Edit>,
+        /// What the one problem says, from either source.
+        message: &'static str,
+        /// Where the file's problem is: the text its line starts with, and
+        /// its column.
+        line: &'static str,
+        column: usize,
+        /// Where the API's problem is: the edit (from 1) and the field.
+        edit: usize,
+        field: Option<&'static str>,
+    }
+
+    /// A `[[services.backends]]` block with `extra` key lines.
+    fn block(address: &str, port: u16, extra: &str) -> String {
+        format!("[[services.backends]]\naddress = \"{address}\"\nport = {port}\n{extra}")
+    }
+
+    fn backend_spec(address: &str, port: u16) -> BackendSpec {
+        BackendSpec::new(address, port)
+    }
+
+    fn add_spec(service: &str, backend: BackendSpec) -> Edit {
+        Edit::BackendAdd(BackendAdd {
+            service: service.into(),
+            backend,
+        })
+    }
+
+    fn faults() -> Vec<Fault> {
+        let drain = |address: &str| Edit::BackendDrain(key("web", address, 8080));
+        let dns = |protocol: &str, vip: &str, port: u16, backends: Vec<BackendSpec>| ServiceSpec {
+            name: "dns".into(),
+            protocol: protocol.into(),
+            vip: vip.into(),
+            port,
+            scheduler: None,
+            maglev_table_size: None,
+            backends,
+        };
+        let dns_text = |protocol: &str, vip: &str, port: u16| {
+            format!("[[services]]\nname = \"dns\"\nprotocol = \"{protocol}\"\nvip = \"{vip}\"\nport = {port}\n")
+        };
+        vec![
+            Fault {
+                file: block("198.18.1.13", 8080, "weight = 10001\n"),
+                edits: vec![add("web", "198.18.1.13", 8080, 10_001)],
+                message: "weight 10001 of backend 198.18.1.13:8080 in service \"web\" is out of range 0..=10000",
+                line: "weight = 10001",
+                column: 10,
+                edit: 1,
+                field: Some("weight"),
+            },
+            Fault {
+                file: block("198.18.1.13", 0, ""),
+                edits: vec![add_spec("web", backend_spec("198.18.1.13", 0))],
+                message: "port 0 of backend 198.18.1.13 in service \"web\" is out of range 1..=65535",
+                line: "port = 0",
+                column: 8,
+                edit: 1,
+                field: Some("port"),
+            },
+            Fault {
+                file: block("2001:2::13", 8080, ""),
+                edits: vec![add("web", "2001:2::13", 8080, 1)],
+                message: "backend 2001:2::13 of service \"web\" is IPv6 but its VIP 198.18.100.10 is IPv4",
+                line: "address = \"2001:2::13\"",
+                column: 11,
+                edit: 1,
+                field: Some("address"),
+            },
+            Fault {
+                file: block("127.0.0.1", 8080, ""),
+                edits: vec![add("web", "127.0.0.1", 8080, 1)],
+                message: "backend 127.0.0.1 of service \"web\" is a loopback address",
+                line: "address = \"127.0.0.1\"",
+                column: 11,
+                edit: 1,
+                field: Some("address"),
+            },
+            Fault {
+                file: block("198.18.1.13", 8080, "zone = \"a b\"\n"),
+                edits: vec![add_spec(
+                    "web",
+                    BackendSpec {
+                        zone: Some("a b".into()),
+                        ..backend_spec("198.18.1.13", 8080)
+                    },
+                )],
+                message: "zone \"a b\" of backend 198.18.1.13:8080 in service \"web\" is not valid: use 1 to 64 of A-Z a-z 0-9 _ . -",
+                line: "zone = ",
+                column: 8,
+                edit: 1,
+                field: Some("zone"),
+            },
+            Fault {
+                // The file drains both backends of "web"; two edits do.
+                file: String::new(),
+                edits: vec![drain("198.18.1.11"), drain("198.18.1.12")],
+                message: "service \"web\" has no backend with weight > 0 (all 2 are drained)",
+                line: "name = \"web\"",
+                column: 8,
+                edit: 2,
+                field: None,
+            },
+            Fault {
+                file: dns_text("udp", "198.18.100.10", 53).replace("\"dns\"", "\"d s\"")
+                    + &block("198.18.1.11", 5353, ""),
+                edits: vec![Edit::ServiceAdd(ServiceSpec {
+                    name: "d s".into(),
+                    ..dns("udp", "198.18.100.10", 53, vec![backend_spec("198.18.1.11", 5353)])
+                })],
+                message: "service name \"d s\" is not valid: use 1 to 64 of A-Z a-z 0-9 _ . -",
+                line: "name = \"d s\"",
+                column: 8,
+                edit: 1,
+                field: Some("name"),
+            },
+            Fault {
+                file: dns_text("tcp", "198.18.100.10", 80) + &block("198.18.1.11", 5353, ""),
+                edits: vec![Edit::ServiceAdd(dns(
+                    "tcp",
+                    "198.18.100.10",
+                    80,
+                    vec![backend_spec("198.18.1.11", 5353)],
+                ))],
+                message: "tcp 198.18.100.10:80 of service \"dns\" is already used by service \"web\"",
+                line: "vip = \"198.18.100.10\"\nport = 80\n[[services.backends]]\naddress = \"198.18.1.11\"\nport = 5353",
+                column: 7,
+                edit: 1,
+                field: Some("vip"),
+            },
+            Fault {
+                file: dns_text("udp", "127.0.0.1", 53) + &block("198.18.1.11", 5353, ""),
+                edits: vec![Edit::ServiceAdd(dns(
+                    "udp",
+                    "127.0.0.1",
+                    53,
+                    vec![backend_spec("198.18.1.11", 5353)],
+                ))],
+                message: "VIP 127.0.0.1 of service \"dns\" is a loopback address",
+                line: "vip = \"127.0.0.1\"",
+                column: 7,
+                edit: 1,
+                field: Some("vip"),
+            },
+            Fault {
+                file: dns_text("udp", "198.18.100.10", 53),
+                edits: vec![Edit::ServiceAdd(dns("udp", "198.18.100.10", 53, vec![]))],
+                message: "service \"dns\" has no backends",
+                line: "name = \"dns\"",
+                column: 8,
+                edit: 1,
+                field: None,
+            },
+            Fault {
+                file: dns_text("udp", "198.18.100.10", 53)
+                    + &block("198.18.1.11", 5353, "")
+                    + &block("198.18.1.11", 5353, ""),
+                edits: vec![Edit::ServiceAdd(dns(
+                    "udp",
+                    "198.18.100.10",
+                    53,
+                    vec![backend_spec("198.18.1.11", 5353); 2],
+                ))],
+                message: "backend 198.18.1.11:5353 is listed twice in service \"dns\"",
+                line: "address = \"198.18.1.11\"\nport = 5353",
+                column: 11,
+                edit: 1,
+                field: Some("address"),
+            },
+            Fault {
+                file: dns_text("udp", "198.18.100.10", 53)
+                    + "maglev_table_size = 252\n"
+                    + &block("198.18.1.11", 5353, ""),
+                edits: vec![
+                    Edit::ServiceAdd(dns(
+                        "udp",
+                        "198.18.100.10",
+                        53,
+                        vec![backend_spec("198.18.1.11", 5353)],
+                    )),
+                    Edit::ServiceEdit(ServiceEdit {
+                        service: "dns".into(),
+                        scheduler: None,
+                        maglev_table_size: Some(252),
+                    }),
+                ],
+                message: "maglev_table_size 252 of service \"dns\" is not prime (nearest primes: 251, 257)",
+                line: "maglev_table_size = 252",
+                column: 21,
+                edit: 2,
+                field: Some("maglev_table_size"),
+            },
+            Fault {
+                // 2 + 249 backends do not fit the gateway's 251 entries.
+                file: (0..249u16)
+                    .map(|i| block("198.18.2.1", 9000 + i, ""))
+                    .collect(),
+                edits: (0..249u16)
+                    .map(|i| add("web", "198.18.2.1", 9000 + i, 1))
+                    .collect(),
+                message: "service \"web\" has 251 backends, not fewer than gateway.maglev_table_size 251: \
+                          set a larger maglev_table_size (100 times the backends is recommended)",
+                line: "name = \"web\"",
+                column: 8,
+                edit: 249,
+                field: None,
+            },
+        ]
+    }
+
+    /// The line of `text` that starts with (or, for several lines, starts
+    /// the last occurrence of) `needle`, from 1.
+    fn line_of(text: &str, needle: &str) -> usize {
+        let at = text.rfind(needle).expect("needle in text");
+        text[..at].matches('\n').count() + 1
+    }
+
+    #[test]
+    fn a_fault_reads_the_same_from_a_file_and_from_an_edit() {
+        for fault in faults() {
+            let text = format!("{RULES}{}", fault.file);
+            let text = if fault.file.is_empty() {
+                // Both backends drained.
+                text.replace("port = 8080\n", "port = 8080\nweight = 0\n")
+            } else {
+                text
+            };
+            let error = load_str(&text, "gw.toml").expect_err(fault.message);
+            let [from_file] = error.problems() else {
+                panic!("{error}")
+            };
+            let (next, provenance) = edit_config(&rules(), &fault.edits).unwrap();
+            let error = rules::validate(&next, &provenance).expect_err(fault.message);
+            let [from_api] = error.problems() else {
+                panic!("{error}")
+            };
+
+            // The same message, from the one validator...
+            assert_eq!(from_file.message, fault.message);
+            assert_eq!(from_api.message, fault.message);
+            // ...located where each source has it.
+            let line = line_of(&text, fault.line);
+            assert_eq!(
+                from_file.location,
+                Location::File {
+                    file: "gw.toml".into(),
+                    line,
+                    column: fault.column
+                },
+                "{}",
+                fault.message
+            );
+            let request = fault.edits.get(fault.edit - 1).unwrap();
+            assert_eq!(
+                from_api.location,
+                Location::Request(RequestLocation {
+                    edit: fault.edit,
+                    edits: fault.edits.len(),
+                    op: request.op(),
+                    target: target(request),
+                    field: fault.field,
+                }),
+                "{}",
+                fault.message
+            );
+            // A duplicate's first occurrence has a line only in the file.
+            match &from_file.first {
+                Some(first) => {
+                    assert!(from_file
+                        .to_string()
+                        .ends_with(&format!(" (first at line {})", first.line().unwrap())));
+                    assert_eq!(from_api.detail(), fault.message);
+                }
+                None => assert!(from_api.first.is_none()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_read_reads_the_same_too() {
+        let text = format!("{RULES}{}", block("198.18.1.300", 8080, ""));
+        let from_file = load_str(&text, "gw.toml").unwrap_err();
+        let from_api = apply_edits(&rules(), &[add("web", "198.18.1.300", 8080, 1)]).unwrap_err();
+        assert_eq!(
+            from_file.problems()[0].message,
+            "backend \"198.18.1.300\" of service \"web\" is not an IP address"
+        );
+        assert_eq!(from_api.message, from_file.problems()[0].message);
+    }
+
+    #[test]
+    fn problems_of_an_edit_are_shown_bare_and_of_a_batch_with_their_edit() {
+        let e = apply_edits(&rules(), &[add("web", "198.18.1.13", 8080, 10_001)]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Invalid);
+        assert_eq!(
+            e.problems,
+            ["weight 10001 of backend 198.18.1.13:8080 in service \"web\" is out of range 0..=10000"]
+        );
+        let e = apply_edits(
+            &rules(),
+            &[
+                add("web", "198.18.1.13", 8080, 1),
+                add("web", "198.18.1.14", 0, 10_001),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.problems,
+            [
+                "edit 2 of 2 (backend_add web 198.18.1.14:0), field port: port 0 of backend 198.18.1.14 in service \"web\" is out of range 1..=65535",
+                "edit 2 of 2 (backend_add web 198.18.1.14:0), field weight: weight 10001 of backend 198.18.1.14:0 in service \"web\" is out of range 0..=10000",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_edit_locates_only_what_it_touched() {
+        let edits = [
+            Edit::BackendEdit(BackendEdit {
+                service: "web".into(),
+                address: "198.18.1.12".into(),
+                port: 8080,
+                weight: Some(4),
+                zone: None,
+                set: None,
+                group: None,
+            }),
+            Edit::BackendDel(key("web", "198.18.1.11", 8080)),
+        ];
+        let (next, provenance) = edit_config(&rules(), &edits).unwrap();
+        // 198.18.1.12 is now the first backend: its weight came from edit 1,
+        // its address from the running rules.
+        assert_eq!(next.services[0].backends[0].weight, 4);
+        let Location::Request(weight) = provenance.locate(Place::backend(0, 0, "weight")) else {
+            panic!("the weight is not located at its edit")
+        };
+        assert_eq!(
+            (weight.edit, weight.op, weight.field),
+            (1, "backend_edit", Some("weight"))
+        );
+        assert_eq!(weight.target, "web 198.18.1.12:8080");
+        assert_eq!(
+            provenance.locate(Place::backend(0, 0, "address")),
+            Location::Unrecorded
+        );
+        // The service as a whole was last changed by the deletion.
+        let Location::Request(service) = provenance.locate(Place::item(Item::Service(0))) else {
+            panic!("the service is not located at its last edit")
+        };
+        assert_eq!(
+            (service.edit, service.op, service.field),
+            (2, "backend_del", None)
+        );
+        assert_eq!(
+            provenance.locate(Place::service(0, "vip")).to_string(),
+            "edit 2 of 2 (backend_del web 198.18.1.11:8080)"
+        );
     }
 }
