@@ -13,7 +13,7 @@
 //! an edit made or changed points at that edit of the request (the rest
 //! was already running). A single edit's problems read as bare messages,
 //! since the request is the one the client just sent; a batch's say which
-//! edit and field: `edit 3 of 5 (backend_add web 198.18.1.13:8080), field
+//! edit and field: `edit 3 (backend_add web 198.18.1.13:8080), field
 //! weight: weight 10001 of backend ...`.
 //!
 //! Lookups are by hash (service name; backend address and port), and
@@ -1065,8 +1065,8 @@ port = 8080
         assert_eq!(
             e.problems,
             [
-                "edit 2 of 2 (backend_add web 198.18.1.14:0), field port: port 0 of backend 198.18.1.14 in service \"web\" is out of range 1..=65535",
-                "edit 2 of 2 (backend_add web 198.18.1.14:0), field weight: weight 10001 of backend 198.18.1.14:0 in service \"web\" is out of range 0..=10000",
+                "edit 2 (backend_add web 198.18.1.14:0), field port: port 0 of backend 198.18.1.14 in service \"web\" is out of range 1..=65535",
+                "edit 2 (backend_add web 198.18.1.14:0), field weight: weight 10001 of backend 198.18.1.14:0 in service \"web\" is out of range 0..=10000",
             ]
         );
     }
@@ -1111,7 +1111,7 @@ port = 8080
         );
         assert_eq!(
             provenance.locate(Place::service(0, "vip")).to_string(),
-            "edit 2 of 2 (backend_del web 198.18.1.11:8080)"
+            "edit 2 (backend_del web 198.18.1.11:8080)"
         );
     }
 }

@@ -373,7 +373,7 @@ port = 8080
             .unwrap_err();
         assert_eq!(
             e.message,
-            "edit 2 of 2 (backend_drain web 198.18.1.12:8080): \
+            "edit 2 (backend_drain web 198.18.1.12:8080): \
              service \"web\" has no backend with weight > 0 (all 2 are drained)"
         );
         assert_eq!(state.config(), &before);

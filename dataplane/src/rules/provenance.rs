@@ -118,14 +118,10 @@ pub struct RequestLocation {
 
 impl fmt::Display for RequestLocation {
     /// `request backend_add web 198.18.1.13:8080, field weight`, or in a
-    /// batch `edit 3 of 5 (backend_add web 198.18.1.13:8080), field weight`.
+    /// batch `edit 3 (backend_add web 198.18.1.13:8080), field weight`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.edits > 1 {
-            write!(
-                f,
-                "edit {} of {} ({} {})",
-                self.edit, self.edits, self.op, self.target
-            )?;
+            write!(f, "edit {} ({} {})", self.edit, self.op, self.target)?;
         } else {
             write!(f, "request {} {}", self.op, self.target)?;
         }
@@ -165,7 +161,7 @@ mod tests {
         );
         assert_eq!(
             request(3, 5, None).to_string(),
-            "edit 3 of 5 (backend_add web 198.18.1.13:8080)"
+            "edit 3 (backend_add web 198.18.1.13:8080)"
         );
         assert_eq!(request(3, 5, None).line(), None);
         let etcd = Location::Etcd {
