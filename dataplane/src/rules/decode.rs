@@ -491,17 +491,18 @@ impl Decoder {
         let address = self.read(Place::backend(i, j, "address"), &raw.address, |t| {
             parse::backend_address(t, service)
         });
+        // As the validator shows it: as read, or as written if it could not be.
         let shown_address =
-            address.map_or_else(|| raw.address.get_ref().clone(), |a| a.to_string());
+            || address.map_or_else(|| raw.address.get_ref().clone(), |a| a.to_string());
         let port = self.int(
             &raw.port,
             Place::backend(i, j, "port"),
             PORT,
             "port",
-            || of_backend_address(&shown_address, service),
+            || of_backend_address(&shown_address(), service),
         );
         let weight = raw.weight.as_ref().and_then(|w| {
-            let context = || of_backend(&shown_address, &raw.port.get_ref().to_string(), service);
+            let context = || of_backend(&shown_address(), &raw.port.get_ref().to_string(), service);
             self.int(w, Place::backend(i, j, "weight"), WEIGHT, "weight", context)
         });
         let label = |value: &Option<Spanned<String>>| value.as_ref().map(|v| v.get_ref().clone());

@@ -28,7 +28,7 @@ use super::place::{Item, Place};
 use super::prime::{is_prime, next_prime, prev_prime};
 use super::provenance::Provenance;
 use super::{
-    Config, Service, MAX_FLOW_CAPACITY, MAX_INTERFACE_NAME_LEN, MAX_MAGLEV_TABLE_SIZE,
+    Backend, Config, Service, MAX_FLOW_CAPACITY, MAX_INTERFACE_NAME_LEN, MAX_MAGLEV_TABLE_SIZE,
     MAX_NAME_LEN, MAX_TIMEOUT_S, MAX_WEIGHT, MAX_WORKERS, MIN_MAGLEV_TABLE_SIZE,
 };
 
@@ -517,26 +517,22 @@ impl Validator<'_> {
                     first.insert((address, backend.port), j);
                 }
             }
-            self.backend_weight_and_labels(i, j, service);
+            self.backend_weight_and_labels(i, j, backend, name);
         }
     }
 
-    /// A backend's weight in range and its labels valid.
-    fn backend_weight_and_labels(&mut self, i: usize, j: usize, service: &Service) {
-        let Some(backend) = service.backends.get(j) else {
-            return;
-        };
+    /// Backend `j` of service `i` (called `service`): its weight in range
+    /// and its labels valid.
+    fn backend_weight_and_labels(&mut self, i: usize, j: usize, backend: &Backend, service: &str) {
         let provenance = self.provenance;
         let context = || {
-            of_backend(
-                &shown(
-                    provenance,
-                    Place::backend(i, j, "address"),
-                    &backend.address,
-                ),
-                &shown(provenance, Place::backend(i, j, "port"), &backend.port),
-                &service.name,
-            )
+            let address = shown(
+                provenance,
+                Place::backend(i, j, "address"),
+                &backend.address,
+            );
+            let port = shown(provenance, Place::backend(i, j, "port"), &backend.port);
+            of_backend(&address, &port, service)
         };
         let place = Place::backend(i, j, "weight");
         self.in_range(place, backend.weight.into(), WEIGHT, "weight", context);
