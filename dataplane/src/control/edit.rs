@@ -783,20 +783,17 @@ port = 8080
         })
     }
 
+    /// Every fault of the test: of backends, of services, of tables.
     fn faults() -> Vec<Fault> {
+        let mut faults = backend_faults();
+        faults.extend(service_faults());
+        faults.extend(table_faults());
+        faults
+    }
+
+    /// Faults of the backends of "web".
+    fn backend_faults() -> Vec<Fault> {
         let drain = |address: &str| Edit::BackendDrain(key("web", address, 8080));
-        let dns = |protocol: &str, vip: &str, port: u16, backends: Vec<BackendSpec>| ServiceSpec {
-            name: "dns".into(),
-            protocol: protocol.into(),
-            vip: vip.into(),
-            port,
-            scheduler: None,
-            maglev_table_size: None,
-            backends,
-        };
-        let dns_text = |protocol: &str, vip: &str, port: u16| {
-            format!("[[services]]\nname = \"dns\"\nprotocol = \"{protocol}\"\nvip = \"{vip}\"\nport = {port}\n")
-        };
         vec![
             Fault {
                 file: block("198.18.1.13", 8080, "weight = 10001\n"),
@@ -859,6 +856,30 @@ port = 8080
                 edit: 2,
                 field: None,
             },
+        ]
+    }
+
+    /// A service "dns" with these settings and backends.
+    fn dns(protocol: &str, vip: &str, port: u16, backends: Vec<BackendSpec>) -> ServiceSpec {
+        ServiceSpec {
+            name: "dns".into(),
+            protocol: protocol.into(),
+            vip: vip.into(),
+            port,
+            scheduler: None,
+            maglev_table_size: None,
+            backends,
+        }
+    }
+
+    /// The same service "dns", without backends, in a config file.
+    fn dns_text(protocol: &str, vip: &str, port: u16) -> String {
+        format!("[[services]]\nname = \"dns\"\nprotocol = \"{protocol}\"\nvip = \"{vip}\"\nport = {port}\n")
+    }
+
+    /// Faults of a new service.
+    fn service_faults() -> Vec<Fault> {
+        vec![
             Fault {
                 file: dns_text("udp", "198.18.100.10", 53).replace("\"dns\"", "\"d s\"")
                     + &block("198.18.1.11", 5353, ""),
@@ -925,6 +946,12 @@ port = 8080
                 edit: 1,
                 field: Some("address"),
             },
+        ]
+    }
+
+    /// Faults of a service's Maglev table.
+    fn table_faults() -> Vec<Fault> {
+        vec![
             Fault {
                 file: dns_text("udp", "198.18.100.10", 53)
                     + "maglev_table_size = 252\n"

@@ -177,11 +177,10 @@ impl Decoder {
 
     /// `[daemon]`; a value that cannot be read is replaced by its default.
     fn daemon(&mut self, raw: &RawDaemon) -> DaemonSettings {
-        let default = DaemonSettings::default();
+        let mut d = DaemonSettings::default();
         let at = |key| Place::field(Item::Daemon, key);
-        let cores = match &raw.cores {
-            None => default.cores.clone(),
-            Some(list) => list
+        if let Some(list) = &raw.cores {
+            d.cores = list
                 .get_ref()
                 .iter()
                 .enumerate()
@@ -190,64 +189,84 @@ impl Decoder {
                     let key = "daemon.cores entry";
                     self.int(core, place, CORE, key, String::new).unwrap_or(0)
                 })
-                .collect(),
-        };
-        let mut number = |value: &Option<Spanned<i64>>, field: &'static str, range, default| {
+                .collect();
+        }
+        if let Some(batch) = &raw.batch {
+            let key = "daemon.batch";
+            if let Some(n) = self.int(batch, at("batch"), BATCH, key, String::new) {
+                d.batch = n;
+            }
+        }
+        for (value, field, range, slot) in [
+            (&raw.frame_size, "frame_size", FRAME_SIZE, &mut d.frame_size),
+            (
+                &raw.frame_count,
+                "frame_count",
+                FRAME_COUNT,
+                &mut d.frame_count,
+            ),
+            (
+                &raw.rx_ring_size,
+                "rx_ring_size",
+                RING_SIZE,
+                &mut d.rx_ring_size,
+            ),
+            (
+                &raw.tx_ring_size,
+                "tx_ring_size",
+                RING_SIZE,
+                &mut d.tx_ring_size,
+            ),
+            (
+                &raw.fill_ring_size,
+                "fill_ring_size",
+                RING_SIZE,
+                &mut d.fill_ring_size,
+            ),
+            (
+                &raw.completion_ring_size,
+                "completion_ring_size",
+                RING_SIZE,
+                &mut d.completion_ring_size,
+            ),
+        ] {
             let key = format!("daemon.{field}");
-            value
+            if let Some(n) = value
                 .as_ref()
-                .map_or(Some(default), |v| {
-                    self.int(v, at(field), range, &key, String::new)
+                .and_then(|v| self.int(v, at(field), range, &key, String::new))
+            {
+                *slot = n;
+            }
+        }
+        self.daemon_modes(raw, &mut d);
+        d.metrics_address = raw.metrics_address.as_ref().and_then(|value| {
+            self.read(at("metrics_address"), value, |text| {
+                text.parse::<SocketAddr>().map_err(|_| {
+                    format!("daemon.metrics_address {text:?} is not an address and port such as \"127.0.0.1:9464\"")
                 })
-                .unwrap_or(default)
-        };
-        let batch = number(&raw.batch, "batch", BATCH, default.batch as u32) as usize;
-        let frame_size = number(
-            &raw.frame_size,
-            "frame_size",
-            FRAME_SIZE,
-            default.frame_size,
-        );
-        let frame_count = number(
-            &raw.frame_count,
-            "frame_count",
-            FRAME_COUNT,
-            default.frame_count,
-        );
-        let rx_ring_size = number(
-            &raw.rx_ring_size,
-            "rx_ring_size",
-            RING_SIZE,
-            default.rx_ring_size,
-        );
-        let tx_ring_size = number(
-            &raw.tx_ring_size,
-            "tx_ring_size",
-            RING_SIZE,
-            default.tx_ring_size,
-        );
-        let fill_ring_size = number(
-            &raw.fill_ring_size,
-            "fill_ring_size",
-            RING_SIZE,
-            default.fill_ring_size,
-        );
-        let completion_ring_size = number(
-            &raw.completion_ring_size,
-            "completion_ring_size",
-            RING_SIZE,
-            default.completion_ring_size,
-        );
-        let idle = self.choice(
+            })
+        });
+        if let Some(path) = &raw.control_socket {
+            d.control_socket = PathBuf::from(path.get_ref());
+        }
+        if let Some(level) = &raw.log_level {
+            d.log_level = level.get_ref().clone();
+        }
+        d
+    }
+
+    /// The `[daemon]` settings that name one of a fixed set of modes.
+    fn daemon_modes(&mut self, raw: &RawDaemon, d: &mut DaemonSettings) {
+        d.idle = self.choice(
             &raw.idle,
             "idle",
             &[
                 ("busy", IdlePolicy::Busy),
                 ("adaptive", IdlePolicy::Adaptive),
             ],
-            default.idle,
+            d.idle,
         );
-        let bind_mode = self.choice(
+        d.bind_mode = self.choice(
             &raw.bind_mode,
             "bind_mode",
             &[
@@ -255,9 +274,9 @@ impl Decoder {
                 ("zero-copy", BindModeSetting::ZeroCopy),
                 ("copy", BindModeSetting::Copy),
             ],
-            default.bind_mode,
+            d.bind_mode,
         );
-        let xdp_mode = self.choice(
+        d.xdp_mode = self.choice(
             &raw.xdp_mode,
             "xdp_mode",
             &[
@@ -265,47 +284,17 @@ impl Decoder {
                 ("native", XdpModeSetting::Native),
                 ("generic", XdpModeSetting::Generic),
             ],
-            default.xdp_mode,
+            d.xdp_mode,
         );
-        let log_format = self.choice(
+        d.log_format = self.choice(
             &raw.log_format,
             "log_format",
             &[
                 ("human", LogFormatSetting::Human),
                 ("json", LogFormatSetting::Json),
             ],
-            default.log_format,
+            d.log_format,
         );
-        let metrics_address = raw.metrics_address.as_ref().and_then(|value| {
-            self.read(at("metrics_address"), value, |text| {
-                text.parse::<SocketAddr>().map_err(|_| {
-                    format!("daemon.metrics_address {text:?} is not an address and port such as \"127.0.0.1:9464\"")
-                })
-            })
-        });
-        DaemonSettings {
-            cores,
-            batch,
-            idle,
-            frame_size,
-            frame_count,
-            rx_ring_size,
-            tx_ring_size,
-            fill_ring_size,
-            completion_ring_size,
-            bind_mode,
-            xdp_mode,
-            control_socket: raw
-                .control_socket
-                .as_ref()
-                .map_or(default.control_socket, |v| PathBuf::from(v.get_ref())),
-            metrics_address,
-            log_format,
-            log_level: raw
-                .log_level
-                .as_ref()
-                .map_or(default.log_level, |v| v.get_ref().clone()),
-        }
     }
 
     /// `[flows]`; a value that cannot be read is replaced by its default.
