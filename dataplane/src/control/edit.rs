@@ -305,15 +305,10 @@ impl Editor {
                 Ok(())
             }
             Edit::BackendDrain(key) => {
-                let (work, slot) = self.backend_slot(key)?;
-                if let Some(Some(backend)) = work.backends.get_mut(slot) {
-                    backend.weight = 0;
-                }
-                work.backend_touches
-                    .entry(slot)
-                    .or_default()
-                    .set("weight", index);
-                work.touch.last = Some(index);
+                let (backend, touch, service) = self.backend_mut(key)?;
+                backend.weight = 0;
+                touch.set("weight", index);
+                service.last = Some(index);
                 Ok(())
             }
         }
@@ -402,11 +397,7 @@ impl Editor {
             address: e.address.clone(),
             port: e.port,
         };
-        let (work, slot) = self.backend_slot(&key)?;
-        let touch = work.backend_touches.entry(slot).or_default();
-        let Some(Some(backend)) = work.backends.get_mut(slot) else {
-            return Err(no_backend(&e.service, IpAddr::from([0, 0, 0, 0]), e.port));
-        };
+        let (backend, touch, service) = self.backend_mut(&key)?;
         if let Some(weight) = e.weight {
             backend.weight = weight;
             touch.set("weight", index);
@@ -421,7 +412,7 @@ impl Editor {
                 touch.set(key, index);
             }
         }
-        work.touch.last = Some(index);
+        service.last = Some(index);
         Ok(())
     }
 
@@ -440,13 +431,25 @@ impl Editor {
             .ok_or_else(|| (ErrorCode::NotFound, format!("unknown service {name:?}")))
     }
 
-    /// The service of `key` and the slot of its backend.
-    fn backend_slot(&mut self, key: &BackendKey) -> Result<(&mut WorkService, usize), Failure> {
+    /// The backend of `key`, and what the edits did to it and to its
+    /// service.
+    fn backend_mut(
+        &mut self,
+        key: &BackendKey,
+    ) -> Result<(&mut Backend, &mut Touch, &mut Touch), Failure> {
         let address = backend_address(&key.address, &key.service)?;
         let work = self.service_mut(&key.service)?;
-        match work.slot(address, key.port) {
-            Some(slot) => Ok((work, slot)),
-            None => Err(no_backend(&key.service, address, key.port)),
+        let slot = work.slot(address, key.port);
+        let backend = slot
+            .and_then(|slot| work.backends.get_mut(slot))
+            .and_then(Option::as_mut);
+        match (slot, backend) {
+            (Some(slot), Some(backend)) => Ok((
+                backend,
+                work.backend_touches.entry(slot).or_default(),
+                &mut work.touch,
+            )),
+            _ => Err(no_backend(&key.service, address, key.port)),
         }
     }
 
