@@ -3,8 +3,8 @@
 //! - [`api`]: the versioned request and response types, shared with
 //!   `flowgatectl`; the wire protocol is in docs/api.md.
 //! - [`ControlState`]: the running config. Every change builds the whole
-//!   next config, validates it in full ([`crate::rules::check`] for API
-//!   edits, [`crate::rules::load_str`] for config text), has the
+//!   next config, validates it in full (API edits and config text alike
+//!   with the one validator, [`crate::rules::validate`]), has the
 //!   [`Dataplane`] check that its kernel side can hold it
 //!   ([`Dataplane::check`]: the XDP maps' sizes), and only then hands it
 //!   to the [`Dataplane`], which compiles and publishes a new snapshot

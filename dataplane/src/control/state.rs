@@ -112,10 +112,9 @@ impl ControlState {
     }
 
     /// Applies `edits` as one change: each to the result of the previous
-    /// ones, then the whole result checked by [`rules::check`].
+    /// ones, then the whole result checked by [`rules::validate`].
     pub fn edit(&mut self, edits: &[Edit], dry_run: bool) -> Result<ChangeReport, ApiError> {
         let next = apply_edits(&self.config, edits)?;
-        rules::check(&next).map_err(|e| ApiError::with_problems(ErrorCode::Invalid, e.problems))?;
         self.change(next, None, dry_run)
     }
 
@@ -389,7 +388,8 @@ port = 8080
             .unwrap_err();
         assert_eq!(
             e.message,
-            "service \"web\" has no backend with weight > 0 (all 2 are drained)"
+            "edit 2 (backend_drain web 198.18.1.12:8080): \
+             service \"web\" has no backend with weight > 0 (all 2 are drained)"
         );
         assert_eq!(state.config(), &before);
         assert_eq!(dataplane.current().generation(), 1);
