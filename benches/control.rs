@@ -28,8 +28,8 @@ use flowgate_dataplane::control::api::{
     BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, Edit, Reply, Request,
 };
 use flowgate_dataplane::control::{
-    ControlClient, ControlServer, ControlState, Dataplane, FlowEntry, MemoryDataplane, StatsReport,
-    StatusReport, StopHandle,
+    Applied, ApplyError, ControlClient, ControlServer, ControlState, Dataplane, FlowEntry,
+    MemoryDataplane, StatsReport, StatusReport, StopHandle,
 };
 use flowgate_dataplane::rules::{Backend, Config, Protocol, Scheduler, Service};
 use flowgate_dataplane::table::{Snapshot, SnapshotReader};
@@ -42,12 +42,12 @@ struct TimedDataplane {
 }
 
 impl Dataplane for TimedDataplane {
-    fn apply(&self, config: &Config) -> Result<u64, String> {
+    fn apply(&self, config: &Config) -> Result<Applied, ApplyError> {
         let start = Instant::now();
-        let generation = self.inner.apply(config)?;
+        let applied = self.inner.apply(config)?;
         let published = Instant::now();
         *self.last.lock().unwrap() = Some((published - start, published));
-        Ok(generation)
+        Ok(applied)
     }
     fn status(&self) -> StatusReport {
         self.inner.status()

@@ -448,7 +448,10 @@ fn reload_applies_the_file_or_keeps_the_old_rules() {
 struct SlowFlows(MemoryDataplane);
 
 impl control::Dataplane for SlowFlows {
-    fn apply(&self, config: &flowgate_dataplane::rules::Config) -> Result<u64, String> {
+    fn apply(
+        &self,
+        config: &flowgate_dataplane::rules::Config,
+    ) -> Result<control::Applied, control::ApplyError> {
         self.0.apply(config)
     }
     fn status(&self) -> control::StatusReport {

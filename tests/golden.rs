@@ -4,13 +4,19 @@
 //! checksum computed in full, so they also check the pipeline's incremental
 //! checksum patching. The same fixtures run through `flowgate replay`'s
 //! pcap-in/pcap-out path.
+//!
+//! The builder and the parser are both the crate's own, so a mistake they
+//! share could cancel out. Steps marked [`Step::independent`] are therefore
+//! also checked against frames made by scapy (tests/golden/make_frames.py,
+//! committed in tests/golden/frames/): the builder must make the same
+//! bytes, and the pipeline must turn scapy's input into scapy's output.
 
 mod common;
 
 use common::*;
 use flowgate_dataplane::pipeline::{DropReason, Verdict};
 use flowgate_dataplane::replay::{pcap, replay, ReplayOptions};
-use flowgate_dataplane::wire::builder::FrameBuilder;
+use flowgate_dataplane::wire::builder::{ExtensionHeader, FrameBuilder};
 use flowgate_dataplane::wire::{frame_checksums_ok, tcp_flags, ParseError};
 
 const SYN: u8 = tcp_flags::SYN;
@@ -25,6 +31,18 @@ struct Step {
     verdict: Verdict,
     /// The frame after the pipeline; `None`: unchanged.
     output: Option<Vec<u8>>,
+    /// The name of the same step's frames in tests/golden/frames/, made
+    /// independently of the crate (see [`independent_frames`]).
+    independent: Option<&'static str>,
+}
+
+impl Step {
+    /// Marks this step as the one tests/golden/frames/`name`.*.hex
+    /// describes.
+    fn independent(mut self, name: &'static str) -> Step {
+        self.independent = Some(name);
+        self
+    }
 }
 
 /// A fixture: steps run in order through one pipeline and connection table.
@@ -40,6 +58,7 @@ fn step(what: &'static str, input: FrameBuilder, ingress: u16, verdict: Verdict)
         ingress,
         verdict,
         output: None,
+        independent: None,
     }
 }
 
@@ -56,6 +75,7 @@ fn forwarded(
         ingress,
         verdict: Verdict::Transmit(port),
         output: Some(out.build()),
+        independent: None,
     }
 }
 
@@ -105,7 +125,8 @@ fn fixtures() -> Vec<Fixture> {
                 0,
                 1,
                 syn_out,
-            ),
+            )
+            .independent("ipv4_tcp_syn"),
             forwarded(
                 "backend SYN-ACK comes back from the VIP",
                 FrameBuilder::tcp(sa("198.18.1.11:8080"), sa("198.18.0.2:40000"), SYN_ACK)
@@ -116,7 +137,8 @@ fn fixtures() -> Vec<Fixture> {
                 FrameBuilder::tcp(sa("198.18.100.10:80"), sa("198.18.0.2:40000"), SYN_ACK)
                     .macs(GW_CLIENT_MAC, CLIENT_MAC)
                     .ttl(63),
-            ),
+            )
+            .independent("ipv4_tcp_syn_ack_reply"),
             forwarded(
                 "client data follows the connection",
                 ack_in.payload(payload),
@@ -137,7 +159,7 @@ fn fixtures() -> Vec<Fixture> {
     f.push(Fixture {
         name: "tcp over ipv6: SYN and reply",
         steps: vec![
-            forwarded("client SYN", syn_in, 0, 1, syn_out),
+            forwarded("client SYN", syn_in, 0, 1, syn_out).independent("ipv6_tcp_syn"),
             forwarded(
                 "backend SYN-ACK",
                 FrameBuilder::tcp(
@@ -171,7 +193,8 @@ fn fixtures() -> Vec<Fixture> {
                 0,
                 1,
                 q_out.payload(b"query"),
-            ),
+            )
+            .independent("ipv4_udp"),
             forwarded(
                 "answer",
                 FrameBuilder::udp(sa("198.18.1.11:5353"), sa("198.18.0.2:5000"))
@@ -194,13 +217,10 @@ fn fixtures() -> Vec<Fixture> {
     );
     f.push(Fixture {
         name: "udp over ipv6",
-        steps: vec![forwarded(
-            "query",
-            q_in.payload(b"q6"),
-            0,
-            1,
-            q_out.payload(b"q6"),
-        )],
+        steps: vec![
+            forwarded("query", q_in.payload(b"q6"), 0, 1, q_out.payload(b"q6"))
+                .independent("ipv6_udp"),
+        ],
     });
     let (q_in, q_out) = udp_pair("198.18.0.2:5001", "198.18.100.10:53", "198.18.1.11:5353");
     f.push(Fixture {
@@ -223,13 +243,10 @@ fn fixtures() -> Vec<Fixture> {
     );
     f.push(Fixture {
         name: "802.1Q tagged tcp",
-        steps: vec![forwarded(
-            "tagged SYN",
-            syn_in.vlan(100),
-            0,
-            1,
-            syn_out.vlan(100),
-        )],
+        steps: vec![
+            forwarded("tagged SYN", syn_in.vlan(100), 0, 1, syn_out.vlan(100))
+                .independent("vlan_ipv4_tcp_syn"),
+        ],
     });
     let (q_in, q_out) = udp_pair(
         "[2001:2::2]:5002",
@@ -244,7 +261,45 @@ fn fixtures() -> Vec<Fixture> {
             0,
             1,
             q_out.vlan(10).vlan(20).payload(b"qq"),
-        )],
+        )
+        .independent("qinq_ipv6_udp")],
+    });
+
+    // IPv4 options and IPv6 extension headers travel with the packet.
+    let router_alert = [0x94, 0x04, 0, 0];
+    let (syn_in, syn_out) = tcp_pair(
+        "198.18.0.2:40006",
+        "198.18.100.10:80",
+        "198.18.1.11:8080",
+        SYN,
+    );
+    f.push(Fixture {
+        name: "ipv4 options are kept",
+        steps: vec![forwarded(
+            "SYN with a router alert option",
+            syn_in.ipv4_options(&router_alert),
+            0,
+            1,
+            syn_out.ipv4_options(&router_alert),
+        )
+        .independent("ipv4_options_tcp_syn")],
+    });
+    let hop_by_hop = [ExtensionHeader::HopByHop(0)];
+    let (q_in, q_out) = udp_pair(
+        "[2001:2::2]:5005",
+        "[2001:2:0:100::10]:53",
+        "[2001:2:0:1::11]:5353",
+    );
+    f.push(Fixture {
+        name: "ipv6 extension headers are kept",
+        steps: vec![forwarded(
+            "query behind a hop-by-hop header",
+            q_in.ipv6_extension_headers(&hop_by_hop).payload(b"ext"),
+            0,
+            1,
+            q_out.ipv6_extension_headers(&hop_by_hop).payload(b"ext"),
+        )
+        .independent("ipv6_hop_by_hop_udp")],
     });
 
     // ICMP to a VIP is not a service: the kernel gets it.
@@ -286,7 +341,8 @@ fn fixtures() -> Vec<Fixture> {
                 .ttl(1),
                 0,
                 Verdict::Drop(DropReason::TtlExpired),
-            ),
+            )
+            .independent("ipv4_ttl_1"),
             step(
                 "v6",
                 from_client(FrameBuilder::udp(
@@ -333,7 +389,8 @@ fn fixtures() -> Vec<Fixture> {
                 ),
                 0,
                 Verdict::Pass,
-            ),
+            )
+            .independent("arp_request"),
         ],
     });
 
@@ -428,21 +485,23 @@ fn malformed() -> Vec<(&'static str, Vec<u8>, DropReason)> {
     ]
 }
 
-#[test]
-fn fixtures_give_the_expected_frames_and_verdicts() {
+/// Runs every fixture, each through a fresh pipeline and connection table,
+/// and checks each step's verdict and frame; `frames` gives a step's input
+/// frame and the frame expected after the pipeline.
+fn check_fixtures(frames: impl Fn(&Step) -> (Vec<u8>, Vec<u8>)) {
     for fixture in fixtures() {
         let mut h = Harness::new(GOLDEN_RULES);
         for (i, s) in fixture.steps.iter().enumerate() {
-            let (verdict, out) = h.run(&s.input, s.ingress, 1_000_000_000 + i as u64);
+            let (input, expected) = frames(s);
+            let (verdict, out) = h.run(&input, s.ingress, 1_000_000_000 + i as u64);
             assert_eq!(verdict, s.verdict, "{} / {}: verdict", fixture.name, s.what);
-            let expected = s.output.as_ref().unwrap_or(&s.input);
             assert!(
-                out == *expected,
+                out == expected,
                 "{} / {}: frame differs\n got:\n{}\n want:\n{}",
                 fixture.name,
                 s.what,
                 hex(&out),
-                hex(expected)
+                hex(&expected)
             );
             if matches!(verdict, Verdict::Transmit(_)) {
                 assert!(
@@ -454,6 +513,128 @@ fn fixtures_give_the_expected_frames_and_verdicts() {
             }
         }
     }
+}
+
+/// A step's frames as the crate's builder makes them.
+fn built_frames(s: &Step) -> (Vec<u8>, Vec<u8>) {
+    let expected = s.output.clone().unwrap_or_else(|| s.input.clone());
+    (s.input.clone(), expected)
+}
+
+#[test]
+fn fixtures_give_the_expected_frames_and_verdicts() {
+    check_fixtures(built_frames);
+}
+
+/// Where make_frames.py writes the independent frames.
+fn frames_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/frames")
+}
+
+/// tests/golden/frames/`file`: hex bytes, `#` lines are comments. `None`
+/// if there is no such file.
+fn read_hex_frame(file: &str) -> Option<Vec<u8>> {
+    let path = frames_dir().join(file);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("{}: {e}", path.display()),
+    };
+    let bytes = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .map(|byte| {
+            u8::from_str_radix(byte, 16)
+                .unwrap_or_else(|e| panic!("{}: {byte:?}: {e}", path.display()))
+        })
+        .collect();
+    Some(bytes)
+}
+
+/// The independent frames of step `name`: its input, and its output if the
+/// gateway sends it on.
+fn independent_frames(name: &str) -> (Vec<u8>, Option<Vec<u8>>) {
+    let input = read_hex_frame(&format!("{name}.in.hex")).unwrap_or_else(|| {
+        panic!("tests/golden/frames/{name}.in.hex is missing: run tests/golden/make_frames.py")
+    });
+    (input, read_hex_frame(&format!("{name}.out.hex")))
+}
+
+#[test]
+fn the_builder_makes_the_independent_frames_byte_for_byte() {
+    let mut names = Vec::new();
+    for fixture in fixtures() {
+        for s in &fixture.steps {
+            let Some(name) = s.independent else { continue };
+            let (input, output) = independent_frames(name);
+            assert!(
+                s.input == input,
+                "{name}: the builder's input frame differs from scapy's\n builder:\n{}\n scapy:\n{}",
+                hex(&s.input),
+                hex(&input)
+            );
+            match (&s.verdict, &output) {
+                (Verdict::Transmit(_), Some(output)) => {
+                    let built = s.output.as_ref().unwrap_or(&s.input);
+                    assert!(
+                        built == output,
+                        "{name}: the builder's output frame differs from scapy's\n builder:\n{}\n scapy:\n{}",
+                        hex(built),
+                        hex(output)
+                    );
+                }
+                (Verdict::Transmit(_), None) => panic!("{name}: no .out.hex for a sent frame"),
+                (_, Some(_)) => panic!("{name}: an .out.hex for a frame that is not sent"),
+                (_, None) => {}
+            }
+            names.push(name);
+        }
+    }
+    // Every committed frame belongs to a step, so none is silently unused.
+    let mut files: Vec<String> = std::fs::read_dir(frames_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    let mut expected: Vec<String> = names
+        .iter()
+        .flat_map(|n| [format!("{n}.in.hex"), format!("{n}.out.hex")])
+        .filter(|f| frames_dir().join(f).exists())
+        .collect();
+    expected.sort();
+    assert_eq!(
+        files, expected,
+        "files in tests/golden/frames/ without a step"
+    );
+    // At least: TCP and UDP over both families, tags, IPv4 options, IPv6
+    // extension headers, ARP.
+    for required in [
+        "ipv4_tcp_syn",
+        "ipv4_udp",
+        "ipv6_tcp_syn",
+        "ipv6_udp",
+        "vlan_ipv4_tcp_syn",
+        "ipv4_options_tcp_syn",
+        "ipv6_hop_by_hop_udp",
+        "arp_request",
+    ] {
+        assert!(names.contains(&required), "{required}: no step");
+    }
+}
+
+#[test]
+fn fixtures_hold_for_the_independent_frames() {
+    // Where a step has independent frames, they replace the builder's:
+    // scapy's input must become scapy's output, with the same verdict.
+    check_fixtures(|s| match s.independent {
+        Some(name) => {
+            let (input, output) = independent_frames(name);
+            let expected = output.unwrap_or_else(|| input.clone());
+            (input, expected)
+        }
+        None => built_frames(s),
+    });
 }
 
 #[test]

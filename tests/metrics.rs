@@ -8,6 +8,9 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +18,7 @@ use common::*;
 use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
 use flowgate_dataplane::metrics::{
     MetricsCollector, MetricsError, MetricsServer, RingStats, SampleSource, ServerOptions,
-    WorkerMetrics,
+    ServerStats, UnixListen, WorkerMetrics,
 };
 use flowgate_dataplane::port::{MemoryFrames, MemoryPort, Port};
 use flowgate_dataplane::table::Snapshot;
@@ -319,15 +322,25 @@ fn parse_line(line: &str) -> Result<(SeriesKey, f64), String> {
 
 // ---- HTTP --------------------------------------------------------------
 
-/// Sends `request` and returns (status code, headers, body).
-fn http(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request).unwrap();
+/// Reads one response from `s`: (status code, head, body). The body is
+/// `Content-Length` bytes (none after a HEAD), so the server may keep the
+/// connection open.
+fn read_response(s: &mut impl Read, after_head_request: bool) -> (u16, String, String) {
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = s.read(&mut buf).expect("a response");
+        assert!(
+            n > 0,
+            "closed before a whole head: {:?}",
+            String::from_utf8_lossy(&raw)
+        );
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8(raw[..head_end].to_vec()).unwrap();
     let status = head
         .split(' ')
         .nth(1)
@@ -338,18 +351,104 @@ fn http(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
         .find_map(|l| l.strip_prefix("Content-Length: "))
         .and_then(|v| v.parse().ok())
         .expect("a Content-Length");
-    assert_eq!(length, body.len(), "body length");
-    (status, head.to_owned(), body.to_owned())
+    let want = if after_head_request { 0 } else { length };
+    let mut body = raw[head_end + 4..].to_vec();
+    while body.len() < want {
+        let n = s.read(&mut buf).expect("the body");
+        assert!(n > 0, "closed after {} of {want} body bytes", body.len());
+        body.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(body.len(), want, "body length");
+    (status, head, String::from_utf8(body).unwrap())
 }
 
-fn scrape(addr: SocketAddr) -> HashMap<SeriesKey, f64> {
-    let (status, head, body) = http(addr, b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n");
+/// Sends `request` on a new connection and returns (status code, head,
+/// body).
+fn http(addr: SocketAddr, request: &[u8]) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    read_response(&mut s, request.starts_with(b"HEAD "))
+}
+
+const SCRAPE: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: gw\r\n\r\n";
+
+fn check_scrape((status, head, body): (u16, String, String)) -> HashMap<SeriesKey, f64> {
     assert_eq!(status, 200, "{head}");
     assert!(
         head.contains("Content-Type: text/plain; version=0.0.4"),
         "{head}"
     );
     parse_exposition(&body)
+}
+
+fn scrape(addr: SocketAddr) -> HashMap<SeriesKey, f64> {
+    check_scrape(http(addr, SCRAPE))
+}
+
+/// Whether the server has closed `s` (end of stream, or a reset when it
+/// closed over unread bytes), without waiting.
+fn is_closed(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 64];
+    let closed = match (&*s).read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("an idle connection got {n} bytes"),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(_) => true,
+    };
+    s.set_nonblocking(false).unwrap();
+    closed
+}
+
+/// Waits until `until` for the server to close `s`; true if it did.
+fn closed_by(s: &TcpStream, until: Instant) -> bool {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return is_closed(s);
+        }
+        s.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 64];
+        match (&*s).read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => panic!("an idle connection got {n} bytes"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Lifts this process's open-file limit to `want` (the idle-connection
+/// tests hold both ends of a thousand connections and more).
+fn raise_fd_limit(want: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    assert!(
+        hard >= want,
+        "RLIMIT_NOFILE's hard limit {hard} is below {want}"
+    );
+    if soft < want {
+        setrlimit(Resource::RLIMIT_NOFILE, want, hard).unwrap();
+    }
+}
+
+/// Waits (up to 10 s) until `server`'s stats pass `check`.
+fn wait_stats(server: &MetricsServer, check: impl Fn(&ServerStats) -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !check(&server.stats()) {
+        assert!(Instant::now() < until, "{:?}", server.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits (up to 10 s) until `server` has accepted `n` connections.
+fn wait_accepted(server: &MetricsServer, n: u64) {
+    wait_stats(server, |s| s.accepted >= n);
 }
 
 /// The value of the one series `name` with (at least) `labels`; 0 if none.
@@ -380,6 +479,12 @@ struct Gateway {
     server: MetricsServer,
 }
 
+impl Gateway {
+    fn addr(&self) -> SocketAddr {
+        self.server.local_addr().expect("a TCP address")
+    }
+}
+
 fn gateway(options: ServerOptions) -> Gateway {
     let cfg = config(RULES);
     let snapshot = Arc::new(Snapshot::build(&cfg, None));
@@ -407,8 +512,7 @@ fn gateway(options: ServerOptions) -> Gateway {
             (sample, Arc::clone(&snapshot))
         }
     });
-    let server =
-        MetricsServer::start_with("127.0.0.1:0".parse().unwrap(), source, options).unwrap();
+    let server = MetricsServer::start_with(sa("127.0.0.1:0"), source, options).unwrap();
     Gateway {
         lanes,
         snapshot,
@@ -419,7 +523,7 @@ fn gateway(options: ServerOptions) -> Gateway {
 #[test]
 fn a_scrape_reports_what_went_through_per_worker_service_and_backend() {
     let gw = gateway(ServerOptions::default());
-    let addr = gw.server.local_addr();
+    let addr = gw.addr();
     assert!(addr.ip().is_loopback() && addr.port() != 0);
     let mut seen = HashMap::new();
     {
@@ -544,7 +648,7 @@ fn a_scrape_reports_what_went_through_per_worker_service_and_backend() {
 #[test]
 fn scrapes_while_traffic_runs_only_ever_grow() {
     let gw = gateway(ServerOptions::default());
-    let addr = gw.server.local_addr();
+    let addr = gw.addr();
     let mut seen = HashMap::new();
     let mut last: Option<HashMap<SeriesKey, f64>> = None;
     for _ in 0..3 {
@@ -576,20 +680,28 @@ fn scrapes_while_traffic_runs_only_ever_grow() {
 #[test]
 fn other_paths_and_methods_are_refused() {
     let gw = gateway(ServerOptions::default());
-    let addr = gw.server.local_addr();
-    let (status, _, _) = http(addr, b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n");
+    let addr = gw.addr();
+    let (status, _, body) = http(addr, b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n");
     assert_eq!(status, 404);
+    assert_eq!(body, "not found: try /metrics\n");
     let (status, head, _) = http(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(status, 405);
     assert!(head.contains("Allow: GET, HEAD"), "{head}");
     let (status, _, _) = http(addr, b"nonsense\r\n\r\n");
     assert_eq!(status, 400);
+    // HTTP/1.0 without keep-alive: the answer, then the end of the stream.
     let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(b"HEAD /metrics HTTP/1.0\r\n\r\n").unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     let (head, body) = answer.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    // hyper answers in the request's version.
+    assert!(head.starts_with("HTTP/1.0 200 "), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
     assert_eq!(body, "");
     let length: usize = head
         .lines()
@@ -597,7 +709,8 @@ fn other_paths_and_methods_are_refused() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(length > 1_000, "HEAD says how long the GET body is");
+    let (_, _, get) = http(addr, SCRAPE);
+    assert_eq!(length, get.len(), "HEAD says how long the GET body is");
 }
 
 #[test]
@@ -605,7 +718,7 @@ fn an_oversized_request_is_refused() {
     let gw = gateway(ServerOptions::default());
     let mut big = b"GET /metrics HTTP/1.1\r\nX-Filler: ".to_vec();
     big.extend(std::iter::repeat_n(b'a', 64 * 1024));
-    let mut s = TcpStream::connect(gw.server.local_addr()).unwrap();
+    let mut s = TcpStream::connect(gw.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // The server may stop reading (and close) before all of it is sent.
     let _ = s.write_all(&big);
@@ -615,61 +728,259 @@ fn an_oversized_request_is_refused() {
 }
 
 #[test]
-fn a_silent_client_does_not_hold_up_others() {
+fn a_scraper_keeps_its_connection_alive_until_the_keep_alive_timeout() {
+    let keep_alive = Duration::from_secs(1);
     let gw = gateway(ServerOptions {
-        request_timeout: Duration::from_secs(2),
+        keep_alive_timeout: keep_alive,
+        header_read_timeout: Duration::from_secs(10),
         ..ServerOptions::default()
     });
-    let addr = gw.server.local_addr();
-    // Clients that connect and never write, or write half a request.
-    let mut idle: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    idle[0].write_all(b"GET /metr").unwrap();
-    let start = Instant::now();
-    let m = scrape(addr);
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        start.elapsed()
-    );
-    assert_eq!(value(&m, "flowgate_snapshot_generation", &[]), 1);
-    // The silent ones are answered 408 and closed after the deadline.
-    let mut answer = String::new();
-    idle[1]
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    idle[1].read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 408 "), "{answer:?}");
+    let mut s = TcpStream::connect(gw.addr()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..3 {
+        s.write_all(SCRAPE).unwrap();
+        let m = check_scrape(read_response(&mut s, false));
+        assert_eq!(value(&m, "flowgate_snapshot_generation", &[]), 1);
+    }
+    assert_eq!(gw.server.stats().accepted, 1, "one connection for all");
+    let answered = Instant::now();
+    assert!(closed_by(
+        &s,
+        answered + keep_alive + Duration::from_secs(2)
+    ));
+    let idle = answered.elapsed();
+    assert!(idle >= keep_alive - Duration::from_millis(50), "{idle:?}");
+    // The server counts it just after closing it.
+    wait_stats(&gw.server, |s| s.timed_out == 1 && s.open == 0);
 }
 
 #[test]
-fn too_many_clients_at_once_get_a_quick_503() {
+fn a_silent_or_slow_client_is_closed_at_the_header_deadline() {
+    let header = Duration::from_secs(1);
     let gw = gateway(ServerOptions {
-        max_connections: 2,
-        request_timeout: Duration::from_secs(3),
+        header_read_timeout: header,
+        keep_alive_timeout: Duration::from_secs(10),
         ..ServerOptions::default()
     });
-    let addr = gw.server.local_addr();
-    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
-    // Let the server take them into their slots.
-    std::thread::sleep(Duration::from_millis(200));
+    let addr = gw.addr();
     let start = Instant::now();
-    let (status, _, _) = http(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
-    assert_eq!(status, 503);
+    // One says nothing, one half a request line; one sends a byte every
+    // 100 ms, which never finishes a head.
+    let silent = TcpStream::connect(addr).unwrap();
+    let mut half = TcpStream::connect(addr).unwrap();
+    half.write_all(b"GET /metr").unwrap();
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        .unwrap();
+    // Meanwhile a scraper is served at once.
+    let scraped = Instant::now();
+    let m = scrape(addr);
+    assert!(
+        scraped.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        scraped.elapsed()
+    );
+    assert_eq!(value(&m, "flowgate_snapshot_generation", &[]), 1);
+    let mut slow_closed = None;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(100));
+        if slow.write_all(b"a").is_err() || is_closed(&slow) {
+            slow_closed = Some(start.elapsed());
+            break;
+        }
+    }
+    let slow_closed = slow_closed.expect("the dribbling client was never closed");
+    assert!(
+        slow_closed >= header - Duration::from_millis(50)
+            && slow_closed < header + Duration::from_secs(2),
+        "{slow_closed:?}"
+    );
+    for s in [&silent, &half] {
+        assert!(closed_by(s, start + header + Duration::from_secs(2)));
+    }
+    assert!(start.elapsed() >= header);
+    wait_stats(&gw.server, |s| s.timed_out == 3 && s.open == 0);
+}
+
+/// How long one scrape may take while a thousand idle connections are open
+/// (they typically take a few milliseconds).
+const SCRAPE_BOUND: Duration = Duration::from_secs(1);
+
+/// Twenty scrapes, each on a new connection, each whole and in time; the
+/// slowest one's time.
+fn twenty_scrapes(addr: SocketAddr) -> Duration {
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let start = Instant::now();
+        let m = scrape(addr);
+        let took = start.elapsed();
+        assert!(took < SCRAPE_BOUND, "scrape {i} took {took:?}");
+        assert_eq!(value(&m, "flowgate_snapshot_generation", &[]), 1);
+        assert_eq!(value(&m, "flowgate_services", &[]), 2);
+        slowest = slowest.max(took);
+    }
+    slowest
+}
+
+/// A thousand connections, every tenth with half a request head.
+fn hold_idle(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            if i % 10 == 0 {
+                // It may already have been closed (evicted).
+                let _ = s.write_all(b"GET /metr");
+            }
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn a_thousand_idle_connections_do_not_lock_a_scraper_out() {
+    raise_fd_limit(8_192);
+    // Long deadlines: here the cap (256 by default) and its eviction keep
+    // the scraper in, not the timeouts.
+    let gw = gateway(ServerOptions {
+        header_read_timeout: Duration::from_secs(60),
+        keep_alive_timeout: Duration::from_secs(60),
+        ..ServerOptions::default()
+    });
+    let cap = ServerOptions::default().max_connections;
+    let addr = gw.addr();
+    let idle = hold_idle(addr, 1_000);
+    wait_accepted(&gw.server, 1_000);
+    let slowest = twenty_scrapes(addr);
+    eprintln!("1 000 idle connections, cap {cap}: slowest of 20 scrapes {slowest:?}");
+    let stats = gw.server.stats();
+    assert!(stats.open <= cap, "{stats:?}");
+    assert_eq!(stats.accepted, 1_020);
+    assert!(
+        (1_000 - cap as u64..=1_020 - cap as u64).contains(&stats.evicted),
+        "{stats:?}"
+    );
+    assert_eq!(stats.timed_out, 0);
+    // The ones idle longest went: the first 744 connections are closed,
+    // the last 236 still open (the scrapes took up to 20 more).
+    let (first, last) = (1_000 - cap, 1_000 - cap + 20);
+    for (i, s) in idle.iter().enumerate() {
+        if i < first {
+            assert!(closed_by(s, Instant::now() + Duration::from_secs(5)), "{i}");
+        } else if i >= last {
+            assert!(!is_closed(s), "{i}");
+        }
+    }
+}
+
+#[test]
+fn a_client_connecting_in_a_loop_does_not_lock_a_scraper_out() {
+    raise_fd_limit(8_192);
+    let gw = gateway(ServerOptions {
+        header_read_timeout: Duration::from_secs(60),
+        keep_alive_timeout: Duration::from_secs(60),
+        ..ServerOptions::default()
+    });
+    let addr = gw.addr();
+    // New connections as fast as one thread can open them, a thousand
+    // held at a time (the oldest dropped), until the scrapes are done.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = std::thread::spawn({
+        let done = Arc::clone(&done);
+        move || {
+            let mut held = std::collections::VecDeque::new();
+            let mut opened = 0u64;
+            let until = Instant::now() + Duration::from_secs(60);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < until {
+                if let Ok(s) = TcpStream::connect(addr) {
+                    held.push_back(s);
+                    opened += 1;
+                }
+                if held.len() > 1_000 {
+                    held.pop_front();
+                }
+            }
+            opened
+        }
+    });
+    wait_accepted(&gw.server, 2_000);
+    let slowest = twenty_scrapes(addr);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let opened = flood.join().unwrap();
+    eprintln!("{opened} connections opened in a loop: slowest of 20 scrapes {slowest:?}");
+    assert!(gw.server.stats().evicted > 0, "{:?}", gw.server.stats());
+}
+
+#[test]
+fn a_thousand_idle_connections_under_the_cap_are_held_until_their_deadline() {
+    raise_fd_limit(8_192);
+    let header = Duration::from_secs(3);
+    let gw = gateway(ServerOptions {
+        header_read_timeout: header,
+        max_connections: 2_000,
+        ..ServerOptions::default()
+    });
+    let addr = gw.addr();
+    let start = Instant::now();
+    let idle = hold_idle(addr, 1_000);
+    wait_accepted(&gw.server, 1_000);
+    let slowest = twenty_scrapes(addr);
+    eprintln!("1 000 idle connections held: slowest of 20 scrapes {slowest:?}");
+    let stats = gw.server.stats();
+    assert_eq!(stats.evicted, 0, "{stats:?}");
+    // All still open before the deadline: the checks below mean something
+    // only if this part finished well inside it.
+    let checked = Instant::now();
+    let still_open = idle.iter().filter(|s| !is_closed(s)).count();
+    if checked.duration_since(start) < header - Duration::from_millis(500) {
+        assert_eq!(still_open, 1_000);
+    }
+    // Then each is closed at its deadline: all by 3 s after the last was
+    // accepted, with two seconds to spare.
+    let until = Instant::now() + header + Duration::from_secs(2);
+    for (i, s) in idle.iter().enumerate() {
+        assert!(closed_by(s, until), "connection {i} still open");
+    }
+    assert!(start.elapsed() >= header);
+    wait_stats(&gw.server, |s| s.timed_out == 1_000 && s.open == 0);
+}
+
+#[test]
+fn at_the_cap_the_connection_idle_longest_is_closed_for_a_new_one() {
+    let gw = gateway(ServerOptions {
+        max_connections: 2,
+        header_read_timeout: Duration::from_secs(30),
+        ..ServerOptions::default()
+    });
+    let addr = gw.addr();
+    let older = TcpStream::connect(addr).unwrap();
+    wait_accepted(&gw.server, 1);
+    let newer = TcpStream::connect(addr).unwrap();
+    wait_accepted(&gw.server, 2);
+    let start = Instant::now();
+    let m = scrape(addr);
     assert!(start.elapsed() < Duration::from_secs(1));
-    drop(held);
+    assert_eq!(value(&m, "flowgate_snapshot_generation", &[]), 1);
+    assert!(closed_by(&older, Instant::now() + Duration::from_secs(5)));
+    assert!(!is_closed(&newer));
+    assert_eq!(gw.server.stats().evicted, 1);
+}
+
+fn empty_source() -> SampleSource {
+    Arc::new(|| (Default::default(), Arc::new(Snapshot::empty())))
 }
 
 #[test]
 fn non_loopback_addresses_are_refused_unless_asked_for() {
-    let source: SampleSource = Arc::new(|| (Default::default(), Arc::new(Snapshot::empty())));
+    let source = empty_source();
     for addr in ["198.18.0.1:9464", "0.0.0.0:0", "[2001:2::1]:9464", "[::]:0"] {
-        let err = MetricsServer::start(addr.parse().unwrap(), Arc::clone(&source)).unwrap_err();
+        let addr: SocketAddr = addr.parse().unwrap();
+        let err = MetricsServer::start(addr, Arc::clone(&source)).unwrap_err();
         assert!(matches!(err, MetricsError::NotLoopback(_)), "{addr}: {err}");
         assert!(err.to_string().contains("loopback"));
     }
     // Opted in: it is no longer refused for its address (0.0.0.0 binds).
     let opened = MetricsServer::start_with(
-        "0.0.0.0:0".parse().unwrap(),
+        sa("0.0.0.0:0"),
         source,
         ServerOptions {
             allow_non_loopback: true,
@@ -677,22 +988,129 @@ fn non_loopback_addresses_are_refused_unless_asked_for() {
         },
     )
     .unwrap();
-    let port = opened.local_addr().port();
+    let port = opened.local_addr().unwrap().port();
     // Reach it over loopback only: no traffic leaves the box.
-    let (status, _, body) = http(
-        SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port),
-        b"GET /metrics HTTP/1.1\r\n\r\n",
-    );
+    let loopback = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
+    let (status, _, body) = http(loopback, SCRAPE);
     assert_eq!(status, 200);
     assert!(parse_exposition(&body)
         .contains_key(&("flowgate_snapshot_generation".to_owned(), BTreeMap::new())));
+    // A kept-alive connection does not hold up the stop.
+    let mut kept = TcpStream::connect(loopback).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    kept.write_all(SCRAPE).unwrap();
+    read_response(&mut kept, false);
+    let stopping = Instant::now();
     opened.stop();
-    // Stopped: the port no longer answers.
-    let after = TcpStream::connect_timeout(
-        &SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port),
-        Duration::from_millis(500),
+    assert!(
+        stopping.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        stopping.elapsed()
     );
+    assert!(is_closed(&kept));
+    // Stopped: the port no longer answers.
+    let after = TcpStream::connect_timeout(&loopback, Duration::from_millis(500));
     assert!(after.is_err());
+}
+
+/// A fresh directory for a test's sockets, removed at the end.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("fgt-metrics-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+#[test]
+fn metrics_on_a_unix_socket_have_its_mode_and_go_with_the_server() {
+    let dir = TempDir::new("unix");
+    let path = dir.0.join("metrics.sock");
+    let server = MetricsServer::start(UnixListen::new(&path), empty_source()).unwrap();
+    assert_eq!(server.local_addr(), None);
+    assert_eq!(
+        server.address().to_string(),
+        format!("unix:{}", path.display())
+    );
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(mode_of(&path), 0o600);
+    // Scraped over the socket, twice on one connection.
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..2 {
+        s.write_all(SCRAPE).unwrap();
+        let m = check_scrape(read_response(&mut s, false));
+        assert_eq!(value(&m, "flowgate_snapshot_generation", &[]), 0);
+    }
+    // A second server on the same path is refused, and leaves it be.
+    let err = MetricsServer::start(UnixListen::new(&path), empty_source()).unwrap_err();
+    assert!(matches!(err, MetricsError::SocketInUse(_)), "{err}");
+    assert!(err.to_string().contains("in use"), "{err}");
+    assert!(UnixStream::connect(&path).is_ok());
+    // Stopped: the file is gone, the kept-alive connection closed.
+    server.stop();
+    assert!(!path.exists());
+    let mut buf = [0u8; 16];
+    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)));
+
+    // A configured mode and group.
+    let gid = std::fs::metadata(&dir.0).unwrap().gid();
+    let unix = UnixListen {
+        mode: 0o660,
+        group: Some(gid),
+        ..UnixListen::new(&path)
+    };
+    let server = MetricsServer::start(unix, empty_source()).unwrap();
+    assert_eq!(mode_of(&path), 0o660);
+    assert_eq!(std::fs::metadata(&path).unwrap().gid(), gid);
+    drop(server);
+    assert!(!path.exists(), "removed on drop too");
+}
+
+#[test]
+fn a_stale_unix_socket_is_replaced_and_anything_else_is_left_alone() {
+    let dir = TempDir::new("stale");
+    let path = dir.0.join("metrics.sock");
+    // A socket file nobody listens on, as a crashed daemon leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let server = MetricsServer::start(UnixListen::new(&path), empty_source()).unwrap();
+    let mut s = UnixStream::connect(&path).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(SCRAPE).unwrap();
+    check_scrape(read_response(&mut s, false));
+    drop(server);
+
+    // A regular file is not replaced.
+    std::fs::write(&path, "precious").unwrap();
+    let err = MetricsServer::start(UnixListen::new(&path), empty_source()).unwrap_err();
+    assert!(matches!(err, MetricsError::NotASocket(_)), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+    // A missing directory is made (traversable, not listable by others).
+    let deeper = dir.0.join("run").join("metrics.sock");
+    let server = MetricsServer::start(UnixListen::new(&deeper), empty_source()).unwrap();
+    assert_eq!(mode_of(deeper.parent().unwrap()), 0o711);
+    assert_eq!(mode_of(&deeper), 0o600);
+    drop(server);
 }
 
 #[test]

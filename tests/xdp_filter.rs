@@ -31,7 +31,8 @@ use flowgate_dataplane::testnet::{self, NetNs};
 use flowgate_dataplane::wire::builder::{ExtensionHeader, FrameBuilder};
 use flowgate_dataplane::wire::{addr_to_bytes, ip_proto};
 use flowgate_dataplane::xdp::{
-    program_object, OwnedTraffic, TrafficKey, XdpCounters, XdpError, XdpFilter, XdpMode,
+    program_object, read_attached_maps, OwnedTraffic, TrafficKey, XdpCapacity, XdpCounters,
+    XdpError, XdpFilter, XdpMode,
 };
 
 const CLIENT_MAC: [u8; 6] = [0x02, 0x66, 0x67, 0, 0, 0x02];
@@ -1048,4 +1049,114 @@ fn auto_falls_back_to_generic_where_the_driver_has_no_xdp() {
     assert!(ns
         .exec("ping", &["-c", "1", "-W", "2", "127.0.0.1"])
         .is_ok());
+}
+
+/// `n` TCP service keys on 198.18.70.2 and .3 (ports from `first`), and
+/// `m` UDP reply sources at 198.18.70.1.
+fn keys(first: u16, n: u16, m: u16) -> OwnedTraffic {
+    OwnedTraffic {
+        services: (0..n)
+            .map(|i| {
+                let vip = if i % 2 == 0 {
+                    "198.18.70.2"
+                } else {
+                    "198.18.70.3"
+                };
+                key(ip_proto::TCP, &format!("{vip}:{}", first + i))
+            })
+            .collect(),
+        reply_sources: (0..m)
+            .map(|i| key(ip_proto::UDP, &format!("198.18.70.1:{}", 9000 + i)))
+            .collect(),
+    }
+}
+
+#[test]
+fn a_map_holds_exactly_its_size_and_a_refused_key_takes_its_change_back() {
+    if !testnet::privileged() {
+        return;
+    }
+    let pair = pair(true);
+    let small = XdpCapacity {
+        service_keys: 4,
+        reply_sources: 3,
+        vip_addresses: 2,
+        ..XdpCapacity::PROGRAM
+    };
+    for wrong in [
+        XdpCapacity {
+            service_keys: 0,
+            ..small
+        },
+        XdpCapacity {
+            reply_sources: XdpCapacity::PROGRAM.reply_sources + 1,
+            ..small
+        },
+    ] {
+        let e = pair
+            .gateway
+            .enter(move || XdpFilter::attach_with_capacity("g0", XdpMode::Generic, wrong))
+            .unwrap()
+            .unwrap_err();
+        assert!(e.to_string().contains("keys: from 1 to "), "{e}");
+    }
+    let mut filter = pair
+        .gateway
+        .enter(move || XdpFilter::attach_with_capacity("g0", XdpMode::Generic, small))
+        .unwrap()
+        .unwrap();
+    assert_eq!(filter.capacity(), small);
+    let in_kernel = |filter: &XdpFilter| {
+        let own = filter.read_maps().unwrap();
+        // Read through the interface too, as for another process's program.
+        let attached = pair
+            .gateway
+            .enter(|| read_attached_maps("g0"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(own, attached);
+        own
+    };
+
+    // Every map full to its size: the kernel takes it.
+    let full = keys(8000, 4, 3);
+    filter.update(&full).unwrap();
+    assert!(in_kernel(&filter).hold_exactly(&full));
+    // One key more in any map: refused, and the maps hold what they held.
+    for more in [keys(8000, 5, 3), keys(8000, 4, 4)] {
+        let e = filter.widen(&more).unwrap_err();
+        assert!(e.to_string().ends_with("the map is full (E2BIG)"), "{e}");
+        assert!(in_kernel(&filter).hold_exactly(&full));
+        assert_eq!(filter.owned(), full);
+    }
+
+    // Two free slots, three new keys: the third is refused, and the two
+    // added before it are taken out again.
+    let half = keys(8000, 2, 1);
+    filter.update(&half).unwrap();
+    assert!(in_kernel(&filter).hold_exactly(&half));
+    let wider = keys(8000, 5, 1);
+    let e = filter.widen(&wider).unwrap_err();
+    assert!(
+        e.to_string().starts_with("adding tcp 198.18.70.")
+            && e.to_string().contains("to map services"),
+        "{e}"
+    );
+    assert!(in_kernel(&filter).hold_exactly(&half));
+    assert!(filter.drift(&half).is_exact());
+
+    // Widen, then undo: as before; widen, then narrow: the new keys only.
+    let other = keys(8100, 2, 2);
+    let widening = filter.widen(&other).unwrap();
+    assert_eq!(widening.len(), 2 + 1);
+    let both = in_kernel(&filter);
+    assert_eq!(both.services.len(), 4);
+    // Beyond `other`'s keys: `half`'s two services (its reply source is
+    // one of `other`'s).
+    assert_eq!(filter.drift(&other).extra, 2);
+    filter.undo(&widening).unwrap();
+    assert!(in_kernel(&filter).hold_exactly(&half));
+    let _kept = filter.widen(&other).unwrap();
+    filter.narrow(&other).unwrap();
+    assert!(in_kernel(&filter).hold_exactly(&other));
 }

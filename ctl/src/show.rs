@@ -148,6 +148,11 @@ pub fn change(report: &ChangeReport) -> String {
     };
     out.push_str(&summary);
     out.push('\n');
+    for warning in &report.warnings {
+        out.push_str("warning: ");
+        out.push_str(warning);
+        out.push('\n');
+    }
     out
 }
 
@@ -607,13 +612,18 @@ mod tests {
                 "~ [neighbours] changed",
             ]
         );
-        let report = ChangeReport {
+        let mut report = ChangeReport {
             generation: 4,
             applied: true,
             dry_run: false,
             diff: d,
+            warnings: Vec::new(),
         };
         assert!(change(&report).ends_with("applied 4 changes: generation 4\n"));
+        report.warnings = vec!["the XDP maps of eth1 still hold 1 key".into()];
+        assert!(change(&report).ends_with(
+            "applied 4 changes: generation 4\nwarning: the XDP maps of eth1 still hold 1 key\n"
+        ));
     }
 
     #[test]

@@ -57,7 +57,8 @@
 // (XDP_STATISTICS), not here.
 //
 // The counter indices and the key layout are mirrored in
-// dataplane/src/xdp/program.rs; change both together.
+// dataplane/src/xdp/program.rs; change both together. The maps' sizes come
+// from flowgate_limits.h, which Rust reads too.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -66,6 +67,13 @@
 #include <linux/ipv6.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+
+#include "flowgate_limits.h"
+
+// A VIP address belongs to at least one service key, so rules that fit
+// `services` fit `vip_addrs` too.
+_Static_assert(FLOWGATE_MAX_VIP_ADDRESSES >= FLOWGATE_MAX_SERVICE_KEYS,
+	       "vip_addrs must hold as many keys as services");
 
 #define MAX_VLAN_TAGS 2
 #define MAX_EXTENSION_HEADERS 8
@@ -144,10 +152,11 @@ struct {
 } xsks SEC(".maps");
 
 // Maps the loader keeps equal to what the gateway owns. Not preallocated,
-// so memory follows the rule set rather than the limit.
+// so memory follows the rule set rather than the limit. Their sizes are
+// limits on the rules: the control side refuses rules that need more.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 131072);
+	__uint(max_entries, FLOWGATE_MAX_SERVICE_KEYS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct traffic_key);
 	__type(value, __u8);
@@ -155,7 +164,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 262144);
+	__uint(max_entries, FLOWGATE_MAX_REPLY_SOURCES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct traffic_key);
 	__type(value, __u8);
@@ -163,7 +172,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 131072);
+	__uint(max_entries, FLOWGATE_MAX_VIP_ADDRESSES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u8[16]);
 	__type(value, __u8);
@@ -172,7 +181,7 @@ struct {
 // The box's own addresses (every interface's, loopback's included).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, FLOWGATE_MAX_LOCAL_ADDRESSES);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, __u8[16]);
 	__type(value, __u8);

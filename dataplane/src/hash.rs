@@ -44,15 +44,52 @@ mod tests {
         assert_ne!(flow_hash(&a), flow_hash(&c));
     }
 
+    // The literals below were computed by tests/golden/pins.py with the
+    // xxh3 of Python's `xxhash` package (the reference C implementation),
+    // from the key layout written out there: source and destination as 16
+    // bytes (IPv4-mapped for IPv4), ports big-endian, protocol. They are
+    // what makes two gateways, and two releases of one, pick the same
+    // backend for a flow: a change to the hash, its seed or the key layout
+    // that fails these tests moves every live flow on a restart.
+
     #[test]
-    fn flow_hash_value_is_pinned() {
-        // Pins the hash across releases: if this changes, gateways of two
-        // versions disagree on backends for the same flow.
-        let a = FiveTuple::v4([198, 18, 0, 1], [198, 18, 1, 10], 40000, 80, 6);
-        let pinned = flow_hash(&a);
+    fn flow_hash_values_are_pinned() {
+        let v4 = |s: &str| -> [u8; 4] { s.parse::<std::net::Ipv4Addr>().unwrap().octets() };
+        let v6 = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let cases = [
+            (
+                FiveTuple::v4(v4("198.18.0.1"), v4("198.18.1.10"), 40000, 80, 6),
+                0xfac3_1dfc_35b9_d7de_u64,
+            ),
+            (
+                FiveTuple::v4(v4("198.18.0.2"), v4("198.18.100.10"), 5000, 53, 17),
+                0x38d7_4ec5_0e1d_13de,
+            ),
+            (
+                FiveTuple::new(v6("2001:2::2"), v6("2001:2:0:100::10"), 40000, 80, 6),
+                0x8580_b626_35fe_8a8e,
+            ),
+            (
+                FiveTuple::new(v6("2001:2::2"), v6("2001:2:0:100::10"), 5000, 53, 17),
+                0xd4ea_e05f_e573_d374,
+            ),
+        ];
+        for (tuple, pinned) in cases {
+            assert_eq!(flow_hash(&tuple), pinned, "{tuple:?}");
+        }
+    }
+
+    #[test]
+    fn source_and_bytes_hash_values_are_pinned() {
+        let addr = |s: &str| crate::wire::addr_to_bytes(s.parse().unwrap());
+        assert_eq!(source_hash(&addr("198.18.0.2")), 0xf6c0_dfbf_9c72_c45f);
+        assert_eq!(source_hash(&addr("2001:2::2")), 0xf52c_c350_3db8_ba70);
+        // The salt is mixed into the seed (Maglev's permutations and the
+        // workers' owner hash use salts).
+        assert_eq!(bytes_hash(b"flowgate", 0), 0xdb37_f8f1_8bfb_d322);
         assert_eq!(
-            pinned,
-            xxh3_64_with_seed(&a.to_bytes(), 0x666c_6f77_6761_7465)
+            bytes_hash(b"flowgate", 0x0123_4567_89ab_cdef),
+            0xd4e6_38e5_0d8e_4081
         );
     }
 }

@@ -5,6 +5,8 @@
 //! compiles rules into immutable snapshots; [`flow`] tracks connections per
 //! worker; [`pipeline`] joins them into a pure batch function; [`port`]
 //! moves frames in and out; [`replay`] drives the pipeline over a pcap file.
+//! [`route`] holds the lookup tables of routing by client (client classes,
+//! distribution paths).
 
 pub mod control;
 #[cfg(feature = "daemon")]
@@ -12,6 +14,7 @@ pub mod daemon;
 pub mod flow;
 pub mod handoff;
 pub mod hash;
+pub mod health;
 #[cfg(feature = "daemon")]
 pub mod logging;
 pub mod metrics;
@@ -20,10 +23,10 @@ pub mod neigh;
 pub mod pipeline;
 pub mod port;
 pub mod replay;
+pub mod route;
 pub mod rules;
 pub mod table;
 pub mod testnet;
 pub mod wire;
 pub mod worker;
-#[cfg(feature = "daemon")]
 pub mod xdp;

@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use flowgate_dataplane::daemon;
 use flowgate_dataplane::replay::{self, ReplayOptions, ReplayReport};
 use flowgate_dataplane::rules::{self, Config};
+use flowgate_dataplane::xdp::XdpCapacity;
 
 /// flowgate: a userspace AF_XDP gateway for microservice traffic.
 #[derive(Parser, Debug)]
@@ -151,6 +152,16 @@ fn load(path: &Path) -> Result<Config, Failure> {
 
 fn check(path: &Path, format: Format) -> Result<(), Failure> {
     let config = load(path)?;
+    // Valid rules can still need more keys than the XDP maps hold: the
+    // daemon would refuse them at start and on reload.
+    XdpCapacity::PROGRAM.check(&config).map_err(|e| {
+        let problems: Vec<String> = e
+            .problems("the config")
+            .into_iter()
+            .map(|p| format!("{}: {p}", path.display()))
+            .collect();
+        Failure::usage(format!("invalid config:\n{}", problems.join("\n")))
+    })?;
     let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
     match format {
         Format::Json => println!(

@@ -367,6 +367,13 @@ pub struct ChangeReport {
     pub dry_run: bool,
     /// What changed (or would change) between the old and new rules.
     pub diff: ConfigDiff,
+    /// What did not go as it should although the change runs, one line
+    /// each; absent normally. For example: keys of removed services or
+    /// backends that an interface's XDP maps could not drop (traffic
+    /// matching them reaches the workers, which forward none of it, until
+    /// the next change drops them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `status`: the data plane's report and a summary of the running rules.
@@ -480,7 +487,9 @@ impl From<&Backend> for BackendView {
     }
 }
 
-/// Why a request failed. Whatever the code, nothing was changed.
+/// Why a request failed. Whatever the code, the rules that ran before
+/// still run; for `apply_failed`, the message says which generation that
+/// is and what the XDP maps hold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(deny_unknown_fields)]
 #[error("{message}")]
@@ -492,6 +501,10 @@ pub struct ApiError {
     /// Every problem, one line each, when validation failed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+    /// For `apply_failed`: the generation that runs, the one from before
+    /// the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 impl ApiError {
@@ -501,6 +514,7 @@ impl ApiError {
             code,
             message: message.into(),
             problems: Vec::new(),
+            generation: None,
         }
     }
 
@@ -516,6 +530,7 @@ impl ApiError {
             code,
             message,
             problems,
+            generation: None,
         }
     }
 }
@@ -539,11 +554,14 @@ pub enum ErrorCode {
     NotFound,
     /// The service or backend to add is there already.
     Exists,
-    /// The change would make the rules invalid; `problems` lists why.
+    /// The change would make the rules invalid, or need more than the
+    /// kernel side holds (the XDP maps' sizes); `problems` lists why.
     Invalid,
     /// The change touches settings that take effect only at start.
     RestartRequired,
-    /// The data plane could not apply the change (it keeps the old rules).
+    /// The data plane could not apply the change: it keeps the old rules
+    /// (`generation` says which), and the message says what the XDP maps
+    /// hold.
     ApplyFailed,
     /// A config file could not be read.
     Io,

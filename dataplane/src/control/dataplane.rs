@@ -2,20 +2,37 @@
 
 use super::report::{FlowEntry, StatsReport, StatusReport};
 use crate::rules::Config;
+use crate::xdp::{CapacityError, XdpCapacity};
 
 /// The running gateway as the control API sees it. The daemon implements
 /// it over its workers; [`super::MemoryDataplane`] implements it in memory
 /// for tests, benches and tools.
 ///
-/// Calls come from the control server's connection threads. `apply` is
-/// only ever called with the [`super::ControlState`] lock held, so applies
-/// never overlap one another; the read calls may run beside them.
+/// Calls come from the control server's connection threads. `check` and
+/// `apply` are only ever called with the [`super::ControlState`] lock
+/// held, so changes never overlap one another; the read calls may run
+/// beside them.
 pub trait Dataplane: Send + Sync {
-    /// Compiles `config` (already validated in full) into a snapshot built
-    /// on the current one, publishes it, and returns its generation. On
-    /// `Err` nothing may have changed: the old rules keep running, and the
-    /// message (one line) is shown to the operator.
-    fn apply(&self, config: &Config) -> Result<u64, String>;
+    /// Whether the kernel side can hold `config` (valid rules): every
+    /// limit it has that the rules themselves do not, such as how many
+    /// keys the XDP program's maps hold. The control state asks before it
+    /// reports or applies any change (dry runs too), so a change refused
+    /// here changes nothing.
+    ///
+    /// The default checks against the maps flowgate's XDP program is built
+    /// with ([`XdpCapacity::PROGRAM`]).
+    fn check(&self, config: &Config) -> Result<(), CapacityError> {
+        XdpCapacity::PROGRAM.check(config)
+    }
+
+    /// Compiles `config` (already validated in full, and passed by
+    /// [`Dataplane::check`]) into a snapshot built on the current one,
+    /// publishes it, and returns what runs.
+    ///
+    /// All or nothing: on `Err` the snapshot that ran before still runs,
+    /// and the error says which generation that is and what the kernel
+    /// side holds (the old rules' keys, normally; see [`ApplyError`]).
+    fn apply(&self, config: &Config) -> Result<Applied, ApplyError>;
 
     /// Version, generation, uptime, workers with their cores, interfaces
     /// with the modes they got.
@@ -32,4 +49,41 @@ pub trait Dataplane: Send + Sync {
     fn generation(&self) -> u64 {
         self.status().generation
     }
+}
+
+/// A change the data plane took.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The generation now running: the change's.
+    pub generation: u64,
+    /// What did not go as it should although the change runs, one line
+    /// each; empty normally. For example keys of removed services that the
+    /// XDP maps could not drop (traffic matching them reaches the workers,
+    /// which forward none of it, until the next change drops them).
+    pub warnings: Vec<String>,
+}
+
+impl Applied {
+    /// A change that went as it should.
+    pub fn clean(generation: u64) -> Applied {
+        Applied {
+            generation,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// A change the data plane could not take, and what runs instead.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}; generation {generation} keeps running; {kernel}")]
+pub struct ApplyError {
+    /// Why, in one line.
+    pub reason: String,
+    /// The generation that runs: the one that ran before the change.
+    pub generation: u64,
+    /// What the kernel side holds now, as one clause: for the daemon,
+    /// whether the XDP maps of every interface hold exactly that
+    /// generation's keys (the change's were taken back), and if not, how
+    /// many others each still holds.
+    pub kernel: String,
 }

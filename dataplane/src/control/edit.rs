@@ -1,12 +1,20 @@
-//! Applies API edits to a copy of the running config.
+//! Applies API edits to a copy of the running config, and validates the
+//! result.
 //!
 //! Edits apply in order, each to the result of the ones before it, so a
 //! batch can add a service and then its backends. An edit that cannot
 //! apply (unknown service, backend already there, unparsable address) is
 //! recorded and skipped, the rest still run so that every such problem is
-//! reported at once; the result is used only if there were none. Whether
-//! the result is a valid config is checked afterwards, in full, by
-//! [`crate::rules::check`].
+//! reported at once; the result is used only if there were none.
+//!
+//! The result is then checked in full by the one validator,
+//! [`rules::validate`], exactly as a config file is. Its problems are
+//! located through an [`EditProvenance`]: each service, backend and field
+//! an edit made or changed points at that edit of the request (the rest
+//! was already running). A single edit's problems read as bare messages,
+//! since the request is the one the client just sent; a batch's say which
+//! edit and field: `edit 3 (backend_add web 198.18.1.13:8080), field
+//! weight: weight 10001 of backend ...`.
 //!
 //! Lookups are by hash (service name; backend address and port), and
 //! removals leave a hole that is closed once at the end, so a batch of
@@ -16,14 +24,30 @@ use hashbrown::HashMap;
 use std::net::IpAddr;
 
 use super::api::{ApiError, BackendEdit, BackendKey, BackendSpec, Edit, ErrorCode, ServiceSpec};
-use crate::rules::{Backend, Config, Protocol, Scheduler, Service};
+use crate::rules::{
+    self, parse, Backend, Config, ConfigError, Item, Location, Place, Provenance, RequestLocation,
+    Service,
+};
 
-/// `config` with `edits` applied, or every reason some could not apply.
+/// `config` with `edits` applied and validated, or every reason some could
+/// not apply or the result is not valid. `config` is never modified.
 pub(crate) fn apply_edits(config: &Config, edits: &[Edit]) -> Result<Config, ApiError> {
+    let (next, provenance) = edit_config(config, edits)?;
+    rules::validate(&next, &provenance).map_err(|error| invalid(&error, edits.len()))?;
+    Ok(next)
+}
+
+/// `config` with `edits` applied, not yet validated, and where each part
+/// the edits made or changed came from.
+fn edit_config<'e>(
+    config: &Config,
+    edits: &'e [Edit],
+) -> Result<(Config, EditProvenance<'e>), ApiError> {
     let mut editor = Editor::new(config);
     let mut failures: Vec<(ErrorCode, String)> = Vec::new();
     for (i, edit) in edits.iter().enumerate() {
-        if let Err((code, message)) = editor.apply(edit) {
+        let index = u32::try_from(i).unwrap_or(u32::MAX);
+        if let Err((code, message)) = editor.apply(index, edit) {
             let message = if edits.len() > 1 {
                 format!("edit {} ({}): {message}", i + 1, edit.op())
             } else {
@@ -33,7 +57,7 @@ pub(crate) fn apply_edits(config: &Config, edits: &[Edit]) -> Result<Config, Api
         }
     }
     match failures.first() {
-        None => Ok(editor.finish()),
+        None => Ok(editor.finish(edits)),
         Some(&(code, _)) => Err(ApiError::with_problems(
             code,
             failures.into_iter().map(|(_, m)| m).collect(),
@@ -41,15 +65,132 @@ pub(crate) fn apply_edits(config: &Config, edits: &[Edit]) -> Result<Config, Api
     }
 }
 
+/// The validator's problems as an API error. A single edit's problems are
+/// bare messages; a batch's name their edit and field.
+fn invalid(error: &ConfigError, edits: usize) -> ApiError {
+    let problems = error
+        .problems()
+        .iter()
+        .map(|p| if edits > 1 { p.to_string() } else { p.detail() })
+        .collect();
+    ApiError::with_problems(ErrorCode::Invalid, problems)
+}
+
+/// Which edits made or changed one service or backend (edit indices from
+/// 0).
+#[derive(Clone, Debug, Default)]
+struct Touch {
+    /// The edit that made the item: every field of it came from there.
+    created: Option<u32>,
+    /// For a service: the last edit that changed it or its list of
+    /// backends. A problem of the whole service (every backend drained, too
+    /// many backends for its table) is located there.
+    last: Option<u32>,
+    /// Fields an edit set, each with the last edit that set it.
+    fields: Vec<(&'static str, u32)>,
+}
+
+impl Touch {
+    fn created(edit: u32) -> Touch {
+        Touch {
+            created: Some(edit),
+            last: Some(edit),
+            fields: Vec::new(),
+        }
+    }
+
+    fn set(&mut self, key: &'static str, edit: u32) {
+        self.fields.retain(|(k, _)| *k != key);
+        self.fields.push((key, edit));
+    }
+
+    /// The edit a place of this item came from: the one that set the
+    /// field, else the one that made the item, else the last one that
+    /// changed it (a field's value can be at fault with what the item holds
+    /// now: a table size with the backends added since); for the item as a
+    /// whole, the last one that changed it.
+    fn edit_of(&self, key: Option<&'static str>) -> Option<(u32, Option<&'static str>)> {
+        match key {
+            Some(key) => {
+                let set = self.fields.iter().find(|(k, _)| *k == key).map(|&(_, e)| e);
+                match set.or(self.created) {
+                    Some(edit) => Some((edit, Some(key))),
+                    None => self.last.map(|edit| (edit, None)),
+                }
+            }
+            None => self.last.or(self.created).map(|edit| (edit, None)),
+        }
+    }
+}
+
+/// Where the parts of an edited config came from: the edits of one
+/// request, for what they made or changed; [`Location::Unrecorded`] for
+/// the running rules they left as they were.
+pub(crate) struct EditProvenance<'e> {
+    edits: &'e [Edit],
+    /// By service index in the edited config.
+    services: Vec<Touch>,
+    /// Only the backends an edit made or changed, by (service, backend)
+    /// index in the edited config.
+    backends: HashMap<(usize, usize), Touch>,
+}
+
+impl Provenance for EditProvenance<'_> {
+    fn locate(&self, place: Place) -> Location {
+        let touch = match place.item {
+            Item::Service(i) => self.services.get(i),
+            Item::Backend { service, backend } => self.backends.get(&(service, backend)),
+            _ => None,
+        };
+        let found = touch.and_then(|t| t.edit_of(place.key));
+        let Some((edit, field)) = found else {
+            return Location::Unrecorded;
+        };
+        let index = usize::try_from(edit).unwrap_or(usize::MAX);
+        let Some(request) = self.edits.get(index) else {
+            return Location::Unrecorded;
+        };
+        Location::Request(RequestLocation {
+            edit: index + 1,
+            edits: self.edits.len(),
+            op: request.op(),
+            target: target(request),
+            field,
+        })
+    }
+}
+
+/// What an edit names: its service, and for a backend edit the backend's
+/// `address:port` as given.
+fn target(edit: &Edit) -> String {
+    match edit {
+        Edit::ServiceAdd(spec) => spec.name.clone(),
+        Edit::ServiceEdit(e) => e.service.clone(),
+        Edit::ServiceDel(name) => name.service.clone(),
+        Edit::BackendAdd(add) => format!(
+            "{} {}",
+            add.service,
+            endpoint(&add.backend.address, add.backend.port)
+        ),
+        Edit::BackendEdit(e) => format!("{} {}", e.service, endpoint(&e.address, e.port)),
+        Edit::BackendDel(key) | Edit::BackendDrain(key) => {
+            format!("{} {}", key.service, endpoint(&key.address, key.port))
+        }
+    }
+}
+
 /// Why one edit could not apply.
 type Failure = (ErrorCode, String);
 
 /// A service being edited: its backends with holes where some were removed,
-/// and an index over them built on first use.
+/// an index over them built on first use, and what the edits touched.
 struct WorkService {
     service: Service,
     backends: Vec<Option<Backend>>,
     index: Option<HashMap<(IpAddr, u16), usize>>,
+    touch: Touch,
+    /// By backend slot (index in `backends`).
+    backend_touches: HashMap<usize, Touch>,
 }
 
 impl WorkService {
@@ -62,6 +203,8 @@ impl WorkService {
             service,
             backends,
             index: None,
+            touch: Touch::default(),
+            backend_touches: HashMap::new(),
         }
     }
 
@@ -76,10 +219,9 @@ impl WorkService {
         })
     }
 
-    /// The backend at (address, port).
-    fn backend_mut(&mut self, address: IpAddr, port: u16) -> Option<&mut Backend> {
-        let i = *self.index().get(&(address, port))?;
-        self.backends.get_mut(i)?.as_mut()
+    /// The slot of the backend at (address, port).
+    fn slot(&mut self, address: IpAddr, port: u16) -> Option<usize> {
+        self.index().get(&(address, port)).copied()
     }
 }
 
@@ -111,12 +253,13 @@ impl Editor {
         }
     }
 
-    fn apply(&mut self, edit: &Edit) -> Result<(), Failure> {
+    /// Applies `edit`, the `index`-th of its request.
+    fn apply(&mut self, index: u32, edit: &Edit) -> Result<(), Failure> {
         match edit {
-            Edit::ServiceAdd(spec) => self.add_service(spec),
+            Edit::ServiceAdd(spec) => self.add_service(index, spec),
             Edit::ServiceEdit(e) => {
                 if e.scheduler.is_none() && e.maglev_table_size.is_none() {
-                    return Err(invalid(format!(
+                    return Err(invalid_edit(format!(
                         "nothing to change in service {:?}: give a scheduler or a maglev_table_size",
                         e.service
                     )));
@@ -124,15 +267,18 @@ impl Editor {
                 let scheduler = e
                     .scheduler
                     .as_deref()
-                    .map(|s| scheduler(s, &e.service))
+                    .map(|s| parse::scheduler(s, &e.service).map_err(invalid_edit))
                     .transpose()?;
                 let work = self.service_mut(&e.service)?;
                 if let Some(s) = scheduler {
                     work.service.scheduler = s;
+                    work.touch.set("scheduler", index);
                 }
                 if let Some(size) = e.maglev_table_size {
                     work.service.maglev_table_size = size;
+                    work.touch.set("maglev_table_size", index);
                 }
+                work.touch.last = Some(index);
                 Ok(())
             }
             Edit::ServiceDel(name) => {
@@ -143,8 +289,8 @@ impl Editor {
                 }
                 Ok(())
             }
-            Edit::BackendAdd(add) => self.add_backend(&add.service, &add.backend),
-            Edit::BackendEdit(e) => self.edit_backend(e),
+            Edit::BackendAdd(add) => self.add_backend(index, &add.service, &add.backend),
+            Edit::BackendEdit(e) => self.edit_backend(index, e),
             Edit::BackendDel(key) => {
                 let address = backend_address(&key.address, &key.service)?;
                 let work = self.service_mut(&key.service)?;
@@ -154,40 +300,33 @@ impl Editor {
                 if let Some(slot) = work.backends.get_mut(i) {
                     *slot = None;
                 }
+                work.backend_touches.remove(&i);
+                work.touch.last = Some(index);
                 Ok(())
             }
             Edit::BackendDrain(key) => {
-                let backend = self.backend_mut(key)?;
+                let (backend, touch, service) = self.backend_mut(key)?;
                 backend.weight = 0;
+                touch.set("weight", index);
+                service.last = Some(index);
                 Ok(())
             }
         }
     }
 
-    fn add_service(&mut self, spec: &ServiceSpec) -> Result<(), Failure> {
+    fn add_service(&mut self, index: u32, spec: &ServiceSpec) -> Result<(), Failure> {
         if self.by_name.contains_key(&spec.name) {
             return Err((
                 ErrorCode::Exists,
                 format!("service {:?} already exists", spec.name),
             ));
         }
-        let quoted = format!("{:?}", spec.name);
-        let protocol = Protocol::from_name(&spec.protocol).ok_or_else(|| {
-            invalid(format!(
-                "unknown protocol {:?} in service {quoted} (expected \"tcp\" or \"udp\")",
-                spec.protocol
-            ))
-        })?;
-        let vip = spec.vip.parse::<IpAddr>().map_err(|_| {
-            invalid(format!(
-                "VIP {:?} of service {quoted} is not an IP address",
-                spec.vip
-            ))
-        })?;
+        let protocol = parse::protocol(&spec.protocol, &spec.name).map_err(invalid_edit)?;
+        let vip = parse::vip(&spec.vip, &spec.name).map_err(invalid_edit)?;
         let scheduler = spec
             .scheduler
             .as_deref()
-            .map(|s| scheduler(s, &spec.name))
+            .map(|s| parse::scheduler(s, &spec.name).map_err(invalid_edit))
             .transpose()?
             .unwrap_or_default();
         let service = Service {
@@ -209,13 +348,22 @@ impl Editor {
             .map(|b| backend(b, &spec.name))
             .collect::<Result<Vec<_>, _>>()?;
         let mut work = WorkService::new(service);
+        work.backend_touches = (0..backends.len())
+            .map(|slot| (slot, Touch::created(index)))
+            .collect();
         work.backends = backends.into_iter().map(Some).collect();
+        work.touch = Touch::created(index);
         self.by_name.insert(spec.name.clone(), self.services.len());
         self.services.push(Some(work));
         Ok(())
     }
 
-    fn add_backend(&mut self, service: &str, spec: &BackendSpec) -> Result<(), Failure> {
+    fn add_backend(
+        &mut self,
+        index: u32,
+        service: &str,
+        spec: &BackendSpec,
+    ) -> Result<(), Failure> {
         let backend = backend(spec, service)?;
         let work = self.service_mut(service)?;
         let key = (backend.address, backend.port);
@@ -231,12 +379,14 @@ impl Editor {
         }
         work.index().insert(key, next);
         work.backends.push(Some(backend));
+        work.backend_touches.insert(next, Touch::created(index));
+        work.touch.last = Some(index);
         Ok(())
     }
 
-    fn edit_backend(&mut self, e: &BackendEdit) -> Result<(), Failure> {
+    fn edit_backend(&mut self, index: u32, e: &BackendEdit) -> Result<(), Failure> {
         if e.weight.is_none() && e.zone.is_none() && e.set.is_none() && e.group.is_none() {
-            return Err(invalid(format!(
+            return Err(invalid_edit(format!(
                 "nothing to change in backend {} of service {:?}: give a weight or a label",
                 endpoint(&e.address, e.port),
                 e.service
@@ -247,19 +397,22 @@ impl Editor {
             address: e.address.clone(),
             port: e.port,
         };
-        let backend = self.backend_mut(&key)?;
+        let (backend, touch, service) = self.backend_mut(&key)?;
         if let Some(weight) = e.weight {
             backend.weight = weight;
+            touch.set("weight", index);
         }
-        for (value, label) in [
-            (&e.zone, &mut backend.zone),
-            (&e.set, &mut backend.set),
-            (&e.group, &mut backend.group),
+        for (key, value, label) in [
+            ("zone", &e.zone, &mut backend.zone),
+            ("set", &e.set, &mut backend.set),
+            ("group", &e.group, &mut backend.group),
         ] {
             if let Some(value) = value {
                 *label = (!value.is_empty()).then(|| value.clone());
+                touch.set(key, index);
             }
         }
+        service.last = Some(index);
         Ok(())
     }
 
@@ -278,32 +431,62 @@ impl Editor {
             .ok_or_else(|| (ErrorCode::NotFound, format!("unknown service {name:?}")))
     }
 
-    fn backend_mut(&mut self, key: &BackendKey) -> Result<&mut Backend, Failure> {
+    /// The backend of `key`, and what the edits did to it and to its
+    /// service.
+    fn backend_mut(
+        &mut self,
+        key: &BackendKey,
+    ) -> Result<(&mut Backend, &mut Touch, &mut Touch), Failure> {
         let address = backend_address(&key.address, &key.service)?;
         let work = self.service_mut(&key.service)?;
-        work.backend_mut(address, key.port)
-            .ok_or_else(|| no_backend(&key.service, address, key.port))
+        let slot = work.slot(address, key.port);
+        let backend = slot
+            .and_then(|slot| work.backends.get_mut(slot))
+            .and_then(Option::as_mut);
+        match (slot, backend) {
+            (Some(slot), Some(backend)) => Ok((
+                backend,
+                work.backend_touches.entry(slot).or_default(),
+                &mut work.touch,
+            )),
+            _ => Err(no_backend(&key.service, address, key.port)),
+        }
     }
 
-    /// The edited config: services and backends in their order, holes
-    /// closed.
-    fn finish(self) -> Config {
+    /// The edited config, services and backends in their order with the
+    /// holes closed, and where the edited parts came from.
+    fn finish(self, edits: &[Edit]) -> (Config, EditProvenance<'_>) {
         let mut config = self.rest;
-        config.services = self
-            .services
-            .into_iter()
-            .flatten()
-            .map(|work| {
-                let mut service = work.service;
-                service.backends = work.backends.into_iter().flatten().collect();
-                service
-            })
-            .collect();
-        config
+        let mut touches = Vec::with_capacity(self.services.len());
+        let mut backend_touches = HashMap::new();
+        for mut work in self.services.into_iter().flatten() {
+            let i = touches.len();
+            let mut backends = Vec::with_capacity(work.backends.len());
+            for (slot, backend) in work.backends.into_iter().enumerate() {
+                let Some(backend) = backend else {
+                    continue;
+                };
+                if !work.backend_touches.is_empty() {
+                    if let Some(touch) = work.backend_touches.remove(&slot) {
+                        backend_touches.insert((i, backends.len()), touch);
+                    }
+                }
+                backends.push(backend);
+            }
+            work.service.backends = backends;
+            config.services.push(work.service);
+            touches.push(work.touch);
+        }
+        let provenance = EditProvenance {
+            edits,
+            services: touches,
+            backends: backend_touches,
+        };
+        (config, provenance)
     }
 }
 
-/// A backend from its spec (range checks are left to the full check).
+/// A backend from its spec (every rule is left to the validator).
 fn backend(spec: &BackendSpec, service: &str) -> Result<Backend, Failure> {
     let mut backend = Backend::new(backend_address(&spec.address, service)?, spec.port);
     backend.weight = spec.weight.unwrap_or(1);
@@ -314,19 +497,7 @@ fn backend(spec: &BackendSpec, service: &str) -> Result<Backend, Failure> {
 }
 
 fn backend_address(text: &str, service: &str) -> Result<IpAddr, Failure> {
-    text.parse().map_err(|_| {
-        invalid(format!(
-            "backend {text:?} of service {service:?} is not an IP address"
-        ))
-    })
-}
-
-fn scheduler(name: &str, service: &str) -> Result<Scheduler, Failure> {
-    Scheduler::from_name(name).ok_or_else(|| {
-        invalid(format!(
-            "unknown scheduler {name:?} in service {service:?} (expected \"maglev\", \"wrr\" or \"sh\")"
-        ))
-    })
+    parse::backend_address(text, service).map_err(invalid_edit)
 }
 
 fn no_backend(service: &str, address: IpAddr, port: u16) -> Failure {
@@ -339,7 +510,7 @@ fn no_backend(service: &str, address: IpAddr, port: u16) -> Failure {
     )
 }
 
-fn invalid(message: String) -> Failure {
+fn invalid_edit(message: String) -> Failure {
     (ErrorCode::Invalid, message)
 }
 
@@ -356,7 +527,7 @@ fn endpoint(address: &str, port: u16) -> String {
 mod tests {
     use super::*;
     use crate::control::api::{BackendAdd, ServiceEdit, ServiceName};
-    use crate::rules::load_str;
+    use crate::rules::{load_str, Scheduler};
 
     const RULES: &str = r#"
 [gateway]
@@ -574,9 +745,403 @@ port = 8080
                 Edit::BackendDrain(key("web", &format!("198.19.{}.{}", i >> 8, i & 0xff), 80))
             }))
             .collect();
-        let c = apply_edits(&rules(), &edits).unwrap();
+        // Applied only: 50 002 backends do not fit the 251-entry table, which
+        // the validator would refuse.
+        let (c, _) = edit_config(&rules(), &edits).unwrap();
         assert_eq!(c.services[0].backends.len(), 50_002);
         assert!(c.services[0].backends[2..].iter().all(|b| b.weight == 0));
         assert!(c.services[0].backends[..2].iter().all(|b| b.weight == 1));
+    }
+
+    /// One fault, written in a config file and made through the API.
+    struct Fault {
+        /// Appended to the file's text.
+        file: String,
+        /// The same fault as edits of one request.
+        edits: Vec<Edit>,
+        /// What the one problem says, from either source.
+        message: &'static str,
+        /// Where the file's problem is: the text its line starts with, and
+        /// its column.
+        line: &'static str,
+        column: usize,
+        /// Where the API's problem is: the edit (from 1) and the field.
+        edit: usize,
+        field: Option<&'static str>,
+    }
+
+    /// A `[[services.backends]]` block with `extra` key lines.
+    fn block(address: &str, port: u16, extra: &str) -> String {
+        format!("[[services.backends]]\naddress = \"{address}\"\nport = {port}\n{extra}")
+    }
+
+    fn backend_spec(address: &str, port: u16) -> BackendSpec {
+        BackendSpec::new(address, port)
+    }
+
+    fn add_spec(service: &str, backend: BackendSpec) -> Edit {
+        Edit::BackendAdd(BackendAdd {
+            service: service.into(),
+            backend,
+        })
+    }
+
+    /// Every fault of the test: of backends, of services, of tables.
+    fn faults() -> Vec<Fault> {
+        let mut faults = backend_faults();
+        faults.extend(service_faults());
+        faults.extend(table_faults());
+        faults
+    }
+
+    /// Faults of the backends of "web".
+    fn backend_faults() -> Vec<Fault> {
+        let drain = |address: &str| Edit::BackendDrain(key("web", address, 8080));
+        vec![
+            Fault {
+                file: block("198.18.1.13", 8080, "weight = 10001\n"),
+                edits: vec![add("web", "198.18.1.13", 8080, 10_001)],
+                message: "weight 10001 of backend 198.18.1.13:8080 in service \"web\" is out of range 0..=10000",
+                line: "weight = 10001",
+                column: 10,
+                edit: 1,
+                field: Some("weight"),
+            },
+            Fault {
+                file: block("198.18.1.13", 0, ""),
+                edits: vec![add_spec("web", backend_spec("198.18.1.13", 0))],
+                message: "port 0 of backend 198.18.1.13 in service \"web\" is out of range 1..=65535",
+                line: "port = 0",
+                column: 8,
+                edit: 1,
+                field: Some("port"),
+            },
+            Fault {
+                file: block("2001:2::13", 8080, ""),
+                edits: vec![add("web", "2001:2::13", 8080, 1)],
+                message: "backend 2001:2::13 of service \"web\" is IPv6 but its VIP 198.18.100.10 is IPv4",
+                line: "address = \"2001:2::13\"",
+                column: 11,
+                edit: 1,
+                field: Some("address"),
+            },
+            Fault {
+                file: block("127.0.0.1", 8080, ""),
+                edits: vec![add("web", "127.0.0.1", 8080, 1)],
+                message: "backend 127.0.0.1 of service \"web\" is a loopback address",
+                line: "address = \"127.0.0.1\"",
+                column: 11,
+                edit: 1,
+                field: Some("address"),
+            },
+            Fault {
+                file: block("198.18.1.13", 8080, "zone = \"a b\"\n"),
+                edits: vec![add_spec(
+                    "web",
+                    BackendSpec {
+                        zone: Some("a b".into()),
+                        ..backend_spec("198.18.1.13", 8080)
+                    },
+                )],
+                message: "zone \"a b\" of backend 198.18.1.13:8080 in service \"web\" is not valid: use 1 to 64 of A-Z a-z 0-9 _ . -",
+                line: "zone = ",
+                column: 8,
+                edit: 1,
+                field: Some("zone"),
+            },
+            Fault {
+                // The file drains both backends of "web"; two edits do.
+                file: String::new(),
+                edits: vec![drain("198.18.1.11"), drain("198.18.1.12")],
+                message: "service \"web\" has no backend with weight > 0 (all 2 are drained)",
+                line: "name = \"web\"",
+                column: 8,
+                edit: 2,
+                field: None,
+            },
+        ]
+    }
+
+    /// A service "dns" with these settings and backends.
+    fn dns(protocol: &str, vip: &str, port: u16, backends: Vec<BackendSpec>) -> ServiceSpec {
+        ServiceSpec {
+            name: "dns".into(),
+            protocol: protocol.into(),
+            vip: vip.into(),
+            port,
+            scheduler: None,
+            maglev_table_size: None,
+            backends,
+        }
+    }
+
+    /// The same service "dns", without backends, in a config file.
+    fn dns_text(protocol: &str, vip: &str, port: u16) -> String {
+        format!("[[services]]\nname = \"dns\"\nprotocol = \"{protocol}\"\nvip = \"{vip}\"\nport = {port}\n")
+    }
+
+    /// Faults of a new service.
+    fn service_faults() -> Vec<Fault> {
+        vec![
+            Fault {
+                file: dns_text("udp", "198.18.100.10", 53).replace("\"dns\"", "\"d s\"")
+                    + &block("198.18.1.11", 5353, ""),
+                edits: vec![Edit::ServiceAdd(ServiceSpec {
+                    name: "d s".into(),
+                    ..dns("udp", "198.18.100.10", 53, vec![backend_spec("198.18.1.11", 5353)])
+                })],
+                message: "service name \"d s\" is not valid: use 1 to 64 of A-Z a-z 0-9 _ . -",
+                line: "name = \"d s\"",
+                column: 8,
+                edit: 1,
+                field: Some("name"),
+            },
+            Fault {
+                file: dns_text("tcp", "198.18.100.10", 80) + &block("198.18.1.11", 5353, ""),
+                edits: vec![Edit::ServiceAdd(dns(
+                    "tcp",
+                    "198.18.100.10",
+                    80,
+                    vec![backend_spec("198.18.1.11", 5353)],
+                ))],
+                message: "tcp 198.18.100.10:80 of service \"dns\" is already used by service \"web\"",
+                line: "vip = \"198.18.100.10\"\nport = 80\n[[services.backends]]\naddress = \"198.18.1.11\"\nport = 5353",
+                column: 7,
+                edit: 1,
+                field: Some("vip"),
+            },
+            Fault {
+                file: dns_text("udp", "127.0.0.1", 53) + &block("198.18.1.11", 5353, ""),
+                edits: vec![Edit::ServiceAdd(dns(
+                    "udp",
+                    "127.0.0.1",
+                    53,
+                    vec![backend_spec("198.18.1.11", 5353)],
+                ))],
+                message: "VIP 127.0.0.1 of service \"dns\" is a loopback address",
+                line: "vip = \"127.0.0.1\"",
+                column: 7,
+                edit: 1,
+                field: Some("vip"),
+            },
+            Fault {
+                file: dns_text("udp", "198.18.100.10", 53),
+                edits: vec![Edit::ServiceAdd(dns("udp", "198.18.100.10", 53, vec![]))],
+                message: "service \"dns\" has no backends",
+                line: "name = \"dns\"",
+                column: 8,
+                edit: 1,
+                field: None,
+            },
+            Fault {
+                file: dns_text("udp", "198.18.100.10", 53)
+                    + &block("198.18.1.11", 5353, "")
+                    + &block("198.18.1.11", 5353, ""),
+                edits: vec![Edit::ServiceAdd(dns(
+                    "udp",
+                    "198.18.100.10",
+                    53,
+                    vec![backend_spec("198.18.1.11", 5353); 2],
+                ))],
+                message: "backend 198.18.1.11:5353 is listed twice in service \"dns\"",
+                line: "address = \"198.18.1.11\"\nport = 5353",
+                column: 11,
+                edit: 1,
+                field: Some("address"),
+            },
+        ]
+    }
+
+    /// Faults of a service's Maglev table.
+    fn table_faults() -> Vec<Fault> {
+        vec![
+            Fault {
+                file: dns_text("udp", "198.18.100.10", 53)
+                    + "maglev_table_size = 252\n"
+                    + &block("198.18.1.11", 5353, ""),
+                edits: vec![
+                    Edit::ServiceAdd(dns(
+                        "udp",
+                        "198.18.100.10",
+                        53,
+                        vec![backend_spec("198.18.1.11", 5353)],
+                    )),
+                    Edit::ServiceEdit(ServiceEdit {
+                        service: "dns".into(),
+                        scheduler: None,
+                        maglev_table_size: Some(252),
+                    }),
+                ],
+                message: "maglev_table_size 252 of service \"dns\" is not prime (nearest primes: 251, 257)",
+                line: "maglev_table_size = 252",
+                column: 21,
+                edit: 2,
+                field: Some("maglev_table_size"),
+            },
+            Fault {
+                // 2 + 249 backends do not fit the gateway's 251 entries.
+                file: (0..249u16)
+                    .map(|i| block("198.18.2.1", 9000 + i, ""))
+                    .collect(),
+                edits: (0..249u16)
+                    .map(|i| add("web", "198.18.2.1", 9000 + i, 1))
+                    .collect(),
+                message: "service \"web\" has 251 backends, not fewer than gateway.maglev_table_size 251: \
+                          set a larger maglev_table_size (100 times the backends is recommended)",
+                line: "name = \"web\"",
+                column: 8,
+                edit: 249,
+                field: None,
+            },
+        ]
+    }
+
+    /// The line of `text` that starts with (or, for several lines, starts
+    /// the last occurrence of) `needle`, from 1.
+    fn line_of(text: &str, needle: &str) -> usize {
+        let at = text.rfind(needle).expect("needle in text");
+        text[..at].matches('\n').count() + 1
+    }
+
+    #[test]
+    fn a_fault_reads_the_same_from_a_file_and_from_an_edit() {
+        for fault in faults() {
+            let text = format!("{RULES}{}", fault.file);
+            let text = if fault.file.is_empty() {
+                // Both backends drained.
+                text.replace("port = 8080\n", "port = 8080\nweight = 0\n")
+            } else {
+                text
+            };
+            let error = load_str(&text, "gw.toml").expect_err(fault.message);
+            let [from_file] = error.problems() else {
+                panic!("{error}")
+            };
+            let (next, provenance) = edit_config(&rules(), &fault.edits).unwrap();
+            let error = rules::validate(&next, &provenance).expect_err(fault.message);
+            let [from_api] = error.problems() else {
+                panic!("{error}")
+            };
+
+            // The same message, from the one validator...
+            assert_eq!(from_file.message, fault.message);
+            assert_eq!(from_api.message, fault.message);
+            // ...located where each source has it.
+            let line = line_of(&text, fault.line);
+            assert_eq!(
+                from_file.location,
+                Location::File {
+                    file: "gw.toml".into(),
+                    line,
+                    column: fault.column
+                },
+                "{}",
+                fault.message
+            );
+            let request = fault.edits.get(fault.edit - 1).unwrap();
+            assert_eq!(
+                from_api.location,
+                Location::Request(RequestLocation {
+                    edit: fault.edit,
+                    edits: fault.edits.len(),
+                    op: request.op(),
+                    target: target(request),
+                    field: fault.field,
+                }),
+                "{}",
+                fault.message
+            );
+            // A duplicate's first occurrence has a line only in the file.
+            match &from_file.first {
+                Some(first) => {
+                    assert!(from_file
+                        .to_string()
+                        .ends_with(&format!(" (first at line {})", first.line().unwrap())));
+                    assert_eq!(from_api.detail(), fault.message);
+                }
+                None => assert!(from_api.first.is_none()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_that_cannot_be_read_reads_the_same_too() {
+        let text = format!("{RULES}{}", block("198.18.1.300", 8080, ""));
+        let from_file = load_str(&text, "gw.toml").unwrap_err();
+        let from_api = apply_edits(&rules(), &[add("web", "198.18.1.300", 8080, 1)]).unwrap_err();
+        assert_eq!(
+            from_file.problems()[0].message,
+            "backend \"198.18.1.300\" of service \"web\" is not an IP address"
+        );
+        assert_eq!(from_api.message, from_file.problems()[0].message);
+    }
+
+    #[test]
+    fn problems_of_an_edit_are_shown_bare_and_of_a_batch_with_their_edit() {
+        let e = apply_edits(&rules(), &[add("web", "198.18.1.13", 8080, 10_001)]).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Invalid);
+        assert_eq!(
+            e.problems,
+            ["weight 10001 of backend 198.18.1.13:8080 in service \"web\" is out of range 0..=10000"]
+        );
+        let e = apply_edits(
+            &rules(),
+            &[
+                add("web", "198.18.1.13", 8080, 1),
+                add("web", "198.18.1.14", 0, 10_001),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.problems,
+            [
+                "edit 2 (backend_add web 198.18.1.14:0), field port: port 0 of backend 198.18.1.14 in service \"web\" is out of range 1..=65535",
+                "edit 2 (backend_add web 198.18.1.14:0), field weight: weight 10001 of backend 198.18.1.14:0 in service \"web\" is out of range 0..=10000",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_edit_locates_only_what_it_touched() {
+        let edits = [
+            Edit::BackendEdit(BackendEdit {
+                service: "web".into(),
+                address: "198.18.1.12".into(),
+                port: 8080,
+                weight: Some(4),
+                zone: None,
+                set: None,
+                group: None,
+            }),
+            Edit::BackendDel(key("web", "198.18.1.11", 8080)),
+        ];
+        let (next, provenance) = edit_config(&rules(), &edits).unwrap();
+        // 198.18.1.12 is now the first backend: its weight came from edit 1,
+        // its address from the running rules.
+        assert_eq!(next.services[0].backends[0].weight, 4);
+        let Location::Request(weight) = provenance.locate(Place::backend(0, 0, "weight")) else {
+            panic!("the weight is not located at its edit")
+        };
+        assert_eq!(
+            (weight.edit, weight.op, weight.field),
+            (1, "backend_edit", Some("weight"))
+        );
+        assert_eq!(weight.target, "web 198.18.1.12:8080");
+        assert_eq!(
+            provenance.locate(Place::backend(0, 0, "address")),
+            Location::Unrecorded
+        );
+        // The service as a whole was last changed by the deletion.
+        let Location::Request(service) = provenance.locate(Place::item(Item::Service(0))) else {
+            panic!("the service is not located at its last edit")
+        };
+        assert_eq!(
+            (service.edit, service.op, service.field),
+            (2, "backend_del", None)
+        );
+        assert_eq!(
+            provenance.locate(Place::service(0, "vip")).to_string(),
+            "edit 2 (backend_del web 198.18.1.11:8080)"
+        );
     }
 }

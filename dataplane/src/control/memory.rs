@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use super::dataplane::Dataplane;
+use super::dataplane::{Applied, ApplyError, Dataplane};
 use super::report::{
     FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport, TrafficCounters, WorkerInfo,
     WorkerStats,
@@ -13,6 +13,7 @@ use super::report::{
 use crate::pipeline::PipelineCounters;
 use crate::rules::{format_mac, Config};
 use crate::table::{Snapshot, SnapshotPublisher, SnapshotReader};
+use crate::xdp::{CapacityError, XdpCapacity};
 
 /// A [`Dataplane`] whose "workers" are whoever holds one of its readers.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ struct Inner {
     flows: Vec<FlowEntry>,
     fail_next: Option<String>,
     applies: u64,
+    /// The XDP maps' sizes its checks use (it has no maps).
+    capacity: Option<XdpCapacity>,
 }
 
 impl Default for MemoryDataplane {
@@ -86,6 +89,18 @@ impl MemoryDataplane {
         self.lock().fail_next = Some(reason.into());
     }
 
+    /// Checks rules against maps of `capacity` keys instead of the XDP
+    /// program's ([`XdpCapacity::PROGRAM`], the default): small limits
+    /// that tests can reach.
+    pub fn set_capacity(&self, capacity: XdpCapacity) {
+        self.lock().capacity = Some(capacity);
+    }
+
+    /// The map sizes its checks use.
+    pub fn capacity(&self) -> XdpCapacity {
+        self.lock().capacity.unwrap_or(XdpCapacity::PROGRAM)
+    }
+
     /// How many applies succeeded.
     pub fn applies(&self) -> u64 {
         self.lock().applies
@@ -121,11 +136,23 @@ impl MemoryDataplane {
 }
 
 impl Dataplane for MemoryDataplane {
-    fn apply(&self, config: &Config) -> Result<u64, String> {
+    fn check(&self, config: &Config) -> Result<(), CapacityError> {
+        self.capacity().check(config)
+    }
+
+    fn apply(&self, config: &Config) -> Result<Applied, ApplyError> {
+        let refused = |reason: String| ApplyError {
+            reason,
+            generation: self.generation(),
+            kernel: "nothing else was changed (an in-memory data plane)".into(),
+        };
+        // As the daemon does: the control state has checked already, but
+        // a caller of `apply` alone must not get past the limits.
+        self.check(config).map_err(|e| refused(e.to_string()))?;
         if let Some(reason) = self.lock().fail_next.take() {
-            return Err(reason);
+            return Err(refused(reason));
         }
-        Ok(self.publish(config))
+        Ok(Applied::clean(self.publish(config)))
     }
 
     fn status(&self) -> StatusReport {

@@ -3,11 +3,14 @@
 //! - [`api`]: the versioned request and response types, shared with
 //!   `flowgatectl`; the wire protocol is in docs/api.md.
 //! - [`ControlState`]: the running config. Every change builds the whole
-//!   next config, validates it in full ([`crate::rules::check`] for API
-//!   edits, [`crate::rules::load_str`] for config text), and only then
-//!   hands it to the [`Dataplane`], which compiles and publishes a new
-//!   snapshot generation. All or nothing; the response says what changed
-//!   ([`diff`]) and the new generation.
+//!   next config, validates it in full (API edits and config text alike
+//!   with the one validator, [`crate::rules::validate`]), has the
+//!   [`Dataplane`] check that its kernel side can hold it
+//!   ([`Dataplane::check`]: the XDP maps' sizes), and only then hands it
+//!   to the [`Dataplane`], which compiles and publishes a new snapshot
+//!   generation. All or nothing; the response says what changed ([`diff`])
+//!   and what runs ([`Applied`], or [`ApplyError`] when the data plane
+//!   had to take the change back).
 //! - [`ControlServer`]: the Unix socket (mode 0600) the daemon's control
 //!   thread serves, with limits on request size, slow and silent clients,
 //!   and concurrent clients.
@@ -30,7 +33,7 @@ mod state;
 mod tagged;
 
 pub use client::{ClientError, ControlClient};
-pub use dataplane::Dataplane;
+pub use dataplane::{Applied, ApplyError, Dataplane};
 pub use diff::{
     diff, BackendSummary, ConfigDiff, Relabel, Reweight, ServiceChange, ServiceSummary,
 };

@@ -1,13 +1,13 @@
 //! What the data plane reports to the control API: status, counters and
 //! live connections. The daemon fills these from its workers; the helpers
-//! here turn the pipeline's own types into them.
+//! here turn the pipeline's own types into them, on the control side.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::flow::{Connection, FlowState};
+use crate::flow::{FlowRecord, FlowState};
 use crate::pipeline::CounterValues;
 use crate::table::Snapshot;
 use crate::wire::bytes_to_addr;
@@ -234,15 +234,16 @@ pub struct FlowEntry {
 }
 
 impl FlowEntry {
-    /// A worker's connection as a listing entry; the service is looked up
-    /// in `snapshot` by the connection's VIP, port and protocol.
-    pub fn from_connection(
+    /// A worker's connection record as a listing entry, made on the control
+    /// side: the service is looked up in `snapshot` by the connection's
+    /// protocol, VIP and port, and `now_ns` is on the workers' clock.
+    pub fn from_record(
         worker: usize,
-        connection: &Connection,
+        record: &FlowRecord,
         snapshot: &Snapshot,
         now_ns: u64,
     ) -> FlowEntry {
-        let client = &connection.client;
+        let client = &record.client;
         let service = snapshot
             .lookup_service(client.protocol, &client.dst, client.dst_port)
             .map(|(_, s)| s.name().to_owned());
@@ -250,15 +251,22 @@ impl FlowEntry {
             worker,
             service,
             protocol: protocol_name(client.protocol),
-            client: SocketAddr::new(client.src_ip(), client.src_port),
-            vip: SocketAddr::new(client.dst_ip(), client.dst_port),
-            backend: SocketAddr::new(
-                bytes_to_addr(&connection.backend_addr),
-                connection.backend_port,
-            ),
-            state: state_name(connection.state).to_owned(),
-            idle_ms: now_ns.saturating_sub(connection.last_seen_ns) / 1_000_000,
+            client: FlowEntry::client_of(record),
+            vip: FlowEntry::vip_of(record),
+            backend: SocketAddr::new(bytes_to_addr(&record.backend_addr), record.backend_port),
+            state: state_name(record.state).to_owned(),
+            idle_ms: now_ns.saturating_sub(record.last_seen_ns) / 1_000_000,
         }
+    }
+
+    /// The `client` a record lists as.
+    pub fn client_of(record: &FlowRecord) -> SocketAddr {
+        SocketAddr::new(record.client.src_ip(), record.client.src_port)
+    }
+
+    /// The `vip` a record lists as.
+    pub fn vip_of(record: &FlowRecord) -> SocketAddr {
+        SocketAddr::new(record.client.dst_ip(), record.client.dst_port)
     }
 }
 
@@ -287,6 +295,7 @@ fn state_name(state: FlowState) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::Connection;
     use crate::pipeline::{DropReason, PipelineCounters};
     use crate::rules::load_str;
     use crate::wire::FiveTuple;
@@ -343,7 +352,8 @@ mod tests {
             state: FlowState::TcpEstablished,
             last_seen_ns: 1_000_000_000,
         };
-        let entry = FlowEntry::from_connection(1, &connection, &snapshot, 3_500_000_000);
+        let entry =
+            FlowEntry::from_record(1, &FlowRecord::of(&connection), &snapshot, 3_500_000_000);
         assert_eq!(entry.service.as_deref(), Some("web"));
         assert_eq!(entry.client, "198.18.0.2:40000".parse().unwrap());
         assert_eq!(entry.vip, "198.18.100.10:80".parse().unwrap());
@@ -356,7 +366,7 @@ mod tests {
         assert_eq!(entry.worker, 1);
 
         connection.client.dst_port = 81;
-        let gone = FlowEntry::from_connection(0, &connection, &snapshot, 0);
+        let gone = FlowEntry::from_record(0, &FlowRecord::of(&connection), &snapshot, 0);
         assert_eq!(gone.service, None);
         assert_eq!(gone.idle_ms, 0);
     }

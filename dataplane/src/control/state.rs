@@ -1,6 +1,7 @@
 //! The control thread's state: the running config, and the one path every
-//! change takes — build the whole next config, validate it in full, and only
-//! then hand it to the data plane. All or nothing.
+//! change takes — build the whole next config, validate it in full, check
+//! that the data plane's kernel side can hold it, and only then hand it to
+//! the data plane. All or nothing.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -111,10 +112,9 @@ impl ControlState {
     }
 
     /// Applies `edits` as one change: each to the result of the previous
-    /// ones, then the whole result checked by [`rules::check`].
+    /// ones, then the whole result checked by [`rules::validate`].
     pub fn edit(&mut self, edits: &[Edit], dry_run: bool) -> Result<ChangeReport, ApiError> {
         let next = apply_edits(&self.config, edits)?;
-        rules::check(&next).map_err(|e| ApiError::with_problems(ErrorCode::Invalid, e.problems))?;
         self.change(next, None, dry_run)
     }
 
@@ -155,6 +155,10 @@ impl ControlState {
 
     /// Makes a validated `next` the running config. `origin` is set when
     /// `next` is a whole file (apply, reload) rather than an edit.
+    ///
+    /// Before anything is reported or applied, the data plane checks that
+    /// its kernel side can hold `next` (the XDP maps' sizes): a change it
+    /// cannot take is invalid, like a change that breaks a rule.
     fn change(
         &mut self,
         next: Config,
@@ -171,6 +175,9 @@ impl ControlState {
         if !restart.is_empty() {
             return Err(restart_required(&restart));
         }
+        self.dataplane
+            .check(&next)
+            .map_err(|e| ApiError::with_problems(ErrorCode::Invalid, e.problems("the change")))?;
         if dry_run || diff.is_empty() {
             if !dry_run {
                 // Nothing to compile, but the new order or origin is kept.
@@ -181,26 +188,32 @@ impl ControlState {
                 applied: false,
                 dry_run,
                 diff,
+                warnings: Vec::new(),
             });
         }
-        let generation = self.dataplane.apply(&next).map_err(|reason| {
-            ApiError::new(
+        let applied = self.dataplane.apply(&next).map_err(|e| ApiError {
+            generation: Some(e.generation),
+            ..ApiError::new(
                 ErrorCode::ApplyFailed,
-                format!("the data plane could not apply the change: {reason}; the old rules keep running"),
+                format!("the data plane could not apply the change: {e}"),
             )
         })?;
         self.commit(next, origin);
         tracing::info!(
-            generation,
+            generation = applied.generation,
             changes = diff.change_count(),
             origin = %self.origin,
             "rules changed"
         );
+        for warning in &applied.warnings {
+            tracing::warn!(generation = applied.generation, "{warning}");
+        }
         Ok(ChangeReport {
-            generation,
+            generation: applied.generation,
             applied: true,
             dry_run: false,
             diff,
+            warnings: applied.warnings,
         })
     }
 
@@ -282,6 +295,7 @@ fn restart_required(sections: &[&str]) -> ApiError {
         code: ErrorCode::RestartRequired,
         message,
         problems: named,
+        generation: None,
     }
 }
 
@@ -374,7 +388,8 @@ port = 8080
             .unwrap_err();
         assert_eq!(
             e.message,
-            "service \"web\" has no backend with weight > 0 (all 2 are drained)"
+            "edit 2 (backend_drain web 198.18.1.12:8080): \
+             service \"web\" has no backend with weight > 0 (all 2 are drained)"
         );
         assert_eq!(state.config(), &before);
         assert_eq!(dataplane.current().generation(), 1);
@@ -462,10 +477,175 @@ port = 8080
         dataplane.fail_next_apply("out of memory");
         let e = state.handle(add("198.18.1.13", 1)).unwrap_err();
         assert_eq!(e.code, ErrorCode::ApplyFailed);
-        assert!(e.message.contains("out of memory"));
+        assert_eq!(
+            e.message,
+            "the data plane could not apply the change: out of memory; generation 1 keeps \
+             running; nothing else was changed (an in-memory data plane)"
+        );
+        assert_eq!(e.generation, Some(1));
         assert_eq!(state.config().services[0].backends.len(), 2);
         // The same edit goes through once the data plane takes it.
         assert!(changed(state.handle(add("198.18.1.13", 1)).unwrap()).applied);
+    }
+
+    /// What `status`, `service list` and `backend list web` show, less
+    /// the uptime (which moves on its own).
+    fn views(state: &mut ControlState) -> (u64, usize, usize, String, u64, Reply, Reply) {
+        let Reply::Status(status) = state.handle(Request::Status {}).unwrap() else {
+            panic!()
+        };
+        let services = state.handle(Request::ServiceList {}).unwrap();
+        let backends = state
+            .handle(Request::BackendList(ServiceName {
+                service: "web".into(),
+            }))
+            .unwrap();
+        (
+            status.dataplane.generation,
+            status.services,
+            status.backends,
+            status.origin,
+            status.edits_since_load,
+            services,
+            backends,
+        )
+    }
+
+    fn service_add(name: &str, vip: &str, port: u16) -> Edit {
+        Edit::ServiceAdd(crate::control::api::ServiceSpec {
+            name: name.into(),
+            protocol: "tcp".into(),
+            vip: vip.into(),
+            port,
+            scheduler: None,
+            maglev_table_size: None,
+            backends: vec![BackendSpec::new("198.18.1.11", 8080)],
+        })
+    }
+
+    fn backend_add(address: &str) -> Edit {
+        Edit::BackendAdd(BackendAdd {
+            service: "web".into(),
+            backend: BackendSpec::new(address, 8080),
+        })
+    }
+
+    /// RULES as a file with `edits` made: the same change as a whole
+    /// config. Backends are added to `web`, the last service of RULES, so
+    /// they come before any new service.
+    fn as_text(edits: &[Edit]) -> String {
+        let mut text = RULES.to_owned();
+        for edit in edits {
+            if let Edit::BackendAdd(b) = edit {
+                text.push_str(&format!(
+                    "[[services.backends]]\naddress = \"{}\"\nport = 8080\n",
+                    b.backend.address
+                ));
+            }
+        }
+        for edit in edits {
+            match edit {
+                Edit::BackendAdd(_) => {}
+                Edit::ServiceAdd(s) => text.push_str(&format!(
+                    "[[services]]\nname = \"{}\"\nprotocol = \"tcp\"\nvip = \"{}\"\nport = {}\n\
+                     [[services.backends]]\naddress = \"198.18.1.11\"\nport = 8080\n",
+                    s.name, s.vip, s.port
+                )),
+                other => panic!("{other:?}"),
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn a_change_the_xdp_maps_cannot_hold_is_refused_by_every_path_and_changes_nothing() {
+        let (mut state, dataplane) = setup();
+        // web: 1 service key, 2 reply sources, 1 VIP address.
+        dataplane.set_capacity(crate::xdp::XdpCapacity {
+            service_keys: 3,
+            reply_sources: 4,
+            vip_addresses: 2,
+            local_addresses: 1,
+        });
+        let before = views(&mut state);
+        let dir = std::env::temp_dir().join(format!("fg-capacity-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gw.toml");
+        let cases = [
+            (
+                vec![
+                    service_add("a", "198.18.100.10", 81),
+                    service_add("b", "198.18.100.10", 82),
+                    service_add("c", "198.18.100.10", 83),
+                ],
+                "needs 4 service keys (protocol, VIP, port); the XDP program holds at most 3",
+            ),
+            (
+                vec![
+                    backend_add("198.18.1.13"),
+                    backend_add("198.18.1.14"),
+                    backend_add("198.18.1.15"),
+                ],
+                "needs 5 reply sources (protocol, backend address, backend port); \
+                 the XDP program holds at most 4",
+            ),
+            (
+                vec![
+                    service_add("a", "198.18.100.11", 80),
+                    service_add("b", "198.18.100.12", 80),
+                ],
+                "needs 3 VIP addresses; the XDP program holds at most 2",
+            ),
+        ];
+        for (edits, problem) in cases {
+            let change = format!("the change {problem}");
+            let config = format!("the config {problem}");
+            for dry_run in [false, true] {
+                let e = state.edit(&edits, dry_run).unwrap_err();
+                assert_eq!(
+                    (e.code, &e.problems),
+                    (ErrorCode::Invalid, &vec![change.clone()])
+                );
+                assert_eq!(e.message, change);
+                let e = state
+                    .apply_text(&as_text(&edits), "new.toml", dry_run)
+                    .unwrap_err();
+                assert_eq!(
+                    (e.code, e.message.as_str()),
+                    (ErrorCode::Invalid, change.as_str())
+                );
+            }
+            // The daemon's SIGHUP.
+            std::fs::write(&file, as_text(&edits)).unwrap();
+            let shared = Mutex::new(state);
+            let e = reload(&shared, &file).unwrap_err();
+            assert_eq!(e.problems, std::slice::from_ref(&change));
+            state = shared.into_inner().unwrap();
+            // A data plane asked to apply it anyway refuses it too.
+            let next = rules::load_file(&file).unwrap();
+            let e = dataplane.apply(&next).unwrap_err();
+            assert_eq!(e.reason, config);
+            assert_eq!(e.generation, 1);
+        }
+        assert_eq!(views(&mut state), before);
+        assert_eq!(dataplane.current().generation(), 1);
+        assert_eq!(dataplane.applies(), 1);
+
+        // At every limit at once, it goes through.
+        let c = state
+            .edit(
+                &[
+                    service_add("a", "198.18.100.10", 81),
+                    service_add("b", "198.18.100.11", 80),
+                    backend_add("198.18.1.13"),
+                    backend_add("198.18.1.14"),
+                ],
+                false,
+            )
+            .unwrap();
+        assert!(c.applied && c.warnings.is_empty());
+        assert_eq!(dataplane.current().generation(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,26 +1,30 @@
 //! The running daemon as the control API and the metrics endpoint see it.
 //!
-//! Counters are read from the workers' shared counters (the workers are
-//! never asked); live connections are asked for, through each worker's
-//! query queue, and answered between its polls.
+//! Everything is read on the calling (control or scrape) thread: counters
+//! from the workers' shared single-writer counters, socket statistics
+//! through descriptors of the control side's own. The one thing workers
+//! are asked for is live connections: raw records, a bounded chunk per
+//! poll ([`super::flow_query`]), which are sorted, named and formatted
+//! here.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::Sender;
-
+use super::flow_query::{self, FlowQueryClient};
 use super::gateway::Gateway;
-use super::worker_thread::WorkerQuery;
 use crate::control::{
-    BackendStats, Dataplane, FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport,
-    TrafficCounters, WorkerInfo, WorkerStats,
+    Applied, ApplyError, BackendStats, Dataplane, FlowEntry, InterfaceInfo, ServiceStats,
+    StatsReport, StatusReport, TrafficCounters, WorkerInfo, WorkerStats,
 };
+use crate::flow::{FlowFilter, FlowRecord};
 use crate::metrics::{MetricsCollector, MetricsSample, RingStats};
+use crate::port::xsk::XskStatsReader;
 use crate::rules::Config;
 use crate::table::Snapshot;
+use crate::xdp::CapacityError;
 
-/// How long `flows` waits for each worker's answer.
-const FLOWS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long `flows` waits for the workers' answers, all together.
+const FLOWS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A worker as the control side knows it.
 pub struct WorkerView {
@@ -30,8 +34,17 @@ pub struct WorkerView {
     pub core: usize,
     /// Its queues, as `interface/qN`.
     pub queues: Vec<String>,
-    /// Its query queue.
-    pub queries: Sender<WorkerQuery>,
+    /// The control side's end of its `flows` listings.
+    pub flow_queries: FlowQueryClient,
+    /// Readers of its sockets' statistics.
+    pub sockets: Vec<XskStatsReader>,
+}
+
+/// A worker as `status` shows it.
+struct WorkerLabel {
+    index: usize,
+    core: usize,
+    queues: Vec<String>,
 }
 
 /// The daemon behind the control API and the metrics endpoint.
@@ -40,10 +53,13 @@ pub struct DaemonDataplane {
     started: Instant,
     /// The workers' clock origin (connection times are counted from it).
     epoch: Instant,
-    workers: Vec<WorkerView>,
+    workers: Vec<WorkerLabel>,
+    /// One per worker, in worker order; one listing at a time.
+    flow_queries: Mutex<Vec<FlowQueryClient>>,
+    /// Every socket, with its worker's index.
+    sockets: Vec<(usize, XskStatsReader)>,
     interfaces: Vec<InterfaceInfo>,
     collector: Mutex<MetricsCollector>,
-    rings: Arc<Mutex<Vec<RingStats>>>,
 }
 
 impl DaemonDataplane {
@@ -54,30 +70,83 @@ impl DaemonDataplane {
         workers: Vec<WorkerView>,
         interfaces: Vec<InterfaceInfo>,
         collector: MetricsCollector,
-        rings: Arc<Mutex<Vec<RingStats>>>,
     ) -> DaemonDataplane {
+        let mut labels = Vec::with_capacity(workers.len());
+        let mut flow_queries = Vec::with_capacity(workers.len());
+        let mut sockets = Vec::new();
+        for worker in workers {
+            labels.push(WorkerLabel {
+                index: worker.index,
+                core: worker.core,
+                queues: worker.queues,
+            });
+            flow_queries.push(worker.flow_queries);
+            sockets.extend(worker.sockets.into_iter().map(|s| (worker.index, s)));
+        }
         DaemonDataplane {
             gateway,
             started: Instant::now(),
             epoch,
-            workers,
+            workers: labels,
+            flow_queries: Mutex::new(flow_queries),
+            sockets,
             interfaces,
             collector: Mutex::new(collector),
-            rings,
         }
     }
 
-    /// A metrics sample now, with the snapshot it names.
+    /// A metrics sample now, with the snapshot it names. The sockets'
+    /// statistics are read here, on the calling thread.
     pub fn sample(&self) -> (MetricsSample, Arc<Snapshot>) {
         let snapshot = self.gateway.snapshot();
-        let rings = lock(&self.rings).clone();
+        let rings = self
+            .sockets
+            .iter()
+            .filter_map(|(worker, socket)| ring_stats(*worker, socket))
+            .collect();
         let sample = lock(&self.collector).collect(&snapshot, rings);
         (sample, snapshot)
     }
 }
 
+/// One socket's statistics; none if the kernel would not give them.
+fn ring_stats(worker: usize, socket: &XskStatsReader) -> Option<RingStats> {
+    let kernel = match socket.kernel() {
+        Ok(kernel) => kernel,
+        Err(e) => {
+            tracing::debug!(
+                interface = socket.ifname(),
+                queue = socket.queue(),
+                "XDP_STATISTICS: {e}"
+            );
+            return None;
+        }
+    };
+    let port = socket.port();
+    Some(RingStats {
+        worker,
+        interface: socket.ifname().to_owned(),
+        queue: socket.queue(),
+        rx_dropped: kernel.rx_dropped,
+        rx_invalid_descs: kernel.rx_invalid_descs,
+        tx_invalid_descs: kernel.tx_invalid_descs,
+        rx_ring_full: kernel.rx_ring_full,
+        fill_ring_empty: kernel.fill_ring_empty,
+        tx_ring_empty: kernel.tx_ring_empty,
+        tx_rejected: port.tx_rejected,
+        foreign_addrs: port.foreign_addrs,
+        tx_wakeups: port.tx_wakeups,
+        rx_wakeups: port.rx_wakeups,
+        wakeup_errors: port.wakeup_errors,
+    })
+}
+
 impl Dataplane for DaemonDataplane {
-    fn apply(&self, config: &Config) -> Result<u64, String> {
+    fn check(&self, config: &Config) -> Result<(), CapacityError> {
+        self.gateway.check(config)
+    }
+
+    fn apply(&self, config: &Config) -> Result<Applied, ApplyError> {
         // The control state has already refused changes to restart-only
         // sections ([daemon], [[interfaces]], [flows]).
         self.gateway.apply(config.clone())
@@ -157,42 +226,38 @@ impl Dataplane for DaemonDataplane {
     }
 
     fn flows(&self, service: Option<&str>, limit: usize) -> Vec<FlowEntry> {
-        let mut answers = Vec::new();
-        for worker in &self.workers {
-            let (tx, rx) = crossbeam::channel::bounded(1);
-            let wanted = service.map(str::to_owned);
-            let index = worker.index;
-            let epoch = self.epoch;
-            let query: WorkerQuery = Box::new(move |flows, snapshot| {
-                let now_ns = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                let entries: Vec<FlowEntry> = flows
-                    .iter()
-                    .filter_map(|conn| {
-                        let entry = FlowEntry::from_connection(index, conn, snapshot, now_ns);
-                        match &wanted {
-                            Some(name) if entry.service.as_deref() != Some(name) => None,
-                            _ => Some(entry),
-                        }
-                    })
-                    .take(limit)
-                    .collect();
-                let _ = tx.send(entries);
-            });
-            if worker.queries.try_send(query).is_ok() {
-                answers.push(rx);
-            }
-        }
+        let snapshot = self.gateway.snapshot();
+        let filter = match service {
+            None => FlowFilter::All,
+            Some(name) => match snapshot.services().find(|(_, s)| s.name() == name) {
+                Some((_, s)) => FlowFilter::To {
+                    protocol: s.protocol(),
+                    address: *s.vip(),
+                    port: s.port(),
+                },
+                None => return Vec::new(),
+            },
+        };
         let deadline = Instant::now() + FLOWS_TIMEOUT;
-        let mut entries = Vec::new();
-        for rx in answers {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if let Ok(mut part) = rx.recv_timeout(left) {
-                entries.append(&mut part);
+        let listed = flow_query::list(&mut lock(&self.flow_queries), filter, limit, deadline);
+        let mut records: Vec<(usize, FlowRecord)> = Vec::new();
+        for (worker, part) in self.workers.iter().zip(listed) {
+            if !part.complete {
+                tracing::warn!(
+                    worker = worker.index,
+                    listed = part.records.len(),
+                    "flows: the worker's listing did not finish in time; the reply has what it got"
+                );
             }
+            records.extend(part.records.into_iter().map(|r| (worker.index, r)));
         }
-        entries.sort_by_key(|e| (e.client, e.vip));
-        entries.truncate(limit);
-        entries
+        records.sort_by_key(|(_, r)| (FlowEntry::client_of(r), FlowEntry::vip_of(r)));
+        records.truncate(limit);
+        let now_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        records
+            .iter()
+            .map(|(worker, r)| FlowEntry::from_record(*worker, r, &snapshot, now_ns))
+            .collect()
     }
 }
 

@@ -24,6 +24,10 @@ pub enum DaemonError {
     /// A command-line value is wrong.
     #[error("{0}")]
     Usage(String),
+    /// The config is valid, but its rules need more keys than the XDP
+    /// program's maps hold (one line per map, with both numbers).
+    #[error("{0}")]
+    TooLarge(String),
     /// The machine is not ready for the gateway.
     #[error("{0}")]
     Environment(String),
@@ -36,7 +40,9 @@ impl DaemonError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            DaemonError::Config(_) | DaemonError::Usage(_) => EXIT_CONFIG,
+            DaemonError::Config(_) | DaemonError::Usage(_) | DaemonError::TooLarge(_) => {
+                EXIT_CONFIG
+            }
             DaemonError::Environment(_) => EXIT_ENVIRONMENT,
             DaemonError::Runtime(_) => EXIT_RUNTIME,
         }

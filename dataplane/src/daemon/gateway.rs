@@ -5,15 +5,31 @@
 //! Two threads change it: the control API (rule changes, reloads) and the
 //! daemon's main loop (neighbour changes). A mutex orders them; workers
 //! never take it — they only load the published snapshot.
+//!
+//! A new generation is made in three steps, so that every key of the
+//! published rules is always in every interface's XDP maps, and a change
+//! the kernel refuses is taken back whole (docs/architecture.md, "The
+//! running gateway", says why in full):
+//!
+//! 1. widen: every interface's maps get the keys the new rules own that
+//!    they lack. If the kernel refuses one, the keys this change added are
+//!    removed again from every interface, nothing is published, and the old
+//!    generation runs with its own keys;
+//! 2. publish the new snapshot;
+//! 3. narrow: every interface's maps drop the keys the new rules no longer
+//!    own. A key the kernel will not drop stays (harmless: its traffic
+//!    reaches the workers, which forward none of it), is reported with the
+//!    change, and is tried again at the next one.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::control::{Applied, ApplyError};
 use crate::neigh::{merge_neighbours, KernelNeighbour};
 use crate::rules::Config;
 use crate::table::{Snapshot, SnapshotPublisher};
-use crate::xdp::{OwnedTraffic, XdpFilter};
+use crate::xdp::{CapacityError, OwnedTraffic, XdpCapacity, XdpFilter};
 
 /// What the control API and the main loop share.
 pub struct Gateway {
@@ -35,13 +51,17 @@ struct Inner {
 
 impl Gateway {
     /// Builds the first snapshot from `config` and what the kernel already
-    /// knows, publishes it and programs the filters.
+    /// knows, programs the filters with its keys and publishes it. Rules
+    /// the XDP maps cannot hold are refused first, with their counts.
     pub fn start(
         config: Config,
         learned: Vec<KernelNeighbour>,
         filters: Vec<XdpFilter>,
         port_ifindex: Vec<u32>,
     ) -> Result<Gateway, String> {
+        XdpCapacity::PROGRAM
+            .check(&config)
+            .map_err(|e| e.problems("the config").join("; "))?;
         let mut inner = Inner {
             config,
             learned: learned
@@ -52,7 +72,14 @@ impl Gateway {
         };
         let effective = effective_config(&inner, &port_ifindex);
         let snapshot = Snapshot::build(&effective, None);
-        program_filters(&mut inner.filters, &OwnedTraffic::from_snapshot(&snapshot))?;
+        let owned = OwnedTraffic::from_snapshot(&snapshot);
+        // Nothing runs yet: a failure here stops the daemon, and dropping
+        // the filters detaches them.
+        for filter in inner.filters.iter_mut() {
+            filter.update(&owned).map_err(|e| {
+                format!("programming the XDP filter of {}: {e}", filter.interface())
+            })?;
+        }
         Ok(Gateway {
             inner: Mutex::new(inner),
             publisher: SnapshotPublisher::new(snapshot),
@@ -80,13 +107,28 @@ impl Gateway {
         self.lock().config.clone()
     }
 
-    /// Makes `config` (already validated) the running rules; returns the
-    /// new generation.
-    pub fn apply(&self, config: Config) -> Result<u64, String> {
+    /// Whether the XDP maps can hold `config`'s rules: the sizes of
+    /// [`XdpCapacity::PROGRAM`], which [`XdpFilter::attach`] made sure the
+    /// kernel gave every filter.
+    pub fn check(&self, config: &Config) -> Result<(), CapacityError> {
+        XdpCapacity::PROGRAM.check(config)
+    }
+
+    /// Makes `config` (already validated) the running rules: all of it, or
+    /// none of it, with the error saying what runs then.
+    pub fn apply(&self, config: Config) -> Result<Applied, ApplyError> {
         let mut inner = self.lock();
+        if let Err(e) = self.check(&config) {
+            let running = self.publisher.current();
+            return Err(ApplyError {
+                reason: e.to_string(),
+                generation: running.generation(),
+                kernel: maps_state(&inner.filters, &OwnedTraffic::from_snapshot(&running)),
+            });
+        }
         let previous = std::mem::replace(&mut inner.config, config);
         match self.rebuild(&mut inner) {
-            Ok(generation) => Ok(generation),
+            Ok(applied) => Ok(applied),
             Err(e) => {
                 inner.config = previous;
                 Err(e)
@@ -120,11 +162,14 @@ impl Gateway {
                 changed |= is_backend;
             }
         }
-        if changed {
-            self.rebuild(&mut inner).map(Some)
-        } else {
-            Ok(None)
+        if !changed {
+            return Ok(None);
         }
+        let applied = self.rebuild(&mut inner).map_err(|e| e.to_string())?;
+        for warning in &applied.warnings {
+            tracing::warn!(generation = applied.generation, "{warning}");
+        }
+        Ok(Some(applied.generation))
     }
 
     /// Backend addresses with no static or usable learned next hop.
@@ -183,18 +228,65 @@ impl Gateway {
         std::mem::take(&mut self.lock().filters)
     }
 
-    fn rebuild(&self, inner: &mut Inner) -> Result<u64, String> {
+    /// Compiles the rules of `inner` into the next generation and makes
+    /// it run: widen every filter, publish, narrow every filter (the
+    /// module's documentation says why in this order).
+    fn rebuild(&self, inner: &mut Inner) -> Result<Applied, ApplyError> {
         let effective = effective_config(inner, &self.port_ifindex);
         let previous = self.publisher.current();
         let snapshot = Snapshot::build(&effective, Some(&previous));
-        let generation = snapshot.generation();
-        // Publish first, then widen or narrow the filter: a new VIP's
-        // first packets find their service, a removed one's last packets
-        // find none and are counted, never sent to a stale backend.
         let owned = OwnedTraffic::from_snapshot(&snapshot);
+
+        let mut widenings = Vec::with_capacity(inner.filters.len());
+        for i in 0..inner.filters.len() {
+            let Some(filter) = inner.filters.get_mut(i) else {
+                break;
+            };
+            match filter.widen(&owned) {
+                Ok(widening) => widenings.push(widening),
+                Err(e) => {
+                    // This filter took back its own keys; take back those
+                    // the change gave the filters before it.
+                    let reason =
+                        format!("the XDP maps of {} refused a key: {e}", filter.interface());
+                    for (filter, widening) in inner.filters.iter_mut().zip(&widenings) {
+                        if let Err(e) = filter.undo(widening) {
+                            tracing::warn!(
+                                interface = filter.interface(),
+                                error = %e,
+                                "keys of a failed change could not be taken out of the XDP maps"
+                            );
+                        }
+                    }
+                    return Err(ApplyError {
+                        reason,
+                        generation: previous.generation(),
+                        kernel: maps_state(&inner.filters, &OwnedTraffic::from_snapshot(&previous)),
+                    });
+                }
+            }
+        }
+
+        let generation = snapshot.generation();
         self.publisher.publish(snapshot);
-        program_filters(&mut inner.filters, &owned)?;
-        Ok(generation)
+
+        let mut warnings = Vec::new();
+        for filter in inner.filters.iter_mut() {
+            if let Err(e) = filter.narrow(&owned) {
+                let extra = filter.drift(&owned).extra;
+                warnings.push(format!(
+                    "the XDP maps of {} still hold {extra} {} that generation {generation} no longer \
+                     owns ({e}); traffic matching them reaches the workers, which forward none of \
+                     it, until a later change removes them",
+                    filter.interface(),
+                    if extra == 1 { "key" } else { "keys" }
+                ));
+            }
+        }
+        Ok(Applied {
+            generation,
+            warnings,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -212,14 +304,33 @@ fn effective_config(inner: &Inner, port_ifindex: &[u32]) -> Config {
     effective
 }
 
-/// Makes every filter's maps equal to `owned`.
-fn program_filters(filters: &mut [XdpFilter], owned: &OwnedTraffic) -> Result<(), String> {
-    for filter in filters.iter_mut() {
-        filter
-            .update(owned)
-            .map_err(|e| format!("updating the XDP filter: {e}"))?;
+/// What the filters' maps hold compared with `owned`, the keys of the
+/// generation that runs, as one clause of an [`ApplyError`].
+fn maps_state(filters: &[XdpFilter], owned: &OwnedTraffic) -> String {
+    let differ: Vec<String> = filters
+        .iter()
+        .filter_map(|filter| {
+            let drift = filter.drift(owned);
+            let name = filter.interface();
+            match (drift.extra, drift.missing) {
+                (0, 0) => None,
+                (extra, 0) => Some(format!("{name}'s hold {extra} more")),
+                (0, missing) => Some(format!("{name}'s lack {missing} of them")),
+                (extra, missing) => Some(format!(
+                    "{name}'s hold {extra} more and lack {missing} of them"
+                )),
+            }
+        })
+        .collect();
+    if differ.is_empty() {
+        return "every interface's XDP maps hold exactly its keys".into();
     }
-    Ok(())
+    format!(
+        "the XDP maps hold its keys, except that {} (the kernel would not take them out or \
+         put them back; traffic to keys it does not own reaches the workers, which forward none \
+         of it; the next change tries again)",
+        differ.join(", ")
+    )
 }
 
 /// Every backend address of every service (with repeats).
@@ -228,4 +339,219 @@ fn backend_addresses(config: &Config) -> impl Iterator<Item = IpAddr> + '_ {
         .services
         .iter()
         .flat_map(|s| s.backends.iter().map(|b| b.address))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Failures the kernel has no reason to produce (a delete refused), so
+    //! they are made here through the key sets' test-only switch, on real
+    //! XDP filters in a network namespace. Failures the kernel does produce
+    //! (a full map) are in tests/xdp_rollback.rs.
+
+    use super::*;
+    use crate::rules;
+    use crate::testnet::{self, NetNs};
+    use crate::xdp::{XdpMapKeys, XdpMode};
+
+    /// A gateway namespace with g0 and g1, each a veth to a peer
+    /// namespace.
+    struct TwoInterfaces {
+        gateway: NetNs,
+        _peer: NetNs,
+    }
+
+    impl TwoInterfaces {
+        fn new() -> TwoInterfaces {
+            let gateway = NetNs::new("fggw").unwrap();
+            let peer = NetNs::new("fggp").unwrap();
+            testnet::veth_pair(&gateway, "g0", &peer, "p0", 1).unwrap();
+            testnet::veth_pair(&gateway, "g1", &peer, "p1", 1).unwrap();
+            TwoInterfaces {
+                gateway,
+                _peer: peer,
+            }
+        }
+
+        fn attach(&self, interface: &'static str, capacity: Option<XdpCapacity>) -> XdpFilter {
+            self.gateway
+                .enter(move || match capacity {
+                    None => XdpFilter::attach(interface, XdpMode::Generic),
+                    Some(c) => XdpFilter::attach_with_capacity(interface, XdpMode::Generic, c),
+                })
+                .unwrap()
+                .unwrap()
+        }
+    }
+
+    /// A service: name, protocol, VIP, port, backends (address, port).
+    type ServiceRow<'a> = (&'a str, &'a str, &'a str, u16, &'a [(&'a str, u16)]);
+
+    /// Rules of `services` on interfaces g0 and g1.
+    fn rules(services: &[ServiceRow<'_>]) -> Config {
+        let mut text = String::from(
+            "[[interfaces]]\nname = \"g0\"\nmac = \"02:66:67:00:20:01\"\n\
+             [[interfaces]]\nname = \"g1\"\nmac = \"02:66:67:00:21:01\"\n",
+        );
+        for (name, protocol, vip, port, backends) in services {
+            text.push_str(&format!(
+                "[[services]]\nname = \"{name}\"\nprotocol = \"{protocol}\"\nvip = \"{vip}\"\nport = {port}\n"
+            ));
+            for (address, port) in *backends {
+                text.push_str(&format!(
+                    "[[services.backends]]\naddress = \"{address}\"\nport = {port}\n"
+                ));
+            }
+        }
+        rules::load_str(&text, "gw.toml").unwrap()
+    }
+
+    fn start(
+        interfaces: &TwoInterfaces,
+        config: &Config,
+        small_g1: Option<XdpCapacity>,
+    ) -> Gateway {
+        let filters = vec![
+            interfaces.attach("g0", None),
+            interfaces.attach("g1", small_g1),
+        ];
+        Gateway::start(config.clone(), Vec::new(), filters, vec![0, 0]).unwrap()
+    }
+
+    /// What each filter's maps hold, read from the kernel.
+    fn in_kernel(gateway: &Gateway) -> Vec<XdpMapKeys> {
+        gateway.with_filters(|filters| filters.iter().map(|f| f.read_maps().unwrap()).collect())
+    }
+
+    const WEB: &[(&str, u16)] = &[("198.18.1.11", 8080), ("198.18.1.12", 8080)];
+
+    #[test]
+    fn a_key_the_kernel_will_not_drop_is_reported_with_the_change_and_dropped_by_the_next() {
+        if !testnet::privileged() {
+            return;
+        }
+        let interfaces = TwoInterfaces::new();
+        let a = rules(&[("web", "tcp", "198.18.100.10", 80, WEB)]);
+        let gateway = start(&interfaces, &a, None);
+
+        // Backend .12 goes; g1 will not drop its key.
+        let b = rules(&[("web", "tcp", "198.18.100.10", 80, &[("198.18.1.11", 8080)])]);
+        gateway.with_filters(|f| f[1].refuse_removals(true));
+        let applied = gateway.apply(b.clone()).unwrap();
+        assert_eq!(applied.generation, 2);
+        assert_eq!(gateway.snapshot().generation(), 2);
+        let [warning] = applied.warnings.as_slice() else {
+            panic!("{applied:?}")
+        };
+        assert!(
+            warning.starts_with(
+                "the XDP maps of g1 still hold 1 key that generation 2 no longer owns \
+                 (removing tcp 198.18.1.12:8080 from map reply_sources: "
+            ),
+            "{warning}"
+        );
+        let owned_b = OwnedTraffic::from_config(&b);
+        let [g0, g1] = in_kernel(&gateway).try_into().unwrap();
+        assert!(g0.hold_exactly(&owned_b), "{g0:?}");
+        assert!(!g1.hold_exactly(&owned_b));
+        assert_eq!(g1.owned(), OwnedTraffic::from_config(&a), "g1 kept .12");
+
+        // The next change drops it.
+        gateway.with_filters(|f| f[1].refuse_removals(false));
+        let c = rules(&[
+            ("web", "tcp", "198.18.100.10", 80, &[("198.18.1.11", 8080)]),
+            ("dns", "udp", "198.18.100.10", 53, &[("198.18.1.11", 5353)]),
+        ]);
+        let applied = gateway.apply(c.clone()).unwrap();
+        assert_eq!((applied.generation, applied.warnings.len()), (3, 0));
+        let owned_c = OwnedTraffic::from_config(&c);
+        for maps in in_kernel(&gateway) {
+            assert!(maps.hold_exactly(&owned_c), "{maps:?}");
+        }
+    }
+
+    #[test]
+    fn a_rollback_the_kernel_will_not_finish_says_what_the_maps_hold() {
+        if !testnet::privileged() {
+            return;
+        }
+        let interfaces = TwoInterfaces::new();
+        let a = rules(&[("web", "tcp", "198.18.100.10", 80, WEB)]);
+        // g1's services map holds 2 keys: the second new service is refused.
+        let small = XdpCapacity {
+            service_keys: 2,
+            ..XdpCapacity::PROGRAM
+        };
+        let gateway = start(&interfaces, &a, Some(small));
+        let b = rules(&[
+            ("web", "tcp", "198.18.100.10", 80, WEB),
+            ("dns", "udp", "198.18.100.10", 53, &[("198.18.1.11", 5353)]),
+            ("web2", "tcp", "198.18.100.11", 80, &[("198.18.1.13", 8080)]),
+        ]);
+        // g0 took all 5 new keys (2 services, 2 reply sources, 1 VIP) and
+        // will not give them back.
+        gateway.with_filters(|f| f[0].refuse_removals(true));
+        let e = gateway.apply(b).unwrap_err();
+        assert_eq!(e.generation, 1);
+        assert!(
+            e.reason
+                .starts_with("the XDP maps of g1 refused a key: adding ")
+                && e.reason
+                    .ends_with("to map services: the map is full (E2BIG)"),
+            "{e}"
+        );
+        assert!(
+            e.kernel
+                .starts_with("the XDP maps hold its keys, except that g0's hold 5 more ("),
+            "{e}"
+        );
+        assert_eq!(gateway.snapshot().generation(), 1);
+        assert_eq!(gateway.config(), a);
+        let owned_a = OwnedTraffic::from_config(&a);
+        let [g0, g1] = in_kernel(&gateway).try_into().unwrap();
+        assert!(g1.hold_exactly(&owned_a), "{g1:?}");
+        assert_eq!(g0.services.len(), 3, "{g0:?}");
+        assert_eq!(g0.reply_sources.len(), 4, "{g0:?}");
+        assert_eq!(g0.vip_addresses.len(), 2, "{g0:?}");
+
+        // Once the kernel lets go, the next change cleans up.
+        gateway.with_filters(|f| f[0].refuse_removals(false));
+        let c = rules(&[("web", "tcp", "198.18.100.10", 80, &[("198.18.1.11", 8080)])]);
+        let applied = gateway.apply(c.clone()).unwrap();
+        assert_eq!((applied.generation, applied.warnings.len()), (2, 0));
+        for maps in in_kernel(&gateway) {
+            assert!(
+                maps.hold_exactly(&OwnedTraffic::from_config(&c)),
+                "{maps:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rules_the_maps_cannot_hold_are_refused_before_any_filter_is_touched() {
+        // One service more than the services map holds, on two VIPs.
+        let mut config = rules(&[("web", "tcp", "198.18.100.10", 80, WEB)]);
+        let web = config.services[0].clone();
+        config.services = (0..=XdpCapacity::PROGRAM.service_keys)
+            .map(|i| {
+                let mut s = web.clone();
+                s.name = format!("s{i}");
+                s.port = u16::try_from(i % 65_535 + 1).unwrap();
+                if i / 65_535 % 2 == 1 {
+                    s.protocol = rules::Protocol::Udp;
+                }
+                s.vip = [198, 18, 100, 10 + u8::try_from(i / 131_070).unwrap()].into();
+                s
+            })
+            .collect();
+        // No filters: a start that got as far as programming them would
+        // have nothing to fail on.
+        match Gateway::start(config, Vec::new(), Vec::new(), Vec::new()) {
+            Err(e) => assert_eq!(
+                e,
+                "the config needs 131 073 service keys (protocol, VIP, port); \
+                 the XDP program holds at most 131 072"
+            ),
+            Ok(_) => panic!("started with more services than the XDP maps hold"),
+        }
+    }
 }

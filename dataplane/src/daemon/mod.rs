@@ -1,13 +1,14 @@
 //! `flowgate run`: the gateway daemon.
 //!
 //! Start-up, in order, each step failing with one clear line and undoing
-//! the steps before it: load the config; check every interface (exists,
-//! MAC as configured, enough queues); attach our XDP program to each;
-//! create the shared UMEM and, per worker, one AF_XDP socket per
-//! interface on the worker's queue, each registered in that interface's
-//! XSKMAP; read the kernel's neighbour table; build and publish the first
-//! snapshot and program the filters; start the pinned workers; serve the
-//! control socket and, if configured, the metrics endpoint.
+//! the steps before it: load the config and check that the XDP maps can
+//! hold its rules; check every interface (exists, MAC as configured,
+//! enough queues); attach our XDP program to each; create the shared UMEM
+//! and, per worker, one AF_XDP socket per interface on the worker's queue,
+//! each registered in that interface's XSKMAP; read the kernel's neighbour
+//! table; build the first snapshot, program the filters with its keys and
+//! publish it; start the pinned workers; serve the control socket and, if
+//! configured, the metrics endpoint.
 //!
 //! Then the main thread, off the worker cores, loops: signals (SIGHUP
 //! reloads, SIGINT/SIGTERM stop), neighbour changes, resolution of
@@ -19,6 +20,7 @@
 
 mod dataplane;
 pub mod error;
+pub mod flow_query;
 mod gateway;
 mod kernel_path;
 pub mod worker_thread;
@@ -39,14 +41,14 @@ use crate::control::InterfaceInfo;
 use crate::control::{ControlServer, ControlState, StopHandle};
 use crate::flow::FlowTable;
 use crate::handoff::Handoff;
-use crate::metrics::{MetricsServer, RingStats, WorkerMetrics};
+use crate::metrics::{MetricsServer, WorkerMetrics};
 use crate::neigh::{self, NeighbourChange, NeighbourWatcher};
 use crate::port::xsk::{BindMode, SharedUmem, XskPort, XskSettings};
 use crate::rules::{self, BindModeSetting, Config, XdpModeSetting};
 use crate::worker::Worker;
-use crate::xdp::{XdpFilter, XdpMode};
+use crate::xdp::{XdpCapacity, XdpFilter, XdpMode};
 use dataplane::{queue_name, DaemonDataplane, WorkerView};
-use worker_thread::{PortObserver, WorkerExit, WorkerHandle, WorkerSetup};
+use worker_thread::{WorkerExit, WorkerHandle, WorkerSetup};
 
 /// How often the main loop wakes to look at signals and neighbours.
 const TICK: Duration = Duration::from_millis(50);
@@ -71,6 +73,7 @@ pub struct RunOptions {
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
     let config = rules::load_file(&options.config)?;
+    check_capacity(&options.config, &config)?;
     // `--cores` overrides the file for this run only: the control state
     // keeps the file's [daemon], so reloading the unchanged file is not
     // mistaken for a change that needs a restart.
@@ -90,6 +93,19 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
     let result = daemon.serve(&signals, options);
     daemon.stop();
     result
+}
+
+/// Refuses, before anything is set up, rules the XDP program's maps cannot
+/// hold.
+fn check_capacity(path: &std::path::Path, config: &Config) -> Result<(), DaemonError> {
+    XdpCapacity::PROGRAM.check(config).map_err(|e| {
+        let problems: Vec<String> = e
+            .problems("the config")
+            .into_iter()
+            .map(|p| format!("{}: {p}", path.display()))
+            .collect();
+        DaemonError::TooLarge(problems.join("\n"))
+    })
 }
 
 /// Starts logging to stderr as `[daemon]` says (`RUST_LOG` overrides).
@@ -278,7 +294,6 @@ impl Daemon {
         let mut handles = Vec::with_capacity(workers);
         let mut views = Vec::with_capacity(workers);
         let mut worker_metrics = Vec::with_capacity(workers);
-        let rings: Arc<Mutex<Vec<RingStats>>> = Arc::default();
         for (w, worker_ports) in ports.into_iter().enumerate().rev() {
             let (Some(pool), Some(handoff)) = (pools.pop(), handoffs.pop()) else {
                 return Err(DaemonError::Runtime(
@@ -303,6 +318,13 @@ impl Daemon {
                 .iter()
                 .map(|p| queue_name(p.ifname(), p.queue()))
                 .collect();
+            // The control side reads the sockets' statistics itself.
+            let sockets = worker_ports
+                .iter()
+                .map(XskPort::stats_reader)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(environment)?;
+            let (flow_queries, flow_query_server) = flow_query::flow_queries();
             let setup = WorkerSetup {
                 index: w,
                 core,
@@ -314,7 +336,7 @@ impl Daemon {
                 idle: settings.idle,
                 stop: Arc::clone(&stop_workers),
                 epoch,
-                observer: Some(ring_observer(w, Arc::clone(&rings))),
+                flow_queries: flow_query_server,
             };
             let handle = worker_thread::spawn(setup)
                 .map_err(|e| DaemonError::Runtime(format!("starting worker {w}: {e}")))?;
@@ -323,7 +345,8 @@ impl Daemon {
                 index: w,
                 core,
                 queues,
-                queries: handle.query_sender(),
+                flow_queries,
+                sockets,
             });
             handles.push(handle);
         }
@@ -356,7 +379,6 @@ impl Daemon {
             views,
             interfaces,
             crate::metrics::MetricsCollector::new(worker_metrics),
-            rings,
         ));
         let control = Arc::new(Mutex::new(ControlState::new(
             file,
@@ -524,32 +546,6 @@ fn sync_local_addresses(gateway: &Gateway) -> Result<(), String> {
         );
     }
     Ok(())
-}
-
-/// A worker's look at its sockets' ring statistics, once a second.
-fn ring_observer(worker: usize, rings: Arc<Mutex<Vec<RingStats>>>) -> PortObserver<XskPort> {
-    Box::new(move |ports: &[XskPort]| {
-        let fresh: Vec<RingStats> = ports
-            .iter()
-            .filter_map(|port| {
-                let s = port.statistics().ok()?;
-                Some(RingStats {
-                    worker,
-                    interface: port.ifname().to_owned(),
-                    queue: port.queue(),
-                    rx_dropped: s.rx_dropped,
-                    rx_invalid_descs: s.rx_invalid_descs,
-                    tx_invalid_descs: s.tx_invalid_descs,
-                    rx_ring_full: s.rx_ring_full,
-                    fill_ring_empty: s.fill_ring_empty,
-                    tx_ring_empty: s.tx_ring_empty,
-                })
-            })
-            .collect();
-        let mut all = rings.lock().unwrap_or_else(|p| p.into_inner());
-        all.retain(|r| r.worker != worker);
-        all.extend(fresh);
-    })
 }
 
 /// Sends one empty UDP datagram to the discard port of `address`: the

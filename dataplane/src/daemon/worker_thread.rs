@@ -3,9 +3,12 @@
 //!
 //! Everything a worker touches per batch is its own — ports, frame memory
 //! handle, connection table, counters — except the snapshot, which it loads
-//! lock-free once per poll. The control thread reaches a worker only through
-//! a query queue the worker drains between polls (for `flowgatectl flows`),
-//! never through a lock the worker could wait on.
+//! lock-free once per poll. The control thread reads the worker's counters
+//! (single-writer atomics) and its sockets' statistics (through descriptors
+//! of its own) without the worker's help; the one thing it asks of a worker
+//! is a listing of connections (`flowgatectl flows`), which the worker
+//! answers a bounded step per poll ([`FlowQueryServer`]). No lock, no
+//! allocation and no system call on the worker's side for any of it.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,9 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam::channel::{Receiver, Sender, TrySendError};
-
-use crate::flow::FlowTable;
+use super::flow_query::FlowQueryServer;
 use crate::port::{FrameMemory, Port};
 use crate::rules::IdlePolicy;
 use crate::table::{Snapshot, SnapshotReader};
@@ -28,10 +29,6 @@ const SPIN_POLLS: u32 = 2_000;
 /// and that a burst after a quiet spell waits little.
 const NAP: Duration = Duration::from_micros(50);
 
-/// A question for a worker, answered on the worker's thread between polls
-/// with read access to its connection table and current snapshot.
-pub type WorkerQuery = Box<dyn FnOnce(&FlowTable, &Snapshot) + Send>;
-
 /// The control thread's handle on a running worker.
 #[derive(Debug)]
 pub struct WorkerHandle<R> {
@@ -39,25 +36,10 @@ pub struct WorkerHandle<R> {
     pub index: usize,
     /// Core it is pinned to.
     pub core: usize,
-    queries: Sender<WorkerQuery>,
     thread: Option<JoinHandle<R>>,
 }
 
 impl<R> WorkerHandle<R> {
-    /// A sender for queries, for whoever asks later (the control API).
-    pub fn query_sender(&self) -> Sender<WorkerQuery> {
-        self.queries.clone()
-    }
-
-    /// Sends `query` to the worker; false if its queue is full or it has
-    /// stopped.
-    pub fn ask(&self, query: WorkerQuery) -> bool {
-        match self.queries.try_send(query) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-        }
-    }
-
     /// Whether the thread has ended (it should only after the stop flag).
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(JoinHandle::is_finished)
@@ -69,13 +51,6 @@ impl<R> WorkerHandle<R> {
         self.thread.take().and_then(|t| t.join().ok())
     }
 }
-
-/// Called by a worker, about once a second, with its ports (e.g. to
-/// publish their ring statistics).
-pub type PortObserver<P> = Box<dyn FnMut(&[P]) + Send>;
-
-/// How often a worker calls its [`PortObserver`].
-const OBSERVE_EVERY_NS: u64 = 1_000_000_000;
 
 /// What a worker thread runs with.
 pub struct WorkerSetup<P, M, K> {
@@ -99,8 +74,8 @@ pub struct WorkerSetup<P, M, K> {
     pub stop: Arc<AtomicBool>,
     /// The daemon's clock origin.
     pub epoch: Instant,
-    /// Looks at the ports now and then, off the per-packet path.
-    pub observer: Option<PortObserver<P>>,
+    /// The worker's end of `flowgatectl flows` listings.
+    pub flow_queries: FlowQueryServer,
 }
 
 /// What a stopped worker hands back: its state and ports, so the daemon
@@ -119,7 +94,6 @@ where
     M: FrameMemory + Send + 'static,
     K: KernelPath + Send + 'static,
 {
-    let (queries, inbox) = crossbeam::channel::bounded(16);
     let index = setup.index;
     let core = setup.core;
     let thread = std::thread::Builder::new()
@@ -132,20 +106,34 @@ where
                     "could not pin worker to its core; running unpinned"
                 );
             }
-            run(setup, inbox)
+            run(setup)
         })?;
     Ok(WorkerHandle {
         index,
         core,
-        queries,
         thread: Some(thread),
     })
 }
 
-fn run<P: Port, M: FrameMemory, K: KernelPath>(
-    setup: WorkerSetup<P, M, K>,
-    queries: Receiver<WorkerQuery>,
-) -> WorkerExit<P> {
+/// One turn of a worker thread's loop, everything it does between two
+/// snapshot loads: a poll of its ports ([`Worker::poll`]), then one
+/// bounded step of the `flows` listing in progress, if any. Benches and
+/// tests time and check this as "a poll". Returns the frames received.
+pub fn turn<P: Port, M: FrameMemory, K: KernelPath>(
+    worker: &mut Worker,
+    ports: &mut [P],
+    memory: &mut M,
+    kernel: &mut K,
+    flow_queries: &mut FlowQueryServer,
+    snapshot: &Snapshot,
+    now_ns: u64,
+) -> usize {
+    let received = worker.poll(ports, memory, snapshot, kernel, now_ns);
+    flow_queries.serve(worker.flows());
+    received
+}
+
+fn run<P: Port, M: FrameMemory, K: KernelPath>(setup: WorkerSetup<P, M, K>) -> WorkerExit<P> {
     let WorkerSetup {
         index,
         mut worker,
@@ -156,27 +144,26 @@ fn run<P: Port, M: FrameMemory, K: KernelPath>(
         idle,
         stop,
         epoch,
-        mut observer,
+        mut flow_queries,
         ..
     } = setup;
-    let mut observed_ns = 0u64;
     tracing::info!(worker = index, ports = ports.len(), "worker started");
     let mut empty_polls: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         let snapshot = snapshots.load();
         let now_ns = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let received = worker.poll(&mut ports, &mut memory, &snapshot, &mut kernel, now_ns);
-        if let Ok(query) = queries.try_recv() {
-            query(worker.flows(), &snapshot);
-        }
-        if now_ns.wrapping_sub(observed_ns) >= OBSERVE_EVERY_NS {
-            observed_ns = now_ns;
-            if let Some(observe) = observer.as_mut() {
-                observe(&ports);
-            }
-        }
+        let received = turn(
+            &mut worker,
+            &mut ports,
+            &mut memory,
+            &mut kernel,
+            &mut flow_queries,
+            &snapshot,
+            now_ns,
+        );
         drop(snapshot);
-        if received > 0 {
+        // A listing in progress is work: it goes on at full speed.
+        if received > 0 || flow_queries.is_busy() {
             empty_polls = 0;
             continue;
         }
@@ -194,13 +181,35 @@ fn run<P: Port, M: FrameMemory, K: KernelPath>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::FlowTimeouts;
+    use crate::daemon::flow_query::{self, flow_queries};
+    use crate::flow::{Connection, FlowFilter, FlowRecord, FlowState, FlowTable, FlowTimeouts};
+    use crate::hash::flow_hash;
     use crate::port::{MemoryFrames, MemoryPort};
     use crate::rules;
     use crate::table::SnapshotPublisher;
+    use crate::wire::{v4_mapped, FiveTuple};
     use crate::worker::CountingKernelPath;
 
-    /// A worker over memory ports answers queries, adopts a new snapshot
+    fn connections(n: u8) -> FlowTable {
+        let mut flows = FlowTable::new(64, FlowTimeouts::default());
+        for i in 0..n {
+            let c = Connection {
+                client: FiveTuple::v4([198, 18, 0, i], [198, 18, 100, 10], 40_000, 80, 6),
+                backend_addr: v4_mapped([198, 18, 1, 11]),
+                backend_port: 8080,
+                endpoint: 0,
+                client_mac: [2, 0, 0, 0, 0, 1],
+                client_ingress: 0,
+                state: FlowState::TcpEstablished,
+                last_seen_ns: u64::from(i),
+            };
+            let (ch, rh) = (flow_hash(&c.client), flow_hash(&c.reply_tuple()));
+            flows.insert(c, ch, rh, 0);
+        }
+        flows
+    }
+
+    /// A worker over memory ports answers a listing, adopts a new snapshot
     /// within a bounded wait, and stops when asked, handing its state back.
     #[test]
     fn worker_thread_runs_answers_and_stops() {
@@ -208,13 +217,17 @@ mod tests {
         let config = rules::load_file(&path).unwrap();
         let publisher = SnapshotPublisher::new(Snapshot::build(&config, None));
         let stop = Arc::new(AtomicBool::new(false));
+        let flows = connections(20);
+        let want: Vec<FlowRecord> = flows.iter().map(FlowRecord::of).collect();
         let mut memory = MemoryFrames::new(64, 2048);
         let pool = memory.pool();
-        let (seen_ports, ports_seen) = crossbeam::channel::bounded(4);
+        let worker = Worker::new(flows, pool, 2, 16);
+        let counters = Arc::clone(worker.counters());
+        let (client, server) = flow_queries();
         let setup = WorkerSetup {
             index: 0,
             core: 0,
-            worker: Worker::new(FlowTable::new(64, FlowTimeouts::default()), pool, 2, 16),
+            worker,
             ports: vec![MemoryPort::new("c", 16), MemoryPort::new("b", 16)],
             memory,
             kernel: CountingKernelPath::default(),
@@ -222,41 +235,28 @@ mod tests {
             idle: IdlePolicy::Adaptive,
             stop: Arc::clone(&stop),
             epoch: Instant::now(),
-            observer: Some(Box::new(move |ports: &[MemoryPort]| {
-                let _ = seen_ports.try_send(ports.len());
-            })),
+            flow_queries: server,
         };
         let handle = spawn(setup).unwrap();
-        assert_eq!(ports_seen.recv_timeout(Duration::from_secs(5)).unwrap(), 2);
-        let (tx, rx) = crossbeam::channel::bounded(1);
-        assert!(handle.ask(Box::new(move |flows, snapshot| {
-            let _ = tx.send((flows.len(), snapshot.generation()));
-        })));
-        let (flows, generation) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
-        assert_eq!(flows, 0);
-        assert_eq!(generation, publisher.current().generation());
+        let mut clients = [client];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listed = flow_query::list(&mut clients, FlowFilter::All, 100, deadline);
+        assert!(listed[0].complete);
+        assert_eq!(listed[0].records, want);
 
         let next = Snapshot::build(&config, Some(&publisher.current()));
-        let want = next.generation();
+        let generation = next.generation();
         publisher.publish(next);
-        let (tx, rx) = crossbeam::channel::bounded(1);
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut seen = 0;
-        while Instant::now() < deadline && seen != want {
-            let tx = tx.clone();
-            assert!(handle.ask(Box::new(move |_, s| {
-                let _ = tx.send(s.generation());
-            })));
-            seen = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        while Instant::now() < deadline && counters.generation.load(Ordering::Relaxed) != generation
+        {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        assert_eq!(seen, want);
+        assert_eq!(counters.generation.load(Ordering::Relaxed), generation);
 
         stop.store(true, Ordering::Relaxed);
         let exit = handle.join().unwrap();
         assert_eq!(exit.ports.len(), 2);
-        assert_eq!(
-            exit.worker.counters().generation.load(Ordering::Relaxed),
-            want
-        );
+        assert_eq!(exit.worker.flows().len(), 20);
     }
 }

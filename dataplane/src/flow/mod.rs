@@ -89,11 +89,13 @@
 
 mod connection;
 mod endpoint_stats;
+mod export;
 mod index;
 mod state;
 mod table;
 
 pub use connection::{ConnId, Connection};
 pub use endpoint_stats::{EndpointStats, EndpointValues, FlowCounters};
+pub use export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 pub use state::{next_state, Direction, FlowState, FlowTimeouts};
 pub use table::{FlowTable, FlowTableStats, MAX_CAPACITY};

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::connection::{ConnId, Connection};
 use super::endpoint_stats::{EndpointAccounts, FlowCounters};
+use super::export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
 use super::state::{next_state, Direction, FlowTimeouts};
 use crate::rules::FlowSettings;
@@ -502,6 +503,33 @@ impl FlowTable {
             .iter()
             .filter(|r| r.links.is_live())
             .map(|r| &r.conn)
+    }
+
+    /// One bounded step of a listing: looks at no more than `budget`
+    /// record positions from `cursor` on, copies each live connection
+    /// `filter` keeps into `out`, and stops early when `out` is full. The
+    /// cursor moves past what was looked at, and is done once it passes the
+    /// last record. Never allocates; see `export.rs` for what a listing
+    /// made of such steps sees while the table changes.
+    pub fn export(
+        &self,
+        cursor: &mut ExportCursor,
+        filter: &FlowFilter,
+        budget: usize,
+        out: &mut FlowRecords,
+    ) {
+        let end = cursor.next.saturating_add(budget).min(self.records.len());
+        let mut at = cursor.next;
+        while at < end && !out.is_full() {
+            if let Some(r) = self.records.get(at) {
+                if r.links.is_live() && filter.keeps(&r.conn) {
+                    out.push(FlowRecord::of(&r.conn));
+                }
+            }
+            at += 1;
+        }
+        cursor.next = at;
+        cursor.done = at >= self.records.len();
     }
 
     /// Counts a forwarded packet of `bytes` bytes on a connection to

@@ -5,14 +5,16 @@
 //! load and store, no locked instruction): the pipeline's
 //! [`PipelineCounters`](crate::pipeline::PipelineCounters) and the
 //! connection table's per-endpoint [`FlowCounters`](crate::flow::FlowCounters).
-//! Everything else happens on the control thread at scrape time:
+//! Everything else happens off the worker cores at scrape time:
 //!
 //! - [`MetricsCollector::collect`] reads every worker's counters through
 //!   the `Arc`s in its [`WorkerMetrics`] and names them after the snapshot
 //!   in force: a [`MetricsSample`] (per worker; per service sums over the
 //!   service's backends);
 //! - [`render`] writes a sample as Prometheus text (format 0.0.4);
-//! - [`MetricsServer`] answers `GET /metrics` on a loopback address.
+//! - [`MetricsServer`] answers `GET /metrics` on a loopback address or a
+//!   Unix socket, with every client bounded in time and in number (feature
+//!   `daemon`).
 //!
 //! The daemon wires them together, roughly:
 //!
@@ -29,12 +31,14 @@
 //!     let sample = collector.lock().unwrap().collect(&snapshot, rings);
 //!     (sample, snapshot)
 //! });
-//! let server = MetricsServer::start("127.0.0.1:9464".parse().unwrap(), source)?;
+//! let address: std::net::SocketAddr = "127.0.0.1:9464".parse().unwrap();
+//! let server = MetricsServer::start(address, source)?;
 //! # drop(server); Ok(()) }
 //! ```
 
 mod render;
 mod sample;
+#[cfg(feature = "daemon")]
 mod server;
 
 pub use render::{render, CONTENT_TYPE};
@@ -42,4 +46,8 @@ pub use sample::{
     BackendInfo, LoopValues, MetricsCollector, MetricsSample, RingStats, ServiceInfo,
     WorkerMetrics, WorkerSample,
 };
-pub use server::{MetricsError, MetricsServer, SampleSource, ServerOptions};
+#[cfg(feature = "daemon")]
+pub use server::{
+    ListenAddress, MetricsError, MetricsServer, SampleSource, ServerOptions, ServerStats,
+    UnixListen,
+};

@@ -354,7 +354,7 @@ fn backends(out: &mut Exposition, sample: &MetricsSample) {
 
 type RingField = fn(&super::RingStats) -> u64;
 
-const RING_COUNTERS: [(&str, &str, RingField); 6] = [
+const RING_COUNTERS: [(&str, &str, RingField); 11] = [
     (
         "flowgate_xsk_rx_dropped_total",
         "AF_XDP: frames the kernel dropped for reasons other than invalid descriptors.",
@@ -384,6 +384,31 @@ const RING_COUNTERS: [(&str, &str, RingField); 6] = [
         "flowgate_xsk_tx_ring_empty_total",
         "AF_XDP: times the transmit ring was empty.",
         |r| r.tx_ring_empty,
+    ),
+    (
+        "flowgate_xsk_tx_rejected_total",
+        "AF_XDP: frames the port refused for its transmit ring (not a sendable frame).",
+        |r| r.tx_rejected,
+    ),
+    (
+        "flowgate_xsk_foreign_addrs_total",
+        "AF_XDP: addresses the port found that are not frames of the UMEM (dropped).",
+        |r| r.foreign_addrs,
+    ),
+    (
+        "flowgate_xsk_tx_wakeups_total",
+        "AF_XDP: transmit wakeups (sendto) the port made.",
+        |r| r.tx_wakeups,
+    ),
+    (
+        "flowgate_xsk_rx_wakeups_total",
+        "AF_XDP: receive wakeups (poll) the port made.",
+        |r| r.rx_wakeups,
+    ),
+    (
+        "flowgate_xsk_wakeup_errors_total",
+        "AF_XDP: wakeups the kernel answered with an error.",
+        |r| r.wakeup_errors,
     ),
 ];
 
@@ -558,6 +583,7 @@ mod tests {
                 interface: "fg-client".into(),
                 queue: 2,
                 fill_ring_empty: 11,
+                tx_wakeups: 13,
                 ..RingStats::default()
             }],
         }
@@ -670,6 +696,12 @@ mod tests {
         assert_eq!(
             (ring[0].1["interface"].as_str(), ring[0].2),
             ("fg-client", 11)
+        );
+        let wakeups = find(&series, "flowgate_xsk_tx_wakeups_total", &[("queue", "2")]);
+        assert_eq!(wakeups[0].2, 13, "the port's own counters too");
+        assert_eq!(
+            labels_of("flowgate_xsk_wakeup_errors_total"),
+            one(&["interface", "queue", "worker"])
         );
     }
 

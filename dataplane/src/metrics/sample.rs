@@ -94,8 +94,10 @@ impl LoopValues {
     }
 }
 
-/// AF_XDP statistics of one socket (one interface queue), as the kernel
-/// reports them (`XDP_STATISTICS`); the daemon reads them from its sockets.
+/// AF_XDP statistics of one socket (one interface queue): the kernel's
+/// (`XDP_STATISTICS`) and the port's own counters. The daemon reads them on
+/// the scraping thread, through a descriptor of its own and the port's
+/// shared counters; the worker running the socket takes no part.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct RingStats {
     /// The worker that owns the socket.
@@ -116,6 +118,17 @@ pub struct RingStats {
     pub fill_ring_empty: u64,
     /// Times the transmit ring was found empty.
     pub tx_ring_empty: u64,
+    /// Frames the port refused to put on the transmit ring (not a frame it
+    /// could send).
+    pub tx_rejected: u64,
+    /// Addresses the port found that are not frames of the UMEM, dropped.
+    pub foreign_addrs: u64,
+    /// Transmit wakeups (`sendto`) the port made.
+    pub tx_wakeups: u64,
+    /// Receive wakeups (`poll`) the port made.
+    pub rx_wakeups: u64,
+    /// Wakeups the kernel answered with an error.
+    pub wakeup_errors: u64,
 }
 
 /// A service of the snapshot a sample was taken against.

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::io;
 
+use super::provenance::Location;
+
 /// Why a config was not loaded. Nothing of an invalid config is ever
 /// returned: a config is either wholly valid or an error.
 #[derive(Debug, thiserror::Error)]
@@ -15,19 +17,18 @@ pub enum ConfigError {
         /// What the OS said.
         error: io::Error,
     },
-    /// The text is not a valid config. Holds every problem found, sorted by
-    /// position; a TOML syntax or type error stops reading, so it comes
-    /// alone.
+    /// The config is not valid. Holds every problem found: for a file,
+    /// sorted by position (a TOML syntax or type error stops reading, so it
+    /// comes alone); for other sources, in model order.
     #[error("{}", ProblemLines(problems))]
     Invalid {
-        /// One entry per problem, sorted by (line, column).
+        /// One entry per problem (never empty).
         problems: Vec<ConfigProblem>,
     },
 }
 
 impl ConfigError {
-    /// The problems of an invalid config, sorted by position; empty for an
-    /// I/O error.
+    /// The problems of an invalid config; empty for an I/O error.
     pub fn problems(&self) -> &[ConfigProblem] {
         match self {
             ConfigError::Io { .. } => &[],
@@ -36,28 +37,64 @@ impl ConfigError {
     }
 }
 
-/// One problem in a config, at a position in its text.
+/// One problem in a config, where the part at fault came from.
 ///
-/// Displays as `FILE:LINE:COL: message`, the form editors and compilers use.
+/// Displays as `LOCATION: message`: `FILE:LINE:COL: message` for a file,
+/// the form editors and compilers use. A duplicate also names its first
+/// occurrence when that has a line: `... (first at line 7)`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ConfigProblem {
-    /// The config's origin: its path, or whatever name the caller gave.
-    pub file: String,
-    /// Line, from 1.
-    pub line: usize,
-    /// Column in characters, from 1.
-    pub column: usize,
-    /// What is wrong, in one line.
+    /// Where the part at fault came from.
+    pub location: Location,
+    /// What is wrong, in one line, the same whatever the source.
     pub message: String,
+    /// For a duplicate: where the first occurrence came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first: Option<Location>,
+}
+
+impl ConfigProblem {
+    /// `message` at `location`.
+    pub fn new(location: Location, message: impl Into<String>) -> ConfigProblem {
+        ConfigProblem {
+            location,
+            message: message.into(),
+            first: None,
+        }
+    }
+
+    /// The message with the line of the first occurrence, if that has one:
+    /// `... (first at line 7)`, or `(first at FILE:LINE:COL)` when it is in
+    /// another file. Without the location of the problem itself.
+    pub fn detail(&self) -> String {
+        let Some(first) = &self.first else {
+            return self.message.clone();
+        };
+        match (first.line(), first.file()) {
+            (Some(line), Some(file)) if self.location.file() == Some(file) => {
+                format!("{} (first at line {line})", self.message)
+            }
+            (Some(_), _) => format!("{} (first at {first})", self.message),
+            (None, _) => self.message.clone(),
+        }
+    }
+
+    /// The position to sort problems of one file by: (line, column); other
+    /// locations sort first, in the order found.
+    pub(super) fn position(&self) -> (usize, usize) {
+        match self.location {
+            Location::File { line, column, .. } => (line, column),
+            _ => (0, 0),
+        }
+    }
 }
 
 impl fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )
+        match &self.location {
+            Location::Unrecorded => f.write_str(&self.detail()),
+            location => write!(f, "{location}: {}", self.detail()),
+        }
     }
 }
 
@@ -76,32 +113,19 @@ impl fmt::Display for ProblemLines<'_> {
     }
 }
 
-/// Line and column (both from 1, the column in characters) of a byte
-/// offset into `text`. An offset past the end, or inside a character,
-/// counts as far as the text goes.
-pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let mut end = offset.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    let before = text.get(..end).unwrap_or(text);
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = before.matches('\n').count() + 1;
-    let column = before.get(line_start..).map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn problem(line: usize, column: usize, message: &str) -> ConfigProblem {
-        ConfigProblem {
-            file: "a.toml".into(),
-            line,
-            column,
-            message: message.into(),
-        }
+        ConfigProblem::new(
+            Location::File {
+                file: "a.toml".into(),
+                line,
+                column,
+            },
+            message,
+        )
     }
 
     #[test]
@@ -111,6 +135,29 @@ mod tests {
         };
         assert_eq!(error.to_string(), "a.toml:2:5: first\na.toml:7:1: second");
         assert_eq!(error.problems().len(), 2);
+    }
+
+    #[test]
+    fn a_duplicate_names_the_line_of_its_first_occurrence() {
+        let mut duplicate = problem(9, 8, "service \"web\" is defined twice");
+        duplicate.first = Some(problem(2, 8, "").location);
+        assert_eq!(
+            duplicate.to_string(),
+            "a.toml:9:8: service \"web\" is defined twice (first at line 2)"
+        );
+        duplicate.first = Some(Location::File {
+            file: "b.toml".into(),
+            line: 2,
+            column: 8,
+        });
+        assert_eq!(
+            duplicate.detail(),
+            "service \"web\" is defined twice (first at b.toml:2:8)"
+        );
+        // Where the first has no line, there is nothing to add.
+        duplicate.first = Some(Location::Unrecorded);
+        duplicate.location = Location::Unrecorded;
+        assert_eq!(duplicate.to_string(), "service \"web\" is defined twice");
     }
 
     #[test]
@@ -124,19 +171,5 @@ mod tests {
             "missing.toml: cannot read config: entity not found"
         );
         assert!(error.problems().is_empty());
-    }
-
-    #[test]
-    fn line_column_counts_lines_and_characters() {
-        let text = "ab\ncdé\nf";
-        assert_eq!(line_column(text, 0), (1, 1));
-        assert_eq!(line_column(text, 2), (1, 3));
-        assert_eq!(line_column(text, 3), (2, 1));
-        // 'é' is two bytes: the newline after it is byte 7, 'f' byte 8.
-        assert_eq!(line_column(text, 7), (2, 4));
-        assert_eq!(line_column(text, 8), (3, 1));
-        // Inside 'é' (byte 6) counts up to its start.
-        assert_eq!(line_column(text, 6), (2, 3));
-        assert_eq!(line_column(text, 1000), (3, 2));
     }
 }

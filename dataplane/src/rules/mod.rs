@@ -1,29 +1,51 @@
 //! The rule model operators write: services, their backends and schedulers,
-//! plus the gateway settings and static neighbours. Loaded from TOML and
-//! validated in full before anything is used: an invalid config yields an
-//! error naming the file, line and problem, and nothing of it is applied.
+//! plus the gateway settings and static neighbours, and the one validator
+//! every source of rules goes through.
 //!
-//! [`load_file`] and [`load_str`] are the way in; docs/config.md describes
-//! every key. Reading goes in two steps: raw structs take the TOML shape
-//! (unknown keys and wrong types stop there), then validation checks every
-//! value, collects all problems, and builds a [`Config`] only if there are
-//! none. [`ConfigError`] lists the problems as `FILE:LINE:COL: message`.
+//! A source turns what it reads into the model, a [`Config`], and a
+//! [`Provenance`]: a map from places in the model ([`Place`]) to where each
+//! part came from ([`Location`]): `FILE:LINE:COL` for a file, the request
+//! and field for a control API edit, and (later) an etcd key and revision.
+//! Reading does only what must happen before a model exists — TOML syntax
+//! and shape, unknown keys, values that do not parse into the model's types
+//! ([`parse`]) — and then [`validate`] checks every rule over the model
+//! and locates each problem through the provenance. So every source gives
+//! the same message for the same fault, and nothing of an invalid config
+//! is ever used.
+//!
+//! [`load_file`] and [`load_str`] read a config file; docs/config.md
+//! describes every key. [`ConfigError`] lists the problems, each a
+//! [`ConfigProblem`] that displays as `LOCATION: message`.
 
-mod check;
+mod decode;
 mod error;
+mod file;
 mod load;
 mod mac;
 mod model;
+pub mod parse;
+mod place;
 mod prime;
+mod provenance;
 mod raw;
 mod validate;
 
 #[cfg(test)]
 mod tests;
 
-pub use check::{check, CheckError};
 pub use error::{ConfigError, ConfigProblem};
-pub use load::{load_file, load_str};
+pub use file::FileProvenance;
+pub use load::{load_file, load_str, load_str_with_provenance};
 pub use mac::{format_mac, is_unicast_mac, parse_mac};
 pub use model::*;
+pub use place::{Item, Place};
 pub use prime::{is_prime, next_prime, prev_prime};
+pub use provenance::{Location, Provenance, RequestLocation, Unrecorded};
+pub use validate::validate;
+
+/// Checks a config built in code, which has no record of where its parts
+/// came from: [`validate`] with [`Unrecorded`] provenance, so problems
+/// carry their message alone.
+pub fn check(config: &Config) -> Result<(), ConfigError> {
+    validate(config, &Unrecorded)
+}

@@ -291,8 +291,14 @@ fn problems_in_a_file_name_the_path() {
         )
     );
     let problem = &error.problems()[0];
-    assert_eq!((problem.line, problem.column), (2, 12));
-    assert_eq!(problem.file, path.display().to_string());
+    assert_eq!(
+        problem.location,
+        Location::File {
+            file: path.display().to_string(),
+            line: 2,
+            column: 12
+        }
+    );
 }
 
 #[test]
@@ -635,7 +641,7 @@ fn protocol_vip_and_port_must_be_unique_together() {
             "#
         ),
         [
-            r#"t.toml:12:7: tcp [2001:2:0:100::10]:80 of service "b" is already used by service "a" (line 4)"#
+            r#"t.toml:12:7: tcp [2001:2:0:100::10]:80 of service "b" is already used by service "a" (first at line 4)"#
         ]
     );
 }
@@ -960,10 +966,13 @@ fn problems_are_exposed_with_their_fields() {
     assert_eq!(
         error.problems(),
         [ConfigProblem {
-            file: "api".into(),
-            line: 2,
-            column: 14,
+            location: Location::File {
+                file: "api".into(),
+                line: 2,
+                column: 14,
+            },
             message: "flows.capacity 0 is out of range 1..=67108864".into(),
+            first: None,
         }]
     );
 }
@@ -1035,5 +1044,118 @@ fn daemon_settings_are_checked() {
     assert_eq!(
         errors("[daemon]\ncores = []"),
         ["t.toml:2:9: daemon.cores is empty: list at least one core"]
+    );
+}
+
+// --- Provenance -------------------------------------------------------------
+
+/// The line and column `place` is located at in a file called `t.toml`.
+fn located(provenance: &FileProvenance<'_>, place: Place) -> (usize, usize) {
+    match provenance.locate(place) {
+        Location::File { file, line, column } => {
+            assert_eq!(file, "t.toml");
+            (line, column)
+        }
+        other => panic!("{place} is not located in the file: {other:?}"),
+    }
+}
+
+#[test]
+fn provenance_of_a_file_points_at_nested_values() {
+    let text = doc(r#"
+        [daemon]
+        cores = [2, 3]
+        [[interfaces]]
+        name = "eth0"
+        mac = "02:00:00:00:00:01"
+        [[interfaces]]
+        name = "eth1"
+        mac = "02:00:00:00:00:02"
+        [[neighbours]]
+        address = "198.18.1.11"
+        mac = "02:00:00:00:01:11"
+        interface = "eth1"
+        [[neighbours]]
+        address = "198.18.1.12"
+        interface = "eth1"
+        mac = "02:00:00:00:01:12"
+        [[services]]
+        name = "web"
+        protocol = "tcp"
+        vip = "198.18.100.10"
+        port = 80
+        [[services.backends]]
+        address = "198.18.1.11"
+        port = 8080
+        [[services]]
+        name = "dns"
+        protocol = "udp"
+        vip = "198.18.100.10"
+        port = 53
+        [[services.backends]]
+        address = "198.18.1.11"
+        port = 5353
+        [[services.backends]]
+        address = "198.18.1.12"
+        port = 5353
+        weight = 7
+        zone = "b"
+        "#);
+    let (config, provenance) = load_str_with_provenance(&text, "t.toml").unwrap();
+    assert_eq!(config.services[1].backends[1].weight, 7);
+    // The second service's second backend's weight: `weight = 7` on line 36.
+    assert_eq!(
+        located(&provenance, Place::backend(1, 1, "weight")),
+        (36, 10)
+    );
+    assert_eq!(located(&provenance, Place::backend(1, 1, "zone")), (37, 8));
+    assert_eq!(located(&provenance, Place::backend(1, 0, "port")), (32, 8));
+    // The second neighbour's MAC, written after its interface.
+    assert_eq!(
+        located(&provenance, Place::field(Item::Neighbour(1), "mac")),
+        (16, 7)
+    );
+    assert_eq!(
+        located(&provenance, Place::field(Item::Neighbour(0), "interface")),
+        (12, 13)
+    );
+    assert_eq!(
+        located(&provenance, Place::field(Item::Interface(1), "mac")),
+        (8, 7)
+    );
+    assert_eq!(
+        located(&provenance, Place::element(Item::Daemon, "cores", 1)),
+        (2, 13)
+    );
+    assert_eq!(located(&provenance, Place::service(1, "port")), (29, 8));
+    // A field the file leaves to its default is located at its item: a
+    // backend at its address, a service at its name.
+    assert_eq!(
+        located(&provenance, Place::backend(0, 0, "weight")),
+        (23, 11)
+    );
+    assert_eq!(
+        located(&provenance, Place::service(0, "maglev_table_size")),
+        (18, 8)
+    );
+    assert_eq!(located(&provenance, Place::item(Item::Service(1))), (26, 8));
+    // Everything was read: nothing stands in.
+    assert_eq!(provenance.stand_in(Place::backend(1, 1, "weight")), None);
+}
+
+#[test]
+fn provenance_of_an_invalid_file_holds_what_could_not_be_read() {
+    // The problems located through the provenance are the loader's.
+    let error = load_str(
+        "[[services]]\nname = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80\n\
+         [[services.backends]]\naddress = \"198.18.1.11\"\nport = 8080\nweight = -3\n",
+        "t.toml",
+    )
+    .unwrap_err();
+    // The weight could not be read (a stand-in), so "every backend drained"
+    // is not judged on it.
+    assert_eq!(
+        error.to_string(),
+        "t.toml:9:10: weight -3 of backend 198.18.1.11:8080 in service \"web\" is out of range 0..=10000"
     );
 }

@@ -1,387 +1,348 @@
-//! Checks a raw config in full and builds the validated model.
+//! The one validator: every rule a config must follow, checked over the
+//! model, whatever source the model came from.
 //!
-//! Every check runs, whatever failed before it, and every failure is
-//! recorded at the position of the value at fault; a [`Config`] is built
-//! only when there are none. A value that failed is replaced by a stand-in
-//! so that later checks can go on, and checks that would only repeat an
-//! earlier failure (a duplicate of an address that did not parse) are
-//! skipped.
+//! A source (a file, the control API's edits) first turns what it reads
+//! into a [`Config`] and a [`Provenance`]; that step rejects only what
+//! cannot be put in the model at all (TOML syntax, unknown keys, a
+//! malformed address, a number the model's type cannot hold). Everything
+//! else — ranges, duplicates, address families, weights, Maglev table
+//! sizes, interfaces, neighbours, labels — is judged here, once, and each
+//! problem is located through the provenance. So a file and an API edit
+//! that make the same fault get the same message, each at its own kind of
+//! location.
+//!
+//! Every check runs and every problem is reported, in model order. A value
+//! the source could not read is a stand-in ([`Provenance::stand_in`]): it
+//! is not judged, and neither is anything that depends on it, since that
+//! would only repeat the source's report. Duplicates are found through hash
+//! maps, so validation is linear in the size of the config.
 
-use std::collections::HashMap;
+use hashbrown::{HashMap, HashSet};
+use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::RangeInclusive;
+use std::os::unix::ffi::OsStrExt;
 
-use toml::Spanned;
-
-use super::error::{line_column, ConfigProblem};
-use super::mac::{format_mac, is_unicast_mac, parse_mac};
+use super::error::{ConfigError, ConfigProblem};
+use super::mac::{format_mac, is_unicast_mac};
+use super::place::{Item, Place};
 use super::prime::{is_prime, next_prime, prev_prime};
-use super::raw::{
-    RawBackend, RawConfig, RawDaemon, RawFlows, RawInterface, RawNeighbour, RawService,
-};
+use super::provenance::Provenance;
 use super::{
-    Backend, BindModeSetting, Config, DaemonSettings, FlowSettings, GatewaySettings, IdlePolicy,
-    Interface, LogFormatSetting, MacAddr, Neighbour, Protocol, Scheduler, Service, XdpModeSetting,
-    DEFAULT_MAGLEV_TABLE_SIZE, MAX_FLOW_CAPACITY, MAX_INTERFACE_NAME_LEN, MAX_MAGLEV_TABLE_SIZE,
+    Backend, Config, Service, MAX_FLOW_CAPACITY, MAX_INTERFACE_NAME_LEN, MAX_MAGLEV_TABLE_SIZE,
     MAX_NAME_LEN, MAX_TIMEOUT_S, MAX_WEIGHT, MAX_WORKERS, MIN_MAGLEV_TABLE_SIZE,
 };
 
-/// Validates `raw`, read from `text` (named `file`), into a [`Config`], or
-/// returns every problem found, in the order found.
-pub(super) fn validate(
-    raw: &RawConfig,
-    text: &str,
-    file: &str,
-) -> Result<Config, Vec<ConfigProblem>> {
-    let mut problems = Problems {
-        text,
-        file,
-        found: Vec::new(),
-    };
-    let p = &mut problems;
-    let default_table_size = match &raw.gateway.maglev_table_size {
-        None => Some(DEFAULT_MAGLEV_TABLE_SIZE),
-        Some(size) => table_size(size, "gateway.maglev_table_size", "", p),
-    };
-    let gateway = GatewaySettings {
-        maglev_table_size: default_table_size.unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE),
-    };
-    let daemon = daemon(&raw.daemon, p);
-    let flows = flows(&raw.flows, p);
-    let interfaces = interfaces(&raw.interfaces, p);
-    let neighbours = neighbours(&raw.neighbours, &raw.interfaces, p);
-    let services = services(&raw.services, default_table_size, p);
-    if problems.found.is_empty() {
-        Ok(Config {
-            gateway,
-            daemon,
-            flows,
-            interfaces,
-            neighbours,
-            services,
-        })
+/// Checks `config` in full. `Ok` if it follows every rule; otherwise every
+/// problem, in model order, located through `provenance`.
+pub fn validate(config: &Config, provenance: &dyn Provenance) -> Result<(), ConfigError> {
+    let problems = problems(config, provenance);
+    if problems.is_empty() {
+        Ok(())
     } else {
-        Err(problems.found)
+        Err(ConfigError::Invalid { problems })
     }
 }
 
-/// The problems found so far, each at a position in the text.
-struct Problems<'a> {
-    text: &'a str,
-    file: &'a str,
+/// Every problem of `config`, in model order, located through
+/// `provenance`.
+pub(super) fn problems(config: &Config, provenance: &dyn Provenance) -> Vec<ConfigProblem> {
+    let mut v = Validator {
+        config,
+        provenance,
+        found: Vec::new(),
+    };
+    let gateway_ok = v.gateway();
+    v.daemon();
+    v.flows();
+    v.interfaces();
+    v.neighbours();
+    v.services(gateway_ok);
+    v.found
+}
+
+/// An inclusive range an integer value must lie in.
+///
+/// A source that reads a number too large or too small for the model's type
+/// to hold (a port of 65 536, a weight of -1) reports it with the same
+/// rule, so that it reads exactly as the validator would word it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Range {
+    min: i64,
+    max: i64,
+}
+
+impl Range {
+    const fn new(min: i64, max: i64) -> Range {
+        Range { min, max }
+    }
+
+    /// Whether `value` lies in the range.
+    pub(super) fn contains(self, value: i64) -> bool {
+        (self.min..=self.max).contains(&value)
+    }
+
+    /// `KEY VALUE CONTEXT is out of range MIN..=MAX`.
+    pub(super) fn problem(self, key: &str, value: impl Display, context: &str) -> String {
+        format!(
+            "{key} {value}{context} is out of range {}..={}",
+            self.min, self.max
+        )
+    }
+}
+
+/// Service and backend ports.
+pub(super) const PORT: Range = Range::new(1, u16::MAX as i64);
+/// Backend weights.
+pub(super) const WEIGHT: Range = Range::new(0, MAX_WEIGHT as i64);
+/// Maglev table sizes (also prime).
+pub(super) const TABLE_SIZE: Range =
+    Range::new(MIN_MAGLEV_TABLE_SIZE as i64, MAX_MAGLEV_TABLE_SIZE as i64);
+/// `flows.capacity`.
+pub(super) const FLOW_CAPACITY: Range = Range::new(1, MAX_FLOW_CAPACITY as i64);
+/// `flows.*_timeout`, in seconds.
+pub(super) const TIMEOUT: Range = Range::new(1, MAX_TIMEOUT_S as i64);
+/// One entry of `daemon.cores`.
+pub(super) const CORE: Range = Range::new(0, 4095);
+/// `daemon.batch`.
+pub(super) const BATCH: Range = Range::new(1, 256);
+/// `daemon.frame_size` (also 2048 or 4096).
+pub(super) const FRAME_SIZE: Range = Range::new(2048, 4096);
+/// `daemon.frame_count` (also a power of two).
+pub(super) const FRAME_COUNT: Range = Range::new(1024, 1 << 20);
+/// `daemon.*_ring_size` (also a power of two).
+pub(super) const RING_SIZE: Range = Range::new(64, 16384);
+
+/// ` of service "NAME"`: the context of a service's value in a message.
+pub(super) fn of_service(name: &str) -> String {
+    format!(" of service {name:?}")
+}
+
+/// ` of backend ADDRESS in service "NAME"`: the context of a backend's
+/// port, which cannot name the backend by a port that is at fault.
+pub(super) fn of_backend_address(address: &str, service: &str) -> String {
+    format!(" of backend {address} in service {service:?}")
+}
+
+/// ` of backend ADDRESS:PORT in service "NAME"`, bracketing an IPv6
+/// address: the context of a backend's weight or label.
+pub(super) fn of_backend(address: &str, port: &str, service: &str) -> String {
+    if address.contains(':') {
+        format!(" of backend [{address}]:{port} in service {service:?}")
+    } else {
+        format!(" of backend {address}:{port} in service {service:?}")
+    }
+}
+
+/// The validator's state: the model, where it came from, what was found.
+struct Validator<'a> {
+    config: &'a Config,
+    provenance: &'a dyn Provenance,
     found: Vec<ConfigProblem>,
 }
 
-impl Problems<'_> {
-    /// Records a problem with `value`.
-    fn at<T>(&mut self, value: &Spanned<T>, message: String) {
-        let (line, column) = line_column(self.text, value.span().start);
-        self.found.push(ConfigProblem {
-            file: self.file.to_owned(),
-            line,
-            column,
-            message,
-        });
+impl Validator<'_> {
+    /// Records `message` at `place`.
+    fn report(&mut self, place: Place, message: String) {
+        let location = self.provenance.locate(place);
+        self.found.push(ConfigProblem::new(location, message));
     }
 
-    /// The line `value` is on (to name the first of two duplicates).
-    fn line_of<T>(&self, value: &Spanned<T>) -> usize {
-        line_column(self.text, value.span().start).0
+    /// Records a duplicate at `place`, whose first occurrence is at `first`.
+    fn report_duplicate(&mut self, place: Place, first: Place, message: String) {
+        let mut problem = ConfigProblem::new(self.provenance.locate(place), message);
+        problem.first = Some(self.provenance.locate(first));
+        self.found.push(problem);
     }
-}
 
-/// `[daemon]`; a value at fault is replaced by its default.
-fn daemon(raw: &RawDaemon, p: &mut Problems) -> DaemonSettings {
-    let default = DaemonSettings::default();
-    let cores = match &raw.cores {
-        None => default.cores.clone(),
-        Some(list) => cores(list, p).unwrap_or_else(|| default.cores.clone()),
-    };
-    let mut number = |value: &Option<Spanned<i64>>, key: &str, range: RangeInclusive<i64>| {
-        value.as_ref().and_then(|v| in_range(v, range, key, "", p))
-    };
-    let batch = number(&raw.batch, "daemon.batch", 1..=256).map_or(default.batch, |v| v as usize);
-    let frame_size = number(&raw.frame_size, "daemon.frame_size", 2048..=4096);
-    let frame_count = number(&raw.frame_count, "daemon.frame_count", 1024..=1 << 20);
-    let rx = number(&raw.rx_ring_size, "daemon.rx_ring_size", 64..=16384);
-    let tx = number(&raw.tx_ring_size, "daemon.tx_ring_size", 64..=16384);
-    let fill = number(&raw.fill_ring_size, "daemon.fill_ring_size", 64..=16384);
-    let completion = number(
-        &raw.completion_ring_size,
-        "daemon.completion_ring_size",
-        64..=16384,
-    );
-    let frame_size = match (&raw.frame_size, frame_size) {
-        (Some(value), Some(size)) if size != 2048 && size != 4096 => {
-            p.at(
-                value,
-                format!("daemon.frame_size {size} must be 2048 or 4096"),
-            );
-            None
-        }
-        (_, size) => size,
-    };
-    let mut power_of_two = |value: &Option<Spanned<i64>>,
-                            checked: Option<i64>,
-                            key: &str,
-                            default: u32| match (value, checked) {
-        (Some(value), Some(v)) if !(v as u64).is_power_of_two() => {
-            p.at(value, format!("{key} {v} is not a power of two"));
-            default
-        }
-        (_, Some(v)) => v as u32,
-        (_, None) => default,
-    };
-    let frame_count = power_of_two(
-        &raw.frame_count,
-        frame_count,
-        "daemon.frame_count",
-        default.frame_count,
-    );
-    let rx_ring_size = power_of_two(
-        &raw.rx_ring_size,
-        rx,
-        "daemon.rx_ring_size",
-        default.rx_ring_size,
-    );
-    let tx_ring_size = power_of_two(
-        &raw.tx_ring_size,
-        tx,
-        "daemon.tx_ring_size",
-        default.tx_ring_size,
-    );
-    let fill_ring_size = power_of_two(
-        &raw.fill_ring_size,
-        fill,
-        "daemon.fill_ring_size",
-        default.fill_ring_size,
-    );
-    let completion_ring_size = power_of_two(
-        &raw.completion_ring_size,
-        completion,
-        "daemon.completion_ring_size",
-        default.completion_ring_size,
-    );
-    let idle = choice(
-        &raw.idle,
-        "daemon.idle",
-        &[
-            ("busy", IdlePolicy::Busy),
-            ("adaptive", IdlePolicy::Adaptive),
-        ],
-        p,
-    )
-    .unwrap_or(default.idle);
-    let bind_mode = choice(
-        &raw.bind_mode,
-        "daemon.bind_mode",
-        &[
-            ("auto", BindModeSetting::Auto),
-            ("zero-copy", BindModeSetting::ZeroCopy),
-            ("copy", BindModeSetting::Copy),
-        ],
-        p,
-    )
-    .unwrap_or(default.bind_mode);
-    let xdp_mode = choice(
-        &raw.xdp_mode,
-        "daemon.xdp_mode",
-        &[
-            ("auto", XdpModeSetting::Auto),
-            ("native", XdpModeSetting::Native),
-            ("generic", XdpModeSetting::Generic),
-        ],
-        p,
-    )
-    .unwrap_or(default.xdp_mode);
-    let log_format = choice(
-        &raw.log_format,
-        "daemon.log_format",
-        &[
-            ("human", LogFormatSetting::Human),
-            ("json", LogFormatSetting::Json),
-        ],
-        p,
-    )
-    .unwrap_or(default.log_format);
-    let control_socket = match &raw.control_socket {
-        None => default.control_socket.clone(),
-        Some(value) if value.get_ref().is_empty() || value.get_ref().contains('\0') => {
-            p.at(
-                value,
-                "daemon.control_socket must be a non-empty path".to_owned(),
-            );
-            default.control_socket.clone()
-        }
-        // sun_path holds 108 bytes including the terminating NUL.
-        Some(value) if value.get_ref().len() > 107 => {
-            p.at(
-                value,
-                format!(
-                    "daemon.control_socket is {} bytes long; a Unix socket path holds at most 107",
-                    value.get_ref().len()
-                ),
-            );
-            default.control_socket.clone()
-        }
-        Some(value) => value.get_ref().into(),
-    };
-    let metrics_address = raw.metrics_address.as_ref().and_then(|value| {
-        match value.get_ref().parse::<SocketAddr>() {
-            Ok(address) if address.ip().is_loopback() => Some(address),
-            Ok(address) => {
-                p.at(value, format!("daemon.metrics_address {address} is not a loopback address: metrics are served on loopback only (put a proxy in front to expose them)"));
-                None
-            }
-            Err(_) => {
-                p.at(value, format!("daemon.metrics_address {:?} is not an address and port such as \"127.0.0.1:9464\"", value.get_ref()));
-                None
-            }
-        }
-    });
-    let log_level = match &raw.log_level {
-        None => default.log_level.clone(),
-        Some(value) if value.get_ref().trim().is_empty() => {
-            p.at(
-                value,
-                "daemon.log_level must not be empty (e.g. \"info\")".to_owned(),
-            );
-            default.log_level.clone()
-        }
-        Some(value) => value.get_ref().clone(),
-    };
-    DaemonSettings {
-        cores,
-        batch,
-        idle,
-        frame_size: frame_size.map_or(default.frame_size, |v| v as u32),
-        frame_count,
-        rx_ring_size,
-        tx_ring_size,
-        fill_ring_size,
-        completion_ring_size,
-        bind_mode,
-        xdp_mode,
-        control_socket,
-        metrics_address,
-        log_format,
-        log_level,
+    /// Whether the value at `place` was read (it is no stand-in).
+    fn known(&self, place: Place) -> bool {
+        self.provenance.stand_in(place).is_none()
     }
-}
 
-/// `daemon.cores`: a non-empty list of distinct core numbers.
-fn cores(list: &Spanned<Vec<Spanned<i64>>>, p: &mut Problems) -> Option<Vec<usize>> {
-    if list.get_ref().is_empty() {
-        p.at(
-            list,
-            "daemon.cores is empty: list at least one core".to_owned(),
+    /// Whether `value`, at `place`, was read and lies in `range`; reports
+    /// `KEY VALUE CONTEXT is out of range` if it does not.
+    fn in_range(
+        &mut self,
+        place: Place,
+        value: i64,
+        range: Range,
+        key: &str,
+        context: impl FnOnce() -> String,
+    ) -> bool {
+        if !self.known(place) {
+            return false;
+        }
+        if range.contains(value) {
+            return true;
+        }
+        let message = range.problem(key, value, &context());
+        self.report(place, message);
+        false
+    }
+
+    /// A Maglev table size: in range and prime. Whether it is.
+    fn table_size(
+        &mut self,
+        place: Place,
+        size: u32,
+        key: &str,
+        context: impl Fn() -> String,
+    ) -> bool {
+        if !self.in_range(place, i64::from(size), TABLE_SIZE, key, &context) {
+            return false;
+        }
+        if is_prime(size) {
+            return true;
+        }
+        // Both bounds are prime, so both neighbours of an in-range size are
+        // in range too.
+        let nearest: Vec<String> = [prev_prime(size), next_prime(size)]
+            .into_iter()
+            .flatten()
+            .map(|n| n.to_string())
+            .collect();
+        let message = format!(
+            "{key} {size}{} is not prime (nearest primes: {})",
+            context(),
+            nearest.join(", ")
         );
-        return None;
+        self.report(place, message);
+        false
     }
-    if list.get_ref().len() > MAX_WORKERS {
-        p.at(
-            list,
-            format!(
-                "daemon.cores lists {} cores; at most {MAX_WORKERS} workers are supported",
-                list.get_ref().len()
+
+    /// `[gateway]`. Whether its table size is valid.
+    fn gateway(&mut self) -> bool {
+        let place = Place::field(Item::Gateway, "maglev_table_size");
+        let size = self.config.gateway.maglev_table_size;
+        self.table_size(place, size, "gateway.maglev_table_size", String::new)
+    }
+
+    /// `[daemon]`.
+    fn daemon(&mut self) {
+        let daemon = &self.config.daemon;
+        let at = |key| Place::field(Item::Daemon, key);
+        self.cores(&daemon.cores);
+        let batch = i64::try_from(daemon.batch).unwrap_or(i64::MAX);
+        self.in_range(at("batch"), batch, BATCH, "daemon.batch", String::new);
+        let size = daemon.frame_size;
+        let key = "daemon.frame_size";
+        if self.in_range(at("frame_size"), size.into(), FRAME_SIZE, key, String::new)
+            && size != 2048
+            && size != 4096
+        {
+            self.report(
+                at("frame_size"),
+                format!("{key} {size} must be 2048 or 4096"),
+            );
+        }
+        for (value, field, range) in [
+            (daemon.frame_count, "frame_count", FRAME_COUNT),
+            (daemon.rx_ring_size, "rx_ring_size", RING_SIZE),
+            (daemon.tx_ring_size, "tx_ring_size", RING_SIZE),
+            (daemon.fill_ring_size, "fill_ring_size", RING_SIZE),
+            (
+                daemon.completion_ring_size,
+                "completion_ring_size",
+                RING_SIZE,
             ),
-        );
-        return None;
-    }
-    let mut seen = Vec::new();
-    let mut ok = true;
-    for core in list.get_ref() {
-        match in_range(core, 0..=4095, "daemon.cores entry", "", p) {
-            Some(c) if seen.contains(&(c as usize)) => {
-                p.at(core, format!("daemon.cores lists core {c} twice"));
-                ok = false;
+        ] {
+            let key = format!("daemon.{field}");
+            if self.in_range(at(field), value.into(), range, &key, String::new)
+                && !value.is_power_of_two()
+            {
+                self.report(at(field), format!("{key} {value} is not a power of two"));
             }
-            Some(c) => seen.push(c as usize),
-            None => ok = false,
         }
-    }
-    ok.then_some(seen)
-}
-
-/// One of a fixed set of names.
-fn choice<T: Copy>(
-    value: &Option<Spanned<String>>,
-    key: &str,
-    options: &[(&str, T)],
-    p: &mut Problems,
-) -> Option<T> {
-    let value = value.as_ref()?;
-    match options.iter().find(|(name, _)| name == value.get_ref()) {
-        Some((_, v)) => Some(*v),
-        None => {
-            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            p.at(
-                value,
-                format!(
-                    "{key} {:?} is not one of: {}",
-                    value.get_ref(),
-                    names.join(", ")
-                ),
+        let socket = daemon.control_socket.as_os_str().as_bytes();
+        if socket.is_empty() || socket.contains(&0) {
+            let message = "daemon.control_socket must be a non-empty path".to_owned();
+            self.report(at("control_socket"), message);
+        } else if socket.len() > 107 {
+            // sun_path holds 108 bytes including the terminating NUL.
+            let message = format!(
+                "daemon.control_socket is {} bytes long; a Unix socket path holds at most 107",
+                socket.len()
             );
-            None
+            self.report(at("control_socket"), message);
+        }
+        if let Some(address) = daemon.metrics_address {
+            if !address.ip().is_loopback() {
+                self.report(at("metrics_address"), format!("daemon.metrics_address {address} is not a loopback address: metrics are served on loopback only (put a proxy in front to expose them)"));
+            }
+        }
+        if daemon.log_level.trim().is_empty() {
+            let message = "daemon.log_level must not be empty (e.g. \"info\")".to_owned();
+            self.report(at("log_level"), message);
         }
     }
-}
 
-/// `[flows]`; a value at fault is replaced by its default.
-fn flows(raw: &RawFlows, p: &mut Problems) -> FlowSettings {
-    let default = FlowSettings::default();
-    let capacity_range = 1..=i64::try_from(MAX_FLOW_CAPACITY).unwrap_or(i64::MAX);
-    let capacity = raw
-        .capacity
-        .as_ref()
-        .and_then(|v| in_range(v, capacity_range, "flows.capacity", "", p))
-        .and_then(|v| usize::try_from(v).ok())
-        .unwrap_or(default.capacity);
-    let mut timeout = |value: &Option<Spanned<i64>>, key: &str, default: u32| {
-        value
-            .as_ref()
-            .and_then(|v| in_range(v, 1..=i64::from(MAX_TIMEOUT_S), key, "", p))
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(default)
-    };
-    FlowSettings {
-        capacity,
-        tcp_syn_timeout_s: timeout(
-            &raw.tcp_syn_timeout,
-            "flows.tcp_syn_timeout",
-            default.tcp_syn_timeout_s,
-        ),
-        tcp_established_timeout_s: timeout(
-            &raw.tcp_established_timeout,
-            "flows.tcp_established_timeout",
-            default.tcp_established_timeout_s,
-        ),
-        tcp_closing_timeout_s: timeout(
-            &raw.tcp_closing_timeout,
-            "flows.tcp_closing_timeout",
-            default.tcp_closing_timeout_s,
-        ),
-        udp_timeout_s: timeout(&raw.udp_timeout, "flows.udp_timeout", default.udp_timeout_s),
-    }
-}
-
-/// `[[interfaces]]`: valid unique names, unicast MACs.
-fn interfaces(raw: &[RawInterface], p: &mut Problems) -> Vec<Interface> {
-    let mut first_line: HashMap<&str, usize> = HashMap::new();
-    let mut interfaces = Vec::with_capacity(raw.len());
-    for interface in raw {
-        let name = interface.name.get_ref();
-        if let Err(why) = check_interface_name(name) {
-            p.at(&interface.name, format!("interface name {name:?} {why}"));
-        } else if let Some(first) = first_line.get(name.as_str()) {
-            let message = format!("interface {name:?} is listed twice (first at line {first})");
-            p.at(&interface.name, message);
-        } else {
-            first_line.insert(name, p.line_of(&interface.name));
+    /// `daemon.cores`: a non-empty list of distinct core numbers.
+    fn cores(&mut self, cores: &[usize]) {
+        let list = Place::field(Item::Daemon, "cores");
+        if cores.is_empty() {
+            let message = "daemon.cores is empty: list at least one core".to_owned();
+            self.report(list, message);
+            return;
         }
-        let mac = mac(&interface.mac, &format!("interface {name:?}"), p);
-        if let Some(mac) = mac {
+        if cores.len() > MAX_WORKERS {
+            let message = format!(
+                "daemon.cores lists {} cores; at most {MAX_WORKERS} workers are supported",
+                cores.len()
+            );
+            self.report(list, message);
+            return;
+        }
+        let mut seen = HashSet::with_capacity(cores.len());
+        for (i, &core) in cores.iter().enumerate() {
+            let place = Place::element(Item::Daemon, "cores", i);
+            let value = i64::try_from(core).unwrap_or(i64::MAX);
+            if self.in_range(place, value, CORE, "daemon.cores entry", String::new)
+                && !seen.insert(core)
+            {
+                self.report(place, format!("daemon.cores lists core {core} twice"));
+            }
+        }
+    }
+
+    /// `[flows]`: capacity and timeouts in range.
+    fn flows(&mut self) {
+        let flows = &self.config.flows;
+        let at = |key| Place::field(Item::Flows, key);
+        let capacity = i64::try_from(flows.capacity).unwrap_or(i64::MAX);
+        let key = "flows.capacity";
+        self.in_range(at("capacity"), capacity, FLOW_CAPACITY, key, String::new);
+        for (value, field) in [
+            (flows.tcp_syn_timeout_s, "tcp_syn_timeout"),
+            (flows.tcp_established_timeout_s, "tcp_established_timeout"),
+            (flows.tcp_closing_timeout_s, "tcp_closing_timeout"),
+            (flows.udp_timeout_s, "udp_timeout"),
+        ] {
+            let key = format!("flows.{field}");
+            self.in_range(at(field), value.into(), TIMEOUT, &key, String::new);
+        }
+    }
+
+    /// Interfaces: valid unique names, unicast MACs.
+    fn interfaces(&mut self) {
+        let interfaces = &self.config.interfaces;
+        let mut first: HashMap<&str, usize> = HashMap::with_capacity(interfaces.len());
+        for (i, interface) in interfaces.iter().enumerate() {
+            let name = interface.name.as_str();
+            let place = Place::field(Item::Interface(i), "name");
+            if let Err(why) = check_interface_name(name) {
+                self.report(place, format!("interface name {name:?} {why}"));
+            } else if let Some(&j) = first.get(name) {
+                let earlier = Place::field(Item::Interface(j), "name");
+                let message = format!("interface {name:?} is listed twice");
+                self.report_duplicate(place, earlier, message);
+            } else {
+                first.insert(name, i);
+            }
+            let place = Place::field(Item::Interface(i), "mac");
+            if !self.known(place) {
+                continue;
+            }
+            let mac = interface.mac;
             let problem = if mac == [0xff; 6] {
                 Some("is the broadcast address")
             } else if !is_unicast_mac(&mac) {
@@ -396,15 +357,257 @@ fn interfaces(raw: &[RawInterface], p: &mut Problems) -> Vec<Interface> {
                     "MAC {} of interface {name:?} {problem}; an interface needs a unicast MAC",
                     format_mac(&mac)
                 );
-                p.at(&interface.mac, message);
+                self.report(place, message);
             }
         }
-        interfaces.push(Interface {
-            name: name.clone(),
-            mac: mac.unwrap_or_default(),
-        });
     }
-    interfaces
+
+    /// Static neighbours: unique usable addresses, station MACs, an
+    /// interface that exists. (A neighbour may have a multicast MAC: some
+    /// clusters answer a unicast address with one.)
+    fn neighbours(&mut self) {
+        let config = self.config;
+        let mut first: HashMap<IpAddr, usize> = HashMap::with_capacity(config.neighbours.len());
+        for (i, neighbour) in config.neighbours.iter().enumerate() {
+            let item = Item::Neighbour(i);
+            let address = neighbour.address;
+            let address_place = Place::field(item, "address");
+            if self.known(address_place) {
+                if let Some(problem) = address_problem(address) {
+                    let message = format!("neighbour address {address} {problem}");
+                    self.report(address_place, message);
+                } else if let Some(&j) = first.get(&address) {
+                    let earlier = Place::field(Item::Neighbour(j), "address");
+                    let message = format!("neighbour {address} is listed twice");
+                    self.report_duplicate(address_place, earlier, message);
+                } else {
+                    first.insert(address, i);
+                }
+            }
+            let shown_address = || shown(self.provenance, address_place, &address);
+            let place = Place::field(item, "mac");
+            let mac = neighbour.mac;
+            let problem = if !self.known(place) {
+                None
+            } else if mac == [0xff; 6] {
+                Some("is the broadcast address")
+            } else if mac == [0; 6] {
+                Some("is all zeros")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                let message = format!(
+                    "MAC {} of neighbour {} {problem}",
+                    format_mac(&mac),
+                    shown_address()
+                );
+                self.report(place, message);
+            }
+            let place = Place::field(item, "interface");
+            if self.known(place) && neighbour.interface >= config.interfaces.len() {
+                let message = format!(
+                    "neighbour {} is on interface #{}, but there are only {} interfaces",
+                    shown_address(),
+                    neighbour.interface,
+                    config.interfaces.len()
+                );
+                self.report(place, message);
+            }
+        }
+    }
+
+    /// Services and their backends. `gateway_ok`: the gateway's table
+    /// size, which services inherit, is valid.
+    fn services(&mut self, gateway_ok: bool) {
+        let services = &self.config.services;
+        let mut names: HashMap<&str, usize> = HashMap::with_capacity(services.len());
+        let mut listeners: HashMap<_, usize> = HashMap::with_capacity(services.len());
+        for (i, service) in services.iter().enumerate() {
+            let name = service.name.as_str();
+            let place = Place::service(i, "name");
+            if !is_valid_name(name) {
+                self.report(place, format!("service name {name:?} {}", name_rule()));
+            } else if let Some(&j) = names.get(name) {
+                let message = format!("service {name:?} is defined twice");
+                self.report_duplicate(place, Place::service(j, "name"), message);
+            } else {
+                names.insert(name, i);
+            }
+
+            let vip = Place::service(i, "vip");
+            let vip_ok = self.known(vip)
+                && self.usable(vip, service.vip, || {
+                    format!("VIP {} of service {name:?}", service.vip)
+                });
+            let port = i64::from(service.port);
+            let port_ok = self.in_range(Place::service(i, "port"), port, PORT, "port", || {
+                of_service(name)
+            });
+            if vip_ok && port_ok && self.known(Place::service(i, "protocol")) {
+                let key = (service.protocol, service.vip, service.port);
+                if let Some(&j) = listeners.get(&key) {
+                    let message = format!(
+                        "{} {} of service {name:?} is already used by service {:?}",
+                        service.protocol,
+                        service.socket_addr(),
+                        services[j].name
+                    );
+                    self.report_duplicate(vip, Place::service(j, "vip"), message);
+                } else {
+                    listeners.insert(key, i);
+                }
+            }
+
+            self.backends(i, service, vip_ok);
+            self.weights(i, service);
+            self.service_table(i, service, gateway_ok);
+        }
+    }
+
+    /// Whether `address` can be a packet's destination or source here;
+    /// reports `DESCRIPTION PROBLEM` at `place` if not.
+    fn usable(&mut self, place: Place, address: IpAddr, describe: impl FnOnce() -> String) -> bool {
+        match address_problem(address) {
+            Some(problem) => {
+                let message = format!("{} {problem}", describe());
+                self.report(place, message);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// A service's backends: usable addresses of the VIP's family, ports in
+    /// range, no duplicates, weights in range, valid labels.
+    fn backends(&mut self, i: usize, service: &Service, vip_ok: bool) {
+        let name = service.name.as_str();
+        let mut first: HashMap<(IpAddr, u16), usize> =
+            HashMap::with_capacity(service.backends.len());
+        for (j, backend) in service.backends.iter().enumerate() {
+            let address = backend.address;
+            let address_place = Place::backend(i, j, "address");
+            let address_ok = self.known(address_place)
+                && self.usable(address_place, address, || {
+                    format!("backend {address} of service {name:?}")
+                });
+            if address_ok && vip_ok && address.is_ipv4() != service.vip.is_ipv4() {
+                let message = format!(
+                    "backend {address} of service {name:?} is {} but its VIP {} is {}",
+                    family(address),
+                    service.vip,
+                    family(service.vip)
+                );
+                self.report(address_place, message);
+            }
+            let port_place = Place::backend(i, j, "port");
+            let provenance = self.provenance;
+            let port_ok = self.in_range(port_place, backend.port.into(), PORT, "port", || {
+                of_backend_address(&shown(provenance, address_place, &address), name)
+            });
+            if address_ok && port_ok {
+                if let Some(&k) = first.get(&(address, backend.port)) {
+                    let message = format!(
+                        "backend {} is listed twice in service {name:?}",
+                        SocketAddr::new(address, backend.port)
+                    );
+                    let earlier = Place::backend(i, k, "address");
+                    self.report_duplicate(address_place, earlier, message);
+                } else {
+                    first.insert((address, backend.port), j);
+                }
+            }
+            self.backend_weight_and_labels(i, j, backend, name);
+        }
+    }
+
+    /// Backend `j` of service `i` (called `service`): its weight in range
+    /// and its labels valid.
+    fn backend_weight_and_labels(&mut self, i: usize, j: usize, backend: &Backend, service: &str) {
+        let provenance = self.provenance;
+        let context = || {
+            let address = shown(
+                provenance,
+                Place::backend(i, j, "address"),
+                &backend.address,
+            );
+            let port = shown(provenance, Place::backend(i, j, "port"), &backend.port);
+            of_backend(&address, &port, service)
+        };
+        let place = Place::backend(i, j, "weight");
+        self.in_range(place, backend.weight.into(), WEIGHT, "weight", context);
+        for (key, label) in [
+            ("zone", &backend.zone),
+            ("set", &backend.set),
+            ("group", &backend.group),
+        ] {
+            if let Some(label) = label {
+                if !is_valid_name(label) {
+                    let message = format!("{key} {label:?}{} {}", context(), name_rule());
+                    self.report(Place::backend(i, j, key), message);
+                }
+            }
+        }
+    }
+
+    /// A service needs backends, and at least one that takes new flows.
+    fn weights(&mut self, i: usize, service: &Service) {
+        let place = Place::item(Item::Service(i));
+        let name = &service.name;
+        if service.backends.is_empty() {
+            self.report(place, format!("service {name:?} has no backends"));
+            return;
+        }
+        // A weight that could not be read is not known to be 0.
+        let all_drained = service.backends.iter().all(|b| b.weight == 0)
+            && (0..service.backends.len()).all(|j| self.known(Place::backend(i, j, "weight")));
+        if all_drained {
+            let message = format!(
+                "service {name:?} has no backend with weight > 0 (all {} are drained)",
+                service.backends.len()
+            );
+            self.report(place, message);
+        }
+    }
+
+    /// A service's Maglev table size: valid, and larger than its number of
+    /// backends. A size equal to the gateway's is the gateway's (or the
+    /// same value), which is checked once, under `[gateway]`.
+    fn service_table(&mut self, i: usize, service: &Service, gateway_ok: bool) {
+        let place = Place::service(i, "maglev_table_size");
+        let size = service.maglev_table_size;
+        let name = &service.name;
+        let inherited = size == self.config.gateway.maglev_table_size;
+        let valid = if inherited {
+            gateway_ok && self.known(place)
+        } else {
+            self.table_size(place, size, "maglev_table_size", || of_service(name))
+        };
+        let count = service.backends.len();
+        if !valid || u64::try_from(count).unwrap_or(u64::MAX) < u64::from(size) {
+            return;
+        }
+        let message = if inherited {
+            format!(
+                "service {name:?} has {count} backends, not fewer than gateway.maglev_table_size \
+                 {size}: set a larger maglev_table_size (100 times the backends is recommended)"
+            )
+        } else {
+            format!(
+                "maglev_table_size {size} of service {name:?} must be larger than its {count} \
+                 backends (100 times larger is recommended)"
+            )
+        };
+        self.report(place, message);
+    }
+}
+
+/// The value at `place` for a message: as written, for a stand-in.
+fn shown(provenance: &dyn Provenance, place: Place, value: &dyn Display) -> String {
+    match provenance.stand_in(place) {
+        Some(text) => text.to_owned(),
+        None => value.to_string(),
+    }
 }
 
 /// Why Linux would refuse `name` as an interface name, if it would.
@@ -427,378 +630,10 @@ pub(super) fn check_interface_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// `[[neighbours]]`: unique usable addresses, station MACs, a known
-/// interface (implied when there is only one).
-fn neighbours(
-    raw: &[RawNeighbour],
-    raw_interfaces: &[RawInterface],
-    p: &mut Problems,
-) -> Vec<Neighbour> {
-    let mut first_line: HashMap<IpAddr, usize> = HashMap::new();
-    let mut neighbours = Vec::with_capacity(raw.len());
-    for neighbour in raw {
-        let text = neighbour.address.get_ref();
-        let address = address(&neighbour.address, |a| format!("neighbour address {a}"), p);
-        if let Some(address) = address {
-            if let Some(first) = first_line.get(&address) {
-                let message =
-                    format!("neighbour {address} is listed twice (first at line {first})");
-                p.at(&neighbour.address, message);
-            } else {
-                first_line.insert(address, p.line_of(&neighbour.address));
-            }
-        }
-        let mac = mac(&neighbour.mac, &format!("neighbour {text}"), p);
-        if let Some(mac) = mac {
-            let problem = if mac == [0xff; 6] {
-                Some("is the broadcast address")
-            } else if mac == [0; 6] {
-                Some("is all zeros")
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                let message = format!("MAC {} of neighbour {text} {problem}", format_mac(&mac));
-                p.at(&neighbour.mac, message);
-            }
-        }
-        let interface = neighbour_interface(neighbour, raw_interfaces, p);
-        neighbours.push(Neighbour {
-            address: address.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            mac: mac.unwrap_or_default(),
-            interface: interface.unwrap_or_default(),
-        });
-    }
-    neighbours
-}
-
-/// The index of a neighbour's interface: named, or the only one.
-fn neighbour_interface(
-    neighbour: &RawNeighbour,
-    interfaces: &[RawInterface],
-    p: &mut Problems,
-) -> Option<usize> {
-    let text = neighbour.address.get_ref();
-    let names = || {
-        let names: Vec<&str> = interfaces
-            .iter()
-            .map(|i| i.name.get_ref().as_str())
-            .collect();
-        names.join(", ")
-    };
-    match &neighbour.interface {
-        Some(name) => {
-            let index = interfaces
-                .iter()
-                .position(|i| i.name.get_ref() == name.get_ref());
-            if index.is_none() {
-                let message = if interfaces.is_empty() {
-                    format!(
-                        "neighbour {text} names interface {:?}, but no [[interfaces]] are configured",
-                        name.get_ref()
-                    )
-                } else {
-                    format!(
-                        "neighbour {text} names unknown interface {:?} (interfaces: {})",
-                        name.get_ref(),
-                        names()
-                    )
-                };
-                p.at(name, message);
-            }
-            index
-        }
-        None => match interfaces.len() {
-            1 => Some(0),
-            0 => {
-                let message =
-                    format!("neighbour {text} has no interface: no [[interfaces]] are configured");
-                p.at(&neighbour.address, message);
-                None
-            }
-            n => {
-                let message = format!(
-                    "neighbour {text} must name its interface: there are {n} ({})",
-                    names()
-                );
-                p.at(&neighbour.address, message);
-                None
-            }
-        },
-    }
-}
-
-/// `[[services]]` and their backends. `default_table_size` is `None` when
-/// `[gateway]` has a bad one (already reported).
-fn services(raw: &[RawService], default_table_size: Option<u32>, p: &mut Problems) -> Vec<Service> {
-    let mut name_line: HashMap<&str, usize> = HashMap::new();
-    let mut listener: HashMap<(Protocol, IpAddr, u16), (&str, usize)> = HashMap::new();
-    let mut services = Vec::with_capacity(raw.len());
-    for service in raw {
-        let name = service.name.get_ref();
-        let quoted = format!("{name:?}");
-        if !is_valid_name(name) {
-            p.at(
-                &service.name,
-                format!("service name {quoted} {}", name_rule()),
-            );
-        } else if let Some(first) = name_line.get(name.as_str()) {
-            let message = format!("service {quoted} is defined twice (first at line {first})");
-            p.at(&service.name, message);
-        } else {
-            name_line.insert(name, p.line_of(&service.name));
-        }
-
-        let protocol = Protocol::from_name(service.protocol.get_ref());
-        if protocol.is_none() {
-            let message = format!(
-                "unknown protocol {:?} in service {quoted} (expected \"tcp\" or \"udp\")",
-                service.protocol.get_ref()
-            );
-            p.at(&service.protocol, message);
-        }
-        let vip = address(&service.vip, |a| format!("VIP {a} of service {quoted}"), p);
-        let port = port(&service.port, &format!(" of service {quoted}"), p);
-        if let (Some(protocol), Some(vip), Some(port)) = (protocol, vip, port) {
-            let key = (protocol, vip, port);
-            if let Some((other, line)) = listener.get(&key) {
-                let message = format!(
-                    "{protocol} {} of service {quoted} is already used by service {other:?} (line {line})",
-                    SocketAddr::new(vip, port)
-                );
-                p.at(&service.vip, message);
-            } else {
-                listener.insert(key, (name, p.line_of(&service.vip)));
-            }
-        }
-
-        let scheduler = match &service.scheduler {
-            None => Scheduler::default(),
-            Some(text) => Scheduler::from_name(text.get_ref()).unwrap_or_else(|| {
-                let message = format!(
-                    "unknown scheduler {:?} in service {quoted} (expected \"maglev\", \"wrr\" or \"sh\")",
-                    text.get_ref()
-                );
-                p.at(text, message);
-                Scheduler::default()
-            }),
-        };
-
-        let backends = backends(service, vip, p);
-        check_weights(service, p);
-
-        let own_table_size = service.maglev_table_size.as_ref().map(|size| {
-            table_size(
-                size,
-                "maglev_table_size",
-                &format!(" of service {quoted}"),
-                p,
-            )
-        });
-        let table_size = match own_table_size {
-            Some(own) => own,
-            None => default_table_size,
-        };
-        if let Some(size) = table_size {
-            check_table_fits(service, size, p);
-        }
-
-        services.push(Service {
-            name: name.clone(),
-            protocol: protocol.unwrap_or(Protocol::Tcp),
-            vip: vip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            port: port.unwrap_or_default(),
-            scheduler,
-            maglev_table_size: table_size.unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE),
-            backends,
-        });
-    }
-    services
-}
-
-/// A service's backends: usable addresses of the VIP's family, valid
-/// ports, weights and labels, unique by (address, port).
-fn backends(service: &RawService, vip: Option<IpAddr>, p: &mut Problems) -> Vec<Backend> {
-    let service_name = format!("{:?}", service.name.get_ref());
-    let mut first_line: HashMap<(IpAddr, u16), usize> = HashMap::new();
-    let mut backends = Vec::with_capacity(service.backends.len());
-    for backend in &service.backends {
-        let label = endpoint_label(backend.address.get_ref(), *backend.port.get_ref());
-        let address = address(
-            &backend.address,
-            |a| format!("backend {a} of service {service_name}"),
-            p,
-        );
-        if let (Some(address), Some(vip)) = (address, vip) {
-            if address.is_ipv4() != vip.is_ipv4() {
-                let message = format!(
-                    "backend {address} of service {service_name} is {} but its VIP {vip} is {}",
-                    family(address),
-                    family(vip)
-                );
-                p.at(&backend.address, message);
-            }
-        }
-        let context = format!(
-            " of backend {} in service {service_name}",
-            backend.address.get_ref()
-        );
-        let port = port(&backend.port, &context, p);
-        if let (Some(address), Some(port)) = (address, port) {
-            if let Some(first) = first_line.get(&(address, port)) {
-                let message = format!(
-                    "backend {} is listed twice in service {service_name} (first at line {first})",
-                    SocketAddr::new(address, port)
-                );
-                p.at(&backend.address, message);
-            } else {
-                first_line.insert((address, port), p.line_of(&backend.address));
-            }
-        }
-        let context = format!(" of backend {label} in service {service_name}");
-        let weight = match &backend.weight {
-            None => Some(1),
-            Some(weight) => in_range(weight, 0..=i64::from(MAX_WEIGHT), "weight", &context, p),
-        };
-        backends.push(Backend {
-            address: address.unwrap_or(IpAddr::from([0, 0, 0, 0])),
-            port: port.unwrap_or_default(),
-            weight: weight.and_then(|w| u32::try_from(w).ok()).unwrap_or(1),
-            zone: label_value(&backend.zone, "zone", &context, p),
-            set: label_value(&backend.set, "set", &context, p),
-            group: label_value(&backend.group, "group", &context, p),
-        });
-    }
-    backends
-}
-
-/// A service needs backends, and at least one that takes new flows.
-fn check_weights(service: &RawService, p: &mut Problems) {
-    let name = service.name.get_ref();
-    if service.backends.is_empty() {
-        p.at(&service.name, format!("service {name:?} has no backends"));
-        return;
-    }
-    let weights: Vec<i64> = service.backends.iter().map(raw_weight).collect();
-    let all_valid = weights
-        .iter()
-        .all(|w| (0..=i64::from(MAX_WEIGHT)).contains(w));
-    if all_valid && weights.iter().all(|&w| w == 0) {
-        let message = format!(
-            "service {name:?} has no backend with weight > 0 (all {} are drained)",
-            weights.len()
-        );
-        p.at(&service.name, message);
-    }
-}
-
-/// A backend's weight as written, or its default.
-fn raw_weight(backend: &RawBackend) -> i64 {
-    backend.weight.as_ref().map_or(1, |w| *w.get_ref())
-}
-
-/// The Maglev table must have more entries than the service has backends.
-fn check_table_fits(service: &RawService, size: u32, p: &mut Problems) {
-    let name = service.name.get_ref();
-    let count = service.backends.len();
-    if u64::try_from(count).unwrap_or(u64::MAX) < u64::from(size) {
-        return;
-    }
-    match &service.maglev_table_size {
-        Some(own) => {
-            let message = format!(
-                "maglev_table_size {size} of service {name:?} must be larger than its {count} \
-                 backends (100 times larger is recommended)"
-            );
-            p.at(own, message);
-        }
-        None => {
-            let message = format!(
-                "service {name:?} has {count} backends, not fewer than gateway.maglev_table_size \
-                 {size}: set a larger maglev_table_size (100 times the backends is recommended)"
-            );
-            p.at(&service.name, message);
-        }
-    }
-}
-
-/// A Maglev table size: in range and prime.
-fn table_size(value: &Spanned<i64>, key: &str, context: &str, p: &mut Problems) -> Option<u32> {
-    let range = i64::from(MIN_MAGLEV_TABLE_SIZE)..=i64::from(MAX_MAGLEV_TABLE_SIZE);
-    let size = u32::try_from(in_range(value, range, key, context, p)?).ok()?;
-    if is_prime(size) {
-        return Some(size);
-    }
-    // Both bounds are prime, so both neighbours of an in-range size are in
-    // range too.
-    let nearest: Vec<String> = [prev_prime(size), next_prime(size)]
-        .into_iter()
-        .flatten()
-        .map(|n| n.to_string())
-        .collect();
-    let message = format!(
-        "{key} {size}{context} is not prime (nearest primes: {})",
-        nearest.join(", ")
-    );
-    p.at(value, message);
-    None
-}
-
-/// A port, 1..=65535.
-fn port(value: &Spanned<i64>, context: &str, p: &mut Problems) -> Option<u16> {
-    let port = in_range(value, 1..=i64::from(u16::MAX), "port", context, p)?;
-    u16::try_from(port).ok()
-}
-
-/// `value` if it lies in `range`; otherwise records
-/// `KEY VALUE CONTEXT is out of range LO..=HI`.
-fn in_range(
-    value: &Spanned<i64>,
-    range: RangeInclusive<i64>,
-    key: &str,
-    context: &str,
-    p: &mut Problems,
-) -> Option<i64> {
-    let v = *value.get_ref();
-    if range.contains(&v) {
-        return Some(v);
-    }
-    let message = format!(
-        "{key} {v}{context} is out of range {}..={}",
-        range.start(),
-        range.end()
-    );
-    p.at(value, message);
-    None
-}
-
-/// An IP address a packet can be sent to or received on: not unspecified,
-/// multicast, broadcast, loopback, or IPv4-mapped (the data plane keys
-/// IPv4 as IPv4-mapped, so the two spellings would be the same address).
-/// `describe` names the value, given its text.
-fn address(
-    value: &Spanned<String>,
-    describe: impl Fn(&str) -> String,
-    p: &mut Problems,
-) -> Option<IpAddr> {
-    let text = value.get_ref();
-    let Ok(address) = text.parse::<IpAddr>() else {
-        let message = format!("{} is not an IP address", describe(&format!("{text:?}")));
-        p.at(value, message);
-        return None;
-    };
-    match address_problem(address) {
-        Some(problem) => {
-            let message = format!("{} {problem}", describe(&address.to_string()));
-            p.at(value, message);
-            None
-        }
-        None => Some(address),
-    }
-}
-
 /// Why `address` cannot be a packet's destination or source here, if it
-/// cannot: unspecified, multicast, broadcast, loopback or IPv4-mapped.
+/// cannot: unspecified, multicast, broadcast, loopback, or IPv4-mapped
+/// (the data plane keys IPv4 as IPv4-mapped, so the two spellings would be
+/// the same address).
 pub(super) fn address_problem(address: IpAddr) -> Option<&'static str> {
     match address {
         _ if address.is_unspecified() => Some("is the unspecified address"),
@@ -810,34 +645,6 @@ pub(super) fn address_problem(address: IpAddr) -> Option<&'static str> {
         }
         _ => None,
     }
-}
-
-/// A MAC address as text; `owner` names whose it is.
-fn mac(value: &Spanned<String>, owner: &str, p: &mut Problems) -> Option<MacAddr> {
-    let text = value.get_ref();
-    let mac = parse_mac(text);
-    if mac.is_none() {
-        let message = format!(
-            "MAC {text:?} of {owner} is not a MAC address (expected six hex octets such as 02:00:00:00:00:01)"
-        );
-        p.at(value, message);
-    }
-    mac
-}
-
-/// An optional backend label (`zone`, `set`, `group`).
-fn label_value(
-    value: &Option<Spanned<String>>,
-    key: &str,
-    context: &str,
-    p: &mut Problems,
-) -> Option<String> {
-    let value = value.as_ref()?;
-    let text = value.get_ref();
-    if !is_valid_name(text) {
-        p.at(value, format!("{key} {text:?}{context} {}", name_rule()));
-    }
-    Some(text.clone())
 }
 
 /// What [`is_valid_name`] demands, as the end of an error message.
@@ -854,18 +661,313 @@ pub(super) fn is_valid_name(name: &str) -> bool {
 }
 
 /// `IPv4` or `IPv6`.
-pub(super) fn family(address: IpAddr) -> &'static str {
+fn family(address: IpAddr) -> &'static str {
     match address {
         IpAddr::V4(_) => "IPv4",
         IpAddr::V6(_) => "IPv6",
     }
 }
 
-/// `address:port` as written, bracketing an IPv6 address.
-fn endpoint_label(address: &str, port: i64) -> String {
-    if address.contains(':') {
-        format!("[{address}]:{port}")
-    } else {
-        format!("{address}:{port}")
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{check, load_file, load_str, Backend, Neighbour, Protocol};
+    use std::path::Path;
+
+    /// A valid config with every section, as text.
+    const BASE: &str = r#"
+[gateway]
+maglev_table_size = 251
+
+[[interfaces]]
+name = "eth0"
+mac = "02:00:00:00:00:01"
+
+[[interfaces]]
+name = "eth1"
+mac = "02:00:00:00:00:02"
+
+[[neighbours]]
+address = "198.18.1.11"
+mac = "02:00:00:00:01:11"
+interface = "eth1"
+
+[[services]]
+name = "web"
+protocol = "tcp"
+vip = "198.18.100.10"
+port = 80
+[[services.backends]]
+address = "198.18.1.11"
+port = 8080
+[[services.backends]]
+address = "198.18.1.12"
+port = 8080
+weight = 2
+
+[[services]]
+name = "web6"
+protocol = "tcp"
+vip = "2001:2:0:100::10"
+port = 80
+[[services.backends]]
+address = "2001:2:0:1::11"
+port = 8080
+"#;
+
+    fn base() -> Config {
+        load_str(BASE, "t.toml").unwrap()
+    }
+
+    /// The messages of `problems`, without their locations.
+    fn messages(problems: &[ConfigProblem]) -> Vec<String> {
+        problems.iter().map(|p| p.message.clone()).collect()
+    }
+
+    /// The loader's messages for `text`.
+    fn loader_messages(text: &str) -> Vec<String> {
+        messages(
+            load_str(text, "t.toml")
+                .expect_err("text was accepted")
+                .problems(),
+        )
+    }
+
+    /// The validator's messages for a model built in code.
+    fn check_messages(config: &Config) -> Vec<String> {
+        messages(check(config).expect_err("model was accepted").problems())
+    }
+
+    /// The same problem, written in a file and made in the model, reads the
+    /// same: one validator judges both.
+    fn same(edit_text: impl Fn(&str) -> String, edit_model: impl Fn(&mut Config)) {
+        let text = edit_text(BASE);
+        assert_ne!(text, BASE, "the text edit did nothing");
+        let mut model = base();
+        edit_model(&mut model);
+        assert_eq!(check_messages(&model), loader_messages(&text), "{text}");
+    }
+
+    fn replace(from: &'static str, to: &'static str) -> impl Fn(&str) -> String {
+        move |t: &str| t.replacen(from, to, 1)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn valid_configs_pass() {
+        assert!(check(&base()).is_ok());
+        assert!(check(&Config::default()).is_ok());
+        let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        for name in ["demo.toml", "example.toml"] {
+            let config = load_file(&configs.join(name)).unwrap();
+            if let Err(e) = check(&config) {
+                panic!("{name}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_service_name_and_listener() {
+        same(replace("name = \"web6\"", "name = \"web\""), |c| {
+            c.services[1].name = "web".into()
+        });
+        same(
+            replace("vip = \"2001:2:0:100::10\"", "vip = \"198.18.100.10\""),
+            |c| {
+                c.services[1].vip = ip("198.18.100.10");
+                // The backend's family now differs from the VIP's too.
+            },
+        );
+    }
+
+    #[test]
+    fn backend_family_duplicate_weight_and_labels() {
+        same(
+            replace("address = \"2001:2:0:1::11\"", "address = \"198.18.1.11\""),
+            |c| c.services[1].backends[0].address = ip("198.18.1.11"),
+        );
+        same(
+            replace("address = \"198.18.1.12\"", "address = \"198.18.1.11\""),
+            |c| c.services[0].backends[1].address = ip("198.18.1.11"),
+        );
+        same(replace("weight = 2", "weight = 10001"), |c| {
+            c.services[0].backends[1].weight = 10_001
+        });
+        same(replace("weight = 2", "weight = 2\nzone = \"a b\""), |c| {
+            c.services[0].backends[1].zone = Some("a b".into())
+        });
+        same(
+            replace(
+                "port = 8080\n[[services.backends]]",
+                "port = 0\n[[services.backends]]",
+            ),
+            |c| c.services[0].backends[0].port = 0,
+        );
+        same(
+            replace(
+                "address = \"2001:2:0:1::11\"",
+                "address = \"::ffff:198.18.1.11\"",
+            ),
+            |c| c.services[1].backends[0].address = ip("::ffff:198.18.1.11"),
+        );
+    }
+
+    #[test]
+    fn services_need_weighted_backends() {
+        same(
+            |t| {
+                t.replacen("weight = 2", "weight = 0", 1).replacen(
+                    "port = 8080\n[[services.backends]]",
+                    "port = 8080\nweight = 0\n[[services.backends]]",
+                    1,
+                )
+            },
+            |c| {
+                for b in &mut c.services[0].backends {
+                    b.weight = 0;
+                }
+            },
+        );
+        let text = BASE.split("[[services]]\nname = \"web6\"").next().unwrap().to_owned()
+            + "[[services]]\nname = \"none\"\nprotocol = \"udp\"\nvip = \"198.18.100.11\"\nport = 53\n";
+        let mut model = base();
+        model.services[1] = Service {
+            name: "none".into(),
+            protocol: Protocol::Udp,
+            vip: ip("198.18.100.11"),
+            port: 53,
+            scheduler: Default::default(),
+            maglev_table_size: 251,
+            backends: Vec::new(),
+        };
+        assert_eq!(check_messages(&model), loader_messages(&text));
+    }
+
+    #[test]
+    fn names_ports_and_addresses() {
+        same(replace("name = \"web\"", "name = \"w b\""), |c| {
+            c.services[0].name = "w b".into()
+        });
+        same(replace("port = 80\n", "port = 0\n"), |c| {
+            c.services[0].port = 0
+        });
+        same(
+            replace("vip = \"198.18.100.10\"", "vip = \"127.0.0.1\""),
+            |c| c.services[0].vip = ip("127.0.0.1"),
+        );
+        same(replace("name = \"eth0\"", "name = \"eth1\""), |c| {
+            c.interfaces[0].name = "eth1".into();
+        });
+    }
+
+    #[test]
+    fn table_sizes() {
+        same(
+            replace("maglev_table_size = 251", "maglev_table_size = 252"),
+            |c| {
+                // The loader resolves every service's size from the gateway's.
+                c.gateway.maglev_table_size = 252;
+            },
+        );
+        same(
+            replace("port = 80\n", "port = 80\nmaglev_table_size = 256\n"),
+            |c| c.services[0].maglev_table_size = 256,
+        );
+        same(
+            replace("port = 80\n", "port = 80\nmaglev_table_size = 13\n"),
+            |c| c.services[0].maglev_table_size = 13,
+        );
+        // More backends than table entries.
+        let mut text = BASE.replacen("port = 80\n", "port = 80\nmaglev_table_size = 257\n", 1);
+        let mut model = base();
+        model.services[0].maglev_table_size = 257;
+        let extra = (0..256u32).map(|i| (format!("198.18.2.{}", i % 256), 9000 + i as u16));
+        let mut block = String::new();
+        for (address, port) in extra {
+            block.push_str(&format!(
+                "[[services.backends]]\naddress = \"{address}\"\nport = {port}\n"
+            ));
+            model.services[0]
+                .backends
+                .push(Backend::new(ip(&address), port));
+        }
+        text = text.replacen(
+            "\n[[services]]\nname = \"web6\"",
+            &format!("\n{block}[[services]]\nname = \"web6\""),
+            1,
+        );
+        assert_eq!(check_messages(&model), loader_messages(&text));
+    }
+
+    #[test]
+    fn settings_interfaces_and_neighbours() {
+        let mut model = base();
+        model.flows.capacity = 0;
+        model.flows.udp_timeout_s = 0;
+        model.interfaces[0].mac = [0x01, 0, 0x5e, 0, 0, 1];
+        model.neighbours.push(model.neighbours[0].clone());
+        model.neighbours[1].mac = [0xff; 6];
+        model.neighbours.push(Neighbour {
+            address: ip("198.18.1.12"),
+            mac: [2, 0, 0, 0, 1, 0x12],
+            interface: 2,
+        });
+        assert_eq!(
+            check_messages(&model),
+            [
+                "flows.capacity 0 is out of range 1..=67108864",
+                "flows.udp_timeout 0 is out of range 1..=604800",
+                "MAC 01:00:5e:00:00:01 of interface \"eth0\" is a multicast address; an interface needs a unicast MAC",
+                "neighbour 198.18.1.11 is listed twice",
+                "MAC ff:ff:ff:ff:ff:ff of neighbour 198.18.1.11 is the broadcast address",
+                "neighbour 198.18.1.12 is on interface #2, but there are only 2 interfaces",
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_every_problem_in_config_order() {
+        let mut model = base();
+        model.services[0].backends[0].weight = 20_000;
+        model.services[1].name = "web".into();
+        model.services[1].backends[0].port = 0;
+        let problems = check_messages(&model);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        // Built in code: no location, so each displays as its message.
+        assert!(problems[0].starts_with("weight 20000 of backend 198.18.1.11:8080"));
+        assert_eq!(problems[1], "service \"web\" is defined twice");
+        assert!(problems[2].starts_with("port 0 of backend 2001:2:0:1::11"));
+        let error = check(&model).unwrap_err();
+        assert_eq!(error.to_string().lines().count(), 3);
+    }
+
+    proptest::proptest! {
+        /// Whatever the loader accepts, the validator accepts in memory too
+        /// (as the control API re-validates the running rules it edits).
+        #[test]
+        fn accepts_what_the_loader_accepts(
+            services in proptest::collection::vec(
+                (0u8..4, 0u16..3, proptest::collection::vec((0u8..5, 0u16..3, 0u32..3), 0..4)),
+                0..4,
+            )
+        ) {
+            let mut text = String::from("[gateway]\nmaglev_table_size = 251\n");
+            for (i, (vip, port, backends)) in services.iter().enumerate() {
+                text.push_str(&format!(
+                    "[[services]]\nname = \"s{i}\"\nprotocol = \"tcp\"\nvip = \"198.19.0.{vip}\"\nport = {port}\n"
+                ));
+                for (host, bport, weight) in backends {
+                    text.push_str(&format!(
+                        "[[services.backends]]\naddress = \"198.18.0.{host}\"\nport = {bport}\nweight = {weight}\n"
+                    ));
+                }
+            }
+            if let Ok(config) = load_str(&text, "p.toml") {
+                proptest::prop_assert!(check(&config).is_ok());
+            }
+        }
     }
 }

@@ -467,6 +467,100 @@ mod tests {
         }
     }
 
+    /// FNV-1a (64-bit) over every slot as 4 little-endian bytes: the
+    /// digest of a whole table in the pins below.
+    fn fnv1a_digest(slots: &[EndpointId]) -> u64 {
+        let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+        for byte in slots.iter().flat_map(|id| id.to_le_bytes()) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash
+    }
+
+    #[test]
+    fn tables_of_a_fixed_backend_set_are_pinned() {
+        // The digests, slot counts and entries were computed by
+        // tests/golden/pins.py, a separate implementation of this module's
+        // algorithm over the xxh3 of Python's `xxhash` package. They are
+        // what makes two gateways (and two releases) with the same backends
+        // send a flow to the same one: a change to the permutation hashes,
+        // the identity bytes, the sort, the quotas or the turn order fails
+        // here, and would move live flows.
+        let addr = |s: &str| crate::wire::addr_to_bytes(s.parse().unwrap());
+        let b = |address: &str, port, weight, id| MaglevBackend {
+            address: addr(address),
+            port,
+            weight,
+            id,
+        };
+        // Mixed families and weights, deliberately not in sorted order.
+        let backends = [
+            b("198.18.1.12", 8080, 3, 12),
+            b("2001:2:0:1::11", 8080, 1, 13),
+            b("198.18.1.11", 8080, 1, 10),
+            b("198.18.1.11", 8081, 2, 11),
+            b("2001:2:0:1::12", 443, 5, 14),
+        ];
+        // The pinned flow hashes of hash.rs's tests (IPv4 TCP, IPv4 UDP,
+        // IPv6 TCP, IPv6 UDP): the lookup is part of the flow → backend map.
+        let flows = [
+            0xfac3_1dfc_35b9_d7de_u64,
+            0x38d7_4ec5_0e1d_13de,
+            0x8580_b626_35fe_8a8e,
+            0xd4ea_e05f_e573_d374,
+        ];
+        type Pin = (
+            u32,
+            u64,
+            [usize; 5],
+            [(usize, EndpointId); 6],
+            [EndpointId; 4],
+        );
+        let pins: [Pin; 2] = [
+            (
+                251,
+                0x0b07_249b_914c_ccce,
+                [21, 42, 63, 21, 104],
+                [(0, 14), (1, 11), (2, 14), (100, 10), (125, 12), (250, 14)],
+                [10, 10, 11, 14],
+            ),
+            (
+                65_537,
+                0x6f62_c777_7698_1afd,
+                [5462, 10923, 16384, 5461, 27307],
+                [
+                    (0, 12),
+                    (1, 14),
+                    (2, 14),
+                    (100, 10),
+                    (32_768, 14),
+                    (65_536, 12),
+                ],
+                [14, 14, 12, 11],
+            ),
+        ];
+        for (size, digest, owned, entries, chosen) in pins {
+            let table = MaglevTable::build(&backends, size);
+            // Slots owned by ids 10..=14.
+            let got: Vec<usize> = (10..15)
+                .map(|id| table.slots().iter().filter(|&&s| s == id).count())
+                .collect();
+            assert_eq!(got, owned, "M = {size}: slots per backend");
+            for (slot, id) in entries {
+                assert_eq!(table.slots()[slot], id, "M = {size}: slot {slot}");
+            }
+            assert_eq!(
+                fnv1a_digest(table.slots()),
+                digest,
+                "M = {size}: digest of the table"
+            );
+            let got: Vec<Option<EndpointId>> = flows.iter().map(|&h| table.lookup(h)).collect();
+            let want: Vec<Option<EndpointId>> = chosen.iter().copied().map(Some).collect();
+            assert_eq!(got, want, "M = {size}: backends of the pinned flows");
+        }
+    }
+
     #[test]
     fn every_slot_is_filled_with_a_weighted_backend() {
         let mut backends = equal(10);

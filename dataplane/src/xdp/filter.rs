@@ -11,9 +11,9 @@ use aya::{Ebpf, EbpfLoader};
 
 use super::key_set::{map_error, KeySet};
 use super::owned::{OwnedTraffic, TrafficKey};
-use super::program::{counter, map, traffic_key, KEY_LEN, OBJECT, PROGRAM};
+use super::program::{counter, map, traffic_key, traffic_key_parts, KEY_LEN, OBJECT, PROGRAM};
 use super::stale::remove_stale_programs;
-use super::{XdpCounters, XdpError};
+use super::{XdpCapacity, XdpCounters, XdpError, XdpMapKeys};
 use crate::neigh::{self, NeighError};
 
 /// How to attach the program.
@@ -47,6 +47,7 @@ impl fmt::Display for XdpMode {
 pub struct XdpFilter {
     interface: String,
     mode: XdpMode,
+    capacity: XdpCapacity,
     /// Declared before `ebpf`: dropped (detached) before the program.
     link: Option<XdpLink>,
     sockets: XskMap<MapData>,
@@ -72,6 +73,44 @@ impl fmt::Debug for XdpFilter {
     }
 }
 
+/// The keys one [`XdpFilter::widen`] inserted, map by map: exactly what
+/// [`XdpFilter::undo`] takes back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "a widening is undone with it, or dropped once the change is kept"]
+pub struct Widening {
+    services: Vec<TrafficKey>,
+    reply_sources: Vec<TrafficKey>,
+    vip_addresses: Vec<[u8; 16]>,
+}
+
+impl Widening {
+    /// How many keys it inserted, over all maps.
+    pub fn len(&self) -> usize {
+        self.services.len() + self.reply_sources.len() + self.vip_addresses.len()
+    }
+
+    /// Whether it inserted nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// How a filter's maps differ from the keys of some rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyDrift {
+    /// Keys the maps hold that the rules do not own.
+    pub extra: usize,
+    /// Keys the rules own that the maps lack.
+    pub missing: usize,
+}
+
+impl KeyDrift {
+    /// Whether the maps hold exactly the rules' keys.
+    pub fn is_exact(&self) -> bool {
+        self.extra == 0 && self.missing == 0
+    }
+}
+
 impl XdpFilter {
     /// Loads an instance of the program for `interface` (in the calling
     /// thread's network namespace) and attaches it in `mode`. With
@@ -80,17 +119,78 @@ impl XdpFilter {
     /// netlink (a crashed loader, `ip link`, libxdp's dispatcher) is
     /// replaced, with a warning.
     ///
+    /// The maps are read back from the kernel once created: a map whose
+    /// size is not [`XdpCapacity::PROGRAM`]'s, the size rules are checked
+    /// against, is refused before anything is attached.
+    ///
     /// The new program owns no traffic yet: everything passes to the
     /// kernel until [`Self::update`] or [`Self::set_redirect_all`].
     pub fn attach(interface: &str, mode: XdpMode) -> Result<XdpFilter, XdpError> {
+        Self::attach_sized(interface, mode, XdpCapacity::PROGRAM)
+    }
+
+    /// As [`Self::attach`], with maps that hold only `capacity` keys (each
+    /// from 1 to [`XdpCapacity::PROGRAM`]'s).
+    ///
+    /// For tests that need the kernel to refuse a key part-way through a
+    /// change: the gateway checks rules against [`XdpCapacity::PROGRAM`],
+    /// so it cannot see such a failure coming and must undo what it began,
+    /// as it must when the kernel runs out of memory for a key.
+    pub fn attach_with_capacity(
+        interface: &str,
+        mode: XdpMode,
+        capacity: XdpCapacity,
+    ) -> Result<XdpFilter, XdpError> {
+        let program = XdpCapacity::PROGRAM;
+        for (name, size, limit) in [
+            (map::SERVICES, capacity.service_keys, program.service_keys),
+            (
+                map::REPLY_SOURCES,
+                capacity.reply_sources,
+                program.reply_sources,
+            ),
+            (
+                map::VIP_ADDRESSES,
+                capacity.vip_addresses,
+                program.vip_addresses,
+            ),
+            (
+                map::LOCAL_ADDRESSES,
+                capacity.local_addresses,
+                program.local_addresses,
+            ),
+        ] {
+            if !(1..=limit).contains(&size) {
+                return Err(XdpError::Other(format!(
+                    "map {name} cannot hold {size} keys: from 1 to {limit}"
+                )));
+            }
+        }
+        Self::attach_sized(interface, mode, capacity)
+    }
+
+    fn attach_sized(
+        interface: &str,
+        mode: XdpMode,
+        capacity: XdpCapacity,
+    ) -> Result<XdpFilter, XdpError> {
         let link = neigh::link_info(interface).map_err(|e| match e {
             NeighError::NoSuchInterface(name) => XdpError::NoSuchInterface(name),
             other => XdpError::Other(format!("reading {interface}: {other}")),
         })?;
-        let mut ebpf = EbpfLoader::new()
-            .set_max_entries(map::SOCKETS, link.rx_queues.max(1))
-            .load(OBJECT)
-            .map_err(|e| XdpError::from_load(&e))?;
+        let sizes = map_sizes(&capacity);
+        let mut loader = EbpfLoader::new();
+        loader.set_max_entries(map::SOCKETS, link.rx_queues.max(1));
+        for &(name, size) in &sizes {
+            loader.set_max_entries(name, size);
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| XdpError::from_load(&e))?;
+
+        let sets = KeySets::take(&mut ebpf, &sizes)?;
+        let sockets = take_map(&mut ebpf, map::SOCKETS)?;
+        let config = take_map(&mut ebpf, map::CONFIG)?;
+        let counters = take_map(&mut ebpf, map::COUNTERS)?;
+
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .ok_or_else(|| XdpError::Other(format!("the XDP object has no program {PROGRAM}")))?
@@ -108,30 +208,15 @@ impl XdpFilter {
         Ok(XdpFilter {
             interface: interface.to_string(),
             mode: attached,
+            capacity,
             link: Some(xdp_link),
-            sockets: take_map(&mut ebpf, map::SOCKETS)?,
-            services: KeySet::new(
-                take_map(&mut ebpf, map::SERVICES)?,
-                map::SERVICES,
-                key_bytes,
-            ),
-            reply_sources: KeySet::new(
-                take_map(&mut ebpf, map::REPLY_SOURCES)?,
-                map::REPLY_SOURCES,
-                key_bytes,
-            ),
-            vip_addresses: KeySet::new(
-                take_map(&mut ebpf, map::VIP_ADDRESSES)?,
-                map::VIP_ADDRESSES,
-                |address| *address,
-            ),
-            local_addresses: KeySet::new(
-                take_map(&mut ebpf, map::LOCAL_ADDRESSES)?,
-                map::LOCAL_ADDRESSES,
-                |address| *address,
-            ),
-            config: take_map(&mut ebpf, map::CONFIG)?,
-            counters: take_map(&mut ebpf, map::COUNTERS)?,
+            sockets,
+            services: sets.services,
+            reply_sources: sets.reply_sources,
+            vip_addresses: sets.vip_addresses,
+            local_addresses: sets.local_addresses,
+            config,
+            counters,
             _ebpf: ebpf,
         })
     }
@@ -145,6 +230,11 @@ impl XdpFilter {
     /// The interface it is attached to.
     pub fn interface(&self) -> &str {
         &self.interface
+    }
+
+    /// How many keys its maps hold, as the kernel made them.
+    pub fn capacity(&self) -> XdpCapacity {
+        self.capacity
     }
 
     /// Puts the AF_XDP socket `fd` (bound to `queue` of this interface) in
@@ -164,17 +254,103 @@ impl XdpFilter {
         })
     }
 
-    /// Makes the program own exactly `owned`: new keys are added before
-    /// keys no longer owned are removed, so a key owned before and after is
-    /// never missing, not even for a moment.
+    /// Makes the program own exactly `owned`: [`Self::widen`], then
+    /// [`Self::narrow`], so a key owned before and after is never missing,
+    /// not even for a moment. A failure while widening leaves the maps as
+    /// they were (as far as the kernel allows, see [`Self::widen`]).
     pub fn update(&mut self, owned: &OwnedTraffic) -> Result<(), XdpError> {
+        let _kept = self.widen(owned)?;
+        self.narrow(owned)
+    }
+
+    /// Adds every key of `owned` the maps lack (services, reply sources,
+    /// VIP addresses) and removes none; returns what it added, for
+    /// [`Self::undo`].
+    ///
+    /// If the kernel refuses a key, the keys this call had added are
+    /// removed again before the error is returned, so the maps hold what
+    /// they held before. Should a removal fail too (which the kernel has
+    /// no reason to do), the key stays, in the maps and in what
+    /// [`Self::drift`] counts, and is logged.
+    pub fn widen(&mut self, owned: &OwnedTraffic) -> Result<Widening, XdpError> {
         let vips = owned.vip_addresses();
-        self.services.add_missing(&owned.services)?;
-        self.reply_sources.add_missing(&owned.reply_sources)?;
-        self.vip_addresses.add_missing(&vips)?;
-        self.services.remove_unwanted(&owned.services)?;
-        self.reply_sources.remove_unwanted(&owned.reply_sources)?;
-        self.vip_addresses.remove_unwanted(&vips)
+        let mut added = Widening::default();
+        let result = self
+            .services
+            .add_missing(&owned.services, &mut added.services)
+            .and_then(|()| {
+                self.reply_sources
+                    .add_missing(&owned.reply_sources, &mut added.reply_sources)
+            })
+            .and_then(|()| {
+                self.vip_addresses
+                    .add_missing(&vips, &mut added.vip_addresses)
+            });
+        match result {
+            Ok(()) => Ok(added),
+            Err(e) => {
+                if let Err(undo) = self.undo(&added) {
+                    tracing::warn!(
+                        interface = %self.interface,
+                        error = %undo,
+                        "keys of a failed change could not be taken out of the XDP maps"
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes the keys `widening` added. Every key is tried, whatever
+    /// fails; the first failure is returned, and keys that could not be
+    /// removed stay (see [`Self::drift`]).
+    pub fn undo(&mut self, widening: &Widening) -> Result<(), XdpError> {
+        let services = self.services.remove_keys(&widening.services);
+        let replies = self.reply_sources.remove_keys(&widening.reply_sources);
+        let vips = self.vip_addresses.remove_keys(&widening.vip_addresses);
+        services.and(replies).and(vips)
+    }
+
+    /// Removes every key the maps hold that `owned` does not. Every key is
+    /// tried, whatever fails; the first failure is returned, and keys that
+    /// could not be removed stay, to be tried again by the next
+    /// [`Self::narrow`] (see [`Self::drift`]).
+    pub fn narrow(&mut self, owned: &OwnedTraffic) -> Result<(), XdpError> {
+        let vips = owned.vip_addresses();
+        let services = self.services.remove_unwanted(&owned.services);
+        let replies = self.reply_sources.remove_unwanted(&owned.reply_sources);
+        let vips = self.vip_addresses.remove_unwanted(&vips);
+        services.and(replies).and(vips)
+    }
+
+    /// How the maps differ from `owned`'s keys (0 and 0 when they hold
+    /// exactly those).
+    pub fn drift(&self, owned: &OwnedTraffic) -> KeyDrift {
+        let vips = owned.vip_addresses();
+        let mut drift = KeyDrift::default();
+        let mut count = |held_not_wanted: usize, wanted_not_held: usize| {
+            drift.extra += held_not_wanted;
+            drift.missing += wanted_not_held;
+        };
+        count(
+            self.services.held().difference(&owned.services).count(),
+            owned.services.difference(self.services.held()).count(),
+        );
+        count(
+            self.reply_sources
+                .held()
+                .difference(&owned.reply_sources)
+                .count(),
+            owned
+                .reply_sources
+                .difference(self.reply_sources.held())
+                .count(),
+        );
+        count(
+            self.vip_addresses.held().difference(&vips).count(),
+            vips.difference(self.vip_addresses.held()).count(),
+        );
+        drift
     }
 
     /// What the program owns now.
@@ -185,6 +361,25 @@ impl XdpFilter {
         }
     }
 
+    /// Every key the kernel's maps hold, read from the kernel.
+    pub fn read_maps(&self) -> Result<XdpMapKeys, XdpError> {
+        Ok(XdpMapKeys {
+            services: self.services.read()?,
+            reply_sources: self.reply_sources.read()?,
+            vip_addresses: self.vip_addresses.read()?,
+            local_addresses: self.local_addresses.read()?,
+        })
+    }
+
+    /// Tests only: make every delete from the rule maps fail (`EPERM`),
+    /// or work again.
+    #[cfg(test)]
+    pub(crate) fn refuse_removals(&mut self, refuse: bool) {
+        self.services.refuse_removals(refuse);
+        self.reply_sources.refuse_removals(refuse);
+        self.vip_addresses.refuse_removals(refuse);
+    }
+
     /// Makes the program's set of the box's own addresses (16 bytes each,
     /// IPv4-mapped for IPv4; see [`crate::wire::addr_to_bytes`]) exactly
     /// `addresses`: new ones are added before gone ones are removed. A
@@ -193,7 +388,8 @@ impl XdpFilter {
     /// to the kernel. Only the difference with the last call touches the
     /// map, so calling it often with the same set is cheap.
     pub fn set_local_addresses(&mut self, addresses: &HashSet<[u8; 16]>) -> Result<(), XdpError> {
-        self.local_addresses.add_missing(addresses)?;
+        self.local_addresses
+            .add_missing(addresses, &mut Vec::new())?;
         self.local_addresses.remove_unwanted(addresses)
     }
 
@@ -296,6 +492,84 @@ where
     T::try_from(map).map_err(|e| map_error(&format!("opening map {name}"), e))
 }
 
-fn key_bytes(key: &TrafficKey) -> [u8; KEY_LEN] {
+/// The program's hash maps used as sets of keys.
+struct KeySets {
+    services: KeySet<TrafficKey, [u8; KEY_LEN]>,
+    reply_sources: KeySet<TrafficKey, [u8; KEY_LEN]>,
+    vip_addresses: KeySet<[u8; 16], [u8; 16]>,
+    local_addresses: KeySet<[u8; 16], [u8; 16]>,
+}
+
+impl KeySets {
+    /// Takes the sets' maps out of the loaded `ebpf`, and checks that the
+    /// kernel made each the size [`map_sizes`] asked for: rules are
+    /// checked against those sizes, so the two must agree.
+    fn take(ebpf: &mut Ebpf, sizes: &[(&'static str, u32); 4]) -> Result<KeySets, XdpError> {
+        let sets = KeySets {
+            services: KeySet::new(
+                take_map(ebpf, map::SERVICES)?,
+                map::SERVICES,
+                key_bytes,
+                key_of_bytes,
+            ),
+            reply_sources: KeySet::new(
+                take_map(ebpf, map::REPLY_SOURCES)?,
+                map::REPLY_SOURCES,
+                key_bytes,
+                key_of_bytes,
+            ),
+            vip_addresses: KeySet::new(
+                take_map(ebpf, map::VIP_ADDRESSES)?,
+                map::VIP_ADDRESSES,
+                |address| *address,
+                |address| *address,
+            ),
+            local_addresses: KeySet::new(
+                take_map(ebpf, map::LOCAL_ADDRESSES)?,
+                map::LOCAL_ADDRESSES,
+                |address| *address,
+                |address| *address,
+            ),
+        };
+        let made = [
+            sets.services.capacity()?,
+            sets.reply_sources.capacity()?,
+            sets.vip_addresses.capacity()?,
+            sets.local_addresses.capacity()?,
+        ];
+        for (&(name, asked), made) in sizes.iter().zip(made) {
+            if made != asked {
+                return Err(XdpError::Other(format!(
+                    "map {name} of the loaded XDP program holds {made} keys, \
+                     not the {asked} rules are checked against"
+                )));
+            }
+        }
+        Ok(sets)
+    }
+}
+
+/// The maps sized from a capacity, with their sizes, in the order
+/// services, reply sources, VIP addresses, local addresses.
+fn map_sizes(capacity: &XdpCapacity) -> [(&'static str, u32); 4] {
+    let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    [
+        (map::SERVICES, size(capacity.service_keys)),
+        (map::REPLY_SOURCES, size(capacity.reply_sources)),
+        (map::VIP_ADDRESSES, size(capacity.vip_addresses)),
+        (map::LOCAL_ADDRESSES, size(capacity.local_addresses)),
+    ]
+}
+
+pub(crate) fn key_bytes(key: &TrafficKey) -> [u8; KEY_LEN] {
     traffic_key(key.protocol, &key.address, key.port)
+}
+
+pub(crate) fn key_of_bytes(bytes: &[u8; KEY_LEN]) -> TrafficKey {
+    let (protocol, address, port) = traffic_key_parts(bytes);
+    TrafficKey {
+        protocol,
+        address,
+        port,
+    }
 }

@@ -15,29 +15,56 @@
 //! source's header says why, and how VLAN tags, IPv4 options, IPv6
 //! extension headers and fragments are handled.
 //!
+//! What rules own ([`OwnedTraffic`]) and how many keys the program's maps
+//! hold ([`XdpCapacity`], from dataplane/bpf/flowgate_limits.h, which the C
+//! program includes too) need no kernel: the control side checks every
+//! change against them before anything is published. The rest needs the
+//! `daemon` feature:
+//!
 //! [`XdpFilter::attach`] loads one instance of the program per interface
 //! and attaches it through a bpf_link (so it goes away with the process);
-//! [`XdpFilter::set_socket`] fills its socket map, [`XdpFilter::update`]
-//! keeps its maps equal to [`OwnedTraffic::from_snapshot`],
-//! [`XdpFilter::set_local_addresses`] keeps its set of the box's own
-//! addresses equal to [`crate::neigh::local_addresses`], and
-//! [`XdpFilter::set_redirect_all`] switches the daemon's forward-only mode.
+//! [`XdpFilter::set_socket`] fills its socket map; [`XdpFilter::widen`],
+//! [`XdpFilter::undo`] and [`XdpFilter::narrow`] (or
+//! [`XdpFilter::update`], all three in one) keep its maps equal to
+//! [`OwnedTraffic::from_snapshot`]; [`XdpFilter::set_local_addresses`]
+//! keeps its set of the box's own addresses equal to
+//! [`crate::neigh::local_addresses`]; [`XdpFilter::set_redirect_all`]
+//! switches the daemon's forward-only mode; [`XdpFilter::read_maps`] and
+//! [`read_attached_maps`] read what the kernel's maps hold.
 
-mod counters;
-mod error;
-mod filter;
-mod key_set;
+mod capacity;
 mod owned;
+
+#[cfg(feature = "daemon")]
+mod counters;
+#[cfg(feature = "daemon")]
+mod error;
+#[cfg(feature = "daemon")]
+mod filter;
+#[cfg(feature = "daemon")]
+mod key_set;
+#[cfg(feature = "daemon")]
+mod maps;
+#[cfg(feature = "daemon")]
 mod program;
+#[cfg(feature = "daemon")]
 mod stale;
 
-pub use counters::XdpCounters;
-pub use error::XdpError;
-pub use filter::{XdpFilter, XdpMode};
+pub use capacity::{CapacityError, Shortfall, XdpCapacity, XdpDemand, XdpMap};
 pub use owned::{OwnedTraffic, TrafficKey};
+
+#[cfg(feature = "daemon")]
+pub use counters::XdpCounters;
+#[cfg(feature = "daemon")]
+pub use error::XdpError;
+#[cfg(feature = "daemon")]
+pub use filter::{KeyDrift, Widening, XdpFilter, XdpMode};
+#[cfg(feature = "daemon")]
+pub use maps::{read_attached_maps, XdpMapKeys};
 
 /// The compiled XDP program, an ELF object with its code in section `xdp`
 /// (for tools and tests, e.g. `ip link set dev X xdpgeneric obj FILE sec xdp`).
+#[cfg(feature = "daemon")]
 pub fn program_object() -> &'static [u8] {
     program::OBJECT
 }

@@ -1,8 +1,12 @@
 //! What traffic the gateway owns, in the XDP program's terms.
 
 use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
 
+use crate::rules::Config;
 use crate::table::Snapshot;
+use crate::wire::{addr_to_bytes, bytes_to_addr, ip_proto};
 
 /// One (protocol, address, port) the XDP program matches: a service's VIP
 /// and port (as destination) or a backend's address and port (as source).
@@ -14,6 +18,19 @@ pub struct TrafficKey {
     pub address: [u8; 16],
     /// Port.
     pub port: u16,
+}
+
+impl fmt::Display for TrafficKey {
+    /// `tcp 198.18.100.10:80`, `udp [2001:2::10]:53`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let protocol = match self.protocol {
+            ip_proto::TCP => "tcp".to_string(),
+            ip_proto::UDP => "udp".to_string(),
+            other => format!("protocol {other}"),
+        };
+        let address = SocketAddr::new(bytes_to_addr(&self.address), self.port);
+        write!(f, "{protocol} {address}")
+    }
 }
 
 /// The traffic the XDP program sends to the AF_XDP sockets.
@@ -45,6 +62,29 @@ impl OwnedTraffic {
                         port: endpoint.port,
                     });
                 }
+            }
+        }
+        owned
+    }
+
+    /// What `config`'s rules own, without compiling them: the same keys as
+    /// [`Self::from_snapshot`] of a snapshot built from `config` (the
+    /// capacity check counts with it before any snapshot is built).
+    pub fn from_config(config: &Config) -> OwnedTraffic {
+        let mut owned = OwnedTraffic::default();
+        for service in &config.services {
+            let protocol = service.protocol.number();
+            owned.services.insert(TrafficKey {
+                protocol,
+                address: addr_to_bytes(service.vip),
+                port: service.port,
+            });
+            for backend in &service.backends {
+                owned.reply_sources.insert(TrafficKey {
+                    protocol,
+                    address: addr_to_bytes(backend.address),
+                    port: backend.port,
+                });
             }
         }
         owned
@@ -125,6 +165,7 @@ mod tests {
             ..Config::default()
         };
         let owned = OwnedTraffic::from_snapshot(&Snapshot::build(&config, None));
+        assert_eq!(OwnedTraffic::from_config(&config), owned);
         let expected_services: HashSet<TrafficKey> = [
             key(ip_proto::TCP, "198.18.100.10", 80),
             key(ip_proto::UDP, "198.18.100.10", 53),
@@ -148,9 +189,25 @@ mod tests {
     }
 
     #[test]
+    fn keys_show_as_protocol_and_socket_address() {
+        assert_eq!(
+            key(ip_proto::TCP, "198.18.100.10", 80).to_string(),
+            "tcp 198.18.100.10:80"
+        );
+        assert_eq!(
+            key(ip_proto::UDP, "2001:2::10", 53).to_string(),
+            "udp [2001:2::10]:53"
+        );
+    }
+
+    #[test]
     fn an_empty_snapshot_owns_nothing() {
         assert_eq!(
             OwnedTraffic::from_snapshot(&Snapshot::empty()),
+            OwnedTraffic::default()
+        );
+        assert_eq!(
+            OwnedTraffic::from_config(&Config::default()),
             OwnedTraffic::default()
         );
     }

@@ -63,6 +63,18 @@ pub(crate) fn traffic_key(protocol: u8, address: &[u8; 16], port: u16) -> [u8; K
     key
 }
 
+/// (protocol, address, port) of a `struct traffic_key`: the inverse of
+/// [`traffic_key`].
+pub(crate) fn traffic_key_parts(key: &[u8; KEY_LEN]) -> (u8, [u8; 16], u16) {
+    let mut address = [0u8; 16];
+    let (addr, rest) = key.split_at(16);
+    address.copy_from_slice(addr);
+    match rest {
+        [p0, p1, protocol, _pad] => (*protocol, address, u16::from_be_bytes([*p0, *p1])),
+        _ => (0, address, 0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +90,10 @@ mod tests {
                 0, 53, // port, network byte order
                 17, 0, // protocol, pad
             ]
+        );
+        assert_eq!(
+            traffic_key_parts(&key),
+            (17, v4_mapped([198, 18, 100, 10]), 53)
         );
     }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::flow::state::FlowState;
+use crate::flow::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 use crate::hash::flow_hash;
 use crate::wire::tcp_flags::{ACK, FIN, SYN};
 use crate::wire::{ip_proto, v4_mapped};
@@ -327,6 +328,107 @@ fn iter_lists_the_live_connections() {
     t.remove(ia);
     let live: Vec<_> = t.iter().cloned().collect();
     assert_eq!(live, vec![b]);
+}
+
+/// Runs a whole listing in steps of `budget` positions into buffers of
+/// `chunk` records, calling `between` after every step.
+fn export_all(
+    t: &mut FlowTable,
+    filter: FlowFilter,
+    budget: usize,
+    chunk: usize,
+    mut between: impl FnMut(&mut FlowTable, usize),
+) -> Vec<FlowRecord> {
+    let mut cursor = ExportCursor::start();
+    let mut out = FlowRecords::with_capacity(chunk);
+    let mut all = Vec::new();
+    let mut steps = 0;
+    while !cursor.is_done() {
+        let before = cursor.position();
+        t.export(&mut cursor, &filter, budget, &mut out);
+        assert!(
+            cursor.position() - before <= budget,
+            "looked past its budget"
+        );
+        if out.is_full() || cursor.is_done() {
+            all.extend_from_slice(out.as_slice());
+            out.reset(chunk);
+        }
+        steps += 1;
+        assert!(steps <= 10 * t.capacity(), "a listing that does not end");
+        between(t, steps);
+    }
+    all
+}
+
+#[test]
+fn export_lists_each_live_connection_once_in_bounded_steps() {
+    let mut t = FlowTable::new(64, TIMEOUTS);
+    let mut want = Vec::new();
+    for i in 0..40u8 {
+        let vip = if i % 4 == 0 { 11 } else { 10 };
+        let c = conn(i, 1000 + u16::from(i), vip, 5, FlowState::TcpEstablished, 0);
+        let id = insert(&mut t, c.clone(), 0);
+        want.push((id, c));
+    }
+    for (id, _) in want.iter().filter(|(id, _)| id.index() % 5 == 0) {
+        t.remove(*id);
+    }
+    want.retain(|(id, _)| id.index() % 5 != 0);
+    for (budget, chunk) in [(1, 1), (3, 2), (7, 64), (1000, 5)] {
+        let got = export_all(&mut t, FlowFilter::All, budget, chunk, |_, _| {});
+        let expected: Vec<FlowRecord> = want.iter().map(|(_, c)| FlowRecord::of(c)).collect();
+        assert_eq!(got, expected, "budget {budget}, chunk {chunk}");
+    }
+    let vip11 = FlowFilter::To {
+        protocol: ip_proto::TCP,
+        address: v4_mapped([198, 18, 1, 11]),
+        port: 80,
+    };
+    let got = export_all(&mut t, vip11, 4, 3, |_, _| {});
+    let expected: Vec<FlowRecord> = want
+        .iter()
+        .filter(|(_, c)| c.client.dst == v4_mapped([198, 18, 1, 11]))
+        .map(|(_, c)| FlowRecord::of(c))
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn a_listing_while_the_table_changes_sees_the_steady_connections_exactly_once() {
+    let mut t = FlowTable::new(128, TIMEOUTS);
+    let mut steady = Vec::new();
+    let mut churn = Vec::new();
+    for i in 0..60u8 {
+        let c = conn(i, 2000, 10, 5, FlowState::TcpEstablished, 0);
+        let id = insert(&mut t, c.clone(), 0);
+        if i % 3 == 0 {
+            churn.push(id);
+        } else {
+            steady.push(FlowRecord::of(&c));
+        }
+    }
+    let mut next = 100u8;
+    let got = export_all(&mut t, FlowFilter::All, 5, 4, |t, step| {
+        // Close one churning connection and open another, between steps.
+        if let Some(id) = churn.pop() {
+            t.remove(id);
+        }
+        let c = conn(next, 3000 + step as u16, 10, 6, FlowState::TcpSyn, 0);
+        churn.insert(0, insert(t, c, 0));
+        next = next.wrapping_add(1);
+    });
+    for s in &steady {
+        let n = got.iter().filter(|r| *r == s).count();
+        assert_eq!(n, 1, "{s:?} listed {n} times");
+    }
+    let mut clients: Vec<_> = got.iter().map(|r| r.client).collect();
+    clients.sort_by_key(|c| (c.src, c.src_port));
+    let len = clients.len();
+    clients.dedup();
+    assert_eq!(clients.len(), len, "a connection listed twice");
+    t.audit();
 }
 
 #[test]

@@ -42,7 +42,7 @@ mod umem;
 pub use error::XskError;
 pub use settings::{BindMode, XskSettings, FRAME_SIZES, MAX_FRAMES, MAX_RING, MIN_RING};
 pub use socket::XskPort;
-pub use stats::{XskMode, XskPortCounters, XskStats};
+pub use stats::{XskMode, XskPortCounters, XskStats, XskStatsReader};
 pub use umem::{SharedUmem, UmemFrames};
 
 #[cfg(test)]
@@ -55,6 +55,9 @@ mod tests {
         send::<SharedUmem>();
         send::<UmemFrames>();
         send::<XskPort>();
+        send::<XskStatsReader>();
+        fn sync<T: Sync>() {}
+        sync::<XskStatsReader>();
         send::<XskError>();
     }
 }

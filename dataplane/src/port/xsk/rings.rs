@@ -34,9 +34,9 @@ impl XskPort {
             if pending == 0 || (self.need_wakeup && !self.tx.needs_wakeup()) {
                 return;
             }
-            self.counters.tx_wakeups += 1;
+            self.counters.tx_wakeups.inc();
             if self.tx.wakeup().is_err() {
-                self.counters.wakeup_errors += 1;
+                self.counters.wakeup_errors.inc();
                 return;
             }
             // Zero-copy sends asynchronously: one wakeup is all it takes.
@@ -51,11 +51,11 @@ impl XskPort {
     /// to give back. A frame of another memory cannot go back into this
     /// UMEM's pools: it is counted and dropped (lost to its memory).
     fn reject(&mut self, frame: Frame) {
-        self.counters.tx_rejected += 1;
+        self.counters.tx_rejected.inc();
         if frame.memory() == self.core.id() {
             self.rejected.push(frame);
         } else {
-            self.counters.foreign_addrs += 1;
+            self.counters.foreign_addrs.inc();
         }
     }
 }
@@ -83,7 +83,7 @@ impl Port for XskPort {
                 // ring as a raw descriptor, its token given up.
                 match unsafe { self.core.frame_from_ring(addr, len) } {
                     Some(frame) => out.push(frame),
-                    None => self.counters.foreign_addrs += 1,
+                    None => self.counters.foreign_addrs.inc(),
                 }
             }
             total += got;
@@ -94,9 +94,9 @@ impl Port for XskPort {
         self.in_fill = self.in_fill.saturating_sub(total);
         if total == 0 && self.fill.needs_wakeup() {
             // The driver sleeps until asked to look at the fill ring.
-            self.counters.rx_wakeups += 1;
+            self.counters.rx_wakeups.inc();
             if self.fill.wakeup(self.rx.fd_mut(), 0).is_err() {
-                self.counters.wakeup_errors += 1;
+                self.counters.wakeup_errors.inc();
             }
         }
         total
@@ -176,7 +176,7 @@ impl Port for XskPort {
                 // the transmit ring as a raw descriptor, its token given up.
                 match addr.and_then(|a| unsafe { self.core.frame_from_ring(a, 0) }) {
                     Some(frame) => pool.put(frame),
-                    None => self.counters.foreign_addrs += 1,
+                    None => self.counters.foreign_addrs.inc(),
                 }
             }
             self.in_tx = self.in_tx.saturating_sub(got);
@@ -214,7 +214,7 @@ impl Port for XskPort {
                         // here and the receive ring gives it back.
                         let _ = frame.into_raw();
                     }
-                    (None, _) => self.counters.foreign_addrs += 1,
+                    (None, _) => self.counters.foreign_addrs.inc(),
                     (Some(_), None) => {
                         pool.put(frame);
                         break;

@@ -1,6 +1,6 @@
 //! One AF_XDP socket on one interface queue, as a [`Port`].
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 
 use xsk_rs::config::{BindFlags, Interface, LibxdpFlags, QueueSize, SocketConfig};
@@ -10,7 +10,9 @@ use super::error::{classify, os_error_of, Target, XskError};
 use super::queues;
 use super::rings::BATCH;
 use super::settings::{BindMode, XskSettings};
-use super::stats::{socket_mode, XskMode, XskPortCounters, XskStats};
+use super::stats::{
+    socket_mode, socket_statistics, PortTallies, XskMode, XskPortCounters, XskStats, XskStatsReader,
+};
 use super::umem::{Claim, SharedUmem, UmemCore};
 
 /// An AF_XDP socket bound to one (interface, queue) on the shared UMEM.
@@ -45,7 +47,8 @@ pub struct XskPort {
     pub(super) in_tx: usize,
     /// Frames refused by `transmit`, back to the pool at `reclaim`.
     pub(super) rejected: Vec<crate::port::Frame>,
-    pub(super) counters: XskPortCounters,
+    /// Its own counters, which [`XskStatsReader`]s read from other threads.
+    pub(super) counters: Arc<PortTallies>,
     /// Last, so it drops after the rings (which delete the socket).
     _claim: Claim,
 }
@@ -199,7 +202,7 @@ impl XskPort {
             in_fill: 0,
             in_tx: 0,
             rejected: Vec::with_capacity(BATCH),
-            counters: XskPortCounters::default(),
+            counters: Arc::default(),
             _claim: claim,
         })
     }
@@ -231,16 +234,41 @@ impl XskPort {
             ifname: &self.ifname,
             queue: self.queue,
         };
-        self.tx
-            .fd()
-            .xdp_statistics()
-            .map(XskStats::from)
+        socket_statistics(self.as_raw_fd())
             .map_err(|e| classify(target, "reading XDP_STATISTICS", e, false, None))
     }
 
     /// What the port itself counted.
     pub fn counters(&self) -> XskPortCounters {
-        self.counters
+        self.counters.values()
+    }
+
+    /// A reader of this socket's statistics for another thread (the
+    /// control side), so the worker running the port never reads them. It
+    /// holds a duplicate of the socket's descriptor.
+    pub fn stats_reader(&self) -> Result<XskStatsReader, XskError> {
+        // SAFETY: the descriptor is the socket's, open while `self` lives,
+        // which outlasts this borrow (it is only duplicated).
+        let fd = unsafe { BorrowedFd::borrow_raw(self.as_raw_fd()) };
+        let fd = fd.try_clone_to_owned().map_err(|e| {
+            let target = Target::Queue {
+                ifname: &self.ifname,
+                queue: self.queue,
+            };
+            classify(
+                target,
+                "duplicating the socket's descriptor",
+                e,
+                false,
+                None,
+            )
+        })?;
+        Ok(XskStatsReader::new(
+            fd,
+            Arc::clone(&self.counters),
+            &self.ifname,
+            self.queue,
+        ))
     }
 
     /// Frames the port holds: given to the kernel (on the fill, receive,

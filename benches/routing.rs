@@ -1,0 +1,563 @@
+//! The routing tables of `flowgate_dataplane::route`: how fast they answer,
+//! how fast they build and change, and how much memory they take.
+//!
+//! - `classes`: a `ClientClasses` of 10 000 prefixes (6 000 IPv4 of
+//!   lengths 8–32, 4 000 IPv6 of lengths 16–128, random); build time,
+//!   memory, and lookups of random addresses that hit a prefix and that
+//!   miss every one.
+//! - `paths`: a `PathTable` of 1 000 000 paths (500 000 IPv4 /32 and
+//!   500 000 IPv6 /128, over 1 000 services, one backend each); bulk-load
+//!   time, memory, lookups of random clients with a path (hits) and
+//!   without (misses, in services that have paths of that family); the
+//!   writer's cost of one insert and one remove; and update-to-visible
+//!   latency: the writer inserts or removes one path while a reader thread
+//!   spins on lookups until it sees the change (1 000 updates). Memory is
+//!   also given with 10 % of the paths naming a list of 4 backends.
+//!
+//! Lookups are timed per batch of 64, the way a worker runs them (the path
+//! view loaded once per batch), with `Instant` read once per batch; the
+//! figure is the median batch's nanoseconds per lookup, with the 99th
+//! percentile beside it. "Dependent" lookups take their next client from
+//! the previous answer, so they cannot overlap: that is one lookup's
+//! latency. Memory is counted by this binary's allocator (bytes requested
+//! and not yet freed), not estimated; the tables' own `heap_bytes` is
+//! printed beside it.
+//!
+//! Run: `flock /tmp/flowgate-bench.lock cargo bench --bench routing`
+//! (about a minute). docs/benchmarks.md keeps the results.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashSet;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use flowgate_dataplane::route::{
+    BackendRef, ClassId, ClientAddr, ClientClasses, PathEntry, PathTable, Prefix,
+};
+
+/// Counts the bytes the program holds: requested sizes, not the
+/// allocator's own overhead.
+struct CountingAllocator;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every method forwards to the system allocator with the caller's
+// arguments unchanged, so it keeps the system allocator's guarantees; the
+// counting touches no memory the caller owns.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is; the caller upholds `alloc`'s contract.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded as is; the caller upholds `alloc_zeroed`'s contract.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is; `ptr` came from this allocator with `layout`.
+        unsafe { System.dealloc(ptr, layout) };
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded as is; the caller upholds `realloc`'s contract.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+            LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn live_bytes() -> usize {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
+
+/// SplitMix64: a small, fixed-seed generator, so every run draws the same.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+const BATCH: usize = 64;
+
+/// Median and 99th percentile of `samples` (sorted here).
+fn median_p99(samples: &mut [f64]) -> (f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// Per-lookup nanoseconds of each batch of 64 lookups over `0..count`
+/// (`per_batch` runs one batch, including any per-batch load of a view),
+/// as (median, p99, mean).
+fn time_batches(
+    count: usize,
+    mut per_batch: impl FnMut(std::ops::Range<usize>) -> u64,
+) -> (f64, f64, f64) {
+    let mut samples = Vec::with_capacity(count / BATCH);
+    let mut sink = 0u64;
+    let start = Instant::now();
+    for first in (0..count).step_by(BATCH) {
+        let t = Instant::now();
+        sink = sink.wrapping_add(per_batch(first..(first + BATCH).min(count)));
+        samples.push(t.elapsed().as_nanos() as f64 / BATCH as f64);
+    }
+    let mean = start.elapsed().as_nanos() as f64 / count as f64;
+    black_box(sink);
+    let (median, p99) = median_p99(&mut samples);
+    (median, p99, mean)
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn bench_classes() {
+    println!("== classes: 10 000 prefixes (6 000 IPv4 /8–/32, 4 000 IPv6 /16–/128)");
+    let mut rng = Rng(1);
+    let mut seen = HashSet::new();
+    let mut entries: Vec<(Prefix, ClassId)> = Vec::new();
+    while entries.len() < 10_000 {
+        let prefix = if entries.len() < 6_000 {
+            // Everything under 0.0.0.0/1, so 128.0.0.0/1 is all misses.
+            let len = 8 + rng.below(25) as u8;
+            let addr = (rng.next() as u32) >> 1;
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            Prefix::v4(addr & mask, len).unwrap()
+        } else {
+            // Under 2000::/4, so 3000::/4 is all misses.
+            let len = 16 + rng.below(113) as u8;
+            let addr =
+                (0x2u128 << 124) | (u128::from(rng.next()) << 64 | u128::from(rng.next())) >> 4;
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            Prefix::v6(addr & mask, len).unwrap()
+        };
+        if seen.insert(prefix) {
+            let class = ClassId::new(rng.below(64) as u32).unwrap();
+            entries.push((prefix, class));
+        }
+    }
+
+    let mut builds = Vec::new();
+    let mut table = ClientClasses::default();
+    let mut bytes = 0;
+    for _ in 0..11 {
+        drop(table);
+        let before = live_bytes();
+        let t = Instant::now();
+        table = ClientClasses::build(entries.iter().copied()).unwrap();
+        builds.push(t.elapsed().as_secs_f64() * 1e6);
+        bytes = live_bytes() - before;
+    }
+    let (build_median, _) = median_p99(&mut builds);
+    let (v4_intervals, v6_intervals) = table.intervals();
+    println!(
+        "build: {build_median:.0} µs (median of 11); intervals: {v4_intervals} IPv4 + {v6_intervals} IPv6"
+    );
+    println!(
+        "memory: {bytes} B counted by the allocator ({:.1} B per prefix); heap_bytes() {}",
+        bytes as f64 / 10_000.0,
+        table.heap_bytes()
+    );
+
+    // Hits: a random address inside a random prefix. Misses: addresses in
+    // the halves no prefix is in.
+    const LOOKUPS: usize = 1 << 20;
+    let hits: Vec<ClientAddr> = (0..LOOKUPS)
+        .map(|_| {
+            let (prefix, _) = entries[rng.below(entries.len() as u64) as usize];
+            match prefix {
+                Prefix::V4 { addr, len } => {
+                    let host = (rng.next() as u32).checked_shr(u32::from(len)).unwrap_or(0);
+                    ClientAddr::V4(addr | host)
+                }
+                Prefix::V6 { addr, len } => {
+                    let random = u128::from(rng.next()) << 64 | u128::from(rng.next());
+                    ClientAddr::V6(addr | random.checked_shr(u32::from(len)).unwrap_or(0))
+                }
+            }
+        })
+        .collect();
+    let misses: Vec<ClientAddr> = (0..LOOKUPS)
+        .map(|i| {
+            if i.is_multiple_of(2) {
+                ClientAddr::V4(0x8000_0000 | rng.next() as u32)
+            } else {
+                ClientAddr::V6((0x3u128 << 124) | u128::from(rng.next()))
+            }
+        })
+        .collect();
+    assert!(hits.iter().all(|&a| table.lookup(a).is_some()));
+    assert!(misses.iter().all(|&a| table.lookup(a).is_none()));
+    for (name, addrs) in [("hits", &hits), ("misses", &misses)] {
+        let (median, p99, mean) = time_batches(addrs.len(), |range| {
+            range
+                .map(|i| table.lookup(addrs[i]).map_or(0, |c| u64::from(c.get())))
+                .sum()
+        });
+        // Dependent: the next address's index depends on this answer.
+        let mut next = 0usize;
+        let (dep_median, dep_p99, _) = time_batches(addrs.len(), |range| {
+            let mut sum = 0;
+            for _ in range {
+                let class = table.lookup(addrs[next]).map_or(0, |c| u64::from(c.get()));
+                next = (next + 1 + (class & 1) as usize) % addrs.len();
+                sum += class;
+            }
+            sum
+        });
+        println!(
+            "lookup {name}: {median:.1} ns (p99 {p99:.1}, mean {mean:.1}); dependent {dep_median:.1} ns (p99 {dep_p99:.1})"
+        );
+    }
+}
+
+/// The client of path `i`: IPv4 for even `i`, IPv6 for odd; unique.
+fn path_client(i: u32) -> ClientAddr {
+    if i.is_multiple_of(2) {
+        // An odd multiplier is a bijection on the low 24 bits.
+        ClientAddr::V4(0x0A00_0000 | ((i / 2).wrapping_mul(0x9E37_79B1) & 0x00FF_FFFF))
+    } else {
+        ClientAddr::V6(
+            (0x2001_0db8u128 << 96) | u128::from(i.wrapping_mul(0x9E37_79B1)) << 32 | u128::from(i),
+        )
+    }
+}
+
+const PATHS: u32 = 1_000_000;
+const SERVICES: u32 = 1_000;
+
+fn path_entries(lists_every: Option<u32>) -> Vec<PathEntry> {
+    (0..PATHS)
+        .map(|i| {
+            let backends = match lists_every {
+                Some(n) if i.is_multiple_of(n) => {
+                    (0..4).map(|k| BackendRef::new(i + k).unwrap()).collect()
+                }
+                _ => vec![BackendRef::new(i).unwrap()],
+            };
+            PathEntry {
+                service: i % SERVICES,
+                prefix: Prefix::host(path_client(i)),
+                backends,
+            }
+        })
+        .collect()
+}
+
+fn bench_paths() {
+    println!("== paths: 1 000 000 (500 000 IPv4 /32 + 500 000 IPv6 /128), {SERVICES} services");
+    let entries = path_entries(None);
+    let mut loads = Vec::new();
+    let mut table = PathTable::new(2_000_000);
+    let mut bytes = 0;
+    for _ in 0..3 {
+        drop(table);
+        let before = live_bytes();
+        table = PathTable::new(2_000_000);
+        let t = Instant::now();
+        table.load(&entries).unwrap();
+        loads.push(t.elapsed().as_secs_f64() * 1e3);
+        bytes = live_bytes() - before;
+    }
+    let (load_median, _) = median_p99(&mut loads);
+    println!(
+        "bulk load: {load_median:.0} ms (median of 3: {:.0}, {:.0}, {:.0}); {:.1} M paths/s",
+        loads[0],
+        loads[1],
+        loads[2],
+        f64::from(PATHS) / load_median / 1e3
+    );
+    println!(
+        "memory: {bytes} B ({:.1} MiB) counted by the allocator = {:.1} B per path; heap_bytes() {}",
+        mib(bytes),
+        bytes as f64 / f64::from(PATHS),
+        table.heap_bytes()
+    );
+    {
+        let with_lists = path_entries(Some(10));
+        let before = live_bytes();
+        let mut listed = PathTable::new(2_000_000);
+        listed.load(&with_lists).unwrap();
+        let bytes = live_bytes() - before;
+        println!(
+            "memory with 10 % lists of 4 backends: {bytes} B = {:.1} B per path",
+            bytes as f64 / f64::from(PATHS)
+        );
+    }
+
+    let mut rng = Rng(2);
+    const LOOKUPS: usize = 1 << 20;
+    let hits: Vec<(u32, ClientAddr)> = (0..LOOKUPS)
+        .map(|_| {
+            let i = rng.below(u64::from(PATHS)) as u32;
+            (i % SERVICES, path_client(i))
+        })
+        .collect();
+    let misses: Vec<(u32, ClientAddr)> = (0..LOOKUPS)
+        .map(|i| {
+            let service = rng.below(u64::from(SERVICES)) as u32;
+            let client = if i.is_multiple_of(2) {
+                ClientAddr::V4(0x0B00_0000 | (rng.next() as u32 >> 8))
+            } else {
+                ClientAddr::V6((0x2001_0db9u128 << 96) | u128::from(rng.next()))
+            };
+            (service, client)
+        })
+        .collect();
+    let mut reader = table.reader();
+    assert!(hits
+        .iter()
+        .all(|&(s, c)| reader.load().lookup(s, c).is_some()));
+    assert!(misses
+        .iter()
+        .all(|&(s, c)| reader.load().lookup(s, c).is_none()));
+    for (name, queries) in [("hits", &hits), ("misses", &misses)] {
+        let mut runs = Vec::new();
+        for _ in 0..5 {
+            runs.push(time_batches(queries.len(), |range| {
+                let view = reader.load();
+                range
+                    .map(|i| {
+                        let (service, client) = queries[i];
+                        view.lookup(service, client)
+                            .map_or(0, |t| u64::from(t.pick(i as u64).get()))
+                    })
+                    .sum()
+            }));
+        }
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (median, p99, mean) = runs[2];
+        // The same, each batch warming its slots first (`PathView::warm`).
+        let mut warmed = Vec::new();
+        for _ in 0..5 {
+            warmed.push(time_batches(queries.len(), |range| {
+                let view = reader.load();
+                for i in range.clone() {
+                    let (service, client) = queries[i];
+                    black_box(view.warm(service, client));
+                }
+                range
+                    .map(|i| {
+                        let (service, client) = queries[i];
+                        view.lookup(service, client)
+                            .map_or(0, |t| u64::from(t.pick(i as u64).get()))
+                    })
+                    .sum()
+            }));
+        }
+        warmed.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (warm_median, warm_p99, _) = warmed[2];
+        let mut next = 0usize;
+        let (dep_median, dep_p99, _) = time_batches(queries.len(), |range| {
+            let view = reader.load();
+            let mut sum = 0;
+            for _ in range {
+                let (service, client) = queries[next];
+                let got = view
+                    .lookup(service, client)
+                    .map_or(0, |t| u64::from(t.pick(0).get()));
+                // A miss's answer is a predictable branch, not data: tie the
+                // next query to the slot's contents too.
+                let tag = u64::from(view.warm(service, client));
+                next = (next + 1 + ((got ^ tag) & 1) as usize) % queries.len();
+                sum += got;
+            }
+            sum
+        });
+        println!(
+            "lookup {name}: {median:.1} ns (p99 {p99:.1}, mean {mean:.1}; median of 5 runs' medians); \
+             warmed batch {warm_median:.1} ns (p99 {warm_p99:.1}); dependent {dep_median:.1} ns (p99 {dep_p99:.1})"
+        );
+    }
+
+    in_flow_work(&mut reader, &hits);
+
+    // The writer's cost of one edit, 1 000 each way.
+    let mut inserts = Vec::new();
+    let mut removes = Vec::new();
+    for k in 0..1_000u32 {
+        let prefix = Prefix::host(ClientAddr::V4(0x0C00_0000 + k * 7919));
+        let backend = BackendRef::new(k).unwrap();
+        let t = Instant::now();
+        table.insert(k % SERVICES, prefix, &[backend]).unwrap();
+        inserts.push(t.elapsed().as_secs_f64() * 1e6);
+        let t = Instant::now();
+        table.remove(k % SERVICES, prefix).unwrap();
+        removes.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let (insert_median, insert_p99) = median_p99(&mut inserts);
+    let (remove_median, remove_p99) = median_p99(&mut removes);
+    println!(
+        "writer, one edit with 1 M loaded: insert {insert_median:.1} µs (p99 {insert_p99:.1}), remove {remove_median:.1} µs (p99 {remove_p99:.1})"
+    );
+
+    update_to_visible(&mut table);
+    drop(entries);
+}
+
+/// Stands in for the rest of a new flow's work in the pipeline (about
+/// 1 500 dependent instructions, more than the CPU's reorder window), so
+/// that a lookup's cache miss cannot hide behind the next flow's.
+#[inline(never)]
+fn other_flow_work(seed: u64) -> u64 {
+    let mut h = seed;
+    for _ in 0..500 {
+        h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17) ^ 1;
+    }
+    h
+}
+
+/// What a path lookup adds to a new flow when it sits inside other work
+/// whose result depends on it: looked up in place, or with the batch's
+/// slots warmed first (`PathView::warm`).
+fn in_flow_work(reader: &mut flowgate_dataplane::route::PathReader, hits: &[(u32, ClientAddr)]) {
+    const FLOWS: usize = 1 << 16;
+    let mut base = Vec::new();
+    let mut plain = Vec::new();
+    let mut warmed = Vec::new();
+    for _ in 0..5 {
+        base.push(time_batches(FLOWS, |range| {
+            range
+                .map(|i| other_flow_work(i as u64))
+                .fold(0, u64::wrapping_add)
+        }));
+        plain.push(time_batches(FLOWS, |range| {
+            let view = reader.load();
+            range
+                .map(|i| {
+                    let (service, client) = hits[i];
+                    let got = view.lookup(service, client).map_or(0, |t| t.pick(0).get());
+                    other_flow_work(i as u64 ^ u64::from(got))
+                })
+                .fold(0, u64::wrapping_add)
+        }));
+        warmed.push(time_batches(FLOWS, |range| {
+            let view = reader.load();
+            for i in range.clone() {
+                let (service, client) = hits[i];
+                black_box(view.warm(service, client));
+            }
+            range
+                .map(|i| {
+                    let (service, client) = hits[i];
+                    let got = view.lookup(service, client).map_or(0, |t| t.pick(0).get());
+                    other_flow_work(i as u64 ^ u64::from(got))
+                })
+                .fold(0, u64::wrapping_add)
+        }));
+    }
+    let median = |runs: &mut Vec<(f64, f64, f64)>| {
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        runs[2].0
+    };
+    let (base, plain, warmed) = (median(&mut base), median(&mut plain), median(&mut warmed));
+    println!(
+        "inside other per-flow work ({base:.0} ns a flow without a lookup): a lookup adds {:.1} ns in place, {:.1} ns with the batch warmed first",
+        plain - base,
+        warmed - base
+    );
+}
+
+/// A reader thread spins on one lookup; the writer makes 1 000 changes
+/// (insert, remove, alternately) one after another, each once the reader
+/// has seen the previous one. Latency: from before the writer's call to
+/// the reader's first lookup that returns the new state.
+fn update_to_visible(table: &mut PathTable) {
+    const UPDATES: usize = 1_000;
+    let service = 7;
+    let client = ClientAddr::V6((0x2001_0db8_ffffu128 << 80) | 1);
+    let prefix = Prefix::host(client);
+    let backend = BackendRef::new(42).unwrap();
+    // Update `n` (from 1) makes the path present when `n` is odd.
+    let requested = AtomicU64::new(0);
+    let seen = AtomicU64::new(0);
+    let mut reader = table.reader();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut starts = Vec::with_capacity(UPDATES);
+    let seen_at = thread::scope(|scope| {
+        let (requested, seen) = (&requested, &seen);
+        let spinner = scope.spawn(move || {
+            let mut times = Vec::with_capacity(UPDATES);
+            let mut done = 0u64;
+            while done < UPDATES as u64 && Instant::now() < deadline {
+                let want = requested.load(Ordering::Acquire);
+                if want == done {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let present = reader.load().lookup(service, client).is_some();
+                let should_be_present = !want.is_multiple_of(2);
+                if present == should_be_present {
+                    times.push(Instant::now());
+                    done = want;
+                    seen.store(done, Ordering::Release);
+                }
+            }
+            times
+        });
+        for n in 1..=UPDATES as u64 {
+            while seen.load(Ordering::Acquire) != n - 1 && Instant::now() < deadline {
+                thread::yield_now();
+            }
+            requested.store(n, Ordering::Release);
+            starts.push(Instant::now());
+            if !n.is_multiple_of(2) {
+                table.insert(service, prefix, &[backend]).unwrap();
+            } else {
+                table.remove(service, prefix).unwrap();
+            }
+        }
+        spinner.join().unwrap()
+    });
+    assert_eq!(
+        seen_at.len(),
+        UPDATES,
+        "the reader missed updates before the deadline"
+    );
+    let mut latencies: Vec<f64> = starts
+        .iter()
+        .zip(&seen_at)
+        .map(|(start, seen)| seen.saturating_duration_since(*start).as_secs_f64() * 1e6)
+        .collect();
+    let (median, p99) = median_p99(&mut latencies);
+    let max = latencies.last().copied().unwrap_or(0.0);
+    println!(
+        "update to visible, {UPDATES} updates with 1 M loaded: median {median:.1} µs, p99 {p99:.1} µs, max {max:.1} µs"
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
+    // useful either: there is only one mode.
+    bench_classes();
+    bench_paths();
+}

@@ -1,0 +1,558 @@
+//! Turns a config file's raw TOML shape into the model.
+//!
+//! Decoding does only what must happen before a model exists: it reads each
+//! value into the model's type — an address, a MAC, a protocol or scheduler
+//! name, an interface name resolved to its index, a number into an integer
+//! type that can hold it — and reports each value that cannot be read at
+//! its place. All of them are collected. A value that could not be read is
+//! replaced by a stand-in and recorded as one, so that the validator skips
+//! whatever depends on it. Every rule about values that *can* be read
+//! (ranges, duplicates, families, weights, table sizes...) is the
+//! validator's.
+//!
+//! Model indices are raw indices: `services[i]` of the model is the `i`-th
+//! `[[services]]` of the file. That is what lets the file's provenance find
+//! the text of any place.
+
+use hashbrown::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use toml::Spanned;
+
+use super::parse;
+use super::place::{Item, Place};
+use super::raw::{RawBackend, RawConfig, RawDaemon, RawFlows, RawNeighbour, RawService};
+use super::validate::{
+    of_backend, of_backend_address, of_service, Range, BATCH, CORE, FLOW_CAPACITY, FRAME_COUNT,
+    FRAME_SIZE, PORT, RING_SIZE, TABLE_SIZE, TIMEOUT, WEIGHT,
+};
+use super::{
+    Backend, BindModeSetting, Config, DaemonSettings, FlowSettings, GatewaySettings, IdlePolicy,
+    Interface, LogFormatSetting, Neighbour, Protocol, Service, XdpModeSetting,
+    DEFAULT_MAGLEV_TABLE_SIZE,
+};
+
+/// A decoded config: the model, with stand-ins where values could not be
+/// read, and the problems that say why.
+pub(super) struct Decoded {
+    /// The model.
+    pub config: Config,
+    /// The places holding a stand-in, with the text as written.
+    pub stand_ins: HashMap<Place, String>,
+    /// What could not be read, where, in the order found.
+    pub problems: Vec<(Place, String)>,
+}
+
+/// Decodes `raw` into the model.
+pub(super) fn decode(raw: &RawConfig) -> Decoded {
+    let mut d = Decoder {
+        stand_ins: HashMap::new(),
+        problems: Vec::new(),
+    };
+    let gateway_size = match &raw.gateway.maglev_table_size {
+        None => Ok(DEFAULT_MAGLEV_TABLE_SIZE),
+        Some(size) => {
+            let place = Place::field(Item::Gateway, "maglev_table_size");
+            let key = "gateway.maglev_table_size";
+            d.int(size, place, TABLE_SIZE, key, String::new)
+                .ok_or_else(|| size.get_ref().to_string())
+        }
+    };
+    let config = Config {
+        gateway: GatewaySettings {
+            maglev_table_size: gateway_size
+                .as_ref()
+                .map_or(DEFAULT_MAGLEV_TABLE_SIZE, |s| *s),
+        },
+        daemon: d.daemon(&raw.daemon),
+        flows: d.flows(&raw.flows),
+        interfaces: raw
+            .interfaces
+            .iter()
+            .enumerate()
+            .map(|(i, interface)| {
+                let name = interface.name.get_ref();
+                let mac = d.read(
+                    Place::field(Item::Interface(i), "mac"),
+                    &interface.mac,
+                    |text| parse::mac(text, &format!("interface {name:?}")),
+                );
+                Interface {
+                    name: name.clone(),
+                    mac: mac.unwrap_or_default(),
+                }
+            })
+            .collect(),
+        neighbours: d.neighbours(raw),
+        services: raw
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, service)| d.service(i, service, &gateway_size))
+            .collect(),
+    };
+    Decoded {
+        config,
+        stand_ins: d.stand_ins,
+        problems: d.problems,
+    }
+}
+
+/// What decoding has found so far.
+struct Decoder {
+    stand_ins: HashMap<Place, String>,
+    problems: Vec<(Place, String)>,
+}
+
+impl Decoder {
+    /// Records that the value at `place`, written as `written`, could not be
+    /// read, and why.
+    fn fail(&mut self, place: Place, message: String, written: String) {
+        self.problems.push((place, message));
+        self.stand_ins.insert(place, written);
+    }
+
+    /// Reads the text at `place` with `parse`.
+    fn read<T>(
+        &mut self,
+        place: Place,
+        value: &Spanned<String>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match parse(value.get_ref()) {
+            Ok(v) => Some(v),
+            Err(message) => {
+                self.fail(place, message, value.get_ref().clone());
+                None
+            }
+        }
+    }
+
+    /// Reads a number into the model's integer type. One that type cannot
+    /// hold is out of `range` too; it is reported in the validator's words.
+    fn int<T: TryFrom<i64>>(
+        &mut self,
+        value: &Spanned<i64>,
+        place: Place,
+        range: Range,
+        key: &str,
+        context: impl FnOnce() -> String,
+    ) -> Option<T> {
+        let v = *value.get_ref();
+        match T::try_from(v) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                debug_assert!(!range.contains(v), "{key}: a range wider than its type");
+                self.fail(place, range.problem(key, v, &context()), v.to_string());
+                None
+            }
+        }
+    }
+
+    /// One of a fixed set of names.
+    fn choice<T: Copy>(
+        &mut self,
+        value: &Option<Spanned<String>>,
+        field: &'static str,
+        options: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some(value) = value else {
+            return default;
+        };
+        if let Some((_, v)) = options.iter().find(|(name, _)| name == value.get_ref()) {
+            return *v;
+        }
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        let message = format!(
+            "daemon.{field} {:?} is not one of: {}",
+            value.get_ref(),
+            names.join(", ")
+        );
+        let place = Place::field(Item::Daemon, field);
+        self.fail(place, message, value.get_ref().clone());
+        default
+    }
+
+    /// `[daemon]`; a value that cannot be read is replaced by its default.
+    fn daemon(&mut self, raw: &RawDaemon) -> DaemonSettings {
+        let mut d = DaemonSettings::default();
+        let at = |key| Place::field(Item::Daemon, key);
+        if let Some(list) = &raw.cores {
+            d.cores = list
+                .get_ref()
+                .iter()
+                .enumerate()
+                .map(|(i, core)| {
+                    let place = Place::element(Item::Daemon, "cores", i);
+                    let key = "daemon.cores entry";
+                    self.int(core, place, CORE, key, String::new).unwrap_or(0)
+                })
+                .collect();
+        }
+        if let Some(batch) = &raw.batch {
+            let key = "daemon.batch";
+            if let Some(n) = self.int(batch, at("batch"), BATCH, key, String::new) {
+                d.batch = n;
+            }
+        }
+        for (value, field, range, slot) in [
+            (&raw.frame_size, "frame_size", FRAME_SIZE, &mut d.frame_size),
+            (
+                &raw.frame_count,
+                "frame_count",
+                FRAME_COUNT,
+                &mut d.frame_count,
+            ),
+            (
+                &raw.rx_ring_size,
+                "rx_ring_size",
+                RING_SIZE,
+                &mut d.rx_ring_size,
+            ),
+            (
+                &raw.tx_ring_size,
+                "tx_ring_size",
+                RING_SIZE,
+                &mut d.tx_ring_size,
+            ),
+            (
+                &raw.fill_ring_size,
+                "fill_ring_size",
+                RING_SIZE,
+                &mut d.fill_ring_size,
+            ),
+            (
+                &raw.completion_ring_size,
+                "completion_ring_size",
+                RING_SIZE,
+                &mut d.completion_ring_size,
+            ),
+        ] {
+            let key = format!("daemon.{field}");
+            if let Some(n) = value
+                .as_ref()
+                .and_then(|v| self.int(v, at(field), range, &key, String::new))
+            {
+                *slot = n;
+            }
+        }
+        self.daemon_modes(raw, &mut d);
+        d.metrics_address = raw.metrics_address.as_ref().and_then(|value| {
+            self.read(at("metrics_address"), value, |text| {
+                text.parse::<SocketAddr>().map_err(|_| {
+                    format!("daemon.metrics_address {text:?} is not an address and port such as \"127.0.0.1:9464\"")
+                })
+            })
+        });
+        if let Some(path) = &raw.control_socket {
+            d.control_socket = PathBuf::from(path.get_ref());
+        }
+        if let Some(level) = &raw.log_level {
+            d.log_level = level.get_ref().clone();
+        }
+        d
+    }
+
+    /// The `[daemon]` settings that name one of a fixed set of modes.
+    fn daemon_modes(&mut self, raw: &RawDaemon, d: &mut DaemonSettings) {
+        d.idle = self.choice(
+            &raw.idle,
+            "idle",
+            &[
+                ("busy", IdlePolicy::Busy),
+                ("adaptive", IdlePolicy::Adaptive),
+            ],
+            d.idle,
+        );
+        d.bind_mode = self.choice(
+            &raw.bind_mode,
+            "bind_mode",
+            &[
+                ("auto", BindModeSetting::Auto),
+                ("zero-copy", BindModeSetting::ZeroCopy),
+                ("copy", BindModeSetting::Copy),
+            ],
+            d.bind_mode,
+        );
+        d.xdp_mode = self.choice(
+            &raw.xdp_mode,
+            "xdp_mode",
+            &[
+                ("auto", XdpModeSetting::Auto),
+                ("native", XdpModeSetting::Native),
+                ("generic", XdpModeSetting::Generic),
+            ],
+            d.xdp_mode,
+        );
+        d.log_format = self.choice(
+            &raw.log_format,
+            "log_format",
+            &[
+                ("human", LogFormatSetting::Human),
+                ("json", LogFormatSetting::Json),
+            ],
+            d.log_format,
+        );
+    }
+
+    /// `[flows]`; a value that cannot be read is replaced by its default.
+    fn flows(&mut self, raw: &RawFlows) -> FlowSettings {
+        let default = FlowSettings::default();
+        let at = |key| Place::field(Item::Flows, key);
+        let capacity = raw.capacity.as_ref().and_then(|v| {
+            self.int(
+                v,
+                at("capacity"),
+                FLOW_CAPACITY,
+                "flows.capacity",
+                String::new,
+            )
+        });
+        let mut timeout = |value: &Option<Spanned<i64>>, field: &'static str, default: u32| {
+            let key = format!("flows.{field}");
+            value
+                .as_ref()
+                .and_then(|v| self.int(v, at(field), TIMEOUT, &key, String::new))
+                .unwrap_or(default)
+        };
+        FlowSettings {
+            capacity: capacity.unwrap_or(default.capacity),
+            tcp_syn_timeout_s: timeout(
+                &raw.tcp_syn_timeout,
+                "tcp_syn_timeout",
+                default.tcp_syn_timeout_s,
+            ),
+            tcp_established_timeout_s: timeout(
+                &raw.tcp_established_timeout,
+                "tcp_established_timeout",
+                default.tcp_established_timeout_s,
+            ),
+            tcp_closing_timeout_s: timeout(
+                &raw.tcp_closing_timeout,
+                "tcp_closing_timeout",
+                default.tcp_closing_timeout_s,
+            ),
+            udp_timeout_s: timeout(&raw.udp_timeout, "udp_timeout", default.udp_timeout_s),
+        }
+    }
+
+    /// `[[neighbours]]`, with each one's interface resolved to its index.
+    fn neighbours(&mut self, raw: &RawConfig) -> Vec<Neighbour> {
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(raw.interfaces.len());
+        for (i, interface) in raw.interfaces.iter().enumerate().rev() {
+            // Reversed, so that a name listed twice resolves to its first.
+            index.insert(interface.name.get_ref(), i);
+        }
+        raw.neighbours
+            .iter()
+            .enumerate()
+            .map(|(i, neighbour)| {
+                let item = Item::Neighbour(i);
+                let text = neighbour.address.get_ref();
+                let address = self.read(Place::field(item, "address"), &neighbour.address, |t| {
+                    parse::neighbour_address(t)
+                });
+                let mac = self.read(Place::field(item, "mac"), &neighbour.mac, |t| {
+                    parse::mac(t, &format!("neighbour {text}"))
+                });
+                let interface = self.neighbour_interface(i, neighbour, raw, &index);
+                Neighbour {
+                    address: address.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+                    mac: mac.unwrap_or_default(),
+                    interface: interface.unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// The index of a neighbour's interface: the one it names, or the only
+    /// one there is.
+    fn neighbour_interface(
+        &mut self,
+        i: usize,
+        neighbour: &RawNeighbour,
+        raw: &RawConfig,
+        index: &HashMap<&str, usize>,
+    ) -> Option<usize> {
+        let text = neighbour.address.get_ref();
+        let place = Place::field(Item::Neighbour(i), "interface");
+        let names = || {
+            let names: Vec<&str> = raw
+                .interfaces
+                .iter()
+                .map(|i| i.name.get_ref().as_str())
+                .collect();
+            names.join(", ")
+        };
+        let (message, written) = match &neighbour.interface {
+            Some(name) => {
+                if let Some(&i) = index.get(name.get_ref().as_str()) {
+                    return Some(i);
+                }
+                let message = if raw.interfaces.is_empty() {
+                    format!(
+                        "neighbour {text} names interface {:?}, but no [[interfaces]] are configured",
+                        name.get_ref()
+                    )
+                } else {
+                    format!(
+                        "neighbour {text} names unknown interface {:?} (interfaces: {})",
+                        name.get_ref(),
+                        names()
+                    )
+                };
+                (message, name.get_ref().clone())
+            }
+            None => match raw.interfaces.len() {
+                1 => return Some(0),
+                0 => (
+                    format!("neighbour {text} has no interface: no [[interfaces]] are configured"),
+                    String::new(),
+                ),
+                n => (
+                    format!(
+                        "neighbour {text} must name its interface: there are {n} ({})",
+                        names()
+                    ),
+                    String::new(),
+                ),
+            },
+        };
+        self.fail(place, message, written);
+        None
+    }
+
+    /// One `[[services]]` entry and its backends. `gateway_size` is the
+    /// gateway's table size, or its text when it could not be read.
+    fn service(
+        &mut self,
+        i: usize,
+        raw: &RawService,
+        gateway_size: &Result<u32, String>,
+    ) -> Service {
+        let name = raw.name.get_ref();
+        let protocol = self.read(Place::service(i, "protocol"), &raw.protocol, |t| {
+            parse::protocol(t, name)
+        });
+        let vip = self.read(Place::service(i, "vip"), &raw.vip, |t| parse::vip(t, name));
+        let port = self.int(&raw.port, Place::service(i, "port"), PORT, "port", || {
+            of_service(name)
+        });
+        let scheduler = raw.scheduler.as_ref().and_then(|s| {
+            self.read(Place::service(i, "scheduler"), s, |t| {
+                parse::scheduler(t, name)
+            })
+        });
+        let place = Place::service(i, "maglev_table_size");
+        let maglev_table_size = match (&raw.maglev_table_size, gateway_size) {
+            (Some(size), _) => self.int(size, place, TABLE_SIZE, "maglev_table_size", || {
+                of_service(name)
+            }),
+            (None, Ok(size)) => Some(*size),
+            (None, Err(written)) => {
+                // Inherited from a gateway value that could not be read.
+                self.stand_ins.insert(place, written.clone());
+                None
+            }
+        };
+        let backends = raw
+            .backends
+            .iter()
+            .enumerate()
+            .map(|(j, backend)| self.backend(i, j, name, backend))
+            .collect();
+        Service {
+            name: name.clone(),
+            protocol: protocol.unwrap_or(Protocol::Tcp),
+            vip: vip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            port: port.unwrap_or_default(),
+            scheduler: scheduler.unwrap_or_default(),
+            maglev_table_size: maglev_table_size
+                .unwrap_or(*gateway_size.as_ref().unwrap_or(&DEFAULT_MAGLEV_TABLE_SIZE)),
+            backends,
+        }
+    }
+
+    /// One `[[services.backends]]` entry of service `i`, called `service`.
+    fn backend(&mut self, i: usize, j: usize, service: &str, raw: &RawBackend) -> Backend {
+        let address = self.read(Place::backend(i, j, "address"), &raw.address, |t| {
+            parse::backend_address(t, service)
+        });
+        // As the validator shows it: as read, or as written if it could not be.
+        let shown_address =
+            || address.map_or_else(|| raw.address.get_ref().clone(), |a| a.to_string());
+        let port = self.int(
+            &raw.port,
+            Place::backend(i, j, "port"),
+            PORT,
+            "port",
+            || of_backend_address(&shown_address(), service),
+        );
+        let weight = raw.weight.as_ref().and_then(|w| {
+            let context = || of_backend(&shown_address(), &raw.port.get_ref().to_string(), service);
+            self.int(w, Place::backend(i, j, "weight"), WEIGHT, "weight", context)
+        });
+        let label = |value: &Option<Spanned<String>>| value.as_ref().map(|v| v.get_ref().clone());
+        Backend {
+            address: address.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            port: port.unwrap_or_default(),
+            // A weight that could not be read stands in as the default.
+            weight: weight.unwrap_or(1),
+            zone: label(&raw.zone),
+            set: label(&raw.set),
+            group: label(&raw.group),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(text: &str) -> Decoded {
+        decode(&toml::from_str(text).unwrap())
+    }
+
+    #[test]
+    fn values_that_cannot_be_read_stand_in_and_say_why() {
+        let d = decoded(
+            "[[services]]\nname = \"web\"\nprotocol = \"tcp\"\nvip = \"::g\"\nport = 70000\n\
+             [[services.backends]]\naddress = \"198.18.1.11\"\nport = 0\nweight = -1\n",
+        );
+        let places: Vec<String> = d.problems.iter().map(|(p, _)| p.to_string()).collect();
+        assert_eq!(
+            places,
+            [
+                "services[0].vip",
+                "services[0].port",
+                "services[0].backends[0].weight"
+            ]
+        );
+        assert_eq!(
+            d.problems[1].1,
+            "port 70000 of service \"web\" is out of range 1..=65535"
+        );
+        assert_eq!(
+            d.stand_ins
+                .get(&Place::backend(0, 0, "weight"))
+                .map(String::as_str),
+            Some("-1")
+        );
+        // A port of 0 fits the model's type: it is for the validator.
+        assert_eq!(d.config.services[0].backends[0].port, 0);
+        assert!(!d.stand_ins.contains_key(&Place::backend(0, 0, "port")));
+    }
+
+    #[test]
+    fn an_inherited_table_size_that_could_not_be_read_is_a_stand_in() {
+        let d = decoded(
+            "[gateway]\nmaglev_table_size = -5\n[[services]]\nname = \"web\"\n\
+             protocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80\n",
+        );
+        assert_eq!(d.problems.len(), 1);
+        let place = Place::service(0, "maglev_table_size");
+        assert_eq!(d.stand_ins.get(&place).map(String::as_str), Some("-5"));
+    }
+}
