@@ -5,7 +5,9 @@
 //! compiles rules into immutable snapshots; [`flow`] tracks connections per
 //! worker; [`pipeline`] joins them into a pure batch function; [`port`]
 //! moves frames in and out; [`replay`] drives the pipeline over a pcap file.
+//! [`admission`] holds the limits a new flow is checked against.
 
+pub mod admission;
 pub mod control;
 #[cfg(feature = "daemon")]
 pub mod daemon;
