@@ -85,7 +85,7 @@ fn ten_million_sources_neither_grow_memory_nor_over_limit_a_client() {
     let params = ClientRateParams::new(limit, 1);
     let mut table = ClientRateTable::new(1 << 18, 0x5eed);
     let memory = table.memory_bytes();
-    assert_eq!(memory, 8 << 20);
+    assert_eq!(memory, 4 << 20);
 
     let legit = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 2];
     let abuser: [u8; 16] = "2001:db8:1:2::7"

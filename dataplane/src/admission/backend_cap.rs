@@ -143,14 +143,23 @@ impl BackendConnections {
     /// The sum of a backend's worker lanes, and its flag.
     #[inline(always)]
     fn load_of(&self, block: &[Line]) -> BackendLoad {
-        let connections = (1..=self.workers)
-            .filter_map(|i| lane(block, i))
-            .map(|l| u64::from(l.load(Relaxed)))
-            .sum();
-        let overloaded = lane(block, 0).is_some_and(|l| l.load(Relaxed) != 0);
+        let in_use = self.workers + 1; // the flag, then one lane per worker
+        let sum: u64 = if let [line] = block {
+            // Up to 15 workers: one line.
+            let lanes = line.0.get(..in_use).unwrap_or(&line.0);
+            lanes.iter().map(|l| u64::from(l.load(Relaxed))).sum()
+        } else {
+            block
+                .iter()
+                .flat_map(|line| &line.0)
+                .take(in_use)
+                .map(|l| u64::from(l.load(Relaxed)))
+                .sum()
+        };
+        let flag = block.first().map_or(0, |line| line.0[0].load(Relaxed));
         BackendLoad {
-            connections,
-            overloaded,
+            connections: sum - u64::from(flag),
+            overloaded: flag != 0,
         }
     }
 

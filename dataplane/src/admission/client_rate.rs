@@ -1,18 +1,19 @@
 //! Per-client new-flow rate limits: a fixed-size, set-associative table of
-//! GCRA buckets per worker, keyed exactly by (service, source prefix).
+//! GCRA buckets per worker, keyed by (service, source prefix).
 //!
 //! # Structure
 //!
 //! [`ClientRateTable`] is allocated once and never grows: sets of four
-//! entries, each set 128 bytes (two cache lines: the four 16-byte keys in
-//! the first, the services and the four bucket times in the second), so
-//! 32 bytes per entry whatever the number of sources. One table per
-//! worker serves every service with a client limit; the key is the
-//! service id and the source address masked to the service's prefix
-//! length (IPv4 addresses are IPv4-mapped, and only their last 32 bits are
-//! masked). A set is chosen by a seeded hash of the key; the seed is the
-//! process's own (random in the daemon), so a remote sender cannot aim at
-//! one set.
+//! entries, each set one 64-byte cache line (four 64-bit fingerprints,
+//! then four bucket times), so 16 bytes per entry whatever the number of
+//! sources, and one cache line per decision. One table per worker serves
+//! every service with a client limit. A client is the source address
+//! masked to the service's prefix length (IPv4 addresses are IPv4-mapped,
+//! and only their last 32 bits are masked); its fingerprint is a 64-bit
+//! hash (xxh3) of that key under the table's seed, varied by service id,
+//! and the fingerprint's low bits choose the set. The seed is the
+//! process's own (random in the daemon), so a remote sender can neither
+//! aim at one set nor make two clients' fingerprints meet.
 //!
 //! Each entry holds the client's GCRA time `tat` (the bucket is full when
 //! `tat ≤ now`; a flow is admitted while `max(tat, now) − now ≤
@@ -26,16 +27,20 @@
 //!
 //! # Error
 //!
-//! - Keys are exact, so a client is never charged for anybody else's flow:
-//!   unlike a sketch, a flood from millions of sources cannot raise a
-//!   legitimate client's count. The one way the table errs is by
-//!   forgetting: an evicted client's next flow finds a full bucket, so it
-//!   gains at most `burst` flows per eviction: it is under-limited, never
-//!   over-limited. Evictions only happen when all four clients of a set
-//!   owe at once, i.e. when the distinct sources of the last `burst·T` (per
-//!   worker) approach the table's size; the victim is the one that owes
-//!   least, so a client hammering its limit (owing the most) is the last
-//!   to go.
+//! - No client is charged for another's flow unless their 64-bit
+//!   fingerprints are equal: 2⁻⁶⁴ per pair of clients, so a legitimate
+//!   client among a flood of 10⁷ other sources shares its bucket with one
+//!   of them with probability about 5·10⁻¹³. Unlike a count-min sketch,
+//!   whose counters every source adds to, a flood cannot raise a
+//!   legitimate client's count.
+//! - The table errs by forgetting: an evicted client's next flow finds a
+//!   full bucket, so it gains at most `burst` flows per eviction: it is
+//!   under-limited, never over-limited. Evictions happen only when all
+//!   four clients of a set owe at once, i.e. when the distinct sources of
+//!   the last `burst·T` (per worker) approach the table's size; the victim
+//!   is the one that owes least, so a client hammering its limit (owing
+//!   the most) is the last to go. Size the table for the owing clients to
+//!   stay under about half its entries and evictions stay rare.
 //! - Per worker, not shared: a client's connections are spread over the
 //!   workers by the owner hash of its address *and port* (see `handoff`),
 //!   so each worker enforces `rate / W` with the full burst. Over time the
@@ -132,26 +137,25 @@ impl ClientOutcome {
     }
 }
 
-/// Four entries: keys in one cache line, services and times in the next.
+/// Four entries in one cache line: fingerprints, then bucket times.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(64))]
 struct ClientSet {
-    keys: [u128; WAYS],
-    services: [u32; WAYS],
+    fingerprints: [u64; WAYS],
     tats: [u64; WAYS],
 }
 
 impl ClientSet {
-    /// The way holding (`key`, `service`).
+    /// The way holding `fingerprint`.
     #[inline(always)]
-    fn find(&self, key: u128, service: u32) -> Option<usize> {
-        (0..WAYS).find(|&w| self.keys[w] == key && self.services[w] == service)
+    fn find(&self, fingerprint: u64) -> Option<usize> {
+        (0..WAYS).find(|&w| self.fingerprints[w] == fingerprint)
     }
 
-    /// Gives the way that owes least to (`key`, `service`) with a full
-    /// bucket; says whether the client there still owed.
+    /// Gives the way that owes least to `fingerprint` with a full bucket;
+    /// says whether the client there still owed.
     #[inline(always)]
-    fn claim(&mut self, key: u128, service: u32, now_ns: u64) -> (usize, bool) {
+    fn claim(&mut self, fingerprint: u64, now_ns: u64) -> (usize, bool) {
         let mut victim = 0;
         for w in 1..WAYS {
             if self.tats[w] < self.tats[victim] {
@@ -159,8 +163,7 @@ impl ClientSet {
             }
         }
         let owed = self.tats[victim] > now_ns;
-        self.keys[victim] = key;
-        self.services[victim] = service;
+        self.fingerprints[victim] = fingerprint;
         self.tats[victim] = 0;
         (victim, owed)
     }
@@ -205,12 +208,13 @@ impl ClientRateTable {
             .sum()
     }
 
+    /// The fingerprint of a client of `service`: a 64-bit hash of its key
+    /// under this table's seed, a function of the service. Its low bits
+    /// choose the set.
     #[inline(always)]
-    fn set_of(&self, key: u128, service: u32) -> usize {
-        let mut bytes = [0u8; 20];
-        bytes[..16].copy_from_slice(&key.to_ne_bytes());
-        bytes[16..].copy_from_slice(&service.to_ne_bytes());
-        (xxh3_64_with_seed(&bytes, self.seed) & self.set_mask) as usize
+    fn fingerprint(&self, key: u128, service: u32) -> u64 {
+        let seed = self.seed ^ u64::from(service).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        xxh3_64_with_seed(&key.to_ne_bytes(), seed)
     }
 
     /// Decides one new flow of `service` from `src` at `now_ns`, charging
@@ -223,14 +227,13 @@ impl ClientRateTable {
         params: &ClientRateParams,
         now_ns: u64,
     ) -> ClientOutcome {
-        let key = params.client_key(src);
-        let set_index = self.set_of(key, service);
-        let Some(set) = self.sets.get_mut(set_index) else {
+        let fingerprint = self.fingerprint(params.client_key(src), service);
+        let Some(set) = self.sets.get_mut((fingerprint & self.set_mask) as usize) else {
             return ClientOutcome::Admitted;
         };
-        let (way, evicted) = match set.find(key, service) {
+        let (way, evicted) = match set.find(fingerprint) {
             Some(way) => (way, false),
-            None => set.claim(key, service, now_ns),
+            None => set.claim(fingerprint, now_ns),
         };
         let way = way & (WAYS - 1);
         let tat = set.tats[way].max(now_ns);
@@ -250,10 +253,9 @@ impl ClientRateTable {
     /// client nothing. Does nothing if the client was forgotten since.
     #[inline]
     pub fn refund(&mut self, service: u32, src: &[u8; 16], params: &ClientRateParams) {
-        let key = params.client_key(src);
-        let set_index = self.set_of(key, service);
-        if let Some(set) = self.sets.get_mut(set_index) {
-            if let Some(way) = set.find(key, service) {
+        let fingerprint = self.fingerprint(params.client_key(src), service);
+        if let Some(set) = self.sets.get_mut((fingerprint & self.set_mask) as usize) {
+            if let Some(way) = set.find(fingerprint) {
                 let way = way & (WAYS - 1);
                 set.tats[way] = set.tats[way].saturating_sub(params.interval_ns);
             }

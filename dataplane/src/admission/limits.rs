@@ -41,7 +41,7 @@ pub const MAX_NEW_FLOWS_PER_S: u64 = 100_000_000;
 pub const MAX_BURST: u64 = 1_000_000_000;
 /// The highest connection mark (per-worker counts are 32-bit).
 pub const MAX_CONNECTIONS: u64 = u32::MAX as u64;
-/// The most clients a worker's table may track (32 bytes each: 2 GiB).
+/// The most clients a worker's table may track (16 bytes each: 1 GiB).
 pub const MAX_CLIENT_TABLE_ENTRIES: u64 = 1 << 26;
 
 /// Why a limit was refused. Each message is one line that names the

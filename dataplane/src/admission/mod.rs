@@ -10,7 +10,7 @@
 //! | limit | module | state | shared between workers by | cost per new flow |
 //! |---|---|---|---|---|
 //! | service new flows/s | [`service_rate`] | one GCRA word per service | drawing chunks of up to 64 tokens with one CAS | a decrement; one CAS per chunk; a relaxed load when refused |
-//! | client new flows/s | [`client_rate`] | a fixed table of buckets per worker | not shared: each worker enforces rate / W | a hash and one set (two lines) |
+//! | client new flows/s | [`client_rate`] | a fixed table of buckets per worker | not shared: each worker enforces rate / W | a hash and one set (one line) |
 //! | backend connections | [`backend_cap`] | one line per backend: a lane per worker and a flag | single-writer lanes summed by relaxed loads | one line read, one lane store |
 //!
 //! Each module states its error bound and the tests that check it. A

@@ -176,11 +176,11 @@ fn a_refund_returns_the_charge() {
 }
 
 #[test]
-fn memory_is_32_bytes_an_entry_and_fixed() {
+fn memory_is_16_bytes_an_entry_and_fixed() {
     let t = ClientRateTable::new(1 << 16, 1);
-    assert_eq!(std::mem::size_of::<ClientSet>(), 128);
+    assert_eq!(std::mem::size_of::<ClientSet>(), 64);
     assert_eq!(t.capacity(), 1 << 16);
-    assert_eq!(t.memory_bytes(), 32 << 16);
+    assert_eq!(t.memory_bytes(), 16 << 16);
     // Rounded up to whole, power-of-two sets.
     assert_eq!(ClientRateTable::new(5, 1).capacity(), 8);
     assert_eq!(ClientRateTable::new(0, 1).capacity(), 4);
