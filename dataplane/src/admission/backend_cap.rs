@@ -143,23 +143,27 @@ impl BackendConnections {
     /// The sum of a backend's worker lanes, and its flag.
     #[inline(always)]
     fn load_of(&self, block: &[Line]) -> BackendLoad {
-        let in_use = self.workers + 1; // the flag, then one lane per worker
-        let sum: u64 = if let [line] = block {
+        // Lane 0 is the flag, lanes 1..=W the workers' counts.
+        let in_use = self.workers + 1;
+        let connections: u64 = if let [line] = block {
             // Up to 15 workers: one line.
-            let lanes = line.0.get(..in_use).unwrap_or(&line.0);
+            let lanes = line.0.get(1..in_use).unwrap_or_default();
             lanes.iter().map(|l| u64::from(l.load(Relaxed))).sum()
         } else {
             block
                 .iter()
                 .flat_map(|line| &line.0)
                 .take(in_use)
+                .skip(1)
                 .map(|l| u64::from(l.load(Relaxed)))
                 .sum()
         };
-        let flag = block.first().map_or(0, |line| line.0[0].load(Relaxed));
+        let overloaded = block
+            .first()
+            .is_some_and(|line| line.0[0].load(Relaxed) != 0);
         BackendLoad {
-            connections: sum - u64::from(flag),
-            overloaded: flag != 0,
+            connections,
+            overloaded,
         }
     }
 
