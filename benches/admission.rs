@@ -27,7 +27,8 @@
 //!
 //! Criterion only: `service_admitted_contended` and
 //! `backend_open_close_contended` run the same step while a second thread
-//! does the same on the same budget or backend.
+//! does the same on the same budget, or on the same single backend (so the
+//! backend's line moves between the cores on every decision).
 
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -164,12 +165,14 @@ struct BackendOpenClose {
     worker: WorkerConnections,
     cap: ConnectionCap,
     backend: u32,
+    /// Backends cycled over, less one (a power of two less one).
+    mask: u32,
 }
 
 impl Decide for BackendOpenClose {
     #[inline(always)]
     fn step(&mut self) {
-        self.backend = (self.backend + 1) & 1023;
+        self.backend = (self.backend + 1) & self.mask;
         if self.worker.try_open(black_box(self.backend), &self.cap) {
             self.worker.close(self.backend);
         }
@@ -316,6 +319,7 @@ fn case(name: &str) -> Option<Box<dyn Decide>> {
                 worker: workers.remove(0),
                 cap: ConnectionCap::new(1_000_000, None).unwrap(),
                 backend: 0,
+                mask: 1023,
             })
         }
         "backend_refused" => {
@@ -434,11 +438,13 @@ fn benches(c: &mut Criterion) {
             worker: first,
             cap,
             backend: 0,
+            mask: 0,
         },
         BackendOpenClose {
             worker: second,
             cap,
             backend: 0,
+            mask: 0,
         },
     );
 }

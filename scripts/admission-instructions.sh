@@ -45,8 +45,9 @@ for c in $CASES; do
     --collect-atstart=no --toggle-collect='*measured_decisions*' "${cache_flags[@]}" \
     "$exe" count "$c" "$STEPS" >"$base.log" 2>&1 ||
     { echo "callgrind failed for $c: see $base.log" >&2; exit 1; }
-  # summary: Ir [Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw]
+  # summary: Ir [Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw] (trailing zeros left out)
   read -r -a sum < <(sed -n 's/^summary: //p' "$base.out")
+  for i in 0 1 2 3 4 5 6 7 8; do sum[i]=${sum[i]:-0}; done
   printf '%-22s %12s' "$c" "$(per "${sum[0]}")"
   if [ "$CACHE_SIM" = 1 ]; then
     printf ' %12s %12s' "$(per "${sum[4]} + ${sum[5]}")" "$(per "${sum[7]} + ${sum[8]}")"
