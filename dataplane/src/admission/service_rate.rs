@@ -33,7 +33,9 @@
 //! - **when new flows keep coming faster than the rate** (on one worker or
 //!   split in any proportion), at least `rate·D − (W+1)·k` are admitted:
 //!   at most one chunk is accruing in the pool and each worker holds at
-//!   most `k` unspent.
+//!   most `k` unspent. (This assumes no lull long enough for the pool to
+//!   fill to the burst; like any token bucket, a full pool drops what
+//!   accrues, which is what a burst is.)
 //!
 //! At rates up to 64 000/s, `(W+1)·k` is `W+1` milliseconds' worth; above,
 //! it is `64·(W+1)` flows, under 0.3 % of one second's worth with two
