@@ -7,7 +7,9 @@
 //! moves frames in and out; [`replay`] drives the pipeline over a pcap file.
 //! [`route`] holds the lookup tables of routing by client (client classes,
 //! distribution paths).
+//! [`admission`] holds the limits a new flow is checked against.
 
+pub mod admission;
 pub mod control;
 #[cfg(feature = "daemon")]
 pub mod daemon;
