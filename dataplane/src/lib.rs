@@ -6,7 +6,8 @@
 //! worker; [`pipeline`] joins them into a pure batch function; [`port`]
 //! moves frames in and out; [`replay`] drives the pipeline over a pcap file.
 //! [`route`] holds the lookup tables of routing by client (client classes,
-//! distribution paths).
+//! distribution paths). [`liveness`] is every endpoint's health and
+//! heartbeat deadline, written by the control side and read by the workers.
 //! [`admission`] holds the limits a new flow is checked against.
 
 pub mod admission;
@@ -17,6 +18,7 @@ pub mod flow;
 pub mod handoff;
 pub mod hash;
 pub mod health;
+pub mod liveness;
 #[cfg(feature = "daemon")]
 pub mod logging;
 pub mod metrics;
