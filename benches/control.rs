@@ -151,6 +151,7 @@ fn config(services: usize, backends: usize, table_size: u32) -> Config {
             port: 80,
             scheduler: Scheduler::Maglev,
             maglev_table_size: table_size,
+            failover: Default::default(),
             backends: (0..backends)
                 .map(|b| Backend::new(backend_address(s, b), 8080))
                 .collect(),

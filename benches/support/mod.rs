@@ -140,6 +140,7 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
                 port: addr.port(),
                 scheduler: Scheduler::Maglev,
                 maglev_table_size: table_size,
+                failover: Default::default(),
                 backends: (0..BACKENDS_PER_SERVICE as u32)
                     .map(|j| {
                         let host = (k as u32).wrapping_mul(BACKENDS_PER_SERVICE as u32) + j;

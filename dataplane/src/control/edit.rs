@@ -338,6 +338,7 @@ impl Editor {
             maglev_table_size: spec
                 .maglev_table_size
                 .unwrap_or(self.rest.gateway.maglev_table_size),
+            failover: Default::default(),
             backends: Vec::new(),
         };
         // Backends are parsed before the service is added, so that a bad

@@ -25,11 +25,11 @@ use super::place::{Item, Place};
 use super::raw::{RawBackend, RawConfig, RawDaemon, RawFlows, RawNeighbour, RawService};
 use super::validate::{
     of_backend, of_backend_address, of_service, Range, BATCH, CORE, FLOW_CAPACITY, FRAME_COUNT,
-    FRAME_SIZE, PORT, RING_SIZE, TABLE_SIZE, TIMEOUT, WEIGHT,
+    FRAME_SIZE, PANIC_THRESHOLD, PORT, RING_SIZE, TABLE_SIZE, TIMEOUT, WEIGHT,
 };
 use super::{
-    Backend, BindModeSetting, Config, DaemonSettings, FlowSettings, GatewaySettings, IdlePolicy,
-    Interface, LogFormatSetting, Neighbour, Protocol, Service, XdpModeSetting,
+    Backend, BindModeSetting, Config, DaemonSettings, Failover, FlowSettings, GatewaySettings,
+    IdlePolicy, Interface, LogFormatSetting, Neighbour, Protocol, Service, XdpModeSetting,
     DEFAULT_MAGLEV_TABLE_SIZE,
 };
 
@@ -457,6 +457,7 @@ impl Decoder {
                 None
             }
         };
+        let failover = self.failover(i, raw);
         let backends = raw
             .backends
             .iter()
@@ -471,7 +472,35 @@ impl Decoder {
             scheduler: scheduler.unwrap_or_default(),
             maglev_table_size: maglev_table_size
                 .unwrap_or(*gateway_size.as_ref().unwrap_or(&DEFAULT_MAGLEV_TABLE_SIZE)),
+            failover,
             backends,
+        }
+    }
+
+    /// Service `i`'s `on_backend_down`, `panic_threshold` and
+    /// `when_all_down`; a value that cannot be read is replaced by its
+    /// default.
+    fn failover(&mut self, i: usize, raw: &RawService) -> Failover {
+        let name = raw.name.get_ref();
+        let on_backend_down = raw.on_backend_down.as_ref().and_then(|value| {
+            self.read(Place::service(i, "on_backend_down"), value, |t| {
+                parse::on_backend_down(t, name)
+            })
+        });
+        let panic_threshold = raw.panic_threshold.as_ref().and_then(|value| {
+            let place = Place::service(i, "panic_threshold");
+            let key = "panic_threshold";
+            self.int(value, place, PANIC_THRESHOLD, key, || of_service(name))
+        });
+        let when_all_down = raw.when_all_down.as_ref().and_then(|value| {
+            self.read(Place::service(i, "when_all_down"), value, |t| {
+                parse::when_all_down(t, name)
+            })
+        });
+        Failover {
+            on_backend_down,
+            panic_threshold: panic_threshold.unwrap_or_default(),
+            when_all_down: when_all_down.unwrap_or_default(),
         }
     }
 

@@ -94,6 +94,9 @@ pub(super) struct RawService {
     pub port: Spanned<i64>,
     pub scheduler: Option<Spanned<String>>,
     pub maglev_table_size: Option<Spanned<i64>>,
+    pub on_backend_down: Option<Spanned<String>>,
+    pub panic_threshold: Option<Spanned<i64>>,
+    pub when_all_down: Option<Spanned<String>>,
     #[serde(default)]
     pub backends: Vec<RawBackend>,
 }

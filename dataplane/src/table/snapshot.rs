@@ -543,6 +543,7 @@ mod tests {
             port,
             scheduler: Scheduler::Maglev,
             maglev_table_size: 251,
+            failover: Default::default(),
             backends,
         }
     }
