@@ -41,7 +41,6 @@ pub struct OutOfRange {
 
 /// Every endpoint's liveness, readable by the workers with one relaxed
 /// load (see the [module](super) documentation).
-#[derive(Debug)]
 pub struct Liveness {
     /// The instant `now_ns == 0` of the workers' clock.
     epoch: Instant,
@@ -199,6 +198,16 @@ impl Liveness {
     pub fn memory_bytes(&self) -> usize {
         let chunks = self.chunks.iter().filter(|c| c.get().is_some()).count();
         chunks * std::mem::size_of::<[AtomicU64; CHUNK_ENDPOINTS]>()
+    }
+}
+
+impl std::fmt::Debug for Liveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let chunks = self.chunks.iter().filter(|c| c.get().is_some()).count();
+        f.debug_struct("Liveness")
+            .field("epoch", &self.epoch)
+            .field("chunks", &chunks)
+            .finish()
     }
 }
 
