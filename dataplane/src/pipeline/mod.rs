@@ -17,12 +17,20 @@
 //!   rewritten to its backend (which it keeps while rules change, until the
 //!   connection ends). If the backend was removed from the rules: a TCP
 //!   connection ends (dropped, `backend_removed`, entry removed); a UDP flow
-//!   is rescheduled to a live backend.
+//!   is rescheduled to a live backend. If the backend is down or expired,
+//!   its service's policy decides: TCP connections are kept (default),
+//!   dropped and forgotten (`backend_down`), or answered with a RST from
+//!   the VIP and forgotten; UDP flows are rescheduled. Only endpoints the
+//!   snapshot flags (`Endpoint::if_dead`) are looked up in the liveness
+//!   table; every other established packet tests one byte it has already.
 //! - A packet of a tracked connection from the backend: source rewritten
 //!   back to the VIP and port, sent to the MAC and port the client's
 //!   packets came from.
 //! - A new packet to a service: a backend is chosen by the service's
-//!   scheduler, a connection recorded, the packet rewritten. A TCP segment
+//!   scheduler, a connection recorded, the packet rewritten. If the pick
+//!   is not alive (it died since the tables were built), the skip rule
+//!   (`table::skip`) picks another; if none is alive, the service fails
+//!   open or closed (`all_backends_down`). A TCP segment
 //!   without SYN is picked up mid-stream for consistent schedulers (maglev,
 //!   sh: every gateway and a restarted one pick the same backend) and
 //!   dropped for `wrr` (`no_connection`), where no choice could be right.
@@ -49,11 +57,13 @@ pub use verdict::{DropReason, Verdict};
 
 use std::sync::Arc;
 
-use crate::flow::{Connection, Direction, FlowState, FlowTable};
+use crate::admission::{write_reset, RefusedSegment};
+use crate::flow::{ConnId, Connection, Direction, FlowState, FlowTable};
 use crate::hash::{flow_hash, source_hash};
 use crate::port::{Frame, FrameMemory};
-use crate::rules::Scheduler;
-use crate::table::{Endpoint, ServiceId, Snapshot};
+use crate::rules::{Scheduler, WhenAllDown};
+use crate::table::{CompiledService, Endpoint};
+use crate::table::{EndpointId, IfDead, Mode, ServiceId, Snapshot};
 use crate::wire::{self, ip_proto, tcp_flags, Fragment, PacketMeta, ParseError, L3};
 
 /// What every frame of a batch is decided against.
@@ -63,6 +73,9 @@ struct Context<'a> {
     /// The port the batch arrived on.
     ingress: u16,
     now_ns: u64,
+    /// The verdicts so far: its length is the position of the frame being
+    /// decided, which a frame answered in place records (see `answers`).
+    verdicts: &'a mut Vec<Verdict>,
 }
 
 /// One worker's pipeline state: its counters and scheduler cursors. The
@@ -80,6 +93,12 @@ pub struct Pipeline {
     endpoint_limit: usize,
     /// Each frame's parse result and flow hash, between a batch's passes.
     parsed: Vec<Parsed>,
+    /// Frames of the batch answered in place (a RST to the client), by
+    /// position, with their new length: set on their tokens after the
+    /// batch, so that frames that are not answered pay nothing for it.
+    answers: Vec<(usize, u32)>,
+    /// The verdict of [`process_frame`](Self::process_frame)'s one frame.
+    single: Vec<Verdict>,
 }
 
 /// A frame after the parse pass: what `wire::parse` found and, for a
@@ -171,6 +190,8 @@ impl Pipeline {
             sized_for: None,
             endpoint_limit: 0,
             parsed: Vec::new(),
+            answers: Vec::with_capacity(64),
+            single: Vec::with_capacity(1),
         }
     }
 
@@ -255,15 +276,26 @@ impl Pipeline {
         for hash in parsed.iter().filter_map(|p| p.hash) {
             flows.warm_record(hash);
         }
+        // Room for every frame to be answered: nothing allocates below.
+        self.answers.reserve(frames.len());
         let mut cx = Context {
             snapshot,
             flows,
             ingress,
             now_ns,
+            verdicts,
         };
         for (frame, p) in frames.iter_mut().zip(parsed) {
             let bytes = memory.frame_mut(frame);
-            verdicts.push(self.count(bytes, *p, &mut cx));
+            let verdict = self.count(bytes, *p, &mut cx);
+            cx.verdicts.push(verdict);
+        }
+        if !self.answers.is_empty() {
+            for (i, len) in self.answers.drain(..) {
+                if let Some(frame) = frames.get_mut(i) {
+                    frame.set_len(len);
+                }
+            }
         }
     }
 
@@ -283,7 +315,9 @@ impl Pipeline {
     }
 
     /// Processes one frame received on port `ingress`, rewriting it in
-    /// place, and returns its verdict (already counted).
+    /// place, and returns its verdict (already counted). A frame answered
+    /// in place (a RST to the client) holds its answer at its start; its
+    /// length is what [`process_frame_len`](Self::process_frame_len) says.
     pub fn process_frame(
         &mut self,
         frame: &mut [u8],
@@ -292,15 +326,40 @@ impl Pipeline {
         flows: &mut FlowTable,
         now_ns: u64,
     ) -> Verdict {
+        self.process_frame_len(frame, ingress, snapshot, flows, now_ns)
+            .0
+    }
+
+    /// [`process_frame`](Self::process_frame), and how many of the
+    /// frame's bytes are to be sent: its length, or the length of the
+    /// answer written over it.
+    pub fn process_frame_len(
+        &mut self,
+        frame: &mut [u8],
+        ingress: u16,
+        snapshot: &Snapshot,
+        flows: &mut FlowTable,
+        now_ns: u64,
+    ) -> (Verdict, usize) {
         self.adopt(snapshot, flows);
         let parsed = Parsed::of(frame);
+        let mut single = std::mem::take(&mut self.single);
+        single.clear();
+        self.answers.clear();
         let mut cx = Context {
             snapshot,
             flows,
             ingress,
             now_ns,
+            verdicts: &mut single,
         };
-        self.count(frame, parsed, &mut cx)
+        let verdict = self.count(frame, parsed, &mut cx);
+        self.single = single;
+        let len = match self.answers.pop() {
+            Some((_, len)) => len as usize,
+            None => frame.len(),
+        };
+        (verdict, len)
     }
 
     /// Decides one frame's fate and counts it.
@@ -358,6 +417,14 @@ impl Pipeline {
                     }
                     return self.new_flow(frame, &meta, hash, cx);
                 };
+                // Only endpoints the snapshot flags are looked at: the
+                // default policy costs this one test of a byte of the
+                // endpoint already loaded.
+                if let Some(action) = backend.if_dead {
+                    if !snapshot.liveness().is_alive(endpoint, now_ns) {
+                        return self.dead_backend(frame, &meta, hash, id, action, cx);
+                    }
+                }
                 if meta.ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExpired);
                 }
@@ -403,6 +470,7 @@ impl Pipeline {
             ref mut flows,
             ingress,
             now_ns,
+            ..
         } = *cx;
         let t = &meta.tuple;
         let Some((service_id, service)) = snapshot.lookup_service(t.protocol, &t.dst, t.dst_port)
@@ -414,19 +482,30 @@ impl Pipeline {
         }
         let is_tcp = t.protocol == ip_proto::TCP;
         let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
-        let endpoint_id = match service.scheduler() {
-            Scheduler::Maglev => service.maglev_lookup(hash),
-            Scheduler::Sh => service.maglev_lookup(source_hash(&t.src)),
+        let (pick, pick_hash) = match service.scheduler() {
+            Scheduler::Maglev => (service.maglev_lookup(hash), hash),
+            Scheduler::Sh => {
+                let source = source_hash(&t.src);
+                (service.maglev_lookup(source), source)
+            }
             Scheduler::Wrr => {
                 if is_tcp && !syn {
                     return Verdict::Drop(DropReason::NoConnection);
                 }
-                self.next_wrr(service_id, service.wrr_schedule())
+                (self.next_wrr(service_id, service.wrr_schedule()), hash)
             }
         };
-        let Some((endpoint_id, backend)) =
-            endpoint_id.and_then(|id| Some((id, snapshot.endpoint(id)?)))
+        let Some(pick) = pick else {
+            return Verdict::Drop(match service.mode() {
+                Mode::AllDownClosed => DropReason::AllBackendsDown,
+                _ => DropReason::NoBackend,
+            });
+        };
+        let Some(endpoint_id) = self.alive_choice(service, pick, pick_hash, snapshot, now_ns)
         else {
+            return Verdict::Drop(DropReason::AllBackendsDown);
+        };
+        let Some(backend) = snapshot.endpoint(endpoint_id) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
         let Some(next_hop) = backend.next_hop_mac else {
@@ -458,6 +537,94 @@ impl Pipeline {
         to_backend(frame, meta, backend, next_hop, snapshot)
     }
 
+    /// The endpoint a new flow gets, given its scheduler's `pick` by
+    /// `pick_hash`: the pick if it is alive (or the service ignores health
+    /// in its mode), else the skip rule's; `None` if none is alive and the
+    /// service fails closed.
+    #[inline]
+    fn alive_choice(
+        &self,
+        service: &CompiledService,
+        pick: EndpointId,
+        pick_hash: u64,
+        snapshot: &Snapshot,
+        now_ns: u64,
+    ) -> Option<EndpointId> {
+        let c = &*self.counters;
+        match service.mode() {
+            Mode::Healthy => {
+                let liveness = snapshot.liveness();
+                if liveness.is_alive(pick, now_ns) {
+                    return Some(pick);
+                }
+                match service.next_alive(pick_hash, |id| liveness.is_alive(id, now_ns)) {
+                    Some(id) => {
+                        c.liveness_skips.inc();
+                        Some(id)
+                    }
+                    None => match service.failover().when_all_down {
+                        WhenAllDown::Open => {
+                            c.failed_open_flows.inc();
+                            Some(pick)
+                        }
+                        WhenAllDown::Closed => None,
+                    },
+                }
+            }
+            Mode::Panic => {
+                c.panic_flows.inc();
+                Some(pick)
+            }
+            Mode::AllDownOpen => {
+                c.failed_open_flows.inc();
+                Some(pick)
+            }
+            // Its tables are empty: no pick reaches here.
+            Mode::AllDownClosed => None,
+        }
+    }
+
+    /// A packet of connection `id`, from its client, whose endpoint is not
+    /// alive and whose service acts on that (`action`): the connection is
+    /// forgotten, and the packet dropped, answered with a RST, or (UDP)
+    /// scheduled afresh.
+    #[cold]
+    #[inline(never)]
+    fn dead_backend(
+        &mut self,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+        hash: u64,
+        id: ConnId,
+        action: IfDead,
+        cx: &mut Context<'_>,
+    ) -> Verdict {
+        cx.flows.remove(id);
+        match action {
+            IfDead::Drop => Verdict::Drop(DropReason::BackendDown),
+            IfDead::Reschedule => {
+                self.counters.dead_backend_rescheduled.inc();
+                self.new_flow(frame, meta, hash, cx)
+            }
+            IfDead::Reset => {
+                let written = RefusedSegment::from_frame(frame, meta)
+                    .ok_or(())
+                    .and_then(|segment| write_reset(&segment, frame).map_err(drop));
+                match written {
+                    Ok(len) => {
+                        // The RST is never longer than the segment it
+                        // answers (same headers, no options, no payload).
+                        self.answers.push((cx.verdicts.len(), len as u32));
+                        self.counters.dead_backend_resets.inc();
+                        Verdict::Transmit(cx.ingress)
+                    }
+                    // A RST from the client is not answered.
+                    Err(()) => Verdict::Drop(DropReason::BackendDown),
+                }
+            }
+        }
+    }
+
     /// The next backend of a `wrr` service for this worker.
     #[inline]
     fn next_wrr(&mut self, service: ServiceId, schedule: &[u32]) -> Option<u32> {
@@ -472,11 +639,6 @@ impl Pipeline {
     }
 }
 
-/// One past the highest endpoint id of `snapshot`: how many per-endpoint
-/// slots it needs. Walks every service's endpoint list, once per
-/// generation: about 4 µs with 1 000 services, 1.5 ms with 100 000 (4
-/// backends each). The snapshot knows this number (the length of its
-/// endpoint table) and could say it in O(1).
 /// Rewrites a client's packet towards `backend` and names its port.
 #[inline]
 fn to_backend(
