@@ -73,9 +73,6 @@ struct Context<'a> {
     /// The port the batch arrived on.
     ingress: u16,
     now_ns: u64,
-    /// The verdicts so far: its length is the position of the frame being
-    /// decided, which a frame answered in place records (see `answers`).
-    verdicts: &'a mut Vec<Verdict>,
 }
 
 /// One worker's pipeline state: its counters and scheduler cursors. The
@@ -94,11 +91,10 @@ pub struct Pipeline {
     /// Each frame's parse result and flow hash, between a batch's passes.
     parsed: Vec<Parsed>,
     /// Frames of the batch answered in place (a RST to the client), by
-    /// position, with their new length: set on their tokens after the
-    /// batch, so that frames that are not answered pay nothing for it.
+    /// the address of their first byte, with their new length: set on
+    /// their tokens after the batch, so that frames that are not answered
+    /// pay nothing for it.
     answers: Vec<(usize, u32)>,
-    /// The verdict of [`process_frame`](Self::process_frame)'s one frame.
-    single: Vec<Verdict>,
 }
 
 /// A frame after the parse pass: what `wire::parse` found and, for a
@@ -191,7 +187,6 @@ impl Pipeline {
             endpoint_limit: 0,
             parsed: Vec::new(),
             answers: Vec::with_capacity(64),
-            single: Vec::with_capacity(1),
         }
     }
 
@@ -283,20 +278,26 @@ impl Pipeline {
             flows,
             ingress,
             now_ns,
-            verdicts,
         };
         for (frame, p) in frames.iter_mut().zip(parsed) {
             let bytes = memory.frame_mut(frame);
-            let verdict = self.count(bytes, *p, &mut cx);
-            cx.verdicts.push(verdict);
+            verdicts.push(self.count(bytes, *p, &mut cx));
         }
         if !self.answers.is_empty() {
-            for (i, len) in self.answers.drain(..) {
-                if let Some(frame) = frames.get_mut(i) {
-                    frame.set_len(len);
-                }
+            self.resize_answers(memory, frames);
+        }
+    }
+
+    /// Gives each frame answered in place its answer's length.
+    #[cold]
+    fn resize_answers<M: FrameMemory + ?Sized>(&mut self, memory: &M, frames: &mut [Frame]) {
+        for frame in frames.iter_mut() {
+            let at = memory.frame(frame).as_ptr() as usize;
+            if let Some(&(_, len)) = self.answers.iter().find(|&&(a, _)| a == at) {
+                frame.set_len(len);
             }
         }
+        self.answers.clear();
     }
 
     /// Sizes per-service state and the flow table's per-endpoint counters
@@ -343,18 +344,14 @@ impl Pipeline {
     ) -> (Verdict, usize) {
         self.adopt(snapshot, flows);
         let parsed = Parsed::of(frame);
-        let mut single = std::mem::take(&mut self.single);
-        single.clear();
         self.answers.clear();
         let mut cx = Context {
             snapshot,
             flows,
             ingress,
             now_ns,
-            verdicts: &mut single,
         };
         let verdict = self.count(frame, parsed, &mut cx);
-        self.single = single;
         let len = match self.answers.pop() {
             Some((_, len)) => len as usize,
             None => frame.len(),
@@ -406,37 +403,19 @@ impl Pipeline {
             Some((id, Direction::FromClient)) => {
                 let conn = flows.get(id);
                 let endpoint = conn.endpoint;
+                // An endpoint that is gone, or that the snapshot flags for
+                // a look at its liveness, takes the cold path; the flag is
+                // tested in the port compare made anyway.
                 let backend = snapshot
-                    .endpoint(conn.endpoint)
-                    .filter(|ep| ep.address == conn.backend_addr && ep.port == conn.backend_port);
-                let Some(backend) = backend else {
-                    // The backend is gone from the rules.
-                    flows.remove(id);
-                    if meta.tuple.protocol == ip_proto::TCP {
-                        return Verdict::Drop(DropReason::BackendRemoved);
+                    .endpoint(endpoint)
+                    .filter(|ep| ep.is_plain(&conn.backend_addr, conn.backend_port));
+                match backend {
+                    Some(backend) => {
+                        let to = (id, endpoint, backend);
+                        self.forward_established(frame, &meta, to, flows, snapshot, now_ns)
                     }
-                    return self.new_flow(frame, &meta, hash, cx);
-                };
-                // Only endpoints the snapshot flags are looked at: the
-                // default policy costs this one test of a byte of the
-                // endpoint already loaded.
-                if let Some(action) = backend.if_dead {
-                    if !snapshot.liveness().is_alive(endpoint, now_ns) {
-                        return self.dead_backend(frame, &meta, hash, id, action, cx);
-                    }
+                    None => self.unusual_backend(frame, &meta, hash, id, cx),
                 }
-                if meta.ttl <= 1 {
-                    return Verdict::Drop(DropReason::TtlExpired);
-                }
-                let Some(next_hop) = backend.next_hop_mac else {
-                    return Verdict::Drop(DropReason::NoNeighbour);
-                };
-                flows.observe(id, Direction::FromClient, meta.tcp_flags, now_ns);
-                // Follow the client's router if it changed (failover).
-                flows.get_mut(id).client_mac = source_mac(frame);
-                self.counters.flow_hits.inc();
-                flows.count_packet(endpoint, frame.len() as u64);
-                to_backend(frame, &meta, backend, next_hop, snapshot)
             }
             Some((id, Direction::FromBackend)) => {
                 if meta.ttl <= 1 {
@@ -454,6 +433,71 @@ impl Pipeline {
             }
             None => self.new_flow(frame, &meta, hash, cx),
         }
+    }
+
+    /// A client's packet of connection `id`, to its endpoint `backend`
+    /// (whose id is `endpoint`): `to` is `(id, endpoint, backend)`.
+    #[inline(always)]
+    fn forward_established(
+        &mut self,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+        (id, endpoint, backend): (ConnId, EndpointId, &Endpoint),
+        flows: &mut FlowTable,
+        snapshot: &Snapshot,
+        now_ns: u64,
+    ) -> Verdict {
+        if meta.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        let Some(next_hop) = backend.next_hop_mac else {
+            return Verdict::Drop(DropReason::NoNeighbour);
+        };
+        flows.observe(id, Direction::FromClient, meta.tcp_flags, now_ns);
+        // Follow the client's router if it changed (failover).
+        flows.get_mut(id).client_mac = source_mac(frame);
+        self.counters.flow_hits.inc();
+        flows.count_packet(endpoint, frame.len() as u64);
+        to_backend(frame, meta, backend, next_hop, snapshot)
+    }
+
+    /// A client's packet of connection `id` whose endpoint is gone from
+    /// the rules, or flagged for a look at its liveness.
+    ///
+    /// Gone: a TCP connection ends (`backend_removed`), a UDP flow is
+    /// scheduled afresh. Flagged and not alive: its service's policy
+    /// decides ([`dead_backend`](Self::dead_backend)). Flagged and alive:
+    /// forwarded as usual.
+    #[cold]
+    #[inline(never)]
+    fn unusual_backend(
+        &mut self,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+        hash: u64,
+        id: ConnId,
+        cx: &mut Context<'_>,
+    ) -> Verdict {
+        let snapshot = cx.snapshot;
+        let conn = cx.flows.get(id);
+        let endpoint = conn.endpoint;
+        let backend = snapshot
+            .endpoint(endpoint)
+            .filter(|ep| ep.address == conn.backend_addr && ep.port == conn.backend_port);
+        let Some(backend) = backend else {
+            cx.flows.remove(id);
+            if meta.tuple.protocol == ip_proto::TCP {
+                return Verdict::Drop(DropReason::BackendRemoved);
+            }
+            return self.new_flow(frame, meta, hash, cx);
+        };
+        if let Some(action) = backend.if_dead {
+            if !snapshot.liveness().is_alive(endpoint, cx.now_ns) {
+                return self.dead_backend(frame, meta, hash, id, action, cx);
+            }
+        }
+        let to = (id, endpoint, backend);
+        self.forward_established(frame, meta, to, cx.flows, snapshot, cx.now_ns)
     }
 
     /// A packet with no connection: schedule it if it is for a service.
@@ -540,9 +584,28 @@ impl Pipeline {
     /// The endpoint a new flow gets, given its scheduler's `pick` by
     /// `pick_hash`: the pick if it is alive (or the service ignores health
     /// in its mode), else the skip rule's; `None` if none is alive and the
-    /// service fails closed.
-    #[inline]
+    /// service fails closed. The common case — a healthy service whose
+    /// pick is alive — is one load and a compare; the rest is out of line.
+    #[inline(always)]
     fn alive_choice(
+        &self,
+        service: &CompiledService,
+        pick: EndpointId,
+        pick_hash: u64,
+        snapshot: &Snapshot,
+        now_ns: u64,
+    ) -> Option<EndpointId> {
+        if service.mode() == Mode::Healthy && snapshot.liveness().is_alive(pick, now_ns) {
+            return Some(pick);
+        }
+        self.other_choice(service, pick, pick_hash, snapshot, now_ns)
+    }
+
+    /// [`alive_choice`](Self::alive_choice) when the pick is dead or the
+    /// service is not healthy.
+    #[cold]
+    #[inline(never)]
+    fn other_choice(
         &self,
         service: &CompiledService,
         pick: EndpointId,
@@ -554,9 +617,6 @@ impl Pipeline {
         match service.mode() {
             Mode::Healthy => {
                 let liveness = snapshot.liveness();
-                if liveness.is_alive(pick, now_ns) {
-                    return Some(pick);
-                }
                 match service.next_alive(pick_hash, |id| liveness.is_alive(id, now_ns)) {
                     Some(id) => {
                         c.liveness_skips.inc();
@@ -588,8 +648,6 @@ impl Pipeline {
     /// alive and whose service acts on that (`action`): the connection is
     /// forgotten, and the packet dropped, answered with a RST, or (UDP)
     /// scheduled afresh.
-    #[cold]
-    #[inline(never)]
     fn dead_backend(
         &mut self,
         frame: &mut [u8],
@@ -614,7 +672,7 @@ impl Pipeline {
                     Ok(len) => {
                         // The RST is never longer than the segment it
                         // answers (same headers, no options, no payload).
-                        self.answers.push((cx.verdicts.len(), len as u32));
+                        self.answers.push((frame.as_ptr() as usize, len as u32));
                         self.counters.dead_backend_resets.inc();
                         Verdict::Transmit(cx.ingress)
                     }

@@ -81,6 +81,26 @@ pub struct Endpoint {
     /// TTL at the build) means the established path does not look at its
     /// liveness at all.
     pub if_dead: Option<IfDead>,
+    /// `port`, with bit 16 set when `if_dead` is `Some`: the established
+    /// path tests the port and the flag in one compare
+    /// ([`Endpoint::is_plain`]).
+    port_key: u32,
+}
+
+impl Endpoint {
+    /// Whether this is the backend at `address` and `port` and its
+    /// established connections need no look at its liveness: the
+    /// established path's test, the flag folded into the port compare it
+    /// makes anyway, so the default policy costs it nothing.
+    #[inline(always)]
+    pub fn is_plain(&self, address: &[u8; 16], port: u16) -> bool {
+        self.address == *address && self.port_key == u32::from(port)
+    }
+
+    /// `port` and the watch flag, as [`Endpoint::is_plain`] compares them.
+    fn port_key(port: u16, if_dead: Option<IfDead>) -> u32 {
+        u32::from(port) | u32::from(if_dead.is_some()) << 16
+    }
 }
 
 /// A service compiled for lookups.
@@ -550,6 +570,7 @@ impl Builder<'_> {
 
         for b in &backends {
             let hop = self.next_hops.get(&b.address);
+            let if_dead = if_dead(service.protocol, &service.failover, b.word, now_ns);
             place(
                 &mut self.next.endpoints,
                 b.id,
@@ -560,7 +581,8 @@ impl Builder<'_> {
                     service: id,
                     next_hop_mac: hop.map(|h| h.mac),
                     egress_port: hop.map_or(0, |h| h.port),
-                    if_dead: if_dead(service.protocol, &service.failover, b.word, now_ns),
+                    if_dead,
+                    port_key: Endpoint::port_key(b.port, if_dead),
                 },
             );
         }
