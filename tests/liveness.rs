@@ -602,3 +602,40 @@ fn with_every_backend_down_a_service_fails_open_or_closed() {
         }
     }
 }
+
+#[test]
+fn a_worker_sends_the_rst_out_of_the_clients_port_at_its_own_length() {
+    // In one batch with ordinary frames: the answered frame leaves the
+    // client's port as a 54-byte RST, the others are untouched.
+    let text = rules("maglev", "tcp", &FOUR, "on_backend_down = \"reset\"");
+    let cfg = config(&text);
+    let mut g = Gateway::new(Arc::new(Snapshot::build(&cfg, None)), &cfg);
+    let syns: Vec<Vec<u8>> = (0..64).map(|i| client(i, "tcp", SYN)).collect();
+    let first: Vec<IpAddr> = g.poll(&syns, SEC).iter().map(|f| destination(f)).collect();
+    let dead = ip("198.18.1.11");
+    let id = endpoint(&g.snapshot, "198.18.1.11");
+    g.snapshot.liveness().set_up(id, false).unwrap();
+    g.snapshot = Arc::new(Snapshot::build(&cfg, Some(&g.snapshot)));
+
+    let data: Vec<Vec<u8>> = (0..64)
+        .map(|i| client(i, "tcp", ACK | tcp_flags::PSH))
+        .collect();
+    let on_dead = first.iter().filter(|&&d| d == dead).count();
+    assert!(on_dead > 3);
+    let to_backends = g.poll(&data, 2 * SEC);
+    assert_eq!(to_backends.len(), 64 - on_dead);
+    assert!(to_backends.iter().all(|f| destination(f) != dead));
+    let mut resets = Vec::new();
+    g.ports[0].take_transmitted(&g.memory, &mut resets);
+    assert_eq!(resets.len(), on_dead);
+    for rst in &resets {
+        assert_eq!(rst.len(), 54);
+        assert!(wire::frame_checksums_ok(rst));
+        let meta = wire::parse(rst).unwrap();
+        assert_eq!(meta.tuple.src_ip(), ip("198.18.100.10"));
+        assert_eq!(meta.tcp_flags, tcp_flags::RST);
+    }
+    let c = g.worker.pipeline().counters().snapshot();
+    assert_eq!(c.dead_backend_resets, on_dead as u64);
+    assert_eq!(c.tx_packets, 64 + 64);
+}

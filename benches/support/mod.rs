@@ -284,6 +284,18 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Marks the first backend (in identity order) of every service down,
+    /// without rebuilding: new flows that pick it take the skip rule.
+    pub fn first_backends_down(&self) {
+        for (_, service) in self.snapshot.services() {
+            if let Some(&id) = service.endpoints().first() {
+                let _ = self.snapshot.liveness().set_up(id, false);
+            }
+        }
+    }
+}
+
 /// One worker's state against a gateway, and frame memory holding
 /// `batches` batches of frames to process.
 pub struct World {
