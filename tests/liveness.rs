@@ -532,8 +532,16 @@ fn a_dead_backends_share_of_new_flows_spreads_over_the_rest() {
 
 #[test]
 fn panic_mode_balances_over_every_backend_when_too_few_are_alive() {
-    let text = rules("maglev", "tcp", &FOUR, "panic_threshold = 50");
+    let text = rules(
+        "maglev",
+        "tcp",
+        &FOUR,
+        "panic_threshold = 50\non_backend_down = \"reset\"",
+    );
     let mut h = Harness::new(&text);
+    let established: Vec<IpAddr> = (5000..5100)
+        .map(|i| destination(&h.run(&client(i, "tcp", SYN), 0, SEC / 2).1))
+        .collect();
     for dead in &FOUR[..3] {
         let id = endpoint(&h.snapshot, dead);
         h.snapshot.liveness().set_up(id, false).unwrap();
@@ -550,6 +558,18 @@ fn panic_mode_balances_over_every_backend_when_too_few_are_alive() {
         .collect();
     assert_eq!(after.len(), 4, "every weighted backend: {after:?}");
     assert_eq!(counters(&h).panic_flows, 400);
+    assert!(established.iter().any(|&d| d != ip("198.18.1.14")));
+    // Health is ignored for connections too: the dead backends' are not
+    // reset while the service panics.
+    for (i, &d) in (5000..).zip(&established) {
+        let (v, out) = h.run(&client(i, "tcp", ACK), 0, 3 * SEC);
+        assert_eq!(
+            (v, destination(&out)),
+            (Verdict::Transmit(1), d),
+            "flow {i}"
+        );
+    }
+    assert_eq!(counters(&h).dead_backend_resets, 0);
 }
 
 #[test]

@@ -144,7 +144,9 @@ pub enum IfDead {
 /// `reset`, or UDP) and the endpoint either was not alive at the build or
 /// has a heartbeat TTL, which can run out before any rebuild. An endpoint
 /// that was alive without a TTL is looked at from the rebuild that follows
-/// its going down.
+/// its going down. (A service in panic mode or failing open ignores
+/// health, its connections' included: the build flags none of its
+/// endpoints.)
 pub fn if_dead(protocol: Protocol, failover: &Failover, word: Word, now_ns: u64) -> Option<IfDead> {
     let action = match (protocol, failover.on_backend_down()) {
         (Protocol::Udp, _) => IfDead::Reschedule,

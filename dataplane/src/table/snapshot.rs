@@ -568,9 +568,13 @@ impl Builder<'_> {
             }
         };
 
+        // A service that ignores health (panic mode, failing open) leaves
+        // its dead backends' connections alone too.
+        let acts_on_health = matches!(mode, Mode::Healthy | Mode::AllDownClosed);
         for b in &backends {
             let hop = self.next_hops.get(&b.address);
-            let if_dead = if_dead(service.protocol, &service.failover, b.word, now_ns);
+            let if_dead = if_dead(service.protocol, &service.failover, b.word, now_ns)
+                .filter(|_| acts_on_health);
             place(
                 &mut self.next.endpoints,
                 b.id,
