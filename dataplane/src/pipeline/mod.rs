@@ -22,7 +22,8 @@
 //!   dropped and forgotten (`backend_down`), or answered with a RST from
 //!   the VIP and forgotten; UDP flows are rescheduled. Only endpoints the
 //!   snapshot flags (`Endpoint::if_dead`) are looked up in the liveness
-//!   table; every other established packet tests one byte it has already.
+//!   table, on a cold path; the flag is tested within the address and port
+//!   compare every established packet makes anyway.
 //! - A packet of a tracked connection from the backend: source rewritten
 //!   back to the VIP and port, sent to the MAC and port the client's
 //!   packets came from.
@@ -62,8 +63,7 @@ use crate::flow::{ConnId, Connection, Direction, FlowState, FlowTable};
 use crate::hash::{flow_hash, source_hash};
 use crate::port::{Frame, FrameMemory};
 use crate::rules::{Scheduler, WhenAllDown};
-use crate::table::{CompiledService, Endpoint};
-use crate::table::{EndpointId, IfDead, Mode, ServiceId, Snapshot};
+use crate::table::{CompiledService, Endpoint, EndpointId, IfDead, Mode, ServiceId, Snapshot};
 use crate::wire::{self, ip_proto, tcp_flags, Fragment, PacketMeta, ParseError, L3};
 
 /// What every frame of a batch is decided against.
