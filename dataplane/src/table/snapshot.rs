@@ -13,8 +13,7 @@
 //!   weight, owning service, next-hop MAC and egress port. Rules point at
 //!   endpoint ids, never at addresses (two-level tables): moving an endpoint
 //!   touches one entry;
-//! - the set of VIPs and the interfaces' own MACs.
-//!
+//! - the set of VIPs and the interfaces' own MACs;
 //! - the endpoints' liveness: an `Arc` to the one [`Liveness`] table, shared
 //!   by every generation, so that a health change or an expiry is seen by
 //!   the workers' next poll whatever snapshot they run. A build reads it to
@@ -77,9 +76,9 @@ pub struct Endpoint {
     /// Index of the interface that neighbour lives on (0 without one).
     pub egress_port: u16,
     /// What an established connection's packet does if the endpoint is not
-    /// alive; `None` (the default policy, and any endpoint alive without a
-    /// TTL at the build) means the established path does not look at its
-    /// liveness at all.
+    /// alive; `None` (the default policy, any endpoint alive without a TTL
+    /// at the build, every endpoint of a service that ignores health in its
+    /// mode) means the established path does not look at its liveness.
     pub if_dead: Option<IfDead>,
     /// `port`, with bit 16 set when `if_dead` is `Some`: the established
     /// path tests the port and the flag in one compare
