@@ -840,14 +840,17 @@ fn a_dead_backends_connections_on_the_wire_follow_the_policy() {
             vlan,
             verdict,
         } = case;
+        // The backend is the service's only one: failing open, the service
+        // would ignore its health, connections included; so it fails closed.
+        let keys = format!("on_backend_down = \"{policy}\"\nwhen_all_down = \"closed\"");
         let rules = GOLDEN_RULES
             .replace(
                 "name = \"web\"\nprotocol = \"tcp\"",
-                &format!("name = \"web\"\nprotocol = \"tcp\"\non_backend_down = \"{policy}\""),
+                &format!("name = \"web\"\nprotocol = \"tcp\"\n{keys}"),
             )
             .replace(
                 "name = \"web6\"\nprotocol = \"tcp\"",
-                &format!("name = \"web6\"\nprotocol = \"tcp\"\non_backend_down = \"{policy}\""),
+                &format!("name = \"web6\"\nprotocol = \"tcp\"\n{keys}"),
             );
         let mut h = Harness::new(&rules);
         let mut syn = from_client(FrameBuilder::tcp(sa(client), sa(vip), SYN));
@@ -893,9 +896,8 @@ fn a_dead_backends_connections_on_the_wire_follow_the_policy() {
         assert_eq!(
             (again, remembered),
             if forgotten {
-                // A new flow now, picked up mid-stream by Maglev, to the
-                // one (down, failing open) backend.
-                (Verdict::Transmit(1), false)
+                // A new flow now, refused: no backend is alive.
+                (Verdict::Drop(DropReason::AllBackendsDown), false)
             } else {
                 (Verdict::Transmit(1), true)
             },

@@ -8,7 +8,9 @@ its established TCP connections get: "keep" forwards them as before,
 answers the client's next segment with a RST from the VIP and forgets the
 connection. tests/golden.rs opens each connection through the pipeline
 (rules: tests/common/mod.rs GOLDEN_RULES with the case's policy on "web"
-and "web6"), marks the backend down, rebuilds the snapshot, and checks
+and "web6", and when_all_down = "closed", since the backend is their only
+one and a service failing open ignores its backends' health), marks the
+backend down, rebuilds the snapshot, and checks
 that the pipeline turns scapy's segment (NAME.in.hex) into scapy's frame
 (NAME.out.hex) byte for byte, or drops it (no .out.hex).
 
