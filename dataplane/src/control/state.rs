@@ -14,6 +14,7 @@ use super::api::{
 use super::dataplane::Dataplane;
 use super::diff::diff;
 use super::edit::apply_edits;
+use crate::metrics::{ChangeCounters, ChangeSource, RefusalReason};
 use crate::rules::{self, Config, ConfigError};
 
 /// Config sections that take effect only when the daemon starts: a change
@@ -26,6 +27,7 @@ pub struct ControlState {
     origin: String,
     edits_since_load: u64,
     dataplane: Arc<dyn Dataplane>,
+    changes: Arc<ChangeCounters>,
 }
 
 impl std::fmt::Debug for ControlState {
@@ -49,7 +51,14 @@ impl ControlState {
             origin: origin.into(),
             edits_since_load: 0,
             dataplane,
+            changes: Arc::default(),
         }
+    }
+
+    /// Counts refused changes in `changes` (which the metrics read).
+    pub fn with_change_counters(mut self, changes: Arc<ChangeCounters>) -> Self {
+        self.changes = changes;
+        self
     }
 
     /// The running config.
@@ -114,8 +123,9 @@ impl ControlState {
     /// Applies `edits` as one change: each to the result of the previous
     /// ones, then the whole result checked by [`rules::validate`].
     pub fn edit(&mut self, edits: &[Edit], dry_run: bool) -> Result<ChangeReport, ApiError> {
-        let next = apply_edits(&self.config, edits)?;
-        self.change(next, None, dry_run)
+        let result =
+            apply_edits(&self.config, edits).and_then(|next| self.change(next, None, dry_run));
+        self.counted(ChangeSource::Edit, dry_run, result)
     }
 
     /// Replaces the rules with the config in `text` (a file's contents),
@@ -126,16 +136,33 @@ impl ControlState {
         origin: &str,
         dry_run: bool,
     ) -> Result<ChangeReport, ApiError> {
-        let next = rules::load_str(text, origin).map_err(config_error)?;
-        self.change(next, Some(origin), dry_run)
+        let result = rules::load_str(text, origin)
+            .map_err(config_error)
+            .and_then(|next| self.change(next, Some(origin), dry_run));
+        self.counted(ChangeSource::Apply, dry_run, result)
     }
 
     /// Re-reads the config file at `path` and applies the difference. An
     /// unreadable or invalid file is refused with its problems and the old
     /// rules keep running.
     pub fn reload(&mut self, path: &Path) -> Result<ChangeReport, ApiError> {
-        let next = rules::load_file(path).map_err(config_error)?;
-        self.change(next, Some(&path.display().to_string()), false)
+        let result = rules::load_file(path)
+            .map_err(config_error)
+            .and_then(|next| self.change(next, Some(&path.display().to_string()), false));
+        self.counted(ChangeSource::Reload, false, result)
+    }
+
+    /// Counts `result` if it refused a change (a dry run is not one).
+    fn counted(
+        &self,
+        source: ChangeSource,
+        dry_run: bool,
+        result: Result<ChangeReport, ApiError>,
+    ) -> Result<ChangeReport, ApiError> {
+        if let (Err(e), false) = (&result, dry_run) {
+            self.changes.refused(source, refusal_reason(e.code));
+        }
+        result
     }
 
     /// A `flows` query names a service that runs, if any.
@@ -280,6 +307,19 @@ fn config_error(error: ConfigError) -> ApiError {
             ErrorCode::Invalid,
             problems.iter().map(ToString::to_string).collect(),
         ),
+    }
+}
+
+/// The metrics' name for why a change was refused.
+fn refusal_reason(code: ErrorCode) -> RefusalReason {
+    match code {
+        ErrorCode::Invalid => RefusalReason::Invalid,
+        ErrorCode::RestartRequired => RefusalReason::RestartRequired,
+        ErrorCode::ApplyFailed => RefusalReason::ApplyFailed,
+        ErrorCode::Io => RefusalReason::Io,
+        ErrorCode::NotFound => RefusalReason::NotFound,
+        ErrorCode::Exists => RefusalReason::Exists,
+        _ => RefusalReason::Other,
     }
 }
 
@@ -644,6 +684,79 @@ port = 8080
             )
             .unwrap();
         assert!(c.applied && c.warnings.is_empty());
+        assert_eq!(dataplane.current().generation(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refused_changes_are_counted_by_source_and_reason_and_dry_runs_are_not() {
+        use crate::metrics::ChangeValues;
+        let (state, dataplane) = setup();
+        let changes = Arc::new(ChangeCounters::default());
+        let mut state = state.with_change_counters(Arc::clone(&changes));
+        let dir = std::env::temp_dir().join(format!("fg-refused-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gw.toml");
+
+        // Changes that go through, and refusals that are only dry runs.
+        assert!(changed(state.handle(add("198.18.1.13", 1)).unwrap()).applied);
+        assert!(state.edit(&[backend_add("198.18.1.13")], true).is_err());
+        let restart = format!("[flows]\nudp_timeout = 5\n{RULES}");
+        assert!(state.apply_text(&restart, "gw.toml", true).is_err());
+        assert_eq!(changes.values(), ChangeValues::default());
+
+        let refused = [
+            (state.handle(add("198.18.1.13", 1)), ErrorCode::Exists),
+            (state.handle(add("198.18.1.14", 10_001)), ErrorCode::Invalid),
+            (
+                state.handle(Request::BackendDel(BackendKey {
+                    service: "nope".into(),
+                    address: "198.18.1.11".into(),
+                    port: 8080,
+                })),
+                ErrorCode::NotFound,
+            ),
+            (
+                state
+                    .apply_text(&restart, "gw.toml", false)
+                    .map(Reply::Changed),
+                ErrorCode::RestartRequired,
+            ),
+            (
+                state
+                    .apply_text("[[services]]\nname = 1\n", "x", false)
+                    .map(Reply::Changed),
+                ErrorCode::Invalid,
+            ),
+        ];
+        for (result, code) in refused {
+            assert_eq!(result.unwrap_err().code, code);
+        }
+        dataplane.fail_next_apply("out of memory");
+        let e = state.handle(add("198.18.1.14", 1)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ApplyFailed);
+        // SIGHUP: a file that is not there, then one that is invalid.
+        let shared = Mutex::new(state);
+        assert_eq!(reload(&shared, &file).unwrap_err().code, ErrorCode::Io);
+        std::fs::write(&file, "[[services]]\nname = 1\n").unwrap();
+        assert_eq!(reload(&shared, &file).unwrap_err().code, ErrorCode::Invalid);
+
+        let v = changes.values();
+        let expected = [
+            (ChangeSource::Edit, RefusalReason::Exists, 1),
+            (ChangeSource::Edit, RefusalReason::Invalid, 1),
+            (ChangeSource::Edit, RefusalReason::NotFound, 1),
+            (ChangeSource::Edit, RefusalReason::ApplyFailed, 1),
+            (ChangeSource::Apply, RefusalReason::RestartRequired, 1),
+            (ChangeSource::Apply, RefusalReason::Invalid, 1),
+            (ChangeSource::Reload, RefusalReason::Io, 1),
+            (ChangeSource::Reload, RefusalReason::Invalid, 1),
+        ];
+        for (source, reason, n) in expected {
+            assert_eq!(v.refused(source, reason), n, "{source:?} {reason:?}");
+        }
+        assert_eq!(v.refused.iter().flatten().sum::<u64>(), 8, "nothing else");
+        // The rules are the ones of the one change that went through.
         assert_eq!(dataplane.current().generation(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -205,18 +205,24 @@ impl Daemon {
         let workers = start::spawn_workers(&shared, sockets.ports)?;
         pin_control_thread(&config.daemon.cores);
         let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
+        // Refused changes: counted by the control state, read by scrapes.
+        let changes = Arc::new(crate::metrics::ChangeCounters::default());
         let dataplane = Arc::new(DaemonDataplane::new(
             Arc::clone(&gateway),
             epoch,
             workers.views,
             interfaces,
-            crate::metrics::MetricsCollector::new(workers.metrics),
+            crate::metrics::MetricsCollector::new(workers.metrics)
+                .with_changes(Arc::clone(&changes)),
         ));
-        let control = Arc::new(Mutex::new(ControlState::new(
-            file,
-            options.config.display().to_string(),
-            dataplane.clone(),
-        )));
+        let control = Arc::new(Mutex::new(
+            ControlState::new(
+                file,
+                options.config.display().to_string(),
+                dataplane.clone(),
+            )
+            .with_change_counters(changes),
+        ));
         let mut daemon = Daemon {
             gateway,
             workers: workers.handles,
