@@ -52,6 +52,11 @@ const RULE_TESTS: &str = "configs/prometheus-flowgate-rules.test.yml";
 /// Labels Prometheus adds to every scraped series.
 const TARGET_LABELS: [&str; 2] = ["job", "instance"];
 
+/// Labels whose values are a fixed set the exposition shows in full (every
+/// drop reason, every source and reason of a refused change, from the
+/// start): a value matched exactly must be one of them.
+const ENUMERATED_LABELS: [&str; 2] = ["reason", "source"];
+
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
@@ -111,6 +116,15 @@ impl Exposition {
     fn with_series(&self, name: &str) -> Option<String> {
         self.family_of(name)
             .filter(|family| self.labels.contains_key(family))
+    }
+
+    /// The values `label` takes in the series of `family`.
+    fn values_of(&self, family: &str, label: &str) -> BTreeSet<&str> {
+        self.values
+            .iter()
+            .filter(|(n, ..)| self.family_of(n).as_deref() == Some(family))
+            .filter_map(|(_, l, _)| l.get(label).map(String::as_str))
+            .collect()
     }
 
     /// The one series `name` with `labels` (among others).
@@ -538,10 +552,11 @@ fn check_expr(expr: &str, scrape: &Exposition) -> Vec<String> {
                 continue;
             }
         };
-        for (label, ..) in &s.matchers {
+        for (label, op, value) in &s.matchers {
             if !labels.contains(label) && !TARGET_LABELS.contains(&label.as_str()) {
                 problems.push(format!("{}: has no label {label:?}: {expr:?}", s.name));
             }
+            problems.extend(check_value(scrape, &s.name, label, op, value));
         }
         known_labels.extend(labels);
     }
@@ -554,6 +569,21 @@ fn check_expr(expr: &str, scrape: &Exposition) -> Vec<String> {
         problems.push(format!("reads no metric: {expr:?}"));
     }
     problems
+}
+
+/// An exact match on an enumerated label must name one of its values.
+fn check_value(
+    scrape: &Exposition,
+    name: &str,
+    label: &str,
+    op: &str,
+    value: &str,
+) -> Option<String> {
+    let family = scrape.family_of(name)?;
+    let exact = op == "=" || op == "!=";
+    let values = scrape.values_of(&family, label);
+    (exact && ENUMERATED_LABELS.contains(&label) && !values.contains(value))
+        .then(|| format!("{name}: {label} is never {value:?} (it is one of {values:?})"))
 }
 
 /// Names in prose (titles, descriptions, annotations): every
@@ -786,6 +816,9 @@ fn the_rule_tests_feed_series_that_the_scrape_has_with_its_labels() {
                     "{series}: labels {given:?}, but the scrape's are {:?}",
                     scrape.labels[&family]
                 ));
+            }
+            for (label, op, value) in &s.matchers {
+                problems.extend(check_value(scrape, &s.name, label, op, value));
             }
             fed.insert(family);
         }
@@ -1119,6 +1152,13 @@ fn the_checks_catch_what_they_must() {
     bad("rate(flowgate_g[5m])", "through a rate");
     bad("flowgate_g{service=\"web\"}", "no label \"service\"");
     bad("sum by (service) (flowgate_g)", "the label \"service\"");
+    let reasons = Exposition::parse(
+        "# TYPE flowgate_d_total counter\nflowgate_d_total{reason=\"no_backend\"} 1\n",
+    );
+    let d = |e: &str| check_expr(e, &reasons);
+    assert!(d(r#"rate(flowgate_d_total{reason="no_backend"}[5m])"#).is_empty());
+    assert!(d(r#"rate(flowgate_d_total{reason=~"no_.*"}[5m])"#).is_empty());
+    assert!(d(r#"rate(flowgate_d_total{reason!="no_backnd"}[5m])"#)[0].contains("never"));
     bad("node_load1", "not a flowgate metric");
     bad("vector(1)", "reads no metric");
     assert!(
