@@ -14,7 +14,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use flowgate_dataplane::daemon;
 use flowgate_dataplane::replay::{self, ReplayOptions, ReplayReport};
 use flowgate_dataplane::rules::{self, Config};
-use flowgate_dataplane::xdp::XdpCapacity;
 
 /// flowgate: a userspace AF_XDP gateway for microservice traffic.
 #[derive(Parser, Debug)]
@@ -137,31 +136,31 @@ fn run_daemon(
         cores,
         forward_only,
     };
-    daemon::run(&options).map_err(|e| Failure {
+    daemon::run(&options).map_err(daemon_failure)
+}
+
+/// A refusal of `run` (or of `check`, which refuses the same way) as the
+/// line it prints and its exit code.
+fn daemon_failure(e: daemon::DaemonError) -> Failure {
+    Failure {
         code: e.exit_code(),
         message: match e {
             daemon::DaemonError::Config(e) => format!("invalid config:\n{e}"),
             other => other.to_string(),
         },
-    })
+    }
 }
 
 fn load(path: &Path) -> Result<Config, Failure> {
     rules::load_file(path).map_err(|e| Failure::usage(format!("invalid config:\n{e}")))
 }
 
+/// Refuses what `run` would refuse at start without the kernel, through
+/// the very checks `run` makes ([`daemon::load_checked`]).
 fn check(path: &Path, format: Format) -> Result<(), Failure> {
-    let config = load(path)?;
-    // Valid rules can still need more keys than the XDP maps hold: the
-    // daemon would refuse them at start and on reload.
-    XdpCapacity::PROGRAM.check(&config).map_err(|e| {
-        let problems: Vec<String> = e
-            .problems("the config")
-            .into_iter()
-            .map(|p| format!("{}: {p}", path.display()))
-            .collect();
-        Failure::usage(format!("invalid config:\n{}", problems.join("\n")))
-    })?;
+    let config = daemon::load_checked(path, None)
+        .map_err(daemon_failure)?
+        .file;
     let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
     match format {
         Format::Json => println!(
