@@ -6,12 +6,13 @@
 //! interface, missing privileges, a kernel without AF_XDP or XDP.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use flowgate_dataplane::daemon;
+use flowgate_dataplane::replay::output::{self, Named, Output, OutputError};
 use flowgate_dataplane::replay::{self, ReplayOptions, ReplayReport};
 use flowgate_dataplane::rules::{self, Config};
 
@@ -215,23 +216,40 @@ fn run_replay(
             })
             .map(Some)?,
     };
+    // Outputs never write over what replay reads: the capture or the
+    // rules.
+    let out_named = Named::new("--out", output_pcap);
+    let passed_named = passed.as_deref().map(|p| Named::new("--passed", p));
+    let outputs: Vec<Named<'_>> = [Some(out_named), passed_named]
+        .into_iter()
+        .flatten()
+        .collect();
+    let inputs = [
+        Named::new("--in", input),
+        Named::new("--config", config_path),
+    ];
+    output::refuse_overlaps(&inputs, &outputs).map_err(output_failure)?;
     let open_in = File::open(input)
         .map_err(|e| Failure::runtime(format!("cannot open {}: {e}", input.display())))?;
-    let create = |p: &Path| {
-        File::create(p)
-            .map(BufWriter::new)
-            .map_err(|e| Failure::runtime(format!("cannot create {}: {e}", p.display())))
-    };
-    let out = create(output_pcap)?;
-    let mut passed_out = passed.as_deref().map(create).transpose()?;
+    // Each output is a temporary file until the replay has succeeded; a
+    // failure drops them, which removes them.
+    let mut out = Output::create(out_named).map_err(output_failure)?;
+    let mut passed_out = passed_named
+        .map(Output::create)
+        .transpose()
+        .map_err(output_failure)?;
     let report = replay::replay(
         &config,
         BufReader::new(open_in),
-        out,
+        &mut out,
         passed_out.as_mut().map(|w| w as &mut dyn Write),
         &ReplayOptions { ingress },
     )
     .map_err(|e| Failure::runtime(format!("{}: {e}", input.display())))?;
+    out.commit().map_err(output_failure)?;
+    if let Some(passed_out) = passed_out {
+        passed_out.commit().map_err(output_failure)?;
+    }
     match format {
         Format::Json => println!(
             "{}",
@@ -240,6 +258,16 @@ fn run_replay(
         Format::Text => print_report(&report, input, output_pcap),
     }
     Ok(())
+}
+
+/// A refusal of replay's files (exit 2: nothing was done) or a failure to
+/// write them (exit 1).
+fn output_failure(e: OutputError) -> Failure {
+    if e.is_usage() {
+        Failure::usage(e.to_string())
+    } else {
+        Failure::runtime(e.to_string())
+    }
 }
 
 fn print_report(r: &ReplayReport, input: &Path, output: &Path) {
