@@ -40,7 +40,8 @@ enum Command {
         #[arg(long)]
         forward_only: bool,
     },
-    /// Validate a config and print what it defines.
+    /// Validate a config as `run` would at start, without touching the
+    /// machine, and print what it defines.
     Check {
         /// The config file (TOML).
         #[arg(long, short)]
@@ -50,6 +51,10 @@ enum Command {
         output: Format,
     },
     /// Run a pcap capture through the pipeline and write what it would send.
+    ///
+    /// Outputs appear only when the run succeeds (written beside, then
+    /// renamed over), and may not name the capture, the config or each
+    /// other.
     Replay {
         /// The config file (TOML).
         #[arg(long, short)]
