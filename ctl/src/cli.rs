@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
-use flowgate_dataplane::control::api::{
+use flowgate_api::{
     BackendAdd, BackendEdit, BackendKey, BackendSpec, FlowsQuery, Request, ServiceEdit,
-    ServiceName, ServiceSpec,
+    ServiceName, ServiceSpec, DEFAULT_CONTROL_SOCKET,
 };
-use flowgate_dataplane::rules::DEFAULT_CONTROL_SOCKET;
 
 use crate::endpoint::{parse_backend, parse_endpoint, Endpoint};
 

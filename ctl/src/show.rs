@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use flowgate_dataplane::control::api::{
-    BackendView, BackendsReply, ChangeReport, FlowsReply, ServiceView, ServicesReply, StatusReply,
+use flowgate_api::{
+    BackendView, BackendsReply, ChangeReport, ConfigDiff, FlowsReply, ServiceView, ServicesReply,
+    StatsReport, StatusReply, TrafficCounters,
 };
-use flowgate_dataplane::control::{ConfigDiff, StatsReport, TrafficCounters};
 
 /// Rows as columns aligned by the widest cell, two spaces apart.
 pub fn table(rows: &[Vec<String>]) -> String {
@@ -562,7 +562,7 @@ fn core_text(core: Option<usize>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flowgate_dataplane::control::{
+    use flowgate_api::{
         BackendStats, BackendSummary, Reweight, ServiceStats, ServiceSummary, WorkerStats,
     };
 

@@ -37,7 +37,8 @@ pub use error::{DaemonError, EXIT_CONFIG, EXIT_ENVIRONMENT, EXIT_RUNTIME};
 pub use gateway::Gateway;
 pub use kernel_path::UnreachableKernelPath;
 
-use crate::control::InterfaceInfo;
+use flowgate_api::InterfaceInfo;
+
 use crate::control::{ControlServer, ControlState, StopHandle};
 use crate::flow::FlowTable;
 use crate::handoff::Handoff;
