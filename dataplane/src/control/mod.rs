@@ -18,7 +18,8 @@
 //!   and concurrent clients.
 //! - [`views`]: the data plane's own types (rules, connection records,
 //!   counters) as the API shows them.
-//! - [`MemoryDataplane`]: a [`Dataplane`] in memory for tests and benches.
+//! - `MemoryDataplane` (feature `testkit`): a [`Dataplane`] in memory for
+//!   tests and benches.
 //!
 //! Nothing here touches packets: workers see a change only as a new
 //! snapshot, which they load at their next batch.
@@ -26,6 +27,7 @@
 mod dataplane;
 mod diff;
 mod edit;
+#[cfg(any(test, feature = "testkit"))]
 mod memory;
 mod server;
 mod state;
@@ -33,6 +35,7 @@ pub mod views;
 
 pub use dataplane::{Applied, ApplyError, Dataplane};
 pub use diff::diff;
+#[cfg(any(test, feature = "testkit"))]
 pub use memory::MemoryDataplane;
 pub use server::{ControlServer, ServerError, ServerLimits, StopHandle};
 pub use state::{handle, reload, ControlState, RESTART_ONLY_SECTIONS};
