@@ -7,6 +7,7 @@
 //! moves frames in and out; [`replay`] drives the pipeline over a pcap file.
 //! [`route`] holds the lookup tables of routing by client (client classes,
 //! distribution paths).
+//! [`admission`] holds the limits a new flow is checked against.
 //!
 //! # Features
 //!
@@ -21,6 +22,7 @@
 //!   built without it; the crate's own unit tests have it through
 //!   `cfg(test)`.
 
+pub mod admission;
 pub mod control;
 #[cfg(feature = "daemon")]
 pub mod daemon;

@@ -23,11 +23,11 @@ pub mod error;
 pub mod flow_query;
 mod gateway;
 mod kernel_path;
+mod start;
 pub mod worker_thread;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,19 +37,14 @@ pub use error::{DaemonError, EXIT_CONFIG, EXIT_ENVIRONMENT, EXIT_RUNTIME};
 pub use gateway::Gateway;
 pub use kernel_path::UnreachableKernelPath;
 
-use flowgate_api::InterfaceInfo;
-
 use crate::control::{ControlServer, ControlState, StopHandle};
-use crate::flow::FlowTable;
-use crate::handoff::Handoff;
-use crate::metrics::{MetricsServer, WorkerMetrics};
+use crate::metrics::MetricsServer;
 use crate::neigh::{self, NeighbourChange, NeighbourWatcher};
-use crate::port::xsk::{BindMode, SharedUmem, XskPort, XskSettings};
-use crate::rules::{self, BindModeSetting, Config, XdpModeSetting};
-use crate::worker::Worker;
-use crate::xdp::{XdpCapacity, XdpFilter, XdpMode};
-use dataplane::{queue_name, DaemonDataplane, WorkerView};
-use worker_thread::{WorkerExit, WorkerHandle, WorkerSetup};
+use crate::port::xsk::{SharedUmem, XskPort};
+use crate::rules::{self, Config, DaemonSettings};
+use crate::xdp::XdpCapacity;
+use dataplane::DaemonDataplane;
+use worker_thread::{WorkerExit, WorkerHandle};
 
 /// How often the main loop wakes to look at signals and neighbours.
 const TICK: Duration = Duration::from_millis(50);
@@ -191,195 +186,31 @@ impl Daemon {
     /// Starts the gateway with `config` (the file with command-line
     /// overrides); the control API keeps `file`, the rules as written.
     fn start(config: Config, file: Config, options: &RunOptions) -> Result<Daemon, DaemonError> {
-        let settings = &config.daemon;
-        let workers = settings.cores.len();
-        let mut port_ifindex = Vec::with_capacity(config.interfaces.len());
-        let mut links = Vec::with_capacity(config.interfaces.len());
-        for interface in &config.interfaces {
-            let link = neigh::link_info(&interface.name).map_err(|e| {
-                DaemonError::Environment(format!("interface {}: {e}", interface.name))
-            })?;
-            if link.mac != interface.mac {
-                return Err(DaemonError::Environment(format!(
-                    "interface {} has MAC {} but the config says {}: fix the config's mac",
-                    interface.name,
-                    rules::format_mac(&link.mac),
-                    rules::format_mac(&interface.mac)
-                )));
-            }
-            let queues = link.rx_queues.min(link.tx_queues) as usize;
-            if queues < workers {
-                return Err(DaemonError::Environment(format!(
-                    "interface {} has {queues} queue(s) but {workers} workers need one each: \
-                     raise its channels (ethtool -L {} combined {workers}) or list fewer cores",
-                    interface.name, interface.name
-                )));
-            }
-            if !link.up {
-                tracing::warn!(interface = %interface.name, "interface is down; forwarding starts when it comes up");
-            }
-            port_ifindex.push(link.ifindex);
-            links.push(link);
-        }
-
-        let xdp_mode = match settings.xdp_mode {
-            XdpModeSetting::Auto => XdpMode::Auto,
-            XdpModeSetting::Native => XdpMode::Native,
-            XdpModeSetting::Generic => XdpMode::Generic,
-        };
-        let mut filters = Vec::with_capacity(config.interfaces.len());
-        for interface in &config.interfaces {
-            let mut filter = XdpFilter::attach(&interface.name, xdp_mode).map_err(|e| {
-                DaemonError::Environment(format!("interface {}: {e}", interface.name))
-            })?;
-            if options.forward_only {
-                filter.set_redirect_all(true).map_err(|e| {
-                    DaemonError::Runtime(format!("interface {}: {e}", interface.name))
-                })?;
-            }
-            filters.push(filter);
-        }
-
-        let xsk_settings = XskSettings {
-            frame_size: settings.frame_size,
-            frame_count: settings.frame_count,
-            rx_ring: settings.rx_ring_size,
-            tx_ring: settings.tx_ring_size,
-            fill_ring: settings.fill_ring_size,
-            completion_ring: settings.completion_ring_size,
-            bind_mode: match settings.bind_mode {
-                BindModeSetting::Auto => BindMode::Auto,
-                BindModeSetting::ZeroCopy => BindMode::ZeroCopy,
-                BindModeSetting::Copy => BindMode::Copy,
-            },
-            ..XskSettings::default()
-        };
+        let links = start::check_links(&config)?;
+        let mut filters = start::attach_filters(&config, options)?;
+        let xsk_settings = start::xsk_settings(&config.daemon);
         let umem = SharedUmem::new(&xsk_settings).map_err(environment)?;
-        let mut ports: Vec<Vec<XskPort>> = Vec::with_capacity(workers);
-        let mut socket_modes = vec![String::new(); config.interfaces.len()];
-        for w in 0..workers {
-            let queue = w as u32;
-            let mut worker_ports = Vec::with_capacity(config.interfaces.len());
-            for (i, interface) in config.interfaces.iter().enumerate() {
-                let port = XskPort::open(&umem, &interface.name, queue, &xsk_settings)
-                    .map_err(environment)?;
-                if let Some(mode) = socket_modes.get_mut(i) {
-                    *mode = port.mode().to_string();
-                }
-                if let Some(filter) = filters.get_mut(i) {
-                    filter.set_socket(queue, port.as_raw_fd()).map_err(|e| {
-                        DaemonError::Runtime(format!("interface {}: {e}", interface.name))
-                    })?;
-                }
-                worker_ports.push(port);
-            }
-            ports.push(worker_ports);
-        }
-
-        let mut watcher = NeighbourWatcher::open()
-            .map_err(|e| DaemonError::Environment(format!("neighbour table: {e}")))?;
-        let learned = watcher
-            .dump()
-            .map_err(|e| DaemonError::Environment(format!("neighbour table: {e}")))?;
-        let gateway = Arc::new(
-            Gateway::start(config.clone(), learned, filters, port_ifindex)
-                .map_err(DaemonError::Runtime)?,
-        );
-        sync_local_addresses(&gateway)
-            .map_err(|e| DaemonError::Environment(format!("the box's own addresses: {e}")))?;
-
+        let sockets = start::open_sockets(&config, &umem, &xsk_settings, &mut filters)?;
+        let (gateway, watcher) = start::start_gateway(&config, filters, &links)?;
         let stop_workers = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
-        let mut pools = umem.split_pools(workers);
-        let mut handoffs = Handoff::set(workers, INBOX_FRAMES, umem.frame_count() as usize);
-        let mut handles = Vec::with_capacity(workers);
-        let mut views = Vec::with_capacity(workers);
-        let mut worker_metrics = Vec::with_capacity(workers);
-        for (w, worker_ports) in ports.into_iter().enumerate().rev() {
-            let (Some(pool), Some(handoff)) = (pools.pop(), handoffs.pop()) else {
-                return Err(DaemonError::Runtime(
-                    "frame pools do not match workers".into(),
-                ));
-            };
-            let mut worker = Worker::new(
-                FlowTable::from_settings(&config.flows),
-                pool,
-                worker_ports.len(),
-                settings.batch,
-            );
-            if workers > 1 {
-                worker = worker.with_handoff(handoff);
-            }
-            if options.forward_only {
-                worker = worker.forward_only();
-            }
-            let core = settings.cores.get(w).copied().unwrap_or(0);
-            worker_metrics.push(WorkerMetrics::of_worker(w, Some(core), &worker));
-            let queues = worker_ports
-                .iter()
-                .map(|p| queue_name(p.ifname(), p.queue()))
-                .collect();
-            // The control side reads the sockets' statistics itself.
-            let sockets = worker_ports
-                .iter()
-                .map(XskPort::stats_reader)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(environment)?;
-            let (flow_queries, flow_query_server) = flow_query::flow_queries();
-            let setup = WorkerSetup {
-                index: w,
-                core,
-                worker,
-                ports: worker_ports,
-                memory: umem.frames(),
-                kernel: UnreachableKernelPath::default(),
-                snapshots: gateway.publisher().reader(),
-                idle: settings.idle,
-                stop: Arc::clone(&stop_workers),
-                epoch,
-                flow_queries: flow_query_server,
-            };
-            let handle = worker_thread::spawn(setup)
-                .map_err(|e| DaemonError::Runtime(format!("starting worker {w}: {e}")))?;
-            tracing::info!(worker = w, core, "worker pinned");
-            views.push(WorkerView {
-                index: w,
-                core,
-                queues,
-                flow_queries,
-                sockets,
-            });
-            handles.push(handle);
-        }
-        handles.reverse();
-        views.reverse();
-        worker_metrics.reverse();
-        pin_control_thread(&settings.cores);
-
-        let interfaces = config
-            .interfaces
-            .iter()
-            .zip(&links)
-            .zip(socket_modes)
-            .enumerate()
-            .map(|(port, ((interface, link), af_xdp_mode))| InterfaceInfo {
-                name: interface.name.clone(),
-                port,
-                ifindex: Some(link.ifindex),
-                mac: rules::format_mac(&link.mac),
-                xdp_mode: gateway
-                    .with_filters(|f| f.get(port).map(|f| f.mode().to_string()))
-                    .unwrap_or_default(),
-                af_xdp_mode,
-                queues: link.rx_queues,
-            })
-            .collect();
+        let shared = start::WorkerShared {
+            config: &config,
+            options,
+            umem: &umem,
+            gateway: &gateway,
+            stop: &stop_workers,
+            epoch,
+        };
+        let workers = start::spawn_workers(&shared, sockets.ports)?;
+        pin_control_thread(&config.daemon.cores);
+        let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
         let dataplane = Arc::new(DaemonDataplane::new(
             Arc::clone(&gateway),
             epoch,
-            views,
+            workers.views,
             interfaces,
-            crate::metrics::MetricsCollector::new(worker_metrics),
+            crate::metrics::MetricsCollector::new(workers.metrics),
         ));
         let control = Arc::new(Mutex::new(ControlState::new(
             file,
@@ -388,7 +219,7 @@ impl Daemon {
         )));
         let mut daemon = Daemon {
             gateway,
-            workers: handles,
+            workers: workers.handles,
             stop_workers,
             watcher,
             control: Arc::clone(&control),
@@ -397,45 +228,56 @@ impl Daemon {
             _umem: umem,
         };
         // From here on, a failure must stop the workers: `daemon.stop()`.
-        let server = match ControlServer::bind(&settings.control_socket, control) {
-            Ok(server) => server,
+        let served = daemon
+            .serve_control(&config.daemon, control)
+            .and_then(|()| daemon.serve_metrics(&config.daemon, &dataplane));
+        match served {
+            Ok(()) => Ok(daemon),
             Err(e) => {
                 daemon.stop();
-                return Err(DaemonError::Environment(format!(
-                    "control socket {}: {e}",
-                    settings.control_socket.display()
-                )));
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// Serves the control socket on a thread of its own.
+    fn serve_control(
+        &mut self,
+        settings: &DaemonSettings,
+        control: Arc<Mutex<ControlState>>,
+    ) -> Result<(), DaemonError> {
+        let server = ControlServer::bind(&settings.control_socket, control).map_err(|e| {
+            DaemonError::Environment(format!(
+                "control socket {}: {e}",
+                settings.control_socket.display()
+            ))
+        })?;
         let stop_server = server.stop_handle();
-        match std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("fg-control".into())
             .spawn(move || server.serve())
-        {
-            Ok(thread) => daemon.control_thread = Some((stop_server, thread)),
-            Err(e) => {
-                daemon.stop();
-                return Err(DaemonError::Runtime(format!(
-                    "starting the control thread: {e}"
-                )));
-            }
-        }
+            .map_err(|e| DaemonError::Runtime(format!("starting the control thread: {e}")))?;
+        self.control_thread = Some((stop_server, thread));
         tracing::info!(socket = %settings.control_socket.display(), "control API listening");
-        if let Some(address) = settings.metrics_address {
-            let source_plane = Arc::clone(&dataplane);
-            let source: crate::metrics::SampleSource = Arc::new(move || source_plane.sample());
-            match MetricsServer::start(address, source) {
-                Ok(server) => {
-                    tracing::info!(%address, "metrics served at /metrics");
-                    daemon.metrics = Some(server);
-                }
-                Err(e) => {
-                    daemon.stop();
-                    return Err(DaemonError::Environment(format!("metrics endpoint: {e}")));
-                }
-            }
-        }
-        Ok(daemon)
+        Ok(())
+    }
+
+    /// Serves `/metrics` if `[daemon] metrics_address` is set.
+    fn serve_metrics(
+        &mut self,
+        settings: &DaemonSettings,
+        dataplane: &Arc<DaemonDataplane>,
+    ) -> Result<(), DaemonError> {
+        let Some(address) = settings.metrics_address else {
+            return Ok(());
+        };
+        let source_plane = Arc::clone(dataplane);
+        let source: crate::metrics::SampleSource = Arc::new(move || source_plane.sample());
+        let server = MetricsServer::start(address, source)
+            .map_err(|e| DaemonError::Environment(format!("metrics endpoint: {e}")))?;
+        tracing::info!(%address, "metrics served at /metrics");
+        self.metrics = Some(server);
+        Ok(())
     }
 
     /// The main loop: until a stop signal.

@@ -283,11 +283,14 @@ pub struct Backend {
     pub port: u16,
     /// Relative weight, 0..=[`MAX_WEIGHT`]; 0 drains it (no new flows).
     pub weight: u32,
-    /// Optional zone label (zone-aware routing).
+    /// Optional zone label. Accepted and kept, for the zone-aware routing
+    /// policies; no forwarding decision reads it yet.
     pub zone: Option<String>,
-    /// Optional SET isolation group label.
+    /// Optional SET isolation group label. Accepted and kept, for the SET
+    /// routing policies; no forwarding decision reads it yet.
     pub set: Option<String>,
-    /// Optional group label (fan-out, canary).
+    /// Optional group label. Accepted and kept, for fan-out and canary
+    /// policies; no forwarding decision reads it yet.
     pub group: Option<String>,
 }
 
