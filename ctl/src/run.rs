@@ -4,11 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use flowgate_dataplane::control::api::{
-    ApiError, ApplyConfig, BackendAdd, BackendEdit, BackendKey, Reply, Request, ServiceEdit,
-    ServiceName, ServiceSpec, ServiceView,
+use flowgate_api::{
+    ApiError, ApplyConfig, BackendAdd, BackendEdit, BackendKey, ClientError, ControlClient, Reply,
+    Request, ServiceEdit, ServiceName, ServiceSpec, ServiceView, StatsReport,
 };
-use flowgate_dataplane::control::{ClientError, ControlClient, StatsReport};
 use serde::Serialize;
 
 use crate::cli::{listener_name, Action, Format, Invocation, Listener, ListenerChange};
