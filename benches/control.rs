@@ -24,12 +24,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowgate_dataplane::control::api::{
-    BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, Edit, Reply, Request,
+use flowgate_api::{
+    BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, ConfigDiff, ControlClient, Edit,
+    FlowEntry, Reply, Request, StatsReport, StatusReport,
 };
 use flowgate_dataplane::control::{
-    Applied, ApplyError, ConfigDiff, ControlClient, ControlServer, ControlState, Dataplane,
-    FlowEntry, MemoryDataplane, StatsReport, StatusReport, StopHandle,
+    Applied, ApplyError, ControlServer, ControlState, Dataplane, MemoryDataplane, StopHandle,
 };
 use flowgate_dataplane::rules::{Backend, Config, Protocol, Scheduler, Service};
 use flowgate_dataplane::table::{Snapshot, SnapshotReader};
@@ -469,7 +469,7 @@ fn one_service(services: usize, rounds: usize) {
 /// thread (no socket): decode the request, apply it to the state (edit,
 /// check, diff, compile, publish), encode and decode the answer.
 fn stages(services: usize, per_service: usize) {
-    use flowgate_dataplane::control::api::{parse_request, RequestEnvelope, Response};
+    use flowgate_api::{parse_request, RequestEnvelope, Response};
     use flowgate_dataplane::control::diff;
     use flowgate_dataplane::rules::check;
     println!(

@@ -10,11 +10,11 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use control_support::*;
-use flowgate_dataplane::control::api::{
-    ApiError, ApplyConfig, BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, Edit,
-    ErrorCode, FlowsQuery, Reply, Request, ServiceEdit, ServiceName, ServiceSpec,
+use flowgate_api::{
+    ApiError, ApplyConfig, BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, ClientError,
+    Edit, ErrorCode, FlowsQuery, Reply, Request, ServiceEdit, ServiceName, ServiceSpec,
 };
-use flowgate_dataplane::control::{ClientError, ServerLimits};
+use flowgate_dataplane::control::ServerLimits;
 
 fn key(service: &str, address: &str, port: u16) -> BackendKey {
     BackendKey {
@@ -417,12 +417,10 @@ fn an_oversized_request_is_refused_and_the_server_goes_on() {
     let edits: Vec<Edit> = (0..20_000u32)
         .map(|i| Edit::BackendDrain(key("web", "198.18.1.11", 1 + (i % 60_000) as u16)))
         .collect();
-    let mut line = serde_json::to_vec(&flowgate_dataplane::control::api::RequestEnvelope::new(
-        Request::Batch(Batch {
-            edits,
-            dry_run: false,
-        }),
-    ))
+    let mut line = serde_json::to_vec(&flowgate_api::RequestEnvelope::new(Request::Batch(Batch {
+        edits,
+        dry_run: false,
+    })))
     .unwrap();
     line.push(b'\n');
     assert!(line.len() > 1 << 20);
@@ -489,8 +487,7 @@ fn a_silent_or_slow_client_times_out_and_holds_up_nobody() {
             .unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
-        let response: flowgate_dataplane::control::api::Response =
-            serde_json::from_str(answer.trim_end()).unwrap();
+        let response: flowgate_api::Response = serde_json::from_str(answer.trim_end()).unwrap();
         let error = response.into_result().unwrap_err();
         assert_error(&error, ErrorCode::Timeout, words, words);
     }
@@ -553,11 +550,10 @@ fn concurrent_clients_change_the_rules_one_at_a_time() {
             std::thread::spawn(move || {
                 let mut applied = 0;
                 for i in 0..10u8 {
-                    let mut client =
-                        match flowgate_dataplane::control::ControlClient::connect(&socket) {
-                            Ok(c) => c,
-                            Err(e) => panic!("{e}"),
-                        };
+                    let mut client = match flowgate_api::ControlClient::connect(&socket) {
+                        Ok(c) => c,
+                        Err(e) => panic!("{e}"),
+                    };
                     // Each thread adds its own backends: all must land.
                     let host = 20 + t * 10 + i;
                     let request =
@@ -571,9 +567,7 @@ fn concurrent_clients_change_the_rules_one_at_a_time() {
                             }
                             Err(ClientError::Rejected(e)) if e.code == ErrorCode::Busy => {
                                 std::thread::sleep(Duration::from_millis(5));
-                                client =
-                                    flowgate_dataplane::control::ControlClient::connect(&socket)
-                                        .unwrap();
+                                client = flowgate_api::ControlClient::connect(&socket).unwrap();
                             }
                             other => panic!("{other:?}"),
                         }

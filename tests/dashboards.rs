@@ -33,8 +33,8 @@ use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use common::*;
-use flowgate_dataplane::control::api::{ApplyConfig, ErrorCode, Request};
-use flowgate_dataplane::control::{ClientError, ControlClient, ControlState, MemoryDataplane};
+use flowgate_api::{ApplyConfig, ClientError, ControlClient, ErrorCode, Request};
+use flowgate_dataplane::control::{ControlState, MemoryDataplane};
 use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
 use flowgate_dataplane::metrics::{
     ChangeCounters, MetricsCollector, MetricsServer, RingStats, SampleSource, WorkerMetrics,

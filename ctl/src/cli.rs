@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
-use flowgate_dataplane::control::api::{
+use flowgate_api::{
     BackendAdd, BackendEdit, BackendKey, BackendSpec, FlowsQuery, Request, ServiceEdit,
-    ServiceName, ServiceSpec,
+    ServiceName, ServiceSpec, DEFAULT_CONTROL_SOCKET,
 };
-use flowgate_dataplane::rules::DEFAULT_CONTROL_SOCKET;
 
 use crate::endpoint::{parse_backend, parse_endpoint, Endpoint};
 
@@ -439,18 +438,37 @@ fn socket_path(given: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
 }
 
+/// What a subcommand asks for.
 fn action(command: Command) -> Result<Action, String> {
+    match command {
+        Command::Status => Ok(Action::Status),
+        Command::Service(command) => service_action(command),
+        Command::Backend(command) => backend_action(command),
+        Command::Apply { file, dry_run } => Ok(Action::Apply { file, dry_run }),
+        Command::Stats {
+            watch,
+            interval,
+            count,
+        } => stats_action(watch, interval, count),
+        Command::Flows { service, limit } => Ok(Action::Flows(FlowsQuery {
+            service,
+            limit: Some(limit),
+        })),
+    }
+}
+
+/// `service list|add|edit|del`.
+fn service_action(command: ServiceCommand) -> Result<Action, String> {
     Ok(match command {
-        Command::Status => Action::Status,
-        Command::Service(ServiceCommand::List) => Action::ServiceList,
-        Command::Service(ServiceCommand::Add {
+        ServiceCommand::List => Action::ServiceList,
+        ServiceCommand::Add {
             name,
             tcp,
             udp,
             scheduler,
             table_size,
             backends,
-        }) => {
+        } => {
             let (protocol, listener) = match (tcp, udp) {
                 (Some(t), _) => ("tcp", t),
                 (None, Some(u)) => ("udp", u),
@@ -470,27 +488,33 @@ fn action(command: Command) -> Result<Action, String> {
                     .collect::<Result<_, _>>()?,
             }))
         }
-        Command::Service(ServiceCommand::Edit {
+        ServiceCommand::Edit {
             name,
             scheduler,
             table_size,
-        }) => Action::Change(Request::ServiceEdit(ServiceEdit {
+        } => Action::Change(Request::ServiceEdit(ServiceEdit {
             service: name,
             scheduler,
             maglev_table_size: table_size,
         })),
-        Command::Service(ServiceCommand::Del { name }) => {
+        ServiceCommand::Del { name } => {
             Action::Change(Request::ServiceDel(ServiceName { service: name }))
         }
-        Command::Backend(BackendCommand::List { service }) => Action::BackendList(service),
-        Command::Backend(BackendCommand::Add {
+    })
+}
+
+/// `backend list|add|edit|drain|del`.
+fn backend_action(command: BackendCommand) -> Result<Action, String> {
+    Ok(match command {
+        BackendCommand::List { service } => Action::BackendList(service),
+        BackendCommand::Add {
             service,
             backend,
             weight,
             zone,
             set,
             group,
-        }) => {
+        } => {
             let endpoint = parse_endpoint(&backend)?;
             Action::Change(Request::BackendAdd(BackendAdd {
                 service,
@@ -504,14 +528,14 @@ fn action(command: Command) -> Result<Action, String> {
                 },
             }))
         }
-        Command::Backend(BackendCommand::Edit {
+        BackendCommand::Edit {
             service,
             backend,
             weight,
             zone,
             set,
             group,
-        }) => {
+        } => {
             let endpoint = parse_endpoint(&backend)?;
             Action::Change(Request::BackendEdit(BackendEdit {
                 service,
@@ -523,33 +547,26 @@ fn action(command: Command) -> Result<Action, String> {
                 group,
             }))
         }
-        Command::Backend(BackendCommand::Drain { service, backend }) => {
+        BackendCommand::Drain { service, backend } => {
             Action::Change(Request::BackendDrain(backend_key(service, &backend)?))
         }
-        Command::Backend(BackendCommand::Del { service, backend }) => {
+        BackendCommand::Del { service, backend } => {
             Action::Change(Request::BackendDel(backend_key(service, &backend)?))
         }
-        Command::Apply { file, dry_run } => Action::Apply { file, dry_run },
-        Command::Stats {
-            watch,
-            interval,
-            count,
-        } => {
-            if !(interval.is_finite() && interval > 0.0 && interval <= 3600.0) {
-                return Err(format!(
-                    "bad --interval {interval}: expected seconds above 0, at most 3600"
-                ));
-            }
-            Action::Stats {
-                watch,
-                interval: Duration::from_secs_f64(interval),
-                count,
-            }
-        }
-        Command::Flows { service, limit } => Action::Flows(FlowsQuery {
-            service,
-            limit: Some(limit),
-        }),
+    })
+}
+
+/// `stats [--watch] [--interval SECONDS] [--count N]`.
+fn stats_action(watch: bool, interval: f64, count: Option<u64>) -> Result<Action, String> {
+    if !(interval.is_finite() && interval > 0.0 && interval <= 3600.0) {
+        return Err(format!(
+            "bad --interval {interval}: expected seconds above 0, at most 3600"
+        ));
+    }
+    Ok(Action::Stats {
+        watch,
+        interval: Duration::from_secs_f64(interval),
+        count,
     })
 }
 

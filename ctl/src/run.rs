@@ -4,11 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use flowgate_dataplane::control::api::{
-    ApiError, ApplyConfig, BackendAdd, BackendEdit, BackendKey, Reply, Request, ServiceEdit,
-    ServiceName, ServiceSpec, ServiceView,
+use flowgate_api::{
+    ApiError, ApplyConfig, BackendAdd, BackendEdit, BackendKey, ClientError, ControlClient, Reply,
+    Request, ServiceEdit, ServiceName, ServiceSpec, ServiceView, StatsReport,
 };
-use flowgate_dataplane::control::{ClientError, ControlClient, StatsReport};
 use serde::Serialize;
 
 use crate::cli::{listener_name, Action, Format, Invocation, Listener, ListenerChange};
@@ -63,7 +62,7 @@ pub fn run(invocation: Invocation, out: &mut dyn Write) -> Result<(), Failure> {
     // mistake, not the daemon's.
     let action = match action {
         Action::Apply { file, dry_run } => {
-            let config = std::fs::read_to_string(&file)
+            let config = read_config(&file)
                 .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))?;
             Action::Change(Request::Apply(ApplyConfig {
                 config,
@@ -101,6 +100,52 @@ pub fn run(invocation: Invocation, out: &mut dyn Write) -> Result<(), Failure> {
         Action::List(filter) => session.ipvs_list(filter.as_ref()),
         Action::AtListener(listener, change) => session.at_listener(&listener, change),
     }
+}
+
+/// The most `apply -f` reads: the daemon's limit for a config file
+/// (`rules::MAX_CONFIG_BYTES`, docs/config.md).
+const MAX_CONFIG_BYTES: u64 = 256 << 20;
+
+/// The text of a config file to apply, refused as the daemon refuses a
+/// config file: anything but a regular file (a FIFO, a device, a socket, a
+/// directory) before it is opened, and more than [`MAX_CONFIG_BYTES`],
+/// stopping the read one byte past the limit.
+fn read_config(file: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::FileTypeExt;
+    let limit = format!("{} MiB", MAX_CONFIG_BYTES >> 20);
+    let too_large = |held: String| {
+        let message = format!("it {held}; a config file holds at most {limit}");
+        Error::new(ErrorKind::FileTooLarge, message)
+    };
+    let regular = |metadata: std::fs::Metadata| {
+        let kind = metadata.file_type();
+        let what = [
+            (kind.is_dir(), "a directory"),
+            (kind.is_fifo(), "a FIFO"),
+            (kind.is_char_device(), "a character device"),
+            (kind.is_block_device(), "a block device"),
+            (kind.is_socket(), "a socket"),
+            (!kind.is_file(), "not a file"),
+        ];
+        if let Some((_, what)) = what.iter().find(|(is, _)| *is) {
+            let message = format!("it is {what}, not a regular file");
+            return Err(Error::new(ErrorKind::InvalidInput, message));
+        }
+        match metadata.len() {
+            n if n > MAX_CONFIG_BYTES => Err(too_large(format!("holds {n} bytes"))),
+            _ => Ok(()),
+        }
+    };
+    regular(std::fs::metadata(file)?)?;
+    let opened = std::fs::File::open(file)?;
+    regular(opened.metadata()?)?;
+    let mut bytes = Vec::new();
+    opened.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large(format!("grew past {limit} while being read")));
+    }
+    String::from_utf8(bytes).map_err(|_| Error::new(ErrorKind::InvalidData, "it is not UTF-8 text"))
 }
 
 /// A connection and where its output goes.

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use flowgate_api::{FlowEntry, ServiceStats};
 use flowgate_dataplane::control::{
-    ControlServer, ControlState, Dataplane, FlowEntry, MemoryDataplane, ServerLimits, ServiceStats,
-    StopHandle,
+    ControlServer, ControlState, Dataplane, MemoryDataplane, ServerLimits, StopHandle,
 };
 use flowgate_dataplane::pipeline::PipelineCounters;
 use flowgate_dataplane::rules;

@@ -8,6 +8,19 @@
 //! [`route`] holds the lookup tables of routing by client (client classes,
 //! distribution paths).
 //! [`admission`] holds the limits a new flow is checked against.
+//!
+//! # Features
+//!
+//! - `daemon` (default): the live gateway — AF_XDP sockets, the XDP
+//!   program and its loader, netlink, the metrics endpoint's server, the
+//!   daemon. Without it the crate is the pure data path.
+//! - `testkit`: what only tests, benches and fixtures use — the frame
+//!   builder (`wire::builder`), `wire::frame_checksums_ok`, network
+//!   namespaces (`testnet`), the in-memory control data plane
+//!   (`control::MemoryDataplane`), XDP maps smaller than the program's
+//!   (`xdp::XdpFilter::attach_with_capacity`). The `flowgate` binary is
+//!   built without it; the crate's own unit tests have it through
+//!   `cfg(test)`.
 
 pub mod admission;
 pub mod control;
@@ -28,6 +41,7 @@ pub mod replay;
 pub mod route;
 pub mod rules;
 pub mod table;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testnet;
 pub mod wire;
 pub mod worker;

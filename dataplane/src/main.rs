@@ -6,15 +6,15 @@
 //! interface, missing privileges, a kernel without AF_XDP or XDP.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use flowgate_dataplane::daemon;
+use flowgate_dataplane::replay::output::{self, Named, Output, OutputError};
 use flowgate_dataplane::replay::{self, ReplayOptions, ReplayReport};
 use flowgate_dataplane::rules::{self, Config};
-use flowgate_dataplane::xdp::XdpCapacity;
 
 /// flowgate: a userspace AF_XDP gateway for microservice traffic.
 #[derive(Parser, Debug)]
@@ -40,7 +40,8 @@ enum Command {
         #[arg(long)]
         forward_only: bool,
     },
-    /// Validate a config and print what it defines.
+    /// Validate a config as `run` would at start, without touching the
+    /// machine, and print what it defines.
     Check {
         /// The config file (TOML).
         #[arg(long, short)]
@@ -50,6 +51,10 @@ enum Command {
         output: Format,
     },
     /// Run a pcap capture through the pipeline and write what it would send.
+    ///
+    /// Outputs appear only when the run succeeds (written beside, then
+    /// renamed over), and may not name the capture, the config or each
+    /// other.
     Replay {
         /// The config file (TOML).
         #[arg(long, short)]
@@ -137,31 +142,31 @@ fn run_daemon(
         cores,
         forward_only,
     };
-    daemon::run(&options).map_err(|e| Failure {
+    daemon::run(&options).map_err(daemon_failure)
+}
+
+/// A refusal of `run` (or of `check`, which refuses the same way) as the
+/// line it prints and its exit code.
+fn daemon_failure(e: daemon::DaemonError) -> Failure {
+    Failure {
         code: e.exit_code(),
         message: match e {
             daemon::DaemonError::Config(e) => format!("invalid config:\n{e}"),
             other => other.to_string(),
         },
-    })
+    }
 }
 
 fn load(path: &Path) -> Result<Config, Failure> {
     rules::load_file(path).map_err(|e| Failure::usage(format!("invalid config:\n{e}")))
 }
 
+/// Refuses what `run` would refuse at start without the kernel, through
+/// the very checks `run` makes ([`daemon::load_checked`]).
 fn check(path: &Path, format: Format) -> Result<(), Failure> {
-    let config = load(path)?;
-    // Valid rules can still need more keys than the XDP maps hold: the
-    // daemon would refuse them at start and on reload.
-    XdpCapacity::PROGRAM.check(&config).map_err(|e| {
-        let problems: Vec<String> = e
-            .problems("the config")
-            .into_iter()
-            .map(|p| format!("{}: {p}", path.display()))
-            .collect();
-        Failure::usage(format!("invalid config:\n{}", problems.join("\n")))
-    })?;
+    let config = daemon::load_checked(path, None)
+        .map_err(daemon_failure)?
+        .file;
     let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
     match format {
         Format::Json => println!(
@@ -216,23 +221,40 @@ fn run_replay(
             })
             .map(Some)?,
     };
+    // Outputs never write over what replay reads: the capture or the
+    // rules.
+    let out_named = Named::new("--out", output_pcap);
+    let passed_named = passed.as_deref().map(|p| Named::new("--passed", p));
+    let outputs: Vec<Named<'_>> = [Some(out_named), passed_named]
+        .into_iter()
+        .flatten()
+        .collect();
+    let inputs = [
+        Named::new("--in", input),
+        Named::new("--config", config_path),
+    ];
+    output::refuse_overlaps(&inputs, &outputs).map_err(output_failure)?;
     let open_in = File::open(input)
         .map_err(|e| Failure::runtime(format!("cannot open {}: {e}", input.display())))?;
-    let create = |p: &Path| {
-        File::create(p)
-            .map(BufWriter::new)
-            .map_err(|e| Failure::runtime(format!("cannot create {}: {e}", p.display())))
-    };
-    let out = create(output_pcap)?;
-    let mut passed_out = passed.as_deref().map(create).transpose()?;
+    // Each output is a temporary file until the replay has succeeded; a
+    // failure drops them, which removes them.
+    let mut out = Output::create(out_named).map_err(output_failure)?;
+    let mut passed_out = passed_named
+        .map(Output::create)
+        .transpose()
+        .map_err(output_failure)?;
     let report = replay::replay(
         &config,
         BufReader::new(open_in),
-        out,
+        &mut out,
         passed_out.as_mut().map(|w| w as &mut dyn Write),
         &ReplayOptions { ingress },
     )
     .map_err(|e| Failure::runtime(format!("{}: {e}", input.display())))?;
+    out.commit().map_err(output_failure)?;
+    if let Some(passed_out) = passed_out {
+        passed_out.commit().map_err(output_failure)?;
+    }
     match format {
         Format::Json => println!(
             "{}",
@@ -241,6 +263,16 @@ fn run_replay(
         Format::Text => print_report(&report, input, output_pcap),
     }
     Ok(())
+}
+
+/// A refusal of replay's files (exit 2: nothing was done) or a failure to
+/// write them (exit 1).
+fn output_failure(e: OutputError) -> Failure {
+    if e.is_usage() {
+        Failure::usage(e.to_string())
+    } else {
+        Failure::runtime(e.to_string())
+    }
 }
 
 fn print_report(r: &ReplayReport, input: &Path, output: &Path) {

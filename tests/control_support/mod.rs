@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use flowgate_api::ControlClient;
 use flowgate_dataplane::control::{
-    ControlClient, ControlServer, ControlState, Dataplane, MemoryDataplane, ServerLimits,
-    StopHandle,
+    ControlServer, ControlState, Dataplane, MemoryDataplane, ServerLimits, StopHandle,
 };
 use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
 use flowgate_dataplane::hash::{flow_hash, source_hash};

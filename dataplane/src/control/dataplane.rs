@@ -1,12 +1,13 @@
 //! What the control API needs from the running gateway.
 
-use super::report::{FlowEntry, StatsReport, StatusReport};
+use flowgate_api::{FlowEntry, StatsReport, StatusReport};
+
 use crate::rules::Config;
 use crate::xdp::{CapacityError, XdpCapacity};
 
 /// The running gateway as the control API sees it. The daemon implements
-/// it over its workers; [`super::MemoryDataplane`] implements it in memory
-/// for tests, benches and tools.
+/// it over its workers; `MemoryDataplane` (feature `testkit`)
+/// implements it in memory for tests and benches.
 ///
 /// Calls come from the control server's connection threads. `check` and
 /// `apply` are only ever called with the [`super::ControlState`] lock

@@ -1,15 +1,16 @@
 //! A data plane in memory: builds and publishes real snapshots, reports
-//! what it is given. Tests, benches and tools run the control API against
+//! what it is given. Tests and benches run the control API against
 //! it, with workers reading its snapshots through [`SnapshotReader`]s.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use super::dataplane::{Applied, ApplyError, Dataplane};
-use super::report::{
-    FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport, TrafficCounters, WorkerInfo,
-    WorkerStats,
+use flowgate_api::{
+    FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport, WorkerInfo, WorkerStats,
 };
+
+use super::dataplane::{Applied, ApplyError, Dataplane};
+use super::views::{status_report, traffic_counters};
 use crate::pipeline::PipelineCounters;
 use crate::rules::{format_mac, Config};
 use crate::table::{Snapshot, SnapshotPublisher, SnapshotReader};
@@ -157,7 +158,7 @@ impl Dataplane for MemoryDataplane {
 
     fn status(&self) -> StatusReport {
         let inner = self.lock();
-        let mut status = StatusReport::new(self.generation(), self.started.elapsed().as_secs());
+        let mut status = status_report(self.generation(), self.started.elapsed().as_secs());
         status.workers = inner
             .workers
             .iter()
@@ -189,7 +190,7 @@ impl Dataplane for MemoryDataplane {
                 .map(|(worker, (core, counters))| WorkerStats {
                     worker,
                     core: *core,
-                    counters: TrafficCounters::from_values(&counters.snapshot(), 0),
+                    counters: traffic_counters(&counters.snapshot(), 0),
                 })
                 .collect(),
             ..StatsReport::default()

@@ -10,7 +10,7 @@
 //! response naming it, and nothing changes.
 
 use std::fs;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use flowgate_api::framing::{parse_request, read_line, write_response, LineError, LineTimeouts};
+use flowgate_api::{ApiError, ErrorCode, Reply, Response, MAX_REQUEST_BYTES};
 use nix::sys::stat::{umask, Mode};
 
-use super::api::{parse_request, ApiError, ErrorCode, Response, MAX_REQUEST_BYTES};
-use super::line::{read_line, LineError, LineTimeouts};
 use super::state::ControlState;
 
 /// How often an idle serve loop looks for new clients.
@@ -388,13 +388,6 @@ fn serve_client(
 }
 
 /// Parses and answers one request line.
-fn handle(line: &[u8], state: &Mutex<ControlState>) -> Result<super::api::Reply, ApiError> {
+fn handle(line: &[u8], state: &Mutex<ControlState>) -> Result<Reply, ApiError> {
     super::state::handle(state, parse_request(line)?)
-}
-
-/// Writes one response line and flushes it.
-fn write_response(writer: &mut BufWriter<UnixStream>, response: &Response) -> io::Result<()> {
-    serde_json::to_writer(&mut *writer, response)?;
-    writer.write_all(b"\n")?;
-    writer.flush()
 }

@@ -6,11 +6,12 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::api::{
+use flowgate_api::{
     ApiError, BackendsReply, ChangeReport, Edit, ErrorCode, FlowsQuery, FlowsReply, Reply, Request,
     ServiceName, ServiceView, ServicesReply, StatusReply, DEFAULT_FLOWS_LIMIT, DEFAULT_ORIGIN,
     MAX_FLOWS_LIMIT,
 };
+
 use super::dataplane::Dataplane;
 use super::diff::diff;
 use super::edit::apply_edits;
@@ -342,10 +343,10 @@ fn restart_required(sections: &[&str]) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::api::{
+    use crate::control::MemoryDataplane;
+    use flowgate_api::{
         ApplyConfig, BackendAdd, BackendKey, BackendSpec, Batch, FlowsQuery, ServiceEdit,
     };
-    use crate::control::MemoryDataplane;
 
     const RULES: &str = r#"
 [gateway]
@@ -552,7 +553,7 @@ port = 8080
     }
 
     fn service_add(name: &str, vip: &str, port: u16) -> Edit {
-        Edit::ServiceAdd(crate::control::api::ServiceSpec {
+        Edit::ServiceAdd(flowgate_api::ServiceSpec {
             name: name.into(),
             protocol: "tcp".into(),
             vip: vip.into(),

@@ -12,7 +12,6 @@ use super::dataplane::{queue_name, WorkerView};
 use super::worker_thread::{self, WorkerExit, WorkerHandle, WorkerSetup};
 use super::{flow_query, sync_local_addresses, DaemonError, Gateway, RunOptions};
 use super::{UnreachableKernelPath, INBOX_FRAMES};
-use crate::control::InterfaceInfo;
 use crate::flow::FlowTable;
 use crate::handoff::Handoff;
 use crate::metrics::WorkerMetrics;
@@ -21,6 +20,7 @@ use crate::port::xsk::{BindMode, SharedUmem, XskPort, XskSettings};
 use crate::rules::{self, BindModeSetting, Config, DaemonSettings, XdpModeSetting};
 use crate::worker::Worker;
 use crate::xdp::{XdpFilter, XdpMode};
+use flowgate_api::InterfaceInfo;
 
 /// Every configured interface as the kernel has it, in port order: it
 /// exists, has the configured MAC, and has a queue for each worker.

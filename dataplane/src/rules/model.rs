@@ -318,8 +318,9 @@ impl Backend {
     }
 }
 
-/// Default path of the control socket.
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/flowgate/control.sock";
+/// Default path of the control socket: the API's, which `flowgatectl`
+/// connects to unless told otherwise.
+pub use flowgate_api::DEFAULT_CONTROL_SOCKET;
 /// Most worker cores.
 pub const MAX_WORKERS: usize = 64;
 
