@@ -355,6 +355,9 @@ pub struct DaemonSettings {
     pub xdp_mode: XdpModeSetting,
     /// Path of the control socket (created with mode 0600).
     pub control_socket: PathBuf,
+    /// Seconds a control-socket client may stay connected without sending
+    /// a request before it is closed.
+    pub control_idle_timeout_s: u32,
     /// Loopback address of the Prometheus endpoint; none = no endpoint.
     pub metrics_address: Option<SocketAddr>,
     /// Log line format.
@@ -378,6 +381,7 @@ impl Default for DaemonSettings {
             bind_mode: BindModeSetting::Auto,
             xdp_mode: XdpModeSetting::Auto,
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            control_idle_timeout_s: 3,
             metrics_address: None,
             log_format: LogFormatSetting::Human,
             log_level: "info".to_owned(),
