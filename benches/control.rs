@@ -515,7 +515,7 @@ fn stages(services: usize, per_service: usize) {
     let t = Instant::now();
     let _: Response = serde_json::from_slice(&response).unwrap();
     let read_answer = t.elapsed();
-    let next = state.config().clone();
+    let next = state.config();
     let t = Instant::now();
     check(&next).unwrap();
     let checked = t.elapsed();

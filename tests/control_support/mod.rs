@@ -142,7 +142,7 @@ impl Gateway {
     }
 
     pub fn config(&self) -> Config {
-        self.state.lock().unwrap().config().clone()
+        Config::clone(&self.state.lock().unwrap().config())
     }
 }
 

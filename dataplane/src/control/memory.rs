@@ -21,6 +21,9 @@ use crate::xdp::{CapacityError, XdpCapacity};
 pub struct MemoryDataplane {
     publisher: SnapshotPublisher,
     started: Instant,
+    /// Held by an apply from its check to its publish, so that applies
+    /// build on one another; reads never take it.
+    applying: Mutex<()>,
     inner: Mutex<Inner>,
 }
 
@@ -49,6 +52,7 @@ impl MemoryDataplane {
         MemoryDataplane {
             publisher: SnapshotPublisher::new(Snapshot::empty()),
             started: Instant::now(),
+            applying: Mutex::new(()),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -111,13 +115,14 @@ impl MemoryDataplane {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Builds on the current snapshot and publishes; returns the generation.
+    /// Builds on the current snapshot and publishes; returns the
+    /// generation. The snapshot is compiled holding no lock that `status`
+    /// or `stats` take, as the daemon's is: a large change holds up no
+    /// read. The caller makes sure applies do not overlap.
     fn publish(&self, config: &Config) -> u64 {
-        let mut inner = self.lock();
         let next = Snapshot::build(config, Some(&self.publisher.current()));
         let generation = next.generation();
-        self.publisher.publish(next);
-        inner.interfaces = config
+        let interfaces = config
             .interfaces
             .iter()
             .enumerate()
@@ -131,6 +136,9 @@ impl MemoryDataplane {
                 queues: 1,
             })
             .collect();
+        let mut inner = self.lock();
+        self.publisher.publish(next);
+        inner.interfaces = interfaces;
         inner.applies += 1;
         generation
     }
@@ -147,6 +155,7 @@ impl Dataplane for MemoryDataplane {
             generation: self.generation(),
             kernel: "nothing else was changed (an in-memory data plane)".into(),
         };
+        let _applying = self.applying.lock().unwrap_or_else(PoisonError::into_inner);
         // As the daemon does: the control state has checked already, but
         // a caller of `apply` alone must not get past the limits.
         self.check(config).map_err(|e| refused(e.to_string()))?;
