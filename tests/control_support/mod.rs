@@ -98,6 +98,7 @@ pub struct Gateway {
     pub socket: PathBuf,
     pub dataplane: Arc<MemoryDataplane>,
     pub state: Arc<Mutex<ControlState>>,
+    server: Arc<ControlServer>,
     stop: StopHandle,
     serving: Option<JoinHandle<()>>,
 }
@@ -118,14 +119,19 @@ impl Gateway {
         )));
         let dir = TempDir::new("ctl");
         let socket = dir.path().join("control.sock");
-        let server = ControlServer::bind_with(&socket, Arc::clone(&state), limits).unwrap();
+        let server =
+            Arc::new(ControlServer::bind_with(&socket, Arc::clone(&state), limits).unwrap());
         let stop = server.stop_handle();
-        let serving = std::thread::spawn(move || server.serve());
+        let serving = {
+            let server = Arc::clone(&server);
+            std::thread::spawn(move || server.serve())
+        };
         Gateway {
             dir,
             socket,
             dataplane,
             state,
+            server,
             stop,
             serving: Some(serving),
         }
@@ -139,6 +145,11 @@ impl Gateway {
 
     pub fn generation(&self) -> u64 {
         self.dataplane.current().generation()
+    }
+
+    /// Clients the server is serving now.
+    pub fn active_clients(&self) -> usize {
+        self.server.active_clients()
     }
 
     pub fn config(&self) -> Config {

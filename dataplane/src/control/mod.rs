@@ -29,6 +29,7 @@ mod diff;
 mod edit;
 #[cfg(any(test, feature = "testkit"))]
 mod memory;
+mod peers;
 mod server;
 mod state;
 pub mod views;
