@@ -29,7 +29,8 @@ use flowgate_api::{
     FlowEntry, Reply, Request, StatsReport, StatusReport,
 };
 use flowgate_dataplane::control::{
-    Applied, ApplyError, ControlServer, ControlState, Dataplane, MemoryDataplane, StopHandle,
+    Applied, ApplyError, ControlServer, ControlState, Dataplane, MemoryDataplane, ServerLimits,
+    StopHandle,
 };
 use flowgate_dataplane::rules::{Backend, Config, Protocol, Scheduler, Service};
 use flowgate_dataplane::table::{Snapshot, SnapshotReader};
@@ -82,7 +83,13 @@ impl Bench {
         let state = Arc::new(Mutex::new(ControlState::new(config, "bench", shared)));
         let dir = TempDir::new();
         let socket = dir.0.join("control.sock");
-        let server = ControlServer::bind(&socket, state).unwrap();
+        // The bench's client waits between requests while it builds the
+        // next one: longer than the default idle timeout allows.
+        let limits = ServerLimits {
+            idle_timeout: Duration::from_secs(600),
+            ..ServerLimits::default()
+        };
+        let server = ControlServer::bind_with(&socket, state, limits).unwrap();
         let stop = server.stop_handle();
         let serving = std::thread::spawn(move || server.serve());
         Bench {
