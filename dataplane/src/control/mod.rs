@@ -12,10 +12,12 @@
 //!   to the [`Dataplane`], which compiles and publishes a new snapshot
 //!   generation. All or nothing; the response says what changed ([`diff`])
 //!   and what runs ([`Applied`], or [`ApplyError`] when the data plane
-//!   had to take the change back).
+//!   had to take the change back). Changes take turns; reads never wait
+//!   for them.
 //! - [`ControlServer`]: the Unix socket (mode 0600) the daemon's control
 //!   thread serves, with limits on request size, slow and silent clients,
-//!   and concurrent clients.
+//!   and clients at once, and per connecting process (`peers`) on new
+//!   connections a second and connections at once.
 //! - [`views`]: the data plane's own types (rules, connection records,
 //!   counters) as the API shows them.
 //! - `MemoryDataplane` (feature `testkit`): a [`Dataplane`] in memory for
