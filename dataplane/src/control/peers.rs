@@ -67,7 +67,7 @@ impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Peer::Process(pid) => write!(f, "process {pid}"),
-            Peer::Unknown => f.write_str("processes of another PID namespace"),
+            Peer::Unknown => f.write_str("a process of another PID namespace (all count as one)"),
         }
     }
 }

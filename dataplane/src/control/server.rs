@@ -46,6 +46,10 @@ use crate::rules::DaemonSettings;
 /// handle again.
 const ACCEPT_WAIT_MS: u8 = 5;
 
+/// How long the serve loop waits after a failed `accept` (e.g. out of
+/// descriptors) before it tries again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
 /// Connections the kernel queues for the server to accept. Short, so that
 /// a process connecting in a loop queues few ahead of another's: the
 /// kernel lets waiting connectors in one at a time, in order, as places
@@ -263,22 +267,35 @@ impl ControlServer {
     pub fn serve(&self) {
         let mut events = [EpollEvent::empty()];
         while !self.stop.is_stopped() {
-            if self.serve_pending() == 0 {
-                // A client connecting ends the wait.
-                let _ = self
-                    .epoll
-                    .wait(&mut events, EpollTimeout::from(ACCEPT_WAIT_MS));
+            match self.accept_waiting() {
+                // The connection is still waiting: do not spin on it.
+                (_, true) => std::thread::sleep(ACCEPT_BACKOFF),
+                (0, false) => {
+                    // A client connecting ends the wait.
+                    let _ = self
+                        .epoll
+                        .wait(&mut events, EpollTimeout::from(ACCEPT_WAIT_MS));
+                }
+                (_, false) => {}
             }
         }
         self.clients.close_all();
     }
 
-    /// Accepts every client waiting now, without blocking, and hands each
-    /// to a thread of its own; returns how many. For a daemon that runs its
-    /// own loop instead of [`ControlServer::serve`].
+    /// Accepts the clients waiting now (at most a listen queue's worth),
+    /// without blocking, and hands each to a thread of its own or refuses
+    /// it; returns how many. For a daemon that runs its own loop instead
+    /// of [`ControlServer::serve`].
     pub fn serve_pending(&self) -> usize {
+        self.accept_waiting().0
+    }
+
+    /// Accepts the clients waiting now, at most [`LISTEN_BACKLOG`] of them
+    /// so that a flood of connections cannot keep the caller from its stop
+    /// handle; returns how many, and whether `accept` failed.
+    fn accept_waiting(&self) -> (usize, bool) {
         let mut accepted = 0;
-        loop {
+        while accepted < LISTEN_BACKLOG.unsigned_abs() as usize {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     accepted += 1;
@@ -287,13 +304,13 @@ impl ControlServer {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    // E.g. out of file descriptors: try again next turn.
+                    // E.g. out of file descriptors: try again shortly.
                     tracing::warn!(error = %e, "control socket: accept failed");
-                    break;
+                    return (accepted, true);
                 }
             }
         }
-        accepted
+        (accepted, false)
     }
 
     /// Starts serving one client, or tells it why not.
