@@ -54,7 +54,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 /// a process connecting in a loop queues few ahead of another's: the
 /// kernel lets waiting connectors in one at a time, in order, as places
 /// free (a blocking `connect` waits; it does not fail).
-pub const LISTEN_BACKLOG: i32 = 64;
+const LISTEN_BACKLOG: i32 = 64;
 
 /// What the server puts up with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
