@@ -521,8 +521,8 @@ fn failures_exit_non_zero_with_one_line_of_reason() {
     d.ctl(&["backend", "add", "web", "198.18.1.11"]).failed(2);
     d.ctl(&["frobnicate"]).failed(2);
 
-    // No daemon.
-    let err = flowgatectl(&["--socket", "/nonexistent/control.sock", "status"], None).failed(1);
+    // No daemon: no answer, status 3.
+    let err = flowgatectl(&["--socket", "/nonexistent/control.sock", "status"], None).failed(3);
     assert_eq!(
         err,
         "flowgatectl: cannot connect to /nonexistent/control.sock: is flowgate running?\n"
@@ -530,6 +530,6 @@ fn failures_exit_non_zero_with_one_line_of_reason() {
     // $FLOWGATE_SOCKET stands in for --socket.
     let out = flowgatectl(&["service", "list"], Some(&d.socket)).ok();
     assert!(out.contains("web"));
-    let err = flowgatectl(&["status"], Some(Path::new("/nonexistent/env.sock"))).failed(1);
+    let err = flowgatectl(&["status"], Some(Path::new("/nonexistent/env.sock"))).failed(3);
     assert!(err.contains("/nonexistent/env.sock"), "{err}");
 }
