@@ -466,6 +466,11 @@ pub fn command(version: &'static str) -> clap::Command {
     Cli::command().version(version)
 }
 
+/// The shorthand's definition.
+pub fn shorthand_command() -> clap::Command {
+    Shorthand::command()
+}
+
 /// A command line that cannot be run.
 #[derive(Debug)]
 pub enum UsageError {

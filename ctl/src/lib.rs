@@ -35,6 +35,13 @@ pub fn command(version: &'static str) -> clap::Command {
     cli::command(version)
 }
 
+/// The ipvsadm-style shorthand's definition: its commands are the flags
+/// of its argument group `command` (`-A`, `-E`, `-D`, `-a`, `-e`, `-d`,
+/// `-L`).
+pub fn shorthand_command() -> clap::Command {
+    cli::shorthand_command()
+}
+
 /// Runs `flowgatectl` on the process's arguments and says how it ended.
 /// `version` is what `--version` prints (the binary's, with its git
 /// revision).

@@ -206,7 +206,7 @@ impl Session<'_> {
         let mut before = self.sample()?;
         let mut taken = Instant::now();
         if self.format == Format::Json {
-            self.json(&before)?;
+            self.json(&Reply::Stats(before.clone()))?;
         }
         let mut printed = 0u64;
         while count.is_none_or(|c| printed < c) {
@@ -218,7 +218,7 @@ impl Session<'_> {
             let seconds = taken.elapsed().as_secs_f64();
             taken = Instant::now();
             match self.format {
-                Format::Json => self.json(&after)?,
+                Format::Json => self.json(&Reply::Stats(after.clone()))?,
                 Format::Text => {
                     let text = show::rates(&before, &after, seconds);
                     self.write(&format!("{}{text}", if printed > 0 { "\n" } else { "" }))?;

@@ -129,6 +129,7 @@ impl MemoryDataplane {
                 xdp_mode: "none".into(),
                 af_xdp_mode: "memory".into(),
                 queues: 1,
+                nic_queues: None,
             })
             .collect();
         inner.applies += 1;
