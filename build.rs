@@ -8,17 +8,22 @@
 //! no .git, or no git installed) the version is the package version alone:
 //! the build never fails for want of a revision.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
+
+#[path = "src/revision.rs"]
+mod revision;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/revision.rs");
     println!("cargo:rerun-if-env-changed=FLOWGATE_GIT_REVISION");
     let version = env("CARGO_PKG_VERSION").unwrap_or_else(|| "unknown".into());
     let revision = env("FLOWGATE_GIT_REVISION")
         .filter(|r| !r.trim().is_empty())
         .map(|r| r.trim().to_owned())
-        .or_else(|| env("CARGO_MANIFEST_DIR").and_then(|dir| git_revision(Path::new(&dir))));
+        .or_else(|| {
+            env("CARGO_MANIFEST_DIR").and_then(|dir| revision::git_revision(Path::new(&dir)))
+        });
     let full = match revision {
         Some(revision) => format!("{version} (git {revision})"),
         None => version,
@@ -28,48 +33,4 @@ fn main() {
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
-}
-
-/// The abbreviated commit of `dir`'s HEAD, if `dir` is the top of a git work
-/// tree (not a directory inside some other repository), and has the build
-/// rerun when HEAD moves.
-fn git_revision(dir: &Path) -> Option<String> {
-    let git = |args: &[&str]| -> Option<String> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()?;
-        let text = String::from_utf8(out.stdout).ok()?;
-        (out.status.success() && !text.trim().is_empty()).then(|| text.trim().to_owned())
-    };
-    let top = PathBuf::from(git(&["rev-parse", "--show-toplevel"])?);
-    if top.canonicalize().ok()? != dir.canonicalize().ok()? {
-        return None;
-    }
-    let revision = git(&["rev-parse", "--short=12", "HEAD"])?;
-    // HEAD names the branch; the branch's ref (loose or packed) names the
-    // commit: a change of either is a new revision.
-    let absolute = |p: String| {
-        let p = PathBuf::from(p);
-        if p.is_absolute() {
-            p
-        } else {
-            dir.join(p)
-        }
-    };
-    if let Some(git_dir) = git(&["rev-parse", "--git-dir"]).map(absolute) {
-        println!("cargo:rerun-if-changed={}", git_dir.join("HEAD").display());
-    }
-    if let Some(common) = git(&["rev-parse", "--git-common-dir"]).map(absolute) {
-        println!(
-            "cargo:rerun-if-changed={}",
-            common.join("packed-refs").display()
-        );
-        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={}", common.join(branch).display());
-        }
-    }
-    Some(revision)
 }

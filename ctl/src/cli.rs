@@ -33,7 +33,7 @@ pub struct Invocation {
 pub enum Format {
     /// For people: tables and one line per change.
     Text,
-    /// For machines: the API's JSON reply, one object per line.
+    /// For machines: one JSON document (the API's reply, or an error).
     Json,
 }
 
@@ -133,7 +133,7 @@ pub enum ListenerChange {
 #[derive(Parser, Debug)]
 #[command(
     name = "flowgatectl",
-    about,
+    about = "Change and inspect the rules of a running flowgate",
     after_help = SHORT_HELP,
     after_long_help = LONG_HELP
 )]

@@ -23,7 +23,7 @@ use crate::rules::{self, Config};
 #[derive(Parser, Debug)]
 #[command(
     name = "flowgate",
-    about,
+    about = "A userspace AF_XDP gateway for microservice traffic: the daemon and its offline tools",
     after_long_help = "Exit status: 0 success (for run: stopped by SIGINT or SIGTERM); 1 a \
         run-time failure; 2 an invalid config or command line, nothing was done; 3 (run) the \
         machine is not ready: an interface, privileges, the kernel.\n\n\
