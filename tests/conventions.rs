@@ -50,21 +50,43 @@ impl Drop for Scratch {
 
 #[test]
 fn the_version_names_the_git_revision_it_was_built_from() {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // What build.rs saw, unless the build was given a revision.
-    let expected = match option_env!("FLOWGATE_GIT_REVISION").filter(|r| !r.is_empty()) {
-        Some(given) => format!("{} (git {given})", env!("CARGO_PKG_VERSION")),
-        None => match revision::git_revision(manifest) {
-            Some(rev) => format!("{} (git {rev})", env!("CARGO_PKG_VERSION")),
-            None => env!("CARGO_PKG_VERSION").to_owned(),
-        },
-    };
+    // build.rs's answer for this build (it sets the same variable for the
+    // binaries and for this test).
+    let built = env!("FLOWGATE_VERSION");
     for name in ["flowgate", "flowgatectl"] {
         let out = run(name, &["--version"]);
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
-            format!("{name} {expected}\n")
+            format!("{name} {built}\n")
         );
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let given = option_env!("FLOWGATE_GIT_REVISION").filter(|r| !r.trim().is_empty());
+    match (given, revision::git_revision(manifest)) {
+        (Some(given), _) => assert_eq!(
+            built,
+            format!("{} (git {})", env!("CARGO_PKG_VERSION"), given.trim())
+        ),
+        // A work tree: the revision is a commit of it (HEAD, or HEAD when
+        // built, if a commit came since).
+        (None, Some(_)) => {
+            let revision = built
+                .strip_prefix(&format!("{} (git ", env!("CARGO_PKG_VERSION")))
+                .and_then(|r| r.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("no revision in {built:?}"));
+            assert!(
+                revision.len() == 12 && revision.chars().all(|c| c.is_ascii_hexdigit()),
+                "{built}"
+            );
+            let commit = Command::new("git")
+                .arg("-C")
+                .arg(manifest)
+                .args(["cat-file", "-t", revision])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&commit.stdout).trim(), "commit");
+        }
+        (None, None) => assert_eq!(built, env!("CARGO_PKG_VERSION")),
     }
 }
 
