@@ -228,20 +228,39 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
         flow(None, "198.18.0.3:40000"),
     ]);
 
+    walk_reads(&mut walk, &d);
+    walk_changes(&mut walk, &d);
+    let vip = "198.18.100.11:80";
+    walk_shorthand(&mut walk, &d, vip);
+    walk_failures(&mut walk, &d, vip);
+
+    // Every command ran; every schema served.
+    let missing: Vec<&String> = every.difference(&walk.ran).collect();
+    assert!(missing.is_empty(), "not walked with -o json: {missing:?}");
+    let unused: Vec<&str> = walk
+        .schemas
+        .names()
+        .filter(|n| *n != "common.json" && !walk.schemas_used.contains(n))
+        .collect();
+    assert!(unused.is_empty(), "schemas no run matched: {unused:?}");
+}
+
+/// The read commands, over a data plane with a worker and two flows.
+fn walk_reads(walk: &mut Walk, d: &Daemon) {
     // Reads.
-    let status = walk.ok(&d, &["status"]);
+    let status = walk.ok(d, &["status"]);
     assert_eq!(status["dataplane"]["workers"][0]["core"], 3);
-    walk.ok(&d, &["service", "list"]);
-    walk.ok(&d, &["backend", "list", "web"]);
-    let stats = walk.ok(&d, &["stats"]);
+    walk.ok(d, &["service", "list"]);
+    walk.ok(d, &["backend", "list", "web"]);
+    let stats = walk.ok(d, &["stats"]);
     assert_eq!(stats["totals"]["drops"]["no_neighbour"], 1);
     let samples = walk.run(
-        &d,
+        d,
         &["stats", "--watch", "--interval", "0.05", "--count", "2"],
         0,
     );
     assert_eq!(samples.len(), 3, "the first sample and two more");
-    let flows = walk.ok(&d, &["flows"]);
+    let flows = walk.ok(d, &["flows"]);
     let flows = flows["flows"].as_array().unwrap();
     assert_eq!(flows[0]["service"], "web");
     assert!(
@@ -249,11 +268,14 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
         "a flow of a removed service has no service: {}",
         flows[1]
     );
+}
 
+/// Every change: each prints the daemon's reply whole.
+fn walk_changes(walk: &mut Walk, d: &Daemon) {
     // Changes: each prints the daemon's reply whole, with its kind and
     // what changed.
     let added = walk.ok(
-        &d,
+        d,
         &[
             "service",
             "add",
@@ -266,10 +288,10 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
     );
     assert_eq!(added["kind"], "changed");
     assert_eq!(added["diff"]["services_added"][0]["name"], "dns");
-    walk.ok(&d, &["service", "edit", "dns", "-s", "wrr"]);
-    walk.ok(&d, &["backend", "add", "web", "198.18.1.13:8080"]);
+    walk.ok(d, &["service", "edit", "dns", "-s", "wrr"]);
+    walk.ok(d, &["backend", "add", "web", "198.18.1.13:8080"]);
     let edited = walk.ok(
-        &d,
+        d,
         &[
             "backend",
             "edit",
@@ -291,23 +313,25 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
         diff["backends_relabelled"][0].get("from").is_none(),
         "an unset label is left out: {diff}"
     );
-    walk.ok(&d, &["backend", "drain", "web", "198.18.1.13:8080"]);
-    walk.ok(&d, &["backend", "del", "web", "198.18.1.13:8080"]);
-    walk.ok(&d, &["service", "del", "dns"]);
+    walk.ok(d, &["backend", "drain", "web", "198.18.1.13:8080"]);
+    walk.ok(d, &["backend", "del", "web", "198.18.1.13:8080"]);
+    walk.ok(d, &["service", "del", "dns"]);
     let file = d.dir.join("gw.toml");
     std::fs::write(&file, RULES.replace("weight = 2", "weight = 5")).unwrap();
     let path = file.to_str().unwrap();
-    let dry = walk.ok(&d, &["apply", "-f", path, "--dry-run"]);
+    let dry = walk.ok(d, &["apply", "-f", path, "--dry-run"]);
     assert_eq!(
         (dry["dry_run"].clone(), dry["applied"].clone()),
         (true.into(), false.into())
     );
-    walk.ok(&d, &["apply", "-f", path]);
+    walk.ok(d, &["apply", "-f", path]);
+}
 
+/// The ipvsadm-style shorthand on `vip`.
+fn walk_shorthand(walk: &mut Walk, d: &Daemon, vip: &str) {
     // The shorthand, the same way.
-    let vip = "198.18.100.11:80";
     walk.ok(
-        &d,
+        d,
         &[
             "-A",
             "-t",
@@ -318,18 +342,23 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
             "198.18.1.22:8080",
         ],
     );
-    walk.ok(&d, &["-E", "-t", vip, "-s", "sh"]);
-    walk.ok(&d, &["-a", "-t", vip, "-r", "198.18.1.23:8080", "-w", "2"]);
-    walk.ok(&d, &["-e", "-t", vip, "-r", "198.18.1.21:8080", "-w", "0"]);
-    walk.ok(&d, &["-d", "-t", vip, "-r", "198.18.1.22:8080"]);
-    let listed = walk.ok(&d, &["-L", "-n"]);
+    walk.ok(d, &["-E", "-t", vip, "-s", "sh"]);
+    walk.ok(d, &["-a", "-t", vip, "-r", "198.18.1.23:8080", "-w", "2"]);
+    walk.ok(d, &["-e", "-t", vip, "-r", "198.18.1.21:8080", "-w", "0"]);
+    walk.ok(d, &["-d", "-t", vip, "-r", "198.18.1.22:8080"]);
+    let listed = walk.ok(d, &["-L", "-n"]);
     assert_eq!(listed["kind"], "services");
     assert_eq!(listed["services"].as_array().unwrap().len(), 2);
-    let one = walk.ok(&d, &["-L", "-n", "-t", vip]);
+    let one = walk.ok(d, &["-L", "-n", "-t", vip]);
     assert_eq!(one["services"][0]["name"], "tcp-198.18.100.11-80");
+}
 
+/// Failures: one error document each, with its exit code.
+fn walk_failures(walk: &mut Walk, d: &Daemon, vip: &str) {
+    let file = d.dir.join("gw.toml");
+    let path = file.to_str().unwrap();
     // Failures: one document each, with the code the exit status says.
-    let last = walk.fails(&d, &["-d", "-t", vip, "-r", "198.18.1.23:8080"], 1);
+    let last = walk.fails(d, &["-d", "-t", vip, "-r", "198.18.1.23:8080"], 1);
     assert_eq!(last["code"], "invalid");
     assert!(
         last["hint"]
@@ -338,16 +367,16 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
             .contains("-D -t 198.18.100.11:80"),
         "{last}"
     );
-    walk.ok(&d, &["-D", "-t", vip]);
-    let gone = walk.fails(&d, &["-L", "-n", "-t", vip], 1);
+    walk.ok(d, &["-D", "-t", vip]);
+    let gone = walk.fails(d, &["-L", "-n", "-t", vip], 1);
     assert_eq!(gone["code"], "not_found");
-    let nope = walk.fails(&d, &["backend", "drain", "nope", "198.18.1.11:8080"], 1);
+    let nope = walk.fails(d, &["backend", "drain", "nope", "198.18.1.11:8080"], 1);
     assert_eq!(nope["code"], "not_found");
     std::fs::write(&file, RULES.replace("port = 8080", "port = 0")).unwrap();
-    let invalid = walk.fails(&d, &["apply", "-f", path], 1);
+    let invalid = walk.fails(d, &["apply", "-f", path], 1);
     assert_eq!(invalid["code"], "invalid");
     assert_eq!(invalid["problems"].as_array().map(Vec::len), Some(2));
-    let unread = walk.fails(&d, &["apply", "-f", "/nonexistent/gw.toml"], 1);
+    let unread = walk.fails(d, &["apply", "-f", "/nonexistent/gw.toml"], 1);
     assert_eq!(unread["code"], "io");
     for usage in [
         &["frobnicate"][..],
@@ -357,7 +386,7 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
         &["completions", "bash"],
         &["man", d.dir.join("man").to_str().unwrap()],
     ] {
-        let error = walk.fails(&d, usage, 2);
+        let error = walk.fails(d, usage, 2);
         assert_eq!(error["code"], "usage", "{usage:?}");
     }
     let run = flowgatectl(
@@ -372,16 +401,6 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
     );
     let unreachable = walk.check(&["status"], run, 3).remove(0);
     assert_eq!(unreachable["error"]["code"], "unreachable");
-
-    // Every command ran; every schema served.
-    let missing: Vec<&String> = every.difference(&walk.ran).collect();
-    assert!(missing.is_empty(), "not walked with -o json: {missing:?}");
-    let unused: Vec<&str> = walk
-        .schemas
-        .names()
-        .filter(|n| *n != "common.json" && !walk.schemas_used.contains(n))
-        .collect();
-    assert!(unused.is_empty(), "schemas no run matched: {unused:?}");
 }
 
 #[test]
