@@ -16,10 +16,13 @@ set -euo pipefail
 # - tests/dashboards.rs checks the alerting rules with promtool (`check rules`,
 #   `test rules`), which Debian ships in the prometheus package (on a box
 #   that runs systemd the package also enables its server:
-#   `systemctl disable --now prometheus` if that is not wanted).
+#   `systemctl disable --now prometheus` if that is not wanted);
+# - tests/systemd.rs checks configs/flowgate.service with systemd-analyze
+#   (the systemd package; nothing is started), and tests/conventions.rs
+#   renders the man pages with groff (groff-base).
 PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev pkg-config m4 libbpf-dev linux-libc-dev
   iproute2 ethtool nftables iputils-ping curl wrk nginx-light python3 netsniff-ng tcpdump valgrind
-  prometheus)
+  prometheus systemd groff-base)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

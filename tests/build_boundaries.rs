@@ -1,10 +1,16 @@
-//! What each shipped binary is built from, read from `cargo tree` (offline,
-//! against Cargo.lock):
+//! Which binaries the workspace ships and what each is built from, read
+//! from `cargo metadata` and `cargo tree` (offline, against Cargo.lock):
 //!
+//! - The root package `flowgate` has the two binaries, `flowgate` and
+//!   `flowgatectl`, so that `cargo build --release` and
+//!   `cargo install --path .` give them; no other package has a binary
+//!   (two packages with a binary of one name would overwrite each other's
+//!   in target/).
 //! - `flowgatectl` builds without the data path: no flowgate-dataplane, so
 //!   none of the daemon's kernel-facing crates (AF_XDP, libxdp and libbpf
 //!   with the bindgen and clang their build needs, aya, netlink) nor its
-//!   async runtime (tokio, hyper).
+//!   async runtime (tokio, hyper) — as its crate, and as the root package
+//!   without its `daemon` feature.
 //! - The `flowgate` binary is built without the data plane's `testkit`
 //!   feature (frame builder, namespaces, in-memory control data plane),
 //!   which only tests, benches and fixtures turn on.
@@ -87,16 +93,78 @@ fn flowgatectl_builds_without_the_data_path() {
 }
 
 #[test]
-fn flowgatectl_tests_use_the_data_plane_without_its_kernel_side() {
-    // Its end-to-end tests run a real control server over the in-memory
-    // data plane: that much of the data plane, and nothing of the daemon.
-    let names = crate_names(&cargo_tree(&["-p", "flowgatectl"]));
-    assert!(names.contains("flowgate-dataplane"), "{names:?}");
-    assert_eq!(
-        present(&names, &DATA_PATH_CRATES[1..]),
-        [] as [&str; 0],
-        "flowgatectl's dev-dependency on the data plane must leave out `daemon`"
+fn the_root_package_without_its_daemon_builds_flowgatectl_alone() {
+    // `cargo install --path . --no-default-features`: flowgatectl where
+    // the BPF toolchain is not installed.
+    let names = crate_names(&cargo_tree(&[
+        "-p",
+        "flowgate",
+        "--no-default-features",
+        "-e",
+        "normal,build",
+    ]));
+    assert!(names.contains("flowgatectl"), "{names:?}");
+    assert_eq!(present(&names, &DATA_PATH_CRATES), [] as [&str; 0]);
+    // With its default features it has the data path: the query sees it.
+    let names = crate_names(&cargo_tree(&["-p", "flowgate", "-e", "normal,build"]));
+    assert_eq!(present(&names, &DATA_PATH_CRATES), DATA_PATH_CRATES);
+}
+
+/// Each package of the workspace and its binaries, from `cargo metadata`.
+fn binaries_by_package() -> std::collections::BTreeMap<String, Vec<String>> {
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--manifest-path",
+            manifest,
+            "--offline",
+            "--locked",
+        ])
+        .args(["--no-deps", "--format-version", "1"])
+        .output()
+        .expect("cargo runs");
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let packages = metadata["packages"].as_array().expect("packages");
+    packages
+        .iter()
+        .map(|package| {
+            let bins = package["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| {
+                    t["kind"]
+                        .as_array()
+                        .is_some_and(|k| k.iter().any(|k| k == "bin"))
+                })
+                .filter_map(|t| t["name"].as_str().map(str::to_owned))
+                .collect();
+            (package["name"].as_str().unwrap_or("?").to_owned(), bins)
+        })
+        .collect()
+}
+
+#[test]
+fn the_root_package_ships_both_binaries_and_no_other_package_has_one() {
+    let bins = binaries_by_package();
+    assert_eq!(
+        bins.get("flowgate").map(Vec::as_slice),
+        Some(&["flowgate".to_owned(), "flowgatectl".to_owned()][..]),
+        "{bins:?}"
+    );
+    for package in ["flowgate-dataplane", "flowgatectl", "flowgate-api"] {
+        assert_eq!(
+            bins.get(package).map(Vec::len),
+            Some(0),
+            "{package} must be a library only: {bins:?}"
+        );
+    }
 }
 
 #[test]
@@ -133,10 +201,14 @@ fn data_plane_features(scope: &[&str], kinds: &str) -> BTreeSet<String> {
 
 #[test]
 fn the_flowgate_binary_is_built_without_the_testkit() {
-    // `cargo build -p flowgate-dataplane --bin flowgate`, as the scripts
-    // build it, and `cargo build --workspace --bins`, as
-    // docs/operations.md does.
-    for scope in [&["-p", "flowgate-dataplane"][..], &["--workspace"][..]] {
+    // `cargo build --release` (the root package, as the scripts and
+    // README build it), the data plane on its own, and
+    // `cargo build --workspace --bins`.
+    for scope in [
+        &["-p", "flowgate"][..],
+        &["-p", "flowgate-dataplane"][..],
+        &["--workspace"][..],
+    ] {
         let features = data_plane_features(scope, "normal,build");
         assert!(features.contains("daemon"), "{scope:?}: {features:?}");
         assert!(!features.contains("testkit"), "{scope:?}: {features:?}");

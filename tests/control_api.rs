@@ -34,6 +34,9 @@ fn key(service: &str, address: &str, port: u16) -> BackendKey {
 }
 
 #[test]
+// Every command in turn on one gateway, each seeing what the previous one
+// changed: one scenario, read top to bottom.
+#[allow(clippy::too_many_lines)]
 fn every_command_does_what_it_says() {
     let gateway = Gateway::start(&base_rules());
     let mut client = gateway.client();

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use flowgate_api::{
     BackendAdd, BackendEdit, BackendKey, BackendSpec, FlowsQuery, Request, ServiceEdit,
     ServiceName, ServiceSpec, DEFAULT_CONTROL_SOCKET,
@@ -33,7 +33,7 @@ pub struct Invocation {
 pub enum Format {
     /// For people: tables and one line per change.
     Text,
-    /// For machines: the API's JSON reply, one object per line.
+    /// For machines: one JSON document (the API's reply, or an error).
     Json,
 }
 
@@ -70,6 +70,21 @@ pub enum Action {
     List(Option<Listener>),
     /// ipvsadm-style change to the service at a listener.
     AtListener(Listener, ListenerChange),
+    /// `completions SHELL`: the shell's completion script.
+    Completions(Shell),
+    /// `man DIR`: the man pages, written into DIR.
+    Man(PathBuf),
+}
+
+/// A shell `completions` writes a script for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// bash (bash-completion).
+    Bash,
+    /// zsh.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 /// A service named by its protocol, VIP and port (ipvsadm's `-t`/`-u`).
@@ -118,14 +133,9 @@ pub enum ListenerChange {
 #[derive(Parser, Debug)]
 #[command(
     name = "flowgatectl",
-    version,
-    about,
-    after_help = "ipvsadm-style shorthand (see docs/operations.md):\n  \
-        flowgatectl -A -t VIP:PORT [-s maglev|mh|wrr|sh] [--name NAME] -r RIP:PORT[@W] [-w W]...\n  \
-        flowgatectl -E -t VIP:PORT -s SCHEDULER      flowgatectl -D -t VIP:PORT\n  \
-        flowgatectl -a -t VIP:PORT -r RIP:PORT [-w W]\n  \
-        flowgatectl -e -t VIP:PORT -r RIP:PORT -w W   flowgatectl -d -t VIP:PORT -r RIP:PORT\n  \
-        flowgatectl -L -n [-t VIP:PORT]               (-u VIP:PORT for UDP)"
+    about = "Change and inspect the rules of a running flowgate",
+    after_help = SHORT_HELP,
+    after_long_help = LONG_HELP
 )]
 struct Cli {
     /// The control socket [default: $FLOWGATE_SOCKET, else /run/flowgate/control.sock].
@@ -137,6 +147,39 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The shorthand's synopsis, which both helps end with (a macro, as
+/// `concat!` takes literals only).
+macro_rules! shorthand_synopsis {
+    () => {
+        "ipvsadm-style shorthand (see docs/operations.md):\n  \
+         flowgatectl -A -t VIP:PORT [-s maglev|mh|wrr|sh] [--name NAME] -r RIP:PORT[@W] [-w W]...\n  \
+         flowgatectl -E -t VIP:PORT -s SCHEDULER      flowgatectl -D -t VIP:PORT\n  \
+         flowgatectl -a -t VIP:PORT -r RIP:PORT [-w W]\n  \
+         flowgatectl -e -t VIP:PORT -r RIP:PORT -w W   flowgatectl -d -t VIP:PORT -r RIP:PORT\n  \
+         flowgatectl -L -n [-t VIP:PORT]               (-u VIP:PORT for UDP)\n\n"
+    };
+}
+
+/// The end of `-h`.
+const SHORT_HELP: &str = concat!(
+    shorthand_synopsis!(),
+    "Exit status: 0 success, 1 refused (nothing changed), 2 bad usage, 3 no answer \
+     (--help says more)."
+);
+
+/// The end of `--help` and of the man page.
+const LONG_HELP: &str = concat!(
+    shorthand_synopsis!(),
+    "Output: text for people. With -o json, every command writes one JSON document to \
+     stdout, failures included ({\"error\":{\"code\":...,\"message\":...}}); the schemas are \
+     in docs/schemas/. stats --watch -o json writes one document per sample, one per line.\n\n",
+    "Exit status: 0 success; 1 the request failed and nothing changed (the daemon refused it, \
+     or the file to apply could not be read); 2 bad usage, nothing was sent; 3 no usable \
+     answer (the daemon could not be reached, the connection broke, its answer could not be \
+     read, or the output could not be written).\n\n",
+    "Environment: FLOWGATE_SOCKET names the control socket when --socket is not given."
+);
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -179,6 +222,20 @@ enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Print a shell completion script:
+    /// `flowgatectl completions bash > /etc/bash_completion.d/flowgatectl`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages (flowgatectl.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// The directory (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -404,12 +461,79 @@ pub fn is_shorthand(args: &[OsString]) -> bool {
     false
 }
 
-/// Parses the command line (with the program name first). Usage errors
-/// exit through clap, with status 2.
-pub fn parse(args: Vec<OsString>) -> Result<Invocation, String> {
+/// The command line's definition, with `version` for `--version`.
+pub fn command(version: &'static str) -> clap::Command {
+    Cli::command().version(version)
+}
+
+/// The shorthand's definition.
+pub fn shorthand_command() -> clap::Command {
+    Shorthand::command()
+}
+
+/// A command line that cannot be run.
+#[derive(Debug)]
+pub enum UsageError {
+    /// What clap found (or `--help`, `--version`: not errors, but not a
+    /// run either).
+    Clap(clap::Error),
+    /// A mistake found in a value clap accepted (an endpoint, a flag
+    /// flowgate does not support).
+    Message(String),
+}
+
+impl UsageError {
+    /// The mistake, one line.
+    pub fn message(&self) -> String {
+        match self {
+            UsageError::Clap(e) => {
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or_default();
+                first.strip_prefix("error: ").unwrap_or(first).to_owned()
+            }
+            UsageError::Message(m) => m.clone(),
+        }
+    }
+}
+
+impl From<String> for UsageError {
+    fn from(message: String) -> UsageError {
+        UsageError::Message(message)
+    }
+}
+
+/// Whether `args` ask for JSON output (`-o json`, `-ojson`, `-o=json`,
+/// `--output json`, `--output=json`), read without parsing them: so that a
+/// command line clap refuses is still answered in JSON.
+pub fn wants_json(args: &[OsString]) -> bool {
+    let args: Vec<&str> = args.iter().skip(1).filter_map(|a| a.to_str()).collect();
+    let mut json = false;
+    let mut i = 0;
+    while let Some(arg) = args.get(i) {
+        let value = match *arg {
+            "--" => break,
+            "-o" | "--output" => {
+                i += 1;
+                args.get(i).copied()
+            }
+            _ => arg
+                .strip_prefix("--output=")
+                .or_else(|| arg.strip_prefix("-o=")),
+        }
+        .or_else(|| arg.strip_prefix("-o").filter(|v| !v.is_empty()));
+        if let Some(value) = value {
+            json = value == "json";
+        }
+        i += 1;
+    }
+    json
+}
+
+/// Parses the command line (with the program name first).
+pub fn parse(args: Vec<OsString>, version: &'static str) -> Result<Invocation, UsageError> {
     let rest = args.get(1..).unwrap_or_default();
     if is_shorthand(rest) {
-        let s = Shorthand::parse_from(args);
+        let s = Shorthand::try_parse_from(args).map_err(UsageError::Clap)?;
         let socket = socket_path(s.socket.clone());
         let format = s.output;
         let action = shorthand_action(s)?;
@@ -419,7 +543,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Invocation, String> {
             action,
         });
     }
-    let cli = Cli::parse_from(args);
+    let matches = command(version)
+        .try_get_matches_from(args)
+        .map_err(UsageError::Clap)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(UsageError::Clap)?;
     Ok(Invocation {
         socket: socket_path(cli.socket),
         format: cli.output,
@@ -454,6 +581,8 @@ fn action(command: Command) -> Result<Action, String> {
             service,
             limit: Some(limit),
         })),
+        Command::Completions { shell } => Ok(Action::Completions(shell)),
+        Command::Man { dir } => Ok(Action::Man(dir)),
     }
 }
 
@@ -703,7 +832,7 @@ mod tests {
     }
 
     fn parsed(line: &str) -> Invocation {
-        parse(args(line)).unwrap_or_else(|e| panic!("{line}: {e}"))
+        parse(args(line), "test").unwrap_or_else(|e| panic!("{line}: {}", e.message()))
     }
 
     fn try_shorthand(line: &str) -> Result<Action, String> {
@@ -764,12 +893,13 @@ mod tests {
 
     #[test]
     fn bad_endpoints_and_intervals_are_usage_errors() {
-        assert!(parse(args("backend add web 198.18.1.14"))
-            .unwrap_err()
-            .starts_with("bad endpoint"));
-        assert!(parse(args("stats --interval 0"))
-            .unwrap_err()
-            .starts_with("bad --interval"));
+        let refused = |line| parse(args(line), "test").unwrap_err().message();
+        assert!(refused("backend add web 198.18.1.14").starts_with("bad endpoint"));
+        assert!(refused("stats --interval 0").starts_with("bad --interval"));
+        assert_eq!(
+            refused("frobnicate"),
+            "unrecognized subcommand 'frobnicate'"
+        );
     }
 
     #[test]
@@ -917,9 +1047,29 @@ mod tests {
     }
 
     #[test]
+    fn json_output_is_seen_before_parsing() {
+        for line in [
+            "-o json status",
+            "status -ojson",
+            "--output=json x y",
+            "-o=json",
+            "--output json -L -n",
+            "-o text -o json",
+        ] {
+            assert!(wants_json(&args(line)), "{line}");
+        }
+        for line in ["status", "-o text", "-o json -o text", "-- -o json", "-o"] {
+            assert!(!wants_json(&args(line)), "{line}");
+        }
+    }
+
+    #[test]
     fn the_clap_definitions_are_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+        command("test").debug_assert();
         Shorthand::command().debug_assert();
+        assert_eq!(
+            command("1.2.3 (git abc)").get_version(),
+            Some("1.2.3 (git abc)")
+        );
     }
 }

@@ -190,6 +190,7 @@ pub fn status(s: &StatusReply) -> String {
         "XDP".into(),
         "AF_XDP".into(),
         "QUEUES".into(),
+        "NIC QUEUES".into(),
     ]];
     for i in &d.interfaces {
         rows.push(vec![
@@ -200,6 +201,7 @@ pub fn status(s: &StatusReply) -> String {
             i.xdp_mode.clone(),
             i.af_xdp_mode.clone(),
             i.queues.to_string(),
+            i.nic_queues.map_or("-".into(), |n| n.to_string()),
         ]);
     }
     out.push('\n');

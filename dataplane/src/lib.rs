@@ -23,6 +23,8 @@
 //!   `cfg(test)`.
 
 pub mod admission;
+#[cfg(feature = "daemon")]
+pub mod cli;
 pub mod control;
 #[cfg(feature = "daemon")]
 pub mod daemon;

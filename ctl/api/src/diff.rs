@@ -137,9 +137,11 @@ pub struct Relabel {
     pub port: u16,
     /// `zone`, `set` or `group`.
     pub label: String,
-    /// The old value (none: unset).
+    /// The old value (none, left out: unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
-    /// The new value (none: unset).
+    /// The new value (none, left out: unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
 }
 

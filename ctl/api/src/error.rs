@@ -87,6 +87,22 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of the enum.
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::BadRequest,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::TooLarge,
+        ErrorCode::Timeout,
+        ErrorCode::Busy,
+        ErrorCode::NotFound,
+        ErrorCode::Exists,
+        ErrorCode::Invalid,
+        ErrorCode::RestartRequired,
+        ErrorCode::ApplyFailed,
+        ErrorCode::Io,
+        ErrorCode::Internal,
+    ];
+
     /// The name used on the wire.
     pub const fn name(self) -> &'static str {
         match self {
@@ -118,20 +134,7 @@ mod tests {
 
     #[test]
     fn error_codes_are_named_as_serialised() {
-        for code in [
-            ErrorCode::BadRequest,
-            ErrorCode::UnsupportedVersion,
-            ErrorCode::TooLarge,
-            ErrorCode::Timeout,
-            ErrorCode::Busy,
-            ErrorCode::NotFound,
-            ErrorCode::Exists,
-            ErrorCode::Invalid,
-            ErrorCode::RestartRequired,
-            ErrorCode::ApplyFailed,
-            ErrorCode::Io,
-            ErrorCode::Internal,
-        ] {
+        for code in ErrorCode::ALL {
             assert_eq!(
                 serde_json::to_string(&code).unwrap(),
                 format!("\"{}\"", code.name())

@@ -29,7 +29,8 @@ pub struct StatusReport {
 pub struct WorkerInfo {
     /// Worker number, from 0.
     pub id: usize,
-    /// The CPU core it is pinned to (none: not pinned).
+    /// The CPU core it is pinned to (none, left out: not pinned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub core: Option<usize>,
     /// The queues it serves, as `interface/queue`.
     pub queues: Vec<String>,
@@ -43,7 +44,8 @@ pub struct InterfaceInfo {
     pub name: String,
     /// Its port index (position in the config).
     pub port: usize,
-    /// The kernel's interface index, if known.
+    /// The kernel's interface index, if known (left out if not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ifindex: Option<u32>,
     /// Its MAC, `aa:bb:cc:dd:ee:ff`.
     pub mac: String,
@@ -52,8 +54,13 @@ pub struct InterfaceInfo {
     /// The AF_XDP bind mode its sockets got: `zero-copy`, `copy`, or
     /// `memory` (no socket: the in-memory port).
     pub af_xdp_mode: String,
-    /// Queues served.
+    /// Queues the workers serve on it: one per worker (worker `w` serves
+    /// queue `w`), whatever the interface has.
     pub queues: u32,
+    /// Queues the interface has (the kernel's count of its receive and
+    /// transmit queues, the lower), if known (left out if not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic_queues: Option<u32>,
 }
 
 /// `stats`: counters since start. Rates are computed by the client between
@@ -133,7 +140,8 @@ impl TrafficCounters {
 pub struct WorkerStats {
     /// Worker number.
     pub worker: usize,
-    /// Its core.
+    /// Its core (none, left out: not pinned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub core: Option<usize>,
     /// Its counters.
     pub counters: TrafficCounters,
@@ -181,7 +189,9 @@ pub struct BackendStats {
 pub struct FlowEntry {
     /// The worker tracking it.
     pub worker: usize,
-    /// The service it was sent to (none: that service is gone).
+    /// The service it was sent to (none, left out: that service has been
+    /// removed since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// `tcp`, `udp`, or the protocol number.
     pub protocol: String,

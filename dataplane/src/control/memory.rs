@@ -134,6 +134,7 @@ impl MemoryDataplane {
                 xdp_mode: "none".into(),
                 af_xdp_mode: "memory".into(),
                 queues: 1,
+                nic_queues: None,
             })
             .collect();
         let mut inner = self.lock();

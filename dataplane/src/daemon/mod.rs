@@ -24,6 +24,7 @@ pub mod error;
 pub mod flow_query;
 mod gateway;
 mod kernel_path;
+pub mod notify;
 mod start;
 pub mod worker_thread;
 
@@ -73,13 +74,16 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
     check_cores_available(&running)?;
     init_logs(&file)?;
     let signals = Signals::install()?;
+    let notifier = notify::Notifier::from_env();
     let mut daemon = Daemon::start(running, file, options)?;
     tracing::info!(
         workers = daemon.workers.len(),
         generation = daemon.gateway.snapshot().generation(),
         "flowgate is forwarding"
     );
-    let result = daemon.serve(&signals, options);
+    notifier.ready(&daemon.forwarding_status());
+    let result = daemon.serve(&signals, options, &notifier);
+    notifier.stopping();
     daemon.stop();
     result
 }
@@ -331,14 +335,30 @@ impl Daemon {
         Ok(())
     }
 
+    /// What `systemctl status` shows while it forwards.
+    fn forwarding_status(&self) -> String {
+        format!(
+            "forwarding: {} workers, generation {}",
+            self.workers.len(),
+            self.gateway.snapshot().generation()
+        )
+    }
+
     /// The main loop: until a stop signal.
-    fn serve(&mut self, signals: &Signals, options: &RunOptions) -> Result<(), DaemonError> {
+    fn serve(
+        &mut self,
+        signals: &Signals,
+        options: &RunOptions,
+        notifier: &notify::Notifier,
+    ) -> Result<(), DaemonError> {
         let mut events = Vec::new();
         let mut last_resolve = Instant::now() - RESOLVE_EVERY;
         let mut last_refresh = Instant::now();
         while !signals.stop.load(Ordering::Relaxed) {
             if signals.reload.swap(false, Ordering::Relaxed) {
+                notifier.reloading();
                 self.reload(options);
+                notifier.ready(&self.forwarding_status());
             }
             events.clear();
             match self.watcher.poll_changes(&mut events) {

@@ -1,4 +1,6 @@
-//! The `flowgate` command: the gateway daemon and its offline tools.
+//! The `flowgate` command: the gateway daemon and its offline tools. The
+//! workspace's `flowgate` binary is [`main`]; [`command`] is its
+//! definition (for man pages and completions).
 //!
 //! Exit codes: 0 success (for `run`: stopped by SIGINT/SIGTERM); 1 the work
 //! failed at run time (I/O, capture errors); 2 bad usage or an invalid
@@ -10,15 +12,25 @@ use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use flowgate_dataplane::daemon;
-use flowgate_dataplane::replay::output::{self, Named, Output, OutputError};
-use flowgate_dataplane::replay::{self, ReplayOptions, ReplayReport};
-use flowgate_dataplane::rules::{self, Config};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::daemon;
+use crate::replay::output::{self, Named, Output, OutputError};
+use crate::replay::{self, ReplayOptions, ReplayReport};
+use crate::rules::{self, Config};
 
 /// flowgate: a userspace AF_XDP gateway for microservice traffic.
 #[derive(Parser, Debug)]
-#[command(name = "flowgate", version, about)]
+#[command(
+    name = "flowgate",
+    about = "A userspace AF_XDP gateway for microservice traffic: the daemon and its offline tools",
+    after_long_help = "Exit status: 0 success (for run: stopped by SIGINT or SIGTERM); 1 a \
+        run-time failure; 2 an invalid config or command line, nothing was done; 3 (run) the \
+        machine is not ready: an interface, privileges, the kernel.\n\n\
+        Signals (run): SIGHUP reloads the rules from the config file, all or nothing; SIGINT \
+        and SIGTERM stop. Under systemd (Type=notify) it reports READY=1 once it forwards, \
+        RELOADING=1 during a reload and STOPPING=1 at shutdown."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,12 +88,34 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// Print a shell completion script:
+    /// `flowgate completions bash > /etc/bash_completion.d/flowgate`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages (flowgate.8 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// The directory (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Format {
     Text,
     Json,
+}
+
+/// A shell `completions` writes a script for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// A failure and the exit code it maps to.
@@ -105,8 +139,17 @@ impl Failure {
     }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// The command line's definition, with `version` for `--version`.
+pub fn command(version: &'static str) -> clap::Command {
+    Cli::command().version(version)
+}
+
+/// Runs `flowgate` on the process's arguments and says how it ended.
+/// `version` is what `--version` prints (the binary's, with its git
+/// revision).
+pub fn main(version: &'static str) -> ExitCode {
+    let matches = command(version).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Run {
             config,
@@ -122,6 +165,8 @@ fn main() -> ExitCode {
             ingress,
             output,
         } => run_replay(&config, &input, &output_pcap, passed, ingress, output),
+        Command::Completions { shell } => completions(version, shell),
+        Command::Man { dir } => man_pages(version, &dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,6 +175,46 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Writes the completion script of `shell` to stdout.
+fn completions(version: &'static str, shell: Shell) -> Result<(), Failure> {
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(shell, &mut command(version), "flowgate", &mut out);
+    out.flush()
+        .map_err(|e| Failure::runtime(format!("cannot write the output: {e}")))
+}
+
+/// Writes one man page per command and visible subcommand into `dir`, in
+/// section 8 (system administration: a daemon), named as man looks them
+/// up: `flowgate.8`, `flowgate-run.8`.
+fn man_pages(version: &'static str, dir: &Path) -> Result<(), Failure> {
+    fn write(cmd: clap::Command, dir: &Path, written: &mut usize) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(sub.clone(), dir, written)?;
+        }
+        clap_mangen::Man::new(cmd)
+            .section("8")
+            .manual("flowgate")
+            .generate_to(dir)?;
+        *written += 1;
+        Ok(())
+    }
+    let failed = |e: std::io::Error| {
+        Failure::runtime(format!("cannot write man pages to {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let mut cmd = command(version).disable_help_subcommand(true);
+    cmd.build();
+    let mut written = 0;
+    write(cmd, dir, &mut written).map_err(failed)?;
+    println!("wrote {written} man pages to {}", dir.display());
+    Ok(())
 }
 
 fn run_daemon(
@@ -314,4 +399,18 @@ fn print_report(r: &ReplayReport, input: &Path, output: &Path) {
         c.new_flows, c.flow_hits, r.active_connections, r.evicted_connections
     );
     println!("wrote {} frames to {}", c.tx_packets, output.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clap_definition_is_consistent_and_carries_the_version() {
+        command("test").debug_assert();
+        assert_eq!(
+            command("1.2.3 (git abc)").get_version(),
+            Some("1.2.3 (git abc)")
+        );
+    }
 }
