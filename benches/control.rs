@@ -24,12 +24,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowgate_dataplane::control::api::{
-    BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, Edit, Reply, Request,
+use flowgate_api::{
+    BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, ConfigDiff, ControlClient, Edit,
+    FlowEntry, Reply, Request, StatsReport, StatusReport,
 };
 use flowgate_dataplane::control::{
-    Applied, ApplyError, ControlClient, ControlServer, ControlState, Dataplane, FlowEntry,
-    MemoryDataplane, StatsReport, StatusReport, StopHandle,
+    Applied, ApplyError, ControlServer, ControlState, Dataplane, MemoryDataplane, ServerLimits,
+    StopHandle,
 };
 use flowgate_dataplane::rules::{Backend, Config, Protocol, Scheduler, Service};
 use flowgate_dataplane::table::{Snapshot, SnapshotReader};
@@ -82,7 +83,13 @@ impl Bench {
         let state = Arc::new(Mutex::new(ControlState::new(config, "bench", shared)));
         let dir = TempDir::new();
         let socket = dir.0.join("control.sock");
-        let server = ControlServer::bind(&socket, state).unwrap();
+        // The bench's client waits between requests while it builds the
+        // next one: longer than the default idle timeout allows.
+        let limits = ServerLimits {
+            idle_timeout: Duration::from_secs(600),
+            ..ServerLimits::default()
+        };
+        let server = ControlServer::bind_with(&socket, state, limits).unwrap();
         let stop = server.stop_handle();
         let serving = std::thread::spawn(move || server.serve());
         Bench {
@@ -206,6 +213,68 @@ fn us(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
+/// One of the three bulk changes.
+#[derive(Clone, Copy)]
+enum BulkStage {
+    Add,
+    Reweight,
+    Remove,
+}
+
+impl BulkStage {
+    const ALL: [BulkStage; 3] = [BulkStage::Add, BulkStage::Reweight, BulkStage::Remove];
+
+    fn name(self) -> &'static str {
+        match self {
+            BulkStage::Add => "add",
+            BulkStage::Reweight => "reweight",
+            BulkStage::Remove => "remove",
+        }
+    }
+
+    /// The edit of backend `b` of service `s` (each service's backend 0
+    /// is its own and stays).
+    fn edit(self, s: usize, b: usize) -> Edit {
+        let (service, address, port) = (
+            format!("svc-{s}"),
+            backend_address(s, b + 1).to_string(),
+            backend_port(s, b + 1),
+        );
+        match self {
+            BulkStage::Add => Edit::BackendAdd(BackendAdd {
+                service,
+                backend: BackendSpec {
+                    weight: Some(1 + (b % 3) as u32),
+                    ..BackendSpec::new(address, port)
+                },
+            }),
+            BulkStage::Reweight => Edit::BackendEdit(BackendEdit {
+                service,
+                address,
+                port,
+                weight: Some(4 + (b % 5) as u32),
+                zone: None,
+                set: None,
+                group: None,
+            }),
+            BulkStage::Remove => Edit::BackendDel(BackendKey {
+                service,
+                address,
+                port,
+            }),
+        }
+    }
+
+    /// How many backends the change's diff reports for this stage.
+    fn changed(self, diff: &ConfigDiff) -> usize {
+        match self {
+            BulkStage::Add => diff.backends_added.len(),
+            BulkStage::Reweight => diff.backends_reweighted.len(),
+            BulkStage::Remove => diff.backends_removed.len(),
+        }
+    }
+}
+
 /// 100 000 backend changes in one request: add, reweight, remove.
 fn bulk(services: usize, per_service: usize, table_size: u32, rounds: usize) {
     let total = services * per_service;
@@ -213,107 +282,38 @@ fn bulk(services: usize, per_service: usize, table_size: u32, rounds: usize) {
         "bulk: {total} backend changes in one request, {services} service(s) x {per_service}, tables of {table_size}"
     );
     // Each service starts with one backend of its own, which stays.
-    let start = config(services, 1, table_size);
-    let bench = Bench::start(start);
+    let bench = Bench::start(config(services, 1, table_size));
     let mut client = bench.client();
-    let key = |s: usize, b: usize| {
-        (
-            backend_address(s, b + 1).to_string(),
-            backend_port(s, b + 1),
-        )
-    };
-    let (mut add, mut reweight, mut remove) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut add_apply, mut reweight_apply, mut remove_apply) =
-        (Vec::new(), Vec::new(), Vec::new());
+    // Per stage: end-to-end times and compile + publish times.
+    let mut times: [(Vec<Duration>, Vec<Duration>); 3] = Default::default();
     let mut bytes = 0;
     for round in 0..rounds {
-        let edits: Vec<Edit> = (0..services)
-            .flat_map(|s| (0..per_service).map(move |b| (s, b)))
-            .map(|(s, b)| {
-                let (address, port) = key(s, b);
-                Edit::BackendAdd(BackendAdd {
-                    service: format!("svc-{s}"),
-                    backend: BackendSpec {
-                        weight: Some(1 + (b % 3) as u32),
-                        ..BackendSpec::new(address, port)
-                    },
-                })
-            })
-            .collect();
-        let request = Request::Batch(Batch {
-            edits,
-            dry_run: false,
-        });
-        if round == 0 {
-            bytes = serde_json::to_vec(&request).unwrap().len();
+        for (i, stage) in BulkStage::ALL.into_iter().enumerate() {
+            let edits: Vec<Edit> = (0..services)
+                .flat_map(|s| (0..per_service).map(move |b| stage.edit(s, b)))
+                .collect();
+            let request = Request::Batch(Batch {
+                edits,
+                dry_run: false,
+            });
+            if round == 0 && i == 0 {
+                bytes = serde_json::to_vec(&request).unwrap().len();
+            }
+            let (t, reply) = timed_call(&mut client, request);
+            let Reply::Changed(c) = reply else { panic!() };
+            assert_eq!(stage.changed(&c.diff), total);
+            times[i].0.push(t);
+            times[i].1.push(bench.last_apply().0);
         }
-        let (t, reply) = timed_call(&mut client, request);
-        let Reply::Changed(c) = reply else { panic!() };
-        assert_eq!(c.diff.backends_added.len(), total);
-        add.push(t);
-        add_apply.push(bench.last_apply().0);
-
-        let edits: Vec<Edit> = (0..services)
-            .flat_map(|s| (0..per_service).map(move |b| (s, b)))
-            .map(|(s, b)| {
-                let (address, port) = key(s, b);
-                Edit::BackendEdit(BackendEdit {
-                    service: format!("svc-{s}"),
-                    address,
-                    port,
-                    weight: Some(4 + (b % 5) as u32),
-                    zone: None,
-                    set: None,
-                    group: None,
-                })
-            })
-            .collect();
-        let (t, reply) = timed_call(
-            &mut client,
-            Request::Batch(Batch {
-                edits,
-                dry_run: false,
-            }),
-        );
-        let Reply::Changed(c) = reply else { panic!() };
-        assert_eq!(c.diff.backends_reweighted.len(), total);
-        reweight.push(t);
-        reweight_apply.push(bench.last_apply().0);
-
-        let edits: Vec<Edit> = (0..services)
-            .flat_map(|s| (0..per_service).map(move |b| (s, b)))
-            .map(|(s, b)| {
-                let (address, port) = key(s, b);
-                Edit::BackendDel(BackendKey {
-                    service: format!("svc-{s}"),
-                    address,
-                    port,
-                })
-            })
-            .collect();
-        let (t, reply) = timed_call(
-            &mut client,
-            Request::Batch(Batch {
-                edits,
-                dry_run: false,
-            }),
-        );
-        let Reply::Changed(c) = reply else { panic!() };
-        assert_eq!(c.diff.backends_removed.len(), total);
-        remove.push(t);
-        remove_apply.push(bench.last_apply().0);
     }
     println!(
         "  request size (add): {:.1} MiB",
         bytes as f64 / (1 << 20) as f64
     );
-    for (what, all, apply) in [
-        ("add", add, add_apply),
-        ("reweight", reweight, reweight_apply),
-        ("remove", remove, remove_apply),
-    ] {
+    for (stage, (all, apply)) in BulkStage::ALL.into_iter().zip(times) {
         println!(
-            "  {what:<9} end to end median {:>10} (max {:>10}); of which compile + publish {:>10}",
+            "  {:<9} end to end median {:>10} (max {:>10}); of which compile + publish {:>10}",
+            stage.name(),
             ms(median(all.clone())),
             ms(*all.iter().max().unwrap()),
             ms(median(apply))
@@ -477,7 +477,7 @@ fn one_service(services: usize, rounds: usize) {
 /// thread (no socket): decode the request, apply it to the state (edit,
 /// check, diff, compile, publish), encode and decode the answer.
 fn stages(services: usize, per_service: usize) {
-    use flowgate_dataplane::control::api::{parse_request, RequestEnvelope, Response};
+    use flowgate_api::{parse_request, RequestEnvelope, Response};
     use flowgate_dataplane::control::diff;
     use flowgate_dataplane::rules::check;
     println!(
@@ -523,7 +523,7 @@ fn stages(services: usize, per_service: usize) {
     let t = Instant::now();
     let _: Response = serde_json::from_slice(&response).unwrap();
     let read_answer = t.elapsed();
-    let next = state.config().clone();
+    let next = state.config();
     let t = Instant::now();
     check(&next).unwrap();
     let checked = t.elapsed();

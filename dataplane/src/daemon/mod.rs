@@ -1,8 +1,9 @@
 //! `flowgate run`: the gateway daemon.
 //!
 //! Start-up, in order, each step failing with one clear line and undoing
-//! the steps before it: load the config and check that the XDP maps can
-//! hold its rules; check every interface (exists, MAC as configured,
+//! the steps before it: load the config and refuse, as `flowgate check`
+//! does, all that needs no kernel ([`load_checked`]); check that the
+//! worker cores exist; check every interface (exists, MAC as configured,
 //! enough queues); attach our XDP program to each; create the shared UMEM
 //! and, per worker, one AF_XDP socket per interface on the worker's queue,
 //! each registered in that interface's XSKMAP; read the kernel's neighbour
@@ -23,12 +24,13 @@ pub mod error;
 pub mod flow_query;
 mod gateway;
 mod kernel_path;
+pub mod notify;
+mod start;
 pub mod worker_thread;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,18 +39,14 @@ pub use error::{DaemonError, EXIT_CONFIG, EXIT_ENVIRONMENT, EXIT_RUNTIME};
 pub use gateway::Gateway;
 pub use kernel_path::UnreachableKernelPath;
 
-use crate::control::InterfaceInfo;
 use crate::control::{ControlServer, ControlState, StopHandle};
-use crate::flow::FlowTable;
-use crate::handoff::Handoff;
-use crate::metrics::{MetricsServer, WorkerMetrics};
+use crate::metrics::MetricsServer;
 use crate::neigh::{self, NeighbourChange, NeighbourWatcher};
-use crate::port::xsk::{BindMode, SharedUmem, XskPort, XskSettings};
-use crate::rules::{self, BindModeSetting, Config, XdpModeSetting};
-use crate::worker::Worker;
-use crate::xdp::{XdpCapacity, XdpFilter, XdpMode};
-use dataplane::{queue_name, DaemonDataplane, WorkerView};
-use worker_thread::{WorkerExit, WorkerHandle, WorkerSetup};
+use crate::port::xsk::{SharedUmem, XskPort};
+use crate::rules::{self, Config, DaemonSettings};
+use crate::xdp::XdpCapacity;
+use dataplane::DaemonDataplane;
+use worker_thread::{WorkerExit, WorkerHandle};
 
 /// How often the main loop wakes to look at signals and neighbours.
 const TICK: Duration = Duration::from_millis(50);
@@ -72,32 +70,61 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
-    let config = rules::load_file(&options.config)?;
-    check_capacity(&options.config, &config)?;
-    // `--cores` overrides the file for this run only: the control state
-    // keeps the file's [daemon], so reloading the unchanged file is not
-    // mistaken for a change that needs a restart.
-    let mut running = config.clone();
-    if let Some(cores) = &options.cores {
-        running.daemon.cores = cores.clone();
-    }
-    check_cores(&running)?;
-    init_logs(&config)?;
+    let Checked { file, running } = load_checked(&options.config, options.cores.as_deref())?;
+    check_cores_available(&running)?;
+    init_logs(&file)?;
     let signals = Signals::install()?;
-    let mut daemon = Daemon::start(running, config, options)?;
+    let notifier = notify::Notifier::from_env();
+    let mut daemon = Daemon::start(running, file, options)?;
     tracing::info!(
         workers = daemon.workers.len(),
         generation = daemon.gateway.snapshot().generation(),
         "flowgate is forwarding"
     );
-    let result = daemon.serve(&signals, options);
+    notifier.ready(&daemon.forwarding_status());
+    let result = daemon.serve(&signals, options, &notifier);
+    notifier.stopping();
     daemon.stop();
     result
 }
 
+/// A config that passed every check [`run`] makes before it touches the
+/// machine.
+#[derive(Debug)]
+pub struct Checked {
+    /// The rules as the file has them (the control API keeps these).
+    pub file: Config,
+    /// The rules `run` starts with: the file's, with `--cores` applied.
+    pub running: Config,
+}
+
+/// Loads the config at `path` and refuses everything `flowgate run` would
+/// refuse at start that needs neither the kernel nor this machine, in the
+/// order `run` finds it: the file (readable, valid), the XDP maps' room
+/// for its rules, its interfaces and worker cores (with `cores` from the
+/// command line in place of `daemon.cores`), and the log filter.
+///
+/// `flowgate check` and `flowgate run` both go through this one function,
+/// so a config `check` accepts is refused by `run` only for what the
+/// machine lacks (an interface, a core, privileges: exit 3).
+pub fn load_checked(path: &Path, cores: Option<&[usize]>) -> Result<Checked, DaemonError> {
+    let file = rules::load_file(path)?;
+    check_capacity(path, &file)?;
+    // `--cores` overrides the file for this run only: the control state
+    // keeps the file's [daemon], so reloading the unchanged file is not
+    // mistaken for a change that needs a restart.
+    let mut running = file.clone();
+    if let Some(cores) = cores {
+        running.daemon.cores = cores.to_vec();
+    }
+    check_cores(&running)?;
+    check_log_level(path, &file)?;
+    Ok(Checked { file, running })
+}
+
 /// Refuses, before anything is set up, rules the XDP program's maps cannot
 /// hold.
-fn check_capacity(path: &std::path::Path, config: &Config) -> Result<(), DaemonError> {
+fn check_capacity(path: &Path, config: &Config) -> Result<(), DaemonError> {
     XdpCapacity::PROGRAM.check(config).map_err(|e| {
         let problems: Vec<String> = e
             .problems("the config")
@@ -106,6 +133,14 @@ fn check_capacity(path: &std::path::Path, config: &Config) -> Result<(), DaemonE
             .collect();
         DaemonError::TooLarge(problems.join("\n"))
     })
+}
+
+/// Refuses a `daemon.log_level` the logger cannot parse, whether or not
+/// `RUST_LOG` overrides it today: the next start may run without it.
+fn check_log_level(path: &Path, config: &Config) -> Result<(), DaemonError> {
+    crate::logging::parse_filter(&config.daemon.log_level)
+        .map(drop)
+        .map_err(|e| DaemonError::Usage(format!("{}: daemon.log_level: {e}", path.display())))
 }
 
 /// Starts logging to stderr as `[daemon]` says (`RUST_LOG` overrides).
@@ -120,35 +155,45 @@ fn init_logs(config: &Config) -> Result<(), DaemonError> {
     crate::logging::init(format, &filter).map_err(|e| DaemonError::Usage(e.to_string()))
 }
 
-/// Rejects cores this machine does not have, before anything is set up.
+/// Refuses, before anything is set up, a config without an interface and
+/// worker cores that are not a list of distinct cores.
 fn check_cores(config: &Config) -> Result<(), DaemonError> {
     if config.interfaces.is_empty() {
         return Err(DaemonError::Usage(
             "the config has no [[interfaces]]: flowgate run needs at least one".into(),
         ));
     }
-    let available: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    let mut seen = Vec::new();
+    let mut seen = HashSet::with_capacity(config.daemon.cores.len());
     for &core in &config.daemon.cores {
-        if seen.contains(&core) {
+        if !seen.insert(core) {
             return Err(DaemonError::Usage(format!("core {core} is listed twice")));
-        }
-        seen.push(core);
-        if !available.is_empty() && !available.contains(&core) {
-            return Err(DaemonError::Environment(format!(
-                "core {core} is not available to this process (available: {})",
-                join(&available)
-            )));
         }
     }
     if config.daemon.cores.is_empty() {
         return Err(DaemonError::Usage("no worker cores given".into()));
     }
     Ok(())
+}
+
+/// Rejects cores this machine does not have, before anything is set up.
+fn check_cores_available(config: &Config) -> Result<(), DaemonError> {
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    match config
+        .daemon
+        .cores
+        .iter()
+        .find(|core| !available.is_empty() && !available.contains(core))
+    {
+        Some(core) => Err(DaemonError::Environment(format!(
+            "core {core} is not available to this process (available: {})",
+            join(&available)
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// SIGINT/SIGTERM and SIGHUP as flags the main loop polls.
@@ -190,204 +235,46 @@ impl Daemon {
     /// Starts the gateway with `config` (the file with command-line
     /// overrides); the control API keeps `file`, the rules as written.
     fn start(config: Config, file: Config, options: &RunOptions) -> Result<Daemon, DaemonError> {
-        let settings = &config.daemon;
-        let workers = settings.cores.len();
-        let mut port_ifindex = Vec::with_capacity(config.interfaces.len());
-        let mut links = Vec::with_capacity(config.interfaces.len());
-        for interface in &config.interfaces {
-            let link = neigh::link_info(&interface.name).map_err(|e| {
-                DaemonError::Environment(format!("interface {}: {e}", interface.name))
-            })?;
-            if link.mac != interface.mac {
-                return Err(DaemonError::Environment(format!(
-                    "interface {} has MAC {} but the config says {}: fix the config's mac",
-                    interface.name,
-                    rules::format_mac(&link.mac),
-                    rules::format_mac(&interface.mac)
-                )));
-            }
-            let queues = link.rx_queues.min(link.tx_queues) as usize;
-            if queues < workers {
-                return Err(DaemonError::Environment(format!(
-                    "interface {} has {queues} queue(s) but {workers} workers need one each: \
-                     raise its channels (ethtool -L {} combined {workers}) or list fewer cores",
-                    interface.name, interface.name
-                )));
-            }
-            if !link.up {
-                tracing::warn!(interface = %interface.name, "interface is down; forwarding starts when it comes up");
-            }
-            port_ifindex.push(link.ifindex);
-            links.push(link);
-        }
-
-        let xdp_mode = match settings.xdp_mode {
-            XdpModeSetting::Auto => XdpMode::Auto,
-            XdpModeSetting::Native => XdpMode::Native,
-            XdpModeSetting::Generic => XdpMode::Generic,
-        };
-        let mut filters = Vec::with_capacity(config.interfaces.len());
-        for interface in &config.interfaces {
-            let mut filter = XdpFilter::attach(&interface.name, xdp_mode).map_err(|e| {
-                DaemonError::Environment(format!("interface {}: {e}", interface.name))
-            })?;
-            if options.forward_only {
-                filter.set_redirect_all(true).map_err(|e| {
-                    DaemonError::Runtime(format!("interface {}: {e}", interface.name))
-                })?;
-            }
-            filters.push(filter);
-        }
-
-        let xsk_settings = XskSettings {
-            frame_size: settings.frame_size,
-            frame_count: settings.frame_count,
-            rx_ring: settings.rx_ring_size,
-            tx_ring: settings.tx_ring_size,
-            fill_ring: settings.fill_ring_size,
-            completion_ring: settings.completion_ring_size,
-            bind_mode: match settings.bind_mode {
-                BindModeSetting::Auto => BindMode::Auto,
-                BindModeSetting::ZeroCopy => BindMode::ZeroCopy,
-                BindModeSetting::Copy => BindMode::Copy,
-            },
-            ..XskSettings::default()
-        };
+        let links = start::check_links(&config)?;
+        let mut filters = start::attach_filters(&config, options)?;
+        let xsk_settings = start::xsk_settings(&config.daemon);
         let umem = SharedUmem::new(&xsk_settings).map_err(environment)?;
-        let mut ports: Vec<Vec<XskPort>> = Vec::with_capacity(workers);
-        let mut socket_modes = vec![String::new(); config.interfaces.len()];
-        for w in 0..workers {
-            let queue = w as u32;
-            let mut worker_ports = Vec::with_capacity(config.interfaces.len());
-            for (i, interface) in config.interfaces.iter().enumerate() {
-                let port = XskPort::open(&umem, &interface.name, queue, &xsk_settings)
-                    .map_err(environment)?;
-                if let Some(mode) = socket_modes.get_mut(i) {
-                    *mode = port.mode().to_string();
-                }
-                if let Some(filter) = filters.get_mut(i) {
-                    filter.set_socket(queue, port.as_raw_fd()).map_err(|e| {
-                        DaemonError::Runtime(format!("interface {}: {e}", interface.name))
-                    })?;
-                }
-                worker_ports.push(port);
-            }
-            ports.push(worker_ports);
-        }
-
-        let mut watcher = NeighbourWatcher::open()
-            .map_err(|e| DaemonError::Environment(format!("neighbour table: {e}")))?;
-        let learned = watcher
-            .dump()
-            .map_err(|e| DaemonError::Environment(format!("neighbour table: {e}")))?;
-        let gateway = Arc::new(
-            Gateway::start(config.clone(), learned, filters, port_ifindex)
-                .map_err(DaemonError::Runtime)?,
-        );
-        sync_local_addresses(&gateway)
-            .map_err(|e| DaemonError::Environment(format!("the box's own addresses: {e}")))?;
-
+        let sockets = start::open_sockets(&config, &umem, &xsk_settings, &mut filters)?;
+        let (gateway, watcher) = start::start_gateway(&config, filters, &links)?;
         let stop_workers = Arc::new(AtomicBool::new(false));
         let epoch = Instant::now();
-        let mut pools = umem.split_pools(workers);
-        let mut handoffs = Handoff::set(workers, INBOX_FRAMES, umem.frame_count() as usize);
-        let mut handles = Vec::with_capacity(workers);
-        let mut views = Vec::with_capacity(workers);
-        let mut worker_metrics = Vec::with_capacity(workers);
-        for (w, worker_ports) in ports.into_iter().enumerate().rev() {
-            let (Some(pool), Some(handoff)) = (pools.pop(), handoffs.pop()) else {
-                return Err(DaemonError::Runtime(
-                    "frame pools do not match workers".into(),
-                ));
-            };
-            let mut worker = Worker::new(
-                FlowTable::from_settings(&config.flows),
-                pool,
-                worker_ports.len(),
-                settings.batch,
-            );
-            if workers > 1 {
-                worker = worker.with_handoff(handoff);
-            }
-            if options.forward_only {
-                worker = worker.forward_only();
-            }
-            let core = settings.cores.get(w).copied().unwrap_or(0);
-            worker_metrics.push(WorkerMetrics::of_worker(w, Some(core), &worker));
-            let queues = worker_ports
-                .iter()
-                .map(|p| queue_name(p.ifname(), p.queue()))
-                .collect();
-            // The control side reads the sockets' statistics itself.
-            let sockets = worker_ports
-                .iter()
-                .map(XskPort::stats_reader)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(environment)?;
-            let (flow_queries, flow_query_server) = flow_query::flow_queries();
-            let setup = WorkerSetup {
-                index: w,
-                core,
-                worker,
-                ports: worker_ports,
-                memory: umem.frames(),
-                kernel: UnreachableKernelPath::default(),
-                snapshots: gateway.publisher().reader(),
-                idle: settings.idle,
-                stop: Arc::clone(&stop_workers),
-                epoch,
-                flow_queries: flow_query_server,
-            };
-            let handle = worker_thread::spawn(setup)
-                .map_err(|e| DaemonError::Runtime(format!("starting worker {w}: {e}")))?;
-            tracing::info!(worker = w, core, "worker pinned");
-            views.push(WorkerView {
-                index: w,
-                core,
-                queues,
-                flow_queries,
-                sockets,
-            });
-            handles.push(handle);
-        }
-        handles.reverse();
-        views.reverse();
-        worker_metrics.reverse();
-        pin_control_thread(&settings.cores);
-
-        let interfaces = config
-            .interfaces
-            .iter()
-            .zip(&links)
-            .zip(socket_modes)
-            .enumerate()
-            .map(|(port, ((interface, link), af_xdp_mode))| InterfaceInfo {
-                name: interface.name.clone(),
-                port,
-                ifindex: Some(link.ifindex),
-                mac: rules::format_mac(&link.mac),
-                xdp_mode: gateway
-                    .with_filters(|f| f.get(port).map(|f| f.mode().to_string()))
-                    .unwrap_or_default(),
-                af_xdp_mode,
-                queues: link.rx_queues,
-            })
-            .collect();
+        let shared = start::WorkerShared {
+            config: &config,
+            options,
+            umem: &umem,
+            gateway: &gateway,
+            stop: &stop_workers,
+            epoch,
+        };
+        let workers = start::spawn_workers(&shared, sockets.ports)?;
+        pin_control_thread(&config.daemon.cores);
+        let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
+        // Refused changes: counted by the control state, read by scrapes.
+        let changes = Arc::new(crate::metrics::ChangeCounters::default());
         let dataplane = Arc::new(DaemonDataplane::new(
             Arc::clone(&gateway),
             epoch,
-            views,
+            workers.views,
             interfaces,
-            crate::metrics::MetricsCollector::new(worker_metrics),
+            crate::metrics::MetricsCollector::new(workers.metrics)
+                .with_changes(Arc::clone(&changes)),
         ));
-        let control = Arc::new(Mutex::new(ControlState::new(
-            file,
-            options.config.display().to_string(),
-            dataplane.clone(),
-        )));
+        let control = Arc::new(Mutex::new(
+            ControlState::new(
+                file,
+                options.config.display().to_string(),
+                dataplane.clone(),
+            )
+            .with_change_counters(changes),
+        ));
         let mut daemon = Daemon {
             gateway,
-            workers: handles,
+            workers: workers.handles,
             stop_workers,
             watcher,
             control: Arc::clone(&control),
@@ -396,55 +283,82 @@ impl Daemon {
             _umem: umem,
         };
         // From here on, a failure must stop the workers: `daemon.stop()`.
-        let server = match ControlServer::bind(&settings.control_socket, control) {
-            Ok(server) => server,
+        let served = daemon
+            .serve_control(&config.daemon, control)
+            .and_then(|()| daemon.serve_metrics(&config.daemon, &dataplane));
+        match served {
+            Ok(()) => Ok(daemon),
             Err(e) => {
                 daemon.stop();
-                return Err(DaemonError::Environment(format!(
-                    "control socket {}: {e}",
-                    settings.control_socket.display()
-                )));
+                Err(e)
             }
-        };
+        }
+    }
+
+    /// Serves the control socket on a thread of its own.
+    fn serve_control(
+        &mut self,
+        settings: &DaemonSettings,
+        control: Arc<Mutex<ControlState>>,
+    ) -> Result<(), DaemonError> {
+        let server = ControlServer::bind(&settings.control_socket, control).map_err(|e| {
+            DaemonError::Environment(format!(
+                "control socket {}: {e}",
+                settings.control_socket.display()
+            ))
+        })?;
         let stop_server = server.stop_handle();
-        match std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("fg-control".into())
             .spawn(move || server.serve())
-        {
-            Ok(thread) => daemon.control_thread = Some((stop_server, thread)),
-            Err(e) => {
-                daemon.stop();
-                return Err(DaemonError::Runtime(format!(
-                    "starting the control thread: {e}"
-                )));
-            }
-        }
+            .map_err(|e| DaemonError::Runtime(format!("starting the control thread: {e}")))?;
+        self.control_thread = Some((stop_server, thread));
         tracing::info!(socket = %settings.control_socket.display(), "control API listening");
-        if let Some(address) = settings.metrics_address {
-            let source_plane = Arc::clone(&dataplane);
-            let source: crate::metrics::SampleSource = Arc::new(move || source_plane.sample());
-            match MetricsServer::start(address, source) {
-                Ok(server) => {
-                    tracing::info!(%address, "metrics served at /metrics");
-                    daemon.metrics = Some(server);
-                }
-                Err(e) => {
-                    daemon.stop();
-                    return Err(DaemonError::Environment(format!("metrics endpoint: {e}")));
-                }
-            }
-        }
-        Ok(daemon)
+        Ok(())
+    }
+
+    /// Serves `/metrics` if `[daemon] metrics_address` is set.
+    fn serve_metrics(
+        &mut self,
+        settings: &DaemonSettings,
+        dataplane: &Arc<DaemonDataplane>,
+    ) -> Result<(), DaemonError> {
+        let Some(address) = settings.metrics_address else {
+            return Ok(());
+        };
+        let source_plane = Arc::clone(dataplane);
+        let source: crate::metrics::SampleSource = Arc::new(move || source_plane.sample());
+        let server = MetricsServer::start(address, source)
+            .map_err(|e| DaemonError::Environment(format!("metrics endpoint: {e}")))?;
+        tracing::info!(%address, "metrics served at /metrics");
+        self.metrics = Some(server);
+        Ok(())
+    }
+
+    /// What `systemctl status` shows while it forwards.
+    fn forwarding_status(&self) -> String {
+        format!(
+            "forwarding: {} workers, generation {}",
+            self.workers.len(),
+            self.gateway.snapshot().generation()
+        )
     }
 
     /// The main loop: until a stop signal.
-    fn serve(&mut self, signals: &Signals, options: &RunOptions) -> Result<(), DaemonError> {
+    fn serve(
+        &mut self,
+        signals: &Signals,
+        options: &RunOptions,
+        notifier: &notify::Notifier,
+    ) -> Result<(), DaemonError> {
         let mut events = Vec::new();
         let mut last_resolve = Instant::now() - RESOLVE_EVERY;
         let mut last_refresh = Instant::now();
         while !signals.stop.load(Ordering::Relaxed) {
             if signals.reload.swap(false, Ordering::Relaxed) {
+                notifier.reloading();
                 self.reload(options);
+                notifier.ready(&self.forwarding_status());
             }
             events.clear();
             match self.watcher.poll_changes(&mut events) {

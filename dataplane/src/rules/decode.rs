@@ -24,8 +24,9 @@ use super::parse;
 use super::place::{Item, Place};
 use super::raw::{RawBackend, RawConfig, RawDaemon, RawFlows, RawNeighbour, RawService};
 use super::validate::{
-    of_backend, of_backend_address, of_service, Range, BATCH, CORE, FLOW_CAPACITY, FRAME_COUNT,
-    FRAME_SIZE, PANIC_THRESHOLD, PORT, RING_SIZE, TABLE_SIZE, TIMEOUT, WEIGHT,
+    of_backend, of_backend_address, of_service, Range, BATCH, CONTROL_IDLE_TIMEOUT, CORE,
+    FLOW_CAPACITY, FRAME_COUNT, FRAME_SIZE, PANIC_THRESHOLD, PORT, RING_SIZE, TABLE_SIZE, TIMEOUT,
+    WEIGHT,
 };
 use super::{
     Backend, BindModeSetting, Config, DaemonSettings, Failover, FlowSettings, GatewaySettings,
@@ -228,6 +229,12 @@ impl Decoder {
                 "completion_ring_size",
                 RING_SIZE,
                 &mut d.completion_ring_size,
+            ),
+            (
+                &raw.control_idle_timeout,
+                "control_idle_timeout",
+                CONTROL_IDLE_TIMEOUT,
+                &mut d.control_idle_timeout_s,
             ),
         ] {
             let key = format!("daemon.{field}");

@@ -128,6 +128,7 @@ impl<'t> FileProvenance<'t> {
             "tx_ring_size" => daemon.tx_ring_size.as_ref(),
             "fill_ring_size" => daemon.fill_ring_size.as_ref(),
             "completion_ring_size" => daemon.completion_ring_size.as_ref(),
+            "control_idle_timeout" => daemon.control_idle_timeout.as_ref(),
             _ => None,
         };
         let text = match key {

@@ -400,11 +400,14 @@ pub struct Backend {
     pub port: u16,
     /// Relative weight, 0..=[`MAX_WEIGHT`]; 0 drains it (no new flows).
     pub weight: u32,
-    /// Optional zone label (zone-aware routing).
+    /// Optional zone label. Accepted and kept, for the zone-aware routing
+    /// policies; no forwarding decision reads it yet.
     pub zone: Option<String>,
-    /// Optional SET isolation group label.
+    /// Optional SET isolation group label. Accepted and kept, for the SET
+    /// routing policies; no forwarding decision reads it yet.
     pub set: Option<String>,
-    /// Optional group label (fan-out, canary).
+    /// Optional group label. Accepted and kept, for fan-out and canary
+    /// policies; no forwarding decision reads it yet.
     pub group: Option<String>,
 }
 
@@ -432,8 +435,9 @@ impl Backend {
     }
 }
 
-/// Default path of the control socket.
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/flowgate/control.sock";
+/// Default path of the control socket: the API's, which `flowgatectl`
+/// connects to unless told otherwise.
+pub use flowgate_api::DEFAULT_CONTROL_SOCKET;
 /// Most worker cores.
 pub const MAX_WORKERS: usize = 64;
 
@@ -468,6 +472,9 @@ pub struct DaemonSettings {
     pub xdp_mode: XdpModeSetting,
     /// Path of the control socket (created with mode 0600).
     pub control_socket: PathBuf,
+    /// Seconds a control-socket client may stay connected without sending
+    /// a request before it is closed.
+    pub control_idle_timeout_s: u32,
     /// Loopback address of the Prometheus endpoint; none = no endpoint.
     pub metrics_address: Option<SocketAddr>,
     /// Log line format.
@@ -491,6 +498,7 @@ impl Default for DaemonSettings {
             bind_mode: BindModeSetting::Auto,
             xdp_mode: XdpModeSetting::Auto,
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            control_idle_timeout_s: 3,
             metrics_address: None,
             log_format: LogFormatSetting::Human,
             log_level: "info".to_owned(),

@@ -51,6 +51,7 @@ pub(super) struct RawDaemon {
     pub bind_mode: Option<Spanned<String>>,
     pub xdp_mode: Option<Spanned<String>>,
     pub control_socket: Option<Spanned<String>>,
+    pub control_idle_timeout: Option<Spanned<i64>>,
     pub metrics_address: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,

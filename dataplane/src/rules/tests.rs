@@ -1117,6 +1117,32 @@ fn daemon_settings_are_checked() {
     );
 }
 
+#[test]
+fn the_control_idle_timeout_is_whole_seconds_in_range() {
+    assert_eq!(DaemonSettings::default().control_idle_timeout_s, 3);
+    let config = load("[daemon]\ncontrol_idle_timeout = 7");
+    assert_eq!(config.daemon.control_idle_timeout_s, 7);
+    for (text, problem) in [
+        (
+            "0",
+            "t.toml:2:24: daemon.control_idle_timeout 0 is out of range 1..=600",
+        ),
+        (
+            "601",
+            "t.toml:2:24: daemon.control_idle_timeout 601 is out of range 1..=600",
+        ),
+        (
+            "-1",
+            "t.toml:2:24: daemon.control_idle_timeout -1 is out of range 1..=600",
+        ),
+    ] {
+        let found = errors(&format!("[daemon]\ncontrol_idle_timeout = {text}"));
+        assert_eq!(found, [problem], "{text}");
+    }
+    assert!(errors("[daemon]\ncontrol_idle_timeout = 2.5")[0]
+        .starts_with("t.toml:2:24: invalid type: floating point `2.5`, expected i64"));
+}
+
 // --- Provenance -------------------------------------------------------------
 
 /// The line and column `place` is located at in a file called `t.toml`.

@@ -114,6 +114,8 @@ pub(super) const FRAME_SIZE: Range = Range::new(2048, 4096);
 pub(super) const FRAME_COUNT: Range = Range::new(1024, 1 << 20);
 /// `daemon.*_ring_size` (also a power of two).
 pub(super) const RING_SIZE: Range = Range::new(64, 16384);
+/// `daemon.control_idle_timeout`, in seconds.
+pub(super) const CONTROL_IDLE_TIMEOUT: Range = Range::new(1, 600);
 
 /// ` of service "NAME"`: the context of a service's value in a message.
 pub(super) fn of_service(name: &str) -> String {
@@ -268,6 +270,10 @@ impl Validator<'_> {
             );
             self.report(at("control_socket"), message);
         }
+        let idle = daemon.control_idle_timeout_s.into();
+        let key = "daemon.control_idle_timeout";
+        let place = at("control_idle_timeout");
+        self.in_range(place, idle, CONTROL_IDLE_TIMEOUT, key, String::new);
         if let Some(address) = daemon.metrics_address {
             if !address.ip().is_loopback() {
                 self.report(at("metrics_address"), format!("daemon.metrics_address {address} is not a loopback address: metrics are served on loopback only (put a proxy in front to expose them)"));

@@ -13,7 +13,7 @@ use super::settings::{BindMode, XskSettings};
 use super::stats::{
     socket_mode, socket_statistics, PortTallies, XskMode, XskPortCounters, XskStats, XskStatsReader,
 };
-use super::umem::{Claim, SharedUmem, UmemCore};
+use super::umem::{Claim, Registry, SharedUmem, UmemCore};
 
 /// An AF_XDP socket bound to one (interface, queue) on the shared UMEM.
 ///
@@ -88,44 +88,12 @@ impl XskPort {
     ) -> Result<XskPort, XskError> {
         settings.validate()?;
         let target = Target::Queue { ifname, queue };
-        let no_such_interface = || XskError::NoSuchInterface {
-            ifname: ifname.to_string(),
-        };
-        if !queues::plausible_name(ifname) {
-            return Err(no_such_interface());
-        }
-        let iface: Interface = ifname.parse().map_err(|_| no_such_interface())?;
-        let queue_count = match queues::queue_count(ifname) {
-            Ok(count) => count,
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => {
-                return Err(no_such_interface())
-            }
-            // Not knowing is fine: the bind decides.
-            Err(_) => None,
-        };
-        if let Some(available) = queue_count.filter(|&n| queue >= n) {
-            return Err(XskError::NoSuchQueue {
-                ifname: ifname.to_string(),
-                queue,
-                available,
-            });
-        }
+        let (iface, queue_count) = interface_queue(ifname, queue)?;
 
         // Held across the bind: opens on one UMEM are serialised, so the
         // checks below still hold when libxdp runs.
         let mut registry = umem.lock_registry();
-        if registry.is_bound(ifname, queue) {
-            return Err(XskError::AlreadyOpen {
-                ifname: ifname.to_string(),
-                queue,
-            });
-        }
-        if registry.is_retired() {
-            return Err(XskError::UmemRetired {
-                ifname: ifname.to_string(),
-                queue,
-            });
-        }
+        check_free(&registry, ifname, queue)?;
         let first = registry.need_wakeup().is_none();
         let config = socket_config(settings, first)?;
         let zero_copy_forced = settings.bind_mode == BindMode::ZeroCopy;
@@ -157,22 +125,7 @@ impl XskPort {
 
         let mode = socket_mode(tx.fd().as_raw_fd())
             .map_err(|e| classify(target, "reading the socket's mode", e, false, None))?;
-        match (settings.bind_mode, mode) {
-            (BindMode::ZeroCopy, XskMode::Copy) => {
-                return Err(XskError::ZeroCopyUnsupported {
-                    ifname: ifname.to_string(),
-                    queue,
-                    reason: "the shared UMEM runs in copy mode (its first socket chose)".into(),
-                })
-            }
-            (BindMode::Copy, XskMode::ZeroCopy) => {
-                return Err(XskError::ModeConflict {
-                    ifname: ifname.to_string(),
-                    queue,
-                })
-            }
-            _ => {}
-        }
+        check_mode(settings.bind_mode, mode, ifname, queue)?;
         let claim = registry.claim(ifname, queue, umem.registry());
         drop(registry);
 
@@ -317,5 +270,65 @@ impl AsRawFd for XskPort {
     /// The socket's descriptor, for the gateway's XSKMAP.
     fn as_raw_fd(&self) -> RawFd {
         self.tx.fd().as_raw_fd()
+    }
+}
+
+/// The interface `ifname`, and how many queues it has if the kernel says:
+/// an error if it does not exist or has no queue `queue`.
+fn interface_queue(ifname: &str, queue: u32) -> Result<(Interface, Option<u32>), XskError> {
+    let no_such_interface = || XskError::NoSuchInterface {
+        ifname: ifname.to_string(),
+    };
+    if !queues::plausible_name(ifname) {
+        return Err(no_such_interface());
+    }
+    let iface: Interface = ifname.parse().map_err(|_| no_such_interface())?;
+    let queue_count = match queues::queue_count(ifname) {
+        Ok(count) => count,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENODEV) => return Err(no_such_interface()),
+        // Not knowing is fine: the bind decides.
+        Err(_) => None,
+    };
+    if let Some(available) = queue_count.filter(|&n| queue >= n) {
+        return Err(XskError::NoSuchQueue {
+            ifname: ifname.to_string(),
+            queue,
+            available,
+        });
+    }
+    Ok((iface, queue_count))
+}
+
+/// The UMEM can take a socket on (`ifname`, `queue`): it has none there
+/// and has not been retired.
+fn check_free(registry: &Registry, ifname: &str, queue: u32) -> Result<(), XskError> {
+    if registry.is_bound(ifname, queue) {
+        return Err(XskError::AlreadyOpen {
+            ifname: ifname.to_string(),
+            queue,
+        });
+    }
+    if registry.is_retired() {
+        return Err(XskError::UmemRetired {
+            ifname: ifname.to_string(),
+            queue,
+        });
+    }
+    Ok(())
+}
+
+/// The mode the kernel bound the socket in is one the settings allow.
+fn check_mode(asked: BindMode, got: XskMode, ifname: &str, queue: u32) -> Result<(), XskError> {
+    match (asked, got) {
+        (BindMode::ZeroCopy, XskMode::Copy) => Err(XskError::ZeroCopyUnsupported {
+            ifname: ifname.to_string(),
+            queue,
+            reason: "the shared UMEM runs in copy mode (its first socket chose)".into(),
+        }),
+        (BindMode::Copy, XskMode::ZeroCopy) => Err(XskError::ModeConflict {
+            ifname: ifname.to_string(),
+            queue,
+        }),
+        _ => Ok(()),
     }
 }
