@@ -331,8 +331,8 @@ impl FlowTable {
     /// The connection behind `id`, to change its data. Do not change
     /// `client`, `backend_addr`, `backend_port` or `endpoint` here: the
     /// index is keyed by the first three (the connection would no longer be
-    /// found) and the per-endpoint counts by the last; use
-    /// [`FlowTable::set_backend`] to move a connection to another backend.
+    /// found) and the per-endpoint counts by the last: a connection that
+    /// must move to another backend is removed and inserted afresh.
     #[inline]
     pub fn get_mut(&mut self, id: ConnId) -> &mut Connection {
         match self.records.get_mut(id.0 as usize) {
