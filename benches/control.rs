@@ -159,6 +159,7 @@ fn config(services: usize, backends: usize, table_size: u32) -> Config {
             scheduler: Scheduler::Maglev,
             maglev_table_size: table_size,
             failover: Default::default(),
+            health: Default::default(),
             backends: (0..backends)
                 .map(|b| Backend::new(backend_address(s, b), 8080))
                 .collect(),
@@ -256,6 +257,8 @@ impl BulkStage {
                 zone: None,
                 set: None,
                 group: None,
+                health: Default::default(),
+                heartbeat_ttl: None,
             }),
             BulkStage::Remove => Edit::BackendDel(BackendKey {
                 service,
@@ -372,6 +375,8 @@ fn switch(workers: usize, updates: usize) {
             zone: None,
             set: None,
             group: None,
+            health: Default::default(),
+            heartbeat_ttl: None,
         });
         let reply = client.call(request).unwrap();
         let answered = Instant::now();
@@ -441,6 +446,8 @@ fn one_service(services: usize, rounds: usize) {
                 zone: None,
                 set: None,
                 group: None,
+                health: Default::default(),
+                heartbeat_ttl: None,
             }),
         );
         let Reply::Changed(c) = reply else { panic!() };

@@ -137,6 +137,8 @@ fn every_command_does_what_it_says() {
                 zone: Some("b".into()),
                 set: None,
                 group: None,
+                health: Default::default(),
+                heartbeat_ttl: None,
             }))
             .unwrap(),
     );
@@ -314,6 +316,8 @@ fn a_change_to_one_service_rebuilds_only_its_tables() {
                 zone: None,
                 set: None,
                 group: None,
+                health: Default::default(),
+                heartbeat_ttl: None,
             }))
             .unwrap(),
     );
@@ -342,6 +346,8 @@ fn a_change_to_one_service_rebuilds_only_its_tables() {
                 zone: Some("z".into()),
                 set: None,
                 group: None,
+                health: Default::default(),
+                heartbeat_ttl: None,
             }))
             .unwrap(),
     );

@@ -43,6 +43,8 @@ fn edit(service: &str, address: &str, weight: u32) -> BackendEdit {
         zone: None,
         set: None,
         group: None,
+        health: Default::default(),
+        heartbeat_ttl: None,
     }
 }
 

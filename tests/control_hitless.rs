@@ -74,6 +74,8 @@ fn backend_edit(service: &str, host: u8, port: u16, weight: u32) -> Request {
         zone: None,
         set: None,
         group: None,
+        health: Default::default(),
+        heartbeat_ttl: None,
     })
 }
 

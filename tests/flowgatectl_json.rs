@@ -22,7 +22,7 @@ use serde_json::Value;
 /// The schema of each command's output on success. A command that writes
 /// no JSON (a shell script, man pages) refuses `-o json`: its output is an
 /// error.
-const SCHEMAS: [(&str, &str); 22] = [
+const SCHEMAS: [(&str, &str); 23] = [
     ("status", "status.json"),
     ("service list", "services.json"),
     ("service add", "changed.json"),
@@ -33,6 +33,7 @@ const SCHEMAS: [(&str, &str); 22] = [
     ("backend edit", "changed.json"),
     ("backend drain", "changed.json"),
     ("backend del", "changed.json"),
+    ("backend heartbeat", "heartbeat.json"),
     ("apply", "changed.json"),
     ("stats", "stats.json"),
     ("flows", "flows.json"),
@@ -313,6 +314,41 @@ fn walk_changes(walk: &mut Walk, d: &Daemon) {
         diff["backends_relabelled"][0].get("from").is_none(),
         "an unset label is left out: {diff}"
     );
+    // A backend registered by heartbeats: its TTL, a heartbeat, its
+    // health in the list.
+    let ttl = walk.ok(
+        d,
+        &[
+            "backend",
+            "edit",
+            "web",
+            "198.18.1.13:8080",
+            "--heartbeat-ttl",
+            "30s",
+            "--check-port",
+            "9000",
+        ],
+    );
+    assert_eq!(ttl["diff"]["backends_changed"][0]["field"], "heartbeat_ttl");
+    assert_eq!(ttl["diff"]["backends_changed"][0]["to"], "30s");
+    let beat = walk.ok(d, &["backend", "heartbeat", "web", "198.18.1.13:8080"]);
+    assert_eq!(beat["kind"], "heartbeat");
+    assert_eq!(beat["ttl_ms"], 30_000);
+    let list = walk.ok(d, &["backend", "list", "web"]);
+    let registered = list["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["address"] == "198.18.1.13")
+        .unwrap();
+    assert_eq!(registered["heartbeat_ttl"], "30s");
+    assert_eq!(registered["health"]["state"], "up");
+    assert!(
+        registered["health"]["heartbeat_expires_in_ms"]
+            .as_i64()
+            .unwrap()
+            > 25_000
+    );
     walk.ok(d, &["backend", "drain", "web", "198.18.1.13:8080"]);
     walk.ok(d, &["backend", "del", "web", "198.18.1.13:8080"]);
     walk.ok(d, &["service", "del", "dns"]);
@@ -372,6 +408,10 @@ fn walk_failures(walk: &mut Walk, d: &Daemon, vip: &str) {
     assert_eq!(gone["code"], "not_found");
     let nope = walk.fails(d, &["backend", "drain", "nope", "198.18.1.11:8080"], 1);
     assert_eq!(nope["code"], "not_found");
+    let unknown = walk.fails(d, &["backend", "heartbeat", "web", "198.18.1.99:8080"], 1);
+    assert_eq!(unknown["code"], "not_found");
+    let no_ttl = walk.fails(d, &["backend", "heartbeat", "web", "198.18.1.11:8080"], 1);
+    assert_eq!(no_ttl["code"], "invalid");
     std::fs::write(&file, RULES.replace("port = 8080", "port = 0")).unwrap();
     let invalid = walk.fails(d, &["apply", "-f", path], 1);
     assert_eq!(invalid["code"], "invalid");

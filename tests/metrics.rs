@@ -231,7 +231,11 @@ fn parse_exposition(text: &str) -> HashMap<SeriesKey, f64> {
                 (Some("HELP"), Some(name), Some(_)) => assert!(valid_name(name), "{}", at()),
                 (Some("TYPE"), Some(name), Some(kind)) => {
                     assert!(valid_name(name), "{}", at());
-                    assert!(["counter", "gauge"].contains(&kind), "{}", at());
+                    assert!(
+                        ["counter", "gauge", "histogram"].contains(&kind),
+                        "{}",
+                        at()
+                    );
                     assert!(
                         types.insert(name.to_owned(), kind.to_owned()).is_none(),
                         "two TYPEs: {}",
@@ -243,8 +247,14 @@ fn parse_exposition(text: &str) -> HashMap<SeriesKey, f64> {
             continue;
         }
         let (key, value) = parse_line(line).unwrap_or_else(|e| panic!("{e}: {}", at()));
+        // A histogram's series are its name with _bucket, _sum, _count.
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| key.0.strip_suffix(suffix))
+            .filter(|f| types.get(*f).is_some_and(|k| k == "histogram"))
+            .unwrap_or(&key.0);
         let kind = types
-            .get(&key.0)
+            .get(family)
             .unwrap_or_else(|| panic!("no TYPE: {}", at()));
         assert_eq!(kind == "counter", key.0.ends_with("_total"), "{}", at());
         assert!(key.0.starts_with("flowgate_"), "{}", at());

@@ -84,7 +84,24 @@ fn seen(topo: &Topology, socket: &Path) -> Seen {
     Seen {
         status,
         services: flowgatectl(socket, &["service", "list"]),
-        backends: flowgatectl(socket, &["backend", "list", "web"]),
+        // How long each backend has been in its state moves with the clock.
+        backends: flowgatectl(socket, &["backend", "list", "web"])
+            .lines()
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                let since = w
+                    .iter()
+                    .position(|x| *x == "ago")
+                    .map_or(usize::MAX, |i| i - 1);
+                let kept: Vec<&str> = w
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != since)
+                    .map(|(_, x)| *x)
+                    .collect();
+                format!("{}\n", kept.join(" "))
+            })
+            .collect(),
         generation: reply.dataplane.generation,
         maps,
     }

@@ -141,6 +141,7 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
                 scheduler: Scheduler::Maglev,
                 maglev_table_size: table_size,
                 failover: Default::default(),
+                health: Default::default(),
                 backends: (0..BACKENDS_PER_SERVICE as u32)
                     .map(|j| {
                         let host = (k as u32).wrapping_mul(BACKENDS_PER_SERVICE as u32) + j;
@@ -159,6 +160,7 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
             capacity,
             ..FlowSettings::default()
         },
+        health: Default::default(),
         interfaces: vec![
             Interface {
                 name: "fg-client".into(),

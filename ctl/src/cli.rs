@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use flowgate_api::{
-    BackendAdd, BackendEdit, BackendKey, BackendSpec, FlowsQuery, Request, ServiceEdit,
-    ServiceName, ServiceSpec, DEFAULT_CONTROL_SOCKET,
+    BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, FlowsQuery, Request,
+    ServiceEdit, ServiceName, ServiceSpec, DEFAULT_CONTROL_SOCKET,
 };
 
 use crate::endpoint::{parse_backend, parse_endpoint, Endpoint};
@@ -48,6 +48,8 @@ pub enum Action {
     BackendList(String),
     /// A request that changes the rules.
     Change(Request),
+    /// `backend heartbeat SERVICE ADDR:PORT`.
+    Heartbeat(BackendKey),
     /// `apply -f FILE`.
     Apply {
         /// The config file.
@@ -313,9 +315,17 @@ enum BackendCommand {
         /// Group label.
         #[arg(long)]
         group: Option<String>,
+        /// Heartbeat TTL ("5s"): alive only while heartbeats arrive.
+        #[arg(long)]
+        heartbeat_ttl: Option<String>,
+        /// Its own check kind: tcp, http, udp or none.
+        #[arg(long)]
+        check: Option<String>,
+        /// Probe this port instead of its own.
+        #[arg(long)]
+        check_port: Option<u16>,
     },
-    /// Change a backend's weight or labels ("" removes a label).
-    #[command(group(ArgGroup::new("what").required(true).multiple(true).args(["weight", "zone", "set", "group"])))]
+    /// Change a backend's weight, labels, heartbeat TTL or check ("" removes a label, a TTL or its own check kind; --check-port 0 probes its own port again).
     Edit {
         /// The service.
         service: String,
@@ -333,6 +343,23 @@ enum BackendCommand {
         /// New group label.
         #[arg(long)]
         group: Option<String>,
+        /// New heartbeat TTL ("5s"; "": none).
+        #[arg(long)]
+        heartbeat_ttl: Option<String>,
+        /// Its own check kind (tcp, http, udp, none; "": its service's).
+        #[arg(long)]
+        check: Option<String>,
+        /// Probe this port instead of its own (0: its own again).
+        #[arg(long)]
+        check_port: Option<u16>,
+    },
+    /// Tell the gateway a backend registered with a heartbeat_ttl is alive
+    /// for one more TTL.
+    Heartbeat {
+        /// The service.
+        service: String,
+        /// ADDRESS:PORT.
+        backend: String,
     },
     /// Set a backend's weight to 0: its connections finish, no new ones come.
     Drain {
@@ -643,6 +670,9 @@ fn backend_action(command: BackendCommand) -> Result<Action, String> {
             zone,
             set,
             group,
+            heartbeat_ttl,
+            check,
+            check_port,
         } => {
             let endpoint = parse_endpoint(&backend)?;
             Action::Change(Request::BackendAdd(BackendAdd {
@@ -654,6 +684,8 @@ fn backend_action(command: BackendCommand) -> Result<Action, String> {
                     zone,
                     set,
                     group,
+                    health: backend_check(check, check_port),
+                    heartbeat_ttl,
                 },
             }))
         }
@@ -664,7 +696,24 @@ fn backend_action(command: BackendCommand) -> Result<Action, String> {
             zone,
             set,
             group,
+            heartbeat_ttl,
+            check,
+            check_port,
         } => {
+            if weight.is_none()
+                && zone.is_none()
+                && set.is_none()
+                && group.is_none()
+                && heartbeat_ttl.is_none()
+                && check.is_none()
+                && check_port.is_none()
+            {
+                return Err(
+                    "backend edit: nothing to change: give --weight, --zone, --set, \
+                            --group, --heartbeat-ttl, --check or --check-port"
+                        .into(),
+                );
+            }
             let endpoint = parse_endpoint(&backend)?;
             Action::Change(Request::BackendEdit(BackendEdit {
                 service,
@@ -674,7 +723,12 @@ fn backend_action(command: BackendCommand) -> Result<Action, String> {
                 zone,
                 set,
                 group,
+                health: backend_check(check, check_port),
+                heartbeat_ttl,
             }))
+        }
+        BackendCommand::Heartbeat { service, backend } => {
+            Action::Heartbeat(backend_key(service, &backend)?)
         }
         BackendCommand::Drain { service, backend } => {
             Action::Change(Request::BackendDrain(backend_key(service, &backend)?))
@@ -683,6 +737,11 @@ fn backend_action(command: BackendCommand) -> Result<Action, String> {
             Action::Change(Request::BackendDel(backend_key(service, &backend)?))
         }
     })
+}
+
+/// A backend's own check, when either flag is given.
+fn backend_check(kind: Option<String>, port: Option<u16>) -> Option<BackendCheck> {
+    (kind.is_some() || port.is_some()).then_some(BackendCheck { kind, port })
 }
 
 /// `stats [--watch] [--interval SECONDS] [--count N]`.

@@ -80,6 +80,7 @@ pub fn run(
         Action::ServiceList => session.read(Request::ServiceList {}),
         Action::BackendList(service) => session.read(Request::BackendList(ServiceName { service })),
         Action::Flows(query) => session.read(Request::Flows(query)),
+        Action::Heartbeat(key) => session.read(Request::BackendHeartbeat(key)),
         Action::Change(Request::BackendDel(key)) => {
             let remove_service = format!("flowgatectl service del {}", key.service);
             session.delete_backend(key, remove_service)
@@ -186,6 +187,7 @@ impl Session<'_> {
             Reply::Flows(f) => show::flows(f),
             Reply::Stats(s) => show::stats(s),
             Reply::Changed(c) => show::change(c),
+            Reply::Heartbeat(h) => show::heartbeat(h),
         };
         self.write(&text)
     }
@@ -326,6 +328,8 @@ impl Session<'_> {
                 zone: None,
                 set: None,
                 group: None,
+                health: Default::default(),
+                heartbeat_ttl: None,
             }),
             ListenerChange::DeleteBackend(real) => {
                 let key = BackendKey {

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use flowgate_api::{
-    BackendView, BackendsReply, ChangeReport, ConfigDiff, FlowsReply, ServiceStats, ServiceView,
-    ServicesReply, StatsReport, StatusReply, TrafficCounters,
+    BackendHealth, BackendView, BackendsReply, ChangeReport, ConfigDiff, FlowsReply,
+    HeartbeatReply, ServiceStats, ServiceView, ServicesReply, StatsReport, StatusReply,
+    TrafficCounters,
 };
 
 /// Rows as columns aligned by the widest cell, two spaces apart.
@@ -117,6 +118,16 @@ pub fn diff_lines(d: &ConfigDiff) -> Vec<String> {
             label(&r.to)
         ));
     }
+    for c in &d.backends_changed {
+        lines.push(format!(
+            "~ backend {} {} {} {} -> {}",
+            c.service,
+            endpoint(c.address, c.port),
+            c.field,
+            label(&c.from),
+            label(&c.to)
+        ));
+    }
     for s in &d.settings_changed {
         lines.push(format!("~ [{s}] changed"));
     }
@@ -206,6 +217,30 @@ pub fn status(s: &StatusReply) -> String {
     }
     out.push('\n');
     out.push_str(&table(&rows));
+    if let Some(h) = &s.health {
+        out.push_str(&format!(
+            "\nhealth      {} up, {} down, {} draining, {} expired ({} checked)\n",
+            h.up, h.down, h.draining, h.expired, h.checked
+        ));
+        if !h.not_up.is_empty() {
+            let mut rows = vec![[
+                "SERVICE",
+                "BACKEND",
+                "STATE",
+                "SINCE",
+                "LAST CHECK",
+                "LATENCY",
+            ]
+            .map(String::from)
+            .to_vec()];
+            for b in &h.not_up {
+                let mut row = vec![b.service.clone(), endpoint(b.address, b.port)];
+                row.extend(health_cells(Some(&b.health)));
+                rows.push(row);
+            }
+            out.push_str(&table(&rows));
+        }
+    }
     out
 }
 
@@ -258,23 +293,78 @@ pub fn backends(reply: &BackendsReply) -> String {
 }
 
 fn backend_rows(backends: &[BackendView]) -> Vec<Vec<String>> {
-    let mut rows = vec![vec![
-        "BACKEND".into(),
-        "WEIGHT".into(),
-        "ZONE".into(),
-        "SET".into(),
-        "GROUP".into(),
-    ]];
+    // Health columns when the data plane reports health.
+    let health = backends.iter().any(|b| b.health.is_some());
+    let mut head: Vec<String> = ["BACKEND", "WEIGHT", "ZONE", "SET", "GROUP"]
+        .map(String::from)
+        .to_vec();
+    if health {
+        head.extend(["STATE", "SINCE", "LAST CHECK", "LATENCY"].map(String::from));
+    }
+    let mut rows = vec![head];
     for b in backends {
-        rows.push(vec![
+        let mut row = vec![
             endpoint(b.address, b.port),
             weight(b.weight),
             label(&b.zone),
             label(&b.set),
             label(&b.group),
-        ]);
+        ];
+        if health {
+            row.extend(health_cells(b.health.as_ref()));
+        }
+        rows.push(row);
     }
     rows
+}
+
+/// STATE, SINCE, LAST CHECK and LATENCY of a backend.
+fn health_cells(health: Option<&BackendHealth>) -> [String; 4] {
+    let Some(h) = health else {
+        return ["-".into(), "-".into(), "-".into(), "-".into()];
+    };
+    let since = h
+        .since_ms
+        .map_or_else(|| "-".to_owned(), |ms| format!("{} ago", millis(ms)));
+    let (last, latency) = match &h.last_check {
+        Some(c) => (
+            format!("{} ({} ago)", c.result, millis(c.age_ms)),
+            micros(c.latency_us),
+        ),
+        None if h.check.is_none() => ("not checked".to_owned(), "-".to_owned()),
+        None => ("pending".to_owned(), "-".to_owned()),
+    };
+    [h.state.clone(), since, last, latency]
+}
+
+/// Microseconds as `850us`, `1.2ms`, `2.0s`.
+fn micros(us: u64) -> String {
+    match us {
+        0..=999 => format!("{us}us"),
+        1000..=999_999 => format!("{:.1}ms", us as f64 / 1000.0),
+        _ => format!("{:.1}s", us as f64 / 1_000_000.0),
+    }
+}
+
+/// `backend heartbeat`: the backend's new deadline.
+pub fn heartbeat(h: &HeartbeatReply) -> String {
+    format!(
+        "heartbeat: backend {} of service {} stays alive for {} (heartbeat_ttl {})\n",
+        endpoint(h.address, h.port),
+        h.service,
+        millis(h.expires_in_ms),
+        millis(h.ttl_ms)
+    )
+}
+
+/// Milliseconds as `850ms`, `2.5s`, `1m 30s`.
+pub fn millis(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1000..=59_999 if ms.is_multiple_of(1000) => format!("{}s", ms / 1000),
+        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => duration(ms / 1000),
+    }
 }
 
 /// ipvsadm-style `-L -n`.

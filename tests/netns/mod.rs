@@ -465,6 +465,17 @@ impl Topology {
                 gateway.log()
             );
         }
+        // Workers forward before the control socket is bound: a test that
+        // talks to the control API right away waits for it too.
+        let socket = self.scratch.path("control.sock");
+        while config.contains(socket.to_str().unwrap_or("")) && !socket.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "flowgate did not bind its control socket within 30 s:\n{}",
+                gateway.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         // The probe's answer is not part of any test's count.
         self.clear_served();
         gateway

@@ -38,8 +38,12 @@ pub struct ConfigDiff {
     /// Backends in both whose zone, set or group label differs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backends_relabelled: Vec<Relabel>,
+    /// Backends in both whose health settings differ (`heartbeat_ttl`,
+    /// `health.kind`, `health.port`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends_changed: Vec<BackendChange>,
     /// Other sections that differ: `gateway`, `daemon`, `flows`,
-    /// `interfaces`, `neighbours`.
+    /// `health`, `interfaces`, `neighbours`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub settings_changed: Vec<String>,
 }
@@ -59,6 +63,7 @@ impl ConfigDiff {
             + self.backends_removed.len()
             + self.backends_reweighted.len()
             + self.backends_relabelled.len()
+            + self.backends_changed.len()
             + self.settings_changed.len()
     }
 }
@@ -87,7 +92,10 @@ pub struct ServiceSummary {
 pub struct ServiceChange {
     /// The service.
     pub service: String,
-    /// `protocol`, `vip`, `port`, `scheduler` or `maglev_table_size`.
+    /// `protocol`, `vip`, `port`, `scheduler`, `maglev_table_size`,
+    /// `on_backend_down`, `panic_threshold`, `when_all_down`, `health`,
+    /// `heartbeat_ttl` or `heartbeat_token` (whose value is never shown:
+    /// `set` or `none`).
     pub field: String,
     /// The old value.
     pub from: String,
@@ -141,6 +149,26 @@ pub struct Relabel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
     /// The new value (none, left out: unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+}
+
+/// A backend setting other than weight and labels that changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendChange {
+    /// Its service.
+    pub service: String,
+    /// Its address.
+    pub address: IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// `heartbeat_ttl`, `health.kind` or `health.port`.
+    pub field: String,
+    /// The old value (left out: unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// The new value (left out: unset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
 }

@@ -262,6 +262,8 @@ mod tests {
                 zone: Some(String::new()),
                 set: None,
                 group: None,
+                heartbeat_ttl: None,
+                health: None,
             }),
             Request::Batch(Batch {
                 edits: vec![

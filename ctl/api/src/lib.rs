@@ -38,20 +38,23 @@ pub mod request;
 mod tagged;
 
 pub use client::{ClientError, ControlClient};
-pub use diff::{BackendSummary, ConfigDiff, Relabel, Reweight, ServiceChange, ServiceSummary};
+pub use diff::{
+    BackendChange, BackendSummary, ConfigDiff, Relabel, Reweight, ServiceChange, ServiceSummary,
+};
 pub use error::{ApiError, ErrorCode};
 pub use framing::parse_request;
 pub use reply::{
-    BackendView, BackendsReply, ChangeReport, FlowsReply, Reply, Response, ServiceView,
-    ServicesReply, StatusReply,
+    BackendHealth, BackendState, BackendView, BackendsReply, ChangeReport, CheckReport, FlowsReply,
+    HealthSummary, HeartbeatReply, Reply, Response, ServiceView, ServicesReply, StatusReply,
+    MAX_NOT_UP,
 };
 pub use report::{
     BackendStats, FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport,
     TrafficCounters, WorkerInfo, WorkerStats,
 };
 pub use request::{
-    ApplyConfig, BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, Edit, FlowsQuery,
-    Request, RequestEnvelope, ServiceEdit, ServiceName, ServiceSpec,
+    ApplyConfig, BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, Batch, Edit,
+    FlowsQuery, Request, RequestEnvelope, ServiceEdit, ServiceName, ServiceSpec,
 };
 
 /// The version of the protocol this build speaks.

@@ -69,6 +69,8 @@ pub enum Reply {
     Services(ServicesReply),
     /// `backend_list`.
     Backends(BackendsReply),
+    /// `backend_heartbeat`.
+    Heartbeat(HeartbeatReply),
 }
 
 /// What a mutating request did.
@@ -109,6 +111,101 @@ pub struct StatusReply {
     pub origin: String,
     /// API edits applied since that file was loaded.
     pub edits_since_load: u64,
+    /// Backends by state, and those not up; absent from a data plane
+    /// that does not report health.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSummary>,
+}
+
+/// How many backends are in each state, and which are not up.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSummary {
+    /// Backends (over all services) up: passing checks, heartbeats on
+    /// time, weight above 0.
+    pub up: usize,
+    /// Backends failing their checks.
+    pub down: usize,
+    /// Backends drained (weight 0).
+    pub draining: usize,
+    /// Backends whose heartbeat TTL ran out.
+    pub expired: usize,
+    /// Distinct targets the prober checks (a backend shared by services
+    /// with the same check is one).
+    pub checked: usize,
+    /// The backends down or expired, at most [`MAX_NOT_UP`] of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_up: Vec<BackendState>,
+}
+
+/// The most backends a status lists as not up; the counts are complete.
+pub const MAX_NOT_UP: usize = 100;
+
+/// One backend of one service and its health.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendState {
+    /// The service.
+    pub service: String,
+    /// The backend's address.
+    pub address: IpAddr,
+    /// The backend's port.
+    pub port: u16,
+    /// Its health.
+    pub health: BackendHealth,
+}
+
+/// A backend's health as the data plane sees it now.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendHealth {
+    /// `up`, `down` (failing its checks), `draining` (weight 0) or
+    /// `expired` (its heartbeat TTL ran out), the most severe first.
+    pub state: String,
+    /// How long it has been in that state, in milliseconds, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    /// What checks it (`tcp 198.18.1.11:8080`); absent when not probed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+    /// Its last completed check, if one has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check: Option<CheckReport>,
+    /// For a backend with a heartbeat TTL: milliseconds until it expires
+    /// (negative: since it expired).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_expires_in_ms: Option<i64>,
+}
+
+/// One completed health check.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckReport {
+    /// Whether it passed.
+    pub ok: bool,
+    /// `ok`, or why it failed: `refused`, `timeout`, `reset`,
+    /// `unreachable`, `bad status 503`, ...
+    pub result: String,
+    /// How long it took, in microseconds (a timeout counts its timeout).
+    pub latency_us: u64,
+    /// How long ago it started, in milliseconds.
+    pub age_ms: u64,
+}
+
+/// `backend_heartbeat`: the backend's new deadline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatReply {
+    /// The service.
+    pub service: String,
+    /// The backend's address.
+    pub address: IpAddr,
+    /// The backend's port.
+    pub port: u16,
+    /// Its heartbeat TTL, in milliseconds.
+    pub ttl_ms: u64,
+    /// Milliseconds until it expires unless another heartbeat comes.
+    pub expires_in_ms: u64,
 }
 
 /// `flows`: the connections found.
@@ -176,12 +273,27 @@ pub struct BackendView {
     /// Group label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Its heartbeat TTL (its own or its service's), as a config writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ttl: Option<String>,
+    /// Its own check kind and probe port, when it sets them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<crate::request::BackendCheck>,
+    /// Its health now; absent from a data plane that does not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<BackendHealth>,
 }
 
 impl Tagged for Reply {
     const TAG: &'static str = "kind";
     const VARIANTS: &'static [&'static str] = &[
-        "changed", "status", "stats", "flows", "services", "backends",
+        "changed",
+        "status",
+        "stats",
+        "flows",
+        "services",
+        "backends",
+        "heartbeat",
     ];
     const EXPECTING: &'static str = "a reply";
 
@@ -193,6 +305,7 @@ impl Tagged for Reply {
             "flows" => Reply::Flows(body.value()?),
             "services" => Reply::Services(body.value()?),
             "backends" => Reply::Backends(body.value()?),
+            "heartbeat" => Reply::Heartbeat(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

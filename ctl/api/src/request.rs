@@ -59,6 +59,9 @@ pub enum Request {
     BackendDel(BackendKey),
     /// Set a backend's weight to 0: its flows finish, no new ones come.
     BackendDrain(BackendKey),
+    /// A heartbeat of a backend registered with a `heartbeat_ttl`: it
+    /// stays alive for one more TTL. Changes no rule.
+    BackendHeartbeat(BackendKey),
 }
 
 /// One change to the rules; a [`Batch`] holds several.
@@ -201,6 +204,13 @@ pub struct BackendSpec {
     /// Group label.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Heartbeat TTL, as a config writes it (`"5s"`): the backend is alive
+    /// only while heartbeats arrive; it has one TTL for its first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ttl: Option<String>,
+    /// Its own check kind and probe port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<BackendCheck>,
 }
 
 impl BackendSpec {
@@ -213,8 +223,25 @@ impl BackendSpec {
             zone: None,
             set: None,
             group: None,
+            heartbeat_ttl: None,
+            health: None,
         }
     }
+}
+
+/// A backend's own check settings, as `[services.backends.health]` has
+/// them: where and whether it is probed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendCheck {
+    /// `tcp`, `http`, `udp` or `none` instead of its service's kind (in
+    /// `backend_edit`, `""`: its service's again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The port probed instead of its own (in `backend_edit`, 0: its own
+    /// again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// `backend_add`: a backend for an existing service.
@@ -262,6 +289,12 @@ pub struct BackendEdit {
     /// New group label (`""`: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// New heartbeat TTL (`"5s"`; `""`: none, its service's if it has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ttl: Option<String>,
+    /// New check kind or probe port (see [`BackendCheck`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<BackendCheck>,
 }
 
 // Tagged enums are read by `tagged`: straight into the variant when the
@@ -284,6 +317,7 @@ impl Tagged for Request {
         "backend_edit",
         "backend_del",
         "backend_drain",
+        "backend_heartbeat",
     ];
     const EXPECTING: &'static str = "a request";
 
@@ -303,6 +337,7 @@ impl Tagged for Request {
             "backend_edit" => Request::BackendEdit(body.value()?),
             "backend_del" => Request::BackendDel(body.value()?),
             "backend_drain" => Request::BackendDrain(body.value()?),
+            "backend_heartbeat" => Request::BackendHeartbeat(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

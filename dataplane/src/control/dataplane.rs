@@ -1,8 +1,11 @@
 //! What the control API needs from the running gateway.
 
-use flowgate_api::{FlowEntry, StatsReport, StatusReport};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use crate::rules::Config;
+use flowgate_api::{BackendHealth, FlowEntry, HealthSummary, StatsReport, StatusReport};
+
+use crate::rules::{Config, Service};
 use crate::xdp::{CapacityError, XdpCapacity};
 
 /// The running gateway as the control API sees it. The daemon implements
@@ -50,6 +53,38 @@ pub trait Dataplane: Send + Sync {
     /// [`Dataplane::status`]; override it if that is costly.
     fn generation(&self) -> u64 {
         self.status().generation
+    }
+
+    /// The health of each backend of `service` (a service of the running
+    /// rules), in its order; empty from a data plane that does not track
+    /// health (the default).
+    fn backend_health(&self, service: &Service) -> Vec<BackendHealth> {
+        let _ = service;
+        Vec::new()
+    }
+
+    /// Backends of `config` (the running rules) by state, and those not
+    /// up; none from a data plane that does not track health (the
+    /// default).
+    fn health_summary(&self, config: &Config) -> Option<HealthSummary> {
+        let _ = config;
+        None
+    }
+
+    /// Records a heartbeat of backend `backend` of service `service`,
+    /// whose heartbeat TTL in the running rules is `ttl`: it stays alive
+    /// until a TTL from now. Returns how long until it expires. The
+    /// control state has checked that the service and backend run and
+    /// that the backend has a TTL; an error here is the data plane's
+    /// (the default takes no heartbeats).
+    fn heartbeat(
+        &self,
+        service: &str,
+        backend: SocketAddr,
+        ttl: Duration,
+    ) -> Result<Duration, String> {
+        let _ = (service, backend, ttl);
+        Err("this data plane takes no heartbeats".into())
     }
 }
 

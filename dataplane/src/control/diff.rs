@@ -9,6 +9,8 @@
 //! the new config's, removed ones in the old config's. Order alone is no
 //! change: the compiled tables do not depend on it.
 
+mod health;
+
 use hashbrown::HashMap;
 use std::net::IpAddr;
 
@@ -46,6 +48,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         ("gateway", old.gateway != new.gateway),
         ("daemon", old.daemon != new.daemon),
         ("flows", old.flows != new.flows),
+        ("health", old.health != new.health),
         ("interfaces", old.interfaces != new.interfaces),
         ("neighbours", !same_neighbours(old, new)),
     ] {
@@ -133,6 +136,7 @@ fn service_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
         after.maglev_table_size.to_string(),
     );
 
+    health::service_health_changes(before, after, d);
     if before.backends == after.backends {
         return;
     }

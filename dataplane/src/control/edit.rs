@@ -22,7 +22,9 @@
 
 use hashbrown::HashMap;
 use std::net::IpAddr;
+use std::time::Duration;
 
+use crate::health::CheckKindName;
 use crate::rules::{
     self, parse, Backend, Config, ConfigError, Item, Location, Place, Provenance, RequestLocation,
     Service,
@@ -339,6 +341,7 @@ impl Editor {
                 .maglev_table_size
                 .unwrap_or(self.rest.gateway.maglev_table_size),
             failover: Default::default(),
+            health: Default::default(),
             backends: Vec::new(),
         };
         // Backends are parsed before the service is added, so that a bad
@@ -386,9 +389,16 @@ impl Editor {
     }
 
     fn edit_backend(&mut self, index: u32, e: &BackendEdit) -> Result<(), Failure> {
-        if e.weight.is_none() && e.zone.is_none() && e.set.is_none() && e.group.is_none() {
+        if e.weight.is_none()
+            && e.zone.is_none()
+            && e.set.is_none()
+            && e.group.is_none()
+            && e.heartbeat_ttl.is_none()
+            && e.health.is_none()
+        {
             return Err(invalid_edit(format!(
-                "nothing to change in backend {} of service {:?}: give a weight or a label",
+                "nothing to change in backend {} of service {:?}: give a weight, a label, a \
+                 heartbeat_ttl or a check",
                 endpoint(&e.address, e.port),
                 e.service
             )));
@@ -411,6 +421,21 @@ impl Editor {
             if let Some(value) = value {
                 *label = (!value.is_empty()).then(|| value.clone());
                 touch.set(key, index);
+            }
+        }
+        let context = backend_context(&e.address, e.port, &e.service);
+        if let Some(ttl) = &e.heartbeat_ttl {
+            backend.health.heartbeat_ttl = heartbeat_ttl(ttl, &context)?;
+            touch.set("heartbeat_ttl", index);
+        }
+        if let Some(check) = &e.health {
+            if let Some(kind) = &check.kind {
+                backend.health.kind = check_kind(kind, &context)?;
+                touch.set("health.kind", index);
+            }
+            if let Some(port) = check.port {
+                backend.health.port = (port != 0).then_some(port);
+                touch.set("health.port", index);
             }
         }
         service.last = Some(index);
@@ -494,7 +519,46 @@ fn backend(spec: &BackendSpec, service: &str) -> Result<Backend, Failure> {
     backend.zone = spec.zone.clone();
     backend.set = spec.set.clone();
     backend.group = spec.group.clone();
+    let context = backend_context(&spec.address, spec.port, service);
+    if let Some(ttl) = &spec.heartbeat_ttl {
+        backend.health.heartbeat_ttl = heartbeat_ttl(ttl, &context)?;
+    }
+    if let Some(check) = &spec.health {
+        if let Some(kind) = &check.kind {
+            backend.health.kind = check_kind(kind, &context)?;
+        }
+        backend.health.port = check.port;
+    }
     Ok(backend)
+}
+
+/// ` of backend ADDRESS:PORT in service "NAME"`, for a message.
+fn backend_context(address: &str, port: u16, service: &str) -> String {
+    format!(
+        " of backend {} in service {service:?}",
+        endpoint(address, port)
+    )
+}
+
+/// A heartbeat TTL as an edit writes it (`"5s"`; `""`: none). Whether it
+/// is in range is the validator's.
+fn heartbeat_ttl(text: &str, context: &str) -> Result<Option<Duration>, Failure> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    parse::duration(text, "heartbeat_ttl", context)
+        .map(Some)
+        .map_err(invalid_edit)
+}
+
+/// A backend's own check kind as an edit writes it (`""`: its service's).
+fn check_kind(text: &str, context: &str) -> Result<Option<CheckKindName>, Failure> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    parse::check_kind(text)
+        .map(Some)
+        .map_err(|e| invalid_edit(format!("health.kind{context}: {e}")))
 }
 
 fn backend_address(text: &str, service: &str) -> Result<IpAddr, Failure> {
@@ -658,6 +722,8 @@ port = 8080
             zone: Some("a".into()),
             set: None,
             group: Some("g".into()),
+            health: Default::default(),
+            heartbeat_ttl: None,
         };
         let c = apply_edits(&rules(), &[Edit::BackendEdit(edit.clone())]).unwrap();
         let b = &c.services[0].backends[0];
@@ -674,6 +740,66 @@ port = 8080
             (b.zone.as_deref(), b.group.as_deref(), b.weight),
             (None, Some("g"), 9)
         );
+    }
+
+    #[test]
+    fn backend_edit_sets_and_clears_its_ttl_and_check() {
+        let ttl = |c: &Config| c.services[0].backends[0].health.clone();
+        let mut edit = BackendEdit {
+            service: "web".into(),
+            address: "198.18.1.11".into(),
+            port: 8080,
+            weight: None,
+            zone: None,
+            set: None,
+            group: None,
+            health: Some(flowgate_api::BackendCheck {
+                kind: Some("none".into()),
+                port: Some(9000),
+            }),
+            heartbeat_ttl: Some("3s".into()),
+        };
+        let c = apply_edits(&rules(), &[Edit::BackendEdit(edit.clone())]).unwrap();
+        let h = ttl(&c);
+        assert_eq!(h.heartbeat_ttl, Some(Duration::from_secs(3)));
+        assert_eq!((h.kind, h.port), (Some(CheckKindName::None), Some(9000)));
+        edit.heartbeat_ttl = Some(String::new());
+        edit.health = Some(flowgate_api::BackendCheck {
+            kind: Some(String::new()),
+            port: Some(0),
+        });
+        let c = apply_edits(&c, &[Edit::BackendEdit(edit.clone())]).unwrap();
+        assert_eq!(ttl(&c), Default::default());
+
+        // Each bad value is refused with its reason, and nothing applies.
+        let cases = [
+            (
+                Some("0s"),
+                None,
+                "heartbeat_ttl of backend 198.18.1.11:8080 in service \"web\" must be more than 0",
+            ),
+            (
+                Some("5"),
+                None,
+                "heartbeat_ttl \"5\" of backend 198.18.1.11:8080 in service \"web\" is not a \
+                 duration",
+            ),
+            (
+                None,
+                Some("ping"),
+                "health.kind of backend 198.18.1.11:8080 in service \"web\": check kind \"ping\" \
+                 is unknown",
+            ),
+        ];
+        for (ttl_text, kind, want) in cases {
+            edit.heartbeat_ttl = ttl_text.map(Into::into);
+            edit.health = kind.map(|k| flowgate_api::BackendCheck {
+                kind: Some(k.into()),
+                port: None,
+            });
+            let e = apply_edits(&c, &[Edit::BackendEdit(edit.clone())]).unwrap_err();
+            assert!(e.message.contains(want), "{}", e.message);
+        }
     }
 
     #[test]
@@ -729,6 +855,8 @@ port = 8080
                 zone: None,
                 set: None,
                 group: None,
+                health: Default::default(),
+                heartbeat_ttl: None,
             })],
         )
         .unwrap_err();
@@ -1113,6 +1241,8 @@ port = 8080
                 zone: None,
                 set: None,
                 group: None,
+                health: Default::default(),
+                heartbeat_ttl: None,
             }),
             Edit::BackendDel(key("web", "198.18.1.11", 8080)),
         ];

@@ -1,6 +1,9 @@
 //! A data plane in memory: builds and publishes real snapshots, reports
 //! what it is given. Tests and benches run the control API against
 //! it, with workers reading its snapshots through [`SnapshotReader`]s.
+//! Backend health is real too: a [`HealthMonitor`] probes the backends the
+//! rules check, takes heartbeats, and rebuilds the tables after a
+//! transition, as the daemon's does.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
@@ -10,21 +13,53 @@ use flowgate_api::{
 };
 
 use super::dataplane::{Applied, ApplyError, Dataplane};
+use super::health::{initial_word, HealthMonitor};
 use super::views::{status_report, traffic_counters};
+use crate::health::ProberOptions;
+use crate::liveness::Liveness;
 use crate::pipeline::PipelineCounters;
 use crate::rules::{format_mac, Config};
+use crate::table::LivenessInput;
 use crate::table::{Snapshot, SnapshotPublisher, SnapshotReader};
 use crate::xdp::{CapacityError, XdpCapacity};
 
 /// A [`Dataplane`] whose "workers" are whoever holds one of its readers.
 #[derive(Debug)]
 pub struct MemoryDataplane {
-    publisher: SnapshotPublisher,
+    /// What an apply and a rebuild after a health transition share.
+    build: Arc<Builds>,
     started: Instant,
-    /// Held by an apply from its check to its publish, so that applies
-    /// build on one another; reads never take it.
-    applying: Mutex<()>,
     inner: Mutex<Inner>,
+    health: Arc<HealthMonitor>,
+}
+
+/// The publisher and the rules it runs.
+#[derive(Debug)]
+struct Builds {
+    publisher: SnapshotPublisher,
+    /// The rules published last. Held by an apply from its check to its
+    /// publish, and by a rebuild, so that they build on one another; reads
+    /// never take it.
+    running: Mutex<Option<Config>>,
+}
+
+impl Builds {
+    /// Compiles `config` on the current snapshot, new endpoints starting
+    /// as their health settings say.
+    fn build(&self, config: &Config) -> Snapshot {
+        let previous = self.publisher.current();
+        let table = Arc::clone(previous.liveness());
+        let now_ns = table.now_ns();
+        let initial = |s: &crate::rules::Service, b: &crate::rules::Backend| {
+            initial_word(config, s, b, now_ns)
+        };
+        let input = LivenessInput {
+            table: &table,
+            now_ns,
+            initial: &initial,
+        };
+        Snapshot::build_with(config, Some(&previous), input)
+    }
 }
 
 /// What the data plane was told, and what it reports back.
@@ -49,29 +84,63 @@ impl Default for MemoryDataplane {
 impl MemoryDataplane {
     /// A data plane running no rules: generation 0.
     pub fn new() -> MemoryDataplane {
+        let liveness = Arc::new(Liveness::new(Instant::now()));
+        let build = Arc::new(Builds {
+            publisher: SnapshotPublisher::new(Snapshot::empty_with(Arc::clone(&liveness))),
+            running: Mutex::new(None),
+        });
+        let health = HealthMonitor::new(liveness, ProberOptions::default());
+        let rebuilds = Arc::clone(&build);
+        let monitor = Arc::downgrade(&health);
+        // Without its thread the monitor still takes heartbeats and
+        // reports; transitions and expiries then wait for the next apply.
+        let _ = health.start(Box::new(move || {
+            let running = rebuilds
+                .running
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(config) = running.as_ref() {
+                let next = rebuilds.build(config);
+                rebuilds.publisher.publish(next);
+                if let Some(monitor) = monitor.upgrade() {
+                    let _ = monitor.sync(config, &rebuilds.publisher.current());
+                }
+            }
+        }));
         MemoryDataplane {
-            publisher: SnapshotPublisher::new(Snapshot::empty()),
+            build,
             started: Instant::now(),
-            applying: Mutex::new(()),
             inner: Mutex::new(Inner::default()),
+            health,
         }
+    }
+
+    /// Its health monitor.
+    pub fn health(&self) -> &Arc<HealthMonitor> {
+        &self.health
     }
 
     /// A data plane already running `config`: generation 1.
     pub fn with_config(config: &Config) -> MemoryDataplane {
         let dataplane = MemoryDataplane::new();
-        dataplane.publish(config);
+        let mut running = dataplane
+            .build
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        dataplane.publish(config, &mut running);
+        drop(running);
         dataplane
     }
 
     /// A reader of the published snapshots, for a worker.
     pub fn reader(&self) -> SnapshotReader {
-        self.publisher.reader()
+        self.build.publisher.reader()
     }
 
     /// The snapshot published last.
     pub fn current(&self) -> Arc<Snapshot> {
-        self.publisher.current()
+        self.build.publisher.current()
     }
 
     /// Reports a worker pinned to `core` with these counters.
@@ -119,8 +188,8 @@ impl MemoryDataplane {
     /// generation. The snapshot is compiled holding no lock that `status`
     /// or `stats` take, as the daemon's is: a large change holds up no
     /// read. The caller makes sure applies do not overlap.
-    fn publish(&self, config: &Config) -> u64 {
-        let next = Snapshot::build(config, Some(&self.publisher.current()));
+    fn publish(&self, config: &Config, running: &mut Option<Config>) -> u64 {
+        let next = self.build.build(config);
         let generation = next.generation();
         let interfaces = config
             .interfaces
@@ -138,9 +207,23 @@ impl MemoryDataplane {
             })
             .collect();
         let mut inner = self.lock();
-        self.publisher.publish(next);
+        self.build.publisher.publish(next);
         inner.interfaces = interfaces;
         inner.applies += 1;
+        drop(inner);
+        *running = Some(config.clone());
+        let mut generation = generation;
+        match self.health.sync(config, &self.build.publisher.current()) {
+            // A word the rules changed (a check or a TTL taken away):
+            // the tables are built again over the backends alive.
+            Ok(true) => {
+                let next = self.build.build(config);
+                generation = next.generation();
+                self.build.publisher.publish(next);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("health checks: {e}"),
+        }
         generation
     }
 }
@@ -156,14 +239,18 @@ impl Dataplane for MemoryDataplane {
             generation: self.generation(),
             kernel: "nothing else was changed (an in-memory data plane)".into(),
         };
-        let _applying = self.applying.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut running = self
+            .build
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // As the daemon does: the control state has checked already, but
         // a caller of `apply` alone must not get past the limits.
         self.check(config).map_err(|e| refused(e.to_string()))?;
         if let Some(reason) = self.lock().fail_next.take() {
             return Err(refused(reason));
         }
-        Ok(Applied::clean(self.publish(config)))
+        Ok(Applied::clean(self.publish(config, &mut running)))
     }
 
     fn status(&self) -> StatusReport {
@@ -220,6 +307,29 @@ impl Dataplane for MemoryDataplane {
     }
 
     fn generation(&self) -> u64 {
-        self.publisher.current().generation()
+        self.build.publisher.current().generation()
+    }
+
+    fn backend_health(&self, service: &crate::rules::Service) -> Vec<flowgate_api::BackendHealth> {
+        self.health.backend_health(service)
+    }
+
+    fn health_summary(&self, config: &Config) -> Option<flowgate_api::HealthSummary> {
+        Some(self.health.summary(config))
+    }
+
+    fn heartbeat(
+        &self,
+        service: &str,
+        backend: std::net::SocketAddr,
+        ttl: std::time::Duration,
+    ) -> Result<std::time::Duration, String> {
+        self.health.heartbeat(service, backend, ttl)
+    }
+}
+
+impl Drop for MemoryDataplane {
+    fn drop(&mut self) {
+        self.health.stop();
     }
 }

@@ -24,10 +24,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+
 use flowgate_api::{
-    ApiError, BackendsReply, ChangeReport, Edit, ErrorCode, FlowsQuery, FlowsReply, Reply, Request,
-    ServiceName, ServiceView, ServicesReply, StatusReply, DEFAULT_FLOWS_LIMIT, DEFAULT_ORIGIN,
-    MAX_FLOWS_LIMIT,
+    ApiError, BackendKey, BackendsReply, ChangeReport, Edit, ErrorCode, FlowsQuery, FlowsReply,
+    HeartbeatReply, Reply, Request, ServiceName, ServiceView, ServicesReply, StatusReply,
+    DEFAULT_FLOWS_LIMIT, DEFAULT_ORIGIN, MAX_FLOWS_LIMIT,
 };
 
 use super::dataplane::Dataplane;
@@ -200,6 +202,7 @@ impl ControlState {
                     backends: running.backends,
                     origin: running.origin.clone(),
                     edits_since_load: running.edits_since_load,
+                    health: self.dataplane.health_summary(&running.config),
                 }))
             }
             Request::Stats {} => Ok(Reply::Stats(self.dataplane.stats())),
@@ -220,11 +223,16 @@ impl ControlState {
                     .collect(),
             })),
             Request::BackendList(ServiceName { service }) => {
-                let view = ServiceView::from(self.running().service(&service)?);
-                Ok(Reply::Backends(BackendsReply {
-                    service,
-                    backends: view.backends,
-                }))
+                let running = self.running();
+                let rules = running.service(&service)?;
+                let mut backends = ServiceView::from(rules).backends;
+                let health = self.dataplane.backend_health(rules);
+                if health.len() == backends.len() {
+                    for (view, health) in backends.iter_mut().zip(health) {
+                        view.health = Some(health);
+                    }
+                }
+                Ok(Reply::Backends(BackendsReply { service, backends }))
             }
             Request::Apply(apply) => {
                 let origin = apply.origin.as_deref().unwrap_or(DEFAULT_ORIGIN);
@@ -249,7 +257,54 @@ impl ControlState {
             Request::BackendEdit(x) => self.edit_one(Edit::BackendEdit(x)),
             Request::BackendDel(x) => self.edit_one(Edit::BackendDel(x)),
             Request::BackendDrain(x) => self.edit_one(Edit::BackendDrain(x)),
+            Request::BackendHeartbeat(key) => self.heartbeat(&key).map(Reply::Heartbeat),
         }
+    }
+
+    /// A heartbeat of a backend of the running rules that has a TTL: it
+    /// changes no rule, so it takes no turn.
+    fn heartbeat(&self, key: &BackendKey) -> Result<HeartbeatReply, ApiError> {
+        let running = self.running();
+        let service = running.service(&key.service)?;
+        let address = rules::parse::backend_address(&key.address, &key.service)
+            .map_err(|e| ApiError::new(ErrorCode::Invalid, e))?;
+        let backend = service
+            .backends
+            .iter()
+            .find(|b| b.address == address && b.port == key.port)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "service {:?} has no backend {}",
+                        service.name,
+                        SocketAddr::new(address, key.port)
+                    ),
+                )
+            })?;
+        let socket = backend.socket_addr();
+        let ttl = rules::heartbeat_ttl_of(service, backend).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Invalid,
+                format!(
+                    "backend {socket} of service {:?} has no heartbeat_ttl, so it takes no \
+                     heartbeats: give it one (backend edit --heartbeat-ttl) to register it by \
+                     heartbeats",
+                    service.name
+                ),
+            )
+        })?;
+        let expires_in = self
+            .dataplane
+            .heartbeat(&service.name, socket, ttl)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e))?;
+        Ok(HeartbeatReply {
+            service: service.name.clone(),
+            address,
+            port: key.port,
+            ttl_ms: millis(ttl),
+            expires_in_ms: millis(expires_in),
+        })
     }
 
     fn edit_one(&self, edit: Edit) -> Result<Reply, ApiError> {
@@ -398,6 +453,11 @@ fn shared(state: &Mutex<ControlState>) -> ControlState {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whole milliseconds of `d`.
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// How many flows a query gets.
@@ -644,11 +704,17 @@ port = 8080
             panic!()
         };
         let services = state.handle(Request::ServiceList {}).unwrap();
-        let backends = state
+        let mut backends = state
             .handle(Request::BackendList(ServiceName {
                 service: "web".into(),
             }))
             .unwrap();
+        // How long a backend has been in its state moves with the clock.
+        if let Reply::Backends(list) = &mut backends {
+            for health in list.backends.iter_mut().filter_map(|b| b.health.as_mut()) {
+                health.since_ms = None;
+            }
+        }
         (
             status.dataplane.generation,
             status.services,
@@ -941,6 +1007,8 @@ port = 8080
             zone: zone.map(Into::into),
             set: None,
             group: None,
+            health: Default::default(),
+            heartbeat_ttl: None,
         })
     }
 

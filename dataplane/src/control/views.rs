@@ -9,7 +9,9 @@
 
 use std::net::SocketAddr;
 
-use flowgate_api::{BackendView, FlowEntry, ServiceView, StatusReport, TrafficCounters};
+use flowgate_api::{
+    BackendCheck, BackendView, FlowEntry, ServiceView, StatusReport, TrafficCounters,
+};
 
 use crate::flow::{FlowRecord, FlowState};
 use crate::pipeline::CounterValues;
@@ -26,7 +28,15 @@ impl From<&Service> for ServiceView {
             port: s.port,
             scheduler: s.scheduler.name().to_owned(),
             maglev_table_size: s.maglev_table_size,
-            backends: s.backends.iter().map(BackendView::from).collect(),
+            backends: s
+                .backends
+                .iter()
+                .map(|b| BackendView {
+                    heartbeat_ttl: crate::rules::heartbeat_ttl_of(s, b)
+                        .map(crate::rules::format_duration),
+                    ..BackendView::from(b)
+                })
+                .collect(),
         }
     }
 }
@@ -40,6 +50,12 @@ impl From<&Backend> for BackendView {
             zone: b.zone.clone(),
             set: b.set.clone(),
             group: b.group.clone(),
+            check: b.health.overrides_check().then(|| BackendCheck {
+                kind: b.health.kind.map(|k| k.to_string()),
+                port: b.health.port,
+            }),
+            health: None,
+            heartbeat_ttl: b.health.heartbeat_ttl.map(crate::rules::format_duration),
         }
     }
 }

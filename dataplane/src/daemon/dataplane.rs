@@ -17,6 +17,7 @@ use flowgate_api::{
 
 use super::flow_query::{self, FlowQueryClient};
 use super::gateway::Gateway;
+use crate::control::health::HealthMonitor;
 use crate::control::{
     flow_client, flow_entry, flow_vip, status_report, traffic_counters, Applied, ApplyError,
     Dataplane,
@@ -65,6 +66,7 @@ pub struct DaemonDataplane {
     sockets: Vec<(usize, XskStatsReader)>,
     interfaces: Vec<InterfaceInfo>,
     collector: Mutex<MetricsCollector>,
+    health: Arc<HealthMonitor>,
 }
 
 impl DaemonDataplane {
@@ -75,6 +77,7 @@ impl DaemonDataplane {
         workers: Vec<WorkerView>,
         interfaces: Vec<InterfaceInfo>,
         collector: MetricsCollector,
+        health: Arc<HealthMonitor>,
     ) -> DaemonDataplane {
         let mut labels = Vec::with_capacity(workers.len());
         let mut flow_queries = Vec::with_capacity(workers.len());
@@ -97,6 +100,22 @@ impl DaemonDataplane {
             sockets,
             interfaces,
             collector: Mutex::new(collector),
+            health,
+        }
+    }
+
+    /// Brings the health checks in line with the rules now published, and
+    /// rebuilds if that changed whether a backend is alive.
+    pub fn sync_health(&self) {
+        let config = self.gateway.config();
+        match self.health.sync(&config, &self.gateway.snapshot()) {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Err(e) = self.gateway.rebuild() {
+                    tracing::error!("rebuilding after a health change: {e}");
+                }
+            }
+            Err(e) => tracing::error!("health checks: {e}"),
         }
     }
 
@@ -109,7 +128,8 @@ impl DaemonDataplane {
             .iter()
             .filter_map(|(worker, socket)| ring_stats(*worker, socket))
             .collect();
-        let sample = lock(&self.collector).collect(&snapshot, rings);
+        let mut sample = lock(&self.collector).collect(&snapshot, rings);
+        sample.health = self.health.samples();
         (sample, snapshot)
     }
 }
@@ -154,7 +174,26 @@ impl Dataplane for DaemonDataplane {
     fn apply(&self, config: &Config) -> Result<Applied, ApplyError> {
         // The control state has already refused changes to restart-only
         // sections ([daemon], [[interfaces]], [flows]).
-        self.gateway.apply(config.clone())
+        let applied = self.gateway.apply(config.clone())?;
+        self.sync_health();
+        Ok(applied)
+    }
+
+    fn backend_health(&self, service: &crate::rules::Service) -> Vec<flowgate_api::BackendHealth> {
+        self.health.backend_health(service)
+    }
+
+    fn health_summary(&self, config: &Config) -> Option<flowgate_api::HealthSummary> {
+        Some(self.health.summary(config))
+    }
+
+    fn heartbeat(
+        &self,
+        service: &str,
+        backend: std::net::SocketAddr,
+        ttl: Duration,
+    ) -> Result<Duration, String> {
+        self.health.heartbeat(service, backend, ttl)
     }
 
     fn generation(&self) -> u64 {

@@ -35,10 +35,14 @@ use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use std::time::Instant;
+
+use crate::control::health::initial_word;
 use crate::control::{Applied, ApplyError};
+use crate::liveness::Liveness;
 use crate::neigh::{merge_neighbours, KernelNeighbour};
-use crate::rules::Config;
-use crate::table::{Snapshot, SnapshotPublisher};
+use crate::rules::{Backend, Config, Service};
+use crate::table::{LivenessInput, Snapshot, SnapshotPublisher};
 use crate::xdp::{CapacityError, OwnedTraffic, XdpCapacity, XdpFilter};
 
 /// How many times [`Gateway::apply`] compiles a change without the lock
@@ -88,7 +92,7 @@ impl Compiled {
     ) -> Compiled {
         let mut effective = config.clone();
         effective.neighbours = merge_neighbours(config, learned, port_ifindex);
-        let snapshot = Snapshot::build(&effective, Some(&previous));
+        let snapshot = build(&effective, Some(&previous));
         let owned = OwnedTraffic::from_snapshot(&snapshot);
         Compiled {
             snapshot,
@@ -128,7 +132,7 @@ impl Gateway {
             filters,
         };
         let effective = effective_config(&inner, &port_ifindex);
-        let snapshot = Snapshot::build(&effective, None);
+        let snapshot = build(&effective, None);
         let owned = OwnedTraffic::from_snapshot(&snapshot);
         // Nothing runs yet: a failure here stops the daemon, and dropping
         // the filters detaches them.
@@ -274,6 +278,22 @@ impl Gateway {
         Ok(Some(applied.generation))
     }
 
+    /// Builds the running rules again, so that each service's tables
+    /// spread its flows over its backends alive now (after a health
+    /// transition: only the services whose alive set changed get new
+    /// tables). Returns the new generation.
+    pub fn rebuild(&self) -> Result<u64, String> {
+        let mut inner = self.lock();
+        let compiled = self.compile(&inner, &inner.config);
+        let applied = self
+            .install(&mut inner, compiled)
+            .map_err(|e| e.to_string())?;
+        for warning in &applied.warnings {
+            tracing::warn!(generation = applied.generation, "{warning}");
+        }
+        Ok(applied.generation)
+    }
+
     /// Backend addresses with no static or usable learned next hop.
     pub fn unresolved_backends(&self) -> Vec<IpAddr> {
         let inner = self.lock();
@@ -400,6 +420,23 @@ impl Gateway {
         // usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Compiles `config` on `previous` (without: over a new liveness table),
+/// a backend given a new endpoint id starting as its health settings say.
+fn build(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
+    let table = match previous {
+        Some(p) => Arc::clone(p.liveness()),
+        None => Arc::new(Liveness::new(Instant::now())),
+    };
+    let now_ns = table.now_ns();
+    let initial = |s: &Service, b: &Backend| initial_word(config, s, b, now_ns);
+    let input = LivenessInput {
+        table: &table,
+        now_ns,
+        initial: &initial,
+    };
+    Snapshot::build_with(config, previous, input)
 }
 
 fn effective_config(inner: &Inner, port_ifindex: &[u32]) -> Config {

@@ -39,7 +39,10 @@ pub use error::{DaemonError, EXIT_CONFIG, EXIT_ENVIRONMENT, EXIT_RUNTIME};
 pub use gateway::Gateway;
 pub use kernel_path::UnreachableKernelPath;
 
+use crate::control::health::HealthMonitor;
 use crate::control::{ControlServer, ControlState, StopHandle};
+use crate::health::heartbeat::{HeartbeatListener, HeartbeatOptions, RateLimit};
+use crate::health::ProberOptions;
 use crate::metrics::MetricsServer;
 use crate::neigh::{self, NeighbourChange, NeighbourWatcher};
 use crate::port::xsk::{SharedUmem, XskPort};
@@ -220,6 +223,8 @@ impl Signals {
 
 /// A running gateway.
 struct Daemon {
+    health: Arc<HealthMonitor>,
+    heartbeats: Option<HeartbeatListener>,
     gateway: Arc<Gateway>,
     workers: Vec<WorkerHandle<WorkerExit<XskPort>>>,
     stop_workers: Arc<AtomicBool>,
@@ -242,7 +247,10 @@ impl Daemon {
         let sockets = start::open_sockets(&config, &umem, &xsk_settings, &mut filters)?;
         let (gateway, watcher) = start::start_gateway(&config, filters, &links)?;
         let stop_workers = Arc::new(AtomicBool::new(false));
-        let epoch = Instant::now();
+        // The workers' clock is the liveness table's: a heartbeat deadline
+        // means the same instant to the workers and the control side.
+        let liveness = Arc::clone(gateway.snapshot().liveness());
+        let epoch = liveness.epoch();
         let shared = start::WorkerShared {
             config: &config,
             options,
@@ -256,6 +264,16 @@ impl Daemon {
         let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
         // Refused changes: counted by the control state, read by scrapes.
         let changes = Arc::new(crate::metrics::ChangeCounters::default());
+        // Started here, on the control core: the prober's thread and the
+        // monitor's inherit its affinity, off the worker cores.
+        let health = HealthMonitor::new(
+            liveness,
+            ProberOptions {
+                max_in_flight: config.daemon.health_max_in_flight as usize,
+                initial_state: config.health.initial,
+                ..ProberOptions::default()
+            },
+        );
         let dataplane = Arc::new(DaemonDataplane::new(
             Arc::clone(&gateway),
             epoch,
@@ -263,7 +281,25 @@ impl Daemon {
             interfaces,
             crate::metrics::MetricsCollector::new(workers.metrics)
                 .with_changes(Arc::clone(&changes)),
+            Arc::clone(&health),
         ));
+        dataplane.sync_health();
+        let rebuilds = Arc::clone(&gateway);
+        health
+            .start(Box::new(move || match rebuilds.rebuild() {
+                Ok(generation) => {
+                    tracing::info!(generation, "backend health changed; tables rebuilt")
+                }
+                Err(e) => tracing::error!("rebuilding after a health change: {e}"),
+            }))
+            .map_err(|e| DaemonError::Runtime(format!("starting the health monitor: {e}")))?;
+        let heartbeats = match start_heartbeats(&config.daemon, &health) {
+            Ok(listener) => listener,
+            Err(e) => {
+                health.stop();
+                return Err(e);
+            }
+        };
         let control = Arc::new(Mutex::new(
             ControlState::new(
                 file,
@@ -273,6 +309,8 @@ impl Daemon {
             .with_change_counters(changes),
         ));
         let mut daemon = Daemon {
+            health,
+            heartbeats,
             gateway,
             workers: workers.handles,
             stop_workers,
@@ -431,6 +469,8 @@ impl Daemon {
         if let Some(metrics) = self.metrics.take() {
             drop(metrics);
         }
+        drop(self.heartbeats.take());
+        self.health.stop();
         self.stop_workers.store(true, Ordering::Relaxed);
         for handle in self.workers {
             let index = handle.index;
@@ -444,6 +484,34 @@ impl Daemon {
         }
         tracing::info!("stopped: sockets closed, XDP programs detached");
     }
+}
+
+/// The network heartbeat endpoint, if `[daemon] heartbeat_address` is set:
+/// on the management address (the validator refused a VIP), rate-limited
+/// by source, each heartbeat checked against its service's token.
+fn start_heartbeats(
+    settings: &DaemonSettings,
+    health: &Arc<HealthMonitor>,
+) -> Result<Option<HeartbeatListener>, DaemonError> {
+    let Some(bind) = settings.heartbeat_address else {
+        return Ok(None);
+    };
+    let options = HeartbeatOptions {
+        rate: RateLimit {
+            per_second: settings.heartbeat_rate,
+            burst: settings.heartbeat_burst,
+        },
+        ..HeartbeatOptions::new(bind)
+    };
+    let monitor = Arc::clone(health);
+    let listener = HeartbeatListener::start(
+        options,
+        health.tokens(),
+        Box::new(move |heartbeat| monitor.network_heartbeat(heartbeat)),
+    )
+    .map_err(|e| DaemonError::Environment(format!("heartbeat endpoint {bind}: {e}")))?;
+    tracing::info!(address = %listener.local_addr(), "heartbeats taken over UDP");
+    Ok(Some(listener))
 }
 
 /// Reads the box's own addresses and hands them to the XDP filters.

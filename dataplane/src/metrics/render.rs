@@ -11,6 +11,8 @@ use std::fmt::Write as _;
 use super::changes::{ChangeSource, RefusalReason};
 use super::sample::{LoopValues, MetricsSample, WorkerSample};
 use crate::flow::EndpointValues;
+use crate::health::LATENCY_BUCKETS_SECONDS;
+use crate::liveness::Status;
 use crate::pipeline::{CounterValues, DropReason};
 use crate::table::Snapshot;
 
@@ -26,6 +28,7 @@ pub fn render(sample: &MetricsSample, snapshot: &Snapshot) -> String {
     workers(&mut out, sample);
     services(&mut out, sample);
     backends(&mut out, sample);
+    health(&mut out, sample);
     rings(&mut out, sample);
     out.text
 }
@@ -34,6 +37,7 @@ pub fn render(sample: &MetricsSample, snapshot: &Snapshot) -> String {
 enum Kind {
     Counter,
     Gauge,
+    Histogram,
 }
 
 /// A text being written, one family at a time.
@@ -48,6 +52,7 @@ impl Exposition {
         let kind = match kind {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         };
         let _ = write!(self.text, "# HELP {name} ");
         escape_help(&mut self.text, help);
@@ -71,6 +76,99 @@ impl Exposition {
             self.text.push('}');
         }
         let _ = writeln!(self.text, " {value}");
+    }
+
+    /// One series with a value that is not a whole number.
+    fn series_f64(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.series(name, labels, 0);
+        // Replace the " 0\n" just written.
+        self.text.truncate(self.text.len() - 3);
+        let _ = writeln!(self.text, " {value}");
+    }
+}
+
+/// Each backend's health: whether it is up, its state, its state changes
+/// and its check's latency (a backend shared by services is one check,
+/// shown under each).
+fn health(out: &mut Exposition, sample: &MetricsSample) {
+    let labels: Vec<(&str, String)> = sample
+        .health
+        .iter()
+        .map(|h| (&*h.service, h.backend.to_string()))
+        .collect();
+    out.family(
+        "flowgate_backend_up",
+        Kind::Gauge,
+        "Per backend: 1 while it takes new flows (checks pass, heartbeats on time, weight above 0), else 0.",
+    );
+    for (h, (service, backend)) in sample.health.iter().zip(&labels) {
+        let up = u64::from(h.status == Status::Up);
+        out.series(
+            "flowgate_backend_up",
+            &[("service", service), ("backend", backend)],
+            up,
+        );
+    }
+    out.family(
+        "flowgate_backend_state",
+        Kind::Gauge,
+        "Per backend and state (up, down, draining, expired): 1 for the state it is in.",
+    );
+    for (h, (service, backend)) in sample.health.iter().zip(&labels) {
+        for state in [Status::Up, Status::Down, Status::Draining, Status::Expired] {
+            out.series(
+                "flowgate_backend_state",
+                &[
+                    ("service", service),
+                    ("backend", backend),
+                    ("state", state.name()),
+                ],
+                u64::from(h.status == state),
+            );
+        }
+    }
+    out.family(
+        "flowgate_backend_health_transitions_total",
+        Kind::Counter,
+        "Per backend: changes of its state (ejections, readmissions, expiries).",
+    );
+    for (h, (service, backend)) in sample.health.iter().zip(&labels) {
+        out.series(
+            "flowgate_backend_health_transitions_total",
+            &[("service", service), ("backend", backend)],
+            h.transitions,
+        );
+    }
+    out.family(
+        "flowgate_backend_check_latency_seconds",
+        Kind::Histogram,
+        "Per checked backend: how long its health checks took (a timeout counts its timeout).",
+    );
+    for (h, (service, backend)) in sample.health.iter().zip(&labels) {
+        let Some(latency) = &h.latency else {
+            continue;
+        };
+        let labels = [("service", *service), ("backend", backend.as_str())];
+        for (i, count) in latency.cumulative.iter().enumerate() {
+            let le = LATENCY_BUCKETS_SECONDS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+            out.series(
+                "flowgate_backend_check_latency_seconds_bucket",
+                &[labels[0], labels[1], ("le", &le)],
+                *count,
+            );
+        }
+        out.series_f64(
+            "flowgate_backend_check_latency_seconds_sum",
+            &labels,
+            latency.sum_micros as f64 / 1e6,
+        );
+        out.series(
+            "flowgate_backend_check_latency_seconds_count",
+            &labels,
+            latency.count(),
+        );
     }
 }
 
@@ -464,6 +562,9 @@ fn rings(out: &mut Exposition, sample: &MetricsSample) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::health::BackendHealthSample;
+    use crate::health::HistogramSample;
+    use crate::liveness::Status;
     use crate::metrics::{BackendInfo, ChangeCounters, RingStats, ServiceInfo};
     use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -508,7 +609,11 @@ mod tests {
             }
         }
         let value: String = chars.collect();
-        let value = value.strip_prefix(' ').unwrap().parse().unwrap();
+        let value = value.strip_prefix(' ').unwrap();
+        // A histogram's sum is in seconds: read whole.
+        let value = value
+            .parse()
+            .unwrap_or_else(|_| value.parse::<f64>().unwrap() as u64);
         (name.to_owned(), labels, value)
     }
 
@@ -531,14 +636,25 @@ mod tests {
             } else if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').unwrap();
                 assert_eq!(Some(name), current.as_deref(), "TYPE right after HELP");
-                assert!(kind == "counter" || kind == "gauge", "{line}");
+                assert!(
+                    kind == "counter" || kind == "gauge" || kind == "histogram",
+                    "{line}"
+                );
                 assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
                 assert!(types.insert(name.to_owned(), kind.to_owned()).is_none());
             } else {
                 let s = parse_series(line);
                 assert!(s.0.starts_with("flowgate_"), "{line}");
+                let family = match types.get(current.as_deref().unwrap_or("")) {
+                    Some(kind) if kind == "histogram" => ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|suffix| s.0.strip_suffix(suffix))
+                        .unwrap_or(&s.0)
+                        .to_owned(),
+                    _ => s.0.clone(),
+                };
                 assert_eq!(
-                    Some(&s.0),
+                    Some(&family),
                     current.as_ref(),
                     "series outside its family: {line}"
                 );
@@ -626,7 +742,79 @@ mod tests {
                 c.refused(ChangeSource::Apply, RefusalReason::ApplyFailed);
                 c.values()
             }),
+            health: vec![
+                BackendHealthSample {
+                    service: "web".into(),
+                    backend: "198.18.1.11:8080".parse().unwrap(),
+                    status: Status::Up,
+                    transitions: 2,
+                    latency: Some({
+                        let mut h = HistogramSample {
+                            sum_micros: 1_500,
+                            ..HistogramSample::default()
+                        };
+                        h.cumulative[1..].fill(2);
+                        h
+                    }),
+                },
+                BackendHealthSample {
+                    service: "web".into(),
+                    backend: "198.18.1.12:8080".parse().unwrap(),
+                    status: Status::Expired,
+                    transitions: 1,
+                    latency: None,
+                },
+            ],
         }
+    }
+
+    #[test]
+    fn backend_health_is_a_gauge_a_state_a_counter_and_a_histogram() {
+        let (series, types) = check(&render(&sample(), &Snapshot::empty()));
+        assert_eq!(types["flowgate_backend_check_latency_seconds"], "histogram");
+        let one = [("service", "web"), ("backend", "198.18.1.11:8080")];
+        let two = [("service", "web"), ("backend", "198.18.1.12:8080")];
+        assert_eq!(find(&series, "flowgate_backend_up", &one)[0].2, 1);
+        assert_eq!(find(&series, "flowgate_backend_up", &two)[0].2, 0);
+        let expired = [
+            ("service", "web"),
+            ("backend", "198.18.1.12:8080"),
+            ("state", "expired"),
+        ];
+        assert_eq!(find(&series, "flowgate_backend_state", &expired)[0].2, 1);
+        assert_eq!(
+            find(&series, "flowgate_backend_health_transitions_total", &one)[0].2,
+            2
+        );
+        let le = [
+            ("service", "web"),
+            ("backend", "198.18.1.11:8080"),
+            ("le", "0.001"),
+        ];
+        assert_eq!(
+            find(
+                &series,
+                "flowgate_backend_check_latency_seconds_bucket",
+                &le
+            )[0]
+            .2,
+            2
+        );
+        assert_eq!(
+            find(
+                &series,
+                "flowgate_backend_check_latency_seconds_count",
+                &one
+            )[0]
+            .2,
+            2
+        );
+        assert!(find(
+            &series,
+            "flowgate_backend_check_latency_seconds_count",
+            &two
+        )
+        .is_empty());
     }
 
     fn find<'a>(series: &'a [Series], name: &str, labels: &[(&str, &str)]) -> Vec<&'a Series> {
@@ -657,6 +845,12 @@ mod tests {
                 "flowgate_backends",
                 "flowgate_backend_weight",
                 "flowgate_config_changes_refused_total",
+                "flowgate_backend_up",
+                "flowgate_backend_state",
+                "flowgate_backend_health_transitions_total",
+                "flowgate_backend_check_latency_seconds_bucket",
+                "flowgate_backend_check_latency_seconds_sum",
+                "flowgate_backend_check_latency_seconds_count",
             ];
             assert_eq!(
                 !global.contains(&name.as_str()),

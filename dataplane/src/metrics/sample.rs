@@ -201,6 +201,9 @@ pub struct MetricsSample {
     /// Refused rule changes, if the collector was given the control
     /// state's counters.
     pub changes: Option<ChangeValues>,
+    /// Each backend's health, when the data plane tracks it.
+    #[serde(skip)]
+    pub health: Vec<crate::control::health::BackendHealthSample>,
 }
 
 impl MetricsSample {
@@ -403,6 +406,7 @@ impl MetricsCollector {
             workers,
             rings,
             changes: self.changes.as_deref().map(ChangeCounters::values),
+            health: Vec::new(),
         }
     }
 }

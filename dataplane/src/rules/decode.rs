@@ -14,6 +14,8 @@
 //! `[[services]]` of the file. That is what lets the file's provenance find
 //! the text of any place.
 
+mod health;
+
 use hashbrown::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -68,6 +70,7 @@ pub(super) fn decode(raw: &RawConfig) -> Decoded {
         },
         daemon: d.daemon(&raw.daemon),
         flows: d.flows(&raw.flows),
+        health: d.health(&raw.health),
         interfaces: raw
             .interfaces
             .iter()
@@ -259,6 +262,7 @@ impl Decoder {
         if let Some(level) = &raw.log_level {
             d.log_level = level.get_ref().clone();
         }
+        self.daemon_health(raw, &mut d);
         d
     }
 
@@ -465,6 +469,7 @@ impl Decoder {
             }
         };
         let failover = self.failover(i, raw);
+        let health = self.service_health(i, raw);
         let backends = raw
             .backends
             .iter()
@@ -480,6 +485,7 @@ impl Decoder {
             maglev_table_size: maglev_table_size
                 .unwrap_or(*gateway_size.as_ref().unwrap_or(&DEFAULT_MAGLEV_TABLE_SIZE)),
             failover,
+            health,
             backends,
         }
     }
@@ -531,6 +537,8 @@ impl Decoder {
             self.int(w, Place::backend(i, j, "weight"), WEIGHT, "weight", context)
         });
         let label = |value: &Option<Spanned<String>>| value.as_ref().map(|v| v.get_ref().clone());
+        let context = of_backend(&shown_address(), &raw.port.get_ref().to_string(), service);
+        let health = self.backend_health((i, j), raw, &context);
         Backend {
             address: address.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             port: port.unwrap_or_default(),
@@ -539,6 +547,7 @@ impl Decoder {
             zone: label(&raw.zone),
             set: label(&raw.set),
             group: label(&raw.group),
+            health,
         }
     }
 }

@@ -64,6 +64,10 @@ impl<'t> FileProvenance<'t> {
                     _ => None,
                 })
             }
+            Item::Health => match key {
+                "initial" => start(raw.health.initial.as_ref()),
+                key => raw.health.check().offset(key),
+            },
             Item::Interface(i) => {
                 let interface = raw.interfaces.get(i)?;
                 match key {
@@ -91,7 +95,13 @@ impl<'t> FileProvenance<'t> {
                     "on_backend_down" => start(service.on_backend_down.as_ref()),
                     "panic_threshold" => start(service.panic_threshold.as_ref()),
                     "when_all_down" => start(service.when_all_down.as_ref()),
-                    _ => None,
+                    "heartbeat_ttl" => start(service.heartbeat_ttl.as_ref()),
+                    "heartbeat_token" => start(service.heartbeat_token.as_ref()),
+                    "health.port" => start(service.health.as_ref().and_then(|h| h.port.as_ref())),
+                    key => key
+                        .strip_prefix("health.")
+                        .zip(service.health.as_ref())
+                        .and_then(|(key, health)| health.check().offset(key)),
                 }
                 .or_else(|| start(Some(&service.name)))
             }
@@ -103,6 +113,9 @@ impl<'t> FileProvenance<'t> {
                     "zone" => start(backend.zone.as_ref()),
                     "set" => start(backend.set.as_ref()),
                     "group" => start(backend.group.as_ref()),
+                    "heartbeat_ttl" => start(backend.heartbeat_ttl.as_ref()),
+                    "health.kind" => start(backend.health.as_ref().and_then(|h| h.kind.as_ref())),
+                    "health.port" => start(backend.health.as_ref().and_then(|h| h.port.as_ref())),
                     _ => None,
                 }
                 .or_else(|| start(Some(&backend.address)))
@@ -129,6 +142,9 @@ impl<'t> FileProvenance<'t> {
             "fill_ring_size" => daemon.fill_ring_size.as_ref(),
             "completion_ring_size" => daemon.completion_ring_size.as_ref(),
             "control_idle_timeout" => daemon.control_idle_timeout.as_ref(),
+            "heartbeat_rate" => daemon.heartbeat_rate.as_ref(),
+            "heartbeat_burst" => daemon.heartbeat_burst.as_ref(),
+            "health_max_in_flight" => daemon.health_max_in_flight.as_ref(),
             _ => None,
         };
         let text = match key {
@@ -139,6 +155,7 @@ impl<'t> FileProvenance<'t> {
             "metrics_address" => daemon.metrics_address.as_ref(),
             "log_format" => daemon.log_format.as_ref(),
             "log_level" => daemon.log_level.as_ref(),
+            "heartbeat_address" => daemon.heartbeat_address.as_ref(),
             _ => None,
         };
         start(number).or_else(|| start(text))

@@ -5,6 +5,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use super::health::{BackendHealth, HealthSettings, ServiceHealth};
+
 /// Default Maglev lookup table size (a prime).
 pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65_537;
 /// Default connection-table capacity per worker.
@@ -43,6 +45,9 @@ pub struct Config {
     pub daemon: DaemonSettings,
     /// Connection-tracking settings.
     pub flows: FlowSettings,
+    /// `[health]`: the check every backend gets unless its service says
+    /// otherwise.
+    pub health: HealthSettings,
     /// The gateway's interfaces (ports), in port-index order.
     pub interfaces: Vec<Interface>,
     /// Static next-hop MAC addresses (replay; the daemon also learns them).
@@ -251,6 +256,8 @@ pub struct Service {
     pub maglev_table_size: u32,
     /// What happens when its backends go down.
     pub failover: Failover,
+    /// Its health checks and heartbeats.
+    pub health: ServiceHealth,
     /// The backends (endpoints).
     pub backends: Vec<Backend>,
 }
@@ -409,6 +416,8 @@ pub struct Backend {
     /// Optional group label. Accepted and kept, for fan-out and canary
     /// policies; no forwarding decision reads it yet.
     pub group: Option<String>,
+    /// Its own health settings: check kind and port, heartbeat TTL.
+    pub health: BackendHealth,
 }
 
 impl Backend {
@@ -421,6 +430,7 @@ impl Backend {
             zone: None,
             set: None,
             group: None,
+            health: BackendHealth::default(),
         }
     }
 
@@ -481,7 +491,24 @@ pub struct DaemonSettings {
     pub log_format: LogFormatSetting,
     /// Log filter, e.g. `info` or `flowgate_dataplane=debug`.
     pub log_level: String,
+    /// The management address and UDP port agents send heartbeats to;
+    /// none = no network heartbeat endpoint. Never a VIP.
+    pub heartbeat_address: Option<SocketAddr>,
+    /// Heartbeats a second each source may send, sustained.
+    pub heartbeat_rate: u32,
+    /// Heartbeats each source may send at once after a quiet spell.
+    pub heartbeat_burst: u32,
+    /// Most health probes in flight at once (each holds a socket).
+    pub health_max_in_flight: u32,
 }
+
+/// Default of `[daemon] heartbeat_rate`: an agent heartbeating 100
+/// backends every second fits.
+pub const DEFAULT_HEARTBEAT_RATE: u32 = 100;
+/// Default of `[daemon] heartbeat_burst`.
+pub const DEFAULT_HEARTBEAT_BURST: u32 = 200;
+/// Default of `[daemon] health_max_in_flight`.
+pub const DEFAULT_HEALTH_MAX_IN_FLIGHT: u32 = 1024;
 
 impl Default for DaemonSettings {
     fn default() -> Self {
@@ -502,6 +529,10 @@ impl Default for DaemonSettings {
             metrics_address: None,
             log_format: LogFormatSetting::Human,
             log_level: "info".to_owned(),
+            heartbeat_address: None,
+            heartbeat_rate: DEFAULT_HEARTBEAT_RATE,
+            heartbeat_burst: DEFAULT_HEARTBEAT_BURST,
+            health_max_in_flight: DEFAULT_HEALTH_MAX_IN_FLIGHT,
         }
     }
 }

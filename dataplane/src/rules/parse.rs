@@ -8,9 +8,11 @@
 //! (a loopback VIP, a port of 0) is the validator's business, not theirs.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use super::mac::parse_mac;
 use super::{MacAddr, OnBackendDown, Protocol, Scheduler, WhenAllDown};
+use crate::health::{CheckKindName, InitialState};
 
 /// A service's VIP.
 pub fn vip(text: &str, service: &str) -> Result<IpAddr, String> {
@@ -75,6 +77,96 @@ pub fn mac(text: &str, owner: &str) -> Result<MacAddr, String> {
     })
 }
 
+/// A duration: a number and a unit, `ms`, `s`, `m` or `h` (`500ms`,
+/// `2s`, `1.5s`, `1m`). `key` and `context` say whose value it is, as
+/// `heartbeat_ttl`, ` of service "web"`.
+pub fn duration(text: &str, key: &str, context: &str) -> Result<Duration, String> {
+    parse_duration(text).ok_or_else(|| {
+        format!(
+            "{key} {text:?}{context} is not a duration: write a number and a unit, such as \
+             \"500ms\", \"2s\" or \"1m\""
+        )
+    })
+}
+
+/// A duration of at most an hour's millions, or `None`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (number, unit) = text.split_at(split);
+    let nanos_per_unit: u128 = match unit {
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        _ => return None,
+    };
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u128 = whole.parse().ok()?;
+    let scale = 10u128.pow(u32::try_from(fraction.len()).ok()?);
+    let fraction: u128 = if fraction.is_empty() {
+        0
+    } else {
+        fraction.parse().ok()?
+    };
+    let nanos = whole
+        .checked_mul(nanos_per_unit)?
+        .checked_add(fraction * nanos_per_unit / scale)?;
+    Some(Duration::from_nanos(u64::try_from(nanos).ok()?))
+}
+
+/// A check's kind: `tcp`, `http`, `udp` or `none` (the health module's
+/// words when it is none of them).
+pub fn check_kind(text: &str) -> Result<CheckKindName, String> {
+    text.parse::<CheckKindName>().map_err(|e| e.to_string())
+}
+
+/// An http check's healthy statuses: `LOW-HIGH` or one status.
+pub fn status_range(text: &str) -> Result<(u16, u16), String> {
+    let range = match text.split_once('-') {
+        Some((low, high)) => low.trim().parse().ok().zip(high.trim().parse().ok()),
+        None => text.trim().parse().ok().map(|s| (s, s)),
+    };
+    range.ok_or_else(|| {
+        format!(
+            "status {text:?} is not a range of http statuses: write LOW-HIGH or one \
+             status, such as \"200-399\" or \"204\""
+        )
+    })
+}
+
+/// Bytes written as pairs of hex digits (`payload_hex`, `expect_hex`).
+pub fn hex(text: &str, key: &str) -> Result<Vec<u8>, String> {
+    let digits = text.as_bytes();
+    let value = |d: u8| char::from(d).to_digit(16);
+    let bytes: Option<Vec<u8>> = digits
+        .len()
+        .is_multiple_of(2)
+        .then(|| {
+            digits
+                .chunks(2)
+                .map(|pair| Some((value(pair[0])? * 16 + value(pair[1])?) as u8))
+                .collect()
+        })
+        .flatten();
+    bytes.ok_or_else(|| {
+        format!("{key} {text:?} is not hex: write pairs of hex digits such as \"70696e67\"")
+    })
+}
+
+/// What a backend not checked yet counts as: `up` or `down`.
+pub fn initial_state(text: &str) -> Result<InitialState, String> {
+    match text {
+        "up" => Ok(InitialState::Up),
+        "down" => Ok(InitialState::Down),
+        _ => Err(format!(
+            "initial {text:?} is unknown: use \"up\" or \"down\""
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +210,68 @@ mod tests {
         assert_eq!(
             mac("02:00", "interface \"eth0\"").unwrap_err(),
             r#"MAC "02:00" of interface "eth0" is not a MAC address (expected six hex octets such as 02:00:00:00:00:01)"#
+        );
+    }
+
+    #[test]
+    fn health_values_parse_or_say_what_they_should_be() {
+        let ms = Duration::from_millis;
+        for (text, d) in [
+            ("500ms", ms(500)),
+            ("2s", ms(2000)),
+            ("1.5s", ms(1500)),
+            ("0.25s", ms(250)),
+            ("1m", ms(60_000)),
+            ("2h", ms(7_200_000)),
+            ("0s", Duration::ZERO),
+        ] {
+            assert_eq!(duration(text, "interval", ""), Ok(d), "{text}");
+        }
+        for text in [
+            "2",
+            "s",
+            "2 s",
+            "-1s",
+            "1.s5",
+            "2sec",
+            "",
+            "1e3ms",
+            ".5s",
+            "99999999999999h",
+        ] {
+            assert_eq!(
+                duration(text, "heartbeat_ttl", " of service \"web\"").unwrap_err(),
+                format!(
+                    "heartbeat_ttl {text:?} of service \"web\" is not a duration: write a number \
+                     and a unit, such as \"500ms\", \"2s\" or \"1m\""
+                ),
+                "{text}"
+            );
+        }
+        assert_eq!(check_kind("http"), Ok(CheckKindName::Http));
+        assert_eq!(
+            check_kind("ping").unwrap_err(),
+            r#"check kind "ping" is unknown: use tcp, http, udp or none"#
+        );
+        assert_eq!(status_range("200-399"), Ok((200, 399)));
+        assert_eq!(status_range("204"), Ok((204, 204)));
+        assert_eq!(
+            status_range("2xx").unwrap_err(),
+            r#"status "2xx" is not a range of http statuses: write LOW-HIGH or one status, such as "200-399" or "204""#
+        );
+        assert!(status_range("200-70000").is_err());
+        assert_eq!(hex("70696E67", "payload_hex"), Ok(b"ping".to_vec()));
+        assert_eq!(hex("", "payload_hex"), Ok(Vec::new()));
+        assert_eq!(
+            hex("7g", "payload_hex").unwrap_err(),
+            r#"payload_hex "7g" is not hex: write pairs of hex digits such as "70696e67""#
+        );
+        assert!(hex("707", "payload_hex").is_err());
+        assert!(hex("é1", "payload_hex").is_err());
+        assert_eq!(initial_state("down"), Ok(InitialState::Down));
+        assert_eq!(
+            initial_state("maybe").unwrap_err(),
+            r#"initial "maybe" is unknown: use "up" or "down""#
         );
     }
 }

@@ -18,6 +18,8 @@ pub enum Item {
     Daemon,
     /// `[flows]`.
     Flows,
+    /// `[health]`.
+    Health,
     /// `interfaces[i]`.
     Interface(usize),
     /// `neighbours[i]`.
@@ -92,6 +94,7 @@ impl fmt::Display for Place {
             Item::Gateway => f.write_str("gateway")?,
             Item::Daemon => f.write_str("daemon")?,
             Item::Flows => f.write_str("flows")?,
+            Item::Health => f.write_str("health")?,
             Item::Interface(i) => write!(f, "interfaces[{i}]")?,
             Item::Neighbour(i) => write!(f, "neighbours[{i}]")?,
             Item::Service(i) => write!(f, "services[{i}]")?,

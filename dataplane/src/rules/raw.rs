@@ -21,6 +21,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub flows: RawFlows,
     #[serde(default)]
+    pub health: RawHealth,
+    #[serde(default)]
     pub interfaces: Vec<RawInterface>,
     #[serde(default)]
     pub neighbours: Vec<RawNeighbour>,
@@ -55,6 +57,10 @@ pub(super) struct RawDaemon {
     pub metrics_address: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
+    pub heartbeat_address: Option<Spanned<String>>,
+    pub heartbeat_rate: Option<Spanned<i64>>,
+    pub heartbeat_burst: Option<Spanned<i64>>,
+    pub health_max_in_flight: Option<Spanned<i64>>,
 }
 
 /// `[flows]`; timeouts in seconds.
@@ -98,6 +104,9 @@ pub(super) struct RawService {
     pub on_backend_down: Option<Spanned<String>>,
     pub panic_threshold: Option<Spanned<i64>>,
     pub when_all_down: Option<Spanned<String>>,
+    pub heartbeat_ttl: Option<Spanned<String>>,
+    pub heartbeat_token: Option<Spanned<String>>,
+    pub health: Option<RawServiceHealth>,
     #[serde(default)]
     pub backends: Vec<RawBackend>,
 }
@@ -112,4 +121,136 @@ pub(super) struct RawBackend {
     pub zone: Option<Spanned<String>>,
     pub set: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
+    pub heartbeat_ttl: Option<Spanned<String>>,
+    pub health: Option<RawBackendHealth>,
+}
+
+/// `[health]`: a check's keys and `initial`. In `[health]` and
+/// `[services.health]`, durations and the status range are text (`"2s"`,
+/// `"200-399"`) and payloads text or hex.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    pub kind: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    pub path: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub status: Option<Spanned<String>>,
+    pub payload: Option<Spanned<String>>,
+    pub payload_hex: Option<Spanned<String>>,
+    pub expect: Option<Spanned<String>>,
+    pub expect_hex: Option<Spanned<String>>,
+    pub initial: Option<Spanned<String>>,
+}
+
+/// `[services.health]`: a check's keys and `port`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServiceHealth {
+    pub kind: Option<Spanned<String>>,
+    pub interval: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<String>>,
+    pub rise: Option<Spanned<i64>>,
+    pub fall: Option<Spanned<i64>>,
+    pub path: Option<Spanned<String>>,
+    pub host: Option<Spanned<String>>,
+    pub status: Option<Spanned<String>>,
+    pub payload: Option<Spanned<String>>,
+    pub payload_hex: Option<Spanned<String>>,
+    pub expect: Option<Spanned<String>>,
+    pub expect_hex: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+}
+
+/// `[services.backends.health]`: only where and whether it is probed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackendHealth {
+    pub kind: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+}
+
+impl RawHealth {
+    /// Its check keys.
+    pub fn check(&self) -> RawCheckRef<'_> {
+        RawCheckRef {
+            kind: self.kind.as_ref(),
+            interval: self.interval.as_ref(),
+            timeout: self.timeout.as_ref(),
+            rise: self.rise.as_ref(),
+            fall: self.fall.as_ref(),
+            path: self.path.as_ref(),
+            host: self.host.as_ref(),
+            status: self.status.as_ref(),
+            payload: self.payload.as_ref(),
+            payload_hex: self.payload_hex.as_ref(),
+            expect: self.expect.as_ref(),
+            expect_hex: self.expect_hex.as_ref(),
+        }
+    }
+}
+
+impl RawServiceHealth {
+    /// Its check keys.
+    pub fn check(&self) -> RawCheckRef<'_> {
+        RawCheckRef {
+            kind: self.kind.as_ref(),
+            interval: self.interval.as_ref(),
+            timeout: self.timeout.as_ref(),
+            rise: self.rise.as_ref(),
+            fall: self.fall.as_ref(),
+            path: self.path.as_ref(),
+            host: self.host.as_ref(),
+            status: self.status.as_ref(),
+            payload: self.payload.as_ref(),
+            payload_hex: self.payload_hex.as_ref(),
+            expect: self.expect.as_ref(),
+            expect_hex: self.expect_hex.as_ref(),
+        }
+    }
+}
+
+/// The check keys of `[health]` or `[services.health]`, borrowed.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct RawCheckRef<'a> {
+    pub kind: Option<&'a Spanned<String>>,
+    pub interval: Option<&'a Spanned<String>>,
+    pub timeout: Option<&'a Spanned<String>>,
+    pub rise: Option<&'a Spanned<i64>>,
+    pub fall: Option<&'a Spanned<i64>>,
+    pub path: Option<&'a Spanned<String>>,
+    pub host: Option<&'a Spanned<String>>,
+    pub status: Option<&'a Spanned<String>>,
+    pub payload: Option<&'a Spanned<String>>,
+    pub payload_hex: Option<&'a Spanned<String>>,
+    pub expect: Option<&'a Spanned<String>>,
+    pub expect_hex: Option<&'a Spanned<String>>,
+}
+
+impl RawCheckRef<'_> {
+    /// Where the value of check key `key` starts, if it is set (`payload`
+    /// and `expect` are found in either form).
+    pub fn offset(&self, key: &str) -> Option<usize> {
+        fn at<T>(v: Option<&Spanned<T>>) -> Option<usize> {
+            v.map(|v| v.span().start)
+        }
+        match key {
+            "kind" => at(self.kind),
+            "interval" => at(self.interval),
+            "timeout" => at(self.timeout),
+            "rise" => at(self.rise),
+            "fall" => at(self.fall),
+            "path" => at(self.path),
+            "host" => at(self.host),
+            "status" => at(self.status),
+            "payload" => at(self.payload).or(at(self.payload_hex)),
+            "payload_hex" => at(self.payload_hex),
+            "expect" => at(self.expect).or(at(self.expect_hex)),
+            "expect_hex" => at(self.expect_hex),
+            _ => None,
+        }
+    }
 }

@@ -17,6 +17,8 @@
 //! would only repeat the source's report. Duplicates are found through hash
 //! maps, so validation is linear in the size of the config.
 
+mod health;
+
 use hashbrown::{HashMap, HashSet};
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
@@ -55,9 +57,10 @@ pub(super) fn problems(config: &Config, provenance: &dyn Provenance) -> Vec<Conf
     let gateway_ok = v.gateway();
     v.daemon();
     v.flows();
+    let health_known = v.health_defaults();
     v.interfaces();
     v.neighbours();
-    v.services(gateway_ok);
+    v.services(gateway_ok, health_known);
     v.found
 }
 
@@ -116,6 +119,12 @@ pub(super) const FRAME_COUNT: Range = Range::new(1024, 1 << 20);
 pub(super) const RING_SIZE: Range = Range::new(64, 16384);
 /// `daemon.control_idle_timeout`, in seconds.
 pub(super) const CONTROL_IDLE_TIMEOUT: Range = Range::new(1, 600);
+/// `daemon.heartbeat_rate`, heartbeats a second per source.
+pub(super) const HEARTBEAT_RATE: Range = Range::new(1, 1_000_000);
+/// `daemon.heartbeat_burst`.
+pub(super) const HEARTBEAT_BURST: Range = Range::new(1, 1_000_000);
+/// `daemon.health_max_in_flight`: each probe in flight holds a socket.
+pub(super) const HEALTH_MAX_IN_FLIGHT: Range = Range::new(1, 65_536);
 
 /// ` of service "NAME"`: the context of a service's value in a message.
 pub(super) fn of_service(name: &str) -> String {
@@ -283,6 +292,7 @@ impl Validator<'_> {
             let message = "daemon.log_level must not be empty (e.g. \"info\")".to_owned();
             self.report(at("log_level"), message);
         }
+        self.daemon_health();
     }
 
     /// `daemon.cores`: a non-empty list of distinct core numbers.
@@ -427,8 +437,9 @@ impl Validator<'_> {
     }
 
     /// Services and their backends. `gateway_ok`: the gateway's table
-    /// size, which services inherit, is valid.
-    fn services(&mut self, gateway_ok: bool) {
+    /// size, which services inherit, is valid; `health_known`: `[health]`,
+    /// which their checks inherit, could be judged.
+    fn services(&mut self, gateway_ok: bool, health_known: bool) {
         let services = &self.config.services;
         let mut names: HashMap<&str, usize> = HashMap::with_capacity(services.len());
         let mut listeners: HashMap<_, usize> = HashMap::with_capacity(services.len());
@@ -472,6 +483,7 @@ impl Validator<'_> {
             self.weights(i, service);
             self.service_table(i, service, gateway_ok);
             self.failover(i, service);
+            self.service_health(i, service, health_known);
         }
     }
 
@@ -634,7 +646,7 @@ impl Validator<'_> {
 }
 
 /// The value at `place` for a message: as written, for a stand-in.
-fn shown(provenance: &dyn Provenance, place: Place, value: &dyn Display) -> String {
+pub(super) fn shown(provenance: &dyn Provenance, place: Place, value: &dyn Display) -> String {
     match provenance.stand_in(place) {
         Some(text) => text.to_owned(),
         None => value.to_string(),
@@ -873,6 +885,7 @@ port = 8080
             scheduler: Default::default(),
             maglev_table_size: 251,
             failover: Default::default(),
+            health: Default::default(),
             backends: Vec::new(),
         };
         assert_eq!(check_messages(&model), loader_messages(&text));

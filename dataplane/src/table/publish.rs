@@ -78,6 +78,7 @@ mod tests {
             gateway: Default::default(),
             daemon: Default::default(),
             flows: Default::default(),
+            health: Default::default(),
             interfaces: Vec::new(),
             neighbours: Vec::new(),
             services: vec![Service {
@@ -88,6 +89,7 @@ mod tests {
                 scheduler: Scheduler::Wrr,
                 maglev_table_size: 251,
                 failover: Default::default(),
+                health: Default::default(),
                 backends: vec![Backend {
                     address: "198.18.0.10".parse().unwrap(),
                     port: 8080,
@@ -95,6 +97,7 @@ mod tests {
                     zone: None,
                     set: None,
                     group: None,
+                    health: Default::default(),
                 }],
             }],
         }

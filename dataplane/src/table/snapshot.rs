@@ -730,6 +730,7 @@ mod tests {
             zone: None,
             set: None,
             group: None,
+            health: Default::default(),
         }
     }
 
@@ -742,6 +743,7 @@ mod tests {
             scheduler: Scheduler::Maglev,
             maglev_table_size: 251,
             failover: Default::default(),
+            health: Default::default(),
             backends,
         }
     }
@@ -751,6 +753,7 @@ mod tests {
             gateway: Default::default(),
             daemon: Default::default(),
             flows: Default::default(),
+            health: Default::default(),
             interfaces: vec![
                 Interface {
                     name: "eth0".into(),

@@ -235,6 +235,7 @@ mod tests {
             scheduler: Scheduler::Wrr,
             maglev_table_size: 251,
             failover: Default::default(),
+            health: Default::default(),
             backends: Vec::new(),
         }
     }

@@ -119,6 +119,7 @@ mod tests {
             scheduler: Scheduler::Maglev,
             maglev_table_size: 251,
             failover: Default::default(),
+            health: Default::default(),
             backends: backends
                 .iter()
                 .map(|&(address, port, weight)| Backend {

@@ -1,0 +1,697 @@
+//! The control side of backend health: what ties the prober, the
+//! heartbeats and the one liveness table to the running rules.
+//!
+//! A [`HealthMonitor`] is told each published generation
+//! ([`HealthMonitor::sync`]). From the rules it makes a plan: the check
+//! each backend gets (one prober target per distinct address and check
+//! definition, so a backend shared by services is probed once), its
+//! heartbeat TTL, and the endpoint id the snapshot gave it. It hands the
+//! targets to the [`Prober`] and brings each endpoint's liveness word in
+//! line with them (a TTL given is armed: one TTL for the first heartbeat;
+//! a TTL taken away is disarmed; a check taken away leaves the backend
+//! up).
+//!
+//! Its thread (`fg-health-mon`, off the worker cores like the control
+//! thread it is started from) takes the prober's transitions: it writes the
+//! words of every endpoint the target stands for — the workers stop giving
+//! a down backend new flows from their next poll — logs each change, and
+//! then asks for one rebuild, so that the services' tables spread their
+//! flows over the backends alive (with Maglev only the dead backend's
+//! flows move). It also watches the heartbeat deadlines, which the workers
+//! enforce on their own, to log each expiry and rebuild after it.
+//! Heartbeats, from the control API or the network endpoint, move a
+//! deadline; one that brings an expired backend back asks for a rebuild
+//! too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+use flowgate_api::{BackendHealth, BackendState, CheckReport, HealthSummary, MAX_NOT_UP};
+
+use crate::health::heartbeat::{Heartbeat, HeartbeatToken, HeartbeatTokens, UnknownBackend};
+use crate::health::{
+    Check, Health, HistogramSample, InitialState, Prober, ProberError, ProberOptions, Target,
+    TargetStatus, Transition,
+};
+use crate::liveness::{Liveness, Status, Word};
+use crate::rules::{check_of, heartbeat_ttl_of, settings_of, Config, Service};
+use crate::table::Snapshot;
+use crate::wire::bytes_to_addr;
+
+/// How often the thread looks at the heartbeat deadlines.
+const DEADLINE_WATCH: Duration = Duration::from_millis(50);
+
+/// A backend of a service: the service's name and the backend's address.
+pub type BackendRef = (Arc<str>, SocketAddr);
+
+/// What asks for the service tables to be built again over the backends
+/// alive (the daemon: its gateway's rebuild).
+pub type Rebuild = Box<dyn Fn() + Send>;
+
+/// One backend's part of the plan.
+#[derive(Debug)]
+struct Planned {
+    /// Its endpoint id in the snapshot the plan was made for.
+    id: u32,
+    /// The target that checks it, if it is checked.
+    target: Option<Arc<Target>>,
+    /// Its heartbeat TTL.
+    ttl: Option<Duration>,
+    /// Its weight.
+    weight: u32,
+}
+
+/// The backends of one generation, and the targets that check them.
+#[derive(Debug, Default)]
+struct Plan {
+    backends: HashMap<BackendRef, Planned>,
+    /// Each target and the backends it stands for.
+    targets: HashMap<Arc<Target>, Vec<BackendRef>>,
+    /// The backends with a heartbeat TTL, which the thread watches.
+    with_ttl: Vec<BackendRef>,
+}
+
+/// The backends counted by state, kept for `status`: counting a large
+/// fleet at every request would make `status` as slow as the fleet is
+/// large.
+#[derive(Debug, Default)]
+struct Counts {
+    up: usize,
+    down: usize,
+    draining: usize,
+    expired: usize,
+    checked: usize,
+    /// The first [`MAX_NOT_UP`] down or expired, in service order.
+    not_up: Vec<(BackendRef, u32)>,
+}
+
+/// Transitions and the heartbeat listener's and API's counts, per backend
+/// (kept across generations while the backend runs).
+#[derive(Debug, Default)]
+pub struct BackendCounters {
+    /// State changes (check transitions, expiries, readmissions by
+    /// heartbeat).
+    pub transitions: AtomicU64,
+    /// Heartbeats taken.
+    pub heartbeats: AtomicU64,
+}
+
+/// One backend's health for the metrics endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendHealthSample {
+    /// Its service.
+    pub service: Arc<str>,
+    /// Its address.
+    pub backend: SocketAddr,
+    /// Its state now.
+    pub status: Status,
+    /// Its state changes so far.
+    pub transitions: u64,
+    /// Its check's latencies (none when it is not checked).
+    pub latency: Option<HistogramSample>,
+}
+
+/// The control side of backend health (see the module's documentation).
+pub struct HealthMonitor {
+    liveness: Arc<Liveness>,
+    options: ProberOptions,
+    /// Started with the first target.
+    prober: Mutex<Option<Prober>>,
+    plan: ArcSwap<Plan>,
+    counts: ArcSwap<Counts>,
+    tokens: Arc<HeartbeatTokens>,
+    counters: Mutex<HashMap<BackendRef, Arc<BackendCounters>>>,
+    /// Since when each backend is in its state, as this side saw it.
+    since: Mutex<HashMap<BackendRef, (Status, Instant)>>,
+    rebuild_requests: Sender<()>,
+    rebuild_wanted: Receiver<()>,
+    stop: Arc<AtomicBool>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for HealthMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthMonitor").finish_non_exhaustive()
+    }
+}
+
+impl HealthMonitor {
+    /// A monitor of the endpoints of `liveness` (the table every snapshot
+    /// shares), whose prober starts, with `options`, when the rules first
+    /// check a backend.
+    pub fn new(liveness: Arc<Liveness>, options: ProberOptions) -> Arc<HealthMonitor> {
+        let (rebuild_requests, rebuild_wanted) = channel::bounded(1);
+        Arc::new(HealthMonitor {
+            liveness,
+            options,
+            prober: Mutex::new(None),
+            plan: ArcSwap::from_pointee(Plan::default()),
+            counts: ArcSwap::from_pointee(Counts::default()),
+            tokens: Arc::new(HeartbeatTokens::new()),
+            counters: Mutex::new(HashMap::new()),
+            since: Mutex::new(HashMap::new()),
+            rebuild_requests,
+            rebuild_wanted,
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: Mutex::new(None),
+        })
+    }
+
+    /// The liveness table.
+    pub fn liveness(&self) -> &Arc<Liveness> {
+        &self.liveness
+    }
+
+    /// The services' heartbeat tokens, for the network endpoint.
+    pub fn tokens(&self) -> Arc<HeartbeatTokens> {
+        Arc::clone(&self.tokens)
+    }
+
+    /// Starts the thread that takes transitions and watches deadlines;
+    /// `rebuild` builds the tables again over the backends alive.
+    pub fn start(self: &Arc<Self>, rebuild: Rebuild) -> std::io::Result<()> {
+        let monitor = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name("fg-health-mon".into())
+            .spawn(move || monitor.run(&rebuild))?;
+        *lock(&self.thread) = Some(thread);
+        Ok(())
+    }
+
+    /// Stops the thread and the prober.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = lock(&self.thread).take() {
+            let _ = thread.join();
+        }
+        lock(&self.prober).take();
+    }
+
+    /// Brings the checks, TTLs and liveness words in line with `config`,
+    /// compiled into `snapshot` (just published). Returns whether a word
+    /// changed whether its endpoint is alive: the tables should be built
+    /// again.
+    pub fn sync(&self, config: &Config, snapshot: &Snapshot) -> Result<bool, ProberError> {
+        let plan = plan(config, snapshot);
+        let targets: Vec<Target> = plan.targets.keys().map(|t| (**t).clone()).collect();
+        let statuses = {
+            let mut prober = lock(&self.prober);
+            if prober.is_none() && !targets.is_empty() {
+                *prober = Some(Prober::start(self.options.clone())?);
+            }
+            if let Some(prober) = prober.as_ref() {
+                let old = self.plan.load();
+                if old.targets.len() != plan.targets.len()
+                    || plan.targets.keys().any(|t| !old.targets.contains_key(t))
+                {
+                    prober.set_targets(targets)?;
+                }
+                prober.statuses()
+            } else {
+                Vec::new()
+            }
+        };
+        let health: HashMap<&Target, Health> =
+            statuses.iter().map(|s| (&*s.target, s.health)).collect();
+        let now = Instant::now();
+        let now_ns = self.liveness.nanos(now);
+        let mut changed = false;
+        for planned in plan.backends.values() {
+            let before = self.liveness.word(planned.id);
+            let up = match &planned.target {
+                Some(t) => match health.get(&**t) {
+                    Some(h) => *h == Health::Up,
+                    None => self.options.initial_state == InitialState::Up,
+                },
+                None => true,
+            };
+            let mut word = before.with_up(up);
+            match (planned.ttl, before.has_ttl()) {
+                (Some(ttl), false) => {
+                    word = word.with_deadline(Some(now_ns.saturating_add(nanos(ttl))));
+                }
+                (None, true) => word = word.with_deadline(None),
+                _ => {}
+            }
+            if word != before {
+                // Only this thread and the transition thread write health;
+                // a heartbeat moving the deadline meanwhile is kept.
+                let _ = self.liveness.set_up(planned.id, up);
+                if word.has_ttl() != before.has_ttl() {
+                    let _ = self.liveness.set_deadline(planned.id, word.deadline_ns());
+                }
+                changed |= word.is_alive(now_ns) != before.is_alive(now_ns);
+            }
+        }
+        self.tokens.replace(config.services.iter().filter_map(|s| {
+            let token = HeartbeatToken::new(s.health.heartbeat_token.as_ref()?.expose()).ok()?;
+            Some((Arc::<str>::from(s.name.as_str()), token))
+        }));
+        {
+            let mut counters = lock(&self.counters);
+            counters.retain(|k, _| plan.backends.contains_key(k));
+            let mut since = lock(&self.since);
+            since.retain(|k, _| plan.backends.contains_key(k));
+            for (key, planned) in &plan.backends {
+                counters.entry(key.clone()).or_default();
+                // A state the rules made (a drain, a check or TTL taken
+                // away) starts now; the watch logs only what happens
+                // between changes of the rules.
+                let status = self.liveness.status(planned.id, now_ns, planned.weight);
+                let entry = since.entry(key.clone()).or_insert((status, now));
+                if entry.0 != status {
+                    *entry = (status, now);
+                }
+            }
+        }
+        self.plan.store(Arc::new(plan));
+        self.recount();
+        Ok(changed)
+    }
+
+    /// Counts the backends by state again.
+    fn recount(&self) {
+        let plan = self.plan.load();
+        let now_ns = self.liveness.now_ns();
+        let mut counts = Counts {
+            checked: plan.targets.len(),
+            ..Counts::default()
+        };
+        for (key, planned) in &plan.backends {
+            let status = self.liveness.status(planned.id, now_ns, planned.weight);
+            match status {
+                Status::Up => counts.up += 1,
+                Status::Down => counts.down += 1,
+                Status::Draining => counts.draining += 1,
+                Status::Expired => counts.expired += 1,
+            }
+            if matches!(status, Status::Down | Status::Expired) {
+                counts.not_up.push((key.clone(), planned.weight));
+            }
+        }
+        counts.not_up.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        counts.not_up.truncate(MAX_NOT_UP);
+        self.counts.store(Arc::new(counts));
+    }
+
+    /// A heartbeat of `backend` of `service`, whose TTL is `ttl`: it stays
+    /// alive until `ttl` from now. Returns how long until it expires; an
+    /// error when the running rules have no such backend.
+    pub fn heartbeat(
+        &self,
+        service: &str,
+        backend: SocketAddr,
+        ttl: Duration,
+    ) -> Result<Duration, String> {
+        let plan = self.plan.load();
+        let key: BackendRef = (Arc::from(service), backend);
+        let planned = plan
+            .backends
+            .get(&key)
+            .ok_or_else(|| format!("service {service:?} has no backend {backend} running"))?;
+        self.beat(&key, planned, Instant::now(), ttl);
+        let deadline = self.liveness.deadline(planned.id);
+        Ok(deadline.map_or(ttl, |d| d.saturating_duration_since(Instant::now())))
+    }
+
+    /// A heartbeat from the network endpoint: for a backend with a TTL in
+    /// the running rules.
+    pub fn network_heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), UnknownBackend> {
+        let plan = self.plan.load();
+        let key: BackendRef = (Arc::clone(&heartbeat.service), heartbeat.backend);
+        let planned = plan.backends.get(&key).ok_or(UnknownBackend)?;
+        let ttl = planned.ttl.ok_or(UnknownBackend)?;
+        self.beat(&key, planned, heartbeat.at, ttl);
+        Ok(())
+    }
+
+    fn beat(&self, key: &BackendRef, planned: &Planned, at: Instant, ttl: Duration) {
+        let now_ns = self.liveness.now_ns();
+        let was_alive = self.liveness.is_alive(planned.id, now_ns);
+        let _ = self.liveness.heartbeat(planned.id, at, ttl);
+        if let Some(c) = lock(&self.counters).get(key) {
+            c.heartbeats.fetch_add(1, Ordering::Relaxed);
+        }
+        if !was_alive && self.liveness.is_alive(planned.id, now_ns) {
+            // Readmitted: the watch logs it; the tables take it back.
+            let _ = self.rebuild_requests.try_send(());
+        }
+    }
+
+    /// The health of each backend of `service`, in its order.
+    pub fn backend_health(&self, service: &Service) -> Vec<BackendHealth> {
+        let plan = self.plan.load();
+        let statuses = self.statuses();
+        let name: Arc<str> = Arc::from(service.name.as_str());
+        service
+            .backends
+            .iter()
+            .map(|b| {
+                let key = (Arc::clone(&name), b.socket_addr());
+                self.view(&plan, &statuses, &key, b.weight)
+            })
+            .collect()
+    }
+
+    /// Backends by state, and those not up, as of the last change seen
+    /// (a sync, a transition, an expiry). `config` is the running rules,
+    /// which the last sync was given.
+    pub fn summary(&self, config: &Config) -> HealthSummary {
+        let _ = config;
+        let counts = self.counts.load();
+        let plan = self.plan.load();
+        let statuses = if counts.not_up.is_empty() {
+            HashMap::new()
+        } else {
+            self.statuses()
+        };
+        HealthSummary {
+            up: counts.up,
+            down: counts.down,
+            draining: counts.draining,
+            expired: counts.expired,
+            checked: counts.checked,
+            not_up: counts
+                .not_up
+                .iter()
+                .map(|(key, weight)| BackendState {
+                    service: key.0.to_string(),
+                    address: key.1.ip(),
+                    port: key.1.port(),
+                    health: self.view(&plan, &statuses, key, *weight),
+                })
+                .collect(),
+        }
+    }
+
+    /// Every backend's state, transitions and check latencies, for the
+    /// metrics endpoint (in service, then address order).
+    pub fn samples(&self) -> Vec<BackendHealthSample> {
+        let plan = self.plan.load();
+        let statuses = self.statuses();
+        let counters = lock(&self.counters);
+        let now_ns = self.liveness.now_ns();
+        let sorted: BTreeMap<&BackendRef, &Planned> = plan.backends.iter().collect();
+        sorted
+            .into_iter()
+            .map(|(key, planned)| BackendHealthSample {
+                service: Arc::clone(&key.0),
+                backend: key.1,
+                status: self.liveness.status(planned.id, now_ns, planned.weight),
+                transitions: counters
+                    .get(key)
+                    .map_or(0, |c| c.transitions.load(Ordering::Relaxed)),
+                latency: planned
+                    .target
+                    .as_ref()
+                    .and_then(|t| statuses.get(&**t))
+                    .map(|s| s.latency),
+            })
+            .collect()
+    }
+
+    fn statuses(&self) -> HashMap<Target, TargetStatus> {
+        lock(&self.prober)
+            .as_ref()
+            .map(|p| {
+                p.statuses()
+                    .into_iter()
+                    .map(|s| ((*s.target).clone(), s))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn view(
+        &self,
+        plan: &Plan,
+        statuses: &HashMap<Target, TargetStatus>,
+        key: &BackendRef,
+        weight: u32,
+    ) -> BackendHealth {
+        let Some(planned) = plan.backends.get(key) else {
+            return BackendHealth {
+                state: "up".into(),
+                ..BackendHealth::default()
+            };
+        };
+        let now = Instant::now();
+        let now_ns = self.liveness.nanos(now);
+        let status = self.liveness.status(planned.id, now_ns, weight);
+        let target_status = planned.target.as_ref().and_then(|t| statuses.get(&**t));
+        let since = lock(&self.since)
+            .get(key)
+            .filter(|(s, _)| *s == status)
+            .map(|(_, at)| *at);
+        let last_check =
+            target_status
+                .and_then(|s| s.last_check)
+                .map(|(result, latency, started)| CheckReport {
+                    ok: result.is_ok(),
+                    result: result.to_string(),
+                    latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+                    age_ms: millis(now.saturating_duration_since(started)),
+                });
+        let heartbeat_expires_in_ms = self.liveness.deadline(planned.id).map(|d| {
+            if d >= now {
+                i64::try_from(millis(d - now)).unwrap_or(i64::MAX)
+            } else {
+                -i64::try_from(millis(now - d)).unwrap_or(i64::MAX)
+            }
+        });
+        BackendHealth {
+            state: status.name().to_owned(),
+            since_ms: since.map(|at| millis(now.saturating_duration_since(at))),
+            check: planned
+                .target
+                .as_ref()
+                .map(|t| format!("{} {}", t.check.kind().name(), t.address)),
+            last_check,
+            heartbeat_expires_in_ms,
+        }
+    }
+
+    /// The thread: transitions as they come, deadlines every
+    /// [`DEADLINE_WATCH`], a rebuild after anything changed.
+    fn run(&self, rebuild: &Rebuild) {
+        let transitions = lock(&self.prober).as_ref().map(Prober::transitions);
+        let mut transitions = transitions;
+        while !self.stop.load(Ordering::Relaxed) {
+            if transitions.is_none() {
+                transitions = lock(&self.prober).as_ref().map(Prober::transitions);
+            }
+            let mut changed = false;
+            if let Some(rx) = &transitions {
+                match rx.recv_timeout(DEADLINE_WATCH) {
+                    Ok(t) => {
+                        changed |= self.take(&t);
+                        while let Ok(t) = rx.try_recv() {
+                            changed |= self.take(&t);
+                        }
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => transitions = None,
+                }
+            } else {
+                std::thread::sleep(DEADLINE_WATCH);
+            }
+            changed |= self.rebuild_wanted.try_recv().is_ok();
+            changed |= self.watch_states();
+            if changed {
+                self.recount();
+                rebuild();
+            }
+        }
+    }
+
+    /// Writes a transition into the words of the backends its target
+    /// stands for. Returns whether any word changed.
+    fn take(&self, t: &Transition) -> bool {
+        let plan = self.plan.load();
+        let Some(backends) = plan.targets.get(&t.target) else {
+            return false;
+        };
+        let up = t.to == Health::Up;
+        let mut changed = false;
+        for key in backends {
+            let Some(planned) = plan.backends.get(key) else {
+                continue;
+            };
+            if let Ok(before) = self.liveness.set_up(planned.id, up) {
+                changed |= before.is_up() != up;
+            }
+            self.seen(key, planned);
+            tracing::info!(
+                service = %key.0,
+                backend = %key.1,
+                check = %t.target,
+                from = %t.from,
+                to = %t.to,
+                result = %t.result,
+                latency_us = u64::try_from(t.latency.as_micros()).unwrap_or(u64::MAX),
+                "backend {}",
+                if up { "up: readmitted" } else { "down: ejected" }
+            );
+        }
+        changed
+    }
+
+    /// Looks at the state of every backend with a TTL: records and logs
+    /// each change since the last look (an expiry, a readmission by
+    /// heartbeat). Returns whether one changed whether a backend is
+    /// alive.
+    fn watch_states(&self) -> bool {
+        let plan = self.plan.load();
+        let mut changed = false;
+        for key in &plan.with_ttl {
+            let Some(planned) = plan.backends.get(key) else {
+                continue;
+            };
+            let Some((before, status)) = self.seen(key, planned) else {
+                continue;
+            };
+            changed |= before.is_alive() != status.is_alive();
+            if status == Status::Expired {
+                tracing::warn!(service = %key.0, backend = %key.1, "backend expired: no heartbeat within its TTL");
+            } else if before == Status::Expired {
+                tracing::info!(service = %key.0, backend = %key.1, to = %status, "backend heartbeating again");
+            }
+        }
+        changed
+    }
+
+    /// Records `key`'s state now; if it changed since last recorded, counts
+    /// the transition and returns the states before and now.
+    fn seen(&self, key: &BackendRef, planned: &Planned) -> Option<(Status, Status)> {
+        let now = Instant::now();
+        let status = self
+            .liveness
+            .status(planned.id, self.liveness.nanos(now), planned.weight);
+        let mut since = lock(&self.since);
+        let entry = since.entry(key.clone()).or_insert((status, now));
+        if entry.0 == status {
+            return None;
+        }
+        let before = entry.0;
+        *entry = (status, now);
+        drop(since);
+        if let Some(c) = lock(&self.counters).get(key) {
+            c.transitions.fetch_add(1, Ordering::Relaxed);
+        }
+        Some((before, status))
+    }
+}
+
+impl Drop for HealthMonitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The plan of `config`, compiled into `snapshot`.
+fn plan(config: &Config, snapshot: &Snapshot) -> Plan {
+    let mut ids: HashMap<(&str, SocketAddr), u32> = HashMap::new();
+    for (_, service) in snapshot.services() {
+        for &id in service.endpoints() {
+            if let Some(e) = snapshot.endpoint(id) {
+                let address = SocketAddr::new(bytes_to_addr(&e.address), e.port);
+                ids.insert((service.name(), address), id);
+            }
+        }
+    }
+    let mut plan = Plan::default();
+    let mut targets: HashMap<Target, Arc<Target>> = HashMap::new();
+    for service in &config.services {
+        let name: Arc<str> = Arc::from(service.name.as_str());
+        // The service's check, validated once for all its backends that
+        // set none of their own.
+        let service_check = settings_of(&config.health, service, None)
+            .validate()
+            .ok()
+            .filter(Check::is_active);
+        for backend in &service.backends {
+            let address = backend.socket_addr();
+            let Some(&id) = ids.get(&(service.name.as_str(), address)) else {
+                continue;
+            };
+            let check = if backend.health.overrides_check() {
+                check_of(&config.health, service, backend).ok()
+            } else {
+                service_check.clone().map(|c| {
+                    let port = service.health.port.unwrap_or(backend.port);
+                    (c, SocketAddr::new(backend.address, port))
+                })
+            };
+            let target = check
+                .filter(|(check, _)| check.is_active())
+                .map(|(check, at)| {
+                    let target = Target::new(at, check);
+                    Arc::clone(
+                        targets
+                            .entry(target.clone())
+                            .or_insert_with(|| Arc::new(target)),
+                    )
+                });
+            let key: BackendRef = (Arc::clone(&name), address);
+            if let Some(t) = &target {
+                plan.targets
+                    .entry(Arc::clone(t))
+                    .or_default()
+                    .push(key.clone());
+            }
+            let ttl = heartbeat_ttl_of(service, backend);
+            if ttl.is_some() {
+                plan.with_ttl.push(key.clone());
+            }
+            plan.backends.insert(
+                key,
+                Planned {
+                    id,
+                    target,
+                    ttl,
+                    weight: backend.weight,
+                },
+            );
+        }
+    }
+    plan
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The word a backend given a new endpoint id starts with, for
+/// [`crate::table::LivenessInput::initial`]: down if the rules check it
+/// and the gateway counts unchecked backends as down; up until one TTL
+/// from `now_ns` if it has a heartbeat TTL.
+pub fn initial_word(
+    config: &Config,
+    service: &Service,
+    backend: &crate::rules::Backend,
+    now_ns: u64,
+) -> Word {
+    // Checks are validated only where the answer matters.
+    let down = config.health.initial == InitialState::Down
+        && check_of(&config.health, service, backend).is_ok_and(|(c, _)| c.is_active());
+    let up = !down;
+    let word = Word::UP.with_up(up);
+    match heartbeat_ttl_of(service, backend) {
+        Some(ttl) => word.with_deadline(Some(now_ns.saturating_add(nanos(ttl)))),
+        None => word,
+    }
+}
