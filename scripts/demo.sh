@@ -7,7 +7,9 @@
 # HTTP servers (nginx) and a UDP service on the backends, runs
 # `flowgate run --config configs/demo.toml` on the gateway, sends requests
 # with curl, a bounded load, and prints how the requests spread over the
-# backends and the gateway's counters. Everything is torn down at the end,
+# backends; then kills one backend's nginx and shows flowgate's health
+# checks ejecting it and readmitting it when it is back; and prints the
+# gateway's counters. Everything is torn down at the end,
 # also on Ctrl-C or failure; a leftover of a killed run is removed at start.
 # Needs root (namespaces, XDP). Sends traffic only between its namespaces.
 set -euo pipefail
@@ -165,6 +167,54 @@ echo "every UDP answer came from: $(awk '{print $1}' "$work/dns" | sort -u | tr 
 awk -v a="$t0" -v b="$t1" 'BEGIN { printf "(%.1f s for all of the above)\n", b - a }'
 echo
 topo_exec client wrk -t1 -c16 -d"${LOAD_SECONDS}s" http://198.18.100.10/ | sed 's/^/  /'
+
+say "backend health: b2's nginx dies, flowgate ejects it, and takes it back when it returns"
+# Each of web's backends gets a tcp check of its own through the control
+# API (the demo config checks nothing): every 2 s, down after 3 failures,
+# up after 2 successes (docs/operations.md, "Backend health").
+ctl() { "$FLOWGATECTL" --socket "$CONTROL_SOCKET" "$@"; }
+# backend_state ADDR: the state `backend list web` shows for ADDR:8080.
+backend_state() {
+  ctl backend list web | awk -v b="$1:8080" '$1 == b { print $6 }'
+}
+# wait_state ADDR STATE SECONDS: polls (every 0.2 s, bounded) until ADDR is
+# in STATE; prints how long it took.
+wait_state() {
+  local start now
+  start=$(date +%s.%N)
+  for _ in $(seq 1 $(($3 * 5))); do
+    if [ "$(backend_state "$1")" = "$2" ]; then
+      now=$(date +%s.%N)
+      awk -v a="$start" -v b="$now" -v s="$2" 'BEGIN { printf "%s after %.1f s\n", s, b - a }'
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "$1 was not $2 within $3 s" >&2
+  ctl backend list web >&2
+  return 1
+}
+for b in 11 12 13; do ctl backend edit web "198.18.1.$b:8080" --check tcp >/dev/null; done
+for b in 11 12 13; do wait_state "198.18.1.$b" up 10 >/dev/null; done
+sleep 2.5 # one round of checks, so that LAST CHECK shows a result
+ctl backend list web | sed 's/^/  /'
+echo "stopping b2's nginx"
+kill -TERM "$(cat "$work/b2/nginx.pid")"
+printf '  198.18.1.12: '
+wait_state 198.18.1.12 down 15
+ctl backend list web | sed 's/^/  /'
+load http://198.18.100.10/ 60 >"$work/web-b2-down"
+spread "web while b2 is down" "$work/web-b2-down" b1:1 b2:1 b3:2
+if grep -q '^b2$' "$work/web-b2-down" || grep -qv '^b[13]$' "$work/web-b2-down"; then
+  echo "a request reached b2 or failed while b2 was ejected" >&2
+  exit 1
+fi
+echo "starting b2's nginx again"
+topo_exec b2 nginx -q -c "$work/b2/nginx.conf" -e "$work/b2/error.log"
+printf '  198.18.1.12: '
+wait_state 198.18.1.12 up 15
+ctl backend list web | sed 's/^/  /'
+grep -E 'backend (down|up)' "$fg_log" | tail -n 2 | sed 's/^/  | /'
 
 say "the gateway's kernel stayed out of it, and is still reachable"
 forwarded4=$(topo_exec gw awk '/^Ip: [0-9]/ { print $7 }' /proc/net/snmp)
