@@ -124,6 +124,9 @@ pub struct HealthMonitor {
     /// Started with the first target.
     prober: Mutex<Option<Prober>>,
     plan: ArcSwap<Plan>,
+    /// Held by whoever writes health into the words (a sync, the thread
+    /// taking a transition).
+    writing: Mutex<()>,
     counts: ArcSwap<Counts>,
     tokens: Arc<HeartbeatTokens>,
     counters: Mutex<HashMap<BackendRef, Arc<BackendCounters>>>,
@@ -152,6 +155,7 @@ impl HealthMonitor {
             options,
             prober: Mutex::new(None),
             plan: ArcSwap::from_pointee(Plan::default()),
+            writing: Mutex::new(()),
             counts: ArcSwap::from_pointee(Counts::default()),
             tokens: Arc::new(HeartbeatTokens::new()),
             counters: Mutex::new(HashMap::new()),
@@ -198,15 +202,21 @@ impl HealthMonitor {
     /// changed whether its endpoint is alive: the tables should be built
     /// again.
     pub fn sync(&self, config: &Config, snapshot: &Snapshot) -> Result<bool, ProberError> {
-        let plan = plan(config, snapshot);
+        let plan = Arc::new(plan(config, snapshot));
         let targets: Vec<Target> = plan.targets.keys().map(|t| (**t).clone()).collect();
+        // Words are written by one writer at a time: a transition taken
+        // while this reads the prober's states is either seen here or
+        // written after this, never undone by it.
+        let _writing = lock(&self.writing);
         let statuses = {
             let mut prober = lock(&self.prober);
             if prober.is_none() && !targets.is_empty() {
                 *prober = Some(Prober::start(self.options.clone())?);
             }
+            // The plan goes first, so that a transition of a new target
+            // finds its backends.
+            let old = self.plan.swap(Arc::clone(&plan));
             if let Some(prober) = prober.as_ref() {
-                let old = self.plan.load();
                 if old.targets.len() != plan.targets.len()
                     || plan.targets.keys().any(|t| !old.targets.contains_key(t))
                 {
@@ -270,7 +280,7 @@ impl HealthMonitor {
                 }
             }
         }
-        self.plan.store(Arc::new(plan));
+        drop(_writing);
         self.recount();
         Ok(changed)
     }
@@ -513,6 +523,7 @@ impl HealthMonitor {
     /// Writes a transition into the words of the backends its target
     /// stands for. Returns whether any word changed.
     fn take(&self, t: &Transition) -> bool {
+        let _writing = lock(&self.writing);
         let plan = self.plan.load();
         let Some(backends) = plan.targets.get(&t.target) else {
             return false;
@@ -585,12 +596,6 @@ impl HealthMonitor {
             c.transitions.fetch_add(1, Ordering::Relaxed);
         }
         Some((before, status))
-    }
-}
-
-impl Drop for HealthMonitor {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

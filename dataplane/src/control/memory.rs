@@ -91,9 +91,10 @@ impl MemoryDataplane {
         });
         let health = HealthMonitor::new(liveness, ProberOptions::default());
         let rebuilds = Arc::clone(&build);
-        let monitor = Arc::downgrade(&health);
         // Without its thread the monitor still takes heartbeats and
         // reports; transitions and expiries then wait for the next apply.
+        // A rebuild keeps the rules and every endpoint id, so the
+        // monitor's plan stays right.
         let _ = health.start(Box::new(move || {
             let running = rebuilds
                 .running
@@ -102,9 +103,6 @@ impl MemoryDataplane {
             if let Some(config) = running.as_ref() {
                 let next = rebuilds.build(config);
                 rebuilds.publisher.publish(next);
-                if let Some(monitor) = monitor.upgrade() {
-                    let _ = monitor.sync(config, &rebuilds.publisher.current());
-                }
             }
         }));
         MemoryDataplane {
