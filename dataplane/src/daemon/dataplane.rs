@@ -104,11 +104,10 @@ impl DaemonDataplane {
         }
     }
 
-    /// Brings the health checks in line with the rules now published, and
-    /// rebuilds if that changed whether a backend is alive.
-    pub fn sync_health(&self) {
-        let config = self.gateway.config();
-        match self.health.sync(&config, &self.gateway.snapshot()) {
+    /// Brings the health checks in line with `config`, the rules now
+    /// published, and rebuilds if that changed whether a backend is alive.
+    pub fn sync_health(&self, config: &Config) {
+        match self.health.sync(config, &self.gateway.snapshot()) {
             Ok(false) => {}
             Ok(true) => {
                 if let Err(e) = self.gateway.rebuild() {
@@ -175,7 +174,7 @@ impl Dataplane for DaemonDataplane {
         // The control state has already refused changes to restart-only
         // sections ([daemon], [[interfaces]], [flows]).
         let applied = self.gateway.apply(config.clone())?;
-        self.sync_health();
+        self.sync_health(config);
         Ok(applied)
     }
 

@@ -283,7 +283,7 @@ impl Daemon {
                 .with_changes(Arc::clone(&changes)),
             Arc::clone(&health),
         ));
-        dataplane.sync_health();
+        dataplane.sync_health(&config);
         let rebuilds = Arc::clone(&gateway);
         health
             .start(Box::new(move || match rebuilds.rebuild() {
