@@ -147,6 +147,7 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
                         Backend::new(IpAddr::V4(backend_host(host)), 8080)
                     })
                     .collect(),
+                routing: Default::default(),
             }
         })
         .collect();
@@ -171,6 +172,7 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
         ],
         neighbours,
         services,
+        routing: Default::default(),
     }
 }
 

@@ -340,6 +340,7 @@ impl Editor {
                 .unwrap_or(self.rest.gateway.maglev_table_size),
             failover: Default::default(),
             backends: Vec::new(),
+            routing: Default::default(),
         };
         // Backends are parsed before the service is added, so that a bad
         // one leaves no half-made service behind.

@@ -14,6 +14,8 @@
 //! `[[services]]` of the file. That is what lets the file's provenance find
 //! the text of any place.
 
+mod routing;
+
 use hashbrown::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -92,6 +94,7 @@ pub(super) fn decode(raw: &RawConfig) -> Decoded {
             .enumerate()
             .map(|(i, service)| d.service(i, service, &gateway_size))
             .collect(),
+        routing: d.routing(&raw.routing),
     };
     Decoded {
         config,
@@ -481,6 +484,7 @@ impl Decoder {
                 .unwrap_or(*gateway_size.as_ref().unwrap_or(&DEFAULT_MAGLEV_TABLE_SIZE)),
             failover,
             backends,
+            routing: self.service_routing(i, raw),
         }
     }
 
@@ -539,6 +543,7 @@ impl Decoder {
             zone: label(&raw.zone),
             set: label(&raw.set),
             group: label(&raw.group),
+            name: label(&raw.name),
         }
     }
 }

@@ -8,6 +8,8 @@
 //! extra. Line starts are indexed once, on the first lookup, so that any
 //! number of problems is located in time linear in the text.
 
+mod routing;
+
 use hashbrown::HashMap;
 use std::cell::OnceCell;
 
@@ -91,7 +93,7 @@ impl<'t> FileProvenance<'t> {
                     "on_backend_down" => start(service.on_backend_down.as_ref()),
                     "panic_threshold" => start(service.panic_threshold.as_ref()),
                     "when_all_down" => start(service.when_all_down.as_ref()),
-                    _ => None,
+                    _ => routing::service_offset(service, place),
                 }
                 .or_else(|| start(Some(&service.name)))
             }
@@ -103,9 +105,13 @@ impl<'t> FileProvenance<'t> {
                     "zone" => start(backend.zone.as_ref()),
                     "set" => start(backend.set.as_ref()),
                     "group" => start(backend.group.as_ref()),
+                    "name" => start(backend.name.as_ref()),
                     _ => None,
                 }
                 .or_else(|| start(Some(&backend.address)))
+            }
+            Item::Routing | Item::ClientClass(_) | Item::Canary(_) | Item::Path { .. } => {
+                self.routing_offset(place)
             }
         }
     }

@@ -26,6 +26,8 @@ pub(super) struct RawConfig {
     pub neighbours: Vec<RawNeighbour>,
     #[serde(default)]
     pub services: Vec<RawService>,
+    #[serde(default)]
+    pub routing: RawRouting,
 }
 
 /// `[gateway]`.
@@ -100,6 +102,10 @@ pub(super) struct RawService {
     pub when_all_down: Option<Spanned<String>>,
     #[serde(default)]
     pub backends: Vec<RawBackend>,
+    pub zone_priority: Option<Spanned<Vec<Spanned<String>>>>,
+    pub canary: Option<RawCanary>,
+    #[serde(default)]
+    pub paths: Vec<RawPath>,
 }
 
 /// One `[[services.backends]]` entry.
@@ -112,4 +118,42 @@ pub(super) struct RawBackend {
     pub zone: Option<Spanned<String>>,
     pub set: Option<Spanned<String>>,
     pub group: Option<Spanned<String>>,
+    pub name: Option<Spanned<String>>,
+}
+
+/// `[routing]`: routing by client, gateway-wide.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouting {
+    #[serde(default)]
+    pub classes: Vec<RawClientClass>,
+    pub zone_priority: Option<Spanned<Vec<Spanned<String>>>>,
+    pub subset_memory_limit: Option<Spanned<i64>>,
+}
+
+/// One `[[routing.classes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClientClass {
+    pub prefix: Spanned<String>,
+    pub set: Option<Spanned<String>>,
+    pub zone: Option<Spanned<String>>,
+}
+
+/// A `[services.canary]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCanary {
+    pub group: Spanned<String>,
+    pub share: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub clients: Vec<Spanned<String>>,
+}
+
+/// One `[[services.paths]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPath {
+    pub client: Spanned<String>,
+    pub backends: Spanned<Vec<Spanned<String>>>,
 }

@@ -137,7 +137,7 @@ fn example_config_loads_and_states_the_defaults() {
         (web.failover.panic_threshold, web.failover.when_all_down),
         (Failover::default().panic_threshold, WhenAllDown::default())
     );
-    assert_eq!(web.backends[0].set.as_deref(), Some("s1"));
+    assert_eq!(web.backends[0].set.as_deref(), Some("shop.sh.g1"));
     assert_eq!(web.backends[0].group.as_deref(), Some("g1"));
     assert_eq!(web.backends[1], Backend::new(ip("198.18.1.12"), 8080));
 }
@@ -334,7 +334,7 @@ fn toml_syntax_error_has_its_position() {
 fn unknown_keys_are_rejected_where_they_are() {
     assert_eq!(
         errors("[gateway]\nmaglev_table_size = 251\n\n[flow]\ncapacity = 1\n"),
-        ["t.toml:4:2: unknown field `flow`, expected one of `gateway`, `daemon`, `flows`, `interfaces`, `neighbours`, `services`"]
+        ["t.toml:4:2: unknown field `flow`, expected one of `gateway`, `daemon`, `flows`, `interfaces`, `neighbours`, `services`, `routing`"]
     );
     assert_eq!(
         errors(
@@ -350,7 +350,7 @@ fn unknown_keys_are_rejected_where_they_are() {
             wieght = 2
             "#
         ),
-        ["t.toml:9:1: unknown field `wieght`, expected one of `address`, `port`, `weight`, `zone`, `set`, `group`"]
+        ["t.toml:9:1: unknown field `wieght`, expected one of `address`, `port`, `weight`, `zone`, `set`, `group`, `name`"]
     );
     assert_eq!(
         errors("[flows]\ntcp_timeout = 5\n"),
@@ -930,7 +930,7 @@ fn labels_must_be_valid_names() {
         ),
         [
             r#"t.toml:9:8: zone "" of backend 198.18.1.11:8080 in service "web" is not valid: use 1 to 64 of A-Z a-z 0-9 _ . -"#,
-            r#"t.toml:10:7: set "s 1" of backend 198.18.1.11:8080 in service "web" is not valid: use 1 to 64 of A-Z a-z 0-9 _ . -"#,
+            r#"t.toml:10:7: set "s 1" of backend 198.18.1.11:8080 in service "web" is not a SET name: write name.area.group, three parts of A-Z a-z 0-9 _ - (the group may be *), at most 64 bytes"#,
         ]
     );
 }

@@ -17,6 +17,10 @@
 //! would only repeat the source's report. Duplicates are found through hash
 //! maps, so validation is linear in the size of the config.
 
+mod routing;
+
+pub(super) use routing::{CANARY_SHARE, SUBSET_MEMORY};
+
 use hashbrown::{HashMap, HashSet};
 use std::fmt::Display;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +32,7 @@ use super::place::{Item, Place};
 use super::prime::{is_prime, next_prime, prev_prime};
 use super::provenance::Provenance;
 use super::{
-    Backend, Config, Protocol, Service, MAX_FLOW_CAPACITY, MAX_INTERFACE_NAME_LEN,
+    Backend, Config, Protocol, Service, SetName, MAX_FLOW_CAPACITY, MAX_INTERFACE_NAME_LEN,
     MAX_MAGLEV_TABLE_SIZE, MAX_NAME_LEN, MAX_PANIC_THRESHOLD, MAX_TIMEOUT_S, MAX_WEIGHT,
     MAX_WORKERS, MIN_MAGLEV_TABLE_SIZE,
 };
@@ -58,6 +62,7 @@ pub(super) fn problems(config: &Config, provenance: &dyn Provenance) -> Vec<Conf
     v.interfaces();
     v.neighbours();
     v.services(gateway_ok);
+    v.routing();
     v.found
 }
 
@@ -567,16 +572,18 @@ impl Validator<'_> {
         };
         let place = Place::backend(i, j, "weight");
         self.in_range(place, backend.weight.into(), WEIGHT, "weight", context);
-        for (key, label) in [
-            ("zone", &backend.zone),
-            ("set", &backend.set),
-            ("group", &backend.group),
-        ] {
+        for (key, label) in [("zone", &backend.zone), ("group", &backend.group)] {
             if let Some(label) = label {
                 if !is_valid_name(label) {
                     let message = format!("{key} {label:?}{} {}", context(), name_rule());
                     self.report(Place::backend(i, j, key), message);
                 }
+            }
+        }
+        if let Some(set) = &backend.set {
+            if SetName::parse(set).is_none() {
+                let message = format!("set {set:?}{} {}", context(), set_rule());
+                self.report(Place::backend(i, j, "set"), message);
             }
         }
     }
@@ -683,7 +690,15 @@ pub(super) fn name_rule() -> String {
     format!("is not valid: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 _ . -")
 }
 
-/// Service names and backend labels: `[A-Za-z0-9_.-]{1,64}`.
+/// What [`SetName::parse`] demands, as the end of an error message.
+pub(super) fn set_rule() -> String {
+    format!(
+        "is not a SET name: write name.area.group, three parts of A-Z a-z 0-9 _ - \
+         (the group may be *), at most {MAX_NAME_LEN} bytes"
+    )
+}
+
+/// Service names, backend names and labels: `[A-Za-z0-9_.-]{1,64}`.
 pub(super) fn is_valid_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
         && name
@@ -874,6 +889,7 @@ port = 8080
             maglev_table_size: 251,
             failover: Default::default(),
             backends: Vec::new(),
+            routing: Default::default(),
         };
         assert_eq!(check_messages(&model), loader_messages(&text));
     }

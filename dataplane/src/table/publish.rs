@@ -95,8 +95,11 @@ mod tests {
                     zone: None,
                     set: None,
                     group: None,
+                    name: None,
                 }],
+                routing: Default::default(),
             }],
+            routing: Default::default(),
         }
     }
 

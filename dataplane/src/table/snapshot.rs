@@ -730,6 +730,7 @@ mod tests {
             zone: None,
             set: None,
             group: None,
+            name: None,
         }
     }
 
@@ -743,6 +744,7 @@ mod tests {
             maglev_table_size: 251,
             failover: Default::default(),
             backends,
+            routing: Default::default(),
         }
     }
 
@@ -767,6 +769,7 @@ mod tests {
                 interface: 1,
             }],
             services,
+            routing: Default::default(),
         }
     }
 

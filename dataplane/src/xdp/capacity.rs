@@ -236,6 +236,7 @@ mod tests {
             maglev_table_size: 251,
             failover: Default::default(),
             backends: Vec::new(),
+            routing: Default::default(),
         }
     }
 

@@ -126,6 +126,7 @@ mod tests {
                     ..Backend::new(address.parse().unwrap(), port)
                 })
                 .collect(),
+            routing: Default::default(),
         }
     }
 
