@@ -51,9 +51,11 @@
 //! plain load and store each, nothing locked.
 
 mod counters;
+mod route_counters;
 mod verdict;
 
 pub use counters::{Counter, CounterValues, PipelineCounters};
+pub use route_counters::{RouteCounterValues, RouteCounters};
 pub use verdict::{DropReason, Verdict};
 
 use std::sync::Arc;
@@ -62,8 +64,13 @@ use crate::admission::{write_reset, RefusedSegment};
 use crate::flow::{ConnId, Connection, Direction, FlowState, FlowTable};
 use crate::hash::{flow_hash, source_hash};
 use crate::port::{Frame, FrameMemory};
+use crate::route::ClientAddr;
+use crate::rules::routing::SetStage;
 use crate::rules::{Scheduler, WhenAllDown};
-use crate::table::{CompiledService, Endpoint, EndpointId, IfDead, Mode, ServiceId, Snapshot};
+use crate::table::{
+    CompiledService, Endpoint, EndpointId, IfDead, Mode, RouteQuery, Routed, ServiceId,
+    ServiceRoutes, Snapshot,
+};
 use crate::wire::{self, ip_proto, tcp_flags, Fragment, PacketMeta, ParseError, L3};
 
 /// What every frame of a batch is decided against.
@@ -80,6 +87,8 @@ struct Context<'a> {
 #[derive(Debug)]
 pub struct Pipeline {
     counters: Arc<PipelineCounters>,
+    /// What routing by client decided, for new flows of routed services.
+    route_counters: Arc<RouteCounters>,
     /// Weighted round-robin position per service id.
     wrr_cursors: Vec<u32>,
     /// The snapshot generation `wrr_cursors` and `endpoint_limit` were
@@ -182,6 +191,7 @@ impl Pipeline {
     pub fn new() -> Self {
         Pipeline {
             counters: Arc::new(PipelineCounters::default()),
+            route_counters: Arc::new(RouteCounters::default()),
             wrr_cursors: Vec::new(),
             sized_for: None,
             endpoint_limit: 0,
@@ -193,6 +203,11 @@ impl Pipeline {
     /// This worker's counters (share the `Arc` with whoever reports them).
     pub fn counters(&self) -> &Arc<PipelineCounters> {
         &self.counters
+    }
+
+    /// This worker's routing counters.
+    pub fn route_counters(&self) -> &Arc<RouteCounters> {
+        &self.route_counters
     }
 
     /// Processes a batch of frames received on port `ingress`, rewriting
@@ -509,13 +524,7 @@ impl Pipeline {
         hash: u64,
         cx: &mut Context<'_>,
     ) -> Verdict {
-        let Context {
-            snapshot,
-            ref mut flows,
-            ingress,
-            now_ns,
-            ..
-        } = *cx;
+        let snapshot = cx.snapshot;
         let t = &meta.tuple;
         let Some((service_id, service)) = snapshot.lookup_service(t.protocol, &t.dst, t.dst_port)
         else {
@@ -524,8 +533,39 @@ impl Pipeline {
         if meta.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
         }
-        let is_tcp = t.protocol == ip_proto::TCP;
         let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+        let endpoint_id = match service.routes() {
+            None => match self.scheduled_choice(service_id, service, meta, hash, syn, cx) {
+                Ok(id) => id,
+                Err(verdict) => return verdict,
+            },
+            Some(routes) => {
+                match self.routed_choice(service_id, service, routes, meta, hash, syn, cx) {
+                    Ok(id) => id,
+                    Err(verdict) => return verdict,
+                }
+            }
+        };
+        self.place_new_flow(frame, meta, hash, endpoint_id, syn, cx)
+    }
+
+    /// The endpoint a new flow of a service that does not route by client
+    /// gets: its scheduler's pick over the whole service, or the skip
+    /// rule's, or the service's `when_all_down`; `Err` with the verdict
+    /// when it gets none.
+    #[inline(always)]
+    fn scheduled_choice(
+        &mut self,
+        service_id: ServiceId,
+        service: &CompiledService,
+        meta: &PacketMeta,
+        hash: u64,
+        syn: bool,
+        cx: &Context<'_>,
+    ) -> Result<EndpointId, Verdict> {
+        let (snapshot, now_ns) = (cx.snapshot, cx.now_ns);
+        let t = &meta.tuple;
+        let is_tcp = t.protocol == ip_proto::TCP;
         let (pick, pick_hash) = match service.scheduler() {
             Scheduler::Maglev => (service.maglev_lookup(hash), hash),
             Scheduler::Sh => {
@@ -534,21 +574,112 @@ impl Pipeline {
             }
             Scheduler::Wrr => {
                 if is_tcp && !syn {
-                    return Verdict::Drop(DropReason::NoConnection);
+                    return Err(Verdict::Drop(DropReason::NoConnection));
                 }
                 (self.next_wrr(service_id, service.wrr_schedule()), hash)
             }
         };
         let Some(pick) = pick else {
-            return Verdict::Drop(match service.mode() {
+            return Err(Verdict::Drop(match service.mode() {
                 Mode::AllDownClosed => DropReason::AllBackendsDown,
                 _ => DropReason::NoBackend,
-            });
+            }));
         };
-        let Some(endpoint_id) = self.alive_choice(service, pick, pick_hash, snapshot, now_ns)
-        else {
-            return Verdict::Drop(DropReason::AllBackendsDown);
+        self.alive_choice(service, pick, pick_hash, snapshot, now_ns)
+            .ok_or(Verdict::Drop(DropReason::AllBackendsDown))
+    }
+
+    /// The endpoint a new flow of a service that routes by client gets:
+    /// the routing decision's (`Snapshot::route_new_flow`), counted by
+    /// stage; with nothing alive, `Err` for a SET client (failing closed)
+    /// or the service's own choice otherwise. Out of line: a service that
+    /// does not route by client pays one test for it.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn routed_choice(
+        &mut self,
+        service_id: ServiceId,
+        service: &CompiledService,
+        routes: &ServiceRoutes,
+        meta: &PacketMeta,
+        hash: u64,
+        syn: bool,
+        cx: &Context<'_>,
+    ) -> Result<EndpointId, Verdict> {
+        let t = &meta.tuple;
+        let pick_hash = match service.scheduler() {
+            Scheduler::Maglev => hash,
+            Scheduler::Sh => source_hash(&t.src),
+            Scheduler::Wrr => {
+                if t.protocol == ip_proto::TCP && !syn {
+                    return Err(Verdict::Drop(DropReason::NoConnection));
+                }
+                hash
+            }
         };
+        let query = RouteQuery {
+            client: ClientAddr::from_bytes(&t.src),
+            hash,
+            pick_hash,
+            now_ns: cx.now_ns,
+        };
+        let c = &*self.route_counters;
+        match cx.snapshot.route_new_flow(service, routes, &query, &mut ()) {
+            Routed::Placed {
+                endpoint,
+                set,
+                step,
+                skipped,
+                canary,
+                ..
+            } => {
+                if !matches!(set, SetStage::None) {
+                    c.set_flows.inc();
+                }
+                if canary {
+                    c.canary_flows.inc();
+                }
+                if step == 0 {
+                    c.first_choice.inc();
+                } else {
+                    c.fallbacks.inc();
+                }
+                if skipped {
+                    self.counters.liveness_skips.inc();
+                }
+                Ok(endpoint)
+            }
+            Routed::Closed { .. } => {
+                c.set_closed.inc();
+                Err(Verdict::Drop(DropReason::AllBackendsDown))
+            }
+            Routed::Unplaced => {
+                c.unplaced.inc();
+                self.scheduled_choice(service_id, service, meta, hash, syn, cx)
+            }
+        }
+    }
+
+    /// Records the new flow on `endpoint_id` and rewrites its packet.
+    #[inline(always)]
+    fn place_new_flow(
+        &mut self,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+        hash: u64,
+        endpoint_id: EndpointId,
+        syn: bool,
+        cx: &mut Context<'_>,
+    ) -> Verdict {
+        let Context {
+            snapshot,
+            ref mut flows,
+            ingress,
+            now_ns,
+            ..
+        } = *cx;
+        let t = &meta.tuple;
+        let is_tcp = t.protocol == ip_proto::TCP;
         let Some(backend) = snapshot.endpoint(endpoint_id) else {
             return Verdict::Drop(DropReason::NoBackend);
         };

@@ -46,6 +46,7 @@ use super::failover::{if_dead, AliveCount, IfDead, Mode};
 use super::ids::IdAllocator;
 use super::maglev::{MaglevBackend, MaglevTable};
 use super::skip::{next_alive, Lookup};
+use super::subset::{compile_routes, ClientRouting, Member, ServiceRoutes};
 use super::wrr::build_schedule;
 use crate::liveness::{Liveness, Word};
 use crate::rules::{
@@ -125,9 +126,19 @@ pub struct CompiledService {
     failover: Failover,
     alive: AliveCount,
     mode: Mode,
+    /// Routing by client, for a service that routes by client
+    /// ([`crate::rules::routing::routes_by_client`]).
+    routes: Option<Arc<ServiceRoutes>>,
 }
 
 impl CompiledService {
+    /// Its routing by client: subsets, plans, canary; `None` when every
+    /// new flow is its scheduler's over the whole service.
+    #[inline]
+    pub fn routes(&self) -> Option<&ServiceRoutes> {
+        self.routes.as_deref()
+    }
+
     /// The service's unique name.
     pub fn name(&self) -> &str {
         &self.name
@@ -300,9 +311,16 @@ pub struct Snapshot {
     interface_macs: Vec<MacAddr>,
     endpoint_count: usize,
     liveness: Arc<Liveness>,
+    client_routing: Arc<ClientRouting>,
 }
 
 impl Snapshot {
+    /// The client classes, for routing by client.
+    #[inline]
+    pub fn client_routing(&self) -> &ClientRouting {
+        &self.client_routing
+    }
+
     /// A snapshot with no services: generation 0, what workers hold before
     /// the first config is applied. It has a liveness table of its own,
     /// counting from now.
@@ -322,6 +340,7 @@ impl Snapshot {
             interface_macs: Vec::new(),
             endpoint_count: 0,
             liveness,
+            client_routing: Arc::default(),
         }
     }
 
@@ -369,9 +388,12 @@ impl Snapshot {
             service_ids: IdAllocator::after(prev.services.iter().map(Option::is_some)),
             endpoint_ids: IdAllocator::after(prev.endpoints.iter().map(Option::is_some)),
             liveness,
+            profiles: crate::rules::routing::profiles(config).list,
+            zone_priority: &config.routing.zone_priority,
             next: Snapshot {
                 generation: previous.map_or(1, |p| p.generation.saturating_add(1)),
                 interface_macs: config.interfaces.iter().map(|i| i.mac).collect(),
+                client_routing: Arc::new(ClientRouting::build(config)),
                 ..Snapshot::empty_with(Arc::clone(liveness.table))
             },
         };
@@ -508,6 +530,10 @@ struct Builder<'a> {
     service_ids: IdAllocator,
     endpoint_ids: IdAllocator,
     liveness: LivenessInput<'a>,
+    /// The client profiles of routing by client.
+    profiles: Vec<crate::rules::routing::Profile<'a>>,
+    /// The gateway's zone priority.
+    zone_priority: &'a [String],
     next: Snapshot,
 }
 
@@ -595,6 +621,7 @@ impl Builder<'_> {
             .filter(|b| b.weight > 0)
             .map(|b| b.id)
             .collect();
+        let routes = self.routes(service, &backends, mode, table_size, previous);
         place(
             &mut self.next.services,
             id,
@@ -613,10 +640,55 @@ impl Builder<'_> {
                 failover: service.failover,
                 alive,
                 mode,
+                routes,
             },
         );
         self.next.service_index.insert(key, id);
         self.next.vips.insert(key.vip);
+    }
+
+    /// The service's routing by client, compiled over its endpoints, if it
+    /// routes by client.
+    fn routes(
+        &self,
+        service: &Service,
+        backends: &[BackendEntry],
+        mode: Mode,
+        table_size: u32,
+        previous: Option<&CompiledService>,
+    ) -> Option<Arc<ServiceRoutes>> {
+        let spec =
+            crate::rules::routing::service_subsets(service, &self.profiles, self.zone_priority)?;
+        let now_ns = self.liveness.now_ns;
+        let by_identity: HashMap<([u8; 16], u16), &BackendEntry> =
+            backends.iter().map(|b| ((b.address, b.port), b)).collect();
+        let members: Vec<Option<Member>> = service
+            .backends
+            .iter()
+            .map(|backend| {
+                let b = by_identity.get(&(addr_to_bytes(backend.address), backend.port))?;
+                Some(Member {
+                    address: b.address,
+                    port: b.port,
+                    weight: b.weight,
+                    id: b.id,
+                    scheduled: match mode {
+                        Mode::Healthy => b.word.is_alive(now_ns),
+                        Mode::Panic | Mode::AllDownOpen => true,
+                        Mode::AllDownClosed => false,
+                    },
+                })
+            })
+            .collect();
+        let previous = previous.and_then(|p| p.routes.as_deref());
+        Some(Arc::new(compile_routes(
+            &spec,
+            &members,
+            service.scheduler,
+            table_size,
+            service.routing.canary.as_ref(),
+            previous,
+        )))
     }
 
     /// The service's backends in identity order (duplicates dropped), each
