@@ -413,3 +413,67 @@ zone = "dc-b"
         assert_eq!(to(&mut h, "2001:2:60:1::9", 100 + port), b);
     }
 }
+
+#[test]
+fn explain_says_what_the_data_path_does() {
+    use flowgate_api::ExplainQuery;
+    use flowgate_dataplane::control::explain::explain;
+    let routing = format!("{ZONES}{}", SET_CLASSES.replace("198.18.1", "198.18.3"));
+    let mut backends = zone_backends();
+    backends.push(B(
+        26,
+        "zone = \"dc-a\"\nset = \"shop.sh.g1\"\ngroup = \"v2\"",
+    ));
+    let text = rules(
+        &routing,
+        "[services.canary]\ngroup = \"v2\"\nshare = 2500\n",
+        &backends,
+    );
+    let mut h = Harness::new(&text);
+    set_up(&h, 21, false);
+    for (client, port) in [
+        ("198.18.20.7", 1u16),
+        ("198.18.21.7", 2),
+        ("198.18.30.5", 3),
+        ("198.18.99.1", 4),
+    ] {
+        for k in 0..50 {
+            let port = port * 1000 + k;
+            let reply = explain(
+                &h.snapshot,
+                &ExplainQuery {
+                    from: format!("{client}:{port}"),
+                    to: "198.18.100.10:80".into(),
+                    protocol: None,
+                },
+            )
+            .unwrap();
+            let placed = place(&mut h, client, port, 1).unwrap();
+            assert_eq!(
+                reply.backend,
+                Some(format!("198.18.1.{placed}:8080")),
+                "{client}:{port}: {reply}"
+            );
+            assert!(reply.routed);
+            assert_eq!(reply.outcome, "placed");
+        }
+    }
+    let reply = explain(
+        &h.snapshot,
+        &ExplainQuery {
+            from: "198.18.20.7:1".into(),
+            to: "198.18.100.10:80".into(),
+            protocol: Some("tcp".into()),
+        },
+    )
+    .unwrap();
+    let class = reply.class.as_ref().unwrap();
+    assert_eq!(
+        (class.prefix.as_str(), class.zone.as_deref()),
+        ("198.18.20.0/24", Some("dc-a"))
+    );
+    assert!(reply.canary.is_some());
+    // dc-a's first step saw 21 down and took the skip rule's pick, or the
+    // canary side's: the text names each step tried.
+    assert!(reply.to_string().contains("step 1"), "{reply}");
+}

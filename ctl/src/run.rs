@@ -80,6 +80,7 @@ pub fn run(
         Action::ServiceList => session.read(Request::ServiceList {}),
         Action::BackendList(service) => session.read(Request::BackendList(ServiceName { service })),
         Action::Flows(query) => session.read(Request::Flows(query)),
+        Action::Explain(query) => session.read(Request::Explain(query)),
         Action::Change(Request::BackendDel(key)) => {
             let remove_service = format!("flowgatectl service del {}", key.service);
             session.delete_backend(key, remove_service)
@@ -186,6 +187,7 @@ impl Session<'_> {
             Reply::Flows(f) => show::flows(f),
             Reply::Stats(s) => show::stats(s),
             Reply::Changed(c) => show::change(c),
+            Reply::Explain(e) => show::explain(e),
         };
         self.write(&text)
     }

@@ -62,6 +62,23 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// Where a client's new flow to a service would go under a config, and
+    /// why, stage by stage (every backend taken as up): what `flowgatectl
+    /// explain` says of the running rules.
+    Explain {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The client: ADDR or ADDR:PORT ([ADDR]:PORT for IPv6).
+        #[arg(long, value_name = "ADDR[:PORT]")]
+        from: String,
+        /// The service: VIP:PORT, or VIP:PORT/PROTO (tcp, udp).
+        #[arg(long, value_name = "VIP:PORT[/PROTO]")]
+        to: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
     /// Run a pcap capture through the pipeline and write what it would send.
     ///
     /// Outputs appear only when the run succeeds (written beside, then
@@ -157,6 +174,12 @@ pub fn main(version: &'static str) -> ExitCode {
             forward_only,
         } => run_daemon(config, cores, forward_only),
         Command::Check { config, output } => check(&config, output),
+        Command::Explain {
+            config,
+            from,
+            to,
+            output,
+        } => explain(&config, from, &to, output),
         Command::Replay {
             config,
             input,
@@ -248,6 +271,29 @@ fn load(path: &Path) -> Result<Config, Failure> {
 
 /// Refuses what `run` would refuse at start without the kernel, through
 /// the very checks `run` makes ([`daemon::load_checked`]).
+/// `explain --config`: the decision of a snapshot built from the file.
+fn explain(path: &Path, from: String, to: &str, format: Format) -> Result<(), Failure> {
+    let config = rules::load_file(path).map_err(|e| Failure::usage(e.to_string()))?;
+    let snapshot = crate::table::Snapshot::build(&config, None);
+    let (to, protocol) = match to.rsplit_once('/') {
+        Some((to, protocol)) => (to.to_owned(), Some(protocol.to_owned())),
+        None => (to.to_owned(), None),
+    };
+    let query = flowgate_api::ExplainQuery { from, to, protocol };
+    let mut reply = crate::control::explain::explain(&snapshot, &query)
+        .map_err(|e| Failure::usage(e.message))?;
+    reply.generation = 0;
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string(&flowgate_api::Reply::Explain(reply))
+                .map_err(|e| Failure::runtime(e.to_string()))?
+        ),
+        Format::Text => print!("{reply}"),
+    }
+    Ok(())
+}
+
 fn check(path: &Path, format: Format) -> Result<(), Failure> {
     let config = daemon::load_checked(path, None)
         .map_err(daemon_failure)?

@@ -69,6 +69,8 @@ pub enum Reply {
     Services(ServicesReply),
     /// `backend_list`.
     Backends(BackendsReply),
+    /// `explain`.
+    Explain(crate::ExplainReply),
 }
 
 /// What a mutating request did.
@@ -181,7 +183,7 @@ pub struct BackendView {
 impl Tagged for Reply {
     const TAG: &'static str = "kind";
     const VARIANTS: &'static [&'static str] = &[
-        "changed", "status", "stats", "flows", "services", "backends",
+        "changed", "status", "stats", "flows", "services", "backends", "explain",
     ];
     const EXPECTING: &'static str = "a reply";
 
@@ -193,6 +195,7 @@ impl Tagged for Reply {
             "flows" => Reply::Flows(body.value()?),
             "services" => Reply::Services(body.value()?),
             "backends" => Reply::Backends(body.value()?),
+            "explain" => Reply::Explain(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

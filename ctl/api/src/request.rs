@@ -59,6 +59,8 @@ pub enum Request {
     BackendDel(BackendKey),
     /// Set a backend's weight to 0: its flows finish, no new ones come.
     BackendDrain(BackendKey),
+    /// Where a client's new flow to a service goes, and why.
+    Explain(crate::ExplainQuery),
 }
 
 /// One change to the rules; a [`Batch`] holds several.
@@ -284,6 +286,7 @@ impl Tagged for Request {
         "backend_edit",
         "backend_del",
         "backend_drain",
+        "explain",
     ];
     const EXPECTING: &'static str = "a request";
 
@@ -303,6 +306,7 @@ impl Tagged for Request {
             "backend_edit" => Request::BackendEdit(body.value()?),
             "backend_del" => Request::BackendDel(body.value()?),
             "backend_drain" => Request::BackendDrain(body.value()?),
+            "explain" => Request::Explain(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

@@ -146,6 +146,10 @@ impl MemoryDataplane {
 }
 
 impl Dataplane for MemoryDataplane {
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        Some(self.publisher.current())
+    }
+
     fn check(&self, config: &Config) -> Result<(), CapacityError> {
         self.capacity().check(config)
     }

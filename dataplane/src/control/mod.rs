@@ -29,6 +29,7 @@
 mod dataplane;
 mod diff;
 mod edit;
+pub mod explain;
 #[cfg(any(test, feature = "testkit"))]
 mod memory;
 mod peers;

@@ -249,6 +249,15 @@ impl ControlState {
             Request::BackendEdit(x) => self.edit_one(Edit::BackendEdit(x)),
             Request::BackendDel(x) => self.edit_one(Edit::BackendDel(x)),
             Request::BackendDrain(x) => self.edit_one(Edit::BackendDrain(x)),
+            Request::Explain(query) => {
+                let snapshot = self.dataplane.snapshot().ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::Internal,
+                        "this data plane has no snapshot to explain",
+                    )
+                })?;
+                super::explain::explain(&snapshot, &query).map(Reply::Explain)
+            }
         }
     }
 

@@ -157,6 +157,10 @@ impl Dataplane for DaemonDataplane {
         self.gateway.apply(config.clone())
     }
 
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        Some(self.gateway.snapshot())
+    }
+
     fn generation(&self) -> u64 {
         self.gateway.snapshot().generation()
     }

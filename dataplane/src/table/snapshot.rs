@@ -687,6 +687,7 @@ impl Builder<'_> {
             service.scheduler,
             table_size,
             service.routing.canary.as_ref(),
+            service.zone_priority(self.zone_priority),
             previous,
         )))
     }

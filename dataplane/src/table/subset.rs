@@ -165,9 +165,16 @@ pub struct ServiceRoutes {
     /// The plan of each profile; empty when every profile has plan 0.
     profile_plan: Box<[u32]>,
     canary: Option<CanaryDraw>,
+    /// The zone priority its plans were made with, for `explain`.
+    zone_priority: Box<[String]>,
 }
 
 impl ServiceRoutes {
+    /// The zone priority its plans were made with.
+    pub fn zone_priority(&self) -> &[String] {
+        &self.zone_priority
+    }
+
     /// The plan of client profile `profile`.
     #[inline]
     pub fn plan(&self, profile: u32) -> Option<&RoutePlan> {
@@ -222,6 +229,7 @@ pub(super) fn compile_routes(
     scheduler: Scheduler,
     table_size: u32,
     canary: Option<&crate::rules::Canary>,
+    zone_priority: &[String],
     previous: Option<&ServiceRoutes>,
 ) -> ServiceRoutes {
     let reusable: HashMap<&[(EndpointId, u32)], &SubsetTable> = previous
@@ -284,6 +292,7 @@ pub(super) fn compile_routes(
             share_bp: c.share_bp,
             clients: prefix_table(c.clients.iter().copied()),
         }),
+        zone_priority: zone_priority.into(),
     }
 }
 
