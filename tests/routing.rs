@@ -477,3 +477,75 @@ fn explain_says_what_the_data_path_does() {
     // canary side's: the text names each step tried.
     assert!(reply.to_string().contains("step 1"), "{reply}");
 }
+
+fn path_rules(orders_1: u8) -> String {
+    let text = rules(
+        "",
+        "[[services.paths]]\nclient = \"198.18.60.5\"\nbackends = [\"orders-1\"]\n\
+         [[services.paths]]\nclient = \"198.18.61.0/24\"\nbackends = [\"198.18.1.62:8080\", \"orders-3\"]\n",
+        &[
+            B(orders_1, "name = \"orders-1\""),
+            B(62, ""),
+            B(63, "name = \"orders-3\""),
+            B(65, ""),
+        ],
+    );
+    // A neighbour for the address orders-1 moves to.
+    if orders_1 == 64 {
+        return text;
+    }
+    text + "\n[[neighbours]]\naddress = \"198.18.1.64\"\nmac = \"02:66:67:00:01:40\"\ninterface = \"b\"\n"
+}
+
+#[test]
+fn distribution_paths_go_first_fall_back_when_down_and_follow_a_moved_backend() {
+    use flowgate_dataplane::table::PathRouting;
+    let mut h = Harness::new(&path_rules(61));
+    let mut paths = PathRouting::new(1 << 20, &h.snapshot);
+    let first = config(&path_rules(61));
+    assert!(
+        paths.load(&first, &h.snapshot).unwrap(),
+        "new names: rebuild"
+    );
+    h.snapshot = Snapshot::build(&first, Some(&h.snapshot));
+    h.pipeline.set_paths(paths.reader());
+
+    assert_eq!(hosts(&mut h, "198.18.60.5", 32, 1), [61]);
+    assert_eq!(
+        hosts(&mut h, "198.18.61.9", 64, 1),
+        [62, 63],
+        "a list, by flow hash"
+    );
+    assert_eq!(
+        hosts(&mut h, "198.18.70.1", 200, 1),
+        [61, 62, 63, 65],
+        "no path: the scheduler"
+    );
+    assert_eq!(h.pipeline.route_counters().snapshot().path_flows, 96);
+
+    // The path's backend down: the normal decision, counted.
+    set_up(&h, 61, false);
+    let fell_back = hosts(&mut h, "198.18.60.5", 32, 1);
+    assert!(!fell_back.contains(&61), "{fell_back:?}");
+    assert_eq!(h.pipeline.route_counters().snapshot().path_fallbacks, 32);
+    // One of a list's backends down: its others.
+    set_up(&h, 62, false);
+    assert_eq!(hosts(&mut h, "198.18.61.9", 32, 1), [63]);
+    set_up(&h, 61, true);
+    set_up(&h, 62, true);
+
+    // orders-1 moves to 198.18.1.64: one endpoint changes, the path
+    // table is not touched, and the path follows the name.
+    let moved = config(&path_rules(64));
+    let generation = paths.table().view().generation();
+    h.snapshot = Snapshot::build(&moved, Some(&h.snapshot));
+    assert_eq!(hosts(&mut h, "198.18.60.5", 32, 1), [64]);
+    assert_eq!(paths.table().view().generation(), generation);
+
+    // Reloading the same paths names nothing new.
+    assert!(!paths.load(&moved, &h.snapshot).unwrap());
+    assert_eq!(
+        paths.get(0, "198.18.60.5/32".parse().unwrap()),
+        Some(vec!["orders-1".to_string()])
+    );
+}

@@ -64,7 +64,7 @@ use crate::admission::{write_reset, RefusedSegment};
 use crate::flow::{ConnId, Connection, Direction, FlowState, FlowTable};
 use crate::hash::{flow_hash, source_hash};
 use crate::port::{Frame, FrameMemory};
-use crate::route::ClientAddr;
+use crate::route::{ClientAddr, PathReader, PathTarget, PathView};
 use crate::rules::routing::SetStage;
 use crate::rules::{Scheduler, WhenAllDown};
 use crate::table::{
@@ -76,6 +76,8 @@ use crate::wire::{self, ip_proto, tcp_flags, Fragment, PacketMeta, ParseError, L
 /// What every frame of a batch is decided against.
 struct Context<'a> {
     snapshot: &'a Snapshot,
+    /// The distribution paths, when this worker reads them.
+    paths: Option<&'a PathView>,
     flows: &'a mut FlowTable,
     /// The port the batch arrived on.
     ingress: u16,
@@ -89,6 +91,8 @@ pub struct Pipeline {
     counters: Arc<PipelineCounters>,
     /// What routing by client decided, for new flows of routed services.
     route_counters: Arc<RouteCounters>,
+    /// This worker's handle on the distribution paths, if it has one.
+    paths: Option<PathReader>,
     /// Weighted round-robin position per service id.
     wrr_cursors: Vec<u32>,
     /// The snapshot generation `wrr_cursors` and `endpoint_limit` were
@@ -192,6 +196,7 @@ impl Pipeline {
         Pipeline {
             counters: Arc::new(PipelineCounters::default()),
             route_counters: Arc::new(RouteCounters::default()),
+            paths: None,
             wrr_cursors: Vec::new(),
             sized_for: None,
             endpoint_limit: 0,
@@ -203,6 +208,12 @@ impl Pipeline {
     /// This worker's counters (share the `Arc` with whoever reports them).
     pub fn counters(&self) -> &Arc<PipelineCounters> {
         &self.counters
+    }
+
+    /// Reads distribution paths through `reader` from the next batch on:
+    /// a new flow of a service with paths looks its client up first.
+    pub fn set_paths(&mut self, reader: PathReader) {
+        self.paths = Some(reader);
     }
 
     /// This worker's routing counters.
@@ -288,8 +299,11 @@ impl Pipeline {
         }
         // Room for every frame to be answered: nothing allocates below.
         self.answers.reserve(frames.len());
+        // The paths' version is loaded once per batch, as the snapshot is.
+        let mut paths = self.paths.take();
         let mut cx = Context {
             snapshot,
+            paths: paths.as_mut().map(|reader| reader.load()),
             flows,
             ingress,
             now_ns,
@@ -298,6 +312,7 @@ impl Pipeline {
             let bytes = memory.frame_mut(frame);
             verdicts.push(self.count(bytes, *p, &mut cx));
         }
+        self.paths = paths;
         if !self.answers.is_empty() {
             self.resize_answers(memory, frames);
         }
@@ -360,13 +375,16 @@ impl Pipeline {
         self.adopt(snapshot, flows);
         let parsed = Parsed::of(frame);
         self.answers.clear();
+        let mut paths = self.paths.take();
         let mut cx = Context {
             snapshot,
+            paths: paths.as_mut().map(|reader| reader.load()),
             flows,
             ingress,
             now_ns,
         };
         let verdict = self.count(frame, parsed, &mut cx);
+        self.paths = paths;
         let len = match self.answers.pop() {
             Some((_, len)) => len as usize,
             None => frame.len(),
@@ -534,12 +552,17 @@ impl Pipeline {
             return Verdict::Drop(DropReason::TtlExpired);
         }
         let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
-        let endpoint_id = match service.routes() {
-            None => match self.scheduled_choice(service_id, service, meta, hash, syn, cx) {
+        let path = match cx.paths {
+            Some(view) => self.path_choice(view, service_id, service, meta, hash, cx),
+            None => None,
+        };
+        let endpoint_id = match (path, service.routes()) {
+            (Some(id), _) => id,
+            (None, None) => match self.scheduled_choice(service_id, service, meta, hash, syn, cx) {
                 Ok(id) => id,
                 Err(verdict) => return verdict,
             },
-            Some(routes) => {
+            (None, Some(routes)) => {
                 match self.routed_choice(service_id, service, routes, meta, hash, syn, cx) {
                     Ok(id) => id,
                     Err(verdict) => return verdict,
@@ -547,6 +570,51 @@ impl Pipeline {
             }
         };
         self.place_new_flow(frame, meta, hash, endpoint_id, syn, cx)
+    }
+
+    /// The endpoint a distribution path sends a new flow to: the path's
+    /// backend for the flow if it is alive, else the first alive one of
+    /// the path's others (in the order given, from the flow's); `None`
+    /// when the client has no path, or none of its backends takes new
+    /// flows (down, draining, gone), counted as a fallback.
+    #[inline]
+    fn path_choice(
+        &mut self,
+        view: &PathView,
+        service_id: ServiceId,
+        service: &CompiledService,
+        meta: &PacketMeta,
+        hash: u64,
+        cx: &Context<'_>,
+    ) -> Option<EndpointId> {
+        let client = ClientAddr::from_bytes(&meta.tuple.src);
+        let target = view.lookup(service_id, client)?;
+        let (snapshot, now_ns) = (cx.snapshot, cx.now_ns);
+        let takes = |backend| {
+            let id = service.path_backend(backend)?;
+            let weighted = snapshot.endpoint(id).is_some_and(|e| e.weight > 0);
+            (weighted && snapshot.liveness().is_alive(id, now_ns)).then_some(id)
+        };
+        let chosen = takes(target.pick(hash)).or_else(|| match target {
+            PathTarget::One(_) => None,
+            // The others, from the flow's own (no allocation).
+            PathTarget::Many(list) => {
+                let start = ((u128::from(hash) * target.len() as u128) >> 64) as usize;
+                let rest = list.iter().take(start);
+                list.iter().skip(start).chain(rest).find_map(takes)
+            }
+        });
+        let c = &*self.route_counters;
+        match chosen {
+            Some(id) => {
+                c.path_flows.inc();
+                Some(id)
+            }
+            None => {
+                c.path_fallbacks.inc();
+                None
+            }
+        }
     }
 
     /// The endpoint a new flow of a service that does not route by client

@@ -129,9 +129,19 @@ pub struct CompiledService {
     /// Routing by client, for a service that routes by client
     /// ([`crate::rules::routing::routes_by_client`]).
     routes: Option<Arc<ServiceRoutes>>,
+    /// Its backends named by distribution paths, by ref: what a path's
+    /// backend is in this generation.
+    path_backends: crate::route::BackendIndex,
 }
 
 impl CompiledService {
+    /// The endpoint a distribution path's backend `backend` is in this
+    /// generation, if it is one of the service's.
+    #[inline]
+    pub fn path_backend(&self, backend: crate::route::BackendRef) -> Option<EndpointId> {
+        self.path_backends.resolve(backend)
+    }
+
     /// Its routing by client: subsets, plans, canary; `None` when every
     /// new flow is its scheduler's over the whole service.
     #[inline]
@@ -312,9 +322,17 @@ pub struct Snapshot {
     endpoint_count: usize,
     liveness: Arc<Liveness>,
     client_routing: Arc<ClientRouting>,
+    /// The register of backend names distribution paths use, shared by
+    /// every generation (see [`super::PathRouting`]).
+    backend_names: super::SharedNames,
 }
 
 impl Snapshot {
+    /// The register of backend names, shared by every generation.
+    pub fn backend_names(&self) -> &super::SharedNames {
+        &self.backend_names
+    }
+
     /// The client classes, for routing by client.
     #[inline]
     pub fn client_routing(&self) -> &ClientRouting {
@@ -341,6 +359,7 @@ impl Snapshot {
             endpoint_count: 0,
             liveness,
             client_routing: Arc::default(),
+            backend_names: Arc::default(),
         }
     }
 
@@ -394,6 +413,9 @@ impl Snapshot {
                 generation: previous.map_or(1, |p| p.generation.saturating_add(1)),
                 interface_macs: config.interfaces.iter().map(|i| i.mac).collect(),
                 client_routing: Arc::new(ClientRouting::build(config)),
+                backend_names: previous
+                    .map(|p| Arc::clone(&p.backend_names))
+                    .unwrap_or_default(),
                 ..Snapshot::empty_with(Arc::clone(liveness.table))
             },
         };
@@ -622,6 +644,7 @@ impl Builder<'_> {
             .map(|b| b.id)
             .collect();
         let routes = self.routes(service, &backends, mode, table_size, previous);
+        let path_backends = self.path_backends(service, &backends);
         place(
             &mut self.next.services,
             id,
@@ -641,10 +664,38 @@ impl Builder<'_> {
                 alive,
                 mode,
                 routes,
+                path_backends,
             },
         );
         self.next.service_index.insert(key, id);
         self.next.vips.insert(key.vip);
+    }
+
+    /// The service's backends that some distribution path names, by ref.
+    fn path_backends(
+        &self,
+        service: &Service,
+        backends: &[BackendEntry],
+    ) -> crate::route::BackendIndex {
+        let names = self
+            .next
+            .backend_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if names.is_empty() {
+            return crate::route::BackendIndex::default();
+        }
+        let ids: HashMap<([u8; 16], u16), EndpointId> = backends
+            .iter()
+            .map(|b| ((b.address, b.port), b.id))
+            .collect();
+        let pairs = service.backends.iter().filter_map(|backend| {
+            let backend_ref = names.get(&backend.stable_name())?;
+            let id = ids.get(&(addr_to_bytes(backend.address), backend.port))?;
+            Some((backend_ref, *id))
+        });
+        // A validated config names each backend once.
+        crate::route::BackendIndex::build(pairs).unwrap_or_default()
     }
 
     /// The service's routing by client, compiled over its endpoints, if it
