@@ -441,6 +441,7 @@ fn explain_says_what_the_data_path_does() {
             let port = port * 1000 + k;
             let reply = explain(
                 &h.snapshot,
+                None,
                 &ExplainQuery {
                     from: format!("{client}:{port}"),
                     to: "198.18.100.10:80".into(),
@@ -460,6 +461,7 @@ fn explain_says_what_the_data_path_does() {
     }
     let reply = explain(
         &h.snapshot,
+        None,
         &ExplainQuery {
             from: "198.18.20.7:1".into(),
             to: "198.18.100.10:80".into(),
@@ -542,10 +544,61 @@ fn distribution_paths_go_first_fall_back_when_down_and_follow_a_moved_backend() 
     assert_eq!(hosts(&mut h, "198.18.60.5", 32, 1), [64]);
     assert_eq!(paths.table().view().generation(), generation);
 
+    // explain shows the path, and where it went.
+    let query = |from: &str| flowgate_api::ExplainQuery {
+        from: from.into(),
+        to: "198.18.100.10:80".into(),
+        protocol: None,
+    };
+    let explain = flowgate_dataplane::control::explain::explain;
+    let view = Some(paths.table().view());
+    let reply = explain(&h.snapshot, view, &query("198.18.60.5:7")).unwrap();
+    let path = reply.path.as_ref().unwrap();
+    assert_eq!(path.backends, ["orders-1"]);
+    assert_eq!(path.chosen.as_deref(), Some("198.18.1.64:8080"));
+    assert_eq!(reply.backend.as_deref(), Some("198.18.1.64:8080"));
+    set_up(&h, 64, false);
+    let reply = explain(&h.snapshot, view, &query("198.18.60.5:7")).unwrap();
+    assert_eq!(reply.path.as_ref().unwrap().chosen, None, "{reply}");
+    assert_ne!(reply.backend.as_deref(), Some("198.18.1.64:8080"));
+    assert!(reply.to_string().contains("falls back"), "{reply}");
+    set_up(&h, 64, true);
+
     // Reloading the same paths names nothing new.
     assert!(!paths.load(&moved, &h.snapshot).unwrap());
     assert_eq!(
         paths.get(0, "198.18.60.5/32".parse().unwrap()),
         Some(vec!["orders-1".to_string()])
     );
+}
+
+#[test]
+fn flowgate_explain_reads_a_config_file_with_its_paths() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/configs/routing.toml");
+    let run = |from: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowgate"))
+            .args(["explain", "-c", config, "--from", from])
+            .args(["--to", "198.18.100.10:80/tcp", "-o", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        reply
+    };
+    let path = run("198.18.50.7:1000");
+    assert_eq!(path["path"]["backends"][0], "orders-a1");
+    assert_eq!(path["backend"], "198.18.1.51:8080");
+    let pilot = run("198.18.50.200:1000");
+    assert_eq!(pilot["canary"]["drawn"], "client");
+    assert_eq!(pilot["backend"], "198.18.1.53:8080");
+    let set = run("198.18.50.9:1000");
+    assert_eq!(set["class"]["set"], "shop.sh.g1");
+    assert_eq!(set["set"], "own");
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_flowgate"))
+        .args(["explain", "-c", config, "--from", "198.18.50.9"])
+        .args(["--to", "198.18.100.10:81"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no service at tcp 198.18.100.10:81"));
 }

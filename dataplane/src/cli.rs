@@ -274,13 +274,21 @@ fn load(path: &Path) -> Result<Config, Failure> {
 /// `explain --config`: the decision of a snapshot built from the file.
 fn explain(path: &Path, from: String, to: &str, format: Format) -> Result<(), Failure> {
     let config = rules::load_file(path).map_err(|e| Failure::usage(e.to_string()))?;
-    let snapshot = crate::table::Snapshot::build(&config, None);
+    let mut snapshot = crate::table::Snapshot::build(&config, None);
+    let mut paths = crate::table::PathRouting::new(usize::MAX, &snapshot);
+    let paths_loaded = paths
+        .load(&config, &snapshot)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    if paths_loaded {
+        // The paths named backends the first build could not resolve.
+        snapshot = crate::table::Snapshot::build(&config, Some(&snapshot));
+    }
     let (to, protocol) = match to.rsplit_once('/') {
         Some((to, protocol)) => (to.to_owned(), Some(protocol.to_owned())),
         None => (to.to_owned(), None),
     };
     let query = flowgate_api::ExplainQuery { from, to, protocol };
-    let mut reply = crate::control::explain::explain(&snapshot, &query)
+    let mut reply = crate::control::explain::explain(&snapshot, Some(paths.table().view()), &query)
         .map_err(|e| Failure::usage(e.message))?;
     reply.generation = 0;
     match format {

@@ -37,6 +37,10 @@ pub struct ExplainReply {
     /// absent when none does (no SET, no zone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<ExplainClass>,
+    /// The client's distribution path, if it has one (only where the
+    /// paths are at hand: `flowgate explain --config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<ExplainPath>,
     /// Whether the service routes by client (a backend has a SET or zone,
     /// or it has a canary); if not, its scheduler alone decides.
     pub routed: bool,
@@ -75,6 +79,18 @@ pub struct ExplainClass {
     /// Its zone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+}
+
+/// The distribution path stage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainPath {
+    /// The backends the path names, by name.
+    pub backends: Vec<String>,
+    /// The backend it gave, `ADDR:PORT`; absent when none of them takes
+    /// new flows (down, draining, gone) and the flow falls back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen: Option<String>,
 }
 
 /// The canary stage.
@@ -133,6 +149,14 @@ impl fmt::Display for ExplainReply {
             None => "none (no SET, no zone)".into(),
         };
         writeln!(f, "class     {class}")?;
+        if let Some(p) = &e.path {
+            writeln!(
+                f,
+                "path      [{}] -> {}",
+                p.backends.join(", "),
+                p.chosen.as_deref().unwrap_or("none alive: falls back")
+            )?;
+        }
         if !e.routed {
             writeln!(f, "routing   none: the scheduler over every backend")?;
         }

@@ -42,7 +42,9 @@ mod tagged;
 pub use client::{ClientError, ControlClient};
 pub use diff::{BackendSummary, ConfigDiff, Relabel, Reweight, ServiceChange, ServiceSummary};
 pub use error::{ApiError, ErrorCode};
-pub use explain::{ExplainCanary, ExplainClass, ExplainQuery, ExplainReply, ExplainStep};
+pub use explain::{
+    ExplainCanary, ExplainClass, ExplainPath, ExplainQuery, ExplainReply, ExplainStep,
+};
 pub use framing::parse_request;
 pub use reply::{
     BackendView, BackendsReply, ChangeReport, FlowsReply, Reply, Response, ServiceView,

@@ -7,11 +7,12 @@
 use std::net::{IpAddr, SocketAddr};
 
 use flowgate_api::{
-    ApiError, ErrorCode, ExplainCanary, ExplainClass, ExplainQuery, ExplainReply, ExplainStep,
+    ApiError, ErrorCode, ExplainCanary, ExplainClass, ExplainPath, ExplainQuery, ExplainReply,
+    ExplainStep,
 };
 
 use crate::hash::{flow_hash, source_hash};
-use crate::route::ClientAddr;
+use crate::route::{ClientAddr, PathTarget, PathView};
 use crate::rules::routing::{Side, ZoneStep};
 use crate::rules::{Protocol, Scheduler, WhenAllDown};
 use crate::table::{
@@ -83,11 +84,17 @@ fn shown(snapshot: &Snapshot, id: EndpointId) -> String {
     }
 }
 
-/// Where a new flow of `query` would go in `snapshot`, and why.
-pub fn explain(snapshot: &Snapshot, query: &ExplainQuery) -> Result<ExplainReply, ApiError> {
+/// Where a new flow of `query` would go in `snapshot`, and why; with
+/// `paths`, its distribution path first.
+pub fn explain(
+    snapshot: &Snapshot,
+    paths: Option<&PathView>,
+    query: &ExplainQuery,
+) -> Result<ExplainReply, ApiError> {
     let t = tuple(query)?;
     let to = SocketAddr::new(bytes_to_addr(&t.dst), t.dst_port);
-    let Some((_, service)) = snapshot.lookup_service(t.protocol, &t.dst, t.dst_port) else {
+    let Some((service_id, service)) = snapshot.lookup_service(t.protocol, &t.dst, t.dst_port)
+    else {
         let protocol = query.protocol.as_deref().unwrap_or("tcp");
         return Err(ApiError::new(
             ErrorCode::NotFound,
@@ -106,6 +113,7 @@ pub fn explain(snapshot: &Snapshot, query: &ExplainQuery) -> Result<ExplainReply
         scheduler: service.scheduler().name().to_owned(),
         client: SocketAddr::new(bytes_to_addr(&t.src), t.src_port).to_string(),
         class: None,
+        path: None,
         routed: service.routes().is_some(),
         set: None,
         canary: None,
@@ -117,6 +125,26 @@ pub fn explain(snapshot: &Snapshot, query: &ExplainQuery) -> Result<ExplainReply
     let client = ClientAddr::from_bytes(&t.src);
     let (class, _) = snapshot.client_routing().classify(client);
     reply.class = class.and_then(|c| class_of(snapshot, c));
+    if let Some(target) = paths.and_then(|view| view.lookup(service_id, client)) {
+        let chosen = path_choice(snapshot, service, &target, hash, now_ns);
+        let names = snapshot
+            .backend_names()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        reply.path = Some(ExplainPath {
+            backends: target
+                .backends()
+                .into_iter()
+                .map(|b| names.name(b).unwrap_or("?").to_owned())
+                .collect(),
+            chosen: chosen.map(|id| shown(snapshot, id)),
+        });
+        if let Some(id) = chosen {
+            reply.outcome = "placed".into();
+            reply.backend = Some(shown(snapshot, id));
+            return Ok(reply);
+        }
+    }
     let Some(routes) = service.routes() else {
         scheduled(snapshot, service, pick_hash, now_ns, &mut reply);
         return Ok(reply);
@@ -158,6 +186,30 @@ pub fn explain(snapshot: &Snapshot, query: &ExplainQuery) -> Result<ExplainReply
         );
     }
     Ok(reply)
+}
+
+/// The endpoint a path gives a flow, as the data path chooses it: the
+/// flow's pick if alive and weighted, else the first such of the others
+/// from it.
+fn path_choice(
+    snapshot: &Snapshot,
+    service: &CompiledService,
+    target: &PathTarget<'_>,
+    hash: u64,
+    now_ns: u64,
+) -> Option<EndpointId> {
+    let takes = |backend| {
+        let id = service.path_backend(backend)?;
+        let weighted = snapshot.endpoint(id).is_some_and(|e| e.weight > 0);
+        (weighted && snapshot.liveness().is_alive(id, now_ns)).then_some(id)
+    };
+    let all = target.backends();
+    let start = ((u128::from(hash) * all.len() as u128) >> 64) as usize;
+    let first = takes(target.pick(hash));
+    first.or_else(|| {
+        let (head, tail) = all.split_at(start.min(all.len()));
+        tail.iter().chain(head).find_map(|&b| takes(b))
+    })
 }
 
 /// The configured class `class`, shown.

@@ -256,7 +256,7 @@ impl ControlState {
                         "this data plane has no snapshot to explain",
                     )
                 })?;
-                super::explain::explain(&snapshot, &query).map(Reply::Explain)
+                super::explain::explain(&snapshot, None, &query).map(Reply::Explain)
             }
         }
     }

@@ -807,7 +807,7 @@ port = 8080
         assert!(check(&base()).is_ok());
         assert!(check(&Config::default()).is_ok());
         let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-        for name in ["demo.toml", "example.toml"] {
+        for name in ["demo.toml", "example.toml", "routing.toml"] {
             let config = load_file(&configs.join(name)).unwrap();
             if let Err(e) = check(&config) {
                 panic!("{name}: {e}");
