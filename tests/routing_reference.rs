@@ -178,6 +178,8 @@ enum Expected {
     Closed,
     /// Nothing alive and nothing left out: the service's fallback.
     Unplaced,
+    /// The service whole, by its own scheduler.
+    Plain,
 }
 
 /// The policies as the issue states them, over indices into the backends.
@@ -318,6 +320,7 @@ fn decided(case: &Case, rebuilt: bool) -> (Expected, bool) {
         }
         Routed::Closed { .. } => Expected::Closed,
         Routed::Unplaced => Expected::Unplaced,
+        Routed::Plain => Expected::Plain,
     };
     (expected, healthy)
 }
@@ -337,6 +340,20 @@ fn check(case: &Case, rebuilt: bool) -> Result<(), TestCaseError> {
         return Ok(());
     }
     let want = reference(case, !healthy);
+    if got == Expected::Plain {
+        // Only when the reference's first tier is the service whole (its
+        // alive weighted backends), or nothing is alive and nothing is
+        // left out; the service's own scheduler then picks among them.
+        let takes = |j: usize| case.backends[j].weight > 0 && (!healthy || case.backends[j].up);
+        let alive: Vec<usize> = (0..case.backends.len()).filter(|&j| takes(j)).collect();
+        let whole = if alive.is_empty() {
+            Expected::Unplaced
+        } else {
+            Expected::OneOf(alive)
+        };
+        prop_assert_eq!(want, whole);
+        return Ok(());
+    }
     match (&got, &want) {
         (Expected::OneOf(got), Expected::OneOf(allowed)) => {
             prop_assert!(

@@ -173,6 +173,10 @@ pub fn explain(
                     .into(),
             );
         }
+        Routed::Plain => {
+            reply.set = Some("none".into());
+            scheduled(snapshot, service, pick_hash, now_ns, &mut reply);
+        }
         Routed::Unplaced => {
             scheduled(snapshot, service, pick_hash, now_ns, &mut reply);
             if reply.outcome == "placed" {

@@ -725,6 +725,7 @@ impl Pipeline {
                 c.unplaced.inc();
                 self.scheduled_choice(service_id, service, meta, hash, syn, cx)
             }
+            Routed::Plain => self.scheduled_choice(service_id, service, meta, hash, syn, cx),
         }
     }
 

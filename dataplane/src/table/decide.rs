@@ -54,6 +54,11 @@ pub enum Routed {
     /// No candidate alive, none left out: the service's own
     /// `when_all_down` decides.
     Unplaced,
+    /// The client's plan is the whole service with no canary (a client
+    /// with no class, or whose SET and zone the service does not use):
+    /// the service's own scheduler decides, as if it did not route by
+    /// client.
+    Plain,
 }
 
 /// Hooks that see each stage of a decision; `()` sees nothing.
@@ -90,6 +95,9 @@ impl Snapshot {
         let Some(plan) = routes.plan(profile) else {
             return Routed::Unplaced;
         };
+        if plan.plain {
+            return Routed::Plain;
+        }
         let (steps, canary) = canary_steps(plan, routes, query, trace);
         let healthy = service.mode() == Mode::Healthy;
         let liveness = self.liveness();

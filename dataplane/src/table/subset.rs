@@ -119,6 +119,11 @@ pub struct RoutePlan {
     pub stable: Box<[RouteStep]>,
     /// Steps of a flow drawn for the canary; `None` without one.
     pub canary: Option<Box<[RouteStep]>>,
+    /// Whether the plan is the service whole, in one step, with no
+    /// canary: then the service's own scheduler places the flow, exactly
+    /// as for a service that does not route by client (for `wrr`, the
+    /// worker's cycle).
+    pub plain: bool,
 }
 
 /// A service's gated launch, compiled.
@@ -318,11 +323,15 @@ fn compile_plan(spec: &PlanSpec) -> RoutePlan {
             })
             .collect()
     };
+    let plain = spec.canary.is_none()
+        && !spec.restricted
+        && matches!(spec.stable.as_slice(), [only] if only.zone == ZoneStep::All);
     RoutePlan {
         set: spec.set,
         restricted: spec.restricted,
         stable: steps(&spec.stable),
         canary: spec.canary.as_deref().map(steps),
+        plain,
     }
 }
 
