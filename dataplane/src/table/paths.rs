@@ -105,7 +105,7 @@ impl PathRouting {
     }
 
     /// The path of `service` at exactly `prefix`, as names.
-    pub fn get(&mut self, service: u32, prefix: Prefix) -> Option<Vec<String>> {
+    pub fn get(&self, service: u32, prefix: Prefix) -> Option<Vec<String>> {
         let names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
         let target = self.table.view().get(service, prefix)?;
         Some(

@@ -421,3 +421,28 @@ impl ClientRouting {
         self.prefixes.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_canary_draw_reads_the_low_32_bits_only_and_spans_0_to_9999() {
+        assert_eq!(CanaryDraw::draw(0), 0);
+        assert_eq!(CanaryDraw::draw(0xFFFF_FFFF), 9_999);
+        assert_eq!(CanaryDraw::draw(1 << 31), 5_000);
+        // The high bits (those the tables index by) change nothing.
+        for low in [0u64, 1, 0x1234_5678, 0xFFFF_FFFF] {
+            for high in [0u64, 1, 0xDEAD_BEEF] {
+                assert_eq!(CanaryDraw::draw(high << 32 | low), CanaryDraw::draw(low));
+            }
+        }
+        // Monotone in the low bits: raising a share only adds flows.
+        let mut last = 0;
+        for low in (0..=0xFFFF_FFFFu64).step_by(0x0100_0001) {
+            let d = CanaryDraw::draw(low);
+            assert!(d >= last && d < 10_000);
+            last = d;
+        }
+    }
+}
