@@ -11,6 +11,12 @@
 //! publish it; start the pinned workers; serve the control socket and, if
 //! configured, the metrics endpoint.
 //!
+//! With an `[etcd]` section, the etcd source starts first (after the
+//! config's checks): the gateway starts with its first rules — the file's
+//! with etcd's parts, or the saved state's when etcd cannot be reached —
+//! and every later good revision goes through the control state as one
+//! change (`fleet`).
+//!
 //! Then the main thread, off the worker cores, loops: signals (SIGHUP
 //! reloads, SIGINT/SIGTERM stop), neighbour changes, resolution of
 //! backends the kernel does not know yet. Shutdown stops the workers,
@@ -40,6 +46,9 @@ pub use gateway::Gateway;
 pub use kernel_path::UnreachableKernelPath;
 
 use crate::control::{ControlServer, ControlState, StopHandle};
+use crate::fleet::gateway::ControlSlot;
+use crate::fleet::settings::EtcdSettings;
+use crate::fleet::source::{EtcdSource, SourceError, StartedFrom};
 use crate::metrics::MetricsServer;
 use crate::neigh::{self, NeighbourChange, NeighbourWatcher};
 use crate::port::xsk::{SharedUmem, XskPort};
@@ -70,12 +79,26 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
-    let Checked { file, running } = load_checked(&options.config, options.cores.as_deref())?;
+    let Checked {
+        mut file,
+        mut running,
+        etcd,
+    } = load_checked(&options.config, options.cores.as_deref())?;
     check_cores_available(&running)?;
     init_logs(&file)?;
     let signals = Signals::install()?;
     let notifier = notify::Notifier::from_env();
+    let fleet = start_fleet(etcd, &options.config, &mut file, &mut running)?;
     let mut daemon = Daemon::start(running, file, options)?;
+    if let Some(fleet) = fleet {
+        let control = daemon
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        fleet.slot.fill(control);
+        daemon.fleet = Some(fleet);
+    }
     tracing::info!(
         workers = daemon.workers.len(),
         generation = daemon.gateway.snapshot().generation(),
@@ -96,6 +119,8 @@ pub struct Checked {
     pub file: Config,
     /// The rules `run` starts with: the file's, with `--cores` applied.
     pub running: Config,
+    /// The `[etcd]` section, if the rules also come from etcd.
+    pub etcd: Option<EtcdSettings>,
 }
 
 /// Loads the config at `path` and refuses everything `flowgate run` would
@@ -119,7 +144,64 @@ pub fn load_checked(path: &Path, cores: Option<&[usize]>) -> Result<Checked, Dae
     }
     check_cores(&running)?;
     check_log_level(path, &file)?;
-    Ok(Checked { file, running })
+    let etcd = check_etcd(path)?;
+    Ok(Checked {
+        file,
+        running,
+        etcd,
+    })
+}
+
+/// Reads and checks the `[etcd]` section, if any.
+fn check_etcd(path: &Path) -> Result<Option<EtcdSettings>, DaemonError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DaemonError::Usage(format!("{}: cannot read config: {e}", path.display())))?;
+    crate::fleet::settings::from_config_text(&text, &path.display().to_string())
+        .map_err(|problems| DaemonError::Usage(problems.join("\n")))
+}
+
+/// The etcd source, while the gateway runs.
+struct Fleet {
+    source: EtcdSource,
+    slot: ControlSlot,
+}
+
+/// With `[etcd]`: starts the etcd source on the file's rules, and makes
+/// its first rules (the file's with etcd's parts) the ones the gateway
+/// starts with. A service both in the file and in etcd, or etcd out of
+/// reach with no saved state to start from (or `start_without_etcd =
+/// false`), stops the start with one message.
+fn start_fleet(
+    settings: Option<EtcdSettings>,
+    path: &Path,
+    file: &mut Config,
+    running: &mut Config,
+) -> Result<Option<Fleet>, DaemonError> {
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    let slot = ControlSlot::default();
+    let started = EtcdSource::start(settings, file.clone(), slot.sink()).map_err(|e| match e {
+        SourceError::Settings(_) | SourceError::Conflict(_) => DaemonError::Usage(e.to_string()),
+        _ => DaemonError::Environment(e.to_string()),
+    })?;
+    match &started.from {
+        StartedFrom::Etcd { revision } => {
+            tracing::info!(revision, "rules loaded from etcd")
+        }
+        StartedFrom::Saved { revision, why } => {
+            tracing::warn!(revision, "{why}: starting from the saved etcd state")
+        }
+    }
+    let cores = std::mem::take(&mut running.daemon.cores);
+    *file = started.rules.config.clone();
+    *running = started.rules.config.clone();
+    running.daemon.cores = cores;
+    check_capacity(path, running)?;
+    Ok(Some(Fleet {
+        source: started.source,
+        slot,
+    }))
 }
 
 /// Refuses, before anything is set up, rules the XDP program's maps cannot
@@ -227,6 +309,8 @@ struct Daemon {
     control: Arc<Mutex<ControlState>>,
     control_thread: Option<(StopHandle, std::thread::JoinHandle<()>)>,
     metrics: Option<MetricsServer>,
+    /// The etcd source, with `[etcd]`.
+    fleet: Option<Fleet>,
     // Held so the UMEM outlives every socket (dropped last).
     _umem: SharedUmem,
 }
@@ -280,6 +364,7 @@ impl Daemon {
             control: Arc::clone(&control),
             control_thread: None,
             metrics: None,
+            fleet: None,
             _umem: umem,
         };
         // From here on, a failure must stop the workers: `daemon.stop()`.
@@ -416,6 +501,16 @@ impl Daemon {
     /// SIGHUP: re-read the config and apply its rules, all or nothing;
     /// an invalid config is logged and the old rules keep running.
     fn reload(&self, options: &RunOptions) {
+        if self.fleet.is_some() {
+            // A reload would run the file's rules alone, without etcd's,
+            // until the next revision; the file's part changes at a
+            // restart.
+            tracing::error!(
+                "reload rejected: with [etcd] the rules come from etcd; restart to change the \
+                 file's part"
+            );
+            return;
+        }
         match crate::control::reload(&self.control, &options.config) {
             Ok(report) => tracing::info!(generation = report.generation, "config reloaded"),
             Err(e) => tracing::error!("reload rejected, the old rules keep running: {e}"),
@@ -424,6 +519,10 @@ impl Daemon {
 
     /// Stops the workers, closes the sockets, then detaches the programs.
     fn stop(mut self) {
+        // First the etcd source: its status key goes with its lease.
+        if let Some(mut fleet) = self.fleet.take() {
+            fleet.source.stop();
+        }
         if let Some((stop, thread)) = self.control_thread.take() {
             stop.stop();
             let _ = thread.join();

@@ -1,5 +1,7 @@
 //! Rules from etcd: a fleet of gateways reading one store.
 //!
+//! - [`gateway`] (feature `daemon`): the source wired to the running
+//!   gateway's control state.
 //! - [`layout`]: where each part of the rules lives in etcd (key layout v1).
 //! - [`value`]: what each key's value holds (value format 1) and how it
 //!   becomes the model.
@@ -17,6 +19,8 @@
 //! - [`provenance`]: which etcd key and revision each part came from, so
 //!   the one validator names them.
 
+#[cfg(feature = "daemon")]
+pub mod gateway;
 pub mod layout;
 pub mod mirror;
 pub mod provenance;

@@ -127,9 +127,144 @@ impl EtcdSettings {
     }
 }
 
+/// The `[etcd]` table of a config file, as written.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEtcd {
+    endpoints: Vec<String>,
+    prefix: String,
+    gateway_id: String,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    state_file: Option<PathBuf>,
+    start_without_etcd: Option<bool>,
+    start_timeout: Option<u64>,
+    status_ttl: Option<i64>,
+}
+
+/// A config file's text, for its `[etcd]` table only.
+#[derive(Debug, serde::Deserialize)]
+struct FileWithEtcd {
+    etcd: Option<RawEtcd>,
+}
+
+/// The `[etcd]` table of a config file (`origin` names it in messages),
+/// or `None` if it has none: every problem, one line each, prefixed by
+/// the origin. The rest of the file is the rules reader's.
+///
+/// The password is read from `password_file` (its first line), so that
+/// the config file itself holds no secret.
+pub fn from_config_text(text: &str, origin: &str) -> Result<Option<EtcdSettings>, Vec<String>> {
+    let file: FileWithEtcd =
+        toml::from_str(text).map_err(|e| vec![format!("{origin}: [etcd]: {}", e.message())])?;
+    let Some(raw) = file.etcd else {
+        return Ok(None);
+    };
+    let mut problems = Vec::new();
+    let mut settings = EtcdSettings::new(raw.endpoints, raw.prefix, raw.gateway_id);
+    match (raw.username, raw.password_file) {
+        (Some(user), Some(path)) => match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                let password = text.lines().next().unwrap_or_default().to_owned();
+                settings.credentials = Some((user, password));
+            }
+            Err(e) => problems.push(format!("etcd: password_file {}: {e}", path.display())),
+        },
+        (None, None) => {}
+        _ => problems.push("etcd: username and password_file go together".into()),
+    }
+    if let Some(ca) = raw.ca_file {
+        let identity = match (raw.cert_file, raw.key_file) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => {
+                problems.push("etcd: cert_file and key_file go together".into());
+                None
+            }
+        };
+        settings.tls = Some(TlsFiles { ca, identity });
+    } else if raw.cert_file.is_some() || raw.key_file.is_some() {
+        problems.push("etcd: cert_file and key_file need ca_file".into());
+    }
+    settings.state_file = raw.state_file;
+    if let Some(start) = raw.start_without_etcd {
+        settings.start_without_etcd = start;
+    }
+    if let Some(seconds) = raw.start_timeout {
+        if !(1..=600).contains(&seconds) {
+            problems.push(format!(
+                "etcd: start_timeout {seconds} is out of range 1..=600"
+            ));
+        }
+        settings.start_timeout = Duration::from_secs(seconds);
+    }
+    if let Some(ttl) = raw.status_ttl {
+        settings.status_ttl_s = ttl;
+        // Written three times a lease, so that one lost write does not
+        // let the key expire.
+        settings.status_interval = Duration::from_millis((ttl.max(1) as u64) * 1000 / 3);
+    }
+    problems.extend(settings.problems());
+    if problems.is_empty() {
+        Ok(Some(settings))
+    } else {
+        Err(problems
+            .into_iter()
+            .map(|p| format!("{origin}: {p}"))
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_etcd_table_of_a_config_file() {
+        assert_eq!(
+            from_config_text("[gateway]\nmaglev_table_size = 251\n", "gw.toml"),
+            Ok(None)
+        );
+        let text = r#"
+            [etcd]
+            endpoints = ["http://127.0.0.1:2379"]
+            prefix = "/flowgate/prod"
+            gateway_id = "gw-1"
+            state_file = "/var/lib/flowgate/etcd-state.json"
+            start_without_etcd = false
+            status_ttl = 6
+        "#;
+        let settings = from_config_text(text, "gw.toml").unwrap().unwrap();
+        assert_eq!(settings.prefix, "/flowgate/prod");
+        assert!(!settings.start_without_etcd);
+        assert_eq!(settings.status_interval, Duration::from_secs(2));
+        assert_eq!(
+            settings.state_file.as_deref(),
+            Some(std::path::Path::new("/var/lib/flowgate/etcd-state.json"))
+        );
+        let bad = r#"
+            [etcd]
+            endpoints = []
+            prefix = "/fg"
+            gateway_id = "gw-1"
+            username = "flowgate"
+        "#;
+        assert_eq!(
+            from_config_text(bad, "gw.toml").unwrap_err(),
+            [
+                "gw.toml: etcd: username and password_file go together",
+                "gw.toml: etcd: no endpoints: give at least one, such as http://127.0.0.1:2379",
+            ]
+        );
+        let unknown = from_config_text("[etcd]\nendpoint = 1\n", "gw.toml").unwrap_err();
+        assert!(
+            unknown[0].starts_with("gw.toml: [etcd]: unknown field `endpoint`"),
+            "{unknown:?}"
+        );
+    }
 
     #[test]
     fn settings_are_checked_with_a_line_per_problem() {

@@ -26,6 +26,11 @@ pub(super) struct RawConfig {
     pub neighbours: Vec<RawNeighbour>,
     #[serde(default)]
     pub services: Vec<RawService>,
+    /// `[etcd]`: where a fleet's rules come from. Not rules: the fleet
+    /// module reads it (`fleet::settings::from_config_text`); here it is
+    /// only let through.
+    #[serde(default, rename = "etcd")]
+    pub _etcd: Option<toml::Table>,
 }
 
 /// `[gateway]`.
