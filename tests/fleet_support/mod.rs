@@ -38,6 +38,8 @@ pub fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
 /// One etcd member on loopback.
 pub struct Etcd {
     child: Option<Child>,
+    /// The network namespace it runs in, if not the test's own.
+    netns: Option<String>,
     dir: PathBuf,
     client_port: u16,
     peer_port: u16,
@@ -46,6 +48,11 @@ pub struct Etcd {
 impl Etcd {
     /// Starts etcd, or panics with its log if it does not answer in 15 s.
     pub fn start() -> Etcd {
+        Etcd::start_in(None)
+    }
+
+    /// Starts etcd in the network namespace `netns` (on its loopback).
+    pub fn start_in(netns: Option<&str>) -> Etcd {
         let dir = std::env::temp_dir().join(format!(
             "flowgate-etcd-{}-{}",
             std::process::id(),
@@ -54,6 +61,7 @@ impl Etcd {
         std::fs::create_dir_all(&dir).unwrap();
         let mut etcd = Etcd {
             child: None,
+            netns: netns.map(str::to_owned),
             dir,
             client_port: free_port(),
             peer_port: free_port(),
@@ -72,10 +80,24 @@ impl Etcd {
         format!("127.0.0.1:{}", self.client_port)
     }
 
+    /// `program`, in the namespace if there is one.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                // `ip netns exec` execs the program: its pid is the child's.
+                command.args(["netns", "exec", ns, program]);
+                command
+            }
+            None => Command::new(program),
+        }
+    }
+
     fn run(&mut self) {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.join("etcd.log")).unwrap();
-        let child = Command::new("etcd")
+        let child = self
+            .command("etcd")
             .args(["--name", "flowgate-test"])
             .arg("--data-dir")
             .arg(self.dir.join("data"))
@@ -94,7 +116,7 @@ impl Etcd {
     }
 
     fn healthy(&self) -> bool {
-        Command::new("etcdctl")
+        self.command("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoint(), "--command-timeout=1s"])
             .args(["endpoint", "health"])
@@ -125,7 +147,8 @@ impl Etcd {
 
     /// Runs etcdctl with `args`; its output, or a panic with its error.
     pub fn ctl(&self, args: &[&str]) -> String {
-        let out = Command::new("etcdctl")
+        let out = self
+            .command("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoint()])
             .args(args)

@@ -304,6 +304,7 @@ impl Worker {
                 }
                 SessionEnd::Lost(why) => {
                     client = None;
+                    self.save();
                     self.lost(&why);
                     tracing::warn!(
                         revision = self.mirror.revision(),
@@ -507,6 +508,7 @@ impl Worker {
                 Ok(outcome) => {
                     self.need_load = false;
                     self.handle(outcome);
+                    self.save();
                 }
                 Err(e) => return SessionEnd::Lost(e),
             }
@@ -568,6 +570,10 @@ impl Worker {
                     }
                     let changed = !response.events().is_empty();
                     self.events(response.events());
+                    // Saved once a reply, before anything else can
+                    // happen to the process: a gateway killed right after
+                    // restarts with what it ran.
+                    self.save();
                     if changed {
                         if let Err(e) = self.put_status(client, lease).await {
                             return SessionEnd::Lost(e);
