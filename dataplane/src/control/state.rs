@@ -188,9 +188,13 @@ impl ControlState {
     }
 
     /// Replaces the rules with `config`, a whole config another source put
-    /// together (the etcd source: the file's rules with etcd's parts),
-    /// checked as every change is; `origin` says where it came from
-    /// (`etcd revision 42`).
+    /// together (the etcd source: the file's rules with etcd's parts);
+    /// `origin` says where it came from (`etcd revision 42`).
+    ///
+    /// `config` must have passed [`rules::validate`]: the source validates
+    /// it with its own provenance (problems at etcd keys), and it is not
+    /// validated twice. Everything else a change goes through (restart-only
+    /// sections, the data plane's check, all or nothing) applies.
     pub fn apply_config(&self, config: &Config, origin: &str) -> Result<ChangeReport, ApiError> {
         let proposal = Proposal::Config { config, origin };
         self.change(ChangeSource::Reload, proposal, false)
@@ -309,10 +313,7 @@ impl ControlState {
                 rules::load_file(path).map_err(config_error)?,
                 Some(path.display().to_string()),
             ),
-            Proposal::Config { config, origin } => {
-                rules::check(config).map_err(config_error)?;
-                (config.clone(), Some(origin.to_owned()))
-            }
+            Proposal::Config { config, origin } => (config.clone(), Some(origin.to_owned())),
         };
         let diff = diff(&base.config, &next);
         let restart: Vec<&str> = diff
