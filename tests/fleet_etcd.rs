@@ -492,3 +492,69 @@ fn writes_are_checked_as_a_gateway_checks_them_and_a_lost_race_is_named() {
     );
     assert!(store.read().unwrap().entries.len() == 2);
 }
+
+#[test]
+fn flowgate_fleet_lists_the_gateways_from_etcd_with_held_keys_and_lag() {
+    let etcd = Etcd::start();
+    let mut store = store(&etcd);
+    store
+        .write_unchecked(&[put(&service("web", 1, 80))])
+        .unwrap();
+    let (sink, _rx) = recorder();
+    let started =
+        EtcdSource::start(settings(etcd.endpoint(), "gw-1"), Config::default(), sink).unwrap();
+    let refused = store.write_unchecked(&[put_raw("api", "{}")]).unwrap();
+    assert!(wait_until(WAIT, || store
+        .statuses()
+        .unwrap()
+        .iter()
+        .any(|s| s.seen_revision == refused)));
+
+    let config = std::env::temp_dir().join(format!(
+        "flowgate-fleet-{}-{}.toml",
+        std::process::id(),
+        fleet_support::free_port()
+    ));
+    std::fs::write(
+        &config,
+        format!(
+            "[etcd]\nendpoints = [\"{}\"]\nprefix = \"{PREFIX}\"\ngateway_id = \"ops\"\n",
+            etcd.endpoint()
+        ),
+    )
+    .unwrap();
+    let bin = flowgate_dataplane::testnet::workspace_binary("flowgate").unwrap();
+    let out = std::process::Command::new(&bin)
+        .args(["fleet", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("gw-1"))
+        .expect("no gw-1 line");
+    assert!(line.contains("holding") && line.ends_with(" -"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "held {} (revision {refused}): the value has no \"format\"",
+            layout().service_key("api")
+        )),
+        "{text}"
+    );
+
+    let json = std::process::Command::new(&bin)
+        .args(["fleet", "--config", config.to_str().unwrap(), "-o", "json"])
+        .output()
+        .unwrap();
+    let rows: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(rows[0]["status"]["id"], "gw-1");
+    assert_eq!(rows[0]["lags"], false);
+
+    drop(started);
+    let _ = std::fs::remove_file(&config);
+}

@@ -410,29 +410,8 @@ impl Worker {
     }
 
     async fn connect(&self) -> Result<Client, String> {
-        let s = &self.settings;
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(s.request_timeout)
-            .with_timeout(s.request_timeout)
-            // A partition that leaves the connection open is found by
-            // HTTP/2 pings, not by waiting for the next change.
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
-        if let Some((user, password)) = &s.credentials {
-            options = options.with_user(user.clone(), password.clone());
-        }
-        if let Some(tls) = &s.tls {
-            let read = |p: &std::path::Path| {
-                std::fs::read(p).map_err(|e| format!("TLS file {}: {e}", p.display()))
-            };
-            let mut config =
-                TlsOptions::new().ca_certificate(Certificate::from_pem(read(&tls.ca)?));
-            if let Some((cert, key)) = &tls.identity {
-                config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
-            }
-            options = options.with_tls(config);
-        }
-        Client::connect(&s.endpoints, Some(options))
+        let options = connect_options(&self.settings)?;
+        Client::connect(&self.settings.endpoints, Some(options))
             .await
             .map_err(|e| format!("cannot connect: {e}"))
     }
@@ -739,6 +718,31 @@ impl Worker {
             Err(e) => tracing::error!("cannot save the etcd state: {e}"),
         }
     }
+}
+
+/// How to reach the cluster: timeouts, keep-alive, credentials, TLS.
+pub fn connect_options(s: &EtcdSettings) -> Result<ConnectOptions, String> {
+    let mut options = ConnectOptions::new()
+        .with_connect_timeout(s.request_timeout)
+        .with_timeout(s.request_timeout)
+        // A partition that leaves the connection open is found by HTTP/2
+        // pings, not by waiting for the next change.
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true);
+    if let Some((user, password)) = &s.credentials {
+        options = options.with_user(user.clone(), password.clone());
+    }
+    if let Some(tls) = &s.tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| format!("TLS file {}: {e}", p.display()))
+        };
+        let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(read(&tls.ca)?));
+        if let Some((cert, key)) = &tls.identity {
+            config = config.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        options = options.with_tls(config);
+    }
+    Ok(options)
 }
 
 /// The first key after every key that starts with `prefix` (etcd's range

@@ -18,7 +18,8 @@ use etcd_client::{
 
 use super::layout::KeyLayout;
 use super::mirror::{Change, Mirror, Outcome, Stored};
-use super::source::prefix_end;
+use super::settings::EtcdSettings;
+use super::source::{connect_options, prefix_end};
 use super::status::{fleet_rows, FleetRow, GatewayStatus};
 use crate::rules::Config;
 
@@ -85,13 +86,30 @@ fn etcd(e: etcd_client::Error) -> StoreError {
 impl FleetStore {
     /// Connects to `endpoints`, for the fleet under `layout`.
     pub fn connect(endpoints: &[String], layout: KeyLayout) -> Result<FleetStore, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(10));
+        Self::connect_options(endpoints, layout, options)
+    }
+
+    /// Connects as `settings` say (endpoints, prefix, credentials, TLS).
+    pub fn connect_with(settings: &EtcdSettings) -> Result<FleetStore, StoreError> {
+        let layout = settings
+            .layout()
+            .map_err(|e| StoreError::Etcd(e.to_string()))?;
+        let options = connect_options(settings).map_err(StoreError::Etcd)?;
+        Self::connect_options(&settings.endpoints, layout, options)
+    }
+
+    fn connect_options(
+        endpoints: &[String],
+        layout: KeyLayout,
+        options: ConnectOptions,
+    ) -> Result<FleetStore, StoreError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| StoreError::Etcd(format!("cannot start a runtime: {e}")))?;
-        let options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(10));
         let client = runtime
             .block_on(Client::connect(endpoints, Some(options)))
             .map_err(etcd)?;
