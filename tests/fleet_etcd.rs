@@ -558,3 +558,33 @@ fn flowgate_fleet_lists_the_gateways_from_etcd_with_held_keys_and_lag() {
     drop(started);
     let _ = std::fs::remove_file(&config);
 }
+
+#[test]
+fn flowgate_check_refuses_a_bad_etcd_section_line_by_line() {
+    let config = std::env::temp_dir().join(format!(
+        "flowgate-fleet-check-{}-{}.toml",
+        std::process::id(),
+        fleet_support::free_port()
+    ));
+    std::fs::write(
+        &config,
+        "[[interfaces]]\nname = \"eth0\"\nmac = \"02:00:00:00:00:01\"\n\n\
+         [etcd]\nendpoints = [\"127.0.0.1:2379\"]\nprefix = \"/fg\"\ngateway_id = \"gw 1\"\n",
+    )
+    .unwrap();
+    let bin = flowgate_dataplane::testnet::workspace_binary("flowgate").unwrap();
+    let out = std::process::Command::new(&bin)
+        .args(["check", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&config);
+    assert_eq!(out.status.code(), Some(2));
+    let path = config.display();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "flowgate: {path}: etcd: endpoint \"127.0.0.1:2379\" is not an http:// or https:// URL\n\
+             {path}: etcd: gateway id \"gw 1\" is not valid: use 1 to 64 of A-Z a-z 0-9 _ . -\n"
+        )
+    );
+}
