@@ -19,7 +19,7 @@
 //!
 //! A service or the gateway settings are read by the config file's own
 //! reader: the value is turned into the TOML a file would hold and read by
-//! [`rules::load_str`](crate::rules::load_str), so that a value in etcd
+//! [`rules::load_str`], so that a value in etcd
 //! and the same table in a file are refused with the same words. (A
 //! direct entry point into the reader, taking a value rather than text,
 //! would save the round trip; it is cheap next to etcd's own costs.)
