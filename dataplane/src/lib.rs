@@ -13,6 +13,7 @@ pub mod admission;
 pub mod control;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+pub mod fastpath;
 pub mod flow;
 pub mod handoff;
 pub mod hash;

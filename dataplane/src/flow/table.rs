@@ -6,7 +6,8 @@ use super::connection::{ConnId, Connection};
 use super::endpoint_stats::{EndpointAccounts, FlowCounters};
 use super::export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
-use super::state::{next_state, Direction, FlowTimeouts};
+use super::state::{next_state, Direction, FlowState, FlowTimeouts};
+use crate::fastpath::{DirectionRewrite, FastPath};
 use crate::rules::FlowSettings;
 use crate::wire::FiveTuple;
 
@@ -17,6 +18,10 @@ pub const MAX_CAPACITY: usize = MAX_BUCKETS * SLOTS / 4;
 /// Records a slab-full insert looks at from the clock hand, besides the
 /// occupants of the new key's bucket, when choosing whom to evict.
 const EVICTION_SCAN: usize = 8;
+
+/// Records the fast path's entries are checked at per
+/// [`FlowTable::sync_fast_path`] after a snapshot change.
+const FAST_CHECK_BUDGET: usize = 8192;
 
 /// The handle of nothing: [`FlowTable::get`] answers it with a scratch
 /// record. Beyond every real record (`MAX_CAPACITY` < `u32::MAX`).
@@ -167,12 +172,21 @@ pub struct FlowTable {
     scratch: Connection,
     /// Per-endpoint counters and the table's size, shared with scrapers.
     accounts: EndpointAccounts,
+    /// The kernel fast path's cache, kept in step with the table.
+    fast: Option<FastPath>,
+}
+
+/// Whether a connection in `state` may be forwarded by the fast path:
+/// established TCP, and UDP from its first packet.
+fn fast_eligible(state: FlowState) -> bool {
+    matches!(state, FlowState::TcpEstablished | FlowState::Udp)
 }
 
 /// Chooses a record to make room: the first expired candidate, else the
 /// least recently seen one.
 struct VictimSearch<'a> {
     records: &'a [Record],
+    fast: Option<&'a FastPath>,
     timeouts: &'a FlowTimeouts,
     now_ns: u64,
     exclude: u32,
@@ -184,6 +198,7 @@ impl<'a> VictimSearch<'a> {
     fn new(table: &'a FlowTable, now_ns: u64, exclude: u32) -> Self {
         VictimSearch {
             records: &table.records,
+            fast: table.fast.as_ref(),
             timeouts: &table.timeouts,
             now_ns,
             exclude,
@@ -203,18 +218,18 @@ impl<'a> VictimSearch<'a> {
             return;
         }
         let c = &r.conn;
-        if self
-            .timeouts
-            .is_expired(c.state, c.last_seen_ns, self.now_ns)
-        {
+        // The fast path's packets count as seen.
+        let kernel_seen = self.fast.and_then(|f| f.last_seen(record)).unwrap_or(0);
+        let seen = c.last_seen_ns.max(kernel_seen);
+        if self.timeouts.is_expired(c.state, seen, self.now_ns) {
             self.expired = Some(record);
         } else {
             let older = match self.oldest {
-                Some((seen, _)) => c.last_seen_ns < seen,
+                Some((oldest, _)) => seen < oldest,
                 None => true,
             };
             if older {
-                self.oldest = Some((c.last_seen_ns, record));
+                self.oldest = Some((seen, record));
             }
         }
     }
@@ -254,7 +269,87 @@ impl FlowTable {
             stats: FlowTableStats::default(),
             scratch: Connection::vacant(),
             accounts: EndpointAccounts::new(capacity),
+            fast: None,
         }
+    }
+
+    /// Gives the table the worker's writer of the kernel fast path's
+    /// cache (made for this table's capacity). From now on every
+    /// connection that leaves the table leaves the cache at once, expiry
+    /// counts the packets the program forwarded, and connections that
+    /// become established (TCP) or are created (UDP) are offered to it;
+    /// [`FlowTable::sync_fast_path`] installs them.
+    pub fn set_fast_path(&mut self, fast: FastPath) {
+        self.fast = Some(fast);
+    }
+
+    /// The fast path's writer, if the table has one.
+    pub fn fast_path(&self) -> Option<&FastPath> {
+        self.fast.as_ref()
+    }
+
+    /// Brings the fast path's cache in step: installs the connections
+    /// offered since the last call with the entries `rewrites` computes
+    /// (or removes them where it gives none), and when `generation` is a
+    /// snapshot the entries were not yet checked against, checks up to
+    /// [`FAST_CHECK_BUDGET`] more records' entries per call the same way —
+    /// a removed backend or a changed MAC takes effect there. Call once
+    /// per poll; nothing happens without a fast path.
+    pub fn sync_fast_path(
+        &mut self,
+        generation: u64,
+        mut rewrites: impl FnMut(&Connection) -> Option<[DirectionRewrite; 2]>,
+    ) {
+        let Some(fast) = self.fast.as_mut() else {
+            return;
+        };
+        let records = &self.records;
+        let mut sync = |fast: &mut FastPath, record: u32| {
+            let Some(r) = records.get(record as usize) else {
+                return;
+            };
+            if !r.links.is_live() || !fast_eligible(r.conn.state) {
+                fast.remove(record);
+                return;
+            }
+            match rewrites(&r.conn) {
+                Some(entries) => {
+                    fast.install(record, &entries);
+                }
+                None => fast.remove(record),
+            }
+        };
+        let pending = fast.take_pending();
+        for &record in &pending {
+            sync(fast, record);
+        }
+        fast.give_back_pending(pending);
+        if let Some(cursor) = fast.check_position(generation) {
+            let end = cursor.saturating_add(FAST_CHECK_BUDGET).min(records.len());
+            for record in cursor..end {
+                if fast.is_installed(record as u32) {
+                    sync(fast, record as u32);
+                }
+            }
+            fast.set_check_cursor(end);
+        }
+    }
+
+    /// Whether `record` is idle past its timeout at `now_ns`, counting the
+    /// packets the fast path forwarded: its last-seen time is brought up
+    /// to the program's first.
+    fn idle_past_timeout(&mut self, record: u32, now_ns: u64) -> bool {
+        let Some(r) = self.records.get_mut(record as usize) else {
+            return false;
+        };
+        let c = &mut r.conn;
+        if !self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
+            return false;
+        }
+        if let Some(seen) = self.fast.as_ref().and_then(|f| f.last_seen(record)) {
+            c.last_seen_ns = c.last_seen_ns.max(seen);
+        }
+        self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns)
     }
 
     /// A table sized and timed by the config's flow settings.
@@ -274,8 +369,7 @@ impl FlowTable {
         now_ns: u64,
     ) -> Option<(ConnId, Direction)> {
         let (record, direction) = self.find(tuple, hash)?;
-        let c = &self.records.get(record as usize)?.conn;
-        if self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
+        if self.idle_past_timeout(record, now_ns) {
             self.remove_record(record, Departure::Expired);
             return None;
         }
@@ -380,6 +474,7 @@ impl FlowTable {
         if index_reply {
             self.index_key(record, Direction::FromBackend, reply_hash, now_ns);
         }
+        self.offer_to_fast_path(record);
         ConnId(record)
     }
 
@@ -398,6 +493,26 @@ impl FlowTable {
         let mut replied = r.links.backend_replied();
         r.conn.state = next_state(r.conn.state, &mut replied, direction, tcp_flags);
         r.links.set_backend_replied(replied);
+        if let Some(fast) = self.fast.as_mut() {
+            if r.conn.state == FlowState::TcpClosing {
+                // The workers see every close: the kernel stops here.
+                fast.remove(id.0);
+            } else if fast_eligible(r.conn.state) {
+                // New, or a packet the program handed up (another client
+                // MAC, say): (re)install with what the record says now.
+                fast.offer(id.0);
+            }
+        }
+    }
+
+    /// Offers `record` to the fast path if its state is one it carries.
+    fn offer_to_fast_path(&mut self, record: u32) {
+        let (Some(fast), Some(r)) = (self.fast.as_mut(), self.records.get(record as usize)) else {
+            return;
+        };
+        if fast_eligible(r.conn.state) {
+            fast.offer(record);
+        }
     }
 
     /// Moves connection `id` to another backend (a UDP flow rescheduled
@@ -439,6 +554,11 @@ impl FlowTable {
             self.evict_owner(&reply, reply_hash, false, now_ns);
             self.index_key(record, Direction::FromBackend, reply_hash, now_ns);
         }
+        // The entries name the old backend: out, and in again anew.
+        if let Some(fast) = self.fast.as_mut() {
+            fast.remove(record);
+        }
+        self.offer_to_fast_path(record);
     }
 
     /// Removes connection `id` (no-op if it is not live).
@@ -457,8 +577,7 @@ impl FlowTable {
             let Some(r) = self.records.get(record) else {
                 continue;
             };
-            let c = &r.conn;
-            if r.links.is_live() && self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
+            if r.links.is_live() && self.idle_past_timeout(record as u32, now_ns) {
                 self.remove_record(record as u32, Departure::Expired);
                 removed += 1;
             }
@@ -579,11 +698,7 @@ impl FlowTable {
         let Some((record, direction)) = self.find(tuple, hash) else {
             return;
         };
-        let Some(r) = self.records.get(record as usize) else {
-            return;
-        };
-        let c = &r.conn;
-        let why = if self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
+        let why = if self.idle_past_timeout(record, now_ns) {
             Departure::Expired
         } else if is_client_tuple && direction == Direction::FromClient {
             Departure::Replaced
@@ -660,6 +775,10 @@ impl FlowTable {
         let links = r.links;
         if links.counted() {
             self.accounts.detached(r.conn.endpoint);
+        }
+        // Whatever the reason, a record that leaves leaves the cache.
+        if let Some(fast) = self.fast.as_mut() {
+            fast.remove(record);
         }
         r.links = Links::vacant(self.free_head);
         self.free_head = record;
