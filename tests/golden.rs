@@ -14,10 +14,17 @@
 mod common;
 
 use common::*;
+use std::sync::Arc;
+
+use flowgate_dataplane::fastpath::{
+    connection_rewrites, CacheGeometry, EntryMemory, FastConfig, FastPath,
+};
 use flowgate_dataplane::pipeline::{DropReason, Verdict};
 use flowgate_dataplane::replay::{pcap, replay, ReplayOptions};
 use flowgate_dataplane::wire::builder::{ExtensionHeader, FrameBuilder};
 use flowgate_dataplane::wire::{frame_checksums_ok, tcp_flags, ParseError};
+use flowgate_dataplane::xdp::test_run::action;
+use flowgate_dataplane::xdp::{OwnedTraffic, XdpTester};
 
 const SYN: u8 = tcp_flags::SYN;
 const SYN_ACK: u8 = tcp_flags::SYN | tcp_flags::ACK;
@@ -736,4 +743,200 @@ fn replay_skips_records_the_capture_cut_short_and_says_so() {
         "a capture artefact is not a malformed frame"
     );
     assert_eq!(r.counters.tx_packets, 1);
+}
+
+/// The gateway as it runs with the XDP program in front of the pipeline:
+/// one program instance per port (as on each interface), run through
+/// BPF_PROG_TEST_RUN, and the pipeline for what the program hands up. With
+/// the fast path on, the connection table keeps the program's caches in
+/// step as the daemon's workers do.
+struct WithXdp {
+    h: Harness,
+    programs: Vec<XdpTester>,
+    /// Frames the fast path forwarded.
+    fast: usize,
+}
+
+impl WithXdp {
+    /// Loads the two program instances (once per test: verifying the
+    /// program takes a while).
+    fn new(fast_path: bool) -> WithXdp {
+        let h = Harness::new(GOLDEN_RULES);
+        let geometry = CacheGeometry::new(1, 1024);
+        let owned = OwnedTraffic::from_snapshot(&h.snapshot);
+        let mut programs = Vec::new();
+        for port in 0..2u32 {
+            let mut x = XdpTester::load(geometry).expect("loading the XDP program (needs root)");
+            x.own(&owned).unwrap();
+            // Loopback stands in for both interfaces: a test run redirects
+            // nothing, it only reports the action.
+            for p in 0..2 {
+                x.set_tx_port(p, 1).unwrap();
+            }
+            let partitions = if fast_path { geometry.partitions } else { 0 };
+            x.set_fast_config(FastConfig {
+                partitions,
+                slot_mask: geometry.slots - 1,
+                port_index: port,
+            })
+            .unwrap();
+            programs.push(x);
+        }
+        let mut sys = WithXdp {
+            h,
+            programs,
+            fast: 0,
+        };
+        sys.reset(fast_path);
+        sys
+    }
+
+    /// A fresh pipeline and connection table, and empty caches.
+    fn reset(&mut self, fast_path: bool) {
+        self.h = Harness::new(GOLDEN_RULES);
+        self.fast = 0;
+        for x in &self.programs {
+            x.clear_cache();
+        }
+        if fast_path {
+            let caches = self
+                .programs
+                .iter()
+                .map(|x| Some(x.cache() as Arc<dyn EntryMemory>))
+                .collect();
+            let records = self.h.flows.capacity();
+            let geometry = self.programs[0].geometry();
+            self.h
+                .flows
+                .set_fast_path(FastPath::new(geometry, 0, caches, records, 0));
+        }
+    }
+
+    /// One frame in on `ingress`: the verdict and frame of whichever of
+    /// the program and the pipeline decided it.
+    fn run(&mut self, input: &[u8], ingress: u16, now_ns: u64) -> (Verdict, Vec<u8>) {
+        let program = &self.programs[usize::from(ingress)];
+        let before = program.counters();
+        let run = program.run(input).unwrap();
+        let after = program.counters();
+        match run.action {
+            action::PASS => {
+                assert_eq!(run.frame, input, "a passed frame is untouched");
+                (Verdict::Pass, run.frame)
+            }
+            action::TX | action::REDIRECT if after.fast_forwarded() > before.fast_forwarded() => {
+                self.fast += 1;
+                // The egress interface by the source MAC it was given.
+                let port = (0..2u16)
+                    .find(|&p| {
+                        self.h.snapshot.interface_mac(p)
+                            == Some(run.frame[6..12].try_into().unwrap())
+                    })
+                    .expect("an interface's MAC as source");
+                assert_eq!(
+                    run.action == action::TX,
+                    port == ingress,
+                    "XDP_TX iff out where it came in"
+                );
+                (Verdict::Transmit(port), run.frame)
+            }
+            action::DROP => {
+                // Handed up: owned, and no socket in a test run.
+                assert_eq!(after.dropped_no_socket, before.dropped_no_socket + 1);
+                assert_eq!(run.frame, input, "a frame handed up is untouched");
+                let result = self.h.run(input, ingress, now_ns);
+                let generation = self.h.snapshot.generation();
+                let snapshot = &self.h.snapshot;
+                self.h
+                    .flows
+                    .sync_fast_path(generation, |c| connection_rewrites(c, snapshot));
+                result
+            }
+            other => panic!("XDP action {other}"),
+        }
+    }
+}
+
+/// Runs every fixture (frames from `frames`) through the program and the
+/// pipeline with the fast path on and with it off: each step gives the
+/// fixture's verdict and frame both ways; then every step's input is sent
+/// again (an established connection's next packets) and both ways must
+/// still agree. Returns how many frames the fast path forwarded.
+fn check_fixtures_with_xdp(frames: impl Fn(&Step) -> (Vec<u8>, Vec<u8>)) -> usize {
+    let mut fast = 0;
+    let mut off = WithXdp::new(false);
+    let mut on = WithXdp::new(true);
+    for fixture in fixtures() {
+        off.reset(false);
+        on.reset(true);
+        let mut now = 1_000_000_000;
+        for s in &fixture.steps {
+            let (input, expected) = frames(s);
+            now += 1_000;
+            for (which, sys) in [("off", &mut off), ("on", &mut on)].iter_mut() {
+                let (verdict, out) = sys.run(&input, s.ingress, now);
+                assert_eq!(
+                    verdict, s.verdict,
+                    "{} / {} (fast path {which}): verdict",
+                    fixture.name, s.what
+                );
+                assert!(
+                    out == expected,
+                    "{} / {} (fast path {which}): frame differs\n got:\n{}\n want:\n{}",
+                    fixture.name,
+                    s.what,
+                    hex(&out),
+                    hex(&expected)
+                );
+            }
+        }
+        for round in 0..2 {
+            for s in &fixture.steps {
+                let (input, _) = frames(s);
+                now += 1_000;
+                let a = off.run(&input, s.ingress, now);
+                let b = on.run(&input, s.ingress, now);
+                assert_eq!(
+                    a.0, b.0,
+                    "{} / {} again ({round}): verdict",
+                    fixture.name, s.what
+                );
+                assert!(
+                    a.1 == b.1,
+                    "{} / {} again ({round}): frame differs\n off:\n{}\n on:\n{}",
+                    fixture.name,
+                    s.what,
+                    hex(&a.1),
+                    hex(&b.1)
+                );
+            }
+        }
+        assert_eq!(
+            off.fast, 0,
+            "{}: the fast path forwarded while off",
+            fixture.name
+        );
+        fast += on.fast;
+    }
+    fast
+}
+
+#[test]
+fn fixtures_hold_through_the_xdp_program_with_the_fast_path_on_and_off() {
+    let fast = check_fixtures_with_xdp(built_frames);
+    // UDP answers and queries, and established TCP data both ways, at least.
+    assert!(fast >= 10, "the fast path forwarded only {fast} frames");
+}
+
+#[test]
+fn independent_frames_hold_through_the_xdp_program_with_the_fast_path_on_and_off() {
+    let fast = check_fixtures_with_xdp(|s| match s.independent {
+        Some(name) => {
+            let (input, output) = independent_frames(name);
+            let expected = output.unwrap_or_else(|| input.clone());
+            (input, expected)
+        }
+        None => built_frames(s),
+    });
+    assert!(fast >= 10, "the fast path forwarded only {fast} frames");
 }
