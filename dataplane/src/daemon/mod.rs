@@ -187,7 +187,7 @@ impl Daemon {
     /// overrides); the control API keeps `file`, the rules as written.
     fn start(config: Config, file: Config, options: &RunOptions) -> Result<Daemon, DaemonError> {
         let links = start::check_links(&config)?;
-        let mut filters = start::attach_filters(&config, options)?;
+        let (mut filters, fast) = start::attach_filters(&config, options, &links)?;
         let xsk_settings = start::xsk_settings(&config.daemon);
         let umem = SharedUmem::new(&xsk_settings).map_err(environment)?;
         let sockets = start::open_sockets(&config, &umem, &xsk_settings, &mut filters)?;
@@ -201,6 +201,7 @@ impl Daemon {
             gateway: &gateway,
             stop: &stop_workers,
             epoch,
+            fast: fast.as_ref(),
         };
         let workers = start::spawn_workers(&shared, sockets.ports)?;
         pin_control_thread(&config.daemon.cores);

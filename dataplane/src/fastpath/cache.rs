@@ -57,6 +57,9 @@ pub struct CacheGeometry {
 /// Most slots per partition: 2^22 entries of 128 bytes, 512 MiB.
 pub const MAX_SLOTS: u32 = 1 << 22;
 
+/// Most slots per partition the daemon gives a cache: 2^18 entries, 32 MiB.
+pub const DEFAULT_MAX_SLOTS: u32 = 1 << 18;
+
 impl CacheGeometry {
     /// `partitions` partitions of at least `slots` slots (rounded up to a
     /// power of two, between [`PROBES`] and [`MAX_SLOTS`]).
@@ -67,12 +70,15 @@ impl CacheGeometry {
         }
     }
 
-    /// The geometry for `partitions` workers each tracking up to
-    /// `connections` connections: two entries per connection, at most
-    /// half full, within [`MAX_SLOTS`].
+    /// The daemon's geometry for `partitions` workers each tracking up to
+    /// `connections` connections: twice as many slots per partition as
+    /// connections (an interface's cache holds one entry per connection
+    /// when clients and backends are on different interfaces, two when on
+    /// one), at most [`DEFAULT_MAX_SLOTS`] — 32 MiB per worker and
+    /// interface. Connections past what fits stay with their worker.
     pub fn for_connections(partitions: u32, connections: usize) -> CacheGeometry {
-        let slots = u32::try_from(connections.saturating_mul(4)).unwrap_or(MAX_SLOTS);
-        CacheGeometry::new(partitions, slots)
+        let slots = u32::try_from(connections.saturating_mul(2)).unwrap_or(DEFAULT_MAX_SLOTS);
+        CacheGeometry::new(partitions, slots.min(DEFAULT_MAX_SLOTS))
     }
 
     /// Entries in all.

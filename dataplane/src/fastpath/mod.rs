@@ -26,8 +26,8 @@ pub mod layout;
 mod rewrite;
 
 pub use cache::{
-    read_entry, CacheGeometry, EntryMemory, FastPath, FastPathStats, HeapEntries, MAX_SLOTS,
-    PENDING,
+    read_entry, CacheGeometry, EntryMemory, FastPath, FastPathStats, HeapEntries,
+    DEFAULT_MAX_SLOTS, MAX_SLOTS, PENDING,
 };
 pub use layout::{owner, Direction, DirectionRewrite, FastConfig, FastKey};
 pub use rewrite::connection_rewrites;

@@ -28,9 +28,9 @@ use super::validate::{
     FRAME_SIZE, PORT, RING_SIZE, TABLE_SIZE, TIMEOUT, WEIGHT,
 };
 use super::{
-    Backend, BindModeSetting, Config, DaemonSettings, FlowSettings, GatewaySettings, IdlePolicy,
-    Interface, LogFormatSetting, Neighbour, Protocol, Service, XdpModeSetting,
-    DEFAULT_MAGLEV_TABLE_SIZE,
+    Backend, BindModeSetting, Config, DaemonSettings, FastPathSetting, FlowSettings,
+    GatewaySettings, IdlePolicy, Interface, LogFormatSetting, Neighbour, Protocol, Service,
+    XdpModeSetting, DEFAULT_MAGLEV_TABLE_SIZE,
 };
 
 /// A decoded config: the model, with stand-ins where values could not be
@@ -285,6 +285,12 @@ impl Decoder {
                 ("generic", XdpModeSetting::Generic),
             ],
             d.xdp_mode,
+        );
+        d.fast_path = self.choice(
+            &raw.fast_path,
+            "fast_path",
+            &[("xdp", FastPathSetting::Xdp), ("off", FastPathSetting::Off)],
+            d.fast_path,
         );
         d.log_format = self.choice(
             &raw.log_format,

@@ -131,6 +131,7 @@ impl<'t> FileProvenance<'t> {
             "idle" => daemon.idle.as_ref(),
             "bind_mode" => daemon.bind_mode.as_ref(),
             "xdp_mode" => daemon.xdp_mode.as_ref(),
+            "fast_path" => daemon.fast_path.as_ref(),
             "control_socket" => daemon.control_socket.as_ref(),
             "metrics_address" => daemon.metrics_address.as_ref(),
             "log_format" => daemon.log_format.as_ref(),

@@ -50,6 +50,7 @@ pub(super) struct RawDaemon {
     pub completion_ring_size: Option<Spanned<i64>>,
     pub bind_mode: Option<Spanned<String>>,
     pub xdp_mode: Option<Spanned<String>>,
+    pub fast_path: Option<Spanned<String>>,
     pub control_socket: Option<Spanned<String>>,
     pub metrics_address: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,

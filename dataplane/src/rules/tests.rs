@@ -991,6 +991,7 @@ fn daemon_settings_load_and_default() {
         rx_ring_size = 1024
         bind_mode = "copy"
         xdp_mode = "generic"
+        fast_path = "xdp"
         control_socket = "/run/fg/ctl.sock"
         metrics_address = "127.0.0.1:9464"
         log_format = "json"
@@ -1005,6 +1006,8 @@ fn daemon_settings_load_and_default() {
     assert_eq!(d.tx_ring_size, DaemonSettings::default().tx_ring_size);
     assert_eq!(d.bind_mode, BindModeSetting::Copy);
     assert_eq!(d.xdp_mode, XdpModeSetting::Generic);
+    assert_eq!(d.fast_path, FastPathSetting::Xdp);
+    assert_eq!(DaemonSettings::default().fast_path, FastPathSetting::Off);
     assert_eq!(d.control_socket, Path::new("/run/fg/ctl.sock"));
     assert_eq!(d.metrics_address, Some("127.0.0.1:9464".parse().unwrap()));
     assert_eq!(d.log_format, LogFormatSetting::Json);
@@ -1025,6 +1028,7 @@ fn daemon_settings_are_checked() {
         bind_mode = "fast"
         metrics_address = "198.18.0.1:9464"
         log_format = "xml"
+        fast_path = "tc"
         "#,
     );
     assert_eq!(
@@ -1039,6 +1043,7 @@ fn daemon_settings_are_checked() {
             "t.toml:8:19: daemon.metrics_address 198.18.0.1:9464 is not a loopback address: \
              metrics are served on loopback only (put a proxy in front to expose them)",
             "t.toml:9:14: daemon.log_format \"xml\" is not one of: human, json",
+            "t.toml:10:13: daemon.fast_path \"tc\" is not one of: xdp, off",
         ]
     );
     assert_eq!(

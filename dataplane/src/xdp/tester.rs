@@ -131,6 +131,23 @@ impl XdpTester {
         self.geometry
     }
 
+    /// The loaded program's descriptor (for [`super::test_run::test_run`]
+    /// in a timing loop).
+    pub fn program_fd(&self) -> Result<std::os::fd::OwnedFd, XdpError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or_else(|| XdpError::Other(format!("no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::from_program("finding the program", &e))?;
+        let fd = program
+            .fd()
+            .map_err(|e| XdpError::from_program("finding the program", &e))?;
+        fd.as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| XdpError::Other(format!("duplicating the program's fd: {e}")))
+    }
+
     /// Runs the program once on `frame`.
     pub fn run(&self, frame: &[u8]) -> Result<TestRun, XdpError> {
         self.run_repeated(frame, 1)
