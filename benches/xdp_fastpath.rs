@@ -138,13 +138,22 @@ fn main() {
         Some(backend_side.cache() as Arc<dyn EntryMemory>),
     ];
     let mut fast = FastPath::new(geometry, 0, caches, 2 * FLOWS, 0);
+    let mut installed = Vec::with_capacity(FLOWS);
     for i in 0..FLOWS {
         let entries = connection_rewrites(&connection(i), &snapshot).expect("rewrites");
-        assert!(fast.install(i as u32, &entries), "installing flow {i}");
+        if fast.install(i as u32, &entries) {
+            installed.push(i);
+        }
     }
+    println!(
+        "installed {} of {FLOWS} connections in {} slots per cache ({} refused: no free slot within 8 probes)",
+        installed.len(),
+        geometry.slots,
+        FLOWS - installed.len()
+    );
     let vip = [198, 18, 100, 10];
     let one: Vec<Vec<u8>> = (0..FLOWS).map(|_| data_frame(0, vip)).collect();
-    let many: Vec<Vec<u8>> = (0..FLOWS).map(|i| data_frame(i, vip)).collect();
+    let many: Vec<Vec<u8>> = installed.iter().map(|&i| data_frame(i, vip)).collect();
     let misses: Vec<Vec<u8>> = (FLOWS..2 * FLOWS).map(|i| data_frame(i, vip)).collect();
     let no_vip: Vec<Vec<u8>> = (0..FLOWS)
         .map(|i| data_frame(i, [198, 18, 200, 1]))
@@ -170,7 +179,7 @@ fn main() {
         }
     }
     let counters = client_side.counters();
-    assert!(counters.fast_redirect as usize >= 2 * FLOWS * rounds);
+    assert!(counters.fast_redirect as usize >= (FLOWS + many.len()) * rounds);
     println!(
         "empty XDP program: {:.1} ns per run (median of {rounds}); subtracted below",
         median(baseline)

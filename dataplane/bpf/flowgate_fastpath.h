@@ -16,8 +16,9 @@
 //   client port)` scaled to the partition count. The client end is the
 //   source of a packet to a service and the destination of a reply, as the
 //   program's ownership check already tells.
-// - Slot: `key_hash(key)` masked to the partition's slots (a power of
-//   two), then linear probing, at most FLOWGATE_FAST_PROBES slots.
+// - Slot: the high 32 bits of `key_hash(key)` masked to the partition's
+//   slots (a power of two), then linear probing, at most
+//   FLOWGATE_FAST_PROBES slots.
 // - Publication: a seqlock. The writer makes `seq` odd, writes the fields,
 //   then makes `seq` even with release ordering; the program reads `seq`,
 //   the fields it needs, then `seq` again, and takes the entry only if

@@ -537,7 +537,7 @@ static __always_inline int fast_lookup(struct fast_config *cfg, union fast_key_w
 		part = fast_owner(&k->words[2], k->key.dport, cfg->partitions);
 	base = part * (mask + 1);
 	hash = fast_key_hash(k->words);
-	home = (__u32)hash;
+	home = (__u32)(hash >> 32); // the high half: a product's best bits
 
 #pragma unroll
 	for (i = 0; i < FLOWGATE_FAST_PROBES; i++) {

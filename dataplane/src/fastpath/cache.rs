@@ -348,7 +348,7 @@ impl FastPath {
             return None;
         }
         let mask = self.geometry.slots - 1;
-        let home = rewrite.key.hash() as u32;
+        let home = (rewrite.key.hash() >> 32) as u32;
         let owners = self.owners.get(usize::from(rewrite.ingress_port))?;
         for i in 0..PROBES {
             let index = home.wrapping_add(i) & mask;
@@ -544,7 +544,7 @@ mod tests {
             (&t.dst, t.dst_port)
         };
         let part = owner(client, port, g.partitions) as usize;
-        let home = r.key.hash() as u32;
+        let home = (r.key.hash() >> 32) as u32;
         for i in 0..PROBES {
             let index = part * g.slots as usize + (home.wrapping_add(i) & (g.slots - 1)) as usize;
             let (state, bytes) = read_entry(memory, index)?;
