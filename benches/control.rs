@@ -24,12 +24,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowgate_dataplane::control::api::{
-    BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, Edit, Reply, Request,
+use flowgate_api::{
+    BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, ConfigDiff, ControlClient, Edit,
+    FlowEntry, Reply, Request, StatsReport, StatusReport,
 };
 use flowgate_dataplane::control::{
-    Applied, ApplyError, ConfigDiff, ControlClient, ControlServer, ControlState, Dataplane,
-    FlowEntry, MemoryDataplane, StatsReport, StatusReport, StopHandle,
+    Applied, ApplyError, ControlServer, ControlState, Dataplane, MemoryDataplane, ServerLimits,
+    StopHandle,
 };
 use flowgate_dataplane::rules::{Backend, Config, Protocol, Scheduler, Service};
 use flowgate_dataplane::table::{Snapshot, SnapshotReader};
@@ -82,7 +83,13 @@ impl Bench {
         let state = Arc::new(Mutex::new(ControlState::new(config, "bench", shared)));
         let dir = TempDir::new();
         let socket = dir.0.join("control.sock");
-        let server = ControlServer::bind(&socket, state).unwrap();
+        // The bench's client waits between requests while it builds the
+        // next one: longer than the default idle timeout allows.
+        let limits = ServerLimits {
+            idle_timeout: Duration::from_secs(600),
+            ..ServerLimits::default()
+        };
+        let server = ControlServer::bind_with(&socket, state, limits).unwrap();
         let stop = server.stop_handle();
         let serving = std::thread::spawn(move || server.serve());
         Bench {
@@ -151,6 +158,7 @@ fn config(services: usize, backends: usize, table_size: u32) -> Config {
             port: 80,
             scheduler: Scheduler::Maglev,
             maglev_table_size: table_size,
+            failover: Default::default(),
             backends: (0..backends)
                 .map(|b| Backend::new(backend_address(s, b), 8080))
                 .collect(),
@@ -469,7 +477,7 @@ fn one_service(services: usize, rounds: usize) {
 /// thread (no socket): decode the request, apply it to the state (edit,
 /// check, diff, compile, publish), encode and decode the answer.
 fn stages(services: usize, per_service: usize) {
-    use flowgate_dataplane::control::api::{parse_request, RequestEnvelope, Response};
+    use flowgate_api::{parse_request, RequestEnvelope, Response};
     use flowgate_dataplane::control::diff;
     use flowgate_dataplane::rules::check;
     println!(
@@ -515,7 +523,7 @@ fn stages(services: usize, per_service: usize) {
     let t = Instant::now();
     let _: Response = serde_json::from_slice(&response).unwrap();
     let read_answer = t.elapsed();
-    let next = state.config().clone();
+    let next = state.config();
     let t = Instant::now();
     check(&next).unwrap();
     let checked = t.elapsed();

@@ -24,6 +24,7 @@
 //! interval) is not measured.
 
 use std::net::{SocketAddr, TcpListener};
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -133,15 +134,35 @@ fn main() {
     }
     let targets_n = env_or("FLOWGATE_HEALTH_TARGETS", 10_000) as usize;
     let seconds = env_or("FLOWGATE_HEALTH_SECONDS", 60);
-    let per_address = targets_n.div_ceil(ADDRESSES.len());
 
-    // Listeners and probes each need a descriptor.
+    raise_descriptor_limit(targets_n);
+    let (gw, be) = build_network();
+    let listeners = bind_listeners(&be, targets_n);
+    let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let origin = Instant::now();
+    let acceptor = Acceptor::spawn(listeners, origin, seconds);
+    let prober = start_prober(&gw, &addresses);
+    std::thread::sleep(WARM_UP);
+
+    let window = measure(&prober, origin, seconds);
+    drop(prober);
+    let tw = (time_waits(&gw), time_waits(&be));
+    let (bins, accepted) = acceptor.finish();
+    report(targets_n, &window, &bins, accepted, tw);
+}
+
+/// Raises the descriptor limit: listeners and probes each need one.
+fn raise_descriptor_limit(targets_n: usize) {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
     let want = (targets_n as u64 + 4096).min(hard);
     if soft < want {
         setrlimit(Resource::RLIMIT_NOFILE, want, hard).unwrap();
     }
+}
 
+/// The two namespaces, prober side `gw` and backend side `be`, joined by
+/// a veth pair, with the backends' addresses on the loopback of `be`.
+fn build_network() -> (NetNs, NetNs) {
     let gw = NetNs::new("fghb").unwrap();
     let be = NetNs::new("fghb").unwrap();
     veth_pair(&gw, "hgw", &be, "hbe", 1).unwrap();
@@ -174,32 +195,44 @@ fn main() {
     // Enough SYN backlog and ports for 10 000 handshakes a second.
     be.exec("sysctl", &["-qw", "net.core.somaxconn=4096"])
         .unwrap();
+    (gw, be)
+}
 
-    let listeners: Vec<TcpListener> = be
-        .enter(|| {
-            let mut v = Vec::with_capacity(targets_n);
-            'all: for a in ADDRESSES {
-                for _ in 0..per_address {
-                    if v.len() == targets_n {
-                        break 'all;
-                    }
-                    v.push(TcpListener::bind((a, 0)).unwrap());
+/// `targets_n` listeners in `be`, spread evenly over `ADDRESSES`.
+fn bind_listeners(be: &NetNs, targets_n: usize) -> Vec<TcpListener> {
+    let per_address = targets_n.div_ceil(ADDRESSES.len());
+    be.enter(|| {
+        let mut v = Vec::with_capacity(targets_n);
+        'all: for a in ADDRESSES {
+            for _ in 0..per_address {
+                if v.len() == targets_n {
+                    break 'all;
                 }
+                v.push(TcpListener::bind((a, 0)).unwrap());
             }
-            v
-        })
-        .unwrap();
-    let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        }
+        v
+    })
+    .unwrap()
+}
 
-    // The accepting side: one epoll set over every listener; counts accepts
-    // into 10 ms bins from `origin`.
-    let stop = Arc::new(AtomicBool::new(false));
-    let origin = Instant::now();
-    let bins: Arc<Mutex<Vec<u32>>> = Arc::new(Mutex::new(Vec::new()));
-    let accepted = Arc::new(AtomicU64::new(0));
-    let acceptor = {
-        let (stop, bins, accepted) = (Arc::clone(&stop), Arc::clone(&bins), Arc::clone(&accepted));
-        std::thread::spawn(move || {
+/// The accepting side: a thread with one epoll set over every listener;
+/// counts accepts into 10 ms bins from `origin`.
+struct Acceptor {
+    stop: Arc<AtomicBool>,
+    bins: Arc<Mutex<Vec<u32>>>,
+    accepted: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Acceptor {
+    fn spawn(listeners: Vec<TcpListener>, origin: Instant, seconds: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let bins: Arc<Mutex<Vec<u32>>> = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (stop_t, bins_t, accepted_t) =
+            (Arc::clone(&stop), Arc::clone(&bins), Arc::clone(&accepted));
+        let thread = std::thread::spawn(move || {
             let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).unwrap();
             for (i, l) in listeners.iter().enumerate() {
                 l.set_nonblocking(true).unwrap();
@@ -210,7 +243,7 @@ fn main() {
             let mut events = vec![EpollEvent::empty(); 1024];
             let mut local_bins: Vec<u32> = Vec::new();
             let end = origin + WARM_UP + Duration::from_secs(seconds) + Duration::from_secs(30);
-            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+            while !stop_t.load(Ordering::Relaxed) && Instant::now() < end {
                 let n = epoll
                     .wait(&mut events, EpollTimeout::from(100u16))
                     .unwrap_or(0);
@@ -222,15 +255,32 @@ fn main() {
                             local_bins.resize(bin + 1, 0);
                         }
                         local_bins[bin] += 1;
-                        accepted.fetch_add(1, Ordering::Relaxed);
+                        accepted_t.fetch_add(1, Ordering::Relaxed);
                         drop(s);
                     }
                 }
             }
-            *bins.lock().unwrap() = local_bins;
-        })
-    };
+            *bins_t.lock().unwrap() = local_bins;
+        });
+        Acceptor {
+            stop,
+            bins,
+            accepted,
+            thread,
+        }
+    }
 
+    /// Stops the thread; the accepts per bin, and in all.
+    fn finish(self) -> (Vec<u32>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        let bins = std::mem::take(&mut *self.bins.lock().unwrap());
+        (bins, self.accepted.load(Ordering::Relaxed))
+    }
+}
+
+/// A prober in `gw` with a tcp check of every address, every second.
+fn start_prober(gw: &NetNs, addresses: &[SocketAddr]) -> Prober {
     let prober = gw
         .enter(|| {
             Prober::start(ProberOptions {
@@ -246,8 +296,28 @@ fn main() {
         .map(|&a| Target::new(a, Check::tcp(timing)))
         .collect();
     prober.set_targets(targets).unwrap();
-    std::thread::sleep(WARM_UP);
+    prober
+}
 
+/// What the prober did over the measured window.
+struct Window {
+    elapsed: Duration,
+    checks: u64,
+    failures: u64,
+    /// Prober thread CPU at the start and the end: utime, stime, run ns.
+    cpu: [(u64, u64, u64); 2],
+    napi_ns: u64,
+    delay: HistogramSample,
+    /// The accept bins wholly inside the window.
+    bins: Range<usize>,
+    peak: u64,
+    deferred: u64,
+    local_errors: u64,
+}
+
+/// Samples the prober's counters and CPU time, sleeps `seconds`, and
+/// samples them again.
+fn measure(prober: &Prober, origin: Instant, seconds: u64) -> Window {
     let tid = prober.thread_id().unwrap();
     let c = prober.counters();
     let sum_checks = |p: &Prober| {
@@ -255,7 +325,7 @@ fn main() {
             .iter()
             .fold((0, 0), |(c, f), s| (c + s.checks, f + s.failures))
     };
-    let (checks0, failures0) = sum_checks(&prober);
+    let (checks0, failures0) = sum_checks(prober);
     let delay0 = c.start_delay.sample();
     let cpu0 = thread_cpu(tid);
     let napi0 = napi_cpu_ns();
@@ -265,31 +335,26 @@ fn main() {
     let cpu1 = thread_cpu(tid);
     let napi1 = napi_cpu_ns();
     let elapsed = t0.elapsed();
-    let (checks1, failures1) = sum_checks(&prober);
+    let (checks1, failures1) = sum_checks(prober);
     let delay = delta(&delay0, &c.start_delay.sample());
     let window_end_bin =
         (Instant::now().duration_since(origin).as_nanos() / BIN.as_nanos()) as usize;
-    let (peak, deferred, local) = (
-        c.in_flight_peak.get(),
-        c.deferred.get(),
-        c.local_errors.get(),
-    );
-    drop(prober);
-    let tw = (time_waits(&gw), time_waits(&be));
-    stop.store(true, Ordering::Relaxed);
-    acceptor.join().unwrap();
+    Window {
+        elapsed,
+        checks: checks1 - checks0,
+        failures: failures1 - failures0,
+        cpu: [cpu0, cpu1],
+        napi_ns: napi1 - napi0,
+        delay,
+        bins: window_start_bin..window_end_bin,
+        peak: c.in_flight_peak.get(),
+        deferred: c.deferred.get(),
+        local_errors: c.local_errors.get(),
+    }
+}
 
-    let hz = ticks_per_second() as f64;
-    let secs = elapsed.as_secs_f64();
-    let ticks = (cpu1.0 - cpu0.0) + (cpu1.1 - cpu0.1);
-    let cpu_stat = ticks as f64 / hz;
-    let cpu_run = (cpu1.2 - cpu0.2) as f64 / 1e9;
-    let checks = checks1 - checks0;
-    let bins = bins.lock().unwrap();
-    let window: Vec<u32> = bins
-        .get(window_start_bin..window_end_bin.min(bins.len()))
-        .unwrap_or(&[])
-        .to_vec();
+/// Mean, standard deviation, min and max of the accepts per bin.
+fn spread(window: &[u32]) -> (f64, f64, u32, u32) {
     let mean = window.iter().map(|&b| f64::from(b)).sum::<f64>() / window.len().max(1) as f64;
     let sd = (window
         .iter()
@@ -301,12 +366,31 @@ fn main() {
         window.iter().min().copied().unwrap_or(0),
         window.iter().max().copied().unwrap_or(0),
     );
+    (mean, sd, bmin, bmax)
+}
+
+/// Prints the figures of the run.
+fn report(targets_n: usize, w: &Window, bins: &[u32], accepted: u64, tw: (usize, usize)) {
+    let [cpu0, cpu1] = w.cpu;
+    let hz = ticks_per_second() as f64;
+    let secs = w.elapsed.as_secs_f64();
+    let ticks = (cpu1.0 - cpu0.0) + (cpu1.1 - cpu0.1);
+    let cpu_stat = ticks as f64 / hz;
+    let cpu_run = (cpu1.2 - cpu0.2) as f64 / 1e9;
+    let checks = w.checks;
+    let window: Vec<u32> = bins
+        .get(w.bins.start..w.bins.end.min(bins.len()))
+        .unwrap_or(&[])
+        .to_vec();
+    let (mean, sd, bmin, bmax) = spread(&window);
+    let delay = &w.delay;
+    let (peak, deferred, local) = (w.peak, w.deferred, w.local_errors);
 
     println!("health bench: {targets_n} tcp targets, interval 1 s ± 10 %, timeout 500 ms, {secs:.1} s measured");
     println!(
         "  checks completed        {checks} ({:.0}/s), failures {}",
         checks as f64 / secs,
-        failures1 - failures0
+        w.failures
     );
     println!(
         "  prober CPU (stat)       {cpu_stat:.2} s = {:.3} core (user {:.2} s, system {:.2} s)",
@@ -322,16 +406,16 @@ fn main() {
         "  CPU per check           {:.1} µs",
         cpu_run * 1e6 / checks.max(1) as f64
     );
-    let napi = (napi1 - napi0) as f64 / 1e9;
+    let napi = w.napi_ns as f64 / 1e9;
     println!(
         "  kernel receive work     {napi:.2} s = {:.3} core on the veth NAPI threads (both ends)",
         napi / secs
     );
     println!(
         "  start delay             median {}, p99 {}, p99.9 {}, mean {:.0} µs",
-        quantile_bound(&delay, 0.5),
-        quantile_bound(&delay, 0.99),
-        quantile_bound(&delay, 0.999),
+        quantile_bound(delay, 0.5),
+        quantile_bound(delay, 0.99),
+        quantile_bound(delay, 0.999),
         delay.sum_micros as f64 / delay.count().max(1) as f64
     );
     println!(
@@ -339,8 +423,7 @@ fn main() {
         window.len()
     );
     println!(
-        "  in flight peak {peak}, deferred {deferred}, local errors {local}, accepted {}",
-        accepted.load(Ordering::Relaxed)
+        "  in flight peak {peak}, deferred {deferred}, local errors {local}, accepted {accepted}"
     );
     println!(
         "  TIME_WAIT sockets after: prober side {}, backend side {}",

@@ -5,8 +5,12 @@
 //! setup's billions of instructions do not count.
 //!
 //! ```text
-//! instructions <established|new-full|new-half> <services> [batches] [connections]
+//! instructions <established|new-full|new-half|new-dead> <services> [batches] [connections]
 //! ```
+//!
+//! `new-dead` is `new-full` with the first backend of every service down
+//! and no rebuild since, so that about a quarter of the new flows take the
+//! skip rule.
 //!
 //! `connections` (default 1 000 000) sizes the table: with a few thousand
 //! it stays in cache, which shows what the full-size table's cache misses
@@ -57,6 +61,10 @@ enum Mode {
     Established,
     NewFull,
     NewHalf,
+    /// `new-full` with the first of each service's four backends down and
+    /// no rebuild since: about a quarter of the new flows take the skip
+    /// rule.
+    NewDead,
 }
 
 impl Mode {
@@ -65,13 +73,14 @@ impl Mode {
             "established" => Some(Mode::Established),
             "new-full" => Some(Mode::NewFull),
             "new-half" => Some(Mode::NewHalf),
+            "new-dead" => Some(Mode::NewDead),
             _ => None,
         }
     }
 
     fn capacity(self, connections: u64) -> usize {
         match self {
-            Mode::Established | Mode::NewFull => connections as usize,
+            Mode::Established | Mode::NewFull | Mode::NewDead => connections as usize,
             Mode::NewHalf => 2 * connections as usize,
         }
     }
@@ -80,7 +89,7 @@ impl Mode {
     fn load(self, world: &mut World, batches: usize) {
         match self {
             Mode::Established => world.load_established(batches),
-            Mode::NewFull | Mode::NewHalf => world.load_new(batches),
+            Mode::NewFull | Mode::NewHalf | Mode::NewDead => world.load_new(batches),
         }
     }
 
@@ -270,7 +279,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         eprintln!(
-            "usage: instructions <established|new-full|new-half> <services> [batches] [connections]\n\
+            "usage: instructions <established|new-full|new-half|new-dead> <services> [batches] [connections]\n\
              \x20      instructions workers <count> <established|new> <services> [steps] [connections]\n\
              \x20      instructions maglev <table size> [builds]"
         );
@@ -286,6 +295,9 @@ fn main() -> ExitCode {
     let gateway = Gateway::new(services);
     let mut world = World::new(&gateway, mode.capacity(connections), CHUNK);
     world.establish(connections);
+    if mode == Mode::NewDead {
+        gateway.first_backends_down();
+    }
     run(&mut world, mode, WARM_UP_BATCHES, false);
     let setup = setup.elapsed();
 
@@ -295,7 +307,9 @@ fn main() -> ExitCode {
     assert_eq!(world.forwarded() - forwarded, packets, "not all forwarded");
     match mode {
         Mode::Established => assert_eq!(world.flow_hits() - hits, packets),
-        Mode::NewFull | Mode::NewHalf => assert_eq!(world.new_flows() - new, packets),
+        Mode::NewFull | Mode::NewHalf | Mode::NewDead => {
+            assert_eq!(world.new_flows() - new, packets)
+        }
     }
     let stats = world.flows.stats();
     println!(

@@ -29,12 +29,14 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashSet;
 use std::hint::black_box;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use flowgate_dataplane::route::{
-    BackendRef, ClassId, ClientAddr, ClientClasses, PathEntry, PathTable, Prefix,
+    BackendRef, ClassId, ClientAddr, ClientClasses, PathEntry, PathReader, PathTable, PathView,
+    Prefix,
 };
 
 /// Counts the bytes the program holds: requested sizes, not the
@@ -276,6 +278,30 @@ fn path_entries(lists_every: Option<u32>) -> Vec<PathEntry> {
 fn bench_paths() {
     println!("== paths: 1 000 000 (500 000 IPv4 /32 + 500 000 IPv6 /128), {SERVICES} services");
     let entries = path_entries(None);
+    let mut table = bulk_load(&entries);
+    memory_with_lists();
+
+    let (hits, misses) = path_queries();
+    let mut reader = table.reader();
+    assert!(hits
+        .iter()
+        .all(|&(s, c)| reader.load().lookup(s, c).is_some()));
+    assert!(misses
+        .iter()
+        .all(|&(s, c)| reader.load().lookup(s, c).is_none()));
+    for (name, queries) in [("hits", &hits), ("misses", &misses)] {
+        path_lookups(&mut reader, name, queries);
+    }
+
+    in_flow_work(&mut reader, &hits);
+    writer_edits(&mut table);
+    update_to_visible(&mut table);
+    drop(entries);
+}
+
+/// Loads `entries` into a fresh table three times; prints the load time
+/// and the memory the table holds, and returns the last table.
+fn bulk_load(entries: &[PathEntry]) -> PathTable {
     let mut loads = Vec::new();
     let mut table = PathTable::new(2_000_000);
     let mut bytes = 0;
@@ -284,7 +310,7 @@ fn bench_paths() {
         let before = live_bytes();
         table = PathTable::new(2_000_000);
         let t = Instant::now();
-        table.load(&entries).unwrap();
+        table.load(entries).unwrap();
         loads.push(t.elapsed().as_secs_f64() * 1e3);
         bytes = live_bytes() - before;
     }
@@ -302,27 +328,39 @@ fn bench_paths() {
         bytes as f64 / f64::from(PATHS),
         table.heap_bytes()
     );
-    {
-        let with_lists = path_entries(Some(10));
-        let before = live_bytes();
-        let mut listed = PathTable::new(2_000_000);
-        listed.load(&with_lists).unwrap();
-        let bytes = live_bytes() - before;
-        println!(
-            "memory with 10 % lists of 4 backends: {bytes} B = {:.1} B per path",
-            bytes as f64 / f64::from(PATHS)
-        );
-    }
+    table
+}
 
+/// The memory of a table where every tenth path names a list of 4
+/// backends.
+fn memory_with_lists() {
+    let with_lists = path_entries(Some(10));
+    let before = live_bytes();
+    let mut listed = PathTable::new(2_000_000);
+    listed.load(&with_lists).unwrap();
+    let bytes = live_bytes() - before;
+    println!(
+        "memory with 10 % lists of 4 backends: {bytes} B = {:.1} B per path",
+        bytes as f64 / f64::from(PATHS)
+    );
+}
+
+/// One path lookup: a service and a client.
+type PathQuery = (u32, ClientAddr);
+
+/// Lookups for the path benches: queries that have a path (hits), and
+/// queries whose client has none in a service that holds paths of its
+/// family (misses).
+fn path_queries() -> (Vec<PathQuery>, Vec<PathQuery>) {
     let mut rng = Rng(2);
     const LOOKUPS: usize = 1 << 20;
-    let hits: Vec<(u32, ClientAddr)> = (0..LOOKUPS)
+    let hits: Vec<PathQuery> = (0..LOOKUPS)
         .map(|_| {
             let i = rng.below(u64::from(PATHS)) as u32;
             (i % SERVICES, path_client(i))
         })
         .collect();
-    let misses: Vec<(u32, ClientAddr)> = (0..LOOKUPS)
+    let misses: Vec<PathQuery> = (0..LOOKUPS)
         .map(|i| {
             let service = rng.below(u64::from(SERVICES)) as u32;
             let client = if i.is_multiple_of(2) {
@@ -333,75 +371,71 @@ fn bench_paths() {
             (service, client)
         })
         .collect();
-    let mut reader = table.reader();
-    assert!(hits
-        .iter()
-        .all(|&(s, c)| reader.load().lookup(s, c).is_some()));
-    assert!(misses
-        .iter()
-        .all(|&(s, c)| reader.load().lookup(s, c).is_none()));
-    for (name, queries) in [("hits", &hits), ("misses", &misses)] {
-        let mut runs = Vec::new();
-        for _ in 0..5 {
-            runs.push(time_batches(queries.len(), |range| {
-                let view = reader.load();
-                range
-                    .map(|i| {
-                        let (service, client) = queries[i];
-                        view.lookup(service, client)
-                            .map_or(0, |t| u64::from(t.pick(i as u64).get()))
-                    })
-                    .sum()
-            }));
-        }
-        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (median, p99, mean) = runs[2];
-        // The same, each batch warming its slots first (`PathView::warm`).
-        let mut warmed = Vec::new();
-        for _ in 0..5 {
-            warmed.push(time_batches(queries.len(), |range| {
-                let view = reader.load();
-                for i in range.clone() {
-                    let (service, client) = queries[i];
-                    black_box(view.warm(service, client));
-                }
-                range
-                    .map(|i| {
-                        let (service, client) = queries[i];
-                        view.lookup(service, client)
-                            .map_or(0, |t| u64::from(t.pick(i as u64).get()))
-                    })
-                    .sum()
-            }));
-        }
-        warmed.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (warm_median, warm_p99, _) = warmed[2];
-        let mut next = 0usize;
-        let (dep_median, dep_p99, _) = time_batches(queries.len(), |range| {
-            let view = reader.load();
-            let mut sum = 0;
-            for _ in range {
-                let (service, client) = queries[next];
-                let got = view
-                    .lookup(service, client)
-                    .map_or(0, |t| u64::from(t.pick(0).get()));
-                // A miss's answer is a predictable branch, not data: tie the
-                // next query to the slot's contents too.
-                let tag = u64::from(view.warm(service, client));
-                next = (next + 1 + ((got ^ tag) & 1) as usize) % queries.len();
-                sum += got;
-            }
-            sum
-        });
-        println!(
-            "lookup {name}: {median:.1} ns (p99 {p99:.1}, mean {mean:.1}; median of 5 runs' medians); \
-             warmed batch {warm_median:.1} ns (p99 {warm_p99:.1}); dependent {dep_median:.1} ns (p99 {dep_p99:.1})"
-        );
+    (hits, misses)
+}
+
+/// The lookups of one batch, `range` of `queries`, in `view`: the sum of
+/// the backends picked, so the work cannot be optimised away.
+fn lookup_batch(view: &PathView, queries: &[PathQuery], range: Range<usize>) -> u64 {
+    range
+        .map(|i| {
+            let (service, client) = queries[i];
+            view.lookup(service, client)
+                .map_or(0, |t| u64::from(t.pick(i as u64).get()))
+        })
+        .sum()
+}
+
+/// Times `queries` as batches three ways — in place, with each batch's
+/// slots warmed first, and dependent — and prints the figures as `name`.
+fn path_lookups(reader: &mut PathReader, name: &str, queries: &[PathQuery]) {
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        runs.push(time_batches(queries.len(), |range| {
+            lookup_batch(reader.load(), queries, range)
+        }));
     }
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (median, p99, mean) = runs[2];
+    // The same, each batch warming its slots first (`PathView::warm`).
+    let mut warmed = Vec::new();
+    for _ in 0..5 {
+        warmed.push(time_batches(queries.len(), |range| {
+            let view = reader.load();
+            for i in range.clone() {
+                let (service, client) = queries[i];
+                black_box(view.warm(service, client));
+            }
+            lookup_batch(view, queries, range)
+        }));
+    }
+    warmed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (warm_median, warm_p99, _) = warmed[2];
+    let mut next = 0usize;
+    let (dep_median, dep_p99, _) = time_batches(queries.len(), |range| {
+        let view = reader.load();
+        let mut sum = 0;
+        for _ in range {
+            let (service, client) = queries[next];
+            let got = view
+                .lookup(service, client)
+                .map_or(0, |t| u64::from(t.pick(0).get()));
+            // A miss's answer is a predictable branch, not data: tie the
+            // next query to the slot's contents too.
+            let tag = u64::from(view.warm(service, client));
+            next = (next + 1 + ((got ^ tag) & 1) as usize) % queries.len();
+            sum += got;
+        }
+        sum
+    });
+    println!(
+        "lookup {name}: {median:.1} ns (p99 {p99:.1}, mean {mean:.1}; median of 5 runs' medians); \
+         warmed batch {warm_median:.1} ns (p99 {warm_p99:.1}); dependent {dep_median:.1} ns (p99 {dep_p99:.1})"
+    );
+}
 
-    in_flow_work(&mut reader, &hits);
-
-    // The writer's cost of one edit, 1 000 each way.
+/// The writer's cost of one edit, 1 000 each way.
+fn writer_edits(table: &mut PathTable) {
     let mut inserts = Vec::new();
     let mut removes = Vec::new();
     for k in 0..1_000u32 {
@@ -419,9 +453,6 @@ fn bench_paths() {
     println!(
         "writer, one edit with 1 M loaded: insert {insert_median:.1} µs (p99 {insert_p99:.1}), remove {remove_median:.1} µs (p99 {remove_p99:.1})"
     );
-
-    update_to_visible(&mut table);
-    drop(entries);
 }
 
 /// Stands in for the rest of a new flow's work in the pipeline (about
@@ -439,7 +470,7 @@ fn other_flow_work(seed: u64) -> u64 {
 /// What a path lookup adds to a new flow when it sits inside other work
 /// whose result depends on it: looked up in place, or with the batch's
 /// slots warmed first (`PathView::warm`).
-fn in_flow_work(reader: &mut flowgate_dataplane::route::PathReader, hits: &[(u32, ClientAddr)]) {
+fn in_flow_work(reader: &mut PathReader, hits: &[PathQuery]) {
     const FLOWS: usize = 1 << 16;
     let mut base = Vec::new();
     let mut plain = Vec::new();

@@ -42,7 +42,8 @@ mod worker_lab;
 use std::sync::Arc;
 use std::time::Instant;
 
-use flowgate_dataplane::control::FlowEntry;
+use flowgate_api::FlowEntry;
+use flowgate_dataplane::control::flow_entry;
 use flowgate_dataplane::daemon::flow_query::{self, CHUNK_RECORDS, SCAN_PER_POLL};
 use flowgate_dataplane::flow::{FlowFilter, FlowRecord, FlowTable, FlowTimeouts};
 
@@ -281,7 +282,7 @@ fn whole_listing_in_one_poll(lab: &WorkerLab, gateway: &Gateway) {
             let entries: Vec<FlowEntry> = flows
                 .iter()
                 .filter_map(|c| {
-                    let e = FlowEntry::from_record(0, &FlowRecord::of(c), snapshot, 0);
+                    let e = flow_entry(0, &FlowRecord::of(c), snapshot, 0);
                     match wanted {
                         Some(n) if e.service.as_deref() != Some(n) => None,
                         _ => Some(e),

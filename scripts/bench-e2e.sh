@@ -98,7 +98,7 @@ fi
 
 echo "== build (release)"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-cargo build --release --locked -p flowgate-dataplane --bin flowgate
+cargo build --release --locked --bin flowgate
 FLOWGATE=$CARGO_TARGET_DIR/release/flowgate
 E2E_UDP=$(cargo bench --locked --no-run --bench e2e_udp --message-format=json 2>/dev/null |
   python3 -c 'import json, sys

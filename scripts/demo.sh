@@ -31,7 +31,7 @@ READY_SECONDS=30
 say "installing what is missing"
 scripts/install-deps.sh
 say "building flowgate and flowgatectl (release)"
-cargo build --release --locked -p flowgate-dataplane -p flowgatectl --bins
+cargo build --release --locked --bins
 bin=${CARGO_TARGET_DIR:-target}/release
 FLOWGATE=$(realpath "$bin/flowgate")
 FLOWGATECTL=$(realpath "$bin/flowgatectl")

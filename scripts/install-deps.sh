@@ -12,9 +12,17 @@ set -euo pipefail
 #   ethtool, nftables (the kernel-NAT baseline), ping, curl, wrk, nginx
 #   (real HTTP backends), python3 (the UDP service) and trafgen
 #   (netsniff-ng, the packet generator);
-# - the instruction-count benches need valgrind.
+# - the instruction-count benches need valgrind;
+# - tests/dashboards.rs checks the alerting rules with promtool (`check rules`,
+#   `test rules`), which Debian ships in the prometheus package (on a box
+#   that runs systemd the package also enables its server:
+#   `systemctl disable --now prometheus` if that is not wanted);
+# - tests/systemd.rs checks configs/flowgate.service with systemd-analyze
+#   (the systemd package; nothing is started), and tests/conventions.rs
+#   renders the man pages with groff (groff-base).
 PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev pkg-config m4 libbpf-dev linux-libc-dev
-  iproute2 ethtool nftables iputils-ping curl wrk nginx-light python3 netsniff-ng tcpdump valgrind)
+  iproute2 ethtool nftables iputils-ping curl wrk nginx-light python3 netsniff-ng tcpdump valgrind
+  prometheus systemd groff-base)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -18,7 +18,8 @@
 #   MODES= WORKERS=2 WORKER_MODES=established scripts/instructions.sh
 #   CACHE_SIM=1 scripts/instructions.sh     # also count data-cache misses
 #
-# Settings (environment): MODES ("established new-full new-half"),
+# Settings (environment): MODES ("established new-full new-half"; also
+# new-dead: new-full with one backend of four down, before any rebuild),
 # SERVICES ("1 1000 100000"), WORKERS ("1 2": worker counts of the worker
 # cases; empty skips them), WORKER_MODES ("established new"),
 # WORKER_SERVICES ("1"), BATCHES (1000 batches of 64 packets, or steps of a

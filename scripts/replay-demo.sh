@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
-cargo build --release --locked -p flowgate-dataplane --bin flowgate
+cargo build --release --locked --bin flowgate
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

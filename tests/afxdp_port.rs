@@ -150,6 +150,42 @@ struct Gateway {
 }
 
 impl Gateway {
+    /// Ports on `gwa` and `gwb` in `ns` over one shared frame memory,
+    /// expecting `expected` from the generator. libxdp's
+    /// redirect-everything program stands in for the gateway's own one.
+    fn open(ns: &NetNs, expected: Vec<u8>) -> Gateway {
+        let settings = settings(8192, true);
+        let (umem, ports) = ns
+            .enter(|| -> Result<_, XskError> {
+                let umem = SharedUmem::new(&settings)?;
+                let a = XskPort::open(&umem, "gwa", 0, &settings)?;
+                let b = XskPort::open(&umem, "gwb", 0, &settings)?;
+                Ok((umem, vec![a, b]))
+            })
+            .unwrap()
+            .unwrap();
+        for port in &ports {
+            eprintln!("{}: {} mode, fd {}", port.ifname(), port.mode(), {
+                use std::os::fd::AsRawFd;
+                port.as_raw_fd()
+            });
+            assert!(port.need_wakeup());
+        }
+        Gateway {
+            frames: umem.frames(),
+            pool: umem.split_pools(1).pop().unwrap(),
+            umem,
+            ports,
+            expected,
+            rx: Vec::with_capacity(BATCH),
+            tx: Vec::with_capacity(BATCH),
+            received: [0; 2],
+            forwarded: 0,
+            refused_by_tx: 0,
+            unexpected: 0,
+        }
+    }
+
     /// One turn of the worker loop: recycle, top up, receive, rewrite,
     /// send. Frames from the sink side are not expected; they are dropped
     /// and counted.
@@ -189,6 +225,23 @@ impl Gateway {
         n + strays
     }
 
+    /// Polls until nothing has arrived for a while, then lets the last
+    /// completions come back.
+    fn drain(&mut self) {
+        let drain_deadline = Instant::now() + Duration::from_secs(5);
+        let mut quiet_since = Instant::now();
+        while Instant::now() < drain_deadline && quiet_since.elapsed() < Duration::from_millis(300)
+        {
+            if self.poll() > 0 {
+                quiet_since = Instant::now();
+            }
+        }
+        for _ in 0..100 {
+            self.poll();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn outstanding(&self) -> usize {
         self.ports.iter().map(XskPort::frames_outstanding).sum()
     }
@@ -216,25 +269,10 @@ fn a_million_frames_cross_a_shared_umem_and_none_leaks() {
     testnet::veth_pair(&gen_ns, "gen0", &gw_ns, "gwa", 1).unwrap();
     testnet::veth_pair(&gw_ns, "gwb", &sink_ns, "sink0", 1).unwrap();
 
-    // The gateway: libxdp's redirect-everything program stands in for the
-    // gateway's own one.
-    let gw_settings = settings(8192, true);
-    let (umem, ports) = gw_ns
-        .enter(|| -> Result<_, XskError> {
-            let umem = SharedUmem::new(&gw_settings)?;
-            let a = XskPort::open(&umem, "gwa", 0, &gw_settings)?;
-            let b = XskPort::open(&umem, "gwb", 0, &gw_settings)?;
-            Ok((umem, vec![a, b]))
-        })
-        .unwrap()
-        .unwrap();
-    for port in &ports {
-        eprintln!("{}: {} mode, fd {}", port.ifname(), port.mode(), {
-            use std::os::fd::AsRawFd;
-            port.as_raw_fd()
-        });
-        assert!(port.need_wakeup());
-    }
+    let frame = test_frame();
+    let mut gw = Gateway::open(&gw_ns, frame.clone());
+    gw.assert_no_frame_leaked();
+
     // Sending only, so no XDP program on the generator's side.
     let gen_settings = settings(4096, false);
     let (gen_umem, gen_port) = gen_ns
@@ -245,22 +283,6 @@ fn a_million_frames_cross_a_shared_umem_and_none_leaks() {
         })
         .unwrap()
         .unwrap();
-
-    let frame = test_frame();
-    let mut gw = Gateway {
-        frames: umem.frames(),
-        pool: umem.split_pools(1).pop().unwrap(),
-        umem,
-        ports,
-        expected: frame.clone(),
-        rx: Vec::with_capacity(BATCH),
-        tx: Vec::with_capacity(BATCH),
-        received: [0; 2],
-        forwarded: 0,
-        refused_by_tx: 0,
-        unexpected: 0,
-    };
-    gw.assert_no_frame_leaked();
 
     let started = Instant::now();
     let deadline = started + FORWARD_DEADLINE;
@@ -276,19 +298,7 @@ fn a_million_frames_cross_a_shared_umem_and_none_leaks() {
     stop.store(true, Ordering::Relaxed);
     let generated = generator.join().unwrap();
 
-    // Drain: poll until nothing has arrived for a while.
-    let drain_deadline = Instant::now() + Duration::from_secs(5);
-    let mut quiet_since = Instant::now();
-    while Instant::now() < drain_deadline && quiet_since.elapsed() < Duration::from_millis(300) {
-        if gw.poll() > 0 {
-            quiet_since = Instant::now();
-        }
-    }
-    // Let the last completions come back.
-    for _ in 0..100 {
-        gw.poll();
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    gw.drain();
 
     // The veth ends are this test's own, so their counters start at zero.
     let sink0 = link_counters(&sink_ns, "sink0");

@@ -8,13 +8,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::{Arc, Mutex};
 
 use control_support::*;
-use flowgate_dataplane::control::api::{
-    ApplyConfig, BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, ChangeReport, Edit,
-    ErrorCode, FlowsQuery, Reply, Request, ServiceEdit, ServiceName, ServiceSpec,
+use flowgate_api::{
+    ApplyConfig, BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, ChangeReport,
+    ClientError, ControlClient, Edit, ErrorCode, FlowEntry, FlowsQuery, Reply, Request,
+    ServiceEdit, ServiceName, ServiceSpec, ServiceStats, StatsReport, StatusReport,
 };
 use flowgate_dataplane::control::{
-    self, ClientError, ControlClient, ControlServer, ControlState, FlowEntry, MemoryDataplane,
-    ServerError, ServiceStats,
+    self, ControlServer, ControlState, MemoryDataplane, ServerError,
 };
 use flowgate_dataplane::pipeline::PipelineCounters;
 
@@ -34,6 +34,9 @@ fn key(service: &str, address: &str, port: u16) -> BackendKey {
 }
 
 #[test]
+// Every command in turn on one gateway, each seeing what the previous one
+// changed: one scenario, read top to bottom.
+#[allow(clippy::too_many_lines)]
 fn every_command_does_what_it_says() {
     let gateway = Gateway::start(&base_rules());
     let mut client = gateway.client();
@@ -454,10 +457,10 @@ impl control::Dataplane for SlowFlows {
     ) -> Result<control::Applied, control::ApplyError> {
         self.0.apply(config)
     }
-    fn status(&self) -> control::StatusReport {
+    fn status(&self) -> StatusReport {
         self.0.status()
     }
-    fn stats(&self) -> control::StatsReport {
+    fn stats(&self) -> StatsReport {
         self.0.stats()
     }
     fn flows(&self, service: Option<&str>, limit: usize) -> Vec<FlowEntry> {

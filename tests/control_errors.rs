@@ -1,6 +1,6 @@
 //! Bad input to the control socket: every command with bad arguments,
 //! malformed and oversized requests, silent and slow clients, too many
-//! clients. Each gets a clear error; nothing changes (same generation,
+//! clients, a full server. Each gets a clear error; nothing changes (same generation,
 //! same rules); forwarding goes on; other clients are served.
 
 mod control_support;
@@ -10,11 +10,11 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use control_support::*;
-use flowgate_dataplane::control::api::{
-    ApiError, ApplyConfig, BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, Edit,
-    ErrorCode, FlowsQuery, Reply, Request, ServiceEdit, ServiceName, ServiceSpec,
+use flowgate_api::{
+    ApiError, ApplyConfig, BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, ClientError,
+    Edit, ErrorCode, FlowsQuery, Reply, Request, ServiceEdit, ServiceName, ServiceSpec,
 };
-use flowgate_dataplane::control::{ClientError, ServerLimits};
+use flowgate_dataplane::control::ServerLimits;
 
 fn key(service: &str, address: &str, port: u16) -> BackendKey {
     BackendKey {
@@ -66,6 +66,8 @@ fn named(name: &str) -> ServiceName {
 
 /// Every command, with bad input: (request, expected code, words the
 /// message must contain).
+// A table, one case per entry: it reads as a list, however long.
+#[allow(clippy::too_many_lines)]
 fn bad_requests() -> Vec<(Request, ErrorCode, &'static str)> {
     let one = || vec![BackendSpec::new("198.18.1.20", 8080)];
     vec![
@@ -417,12 +419,10 @@ fn an_oversized_request_is_refused_and_the_server_goes_on() {
     let edits: Vec<Edit> = (0..20_000u32)
         .map(|i| Edit::BackendDrain(key("web", "198.18.1.11", 1 + (i % 60_000) as u16)))
         .collect();
-    let mut line = serde_json::to_vec(&flowgate_dataplane::control::api::RequestEnvelope::new(
-        Request::Batch(Batch {
-            edits,
-            dry_run: false,
-        }),
-    ))
+    let mut line = serde_json::to_vec(&flowgate_api::RequestEnvelope::new(Request::Batch(Batch {
+        edits,
+        dry_run: false,
+    })))
     .unwrap();
     line.push(b'\n');
     assert!(line.len() > 1 << 20);
@@ -489,8 +489,7 @@ fn a_silent_or_slow_client_times_out_and_holds_up_nobody() {
             .unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
-        let response: flowgate_dataplane::control::api::Response =
-            serde_json::from_str(answer.trim_end()).unwrap();
+        let response: flowgate_api::Response = serde_json::from_str(answer.trim_end()).unwrap();
         let error = response.into_result().unwrap_err();
         assert_error(&error, ErrorCode::Timeout, words, words);
     }
@@ -498,7 +497,7 @@ fn a_silent_or_slow_client_times_out_and_holds_up_nobody() {
 }
 
 #[test]
-fn too_many_clients_are_told_to_come_back_and_the_rest_are_served() {
+fn at_the_cap_the_client_idle_longest_makes_room_and_busy_clients_are_never_closed() {
     let limits = ServerLimits {
         max_clients: 4,
         idle_timeout: Duration::from_secs(30),
@@ -506,35 +505,85 @@ fn too_many_clients_are_told_to_come_back_and_the_rest_are_served() {
     };
     let gateway = Gateway::start_with(&base_rules(), limits);
     let generation = gateway.generation();
-    // Four connected clients take every slot.
-    let mut held: Vec<_> = (0..4).map(|_| gateway.client()).collect();
-    for c in &mut held {
-        c.call(Request::Status {}).unwrap();
+    // Four clients take every place, then wait (idle), the first longest.
+    let mut held: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = gateway.client();
+            c.call(Request::Status {}).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            c
+        })
+        .collect();
+    // A newcomer is served at once,
+    let started = Instant::now();
+    let mut extra = gateway.client();
+    let c = match extra.call(Request::BackendDrain(key("web", "198.18.1.11", 8080))) {
+        Ok(Reply::Changed(c)) => c,
+        other => panic!("the newcomer was not served: {other:?}"),
+    };
+    assert!(c.applied && started.elapsed() < Duration::from_secs(2));
+    // and the client idle longest was closed for it, and told so.
+    match held[0].call(Request::Status {}) {
+        Err(ClientError::Rejected(e)) => assert_error(
+            &e,
+            ErrorCode::Timeout,
+            "without a request: the server serves at most 4 clients at once and another one \
+             needed the place; connect again to send a request",
+            "closed for a newcomer",
+        ),
+        other => panic!("the idlest client was not closed: {other:?}"),
+    }
+    for c in &mut held[1..] {
+        c.call(Request::Stats {}).unwrap();
+    }
+    drop(held);
+    drop(extra);
+
+    // Clients in the middle of a request are never closed: with four of
+    // them, a newcomer is told the server is busy, and nothing changes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gateway.active_clients() > 0 {
+        assert!(Instant::now() < deadline, "clients never left");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut slow: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = UnixStream::connect(&gateway.socket).unwrap();
+            s.write_all(b"{\"version\":1,\"request\":{\"op\":").unwrap();
+            s
+        })
+        .collect();
+    while gateway.active_clients() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow clients were not served"
+        );
+        std::thread::sleep(Duration::from_millis(5));
     }
     let mut extra = gateway.client();
-    match extra.call(Request::BackendDrain(key("web", "198.18.1.11", 8080))) {
+    match extra.call(Request::BackendDrain(key("web", "198.18.1.12", 8080))) {
         Err(ClientError::Rejected(e)) => assert_error(
             &e,
             ErrorCode::Busy,
-            "server busy: 4 clients are connected already",
+            "server busy: 4 clients are connected already (the most it serves at once), each \
+             in the middle of a request; try again",
             "busy",
         ),
         other => panic!("not refused as busy: {other:?}"),
     }
     assert_eq!(
         gateway.generation(),
-        generation,
+        generation + 1,
         "the refused change did not apply"
     );
-    // Held clients still work; once one leaves, a newcomer is served.
-    held[0].call(Request::Stats {}).unwrap();
-    drop(held.pop());
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Once one of them finishes its request, a newcomer is served.
+    slow[0].write_all(b"\"status\"}}\n").unwrap();
+    drop(slow.remove(0));
     loop {
         match gateway.client().call(Request::ServiceList {}) {
             Ok(_) => break,
             Err(ClientError::Rejected(e)) if e.code == ErrorCode::Busy => {
-                assert!(Instant::now() < deadline, "the slot was never freed");
+                assert!(Instant::now() < deadline, "the place was never freed");
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(e) => panic!("{e}"),
@@ -544,7 +593,15 @@ fn too_many_clients_are_told_to_come_back_and_the_rest_are_served() {
 
 #[test]
 fn concurrent_clients_change_the_rules_one_at_a_time() {
-    let gateway = Gateway::start(&base_rules());
+    // The twelve clients are threads of this one process: let it open as
+    // many connections as they need (tests/control_fairness.rs tests the
+    // limits per process).
+    let limits = ServerLimits {
+        max_clients_per_process: 32,
+        connects_per_process_per_second: 100_000,
+        ..ServerLimits::default()
+    };
+    let gateway = Gateway::start_with(&base_rules(), limits);
     let generation = gateway.generation();
     let socket = gateway.socket.clone();
     let threads: Vec<_> = (0..12u8)
@@ -553,11 +610,10 @@ fn concurrent_clients_change_the_rules_one_at_a_time() {
             std::thread::spawn(move || {
                 let mut applied = 0;
                 for i in 0..10u8 {
-                    let mut client =
-                        match flowgate_dataplane::control::ControlClient::connect(&socket) {
-                            Ok(c) => c,
-                            Err(e) => panic!("{e}"),
-                        };
+                    let mut client = match flowgate_api::ControlClient::connect(&socket) {
+                        Ok(c) => c,
+                        Err(e) => panic!("{e}"),
+                    };
                     // Each thread adds its own backends: all must land.
                     let host = 20 + t * 10 + i;
                     let request =
@@ -571,9 +627,7 @@ fn concurrent_clients_change_the_rules_one_at_a_time() {
                             }
                             Err(ClientError::Rejected(e)) if e.code == ErrorCode::Busy => {
                                 std::thread::sleep(Duration::from_millis(5));
-                                client =
-                                    flowgate_dataplane::control::ControlClient::connect(&socket)
-                                        .unwrap();
+                                client = flowgate_api::ControlClient::connect(&socket).unwrap();
                             }
                             other => panic!("{other:?}"),
                         }

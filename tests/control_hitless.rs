@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use control_support::*;
-use flowgate_dataplane::control::api::{
+use flowgate_api::{
     BackendAdd, BackendEdit, BackendKey, BackendSpec, Reply, Request, ServiceEdit, ServiceName,
     ServiceSpec,
 };

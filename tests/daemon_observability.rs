@@ -14,8 +14,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use flowgate_dataplane::control::api::{FlowsQuery, Reply, Request};
-use flowgate_dataplane::control::{ControlClient, FlowEntry};
+use flowgate_api::{ControlClient, FlowEntry, FlowsQuery, Reply, Request};
 
 use netns::*;
 

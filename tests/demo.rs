@@ -15,7 +15,7 @@ fn the_shipped_capture_is_what_the_generator_makes() {
     assert!(
         demo_traffic::demo_capture(DEMO_RULES) == DEMO_CAPTURE,
         "configs/demo-traffic.pcap is stale: run \
-         `cargo run -p flowgate-dataplane --example demo_traffic -- configs/demo-traffic.pcap`"
+         `cargo run -p flowgate-dataplane --features testkit --example demo_traffic -- configs/demo-traffic.pcap`"
     );
 }
 

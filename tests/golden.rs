@@ -10,6 +10,10 @@
 //! also checked against frames made by scapy (tests/golden/make_frames.py,
 //! committed in tests/golden/frames/): the builder must make the same
 //! bytes, and the pipeline must turn scapy's input into scapy's output.
+//!
+//! What a down backend's connections get on the wire under each
+//! `on_backend_down` policy (the RST included) is checked the same way,
+//! against tests/golden/make_dead_backend.py's frames.
 
 mod common;
 
@@ -106,6 +110,9 @@ fn udp_pair(client: &str, vip: &str, backend: &str) -> (FrameBuilder, FrameBuild
     )
 }
 
+/// The golden fixtures, each under a comment saying what it covers.
+// A table, one fixture per entry: it reads as a list, however long.
+#[allow(clippy::too_many_lines)]
 fn fixtures() -> Vec<Fixture> {
     let payload = b"GET / HTTP/1.1\r\nHost: web\r\n\r\n";
     let mut f = Vec::new();
@@ -743,6 +750,170 @@ fn replay_skips_records_the_capture_cut_short_and_says_so() {
         "a capture artefact is not a malformed frame"
     );
     assert_eq!(r.counters.tx_packets, 1);
+}
+
+/// One case of tests/golden/make_dead_backend.py.
+struct DeadBackendCase {
+    name: &'static str,
+    /// `on_backend_down` of `web` and `web6`.
+    policy: &'static str,
+    /// The connection's client and VIP, and its VLAN tag.
+    client: &'static str,
+    vip: &'static str,
+    vlan: Option<u16>,
+    /// The verdict for scapy's segment once the backend is down.
+    verdict: Verdict,
+}
+
+const DEAD_BACKEND_CASES: [DeadBackendCase; 5] = [
+    DeadBackendCase {
+        name: "ipv4_reset",
+        policy: "reset",
+        client: "198.18.0.2:40010",
+        vip: "198.18.100.10:80",
+        vlan: None,
+        verdict: Verdict::Transmit(0),
+    },
+    DeadBackendCase {
+        name: "ipv6_fin_reset",
+        policy: "reset",
+        client: "[2001:2::2]:40011",
+        vip: "[2001:2:0:100::10]:80",
+        vlan: None,
+        verdict: Verdict::Transmit(0),
+    },
+    DeadBackendCase {
+        name: "vlan_ipv4_reset",
+        policy: "reset",
+        client: "198.18.0.2:40012",
+        vip: "198.18.100.10:80",
+        vlan: Some(100),
+        verdict: Verdict::Transmit(0),
+    },
+    DeadBackendCase {
+        name: "ipv4_drop",
+        policy: "drop",
+        client: "198.18.0.2:40013",
+        vip: "198.18.100.10:80",
+        vlan: None,
+        verdict: Verdict::Drop(DropReason::BackendDown),
+    },
+    DeadBackendCase {
+        name: "ipv4_keep",
+        policy: "keep",
+        client: "198.18.0.2:40014",
+        vip: "198.18.100.10:80",
+        vlan: None,
+        verdict: Verdict::Transmit(1),
+    },
+];
+
+fn dead_backend_frame(file: &str) -> Option<Vec<u8>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/dead_backend")
+        .join(file);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("{}: {e}", path.display()),
+    };
+    Some(
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .flat_map(str::split_whitespace)
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect(),
+    )
+}
+
+#[test]
+fn a_dead_backends_connections_on_the_wire_follow_the_policy() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/dead_backend");
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".in.hex").map(str::to_owned)
+        })
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<&str> = DEAD_BACKEND_CASES.iter().map(|c| c.name).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "every committed case is tested");
+
+    for case in DEAD_BACKEND_CASES {
+        let DeadBackendCase {
+            name,
+            policy,
+            client,
+            vip,
+            vlan,
+            verdict,
+        } = case;
+        // The backend is the service's only one: failing open, the service
+        // would ignore its health, connections included; so it fails closed.
+        let keys = format!("on_backend_down = \"{policy}\"\nwhen_all_down = \"closed\"");
+        let rules = GOLDEN_RULES
+            .replace(
+                "name = \"web\"\nprotocol = \"tcp\"",
+                &format!("name = \"web\"\nprotocol = \"tcp\"\n{keys}"),
+            )
+            .replace(
+                "name = \"web6\"\nprotocol = \"tcp\"",
+                &format!("name = \"web6\"\nprotocol = \"tcp\"\n{keys}"),
+            );
+        let mut h = Harness::new(&rules);
+        let mut syn = from_client(FrameBuilder::tcp(sa(client), sa(vip), SYN));
+        if let Some(tci) = vlan {
+            syn = syn.vlan(tci);
+        }
+        let (v, _) = h.run(&syn.build(), 0, 1);
+        assert_eq!(v, Verdict::Transmit(1), "{name}: the connection opens");
+        // Its backend goes down; the control side rebuilds.
+        let (_, service) = h
+            .snapshot
+            .lookup_service(
+                6,
+                &flowgate_dataplane::wire::addr_to_bytes(sa(vip).ip()),
+                80,
+            )
+            .unwrap();
+        let backend = service.endpoints()[0];
+        h.snapshot.liveness().set_up(backend, false).unwrap();
+        h.snapshot = flowgate_dataplane::table::Snapshot::build(&config(&rules), Some(&h.snapshot));
+
+        let input = dead_backend_frame(&format!("{name}.in.hex")).unwrap();
+        let expected = dead_backend_frame(&format!("{name}.out.hex"));
+        assert!(frame_checksums_ok(&input), "{name}: scapy's input");
+        let (v, out) = h.run(&input, 0, 2);
+        assert_eq!(v, verdict, "{name}");
+        match expected {
+            Some(expected) => {
+                assert!(frame_checksums_ok(&expected), "{name}: scapy's output");
+                assert!(
+                    out == expected,
+                    "{name}:\n got:\n{}\n want:\n{}",
+                    hex(&out),
+                    hex(&expected)
+                );
+            }
+            None => assert!(!matches!(v, Verdict::Transmit(_)), "{name}: sent"),
+        }
+        // Reset and drop forget the connection; keep does not.
+        let again = h.run(&input, 0, 3).0;
+        let forgotten = policy != "keep";
+        let remembered = h.pipeline.counters().snapshot().flow_hits == 2;
+        assert_eq!(
+            (again, remembered),
+            if forgotten {
+                // A new flow now, refused: no backend is alive.
+                (Verdict::Drop(DropReason::AllBackendsDown), false)
+            } else {
+                (Verdict::Transmit(1), true)
+            },
+            "{name}"
+        );
+    }
 }
 
 /// The gateway as it runs with the XDP program in front of the pipeline:

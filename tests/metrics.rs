@@ -521,6 +521,9 @@ fn gateway(options: ServerOptions) -> Gateway {
 }
 
 #[test]
+// One drive and one scrape, then every series checked against what went
+// through: one scenario, read top to bottom.
+#[allow(clippy::too_many_lines)]
 fn a_scrape_reports_what_went_through_per_worker_service_and_backend() {
     let gw = gateway(ServerOptions::default());
     let addr = gw.addr();

@@ -18,11 +18,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use flowgate_dataplane::control::api::{
-    ApiError, BackendSpec, Batch, Edit, ErrorCode, Reply, Request, RequestEnvelope, ServiceSpec,
-    MAX_REQUEST_BYTES,
+use flowgate_api::{
+    ApiError, BackendSpec, Batch, ClientError, ControlClient, Edit, ErrorCode, Reply, Request,
+    RequestEnvelope, ServiceSpec, MAX_REQUEST_BYTES,
 };
-use flowgate_dataplane::control::{ClientError, ControlClient};
 use flowgate_dataplane::testnet;
 use flowgate_dataplane::xdp::{read_attached_maps, XdpCapacity, XdpMapKeys};
 use netns::*;

@@ -47,6 +47,17 @@ fn settings(libxdp_default_program: bool) -> XskSettings {
     }
 }
 
+/// A frame memory of its own and a port on queue 0 of `ifname`, in `ns`.
+fn open_port(ns: &NetNs, ifname: &str, libxdp_default_program: bool) -> (SharedUmem, XskPort) {
+    ns.enter(|| {
+        let s = settings(libxdp_default_program);
+        let umem = SharedUmem::new(&s).unwrap();
+        let port = XskPort::open(&umem, ifname, 0, &s).unwrap();
+        (umem, port)
+    })
+    .unwrap()
+}
+
 /// What the worker thread read itself, at the end, from its own ports.
 type OwnReadings = (XskStats, XskPortCounters, XskStats, XskPortCounters);
 
@@ -58,23 +69,9 @@ fn statistics_are_read_beside_the_worker_through_a_descriptor_of_their_own() {
     let a_ns = quiet_ns("fgxs");
     let b_ns = quiet_ns("fgxs");
     testnet::veth_pair(&a_ns, "xst0", &b_ns, "xst1", 1).unwrap();
-    let (a_umem, mut a) = a_ns
-        .enter(|| {
-            let s = settings(false);
-            let umem = SharedUmem::new(&s).unwrap();
-            let port = XskPort::open(&umem, "xst0", 0, &s).unwrap();
-            (umem, port)
-        })
-        .unwrap();
+    let (a_umem, mut a) = open_port(&a_ns, "xst0", false);
     // libxdp's own program sends everything on queue 0 to this socket.
-    let (b_umem, b) = b_ns
-        .enter(|| {
-            let s = settings(true);
-            let umem = SharedUmem::new(&s).unwrap();
-            let port = XskPort::open(&umem, "xst1", 0, &s).unwrap();
-            (umem, port)
-        })
-        .unwrap();
+    let (b_umem, b) = open_port(&b_ns, "xst1", true);
     let a_stats = a.stats_reader().unwrap();
     let b_stats = b.stats_reader().unwrap();
     assert_eq!((a_stats.ifname(), a_stats.queue()), ("xst0", 0));

@@ -140,6 +140,7 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
                 port: addr.port(),
                 scheduler: Scheduler::Maglev,
                 maglev_table_size: table_size,
+                failover: Default::default(),
                 backends: (0..BACKENDS_PER_SERVICE as u32)
                     .map(|j| {
                         let host = (k as u32).wrapping_mul(BACKENDS_PER_SERVICE as u32) + j;
@@ -279,6 +280,18 @@ impl Gateway {
         Gateway {
             services,
             snapshot: Arc::new(snapshot),
+        }
+    }
+}
+
+impl Gateway {
+    /// Marks the first backend (in identity order) of every service down,
+    /// without rebuilding: new flows that pick it take the skip rule.
+    pub fn first_backends_down(&self) {
+        for (_, service) in self.snapshot.services() {
+            if let Some(&id) = service.endpoints().first() {
+                let _ = self.snapshot.liveness().set_up(id, false);
+            }
         }
     }
 }

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use flowgate_dataplane::control::FlowEntry;
+use flowgate_api::FlowEntry;
+use flowgate_dataplane::control::{flow_client, flow_entry, flow_vip};
 use flowgate_dataplane::daemon::flow_query::{self, FlowQueryClient, FlowQueryServer};
 use flowgate_dataplane::daemon::worker_thread;
 use flowgate_dataplane::flow::{FlowFilter, FlowRecord, FlowTable};
@@ -258,10 +259,10 @@ impl Lister {
                         .into_iter()
                         .flat_map(|part| part.records.into_iter().map(|r| (0, r)))
                         .collect();
-                    got.sort_by_key(|(_, r)| (FlowEntry::client_of(r), FlowEntry::vip_of(r)));
+                    got.sort_by_key(|(_, r)| (flow_client(r), flow_vip(r)));
                     let entries: Vec<FlowEntry> = got
                         .iter()
-                        .map(|(w, r)| FlowEntry::from_record(*w, r, &snapshot, NOW_NS))
+                        .map(|(w, r)| flow_entry(*w, r, &snapshot, NOW_NS))
                         .collect();
                     std::hint::black_box(&entries);
                     total.fetch_add(entries.len() as u64, Ordering::Relaxed);

@@ -6,12 +6,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
-use flowgate_dataplane::control::api::{
+use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use flowgate_api::{
     BackendAdd, BackendEdit, BackendKey, BackendSpec, FlowsQuery, Request, ServiceEdit,
-    ServiceName, ServiceSpec,
+    ServiceName, ServiceSpec, DEFAULT_CONTROL_SOCKET,
 };
-use flowgate_dataplane::rules::DEFAULT_CONTROL_SOCKET;
 
 use crate::endpoint::{parse_backend, parse_endpoint, Endpoint};
 
@@ -34,7 +33,7 @@ pub struct Invocation {
 pub enum Format {
     /// For people: tables and one line per change.
     Text,
-    /// For machines: the API's JSON reply, one object per line.
+    /// For machines: one JSON document (the API's reply, or an error).
     Json,
 }
 
@@ -71,6 +70,21 @@ pub enum Action {
     List(Option<Listener>),
     /// ipvsadm-style change to the service at a listener.
     AtListener(Listener, ListenerChange),
+    /// `completions SHELL`: the shell's completion script.
+    Completions(Shell),
+    /// `man DIR`: the man pages, written into DIR.
+    Man(PathBuf),
+}
+
+/// A shell `completions` writes a script for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// bash (bash-completion).
+    Bash,
+    /// zsh.
+    Zsh,
+    /// fish.
+    Fish,
 }
 
 /// A service named by its protocol, VIP and port (ipvsadm's `-t`/`-u`).
@@ -119,14 +133,9 @@ pub enum ListenerChange {
 #[derive(Parser, Debug)]
 #[command(
     name = "flowgatectl",
-    version,
-    about,
-    after_help = "ipvsadm-style shorthand (see docs/operations.md):\n  \
-        flowgatectl -A -t VIP:PORT [-s maglev|mh|wrr|sh] [--name NAME] -r RIP:PORT[@W] [-w W]...\n  \
-        flowgatectl -E -t VIP:PORT -s SCHEDULER      flowgatectl -D -t VIP:PORT\n  \
-        flowgatectl -a -t VIP:PORT -r RIP:PORT [-w W]\n  \
-        flowgatectl -e -t VIP:PORT -r RIP:PORT -w W   flowgatectl -d -t VIP:PORT -r RIP:PORT\n  \
-        flowgatectl -L -n [-t VIP:PORT]               (-u VIP:PORT for UDP)"
+    about = "Change and inspect the rules of a running flowgate",
+    after_help = SHORT_HELP,
+    after_long_help = LONG_HELP
 )]
 struct Cli {
     /// The control socket [default: $FLOWGATE_SOCKET, else /run/flowgate/control.sock].
@@ -138,6 +147,39 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The shorthand's synopsis, which both helps end with (a macro, as
+/// `concat!` takes literals only).
+macro_rules! shorthand_synopsis {
+    () => {
+        "ipvsadm-style shorthand (see docs/operations.md):\n  \
+         flowgatectl -A -t VIP:PORT [-s maglev|mh|wrr|sh] [--name NAME] -r RIP:PORT[@W] [-w W]...\n  \
+         flowgatectl -E -t VIP:PORT -s SCHEDULER      flowgatectl -D -t VIP:PORT\n  \
+         flowgatectl -a -t VIP:PORT -r RIP:PORT [-w W]\n  \
+         flowgatectl -e -t VIP:PORT -r RIP:PORT -w W   flowgatectl -d -t VIP:PORT -r RIP:PORT\n  \
+         flowgatectl -L -n [-t VIP:PORT]               (-u VIP:PORT for UDP)\n\n"
+    };
+}
+
+/// The end of `-h`.
+const SHORT_HELP: &str = concat!(
+    shorthand_synopsis!(),
+    "Exit status: 0 success, 1 refused (nothing changed), 2 bad usage, 3 no answer \
+     (--help says more)."
+);
+
+/// The end of `--help` and of the man page.
+const LONG_HELP: &str = concat!(
+    shorthand_synopsis!(),
+    "Output: text for people. With -o json, every command writes one JSON document to \
+     stdout, failures included ({\"error\":{\"code\":...,\"message\":...}}); the schemas are \
+     in docs/schemas/. stats --watch -o json writes one document per sample, one per line.\n\n",
+    "Exit status: 0 success; 1 the request failed and nothing changed (the daemon refused it, \
+     or the file to apply could not be read); 2 bad usage, nothing was sent; 3 no usable \
+     answer (the daemon could not be reached, the connection broke, its answer could not be \
+     read, or the output could not be written).\n\n",
+    "Environment: FLOWGATE_SOCKET names the control socket when --socket is not given."
+);
 
 #[derive(Subcommand, Debug)]
 enum Command {
@@ -180,6 +222,20 @@ enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Print a shell completion script:
+    /// `flowgatectl completions bash > /etc/bash_completion.d/flowgatectl`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages (flowgatectl.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// The directory (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -405,12 +461,79 @@ pub fn is_shorthand(args: &[OsString]) -> bool {
     false
 }
 
-/// Parses the command line (with the program name first). Usage errors
-/// exit through clap, with status 2.
-pub fn parse(args: Vec<OsString>) -> Result<Invocation, String> {
+/// The command line's definition, with `version` for `--version`.
+pub fn command(version: &'static str) -> clap::Command {
+    Cli::command().version(version)
+}
+
+/// The shorthand's definition.
+pub fn shorthand_command() -> clap::Command {
+    Shorthand::command()
+}
+
+/// A command line that cannot be run.
+#[derive(Debug)]
+pub enum UsageError {
+    /// What clap found (or `--help`, `--version`: not errors, but not a
+    /// run either).
+    Clap(clap::Error),
+    /// A mistake found in a value clap accepted (an endpoint, a flag
+    /// flowgate does not support).
+    Message(String),
+}
+
+impl UsageError {
+    /// The mistake, one line.
+    pub fn message(&self) -> String {
+        match self {
+            UsageError::Clap(e) => {
+                let text = e.render().to_string();
+                let first = text.lines().next().unwrap_or_default();
+                first.strip_prefix("error: ").unwrap_or(first).to_owned()
+            }
+            UsageError::Message(m) => m.clone(),
+        }
+    }
+}
+
+impl From<String> for UsageError {
+    fn from(message: String) -> UsageError {
+        UsageError::Message(message)
+    }
+}
+
+/// Whether `args` ask for JSON output (`-o json`, `-ojson`, `-o=json`,
+/// `--output json`, `--output=json`), read without parsing them: so that a
+/// command line clap refuses is still answered in JSON.
+pub fn wants_json(args: &[OsString]) -> bool {
+    let args: Vec<&str> = args.iter().skip(1).filter_map(|a| a.to_str()).collect();
+    let mut json = false;
+    let mut i = 0;
+    while let Some(arg) = args.get(i) {
+        let value = match *arg {
+            "--" => break,
+            "-o" | "--output" => {
+                i += 1;
+                args.get(i).copied()
+            }
+            _ => arg
+                .strip_prefix("--output=")
+                .or_else(|| arg.strip_prefix("-o=")),
+        }
+        .or_else(|| arg.strip_prefix("-o").filter(|v| !v.is_empty()));
+        if let Some(value) = value {
+            json = value == "json";
+        }
+        i += 1;
+    }
+    json
+}
+
+/// Parses the command line (with the program name first).
+pub fn parse(args: Vec<OsString>, version: &'static str) -> Result<Invocation, UsageError> {
     let rest = args.get(1..).unwrap_or_default();
     if is_shorthand(rest) {
-        let s = Shorthand::parse_from(args);
+        let s = Shorthand::try_parse_from(args).map_err(UsageError::Clap)?;
         let socket = socket_path(s.socket.clone());
         let format = s.output;
         let action = shorthand_action(s)?;
@@ -420,7 +543,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Invocation, String> {
             action,
         });
     }
-    let cli = Cli::parse_from(args);
+    let matches = command(version)
+        .try_get_matches_from(args)
+        .map_err(UsageError::Clap)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(UsageError::Clap)?;
     Ok(Invocation {
         socket: socket_path(cli.socket),
         format: cli.output,
@@ -439,18 +565,39 @@ fn socket_path(given: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET))
 }
 
+/// What a subcommand asks for.
 fn action(command: Command) -> Result<Action, String> {
+    match command {
+        Command::Status => Ok(Action::Status),
+        Command::Service(command) => service_action(command),
+        Command::Backend(command) => backend_action(command),
+        Command::Apply { file, dry_run } => Ok(Action::Apply { file, dry_run }),
+        Command::Stats {
+            watch,
+            interval,
+            count,
+        } => stats_action(watch, interval, count),
+        Command::Flows { service, limit } => Ok(Action::Flows(FlowsQuery {
+            service,
+            limit: Some(limit),
+        })),
+        Command::Completions { shell } => Ok(Action::Completions(shell)),
+        Command::Man { dir } => Ok(Action::Man(dir)),
+    }
+}
+
+/// `service list|add|edit|del`.
+fn service_action(command: ServiceCommand) -> Result<Action, String> {
     Ok(match command {
-        Command::Status => Action::Status,
-        Command::Service(ServiceCommand::List) => Action::ServiceList,
-        Command::Service(ServiceCommand::Add {
+        ServiceCommand::List => Action::ServiceList,
+        ServiceCommand::Add {
             name,
             tcp,
             udp,
             scheduler,
             table_size,
             backends,
-        }) => {
+        } => {
             let (protocol, listener) = match (tcp, udp) {
                 (Some(t), _) => ("tcp", t),
                 (None, Some(u)) => ("udp", u),
@@ -470,27 +617,33 @@ fn action(command: Command) -> Result<Action, String> {
                     .collect::<Result<_, _>>()?,
             }))
         }
-        Command::Service(ServiceCommand::Edit {
+        ServiceCommand::Edit {
             name,
             scheduler,
             table_size,
-        }) => Action::Change(Request::ServiceEdit(ServiceEdit {
+        } => Action::Change(Request::ServiceEdit(ServiceEdit {
             service: name,
             scheduler,
             maglev_table_size: table_size,
         })),
-        Command::Service(ServiceCommand::Del { name }) => {
+        ServiceCommand::Del { name } => {
             Action::Change(Request::ServiceDel(ServiceName { service: name }))
         }
-        Command::Backend(BackendCommand::List { service }) => Action::BackendList(service),
-        Command::Backend(BackendCommand::Add {
+    })
+}
+
+/// `backend list|add|edit|drain|del`.
+fn backend_action(command: BackendCommand) -> Result<Action, String> {
+    Ok(match command {
+        BackendCommand::List { service } => Action::BackendList(service),
+        BackendCommand::Add {
             service,
             backend,
             weight,
             zone,
             set,
             group,
-        }) => {
+        } => {
             let endpoint = parse_endpoint(&backend)?;
             Action::Change(Request::BackendAdd(BackendAdd {
                 service,
@@ -504,14 +657,14 @@ fn action(command: Command) -> Result<Action, String> {
                 },
             }))
         }
-        Command::Backend(BackendCommand::Edit {
+        BackendCommand::Edit {
             service,
             backend,
             weight,
             zone,
             set,
             group,
-        }) => {
+        } => {
             let endpoint = parse_endpoint(&backend)?;
             Action::Change(Request::BackendEdit(BackendEdit {
                 service,
@@ -523,33 +676,26 @@ fn action(command: Command) -> Result<Action, String> {
                 group,
             }))
         }
-        Command::Backend(BackendCommand::Drain { service, backend }) => {
+        BackendCommand::Drain { service, backend } => {
             Action::Change(Request::BackendDrain(backend_key(service, &backend)?))
         }
-        Command::Backend(BackendCommand::Del { service, backend }) => {
+        BackendCommand::Del { service, backend } => {
             Action::Change(Request::BackendDel(backend_key(service, &backend)?))
         }
-        Command::Apply { file, dry_run } => Action::Apply { file, dry_run },
-        Command::Stats {
-            watch,
-            interval,
-            count,
-        } => {
-            if !(interval.is_finite() && interval > 0.0 && interval <= 3600.0) {
-                return Err(format!(
-                    "bad --interval {interval}: expected seconds above 0, at most 3600"
-                ));
-            }
-            Action::Stats {
-                watch,
-                interval: Duration::from_secs_f64(interval),
-                count,
-            }
-        }
-        Command::Flows { service, limit } => Action::Flows(FlowsQuery {
-            service,
-            limit: Some(limit),
-        }),
+    })
+}
+
+/// `stats [--watch] [--interval SECONDS] [--count N]`.
+fn stats_action(watch: bool, interval: f64, count: Option<u64>) -> Result<Action, String> {
+    if !(interval.is_finite() && interval > 0.0 && interval <= 3600.0) {
+        return Err(format!(
+            "bad --interval {interval}: expected seconds above 0, at most 3600"
+        ));
+    }
+    Ok(Action::Stats {
+        watch,
+        interval: Duration::from_secs_f64(interval),
+        count,
     })
 }
 
@@ -686,7 +832,7 @@ mod tests {
     }
 
     fn parsed(line: &str) -> Invocation {
-        parse(args(line)).unwrap_or_else(|e| panic!("{line}: {e}"))
+        parse(args(line), "test").unwrap_or_else(|e| panic!("{line}: {}", e.message()))
     }
 
     fn try_shorthand(line: &str) -> Result<Action, String> {
@@ -747,12 +893,13 @@ mod tests {
 
     #[test]
     fn bad_endpoints_and_intervals_are_usage_errors() {
-        assert!(parse(args("backend add web 198.18.1.14"))
-            .unwrap_err()
-            .starts_with("bad endpoint"));
-        assert!(parse(args("stats --interval 0"))
-            .unwrap_err()
-            .starts_with("bad --interval"));
+        let refused = |line| parse(args(line), "test").unwrap_err().message();
+        assert!(refused("backend add web 198.18.1.14").starts_with("bad endpoint"));
+        assert!(refused("stats --interval 0").starts_with("bad --interval"));
+        assert_eq!(
+            refused("frobnicate"),
+            "unrecognized subcommand 'frobnicate'"
+        );
     }
 
     #[test]
@@ -900,9 +1047,29 @@ mod tests {
     }
 
     #[test]
+    fn json_output_is_seen_before_parsing() {
+        for line in [
+            "-o json status",
+            "status -ojson",
+            "--output=json x y",
+            "-o=json",
+            "--output json -L -n",
+            "-o text -o json",
+        ] {
+            assert!(wants_json(&args(line)), "{line}");
+        }
+        for line in ["status", "-o text", "-o json -o text", "-- -o json", "-o"] {
+            assert!(!wants_json(&args(line)), "{line}");
+        }
+    }
+
+    #[test]
     fn the_clap_definitions_are_consistent() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+        command("test").debug_assert();
         Shorthand::command().debug_assert();
+        assert_eq!(
+            command("1.2.3 (git abc)").get_version(),
+            Some("1.2.3 (git abc)")
+        );
     }
 }

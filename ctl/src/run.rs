@@ -4,67 +4,62 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use flowgate_dataplane::control::api::{
-    ApiError, ApplyConfig, BackendAdd, BackendEdit, BackendKey, Reply, Request, ServiceEdit,
-    ServiceName, ServiceSpec, ServiceView,
+use flowgate_api::{
+    ApiError, ApplyConfig, BackendAdd, BackendEdit, BackendKey, ControlClient, ErrorCode, Reply,
+    Request, ServiceEdit, ServiceName, ServiceSpec, ServiceView, ServicesReply, StatsReport,
 };
-use flowgate_dataplane::control::{ClientError, ControlClient, StatsReport};
 use serde::Serialize;
 
 use crate::cli::{listener_name, Action, Format, Invocation, Listener, ListenerChange};
-use crate::show;
+use crate::failure::Failure;
+use crate::{generate, show};
 
 /// Longest wait for an answer: a change of 100 000 backends takes about a
 /// second; anything much slower means the daemon is stuck.
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Why the command failed: one line, then details (the problems of an
-/// invalid change), each printed on its own line.
-#[derive(Debug)]
-pub struct Failure {
-    /// The reason, one line.
-    pub reason: String,
-    /// Every problem, when there are several.
-    pub details: Vec<String>,
-}
-
-impl Failure {
-    fn new(reason: impl Into<String>) -> Failure {
-        Failure {
-            reason: reason.into(),
-            details: Vec::new(),
-        }
-    }
-}
-
-impl From<ClientError> for Failure {
-    fn from(error: ClientError) -> Failure {
-        let details = match &error {
-            ClientError::Rejected(ApiError { problems, .. }) if problems.len() > 1 => {
-                problems.clone()
-            }
-            _ => Vec::new(),
-        };
-        Failure {
-            reason: error.to_string(),
-            details,
-        }
-    }
-}
-
 /// Runs the invocation, writing its output to `out`.
-pub fn run(invocation: Invocation, out: &mut dyn Write) -> Result<(), Failure> {
+pub fn run(
+    invocation: Invocation,
+    version: &'static str,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
     let Invocation {
         socket,
         format,
         action,
     } = invocation;
     // Read the file before connecting: a missing file is the operator's
-    // mistake, not the daemon's.
+    // mistake, not the daemon's. Completions and man pages need no daemon.
     let action = match action {
+        Action::Completions(_) | Action::Man(_) if format == Format::Json => {
+            return Err(Failure::usage(
+                "completions and man write a shell script and man pages, not JSON: leave out -o json",
+            ));
+        }
+        Action::Completions(shell) => {
+            let mut command = crate::cli::command(version);
+            generate::completions(&mut command, shell, out);
+            return out
+                .flush()
+                .map_err(|e| Failure::output(format!("cannot write the output: {e}")));
+        }
+        Action::Man(dir) => {
+            let written =
+                generate::man_pages(crate::cli::command(version), "1", &dir).map_err(|e| {
+                    Failure::output(format!("cannot write man pages to {}: {e}", dir.display()))
+                })?;
+            return writeln!(
+                out,
+                "wrote {} man pages to {}",
+                written.len(),
+                dir.display()
+            )
+            .map_err(|e| Failure::output(format!("cannot write the output: {e}")));
+        }
         Action::Apply { file, dry_run } => {
-            let config = std::fs::read_to_string(&file)
-                .map_err(|e| Failure::new(format!("cannot read {}: {e}", file.display())))?;
+            let config = read_config(&file)
+                .map_err(|e| Failure::file(format!("cannot read {}: {e}", file.display())))?;
             Action::Change(Request::Apply(ApplyConfig {
                 config,
                 origin: Some(file.display().to_string()),
@@ -85,8 +80,14 @@ pub fn run(invocation: Invocation, out: &mut dyn Write) -> Result<(), Failure> {
         Action::ServiceList => session.read(Request::ServiceList {}),
         Action::BackendList(service) => session.read(Request::BackendList(ServiceName { service })),
         Action::Flows(query) => session.read(Request::Flows(query)),
+        Action::Change(Request::BackendDel(key)) => {
+            let remove_service = format!("flowgatectl service del {}", key.service);
+            session.delete_backend(key, remove_service)
+        }
         Action::Change(request) => session.change(request),
-        Action::Apply { .. } => Err(Failure::new("apply: the file was not read")),
+        Action::Apply { .. } | Action::Completions(_) | Action::Man(_) => Err(Failure::protocol(
+            "this command is carried out before connecting",
+        )),
         Action::Stats {
             watch,
             interval,
@@ -103,6 +104,52 @@ pub fn run(invocation: Invocation, out: &mut dyn Write) -> Result<(), Failure> {
     }
 }
 
+/// The most `apply -f` reads: the daemon's limit for a config file
+/// (`rules::MAX_CONFIG_BYTES`, docs/config.md).
+const MAX_CONFIG_BYTES: u64 = 256 << 20;
+
+/// The text of a config file to apply, refused as the daemon refuses a
+/// config file: anything but a regular file (a FIFO, a device, a socket, a
+/// directory) before it is opened, and more than [`MAX_CONFIG_BYTES`],
+/// stopping the read one byte past the limit.
+fn read_config(file: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::FileTypeExt;
+    let limit = format!("{} MiB", MAX_CONFIG_BYTES >> 20);
+    let too_large = |held: String| {
+        let message = format!("it {held}; a config file holds at most {limit}");
+        Error::new(ErrorKind::FileTooLarge, message)
+    };
+    let regular = |metadata: std::fs::Metadata| {
+        let kind = metadata.file_type();
+        let what = [
+            (kind.is_dir(), "a directory"),
+            (kind.is_fifo(), "a FIFO"),
+            (kind.is_char_device(), "a character device"),
+            (kind.is_block_device(), "a block device"),
+            (kind.is_socket(), "a socket"),
+            (!kind.is_file(), "not a file"),
+        ];
+        if let Some((_, what)) = what.iter().find(|(is, _)| *is) {
+            let message = format!("it is {what}, not a regular file");
+            return Err(Error::new(ErrorKind::InvalidInput, message));
+        }
+        match metadata.len() {
+            n if n > MAX_CONFIG_BYTES => Err(too_large(format!("holds {n} bytes"))),
+            _ => Ok(()),
+        }
+    };
+    regular(std::fs::metadata(file)?)?;
+    let opened = std::fs::File::open(file)?;
+    regular(opened.metadata()?)?;
+    let mut bytes = Vec::new();
+    opened.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large(format!("grew past {limit} while being read")));
+    }
+    String::from_utf8(bytes).map_err(|_| Error::new(ErrorKind::InvalidData, "it is not UTF-8 text"))
+}
+
 /// A connection and where its output goes.
 struct Session<'a> {
     client: ControlClient,
@@ -116,12 +163,12 @@ impl Session<'_> {
         self.out
             .write_all(text.as_bytes())
             .and_then(|()| self.out.flush())
-            .map_err(|e| Failure::new(format!("cannot write the output: {e}")))
+            .map_err(|e| Failure::output(format!("cannot write the output: {e}")))
     }
 
     fn json(&mut self, value: &impl Serialize) -> Result<(), Failure> {
         let mut text = serde_json::to_string(value)
-            .map_err(|e| Failure::new(format!("cannot encode the output: {e}")))?;
+            .map_err(|e| Failure::output(format!("cannot encode the output: {e}")))?;
         text.push('\n');
         self.write(&text)
     }
@@ -143,16 +190,14 @@ impl Session<'_> {
         self.write(&text)
     }
 
-    /// A change: what changed, and the generation now running.
+    /// A change: what changed, and the generation now running. In JSON,
+    /// the daemon's reply whole (`{"kind":"changed",...}`), as every
+    /// other command prints its reply.
     fn change(&mut self, request: Request) -> Result<(), Failure> {
         match self.client.call(request)? {
-            Reply::Changed(report) => match self.format {
-                Format::Json => self.json(&report),
-                Format::Text => self.write(&show::change(&report)),
-            },
-            other => Err(Failure::new(format!(
-                "unexpected answer to a change: {other:?}"
-            ))),
+            reply @ Reply::Changed(_) if self.format == Format::Json => self.json(&reply),
+            Reply::Changed(report) => self.write(&show::change(&report)),
+            other => Err(unexpected("a change", &other)),
         }
     }
 
@@ -161,7 +206,7 @@ impl Session<'_> {
         let mut before = self.sample()?;
         let mut taken = Instant::now();
         if self.format == Format::Json {
-            self.json(&before)?;
+            self.json(&Reply::Stats(before.clone()))?;
         }
         let mut printed = 0u64;
         while count.is_none_or(|c| printed < c) {
@@ -173,7 +218,7 @@ impl Session<'_> {
             let seconds = taken.elapsed().as_secs_f64();
             taken = Instant::now();
             match self.format {
-                Format::Json => self.json(&after)?,
+                Format::Json => self.json(&Reply::Stats(after.clone()))?,
                 Format::Text => {
                     let text = show::rates(&before, &after, seconds);
                     self.write(&format!("{}{text}", if printed > 0 { "\n" } else { "" }))?;
@@ -188,18 +233,14 @@ impl Session<'_> {
     fn sample(&mut self) -> Result<StatsReport, Failure> {
         match self.client.call(Request::Stats {})? {
             Reply::Stats(s) => Ok(s),
-            other => Err(Failure::new(format!(
-                "unexpected answer to stats: {other:?}"
-            ))),
+            other => Err(unexpected("stats", &other)),
         }
     }
 
     fn services(&mut self) -> Result<Vec<ServiceView>, Failure> {
         match self.client.call(Request::ServiceList {})? {
             Reply::Services(s) => Ok(s.services),
-            other => Err(Failure::new(format!(
-                "unexpected answer to service_list: {other:?}"
-            ))),
+            other => Err(unexpected("service_list", &other)),
         }
     }
 
@@ -208,20 +249,45 @@ impl Session<'_> {
         let services = self.services()?;
         find(&services, listener)
             .map(|s| s.name.clone())
-            .ok_or_else(|| Failure::new(format!("rejected: no {listener} service")))
+            .ok_or_else(|| no_service_at(listener))
     }
 
+    /// `-L -n`: in JSON, a `services` reply, as `service list` prints.
     fn ipvs_list(&mut self, filter: Option<&Listener>) -> Result<(), Failure> {
         let mut services = self.services()?;
         if let Some(listener) = filter {
             services.retain(|s| matches(s, listener));
             if services.is_empty() {
-                return Err(Failure::new(format!("rejected: no {listener} service")));
+                return Err(no_service_at(listener));
             }
         }
         match self.format {
-            Format::Json => self.json(&services),
+            Format::Json => self.json(&Reply::Services(ServicesReply { services })),
             Format::Text => self.write(&show::ipvs_list(&services)),
+        }
+    }
+
+    /// Removes a backend. When the daemon refuses because it is the
+    /// service's last backend that takes new flows, the refusal says how
+    /// to remove the service instead (`remove_service`).
+    fn delete_backend(&mut self, key: BackendKey, remove_service: String) -> Result<(), Failure> {
+        let (service, address, port) = (key.service.clone(), key.address.clone(), key.port);
+        match self.change(Request::BackendDel(key)) {
+            Err(refusal) if refusal.is_refusal(ErrorCode::Invalid) => {
+                let services = self.services().unwrap_or_default();
+                let last = services
+                    .iter()
+                    .find(|s| s.name == service)
+                    .is_some_and(|s| is_last_weighted(s, &address, port));
+                if last {
+                    return Err(refusal.with_hint(format!(
+                        "it is the last backend of {service:?} with weight > 0; \
+                         to remove the service, use {remove_service}"
+                    )));
+                }
+                Err(refusal)
+            }
+            other => other,
         }
     }
 
@@ -261,14 +327,47 @@ impl Session<'_> {
                 set: None,
                 group: None,
             }),
-            ListenerChange::DeleteBackend(real) => Request::BackendDel(BackendKey {
-                service: self.service_at(listener)?,
-                address: real.address,
-                port: real.port,
-            }),
+            ListenerChange::DeleteBackend(real) => {
+                let key = BackendKey {
+                    service: self.service_at(listener)?,
+                    address: real.address,
+                    port: real.port,
+                };
+                let flag = if listener.protocol == "udp" {
+                    "-u"
+                } else {
+                    "-t"
+                };
+                return self.delete_backend(key, format!("-D {flag} {}", listener.endpoint));
+            }
         };
         self.change(request)
     }
+}
+
+/// A reply of the wrong kind.
+fn unexpected(what: &str, reply: &Reply) -> Failure {
+    Failure::protocol(format!("unexpected answer to {what}: {reply:?}"))
+}
+
+/// No service listens where the shorthand says: `not_found`, as the
+/// daemon says of a name it does not know.
+fn no_service_at(listener: &Listener) -> Failure {
+    Failure::refused(ApiError::new(
+        ErrorCode::NotFound,
+        format!("no {listener} service"),
+    ))
+}
+
+/// Whether removing `address`:`port` leaves `service` no backend with
+/// weight > 0.
+fn is_last_weighted(service: &ServiceView, address: &str, port: u16) -> bool {
+    let target = address.parse::<std::net::IpAddr>().ok();
+    service
+        .backends
+        .iter()
+        .filter(|b| b.weight > 0)
+        .all(|b| Some(b.address) == target && b.port == port)
 }
 
 /// A connection to the daemon, with the call timeout set.

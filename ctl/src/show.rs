@@ -4,10 +4,10 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use flowgate_dataplane::control::api::{
-    BackendView, BackendsReply, ChangeReport, FlowsReply, ServiceView, ServicesReply, StatusReply,
+use flowgate_api::{
+    BackendView, BackendsReply, ChangeReport, ConfigDiff, FlowsReply, ServiceStats, ServiceView,
+    ServicesReply, StatsReport, StatusReply, TrafficCounters,
 };
-use flowgate_dataplane::control::{ConfigDiff, StatsReport, TrafficCounters};
 
 /// Rows as columns aligned by the widest cell, two spaces apart.
 pub fn table(rows: &[Vec<String>]) -> String {
@@ -190,6 +190,7 @@ pub fn status(s: &StatusReply) -> String {
         "XDP".into(),
         "AF_XDP".into(),
         "QUEUES".into(),
+        "NIC QUEUES".into(),
     ]];
     for i in &d.interfaces {
         rows.push(vec![
@@ -200,6 +201,7 @@ pub fn status(s: &StatusReply) -> String {
             i.xdp_mode.clone(),
             i.af_xdp_mode.clone(),
             i.queues.to_string(),
+            i.nic_queues.map_or("-".into(), |n| n.to_string()),
         ]);
     }
     out.push('\n');
@@ -445,11 +447,41 @@ pub fn rates(before: &StatsReport, after: &StatsReport, fallback_seconds: f64) -
     } else {
         fallback_seconds.max(1e-3)
     };
-    let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / seconds;
+    let per = PerSecond(seconds);
     let mut out = format!(
         "generation {}, rates over {seconds:.1}s\n\n",
         after.generation
     );
+    out.push_str(&table(&service_rate_rows(before, after, per)));
+    out.push('\n');
+    out.push_str(&table(&worker_rate_rows(before, after, per)));
+    out.push_str(&drops(&drop_rates(before, after, per), "/s"));
+    out
+}
+
+/// Rates over an interval of this many seconds.
+#[derive(Clone, Copy)]
+struct PerSecond(f64);
+
+impl PerSecond {
+    /// The rate of a counter that went from `a` to `b`.
+    fn of(self, a: u64, b: u64) -> f64 {
+        b.saturating_sub(a) as f64 / self.0
+    }
+
+    /// [`PerSecond::of`] as shown.
+    fn text(self, a: u64, b: u64) -> String {
+        number(self.of(a, b))
+    }
+}
+
+/// Services and their backends: rates, and the active flows now. One that
+/// was not in the first sample has no rates.
+fn service_rate_rows(
+    before: &StatsReport,
+    after: &StatsReport,
+    per: PerSecond,
+) -> Vec<Vec<String>> {
     let old: HashMap<&str, _> = before
         .services
         .iter()
@@ -464,49 +496,62 @@ pub fn rates(before: &StatsReport, after: &StatsReport, fallback_seconds: f64) -
     ]];
     for s in &after.services {
         let Some(prev) = old.get(s.name.as_str()) else {
-            rows.push(vec![
-                s.name.clone(),
-                "-".into(),
-                "-".into(),
-                s.active_flows.to_string(),
-                "-".into(),
-            ]);
+            rows.push(without_rates(s.name.clone(), s.active_flows));
             continue;
         };
         rows.push(vec![
             s.name.clone(),
-            number(rate(prev.packets, s.packets)),
-            number(rate(prev.bytes, s.bytes)),
+            per.text(prev.packets, s.packets),
+            per.text(prev.bytes, s.bytes),
             s.active_flows.to_string(),
-            number(rate(prev.new_flows, s.new_flows)),
+            per.text(prev.new_flows, s.new_flows),
         ]);
-        let old_backends: HashMap<(IpAddr, u16), _> = prev
-            .backends
-            .iter()
-            .map(|b| ((b.address, b.port), b))
-            .collect();
-        for b in &s.backends {
-            let name = format!("  {}", endpoint(b.address, b.port));
-            match old_backends.get(&(b.address, b.port)) {
-                Some(p) => rows.push(vec![
-                    name,
-                    number(rate(p.packets, b.packets)),
-                    number(rate(p.bytes, b.bytes)),
-                    b.active_flows.to_string(),
-                    number(rate(p.new_flows, b.new_flows)),
-                ]),
-                None => rows.push(vec![
-                    name,
-                    "-".into(),
-                    "-".into(),
-                    b.active_flows.to_string(),
-                    "-".into(),
-                ]),
-            }
+        backend_rate_rows(prev, s, per, &mut rows);
+    }
+    rows
+}
+
+/// The backends of a service in both samples, below it.
+fn backend_rate_rows(
+    before: &ServiceStats,
+    after: &ServiceStats,
+    per: PerSecond,
+    rows: &mut Vec<Vec<String>>,
+) {
+    let old: HashMap<(IpAddr, u16), _> = before
+        .backends
+        .iter()
+        .map(|b| ((b.address, b.port), b))
+        .collect();
+    for b in &after.backends {
+        let name = format!("  {}", endpoint(b.address, b.port));
+        match old.get(&(b.address, b.port)) {
+            Some(p) => rows.push(vec![
+                name,
+                per.text(p.packets, b.packets),
+                per.text(p.bytes, b.bytes),
+                b.active_flows.to_string(),
+                per.text(p.new_flows, b.new_flows),
+            ]),
+            None => rows.push(without_rates(name, b.active_flows)),
         }
     }
-    out.push_str(&table(&rows));
-    let old_workers: HashMap<usize, _> = before.workers.iter().map(|w| (w.worker, w)).collect();
+}
+
+/// A service or backend row with no rates: it was not in the first sample.
+fn without_rates(name: String, active_flows: u64) -> Vec<String> {
+    vec![
+        name,
+        "-".into(),
+        "-".into(),
+        active_flows.to_string(),
+        "-".into(),
+    ]
+}
+
+/// Workers in both samples, and all of them.
+fn worker_rate_rows(before: &StatsReport, after: &StatsReport, per: PerSecond) -> Vec<Vec<String>> {
+    let old: HashMap<usize, _> = before.workers.iter().map(|w| (w.worker, w)).collect();
     let mut rows = vec![worker_header(
         "RX PKTS/S",
         "TX PKTS/S",
@@ -518,16 +563,16 @@ pub fn rates(before: &StatsReport, after: &StatsReport, fallback_seconds: f64) -
         vec![
             name.to_owned(),
             core_text(core),
-            number(rate(a.rx_packets, b.rx_packets)),
-            number(rate(a.tx_packets, b.tx_packets)),
-            number(rate(a.passed, b.passed)),
+            per.text(a.rx_packets, b.rx_packets),
+            per.text(a.tx_packets, b.tx_packets),
+            per.text(a.passed, b.passed),
             b.active_flows.to_string(),
-            number(rate(a.new_flows, b.new_flows)),
-            number(rate(a.dropped(), b.dropped())),
+            per.text(a.new_flows, b.new_flows),
+            per.text(a.dropped(), b.dropped()),
         ]
     };
     for w in &after.workers {
-        if let Some(p) = old_workers.get(&w.worker) {
+        if let Some(p) = old.get(&w.worker) {
             rows.push(rate_row(
                 &w.worker.to_string(),
                 w.core,
@@ -537,22 +582,23 @@ pub fn rates(before: &StatsReport, after: &StatsReport, fallback_seconds: f64) -
         }
     }
     rows.push(rate_row("all", None, &before.totals, &after.totals));
-    out.push('\n');
-    out.push_str(&table(&rows));
-    let by_reason: Vec<(String, f64)> = after
+    rows
+}
+
+/// Drops per second by reason, the reasons that occurred in between.
+fn drop_rates(before: &StatsReport, after: &StatsReport, per: PerSecond) -> Vec<(String, f64)> {
+    after
         .totals
         .drops
         .iter()
         .map(|(k, v)| {
             (
                 k.clone(),
-                rate(before.totals.drops.get(k).copied().unwrap_or(0), *v),
+                per.of(before.totals.drops.get(k).copied().unwrap_or(0), *v),
             )
         })
         .filter(|(_, r)| *r > 0.0)
-        .collect();
-    out.push_str(&drops(&by_reason, "/s"));
-    out
+        .collect()
 }
 
 fn core_text(core: Option<usize>) -> String {
@@ -562,9 +608,7 @@ fn core_text(core: Option<usize>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flowgate_dataplane::control::{
-        BackendStats, BackendSummary, Reweight, ServiceStats, ServiceSummary, WorkerStats,
-    };
+    use flowgate_api::{BackendStats, BackendSummary, Reweight, ServiceSummary, WorkerStats};
 
     #[test]
     fn tables_align_columns() {
@@ -673,6 +717,56 @@ mod tests {
             ["198.18.1.11:8080", "400", "40000", "7", "0"]
         );
         assert!(text.contains("drops: no_neighbour 2/s"), "{text}");
+    }
+
+    #[test]
+    fn what_is_new_since_the_first_sample_has_no_rates() {
+        let backend = |address: &str, packets| BackendStats {
+            address: address.parse().unwrap(),
+            port: 8080,
+            packets,
+            bytes: 0,
+            active_flows: 1,
+            new_flows: 0,
+        };
+        let service = |name: &str, backends| ServiceStats {
+            name: name.into(),
+            active_flows: 2,
+            backends,
+            ..ServiceStats::default()
+        };
+        let before = StatsReport {
+            uptime_ms: 1_000,
+            services: vec![service("web", vec![backend("198.18.1.11", 10)])],
+            ..StatsReport::default()
+        };
+        let after = StatsReport {
+            uptime_ms: 2_000,
+            services: vec![
+                service(
+                    "web",
+                    vec![backend("198.18.1.11", 30), backend("198.18.1.12", 5)],
+                ),
+                service("dns", Vec::new()),
+            ],
+            ..StatsReport::default()
+        };
+        let text = rates(&before, &after, 1.0);
+        let row = |start: &str| -> Vec<&str> {
+            let line = text.lines().find(|l| l.trim_start().starts_with(start));
+            line.unwrap_or_else(|| panic!("no {start} in {text}"))
+                .split_whitespace()
+                .collect()
+        };
+        assert_eq!(row("web"), ["web", "0", "0", "2", "0"]);
+        assert_eq!(
+            row("198.18.1.11"),
+            ["198.18.1.11:8080", "20", "0", "1", "0"]
+        );
+        assert_eq!(row("198.18.1.12"), ["198.18.1.12:8080", "-", "-", "1", "-"]);
+        assert_eq!(row("dns"), ["dns", "-", "-", "2", "-"]);
+        assert_eq!(row("all"), ["all", "-", "0", "0", "0", "0", "0", "0"]);
+        assert!(!text.contains("drops:"), "{text}");
     }
 
     #[test]

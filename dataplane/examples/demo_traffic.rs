@@ -8,7 +8,8 @@
 //! SSH connection to the gateway itself, a packet with TTL 1, a fragment to
 //! a VIP and a truncated frame.
 //!
-//! Usage: `cargo run -p flowgate-dataplane --example demo_traffic -- OUT.pcap`
+//! Usage: `cargo run -p flowgate-dataplane --features testkit --example demo_traffic -- OUT.pcap`
+//! (the frame builder is a test helper, behind the feature `testkit`).
 //! The output is deterministic; a test checks the shipped file matches.
 
 use std::net::{IpAddr, SocketAddr};

@@ -69,8 +69,14 @@ fn choose_filter(configured: &str, env: Option<&str>) -> Result<EnvFilter, Loggi
         Some(e) if !e.trim().is_empty() => e,
         _ => configured,
     };
-    EnvFilter::try_new(chosen).map_err(|e| LoggingError::BadFilter {
-        filter: chosen.to_owned(),
+    parse_filter(chosen)
+}
+
+/// Parses `filter` (e.g. `info`, or `warn,flowgate_dataplane=debug`) as
+/// the logger does; `flowgate check` uses it to judge `daemon.log_level`.
+pub fn parse_filter(filter: &str) -> Result<EnvFilter, LoggingError> {
+    EnvFilter::try_new(filter).map_err(|e| LoggingError::BadFilter {
+        filter: filter.to_owned(),
         reason: e.to_string(),
     })
 }

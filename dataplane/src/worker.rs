@@ -60,6 +60,8 @@ pub struct WorkerCounters {
     pub generation: AtomicU64,
     /// Polls that found no frame.
     pub idle_polls: AtomicU64,
+    /// Polls, busy or idle: flat only when the worker is stuck.
+    pub polls: AtomicU64,
 }
 
 impl WorkerCounters {
@@ -203,6 +205,7 @@ impl Worker {
         if let Some(handoff) = &self.handoff {
             handoff.balance(&mut self.pool);
         }
+        WorkerCounters::add(&self.counters.polls, 1);
         if received == 0 {
             WorkerCounters::add(&self.counters.idle_polls, 1);
         }

@@ -108,12 +108,18 @@ impl Harness {
     }
 
     /// Runs `frame` (arriving on port `ingress`) at time `now_ns`; returns
-    /// the verdict and the frame as the pipeline left it.
+    /// the verdict and the frame as the pipeline left it (an answer written
+    /// over it, such as a RST, at its own length).
     pub fn run(&mut self, frame: &[u8], ingress: u16, now_ns: u64) -> (Verdict, Vec<u8>) {
         let mut buf = frame.to_vec();
-        let v =
-            self.pipeline
-                .process_frame(&mut buf, ingress, &self.snapshot, &mut self.flows, now_ns);
+        let (v, len) = self.pipeline.process_frame_len(
+            &mut buf,
+            ingress,
+            &self.snapshot,
+            &mut self.flows,
+            now_ns,
+        );
+        buf.truncate(len);
         (v, buf)
     }
 }

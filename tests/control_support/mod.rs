@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use flowgate_api::ControlClient;
 use flowgate_dataplane::control::{
-    ControlClient, ControlServer, ControlState, Dataplane, MemoryDataplane, ServerLimits,
-    StopHandle,
+    ControlServer, ControlState, Dataplane, MemoryDataplane, ServerLimits, StopHandle,
 };
 use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
 use flowgate_dataplane::hash::{flow_hash, source_hash};
@@ -98,6 +98,7 @@ pub struct Gateway {
     pub socket: PathBuf,
     pub dataplane: Arc<MemoryDataplane>,
     pub state: Arc<Mutex<ControlState>>,
+    server: Arc<ControlServer>,
     stop: StopHandle,
     serving: Option<JoinHandle<()>>,
 }
@@ -118,14 +119,19 @@ impl Gateway {
         )));
         let dir = TempDir::new("ctl");
         let socket = dir.path().join("control.sock");
-        let server = ControlServer::bind_with(&socket, Arc::clone(&state), limits).unwrap();
+        let server =
+            Arc::new(ControlServer::bind_with(&socket, Arc::clone(&state), limits).unwrap());
         let stop = server.stop_handle();
-        let serving = std::thread::spawn(move || server.serve());
+        let serving = {
+            let server = Arc::clone(&server);
+            std::thread::spawn(move || server.serve())
+        };
         Gateway {
             dir,
             socket,
             dataplane,
             state,
+            server,
             stop,
             serving: Some(serving),
         }
@@ -141,8 +147,13 @@ impl Gateway {
         self.dataplane.current().generation()
     }
 
+    /// Clients the server is serving now.
+    pub fn active_clients(&self) -> usize {
+        self.server.active_clients()
+    }
+
     pub fn config(&self) -> Config {
-        self.state.lock().unwrap().config().clone()
+        Config::clone(&self.state.lock().unwrap().config())
     }
 }
 
@@ -510,8 +521,25 @@ impl Loop {
 
     /// One poll's worth of traffic, checked.
     fn round(&mut self) {
+        let expect_established = self.send_established();
+        let expect_replies = self.send_replies();
+        let new_flow = self.send_new_flow();
+
+        self.kernel.passed.clear();
+        let (snapshot, to_client, to_backends) = self.poll();
+
+        let new_flow_out =
+            self.check_to_backends(&snapshot, &to_backends, expect_established, new_flow);
+        self.check_replies(&to_client, expect_replies);
+        if let Some((src, target)) = new_flow {
+            self.check_new_flow(&snapshot, src, target, new_flow_out);
+        }
+    }
+
+    /// Injects this round's established-flow packets; returns each one's
+    /// client port and the backend it must reach.
+    fn send_established(&mut self) -> HashMap<u16, SocketAddr> {
         let n = self.backends.len();
-        // Established-flow packets.
         let mut expect_established: HashMap<u16, SocketAddr> = HashMap::new();
         for _ in 0..self.plan.established_per_poll.min(n as u16) {
             let i = self.next_established % n;
@@ -523,7 +551,13 @@ impl Loop {
                 expect_established.insert(port, self.backends[i]);
             }
         }
-        // Replies from the backends of established connections.
+        expect_established
+    }
+
+    /// Injects this round's replies from the backends of established
+    /// connections; returns the client ports they must reach.
+    fn send_replies(&mut self) -> HashMap<u16, ()> {
+        let n = self.backends.len();
         let mut expect_replies: HashMap<u16, ()> = HashMap::new();
         for _ in 0..self.plan.replies_per_poll.min(n as u16) {
             let i = self.next_reply % n;
@@ -540,35 +574,48 @@ impl Loop {
                 expect_replies.insert(port, ());
             }
         }
-        // One new flow, from a client never seen before.
-        let mut new_flow = None;
-        if !self.plan.new_flow_targets.is_empty() {
-            let target =
-                self.plan.new_flow_targets[self.next_target % self.plan.new_flow_targets.len()];
-            self.next_target += 1;
-            let serial = self.new_flow_serial;
-            self.new_flow_serial += 1;
-            // 198.18.2.0 - 198.18.255.255, ports 1024..65024: never reused.
-            let host = 2 * 256 + (serial / 64_000) as u32;
-            let src = SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::from(
-                    u32::from(Ipv4Addr::new(198, 18, 0, 0)) + host,
-                )),
-                1024 + (serial % 64_000) as u16,
-            );
-            let f = Self::from_client(src, target, tcp_flags::SYN);
-            if self.inject(0, &f) {
-                self.report.new_flows_sent += 1;
-                new_flow = Some((src, target));
-            }
+        expect_replies
+    }
+
+    /// Injects one new flow, from a client never seen before; returns its
+    /// client and target if it was injected.
+    fn send_new_flow(&mut self) -> Option<(SocketAddr, SocketAddr)> {
+        if self.plan.new_flow_targets.is_empty() {
+            return None;
         }
+        let target =
+            self.plan.new_flow_targets[self.next_target % self.plan.new_flow_targets.len()];
+        self.next_target += 1;
+        let serial = self.new_flow_serial;
+        self.new_flow_serial += 1;
+        // 198.18.2.0 - 198.18.255.255, ports 1024..65024: never reused.
+        let host = 2 * 256 + (serial / 64_000) as u32;
+        let src = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::from(
+                u32::from(Ipv4Addr::new(198, 18, 0, 0)) + host,
+            )),
+            1024 + (serial % 64_000) as u16,
+        );
+        let f = Self::from_client(src, target, tcp_flags::SYN);
+        if self.inject(0, &f) {
+            self.report.new_flows_sent += 1;
+            return Some((src, target));
+        }
+        None
+    }
 
-        self.kernel.passed.clear();
-        let (snapshot, to_client, to_backends) = self.poll();
-
-        // Check the frames to backends.
+    /// Checks the frames to backends: each established-flow packet went to
+    /// its connection's backend, and none is missing. Returns where the new
+    /// flow's frame went, if anywhere.
+    fn check_to_backends(
+        &mut self,
+        snapshot: &Snapshot,
+        to_backends: &[Vec<u8>],
+        mut expect_established: HashMap<u16, SocketAddr>,
+        new_flow: Option<(SocketAddr, SocketAddr)>,
+    ) -> Option<SocketAddr> {
         let mut new_flow_out: Option<SocketAddr> = None;
-        for frame in &to_backends {
+        for frame in to_backends {
             let Ok(meta) = wire::parse(frame) else {
                 self.report.problem("unparsable frame to a backend".into());
                 continue;
@@ -602,8 +649,12 @@ impl Loop {
                 snapshot.generation()
             ));
         }
-        // Check the replies.
-        for frame in &to_client {
+        new_flow_out
+    }
+
+    /// Checks the frames to the client: each is an expected reply.
+    fn check_replies(&mut self, to_client: &[Vec<u8>], mut expect_replies: HashMap<u16, ()>) {
+        for frame in to_client {
             let Ok(meta) = wire::parse(frame) else {
                 self.report.problem("unparsable frame to the client".into());
                 continue;
@@ -619,30 +670,38 @@ impl Loop {
                 self.report.problem(format!("wrong reply {src} -> {dst}"));
             }
         }
-        // Check the new flow against the rules of this poll's snapshot.
-        if let Some((src, target)) = new_flow {
-            let expected = expect_new_flow(&snapshot, src, target);
-            let passed = self.kernel.passed.contains(&(src.ip(), src.port()));
-            let ok = match (&expected, new_flow_out) {
-                (Expect::Backend(b), Some(out)) => *b == out,
-                (Expect::OneOf(all), Some(out)) => all.contains(&out),
-                (Expect::Pass, None) => passed,
-                _ => false,
-            };
-            if new_flow_out.is_some() {
-                self.report.new_flows_forwarded += 1;
-            } else if passed {
-                self.report.new_flows_passed += 1;
-            }
-            if ok {
-                self.report.new_flows_in_last_generation += 1;
-            } else {
-                self.report.new_flows_wrong += 1;
-                self.report.problem(format!(
-                    "new flow {src} -> {target} went to {new_flow_out:?} (passed: {passed}) under generation {}",
-                    snapshot.generation()
-                ));
-            }
+    }
+
+    /// Checks the new flow from `src` to `target`, which went to `out` (or
+    /// nowhere), against the rules of this poll's snapshot.
+    fn check_new_flow(
+        &mut self,
+        snapshot: &Snapshot,
+        src: SocketAddr,
+        target: SocketAddr,
+        out: Option<SocketAddr>,
+    ) {
+        let expected = expect_new_flow(snapshot, src, target);
+        let passed = self.kernel.passed.contains(&(src.ip(), src.port()));
+        let ok = match (&expected, out) {
+            (Expect::Backend(b), Some(out)) => *b == out,
+            (Expect::OneOf(all), Some(out)) => all.contains(&out),
+            (Expect::Pass, None) => passed,
+            _ => false,
+        };
+        if out.is_some() {
+            self.report.new_flows_forwarded += 1;
+        } else if passed {
+            self.report.new_flows_passed += 1;
+        }
+        if ok {
+            self.report.new_flows_in_last_generation += 1;
+        } else {
+            self.report.new_flows_wrong += 1;
+            self.report.problem(format!(
+                "new flow {src} -> {target} went to {out:?} (passed: {passed}) under generation {}",
+                snapshot.generation()
+            ));
         }
     }
 }

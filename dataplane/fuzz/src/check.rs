@@ -227,7 +227,10 @@ pub fn run_script(input: &[u8], mut observe: impl FnMut(&StepReport<'_>)) {
                 now_ns,
             });
             assert_eq!(verdict, alone, "a batch decided unlike frame-by-frame");
-            assert!(out == frame.as_slice(), "a batch rewrote unlike frame-by-frame");
+            assert!(
+                out == frame.as_slice(),
+                "a batch rewrote unlike frame-by-frame"
+            );
             check_verdict(verdict, input, out, snapshot);
         }
         check_flow_table(&batched.flows);

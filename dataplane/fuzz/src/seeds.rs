@@ -56,15 +56,19 @@ const VIP6_SSH: &str = "2001:2:0:100::11";
 /// Single frames, named: the `parse` corpus, and the client side of the
 /// pipeline scripts.
 pub fn frames() -> Vec<(String, Vec<u8>)> {
+    let mut list = ipv4_frames();
+    list.extend(ipv6_frames());
+    list.extend(other_frames());
+    list.into_iter()
+        .map(|(name, builder)| (name.to_string(), builder.build()))
+        .collect()
+}
+
+/// TCP and UDP over IPv4: services, VLAN tags, IP options, fragments.
+fn ipv4_frames() -> Vec<(&'static str, FrameBuilder)> {
     use tcp_flags::{ACK, FIN, PSH, RST, SYN};
-    let ext_chain = [
-        ExtensionHeader::HopByHop(0),
-        ExtensionHeader::DestinationOptions(1),
-        ExtensionHeader::Routing(0),
-        ExtensionHeader::Authentication,
-    ];
     let mss_ws_sack = [2, 4, 0x05, 0xb4, 3, 3, 7, 4, 2, 1];
-    let list: Vec<(&str, FrameBuilder)> = vec![
+    vec![
         ("tcp4-syn-web", tcp(false, VIP4, 80, 40000, SYN)),
         (
             "tcp4-syn-options-web",
@@ -126,6 +130,19 @@ pub fn frames() -> Vec<(String, Vec<u8>)> {
                 .payload(&[3; 8])
                 .fragment(8, true),
         ),
+    ]
+}
+
+/// TCP and UDP over IPv6: services, extension headers, fragments.
+fn ipv6_frames() -> Vec<(&'static str, FrameBuilder)> {
+    use tcp_flags::{ACK, SYN};
+    let ext_chain = [
+        ExtensionHeader::HopByHop(0),
+        ExtensionHeader::DestinationOptions(1),
+        ExtensionHeader::Routing(0),
+        ExtensionHeader::Authentication,
+    ];
+    vec![
         ("tcp6-syn-web6", tcp(true, VIP6, 80, 40100, SYN)),
         (
             "tcp6-ack-web6",
@@ -158,6 +175,12 @@ pub fn frames() -> Vec<(String, Vec<u8>)> {
                 .payload(&[5; 16])
                 .fragment(24, false),
         ),
+    ]
+}
+
+/// Neither TCP nor UDP: ICMP echo requests to a VIP, and ARP.
+fn other_frames() -> Vec<(&'static str, FrameBuilder)> {
+    vec![
         (
             "icmp4-echo-vip",
             from_client(FrameBuilder::icmp_echo_request(ip(CLIENT4), ip(VIP4))).payload(b"ping"),
@@ -174,10 +197,7 @@ pub fn frames() -> Vec<(String, Vec<u8>)> {
                 "198.18.0.1".parse().expect("v4"),
             ),
         ),
-    ];
-    list.into_iter()
-        .map(|(name, builder)| (name.to_string(), builder.build()))
-        .collect()
+    ]
 }
 
 /// The frame `frames()` names `name`.

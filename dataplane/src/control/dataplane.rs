@@ -1,17 +1,19 @@
 //! What the control API needs from the running gateway.
 
-use super::report::{FlowEntry, StatsReport, StatusReport};
+use flowgate_api::{FlowEntry, StatsReport, StatusReport};
+
 use crate::rules::Config;
 use crate::xdp::{CapacityError, XdpCapacity};
 
 /// The running gateway as the control API sees it. The daemon implements
-/// it over its workers; [`super::MemoryDataplane`] implements it in memory
-/// for tests, benches and tools.
+/// it over its workers; `MemoryDataplane` (feature `testkit`)
+/// implements it in memory for tests and benches.
 ///
-/// Calls come from the control server's connection threads. `check` and
-/// `apply` are only ever called with the [`super::ControlState`] lock
-/// held, so changes never overlap one another; the read calls may run
-/// beside them.
+/// Calls come from the control server's connection threads. `apply` is
+/// called by one change at a time (changes take turns in
+/// [`super::ControlState`]), but reads (`status`, `stats`, `flows`,
+/// `generation`) and `check` (dry runs take no turn) may run beside it
+/// and must not wait for it: compile outside whatever lock they take.
 pub trait Dataplane: Send + Sync {
     /// Whether the kernel side can hold `config` (valid rules): every
     /// limit it has that the rules themselves do not, such as how many

@@ -1,6 +1,7 @@
 //! What changes between two configs, as an operator reads it: services
 //! added, removed or changed; backends added, removed, reweighted or
-//! relabelled; other sections that differ.
+//! relabelled; other sections that differ. The types it is reported in
+//! are the API's ([`flowgate_api::diff`]).
 //!
 //! Services are matched by name and backends by (address, port) within
 //! their service. The backends of an added (removed) service count as
@@ -11,77 +12,9 @@
 use hashbrown::HashMap;
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
+use flowgate_api::{BackendSummary, ConfigDiff, Relabel, Reweight, ServiceChange, ServiceSummary};
 
 use crate::rules::{Backend, Config, Service};
-
-/// The difference between a running config and the next one.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConfigDiff {
-    /// Services in the new config only.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub services_added: Vec<ServiceSummary>,
-    /// Services in the old config only.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub services_removed: Vec<ServiceSummary>,
-    /// Fields of services in both that differ (one entry per field).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub services_changed: Vec<ServiceChange>,
-    /// Backends in the new config only.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub backends_added: Vec<BackendSummary>,
-    /// Backends in the old config only.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub backends_removed: Vec<BackendSummary>,
-    /// Backends in both whose weight differs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub backends_reweighted: Vec<Reweight>,
-    /// Backends in both whose zone, set or group label differs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub backends_relabelled: Vec<Relabel>,
-    /// Other sections that differ: `gateway`, `daemon`, `flows`,
-    /// `interfaces`, `neighbours`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub settings_changed: Vec<String>,
-}
-
-impl ConfigDiff {
-    /// Whether nothing differs.
-    pub fn is_empty(&self) -> bool {
-        self.change_count() == 0
-    }
-
-    /// How many entries the diff has, over all its lists.
-    pub fn change_count(&self) -> usize {
-        self.services_added.len()
-            + self.services_removed.len()
-            + self.services_changed.len()
-            + self.backends_added.len()
-            + self.backends_removed.len()
-            + self.backends_reweighted.len()
-            + self.backends_relabelled.len()
-            + self.settings_changed.len()
-    }
-}
-
-/// A service added or removed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceSummary {
-    /// Its name.
-    pub name: String,
-    /// `tcp` or `udp`.
-    pub protocol: String,
-    /// Its VIP.
-    pub vip: IpAddr,
-    /// Its port.
-    pub port: u16,
-    /// Its scheduler.
-    pub scheduler: String,
-    /// How many backends it has.
-    pub backends: usize,
-}
 
 impl From<&Service> for ServiceSummary {
     fn from(s: &Service) -> ServiceSummary {
@@ -96,77 +29,14 @@ impl From<&Service> for ServiceSummary {
     }
 }
 
-/// One field of a service that changed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceChange {
-    /// The service.
-    pub service: String,
-    /// `protocol`, `vip`, `port`, `scheduler` or `maglev_table_size`.
-    pub field: String,
-    /// The old value.
-    pub from: String,
-    /// The new value.
-    pub to: String,
-}
-
-/// A backend added or removed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BackendSummary {
-    /// Its service.
-    pub service: String,
-    /// Its address.
-    pub address: IpAddr,
-    /// Its port.
-    pub port: u16,
-    /// Its weight.
-    pub weight: u32,
-}
-
-impl BackendSummary {
-    fn of(service: &str, b: &Backend) -> BackendSummary {
-        BackendSummary {
-            service: service.to_owned(),
-            address: b.address,
-            port: b.port,
-            weight: b.weight,
-        }
+/// `b`, a backend of `service`, as added or removed.
+fn backend_summary(service: &str, b: &Backend) -> BackendSummary {
+    BackendSummary {
+        service: service.to_owned(),
+        address: b.address,
+        port: b.port,
+        weight: b.weight,
     }
-}
-
-/// A backend whose weight changed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Reweight {
-    /// Its service.
-    pub service: String,
-    /// Its address.
-    pub address: IpAddr,
-    /// Its port.
-    pub port: u16,
-    /// The old weight.
-    pub from: u32,
-    /// The new weight (0: drained).
-    pub to: u32,
-}
-
-/// A backend label that changed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Relabel {
-    /// Its service.
-    pub service: String,
-    /// Its address.
-    pub address: IpAddr,
-    /// Its port.
-    pub port: u16,
-    /// `zone`, `set` or `group`.
-    pub label: String,
-    /// The old value (none: unset).
-    pub from: Option<String>,
-    /// The new value (none: unset).
-    pub to: Option<String>,
 }
 
 /// What changes from `old` to `new`.
@@ -196,7 +66,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
                     service
                         .backends
                         .iter()
-                        .map(|b| BackendSummary::of(&service.name, b)),
+                        .map(|b| backend_summary(&service.name, b)),
                 );
             }
             Some(before) => service_changes(before, service, &mut d),
@@ -209,7 +79,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
                 service
                     .backends
                     .iter()
-                    .map(|b| BackendSummary::of(&service.name, b)),
+                    .map(|b| backend_summary(&service.name, b)),
             );
         }
     }
@@ -274,7 +144,7 @@ fn service_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
     let mut kept = 0;
     for backend in &after.backends {
         let Some(old) = old_backends.get(&(backend.address, backend.port)) else {
-            d.backends_added.push(BackendSummary::of(name, backend));
+            d.backends_added.push(backend_summary(name, backend));
             continue;
         };
         kept += 1;
@@ -315,7 +185,7 @@ fn service_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
                 .backends
                 .iter()
                 .filter(|b| !new_backends.contains_key(&(b.address, b.port)))
-                .map(|b| BackendSummary::of(name, b)),
+                .map(|b| backend_summary(name, b)),
         );
     }
 }

@@ -23,11 +23,11 @@
 use hashbrown::HashMap;
 use std::net::IpAddr;
 
-use super::api::{ApiError, BackendEdit, BackendKey, BackendSpec, Edit, ErrorCode, ServiceSpec};
 use crate::rules::{
     self, parse, Backend, Config, ConfigError, Item, Location, Place, Provenance, RequestLocation,
     Service,
 };
+use flowgate_api::{ApiError, BackendEdit, BackendKey, BackendSpec, Edit, ErrorCode, ServiceSpec};
 
 /// `config` with `edits` applied and validated, or every reason some could
 /// not apply or the result is not valid. `config` is never modified.
@@ -338,6 +338,7 @@ impl Editor {
             maglev_table_size: spec
                 .maglev_table_size
                 .unwrap_or(self.rest.gateway.maglev_table_size),
+            failover: Default::default(),
             backends: Vec::new(),
         };
         // Backends are parsed before the service is added, so that a bad
@@ -526,8 +527,8 @@ fn endpoint(address: &str, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::api::{BackendAdd, ServiceEdit, ServiceName};
     use crate::rules::{load_str, Scheduler};
+    use flowgate_api::{BackendAdd, ServiceEdit, ServiceName};
 
     const RULES: &str = r#"
 [gateway]

@@ -1,15 +1,16 @@
 //! A data plane in memory: builds and publishes real snapshots, reports
-//! what it is given. Tests, benches and tools run the control API against
+//! what it is given. Tests and benches run the control API against
 //! it, with workers reading its snapshots through [`SnapshotReader`]s.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use super::dataplane::{Applied, ApplyError, Dataplane};
-use super::report::{
-    FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport, TrafficCounters, WorkerInfo,
-    WorkerStats,
+use flowgate_api::{
+    FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport, WorkerInfo, WorkerStats,
 };
+
+use super::dataplane::{Applied, ApplyError, Dataplane};
+use super::views::{status_report, traffic_counters};
 use crate::pipeline::PipelineCounters;
 use crate::rules::{format_mac, Config};
 use crate::table::{Snapshot, SnapshotPublisher, SnapshotReader};
@@ -20,6 +21,9 @@ use crate::xdp::{CapacityError, XdpCapacity};
 pub struct MemoryDataplane {
     publisher: SnapshotPublisher,
     started: Instant,
+    /// Held by an apply from its check to its publish, so that applies
+    /// build on one another; reads never take it.
+    applying: Mutex<()>,
     inner: Mutex<Inner>,
 }
 
@@ -48,6 +52,7 @@ impl MemoryDataplane {
         MemoryDataplane {
             publisher: SnapshotPublisher::new(Snapshot::empty()),
             started: Instant::now(),
+            applying: Mutex::new(()),
             inner: Mutex::new(Inner::default()),
         }
     }
@@ -110,13 +115,14 @@ impl MemoryDataplane {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Builds on the current snapshot and publishes; returns the generation.
+    /// Builds on the current snapshot and publishes; returns the
+    /// generation. The snapshot is compiled holding no lock that `status`
+    /// or `stats` take, as the daemon's is: a large change holds up no
+    /// read. The caller makes sure applies do not overlap.
     fn publish(&self, config: &Config) -> u64 {
-        let mut inner = self.lock();
         let next = Snapshot::build(config, Some(&self.publisher.current()));
         let generation = next.generation();
-        self.publisher.publish(next);
-        inner.interfaces = config
+        let interfaces = config
             .interfaces
             .iter()
             .enumerate()
@@ -128,8 +134,12 @@ impl MemoryDataplane {
                 xdp_mode: "none".into(),
                 af_xdp_mode: "memory".into(),
                 queues: 1,
+                nic_queues: None,
             })
             .collect();
+        let mut inner = self.lock();
+        self.publisher.publish(next);
+        inner.interfaces = interfaces;
         inner.applies += 1;
         generation
     }
@@ -146,6 +156,7 @@ impl Dataplane for MemoryDataplane {
             generation: self.generation(),
             kernel: "nothing else was changed (an in-memory data plane)".into(),
         };
+        let _applying = self.applying.lock().unwrap_or_else(PoisonError::into_inner);
         // As the daemon does: the control state has checked already, but
         // a caller of `apply` alone must not get past the limits.
         self.check(config).map_err(|e| refused(e.to_string()))?;
@@ -157,7 +168,7 @@ impl Dataplane for MemoryDataplane {
 
     fn status(&self) -> StatusReport {
         let inner = self.lock();
-        let mut status = StatusReport::new(self.generation(), self.started.elapsed().as_secs());
+        let mut status = status_report(self.generation(), self.started.elapsed().as_secs());
         status.workers = inner
             .workers
             .iter()
@@ -189,7 +200,7 @@ impl Dataplane for MemoryDataplane {
                 .map(|(worker, (core, counters))| WorkerStats {
                     worker,
                     core: *core,
-                    counters: TrafficCounters::from_values(&counters.snapshot(), 0),
+                    counters: traffic_counters(&counters.snapshot(), 0),
                 })
                 .collect(),
             ..StatsReport::default()

@@ -3,32 +3,58 @@
 //!
 //! The daemon's control thread runs [`ControlServer::serve`]; each client
 //! gets a thread of its own, up to [`ServerLimits::max_clients`] at once,
-//! so a slow client never holds up another. Requests are handled one at a
-//! time against the shared [`ControlState`], whose lock makes changes
-//! sequential. Every limit — request size, a client that never writes or
-//! writes too slowly, too many clients — is answered with an error
-//! response naming it, and nothing changes.
+//! so a slow client never holds up another. A client's requests are
+//! handled one after another against the shared [`ControlState`], where
+//! reads never wait for a change and changes take turns.
+//!
+//! Every client is root (the socket is mode 0600), so the limits that keep
+//! the socket available to the operator are per connecting process
+//! (`SO_PEERCRED`): a budget of new connections a second, a cap on
+//! connections at once, and over all, a cap at which the client idle
+//! longest makes room for a newcomer (`peers` says why each). A client
+//! idle for [`ServerLimits::idle_timeout`] (`[daemon]
+//! control_idle_timeout`, a few seconds) is closed. The listen queue is
+//! short ([`LISTEN_BACKLOG`]), so a process that connects in a loop cannot
+//! queue thousands of connections ahead of another one's.
+//!
+//! Every limit — request size, a client that never writes or writes too
+//! slowly, a process over its budget or cap, a full server — is answered
+//! with one error response line naming it, and nothing changes.
 
 use std::fs;
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, BufWriter};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use flowgate_api::framing::{parse_request, read_line, write_response, LineError, LineTimeouts};
+use flowgate_api::{ApiError, ErrorCode, Reply, Response, MAX_REQUEST_BYTES};
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::socket::{listen, recv, Backlog, MsgFlags};
 use nix::sys::stat::{umask, Mode};
 
-use super::api::{parse_request, ApiError, ErrorCode, Response, MAX_REQUEST_BYTES};
-use super::line::{read_line, LineError, LineTimeouts};
+use super::peers::{Admission, Clients, Closing, Peer, PeerLimits, Ticket};
 use super::state::ControlState;
+use crate::rules::DaemonSettings;
 
-/// How often an idle serve loop looks for new clients.
-const ACCEPT_POLL: Duration = Duration::from_millis(5);
+/// How long the serve loop waits for a client before it looks at its stop
+/// handle again.
+const ACCEPT_WAIT_MS: u8 = 5;
 
-/// Longest time spent telling a client that the server is busy.
-const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long the serve loop waits after a failed `accept` (e.g. out of
+/// descriptors) before it tries again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// Connections the kernel queues for the server to accept. Short, so that
+/// a process connecting in a loop queues few ahead of another's: the
+/// kernel lets waiting connectors in one at a time, in order, as places
+/// free (a blocking `connect` waits; it does not fail).
+const LISTEN_BACKLOG: i32 = 64;
 
 /// What the server puts up with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,18 +67,48 @@ pub struct ServerLimits {
     pub request_timeout: Duration,
     /// Longest wait for a client to take a response.
     pub write_timeout: Duration,
-    /// Most clients served at once; more are told the server is busy.
+    /// Most clients served at once. At the cap, the client idle longest
+    /// is closed for a newcomer; if none is idle, the newcomer is told the
+    /// server is busy.
     pub max_clients: usize,
+    /// Most clients one process may have served at once; its newest
+    /// connection past them is refused (at least 1).
+    pub max_clients_per_process: usize,
+    /// New connections one process may open per second (all at once, if
+    /// it likes); each one past them is refused.
+    pub connects_per_process_per_second: u32,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_request_bytes: MAX_REQUEST_BYTES,
-            idle_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(
+                DaemonSettings::default().control_idle_timeout_s.into(),
+            ),
             request_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
-            max_clients: 16,
+            max_clients: 32,
+            max_clients_per_process: 8,
+            connects_per_process_per_second: 20,
+        }
+    }
+}
+
+impl ServerLimits {
+    /// The defaults, with what `[daemon]` sets (the idle timeout).
+    pub fn for_daemon(settings: &DaemonSettings) -> ServerLimits {
+        ServerLimits {
+            idle_timeout: Duration::from_secs(settings.control_idle_timeout_s.into()),
+            ..ServerLimits::default()
+        }
+    }
+
+    fn peers(&self) -> PeerLimits {
+        PeerLimits {
+            max_clients: self.max_clients,
+            max_per_peer: self.max_clients_per_process,
+            connects_per_second: self.connects_per_process_per_second,
         }
     }
 }
@@ -97,7 +153,9 @@ pub struct ControlServer {
     state: Arc<Mutex<ControlState>>,
     limits: ServerLimits,
     stop: StopHandle,
-    active: Arc<AtomicUsize>,
+    clients: Arc<Clients>,
+    /// Wakes the serve loop when a client connects.
+    epoll: Epoll,
 }
 
 /// Stops a [`ControlServer::serve`] loop from another thread.
@@ -118,12 +176,18 @@ impl StopHandle {
 }
 
 impl ControlServer {
-    /// Creates the socket at `path` (mode 0600) with the default limits.
-    /// A stale socket file, one nobody answers on, is replaced; a live one
-    /// is an error ([`ServerError::InUse`]). A missing parent directory is
-    /// created with mode 0700.
+    /// Creates the socket at `path` (mode 0600) with the limits of the
+    /// state's `[daemon]` settings ([`ServerLimits::for_daemon`]: the idle
+    /// timeout; the defaults for the rest). A stale socket file, one nobody
+    /// answers on, is replaced; a live one is an error
+    /// ([`ServerError::InUse`]). A missing parent directory is created with
+    /// mode 0700.
     pub fn bind(path: &Path, state: Arc<Mutex<ControlState>>) -> Result<Self, ServerError> {
-        Self::bind_with(path, state, ServerLimits::default())
+        let settings = {
+            let state = state.lock().unwrap_or_else(PoisonError::into_inner);
+            ServerLimits::for_daemon(&state.config().daemon)
+        };
+        Self::bind_with(path, state, settings)
     }
 
     /// [`ControlServer::bind`] with other limits.
@@ -158,9 +222,18 @@ impl ControlServer {
         let listener = bound.map_err(io("bind the control socket"))?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o600))
             .map_err(io("set the control socket's mode"))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(io("configure the control socket"))?;
+        let configure = io("configure the control socket");
+        // Listening again only sets the queue's length.
+        Backlog::new(LISTEN_BACKLOG)
+            .and_then(|backlog| listen(&listener, backlog))
+            .map_err(|e| configure(e.into()))?;
+        listener.set_nonblocking(true).map_err(&configure)?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .and_then(|epoll| {
+                epoll.add(&listener, EpollEvent::new(EpollFlags::EPOLLIN, 0))?;
+                Ok(epoll)
+            })
+            .map_err(|e| configure(e.into()))?;
         let meta = fs::metadata(path).map_err(io("inspect the control socket"))?;
         Ok(ControlServer {
             listener,
@@ -169,7 +242,8 @@ impl ControlServer {
             state,
             limits,
             stop: StopHandle::default(),
-            active: Arc::new(AtomicUsize::new(0)),
+            clients: Arc::new(Clients::new(limits.peers())),
+            epoll,
         })
     }
 
@@ -185,24 +259,43 @@ impl ControlServer {
 
     /// Clients being served now.
     pub fn active_clients(&self) -> usize {
-        self.active.load(Ordering::Acquire)
+        self.clients.served()
     }
 
-    /// Serves clients until the stop handle is used.
+    /// Serves clients until the stop handle is used; then closes the idle
+    /// ones (the others once they have answered their request).
     pub fn serve(&self) {
+        let mut events = [EpollEvent::empty()];
         while !self.stop.is_stopped() {
-            if self.serve_pending() == 0 {
-                std::thread::sleep(ACCEPT_POLL);
+            match self.accept_waiting() {
+                // The connection is still waiting: do not spin on it.
+                (_, true) => std::thread::sleep(ACCEPT_BACKOFF),
+                (0, false) => {
+                    // A client connecting ends the wait.
+                    let _ = self
+                        .epoll
+                        .wait(&mut events, EpollTimeout::from(ACCEPT_WAIT_MS));
+                }
+                (_, false) => {}
             }
         }
+        self.clients.close_all();
     }
 
-    /// Accepts every client waiting now, without blocking, and hands each
-    /// to a thread of its own; returns how many. For a daemon that runs its
-    /// own loop instead of [`ControlServer::serve`].
+    /// Accepts the clients waiting now (at most a listen queue's worth),
+    /// without blocking, and hands each to a thread of its own or refuses
+    /// it; returns how many. For a daemon that runs its own loop instead
+    /// of [`ControlServer::serve`].
     pub fn serve_pending(&self) -> usize {
+        self.accept_waiting().0
+    }
+
+    /// Accepts the clients waiting now, at most [`LISTEN_BACKLOG`] of them
+    /// so that a flood of connections cannot keep the caller from its stop
+    /// handle; returns how many, and whether `accept` failed.
+    fn accept_waiting(&self) -> (usize, bool) {
         let mut accepted = 0;
-        loop {
+        while accepted < LISTEN_BACKLOG.unsigned_abs() as usize {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     accepted += 1;
@@ -211,13 +304,13 @@ impl ControlServer {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    // E.g. out of file descriptors: try again next turn.
+                    // E.g. out of file descriptors: try again shortly.
                     tracing::warn!(error = %e, "control socket: accept failed");
-                    break;
+                    return (accepted, true);
                 }
             }
         }
-        accepted
+        (accepted, false)
     }
 
     /// Starts serving one client, or tells it why not.
@@ -227,27 +320,28 @@ impl ControlServer {
         if stream.set_nonblocking(false).is_err() {
             return;
         }
-        let active = self.active.fetch_add(1, Ordering::AcqRel);
-        let slot = ClientSlot(Arc::clone(&self.active));
-        if active >= self.limits.max_clients {
-            drop(slot);
-            let message = format!(
-                "server busy: {} clients are connected already (the most it serves at once); try again",
-                self.limits.max_clients
-            );
-            tracing::debug!("control socket: client refused, busy");
-            refuse(stream, ApiError::new(ErrorCode::Busy, message));
-            return;
-        }
+        let peer = Peer::of(&stream);
+        let handle = match stream.try_clone() {
+            Ok(handle) => handle,
+            Err(e) => {
+                let message = format!("cannot serve another client now: {e}; try again");
+                refuse(stream, peer, ApiError::new(ErrorCode::Busy, message));
+                return;
+            }
+        };
+        let ticket = match self.clients.admit(peer, handle, Instant::now()) {
+            Admission::Served(ticket) => ticket,
+            Admission::Refused(error) => {
+                refuse(stream, peer, error);
+                return;
+            }
+        };
         let state = Arc::clone(&self.state);
         let limits = self.limits;
         let stop = self.stop.clone();
         let spawned = std::thread::Builder::new()
             .name("flowgate-ctl".into())
-            .spawn(move || {
-                let _slot = slot;
-                serve_client(stream, &state, limits, &stop);
-            });
+            .spawn(move || serve_client(stream, &ticket, &state, limits, &stop));
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "control socket: cannot start a client thread");
         }
@@ -262,15 +356,6 @@ impl Drop for ControlServer {
                 let _ = fs::remove_file(&self.path);
             }
         }
-    }
-}
-
-/// Counts a client as served until dropped.
-struct ClientSlot(Arc<AtomicUsize>);
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -313,17 +398,55 @@ fn clear_stale_socket(path: &Path) -> Result<(), ServerError> {
     }
 }
 
-/// Tells a client it will not be served, and hangs up.
-fn refuse(stream: UnixStream, error: ApiError) {
-    let _ = stream.set_write_timeout(Some(BUSY_WRITE_TIMEOUT));
+/// Tells a client it will not be served, and hangs up. The line fits in a
+/// new socket's buffer, so it is written without waiting: the serve loop
+/// never blocks on a client.
+fn refuse(stream: UnixStream, peer: Peer, error: ApiError) {
+    tracing::debug!(%peer, code = %error.code, "control socket: client refused: {}", error.message);
+    let _ = stream.set_nonblocking(true);
     let mut writer = BufWriter::new(stream);
     let _ = write_response(&mut writer, &Response::new(Err(error)));
 }
 
+/// What came of waiting for a client's next request.
+enum Waited {
+    /// Its first byte is there.
+    Request,
+    /// The client hung up (or the server closed the connection).
+    Closed,
+    /// Nothing came within the idle timeout.
+    Idle,
+}
+
+/// Waits up to `timeout` for the first byte of a request, leaving it to
+/// be read.
+fn wait_for_request(stream: &UnixStream, timeout: Duration) -> io::Result<Waited> {
+    let deadline = Instant::now() + timeout;
+    let mut byte = [0u8; 1];
+    loop {
+        let Some(left) = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+        else {
+            return Ok(Waited::Idle);
+        };
+        stream.set_read_timeout(Some(left))?;
+        match recv(stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK) {
+            Ok(0) => return Ok(Waited::Closed),
+            Ok(_) => return Ok(Waited::Request),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Ok(Waited::Idle),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Serves one client: request, response, until it hangs up, goes quiet,
-/// breaks a limit, or the server stops.
+/// breaks a limit, the server closes it for a newcomer, or the server
+/// stops.
 fn serve_client(
     stream: UnixStream,
+    ticket: &Ticket,
     state: &Mutex<ControlState>,
     limits: ServerLimits,
     stop: &StopHandle,
@@ -339,47 +462,72 @@ fn serve_client(
     };
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut writer = BufWriter::with_capacity(64 * 1024, stream);
+    // Once its first byte is there, a request has the request timeout to
+    // be whole.
     let timeouts = LineTimeouts {
-        idle: limits.idle_timeout,
+        idle: limits.request_timeout,
         whole: limits.request_timeout,
     };
+    let client = ticket.client();
     let mut line = Vec::new();
     while !stop.is_stopped() {
-        let error = match read_line(&mut reader, &mut line, limits.max_request_bytes, timeouts) {
-            Ok(()) if line.iter().all(u8::is_ascii_whitespace) => continue,
-            Ok(()) => {
-                let response = Response::new(handle(&line, state));
-                if write_response(&mut writer, &response).is_err() {
-                    return;
-                }
-                continue;
+        let waited = if reader.buffer().is_empty() {
+            if let Err(why) = client.idle(Instant::now()) {
+                return say_closed(why, &mut writer);
             }
-            Err(LineError::Closed) => return,
-            Err(LineError::Io(e)) => {
+            wait_for_request(reader.get_ref(), limits.idle_timeout)
+        } else {
+            Ok(Waited::Request)
+        };
+        // The server may have closed it for a newcomer while it waited.
+        if let Err(why) = client.busy() {
+            return say_closed(why, &mut writer);
+        }
+        let error = match waited {
+            Ok(Waited::Closed) => return,
+            Err(e) => {
                 tracing::debug!(error = %e, "control socket: client connection failed");
                 return;
             }
-            Err(LineError::Idle) => ApiError::new(
+            Ok(Waited::Idle) => ApiError::new(
                 ErrorCode::Timeout,
                 format!(
                     "no request within {} ms; closing the connection",
                     limits.idle_timeout.as_millis()
                 ),
             ),
-            Err(LineError::Incomplete) => ApiError::new(
-                ErrorCode::Timeout,
-                format!(
-                    "request not finished (no newline) within {} ms; closing the connection",
-                    limits.request_timeout.as_millis()
-                ),
-            ),
-            Err(LineError::TooLarge) => ApiError::new(
-                ErrorCode::TooLarge,
-                format!(
-                    "request larger than {} bytes; send the changes in several batches",
-                    limits.max_request_bytes
-                ),
-            ),
+            Ok(Waited::Request) => {
+                match read_line(&mut reader, &mut line, limits.max_request_bytes, timeouts) {
+                    Ok(()) if line.iter().all(u8::is_ascii_whitespace) => continue,
+                    Ok(()) => {
+                        let response = Response::new(handle(&line, state));
+                        if write_response(&mut writer, &response).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(LineError::Closed) => return,
+                    Err(LineError::Io(e)) => {
+                        tracing::debug!(error = %e, "control socket: client connection failed");
+                        return;
+                    }
+                    Err(LineError::Idle | LineError::Incomplete) => ApiError::new(
+                        ErrorCode::Timeout,
+                        format!(
+                            "request not finished (no newline) within {} ms; closing the \
+                             connection",
+                            limits.request_timeout.as_millis()
+                        ),
+                    ),
+                    Err(LineError::TooLarge) => ApiError::new(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "request larger than {} bytes; send the changes in several batches",
+                            limits.max_request_bytes
+                        ),
+                    ),
+                }
+            }
         };
         tracing::debug!(code = %error.code, "control socket: {}", error.message);
         let _ = write_response(&mut writer, &Response::new(Err(error)));
@@ -387,14 +535,16 @@ fn serve_client(
     }
 }
 
-/// Parses and answers one request line.
-fn handle(line: &[u8], state: &Mutex<ControlState>) -> Result<super::api::Reply, ApiError> {
-    super::state::handle(state, parse_request(line)?)
+/// Tells a client the server closed it, and why (if there is anything to
+/// tell).
+fn say_closed(why: Closing, writer: &mut BufWriter<UnixStream>) {
+    if let Some(error) = why.message() {
+        tracing::debug!("control socket: {}", error.message);
+        let _ = write_response(writer, &Response::new(Err(error)));
+    }
 }
 
-/// Writes one response line and flushes it.
-fn write_response(writer: &mut BufWriter<UnixStream>, response: &Response) -> io::Result<()> {
-    serde_json::to_writer(&mut *writer, response)?;
-    writer.write_all(b"\n")?;
-    writer.flush()
+/// Parses and answers one request line.
+fn handle(line: &[u8], state: &Mutex<ControlState>) -> Result<Reply, ApiError> {
+    super::state::handle(state, parse_request(line)?)
 }

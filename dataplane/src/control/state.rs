@@ -2,18 +2,38 @@
 //! change takes — build the whole next config, validate it in full, check
 //! that the data plane's kernel side can hold it, and only then hand it to
 //! the data plane. All or nothing.
+//!
+//! **Reads never wait for a change.** The running rules are one immutable
+//! value behind a pointer that is swapped atomically (`arc-swap`, as the
+//! workers' snapshots are): a read (`status`, `service list`, `backend
+//! list`, `stats`, `flows`) takes the pointer and answers from what it
+//! points at. A change builds, validates and has the data plane compile
+//! its next config while nothing that reads is held up, and swaps the
+//! pointer at the end.
+//!
+//! **Changes take turns.** A change holds a lock that only changes take,
+//! from reading the rules it starts from until it has swapped in its
+//! result, so each change is made on the rules the one before it left and
+//! two changes never both apply on one base. A change that arrives during
+//! another waits for it, then is checked against its result (a backend the
+//! first one added is "already there" for the second): nothing is lost,
+//! and nobody has to send a change again because another one was faster.
+//! A dry run changes nothing and takes no turn.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::api::{
+use arc_swap::ArcSwap;
+use flowgate_api::{
     ApiError, BackendsReply, ChangeReport, Edit, ErrorCode, FlowsQuery, FlowsReply, Reply, Request,
     ServiceName, ServiceView, ServicesReply, StatusReply, DEFAULT_FLOWS_LIMIT, DEFAULT_ORIGIN,
     MAX_FLOWS_LIMIT,
 };
+
 use super::dataplane::Dataplane;
 use super::diff::diff;
 use super::edit::apply_edits;
+use crate::metrics::{ChangeCounters, ChangeSource, RefusalReason};
 use crate::rules::{self, Config, ConfigError};
 
 /// Config sections that take effect only when the daemon starts: a change
@@ -21,128 +41,45 @@ use crate::rules::{self, Config, ConfigError};
 pub const RESTART_ONLY_SECTIONS: [&str; 3] = ["daemon", "interfaces", "flows"];
 
 /// The running rules and the data plane they run on.
+///
+/// A handle: clones share the same rules, and every method works through
+/// a shared reference, so threads that share one state (the control
+/// server's, the daemon's SIGHUP) need no lock of their own around it.
+/// [`handle`] and [`reload`] take it in a `Mutex` as the daemon keeps it,
+/// and hold that lock only to copy the handle.
+#[derive(Clone)]
 pub struct ControlState {
-    config: Config,
-    origin: String,
-    edits_since_load: u64,
+    rules: Arc<Rules>,
     dataplane: Arc<dyn Dataplane>,
+    changes: Arc<ChangeCounters>,
 }
 
-impl std::fmt::Debug for ControlState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlState")
-            .field("origin", &self.origin)
-            .field("services", &self.config.services.len())
-            .field("edits_since_load", &self.edits_since_load)
-            .finish_non_exhaustive()
-    }
+/// The rules that run, and the turn changes take.
+struct Rules {
+    running: ArcSwap<Running>,
+    /// Held by a change from reading [`Rules::running`] to swapping it.
+    turn: Mutex<()>,
 }
 
-impl ControlState {
-    /// State for a data plane that already runs `config`, loaded from
-    /// `origin` (its path). Give the config as the file has it, before any
-    /// command-line overrides, so that reloading an unchanged file changes
-    /// nothing.
-    pub fn new(config: Config, origin: impl Into<String>, dataplane: Arc<dyn Dataplane>) -> Self {
-        ControlState {
-            config,
-            origin: origin.into(),
-            edits_since_load: 0,
-            dataplane,
-        }
-    }
+/// The rules that run, as one value: replaced whole, never modified.
+#[derive(Debug)]
+struct Running {
+    config: Arc<Config>,
+    /// Backends over all services (what `status` shows).
+    backends: usize,
+    /// Where the rules were last loaded from as a whole.
+    origin: String,
+    /// Changes made by edits since then.
+    edits_since_load: u64,
+}
 
-    /// The running config.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// The data plane.
-    pub fn dataplane(&self) -> &Arc<dyn Dataplane> {
-        &self.dataplane
-    }
-
-    /// Answers one request. Mutating requests change everything they ask
-    /// for or nothing.
-    pub fn handle(&mut self, request: Request) -> Result<Reply, ApiError> {
-        match request {
-            Request::Status {} => Ok(Reply::Status(StatusReply {
-                dataplane: self.dataplane.status(),
-                services: self.config.services.len(),
-                backends: self.config.services.iter().map(|s| s.backends.len()).sum(),
-                origin: self.origin.clone(),
-                edits_since_load: self.edits_since_load,
-            })),
-            Request::Stats {} => Ok(Reply::Stats(self.dataplane.stats())),
-            Request::Flows(query) => {
-                self.check_flows_query(&query)?;
-                let flows = self
-                    .dataplane
-                    .flows(query.service.as_deref(), flows_limit(&query));
-                Ok(Reply::Flows(FlowsReply { flows }))
-            }
-            Request::ServiceList {} => Ok(Reply::Services(ServicesReply {
-                services: self.config.services.iter().map(ServiceView::from).collect(),
-            })),
-            Request::BackendList(ServiceName { service }) => {
-                let view = ServiceView::from(self.service(&service)?);
-                Ok(Reply::Backends(BackendsReply {
-                    service,
-                    backends: view.backends,
-                }))
-            }
-            Request::Apply(apply) => {
-                let origin = apply.origin.as_deref().unwrap_or(DEFAULT_ORIGIN);
-                self.apply_text(&apply.config, origin, apply.dry_run)
-                    .map(Reply::Changed)
-            }
-            Request::Batch(batch) => self.edit(&batch.edits, batch.dry_run).map(Reply::Changed),
-            Request::ServiceAdd(x) => self.edit_one(Edit::ServiceAdd(x)),
-            Request::ServiceEdit(x) => self.edit_one(Edit::ServiceEdit(x)),
-            Request::ServiceDel(x) => self.edit_one(Edit::ServiceDel(x)),
-            Request::BackendAdd(x) => self.edit_one(Edit::BackendAdd(x)),
-            Request::BackendEdit(x) => self.edit_one(Edit::BackendEdit(x)),
-            Request::BackendDel(x) => self.edit_one(Edit::BackendDel(x)),
-            Request::BackendDrain(x) => self.edit_one(Edit::BackendDrain(x)),
-        }
-    }
-
-    fn edit_one(&mut self, edit: Edit) -> Result<Reply, ApiError> {
-        self.edit(&[edit], false).map(Reply::Changed)
-    }
-
-    /// Applies `edits` as one change: each to the result of the previous
-    /// ones, then the whole result checked by [`rules::validate`].
-    pub fn edit(&mut self, edits: &[Edit], dry_run: bool) -> Result<ChangeReport, ApiError> {
-        let next = apply_edits(&self.config, edits)?;
-        self.change(next, None, dry_run)
-    }
-
-    /// Replaces the rules with the config in `text` (a file's contents),
-    /// validated as a file is; problems are reported as `ORIGIN:LINE:COL:`.
-    pub fn apply_text(
-        &mut self,
-        text: &str,
-        origin: &str,
-        dry_run: bool,
-    ) -> Result<ChangeReport, ApiError> {
-        let next = rules::load_str(text, origin).map_err(config_error)?;
-        self.change(next, Some(origin), dry_run)
-    }
-
-    /// Re-reads the config file at `path` and applies the difference. An
-    /// unreadable or invalid file is refused with its problems and the old
-    /// rules keep running.
-    pub fn reload(&mut self, path: &Path) -> Result<ChangeReport, ApiError> {
-        let next = rules::load_file(path).map_err(config_error)?;
-        self.change(next, Some(&path.display().to_string()), false)
-    }
-
-    /// A `flows` query names a service that runs, if any.
-    fn check_flows_query(&self, query: &FlowsQuery) -> Result<(), ApiError> {
-        match &query.service {
-            Some(name) => self.service(name).map(|_| ()),
-            None => Ok(()),
+impl Running {
+    fn new(config: Config, origin: String, edits_since_load: u64) -> Running {
+        Running {
+            backends: config.services.iter().map(|s| s.backends.len()).sum(),
+            config: Arc::new(config),
+            origin,
+            edits_since_load,
         }
     }
 
@@ -153,19 +90,215 @@ impl ControlState {
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("unknown service {name:?}")))
     }
 
-    /// Makes a validated `next` the running config. `origin` is set when
-    /// `next` is a whole file (apply, reload) rather than an edit.
-    ///
-    /// Before anything is reported or applied, the data plane checks that
-    /// its kernel side can hold `next` (the XDP maps' sizes): a change it
-    /// cannot take is invalid, like a change that breaks a rule.
-    fn change(
+    /// A `flows` query names a service that runs, if any.
+    fn check_flows_query(&self, query: &FlowsQuery) -> Result<(), ApiError> {
+        match &query.service {
+            Some(name) => self.service(name).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for ControlState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let running = self.running();
+        f.debug_struct("ControlState")
+            .field("origin", &running.origin)
+            .field("services", &running.config.services.len())
+            .field("edits_since_load", &running.edits_since_load)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a change is made of.
+enum Proposal<'a> {
+    /// Edits to the running rules, each to the result of the ones before.
+    Edits(&'a [Edit]),
+    /// A whole config, as text, and where it comes from.
+    Text { text: &'a str, origin: &'a str },
+    /// A whole config, in a file.
+    File(&'a Path),
+}
+
+impl ControlState {
+    /// State for a data plane that already runs `config`, loaded from
+    /// `origin` (its path). Give the config as the file has it, before any
+    /// command-line overrides, so that reloading an unchanged file changes
+    /// nothing.
+    pub fn new(config: Config, origin: impl Into<String>, dataplane: Arc<dyn Dataplane>) -> Self {
+        ControlState {
+            rules: Arc::new(Rules {
+                running: ArcSwap::from_pointee(Running::new(config, origin.into(), 0)),
+                turn: Mutex::new(()),
+            }),
+            dataplane,
+            changes: Arc::default(),
+        }
+    }
+
+    /// Counts refused changes in `changes` (which the metrics read).
+    pub fn with_change_counters(mut self, changes: Arc<ChangeCounters>) -> Self {
+        self.changes = changes;
+        self
+    }
+
+    /// The running config. It does not change under the caller: a change
+    /// made meanwhile replaces it for later callers.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.running().config)
+    }
+
+    /// The data plane.
+    pub fn dataplane(&self) -> &Arc<dyn Dataplane> {
+        &self.dataplane
+    }
+
+    /// Answers one request. Mutating requests change everything they ask
+    /// for or nothing.
+    pub fn handle(&mut self, request: Request) -> Result<Reply, ApiError> {
+        self.answer(request)
+    }
+
+    /// Applies `edits` as one change: each to the result of the previous
+    /// ones, then the whole result checked by [`rules::validate`].
+    pub fn edit(&mut self, edits: &[Edit], dry_run: bool) -> Result<ChangeReport, ApiError> {
+        self.change(ChangeSource::Edit, Proposal::Edits(edits), dry_run)
+    }
+
+    /// Replaces the rules with the config in `text` (a file's contents),
+    /// validated as a file is; problems are reported as `ORIGIN:LINE:COL:`.
+    pub fn apply_text(
         &mut self,
-        next: Config,
-        origin: Option<&str>,
+        text: &str,
+        origin: &str,
         dry_run: bool,
     ) -> Result<ChangeReport, ApiError> {
-        let diff = diff(&self.config, &next);
+        let proposal = Proposal::Text { text, origin };
+        self.change(ChangeSource::Apply, proposal, dry_run)
+    }
+
+    /// Re-reads the config file at `path` and applies the difference. An
+    /// unreadable or invalid file is refused with its problems and the old
+    /// rules keep running.
+    pub fn reload(&mut self, path: &Path) -> Result<ChangeReport, ApiError> {
+        self.change(ChangeSource::Reload, Proposal::File(path), false)
+    }
+
+    /// The rules that run now.
+    fn running(&self) -> Arc<Running> {
+        self.rules.running.load_full()
+    }
+
+    /// Answers one request; reads from the rules that run when it starts.
+    fn answer(&self, request: Request) -> Result<Reply, ApiError> {
+        match request {
+            Request::Status {} => {
+                let running = self.running();
+                Ok(Reply::Status(StatusReply {
+                    dataplane: self.dataplane.status(),
+                    services: running.config.services.len(),
+                    backends: running.backends,
+                    origin: running.origin.clone(),
+                    edits_since_load: running.edits_since_load,
+                }))
+            }
+            Request::Stats {} => Ok(Reply::Stats(self.dataplane.stats())),
+            Request::Flows(query) => {
+                self.running().check_flows_query(&query)?;
+                let flows = self
+                    .dataplane
+                    .flows(query.service.as_deref(), flows_limit(&query));
+                Ok(Reply::Flows(FlowsReply { flows }))
+            }
+            Request::ServiceList {} => Ok(Reply::Services(ServicesReply {
+                services: self
+                    .running()
+                    .config
+                    .services
+                    .iter()
+                    .map(ServiceView::from)
+                    .collect(),
+            })),
+            Request::BackendList(ServiceName { service }) => {
+                let view = ServiceView::from(self.running().service(&service)?);
+                Ok(Reply::Backends(BackendsReply {
+                    service,
+                    backends: view.backends,
+                }))
+            }
+            Request::Apply(apply) => {
+                let origin = apply.origin.as_deref().unwrap_or(DEFAULT_ORIGIN);
+                let proposal = Proposal::Text {
+                    text: &apply.config,
+                    origin,
+                };
+                self.change(ChangeSource::Apply, proposal, apply.dry_run)
+                    .map(Reply::Changed)
+            }
+            Request::Batch(batch) => self
+                .change(
+                    ChangeSource::Edit,
+                    Proposal::Edits(&batch.edits),
+                    batch.dry_run,
+                )
+                .map(Reply::Changed),
+            Request::ServiceAdd(x) => self.edit_one(Edit::ServiceAdd(x)),
+            Request::ServiceEdit(x) => self.edit_one(Edit::ServiceEdit(x)),
+            Request::ServiceDel(x) => self.edit_one(Edit::ServiceDel(x)),
+            Request::BackendAdd(x) => self.edit_one(Edit::BackendAdd(x)),
+            Request::BackendEdit(x) => self.edit_one(Edit::BackendEdit(x)),
+            Request::BackendDel(x) => self.edit_one(Edit::BackendDel(x)),
+            Request::BackendDrain(x) => self.edit_one(Edit::BackendDrain(x)),
+        }
+    }
+
+    fn edit_one(&self, edit: Edit) -> Result<Reply, ApiError> {
+        self.change(ChangeSource::Edit, Proposal::Edits(&[edit]), false)
+            .map(Reply::Changed)
+    }
+
+    /// Makes one change, in its turn (a dry run needs none), and counts
+    /// it if it was refused.
+    fn change(
+        &self,
+        source: ChangeSource,
+        proposal: Proposal<'_>,
+        dry_run: bool,
+    ) -> Result<ChangeReport, ApiError> {
+        let _turn = (!dry_run).then(|| lock(&self.rules.turn));
+        // Read in the turn: the rules the previous change left.
+        let base = self.running();
+        let result = self.make(&base, proposal, dry_run);
+        if let (Err(e), false) = (&result, dry_run) {
+            self.changes.refused(source, refusal_reason(e.code));
+        }
+        result
+    }
+
+    /// Builds the next config from `base` and `proposal`, and makes it
+    /// run unless this is a dry run.
+    ///
+    /// Before anything is reported or applied, the data plane checks that
+    /// its kernel side can hold it (the XDP maps' sizes): a change it
+    /// cannot take is invalid, like a change that breaks a rule.
+    fn make(
+        &self,
+        base: &Running,
+        proposal: Proposal<'_>,
+        dry_run: bool,
+    ) -> Result<ChangeReport, ApiError> {
+        let (next, origin) = match proposal {
+            Proposal::Edits(edits) => (apply_edits(&base.config, edits)?, None),
+            Proposal::Text { text, origin } => (
+                rules::load_str(text, origin).map_err(config_error)?,
+                Some(origin.to_owned()),
+            ),
+            Proposal::File(path) => (
+                rules::load_file(path).map_err(config_error)?,
+                Some(path.display().to_string()),
+            ),
+        };
+        let diff = diff(&base.config, &next);
         let restart: Vec<&str> = diff
             .settings_changed
             .iter()
@@ -180,8 +313,9 @@ impl ControlState {
             .map_err(|e| ApiError::with_problems(ErrorCode::Invalid, e.problems("the change")))?;
         if dry_run || diff.is_empty() {
             if !dry_run {
-                // Nothing to compile, but the new order or origin is kept.
-                self.commit(next, origin);
+                // Nothing to compile or publish, and nothing to count as
+                // an edit; a new order or origin is kept.
+                self.install(base, next, origin, false);
             }
             return Ok(ChangeReport {
                 generation: self.dataplane.generation(),
@@ -198,11 +332,11 @@ impl ControlState {
                 format!("the data plane could not apply the change: {e}"),
             )
         })?;
-        self.commit(next, origin);
+        let origin = self.install(base, next, origin, true);
         tracing::info!(
             generation = applied.generation,
             changes = diff.change_count(),
-            origin = %self.origin,
+            origin = %origin,
             "rules changed"
         );
         for warning in &applied.warnings {
@@ -217,51 +351,53 @@ impl ControlState {
         })
     }
 
-    fn commit(&mut self, next: Config, origin: Option<&str>) {
-        self.config = next;
-        match origin {
-            Some(origin) => {
-                self.origin = origin.to_owned();
-                self.edits_since_load = 0;
-            }
-            None => self.edits_since_load += 1,
-        }
+    /// Swaps in `next`, made from `base` (which runs: the caller holds the
+    /// turn). `origin` is set when `next` is a whole file (apply, reload),
+    /// which starts the count of edits again; an edit counts only if it
+    /// `changed` something. Returns the origin now.
+    fn install(
+        &self,
+        base: &Running,
+        next: Config,
+        origin: Option<String>,
+        changed: bool,
+    ) -> String {
+        debug_assert!(std::ptr::eq(&**self.rules.running.load(), base));
+        let running = match origin {
+            Some(origin) => Running::new(next, origin, 0),
+            None => Running::new(
+                next,
+                base.origin.clone(),
+                base.edits_since_load + u64::from(changed),
+            ),
+        };
+        let origin = running.origin.clone();
+        self.rules.running.store(Arc::new(running));
+        origin
     }
 }
 
 /// [`ControlState::reload`] on shared state (for the daemon's SIGHUP).
 pub fn reload(state: &Mutex<ControlState>, path: &Path) -> Result<ChangeReport, ApiError> {
-    lock(state).reload(path)
+    shared(state).change(ChangeSource::Reload, Proposal::File(path), false)
 }
 
-/// [`ControlState::handle`] on shared state, holding the lock only as long
-/// as the rules are read or changed: `stats` and `flows` ask the data
-/// plane (which may wait on its workers) without it, so they never hold up
-/// a change, nor one another.
+/// [`ControlState::handle`] on shared state. The lock is held only to copy
+/// the handle: reads never wait for a change, nor for one another, and
+/// changes take turns among themselves (see the module's documentation).
 pub fn handle(state: &Mutex<ControlState>, request: Request) -> Result<Reply, ApiError> {
-    match request {
-        Request::Stats {} => {
-            let dataplane = Arc::clone(lock(state).dataplane());
-            Ok(Reply::Stats(dataplane.stats()))
-        }
-        Request::Flows(query) => {
-            let dataplane = {
-                let state = lock(state);
-                state.check_flows_query(&query)?;
-                Arc::clone(state.dataplane())
-            };
-            let flows = dataplane.flows(query.service.as_deref(), flows_limit(&query));
-            Ok(Reply::Flows(FlowsReply { flows }))
-        }
-        other => lock(state).handle(other),
-    }
+    shared(state).answer(request)
 }
 
-/// Locks shared state. A panic while it was held cannot have left a
-/// half-made change (the running config is replaced only after the data
-/// plane took it), so a poisoned lock is still good to use.
-fn lock(state: &Mutex<ControlState>) -> MutexGuard<'_, ControlState> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
+/// A handle on shared state. A panic while the lock was held cannot have
+/// left anything half-made (it is held only to copy the handle), so a
+/// poisoned lock is still good to use.
+fn shared(state: &Mutex<ControlState>) -> ControlState {
+    lock(state).clone()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How many flows a query gets.
@@ -280,6 +416,19 @@ fn config_error(error: ConfigError) -> ApiError {
             ErrorCode::Invalid,
             problems.iter().map(ToString::to_string).collect(),
         ),
+    }
+}
+
+/// The metrics' name for why a change was refused.
+fn refusal_reason(code: ErrorCode) -> RefusalReason {
+    match code {
+        ErrorCode::Invalid => RefusalReason::Invalid,
+        ErrorCode::RestartRequired => RefusalReason::RestartRequired,
+        ErrorCode::ApplyFailed => RefusalReason::ApplyFailed,
+        ErrorCode::Io => RefusalReason::Io,
+        ErrorCode::NotFound => RefusalReason::NotFound,
+        ErrorCode::Exists => RefusalReason::Exists,
+        _ => RefusalReason::Other,
     }
 }
 
@@ -302,10 +451,10 @@ fn restart_required(sections: &[&str]) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::api::{
+    use crate::control::MemoryDataplane;
+    use flowgate_api::{
         ApplyConfig, BackendAdd, BackendKey, BackendSpec, Batch, FlowsQuery, ServiceEdit,
     };
-    use crate::control::MemoryDataplane;
 
     const RULES: &str = r#"
 [gateway]
@@ -391,7 +540,7 @@ port = 8080
             "edit 2 (backend_drain web 198.18.1.12:8080): \
              service \"web\" has no backend with weight > 0 (all 2 are drained)"
         );
-        assert_eq!(state.config(), &before);
+        assert_eq!(state.config(), before);
         assert_eq!(dataplane.current().generation(), 1);
         assert_eq!(dataplane.applies(), 1);
     }
@@ -512,7 +661,7 @@ port = 8080
     }
 
     fn service_add(name: &str, vip: &str, port: u16) -> Edit {
-        Edit::ServiceAdd(crate::control::api::ServiceSpec {
+        Edit::ServiceAdd(flowgate_api::ServiceSpec {
             name: name.into(),
             protocol: "tcp".into(),
             vip: vip.into(),
@@ -649,6 +798,79 @@ port = 8080
     }
 
     #[test]
+    fn refused_changes_are_counted_by_source_and_reason_and_dry_runs_are_not() {
+        use crate::metrics::ChangeValues;
+        let (state, dataplane) = setup();
+        let changes = Arc::new(ChangeCounters::default());
+        let mut state = state.with_change_counters(Arc::clone(&changes));
+        let dir = std::env::temp_dir().join(format!("fg-refused-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("gw.toml");
+
+        // Changes that go through, and refusals that are only dry runs.
+        assert!(changed(state.handle(add("198.18.1.13", 1)).unwrap()).applied);
+        assert!(state.edit(&[backend_add("198.18.1.13")], true).is_err());
+        let restart = format!("[flows]\nudp_timeout = 5\n{RULES}");
+        assert!(state.apply_text(&restart, "gw.toml", true).is_err());
+        assert_eq!(changes.values(), ChangeValues::default());
+
+        let refused = [
+            (state.handle(add("198.18.1.13", 1)), ErrorCode::Exists),
+            (state.handle(add("198.18.1.14", 10_001)), ErrorCode::Invalid),
+            (
+                state.handle(Request::BackendDel(BackendKey {
+                    service: "nope".into(),
+                    address: "198.18.1.11".into(),
+                    port: 8080,
+                })),
+                ErrorCode::NotFound,
+            ),
+            (
+                state
+                    .apply_text(&restart, "gw.toml", false)
+                    .map(Reply::Changed),
+                ErrorCode::RestartRequired,
+            ),
+            (
+                state
+                    .apply_text("[[services]]\nname = 1\n", "x", false)
+                    .map(Reply::Changed),
+                ErrorCode::Invalid,
+            ),
+        ];
+        for (result, code) in refused {
+            assert_eq!(result.unwrap_err().code, code);
+        }
+        dataplane.fail_next_apply("out of memory");
+        let e = state.handle(add("198.18.1.14", 1)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::ApplyFailed);
+        // SIGHUP: a file that is not there, then one that is invalid.
+        let shared = Mutex::new(state);
+        assert_eq!(reload(&shared, &file).unwrap_err().code, ErrorCode::Io);
+        std::fs::write(&file, "[[services]]\nname = 1\n").unwrap();
+        assert_eq!(reload(&shared, &file).unwrap_err().code, ErrorCode::Invalid);
+
+        let v = changes.values();
+        let expected = [
+            (ChangeSource::Edit, RefusalReason::Exists, 1),
+            (ChangeSource::Edit, RefusalReason::Invalid, 1),
+            (ChangeSource::Edit, RefusalReason::NotFound, 1),
+            (ChangeSource::Edit, RefusalReason::ApplyFailed, 1),
+            (ChangeSource::Apply, RefusalReason::RestartRequired, 1),
+            (ChangeSource::Apply, RefusalReason::Invalid, 1),
+            (ChangeSource::Reload, RefusalReason::Io, 1),
+            (ChangeSource::Reload, RefusalReason::Invalid, 1),
+        ];
+        for (source, reason, n) in expected {
+            assert_eq!(v.refused(source, reason), n, "{source:?} {reason:?}");
+        }
+        assert_eq!(v.refused.iter().flatten().sum::<u64>(), 8, "nothing else");
+        // The rules are the ones of the one change that went through.
+        assert_eq!(dataplane.current().generation(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn reads_name_unknown_services() {
         let (mut state, _) = setup();
         for request in [
@@ -708,5 +930,195 @@ port = 8080
             9090
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn backend_edit(weight: Option<u32>, zone: Option<&str>) -> Edit {
+        Edit::BackendEdit(flowgate_api::BackendEdit {
+            service: "web".into(),
+            address: "198.18.1.11".into(),
+            port: 8080,
+            weight,
+            zone: zone.map(Into::into),
+            set: None,
+            group: None,
+        })
+    }
+
+    fn edits_since_load(state: &mut ControlState) -> u64 {
+        match state.handle(Request::Status {}).unwrap() {
+            Reply::Status(status) => status.edits_since_load,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_edit_that_changes_nothing_is_not_counted_and_publishes_nothing() {
+        let (mut state, dataplane) = setup();
+        // The weight it has, a drain undone in the same batch, labels it
+        // has: nothing changes.
+        let drain = Edit::BackendDrain(BackendKey {
+            service: "web".into(),
+            address: "198.18.1.11".into(),
+            port: 8080,
+        });
+        for edits in [
+            vec![backend_edit(Some(1), None)],
+            vec![drain, backend_edit(Some(1), None)],
+            vec![backend_edit(None, Some(""))],
+        ] {
+            let c = state.edit(&edits, false).unwrap();
+            assert!(!c.applied && c.diff.is_empty(), "{edits:?}: {c:?}");
+            assert_eq!(c.generation, 1);
+            assert_eq!(edits_since_load(&mut state), 0, "{edits:?}");
+        }
+        assert_eq!(dataplane.applies(), 1, "nothing was published");
+        // A change is counted, once; the same labels again are not.
+        for (edit, applied, count) in [
+            (backend_edit(None, Some("a")), true, 1),
+            (backend_edit(None, Some("a")), false, 1),
+            (backend_edit(Some(2), Some("a")), true, 2),
+            (backend_edit(Some(2), None), false, 2),
+        ] {
+            let c = changed(
+                state
+                    .handle(match edit {
+                        Edit::BackendEdit(e) => Request::BackendEdit(e),
+                        _ => unreachable!(),
+                    })
+                    .unwrap(),
+            );
+            assert_eq!(c.applied, applied, "{c:?}");
+            assert_eq!(edits_since_load(&mut state), count);
+        }
+        assert_eq!(dataplane.applies(), 3);
+        // A whole config starts the count again, even one that changes
+        // nothing.
+        let text = RULES.replace(
+            "port = 8080\n[[services.backends]]",
+            "port = 8080\nweight = 2\nzone = \"a\"\n[[services.backends]]",
+        );
+        let c = state.apply_text(&text, "gw.toml", false).unwrap();
+        assert!(!c.applied && c.diff.is_empty(), "{c:?}");
+        assert_eq!(edits_since_load(&mut state), 0);
+    }
+
+    /// A data plane whose applies stop at a gate: each says it has
+    /// started, then waits until the test lets it go on.
+    struct GatedDataplane {
+        inner: MemoryDataplane,
+        started: Mutex<std::sync::mpsc::Sender<()>>,
+        go: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+
+    impl Dataplane for GatedDataplane {
+        fn apply(
+            &self,
+            config: &Config,
+        ) -> Result<super::super::Applied, super::super::ApplyError> {
+            self.started.lock().unwrap().send(()).unwrap();
+            let go = self.go.lock().unwrap();
+            go.recv_timeout(std::time::Duration::from_secs(60)).unwrap();
+            self.inner.apply(config)
+        }
+        fn status(&self) -> flowgate_api::StatusReport {
+            self.inner.status()
+        }
+        fn stats(&self) -> flowgate_api::StatsReport {
+            self.inner.stats()
+        }
+        fn flows(&self, service: Option<&str>, limit: usize) -> Vec<flowgate_api::FlowEntry> {
+            self.inner.flows(service, limit)
+        }
+        fn generation(&self) -> u64 {
+            self.inner.generation()
+        }
+    }
+
+    #[test]
+    fn reads_and_dry_runs_do_not_wait_for_a_change_and_changes_take_turns() {
+        use std::sync::mpsc::{channel, RecvTimeoutError};
+        use std::time::Duration;
+        let config = rules::load_str(RULES, "gw.toml").unwrap();
+        let (started_tx, started) = channel();
+        let (go, go_rx) = channel();
+        let dataplane = Arc::new(GatedDataplane {
+            inner: MemoryDataplane::with_config(&config),
+            started: Mutex::new(started_tx),
+            go: Mutex::new(go_rx),
+        });
+        let shared = Arc::new(Mutex::new(ControlState::new(
+            config,
+            "gw.toml",
+            dataplane.clone(),
+        )));
+        let change = |address: &str| {
+            let shared = Arc::clone(&shared);
+            let request = add(address, 1);
+            std::thread::spawn(move || changed(handle(&shared, request).unwrap()))
+        };
+        // The first change is in the data plane, and stays there.
+        let first = change("198.18.1.13");
+        started.recv_timeout(Duration::from_secs(10)).unwrap();
+
+        // Every read answers, from the rules that run.
+        let Reply::Status(status) = handle(&shared, Request::Status {}).unwrap() else {
+            panic!()
+        };
+        assert_eq!((status.dataplane.generation, status.backends), (1, 2));
+        for read in [
+            Request::Stats {},
+            Request::ServiceList {},
+            Request::BackendList(ServiceName {
+                service: "web".into(),
+            }),
+            Request::Flows(FlowsQuery::default()),
+        ] {
+            handle(&shared, read).unwrap();
+        }
+        // So does a dry run, on the rules that run.
+        let dry = Request::Batch(Batch {
+            edits: vec![backend_add("198.18.1.14")],
+            dry_run: true,
+        });
+        let c = changed(handle(&shared, dry).unwrap());
+        assert_eq!((c.generation, c.diff.backends_added.len()), (1, 1));
+
+        // A second change waits for its turn: it does not reach the data
+        // plane while the first is there...
+        let second = change("198.18.1.14");
+        assert_eq!(
+            started.recv_timeout(Duration::from_millis(300)),
+            Err(RecvTimeoutError::Timeout)
+        );
+        go.send(()).unwrap();
+        let c = first.join().unwrap();
+        assert_eq!((c.generation, c.diff.backends_added.len()), (2, 1));
+        // ... and is then made on the first one's result.
+        started.recv_timeout(Duration::from_secs(10)).unwrap();
+        go.send(()).unwrap();
+        let c = second.join().unwrap();
+        assert_eq!((c.generation, c.diff.backends_added.len()), (3, 1));
+        assert_eq!(c.diff.backends_added[0].address.to_string(), "198.18.1.14");
+        let config = lock(&shared).config();
+        let addresses: Vec<String> = config.services[0]
+            .backends
+            .iter()
+            .map(|b| b.address.to_string())
+            .collect();
+        assert_eq!(
+            addresses,
+            ["198.18.1.11", "198.18.1.12", "198.18.1.13", "198.18.1.14"]
+        );
+        let Reply::Status(status) = handle(&shared, Request::Status {}).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                status.dataplane.generation,
+                status.backends,
+                status.edits_since_load
+            ),
+            (3, 4, 2)
+        );
     }
 }

@@ -10,11 +10,16 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use flowgate_api::{
+    BackendStats, FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport, WorkerInfo,
+    WorkerStats,
+};
+
 use super::flow_query::{self, FlowQueryClient};
 use super::gateway::Gateway;
 use crate::control::{
-    Applied, ApplyError, BackendStats, Dataplane, FlowEntry, InterfaceInfo, ServiceStats,
-    StatsReport, StatusReport, TrafficCounters, WorkerInfo, WorkerStats,
+    flow_client, flow_entry, flow_vip, status_report, traffic_counters, Applied, ApplyError,
+    Dataplane,
 };
 use crate::flow::{FlowFilter, FlowRecord};
 use crate::metrics::{MetricsCollector, MetricsSample, RingStats};
@@ -157,7 +162,7 @@ impl Dataplane for DaemonDataplane {
     }
 
     fn status(&self) -> StatusReport {
-        let mut report = StatusReport::new(
+        let mut report = status_report(
             self.gateway.snapshot().generation(),
             self.started.elapsed().as_secs(),
         );
@@ -187,7 +192,7 @@ impl Dataplane for DaemonDataplane {
             .map(|w| WorkerStats {
                 worker: w.worker,
                 core: w.core,
-                counters: TrafficCounters::from_values(&w.counters, w.connections),
+                counters: traffic_counters(&w.counters, w.connections),
             })
             .collect();
         report.sum_workers();
@@ -251,12 +256,12 @@ impl Dataplane for DaemonDataplane {
             }
             records.extend(part.records.into_iter().map(|r| (worker.index, r)));
         }
-        records.sort_by_key(|(_, r)| (FlowEntry::client_of(r), FlowEntry::vip_of(r)));
+        records.sort_by_key(|(_, r)| (flow_client(r), flow_vip(r)));
         records.truncate(limit);
         let now_ns = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
         records
             .iter()
-            .map(|(worker, r)| FlowEntry::from_record(*worker, r, &snapshot, now_ns))
+            .map(|(worker, r)| flow_entry(*worker, r, &snapshot, now_ns))
             .collect()
     }
 }

@@ -20,6 +20,16 @@
 //!    own. A key the kernel will not drop stays (harmless: its traffic
 //!    reaches the workers, which forward none of it), is reported with the
 //!    change, and is tried again at the next one.
+//!
+//! The lock is held to program the maps and publish, in that order, and
+//! not to compile: [`Gateway::apply`] builds the snapshot of a change
+//! (100 000 backends take a good part of a second) without it, then takes
+//! it, and installs what it built if nothing that went into it moved
+//! meanwhile — the published snapshot (which it builds on) and the learned
+//! neighbours. If something did, it compiles again; after
+//! [`COMPILE_TRIES`] tries it compiles holding the lock, so a busy
+//! neighbour table cannot keep a change out. The main loop's neighbour
+//! changes compile under the lock: they are what the others wait for.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -30,6 +40,10 @@ use crate::neigh::{merge_neighbours, KernelNeighbour};
 use crate::rules::Config;
 use crate::table::{Snapshot, SnapshotPublisher};
 use crate::xdp::{CapacityError, OwnedTraffic, XdpCapacity, XdpFilter};
+
+/// How many times [`Gateway::apply`] compiles a change without the lock
+/// before it compiles one holding it.
+const COMPILE_TRIES: u32 = 3;
 
 /// What the control API and the main loop share.
 pub struct Gateway {
@@ -45,8 +59,50 @@ struct Inner {
     /// What the kernel's neighbour table holds for our interfaces, by
     /// (ifindex, address).
     learned: HashMap<(u32, IpAddr), KernelNeighbour>,
+    /// Moves whenever an entry of `learned` is added, removed or changes
+    /// its MAC or usability: a snapshot compiled outside the lock is
+    /// installed only if this has not moved since it was read.
+    learned_version: u64,
     /// One per interface, in port order.
     filters: Vec<XdpFilter>,
+}
+
+/// A snapshot compiled for installation, and what it was built on.
+struct Compiled {
+    snapshot: Snapshot,
+    owned: OwnedTraffic,
+    /// The snapshot it was built on: the one published at the time.
+    previous: Arc<Snapshot>,
+    /// [`Inner::learned_version`] at the time.
+    learned_version: u64,
+}
+
+impl Compiled {
+    /// Compiles `config`, with `learned` merged in, on `previous`.
+    fn new(
+        config: &Config,
+        learned: &[KernelNeighbour],
+        port_ifindex: &[u32],
+        previous: Arc<Snapshot>,
+        learned_version: u64,
+    ) -> Compiled {
+        let mut effective = config.clone();
+        effective.neighbours = merge_neighbours(config, learned, port_ifindex);
+        let snapshot = Snapshot::build(&effective, Some(&previous));
+        let owned = OwnedTraffic::from_snapshot(&snapshot);
+        Compiled {
+            snapshot,
+            owned,
+            previous,
+            learned_version,
+        }
+    }
+
+    /// Whether it was built on what runs now (`inner` is locked).
+    fn is_current(&self, inner: &Inner, publisher: &SnapshotPublisher) -> bool {
+        self.learned_version == inner.learned_version
+            && Arc::ptr_eq(&self.previous, &publisher.current())
+    }
 }
 
 impl Gateway {
@@ -68,6 +124,7 @@ impl Gateway {
                 .into_iter()
                 .map(|n| ((n.ifindex, n.address), n))
                 .collect(),
+            learned_version: 0,
             filters,
         };
         let effective = effective_config(&inner, &port_ifindex);
@@ -115,10 +172,11 @@ impl Gateway {
     }
 
     /// Makes `config` (already validated) the running rules: all of it, or
-    /// none of it, with the error saying what runs then.
+    /// none of it, with the error saying what runs then. The snapshot is
+    /// compiled without the lock (see the module's documentation).
     pub fn apply(&self, config: Config) -> Result<Applied, ApplyError> {
-        let mut inner = self.lock();
         if let Err(e) = self.check(&config) {
+            let inner = self.lock();
             let running = self.publisher.current();
             return Err(ApplyError {
                 reason: e.to_string(),
@@ -126,14 +184,51 @@ impl Gateway {
                 kernel: maps_state(&inner.filters, &OwnedTraffic::from_snapshot(&running)),
             });
         }
+        let mut compiled = self.compile_unlocked(&config);
+        let mut inner = self.lock();
+        let mut tries = 1;
+        while !compiled.is_current(&inner, &self.publisher) {
+            if tries == COMPILE_TRIES {
+                compiled = self.compile(&inner, &config);
+                break;
+            }
+            drop(inner);
+            compiled = self.compile_unlocked(&config);
+            inner = self.lock();
+            tries += 1;
+        }
         let previous = std::mem::replace(&mut inner.config, config);
-        match self.rebuild(&mut inner) {
+        match self.install(&mut inner, compiled) {
             Ok(applied) => Ok(applied),
             Err(e) => {
                 inner.config = previous;
                 Err(e)
             }
         }
+    }
+
+    /// Compiles `config` on what runs now, holding the lock only to read
+    /// the learned neighbours.
+    fn compile_unlocked(&self, config: &Config) -> Compiled {
+        let (learned, version, previous) = {
+            let inner = self.lock();
+            let learned: Vec<KernelNeighbour> = inner.learned.values().cloned().collect();
+            (learned, inner.learned_version, self.publisher.current())
+        };
+        Compiled::new(config, &learned, &self.port_ifindex, previous, version)
+    }
+
+    /// Compiles `config` on what runs now, with the lock held (`inner`).
+    fn compile(&self, inner: &Inner, config: &Config) -> Compiled {
+        let learned: Vec<KernelNeighbour> = inner.learned.values().cloned().collect();
+        let previous = self.publisher.current();
+        Compiled::new(
+            config,
+            &learned,
+            &self.port_ifindex,
+            previous,
+            inner.learned_version,
+        )
     }
 
     /// Records neighbour changes; rebuilds if any changed a backend's
@@ -156,16 +251,23 @@ impl Gateway {
             let before = inner.learned.get(&key).map(|n| (n.mac, n.is_usable()));
             if present {
                 let after = Some((neighbour.mac, neighbour.is_usable()));
-                changed |= is_backend && before != after;
+                if before != after {
+                    changed |= is_backend;
+                    inner.learned_version += 1;
+                }
                 inner.learned.insert(key, neighbour);
             } else if inner.learned.remove(&key).is_some() {
                 changed |= is_backend;
+                inner.learned_version += 1;
             }
         }
         if !changed {
             return Ok(None);
         }
-        let applied = self.rebuild(&mut inner).map_err(|e| e.to_string())?;
+        let compiled = self.compile(&inner, &inner.config);
+        let applied = self
+            .install(&mut inner, compiled)
+            .map_err(|e| e.to_string())?;
         for warning in &applied.warnings {
             tracing::warn!(generation = applied.generation, "{warning}");
         }
@@ -228,14 +330,17 @@ impl Gateway {
         std::mem::take(&mut self.lock().filters)
     }
 
-    /// Compiles the rules of `inner` into the next generation and makes
-    /// it run: widen every filter, publish, narrow every filter (the
-    /// module's documentation says why in this order).
-    fn rebuild(&self, inner: &mut Inner) -> Result<Applied, ApplyError> {
-        let effective = effective_config(inner, &self.port_ifindex);
-        let previous = self.publisher.current();
-        let snapshot = Snapshot::build(&effective, Some(&previous));
-        let owned = OwnedTraffic::from_snapshot(&snapshot);
+    /// Makes `compiled` (built on what runs: the caller checked, holding
+    /// the lock, `inner`) the next generation: widen every filter,
+    /// publish, narrow every filter (the module's documentation says why
+    /// in this order).
+    fn install(&self, inner: &mut Inner, compiled: Compiled) -> Result<Applied, ApplyError> {
+        let Compiled {
+            snapshot,
+            owned,
+            previous,
+            ..
+        } = compiled;
 
         let mut widenings = Vec::with_capacity(inner.filters.len());
         for i in 0..inner.filters.len() {
@@ -524,6 +629,107 @@ mod tests {
                 "{maps:?}"
             );
         }
+    }
+
+    /// `web` and 100 services of 1 000 backends each: a change whose
+    /// compile takes a while (Maglev tables of 65 537 slots each).
+    fn large(base: &Config) -> Config {
+        let mut config = base.clone();
+        let web = config.services[0].clone();
+        config.services.extend((0..100u16).map(|i| {
+            let mut s = web.clone();
+            s.name = format!("s{i}");
+            s.port = 1000 + i;
+            s.maglev_table_size = 65_537;
+            s.backends = (0..1000u16)
+                .map(|b| {
+                    let address = [198, 19, u8::try_from(b / 250).unwrap(), 1 + (b % 250) as u8];
+                    rules::Backend::new(address.into(), 10_000 + i)
+                })
+                .collect();
+            s
+        }));
+        config
+    }
+
+    /// A learned neighbour on the backend side (ifindex 12).
+    fn learned(address: &str, last: u8) -> KernelNeighbour {
+        KernelNeighbour {
+            ifindex: 12,
+            address: address.parse().unwrap(),
+            mac: [0x02, 0x66, 0x67, 0, 0x02, last],
+            state: crate::neigh::NeighbourState::Reachable,
+        }
+    }
+
+    /// The next-hop MAC of `address`'s endpoint in `web`.
+    fn next_hop(snapshot: &Snapshot, address: &str) -> Option<[u8; 6]> {
+        let address = crate::wire::addr_to_bytes(address.parse().unwrap());
+        let (_, web) = snapshot.services().find(|(_, s)| s.name() == "web")?;
+        web.endpoints()
+            .iter()
+            .filter_map(|&id| snapshot.endpoint(id))
+            .find(|e| e.address == address)
+            .and_then(|e| e.next_hop_mac)
+    }
+
+    #[test]
+    fn a_change_compiles_without_the_lock_and_installs_what_runs_now() {
+        // No filters: what is tested is the lock and the snapshot.
+        let small = rules(&[("web", "tcp", "198.18.100.10", 80, WEB)]);
+        let gateway =
+            Arc::new(Gateway::start(small.clone(), Vec::new(), Vec::new(), vec![11, 12]).unwrap());
+        let big = large(&small);
+        let applying = {
+            let (gateway, big) = (Arc::clone(&gateway), big.clone());
+            std::thread::spawn(move || gateway.apply(big))
+        };
+        // While it compiles, the lock answers at once, and a backend's
+        // next hop changes again and again (each change of a running
+        // backend is a generation of its own, published at once).
+        let mut waits = Vec::new();
+        let mut last = 0u8;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !applying.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the change never ended"
+            );
+            let t = std::time::Instant::now();
+            assert!(gateway
+                .unresolved_backends()
+                .contains(&"198.18.1.12".parse().unwrap()));
+            waits.push(t.elapsed());
+            if last < 3 {
+                last += 1;
+                let changed = gateway
+                    .neighbours_changed([(learned("198.18.1.11", last), true)])
+                    .unwrap();
+                assert!(changed.is_some(), "a running backend's next hop moved");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let applied = applying.join().unwrap().unwrap();
+        assert!(
+            waits.len() >= 10,
+            "the compile was too quick to tell: {waits:?}"
+        );
+        let longest = waits.iter().max().unwrap();
+        assert!(
+            *longest < std::time::Duration::from_millis(100),
+            "the lock was held for {longest:?} while the change compiled"
+        );
+        // It was built on the neighbours of the moment it was installed,
+        // and on the generations published meanwhile.
+        let running = gateway.snapshot();
+        assert_eq!(applied.generation, running.generation());
+        assert_eq!(running.generation(), 1 + u64::from(last) + 1);
+        assert_eq!(
+            next_hop(&running, "198.18.1.11"),
+            Some([0x02, 0x66, 0x67, 0, 0x02, last])
+        );
+        assert_eq!(running.services().count(), 101);
+        assert_eq!(gateway.config(), big);
     }
 
     #[test]

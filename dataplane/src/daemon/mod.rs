@@ -1,8 +1,9 @@
 //! `flowgate run`: the gateway daemon.
 //!
 //! Start-up, in order, each step failing with one clear line and undoing
-//! the steps before it: load the config and check that the XDP maps can
-//! hold its rules; check every interface (exists, MAC as configured,
+//! the steps before it: load the config and refuse, as `flowgate check`
+//! does, all that needs no kernel ([`load_checked`]); check that the
+//! worker cores exist; check every interface (exists, MAC as configured,
 //! enough queues); attach our XDP program to each; create the shared UMEM
 //! and, per worker, one AF_XDP socket per interface on the worker's queue,
 //! each registered in that interface's XSKMAP; read the kernel's neighbour
@@ -23,12 +24,13 @@ pub mod error;
 pub mod flow_query;
 mod gateway;
 mod kernel_path;
+pub mod notify;
 mod start;
 pub mod worker_thread;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,32 +70,61 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
-    let config = rules::load_file(&options.config)?;
-    check_capacity(&options.config, &config)?;
-    // `--cores` overrides the file for this run only: the control state
-    // keeps the file's [daemon], so reloading the unchanged file is not
-    // mistaken for a change that needs a restart.
-    let mut running = config.clone();
-    if let Some(cores) = &options.cores {
-        running.daemon.cores = cores.clone();
-    }
-    check_cores(&running)?;
-    init_logs(&config)?;
+    let Checked { file, running } = load_checked(&options.config, options.cores.as_deref())?;
+    check_cores_available(&running)?;
+    init_logs(&file)?;
     let signals = Signals::install()?;
-    let mut daemon = Daemon::start(running, config, options)?;
+    let notifier = notify::Notifier::from_env();
+    let mut daemon = Daemon::start(running, file, options)?;
     tracing::info!(
         workers = daemon.workers.len(),
         generation = daemon.gateway.snapshot().generation(),
         "flowgate is forwarding"
     );
-    let result = daemon.serve(&signals, options);
+    notifier.ready(&daemon.forwarding_status());
+    let result = daemon.serve(&signals, options, &notifier);
+    notifier.stopping();
     daemon.stop();
     result
 }
 
+/// A config that passed every check [`run`] makes before it touches the
+/// machine.
+#[derive(Debug)]
+pub struct Checked {
+    /// The rules as the file has them (the control API keeps these).
+    pub file: Config,
+    /// The rules `run` starts with: the file's, with `--cores` applied.
+    pub running: Config,
+}
+
+/// Loads the config at `path` and refuses everything `flowgate run` would
+/// refuse at start that needs neither the kernel nor this machine, in the
+/// order `run` finds it: the file (readable, valid), the XDP maps' room
+/// for its rules, its interfaces and worker cores (with `cores` from the
+/// command line in place of `daemon.cores`), and the log filter.
+///
+/// `flowgate check` and `flowgate run` both go through this one function,
+/// so a config `check` accepts is refused by `run` only for what the
+/// machine lacks (an interface, a core, privileges: exit 3).
+pub fn load_checked(path: &Path, cores: Option<&[usize]>) -> Result<Checked, DaemonError> {
+    let file = rules::load_file(path)?;
+    check_capacity(path, &file)?;
+    // `--cores` overrides the file for this run only: the control state
+    // keeps the file's [daemon], so reloading the unchanged file is not
+    // mistaken for a change that needs a restart.
+    let mut running = file.clone();
+    if let Some(cores) = cores {
+        running.daemon.cores = cores.to_vec();
+    }
+    check_cores(&running)?;
+    check_log_level(path, &file)?;
+    Ok(Checked { file, running })
+}
+
 /// Refuses, before anything is set up, rules the XDP program's maps cannot
 /// hold.
-fn check_capacity(path: &std::path::Path, config: &Config) -> Result<(), DaemonError> {
+fn check_capacity(path: &Path, config: &Config) -> Result<(), DaemonError> {
     XdpCapacity::PROGRAM.check(config).map_err(|e| {
         let problems: Vec<String> = e
             .problems("the config")
@@ -102,6 +133,14 @@ fn check_capacity(path: &std::path::Path, config: &Config) -> Result<(), DaemonE
             .collect();
         DaemonError::TooLarge(problems.join("\n"))
     })
+}
+
+/// Refuses a `daemon.log_level` the logger cannot parse, whether or not
+/// `RUST_LOG` overrides it today: the next start may run without it.
+fn check_log_level(path: &Path, config: &Config) -> Result<(), DaemonError> {
+    crate::logging::parse_filter(&config.daemon.log_level)
+        .map(drop)
+        .map_err(|e| DaemonError::Usage(format!("{}: daemon.log_level: {e}", path.display())))
 }
 
 /// Starts logging to stderr as `[daemon]` says (`RUST_LOG` overrides).
@@ -116,35 +155,45 @@ fn init_logs(config: &Config) -> Result<(), DaemonError> {
     crate::logging::init(format, &filter).map_err(|e| DaemonError::Usage(e.to_string()))
 }
 
-/// Rejects cores this machine does not have, before anything is set up.
+/// Refuses, before anything is set up, a config without an interface and
+/// worker cores that are not a list of distinct cores.
 fn check_cores(config: &Config) -> Result<(), DaemonError> {
     if config.interfaces.is_empty() {
         return Err(DaemonError::Usage(
             "the config has no [[interfaces]]: flowgate run needs at least one".into(),
         ));
     }
-    let available: Vec<usize> = core_affinity::get_core_ids()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
-    let mut seen = Vec::new();
+    let mut seen = HashSet::with_capacity(config.daemon.cores.len());
     for &core in &config.daemon.cores {
-        if seen.contains(&core) {
+        if !seen.insert(core) {
             return Err(DaemonError::Usage(format!("core {core} is listed twice")));
-        }
-        seen.push(core);
-        if !available.is_empty() && !available.contains(&core) {
-            return Err(DaemonError::Environment(format!(
-                "core {core} is not available to this process (available: {})",
-                join(&available)
-            )));
         }
     }
     if config.daemon.cores.is_empty() {
         return Err(DaemonError::Usage("no worker cores given".into()));
     }
     Ok(())
+}
+
+/// Rejects cores this machine does not have, before anything is set up.
+fn check_cores_available(config: &Config) -> Result<(), DaemonError> {
+    let available: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    match config
+        .daemon
+        .cores
+        .iter()
+        .find(|core| !available.is_empty() && !available.contains(core))
+    {
+        Some(core) => Err(DaemonError::Environment(format!(
+            "core {core} is not available to this process (available: {})",
+            join(&available)
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// SIGINT/SIGTERM and SIGHUP as flags the main loop polls.
@@ -206,18 +255,24 @@ impl Daemon {
         let workers = start::spawn_workers(&shared, sockets.ports)?;
         pin_control_thread(&config.daemon.cores);
         let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
+        // Refused changes: counted by the control state, read by scrapes.
+        let changes = Arc::new(crate::metrics::ChangeCounters::default());
         let dataplane = Arc::new(DaemonDataplane::new(
             Arc::clone(&gateway),
             epoch,
             workers.views,
             interfaces,
-            crate::metrics::MetricsCollector::new(workers.metrics),
+            crate::metrics::MetricsCollector::new(workers.metrics)
+                .with_changes(Arc::clone(&changes)),
         ));
-        let control = Arc::new(Mutex::new(ControlState::new(
-            file,
-            options.config.display().to_string(),
-            dataplane.clone(),
-        )));
+        let control = Arc::new(Mutex::new(
+            ControlState::new(
+                file,
+                options.config.display().to_string(),
+                dataplane.clone(),
+            )
+            .with_change_counters(changes),
+        ));
         let mut daemon = Daemon {
             gateway,
             workers: workers.handles,
@@ -281,14 +336,30 @@ impl Daemon {
         Ok(())
     }
 
+    /// What `systemctl status` shows while it forwards.
+    fn forwarding_status(&self) -> String {
+        format!(
+            "forwarding: {} workers, generation {}",
+            self.workers.len(),
+            self.gateway.snapshot().generation()
+        )
+    }
+
     /// The main loop: until a stop signal.
-    fn serve(&mut self, signals: &Signals, options: &RunOptions) -> Result<(), DaemonError> {
+    fn serve(
+        &mut self,
+        signals: &Signals,
+        options: &RunOptions,
+        notifier: &notify::Notifier,
+    ) -> Result<(), DaemonError> {
         let mut events = Vec::new();
         let mut last_resolve = Instant::now() - RESOLVE_EVERY;
         let mut last_refresh = Instant::now();
         while !signals.stop.load(Ordering::Relaxed) {
             if signals.reload.swap(false, Ordering::Relaxed) {
+                notifier.reloading();
                 self.reload(options);
+                notifier.ready(&self.forwarding_status());
             }
             events.clear();
             match self.watcher.poll_changes(&mut events) {

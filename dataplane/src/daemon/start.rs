@@ -12,7 +12,6 @@ use super::dataplane::{queue_name, WorkerView};
 use super::worker_thread::{self, WorkerExit, WorkerHandle, WorkerSetup};
 use super::{flow_query, sync_local_addresses, DaemonError, Gateway, RunOptions};
 use super::{UnreachableKernelPath, INBOX_FRAMES};
-use crate::control::InterfaceInfo;
 use crate::fastpath::{CacheGeometry, EntryMemory, FastPath};
 use crate::flow::FlowTable;
 use crate::handoff::Handoff;
@@ -24,6 +23,7 @@ use crate::rules::{
 };
 use crate::worker::Worker;
 use crate::xdp::{MappedEntries, XdpFilter, XdpMode};
+use flowgate_api::InterfaceInfo;
 
 /// Every configured interface as the kernel has it, in port order: it
 /// exists, has the configured MAC, and has a queue for each worker.
@@ -336,13 +336,16 @@ pub(super) fn spawn_workers(
     Ok(started)
 }
 
-/// The interfaces as `flowgatectl status` shows them.
+/// The interfaces as `flowgatectl status` shows them: the queues the
+/// workers serve (worker `w` serves queue `w` of each), and separately how
+/// many the interface has — a veth or a NIC often has more than are used.
 pub(super) fn interface_infos(
     config: &Config,
     links: &[LinkInfo],
     socket_modes: Vec<String>,
     gateway: &Gateway,
 ) -> Vec<InterfaceInfo> {
+    let workers = u32::try_from(config.daemon.cores.len()).unwrap_or(u32::MAX);
     config
         .interfaces
         .iter()
@@ -356,9 +359,10 @@ pub(super) fn interface_infos(
             mac: rules::format_mac(&link.mac),
             xdp_mode: gateway
                 .with_filters(|f| f.get(port).map(|f| f.mode().to_string()))
-                .unwrap_or_default(),
+                .unwrap_or_else(|| "none".into()),
             af_xdp_mode,
-            queues: link.rx_queues,
+            queues: workers,
+            nic_queues: Some(link.rx_queues.min(link.tx_queues)),
         })
         .collect()
 }

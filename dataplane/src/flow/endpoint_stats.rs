@@ -202,19 +202,6 @@ impl EndpointAccounts {
         }
     }
 
-    /// A live connection moved to `endpoint`. Returns whether it was
-    /// counted.
-    #[inline]
-    pub(super) fn attached(&self, endpoint: u32) -> bool {
-        match self.slots.get(endpoint as usize) {
-            Some(s) => {
-                add(&s.active_flows, 1);
-                true
-            }
-            None => false,
-        }
-    }
-
     /// A counted connection to `endpoint` left it.
     #[inline]
     pub(super) fn detached(&self, endpoint: u32) {
@@ -283,7 +270,7 @@ mod tests {
     fn ids_without_a_slot_are_ignored() {
         let a = EndpointAccounts::new(8);
         a.traffic(u32::MAX, 1);
-        assert!(!a.attached(3));
+        assert!(!a.opened(3));
         a.detached(3);
         assert_eq!(a.shared().endpoint(3), EndpointValues::default());
     }

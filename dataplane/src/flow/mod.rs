@@ -79,8 +79,7 @@
 //! # Per-endpoint counters
 //!
 //! The table counts, per endpoint id, the connections opened and the ones
-//! live now (on insert, on [`FlowTable::set_backend`], and whenever a
-//! record leaves: removal, expiry, eviction, replacement), and keeps the
+//! live now (on insert, and whenever a record leaves: removal, expiry, eviction, replacement), and keeps the
 //! packets and bytes the pipeline reports with [`FlowTable::count_packet`].
 //! They are single-writer counters a scraper reads through
 //! [`FlowTable::counters`]; see `endpoint_stats.rs`. A record remembers in

@@ -425,8 +425,8 @@ impl FlowTable {
     /// The connection behind `id`, to change its data. Do not change
     /// `client`, `backend_addr`, `backend_port` or `endpoint` here: the
     /// index is keyed by the first three (the connection would no longer be
-    /// found) and the per-endpoint counts by the last; use
-    /// [`FlowTable::set_backend`] to move a connection to another backend.
+    /// found) and the per-endpoint counts by the last: a connection that
+    /// must move to another backend is removed and inserted afresh.
     #[inline]
     pub fn get_mut(&mut self, id: ConnId) -> &mut Connection {
         match self.records.get_mut(id.0 as usize) {
@@ -513,52 +513,6 @@ impl FlowTable {
         if fast_eligible(r.conn.state) {
             fast.offer(record);
         }
-    }
-
-    /// Moves connection `id` to another backend (a UDP flow rescheduled
-    /// after its backend left): its reply tuple changes, so it is indexed
-    /// anew under `reply_hash`, the hash of the new
-    /// [`Connection::reply_tuple`]. Conflicts are resolved as on insert.
-    /// The id stays valid.
-    pub fn set_backend(
-        &mut self,
-        id: ConnId,
-        backend_addr: [u8; 16],
-        backend_port: u16,
-        endpoint: u32,
-        reply_hash: u64,
-        now_ns: u64,
-    ) {
-        let record = id.0;
-        let Some(r) = self.records.get_mut(record as usize) else {
-            return;
-        };
-        if !r.links.is_live() {
-            return;
-        }
-        let old = r.links.reply_pos();
-        r.links.set_pos(Direction::FromBackend, None);
-        if r.links.counted() {
-            self.accounts.detached(r.conn.endpoint);
-        }
-        r.links.set_counted(self.accounts.attached(endpoint));
-        r.conn.backend_addr = backend_addr;
-        r.conn.backend_port = backend_port;
-        r.conn.endpoint = endpoint;
-        let reply = r.conn.reply_tuple();
-        let index_reply = reply != r.conn.client;
-        if let Some(pos) = old {
-            self.index.remove(pos);
-        }
-        if index_reply {
-            self.evict_owner(&reply, reply_hash, false, now_ns);
-            self.index_key(record, Direction::FromBackend, reply_hash, now_ns);
-        }
-        // The entries name the old backend: out, and in again anew.
-        if let Some(fast) = self.fast.as_mut() {
-            fast.remove(record);
-        }
-        self.offer_to_fast_path(record);
     }
 
     /// Removes connection `id` (no-op if it is not live).

@@ -12,9 +12,9 @@
 //!   rise and fall, sends each [`Transition`] to a bounded channel, and
 //!   lets any thread read every target's status and counters without a
 //!   lock.
-//! - [`heartbeat`]: the UDP heartbeat endpoint for agents, and the
-//!   per-endpoint deadlines the workers read to expire a backend whose
-//!   heartbeats stop.
+//! - [`heartbeat`]: the UDP heartbeat endpoint for agents. The deadlines
+//!   it moves, which the workers read to expire a backend whose heartbeats
+//!   stop, are in the one liveness table, [`crate::liveness`].
 //!
 //! ```no_run
 //! # use flowgate_dataplane::health::*;

@@ -10,7 +10,8 @@
 //! - [`MetricsCollector::collect`] reads every worker's counters through
 //!   the `Arc`s in its [`WorkerMetrics`] and names them after the snapshot
 //!   in force: a [`MetricsSample`] (per worker; per service sums over the
-//!   service's backends);
+//!   service's backends), and the control state's [`ChangeCounters`]
+//!   (refused rule changes) when it was given them;
 //! - [`render`] writes a sample as Prometheus text (format 0.0.4);
 //! - [`MetricsServer`] answers `GET /metrics` on a loopback address or a
 //!   Unix socket, with every client bounded in time and in number (feature
@@ -36,11 +37,13 @@
 //! # drop(server); Ok(()) }
 //! ```
 
+mod changes;
 mod render;
 mod sample;
 #[cfg(feature = "daemon")]
 mod server;
 
+pub use changes::{ChangeCounters, ChangeSource, ChangeValues, RefusalReason};
 pub use render::{render, CONTENT_TYPE};
 pub use sample::{
     BackendInfo, LoopValues, MetricsCollector, MetricsSample, RingStats, ServiceInfo,

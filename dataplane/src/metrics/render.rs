@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 
+use super::changes::{ChangeSource, RefusalReason};
 use super::sample::{LoopValues, MetricsSample, WorkerSample};
 use crate::flow::EndpointValues;
 use crate::pipeline::{CounterValues, DropReason};
@@ -21,6 +22,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub fn render(sample: &MetricsSample, snapshot: &Snapshot) -> String {
     let mut out = Exposition::default();
     gateway(&mut out, sample, snapshot);
+    changes(&mut out, sample);
     workers(&mut out, sample);
     services(&mut out, sample);
     backends(&mut out, sample);
@@ -114,6 +116,30 @@ fn gateway(out: &mut Exposition, sample: &MetricsSample, snapshot: &Snapshot) {
         "Backends in the rules in force, over all services.",
     );
     out.series("flowgate_backends", &[], snapshot.endpoint_count() as u64);
+}
+
+/// Refused rule changes, when the sample has them.
+fn changes(out: &mut Exposition, sample: &MetricsSample) {
+    let name = "flowgate_config_changes_refused_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Rule changes refused (the old rules kept running), by source (reload: SIGHUP; \
+         apply: a whole config through the control API; edit: the control API's edits) and \
+         reason (the API's error code). Dry runs are not counted.",
+    );
+    let Some(changes) = &sample.changes else {
+        return;
+    };
+    for source in ChangeSource::ALL {
+        for reason in RefusalReason::ALL {
+            out.series(
+                name,
+                &[("source", source.name()), ("reason", reason.name())],
+                changes.refused(source, reason),
+            );
+        }
+    }
 }
 
 /// A per-worker counter from the pipeline's values.
@@ -223,7 +249,7 @@ fn workers(out: &mut Exposition, sample: &MetricsSample) {
 
 type LoopField = fn(&LoopValues) -> u64;
 
-const LOOP_FAMILIES: [(&str, Kind, &str, LoopField); 4] = [
+const LOOP_FAMILIES: [(&str, Kind, &str, LoopField); 5] = [
     (
         "flowgate_worker_snapshot_generation",
         Kind::Gauge,
@@ -247,6 +273,12 @@ const LOOP_FAMILIES: [(&str, Kind, &str, LoopField); 4] = [
         Kind::Counter,
         "Polls that found no frame.",
         |l| l.idle_polls,
+    ),
+    (
+        "flowgate_polls_total",
+        Kind::Counter,
+        "Polls of the worker's rings, busy or idle (flat only when the worker is stuck).",
+        |l| l.polls,
     ),
 ];
 
@@ -432,7 +464,7 @@ fn rings(out: &mut Exposition, sample: &MetricsSample) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{BackendInfo, RingStats, ServiceInfo};
+    use crate::metrics::{BackendInfo, ChangeCounters, RingStats, ServiceInfo};
     use std::collections::{BTreeMap, HashMap, HashSet};
 
     /// One series line: name, labels, value.
@@ -553,6 +585,7 @@ mod tests {
                 handed_in: 2,
                 handoff_full: 1,
                 idle_polls: 40,
+                polls: 52,
             }),
         };
         MetricsSample {
@@ -586,6 +619,13 @@ mod tests {
                 tx_wakeups: 13,
                 ..RingStats::default()
             }],
+            changes: Some({
+                let c = ChangeCounters::default();
+                c.refused(ChangeSource::Reload, RefusalReason::Invalid);
+                c.refused(ChangeSource::Apply, RefusalReason::ApplyFailed);
+                c.refused(ChangeSource::Apply, RefusalReason::ApplyFailed);
+                c.values()
+            }),
         }
     }
 
@@ -616,6 +656,7 @@ mod tests {
                 "flowgate_services",
                 "flowgate_backends",
                 "flowgate_backend_weight",
+                "flowgate_config_changes_refused_total",
             ];
             assert_eq!(
                 !global.contains(&name.as_str()),
@@ -713,6 +754,10 @@ mod tests {
         let handed = find(&series, "flowgate_handed_out_packets_total", &[]);
         assert_eq!(handed.len(), 1);
         assert_eq!((handed[0].1["worker"].as_str(), handed[0].2), ("1", 3));
+        assert_eq!(types["flowgate_polls_total"], "counter");
+        let polls = find(&series, "flowgate_polls_total", &[]);
+        assert_eq!(polls.len(), 1);
+        assert_eq!((polls[0].1["worker"].as_str(), polls[0].2), ("1", 52));
         let full = find(
             &series,
             "flowgate_dropped_packets_total",
@@ -725,6 +770,40 @@ mod tests {
             &[("worker", "1")],
         );
         assert_eq!(drops.len(), DropReason::COUNT + 1);
+    }
+
+    #[test]
+    fn refused_changes_are_reported_for_every_source_and_reason() {
+        let (series, types) = check(&render(&sample(), &Snapshot::empty()));
+        let name = "flowgate_config_changes_refused_total";
+        assert_eq!(types[name], "counter");
+        let all = find(&series, name, &[]);
+        // Every pair from the start, so that a first refusal is a rise.
+        assert_eq!(
+            all.len(),
+            ChangeSource::ALL.len() * RefusalReason::ALL.len()
+        );
+        for (_, labels, _) in &all {
+            assert_eq!(labels.keys().collect::<Vec<_>>(), ["reason", "source"]);
+        }
+        let at = |source: &str, reason: &str| {
+            find(&series, name, &[("source", source), ("reason", reason)])[0].2
+        };
+        assert_eq!(at("reload", "invalid"), 1);
+        assert_eq!(at("apply", "apply_failed"), 2);
+        assert_eq!(at("edit", "not_found"), 0);
+        assert_eq!(all.iter().map(|s| s.2).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn without_the_control_states_counts_refusals_have_no_series() {
+        let sample = MetricsSample {
+            changes: None,
+            ..sample()
+        };
+        let (series, types) = check(&render(&sample, &Snapshot::empty()));
+        assert_eq!(types["flowgate_config_changes_refused_total"], "counter");
+        assert!(find(&series, "flowgate_config_changes_refused_total", &[]).is_empty());
     }
 
     #[test]

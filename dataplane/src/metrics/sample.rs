@@ -4,7 +4,9 @@
 //! [`PipelineCounters`], its connection table's [`FlowCounters`] and its
 //! loop's [`WorkerCounters`]); the daemon keeps one [`WorkerMetrics`] per
 //! worker and a [`MetricsCollector`] over them, and asks the collector for a
-//! [`MetricsSample`] at each scrape.
+//! [`MetricsSample`] at each scrape. The control state's
+//! [`ChangeCounters`] (refused rule changes) are read alongside, when the
+//! collector is given them.
 //!
 //! Per-endpoint counts are kept by endpoint id, and ids are reused: an id
 //! freed when a backend is removed may later name another backend. The
@@ -21,6 +23,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::changes::{ChangeCounters, ChangeValues};
 use crate::flow::{EndpointValues, FlowCounters, FlowTable};
 use crate::pipeline::{CounterValues, Pipeline, PipelineCounters};
 use crate::table::{EndpointId, ServiceId, Snapshot};
@@ -79,6 +82,8 @@ pub struct LoopValues {
     pub handoff_full: u64,
     /// Polls that found no frame.
     pub idle_polls: u64,
+    /// Polls, busy or idle.
+    pub polls: u64,
 }
 
 impl LoopValues {
@@ -90,6 +95,7 @@ impl LoopValues {
             handed_in: c.handed_in.load(Relaxed),
             handoff_full: c.handoff_full.load(Relaxed),
             idle_polls: c.idle_polls.load(Relaxed),
+            polls: c.polls.load(Relaxed),
         }
     }
 }
@@ -192,6 +198,9 @@ pub struct MetricsSample {
     pub workers: Vec<WorkerSample>,
     /// One entry per AF_XDP socket (empty over in-memory ports).
     pub rings: Vec<RingStats>,
+    /// Refused rule changes, if the collector was given the control
+    /// state's counters.
+    pub changes: Option<ChangeValues>,
 }
 
 impl MetricsSample {
@@ -346,6 +355,7 @@ impl RetiredCounts {
 #[derive(Debug)]
 pub struct MetricsCollector {
     workers: Vec<(WorkerMetrics, Ledger)>,
+    changes: Option<Arc<ChangeCounters>>,
 }
 
 impl MetricsCollector {
@@ -356,7 +366,14 @@ impl MetricsCollector {
                 .into_iter()
                 .map(|w| (w, Ledger::default()))
                 .collect(),
+            changes: None,
         }
+    }
+
+    /// Also reads the control state's counts of refused changes.
+    pub fn with_changes(mut self, changes: Arc<ChangeCounters>) -> Self {
+        self.changes = Some(changes);
+        self
     }
 
     /// The workers it reads.
@@ -385,6 +402,7 @@ impl MetricsCollector {
             backends,
             workers,
             rings,
+            changes: self.changes.as_deref().map(ChangeCounters::values),
         }
     }
 }
@@ -722,5 +740,42 @@ mod tests {
         assert_eq!(sample.rings[0].rx_dropped, 9);
         assert_eq!(sample.services[0].vip, "198.18.100.10:53".parse().unwrap());
         assert_eq!(sample.services[0].protocol, "udp");
+        assert_eq!(sample.changes, None, "no control state, no counts");
+    }
+
+    #[test]
+    fn refused_changes_are_read_at_each_scrape() {
+        use crate::metrics::{ChangeSource, RefusalReason};
+        let s = build(&rules_text(&["198.18.1.11"]), None);
+        let changes = Arc::new(ChangeCounters::default());
+        let mut c = MetricsCollector::new(vec![FakeWorker::new().metrics(0)])
+            .with_changes(Arc::clone(&changes));
+        let before = c.collect(&s, Vec::new()).changes.unwrap();
+        assert_eq!(before, ChangeValues::default());
+        changes.refused(ChangeSource::Reload, RefusalReason::RestartRequired);
+        let after = c.collect(&s, Vec::new()).changes.unwrap();
+        assert_eq!(
+            after.refused(ChangeSource::Reload, RefusalReason::RestartRequired),
+            1
+        );
+    }
+
+    #[test]
+    fn a_workers_loop_counters_are_read_with_its_polls() {
+        use crate::port::{MemoryFrames, MemoryPort};
+        use crate::worker::CountingKernelPath;
+        let s = build(&rules_text(&["198.18.1.11"]), None);
+        let mut memory = MemoryFrames::new(64, 2048);
+        let pool = memory.pool();
+        let flows = FlowTable::new(64, FlowTimeouts::from(&rules::FlowSettings::default()));
+        let mut worker = Worker::new(flows, pool, 1, 8);
+        let mut c = MetricsCollector::new(vec![WorkerMetrics::of_worker(0, None, &worker)]);
+        let mut ports = vec![MemoryPort::new("p", 8)];
+        let mut kernel = CountingKernelPath::default();
+        for now in 0..5 {
+            worker.poll(&mut ports, &mut memory, &s, &mut kernel, now);
+        }
+        let l = c.collect(&s, Vec::new()).workers[0].loop_values.unwrap();
+        assert_eq!((l.polls, l.idle_polls, l.generation), (5, 5, 1));
     }
 }

@@ -55,6 +55,20 @@ pub struct PipelineCounters {
     pub flow_hits: Counter,
     /// Connections created.
     pub new_flows: Counter,
+    /// New flows whose scheduler pick was not alive, placed by the skip
+    /// rule on another endpoint.
+    pub liveness_skips: Counter,
+    /// New flows placed ignoring health because too few of the service's
+    /// backends were alive (panic mode).
+    pub panic_flows: Counter,
+    /// New flows placed ignoring health because none of the service's
+    /// backends was alive (`when_all_down = "open"`).
+    pub failed_open_flows: Counter,
+    /// Segments of a down backend's TCP connections answered with a RST
+    /// (`on_backend_down = "reset"`); the frames are counted as forwarded.
+    pub dead_backend_resets: Counter,
+    /// UDP flows moved from a down backend to an alive one.
+    pub dead_backend_rescheduled: Counter,
     /// Frames dropped, by [`DropReason::index`].
     pub drops: [Counter; DropReason::COUNT],
 }
@@ -70,6 +84,11 @@ impl Default for PipelineCounters {
             passed: Counter::default(),
             flow_hits: Counter::default(),
             new_flows: Counter::default(),
+            liveness_skips: Counter::default(),
+            panic_flows: Counter::default(),
+            failed_open_flows: Counter::default(),
+            dead_backend_resets: Counter::default(),
+            dead_backend_rescheduled: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
         }
     }
@@ -106,6 +125,11 @@ impl PipelineCounters {
             passed: self.passed.get(),
             flow_hits: self.flow_hits.get(),
             new_flows: self.new_flows.get(),
+            liveness_skips: self.liveness_skips.get(),
+            panic_flows: self.panic_flows.get(),
+            failed_open_flows: self.failed_open_flows.get(),
+            dead_backend_resets: self.dead_backend_resets.get(),
+            dead_backend_rescheduled: self.dead_backend_rescheduled.get(),
             drops: DropReason::all()
                 .map(|r| (r.name(), self.drops_for(r)))
                 .filter(|(_, n)| *n > 0)
@@ -133,6 +157,16 @@ pub struct CounterValues {
     pub flow_hits: u64,
     /// Connections created.
     pub new_flows: u64,
+    /// New flows moved off a pick that was not alive.
+    pub liveness_skips: u64,
+    /// New flows placed in panic mode.
+    pub panic_flows: u64,
+    /// New flows placed with no backend alive (failing open).
+    pub failed_open_flows: u64,
+    /// Down backends' TCP segments answered with a RST.
+    pub dead_backend_resets: u64,
+    /// UDP flows moved off a down backend.
+    pub dead_backend_rescheduled: u64,
     /// Non-zero drop counters by reason name.
     pub drops: std::collections::BTreeMap<&'static str, u64>,
 }

@@ -23,7 +23,8 @@ pub enum DropReason {
     /// An IP fragment addressed to a service VIP: the gateway does not
     /// reassemble, and a non-first fragment carries no ports to match.
     FragmentToVip,
-    /// The service has no backend with weight > 0.
+    /// The service has no backend with weight > 0 (only rules that were
+    /// not validated can say so).
     NoBackend,
     /// The connection's backend was removed from the rules (TCP: the
     /// connection ends; UDP flows are rescheduled instead).
@@ -38,10 +39,17 @@ pub enum DropReason {
     /// The egress port is not one this worker serves (rules naming an
     /// interface the gateway was not started on).
     NoEgressPort,
+    /// A packet of a TCP connection whose backend is down or expired, in a
+    /// service with `on_backend_down = "drop"` (or `"reset"`, for a segment
+    /// that is itself a RST): the connection is forgotten.
+    BackendDown,
+    /// A new flow to a service none of whose backends is alive, with
+    /// `when_all_down = "closed"`.
+    AllBackendsDown,
 }
 
 /// Reasons other than parse errors, in counter order after them.
-const OWN_REASONS: [DropReason; 8] = [
+const OWN_REASONS: [DropReason; 10] = [
     DropReason::TtlExpired,
     DropReason::FragmentToVip,
     DropReason::NoBackend,
@@ -50,6 +58,8 @@ const OWN_REASONS: [DropReason; 8] = [
     DropReason::NoConnection,
     DropReason::TxRingFull,
     DropReason::NoEgressPort,
+    DropReason::BackendDown,
+    DropReason::AllBackendsDown,
 ];
 
 impl DropReason {
@@ -70,6 +80,8 @@ impl DropReason {
             DropReason::NoConnection => parse + 5,
             DropReason::TxRingFull => parse + 6,
             DropReason::NoEgressPort => parse + 7,
+            DropReason::BackendDown => parse + 8,
+            DropReason::AllBackendsDown => parse + 9,
         }
     }
 
@@ -100,6 +112,8 @@ impl DropReason {
             DropReason::NoConnection => "no_connection",
             DropReason::TxRingFull => "tx_ring_full",
             DropReason::NoEgressPort => "no_egress_port",
+            DropReason::BackendDown => "backend_down",
+            DropReason::AllBackendsDown => "all_backends_down",
         }
     }
 }

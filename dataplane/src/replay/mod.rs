@@ -8,6 +8,7 @@
 //! own: connection timeouts behave as they would have on the live box.
 //! Next-hop MACs come from the config's static neighbour list.
 
+pub mod output;
 pub mod pcap;
 
 use std::collections::{BTreeMap, HashMap};

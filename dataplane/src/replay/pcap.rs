@@ -21,6 +21,12 @@ pub enum PcapError {
     /// Reading failed.
     #[error("read failed: {0}")]
     Io(#[from] io::Error),
+    /// The file holds nothing at all.
+    #[error("empty file: a pcap file starts with a 24-byte header")]
+    Empty,
+    /// The file ends inside the 24-byte file header.
+    #[error("the file ends inside its 24-byte pcap header, after {0} bytes")]
+    ShortHeader(usize),
     /// Not a pcap file (pcapng is not read: convert with `editcap -F pcap`).
     #[error(
         "not a pcap file (magic {0:#010x}); pcapng files need converting with `editcap -F pcap`"
@@ -66,10 +72,14 @@ impl<R: Read> PcapReader<R> {
     /// Reads and checks the file header.
     pub fn new(mut inner: R) -> Result<Self, PcapError> {
         let mut header = [0u8; 24];
-        inner.read_exact(&mut header).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => PcapError::BadMagic(0),
-            _ => PcapError::Io(e),
-        })?;
+        let got = read_full(&mut inner, &mut header)?;
+        if got == 0 {
+            return Err(PcapError::Empty);
+        }
+        // Fewer than 4 bytes cannot even say what the file is.
+        if got < 4 {
+            return Err(PcapError::ShortHeader(got));
+        }
         let magic = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
         let (swapped, nanos) = match magic {
             MAGIC_MICROS => (false, false),
@@ -78,6 +88,9 @@ impl<R: Read> PcapReader<R> {
             m if m.swap_bytes() == MAGIC_NANOS => (true, true),
             m => return Err(PcapError::BadMagic(m)),
         };
+        if got < header.len() {
+            return Err(PcapError::ShortHeader(got));
+        }
         let reader = PcapReader {
             inner,
             swapped,
@@ -229,10 +242,40 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_or_cut_header_says_so() {
+        let empty = PcapReader::new(&[][..]).unwrap_err();
+        assert!(matches!(empty, PcapError::Empty));
+        assert_eq!(
+            empty.to_string(),
+            "empty file: a pcap file starts with a 24-byte header"
+        );
+        let header = PcapWriter::new(Vec::new()).unwrap().finish().unwrap();
+        for cut in [1, 3, 4, 23] {
+            let error = PcapReader::new(&header[..cut]).unwrap_err();
+            assert!(
+                matches!(error, PcapError::ShortHeader(n) if n == cut),
+                "{error}"
+            );
+            assert_eq!(
+                error.to_string(),
+                format!("the file ends inside its 24-byte pcap header, after {cut} bytes")
+            );
+        }
+        // A short file that is not a capture at all says that first.
+        assert!(matches!(
+            PcapReader::new(&b"hello"[..]),
+            Err(PcapError::BadMagic(0x6c6c_6568))
+        ));
+        // Only the header: a valid capture of no frames.
+        let mut r = PcapReader::new(&header[..]).unwrap();
+        assert!(r.next_record().unwrap().is_none());
+    }
+
+    #[test]
     fn damaged_files_give_typed_errors() {
         assert!(matches!(
             PcapReader::new(&[0u8; 3][..]),
-            Err(PcapError::BadMagic(_))
+            Err(PcapError::ShortHeader(3))
         ));
         assert!(matches!(
             PcapReader::new(&[0u8; 24][..]),

@@ -24,11 +24,12 @@ use super::parse;
 use super::place::{Item, Place};
 use super::raw::{RawBackend, RawConfig, RawDaemon, RawFlows, RawNeighbour, RawService};
 use super::validate::{
-    of_backend, of_backend_address, of_service, Range, BATCH, CORE, FLOW_CAPACITY, FRAME_COUNT,
-    FRAME_SIZE, PORT, RING_SIZE, TABLE_SIZE, TIMEOUT, WEIGHT,
+    of_backend, of_backend_address, of_service, Range, BATCH, CONTROL_IDLE_TIMEOUT, CORE,
+    FLOW_CAPACITY, FRAME_COUNT, FRAME_SIZE, PANIC_THRESHOLD, PORT, RING_SIZE, TABLE_SIZE, TIMEOUT,
+    WEIGHT,
 };
 use super::{
-    Backend, BindModeSetting, Config, DaemonSettings, FastPathSetting, FlowSettings,
+    Backend, BindModeSetting, Config, DaemonSettings, Failover, FastPathSetting, FlowSettings,
     GatewaySettings, IdlePolicy, Interface, LogFormatSetting, Neighbour, Protocol, Service,
     XdpModeSetting, DEFAULT_MAGLEV_TABLE_SIZE,
 };
@@ -228,6 +229,12 @@ impl Decoder {
                 "completion_ring_size",
                 RING_SIZE,
                 &mut d.completion_ring_size,
+            ),
+            (
+                &raw.control_idle_timeout,
+                "control_idle_timeout",
+                CONTROL_IDLE_TIMEOUT,
+                &mut d.control_idle_timeout_s,
             ),
         ] {
             let key = format!("daemon.{field}");
@@ -463,6 +470,7 @@ impl Decoder {
                 None
             }
         };
+        let failover = self.failover(i, raw);
         let backends = raw
             .backends
             .iter()
@@ -477,7 +485,35 @@ impl Decoder {
             scheduler: scheduler.unwrap_or_default(),
             maglev_table_size: maglev_table_size
                 .unwrap_or(*gateway_size.as_ref().unwrap_or(&DEFAULT_MAGLEV_TABLE_SIZE)),
+            failover,
             backends,
+        }
+    }
+
+    /// Service `i`'s `on_backend_down`, `panic_threshold` and
+    /// `when_all_down`; a value that cannot be read is replaced by its
+    /// default.
+    fn failover(&mut self, i: usize, raw: &RawService) -> Failover {
+        let name = raw.name.get_ref();
+        let on_backend_down = raw.on_backend_down.as_ref().and_then(|value| {
+            self.read(Place::service(i, "on_backend_down"), value, |t| {
+                parse::on_backend_down(t, name)
+            })
+        });
+        let panic_threshold = raw.panic_threshold.as_ref().and_then(|value| {
+            let place = Place::service(i, "panic_threshold");
+            let key = "panic_threshold";
+            self.int(value, place, PANIC_THRESHOLD, key, || of_service(name))
+        });
+        let when_all_down = raw.when_all_down.as_ref().and_then(|value| {
+            self.read(Place::service(i, "when_all_down"), value, |t| {
+                parse::when_all_down(t, name)
+            })
+        });
+        Failover {
+            on_backend_down,
+            panic_threshold: panic_threshold.unwrap_or_default(),
+            when_all_down: when_all_down.unwrap_or_default(),
         }
     }
 

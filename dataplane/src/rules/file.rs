@@ -88,6 +88,9 @@ impl<'t> FileProvenance<'t> {
                     "port" => start(Some(&service.port)),
                     "scheduler" => start(service.scheduler.as_ref()),
                     "maglev_table_size" => start(service.maglev_table_size.as_ref()),
+                    "on_backend_down" => start(service.on_backend_down.as_ref()),
+                    "panic_threshold" => start(service.panic_threshold.as_ref()),
+                    "when_all_down" => start(service.when_all_down.as_ref()),
                     _ => None,
                 }
                 .or_else(|| start(Some(&service.name)))
@@ -125,6 +128,7 @@ impl<'t> FileProvenance<'t> {
             "tx_ring_size" => daemon.tx_ring_size.as_ref(),
             "fill_ring_size" => daemon.fill_ring_size.as_ref(),
             "completion_ring_size" => daemon.completion_ring_size.as_ref(),
+            "control_idle_timeout" => daemon.control_idle_timeout.as_ref(),
             _ => None,
         };
         let text = match key {

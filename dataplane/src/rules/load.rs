@@ -1,6 +1,9 @@
 //! Reading a config: file → text → TOML → model and provenance → the one
 //! validator.
 
+use std::fs::{Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::decode::decode;
@@ -11,14 +14,103 @@ use super::raw::RawConfig;
 use super::validate;
 use super::Config;
 
+/// The largest config file read: 256 MiB.
+///
+/// An entry of a config (a service, a backend, a neighbour) takes about 45
+/// bytes written inline and 60 to 150 as a table of its own with labels
+/// and a comment, so a config of a million entries fits with room to
+/// spare. The limit is there so that a mistaken path (a log, a disk image)
+/// is refused at once instead of read into memory.
+pub const MAX_CONFIG_BYTES: u64 = 256 << 20;
+
 /// Loads and validates the config file at `path`. Problems are reported
 /// against the path as given.
+///
+/// Only a regular file of at most [`MAX_CONFIG_BYTES`] is read: a FIFO, a
+/// device, a socket or a directory is refused without reading from it.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
+    match read_config_file(path, MAX_CONFIG_BYTES) {
         Ok(text) => load_str(&text, &file),
         Err(error) => Err(ConfigError::Io { file, error }),
     }
+}
+
+/// The text of the regular file at `path`, if it holds at most `limit`
+/// bytes of UTF-8.
+///
+/// The file's type is looked at before it is opened (opening a FIFO waits
+/// for a writer, opening a device can act on it), and again on the open
+/// file, which is opened without waiting, in case the path changed in
+/// between. The read stops one byte past `limit`, so a file that grows
+/// while it is read cannot pass it either.
+fn read_config_file(path: &Path, limit: u64) -> io::Result<String> {
+    regular_within(&std::fs::metadata(path)?, limit)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)?;
+    regular_within(&file.metadata()?, limit)?;
+    let bytes = read_at_most(file, limit)?;
+    String::from_utf8(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+}
+
+/// Refuses anything but a regular file of at most `limit` bytes.
+fn regular_within(metadata: &Metadata, limit: u64) -> io::Result<()> {
+    let kind = metadata.file_type();
+    let what = if kind.is_file() {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a file")
+    };
+    if let Some(what) = what {
+        let message = format!("it is {what}, not a regular file");
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+    }
+    if metadata.len() > limit {
+        return Err(too_large(Some(metadata.len()), limit));
+    }
+    Ok(())
+}
+
+/// All of `reader`, or an error as soon as it gives more than `limit`
+/// bytes.
+fn read_at_most(reader: impl Read, limit: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(None, limit));
+    }
+    Ok(bytes)
+}
+
+/// A file over the limit: how large it is, when known, and the limit.
+fn too_large(size: Option<u64>, limit: u64) -> io::Error {
+    let limit = if limit.is_multiple_of(1 << 20) {
+        format!("{} MiB", limit >> 20)
+    } else {
+        format!("{limit} bytes")
+    };
+    let message = match size {
+        Some(size) => format!("it holds {size} bytes; a config file holds at most {limit}"),
+        None => {
+            format!("it grew past {limit} while being read; a config file holds at most {limit}")
+        }
+    };
+    io::Error::new(io::ErrorKind::FileTooLarge, message)
 }
 
 /// Loads and validates a config from its text; `origin` names it in
@@ -75,4 +167,144 @@ fn toml_problem(error: &toml::de::Error, text: &str, origin: &str) -> ConfigProb
         column,
     };
     ConfigProblem::new(location, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    /// A scratch directory removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir =
+                std::env::temp_dir().join(format!("flowgate-load-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+        fn path(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn refusal(path: &Path) -> String {
+        let started = Instant::now();
+        let error = load_file(path).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "it waited");
+        assert!(error.problems().is_empty());
+        error.to_string()
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_waiting_for_a_writer() {
+        let scratch = Scratch::new("fifo");
+        let path = scratch.path("gw.toml");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(
+            refusal(&path),
+            format!(
+                "{}: cannot read config: it is a FIFO, not a regular file",
+                path.display()
+            )
+        );
+        // Opened without waiting too, as when the path is swapped for a
+        // FIFO after its type was looked at.
+        let started = Instant::now();
+        let error = read_config_file(&path, MAX_CONFIG_BYTES).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        let error = regular_within(&file.metadata().unwrap(), MAX_CONFIG_BYTES).unwrap_err();
+        assert_eq!(error.to_string(), "it is a FIFO, not a regular file");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn devices_directories_and_sockets_are_refused() {
+        let scratch = Scratch::new("kinds");
+        let socket = scratch.path("control.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        for (path, what) in [
+            (PathBuf::from("/dev/zero"), "a character device"),
+            (PathBuf::from("/dev/null"), "a character device"),
+            (scratch.0.clone(), "a directory"),
+            (socket, "a socket"),
+        ] {
+            assert_eq!(
+                refusal(&path),
+                format!(
+                    "{}: cannot read config: it is {what}, not a regular file",
+                    path.display()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_over_the_limit_is_refused_before_it_is_read() {
+        let scratch = Scratch::new("large");
+        let path = scratch.path("gw.toml");
+        // Sparse: it takes no disk, and is refused by its size alone.
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+        assert_eq!(
+            refusal(&path),
+            format!(
+                "{}: cannot read config: it holds 268435457 bytes; a config file holds at most 256 MiB",
+                path.display()
+            )
+        );
+        file.set_len(100).unwrap();
+        let error = read_config_file(&path, 99).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(
+            error.to_string(),
+            "it holds 100 bytes; a config file holds at most 99 bytes"
+        );
+        // Exactly at the limit is read (as zero bytes, not a valid config).
+        assert_eq!(read_config_file(&path, 100).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn a_read_stops_one_byte_past_the_limit_whatever_the_size_said() {
+        // An endless source, as a file that grows while read would be.
+        let error = read_at_most(io::repeat(b'#'), 4096).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(
+            error.to_string(),
+            "it grew past 4096 bytes while being read; a config file holds at most 4096 bytes"
+        );
+        assert_eq!(read_at_most(&b"0123"[..], 4).unwrap(), b"0123");
+    }
+
+    #[test]
+    fn a_symlink_to_a_config_is_read_and_text_must_be_utf8() {
+        let scratch = Scratch::new("link");
+        let path = scratch.path("real.toml");
+        std::fs::write(&path, "[flows]\ncapacity = 1024\n").unwrap();
+        let link = scratch.path("gw.toml");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert_eq!(load_file(&link).unwrap().flows.capacity, 1024);
+        std::fs::write(&path, b"# \xff\n").unwrap();
+        assert_eq!(
+            refusal(&link),
+            format!(
+                "{}: cannot read config: it is not UTF-8 text",
+                link.display()
+            )
+        );
+    }
 }

@@ -35,7 +35,7 @@ mod tests;
 
 pub use error::{ConfigError, ConfigProblem};
 pub use file::FileProvenance;
-pub use load::{load_file, load_str, load_str_with_provenance};
+pub use load::{load_file, load_str, load_str_with_provenance, MAX_CONFIG_BYTES};
 pub use mac::{format_mac, is_unicast_mac, parse_mac};
 pub use model::*;
 pub use place::{Item, Place};

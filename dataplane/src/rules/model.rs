@@ -249,6 +249,8 @@ pub struct Service {
     pub scheduler: Scheduler,
     /// Maglev table size for this service (prime).
     pub maglev_table_size: u32,
+    /// What happens when its backends go down.
+    pub failover: Failover,
     /// The backends (endpoints).
     pub backends: Vec<Backend>,
 }
@@ -271,6 +273,121 @@ impl Service {
     /// Sum of all backend weights (> 0 for a validated service).
     pub fn total_weight(&self) -> u64 {
         self.backends.iter().map(|b| u64::from(b.weight)).sum()
+    }
+}
+
+/// Largest `panic_threshold`, in percent.
+pub const MAX_PANIC_THRESHOLD: u32 = 100;
+
+/// What a service does when its backends go down: the keys
+/// `on_backend_down`, `panic_threshold` and `when_all_down`.
+///
+/// The defaults are what a careful operator picks: connections to a down
+/// backend are kept (a failed check is evidence, not proof: the server may
+/// be serving its existing connections while its check port is wedged,
+/// and a connection that really is dead ends by itself at the client's own
+/// timeout, whereas cutting one cannot be undone); no panic mode, so that
+/// new flows never go to a backend known to be down while any is alive;
+/// and a service with every backend down fails open, since every check
+/// failing at once is more often the checker's fault (a firewall change, a
+/// probe address blocked) than every server dying, and failing open costs
+/// nothing when they really are dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Failover {
+    /// What a down backend's TCP connections get; `None` (unset) keeps
+    /// them. UDP services leave it unset: a UDP flow of a down backend is
+    /// always rescheduled.
+    pub on_backend_down: Option<OnBackendDown>,
+    /// Panic mode, in Envoy's sense: when the alive share of the service's
+    /// weight is below this many percent (but above 0), health is ignored
+    /// and new flows are balanced over every weighted backend, so that the
+    /// few left alive are not crushed. 0..=100; 0 turns it off.
+    pub panic_threshold: u32,
+    /// What a service does when no backend is alive.
+    pub when_all_down: WhenAllDown,
+}
+
+impl Failover {
+    /// What a down backend's TCP connections get (unset: keep).
+    pub fn on_backend_down(&self) -> OnBackendDown {
+        self.on_backend_down.unwrap_or_default()
+    }
+}
+
+/// What a down (or expired) backend's established TCP connections get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum OnBackendDown {
+    /// They continue (default).
+    #[default]
+    Keep,
+    /// Their packets are dropped and their records forgotten, so that the
+    /// client's next SYN is scheduled afresh.
+    Drop,
+    /// The client's next segment is answered with a TCP RST, so that it
+    /// fails fast instead of retransmitting into a black hole; the record
+    /// is forgotten.
+    Reset,
+}
+
+impl OnBackendDown {
+    /// `keep`, `drop` or `reset`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            OnBackendDown::Keep => "keep",
+            OnBackendDown::Drop => "drop",
+            OnBackendDown::Reset => "reset",
+        }
+    }
+
+    /// The policy called `name` (as in a config).
+    pub fn from_name(name: &str) -> Option<OnBackendDown> {
+        match name {
+            "keep" => Some(OnBackendDown::Keep),
+            "drop" => Some(OnBackendDown::Drop),
+            "reset" => Some(OnBackendDown::Reset),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for OnBackendDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a service does with a new flow when none of its backends is alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum WhenAllDown {
+    /// Balance over every weighted backend as if all were up (default).
+    #[default]
+    Open,
+    /// Drop the new flow (counted: `all_backends_down`).
+    Closed,
+}
+
+impl WhenAllDown {
+    /// `open` or `closed`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            WhenAllDown::Open => "open",
+            WhenAllDown::Closed => "closed",
+        }
+    }
+
+    /// The behaviour called `name` (as in a config).
+    pub fn from_name(name: &str) -> Option<WhenAllDown> {
+        match name {
+            "open" => Some(WhenAllDown::Open),
+            "closed" => Some(WhenAllDown::Closed),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for WhenAllDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -318,8 +435,9 @@ impl Backend {
     }
 }
 
-/// Default path of the control socket.
-pub const DEFAULT_CONTROL_SOCKET: &str = "/run/flowgate/control.sock";
+/// Default path of the control socket: the API's, which `flowgatectl`
+/// connects to unless told otherwise.
+pub use flowgate_api::DEFAULT_CONTROL_SOCKET;
 /// Most worker cores.
 pub const MAX_WORKERS: usize = 64;
 
@@ -356,6 +474,9 @@ pub struct DaemonSettings {
     pub fast_path: FastPathSetting,
     /// Path of the control socket (created with mode 0600).
     pub control_socket: PathBuf,
+    /// Seconds a control-socket client may stay connected without sending
+    /// a request before it is closed.
+    pub control_idle_timeout_s: u32,
     /// Loopback address of the Prometheus endpoint; none = no endpoint.
     pub metrics_address: Option<SocketAddr>,
     /// Log line format.
@@ -380,6 +501,7 @@ impl Default for DaemonSettings {
             xdp_mode: XdpModeSetting::Auto,
             fast_path: FastPathSetting::Off,
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
+            control_idle_timeout_s: 3,
             metrics_address: None,
             log_format: LogFormatSetting::Human,
             log_level: "info".to_owned(),

@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 use super::mac::parse_mac;
-use super::{MacAddr, Protocol, Scheduler};
+use super::{MacAddr, OnBackendDown, Protocol, Scheduler, WhenAllDown};
 
 /// A service's VIP.
 pub fn vip(text: &str, service: &str) -> Result<IpAddr, String> {
@@ -42,6 +42,25 @@ pub fn scheduler(text: &str, service: &str) -> Result<Scheduler, String> {
     Scheduler::from_name(text).ok_or_else(|| {
         format!(
             "unknown scheduler {text:?} in service {service:?} (expected \"maglev\", \"wrr\" or \"sh\")"
+        )
+    })
+}
+
+/// What a service's down backends' connections get: `keep`, `drop` or
+/// `reset`.
+pub fn on_backend_down(text: &str, service: &str) -> Result<OnBackendDown, String> {
+    OnBackendDown::from_name(text).ok_or_else(|| {
+        format!(
+            "unknown on_backend_down {text:?} in service {service:?} (expected \"keep\", \"drop\" or \"reset\")"
+        )
+    })
+}
+
+/// What a service does when no backend is alive: `open` or `closed`.
+pub fn when_all_down(text: &str, service: &str) -> Result<WhenAllDown, String> {
+    WhenAllDown::from_name(text).ok_or_else(|| {
+        format!(
+            "unknown when_all_down {text:?} in service {service:?} (expected \"open\" or \"closed\")"
         )
     })
 }
@@ -84,6 +103,16 @@ mod tests {
         assert_eq!(
             scheduler("rr", "web").unwrap_err(),
             r#"unknown scheduler "rr" in service "web" (expected "maglev", "wrr" or "sh")"#
+        );
+        assert_eq!(on_backend_down("reset", "web"), Ok(OnBackendDown::Reset));
+        assert_eq!(
+            on_backend_down("rst", "web").unwrap_err(),
+            r#"unknown on_backend_down "rst" in service "web" (expected "keep", "drop" or "reset")"#
+        );
+        assert_eq!(when_all_down("closed", "web"), Ok(WhenAllDown::Closed));
+        assert_eq!(
+            when_all_down("shut", "web").unwrap_err(),
+            r#"unknown when_all_down "shut" in service "web" (expected "open" or "closed")"#
         );
         assert_eq!(mac("02:00:00:00:00:01", "x"), Ok([2, 0, 0, 0, 0, 1]));
         assert_eq!(

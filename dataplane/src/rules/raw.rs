@@ -52,6 +52,7 @@ pub(super) struct RawDaemon {
     pub xdp_mode: Option<Spanned<String>>,
     pub fast_path: Option<Spanned<String>>,
     pub control_socket: Option<Spanned<String>>,
+    pub control_idle_timeout: Option<Spanned<i64>>,
     pub metrics_address: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
@@ -95,6 +96,9 @@ pub(super) struct RawService {
     pub port: Spanned<i64>,
     pub scheduler: Option<Spanned<String>>,
     pub maglev_table_size: Option<Spanned<i64>>,
+    pub on_backend_down: Option<Spanned<String>>,
+    pub panic_threshold: Option<Spanned<i64>>,
+    pub when_all_down: Option<Spanned<String>>,
     #[serde(default)]
     pub backends: Vec<RawBackend>,
 }

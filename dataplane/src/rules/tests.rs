@@ -132,6 +132,11 @@ fn example_config_loads_and_states_the_defaults() {
     assert_eq!(config.flows, FlowSettings::default());
     let web = config.service("web").unwrap();
     assert_eq!(web.maglev_table_size, DEFAULT_MAGLEV_TABLE_SIZE);
+    assert_eq!(web.failover.on_backend_down(), OnBackendDown::Keep);
+    assert_eq!(
+        (web.failover.panic_threshold, web.failover.when_all_down),
+        (Failover::default().panic_threshold, WhenAllDown::default())
+    );
     assert_eq!(web.backends[0].set.as_deref(), Some("s1"));
     assert_eq!(web.backends[0].group.as_deref(), Some("g1"));
     assert_eq!(web.backends[1], Backend::new(ip("198.18.1.12"), 8080));
@@ -177,6 +182,11 @@ fn omitted_keys_take_their_defaults() {
     // The gateway's table size applies.
     assert_eq!(web.maglev_table_size, 251);
     assert_eq!(web.backends, [Backend::new(ip("198.18.1.11"), 5353)]);
+    // Down backends: connections kept, no panic mode, fail open.
+    assert_eq!(web.failover, Failover::default());
+    assert_eq!(web.failover.on_backend_down(), OnBackendDown::Keep);
+    assert_eq!(web.failover.panic_threshold, 0);
+    assert_eq!(web.failover.when_all_down, WhenAllDown::Open);
 }
 
 #[test]
@@ -647,6 +657,66 @@ fn protocol_vip_and_port_must_be_unique_together() {
 }
 
 #[test]
+fn failover_keys_are_read() {
+    let config = load(&service_with(
+        "name = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80\n\
+         on_backend_down = \"reset\"\npanic_threshold = 50\nwhen_all_down = \"closed\"",
+    ));
+    assert_eq!(
+        config.services[0].failover,
+        Failover {
+            on_backend_down: Some(OnBackendDown::Reset),
+            panic_threshold: 50,
+            when_all_down: WhenAllDown::Closed,
+        }
+    );
+    for (text, policy) in [("keep", OnBackendDown::Keep), ("drop", OnBackendDown::Drop)] {
+        let config = load(&service_with(&format!(
+            "name = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80\non_backend_down = \"{text}\""
+        )));
+        assert_eq!(config.services[0].failover.on_backend_down(), policy);
+    }
+}
+
+#[test]
+fn bad_failover_values_are_rejected_where_they_are() {
+    let tcp = "name = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80";
+    assert_eq!(
+        errors(&service_with(&format!(
+            "{tcp}\non_backend_down = \"rst\"\npanic_threshold = 101\nwhen_all_down = \"shut\""
+        ))),
+        [
+            r#"t.toml:6:19: unknown on_backend_down "rst" in service "web" (expected "keep", "drop" or "reset")"#,
+            r#"t.toml:7:19: panic_threshold 101 of service "web" is out of range 0..=100"#,
+            r#"t.toml:8:17: unknown when_all_down "shut" in service "web" (expected "open" or "closed")"#,
+        ]
+    );
+    // A value the model's type cannot hold reads as the validator words it.
+    assert_eq!(
+        errors(&service_with(&format!("{tcp}\npanic_threshold = -1"))),
+        [r#"t.toml:6:19: panic_threshold -1 of service "web" is out of range 0..=100"#]
+    );
+    assert_eq!(
+        errors(&service_with(&format!("{tcp}\npanic_threshold = \"50%\""))).len(),
+        1,
+        "a string is the wrong type"
+    );
+    // UDP flows of a down backend are always rescheduled.
+    let udp = "name = \"dns\"\nprotocol = \"udp\"\nvip = \"198.18.100.10\"\nport = 53";
+    assert_eq!(
+        errors(&service_with(&format!("{udp}\non_backend_down = \"keep\""))),
+        [
+            r#"t.toml:6:19: on_backend_down "keep" of service "dns" applies to TCP only: a UDP flow of a down backend is always rescheduled"#
+        ]
+    );
+    // The other two keys apply to UDP as to TCP.
+    let config = load(&service_with(&format!(
+        "{udp}\npanic_threshold = 100\nwhen_all_down = \"closed\""
+    )));
+    assert_eq!(config.services[0].failover.panic_threshold, 100);
+}
+
+#[test]
 fn unknown_protocol_and_scheduler_are_rejected() {
     assert_eq!(
         errors(&service_with(
@@ -1050,6 +1120,32 @@ fn daemon_settings_are_checked() {
         errors("[daemon]\ncores = []"),
         ["t.toml:2:9: daemon.cores is empty: list at least one core"]
     );
+}
+
+#[test]
+fn the_control_idle_timeout_is_whole_seconds_in_range() {
+    assert_eq!(DaemonSettings::default().control_idle_timeout_s, 3);
+    let config = load("[daemon]\ncontrol_idle_timeout = 7");
+    assert_eq!(config.daemon.control_idle_timeout_s, 7);
+    for (text, problem) in [
+        (
+            "0",
+            "t.toml:2:24: daemon.control_idle_timeout 0 is out of range 1..=600",
+        ),
+        (
+            "601",
+            "t.toml:2:24: daemon.control_idle_timeout 601 is out of range 1..=600",
+        ),
+        (
+            "-1",
+            "t.toml:2:24: daemon.control_idle_timeout -1 is out of range 1..=600",
+        ),
+    ] {
+        let found = errors(&format!("[daemon]\ncontrol_idle_timeout = {text}"));
+        assert_eq!(found, [problem], "{text}");
+    }
+    assert!(errors("[daemon]\ncontrol_idle_timeout = 2.5")[0]
+        .starts_with("t.toml:2:24: invalid type: floating point `2.5`, expected i64"));
 }
 
 // --- Provenance -------------------------------------------------------------

@@ -28,8 +28,9 @@ use super::place::{Item, Place};
 use super::prime::{is_prime, next_prime, prev_prime};
 use super::provenance::Provenance;
 use super::{
-    Backend, Config, Service, MAX_FLOW_CAPACITY, MAX_INTERFACE_NAME_LEN, MAX_MAGLEV_TABLE_SIZE,
-    MAX_NAME_LEN, MAX_TIMEOUT_S, MAX_WEIGHT, MAX_WORKERS, MIN_MAGLEV_TABLE_SIZE,
+    Backend, Config, Protocol, Service, MAX_FLOW_CAPACITY, MAX_INTERFACE_NAME_LEN,
+    MAX_MAGLEV_TABLE_SIZE, MAX_NAME_LEN, MAX_PANIC_THRESHOLD, MAX_TIMEOUT_S, MAX_WEIGHT,
+    MAX_WORKERS, MIN_MAGLEV_TABLE_SIZE,
 };
 
 /// Checks `config` in full. `Ok` if it follows every rule; otherwise every
@@ -97,6 +98,8 @@ pub(super) const WEIGHT: Range = Range::new(0, MAX_WEIGHT as i64);
 /// Maglev table sizes (also prime).
 pub(super) const TABLE_SIZE: Range =
     Range::new(MIN_MAGLEV_TABLE_SIZE as i64, MAX_MAGLEV_TABLE_SIZE as i64);
+/// A service's `panic_threshold`, in percent.
+pub(super) const PANIC_THRESHOLD: Range = Range::new(0, MAX_PANIC_THRESHOLD as i64);
 /// `flows.capacity`.
 pub(super) const FLOW_CAPACITY: Range = Range::new(1, MAX_FLOW_CAPACITY as i64);
 /// `flows.*_timeout`, in seconds.
@@ -111,6 +114,8 @@ pub(super) const FRAME_SIZE: Range = Range::new(2048, 4096);
 pub(super) const FRAME_COUNT: Range = Range::new(1024, 1 << 20);
 /// `daemon.*_ring_size` (also a power of two).
 pub(super) const RING_SIZE: Range = Range::new(64, 16384);
+/// `daemon.control_idle_timeout`, in seconds.
+pub(super) const CONTROL_IDLE_TIMEOUT: Range = Range::new(1, 600);
 
 /// ` of service "NAME"`: the context of a service's value in a message.
 pub(super) fn of_service(name: &str) -> String {
@@ -265,6 +270,10 @@ impl Validator<'_> {
             );
             self.report(at("control_socket"), message);
         }
+        let idle = daemon.control_idle_timeout_s.into();
+        let key = "daemon.control_idle_timeout";
+        let place = at("control_idle_timeout");
+        self.in_range(place, idle, CONTROL_IDLE_TIMEOUT, key, String::new);
         if let Some(address) = daemon.metrics_address {
             if !address.ip().is_loopback() {
                 self.report(at("metrics_address"), format!("daemon.metrics_address {address} is not a loopback address: metrics are served on loopback only (put a proxy in front to expose them)"));
@@ -462,6 +471,28 @@ impl Validator<'_> {
             self.backends(i, service, vip_ok);
             self.weights(i, service);
             self.service_table(i, service, gateway_ok);
+            self.failover(i, service);
+        }
+    }
+
+    /// A service's `panic_threshold` in range, and `on_backend_down` only
+    /// on TCP.
+    fn failover(&mut self, i: usize, service: &Service) {
+        let name = service.name.as_str();
+        let failover = &service.failover;
+        let place = Place::service(i, "panic_threshold");
+        let threshold = i64::from(failover.panic_threshold);
+        let key = "panic_threshold";
+        self.in_range(place, threshold, PANIC_THRESHOLD, key, || of_service(name));
+        let place = Place::service(i, "on_backend_down");
+        if let Some(policy) = failover.on_backend_down {
+            if service.protocol == Protocol::Udp && self.known(Place::service(i, "protocol")) {
+                let message = format!(
+                    "on_backend_down \"{policy}\" of service {name:?} applies to TCP only: \
+                     a UDP flow of a down backend is always rescheduled"
+                );
+                self.report(place, message);
+            }
         }
     }
 
@@ -841,6 +872,7 @@ port = 8080
             port: 53,
             scheduler: Default::default(),
             maglev_table_size: 251,
+            failover: Default::default(),
             backends: Vec::new(),
         };
         assert_eq!(check_messages(&model), loader_messages(&text));

@@ -112,7 +112,7 @@ impl MaglevTable {
 /// Maps a 64-bit hash onto `0..len` by multiply-shift: no division on the
 /// per-packet path. Part of the flow → backend mapping: never change it.
 #[inline]
-fn reduce(hash: u64, len: usize) -> usize {
+pub(super) fn reduce(hash: u64, len: usize) -> usize {
     ((u128::from(hash) * len as u128) >> 64) as usize
 }
 

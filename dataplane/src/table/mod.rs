@@ -2,17 +2,23 @@
 //!
 //! The control thread compiles a validated [`crate::rules::Config`] into a
 //! [`Snapshot`] (service index, endpoint table, per-service [`maglev`]
-//! tables and [`wrr`] schedules) and publishes it with a
-//! [`SnapshotPublisher`]; workers read it through a [`SnapshotReader`],
-//! loading it once per batch. Nothing here knows about packets or ports.
+//! tables and [`wrr`] schedules, built over the endpoints alive in the
+//! shared [`crate::liveness`] table, with each service's [`failover`] mode)
+//! and publishes it with a [`SnapshotPublisher`]; workers read it through a
+//! [`SnapshotReader`], loading it once per batch, and apply the [`skip`]
+//! rule when a new flow's pick has died since. Nothing here knows about
+//! packets or ports.
 
+pub mod failover;
 mod ids;
 pub mod maglev;
 mod publish;
+pub mod skip;
 mod snapshot;
 pub mod wrr;
 
+pub use failover::{AliveCount, IfDead, Mode};
 pub use maglev::{MaglevBackend, MaglevTable};
 pub use publish::{SnapshotGuard, SnapshotPublisher, SnapshotReader};
-pub use snapshot::{CompiledService, Endpoint, EndpointId, ServiceId, Snapshot};
+pub use snapshot::{CompiledService, Endpoint, EndpointId, LivenessInput, ServiceId, Snapshot};
 pub use wrr::{build_schedule, MAX_SCHEDULE_LEN};

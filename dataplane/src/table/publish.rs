@@ -87,6 +87,7 @@ mod tests {
                 port,
                 scheduler: Scheduler::Wrr,
                 maglev_table_size: 251,
+                failover: Default::default(),
                 backends: vec![Backend {
                     address: "198.18.0.10".parse().unwrap(),
                     port: 8080,

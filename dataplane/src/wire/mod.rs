@@ -16,11 +16,13 @@
 //!   `AsMut<[u8]>`; offsets are named in each module's `field`; once
 //!   `new_checked` has passed, no getter can panic.
 //! - [`parse`]: the views composed into one pass over a frame.
-//! - [`checksum`]: full and incremental (RFC 1624) Internet checksums, and
-//!   [`frame_checksums_ok`] for tests.
+//! - [`checksum`]: full and incremental (RFC 1624) Internet checksums.
+//! - `verify` (feature `testkit`): `frame_checksums_ok`, every checksum of
+//!   a frame checked, for tests and fixtures.
 //! - [`rewrite`]: the per-packet NAT primitives, patching checksums
 //!   incrementally.
-//! - [`builder`]: well-formed test frames for tests, benches and fixtures.
+//! - `builder` (feature `testkit`): well-formed test frames for tests,
+//!   benches and fixtures.
 //!
 //! # What the parser accepts, and what the pipeline then does
 //!
@@ -48,6 +50,7 @@
 //! gateway only patches them.
 
 pub mod arp;
+#[cfg(any(test, feature = "testkit"))]
 pub mod builder;
 mod bytes;
 pub mod checksum;
@@ -62,6 +65,8 @@ pub mod rewrite;
 pub mod tcp;
 mod tuple;
 pub mod udp;
+#[cfg(any(test, feature = "testkit"))]
+mod verify;
 
 pub use arp::ArpPacket;
 pub use ethernet::{EthernetFrame, VlanTag};
@@ -69,7 +74,6 @@ pub use icmp::IcmpMessage;
 pub use ipv4::Ipv4Packet;
 pub use ipv6::{Ipv6ExtHeader, Ipv6FragmentHeader, Ipv6Packet};
 
-pub use checksum::frame_checksums_ok;
 pub use parse::{parse, MAX_VLAN_TAGS};
 pub use tcp::TcpSegment;
 pub use tuple::{
@@ -77,6 +81,8 @@ pub use tuple::{
     FIVE_TUPLE_BYTES,
 };
 pub use udp::UdpDatagram;
+#[cfg(any(test, feature = "testkit"))]
+pub use verify::frame_checksums_ok;
 
 /// What a frame carries at layer 3.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -234,6 +234,7 @@ mod tests {
             port,
             scheduler: Scheduler::Wrr,
             maglev_table_size: 251,
+            failover: Default::default(),
             backends: Vec::new(),
         }
     }

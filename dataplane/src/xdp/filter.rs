@@ -155,7 +155,9 @@ impl XdpFilter {
     /// For tests that need the kernel to refuse a key part-way through a
     /// change: the gateway checks rules against [`XdpCapacity::PROGRAM`],
     /// so it cannot see such a failure coming and must undo what it began,
-    /// as it must when the kernel runs out of memory for a key.
+    /// as it must when the kernel runs out of memory for a key. Feature
+    /// `testkit`.
+    #[cfg(any(test, feature = "testkit"))]
     pub fn attach_with_capacity(
         interface: &str,
         mode: XdpMode,

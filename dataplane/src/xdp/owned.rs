@@ -118,6 +118,7 @@ mod tests {
             port,
             scheduler: Scheduler::Maglev,
             maglev_table_size: 251,
+            failover: Default::default(),
             backends: backends
                 .iter()
                 .map(|&(address, port, weight)| Backend {

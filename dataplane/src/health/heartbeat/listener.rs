@@ -46,7 +46,8 @@ pub struct Heartbeat {
 pub struct UnknownBackend;
 
 /// What the listener does with a good heartbeat: the daemon looks up the
-/// endpoint, moves its deadline and tells the control thread.
+/// endpoint, moves its deadline ([`crate::liveness::Liveness::heartbeat`])
+/// and tells the control thread.
 pub type HeartbeatSink = Box<dyn FnMut(&Heartbeat) -> Result<(), UnknownBackend> + Send>;
 
 /// The listener's settings.

@@ -9,16 +9,18 @@
 //!   lost datagram costs nothing when the TTL spans a few heartbeats.
 //!   Authenticated by a per-service token (constant-time comparison),
 //!   rate-limited per source in fixed memory.
-//! - [`HeartbeatDeadlines`]: per endpoint id, last heartbeat + TTL, that a
-//!   worker reads with one atomic load to expire the backend itself.
+//!
+//! A good heartbeat moves its endpoint's deadline in the one liveness table,
+//! [`crate::liveness::Liveness`] ([`Liveness::heartbeat`]), where a worker
+//! reads it with one atomic load to expire the backend itself.
+//!
+//! [`Liveness::heartbeat`]: crate::liveness::Liveness::heartbeat
 
-mod deadlines;
 mod listener;
 pub mod message;
 mod rate_limit;
 mod token;
 
-pub use deadlines::{HeartbeatDeadlines, OutOfRange};
 pub use listener::{
     Heartbeat, HeartbeatCounters, HeartbeatListener, HeartbeatOptions, HeartbeatSink,
     UnknownBackend,

@@ -5,7 +5,11 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::api::{ApiError, Reply, Request, RequestEnvelope, Response, API_VERSION};
+use crate::error::ApiError;
+use crate::framing::request_line;
+use crate::reply::{Reply, Response};
+use crate::request::Request;
+use crate::API_VERSION;
 
 /// Why a call did not get an answer, or got a refusal.
 #[derive(Debug, thiserror::Error)]
@@ -76,9 +80,7 @@ impl ControlClient {
 
     /// Sends `request` and waits for its answer.
     pub fn call(&mut self, request: Request) -> Result<Reply, ClientError> {
-        let mut line = serde_json::to_vec(&RequestEnvelope::new(request))
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        line.push(b'\n');
+        let line = request_line(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.call_raw(&line)?
             .into_result()
             .map_err(ClientError::Rejected)

@@ -1,4 +1,6 @@
-//! The `flowgate` command: the gateway daemon and its offline tools.
+//! The `flowgate` command: the gateway daemon and its offline tools. The
+//! workspace's `flowgate` binary is [`main`]; [`command`] is its
+//! definition (for man pages and completions).
 //!
 //! Exit codes: 0 success (for `run`: stopped by SIGINT/SIGTERM); 1 the work
 //! failed at run time (I/O, capture errors); 2 bad usage or an invalid
@@ -6,19 +8,29 @@
 //! interface, missing privileges, a kernel without AF_XDP or XDP.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use flowgate_dataplane::daemon;
-use flowgate_dataplane::replay::{self, ReplayOptions, ReplayReport};
-use flowgate_dataplane::rules::{self, Config};
-use flowgate_dataplane::xdp::XdpCapacity;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use crate::daemon;
+use crate::replay::output::{self, Named, Output, OutputError};
+use crate::replay::{self, ReplayOptions, ReplayReport};
+use crate::rules::{self, Config};
 
 /// flowgate: a userspace AF_XDP gateway for microservice traffic.
 #[derive(Parser, Debug)]
-#[command(name = "flowgate", version, about)]
+#[command(
+    name = "flowgate",
+    about = "A userspace AF_XDP gateway for microservice traffic: the daemon and its offline tools",
+    after_long_help = "Exit status: 0 success (for run: stopped by SIGINT or SIGTERM); 1 a \
+        run-time failure; 2 an invalid config or command line, nothing was done; 3 (run) the \
+        machine is not ready: an interface, privileges, the kernel.\n\n\
+        Signals (run): SIGHUP reloads the rules from the config file, all or nothing; SIGINT \
+        and SIGTERM stop. Under systemd (Type=notify) it reports READY=1 once it forwards, \
+        RELOADING=1 during a reload and STOPPING=1 at shutdown."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,7 +52,8 @@ enum Command {
         #[arg(long)]
         forward_only: bool,
     },
-    /// Validate a config and print what it defines.
+    /// Validate a config as `run` would at start, without touching the
+    /// machine, and print what it defines.
     Check {
         /// The config file (TOML).
         #[arg(long, short)]
@@ -50,6 +63,10 @@ enum Command {
         output: Format,
     },
     /// Run a pcap capture through the pipeline and write what it would send.
+    ///
+    /// Outputs appear only when the run succeeds (written beside, then
+    /// renamed over), and may not name the capture, the config or each
+    /// other.
     Replay {
         /// The config file (TOML).
         #[arg(long, short)]
@@ -71,12 +88,34 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// Print a shell completion script:
+    /// `flowgate completions bash > /etc/bash_completion.d/flowgate`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Write the man pages (flowgate.8 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// The directory (created if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Format {
     Text,
     Json,
+}
+
+/// A shell `completions` writes a script for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// A failure and the exit code it maps to.
@@ -100,8 +139,17 @@ impl Failure {
     }
 }
 
-fn main() -> ExitCode {
-    let cli = Cli::parse();
+/// The command line's definition, with `version` for `--version`.
+pub fn command(version: &'static str) -> clap::Command {
+    Cli::command().version(version)
+}
+
+/// Runs `flowgate` on the process's arguments and says how it ended.
+/// `version` is what `--version` prints (the binary's, with its git
+/// revision).
+pub fn main(version: &'static str) -> ExitCode {
+    let matches = command(version).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Run {
             config,
@@ -117,6 +165,8 @@ fn main() -> ExitCode {
             ingress,
             output,
         } => run_replay(&config, &input, &output_pcap, passed, ingress, output),
+        Command::Completions { shell } => completions(version, shell),
+        Command::Man { dir } => man_pages(version, &dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -125,6 +175,46 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// Writes the completion script of `shell` to stdout.
+fn completions(version: &'static str, shell: Shell) -> Result<(), Failure> {
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut out = std::io::stdout().lock();
+    clap_complete::generate(shell, &mut command(version), "flowgate", &mut out);
+    out.flush()
+        .map_err(|e| Failure::runtime(format!("cannot write the output: {e}")))
+}
+
+/// Writes one man page per command and visible subcommand into `dir`, in
+/// section 8 (system administration: a daemon), named as man looks them
+/// up: `flowgate.8`, `flowgate-run.8`.
+fn man_pages(version: &'static str, dir: &Path) -> Result<(), Failure> {
+    fn write(cmd: clap::Command, dir: &Path, written: &mut usize) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(sub.clone(), dir, written)?;
+        }
+        clap_mangen::Man::new(cmd)
+            .section("8")
+            .manual("flowgate")
+            .generate_to(dir)?;
+        *written += 1;
+        Ok(())
+    }
+    let failed = |e: std::io::Error| {
+        Failure::runtime(format!("cannot write man pages to {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let mut cmd = command(version).disable_help_subcommand(true);
+    cmd.build();
+    let mut written = 0;
+    write(cmd, dir, &mut written).map_err(failed)?;
+    println!("wrote {written} man pages to {}", dir.display());
+    Ok(())
 }
 
 fn run_daemon(
@@ -137,31 +227,31 @@ fn run_daemon(
         cores,
         forward_only,
     };
-    daemon::run(&options).map_err(|e| Failure {
+    daemon::run(&options).map_err(daemon_failure)
+}
+
+/// A refusal of `run` (or of `check`, which refuses the same way) as the
+/// line it prints and its exit code.
+fn daemon_failure(e: daemon::DaemonError) -> Failure {
+    Failure {
         code: e.exit_code(),
         message: match e {
             daemon::DaemonError::Config(e) => format!("invalid config:\n{e}"),
             other => other.to_string(),
         },
-    })
+    }
 }
 
 fn load(path: &Path) -> Result<Config, Failure> {
     rules::load_file(path).map_err(|e| Failure::usage(format!("invalid config:\n{e}")))
 }
 
+/// Refuses what `run` would refuse at start without the kernel, through
+/// the very checks `run` makes ([`daemon::load_checked`]).
 fn check(path: &Path, format: Format) -> Result<(), Failure> {
-    let config = load(path)?;
-    // Valid rules can still need more keys than the XDP maps hold: the
-    // daemon would refuse them at start and on reload.
-    XdpCapacity::PROGRAM.check(&config).map_err(|e| {
-        let problems: Vec<String> = e
-            .problems("the config")
-            .into_iter()
-            .map(|p| format!("{}: {p}", path.display()))
-            .collect();
-        Failure::usage(format!("invalid config:\n{}", problems.join("\n")))
-    })?;
+    let config = daemon::load_checked(path, None)
+        .map_err(daemon_failure)?
+        .file;
     let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
     match format {
         Format::Json => println!(
@@ -216,23 +306,40 @@ fn run_replay(
             })
             .map(Some)?,
     };
+    // Outputs never write over what replay reads: the capture or the
+    // rules.
+    let out_named = Named::new("--out", output_pcap);
+    let passed_named = passed.as_deref().map(|p| Named::new("--passed", p));
+    let outputs: Vec<Named<'_>> = [Some(out_named), passed_named]
+        .into_iter()
+        .flatten()
+        .collect();
+    let inputs = [
+        Named::new("--in", input),
+        Named::new("--config", config_path),
+    ];
+    output::refuse_overlaps(&inputs, &outputs).map_err(output_failure)?;
     let open_in = File::open(input)
         .map_err(|e| Failure::runtime(format!("cannot open {}: {e}", input.display())))?;
-    let create = |p: &Path| {
-        File::create(p)
-            .map(BufWriter::new)
-            .map_err(|e| Failure::runtime(format!("cannot create {}: {e}", p.display())))
-    };
-    let out = create(output_pcap)?;
-    let mut passed_out = passed.as_deref().map(create).transpose()?;
+    // Each output is a temporary file until the replay has succeeded; a
+    // failure drops them, which removes them.
+    let mut out = Output::create(out_named).map_err(output_failure)?;
+    let mut passed_out = passed_named
+        .map(Output::create)
+        .transpose()
+        .map_err(output_failure)?;
     let report = replay::replay(
         &config,
         BufReader::new(open_in),
-        out,
+        &mut out,
         passed_out.as_mut().map(|w| w as &mut dyn Write),
         &ReplayOptions { ingress },
     )
     .map_err(|e| Failure::runtime(format!("{}: {e}", input.display())))?;
+    out.commit().map_err(output_failure)?;
+    if let Some(passed_out) = passed_out {
+        passed_out.commit().map_err(output_failure)?;
+    }
     match format {
         Format::Json => println!(
             "{}",
@@ -241,6 +348,16 @@ fn run_replay(
         Format::Text => print_report(&report, input, output_pcap),
     }
     Ok(())
+}
+
+/// A refusal of replay's files (exit 2: nothing was done) or a failure to
+/// write them (exit 1).
+fn output_failure(e: OutputError) -> Failure {
+    if e.is_usage() {
+        Failure::usage(e.to_string())
+    } else {
+        Failure::runtime(e.to_string())
+    }
 }
 
 fn print_report(r: &ReplayReport, input: &Path, output: &Path) {
@@ -282,4 +399,18 @@ fn print_report(r: &ReplayReport, input: &Path, output: &Path) {
         c.new_flows, c.flow_hits, r.active_connections, r.evicted_connections
     );
     println!("wrote {} frames to {}", c.tx_packets, output.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clap_definition_is_consistent_and_carries_the_version() {
+        command("test").debug_assert();
+        assert_eq!(
+            command("1.2.3 (git abc)").get_version(),
+            Some("1.2.3 (git abc)")
+        );
+    }
 }

@@ -1,145 +1,16 @@
 //! flowgatectl end to end: the binary against a control server (over an
 //! in-memory data plane) on a socket in a temporary directory.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+mod ctl_support;
 
-use flowgate_dataplane::control::{
-    ControlServer, ControlState, Dataplane, FlowEntry, MemoryDataplane, ServerLimits, ServiceStats,
-    StopHandle,
-};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ctl_support::{flowgatectl, Daemon, RULES};
+use flowgate_api::{FlowEntry, ServiceStats};
+use flowgate_dataplane::control::ServerLimits;
 use flowgate_dataplane::pipeline::PipelineCounters;
-use flowgate_dataplane::rules;
-
-const RULES: &str = r#"
-[gateway]
-maglev_table_size = 251
-
-[[services]]
-name = "web"
-protocol = "tcp"
-vip = "198.18.100.10"
-port = 80
-[[services.backends]]
-address = "198.18.1.11"
-port = 8080
-[[services.backends]]
-address = "198.18.1.12"
-port = 8080
-weight = 2
-"#;
-
-/// A control server on a socket of its own.
-struct Daemon {
-    dir: PathBuf,
-    socket: PathBuf,
-    dataplane: Arc<MemoryDataplane>,
-    stop: StopHandle,
-    serving: Option<JoinHandle<()>>,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        Self::start_with(ServerLimits::default())
-    }
-
-    fn start_with(limits: ServerLimits) -> Daemon {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "fg-ctl-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = rules::load_str(RULES, "gw.toml").unwrap();
-        let dataplane = Arc::new(MemoryDataplane::with_config(&config));
-        let shared: Arc<dyn Dataplane> = dataplane.clone();
-        let state = Arc::new(Mutex::new(ControlState::new(config, "gw.toml", shared)));
-        let socket = dir.join("control.sock");
-        let server = ControlServer::bind_with(&socket, state, limits).unwrap();
-        let stop = server.stop_handle();
-        let serving = std::thread::spawn(move || server.serve());
-        Daemon {
-            dir,
-            socket,
-            dataplane,
-            stop,
-            serving: Some(serving),
-        }
-    }
-
-    /// Runs flowgatectl with `--socket` and `args`.
-    fn ctl(&self, args: &[&str]) -> Run {
-        let mut all = vec!["--socket", self.socket.to_str().unwrap()];
-        all.extend_from_slice(args);
-        flowgatectl(&all, None)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.stop.stop();
-        if let Some(s) = self.serving.take() {
-            let _ = s.join();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// What a run printed and how it exited.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn ok(self) -> String {
-        assert_eq!(
-            self.code, 0,
-            "stderr: {}\nstdout: {}",
-            self.stderr, self.stdout
-        );
-        self.stdout
-    }
-
-    fn failed(self, code: i32) -> String {
-        assert_eq!(
-            self.code, code,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        // Usage errors found by the argument parser read as its errors do.
-        let clap_usage = code == 2 && self.stderr.starts_with("error: ");
-        assert!(
-            self.stderr.starts_with("flowgatectl: ") || clap_usage,
-            "{}",
-            self.stderr
-        );
-        self.stderr
-    }
-}
-
-fn flowgatectl(args: &[&str], socket_env: Option<&Path>) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_flowgatectl"));
-    command.args(args).env_remove("FLOWGATE_SOCKET");
-    if let Some(socket) = socket_env {
-        command.env("FLOWGATE_SOCKET", socket);
-    }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().unwrap();
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
-}
 
 fn words(line: &str) -> Vec<&str> {
     line.split_whitespace().collect()
@@ -515,14 +386,50 @@ fn failures_exit_non_zero_with_one_line_of_reason() {
     );
     assert_eq!(d.dataplane.current().generation(), 1, "nothing changed");
 
+    // Removing a service's last backend that takes new flows is refused;
+    // the refusal says how to remove the service.
+    d.ctl(&["backend", "del", "web", "198.18.1.11:8080"]).ok();
+    let err = d
+        .ctl(&["backend", "del", "web", "198.18.1.12:8080"])
+        .failed(1);
+    assert!(
+        err.ends_with(
+            "\n  hint: it is the last backend of \"web\" with weight > 0; \
+             to remove the service, use flowgatectl service del web\n"
+        ),
+        "{err}"
+    );
+    d.ctl(&[
+        "-a",
+        "-t",
+        "198.18.100.10:80",
+        "-r",
+        "198.18.1.11:8080",
+        "-w",
+        "0",
+    ])
+    .ok();
+    let err = d
+        .ctl(&["-d", "-t", "198.18.100.10:80", "-r", "198.18.1.12:8080"])
+        .failed(1);
+    assert!(
+        err.ends_with("to remove the service, use -D -t 198.18.100.10:80\n"),
+        "{err}"
+    );
+    // A refusal of another kind gets no hint.
+    let err = d
+        .ctl(&["-d", "-t", "198.18.100.10:80", "-r", "198.18.1.99:8080"])
+        .failed(1);
+    assert!(!err.contains("hint"), "{err}");
+
     // Usage errors: status 2, from the command line alone.
     d.ctl(&["backend", "edit", "web", "198.18.1.11:8080"])
         .failed(2);
     d.ctl(&["backend", "add", "web", "198.18.1.11"]).failed(2);
     d.ctl(&["frobnicate"]).failed(2);
 
-    // No daemon.
-    let err = flowgatectl(&["--socket", "/nonexistent/control.sock", "status"], None).failed(1);
+    // No daemon: no answer, status 3.
+    let err = flowgatectl(&["--socket", "/nonexistent/control.sock", "status"], None).failed(3);
     assert_eq!(
         err,
         "flowgatectl: cannot connect to /nonexistent/control.sock: is flowgate running?\n"
@@ -530,6 +437,6 @@ fn failures_exit_non_zero_with_one_line_of_reason() {
     // $FLOWGATE_SOCKET stands in for --socket.
     let out = flowgatectl(&["service", "list"], Some(&d.socket)).ok();
     assert!(out.contains("web"));
-    let err = flowgatectl(&["status"], Some(Path::new("/nonexistent/env.sock"))).failed(1);
+    let err = flowgatectl(&["status"], Some(Path::new("/nonexistent/env.sock"))).failed(3);
     assert!(err.contains("/nonexistent/env.sock"), "{err}");
 }

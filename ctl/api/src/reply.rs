@@ -1,0 +1,232 @@
+//! What the daemon answers: a [`Response`] holding a [`Reply`] or an
+//! [`ApiError`], and the views of the running services and backends.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diff::ConfigDiff;
+use crate::error::{ApiError, ErrorCode};
+use crate::report::{FlowEntry, StatsReport, StatusReport};
+use crate::tagged::{self, Body, Tagged};
+use crate::API_VERSION;
+
+/// A response as sent: exactly one of `ok` and `error` is present.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    /// The version the daemon speaks ([`API_VERSION`]).
+    pub version: u32,
+    /// The answer, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<Reply>,
+    /// Why the request failed (and nothing changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ApiError>,
+}
+
+impl Response {
+    /// A response carrying `result`.
+    pub fn new(result: Result<Reply, ApiError>) -> Response {
+        let (ok, error) = match result {
+            Ok(reply) => (Some(reply), None),
+            Err(error) => (None, Some(error)),
+        };
+        Response {
+            version: API_VERSION,
+            ok,
+            error,
+        }
+    }
+
+    /// The outcome; a response with neither or both parts is a protocol
+    /// error.
+    pub fn into_result(self) -> Result<Reply, ApiError> {
+        match (self.ok, self.error) {
+            (Some(reply), None) => Ok(reply),
+            (None, Some(error)) => Err(error),
+            _ => Err(ApiError::new(
+                ErrorCode::Internal,
+                "malformed response: it must hold exactly one of \"ok\" and \"error\"",
+            )),
+        }
+    }
+}
+
+/// A successful answer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reply {
+    /// What a mutating request changed (or would change, for a dry run).
+    Changed(ChangeReport),
+    /// `status`.
+    Status(StatusReply),
+    /// `stats`.
+    Stats(StatsReport),
+    /// `flows`.
+    Flows(FlowsReply),
+    /// `service_list`.
+    Services(ServicesReply),
+    /// `backend_list`.
+    Backends(BackendsReply),
+}
+
+/// What a mutating request did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeReport {
+    /// The snapshot generation now running: the new one if `applied`, else
+    /// the one that was running already.
+    pub generation: u64,
+    /// Whether a new snapshot was published (false for a dry run, and when
+    /// the change left the rules as they were).
+    pub applied: bool,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+    /// What changed (or would change) between the old and new rules.
+    pub diff: ConfigDiff,
+    /// What did not go as it should although the change runs, one line
+    /// each; absent normally. For example: keys of removed services or
+    /// backends that an interface's XDP maps could not drop (traffic
+    /// matching them reaches the workers, which forward none of it, until
+    /// the next change drops them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// `status`: the data plane's report and a summary of the running rules.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReply {
+    /// What the data plane reports.
+    pub dataplane: StatusReport,
+    /// Services running.
+    pub services: usize,
+    /// Backends running, over all services.
+    pub backends: usize,
+    /// Where the running rules came from: the config file (or `apply`
+    /// origin) last loaded.
+    pub origin: String,
+    /// API edits applied since that file was loaded.
+    pub edits_since_load: u64,
+}
+
+/// `flows`: the connections found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowsReply {
+    /// At most the limit asked for.
+    pub flows: Vec<FlowEntry>,
+}
+
+/// `service_list`: every service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesReply {
+    /// In config order.
+    pub services: Vec<ServiceView>,
+}
+
+/// `backend_list`: one service's backends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendsReply {
+    /// The service.
+    pub service: String,
+    /// In config order.
+    pub backends: Vec<BackendView>,
+}
+
+/// A running service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceView {
+    /// Its name.
+    pub name: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// The VIP.
+    pub vip: IpAddr,
+    /// The service port.
+    pub port: u16,
+    /// `maglev`, `wrr` or `sh`.
+    pub scheduler: String,
+    /// Its Maglev table size.
+    pub maglev_table_size: u32,
+    /// Its backends, in config order.
+    pub backends: Vec<BackendView>,
+}
+
+/// A running backend.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendView {
+    /// Its address.
+    pub address: IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// Its weight (0: drained).
+    pub weight: u32,
+    /// Zone label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// SET label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
+    /// Group label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+impl Tagged for Reply {
+    const TAG: &'static str = "kind";
+    const VARIANTS: &'static [&'static str] = &[
+        "changed", "status", "stats", "flows", "services", "backends",
+    ];
+    const EXPECTING: &'static str = "a reply";
+
+    fn read<'de, B: Body<'de>>(kind: &str, body: B) -> Result<Self, B::Error> {
+        Ok(match kind {
+            "changed" => Reply::Changed(body.value()?),
+            "status" => Reply::Status(body.value()?),
+            "stats" => Reply::Stats(body.value()?),
+            "flows" => Reply::Flows(body.value()?),
+            "services" => Reply::Services(body.value()?),
+            "backends" => Reply::Backends(body.value()?),
+            other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Reply {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        tagged::deserialize(deserializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_hold_exactly_one_outcome() {
+        let ok = Response::new(Ok(Reply::Flows(FlowsReply { flows: Vec::new() })));
+        let text = serde_json::to_string(&ok).unwrap();
+        assert_eq!(text, r#"{"version":1,"ok":{"kind":"flows","flows":[]}}"#);
+        let back: Response = serde_json::from_str(&text).unwrap();
+        assert!(back.into_result().is_ok());
+
+        let error = ApiError::with_problems(ErrorCode::Invalid, vec!["a".into(), "b".into()]);
+        assert_eq!(error.message, "2 problems; the first: a");
+        let text = serde_json::to_string(&Response::new(Err(error.clone()))).unwrap();
+        assert_eq!(
+            text,
+            r#"{"version":1,"error":{"code":"invalid","message":"2 problems; the first: a","problems":["a","b"]}}"#
+        );
+        let back: Response = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.into_result(), Err(error));
+
+        let neither: Response = serde_json::from_str(r#"{"version":1}"#).unwrap();
+        assert_eq!(neither.into_result().unwrap_err().code, ErrorCode::Internal);
+    }
+}

@@ -1,0 +1,243 @@
+//! What the data plane reports to the control API: status, counters and
+//! live connections. The daemon fills these from its workers, on the
+//! control side.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+/// `status`: what runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusReport {
+    /// flowgate's version.
+    pub version: String,
+    /// The snapshot generation the workers are given.
+    pub generation: u64,
+    /// Seconds since the daemon started.
+    pub uptime_s: u64,
+    /// The worker threads.
+    pub workers: Vec<WorkerInfo>,
+    /// The interfaces, in port order.
+    pub interfaces: Vec<InterfaceInfo>,
+}
+
+/// One worker thread.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerInfo {
+    /// Worker number, from 0.
+    pub id: usize,
+    /// The CPU core it is pinned to (none, left out: not pinned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub core: Option<usize>,
+    /// The queues it serves, as `interface/queue`.
+    pub queues: Vec<String>,
+}
+
+/// One interface and how the gateway got hold of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceInfo {
+    /// Its name.
+    pub name: String,
+    /// Its port index (position in the config).
+    pub port: usize,
+    /// The kernel's interface index, if known (left out if not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifindex: Option<u32>,
+    /// Its MAC, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// The XDP attach mode it got: `native`, `generic`, or `none`.
+    pub xdp_mode: String,
+    /// The AF_XDP bind mode its sockets got: `zero-copy`, `copy`, or
+    /// `memory` (no socket: the in-memory port).
+    pub af_xdp_mode: String,
+    /// Queues the workers serve on it: one per worker (worker `w` serves
+    /// queue `w`), whatever the interface has.
+    pub queues: u32,
+    /// Queues the interface has (the kernel's count of its receive and
+    /// transmit queues, the lower), if known (left out if not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic_queues: Option<u32>,
+}
+
+/// `stats`: counters since start. Rates are computed by the client between
+/// two samples, using `uptime_ms`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsReport {
+    /// The snapshot generation when sampled.
+    pub generation: u64,
+    /// When sampled: milliseconds since the daemon started.
+    pub uptime_ms: u64,
+    /// The sum over workers.
+    pub totals: TrafficCounters,
+    /// Per service, with its backends.
+    pub services: Vec<ServiceStats>,
+    /// Per worker.
+    pub workers: Vec<WorkerStats>,
+}
+
+impl StatsReport {
+    /// Sets `totals` to the sum of the workers' counters.
+    pub fn sum_workers(&mut self) {
+        let mut totals = TrafficCounters::default();
+        for w in &self.workers {
+            totals.add(&w.counters);
+        }
+        self.totals = totals;
+    }
+}
+
+/// Counters of a worker, or of all of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficCounters {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Frames handed to the kernel.
+    pub passed: u64,
+    /// Connections tracked now.
+    pub active_flows: u64,
+    /// Connections created since start.
+    pub new_flows: u64,
+    /// Frames dropped, by reason (only reasons that occurred).
+    pub drops: BTreeMap<String, u64>,
+}
+
+impl TrafficCounters {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &TrafficCounters) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+        self.passed += other.passed;
+        self.active_flows += other.active_flows;
+        self.new_flows += other.new_flows;
+        for (reason, n) in &other.drops {
+            *self.drops.entry(reason.clone()).or_default() += n;
+        }
+    }
+
+    /// Frames dropped for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.drops.values().sum()
+    }
+}
+
+/// One worker's counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerStats {
+    /// Worker number.
+    pub worker: usize,
+    /// Its core (none, left out: not pinned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub core: Option<usize>,
+    /// Its counters.
+    pub counters: TrafficCounters,
+}
+
+/// One service's traffic.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceStats {
+    /// Its name.
+    pub name: String,
+    /// Frames forwarded to its backends.
+    pub packets: u64,
+    /// Bytes forwarded to its backends.
+    pub bytes: u64,
+    /// Connections tracked now.
+    pub active_flows: u64,
+    /// Connections created since start.
+    pub new_flows: u64,
+    /// Per backend.
+    pub backends: Vec<BackendStats>,
+}
+
+/// One backend's traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendStats {
+    /// Its address.
+    pub address: IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// Frames forwarded to it.
+    pub packets: u64,
+    /// Bytes forwarded to it.
+    pub bytes: u64,
+    /// Connections to it tracked now.
+    pub active_flows: u64,
+    /// Connections to it created since start.
+    pub new_flows: u64,
+}
+
+/// One live connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowEntry {
+    /// The worker tracking it.
+    pub worker: usize,
+    /// The service it was sent to (none, left out: that service has been
+    /// removed since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// `tcp`, `udp`, or the protocol number.
+    pub protocol: String,
+    /// The client's address and port.
+    pub client: SocketAddr,
+    /// The VIP and port the client sent to.
+    pub vip: SocketAddr,
+    /// The backend it was given.
+    pub backend: SocketAddr,
+    /// `syn`, `established`, `closing`, `udp` or `other`.
+    pub state: String,
+    /// Milliseconds since its last packet.
+    pub idle_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(rx_packets: u64, drops: &[(&str, u64)]) -> TrafficCounters {
+        TrafficCounters {
+            rx_packets,
+            drops: drops.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
+            ..TrafficCounters::default()
+        }
+    }
+
+    #[test]
+    fn totals_are_the_sum_of_the_workers() {
+        let worker = |worker, counters| WorkerStats {
+            worker,
+            core: None,
+            counters,
+        };
+        let mut report = StatsReport {
+            totals: counters(99, &[("stale", 99)]),
+            workers: vec![
+                worker(0, counters(10, &[("ttl_expired", 1)])),
+                worker(1, counters(5, &[("ttl_expired", 1), ("no_egress_port", 1)])),
+            ],
+            ..StatsReport::default()
+        };
+        report.sum_workers();
+        assert_eq!(report.totals.rx_packets, 15);
+        assert_eq!(report.totals.drops.get("ttl_expired"), Some(&2));
+        assert_eq!(report.totals.drops.get("stale"), None);
+        assert_eq!(report.totals.dropped(), 3);
+    }
+}

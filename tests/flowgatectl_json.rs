@@ -1,0 +1,439 @@
+//! `flowgatectl -o json` is complete and consistent: every command — each
+//! subcommand of the command line and each ipvsadm-style command — is run
+//! with `-o json` against a real control server (over the in-memory data
+//! plane), successes and failures, and each run must write exactly one
+//! JSON document to stdout (nothing to stderr), exit with the status its
+//! error code documents, and match its schema in docs/schemas/. A command
+//! without a schema fails the test, and so does one the walk does not run.
+
+mod ctl_support;
+mod json_schema;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use ctl_support::{flowgatectl, Daemon, Run, RULES};
+use flowgate_api::{ErrorCode, FlowEntry};
+use flowgate_dataplane::pipeline::{DropReason, PipelineCounters};
+use json_schema::Schemas;
+use serde_json::Value;
+
+/// The schema of each command's output on success. A command that writes
+/// no JSON (a shell script, man pages) refuses `-o json`: its output is an
+/// error.
+const SCHEMAS: [(&str, &str); 22] = [
+    ("status", "status.json"),
+    ("service list", "services.json"),
+    ("service add", "changed.json"),
+    ("service edit", "changed.json"),
+    ("service del", "changed.json"),
+    ("backend list", "backends.json"),
+    ("backend add", "changed.json"),
+    ("backend edit", "changed.json"),
+    ("backend drain", "changed.json"),
+    ("backend del", "changed.json"),
+    ("apply", "changed.json"),
+    ("stats", "stats.json"),
+    ("flows", "flows.json"),
+    ("completions", "error.json"),
+    ("man", "error.json"),
+    ("-A", "changed.json"),
+    ("-E", "changed.json"),
+    ("-D", "changed.json"),
+    ("-a", "changed.json"),
+    ("-e", "changed.json"),
+    ("-d", "changed.json"),
+    ("-L", "services.json"),
+];
+
+fn schemas() -> Schemas {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schemas");
+    Schemas::load(&dir).unwrap_or_else(|e| panic!("docs/schemas: {e}"))
+}
+
+/// Every command flowgatectl has: the leaves of its subcommand tree
+/// (`service add`), hidden ones too, and the shorthand's commands (`-A`).
+fn every_command() -> BTreeSet<String> {
+    fn leaves(cmd: &clap::Command, prefix: &str, out: &mut BTreeSet<String>) {
+        for sub in cmd.get_subcommands() {
+            let path = format!("{prefix}{}", sub.get_name()).trim().to_owned();
+            if sub.has_subcommands() {
+                leaves(sub, &format!("{path} "), out);
+            } else {
+                out.insert(path);
+            }
+        }
+    }
+    let mut all = BTreeSet::new();
+    leaves(&flowgatectl::command("test"), "", &mut all);
+    let shorthand = flowgatectl::shorthand_command();
+    let group = shorthand
+        .get_groups()
+        .find(|g| g.get_id() == "command")
+        .expect("the shorthand's command group");
+    for id in group.get_args() {
+        let arg = shorthand
+            .get_arguments()
+            .find(|a| a.get_id() == id)
+            .expect("an argument of the group");
+        all.insert(format!("-{}", arg.get_short().expect("a short flag")));
+    }
+    all
+}
+
+/// The command a command line runs: the shorthand's flag, or the
+/// subcommand's words.
+fn command_of(args: &[&str]) -> String {
+    if let Some(flag) = args
+        .iter()
+        .find(|a| a.len() == 2 && a.starts_with('-') && "AEDaedL".contains(&a[1..]))
+    {
+        return (*flag).to_owned();
+    }
+    let words: Vec<&str> = args
+        .iter()
+        .take_while(|a| !a.starts_with('-'))
+        .copied()
+        .collect();
+    match words.as_slice() {
+        [group @ ("service" | "backend"), verb, ..] => format!("{group} {verb}"),
+        [one, ..] => (*one).to_owned(),
+        [] => String::new(),
+    }
+}
+
+/// The exit status documented for an error code.
+fn exit_of(code: &str) -> i32 {
+    flowgatectl::failure::CLIENT_CODES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map_or(1, |(_, exit)| i32::from(*exit))
+}
+
+/// Runs and checks commands, and remembers which ran.
+struct Walk {
+    schemas: Schemas,
+    by_command: BTreeMap<&'static str, &'static str>,
+    ran: BTreeSet<String>,
+    schemas_used: BTreeSet<&'static str>,
+}
+
+impl Walk {
+    fn new() -> Walk {
+        Walk {
+            schemas: schemas(),
+            by_command: SCHEMAS.into_iter().collect(),
+            ran: BTreeSet::new(),
+            schemas_used: BTreeSet::new(),
+        }
+    }
+
+    /// Checks one run of `args` (with `-o json`) that should exit
+    /// `expected_exit`; returns its documents (one, or one per line for
+    /// `stats --watch`).
+    fn check(&mut self, args: &[&str], run: Run, expected_exit: i32) -> Vec<Value> {
+        let command = command_of(args);
+        let context = format!("flowgatectl {}", args.join(" "));
+        assert_eq!(
+            run.code, expected_exit,
+            "{context}: exit {}\nstdout: {}\nstderr: {}",
+            run.code, run.stdout, run.stderr
+        );
+        assert_eq!(
+            run.stderr, "",
+            "{context}: -o json writes nothing to stderr"
+        );
+        assert!(run.stdout.ends_with('\n'), "{context}: {:?}", run.stdout);
+        let streamed = args.contains(&"--watch");
+        let documents: Vec<Value> = serde_json::Deserializer::from_str(&run.stdout)
+            .into_iter::<Value>()
+            .map(|d| d.unwrap_or_else(|e| panic!("{context}: not JSON: {e}: {}", run.stdout)))
+            .collect();
+        if streamed {
+            assert_eq!(documents.len(), run.stdout.lines().count(), "{context}");
+        } else {
+            assert_eq!(documents.len(), 1, "{context}: {}", run.stdout);
+            assert_eq!(run.stdout.lines().count(), 1, "{context}");
+        }
+        let schema = if expected_exit == 0 {
+            *self
+                .by_command
+                .get(command.as_str())
+                .unwrap_or_else(|| panic!("{context}: no schema for `{command}`"))
+        } else {
+            "error.json"
+        };
+        for document in &documents {
+            let errors = self.schemas.validate(schema, document);
+            assert!(
+                errors.is_empty(),
+                "{context}: does not match docs/schemas/{schema}:\n{}\n{document}",
+                errors.join("\n")
+            );
+            if expected_exit != 0 {
+                let code = document["error"]["code"].as_str().unwrap_or_default();
+                assert_eq!(exit_of(code), expected_exit, "{context}: code {code}");
+            }
+        }
+        self.ran.insert(command);
+        self.schemas_used.insert(schema);
+        documents
+    }
+
+    fn ok(&mut self, daemon: &Daemon, args: &[&str]) -> Value {
+        self.run(daemon, args, 0).remove(0)
+    }
+
+    fn fails(&mut self, daemon: &Daemon, args: &[&str], exit: i32) -> Value {
+        self.run(daemon, args, exit).remove(0)["error"].clone()
+    }
+
+    fn run(&mut self, daemon: &Daemon, args: &[&str], exit: i32) -> Vec<Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let run = daemon.ctl(&all);
+        self.check(args, run, exit)
+    }
+}
+
+#[test]
+fn every_command_writes_one_json_document_that_matches_its_schema() {
+    let mut walk = Walk::new();
+    let every = every_command();
+    for command in &every {
+        assert!(
+            walk.by_command.contains_key(command.as_str()),
+            "no schema for `flowgatectl {command}`: add one to docs/schemas/ and to SCHEMAS"
+        );
+    }
+
+    let d = Daemon::start();
+    let counters = Arc::new(PipelineCounters::default());
+    counters.rx_packets.add(10);
+    counters.drop_for(DropReason::NoNeighbour);
+    d.dataplane.add_worker(Some(3), counters);
+    let flow = |service: Option<&str>, client: &str| FlowEntry {
+        worker: 0,
+        service: service.map(str::to_owned),
+        protocol: "tcp".into(),
+        client: client.parse().unwrap(),
+        vip: "198.18.100.10:80".parse().unwrap(),
+        backend: "198.18.1.12:8080".parse().unwrap(),
+        state: "established".into(),
+        idle_ms: 1500,
+    };
+    d.dataplane.set_flows(vec![
+        flow(Some("web"), "198.18.0.2:40000"),
+        flow(None, "198.18.0.3:40000"),
+    ]);
+
+    walk_reads(&mut walk, &d);
+    walk_changes(&mut walk, &d);
+    let vip = "198.18.100.11:80";
+    walk_shorthand(&mut walk, &d, vip);
+    walk_failures(&mut walk, &d, vip);
+
+    // Every command ran; every schema served.
+    let missing: Vec<&String> = every.difference(&walk.ran).collect();
+    assert!(missing.is_empty(), "not walked with -o json: {missing:?}");
+    let unused: Vec<&str> = walk
+        .schemas
+        .names()
+        .filter(|n| *n != "common.json" && !walk.schemas_used.contains(n))
+        .collect();
+    assert!(unused.is_empty(), "schemas no run matched: {unused:?}");
+}
+
+/// The read commands, over a data plane with a worker and two flows.
+fn walk_reads(walk: &mut Walk, d: &Daemon) {
+    // Reads.
+    let status = walk.ok(d, &["status"]);
+    assert_eq!(status["dataplane"]["workers"][0]["core"], 3);
+    walk.ok(d, &["service", "list"]);
+    walk.ok(d, &["backend", "list", "web"]);
+    let stats = walk.ok(d, &["stats"]);
+    assert_eq!(stats["totals"]["drops"]["no_neighbour"], 1);
+    let samples = walk.run(
+        d,
+        &["stats", "--watch", "--interval", "0.05", "--count", "2"],
+        0,
+    );
+    assert_eq!(samples.len(), 3, "the first sample and two more");
+    let flows = walk.ok(d, &["flows"]);
+    let flows = flows["flows"].as_array().unwrap();
+    assert_eq!(flows[0]["service"], "web");
+    assert!(
+        flows[1].get("service").is_none(),
+        "a flow of a removed service has no service: {}",
+        flows[1]
+    );
+}
+
+/// Every change: each prints the daemon's reply whole.
+fn walk_changes(walk: &mut Walk, d: &Daemon) {
+    // Changes: each prints the daemon's reply whole, with its kind and
+    // what changed.
+    let added = walk.ok(
+        d,
+        &[
+            "service",
+            "add",
+            "dns",
+            "--udp",
+            "198.18.100.10:53",
+            "-b",
+            "198.18.1.11:5353",
+        ],
+    );
+    assert_eq!(added["kind"], "changed");
+    assert_eq!(added["diff"]["services_added"][0]["name"], "dns");
+    walk.ok(d, &["service", "edit", "dns", "-s", "wrr"]);
+    walk.ok(d, &["backend", "add", "web", "198.18.1.13:8080"]);
+    let edited = walk.ok(
+        d,
+        &[
+            "backend",
+            "edit",
+            "web",
+            "198.18.1.13:8080",
+            "-w",
+            "3",
+            "--zone",
+            "a",
+        ],
+    );
+    assert_eq!(edited["kind"], "changed");
+    assert_eq!(edited["applied"], true);
+    let diff = &edited["diff"];
+    assert_eq!(diff["backends_reweighted"][0]["from"], 1);
+    assert_eq!(diff["backends_reweighted"][0]["to"], 3);
+    assert_eq!(diff["backends_relabelled"][0]["to"], "a");
+    assert!(
+        diff["backends_relabelled"][0].get("from").is_none(),
+        "an unset label is left out: {diff}"
+    );
+    walk.ok(d, &["backend", "drain", "web", "198.18.1.13:8080"]);
+    walk.ok(d, &["backend", "del", "web", "198.18.1.13:8080"]);
+    walk.ok(d, &["service", "del", "dns"]);
+    let file = d.dir.join("gw.toml");
+    std::fs::write(&file, RULES.replace("weight = 2", "weight = 5")).unwrap();
+    let path = file.to_str().unwrap();
+    let dry = walk.ok(d, &["apply", "-f", path, "--dry-run"]);
+    assert_eq!(
+        (dry["dry_run"].clone(), dry["applied"].clone()),
+        (true.into(), false.into())
+    );
+    walk.ok(d, &["apply", "-f", path]);
+}
+
+/// The ipvsadm-style shorthand on `vip`.
+fn walk_shorthand(walk: &mut Walk, d: &Daemon, vip: &str) {
+    // The shorthand, the same way.
+    walk.ok(
+        d,
+        &[
+            "-A",
+            "-t",
+            vip,
+            "-r",
+            "198.18.1.21:8080",
+            "-r",
+            "198.18.1.22:8080",
+        ],
+    );
+    walk.ok(d, &["-E", "-t", vip, "-s", "sh"]);
+    walk.ok(d, &["-a", "-t", vip, "-r", "198.18.1.23:8080", "-w", "2"]);
+    walk.ok(d, &["-e", "-t", vip, "-r", "198.18.1.21:8080", "-w", "0"]);
+    walk.ok(d, &["-d", "-t", vip, "-r", "198.18.1.22:8080"]);
+    let listed = walk.ok(d, &["-L", "-n"]);
+    assert_eq!(listed["kind"], "services");
+    assert_eq!(listed["services"].as_array().unwrap().len(), 2);
+    let one = walk.ok(d, &["-L", "-n", "-t", vip]);
+    assert_eq!(one["services"][0]["name"], "tcp-198.18.100.11-80");
+}
+
+/// Failures: one error document each, with its exit code.
+fn walk_failures(walk: &mut Walk, d: &Daemon, vip: &str) {
+    let file = d.dir.join("gw.toml");
+    let path = file.to_str().unwrap();
+    // Failures: one document each, with the code the exit status says.
+    let last = walk.fails(d, &["-d", "-t", vip, "-r", "198.18.1.23:8080"], 1);
+    assert_eq!(last["code"], "invalid");
+    assert!(
+        last["hint"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("-D -t 198.18.100.11:80"),
+        "{last}"
+    );
+    walk.ok(d, &["-D", "-t", vip]);
+    let gone = walk.fails(d, &["-L", "-n", "-t", vip], 1);
+    assert_eq!(gone["code"], "not_found");
+    let nope = walk.fails(d, &["backend", "drain", "nope", "198.18.1.11:8080"], 1);
+    assert_eq!(nope["code"], "not_found");
+    std::fs::write(&file, RULES.replace("port = 8080", "port = 0")).unwrap();
+    let invalid = walk.fails(d, &["apply", "-f", path], 1);
+    assert_eq!(invalid["code"], "invalid");
+    assert_eq!(invalid["problems"].as_array().map(Vec::len), Some(2));
+    let unread = walk.fails(d, &["apply", "-f", "/nonexistent/gw.toml"], 1);
+    assert_eq!(unread["code"], "io");
+    for usage in [
+        &["frobnicate"][..],
+        &["backend", "add", "web", "198.18.1.11"],
+        &["backend", "edit", "web", "198.18.1.11:8080"],
+        &["-A", "-t", vip, "-s", "rr", "-r", "198.18.1.21:8080"],
+        &["completions", "bash"],
+        &["man", d.dir.join("man").to_str().unwrap()],
+    ] {
+        let error = walk.fails(d, usage, 2);
+        assert_eq!(error["code"], "usage", "{usage:?}");
+    }
+    let run = flowgatectl(
+        &[
+            "--socket",
+            "/nonexistent/control.sock",
+            "status",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let unreachable = walk.check(&["status"], run, 3).remove(0);
+    assert_eq!(unreachable["error"]["code"], "unreachable");
+}
+
+#[test]
+fn the_schemas_name_every_error_code_and_drop_reason() {
+    let schemas = schemas();
+    let (_, codes) = schemas
+        .resolve("error.json", "#/properties/error/properties/code/enum")
+        .expect("error.json lists the codes");
+    let codes: BTreeSet<&str> = codes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let expected: BTreeSet<&str> = ErrorCode::ALL
+        .iter()
+        .map(|c| c.name())
+        .chain(flowgatectl::failure::CLIENT_CODES.iter().map(|(c, _)| *c))
+        .collect();
+    assert_eq!(codes, expected);
+
+    let (_, drops) = schemas
+        .resolve("common.json", "#/$defs/drops/properties")
+        .expect("common.json lists the drop reasons");
+    let named: BTreeSet<&str> = drops
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let reasons: BTreeSet<&str> = DropReason::all().map(DropReason::name).collect();
+    assert_eq!(
+        named, reasons,
+        "docs/schemas/common.json's drops are the pipeline's reasons"
+    );
+}
