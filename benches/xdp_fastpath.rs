@@ -127,6 +127,7 @@ fn main() {
             partitions: 1,
             slot_mask: geometry.slots - 1,
             port_index: port,
+            egress_ready: u64::MAX,
         })
         .unwrap();
         x

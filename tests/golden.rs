@@ -924,14 +924,17 @@ fn a_dead_backends_connections_on_the_wire_follow_the_policy() {
 struct WithXdp {
     h: Harness,
     programs: Vec<XdpTester>,
+    /// The ports the fast path may send out of (`FastConfig::egress_ready`).
+    egress_ready: u64,
     /// Frames the fast path forwarded.
     fast: usize,
 }
 
 impl WithXdp {
     /// Loads the two program instances (once per test: verifying the
-    /// program takes a while).
-    fn new(fast_path: bool) -> WithXdp {
+    /// program takes a while); the fast path, if on, sends only out of the
+    /// ports of `egress_ready`.
+    fn new(fast_path: bool, egress_ready: u64) -> WithXdp {
         let h = Harness::new(GOLDEN_RULES);
         let geometry = CacheGeometry::new(1, 1024);
         let owned = OwnedTraffic::from_snapshot(&h.snapshot);
@@ -949,6 +952,7 @@ impl WithXdp {
                 partitions,
                 slot_mask: geometry.slots - 1,
                 port_index: port,
+                egress_ready,
             })
             .unwrap();
             programs.push(x);
@@ -956,6 +960,7 @@ impl WithXdp {
         let mut sys = WithXdp {
             h,
             programs,
+            egress_ready,
             fast: 0,
         };
         sys.reset(fast_path);
@@ -1004,6 +1009,10 @@ impl WithXdp {
                             == Some(run.frame[6..12].try_into().unwrap())
                     })
                     .expect("an interface's MAC as source");
+                assert!(
+                    (self.egress_ready >> port) & 1 == 1,
+                    "the fast path sent out of port {port}, which cannot take it"
+                );
                 assert_eq!(
                     run.action == action::TX,
                     port == ingress,
@@ -1029,22 +1038,30 @@ impl WithXdp {
 }
 
 /// Runs every fixture (frames from `frames`) through the program and the
-/// pipeline with the fast path on and with it off: each step gives the
-/// fixture's verdict and frame both ways; then every step's input is sent
-/// again (an established connection's next packets) and both ways must
-/// still agree. Returns how many frames the fast path forwarded.
-fn check_fixtures_with_xdp(frames: impl Fn(&Step) -> (Vec<u8>, Vec<u8>)) -> usize {
-    let mut fast = 0;
-    let mut off = WithXdp::new(false);
-    let mut on = WithXdp::new(true);
+/// pipeline with the fast path off, on, and on with port 1 unable to take
+/// XDP frames (its packets handed up): each step gives the fixture's
+/// verdict and frame every way; then every step's input is sent again (an
+/// established connection's next packets) and all ways must still agree.
+/// Returns how many frames the fast path forwarded, on and half on.
+fn check_fixtures_with_xdp(frames: impl Fn(&Step) -> (Vec<u8>, Vec<u8>)) -> (usize, usize) {
+    let (mut fast, mut fast_half) = (0, 0);
+    let mut off = WithXdp::new(false, u64::MAX);
+    let mut on = WithXdp::new(true, u64::MAX);
+    let mut half = WithXdp::new(true, 0b01);
     for fixture in fixtures() {
         off.reset(false);
         on.reset(true);
+        half.reset(true);
         let mut now = 1_000_000_000;
         for s in &fixture.steps {
             let (input, expected) = frames(s);
             now += 1_000;
-            for (which, sys) in [("off", &mut off), ("on", &mut on)].iter_mut() {
+            let systems = [
+                ("off", &mut off),
+                ("on", &mut on),
+                ("on, port 1 not ready", &mut half),
+            ];
+            for (which, sys) in systems {
                 let (verdict, out) = sys.run(&input, s.ingress, now);
                 assert_eq!(
                     verdict, s.verdict,
@@ -1066,20 +1083,22 @@ fn check_fixtures_with_xdp(frames: impl Fn(&Step) -> (Vec<u8>, Vec<u8>)) -> usiz
                 let (input, _) = frames(s);
                 now += 1_000;
                 let a = off.run(&input, s.ingress, now);
-                let b = on.run(&input, s.ingress, now);
-                assert_eq!(
-                    a.0, b.0,
-                    "{} / {} again ({round}): verdict",
-                    fixture.name, s.what
-                );
-                assert!(
-                    a.1 == b.1,
-                    "{} / {} again ({round}): frame differs\n off:\n{}\n on:\n{}",
-                    fixture.name,
-                    s.what,
-                    hex(&a.1),
-                    hex(&b.1)
-                );
+                for (which, sys) in [("on", &mut on), ("on, port 1 not ready", &mut half)] {
+                    let b = sys.run(&input, s.ingress, now);
+                    assert_eq!(
+                        a.0, b.0,
+                        "{} / {} again ({round}, {which}): verdict",
+                        fixture.name, s.what
+                    );
+                    assert!(
+                        a.1 == b.1,
+                        "{} / {} again ({round}, {which}): frame differs\n off:\n{}\n on:\n{}",
+                        fixture.name,
+                        s.what,
+                        hex(&a.1),
+                        hex(&b.1)
+                    );
+                }
             }
         }
         assert_eq!(
@@ -1088,20 +1107,27 @@ fn check_fixtures_with_xdp(frames: impl Fn(&Step) -> (Vec<u8>, Vec<u8>)) -> usiz
             fixture.name
         );
         fast += on.fast;
+        fast_half += half.fast;
     }
-    fast
+    (fast, fast_half)
 }
 
 #[test]
 fn fixtures_hold_through_the_xdp_program_with_the_fast_path_on_and_off() {
-    let fast = check_fixtures_with_xdp(built_frames);
+    let (fast, half) = check_fixtures_with_xdp(built_frames);
     // UDP answers and queries, and established TCP data both ways, at least.
     assert!(fast >= 10, "the fast path forwarded only {fast} frames");
+    // With port 1 not ready, only what leaves through port 0 (replies to
+    // clients, and a one-armed service's frames) goes fast.
+    assert!(
+        half > 0 && half < fast,
+        "half ready: {half} of {fast} frames"
+    );
 }
 
 #[test]
 fn independent_frames_hold_through_the_xdp_program_with_the_fast_path_on_and_off() {
-    let fast = check_fixtures_with_xdp(|s| match s.independent {
+    let (fast, half) = check_fixtures_with_xdp(|s| match s.independent {
         Some(name) => {
             let (input, output) = independent_frames(name);
             let expected = output.unwrap_or_else(|| input.clone());
@@ -1110,4 +1136,8 @@ fn independent_frames_hold_through_the_xdp_program_with_the_fast_path_on_and_off
         None => built_frames(s),
     });
     assert!(fast >= 10, "the fast path forwarded only {fast} frames");
+    assert!(
+        half > 0 && half < fast,
+        "half ready: {half} of {fast} frames"
+    );
 }

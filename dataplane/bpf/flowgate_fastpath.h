@@ -93,11 +93,22 @@ struct fast_entry {
 // The fast path's settings, one per program instance (`fast_config`).
 // `partitions` 0: the fast path is off, and the program does exactly what
 // it does without one.
+//
+// `egress_ready`: bit p set when a frame this instance sends out of port p
+// (XDP_TX when p is this interface, bpf_redirect_map otherwise) really
+// leaves. In native mode the kernel drops, and counts only in the driver's
+// receive drops, a frame redirected to a device that cannot transmit XDP
+// frames (no NETDEV_XDP_ACT_NDO_XMIT: a veth whose peer has neither an XDP
+// program nor GRO, for instance, which also fails XDP_TX); the daemon asks
+// the kernel which devices can and keeps these bits equal to the answer.
+// A packet whose entry names a port without its bit goes to the worker
+// (FAST_NO_EGRESS).
 struct fast_config {
 	__u32 partitions;	// one per worker
 	__u32 slot_mask;	// slots per partition - 1 (a power of two - 1)
 	__u32 port_index;	// this interface's port index: XDP_TX to it
 	__u32 pad;
+	__u64 egress_ready;	// bit per port index (ports 0..63)
 };
 
 #define FAST_MIX 0x9E3779B97F4A7C15ULL

@@ -72,7 +72,10 @@
 //   - lengths the userspace parser would refuse (IP total or payload
 //     length past the frame, TCP data offset, UDP length): the worker
 //     drops them with their reason;
-//   - no entry, an entry being written, or an egress with no device;
+//   - no entry, an entry being written, or an egress port that cannot
+//     take the frame (no device in `fast_tx_ports`, or its bit clear in
+//     `fast_config.egress_ready`: a device that cannot transmit XDP
+//     frames, where the kernel would drop it);
 //   - ICMP and everything else is not owned, as before.
 // VLAN tags (up to two) are kept as they are, like the pipeline does.
 //
@@ -691,6 +694,10 @@ static __always_inline int fast_forward(struct xdp_md *ctx, struct l3_result *r,
 	if (client_is_src && !fast_client_mac_ok(data, end, w.client_mac))
 		return fast_up(FAST_HANDED_UP);
 
+	// A port whose device would drop the frame: to the worker, which
+	// sends it through its socket.
+	if (w.egress_port >= 64 || !((cfg->egress_ready >> w.egress_port) & 1))
+		return fast_up(FAST_NO_EGRESS);
 	if (w.egress_port == cfg->port_index) {
 		action = XDP_TX;
 	} else {

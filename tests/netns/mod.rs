@@ -386,6 +386,21 @@ impl Topology {
         }
     }
 
+    /// Turns GRO on or off on the peers of the gateway's two veths: the
+    /// client's `eth0` (peer of `fg-client`) and the bridge port `gw`
+    /// (peer of `fg-backend`). A veth takes the frames an XDP program sends
+    /// out of it only while its peer has GRO on (or an XDP program of its
+    /// own); the topology is built with GRO off on both.
+    pub fn set_peer_gro(&self, client_side: bool, backend_side: bool) {
+        let gro = |on: bool| if on { "on" } else { "off" };
+        self.client
+            .exec("ethtool", &["-K", "eth0", "gro", gro(client_side)])
+            .unwrap();
+        self.lan
+            .exec("ethtool", &["-K", "gw", "gro", gro(backend_side)])
+            .unwrap();
+    }
+
     /// Everything the backends served so far.
     pub fn served(&self) -> Vec<Served> {
         self.servers.served.lock().unwrap().clone()

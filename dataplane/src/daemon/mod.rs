@@ -21,6 +21,7 @@
 
 mod dataplane;
 pub mod error;
+mod fast_egress;
 pub mod flow_query;
 mod gateway;
 mod kernel_path;
@@ -227,6 +228,9 @@ struct Daemon {
     control: Arc<Mutex<ControlState>>,
     control_thread: Option<(StopHandle, std::thread::JoinHandle<()>)>,
     metrics: Option<MetricsServer>,
+    /// With the kernel fast path on: the interfaces it may send out of,
+    /// read again every [`RESOLVE_EVERY`].
+    fast_egress: Option<fast_egress::FastEgress>,
     // Held so the UMEM outlives every socket (dropped last).
     _umem: SharedUmem,
 }
@@ -253,6 +257,7 @@ impl Daemon {
             fast: fast.as_ref(),
         };
         let workers = start::spawn_workers(&shared, sockets.ports)?;
+        let fast_egress = fast.map(|f| f.egress);
         pin_control_thread(&config.daemon.cores);
         let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
         // Refused changes: counted by the control state, read by scrapes.
@@ -281,6 +286,7 @@ impl Daemon {
             control: Arc::clone(&control),
             control_thread: None,
             metrics: None,
+            fast_egress,
             _umem: umem,
         };
         // From here on, a failure must stop the workers: `daemon.stop()`.
@@ -393,6 +399,9 @@ impl Daemon {
                 }
                 for address in self.gateway.unresolved_backends() {
                     provoke_resolution(address);
+                }
+                if let Some(egress) = self.fast_egress.as_mut() {
+                    self.gateway.with_filters(|filters| egress.apply(filters));
                 }
             }
             if last_refresh.elapsed() >= REFRESH_EVERY {

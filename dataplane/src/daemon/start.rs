@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::dataplane::{queue_name, WorkerView};
+use super::fast_egress::FastEgress;
 use super::worker_thread::{self, WorkerExit, WorkerHandle, WorkerSetup};
 use super::{flow_query, sync_local_addresses, DaemonError, Gateway, RunOptions};
 use super::{UnreachableKernelPath, INBOX_FRAMES};
@@ -22,6 +23,7 @@ use crate::rules::{
     self, BindModeSetting, Config, DaemonSettings, FastPathSetting, XdpModeSetting,
 };
 use crate::worker::Worker;
+use crate::xdp::features::egress_ready;
 use crate::xdp::{MappedEntries, XdpFilter, XdpMode};
 use flowgate_api::InterfaceInfo;
 
@@ -62,6 +64,9 @@ pub(super) fn check_links(config: &Config) -> Result<Vec<LinkInfo>, DaemonError>
 pub(super) struct FastCaches {
     pub(super) geometry: CacheGeometry,
     pub(super) caches: Vec<Arc<MappedEntries>>,
+    /// Which interfaces the program may send frames out of, followed by
+    /// the main loop.
+    pub(super) egress: FastEgress,
 }
 
 /// Our XDP program attached to every interface, in port order, and with
@@ -107,6 +112,9 @@ pub(super) fn attach_filters(
         return Ok((filters, None));
     }
     let mut caches = Vec::with_capacity(filters.len());
+    let mut egress = FastEgress::new(links);
+    let any_native = filters.iter().any(|f| f.mode() == XdpMode::Native);
+    let transmits = egress.read(any_native);
     let enabled = filters
         .iter_mut()
         .enumerate()
@@ -117,16 +125,24 @@ pub(super) fn attach_filters(
             if let Some((cache, _)) = filter.fast_cache() {
                 caches.push(cache);
             }
-            filter.enable_fast_path(port as u32)
+            filter.enable_fast_path(port as u32, egress_ready(filter.mode(), &transmits))
         });
     match enabled {
         Ok(()) => {
+            egress.log_start(&filters);
             tracing::info!(
                 slots_per_worker = geometry.slots,
                 mib = geometry.bytes() >> 20,
                 "kernel fast path on"
             );
-            Ok((filters, Some(FastCaches { geometry, caches })))
+            Ok((
+                filters,
+                Some(FastCaches {
+                    geometry,
+                    caches,
+                    egress,
+                }),
+            ))
         }
         Err(e) => {
             tracing::warn!(error = %e, "kernel fast path unavailable; running without it");

@@ -77,15 +77,23 @@ pub struct FastConfig {
     pub slot_mask: u32,
     /// The interface's own port index: entries egressing there use XDP_TX.
     pub port_index: u32,
+    /// Bit `p` set: frames this instance sends out of port `p` leave (the
+    /// device takes XDP frames, or this instance runs in generic mode);
+    /// an entry whose egress port has its bit clear goes to the worker.
+    pub egress_ready: u64,
 }
 
+/// Bytes of `struct fast_config`.
+pub const FAST_CONFIG_SIZE: usize = 24;
+
 impl FastConfig {
-    /// The struct's 16 bytes.
-    pub fn to_bytes(self) -> [u8; 16] {
-        let mut b = [0u8; 16];
+    /// The struct's bytes.
+    pub fn to_bytes(self) -> [u8; FAST_CONFIG_SIZE] {
+        let mut b = [0u8; FAST_CONFIG_SIZE];
         b[0..4].copy_from_slice(&self.partitions.to_ne_bytes());
         b[4..8].copy_from_slice(&self.slot_mask.to_ne_bytes());
         b[8..12].copy_from_slice(&self.port_index.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.egress_ready.to_ne_bytes());
         b
     }
 }

@@ -499,7 +499,7 @@ impl Default for DaemonSettings {
             completion_ring_size: 4096,
             bind_mode: BindModeSetting::Auto,
             xdp_mode: XdpModeSetting::Auto,
-            fast_path: FastPathSetting::Off,
+            fast_path: FastPathSetting::Xdp,
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
             control_idle_timeout_s: 3,
             metrics_address: None,
@@ -549,12 +549,12 @@ pub enum XdpModeSetting {
 pub enum FastPathSetting {
     /// The XDP program forwards the packets of established connections
     /// from a cache the workers keep; the workers see every handshake,
-    /// close and new flow.
-    Xdp,
-    /// Every owned packet goes to a worker. The default for now: in the
-    /// namespace tests about 1 % of short HTTP connections lose their
-    /// request with the fast path on (docs/architecture.md).
+    /// close and new flow. The default: it sends frames only out of the
+    /// interfaces the kernel says can transmit XDP frames, and is off,
+    /// with a warning that says why, where none can.
     #[default]
+    Xdp,
+    /// Every owned packet goes to a worker.
     Off,
 }
 

@@ -1061,7 +1061,7 @@ fn daemon_settings_load_and_default() {
         rx_ring_size = 1024
         bind_mode = "copy"
         xdp_mode = "generic"
-        fast_path = "xdp"
+        fast_path = "off"
         control_socket = "/run/fg/ctl.sock"
         metrics_address = "127.0.0.1:9464"
         log_format = "json"
@@ -1076,8 +1076,8 @@ fn daemon_settings_load_and_default() {
     assert_eq!(d.tx_ring_size, DaemonSettings::default().tx_ring_size);
     assert_eq!(d.bind_mode, BindModeSetting::Copy);
     assert_eq!(d.xdp_mode, XdpModeSetting::Generic);
-    assert_eq!(d.fast_path, FastPathSetting::Xdp);
-    assert_eq!(DaemonSettings::default().fast_path, FastPathSetting::Off);
+    assert_eq!(d.fast_path, FastPathSetting::Off);
+    assert_eq!(DaemonSettings::default().fast_path, FastPathSetting::Xdp);
     assert_eq!(d.control_socket, Path::new("/run/fg/ctl.sock"));
     assert_eq!(d.metrics_address, Some("127.0.0.1:9464".parse().unwrap()));
     assert_eq!(d.log_format, LogFormatSetting::Json);

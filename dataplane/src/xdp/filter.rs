@@ -17,6 +17,7 @@ use super::owned::{OwnedTraffic, TrafficKey};
 use super::program::{counter, map, traffic_key, traffic_key_parts, KEY_LEN, OBJECT, PROGRAM};
 use super::stale::remove_stale_programs;
 use super::{XdpCapacity, XdpCounters, XdpError, XdpMapKeys};
+use crate::fastpath::layout::FAST_CONFIG_SIZE;
 use crate::fastpath::{CacheGeometry, FastConfig};
 use crate::neigh::{self, NeighError};
 
@@ -64,7 +65,9 @@ pub struct XdpFilter {
     /// The fast path's cache, mapped, and its geometry (`None`: loaded
     /// without a fast path).
     fast: Option<(Arc<MappedEntries>, CacheGeometry)>,
-    fast_config: Array<MapData, [u8; 16]>,
+    fast_config: Array<MapData, [u8; FAST_CONFIG_SIZE]>,
+    /// What `fast_config` holds since the fast path was turned on.
+    fast_on: Option<FastConfig>,
     fast_tx_ports: DevMap<MapData>,
     /// Holds the loaded program.
     _ebpf: Ebpf,
@@ -267,6 +270,7 @@ impl XdpFilter {
             counters,
             fast,
             fast_config,
+            fast_on: None,
             fast_tx_ports,
             _ebpf: ebpf,
         })
@@ -287,8 +291,10 @@ impl XdpFilter {
     }
 
     /// Turns the fast path on, this interface being port `port_index`
-    /// (entries that leave there use XDP_TX). Without a cache: an error.
-    pub fn enable_fast_path(&mut self, port_index: u32) -> Result<(), XdpError> {
+    /// (entries that leave there use XDP_TX), frames leaving only through
+    /// the ports whose bit `egress_ready` sets (see
+    /// [`FastConfig::egress_ready`]). Without a cache: an error.
+    pub fn enable_fast_path(&mut self, port_index: u32, egress_ready: u64) -> Result<(), XdpError> {
         let Some((_, geometry)) = &self.fast else {
             return Err(XdpError::Other(
                 "the XDP program was loaded without a fast path cache".into(),
@@ -298,10 +304,40 @@ impl XdpFilter {
             partitions: geometry.partitions,
             slot_mask: geometry.slots - 1,
             port_index,
+            egress_ready,
         };
         self.fast_config
-            .set(0, config.to_bytes(), 0)
-            .map_err(|e| map_error("turning the fast path on", e))
+            .set(0, in_program(config).to_bytes(), 0)
+            .map_err(|e| map_error("turning the fast path on", e))?;
+        self.fast_on = Some(config);
+        Ok(())
+    }
+
+    /// The fast path's settings, once it is on (with no egress port
+    /// ready the program holds them with `partitions` 0: off).
+    pub fn fast_config(&self) -> Option<FastConfig> {
+        self.fast_on
+    }
+
+    /// Lets the fast path send frames out of the ports of `egress_ready`
+    /// only; `Ok(true)` when that changed what the program holds. Nothing
+    /// while the fast path is off.
+    pub fn set_fast_egress_ready(&mut self, egress_ready: u64) -> Result<bool, XdpError> {
+        let Some(config) = self.fast_on else {
+            return Ok(false);
+        };
+        if config.egress_ready == egress_ready {
+            return Ok(false);
+        }
+        let config = FastConfig {
+            egress_ready,
+            ..config
+        };
+        self.fast_config
+            .set(0, in_program(config).to_bytes(), 0)
+            .map_err(|e| map_error("setting the fast path's egress ports", e))?;
+        self.fast_on = Some(config);
+        Ok(true)
     }
 
     /// The mode the program is attached in: [`XdpMode::Native`] or
@@ -562,6 +598,20 @@ fn attach_program(
                 Ok((l, XdpMode::Generic))
             }
         },
+    }
+}
+
+/// What the program holds for `config`: with no port to send out of, the
+/// fast path off (`partitions` 0), so packets skip a lookup that could
+/// only hand them up.
+fn in_program(config: FastConfig) -> FastConfig {
+    if config.egress_ready == 0 {
+        FastConfig {
+            partitions: 0,
+            ..config
+        }
+    } else {
+        config
     }
 }
 

@@ -42,6 +42,8 @@ mod error;
 #[cfg(feature = "daemon")]
 mod fast_map;
 #[cfg(feature = "daemon")]
+pub mod features;
+#[cfg(feature = "daemon")]
 mod filter;
 #[cfg(feature = "daemon")]
 mod key_set;
@@ -66,9 +68,11 @@ pub use error::XdpError;
 #[cfg(feature = "daemon")]
 pub use fast_map::MappedEntries;
 #[cfg(feature = "daemon")]
+pub use features::{FeatureReader, XdpFeatures};
+#[cfg(feature = "daemon")]
 pub use filter::{KeyDrift, Widening, XdpFilter, XdpMode};
 #[cfg(feature = "daemon")]
-pub use maps::{read_attached_maps, XdpMapKeys};
+pub use maps::{read_attached_counters, read_attached_maps, XdpMapKeys};
 #[cfg(feature = "daemon")]
 pub use tester::XdpTester;
 

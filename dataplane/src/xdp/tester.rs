@@ -17,6 +17,7 @@ use super::owned::OwnedTraffic;
 use super::program::{counter, map, traffic_key, KEY_LEN, OBJECT, PROGRAM};
 use super::test_run::{test_run, TestRun};
 use super::{XdpCounters, XdpError};
+use crate::fastpath::layout::FAST_CONFIG_SIZE;
 use crate::fastpath::{CacheGeometry, FastConfig};
 
 /// The program, loaded for test runs.
@@ -25,7 +26,7 @@ pub struct XdpTester {
     reply_sources: BpfHashMap<MapData, [u8; KEY_LEN], u8>,
     vip_addresses: BpfHashMap<MapData, [u8; 16], u8>,
     local_addresses: BpfHashMap<MapData, [u8; 16], u8>,
-    fast_config: Array<MapData, [u8; 16]>,
+    fast_config: Array<MapData, [u8; FAST_CONFIG_SIZE]>,
     tx_ports: DevMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
     cache: Arc<MappedEntries>,
