@@ -166,6 +166,7 @@ fn where_the_veths_cannot_take_xdp_frames_the_fast_path_sends_none_and_follows_t
     }
     let _one = one_gateway_at_a_time();
     let topo = Topology::new(1);
+    topo.set_peer_gro(false, false);
     let mut gw = topo.start_gateway(&fast_config(&topo));
     assert!(
         gw.log()
