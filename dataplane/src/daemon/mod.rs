@@ -40,10 +40,10 @@ pub use gateway::Gateway;
 pub use kernel_path::UnreachableKernelPath;
 
 use crate::control::{ControlServer, ControlState, StopHandle};
-use crate::metrics::MetricsServer;
+use crate::metrics::{ListenAddress, MetricsServer, UnixListen};
 use crate::neigh::{self, NeighbourChange, NeighbourWatcher};
 use crate::port::xsk::{SharedUmem, XskPort};
-use crate::rules::{self, Config, DaemonSettings};
+use crate::rules::{self, Config, DaemonSettings, MetricsAddress};
 use crate::xdp::XdpCapacity;
 use dataplane::DaemonDataplane;
 use worker_thread::{WorkerExit, WorkerHandle};
@@ -323,12 +323,18 @@ impl Daemon {
         settings: &DaemonSettings,
         dataplane: &Arc<DaemonDataplane>,
     ) -> Result<(), DaemonError> {
-        let Some(address) = settings.metrics_address else {
-            return Ok(());
+        let address = match &settings.metrics_address {
+            None => return Ok(()),
+            Some(MetricsAddress::Tcp(address)) => ListenAddress::Tcp(*address),
+            Some(MetricsAddress::Unix(path)) => ListenAddress::Unix(UnixListen {
+                path: path.clone(),
+                mode: settings.metrics_socket_mode.unwrap_or(0o600),
+                group: settings.metrics_socket_group,
+            }),
         };
         let source_plane = Arc::clone(dataplane);
         let source: crate::metrics::SampleSource = Arc::new(move || source_plane.sample());
-        let server = MetricsServer::start(address, source)
+        let server = MetricsServer::start(address.clone(), source)
             .map_err(|e| DaemonError::Environment(format!("metrics endpoint: {e}")))?;
         tracing::info!(%address, "metrics served at /metrics");
         self.metrics = Some(server);

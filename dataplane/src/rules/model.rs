@@ -475,8 +475,14 @@ pub struct DaemonSettings {
     /// Seconds a control-socket client may stay connected without sending
     /// a request before it is closed.
     pub control_idle_timeout_s: u32,
-    /// Loopback address of the Prometheus endpoint; none = no endpoint.
-    pub metrics_address: Option<SocketAddr>,
+    /// Where the Prometheus endpoint listens; none = no endpoint.
+    pub metrics_address: Option<MetricsAddress>,
+    /// File mode of a Unix metrics socket; `None` = `0o600` (only the
+    /// daemon's user may scrape).
+    pub metrics_socket_mode: Option<u32>,
+    /// Group (id) given to a Unix metrics socket, so that a mode such as
+    /// `0o660` lets that group's scraper in; `None` = the daemon's group.
+    pub metrics_socket_group: Option<u32>,
     /// Log line format.
     pub log_format: LogFormatSetting,
     /// Log filter, e.g. `info` or `flowgate_dataplane=debug`.
@@ -500,10 +506,23 @@ impl Default for DaemonSettings {
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
             control_idle_timeout_s: 3,
             metrics_address: None,
+            metrics_socket_mode: None,
+            metrics_socket_group: None,
             log_format: LogFormatSetting::Human,
             log_level: "info".to_owned(),
         }
     }
+}
+
+/// Where the Prometheus endpoint listens (`[daemon] metrics_address`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsAddress {
+    /// A loopback address and port (`"127.0.0.1:9464"`).
+    Tcp(SocketAddr),
+    /// A Unix stream socket at this absolute path (`"unix:/run/flowgate/metrics.sock"`);
+    /// its file mode and group are `metrics_socket_mode` and
+    /// `metrics_socket_group`.
+    Unix(PathBuf),
 }
 
 /// What an idle worker does.

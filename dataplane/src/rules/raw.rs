@@ -53,6 +53,8 @@ pub(super) struct RawDaemon {
     pub control_socket: Option<Spanned<String>>,
     pub control_idle_timeout: Option<Spanned<i64>>,
     pub metrics_address: Option<Spanned<String>>,
+    pub metrics_socket_mode: Option<Spanned<i64>>,
+    pub metrics_socket_group: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
 }

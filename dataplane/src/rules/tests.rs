@@ -1076,7 +1076,10 @@ fn daemon_settings_load_and_default() {
     assert_eq!(d.bind_mode, BindModeSetting::Copy);
     assert_eq!(d.xdp_mode, XdpModeSetting::Generic);
     assert_eq!(d.control_socket, Path::new("/run/fg/ctl.sock"));
-    assert_eq!(d.metrics_address, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(
+        d.metrics_address,
+        Some(MetricsAddress::Tcp("127.0.0.1:9464".parse().unwrap()))
+    );
     assert_eq!(d.log_format, LogFormatSetting::Json);
     assert_eq!(d.log_level, "debug");
     assert_eq!(load("").daemon, DaemonSettings::default());
@@ -1107,7 +1110,7 @@ fn daemon_settings_are_checked() {
             "t.toml:6:16: daemon.rx_ring_size 100000 is out of range 64..=16384",
             "t.toml:7:13: daemon.bind_mode \"fast\" is not one of: auto, zero-copy, copy",
             "t.toml:8:19: daemon.metrics_address 198.18.0.1:9464 is not a loopback address: \
-             metrics are served on loopback only (put a proxy in front to expose them)",
+             metrics are served on loopback only (put a proxy in front to expose them, or use a Unix socket)",
             "t.toml:9:14: daemon.log_format \"xml\" is not one of: human, json",
         ]
     );
@@ -1115,6 +1118,69 @@ fn daemon_settings_are_checked() {
         errors("[daemon]\ncores = []"),
         ["t.toml:2:9: daemon.cores is empty: list at least one core"]
     );
+}
+
+#[test]
+fn metrics_can_be_served_on_a_unix_socket_with_a_mode_and_a_group() {
+    let config = load(
+        "[daemon]\nmetrics_address = \"unix:/run/fg/metrics.sock\"\n\
+         metrics_socket_mode = 0o660\nmetrics_socket_group = \"root\"",
+    );
+    let d = &config.daemon;
+    assert_eq!(
+        d.metrics_address,
+        Some(MetricsAddress::Unix("/run/fg/metrics.sock".into()))
+    );
+    assert_eq!(d.metrics_socket_mode, Some(0o660));
+    assert_eq!(d.metrics_socket_group, Some(0), "root is group 0");
+    let by_number =
+        load("[daemon]\nmetrics_address = \"unix:/m.sock\"\nmetrics_socket_group = \"4242\"");
+    assert_eq!(by_number.daemon.metrics_socket_group, Some(4242));
+    let unset = load("[daemon]\nmetrics_address = \"unix:/m.sock\"");
+    assert_eq!(
+        unset.daemon.metrics_socket_mode, None,
+        "0o600 is applied at start"
+    );
+}
+
+#[test]
+fn a_bad_metrics_socket_setting_is_refused_with_its_place() {
+    for (text, problem) in [
+        (
+            "metrics_address = \"unix:run/m.sock\"",
+            "t.toml:2:19: daemon.metrics_address unix:run/m.sock is not an absolute path",
+        ),
+        (
+            "metrics_address = \"localhost\"",
+            "t.toml:2:19: daemon.metrics_address \"localhost\" is neither an address and port such as \
+             \"127.0.0.1:9464\" nor a Unix socket such as \"unix:/run/flowgate/metrics.sock\"",
+        ),
+        (
+            "metrics_address = \"unix:/run/flowgate/control.sock\"",
+            "t.toml:2:19: daemon.metrics_address unix:/run/flowgate/control.sock is the control socket's path",
+        ),
+        (
+            "metrics_address = \"127.0.0.1:9464\"\nmetrics_socket_mode = 0o660",
+            "t.toml:3:23: daemon.metrics_socket_mode applies to a Unix metrics socket only: \
+             set metrics_address = \"unix:/PATH\" or remove it",
+        ),
+        (
+            "metrics_socket_group = \"root\"",
+            "t.toml:2:24: daemon.metrics_socket_group applies to a Unix metrics socket only: \
+             set metrics_address = \"unix:/PATH\" or remove it",
+        ),
+        (
+            "metrics_address = \"unix:/m.sock\"\nmetrics_socket_mode = 0o1777",
+            "t.toml:3:23: daemon.metrics_socket_mode 1023 (0o1777; permission bits are at most 0o777) \
+             is out of range 0..=511",
+        ),
+        (
+            "metrics_address = \"unix:/m.sock\"\nmetrics_socket_group = \"no-such-group-fg\"",
+            "t.toml:3:24: daemon.metrics_socket_group \"no-such-group-fg\" is not a group on this host",
+        ),
+    ] {
+        assert_eq!(errors(&format!("[daemon]\n{text}")), [problem], "{text}");
+    }
 }
 
 #[test]
