@@ -359,6 +359,10 @@ impl Decoder {
                 default.tcp_closing_timeout_s,
             ),
             udp_timeout_s: timeout(&raw.udp_timeout, "udp_timeout", default.udp_timeout_s),
+            evict_established: raw
+                .evict_established
+                .as_ref()
+                .map_or(default.evict_established, |v| *v.get_ref()),
         }
     }
 

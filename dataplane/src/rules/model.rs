@@ -101,6 +101,11 @@ pub struct FlowSettings {
     pub tcp_closing_timeout_s: u32,
     /// Idle timeout of a UDP flow, in seconds.
     pub udp_timeout_s: u32,
+    /// Whether a full table may evict an established connection to make
+    /// room for a new one. Off: only expired, embryonic (SYN-state, or UDP
+    /// its backend never answered) and closing connections make room, and
+    /// a new flow that finds none is dropped (`flow_table_full`).
+    pub evict_established: bool,
 }
 
 impl Default for GatewaySettings {
@@ -119,6 +124,7 @@ impl Default for FlowSettings {
             tcp_established_timeout_s: 900,
             tcp_closing_timeout_s: 60,
             udp_timeout_s: 60,
+            evict_established: false,
         }
     }
 }

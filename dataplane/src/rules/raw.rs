@@ -68,6 +68,7 @@ pub(super) struct RawFlows {
     pub tcp_established_timeout: Option<Spanned<i64>>,
     pub tcp_closing_timeout: Option<Spanned<i64>>,
     pub udp_timeout: Option<Spanned<i64>>,
+    pub evict_established: Option<Spanned<bool>>,
 }
 
 /// One `[[interfaces]]` entry.

@@ -354,7 +354,7 @@ fn unknown_keys_are_rejected_where_they_are() {
     );
     assert_eq!(
         errors("[flows]\ntcp_timeout = 5\n"),
-        ["t.toml:2:1: unknown field `tcp_timeout`, expected one of `capacity`, `tcp_syn_timeout`, `tcp_established_timeout`, `tcp_closing_timeout`, `udp_timeout`"]
+        ["t.toml:2:1: unknown field `tcp_timeout`, expected one of `capacity`, `tcp_syn_timeout`, `tcp_established_timeout`, `tcp_closing_timeout`, `udp_timeout`, `evict_established`"]
     );
 }
 
