@@ -157,6 +157,10 @@ fn the_first_gateway_walkthrough_works_verbatim() {
             topo.scratch.path("flowgate.log").display().to_string(),
         ),
         (
+            "PIDFILE",
+            topo.scratch.path("flowgate.pid").display().to_string(),
+        ),
+        (
             "PATH",
             format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default()),
         ),

@@ -162,11 +162,11 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
         interfaces: vec![
             Interface {
                 name: "fg-client".into(),
-                mac: GW_CLIENT_MAC,
+                mac: Some(GW_CLIENT_MAC),
             },
             Interface {
                 name: "fg-backend".into(),
-                mac: GW_BACKEND_MAC,
+                mac: Some(GW_BACKEND_MAC),
             },
         ],
         neighbours,

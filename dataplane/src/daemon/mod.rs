@@ -341,6 +341,43 @@ impl Daemon {
         Ok(())
     }
 
+    /// Reads the interfaces' MACs from the kernel: an interface the config
+    /// gives no `mac` sends from its new one from the next snapshot on; one
+    /// whose configured MAC no longer matches is logged.
+    fn follow_link_macs(&mut self) {
+        let config = self.gateway.config();
+        let before = self.gateway.link_macs();
+        let mut macs = Vec::with_capacity(config.interfaces.len());
+        for (port, interface) in config.interfaces.iter().enumerate() {
+            let link = match neigh::link_info(&interface.name) {
+                Ok(link) => link,
+                Err(e) => {
+                    tracing::warn!(interface = %interface.name, "reading the interface: {e}");
+                    return;
+                }
+            };
+            let moved = before.get(port) != Some(&link.mac);
+            if moved && interface.mac.is_some_and(|mac| mac != link.mac) {
+                tracing::warn!(
+                    interface = %interface.name,
+                    kernel = %rules::format_mac(&link.mac),
+                    "the interface's MAC changed; frames still leave from the configured mac until the config follows"
+                );
+            }
+            macs.push(link.mac);
+        }
+        match self.gateway.link_macs_changed(macs) {
+            Ok(Some(generation)) => {
+                tracing::info!(
+                    generation,
+                    "an interface's MAC changed; new snapshot published"
+                )
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!("applying an interface's new MAC: {e}"),
+        }
+    }
+
     /// What `systemctl status` shows while it forwards.
     fn forwarding_status(&self) -> String {
         format!(
@@ -399,6 +436,7 @@ impl Daemon {
                 for address in self.gateway.unresolved_backends() {
                     provoke_resolution(address);
                 }
+                self.follow_link_macs();
             }
             if last_refresh.elapsed() >= REFRESH_EVERY {
                 last_refresh = Instant::now();

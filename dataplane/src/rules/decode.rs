@@ -74,14 +74,15 @@ pub(super) fn decode(raw: &RawConfig) -> Decoded {
             .enumerate()
             .map(|(i, interface)| {
                 let name = interface.name.get_ref();
-                let mac = d.read(
-                    Place::field(Item::Interface(i), "mac"),
-                    &interface.mac,
-                    |text| parse::mac(text, &format!("interface {name:?}")),
-                );
+                let mac = interface.mac.as_ref().map(|mac| {
+                    d.read(Place::field(Item::Interface(i), "mac"), mac, |text| {
+                        parse::mac(text, &format!("interface {name:?}"))
+                    })
+                    .unwrap_or_default()
+                });
                 Interface {
                     name: name.clone(),
-                    mac: mac.unwrap_or_default(),
+                    mac,
                 }
             })
             .collect(),

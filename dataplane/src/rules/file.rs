@@ -67,7 +67,7 @@ impl<'t> FileProvenance<'t> {
             Item::Interface(i) => {
                 let interface = raw.interfaces.get(i)?;
                 match key {
-                    "mac" => start(Some(&interface.mac)),
+                    "mac" => start(interface.mac.as_ref()),
                     _ => start(Some(&interface.name)),
                 }
             }

@@ -139,7 +139,10 @@ pub struct Interface {
     /// Interface name (e.g. `eth0`), unique.
     pub name: String,
     /// The interface's own MAC: the source MAC of frames sent from it.
-    pub mac: MacAddr,
+    /// `None` (the file gives none): the daemon reads it from the kernel
+    /// at start and follows it while it runs; given, the kernel's must
+    /// match it.
+    pub mac: Option<MacAddr>,
 }
 
 /// A static neighbour: the MAC to send to for an address, and on which

@@ -76,7 +76,7 @@ pub(super) struct RawFlows {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawInterface {
     pub name: Spanned<String>,
-    pub mac: Spanned<String>,
+    pub mac: Option<Spanned<String>>,
 }
 
 /// One `[[neighbours]]` entry.

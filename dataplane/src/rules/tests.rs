@@ -57,11 +57,11 @@ fn demo_config_loads_with_the_fixed_topology() {
     assert_eq!(names, ["fg-client", "fg-backend"]);
     assert_eq!(
         config.interfaces[0].mac,
-        [0x02, 0x66, 0x67, 0x00, 0x00, 0x01]
+        Some([0x02, 0x66, 0x67, 0x00, 0x00, 0x01])
     );
     assert_eq!(
         config.interfaces[1].mac,
-        [0x02, 0x66, 0x67, 0x00, 0x01, 0x01]
+        Some([0x02, 0x66, 0x67, 0x00, 0x01, 0x01])
     );
 
     let client = config.neighbour(ip("198.18.0.2")).unwrap();
@@ -476,6 +476,24 @@ fn interface_names_must_be_valid_and_unique() {
             r#"t.toml:8:8: interface name "a-very-long-name0" is longer than 15 bytes (the kernel's IFNAMSIZ limit)"#,
             r#"t.toml:11:8: interface name "" is empty"#,
             r#"t.toml:14:8: interface name "eth/1" may not contain '/', ':', whitespace or control characters"#,
+        ]
+    );
+}
+
+#[test]
+fn an_interface_may_leave_its_mac_to_the_kernel() {
+    let config = load(
+        "[[interfaces]]\nname = \"eth0\"\n\
+         [[interfaces]]\nname = \"eth1\"\nmac = \"02:00:00:00:00:01\"",
+    );
+    let macs: Vec<_> = config.interfaces.iter().map(|i| i.mac).collect();
+    assert_eq!(macs, [None, Some([2, 0, 0, 0, 0, 1])]);
+    // Given, it is checked as before.
+    assert_eq!(
+        errors("[[interfaces]]\nname = \"eth0\"\nmac = \"ff:ff:ff:ff:ff:ff\""),
+        [
+            "t.toml:3:7: MAC ff:ff:ff:ff:ff:ff of interface \"eth0\" is the broadcast address; \
+          an interface needs a unicast MAC"
         ]
     );
 }

@@ -401,10 +401,12 @@ impl Validator<'_> {
                 first.insert(name, i);
             }
             let place = Place::field(Item::Interface(i), "mac");
+            let Some(mac) = interface.mac else {
+                continue;
+            };
             if !self.known(place) {
                 continue;
             }
-            let mac = interface.mac;
             let problem = if mac == [0xff; 6] {
                 Some("is the broadcast address")
             } else if !is_unicast_mac(&mac) {
@@ -992,7 +994,7 @@ port = 8080
         let mut model = base();
         model.flows.capacity = 0;
         model.flows.udp_timeout_s = 0;
-        model.interfaces[0].mac = [0x01, 0, 0x5e, 0, 0, 1];
+        model.interfaces[0].mac = Some([0x01, 0, 0x5e, 0, 0, 1]);
         model.neighbours.push(model.neighbours[0].clone());
         model.neighbours[1].mac = [0xff; 6];
         model.neighbours.push(Neighbour {
