@@ -41,10 +41,10 @@ pub use gateway::Gateway;
 pub use kernel_path::UnreachableKernelPath;
 
 use crate::control::{ControlServer, ControlState, StopHandle};
-use crate::metrics::MetricsServer;
+use crate::metrics::{ListenAddress, MetricsServer, UnixListen};
 use crate::neigh::{self, NeighbourChange, NeighbourWatcher};
 use crate::port::xsk::{SharedUmem, XskPort};
-use crate::rules::{self, Config, DaemonSettings};
+use crate::rules::{self, Config, DaemonSettings, MetricsAddress};
 use crate::xdp::XdpCapacity;
 use dataplane::DaemonDataplane;
 use worker_thread::{WorkerExit, WorkerHandle};
@@ -330,16 +330,59 @@ impl Daemon {
         settings: &DaemonSettings,
         dataplane: &Arc<DaemonDataplane>,
     ) -> Result<(), DaemonError> {
-        let Some(address) = settings.metrics_address else {
-            return Ok(());
+        let address = match &settings.metrics_address {
+            None => return Ok(()),
+            Some(MetricsAddress::Tcp(address)) => ListenAddress::Tcp(*address),
+            Some(MetricsAddress::Unix(path)) => ListenAddress::Unix(UnixListen {
+                path: path.clone(),
+                mode: settings.metrics_socket_mode.unwrap_or(0o600),
+                group: settings.metrics_socket_group,
+            }),
         };
         let source_plane = Arc::clone(dataplane);
         let source: crate::metrics::SampleSource = Arc::new(move || source_plane.sample());
-        let server = MetricsServer::start(address, source)
+        let server = MetricsServer::start(address.clone(), source)
             .map_err(|e| DaemonError::Environment(format!("metrics endpoint: {e}")))?;
         tracing::info!(%address, "metrics served at /metrics");
         self.metrics = Some(server);
         Ok(())
+    }
+
+    /// Reads the interfaces' MACs from the kernel: an interface the config
+    /// gives no `mac` sends from its new one from the next snapshot on; one
+    /// whose configured MAC no longer matches is logged.
+    fn follow_link_macs(&mut self) {
+        let config = self.gateway.config();
+        let before = self.gateway.link_macs();
+        let mut macs = Vec::with_capacity(config.interfaces.len());
+        for (port, interface) in config.interfaces.iter().enumerate() {
+            let link = match neigh::link_info(&interface.name) {
+                Ok(link) => link,
+                Err(e) => {
+                    tracing::warn!(interface = %interface.name, "reading the interface: {e}");
+                    return;
+                }
+            };
+            let moved = before.get(port) != Some(&link.mac);
+            if moved && interface.mac.is_some_and(|mac| mac != link.mac) {
+                tracing::warn!(
+                    interface = %interface.name,
+                    kernel = %rules::format_mac(&link.mac),
+                    "the interface's MAC changed; frames still leave from the configured mac until the config follows"
+                );
+            }
+            macs.push(link.mac);
+        }
+        match self.gateway.link_macs_changed(macs) {
+            Ok(Some(generation)) => {
+                tracing::info!(
+                    generation,
+                    "an interface's MAC changed; new snapshot published"
+                )
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!("applying an interface's new MAC: {e}"),
+        }
     }
 
     /// What `systemctl status` shows while it forwards.
@@ -403,6 +446,8 @@ impl Daemon {
                 if let Some(egress) = self.fast_egress.as_mut() {
                     self.gateway.with_filters(|filters| egress.apply(filters));
                 }
+
+                self.follow_link_macs();
             }
             if last_refresh.elapsed() >= REFRESH_EVERY {
                 last_refresh = Instant::now();

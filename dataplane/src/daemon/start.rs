@@ -35,12 +35,13 @@ pub(super) fn check_links(config: &Config) -> Result<Vec<LinkInfo>, DaemonError>
     for interface in &config.interfaces {
         let link = neigh::link_info(&interface.name)
             .map_err(|e| DaemonError::Environment(format!("interface {}: {e}", interface.name)))?;
-        if link.mac != interface.mac {
+        if let Some(mac) = interface.mac.filter(|mac| *mac != link.mac) {
             return Err(DaemonError::Environment(format!(
-                "interface {} has MAC {} but the config says {}: fix the config's mac",
+                "interface {} has MAC {} but the config says {}: fix the config's mac \
+                 (or leave it out to use the kernel's)",
                 interface.name,
                 rules::format_mac(&link.mac),
-                rules::format_mac(&interface.mac)
+                rules::format_mac(&mac)
             )));
         }
         let queues = link.rx_queues.min(link.tx_queues) as usize;
@@ -232,8 +233,9 @@ pub(super) fn start_gateway(
     let mut watcher = NeighbourWatcher::open().map_err(neighbours)?;
     let learned = watcher.dump().map_err(neighbours)?;
     let port_ifindex = links.iter().map(|l| l.ifindex).collect();
+    let link_macs = links.iter().map(|l| l.mac).collect();
     let gateway = Arc::new(
-        Gateway::start(config.clone(), learned, filters, port_ifindex)
+        Gateway::start(config.clone(), learned, filters, port_ifindex, link_macs)
             .map_err(DaemonError::Runtime)?,
     );
     sync_local_addresses(&gateway)

@@ -271,6 +271,16 @@ impl FastPath {
         (seen != 0).then(|| seen.saturating_sub(self.kernel_epoch_ns))
     }
 
+    /// Whether the program forwarded a packet of connection `record`'s
+    /// reply direction (backend → client): its backend has answered.
+    pub fn reply_forwarded(&self, record: u32) -> bool {
+        self.placed
+            .get(record as usize)
+            .and_then(|placed| placed[1])
+            .and_then(|slot| self.word_at(slot, offset::PACKETS))
+            .is_some_and(|packets| packets > 0)
+    }
+
     /// Packets and bytes the program forwarded for connection `record`
     /// since its entries were placed.
     pub fn traffic(&self, record: u32) -> (u64, u64) {

@@ -132,6 +132,14 @@ pub fn next_state(
                 }
             }
         },
+        // A datagram flow is one-way until its backend answers: until
+        // then it is embryonic, the first to go when the table is full.
+        FlowState::Udp | FlowState::Other => {
+            if direction == Direction::FromBackend {
+                *backend_replied = true;
+            }
+            state
+        }
         other => other,
     }
 }
@@ -213,6 +221,7 @@ mod tests {
             tcp_established_timeout_s: 2,
             tcp_closing_timeout_s: 3,
             udp_timeout_s: 4,
+            evict_established: false,
         };
         let t = FlowTimeouts::from(&s);
         assert_eq!(t.for_state(FlowState::TcpSyn), 1_000_000_000);

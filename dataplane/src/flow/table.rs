@@ -23,6 +23,14 @@ const EVICTION_SCAN: usize = 8;
 /// [`FlowTable::sync_fast_path`] after a snapshot change.
 const FAST_CHECK_BUDGET: usize = 8192;
 
+/// Records at scattered places a slab-full insert looks at before it
+/// refuses the new connection, when the records it saw first were all
+/// established ones the table keeps. Scattered, because records next to
+/// each other in the slab were often set up together (the clock hand can
+/// sit in a run of established ones); a few dozen keep a refusal's cost
+/// bounded and make a refusal while many records may go improbable.
+const EVICTION_PROBES: u64 = 24;
+
 /// The handle of nothing: [`FlowTable::get`] answers it with a scratch
 /// record. Beyond every real record (`MAX_CAPACITY` < `u32::MAX`).
 const NOWHERE: u32 = u32::MAX;
@@ -48,6 +56,10 @@ pub struct FlowTableStats {
     pub evicted_bucket_full: u64,
     /// Live records replaced by an insert of the same client tuple.
     pub replaced: u64,
+    /// New connections refused because every record that could make room
+    /// was an established connection, which the table keeps (see
+    /// [`FlowTable::with_established_eviction`]); not in `inserted`.
+    pub refused: u64,
     /// Live records removed because an insert's tuple was already theirs
     /// in another role: usually the same reply tuple (one client address
     /// and port reaching the same backend through two VIPs).
@@ -59,9 +71,14 @@ pub struct FlowTableStats {
 enum Departure {
     Removed,
     Expired,
-    Evicted { bucket_full: bool },
+    Evicted {
+        bucket_full: bool,
+    },
     Replaced,
     ReplyConflict,
+    /// A new connection taken back because its key found no room in the
+    /// index without evicting an established one.
+    Refused,
 }
 
 /// Bookkeeping of a record, packed in one word so a record stays 88 bytes:
@@ -166,6 +183,9 @@ pub struct FlowTable {
     sweep_hand: usize,
     /// Where the next slab-full eviction looks.
     evict_hand: usize,
+    /// Whether an established connection may be evicted to make room for
+    /// a new one (`flows.evict_established`).
+    evict_established: bool,
     stats: FlowTableStats,
     /// What [`FlowTable::get`] / [`FlowTable::get_mut`] answer for an id
     /// that names no record.
@@ -182,16 +202,32 @@ fn fast_eligible(state: FlowState) -> bool {
     matches!(state, FlowState::TcpEstablished | FlowState::Udp)
 }
 
+/// How readily a record gives up its place to a new connection, most
+/// readily first.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Standing {
+    /// Idle past its state's timeout: taken at once.
+    Expired,
+    /// Embryonic: a TCP handshake not finished, or a datagram flow its
+    /// backend has never answered (what a SYN or UDP flood leaves).
+    Embryonic,
+    /// TCP after a FIN or RST.
+    Closing,
+    /// Both ends have spoken and it is not closing.
+    Established,
+}
+
 /// Chooses a record to make room: the first expired candidate, else the
-/// least recently seen one.
+/// least recently seen of the most readily given up ([`Standing`]);
+/// never an established connection unless the table allows it.
 struct VictimSearch<'a> {
     records: &'a [Record],
     fast: Option<&'a FastPath>,
     timeouts: &'a FlowTimeouts,
     now_ns: u64,
     exclude: u32,
-    expired: Option<u32>,
-    oldest: Option<(u64, u32)>,
+    evict_established: bool,
+    best: Option<(Standing, u64, u32)>,
 }
 
 impl<'a> VictimSearch<'a> {
@@ -202,13 +238,13 @@ impl<'a> VictimSearch<'a> {
             timeouts: &table.timeouts,
             now_ns,
             exclude,
-            expired: None,
-            oldest: None,
+            evict_established: table.evict_established,
+            best: None,
         }
     }
 
     fn consider(&mut self, record: u32) {
-        if record == self.exclude || self.expired.is_some() {
+        if record == self.exclude || matches!(self.best, Some((Standing::Expired, ..))) {
             return;
         }
         let Some(r) = self.records.get(record as usize) else {
@@ -218,29 +254,40 @@ impl<'a> VictimSearch<'a> {
             return;
         }
         let c = &r.conn;
-        // The fast path's packets count as seen.
+        // The fast path's packets count as seen, and its replies as
+        // answers.
         let kernel_seen = self.fast.and_then(|f| f.last_seen(record)).unwrap_or(0);
         let seen = c.last_seen_ns.max(kernel_seen);
-        if self.timeouts.is_expired(c.state, seen, self.now_ns) {
-            self.expired = Some(record);
+        let replied =
+            r.links.backend_replied() || self.fast.is_some_and(|f| f.reply_forwarded(record));
+        let standing = if self.timeouts.is_expired(c.state, seen, self.now_ns) {
+            Standing::Expired
         } else {
-            let older = match self.oldest {
-                Some((oldest, _)) => seen < oldest,
-                None => true,
-            };
-            if older {
-                self.oldest = Some((seen, record));
+            match c.state {
+                FlowState::TcpSyn => Standing::Embryonic,
+                FlowState::Udp | FlowState::Other if !replied => Standing::Embryonic,
+                FlowState::TcpClosing => Standing::Closing,
+                _ => Standing::Established,
             }
+        };
+        if standing == Standing::Established && !self.evict_established {
+            return;
         }
+        let candidate = (standing, seen, record);
+        if self.best.is_none_or(|best| candidate < best) {
+            self.best = Some(candidate);
+        }
+    }
+
+    /// Whether a record that may go has been found.
+    fn found(&self) -> bool {
+        self.best.is_some()
     }
 
     /// The chosen record and whether it had expired.
     fn finish(self) -> Option<(u32, bool)> {
-        match (self.expired, self.oldest) {
-            (Some(r), _) => Some((r, true)),
-            (None, Some((_, r))) => Some((r, false)),
-            (None, None) => None,
-        }
+        self.best
+            .map(|(standing, _, record)| (record, standing == Standing::Expired))
     }
 }
 
@@ -266,6 +313,7 @@ impl FlowTable {
             len: 0,
             sweep_hand: 0,
             evict_hand: 0,
+            evict_established: false,
             stats: FlowTableStats::default(),
             scratch: Connection::vacant(),
             accounts: EndpointAccounts::new(capacity),
@@ -355,6 +403,17 @@ impl FlowTable {
     /// A table sized and timed by the config's flow settings.
     pub fn from_settings(settings: &FlowSettings) -> Self {
         FlowTable::new(settings.capacity, FlowTimeouts::from(settings))
+            .with_established_eviction(settings.evict_established)
+    }
+
+    /// Whether an established connection may be evicted to make room for a
+    /// new one. By default (`false`) a full table evicts only expired,
+    /// embryonic and closing connections, and refuses a new connection when
+    /// it finds none of those (`refused`); `true` also evicts the least
+    /// recently seen established ones.
+    pub fn with_established_eviction(mut self, allowed: bool) -> Self {
+        self.evict_established = allowed;
+        self
     }
 
     /// The connection `tuple` belongs to, and from which end it came.
@@ -442,7 +501,10 @@ impl FlowTable {
     ///   client tuple as its reply, is removed (`reply_conflicts`): the
     ///   newest connection wins the tuple, as replies can go to one only;
     /// - when the table is full, or both index buckets of a new key are,
-    ///   another record is evicted (see the module doc).
+    ///   another record is evicted (see the module doc);
+    /// - unless the only records that could make room are established
+    ///   connections that the table keeps: then the new connection is
+    ///   refused (`refused`) and the answer is [`ConnId::NONE`].
     pub fn insert(
         &mut self,
         conn: Connection,
@@ -458,7 +520,8 @@ impl FlowTable {
             self.evict_owner(&reply, reply_hash, false, now_ns);
         }
         let Some(record) = self.allocate(client_hash, now_ns) else {
-            return ConnId(NOWHERE);
+            self.stats.refused += 1;
+            return ConnId::NONE;
         };
         let Some(slot) = self.records.get_mut(record as usize) else {
             return ConnId(NOWHERE);
@@ -470,9 +533,11 @@ impl FlowTable {
         self.len += 1;
         self.accounts.set_connections(self.len);
         self.stats.inserted += 1;
-        self.index_key(record, Direction::FromClient, client_hash, now_ns);
-        if index_reply {
-            self.index_key(record, Direction::FromBackend, reply_hash, now_ns);
+        let indexed = self.index_key(record, Direction::FromClient, client_hash, now_ns)
+            && (!index_reply || self.index_key(record, Direction::FromBackend, reply_hash, now_ns));
+        if !indexed {
+            self.remove_record(record, Departure::Refused);
+            return ConnId::NONE;
         }
         self.offer_to_fast_path(record);
         ConnId(record)
@@ -673,11 +738,24 @@ impl FlowTable {
         let mut search = VictimSearch::new(self, now_ns, NOWHERE);
         self.index
             .for_each_in_primary(client_hash, |r| search.consider(r));
+        let hand = self.evict_hand;
         for step in 0..EVICTION_SCAN.min(n) {
-            search.consider(((self.evict_hand + step) % n) as u32);
+            search.consider(((hand + step) % n) as u32);
+        }
+        if !search.found() {
+            // Only established connections seen, which the table keeps:
+            // look at scattered records before refusing.
+            let start = client_hash >> 32;
+            for probe in 0..EVICTION_PROBES {
+                if search.found() {
+                    break;
+                }
+                let at = start.wrapping_add(probe.wrapping_mul(0x9E37_79B9)) % n as u64;
+                search.consider(at as u32);
+            }
         }
         let victim = search.finish();
-        self.evict_hand = (self.evict_hand + EVICTION_SCAN) % n;
+        self.evict_hand = (hand + EVICTION_SCAN) % n;
         let (record, expired) = victim?;
         self.remove_record(record, departure(expired, false));
         self.pop_free()
@@ -695,8 +773,8 @@ impl FlowTable {
 
     /// Enters `record`'s key for `direction` in the index; when both its
     /// buckets are full, first moves another key out of them, or failing
-    /// that evicts one of their other records.
-    fn index_key(&mut self, record: u32, direction: Direction, hash: u64, now_ns: u64) {
+    /// that evicts one of their other records. Whether the key found room.
+    fn index_key(&mut self, record: u32, direction: Direction, hash: u64, now_ns: u64) -> bool {
         let mut pos = self.index.insert(hash, record, direction);
         if pos.is_none() {
             if let Some((moved, moved_direction, moved_pos)) = self.index.make_room(hash) {
@@ -717,6 +795,7 @@ impl FlowTable {
         if let Some(r) = self.records.get_mut(record as usize) {
             r.links.set_pos(direction, pos);
         }
+        pos.is_some()
     }
 
     fn remove_record(&mut self, record: u32, why: Departure) {
@@ -756,6 +835,10 @@ impl FlowTable {
             }
             Departure::Replaced => s.replaced += 1,
             Departure::ReplyConflict => s.reply_conflicts += 1,
+            Departure::Refused => {
+                s.inserted -= 1;
+                s.refused += 1;
+            }
         }
     }
 

@@ -153,8 +153,77 @@ fn the_handshake_bit_starts_clear_on_a_reused_record() {
 }
 
 #[test]
+fn a_full_table_gives_up_embryonic_then_closing_connections_and_keeps_established_ones() {
+    let mut t = FlowTable::new(6, TIMEOUTS);
+    let established = conn(1, 40000, 10, 5, FlowState::TcpEstablished, 1);
+    let answered_udp = conn(2, 40000, 10, 5, FlowState::Udp, 2);
+    let closing = conn(3, 40000, 10, 5, FlowState::TcpClosing, 3);
+    // Embryonic, and seen more recently than everything above.
+    let syn = conn(4, 40000, 10, 5, FlowState::TcpSyn, 4);
+    let one_way_udp = conn(5, 40000, 10, 5, FlowState::Udp, 5);
+    let other_established = conn(6, 40000, 10, 5, FlowState::TcpEstablished, 0);
+    for c in [
+        &established,
+        &answered_udp,
+        &closing,
+        &syn,
+        &one_way_udp,
+        &other_established,
+    ] {
+        insert(&mut t, c.clone(), c.last_seen_ns);
+    }
+    let (id, _) = lookup(&mut t, &answered_udp.reply_tuple(), 6).unwrap();
+    t.observe(id, Direction::FromBackend, 0, 6);
+    let gone = |t: &mut FlowTable, c: &Connection| lookup(t, &c.client, 7).is_none();
+    // Embryonic first (least recently seen first), then closing.
+    let mut now = 7;
+    for leaving in [&syn, &one_way_udp, &closing] {
+        now += 1;
+        let newcomer = conn(100 + now as u8, 1, 10, 5, FlowState::TcpEstablished, now);
+        let newcomer_id = insert(&mut t, newcomer.clone(), now);
+        assert!(!newcomer_id.is_none(), "a place for {newcomer:?}");
+        assert!(gone(&mut t, leaving), "{leaving:?} made room");
+        t.audit();
+    }
+    // Only established connections are left: the next one is refused.
+    let refused = conn(200, 1, 10, 5, FlowState::TcpSyn, 20);
+    assert!(insert(&mut t, refused.clone(), 20).is_none());
+    assert!(gone(&mut t, &refused));
+    for kept in [&established, &answered_udp, &other_established] {
+        assert!(!gone(&mut t, kept), "{kept:?} kept");
+    }
+    let s = t.stats();
+    assert_eq!((s.evicted, s.refused, t.len()), (3, 1, 6), "{s:?}");
+    t.audit();
+    // Allowed, the least recently seen established one goes.
+    let mut t = t.with_established_eviction(true);
+    assert!(!insert(&mut t, refused.clone(), 21).is_none());
+    assert!(gone(&mut t, &other_established));
+    t.audit();
+}
+
+#[test]
+fn a_key_that_finds_no_room_without_evicting_an_established_connection_is_refused_whole() {
+    let mut t = FlowTable::new(64, TIMEOUTS);
+    let mut refused = 0;
+    for i in 0..100u16 {
+        let c = conn(1, i, 10, 5, FlowState::TcpEstablished, u64::from(i));
+        // Every key in one bucket pair: at most 16 keys fit.
+        if t.insert(c.clone(), 0, 0, u64::from(i)).is_none() {
+            refused += 1;
+            assert_eq!(t.lookup(&c.client, 0, 100), None, "nothing of it stays");
+        }
+        t.audit();
+    }
+    let s = t.stats();
+    assert_eq!((s.evicted, s.refused), (0, refused), "{s:?}");
+    assert_eq!(t.len() as u64, 100 - refused);
+    assert!(refused >= 92, "{s:?}");
+}
+
+#[test]
 fn a_full_table_evicts_the_least_recently_seen() {
-    let mut t = FlowTable::new(4, TIMEOUTS);
+    let mut t = FlowTable::new(4, TIMEOUTS).with_established_eviction(true);
     let cs: Vec<_> = (1..=5)
         .map(|i| conn(i, 40000, 10, 5, FlowState::TcpEstablished, u64::from(i)))
         .collect();
@@ -410,7 +479,7 @@ fn a_listing_while_the_table_changes_sees_the_steady_connections_exactly_once() 
 
 #[test]
 fn colliding_hashes_evict_within_their_buckets_and_keep_invariants() {
-    let mut t = FlowTable::new(64, TIMEOUTS);
+    let mut t = FlowTable::new(64, TIMEOUTS).with_established_eviction(true);
     let mut last = None;
     for i in 0..100u16 {
         let c = conn(1, i, 10, 5, FlowState::TcpEstablished, u64::from(i));
@@ -496,7 +565,7 @@ fn a_million_inserts_into_a_hundred_thousand_stay_bounded() {
         tcp_established_ns: u64::MAX,
         ..TIMEOUTS
     };
-    let mut t = FlowTable::new(CAP, forever);
+    let mut t = FlowTable::new(CAP, forever).with_established_eviction(true);
     let mut last = None;
     for i in 0..1_000_000u32 {
         let b = i.to_be_bytes();
