@@ -45,7 +45,8 @@ pub struct XdpCounters {
     /// refuses, another client MAC): to the worker, and counted above too.
     pub fast_handed_up: u64,
     /// Fast path: an entry's egress port has no interface in
-    /// `fast_tx_ports`: to the worker.
+    /// `fast_tx_ports`, or one that cannot transmit XDP frames (its bit
+    /// clear in `fast_config.egress_ready`): to the worker.
     pub fast_no_egress: u64,
 }
 
