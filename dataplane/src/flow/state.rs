@@ -93,7 +93,9 @@ impl Default for FlowTimeouts {
 
 /// The next state of a connection after a packet with `tcp_flags` from
 /// `direction`. `backend_replied` records that the backend has answered
-/// the handshake with SYN+ACK; it is read and set here only.
+/// the handshake with SYN+ACK; it is read and set here only for TCP
+/// ([`FlowTable::observe`](super::FlowTable::observe) sets it for a
+/// datagram flow's first reply).
 ///
 /// - FIN or RST from either end: [`FlowState::TcpClosing`], from any TCP
 ///   state. RST takes the same closing timeout as FIN: the gateway checks
@@ -132,14 +134,6 @@ pub fn next_state(
                 }
             }
         },
-        // A datagram flow is one-way until its backend answers: until
-        // then it is embryonic, the first to go when the table is full.
-        FlowState::Udp | FlowState::Other => {
-            if direction == Direction::FromBackend {
-                *backend_replied = true;
-            }
-            state
-        }
         other => other,
     }
 }

@@ -555,7 +555,13 @@ impl FlowTable {
             return;
         }
         r.conn.last_seen_ns = r.conn.last_seen_ns.max(now_ns);
-        let mut replied = r.links.backend_replied();
+        // A datagram flow is one-way until its backend answers: until then
+        // it is embryonic, the first to go when the table is full. (The
+        // callers pass a constant direction: a client's packet pays nothing
+        // for this.)
+        let datagram = matches!(r.conn.state, FlowState::Udp | FlowState::Other);
+        let mut replied =
+            r.links.backend_replied() || (direction == Direction::FromBackend && datagram);
         r.conn.state = next_state(r.conn.state, &mut replied, direction, tcp_flags);
         r.links.set_backend_replied(replied);
         if let Some(fast) = self.fast.as_mut() {
