@@ -27,6 +27,7 @@
 
 mod dataplane;
 pub mod error;
+mod fast_egress;
 pub mod flow_query;
 mod gateway;
 mod kernel_path;
@@ -49,10 +50,10 @@ use crate::control::{ControlServer, ControlState, StopHandle};
 use crate::fleet::gateway::ControlSlot;
 use crate::fleet::settings::EtcdSettings;
 use crate::fleet::source::{EtcdSource, SourceError, StartedFrom};
-use crate::metrics::MetricsServer;
+use crate::metrics::{ListenAddress, MetricsServer, UnixListen};
 use crate::neigh::{self, NeighbourChange, NeighbourWatcher};
 use crate::port::xsk::{SharedUmem, XskPort};
-use crate::rules::{self, Config, DaemonSettings};
+use crate::rules::{self, Config, DaemonSettings, MetricsAddress};
 use crate::xdp::XdpCapacity;
 use dataplane::DaemonDataplane;
 use worker_thread::{WorkerExit, WorkerHandle};
@@ -311,6 +312,9 @@ struct Daemon {
     metrics: Option<MetricsServer>,
     /// The etcd source, with `[etcd]`.
     fleet: Option<Fleet>,
+    /// With the kernel fast path on: the interfaces it may send out of,
+    /// read again every [`RESOLVE_EVERY`].
+    fast_egress: Option<fast_egress::FastEgress>,
     // Held so the UMEM outlives every socket (dropped last).
     _umem: SharedUmem,
 }
@@ -320,7 +324,7 @@ impl Daemon {
     /// overrides); the control API keeps `file`, the rules as written.
     fn start(config: Config, file: Config, options: &RunOptions) -> Result<Daemon, DaemonError> {
         let links = start::check_links(&config)?;
-        let mut filters = start::attach_filters(&config, options)?;
+        let (mut filters, fast) = start::attach_filters(&config, options, &links)?;
         let xsk_settings = start::xsk_settings(&config.daemon);
         let umem = SharedUmem::new(&xsk_settings).map_err(environment)?;
         let sockets = start::open_sockets(&config, &umem, &xsk_settings, &mut filters)?;
@@ -334,8 +338,10 @@ impl Daemon {
             gateway: &gateway,
             stop: &stop_workers,
             epoch,
+            fast: fast.as_ref(),
         };
         let workers = start::spawn_workers(&shared, sockets.ports)?;
+        let fast_egress = fast.map(|f| f.egress);
         pin_control_thread(&config.daemon.cores);
         let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
         // Refused changes: counted by the control state, read by scrapes.
@@ -365,6 +371,7 @@ impl Daemon {
             control_thread: None,
             metrics: None,
             fleet: None,
+            fast_egress,
             _umem: umem,
         };
         // From here on, a failure must stop the workers: `daemon.stop()`.
@@ -408,16 +415,59 @@ impl Daemon {
         settings: &DaemonSettings,
         dataplane: &Arc<DaemonDataplane>,
     ) -> Result<(), DaemonError> {
-        let Some(address) = settings.metrics_address else {
-            return Ok(());
+        let address = match &settings.metrics_address {
+            None => return Ok(()),
+            Some(MetricsAddress::Tcp(address)) => ListenAddress::Tcp(*address),
+            Some(MetricsAddress::Unix(path)) => ListenAddress::Unix(UnixListen {
+                path: path.clone(),
+                mode: settings.metrics_socket_mode.unwrap_or(0o600),
+                group: settings.metrics_socket_group,
+            }),
         };
         let source_plane = Arc::clone(dataplane);
         let source: crate::metrics::SampleSource = Arc::new(move || source_plane.sample());
-        let server = MetricsServer::start(address, source)
+        let server = MetricsServer::start(address.clone(), source)
             .map_err(|e| DaemonError::Environment(format!("metrics endpoint: {e}")))?;
         tracing::info!(%address, "metrics served at /metrics");
         self.metrics = Some(server);
         Ok(())
+    }
+
+    /// Reads the interfaces' MACs from the kernel: an interface the config
+    /// gives no `mac` sends from its new one from the next snapshot on; one
+    /// whose configured MAC no longer matches is logged.
+    fn follow_link_macs(&mut self) {
+        let config = self.gateway.config();
+        let before = self.gateway.link_macs();
+        let mut macs = Vec::with_capacity(config.interfaces.len());
+        for (port, interface) in config.interfaces.iter().enumerate() {
+            let link = match neigh::link_info(&interface.name) {
+                Ok(link) => link,
+                Err(e) => {
+                    tracing::warn!(interface = %interface.name, "reading the interface: {e}");
+                    return;
+                }
+            };
+            let moved = before.get(port) != Some(&link.mac);
+            if moved && interface.mac.is_some_and(|mac| mac != link.mac) {
+                tracing::warn!(
+                    interface = %interface.name,
+                    kernel = %rules::format_mac(&link.mac),
+                    "the interface's MAC changed; frames still leave from the configured mac until the config follows"
+                );
+            }
+            macs.push(link.mac);
+        }
+        match self.gateway.link_macs_changed(macs) {
+            Ok(Some(generation)) => {
+                tracing::info!(
+                    generation,
+                    "an interface's MAC changed; new snapshot published"
+                )
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!("applying an interface's new MAC: {e}"),
+        }
     }
 
     /// What `systemctl status` shows while it forwards.
@@ -478,6 +528,11 @@ impl Daemon {
                 for address in self.gateway.unresolved_backends() {
                     provoke_resolution(address);
                 }
+                if let Some(egress) = self.fast_egress.as_mut() {
+                    self.gateway.with_filters(|filters| egress.apply(filters));
+                }
+
+                self.follow_link_macs();
             }
             if last_refresh.elapsed() >= REFRESH_EVERY {
                 last_refresh = Instant::now();

@@ -55,9 +55,12 @@ pub(super) struct RawDaemon {
     pub completion_ring_size: Option<Spanned<i64>>,
     pub bind_mode: Option<Spanned<String>>,
     pub xdp_mode: Option<Spanned<String>>,
+    pub fast_path: Option<Spanned<String>>,
     pub control_socket: Option<Spanned<String>>,
     pub control_idle_timeout: Option<Spanned<i64>>,
     pub metrics_address: Option<Spanned<String>>,
+    pub metrics_socket_mode: Option<Spanned<i64>>,
+    pub metrics_socket_group: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
 }
@@ -71,6 +74,7 @@ pub(super) struct RawFlows {
     pub tcp_established_timeout: Option<Spanned<i64>>,
     pub tcp_closing_timeout: Option<Spanned<i64>>,
     pub udp_timeout: Option<Spanned<i64>>,
+    pub evict_established: Option<Spanned<bool>>,
 }
 
 /// One `[[interfaces]]` entry.
@@ -78,7 +82,7 @@ pub(super) struct RawFlows {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawInterface {
     pub name: Spanned<String>,
-    pub mac: Spanned<String>,
+    pub mac: Option<Spanned<String>>,
 }
 
 /// One `[[neighbours]]` entry.

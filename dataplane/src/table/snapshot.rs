@@ -371,7 +371,13 @@ impl Snapshot {
             liveness,
             next: Snapshot {
                 generation: previous.map_or(1, |p| p.generation.saturating_add(1)),
-                interface_macs: config.interfaces.iter().map(|i| i.mac).collect(),
+                // An interface without a MAC (the daemon fills in the
+                // kernel's before it compiles) sends from all zeros.
+                interface_macs: config
+                    .interfaces
+                    .iter()
+                    .map(|i| i.mac.unwrap_or_default())
+                    .collect(),
                 ..Snapshot::empty_with(Arc::clone(liveness.table))
             },
         };
@@ -754,11 +760,11 @@ mod tests {
             interfaces: vec![
                 Interface {
                     name: "eth0".into(),
-                    mac: [2, 0, 0, 0, 0, 1],
+                    mac: Some([2, 0, 0, 0, 0, 1]),
                 },
                 Interface {
                     name: "eth1".into(),
-                    mac: [2, 0, 0, 0, 0, 2],
+                    mac: Some([2, 0, 0, 0, 0, 2]),
                 },
             ],
             neighbours: vec![Neighbour {
