@@ -105,6 +105,17 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// List the fleet's gateways from etcd (the config's `[etcd]`): each
+    /// one's revision, generation, health and held keys, and whether it
+    /// lags behind the last change to the rules.
+    Fleet {
+        /// The config file (TOML) whose `[etcd]` names the cluster.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
     /// Print a shell completion script:
     /// `flowgate completions bash > /etc/bash_completion.d/flowgate`.
     Completions {
@@ -188,6 +199,7 @@ pub fn main(version: &'static str) -> ExitCode {
             ingress,
             output,
         } => run_replay(&config, &input, &output_pcap, passed, ingress, output),
+        Command::Fleet { config, output } => fleet(&config, output),
         Command::Completions { shell } => completions(version, shell),
         Command::Man { dir } => man_pages(version, &dir),
     };
@@ -267,6 +279,65 @@ fn daemon_failure(e: daemon::DaemonError) -> Failure {
 
 fn load(path: &Path) -> Result<Config, Failure> {
     rules::load_file(path).map_err(|e| Failure::usage(format!("invalid config:\n{e}")))
+}
+
+/// `flowgate fleet`: the gateways' status keys, with their lag.
+fn fleet(path: &Path, format: Format) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("{}: cannot read config: {e}", path.display())))?;
+    let settings = crate::fleet::settings::from_config_text(&text, &path.display().to_string())
+        .map_err(|problems| Failure::usage(problems.join("\n")))?
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "{}: no [etcd] section: no fleet to list",
+                path.display()
+            ))
+        })?;
+    let rows = crate::fleet::store::FleetStore::connect_with(&settings)
+        .and_then(|mut store| store.fleet())
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    match format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| serde_json::json!({ "status": r.status, "lag": r.lag, "lags": r.lags() }))
+                .collect();
+            println!("{}", serde_json::Value::Array(rows));
+        }
+        Format::Text => {
+            println!(
+                "{:<20} {:>10} {:>10} {:>10} {:<12} {:>5} {:>8}  LAG",
+                "GATEWAY", "REVISION", "SEEN", "GENERATION", "HEALTH", "HELD", "SERVICES"
+            );
+            for row in &rows {
+                let s = &row.status;
+                let lag = if row.lags() {
+                    format!("lags ({} behind)", row.lag)
+                } else {
+                    "-".to_owned()
+                };
+                println!(
+                    "{:<20} {:>10} {:>10} {:>10} {:<12} {:>5} {:>8}  {lag}",
+                    s.id,
+                    s.revision,
+                    s.seen_revision,
+                    s.generation,
+                    s.health.name(),
+                    s.held.len(),
+                    s.services
+                );
+                for held in &s.held {
+                    println!(
+                        "  held {} (revision {}): {}",
+                        held.key,
+                        held.revision,
+                        held.problems.join("; ")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Refuses what `run` would refuse at start without the kernel, through

@@ -130,7 +130,8 @@ impl MemoryDataplane {
                 name: i.name.clone(),
                 port,
                 ifindex: None,
-                mac: format_mac(&i.mac),
+                // In memory there is no kernel to ask: all zeros, as sent.
+                mac: format_mac(&i.mac.unwrap_or_default()),
                 xdp_mode: "none".into(),
                 af_xdp_mode: "memory".into(),
                 queues: 1,

@@ -118,6 +118,9 @@ enum Proposal<'a> {
     Text { text: &'a str, origin: &'a str },
     /// A whole config, in a file.
     File(&'a Path),
+    /// A whole config another source put together (etcd's rules on the
+    /// file's), and where it came from.
+    Config { config: &'a Config, origin: &'a str },
 }
 
 impl ControlState {
@@ -182,6 +185,19 @@ impl ControlState {
     /// rules keep running.
     pub fn reload(&mut self, path: &Path) -> Result<ChangeReport, ApiError> {
         self.change(ChangeSource::Reload, Proposal::File(path), false)
+    }
+
+    /// Replaces the rules with `config`, a whole config another source put
+    /// together (the etcd source: the file's rules with etcd's parts);
+    /// `origin` says where it came from (`etcd revision 42`).
+    ///
+    /// `config` must have passed [`rules::validate`]: the source validates
+    /// it with its own provenance (problems at etcd keys), and it is not
+    /// validated twice. Everything else a change goes through (restart-only
+    /// sections, the data plane's check, all or nothing) applies.
+    pub fn apply_config(&self, config: &Config, origin: &str) -> Result<ChangeReport, ApiError> {
+        let proposal = Proposal::Config { config, origin };
+        self.change(ChangeSource::Reload, proposal, false)
     }
 
     /// The rules that run now.
@@ -306,6 +322,7 @@ impl ControlState {
                 rules::load_file(path).map_err(config_error)?,
                 Some(path.display().to_string()),
             ),
+            Proposal::Config { config, origin } => (config.clone(), Some(origin.to_owned())),
         };
         let diff = diff(&base.config, &next);
         let restart: Vec<&str> = diff

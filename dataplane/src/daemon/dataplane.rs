@@ -166,10 +166,8 @@ impl Dataplane for DaemonDataplane {
     }
 
     fn status(&self) -> StatusReport {
-        let mut report = status_report(
-            self.gateway.snapshot().generation(),
-            self.started.elapsed().as_secs(),
-        );
+        let snapshot = self.gateway.snapshot();
+        let mut report = status_report(snapshot.generation(), self.started.elapsed().as_secs());
         report.workers = self
             .workers
             .iter()
@@ -180,6 +178,16 @@ impl Dataplane for DaemonDataplane {
             })
             .collect();
         report.interfaces = self.interfaces.clone();
+        // The MAC each interface sends from now (the kernel's, followed
+        // while running, where the config gives none).
+        for (port, info) in report.interfaces.iter_mut().enumerate() {
+            if let Some(mac) = u16::try_from(port)
+                .ok()
+                .and_then(|p| snapshot.interface_mac(p))
+            {
+                info.mac = crate::rules::format_mac(&mac);
+            }
+        }
         report
     }
 

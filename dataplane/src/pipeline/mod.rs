@@ -775,7 +775,9 @@ impl Pipeline {
             last_seen_ns: now_ns,
         };
         let reply_hash = flow_hash(&conn.reply_tuple());
-        flows.insert(conn, hash, reply_hash, now_ns);
+        if flows.insert(conn, hash, reply_hash, now_ns).is_none() {
+            return Verdict::Drop(DropReason::FlowTableFull);
+        }
         self.counters.new_flows.inc();
         flows.count_packet(endpoint_id, frame.len() as u64);
         to_backend(frame, meta, backend, next_hop, snapshot)

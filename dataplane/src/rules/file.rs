@@ -69,7 +69,7 @@ impl<'t> FileProvenance<'t> {
             Item::Interface(i) => {
                 let interface = raw.interfaces.get(i)?;
                 match key {
-                    "mac" => start(Some(&interface.mac)),
+                    "mac" => start(interface.mac.as_ref()),
                     _ => start(Some(&interface.name)),
                 }
             }
@@ -135,14 +135,17 @@ impl<'t> FileProvenance<'t> {
             "fill_ring_size" => daemon.fill_ring_size.as_ref(),
             "completion_ring_size" => daemon.completion_ring_size.as_ref(),
             "control_idle_timeout" => daemon.control_idle_timeout.as_ref(),
+            "metrics_socket_mode" => daemon.metrics_socket_mode.as_ref(),
             _ => None,
         };
         let text = match key {
             "idle" => daemon.idle.as_ref(),
             "bind_mode" => daemon.bind_mode.as_ref(),
             "xdp_mode" => daemon.xdp_mode.as_ref(),
+            "fast_path" => daemon.fast_path.as_ref(),
             "control_socket" => daemon.control_socket.as_ref(),
             "metrics_address" => daemon.metrics_address.as_ref(),
+            "metrics_socket_group" => daemon.metrics_socket_group.as_ref(),
             "log_format" => daemon.log_format.as_ref(),
             "log_level" => daemon.log_level.as_ref(),
             _ => None,

@@ -111,6 +111,11 @@ pub struct FlowSettings {
     pub tcp_closing_timeout_s: u32,
     /// Idle timeout of a UDP flow, in seconds.
     pub udp_timeout_s: u32,
+    /// Whether a full table may evict an established connection to make
+    /// room for a new one. Off: only expired, embryonic (SYN-state, or UDP
+    /// its backend never answered) and closing connections make room, and
+    /// a new flow that finds none is dropped (`flow_table_full`).
+    pub evict_established: bool,
 }
 
 impl Default for GatewaySettings {
@@ -129,6 +134,7 @@ impl Default for FlowSettings {
             tcp_established_timeout_s: 900,
             tcp_closing_timeout_s: 60,
             udp_timeout_s: 60,
+            evict_established: false,
         }
     }
 }
@@ -143,7 +149,10 @@ pub struct Interface {
     /// Interface name (e.g. `eth0`), unique.
     pub name: String,
     /// The interface's own MAC: the source MAC of frames sent from it.
-    pub mac: MacAddr,
+    /// `None` (the file gives none): the daemon reads it from the kernel
+    /// at start and follows it while it runs; given, the kernel's must
+    /// match it.
+    pub mac: Option<MacAddr>,
 }
 
 /// A static neighbour: the MAC to send to for an address, and on which
@@ -755,13 +764,21 @@ pub struct DaemonSettings {
     pub bind_mode: BindModeSetting,
     /// XDP attach mode.
     pub xdp_mode: XdpModeSetting,
+    /// Whether the XDP program forwards established connections itself.
+    pub fast_path: FastPathSetting,
     /// Path of the control socket (created with mode 0600).
     pub control_socket: PathBuf,
     /// Seconds a control-socket client may stay connected without sending
     /// a request before it is closed.
     pub control_idle_timeout_s: u32,
-    /// Loopback address of the Prometheus endpoint; none = no endpoint.
-    pub metrics_address: Option<SocketAddr>,
+    /// Where the Prometheus endpoint listens; none = no endpoint.
+    pub metrics_address: Option<MetricsAddress>,
+    /// File mode of a Unix metrics socket; `None` = `0o600` (only the
+    /// daemon's user may scrape).
+    pub metrics_socket_mode: Option<u32>,
+    /// Group (id) given to a Unix metrics socket, so that a mode such as
+    /// `0o660` lets that group's scraper in; `None` = the daemon's group.
+    pub metrics_socket_group: Option<u32>,
     /// Log line format.
     pub log_format: LogFormatSetting,
     /// Log filter, e.g. `info` or `flowgate_dataplane=debug`.
@@ -782,13 +799,27 @@ impl Default for DaemonSettings {
             completion_ring_size: 4096,
             bind_mode: BindModeSetting::Auto,
             xdp_mode: XdpModeSetting::Auto,
+            fast_path: FastPathSetting::Xdp,
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
             control_idle_timeout_s: 3,
             metrics_address: None,
+            metrics_socket_mode: None,
+            metrics_socket_group: None,
             log_format: LogFormatSetting::Human,
             log_level: "info".to_owned(),
         }
     }
+}
+
+/// Where the Prometheus endpoint listens (`[daemon] metrics_address`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsAddress {
+    /// A loopback address and port (`"127.0.0.1:9464"`).
+    Tcp(SocketAddr),
+    /// A Unix stream socket at this absolute path (`"unix:/run/flowgate/metrics.sock"`);
+    /// its file mode and group are `metrics_socket_mode` and
+    /// `metrics_socket_group`.
+    Unix(PathBuf),
 }
 
 /// What an idle worker does.
@@ -824,6 +855,20 @@ pub enum XdpModeSetting {
     Native,
     /// Generic (skb) mode.
     Generic,
+}
+
+/// The kernel fast path setting (`fast_path`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FastPathSetting {
+    /// The XDP program forwards the packets of established connections
+    /// from a cache the workers keep; the workers see every handshake,
+    /// close and new flow. The default: it sends frames only out of the
+    /// interfaces the kernel says can transmit XDP frames, and is off,
+    /// with a warning that says why, where none can.
+    #[default]
+    Xdp,
+    /// Every owned packet goes to a worker.
+    Off,
 }
 
 /// Log line format setting.

@@ -28,6 +28,11 @@ pub(super) struct RawConfig {
     pub services: Vec<RawService>,
     #[serde(default)]
     pub routing: RawRouting,
+    /// `[etcd]`: where a fleet's rules come from. Not rules: the fleet
+    /// module reads it (`fleet::settings::from_config_text`); here it is
+    /// only let through.
+    #[serde(default, rename = "etcd")]
+    pub _etcd: Option<toml::Table>,
 }
 
 /// `[gateway]`.
@@ -52,9 +57,12 @@ pub(super) struct RawDaemon {
     pub completion_ring_size: Option<Spanned<i64>>,
     pub bind_mode: Option<Spanned<String>>,
     pub xdp_mode: Option<Spanned<String>>,
+    pub fast_path: Option<Spanned<String>>,
     pub control_socket: Option<Spanned<String>>,
     pub control_idle_timeout: Option<Spanned<i64>>,
     pub metrics_address: Option<Spanned<String>>,
+    pub metrics_socket_mode: Option<Spanned<i64>>,
+    pub metrics_socket_group: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
 }
@@ -68,6 +76,7 @@ pub(super) struct RawFlows {
     pub tcp_established_timeout: Option<Spanned<i64>>,
     pub tcp_closing_timeout: Option<Spanned<i64>>,
     pub udp_timeout: Option<Spanned<i64>>,
+    pub evict_established: Option<Spanned<bool>>,
 }
 
 /// One `[[interfaces]]` entry.
@@ -75,7 +84,7 @@ pub(super) struct RawFlows {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawInterface {
     pub name: Spanned<String>,
-    pub mac: Spanned<String>,
+    pub mac: Option<Spanned<String>>,
 }
 
 /// One `[[neighbours]]` entry.

@@ -411,7 +411,13 @@ impl Snapshot {
             zone_priority: &config.routing.zone_priority,
             next: Snapshot {
                 generation: previous.map_or(1, |p| p.generation.saturating_add(1)),
-                interface_macs: config.interfaces.iter().map(|i| i.mac).collect(),
+                // An interface without a MAC (the daemon fills in the
+                // kernel's before it compiles) sends from all zeros.
+                interface_macs: config
+                    .interfaces
+                    .iter()
+                    .map(|i| i.mac.unwrap_or_default())
+                    .collect(),
                 client_routing: Arc::new(ClientRouting::build(config)),
                 backend_names: previous
                     .map(|p| Arc::clone(&p.backend_names))
@@ -880,11 +886,11 @@ mod tests {
             interfaces: vec![
                 Interface {
                     name: "eth0".into(),
-                    mac: [2, 0, 0, 0, 0, 1],
+                    mac: Some([2, 0, 0, 0, 0, 1]),
                 },
                 Interface {
                     name: "eth1".into(),
-                    mac: [2, 0, 0, 0, 0, 2],
+                    mac: Some([2, 0, 0, 0, 0, 2]),
                 },
             ],
             neighbours: vec![Neighbour {
