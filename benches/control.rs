@@ -163,6 +163,7 @@ fn config(services: usize, backends: usize, table_size: u32) -> Config {
             backends: (0..backends)
                 .map(|b| Backend::new(backend_address(s, b), 8080))
                 .collect(),
+            routing: Default::default(),
         })
         .collect();
     let mut config = Config {

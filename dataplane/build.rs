@@ -12,7 +12,8 @@
 //!   or a header is missing, the build stops with one line that says what
 //!   to install.
 //!
-//! Reruns only when the C source or the limits change.
+//! Reruns only when the C source, the fast path's layouts or the limits
+//! change.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use std::process::{exit, Command};
 
 const SOURCE: &str = "bpf/flowgate_xdp.c";
 const LIMITS: &str = "bpf/flowgate_limits.h";
+const FAST_PATH: &str = "bpf/flowgate_fastpath.h";
 const OBJECT: &str = "flowgate_xdp.o";
 const CAPACITY: &str = "xdp_capacity.rs";
 const FIX: &str = "run scripts/install-deps.sh";
@@ -45,6 +47,7 @@ fn main() {
         return;
     }
     println!("cargo:rerun-if-changed={SOURCE}");
+    println!("cargo:rerun-if-changed={FAST_PATH}");
     println!("cargo:rerun-if-env-changed=CLANG");
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
     let multiarch = multiarch_include();

@@ -27,7 +27,7 @@ mkdir -p "$OUT"
 command -v valgrind >/dev/null || { echo "valgrind is not installed (scripts/install-deps.sh)" >&2; exit 1; }
 
 exe=$(cargo bench --no-run --bench admission --message-format=json 2>/dev/null |
-  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+  grep '"name":"admission"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$exe" ] || { echo "could not build the admission bench" >&2; exit 1; }
 
 cache_flags=()

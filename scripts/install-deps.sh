@@ -19,10 +19,14 @@ set -euo pipefail
 #   `systemctl disable --now prometheus` if that is not wanted);
 # - tests/systemd.rs checks configs/flowgate.service with systemd-analyze
 #   (the systemd package; nothing is started), and tests/conventions.rs
-#   renders the man pages with groff (groff-base).
+#   renders the man pages with groff (groff-base);
+# - rules from etcd: the etcd-client crate's build runs protoc
+#   (protobuf-compiler), and tests/fleet_*.rs start a real etcd server on
+#   loopback (etcd-server; etcd-client gives etcdctl, to look at the store
+#   by hand).
 PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev pkg-config m4 libbpf-dev linux-libc-dev
   iproute2 ethtool nftables iputils-ping curl wrk nginx-light python3 netsniff-ng tcpdump valgrind
-  prometheus systemd groff-base)
+  prometheus systemd groff-base protobuf-compiler etcd-server etcd-client)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -56,7 +56,7 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed (scripts/ins
 # Build with the bench profile (release + thin LTO, codegen-units 1, line
 # debug info) and find the binary.
 [ "$REPORT_ONLY" = 1 ] || exe=$(cargo bench --no-run --bench instructions --message-format=json 2>/dev/null |
-  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+  grep '"name":"instructions"' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 [ "$REPORT_ONLY" = 1 ] || [ -x "$exe" ] || { echo "could not build the instructions bench" >&2; exit 1; }
 
 cache_flags=()

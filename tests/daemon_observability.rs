@@ -151,3 +151,53 @@ fn flows_and_socket_statistics_are_answered_by_the_control_side() {
     gw.assert_running();
     gw.stop();
 }
+
+#[test]
+fn metrics_are_served_on_a_unix_socket_with_the_mode_and_group_asked_for() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use std::os::unix::net::UnixStream;
+    if !privileged() {
+        return;
+    }
+    let _one = one_gateway_at_a_time();
+    let topo = Topology::new(1);
+    let socket = topo.scratch.path("metrics.sock");
+    let config = topo.config(&[0]).replacen(
+        "[daemon]\n",
+        &format!(
+            "[daemon]\nmetrics_address = \"unix:{}\"\nmetrics_socket_mode = 0o660\n\
+             metrics_socket_group = \"root\"\n",
+            socket.display()
+        ),
+        1,
+    );
+    let mut gw = topo.start_gateway(&config);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut stream = loop {
+        match UnixStream::connect(&socket) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("metrics socket: {e}; again");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("metrics socket: {e}\n{}", gw.log()),
+        }
+    };
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.mode() & 0o777, 0o660, "mode {:o}", meta.mode());
+    assert_eq!(meta.gid(), 0, "group root");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("flowgate_polls_total{"), "{text}");
+    gw.assert_running();
+    gw.stop();
+    assert!(!socket.exists(), "the socket file is removed at stop");
+}

@@ -22,7 +22,7 @@ use serde_json::Value;
 /// The schema of each command's output on success. A command that writes
 /// no JSON (a shell script, man pages) refuses `-o json`: its output is an
 /// error.
-const SCHEMAS: [(&str, &str); 23] = [
+const SCHEMAS: [(&str, &str); 24] = [
     ("status", "status.json"),
     ("service list", "services.json"),
     ("service add", "changed.json"),
@@ -37,6 +37,7 @@ const SCHEMAS: [(&str, &str); 23] = [
     ("apply", "changed.json"),
     ("stats", "stats.json"),
     ("flows", "flows.json"),
+    ("explain", "explain.json"),
     ("completions", "error.json"),
     ("man", "error.json"),
     ("-A", "changed.json"),
@@ -261,6 +262,18 @@ fn walk_reads(walk: &mut Walk, d: &Daemon) {
         0,
     );
     assert_eq!(samples.len(), 3, "the first sample and two more");
+    let explained = walk.ok(
+        d,
+        &[
+            "explain",
+            "--from",
+            "198.18.0.2:40000",
+            "--to",
+            "198.18.100.10:80/tcp",
+        ],
+    );
+    assert_eq!(explained["service"], "web");
+    assert_eq!(explained["outcome"], "placed");
     let flows = walk.ok(d, &["flows"]);
     let flows = flows["flows"].as_array().unwrap();
     assert_eq!(flows[0]["service"], "web");
@@ -406,6 +419,18 @@ fn walk_failures(walk: &mut Walk, d: &Daemon, vip: &str) {
     walk.ok(d, &["-D", "-t", vip]);
     let gone = walk.fails(d, &["-L", "-n", "-t", vip], 1);
     assert_eq!(gone["code"], "not_found");
+    let nowhere = walk.fails(
+        d,
+        &[
+            "explain",
+            "--from",
+            "198.18.0.2",
+            "--to",
+            "198.18.100.99:80",
+        ],
+        1,
+    );
+    assert_eq!(nowhere["code"], "not_found");
     let nope = walk.fails(d, &["backend", "drain", "nope", "198.18.1.11:8080"], 1);
     assert_eq!(nope["code"], "not_found");
     let unknown = walk.fails(d, &["backend", "heartbeat", "web", "198.18.1.99:8080"], 1);

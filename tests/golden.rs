@@ -14,14 +14,28 @@
 //! What a down backend's connections get on the wire under each
 //! `on_backend_down` policy (the RST included) is checked the same way,
 //! against tests/golden/make_dead_backend.py's frames.
+//!
+//! Every fixture also runs through the XDP program (BPF_PROG_TEST_RUN)
+//! in front of the pipeline with the kernel fast path off, on, and on with
+//! one port unable to take XDP frames; and random changes to the fixtures'
+//! frames, sent once their connections are established, must give the
+//! same verdict and frame all three ways.
 
 mod common;
 
 use common::*;
+use proptest::prelude::*;
+use std::sync::Arc;
+
+use flowgate_dataplane::fastpath::{
+    connection_rewrites, CacheGeometry, EntryMemory, FastConfig, FastPath,
+};
 use flowgate_dataplane::pipeline::{DropReason, Verdict};
 use flowgate_dataplane::replay::{pcap, replay, ReplayOptions};
 use flowgate_dataplane::wire::builder::{ExtensionHeader, FrameBuilder};
 use flowgate_dataplane::wire::{frame_checksums_ok, tcp_flags, ParseError};
+use flowgate_dataplane::xdp::test_run::action;
+use flowgate_dataplane::xdp::{OwnedTraffic, XdpTester};
 
 const SYN: u8 = tcp_flags::SYN;
 const SYN_ACK: u8 = tcp_flags::SYN | tcp_flags::ACK;
@@ -907,4 +921,371 @@ fn a_dead_backends_connections_on_the_wire_follow_the_policy() {
             "{name}"
         );
     }
+}
+
+/// The gateway as it runs with the XDP program in front of the pipeline:
+/// one program instance per port (as on each interface), run through
+/// BPF_PROG_TEST_RUN, and the pipeline for what the program hands up. With
+/// the fast path on, the connection table keeps the program's caches in
+/// step as the daemon's workers do.
+struct WithXdp {
+    h: Harness,
+    programs: Vec<XdpTester>,
+    /// The ports the fast path may send out of (`FastConfig::egress_ready`).
+    egress_ready: u64,
+    /// Frames the fast path forwarded.
+    fast: usize,
+}
+
+impl WithXdp {
+    /// Loads the two program instances (once per test: verifying the
+    /// program takes a while); the fast path, if on, sends only out of the
+    /// ports of `egress_ready`.
+    fn new(fast_path: bool, egress_ready: u64) -> WithXdp {
+        let h = Harness::new(GOLDEN_RULES);
+        let geometry = CacheGeometry::new(1, 1024);
+        let owned = OwnedTraffic::from_snapshot(&h.snapshot);
+        let mut programs = Vec::new();
+        for port in 0..2u32 {
+            let mut x = XdpTester::load(geometry).expect("loading the XDP program (needs root)");
+            x.own(&owned).unwrap();
+            // Loopback stands in for both interfaces: a test run redirects
+            // nothing, it only reports the action.
+            for p in 0..2 {
+                x.set_tx_port(p, 1).unwrap();
+            }
+            let partitions = if fast_path { geometry.partitions } else { 0 };
+            x.set_fast_config(FastConfig {
+                partitions,
+                slot_mask: geometry.slots - 1,
+                port_index: port,
+                egress_ready,
+            })
+            .unwrap();
+            programs.push(x);
+        }
+        let mut sys = WithXdp {
+            h,
+            programs,
+            egress_ready,
+            fast: 0,
+        };
+        sys.reset(fast_path);
+        sys
+    }
+
+    /// A fresh pipeline and connection table, and empty caches.
+    fn reset(&mut self, fast_path: bool) {
+        self.h = Harness::new(GOLDEN_RULES);
+        self.fast = 0;
+        for x in &self.programs {
+            x.clear_cache();
+        }
+        if fast_path {
+            let caches = self
+                .programs
+                .iter()
+                .map(|x| Some(x.cache() as Arc<dyn EntryMemory>))
+                .collect();
+            let records = self.h.flows.capacity();
+            let geometry = self.programs[0].geometry();
+            self.h
+                .flows
+                .set_fast_path(FastPath::new(geometry, 0, caches, records, 0));
+        }
+    }
+
+    /// One frame in on `ingress`: the verdict and frame of whichever of
+    /// the program and the pipeline decided it.
+    fn run(&mut self, input: &[u8], ingress: u16, now_ns: u64) -> (Verdict, Vec<u8>) {
+        let program = &self.programs[usize::from(ingress)];
+        let before = program.counters();
+        let run = program.run(input).unwrap();
+        let after = program.counters();
+        match run.action {
+            action::PASS => {
+                assert_eq!(run.frame, input, "a passed frame is untouched");
+                (Verdict::Pass, run.frame)
+            }
+            action::TX | action::REDIRECT if after.fast_forwarded() > before.fast_forwarded() => {
+                self.fast += 1;
+                // The egress interface by the source MAC it was given.
+                let port = (0..2u16)
+                    .find(|&p| {
+                        self.h.snapshot.interface_mac(p)
+                            == Some(run.frame[6..12].try_into().unwrap())
+                    })
+                    .expect("an interface's MAC as source");
+                assert!(
+                    (self.egress_ready >> port) & 1 == 1,
+                    "the fast path sent out of port {port}, which cannot take it"
+                );
+                assert_eq!(
+                    run.action == action::TX,
+                    port == ingress,
+                    "XDP_TX iff out where it came in"
+                );
+                (Verdict::Transmit(port), run.frame)
+            }
+            action::DROP => {
+                // Handed up: owned, and no socket in a test run.
+                assert_eq!(after.dropped_no_socket, before.dropped_no_socket + 1);
+                assert_eq!(run.frame, input, "a frame handed up is untouched");
+                let result = self.h.run(input, ingress, now_ns);
+                let generation = self.h.snapshot.generation();
+                let snapshot = &self.h.snapshot;
+                self.h
+                    .flows
+                    .sync_fast_path(generation, |c| connection_rewrites(c, snapshot));
+                result
+            }
+            other => panic!("XDP action {other}"),
+        }
+    }
+}
+
+/// Runs every fixture (frames from `frames`) through the program and the
+/// pipeline with the fast path off, on, and on with port 1 unable to take
+/// XDP frames (its packets handed up): each step gives the fixture's
+/// verdict and frame every way; then every step's input is sent again (an
+/// established connection's next packets) and all ways must still agree.
+/// Returns how many frames the fast path forwarded, on and half on.
+fn check_fixtures_with_xdp(frames: impl Fn(&Step) -> (Vec<u8>, Vec<u8>)) -> (usize, usize) {
+    let (mut fast, mut fast_half) = (0, 0);
+    let mut off = WithXdp::new(false, u64::MAX);
+    let mut on = WithXdp::new(true, u64::MAX);
+    let mut half = WithXdp::new(true, 0b01);
+    for fixture in fixtures() {
+        off.reset(false);
+        on.reset(true);
+        half.reset(true);
+        let mut now = 1_000_000_000;
+        for s in &fixture.steps {
+            let (input, expected) = frames(s);
+            now += 1_000;
+            let systems = [
+                ("off", &mut off),
+                ("on", &mut on),
+                ("on, port 1 not ready", &mut half),
+            ];
+            for (which, sys) in systems {
+                let (verdict, out) = sys.run(&input, s.ingress, now);
+                assert_eq!(
+                    verdict, s.verdict,
+                    "{} / {} (fast path {which}): verdict",
+                    fixture.name, s.what
+                );
+                assert!(
+                    out == expected,
+                    "{} / {} (fast path {which}): frame differs\n got:\n{}\n want:\n{}",
+                    fixture.name,
+                    s.what,
+                    hex(&out),
+                    hex(&expected)
+                );
+            }
+        }
+        for round in 0..2 {
+            for s in &fixture.steps {
+                let (input, _) = frames(s);
+                now += 1_000;
+                let a = off.run(&input, s.ingress, now);
+                for (which, sys) in [("on", &mut on), ("on, port 1 not ready", &mut half)] {
+                    let b = sys.run(&input, s.ingress, now);
+                    assert_eq!(
+                        a.0, b.0,
+                        "{} / {} again ({round}, {which}): verdict",
+                        fixture.name, s.what
+                    );
+                    assert!(
+                        a.1 == b.1,
+                        "{} / {} again ({round}, {which}): frame differs\n off:\n{}\n on:\n{}",
+                        fixture.name,
+                        s.what,
+                        hex(&a.1),
+                        hex(&b.1)
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            off.fast, 0,
+            "{}: the fast path forwarded while off",
+            fixture.name
+        );
+        fast += on.fast;
+        fast_half += half.fast;
+    }
+    (fast, fast_half)
+}
+
+#[test]
+fn fixtures_hold_through_the_xdp_program_with_the_fast_path_on_and_off() {
+    let (fast, half) = check_fixtures_with_xdp(built_frames);
+    // UDP answers and queries, and established TCP data both ways, at least.
+    assert!(fast >= 10, "the fast path forwarded only {fast} frames");
+    // With port 1 not ready, only what leaves through port 0 (replies to
+    // clients, and a one-armed service's frames) goes fast.
+    assert!(
+        half > 0 && half < fast,
+        "half ready: {half} of {fast} frames"
+    );
+}
+
+#[test]
+fn independent_frames_hold_through_the_xdp_program_with_the_fast_path_on_and_off() {
+    let (fast, half) = check_fixtures_with_xdp(|s| match s.independent {
+        Some(name) => {
+            let (input, output) = independent_frames(name);
+            let expected = output.unwrap_or_else(|| input.clone());
+            (input, expected)
+        }
+        None => built_frames(s),
+    });
+    assert!(fast >= 10, "the fast path forwarded only {fast} frames");
+    assert!(
+        half > 0 && half < fast,
+        "half ready: {half} of {fast} frames"
+    );
+}
+
+/// How one frame of a fixture is changed: byte `at` (modulo the frame's
+/// length) XORed with `mask` or set to `value`, or the frame cut to a
+/// length.
+#[derive(Clone, Debug)]
+enum Mutation {
+    Xor { at: usize, mask: u8 },
+    Set { at: usize, value: u8 },
+    Cut(usize),
+}
+
+/// Offsets the program and the pipeline decide on, untagged and with one
+/// VLAN tag: IPv4 version and header length, total length, fragment
+/// field, TTL, protocol; TCP data offset and flags, UDP length; IPv6
+/// payload length, next header and hop limit.
+const DECISIVE: [usize; 16] = [
+    14, 16, 17, 20, 21, 22, 23, 46, 47, 38, 39, 18, 19, 26, 51, 42,
+];
+/// Values that cross the checks: 0, 1, flags, header lengths, all ones.
+const VALUES: [u8; 12] = [
+    0, 1, 2, 0x01, 0x04, 0x10, 0x12, 0x45, 0x46, 0x50, 0x80, 0xff,
+];
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let decisive = prop::sample::select(DECISIVE.to_vec());
+    let value = prop::sample::select(VALUES.to_vec());
+    prop_oneof![
+        3 => (0..80usize, 1..=255u8).prop_map(|(at, mask)| Mutation::Xor { at, mask }),
+        1 => (80..1600usize, 1..=255u8).prop_map(|(at, mask)| Mutation::Xor { at, mask }),
+        4 => (decisive, value).prop_map(|(at, value)| Mutation::Set { at, value }),
+        // BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header.
+        1 => (14..100usize).prop_map(Mutation::Cut),
+    ]
+}
+
+impl Mutation {
+    fn apply(&self, frame: &[u8]) -> Vec<u8> {
+        let mut f = frame.to_vec();
+        let len = f.len().max(1);
+        match *self {
+            Mutation::Xor { at, mask } => {
+                if let Some(b) = f.get_mut(at % len) {
+                    *b ^= mask;
+                }
+            }
+            Mutation::Set { at, value } => {
+                if let Some(b) = f.get_mut(at % len) {
+                    *b = value;
+                }
+            }
+            Mutation::Cut(len) => f.truncate(len),
+        }
+        f
+    }
+}
+
+/// Random changes to the golden fixtures' frames, sent after each
+/// fixture's own steps (which set its connections up, so that the fast
+/// path has entries to use), must give the same verdict and the same
+/// frame with the fast path off, on, and on with port 1 unable to take XDP
+/// frames: whatever the program forwards itself, the pipeline would have
+/// forwarded the same way, and whatever it hands up reaches the pipeline
+/// untouched. The program runs through BPF_PROG_TEST_RUN; the three
+/// systems are loaded once and reset for each case.
+#[test]
+fn mutated_frames_of_established_connections_give_the_same_output_with_the_fast_path_on_and_off() {
+    use proptest::test_runner::{Config, TestRunner};
+    use std::cell::RefCell;
+
+    let fixtures = fixtures();
+    let systems = RefCell::new((
+        WithXdp::new(false, u64::MAX),
+        WithXdp::new(true, u64::MAX),
+        WithXdp::new(true, 0b01),
+    ));
+    let fast = RefCell::new(0usize);
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (
+        0..fixtures.len(),
+        prop::collection::vec((0..16usize, mutation()), 1..24),
+    );
+    runner
+        .run(&strategy, |(which, changes)| {
+            let fixture = &fixtures[which];
+            let (off, on, half) = &mut *systems.borrow_mut();
+            off.reset(false);
+            on.reset(true);
+            half.reset(true);
+            let mut now = 1_000_000_000;
+            for s in &fixture.steps {
+                now += 1_000;
+                for sys in [&mut *off, &mut *on, &mut *half] {
+                    sys.run(&s.input, s.ingress, now);
+                }
+            }
+            for (i, (index, change)) in changes.iter().enumerate() {
+                let s = &fixture.steps[index % fixture.steps.len()];
+                // Every other change is the step's frame as it is: the
+                // connection's next packet, which the fast path forwards.
+                let input = if i % 2 == 0 {
+                    change.apply(&s.input)
+                } else {
+                    s.input.clone()
+                };
+                now += 1_000;
+                let a = off.run(&input, s.ingress, now);
+                for (name, sys) in [("on", &mut *on), ("on, port 1 not ready", &mut *half)] {
+                    let b = sys.run(&input, s.ingress, now);
+                    prop_assert_eq!(
+                        &a.0,
+                        &b.0,
+                        "{} / {} {:?} ({}): verdict",
+                        fixture.name,
+                        s.what,
+                        change,
+                        name
+                    );
+                    prop_assert!(
+                        a.1 == b.1,
+                        "{} / {} {:?} ({}): frame differs\n off:\n{}\n on:\n{}",
+                        fixture.name,
+                        s.what,
+                        change,
+                        name,
+                        hex(&a.1),
+                        hex(&b.1)
+                    );
+                }
+            }
+            *fast.borrow_mut() += on.fast;
+            prop_assert_eq!(off.fast, 0);
+            Ok(())
+        })
+        .unwrap();
+    let fast = fast.into_inner();
+    assert!(fast > 64, "the fast path forwarded only {fast} frames");
 }

@@ -633,6 +633,11 @@ fn difference(after: &XdpCounters, before: &XdpCounters) -> XdpCounters {
         passed_fragment: after.passed_fragment - before.passed_fragment,
         passed_unparsed: after.passed_unparsed - before.passed_unparsed,
         passed_local: after.passed_local - before.passed_local,
+        fast_tx: after.fast_tx - before.fast_tx,
+        fast_redirect: after.fast_redirect - before.fast_redirect,
+        fast_miss: after.fast_miss - before.fast_miss,
+        fast_handed_up: after.fast_handed_up - before.fast_handed_up,
+        fast_no_egress: after.fast_no_egress - before.fast_no_egress,
     }
 }
 

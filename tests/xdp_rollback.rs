@@ -197,7 +197,7 @@ fn a_key_the_kernel_refuses_part_way_takes_the_whole_change_back() {
     for (what, g0, g1, refusing, map) in cases {
         let interfaces = TwoInterfaces::new();
         let filters = vec![interfaces.attach("g0", g0), interfaces.attach("g1", g1)];
-        let gateway = Gateway::start(first(), Vec::new(), filters, vec![0, 0]).unwrap();
+        let gateway = Gateway::start(first(), Vec::new(), filters, vec![0, 0], Vec::new()).unwrap();
         assert_maps_hold(&gateway, &first(), what);
         let dns = |gateway: &Gateway| {
             gateway

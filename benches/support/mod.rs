@@ -148,6 +148,7 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
                         Backend::new(IpAddr::V4(backend_host(host)), 8080)
                     })
                     .collect(),
+                routing: Default::default(),
             }
         })
         .collect();
@@ -164,15 +165,16 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
         interfaces: vec![
             Interface {
                 name: "fg-client".into(),
-                mac: GW_CLIENT_MAC,
+                mac: Some(GW_CLIENT_MAC),
             },
             Interface {
                 name: "fg-backend".into(),
-                mac: GW_BACKEND_MAC,
+                mac: Some(GW_BACKEND_MAC),
             },
         ],
         neighbours,
         services,
+        routing: Default::default(),
     }
 }
 
@@ -332,7 +334,10 @@ impl World {
         World {
             services: gateway.services,
             snapshot: Arc::clone(&gateway.snapshot),
-            flows: FlowTable::new(capacity, FlowTimeouts::default()),
+            // The table is filled with established connections; a new flow
+            // into it measures an eviction (the setting operators may choose).
+            flows: FlowTable::new(capacity, FlowTimeouts::default())
+                .with_established_eviction(true),
             pipeline: Pipeline::new(),
             memory,
             frames,

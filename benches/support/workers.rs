@@ -62,7 +62,8 @@ impl Workers {
             .zip(handoffs)
             .map(|(pool, handoff)| {
                 let worker = Worker::new(
-                    FlowTable::new(capacity, FlowTimeouts::default()),
+                    FlowTable::new(capacity, FlowTimeouts::default())
+                        .with_established_eviction(true),
                     pool,
                     2,
                     BATCH,

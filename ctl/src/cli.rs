@@ -68,6 +68,8 @@ pub enum Action {
     },
     /// `flows`.
     Flows(FlowsQuery),
+    /// `explain`.
+    Explain(flowgate_api::ExplainQuery),
     /// ipvsadm-style `-L`: services and backends, optionally one service.
     List(Option<Listener>),
     /// ipvsadm-style change to the service at a listener.
@@ -224,6 +226,17 @@ enum Command {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Where a client's new flow to a service would go, and why: its
+    /// class, SET, canary draw, zone steps and the scheduler's pick, from
+    /// the rules that run now.
+    Explain {
+        /// The client: ADDR or ADDR:PORT ([ADDR]:PORT for IPv6).
+        #[arg(long, value_name = "ADDR[:PORT]")]
+        from: String,
+        /// The service: VIP:PORT, or VIP:PORT/PROTO (tcp, udp).
+        #[arg(long, value_name = "VIP:PORT[/PROTO]")]
+        to: String,
     },
     /// Print a shell completion script:
     /// `flowgatectl completions bash > /etc/bash_completion.d/flowgatectl`.
@@ -608,9 +621,19 @@ fn action(command: Command) -> Result<Action, String> {
             service,
             limit: Some(limit),
         })),
+        Command::Explain { from, to } => Ok(Action::Explain(explain_query(from, &to))),
         Command::Completions { shell } => Ok(Action::Completions(shell)),
         Command::Man { dir } => Ok(Action::Man(dir)),
     }
+}
+
+/// `--to VIP:PORT[/PROTO]` and `--from` as an `explain` request.
+fn explain_query(from: String, to: &str) -> flowgate_api::ExplainQuery {
+    let (to, protocol) = match to.rsplit_once('/') {
+        Some((to, protocol)) => (to.to_owned(), Some(protocol.to_owned())),
+        None => (to.to_owned(), None),
+    };
+    flowgate_api::ExplainQuery { from, to, protocol }
 }
 
 /// `service list|add|edit|del`.

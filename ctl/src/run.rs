@@ -81,6 +81,7 @@ pub fn run(
         Action::BackendList(service) => session.read(Request::BackendList(ServiceName { service })),
         Action::Flows(query) => session.read(Request::Flows(query)),
         Action::Heartbeat(key) => session.read(Request::BackendHeartbeat(key)),
+        Action::Explain(query) => session.read(Request::Explain(query)),
         Action::Change(Request::BackendDel(key)) => {
             let remove_service = format!("flowgatectl service del {}", key.service);
             session.delete_backend(key, remove_service)
@@ -188,6 +189,7 @@ impl Session<'_> {
             Reply::Stats(s) => show::stats(s),
             Reply::Changed(c) => show::change(c),
             Reply::Heartbeat(h) => show::heartbeat(h),
+            Reply::Explain(e) => show::explain(e),
         };
         self.write(&text)
     }

@@ -287,6 +287,12 @@ pub fn services(reply: &ServicesReply) -> String {
     table(&rows)
 }
 
+/// `explain`: the decision, stage by stage (the reply's own text, which
+/// `flowgate explain` prints too).
+pub fn explain(e: &flowgate_api::ExplainReply) -> String {
+    e.to_string()
+}
+
 /// `backend list`.
 pub fn backends(reply: &BackendsReply) -> String {
     table(&backend_rows(&reply.backends))

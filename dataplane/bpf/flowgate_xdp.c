@@ -56,6 +56,29 @@
 // (full or missing fill ring); the kernel counts those per socket
 // (XDP_STATISTICS), not here.
 //
+// The kernel fast path (on when `fast_config.partitions` is not 0): owned
+// TCP/UDP whose connection the workers put in `fast_flows` (one entry per
+// direction; flowgate_fastpath.h has the layout, the hashes and the
+// publication rule) is rewritten here exactly as the userspace pipeline
+// would rewrite it — MACs, the address and port, TTL or hop limit, the
+// checksums patched with the entry's precomputed deltas — and sent out:
+// XDP_TX when the egress port is this interface, otherwise
+// bpf_redirect_map to `fast_tx_ports`. The entry's last-seen time and
+// counters are updated. Everything else owned goes up to the socket as
+// without the fast path (counted as `fast_miss` or `fast_handed_up`):
+//   - TCP with SYN, FIN or RST: the workers see every handshake and close;
+//   - IPv4 options, IPv6 extension headers, fragments (never looked up);
+//   - TTL or hop limit of 1 or 0 (the worker drops and counts them);
+//   - lengths the userspace parser would refuse (IP total or payload
+//     length past the frame, TCP data offset, UDP length): the worker
+//     drops them with their reason;
+//   - no entry, an entry being written, or an egress port that cannot
+//     take the frame (no device in `fast_tx_ports`, or its bit clear in
+//     `fast_config.egress_ready`: a device that cannot transmit XDP
+//     frames, where the kernel would drop it);
+//   - ICMP and everything else is not owned, as before.
+// VLAN tags (up to two) are kept as they are, like the pipeline does.
+//
 // The counter indices and the key layout are mirrored in
 // dataplane/src/xdp/program.rs; change both together. The maps' sizes come
 // from flowgate_limits.h, which Rust reads too.
@@ -68,6 +91,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "flowgate_fastpath.h"
 #include "flowgate_limits.h"
 
 // A VIP address belongs to at least one service key, so rules that fit
@@ -103,7 +127,12 @@ enum counter {
 	PASSED_FRAGMENT = 9,
 	PASSED_UNPARSED = 10,
 	PASSED_LOCAL = 11,
-	COUNTER_COUNT = 12,
+	FAST_TX = 12,
+	FAST_REDIRECT = 13,
+	FAST_MISS = 14,
+	FAST_HANDED_UP = 15,
+	FAST_NO_EGRESS = 16,
+	COUNTER_COUNT = 17,
 };
 
 // A service or a backend: address (IPv4-mapped for IPv4), port in network
@@ -194,6 +223,31 @@ struct {
 	__type(value, struct config);
 } config SEC(".maps");
 
+// The connection cache (flowgate_fastpath.h); the loader sizes it to
+// partitions × slots per partition, and each worker maps it.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct fast_entry);
+} fast_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fast_config);
+} fast_config SEC(".maps");
+
+// Egress interfaces by port index, for bpf_redirect_map.
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, __u32);
+} fast_tx_ports SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, COUNTER_COUNT);
@@ -261,8 +315,12 @@ static __always_inline void v4_mapped(__u8 *out, __be32 addr)
 struct l3_result {
 	struct traffic_key dst;
 	struct traffic_key src;
+	void *l3;
 	void *l4;
 	int fragment;
+	int v6;
+	// No IPv4 options, no IPv6 extension header: the fast path's case.
+	int plain;
 };
 
 // 0 when parsed, otherwise the counter of why not (the frame is passed).
@@ -276,7 +334,9 @@ static __always_inline __u32 parse_ipv4(void *l3, void *end, struct l3_result *r
 	if (ip->version != 4 || ip->ihl < 5)
 		return PASSED_UNPARSED;
 	header_len = ip->ihl * 4;
+	r->l3 = l3;
 	r->l4 = l3 + header_len;
+	r->plain = ip->ihl == 5;
 	// MF set or a non-zero offset: a fragment.
 	r->fragment = (ip->frag_off & bpf_htons(0x3fff)) != 0;
 	r->dst.protocol = ip->protocol;
@@ -338,8 +398,319 @@ static __always_inline __u32 parse_ipv6(void *l3, void *end, struct l3_result *r
 		return PASSED_UNPARSED;
 	r->dst.protocol = next;
 	r->src.protocol = next;
+	r->l3 = l3;
 	r->l4 = cursor;
+	r->v6 = 1;
+	r->plain = cursor == (void *)(ip + 1);
 	return 0;
+}
+
+// ---- The kernel fast path (flowgate_fastpath.h) ----
+
+#define FAST_UP (-1)
+
+#define barrier() asm volatile("" ::: "memory")
+#define READ_ONCE_U32(x) (*(volatile __u32 *)&(x))
+
+struct tcp_head {
+	__be16 sport;
+	__be16 dport;
+	__be32 seq;
+	__be32 ack;
+	__u8 offset; // data offset in the high nibble
+	__u8 flags;
+	__be16 window;
+	__be16 check;
+	__be16 urgent;
+};
+
+struct udp_head {
+	__be16 sport;
+	__be16 dport;
+	__be16 len;
+	__be16 check;
+};
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+
+// What a hit in the cache tells the program to do, copied out of the
+// entry between the two reads of its sequence word.
+struct fast_rewrite {
+	__u8 new_addr[16];
+	__be16 new_port;
+	__u16 l3_delta;
+	__u16 l4_delta;
+	__u8 rewrite;
+	__u8 eth[12]; // destination, then source: the Ethernet header's order
+	__u8 client_mac[6];
+	__u16 egress_port;
+};
+
+union fast_key_words {
+	struct fast_key key;
+	__u64 words[5];
+};
+
+// `check` (network byte order) patched with a folded delta (RFC 1624,
+// eqn. 3: ~(~HC + Σ(~m + m'))).
+static __always_inline __be16 csum_patch(__be16 check, __u16 delta)
+{
+	__u32 sum = (__u16)~bpf_ntohs(check);
+
+	sum += delta;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return bpf_htons((__u16)~sum);
+}
+
+static __always_inline int fast_up(__u32 reason)
+{
+	count(reason);
+	return FAST_UP;
+}
+
+// Whether the headers of this plain (no options, no extension headers)
+// TCP/UDP packet are ones the fast path may forward: lengths the
+// userspace parser accepts, TTL above 1, and for TCP no SYN, FIN or RST.
+// Sets *ip_end, *ttl.
+static __always_inline int fast_eligible(struct l3_result *r, void *end)
+{
+	void *ip_end;
+	__u8 ttl;
+
+	if (r->v6) {
+		struct ipv6hdr *ip6 = r->l3;
+
+		if ((void *)(ip6 + 1) > end)
+			return 0;
+		ip_end = (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len);
+		ttl = ip6->hop_limit;
+	} else {
+		struct iphdr *ip = r->l3;
+		__u16 total;
+
+		if ((void *)(ip + 1) > end)
+			return 0;
+		total = bpf_ntohs(ip->tot_len);
+		if (total < sizeof(*ip))
+			return 0;
+		ip_end = (void *)ip + total;
+		ttl = ip->ttl;
+	}
+	if (ip_end > end || ttl <= 1)
+		return 0;
+	if (r->dst.protocol == IPPROTO_TCP) {
+		struct tcp_head *tcp = r->l4;
+		__u32 header_len;
+
+		if ((void *)(tcp + 1) > end || (void *)(tcp + 1) > ip_end)
+			return 0;
+		header_len = (tcp->offset >> 4) * 4;
+		if (header_len < sizeof(*tcp) || r->l4 + header_len > ip_end)
+			return 0;
+		return !(tcp->flags & (TCP_SYN | TCP_FIN | TCP_RST));
+	}
+	{
+		struct udp_head *udp = r->l4;
+		__u16 len;
+
+		if ((void *)(udp + 1) > end || (void *)(udp + 1) > ip_end)
+			return 0;
+		len = bpf_ntohs(udp->len);
+		return len >= sizeof(*udp) && r->l4 + len <= ip_end;
+	}
+}
+
+// Looks the packet's direction up in its owner's partition; 1 and *out
+// filled on a hit, 0 on a miss.
+static __always_inline int fast_lookup(struct fast_config *cfg, union fast_key_words *k,
+				       int client_is_src, struct fast_rewrite *out,
+				       struct fast_entry **hit)
+{
+	__u32 mask = cfg->slot_mask;
+	__u32 part, base, home;
+	__u64 hash;
+	int i;
+
+	if (client_is_src)
+		part = fast_owner(&k->words[0], k->key.sport, cfg->partitions);
+	else
+		part = fast_owner(&k->words[2], k->key.dport, cfg->partitions);
+	base = part * (mask + 1);
+	hash = fast_key_hash(k->words);
+	home = (__u32)(hash >> 32); // the high half: a product's best bits
+
+#pragma unroll
+	for (i = 0; i < FLOWGATE_FAST_PROBES; i++) {
+		__u32 index = base + ((home + i) & mask);
+		struct fast_entry *e = bpf_map_lookup_elem(&fast_flows, &index);
+		__u64 *key;
+		__u32 seq, state;
+
+		if (!e)
+			return 0;
+		seq = READ_ONCE_U32(e->seq);
+		barrier();
+		state = e->state;
+		if (state == FAST_EMPTY)
+			return 0;
+		if (state != FAST_LIVE)
+			continue;
+		key = (__u64 *)&e->key;
+		if (key[0] != k->words[0] || key[1] != k->words[1] ||
+		    key[2] != k->words[2] || key[3] != k->words[3] ||
+		    key[4] != k->words[4])
+			continue;
+		if (seq & 1)
+			return 0;
+		__builtin_memcpy(out->new_addr, e->new_addr, 16);
+		out->new_port = e->new_port;
+		out->l3_delta = e->l3_delta;
+		out->l4_delta = e->l4_delta;
+		out->rewrite = e->rewrite;
+		__builtin_memcpy(out->eth, e->eth_dst, 12);
+		out->egress_port = e->egress_port;
+		__builtin_memcpy(out->client_mac, e->client_mac, 6);
+		barrier();
+		if (READ_ONCE_U32(e->seq) != seq)
+			return 0;
+		*hit = e;
+		return 1;
+	}
+	return 0;
+}
+
+// The rewrite the pipeline makes, on a frame fast_eligible() accepted.
+static __always_inline void fast_rewrite_frame(void *data, void *end, struct l3_result *r,
+					       struct fast_rewrite *w)
+{
+	__u16 *port_field;
+	int udp = r->dst.protocol == IPPROTO_UDP;
+
+	if ((void *)((struct ethhdr *)data + 1) > end)
+		return;
+	__builtin_memcpy(data, w->eth, 12);
+
+	if (r->v6) {
+		struct ipv6hdr *ip6 = r->l3;
+
+		if ((void *)(ip6 + 1) > end)
+			return;
+		if (w->rewrite == FAST_REWRITE_DST)
+			__builtin_memcpy(&ip6->daddr, w->new_addr, 16);
+		else
+			__builtin_memcpy(&ip6->saddr, w->new_addr, 16);
+		ip6->hop_limit -= 1;
+	} else {
+		struct iphdr *ip = r->l3;
+
+		if ((void *)(ip + 1) > end)
+			return;
+		if (w->rewrite == FAST_REWRITE_DST)
+			__builtin_memcpy(&ip->daddr, w->new_addr + 12, 4);
+		else
+			__builtin_memcpy(&ip->saddr, w->new_addr + 12, 4);
+		ip->ttl -= 1;
+		ip->check = csum_patch(ip->check, w->l3_delta);
+	}
+
+	if (udp) {
+		struct udp_head *h = r->l4;
+
+		if ((void *)(h + 1) > end)
+			return;
+		port_field = w->rewrite == FAST_REWRITE_DST ? &h->dport : &h->sport;
+		*port_field = w->new_port;
+		// A zero UDP checksum means none and stays zero; a patched
+		// zero goes out as 0xFFFF (RFC 768).
+		if (h->check) {
+			h->check = csum_patch(h->check, w->l4_delta);
+			if (!h->check)
+				h->check = 0xffff;
+		}
+	} else {
+		struct tcp_head *h = r->l4;
+
+		if ((void *)(h + 1) > end)
+			return;
+		port_field = w->rewrite == FAST_REWRITE_DST ? &h->dport : &h->sport;
+		*port_field = w->new_port;
+		h->check = csum_patch(h->check, w->l4_delta);
+	}
+}
+
+// Whether the frame comes from the MAC the entry was made with (a zero
+// MAC in the entry: not checked).
+static __always_inline int fast_client_mac_ok(void *data, void *end, __u8 *mac)
+{
+	struct ethhdr *eth = data;
+	__u32 want_hi, got_hi;
+	__u16 want_lo, got_lo;
+
+	if ((void *)(eth + 1) > end)
+		return 0;
+	__builtin_memcpy(&want_hi, mac, 4);
+	__builtin_memcpy(&want_lo, mac + 4, 2);
+	if (!want_hi && !want_lo)
+		return 1;
+	__builtin_memcpy(&got_hi, eth->h_source, 4);
+	__builtin_memcpy(&got_lo, eth->h_source + 4, 2);
+	return want_hi == got_hi && want_lo == got_lo;
+}
+
+// The fast path for an owned TCP/UDP packet: its action when the cache
+// forwards it, FAST_UP when it goes to the worker.
+static __always_inline int fast_forward(struct xdp_md *ctx, struct l3_result *r,
+					int client_is_src)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	union fast_key_words k = {};
+	struct fast_rewrite w;
+	struct fast_entry *e = 0;
+	struct fast_config *cfg;
+	struct ports *ports;
+	__u32 zero = 0;
+	int action;
+
+	cfg = bpf_map_lookup_elem(&fast_config, &zero);
+	if (!cfg || !cfg->partitions)
+		return FAST_UP; // off: not counted, as without a fast path
+	if (!r->plain || !fast_eligible(r, end))
+		return fast_up(FAST_HANDED_UP);
+
+	ports = r->l4;
+	if ((void *)(ports + 1) > end)
+		return fast_up(FAST_HANDED_UP);
+	__builtin_memcpy(k.key.src, r->src.addr, 16);
+	__builtin_memcpy(k.key.dst, r->dst.addr, 16);
+	k.key.sport = ports->src;
+	k.key.dport = ports->dst;
+	k.key.protocol = r->dst.protocol;
+	if (!fast_lookup(cfg, &k, client_is_src, &w, &e) || !e)
+		return fast_up(FAST_MISS);
+	if (client_is_src && !fast_client_mac_ok(data, end, w.client_mac))
+		return fast_up(FAST_HANDED_UP);
+
+	// A port whose device would drop the frame: to the worker, which
+	// sends it through its socket.
+	if (w.egress_port >= 64 || !((cfg->egress_ready >> w.egress_port) & 1))
+		return fast_up(FAST_NO_EGRESS);
+	if (w.egress_port == cfg->port_index) {
+		action = XDP_TX;
+	} else {
+		action = bpf_redirect_map(&fast_tx_ports, w.egress_port, 0);
+		if (action != XDP_REDIRECT)
+			return fast_up(FAST_NO_EGRESS);
+	}
+	fast_rewrite_frame(data, end, r, &w);
+	e->last_seen_ns = bpf_ktime_get_ns();
+	__sync_fetch_and_add(&e->packets, 1);
+	__sync_fetch_and_add(&e->bytes, (__u64)(end - data));
+	count(action == XDP_TX ? FAST_TX : FAST_REDIRECT);
+	return action;
 }
 
 SEC("xdp")
@@ -409,12 +780,22 @@ int flowgate_xdp(struct xdp_md *ctx)
 	r.dst.port = ports->dst;
 	r.src.port = ports->src;
 
-	if (bpf_map_lookup_elem(&services, &r.dst))
+	if (bpf_map_lookup_elem(&services, &r.dst)) {
+		int action = fast_forward(ctx, &r, 1);
+
+		if (action != FAST_UP)
+			return action;
 		return redirect_owned(ctx, REDIRECTED_VIP);
+	}
 	if (bpf_map_lookup_elem(&reply_sources, &r.src)) {
+		int action;
+
 		// From a backend to the box itself: the box's own connection.
 		if (bpf_map_lookup_elem(&local_addrs, r.dst.addr))
 			return pass(PASSED_LOCAL);
+		action = fast_forward(ctx, &r, 0);
+		if (action != FAST_UP)
+			return action;
 		return redirect_owned(ctx, REDIRECTED_REPLY);
 	}
 	return pass(PASSED_NOT_OWNED);

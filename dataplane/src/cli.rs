@@ -62,6 +62,23 @@ enum Command {
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
         output: Format,
     },
+    /// Where a client's new flow to a service would go under a config, and
+    /// why, stage by stage (every backend taken as up): what `flowgatectl
+    /// explain` says of the running rules.
+    Explain {
+        /// The config file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The client: ADDR or ADDR:PORT ([ADDR]:PORT for IPv6).
+        #[arg(long, value_name = "ADDR[:PORT]")]
+        from: String,
+        /// The service: VIP:PORT, or VIP:PORT/PROTO (tcp, udp).
+        #[arg(long, value_name = "VIP:PORT[/PROTO]")]
+        to: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
     /// Run a pcap capture through the pipeline and write what it would send.
     ///
     /// Outputs appear only when the run succeeds (written beside, then
@@ -84,6 +101,17 @@ enum Command {
         /// MAC the frame is addressed to, else the first).
         #[arg(long)]
         ingress: Option<String>,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// List the fleet's gateways from etcd (the config's `[etcd]`): each
+    /// one's revision, generation, health and held keys, and whether it
+    /// lags behind the last change to the rules.
+    Fleet {
+        /// The config file (TOML) whose `[etcd]` names the cluster.
+        #[arg(long, short)]
+        config: PathBuf,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
         output: Format,
@@ -157,6 +185,12 @@ pub fn main(version: &'static str) -> ExitCode {
             forward_only,
         } => run_daemon(config, cores, forward_only),
         Command::Check { config, output } => check(&config, output),
+        Command::Explain {
+            config,
+            from,
+            to,
+            output,
+        } => explain(&config, from, &to, output),
         Command::Replay {
             config,
             input,
@@ -165,6 +199,7 @@ pub fn main(version: &'static str) -> ExitCode {
             ingress,
             output,
         } => run_replay(&config, &input, &output_pcap, passed, ingress, output),
+        Command::Fleet { config, output } => fleet(&config, output),
         Command::Completions { shell } => completions(version, shell),
         Command::Man { dir } => man_pages(version, &dir),
     };
@@ -246,8 +281,98 @@ fn load(path: &Path) -> Result<Config, Failure> {
     rules::load_file(path).map_err(|e| Failure::usage(format!("invalid config:\n{e}")))
 }
 
+/// `flowgate fleet`: the gateways' status keys, with their lag.
+fn fleet(path: &Path, format: Format) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("{}: cannot read config: {e}", path.display())))?;
+    let settings = crate::fleet::settings::from_config_text(&text, &path.display().to_string())
+        .map_err(|problems| Failure::usage(problems.join("\n")))?
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "{}: no [etcd] section: no fleet to list",
+                path.display()
+            ))
+        })?;
+    let rows = crate::fleet::store::FleetStore::connect_with(&settings)
+        .and_then(|mut store| store.fleet())
+        .map_err(|e| Failure::runtime(e.to_string()))?;
+    match format {
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| serde_json::json!({ "status": r.status, "lag": r.lag, "lags": r.lags() }))
+                .collect();
+            println!("{}", serde_json::Value::Array(rows));
+        }
+        Format::Text => {
+            println!(
+                "{:<20} {:>10} {:>10} {:>10} {:<12} {:>5} {:>8}  LAG",
+                "GATEWAY", "REVISION", "SEEN", "GENERATION", "HEALTH", "HELD", "SERVICES"
+            );
+            for row in &rows {
+                let s = &row.status;
+                let lag = if row.lags() {
+                    format!("lags ({} behind)", row.lag)
+                } else {
+                    "-".to_owned()
+                };
+                println!(
+                    "{:<20} {:>10} {:>10} {:>10} {:<12} {:>5} {:>8}  {lag}",
+                    s.id,
+                    s.revision,
+                    s.seen_revision,
+                    s.generation,
+                    s.health.name(),
+                    s.held.len(),
+                    s.services
+                );
+                for held in &s.held {
+                    println!(
+                        "  held {} (revision {}): {}",
+                        held.key,
+                        held.revision,
+                        held.problems.join("; ")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Refuses what `run` would refuse at start without the kernel, through
 /// the very checks `run` makes ([`daemon::load_checked`]).
+/// `explain --config`: the decision of a snapshot built from the file.
+fn explain(path: &Path, from: String, to: &str, format: Format) -> Result<(), Failure> {
+    let config = rules::load_file(path).map_err(|e| Failure::usage(e.to_string()))?;
+    let mut snapshot = crate::table::Snapshot::build(&config, None);
+    let mut paths = crate::table::PathRouting::new(usize::MAX, &snapshot);
+    let paths_loaded = paths
+        .load(&config, &snapshot)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    if paths_loaded {
+        // The paths named backends the first build could not resolve.
+        snapshot = crate::table::Snapshot::build(&config, Some(&snapshot));
+    }
+    let (to, protocol) = match to.rsplit_once('/') {
+        Some((to, protocol)) => (to.to_owned(), Some(protocol.to_owned())),
+        None => (to.to_owned(), None),
+    };
+    let query = flowgate_api::ExplainQuery { from, to, protocol };
+    let mut reply = crate::control::explain::explain(&snapshot, Some(paths.table().view()), &query)
+        .map_err(|e| Failure::usage(e.message))?;
+    reply.generation = 0;
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string(&flowgate_api::Reply::Explain(reply))
+                .map_err(|e| Failure::runtime(e.to_string()))?
+        ),
+        Format::Text => print!("{reply}"),
+    }
+    Ok(())
+}
+
 fn check(path: &Path, format: Format) -> Result<(), Failure> {
     let config = daemon::load_checked(path, None)
         .map_err(daemon_failure)?

@@ -20,15 +20,11 @@ use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::hash::bytes_hash;
+use crate::fastpath;
 use crate::pipeline::Parsed;
 use crate::port::{Frame, FramePool};
 use crate::table::Snapshot;
 use crate::wire::{ip_proto, PacketMeta};
-
-/// Salt of the owner hash: unrelated to the flow hash, so that ownership
-/// and Maglev choices do not correlate.
-const OWNER_SALT: u64 = 0x6f77_6e65_7273_6869;
 
 /// A frame on its way to its owner: the frame, what its receiver's parse
 /// found and its flow hash (so the owner neither parses nor hashes it
@@ -68,10 +64,9 @@ pub fn owner_of(parsed: &Parsed, snapshot: &Snapshot, workers: usize, here: usiz
     } else {
         (tuple.dst, tuple.dst_port)
     };
-    let mut key = [0u8; 18];
-    key[..16].copy_from_slice(&client);
-    key[16..].copy_from_slice(&port.to_be_bytes());
-    (bytes_hash(&key, OWNER_SALT) % workers as u64) as usize
+    // The kernel fast path's owner hash: the program looks a connection up
+    // in the partition of the worker that owns it, which writes it there.
+    fastpath::owner(&client, port, u32::try_from(workers).unwrap_or(u32::MAX)) as usize
 }
 
 /// One worker's end of the hand-over: its inbox, every other worker's

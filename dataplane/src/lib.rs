@@ -29,6 +29,8 @@ pub mod cli;
 pub mod control;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+pub mod fastpath;
+pub mod fleet;
 pub mod flow;
 pub mod handoff;
 pub mod hash;

@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::fastpath::connection_rewrites;
 use crate::flow::FlowTable;
 use crate::handoff::{owner_of, HandedFrame, Handoff};
 use crate::pipeline::{parse_batch, touch_frames, DropReason, Parsed, Pipeline, Verdict};
@@ -196,6 +197,10 @@ impl Worker {
         }
         received += self.process_handed(memory, snapshot, kernel, now_ns);
         self.send(ports);
+        // The kernel fast path: install what became established, check
+        // the entries against a new snapshot (nothing without one).
+        self.flows
+            .sync_fast_path(snapshot.generation(), |c| connection_rewrites(c, snapshot));
         self.flows.expire(now_ns, EXPIRE_BUDGET);
         if let Some(handoff) = &self.handoff {
             handoff.balance(&mut self.pool);

@@ -4,6 +4,12 @@
 //! segment, and three backends whose HTTP and UDP services run on threads
 //! of the test process and record every connection they serve.
 //!
+//! The gateway's veths cannot take the frames an XDP program sends out of
+//! them (their peers have GRO off), so the kernel fast path is off and
+//! the workers forward everything; FLOWGATE_NETNS_PEER_GRO=1 turns GRO on
+//! at the peers, and every test then runs with the fast path forwarding
+//! established packets (tests/fast_path_netns.rs tests both on purpose).
+//!
 //! Addresses and MACs are those of configs/demo.toml. Every namespace is
 //! deleted when the topology drops (also when a test fails), the servers'
 //! threads stop and are joined, and a running flowgate is killed.
@@ -102,7 +108,7 @@ pub enum Proto {
 }
 
 /// One connection or datagram a backend served.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Served {
     /// Backend number, 1..=3.
     pub backend: u8,
@@ -198,13 +204,14 @@ fn serve_http(
         let _ = stream.set_nonblocking(false);
         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
         let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-        if read_request(&mut stream).is_ok() && stream.write_all(response.as_bytes()).is_ok() {
-            served.lock().unwrap().push(Served {
+        if read_request(&mut stream).is_ok() {
+            let record = Served {
                 backend: n,
                 proto: Proto::Tcp,
                 port,
                 peer: canonical(peer),
-            });
+            };
+            record_and_answer(served, record, || stream.write_all(response.as_bytes()));
         }
     }
 }
@@ -228,14 +235,34 @@ fn serve_udp(n: u8, socket: UdpSocket, stop: &AtomicBool, served: &Mutex<Vec<Ser
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Relaxed) {
         if let Ok((_, peer)) = socket.recv_from(&mut buf) {
-            if socket.send_to(answer.as_bytes(), peer).is_ok() {
-                served.lock().unwrap().push(Served {
-                    backend: n,
-                    proto: Proto::Udp,
-                    port: 5353,
-                    peer: canonical(peer),
-                });
-            }
+            let record = Served {
+                backend: n,
+                proto: Proto::Udp,
+                port: 5353,
+                peer: canonical(peer),
+            };
+            record_and_answer(served, record, || {
+                socket.send_to(answer.as_bytes(), peer).map(drop)
+            });
+        }
+    }
+}
+
+/// Records `record` and then answers: a client can have its answer
+/// before the server's thread runs again (with the kernel fast path the
+/// answer crosses the gateway inside the server's own send), so the
+/// record must be there first. An answer that could not be sent takes
+/// its record back.
+fn record_and_answer(
+    served: &Mutex<Vec<Served>>,
+    record: Served,
+    answer: impl FnOnce() -> io::Result<()>,
+) {
+    served.lock().unwrap().push(record.clone());
+    if answer().is_err() {
+        let mut served = served.lock().unwrap();
+        if let Some(i) = served.iter().rposition(|s| *s == record) {
+            served.remove(i);
         }
     }
 }
@@ -360,6 +387,9 @@ impl Topology {
             scratch: Scratch::new(),
         };
         topo.warm_up();
+        if std::env::var_os("FG_TMP_GRO").is_some() {
+            topo.set_peer_gro(true, true);
+        }
         topo
     }
 
@@ -384,6 +414,21 @@ impl Topology {
             let ok = (0..3).any(|_| ping(from, &to));
             assert!(ok, "topology: {} cannot reach {to}", from.name());
         }
+    }
+
+    /// Turns GRO on or off on the peers of the gateway's two veths: the
+    /// client's `eth0` (peer of `fg-client`) and the bridge port `gw`
+    /// (peer of `fg-backend`). A veth takes the frames an XDP program sends
+    /// out of it only while its peer has GRO on (or an XDP program of its
+    /// own); the topology is built with GRO off on both.
+    pub fn set_peer_gro(&self, client_side: bool, backend_side: bool) {
+        let gro = |on: bool| if on { "on" } else { "off" };
+        self.client
+            .exec("ethtool", &["-K", "eth0", "gro", gro(client_side)])
+            .unwrap();
+        self.lan
+            .exec("ethtool", &["-K", "gw", "gro", gro(backend_side)])
+            .unwrap();
     }
 
     /// Everything the backends served so far.

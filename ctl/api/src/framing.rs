@@ -240,6 +240,11 @@ mod tests {
             Request::BackendList(ServiceName {
                 service: "web".into(),
             }),
+            Request::Explain(crate::ExplainQuery {
+                from: "198.18.0.2:40000".into(),
+                to: "198.18.100.10:80".into(),
+                protocol: Some("udp".into()),
+            }),
             Request::Apply(ApplyConfig {
                 config: "[gateway]\n".into(),
                 origin: Some("gw.toml".into()),

@@ -18,6 +18,7 @@
 //! - [`report`]: what the data plane reports — status, counters, live
 //!   connections.
 //! - [`diff`]: what a change changed, as an operator reads it.
+//! - [`explain`]: where a client's new flow to a service goes, and why.
 //! - [`framing`]: one message per line — reading a request line within
 //!   limits, refusing another version, writing a response.
 //! - [`ControlClient`]: the client end of the socket.
@@ -31,6 +32,7 @@
 mod client;
 pub mod diff;
 pub mod error;
+pub mod explain;
 pub mod framing;
 pub mod reply;
 pub mod report;
@@ -42,6 +44,9 @@ pub use diff::{
     BackendChange, BackendSummary, ConfigDiff, Relabel, Reweight, ServiceChange, ServiceSummary,
 };
 pub use error::{ApiError, ErrorCode};
+pub use explain::{
+    ExplainCanary, ExplainClass, ExplainPath, ExplainQuery, ExplainReply, ExplainStep,
+};
 pub use framing::parse_request;
 pub use reply::{
     BackendHealth, BackendState, BackendView, BackendsReply, ChangeReport, CheckReport, FlowsReply,

@@ -71,6 +71,8 @@ pub enum Reply {
     Backends(BackendsReply),
     /// `backend_heartbeat`.
     Heartbeat(HeartbeatReply),
+    /// `explain`.
+    Explain(crate::ExplainReply),
 }
 
 /// What a mutating request did.
@@ -294,6 +296,7 @@ impl Tagged for Reply {
         "services",
         "backends",
         "heartbeat",
+        "explain",
     ];
     const EXPECTING: &'static str = "a reply";
 
@@ -306,6 +309,7 @@ impl Tagged for Reply {
             "services" => Reply::Services(body.value()?),
             "backends" => Reply::Backends(body.value()?),
             "heartbeat" => Reply::Heartbeat(body.value()?),
+            "explain" => Reply::Explain(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

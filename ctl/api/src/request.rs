@@ -62,6 +62,8 @@ pub enum Request {
     /// A heartbeat of a backend registered with a `heartbeat_ttl`: it
     /// stays alive for one more TTL. Changes no rule.
     BackendHeartbeat(BackendKey),
+    /// Where a client's new flow to a service goes, and why.
+    Explain(crate::ExplainQuery),
 }
 
 /// One change to the rules; a [`Batch`] holds several.
@@ -318,6 +320,7 @@ impl Tagged for Request {
         "backend_del",
         "backend_drain",
         "backend_heartbeat",
+        "explain",
     ];
     const EXPECTING: &'static str = "a request";
 
@@ -338,6 +341,7 @@ impl Tagged for Request {
             "backend_del" => Request::BackendDel(body.value()?),
             "backend_drain" => Request::BackendDrain(body.value()?),
             "backend_heartbeat" => Request::BackendHeartbeat(body.value()?),
+            "explain" => Request::Explain(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

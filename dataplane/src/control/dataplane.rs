@@ -49,6 +49,12 @@ pub trait Dataplane: Send + Sync {
     /// Up to `limit` live connections, only those of `service` if given.
     fn flows(&self, service: Option<&str>, limit: usize) -> Vec<FlowEntry>;
 
+    /// The snapshot published last, for `explain`; `None` for a data
+    /// plane that has none to show.
+    fn snapshot(&self) -> Option<std::sync::Arc<crate::table::Snapshot>> {
+        None
+    }
+
     /// The generation of the snapshot published last. The default asks
     /// [`Dataplane::status`]; override it if that is costly.
     fn generation(&self) -> u64 {

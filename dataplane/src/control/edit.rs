@@ -343,6 +343,7 @@ impl Editor {
             failover: Default::default(),
             health: Default::default(),
             backends: Vec::new(),
+            routing: Default::default(),
         };
         // Backends are parsed before the service is added, so that a bad
         // one leaves no half-made service behind.

@@ -197,7 +197,8 @@ impl MemoryDataplane {
                 name: i.name.clone(),
                 port,
                 ifindex: None,
-                mac: format_mac(&i.mac),
+                // In memory there is no kernel to ask: all zeros, as sent.
+                mac: format_mac(&i.mac.unwrap_or_default()),
                 xdp_mode: "none".into(),
                 af_xdp_mode: "memory".into(),
                 queues: 1,
@@ -227,6 +228,10 @@ impl MemoryDataplane {
 }
 
 impl Dataplane for MemoryDataplane {
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        Some(self.build.publisher.current())
+    }
+
     fn check(&self, config: &Config) -> Result<(), CapacityError> {
         self.capacity().check(config)
     }

@@ -29,6 +29,7 @@
 mod dataplane;
 mod diff;
 mod edit;
+pub mod explain;
 pub mod health;
 #[cfg(any(test, feature = "testkit"))]
 mod memory;

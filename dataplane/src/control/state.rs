@@ -120,6 +120,9 @@ enum Proposal<'a> {
     Text { text: &'a str, origin: &'a str },
     /// A whole config, in a file.
     File(&'a Path),
+    /// A whole config another source put together (etcd's rules on the
+    /// file's), and where it came from.
+    Config { config: &'a Config, origin: &'a str },
 }
 
 impl ControlState {
@@ -184,6 +187,19 @@ impl ControlState {
     /// rules keep running.
     pub fn reload(&mut self, path: &Path) -> Result<ChangeReport, ApiError> {
         self.change(ChangeSource::Reload, Proposal::File(path), false)
+    }
+
+    /// Replaces the rules with `config`, a whole config another source put
+    /// together (the etcd source: the file's rules with etcd's parts);
+    /// `origin` says where it came from (`etcd revision 42`).
+    ///
+    /// `config` must have passed [`rules::validate`]: the source validates
+    /// it with its own provenance (problems at etcd keys), and it is not
+    /// validated twice. Everything else a change goes through (restart-only
+    /// sections, the data plane's check, all or nothing) applies.
+    pub fn apply_config(&self, config: &Config, origin: &str) -> Result<ChangeReport, ApiError> {
+        let proposal = Proposal::Config { config, origin };
+        self.change(ChangeSource::Reload, proposal, false)
     }
 
     /// The rules that run now.
@@ -258,6 +274,15 @@ impl ControlState {
             Request::BackendDel(x) => self.edit_one(Edit::BackendDel(x)),
             Request::BackendDrain(x) => self.edit_one(Edit::BackendDrain(x)),
             Request::BackendHeartbeat(key) => self.heartbeat(&key).map(Reply::Heartbeat),
+            Request::Explain(query) => {
+                let snapshot = self.dataplane.snapshot().ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::Internal,
+                        "this data plane has no snapshot to explain",
+                    )
+                })?;
+                super::explain::explain(&snapshot, None, &query).map(Reply::Explain)
+            }
         }
     }
 
@@ -352,6 +377,7 @@ impl ControlState {
                 rules::load_file(path).map_err(config_error)?,
                 Some(path.display().to_string()),
             ),
+            Proposal::Config { config, origin } => (config.clone(), Some(origin.to_owned())),
         };
         let diff = diff(&base.config, &next);
         let restart: Vec<&str> = diff

@@ -195,15 +195,17 @@ impl Dataplane for DaemonDataplane {
         self.health.heartbeat(service, backend, ttl)
     }
 
+    fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        Some(self.gateway.snapshot())
+    }
+
     fn generation(&self) -> u64 {
         self.gateway.snapshot().generation()
     }
 
     fn status(&self) -> StatusReport {
-        let mut report = status_report(
-            self.gateway.snapshot().generation(),
-            self.started.elapsed().as_secs(),
-        );
+        let snapshot = self.gateway.snapshot();
+        let mut report = status_report(snapshot.generation(), self.started.elapsed().as_secs());
         report.workers = self
             .workers
             .iter()
@@ -214,6 +216,16 @@ impl Dataplane for DaemonDataplane {
             })
             .collect();
         report.interfaces = self.interfaces.clone();
+        // The MAC each interface sends from now (the kernel's, followed
+        // while running, where the config gives none).
+        for (port, info) in report.interfaces.iter_mut().enumerate() {
+            if let Some(mac) = u16::try_from(port)
+                .ok()
+                .and_then(|p| snapshot.interface_mac(p))
+            {
+                info.mac = crate::rules::format_mac(&mac);
+            }
+        }
         report
     }
 

@@ -41,7 +41,7 @@ use crate::control::health::initial_word;
 use crate::control::{Applied, ApplyError};
 use crate::liveness::Liveness;
 use crate::neigh::{merge_neighbours, KernelNeighbour};
-use crate::rules::{Backend, Config, Service};
+use crate::rules::{Backend, Config, MacAddr, Service};
 use crate::table::{LivenessInput, Snapshot, SnapshotPublisher};
 use crate::xdp::{CapacityError, OwnedTraffic, XdpCapacity, XdpFilter};
 
@@ -69,6 +69,10 @@ struct Inner {
     learned_version: u64,
     /// One per interface, in port order.
     filters: Vec<XdpFilter>,
+    /// Each interface's MAC as the kernel has it, in port order: what an
+    /// interface the config gives no `mac` sends from. A change moves
+    /// `learned_version` too.
+    link_macs: Vec<MacAddr>,
 }
 
 /// A snapshot compiled for installation, and what it was built on.
@@ -82,16 +86,15 @@ struct Compiled {
 }
 
 impl Compiled {
-    /// Compiles `config`, with `learned` merged in, on `previous`.
+    /// Compiles `config`, with what the kernel says merged in, on
+    /// `previous`.
     fn new(
         config: &Config,
-        learned: &[KernelNeighbour],
-        port_ifindex: &[u32],
+        kernel: &KernelView<'_>,
         previous: Arc<Snapshot>,
         learned_version: u64,
     ) -> Compiled {
-        let mut effective = config.clone();
-        effective.neighbours = merge_neighbours(config, learned, port_ifindex);
+        let effective = kernel.effective(config);
         let snapshot = build(&effective, Some(&previous));
         let owned = OwnedTraffic::from_snapshot(&snapshot);
         Compiled {
@@ -113,11 +116,14 @@ impl Gateway {
     /// Builds the first snapshot from `config` and what the kernel already
     /// knows, programs the filters with its keys and publishes it. Rules
     /// the XDP maps cannot hold are refused first, with their counts.
+    /// `link_macs` are the interfaces' MACs as the kernel has them, in
+    /// port order (interfaces the config gives no `mac` send from these).
     pub fn start(
         config: Config,
         learned: Vec<KernelNeighbour>,
         filters: Vec<XdpFilter>,
         port_ifindex: Vec<u32>,
+        link_macs: Vec<MacAddr>,
     ) -> Result<Gateway, String> {
         XdpCapacity::PROGRAM
             .check(&config)
@@ -130,6 +136,7 @@ impl Gateway {
                 .collect(),
             learned_version: 0,
             filters,
+            link_macs,
         };
         let effective = effective_config(&inner, &port_ifindex);
         let snapshot = build(&effective, None);
@@ -214,25 +221,35 @@ impl Gateway {
     /// Compiles `config` on what runs now, holding the lock only to read
     /// the learned neighbours.
     fn compile_unlocked(&self, config: &Config) -> Compiled {
-        let (learned, version, previous) = {
+        let (learned, link_macs, version, previous) = {
             let inner = self.lock();
             let learned: Vec<KernelNeighbour> = inner.learned.values().cloned().collect();
-            (learned, inner.learned_version, self.publisher.current())
+            let macs = inner.link_macs.clone();
+            (
+                learned,
+                macs,
+                inner.learned_version,
+                self.publisher.current(),
+            )
         };
-        Compiled::new(config, &learned, &self.port_ifindex, previous, version)
+        let kernel = KernelView {
+            learned: &learned,
+            port_ifindex: &self.port_ifindex,
+            link_macs: &link_macs,
+        };
+        Compiled::new(config, &kernel, previous, version)
     }
 
     /// Compiles `config` on what runs now, with the lock held (`inner`).
     fn compile(&self, inner: &Inner, config: &Config) -> Compiled {
         let learned: Vec<KernelNeighbour> = inner.learned.values().cloned().collect();
         let previous = self.publisher.current();
-        Compiled::new(
-            config,
-            &learned,
-            &self.port_ifindex,
-            previous,
-            inner.learned_version,
-        )
+        let kernel = KernelView {
+            learned: &learned,
+            port_ifindex: &self.port_ifindex,
+            link_macs: &inner.link_macs,
+        };
+        Compiled::new(config, &kernel, previous, inner.learned_version)
     }
 
     /// Records neighbour changes; rebuilds if any changed a backend's
@@ -292,6 +309,39 @@ impl Gateway {
             tracing::warn!(generation = applied.generation, "{warning}");
         }
         Ok(applied.generation)
+    }
+
+    /// The interfaces' MACs as last read from the kernel, in port order.
+    pub fn link_macs(&self) -> Vec<MacAddr> {
+        self.lock().link_macs.clone()
+    }
+
+    /// Records the interfaces' MACs as the kernel has them now (port
+    /// order); rebuilds if one changed that an interface without a
+    /// configured `mac` sends from. Returns the new generation, if any.
+    pub fn link_macs_changed(&self, macs: Vec<MacAddr>) -> Result<Option<u64>, String> {
+        let mut inner = self.lock();
+        if inner.link_macs == macs {
+            return Ok(None);
+        }
+        let used = |i: usize| {
+            inner
+                .config
+                .interfaces
+                .get(i)
+                .is_some_and(|c| c.mac.is_none())
+        };
+        let changed = (0..macs.len()).any(|i| used(i) && inner.link_macs.get(i) != macs.get(i));
+        inner.link_macs = macs;
+        inner.learned_version += 1;
+        if !changed {
+            return Ok(None);
+        }
+        let compiled = self.compile(&inner, &inner.config);
+        let applied = self
+            .install(&mut inner, compiled)
+            .map_err(|e| e.to_string())?;
+        Ok(Some(applied.generation))
     }
 
     /// Backend addresses with no static or usable learned next hop.
@@ -441,9 +491,33 @@ fn build(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
 
 fn effective_config(inner: &Inner, port_ifindex: &[u32]) -> Config {
     let learned: Vec<KernelNeighbour> = inner.learned.values().cloned().collect();
-    let mut effective = inner.config.clone();
-    effective.neighbours = merge_neighbours(&inner.config, &learned, port_ifindex);
-    effective
+    let kernel = KernelView {
+        learned: &learned,
+        port_ifindex,
+        link_macs: &inner.link_macs,
+    };
+    kernel.effective(&inner.config)
+}
+
+/// What the kernel says that the rules leave to it: learned neighbours,
+/// and the MACs of interfaces the config gives none.
+struct KernelView<'a> {
+    learned: &'a [KernelNeighbour],
+    port_ifindex: &'a [u32],
+    link_macs: &'a [MacAddr],
+}
+
+impl KernelView<'_> {
+    /// The rules the data path runs: `config` with the learned neighbours
+    /// merged in and every interface's MAC filled in.
+    fn effective(&self, config: &Config) -> Config {
+        let mut effective = config.clone();
+        effective.neighbours = merge_neighbours(config, self.learned, self.port_ifindex);
+        for (interface, link) in effective.interfaces.iter_mut().zip(self.link_macs) {
+            interface.mac.get_or_insert(*link);
+        }
+        effective
+    }
 }
 
 /// What the filters' maps hold compared with `owned`, the keys of the
@@ -556,7 +630,7 @@ mod tests {
             interfaces.attach("g0", None),
             interfaces.attach("g1", small_g1),
         ];
-        Gateway::start(config.clone(), Vec::new(), filters, vec![0, 0]).unwrap()
+        Gateway::start(config.clone(), Vec::new(), filters, vec![0, 0], Vec::new()).unwrap()
     }
 
     /// What each filter's maps hold, read from the kernel.
@@ -711,11 +785,67 @@ mod tests {
     }
 
     #[test]
+    fn an_interface_without_a_configured_mac_sends_from_the_kernels_and_follows_it() {
+        // g0 has no mac in the config; g1 has one.
+        let mut config = rules(&[("web", "tcp", "198.18.100.10", 80, WEB)]);
+        config.interfaces[0].mac = None;
+        let kernel = |last: u8| {
+            vec![
+                [0x02, 0x66, 0x67, 0, 0x30, last],
+                [0x02, 0x66, 0x67, 0, 0x31, last],
+            ]
+        };
+        let gateway = Gateway::start(
+            config.clone(),
+            Vec::new(),
+            Vec::new(),
+            vec![11, 12],
+            kernel(1),
+        )
+        .unwrap();
+        let running = gateway.snapshot();
+        assert_eq!(running.interface_mac(0), Some(kernel(1)[0]), "the kernel's");
+        assert_eq!(
+            running.interface_mac(1),
+            Some([0x02, 0x66, 0x67, 0, 0x21, 0x01]),
+            "the configured one"
+        );
+        // Nothing moved: no new snapshot.
+        assert_eq!(gateway.link_macs_changed(kernel(1)), Ok(None));
+        // The kernel's MACs change: g0 follows in a new snapshot, g1 keeps
+        // its configured MAC.
+        let generation = gateway.link_macs_changed(kernel(2)).unwrap();
+        assert_eq!(generation, Some(running.generation() + 1));
+        let running = gateway.snapshot();
+        assert_eq!(running.interface_mac(0), Some(kernel(2)[0]));
+        assert_eq!(
+            running.interface_mac(1),
+            Some([0x02, 0x66, 0x67, 0, 0x21, 0x01])
+        );
+        // The operator's rules still say nothing of g0's MAC, so a reload
+        // of the same file changes nothing.
+        assert_eq!(gateway.config(), config);
+        // Only g1 moves (its MAC is configured): nothing to rebuild.
+        let mut only_g1 = kernel(2);
+        only_g1[1] = [0x02, 0x66, 0x67, 0, 0x31, 9];
+        assert_eq!(gateway.link_macs_changed(only_g1.clone()), Ok(None));
+        assert_eq!(gateway.link_macs(), only_g1);
+    }
+
+    #[test]
     fn a_change_compiles_without_the_lock_and_installs_what_runs_now() {
         // No filters: what is tested is the lock and the snapshot.
         let small = rules(&[("web", "tcp", "198.18.100.10", 80, WEB)]);
-        let gateway =
-            Arc::new(Gateway::start(small.clone(), Vec::new(), Vec::new(), vec![11, 12]).unwrap());
+        let gateway = Arc::new(
+            Gateway::start(
+                small.clone(),
+                Vec::new(),
+                Vec::new(),
+                vec![11, 12],
+                Vec::new(),
+            )
+            .unwrap(),
+        );
         let big = large(&small);
         let applying = {
             let (gateway, big) = (Arc::clone(&gateway), big.clone());
@@ -788,7 +918,7 @@ mod tests {
             .collect();
         // No filters: a start that got as far as programming them would
         // have nothing to fail on.
-        match Gateway::start(config, Vec::new(), Vec::new(), Vec::new()) {
+        match Gateway::start(config, Vec::new(), Vec::new(), Vec::new(), Vec::new()) {
             Err(e) => assert_eq!(
                 e,
                 "the config needs 131 073 service keys (protocol, VIP, port); \

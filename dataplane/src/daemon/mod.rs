@@ -11,6 +11,12 @@
 //! publish it; start the pinned workers; serve the control socket and, if
 //! configured, the metrics endpoint.
 //!
+//! With an `[etcd]` section, the etcd source starts first (after the
+//! config's checks): the gateway starts with its first rules — the file's
+//! with etcd's parts, or the saved state's when etcd cannot be reached —
+//! and every later good revision goes through the control state as one
+//! change (`fleet`).
+//!
 //! Then the main thread, off the worker cores, loops: signals (SIGHUP
 //! reloads, SIGINT/SIGTERM stop), neighbour changes, resolution of
 //! backends the kernel does not know yet. Shutdown stops the workers,
@@ -21,6 +27,7 @@
 
 mod dataplane;
 pub mod error;
+mod fast_egress;
 pub mod flow_query;
 mod gateway;
 mod kernel_path;
@@ -41,12 +48,15 @@ pub use kernel_path::UnreachableKernelPath;
 
 use crate::control::health::HealthMonitor;
 use crate::control::{ControlServer, ControlState, StopHandle};
+use crate::fleet::gateway::ControlSlot;
+use crate::fleet::settings::EtcdSettings;
+use crate::fleet::source::{EtcdSource, SourceError, StartedFrom};
 use crate::health::heartbeat::{HeartbeatListener, HeartbeatOptions, RateLimit};
 use crate::health::ProberOptions;
-use crate::metrics::MetricsServer;
+use crate::metrics::{ListenAddress, MetricsServer, UnixListen};
 use crate::neigh::{self, NeighbourChange, NeighbourWatcher};
 use crate::port::xsk::{SharedUmem, XskPort};
-use crate::rules::{self, Config, DaemonSettings};
+use crate::rules::{self, Config, DaemonSettings, MetricsAddress};
 use crate::xdp::XdpCapacity;
 use dataplane::DaemonDataplane;
 use worker_thread::{WorkerExit, WorkerHandle};
@@ -73,12 +83,26 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
-    let Checked { file, running } = load_checked(&options.config, options.cores.as_deref())?;
+    let Checked {
+        mut file,
+        mut running,
+        etcd,
+    } = load_checked(&options.config, options.cores.as_deref())?;
     check_cores_available(&running)?;
     init_logs(&file)?;
     let signals = Signals::install()?;
     let notifier = notify::Notifier::from_env();
+    let fleet = start_fleet(etcd, &options.config, &mut file, &mut running)?;
     let mut daemon = Daemon::start(running, file, options)?;
+    if let Some(fleet) = fleet {
+        let control = daemon
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        fleet.slot.fill(control);
+        daemon.fleet = Some(fleet);
+    }
     tracing::info!(
         workers = daemon.workers.len(),
         generation = daemon.gateway.snapshot().generation(),
@@ -99,6 +123,8 @@ pub struct Checked {
     pub file: Config,
     /// The rules `run` starts with: the file's, with `--cores` applied.
     pub running: Config,
+    /// The `[etcd]` section, if the rules also come from etcd.
+    pub etcd: Option<EtcdSettings>,
 }
 
 /// Loads the config at `path` and refuses everything `flowgate run` would
@@ -122,7 +148,64 @@ pub fn load_checked(path: &Path, cores: Option<&[usize]>) -> Result<Checked, Dae
     }
     check_cores(&running)?;
     check_log_level(path, &file)?;
-    Ok(Checked { file, running })
+    let etcd = check_etcd(path)?;
+    Ok(Checked {
+        file,
+        running,
+        etcd,
+    })
+}
+
+/// Reads and checks the `[etcd]` section, if any.
+fn check_etcd(path: &Path) -> Result<Option<EtcdSettings>, DaemonError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DaemonError::Usage(format!("{}: cannot read config: {e}", path.display())))?;
+    crate::fleet::settings::from_config_text(&text, &path.display().to_string())
+        .map_err(|problems| DaemonError::Usage(problems.join("\n")))
+}
+
+/// The etcd source, while the gateway runs.
+struct Fleet {
+    source: EtcdSource,
+    slot: ControlSlot,
+}
+
+/// With `[etcd]`: starts the etcd source on the file's rules, and makes
+/// its first rules (the file's with etcd's parts) the ones the gateway
+/// starts with. A service both in the file and in etcd, or etcd out of
+/// reach with no saved state to start from (or `start_without_etcd =
+/// false`), stops the start with one message.
+fn start_fleet(
+    settings: Option<EtcdSettings>,
+    path: &Path,
+    file: &mut Config,
+    running: &mut Config,
+) -> Result<Option<Fleet>, DaemonError> {
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    let slot = ControlSlot::default();
+    let started = EtcdSource::start(settings, file.clone(), slot.sink()).map_err(|e| match e {
+        SourceError::Settings(_) | SourceError::Conflict(_) => DaemonError::Usage(e.to_string()),
+        _ => DaemonError::Environment(e.to_string()),
+    })?;
+    match &started.from {
+        StartedFrom::Etcd { revision } => {
+            tracing::info!(revision, "rules loaded from etcd")
+        }
+        StartedFrom::Saved { revision, why } => {
+            tracing::warn!(revision, "{why}: starting from the saved etcd state")
+        }
+    }
+    let cores = std::mem::take(&mut running.daemon.cores);
+    *file = started.rules.config.clone();
+    *running = started.rules.config.clone();
+    running.daemon.cores = cores;
+    check_capacity(path, running)?;
+    Ok(Some(Fleet {
+        source: started.source,
+        slot,
+    }))
 }
 
 /// Refuses, before anything is set up, rules the XDP program's maps cannot
@@ -232,6 +315,11 @@ struct Daemon {
     control: Arc<Mutex<ControlState>>,
     control_thread: Option<(StopHandle, std::thread::JoinHandle<()>)>,
     metrics: Option<MetricsServer>,
+    /// The etcd source, with `[etcd]`.
+    fleet: Option<Fleet>,
+    /// With the kernel fast path on: the interfaces it may send out of,
+    /// read again every [`RESOLVE_EVERY`].
+    fast_egress: Option<fast_egress::FastEgress>,
     // Held so the UMEM outlives every socket (dropped last).
     _umem: SharedUmem,
 }
@@ -241,7 +329,7 @@ impl Daemon {
     /// overrides); the control API keeps `file`, the rules as written.
     fn start(config: Config, file: Config, options: &RunOptions) -> Result<Daemon, DaemonError> {
         let links = start::check_links(&config)?;
-        let mut filters = start::attach_filters(&config, options)?;
+        let (mut filters, fast) = start::attach_filters(&config, options, &links)?;
         let xsk_settings = start::xsk_settings(&config.daemon);
         let umem = SharedUmem::new(&xsk_settings).map_err(environment)?;
         let sockets = start::open_sockets(&config, &umem, &xsk_settings, &mut filters)?;
@@ -258,8 +346,10 @@ impl Daemon {
             gateway: &gateway,
             stop: &stop_workers,
             epoch,
+            fast: fast.as_ref(),
         };
         let workers = start::spawn_workers(&shared, sockets.ports)?;
+        let fast_egress = fast.map(|f| f.egress);
         pin_control_thread(&config.daemon.cores);
         let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
         // Refused changes: counted by the control state, read by scrapes.
@@ -318,6 +408,8 @@ impl Daemon {
             control: Arc::clone(&control),
             control_thread: None,
             metrics: None,
+            fleet: None,
+            fast_egress,
             _umem: umem,
         };
         // From here on, a failure must stop the workers: `daemon.stop()`.
@@ -361,16 +453,59 @@ impl Daemon {
         settings: &DaemonSettings,
         dataplane: &Arc<DaemonDataplane>,
     ) -> Result<(), DaemonError> {
-        let Some(address) = settings.metrics_address else {
-            return Ok(());
+        let address = match &settings.metrics_address {
+            None => return Ok(()),
+            Some(MetricsAddress::Tcp(address)) => ListenAddress::Tcp(*address),
+            Some(MetricsAddress::Unix(path)) => ListenAddress::Unix(UnixListen {
+                path: path.clone(),
+                mode: settings.metrics_socket_mode.unwrap_or(0o600),
+                group: settings.metrics_socket_group,
+            }),
         };
         let source_plane = Arc::clone(dataplane);
         let source: crate::metrics::SampleSource = Arc::new(move || source_plane.sample());
-        let server = MetricsServer::start(address, source)
+        let server = MetricsServer::start(address.clone(), source)
             .map_err(|e| DaemonError::Environment(format!("metrics endpoint: {e}")))?;
         tracing::info!(%address, "metrics served at /metrics");
         self.metrics = Some(server);
         Ok(())
+    }
+
+    /// Reads the interfaces' MACs from the kernel: an interface the config
+    /// gives no `mac` sends from its new one from the next snapshot on; one
+    /// whose configured MAC no longer matches is logged.
+    fn follow_link_macs(&mut self) {
+        let config = self.gateway.config();
+        let before = self.gateway.link_macs();
+        let mut macs = Vec::with_capacity(config.interfaces.len());
+        for (port, interface) in config.interfaces.iter().enumerate() {
+            let link = match neigh::link_info(&interface.name) {
+                Ok(link) => link,
+                Err(e) => {
+                    tracing::warn!(interface = %interface.name, "reading the interface: {e}");
+                    return;
+                }
+            };
+            let moved = before.get(port) != Some(&link.mac);
+            if moved && interface.mac.is_some_and(|mac| mac != link.mac) {
+                tracing::warn!(
+                    interface = %interface.name,
+                    kernel = %rules::format_mac(&link.mac),
+                    "the interface's MAC changed; frames still leave from the configured mac until the config follows"
+                );
+            }
+            macs.push(link.mac);
+        }
+        match self.gateway.link_macs_changed(macs) {
+            Ok(Some(generation)) => {
+                tracing::info!(
+                    generation,
+                    "an interface's MAC changed; new snapshot published"
+                )
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!("applying an interface's new MAC: {e}"),
+        }
     }
 
     /// What `systemctl status` shows while it forwards.
@@ -431,6 +566,11 @@ impl Daemon {
                 for address in self.gateway.unresolved_backends() {
                     provoke_resolution(address);
                 }
+                if let Some(egress) = self.fast_egress.as_mut() {
+                    self.gateway.with_filters(|filters| egress.apply(filters));
+                }
+
+                self.follow_link_macs();
             }
             if last_refresh.elapsed() >= REFRESH_EVERY {
                 last_refresh = Instant::now();
@@ -454,6 +594,16 @@ impl Daemon {
     /// SIGHUP: re-read the config and apply its rules, all or nothing;
     /// an invalid config is logged and the old rules keep running.
     fn reload(&self, options: &RunOptions) {
+        if self.fleet.is_some() {
+            // A reload would run the file's rules alone, without etcd's,
+            // until the next revision; the file's part changes at a
+            // restart.
+            tracing::error!(
+                "reload rejected: with [etcd] the rules come from etcd; restart to change the \
+                 file's part"
+            );
+            return;
+        }
         match crate::control::reload(&self.control, &options.config) {
             Ok(report) => tracing::info!(generation = report.generation, "config reloaded"),
             Err(e) => tracing::error!("reload rejected, the old rules keep running: {e}"),
@@ -462,6 +612,10 @@ impl Daemon {
 
     /// Stops the workers, closes the sockets, then detaches the programs.
     fn stop(mut self) {
+        // First the etcd source: its status key goes with its lease.
+        if let Some(mut fleet) = self.fleet.take() {
+            fleet.source.stop();
+        }
         if let Some((stop, thread)) = self.control_thread.take() {
             stop.stop();
             let _ = thread.join();

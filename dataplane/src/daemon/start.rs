@@ -9,17 +9,22 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::dataplane::{queue_name, WorkerView};
+use super::fast_egress::FastEgress;
 use super::worker_thread::{self, WorkerExit, WorkerHandle, WorkerSetup};
 use super::{flow_query, sync_local_addresses, DaemonError, Gateway, RunOptions};
 use super::{UnreachableKernelPath, INBOX_FRAMES};
+use crate::fastpath::{CacheGeometry, EntryMemory, FastPath};
 use crate::flow::FlowTable;
 use crate::handoff::Handoff;
 use crate::metrics::WorkerMetrics;
 use crate::neigh::{self, LinkInfo, NeighbourWatcher};
 use crate::port::xsk::{BindMode, SharedUmem, XskPort, XskSettings};
-use crate::rules::{self, BindModeSetting, Config, DaemonSettings, XdpModeSetting};
+use crate::rules::{
+    self, BindModeSetting, Config, DaemonSettings, FastPathSetting, XdpModeSetting,
+};
 use crate::worker::Worker;
-use crate::xdp::{XdpFilter, XdpMode};
+use crate::xdp::features::egress_ready;
+use crate::xdp::{MappedEntries, XdpFilter, XdpMode};
 use flowgate_api::InterfaceInfo;
 
 /// Every configured interface as the kernel has it, in port order: it
@@ -30,12 +35,13 @@ pub(super) fn check_links(config: &Config) -> Result<Vec<LinkInfo>, DaemonError>
     for interface in &config.interfaces {
         let link = neigh::link_info(&interface.name)
             .map_err(|e| DaemonError::Environment(format!("interface {}: {e}", interface.name)))?;
-        if link.mac != interface.mac {
+        if let Some(mac) = interface.mac.filter(|mac| *mac != link.mac) {
             return Err(DaemonError::Environment(format!(
-                "interface {} has MAC {} but the config says {}: fix the config's mac",
+                "interface {} has MAC {} but the config says {}: fix the config's mac \
+                 (or leave it out to use the kernel's)",
                 interface.name,
                 rules::format_mac(&link.mac),
-                rules::format_mac(&interface.mac)
+                rules::format_mac(&mac)
             )));
         }
         let queues = link.rx_queues.min(link.tx_queues) as usize;
@@ -54,19 +60,47 @@ pub(super) fn check_links(config: &Config) -> Result<Vec<LinkInfo>, DaemonError>
     Ok(links)
 }
 
-/// Our XDP program attached to every interface, in port order.
+/// The kernel fast path's caches, one per interface in port order, as
+/// the workers map them.
+pub(super) struct FastCaches {
+    pub(super) geometry: CacheGeometry,
+    pub(super) caches: Vec<Arc<MappedEntries>>,
+    /// Which interfaces the program may send frames out of, followed by
+    /// the main loop.
+    pub(super) egress: FastEgress,
+}
+
+/// Our XDP program attached to every interface, in port order, and with
+/// `fast_path = "xdp"` (not in forward-only mode) the fast path's caches.
+/// Where the fast path cannot be set up (a kernel that refuses to map the
+/// cache, an interface the redirect map refuses), the program runs
+/// without it, as with `fast_path = "off"`, and a warning says why.
 pub(super) fn attach_filters(
     config: &Config,
     options: &RunOptions,
-) -> Result<Vec<XdpFilter>, DaemonError> {
+    links: &[LinkInfo],
+) -> Result<(Vec<XdpFilter>, Option<FastCaches>), DaemonError> {
     let mode = match config.daemon.xdp_mode {
         XdpModeSetting::Auto => XdpMode::Auto,
         XdpModeSetting::Native => XdpMode::Native,
         XdpModeSetting::Generic => XdpMode::Generic,
     };
+    let want_fast = config.daemon.fast_path == FastPathSetting::Xdp && !options.forward_only;
+    let workers = u32::try_from(config.daemon.cores.len()).unwrap_or(u32::MAX);
+    let geometry = CacheGeometry::for_connections(workers, config.flows.capacity);
     let mut filters = Vec::with_capacity(config.interfaces.len());
+    let mut fast_ok = want_fast;
     for interface in &config.interfaces {
-        let mut filter = XdpFilter::attach(&interface.name, mode)
+        let attached = if fast_ok {
+            XdpFilter::attach_with_fast_path(&interface.name, mode, geometry).or_else(|e| {
+                tracing::warn!(interface = %interface.name, error = %e, "kernel fast path unavailable; running without it");
+                fast_ok = false;
+                XdpFilter::attach(&interface.name, mode)
+            })
+        } else {
+            XdpFilter::attach(&interface.name, mode)
+        };
+        let mut filter = attached
             .map_err(|e| DaemonError::Environment(format!("interface {}: {e}", interface.name)))?;
         if options.forward_only {
             filter
@@ -75,7 +109,58 @@ pub(super) fn attach_filters(
         }
         filters.push(filter);
     }
-    Ok(filters)
+    if !fast_ok {
+        return Ok((filters, None));
+    }
+    let mut caches = Vec::with_capacity(filters.len());
+    let mut egress = FastEgress::new(links);
+    let any_native = filters.iter().any(|f| f.mode() == XdpMode::Native);
+    let transmits = egress.read(any_native);
+    let enabled = filters
+        .iter_mut()
+        .enumerate()
+        .try_for_each(|(port, filter)| {
+            for (egress, link) in links.iter().enumerate() {
+                filter.set_fast_egress(egress as u32, link.ifindex)?;
+            }
+            if let Some((cache, _)) = filter.fast_cache() {
+                caches.push(cache);
+            }
+            filter.enable_fast_path(port as u32, egress_ready(filter.mode(), &transmits))
+        });
+    match enabled {
+        Ok(()) => {
+            egress.log_start(&filters);
+            tracing::info!(
+                slots_per_worker = geometry.slots,
+                mib = geometry.bytes() >> 20,
+                "kernel fast path on"
+            );
+            Ok((
+                filters,
+                Some(FastCaches {
+                    geometry,
+                    caches,
+                    egress,
+                }),
+            ))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "kernel fast path unavailable; running without it");
+            Ok((filters, None))
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC (the XDP program's clock) at `epoch`, the workers' time 0.
+fn kernel_epoch_ns(epoch: Instant) -> u64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| {
+            u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
+                + u64::try_from(t.tv_nsec()).unwrap_or(0)
+        })
+        .unwrap_or(0);
+    now.saturating_sub(u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// The AF_XDP sockets' settings from `[daemon]`.
@@ -148,8 +233,9 @@ pub(super) fn start_gateway(
     let mut watcher = NeighbourWatcher::open().map_err(neighbours)?;
     let learned = watcher.dump().map_err(neighbours)?;
     let port_ifindex = links.iter().map(|l| l.ifindex).collect();
+    let link_macs = links.iter().map(|l| l.mac).collect();
     let gateway = Arc::new(
-        Gateway::start(config.clone(), learned, filters, port_ifindex)
+        Gateway::start(config.clone(), learned, filters, port_ifindex, link_macs)
             .map_err(DaemonError::Runtime)?,
     );
     sync_local_addresses(&gateway)
@@ -173,6 +259,8 @@ pub(super) struct WorkerShared<'a> {
     pub(super) gateway: &'a Gateway,
     pub(super) stop: &'a Arc<AtomicBool>,
     pub(super) epoch: Instant,
+    /// The kernel fast path's caches, when it is on.
+    pub(super) fast: Option<&'a FastCaches>,
 }
 
 /// Starts one pinned worker per entry of `ports` (worker w on
@@ -197,12 +285,23 @@ pub(super) fn spawn_workers(
             ));
         };
         let settings = &shared.config.daemon;
-        let mut worker = Worker::new(
-            FlowTable::from_settings(&shared.config.flows),
-            pool,
-            worker_ports.len(),
-            settings.batch,
-        );
+        let mut flows = FlowTable::from_settings(&shared.config.flows);
+        if let Some(fast) = shared.fast {
+            let caches = fast
+                .caches
+                .iter()
+                .map(|c| Some(Arc::clone(c) as Arc<dyn EntryMemory>))
+                .collect();
+            let records = flows.capacity();
+            flows.set_fast_path(FastPath::new(
+                fast.geometry,
+                w as u32,
+                caches,
+                records,
+                kernel_epoch_ns(shared.epoch),
+            ));
+        }
+        let mut worker = Worker::new(flows, pool, worker_ports.len(), settings.batch);
         if workers > 1 {
             worker = worker.with_handoff(handoff);
         }

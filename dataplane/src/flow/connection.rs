@@ -11,6 +11,14 @@ use crate::wire::FiveTuple;
 pub struct ConnId(pub(super) u32);
 
 impl ConnId {
+    /// No connection: what a refused insert answers.
+    pub const NONE: ConnId = ConnId(u32::MAX);
+
+    /// Whether this names no connection.
+    pub fn is_none(self) -> bool {
+        self == ConnId::NONE
+    }
+
     /// The record's position in the table (for logs and listings).
     pub fn index(self) -> u32 {
         self.0

@@ -50,16 +50,25 @@
 //!
 //! # Eviction
 //!
-//! Insert always succeeds. When it needs room:
+//! When an insert needs room, records give it up in this order: expired,
+//! embryonic (a TCP handshake not finished, a datagram flow its backend
+//! never answered), closing (after FIN or RST), and — only if the table
+//! allows it ([`FlowTable::with_established_eviction`],
+//! `flows.evict_established`) — established. Among equals the least
+//! recently seen goes. An insert that finds nothing it may evict is
+//! refused (`refused`) and the pipeline drops the packet
+//! (`flow_table_full`): a flood never breaks an established connection.
 //! - the table is full: the victim is chosen among the records in the new
 //!   client key's primary bucket (a random sample of about four) and the
-//!   next 8 records from a clock hand: the first expired one if any, else
-//!   the least recently seen — an approximate LRU at bounded cost;
+//!   next 8 records from a clock hand — an approximate LRU at bounded cost;
+//!   if none of those may go, 24 records at scattered places (the slab
+//!   keeps connections set up together next to each other) before the
+//!   insert is refused;
 //! - both index buckets of a new key are full (rare at half load): first
 //!   one key of those buckets moves to its own other bucket if that has
 //!   room (one cuckoo step, at most 16 more bucket reads); only if none can
-//!   is a record evicted: the first expired, else the least recently seen,
-//!   record with a key in those two buckets. In a fill of 2^20 connections
+//!   is a record evicted, by the same order, among the records with a key
+//!   in those two buckets (or the new connection refused). In a fill of 2^20 connections
 //!   at full capacity no record was evicted this way.
 //!
 //! Evicting a record removes both of its keys. Expired victims count as

@@ -93,7 +93,9 @@ impl Default for FlowTimeouts {
 
 /// The next state of a connection after a packet with `tcp_flags` from
 /// `direction`. `backend_replied` records that the backend has answered
-/// the handshake with SYN+ACK; it is read and set here only.
+/// the handshake with SYN+ACK; it is read and set here only for TCP
+/// ([`FlowTable::observe`](super::FlowTable::observe) sets it for a
+/// datagram flow's first reply).
 ///
 /// - FIN or RST from either end: [`FlowState::TcpClosing`], from any TCP
 ///   state. RST takes the same closing timeout as FIN: the gateway checks
@@ -213,6 +215,7 @@ mod tests {
             tcp_established_timeout_s: 2,
             tcp_closing_timeout_s: 3,
             udp_timeout_s: 4,
+            evict_established: false,
         };
         let t = FlowTimeouts::from(&s);
         assert_eq!(t.for_state(FlowState::TcpSyn), 1_000_000_000);

@@ -6,7 +6,8 @@ use super::connection::{ConnId, Connection};
 use super::endpoint_stats::{EndpointAccounts, FlowCounters};
 use super::export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
-use super::state::{next_state, Direction, FlowTimeouts};
+use super::state::{next_state, Direction, FlowState, FlowTimeouts};
+use crate::fastpath::{DirectionRewrite, FastPath};
 use crate::rules::FlowSettings;
 use crate::wire::FiveTuple;
 
@@ -17,6 +18,18 @@ pub const MAX_CAPACITY: usize = MAX_BUCKETS * SLOTS / 4;
 /// Records a slab-full insert looks at from the clock hand, besides the
 /// occupants of the new key's bucket, when choosing whom to evict.
 const EVICTION_SCAN: usize = 8;
+
+/// Records the fast path's entries are checked at per
+/// [`FlowTable::sync_fast_path`] after a snapshot change.
+const FAST_CHECK_BUDGET: usize = 8192;
+
+/// Records at scattered places a slab-full insert looks at before it
+/// refuses the new connection, when the records it saw first were all
+/// established ones the table keeps. Scattered, because records next to
+/// each other in the slab were often set up together (the clock hand can
+/// sit in a run of established ones); a few dozen keep a refusal's cost
+/// bounded and make a refusal while many records may go improbable.
+const EVICTION_PROBES: u64 = 24;
 
 /// The handle of nothing: [`FlowTable::get`] answers it with a scratch
 /// record. Beyond every real record (`MAX_CAPACITY` < `u32::MAX`).
@@ -43,6 +56,10 @@ pub struct FlowTableStats {
     pub evicted_bucket_full: u64,
     /// Live records replaced by an insert of the same client tuple.
     pub replaced: u64,
+    /// New connections refused because every record that could make room
+    /// was an established connection, which the table keeps (see
+    /// [`FlowTable::with_established_eviction`]); not in `inserted`.
+    pub refused: u64,
     /// Live records removed because an insert's tuple was already theirs
     /// in another role: usually the same reply tuple (one client address
     /// and port reaching the same backend through two VIPs).
@@ -54,9 +71,14 @@ pub struct FlowTableStats {
 enum Departure {
     Removed,
     Expired,
-    Evicted { bucket_full: bool },
+    Evicted {
+        bucket_full: bool,
+    },
     Replaced,
     ReplyConflict,
+    /// A new connection taken back because its key found no room in the
+    /// index without evicting an established one.
+    Refused,
 }
 
 /// Bookkeeping of a record, packed in one word so a record stays 88 bytes:
@@ -161,39 +183,68 @@ pub struct FlowTable {
     sweep_hand: usize,
     /// Where the next slab-full eviction looks.
     evict_hand: usize,
+    /// Whether an established connection may be evicted to make room for
+    /// a new one (`flows.evict_established`).
+    evict_established: bool,
     stats: FlowTableStats,
     /// What [`FlowTable::get`] / [`FlowTable::get_mut`] answer for an id
     /// that names no record.
     scratch: Connection,
     /// Per-endpoint counters and the table's size, shared with scrapers.
     accounts: EndpointAccounts,
+    /// The kernel fast path's cache, kept in step with the table.
+    fast: Option<FastPath>,
+}
+
+/// Whether a connection in `state` may be forwarded by the fast path:
+/// established TCP, and UDP from its first packet.
+fn fast_eligible(state: FlowState) -> bool {
+    matches!(state, FlowState::TcpEstablished | FlowState::Udp)
+}
+
+/// How readily a record gives up its place to a new connection, most
+/// readily first.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Standing {
+    /// Idle past its state's timeout: taken at once.
+    Expired,
+    /// Embryonic: a TCP handshake not finished, or a datagram flow its
+    /// backend has never answered (what a SYN or UDP flood leaves).
+    Embryonic,
+    /// TCP after a FIN or RST.
+    Closing,
+    /// Both ends have spoken and it is not closing.
+    Established,
 }
 
 /// Chooses a record to make room: the first expired candidate, else the
-/// least recently seen one.
+/// least recently seen of the most readily given up ([`Standing`]);
+/// never an established connection unless the table allows it.
 struct VictimSearch<'a> {
     records: &'a [Record],
+    fast: Option<&'a FastPath>,
     timeouts: &'a FlowTimeouts,
     now_ns: u64,
     exclude: u32,
-    expired: Option<u32>,
-    oldest: Option<(u64, u32)>,
+    evict_established: bool,
+    best: Option<(Standing, u64, u32)>,
 }
 
 impl<'a> VictimSearch<'a> {
     fn new(table: &'a FlowTable, now_ns: u64, exclude: u32) -> Self {
         VictimSearch {
             records: &table.records,
+            fast: table.fast.as_ref(),
             timeouts: &table.timeouts,
             now_ns,
             exclude,
-            expired: None,
-            oldest: None,
+            evict_established: table.evict_established,
+            best: None,
         }
     }
 
     fn consider(&mut self, record: u32) {
-        if record == self.exclude || self.expired.is_some() {
+        if record == self.exclude || matches!(self.best, Some((Standing::Expired, ..))) {
             return;
         }
         let Some(r) = self.records.get(record as usize) else {
@@ -203,29 +254,40 @@ impl<'a> VictimSearch<'a> {
             return;
         }
         let c = &r.conn;
-        if self
-            .timeouts
-            .is_expired(c.state, c.last_seen_ns, self.now_ns)
-        {
-            self.expired = Some(record);
+        // The fast path's packets count as seen, and its replies as
+        // answers.
+        let kernel_seen = self.fast.and_then(|f| f.last_seen(record)).unwrap_or(0);
+        let seen = c.last_seen_ns.max(kernel_seen);
+        let replied =
+            r.links.backend_replied() || self.fast.is_some_and(|f| f.reply_forwarded(record));
+        let standing = if self.timeouts.is_expired(c.state, seen, self.now_ns) {
+            Standing::Expired
         } else {
-            let older = match self.oldest {
-                Some((seen, _)) => c.last_seen_ns < seen,
-                None => true,
-            };
-            if older {
-                self.oldest = Some((c.last_seen_ns, record));
+            match c.state {
+                FlowState::TcpSyn => Standing::Embryonic,
+                FlowState::Udp | FlowState::Other if !replied => Standing::Embryonic,
+                FlowState::TcpClosing => Standing::Closing,
+                _ => Standing::Established,
             }
+        };
+        if standing == Standing::Established && !self.evict_established {
+            return;
         }
+        let candidate = (standing, seen, record);
+        if self.best.is_none_or(|best| candidate < best) {
+            self.best = Some(candidate);
+        }
+    }
+
+    /// Whether a record that may go has been found.
+    fn found(&self) -> bool {
+        self.best.is_some()
     }
 
     /// The chosen record and whether it had expired.
     fn finish(self) -> Option<(u32, bool)> {
-        match (self.expired, self.oldest) {
-            (Some(r), _) => Some((r, true)),
-            (None, Some((_, r))) => Some((r, false)),
-            (None, None) => None,
-        }
+        self.best
+            .map(|(standing, _, record)| (record, standing == Standing::Expired))
     }
 }
 
@@ -251,15 +313,107 @@ impl FlowTable {
             len: 0,
             sweep_hand: 0,
             evict_hand: 0,
+            evict_established: false,
             stats: FlowTableStats::default(),
             scratch: Connection::vacant(),
             accounts: EndpointAccounts::new(capacity),
+            fast: None,
         }
+    }
+
+    /// Gives the table the worker's writer of the kernel fast path's
+    /// cache (made for this table's capacity). From now on every
+    /// connection that leaves the table leaves the cache at once, expiry
+    /// counts the packets the program forwarded, and connections that
+    /// become established (TCP) or are created (UDP) are offered to it;
+    /// [`FlowTable::sync_fast_path`] installs them.
+    pub fn set_fast_path(&mut self, fast: FastPath) {
+        self.fast = Some(fast);
+    }
+
+    /// The fast path's writer, if the table has one.
+    pub fn fast_path(&self) -> Option<&FastPath> {
+        self.fast.as_ref()
+    }
+
+    /// Brings the fast path's cache in step: installs the connections
+    /// offered since the last call with the entries `rewrites` computes
+    /// (or removes them where it gives none), and when `generation` is a
+    /// snapshot the entries were not yet checked against, checks up to
+    /// [`FAST_CHECK_BUDGET`] more records' entries per call the same way —
+    /// a removed backend or a changed MAC takes effect there. Call once
+    /// per poll; nothing happens without a fast path.
+    pub fn sync_fast_path(
+        &mut self,
+        generation: u64,
+        mut rewrites: impl FnMut(&Connection) -> Option<[DirectionRewrite; 2]>,
+    ) {
+        let Some(fast) = self.fast.as_mut() else {
+            return;
+        };
+        let records = &self.records;
+        let mut sync = |fast: &mut FastPath, record: u32| {
+            let Some(r) = records.get(record as usize) else {
+                return;
+            };
+            if !r.links.is_live() || !fast_eligible(r.conn.state) {
+                fast.remove(record);
+                return;
+            }
+            match rewrites(&r.conn) {
+                Some(entries) => {
+                    fast.install(record, &entries);
+                }
+                None => fast.remove(record),
+            }
+        };
+        let pending = fast.take_pending();
+        for &record in &pending {
+            sync(fast, record);
+        }
+        fast.give_back_pending(pending);
+        if let Some(cursor) = fast.check_position(generation) {
+            let end = cursor.saturating_add(FAST_CHECK_BUDGET).min(records.len());
+            for record in cursor..end {
+                if fast.is_installed(record as u32) {
+                    sync(fast, record as u32);
+                }
+            }
+            fast.set_check_cursor(end);
+        }
+    }
+
+    /// Whether `record` is idle past its timeout at `now_ns`, counting the
+    /// packets the fast path forwarded: its last-seen time is brought up
+    /// to the program's first.
+    fn idle_past_timeout(&mut self, record: u32, now_ns: u64) -> bool {
+        let Some(r) = self.records.get_mut(record as usize) else {
+            return false;
+        };
+        let c = &mut r.conn;
+        if !self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
+            return false;
+        }
+        if let Some(seen) = self.fast.as_ref().and_then(|f| f.last_seen(record)) {
+            c.last_seen_ns = c.last_seen_ns.max(seen);
+        }
+        self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns)
     }
 
     /// A table sized and timed by the config's flow settings.
     pub fn from_settings(settings: &FlowSettings) -> Self {
         FlowTable::new(settings.capacity, FlowTimeouts::from(settings))
+            .with_established_eviction(settings.evict_established)
+    }
+
+    /// Whether an established connection may be evicted to make room for a
+    /// new one. By default (`false`) a full table evicts only expired,
+    /// embryonic and closing connections, and refuses a new connection when
+    /// it finds none of those (`refused`); `true` also evicts the least
+    /// recently seen established ones.
+    pub fn with_established_eviction(mut self, allowed: bool) -> Self {
+        self.evict_established = allowed;
+        self
     }
 
     /// The connection `tuple` belongs to, and from which end it came.
@@ -274,8 +428,7 @@ impl FlowTable {
         now_ns: u64,
     ) -> Option<(ConnId, Direction)> {
         let (record, direction) = self.find(tuple, hash)?;
-        let c = &self.records.get(record as usize)?.conn;
-        if self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
+        if self.idle_past_timeout(record, now_ns) {
             self.remove_record(record, Departure::Expired);
             return None;
         }
@@ -348,7 +501,10 @@ impl FlowTable {
     ///   client tuple as its reply, is removed (`reply_conflicts`): the
     ///   newest connection wins the tuple, as replies can go to one only;
     /// - when the table is full, or both index buckets of a new key are,
-    ///   another record is evicted (see the module doc).
+    ///   another record is evicted (see the module doc);
+    /// - unless the only records that could make room are established
+    ///   connections that the table keeps: then the new connection is
+    ///   refused (`refused`) and the answer is [`ConnId::NONE`].
     pub fn insert(
         &mut self,
         conn: Connection,
@@ -364,7 +520,8 @@ impl FlowTable {
             self.evict_owner(&reply, reply_hash, false, now_ns);
         }
         let Some(record) = self.allocate(client_hash, now_ns) else {
-            return ConnId(NOWHERE);
+            self.stats.refused += 1;
+            return ConnId::NONE;
         };
         let Some(slot) = self.records.get_mut(record as usize) else {
             return ConnId(NOWHERE);
@@ -376,10 +533,13 @@ impl FlowTable {
         self.len += 1;
         self.accounts.set_connections(self.len);
         self.stats.inserted += 1;
-        self.index_key(record, Direction::FromClient, client_hash, now_ns);
-        if index_reply {
-            self.index_key(record, Direction::FromBackend, reply_hash, now_ns);
+        let indexed = self.index_key(record, Direction::FromClient, client_hash, now_ns)
+            && (!index_reply || self.index_key(record, Direction::FromBackend, reply_hash, now_ns));
+        if !indexed {
+            self.remove_record(record, Departure::Refused);
+            return ConnId::NONE;
         }
+        self.offer_to_fast_path(record);
         ConnId(record)
     }
 
@@ -395,9 +555,35 @@ impl FlowTable {
             return;
         }
         r.conn.last_seen_ns = r.conn.last_seen_ns.max(now_ns);
-        let mut replied = r.links.backend_replied();
+        // A datagram flow is one-way until its backend answers: until then
+        // it is embryonic, the first to go when the table is full. (The
+        // callers pass a constant direction: a client's packet pays nothing
+        // for this.)
+        let datagram = matches!(r.conn.state, FlowState::Udp | FlowState::Other);
+        let mut replied =
+            r.links.backend_replied() || (direction == Direction::FromBackend && datagram);
         r.conn.state = next_state(r.conn.state, &mut replied, direction, tcp_flags);
         r.links.set_backend_replied(replied);
+        if let Some(fast) = self.fast.as_mut() {
+            if r.conn.state == FlowState::TcpClosing {
+                // The workers see every close: the kernel stops here.
+                fast.remove(id.0);
+            } else if fast_eligible(r.conn.state) {
+                // New, or a packet the program handed up (another client
+                // MAC, say): (re)install with what the record says now.
+                fast.offer(id.0);
+            }
+        }
+    }
+
+    /// Offers `record` to the fast path if its state is one it carries.
+    fn offer_to_fast_path(&mut self, record: u32) {
+        let (Some(fast), Some(r)) = (self.fast.as_mut(), self.records.get(record as usize)) else {
+            return;
+        };
+        if fast_eligible(r.conn.state) {
+            fast.offer(record);
+        }
     }
 
     /// Removes connection `id` (no-op if it is not live).
@@ -416,8 +602,7 @@ impl FlowTable {
             let Some(r) = self.records.get(record) else {
                 continue;
             };
-            let c = &r.conn;
-            if r.links.is_live() && self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
+            if r.links.is_live() && self.idle_past_timeout(record as u32, now_ns) {
                 self.remove_record(record as u32, Departure::Expired);
                 removed += 1;
             }
@@ -538,11 +723,7 @@ impl FlowTable {
         let Some((record, direction)) = self.find(tuple, hash) else {
             return;
         };
-        let Some(r) = self.records.get(record as usize) else {
-            return;
-        };
-        let c = &r.conn;
-        let why = if self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
+        let why = if self.idle_past_timeout(record, now_ns) {
             Departure::Expired
         } else if is_client_tuple && direction == Direction::FromClient {
             Departure::Replaced
@@ -563,11 +744,24 @@ impl FlowTable {
         let mut search = VictimSearch::new(self, now_ns, NOWHERE);
         self.index
             .for_each_in_primary(client_hash, |r| search.consider(r));
+        let hand = self.evict_hand;
         for step in 0..EVICTION_SCAN.min(n) {
-            search.consider(((self.evict_hand + step) % n) as u32);
+            search.consider(((hand + step) % n) as u32);
+        }
+        if !search.found() {
+            // Only established connections seen, which the table keeps:
+            // look at scattered records before refusing.
+            let start = client_hash >> 32;
+            for probe in 0..EVICTION_PROBES {
+                if search.found() {
+                    break;
+                }
+                let at = start.wrapping_add(probe.wrapping_mul(0x9E37_79B9)) % n as u64;
+                search.consider(at as u32);
+            }
         }
         let victim = search.finish();
-        self.evict_hand = (self.evict_hand + EVICTION_SCAN) % n;
+        self.evict_hand = (hand + EVICTION_SCAN) % n;
         let (record, expired) = victim?;
         self.remove_record(record, departure(expired, false));
         self.pop_free()
@@ -585,8 +779,8 @@ impl FlowTable {
 
     /// Enters `record`'s key for `direction` in the index; when both its
     /// buckets are full, first moves another key out of them, or failing
-    /// that evicts one of their other records.
-    fn index_key(&mut self, record: u32, direction: Direction, hash: u64, now_ns: u64) {
+    /// that evicts one of their other records. Whether the key found room.
+    fn index_key(&mut self, record: u32, direction: Direction, hash: u64, now_ns: u64) -> bool {
         let mut pos = self.index.insert(hash, record, direction);
         if pos.is_none() {
             if let Some((moved, moved_direction, moved_pos)) = self.index.make_room(hash) {
@@ -607,6 +801,7 @@ impl FlowTable {
         if let Some(r) = self.records.get_mut(record as usize) {
             r.links.set_pos(direction, pos);
         }
+        pos.is_some()
     }
 
     fn remove_record(&mut self, record: u32, why: Departure) {
@@ -619,6 +814,10 @@ impl FlowTable {
         let links = r.links;
         if links.counted() {
             self.accounts.detached(r.conn.endpoint);
+        }
+        // Whatever the reason, a record that leaves leaves the cache.
+        if let Some(fast) = self.fast.as_mut() {
+            fast.remove(record);
         }
         r.links = Links::vacant(self.free_head);
         self.free_head = record;
@@ -642,6 +841,10 @@ impl FlowTable {
             }
             Departure::Replaced => s.replaced += 1,
             Departure::ReplyConflict => s.reply_conflicts += 1,
+            Departure::Refused => {
+                s.inserted -= 1;
+                s.refused += 1;
+            }
         }
     }
 

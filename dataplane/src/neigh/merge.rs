@@ -57,11 +57,11 @@ mod tests {
             interfaces: vec![
                 Interface {
                     name: "fg-client".into(),
-                    mac: [0x02, 0x66, 0x67, 0, 0, 1],
+                    mac: Some([0x02, 0x66, 0x67, 0, 0, 1]),
                 },
                 Interface {
                     name: "fg-backend".into(),
-                    mac: [0x02, 0x66, 0x67, 0, 1, 1],
+                    mac: Some([0x02, 0x66, 0x67, 0, 1, 1]),
                 },
             ],
             neighbours: vec![Neighbour {

@@ -51,9 +51,11 @@
 //! plain load and store each, nothing locked.
 
 mod counters;
+mod route_counters;
 mod verdict;
 
 pub use counters::{Counter, CounterValues, PipelineCounters};
+pub use route_counters::{RouteCounterValues, RouteCounters};
 pub use verdict::{DropReason, Verdict};
 
 use std::sync::Arc;
@@ -62,13 +64,20 @@ use crate::admission::{write_reset, RefusedSegment};
 use crate::flow::{ConnId, Connection, Direction, FlowState, FlowTable};
 use crate::hash::{flow_hash, source_hash};
 use crate::port::{Frame, FrameMemory};
+use crate::route::{ClientAddr, PathReader, PathTarget, PathView};
+use crate::rules::routing::SetStage;
 use crate::rules::{Scheduler, WhenAllDown};
-use crate::table::{CompiledService, Endpoint, EndpointId, IfDead, Mode, ServiceId, Snapshot};
+use crate::table::{
+    CompiledService, Endpoint, EndpointId, IfDead, Mode, RouteQuery, Routed, ServiceId,
+    ServiceRoutes, Snapshot,
+};
 use crate::wire::{self, ip_proto, tcp_flags, Fragment, PacketMeta, ParseError, L3};
 
 /// What every frame of a batch is decided against.
 struct Context<'a> {
     snapshot: &'a Snapshot,
+    /// The distribution paths, when this worker reads them.
+    paths: Option<&'a PathView>,
     flows: &'a mut FlowTable,
     /// The port the batch arrived on.
     ingress: u16,
@@ -80,6 +89,10 @@ struct Context<'a> {
 #[derive(Debug)]
 pub struct Pipeline {
     counters: Arc<PipelineCounters>,
+    /// What routing by client decided, for new flows of routed services.
+    route_counters: Arc<RouteCounters>,
+    /// This worker's handle on the distribution paths, if it has one.
+    paths: Option<PathReader>,
     /// Weighted round-robin position per service id.
     wrr_cursors: Vec<u32>,
     /// The snapshot generation `wrr_cursors` and `endpoint_limit` were
@@ -182,6 +195,8 @@ impl Pipeline {
     pub fn new() -> Self {
         Pipeline {
             counters: Arc::new(PipelineCounters::default()),
+            route_counters: Arc::new(RouteCounters::default()),
+            paths: None,
             wrr_cursors: Vec::new(),
             sized_for: None,
             endpoint_limit: 0,
@@ -193,6 +208,17 @@ impl Pipeline {
     /// This worker's counters (share the `Arc` with whoever reports them).
     pub fn counters(&self) -> &Arc<PipelineCounters> {
         &self.counters
+    }
+
+    /// Reads distribution paths through `reader` from the next batch on:
+    /// a new flow of a service with paths looks its client up first.
+    pub fn set_paths(&mut self, reader: PathReader) {
+        self.paths = Some(reader);
+    }
+
+    /// This worker's routing counters.
+    pub fn route_counters(&self) -> &Arc<RouteCounters> {
+        &self.route_counters
     }
 
     /// Processes a batch of frames received on port `ingress`, rewriting
@@ -273,8 +299,11 @@ impl Pipeline {
         }
         // Room for every frame to be answered: nothing allocates below.
         self.answers.reserve(frames.len());
+        // The paths' version is loaded once per batch, as the snapshot is.
+        let mut paths = self.paths.take();
         let mut cx = Context {
             snapshot,
+            paths: paths.as_mut().map(|reader| reader.load()),
             flows,
             ingress,
             now_ns,
@@ -283,6 +312,7 @@ impl Pipeline {
             let bytes = memory.frame_mut(frame);
             verdicts.push(self.count(bytes, *p, &mut cx));
         }
+        self.paths = paths;
         if !self.answers.is_empty() {
             self.resize_answers(memory, frames);
         }
@@ -345,13 +375,16 @@ impl Pipeline {
         self.adopt(snapshot, flows);
         let parsed = Parsed::of(frame);
         self.answers.clear();
+        let mut paths = self.paths.take();
         let mut cx = Context {
             snapshot,
+            paths: paths.as_mut().map(|reader| reader.load()),
             flows,
             ingress,
             now_ns,
         };
         let verdict = self.count(frame, parsed, &mut cx);
+        self.paths = paths;
         let len = match self.answers.pop() {
             Some((_, len)) => len as usize,
             None => frame.len(),
@@ -509,13 +542,7 @@ impl Pipeline {
         hash: u64,
         cx: &mut Context<'_>,
     ) -> Verdict {
-        let Context {
-            snapshot,
-            ref mut flows,
-            ingress,
-            now_ns,
-            ..
-        } = *cx;
+        let snapshot = cx.snapshot;
         let t = &meta.tuple;
         let Some((service_id, service)) = snapshot.lookup_service(t.protocol, &t.dst, t.dst_port)
         else {
@@ -524,8 +551,89 @@ impl Pipeline {
         if meta.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
         }
-        let is_tcp = t.protocol == ip_proto::TCP;
         let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+        let path = match cx.paths {
+            Some(view) => self.path_choice(view, service_id, service, meta, hash, cx),
+            None => None,
+        };
+        let endpoint_id = match (path, service.routes()) {
+            (Some(id), _) => id,
+            (None, None) => match self.scheduled_choice(service_id, service, meta, hash, syn, cx) {
+                Ok(id) => id,
+                Err(verdict) => return verdict,
+            },
+            (None, Some(routes)) => {
+                match self.routed_choice(service_id, service, routes, meta, hash, syn, cx) {
+                    Ok(id) => id,
+                    Err(verdict) => return verdict,
+                }
+            }
+        };
+        self.place_new_flow(frame, meta, hash, endpoint_id, syn, cx)
+    }
+
+    /// The endpoint a distribution path sends a new flow to: the path's
+    /// backend for the flow if it is alive, else the first alive one of
+    /// the path's others (in the order given, from the flow's); `None`
+    /// when the client has no path, or none of its backends takes new
+    /// flows (down, draining, gone), counted as a fallback.
+    #[inline]
+    fn path_choice(
+        &mut self,
+        view: &PathView,
+        service_id: ServiceId,
+        service: &CompiledService,
+        meta: &PacketMeta,
+        hash: u64,
+        cx: &Context<'_>,
+    ) -> Option<EndpointId> {
+        let client = ClientAddr::from_bytes(&meta.tuple.src);
+        let target = view.lookup(service_id, client)?;
+        let (snapshot, now_ns) = (cx.snapshot, cx.now_ns);
+        let takes = |backend| {
+            let id = service.path_backend(backend)?;
+            let weighted = snapshot.endpoint(id).is_some_and(|e| e.weight > 0);
+            (weighted && snapshot.liveness().is_alive(id, now_ns)).then_some(id)
+        };
+        let chosen = takes(target.pick(hash)).or_else(|| match target {
+            PathTarget::One(_) => None,
+            // The others, from the flow's own (no allocation).
+            PathTarget::Many(list) => {
+                let start = ((u128::from(hash) * target.len() as u128) >> 64) as usize;
+                let rest = list.iter().take(start);
+                list.iter().skip(start).chain(rest).find_map(takes)
+            }
+        });
+        let c = &*self.route_counters;
+        match chosen {
+            Some(id) => {
+                c.path_flows.inc();
+                Some(id)
+            }
+            None => {
+                c.path_fallbacks.inc();
+                None
+            }
+        }
+    }
+
+    /// The endpoint a new flow of a service that does not route by client
+    /// gets: its scheduler's pick over the whole service, or the skip
+    /// rule's, or the service's `when_all_down`; `Err` with the verdict
+    /// when it gets none.
+    #[inline(always)]
+    fn scheduled_choice(
+        &mut self,
+        service_id: ServiceId,
+        service: &CompiledService,
+        meta: &PacketMeta,
+        hash: u64,
+        syn: bool,
+        cx: &Context<'_>,
+    ) -> Result<EndpointId, Verdict> {
+        let (snapshot, now_ns) = (cx.snapshot, cx.now_ns);
+        let t = &meta.tuple;
+        let is_tcp = t.protocol == ip_proto::TCP;
         let (pick, pick_hash) = match service.scheduler() {
             Scheduler::Maglev => (service.maglev_lookup(hash), hash),
             Scheduler::Sh => {
@@ -534,21 +642,113 @@ impl Pipeline {
             }
             Scheduler::Wrr => {
                 if is_tcp && !syn {
-                    return Verdict::Drop(DropReason::NoConnection);
+                    return Err(Verdict::Drop(DropReason::NoConnection));
                 }
                 (self.next_wrr(service_id, service.wrr_schedule()), hash)
             }
         };
         let Some(pick) = pick else {
-            return Verdict::Drop(match service.mode() {
+            return Err(Verdict::Drop(match service.mode() {
                 Mode::AllDownClosed => DropReason::AllBackendsDown,
                 _ => DropReason::NoBackend,
-            });
+            }));
         };
-        let Some(endpoint_id) = self.alive_choice(service, pick, pick_hash, snapshot, now_ns)
-        else {
-            return Verdict::Drop(DropReason::AllBackendsDown);
+        self.alive_choice(service, pick, pick_hash, snapshot, now_ns)
+            .ok_or(Verdict::Drop(DropReason::AllBackendsDown))
+    }
+
+    /// The endpoint a new flow of a service that routes by client gets:
+    /// the routing decision's (`Snapshot::route_new_flow`), counted by
+    /// stage; with nothing alive, `Err` for a SET client (failing closed)
+    /// or the service's own choice otherwise. Out of line: a service that
+    /// does not route by client pays one test for it.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn routed_choice(
+        &mut self,
+        service_id: ServiceId,
+        service: &CompiledService,
+        routes: &ServiceRoutes,
+        meta: &PacketMeta,
+        hash: u64,
+        syn: bool,
+        cx: &Context<'_>,
+    ) -> Result<EndpointId, Verdict> {
+        let t = &meta.tuple;
+        let pick_hash = match service.scheduler() {
+            Scheduler::Maglev => hash,
+            Scheduler::Sh => source_hash(&t.src),
+            Scheduler::Wrr => {
+                if t.protocol == ip_proto::TCP && !syn {
+                    return Err(Verdict::Drop(DropReason::NoConnection));
+                }
+                hash
+            }
         };
+        let query = RouteQuery {
+            client: ClientAddr::from_bytes(&t.src),
+            hash,
+            pick_hash,
+            now_ns: cx.now_ns,
+        };
+        let c = &*self.route_counters;
+        match cx.snapshot.route_new_flow(service, routes, &query, &mut ()) {
+            Routed::Placed {
+                endpoint,
+                set,
+                step,
+                skipped,
+                canary,
+                ..
+            } => {
+                if !matches!(set, SetStage::None) {
+                    c.set_flows.inc();
+                }
+                if canary {
+                    c.canary_flows.inc();
+                }
+                if step == 0 {
+                    c.first_choice.inc();
+                } else {
+                    c.fallbacks.inc();
+                }
+                if skipped {
+                    self.counters.liveness_skips.inc();
+                }
+                Ok(endpoint)
+            }
+            Routed::Closed { .. } => {
+                c.set_closed.inc();
+                Err(Verdict::Drop(DropReason::AllBackendsDown))
+            }
+            Routed::Unplaced => {
+                c.unplaced.inc();
+                self.scheduled_choice(service_id, service, meta, hash, syn, cx)
+            }
+            Routed::Plain => self.scheduled_choice(service_id, service, meta, hash, syn, cx),
+        }
+    }
+
+    /// Records the new flow on `endpoint_id` and rewrites its packet.
+    #[inline(always)]
+    fn place_new_flow(
+        &mut self,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+        hash: u64,
+        endpoint_id: EndpointId,
+        syn: bool,
+        cx: &mut Context<'_>,
+    ) -> Verdict {
+        let Context {
+            snapshot,
+            ref mut flows,
+            ingress,
+            now_ns,
+            ..
+        } = *cx;
+        let t = &meta.tuple;
+        let is_tcp = t.protocol == ip_proto::TCP;
         let Some(backend) = snapshot.endpoint(endpoint_id) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
@@ -575,7 +775,9 @@ impl Pipeline {
             last_seen_ns: now_ns,
         };
         let reply_hash = flow_hash(&conn.reply_tuple());
-        flows.insert(conn, hash, reply_hash, now_ns);
+        if flows.insert(conn, hash, reply_hash, now_ns).is_none() {
+            return Verdict::Drop(DropReason::FlowTableFull);
+        }
         self.counters.new_flows.inc();
         flows.count_packet(endpoint_id, frame.len() as u64);
         to_backend(frame, meta, backend, next_hop, snapshot)

@@ -46,10 +46,14 @@ pub enum DropReason {
     /// A new flow to a service none of whose backends is alive, with
     /// `when_all_down = "closed"`.
     AllBackendsDown,
+    /// A new flow the connection table had no room for: it is full of
+    /// established connections, which it keeps (`flows.evict_established`
+    /// is off). The client's retry gets a place once one ends or idles out.
+    FlowTableFull,
 }
 
 /// Reasons other than parse errors, in counter order after them.
-const OWN_REASONS: [DropReason; 10] = [
+const OWN_REASONS: [DropReason; 11] = [
     DropReason::TtlExpired,
     DropReason::FragmentToVip,
     DropReason::NoBackend,
@@ -60,6 +64,7 @@ const OWN_REASONS: [DropReason; 10] = [
     DropReason::NoEgressPort,
     DropReason::BackendDown,
     DropReason::AllBackendsDown,
+    DropReason::FlowTableFull,
 ];
 
 impl DropReason {
@@ -82,6 +87,7 @@ impl DropReason {
             DropReason::NoEgressPort => parse + 7,
             DropReason::BackendDown => parse + 8,
             DropReason::AllBackendsDown => parse + 9,
+            DropReason::FlowTableFull => parse + 10,
         }
     }
 
@@ -114,6 +120,7 @@ impl DropReason {
             DropReason::NoEgressPort => "no_egress_port",
             DropReason::BackendDown => "backend_down",
             DropReason::AllBackendsDown => "all_backends_down",
+            DropReason::FlowTableFull => "flow_table_full",
         }
     }
 }

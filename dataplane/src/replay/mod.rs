@@ -223,7 +223,12 @@ fn count_destination(
 fn addressed_interface(config: &Config, frame: &[u8]) -> usize {
     frame
         .get(..6)
-        .and_then(|dst| config.interfaces.iter().position(|i| i.mac[..] == *dst))
+        .and_then(|dst| {
+            config
+                .interfaces
+                .iter()
+                .position(|i| i.mac.is_some_and(|mac| mac[..] == *dst))
+        })
         .unwrap_or(0)
 }
 

@@ -15,6 +15,7 @@
 //! the text of any place.
 
 mod health;
+mod routing;
 
 use hashbrown::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -27,13 +28,13 @@ use super::place::{Item, Place};
 use super::raw::{RawBackend, RawConfig, RawDaemon, RawFlows, RawNeighbour, RawService};
 use super::validate::{
     of_backend, of_backend_address, of_service, Range, BATCH, CONTROL_IDLE_TIMEOUT, CORE,
-    FLOW_CAPACITY, FRAME_COUNT, FRAME_SIZE, PANIC_THRESHOLD, PORT, RING_SIZE, TABLE_SIZE, TIMEOUT,
-    WEIGHT,
+    FLOW_CAPACITY, FRAME_COUNT, FRAME_SIZE, PANIC_THRESHOLD, PORT, RING_SIZE, SOCKET_MODE,
+    TABLE_SIZE, TIMEOUT, WEIGHT,
 };
 use super::{
-    Backend, BindModeSetting, Config, DaemonSettings, Failover, FlowSettings, GatewaySettings,
-    IdlePolicy, Interface, LogFormatSetting, Neighbour, Protocol, Service, XdpModeSetting,
-    DEFAULT_MAGLEV_TABLE_SIZE,
+    Backend, BindModeSetting, Config, DaemonSettings, Failover, FastPathSetting, FlowSettings,
+    GatewaySettings, IdlePolicy, Interface, LogFormatSetting, MetricsAddress, Neighbour, Protocol,
+    Service, XdpModeSetting, DEFAULT_MAGLEV_TABLE_SIZE,
 };
 
 /// A decoded config: the model, with stand-ins where values could not be
@@ -77,14 +78,15 @@ pub(super) fn decode(raw: &RawConfig) -> Decoded {
             .enumerate()
             .map(|(i, interface)| {
                 let name = interface.name.get_ref();
-                let mac = d.read(
-                    Place::field(Item::Interface(i), "mac"),
-                    &interface.mac,
-                    |text| parse::mac(text, &format!("interface {name:?}")),
-                );
+                let mac = interface.mac.as_ref().map(|mac| {
+                    d.read(Place::field(Item::Interface(i), "mac"), mac, |text| {
+                        parse::mac(text, &format!("interface {name:?}"))
+                    })
+                    .unwrap_or_default()
+                });
                 Interface {
                     name: name.clone(),
-                    mac: mac.unwrap_or_default(),
+                    mac,
                 }
             })
             .collect(),
@@ -95,6 +97,7 @@ pub(super) fn decode(raw: &RawConfig) -> Decoded {
             .enumerate()
             .map(|(i, service)| d.service(i, service, &gateway_size))
             .collect(),
+        routing: d.routing(&raw.routing),
     };
     Decoded {
         config,
@@ -249,13 +252,7 @@ impl Decoder {
             }
         }
         self.daemon_modes(raw, &mut d);
-        d.metrics_address = raw.metrics_address.as_ref().and_then(|value| {
-            self.read(at("metrics_address"), value, |text| {
-                text.parse::<SocketAddr>().map_err(|_| {
-                    format!("daemon.metrics_address {text:?} is not an address and port such as \"127.0.0.1:9464\"")
-                })
-            })
-        });
+        self.metrics_endpoint(raw, &mut d);
         if let Some(path) = &raw.control_socket {
             d.control_socket = PathBuf::from(path.get_ref());
         }
@@ -264,6 +261,29 @@ impl Decoder {
         }
         self.daemon_health(raw, &mut d);
         d
+    }
+
+    /// `metrics_address` and the Unix socket's mode and group.
+    fn metrics_endpoint(&mut self, raw: &RawDaemon, d: &mut DaemonSettings) {
+        let at = |key| Place::field(Item::Daemon, key);
+        d.metrics_address = raw
+            .metrics_address
+            .as_ref()
+            .and_then(|value| self.read(at("metrics_address"), value, parse_metrics_address));
+        if let Some(mode) = &raw.metrics_socket_mode {
+            let key = "daemon.metrics_socket_mode";
+            d.metrics_socket_mode = self.int(
+                mode,
+                at("metrics_socket_mode"),
+                SOCKET_MODE,
+                key,
+                String::new,
+            );
+        }
+        d.metrics_socket_group = raw
+            .metrics_socket_group
+            .as_ref()
+            .and_then(|value| self.read(at("metrics_socket_group"), value, group_id));
     }
 
     /// The `[daemon]` settings that name one of a fixed set of modes.
@@ -296,6 +316,12 @@ impl Decoder {
                 ("generic", XdpModeSetting::Generic),
             ],
             d.xdp_mode,
+        );
+        d.fast_path = self.choice(
+            &raw.fast_path,
+            "fast_path",
+            &[("xdp", FastPathSetting::Xdp), ("off", FastPathSetting::Off)],
+            d.fast_path,
         );
         d.log_format = self.choice(
             &raw.log_format,
@@ -346,6 +372,10 @@ impl Decoder {
                 default.tcp_closing_timeout_s,
             ),
             udp_timeout_s: timeout(&raw.udp_timeout, "udp_timeout", default.udp_timeout_s),
+            evict_established: raw
+                .evict_established
+                .as_ref()
+                .map_or(default.evict_established, |v| *v.get_ref()),
         }
     }
 
@@ -487,6 +517,7 @@ impl Decoder {
             failover,
             health,
             backends,
+            routing: self.service_routing(i, raw),
         }
     }
 
@@ -548,7 +579,37 @@ impl Decoder {
             set: label(&raw.set),
             group: label(&raw.group),
             health,
+            name: label(&raw.name),
         }
+    }
+}
+
+/// `"unix:/ABSOLUTE/PATH"` or an address and port.
+fn parse_metrics_address(text: &str) -> Result<MetricsAddress, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        return Ok(MetricsAddress::Unix(PathBuf::from(path)));
+    }
+    text.parse::<SocketAddr>().map(MetricsAddress::Tcp).map_err(|_| {
+        format!(
+            "daemon.metrics_address {text:?} is neither an address and port such as \"127.0.0.1:9464\" \
+             nor a Unix socket such as \"unix:/run/flowgate/metrics.sock\""
+        )
+    })
+}
+
+/// A group's id, from its name in this host's group database or a number.
+fn group_id(text: &str) -> Result<u32, String> {
+    if let Ok(id) = text.parse::<u32>() {
+        return Ok(id);
+    }
+    match nix::unistd::Group::from_name(text) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(format!(
+            "daemon.metrics_socket_group {text:?} is not a group on this host"
+        )),
+        Err(e) => Err(format!(
+            "daemon.metrics_socket_group {text:?}: the group database could not be read: {e}"
+        )),
     }
 }
 

@@ -8,6 +8,8 @@
 //! extra. Line starts are indexed once, on the first lookup, so that any
 //! number of problems is located in time linear in the text.
 
+mod routing;
+
 use hashbrown::HashMap;
 use std::cell::OnceCell;
 
@@ -71,7 +73,7 @@ impl<'t> FileProvenance<'t> {
             Item::Interface(i) => {
                 let interface = raw.interfaces.get(i)?;
                 match key {
-                    "mac" => start(Some(&interface.mac)),
+                    "mac" => start(interface.mac.as_ref()),
                     _ => start(Some(&interface.name)),
                 }
             }
@@ -98,10 +100,11 @@ impl<'t> FileProvenance<'t> {
                     "heartbeat_ttl" => start(service.heartbeat_ttl.as_ref()),
                     "heartbeat_token" => start(service.heartbeat_token.as_ref()),
                     "health.port" => start(service.health.as_ref().and_then(|h| h.port.as_ref())),
-                    key => key
+                    key if key.starts_with("health.") => key
                         .strip_prefix("health.")
                         .zip(service.health.as_ref())
                         .and_then(|(key, health)| health.check().offset(key)),
+                    _ => routing::service_offset(service, place),
                 }
                 .or_else(|| start(Some(&service.name)))
             }
@@ -116,9 +119,13 @@ impl<'t> FileProvenance<'t> {
                     "heartbeat_ttl" => start(backend.heartbeat_ttl.as_ref()),
                     "health.kind" => start(backend.health.as_ref().and_then(|h| h.kind.as_ref())),
                     "health.port" => start(backend.health.as_ref().and_then(|h| h.port.as_ref())),
+                    "name" => start(backend.name.as_ref()),
                     _ => None,
                 }
                 .or_else(|| start(Some(&backend.address)))
+            }
+            Item::Routing | Item::ClientClass(_) | Item::Canary(_) | Item::Path { .. } => {
+                self.routing_offset(place)
             }
         }
     }
@@ -145,14 +152,17 @@ impl<'t> FileProvenance<'t> {
             "heartbeat_rate" => daemon.heartbeat_rate.as_ref(),
             "heartbeat_burst" => daemon.heartbeat_burst.as_ref(),
             "health_max_in_flight" => daemon.health_max_in_flight.as_ref(),
+            "metrics_socket_mode" => daemon.metrics_socket_mode.as_ref(),
             _ => None,
         };
         let text = match key {
             "idle" => daemon.idle.as_ref(),
             "bind_mode" => daemon.bind_mode.as_ref(),
             "xdp_mode" => daemon.xdp_mode.as_ref(),
+            "fast_path" => daemon.fast_path.as_ref(),
             "control_socket" => daemon.control_socket.as_ref(),
             "metrics_address" => daemon.metrics_address.as_ref(),
+            "metrics_socket_group" => daemon.metrics_socket_group.as_ref(),
             "log_format" => daemon.log_format.as_ref(),
             "log_level" => daemon.log_level.as_ref(),
             "heartbeat_address" => daemon.heartbeat_address.as_ref(),

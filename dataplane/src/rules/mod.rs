@@ -1,6 +1,8 @@
 //! The rule model operators write: services, their backends and schedulers,
-//! plus the gateway settings and static neighbours, and the one validator
-//! every source of rules goes through.
+//! plus the gateway settings, static neighbours and routing by client, and
+//! the one validator every source of rules goes through. [`routing`] says
+//! what the routing policies mean over the model (which backends a client
+//! can be placed on, in what order), for the validator and the snapshot.
 //!
 //! A source turns what it reads into the model, a [`Config`], and a
 //! [`Provenance`]: a map from places in the model ([`Place`]) to where each
@@ -29,6 +31,7 @@ mod place;
 mod prime;
 mod provenance;
 mod raw;
+pub mod routing;
 mod validate;
 
 #[cfg(test)]

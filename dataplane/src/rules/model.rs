@@ -31,6 +31,13 @@ pub const MAX_TIMEOUT_S: u32 = 604_800;
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest interface name, in bytes (Linux `IFNAMSIZ` less its NUL).
 pub const MAX_INTERFACE_NAME_LEN: usize = 15;
+/// Default cap on the memory of the routing subsets' scheduler tables,
+/// all services together (512 MiB).
+pub const DEFAULT_SUBSET_MEMORY_LIMIT: u64 = 512 << 20;
+/// The largest canary share, in basis points: 10 000 is every new flow.
+pub const MAX_CANARY_SHARE_BP: u32 = 10_000;
+/// The most backends one distribution path may name.
+pub const MAX_PATH_BACKENDS: usize = 16;
 
 /// A whole, validated gateway configuration.
 ///
@@ -54,6 +61,9 @@ pub struct Config {
     pub neighbours: Vec<Neighbour>,
     /// Services, unique by (protocol, VIP, port) and by name.
     pub services: Vec<Service>,
+    /// Routing by client, gateway-wide: client classes, the zone
+    /// priority, the subset memory cap (`[routing]`).
+    pub routing: RoutingSettings,
 }
 
 impl Config {
@@ -106,6 +116,11 @@ pub struct FlowSettings {
     pub tcp_closing_timeout_s: u32,
     /// Idle timeout of a UDP flow, in seconds.
     pub udp_timeout_s: u32,
+    /// Whether a full table may evict an established connection to make
+    /// room for a new one. Off: only expired, embryonic (SYN-state, or UDP
+    /// its backend never answered) and closing connections make room, and
+    /// a new flow that finds none is dropped (`flow_table_full`).
+    pub evict_established: bool,
 }
 
 impl Default for GatewaySettings {
@@ -124,6 +139,7 @@ impl Default for FlowSettings {
             tcp_established_timeout_s: 900,
             tcp_closing_timeout_s: 60,
             udp_timeout_s: 60,
+            evict_established: false,
         }
     }
 }
@@ -138,7 +154,10 @@ pub struct Interface {
     /// Interface name (e.g. `eth0`), unique.
     pub name: String,
     /// The interface's own MAC: the source MAC of frames sent from it.
-    pub mac: MacAddr,
+    /// `None` (the file gives none): the daemon reads it from the kernel
+    /// at start and follows it while it runs; given, the kernel's must
+    /// match it.
+    pub mac: Option<MacAddr>,
 }
 
 /// A static neighbour: the MAC to send to for an address, and on which
@@ -208,6 +227,17 @@ pub enum Scheduler {
 }
 
 impl Scheduler {
+    /// Whether it places each flow on one backend, as every scheduler does
+    /// today. A fan-out scheduler (every alive backend gets each datagram)
+    /// will not: it obeys SETs and zones, which narrow who receives, but
+    /// not distribution paths or a canary share, which choose one, and
+    /// the validator refuses those on it by this test.
+    pub const fn picks_one(self) -> bool {
+        match self {
+            Scheduler::Maglev | Scheduler::Wrr | Scheduler::Sh => true,
+        }
+    }
+
     /// `maglev`, `wrr` or `sh`.
     pub const fn name(self) -> &'static str {
         match self {
@@ -260,6 +290,9 @@ pub struct Service {
     pub health: ServiceHealth,
     /// The backends (endpoints).
     pub backends: Vec<Backend>,
+    /// Routing by client for this service: its zone priority, canary and
+    /// distribution paths.
+    pub routing: ServiceRouting,
 }
 
 impl Service {
@@ -280,6 +313,20 @@ impl Service {
     /// Sum of all backend weights (> 0 for a validated service).
     pub fn total_weight(&self) -> u64 {
         self.backends.iter().map(|b| u64::from(b.weight)).sum()
+    }
+
+    /// The backend whose stable name ([`Backend::stable_name`]) is `name`.
+    pub fn backend_named(&self, name: &str) -> Option<(usize, &Backend)> {
+        self.backends
+            .iter()
+            .enumerate()
+            .find(|(_, b)| b.is_named(name))
+    }
+
+    /// The zone priority this service falls back by: its own list, or the
+    /// gateway's (`gateway`, from [`RoutingSettings::zone_priority`]).
+    pub fn zone_priority<'a>(&'a self, gateway: &'a [String]) -> &'a [String] {
+        self.routing.zone_priority.as_deref().unwrap_or(gateway)
     }
 }
 
@@ -407,17 +454,33 @@ pub struct Backend {
     pub port: u16,
     /// Relative weight, 0..=[`MAX_WEIGHT`]; 0 drains it (no new flows).
     pub weight: u32,
-    /// Optional zone label. Accepted and kept, for the zone-aware routing
-    /// policies; no forwarding decision reads it yet.
+    /// Optional zone (data-centre group): clients of a zone prefer its
+    /// backends (see [`RoutingSettings::zone_priority`]).
     pub zone: Option<String>,
-    /// Optional SET isolation group label. Accepted and kept, for the SET
-    /// routing policies; no forwarding decision reads it yet.
+    /// Optional SET: a [`SetName`] `name.area.group`, the group possibly
+    /// `*`. A client of a SET only ever reaches its own SET's backends
+    /// (or, lacking any, `name.area.*`'s, then backends of no SET).
     pub set: Option<String>,
-    /// Optional group label. Accepted and kept, for fan-out and canary
-    /// policies; no forwarding decision reads it yet.
+    /// Optional group label: the canary group of a gated launch
+    /// ([`Canary::group`]), later fan-out.
     pub group: Option<String>,
     /// Its own health settings: check kind and port, heartbeat TTL.
     pub health: BackendHealth,
+    /// Optional stable name, unique in its service, by which distribution
+    /// paths name the backend; unset, the backend is called `ADDR:PORT`
+    /// ([`Backend::stable_name`]).
+    ///
+    /// A path follows a name, not an address. *Moving* a backend (a
+    /// container rescheduled to a new address) keeps its name and changes
+    /// its address: every path that names it follows at the next snapshot,
+    /// while its connections, which were made to the old address, end as
+    /// a removed backend's do. *Renaming* one keeps its address (and its
+    /// connections), and the paths that named the old name no longer
+    /// resolve: their clients fall back to the normal decision, counted,
+    /// until the paths are changed. A backend left with the default name
+    /// cannot move without its paths being rewritten, so give containers
+    /// that move a name.
+    pub name: Option<String>,
 }
 
 impl Backend {
@@ -431,6 +494,26 @@ impl Backend {
             set: None,
             group: None,
             health: BackendHealth::default(),
+            name: None,
+        }
+    }
+
+    /// The name distribution paths know the backend by: its `name`, or
+    /// `ADDR:PORT` (`[ADDR]:PORT` for IPv6) without one. An explicit name
+    /// cannot contain `:`, so it never equals another backend's default.
+    pub fn stable_name(&self) -> std::borrow::Cow<'_, str> {
+        match &self.name {
+            Some(name) => std::borrow::Cow::Borrowed(name),
+            None => std::borrow::Cow::Owned(self.socket_addr().to_string()),
+        }
+    }
+
+    /// Whether `name` is its stable name, exactly as
+    /// [`stable_name`](Self::stable_name) writes it.
+    pub fn is_named(&self, name: &str) -> bool {
+        match &self.name {
+            Some(own) => own == name,
+            None => name.contains(':') && self.socket_addr().to_string() == name,
         }
     }
 
@@ -442,6 +525,217 @@ impl Backend {
     /// Weight 0: existing flows stay, new flows go elsewhere.
     pub fn is_drained(&self) -> bool {
         self.weight == 0
+    }
+}
+
+/// Routing by client, gateway-wide (`[routing]`): who a client is, and how
+/// zones fall back. Each service adds its own part ([`ServiceRouting`]).
+///
+/// A new flow is decided in this order: the service's distribution paths,
+/// then the client's SET, then the service's canary, then the client's
+/// zone, then the service's scheduler over what is left.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoutingSettings {
+    /// Client classes: a client's SET and zone, by the longest of these
+    /// prefixes that holds its address. A client no prefix holds has
+    /// neither. Prefixes are unique.
+    pub classes: Vec<ClientClass>,
+    /// Zones in the order a client falls back through when its own zone
+    /// has no backend alive: its own zone first, then these in order, then
+    /// backends of no zone, then any. Every zone named here is some
+    /// backend's or some class's. A service may set its own.
+    pub zone_priority: Vec<String>,
+    /// Most bytes the scheduler tables of every service's routing subsets
+    /// may take together; a config that needs more is refused.
+    pub subset_memory_limit: u64,
+}
+
+impl Default for RoutingSettings {
+    fn default() -> Self {
+        RoutingSettings {
+            classes: Vec::new(),
+            zone_priority: Vec::new(),
+            subset_memory_limit: DEFAULT_SUBSET_MEMORY_LIMIT,
+        }
+    }
+}
+
+/// A client address prefix: an address and a length in bits, with no host
+/// bits set (IPv4 up to /32, IPv6 up to /128, never inside the
+/// IPv4-mapped range `::ffff:0:0/96`, which no IPv6 client has).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientPrefix {
+    /// The network address.
+    pub address: IpAddr,
+    /// The length in bits.
+    pub len: u8,
+}
+
+impl ClientPrefix {
+    /// The prefix `address/len` (not checked: the validator judges it).
+    pub const fn new(address: IpAddr, len: u8) -> ClientPrefix {
+        ClientPrefix { address, len }
+    }
+
+    /// The prefix of exactly one address (/32 or /128).
+    pub const fn host(address: IpAddr) -> ClientPrefix {
+        let len = match address {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        };
+        ClientPrefix { address, len }
+    }
+
+    /// The longest length of its family: 32 or 128.
+    pub const fn max_len(&self) -> u8 {
+        match self.address {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => 128,
+        }
+    }
+
+    /// Whether `client` lies in it. An IPv4 client (also written
+    /// IPv4-mapped) never lies in an IPv6 prefix.
+    pub fn contains(&self, client: IpAddr) -> bool {
+        let client = match client {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
+            v4 => v4,
+        };
+        let len = u32::from(self.len);
+        match (self.address, client) {
+            (IpAddr::V4(net), IpAddr::V4(a)) if len <= 32 => {
+                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                u32::from(a) & mask == u32::from(net) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) if len <= 128 => {
+                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                u128::from(a) & mask == u128::from(net) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for ClientPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.len)
+    }
+}
+
+/// One client class: the clients of a prefix, with their SET and zone.
+/// A class with neither marks its prefix as having no class (inside a
+/// shorter prefix that has one).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClientClass {
+    /// The clients.
+    pub prefix: ClientPrefix,
+    /// Their SET, a [`SetName`].
+    pub set: Option<String>,
+    /// Their zone.
+    pub zone: Option<String>,
+}
+
+/// A service's part of the routing by client.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ServiceRouting {
+    /// Zones in fallback order for this service, in place of the
+    /// gateway's [`RoutingSettings::zone_priority`]; unset: the gateway's.
+    pub zone_priority: Option<Vec<String>>,
+    /// A gated launch: a share of new flows to a group of backends.
+    pub canary: Option<Canary>,
+    /// Distribution paths: clients sent straight to a named backend,
+    /// before any other policy. Prefixes are unique in a service.
+    pub paths: Vec<DistributionPath>,
+}
+
+/// A gated launch: new flows to the backends whose `group` is `group`,
+/// for `share_bp` basis points of the flows (drawn from flow-hash bits
+/// the scheduler does not use, so gateways with the same rules agree) and
+/// for every client under `clients`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Canary {
+    /// The canary group: some backend's `group` label.
+    pub group: String,
+    /// Share of new flows, in basis points, 0..=[`MAX_CANARY_SHARE_BP`].
+    /// Raising it from p to q moves only flows whose draw lies in p..q.
+    pub share_bp: u32,
+    /// Clients that always go to the canary (testers, a pilot office).
+    pub clients: Vec<ClientPrefix>,
+}
+
+/// A distribution path: the clients of a prefix go straight to a named
+/// backend, or to one of a few chosen by flow hash. A path whose backend
+/// is down, draining or gone falls back to the normal decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DistributionPath {
+    /// The clients (any length down to /32 and /128; longest match).
+    pub client: ClientPrefix,
+    /// Stable names ([`Backend::stable_name`]) of backends of the
+    /// service: 1 to [`MAX_PATH_BACKENDS`], distinct.
+    pub backends: Vec<String>,
+}
+
+/// A SET name, `name.area.group`: a deployment unit that may call only
+/// itself. The group may be `*` (on a client: every group of its
+/// `name.area`; on a backend: serves `name.area`'s clients whose own group
+/// has no backend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SetName<'a> {
+    /// First part.
+    pub name: &'a str,
+    /// Second part.
+    pub area: &'a str,
+    /// Third part; `None` for `*`.
+    pub group: Option<&'a str>,
+}
+
+impl<'a> SetName<'a> {
+    /// Reads `name.area.group`: three non-empty parts of
+    /// `A-Z a-z 0-9 _ -`, the third possibly `*`, at most
+    /// [`MAX_NAME_LEN`] bytes in all. `None` if malformed.
+    pub fn parse(text: &'a str) -> Option<SetName<'a>> {
+        if text.len() > MAX_NAME_LEN {
+            return None;
+        }
+        let mut parts = text.split('.');
+        let (Some(name), Some(area), Some(group), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return None;
+        };
+        let part = |p: &str| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+        };
+        let group = match group {
+            "*" => None,
+            g if part(g) => Some(g),
+            _ => return None,
+        };
+        (part(name) && part(area)).then_some(SetName { name, area, group })
+    }
+
+    /// Whether it is `name.area.*`.
+    pub const fn is_area_wide(&self) -> bool {
+        self.group.is_none()
+    }
+
+    /// Whether `other` has the same `name.area`.
+    pub fn same_area(&self, other: &SetName<'_>) -> bool {
+        self.name == other.name && self.area == other.area
+    }
+}
+
+impl fmt::Display for SetName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}.{}.{}",
+            self.name,
+            self.area,
+            self.group.unwrap_or("*")
+        )
     }
 }
 
@@ -480,13 +774,21 @@ pub struct DaemonSettings {
     pub bind_mode: BindModeSetting,
     /// XDP attach mode.
     pub xdp_mode: XdpModeSetting,
+    /// Whether the XDP program forwards established connections itself.
+    pub fast_path: FastPathSetting,
     /// Path of the control socket (created with mode 0600).
     pub control_socket: PathBuf,
     /// Seconds a control-socket client may stay connected without sending
     /// a request before it is closed.
     pub control_idle_timeout_s: u32,
-    /// Loopback address of the Prometheus endpoint; none = no endpoint.
-    pub metrics_address: Option<SocketAddr>,
+    /// Where the Prometheus endpoint listens; none = no endpoint.
+    pub metrics_address: Option<MetricsAddress>,
+    /// File mode of a Unix metrics socket; `None` = `0o600` (only the
+    /// daemon's user may scrape).
+    pub metrics_socket_mode: Option<u32>,
+    /// Group (id) given to a Unix metrics socket, so that a mode such as
+    /// `0o660` lets that group's scraper in; `None` = the daemon's group.
+    pub metrics_socket_group: Option<u32>,
     /// Log line format.
     pub log_format: LogFormatSetting,
     /// Log filter, e.g. `info` or `flowgate_dataplane=debug`.
@@ -524,9 +826,12 @@ impl Default for DaemonSettings {
             completion_ring_size: 4096,
             bind_mode: BindModeSetting::Auto,
             xdp_mode: XdpModeSetting::Auto,
+            fast_path: FastPathSetting::Xdp,
             control_socket: PathBuf::from(DEFAULT_CONTROL_SOCKET),
             control_idle_timeout_s: 3,
             metrics_address: None,
+            metrics_socket_mode: None,
+            metrics_socket_group: None,
             log_format: LogFormatSetting::Human,
             log_level: "info".to_owned(),
             heartbeat_address: None,
@@ -535,6 +840,17 @@ impl Default for DaemonSettings {
             health_max_in_flight: DEFAULT_HEALTH_MAX_IN_FLIGHT,
         }
     }
+}
+
+/// Where the Prometheus endpoint listens (`[daemon] metrics_address`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricsAddress {
+    /// A loopback address and port (`"127.0.0.1:9464"`).
+    Tcp(SocketAddr),
+    /// A Unix stream socket at this absolute path (`"unix:/run/flowgate/metrics.sock"`);
+    /// its file mode and group are `metrics_socket_mode` and
+    /// `metrics_socket_group`.
+    Unix(PathBuf),
 }
 
 /// What an idle worker does.
@@ -570,6 +886,20 @@ pub enum XdpModeSetting {
     Native,
     /// Generic (skb) mode.
     Generic,
+}
+
+/// The kernel fast path setting (`fast_path`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FastPathSetting {
+    /// The XDP program forwards the packets of established connections
+    /// from a cache the workers keep; the workers see every handshake,
+    /// close and new flow. The default: it sends frames only out of the
+    /// interfaces the kernel says can transmit XDP frames, and is off,
+    /// with a warning that says why, where none can.
+    #[default]
+    Xdp,
+    /// Every owned packet goes to a worker.
+    Off,
 }
 
 /// Log line format setting.

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::mac::parse_mac;
-use super::{MacAddr, OnBackendDown, Protocol, Scheduler, WhenAllDown};
+use super::{ClientPrefix, MacAddr, OnBackendDown, Protocol, Scheduler, WhenAllDown};
 use crate::health::{CheckKindName, InitialState};
 
 /// A service's VIP.
@@ -30,6 +30,24 @@ pub fn backend_address(text: &str, service: &str) -> Result<IpAddr, String> {
 pub fn neighbour_address(text: &str) -> Result<IpAddr, String> {
     text.parse()
         .map_err(|_| format!("neighbour address {text:?} is not an IP address"))
+}
+
+/// A client prefix, `ADDR/LEN` or a bare address (one client), described
+/// as `what` (`client class prefix`). Whether the length fits the family
+/// and the host bits are clear is the validator's to judge.
+pub fn client_prefix(text: &str, what: &str) -> Result<ClientPrefix, String> {
+    let bad = || format!("{what} {text:?} is not an address/length prefix");
+    match text.split_once('/') {
+        None => text.parse().map(ClientPrefix::host).map_err(|_| bad()),
+        Some((address, len)) => {
+            let address: IpAddr = address.parse().map_err(|_| bad())?;
+            if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            let len: u8 = len.parse().map_err(|_| bad())?;
+            Ok(ClientPrefix::new(address, len))
+        }
+    }
 }
 
 /// A service's protocol: `tcp` or `udp`.

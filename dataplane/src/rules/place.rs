@@ -8,8 +8,8 @@ use std::fmt;
 /// One item of the model: a section, or an entry of a list, by its index
 /// in the model (`Service(2)` is `config.services[2]`).
 ///
-/// New kinds of item (health checks, client classes, distribution paths)
-/// become new variants; a source's provenance learns to locate them.
+/// New kinds of item (health checks) become new variants; a source's
+/// provenance learns to locate them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Item {
     /// `[gateway]`.
@@ -32,6 +32,19 @@ pub enum Item {
         service: usize,
         /// The backend's index in its service.
         backend: usize,
+    },
+    /// `[routing]`: routing by client, gateway-wide.
+    Routing,
+    /// `routing.classes[i]`: a client class.
+    ClientClass(usize),
+    /// `services[i].canary`: a service's gated launch.
+    Canary(usize),
+    /// `services[service].paths[path]`: a distribution path.
+    Path {
+        /// The service's index.
+        service: usize,
+        /// The path's index in its service.
+        path: usize,
     },
 }
 
@@ -101,6 +114,10 @@ impl fmt::Display for Place {
             Item::Backend { service, backend } => {
                 write!(f, "services[{service}].backends[{backend}]")?;
             }
+            Item::Routing => f.write_str("routing")?,
+            Item::ClientClass(i) => write!(f, "routing.classes[{i}]")?,
+            Item::Canary(i) => write!(f, "services[{i}].canary")?,
+            Item::Path { service, path } => write!(f, "services[{service}].paths[{path}]")?,
         }
         if let Some(key) = self.key {
             write!(f, ".{key}")?;
@@ -127,5 +144,25 @@ mod tests {
             "daemon.cores[1]"
         );
         assert_eq!(Place::item(Item::Neighbour(3)).to_string(), "neighbours[3]");
+        assert_eq!(
+            Place::element(Item::ClientClass(4), "prefix", 0).to_string(),
+            "routing.classes[4].prefix[0]"
+        );
+        assert_eq!(
+            Place::element(
+                Item::Path {
+                    service: 1,
+                    path: 2
+                },
+                "backends",
+                3
+            )
+            .to_string(),
+            "services[1].paths[2].backends[3]"
+        );
+        assert_eq!(
+            Place::field(Item::Canary(0), "share").to_string(),
+            "services[0].canary.share"
+        );
     }
 }

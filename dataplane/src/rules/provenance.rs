@@ -54,8 +54,8 @@ pub enum Location {
     },
     /// An edit of a control API request.
     Request(RequestLocation),
-    /// A key in etcd at a revision. Reserved for rules read from etcd
-    /// (issue 15); no source produces it yet.
+    /// A key in etcd at a revision: rules read from etcd
+    /// (`fleet::provenance::EtcdProvenance`).
     Etcd {
         /// The key.
         key: String,

@@ -28,6 +28,13 @@ pub(super) struct RawConfig {
     pub neighbours: Vec<RawNeighbour>,
     #[serde(default)]
     pub services: Vec<RawService>,
+    #[serde(default)]
+    pub routing: RawRouting,
+    /// `[etcd]`: where a fleet's rules come from. Not rules: the fleet
+    /// module reads it (`fleet::settings::from_config_text`); here it is
+    /// only let through.
+    #[serde(default, rename = "etcd")]
+    pub _etcd: Option<toml::Table>,
 }
 
 /// `[gateway]`.
@@ -52,9 +59,12 @@ pub(super) struct RawDaemon {
     pub completion_ring_size: Option<Spanned<i64>>,
     pub bind_mode: Option<Spanned<String>>,
     pub xdp_mode: Option<Spanned<String>>,
+    pub fast_path: Option<Spanned<String>>,
     pub control_socket: Option<Spanned<String>>,
     pub control_idle_timeout: Option<Spanned<i64>>,
     pub metrics_address: Option<Spanned<String>>,
+    pub metrics_socket_mode: Option<Spanned<i64>>,
+    pub metrics_socket_group: Option<Spanned<String>>,
     pub log_format: Option<Spanned<String>>,
     pub log_level: Option<Spanned<String>>,
     pub heartbeat_address: Option<Spanned<String>>,
@@ -72,6 +82,7 @@ pub(super) struct RawFlows {
     pub tcp_established_timeout: Option<Spanned<i64>>,
     pub tcp_closing_timeout: Option<Spanned<i64>>,
     pub udp_timeout: Option<Spanned<i64>>,
+    pub evict_established: Option<Spanned<bool>>,
 }
 
 /// One `[[interfaces]]` entry.
@@ -79,7 +90,7 @@ pub(super) struct RawFlows {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawInterface {
     pub name: Spanned<String>,
-    pub mac: Spanned<String>,
+    pub mac: Option<Spanned<String>>,
 }
 
 /// One `[[neighbours]]` entry.
@@ -109,6 +120,10 @@ pub(super) struct RawService {
     pub health: Option<RawServiceHealth>,
     #[serde(default)]
     pub backends: Vec<RawBackend>,
+    pub zone_priority: Option<Spanned<Vec<Spanned<String>>>>,
+    pub canary: Option<RawCanary>,
+    #[serde(default)]
+    pub paths: Vec<RawPath>,
 }
 
 /// One `[[services.backends]]` entry.
@@ -123,6 +138,7 @@ pub(super) struct RawBackend {
     pub group: Option<Spanned<String>>,
     pub heartbeat_ttl: Option<Spanned<String>>,
     pub health: Option<RawBackendHealth>,
+    pub name: Option<Spanned<String>>,
 }
 
 /// `[health]`: a check's keys and `initial`. In `[health]` and
@@ -253,4 +269,41 @@ impl RawCheckRef<'_> {
             _ => None,
         }
     }
+}
+
+/// `[routing]`: routing by client, gateway-wide.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRouting {
+    #[serde(default)]
+    pub classes: Vec<RawClientClass>,
+    pub zone_priority: Option<Spanned<Vec<Spanned<String>>>>,
+    pub subset_memory_limit: Option<Spanned<i64>>,
+}
+
+/// One `[[routing.classes]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClientClass {
+    pub prefix: Spanned<String>,
+    pub set: Option<Spanned<String>>,
+    pub zone: Option<Spanned<String>>,
+}
+
+/// A `[services.canary]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCanary {
+    pub group: Spanned<String>,
+    pub share: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub clients: Vec<Spanned<String>>,
+}
+
+/// One `[[services.paths]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPath {
+    pub client: Spanned<String>,
+    pub backends: Spanned<Vec<Spanned<String>>>,
 }

@@ -57,11 +57,11 @@ fn demo_config_loads_with_the_fixed_topology() {
     assert_eq!(names, ["fg-client", "fg-backend"]);
     assert_eq!(
         config.interfaces[0].mac,
-        [0x02, 0x66, 0x67, 0x00, 0x00, 0x01]
+        Some([0x02, 0x66, 0x67, 0x00, 0x00, 0x01])
     );
     assert_eq!(
         config.interfaces[1].mac,
-        [0x02, 0x66, 0x67, 0x00, 0x01, 0x01]
+        Some([0x02, 0x66, 0x67, 0x00, 0x01, 0x01])
     );
 
     let client = config.neighbour(ip("198.18.0.2")).unwrap();
@@ -137,7 +137,7 @@ fn example_config_loads_and_states_the_defaults() {
         (web.failover.panic_threshold, web.failover.when_all_down),
         (Failover::default().panic_threshold, WhenAllDown::default())
     );
-    assert_eq!(web.backends[0].set.as_deref(), Some("s1"));
+    assert_eq!(web.backends[0].set.as_deref(), Some("shop.sh.g1"));
     assert_eq!(web.backends[0].group.as_deref(), Some("g1"));
     assert_eq!(web.backends[1], Backend::new(ip("198.18.1.12"), 8080));
 }
@@ -334,7 +334,7 @@ fn toml_syntax_error_has_its_position() {
 fn unknown_keys_are_rejected_where_they_are() {
     assert_eq!(
         errors("[gateway]\nmaglev_table_size = 251\n\n[flow]\ncapacity = 1\n"),
-        ["t.toml:4:2: unknown field `flow`, expected one of `gateway`, `daemon`, `flows`, `health`, `interfaces`, `neighbours`, `services`"]
+        ["t.toml:4:2: unknown field `flow`, expected one of `gateway`, `daemon`, `flows`, `health`, `interfaces`, `neighbours`, `services`, `routing`, `etcd`"]
     );
     assert_eq!(
         errors(
@@ -350,11 +350,11 @@ fn unknown_keys_are_rejected_where_they_are() {
             wieght = 2
             "#
         ),
-        ["t.toml:9:1: unknown field `wieght`, expected one of `address`, `port`, `weight`, `zone`, `set`, `group`, `heartbeat_ttl`, `health`"]
+        ["t.toml:9:1: unknown field `wieght`, expected one of `address`, `port`, `weight`, `zone`, `set`, `group`, `heartbeat_ttl`, `health`, `name`"]
     );
     assert_eq!(
         errors("[flows]\ntcp_timeout = 5\n"),
-        ["t.toml:2:1: unknown field `tcp_timeout`, expected one of `capacity`, `tcp_syn_timeout`, `tcp_established_timeout`, `tcp_closing_timeout`, `udp_timeout`"]
+        ["t.toml:2:1: unknown field `tcp_timeout`, expected one of `capacity`, `tcp_syn_timeout`, `tcp_established_timeout`, `tcp_closing_timeout`, `udp_timeout`, `evict_established`"]
     );
 }
 
@@ -476,6 +476,24 @@ fn interface_names_must_be_valid_and_unique() {
             r#"t.toml:8:8: interface name "a-very-long-name0" is longer than 15 bytes (the kernel's IFNAMSIZ limit)"#,
             r#"t.toml:11:8: interface name "" is empty"#,
             r#"t.toml:14:8: interface name "eth/1" may not contain '/', ':', whitespace or control characters"#,
+        ]
+    );
+}
+
+#[test]
+fn an_interface_may_leave_its_mac_to_the_kernel() {
+    let config = load(
+        "[[interfaces]]\nname = \"eth0\"\n\
+         [[interfaces]]\nname = \"eth1\"\nmac = \"02:00:00:00:00:01\"",
+    );
+    let macs: Vec<_> = config.interfaces.iter().map(|i| i.mac).collect();
+    assert_eq!(macs, [None, Some([2, 0, 0, 0, 0, 1])]);
+    // Given, it is checked as before.
+    assert_eq!(
+        errors("[[interfaces]]\nname = \"eth0\"\nmac = \"ff:ff:ff:ff:ff:ff\""),
+        [
+            "t.toml:3:7: MAC ff:ff:ff:ff:ff:ff of interface \"eth0\" is the broadcast address; \
+          an interface needs a unicast MAC"
         ]
     );
 }
@@ -930,7 +948,7 @@ fn labels_must_be_valid_names() {
         ),
         [
             r#"t.toml:9:8: zone "" of backend 198.18.1.11:8080 in service "web" is not valid: use 1 to 64 of A-Z a-z 0-9 _ . -"#,
-            r#"t.toml:10:7: set "s 1" of backend 198.18.1.11:8080 in service "web" is not valid: use 1 to 64 of A-Z a-z 0-9 _ . -"#,
+            r#"t.toml:10:7: set "s 1" of backend 198.18.1.11:8080 in service "web" is not a SET name: write name.area.group, three parts of A-Z a-z 0-9 _ - (the group may be *), at most 64 bytes"#,
         ]
     );
 }
@@ -1061,6 +1079,7 @@ fn daemon_settings_load_and_default() {
         rx_ring_size = 1024
         bind_mode = "copy"
         xdp_mode = "generic"
+        fast_path = "off"
         control_socket = "/run/fg/ctl.sock"
         metrics_address = "127.0.0.1:9464"
         log_format = "json"
@@ -1075,8 +1094,13 @@ fn daemon_settings_load_and_default() {
     assert_eq!(d.tx_ring_size, DaemonSettings::default().tx_ring_size);
     assert_eq!(d.bind_mode, BindModeSetting::Copy);
     assert_eq!(d.xdp_mode, XdpModeSetting::Generic);
+    assert_eq!(d.fast_path, FastPathSetting::Off);
+    assert_eq!(DaemonSettings::default().fast_path, FastPathSetting::Xdp);
     assert_eq!(d.control_socket, Path::new("/run/fg/ctl.sock"));
-    assert_eq!(d.metrics_address, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(
+        d.metrics_address,
+        Some(MetricsAddress::Tcp("127.0.0.1:9464".parse().unwrap()))
+    );
     assert_eq!(d.log_format, LogFormatSetting::Json);
     assert_eq!(d.log_level, "debug");
     assert_eq!(load("").daemon, DaemonSettings::default());
@@ -1095,6 +1119,7 @@ fn daemon_settings_are_checked() {
         bind_mode = "fast"
         metrics_address = "198.18.0.1:9464"
         log_format = "xml"
+        fast_path = "tc"
         "#,
     );
     assert_eq!(
@@ -1107,14 +1132,78 @@ fn daemon_settings_are_checked() {
             "t.toml:6:16: daemon.rx_ring_size 100000 is out of range 64..=16384",
             "t.toml:7:13: daemon.bind_mode \"fast\" is not one of: auto, zero-copy, copy",
             "t.toml:8:19: daemon.metrics_address 198.18.0.1:9464 is not a loopback address: \
-             metrics are served on loopback only (put a proxy in front to expose them)",
+             metrics are served on loopback only (put a proxy in front to expose them, or use a Unix socket)",
             "t.toml:9:14: daemon.log_format \"xml\" is not one of: human, json",
+            "t.toml:10:13: daemon.fast_path \"tc\" is not one of: xdp, off",
         ]
     );
     assert_eq!(
         errors("[daemon]\ncores = []"),
         ["t.toml:2:9: daemon.cores is empty: list at least one core"]
     );
+}
+
+#[test]
+fn metrics_can_be_served_on_a_unix_socket_with_a_mode_and_a_group() {
+    let config = load(
+        "[daemon]\nmetrics_address = \"unix:/run/fg/metrics.sock\"\n\
+         metrics_socket_mode = 0o660\nmetrics_socket_group = \"root\"",
+    );
+    let d = &config.daemon;
+    assert_eq!(
+        d.metrics_address,
+        Some(MetricsAddress::Unix("/run/fg/metrics.sock".into()))
+    );
+    assert_eq!(d.metrics_socket_mode, Some(0o660));
+    assert_eq!(d.metrics_socket_group, Some(0), "root is group 0");
+    let by_number =
+        load("[daemon]\nmetrics_address = \"unix:/m.sock\"\nmetrics_socket_group = \"4242\"");
+    assert_eq!(by_number.daemon.metrics_socket_group, Some(4242));
+    let unset = load("[daemon]\nmetrics_address = \"unix:/m.sock\"");
+    assert_eq!(
+        unset.daemon.metrics_socket_mode, None,
+        "0o600 is applied at start"
+    );
+}
+
+#[test]
+fn a_bad_metrics_socket_setting_is_refused_with_its_place() {
+    for (text, problem) in [
+        (
+            "metrics_address = \"unix:run/m.sock\"",
+            "t.toml:2:19: daemon.metrics_address unix:run/m.sock is not an absolute path",
+        ),
+        (
+            "metrics_address = \"localhost\"",
+            "t.toml:2:19: daemon.metrics_address \"localhost\" is neither an address and port such as \
+             \"127.0.0.1:9464\" nor a Unix socket such as \"unix:/run/flowgate/metrics.sock\"",
+        ),
+        (
+            "metrics_address = \"unix:/run/flowgate/control.sock\"",
+            "t.toml:2:19: daemon.metrics_address unix:/run/flowgate/control.sock is the control socket's path",
+        ),
+        (
+            "metrics_address = \"127.0.0.1:9464\"\nmetrics_socket_mode = 0o660",
+            "t.toml:3:23: daemon.metrics_socket_mode applies to a Unix metrics socket only: \
+             set metrics_address = \"unix:/PATH\" or remove it",
+        ),
+        (
+            "metrics_socket_group = \"root\"",
+            "t.toml:2:24: daemon.metrics_socket_group applies to a Unix metrics socket only: \
+             set metrics_address = \"unix:/PATH\" or remove it",
+        ),
+        (
+            "metrics_address = \"unix:/m.sock\"\nmetrics_socket_mode = 0o1777",
+            "t.toml:3:23: daemon.metrics_socket_mode 1023 (0o1777; permission bits are at most 0o777) \
+             is out of range 0..=511",
+        ),
+        (
+            "metrics_address = \"unix:/m.sock\"\nmetrics_socket_group = \"no-such-group-fg\"",
+            "t.toml:3:24: daemon.metrics_socket_group \"no-such-group-fg\" is not a group on this host",
+        ),
+    ] {
+        assert_eq!(errors(&format!("[daemon]\n{text}")), [problem], "{text}");
+    }
 }
 
 #[test]

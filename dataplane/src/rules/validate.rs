@@ -18,6 +18,9 @@
 //! maps, so validation is linear in the size of the config.
 
 mod health;
+mod routing;
+
+pub(super) use routing::{CANARY_SHARE, SUBSET_MEMORY};
 
 use hashbrown::{HashMap, HashSet};
 use std::fmt::Display;
@@ -30,9 +33,9 @@ use super::place::{Item, Place};
 use super::prime::{is_prime, next_prime, prev_prime};
 use super::provenance::Provenance;
 use super::{
-    Backend, Config, Protocol, Service, MAX_FLOW_CAPACITY, MAX_INTERFACE_NAME_LEN,
-    MAX_MAGLEV_TABLE_SIZE, MAX_NAME_LEN, MAX_PANIC_THRESHOLD, MAX_TIMEOUT_S, MAX_WEIGHT,
-    MAX_WORKERS, MIN_MAGLEV_TABLE_SIZE,
+    Backend, Config, DaemonSettings, MetricsAddress, Protocol, Service, SetName, MAX_FLOW_CAPACITY,
+    MAX_INTERFACE_NAME_LEN, MAX_MAGLEV_TABLE_SIZE, MAX_NAME_LEN, MAX_PANIC_THRESHOLD,
+    MAX_TIMEOUT_S, MAX_WEIGHT, MAX_WORKERS, MIN_MAGLEV_TABLE_SIZE,
 };
 
 /// Checks `config` in full. `Ok` if it follows every rule; otherwise every
@@ -61,6 +64,7 @@ pub(super) fn problems(config: &Config, provenance: &dyn Provenance) -> Vec<Conf
     v.interfaces();
     v.neighbours();
     v.services(gateway_ok, health_known);
+    v.routing();
     v.found
 }
 
@@ -125,6 +129,10 @@ pub(super) const HEARTBEAT_RATE: Range = Range::new(1, 1_000_000);
 pub(super) const HEARTBEAT_BURST: Range = Range::new(1, 1_000_000);
 /// `daemon.health_max_in_flight`: each probe in flight holds a socket.
 pub(super) const HEALTH_MAX_IN_FLIGHT: Range = Range::new(1, 65_536);
+/// `daemon.metrics_socket_mode`: permission bits (`0o777` is 511).
+pub(super) const SOCKET_MODE: Range = Range::new(0, 0o777);
+/// The longest path a Unix socket address holds (`sun_path` less its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 /// ` of service "NAME"`: the context of a service's value in a message.
 pub(super) fn of_service(name: &str) -> String {
@@ -271,10 +279,9 @@ impl Validator<'_> {
         if socket.is_empty() || socket.contains(&0) {
             let message = "daemon.control_socket must be a non-empty path".to_owned();
             self.report(at("control_socket"), message);
-        } else if socket.len() > 107 {
-            // sun_path holds 108 bytes including the terminating NUL.
+        } else if socket.len() > MAX_SOCKET_PATH {
             let message = format!(
-                "daemon.control_socket is {} bytes long; a Unix socket path holds at most 107",
+                "daemon.control_socket is {} bytes long; a Unix socket path holds at most {MAX_SOCKET_PATH}",
                 socket.len()
             );
             self.report(at("control_socket"), message);
@@ -283,16 +290,66 @@ impl Validator<'_> {
         let key = "daemon.control_idle_timeout";
         let place = at("control_idle_timeout");
         self.in_range(place, idle, CONTROL_IDLE_TIMEOUT, key, String::new);
-        if let Some(address) = daemon.metrics_address {
-            if !address.ip().is_loopback() {
-                self.report(at("metrics_address"), format!("daemon.metrics_address {address} is not a loopback address: metrics are served on loopback only (put a proxy in front to expose them)"));
-            }
-        }
+        self.metrics_endpoint(daemon);
         if daemon.log_level.trim().is_empty() {
             let message = "daemon.log_level must not be empty (e.g. \"info\")".to_owned();
             self.report(at("log_level"), message);
         }
         self.daemon_health();
+    }
+
+    /// `daemon.metrics_address` on loopback or a Unix socket path; the
+    /// socket's mode and group only with a Unix socket.
+    fn metrics_endpoint(&mut self, daemon: &DaemonSettings) {
+        let at = |key| Place::field(Item::Daemon, key);
+        match &daemon.metrics_address {
+            Some(MetricsAddress::Tcp(address)) if !address.ip().is_loopback() => {
+                self.report(at("metrics_address"), format!("daemon.metrics_address {address} is not a loopback address: metrics are served on loopback only (put a proxy in front to expose them, or use a Unix socket)"));
+            }
+            Some(MetricsAddress::Unix(path)) => {
+                let bytes = path.as_os_str().as_bytes();
+                if !path.is_absolute() || bytes.contains(&0) {
+                    let message = format!(
+                        "daemon.metrics_address unix:{} is not an absolute path",
+                        path.display()
+                    );
+                    self.report(at("metrics_address"), message);
+                } else if bytes.len() > MAX_SOCKET_PATH {
+                    let message = format!("daemon.metrics_address unix:{} is {} bytes long; a Unix socket path holds at most {MAX_SOCKET_PATH}", path.display(), bytes.len());
+                    self.report(at("metrics_address"), message);
+                } else if path == &daemon.control_socket {
+                    let message = format!(
+                        "daemon.metrics_address unix:{} is the control socket's path",
+                        path.display()
+                    );
+                    self.report(at("metrics_address"), message);
+                }
+            }
+            _ => {}
+        }
+        let unix = matches!(daemon.metrics_address, Some(MetricsAddress::Unix(_)));
+        for (key, set) in [
+            ("metrics_socket_mode", daemon.metrics_socket_mode.is_some()),
+            (
+                "metrics_socket_group",
+                daemon.metrics_socket_group.is_some(),
+            ),
+        ] {
+            if set && !unix && self.known(at(key)) {
+                let message = format!("daemon.{key} applies to a Unix metrics socket only: set metrics_address = \"unix:/PATH\" or remove it");
+                self.report(at(key), message);
+            }
+        }
+        if let Some(mode) = daemon.metrics_socket_mode {
+            let key = "daemon.metrics_socket_mode";
+            self.in_range(
+                at("metrics_socket_mode"),
+                mode.into(),
+                SOCKET_MODE,
+                key,
+                || format!(" (0o{mode:o}; permission bits are at most 0o777)"),
+            );
+        }
     }
 
     /// `daemon.cores`: a non-empty list of distinct core numbers.
@@ -358,10 +415,12 @@ impl Validator<'_> {
                 first.insert(name, i);
             }
             let place = Place::field(Item::Interface(i), "mac");
+            let Some(mac) = interface.mac else {
+                continue;
+            };
             if !self.known(place) {
                 continue;
             }
-            let mac = interface.mac;
             let problem = if mac == [0xff; 6] {
                 Some("is the broadcast address")
             } else if !is_unicast_mac(&mac) {
@@ -579,16 +638,18 @@ impl Validator<'_> {
         };
         let place = Place::backend(i, j, "weight");
         self.in_range(place, backend.weight.into(), WEIGHT, "weight", context);
-        for (key, label) in [
-            ("zone", &backend.zone),
-            ("set", &backend.set),
-            ("group", &backend.group),
-        ] {
+        for (key, label) in [("zone", &backend.zone), ("group", &backend.group)] {
             if let Some(label) = label {
                 if !is_valid_name(label) {
                     let message = format!("{key} {label:?}{} {}", context(), name_rule());
                     self.report(Place::backend(i, j, key), message);
                 }
+            }
+        }
+        if let Some(set) = &backend.set {
+            if SetName::parse(set).is_none() {
+                let message = format!("set {set:?}{} {}", context(), set_rule());
+                self.report(Place::backend(i, j, "set"), message);
             }
         }
     }
@@ -695,7 +756,15 @@ pub(super) fn name_rule() -> String {
     format!("is not valid: use 1 to {MAX_NAME_LEN} of A-Z a-z 0-9 _ . -")
 }
 
-/// Service names and backend labels: `[A-Za-z0-9_.-]{1,64}`.
+/// What [`SetName::parse`] demands, as the end of an error message.
+pub(super) fn set_rule() -> String {
+    format!(
+        "is not a SET name: write name.area.group, three parts of A-Z a-z 0-9 _ - \
+         (the group may be *), at most {MAX_NAME_LEN} bytes"
+    )
+}
+
+/// Service names, backend names and labels: `[A-Za-z0-9_.-]{1,64}`.
 pub(super) fn is_valid_name(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
         && name
@@ -804,7 +873,7 @@ port = 8080
         assert!(check(&base()).is_ok());
         assert!(check(&Config::default()).is_ok());
         let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
-        for name in ["demo.toml", "example.toml"] {
+        for name in ["demo.toml", "example.toml", "routing.toml"] {
             let config = load_file(&configs.join(name)).unwrap();
             if let Err(e) = check(&config) {
                 panic!("{name}: {e}");
@@ -887,6 +956,7 @@ port = 8080
             failover: Default::default(),
             health: Default::default(),
             backends: Vec::new(),
+            routing: Default::default(),
         };
         assert_eq!(check_messages(&model), loader_messages(&text));
     }
@@ -952,7 +1022,7 @@ port = 8080
         let mut model = base();
         model.flows.capacity = 0;
         model.flows.udp_timeout_s = 0;
-        model.interfaces[0].mac = [0x01, 0, 0x5e, 0, 0, 1];
+        model.interfaces[0].mac = Some([0x01, 0, 0x5e, 0, 0, 1]);
         model.neighbours.push(model.neighbours[0].clone());
         model.neighbours[1].mac = [0xff; 6];
         model.neighbours.push(Neighbour {

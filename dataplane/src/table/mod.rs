@@ -9,16 +9,22 @@
 //! rule when a new flow's pick has died since. Nothing here knows about
 //! packets or ports.
 
+mod decide;
 pub mod failover;
 mod ids;
 pub mod maglev;
+mod paths;
 mod publish;
 pub mod skip;
 mod snapshot;
+pub mod subset;
 pub mod wrr;
 
+pub use decide::{RouteQuery, RouteTrace, Routed};
 pub use failover::{AliveCount, IfDead, Mode};
 pub use maglev::{MaglevBackend, MaglevTable};
+pub use paths::{PathRouting, SharedNames};
 pub use publish::{SnapshotGuard, SnapshotPublisher, SnapshotReader};
 pub use snapshot::{CompiledService, Endpoint, EndpointId, LivenessInput, ServiceId, Snapshot};
+pub use subset::{ClientRouting, RoutePlan, RouteStep, ServiceRoutes, SubsetTable};
 pub use wrr::{build_schedule, MAX_SCHEDULE_LEN};

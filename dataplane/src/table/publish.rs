@@ -98,8 +98,11 @@ mod tests {
                     set: None,
                     group: None,
                     health: Default::default(),
+                    name: None,
                 }],
+                routing: Default::default(),
             }],
+            routing: Default::default(),
         }
     }
 

@@ -46,6 +46,7 @@ use super::failover::{if_dead, AliveCount, IfDead, Mode};
 use super::ids::IdAllocator;
 use super::maglev::{MaglevBackend, MaglevTable};
 use super::skip::{next_alive, Lookup};
+use super::subset::{compile_routes, ClientRouting, Member, ServiceRoutes};
 use super::wrr::build_schedule;
 use crate::liveness::{Liveness, Word};
 use crate::rules::{
@@ -125,9 +126,29 @@ pub struct CompiledService {
     failover: Failover,
     alive: AliveCount,
     mode: Mode,
+    /// Routing by client, for a service that routes by client
+    /// ([`crate::rules::routing::routes_by_client`]).
+    routes: Option<Arc<ServiceRoutes>>,
+    /// Its backends named by distribution paths, by ref: what a path's
+    /// backend is in this generation.
+    path_backends: crate::route::BackendIndex,
 }
 
 impl CompiledService {
+    /// The endpoint a distribution path's backend `backend` is in this
+    /// generation, if it is one of the service's.
+    #[inline]
+    pub fn path_backend(&self, backend: crate::route::BackendRef) -> Option<EndpointId> {
+        self.path_backends.resolve(backend)
+    }
+
+    /// Its routing by client: subsets, plans, canary; `None` when every
+    /// new flow is its scheduler's over the whole service.
+    #[inline]
+    pub fn routes(&self) -> Option<&ServiceRoutes> {
+        self.routes.as_deref()
+    }
+
     /// The service's unique name.
     pub fn name(&self) -> &str {
         &self.name
@@ -300,9 +321,24 @@ pub struct Snapshot {
     interface_macs: Vec<MacAddr>,
     endpoint_count: usize,
     liveness: Arc<Liveness>,
+    client_routing: Arc<ClientRouting>,
+    /// The register of backend names distribution paths use, shared by
+    /// every generation (see [`super::PathRouting`]).
+    backend_names: super::SharedNames,
 }
 
 impl Snapshot {
+    /// The register of backend names, shared by every generation.
+    pub fn backend_names(&self) -> &super::SharedNames {
+        &self.backend_names
+    }
+
+    /// The client classes, for routing by client.
+    #[inline]
+    pub fn client_routing(&self) -> &ClientRouting {
+        &self.client_routing
+    }
+
     /// A snapshot with no services: generation 0, what workers hold before
     /// the first config is applied. It has a liveness table of its own,
     /// counting from now.
@@ -322,6 +358,8 @@ impl Snapshot {
             interface_macs: Vec::new(),
             endpoint_count: 0,
             liveness,
+            client_routing: Arc::default(),
+            backend_names: Arc::default(),
         }
     }
 
@@ -369,9 +407,21 @@ impl Snapshot {
             service_ids: IdAllocator::after(prev.services.iter().map(Option::is_some)),
             endpoint_ids: IdAllocator::after(prev.endpoints.iter().map(Option::is_some)),
             liveness,
+            profiles: crate::rules::routing::profiles(config).list,
+            zone_priority: &config.routing.zone_priority,
             next: Snapshot {
                 generation: previous.map_or(1, |p| p.generation.saturating_add(1)),
-                interface_macs: config.interfaces.iter().map(|i| i.mac).collect(),
+                // An interface without a MAC (the daemon fills in the
+                // kernel's before it compiles) sends from all zeros.
+                interface_macs: config
+                    .interfaces
+                    .iter()
+                    .map(|i| i.mac.unwrap_or_default())
+                    .collect(),
+                client_routing: Arc::new(ClientRouting::build(config)),
+                backend_names: previous
+                    .map(|p| Arc::clone(&p.backend_names))
+                    .unwrap_or_default(),
                 ..Snapshot::empty_with(Arc::clone(liveness.table))
             },
         };
@@ -508,6 +558,10 @@ struct Builder<'a> {
     service_ids: IdAllocator,
     endpoint_ids: IdAllocator,
     liveness: LivenessInput<'a>,
+    /// The client profiles of routing by client.
+    profiles: Vec<crate::rules::routing::Profile<'a>>,
+    /// The gateway's zone priority.
+    zone_priority: &'a [String],
     next: Snapshot,
 }
 
@@ -595,6 +649,8 @@ impl Builder<'_> {
             .filter(|b| b.weight > 0)
             .map(|b| b.id)
             .collect();
+        let routes = self.routes(service, &backends, mode, table_size, previous);
+        let path_backends = self.path_backends(service, &backends);
         place(
             &mut self.next.services,
             id,
@@ -613,10 +669,84 @@ impl Builder<'_> {
                 failover: service.failover,
                 alive,
                 mode,
+                routes,
+                path_backends,
             },
         );
         self.next.service_index.insert(key, id);
         self.next.vips.insert(key.vip);
+    }
+
+    /// The service's backends that some distribution path names, by ref.
+    fn path_backends(
+        &self,
+        service: &Service,
+        backends: &[BackendEntry],
+    ) -> crate::route::BackendIndex {
+        let names = self
+            .next
+            .backend_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if names.is_empty() {
+            return crate::route::BackendIndex::default();
+        }
+        let ids: HashMap<([u8; 16], u16), EndpointId> = backends
+            .iter()
+            .map(|b| ((b.address, b.port), b.id))
+            .collect();
+        let pairs = service.backends.iter().filter_map(|backend| {
+            let backend_ref = names.get(&backend.stable_name())?;
+            let id = ids.get(&(addr_to_bytes(backend.address), backend.port))?;
+            Some((backend_ref, *id))
+        });
+        // A validated config names each backend once.
+        crate::route::BackendIndex::build(pairs).unwrap_or_default()
+    }
+
+    /// The service's routing by client, compiled over its endpoints, if it
+    /// routes by client.
+    fn routes(
+        &self,
+        service: &Service,
+        backends: &[BackendEntry],
+        mode: Mode,
+        table_size: u32,
+        previous: Option<&CompiledService>,
+    ) -> Option<Arc<ServiceRoutes>> {
+        let spec =
+            crate::rules::routing::service_subsets(service, &self.profiles, self.zone_priority)?;
+        let now_ns = self.liveness.now_ns;
+        let by_identity: HashMap<([u8; 16], u16), &BackendEntry> =
+            backends.iter().map(|b| ((b.address, b.port), b)).collect();
+        let members: Vec<Option<Member>> = service
+            .backends
+            .iter()
+            .map(|backend| {
+                let b = by_identity.get(&(addr_to_bytes(backend.address), backend.port))?;
+                Some(Member {
+                    address: b.address,
+                    port: b.port,
+                    weight: b.weight,
+                    id: b.id,
+                    scheduled: match mode {
+                        Mode::Healthy => b.word.is_alive(now_ns),
+                        Mode::Panic | Mode::AllDownOpen => true,
+                        Mode::AllDownClosed => false,
+                    },
+                })
+            })
+            .collect();
+        let previous = previous.and_then(|p| p.routes.as_deref());
+        Some(Arc::new(compile_routes(
+            &spec,
+            &members,
+            service.scheduler,
+            table_size,
+            service.routing.canary.as_ref(),
+            service.zone_priority(self.zone_priority),
+            previous,
+        )))
     }
 
     /// The service's backends in identity order (duplicates dropped), each
@@ -731,6 +861,7 @@ mod tests {
             set: None,
             group: None,
             health: Default::default(),
+            name: None,
         }
     }
 
@@ -745,6 +876,7 @@ mod tests {
             failover: Default::default(),
             health: Default::default(),
             backends,
+            routing: Default::default(),
         }
     }
 
@@ -757,11 +889,11 @@ mod tests {
             interfaces: vec![
                 Interface {
                     name: "eth0".into(),
-                    mac: [2, 0, 0, 0, 0, 1],
+                    mac: Some([2, 0, 0, 0, 0, 1]),
                 },
                 Interface {
                     name: "eth1".into(),
-                    mac: [2, 0, 0, 0, 0, 2],
+                    mac: Some([2, 0, 0, 0, 0, 2]),
                 },
             ],
             neighbours: vec![Neighbour {
@@ -770,6 +902,7 @@ mod tests {
                 interface: 1,
             }],
             services,
+            routing: Default::default(),
         }
     }
 

@@ -18,7 +18,7 @@ use super::EndpointId;
 
 /// Longest schedule built. With more backends of weight > 0 than this, the
 /// schedule has one entry per such backend (weights cannot go below 1).
-pub const MAX_SCHEDULE_LEN: usize = 65_536;
+pub const MAX_SCHEDULE_LEN: usize = crate::rules::routing::MAX_WRR_CYCLE;
 
 /// Builds the schedule for `(endpoint, weight)` pairs, in the given order
 /// (which breaks ties; callers pass a canonical order). Weight-0 entries are

@@ -237,6 +237,7 @@ mod tests {
             failover: Default::default(),
             health: Default::default(),
             backends: Vec::new(),
+            routing: Default::default(),
         }
     }
 

@@ -33,6 +33,21 @@ pub struct XdpCounters {
     /// the box's own addresses, so an answer to the box's own connection
     /// (a health check, an operator's curl), not a reply of the gateway's.
     pub passed_local: u64,
+    /// Fast path: forwarded with XDP_TX (egress is the ingress interface).
+    pub fast_tx: u64,
+    /// Fast path: forwarded with bpf_redirect_map to another interface.
+    pub fast_redirect: u64,
+    /// Fast path on, owned traffic with no entry in the cache (a new
+    /// flow, or one not installed): to the worker, and counted above too.
+    pub fast_miss: u64,
+    /// Fast path on, owned traffic it must not forward (SYN, FIN, RST,
+    /// TTL ≤ 1, IPv4 options, IPv6 extension headers, lengths the worker
+    /// refuses, another client MAC): to the worker, and counted above too.
+    pub fast_handed_up: u64,
+    /// Fast path: an entry's egress port has no interface in
+    /// `fast_tx_ports`, or one that cannot transmit XDP frames (its bit
+    /// clear in `fast_config.egress_ready`): to the worker.
+    pub fast_no_egress: u64,
 }
 
 impl XdpCounters {
@@ -47,6 +62,11 @@ impl XdpCounters {
     /// Frames that should have gone to a socket but found none.
     pub fn redirect_failed(&self) -> u64 {
         self.dropped_no_socket.saturating_add(self.passed_no_socket)
+    }
+
+    /// Frames the fast path forwarded.
+    pub fn fast_forwarded(&self) -> u64 {
+        self.fast_tx.saturating_add(self.fast_redirect)
     }
 
     /// Frames passed to the kernel.
@@ -76,6 +96,11 @@ impl XdpCounters {
             passed_fragment: at(counter::PASSED_FRAGMENT),
             passed_unparsed: at(counter::PASSED_UNPARSED),
             passed_local: at(counter::PASSED_LOCAL),
+            fast_tx: at(counter::FAST_TX),
+            fast_redirect: at(counter::FAST_REDIRECT),
+            fast_miss: at(counter::FAST_MISS),
+            fast_handed_up: at(counter::FAST_HANDED_UP),
+            fast_no_egress: at(counter::FAST_NO_EGRESS),
         }
     }
 }
@@ -91,6 +116,8 @@ mod tests {
         assert_eq!(c.redirected_vip, 1);
         assert_eq!(c.passed_unparsed, 11);
         assert_eq!(c.passed_local, 12);
+        assert_eq!(c.fast_forwarded(), 13 + 14);
+        assert_eq!(c.fast_no_egress, 17);
         assert_eq!(c.redirected(), 1 + 2 + 3 + 4);
         assert_eq!(c.redirect_failed(), 5 + 6);
         assert_eq!(c.passed(), 6 + 7 + 8 + 9 + 10 + 11 + 12);

@@ -4,16 +4,21 @@ use std::collections::HashSet;
 use std::fmt;
 use std::os::fd::RawFd;
 
-use aya::maps::{Array, MapData, MapError, PerCpuArray, XskMap};
+use std::sync::Arc;
+
+use aya::maps::{Array, DevMap, Map, MapData, MapError, PerCpuArray, XskMap};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, Xdp, XdpFlags};
 use aya::{Ebpf, EbpfLoader};
 
+use super::fast_map::MappedEntries;
 use super::key_set::{map_error, KeySet};
 use super::owned::{OwnedTraffic, TrafficKey};
 use super::program::{counter, map, traffic_key, traffic_key_parts, KEY_LEN, OBJECT, PROGRAM};
 use super::stale::remove_stale_programs;
 use super::{XdpCapacity, XdpCounters, XdpError, XdpMapKeys};
+use crate::fastpath::layout::FAST_CONFIG_SIZE;
+use crate::fastpath::{CacheGeometry, FastConfig};
 use crate::neigh::{self, NeighError};
 
 /// How to attach the program.
@@ -57,6 +62,13 @@ pub struct XdpFilter {
     local_addresses: KeySet<[u8; 16], [u8; 16]>,
     config: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
+    /// The fast path's cache, mapped, and its geometry (`None`: loaded
+    /// without a fast path).
+    fast: Option<(Arc<MappedEntries>, CacheGeometry)>,
+    fast_config: Array<MapData, [u8; FAST_CONFIG_SIZE]>,
+    /// What `fast_config` holds since the fast path was turned on.
+    fast_on: Option<FastConfig>,
+    fast_tx_ports: DevMap<MapData>,
     /// Holds the loaded program.
     _ebpf: Ebpf,
 }
@@ -126,7 +138,18 @@ impl XdpFilter {
     /// The new program owns no traffic yet: everything passes to the
     /// kernel until [`Self::update`] or [`Self::set_redirect_all`].
     pub fn attach(interface: &str, mode: XdpMode) -> Result<XdpFilter, XdpError> {
-        Self::attach_sized(interface, mode, XdpCapacity::PROGRAM)
+        Self::attach_sized(interface, mode, XdpCapacity::PROGRAM, None)
+    }
+
+    /// As [`Self::attach`], with a fast path cache of `geometry` mapped
+    /// into the process ([`Self::fast_cache`]). The fast path stays off
+    /// until [`Self::enable_fast_path`].
+    pub fn attach_with_fast_path(
+        interface: &str,
+        mode: XdpMode,
+        geometry: CacheGeometry,
+    ) -> Result<XdpFilter, XdpError> {
+        Self::attach_sized(interface, mode, XdpCapacity::PROGRAM, Some(geometry))
     }
 
     /// As [`Self::attach`], with maps that hold only `capacity` keys (each
@@ -168,13 +191,14 @@ impl XdpFilter {
                 )));
             }
         }
-        Self::attach_sized(interface, mode, capacity)
+        Self::attach_sized(interface, mode, capacity, None)
     }
 
     fn attach_sized(
         interface: &str,
         mode: XdpMode,
         capacity: XdpCapacity,
+        fast: Option<CacheGeometry>,
     ) -> Result<XdpFilter, XdpError> {
         let link = neigh::link_info(interface).map_err(|e| match e {
             NeighError::NoSuchInterface(name) => XdpError::NoSuchInterface(name),
@@ -186,7 +210,32 @@ impl XdpFilter {
         for &(name, size) in &sizes {
             loader.set_max_entries(name, size);
         }
+        let fast_entries = fast.map_or(1, |g| g.entries());
+        loader.set_max_entries(
+            map::FAST_FLOWS,
+            u32::try_from(fast_entries).map_err(|_| {
+                XdpError::Other(format!("a fast path cache of {fast_entries} entries"))
+            })?,
+        );
         let mut ebpf = loader.load(OBJECT).map_err(|e| XdpError::from_load(&e))?;
+        // Without a fast path the map stays with `ebpf`: a map taken and
+        // dropped here would close its descriptor before the program,
+        // which refers to it, is loaded.
+        let fast = match fast {
+            None => None,
+            Some(geometry) => match ebpf.take_map(map::FAST_FLOWS) {
+                Some(Map::Array(data)) => {
+                    Some((Arc::new(MappedEntries::map(data, fast_entries)?), geometry))
+                }
+                _ => {
+                    return Err(XdpError::Other(
+                        "the XDP object has no fast_flows array".into(),
+                    ))
+                }
+            },
+        };
+        let fast_config = take_map(&mut ebpf, map::FAST_CONFIG)?;
+        let fast_tx_ports = take_map(&mut ebpf, map::FAST_TX_PORTS)?;
 
         let sets = KeySets::take(&mut ebpf, &sizes)?;
         let sockets = take_map(&mut ebpf, map::SOCKETS)?;
@@ -219,8 +268,76 @@ impl XdpFilter {
             local_addresses: sets.local_addresses,
             config,
             counters,
+            fast,
+            fast_config,
+            fast_on: None,
+            fast_tx_ports,
             _ebpf: ebpf,
         })
+    }
+
+    /// The fast path's cache as this process maps it, and its geometry;
+    /// `None` if the program was loaded without one.
+    pub fn fast_cache(&self) -> Option<(Arc<MappedEntries>, CacheGeometry)> {
+        self.fast.clone()
+    }
+
+    /// Makes port `port`'s packets leave through interface `ifindex` when
+    /// the fast path forwards them there from this interface.
+    pub fn set_fast_egress(&mut self, port: u32, ifindex: u32) -> Result<(), XdpError> {
+        self.fast_tx_ports
+            .set(port, ifindex, None, 0)
+            .map_err(|e| XdpError::Other(format!("fast path egress port {port}: {e}")))
+    }
+
+    /// Turns the fast path on, this interface being port `port_index`
+    /// (entries that leave there use XDP_TX), frames leaving only through
+    /// the ports whose bit `egress_ready` sets (see
+    /// [`FastConfig::egress_ready`]). Without a cache: an error.
+    pub fn enable_fast_path(&mut self, port_index: u32, egress_ready: u64) -> Result<(), XdpError> {
+        let Some((_, geometry)) = &self.fast else {
+            return Err(XdpError::Other(
+                "the XDP program was loaded without a fast path cache".into(),
+            ));
+        };
+        let config = FastConfig {
+            partitions: geometry.partitions,
+            slot_mask: geometry.slots - 1,
+            port_index,
+            egress_ready,
+        };
+        self.fast_config
+            .set(0, in_program(config).to_bytes(), 0)
+            .map_err(|e| map_error("turning the fast path on", e))?;
+        self.fast_on = Some(config);
+        Ok(())
+    }
+
+    /// The fast path's settings, once it is on (with no egress port
+    /// ready the program holds them with `partitions` 0: off).
+    pub fn fast_config(&self) -> Option<FastConfig> {
+        self.fast_on
+    }
+
+    /// Lets the fast path send frames out of the ports of `egress_ready`
+    /// only; `Ok(true)` when that changed what the program holds. Nothing
+    /// while the fast path is off.
+    pub fn set_fast_egress_ready(&mut self, egress_ready: u64) -> Result<bool, XdpError> {
+        let Some(config) = self.fast_on else {
+            return Ok(false);
+        };
+        if config.egress_ready == egress_ready {
+            return Ok(false);
+        }
+        let config = FastConfig {
+            egress_ready,
+            ..config
+        };
+        self.fast_config
+            .set(0, in_program(config).to_bytes(), 0)
+            .map_err(|e| map_error("setting the fast path's egress ports", e))?;
+        self.fast_on = Some(config);
+        Ok(true)
     }
 
     /// The mode the program is attached in: [`XdpMode::Native`] or
@@ -481,6 +598,20 @@ fn attach_program(
                 Ok((l, XdpMode::Generic))
             }
         },
+    }
+}
+
+/// What the program holds for `config`: with no port to send out of, the
+/// fast path off (`partitions` 0), so packets skip a lookup that could
+/// only hand them up.
+fn in_program(config: FastConfig) -> FastConfig {
+    if config.egress_ready == 0 {
+        FastConfig {
+            partitions: 0,
+            ..config
+        }
+    } else {
+        config
     }
 }
 

@@ -1,20 +1,21 @@
 //! What the program's maps hold, read back from the kernel: those of a
 //! filter of ours ([`super::XdpFilter::read_maps`]), or those of the
 //! flowgate program attached to an interface by another process, such as a
-//! running daemon ([`read_attached_maps`]). For diagnostics and tests: the
-//! filters keep their own mirror of the maps and never read them back.
+//! running daemon ([`read_attached_maps`], [`read_attached_counters`]).
+//! For diagnostics and tests: the filters keep their own mirror of the
+//! maps and never read them back.
 
 use std::collections::HashSet;
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use aya::programs::loaded_programs;
 use aya::Pod;
 
 use super::filter::key_of_bytes;
 use super::key_set::{map_error, read_keys};
 use super::owned::{OwnedTraffic, TrafficKey};
-use super::program::{map, PROGRAM};
-use super::XdpError;
+use super::program::{counter, map, PROGRAM};
+use super::{XdpCounters, XdpError};
 use crate::neigh::{self, NeighError};
 
 /// Every key of the program's hash maps.
@@ -52,6 +53,47 @@ impl XdpMapKeys {
 /// Reads the maps of the flowgate XDP program attached to `interface` (in
 /// the calling thread's network namespace), whoever attached it.
 pub fn read_attached_maps(interface: &str) -> Result<XdpMapKeys, XdpError> {
+    let mut keys = XdpMapKeys::default();
+    for (name, data) in attached_maps(interface)? {
+        match name.as_str() {
+            map::SERVICES => keys.services = read(data, map::SERVICES, key_of_bytes)?,
+            map::REPLY_SOURCES => {
+                keys.reply_sources = read(data, map::REPLY_SOURCES, key_of_bytes)?
+            }
+            map::VIP_ADDRESSES => {
+                keys.vip_addresses = read(data, map::VIP_ADDRESSES, |a: &[u8; 16]| *a)?
+            }
+            map::LOCAL_ADDRESSES => {
+                keys.local_addresses = read(data, map::LOCAL_ADDRESSES, |a: &[u8; 16]| *a)?
+            }
+            _ => {}
+        }
+    }
+    Ok(keys)
+}
+
+/// Reads the counters of the flowgate XDP program attached to `interface`
+/// (in the calling thread's network namespace), whoever attached it,
+/// summed over CPUs.
+pub fn read_attached_counters(interface: &str) -> Result<XdpCounters, XdpError> {
+    let (_, data) = attached_maps(interface)?
+        .into_iter()
+        .find(|(name, _)| name == map::COUNTERS)
+        .ok_or_else(|| XdpError::Other(format!("the program on {interface} has no counters")))?;
+    let counters: PerCpuArray<MapData, u64> = PerCpuArray::try_from(Map::PerCpuArray(data))
+        .map_err(|e| map_error("opening map counters", e))?;
+    let mut totals = Vec::with_capacity(counter::COUNT as usize);
+    for index in 0..counter::COUNT {
+        let per_cpu = counters
+            .get(&index, 0)
+            .map_err(|e| map_error("reading map counters", e))?;
+        totals.push(per_cpu.iter().fold(0u64, |sum, &v| sum.saturating_add(v)));
+    }
+    Ok(XdpCounters::from_totals(&totals))
+}
+
+/// The maps, by name, of the flowgate XDP program attached to `interface`.
+fn attached_maps(interface: &str) -> Result<Vec<(String, MapData)>, XdpError> {
     let link = neigh::link_info(interface).map_err(|e| match e {
         NeighError::NoSuchInterface(name) => XdpError::NoSuchInterface(name),
         other => XdpError::Other(format!("reading {interface}: {other}")),
@@ -75,7 +117,7 @@ pub fn read_attached_maps(interface: &str) -> Result<XdpMapKeys, XdpError> {
         .map_ids()
         .map_err(|e| XdpError::Other(format!("listing the maps of XDP program {id}: {e}")))?
         .unwrap_or_default();
-    let mut keys = XdpMapKeys::default();
+    let mut maps = Vec::with_capacity(map_ids.len());
     for map_id in map_ids {
         let data =
             MapData::from_id(map_id).map_err(|e| map_error(&format!("opening map {map_id}"), e))?;
@@ -85,21 +127,9 @@ pub fn read_attached_maps(interface: &str) -> Result<XdpMapKeys, XdpError> {
             .name_as_str()
             .unwrap_or_default()
             .to_owned();
-        match name.as_str() {
-            map::SERVICES => keys.services = read(data, map::SERVICES, key_of_bytes)?,
-            map::REPLY_SOURCES => {
-                keys.reply_sources = read(data, map::REPLY_SOURCES, key_of_bytes)?
-            }
-            map::VIP_ADDRESSES => {
-                keys.vip_addresses = read(data, map::VIP_ADDRESSES, |a: &[u8; 16]| *a)?
-            }
-            map::LOCAL_ADDRESSES => {
-                keys.local_addresses = read(data, map::LOCAL_ADDRESSES, |a: &[u8; 16]| *a)?
-            }
-            _ => {}
-        }
+        maps.push((name, data));
     }
-    Ok(keys)
+    Ok(maps)
 }
 
 /// The keys of the hash map `data` (called `name`), `decode`d.

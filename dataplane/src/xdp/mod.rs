@@ -40,6 +40,10 @@ mod counters;
 #[cfg(feature = "daemon")]
 mod error;
 #[cfg(feature = "daemon")]
+mod fast_map;
+#[cfg(feature = "daemon")]
+pub mod features;
+#[cfg(feature = "daemon")]
 mod filter;
 #[cfg(feature = "daemon")]
 mod key_set;
@@ -49,6 +53,10 @@ mod maps;
 mod program;
 #[cfg(feature = "daemon")]
 mod stale;
+#[cfg(feature = "daemon")]
+pub mod test_run;
+#[cfg(feature = "daemon")]
+mod tester;
 
 pub use capacity::{CapacityError, Shortfall, XdpCapacity, XdpDemand, XdpMap};
 pub use owned::{OwnedTraffic, TrafficKey};
@@ -58,9 +66,15 @@ pub use counters::XdpCounters;
 #[cfg(feature = "daemon")]
 pub use error::XdpError;
 #[cfg(feature = "daemon")]
+pub use fast_map::MappedEntries;
+#[cfg(feature = "daemon")]
+pub use features::{FeatureReader, XdpFeatures};
+#[cfg(feature = "daemon")]
 pub use filter::{KeyDrift, Widening, XdpFilter, XdpMode};
 #[cfg(feature = "daemon")]
-pub use maps::{read_attached_maps, XdpMapKeys};
+pub use maps::{read_attached_counters, read_attached_maps, XdpMapKeys};
+#[cfg(feature = "daemon")]
+pub use tester::XdpTester;
 
 /// The compiled XDP program, an ELF object with its code in section `xdp`
 /// (for tools and tests, e.g. `ip link set dev X xdpgeneric obj FILE sec xdp`).

@@ -127,6 +127,7 @@ mod tests {
                     ..Backend::new(address.parse().unwrap(), port)
                 })
                 .collect(),
+            routing: Default::default(),
         }
     }
 

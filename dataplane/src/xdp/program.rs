@@ -25,6 +25,12 @@ pub(crate) mod map {
     pub(crate) const CONFIG: &str = "config";
     /// Per-CPU counters, indexed by [`super::counter`].
     pub(crate) const COUNTERS: &str = "counters";
+    /// The fast path's connection cache (BPF_F_MMAPABLE array).
+    pub(crate) const FAST_FLOWS: &str = "fast_flows";
+    /// One `struct fast_config`.
+    pub(crate) const FAST_CONFIG: &str = "fast_config";
+    /// Egress interfaces by port index (DEVMAP).
+    pub(crate) const FAST_TX_PORTS: &str = "fast_tx_ports";
 }
 
 /// Counter indices (`enum counter` in the C source).
@@ -41,8 +47,13 @@ pub(crate) mod counter {
     pub(crate) const PASSED_FRAGMENT: u32 = 9;
     pub(crate) const PASSED_UNPARSED: u32 = 10;
     pub(crate) const PASSED_LOCAL: u32 = 11;
+    pub(crate) const FAST_TX: u32 = 12;
+    pub(crate) const FAST_REDIRECT: u32 = 13;
+    pub(crate) const FAST_MISS: u32 = 14;
+    pub(crate) const FAST_HANDED_UP: u32 = 15;
+    pub(crate) const FAST_NO_EGRESS: u32 = 16;
     /// How many there are.
-    pub(crate) const COUNT: u32 = 12;
+    pub(crate) const COUNT: u32 = 17;
 }
 
 /// Size of `struct traffic_key`: 16 address bytes, the port in network
@@ -128,6 +139,11 @@ mod tests {
             ("PASSED_FRAGMENT", counter::PASSED_FRAGMENT),
             ("PASSED_UNPARSED", counter::PASSED_UNPARSED),
             ("PASSED_LOCAL", counter::PASSED_LOCAL),
+            ("FAST_TX", counter::FAST_TX),
+            ("FAST_REDIRECT", counter::FAST_REDIRECT),
+            ("FAST_MISS", counter::FAST_MISS),
+            ("FAST_HANDED_UP", counter::FAST_HANDED_UP),
+            ("FAST_NO_EGRESS", counter::FAST_NO_EGRESS),
             ("COUNTER_COUNT", counter::COUNT),
         ];
         let c = c_counters();

@@ -153,8 +153,77 @@ fn the_handshake_bit_starts_clear_on_a_reused_record() {
 }
 
 #[test]
+fn a_full_table_gives_up_embryonic_then_closing_connections_and_keeps_established_ones() {
+    let mut t = FlowTable::new(6, TIMEOUTS);
+    let established = conn(1, 40000, 10, 5, FlowState::TcpEstablished, 1);
+    let answered_udp = conn(2, 40000, 10, 5, FlowState::Udp, 2);
+    let closing = conn(3, 40000, 10, 5, FlowState::TcpClosing, 3);
+    // Embryonic, and seen more recently than everything above.
+    let syn = conn(4, 40000, 10, 5, FlowState::TcpSyn, 4);
+    let one_way_udp = conn(5, 40000, 10, 5, FlowState::Udp, 5);
+    let other_established = conn(6, 40000, 10, 5, FlowState::TcpEstablished, 0);
+    for c in [
+        &established,
+        &answered_udp,
+        &closing,
+        &syn,
+        &one_way_udp,
+        &other_established,
+    ] {
+        insert(&mut t, c.clone(), c.last_seen_ns);
+    }
+    let (id, _) = lookup(&mut t, &answered_udp.reply_tuple(), 6).unwrap();
+    t.observe(id, Direction::FromBackend, 0, 6);
+    let gone = |t: &mut FlowTable, c: &Connection| lookup(t, &c.client, 7).is_none();
+    // Embryonic first (least recently seen first), then closing.
+    let mut now = 7;
+    for leaving in [&syn, &one_way_udp, &closing] {
+        now += 1;
+        let newcomer = conn(100 + now as u8, 1, 10, 5, FlowState::TcpEstablished, now);
+        let newcomer_id = insert(&mut t, newcomer.clone(), now);
+        assert!(!newcomer_id.is_none(), "a place for {newcomer:?}");
+        assert!(gone(&mut t, leaving), "{leaving:?} made room");
+        t.audit();
+    }
+    // Only established connections are left: the next one is refused.
+    let refused = conn(200, 1, 10, 5, FlowState::TcpSyn, 20);
+    assert!(insert(&mut t, refused.clone(), 20).is_none());
+    assert!(gone(&mut t, &refused));
+    for kept in [&established, &answered_udp, &other_established] {
+        assert!(!gone(&mut t, kept), "{kept:?} kept");
+    }
+    let s = t.stats();
+    assert_eq!((s.evicted, s.refused, t.len()), (3, 1, 6), "{s:?}");
+    t.audit();
+    // Allowed, the least recently seen established one goes.
+    let mut t = t.with_established_eviction(true);
+    assert!(!insert(&mut t, refused.clone(), 21).is_none());
+    assert!(gone(&mut t, &other_established));
+    t.audit();
+}
+
+#[test]
+fn a_key_that_finds_no_room_without_evicting_an_established_connection_is_refused_whole() {
+    let mut t = FlowTable::new(64, TIMEOUTS);
+    let mut refused = 0;
+    for i in 0..100u16 {
+        let c = conn(1, i, 10, 5, FlowState::TcpEstablished, u64::from(i));
+        // Every key in one bucket pair: at most 16 keys fit.
+        if t.insert(c.clone(), 0, 0, u64::from(i)).is_none() {
+            refused += 1;
+            assert_eq!(t.lookup(&c.client, 0, 100), None, "nothing of it stays");
+        }
+        t.audit();
+    }
+    let s = t.stats();
+    assert_eq!((s.evicted, s.refused), (0, refused), "{s:?}");
+    assert_eq!(t.len() as u64, 100 - refused);
+    assert!(refused >= 92, "{s:?}");
+}
+
+#[test]
 fn a_full_table_evicts_the_least_recently_seen() {
-    let mut t = FlowTable::new(4, TIMEOUTS);
+    let mut t = FlowTable::new(4, TIMEOUTS).with_established_eviction(true);
     let cs: Vec<_> = (1..=5)
         .map(|i| conn(i, 40000, 10, 5, FlowState::TcpEstablished, u64::from(i)))
         .collect();
@@ -410,7 +479,7 @@ fn a_listing_while_the_table_changes_sees_the_steady_connections_exactly_once() 
 
 #[test]
 fn colliding_hashes_evict_within_their_buckets_and_keep_invariants() {
-    let mut t = FlowTable::new(64, TIMEOUTS);
+    let mut t = FlowTable::new(64, TIMEOUTS).with_established_eviction(true);
     let mut last = None;
     for i in 0..100u16 {
         let c = conn(1, i, 10, 5, FlowState::TcpEstablished, u64::from(i));
@@ -496,7 +565,7 @@ fn a_million_inserts_into_a_hundred_thousand_stay_bounded() {
         tcp_established_ns: u64::MAX,
         ..TIMEOUTS
     };
-    let mut t = FlowTable::new(CAP, forever);
+    let mut t = FlowTable::new(CAP, forever).with_established_eviction(true);
     let mut last = None;
     for i in 0..1_000_000u32 {
         let b = i.to_be_bytes();
@@ -884,6 +953,185 @@ proptest! {
                 _ => now += h2 % 50,
             }
             prop_assert!(t.len() <= t.capacity());
+        }
+        t.audit();
+    }
+}
+
+/// The kernel fast path's view of the table, for the test below: two
+/// ports' caches in heap memory, and a connection's entries computed from
+/// the record as the worker does (`None` for a backend taken out).
+mod with_fast_path {
+    use super::*;
+    use crate::fastpath::layout::STATE_LIVE;
+    use crate::fastpath::{
+        read_entry, CacheGeometry, Direction as FastDirection, DirectionRewrite, EntryMemory,
+        FastPath, HeapEntries,
+    };
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    pub(super) struct Caches {
+        pub(super) heaps: Vec<Arc<HeapEntries>>,
+        geometry: CacheGeometry,
+    }
+
+    /// A table of `capacity` records with a fast path over two ports.
+    pub(super) fn table(capacity: usize) -> (FlowTable, Caches) {
+        let geometry = CacheGeometry::new(1, 64);
+        let heaps: Vec<Arc<HeapEntries>> = (0..2)
+            .map(|_| Arc::new(HeapEntries::new(geometry.entries())))
+            .collect();
+        let caches = heaps
+            .iter()
+            .map(|h| Some(h.clone() as Arc<dyn EntryMemory>))
+            .collect();
+        let mut t = FlowTable::new(capacity, TIMEOUTS);
+        t.reserve_endpoints(3);
+        t.set_fast_path(FastPath::new(geometry, 0, caches, t.capacity(), 0));
+        (t, Caches { heaps, geometry })
+    }
+
+    /// Connection `c`'s two entries: clients on port 0, backends on 1.
+    pub(super) fn rewrites(c: &Connection) -> [DirectionRewrite; 2] {
+        let d = |tuple, rewrite_dst, new_addr, new_port, ingress_port, egress_port| {
+            DirectionRewrite::new(&FastDirection {
+                tuple,
+                ingress_port,
+                rewrite_dst,
+                new_addr,
+                new_port,
+                eth_dst: [2, 0, 0, 0, 0, 1],
+                eth_src: [2, 0, 0, 0, 0, 2],
+                egress_port,
+                client_mac: c.client_mac,
+            })
+        };
+        [
+            d(c.client, true, c.backend_addr, c.backend_port, 0, 1),
+            d(
+                c.reply_tuple(),
+                false,
+                c.client.dst,
+                c.client.dst_port,
+                1,
+                0,
+            ),
+        ]
+    }
+
+    impl Caches {
+        /// The keys of every live entry, both ports.
+        pub(super) fn live_keys(&self) -> Vec<[u8; 40]> {
+            let mut keys = Vec::new();
+            for heap in &self.heaps {
+                for i in 0..self.geometry.entries() {
+                    if let Some((STATE_LIVE, bytes)) = read_entry(heap.as_ref(), i) {
+                        let mut key = [0u8; 40];
+                        key.copy_from_slice(&bytes[..40]);
+                        keys.push(key);
+                    }
+                }
+            }
+            keys
+        }
+    }
+
+    /// The keys of `conns`' entries.
+    pub(super) fn keys_of<'a>(conns: impl Iterator<Item = &'a Connection>) -> HashSet<[u8; 40]> {
+        conns
+            .flat_map(|c| rewrites(c).map(|r| r.key.to_bytes()))
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum FastOp {
+    Table(Op),
+    /// A poll's end: the worker syncs its cache.
+    Sync,
+    /// A new snapshot without backend 198.18.2.`n` (then a sync).
+    RemoveBackend(u8),
+}
+
+fn fast_op() -> impl Strategy<Value = FastOp> {
+    prop_oneof![
+        8 => op().prop_map(FastOp::Table),
+        3 => Just(FastOp::Sync),
+        1 => (1..=2u8).prop_map(FastOp::RemoveBackend),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever happens to the table — closes, removals, expiry, eviction
+    /// when it is full, replacements — the cache never holds an entry of a
+    /// connection the table has forgotten, nor of one that is closing, and
+    /// after a sync none whose backend was taken out; after a sync it holds
+    /// every established TCP and UDP connection the table has, unless a
+    /// removal took some out.
+    #[test]
+    fn the_fast_path_cache_never_holds_a_connection_the_table_forgot(
+        ops in prop::collection::vec(fast_op(), 1..200)
+    ) {
+        use with_fast_path::{keys_of, rewrites, table};
+        // Four records for up to 36 tuples: the table is often full.
+        let (mut t, caches) = table(4);
+        let mut now = 0u64;
+        let mut generation = 1u64;
+        let mut removed: Vec<[u8; 16]> = Vec::new();
+        for op in ops {
+            let mut synced = false;
+            match op {
+                FastOp::Table(Op::Insert(p, s)) => {
+                    insert(&mut t, p.conn(s, now), now);
+                }
+                FastOp::Table(Op::Lookup(p)) => {
+                    lookup(&mut t, &p.tuple(), now);
+                }
+                FastOp::Table(Op::Observe(p, flags)) => {
+                    if let Some((id, d)) = lookup(&mut t, &p.tuple(), now) {
+                        t.observe(id, d, flags, now);
+                    }
+                }
+                FastOp::Table(Op::Remove(p)) => {
+                    if let Some((id, _)) = lookup(&mut t, &p.tuple(), now) {
+                        t.remove(id);
+                    }
+                }
+                FastOp::Table(Op::Advance(dt)) => now += dt,
+                FastOp::Table(Op::Expire(budget)) => {
+                    t.expire(now, budget);
+                }
+                FastOp::Sync => synced = true,
+                FastOp::RemoveBackend(n) => {
+                    removed.push(v4_mapped([198, 18, 2, n]));
+                    generation += 1;
+                    synced = true;
+                }
+            }
+            if synced {
+                t.sync_fast_path(generation, |c| {
+                    (!removed.contains(&c.backend_addr)).then(|| rewrites(c))
+                });
+            }
+            let live = caches.live_keys();
+            let allowed = keys_of(t.iter().filter(|c| {
+                matches!(c.state, FlowState::TcpEstablished | FlowState::Udp)
+                    && (!synced || !removed.contains(&c.backend_addr))
+            }));
+            for key in &live {
+                prop_assert!(allowed.contains(key), "an entry the table does not back: {key:?}");
+            }
+            let unique: std::collections::HashSet<_> = live.iter().collect();
+            prop_assert_eq!(unique.len(), live.len(), "an entry twice");
+            if synced && removed.is_empty() {
+                let want = keys_of(t.iter().filter(|c| {
+                    matches!(c.state, FlowState::TcpEstablished | FlowState::Udp)
+                }));
+                prop_assert_eq!(unique.len(), want.len(), "after a sync: every connection");
+            }
         }
         t.audit();
     }

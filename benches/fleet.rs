@@ -1,0 +1,206 @@
+//! Rules from etcd, timed against a real etcd on loopback (issue 15).
+//!
+//! - `load`: 10 000 services in etcd; a gateway starts: the source reads
+//!   the prefix (in pages, at one revision), decodes and validates every
+//!   key, and the control state compiles and publishes the first
+//!   snapshot. Timed to the published snapshot.
+//! - `put`: two gateways watch the same prefix (each its own source,
+//!   control state and in-memory data plane that compiles and publishes
+//!   real snapshots); 1 000 puts, one after another, each changing one
+//!   service's backend weight. Timed from just before the put to when the
+//!   later of the two gateways has published the snapshot of that
+//!   revision. p50, p99, max.
+//!
+//! Run: `flock /tmp/flowgate-bench.lock cargo bench --bench fleet`
+//! (etcd-server installed; about a minute). docs/benchmarks.md keeps the
+//! results.
+
+#[path = "../tests/fleet_support/mod.rs"]
+mod fleet_support;
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowgate_dataplane::control::{ControlState, MemoryDataplane};
+use flowgate_dataplane::fleet::layout::KeyLayout;
+use flowgate_dataplane::fleet::mirror::Rules;
+use flowgate_dataplane::fleet::settings::EtcdSettings;
+use flowgate_dataplane::fleet::source::{EtcdSource, RulesSink};
+use flowgate_dataplane::fleet::store::{FleetStore, Write};
+use flowgate_dataplane::fleet::value;
+use flowgate_dataplane::rules::{Backend, Config, Failover, Protocol, Scheduler, Service};
+
+const PREFIX: &str = "/flowgate-bench";
+const SERVICES: usize = 10_000;
+const PUTS: usize = 1_000;
+/// etcd's default limit of operations in one transaction is 128.
+const TXN_OPS: usize = 100;
+
+fn service(i: usize, weight: u32) -> Service {
+    let mut backends: Vec<Backend> = (0..4)
+        .map(|b| {
+            Backend::new(
+                format!("198.19.{}.{}", b, 1 + i % 250).parse().unwrap(),
+                8080,
+            )
+        })
+        .collect();
+    backends[0].weight = weight;
+    Service {
+        routing: Default::default(),
+        health: Default::default(),
+        name: format!("svc-{i:05}"),
+        protocol: Protocol::Tcp,
+        vip: format!("198.18.{}.{}", i / 250, 1 + i % 250)
+            .parse()
+            .unwrap(),
+        port: 80,
+        scheduler: Scheduler::Maglev,
+        maglev_table_size: 251,
+        failover: Failover::default(),
+        backends,
+    }
+}
+
+fn put(layout: &KeyLayout, s: &Service) -> Write {
+    Write {
+        key: layout.service_key(&s.name),
+        value: Some(value::service_value(s, true).into_bytes()),
+    }
+}
+
+/// A gateway in memory: applies through its control state and reports
+/// each revision it published, with the time.
+struct Gateway {
+    control: ControlState,
+    /// (revision, when the rules reached the gateway, when it published).
+    published: mpsc::Sender<(i64, Instant, Instant)>,
+}
+
+impl RulesSink for Gateway {
+    fn apply(&mut self, rules: &Rules) -> Result<u64, String> {
+        let given = Instant::now();
+        let report = self
+            .control
+            .apply_config(&rules.config, &format!("etcd revision {}", rules.revision))
+            .map_err(|e| e.to_string())?;
+        let _ = self.published.send((rules.revision, given, Instant::now()));
+        Ok(report.generation)
+    }
+}
+
+fn settings(endpoint: &str, id: &str) -> EtcdSettings {
+    let mut s = EtcdSettings::new(vec![endpoint.to_owned()], PREFIX, id);
+    s.start_timeout = Duration::from_secs(60);
+    s
+}
+
+/// Starts a gateway; returns its source, its control state, the time the
+/// first snapshot took (read, check, compile, publish) and its channel.
+fn start_gateway(
+    endpoint: &str,
+    id: &str,
+) -> (
+    EtcdSource,
+    ControlState,
+    Duration,
+    mpsc::Receiver<(i64, Instant, Instant)>,
+) {
+    let control = ControlState::new(Config::default(), "bench", Arc::new(MemoryDataplane::new()));
+    let (tx, rx) = mpsc::channel();
+    let sink = Box::new(Gateway {
+        control: control.clone(),
+        published: tx,
+    });
+    let start = Instant::now();
+    let started = EtcdSource::start(settings(endpoint, id), Config::default(), sink).unwrap();
+    let loaded = start.elapsed();
+    control.apply_config(&started.rules.config, "etcd").unwrap();
+    let live = start.elapsed();
+    println!(
+        "load {id}: {} services, read and checked in {:.2} s, live (compiled, published) in {:.2} s",
+        started.rules.config.services.len(),
+        loaded.as_secs_f64(),
+        live.as_secs_f64()
+    );
+    (started.source, control, live, rx)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let etcd = fleet_support::Etcd::start();
+    let layout = KeyLayout::new(PREFIX).unwrap();
+    let mut store = FleetStore::connect(&[etcd.endpoint()], layout.clone()).unwrap();
+    let all: Vec<Write> = (0..SERVICES)
+        .map(|i| put(&layout, &service(i, 1)))
+        .collect();
+    for chunk in all.chunks(TXN_OPS) {
+        store.write_unchecked(chunk).unwrap();
+    }
+
+    let (gw1, _c1, live1, rx1) = start_gateway(&etcd.endpoint(), "gw-1");
+    let (gw2, _c2, live2, rx2) = start_gateway(&etcd.endpoint(), "gw-2");
+    println!(
+        "load: {SERVICES} services live in {:.2} s and {:.2} s (issue: <= 5 s)",
+        live1.as_secs_f64(),
+        live2.as_secs_f64()
+    );
+
+    let mut latencies = Vec::with_capacity(PUTS);
+    // Per gateway and put: put to the rules reaching the gateway (etcd,
+    // the watch, the mirror), and the gateway's apply (diff, check,
+    // compile, publish).
+    let mut to_gateway = Vec::with_capacity(2 * PUTS);
+    let mut applying = Vec::with_capacity(2 * PUTS);
+    for n in 0..PUTS {
+        let i = (n * 7919) % SERVICES;
+        let before = Instant::now();
+        let revision = store
+            .write_unchecked(&[put(&layout, &service(i, 2 + (n % 50) as u32))])
+            .unwrap();
+        let mut last = before;
+        for rx in [&rx1, &rx2] {
+            loop {
+                let (seen, given, at) = rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("a gateway did not publish within 10 s");
+                if seen == revision {
+                    last = last.max(at);
+                    to_gateway.push(given - before);
+                    applying.push(at - given);
+                    break;
+                }
+            }
+        }
+        latencies.push(last - before);
+    }
+    latencies.sort();
+    println!(
+        "put to live on both gateways, {PUTS} puts over {SERVICES} services: \
+         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (issue: p99 <= 100 ms)",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().unwrap().as_secs_f64() * 1e3,
+    );
+    for (what, mut times) in [
+        ("put to gateway (etcd, watch, mirror)", to_gateway),
+        ("gateway apply (diff, check, compile, publish)", applying),
+    ] {
+        times.sort();
+        println!(
+            "  {what}: p50 {:.1} ms, p99 {:.1} ms",
+            percentile(&times, 0.50).as_secs_f64() * 1e3,
+            percentile(&times, 0.99).as_secs_f64() * 1e3,
+        );
+    }
+    drop(gw1);
+    drop(gw2);
+}

@@ -1,0 +1,195 @@
+//! flowgate's XDP program loaded but attached nowhere, run on frames
+//! through BPF_PROG_TEST_RUN: its maps filled as the daemon fills them,
+//! its fast path's cache mapped as a worker maps it. For the golden tests
+//! over the program, the fast path's tests, its fuzz target and its
+//! per-packet cost.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use aya::maps::{Array, DevMap, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use aya::programs::{ProgramError, Xdp};
+use aya::{Ebpf, EbpfLoader};
+
+use super::fast_map::MappedEntries;
+use super::key_set::map_error;
+use super::owned::OwnedTraffic;
+use super::program::{counter, map, traffic_key, KEY_LEN, OBJECT, PROGRAM};
+use super::test_run::{test_run, TestRun};
+use super::{XdpCounters, XdpError};
+use crate::fastpath::layout::FAST_CONFIG_SIZE;
+use crate::fastpath::{CacheGeometry, FastConfig};
+
+/// The program, loaded for test runs.
+pub struct XdpTester {
+    services: BpfHashMap<MapData, [u8; KEY_LEN], u8>,
+    reply_sources: BpfHashMap<MapData, [u8; KEY_LEN], u8>,
+    vip_addresses: BpfHashMap<MapData, [u8; 16], u8>,
+    local_addresses: BpfHashMap<MapData, [u8; 16], u8>,
+    fast_config: Array<MapData, [u8; FAST_CONFIG_SIZE]>,
+    tx_ports: DevMap<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    cache: Arc<MappedEntries>,
+    geometry: CacheGeometry,
+    ebpf: Ebpf,
+}
+
+impl XdpTester {
+    /// Loads the program with a cache of `geometry`, the fast path off
+    /// until [`Self::set_fast_config`] turns it on.
+    pub fn load(geometry: CacheGeometry) -> Result<XdpTester, XdpError> {
+        let entries = geometry.entries();
+        let mut loader = EbpfLoader::new();
+        loader.set_max_entries(map::SOCKETS, 1);
+        loader.set_max_entries(map::FAST_FLOWS, u32::try_from(entries).unwrap_or(u32::MAX));
+        let mut ebpf = loader.load(OBJECT).map_err(|e| XdpError::from_load(&e))?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| XdpError::Other(format!("the XDP object has no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::from_program("loading the XDP program", &e))?;
+        program
+            .load()
+            .map_err(|e| XdpError::from_program("loading the XDP program", &e))?;
+        let cache = match ebpf.take_map(map::FAST_FLOWS) {
+            Some(Map::Array(data)) => Arc::new(MappedEntries::map(data, entries)?),
+            _ => {
+                return Err(XdpError::Other(
+                    "the XDP object has no fast_flows array".into(),
+                ))
+            }
+        };
+        Ok(XdpTester {
+            services: take(&mut ebpf, map::SERVICES)?,
+            reply_sources: take(&mut ebpf, map::REPLY_SOURCES)?,
+            vip_addresses: take(&mut ebpf, map::VIP_ADDRESSES)?,
+            local_addresses: take(&mut ebpf, map::LOCAL_ADDRESSES)?,
+            fast_config: take(&mut ebpf, map::FAST_CONFIG)?,
+            tx_ports: take(&mut ebpf, map::FAST_TX_PORTS)?,
+            counters: take(&mut ebpf, map::COUNTERS)?,
+            cache,
+            geometry,
+            ebpf,
+        })
+    }
+
+    /// Makes the program own `owned` (services, reply sources, VIPs).
+    pub fn own(&mut self, owned: &OwnedTraffic) -> Result<(), XdpError> {
+        for k in &owned.services {
+            self.services
+                .insert(traffic_key(k.protocol, &k.address, k.port), 1, 0)
+                .map_err(|e| map_error("adding a service key", e))?;
+        }
+        for k in &owned.reply_sources {
+            self.reply_sources
+                .insert(traffic_key(k.protocol, &k.address, k.port), 1, 0)
+                .map_err(|e| map_error("adding a reply source", e))?;
+        }
+        for a in owned.vip_addresses() {
+            self.vip_addresses
+                .insert(a, 1, 0)
+                .map_err(|e| map_error("adding a VIP address", e))?;
+        }
+        Ok(())
+    }
+
+    /// Adds one of the box's own addresses.
+    pub fn add_local_address(&mut self, address: [u8; 16]) -> Result<(), XdpError> {
+        self.local_addresses
+            .insert(address, 1, 0)
+            .map_err(|e| map_error("adding a local address", e))
+    }
+
+    /// Sets the fast path's configuration (`partitions` 0: off).
+    pub fn set_fast_config(&mut self, config: FastConfig) -> Result<(), XdpError> {
+        self.fast_config
+            .set(0, config.to_bytes(), 0)
+            .map_err(|e| map_error("setting the fast path's configuration", e))
+    }
+
+    /// Makes port `port` egress through interface `ifindex`.
+    pub fn set_tx_port(&mut self, port: u32, ifindex: u32) -> Result<(), XdpError> {
+        self.tx_ports
+            .set(port, ifindex, None, 0)
+            .map_err(|e| XdpError::Other(format!("setting egress port {port}: {e}")))
+    }
+
+    /// The cache, as a worker maps it.
+    pub fn cache(&self) -> Arc<MappedEntries> {
+        self.cache.clone()
+    }
+
+    /// Empties the cache (every entry zero: never used).
+    pub fn clear_cache(&self) {
+        use crate::fastpath::EntryMemory;
+        for w in self.cache.words() {
+            w.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// The cache's geometry.
+    pub fn geometry(&self) -> CacheGeometry {
+        self.geometry
+    }
+
+    /// The loaded program's descriptor (for [`super::test_run::test_run`]
+    /// in a timing loop).
+    pub fn program_fd(&self) -> Result<std::os::fd::OwnedFd, XdpError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or_else(|| XdpError::Other(format!("no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::from_program("finding the program", &e))?;
+        let fd = program
+            .fd()
+            .map_err(|e| XdpError::from_program("finding the program", &e))?;
+        fd.as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| XdpError::Other(format!("duplicating the program's fd: {e}")))
+    }
+
+    /// Runs the program once on `frame`.
+    pub fn run(&self, frame: &[u8]) -> Result<TestRun, XdpError> {
+        self.run_repeated(frame, 1)
+    }
+
+    /// Runs the program `repeat` times on `frame` (each run on the same
+    /// input bytes).
+    pub fn run_repeated(&self, frame: &[u8], repeat: u32) -> Result<TestRun, XdpError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or_else(|| XdpError::Other(format!("no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::from_program("finding the program", &e))?;
+        let fd = program
+            .fd()
+            .map_err(|e| XdpError::from_program("finding the program", &e))?;
+        test_run(fd.as_fd(), frame, repeat)
+            .map_err(|e| XdpError::Other(format!("BPF_PROG_TEST_RUN: {e}")))
+    }
+
+    /// The program's counters, summed over CPUs.
+    pub fn counters(&self) -> XdpCounters {
+        let totals: Vec<u64> = (0..counter::COUNT)
+            .map(|i| {
+                self.counters
+                    .get(&i, 0)
+                    .map(|per_cpu| per_cpu.iter().fold(0u64, |s, &v| s.saturating_add(v)))
+                    .unwrap_or(0)
+            })
+            .collect();
+        XdpCounters::from_totals(&totals)
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &str) -> Result<T, XdpError>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let m = ebpf
+        .take_map(name)
+        .ok_or_else(|| XdpError::Other(format!("the XDP object has no map {name}")))?;
+    T::try_from(m).map_err(|e| map_error(&format!("opening map {name}"), e))
+}
