@@ -603,3 +603,107 @@ fn flowgate_explain_reads_a_config_file_with_its_paths() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no service at tcp 198.18.100.10:81"));
 }
+
+/// Where a new flow of `client`:`port` goes through `pipeline` on the
+/// data plane's published snapshot: the backend's host part.
+fn place_live(
+    pipeline: &mut flowgate_dataplane::pipeline::Pipeline,
+    flows: &mut flowgate_dataplane::flow::FlowTable,
+    dataplane: &flowgate_dataplane::control::MemoryDataplane,
+    client: &str,
+) -> Vec<u8> {
+    let snapshot = dataplane.current();
+    let mut seen: Vec<u8> = (0..32)
+        .map(|_| {
+            let mut buf = packet(client, fresh_port(), SYN);
+            let (verdict, len) = pipeline.process_frame_len(&mut buf, 0, &snapshot, flows, 1);
+            buf.truncate(len);
+            assert!(matches!(verdict, Verdict::Transmit(_)), "{verdict:?}");
+            host(&buf)
+        })
+        .collect();
+    seen.sort_unstable();
+    seen.dedup();
+    seen
+}
+
+#[test]
+fn a_reload_adding_or_removing_a_path_steers_new_flows_and_explain_shows_it() {
+    use flowgate_api::{ExplainQuery, Reply, Request};
+    use flowgate_dataplane::control::{ControlState, MemoryDataplane};
+    use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
+    use std::sync::Arc;
+
+    let backends = [
+        B(61, "name = \"orders-1\""),
+        B(62, ""),
+        B(63, "name = \"orders-3\""),
+        B(65, ""),
+    ];
+    let without = rules("", "", &backends);
+    let with = rules(
+        "",
+        "[[services.paths]]\nclient = \"198.18.60.5\"\nbackends = [\"orders-1\"]\n",
+        &backends,
+    );
+    let dir = std::env::temp_dir().join(format!("flowgate-path-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rules.toml");
+    std::fs::write(&file, &without).unwrap();
+
+    let first = config(&without);
+    let dataplane = Arc::new(MemoryDataplane::with_config(&first));
+    let mut state = ControlState::new(first.clone(), file.display().to_string(), dataplane.clone());
+    // A worker: its pipeline reads the data plane's path table.
+    let mut pipeline = flowgate_dataplane::pipeline::Pipeline::new();
+    pipeline.set_paths(dataplane.path_reader());
+    let mut flows = FlowTable::new(4096, FlowTimeouts::from(&first.flows));
+    let explain = |state: &mut ControlState| match state
+        .handle(Request::Explain(ExplainQuery {
+            from: "198.18.60.5:7".into(),
+            to: "198.18.100.10:80".into(),
+            protocol: None,
+        }))
+        .unwrap()
+    {
+        Reply::Explain(reply) => reply,
+        other => panic!("{other:?}"),
+    };
+
+    let spread = place_live(&mut pipeline, &mut flows, &dataplane, "198.18.60.5");
+    assert!(
+        spread.len() > 1,
+        "no path: the scheduler spreads {spread:?}"
+    );
+    assert_eq!(explain(&mut state).path, None);
+
+    // A reload adds the path: new flows of that client go to orders-1.
+    std::fs::write(&file, &with).unwrap();
+    let report = state.reload(&file).unwrap();
+    assert!(report.applied);
+    assert_eq!(
+        place_live(&mut pipeline, &mut flows, &dataplane, "198.18.60.5"),
+        [61]
+    );
+    let others = place_live(&mut pipeline, &mut flows, &dataplane, "198.18.70.1");
+    assert!(
+        others.len() > 1,
+        "other clients keep the scheduler: {others:?}"
+    );
+    let reply = explain(&mut state);
+    let path = reply
+        .path
+        .as_ref()
+        .expect("API explain shows the path stage");
+    assert_eq!(path.backends, ["orders-1"]);
+    assert_eq!(path.chosen.as_deref(), Some("198.18.1.61:8080"));
+    assert_eq!(reply.backend.as_deref(), Some("198.18.1.61:8080"));
+
+    // A reload removes it: the scheduler decides again.
+    std::fs::write(&file, &without).unwrap();
+    assert!(state.reload(&file).unwrap().applied);
+    let again = place_live(&mut pipeline, &mut flows, &dataplane, "198.18.60.5");
+    assert!(again.len() > 1, "the path is gone: {again:?}");
+    assert_eq!(explain(&mut state).path, None);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -131,6 +131,13 @@ impl Worker {
         self
     }
 
+    /// Makes this worker read distribution paths through `reader`: a new
+    /// flow of a service with paths looks its client up first.
+    pub fn with_paths(mut self, reader: crate::route::PathReader) -> Self {
+        self.pipeline.set_paths(reader);
+        self
+    }
+
     /// Makes this worker one of several: frames whose connection another
     /// worker owns are handed to it, and frames handed to this one are
     /// processed here.

@@ -55,6 +55,12 @@ pub trait Dataplane: Send + Sync {
         None
     }
 
+    /// A reader of the distribution paths the workers read, for
+    /// `explain`; `None` for a data plane without a path table.
+    fn paths(&self) -> Option<crate::route::PathReader> {
+        None
+    }
+
     /// The generation of the snapshot published last. The default asks
     /// [`Dataplane::status`]; override it if that is costly.
     fn generation(&self) -> u64 {

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 
 use flowgate_api::{BackendSummary, ConfigDiff, Relabel, Reweight, ServiceChange, ServiceSummary};
 
-use crate::rules::{Backend, Config, Service};
+use crate::rules::{self, Backend, Config, Service};
 
 impl From<&Service> for ServiceSummary {
     fn from(s: &Service) -> ServiceSummary {
@@ -51,6 +51,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         ("health", old.health != new.health),
         ("interfaces", old.interfaces != new.interfaces),
         ("neighbours", !same_neighbours(old, new)),
+        ("routing", old.routing != new.routing),
     ] {
         if differs {
             d.settings_changed.push(section.to_owned());
@@ -136,6 +137,7 @@ fn service_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
         after.maglev_table_size.to_string(),
     );
 
+    routing_changes(before, after, d);
     health::service_health_changes(before, after, d);
     if before.backends == after.backends {
         return;
@@ -165,6 +167,7 @@ fn service_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
             ("zone", &old.zone, &backend.zone),
             ("set", &old.set, &backend.set),
             ("group", &old.group, &backend.group),
+            ("name", &old.name, &backend.name),
         ] {
             if from != to {
                 d.backends_relabelled.push(Relabel {
@@ -191,6 +194,67 @@ fn service_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
                 .filter(|b| !new_backends.contains_key(&(b.address, b.port)))
                 .map(|b| backend_summary(name, b)),
         );
+    }
+}
+
+/// The differences of a service's routing by client: its zone order, its
+/// canary, and its paths (counted, not listed: a service may have a
+/// million).
+fn routing_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
+    let (old, new) = (&before.routing, &after.routing);
+    let mut push = |field: &str, from: String, to: String| {
+        d.services_changed.push(ServiceChange {
+            service: after.name.clone(),
+            field: field.to_owned(),
+            from,
+            to,
+        });
+    };
+    if old.zone_priority != new.zone_priority {
+        let shown = |z: &Option<Vec<String>>| match z {
+            Some(zones) => zones.join(","),
+            None => "(the gateway's)".into(),
+        };
+        push(
+            "zone_priority",
+            shown(&old.zone_priority),
+            shown(&new.zone_priority),
+        );
+    }
+    if old.canary != new.canary {
+        let shown = |c: &Option<rules::Canary>| match c {
+            Some(c) => format!(
+                "group {} share {} bp, {} client prefixes",
+                c.group,
+                c.share_bp,
+                c.clients.len()
+            ),
+            None => "none".into(),
+        };
+        push("canary", shown(&old.canary), shown(&new.canary));
+    }
+    if old.paths != new.paths {
+        let before: HashMap<_, _> = old.paths.iter().map(|p| (p.client, &p.backends)).collect();
+        let (mut added, mut changed) = (0, 0);
+        for path in &new.paths {
+            match before.get(&path.client) {
+                None => added += 1,
+                Some(backends) if **backends != path.backends => changed += 1,
+                Some(_) => {}
+            }
+        }
+        let kept = new.paths.len() - added;
+        let removed = old.paths.len() - kept;
+        if added + changed + removed > 0 {
+            push(
+                "paths",
+                format!("{} paths", old.paths.len()),
+                format!(
+                    "{} paths ({added} added, {removed} removed, {changed} changed)",
+                    new.paths.len()
+                ),
+            );
+        }
     }
 }
 
@@ -349,5 +413,38 @@ port = 5353
         );
         let back: ConfigDiff = serde_json::from_str(&json).unwrap();
         assert_eq!(back, diff(&old, &new));
+    }
+
+    #[test]
+    fn a_path_added_changed_or_removed_is_a_change() {
+        let with = |paths: &str| {
+            let text = RULES.replacen("port = 80\n", &format!("port = 80\n{paths}"), 1);
+            load_str(&text, "t.toml").unwrap()
+        };
+        let path = |client: &str, backend: &str| {
+            format!("[[services.paths]]\nclient = \"{client}\"\nbackends = [\"{backend}\"]\n")
+        };
+        let old = with(
+            &(path("198.18.60.5", "198.18.1.11:8080")
+                + &path("198.18.61.0/24", "198.18.1.11:8080")),
+        );
+        let new = with(
+            &(path("198.18.60.5", "198.18.1.12:8080")
+                + &path("198.18.62.0/24", "198.18.1.11:8080")),
+        );
+        let d = diff(&old, &new);
+        assert_eq!(d.change_count(), 1, "{d:?}");
+        let change = &d.services_changed[0];
+        assert_eq!(
+            (change.service.as_str(), change.field.as_str()),
+            ("web", "paths")
+        );
+        assert_eq!(change.from, "2 paths");
+        assert_eq!(change.to, "2 paths (1 added, 1 removed, 1 changed)");
+        assert!(diff(&rules(), &old)
+            .services_changed
+            .iter()
+            .any(|c| c.field == "paths"));
+        assert!(diff(&new, &new).is_empty());
     }
 }

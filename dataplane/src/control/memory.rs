@@ -18,8 +18,9 @@ use super::views::{status_report, traffic_counters};
 use crate::health::ProberOptions;
 use crate::liveness::Liveness;
 use crate::pipeline::PipelineCounters;
+use crate::route::PathReader;
 use crate::rules::{format_mac, Config};
-use crate::table::LivenessInput;
+use crate::table::{LivenessInput, PathRouting};
 use crate::table::{Snapshot, SnapshotPublisher, SnapshotReader};
 use crate::xdp::{CapacityError, XdpCapacity};
 
@@ -41,6 +42,9 @@ struct Builds {
     /// publish, and by a rebuild, so that they build on one another; reads
     /// never take it.
     running: Mutex<Option<Config>>,
+    /// The distribution paths of the rules published last, loaded after
+    /// each publish (as the daemon's gateway does).
+    paths: Mutex<PathRouting>,
 }
 
 impl Builds {
@@ -85,9 +89,12 @@ impl MemoryDataplane {
     /// A data plane running no rules: generation 0.
     pub fn new() -> MemoryDataplane {
         let liveness = Arc::new(Liveness::new(Instant::now()));
+        let empty = Snapshot::empty_with(Arc::clone(&liveness));
+        let paths = Mutex::new(PathRouting::new(usize::MAX, &empty));
         let build = Arc::new(Builds {
-            publisher: SnapshotPublisher::new(Snapshot::empty_with(Arc::clone(&liveness))),
+            publisher: SnapshotPublisher::new(empty),
             running: Mutex::new(None),
+            paths,
         });
         let health = HealthMonitor::new(liveness, ProberOptions::default());
         let rebuilds = Arc::clone(&build);
@@ -134,6 +141,15 @@ impl MemoryDataplane {
     /// A reader of the published snapshots, for a worker.
     pub fn reader(&self) -> SnapshotReader {
         self.build.publisher.reader()
+    }
+
+    /// A reader of the distribution paths, for a worker's pipeline.
+    pub fn path_reader(&self) -> PathReader {
+        self.build
+            .paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .reader()
     }
 
     /// The snapshot published last.
@@ -212,6 +228,23 @@ impl MemoryDataplane {
         drop(inner);
         *running = Some(config.clone());
         let mut generation = generation;
+        let loaded = self
+            .build
+            .paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .load(config, &self.build.publisher.current());
+        match loaded {
+            // A backend no path named before: build again so that the
+            // snapshot resolves its name.
+            Ok(true) => {
+                let next = self.build.build(config);
+                generation = next.generation();
+                self.build.publisher.publish(next);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("the distribution paths were not changed: {e}"),
+        }
         match self.health.sync(config, &self.build.publisher.current()) {
             // A word the rules changed (a check or a TTL taken away):
             // the tables are built again over the backends alive.
@@ -230,6 +263,10 @@ impl MemoryDataplane {
 impl Dataplane for MemoryDataplane {
     fn snapshot(&self) -> Option<Arc<Snapshot>> {
         Some(self.build.publisher.current())
+    }
+
+    fn paths(&self) -> Option<PathReader> {
+        Some(self.path_reader())
     }
 
     fn check(&self, config: &Config) -> Result<(), CapacityError> {

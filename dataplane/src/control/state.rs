@@ -281,7 +281,9 @@ impl ControlState {
                         "this data plane has no snapshot to explain",
                     )
                 })?;
-                super::explain::explain(&snapshot, None, &query).map(Reply::Explain)
+                let mut paths = self.dataplane.paths();
+                let view = paths.as_mut().map(|reader| reader.load());
+                super::explain::explain(&snapshot, view, &query).map(Reply::Explain)
             }
         }
     }

@@ -199,6 +199,10 @@ impl Dataplane for DaemonDataplane {
         Some(self.gateway.snapshot())
     }
 
+    fn paths(&self) -> Option<crate::route::PathReader> {
+        Some(self.gateway.path_reader())
+    }
+
     fn generation(&self) -> u64 {
         self.gateway.snapshot().generation()
     }

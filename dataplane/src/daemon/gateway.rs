@@ -30,6 +30,14 @@
 //! [`COMPILE_TRIES`] tries it compiles holding the lock, so a busy
 //! neighbour table cannot keep a change out. The main loop's neighbour
 //! changes compile under the lock: they are what the others wait for.
+//!
+//! The distribution paths ([`PathRouting`]) live beside the snapshot, not
+//! in it: the gateway loads the config's paths into the path table after
+//! each accepted change is published (keyed by the service ids of what
+//! runs), and every worker reads that table through its own
+//! [`PathReader`]. A change whose paths name a backend no path named
+//! before is published a second time, so that the snapshot resolves the
+//! new name (the register of names is shared by every generation).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -41,8 +49,9 @@ use crate::control::health::initial_word;
 use crate::control::{Applied, ApplyError};
 use crate::liveness::Liveness;
 use crate::neigh::{merge_neighbours, KernelNeighbour};
+use crate::route::PathReader;
 use crate::rules::{Backend, Config, MacAddr, Service};
-use crate::table::{LivenessInput, Snapshot, SnapshotPublisher};
+use crate::table::{LivenessInput, PathRouting, Snapshot, SnapshotPublisher};
 use crate::xdp::{CapacityError, OwnedTraffic, XdpCapacity, XdpFilter};
 
 /// How many times [`Gateway::apply`] compiles a change without the lock
@@ -73,6 +82,8 @@ struct Inner {
     /// interface the config gives no `mac` sends from. A change moves
     /// `learned_version` too.
     link_macs: Vec<MacAddr>,
+    /// The distribution paths of `config`, which the workers read.
+    paths: PathRouting,
 }
 
 /// A snapshot compiled for installation, and what it was built on.
@@ -128,18 +139,37 @@ impl Gateway {
         XdpCapacity::PROGRAM
             .check(&config)
             .map_err(|e| e.problems("the config").join("; "))?;
+        let learned: HashMap<(u32, IpAddr), KernelNeighbour> = learned
+            .into_iter()
+            .map(|n| ((n.ifindex, n.address), n))
+            .collect();
+        let effective = {
+            let learned: Vec<KernelNeighbour> = learned.values().cloned().collect();
+            KernelView {
+                learned: &learned,
+                port_ifindex: &port_ifindex,
+                link_macs: &link_macs,
+            }
+            .effective(&config)
+        };
+        let mut snapshot = build(&effective, None);
+        let mut paths = PathRouting::new(usize::MAX, &snapshot);
+        let new_name = paths
+            .load(&config, &snapshot)
+            .map_err(|e| format!("the distribution paths: {e}"))?;
+        if new_name {
+            // Nothing runs yet: build again so that the paths' backend
+            // names resolve.
+            snapshot = build(&effective, Some(&snapshot));
+        }
         let mut inner = Inner {
             config,
-            learned: learned
-                .into_iter()
-                .map(|n| ((n.ifindex, n.address), n))
-                .collect(),
+            learned,
             learned_version: 0,
             filters,
             link_macs,
+            paths,
         };
-        let effective = effective_config(&inner, &port_ifindex);
-        let snapshot = build(&effective, None);
         let owned = OwnedTraffic::from_snapshot(&snapshot);
         // Nothing runs yet: a failure here stops the daemon, and dropping
         // the filters detaches them.
@@ -163,6 +193,11 @@ impl Gateway {
     /// The current snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.publisher.current()
+    }
+
+    /// A reader of the distribution paths, for a worker or `explain`.
+    pub fn path_reader(&self) -> PathReader {
+        self.lock().paths.reader()
     }
 
     /// ifindex of each configured interface, in port order.
@@ -210,10 +245,42 @@ impl Gateway {
         }
         let previous = std::mem::replace(&mut inner.config, config);
         match self.install(&mut inner, compiled) {
-            Ok(applied) => Ok(applied),
+            Ok(applied) => Ok(self.load_paths(&mut inner, applied)),
             Err(e) => {
                 inner.config = previous;
                 Err(e)
+            }
+        }
+    }
+
+    /// After `applied` was published: loads the running rules' paths,
+    /// keyed by what runs, and if they name a backend no path named
+    /// before, publishes once more so that the snapshot resolves it.
+    /// A path table that refuses the paths keeps its old ones, and the
+    /// change says so (the rules' checks make that an internal fault).
+    fn load_paths(&self, inner: &mut Inner, mut applied: Applied) -> Applied {
+        let running = self.publisher.current();
+        match inner.paths.load(&inner.config, &running) {
+            Ok(false) => applied,
+            Ok(true) => {
+                let compiled = self.compile(inner, &inner.config);
+                match self.install(inner, compiled) {
+                    Ok(again) => {
+                        applied.generation = again.generation;
+                        applied.warnings.extend(again.warnings);
+                    }
+                    Err(e) => applied.warnings.push(format!(
+                        "paths to a newly named backend fall back to the other policies \
+                         until the next change: {e}"
+                    )),
+                }
+                applied
+            }
+            Err(e) => {
+                applied
+                    .warnings
+                    .push(format!("the distribution paths were not changed: {e}"));
+                applied
             }
         }
     }
@@ -487,16 +554,6 @@ fn build(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
         initial: &initial,
     };
     Snapshot::build_with(config, previous, input)
-}
-
-fn effective_config(inner: &Inner, port_ifindex: &[u32]) -> Config {
-    let learned: Vec<KernelNeighbour> = inner.learned.values().cloned().collect();
-    let kernel = KernelView {
-        learned: &learned,
-        port_ifindex,
-        link_macs: &inner.link_macs,
-    };
-    kernel.effective(&inner.config)
 }
 
 /// What the kernel says that the rules leave to it: learned neighbours,
@@ -926,5 +983,60 @@ mod tests {
             ),
             Ok(_) => panic!("started with more services than the XDP maps hold"),
         }
+    }
+
+    #[test]
+    fn the_workers_path_table_follows_every_accepted_change() {
+        let with_path = |backend: &str| {
+            let text = format!(
+                "[[interfaces]]\nname = \"g0\"\nmac = \"02:66:67:00:20:01\"\n\
+                 [[services]]\nname = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80\n\
+                 [[services.paths]]\nclient = \"198.18.60.5\"\nbackends = [\"{backend}\"]\n\
+                 [[services.backends]]\naddress = \"198.18.1.11\"\nport = 8080\nname = \"web-1\"\n\
+                 [[services.backends]]\naddress = \"198.18.1.12\"\nport = 8080\nname = \"web-2\"\n"
+            );
+            rules::load_str(&text, "gw.toml").unwrap()
+        };
+        let mut without = with_path("web-1");
+        without.services[0].routing.paths.clear();
+        let gateway = Gateway::start(
+            with_path("web-1"),
+            Vec::new(),
+            Vec::new(),
+            vec![11],
+            Vec::new(),
+        )
+        .unwrap();
+        // A worker's reader, taken at start as spawn_workers takes it.
+        let mut reader = gateway.path_reader();
+        let chosen = |gateway: &Gateway, reader: &mut PathReader| {
+            let query = flowgate_api::ExplainQuery {
+                from: "198.18.60.5:7".into(),
+                to: "198.18.100.10:80".into(),
+                protocol: None,
+            };
+            let reply =
+                crate::control::explain::explain(&gateway.snapshot(), Some(reader.load()), &query)
+                    .unwrap();
+            reply.path.map(|p| (p.backends, p.chosen))
+        };
+        let path = |name: &str, at: &str| Some((vec![name.to_owned()], Some(at.to_owned())));
+        assert_eq!(
+            chosen(&gateway, &mut reader),
+            path("web-1", "198.18.1.11:8080")
+        );
+
+        gateway.apply(without).unwrap();
+        assert_eq!(chosen(&gateway, &mut reader), None, "the path is gone");
+
+        // A name no path held before: published again so that it resolves.
+        let before = gateway.snapshot().generation();
+        let applied = gateway.apply(with_path("web-2")).unwrap();
+        assert_eq!(applied.generation, before + 2, "{applied:?}");
+        assert_eq!(gateway.snapshot().generation(), applied.generation);
+        assert_eq!(
+            chosen(&gateway, &mut reader),
+            path("web-2", "198.18.1.12:8080")
+        );
     }
 }

@@ -301,7 +301,8 @@ pub(super) fn spawn_workers(
                 kernel_epoch_ns(shared.epoch),
             ));
         }
-        let mut worker = Worker::new(flows, pool, worker_ports.len(), settings.batch);
+        let mut worker = Worker::new(flows, pool, worker_ports.len(), settings.batch)
+            .with_paths(shared.gateway.path_reader());
         if workers > 1 {
             worker = worker.with_handoff(handoff);
         }
