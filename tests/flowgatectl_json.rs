@@ -22,7 +22,7 @@ use serde_json::Value;
 /// The schema of each command's output on success. A command that writes
 /// no JSON (a shell script, man pages) refuses `-o json`: its output is an
 /// error.
-const SCHEMAS: [(&str, &str); 24] = [
+const SCHEMAS: [(&str, &str); 27] = [
     ("status", "status.json"),
     ("service list", "services.json"),
     ("service add", "changed.json"),
@@ -34,6 +34,9 @@ const SCHEMAS: [(&str, &str); 24] = [
     ("backend drain", "changed.json"),
     ("backend del", "changed.json"),
     ("backend heartbeat", "heartbeat.json"),
+    ("path add", "changed.json"),
+    ("path del", "changed.json"),
+    ("canary set", "changed.json"),
     ("apply", "changed.json"),
     ("stats", "stats.json"),
     ("flows", "flows.json"),
@@ -99,7 +102,9 @@ fn command_of(args: &[&str]) -> String {
         .copied()
         .collect();
     match words.as_slice() {
-        [group @ ("service" | "backend"), verb, ..] => format!("{group} {verb}"),
+        [group @ ("service" | "backend" | "path" | "canary"), verb, ..] => {
+            format!("{group} {verb}")
+        }
         [one, ..] => (*one).to_owned(),
         [] => String::new(),
     }
@@ -374,6 +379,36 @@ fn walk_changes(walk: &mut Walk, d: &Daemon) {
         (true.into(), false.into())
     );
     walk.ok(d, &["apply", "-f", path]);
+
+    walk_routing(walk, d, &file);
+}
+
+/// Paths and the canary share: a dry run reports, the change runs.
+fn walk_routing(walk: &mut Walk, d: &Daemon, file: &Path) {
+    let path = file.to_str().unwrap();
+    let canary = RULES.replacen(
+        "port = 80\n",
+        "port = 80\n[services.canary]\ngroup = \"v2\"\n",
+        1,
+    ) + "group = \"v2\"\n";
+    std::fs::write(file, canary).unwrap();
+    walk.ok(d, &["apply", "-f", path]);
+    let add = ["path", "add", "web", "198.18.0.2", "198.18.1.12:8080"];
+    let dry = walk.ok(d, &[&add[..], &["--dry-run"]].concat());
+    assert_eq!(dry["applied"], false);
+    assert_eq!(dry["diff"]["services_changed"][0]["field"], "paths");
+    let added = walk.ok(d, &add);
+    assert_eq!(added["applied"], true);
+    assert_eq!(
+        added["diff"]["services_changed"][0]["to"],
+        "1 paths (1 added, 0 removed, 0 changed)"
+    );
+    let share = walk.ok(d, &["canary", "set", "web", "5%"]);
+    assert_eq!(share["diff"]["services_changed"][0]["field"], "canary");
+    let removed = walk.ok(d, &["path", "del", "web", "198.18.0.2/32"]);
+    assert_eq!(removed["applied"], true);
+    let none = walk.fails(d, &["path", "del", "web", "198.18.0.2"], 1);
+    assert_eq!(none["code"], "not_found");
 }
 
 /// The ipvsadm-style shorthand on `vip`.
@@ -447,6 +482,8 @@ fn walk_failures(walk: &mut Walk, d: &Daemon, vip: &str) {
         &["frobnicate"][..],
         &["backend", "add", "web", "198.18.1.11"],
         &["backend", "edit", "web", "198.18.1.11:8080"],
+        &["canary", "set", "web", "101%"],
+        &["path", "add", "web", "198.18.0.2"],
         &["-A", "-t", vip, "-s", "rr", "-r", "198.18.1.21:8080"],
         &["completions", "bash"],
         &["man", d.dir.join("man").to_str().unwrap()],

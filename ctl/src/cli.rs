@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use flowgate_api::{
-    BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, FlowsQuery, Request,
-    ServiceEdit, ServiceName, ServiceSpec, DEFAULT_CONTROL_SOCKET,
+    BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, Batch, CanaryShare, Edit,
+    FlowsQuery, PathKey, PathSpec, Request, ServiceEdit, ServiceName, ServiceSpec,
+    DEFAULT_CONTROL_SOCKET,
 };
 
 use crate::endpoint::{parse_backend, parse_endpoint, Endpoint};
@@ -195,6 +196,13 @@ enum Command {
     /// List, add, change, drain or remove a service's backends.
     #[command(subcommand)]
     Backend(BackendCommand),
+    /// Add or remove a service's distribution paths: clients sent
+    /// straight to a named backend.
+    #[command(subcommand)]
+    Path(PathCommand),
+    /// Set the share of new flows a service's canary takes.
+    #[command(subcommand)]
+    Canary(CanaryCommand),
     /// Replace the running rules with a config file, atomically; prints
     /// what changes.
     Apply {
@@ -387,6 +395,51 @@ enum BackendCommand {
         service: String,
         /// ADDRESS:PORT.
         backend: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PathCommand {
+    /// Send the service's clients under CLIENT_PREFIX straight to a
+    /// backend (one of several, by flow hash); replaces the path at that
+    /// prefix if there is one.
+    Add {
+        /// The service.
+        service: String,
+        /// The clients: ADDR or ADDR/LEN.
+        client: String,
+        /// Backends by name (a backend's `name`, or ADDRESS:PORT), 1 to 16.
+        #[arg(required = true, value_name = "BACKEND_NAME")]
+        backends: Vec<String>,
+        /// Validate and print the difference; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove the service's path at CLIENT_PREFIX.
+    Del {
+        /// The service.
+        service: String,
+        /// The clients, as the path has them: ADDR or ADDR/LEN.
+        client: String,
+        /// Validate and print the difference; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CanaryCommand {
+    /// Send SHARE of the service's new flows to its canary group: basis
+    /// points (`500`) or a percentage (`5%`, `0.5%`). New flows only;
+    /// raising it moves only the flows between the old share and the new.
+    Set {
+        /// The service (it has a `[services.canary]`).
+        service: String,
+        /// Basis points 0..=10000, or a percentage 0%..=100%.
+        share: String,
+        /// Validate and print the difference; change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -611,6 +664,18 @@ fn action(command: Command) -> Result<Action, String> {
         Command::Status => Ok(Action::Status),
         Command::Service(command) => service_action(command),
         Command::Backend(command) => backend_action(command),
+        Command::Path(command) => Ok(path_action(command)),
+        Command::Canary(CanaryCommand::Set {
+            service,
+            share,
+            dry_run,
+        }) => Ok(one_edit(
+            Edit::CanarySet(CanaryShare {
+                service,
+                share: canary_share(&share)?,
+            }),
+            dry_run,
+        )),
         Command::Apply { file, dry_run } => Ok(Action::Apply { file, dry_run }),
         Command::Stats {
             watch,
@@ -680,6 +745,70 @@ fn service_action(command: ServiceCommand) -> Result<Action, String> {
             Action::Change(Request::ServiceDel(ServiceName { service: name }))
         }
     })
+}
+
+/// One edit as a change: a batch of one, so that `--dry-run` reports
+/// without changing anything.
+fn one_edit(edit: Edit, dry_run: bool) -> Action {
+    Action::Change(Request::Batch(Batch {
+        edits: vec![edit],
+        dry_run,
+    }))
+}
+
+/// `path add|del`.
+fn path_action(command: PathCommand) -> Action {
+    match command {
+        PathCommand::Add {
+            service,
+            client,
+            backends,
+            dry_run,
+        } => one_edit(
+            Edit::PathAdd(PathSpec {
+                service,
+                client,
+                backends,
+            }),
+            dry_run,
+        ),
+        PathCommand::Del {
+            service,
+            client,
+            dry_run,
+        } => one_edit(Edit::PathDel(PathKey { service, client }), dry_run),
+    }
+}
+
+/// A canary share: basis points (`500`) or a percentage with at most two
+/// decimals (`5%`, `0.25%`).
+fn canary_share(text: &str) -> Result<u32, String> {
+    let bad = || {
+        format!(
+            "bad share {text:?}: expected basis points 0..=10000 (500) or a percentage \
+             0%..=100% (5%, 0.25%)"
+        )
+    };
+    let bp = match text.strip_suffix('%') {
+        None => text.parse::<u32>().map_err(|_| bad())?,
+        Some(percent) => {
+            let (whole, fraction) = percent.split_once('.').unwrap_or((percent, ""));
+            let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+            if !digits(whole) || (!fraction.is_empty() && !digits(fraction)) || fraction.len() > 2 {
+                return Err(bad());
+            }
+            let whole: u32 = whole.parse().map_err(|_| bad())?;
+            let hundredths: u32 = format!("{fraction:0<2}").parse().map_err(|_| bad())?;
+            whole
+                .checked_mul(100)
+                .and_then(|w| w.checked_add(hundredths))
+                .ok_or_else(bad)?
+        }
+    };
+    if bp > 10_000 {
+        return Err(bad());
+    }
+    Ok(bp)
 }
 
 /// `backend list|add|edit|drain|del`.
@@ -915,6 +1044,29 @@ mod tests {
 
     fn parsed(line: &str) -> Invocation {
         parse(args(line), "test").unwrap_or_else(|e| panic!("{line}: {}", e.message()))
+    }
+
+    #[test]
+    fn path_and_canary_verbs_are_one_edit_batches_with_dry_run() {
+        let edit = |line: &str| match parsed(line).action {
+            Action::Change(Request::Batch(batch)) => (batch.edits, batch.dry_run),
+            other => panic!("{line}: {other:?}"),
+        };
+        let (edits, dry) = edit("path add web 198.18.0.2 b-1 198.18.1.12:8080 --dry-run");
+        assert!(dry);
+        assert!(matches!(&edits[..], [Edit::PathAdd(p)]
+            if p.client == "198.18.0.2" && p.backends == ["b-1", "198.18.1.12:8080"]));
+        let (edits, dry) = edit("path del web 198.18.0.0/24");
+        assert!(!dry);
+        assert!(matches!(&edits[..], [Edit::PathDel(k)] if k.client == "198.18.0.0/24"));
+        let (edits, _) = edit("canary set web 2.5%");
+        assert!(matches!(&edits[..], [Edit::CanarySet(c)] if c.share == 250));
+        assert_eq!(canary_share("500"), Ok(500));
+        assert_eq!(canary_share("100%"), Ok(10_000));
+        assert_eq!(canary_share("0.05%"), Ok(5));
+        for bad in ["10001", "100.01%", "1.234%", "%", "-1", "5 %", "x%", ".5%"] {
+            assert!(canary_share(bad).is_err(), "{bad}");
+        }
     }
 
     fn try_shorthand(line: &str) -> Result<Action, String> {

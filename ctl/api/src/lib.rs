@@ -58,8 +58,9 @@ pub use report::{
     TrafficCounters, WorkerInfo, WorkerStats,
 };
 pub use request::{
-    ApplyConfig, BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, Batch, Edit,
-    FlowsQuery, Request, RequestEnvelope, ServiceEdit, ServiceName, ServiceSpec,
+    ApplyConfig, BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, Batch,
+    CanaryShare, Edit, FlowsQuery, PathKey, PathSpec, Request, RequestEnvelope, ServiceEdit,
+    ServiceName, ServiceSpec,
 };
 
 /// The version of the protocol this build speaks.

@@ -84,6 +84,46 @@ pub enum Edit {
     BackendDel(BackendKey),
     /// Set a backend's weight to 0.
     BackendDrain(BackendKey),
+    /// Add a distribution path, or replace the one at its prefix.
+    PathAdd(PathSpec),
+    /// Remove a distribution path.
+    PathDel(PathKey),
+    /// Set the share of a service's canary.
+    CanarySet(CanaryShare),
+}
+
+/// `path_add`: a service's clients under `client` go straight to one of
+/// `backends`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathSpec {
+    /// The service's name.
+    pub service: String,
+    /// The clients: `ADDR` or `ADDR/LEN`.
+    pub client: String,
+    /// Backends of the service by name (a backend's `name`, or
+    /// `ADDRESS:PORT`): 1 to 16, one chosen per flow by its hash.
+    pub backends: Vec<String>,
+}
+
+/// `path_del`: a service's path, by its client prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathKey {
+    /// The service's name.
+    pub service: String,
+    /// The clients: `ADDR` or `ADDR/LEN`, as the path has them.
+    pub client: String,
+}
+
+/// `canary_set`: the share of new flows a service's canary takes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryShare {
+    /// The service's name; it has a canary.
+    pub service: String,
+    /// Basis points, 0 to 10 000.
+    pub share: u32,
 }
 
 impl Edit {
@@ -97,6 +137,9 @@ impl Edit {
             Edit::BackendEdit(_) => "backend_edit",
             Edit::BackendDel(_) => "backend_del",
             Edit::BackendDrain(_) => "backend_drain",
+            Edit::PathAdd(_) => "path_add",
+            Edit::PathDel(_) => "path_del",
+            Edit::CanarySet(_) => "canary_set",
         }
     }
 }
@@ -363,6 +406,9 @@ impl Tagged for Edit {
         "backend_edit",
         "backend_del",
         "backend_drain",
+        "path_add",
+        "path_del",
+        "canary_set",
     ];
     const EXPECTING: &'static str = "an edit";
 
@@ -375,6 +421,9 @@ impl Tagged for Edit {
             "backend_edit" => Edit::BackendEdit(body.value()?),
             "backend_del" => Edit::BackendDel(body.value()?),
             "backend_drain" => Edit::BackendDrain(body.value()?),
+            "path_add" => Edit::PathAdd(body.value()?),
+            "path_del" => Edit::PathDel(body.value()?),
+            "canary_set" => Edit::CanarySet(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

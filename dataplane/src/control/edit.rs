@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use crate::health::CheckKindName;
 use crate::rules::{
-    self, parse, Backend, Config, ConfigError, Item, Location, Place, Provenance, RequestLocation,
-    Service,
+    self, parse, Backend, Config, ConfigError, DistributionPath, Item, Location, Place, Provenance,
+    RequestLocation, Service,
 };
 use flowgate_api::{ApiError, BackendEdit, BackendKey, BackendSpec, Edit, ErrorCode, ServiceSpec};
 
@@ -178,6 +178,9 @@ fn target(edit: &Edit) -> String {
         Edit::BackendDel(key) | Edit::BackendDrain(key) => {
             format!("{} {}", key.service, endpoint(&key.address, key.port))
         }
+        Edit::PathAdd(path) => format!("{} path {}", path.service, path.client),
+        Edit::PathDel(key) => format!("{} path {}", key.service, key.client),
+        Edit::CanarySet(canary) => format!("{} canary", canary.service),
     }
 }
 
@@ -313,6 +316,60 @@ impl Editor {
                 service.last = Some(index);
                 Ok(())
             }
+            Edit::PathAdd(_) | Edit::PathDel(_) | Edit::CanarySet(_) => {
+                self.edit_routing(index, edit)
+            }
+        }
+    }
+
+    /// A path added or removed, or a canary's share set.
+    fn edit_routing(&mut self, index: u32, edit: &Edit) -> Result<(), Failure> {
+        match edit {
+            Edit::PathAdd(path) => {
+                let client =
+                    parse::client_prefix(&path.client, "path client").map_err(invalid_edit)?;
+                let work = self.service_mut(&path.service)?;
+                let paths = &mut work.service.routing.paths;
+                let entry = DistributionPath {
+                    client,
+                    backends: path.backends.clone(),
+                };
+                match paths.iter_mut().find(|p| p.client == client) {
+                    Some(existing) => *existing = entry,
+                    None => paths.push(entry),
+                }
+                work.touch.last = Some(index);
+                Ok(())
+            }
+            Edit::PathDel(key) => {
+                let client =
+                    parse::client_prefix(&key.client, "path client").map_err(invalid_edit)?;
+                let work = self.service_mut(&key.service)?;
+                let paths = &mut work.service.routing.paths;
+                let Some(at) = paths.iter().position(|p| p.client == client) else {
+                    return Err((
+                        ErrorCode::NotFound,
+                        format!("service {:?} has no path for {client}", key.service),
+                    ));
+                };
+                paths.remove(at);
+                work.touch.last = Some(index);
+                Ok(())
+            }
+            Edit::CanarySet(share) => {
+                let work = self.service_mut(&share.service)?;
+                let Some(canary) = work.service.routing.canary.as_mut() else {
+                    return Err(invalid_edit(format!(
+                        "service {:?} has no canary: give it a [services.canary] group in its \
+                         rules first",
+                        share.service
+                    )));
+                };
+                canary.share_bp = share.share;
+                work.touch.last = Some(index);
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 
@@ -1275,5 +1332,85 @@ port = 8080
             provenance.locate(Place::service(0, "vip")).to_string(),
             "edit 2 (backend_del web 198.18.1.11:8080)"
         );
+    }
+
+    #[test]
+    fn paths_are_added_replaced_and_removed_and_a_bad_one_changes_nothing() {
+        use flowgate_api::{PathKey, PathSpec};
+        let add = |client: &str, backend: &str| {
+            Edit::PathAdd(PathSpec {
+                service: "web".into(),
+                client: client.into(),
+                backends: vec![backend.into()],
+            })
+        };
+        let paths = |c: &Config| -> Vec<(String, Vec<String>)> {
+            c.services[0]
+                .routing
+                .paths
+                .iter()
+                .map(|p| (p.client.to_string(), p.backends.clone()))
+                .collect()
+        };
+        let c = apply_edits(
+            &rules(),
+            &[
+                add("198.18.60.5", "198.18.1.11:8080"),
+                add("198.18.61.0/24", "198.18.1.11:8080"),
+                add("198.18.60.5", "198.18.1.12:8080"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            paths(&c),
+            [
+                (
+                    "198.18.60.5/32".to_owned(),
+                    vec!["198.18.1.12:8080".to_owned()]
+                ),
+                (
+                    "198.18.61.0/24".to_owned(),
+                    vec!["198.18.1.11:8080".to_owned()]
+                ),
+            ]
+        );
+        let key = |client: &str| {
+            Edit::PathDel(PathKey {
+                service: "web".into(),
+                client: client.into(),
+            })
+        };
+        let c = apply_edits(&c, &[key("198.18.61.0/24")]).unwrap();
+        assert_eq!(paths(&c).len(), 1);
+        let gone = apply_edits(&c, &[key("198.18.61.0/24")]).unwrap_err();
+        assert_eq!(gone.code, ErrorCode::NotFound, "{gone:?}");
+        // A backend the service does not have: refused by the rules' check.
+        let unknown = apply_edits(&c, &[add("198.18.62.1", "nope")]).unwrap_err();
+        assert_eq!(unknown.code, ErrorCode::Invalid, "{unknown:?}");
+        let bad = apply_edits(&c, &[add("198.18.62.x", "198.18.1.11:8080")]).unwrap_err();
+        assert!(bad.message.contains("198.18.62.x"), "{bad:?}");
+    }
+
+    #[test]
+    fn a_canary_share_is_set_within_range_on_a_service_with_a_canary() {
+        use flowgate_api::CanaryShare;
+        let set = |share: u32| {
+            Edit::CanarySet(CanaryShare {
+                service: "web".into(),
+                share,
+            })
+        };
+        let none = apply_edits(&rules(), &[set(500)]).unwrap_err();
+        assert!(none.message.contains("has no canary"), "{none:?}");
+        let text = RULES.replacen(
+            "port = 80\n",
+            "port = 80\n[services.canary]\ngroup = \"v2\"\n",
+            1,
+        ) + "group = \"v2\"\n";
+        let c = load_str(&text, "t.toml").unwrap();
+        let c = apply_edits(&c, &[set(500)]).unwrap();
+        assert_eq!(c.services[0].routing.canary.as_ref().unwrap().share_bp, 500);
+        let over = apply_edits(&c, &[set(10_001)]).unwrap_err();
+        assert_eq!(over.code, ErrorCode::Invalid, "{over:?}");
     }
 }
