@@ -707,3 +707,89 @@ fn a_reload_adding_or_removing_a_path_steers_new_flows_and_explain_shows_it() {
     assert_eq!(explain(&mut state).path, None);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_path_edit_reaches_the_workers_reader_at_the_reply_without_a_snapshot() {
+    use flowgate_api::{Batch, Edit, PathKey, PathSpec, Reply, Request};
+    use flowgate_dataplane::control::{ControlState, Dataplane, MemoryDataplane};
+    use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
+    use flowgate_dataplane::route::ClientAddr;
+    use std::sync::Arc;
+
+    let backends = [
+        B(61, "name = \"orders-1\""),
+        B(62, ""),
+        B(63, "name = \"orders-3\""),
+        B(65, ""),
+    ];
+    let text = rules(
+        "",
+        "[[services.paths]]\nclient = \"198.18.60.5\"\nbackends = [\"orders-1\"]\n",
+        &backends,
+    );
+    let first = config(&text);
+    let dataplane = Arc::new(MemoryDataplane::with_config(&first));
+    let state = ControlState::new(first.clone(), "t.toml", dataplane.clone());
+    let mut reader = dataplane.path_reader();
+    let mut pipeline = flowgate_dataplane::pipeline::Pipeline::new();
+    pipeline.set_paths(dataplane.path_reader());
+    let mut flows = FlowTable::new(4096, FlowTimeouts::from(&first.flows));
+    let change = |edit: Edit| match state
+        .clone()
+        .handle(Request::Batch(Batch {
+            edits: vec![edit],
+            dry_run: false,
+        }))
+        .unwrap()
+    {
+        Reply::Changed(report) => report,
+        other => panic!("{other:?}"),
+    };
+    let add = |client: &str, backend: &str| {
+        Edit::PathAdd(PathSpec {
+            service: "svc".into(),
+            client: client.into(),
+            backends: vec![backend.into()],
+        })
+    };
+    let client = |a: &str| ClientAddr::from_bytes(&addr_to_bytes(a.parse().unwrap()));
+    let generation = dataplane.generation();
+
+    // A path to a backend another path names: the table is edited, no
+    // snapshot is built, and the worker's reader sees it at the reply.
+    let report = change(add("198.18.61.7", "orders-1"));
+    assert!(report.applied, "{report:?}");
+    assert_eq!(report.generation, generation, "no snapshot built");
+    assert_eq!(dataplane.generation(), generation);
+    assert!(reader.load().lookup(0, client("198.18.61.7")).is_some());
+    assert_eq!(
+        place_live(&mut pipeline, &mut flows, &dataplane, "198.18.61.7"),
+        [61]
+    );
+
+    // Removed: gone from the reader at the reply, again without a build.
+    let report = change(Edit::PathDel(PathKey {
+        service: "svc".into(),
+        client: "198.18.61.7".into(),
+    }));
+    assert_eq!(report.generation, generation);
+    assert!(reader.load().lookup(0, client("198.18.61.7")).is_none());
+    assert!(place_live(&mut pipeline, &mut flows, &dataplane, "198.18.61.7").len() > 1);
+
+    // A backend no path named: one build, so that the snapshot resolves it.
+    let report = change(add("198.18.61.7", "orders-3"));
+    assert_eq!(report.generation, generation + 1);
+    assert_eq!(
+        place_live(&mut pipeline, &mut flows, &dataplane, "198.18.61.7"),
+        [63]
+    );
+    // The other path never moved.
+    assert_eq!(
+        place_live(&mut pipeline, &mut flows, &dataplane, "198.18.60.5"),
+        [61]
+    );
+    // A reload of the file's rules drops the edited path again.
+    let report = state.apply_config(&first, "t.toml").unwrap();
+    assert!(report.applied);
+    assert!(reader.load().lookup(0, client("198.18.61.7")).is_none());
+}

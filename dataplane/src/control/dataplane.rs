@@ -39,6 +39,15 @@ pub trait Dataplane: Send + Sync {
     /// side holds (the old rules' keys, normally; see [`ApplyError`]).
     fn apply(&self, config: &Config) -> Result<Applied, ApplyError>;
 
+    /// Makes `config` run where it differs from the running rules only in
+    /// services' distribution paths: the path table is edited path by
+    /// path, beside the snapshot, and no snapshot is built (unless a path
+    /// names a backend no path named before: then one is, so that it
+    /// resolves). The default applies the whole config.
+    fn apply_paths(&self, config: &Config) -> Result<Applied, ApplyError> {
+        self.apply(config)
+    }
+
     /// Version, generation, uptime, workers with their cores, interfaces
     /// with the modes they got.
     fn status(&self) -> StatusReport;

@@ -90,6 +90,55 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
     d
 }
 
+/// Whether `new` is `old` with only services' distribution paths
+/// changed (services in the same order): what the path table can take
+/// path by path, beside the snapshot, with nothing else to compile.
+pub(crate) fn only_paths_differ(old: &Config, new: &Config) -> bool {
+    let Config {
+        gateway,
+        daemon,
+        flows,
+        health,
+        interfaces,
+        neighbours,
+        services,
+        routing,
+    } = old;
+    *gateway == new.gateway
+        && *daemon == new.daemon
+        && *flows == new.flows
+        && *health == new.health
+        && *interfaces == new.interfaces
+        && *neighbours == new.neighbours
+        && *routing == new.routing
+        && services.len() == new.services.len()
+        && services.iter().zip(&new.services).all(|(a, b)| {
+            let Service {
+                name,
+                protocol,
+                vip,
+                port,
+                scheduler,
+                maglev_table_size,
+                failover,
+                health,
+                backends,
+                routing,
+            } = a;
+            *name == b.name
+                && *protocol == b.protocol
+                && *vip == b.vip
+                && *port == b.port
+                && *scheduler == b.scheduler
+                && *maglev_table_size == b.maglev_table_size
+                && *failover == b.failover
+                && *health == b.health
+                && *backends == b.backends
+                && routing.zone_priority == b.routing.zone_priority
+                && routing.canary == b.routing.canary
+        })
+}
+
 /// Static neighbours are a set: the same entries in another order are
 /// the same.
 fn same_neighbours(old: &Config, new: &Config) -> bool {

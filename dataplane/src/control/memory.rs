@@ -293,6 +293,43 @@ impl Dataplane for MemoryDataplane {
         Ok(Applied::clean(self.publish(config, &mut running)))
     }
 
+    fn apply_paths(&self, config: &Config) -> Result<Applied, ApplyError> {
+        let mut running = self
+            .build
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(old) = running.clone() else {
+            return self.apply(config);
+        };
+        let current = self.build.publisher.current();
+        let edited = self
+            .build
+            .paths
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .edit(&old, config, &current);
+        match edited {
+            Ok(false) => {
+                *running = Some(config.clone());
+                Ok(Applied::clean(current.generation()))
+            }
+            Ok(true) => {
+                // A name no path held: build so that it resolves.
+                let next = self.build.build(config);
+                let generation = next.generation();
+                self.build.publisher.publish(next);
+                *running = Some(config.clone());
+                Ok(Applied::clean(generation))
+            }
+            Err(e) => Err(ApplyError {
+                reason: format!("the path table refused the change: {e}"),
+                generation: current.generation(),
+                kernel: "nothing else was changed (an in-memory data plane)".into(),
+            }),
+        }
+    }
+
     fn status(&self) -> StatusReport {
         let inner = self.lock();
         let mut status = status_report(self.generation(), self.started.elapsed().as_secs());

@@ -408,7 +408,14 @@ impl ControlState {
                 warnings: Vec::new(),
             });
         }
-        let applied = self.dataplane.apply(&next).map_err(|e| ApiError {
+        // Paths alone live beside the snapshot: edited in place, path by
+        // path, with no snapshot built.
+        let applied = if super::diff::only_paths_differ(&base.config, &next) {
+            self.dataplane.apply_paths(&next)
+        } else {
+            self.dataplane.apply(&next)
+        };
+        let applied = applied.map_err(|e| ApiError {
             generation: Some(e.generation),
             ..ApiError::new(
                 ErrorCode::ApplyFailed,

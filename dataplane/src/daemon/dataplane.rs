@@ -178,6 +178,10 @@ impl Dataplane for DaemonDataplane {
         Ok(applied)
     }
 
+    fn apply_paths(&self, config: &Config) -> Result<Applied, ApplyError> {
+        self.gateway.apply_paths(config.clone())
+    }
+
     fn backend_health(&self, service: &crate::rules::Service) -> Vec<flowgate_api::BackendHealth> {
         self.health.backend_health(service)
     }

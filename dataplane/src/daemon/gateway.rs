@@ -253,6 +253,31 @@ impl Gateway {
         }
     }
 
+    /// Makes `config`, which differs from the running rules only in
+    /// services' distribution paths, run: the path table is edited path
+    /// by path and published, with no new snapshot unless a path names a
+    /// backend no path named before (then one is built, so that it
+    /// resolves). Refused whole by the path table, nothing changed.
+    pub fn apply_paths(&self, config: Config) -> Result<Applied, ApplyError> {
+        let mut inner = self.lock();
+        let running = self.publisher.current();
+        let inner = &mut *inner;
+        let new_name = inner
+            .paths
+            .edit(&inner.config, &config, &running)
+            .map_err(|e| ApplyError {
+                reason: format!("the path table refused the change: {e}"),
+                generation: running.generation(),
+                kernel: "the XDP maps were not touched".into(),
+            })?;
+        inner.config = config;
+        if !new_name {
+            return Ok(Applied::clean(running.generation()));
+        }
+        let compiled = self.compile(inner, &inner.config);
+        self.install(inner, compiled)
+    }
+
     /// After `applied` was published: loads the running rules' paths,
     /// keyed by what runs, and if they name a backend no path named
     /// before, publishes once more so that the snapshot resolves it.

@@ -12,10 +12,12 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use hashbrown::HashMap;
+
 use crate::route::{
-    BackendNames, BackendRef, PathEntry, PathErrors, PathReader, PathTable, Prefix,
+    BackendNames, BackendRef, PathEdit, PathEntry, PathErrors, PathReader, PathTable, Prefix,
 };
-use crate::rules::Config;
+use crate::rules::{Config, Service};
 use crate::wire::addr_to_bytes;
 
 use super::subset::table_prefix;
@@ -30,8 +32,9 @@ pub type SharedNames = Arc<Mutex<BackendNames>>;
 pub struct PathRouting {
     table: PathTable,
     names: SharedNames,
-    /// The refs the loaded config's paths hold, released at the next load.
-    held: Vec<BackendRef>,
+    /// The refs the table's paths hold (how many times each), released
+    /// when their paths go.
+    held: HashMap<BackendRef, usize>,
 }
 
 impl PathRouting {
@@ -41,7 +44,7 @@ impl PathRouting {
         PathRouting {
             table: PathTable::new(limit),
             names: Arc::clone(snapshot.backend_names()),
-            held: Vec::new(),
+            held: HashMap::new(),
         }
     }
 
@@ -65,12 +68,7 @@ impl PathRouting {
         let mut held = Vec::new();
         let mut new_name = false;
         for service in &config.services {
-            let key = (
-                service.protocol.number(),
-                addr_to_bytes(service.vip),
-                service.port,
-            );
-            let Some((id, _)) = snapshot.lookup_service(key.0, &key.1, key.2) else {
+            let Some(id) = service_id(service, snapshot) else {
                 continue;
             };
             for path in &service.routing.paths {
@@ -94,14 +92,123 @@ impl PathRouting {
         }
         let loaded = self.table.load(&entries);
         let (keep, release) = match loaded {
-            Ok(()) => (held, std::mem::take(&mut self.held)),
-            Err(_) => (std::mem::take(&mut self.held), held),
+            Ok(()) => (counted(held), std::mem::take(&mut self.held)),
+            Err(_) => (std::mem::take(&mut self.held), counted(held)),
         };
-        for backend in release {
-            names.release(backend);
+        for (backend, count) in release {
+            for _ in 0..count {
+                names.release(backend);
+            }
         }
         self.held = keep;
         loaded.map(|()| new_name)
+    }
+
+    /// Changes the table from `old`'s paths to `new`'s, path by path: one
+    /// published version that rebuilds only the shards the changed paths
+    /// hash to, not the whole table. Keyed by `snapshot`'s service ids,
+    /// and for rules whose services are `old`'s (only paths changed).
+    /// Returns whether a backend name got its first ref (as
+    /// [`PathRouting::load`]); refused whole, nothing changed.
+    pub fn edit(
+        &mut self,
+        old: &Config,
+        new: &Config,
+        snapshot: &Snapshot,
+    ) -> Result<bool, PathErrors> {
+        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut edits = Vec::new();
+        let mut acquired = Vec::new();
+        let mut new_name = false;
+        for service in &new.services {
+            let Some(id) = service_id(service, snapshot) else {
+                continue;
+            };
+            let before: HashMap<_, _> = old
+                .service(&service.name)
+                .map(|s| {
+                    s.routing
+                        .paths
+                        .iter()
+                        .map(|p| (p.client, &p.backends))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut kept = 0;
+            for path in &service.routing.paths {
+                if let Some(backends) = before.get(&path.client) {
+                    kept += 1;
+                    if **backends == path.backends {
+                        continue;
+                    }
+                }
+                let Some(prefix) = table_prefix(path.client) else {
+                    continue;
+                };
+                let mut backends = Vec::with_capacity(path.backends.len());
+                for name in &path.backends {
+                    new_name |= names.get(name).is_none();
+                    if let Ok(backend) = names.acquire(name) {
+                        backends.push(backend);
+                        acquired.push(backend);
+                    }
+                }
+                edits.push(PathEdit::Put {
+                    service: id,
+                    prefix,
+                    backends,
+                });
+            }
+            if kept < before.len() {
+                let now: HashMap<_, _> = service
+                    .routing
+                    .paths
+                    .iter()
+                    .map(|p| (p.client, ()))
+                    .collect();
+                edits.extend(
+                    before
+                        .keys()
+                        .filter(|client| !now.contains_key(*client))
+                        .filter_map(|client| table_prefix(*client))
+                        .map(|prefix| PathEdit::Remove {
+                            service: id,
+                            prefix,
+                        }),
+                );
+            }
+        }
+        // The refs of the paths replaced or removed, read before the edit.
+        let view = self.table.view();
+        let released: Vec<BackendRef> = edits
+            .iter()
+            .filter_map(|edit| match edit {
+                PathEdit::Put {
+                    service, prefix, ..
+                }
+                | PathEdit::Remove { service, prefix } => view.get(*service, *prefix),
+            })
+            .flat_map(|target| target.backends())
+            .collect();
+        if let Err(e) = self.table.apply(&edits) {
+            for backend in acquired {
+                names.release(backend);
+            }
+            return Err(e);
+        }
+        for backend in acquired {
+            *self.held.entry(backend).or_default() += 1;
+        }
+        for backend in released {
+            if let Some(count) = self.held.get_mut(&backend) {
+                *count -= 1;
+                if *count == 0 {
+                    self.held.remove(&backend);
+                }
+                names.release(backend);
+            }
+        }
+        Ok(new_name)
     }
 
     /// The path of `service` at exactly `prefix`, as names.
@@ -116,4 +223,21 @@ impl PathRouting {
                 .collect(),
         )
     }
+}
+
+/// `service`'s id in `snapshot`, if it runs there.
+fn service_id(service: &Service, snapshot: &Snapshot) -> Option<u32> {
+    let vip = addr_to_bytes(service.vip);
+    snapshot
+        .lookup_service(service.protocol.number(), &vip, service.port)
+        .map(|(id, _)| id)
+}
+
+/// Refs as counts.
+fn counted(refs: Vec<BackendRef>) -> HashMap<BackendRef, usize> {
+    let mut counts = HashMap::new();
+    for backend in refs {
+        *counts.entry(backend).or_default() += 1;
+    }
+    counts
 }
