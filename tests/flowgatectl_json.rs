@@ -22,7 +22,7 @@ use serde_json::Value;
 /// The schema of each command's output on success. A command that writes
 /// no JSON (a shell script, man pages) refuses `-o json`: its output is an
 /// error.
-const SCHEMAS: [(&str, &str); 27] = [
+const SCHEMAS: [(&str, &str); 28] = [
     ("status", "status.json"),
     ("service list", "services.json"),
     ("service add", "changed.json"),
@@ -34,6 +34,7 @@ const SCHEMAS: [(&str, &str); 27] = [
     ("backend drain", "changed.json"),
     ("backend del", "changed.json"),
     ("backend heartbeat", "heartbeat.json"),
+    ("path list", "paths.json"),
     ("path add", "changed.json"),
     ("path del", "changed.json"),
     ("canary set", "changed.json"),
@@ -403,12 +404,19 @@ fn walk_routing(walk: &mut Walk, d: &Daemon, file: &Path) {
         added["diff"]["services_changed"][0]["to"],
         "1 paths (1 added, 0 removed, 0 changed)"
     );
+    let listed = walk.ok(d, &["path", "list", "web"]);
+    assert_eq!(listed["paths"][0]["client"], "198.18.0.2/32");
+    assert_eq!(listed["paths"][0]["backends"][0], "198.18.1.12:8080");
     let share = walk.ok(d, &["canary", "set", "web", "5%"]);
     assert_eq!(share["diff"]["services_changed"][0]["field"], "canary");
     let removed = walk.ok(d, &["path", "del", "web", "198.18.0.2/32"]);
     assert_eq!(removed["applied"], true);
     let none = walk.fails(d, &["path", "del", "web", "198.18.0.2"], 1);
     assert_eq!(none["code"], "not_found");
+    let empty = walk.ok(d, &["path", "list", "web"]);
+    assert_eq!(empty["paths"], serde_json::json!([]));
+    let unknown = walk.fails(d, &["path", "list", "nope"], 1);
+    assert_eq!(unknown["code"], "not_found");
 }
 
 /// The ipvsadm-style shorthand on `vip`.

@@ -71,6 +71,8 @@ pub enum Action {
     Flows(FlowsQuery),
     /// `explain`.
     Explain(flowgate_api::ExplainQuery),
+    /// `path list SERVICE`.
+    PathList(String),
     /// ipvsadm-style `-L`: services and backends, optionally one service.
     List(Option<Listener>),
     /// ipvsadm-style change to the service at a listener.
@@ -196,7 +198,7 @@ enum Command {
     /// List, add, change, drain or remove a service's backends.
     #[command(subcommand)]
     Backend(BackendCommand),
-    /// Add or remove a service's distribution paths: clients sent
+    /// List, add or remove a service's distribution paths: clients sent
     /// straight to a named backend.
     #[command(subcommand)]
     Path(PathCommand),
@@ -400,6 +402,11 @@ enum BackendCommand {
 
 #[derive(Subcommand, Debug)]
 enum PathCommand {
+    /// The service's paths, from the rules that run.
+    List {
+        /// The service.
+        service: String,
+    },
     /// Send the service's clients under CLIENT_PREFIX straight to a
     /// backend (one of several, by flow hash); replaces the path at that
     /// prefix if there is one.
@@ -756,9 +763,10 @@ fn one_edit(edit: Edit, dry_run: bool) -> Action {
     }))
 }
 
-/// `path add|del`.
+/// `path list|add|del`.
 fn path_action(command: PathCommand) -> Action {
     match command {
+        PathCommand::List { service } => Action::PathList(service),
         PathCommand::Add {
             service,
             client,

@@ -82,6 +82,7 @@ pub fn run(
         Action::Flows(query) => session.read(Request::Flows(query)),
         Action::Heartbeat(key) => session.read(Request::BackendHeartbeat(key)),
         Action::Explain(query) => session.read(Request::Explain(query)),
+        Action::PathList(service) => session.read(Request::PathList(ServiceName { service })),
         Action::Change(Request::BackendDel(key)) => {
             let remove_service = format!("flowgatectl service del {}", key.service);
             session.delete_backend(key, remove_service)
@@ -190,6 +191,7 @@ impl Session<'_> {
             Reply::Changed(c) => show::change(c),
             Reply::Heartbeat(h) => show::heartbeat(h),
             Reply::Explain(e) => show::explain(e),
+            Reply::Paths(p) => show::paths(p),
         };
         self.write(&text)
     }

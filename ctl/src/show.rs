@@ -135,6 +135,29 @@ pub fn diff_lines(d: &ConfigDiff) -> Vec<String> {
 }
 
 /// A change report: its differences, then what happened.
+/// `path list`: one path a line.
+pub fn paths(reply: &flowgate_api::PathsReply) -> String {
+    if reply.paths.is_empty() {
+        return format!("service {} has no paths\n", reply.service);
+    }
+    let width = reply
+        .paths
+        .iter()
+        .map(|p| p.client.len())
+        .max()
+        .unwrap_or(0)
+        .max("CLIENT".len());
+    let mut out = format!("{:width$}  BACKENDS\n", "CLIENT");
+    for path in &reply.paths {
+        out.push_str(&format!(
+            "{:width$}  {}\n",
+            path.client,
+            path.backends.join(" ")
+        ));
+    }
+    out
+}
+
 pub fn change(report: &ChangeReport) -> String {
     let mut out = String::new();
     for line in diff_lines(&report.diff) {

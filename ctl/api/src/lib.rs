@@ -50,8 +50,8 @@ pub use explain::{
 pub use framing::parse_request;
 pub use reply::{
     BackendHealth, BackendState, BackendView, BackendsReply, ChangeReport, CheckReport, FlowsReply,
-    HealthSummary, HeartbeatReply, Reply, Response, ServiceView, ServicesReply, StatusReply,
-    MAX_NOT_UP,
+    HealthSummary, HeartbeatReply, PathView, PathsReply, Reply, Response, ServiceView,
+    ServicesReply, StatusReply, MAX_NOT_UP,
 };
 pub use report::{
     BackendStats, FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport,

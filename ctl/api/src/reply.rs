@@ -73,6 +73,28 @@ pub enum Reply {
     Heartbeat(HeartbeatReply),
     /// `explain`.
     Explain(crate::ExplainReply),
+    /// `path_list`.
+    Paths(PathsReply),
+}
+
+/// `path_list`: a service's distribution paths, in the rules' order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathsReply {
+    /// The service.
+    pub service: String,
+    /// Its paths.
+    pub paths: Vec<PathView>,
+}
+
+/// One distribution path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathView {
+    /// The clients, `ADDR/LEN`.
+    pub client: String,
+    /// Its backends by name, in order.
+    pub backends: Vec<String>,
 }
 
 /// What a mutating request did.
@@ -297,6 +319,7 @@ impl Tagged for Reply {
         "backends",
         "heartbeat",
         "explain",
+        "paths",
     ];
     const EXPECTING: &'static str = "a reply";
 
@@ -310,6 +333,7 @@ impl Tagged for Reply {
             "backends" => Reply::Backends(body.value()?),
             "heartbeat" => Reply::Heartbeat(body.value()?),
             "explain" => Reply::Explain(body.value()?),
+            "paths" => Reply::Paths(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

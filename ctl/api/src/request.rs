@@ -64,6 +64,8 @@ pub enum Request {
     BackendHeartbeat(BackendKey),
     /// Where a client's new flow to a service goes, and why.
     Explain(crate::ExplainQuery),
+    /// One service's distribution paths, from the running rules.
+    PathList(ServiceName),
 }
 
 /// One change to the rules; a [`Batch`] holds several.
@@ -364,6 +366,7 @@ impl Tagged for Request {
         "backend_drain",
         "backend_heartbeat",
         "explain",
+        "path_list",
     ];
     const EXPECTING: &'static str = "a request";
 
@@ -385,6 +388,7 @@ impl Tagged for Request {
             "backend_drain" => Request::BackendDrain(body.value()?),
             "backend_heartbeat" => Request::BackendHeartbeat(body.value()?),
             "explain" => Request::Explain(body.value()?),
+            "path_list" => Request::PathList(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

@@ -274,6 +274,22 @@ impl ControlState {
             Request::BackendDel(x) => self.edit_one(Edit::BackendDel(x)),
             Request::BackendDrain(x) => self.edit_one(Edit::BackendDrain(x)),
             Request::BackendHeartbeat(key) => self.heartbeat(&key).map(Reply::Heartbeat),
+            Request::PathList(name) => {
+                let running = self.running();
+                let service = running.service(&name.service)?;
+                Ok(Reply::Paths(flowgate_api::PathsReply {
+                    service: service.name.clone(),
+                    paths: service
+                        .routing
+                        .paths
+                        .iter()
+                        .map(|p| flowgate_api::PathView {
+                            client: p.client.to_string(),
+                            backends: p.backends.clone(),
+                        })
+                        .collect(),
+                }))
+            }
             Request::Explain(query) => {
                 let snapshot = self.dataplane.snapshot().ok_or_else(|| {
                     ApiError::new(
