@@ -2,7 +2,8 @@
 //! AF_XDP sockets in the demo's namespaces (tests/netns/). A path in the
 //! config sends the client's new connections straight to one backend; a
 //! change through the control API that removes it gives them back to the
-//! scheduler, and `explain` shows the path stage while it is there.
+//! scheduler, `explain` shows the path stage while it is there, and a path
+//! added by an edit steers the next connections.
 //! Run as root; FLOWGATE_SKIP_NETNS=1 skips elsewhere. Needs the binaries
 //! built first (scripts/test.sh does it).
 
@@ -11,7 +12,9 @@ mod netns;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use flowgate_api::{ApplyConfig, ControlClient, ExplainQuery, Reply, Request};
+use flowgate_api::{
+    ApplyConfig, Batch, ControlClient, Edit, ExplainQuery, PathSpec, Reply, Request,
+};
 use netns::*;
 
 /// Time allowed for one batch of requests; far more than they need.
@@ -79,6 +82,29 @@ fn a_path_in_the_config_steers_live_connections_until_a_change_removes_it() {
     assert_eq!(load.answered(), 200, "{:?}\n{}", load.failures, gw.log());
     assert_spread("web", &load.by_backend, &[("b1", 1), ("b2", 1), ("b3", 2)]);
     assert_eq!(explain(&mut client).path, None);
+
+    // One path added through the API: the next connections follow it.
+    let add = Edit::PathAdd(PathSpec {
+        service: "web".into(),
+        client: "198.18.0.2".into(),
+        backends: vec!["198.18.1.13:8080".into()],
+    });
+    let batch = Batch {
+        edits: vec![add],
+        dry_run: false,
+    };
+    match client.call(Request::Batch(batch)).unwrap() {
+        Reply::Changed(report) => assert!(report.applied, "{report:?}"),
+        other => panic!("{other:?}"),
+    }
+    let load = http_load(&topo.client, web, 100, 4, BUDGET);
+    assert_eq!(load.answered(), 100, "{:?}\n{}", load.failures, gw.log());
+    let only_b3: Vec<_> = load.by_backend.keys().cloned().collect();
+    assert_eq!(
+        only_b3,
+        ["b3"],
+        "every connection on the added path's backend"
+    );
 
     gw.assert_running();
     gw.stop();
