@@ -241,3 +241,71 @@ fn counted(refs: Vec<BackendRef>) -> HashMap<BackendRef, usize> {
     }
     counts
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::ClientAddr;
+    use crate::rules::load_str;
+
+    fn rules(paths: &[(&str, &str)]) -> Config {
+        let mut text = String::from(
+            "[[services]]\nname = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80\n",
+        );
+        for (client, backend) in paths {
+            text +=
+                &format!("[[services.paths]]\nclient = \"{client}\"\nbackends = [\"{backend}\"]\n");
+        }
+        for (host, name) in [(11, "web-1"), (12, "web-2")] {
+            text += &format!(
+                "[[services.backends]]\naddress = \"198.18.1.{host}\"\nport = 8080\nname = \"{name}\"\n"
+            );
+        }
+        load_str(&text, "t.toml").unwrap()
+    }
+
+    #[test]
+    fn an_edit_changes_only_the_changed_paths_and_releases_the_names_they_held() {
+        let first = rules(&[("198.18.60.5", "web-1"), ("198.18.61.0/24", "web-1")]);
+        let snapshot = Snapshot::build(&first, None);
+        let mut paths = PathRouting::new(1 << 10, &snapshot);
+        assert!(paths.load(&first, &snapshot).unwrap());
+        let mut reader = paths.reader();
+        let client =
+            |a: &str| ClientAddr::from_bytes(&crate::wire::addr_to_bytes(a.parse().unwrap()));
+        let names = Arc::clone(snapshot.backend_names());
+        let known = |name: &str| names.lock().unwrap().get(name).is_some();
+
+        // One path moves to web-2 (a new name), one stays, one is added.
+        let next = rules(&[
+            ("198.18.60.5", "web-2"),
+            ("198.18.61.0/24", "web-1"),
+            ("198.18.62.1", "web-1"),
+        ]);
+        let version = paths.table().view().generation();
+        assert!(
+            paths.edit(&first, &next, &snapshot).unwrap(),
+            "web-2 is new"
+        );
+        assert_eq!(
+            paths.table().view().generation(),
+            version + 1,
+            "one version"
+        );
+        assert_eq!(paths.table().len(), 3);
+        assert!(reader.load().lookup(0, client("198.18.62.1")).is_some());
+        let at = |p: &str| paths.get(0, p.parse().unwrap());
+        assert_eq!(at("198.18.60.5/32"), Some(vec!["web-2".to_owned()]));
+        assert_eq!(at("198.18.61.0/24"), Some(vec!["web-1".to_owned()]));
+
+        // Every path to web-1 gone: its name is released.
+        let last = rules(&[("198.18.60.5", "web-2")]);
+        assert!(!paths.edit(&next, &last, &snapshot).unwrap());
+        assert_eq!(paths.table().len(), 1);
+        assert!(!known("web-1") && known("web-2"));
+        assert!(reader.load().lookup(0, client("198.18.61.9")).is_none());
+        // And a load of no paths releases the rest.
+        assert!(!paths.load(&rules(&[]), &snapshot).unwrap());
+        assert!(!known("web-2"));
+    }
+}
