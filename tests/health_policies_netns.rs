@@ -9,9 +9,11 @@
 //! with a RST from the VIP (the client sees ECONNRESET). Run as root;
 //! FLOWGATE_SKIP_NETNS=1 skips elsewhere.
 //!
-//! The topology's veth peers have GRO off, so the kernel fast path is off
-//! and the worker forwards every packet (with it on, a watched backend's
-//! connections are left to the worker anyway).
+//! The topology's veth peers have GRO off, so by default the kernel fast
+//! path is off and the worker forwards every packet;
+//! FLOWGATE_NETNS_PEER_GRO=1 runs it with the fast path on (a watched
+//! backend's connections are then still the worker's). The test prints
+//! the daemon's word on which mode it ran in.
 
 mod netns;
 
@@ -90,6 +92,16 @@ fn counters(client: &mut ControlClient, service: &str, b: u8) -> (u64, u64) {
         .map_or(0, |v| v.active_flows);
     let dropped = stats.totals.drops.get("backend_down").copied().unwrap_or(0);
     (dropped, active)
+}
+
+/// Which mode this run forwards in, as the daemon says at start.
+fn print_fast_path_mode(gateway: &netns::Gateway) {
+    let log = gateway.log();
+    let mode = log.lines().find(|l| l.contains("kernel fast path"));
+    println!(
+        "{}",
+        mode.unwrap_or("no word on the kernel fast path in the log")
+    );
 }
 
 /// Polls `done` every 10 ms until it holds or `limit` passes; when it held.
@@ -179,7 +191,7 @@ fn each_on_backend_down_policy_is_seen_on_the_wire() {
     let mut gateway = topo.start_gateway(&config(&topo));
     let socket = topo.scratch.path("control.sock");
     let mut control = ControlClient::connect(&socket).unwrap();
-    println!("kernel fast path off (veth peers without GRO): the worker forwards every packet");
+    print_fast_path_mode(&gateway);
 
     for (i, &(policy, vip, port)) in POLICIES.iter().enumerate() {
         for b in 1..=2 {

@@ -7,8 +7,11 @@
 //! connection reaches b2 while it is down, and the download is
 //! byte-identical. Run as root; FLOWGATE_SKIP_NETNS=1 skips elsewhere.
 //!
-//! The topology's veth peers have GRO off, so the kernel fast path is off
-//! and the worker forwards every packet.
+//! The topology's veth peers have GRO off, so by default the kernel fast
+//! path is off and the worker forwards every packet;
+//! FLOWGATE_NETNS_PEER_GRO=1 runs it with the fast path on (a watched
+//! backend's connections are then still the worker's). The test prints
+//! the daemon's word on which mode it ran in.
 
 mod netns;
 
@@ -200,6 +203,16 @@ fn new_flows(client: &mut ControlClient, b: u8) -> u64 {
         .expect("real's backend in the stats")
 }
 
+/// Which mode this run forwards in, as the daemon says at start.
+fn print_fast_path_mode(gateway: &netns::Gateway) {
+    let log = gateway.log();
+    let mode = log.lines().find(|l| l.contains("kernel fast path"));
+    println!(
+        "{}",
+        mode.unwrap_or("no word on the kernel fast path in the log")
+    );
+}
+
 /// Polls `done` every 10 ms until it holds or `limit` passes; when it held.
 fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Instant> {
     let start = Instant::now();
@@ -331,6 +344,7 @@ fn a_killed_nginx_is_ejected_and_readmitted_and_a_long_download_elsewhere_is_unt
     let mut gateway = topo.start_gateway(&config(&topo));
     let socket = topo.scratch.path("control.sock");
     let mut client = ControlClient::connect(&socket).unwrap();
+    print_fast_path_mode(&gateway);
     wait_checked_up(&mut client);
 
     let vip = SocketAddr::from((VIP, 80));
