@@ -6,275 +6,33 @@
 //! the real `flowgate` binary in the gateway namespace over AF_XDP. Run as
 //! root; set FLOWGATE_SKIP_NETNS=1 to skip elsewhere.
 
+mod echo_gateway;
+
 use std::fs::{self, File};
-use std::io::Read;
-use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use flowgate_dataplane::testnet::{self, NetNs};
+use echo_gateway::{EchoGateway, ECHO_PORT};
+use flowgate_dataplane::testnet;
 
-const GW_CLIENT_MAC: &str = "02:66:67:00:10:01";
 const GW_BACKEND_MAC: &str = "02:66:67:00:11:01";
-const VIP: &str = "198.18.110.10";
-const BACKEND: &str = "198.18.11.11";
 
-/// A scratch directory removed on drop; world-readable so that an
-/// unprivileged flowgate can read its config.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("fgt-life-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Command::new("chmod")
-            .arg("0755")
-            .arg(&dir)
-            .status()
-            .unwrap();
-        Scratch(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
+/// The lifecycle tests' topology (namespaces and interfaces `fgl`, subnet
+/// 198.18.10.0/24 on the client side).
+fn topology() -> EchoGateway {
+    EchoGateway::new("fgl", 10)
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// client ══ gateway ══ backend, with a UDP echo on the backend.
-struct Topology {
-    client: NetNs,
-    gateway: NetNs,
-    _backend: NetNs,
-    echo_stop: Arc<AtomicBool>,
-    scratch: Scratch,
-}
-
-impl Topology {
-    fn new() -> Topology {
-        let client = NetNs::new("fgl").unwrap();
-        let gateway = NetNs::new("fgl").unwrap();
-        let backend = NetNs::new("fgl").unwrap();
-        testnet::veth_pair(&gateway, "fgl-c", &client, "eth0", 1).unwrap();
-        testnet::veth_pair(&gateway, "fgl-b", &backend, "eth0", 1).unwrap();
-        gateway
-            .ip(&["link", "set", "fgl-c", "address", GW_CLIENT_MAC])
-            .unwrap();
-        gateway
-            .ip(&["link", "set", "fgl-b", "address", GW_BACKEND_MAC])
-            .unwrap();
-        gateway
-            .ip(&["addr", "add", "198.18.10.1/24", "dev", "fgl-c"])
-            .unwrap();
-        gateway
-            .ip(&["addr", "add", "198.18.11.1/24", "dev", "fgl-b"])
-            .unwrap();
-        client
-            .ip(&["addr", "add", "198.18.10.2/24", "dev", "eth0"])
-            .unwrap();
-        client
-            .ip(&["route", "add", "198.18.110.0/24", "via", "198.18.10.1"])
-            .unwrap();
-        backend
-            .ip(&["addr", "add", "198.18.11.11/24", "dev", "eth0"])
-            .unwrap();
-        backend
-            .ip(&["route", "add", "default", "via", "198.18.11.1"])
-            .unwrap();
-        // A local socket's packets leave a veth with the checksum left
-        // for the "hardware" to fill in; a real NIC's peer would have
-        // filled it. Have the kernel compute it, as the wire would.
-        for ns in [&client, &backend] {
-            ns.exec("ethtool", &["-K", "eth0", "tx", "off"]).unwrap();
-        }
-        let echo = backend
-            .enter(|| UdpSocket::bind((BACKEND, 7007)))
-            .unwrap()
-            .unwrap();
-        echo.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let echo_stop = Arc::new(AtomicBool::new(false));
-        let stop = Arc::clone(&echo_stop);
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = echo.recv_from(&mut buf) {
-                    let _ = echo.send_to(&buf[..n], from);
-                }
-            }
-        });
-        Topology {
-            client,
-            gateway,
-            _backend: backend,
-            echo_stop,
-            scratch: Scratch::new(),
-        }
-    }
-
-    /// A config with the echo service on `port` of the VIP.
-    fn config(&self, port: u16) -> String {
-        format!(
-            r#"
-[daemon]
-cores = [0]
-frame_count = 4096
-rx_ring_size = 512
-tx_ring_size = 512
-fill_ring_size = 1024
-completion_ring_size = 1024
-control_socket = "{socket}"
-
-[flows]
-capacity = 4096
-
-[[interfaces]]
-name = "fgl-c"
-mac = "{GW_CLIENT_MAC}"
-
-[[interfaces]]
-name = "fgl-b"
-mac = "{GW_BACKEND_MAC}"
-
-[[services]]
-name = "echo"
-protocol = "udp"
-vip = "{VIP}"
-port = {port}
-
-[[services.backends]]
-address = "{BACKEND}"
-port = 7007
-"#,
-            socket = self.scratch.path("control.sock").display()
-        )
-    }
-
-    fn write_config(&self, text: &str) -> PathBuf {
-        let path = self.scratch.path("flowgate.toml");
-        fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// Starts flowgate in the gateway namespace; stderr goes to a file.
-    fn start(&self, config: &Path, log: &str) -> Daemon {
-        self.start_with(config, log, &[])
-    }
-
-    /// As [`Topology::start`], with more command-line arguments.
-    fn start_with(&self, config: &Path, log: &str, extra: &[&str]) -> Daemon {
-        let log = self.scratch.path(log);
-        let stderr = File::create(&log).unwrap();
-        let bin = testnet::workspace_binary("flowgate").unwrap();
-        let mut args = vec!["run", "--config", config.to_str().unwrap()];
-        args.extend_from_slice(extra);
-        let child = self
-            .gateway
-            .command(bin.to_str().unwrap(), &args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        Daemon {
-            child: Some(child),
-            log,
-        }
-    }
-
-    /// Whether a UDP request to the VIP's `port` comes back, from the VIP,
-    /// within `wait`.
-    fn echo_answers(&self, port: u16, wait: Duration) -> bool {
-        let socket = self
-            .client
-            .enter(|| UdpSocket::bind(("198.18.10.2", 0)))
-            .unwrap()
-            .unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        let vip: SocketAddr = format!("{VIP}:{port}").parse().unwrap();
-        let deadline = Instant::now() + wait;
-        let mut buf = [0u8; 64];
-        while Instant::now() < deadline {
-            let _ = socket.send_to(b"ping", vip);
-            if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                if &buf[..n] == b"ping" && from == vip {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
-    /// Whether any XDP program is attached to the gateway's interfaces.
-    fn xdp_attached(&self) -> bool {
-        let out = self.gateway.ip(&["link", "show"]).unwrap();
-        String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
-    }
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        self.echo_stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// A running flowgate, killed on drop if still running.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap();
-    }
-
-    /// Waits (bounded) for the process to end.
-    fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        let child = self.child.as_mut()?;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn log(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = File::open(&self.log) {
-            let _ = f.read_to_string(&mut text);
-        }
-        text
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// A config with the echo service on `port` of the VIP.
+fn echo_config(topo: &EchoGateway, port: u16) -> String {
+    format!(
+        "{}\n[[services]]\nname = \"echo\"\nprotocol = \"udp\"\nvip = \"{}\"\nport = {port}\n\n\
+         [[services.backends]]\naddress = \"{}\"\nport = {ECHO_PORT}\n",
+        topo.base_config(),
+        topo.vip(),
+        topo.backend()
+    )
 }
 
 #[test]
@@ -282,8 +40,8 @@ fn stops_cleanly_restarts_at_once_and_survives_a_crash() {
     if !testnet::privileged() {
         return;
     }
-    let topo = Topology::new();
-    let config = topo.write_config(&topo.config(7));
+    let topo = topology();
+    let config = topo.write_config(&echo_config(&topo, 7));
 
     let mut first = topo.start(&config, "first.log");
     assert!(
@@ -339,8 +97,8 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_rules_on_an_invalid_one() {
     if !testnet::privileged() {
         return;
     }
-    let topo = Topology::new();
-    let config = topo.write_config(&topo.config(7));
+    let topo = topology();
+    let config = topo.write_config(&echo_config(&topo, 7));
     // A command-line override must not make the file's unchanged [daemon]
     // look like a change that needs a restart.
     let mut daemon = topo.start_with(&config, "hup.log", &["--cores", "0"]);
@@ -351,7 +109,7 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_rules_on_an_invalid_one() {
     );
 
     // Move the service to another port.
-    topo.write_config(&topo.config(8));
+    topo.write_config(&echo_config(&topo, 8));
     daemon.signal("HUP");
     assert!(
         topo.echo_answers(8, Duration::from_secs(10)),
@@ -364,7 +122,7 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_rules_on_an_invalid_one() {
     );
 
     // An invalid file is rejected; the running rules stay.
-    topo.write_config(&topo.config(8).replace("port = 7007", "port = 70000"));
+    topo.write_config(&echo_config(&topo, 8).replace("port = 7007", "port = 70000"));
     daemon.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !daemon.log().contains("reload rejected") && Instant::now() < deadline {
@@ -392,7 +150,7 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_rules_on_an_invalid_one() {
 
 /// Runs flowgate to completion (bounded) and returns its exit code and
 /// stderr.
-fn run_to_end(topo: &Topology, prefix: &[&str], config: &Path) -> (Option<i32>, String) {
+fn run_to_end(topo: &EchoGateway, prefix: &[&str], config: &Path) -> (Option<i32>, String) {
     let bin = testnet::workspace_binary("flowgate").unwrap();
     let mut args: Vec<&str> = prefix.to_vec();
     args.extend([
@@ -436,9 +194,9 @@ fn setup_failures_are_one_clear_line_with_their_exit_code() {
     if !testnet::privileged() {
         return;
     }
-    let topo = Topology::new();
+    let topo = topology();
 
-    let missing = topo.write_config(&topo.config(7).replace("\"fgl-b\"", "\"fgl-x\""));
+    let missing = topo.write_config(&echo_config(&topo, 7).replace("\"fgl-b\"", "\"fgl-x\""));
     let (code, stderr) = run_to_end(&topo, &[], &missing);
     assert_eq!(code, Some(3), "{stderr}");
     assert!(last_line(&stderr).contains("fgl-x"), "{stderr}");
@@ -447,7 +205,8 @@ fn setup_failures_are_one_clear_line_with_their_exit_code() {
         "{stderr}"
     );
 
-    let wrong_mac = topo.write_config(&topo.config(7).replace(GW_BACKEND_MAC, "02:66:67:00:11:99"));
+    let wrong_mac =
+        topo.write_config(&echo_config(&topo, 7).replace(GW_BACKEND_MAC, "02:66:67:00:11:99"));
     let (code, stderr) = run_to_end(&topo, &[], &wrong_mac);
     assert_eq!(code, Some(3), "{stderr}");
     assert!(
@@ -456,7 +215,8 @@ fn setup_failures_are_one_clear_line_with_their_exit_code() {
         "{stderr}"
     );
 
-    let two_workers = topo.write_config(&topo.config(7).replace("cores = [0]", "cores = [0, 1]"));
+    let two_workers =
+        topo.write_config(&echo_config(&topo, 7).replace("cores = [0]", "cores = [0, 1]"));
     let (code, stderr) = run_to_end(&topo, &[], &two_workers);
     assert_eq!(code, Some(3), "{stderr}");
     assert!(
@@ -464,13 +224,13 @@ fn setup_failures_are_one_clear_line_with_their_exit_code() {
         "{stderr}"
     );
 
-    let invalid = topo.write_config(&topo.config(7).replace("port = 7007", "port = 0"));
+    let invalid = topo.write_config(&echo_config(&topo, 7).replace("port = 7007", "port = 0"));
     let (code, stderr) = run_to_end(&topo, &[], &invalid);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("flowgate.toml:"), "{stderr}");
 
     // Without privileges: one line that says what is missing.
-    let config = topo.write_config(&topo.config(7));
+    let config = topo.write_config(&echo_config(&topo, 7));
     let unprivileged = [
         "setpriv",
         "--reuid=65534",

@@ -387,7 +387,7 @@ impl Topology {
             scratch: Scratch::new(),
         };
         topo.warm_up();
-        if std::env::var_os("FG_TMP_GRO").is_some() {
+        if std::env::var_os("FLOWGATE_NETNS_PEER_GRO").is_some() {
             topo.set_peer_gro(true, true);
         }
         topo

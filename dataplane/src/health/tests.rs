@@ -563,13 +563,14 @@ fn first_probes_spread_over_the_interval_and_later_ones_keep_within_ten_percent(
 
     // First probes: uniform over the first 500 ms (each 100 ms fifth holds
     // about 20 of the 100), not a burst.
-    // A probe can start late when the machine is busy (this one is shared
-    // by parallel builds): 50 ms of slack, never early.
+    // A probe can start late when the machine is busy (a shared CI box
+    // preempts the prober for tens of milliseconds now and then): 200 ms of
+    // slack, never early. Lateness is measured in the bench, not here.
     let mut fifths = [0usize; 6];
     for times in &starts {
         let first = times.first().expect("every target probed");
         let offset = first.duration_since(start).as_millis() as usize;
-        fifths[if offset < 500 + 50 {
+        fifths[if offset < 500 + 200 {
             (offset / 100).min(4)
         } else {
             5
@@ -587,7 +588,8 @@ fn first_probes_spread_over_the_interval_and_later_ones_keep_within_ten_percent(
     }
     // Later probes start 450-550 ms apart: never less (the next start is
     // set from the actual one), more only by the machine's lateness, which
-    // the bulk of them never see.
+    // the bulk of them never see; the longest gap only shows that no probe
+    // was skipped (a preempted prober starts the next one late, not never).
     let mut gaps = Vec::new();
     for times in &starts {
         assert!(times.len() >= 4, "{} probes", times.len());
@@ -598,7 +600,7 @@ fn first_probes_spread_over_the_interval_and_later_ones_keep_within_ten_percent(
     let p90 = gaps[gaps.len() * 9 / 10];
     assert!(min >= ms(450), "{min:?}");
     assert!(p90 <= ms(550 + 5), "90th percentile {p90:?}");
-    assert!(max <= ms(550 + 50), "{max:?}");
+    assert!(max < ms(2 * interval), "{max:?}: a probe was skipped");
     // And they are jittered, not all equal.
     assert!(max - min > ms(50), "{min:?}..{max:?}");
     // The servers saw every one of those probes.
