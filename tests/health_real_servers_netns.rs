@@ -5,7 +5,12 @@
 //! large file from a healthy backend, b2's nginx is stopped and started
 //! again. The daemon's own per-backend counters bound the failures, no new
 //! connection reaches b2 while it is down, and the download is
-//! byte-identical. Run as root; FLOWGATE_SKIP_NETNS=1 skips elsewhere.
+//! byte-identical. The same holds for UDP: the service `names`
+//! (198.18.100.16:53, Maglev, udp checks every 200 ms) over the demo's
+//! `udp-name-server.py` on each backend, while one query after another
+//! comes from a new socket and one long-lived flow on b2 keeps asking;
+//! that flow moves to a live backend once b2 is ejected. Run as root;
+//! FLOWGATE_SKIP_NETNS=1 skips elsewhere.
 //!
 //! The topology's veth peers have GRO off, so by default the kernel fast
 //! path is off and the worker forwards every packet;
@@ -17,15 +22,15 @@ mod netns;
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowgate_api::{ControlClient, Reply, Request, ServiceName};
-use flowgate_dataplane::testnet::NetNs;
-use netns::{backend_v4, http_get, one_gateway_at_a_time, privileged, Topology};
+use flowgate_dataplane::testnet::{ChildGuard, NetNs};
+use netns::{backend_v4, http_get, one_gateway_at_a_time, privileged, udp_query, Topology};
 
 const INTERVAL_MS: u64 = 200;
 const RISE: u64 = 2;
@@ -164,11 +169,12 @@ impl Drop for Nginx<'_> {
     }
 }
 
-/// Backend `b` of `real`'s health state and whether it has a check result.
-fn state(client: &mut ControlClient, b: u8) -> (String, bool) {
+/// Backend `b` (on `port`) of `service`: its health state and whether it
+/// has a check result.
+fn state(client: &mut ControlClient, service: &str, b: u8, port: u16) -> (String, bool) {
     let Reply::Backends(list) = client
         .call(Request::BackendList(ServiceName {
-            service: "real".into(),
+            service: service.into(),
         }))
         .unwrap()
     else {
@@ -178,14 +184,20 @@ fn state(client: &mut ControlClient, b: u8) -> (String, bool) {
     let view = list
         .backends
         .iter()
-        .find(|v| v.address == address && v.port == PORT)
+        .find(|v| v.address == address && v.port == port)
         .unwrap();
     let health = view.health.clone().unwrap();
     (health.state, health.last_check.is_some())
 }
 
-/// The new connections the daemon has given backend `b` of `real`.
-fn new_flows(client: &mut ControlClient, b: u8) -> u64 {
+/// Whether backend b2 (on `port`) of `service` is in health state `want`.
+fn b2_is(client: &mut ControlClient, service: &str, port: u16, want: &str) -> bool {
+    state(client, service, 2, port).0 == want
+}
+
+/// The new flows (connections) the daemon has given backend `b` (on
+/// `port`) of `service`.
+fn new_flows(client: &mut ControlClient, service: &str, b: u8, port: u16) -> u64 {
     let Reply::Stats(stats) = client.call(Request::Stats {}).unwrap() else {
         panic!("not stats");
     };
@@ -193,14 +205,14 @@ fn new_flows(client: &mut ControlClient, b: u8) -> u64 {
     stats
         .services
         .iter()
-        .find(|s| s.name == "real")
+        .find(|s| s.name == service)
         .and_then(|s| {
             s.backends
                 .iter()
-                .find(|v| v.address == address && v.port == PORT)
+                .find(|v| v.address == address && v.port == port)
         })
         .map(|v| v.new_flows)
-        .expect("real's backend in the stats")
+        .unwrap_or_else(|| panic!("{service}'s backend b{b} in the stats"))
 }
 
 /// Which mode this run forwards in, as the daemon says at start.
@@ -319,16 +331,17 @@ fn start_servers(topo: &Topology) -> Vec<Nginx<'_>> {
         .collect()
 }
 
-/// Waits (bounded) until every backend of `real` has been checked up.
-fn wait_checked_up(client: &mut ControlClient) {
+/// Waits (bounded) until every backend of `service` (on `port`) has been
+/// checked up.
+fn wait_checked_up(client: &mut ControlClient, service: &str, port: u16) {
     for b in 1..=3 {
         let checked = within(Duration::from_secs(5), || {
-            state(client, b) == ("up".to_owned(), true)
+            state(client, service, b, port) == ("up".to_owned(), true)
         });
         assert!(
             checked.is_some(),
-            "b{b} not checked up: {:?}",
-            state(client, b)
+            "b{b} of {service} not checked up: {:?}",
+            state(client, service, b, port)
         );
     }
 }
@@ -345,7 +358,7 @@ fn a_killed_nginx_is_ejected_and_readmitted_and_a_long_download_elsewhere_is_unt
     let socket = topo.scratch.path("control.sock");
     let mut client = ControlClient::connect(&socket).unwrap();
     print_fast_path_mode(&gateway);
-    wait_checked_up(&mut client);
+    wait_checked_up(&mut client, "real", PORT);
 
     let vip = SocketAddr::from((VIP, 80));
     let stop = AtomicBool::new(false);
@@ -377,23 +390,23 @@ fn a_killed_nginx_is_ejected_and_readmitted_and_a_long_download_elsewhere_is_unt
         });
         let on = started_rx.recv_timeout(Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(500));
-        let before = new_flows(&mut client, 2);
+        let before = new_flows(&mut client, "real", 2, PORT);
         let killed = Instant::now();
         servers[1].stop();
         let stopped = Instant::now();
         let eject_limit = Duration::from_millis(FALL * INTERVAL_MS + 1000);
-        let ejected = within(eject_limit, || state(&mut client, 2).0 == "down");
-        let at_ejection = new_flows(&mut client, 2);
+        let ejected = within(eject_limit, || b2_is(&mut client, "real", PORT, "down"));
+        let at_ejection = new_flows(&mut client, "real", 2, PORT);
         std::thread::sleep(Duration::from_millis(1000));
-        let at_restart = new_flows(&mut client, 2);
+        let at_restart = new_flows(&mut client, "real", 2, PORT);
         let restored = Instant::now();
         servers[1].run();
         let readmit_limit = Duration::from_millis(RISE * INTERVAL_MS + 1000);
-        let readmitted = within(readmit_limit, || state(&mut client, 2).0 == "up");
+        let readmitted = within(readmit_limit, || b2_is(&mut client, "real", PORT, "up"));
         fast.store(true, Ordering::Relaxed);
         std::thread::sleep(Duration::from_millis(1000));
         stop.store(true, Ordering::Relaxed);
-        let after = new_flows(&mut client, 2);
+        let after = new_flows(&mut client, "real", 2, PORT);
         (
             (on, killed, stopped, ejected, restored, readmitted),
             (before, at_ejection, at_restart, after),
@@ -498,4 +511,371 @@ fn check_outcomes(
         outcomes.len()
     );
     failed
+}
+
+/// The UDP service `names` (198.18.100.16:53, Maglev) over the demo's UDP
+/// service, `udp-name-server.py`, on this port of each backend (not the
+/// topology's own 5353).
+const UDP_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 16);
+const UDP_PORT: u16 = 5399;
+/// How long a query waits for its answer.
+const QUERY_WAIT: Duration = Duration::from_millis(300);
+
+/// The demo's rules, checks off for them, and the service `names` checked
+/// by udp: a payload, and a reply that must start with "b" (each server
+/// answers its name, "b1\n" ...).
+fn udp_config(topo: &Topology) -> String {
+    let mut text = format!(
+        "{}\n[health]\nkind = \"none\"\ninterval = \"{INTERVAL_MS}ms\"\ntimeout = \"100ms\"\n\
+         rise = {RISE}\nfall = {FALL}\n\n[[services]]\nname = \"names\"\nprotocol = \"udp\"\n\
+         vip = \"{UDP_VIP}\"\nport = 53\nscheduler = \"maglev\"\n\n[services.health]\n\
+         kind = \"udp\"\npayload = \"health?\"\nexpect = \"b\"\n",
+        topo.config(&[0])
+    );
+    for b in 1..=3 {
+        text.push_str(&format!(
+            "\n[[services.backends]]\naddress = \"{}\"\nport = {UDP_PORT}\n",
+            backend_v4(b)
+        ));
+    }
+    text
+}
+
+/// Backend `n`'s `udp-name-server.py`, as the demo runs it; killed on drop
+/// (also when a test fails), so no server outlives its namespace.
+struct UdpNameServer<'a> {
+    ns: &'a NetNs,
+    n: u8,
+    process: Option<ChildGuard>,
+}
+
+impl<'a> UdpNameServer<'a> {
+    fn start(ns: &'a NetNs, n: u8) -> UdpNameServer<'a> {
+        let mut server = UdpNameServer {
+            ns,
+            n,
+            process: None,
+        };
+        server.run();
+        server
+    }
+
+    /// Starts the server and waits, bounded, until it answers its name.
+    fn run(&mut self) {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/lib/udp-name-server.py"
+        );
+        // The demo's choice: Debian's Python, else whatever is on PATH.
+        let python = if std::path::Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        };
+        let name = format!("b{}", self.n);
+        self.process = Some(
+            self.ns
+                .spawn(python, &[script, &name, &UDP_PORT.to_string()])
+                .unwrap_or_else(|e| panic!("udp-name-server.py in {}: {e}", self.ns.name())),
+        );
+        let answered = within(Duration::from_secs(5), || {
+            udp_query(self.ns, self.local(), Duration::from_millis(100))
+                .is_ok_and(|(got, _)| got == format!("{name}\n"))
+        });
+        assert!(
+            answered.is_some(),
+            "udp-name-server.py in {} did not answer within 5 s",
+            self.ns.name()
+        );
+    }
+
+    fn local(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], UDP_PORT))
+    }
+
+    /// Ends it with SIGTERM and waits, bounded, until it has exited and
+    /// nothing answers on its port any more (the guard SIGKILLs it after
+    /// 5 s).
+    fn stop(&mut self) {
+        let Some(mut process) = self.process.take() else {
+            return;
+        };
+        if let Some(child) = process.child() {
+            // `ip netns exec` execs the program: this is Python's pid.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = within(Duration::from_secs(5), || {
+                child.try_wait().is_ok_and(|s| s.is_some())
+            });
+        }
+        drop(process);
+        assert!(
+            udp_query(self.ns, self.local(), Duration::from_millis(100)).is_err(),
+            "b{}'s server still answers after it was stopped",
+            self.n
+        );
+    }
+}
+
+impl Drop for UdpNameServer<'_> {
+    fn drop(&mut self) {
+        // A guard that drops kills and reaps its process.
+        self.process.take();
+    }
+}
+
+/// A query's outcome: when it was sent, and the name that answered (from
+/// the VIP) or why none did.
+type Query = (Instant, Result<String, String>);
+
+/// A socket in the client namespace whose flow Maglev gives to b2 (new
+/// sockets until one is answered by b2, at most 60).
+fn flow_on_b2(client: &NetNs) -> UdpSocket {
+    for _ in 0..60 {
+        let socket = client
+            .enter(|| UdpSocket::bind("0.0.0.0:0"))
+            .unwrap()
+            .unwrap();
+        socket.set_read_timeout(Some(QUERY_WAIT)).unwrap();
+        if ask(&socket).as_deref() == Ok("b2") {
+            return socket;
+        }
+    }
+    panic!("60 flows in a row did not land on b2");
+}
+
+/// One query on `socket` (whose earlier, late answers are dropped first).
+fn ask(socket: &UdpSocket) -> Result<String, String> {
+    let mut buf = [0u8; 256];
+    socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+    while socket.recv_from(&mut buf).is_ok() {}
+    socket.set_nonblocking(false).map_err(|e| e.to_string())?;
+    let vip = SocketAddr::from((UDP_VIP, 53));
+    socket
+        .send_to(b"who are you?", vip)
+        .map_err(|e| format!("send: {e}"))?;
+    let (n, from) = socket.recv_from(&mut buf).map_err(|e| e.to_string())?;
+    if from != vip {
+        return Err(format!("answered from {from}, not the VIP"));
+    }
+    Ok(String::from_utf8_lossy(&buf[..n]).trim_end().to_owned())
+}
+
+/// What happened around b2's death, as the main thread saw it.
+struct Event {
+    killed: Instant,
+    ejected: Instant,
+    restored: Instant,
+    readmitted: Instant,
+    /// b2's new flows before the kill, at ejection, at restart, at the end.
+    flows: [u64; 4],
+}
+
+#[test]
+fn a_killed_udp_name_server_is_ejected_its_long_flow_moves_and_it_is_readmitted() {
+    if !privileged() {
+        return;
+    }
+    let _one = one_gateway_at_a_time();
+    let topo = Topology::new(1);
+    let mut servers: Vec<UdpNameServer> = (1..=3u8)
+        .map(|n| UdpNameServer::start(&topo.backends[usize::from(n - 1)], n))
+        .collect();
+    let mut gateway = topo.start_gateway(&udp_config(&topo));
+    let mut client = ControlClient::connect(&topo.scratch.path("control.sock")).unwrap();
+    print_fast_path_mode(&gateway);
+    wait_checked_up(&mut client, "names", UDP_PORT);
+    let long_flow = flow_on_b2(&topo.client);
+
+    let stop = AtomicBool::new(false);
+    let (short, long, event) = std::thread::scope(|scope| {
+        // New flows: each query from a new socket.
+        let short = scope.spawn(|| {
+            let mut queries: Vec<Query> = Vec::new();
+            let mut earlier = std::collections::HashMap::new();
+            let end = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                let socket = topo
+                    .client
+                    .enter(|| UdpSocket::bind("0.0.0.0:0"))
+                    .unwrap()
+                    .unwrap();
+                socket.set_read_timeout(Some(QUERY_WAIT)).unwrap();
+                let port = socket.local_addr().unwrap().port();
+                let sent = Instant::now();
+                let got = ask(&socket).map_err(|e| {
+                    format!(
+                        "from port {port} (earlier on it: {:?}): {e}",
+                        earlier.get(&port)
+                    )
+                });
+                earlier
+                    .entry(port)
+                    .or_insert_with(Vec::new)
+                    .push(got.clone());
+                queries.push((sent, got));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            queries
+        });
+        // The long-lived flow, on b2 when it dies.
+        let long = scope.spawn(|| {
+            let mut queries: Vec<Query> = Vec::new();
+            let end = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                queries.push((Instant::now(), ask(&long_flow)));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            queries
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let event = kill_and_restart_b2(&mut client, &mut servers[1]);
+        std::thread::sleep(Duration::from_millis(1000));
+        stop.store(true, Ordering::Relaxed);
+        let mut event = event;
+        event.flows[3] = new_flows(&mut client, "names", 2, UDP_PORT);
+        (short.join().unwrap(), long.join().unwrap(), event)
+    });
+    gateway.assert_running();
+    check_udp_event(&short, &long, &event);
+    gateway.stop();
+    drop(servers);
+}
+
+/// Stops b2's server, waits for its ejection, lets it stay down 1 s,
+/// starts it again and waits for its readmission.
+fn kill_and_restart_b2(client: &mut ControlClient, b2: &mut UdpNameServer) -> Event {
+    let before = new_flows(client, "names", 2, UDP_PORT);
+    let killed = Instant::now();
+    b2.stop();
+    let stopped = killed.elapsed();
+    let eject_limit = Duration::from_millis(FALL * INTERVAL_MS + 1000);
+    let ejected = within(eject_limit, || b2_is(client, "names", UDP_PORT, "down"))
+        .expect("b2 not ejected within fall × interval + 1 s");
+    let at_ejection = new_flows(client, "names", 2, UDP_PORT);
+    std::thread::sleep(Duration::from_millis(1000));
+    let at_restart = new_flows(client, "names", 2, UDP_PORT);
+    let restored = Instant::now();
+    b2.run();
+    let readmit_limit = Duration::from_millis(RISE * INTERVAL_MS + 1000);
+    let readmitted = within(readmit_limit, || b2_is(client, "names", UDP_PORT, "up"))
+        .expect("b2 not readmitted within rise × interval + 1 s");
+    println!(
+        "b2's udp-name-server.py stopped in {stopped:?}; ejected {:?} after the kill, readmitted \
+         {:?} after the restart",
+        ejected - killed,
+        readmitted - restored
+    );
+    Event {
+        killed,
+        ejected,
+        restored,
+        readmitted,
+        flows: [before, at_ejection, at_restart, 0],
+    }
+}
+
+/// b2 got no new flow and answered no query while down; only queries in
+/// flight between its death and its ejection failed, no more than the new
+/// flows it was given then plus the long-lived flow's queries then; the
+/// long-lived flow was moved to a live backend and answered there; b2
+/// serves new flows again after its readmission.
+fn check_udp_event(short: &[Query], long: &[Query], event: &Event) {
+    let [before, at_ejection, at_restart, after] = event.flows;
+    let in_window = |sent: Instant| sent + QUERY_WAIT >= event.killed && sent < event.ejected;
+    // While b2 was down: from its ejection until its readmission, less the
+    // 50 ms by which polling the state every 10 ms may see that late.
+    let down = |sent: Instant| {
+        sent >= event.ejected && sent + Duration::from_millis(50) < event.readmitted
+    };
+    let mut failed = [0usize; 2];
+    let flows = [("a new-flow", short), ("the long-lived flow's", long)];
+    for ((which, queries), failed) in flows.into_iter().zip(failed.iter_mut()) {
+        for (sent, got) in queries {
+            match got {
+                Ok(name) => {
+                    assert!(
+                        ["b1", "b2", "b3"].contains(&name.as_str()),
+                        "answer {name:?}"
+                    );
+                    assert!(
+                        !(name == "b2" && down(*sent)),
+                        "b2 answered {which} query sent while it was down: {:?} after its \
+                         ejection, {:?} before its readmission",
+                        *sent - event.ejected,
+                        event.readmitted - *sent
+                    );
+                }
+                Err(e) => {
+                    assert!(
+                        in_window(*sent),
+                        "{which} query failed outside the window of b2's death: {e}; sent \
+                         {:?} after the kill (ejection {:?}, restart {:?}, readmission {:?})",
+                        sent.saturating_duration_since(event.killed),
+                        event.ejected - event.killed,
+                        event.restored - event.killed,
+                        event.readmitted - event.killed
+                    );
+                    *failed += 1;
+                }
+            }
+        }
+    }
+    // The long-lived flow's queries sent between the kill and the ejection.
+    let long_in_window = long
+        .iter()
+        .filter(|(sent, _)| *sent >= event.killed && *sent < event.ejected)
+        .count();
+    let moved: Vec<&str> = long
+        .iter()
+        .filter(|(sent, _)| *sent >= event.ejected && *sent < event.restored)
+        .filter_map(|(_, got)| got.as_deref().ok())
+        .collect();
+    println!(
+        "{} new-flow queries, {} failed; the long-lived flow: {} queries, {} failed, {} in the \
+         window; the daemon gave b2 {} new flows between the kill and the ejection, {} while it \
+         was down, {} after its readmission; the long-lived flow answered {} times \
+         while b2 was down, from {:?}",
+        short.len(),
+        failed[0],
+        long.len(),
+        failed[1],
+        long_in_window,
+        at_ejection - before,
+        at_restart - at_ejection,
+        after - at_restart,
+        moved.len(),
+        moved.iter().collect::<std::collections::BTreeSet<_>>()
+    );
+    assert!(
+        long.iter()
+            .filter(|(sent, _)| *sent + QUERY_WAIT < event.killed)
+            .all(|(_, got)| got.as_deref() == Ok("b2")),
+        "the long-lived flow was not on b2 before the kill"
+    );
+    assert_eq!(
+        at_restart, at_ejection,
+        "the daemon gave b2 new flows while it was down"
+    );
+    assert!(
+        failed[0] + failed[1] <= (at_ejection - before) as usize + long_in_window,
+        "{failed:?} queries failed, more than b2's {} new flows between its kill and its \
+         ejection plus the long-lived flow's {long_in_window} queries then",
+        at_ejection - before
+    );
+    assert!(
+        !moved.is_empty(),
+        "the long-lived flow was not answered while b2 was down"
+    );
+    assert!(
+        after > at_restart,
+        "b2 got no new flow after its readmission"
+    );
+    assert!(
+        short
+            .iter()
+            .any(|(sent, got)| *sent > event.readmitted && got.as_deref() == Ok("b2")),
+        "b2 answered no new flow after its readmission"
+    );
 }
