@@ -9,6 +9,7 @@
 //! heartbeat TTL through the control API expires within TTL + 100 ms of
 //! its last heartbeat. Run as root; FLOWGATE_SKIP_NETNS=1 skips elsewhere.
 
+mod health_support;
 mod netns;
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use flowgate_api::{BackendCheck, BackendEdit, BackendKey, ControlClient, Reply, Request};
+use health_support::{state, within};
 use netns::{backend_v4, http_get, one_gateway_at_a_time, privileged, Topology};
 
 const INTERVAL_MS: u64 = 200;
@@ -48,38 +50,6 @@ fn edit(b: u8) -> BackendEdit {
     }
 }
 
-/// Backend `b` of web's state and whether it has a check result yet.
-fn state(client: &mut ControlClient, b: u8) -> (String, bool) {
-    let Reply::Backends(list) = client
-        .call(Request::BackendList(flowgate_api::ServiceName {
-            service: "web".into(),
-        }))
-        .unwrap()
-    else {
-        panic!("not a backend list");
-    };
-    let address = std::net::IpAddr::from(backend_v4(b));
-    let view = list
-        .backends
-        .iter()
-        .find(|v| v.address == address && v.port == 8080)
-        .unwrap();
-    let health = view.health.clone().unwrap();
-    (health.state, health.last_check.is_some())
-}
-
-/// Polls `done` every 10 ms until it holds or `limit` passes; when it held.
-fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Instant> {
-    let start = Instant::now();
-    while start.elapsed() <= limit {
-        if done() {
-            return Some(Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
-
 /// One request's outcome: when it started, and the backend that answered.
 type Outcome = (Instant, Result<String, String>);
 
@@ -107,12 +77,12 @@ fn a_dead_backend_is_ejected_and_readmitted_in_time_and_a_silent_one_expires() {
     }
     for b in 1..=3 {
         let checked = within(Duration::from_secs(5), || {
-            state(&mut client, b) == ("up".to_owned(), true)
+            state(&mut client, "web", b, 8080) == ("up".to_owned(), true)
         });
         assert!(
             checked.is_some(),
             "b{b} not checked up: {:?}",
-            state(&mut client, b)
+            state(&mut client, "web", b, 8080)
         );
     }
 
@@ -160,13 +130,17 @@ fn a_dead_backend_is_ejected_and_readmitted_in_time_and_a_silent_one_expires() {
         )
         .unwrap();
         let eject_limit = Duration::from_millis(FALL * INTERVAL_MS + 1000);
-        let ejected = within(eject_limit, || state(&mut client, 2).0 == "down");
+        let ejected = within(eject_limit, || {
+            state(&mut client, "web", 2, 8080).0 == "down"
+        });
         std::thread::sleep(Duration::from_millis(1000));
         let restored = Instant::now();
         b2.exec("nft", &["delete", "table", "inet", "fgdead"])
             .unwrap();
         let readmit_limit = Duration::from_millis(RISE * INTERVAL_MS + 1000);
-        let readmitted = within(readmit_limit, || state(&mut client, 2).0 == "up");
+        let readmitted = within(readmit_limit, || {
+            state(&mut client, "web", 2, 8080).0 == "up"
+        });
         std::thread::sleep(Duration::from_millis(1000));
         stop.store(true, Ordering::Relaxed);
         (killed, ejected, restored, readmitted)
@@ -246,10 +220,10 @@ fn expires_without_heartbeats(client: &mut ControlClient) {
         let reply = client.call(Request::BackendHeartbeat(key.clone())).unwrap();
         assert!(matches!(reply, Reply::Heartbeat(_)), "{reply:?}");
         std::thread::sleep(ttl / 3);
-        assert_eq!(state(client, 3).0, "up");
+        assert_eq!(state(client, "web", 3, 8080).0, "up");
     }
     let expired = within(ttl + Duration::from_secs(1), || {
-        state(client, 3).0 == "expired"
+        state(client, "web", 3, 8080).0 == "expired"
     })
     .expect("b3 did not expire");
     let after_last = expired - last;
@@ -260,5 +234,5 @@ fn expires_without_heartbeats(client: &mut ControlClient) {
         "expired {after_last:?} after its last heartbeat, more than TTL + 100 ms"
     );
     client.call(Request::BackendHeartbeat(key)).unwrap();
-    assert_eq!(state(client, 3).0, "up");
+    assert_eq!(state(client, "web", 3, 8080).0, "up");
 }

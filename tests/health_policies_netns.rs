@@ -15,13 +15,15 @@
 //! backend's connections are then still the worker's). The test prints
 //! the daemon's word on which mode it ran in.
 
+mod health_support;
 mod netns;
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use flowgate_api::{ControlClient, Reply, Request, ServiceName};
+use flowgate_api::{ControlClient, Reply, Request};
+use health_support::{print_fast_path_mode, state, within};
 use netns::{backend_v4, one_gateway_at_a_time, privileged, Topology, CLIENT_V4};
 
 const INTERVAL_MS: u64 = 200;
@@ -58,25 +60,6 @@ fn config(topo: &Topology) -> String {
 }
 
 /// Backend `b` of `service`'s health state and whether it has a result.
-fn state(client: &mut ControlClient, service: &str, b: u8, port: u16) -> (String, bool) {
-    let Reply::Backends(list) = client
-        .call(Request::BackendList(ServiceName {
-            service: service.into(),
-        }))
-        .unwrap()
-    else {
-        panic!("not a backend list");
-    };
-    let address = IpAddr::from(backend_v4(b));
-    let view = list
-        .backends
-        .iter()
-        .find(|v| v.address == address && v.port == port)
-        .unwrap();
-    let health = view.health.clone().unwrap();
-    (health.state, health.last_check.is_some())
-}
-
 /// Frames dropped because their backend was down (`backend_down`), and
 /// the connections of backend `b` of `service` tracked now.
 fn counters(client: &mut ControlClient, service: &str, b: u8) -> (u64, u64) {
@@ -92,28 +75,6 @@ fn counters(client: &mut ControlClient, service: &str, b: u8) -> (u64, u64) {
         .map_or(0, |v| v.active_flows);
     let dropped = stats.totals.drops.get("backend_down").copied().unwrap_or(0);
     (dropped, active)
-}
-
-/// Which mode this run forwards in, as the daemon says at start.
-fn print_fast_path_mode(gateway: &netns::Gateway) {
-    let log = gateway.log();
-    let mode = log.lines().find(|l| l.contains("kernel fast path"));
-    println!(
-        "{}",
-        mode.unwrap_or("no word on the kernel fast path in the log")
-    );
-}
-
-/// Polls `done` every 10 ms until it holds or `limit` passes; when it held.
-fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Instant> {
-    let start = Instant::now();
-    while start.elapsed() <= limit {
-        if done() {
-            return Some(Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 /// A listener on `port` in backend `b`'s namespace, non-blocking.

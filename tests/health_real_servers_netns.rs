@@ -18,6 +18,7 @@
 //! backend's connections are then still the worker's). The test prints
 //! the daemon's word on which mode it ran in.
 
+mod health_support;
 mod netns;
 
 use std::fs;
@@ -28,8 +29,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
-use flowgate_api::{ControlClient, Reply, Request, ServiceName};
+use flowgate_api::{ControlClient, Reply, Request};
 use flowgate_dataplane::testnet::{ChildGuard, NetNs};
+use health_support::{print_fast_path_mode, state, within};
 use netns::{backend_v4, http_get, one_gateway_at_a_time, privileged, udp_query, Topology};
 
 const INTERVAL_MS: u64 = 200;
@@ -171,25 +173,6 @@ impl Drop for Nginx<'_> {
 
 /// Backend `b` (on `port`) of `service`: its health state and whether it
 /// has a check result.
-fn state(client: &mut ControlClient, service: &str, b: u8, port: u16) -> (String, bool) {
-    let Reply::Backends(list) = client
-        .call(Request::BackendList(ServiceName {
-            service: service.into(),
-        }))
-        .unwrap()
-    else {
-        panic!("not a backend list");
-    };
-    let address = std::net::IpAddr::from(backend_v4(b));
-    let view = list
-        .backends
-        .iter()
-        .find(|v| v.address == address && v.port == port)
-        .unwrap();
-    let health = view.health.clone().unwrap();
-    (health.state, health.last_check.is_some())
-}
-
 /// Whether backend b2 (on `port`) of `service` is in health state `want`.
 fn b2_is(client: &mut ControlClient, service: &str, port: u16, want: &str) -> bool {
     state(client, service, 2, port).0 == want
@@ -213,28 +196,6 @@ fn new_flows(client: &mut ControlClient, service: &str, b: u8, port: u16) -> u64
         })
         .map(|v| v.new_flows)
         .unwrap_or_else(|| panic!("{service}'s backend b{b} in the stats"))
-}
-
-/// Which mode this run forwards in, as the daemon says at start.
-fn print_fast_path_mode(gateway: &netns::Gateway) {
-    let log = gateway.log();
-    let mode = log.lines().find(|l| l.contains("kernel fast path"));
-    println!(
-        "{}",
-        mode.unwrap_or("no word on the kernel fast path in the log")
-    );
-}
-
-/// Polls `done` every 10 ms until it holds or `limit` passes; when it held.
-fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Instant> {
-    let start = Instant::now();
-    while start.elapsed() <= limit {
-        if done() {
-            return Some(Instant::now());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 /// One request's outcome: when it started, and the backend that answered.
