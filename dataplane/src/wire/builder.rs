@@ -147,6 +147,13 @@ enum Content {
         src: IpAddr,
         dst: IpAddr,
     },
+    IcmpError {
+        src: IpAddr,
+        dst: IpAddr,
+        msg_type: u8,
+        code: u8,
+        rest: u32,
+    },
     Arp {
         sender_mac: [u8; 6],
         sender_ip: Ipv4Addr,
@@ -217,6 +224,25 @@ impl FrameBuilder {
     pub fn icmp_echo_request(src: IpAddr, dst: IpAddr) -> Self {
         assert_same_family(src, dst);
         Self::new(Content::IcmpEcho { src, dst })
+    }
+
+    /// An ICMP or ICMPv6 error (by family) from `src` to `dst` of
+    /// `msg_type` and `code`, whose 4 type-specific bytes are `rest` (the
+    /// next-hop MTU of a "fragmentation needed" in its low 16 bits, the MTU
+    /// of a "packet too big"); the quoted packet is the
+    /// [`payload`](Self::payload).
+    ///
+    /// # Panics
+    /// If `src` and `dst` are of different families.
+    pub fn icmp_error(src: IpAddr, dst: IpAddr, msg_type: u8, code: u8, rest: u32) -> Self {
+        assert_same_family(src, dst);
+        Self::new(Content::IcmpError {
+            src,
+            dst,
+            msg_type,
+            code,
+            rest,
+        })
     }
 
     /// An ARP request (who has `target_ip`?) from `sender_mac` /
@@ -333,7 +359,9 @@ impl FrameBuilder {
             Content::Tcp { src, dst, .. } | Content::Udp { src, dst } => {
                 self.push_ip(&mut frame, src.ip(), dst.ip());
             }
-            Content::IcmpEcho { src, dst } => self.push_ip(&mut frame, *src, *dst),
+            Content::IcmpEcho { src, dst } | Content::IcmpError { src, dst, .. } => {
+                self.push_ip(&mut frame, *src, *dst)
+            }
         }
         frame
     }
@@ -344,7 +372,9 @@ impl FrameBuilder {
         let inner = match &self.content {
             Content::Arp { .. } => ethertype::ARP,
             Content::Tcp { src, .. } | Content::Udp { src, .. } if src.is_ipv4() => ethertype::IPV4,
-            Content::IcmpEcho { src, .. } if src.is_ipv4() => ethertype::IPV4,
+            Content::IcmpEcho { src, .. } | Content::IcmpError { src, .. } if src.is_ipv4() => {
+                ethertype::IPV4
+            }
             _ => ethertype::IPV6,
         };
         let tpid = |i: usize| {
@@ -463,8 +493,8 @@ impl FrameBuilder {
         match self.content {
             Content::Tcp { .. } => ip_proto::TCP,
             Content::Udp { .. } => ip_proto::UDP,
-            Content::IcmpEcho { .. } if v6 => ip_proto::ICMPV6,
-            Content::IcmpEcho { .. } => ip_proto::ICMP,
+            Content::IcmpEcho { .. } | Content::IcmpError { .. } if v6 => ip_proto::ICMPV6,
+            Content::IcmpEcho { .. } | Content::IcmpError { .. } => ip_proto::ICMP,
             Content::Arp { .. } => 0,
         }
     }
@@ -516,6 +546,25 @@ impl FrameBuilder {
                 });
                 message.set_echo_ident(ECHO_IDENT);
                 message.set_echo_seq(ECHO_SEQ);
+                let check = if v6 {
+                    pseudo(protocol, &seg)
+                } else {
+                    internet_checksum(&seg)
+                };
+                IcmpMessage::new_unchecked(&mut seg[..]).set_checksum(check);
+                seg
+            }
+            Content::IcmpError {
+                msg_type,
+                code,
+                rest,
+                ..
+            } => {
+                let mut seg = vec![0u8; icmp::HEADER_LEN];
+                seg.extend_from_slice(&self.payload);
+                seg[icmp::field::TYPE] = *msg_type;
+                seg[icmp::field::CODE] = *code;
+                seg[icmp::field::REST_OF_HEADER].copy_from_slice(&rest.to_be_bytes());
                 let check = if v6 {
                     pseudo(protocol, &seg)
                 } else {

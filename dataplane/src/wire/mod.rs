@@ -21,6 +21,8 @@
 //!   a frame checked, for tests and fixtures.
 //! - [`rewrite`]: the per-packet NAT primitives, patching checksums
 //!   incrementally.
+//! - [`quoted`]: the packet an ICMP error quotes, found and rewritten
+//!   through the NAT with every checksum it touches.
 //! - `builder` (feature `testkit`): well-formed test frames for tests,
 //!   benches and fixtures.
 //!
@@ -61,6 +63,7 @@ pub mod ipv6;
 mod parse;
 #[cfg(test)]
 mod proptests;
+pub mod quoted;
 pub mod rewrite;
 pub mod tcp;
 mod tuple;
