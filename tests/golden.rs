@@ -22,6 +22,7 @@
 //! same verdict and frame all three ways.
 
 mod common;
+mod golden_translation;
 
 use common::*;
 use proptest::prelude::*;
@@ -455,6 +456,7 @@ fn fixtures() -> Vec<Fixture> {
         ],
     });
 
+    f.extend(golden_translation::fixtures());
     f
 }
 

@@ -13,8 +13,12 @@
 //   - IP fragments, first or not, whose destination address is in
 //     `vip_addrs`: a non-first fragment has no ports to match, and the
 //     userspace pipeline counts and drops fragments to a VIP, so they go up
-//     to be counted there rather than vanish into the kernel.
-// Everything else is XDP_PASS: ARP, NDP and all ICMP, other IP protocols,
+//     to be counted there rather than vanish into the kernel;
+//   - ICMP errors about the gateway's traffic (icmp_error_owned): the
+//     packet they quote is a reply from a service key or a packet to a
+//     reply source, counted with those (REDIRECTED_VIP, REDIRECTED_REPLY);
+//     the workers translate them through the NAT.
+// Everything else is XDP_PASS: ARP, NDP and all other ICMP, other IP protocols,
 // TCP/UDP to the box's own addresses (SSH, and the answers to the box's
 // own connections to a backend), fragments not to a VIP, and frames this
 // program cannot parse, so the box stays reachable and the kernel keeps
@@ -76,7 +80,8 @@
 //     take the frame (no device in `fast_tx_ports`, or its bit clear in
 //     `fast_config.egress_ready`: a device that cannot transmit XDP
 //     frames, where the kernel would drop it);
-//   - ICMP and everything else is not owned, as before.
+//   - ICMP errors about a connection always go to the workers; other ICMP
+//     and everything else is not owned, as before.
 // VLAN tags (up to two) are kept as they are, like the pipeline does.
 //
 // The counter indices and the key layout are mirrored in
@@ -713,6 +718,85 @@ static __always_inline int fast_forward(struct xdp_md *ctx, struct l3_result *r,
 	return action;
 }
 
+// ---- ICMP errors about the gateway's traffic ----
+
+#define ICMP_DEST_UNREACH_ 3
+#define ICMP_TIME_EXCEEDED_ 11
+#define ICMPV6_DEST_UNREACH_ 1
+#define ICMPV6_PKT_TOOBIG_ 2
+#define ICMPV6_TIME_EXCEED_ 3
+#define ICMP_HEADER_LEN 8
+
+// Whether this unfragmented ICMP/ICMPv6 packet is an error the workers
+// translate (IPv4: destination unreachable, time exceeded; IPv6: those and
+// packet too big) quoting a TCP/UDP packet of the gateway's: a reply from
+// a service's (protocol, VIP, port) — the quote's source is a `services`
+// key — or a packet to a backend — its destination is a `reply_sources`
+// key, and its source not one of the box's own addresses (an error about
+// the box's own connection is the kernel's). Returns 1 and sets *counter
+// to the one to redirect under (REDIRECTED_VIP or REDIRECTED_REPLY), or 0
+// to pass as before. The quote is read as far as its ports: IPv4 options are skipped
+// by IHL, IPv6 extension headers are not walked (such a quote passes).
+static __always_inline int icmp_error_owned(struct l3_result *r, void *end, __u32 *counter)
+{
+	struct traffic_key from = {}, to = {};
+	__u8 *icmp = r->l4;
+	struct ports *ports;
+	void *quote;
+
+	if ((void *)(icmp + ICMP_HEADER_LEN) > end)
+		return 0;
+	quote = icmp + ICMP_HEADER_LEN;
+	if (r->v6) {
+		struct ipv6hdr *ip6 = quote;
+
+		if (r->dst.protocol != NEXTHDR_ICMPV6 ||
+		    (icmp[0] != ICMPV6_DEST_UNREACH_ && icmp[0] != ICMPV6_PKT_TOOBIG_ &&
+		     icmp[0] != ICMPV6_TIME_EXCEED_))
+			return 0;
+		if ((void *)(ip6 + 1) > end || ip6->version != 6)
+			return 0;
+		if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
+			return 0;
+		ports = (void *)(ip6 + 1);
+		__builtin_memcpy(from.addr, &ip6->saddr, 16);
+		__builtin_memcpy(to.addr, &ip6->daddr, 16);
+		from.protocol = ip6->nexthdr;
+	} else {
+		struct iphdr *ip = quote;
+
+		if (r->dst.protocol != IPPROTO_ICMP ||
+		    (icmp[0] != ICMP_DEST_UNREACH_ && icmp[0] != ICMP_TIME_EXCEEDED_))
+			return 0;
+		if ((void *)(ip + 1) > end || ip->version != 4 || ip->ihl < 5)
+			return 0;
+		if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+			return 0;
+		// A later fragment quoted carries no ports.
+		if (ip->frag_off & bpf_htons(0x1fff))
+			return 0;
+		ports = quote + ip->ihl * 4;
+		v4_mapped(from.addr, ip->saddr);
+		v4_mapped(to.addr, ip->daddr);
+		from.protocol = ip->protocol;
+	}
+	if ((void *)(ports + 1) > end)
+		return 0;
+	from.port = ports->src;
+	to.port = ports->dst;
+	to.protocol = from.protocol;
+	if (bpf_map_lookup_elem(&services, &from)) {
+		*counter = REDIRECTED_VIP;
+		return 1;
+	}
+	if (bpf_map_lookup_elem(&reply_sources, &to) &&
+	    !bpf_map_lookup_elem(&local_addrs, from.addr)) {
+		*counter = REDIRECTED_REPLY;
+		return 1;
+	}
+	return 0;
+}
+
 SEC("xdp")
 int flowgate_xdp(struct xdp_md *ctx)
 {
@@ -771,8 +855,13 @@ int flowgate_xdp(struct xdp_md *ctx)
 			return redirect_owned(ctx, REDIRECTED_VIP_FRAGMENT);
 		return pass(PASSED_FRAGMENT);
 	}
-	if (r.dst.protocol != IPPROTO_TCP && r.dst.protocol != IPPROTO_UDP)
+	if (r.dst.protocol != IPPROTO_TCP && r.dst.protocol != IPPROTO_UDP) {
+		__u32 about;
+
+		if (icmp_error_owned(&r, end, &about))
+			return redirect_owned(ctx, about);
 		return pass(PASSED_NOT_TCP_UDP);
+	}
 
 	ports = r.l4;
 	if ((void *)(ports + 1) > end)

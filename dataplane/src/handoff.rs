@@ -24,7 +24,7 @@ use crate::fastpath;
 use crate::pipeline::Parsed;
 use crate::port::{Frame, FramePool};
 use crate::table::Snapshot;
-use crate::wire::{ip_proto, PacketMeta};
+use crate::wire::{ip_proto, quoted, PacketMeta};
 
 /// A frame on its way to its owner: the frame, what its receiver's parse
 /// found and its flow hash (so the owner neither parses nor hashes it
@@ -67,6 +67,49 @@ pub fn owner_of(parsed: &Parsed, snapshot: &Snapshot, workers: usize, here: usiz
     // The kernel fast path's owner hash: the program looks a connection up
     // in the partition of the worker that owns it, which writes it there.
     fastpath::owner(&client, port, u32::try_from(workers).unwrap_or(u32::MAX)) as usize
+}
+
+/// [`owner_of`], and for an ICMP error about a connection
+/// ([`quoted::parse_quoted`]), the owner of the connection it quotes: the
+/// quote's client end is its destination if it is a reply from a VIP, its
+/// source if it went to a backend. `frame` is the frame `parsed` was made
+/// of. Other ICMP stays with `here`.
+#[inline]
+pub fn owner_of_frame(
+    parsed: &Parsed,
+    frame: &[u8],
+    snapshot: &Snapshot,
+    workers: usize,
+    here: usize,
+) -> usize {
+    match parsed.flow() {
+        Some((meta, _))
+            if workers > 1
+                && (meta.tuple.protocol == ip_proto::ICMP
+                    || meta.tuple.protocol == ip_proto::ICMPV6) =>
+        {
+            icmp_error_owner(frame, meta, snapshot, workers).unwrap_or(here)
+        }
+        _ => owner_of(parsed, snapshot, workers, here),
+    }
+}
+
+/// The owner of the connection an ICMP error quotes, if it quotes one.
+#[cold]
+fn icmp_error_owner(
+    frame: &[u8],
+    meta: &PacketMeta,
+    snapshot: &Snapshot,
+    workers: usize,
+) -> Option<usize> {
+    let quote = quoted::parse_quoted(frame, meta)?.tuple;
+    let (client, port) = if snapshot.is_vip(&quote.src) {
+        (quote.dst, quote.dst_port)
+    } else {
+        (quote.src, quote.src_port)
+    };
+    let workers = u32::try_from(workers).unwrap_or(u32::MAX);
+    Some(fastpath::owner(&client, port, workers) as usize)
 }
 
 /// One worker's end of the hand-over: its inbox, every other worker's
@@ -218,6 +261,43 @@ mod tests {
         }
         // 400 clients spread over 4 owners: each gets a fair part.
         assert!(owners.iter().all(|&n| n > 60), "{owners:?}");
+    }
+
+    #[test]
+    fn an_icmp_error_goes_to_the_owner_of_the_connection_it_quotes() {
+        let snap = snapshot();
+        let error = |from: &str, to: &str, quoted: &[u8]| {
+            FrameBuilder::icmp_error(from.parse().unwrap(), to.parse().unwrap(), 3, 4, 1280)
+                .payload(&quoted[14..])
+                .build()
+        };
+        let mut owners = [0usize; 4];
+        for port in 10_000..10_200u16 {
+            let client = SocketAddr::new("198.18.0.2".parse().unwrap(), port);
+            let vip = "198.18.100.10:80".parse().unwrap();
+            let backend = "198.18.1.13:8080".parse().unwrap();
+            let request = FrameBuilder::tcp(client, vip, 0x02).build();
+            let owner_here = owner(&request, &snap, 4, 0);
+            // About the packet sent to the backend, and about a reply.
+            let to_backend = FrameBuilder::tcp(client, backend, 0x02).build();
+            let reply = FrameBuilder::tcp(vip, client, 0x12).build();
+            for frame in [
+                error("198.18.1.1", "198.18.0.2", &to_backend),
+                error("198.18.0.2", "198.18.100.10", &reply),
+            ] {
+                let got = owner_of_frame(&Parsed::of(&frame), &frame, &snap, 4, 3);
+                assert_eq!(got, owner_here, "port {port}");
+            }
+            owners[owner_here] += 1;
+        }
+        assert!(owners.iter().filter(|&&n| n > 0).count() > 1, "{owners:?}");
+        // Other ICMP stays where it is.
+        let ping = FrameBuilder::icmp_echo_request(
+            "198.18.0.2".parse().unwrap(),
+            "198.18.100.10".parse().unwrap(),
+        )
+        .build();
+        assert_eq!(owner_of_frame(&Parsed::of(&ping), &ping, &snap, 4, 3), 3);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::fastpath::connection_rewrites;
 use crate::flow::FlowTable;
-use crate::handoff::{owner_of, HandedFrame, Handoff};
+use crate::handoff::{owner_of_frame, HandedFrame, Handoff};
 use crate::pipeline::{parse_batch, touch_frames, DropReason, Parsed, Pipeline, Verdict};
 use crate::port::{Frame, FrameMemory, FramePool, Port};
 use crate::table::Snapshot;
@@ -252,7 +252,7 @@ impl Worker {
                 mine.push(frame);
                 continue;
             };
-            let owner = owner_of(p, snapshot, workers, me);
+            let owner = owner_of_frame(p, memory.frame(&frame), snapshot, workers, me);
             // `owner_of` names another worker only for frames of a flow.
             let flow = if owner == me { None } else { p.flow() };
             let Some((meta, hash)) = flow else {
@@ -464,6 +464,7 @@ impl Worker {
 mod tests {
     use super::*;
     use crate::flow::FlowTimeouts;
+    use crate::handoff::owner_of;
     use crate::port::{MemoryFrames, MemoryPort};
     use crate::rules;
     use crate::wire::builder::FrameBuilder;

@@ -42,6 +42,18 @@ address = "2001:2:0:1::11"
 mac = "02:66:67:00:01:11"
 interface = "fg-backend"
 
+# Clients the gateway has a neighbour entry for: a backend's reply with no
+# connection can reach them.
+[[neighbours]]
+address = "198.18.0.3"
+mac = "02:66:67:00:00:02"
+interface = "fg-client"
+
+[[neighbours]]
+address = "2001:2::3"
+mac = "02:66:67:00:00:02"
+interface = "fg-client"
+
 [[services]]
 name = "web"
 protocol = "tcp"
@@ -77,6 +89,25 @@ port = 53
 [[services.backends]]
 address = "2001:2:0:1::11"
 port = 5353
+
+# Two services share one backend: its replies name no single VIP.
+[[services]]
+name = "shared-a"
+protocol = "tcp"
+vip = "198.18.100.11"
+port = 80
+[[services.backends]]
+address = "198.18.1.12"
+port = 8080
+
+[[services]]
+name = "shared-b"
+protocol = "tcp"
+vip = "198.18.100.12"
+port = 80
+[[services.backends]]
+address = "198.18.1.12"
+port = 8080
 "#;
 
 /// Parses a rule set or fails the test with the loader's message.

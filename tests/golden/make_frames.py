@@ -26,8 +26,14 @@ Format: lines starting with '#' are comments; the rest are hex bytes,
 
 import os
 
-from scapy.layers.inet import IP, TCP, UDP, IPOption_Router_Alert
-from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_Router_Alert
+from scapy.layers.inet6 import (
+    ICMPv6DestUnreach,
+    ICMPv6PacketTooBig,
+    IPv6,
+    IPv6ExtHdrHopByHop,
+)
+from scapy.packet import Raw
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 # tests/common/mod.rs
@@ -65,6 +71,32 @@ def ip6(src, dst, hlim):
 
 def tcp(sport, dport, flags):
     return TCP(sport=sport, dport=dport, flags=flags, seq=TCP_SEQ, ack=0, window=TCP_WINDOW)
+
+
+def quote(packet, keep):
+    """The first `keep` bytes of an IP packet: what an ICMP error quotes."""
+    return Raw(bytes(packet)[:keep])
+
+
+def from_backend_side():
+    return Ether(src=BACKEND1_MAC, dst=GW_BACKEND_MAC)
+
+
+def to_client():
+    return Ether(src=GW_CLIENT_MAC, dst=CLIENT_MAC)
+
+
+# The packets ICMP errors quote in the translation fixtures
+# (tests/golden_translation/mod.rs).
+BULK = b"\x42" * 1400
+SENT4 = ip4(CLIENT4, BACKEND4, 63) / tcp(40010, 8080, "A") / BULK
+ASKED4 = ip4(CLIENT4, VIP4, 63) / tcp(40010, 80, "A") / BULK
+REPLY4 = ip4(VIP4, CLIENT4, 62) / tcp(80, 40010, "SA")
+BACKENDS_REPLY4 = ip4(BACKEND4, CLIENT4, 62) / tcp(8080, 40010, "SA")
+SENT6 = ip6(CLIENT6, BACKEND6, 63) / tcp(40010, 8080, "A") / BULK
+ASKED6 = ip6(CLIENT6, VIP6, 63) / tcp(40010, 80, "A") / BULK
+ANSWER6 = ip6(VIP6, CLIENT6, 63) / UDP(sport=53, dport=5010) / b"answer"
+BACKENDS_ANSWER6 = ip6(BACKEND6, CLIENT6, 63) / UDP(sport=5353, dport=5010) / b"answer"
 
 
 # (name, what, input, expected output or None when the frame is not sent on)
@@ -152,6 +184,60 @@ CASES = [
         "SYN with TTL 1 cannot be forwarded: dropped",
         from_client() / ip4(CLIENT4, VIP4, 1) / tcp(40002, 80, "S"),
         None,
+    ),
+    (
+        "ipv4_frag_needed_to_client",
+        "fragmentation needed from the backend side reaches the client about its VIP",
+        from_backend_side()
+        / ip4("198.18.1.1", CLIENT4, 64)
+        / ICMP(type=3, code=4, nexthopmtu=1400)
+        / quote(SENT4, 548),
+        to_client() / ip4(VIP4, CLIENT4, 63) / ICMP(type=3, code=4, nexthopmtu=1400) / quote(ASKED4, 548),
+    ),
+    (
+        "ipv4_time_exceeded_short_quote_to_client",
+        "a quote cut to 8 bytes of TCP is translated as far as it goes",
+        from_backend_side() / ip4("198.18.1.1", CLIENT4, 64) / ICMP(type=11, code=0) / quote(SENT4, 28),
+        to_client() / ip4(VIP4, CLIENT4, 63) / ICMP(type=11, code=0) / quote(ASKED4, 28),
+    ),
+    (
+        "ipv4_time_exceeded_to_backend",
+        "time exceeded from the client side reaches the backend about its reply",
+        from_client() / ip4("198.18.0.254", VIP4, 64) / ICMP(type=11, code=0) / quote(REPLY4, 40),
+        to_backend()
+        / ip4("198.18.0.254", BACKEND4, 63)
+        / ICMP(type=11, code=0)
+        / quote(BACKENDS_REPLY4, 40),
+    ),
+    (
+        "ipv6_packet_too_big_to_client",
+        "packet too big from the backend side reaches the client about its VIP",
+        from_backend_side()
+        / ip6("2001:2:0:1::1", CLIENT6, 64)
+        / ICMPv6PacketTooBig(mtu=1400)
+        / quote(SENT6, 1232),
+        to_client() / ip6(VIP6, CLIENT6, 63) / ICMPv6PacketTooBig(mtu=1400) / quote(ASKED6, 1232),
+    ),
+    (
+        "ipv6_port_unreachable_to_backend",
+        "port unreachable from the client reaches the backend about its answer",
+        from_client() / ip6(CLIENT6, VIP6, 64) / ICMPv6DestUnreach(code=4) / quote(ANSWER6, 200),
+        to_backend()
+        / ip6(CLIENT6, BACKEND6, 63)
+        / ICMPv6DestUnreach(code=4)
+        / quote(BACKENDS_ANSWER6, 200),
+    ),
+    (
+        "ipv4_stateless_reply",
+        "a reply from a backend one service has, with no connection: from its VIP",
+        from_backend_side() / ip4(BACKEND4, "198.18.0.3", 64) / tcp(8080, 40020, "SA"),
+        to_client() / ip4(VIP4, "198.18.0.3", 63) / tcp(80, 40020, "SA"),
+    ),
+    (
+        "ipv6_stateless_reply",
+        "the same over IPv6 and UDP",
+        from_backend_side() / ip6(BACKEND6, "2001:2::3", 64) / UDP(sport=5353, dport=5000) / b"late",
+        to_client() / ip6(VIP6, "2001:2::3", 63) / UDP(sport=53, dport=5000) / b"late",
     ),
     (
         "arp_request",

@@ -69,6 +69,12 @@ pub struct PipelineCounters {
     pub dead_backend_resets: Counter,
     /// UDP flows moved from a down backend to an alive one.
     pub dead_backend_rescheduled: Counter,
+    /// Backends' replies with no connection translated back to their
+    /// service's VIP by the rules alone (counted as forwarded too).
+    pub stateless_replies: Counter,
+    /// ICMP errors about a connection translated through the NAT (counted
+    /// as forwarded too).
+    pub icmp_errors_translated: Counter,
     /// Frames dropped, by [`DropReason::index`].
     pub drops: [Counter; DropReason::COUNT],
 }
@@ -89,6 +95,8 @@ impl Default for PipelineCounters {
             failed_open_flows: Counter::default(),
             dead_backend_resets: Counter::default(),
             dead_backend_rescheduled: Counter::default(),
+            stateless_replies: Counter::default(),
+            icmp_errors_translated: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
         }
     }
@@ -130,6 +138,8 @@ impl PipelineCounters {
             failed_open_flows: self.failed_open_flows.get(),
             dead_backend_resets: self.dead_backend_resets.get(),
             dead_backend_rescheduled: self.dead_backend_rescheduled.get(),
+            stateless_replies: self.stateless_replies.get(),
+            icmp_errors_translated: self.icmp_errors_translated.get(),
             drops: DropReason::all()
                 .map(|r| (r.name(), self.drops_for(r)))
                 .filter(|(_, n)| *n > 0)
@@ -167,6 +177,10 @@ pub struct CounterValues {
     pub dead_backend_resets: u64,
     /// UDP flows moved off a down backend.
     pub dead_backend_rescheduled: u64,
+    /// Backends' replies with no connection translated by the rules.
+    pub stateless_replies: u64,
+    /// ICMP errors about a connection translated.
+    pub icmp_errors_translated: u64,
     /// Non-zero drop counters by reason name.
     pub drops: std::collections::BTreeMap<&'static str, u64>,
 }

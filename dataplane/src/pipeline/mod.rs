@@ -35,6 +35,13 @@
 //!   without SYN is picked up mid-stream for consistent schedulers (maglev,
 //!   sh: every gateway and a restarted one pick the same backend) and
 //!   dropped for `wrr` (`no_connection`), where no choice could be right.
+//! - An ICMP error quoting a packet of a tracked connection: translated
+//!   through the NAT towards the other end ([`icmp_error`]); one about
+//!   the gateway's traffic with no connection: dropped
+//!   (`unknown_icmp_error`).
+//! - A backend's reply with no connection: translated back to its
+//!   service's VIP where exactly one service has that backend, else
+//!   dropped (`unknown_reply`) ([`stateless_reply`]).
 //! - Anything else (no service matches): passed to the kernel, not dropped.
 //! - TTL / hop limit 1 on a packet to forward: dropped (`ttl_expired`).
 //!
@@ -51,7 +58,9 @@
 //! plain load and store each, nothing locked.
 
 mod counters;
+mod icmp_error;
 mod route_counters;
+mod stateless_reply;
 mod verdict;
 
 pub use counters::{Counter, CounterValues, PipelineCounters};
@@ -546,7 +555,7 @@ impl Pipeline {
         let t = &meta.tuple;
         let Some((service_id, service)) = snapshot.lookup_service(t.protocol, &t.dst, t.dst_port)
         else {
-            return Verdict::Pass;
+            return self.no_service(frame, meta, cx);
         };
         if meta.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
@@ -570,6 +579,18 @@ impl Pipeline {
             }
         };
         self.place_new_flow(frame, meta, hash, endpoint_id, syn, cx)
+    }
+
+    /// A packet of no connection and no service: an ICMP error about a
+    /// connection ([`icmp_error`]), a backend's reply with no connection
+    /// ([`stateless_reply`]), or not ours (passed).
+    #[cold]
+    #[inline(never)]
+    fn no_service(&mut self, frame: &mut [u8], meta: &PacketMeta, cx: &mut Context<'_>) -> Verdict {
+        if wire::quoted::is_translated_error(meta) {
+            return self.icmp_error(frame, meta, cx);
+        }
+        self.stateless_reply(frame, meta, cx.snapshot)
     }
 
     /// The endpoint a distribution path sends a new flow to: the path's

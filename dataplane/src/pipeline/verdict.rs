@@ -50,10 +50,19 @@ pub enum DropReason {
     /// established connections, which it keeps (`flows.evict_established`
     /// is off). The client's retry gets a place once one ends or idles out.
     FlowTableFull,
+    /// A backend's packet that belongs to no connection, from a backend
+    /// (protocol, address, port) that several services share: no VIP
+    /// could be known to be the right one. (Where exactly one service has
+    /// that backend, the packet is translated back to its VIP instead.)
+    UnknownReply,
+    /// An ICMP error about a packet to a VIP or a backend, or from one,
+    /// whose connection the gateway does not know: there is no one to
+    /// translate it for.
+    UnknownIcmpError,
 }
 
 /// Reasons other than parse errors, in counter order after them.
-const OWN_REASONS: [DropReason; 11] = [
+const OWN_REASONS: [DropReason; 13] = [
     DropReason::TtlExpired,
     DropReason::FragmentToVip,
     DropReason::NoBackend,
@@ -65,6 +74,8 @@ const OWN_REASONS: [DropReason; 11] = [
     DropReason::BackendDown,
     DropReason::AllBackendsDown,
     DropReason::FlowTableFull,
+    DropReason::UnknownReply,
+    DropReason::UnknownIcmpError,
 ];
 
 impl DropReason {
@@ -88,6 +99,8 @@ impl DropReason {
             DropReason::BackendDown => parse + 8,
             DropReason::AllBackendsDown => parse + 9,
             DropReason::FlowTableFull => parse + 10,
+            DropReason::UnknownReply => parse + 11,
+            DropReason::UnknownIcmpError => parse + 12,
         }
     }
 
@@ -121,6 +134,8 @@ impl DropReason {
             DropReason::BackendDown => "backend_down",
             DropReason::AllBackendsDown => "all_backends_down",
             DropReason::FlowTableFull => "flow_table_full",
+            DropReason::UnknownReply => "unknown_reply",
+            DropReason::UnknownIcmpError => "unknown_icmp_error",
         }
     }
 }

@@ -325,6 +325,9 @@ pub struct Snapshot {
     /// The register of backend names distribution paths use, shared by
     /// every generation (see [`super::PathRouting`]).
     backend_names: super::SharedNames,
+    /// Backends by (protocol, address, port), for replies with no
+    /// connection.
+    reply_sources: super::ReplySources,
 }
 
 impl Snapshot {
@@ -360,6 +363,7 @@ impl Snapshot {
             liveness,
             client_routing: Arc::default(),
             backend_names: Arc::default(),
+            reply_sources: super::ReplySources::default(),
         }
     }
 
@@ -438,7 +442,16 @@ impl Snapshot {
         for (key, service) in services {
             builder.add_service(key, service);
         }
-        builder.next
+        let mut next = builder.next;
+        next.reply_sources = super::ReplySources::build(
+            next.endpoints
+                .iter()
+                .enumerate()
+                .filter_map(|(id, e)| Some((EndpointId::try_from(id).ok()?, e.as_ref()?))),
+            |service| Some(next.services.get(service as usize)?.as_ref()?.protocol),
+            builder.next_hops.iter().map(|(a, h)| (*a, h.mac, h.port)),
+        );
+        next
     }
 
     /// The generation: 0 for [`Snapshot::empty`], then 1, 2, … per build.
@@ -476,6 +489,13 @@ impl Snapshot {
     #[inline]
     pub fn endpoint(&self, id: EndpointId) -> Option<&Endpoint> {
         self.endpoints.get(id as usize)?.as_ref()
+    }
+
+    /// Backends by (protocol, address, port), and next hops by address:
+    /// what a reply with no connection may be translated by.
+    #[inline]
+    pub fn reply_sources(&self) -> &super::ReplySources {
+        &self.reply_sources
     }
 
     /// Whether any service has this VIP (on any protocol or port).
