@@ -24,7 +24,8 @@ pub const ECHO_PORT: u16 = 7007;
 pub struct Scratch(PathBuf);
 
 impl Scratch {
-    fn new(tag: &str) -> Scratch {
+    /// A new directory named by `tag` and this process.
+    pub fn new(tag: &str) -> Scratch {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("fgt-{tag}-{}-{n}", std::process::id()));
@@ -269,6 +270,26 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts flowgate with `config` in `ns`; stderr goes to `log` (for a
+    /// topology of a test's own).
+    pub fn start(ns: &NetNs, config: &Path, log: PathBuf) -> Daemon {
+        let bin = testnet::workspace_binary("flowgate").unwrap();
+        let child = ns
+            .command(
+                bin.to_str().unwrap(),
+                &["run", "--config", config.to_str().unwrap()],
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
     /// Sends it `signal` (a name such as `TERM` or `HUP`).
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().unwrap().id().to_string();
