@@ -243,7 +243,7 @@ fn changes(out: &mut Exposition, sample: &MetricsSample) {
 /// A per-worker counter from the pipeline's values.
 type WorkerField = fn(&CounterValues) -> u64;
 
-const WORKER_COUNTERS: [(&str, &str, WorkerField); 8] = [
+const WORKER_COUNTERS: [(&str, &str, WorkerField); 10] = [
     ("flowgate_rx_packets_total", "Frames received.", |c| {
         c.rx_packets
     }),
@@ -280,6 +280,16 @@ const WORKER_COUNTERS: [(&str, &str, WorkerField); 8] = [
     ("flowgate_new_flows_total", "Connections created.", |c| {
         c.new_flows
     }),
+    (
+        "flowgate_stateless_replies_total",
+        "Backends' replies with no connection sent from their service's VIP by the rules alone.",
+        |c| c.stateless_replies,
+    ),
+    (
+        "flowgate_icmp_errors_translated_total",
+        "ICMP errors about a connection translated through the NAT.",
+        |c| c.icmp_errors_translated,
+    ),
 ];
 
 fn workers(out: &mut Exposition, sample: &MetricsSample) {
