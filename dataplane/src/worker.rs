@@ -14,7 +14,10 @@ use std::sync::Arc;
 use crate::fastpath::connection_rewrites;
 use crate::flow::FlowTable;
 use crate::handoff::{owner_of, HandedFrame, Handoff};
-use crate::pipeline::{parse_batch, touch_frames, DropReason, Parsed, Pipeline, Verdict};
+use crate::pipeline::{
+    fanout_reserve, parse_batch, touch_frames, DropReason, Parsed, Pipeline, Verdict,
+    DEFAULT_FANOUT_FRAME_SHARE,
+};
 use crate::port::{Frame, FrameMemory, FramePool, Port};
 use crate::table::Snapshot;
 
@@ -95,6 +98,14 @@ pub struct Worker {
     handoff: Option<Handoff>,
     counters: Arc<WorkerCounters>,
     forward_only: bool,
+    /// Share of the worker's free frames, in percent, fan-out copies may
+    /// hold at once.
+    fanout_share: u32,
+    /// The most frames the pool held after topping up the receive rings:
+    /// the worker's free frames when idle.
+    free_high: usize,
+    /// Free frames fan-out copies leave in the pool.
+    fanout_reserve: usize,
 }
 
 impl Worker {
@@ -119,7 +130,20 @@ impl Worker {
             handoff: None,
             counters: Arc::default(),
             forward_only: false,
+            fanout_share: DEFAULT_FANOUT_FRAME_SHARE,
+            free_high: 0,
+            fanout_reserve: 0,
         }
+    }
+
+    /// Lets fan-out copies hold at most `percent` % of the worker's free
+    /// frames (default [`DEFAULT_FANOUT_FRAME_SHARE`]): the frames its
+    /// pool holds when idle, once the receive rings have theirs. A copy
+    /// takes a frame only while the pool keeps the rest.
+    pub fn with_fanout_share(mut self, percent: u32) -> Self {
+        self.fanout_share = percent;
+        self.fanout_reserve = fanout_reserve(self.free_high, percent);
+        self
     }
 
     /// Makes this worker a plain forwarder that sends every frame from
@@ -185,6 +209,10 @@ impl Worker {
         for port in ports.iter_mut() {
             port.reclaim(&mut self.pool);
             port.refill(&mut self.pool);
+        }
+        if self.pool.len() > self.free_high {
+            self.free_high = self.pool.len();
+            self.fanout_reserve = fanout_reserve(self.free_high, self.fanout_share);
         }
         let mut received = 0;
         for (ingress, port) in ports.iter_mut().enumerate() {
@@ -412,6 +440,14 @@ impl Worker {
                 &mut self.verdicts,
             ),
         }
+        self.pipeline.emit_fanout_copies(
+            memory,
+            frames,
+            snapshot,
+            &mut self.pool,
+            self.fanout_reserve,
+            &mut self.tx,
+        );
         for (i, frame) in frames.drain(..).enumerate() {
             // The pipeline gives one verdict per frame; were one missing,
             // the frame would go back to the pool, not be lost.

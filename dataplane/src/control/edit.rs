@@ -891,7 +891,7 @@ port = 8080
                 "edit 4 (backend_del): service \"web\" has no backend 198.18.1.99:8080",
                 "edit 5 (service_add): service \"web\" already exists",
                 "edit 6 (service_add): unknown protocol \"sctp\" in service \"x\" (expected \"tcp\" or \"udp\")",
-                "edit 7 (service_edit): unknown scheduler \"rr\" in service \"web\" (expected \"maglev\", \"wrr\" or \"sh\")",
+                "edit 7 (service_edit): unknown scheduler \"rr\" in service \"web\" (expected \"maglev\", \"wrr\", \"sh\" or \"fanout\")",
             ]
         );
         assert_eq!(original, rules(), "the input is never modified");

@@ -69,6 +69,13 @@ pub struct PipelineCounters {
     pub dead_backend_resets: Counter,
     /// UDP flows moved from a down backend to an alive one.
     pub dead_backend_rescheduled: Counter,
+    /// Client datagrams to fan-out services sent to their receivers.
+    pub fanout_datagrams: Counter,
+    /// Copies of fan-out datagrams made for the second and later
+    /// receivers (sent as well as the original).
+    pub fanout_copies: Counter,
+    /// Fan-out client flows pushed out of a full table.
+    pub fanout_flow_evictions: Counter,
     /// Frames dropped, by [`DropReason::index`].
     pub drops: [Counter; DropReason::COUNT],
 }
@@ -89,6 +96,9 @@ impl Default for PipelineCounters {
             failed_open_flows: Counter::default(),
             dead_backend_resets: Counter::default(),
             dead_backend_rescheduled: Counter::default(),
+            fanout_datagrams: Counter::default(),
+            fanout_copies: Counter::default(),
+            fanout_flow_evictions: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
         }
     }
@@ -130,6 +140,9 @@ impl PipelineCounters {
             failed_open_flows: self.failed_open_flows.get(),
             dead_backend_resets: self.dead_backend_resets.get(),
             dead_backend_rescheduled: self.dead_backend_rescheduled.get(),
+            fanout_datagrams: self.fanout_datagrams.get(),
+            fanout_copies: self.fanout_copies.get(),
+            fanout_flow_evictions: self.fanout_flow_evictions.get(),
             drops: DropReason::all()
                 .map(|r| (r.name(), self.drops_for(r)))
                 .filter(|(_, n)| *n > 0)
@@ -167,6 +180,12 @@ pub struct CounterValues {
     pub dead_backend_resets: u64,
     /// UDP flows moved off a down backend.
     pub dead_backend_rescheduled: u64,
+    /// Client datagrams to fan-out services sent to their receivers.
+    pub fanout_datagrams: u64,
+    /// Copies of fan-out datagrams made.
+    pub fanout_copies: u64,
+    /// Fan-out client flows pushed out of a full table.
+    pub fanout_flow_evictions: u64,
     /// Non-zero drop counters by reason name.
     pub drops: std::collections::BTreeMap<&'static str, u64>,
 }

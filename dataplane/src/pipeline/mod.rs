@@ -51,10 +51,12 @@
 //! plain load and store each, nothing locked.
 
 mod counters;
+mod fanout;
 mod route_counters;
 mod verdict;
 
 pub use counters::{Counter, CounterValues, PipelineCounters};
+pub use fanout::{fanout_reserve, DEFAULT_FANOUT_FRAME_SHARE, FANOUT_FLOWS};
 pub use route_counters::{RouteCounterValues, RouteCounters};
 pub use verdict::{DropReason, Verdict};
 
@@ -108,6 +110,8 @@ pub struct Pipeline {
     /// their tokens after the batch, so that frames that are not answered
     /// pay nothing for it.
     answers: Vec<(usize, u32)>,
+    /// Fan-out client flows and the batch's copy jobs.
+    fanout: fanout::Fanout,
 }
 
 /// A frame after the parse pass: what `wire::parse` found and, for a
@@ -202,6 +206,7 @@ impl Pipeline {
             endpoint_limit: 0,
             parsed: Vec::new(),
             answers: Vec::with_capacity(64),
+            fanout: fanout::Fanout::default(),
         }
     }
 
@@ -291,6 +296,7 @@ impl Pipeline {
     ) {
         verdicts.clear();
         self.adopt(snapshot, flows);
+        self.fanout.begin(frames.len(), now_ns);
         for hash in parsed.iter().filter_map(|p| p.hash) {
             flows.warm_index(hash);
         }
@@ -339,6 +345,7 @@ impl Pipeline {
             self.wrr_cursors.resize(snapshot.service_id_limit(), 0);
             self.endpoint_limit = snapshot.endpoint_id_limit();
             self.sized_for = Some(snapshot.generation());
+            self.fanout.adopt(snapshot);
         }
         if flows.endpoint_slots() < self.endpoint_limit {
             flows.reserve_endpoints(self.endpoint_limit);
@@ -373,6 +380,7 @@ impl Pipeline {
         now_ns: u64,
     ) -> (Verdict, usize) {
         self.adopt(snapshot, flows);
+        self.fanout.begin(1, now_ns);
         let parsed = Parsed::of(frame);
         self.answers.clear();
         let mut paths = self.paths.take();
@@ -546,10 +554,24 @@ impl Pipeline {
         let t = &meta.tuple;
         let Some((service_id, service)) = snapshot.lookup_service(t.protocol, &t.dst, t.dst_port)
         else {
-            return Verdict::Pass;
+            let udp_timeout = fanout::udp_timeout_ns(cx.flows);
+            return self.fanout_reply(frame, meta, udp_timeout, snapshot);
         };
         if meta.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
+        }
+        if service.scheduler().fanout().is_some() {
+            let udp_timeout = fanout::udp_timeout_ns(cx.flows);
+            return self.fanout_datagram(
+                frame,
+                meta,
+                hash,
+                service_id,
+                service,
+                udp_timeout,
+                snapshot,
+                cx.ingress,
+            );
         }
         let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
         let path = match cx.paths {
@@ -646,6 +668,8 @@ impl Pipeline {
                 }
                 (self.next_wrr(service_id, service.wrr_schedule()), hash)
             }
+            // Fan-out datagrams never reach a scheduler.
+            Scheduler::Fanout(_) => return Err(Verdict::Drop(DropReason::NoBackend)),
         };
         let Some(pick) = pick else {
             return Err(Verdict::Drop(match service.mode() {
@@ -684,6 +708,7 @@ impl Pipeline {
                 }
                 hash
             }
+            Scheduler::Fanout(_) => return Err(Verdict::Drop(DropReason::NoBackend)),
         };
         let query = RouteQuery {
             client: ClientAddr::from_bytes(&t.src),

@@ -50,10 +50,16 @@ pub enum DropReason {
     /// established connections, which it keeps (`flows.evict_established`
     /// is off). The client's retry gets a place once one ends or idles out.
     FlowTableFull,
+    /// A fan-out backend's reply after the first since the client's latest
+    /// datagram, for a service with `fanout_replies = "first"`.
+    FanoutReplyAfterFirst,
+    /// A fan-out copy not made: the share of the frame pool copies may
+    /// hold was spent (counted per copy; not a received frame).
+    FanoutCopyNoFrame,
 }
 
 /// Reasons other than parse errors, in counter order after them.
-const OWN_REASONS: [DropReason; 11] = [
+const OWN_REASONS: [DropReason; 13] = [
     DropReason::TtlExpired,
     DropReason::FragmentToVip,
     DropReason::NoBackend,
@@ -65,6 +71,8 @@ const OWN_REASONS: [DropReason; 11] = [
     DropReason::BackendDown,
     DropReason::AllBackendsDown,
     DropReason::FlowTableFull,
+    DropReason::FanoutReplyAfterFirst,
+    DropReason::FanoutCopyNoFrame,
 ];
 
 impl DropReason {
@@ -88,6 +96,8 @@ impl DropReason {
             DropReason::BackendDown => parse + 8,
             DropReason::AllBackendsDown => parse + 9,
             DropReason::FlowTableFull => parse + 10,
+            DropReason::FanoutReplyAfterFirst => parse + 11,
+            DropReason::FanoutCopyNoFrame => parse + 12,
         }
     }
 
@@ -121,6 +131,8 @@ impl DropReason {
             DropReason::BackendDown => "backend_down",
             DropReason::AllBackendsDown => "all_backends_down",
             DropReason::FlowTableFull => "flow_table_full",
+            DropReason::FanoutReplyAfterFirst => "fanout_reply_after_first",
+            DropReason::FanoutCopyNoFrame => "fanout_copy_no_frame",
         }
     }
 }

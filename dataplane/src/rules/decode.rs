@@ -34,7 +34,7 @@ use super::validate::{
 use super::{
     Backend, BindModeSetting, Config, DaemonSettings, Failover, FastPathSetting, FlowSettings,
     GatewaySettings, IdlePolicy, Interface, LogFormatSetting, MetricsAddress, Neighbour, Protocol,
-    Service, XdpModeSetting, DEFAULT_MAGLEV_TABLE_SIZE,
+    Scheduler, Service, XdpModeSetting, DEFAULT_MAGLEV_TABLE_SIZE,
 };
 
 /// A decoded config: the model, with stand-ins where values could not be
@@ -486,6 +486,7 @@ impl Decoder {
                 parse::scheduler(t, name)
             })
         });
+        let scheduler = self.fanout_replies(i, raw, scheduler);
         let place = Place::service(i, "maglev_table_size");
         let maglev_table_size = match (&raw.maglev_table_size, gateway_size) {
             (Some(size), _) => self.int(size, place, TABLE_SIZE, "maglev_table_size", || {
@@ -524,6 +525,35 @@ impl Decoder {
     /// Service `i`'s `on_backend_down`, `panic_threshold` and
     /// `when_all_down`; a value that cannot be read is replaced by its
     /// default.
+    /// `scheduler` with the service's `fanout_replies`, which only a
+    /// fan-out service has.
+    fn fanout_replies(
+        &mut self,
+        i: usize,
+        raw: &RawService,
+        scheduler: Option<Scheduler>,
+    ) -> Option<Scheduler> {
+        let name = raw.name.get_ref();
+        let Some(value) = &raw.fanout_replies else {
+            return scheduler;
+        };
+        let place = Place::service(i, "fanout_replies");
+        let replies = self.read(place, value, |t| parse::fanout_replies(t, name))?;
+        match scheduler {
+            Some(Scheduler::Fanout(_)) => Some(Scheduler::Fanout(replies)),
+            // An unreadable scheduler was reported already.
+            None if raw.scheduler.is_some() => None,
+            other => {
+                let shown = other.unwrap_or_default();
+                let message = format!(
+                    "fanout_replies of service {name:?} needs scheduler \"fanout\" (it has \"{shown}\")"
+                );
+                self.fail(place, message, value.get_ref().clone());
+                scheduler
+            }
+        }
+    }
+
     fn failover(&mut self, i: usize, raw: &RawService) -> Failover {
         let name = raw.name.get_ref();
         let on_backend_down = raw.on_backend_down.as_ref().and_then(|value| {

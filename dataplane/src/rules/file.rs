@@ -93,6 +93,7 @@ impl<'t> FileProvenance<'t> {
                     "vip" => start(Some(&service.vip)),
                     "port" => start(Some(&service.port)),
                     "scheduler" => start(service.scheduler.as_ref()),
+                    "fanout_replies" => start(service.fanout_replies.as_ref()),
                     "maglev_table_size" => start(service.maglev_table_size.as_ref()),
                     "on_backend_down" => start(service.on_backend_down.as_ref()),
                     "panic_threshold" => start(service.panic_threshold.as_ref()),

@@ -224,35 +224,89 @@ pub enum Scheduler {
     Wrr,
     /// Source-address hash (consistent, via a Maglev table).
     Sh,
+    /// Every datagram to every alive backend (UDP only; see
+    /// [`FanoutReplies`] for what comes back).
+    Fanout(FanoutReplies),
 }
 
-impl Scheduler {
-    /// Whether it places each flow on one backend, as every scheduler does
-    /// today. A fan-out scheduler (every alive backend gets each datagram)
-    /// will not: it obeys SETs and zones, which narrow who receives, but
-    /// not distribution paths or a canary share, which choose one, and
-    /// the validator refuses those on it by this test.
-    pub const fn picks_one(self) -> bool {
+/// Which backends' replies a fan-out service forwards to the client: the
+/// key `fanout_replies`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum FanoutReplies {
+    /// Every reply of every backend (default).
+    #[default]
+    All,
+    /// The first reply after each datagram of the client; later replies
+    /// are dropped (counted) until the client's next datagram.
+    First,
+}
+
+impl FanoutReplies {
+    /// `all` or `first`.
+    pub const fn name(self) -> &'static str {
         match self {
-            Scheduler::Maglev | Scheduler::Wrr | Scheduler::Sh => true,
+            FanoutReplies::All => "all",
+            FanoutReplies::First => "first",
         }
     }
 
-    /// `maglev`, `wrr` or `sh`.
+    /// The mode called `name` (as in a config).
+    pub fn from_name(name: &str) -> Option<FanoutReplies> {
+        match name {
+            "all" => Some(FanoutReplies::All),
+            "first" => Some(FanoutReplies::First),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FanoutReplies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Scheduler {
+    /// Whether it places each flow on one backend. The fan-out scheduler
+    /// (every alive backend gets each datagram) does not: it obeys SETs
+    /// and zones, which narrow who receives, but not distribution paths
+    /// or a canary share, which choose one, and the validator refuses
+    /// those on it by this test.
+    pub const fn picks_one(self) -> bool {
+        match self {
+            Scheduler::Maglev | Scheduler::Wrr | Scheduler::Sh => true,
+            Scheduler::Fanout(_) => false,
+        }
+    }
+
+    /// How a fan-out service treats replies; `None` for a scheduler that
+    /// picks one backend.
+    pub const fn fanout(self) -> Option<FanoutReplies> {
+        match self {
+            Scheduler::Fanout(replies) => Some(replies),
+            _ => None,
+        }
+    }
+
+    /// `maglev`, `wrr`, `sh` or `fanout`.
     pub const fn name(self) -> &'static str {
         match self {
             Scheduler::Maglev => "maglev",
             Scheduler::Wrr => "wrr",
             Scheduler::Sh => "sh",
+            Scheduler::Fanout(_) => "fanout",
         }
     }
 
-    /// The scheduler called `name` (`maglev`, `wrr` or `sh`, as in a config).
+    /// The scheduler called `name` (`maglev`, `wrr`, `sh` or `fanout`, as
+    /// in a config); `fanout` forwards every reply until
+    /// `fanout_replies` says otherwise.
     pub fn from_name(name: &str) -> Option<Scheduler> {
         match name {
             "maglev" => Some(Scheduler::Maglev),
             "wrr" => Some(Scheduler::Wrr),
             "sh" => Some(Scheduler::Sh),
+            "fanout" => Some(Scheduler::Fanout(FanoutReplies::All)),
             _ => None,
         }
     }

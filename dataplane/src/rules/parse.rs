@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::mac::parse_mac;
-use super::{ClientPrefix, MacAddr, OnBackendDown, Protocol, Scheduler, WhenAllDown};
+use super::{
+    ClientPrefix, FanoutReplies, MacAddr, OnBackendDown, Protocol, Scheduler, WhenAllDown,
+};
 use crate::health::{CheckKindName, InitialState};
 
 /// A service's VIP.
@@ -57,11 +59,20 @@ pub fn protocol(text: &str, service: &str) -> Result<Protocol, String> {
     })
 }
 
-/// A service's scheduler: `maglev`, `wrr` or `sh`.
+/// A service's scheduler: `maglev`, `wrr`, `sh` or `fanout`.
 pub fn scheduler(text: &str, service: &str) -> Result<Scheduler, String> {
     Scheduler::from_name(text).ok_or_else(|| {
         format!(
-            "unknown scheduler {text:?} in service {service:?} (expected \"maglev\", \"wrr\" or \"sh\")"
+            "unknown scheduler {text:?} in service {service:?} (expected \"maglev\", \"wrr\", \"sh\" or \"fanout\")"
+        )
+    })
+}
+
+/// A fan-out service's reply mode: `all` or `first`.
+pub fn fanout_replies(text: &str, service: &str) -> Result<FanoutReplies, String> {
+    FanoutReplies::from_name(text).ok_or_else(|| {
+        format!(
+            "unknown fanout_replies {text:?} in service {service:?} (expected \"all\" or \"first\")"
         )
     })
 }
@@ -212,7 +223,7 @@ mod tests {
         assert_eq!(scheduler("sh", "web"), Ok(Scheduler::Sh));
         assert_eq!(
             scheduler("rr", "web").unwrap_err(),
-            r#"unknown scheduler "rr" in service "web" (expected "maglev", "wrr" or "sh")"#
+            r#"unknown scheduler "rr" in service "web" (expected "maglev", "wrr", "sh" or "fanout")"#
         );
         assert_eq!(on_backend_down("reset", "web"), Ok(OnBackendDown::Reset));
         assert_eq!(

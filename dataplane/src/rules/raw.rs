@@ -111,6 +111,7 @@ pub(super) struct RawService {
     pub vip: Spanned<String>,
     pub port: Spanned<i64>,
     pub scheduler: Option<Spanned<String>>,
+    pub fanout_replies: Option<Spanned<String>>,
     pub maglev_table_size: Option<Spanned<i64>>,
     pub on_backend_down: Option<Spanned<String>>,
     pub panic_threshold: Option<Spanned<i64>>,

@@ -742,7 +742,7 @@ fn unknown_protocol_and_scheduler_are_rejected() {
         )),
         [
             r#"t.toml:3:12: unknown protocol "sctp" in service "web" (expected "tcp" or "udp")"#,
-            r#"t.toml:6:13: unknown scheduler "rr" in service "web" (expected "maglev", "wrr" or "sh")"#,
+            r#"t.toml:6:13: unknown scheduler "rr" in service "web" (expected "maglev", "wrr", "sh" or "fanout")"#,
         ]
     );
 }

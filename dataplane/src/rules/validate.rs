@@ -542,8 +542,25 @@ impl Validator<'_> {
             self.weights(i, service);
             self.service_table(i, service, gateway_ok);
             self.failover(i, service);
+            self.fanout(i, service);
             self.service_health(i, service, health_known);
         }
+    }
+
+    /// A fan-out service is UDP: a byte stream cannot be split at L4.
+    fn fanout(&mut self, i: usize, service: &Service) {
+        if service.scheduler.fanout().is_none()
+            || service.protocol != Protocol::Tcp
+            || !self.known(Place::service(i, "protocol"))
+        {
+            return;
+        }
+        let message = format!(
+            "scheduler \"fanout\" of service {:?} needs protocol \"udp\": \
+             a TCP byte stream cannot be copied to several backends",
+            service.name
+        );
+        self.report(Place::service(i, "scheduler"), message);
     }
 
     /// A service's `panic_threshold` in range, and `on_backend_down` only

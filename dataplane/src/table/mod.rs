@@ -11,6 +11,7 @@
 
 mod decide;
 pub mod failover;
+pub mod fanout;
 mod ids;
 pub mod maglev;
 mod paths;
@@ -22,6 +23,7 @@ pub mod wrr;
 
 pub use decide::{RouteQuery, RouteTrace, Routed};
 pub use failover::{AliveCount, IfDead, Mode};
+pub use fanout::{FanoutIndex, FanoutTargets, NoReceiver};
 pub use maglev::{MaglevBackend, MaglevTable};
 pub use paths::{PathRouting, SharedNames};
 pub use publish::{SnapshotGuard, SnapshotPublisher, SnapshotReader};

@@ -239,7 +239,9 @@ impl CompiledService {
         alive: impl FnMut(EndpointId) -> bool,
     ) -> Option<EndpointId> {
         let table = match self.scheduler {
-            Scheduler::Maglev | Scheduler::Sh => Lookup::Maglev(&self.maglev),
+            Scheduler::Maglev | Scheduler::Sh | Scheduler::Fanout(_) => {
+                Lookup::Maglev(&self.maglev)
+            }
             Scheduler::Wrr => Lookup::Schedule(&self.wrr),
         };
         next_alive(table, &self.weighted, hash, alive)
@@ -325,6 +327,8 @@ pub struct Snapshot {
     /// The register of backend names distribution paths use, shared by
     /// every generation (see [`super::PathRouting`]).
     backend_names: super::SharedNames,
+    /// The fan-out services' backends, for their replies.
+    pub(super) fanout: super::fanout::FanoutIndex,
 }
 
 impl Snapshot {
@@ -360,6 +364,7 @@ impl Snapshot {
             liveness,
             client_routing: Arc::default(),
             backend_names: Arc::default(),
+            fanout: Default::default(),
         }
     }
 
@@ -438,6 +443,7 @@ impl Snapshot {
         for (key, service) in services {
             builder.add_service(key, service);
         }
+        builder.next.fanout = super::fanout::FanoutIndex::of(&builder.next);
         builder.next
     }
 
