@@ -1289,3 +1289,159 @@ fn mutated_frames_of_established_connections_give_the_same_output_with_the_fast_
     let fast = fast.into_inner();
     assert!(fast > 64, "the fast path forwarded only {fast} frames");
 }
+
+/// Rules of tests/golden/make_fanout.py's cases: fan-out services over
+/// three backends, IPv4 and IPv6, replies `REPLIES`.
+const FANOUT_RULES: &str = r#"
+[[interfaces]]
+name = "fg-client"
+mac = "02:66:67:00:00:01"
+[[interfaces]]
+name = "fg-backend"
+mac = "02:66:67:00:01:01"
+
+[[neighbours]]
+address = "198.18.1.11"
+mac = "02:66:67:00:01:11"
+interface = "fg-backend"
+[[neighbours]]
+address = "198.18.1.12"
+mac = "02:66:67:00:01:12"
+interface = "fg-backend"
+[[neighbours]]
+address = "198.18.1.13"
+mac = "02:66:67:00:01:13"
+interface = "fg-backend"
+[[neighbours]]
+address = "2001:2:0:1::11"
+mac = "02:66:67:00:01:11"
+interface = "fg-backend"
+[[neighbours]]
+address = "2001:2:0:1::12"
+mac = "02:66:67:00:01:12"
+interface = "fg-backend"
+[[neighbours]]
+address = "2001:2:0:1::13"
+mac = "02:66:67:00:01:13"
+interface = "fg-backend"
+
+[[services]]
+name = "publish"
+protocol = "udp"
+vip = "198.18.100.20"
+port = 9000
+scheduler = "fanout"
+fanout_replies = "REPLIES"
+[[services.backends]]
+address = "198.18.1.11"
+port = 7000
+[[services.backends]]
+address = "198.18.1.12"
+port = 7000
+[[services.backends]]
+address = "198.18.1.13"
+port = 7000
+
+[[services]]
+name = "publish6"
+protocol = "udp"
+vip = "2001:2:0:100::20"
+port = 9000
+scheduler = "fanout"
+fanout_replies = "REPLIES"
+[[services.backends]]
+address = "2001:2:0:1::11"
+port = 7000
+[[services.backends]]
+address = "2001:2:0:1::12"
+port = 7000
+[[services.backends]]
+address = "2001:2:0:1::13"
+port = 7000
+"#;
+
+fn fanout_frame(file: &str) -> Option<Vec<u8>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/fanout")
+        .join(file);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("{}: {e}", path.display()),
+    };
+    Some(
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .flat_map(str::split_whitespace)
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect(),
+    )
+}
+
+/// Each case of tests/golden/make_fanout.py through `flowgate replay`: the
+/// client's datagram comes out once per backend, and the backends'
+/// replies come out from the VIP — all three, or only the first.
+#[test]
+fn fanout_datagrams_and_replies_replay_to_the_independent_frames() {
+    for (name, replies) in [
+        ("ipv4_all", "all"),
+        ("ipv4_first", "first"),
+        ("ipv6_all", "all"),
+        ("ipv6_first", "first"),
+    ] {
+        let config = common::config(&FANOUT_RULES.replace("REPLIES", replies));
+        let file = |part: &str| fanout_frame(&format!("{name}.{part}.hex"));
+        let mut inputs = vec![file("request.in").unwrap()];
+        let mut expected: Vec<Vec<u8>> = (1..=3)
+            .map(|k| file(&format!("request.out.{k}")).unwrap())
+            .collect();
+        for k in 1..=3 {
+            inputs.push(file(&format!("reply.{k}.in")).unwrap());
+            expected.extend(file(&format!("reply.{k}.out")));
+        }
+        let want_replies = if replies == "all" { 3 } else { 1 };
+        assert_eq!(expected.len(), 3 + want_replies, "{name}: fixture files");
+        for f in inputs.iter().chain(&expected) {
+            assert!(frame_checksums_ok(f), "{name}: scapy's frame\n{}", hex(f));
+        }
+
+        let mut input = pcap::PcapWriter::new(Vec::new()).unwrap();
+        for (i, f) in inputs.iter().enumerate() {
+            input.write((i as u64 + 1) * 1_000, f).unwrap();
+        }
+        let input = input.finish().unwrap();
+        let mut out = Vec::new();
+        let report = replay(
+            &config,
+            &input[..],
+            &mut out,
+            None,
+            &ReplayOptions::default(),
+        )
+        .unwrap();
+        let mut reader = pcap::PcapReader::new(&out[..]).unwrap();
+        let mut got = Vec::new();
+        while let Some(r) = reader.next_record().unwrap() {
+            got.push(r.data);
+        }
+        got.sort();
+        expected.sort();
+        assert_eq!(got.len(), expected.len(), "{name}: frames out");
+        for (g, e) in got.iter().zip(&expected) {
+            assert!(
+                g == e,
+                "{name}: a frame differs\n got:\n{}\n want:\n{}",
+                hex(g),
+                hex(e)
+            );
+        }
+        let c = &report.counters;
+        assert_eq!((c.fanout_datagrams, c.fanout_copies), (1, 2), "{name}");
+        let suppressed = c.drops.get("fanout_reply_after_first").copied();
+        assert_eq!(suppressed.unwrap_or(0), 3 - want_replies as u64, "{name}");
+        assert_eq!(
+            report.active_connections, 0,
+            "{name}: not in the connection table"
+        );
+    }
+}

@@ -243,7 +243,7 @@ fn changes(out: &mut Exposition, sample: &MetricsSample) {
 /// A per-worker counter from the pipeline's values.
 type WorkerField = fn(&CounterValues) -> u64;
 
-const WORKER_COUNTERS: [(&str, &str, WorkerField); 8] = [
+const WORKER_COUNTERS: [(&str, &str, WorkerField); 10] = [
     ("flowgate_rx_packets_total", "Frames received.", |c| {
         c.rx_packets
     }),
@@ -280,6 +280,16 @@ const WORKER_COUNTERS: [(&str, &str, WorkerField); 8] = [
     ("flowgate_new_flows_total", "Connections created.", |c| {
         c.new_flows
     }),
+    (
+        "flowgate_fanout_datagrams_total",
+        "Client datagrams to fan-out services sent to their receivers.",
+        |c| c.fanout_datagrams,
+    ),
+    (
+        "flowgate_fanout_copies_total",
+        "Copies of fan-out datagrams made for the second and later receivers.",
+        |c| c.fanout_copies,
+    ),
 ];
 
 fn workers(out: &mut Exposition, sample: &MetricsSample) {
