@@ -23,8 +23,12 @@
 //! So an entry is 64 bytes whatever the number of backends, and a backend
 //! added or removed counts from the next datagram on. Entries idle out
 //! after the UDP timeout and are replaced in place; a full probe window
-//! evicts its oldest entry (counted). Fan-out flows never enter the
-//! connection table, so the kernel fast path never sees them: every
+//! evicts its oldest entry (counted). A flow lives the UDP timeout after
+//! the client's latest datagram; replies do not extend it. When a backend
+//! serves several fan-out services and a client sent to more than one of
+//! them from the same port, a reply is taken for the service whose
+//! datagram was the latest. Fan-out flows never enter the connection
+//! table, so the kernel fast path never sees them: every
 //! datagram needs the worker for its copies.
 
 use std::time::Duration;
@@ -63,6 +67,7 @@ pub fn fanout_reserve(frames: usize, share_percent: u32) -> usize {
 struct FanoutFlow {
     /// The client's datagrams' tuple (client → VIP): the key.
     client: FiveTuple,
+    /// When the client's latest datagram came.
     last_seen_ns: u64,
     service: ServiceId,
     client_mac: [u8; 6],
@@ -271,6 +276,10 @@ impl Pipeline {
         let Some(flows) = self.fanout.flows.as_mut() else {
             return Verdict::Pass;
         };
+        // A backend of several fan-out services may answer a client that
+        // sent to more than one of them from the same port: the reply is
+        // the most recent datagram's.
+        let mut found: Option<(usize, &CompiledService, FiveTuple)> = None;
         for &(service_id, _) in members {
             let Some(service) = snapshot.service(service_id) else {
                 continue;
@@ -282,35 +291,43 @@ impl Pipeline {
                 dst_port: service.port(),
                 protocol: t.protocol,
             };
-            let Some(slot) = flows.find(&key, flow_hash(&key), now_ns, udp_timeout_ns) else {
-                continue;
+            let slot = flows
+                .find(&key, flow_hash(&key), now_ns, udp_timeout_ns)
+                .filter(|&i| flows.slots.get(i).is_some_and(|f| f.service == service_id));
+            let newer = |i: usize, j: usize| {
+                let seen = |k: usize| flows.slots.get(k).map_or(0, |f| f.last_seen_ns);
+                seen(i) > seen(j)
             };
-            let Some(flow) = flows
-                .slots
-                .get_mut(slot)
-                .filter(|f| f.service == service_id)
-            else {
-                continue;
-            };
-            if meta.ttl <= 1 {
-                return Verdict::Drop(DropReason::TtlExpired);
+            match (slot, found) {
+                (Some(i), Some((j, _, _))) if !newer(i, j) => {}
+                (Some(i), _) => found = Some((i, service, key)),
+                (None, _) => {}
             }
-            if service.scheduler().fanout() == Some(FanoutReplies::First) {
-                if flow.answered {
-                    return Verdict::Drop(DropReason::FanoutReplyAfterFirst);
-                }
-                flow.answered = true;
-            }
-            flow.last_seen_ns = now_ns;
-            let (mac, port) = (flow.client_mac, flow.client_ingress);
-            self.counters.flow_hits.inc();
-            let src_mac = egress_mac(frame, snapshot, port);
-            wire::rewrite::set_macs(frame, src_mac, mac);
-            wire::rewrite::rewrite_src(frame, meta, &key.dst, key.dst_port);
-            wire::rewrite::decrement_ttl(frame, meta);
-            return Verdict::Transmit(port);
         }
-        Verdict::Pass
+        let Some((slot, service, key)) = found else {
+            return Verdict::Pass;
+        };
+        let Some(flow) = flows.slots.get_mut(slot) else {
+            return Verdict::Pass;
+        };
+        if meta.ttl <= 1 {
+            return Verdict::Drop(DropReason::TtlExpired);
+        }
+        if service.scheduler().fanout() == Some(FanoutReplies::First) {
+            if flow.answered {
+                return Verdict::Drop(DropReason::FanoutReplyAfterFirst);
+            }
+            flow.answered = true;
+        }
+        // Replies do not keep a flow: it lives the UDP timeout after the
+        // client's latest datagram.
+        let (mac, port) = (flow.client_mac, flow.client_ingress);
+        self.counters.flow_hits.inc();
+        let src_mac = egress_mac(frame, snapshot, port);
+        wire::rewrite::set_macs(frame, src_mac, mac);
+        wire::rewrite::rewrite_src(frame, meta, &key.dst, key.dst_port);
+        wire::rewrite::decrement_ttl(frame, meta);
+        Verdict::Transmit(port)
     }
 
     /// Makes the copies the last batch's fan-out datagrams need: each
