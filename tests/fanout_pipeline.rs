@@ -458,4 +458,80 @@ fn a_tcp_fanout_service_and_misplaced_reply_modes_are_refused_with_their_line() 
         err.contains("gw.toml:18:18: fanout_replies of service \"publish\" needs scheduler \"fanout\" (it has \"maglev\")"),
         "{err}"
     );
+    // A path or a canary chooses one backend: not on a fan-out service.
+    let path = fanout_rules("all", &[("198.18.1.11", 1)], &[])
+        + "[[services.paths]]\nclient = \"198.18.5.5/32\"\nbackends = [\"198.18.1.11:7000\"]\n";
+    let err = rules::load_str(&path, "gw.toml").unwrap_err().to_string();
+    assert!(
+        err.contains("service \"publish\" has distribution paths, but its scheduler fanout sends each flow to every backend"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sets_and_zones_narrow_who_receives_and_a_set_client_fails_closed() {
+    let backends = [
+        ("198.18.1.11", 1),
+        ("198.18.1.12", 1),
+        ("198.18.1.13", 1),
+        ("198.18.1.14", 1),
+    ];
+    let mut text = fanout_rules("all", &backends, &[]);
+    // b1, b2 in SET shop.sh.g1; b3 in zone dc-b; b4 unlabelled.
+    let labels = [
+        "set = \"shop.sh.g1\"\n",
+        "set = \"shop.sh.g1\"\n",
+        "zone = \"dc-b\"\n",
+        "",
+    ];
+    for (i, label) in labels.iter().enumerate() {
+        let at = format!(
+            "address = \"198.18.1.{}\"\nport = 7000\nweight = 1\n",
+            11 + i
+        );
+        text = text.replace(&at, &format!("{at}{label}"));
+    }
+    text += r#"
+[routing]
+zone_priority = ["dc-b"]
+[[routing.classes]]
+prefix = "198.18.50.0/24"
+set = "shop.sh.g1"
+[[routing.classes]]
+prefix = "198.18.60.0/24"
+zone = "dc-b"
+"#;
+    let snapshot = Snapshot::build(&config(&text), None);
+    let mut lab = Lab::new(256, 50, 64);
+    let send = |lab: &mut Lab, from: &str, now| {
+        let c = sa(from);
+        let [_, to_backends] = lab.run(&snapshot, 0, &[datagram(c, b"s")], now);
+        receivers(&to_backends, c, b"s")
+    };
+    // A SET client: its SET's backends only.
+    let set_client = "198.18.50.7:4000";
+    assert_eq!(
+        send(&mut lab, set_client, SEC),
+        set(&["198.18.1.11:7000", "198.18.1.12:7000"])
+    );
+    // A zone client: its zone's backends.
+    assert_eq!(
+        send(&mut lab, "198.18.60.7:4000", SEC),
+        set(&["198.18.1.13:7000"])
+    );
+    // A client with no class: every backend.
+    assert_eq!(send(&mut lab, "198.18.0.9:4000", SEC).len(), 4);
+
+    // The SET's backends die: the SET client fails closed, never another SET's.
+    for id in snapshot
+        .services()
+        .flat_map(|(_, s)| s.endpoints().to_vec())
+    {
+        if matches!(snapshot.endpoint(id).unwrap().address[15], 11 | 12) {
+            snapshot.liveness().set_up(id, false).unwrap();
+        }
+    }
+    assert!(send(&mut lab, set_client, 2 * SEC).is_empty());
+    let counters = lab.worker.pipeline().counters();
+    assert_eq!(counters.drops_for(DropReason::AllBackendsDown), 1);
 }
