@@ -18,7 +18,8 @@
 //! was dropped.
 //!
 //! `cargo bench --bench fanout`; wall time: run it under
-//! `flock /tmp/flowgate-bench.lock`.
+//! `flock /tmp/flowgate-bench.lock`. `fanout count BACKENDS BATCHES` runs
+//! the batches untimed, for callgrind.
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -186,7 +187,28 @@ fn fanout(c: &mut Criterion) {
     group.finish();
 }
 
+/// `count BACKENDS BATCHES`: runs that many batches with no timing, for
+/// callgrind (instructions of BATCHES batches less those of 0 batches,
+/// over the datagrams delivered, is the cost of one delivery).
+fn count(backends: usize, batches: u64) {
+    let mut lab = Lab::new(backends);
+    let mut sent = 0;
+    for i in 0..batches {
+        lab.receive();
+        sent += lab.batch(1_000 + i);
+    }
+    assert_eq!(sent as u64, batches * (BATCH * backends) as u64);
+    println!("{backends} backends: {batches} batches, {sent} datagrams delivered");
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("count") {
+        let number =
+            |i: usize, default: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
+        count(number(1, 10) as usize, number(2, 100));
+        return;
+    }
     let mut criterion = Criterion::default()
         .sample_size(30)
         .measurement_time(Duration::from_secs(4))
