@@ -24,6 +24,7 @@
 //!   `cfg(test)`.
 
 pub mod admission;
+pub mod capture;
 #[cfg(feature = "daemon")]
 pub mod cli;
 pub mod control;

@@ -18,6 +18,7 @@
 //! - [`report`]: what the data plane reports — status, counters, live
 //!   connections.
 //! - [`diff`]: what a change changed, as an operator reads it.
+//! - [`capture`]: frames with their verdict, streamed.
 //! - [`explain`]: where a client's new flow to a service goes, and why.
 //! - [`framing`]: one message per line — reading a request line within
 //!   limits, refusing another version, writing a response.
@@ -29,6 +30,7 @@
 //! (rules, connection records, counters) into these in its `control`
 //! module.
 
+pub mod capture;
 mod client;
 pub mod diff;
 pub mod error;
@@ -39,6 +41,10 @@ pub mod report;
 pub mod request;
 mod tagged;
 
+pub use capture::{
+    CaptureEnd, CaptureQuery, CapturedFrame, MAX_CAPTURE_COUNT, MAX_CAPTURE_SAMPLE,
+    MAX_CAPTURE_SNAP,
+};
 pub use client::{ClientError, ControlClient};
 pub use diff::{
     BackendChange, BackendSummary, ConfigDiff, Relabel, Reweight, ServiceChange, ServiceSummary,

@@ -75,6 +75,10 @@ pub enum Reply {
     Explain(crate::ExplainReply),
     /// `path_list`.
     Paths(PathsReply),
+    /// `capture`: one frame (one of several response lines).
+    CaptureFrame(crate::CapturedFrame),
+    /// `capture`: its last response line.
+    CaptureEnd(crate::CaptureEnd),
 }
 
 /// `path_list`: a service's distribution paths, in the rules' order.
@@ -320,6 +324,8 @@ impl Tagged for Reply {
         "heartbeat",
         "explain",
         "paths",
+        "capture_frame",
+        "capture_end",
     ];
     const EXPECTING: &'static str = "a reply";
 
@@ -334,6 +340,8 @@ impl Tagged for Reply {
             "heartbeat" => Reply::Heartbeat(body.value()?),
             "explain" => Reply::Explain(body.value()?),
             "paths" => Reply::Paths(body.value()?),
+            "capture_frame" => Reply::CaptureFrame(body.value()?),
+            "capture_end" => Reply::CaptureEnd(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

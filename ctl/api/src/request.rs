@@ -66,6 +66,9 @@ pub enum Request {
     Explain(crate::ExplainQuery),
     /// One service's distribution paths, from the running rules.
     PathList(ServiceName),
+    /// Frames the workers decide, with verdict and reason, streamed until
+    /// the count (docs/api.md): several response lines.
+    Capture(crate::CaptureQuery),
 }
 
 /// One change to the rules; a [`Batch`] holds several.
@@ -367,6 +370,7 @@ impl Tagged for Request {
         "backend_heartbeat",
         "explain",
         "path_list",
+        "capture",
     ];
     const EXPECTING: &'static str = "a request";
 
@@ -389,6 +393,7 @@ impl Tagged for Request {
             "backend_heartbeat" => Request::BackendHeartbeat(body.value()?),
             "explain" => Request::Explain(body.value()?),
             "path_list" => Request::PathList(body.value()?),
+            "capture" => Request::Capture(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

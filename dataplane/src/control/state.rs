@@ -274,6 +274,15 @@ impl ControlState {
             Request::BackendDel(x) => self.edit_one(Edit::BackendDel(x)),
             Request::BackendDrain(x) => self.edit_one(Edit::BackendDrain(x)),
             Request::BackendHeartbeat(key) => self.heartbeat(&key).map(Reply::Heartbeat),
+            // Streamed by the control socket (`capture::stream`); a
+            // caller with no connection to stream to gets the check only.
+            Request::Capture(query) => {
+                crate::capture::stream::filter_for(&query, self)?;
+                Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    "capture streams its frames: send it on a control socket connection",
+                ))
+            }
             Request::PathList(name) => {
                 let running = self.running();
                 let service = running.service(&name.service)?;

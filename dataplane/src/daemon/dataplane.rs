@@ -17,6 +17,7 @@ use flowgate_api::{
 
 use super::flow_query::{self, FlowQueryClient};
 use super::gateway::Gateway;
+use crate::capture::CaptureHub;
 use crate::control::health::HealthMonitor;
 use crate::control::{
     flow_client, flow_entry, flow_vip, status_report, traffic_counters, Applied, ApplyError,
@@ -67,6 +68,8 @@ pub struct DaemonDataplane {
     interfaces: Vec<InterfaceInfo>,
     collector: Mutex<MetricsCollector>,
     health: Arc<HealthMonitor>,
+    /// The workers' capture rings (`flowgatectl capture`).
+    capture: Option<Arc<CaptureHub>>,
 }
 
 impl DaemonDataplane {
@@ -101,7 +104,14 @@ impl DaemonDataplane {
             interfaces,
             collector: Mutex::new(collector),
             health,
+            capture: None,
         }
+    }
+
+    /// Lets `capture` reach the workers' capture rings through `hub`.
+    pub fn with_capture(mut self, hub: Arc<CaptureHub>) -> DaemonDataplane {
+        self.capture = Some(hub);
+        self
     }
 
     /// Brings the health checks in line with `config`, the rules now
@@ -209,6 +219,10 @@ impl Dataplane for DaemonDataplane {
 
     fn generation(&self) -> u64 {
         self.gateway.snapshot().generation()
+    }
+
+    fn capture_hub(&self) -> Option<Arc<CaptureHub>> {
+        self.capture.clone()
     }
 
     fn status(&self) -> StatusReport {

@@ -364,15 +364,18 @@ impl Daemon {
                 ..ProberOptions::default()
             },
         );
-        let dataplane = Arc::new(DaemonDataplane::new(
-            Arc::clone(&gateway),
-            epoch,
-            workers.views,
-            interfaces,
-            crate::metrics::MetricsCollector::new(workers.metrics)
-                .with_changes(Arc::clone(&changes)),
-            Arc::clone(&health),
-        ));
+        let dataplane = Arc::new(
+            DaemonDataplane::new(
+                Arc::clone(&gateway),
+                epoch,
+                workers.views,
+                interfaces,
+                crate::metrics::MetricsCollector::new(workers.metrics)
+                    .with_changes(Arc::clone(&changes)),
+                Arc::clone(&health),
+            )
+            .with_capture(Arc::clone(&workers.capture)),
+        );
         dataplane.sync_health(&config);
         let rebuilds = Arc::clone(&gateway);
         health

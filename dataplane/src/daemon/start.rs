@@ -13,6 +13,7 @@ use super::fast_egress::FastEgress;
 use super::worker_thread::{self, WorkerExit, WorkerHandle, WorkerSetup};
 use super::{flow_query, sync_local_addresses, DaemonError, Gateway, RunOptions};
 use super::{UnreachableKernelPath, INBOX_FRAMES};
+use crate::capture::CaptureHub;
 use crate::fastpath::{CacheGeometry, EntryMemory, FastPath};
 use crate::flow::FlowTable;
 use crate::handoff::Handoff;
@@ -249,6 +250,8 @@ pub(super) struct StartedWorkers {
     pub(super) handles: Vec<WorkerHandle<WorkerExit<XskPort>>>,
     pub(super) views: Vec<WorkerView>,
     pub(super) metrics: Vec<WorkerMetrics>,
+    /// The control side's end of every worker's capture ring.
+    pub(super) capture: Arc<CaptureHub>,
 }
 
 /// What every worker shares.
@@ -273,10 +276,18 @@ pub(super) fn spawn_workers(
     let workers = ports.len();
     let mut pools = shared.umem.split_pools(workers);
     let mut handoffs = Handoff::set(workers, INBOX_FRAMES, shared.umem.frame_count() as usize);
+    let names = shared
+        .config
+        .interfaces
+        .iter()
+        .map(|i| i.name.clone())
+        .collect();
+    let (capture, mut taps) = CaptureHub::new(workers, names, shared.epoch);
     let mut started = StartedWorkers {
         handles: Vec::with_capacity(workers),
         views: Vec::with_capacity(workers),
         metrics: Vec::with_capacity(workers),
+        capture,
     };
     for (w, worker_ports) in ports.into_iter().enumerate().rev() {
         let (Some(pool), Some(handoff)) = (pools.pop(), handoffs.pop()) else {
@@ -308,6 +319,9 @@ pub(super) fn spawn_workers(
         }
         if shared.options.forward_only {
             worker = worker.forward_only();
+        }
+        if let Some(tap) = taps.pop() {
+            worker = worker.with_capture(tap);
         }
         let core = settings.cores.get(w).copied().unwrap_or(0);
         started
