@@ -11,18 +11,24 @@ mod json_schema;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ctl_support::{flowgatectl, Daemon, Run, RULES};
 use flowgate_api::{ErrorCode, FlowEntry};
+use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
 use flowgate_dataplane::pipeline::{DropReason, PipelineCounters};
+use flowgate_dataplane::port::{MemoryFrames, MemoryPort};
+use flowgate_dataplane::wire::builder::FrameBuilder;
+use flowgate_dataplane::worker::{CountingKernelPath, Worker};
 use json_schema::Schemas;
 use serde_json::Value;
 
 /// The schema of each command's output on success. A command that writes
 /// no JSON (a shell script, man pages) refuses `-o json`: its output is an
 /// error.
-const SCHEMAS: [(&str, &str); 28] = [
+const SCHEMAS: [(&str, &str); 29] = [
     ("status", "status.json"),
     ("service list", "services.json"),
     ("service add", "changed.json"),
@@ -42,6 +48,7 @@ const SCHEMAS: [(&str, &str); 28] = [
     ("stats", "stats.json"),
     ("flows", "flows.json"),
     ("explain", "explain.json"),
+    ("capture", "capture.json"),
     ("completions", "error.json"),
     ("man", "error.json"),
     ("-A", "changed.json"),
@@ -237,6 +244,7 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
     ]);
 
     walk_reads(&mut walk, &d);
+    walk_capture(&mut walk, &d);
     walk_changes(&mut walk, &d);
     let vip = "198.18.100.11:80";
     walk_shorthand(&mut walk, &d, vip);
@@ -288,6 +296,111 @@ fn walk_reads(walk: &mut Walk, d: &Daemon) {
         "a flow of a removed service has no service: {}",
         flows[1]
     );
+}
+
+/// `capture`, with a real worker (over memory ports) deciding a frame
+/// whose TTL has run out, again and again, until the walk is done.
+fn walk_capture(walk: &mut Walk, d: &Daemon) {
+    let names = vec!["fg-client".to_owned(), "fg-backend".to_owned()];
+    let mut taps = d.dataplane.capture_taps(1, names, Instant::now());
+    let snapshots = d.dataplane.reader();
+    let done = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let done = Arc::clone(&done);
+        let tap = taps.remove(0);
+        std::thread::spawn(move || {
+            let mut memory = MemoryFrames::new(64, 2048);
+            let pool = memory.pool();
+            let flows = FlowTable::new(64, FlowTimeouts::default());
+            let mut worker = Worker::new(flows, pool, 2, 16).with_capture(tap);
+            let mut ports = vec![MemoryPort::new("c", 16), MemoryPort::new("b", 16)];
+            let mut kernel = CountingKernelPath::default();
+            let expired = FrameBuilder::tcp(
+                "198.18.0.2:40000".parse().unwrap(),
+                "198.18.100.10:80".parse().unwrap(),
+                0x02,
+            )
+            .ttl(1)
+            .build();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for now in 1.. {
+                if done.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                ports[0].inject(&mut memory, &expired);
+                let snapshot = snapshots.load();
+                worker.poll(&mut ports, &mut memory, &snapshot, &mut kernel, now);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let captured = walk.ok(d, &["capture", "--drops", "-c", "2"]);
+    assert_eq!(captured["captured"], 2, "{captured}");
+    let frame = &captured["frames"][0];
+    assert_eq!(
+        (&frame["verdict"], &frame["reason"], &frame["interface"]),
+        (&"drop".into(), &"ttl_expired".into(), &"fg-client".into()),
+        "{frame}"
+    );
+    assert_eq!(
+        frame["summary"],
+        "tcp 198.18.0.2:40000 > 198.18.100.10:80 ttl 1"
+    );
+    let file = d.dir.join("drops.pcap");
+    let written = walk.ok(
+        d,
+        &[
+            "capture",
+            "--service",
+            "web",
+            "--reason",
+            "ttl_expired",
+            "-c",
+            "1",
+            "-w",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(written["file"], file.to_str().unwrap());
+    assert!(std::fs::metadata(&file).unwrap().len() > 60);
+    // Nothing matches: the duration ends it, with no frame.
+    let none = walk.ok(
+        d,
+        &[
+            "capture",
+            "--reason",
+            "no_neighbour",
+            "-c",
+            "1",
+            "--duration",
+            "0.2",
+        ],
+    );
+    assert_eq!(
+        (&none["captured"], &none["stopped"]),
+        (&0.into(), &"duration".into())
+    );
+    for (args, code) in [
+        (&["capture", "--reason", "nope", "-c", "1"][..], "invalid"),
+        (&["capture", "--service", "nope", "-c", "1"], "not_found"),
+    ] {
+        let error = walk.fails(d, args, 1);
+        assert_eq!(error["code"], code, "{args:?}");
+        assert!(
+            error["message"].as_str().unwrap().contains("nope"),
+            "{error}"
+        );
+    }
+    for usage in [
+        &["capture", "--drops", "-c", "0"][..],
+        &["capture", "-c", "1", "-w", "-"],
+        &["capture", "-c", "1", "--duration", "0"],
+    ] {
+        let error = walk.fails(d, usage, 2);
+        assert_eq!(error["code"], "usage", "{usage:?}");
+    }
+    done.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
 }
 
 /// Every change: each prints the daemon's reply whole.
@@ -546,4 +659,17 @@ fn the_schemas_name_every_error_code_and_drop_reason() {
         named, reasons,
         "docs/schemas/common.json's drops are the pipeline's reasons"
     );
+    let (_, captured) = schemas
+        .resolve(
+            "capture.json",
+            "#/properties/frames/items/properties/reason/enum",
+        )
+        .expect("capture.json lists the drop reasons");
+    let named: BTreeSet<&str> = captured
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(named, reasons, "docs/schemas/capture.json's reasons");
 }

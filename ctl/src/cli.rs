@@ -73,6 +73,8 @@ pub enum Action {
     Explain(flowgate_api::ExplainQuery),
     /// `path list SERVICE`.
     PathList(String),
+    /// `capture`: what to record, and where (`-` for stdout) if to a file.
+    Capture(flowgate_api::CaptureQuery, Option<PathBuf>),
     /// ipvsadm-style `-L`: services and backends, optionally one service.
     List(Option<Listener>),
     /// ipvsadm-style change to the service at a listener.
@@ -247,6 +249,38 @@ enum Command {
         /// The service: VIP:PORT, or VIP:PORT/PROTO (tcp, udp).
         #[arg(long, value_name = "VIP:PORT[/PROTO]")]
         to: String,
+    },
+    /// Record frames as the workers decide them, with the verdict and the
+    /// drop reason (tcpdump on the data path): into a pcapng file with -w
+    /// (the verdict in each packet's comment), else one line each. Frames
+    /// the kernel fast path forwards are not seen (docs/operations.md).
+    Capture {
+        /// Only dropped frames.
+        #[arg(long)]
+        drops: bool,
+        /// Only this service's frames: to or from its VIP or its backends.
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// Only frames dropped for this reason, as `stats` names it
+        /// (e.g. ttl_expired).
+        #[arg(long, value_name = "REASON")]
+        reason: Option<String>,
+        /// Stop after N frames (1 to 1000000).
+        #[arg(short = 'c', long = "count", value_name = "N")]
+        count: u64,
+        /// Write the frames to FILE as pcapng (`-`: to stdout, for
+        /// `| tcpdump -r -`).
+        #[arg(short = 'w', long = "write", value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Record one matching frame in N, per worker [default: 1, all].
+        #[arg(long, value_name = "N")]
+        sample: Option<u32>,
+        /// Bytes kept of each frame (1 to 2048) [default: 2048].
+        #[arg(short = 's', long = "snap", value_name = "BYTES")]
+        snap: Option<u32>,
+        /// Stop after SECONDS even if fewer than N frames came.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
     },
     /// Print a shell completion script:
     /// `flowgatectl completions bash > /etc/bash_completion.d/flowgatectl`.
@@ -694,6 +728,28 @@ fn action(command: Command) -> Result<Action, String> {
             limit: Some(limit),
         })),
         Command::Explain { from, to } => Ok(Action::Explain(explain_query(from, &to))),
+        Command::Capture {
+            drops,
+            service,
+            reason,
+            count,
+            write,
+            sample,
+            snap,
+            duration,
+        } => capture_action(
+            flowgate_api::CaptureQuery {
+                drops,
+                service,
+                reason,
+                count,
+                sample,
+                snap,
+                duration_ms: None,
+            },
+            duration,
+            write,
+        ),
         Command::Completions { shell } => Ok(Action::Completions(shell)),
         Command::Man { dir } => Ok(Action::Man(dir)),
     }
@@ -916,6 +972,47 @@ fn stats_action(watch: bool, interval: f64, count: Option<u64>) -> Result<Action
         interval: Duration::from_secs_f64(interval),
         count,
     })
+}
+
+/// `capture`, its numbers checked here so that a bad one is a usage error
+/// (the daemon checks the service and the reason against what runs).
+fn capture_action(
+    mut query: flowgate_api::CaptureQuery,
+    duration: Option<f64>,
+    write: Option<PathBuf>,
+) -> Result<Action, String> {
+    use flowgate_api::{MAX_CAPTURE_COUNT, MAX_CAPTURE_SAMPLE, MAX_CAPTURE_SNAP};
+    if !(1..=MAX_CAPTURE_COUNT).contains(&query.count) {
+        return Err(format!(
+            "bad -c {}: a capture takes 1 to {MAX_CAPTURE_COUNT} frames",
+            query.count
+        ));
+    }
+    if let Some(n) = query
+        .sample
+        .filter(|n| !(1..=MAX_CAPTURE_SAMPLE).contains(n))
+    {
+        return Err(format!(
+            "bad --sample {n}: expected 1 (every frame) to {MAX_CAPTURE_SAMPLE}"
+        ));
+    }
+    if let Some(n) = query.snap.filter(|n| !(1..=MAX_CAPTURE_SNAP).contains(n)) {
+        return Err(format!(
+            "bad --snap {n}: expected 1 to {MAX_CAPTURE_SNAP} bytes"
+        ));
+    }
+    if let Some(seconds) = duration {
+        if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
+            return Err(format!(
+                "bad --duration {seconds}: expected seconds above 0, at most 86400"
+            ));
+        }
+        query.duration_ms = Some((seconds * 1000.0).ceil() as u64);
+    }
+    if write.as_ref().is_some_and(|w| w.as_os_str().is_empty()) {
+        return Err("bad -w: expected a file name, or - for stdout".into());
+    }
+    Ok(Action::Capture(query, write))
 }
 
 fn backend_key(service: String, text: &str) -> Result<BackendKey, String> {
