@@ -124,6 +124,7 @@ pub(crate) fn only_paths_differ(old: &Config, new: &Config) -> bool {
                 health,
                 backends,
                 routing,
+                limits,
             } = a;
             *name == b.name
                 && *protocol == b.protocol
@@ -134,6 +135,7 @@ pub(crate) fn only_paths_differ(old: &Config, new: &Config) -> bool {
                 && *failover == b.failover
                 && *health == b.health
                 && *backends == b.backends
+                && *limits == b.limits
                 && routing.zone_priority == b.routing.zone_priority
                 && routing.canary == b.routing.canary
         })
@@ -185,6 +187,11 @@ fn service_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
         before.maglev_table_size.to_string(),
         after.maglev_table_size.to_string(),
     );
+    field(
+        "limits",
+        before.limits.to_string(),
+        after.limits.to_string(),
+    );
 
     routing_changes(before, after, d);
     health::service_health_changes(before, after, d);
@@ -212,11 +219,17 @@ fn service_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
                 to: backend.weight,
             });
         }
+        let cap = |b: &Backend| {
+            b.max_connections
+                .map(|c| format!("{}/{}", c.upper(), c.lower()))
+        };
+        let caps = (cap(old), cap(backend));
         for (label, from, to) in [
             ("zone", &old.zone, &backend.zone),
             ("set", &old.set, &backend.set),
             ("group", &old.group, &backend.group),
             ("name", &old.name, &backend.name),
+            ("max_connections", &caps.0, &caps.1),
         ] {
             if from != to {
                 d.backends_relabelled.push(Relabel {

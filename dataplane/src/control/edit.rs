@@ -389,6 +389,7 @@ impl Editor {
             .transpose()?
             .unwrap_or_default();
         let service = Service {
+            limits: Default::default(),
             name: spec.name.clone(),
             protocol,
             vip,

@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use super::health::{BackendHealth, HealthSettings, ServiceHealth};
+use super::limits::FlowLimits;
+use crate::admission::ConnectionCap;
 
 /// Default Maglev lookup table size (a prime).
 pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65_537;
@@ -293,6 +295,9 @@ pub struct Service {
     /// Routing by client for this service: its zone priority, canary and
     /// distribution paths.
     pub routing: ServiceRouting,
+    /// Its flow control: new-flow rates, connection caps, and what an
+    /// over-limit new flow gets (`[services.limits]`).
+    pub limits: FlowLimits,
 }
 
 impl Service {
@@ -481,6 +486,10 @@ pub struct Backend {
     /// cannot move without its paths being rewritten, so give containers
     /// that move a name.
     pub name: Option<String>,
+    /// Its own connection marks (`max_connections`,
+    /// `resume_connections`), in place of its service's
+    /// [`FlowLimits::max_connections`].
+    pub max_connections: Option<ConnectionCap>,
 }
 
 impl Backend {
@@ -495,6 +504,7 @@ impl Backend {
             group: None,
             health: BackendHealth::default(),
             name: None,
+            max_connections: None,
         }
     }
 

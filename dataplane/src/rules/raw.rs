@@ -124,6 +124,7 @@ pub(super) struct RawService {
     pub canary: Option<RawCanary>,
     #[serde(default)]
     pub paths: Vec<RawPath>,
+    pub limits: Option<super::limits::RawLimits>,
 }
 
 /// One `[[services.backends]]` entry.
@@ -139,6 +140,8 @@ pub(super) struct RawBackend {
     pub heartbeat_ttl: Option<Spanned<String>>,
     pub health: Option<RawBackendHealth>,
     pub name: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub resume_connections: Option<Spanned<i64>>,
 }
 
 /// `[health]`: a check's keys and `initial`. In `[health]` and

@@ -350,7 +350,7 @@ fn unknown_keys_are_rejected_where_they_are() {
             wieght = 2
             "#
         ),
-        ["t.toml:9:1: unknown field `wieght`, expected one of `address`, `port`, `weight`, `zone`, `set`, `group`, `heartbeat_ttl`, `health`, `name`"]
+        ["t.toml:9:1: unknown field `wieght`, expected one of `address`, `port`, `weight`, `zone`, `set`, `group`, `heartbeat_ttl`, `health`, `name`, `max_connections`, `resume_connections`"]
     );
     assert_eq!(
         errors("[flows]\ntcp_timeout = 5\n"),

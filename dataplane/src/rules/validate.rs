@@ -542,6 +542,7 @@ impl Validator<'_> {
             self.weights(i, service);
             self.service_table(i, service, gateway_ok);
             self.failover(i, service);
+            self.over_limit(i, service);
             self.service_health(i, service, health_known);
         }
     }
@@ -564,6 +565,19 @@ impl Validator<'_> {
                 );
                 self.report(place, message);
             }
+        }
+    }
+
+    /// `over_limit = "reset"` only on a TCP service: a RST exists only in
+    /// TCP.
+    fn over_limit(&mut self, i: usize, service: &Service) {
+        let action = service.limits.over_limit;
+        if !self.known(Place::service(i, "protocol")) {
+            return;
+        }
+        if let Err(e) = action.check_protocol(service.protocol.number()) {
+            let message = format!("{e}{}", of_service(&service.name));
+            self.report(Place::service(i, "limits.over_limit"), message);
         }
     }
 
@@ -947,6 +961,7 @@ port = 8080
             + "[[services]]\nname = \"none\"\nprotocol = \"udp\"\nvip = \"198.18.100.11\"\nport = 53\n";
         let mut model = base();
         model.services[1] = Service {
+            limits: Default::default(),
             name: "none".into(),
             protocol: Protocol::Udp,
             vip: ip("198.18.100.11"),

@@ -854,6 +854,7 @@ mod tests {
 
     fn backend(address: &str, port: u16, weight: u32) -> Backend {
         Backend {
+            max_connections: None,
             address: ip(address),
             port,
             weight,
@@ -867,6 +868,7 @@ mod tests {
 
     fn service(name: &str, vip: &str, port: u16, backends: Vec<Backend>) -> Service {
         Service {
+            limits: Default::default(),
             name: name.into(),
             protocol: Protocol::Tcp,
             vip: ip(vip),
