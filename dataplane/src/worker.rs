@@ -138,6 +138,16 @@ impl Worker {
         self
     }
 
+    /// Gives this worker its share of the admission state (see
+    /// [`Pipeline::set_admission`]); its connection table counts its
+    /// connections on the same backend lanes.
+    pub fn with_admission(mut self, admission: crate::admission::WorkerAdmission) -> Self {
+        self.flows
+            .set_connection_lanes(admission.backends().clone());
+        self.pipeline.set_admission(admission);
+        self
+    }
+
     /// Makes this worker one of several: frames whose connection another
     /// worker owns are handed to it, and frames handed to this one are
     /// processed here.
