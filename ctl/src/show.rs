@@ -484,6 +484,7 @@ pub fn stats(r: &StatsReport) -> String {
     }
     let mut out = format!("generation {}\n\n", r.generation);
     out.push_str(&table(&rows));
+    out.push_str(&refusals(r));
     let mut rows = vec![worker_header(
         "RX PKTS",
         "TX PKTS",
@@ -511,6 +512,40 @@ pub fn stats(r: &StatsReport) -> String {
         "",
     ));
     out
+}
+
+/// The services whose limits refused new flows, by reason (nothing when
+/// none did).
+fn refusals(r: &StatsReport) -> String {
+    let refused: Vec<_> = r
+        .services
+        .iter()
+        .filter(|s| s.refused.total() > 0 || s.refused.resets_sent > 0)
+        .collect();
+    if refused.is_empty() {
+        return String::new();
+    }
+    let mut rows = vec![[
+        "REFUSED NEW FLOWS",
+        "SERVICE RATE",
+        "CLIENT RATE",
+        "BACKEND CAP",
+        "RESETS",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect::<Vec<_>>()];
+    for s in refused {
+        let v = &s.refused;
+        rows.push(vec![
+            s.name.clone(),
+            v.service_rate.to_string(),
+            v.client_rate.to_string(),
+            v.backend_cap.to_string(),
+            v.resets_sent.to_string(),
+        ]);
+    }
+    format!("\n{}", table(&rows))
 }
 
 fn worker_header(rx: &str, tx: &str, passed: &str, new: &str, dropped: &str) -> Vec<String> {
@@ -572,10 +607,37 @@ pub fn rates(before: &StatsReport, after: &StatsReport, fallback_seconds: f64) -
         after.generation
     );
     out.push_str(&table(&service_rate_rows(before, after, per)));
+    out.push_str(&refusal_rates(before, after, per));
     out.push('\n');
     out.push_str(&table(&worker_rate_rows(before, after, per)));
     out.push_str(&drops(&drop_rates(before, after, per), "/s"));
     out
+}
+
+/// `refused: SERVICE REASON N/s, ...` for the refusals that rose.
+fn refusal_rates(before: &StatsReport, after: &StatsReport, per: PerSecond) -> String {
+    let old: HashMap<&str, _> = before
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s.refused))
+        .collect();
+    let mut parts = Vec::new();
+    for s in &after.services {
+        let prev = old.get(s.name.as_str()).copied().unwrap_or_default();
+        for (reason, a, b) in [
+            ("service_rate", prev.service_rate, s.refused.service_rate),
+            ("client_rate", prev.client_rate, s.refused.client_rate),
+            ("backend_cap", prev.backend_cap, s.refused.backend_cap),
+        ] {
+            if b > a {
+                parts.push(format!("{} {reason} {}/s", s.name, per.text(a, b)));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!("refused: {}\n", parts.join(", "))
 }
 
 /// Rates over an interval of this many seconds.
@@ -836,6 +898,51 @@ mod tests {
             ["198.18.1.11:8080", "400", "40000", "7", "0"]
         );
         assert!(text.contains("drops: no_neighbour 2/s"), "{text}");
+    }
+
+    #[test]
+    fn refused_new_flows_are_shown_per_service_and_reason() {
+        let report = |refused: u64| StatsReport {
+            uptime_ms: 1_000 + refused * 10,
+            services: vec![
+                ServiceStats {
+                    name: "web".into(),
+                    refused: flowgate_api::Refusals {
+                        service_rate: refused,
+                        client_rate: 3,
+                        backend_cap: 2,
+                        resets_sent: 4,
+                    },
+                    ..ServiceStats::default()
+                },
+                ServiceStats {
+                    name: "dns".into(),
+                    ..ServiceStats::default()
+                },
+            ],
+            ..StatsReport::default()
+        };
+        let text = stats(&report(40));
+        let header = text
+            .lines()
+            .position(|l| l.starts_with("REFUSED NEW FLOWS"))
+            .unwrap();
+        let web: Vec<_> = text
+            .lines()
+            .nth(header + 1)
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(web, ["web", "40", "3", "2", "4"]);
+        // A service nothing was refused to is not listed.
+        assert!(
+            !text.lines().skip(header).any(|l| l.starts_with("dns")),
+            "{text}"
+        );
+        assert!(!stats(&StatsReport::default()).contains("REFUSED"));
+        // Watching: 100 more in 1 s.
+        let text = rates(&report(0), &report(100), 1.0);
+        assert!(text.contains("refused: web service_rate 100/s\n"), "{text}");
     }
 
     #[test]

@@ -161,8 +161,33 @@ pub struct ServiceStats {
     pub active_flows: u64,
     /// Connections created since start.
     pub new_flows: u64,
+    /// New flows its limits refused, by reason (`[services.limits]`).
+    #[serde(default)]
+    pub refused: Refusals,
     /// Per backend.
     pub backends: Vec<BackendStats>,
+}
+
+/// New flows a service's limits refused, by reason, and the RSTs sent for
+/// them (`over_limit = "reset"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refusals {
+    /// Over the service's new-flow rate (`max_new_flows_per_s`).
+    pub service_rate: u64,
+    /// Over their client's new-flow rate (`client_max_new_flows_per_s`).
+    pub client_rate: u64,
+    /// Their backend over its connection cap (`max_connections`).
+    pub backend_cap: u64,
+    /// RSTs sent for refused TCP new flows.
+    pub resets_sent: u64,
+}
+
+impl Refusals {
+    /// New flows refused for any reason.
+    pub fn total(&self) -> u64 {
+        self.service_rate + self.client_rate + self.backend_cap
+    }
 }
 
 /// One backend's traffic.

@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 
 use super::changes::{ChangeSource, RefusalReason};
 use super::sample::{LoopValues, MetricsSample, WorkerSample};
+use crate::admission::Refusal;
 use crate::flow::EndpointValues;
 use crate::health::LATENCY_BUCKETS_SECONDS;
 use crate::liveness::Status;
@@ -27,6 +28,7 @@ pub fn render(sample: &MetricsSample, snapshot: &Snapshot) -> String {
     changes(&mut out, sample);
     workers(&mut out, sample);
     services(&mut out, sample);
+    admission(&mut out, sample);
     backends(&mut out, sample);
     health(&mut out, sample);
     rings(&mut out, sample);
@@ -441,6 +443,58 @@ fn services(out: &mut Exposition, sample: &MetricsSample) {
     }
 }
 
+/// New flows refused by the services' limits, by reason, the RSTs sent
+/// for them, and the per-client tables' evictions.
+fn admission(out: &mut Exposition, sample: &MetricsSample) {
+    let name = "flowgate_service_new_flows_refused_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Per service: new flows its limits refused, by reason (service_rate, client_rate, \
+         backend_cap).",
+    );
+    for w in &sample.workers {
+        let worker = w.worker.to_string();
+        for (s, v) in sample.services.iter().zip(&w.refusals) {
+            for reason in Refusal::ALL {
+                let labels = [
+                    ("worker", worker.as_str()),
+                    ("service", s.name.as_str()),
+                    ("reason", reason.name()),
+                ];
+                out.series(name, &labels, v.refused_for(reason));
+            }
+        }
+    }
+    let name = "flowgate_service_over_limit_resets_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Per service: RSTs sent for refused TCP new flows (over_limit = \"reset\").",
+    );
+    for w in &sample.workers {
+        let worker = w.worker.to_string();
+        for (s, v) in sample.services.iter().zip(&w.refusals) {
+            out.series(
+                name,
+                &[("worker", &worker), ("service", &s.name)],
+                v.resets_sent,
+            );
+        }
+    }
+    let name = "flowgate_client_table_evictions_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Clients the per-client limit table forgot while they still owed, to make room: a \
+         steady rise means more sources than it holds.",
+    );
+    for w in &sample.workers {
+        let worker = w.worker.to_string();
+        out.series(name, &[("worker", &worker)], w.admission.client_evictions);
+    }
+}
+
 fn backends(out: &mut Exposition, sample: &MetricsSample) {
     let labels: Vec<(&str, String)> = sample
         .backends
@@ -562,6 +616,7 @@ fn rings(out: &mut Exposition, sample: &MetricsSample) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::AdmissionValues;
     use crate::control::health::BackendHealthSample;
     use crate::health::HistogramSample;
     use crate::liveness::Status;
@@ -703,6 +758,7 @@ mod tests {
                 idle_polls: 40,
                 polls: 52,
             }),
+            ..WorkerSample::default()
         };
         MetricsSample {
             generation: 9,
@@ -858,6 +914,45 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// [`sample`] with refusals on each worker.
+    fn with_refusals(mut sample: MetricsSample) -> MetricsSample {
+        for (w, worker) in sample.workers.iter_mut().enumerate() {
+            worker.admission.client_evictions = w as u64;
+            worker.refusals = vec![AdmissionValues {
+                service_rate: 5 + w as u64,
+                backend_cap: 2,
+                resets_sent: 1,
+                ..AdmissionValues::default()
+            }];
+        }
+        sample
+    }
+
+    #[test]
+    fn refusals_are_counted_per_worker_service_and_reason() {
+        let text = render(&with_refusals(sample()), &Snapshot::empty());
+        let (series, types) = check(&text);
+        let name = "flowgate_service_new_flows_refused_total";
+        assert_eq!(types[name], "counter");
+        let value = |worker: &str, reason: &str| {
+            let found = find(&series, name, &[("worker", worker), ("reason", reason)]);
+            assert_eq!(found.len(), 1, "{worker} {reason}");
+            found[0].2
+        };
+        assert_eq!(value("0", "service_rate"), 5);
+        assert_eq!(value("1", "service_rate"), 6);
+        assert_eq!(value("1", "backend_cap"), 2);
+        assert_eq!(value("1", "client_rate"), 0);
+        let resets = find(&series, "flowgate_service_over_limit_resets_total", &[]);
+        assert_eq!(resets.iter().map(|s| s.2).sum::<u64>(), 2);
+        let evictions = find(
+            &series,
+            "flowgate_client_table_evictions_total",
+            &[("worker", "1")],
+        );
+        assert_eq!(evictions[0].2, 1);
     }
 
     #[test]

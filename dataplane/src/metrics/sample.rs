@@ -24,6 +24,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::changes::{ChangeCounters, ChangeValues};
+use crate::admission::{AdmissionCounters, AdmissionValues, ServiceRefusals};
 use crate::flow::{EndpointValues, FlowCounters, FlowTable};
 use crate::pipeline::{CounterValues, Pipeline, PipelineCounters};
 use crate::table::{EndpointId, ServiceId, Snapshot};
@@ -44,6 +45,11 @@ pub struct WorkerMetrics {
     /// Its loop's counters (hand-overs, idle polls, generation in use),
     /// when it has them.
     pub loop_counters: Option<Arc<WorkerCounters>>,
+    /// Its admission counters (refusals by reason, RSTs, client-table
+    /// evictions).
+    pub admission: Arc<AdmissionCounters>,
+    /// Its refusals per service.
+    pub service_refusals: Arc<ServiceRefusals>,
 }
 
 impl WorkerMetrics {
@@ -56,6 +62,8 @@ impl WorkerMetrics {
             pipeline: Arc::clone(pipeline.counters()),
             flows: Arc::clone(flows.counters()),
             loop_counters: None,
+            admission: Arc::clone(pipeline.admission().counters()),
+            service_refusals: Arc::clone(pipeline.admission().service_refusals()),
         }
     }
 
@@ -183,6 +191,11 @@ pub struct WorkerSample {
     pub backends: Vec<EndpointValues>,
     /// Its loop's counters, if the worker shared them.
     pub loop_values: Option<LoopValues>,
+    /// Its admission counters.
+    pub admission: AdmissionValues,
+    /// Per service, in the order of [`MetricsSample::services`]: the new
+    /// flows its limits refused on this worker, by reason.
+    pub refusals: Vec<AdmissionValues>,
 }
 
 /// Everything a scrape reports.
@@ -214,6 +227,18 @@ impl MetricsSample {
             self.backends.len(),
             self.workers.iter().map(|w| &w.backends),
         )
+    }
+
+    /// The sum over workers of each service's refusals, in the order of
+    /// [`MetricsSample::services`].
+    pub fn service_refusals(&self) -> Vec<AdmissionValues> {
+        let mut sum = vec![AdmissionValues::default(); self.services.len()];
+        for w in &self.workers {
+            for (s, v) in sum.iter_mut().zip(&w.refusals) {
+                *s += *v;
+            }
+        }
+        sum
     }
 
     /// The sum over workers of each service's values, in the order of
@@ -511,6 +536,14 @@ fn sample_worker(
         services: per_service,
         backends: per_backend,
         loop_values: w.loop_counters.as_deref().map(LoopValues::of),
+        admission: w.admission.snapshot(),
+        refusals: services
+            .iter()
+            .map(|s| {
+                let serial = snapshot.service(s.id).map_or(0, |c| c.serial());
+                w.service_refusals.values(s.id, serial)
+            })
+            .collect(),
     }
 }
 
