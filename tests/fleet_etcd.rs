@@ -80,6 +80,7 @@ fn layout() -> KeyLayout {
 
 fn service(name: &str, octet: u8, port: u16) -> Service {
     Service {
+        announce: Default::default(),
         routing: Default::default(),
         health: Default::default(),
         name: name.into(),

@@ -134,6 +134,7 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
         .map(|k| {
             let addr = service_addr(k);
             Service {
+                announce: Default::default(),
                 name: format!("svc{k}"),
                 protocol: Protocol::Tcp,
                 vip: addr.ip(),

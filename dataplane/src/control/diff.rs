@@ -124,6 +124,7 @@ pub(crate) fn only_paths_differ(old: &Config, new: &Config) -> bool {
                 health,
                 backends,
                 routing,
+                announce,
             } = a;
             *name == b.name
                 && *protocol == b.protocol
@@ -134,6 +135,7 @@ pub(crate) fn only_paths_differ(old: &Config, new: &Config) -> bool {
                 && *failover == b.failover
                 && *health == b.health
                 && *backends == b.backends
+                && *announce == b.announce
                 && routing.zone_priority == b.routing.zone_priority
                 && routing.canary == b.routing.canary
         })

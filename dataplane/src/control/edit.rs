@@ -401,6 +401,15 @@ impl Editor {
             health: Default::default(),
             backends: Vec::new(),
             routing: Default::default(),
+            // A VIP address is announced one way: a service added to a VIP
+            // that runs takes the announcement of that VIP's services.
+            announce: self
+                .services
+                .iter()
+                .flatten()
+                .find(|w| w.service.vip == vip)
+                .map(|w| w.service.announce)
+                .unwrap_or_default(),
         };
         // Backends are parsed before the service is added, so that a bad
         // one leaves no half-made service behind.

@@ -100,6 +100,7 @@ mod tests {
         let mut sink = slot.sink();
         let mut config = Config::default();
         config.services.push(Service {
+            announce: Default::default(),
             routing: Default::default(),
             health: Default::default(),
             name: "web".into(),

@@ -577,6 +577,7 @@ mod tests {
 
     fn service(name: &str, vip: &str, port: u16) -> Service {
         Service {
+            announce: Default::default(),
             routing: Default::default(),
             health: Default::default(),
             name: name.into(),

@@ -405,6 +405,7 @@ mod tests {
         b2.weight = 3;
         b2.zone = Some("dc1".into());
         Service {
+            announce: Default::default(),
             routing: Default::default(),
             health: Default::default(),
             name: "web".into(),

@@ -82,6 +82,7 @@ mod tests {
             interfaces: Vec::new(),
             neighbours: Vec::new(),
             services: vec![Service {
+                announce: Default::default(),
                 name: "web".into(),
                 protocol: Protocol::Tcp,
                 vip: "198.19.0.1".parse().unwrap(),

@@ -867,6 +867,7 @@ mod tests {
 
     fn service(name: &str, vip: &str, port: u16, backends: Vec<Backend>) -> Service {
         Service {
+            announce: Default::default(),
             name: name.into(),
             protocol: Protocol::Tcp,
             vip: ip(vip),

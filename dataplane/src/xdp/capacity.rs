@@ -228,6 +228,7 @@ mod tests {
 
     fn service(name: String, protocol: Protocol, vip: IpAddr, port: u16) -> Service {
         Service {
+            announce: Default::default(),
             name,
             protocol,
             vip,

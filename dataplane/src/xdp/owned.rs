@@ -112,6 +112,7 @@ mod tests {
         backends: &[(&str, u16, u32)],
     ) -> Service {
         Service {
+            announce: Default::default(),
             name: name.into(),
             protocol,
             vip: vip.parse().unwrap(),
