@@ -832,6 +832,7 @@ port = 8080
             reply_sources: 4,
             vip_addresses: 2,
             local_addresses: 1,
+            announced_addresses: 1,
         });
         let before = views(&mut state);
         let dir = std::env::temp_dir().join(format!("fg-capacity-{}", std::process::id()));

@@ -50,7 +50,7 @@ use super::subset::{compile_routes, ClientRouting, Member, ServiceRoutes};
 use super::wrr::build_schedule;
 use crate::liveness::{Liveness, Word};
 use crate::rules::{
-    Backend, Config, Failover, MacAddr, Scheduler, Service, DEFAULT_MAGLEV_TABLE_SIZE,
+    Announce, Backend, Config, Failover, MacAddr, Scheduler, Service, DEFAULT_MAGLEV_TABLE_SIZE,
 };
 use crate::wire::addr_to_bytes;
 
@@ -124,6 +124,8 @@ pub struct CompiledService {
     maglev: MaglevTable,
     wrr: Arc<[EndpointId]>,
     failover: Failover,
+    /// How its VIP is announced on the client-facing interface.
+    announce: Announce,
     alive: AliveCount,
     mode: Mode,
     /// Routing by client, for a service that routes by client
@@ -172,6 +174,11 @@ impl CompiledService {
     /// Its IP protocol number.
     pub fn protocol(&self) -> u8 {
         self.protocol
+    }
+
+    /// How its VIP is announced on the client-facing interface.
+    pub fn announce(&self) -> Announce {
+        self.announce
     }
 
     /// The Maglev choice for a hash; `None` only if no backend has weight.
@@ -566,6 +573,18 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The Maglev table size of `service`: its own, else the gateway's.
+    fn table_size(&self, service: &Service) -> u32 {
+        [
+            service.maglev_table_size,
+            self.default_table_size,
+            DEFAULT_MAGLEV_TABLE_SIZE,
+        ]
+        .into_iter()
+        .find(|&size| size > 0)
+        .unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE)
+    }
+
     fn add_service(&mut self, key: ServiceKey, service: &Service) {
         let prev = self.prev;
         let previous = prev
@@ -579,16 +598,8 @@ impl Builder<'_> {
             return;
         };
         let previous = previous.map(|(_, s)| s);
-
         let backends = self.assign_endpoint_ids(service, previous);
-        let table_size = [
-            service.maglev_table_size,
-            self.default_table_size,
-            DEFAULT_MAGLEV_TABLE_SIZE,
-        ]
-        .into_iter()
-        .find(|&size| size > 0)
-        .unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE);
+        let table_size = self.table_size(service);
 
         // Who takes new flows: the alive weighted backends, unless too few
         // of them are alive for the service's failover settings.
@@ -667,6 +678,7 @@ impl Builder<'_> {
                 maglev,
                 wrr,
                 failover: service.failover,
+                announce: service.announce,
                 alive,
                 mode,
                 routes,

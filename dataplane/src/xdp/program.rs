@@ -31,6 +31,11 @@ pub(crate) mod map {
     pub(crate) const FAST_CONFIG: &str = "fast_config";
     /// Egress interfaces by port index (DEVMAP).
     pub(crate) const FAST_TX_PORTS: &str = "fast_tx_ports";
+    /// Announced VIP addresses: ARP and neighbour solicitations for them
+    /// are answered (bpf/flowgate_announce.h).
+    pub(crate) const ANNOUNCED_ADDRESSES: &str = "announce_addrs";
+    /// One `struct announce_config`: the MAC the answers carry.
+    pub(crate) const ANNOUNCE_MAC: &str = "announce_mac";
 }
 
 /// Counter indices (`enum counter` in the C source).
@@ -52,8 +57,10 @@ pub(crate) mod counter {
     pub(crate) const FAST_MISS: u32 = 14;
     pub(crate) const FAST_HANDED_UP: u32 = 15;
     pub(crate) const FAST_NO_EGRESS: u32 = 16;
+    pub(crate) const ANSWERED_ARP: u32 = 17;
+    pub(crate) const ANSWERED_NS: u32 = 18;
     /// How many there are.
-    pub(crate) const COUNT: u32 = 17;
+    pub(crate) const COUNT: u32 = 19;
 }
 
 /// Size of `struct traffic_key`: 16 address bytes, the port in network
@@ -144,6 +151,8 @@ mod tests {
             ("FAST_MISS", counter::FAST_MISS),
             ("FAST_HANDED_UP", counter::FAST_HANDED_UP),
             ("FAST_NO_EGRESS", counter::FAST_NO_EGRESS),
+            ("ANSWERED_ARP", counter::ANSWERED_ARP),
+            ("ANSWERED_NS", counter::ANSWERED_NS),
             ("COUNTER_COUNT", counter::COUNT),
         ];
         let c = c_counters();
