@@ -187,6 +187,11 @@ fn service_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
         before.maglev_table_size.to_string(),
         after.maglev_table_size.to_string(),
     );
+    field(
+        "announce",
+        before.announce.to_string(),
+        after.announce.to_string(),
+    );
 
     routing_changes(before, after, d);
     health::service_health_changes(before, after, d);
@@ -354,6 +359,22 @@ port = 5353
         new.services.reverse();
         new.services[1].backends.reverse();
         assert!(diff(&old, &new).is_empty());
+    }
+
+    #[test]
+    fn a_change_of_announcement_is_a_change_of_the_service() {
+        let old = rules();
+        let mut new = old.clone();
+        new.services[0].announce = crate::rules::Announce::Arp;
+        assert_eq!(
+            diff(&old, &new).services_changed,
+            [ServiceChange {
+                service: "web".into(),
+                field: "announce".into(),
+                from: "none".into(),
+                to: "arp".into()
+            }]
+        );
     }
 
     #[test]

@@ -113,10 +113,10 @@ impl Inner {
         let vips: Vec<IpAddr> = vips.into_iter().map(bytes_to_addr).collect();
         if !vips.is_empty() {
             let sent = announcer.announce(vips.iter().copied(), mac);
-            tracing::debug!(
+            tracing::info!(
                 sent,
-                of = vips.len(),
-                "announced VIPs to the client segment"
+                vips = ?vips,
+                "VIPs announced to the client segment (gratuitous ARP, unsolicited NA)"
             );
         }
     }
