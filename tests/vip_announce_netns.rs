@@ -372,3 +372,68 @@ fn a_vip_on_the_client_segment_is_answered_announced_and_withdrawn() {
     gw.assert_running();
     gw.stop();
 }
+
+/// `n` UDP services, each on an IPv6 VIP of its own in 2001:2:0:200::/64,
+/// announced, on one backend of the demo's, with the smallest Maglev table.
+fn announced_services(n: usize) -> String {
+    let mut text = String::with_capacity(n * 160);
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[services]]\nname = \"a{i}\"\nprotocol = \"udp\"\nvip = \"2001:2:0:200::{:x}:{:x}\"\n\
+             port = 53\nmaglev_table_size = 251\nannounce = \"arp\"\n\
+             [[services.backends]]\naddress = \"2001:2:0:1::11\"\nport = 5353\n",
+            i >> 16,
+            i & 0xffff
+        ));
+    }
+    text
+}
+
+#[test]
+fn a_change_one_announced_vip_over_the_map_is_refused_whole() {
+    if !privileged() {
+        return;
+    }
+    let _one = one_gateway_at_a_time();
+    let topo = Topology::new(1);
+    let base = topo.config(&[0]);
+    let mut gw = topo.start_gateway(&base);
+    let limit = flowgate_dataplane::xdp::XdpCapacity::PROGRAM.announced_addresses;
+    let maps = |topo: &Topology| {
+        topo.gateway
+            .enter(|| flowgate_dataplane::xdp::read_attached_maps("fg-client"))
+            .unwrap()
+            .unwrap()
+    };
+    let before = maps(&topo);
+    let mut client = ControlClient::connect(&topo.scratch.path("control.sock")).unwrap();
+    let generation = |client: &mut ControlClient| match client.call(Request::Status {}).unwrap() {
+        Reply::Status(status) => status.dataplane.generation,
+        other => panic!("status: {other:?}"),
+    };
+    let running = generation(&mut client);
+
+    let config = format!("{base}{}", announced_services(limit + 1));
+    let refused = client.call(Request::Apply(ApplyConfig {
+        config,
+        origin: Some("too-many.toml".into()),
+        dry_run: false,
+    }));
+    let Err(flowgate_api::ClientError::Rejected(e)) = refused else {
+        panic!("not refused: {refused:?}");
+    };
+    assert!(
+        e.message.contains(
+            "needs 65 537 announced VIP addresses (announce = \"arp\"); \
+             the XDP program holds at most 65 536"
+        ),
+        "{e:?}"
+    );
+    // Nothing of it ran: the same generation, the same keys in the maps.
+    assert_eq!(generation(&mut client), running);
+    let after = maps(&topo);
+    assert_eq!(after, before);
+    assert!(after.announced_addresses.is_empty());
+    gw.assert_running();
+    gw.stop();
+}

@@ -769,8 +769,9 @@ int flowgate_xdp(struct xdp_md *ctx)
 				count(ANSWERED_NS);
 			return action;
 		}
-		// The program may have changed nothing, but the verifier
-		// must see the frame read again after a helper call.
+		// Not answered: the frame is as it came, but announce_ns may
+		// have called a helper that can resize frames (and failed), so
+		// the verifier wants the bounds read again.
 		data = (void *)(long)ctx->data;
 		end = (void *)(long)ctx->data_end;
 		if (data + l2_len > end || l2_len > ANNOUNCE_MAX_L2)
