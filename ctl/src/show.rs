@@ -128,10 +128,54 @@ pub fn diff_lines(d: &ConfigDiff) -> Vec<String> {
             label(&c.to)
         ));
     }
+    for c in &d.classes_removed {
+        lines.push(format!("- class {}", class_line(c)));
+    }
+    for c in &d.classes_added {
+        lines.push(format!("+ class {}", class_line(c)));
+    }
     for s in &d.settings_changed {
         lines.push(format!("~ [{s}] changed"));
     }
     lines
+}
+
+/// `PREFIX set S zone Z` (`-` for what the class has not).
+fn class_line(c: &flowgate_api::ClassView) -> String {
+    format!(
+        "{} set {} zone {}",
+        c.prefix,
+        c.set.as_deref().unwrap_or("-"),
+        c.zone.as_deref().unwrap_or("-")
+    )
+}
+
+/// `class list`: one class a line.
+pub fn classes(reply: &flowgate_api::ClassesReply) -> String {
+    if reply.classes.is_empty() {
+        return "no client classes\n".to_owned();
+    }
+    let width = |f: fn(&flowgate_api::ClassView) -> usize, title: &str| {
+        reply
+            .classes
+            .iter()
+            .map(f)
+            .max()
+            .unwrap_or(0)
+            .max(title.len())
+    };
+    let prefix = width(|c| c.prefix.len(), "PREFIX");
+    let set = width(|c| c.set.as_ref().map_or(1, String::len), "SET");
+    let mut out = format!("{:prefix$}  {:set$}  ZONE\n", "PREFIX", "SET");
+    for c in &reply.classes {
+        out.push_str(&format!(
+            "{:prefix$}  {:set$}  {}\n",
+            c.prefix,
+            c.set.as_deref().unwrap_or("-"),
+            c.zone.as_deref().unwrap_or("-")
+        ));
+    }
+    out
 }
 
 /// A change report: its differences, then what happened.
