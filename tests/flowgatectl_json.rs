@@ -224,6 +224,16 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
     counters.rx_packets.add(10);
     counters.drop_for(DropReason::NoNeighbour);
     d.dataplane.add_worker(Some(3), counters);
+    d.dataplane
+        .set_service_stats(vec![flowgate_api::ServiceStats {
+            name: "web".into(),
+            routing: Some(flowgate_api::RouteStats {
+                path_flows: 2,
+                set_closed: 1,
+                ..flowgate_api::RouteStats::default()
+            }),
+            ..flowgate_api::ServiceStats::default()
+        }]);
     let flow = |service: Option<&str>, client: &str| FlowEntry {
         worker: 0,
         service: service.map(str::to_owned),
@@ -265,6 +275,7 @@ fn walk_reads(walk: &mut Walk, d: &Daemon) {
     walk.ok(d, &["backend", "list", "web"]);
     let stats = walk.ok(d, &["stats"]);
     assert_eq!(stats["totals"]["drops"]["no_neighbour"], 1);
+    assert_eq!(stats["services"][0]["routing"]["set_closed"], 1);
     let samples = walk.run(
         d,
         &["stats", "--watch", "--interval", "0.05", "--count", "2"],

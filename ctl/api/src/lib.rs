@@ -54,7 +54,7 @@ pub use reply::{
     ServiceView, ServicesReply, StatusReply, MAX_NOT_UP,
 };
 pub use report::{
-    BackendStats, FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport,
+    BackendStats, FlowEntry, InterfaceInfo, RouteStats, ServiceStats, StatsReport, StatusReport,
     TrafficCounters, WorkerInfo, WorkerStats,
 };
 pub use request::{
