@@ -290,6 +290,13 @@ impl ControlState {
                         .collect(),
                 }))
             }
+            Request::ClassList {} => {
+                let running = self.running();
+                let classes = &running.config.routing.classes;
+                Ok(Reply::Classes(flowgate_api::ClassesReply {
+                    classes: classes.iter().map(super::diff::class_view).collect(),
+                }))
+            }
             Request::Explain(query) => {
                 let snapshot = self.dataplane.snapshot().ok_or_else(|| {
                     ApiError::new(

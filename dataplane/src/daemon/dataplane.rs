@@ -256,13 +256,16 @@ impl Dataplane for DaemonDataplane {
         report.sum_workers();
         let backend_totals = sample.backend_totals();
         let service_totals = sample.service_totals();
+        let route_totals = sample.route_totals();
         report.services = sample
             .services
             .iter()
             .enumerate()
             .map(|(i, service)| {
                 let total = service_totals.get(i).copied().unwrap_or_default();
+                let routes = route_totals.get(i).copied().unwrap_or_default();
                 ServiceStats {
+                    routing: crate::metrics::route_stats(service.routed, routes),
                     name: service.name.clone(),
                     packets: total.packets,
                     bytes: total.bytes,
