@@ -14,7 +14,7 @@ use aya::{Ebpf, EbpfLoader};
 use super::fast_map::MappedEntries;
 use super::key_set::{map_error, KeySet};
 use super::owned::{OwnedTraffic, TrafficKey};
-use super::program::{counter, map, traffic_key, traffic_key_parts, KEY_LEN, OBJECT, PROGRAM};
+use super::program::{counter, load_program, map, traffic_key, traffic_key_parts, KEY_LEN, OBJECT};
 use super::stale::remove_stale_programs;
 use super::{XdpCapacity, XdpCounters, XdpError, XdpMapKeys};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
@@ -264,14 +264,7 @@ impl XdpFilter {
         let counters = take_map(&mut ebpf, map::COUNTERS)?;
         let announce_mac = take_map(&mut ebpf, map::ANNOUNCE_MAC)?;
 
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| XdpError::Other(format!("the XDP object has no program {PROGRAM}")))?
-            .try_into()
-            .map_err(|e: ProgramError| XdpError::from_program("loading the XDP program", &e))?;
-        program
-            .load()
-            .map_err(|e| XdpError::from_program("loading the XDP program", &e))?;
+        let program = load_program(&mut ebpf)?;
 
         if !link.xdp.is_empty() {
             remove_stale_programs(&link)?;

@@ -2,12 +2,46 @@
 //! names, the key layout and the counter indices
 //! (dataplane/bpf/flowgate_xdp.c; change both together).
 
+use aya::programs::{ProgramError, Xdp};
+use aya::Ebpf;
+use nix::libc::EAGAIN;
+
+use super::XdpError;
+
 /// The object file build.rs compiled from dataplane/bpf/flowgate_xdp.c.
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowgate_xdp.o"));
 
 /// The program's name (its function name in the C source).
 pub(crate) const PROGRAM: &str = "flowgate_xdp";
+
+/// How many times a load the verifier gave up on with `EAGAIN` is tried.
+const LOAD_ATTEMPTS: usize = 5;
+
+/// Loads the program of `ebpf` into the kernel.
+///
+/// The verifier returns `EAGAIN` when a signal reaches the loading thread
+/// part way through (it checks for pending signals as it walks the program),
+/// so such a load is tried again, as libbpf does; any other refusal is final.
+pub(crate) fn load_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| XdpError::Other(format!("the XDP object has no program {PROGRAM}")))?
+        .try_into()
+        .map_err(|e: ProgramError| XdpError::from_program("loading the XDP program", &e))?;
+    let mut attempt = 1;
+    loop {
+        match program.load() {
+            Ok(()) => return Ok(program),
+            Err(ProgramError::LoadError { ref io_error, .. })
+                if io_error.raw_os_error() == Some(EAGAIN) && attempt < LOAD_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            Err(e) => return Err(XdpError::from_program("loading the XDP program", &e)),
+        }
+    }
+}
 
 /// Map names.
 pub(crate) mod map {

@@ -14,7 +14,7 @@ use aya::{Ebpf, EbpfLoader};
 use super::fast_map::MappedEntries;
 use super::key_set::map_error;
 use super::owned::OwnedTraffic;
-use super::program::{counter, map, traffic_key, KEY_LEN, OBJECT, PROGRAM};
+use super::program::{counter, load_program, map, traffic_key, KEY_LEN, OBJECT, PROGRAM};
 use super::test_run::{test_run, TestRun};
 use super::{XdpCounters, XdpError};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
@@ -45,14 +45,7 @@ impl XdpTester {
         loader.set_max_entries(map::SOCKETS, 1);
         loader.set_max_entries(map::FAST_FLOWS, u32::try_from(entries).unwrap_or(u32::MAX));
         let mut ebpf = loader.load(OBJECT).map_err(|e| XdpError::from_load(&e))?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| XdpError::Other(format!("the XDP object has no program {PROGRAM}")))?
-            .try_into()
-            .map_err(|e: ProgramError| XdpError::from_program("loading the XDP program", &e))?;
-        program
-            .load()
-            .map_err(|e| XdpError::from_program("loading the XDP program", &e))?;
+        load_program(&mut ebpf)?;
         let cache = match ebpf.take_map(map::FAST_FLOWS) {
             Some(Map::Array(data)) => Arc::new(MappedEntries::map(data, entries)?),
             _ => {
