@@ -153,6 +153,8 @@ fn config(services: usize, backends: usize, table_size: u32) -> Config {
     let services = (0..services)
         .map(|s| Service {
             limits: Default::default(),
+
+            announce: Default::default(),
             name: format!("svc-{s}"),
             protocol: Protocol::Tcp,
             vip: vip(s),

@@ -49,6 +49,8 @@ fn service(i: usize, weight: u32) -> Service {
     backends[0].weight = weight;
     Service {
         limits: Default::default(),
+
+        announce: Default::default(),
         routing: Default::default(),
         health: Default::default(),
         name: format!("svc-{i:05}"),

@@ -83,6 +83,7 @@ pub fn run(
         Action::Heartbeat(key) => session.read(Request::BackendHeartbeat(key)),
         Action::Explain(query) => session.read(Request::Explain(query)),
         Action::PathList(service) => session.read(Request::PathList(ServiceName { service })),
+        Action::ClassList => session.read(Request::ClassList {}),
         Action::Change(Request::BackendDel(key)) => {
             let remove_service = format!("flowgatectl service del {}", key.service);
             session.delete_backend(key, remove_service)
@@ -192,6 +193,7 @@ impl Session<'_> {
             Reply::Heartbeat(h) => show::heartbeat(h),
             Reply::Explain(e) => show::explain(e),
             Reply::Paths(p) => show::paths(p),
+            Reply::Classes(c) => show::classes(c),
         };
         self.write(&text)
     }

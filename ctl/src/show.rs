@@ -128,10 +128,54 @@ pub fn diff_lines(d: &ConfigDiff) -> Vec<String> {
             label(&c.to)
         ));
     }
+    for c in &d.classes_removed {
+        lines.push(format!("- class {}", class_line(c)));
+    }
+    for c in &d.classes_added {
+        lines.push(format!("+ class {}", class_line(c)));
+    }
     for s in &d.settings_changed {
         lines.push(format!("~ [{s}] changed"));
     }
     lines
+}
+
+/// `PREFIX set S zone Z` (`-` for what the class has not).
+fn class_line(c: &flowgate_api::ClassView) -> String {
+    format!(
+        "{} set {} zone {}",
+        c.prefix,
+        c.set.as_deref().unwrap_or("-"),
+        c.zone.as_deref().unwrap_or("-")
+    )
+}
+
+/// `class list`: one class a line.
+pub fn classes(reply: &flowgate_api::ClassesReply) -> String {
+    if reply.classes.is_empty() {
+        return "no client classes\n".to_owned();
+    }
+    let width = |f: fn(&flowgate_api::ClassView) -> usize, title: &str| {
+        reply
+            .classes
+            .iter()
+            .map(f)
+            .max()
+            .unwrap_or(0)
+            .max(title.len())
+    };
+    let prefix = width(|c| c.prefix.len(), "PREFIX");
+    let set = width(|c| c.set.as_ref().map_or(1, String::len), "SET");
+    let mut out = format!("{:prefix$}  {:set$}  ZONE\n", "PREFIX", "SET");
+    for c in &reply.classes {
+        out.push_str(&format!(
+            "{:prefix$}  {:set$}  {}\n",
+            c.prefix,
+            c.set.as_deref().unwrap_or("-"),
+            c.zone.as_deref().unwrap_or("-")
+        ));
+    }
+    out
 }
 
 /// A change report: its differences, then what happened.
@@ -485,6 +529,8 @@ pub fn stats(r: &StatsReport) -> String {
     let mut out = format!("generation {}\n\n", r.generation);
     out.push_str(&table(&rows));
     out.push_str(&refusals(r));
+
+    out.push_str(&routing(r));
     let mut rows = vec![worker_header(
         "RX PKTS",
         "TX PKTS",
@@ -544,6 +590,52 @@ fn refusals(r: &StatsReport) -> String {
             v.backend_cap.to_string(),
             v.resets_sent.to_string(),
         ]);
+    }
+    format!("\n{}", table(&rows))
+}
+
+/// The routing counters of the services that have them, a table; empty
+/// when none has.
+fn routing(r: &StatsReport) -> String {
+    let routed: Vec<_> = r
+        .services
+        .iter()
+        .filter_map(|s| s.routing.map(|v| (s, v)))
+        .collect();
+    if routed.is_empty() {
+        return String::new();
+    }
+    let mut rows = vec![[
+        "ROUTING",
+        "PATH",
+        "PATH FALLBACK",
+        "SET",
+        "SET CLOSED",
+        "CANARY",
+        "FIRST CHOICE",
+        "FALLBACK",
+        "UNPLACED",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect::<Vec<_>>()];
+    for (s, v) in routed {
+        let mut row = vec![s.name.clone()];
+        row.extend(
+            [
+                v.path_flows,
+                v.path_fallbacks,
+                v.set_flows,
+                v.set_closed,
+                v.canary_flows,
+                v.first_choice,
+                v.fallbacks,
+                v.unplaced,
+            ]
+            .iter()
+            .map(u64::to_string),
+        );
+        rows.push(row);
     }
     format!("\n{}", table(&rows))
 }
@@ -849,6 +941,57 @@ mod tests {
         assert!(change(&report).ends_with(
             "applied 4 changes: generation 4\nwarning: the XDP maps of eth1 still hold 1 key\n"
         ));
+    }
+
+    fn words(line: &str) -> Vec<&str> {
+        line.split_whitespace().collect()
+    }
+
+    #[test]
+    fn stats_show_routing_counters_only_for_services_that_have_them() {
+        let mut report = StatsReport {
+            services: vec![
+                ServiceStats {
+                    name: "web".into(),
+                    ..ServiceStats::default()
+                },
+                ServiceStats {
+                    name: "orders".into(),
+                    routing: Some(flowgate_api::RouteStats {
+                        path_flows: 12,
+                        set_closed: 3,
+                        fallbacks: 4,
+                        ..flowgate_api::RouteStats::default()
+                    }),
+                    ..ServiceStats::default()
+                },
+            ],
+            ..StatsReport::default()
+        };
+        let text = stats(&report);
+        let header = text.lines().find(|l| l.starts_with("ROUTING")).unwrap();
+        assert_eq!(
+            words(header),
+            [
+                "ROUTING", "PATH", "PATH", "FALLBACK", "SET", "SET", "CLOSED", "CANARY", "FIRST",
+                "CHOICE", "FALLBACK", "UNPLACED"
+            ]
+        );
+        // Its row in the routing table, after its traffic row.
+        let row = text
+            .lines()
+            .filter(|l| l.starts_with("orders"))
+            .nth(1)
+            .unwrap();
+        assert_eq!(
+            words(row),
+            ["orders", "12", "0", "0", "3", "0", "0", "4", "0"]
+        );
+        assert!(!text
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains("12")));
+        report.services.truncate(1);
+        assert!(!stats(&report).contains("ROUTING"));
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //!   `cfg(test)`.
 
 pub mod admission;
+pub mod announce;
 #[cfg(feature = "daemon")]
 pub mod cli;
 pub mod control;

@@ -290,6 +290,13 @@ impl ControlState {
                         .collect(),
                 }))
             }
+            Request::ClassList {} => {
+                let running = self.running();
+                let classes = &running.config.routing.classes;
+                Ok(Reply::Classes(flowgate_api::ClassesReply {
+                    classes: classes.iter().map(super::diff::class_view).collect(),
+                }))
+            }
             Request::Explain(query) => {
                 let snapshot = self.dataplane.snapshot().ok_or_else(|| {
                     ApiError::new(
@@ -832,6 +839,7 @@ port = 8080
             reply_sources: 4,
             vip_addresses: 2,
             local_addresses: 1,
+            announced_addresses: 1,
         });
         let before = views(&mut state);
         let dir = std::env::temp_dir().join(format!("fg-capacity-{}", std::process::id()));

@@ -257,6 +257,8 @@ impl Dataplane for DaemonDataplane {
         let backend_totals = sample.backend_totals();
         let service_totals = sample.service_totals();
         let refusals = sample.service_refusals();
+
+        let route_totals = sample.route_totals();
         report.services = sample
             .services
             .iter()
@@ -264,7 +266,10 @@ impl Dataplane for DaemonDataplane {
             .map(|(i, service)| {
                 let total = service_totals.get(i).copied().unwrap_or_default();
                 let refused = refusals.get(i).copied().unwrap_or_default();
+
+                let routes = route_totals.get(i).copied().unwrap_or_default();
                 ServiceStats {
+                    routing: crate::metrics::route_stats(service.routed, routes),
                     name: service.name.clone(),
                     packets: total.packets,
                     bytes: total.bytes,

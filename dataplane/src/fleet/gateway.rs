@@ -101,6 +101,8 @@ mod tests {
         let mut config = Config::default();
         config.services.push(Service {
             limits: Default::default(),
+
+            announce: Default::default(),
             routing: Default::default(),
             health: Default::default(),
             name: "web".into(),

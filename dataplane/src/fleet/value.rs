@@ -406,6 +406,8 @@ mod tests {
         b2.zone = Some("dc1".into());
         Service {
             limits: Default::default(),
+
+            announce: Default::default(),
             routing: Default::default(),
             health: Default::default(),
             name: "web".into(),

@@ -55,7 +55,8 @@ mod route_counters;
 mod verdict;
 
 pub use counters::{Counter, CounterValues, PipelineCounters};
-pub use route_counters::{RouteCounterValues, RouteCounters};
+use route_counters::RouteSlots;
+pub use route_counters::{RouteCounterValues, RouteCounters, ServiceRouteCounters};
 pub use verdict::{DropReason, Verdict};
 
 use std::sync::Arc;
@@ -92,8 +93,9 @@ struct Context<'a> {
 #[derive(Debug)]
 pub struct Pipeline {
     counters: Arc<PipelineCounters>,
-    /// What routing by client decided, for new flows of routed services.
-    route_counters: Arc<RouteCounters>,
+    /// What routing by client decided, per service, for new flows of
+    /// routed services.
+    route_counters: RouteSlots,
     /// This worker's handle on the distribution paths, if it has one.
     paths: Option<PathReader>,
     /// Weighted round-robin position per service id.
@@ -209,7 +211,7 @@ impl Pipeline {
     pub fn new() -> Self {
         Pipeline {
             counters: Arc::new(PipelineCounters::default()),
-            route_counters: Arc::new(RouteCounters::default()),
+            route_counters: RouteSlots::default(),
             paths: None,
             wrr_cursors: Vec::new(),
             sized_for: None,
@@ -246,9 +248,10 @@ impl Pipeline {
         self.paths = Some(reader);
     }
 
-    /// This worker's routing counters.
+    /// This worker's routing counters, per service id (share the `Arc`
+    /// with whoever reports them).
     pub fn route_counters(&self) -> &Arc<RouteCounters> {
-        &self.route_counters
+        self.route_counters.shared()
     }
 
     /// Processes a batch of frames received on port `ingress`, rewriting
@@ -367,6 +370,7 @@ impl Pipeline {
     fn adopt(&mut self, snapshot: &Snapshot, flows: &mut FlowTable) {
         if self.sized_for != Some(snapshot.generation()) {
             self.wrr_cursors.resize(snapshot.service_id_limit(), 0);
+            self.route_counters.reserve(snapshot.service_id_limit());
             self.endpoint_limit = snapshot.endpoint_id_limit();
             self.adopt_limits(snapshot);
             self.sized_for = Some(snapshot.generation());
@@ -768,17 +772,13 @@ impl Pipeline {
                 list.iter().skip(start).chain(rest).find_map(takes)
             }
         });
-        let c = &*self.route_counters;
-        match chosen {
-            Some(id) => {
-                c.path_flows.inc();
-                Some(id)
-            }
-            None => {
-                c.path_fallbacks.inc();
-                None
+        if let Some(c) = self.route_counters.service(service_id) {
+            match chosen {
+                Some(_) => c.path_flows.inc(),
+                None => c.path_fallbacks.inc(),
             }
         }
+        chosen
     }
 
     /// The endpoint a new flow of a service that does not route by client
@@ -855,7 +855,10 @@ impl Pipeline {
             pick_hash,
             now_ns: cx.now_ns,
         };
-        let c = &*self.route_counters;
+        // Every id of an adopted snapshot has a slot; a lone stand-in
+        // keeps the counting branch-free otherwise.
+        let stand_in = ServiceRouteCounters::default();
+        let c = self.route_counters.service(service_id).unwrap_or(&stand_in);
         match cx.snapshot.route_new_flow(service, routes, &query, &mut ()) {
             Routed::Placed {
                 endpoint,

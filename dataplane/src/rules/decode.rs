@@ -500,6 +500,11 @@ impl Decoder {
             }
         };
         let failover = self.failover(i, raw);
+        let announce = raw.announce.as_ref().and_then(|value| {
+            self.read(Place::service(i, "announce"), value, |t| {
+                parse::announce(t, name)
+            })
+        });
         let health = self.service_health(i, raw);
         let backends = raw
             .backends
@@ -520,6 +525,8 @@ impl Decoder {
             backends,
             routing: self.service_routing(i, raw),
             limits: self.limits(i, raw),
+
+            announce: announce.unwrap_or_default(),
         }
     }
 

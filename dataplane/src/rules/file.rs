@@ -97,6 +97,7 @@ impl<'t> FileProvenance<'t> {
                     "on_backend_down" => start(service.on_backend_down.as_ref()),
                     "panic_threshold" => start(service.panic_threshold.as_ref()),
                     "when_all_down" => start(service.when_all_down.as_ref()),
+                    "announce" => start(service.announce.as_ref()),
                     "heartbeat_ttl" => start(service.heartbeat_ttl.as_ref()),
                     "heartbeat_token" => start(service.heartbeat_token.as_ref()),
                     "health.port" => start(service.health.as_ref().and_then(|h| h.port.as_ref())),

@@ -298,6 +298,10 @@ pub struct Service {
     /// Its flow control: new-flow rates, connection caps, and what an
     /// over-limit new flow gets (`[services.limits]`).
     pub limits: FlowLimits,
+
+    /// How its VIP is announced on the client-facing interface. Every
+    /// service of one VIP address has the same.
+    pub announce: Announce,
 }
 
 impl Service {
@@ -410,6 +414,42 @@ impl OnBackendDown {
 }
 
 impl fmt::Display for OnBackendDown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How the gateway makes a VIP reachable on the client-facing interface
+/// (port 0), the `announce` key of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Announce {
+    /// Not announced (default): the clients' router sends the VIP's
+    /// traffic to the gateway, as in a config without the key.
+    #[default]
+    None,
+    /// The XDP program answers ARP requests (IPv4) and neighbour
+    /// solicitations (IPv6) for the VIP with the interface's MAC, and the
+    /// gateway sends a gratuitous ARP or unsolicited neighbour
+    /// advertisement when the VIP appears.
+    Arp,
+}
+
+impl Announce {
+    /// `none` or `arp`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Announce::None => "none",
+            Announce::Arp => "arp",
+        }
+    }
+
+    /// Whether the gateway answers for the VIP on its segment.
+    pub const fn is_announced(self) -> bool {
+        matches!(self, Announce::Arp)
+    }
+}
+
+impl fmt::Display for Announce {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }

@@ -115,6 +115,7 @@ pub(super) struct RawService {
     pub on_backend_down: Option<Spanned<String>>,
     pub panic_threshold: Option<Spanned<i64>>,
     pub when_all_down: Option<Spanned<String>>,
+    pub announce: Option<Spanned<String>>,
     pub heartbeat_ttl: Option<Spanned<String>>,
     pub heartbeat_token: Option<Spanned<String>>,
     pub health: Option<RawServiceHealth>,

@@ -137,6 +137,7 @@ fn example_config_loads_and_states_the_defaults() {
         (web.failover.panic_threshold, web.failover.when_all_down),
         (Failover::default().panic_threshold, WhenAllDown::default())
     );
+    assert_eq!(web.announce, Announce::default());
     assert_eq!(web.backends[0].set.as_deref(), Some("shop.sh.g1"));
     assert_eq!(web.backends[0].group.as_deref(), Some("g1"));
     assert_eq!(web.backends[1], Backend::new(ip("198.18.1.12"), 8080));

@@ -83,6 +83,8 @@ mod tests {
             neighbours: Vec::new(),
             services: vec![Service {
                 limits: Default::default(),
+
+                announce: Default::default(),
                 name: "web".into(),
                 protocol: Protocol::Tcp,
                 vip: "198.19.0.1".parse().unwrap(),

@@ -52,7 +52,7 @@ use super::wrr::build_schedule;
 use crate::admission::ConnectionCap;
 use crate::liveness::{Liveness, Word};
 use crate::rules::{
-    Backend, Config, Failover, MacAddr, Scheduler, Service, DEFAULT_MAGLEV_TABLE_SIZE,
+    Announce, Backend, Config, Failover, MacAddr, Scheduler, Service, DEFAULT_MAGLEV_TABLE_SIZE,
 };
 use crate::wire::addr_to_bytes;
 
@@ -126,6 +126,8 @@ pub struct CompiledService {
     maglev: MaglevTable,
     wrr: Arc<[EndpointId]>,
     failover: Failover,
+    /// How its VIP is announced on the client-facing interface.
+    announce: Announce,
     alive: AliveCount,
     mode: Mode,
     /// Routing by client, for a service that routes by client
@@ -193,6 +195,11 @@ impl CompiledService {
     /// Its IP protocol number.
     pub fn protocol(&self) -> u8 {
         self.protocol
+    }
+
+    /// How its VIP is announced on the client-facing interface.
+    pub fn announce(&self) -> Announce {
+        self.announce
     }
 
     /// The Maglev choice for a hash; `None` only if no backend has weight.
@@ -597,6 +604,18 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The Maglev table size of `service`: its own, else the gateway's.
+    fn table_size(&self, service: &Service) -> u32 {
+        [
+            service.maglev_table_size,
+            self.default_table_size,
+            DEFAULT_MAGLEV_TABLE_SIZE,
+        ]
+        .into_iter()
+        .find(|&size| size > 0)
+        .unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE)
+    }
+
     fn add_service(&mut self, key: ServiceKey, service: &Service) {
         let prev = self.prev;
         let previous = prev
@@ -610,7 +629,6 @@ impl Builder<'_> {
             return;
         };
         let previous = previous.map(|(_, s)| s);
-
         let backends = self.assign_endpoint_ids(service, previous);
         let table_size = self.table_size(service);
 
@@ -692,6 +710,7 @@ impl Builder<'_> {
                 maglev,
                 wrr,
                 failover: service.failover,
+                announce: service.announce,
                 alive,
                 mode,
                 routes,
@@ -702,19 +721,6 @@ impl Builder<'_> {
         );
         self.next.service_index.insert(key, id);
         self.next.vips.insert(key.vip);
-    }
-
-    /// The service's Maglev table size: its own, the gateway's, or the
-    /// default.
-    fn table_size(&self, service: &Service) -> u32 {
-        [
-            service.maglev_table_size,
-            self.default_table_size,
-            DEFAULT_MAGLEV_TABLE_SIZE,
-        ]
-        .into_iter()
-        .find(|&size| size > 0)
-        .unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE)
     }
 
     /// The service's serial (its previous one, or a new one) and its
@@ -953,6 +959,8 @@ mod tests {
     fn service(name: &str, vip: &str, port: u16, backends: Vec<Backend>) -> Service {
         Service {
             limits: Default::default(),
+
+            announce: Default::default(),
             name: name.into(),
             protocol: Protocol::Tcp,
             vip: ip(vip),
