@@ -28,7 +28,7 @@ use serde_json::Value;
 /// The schema of each command's output on success. A command that writes
 /// no JSON (a shell script, man pages) refuses `-o json`: its output is an
 /// error.
-const SCHEMAS: [(&str, &str); 29] = [
+const SCHEMAS: [(&str, &str); 32] = [
     ("status", "status.json"),
     ("service list", "services.json"),
     ("service add", "changed.json"),
@@ -44,6 +44,9 @@ const SCHEMAS: [(&str, &str); 29] = [
     ("path add", "changed.json"),
     ("path del", "changed.json"),
     ("canary set", "changed.json"),
+    ("class list", "classes.json"),
+    ("class add", "changed.json"),
+    ("class del", "changed.json"),
     ("apply", "changed.json"),
     ("stats", "stats.json"),
     ("flows", "flows.json"),
@@ -110,7 +113,7 @@ fn command_of(args: &[&str]) -> String {
         .copied()
         .collect();
     match words.as_slice() {
-        [group @ ("service" | "backend" | "path" | "canary"), verb, ..] => {
+        [group @ ("service" | "backend" | "path" | "canary" | "class"), verb, ..] => {
             format!("{group} {verb}")
         }
         [one, ..] => (*one).to_owned(),
@@ -228,6 +231,16 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
     counters.rx_packets.add(10);
     counters.drop_for(DropReason::NoNeighbour);
     d.dataplane.add_worker(Some(3), counters);
+    d.dataplane
+        .set_service_stats(vec![flowgate_api::ServiceStats {
+            name: "web".into(),
+            routing: Some(flowgate_api::RouteStats {
+                path_flows: 2,
+                set_closed: 1,
+                ..flowgate_api::RouteStats::default()
+            }),
+            ..flowgate_api::ServiceStats::default()
+        }]);
     let flow = |service: Option<&str>, client: &str| FlowEntry {
         worker: 0,
         service: service.map(str::to_owned),
@@ -270,6 +283,7 @@ fn walk_reads(walk: &mut Walk, d: &Daemon) {
     walk.ok(d, &["backend", "list", "web"]);
     let stats = walk.ok(d, &["stats"]);
     assert_eq!(stats["totals"]["drops"]["no_neighbour"], 1);
+    assert_eq!(stats["services"][0]["routing"]["set_closed"], 1);
     let samples = walk.run(
         d,
         &["stats", "--watch", "--interval", "0.05", "--count", "2"],
@@ -530,6 +544,71 @@ fn walk_routing(walk: &mut Walk, d: &Daemon, file: &Path) {
     assert_eq!(empty["paths"], serde_json::json!([]));
     let unknown = walk.fails(d, &["path", "list", "nope"], 1);
     assert_eq!(unknown["code"], "not_found");
+    walk_classes(walk, d);
+}
+
+/// Client classes: a dry run reports, the change runs, a bad one is
+/// refused with its reason and changes nothing.
+fn walk_classes(walk: &mut Walk, d: &Daemon) {
+    let none = walk.ok(d, &["class", "list"]);
+    assert_eq!(none["classes"], serde_json::json!([]));
+    let add = ["class", "add", "198.18.10.0/24", "--set", "shop.sh.g1"];
+    let dry = walk.ok(d, &[&add[..], &["--dry-run"]].concat());
+    assert_eq!(dry["applied"], false);
+    assert_eq!(
+        dry["diff"]["classes_added"],
+        serde_json::json!([{"prefix": "198.18.10.0/24", "set": "shop.sh.g1"}])
+    );
+    let listed = walk.ok(d, &["class", "list"]);
+    assert_eq!(
+        listed["classes"],
+        serde_json::json!([]),
+        "a dry run changes nothing"
+    );
+    let generation = dry["generation"].as_u64().unwrap();
+    let added = walk.ok(d, &add);
+    assert_eq!(added["applied"], true);
+    assert_eq!(added["generation"].as_u64(), Some(generation + 1));
+    let twice = walk.fails(d, &add, 1);
+    assert_eq!(twice["code"], "exists");
+    let replaced = walk.ok(
+        d,
+        &[
+            "class",
+            "add",
+            "198.18.10.0/24",
+            "--set",
+            "shop.sh.*",
+            "--replace",
+        ],
+    );
+    assert_eq!(replaced["diff"]["classes_removed"][0]["set"], "shop.sh.g1");
+    assert_eq!(replaced["diff"]["classes_added"][0]["set"], "shop.sh.*");
+    let unknown = walk.fails(d, &["class", "add", "2001:2::/32", "--zone", "dc9"], 1);
+    assert_eq!(unknown["code"], "invalid");
+    assert!(
+        unknown["message"]
+            .as_str()
+            .unwrap()
+            .contains("zone \"dc9\""),
+        "{unknown}"
+    );
+    let malformed = walk.fails(d, &["class", "add", "2001:2::/32", "--set", "a.b"], 1);
+    assert_eq!(malformed["code"], "invalid");
+    let listed = walk.ok(d, &["class", "list"]);
+    assert_eq!(
+        listed["classes"],
+        serde_json::json!([{"prefix": "198.18.10.0/24", "set": "shop.sh.*"}])
+    );
+    let removed = walk.ok(d, &["class", "del", "198.18.10.0/24", "--dry-run"]);
+    assert_eq!(
+        removed["diff"]["classes_removed"][0]["prefix"],
+        "198.18.10.0/24"
+    );
+    let removed = walk.ok(d, &["class", "del", "198.18.10.0/24"]);
+    assert_eq!(removed["applied"], true);
+    let gone = walk.fails(d, &["class", "del", "198.18.10.0/24"], 1);
+    assert_eq!(gone["code"], "not_found");
 }
 
 /// The ipvsadm-style shorthand on `vip`.
@@ -605,6 +684,8 @@ fn walk_failures(walk: &mut Walk, d: &Daemon, vip: &str) {
         &["backend", "edit", "web", "198.18.1.11:8080"],
         &["canary", "set", "web", "101%"],
         &["path", "add", "web", "198.18.0.2"],
+        &["class", "add"],
+        &["class", "del", "198.18.10.0/24", "--zone", "dc1"],
         &["-A", "-t", vip, "-s", "rr", "-r", "198.18.1.21:8080"],
         &["completions", "bash"],
         &["man", d.dir.join("man").to_str().unwrap()],

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use flowgate_api::{
-    BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, Batch, CanaryShare, Edit,
-    FlowsQuery, PathKey, PathSpec, Request, ServiceEdit, ServiceName, ServiceSpec,
+    BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, Batch, CanaryShare, ClassKey,
+    ClassSpec, Edit, FlowsQuery, PathKey, PathSpec, Request, ServiceEdit, ServiceName, ServiceSpec,
     DEFAULT_CONTROL_SOCKET,
 };
 
@@ -75,6 +75,8 @@ pub enum Action {
     PathList(String),
     /// `capture`: what to record, and where (`-` for stdout) if to a file.
     Capture(flowgate_api::CaptureQuery, Option<PathBuf>),
+    /// `class list`.
+    ClassList,
     /// ipvsadm-style `-L`: services and backends, optionally one service.
     List(Option<Listener>),
     /// ipvsadm-style change to the service at a listener.
@@ -207,6 +209,10 @@ enum Command {
     /// Set the share of new flows a service's canary takes.
     #[command(subcommand)]
     Canary(CanaryCommand),
+    /// List, add or remove client classes: client prefixes with the SET
+    /// and zone their new flows are routed by.
+    #[command(subcommand)]
+    Class(ClassCommand),
     /// Replace the running rules with a config file, atomically; prints
     /// what changes.
     Apply {
@@ -469,6 +475,39 @@ enum PathCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum ClassCommand {
+    /// The client classes, from the rules that run.
+    List,
+    /// Give the clients under PREFIX a SET and a zone (the longest prefix
+    /// holding a client is its class). New flows only.
+    Add {
+        /// The clients: ADDR or ADDR/LEN, IPv4 or IPv6.
+        prefix: String,
+        /// Their SET: name.area.group (group may be `*`).
+        #[arg(long)]
+        set: Option<String>,
+        /// Their zone: one a backend, a class or a zone_priority names.
+        #[arg(long)]
+        zone: Option<String>,
+        /// Replace the class at PREFIX if there is one.
+        #[arg(long)]
+        replace: bool,
+        /// Validate and print the difference; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove the class at PREFIX: its clients fall to a shorter prefix's
+    /// class, or to none.
+    Del {
+        /// The clients, as the class has them: ADDR or ADDR/LEN.
+        prefix: String,
+        /// Validate and print the difference; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum CanaryCommand {
     /// Send SHARE of the service's new flows to its canary group: basis
     /// points (`500`) or a percentage (`5%`, `0.5%`). New flows only;
@@ -706,6 +745,7 @@ fn action(command: Command) -> Result<Action, String> {
         Command::Service(command) => service_action(command),
         Command::Backend(command) => backend_action(command),
         Command::Path(command) => Ok(path_action(command)),
+        Command::Class(command) => Ok(class_action(command)),
         Command::Canary(CanaryCommand::Set {
             service,
             share,
@@ -841,6 +881,31 @@ fn path_action(command: PathCommand) -> Action {
             client,
             dry_run,
         } => one_edit(Edit::PathDel(PathKey { service, client }), dry_run),
+    }
+}
+
+/// `class list|add|del`.
+fn class_action(command: ClassCommand) -> Action {
+    match command {
+        ClassCommand::List => Action::ClassList,
+        ClassCommand::Add {
+            prefix,
+            set,
+            zone,
+            replace,
+            dry_run,
+        } => one_edit(
+            Edit::ClassAdd(ClassSpec {
+                prefix,
+                set,
+                zone,
+                replace,
+            }),
+            dry_run,
+        ),
+        ClassCommand::Del { prefix, dry_run } => {
+            one_edit(Edit::ClassDel(ClassKey { prefix }), dry_run)
+        }
     }
 }
 
@@ -1172,6 +1237,25 @@ mod tests {
         for bad in ["10001", "100.01%", "1.234%", "%", "-1", "5 %", "x%", ".5%"] {
             assert!(canary_share(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn class_verbs_are_one_edit_batches_with_dry_run() {
+        let edit = |line: &str| match parsed(line).action {
+            Action::Change(Request::Batch(batch)) => (batch.edits, batch.dry_run),
+            other => panic!("{line}: {other:?}"),
+        };
+        let (edits, dry) = edit("class add 198.18.10.0/24 --set shop.sh.g1 --zone dc1 --dry-run");
+        assert!(dry);
+        assert!(matches!(&edits[..], [Edit::ClassAdd(c)]
+            if c.prefix == "198.18.10.0/24" && c.set.as_deref() == Some("shop.sh.g1")
+                && c.zone.as_deref() == Some("dc1") && !c.replace));
+        let (edits, _) = edit("class add 2001:2::/32 --zone dc2 --replace");
+        assert!(matches!(&edits[..], [Edit::ClassAdd(c)] if c.set.is_none() && c.replace));
+        let (edits, dry) = edit("class del 198.18.10.0/24");
+        assert!(!dry);
+        assert!(matches!(&edits[..], [Edit::ClassDel(k)] if k.prefix == "198.18.10.0/24"));
+        assert_eq!(parsed("class list").action, Action::ClassList);
     }
 
     fn try_shorthand(line: &str) -> Result<Action, String> {

@@ -92,6 +92,7 @@ pub fn run(
         Action::Capture(query, write) => {
             crate::capture::run(&mut session.client, query, write, format, session.out)
         }
+        Action::ClassList => session.read(Request::ClassList {}),
         Action::Change(Request::BackendDel(key)) => {
             let remove_service = format!("flowgatectl service del {}", key.service);
             session.delete_backend(key, remove_service)
@@ -204,6 +205,7 @@ impl Session<'_> {
             Reply::CaptureFrame(_) | Reply::CaptureEnd(_) => {
                 return Err(unexpected("a reply to a read", &reply))
             }
+            Reply::Classes(c) => show::classes(c),
         };
         self.write(&text)
     }

@@ -148,6 +148,16 @@ impl Worker {
         self
     }
 
+    /// Gives this worker its share of the admission state (see
+    /// [`Pipeline::set_admission`]); its connection table counts its
+    /// connections on the same backend lanes.
+    pub fn with_admission(mut self, admission: crate::admission::WorkerAdmission) -> Self {
+        self.flows
+            .set_connection_lanes(admission.backends().clone());
+        self.pipeline.set_admission(admission);
+        self
+    }
+
     /// Makes this worker one of several: frames whose connection another
     /// worker owns are handed to it, and frames handed to this one are
     /// processed here.
@@ -425,7 +435,7 @@ impl Worker {
         // A capture's one look per batch: an atomic load while none runs.
         if let Some(mut capture) = self.capture.armed() {
             for (frame, verdict) in frames.iter().zip(&self.verdicts) {
-                capture.offer(memory.frame(frame), ingress, *verdict, now_ns);
+                capture.offer(|| memory.frame(frame), ingress, *verdict, now_ns);
             }
         }
         for (i, frame) in frames.drain(..).enumerate() {

@@ -55,18 +55,18 @@ pub use explain::{
 };
 pub use framing::parse_request;
 pub use reply::{
-    BackendHealth, BackendState, BackendView, BackendsReply, ChangeReport, CheckReport, FlowsReply,
-    HealthSummary, HeartbeatReply, PathView, PathsReply, Reply, Response, ServiceView,
-    ServicesReply, StatusReply, MAX_NOT_UP,
+    BackendHealth, BackendState, BackendView, BackendsReply, ChangeReport, CheckReport, ClassView,
+    ClassesReply, FlowsReply, HealthSummary, HeartbeatReply, PathView, PathsReply, Reply, Response,
+    ServiceView, ServicesReply, StatusReply, MAX_NOT_UP,
 };
 pub use report::{
-    BackendStats, FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport,
-    TrafficCounters, WorkerInfo, WorkerStats,
+    BackendStats, FlowEntry, InterfaceInfo, Refusals, RouteStats, ServiceStats, StatsReport,
+    StatusReport, TrafficCounters, WorkerInfo, WorkerStats,
 };
 pub use request::{
     ApplyConfig, BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, Batch,
-    CanaryShare, Edit, FlowsQuery, PathKey, PathSpec, Request, RequestEnvelope, ServiceEdit,
-    ServiceName, ServiceSpec,
+    CanaryShare, ClassKey, ClassSpec, Edit, FlowsQuery, PathKey, PathSpec, Request,
+    RequestEnvelope, ServiceEdit, ServiceName, ServiceSpec,
 };
 
 /// The version of the protocol this build speaks.

@@ -225,8 +225,11 @@ mod tests {
         assert!(taps[0].armed().is_none(), "nothing armed");
         let mut session = hub.start(all(60)).unwrap();
         assert!(hub.start(all(60)).is_err(), "one at a time");
-        taps[0].armed().unwrap().offer(&frame, 1, ttl, 5);
-        taps[1].armed().unwrap().offer(&frame, 0, Verdict::Pass, 6);
+        taps[0].armed().unwrap().offer(|| &frame[..], 1, ttl, 5);
+        taps[1]
+            .armed()
+            .unwrap()
+            .offer(|| &frame[..], 0, Verdict::Pass, 6);
         let mut out = Vec::new();
         assert_eq!(session.drain(10, &mut out), 2);
         assert_eq!(out[0].worker, 0);
@@ -250,8 +253,8 @@ mod tests {
             .unwrap();
         for _ in 0..9 {
             let mut armed = taps[0].armed().unwrap();
-            armed.offer(&frame, 0, ttl, 1);
-            armed.offer(&frame, 0, Verdict::Transmit(1), 1);
+            armed.offer(|| &frame[..], 0, ttl, 1);
+            armed.offer(|| &frame[..], 0, Verdict::Transmit(1), 1);
         }
         out.clear();
         assert_eq!(session.drain(100, &mut out), 3);
@@ -264,7 +267,7 @@ mod tests {
         let session = hub.start(all(16)).unwrap();
         let mut armed = taps[0].armed().unwrap();
         for _ in 0..RING_SLOTS + 5 {
-            armed.offer(&[1u8; 20], 0, Verdict::Pass, 1);
+            armed.offer(|| &[1u8; 20][..], 0, Verdict::Pass, 1);
         }
         assert_eq!(session.lost(), 5);
         drop(session);
@@ -277,7 +280,7 @@ mod tests {
         taps[0]
             .armed()
             .unwrap()
-            .offer(&[2u8; 20], 0, Verdict::Pass, 9);
+            .offer(|| &[2u8; 20][..], 0, Verdict::Pass, 9);
         assert_eq!(session.drain(1_000, &mut out), 1);
         assert_eq!(out[0].bytes, vec![2u8; 16]);
         assert!(session.unix_ns(9) > 1_600_000_000_000_000_000);

@@ -72,20 +72,38 @@ impl CaptureTap {
 impl Armed<'_> {
     /// Offers one decided frame: recorded if the filter wants it, the
     /// sampling picks it and the ring has a free slot (else counted lost).
+    /// The frame's bytes are fetched (`frame`) only when the filter must
+    /// read them or the frame is to be recorded, so that a sampled capture
+    /// costs the frames it skips one verdict check and one count.
     #[inline]
-    pub fn offer(&mut self, frame: &[u8], ingress: u16, verdict: Verdict, now_ns: u64) {
+    pub fn offer<'f>(
+        &mut self,
+        frame: impl Fn() -> &'f [u8],
+        ingress: u16,
+        verdict: Verdict,
+        now_ns: u64,
+    ) {
         let link = &mut *self.link;
         let Some(filter) = link.filter.as_deref() else {
             return;
         };
-        if !filter.wants_verdict(verdict) || !filter.wants_frame(frame) {
+        if !filter.wants_verdict(verdict) {
             return;
+        }
+        let mut fetched = None;
+        if !filter.keys.is_empty() {
+            let bytes = frame();
+            if !filter.wants_frame(bytes) {
+                return;
+            }
+            fetched = Some(bytes);
         }
         link.skipped = link.skipped.saturating_add(1);
         if link.skipped < filter.sample_every {
             return;
         }
         link.skipped = 0;
+        let frame = fetched.unwrap_or_else(frame);
         let snap = filter.snap.min(SNAP_MAX).min(frame.len());
         let session = link.session;
         link.ring.record(|slot| {

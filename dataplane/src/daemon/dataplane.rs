@@ -270,18 +270,31 @@ impl Dataplane for DaemonDataplane {
         report.sum_workers();
         let backend_totals = sample.backend_totals();
         let service_totals = sample.service_totals();
+        let refusals = sample.service_refusals();
+
+        let route_totals = sample.route_totals();
         report.services = sample
             .services
             .iter()
             .enumerate()
             .map(|(i, service)| {
                 let total = service_totals.get(i).copied().unwrap_or_default();
+                let refused = refusals.get(i).copied().unwrap_or_default();
+
+                let routes = route_totals.get(i).copied().unwrap_or_default();
                 ServiceStats {
+                    routing: crate::metrics::route_stats(service.routed, routes),
                     name: service.name.clone(),
                     packets: total.packets,
                     bytes: total.bytes,
                     active_flows: total.active_flows,
                     new_flows: total.new_flows,
+                    refused: flowgate_api::Refusals {
+                        service_rate: refused.service_rate,
+                        client_rate: refused.client_rate,
+                        backend_cap: refused.backend_cap,
+                        resets_sent: refused.resets_sent,
+                    },
                     backends: sample
                         .backends
                         .iter()
