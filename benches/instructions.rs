@@ -39,6 +39,11 @@
 //! worker's frames belong to the other. Each worker's table holds
 //! `2 × connections`, so new flows do not evict.
 //!
+//! With `CAPTURE` set in the environment, the worker cases run with a
+//! capture armed: `drops` (forwarded frames never match), or `N` (every
+//! frame matches, one in N is copied into its worker's ring; the rings
+//! are emptied between steps, untimed).
+//!
 //! It also prints the wall time per packet (or build) it saw (meaningful only when
 //! not under valgrind). `scripts/instructions.sh` runs every case under
 //! callgrind and prints instructions per packet; `cargo bench` runs this
@@ -152,10 +157,25 @@ fn workers(args: &[String]) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
+    // CAPTURE: unset or `off` (none armed), `drops` (armed for drops
+    // only: forwarded frames never match), or N (every frame matches;
+    // one in N is copied into the ring).
+    let capture = std::env::var("CAPTURE").unwrap_or_default();
     let setup = Instant::now();
     let gateway = Gateway::new(services);
     let mut w = Workers::new(&gateway, count, 2 * connections as usize);
     w.establish(connections);
+    match capture.as_str() {
+        "" | "off" => {}
+        "drops" => w.arm_capture(1, true),
+        n => match n.parse::<u32>() {
+            Ok(n) if n > 0 => w.arm_capture(n, false),
+            _ => {
+                eprintln!("CAPTURE: off, drops or a sampling rate N > 0, not {n:?}");
+                return ExitCode::FAILURE;
+            }
+        },
+    }
     let step = |w: &mut Workers, measure: bool| {
         if new {
             w.load_new();
@@ -193,9 +213,11 @@ fn workers(args: &[String]) -> ExitCode {
         assert_eq!(w.flow_hits() - hits, packets);
     }
     let handed = w.handed_over() - handed;
+    let (captured, lost) = w.captured();
     println!(
         "mode=workers count={count} new={new} services={services} connections={connections} \
-         packets={packets} handed_over={handed} setup_s={:.1} wall_ns_per_packet={:.1} table_len={}",
+         packets={packets} handed_over={handed} setup_s={:.1} wall_ns_per_packet={:.1} table_len={} \
+         capture={capture:?} captured={captured} capture_lost={lost}",
         setup.as_secs_f64(),
         time.as_nanos() as f64 / packets as f64,
         w.connections(),

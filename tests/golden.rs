@@ -1678,3 +1678,105 @@ fn each_routing_policy_and_their_combinations_give_the_golden_frames() {
         assert_eq!(decided, 1, "{name}: {stage:?} did not decide: {c:?}");
     }
 }
+
+/// A frame of tests/golden/resets/ (tests/golden/make_resets.py: a refused
+/// segment, `.in.hex`, and the RST RFC 793 gives for it, `.out.hex`).
+fn reset_frame(file: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/resets")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+/// Each limit of `[services.limits]`, with each `over_limit`, on scapy's
+/// segments to web and web6 (tests/golden/resets/, the cases whose port is
+/// a service's): the limit is used up by a first SYN, then the segment is a
+/// new flow over it, dropped, or answered with scapy's RST byte for byte
+/// and sent back out of the port it came in on.
+#[test]
+fn each_limit_refuses_a_new_flow_with_a_drop_or_scapys_rst() {
+    // (limit, its keys, the client of the SYN that uses it up: v4, v6).
+    let limits = [
+        (
+            "service_rate",
+            "max_new_flows_per_s = 1\nnew_flows_burst = 1",
+            ("198.18.7.7:1000", "[2001:2:7::7]:1000"),
+        ),
+        (
+            // Another host of the client's /24 or /64: the same client.
+            "client_rate",
+            "client_max_new_flows_per_s = 1\nclient_new_flows_burst = 1\n\
+             client_prefix_v4 = 24\nclient_prefix_v6 = 64",
+            ("198.18.0.200:1000", "[2001:2::200]:1000"),
+        ),
+        (
+            "backend_cap",
+            "max_connections = 1",
+            ("198.18.7.7:1000", "[2001:2:7::7]:1000"),
+        ),
+    ];
+    let cases = [
+        ("ipv4_syn", false),
+        ("ipv6_syn", true),
+        ("ipv4_options_syn", false),
+        ("vlan_ipv4_syn", false),
+        ("qinq_ipv6_syn", true),
+        ("ipv4_ack_midstream", false),
+        ("ipv6_fin_ack", true),
+    ];
+    for (limit, keys, (prime4, prime6)) in limits {
+        for action in ["drop", "reset"] {
+            let table = format!("[services.limits]\n{keys}\nover_limit = \"{action}\"\n");
+            let rules = GOLDEN_RULES
+                .replace(
+                    "port = 80\n[[services.backends]]\naddress = \"198.18.1.11\"",
+                    &format!("port = 80\n{table}[[services.backends]]\naddress = \"198.18.1.11\""),
+                )
+                .replace(
+                    "port = 80\n[[services.backends]]\naddress = \"2001:2:0:1::11\"",
+                    &format!(
+                        "port = 80\n{table}[[services.backends]]\naddress = \"2001:2:0:1::11\""
+                    ),
+                );
+            for (case, v6) in cases {
+                let what = format!("{limit} {action} {case}");
+                let mut h = Harness::new(&rules);
+                let (prime, vip) = if v6 {
+                    (prime6, "[2001:2:0:100::10]:80")
+                } else {
+                    (prime4, "198.18.100.10:80")
+                };
+                let first = from_client(FrameBuilder::tcp(sa(prime), sa(vip), SYN)).build();
+                assert_eq!(h.run(&first, 0, 1).0, Verdict::Transmit(1), "{what}: first");
+                let input = reset_frame(&format!("{case}.in.hex"));
+                let (v, out) = h.run(&input, 0, 1);
+                if action == "drop" {
+                    assert_eq!(v, Verdict::Drop(DropReason::OverLimit), "{what}");
+                    continue;
+                }
+                let expected = reset_frame(&format!("{case}.out.hex"));
+                assert_eq!(v, Verdict::Transmit(0), "{what}");
+                assert!(
+                    out == expected,
+                    "{what}:\n got\n{}\n want\n{}",
+                    hex(&out),
+                    hex(&expected)
+                );
+                assert!(frame_checksums_ok(&out), "{what}");
+                let counters = h.pipeline.admission().counters().snapshot();
+                assert_eq!(counters.refused(), 1, "{what}");
+                let reason = flowgate_dataplane::admission::Refusal::ALL
+                    .into_iter()
+                    .find(|r| r.name() == limit)
+                    .unwrap();
+                assert_eq!(counters.refused_for(reason), 1, "{what}");
+                assert_eq!(counters.resets_sent, 1, "{what}");
+            }
+        }
+    }
+}

@@ -135,6 +135,9 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
         .map(|k| {
             let addr = service_addr(k);
             Service {
+                limits: Default::default(),
+
+                announce: Default::default(),
                 name: format!("svc{k}"),
                 protocol: Protocol::Tcp,
                 vip: addr.ip(),

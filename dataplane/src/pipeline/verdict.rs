@@ -50,10 +50,13 @@ pub enum DropReason {
     /// established connections, which it keeps (`flows.evict_established`
     /// is off). The client's retry gets a place once one ends or idles out.
     FlowTableFull,
+    /// A new flow over one of its service's limits (`[services.limits]`,
+    /// `over_limit = "drop"`): the admission counters say which.
+    OverLimit,
 }
 
 /// Reasons other than parse errors, in counter order after them.
-const OWN_REASONS: [DropReason; 11] = [
+const OWN_REASONS: [DropReason; 12] = [
     DropReason::TtlExpired,
     DropReason::FragmentToVip,
     DropReason::NoBackend,
@@ -65,6 +68,7 @@ const OWN_REASONS: [DropReason; 11] = [
     DropReason::BackendDown,
     DropReason::AllBackendsDown,
     DropReason::FlowTableFull,
+    DropReason::OverLimit,
 ];
 
 impl DropReason {
@@ -88,6 +92,7 @@ impl DropReason {
             DropReason::BackendDown => parse + 8,
             DropReason::AllBackendsDown => parse + 9,
             DropReason::FlowTableFull => parse + 10,
+            DropReason::OverLimit => parse + 11,
         }
     }
 
@@ -121,6 +126,7 @@ impl DropReason {
             DropReason::BackendDown => "backend_down",
             DropReason::AllBackendsDown => "all_backends_down",
             DropReason::FlowTableFull => "flow_table_full",
+            DropReason::OverLimit => "over_limit",
         }
     }
 }

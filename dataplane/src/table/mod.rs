@@ -12,6 +12,7 @@
 mod decide;
 pub mod failover;
 mod ids;
+pub mod limits;
 pub mod maglev;
 mod paths;
 mod publish;
@@ -22,6 +23,7 @@ pub mod wrr;
 
 pub use decide::{RouteQuery, RouteTrace, Routed};
 pub use failover::{AliveCount, IfDead, Mode};
+pub use limits::CompiledLimits;
 pub use maglev::{MaglevBackend, MaglevTable};
 pub use paths::{PathRouting, SharedNames};
 pub use publish::{SnapshotGuard, SnapshotPublisher, SnapshotReader};
