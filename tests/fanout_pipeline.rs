@@ -466,6 +466,16 @@ fn a_tcp_fanout_service_and_misplaced_reply_modes_are_refused_with_their_line() 
         err.contains("service \"publish\" has distribution paths, but its scheduler fanout sends each flow to every backend"),
         "{err}"
     );
+    // Limits count new connections, which fan-out does not make.
+    let limited = fanout_rules("all", &[("198.18.1.11", 1)], &[])
+        + "[services.limits]\nmax_new_flows_per_s = 100\n";
+    let err = rules::load_str(&limited, "gw.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("gw.toml:17:13: service \"publish\" fans out: flow limits and connection caps apply to new connections"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::capture::CaptureTap;
 use crate::fastpath::connection_rewrites;
 use crate::flow::FlowTable;
 use crate::handoff::{owner_of, HandedFrame, Handoff};
@@ -106,6 +107,8 @@ pub struct Worker {
     free_high: usize,
     /// Free frames fan-out copies leave in the pool.
     fanout_reserve: usize,
+    /// `flowgatectl capture`'s view of decided frames.
+    capture: CaptureTap,
 }
 
 impl Worker {
@@ -133,6 +136,7 @@ impl Worker {
             fanout_share: DEFAULT_FANOUT_FRAME_SHARE,
             free_high: 0,
             fanout_reserve: 0,
+            capture: CaptureTap::detached(),
         }
     }
 
@@ -159,6 +163,22 @@ impl Worker {
     /// flow of a service with paths looks its client up first.
     pub fn with_paths(mut self, reader: crate::route::PathReader) -> Self {
         self.pipeline.set_paths(reader);
+        self
+    }
+
+    /// Lets captures see the frames this worker decides, through `tap`.
+    pub fn with_capture(mut self, tap: CaptureTap) -> Self {
+        self.capture = tap;
+        self
+    }
+
+    /// Gives this worker its share of the admission state (see
+    /// [`Pipeline::set_admission`]); its connection table counts its
+    /// connections on the same backend lanes.
+    pub fn with_admission(mut self, admission: crate::admission::WorkerAdmission) -> Self {
+        self.flows
+            .set_connection_lanes(admission.backends().clone());
+        self.pipeline.set_admission(admission);
         self
     }
 
@@ -448,6 +468,12 @@ impl Worker {
             self.fanout_reserve,
             &mut self.tx,
         );
+        // A capture's one look per batch: an atomic load while none runs.
+        if let Some(mut capture) = self.capture.armed() {
+            for (frame, verdict) in frames.iter().zip(&self.verdicts) {
+                capture.offer(|| memory.frame(frame), ingress, *verdict, now_ns);
+            }
+        }
         for (i, frame) in frames.drain(..).enumerate() {
             // The pipeline gives one verdict per frame; were one missing,
             // the frame would go back to the pool, not be lost.

@@ -50,6 +50,9 @@ pub enum DropReason {
     /// established connections, which it keeps (`flows.evict_established`
     /// is off). The client's retry gets a place once one ends or idles out.
     FlowTableFull,
+    /// A new flow over one of its service's limits (`[services.limits]`,
+    /// `over_limit = "drop"`): the admission counters say which.
+    OverLimit,
     /// A fan-out backend's reply after the first since the client's latest
     /// datagram, for a service with `fanout_replies = "first"`.
     FanoutReplyAfterFirst,
@@ -59,7 +62,7 @@ pub enum DropReason {
 }
 
 /// Reasons other than parse errors, in counter order after them.
-const OWN_REASONS: [DropReason; 13] = [
+const OWN_REASONS: [DropReason; 14] = [
     DropReason::TtlExpired,
     DropReason::FragmentToVip,
     DropReason::NoBackend,
@@ -71,6 +74,7 @@ const OWN_REASONS: [DropReason; 13] = [
     DropReason::BackendDown,
     DropReason::AllBackendsDown,
     DropReason::FlowTableFull,
+    DropReason::OverLimit,
     DropReason::FanoutReplyAfterFirst,
     DropReason::FanoutCopyNoFrame,
 ];
@@ -96,8 +100,9 @@ impl DropReason {
             DropReason::BackendDown => parse + 8,
             DropReason::AllBackendsDown => parse + 9,
             DropReason::FlowTableFull => parse + 10,
-            DropReason::FanoutReplyAfterFirst => parse + 11,
-            DropReason::FanoutCopyNoFrame => parse + 12,
+            DropReason::OverLimit => parse + 11,
+            DropReason::FanoutReplyAfterFirst => parse + 12,
+            DropReason::FanoutCopyNoFrame => parse + 13,
         }
     }
 
@@ -131,6 +136,7 @@ impl DropReason {
             DropReason::BackendDown => "backend_down",
             DropReason::AllBackendsDown => "all_backends_down",
             DropReason::FlowTableFull => "flow_table_full",
+            DropReason::OverLimit => "over_limit",
             DropReason::FanoutReplyAfterFirst => "fanout_reply_after_first",
             DropReason::FanoutCopyNoFrame => "fanout_copy_no_frame",
         }

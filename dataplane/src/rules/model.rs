@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use super::health::{BackendHealth, HealthSettings, ServiceHealth};
+use super::limits::FlowLimits;
+use crate::admission::ConnectionCap;
 
 /// Default Maglev lookup table size (a prime).
 pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65_537;
@@ -347,6 +349,13 @@ pub struct Service {
     /// Routing by client for this service: its zone priority, canary and
     /// distribution paths.
     pub routing: ServiceRouting,
+    /// Its flow control: new-flow rates, connection caps, and what an
+    /// over-limit new flow gets (`[services.limits]`).
+    pub limits: FlowLimits,
+
+    /// How its VIP is announced on the client-facing interface. Every
+    /// service of one VIP address has the same.
+    pub announce: Announce,
 }
 
 impl Service {
@@ -464,6 +473,42 @@ impl fmt::Display for OnBackendDown {
     }
 }
 
+/// How the gateway makes a VIP reachable on the client-facing interface
+/// (port 0), the `announce` key of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Announce {
+    /// Not announced (default): the clients' router sends the VIP's
+    /// traffic to the gateway, as in a config without the key.
+    #[default]
+    None,
+    /// The XDP program answers ARP requests (IPv4) and neighbour
+    /// solicitations (IPv6) for the VIP with the interface's MAC, and the
+    /// gateway sends a gratuitous ARP or unsolicited neighbour
+    /// advertisement when the VIP appears.
+    Arp,
+}
+
+impl Announce {
+    /// `none` or `arp`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Announce::None => "none",
+            Announce::Arp => "arp",
+        }
+    }
+
+    /// Whether the gateway answers for the VIP on its segment.
+    pub const fn is_announced(self) -> bool {
+        matches!(self, Announce::Arp)
+    }
+}
+
+impl fmt::Display for Announce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What a service does with a new flow when none of its backends is alive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum WhenAllDown {
@@ -535,6 +580,10 @@ pub struct Backend {
     /// cannot move without its paths being rewritten, so give containers
     /// that move a name.
     pub name: Option<String>,
+    /// Its own connection marks (`max_connections`,
+    /// `resume_connections`), in place of its service's
+    /// [`FlowLimits::max_connections`].
+    pub max_connections: Option<ConnectionCap>,
 }
 
 impl Backend {
@@ -549,6 +598,7 @@ impl Backend {
             group: None,
             health: BackendHealth::default(),
             name: None,
+            max_connections: None,
         }
     }
 

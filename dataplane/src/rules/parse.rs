@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::mac::parse_mac;
 use super::{
-    ClientPrefix, FanoutReplies, MacAddr, OnBackendDown, Protocol, Scheduler, WhenAllDown,
+    Announce, ClientPrefix, FanoutReplies, MacAddr, OnBackendDown, Protocol, Scheduler, WhenAllDown,
 };
 use crate::health::{CheckKindName, InitialState};
 
@@ -85,6 +85,23 @@ pub fn on_backend_down(text: &str, service: &str) -> Result<OnBackendDown, Strin
             "unknown on_backend_down {text:?} in service {service:?} (expected \"keep\", \"drop\" or \"reset\")"
         )
     })
+}
+
+/// How a service's VIP is announced: `arp` or `none`. `bgp` is a word the
+/// key will take, refused until the gateway can speak BGP.
+pub fn announce(text: &str, service: &str) -> Result<Announce, String> {
+    match text {
+        "arp" => Ok(Announce::Arp),
+        "none" => Ok(Announce::None),
+        "bgp" => Err(format!(
+            "announce \"bgp\" of service {service:?}: bgp announcement is not available yet \
+             (use \"arp\" to answer for the VIP on the client segment, or \"none\" and a route \
+             to the gateway)"
+        )),
+        _ => Err(format!(
+            "unknown announce {text:?} in service {service:?} (expected \"arp\", \"bgp\" or \"none\")"
+        )),
+    }
 }
 
 /// What a service does when no backend is alive: `open` or `closed`.
@@ -229,6 +246,18 @@ mod tests {
         assert_eq!(
             on_backend_down("rst", "web").unwrap_err(),
             r#"unknown on_backend_down "rst" in service "web" (expected "keep", "drop" or "reset")"#
+        );
+        assert_eq!(announce("arp", "web"), Ok(Announce::Arp));
+        assert_eq!(announce("none", "web"), Ok(Announce::None));
+        assert_eq!(
+            announce("bgp", "web").unwrap_err(),
+            "announce \"bgp\" of service \"web\": bgp announcement is not available yet \
+             (use \"arp\" to answer for the VIP on the client segment, or \"none\" and a route \
+             to the gateway)"
+        );
+        assert_eq!(
+            announce("ARP", "web").unwrap_err(),
+            r#"unknown announce "ARP" in service "web" (expected "arp", "bgp" or "none")"#
         );
         assert_eq!(when_all_down("closed", "web"), Ok(WhenAllDown::Closed));
         assert_eq!(

@@ -116,6 +116,7 @@ pub(super) struct RawService {
     pub on_backend_down: Option<Spanned<String>>,
     pub panic_threshold: Option<Spanned<i64>>,
     pub when_all_down: Option<Spanned<String>>,
+    pub announce: Option<Spanned<String>>,
     pub heartbeat_ttl: Option<Spanned<String>>,
     pub heartbeat_token: Option<Spanned<String>>,
     pub health: Option<RawServiceHealth>,
@@ -125,6 +126,7 @@ pub(super) struct RawService {
     pub canary: Option<RawCanary>,
     #[serde(default)]
     pub paths: Vec<RawPath>,
+    pub limits: Option<super::limits::RawLimits>,
 }
 
 /// One `[[services.backends]]` entry.
@@ -140,6 +142,8 @@ pub(super) struct RawBackend {
     pub heartbeat_ttl: Option<Spanned<String>>,
     pub health: Option<RawBackendHealth>,
     pub name: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub resume_connections: Option<Spanned<i64>>,
 }
 
 /// `[health]`: a check's keys and `initial`. In `[health]` and
