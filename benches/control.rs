@@ -152,6 +152,9 @@ impl Drop for TempDir {
 fn config(services: usize, backends: usize, table_size: u32) -> Config {
     let services = (0..services)
         .map(|s| Service {
+            limits: Default::default(),
+
+            announce: Default::default(),
             name: format!("svc-{s}"),
             protocol: Protocol::Tcp,
             vip: vip(s),

@@ -48,6 +48,9 @@ fn service(i: usize, weight: u32) -> Service {
         .collect();
     backends[0].weight = weight;
     Service {
+        limits: Default::default(),
+
+        announce: Default::default(),
         routing: Default::default(),
         health: Default::default(),
         name: format!("svc-{i:05}"),

@@ -12,6 +12,11 @@
 //! and no rebuild since, so that about a quarter of the new flows take the
 //! skip rule.
 //!
+//! A mode prefixed `routed-` (`routed-established`, `routed-new-full`,
+//! `routed-new-half`; services must be 1) runs against the gateway of
+//! every routing policy on (`Gateway::routed`: 10 000 client classes,
+//! SETs, zones, a canary, 1 000 000 distribution paths).
+//!
 //! `connections` (default 1 000 000) sizes the table: with a few thousand
 //! it stays in cache, which shows what the full-size table's cache misses
 //! cost.
@@ -33,6 +38,11 @@
 //! once inside `measured_polls`. With two workers about half of each
 //! worker's frames belong to the other. Each worker's table holds
 //! `2 × connections`, so new flows do not evict.
+//!
+//! With `CAPTURE` set in the environment, the worker cases run with a
+//! capture armed: `drops` (forwarded frames never match), or `N` (every
+//! frame matches, one in N is copied into its worker's ring; the rings
+//! are emptied between steps, untimed).
 //!
 //! It also prints the wall time per packet (or build) it saw (meaningful only when
 //! not under valgrind). `scripts/instructions.sh` runs every case under
@@ -147,10 +157,25 @@ fn workers(args: &[String]) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
+    // CAPTURE: unset or `off` (none armed), `drops` (armed for drops
+    // only: forwarded frames never match), or N (every frame matches;
+    // one in N is copied into the ring).
+    let capture = std::env::var("CAPTURE").unwrap_or_default();
     let setup = Instant::now();
     let gateway = Gateway::new(services);
     let mut w = Workers::new(&gateway, count, 2 * connections as usize);
     w.establish(connections);
+    match capture.as_str() {
+        "" | "off" => {}
+        "drops" => w.arm_capture(1, true),
+        n => match n.parse::<u32>() {
+            Ok(n) if n > 0 => w.arm_capture(n, false),
+            _ => {
+                eprintln!("CAPTURE: off, drops or a sampling rate N > 0, not {n:?}");
+                return ExitCode::FAILURE;
+            }
+        },
+    }
     let step = |w: &mut Workers, measure: bool| {
         if new {
             w.load_new();
@@ -188,9 +213,11 @@ fn workers(args: &[String]) -> ExitCode {
         assert_eq!(w.flow_hits() - hits, packets);
     }
     let handed = w.handed_over() - handed;
+    let (captured, lost) = w.captured();
     println!(
         "mode=workers count={count} new={new} services={services} connections={connections} \
-         packets={packets} handed_over={handed} setup_s={:.1} wall_ns_per_packet={:.1} table_len={}",
+         packets={packets} handed_over={handed} setup_s={:.1} wall_ns_per_packet={:.1} table_len={} \
+         capture={capture:?} captured={captured} capture_lost={lost}",
         setup.as_secs_f64(),
         time.as_nanos() as f64 / packets as f64,
         w.connections(),
@@ -253,6 +280,22 @@ fn run(world: &mut World, mode: Mode, batches: usize, measure: bool) -> Duration
     total
 }
 
+/// Says how to run it; success when run by `cargo bench` with no case.
+fn usage(args: &[String]) -> ExitCode {
+    if args.iter().all(|a| a.starts_with("--")) {
+        // `cargo bench` runs every bench binary with `--bench`.
+        println!("instructions: run it through scripts/instructions.sh");
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "usage: instructions [routed-]<established|new-full|new-half|new-dead> <services> [batches] [connections]\n\
+         \x20      (routed-: every routing policy on, 1 service, not new-dead)\n\
+         \x20      instructions workers <count> <established|new> <services> [steps] [connections]\n\
+         \x20      instructions maglev <table size> [builds]"
+    );
+    ExitCode::FAILURE
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -260,7 +303,12 @@ fn main() -> ExitCode {
         Some("workers") => return workers(&args),
         _ => {}
     }
-    let mode = args.first().and_then(|m| Mode::from_name(m));
+    let name = args.first().map(String::as_str).unwrap_or("");
+    let (routed, name) = match name.strip_prefix("routed-") {
+        Some(rest) => (true, rest),
+        None => (false, name),
+    };
+    let mode = Mode::from_name(name).filter(|&m| !routed || m != Mode::NewDead);
     let services = args.get(1).and_then(|s| s.parse::<usize>().ok());
     let batches = match args.get(2) {
         Some(b) => b.parse::<usize>().ok(),
@@ -273,18 +321,11 @@ fn main() -> ExitCode {
     let (Some(mode), Some(services), Some(batches), Some(connections)) =
         (mode, services, batches, connections)
     else {
-        if args.iter().all(|a| a.starts_with("--")) {
-            // `cargo bench` runs every bench binary with `--bench`.
-            println!("instructions: run it through scripts/instructions.sh");
-            return ExitCode::SUCCESS;
-        }
-        eprintln!(
-            "usage: instructions <established|new-full|new-half|new-dead> <services> [batches] [connections]\n\
-             \x20      instructions workers <count> <established|new> <services> [steps] [connections]\n\
-             \x20      instructions maglev <table size> [builds]"
-        );
-        return ExitCode::FAILURE;
+        return usage(&args);
     };
+    if routed && services != 1 {
+        return usage(&args);
+    }
 
     if mode == Mode::NewHalf && connections < (CHUNK * BATCH) as u64 {
         eprintln!("new-half needs at least {} connections", CHUNK * BATCH);
@@ -292,7 +333,11 @@ fn main() -> ExitCode {
     }
 
     let setup = Instant::now();
-    let gateway = Gateway::new(services);
+    let gateway = if routed {
+        Gateway::routed()
+    } else {
+        Gateway::new(services)
+    };
     let mut world = World::new(&gateway, mode.capacity(connections), CHUNK);
     world.establish(connections);
     if mode == Mode::NewDead {
@@ -312,8 +357,21 @@ fn main() -> ExitCode {
         }
     }
     let stats = world.flows.stats();
+    if routed {
+        let c = world.pipeline.route_counters().snapshot();
+        println!(
+            "routing: path {} (fallback {}), SET {} (closed {}), canary {}, first choice {}, zone fallback {}",
+            c.path_flows,
+            c.path_fallbacks,
+            c.set_flows,
+            c.set_closed,
+            c.canary_flows,
+            c.first_choice,
+            c.fallbacks
+        );
+    }
     println!(
-        "mode={mode:?} services={services} connections={connections} packets={packets} setup_s={:.1} \
+        "mode={mode:?} routed={routed} services={services} connections={connections} packets={packets} setup_s={:.1} \
          wall_ns_per_packet={:.1} table_len={} evicted={} evicted_bucket_full={}",
         setup.as_secs_f64(),
         time.as_nanos() as f64 / packets as f64,

@@ -19,6 +19,17 @@
 //! rewrites frames in place, so each timed run processes up to 256
 //! batches of freshly stamped frames; stamping them is not timed.
 //!
+//! The same three with every routing policy of issue 10 on, against one
+//! service (`routed_established/services/1`, `routed_new_flows_full/…`,
+//! `routed_new_flows_half/…`): 10 000 client-class prefixes giving every
+//! client a SET and a zone, 18 backends labelled with SETs, zones and a
+//! canary group, a 5 % canary, a zone priority, and 1 000 000
+//! distribution paths (half IPv4 /32, half IPv6 /128) in the path table
+//! the pipeline reads beside the snapshot. One client address in eight
+//! has a path; the others' lookups miss and they walk SET, canary and
+//! zone. Compare each with its plain row of `services/1` in the same run:
+//! `scripts/bench.sh 'services/1$'`.
+//!
 //! `maglev_build/N` builds a Maglev table of N slots for 100 backends;
 //! `snapshot_build/N` compiles a one-service config with such a table.
 //!
@@ -135,6 +146,66 @@ fn flow_benches(c: &mut Criterion) {
     }
 }
 
+/// The flow benches of one routed service (see the module documentation).
+fn routed_benches(c: &mut Criterion) {
+    let mut gateway: Option<Gateway> = None;
+    let mut full: Option<World> = None;
+    let id = BenchmarkId::new("services", 1);
+
+    let mut group = c.benchmark_group("routed_established");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function(id.clone(), |b| {
+        let gw = gateway.get_or_insert_with(Gateway::routed);
+        let w = full.get_or_insert_with(|| world(gw, CONNECTIONS as usize));
+        b.iter_custom(|iters| established(w, iters));
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("routed_new_flows_full");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function(id.clone(), |b| {
+        let gw = gateway.get_or_insert_with(Gateway::routed);
+        let w = full.get_or_insert_with(|| world(gw, CONNECTIONS as usize));
+        b.iter_custom(|iters| new_flows(w, iters, false));
+    });
+    group.finish();
+    if let Some(w) = full.take() {
+        report_routing(&w);
+    }
+
+    let mut half: Option<World> = None;
+    let mut group = c.benchmark_group("routed_new_flows_half");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function(id, |b| {
+        let gw = gateway.get_or_insert_with(Gateway::routed);
+        let w = half.get_or_insert_with(|| world(gw, 2 * CONNECTIONS as usize));
+        b.iter_custom(|iters| new_flows(w, iters, true));
+    });
+    group.finish();
+    if let Some(w) = half.take() {
+        report_routing(&w);
+    }
+}
+
+/// Prints how the routing decided a routed world's new flows, so that a
+/// run shows every stage was taken.
+fn report_routing(world: &World) {
+    let c = world.pipeline.route_counters().snapshot();
+    println!(
+        "routing of {} new flows: path {}, path fallback {}, SET {}, SET closed {}, canary {}, \
+         first choice {}, zone fallback {}, unplaced {}",
+        world.new_flows(),
+        c.path_flows,
+        c.path_fallbacks,
+        c.set_flows,
+        c.set_closed,
+        c.canary_flows,
+        c.first_choice,
+        c.fallbacks,
+        c.unplaced
+    );
+}
+
 fn maglev_benches(c: &mut Criterion) {
     let backends = support::maglev_backends();
     let mut group = c.benchmark_group("maglev_build");
@@ -168,5 +239,6 @@ fn benches() {
     let mut criterion = config().configure_from_args();
     maglev_benches(&mut criterion);
     flow_benches(&mut criterion);
+    routed_benches(&mut criterion);
 }
 criterion_main!(benches);

@@ -14,6 +14,14 @@
 //!   spins on lookups until it sees the change (1 000 updates). Memory is
 //!   also given with 10 % of the paths naming a list of 4 backends.
 //!
+//! - `api`: one path added or removed through the call the control API
+//!   makes for a change of paths alone (`Dataplane::apply_paths`, in the
+//!   daemon `Gateway::apply_paths`), with 1 000 and with 1 000 000 paths
+//!   in the service's rules, until a worker's reader (spinning on a
+//!   lookup, as in `paths`) sees it; and, for scale, the whole request
+//!   (`ControlState::handle` of a one-edit `path add` batch, as
+//!   `flowgatectl path add` sends it, over the in-memory data plane).
+//!
 //! Lookups are timed per batch of 64, the way a worker runs them (the path
 //! view loaded once per batch), with `Instant` read once per batch; the
 //! figure is the median batch's nanoseconds per lookup, with the 99th
@@ -31,13 +39,18 @@ use std::collections::HashSet;
 use std::hint::black_box;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use flowgate_api::{Batch, Edit, PathKey, PathSpec, Reply, Request};
+use flowgate_dataplane::control::{ControlState, MemoryDataplane};
+use flowgate_dataplane::daemon::Gateway;
 use flowgate_dataplane::route::{
     BackendRef, ClassId, ClientAddr, ClientClasses, PathEntry, PathReader, PathTable, PathView,
     Prefix,
 };
+use flowgate_dataplane::rules::{load_str, ClientPrefix, Config, DistributionPath};
 
 /// Counts the bytes the program holds: requested sizes, not the
 /// allocator's own overhead.
@@ -586,9 +599,200 @@ fn update_to_visible(table: &mut PathTable) {
     );
 }
 
+/// One service (198.18.100.10:80) of four named backends, `paths`
+/// distribution paths to them (half IPv4 /32 in 100.64.0.0/10, half IPv6
+/// /128 in 2001:2::/48), no other policy.
+fn api_config(paths: u32) -> Config {
+    let mut text = String::from(
+        "[[interfaces]]\nname = \"c\"\nmac = \"02:66:67:00:00:01\"\n\
+         [[interfaces]]\nname = \"b\"\nmac = \"02:66:67:00:01:01\"\n",
+    );
+    for k in 1..=4 {
+        text += &format!(
+            "[[neighbours]]\naddress = \"198.18.1.{k}\"\nmac = \"02:66:67:00:01:{k:02x}\"\ninterface = \"b\"\n"
+        );
+    }
+    text +=
+        "[[services]]\nname = \"svc\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80\n\
+             maglev_table_size = 1009\n";
+    for k in 1..=4 {
+        text += &format!(
+            "[[services.backends]]\naddress = \"198.18.1.{k}\"\nport = 8080\nname = \"p{k}\"\n"
+        );
+    }
+    let mut config = load_str(&text, "api.toml").expect("the bench rules are valid");
+    config.services[0].routing.paths = (0..paths)
+        .map(|i| {
+            let address = if i.is_multiple_of(2) {
+                std::net::IpAddr::from(std::net::Ipv4Addr::from(0x6440_0000 + i / 2))
+            } else {
+                std::net::IpAddr::from(std::net::Ipv6Addr::from(
+                    (0x2001_0002u128 << 96) | u128::from(i),
+                ))
+            };
+            DistributionPath {
+                client: ClientPrefix::host(address),
+                backends: vec![format!("p{}", 1 + i % 4)],
+            }
+        })
+        .collect();
+    config
+}
+
+/// The client of the path the API benches add and remove: in no other
+/// path.
+const API_CLIENT: std::net::Ipv4Addr = std::net::Ipv4Addr::new(198, 18, 7, 7);
+
+/// `base` with the API benches' path added.
+fn with_api_path(base: &Config) -> Config {
+    let mut config = base.clone();
+    config.services[0].routing.paths.push(DistributionPath {
+        client: ClientPrefix::host(API_CLIENT.into()),
+        backends: vec!["p2".into()],
+    });
+    config
+}
+
+/// `updates` changes through `Gateway::apply_paths` on a gateway whose
+/// rules hold `paths` paths, alternately adding and removing one path,
+/// while a reader thread spins on its lookup: the time from before the
+/// call to the reader's first answer with the change, and the call's own
+/// time. The configs each call takes are cloned beforehand, untimed.
+fn api_apply_paths(paths: u32, updates: usize) {
+    let base = api_config(paths);
+    let added = with_api_path(&base);
+    let setup = Instant::now();
+    let gateway = Gateway::start(base.clone(), Vec::new(), Vec::new(), Vec::new(), Vec::new())
+        .expect("the gateway starts");
+    let started = setup.elapsed();
+    let mut reader = gateway.path_reader();
+    let client = ClientAddr::V4(u32::from(API_CLIENT));
+    assert!(reader.load().lookup(0, client).is_none());
+    let requested = AtomicU64::new(0);
+    let seen = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut starts = Vec::with_capacity(updates);
+    let mut calls = Vec::with_capacity(updates);
+    let seen_at = thread::scope(|scope| {
+        let (requested, seen) = (&requested, &seen);
+        let spinner = scope.spawn(move || {
+            let mut times = Vec::with_capacity(updates);
+            let mut done = 0u64;
+            while done < updates as u64 && Instant::now() < deadline {
+                let want = requested.load(Ordering::Acquire);
+                if want == done {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let present = reader.load().lookup(0, client).is_some();
+                if present != want.is_multiple_of(2) {
+                    times.push(Instant::now());
+                    done = want;
+                    seen.store(done, Ordering::Release);
+                }
+            }
+            times
+        });
+        for n in 1..=updates as u64 {
+            let next = if n.is_multiple_of(2) {
+                base.clone()
+            } else {
+                added.clone()
+            };
+            while seen.load(Ordering::Acquire) != n - 1 && Instant::now() < deadline {
+                thread::yield_now();
+            }
+            requested.store(n, Ordering::Release);
+            let t = Instant::now();
+            starts.push(t);
+            let applied = gateway.apply_paths(next).expect("the change applies");
+            calls.push(t.elapsed().as_secs_f64() * 1e6);
+            assert!(applied.warnings.is_empty(), "{:?}", applied.warnings);
+        }
+        spinner.join().unwrap()
+    });
+    assert_eq!(seen_at.len(), updates, "the reader missed updates");
+    let mut latencies: Vec<f64> = starts
+        .iter()
+        .zip(&seen_at)
+        .map(|(start, seen)| seen.saturating_duration_since(*start).as_secs_f64() * 1e6)
+        .collect();
+    let (median, p99) = median_p99(&mut latencies);
+    let (call_median, call_p99) = median_p99(&mut calls);
+    println!(
+        "apply_paths with {paths} paths ({updates} updates; gateway start {:.0} ms): visible to a worker's reader \
+         median {median:.1} µs, p99 {p99:.1} µs; the call itself median {call_median:.1} µs, p99 {call_p99:.1} µs",
+        started.as_secs_f64() * 1e3
+    );
+}
+
+/// `requests` `path add` / `path del` requests through
+/// `ControlState::handle` over the in-memory data plane, with `paths`
+/// paths in the rules: the request's time (the reader sees the change at
+/// the reply: `tests/routing.rs` checks that).
+fn api_requests(paths: u32, requests: usize) {
+    let base = api_config(paths);
+    let dataplane = Arc::new(MemoryDataplane::with_config(&base));
+    let mut state = ControlState::new(base, "api.toml", dataplane.clone());
+    let mut reader = dataplane.path_reader();
+    let client = ClientAddr::V4(u32::from(API_CLIENT));
+    let mut times = Vec::with_capacity(requests);
+    for n in 0..requests {
+        let edit = if n.is_multiple_of(2) {
+            Edit::PathAdd(PathSpec {
+                service: "svc".into(),
+                client: API_CLIENT.to_string(),
+                backends: vec!["p2".into()],
+            })
+        } else {
+            Edit::PathDel(PathKey {
+                service: "svc".into(),
+                client: API_CLIENT.to_string(),
+            })
+        };
+        let t = Instant::now();
+        let reply = state.handle(Request::Batch(Batch {
+            edits: vec![edit],
+            dry_run: false,
+        }));
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        match reply {
+            Ok(Reply::Changed(report)) => assert!(report.applied, "{report:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            reader.load().lookup(0, client).is_some(),
+            n.is_multiple_of(2)
+        );
+    }
+    let (median, p99) = median_p99(&mut times);
+    println!(
+        "a path add/del request (ControlState::handle) with {paths} paths ({requests} requests): \
+         median {median:.2} ms, max {p99:.2} ms"
+    );
+}
+
+fn bench_api() {
+    println!("== api: one path added or removed through the control API's call");
+    api_apply_paths(1_000, 1_000);
+    api_apply_paths(1_000_000, 100);
+    api_requests(1_000, 100);
+    api_requests(1_000_000, 5);
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
-    // useful either: there is only one mode.
-    bench_classes();
-    bench_paths();
+    // useful either: there is only one mode. A first argument `api`,
+    // `classes` or `paths` runs that section alone.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let runs = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if runs("classes") {
+        bench_classes();
+    }
+    if runs("paths") {
+        bench_paths();
+    }
+    if runs("api") {
+        bench_api();
+    }
 }

@@ -12,8 +12,8 @@
 //!   or a header is missing, the build stops with one line that says what
 //!   to install.
 //!
-//! Reruns only when the C source, the fast path's layouts or the limits
-//! change.
+//! Reruns only when the C source, its headers (the fast path's layouts,
+//! the announcement of VIPs) or the limits change.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -22,16 +22,18 @@ use std::process::{exit, Command};
 const SOURCE: &str = "bpf/flowgate_xdp.c";
 const LIMITS: &str = "bpf/flowgate_limits.h";
 const FAST_PATH: &str = "bpf/flowgate_fastpath.h";
+const ANNOUNCE: &str = "bpf/flowgate_announce.h";
 const OBJECT: &str = "flowgate_xdp.o";
 const CAPACITY: &str = "xdp_capacity.rs";
 const FIX: &str = "run scripts/install-deps.sh";
 
 /// The `#define`s of [`LIMITS`] and the Rust constants they become.
-const LIMIT_NAMES: [(&str, &str); 4] = [
+const LIMIT_NAMES: [(&str, &str); 5] = [
     ("FLOWGATE_MAX_SERVICE_KEYS", "SERVICE_KEYS"),
     ("FLOWGATE_MAX_REPLY_SOURCES", "REPLY_SOURCES"),
     ("FLOWGATE_MAX_VIP_ADDRESSES", "VIP_ADDRESSES"),
     ("FLOWGATE_MAX_LOCAL_ADDRESSES", "LOCAL_ADDRESSES"),
+    ("FLOWGATE_MAX_ANNOUNCED_ADDRESSES", "ANNOUNCED_ADDRESSES"),
 ];
 
 fn main() {
@@ -48,6 +50,7 @@ fn main() {
     }
     println!("cargo:rerun-if-changed={SOURCE}");
     println!("cargo:rerun-if-changed={FAST_PATH}");
+    println!("cargo:rerun-if-changed={ANNOUNCE}");
     println!("cargo:rerun-if-env-changed=CLANG");
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
     let multiarch = multiarch_include();

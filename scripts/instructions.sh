@@ -17,6 +17,7 @@
 #   MODES=established SERVICES=1 WORKERS= scripts/instructions.sh
 #   MODES= WORKERS=2 WORKER_MODES=established scripts/instructions.sh
 #   CACHE_SIM=1 scripts/instructions.sh     # also count data-cache misses
+#   MODES= WORKERS=1 CAPTURE=100 scripts/instructions.sh  # workers with a capture armed
 #
 # Settings (environment): MODES ("established new-full new-half"; also
 # new-dead: new-full with one backend of four down, before any rebuild),
@@ -27,7 +28,9 @@
 # TOP (15 lines of breakdown per case), CACHE_SIM (0; 1 simulates a 48 KiB
 # L1d and, as "L2", a 2 MiB last level: misses there go to L3 or DRAM),
 # REPORT_ONLY (0; 1 reports on the output files of an earlier run, with
-# the same BATCHES and CACHE_SIM), MAGLEV (1: also count the instructions
+# the same BATCHES and CACHE_SIM), CAPTURE (unset: no capture armed in the
+# worker cases; `drops`: armed for drops only, which no forwarded frame
+# matches; N: every frame matches, one in N is copied), MAGLEV (1: also count the instructions
 # of a Maglev table build of 65 537 and 655 373 slots; 0 skips it).
 # Output files: $CARGO_TARGET_DIR/callgrind/<mode>-<services>.{out,log} and
 # workers<n>-<mode>-<services>.{out,log};
@@ -91,7 +94,7 @@ done
 for workers in $WORKERS; do
   for mode in $WORKER_MODES; do
     for services in $WORKER_SERVICES; do
-      base="$OUT/workers$workers-$mode-$services"
+      base="$OUT/workers$workers-$mode-$services${CAPTURE:+-capture$CAPTURE}"
       [ "$REPORT_ONLY" = 1 ] || valgrind --tool=callgrind --callgrind-out-file="$base.out" \
         --collect-atstart=no --toggle-collect='*measured_polls*' "${cache_flags[@]}" \
         "$exe" workers "$workers" "$mode" "$services" "$BATCHES" >"$base.log" 2>&1 ||
@@ -133,7 +136,7 @@ done
 for workers in $WORKERS; do
   for mode in $WORKER_MODES; do
     for services in $WORKER_SERVICES; do
-      cases+=("workers$workers-$mode-$services:$((packets * workers)):$workers workers, $mode, $services services")
+      cases+=("workers$workers-$mode-$services${CAPTURE:+-capture$CAPTURE}:$((packets * workers)):$workers workers, $mode, $services services")
     done
   done
 done

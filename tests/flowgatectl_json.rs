@@ -11,18 +11,24 @@ mod json_schema;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ctl_support::{flowgatectl, Daemon, Run, RULES};
 use flowgate_api::{ErrorCode, FlowEntry};
+use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
 use flowgate_dataplane::pipeline::{DropReason, PipelineCounters};
+use flowgate_dataplane::port::{MemoryFrames, MemoryPort};
+use flowgate_dataplane::wire::builder::FrameBuilder;
+use flowgate_dataplane::worker::{CountingKernelPath, Worker};
 use json_schema::Schemas;
 use serde_json::Value;
 
 /// The schema of each command's output on success. A command that writes
 /// no JSON (a shell script, man pages) refuses `-o json`: its output is an
 /// error.
-const SCHEMAS: [(&str, &str); 28] = [
+const SCHEMAS: [(&str, &str); 32] = [
     ("status", "status.json"),
     ("service list", "services.json"),
     ("service add", "changed.json"),
@@ -38,10 +44,14 @@ const SCHEMAS: [(&str, &str); 28] = [
     ("path add", "changed.json"),
     ("path del", "changed.json"),
     ("canary set", "changed.json"),
+    ("class list", "classes.json"),
+    ("class add", "changed.json"),
+    ("class del", "changed.json"),
     ("apply", "changed.json"),
     ("stats", "stats.json"),
     ("flows", "flows.json"),
     ("explain", "explain.json"),
+    ("capture", "capture.json"),
     ("completions", "error.json"),
     ("man", "error.json"),
     ("-A", "changed.json"),
@@ -103,7 +113,7 @@ fn command_of(args: &[&str]) -> String {
         .copied()
         .collect();
     match words.as_slice() {
-        [group @ ("service" | "backend" | "path" | "canary"), verb, ..] => {
+        [group @ ("service" | "backend" | "path" | "canary" | "class"), verb, ..] => {
             format!("{group} {verb}")
         }
         [one, ..] => (*one).to_owned(),
@@ -221,6 +231,16 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
     counters.rx_packets.add(10);
     counters.drop_for(DropReason::NoNeighbour);
     d.dataplane.add_worker(Some(3), counters);
+    d.dataplane
+        .set_service_stats(vec![flowgate_api::ServiceStats {
+            name: "web".into(),
+            routing: Some(flowgate_api::RouteStats {
+                path_flows: 2,
+                set_closed: 1,
+                ..flowgate_api::RouteStats::default()
+            }),
+            ..flowgate_api::ServiceStats::default()
+        }]);
     let flow = |service: Option<&str>, client: &str| FlowEntry {
         worker: 0,
         service: service.map(str::to_owned),
@@ -237,6 +257,7 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
     ]);
 
     walk_reads(&mut walk, &d);
+    walk_capture(&mut walk, &d);
     walk_changes(&mut walk, &d);
     let vip = "198.18.100.11:80";
     walk_shorthand(&mut walk, &d, vip);
@@ -262,6 +283,7 @@ fn walk_reads(walk: &mut Walk, d: &Daemon) {
     walk.ok(d, &["backend", "list", "web"]);
     let stats = walk.ok(d, &["stats"]);
     assert_eq!(stats["totals"]["drops"]["no_neighbour"], 1);
+    assert_eq!(stats["services"][0]["routing"]["set_closed"], 1);
     let samples = walk.run(
         d,
         &["stats", "--watch", "--interval", "0.05", "--count", "2"],
@@ -288,6 +310,111 @@ fn walk_reads(walk: &mut Walk, d: &Daemon) {
         "a flow of a removed service has no service: {}",
         flows[1]
     );
+}
+
+/// `capture`, with a real worker (over memory ports) deciding a frame
+/// whose TTL has run out, again and again, until the walk is done.
+fn walk_capture(walk: &mut Walk, d: &Daemon) {
+    let names = vec!["fg-client".to_owned(), "fg-backend".to_owned()];
+    let mut taps = d.dataplane.capture_taps(1, names, Instant::now());
+    let snapshots = d.dataplane.reader();
+    let done = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let done = Arc::clone(&done);
+        let tap = taps.remove(0);
+        std::thread::spawn(move || {
+            let mut memory = MemoryFrames::new(64, 2048);
+            let pool = memory.pool();
+            let flows = FlowTable::new(64, FlowTimeouts::default());
+            let mut worker = Worker::new(flows, pool, 2, 16).with_capture(tap);
+            let mut ports = vec![MemoryPort::new("c", 16), MemoryPort::new("b", 16)];
+            let mut kernel = CountingKernelPath::default();
+            let expired = FrameBuilder::tcp(
+                "198.18.0.2:40000".parse().unwrap(),
+                "198.18.100.10:80".parse().unwrap(),
+                0x02,
+            )
+            .ttl(1)
+            .build();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            for now in 1.. {
+                if done.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                ports[0].inject(&mut memory, &expired);
+                let snapshot = snapshots.load();
+                worker.poll(&mut ports, &mut memory, &snapshot, &mut kernel, now);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let captured = walk.ok(d, &["capture", "--drops", "-c", "2"]);
+    assert_eq!(captured["captured"], 2, "{captured}");
+    let frame = &captured["frames"][0];
+    assert_eq!(
+        (&frame["verdict"], &frame["reason"], &frame["interface"]),
+        (&"drop".into(), &"ttl_expired".into(), &"fg-client".into()),
+        "{frame}"
+    );
+    assert_eq!(
+        frame["summary"],
+        "tcp 198.18.0.2:40000 > 198.18.100.10:80 ttl 1"
+    );
+    let file = d.dir.join("drops.pcap");
+    let written = walk.ok(
+        d,
+        &[
+            "capture",
+            "--service",
+            "web",
+            "--reason",
+            "ttl_expired",
+            "-c",
+            "1",
+            "-w",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(written["file"], file.to_str().unwrap());
+    assert!(std::fs::metadata(&file).unwrap().len() > 60);
+    // Nothing matches: the duration ends it, with no frame.
+    let none = walk.ok(
+        d,
+        &[
+            "capture",
+            "--reason",
+            "no_neighbour",
+            "-c",
+            "1",
+            "--duration",
+            "0.2",
+        ],
+    );
+    assert_eq!(
+        (&none["captured"], &none["stopped"]),
+        (&0.into(), &"duration".into())
+    );
+    for (args, code) in [
+        (&["capture", "--reason", "nope", "-c", "1"][..], "invalid"),
+        (&["capture", "--service", "nope", "-c", "1"], "not_found"),
+    ] {
+        let error = walk.fails(d, args, 1);
+        assert_eq!(error["code"], code, "{args:?}");
+        assert!(
+            error["message"].as_str().unwrap().contains("nope"),
+            "{error}"
+        );
+    }
+    for usage in [
+        &["capture", "--drops", "-c", "0"][..],
+        &["capture", "-c", "1", "-w", "-"],
+        &["capture", "-c", "1", "--duration", "0"],
+    ] {
+        let error = walk.fails(d, usage, 2);
+        assert_eq!(error["code"], "usage", "{usage:?}");
+    }
+    done.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
 }
 
 /// Every change: each prints the daemon's reply whole.
@@ -417,6 +544,71 @@ fn walk_routing(walk: &mut Walk, d: &Daemon, file: &Path) {
     assert_eq!(empty["paths"], serde_json::json!([]));
     let unknown = walk.fails(d, &["path", "list", "nope"], 1);
     assert_eq!(unknown["code"], "not_found");
+    walk_classes(walk, d);
+}
+
+/// Client classes: a dry run reports, the change runs, a bad one is
+/// refused with its reason and changes nothing.
+fn walk_classes(walk: &mut Walk, d: &Daemon) {
+    let none = walk.ok(d, &["class", "list"]);
+    assert_eq!(none["classes"], serde_json::json!([]));
+    let add = ["class", "add", "198.18.10.0/24", "--set", "shop.sh.g1"];
+    let dry = walk.ok(d, &[&add[..], &["--dry-run"]].concat());
+    assert_eq!(dry["applied"], false);
+    assert_eq!(
+        dry["diff"]["classes_added"],
+        serde_json::json!([{"prefix": "198.18.10.0/24", "set": "shop.sh.g1"}])
+    );
+    let listed = walk.ok(d, &["class", "list"]);
+    assert_eq!(
+        listed["classes"],
+        serde_json::json!([]),
+        "a dry run changes nothing"
+    );
+    let generation = dry["generation"].as_u64().unwrap();
+    let added = walk.ok(d, &add);
+    assert_eq!(added["applied"], true);
+    assert_eq!(added["generation"].as_u64(), Some(generation + 1));
+    let twice = walk.fails(d, &add, 1);
+    assert_eq!(twice["code"], "exists");
+    let replaced = walk.ok(
+        d,
+        &[
+            "class",
+            "add",
+            "198.18.10.0/24",
+            "--set",
+            "shop.sh.*",
+            "--replace",
+        ],
+    );
+    assert_eq!(replaced["diff"]["classes_removed"][0]["set"], "shop.sh.g1");
+    assert_eq!(replaced["diff"]["classes_added"][0]["set"], "shop.sh.*");
+    let unknown = walk.fails(d, &["class", "add", "2001:2::/32", "--zone", "dc9"], 1);
+    assert_eq!(unknown["code"], "invalid");
+    assert!(
+        unknown["message"]
+            .as_str()
+            .unwrap()
+            .contains("zone \"dc9\""),
+        "{unknown}"
+    );
+    let malformed = walk.fails(d, &["class", "add", "2001:2::/32", "--set", "a.b"], 1);
+    assert_eq!(malformed["code"], "invalid");
+    let listed = walk.ok(d, &["class", "list"]);
+    assert_eq!(
+        listed["classes"],
+        serde_json::json!([{"prefix": "198.18.10.0/24", "set": "shop.sh.*"}])
+    );
+    let removed = walk.ok(d, &["class", "del", "198.18.10.0/24", "--dry-run"]);
+    assert_eq!(
+        removed["diff"]["classes_removed"][0]["prefix"],
+        "198.18.10.0/24"
+    );
+    let removed = walk.ok(d, &["class", "del", "198.18.10.0/24"]);
+    assert_eq!(removed["applied"], true);
+    let gone = walk.fails(d, &["class", "del", "198.18.10.0/24"], 1);
+    assert_eq!(gone["code"], "not_found");
 }
 
 /// The ipvsadm-style shorthand on `vip`.
@@ -492,6 +684,8 @@ fn walk_failures(walk: &mut Walk, d: &Daemon, vip: &str) {
         &["backend", "edit", "web", "198.18.1.11:8080"],
         &["canary", "set", "web", "101%"],
         &["path", "add", "web", "198.18.0.2"],
+        &["class", "add"],
+        &["class", "del", "198.18.10.0/24", "--zone", "dc1"],
         &["-A", "-t", vip, "-s", "rr", "-r", "198.18.1.21:8080"],
         &["completions", "bash"],
         &["man", d.dir.join("man").to_str().unwrap()],
@@ -546,4 +740,17 @@ fn the_schemas_name_every_error_code_and_drop_reason() {
         named, reasons,
         "docs/schemas/common.json's drops are the pipeline's reasons"
     );
+    let (_, captured) = schemas
+        .resolve(
+            "capture.json",
+            "#/properties/frames/items/properties/reason/enum",
+        )
+        .expect("capture.json lists the drop reasons");
+    let named: BTreeSet<&str> = captured
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(named, reasons, "docs/schemas/capture.json's reasons");
 }

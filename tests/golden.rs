@@ -1291,3 +1291,650 @@ fn mutated_frames_of_established_connections_give_the_same_output_with_the_fast_
     let fast = fast.into_inner();
     assert!(fast > 64, "the fast path forwarded only {fast} frames");
 }
+
+/// Rules of tests/golden/make_fanout.py's cases: fan-out services over
+/// three backends, IPv4 and IPv6, replies `REPLIES`.
+const FANOUT_RULES: &str = r#"
+[[interfaces]]
+name = "fg-client"
+mac = "02:66:67:00:00:01"
+[[interfaces]]
+name = "fg-backend"
+mac = "02:66:67:00:01:01"
+
+[[neighbours]]
+address = "198.18.1.11"
+mac = "02:66:67:00:01:11"
+interface = "fg-backend"
+[[neighbours]]
+address = "198.18.1.12"
+mac = "02:66:67:00:01:12"
+interface = "fg-backend"
+[[neighbours]]
+address = "198.18.1.13"
+mac = "02:66:67:00:01:13"
+interface = "fg-backend"
+[[neighbours]]
+address = "2001:2:0:1::11"
+mac = "02:66:67:00:01:11"
+interface = "fg-backend"
+[[neighbours]]
+address = "2001:2:0:1::12"
+mac = "02:66:67:00:01:12"
+interface = "fg-backend"
+[[neighbours]]
+address = "2001:2:0:1::13"
+mac = "02:66:67:00:01:13"
+interface = "fg-backend"
+
+[[services]]
+name = "publish"
+protocol = "udp"
+vip = "198.18.100.20"
+port = 9000
+scheduler = "fanout"
+fanout_replies = "REPLIES"
+[[services.backends]]
+address = "198.18.1.11"
+port = 7000
+[[services.backends]]
+address = "198.18.1.12"
+port = 7000
+[[services.backends]]
+address = "198.18.1.13"
+port = 7000
+
+[[services]]
+name = "publish6"
+protocol = "udp"
+vip = "2001:2:0:100::20"
+port = 9000
+scheduler = "fanout"
+fanout_replies = "REPLIES"
+[[services.backends]]
+address = "2001:2:0:1::11"
+port = 7000
+[[services.backends]]
+address = "2001:2:0:1::12"
+port = 7000
+[[services.backends]]
+address = "2001:2:0:1::13"
+port = 7000
+"#;
+
+fn fanout_frame(file: &str) -> Option<Vec<u8>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/fanout")
+        .join(file);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("{}: {e}", path.display()),
+    };
+    Some(
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .flat_map(str::split_whitespace)
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect(),
+    )
+}
+
+/// Each case of tests/golden/make_fanout.py through `flowgate replay`: the
+/// client's datagram comes out once per backend, and the backends'
+/// replies come out from the VIP — all three, or only the first.
+#[test]
+fn fanout_datagrams_and_replies_replay_to_the_independent_frames() {
+    for (name, replies) in [
+        ("ipv4_all", "all"),
+        ("ipv4_first", "first"),
+        ("ipv6_all", "all"),
+        ("ipv6_first", "first"),
+    ] {
+        let config = common::config(&FANOUT_RULES.replace("REPLIES", replies));
+        let file = |part: &str| fanout_frame(&format!("{name}.{part}.hex"));
+        let mut inputs = vec![file("request.in").unwrap()];
+        let mut expected: Vec<Vec<u8>> = (1..=3)
+            .map(|k| file(&format!("request.out.{k}")).unwrap())
+            .collect();
+        for k in 1..=3 {
+            inputs.push(file(&format!("reply.{k}.in")).unwrap());
+            expected.extend(file(&format!("reply.{k}.out")));
+        }
+        let want_replies = if replies == "all" { 3 } else { 1 };
+        assert_eq!(expected.len(), 3 + want_replies, "{name}: fixture files");
+        for f in inputs.iter().chain(&expected) {
+            assert!(frame_checksums_ok(f), "{name}: scapy's frame\n{}", hex(f));
+        }
+
+        let mut input = pcap::PcapWriter::new(Vec::new()).unwrap();
+        for (i, f) in inputs.iter().enumerate() {
+            input.write((i as u64 + 1) * 1_000, f).unwrap();
+        }
+        let input = input.finish().unwrap();
+        let mut out = Vec::new();
+        let report = replay(
+            &config,
+            &input[..],
+            &mut out,
+            None,
+            &ReplayOptions::default(),
+        )
+        .unwrap();
+        let mut reader = pcap::PcapReader::new(&out[..]).unwrap();
+        let mut got = Vec::new();
+        while let Some(r) = reader.next_record().unwrap() {
+            got.push(r.data);
+        }
+        got.sort();
+        expected.sort();
+        assert_eq!(got.len(), expected.len(), "{name}: frames out");
+        for (g, e) in got.iter().zip(&expected) {
+            assert!(
+                g == e,
+                "{name}: a frame differs\n got:\n{}\n want:\n{}",
+                hex(g),
+                hex(e)
+            );
+        }
+        let c = &report.counters;
+        assert_eq!((c.fanout_datagrams, c.fanout_copies), (1, 2), "{name}");
+        let suppressed = c.drops.get("fanout_reply_after_first").copied();
+        assert_eq!(suppressed.unwrap_or(0), 3 - want_replies as u64, "{name}");
+        assert_eq!(
+            report.active_connections, 0,
+            "{name}: not in the connection table"
+        );
+    }
+}
+
+/// The rules of the routing golden cases (tests/golden/make_routing.py):
+/// `web` and `web6` over six backends each (hosts 11–16, the same labels
+/// in both families), client classes with SETs and zones for both
+/// families, a zone priority, distribution paths and a canary given by
+/// client prefixes (share 0, so that no flow's draw is involved).
+///
+/// | host | name | SET | zone | group |
+/// |---|---|---|---|---|
+/// | 11 | a1 | shop.sh.g1 | dc-a | |
+/// | 12 | b1 | shop.sh.g1 | dc-b | |
+/// | 13 | a2 | shop.sh.g2 | dc-a | |
+/// | 14 | c0 | | dc-c | |
+/// | 15 | v2 | | | v2 (the canary) |
+/// | 16 | d0 | | dc-d | |
+fn routing_rules() -> String {
+    let mut s = String::from(
+        "[[interfaces]]\nname = \"fg-client\"\nmac = \"02:66:67:00:00:01\"\n\n\
+         [[interfaces]]\nname = \"fg-backend\"\nmac = \"02:66:67:00:01:01\"\n",
+    );
+    for host in ROUTING_HOSTS {
+        for address in [format!("198.18.1.{host}"), format!("2001:2:0:1::{host}")] {
+            s += &format!(
+                "\n[[neighbours]]\naddress = \"{address}\"\nmac = \"02:66:67:00:01:{host}\"\n\
+                 interface = \"fg-backend\"\n"
+            );
+        }
+    }
+    s += "\n[routing]\nzone_priority = [\"dc-c\", \"dc-b\"]\n";
+    for (net4, net6, labels) in [
+        (
+            "198.18.10.0/24",
+            "2001:2:0:10::/64",
+            "set = \"shop.sh.g1\"\nzone = \"dc-a\"",
+        ),
+        (
+            "198.18.11.0/24",
+            "2001:2:0:11::/64",
+            "set = \"shop.sh.g2\"\nzone = \"dc-b\"",
+        ),
+        ("198.18.12.0/24", "2001:2:0:12::/64", "zone = \"dc-d\""),
+        ("198.18.61.0/24", "2001:2:0:61::/64", "zone = \"dc-d\""),
+    ] {
+        for prefix in [net4, net6] {
+            s += &format!("\n[[routing.classes]]\nprefix = \"{prefix}\"\n{labels}\n");
+        }
+    }
+    let services = [
+        (
+            "web",
+            "198.18.100.10",
+            "198.18.1.",
+            &[
+                ("198.18.50.5", "b1"),
+                ("198.18.10.50", "c0"),
+                ("198.18.10.51", "d0"),
+            ][..],
+            "\"198.18.60.0/24\", \"198.18.61.0/24\"",
+        ),
+        (
+            "web6",
+            "2001:2:0:100::10",
+            "2001:2:0:1::",
+            &[("2001:2:0:50::5", "b1")][..],
+            "\"2001:2:0:60::/64\"",
+        ),
+    ];
+    for (name, vip, net, paths, canary) in services {
+        s += &format!(
+            "\n[[services]]\nname = \"{name}\"\nprotocol = \"tcp\"\nvip = \"{vip}\"\nport = 80\n\
+             maglev_table_size = 1009\n\n[services.canary]\ngroup = \"v2\"\nshare = 0\n\
+             clients = [{canary}]\n"
+        );
+        for (client, backend) in paths {
+            s += &format!(
+                "\n[[services.paths]]\nclient = \"{client}\"\nbackends = [\"{backend}\"]\n"
+            );
+        }
+        for (host, backend, labels) in [
+            (11, "a1", "set = \"shop.sh.g1\"\nzone = \"dc-a\""),
+            (12, "b1", "set = \"shop.sh.g1\"\nzone = \"dc-b\""),
+            (13, "a2", "set = \"shop.sh.g2\"\nzone = \"dc-a\""),
+            (14, "c0", "zone = \"dc-c\""),
+            (15, "v2", "group = \"v2\""),
+            (16, "d0", "zone = \"dc-d\""),
+        ] {
+            s += &format!(
+                "\n[[services.backends]]\naddress = \"{net}{host}\"\nport = 8080\nname = \"{backend}\"\n{labels}\n"
+            );
+        }
+    }
+    s
+}
+
+/// The backend hosts of [`routing_rules`].
+const ROUTING_HOSTS: [u8; 6] = [11, 12, 13, 14, 15, 16];
+
+/// The stage of the decision a routing case is about, as the pipeline's
+/// routing counters count it.
+#[derive(Clone, Copy, Debug)]
+enum Stage {
+    /// A distribution path placed it.
+    Path,
+    /// Its path's backends were down: counted, and the rest decided.
+    PathFallback,
+    /// Its SET placed it, on the plan's first step.
+    Set,
+    /// Its SET had nothing alive: dropped.
+    SetClosed,
+    /// Its own zone placed it (a client of no SET).
+    Zone,
+    /// A later step of the plan: the zone priority.
+    ZoneFallback,
+    /// The canary took it.
+    Canary,
+}
+
+/// One case of tests/golden/make_routing.py.
+struct RoutingCase {
+    name: &'static str,
+    /// The client's address and port; the VIP is the service of its family.
+    client: &'static str,
+    /// Hosts whose backends (of the case's service) are down.
+    down: &'static [u8],
+    /// The host that gets the SYN; `None`: dropped.
+    backend: Option<u8>,
+    stage: Stage,
+}
+
+const fn rc(
+    name: &'static str,
+    client: &'static str,
+    down: &'static [u8],
+    backend: Option<u8>,
+    stage: Stage,
+) -> RoutingCase {
+    RoutingCase {
+        name,
+        client,
+        down,
+        backend,
+        stage,
+    }
+}
+
+const ROUTING_CASES: [RoutingCase; 15] = [
+    rc("path_ipv4", "198.18.50.5:41000", &[], Some(12), Stage::Path),
+    rc(
+        "path_ipv6",
+        "[2001:2:0:50::5]:41001",
+        &[],
+        Some(12),
+        Stage::Path,
+    ),
+    rc("set_ipv4", "198.18.11.7:41002", &[], Some(13), Stage::Set),
+    rc(
+        "set_ipv6",
+        "[2001:2:0:11::7]:41003",
+        &[],
+        Some(13),
+        Stage::Set,
+    ),
+    rc(
+        "set_fails_closed_ipv4",
+        "198.18.11.8:41004",
+        &[13],
+        None,
+        Stage::SetClosed,
+    ),
+    rc("zone_ipv4", "198.18.12.7:41005", &[], Some(16), Stage::Zone),
+    rc(
+        "zone_fallback_ipv4",
+        "198.18.12.8:41006",
+        &[16],
+        Some(14),
+        Stage::ZoneFallback,
+    ),
+    rc(
+        "zone_fallback_ipv6",
+        "[2001:2:0:12::8]:41007",
+        &[16],
+        Some(14),
+        Stage::ZoneFallback,
+    ),
+    rc(
+        "canary_ipv4",
+        "198.18.60.9:41008",
+        &[],
+        Some(15),
+        Stage::Canary,
+    ),
+    rc(
+        "canary_ipv6",
+        "[2001:2:0:60::9]:41009",
+        &[],
+        Some(15),
+        Stage::Canary,
+    ),
+    rc(
+        "path_before_set_ipv4",
+        "198.18.10.50:41010",
+        &[],
+        Some(14),
+        Stage::Path,
+    ),
+    rc(
+        "path_down_falls_to_set_and_zone_ipv4",
+        "198.18.10.51:41011",
+        &[16],
+        Some(11),
+        Stage::PathFallback,
+    ),
+    rc(
+        "set_zone_fallback_ipv4",
+        "198.18.10.7:41012",
+        &[11],
+        Some(12),
+        Stage::ZoneFallback,
+    ),
+    rc(
+        "canary_before_zone_ipv4",
+        "198.18.61.7:41013",
+        &[],
+        Some(15),
+        Stage::Canary,
+    ),
+    rc(
+        "set_zone_fallback_ipv6",
+        "[2001:2:0:10::7]:41014",
+        &[11],
+        Some(12),
+        Stage::ZoneFallback,
+    ),
+];
+
+/// tests/golden/routing/`file`, as [`read_hex_frame`] reads frames.
+fn routing_frame(file: &str) -> Option<Vec<u8>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/routing")
+        .join(file);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("{}: {e}", path.display()),
+    };
+    Some(
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .flat_map(str::split_whitespace)
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect(),
+    )
+}
+
+/// A harness running [`routing_rules`] as the daemon does: the paths in a
+/// path table beside the snapshot, which the pipeline reads, and the
+/// snapshot built again so that the paths' backend names resolve.
+fn routing_harness(rules: &str) -> Harness {
+    use flowgate_dataplane::table::{PathRouting, Snapshot};
+    let mut h = Harness::new(rules);
+    let config = config(rules);
+    let mut paths = PathRouting::new(1 << 10, &h.snapshot);
+    if paths.load(&config, &h.snapshot).unwrap() {
+        h.snapshot = Snapshot::build(&config, Some(&h.snapshot));
+    }
+    h.pipeline.set_paths(paths.reader());
+    h
+}
+
+/// Marks the backends on `hosts` of the service at `vip`:80 down, then
+/// rebuilds the snapshot, as the control side does after a transition.
+fn routing_down(h: &mut Harness, rules: &str, vip: std::net::IpAddr, hosts: &[u8]) {
+    use flowgate_dataplane::wire::addr_to_bytes;
+    let (_, service) = h
+        .snapshot
+        .lookup_service(6, &addr_to_bytes(vip), 80)
+        .unwrap();
+    for &host in hosts {
+        let want = addr_to_bytes(match vip {
+            std::net::IpAddr::V4(_) => format!("198.18.1.{host}").parse().unwrap(),
+            std::net::IpAddr::V6(_) => format!("2001:2:0:1::{host}").parse().unwrap(),
+        });
+        let id = *service
+            .endpoints()
+            .iter()
+            .find(|&&e| h.snapshot.endpoint(e).unwrap().address == want)
+            .unwrap();
+        h.snapshot.liveness().set_up(id, false).unwrap();
+    }
+    h.snapshot = flowgate_dataplane::table::Snapshot::build(&config(rules), Some(&h.snapshot));
+}
+
+#[test]
+fn each_routing_policy_and_their_combinations_give_the_golden_frames() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/routing");
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".in.hex").map(str::to_owned)
+        })
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<&str> = ROUTING_CASES.iter().map(|c| c.name).collect();
+    listed.sort();
+    assert_eq!(on_disk, listed, "every committed case is tested");
+
+    let rules = routing_rules();
+    for case in ROUTING_CASES {
+        let RoutingCase {
+            name,
+            client,
+            down,
+            backend,
+            stage,
+        } = case;
+        let client = sa(client);
+        let vip = if client.is_ipv4() {
+            sa("198.18.100.10:80")
+        } else {
+            sa("[2001:2:0:100::10]:80")
+        };
+        let mut h = routing_harness(&rules);
+        routing_down(&mut h, &rules, vip.ip(), down);
+
+        let input = routing_frame(&format!("{name}.in.hex")).unwrap();
+        let expected = routing_frame(&format!("{name}.out.hex"));
+        assert!(frame_checksums_ok(&input), "{name}: scapy's input");
+        let built = from_client(FrameBuilder::tcp(client, vip, SYN))
+            .ttl(64)
+            .build();
+        assert!(
+            built == input,
+            "{name}: the builder's input differs from scapy's\n builder:\n{}\n scapy:\n{}",
+            hex(&built),
+            hex(&input)
+        );
+        let (verdict, out) = h.run(&input, 0, 1);
+        match (backend, expected) {
+            (Some(host), Some(expected)) => {
+                assert_eq!(verdict, Verdict::Transmit(1), "{name}");
+                assert!(frame_checksums_ok(&expected), "{name}: scapy's output");
+                let to = match vip.ip() {
+                    std::net::IpAddr::V4(_) => format!("198.18.1.{host}:8080"),
+                    std::net::IpAddr::V6(_) => format!("[2001:2:0:1::{host}]:8080"),
+                };
+                let mac = [
+                    0x02,
+                    0x66,
+                    0x67,
+                    0,
+                    0x01,
+                    u8::from_str_radix(&host.to_string(), 16).unwrap(),
+                ];
+                let built = FrameBuilder::tcp(client, sa(&to), SYN)
+                    .macs(GW_BACKEND_MAC, mac)
+                    .ttl(63)
+                    .build();
+                assert!(
+                    built == expected,
+                    "{name}: the builder's output differs from scapy's"
+                );
+                assert!(
+                    out == expected,
+                    "{name}:\n got:\n{}\n want:\n{}",
+                    hex(&out),
+                    hex(&expected)
+                );
+            }
+            (None, None) => assert_eq!(
+                verdict,
+                Verdict::Drop(DropReason::AllBackendsDown),
+                "{name}: a SET fails closed"
+            ),
+            (want, file) => panic!("{name}: case says {want:?}, files say {}", file.is_some()),
+        }
+        let c = h.pipeline.route_counters().snapshot();
+        let decided = match stage {
+            Stage::Path => c.path_flows,
+            Stage::PathFallback => c.path_fallbacks.min(c.set_flows),
+            Stage::Set => c.set_flows,
+            Stage::SetClosed => c.set_closed,
+            Stage::Zone => c.first_choice,
+            Stage::ZoneFallback => c.fallbacks,
+            Stage::Canary => c.canary_flows,
+        };
+        assert_eq!(decided, 1, "{name}: {stage:?} did not decide: {c:?}");
+    }
+}
+
+/// A frame of tests/golden/resets/ (tests/golden/make_resets.py: a refused
+/// segment, `.in.hex`, and the RST RFC 793 gives for it, `.out.hex`).
+fn reset_frame(file: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/resets")
+        .join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
+}
+
+/// Each limit of `[services.limits]`, with each `over_limit`, on scapy's
+/// segments to web and web6 (tests/golden/resets/, the cases whose port is
+/// a service's): the limit is used up by a first SYN, then the segment is a
+/// new flow over it, dropped, or answered with scapy's RST byte for byte
+/// and sent back out of the port it came in on.
+#[test]
+fn each_limit_refuses_a_new_flow_with_a_drop_or_scapys_rst() {
+    // (limit, its keys, the client of the SYN that uses it up: v4, v6).
+    let limits = [
+        (
+            "service_rate",
+            "max_new_flows_per_s = 1\nnew_flows_burst = 1",
+            ("198.18.7.7:1000", "[2001:2:7::7]:1000"),
+        ),
+        (
+            // Another host of the client's /24 or /64: the same client.
+            "client_rate",
+            "client_max_new_flows_per_s = 1\nclient_new_flows_burst = 1\n\
+             client_prefix_v4 = 24\nclient_prefix_v6 = 64",
+            ("198.18.0.200:1000", "[2001:2::200]:1000"),
+        ),
+        (
+            "backend_cap",
+            "max_connections = 1",
+            ("198.18.7.7:1000", "[2001:2:7::7]:1000"),
+        ),
+    ];
+    let cases = [
+        ("ipv4_syn", false),
+        ("ipv6_syn", true),
+        ("ipv4_options_syn", false),
+        ("vlan_ipv4_syn", false),
+        ("qinq_ipv6_syn", true),
+        ("ipv4_ack_midstream", false),
+        ("ipv6_fin_ack", true),
+    ];
+    for (limit, keys, (prime4, prime6)) in limits {
+        for action in ["drop", "reset"] {
+            let table = format!("[services.limits]\n{keys}\nover_limit = \"{action}\"\n");
+            let rules = GOLDEN_RULES
+                .replace(
+                    "port = 80\n[[services.backends]]\naddress = \"198.18.1.11\"",
+                    &format!("port = 80\n{table}[[services.backends]]\naddress = \"198.18.1.11\""),
+                )
+                .replace(
+                    "port = 80\n[[services.backends]]\naddress = \"2001:2:0:1::11\"",
+                    &format!(
+                        "port = 80\n{table}[[services.backends]]\naddress = \"2001:2:0:1::11\""
+                    ),
+                );
+            for (case, v6) in cases {
+                let what = format!("{limit} {action} {case}");
+                let mut h = Harness::new(&rules);
+                let (prime, vip) = if v6 {
+                    (prime6, "[2001:2:0:100::10]:80")
+                } else {
+                    (prime4, "198.18.100.10:80")
+                };
+                let first = from_client(FrameBuilder::tcp(sa(prime), sa(vip), SYN)).build();
+                assert_eq!(h.run(&first, 0, 1).0, Verdict::Transmit(1), "{what}: first");
+                let input = reset_frame(&format!("{case}.in.hex"));
+                let (v, out) = h.run(&input, 0, 1);
+                if action == "drop" {
+                    assert_eq!(v, Verdict::Drop(DropReason::OverLimit), "{what}");
+                    continue;
+                }
+                let expected = reset_frame(&format!("{case}.out.hex"));
+                assert_eq!(v, Verdict::Transmit(0), "{what}");
+                assert!(
+                    out == expected,
+                    "{what}:\n got\n{}\n want\n{}",
+                    hex(&out),
+                    hex(&expected)
+                );
+                assert!(frame_checksums_ok(&out), "{what}");
+                let counters = h.pipeline.admission().counters().snapshot();
+                assert_eq!(counters.refused(), 1, "{what}");
+                let reason = flowgate_dataplane::admission::Refusal::ALL
+                    .into_iter()
+                    .find(|r| r.name() == limit)
+                    .unwrap();
+                assert_eq!(counters.refused_for(reason), 1, "{what}");
+                assert_eq!(counters.resets_sent, 1, "{what}");
+            }
+        }
+    }
+}

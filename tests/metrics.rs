@@ -638,6 +638,14 @@ fn a_scrape_reports_what_went_through_per_worker_service_and_backend() {
                 && l.get("interface").map(String::as_str) == Some(port)));
         }
     }
+    // Neither service routes by client (no SET, zone, canary or path): no
+    // routing series (tests/routing_counters.rs scrapes a service that
+    // does).
+    assert!(
+        !m.keys()
+            .any(|(n, _)| n.starts_with("flowgate_service_route_")),
+        "routing series for services that route by nothing"
+    );
     // Both services spread over more than one backend, on each worker.
     for w in 0..2 {
         for service in ["web", "dns"] {

@@ -125,6 +125,9 @@ fn config(case: &Case) -> Config {
         })
         .collect();
     let mut service = Service {
+        limits: Default::default(),
+
+        announce: Default::default(),
         name: "svc".into(),
         protocol: Protocol::Tcp,
         vip: IpAddr::from([198, 18, 100, 10]),

@@ -99,6 +99,7 @@ fn key(protocol: u8, addr: &str) -> TrafficKey {
 /// and a backend at the client's 198.18.70.1:9090/udp.
 fn owned() -> OwnedTraffic {
     OwnedTraffic {
+        announced: Default::default(),
         services: [
             key(ip_proto::TCP, "198.18.70.2:8080"),
             key(ip_proto::UDP, "198.18.70.2:5353"),
@@ -638,6 +639,8 @@ fn difference(after: &XdpCounters, before: &XdpCounters) -> XdpCounters {
         fast_miss: after.fast_miss - before.fast_miss,
         fast_handed_up: after.fast_handed_up - before.fast_handed_up,
         fast_no_egress: after.fast_no_egress - before.fast_no_egress,
+        answered_arp: after.answered_arp - before.answered_arp,
+        answered_ns: after.answered_ns - before.answered_ns,
     }
 }
 
@@ -845,6 +848,7 @@ fn the_box_reaches_a_backends_port_while_replies_to_clients_still_go_up() {
     let listener_v4 = listen_in(&pair.client, "198.18.70.1:9090");
     let listener_v6 = listen_in(&pair.client, "[2001:2:0:70::1]:9090");
     let owned = OwnedTraffic {
+        announced: Default::default(),
         services: [key(ip_proto::TCP, "198.18.100.10:80")].into(),
         reply_sources: [
             key(ip_proto::TCP, "198.18.70.1:9090"),
@@ -1062,6 +1066,7 @@ fn auto_falls_back_to_generic_where_the_driver_has_no_xdp() {
 /// `m` UDP reply sources at 198.18.70.1.
 fn keys(first: u16, n: u16, m: u16) -> OwnedTraffic {
     OwnedTraffic {
+        announced: Default::default(),
         services: (0..n)
             .map(|i| {
                 let vip = if i % 2 == 0 {

@@ -12,7 +12,7 @@
 
 pub mod workers;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
@@ -20,10 +20,11 @@ use flowgate_dataplane::hash::flow_hash;
 use flowgate_dataplane::pipeline::{Pipeline, Verdict};
 use flowgate_dataplane::port::{Frame, FrameMemory, MemoryFrames};
 use flowgate_dataplane::rules::{
-    is_prime, Backend, Config, FlowSettings, GatewaySettings, Interface, Neighbour, Protocol,
-    Scheduler, Service, DEFAULT_MAGLEV_TABLE_SIZE,
+    check, is_prime, Backend, Canary, ClientClass, ClientPrefix, Config, DistributionPath,
+    FlowSettings, GatewaySettings, Interface, Neighbour, Protocol, RoutingSettings, Scheduler,
+    Service, ServiceRouting, DEFAULT_MAGLEV_TABLE_SIZE,
 };
-use flowgate_dataplane::table::{MaglevBackend, Snapshot};
+use flowgate_dataplane::table::{MaglevBackend, PathRouting, Snapshot};
 use flowgate_dataplane::wire::builder::FrameBuilder;
 use flowgate_dataplane::wire::checksum::update_bytes;
 use flowgate_dataplane::wire::{self, ip_proto, ipv4, tcp, tcp_flags, v4_mapped, FiveTuple};
@@ -134,6 +135,9 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
         .map(|k| {
             let addr = service_addr(k);
             Service {
+                limits: Default::default(),
+
+                announce: Default::default(),
                 name: format!("svc{k}"),
                 protocol: Protocol::Tcp,
                 vip: addr.ip(),
@@ -201,6 +205,152 @@ pub fn maglev_config(table_size: u32) -> Config {
             .map(|i| Backend::new(IpAddr::V4(backend_host(i)), 8080))
             .collect();
     }
+    config
+}
+
+/// Client-class prefixes of the routed gateway (the 10 000).
+pub const ROUTED_CLASSES: usize = 10_000;
+/// Distribution paths of the routed gateway (the 1 000 000).
+pub const ROUTED_PATHS: usize = 1_000_000;
+/// Of the bench's 65 536 client addresses, every `PATH_EVERY`-th has a
+/// path (its new flows go straight to a backend); the others' lookups
+/// miss and they walk SET, canary and zone.
+pub const PATH_EVERY: u32 = 8;
+/// Canary share of the routed service, in basis points (5 %).
+pub const ROUTED_CANARY_BP: u32 = 500;
+
+/// The SET and zone of each client profile of the routed gateway, in the
+/// order the /28 classes of 198.18.0.0/16 take them: own SET, the area's
+/// `*` (no backend of g9), an area-wide client, a client of no SET, and
+/// zones whose backends exist, fall back (dc-c has none) or are unknown to
+/// the service's backends.
+const ROUTED_PROFILES: [(Option<&str>, Option<&str>); 6] = [
+    (Some("shop.sh.g1"), Some("dc-a")),
+    (Some("shop.sh.g2"), Some("dc-b")),
+    (Some("shop.sh.g9"), Some("dc-a")),
+    (Some("shop.sh.*"), Some("dc-b")),
+    (None, Some("dc-a")),
+    (None, Some("dc-c")),
+];
+
+/// The routed service's backends: for SETs g1, g2, `shop.sh.*` and none,
+/// two in zone dc-a and two in dc-b (16), plus the canary group `v2`: one
+/// in g1 (dc-a) and one of no SET (dc-b). Named `r0`… so paths name them.
+fn routed_backends(k: u64) -> Vec<Backend> {
+    let mut labels: Vec<(Option<&str>, &str, Option<&str>)> = Vec::new();
+    for set in [
+        Some("shop.sh.g1"),
+        Some("shop.sh.g2"),
+        Some("shop.sh.*"),
+        None,
+    ] {
+        for zone in ["dc-a", "dc-a", "dc-b", "dc-b"] {
+            labels.push((set, zone, None));
+        }
+    }
+    labels.push((Some("shop.sh.g1"), "dc-a", Some("v2")));
+    labels.push((None, "dc-b", Some("v2")));
+    labels
+        .into_iter()
+        .enumerate()
+        .map(|(j, (set, zone, group))| {
+            let host = (k as u32).wrapping_mul(32) + j as u32;
+            let mut b = Backend::new(IpAddr::V4(backend_host(host)), 8080);
+            b.set = set.map(str::to_owned);
+            b.zone = Some(zone.to_owned());
+            b.group = group.map(str::to_owned);
+            b.name = Some(format!("r{j}"));
+            b
+        })
+        .collect()
+}
+
+/// The client prefixes of the routed gateway's classes: the 4 096 /28 of
+/// 198.18.0.0/16 (every bench client is in one), then IPv6 prefixes of
+/// lengths 48–64 under 2001:2::/48's neighbours, up to `ROUTED_CLASSES`.
+fn routed_classes() -> Vec<ClientClass> {
+    let mut classes = Vec::with_capacity(ROUTED_CLASSES);
+    for i in 0..4_096u32 {
+        let (set, zone) = ROUTED_PROFILES[i as usize % ROUTED_PROFILES.len()];
+        let address = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + (i << 4));
+        classes.push(ClientClass {
+            prefix: ClientPrefix::new(IpAddr::V4(address), 28),
+            set: set.map(str::to_owned),
+            zone: zone.map(str::to_owned),
+        });
+    }
+    let mut i = 0u128;
+    while classes.len() < ROUTED_CLASSES {
+        let (set, zone) = ROUTED_PROFILES[i as usize % ROUTED_PROFILES.len()];
+        // 2001:2:0:N::/64, one per class: no IPv4 client is in any.
+        let address = Ipv6Addr::from((0x2001_0002u128 << 96) | ((i + 0x1000) << 64));
+        classes.push(ClientClass {
+            prefix: ClientPrefix::new(IpAddr::V6(address), 64),
+            set: set.map(str::to_owned),
+            zone: zone.map(str::to_owned),
+        });
+        i += 1;
+    }
+    classes
+}
+
+/// `ROUTED_PATHS` distribution paths of the routed service: half IPv4
+/// /32, half IPv6 /128. The IPv4 ones are every `PATH_EVERY`-th bench
+/// client address (8 192), then addresses of 100.64.0.0/10 no bench
+/// client has; each names one of the service's backends.
+fn routed_paths(backends: &[Backend]) -> Vec<DistributionPath> {
+    let v4 = ROUTED_PATHS / 2;
+    let on_clients = 65_536 / PATH_EVERY as usize;
+    let name = |i: usize| backends[i % backends.len()].stable_name().into_owned();
+    let mut paths = Vec::with_capacity(ROUTED_PATHS);
+    for i in 0..v4 {
+        let address = if i < on_clients {
+            u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i as u32 * PATH_EVERY
+        } else {
+            u32::from(Ipv4Addr::new(100, 64, 0, 0)) + (i - on_clients) as u32
+        };
+        paths.push(DistributionPath {
+            client: ClientPrefix::host(IpAddr::V4(Ipv4Addr::from(address))),
+            backends: vec![name(i)],
+        });
+    }
+    for i in 0..ROUTED_PATHS - v4 {
+        let address = Ipv6Addr::from((0x2001_0002u128 << 96) | (1u128 << 64) | i as u128);
+        paths.push(DistributionPath {
+            client: ClientPrefix::host(IpAddr::V6(address)),
+            backends: vec![name(i + 1)],
+        });
+    }
+    paths
+}
+
+/// The gateway of `gateway_config(1, capacity)` with every routing policy
+/// on its one service: `ROUTED_CLASSES` client classes (SETs and zones),
+/// a zone priority, 18 backends labelled with SETs, zones and a canary
+/// group, a canary of `ROUTED_CANARY_BP` with a client prefix, and
+/// `ROUTED_PATHS` distribution paths. Every bench client has a class.
+pub fn routed_config(capacity: usize) -> Config {
+    let mut config = gateway_config(1, capacity);
+    config.routing = RoutingSettings {
+        classes: routed_classes(),
+        zone_priority: vec!["dc-b".into(), "dc-a".into()],
+        ..RoutingSettings::default()
+    };
+    let service = &mut config.services[0];
+    service.backends = routed_backends(0);
+    service.routing = ServiceRouting {
+        zone_priority: None,
+        canary: Some(Canary {
+            group: "v2".into(),
+            share_bp: ROUTED_CANARY_BP,
+            // A pilot office: 198.18.255.0/24.
+            clients: vec![ClientPrefix::new(
+                IpAddr::V4(Ipv4Addr::new(198, 18, 255, 0)),
+                24,
+            )],
+        }),
+        paths: routed_paths(&service.backends),
+    };
     config
 }
 
@@ -273,6 +423,9 @@ pub struct Gateway {
     pub services: usize,
     /// The compiled rules.
     pub snapshot: Arc<Snapshot>,
+    /// The distribution paths beside the snapshot, if the rules have any:
+    /// every world's pipeline reads them, as the daemon's workers do.
+    pub paths: Option<PathRouting>,
 }
 
 impl Gateway {
@@ -284,6 +437,31 @@ impl Gateway {
         Gateway {
             services,
             snapshot: Arc::new(snapshot),
+            paths: None,
+        }
+    }
+
+    /// Compiles `routed_config` (one service, every routing policy on) and
+    /// loads its paths as the daemon does at start: into a path table
+    /// beside the snapshot, then a second build so that the paths'
+    /// backend names resolve.
+    pub fn routed() -> Gateway {
+        let config = routed_config(CONNECTIONS as usize);
+        check(&config).expect("the routed bench config is valid");
+        let first = Snapshot::build(&config, None);
+        let mut paths = PathRouting::new(usize::MAX, &first);
+        let new_name = paths.load(&config, &first).expect("the paths load");
+        let snapshot = if new_name {
+            Snapshot::build(&config, Some(&first))
+        } else {
+            first
+        };
+        let (_, service) = snapshot.services().next().expect("one service");
+        assert!(service.routes().is_some(), "the service routes by client");
+        Gateway {
+            services: 1,
+            snapshot: Arc::new(snapshot),
+            paths: Some(paths),
         }
     }
 }
@@ -331,6 +509,10 @@ impl World {
         let mut memory = MemoryFrames::new(count, FRAME_SIZE);
         let mut pool = memory.pool();
         let frames: Vec<Frame> = std::iter::from_fn(|| pool.take()).collect();
+        let mut pipeline = Pipeline::new();
+        if let Some(paths) = &gateway.paths {
+            pipeline.set_paths(paths.reader());
+        }
         World {
             services: gateway.services,
             snapshot: Arc::clone(&gateway.snapshot),
@@ -338,7 +520,7 @@ impl World {
             // into it measures an eviction (the setting operators may choose).
             flows: FlowTable::new(capacity, FlowTimeouts::default())
                 .with_established_eviction(true),
-            pipeline: Pipeline::new(),
+            pipeline,
             memory,
             frames,
             verdicts: Vec::with_capacity(BATCH),

@@ -8,7 +8,9 @@
 //! worker's frames belong to the other, which processes them.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use flowgate_dataplane::capture::{CaptureFilter, CaptureHub, CaptureSession, Captured, SNAP_MAX};
 use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
 use flowgate_dataplane::handoff::Handoff;
 use flowgate_dataplane::port::{MemoryFrames, MemoryPort};
@@ -46,6 +48,13 @@ pub struct Workers {
     ack: Template,
     next_client: u64,
     rng: Rng,
+    /// Every worker's capture ring, as the daemon links them: a capture
+    /// can be armed, and while none is the workers pay what they pay in
+    /// production.
+    capture: Arc<CaptureHub>,
+    session: Option<CaptureSession>,
+    captured: Vec<Captured>,
+    captured_count: usize,
 }
 
 impl Workers {
@@ -57,17 +66,20 @@ impl Workers {
         let mut memory = MemoryFrames::new(frames, FRAME_SIZE);
         let pools = memory.split_pools(count);
         let handoffs = Handoff::set(count, INBOX, frames as usize);
+        let (capture, taps) = CaptureHub::new(count, Vec::new(), Instant::now());
         let workers: Vec<Worker> = pools
             .into_iter()
             .zip(handoffs)
-            .map(|(pool, handoff)| {
+            .zip(taps)
+            .map(|((pool, handoff), tap)| {
                 let worker = Worker::new(
                     FlowTable::new(capacity, FlowTimeouts::default())
                         .with_established_eviction(true),
                     pool,
                     2,
                     BATCH,
-                );
+                )
+                .with_capture(tap);
                 if count > 1 {
                     worker.with_handoff(handoff)
                 } else {
@@ -97,6 +109,10 @@ impl Workers {
             ack: Template::tcp(CLIENT_MAC, GW_CLIENT_MAC, tcp_flags::ACK),
             next_client: 0,
             rng: Rng::new(0x776f_726b_6572_7321),
+            capture,
+            session: None,
+            captured: Vec::new(),
+            captured_count: 0,
         };
         // The first poll hands the ports free frames to receive into.
         this.poll_all();
@@ -189,8 +205,40 @@ impl Workers {
         }
     }
 
-    /// Takes every transmitted frame off the wire, completing it.
+    /// Arms a capture of every frame (`sample_every` 1), one in
+    /// `sample_every`, or (`drops_only`) of drops only, which forwarded
+    /// frames never match. It runs until the workers are dropped; `drain`
+    /// empties the rings.
+    pub fn arm_capture(&mut self, sample_every: u32, drops_only: bool) {
+        let filter = CaptureFilter {
+            drops_only,
+            reason: None,
+            keys: Vec::new(),
+            sample_every,
+            snap: SNAP_MAX,
+        };
+        self.session = self.capture.start(filter).ok();
+    }
+
+    /// Frames captured so far, and frames lost to full rings.
+    pub fn captured(&self) -> (usize, u64) {
+        let lost = self.session.as_ref().map_or(0, CaptureSession::lost);
+        (self.captured_count, lost)
+    }
+
+    /// Takes every transmitted frame off the wire, completing it, and
+    /// every captured frame out of the rings (counted, then let go).
     pub fn drain(&mut self) {
+        if let Some(session) = &mut self.session {
+            loop {
+                self.captured.clear();
+                let n = session.drain(1024, &mut self.captured);
+                self.captured_count += n;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
         for ports in &mut self.ports {
             for port in ports {
                 self.sent.clear();

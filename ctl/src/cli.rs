@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{ArgGroup, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use flowgate_api::{
-    BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, Batch, CanaryShare, Edit,
-    FlowsQuery, PathKey, PathSpec, Request, ServiceEdit, ServiceName, ServiceSpec,
+    BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, Batch, CanaryShare, ClassKey,
+    ClassSpec, Edit, FlowsQuery, PathKey, PathSpec, Request, ServiceEdit, ServiceName, ServiceSpec,
     DEFAULT_CONTROL_SOCKET,
 };
 
@@ -73,6 +73,10 @@ pub enum Action {
     Explain(flowgate_api::ExplainQuery),
     /// `path list SERVICE`.
     PathList(String),
+    /// `capture`: what to record, and where (`-` for stdout) if to a file.
+    Capture(flowgate_api::CaptureQuery, Option<PathBuf>),
+    /// `class list`.
+    ClassList,
     /// ipvsadm-style `-L`: services and backends, optionally one service.
     List(Option<Listener>),
     /// ipvsadm-style change to the service at a listener.
@@ -205,6 +209,10 @@ enum Command {
     /// Set the share of new flows a service's canary takes.
     #[command(subcommand)]
     Canary(CanaryCommand),
+    /// List, add or remove client classes: client prefixes with the SET
+    /// and zone their new flows are routed by.
+    #[command(subcommand)]
+    Class(ClassCommand),
     /// Replace the running rules with a config file, atomically; prints
     /// what changes.
     Apply {
@@ -247,6 +255,38 @@ enum Command {
         /// The service: VIP:PORT, or VIP:PORT/PROTO (tcp, udp).
         #[arg(long, value_name = "VIP:PORT[/PROTO]")]
         to: String,
+    },
+    /// Record frames as the workers decide them, with the verdict and the
+    /// drop reason (tcpdump on the data path): into a pcapng file with -w
+    /// (the verdict in each packet's comment), else one line each. Frames
+    /// the kernel fast path forwards are not seen (docs/operations.md).
+    Capture {
+        /// Only dropped frames.
+        #[arg(long)]
+        drops: bool,
+        /// Only this service's frames: to or from its VIP or its backends.
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
+        /// Only frames dropped for this reason, as `stats` names it
+        /// (e.g. ttl_expired).
+        #[arg(long, value_name = "REASON")]
+        reason: Option<String>,
+        /// Stop after N frames (1 to 1000000).
+        #[arg(short = 'c', long = "count", value_name = "N")]
+        count: u64,
+        /// Write the frames to FILE as pcapng (`-`: to stdout, for
+        /// `| tcpdump -r -`).
+        #[arg(short = 'w', long = "write", value_name = "FILE")]
+        write: Option<PathBuf>,
+        /// Record one matching frame in N, per worker [default: 1, all].
+        #[arg(long, value_name = "N")]
+        sample: Option<u32>,
+        /// Bytes kept of each frame (1 to 2048) [default: 2048].
+        #[arg(short = 's', long = "snap", value_name = "BYTES")]
+        snap: Option<u32>,
+        /// Stop after SECONDS even if fewer than N frames came.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
     },
     /// Print a shell completion script:
     /// `flowgatectl completions bash > /etc/bash_completion.d/flowgatectl`.
@@ -428,6 +468,39 @@ enum PathCommand {
         service: String,
         /// The clients, as the path has them: ADDR or ADDR/LEN.
         client: String,
+        /// Validate and print the difference; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ClassCommand {
+    /// The client classes, from the rules that run.
+    List,
+    /// Give the clients under PREFIX a SET and a zone (the longest prefix
+    /// holding a client is its class). New flows only.
+    Add {
+        /// The clients: ADDR or ADDR/LEN, IPv4 or IPv6.
+        prefix: String,
+        /// Their SET: name.area.group (group may be `*`).
+        #[arg(long)]
+        set: Option<String>,
+        /// Their zone: one a backend, a class or a zone_priority names.
+        #[arg(long)]
+        zone: Option<String>,
+        /// Replace the class at PREFIX if there is one.
+        #[arg(long)]
+        replace: bool,
+        /// Validate and print the difference; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove the class at PREFIX: its clients fall to a shorter prefix's
+    /// class, or to none.
+    Del {
+        /// The clients, as the class has them: ADDR or ADDR/LEN.
+        prefix: String,
         /// Validate and print the difference; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -672,6 +745,7 @@ fn action(command: Command) -> Result<Action, String> {
         Command::Service(command) => service_action(command),
         Command::Backend(command) => backend_action(command),
         Command::Path(command) => Ok(path_action(command)),
+        Command::Class(command) => Ok(class_action(command)),
         Command::Canary(CanaryCommand::Set {
             service,
             share,
@@ -694,6 +768,28 @@ fn action(command: Command) -> Result<Action, String> {
             limit: Some(limit),
         })),
         Command::Explain { from, to } => Ok(Action::Explain(explain_query(from, &to))),
+        Command::Capture {
+            drops,
+            service,
+            reason,
+            count,
+            write,
+            sample,
+            snap,
+            duration,
+        } => capture_action(
+            flowgate_api::CaptureQuery {
+                drops,
+                service,
+                reason,
+                count,
+                sample,
+                snap,
+                duration_ms: None,
+            },
+            duration,
+            write,
+        ),
         Command::Completions { shell } => Ok(Action::Completions(shell)),
         Command::Man { dir } => Ok(Action::Man(dir)),
     }
@@ -785,6 +881,31 @@ fn path_action(command: PathCommand) -> Action {
             client,
             dry_run,
         } => one_edit(Edit::PathDel(PathKey { service, client }), dry_run),
+    }
+}
+
+/// `class list|add|del`.
+fn class_action(command: ClassCommand) -> Action {
+    match command {
+        ClassCommand::List => Action::ClassList,
+        ClassCommand::Add {
+            prefix,
+            set,
+            zone,
+            replace,
+            dry_run,
+        } => one_edit(
+            Edit::ClassAdd(ClassSpec {
+                prefix,
+                set,
+                zone,
+                replace,
+            }),
+            dry_run,
+        ),
+        ClassCommand::Del { prefix, dry_run } => {
+            one_edit(Edit::ClassDel(ClassKey { prefix }), dry_run)
+        }
     }
 }
 
@@ -916,6 +1037,47 @@ fn stats_action(watch: bool, interval: f64, count: Option<u64>) -> Result<Action
         interval: Duration::from_secs_f64(interval),
         count,
     })
+}
+
+/// `capture`, its numbers checked here so that a bad one is a usage error
+/// (the daemon checks the service and the reason against what runs).
+fn capture_action(
+    mut query: flowgate_api::CaptureQuery,
+    duration: Option<f64>,
+    write: Option<PathBuf>,
+) -> Result<Action, String> {
+    use flowgate_api::{MAX_CAPTURE_COUNT, MAX_CAPTURE_SAMPLE, MAX_CAPTURE_SNAP};
+    if !(1..=MAX_CAPTURE_COUNT).contains(&query.count) {
+        return Err(format!(
+            "bad -c {}: a capture takes 1 to {MAX_CAPTURE_COUNT} frames",
+            query.count
+        ));
+    }
+    if let Some(n) = query
+        .sample
+        .filter(|n| !(1..=MAX_CAPTURE_SAMPLE).contains(n))
+    {
+        return Err(format!(
+            "bad --sample {n}: expected 1 (every frame) to {MAX_CAPTURE_SAMPLE}"
+        ));
+    }
+    if let Some(n) = query.snap.filter(|n| !(1..=MAX_CAPTURE_SNAP).contains(n)) {
+        return Err(format!(
+            "bad --snap {n}: expected 1 to {MAX_CAPTURE_SNAP} bytes"
+        ));
+    }
+    if let Some(seconds) = duration {
+        if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
+            return Err(format!(
+                "bad --duration {seconds}: expected seconds above 0, at most 86400"
+            ));
+        }
+        query.duration_ms = Some((seconds * 1000.0).ceil() as u64);
+    }
+    if write.as_ref().is_some_and(|w| w.as_os_str().is_empty()) {
+        return Err("bad -w: expected a file name, or - for stdout".into());
+    }
+    Ok(Action::Capture(query, write))
 }
 
 fn backend_key(service: String, text: &str) -> Result<BackendKey, String> {
@@ -1075,6 +1237,25 @@ mod tests {
         for bad in ["10001", "100.01%", "1.234%", "%", "-1", "5 %", "x%", ".5%"] {
             assert!(canary_share(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn class_verbs_are_one_edit_batches_with_dry_run() {
+        let edit = |line: &str| match parsed(line).action {
+            Action::Change(Request::Batch(batch)) => (batch.edits, batch.dry_run),
+            other => panic!("{line}: {other:?}"),
+        };
+        let (edits, dry) = edit("class add 198.18.10.0/24 --set shop.sh.g1 --zone dc1 --dry-run");
+        assert!(dry);
+        assert!(matches!(&edits[..], [Edit::ClassAdd(c)]
+            if c.prefix == "198.18.10.0/24" && c.set.as_deref() == Some("shop.sh.g1")
+                && c.zone.as_deref() == Some("dc1") && !c.replace));
+        let (edits, _) = edit("class add 2001:2::/32 --zone dc2 --replace");
+        assert!(matches!(&edits[..], [Edit::ClassAdd(c)] if c.set.is_none() && c.replace));
+        let (edits, dry) = edit("class del 198.18.10.0/24");
+        assert!(!dry);
+        assert!(matches!(&edits[..], [Edit::ClassDel(k)] if k.prefix == "198.18.10.0/24"));
+        assert_eq!(parsed("class list").action, Action::ClassList);
     }
 
     fn try_shorthand(line: &str) -> Result<Action, String> {

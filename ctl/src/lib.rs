@@ -15,10 +15,12 @@
 //! With `-o json` every run writes one JSON document to stdout, a failure
 //! as `{"error":{"code":...,"message":...}}` (docs/schemas/).
 
+mod capture;
 mod cli;
 mod endpoint;
 pub mod failure;
 mod generate;
+pub mod pcapng;
 mod run;
 mod show;
 

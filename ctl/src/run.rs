@@ -32,6 +32,12 @@ pub fn run(
     // Read the file before connecting: a missing file is the operator's
     // mistake, not the daemon's. Completions and man pages need no daemon.
     let action = match action {
+        Action::Capture(_, Some(ref file)) if format == Format::Json && file.as_os_str() == "-" => {
+            return Err(Failure::usage(
+                "capture -w - writes pcapng to stdout, which -o json needs for its document: \
+                 write to a file, or leave out -o json",
+            ));
+        }
         Action::Completions(_) | Action::Man(_) if format == Format::Json => {
             return Err(Failure::usage(
                 "completions and man write a shell script and man pages, not JSON: leave out -o json",
@@ -83,6 +89,10 @@ pub fn run(
         Action::Heartbeat(key) => session.read(Request::BackendHeartbeat(key)),
         Action::Explain(query) => session.read(Request::Explain(query)),
         Action::PathList(service) => session.read(Request::PathList(ServiceName { service })),
+        Action::Capture(query, write) => {
+            crate::capture::run(&mut session.client, query, write, format, session.out)
+        }
+        Action::ClassList => session.read(Request::ClassList {}),
         Action::Change(Request::BackendDel(key)) => {
             let remove_service = format!("flowgatectl service del {}", key.service);
             session.delete_backend(key, remove_service)
@@ -192,6 +202,10 @@ impl Session<'_> {
             Reply::Heartbeat(h) => show::heartbeat(h),
             Reply::Explain(e) => show::explain(e),
             Reply::Paths(p) => show::paths(p),
+            Reply::CaptureFrame(_) | Reply::CaptureEnd(_) => {
+                return Err(unexpected("a reply to a read", &reply))
+            }
+            Reply::Classes(c) => show::classes(c),
         };
         self.write(&text)
     }

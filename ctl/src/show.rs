@@ -128,10 +128,54 @@ pub fn diff_lines(d: &ConfigDiff) -> Vec<String> {
             label(&c.to)
         ));
     }
+    for c in &d.classes_removed {
+        lines.push(format!("- class {}", class_line(c)));
+    }
+    for c in &d.classes_added {
+        lines.push(format!("+ class {}", class_line(c)));
+    }
     for s in &d.settings_changed {
         lines.push(format!("~ [{s}] changed"));
     }
     lines
+}
+
+/// `PREFIX set S zone Z` (`-` for what the class has not).
+fn class_line(c: &flowgate_api::ClassView) -> String {
+    format!(
+        "{} set {} zone {}",
+        c.prefix,
+        c.set.as_deref().unwrap_or("-"),
+        c.zone.as_deref().unwrap_or("-")
+    )
+}
+
+/// `class list`: one class a line.
+pub fn classes(reply: &flowgate_api::ClassesReply) -> String {
+    if reply.classes.is_empty() {
+        return "no client classes\n".to_owned();
+    }
+    let width = |f: fn(&flowgate_api::ClassView) -> usize, title: &str| {
+        reply
+            .classes
+            .iter()
+            .map(f)
+            .max()
+            .unwrap_or(0)
+            .max(title.len())
+    };
+    let prefix = width(|c| c.prefix.len(), "PREFIX");
+    let set = width(|c| c.set.as_ref().map_or(1, String::len), "SET");
+    let mut out = format!("{:prefix$}  {:set$}  ZONE\n", "PREFIX", "SET");
+    for c in &reply.classes {
+        out.push_str(&format!(
+            "{:prefix$}  {:set$}  {}\n",
+            c.prefix,
+            c.set.as_deref().unwrap_or("-"),
+            c.zone.as_deref().unwrap_or("-")
+        ));
+    }
+    out
 }
 
 /// A change report: its differences, then what happened.
@@ -484,6 +528,9 @@ pub fn stats(r: &StatsReport) -> String {
     }
     let mut out = format!("generation {}\n\n", r.generation);
     out.push_str(&table(&rows));
+    out.push_str(&refusals(r));
+
+    out.push_str(&routing(r));
     let mut rows = vec![worker_header(
         "RX PKTS",
         "TX PKTS",
@@ -511,6 +558,86 @@ pub fn stats(r: &StatsReport) -> String {
         "",
     ));
     out
+}
+
+/// The services whose limits refused new flows, by reason (nothing when
+/// none did).
+fn refusals(r: &StatsReport) -> String {
+    let refused: Vec<_> = r
+        .services
+        .iter()
+        .filter(|s| s.refused.total() > 0 || s.refused.resets_sent > 0)
+        .collect();
+    if refused.is_empty() {
+        return String::new();
+    }
+    let mut rows = vec![[
+        "REFUSED NEW FLOWS",
+        "SERVICE RATE",
+        "CLIENT RATE",
+        "BACKEND CAP",
+        "RESETS",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect::<Vec<_>>()];
+    for s in refused {
+        let v = &s.refused;
+        rows.push(vec![
+            s.name.clone(),
+            v.service_rate.to_string(),
+            v.client_rate.to_string(),
+            v.backend_cap.to_string(),
+            v.resets_sent.to_string(),
+        ]);
+    }
+    format!("\n{}", table(&rows))
+}
+
+/// The routing counters of the services that have them, a table; empty
+/// when none has.
+fn routing(r: &StatsReport) -> String {
+    let routed: Vec<_> = r
+        .services
+        .iter()
+        .filter_map(|s| s.routing.map(|v| (s, v)))
+        .collect();
+    if routed.is_empty() {
+        return String::new();
+    }
+    let mut rows = vec![[
+        "ROUTING",
+        "PATH",
+        "PATH FALLBACK",
+        "SET",
+        "SET CLOSED",
+        "CANARY",
+        "FIRST CHOICE",
+        "FALLBACK",
+        "UNPLACED",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect::<Vec<_>>()];
+    for (s, v) in routed {
+        let mut row = vec![s.name.clone()];
+        row.extend(
+            [
+                v.path_flows,
+                v.path_fallbacks,
+                v.set_flows,
+                v.set_closed,
+                v.canary_flows,
+                v.first_choice,
+                v.fallbacks,
+                v.unplaced,
+            ]
+            .iter()
+            .map(u64::to_string),
+        );
+        rows.push(row);
+    }
+    format!("\n{}", table(&rows))
 }
 
 fn worker_header(rx: &str, tx: &str, passed: &str, new: &str, dropped: &str) -> Vec<String> {
@@ -572,10 +699,37 @@ pub fn rates(before: &StatsReport, after: &StatsReport, fallback_seconds: f64) -
         after.generation
     );
     out.push_str(&table(&service_rate_rows(before, after, per)));
+    out.push_str(&refusal_rates(before, after, per));
     out.push('\n');
     out.push_str(&table(&worker_rate_rows(before, after, per)));
     out.push_str(&drops(&drop_rates(before, after, per), "/s"));
     out
+}
+
+/// `refused: SERVICE REASON N/s, ...` for the refusals that rose.
+fn refusal_rates(before: &StatsReport, after: &StatsReport, per: PerSecond) -> String {
+    let old: HashMap<&str, _> = before
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s.refused))
+        .collect();
+    let mut parts = Vec::new();
+    for s in &after.services {
+        let prev = old.get(s.name.as_str()).copied().unwrap_or_default();
+        for (reason, a, b) in [
+            ("service_rate", prev.service_rate, s.refused.service_rate),
+            ("client_rate", prev.client_rate, s.refused.client_rate),
+            ("backend_cap", prev.backend_cap, s.refused.backend_cap),
+        ] {
+            if b > a {
+                parts.push(format!("{} {reason} {}/s", s.name, per.text(a, b)));
+            }
+        }
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!("refused: {}\n", parts.join(", "))
 }
 
 /// Rates over an interval of this many seconds.
@@ -789,6 +943,57 @@ mod tests {
         ));
     }
 
+    fn words(line: &str) -> Vec<&str> {
+        line.split_whitespace().collect()
+    }
+
+    #[test]
+    fn stats_show_routing_counters_only_for_services_that_have_them() {
+        let mut report = StatsReport {
+            services: vec![
+                ServiceStats {
+                    name: "web".into(),
+                    ..ServiceStats::default()
+                },
+                ServiceStats {
+                    name: "orders".into(),
+                    routing: Some(flowgate_api::RouteStats {
+                        path_flows: 12,
+                        set_closed: 3,
+                        fallbacks: 4,
+                        ..flowgate_api::RouteStats::default()
+                    }),
+                    ..ServiceStats::default()
+                },
+            ],
+            ..StatsReport::default()
+        };
+        let text = stats(&report);
+        let header = text.lines().find(|l| l.starts_with("ROUTING")).unwrap();
+        assert_eq!(
+            words(header),
+            [
+                "ROUTING", "PATH", "PATH", "FALLBACK", "SET", "SET", "CLOSED", "CANARY", "FIRST",
+                "CHOICE", "FALLBACK", "UNPLACED"
+            ]
+        );
+        // Its row in the routing table, after its traffic row.
+        let row = text
+            .lines()
+            .filter(|l| l.starts_with("orders"))
+            .nth(1)
+            .unwrap();
+        assert_eq!(
+            words(row),
+            ["orders", "12", "0", "0", "3", "0", "0", "4", "0"]
+        );
+        assert!(!text
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains("12")));
+        report.services.truncate(1);
+        assert!(!stats(&report).contains("ROUTING"));
+    }
+
     #[test]
     fn rates_are_deltas_over_the_daemons_clock() {
         let sample = |ms: u64, packets: u64, drops: u64| StatsReport {
@@ -836,6 +1041,51 @@ mod tests {
             ["198.18.1.11:8080", "400", "40000", "7", "0"]
         );
         assert!(text.contains("drops: no_neighbour 2/s"), "{text}");
+    }
+
+    #[test]
+    fn refused_new_flows_are_shown_per_service_and_reason() {
+        let report = |refused: u64| StatsReport {
+            uptime_ms: 1_000 + refused * 10,
+            services: vec![
+                ServiceStats {
+                    name: "web".into(),
+                    refused: flowgate_api::Refusals {
+                        service_rate: refused,
+                        client_rate: 3,
+                        backend_cap: 2,
+                        resets_sent: 4,
+                    },
+                    ..ServiceStats::default()
+                },
+                ServiceStats {
+                    name: "dns".into(),
+                    ..ServiceStats::default()
+                },
+            ],
+            ..StatsReport::default()
+        };
+        let text = stats(&report(40));
+        let header = text
+            .lines()
+            .position(|l| l.starts_with("REFUSED NEW FLOWS"))
+            .unwrap();
+        let web: Vec<_> = text
+            .lines()
+            .nth(header + 1)
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(web, ["web", "40", "3", "2", "4"]);
+        // A service nothing was refused to is not listed.
+        assert!(
+            !text.lines().skip(header).any(|l| l.starts_with("dns")),
+            "{text}"
+        );
+        assert!(!stats(&StatsReport::default()).contains("REFUSED"));
+        // Watching: 100 more in 1 s.
+        let text = rates(&report(0), &report(100), 1.0);
+        assert!(text.contains("refused: web service_rate 100/s\n"), "{text}");
     }
 
     #[test]

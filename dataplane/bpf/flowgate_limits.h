@@ -26,4 +26,10 @@
 // `local_addrs`: the box's own addresses (every interface's).
 #define FLOWGATE_MAX_LOCAL_ADDRESSES 65536
 
+// `announce_addrs`: VIP addresses the program answers ARP and neighbour
+// solicitations for (services with `announce = "arp"`). Smaller than
+// `vip_addrs`: a segment on which so many addresses are answered for is
+// one no router's neighbour table holds anyway.
+#define FLOWGATE_MAX_ANNOUNCED_ADDRESSES 65536
+
 #endif

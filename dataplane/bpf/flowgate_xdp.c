@@ -18,7 +18,10 @@
 //     packet they quote is a reply from a service key or a packet to a
 //     reply source, counted with those (REDIRECTED_VIP, REDIRECTED_REPLY);
 //     the workers translate them through the NAT.
-// Everything else is XDP_PASS: ARP, NDP and all other ICMP, other IP protocols,
+// ARP requests and IPv6 neighbour solicitations for an announced VIP
+// (`announce_addrs`) are answered here with XDP_TX (flowgate_announce.h;
+// counted as `answered_arp`, `answered_ns`).
+// Everything else is XDP_PASS: other ARP and NDP, all other ICMP, other IP protocols,
 // TCP/UDP to the box's own addresses (SSH, and the answers to the box's
 // own connections to a backend), fragments not to a VIP, and frames this
 // program cannot parse, so the box stays reachable and the kernel keeps
@@ -96,6 +99,7 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 
+#include "flowgate_announce.h"
 #include "flowgate_fastpath.h"
 #include "flowgate_limits.h"
 
@@ -137,7 +141,9 @@ enum counter {
 	FAST_MISS = 14,
 	FAST_HANDED_UP = 15,
 	FAST_NO_EGRESS = 16,
-	COUNTER_COUNT = 17,
+	ANSWERED_ARP = 17,
+	ANSWERED_NS = 18,
+	COUNTER_COUNT = 19,
 };
 
 // A service or a backend: address (IPv4-mapped for IPv4), port in network
@@ -807,6 +813,7 @@ int flowgate_xdp(struct xdp_md *ctx)
 	struct ports *ports;
 	void *l3;
 	__be16 proto;
+	__u32 l2_len = sizeof(*eth);
 	__u32 why;
 	int i;
 
@@ -825,9 +832,36 @@ int flowgate_xdp(struct xdp_md *ctx)
 			return pass(PASSED_UNPARSED);
 		proto = tag->proto;
 		l3 = tag + 1;
+		l2_len += sizeof(*tag);
 	}
 	if (is_vlan(proto))
 		return pass(PASSED_UNPARSED);
+
+	// Neighbour resolution of an announced VIP (flowgate_announce.h).
+	if (proto == bpf_htons(ETH_P_ARP)) {
+		if (announce_arp(ctx, l2_len) == XDP_TX) {
+			count(ANSWERED_ARP);
+			return XDP_TX;
+		}
+		return pass(PASSED_NOT_IP);
+	}
+	if (proto == bpf_htons(ETH_P_IPV6)) {
+		int action = announce_ns(ctx, l2_len);
+
+		if (action != ANNOUNCE_NOT_MINE) {
+			if (action == XDP_TX)
+				count(ANSWERED_NS);
+			return action;
+		}
+		// Not answered: the frame is as it came, but announce_ns may
+		// have called a helper that can resize frames (and failed), so
+		// the verifier wants the bounds read again.
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		if (data + l2_len > end || l2_len > ANNOUNCE_MAX_L2)
+			return pass(PASSED_UNPARSED);
+		l3 = data + l2_len;
+	}
 
 	if (proto == bpf_htons(ETH_P_IP)) {
 		if (redirect_all_enabled())

@@ -378,6 +378,10 @@ fn check(path: &Path, format: Format) -> Result<(), Failure> {
         .map_err(daemon_failure)?
         .file;
     let backends: usize = config.services.iter().map(|s| s.backends.len()).sum();
+    // Not problems: the config is valid, but clients may not reach a VIP.
+    for warning in daemon::segment_warnings(&config) {
+        eprintln!("warning: {}: {warning}", path.display());
+    }
     match format {
         Format::Json => println!(
             "{}",

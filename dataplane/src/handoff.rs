@@ -72,12 +72,12 @@ pub fn owner_of(parsed: &Parsed, snapshot: &Snapshot, workers: usize, here: usiz
 /// [`owner_of`], and for an ICMP error about a connection
 /// ([`quoted::parse_quoted`]), the owner of the connection it quotes: the
 /// quote's client end is its destination if it is a reply from a VIP, its
-/// source if it went to a backend. `frame` is the frame `parsed` was made
-/// of. Other ICMP stays with `here`.
+/// source if it went to a backend. `frame` gives the bytes `parsed` was
+/// made of, taken only for ICMP. Other ICMP stays with `here`.
 #[inline]
-pub fn owner_of_frame(
+pub fn owner_of_frame<'f>(
     parsed: &Parsed,
-    frame: &[u8],
+    frame: impl FnOnce() -> &'f [u8],
     snapshot: &Snapshot,
     workers: usize,
     here: usize,
@@ -88,7 +88,7 @@ pub fn owner_of_frame(
                 && (meta.tuple.protocol == ip_proto::ICMP
                     || meta.tuple.protocol == ip_proto::ICMPV6) =>
         {
-            icmp_error_owner(frame, meta, snapshot, workers).unwrap_or(here)
+            icmp_error_owner(frame(), meta, snapshot, workers).unwrap_or(here)
         }
         _ => owner_of(parsed, snapshot, workers, here),
     }
@@ -285,7 +285,7 @@ mod tests {
                 error("198.18.1.1", "198.18.0.2", &to_backend),
                 error("198.18.0.2", "198.18.100.10", &reply),
             ] {
-                let got = owner_of_frame(&Parsed::of(&frame), &frame, &snap, 4, 3);
+                let got = owner_of_frame(&Parsed::of(&frame), || &frame[..], &snap, 4, 3);
                 assert_eq!(got, owner_here, "port {port}");
             }
             owners[owner_here] += 1;
@@ -297,7 +297,10 @@ mod tests {
             "198.18.100.10".parse().unwrap(),
         )
         .build();
-        assert_eq!(owner_of_frame(&Parsed::of(&ping), &ping, &snap, 4, 3), 3);
+        assert_eq!(
+            owner_of_frame(&Parsed::of(&ping), || &ping[..], &snap, 4, 3),
+            3
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@
 //!   `cfg(test)`.
 
 pub mod admission;
+pub mod announce;
+pub mod capture;
 #[cfg(feature = "daemon")]
 pub mod cli;
 pub mod control;

@@ -11,10 +11,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::capture::CaptureTap;
 use crate::fastpath::connection_rewrites;
 use crate::flow::FlowTable;
 use crate::handoff::{owner_of_frame, HandedFrame, Handoff};
-use crate::pipeline::{parse_batch, touch_frames, DropReason, Parsed, Pipeline, Verdict};
+use crate::pipeline::{
+    fanout_reserve, parse_batch, touch_frames, DropReason, Parsed, Pipeline, Verdict,
+    DEFAULT_FANOUT_FRAME_SHARE,
+};
 use crate::port::{Frame, FrameMemory, FramePool, Port};
 use crate::table::Snapshot;
 
@@ -95,6 +99,16 @@ pub struct Worker {
     handoff: Option<Handoff>,
     counters: Arc<WorkerCounters>,
     forward_only: bool,
+    /// Share of the worker's free frames, in percent, fan-out copies may
+    /// hold at once.
+    fanout_share: u32,
+    /// The most frames the pool held after topping up the receive rings:
+    /// the worker's free frames when idle.
+    free_high: usize,
+    /// Free frames fan-out copies leave in the pool.
+    fanout_reserve: usize,
+    /// `flowgatectl capture`'s view of decided frames.
+    capture: CaptureTap,
 }
 
 impl Worker {
@@ -119,7 +133,21 @@ impl Worker {
             handoff: None,
             counters: Arc::default(),
             forward_only: false,
+            fanout_share: DEFAULT_FANOUT_FRAME_SHARE,
+            free_high: 0,
+            fanout_reserve: 0,
+            capture: CaptureTap::detached(),
         }
+    }
+
+    /// Lets fan-out copies hold at most `percent` % of the worker's free
+    /// frames (default [`DEFAULT_FANOUT_FRAME_SHARE`]): the frames its
+    /// pool holds when idle, once the receive rings have theirs. A copy
+    /// takes a frame only while the pool keeps the rest.
+    pub fn with_fanout_share(mut self, percent: u32) -> Self {
+        self.fanout_share = percent;
+        self.fanout_reserve = fanout_reserve(self.free_high, percent);
+        self
     }
 
     /// Makes this worker a plain forwarder that sends every frame from
@@ -135,6 +163,22 @@ impl Worker {
     /// flow of a service with paths looks its client up first.
     pub fn with_paths(mut self, reader: crate::route::PathReader) -> Self {
         self.pipeline.set_paths(reader);
+        self
+    }
+
+    /// Lets captures see the frames this worker decides, through `tap`.
+    pub fn with_capture(mut self, tap: CaptureTap) -> Self {
+        self.capture = tap;
+        self
+    }
+
+    /// Gives this worker its share of the admission state (see
+    /// [`Pipeline::set_admission`]); its connection table counts its
+    /// connections on the same backend lanes.
+    pub fn with_admission(mut self, admission: crate::admission::WorkerAdmission) -> Self {
+        self.flows
+            .set_connection_lanes(admission.backends().clone());
+        self.pipeline.set_admission(admission);
         self
     }
 
@@ -185,6 +229,10 @@ impl Worker {
         for port in ports.iter_mut() {
             port.reclaim(&mut self.pool);
             port.refill(&mut self.pool);
+        }
+        if self.pool.len() > self.free_high {
+            self.free_high = self.pool.len();
+            self.fanout_reserve = fanout_reserve(self.free_high, self.fanout_share);
         }
         let mut received = 0;
         for (ingress, port) in ports.iter_mut().enumerate() {
@@ -252,7 +300,7 @@ impl Worker {
                 mine.push(frame);
                 continue;
             };
-            let owner = owner_of_frame(p, memory.frame(&frame), snapshot, workers, me);
+            let owner = owner_of_frame(p, || memory.frame(&frame), snapshot, workers, me);
             // `owner_of` names another worker only for frames of a flow.
             let flow = if owner == me { None } else { p.flow() };
             let Some((meta, hash)) = flow else {
@@ -411,6 +459,20 @@ impl Worker {
                 now_ns,
                 &mut self.verdicts,
             ),
+        }
+        self.pipeline.emit_fanout_copies(
+            memory,
+            frames,
+            snapshot,
+            &mut self.pool,
+            self.fanout_reserve,
+            &mut self.tx,
+        );
+        // A capture's one look per batch: an atomic load while none runs.
+        if let Some(mut capture) = self.capture.armed() {
+            for (frame, verdict) in frames.iter().zip(&self.verdicts) {
+                capture.offer(|| memory.frame(frame), ingress, *verdict, now_ns);
+            }
         }
         for (i, frame) in frames.drain(..).enumerate() {
             // The pipeline gives one verdict per frame; were one missing,

@@ -723,7 +723,8 @@ fn expect_new_flow(snapshot: &Snapshot, src: SocketAddr, target: SocketAddr) -> 
         Scheduler::Sh => Expect::Backend(endpoint(
             service.maglev_lookup(source_hash(&tuple.src)).unwrap(),
         )),
-        Scheduler::Wrr => Expect::OneOf(
+        // TCP only here, and a fan-out service is UDP.
+        Scheduler::Wrr | Scheduler::Fanout(_) => Expect::OneOf(
             service
                 .wrr_schedule()
                 .iter()

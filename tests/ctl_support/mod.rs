@@ -47,6 +47,15 @@ impl Daemon {
     }
 
     pub fn start_with(limits: ServerLimits) -> Daemon {
+        Self::start_rules_with(RULES, limits)
+    }
+
+    /// A control server running `rules` (config text).
+    pub fn start_rules(rules: &str) -> Daemon {
+        Self::start_rules_with(rules, ServerLimits::default())
+    }
+
+    fn start_rules_with(rules: &str, limits: ServerLimits) -> Daemon {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "fg-ctl-{}-{}",
@@ -54,7 +63,7 @@ impl Daemon {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let config = rules::load_str(RULES, "gw.toml").unwrap();
+        let config = rules::load_str(rules, "gw.toml").unwrap();
         let dataplane = Arc::new(MemoryDataplane::with_config(&config));
         let shared: Arc<dyn Dataplane> = dataplane.clone();
         let state = Arc::new(Mutex::new(ControlState::new(config, "gw.toml", shared)));

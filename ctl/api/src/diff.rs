@@ -42,8 +42,16 @@ pub struct ConfigDiff {
     /// `health.kind`, `health.port`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backends_changed: Vec<BackendChange>,
+    /// Client classes in the new config only, or changed there (a class
+    /// whose SET or zone changed is removed and added again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes_added: Vec<crate::ClassView>,
+    /// Client classes in the old config only, or changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes_removed: Vec<crate::ClassView>,
     /// Other sections that differ: `gateway`, `daemon`, `flows`,
-    /// `health`, `interfaces`, `neighbours`.
+    /// `health`, `interfaces`, `neighbours`, `routing` (its zone priority
+    /// or subset memory limit; classes are listed above).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub settings_changed: Vec<String>,
 }
@@ -64,6 +72,8 @@ impl ConfigDiff {
             + self.backends_reweighted.len()
             + self.backends_relabelled.len()
             + self.backends_changed.len()
+            + self.classes_added.len()
+            + self.classes_removed.len()
             + self.settings_changed.len()
     }
 }

@@ -18,6 +18,7 @@
 //! - [`report`]: what the data plane reports — status, counters, live
 //!   connections.
 //! - [`diff`]: what a change changed, as an operator reads it.
+//! - [`capture`]: frames with their verdict, streamed.
 //! - [`explain`]: where a client's new flow to a service goes, and why.
 //! - [`framing`]: one message per line — reading a request line within
 //!   limits, refusing another version, writing a response.
@@ -29,6 +30,7 @@
 //! (rules, connection records, counters) into these in its `control`
 //! module.
 
+pub mod capture;
 mod client;
 pub mod diff;
 pub mod error;
@@ -39,6 +41,10 @@ pub mod report;
 pub mod request;
 mod tagged;
 
+pub use capture::{
+    CaptureEnd, CaptureQuery, CapturedFrame, MAX_CAPTURE_COUNT, MAX_CAPTURE_SAMPLE,
+    MAX_CAPTURE_SNAP,
+};
 pub use client::{ClientError, ControlClient};
 pub use diff::{
     BackendChange, BackendSummary, ConfigDiff, Relabel, Reweight, ServiceChange, ServiceSummary,
@@ -49,18 +55,18 @@ pub use explain::{
 };
 pub use framing::parse_request;
 pub use reply::{
-    BackendHealth, BackendState, BackendView, BackendsReply, ChangeReport, CheckReport, FlowsReply,
-    HealthSummary, HeartbeatReply, PathView, PathsReply, Reply, Response, ServiceView,
-    ServicesReply, StatusReply, MAX_NOT_UP,
+    BackendHealth, BackendState, BackendView, BackendsReply, ChangeReport, CheckReport, ClassView,
+    ClassesReply, FlowsReply, HealthSummary, HeartbeatReply, PathView, PathsReply, Reply, Response,
+    ServiceView, ServicesReply, StatusReply, MAX_NOT_UP,
 };
 pub use report::{
-    BackendStats, FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport,
-    TrafficCounters, WorkerInfo, WorkerStats,
+    BackendStats, FlowEntry, InterfaceInfo, Refusals, RouteStats, ServiceStats, StatsReport,
+    StatusReport, TrafficCounters, WorkerInfo, WorkerStats,
 };
 pub use request::{
     ApplyConfig, BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, Batch,
-    CanaryShare, Edit, FlowsQuery, PathKey, PathSpec, Request, RequestEnvelope, ServiceEdit,
-    ServiceName, ServiceSpec,
+    CanaryShare, ClassKey, ClassSpec, Edit, FlowsQuery, PathKey, PathSpec, Request,
+    RequestEnvelope, ServiceEdit, ServiceName, ServiceSpec,
 };
 
 /// The version of the protocol this build speaks.

@@ -75,6 +75,34 @@ pub enum Reply {
     Explain(crate::ExplainReply),
     /// `path_list`.
     Paths(PathsReply),
+    /// `capture`: one frame (one of several response lines).
+    CaptureFrame(crate::CapturedFrame),
+    /// `capture`: its last response line.
+    CaptureEnd(crate::CaptureEnd),
+    /// `class_list`.
+    Classes(ClassesReply),
+}
+
+/// `class_list`: the client classes, in the rules' order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassesReply {
+    /// The classes.
+    pub classes: Vec<ClassView>,
+}
+
+/// One client class, as listed and as a change reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassView {
+    /// The clients, `ADDR/LEN`.
+    pub prefix: String,
+    /// Their SET (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
+    /// Their zone (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 /// `path_list`: a service's distribution paths, in the rules' order.
@@ -320,6 +348,9 @@ impl Tagged for Reply {
         "heartbeat",
         "explain",
         "paths",
+        "capture_frame",
+        "capture_end",
+        "classes",
     ];
     const EXPECTING: &'static str = "a reply";
 
@@ -334,6 +365,9 @@ impl Tagged for Reply {
             "heartbeat" => Reply::Heartbeat(body.value()?),
             "explain" => Reply::Explain(body.value()?),
             "paths" => Reply::Paths(body.value()?),
+            "capture_frame" => Reply::CaptureFrame(body.value()?),
+            "capture_end" => Reply::CaptureEnd(body.value()?),
+            "classes" => Reply::Classes(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

@@ -161,8 +161,71 @@ pub struct ServiceStats {
     pub active_flows: u64,
     /// Connections created since start.
     pub new_flows: u64,
+    /// New flows its limits refused, by reason (`[services.limits]`).
+    #[serde(default)]
+    pub refused: Refusals,
     /// Per backend.
     pub backends: Vec<BackendStats>,
+    /// What routing by client decided for its new flows; absent for a
+    /// service that routes by nothing (no SET, zone or canary) and that no
+    /// distribution path has steered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RouteStats>,
+}
+
+/// A service's routing counters, summed over the workers: how many new
+/// flows each stage decided, and how many fell back or failed closed. One
+/// flow can count in several (a SET's flow drawn for the canary and placed
+/// in its own zone counts in `set_flows`, `canary_flows` and
+/// `first_choice`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteStats {
+    /// New flows sent by a distribution path.
+    pub path_flows: u64,
+    /// New flows of a client with a path whose backends were all down,
+    /// draining or gone: decided by the other policies instead.
+    pub path_fallbacks: u64,
+    /// New flows placed within their client's SET (its own, its area's,
+    /// or backends of no SET).
+    pub set_flows: u64,
+    /// New flows of a SET's client refused (dropped) because nothing it
+    /// may use was alive: the SET failing closed.
+    pub set_closed: u64,
+    /// New flows drawn for the canary (by share or client prefix).
+    pub canary_flows: u64,
+    /// New flows placed by their first step: the client's own zone, or
+    /// the whole subset when there is no zone preference.
+    pub first_choice: u64,
+    /// New flows placed by a later step: the next zone of the priority
+    /// list, backends of no zone, any backend, or the other side of a
+    /// canary split.
+    pub fallbacks: u64,
+    /// New flows that found nothing alive in any step (and had no SET to
+    /// keep): left to the service's `when_all_down`.
+    pub unplaced: u64,
+}
+
+/// New flows a service's limits refused, by reason, and the RSTs sent for
+/// them (`over_limit = "reset"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refusals {
+    /// Over the service's new-flow rate (`max_new_flows_per_s`).
+    pub service_rate: u64,
+    /// Over their client's new-flow rate (`client_max_new_flows_per_s`).
+    pub client_rate: u64,
+    /// Their backend over its connection cap (`max_connections`).
+    pub backend_cap: u64,
+    /// RSTs sent for refused TCP new flows.
+    pub resets_sent: u64,
+}
+
+impl Refusals {
+    /// New flows refused for any reason.
+    pub fn total(&self) -> u64 {
+        self.service_rate + self.client_rate + self.backend_cap
+    }
 }
 
 /// One backend's traffic.

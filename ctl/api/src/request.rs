@@ -66,6 +66,11 @@ pub enum Request {
     Explain(crate::ExplainQuery),
     /// One service's distribution paths, from the running rules.
     PathList(ServiceName),
+    /// Frames the workers decide, with verdict and reason, streamed until
+    /// the count (docs/api.md): several response lines.
+    Capture(crate::CaptureQuery),
+    /// The client classes, from the running rules.
+    ClassList {},
 }
 
 /// One change to the rules; a [`Batch`] holds several.
@@ -92,6 +97,10 @@ pub enum Edit {
     PathDel(PathKey),
     /// Set the share of a service's canary.
     CanarySet(CanaryShare),
+    /// Add a client class (or replace the one at its prefix, if asked).
+    ClassAdd(ClassSpec),
+    /// Remove a client class.
+    ClassDel(ClassKey),
 }
 
 /// `path_add`: a service's clients under `client` go straight to one of
@@ -128,6 +137,34 @@ pub struct CanaryShare {
     pub share: u32,
 }
 
+/// `class_add`: the clients of `prefix` get a SET and a zone (both
+/// absent: the prefix has no class, inside a shorter one that has).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassSpec {
+    /// The clients: `ADDR` or `ADDR/LEN`, IPv4 or IPv6.
+    pub prefix: String,
+    /// Their SET, `name.area.group` (group may be `*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
+    /// Their zone: one some backend, client class or zone priority list
+    /// already has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Replace the class at `prefix` if there is one (otherwise a class
+    /// already there is refused).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
+}
+
+/// `class_del`: a client class, by its prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassKey {
+    /// The clients: `ADDR` or `ADDR/LEN`, as the class has them.
+    pub prefix: String,
+}
+
 impl Edit {
     /// The operation's name on the wire (`backend_add`, ...).
     pub fn op(&self) -> &'static str {
@@ -142,6 +179,8 @@ impl Edit {
             Edit::PathAdd(_) => "path_add",
             Edit::PathDel(_) => "path_del",
             Edit::CanarySet(_) => "canary_set",
+            Edit::ClassAdd(_) => "class_add",
+            Edit::ClassDel(_) => "class_del",
         }
     }
 }
@@ -367,6 +406,8 @@ impl Tagged for Request {
         "backend_heartbeat",
         "explain",
         "path_list",
+        "capture",
+        "class_list",
     ];
     const EXPECTING: &'static str = "a request";
 
@@ -389,6 +430,8 @@ impl Tagged for Request {
             "backend_heartbeat" => Request::BackendHeartbeat(body.value()?),
             "explain" => Request::Explain(body.value()?),
             "path_list" => Request::PathList(body.value()?),
+            "capture" => Request::Capture(body.value()?),
+            "class_list" => body.value::<NoFields>().map(|_| Request::ClassList {})?,
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }
@@ -413,6 +456,8 @@ impl Tagged for Edit {
         "path_add",
         "path_del",
         "canary_set",
+        "class_add",
+        "class_del",
     ];
     const EXPECTING: &'static str = "an edit";
 
@@ -428,6 +473,8 @@ impl Tagged for Edit {
             "path_add" => Edit::PathAdd(body.value()?),
             "path_del" => Edit::PathDel(body.value()?),
             "canary_set" => Edit::CanarySet(body.value()?),
+            "class_add" => Edit::ClassAdd(body.value()?),
+            "class_del" => Edit::ClassDel(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

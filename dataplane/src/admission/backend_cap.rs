@@ -119,6 +119,12 @@ impl BackendConnections {
     }
 
     /// The memory allocated so far.
+    /// How many workers have lanes.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Bytes allocated for lines so far.
     pub fn memory_bytes(&self) -> usize {
         let chunk = CHUNK_BACKENDS * self.lines_per_backend * std::mem::size_of::<Line>();
         self.chunks.iter().filter(|c| c.get().is_some()).count() * chunk
@@ -221,9 +227,11 @@ fn hysteresis(block: &[Line], load: BackendLoad, cap: &ConnectionCap) -> bool {
     }
 }
 
-/// One worker's writer handle: the only one that writes its lanes. Not
-/// `Clone`, so each lane has one writer.
-#[derive(Debug)]
+/// One worker's writer handle: the only one that writes its lanes. A
+/// clone is for the same worker's thread (its connection table counts
+/// through one, its admission decides through another): each lane keeps
+/// one writing thread.
+#[derive(Clone, Debug)]
 pub struct WorkerConnections {
     table: Arc<BackendConnections>,
     worker: usize,
@@ -255,6 +263,19 @@ impl WorkerConnections {
             }
         }
         admitted
+    }
+
+    /// Whether `backend` takes a new flow under `cap` now, without
+    /// counting it: for a worker whose connection table counts its
+    /// connections ([`open`](Self::open) on insert, [`close`](Self::close)
+    /// on every way one leaves). The decision and the flag are
+    /// [`try_open`](Self::try_open)'s, which counts the flow itself.
+    #[inline]
+    pub fn admits(&self, backend: u32, cap: &ConnectionCap) -> bool {
+        match self.table.block(backend) {
+            Some(block) => hysteresis(block, self.table.load_of(block), cap),
+            None => true,
+        }
     }
 
     /// The hysteresis on what [`BackendConnections::load`] saw: updates

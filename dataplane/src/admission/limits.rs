@@ -103,6 +103,16 @@ pub enum LimitError {
         /// The name given.
         name: String,
     },
+    /// A setting that only qualifies another, given without it.
+    #[error(
+        "{setting} qualifies {needs}, which is not set: set {needs} too, or leave {setting} out"
+    )]
+    Qualifies {
+        /// The setting given.
+        setting: &'static str,
+        /// The setting it qualifies.
+        needs: &'static str,
+    },
     /// A RST asked for on a service that is not TCP.
     #[error(
         "over_limit = \"reset\" answers TCP only, and this service is {protocol}: use \"drop\""

@@ -27,6 +27,7 @@ pub mod client_rate;
 pub mod counters;
 pub mod limits;
 pub mod reset;
+pub mod service_counters;
 pub mod service_rate;
 #[cfg(test)]
 mod sim;
@@ -40,5 +41,6 @@ pub use limits::{
     ServiceRateLimit,
 };
 pub use reset::{write_reset, RefusedSegment, ResetError};
+pub use service_counters::ServiceRefusals;
 pub use service_rate::{LocalTokens, ServiceRateBudget};
 pub use worker::{AdmittedFlow, ServiceLimits, WorkerAdmission};

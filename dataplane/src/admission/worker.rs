@@ -20,6 +20,7 @@ use super::backend_cap::WorkerConnections;
 use super::client_rate::{ClientOutcome, ClientRateParams, ClientRateTable};
 use super::counters::{AdmissionCounters, Refusal};
 use super::limits::ConnectionCap;
+use super::service_counters::{ServiceRefusalWriter, ServiceRefusals};
 use super::service_rate::{LocalTokens, ServiceRateBudget};
 
 /// The limits of one service, as the snapshot will hold them (built by the
@@ -51,6 +52,7 @@ pub struct WorkerAdmission {
     clients: ClientRateTable,
     backends: WorkerConnections,
     counters: Arc<AdmissionCounters>,
+    services: ServiceRefusalWriter,
 }
 
 impl WorkerAdmission {
@@ -61,7 +63,45 @@ impl WorkerAdmission {
             clients,
             backends,
             counters: Arc::new(AdmissionCounters::default()),
+            services: ServiceRefusalWriter::default(),
         }
+    }
+
+    /// A single worker's state: its own backend lanes and a client table
+    /// of `client_entries` entries (tests, tools, a one-worker gateway).
+    pub fn single(client_entries: usize, seed: u64) -> WorkerAdmission {
+        let (_, mut lanes) =
+            super::BackendConnections::new(1, crate::liveness::MAX_ENDPOINTS as u32);
+        let lanes = lanes.pop().unwrap_or_else(|| {
+            // new() gives one handle per worker, and one worker was asked for.
+            unreachable!("one worker, one handle")
+        });
+        WorkerAdmission::new(ClientRateTable::new(client_entries, seed), lanes)
+    }
+
+    /// How many workers share the backend lanes (and the service budgets):
+    /// a client's limit is split over them.
+    pub fn workers(&self) -> usize {
+        self.backends.table().workers()
+    }
+
+    /// The per-service refusals, for the metrics.
+    pub fn service_refusals(&self) -> &Arc<ServiceRefusals> {
+        self.services.shared()
+    }
+
+    /// Gives service id `id` to the service with `serial` for the
+    /// per-service counts (off the per-packet path, at a snapshot change;
+    /// after [`reserve_services`](Self::reserve_services)).
+    pub fn claim_service(&mut self, id: u32, serial: u64) {
+        self.services.claim(id, serial);
+    }
+
+    /// Counts a RST sent for a refused new flow of `service`.
+    #[inline]
+    pub fn reset_sent(&self, service: u32) {
+        self.counters.resets_sent.inc();
+        self.services.reset_sent(service);
     }
 
     /// The counters, for the metrics.
@@ -82,6 +122,7 @@ impl WorkerAdmission {
         if self.tokens.len() < services {
             self.tokens.resize(services, LocalTokens::default());
         }
+        self.services.reserve(services);
     }
 
     /// Checks a new flow of `service` from `src` against the client and
@@ -104,7 +145,7 @@ impl WorkerAdmission {
             match self.clients.admit(service, src, params, now_ns) {
                 ClientOutcome::Admitted => {}
                 ClientOutcome::AdmittedEvicting => self.counters.client_evictions.inc(),
-                ClientOutcome::Refused => return Err(self.refuse(Refusal::ClientRate)),
+                ClientOutcome::Refused => return Err(self.refuse(service, Refusal::ClientRate)),
             }
             flow.client_charged = true;
         }
@@ -115,7 +156,7 @@ impl WorkerAdmission {
             };
             if !admitted {
                 self.give_back(&flow, limits);
-                return Err(self.refuse(Refusal::ServiceRate));
+                return Err(self.refuse(service, Refusal::ServiceRate));
             }
             flow.rate_charged = true;
         }
@@ -141,15 +182,42 @@ impl WorkerAdmission {
             Some(cap) if self.backends.try_open(backend, cap) => Ok(()),
             Some(_) => {
                 self.give_back(&flow, limits);
-                Err(self.refuse(Refusal::BackendCap))
+                Err(self.refuse(flow.service, Refusal::BackendCap))
             }
         }
+    }
+
+    /// [`admit_backend`](Self::admit_backend) for a worker whose
+    /// connection table counts its connections on the backend lanes
+    /// (`FlowTable::set_connection_lanes`): decides against `cap` without
+    /// counting the flow. A flow that then never becomes a connection
+    /// goes to [`cancel`](Self::cancel).
+    #[inline]
+    pub fn check_backend(
+        &mut self,
+        flow: &AdmittedFlow,
+        limits: ServiceLimits<'_>,
+        backend: u32,
+        cap: &ConnectionCap,
+    ) -> Result<(), Refusal> {
+        if self.backends.admits(backend, cap) {
+            return Ok(());
+        }
+        self.give_back(flow, limits);
+        Err(self.refuse(flow.service, Refusal::BackendCap))
     }
 
     /// Gives back an admitted flow's charges when it does not go on for a
     /// reason of its own (no backend, a full connection table).
     pub fn cancel(&mut self, flow: AdmittedFlow, limits: ServiceLimits<'_>) {
         self.give_back(&flow, limits);
+    }
+
+    /// Ends an admitted flow that became a connection: its charges stay
+    /// spent.
+    #[inline]
+    pub fn done(&mut self, flow: AdmittedFlow) {
+        let _ = flow;
     }
 
     /// Counts a connection to `backend` gone (closed, expired, evicted).
@@ -174,8 +242,9 @@ impl WorkerAdmission {
     }
 
     #[inline(always)]
-    fn refuse(&self, reason: Refusal) -> Refusal {
+    fn refuse(&self, service: u32, reason: Refusal) -> Refusal {
         self.counters.refuse(reason);
+        self.services.refuse(service, reason);
         reason
     }
 }

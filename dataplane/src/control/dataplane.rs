@@ -70,6 +70,12 @@ pub trait Dataplane: Send + Sync {
         None
     }
 
+    /// The workers' capture rings, for `capture`; `None` for a data plane
+    /// without workers to capture from (the default).
+    fn capture_hub(&self) -> Option<std::sync::Arc<crate::capture::CaptureHub>> {
+        None
+    }
+
     /// The generation of the snapshot published last. The default asks
     /// [`Dataplane::status`]; override it if that is costly.
     fn generation(&self) -> u64 {

@@ -14,7 +14,9 @@ mod health;
 use hashbrown::HashMap;
 use std::net::IpAddr;
 
-use flowgate_api::{BackendSummary, ConfigDiff, Relabel, Reweight, ServiceChange, ServiceSummary};
+use flowgate_api::{
+    BackendSummary, ClassView, ConfigDiff, Relabel, Reweight, ServiceChange, ServiceSummary,
+};
 
 use crate::rules::{self, Backend, Config, Service};
 
@@ -51,12 +53,13 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         ("health", old.health != new.health),
         ("interfaces", old.interfaces != new.interfaces),
         ("neighbours", !same_neighbours(old, new)),
-        ("routing", old.routing != new.routing),
+        ("routing", !same_routing_settings(old, new)),
     ] {
         if differs {
             d.settings_changed.push(section.to_owned());
         }
     }
+    class_changes(old, new, &mut d);
 
     let old_by_name: HashMap<&str, &Service> =
         old.services.iter().map(|s| (s.name.as_str(), s)).collect();
@@ -88,6 +91,44 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         }
     }
     d
+}
+
+/// Whether `[routing]` is the same apart from its client classes (which
+/// [`class_changes`] lists).
+fn same_routing_settings(old: &Config, new: &Config) -> bool {
+    let (a, b) = (&old.routing, &new.routing);
+    a.zone_priority == b.zone_priority && a.subset_memory_limit == b.subset_memory_limit
+}
+
+/// A client class as the API shows it.
+pub(crate) fn class_view(class: &rules::ClientClass) -> ClassView {
+    ClassView {
+        prefix: class.prefix.to_string(),
+        set: class.set.clone(),
+        zone: class.zone.clone(),
+    }
+}
+
+/// Client classes added and removed, by prefix (a class whose SET or zone
+/// changed is both). Order is no change: the longest match does not
+/// depend on it.
+fn class_changes(old: &Config, new: &Config, d: &mut ConfigDiff) {
+    let (old, new) = (&old.routing.classes, &new.routing.classes);
+    if old == new {
+        return;
+    }
+    let before: HashMap<_, _> = old.iter().map(|c| (c.prefix, c)).collect();
+    let after: HashMap<_, _> = new.iter().map(|c| (c.prefix, c)).collect();
+    d.classes_removed.extend(
+        old.iter()
+            .filter(|c| after.get(&c.prefix) != Some(c))
+            .map(class_view),
+    );
+    d.classes_added.extend(
+        new.iter()
+            .filter(|c| before.get(&c.prefix) != Some(c))
+            .map(class_view),
+    );
 }
 
 /// Whether `new` is `old` with only services' distribution paths
@@ -124,6 +165,9 @@ pub(crate) fn only_paths_differ(old: &Config, new: &Config) -> bool {
                 health,
                 backends,
                 routing,
+                limits,
+
+                announce,
             } = a;
             *name == b.name
                 && *protocol == b.protocol
@@ -134,6 +178,8 @@ pub(crate) fn only_paths_differ(old: &Config, new: &Config) -> bool {
                 && *failover == b.failover
                 && *health == b.health
                 && *backends == b.backends
+                && *limits == b.limits
+                && *announce == b.announce
                 && routing.zone_priority == b.routing.zone_priority
                 && routing.canary == b.routing.canary
         })
@@ -185,12 +231,27 @@ fn service_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
         before.maglev_table_size.to_string(),
         after.maglev_table_size.to_string(),
     );
+    field(
+        "limits",
+        before.limits.to_string(),
+        after.limits.to_string(),
+    );
+    field(
+        "announce",
+        before.announce.to_string(),
+        after.announce.to_string(),
+    );
 
     routing_changes(before, after, d);
     health::service_health_changes(before, after, d);
-    if before.backends == after.backends {
-        return;
+    if before.backends != after.backends {
+        backend_changes(name, before, after, d);
     }
+}
+
+/// The backends of a service present in both configs that were added,
+/// removed, reweighted or relabelled.
+fn backend_changes(name: &str, before: &Service, after: &Service, d: &mut ConfigDiff) {
     let old_backends: HashMap<(IpAddr, u16), &Backend> = before
         .backends
         .iter()
@@ -205,22 +266,28 @@ fn service_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
         kept += 1;
         if old.weight != backend.weight {
             d.backends_reweighted.push(Reweight {
-                service: name.clone(),
+                service: name.to_owned(),
                 address: backend.address,
                 port: backend.port,
                 from: old.weight,
                 to: backend.weight,
             });
         }
+        let cap = |b: &Backend| {
+            b.max_connections
+                .map(|c| format!("{}/{}", c.upper(), c.lower()))
+        };
+        let caps = (cap(old), cap(backend));
         for (label, from, to) in [
             ("zone", &old.zone, &backend.zone),
             ("set", &old.set, &backend.set),
             ("group", &old.group, &backend.group),
             ("name", &old.name, &backend.name),
+            ("max_connections", &caps.0, &caps.1),
         ] {
             if from != to {
                 d.backends_relabelled.push(Relabel {
-                    service: name.clone(),
+                    service: name.to_owned(),
                     address: backend.address,
                     port: backend.port,
                     label: label.to_owned(),
@@ -352,6 +419,22 @@ port = 5353
         new.services.reverse();
         new.services[1].backends.reverse();
         assert!(diff(&old, &new).is_empty());
+    }
+
+    #[test]
+    fn a_change_of_announcement_is_a_change_of_the_service() {
+        let old = rules();
+        let mut new = old.clone();
+        new.services[0].announce = crate::rules::Announce::Arp;
+        assert_eq!(
+            diff(&old, &new).services_changed,
+            [ServiceChange {
+                service: "web".into(),
+                field: "announce".into(),
+                from: "none".into(),
+                to: "arp".into()
+            }]
+        );
     }
 
     #[test]
@@ -495,5 +578,57 @@ port = 5353
             .iter()
             .any(|c| c.field == "paths"));
         assert!(diff(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn client_classes_added_changed_or_removed_are_listed_and_order_is_no_change() {
+        use crate::rules::{ClientClass, ClientPrefix};
+        let class = |prefix: &str, set: Option<&str>, zone: Option<&str>| {
+            let (address, len) = prefix.split_once('/').unwrap();
+            ClientClass {
+                prefix: ClientPrefix::new(ip(address), len.parse().unwrap()),
+                set: set.map(str::to_owned),
+                zone: zone.map(str::to_owned),
+            }
+        };
+        let mut old = rules();
+        old.routing.classes = vec![
+            class("198.18.10.0/24", Some("shop.sh.g1"), None),
+            class("198.18.11.0/24", None, Some("dc1")),
+            class("198.18.12.0/24", None, Some("dc2")),
+        ];
+        let mut new = old.clone();
+        new.routing.classes.reverse();
+        assert!(diff(&old, &new).is_empty(), "order alone");
+        new.routing
+            .classes
+            .retain(|c| c.zone.as_deref() != Some("dc2"));
+        new.routing.classes[0].zone = Some("dc3".into());
+        new.routing
+            .classes
+            .push(class("2001:2::/32", None, Some("dc1")));
+        let d = diff(&old, &new);
+        let prefixes = |v: &[ClassView]| -> Vec<String> {
+            v.iter()
+                .map(|c| format!("{} {:?} {:?}", c.prefix, c.set, c.zone))
+                .collect()
+        };
+        assert_eq!(
+            prefixes(&d.classes_removed),
+            [
+                "198.18.11.0/24 None Some(\"dc1\")",
+                "198.18.12.0/24 None Some(\"dc2\")"
+            ]
+        );
+        assert_eq!(
+            prefixes(&d.classes_added),
+            [
+                "198.18.11.0/24 None Some(\"dc3\")",
+                "2001:2::/32 None Some(\"dc1\")"
+            ]
+        );
+        assert!(d.settings_changed.is_empty(), "{:?}", d.settings_changed);
+        new.routing.zone_priority = vec!["dc1".into()];
+        assert_eq!(diff(&old, &new).settings_changed, ["routing"]);
     }
 }

@@ -26,10 +26,12 @@ use std::time::Duration;
 
 use crate::health::CheckKindName;
 use crate::rules::{
-    self, parse, Backend, Config, ConfigError, DistributionPath, Item, Location, Place, Provenance,
-    RequestLocation, Service,
+    self, parse, Backend, ClientClass, ClientPrefix, Config, ConfigError, DistributionPath, Item,
+    Location, Place, Provenance, RequestLocation, Service,
 };
-use flowgate_api::{ApiError, BackendEdit, BackendKey, BackendSpec, Edit, ErrorCode, ServiceSpec};
+use flowgate_api::{
+    ApiError, BackendEdit, BackendKey, BackendSpec, ClassSpec, Edit, ErrorCode, ServiceSpec,
+};
 
 /// `config` with `edits` applied and validated, or every reason some could
 /// not apply or the result is not valid. `config` is never modified.
@@ -42,10 +44,10 @@ pub(crate) fn apply_edits(config: &Config, edits: &[Edit]) -> Result<Config, Api
 /// `config` with `edits` applied, not yet validated, and where each part
 /// the edits made or changed came from.
 fn edit_config<'e>(
-    config: &Config,
+    config_before: &Config,
     edits: &'e [Edit],
 ) -> Result<(Config, EditProvenance<'e>), ApiError> {
-    let mut editor = Editor::new(config);
+    let mut editor = Editor::new(config_before);
     let mut failures: Vec<(ErrorCode, String)> = Vec::new();
     for (i, edit) in edits.iter().enumerate() {
         let index = u32::try_from(i).unwrap_or(u32::MAX);
@@ -58,8 +60,18 @@ fn edit_config<'e>(
             failures.push((code, message));
         }
     }
+    let (config, provenance) = editor.finish(edits);
+    for (i, message) in provenance.unknown_class_zones(config_before, &config) {
+        let message = if edits.len() > 1 {
+            let op = edits.get(i).map_or("", Edit::op);
+            format!("edit {} ({op}): {message}", i + 1)
+        } else {
+            message
+        };
+        failures.push((ErrorCode::Invalid, message));
+    }
     match failures.first() {
-        None => Ok(editor.finish(edits)),
+        None => Ok((config, provenance)),
         Some(&(code, _)) => Err(ApiError::with_problems(
             code,
             failures.into_iter().map(|(_, m)| m).collect(),
@@ -135,6 +147,65 @@ pub(crate) struct EditProvenance<'e> {
     /// Only the backends an edit made or changed, by (service, backend)
     /// index in the edited config.
     backends: HashMap<(usize, usize), Touch>,
+    /// Only the client classes an edit made, by index in the edited
+    /// config's classes: the edit that made each.
+    classes: HashMap<usize, u32>,
+}
+
+impl EditProvenance<'_> {
+    /// The zones of classes the edits made in `config` (from `before`)
+    /// that nothing else knows (no backend, no zone priority list, no
+    /// class that was running or that the edits left as it was): most
+    /// likely a typo, refused with the edit that made the class. A zone is
+    /// first named by a backend's label or a priority list.
+    fn unknown_class_zones(&self, before: &Config, config: &Config) -> Vec<(usize, String)> {
+        if self.classes.is_empty() {
+            return Vec::new();
+        }
+        let mut known: hashbrown::HashSet<&str> = config
+            .services
+            .iter()
+            .flat_map(|s| {
+                let priority = s.routing.zone_priority.iter().flatten();
+                s.backends
+                    .iter()
+                    .filter_map(|b| b.zone.as_deref())
+                    .chain(priority.map(String::as_str))
+            })
+            .collect();
+        known.extend(config.routing.zone_priority.iter().map(String::as_str));
+        known.extend(
+            before
+                .routing
+                .classes
+                .iter()
+                .filter_map(|c| c.zone.as_deref()),
+        );
+        let classes = config.routing.classes.iter().enumerate();
+        known.extend(
+            classes
+                .filter(|(i, _)| !self.classes.contains_key(i))
+                .filter_map(|(_, c)| c.zone.as_deref()),
+        );
+        let mut unknown: Vec<(usize, String)> = self
+            .classes
+            .iter()
+            .filter_map(|(&i, &edit)| {
+                let class = config.routing.classes.get(i)?;
+                let zone = class.zone.as_deref()?;
+                (!known.contains(zone)).then(|| {
+                    let message = format!(
+                        "zone {zone:?} of client class {} is unknown: no backend, client class \
+                         or zone_priority has it",
+                        class.prefix
+                    );
+                    (usize::try_from(edit).unwrap_or(usize::MAX), message)
+                })
+            })
+            .collect();
+        unknown.sort();
+        unknown
+    }
 }
 
 impl Provenance for EditProvenance<'_> {
@@ -142,9 +213,20 @@ impl Provenance for EditProvenance<'_> {
         let touch = match place.item {
             Item::Service(i) => self.services.get(i),
             Item::Backend { service, backend } => self.backends.get(&(service, backend)),
+            Item::ClientClass(i) => {
+                let class = self.classes.get(&i).map(|&edit| Touch::created(edit));
+                let found = class.and_then(|t| t.edit_of(place.key));
+                return self.request_location(found);
+            }
             _ => None,
         };
-        let found = touch.and_then(|t| t.edit_of(place.key));
+        self.request_location(touch.and_then(|t| t.edit_of(place.key)))
+    }
+}
+
+impl EditProvenance<'_> {
+    /// Where an edit, and the field it set, is in the request.
+    fn request_location(&self, found: Option<(u32, Option<&'static str>)>) -> Location {
         let Some((edit, field)) = found else {
             return Location::Unrecorded;
         };
@@ -181,6 +263,8 @@ fn target(edit: &Edit) -> String {
         Edit::PathAdd(path) => format!("{} path {}", path.service, path.client),
         Edit::PathDel(key) => format!("{} path {}", key.service, key.client),
         Edit::CanarySet(canary) => format!("{} canary", canary.service),
+        Edit::ClassAdd(class) => class.prefix.clone(),
+        Edit::ClassDel(key) => key.prefix.clone(),
     }
 }
 
@@ -236,6 +320,11 @@ struct Editor {
     rest: Config,
     services: Vec<Option<WorkService>>,
     by_name: HashMap<String, usize>,
+    /// The client classes, with holes where some were removed, each with
+    /// the edit that made it (none: it was running).
+    classes: Vec<Option<(ClientClass, Option<u32>)>>,
+    /// Class slots by prefix.
+    class_slots: HashMap<ClientPrefix, usize>,
 }
 
 impl Editor {
@@ -251,10 +340,23 @@ impl Editor {
             .into_iter()
             .map(|s| Some(WorkService::new(s)))
             .collect();
+        let classes: Vec<_> = std::mem::take(&mut rest.routing.classes)
+            .into_iter()
+            .map(|c| Some((c, None)))
+            .collect();
+        // Running prefixes are unique (validated); the first wins if not.
+        let mut class_slots = HashMap::with_capacity(classes.len());
+        for (i, class) in classes.iter().enumerate() {
+            if let Some((class, _)) = class {
+                class_slots.entry(class.prefix).or_insert(i);
+            }
+        }
         Editor {
             rest,
             services,
             by_name,
+            classes,
+            class_slots,
         }
     }
 
@@ -319,7 +421,59 @@ impl Editor {
             Edit::PathAdd(_) | Edit::PathDel(_) | Edit::CanarySet(_) => {
                 self.edit_routing(index, edit)
             }
+            Edit::ClassAdd(spec) => self.add_class(index, spec),
+            Edit::ClassDel(key) => {
+                let prefix =
+                    parse::client_prefix(&key.prefix, "client class").map_err(invalid_edit)?;
+                let Some(slot) = self.class_slots.remove(&prefix) else {
+                    return Err((
+                        ErrorCode::NotFound,
+                        format!("no client class has prefix {prefix}"),
+                    ));
+                };
+                if let Some(class) = self.classes.get_mut(slot) {
+                    *class = None;
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// A client class added, or replaced if its spec says so. Its SET and
+    /// prefix are the validator's to judge, its zone [`EditProvenance`]'s.
+    fn add_class(&mut self, index: u32, spec: &ClassSpec) -> Result<(), Failure> {
+        let prefix = parse::client_prefix(&spec.prefix, "client class").map_err(invalid_edit)?;
+        let label = |value: &Option<String>| value.clone().filter(|v| !v.is_empty());
+        let class = ClientClass {
+            prefix,
+            set: label(&spec.set),
+            zone: label(&spec.zone),
+        };
+        match self.class_slots.get(&prefix) {
+            Some(&slot) if spec.replace => {
+                if let Some(entry) = self.classes.get_mut(slot) {
+                    *entry = Some((class, Some(index)));
+                }
+            }
+            Some(&slot) => {
+                let running = self.classes.get(slot).and_then(Option::as_ref);
+                let shown = running.map_or_else(String::new, |(c, _)| {
+                    format!(" ({})", class_labels(c.set.as_deref(), c.zone.as_deref()))
+                });
+                return Err((
+                    ErrorCode::Exists,
+                    format!(
+                        "client class {prefix} already exists{shown}: remove it first, or \
+                         replace it"
+                    ),
+                ));
+            }
+            None => {
+                self.class_slots.insert(prefix, self.classes.len());
+                self.classes.push(Some((class, Some(index))));
+            }
+        }
+        Ok(())
     }
 
     /// A path added or removed, or a canary's share set.
@@ -389,6 +543,7 @@ impl Editor {
             .transpose()?
             .unwrap_or_default();
         let service = Service {
+            limits: Default::default(),
             name: spec.name.clone(),
             protocol,
             vip,
@@ -401,6 +556,15 @@ impl Editor {
             health: Default::default(),
             backends: Vec::new(),
             routing: Default::default(),
+            // A VIP address is announced one way: a service added to a VIP
+            // that runs takes the announcement of that VIP's services.
+            announce: self
+                .services
+                .iter()
+                .flatten()
+                .find(|w| w.service.vip == vip)
+                .map(|w| w.service.announce)
+                .unwrap_or_default(),
         };
         // Backends are parsed before the service is added, so that a bad
         // one leaves no half-made service behind.
@@ -541,6 +705,13 @@ impl Editor {
     /// holes closed, and where the edited parts came from.
     fn finish(self, edits: &[Edit]) -> (Config, EditProvenance<'_>) {
         let mut config = self.rest;
+        let mut classes = HashMap::new();
+        for (class, made) in self.classes.into_iter().flatten() {
+            if let Some(edit) = made {
+                classes.insert(config.routing.classes.len(), edit);
+            }
+            config.routing.classes.push(class);
+        }
         let mut touches = Vec::with_capacity(self.services.len());
         let mut backend_touches = HashMap::new();
         for mut work in self.services.into_iter().flatten() {
@@ -565,8 +736,19 @@ impl Editor {
             edits,
             services: touches,
             backends: backend_touches,
+            classes,
         };
         (config, provenance)
+    }
+}
+
+/// `set S zone Z` of a class, `no SET, no zone` for neither.
+fn class_labels(set: Option<&str>, zone: Option<&str>) -> String {
+    match (set, zone) {
+        (None, None) => "no SET, no zone".to_owned(),
+        (Some(set), None) => format!("set {set}"),
+        (None, Some(zone)) => format!("zone {zone}"),
+        (Some(set), Some(zone)) => format!("set {set} zone {zone}"),
     }
 }
 
@@ -891,7 +1073,7 @@ port = 8080
                 "edit 4 (backend_del): service \"web\" has no backend 198.18.1.99:8080",
                 "edit 5 (service_add): service \"web\" already exists",
                 "edit 6 (service_add): unknown protocol \"sctp\" in service \"x\" (expected \"tcp\" or \"udp\")",
-                "edit 7 (service_edit): unknown scheduler \"rr\" in service \"web\" (expected \"maglev\", \"wrr\" or \"sh\")",
+                "edit 7 (service_edit): unknown scheduler \"rr\" in service \"web\" (expected \"maglev\", \"wrr\", \"sh\" or \"fanout\")",
             ]
         );
         assert_eq!(original, rules(), "the input is never modified");
@@ -1412,5 +1594,178 @@ port = 8080
         assert_eq!(c.services[0].routing.canary.as_ref().unwrap().share_bp, 500);
         let over = apply_edits(&c, &[set(10_001)]).unwrap_err();
         assert_eq!(over.code, ErrorCode::Invalid, "{over:?}");
+    }
+
+    /// The classes of `c` as `PREFIX SET ZONE` (`-` for none).
+    fn classes(c: &Config) -> Vec<String> {
+        c.routing
+            .classes
+            .iter()
+            .map(|c| {
+                let label = |l: &Option<String>| l.clone().unwrap_or_else(|| "-".into());
+                format!("{} {} {}", c.prefix, label(&c.set), label(&c.zone))
+            })
+            .collect()
+    }
+
+    fn class(prefix: &str, set: Option<&str>, zone: Option<&str>) -> Edit {
+        Edit::ClassAdd(ClassSpec {
+            prefix: prefix.into(),
+            set: set.map(str::to_owned),
+            zone: zone.map(str::to_owned),
+            replace: false,
+        })
+    }
+
+    /// [`RULES`] with backends in zones dc1 and dc2.
+    fn zoned_rules() -> Config {
+        let text = RULES
+            .replacen("port = 8080\n", "port = 8080\nzone = \"dc1\"\n", 1)
+            .replacen(
+                "address = \"198.18.1.12\"\nport = 8080\n",
+                "address = \"198.18.1.12\"\nport = 8080\nzone = \"dc2\"\n",
+                1,
+            );
+        load_str(&text, "t.toml").unwrap()
+    }
+
+    #[test]
+    fn client_classes_are_added_replaced_and_removed() {
+        use flowgate_api::ClassKey;
+        let c = apply_edits(
+            &zoned_rules(),
+            &[
+                class("198.18.10.0/24", Some("shop.sh.g1"), Some("dc1")),
+                class("198.18.10.7", None, None),
+                class("2001:2::/32", Some("shop.sh.*"), Some("dc2")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            classes(&c),
+            [
+                "198.18.10.0/24 shop.sh.g1 dc1",
+                "198.18.10.7/32 - -",
+                "2001:2::/32 shop.sh.* dc2"
+            ]
+        );
+        // Already there: refused unless replaced.
+        let again = apply_edits(&c, &[class("198.18.10.0/24", None, Some("dc2"))]).unwrap_err();
+        assert_eq!(again.code, ErrorCode::Exists, "{again:?}");
+        assert_eq!(
+            again.message,
+            "client class 198.18.10.0/24 already exists (set shop.sh.g1 zone dc1): remove it \
+             first, or replace it"
+        );
+        let mut replace = ClassSpec {
+            prefix: "198.18.10.0/24".into(),
+            set: None,
+            zone: Some("dc2".into()),
+            replace: true,
+        };
+        let replaced = apply_edits(&c, &[Edit::ClassAdd(replace.clone())]).unwrap();
+        assert_eq!(classes(&replaced)[0], "198.18.10.0/24 - dc2");
+        // A replace of a prefix with no class adds it.
+        replace.prefix = "198.18.11.0/24".into();
+        let added = apply_edits(&c, &[Edit::ClassAdd(replace)]).unwrap();
+        assert_eq!(classes(&added).len(), 4);
+
+        let del = |prefix: &str| {
+            Edit::ClassDel(ClassKey {
+                prefix: prefix.into(),
+            })
+        };
+        let c = apply_edits(&c, &[del("198.18.10.7/32"), del("2001:2::/32")]).unwrap();
+        assert_eq!(classes(&c), ["198.18.10.0/24 shop.sh.g1 dc1"]);
+        let gone = apply_edits(&c, &[del("198.18.10.7")]).unwrap_err();
+        assert_eq!(gone.code, ErrorCode::NotFound, "{gone:?}");
+        assert_eq!(gone.message, "no client class has prefix 198.18.10.7/32");
+        // Removed and added again in one batch.
+        let c = apply_edits(
+            &c,
+            &[
+                del("198.18.10.0/24"),
+                class("198.18.10.0/24", Some("shop.sh.g2"), None),
+            ],
+        )
+        .unwrap();
+        assert_eq!(classes(&c), ["198.18.10.0/24 shop.sh.g2 -"]);
+    }
+
+    #[test]
+    fn a_bad_client_class_is_refused_with_its_reason_and_changes_nothing() {
+        let base = apply_edits(
+            &zoned_rules(),
+            &[class("198.18.10.0/24", None, Some("dc1"))],
+        )
+        .unwrap();
+        let refused = |edits: &[Edit]| {
+            let error = apply_edits(&base, edits).unwrap_err();
+            (error.code, error.problems.clone())
+        };
+        let (code, problems) = refused(&[class("198.18.20.0/24", Some("shop.g1"), None)]);
+        assert_eq!(code, ErrorCode::Invalid);
+        assert!(
+            problems[0].starts_with("set \"shop.g1\" of client class 198.18.20.0/24 "),
+            "{problems:?}"
+        );
+        let (_, problems) = refused(&[class("198.18.20.0/24", None, Some("dc9"))]);
+        assert_eq!(
+            problems,
+            [
+                "zone \"dc9\" of client class 198.18.20.0/24 is unknown: no backend, client class \
+              or zone_priority has it"
+            ]
+        );
+        let (_, problems) = refused(&[class("198.18.20.1/24", None, None)]);
+        assert_eq!(
+            problems,
+            ["client class prefix 198.18.20.1/24 has host bits set"]
+        );
+        let (_, problems) = refused(&[class("198.18.20.x", None, None)]);
+        assert!(problems[0].contains("198.18.20.x"), "{problems:?}");
+        let (code, _) = refused(&[class("198.18.10.0/24", None, None)]);
+        assert_eq!(code, ErrorCode::Exists);
+        // In a batch, a problem is named with its edit, and the good edit
+        // beside it applies no more than it does.
+        let (_, problems) = refused(&[
+            class("198.18.30.0/24", None, Some("dc2")),
+            class("198.18.32.0/24", None, Some("dc7")),
+        ]);
+        assert_eq!(
+            problems,
+            [
+                "edit 2 (class_add): zone \"dc7\" of client class 198.18.32.0/24 is unknown: no \
+              backend, client class or zone_priority has it"
+            ]
+        );
+        let (_, problems) = refused(&[
+            class("198.18.30.0/24", None, Some("dc2")),
+            class("198.18.31.0/24", Some("a.b"), None),
+        ]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("edit 2 (class_add 198.18.31.0/24), field set: "),
+            "{problems:?}"
+        );
+        // A zone a running class has, or one a backend added in the same
+        // batch has, is known.
+        let c = apply_edits(&base, &[class("198.18.40.0/24", None, Some("dc1"))]).unwrap();
+        assert_eq!(classes(&c).len(), 2);
+        let c = apply_edits(
+            &base,
+            &[
+                Edit::BackendAdd(flowgate_api::BackendAdd {
+                    service: "web".into(),
+                    backend: BackendSpec {
+                        zone: Some("dc3".into()),
+                        ..BackendSpec::new("198.18.1.13", 8080)
+                    },
+                }),
+                class("198.18.41.0/24", None, Some("dc3")),
+            ],
+        )
+        .unwrap();
+        assert_eq!(classes(&c)[1], "198.18.41.0/24 - dc3");
     }
 }

@@ -104,7 +104,7 @@ pub fn explain(
     let hash = flow_hash(&t);
     let pick_hash = match service.scheduler() {
         Scheduler::Sh => source_hash(&t.src),
-        Scheduler::Maglev | Scheduler::Wrr => hash,
+        Scheduler::Maglev | Scheduler::Wrr | Scheduler::Fanout(_) => hash,
     };
     let now_ns = snapshot.liveness().now_ns();
     let mut reply = ExplainReply {
@@ -289,6 +289,13 @@ fn scheduled(
 ) {
     let pick = match service.scheduler() {
         Scheduler::Maglev | Scheduler::Sh => service.maglev_lookup(pick_hash),
+        Scheduler::Fanout(replies) => {
+            reply.notes.push(format!(
+                "fanout: every alive weighted backend gets each datagram (replies: {replies}); \
+                 shown: the backend the original frame goes to"
+            ));
+            service.weighted().first().copied()
+        }
         Scheduler::Wrr => {
             reply.notes.push(
                 "wrr: each worker takes the next backend of its weighted cycle; shown: \

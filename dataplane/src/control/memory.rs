@@ -15,6 +15,7 @@ use flowgate_api::{
 use super::dataplane::{Applied, ApplyError, Dataplane};
 use super::health::{initial_word, HealthMonitor};
 use super::views::{status_report, traffic_counters};
+use crate::capture::{CaptureHub, CaptureTap};
 use crate::health::ProberOptions;
 use crate::liveness::Liveness;
 use crate::pipeline::PipelineCounters;
@@ -77,6 +78,8 @@ struct Inner {
     applies: u64,
     /// The XDP maps' sizes its checks use (it has no maps).
     capacity: Option<XdpCapacity>,
+    /// Capture rings of workers a test runs, once it asked for taps.
+    capture: Option<Arc<CaptureHub>>,
 }
 
 impl Default for MemoryDataplane {
@@ -165,6 +168,20 @@ impl MemoryDataplane {
     /// What `stats` reports per service.
     pub fn set_service_stats(&self, services: Vec<ServiceStats>) {
         self.lock().services = services;
+    }
+
+    /// Taps for `workers` workers a test runs over ports named
+    /// `interfaces` (clock from `epoch`): `capture` then records what
+    /// those workers decide.
+    pub fn capture_taps(
+        &self,
+        workers: usize,
+        interfaces: Vec<String>,
+        epoch: Instant,
+    ) -> Vec<CaptureTap> {
+        let (hub, taps) = CaptureHub::new(workers, interfaces, epoch);
+        self.lock().capture = Some(hub);
+        taps
     }
 
     /// What `flows` lists.
@@ -381,6 +398,10 @@ impl Dataplane for MemoryDataplane {
             .take(limit)
             .cloned()
             .collect()
+    }
+
+    fn capture_hub(&self) -> Option<Arc<CaptureHub>> {
+        self.lock().capture.clone()
     }
 
     fn generation(&self) -> u64 {

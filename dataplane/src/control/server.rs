@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use flowgate_api::framing::{parse_request, read_line, write_response, LineError, LineTimeouts};
-use flowgate_api::{ApiError, ErrorCode, Reply, Response, MAX_REQUEST_BYTES};
+use flowgate_api::{ApiError, ErrorCode, Request, Response, MAX_REQUEST_BYTES};
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::socket::{listen, recv, Backlog, MsgFlags};
@@ -500,8 +500,8 @@ fn serve_client(
                 match read_line(&mut reader, &mut line, limits.max_request_bytes, timeouts) {
                     Ok(()) if line.iter().all(u8::is_ascii_whitespace) => continue,
                     Ok(()) => {
-                        let response = Response::new(handle(&line, state));
-                        if write_response(&mut writer, &response).is_err() {
+                        let client = reader.get_ref();
+                        if answer(&line, state, &mut writer, client, stop).is_err() {
                             return;
                         }
                         continue;
@@ -535,6 +535,29 @@ fn serve_client(
     }
 }
 
+/// Answers one request line on `writer`: one response line, or for
+/// `capture` the lines of its stream. An error is the connection's.
+fn answer(
+    line: &[u8],
+    state: &Mutex<ControlState>,
+    writer: &mut BufWriter<UnixStream>,
+    client: &UnixStream,
+    stop: &StopHandle,
+) -> io::Result<()> {
+    let result = match parse_request(line) {
+        Ok(Request::Capture(query)) => {
+            let control = state.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            let stopped = || stop.is_stopped();
+            match crate::capture::stream::serve(&query, &control, writer, client, &stopped) {
+                Ok(()) => return Ok(()),
+                Err(error) => Err(error),
+            }
+        }
+        request => request.and_then(|r| super::state::handle(state, r)),
+    };
+    write_response(writer, &Response::new(result))
+}
+
 /// Tells a client the server closed it, and why (if there is anything to
 /// tell).
 fn say_closed(why: Closing, writer: &mut BufWriter<UnixStream>) {
@@ -542,9 +565,4 @@ fn say_closed(why: Closing, writer: &mut BufWriter<UnixStream>) {
         tracing::debug!("control socket: {}", error.message);
         let _ = write_response(writer, &Response::new(Err(error)));
     }
-}
-
-/// Parses and answers one request line.
-fn handle(line: &[u8], state: &Mutex<ControlState>) -> Result<Reply, ApiError> {
-    super::state::handle(state, parse_request(line)?)
 }

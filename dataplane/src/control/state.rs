@@ -207,20 +207,37 @@ impl ControlState {
         self.rules.running.load_full()
     }
 
+    /// `status`: the data plane's and the running rules'.
+    fn status(&self) -> Reply {
+        let running = self.running();
+        Reply::Status(StatusReply {
+            dataplane: self.dataplane.status(),
+            services: running.config.services.len(),
+            backends: running.backends,
+            origin: running.origin.clone(),
+            edits_since_load: running.edits_since_load,
+            health: self.dataplane.health_summary(&running.config),
+        })
+    }
+
+    /// `backend list`: the service's backends with their health.
+    fn backend_list(&self, service: String) -> Result<Reply, ApiError> {
+        let running = self.running();
+        let rules = running.service(&service)?;
+        let mut backends = ServiceView::from(rules).backends;
+        let health = self.dataplane.backend_health(rules);
+        if health.len() == backends.len() {
+            for (view, health) in backends.iter_mut().zip(health) {
+                view.health = Some(health);
+            }
+        }
+        Ok(Reply::Backends(BackendsReply { service, backends }))
+    }
+
     /// Answers one request; reads from the rules that run when it starts.
     fn answer(&self, request: Request) -> Result<Reply, ApiError> {
         match request {
-            Request::Status {} => {
-                let running = self.running();
-                Ok(Reply::Status(StatusReply {
-                    dataplane: self.dataplane.status(),
-                    services: running.config.services.len(),
-                    backends: running.backends,
-                    origin: running.origin.clone(),
-                    edits_since_load: running.edits_since_load,
-                    health: self.dataplane.health_summary(&running.config),
-                }))
-            }
+            Request::Status {} => Ok(self.status()),
             Request::Stats {} => Ok(Reply::Stats(self.dataplane.stats())),
             Request::Flows(query) => {
                 self.running().check_flows_query(&query)?;
@@ -238,18 +255,7 @@ impl ControlState {
                     .map(ServiceView::from)
                     .collect(),
             })),
-            Request::BackendList(ServiceName { service }) => {
-                let running = self.running();
-                let rules = running.service(&service)?;
-                let mut backends = ServiceView::from(rules).backends;
-                let health = self.dataplane.backend_health(rules);
-                if health.len() == backends.len() {
-                    for (view, health) in backends.iter_mut().zip(health) {
-                        view.health = Some(health);
-                    }
-                }
-                Ok(Reply::Backends(BackendsReply { service, backends }))
-            }
+            Request::BackendList(ServiceName { service }) => self.backend_list(service),
             Request::Apply(apply) => {
                 let origin = apply.origin.as_deref().unwrap_or(DEFAULT_ORIGIN);
                 let proposal = Proposal::Text {
@@ -274,6 +280,15 @@ impl ControlState {
             Request::BackendDel(x) => self.edit_one(Edit::BackendDel(x)),
             Request::BackendDrain(x) => self.edit_one(Edit::BackendDrain(x)),
             Request::BackendHeartbeat(key) => self.heartbeat(&key).map(Reply::Heartbeat),
+            // Streamed by the control socket (`capture::stream`); a
+            // caller with no connection to stream to gets the check only.
+            Request::Capture(query) => {
+                crate::capture::stream::filter_for(&query, self)?;
+                Err(ApiError::new(
+                    ErrorCode::BadRequest,
+                    "capture streams its frames: send it on a control socket connection",
+                ))
+            }
             Request::PathList(name) => {
                 let running = self.running();
                 let service = running.service(&name.service)?;
@@ -288,6 +303,13 @@ impl ControlState {
                             backends: p.backends.clone(),
                         })
                         .collect(),
+                }))
+            }
+            Request::ClassList {} => {
+                let running = self.running();
+                let classes = &running.config.routing.classes;
+                Ok(Reply::Classes(flowgate_api::ClassesReply {
+                    classes: classes.iter().map(super::diff::class_view).collect(),
                 }))
             }
             Request::Explain(query) => {
@@ -832,6 +854,7 @@ port = 8080
             reply_sources: 4,
             vip_addresses: 2,
             local_addresses: 1,
+            announced_addresses: 1,
         });
         let before = views(&mut state);
         let dir = std::env::temp_dir().join(format!("fg-capacity-{}", std::process::id()));

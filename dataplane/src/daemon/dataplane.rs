@@ -17,6 +17,7 @@ use flowgate_api::{
 
 use super::flow_query::{self, FlowQueryClient};
 use super::gateway::Gateway;
+use crate::capture::CaptureHub;
 use crate::control::health::HealthMonitor;
 use crate::control::{
     flow_client, flow_entry, flow_vip, status_report, traffic_counters, Applied, ApplyError,
@@ -67,6 +68,8 @@ pub struct DaemonDataplane {
     interfaces: Vec<InterfaceInfo>,
     collector: Mutex<MetricsCollector>,
     health: Arc<HealthMonitor>,
+    /// The workers' capture rings (`flowgatectl capture`).
+    capture: Option<Arc<CaptureHub>>,
 }
 
 impl DaemonDataplane {
@@ -101,7 +104,14 @@ impl DaemonDataplane {
             interfaces,
             collector: Mutex::new(collector),
             health,
+            capture: None,
         }
+    }
+
+    /// Lets `capture` reach the workers' capture rings through `hub`.
+    pub fn with_capture(mut self, hub: Arc<CaptureHub>) -> DaemonDataplane {
+        self.capture = Some(hub);
+        self
     }
 
     /// Brings the health checks in line with `config`, the rules now
@@ -211,6 +221,10 @@ impl Dataplane for DaemonDataplane {
         self.gateway.snapshot().generation()
     }
 
+    fn capture_hub(&self) -> Option<Arc<CaptureHub>> {
+        self.capture.clone()
+    }
+
     fn status(&self) -> StatusReport {
         let snapshot = self.gateway.snapshot();
         let mut report = status_report(snapshot.generation(), self.started.elapsed().as_secs());
@@ -256,18 +270,31 @@ impl Dataplane for DaemonDataplane {
         report.sum_workers();
         let backend_totals = sample.backend_totals();
         let service_totals = sample.service_totals();
+        let refusals = sample.service_refusals();
+
+        let route_totals = sample.route_totals();
         report.services = sample
             .services
             .iter()
             .enumerate()
             .map(|(i, service)| {
                 let total = service_totals.get(i).copied().unwrap_or_default();
+                let refused = refusals.get(i).copied().unwrap_or_default();
+
+                let routes = route_totals.get(i).copied().unwrap_or_default();
                 ServiceStats {
+                    routing: crate::metrics::route_stats(service.routed, routes),
                     name: service.name.clone(),
                     packets: total.packets,
                     bytes: total.bytes,
                     active_flows: total.active_flows,
                     new_flows: total.new_flows,
+                    refused: flowgate_api::Refusals {
+                        service_rate: refused.service_rate,
+                        client_rate: refused.client_rate,
+                        backend_cap: refused.backend_cap,
+                        resets_sent: refused.resets_sent,
+                    },
                     backends: sample
                         .backends
                         .iter()

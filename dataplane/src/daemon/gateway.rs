@@ -45,6 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use std::time::Instant;
 
+use crate::announce::Announcer;
 use crate::control::health::initial_word;
 use crate::control::{Applied, ApplyError};
 use crate::liveness::Liveness;
@@ -52,6 +53,7 @@ use crate::neigh::{merge_neighbours, KernelNeighbour};
 use crate::route::PathReader;
 use crate::rules::{Backend, Config, MacAddr, Service};
 use crate::table::{LivenessInput, PathRouting, Snapshot, SnapshotPublisher};
+use crate::wire::bytes_to_addr;
 use crate::xdp::{CapacityError, OwnedTraffic, XdpCapacity, XdpFilter};
 
 /// How many times [`Gateway::apply`] compiles a change without the lock
@@ -84,6 +86,40 @@ struct Inner {
     link_macs: Vec<MacAddr>,
     /// The distribution paths of `config`, which the workers read.
     paths: PathRouting,
+    /// Sends the announcements of VIPs that appear on the client-facing
+    /// interface (port 0); `None` without interfaces, or if the packet
+    /// socket could not be opened (logged: the XDP program still answers).
+    announcer: Option<Announcer>,
+}
+
+impl Inner {
+    /// The MAC the client-facing interface sends from: the config's, else
+    /// the kernel's.
+    fn announce_mac(&self) -> Option<MacAddr> {
+        self.config
+            .interfaces
+            .first()
+            .and_then(|i| i.mac)
+            .or_else(|| self.link_macs.first().copied())
+    }
+
+    /// Sends a gratuitous ARP or unsolicited neighbour advertisement for
+    /// each of `vips` (16-byte addresses) out of the client-facing
+    /// interface.
+    fn announce<'a>(&self, vips: impl IntoIterator<Item = &'a [u8; 16]>) {
+        let (Some(announcer), Some(mac)) = (&self.announcer, self.announce_mac()) else {
+            return;
+        };
+        let vips: Vec<IpAddr> = vips.into_iter().map(bytes_to_addr).collect();
+        if !vips.is_empty() {
+            let sent = announcer.announce(vips.iter().copied(), mac);
+            tracing::info!(
+                sent,
+                vips = ?vips,
+                "VIPs announced to the client segment (gratuitous ARP, unsolicited NA)"
+            );
+        }
+    }
 }
 
 /// A snapshot compiled for installation, and what it was built on.
@@ -162,6 +198,17 @@ impl Gateway {
             // names resolve.
             snapshot = build(&effective, Some(&snapshot));
         }
+        let announcer = port_ifindex.first().and_then(|&ifindex| {
+            Announcer::open(ifindex)
+                .map_err(|e| {
+                    tracing::warn!(
+                        error = %e,
+                        "cannot open a packet socket to announce VIPs; the XDP program still \
+                         answers ARP and neighbour solicitations for them"
+                    )
+                })
+                .ok()
+        });
         let mut inner = Inner {
             config,
             learned,
@@ -169,7 +216,16 @@ impl Gateway {
             filters,
             link_macs,
             paths,
+            announcer,
         };
+        // The client-facing interface (port 0) answers for announced VIPs.
+        let mac = inner.announce_mac();
+        if let (Some(first), Some(mac)) = (inner.filters.first_mut(), mac) {
+            first.set_announces(true);
+            first
+                .set_announce_mac(mac)
+                .map_err(|e| format!("programming the XDP filter of {}: {e}", first.interface()))?;
+        }
         let owned = OwnedTraffic::from_snapshot(&snapshot);
         // Nothing runs yet: a failure here stops the daemon, and dropping
         // the filters detaches them.
@@ -177,6 +233,10 @@ impl Gateway {
             filter.update(&owned).map_err(|e| {
                 format!("programming the XDP filter of {}: {e}", filter.interface())
             })?;
+        }
+        inner.announce(&owned.announced);
+        for warning in super::segment_warnings(&inner.config) {
+            tracing::warn!("{warning}");
         }
         Ok(Gateway {
             inner: Mutex::new(inner),
@@ -245,7 +305,12 @@ impl Gateway {
         }
         let previous = std::mem::replace(&mut inner.config, config);
         match self.install(&mut inner, compiled) {
-            Ok(applied) => Ok(self.load_paths(&mut inner, applied)),
+            Ok(mut applied) => {
+                applied
+                    .warnings
+                    .extend(super::segment_warnings(&inner.config));
+                Ok(self.load_paths(&mut inner, applied))
+            }
             Err(e) => {
                 inner.config = previous;
                 Err(e)
@@ -424,10 +489,24 @@ impl Gateway {
                 .is_some_and(|c| c.mac.is_none())
         };
         let changed = (0..macs.len()).any(|i| used(i) && inner.link_macs.get(i) != macs.get(i));
+        let port0_moved = used(0) && inner.link_macs.first() != macs.first();
         inner.link_macs = macs;
         inner.learned_version += 1;
         if !changed {
             return Ok(None);
+        }
+        // The client-facing interface's MAC moved: answer with the new one,
+        // and tell the segment.
+        if port0_moved {
+            if let Some(mac) = inner.announce_mac() {
+                if let Some(first) = inner.filters.first_mut() {
+                    first.set_announce_mac(mac).map_err(|e| {
+                        format!("programming the XDP filter of {}: {e}", first.interface())
+                    })?;
+                    let announced = first.announced().clone();
+                    inner.announce(&announced);
+                }
+            }
         }
         let compiled = self.compile(&inner, &inner.config);
         let applied = self
@@ -536,6 +615,8 @@ impl Gateway {
 
         let generation = snapshot.generation();
         self.publisher.publish(snapshot);
+        // VIPs now answered for: tell the segment.
+        inner.announce(widenings.iter().flat_map(|w| w.announced()));
 
         let mut warnings = Vec::new();
         for filter in inner.filters.iter_mut() {

@@ -210,6 +210,28 @@ fn start_fleet(
 
 /// Refuses, before anything is set up, rules the XDP program's maps cannot
 /// hold.
+/// Warnings about VIPs of `config` that lie inside a connected subnet of
+/// the client-facing interface (the first of `[[interfaces]]`, as the
+/// kernel of this box has it now) without being announced. None when the
+/// interface is not here (a config checked on another machine).
+pub fn segment_warnings(config: &Config) -> Vec<String> {
+    let Some(interface) = config.interfaces.first() else {
+        return Vec::new();
+    };
+    let Ok(link) = crate::neigh::link_info(&interface.name) else {
+        return Vec::new();
+    };
+    match crate::neigh::connected_subnets(link.ifindex) {
+        Ok(subnets) => {
+            crate::announce::segment::unannounced_on_segment(config, &interface.name, &subnets)
+        }
+        Err(e) => {
+            tracing::debug!(interface = %interface.name, error = %e, "cannot read its addresses");
+            Vec::new()
+        }
+    }
+}
+
 fn check_capacity(path: &Path, config: &Config) -> Result<(), DaemonError> {
     XdpCapacity::PROGRAM.check(config).map_err(|e| {
         let problems: Vec<String> = e
@@ -364,15 +386,18 @@ impl Daemon {
                 ..ProberOptions::default()
             },
         );
-        let dataplane = Arc::new(DaemonDataplane::new(
-            Arc::clone(&gateway),
-            epoch,
-            workers.views,
-            interfaces,
-            crate::metrics::MetricsCollector::new(workers.metrics)
-                .with_changes(Arc::clone(&changes)),
-            Arc::clone(&health),
-        ));
+        let dataplane = Arc::new(
+            DaemonDataplane::new(
+                Arc::clone(&gateway),
+                epoch,
+                workers.views,
+                interfaces,
+                crate::metrics::MetricsCollector::new(workers.metrics)
+                    .with_changes(Arc::clone(&changes)),
+                Arc::clone(&health),
+            )
+            .with_capture(Arc::clone(&workers.capture)),
+        );
         dataplane.sync_health(&config);
         let rebuilds = Arc::clone(&gateway);
         health

@@ -13,11 +13,15 @@ use super::fast_egress::FastEgress;
 use super::worker_thread::{self, WorkerExit, WorkerHandle, WorkerSetup};
 use super::{flow_query, sync_local_addresses, DaemonError, Gateway, RunOptions};
 use super::{UnreachableKernelPath, INBOX_FRAMES};
+use crate::admission::{BackendConnections, ClientRateTable, WorkerAdmission};
+use crate::capture::CaptureHub;
 use crate::fastpath::{CacheGeometry, EntryMemory, FastPath};
 use crate::flow::FlowTable;
 use crate::handoff::Handoff;
+use crate::liveness::MAX_ENDPOINTS;
 use crate::metrics::WorkerMetrics;
 use crate::neigh::{self, LinkInfo, NeighbourWatcher};
+use crate::pipeline::DEFAULT_CLIENT_TABLE_ENTRIES;
 use crate::port::xsk::{BindMode, SharedUmem, XskPort, XskSettings};
 use crate::rules::{
     self, BindModeSetting, Config, DaemonSettings, FastPathSetting, XdpModeSetting,
@@ -249,6 +253,8 @@ pub(super) struct StartedWorkers {
     pub(super) handles: Vec<WorkerHandle<WorkerExit<XskPort>>>,
     pub(super) views: Vec<WorkerView>,
     pub(super) metrics: Vec<WorkerMetrics>,
+    /// The control side's end of every worker's capture ring.
+    pub(super) capture: Arc<CaptureHub>,
 }
 
 /// What every worker shares.
@@ -273,13 +279,25 @@ pub(super) fn spawn_workers(
     let workers = ports.len();
     let mut pools = shared.umem.split_pools(workers);
     let mut handoffs = Handoff::set(workers, INBOX_FRAMES, shared.umem.frame_count() as usize);
+    let names = shared
+        .config
+        .interfaces
+        .iter()
+        .map(|i| i.name.clone())
+        .collect();
+    let (capture, mut taps) = CaptureHub::new(workers, names, shared.epoch);
+    // The backends' connection counts, one lane per worker, which the
+    // connection caps read across workers.
+    let (_, mut lanes) = BackendConnections::new(workers, MAX_ENDPOINTS as u32);
     let mut started = StartedWorkers {
         handles: Vec::with_capacity(workers),
         views: Vec::with_capacity(workers),
         metrics: Vec::with_capacity(workers),
+        capture,
     };
     for (w, worker_ports) in ports.into_iter().enumerate().rev() {
-        let (Some(pool), Some(handoff)) = (pools.pop(), handoffs.pop()) else {
+        let (Some(pool), Some(handoff), Some(lanes)) = (pools.pop(), handoffs.pop(), lanes.pop())
+        else {
             return Err(DaemonError::Runtime(
                 "frame pools do not match workers".into(),
             ));
@@ -301,13 +319,18 @@ pub(super) fn spawn_workers(
                 kernel_epoch_ns(shared.epoch),
             ));
         }
+        let clients = ClientRateTable::new(DEFAULT_CLIENT_TABLE_ENTRIES, client_seed(w));
         let mut worker = Worker::new(flows, pool, worker_ports.len(), settings.batch)
-            .with_paths(shared.gateway.path_reader());
+            .with_paths(shared.gateway.path_reader())
+            .with_admission(WorkerAdmission::new(clients, lanes));
         if workers > 1 {
             worker = worker.with_handoff(handoff);
         }
         if shared.options.forward_only {
             worker = worker.forward_only();
+        }
+        if let Some(tap) = taps.pop() {
+            worker = worker.with_capture(tap);
         }
         let core = settings.cores.get(w).copied().unwrap_or(0);
         started
@@ -353,6 +376,12 @@ pub(super) fn spawn_workers(
     started.views.reverse();
     started.metrics.reverse();
     Ok(started)
+}
+
+/// A secret seed for worker `w`'s per-client table.
+fn client_seed(w: usize) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(w)
 }
 
 /// The interfaces as `flowgatectl status` shows them: the queues the

@@ -100,6 +100,9 @@ mod tests {
         let mut sink = slot.sink();
         let mut config = Config::default();
         config.services.push(Service {
+            limits: Default::default(),
+
+            announce: Default::default(),
             routing: Default::default(),
             health: Default::default(),
             name: "web".into(),

@@ -577,6 +577,9 @@ mod tests {
 
     fn service(name: &str, vip: &str, port: u16) -> Service {
         Service {
+            limits: Default::default(),
+
+            announce: Default::default(),
             routing: Default::default(),
             health: Default::default(),
             name: name.into(),

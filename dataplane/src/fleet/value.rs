@@ -405,6 +405,9 @@ mod tests {
         b2.weight = 3;
         b2.zone = Some("dc1".into());
         Service {
+            limits: Default::default(),
+
+            announce: Default::default(),
             routing: Default::default(),
             health: Default::default(),
             name: "web".into(),

@@ -22,6 +22,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::admission::WorkerConnections;
+
 /// Adds `n` to a single-writer value.
 #[inline(always)]
 fn add(v: &AtomicU64, n: u64) {
@@ -139,6 +141,10 @@ impl FlowCounters {
 pub(super) struct EndpointAccounts {
     slots: Arc<[EndpointStats]>,
     shared: Arc<FlowCounters>,
+    /// The worker's lanes of the backends' connection counts, which the
+    /// connection caps read across workers: counted with the live count,
+    /// so every way a connection leaves takes it off.
+    lanes: Option<WorkerConnections>,
 }
 
 impl EndpointAccounts {
@@ -147,7 +153,20 @@ impl EndpointAccounts {
         EndpointAccounts {
             slots: shared.endpoints(),
             shared,
+            lanes: None,
         }
+    }
+
+    /// Counts live connections on `lanes` from now on too.
+    pub(super) fn set_lanes(&mut self, lanes: WorkerConnections) {
+        let limit = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        lanes.table().reserve(limit);
+        self.lanes = Some(lanes);
+    }
+
+    /// Whether live connections are counted on backend lanes.
+    pub(super) fn has_lanes(&self) -> bool {
+        self.lanes.is_some()
     }
 
     pub(super) fn shared(&self) -> &Arc<FlowCounters> {
@@ -166,6 +185,11 @@ impl EndpointAccounts {
         let old = self.slots.len();
         if limit <= old {
             return;
+        }
+        if let Some(lanes) = &self.lanes {
+            lanes
+                .table()
+                .reserve(u32::try_from(limit).unwrap_or(u32::MAX));
         }
         let len = limit.max(old.saturating_mul(2));
         let grown: Arc<[EndpointStats]> = (0..len)
@@ -196,6 +220,9 @@ impl EndpointAccounts {
             Some(s) => {
                 add(&s.new_flows, 1);
                 add(&s.active_flows, 1);
+                if let Some(lanes) = &self.lanes {
+                    lanes.open(endpoint);
+                }
                 true
             }
             None => false,
@@ -208,6 +235,9 @@ impl EndpointAccounts {
         // Slots never shrink, so a counted connection's slot exists.
         if let Some(s) = self.slots.get(endpoint as usize) {
             take_one(&s.active_flows);
+            if let Some(lanes) = &self.lanes {
+                lanes.close(endpoint);
+            }
         }
     }
 

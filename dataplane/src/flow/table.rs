@@ -685,6 +685,21 @@ impl FlowTable {
         self.accounts.traffic(endpoint, bytes);
     }
 
+    /// Counts the table's live connections on `lanes` too (this worker's
+    /// lanes of the backends' connection counts, which connection caps
+    /// read across workers): +1 on insert, −1 on every way a record leaves
+    /// (removed, closed, expired, evicted, replaced). Set it before the
+    /// first insert; connections already in the table are not counted.
+    pub fn set_connection_lanes(&mut self, lanes: crate::admission::WorkerConnections) {
+        self.accounts.set_lanes(lanes);
+    }
+
+    /// Whether the table counts its connections on backend lanes
+    /// ([`set_connection_lanes`](Self::set_connection_lanes)).
+    pub fn has_connection_lanes(&self) -> bool {
+        self.accounts.has_lanes()
+    }
+
     /// Makes the per-endpoint counters hold every endpoint id below
     /// `limit`, keeping every count. Allocates when they grow, so call it
     /// off the per-packet path: the pipeline does when it sees a new

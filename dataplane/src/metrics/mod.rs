@@ -4,7 +4,8 @@
 //! Workers only ever increment their own single-writer counters (a plain
 //! load and store, no locked instruction): the pipeline's
 //! [`PipelineCounters`](crate::pipeline::PipelineCounters) and the
-//! connection table's per-endpoint [`FlowCounters`](crate::flow::FlowCounters).
+//! connection table's per-endpoint [`FlowCounters`](crate::flow::FlowCounters),
+//! and the pipeline's per-service [`RouteCounters`](crate::pipeline::RouteCounters).
 //! Everything else happens off the worker cores at scrape time:
 //!
 //! - [`MetricsCollector::collect`] reads every worker's counters through
@@ -49,6 +50,26 @@ pub use sample::{
     BackendInfo, LoopValues, MetricsCollector, MetricsSample, RingStats, ServiceInfo,
     WorkerMetrics, WorkerSample,
 };
+
+/// A service's routing counters as the API reports them: `None` for a
+/// service that does not route by client (`routed` false) and whose counts
+/// are all zero (no path has steered it).
+pub fn route_stats(
+    routed: bool,
+    v: crate::pipeline::RouteCounterValues,
+) -> Option<flowgate_api::RouteStats> {
+    let stats = flowgate_api::RouteStats {
+        path_flows: v.path_flows,
+        path_fallbacks: v.path_fallbacks,
+        set_flows: v.set_flows,
+        set_closed: v.set_closed,
+        canary_flows: v.canary_flows,
+        first_choice: v.first_choice,
+        fallbacks: v.fallbacks,
+        unplaced: v.unplaced,
+    };
+    (routed || stats != flowgate_api::RouteStats::default()).then_some(stats)
+}
 #[cfg(feature = "daemon")]
 pub use server::{
     ListenAddress, MetricsError, MetricsServer, SampleSource, ServerOptions, ServerStats,

@@ -10,10 +10,11 @@ use std::fmt::Write as _;
 
 use super::changes::{ChangeSource, RefusalReason};
 use super::sample::{LoopValues, MetricsSample, WorkerSample};
+use crate::admission::Refusal;
 use crate::flow::EndpointValues;
 use crate::health::LATENCY_BUCKETS_SECONDS;
 use crate::liveness::Status;
-use crate::pipeline::{CounterValues, DropReason};
+use crate::pipeline::{CounterValues, DropReason, RouteCounterValues};
 use crate::table::Snapshot;
 
 /// The `Content-Type` of [`render`]'s output.
@@ -27,6 +28,9 @@ pub fn render(sample: &MetricsSample, snapshot: &Snapshot) -> String {
     changes(&mut out, sample);
     workers(&mut out, sample);
     services(&mut out, sample);
+    admission(&mut out, sample);
+
+    routes(&mut out, sample);
     backends(&mut out, sample);
     health(&mut out, sample);
     rings(&mut out, sample);
@@ -243,7 +247,7 @@ fn changes(out: &mut Exposition, sample: &MetricsSample) {
 /// A per-worker counter from the pipeline's values.
 type WorkerField = fn(&CounterValues) -> u64;
 
-const WORKER_COUNTERS: [(&str, &str, WorkerField); 10] = [
+const WORKER_COUNTERS: [(&str, &str, WorkerField); 12] = [
     ("flowgate_rx_packets_total", "Frames received.", |c| {
         c.rx_packets
     }),
@@ -289,6 +293,16 @@ const WORKER_COUNTERS: [(&str, &str, WorkerField); 10] = [
         "flowgate_icmp_errors_translated_total",
         "ICMP errors about a connection translated through the NAT.",
         |c| c.icmp_errors_translated,
+    ),
+    (
+        "flowgate_fanout_datagrams_total",
+        "Client datagrams to fan-out services sent to their receivers.",
+        |c| c.fanout_datagrams,
+    ),
+    (
+        "flowgate_fanout_copies_total",
+        "Copies of fan-out datagrams made for the second and later receivers.",
+        |c| c.fanout_copies,
     ),
 ];
 
@@ -451,6 +465,130 @@ fn services(out: &mut Exposition, sample: &MetricsSample) {
     }
 }
 
+/// New flows refused by the services' limits, by reason, the RSTs sent
+/// for them, and the per-client tables' evictions.
+fn admission(out: &mut Exposition, sample: &MetricsSample) {
+    let name = "flowgate_service_new_flows_refused_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Per service: new flows its limits refused, by reason (service_rate, client_rate, \
+         backend_cap).",
+    );
+    for w in &sample.workers {
+        let worker = w.worker.to_string();
+        for (s, v) in sample.services.iter().zip(&w.refusals) {
+            for reason in Refusal::ALL {
+                let labels = [
+                    ("worker", worker.as_str()),
+                    ("service", s.name.as_str()),
+                    ("reason", reason.name()),
+                ];
+                out.series(name, &labels, v.refused_for(reason));
+            }
+        }
+    }
+    let name = "flowgate_service_over_limit_resets_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Per service: RSTs sent for refused TCP new flows (over_limit = \"reset\").",
+    );
+    for w in &sample.workers {
+        let worker = w.worker.to_string();
+        for (s, v) in sample.services.iter().zip(&w.refusals) {
+            out.series(
+                name,
+                &[("worker", &worker), ("service", &s.name)],
+                v.resets_sent,
+            );
+        }
+    }
+    let name = "flowgate_client_table_evictions_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Clients the per-client limit table forgot while they still owed, to make room: a \
+         steady rise means more sources than it holds.",
+    );
+    for w in &sample.workers {
+        let worker = w.worker.to_string();
+        out.series(name, &[("worker", &worker)], w.admission.client_evictions);
+    }
+}
+
+/// Routing by client, per service and worker: one family per counter.
+type RouteFamily = (&'static str, &'static str, fn(&RouteCounterValues) -> u64);
+
+const ROUTE_FAMILIES: [RouteFamily; 8] = [
+    (
+        "path_flows",
+        "New flows sent by a distribution path.",
+        |v| v.path_flows,
+    ),
+    (
+        "path_fallbacks",
+        "New flows whose distribution path had no backend taking new flows (down, draining, gone).",
+        |v| v.path_fallbacks,
+    ),
+    (
+        "set_flows",
+        "New flows placed within their client's SET.",
+        |v| v.set_flows,
+    ),
+    (
+        "set_closed",
+        "New flows of a SET's client dropped: nothing alive it may use (failing closed).",
+        |v| v.set_closed,
+    ),
+    ("canary_flows", "New flows drawn for the canary.", |v| {
+        v.canary_flows
+    }),
+    (
+        "first_choice",
+        "New flows placed by their first step (own zone, or no zone preference).",
+        |v| v.first_choice,
+    ),
+    (
+        "fallbacks",
+        "New flows placed by a later step (next zone, no zone, any, or the other canary side).",
+        |v| v.fallbacks,
+    ),
+    (
+        "unplaced",
+        "New flows with nothing alive in any step, left to when_all_down.",
+        |v| v.unplaced,
+    ),
+];
+
+/// The routing counters of the services that route by client, or that
+/// some path steered: series for every worker once the service has any.
+fn routes(out: &mut Exposition, sample: &MetricsSample) {
+    let totals = sample.route_totals();
+    let shown: Vec<bool> = sample
+        .services
+        .iter()
+        .zip(&totals)
+        .map(|(s, t)| s.routed || *t != RouteCounterValues::default())
+        .collect();
+    for (suffix, help, field) in ROUTE_FAMILIES {
+        let name = format!("flowgate_service_route_{suffix}_total");
+        out.family(&name, Kind::Counter, &format!("Per service: {help}"));
+        for w in &sample.workers {
+            let worker = w.worker.to_string();
+            for ((s, v), shown) in sample.services.iter().zip(&w.routes).zip(&shown) {
+                if *shown {
+                    out.series(
+                        &name,
+                        &[("worker", &worker), ("service", &s.name)],
+                        field(v),
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn backends(out: &mut Exposition, sample: &MetricsSample) {
     let labels: Vec<(&str, String)> = sample
         .backends
@@ -572,6 +710,7 @@ fn rings(out: &mut Exposition, sample: &MetricsSample) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::AdmissionValues;
     use crate::control::health::BackendHealthSample;
     use crate::health::HistogramSample;
     use crate::liveness::Status;
@@ -677,6 +816,15 @@ mod tests {
         (series, types)
     }
 
+    /// A worker's routing counts of the one service.
+    fn route_values(path_flows: u64) -> RouteCounterValues {
+        RouteCounterValues {
+            path_flows,
+            set_closed: 1,
+            ..RouteCounterValues::default()
+        }
+    }
+
     fn sample() -> MetricsSample {
         let odd = "we\"b\\x\ny".to_owned();
         let mut drops = BTreeMap::new();
@@ -705,6 +853,7 @@ mod tests {
                 },
                 EndpointValues::default(),
             ],
+            routes: vec![route_values(packets)],
             loop_values: (w == 1).then_some(LoopValues {
                 generation: 9,
                 handed_out: 3,
@@ -713,6 +862,7 @@ mod tests {
                 idle_polls: 40,
                 polls: 52,
             }),
+            ..WorkerSample::default()
         };
         MetricsSample {
             generation: 9,
@@ -721,6 +871,7 @@ mod tests {
                 name: odd,
                 protocol: "tcp",
                 vip: "198.18.100.10:80".parse().unwrap(),
+                routed: false,
             }],
             backends: vec![
                 BackendInfo {
@@ -752,30 +903,36 @@ mod tests {
                 c.refused(ChangeSource::Apply, RefusalReason::ApplyFailed);
                 c.values()
             }),
-            health: vec![
-                BackendHealthSample {
-                    service: "web".into(),
-                    backend: "198.18.1.11:8080".parse().unwrap(),
-                    status: Status::Up,
-                    transitions: 2,
-                    latency: Some({
-                        let mut h = HistogramSample {
-                            sum_micros: 1_500,
-                            ..HistogramSample::default()
-                        };
-                        h.cumulative[1..].fill(2);
-                        h
-                    }),
-                },
-                BackendHealthSample {
-                    service: "web".into(),
-                    backend: "198.18.1.12:8080".parse().unwrap(),
-                    status: Status::Expired,
-                    transitions: 1,
-                    latency: None,
-                },
-            ],
+            health: health_samples(),
         }
+    }
+
+    /// Two backends' health: one up with latencies, one whose heartbeat
+    /// expired.
+    fn health_samples() -> Vec<BackendHealthSample> {
+        vec![
+            BackendHealthSample {
+                service: "web".into(),
+                backend: "198.18.1.11:8080".parse().unwrap(),
+                status: Status::Up,
+                transitions: 2,
+                latency: Some({
+                    let mut h = HistogramSample {
+                        sum_micros: 1_500,
+                        ..HistogramSample::default()
+                    };
+                    h.cumulative[1..].fill(2);
+                    h
+                }),
+            },
+            BackendHealthSample {
+                service: "web".into(),
+                backend: "198.18.1.12:8080".parse().unwrap(),
+                status: Status::Expired,
+                transitions: 1,
+                latency: None,
+            },
+        ]
     }
 
     #[test]
@@ -868,6 +1025,78 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// [`sample`] with refusals on each worker.
+    fn with_refusals(mut sample: MetricsSample) -> MetricsSample {
+        for (w, worker) in sample.workers.iter_mut().enumerate() {
+            worker.admission.client_evictions = w as u64;
+            worker.refusals = vec![AdmissionValues {
+                service_rate: 5 + w as u64,
+                backend_cap: 2,
+                resets_sent: 1,
+                ..AdmissionValues::default()
+            }];
+        }
+        sample
+    }
+
+    #[test]
+    fn refusals_are_counted_per_worker_service_and_reason() {
+        let text = render(&with_refusals(sample()), &Snapshot::empty());
+        let (series, types) = check(&text);
+        let name = "flowgate_service_new_flows_refused_total";
+        assert_eq!(types[name], "counter");
+        let value = |worker: &str, reason: &str| {
+            let found = find(&series, name, &[("worker", worker), ("reason", reason)]);
+            assert_eq!(found.len(), 1, "{worker} {reason}");
+            found[0].2
+        };
+        assert_eq!(value("0", "service_rate"), 5);
+        assert_eq!(value("1", "service_rate"), 6);
+        assert_eq!(value("1", "backend_cap"), 2);
+        assert_eq!(value("1", "client_rate"), 0);
+        let resets = find(&series, "flowgate_service_over_limit_resets_total", &[]);
+        assert_eq!(resets.iter().map(|s| s.2).sum::<u64>(), 2);
+        let evictions = find(
+            &series,
+            "flowgate_client_table_evictions_total",
+            &[("worker", "1")],
+        );
+        assert_eq!(evictions[0].2, 1);
+    }
+
+    #[test]
+    fn routing_counters_are_per_service_and_worker_for_services_that_have_them() {
+        let mut sample = sample();
+        let text = render(&sample, &Snapshot::empty());
+        let (series, types) = check(&text);
+        for (suffix, _, _) in ROUTE_FAMILIES {
+            let name = format!("flowgate_service_route_{suffix}_total");
+            assert_eq!(types[&name], "counter");
+            assert_eq!(find(&series, &name, &[]).len(), 2, "{name}: one per worker");
+        }
+        let paths = find(
+            &series,
+            "flowgate_service_route_path_flows_total",
+            &[("worker", "1")],
+        );
+        assert_eq!(paths[0].2, sample.workers[1].routes[0].path_flows);
+        let closed = find(&series, "flowgate_service_route_set_closed_total", &[]);
+        assert!(closed.iter().all(|s| s.2 == 1));
+        // A service that routes by nothing and has counted nothing has no
+        // series; one that routes by client has them while zero.
+        for w in &mut sample.workers {
+            w.routes[0] = RouteCounterValues::default();
+        }
+        let (series, _) = check(&render(&sample, &Snapshot::empty()));
+        assert!(find(&series, "flowgate_service_route_fallbacks_total", &[]).is_empty());
+        sample.services[0].routed = true;
+        let (series, _) = check(&render(&sample, &Snapshot::empty()));
+        assert_eq!(
+            find(&series, "flowgate_service_route_fallbacks_total", &[]).len(),
+            2
+        );
     }
 
     #[test]

@@ -24,8 +24,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::changes::{ChangeCounters, ChangeValues};
+use crate::admission::{AdmissionCounters, AdmissionValues, ServiceRefusals};
 use crate::flow::{EndpointValues, FlowCounters, FlowTable};
-use crate::pipeline::{CounterValues, Pipeline, PipelineCounters};
+use crate::pipeline::{
+    CounterValues, Pipeline, PipelineCounters, RouteCounterValues, RouteCounters,
+};
 use crate::table::{EndpointId, ServiceId, Snapshot};
 use crate::wire::bytes_to_addr;
 use crate::worker::{Worker, WorkerCounters};
@@ -41,9 +44,16 @@ pub struct WorkerMetrics {
     pub pipeline: Arc<PipelineCounters>,
     /// Its connection table's size and per-endpoint counters.
     pub flows: Arc<FlowCounters>,
+    /// Its pipeline's routing counters, per service id.
+    pub routes: Arc<RouteCounters>,
     /// Its loop's counters (hand-overs, idle polls, generation in use),
     /// when it has them.
     pub loop_counters: Option<Arc<WorkerCounters>>,
+    /// Its admission counters (refusals by reason, RSTs, client-table
+    /// evictions).
+    pub admission: Arc<AdmissionCounters>,
+    /// Its refusals per service.
+    pub service_refusals: Arc<ServiceRefusals>,
 }
 
 impl WorkerMetrics {
@@ -55,7 +65,10 @@ impl WorkerMetrics {
             core,
             pipeline: Arc::clone(pipeline.counters()),
             flows: Arc::clone(flows.counters()),
+            routes: Arc::clone(pipeline.route_counters()),
             loop_counters: None,
+            admission: Arc::clone(pipeline.admission().counters()),
+            service_refusals: Arc::clone(pipeline.admission().service_refusals()),
         }
     }
 
@@ -148,6 +161,9 @@ pub struct ServiceInfo {
     pub protocol: &'static str,
     /// Its VIP and port.
     pub vip: SocketAddr,
+    /// Whether it routes by client (SETs, zones or a canary): its routing
+    /// counters are reported even while zero.
+    pub routed: bool,
 }
 
 /// A backend of the snapshot a sample was taken against.
@@ -181,8 +197,17 @@ pub struct WorkerSample {
     pub services: Vec<EndpointValues>,
     /// Per backend, in the order of [`MetricsSample::backends`].
     pub backends: Vec<EndpointValues>,
+    /// Per service, in the order of [`MetricsSample::services`]: what
+    /// routing by client decided for its new flows (since the service got
+    /// its id).
+    pub routes: Vec<RouteCounterValues>,
     /// Its loop's counters, if the worker shared them.
     pub loop_values: Option<LoopValues>,
+    /// Its admission counters.
+    pub admission: AdmissionValues,
+    /// Per service, in the order of [`MetricsSample::services`]: the new
+    /// flows its limits refused on this worker, by reason.
+    pub refusals: Vec<AdmissionValues>,
 }
 
 /// Everything a scrape reports.
@@ -216,6 +241,18 @@ impl MetricsSample {
         )
     }
 
+    /// The sum over workers of each service's refusals, in the order of
+    /// [`MetricsSample::services`].
+    pub fn service_refusals(&self) -> Vec<AdmissionValues> {
+        let mut sum = vec![AdmissionValues::default(); self.services.len()];
+        for w in &self.workers {
+            for (s, v) in sum.iter_mut().zip(&w.refusals) {
+                *s += *v;
+            }
+        }
+        sum
+    }
+
     /// The sum over workers of each service's values, in the order of
     /// [`MetricsSample::services`].
     pub fn service_totals(&self) -> Vec<EndpointValues> {
@@ -223,6 +260,18 @@ impl MetricsSample {
             self.services.len(),
             self.workers.iter().map(|w| &w.services),
         )
+    }
+
+    /// The sum over workers of each service's routing counters, in the
+    /// order of [`MetricsSample::services`].
+    pub fn route_totals(&self) -> Vec<RouteCounterValues> {
+        let mut sum = vec![RouteCounterValues::default(); self.services.len()];
+        for worker in &self.workers {
+            for (s, v) in sum.iter_mut().zip(&worker.routes) {
+                *s += *v;
+            }
+        }
+        sum
     }
 }
 
@@ -306,6 +355,45 @@ struct Ledger {
     /// Indexed by endpoint id.
     slots: Vec<SlotOwner>,
     retired: RetiredCounts,
+    /// Indexed by service id: whose routing counts the id's slot holds,
+    /// and its values when that service got it.
+    route_owners: Vec<(Option<ServiceKey>, RouteCounterValues)>,
+}
+
+/// A worker's routing counts per service of `services`, each since its
+/// service got its id (a removed service's counts go with it).
+fn route_values(
+    w: &WorkerMetrics,
+    owners: &mut Vec<(Option<ServiceKey>, RouteCounterValues)>,
+    snapshot: &Snapshot,
+    services: &[ServiceInfo],
+) -> Vec<RouteCounterValues> {
+    let raw = w.routes.services();
+    let n = raw.len().max(snapshot.service_id_limit());
+    if owners.len() < n {
+        owners.resize(n, (None, RouteCounterValues::default()));
+    }
+    for (id, (owner, baseline)) in owners.iter_mut().enumerate() {
+        let key = ServiceId::try_from(id)
+            .ok()
+            .and_then(|id| service_key(snapshot, id));
+        if *owner != key {
+            // A slot first seen counts from zero; one that changed hands
+            // counts from the handover.
+            if owner.is_some() {
+                *baseline = raw.get(id).copied().unwrap_or_default();
+            }
+            *owner = key;
+        }
+    }
+    services
+        .iter()
+        .map(|s| {
+            let now = raw.get(s.id as usize).copied().unwrap_or_default();
+            let baseline = owners.get(s.id as usize).map(|o| o.1).unwrap_or_default();
+            now.since(baseline)
+        })
+        .collect()
 }
 
 /// Per service id: the counts of backends that left it.
@@ -422,6 +510,7 @@ fn describe(snapshot: &Snapshot) -> (Vec<ServiceInfo>, Vec<BackendInfo>) {
             name: s.name().to_owned(),
             protocol: protocol_name(s.protocol()),
             vip: SocketAddr::new(bytes_to_addr(s.vip()), s.port()),
+            routed: s.routes().is_some(),
         });
         for &e in s.endpoints() {
             if let Some(ep) = snapshot.endpoint(e) {
@@ -502,6 +591,7 @@ fn sample_worker(
             *s += *v;
         }
     }
+    let routes = route_values(w, &mut ledger.route_owners, snapshot, services);
     WorkerSample {
         worker: w.worker,
         core: w.core,
@@ -510,7 +600,16 @@ fn sample_worker(
         connection_capacity: w.flows.capacity(),
         services: per_service,
         backends: per_backend,
+        routes,
         loop_values: w.loop_counters.as_deref().map(LoopValues::of),
+        admission: w.admission.snapshot(),
+        refusals: services
+            .iter()
+            .map(|s| {
+                let serial = snapshot.service(s.id).map_or(0, |c| c.serial());
+                w.service_refusals.values(s.id, serial)
+            })
+            .collect(),
     }
 }
 

@@ -39,6 +39,31 @@ pub fn local_addresses() -> Result<Vec<(u32, IpAddr)>, NeighError> {
     Ok(addresses)
 }
 
+/// The connected subnets of interface `ifindex`: each of its IPv4 and
+/// IPv6 addresses with its prefix length (link-local ones included), in
+/// the kernel's order.
+pub fn connected_subnets(ifindex: u32) -> Result<Vec<(IpAddr, u8)>, NeighError> {
+    let mut socket = RequestSocket::open()?;
+    let replies = socket.request(
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        0,
+        Expect::Dump,
+        "RTM_GETADDR",
+    )?;
+    let mut subnets = Vec::new();
+    for reply in &replies {
+        if let RouteNetlinkMessage::NewAddress(message) = reply {
+            if let Some((index, address)) = local_address(message) {
+                let subnet = (address, message.header.prefix_len);
+                if index == ifindex && !subnets.contains(&subnet) {
+                    subnets.push(subnet);
+                }
+            }
+        }
+    }
+    Ok(subnets)
+}
+
 /// The interface and the box's own address in one address message;
 /// `None` for what is not IPv4 or IPv6.
 ///

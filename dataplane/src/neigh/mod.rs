@@ -24,7 +24,7 @@ mod tests;
 
 use std::io;
 
-pub use address::local_addresses;
+pub use address::{connected_subnets, local_addresses};
 pub use link::{link_info, AttachedXdp, LinkInfo};
 pub use merge::merge_neighbours;
 pub use watch::{

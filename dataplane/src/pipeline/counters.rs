@@ -75,6 +75,13 @@ pub struct PipelineCounters {
     /// ICMP errors about a connection translated through the NAT (counted
     /// as forwarded too).
     pub icmp_errors_translated: Counter,
+    /// Client datagrams to fan-out services sent to their receivers.
+    pub fanout_datagrams: Counter,
+    /// Copies of fan-out datagrams made for the second and later
+    /// receivers (sent as well as the original).
+    pub fanout_copies: Counter,
+    /// Fan-out client flows pushed out of a full table.
+    pub fanout_flow_evictions: Counter,
     /// Frames dropped, by [`DropReason::index`].
     pub drops: [Counter; DropReason::COUNT],
 }
@@ -97,6 +104,9 @@ impl Default for PipelineCounters {
             dead_backend_rescheduled: Counter::default(),
             stateless_replies: Counter::default(),
             icmp_errors_translated: Counter::default(),
+            fanout_datagrams: Counter::default(),
+            fanout_copies: Counter::default(),
+            fanout_flow_evictions: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
         }
     }
@@ -140,6 +150,9 @@ impl PipelineCounters {
             dead_backend_rescheduled: self.dead_backend_rescheduled.get(),
             stateless_replies: self.stateless_replies.get(),
             icmp_errors_translated: self.icmp_errors_translated.get(),
+            fanout_datagrams: self.fanout_datagrams.get(),
+            fanout_copies: self.fanout_copies.get(),
+            fanout_flow_evictions: self.fanout_flow_evictions.get(),
             drops: DropReason::all()
                 .map(|r| (r.name(), self.drops_for(r)))
                 .filter(|(_, n)| *n > 0)
@@ -181,6 +194,12 @@ pub struct CounterValues {
     pub stateless_replies: u64,
     /// ICMP errors about a connection translated.
     pub icmp_errors_translated: u64,
+    /// Client datagrams to fan-out services sent to their receivers.
+    pub fanout_datagrams: u64,
+    /// Copies of fan-out datagrams made.
+    pub fanout_copies: u64,
+    /// Fan-out client flows pushed out of a full table.
+    pub fanout_flow_evictions: u64,
     /// Non-zero drop counters by reason name.
     pub drops: std::collections::BTreeMap<&'static str, u64>,
 }

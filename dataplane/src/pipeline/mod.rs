@@ -58,18 +58,24 @@
 //! plain load and store each, nothing locked.
 
 mod counters;
+mod fanout;
 mod icmp_error;
 mod route_counters;
 mod stateless_reply;
 mod verdict;
 
 pub use counters::{Counter, CounterValues, PipelineCounters};
-pub use route_counters::{RouteCounterValues, RouteCounters};
+pub use fanout::{fanout_reserve, DEFAULT_FANOUT_FRAME_SHARE, FANOUT_FLOWS};
+use route_counters::RouteSlots;
+pub use route_counters::{RouteCounterValues, RouteCounters, ServiceRouteCounters};
 pub use verdict::{DropReason, Verdict};
 
 use std::sync::Arc;
 
-use crate::admission::{write_reset, RefusedSegment};
+use crate::admission::{
+    write_reset, AdmittedFlow, ClientRateParams, OverLimitAction, RefusedSegment, ServiceLimits,
+    WorkerAdmission,
+};
 use crate::flow::{ConnId, Connection, Direction, FlowState, FlowTable};
 use crate::hash::{flow_hash, source_hash};
 use crate::port::{Frame, FrameMemory};
@@ -77,8 +83,8 @@ use crate::route::{ClientAddr, PathReader, PathTarget, PathView};
 use crate::rules::routing::SetStage;
 use crate::rules::{Scheduler, WhenAllDown};
 use crate::table::{
-    CompiledService, Endpoint, EndpointId, IfDead, Mode, RouteQuery, Routed, ServiceId,
-    ServiceRoutes, Snapshot,
+    CompiledLimits, CompiledService, Endpoint, EndpointId, IfDead, Mode, RouteQuery, Routed,
+    ServiceId, ServiceRoutes, Snapshot,
 };
 use crate::wire::{self, ip_proto, tcp_flags, Fragment, PacketMeta, ParseError, L3};
 
@@ -98,8 +104,9 @@ struct Context<'a> {
 #[derive(Debug)]
 pub struct Pipeline {
     counters: Arc<PipelineCounters>,
-    /// What routing by client decided, for new flows of routed services.
-    route_counters: Arc<RouteCounters>,
+    /// What routing by client decided, per service, for new flows of
+    /// routed services.
+    route_counters: RouteSlots,
     /// This worker's handle on the distribution paths, if it has one.
     paths: Option<PathReader>,
     /// Weighted round-robin position per service id.
@@ -117,7 +124,20 @@ pub struct Pipeline {
     /// their tokens after the batch, so that frames that are not answered
     /// pay nothing for it.
     answers: Vec<(usize, u32)>,
+    /// Fan-out client flows and the batch's copy jobs.
+    fanout: fanout::Fanout,
+    /// This worker's admission state: its tokens of the services' budgets,
+    /// its per-client table, its lanes of the backends' connection counts,
+    /// its refusal counters.
+    admission: WorkerAdmission,
+    /// Per service id, its per-client limit compiled for this worker's
+    /// share (sized and filled once per generation).
+    client_params: Vec<Option<ClientRateParams>>,
 }
+
+/// Clients each worker's per-client table tracks by default (16 bytes
+/// each: 1 MiB).
+pub const DEFAULT_CLIENT_TABLE_ENTRIES: usize = 65_536;
 
 /// A frame after the parse pass: what `wire::parse` found and, for a
 /// frame that will look up a connection, its flow hash. Made once per
@@ -204,14 +224,31 @@ impl Pipeline {
     pub fn new() -> Self {
         Pipeline {
             counters: Arc::new(PipelineCounters::default()),
-            route_counters: Arc::new(RouteCounters::default()),
+            route_counters: RouteSlots::default(),
             paths: None,
             wrr_cursors: Vec::new(),
             sized_for: None,
             endpoint_limit: 0,
             parsed: Vec::new(),
             answers: Vec::with_capacity(64),
+            fanout: fanout::Fanout::default(),
+            admission: WorkerAdmission::single(DEFAULT_CLIENT_TABLE_ENTRIES, client_table_seed()),
+            client_params: Vec::new(),
         }
+    }
+
+    /// Makes this pipeline one of several workers' by giving it its share
+    /// of the admission state (its lanes of the backends' connection
+    /// counts, shared with the other workers, and its client table). Its
+    /// connection tables count on the same lanes from their next batch.
+    pub fn set_admission(&mut self, admission: WorkerAdmission) {
+        self.admission = admission;
+        self.sized_for = None;
+    }
+
+    /// This worker's admission state (its counters, for the metrics).
+    pub fn admission(&self) -> &WorkerAdmission {
+        &self.admission
     }
 
     /// This worker's counters (share the `Arc` with whoever reports them).
@@ -225,9 +262,10 @@ impl Pipeline {
         self.paths = Some(reader);
     }
 
-    /// This worker's routing counters.
+    /// This worker's routing counters, per service id (share the `Arc`
+    /// with whoever reports them).
     pub fn route_counters(&self) -> &Arc<RouteCounters> {
-        &self.route_counters
+        self.route_counters.shared()
     }
 
     /// Processes a batch of frames received on port `ingress`, rewriting
@@ -300,6 +338,7 @@ impl Pipeline {
     ) {
         verdicts.clear();
         self.adopt(snapshot, flows);
+        self.fanout.begin(frames.len(), now_ns);
         for hash in parsed.iter().filter_map(|p| p.hash) {
             flows.warm_index(hash);
         }
@@ -346,11 +385,40 @@ impl Pipeline {
     fn adopt(&mut self, snapshot: &Snapshot, flows: &mut FlowTable) {
         if self.sized_for != Some(snapshot.generation()) {
             self.wrr_cursors.resize(snapshot.service_id_limit(), 0);
+            self.route_counters.reserve(snapshot.service_id_limit());
             self.endpoint_limit = snapshot.endpoint_id_limit();
+            self.adopt_limits(snapshot);
             self.sized_for = Some(snapshot.generation());
+            self.fanout.adopt(snapshot);
+        }
+        if !flows.has_connection_lanes() {
+            flows.set_connection_lanes(self.admission.backends().clone());
         }
         if flows.endpoint_slots() < self.endpoint_limit {
             flows.reserve_endpoints(self.endpoint_limit);
+        }
+    }
+
+    /// Sizes the admission state for `snapshot`'s services: their tokens
+    /// and counters, and each per-client limit compiled for this worker's
+    /// share of it.
+    #[cold]
+    fn adopt_limits(&mut self, snapshot: &Snapshot) {
+        let limit = snapshot.service_id_limit();
+        self.admission.reserve_services(limit);
+        self.client_params.clear();
+        self.client_params.resize(limit, None);
+        let workers = self.admission.workers();
+        for (id, service) in snapshot.services() {
+            let Some(limits) = service.limits() else {
+                continue;
+            };
+            self.admission.claim_service(id, service.serial());
+            if let (Some(slot), Some(client)) =
+                (self.client_params.get_mut(id as usize), limits.client())
+            {
+                *slot = Some(ClientRateParams::new(*client, workers));
+            }
         }
     }
 
@@ -382,6 +450,7 @@ impl Pipeline {
         now_ns: u64,
     ) -> (Verdict, usize) {
         self.adopt(snapshot, flows);
+        self.fanout.begin(1, now_ns);
         let parsed = Parsed::of(frame);
         self.answers.clear();
         let mut paths = self.paths.take();
@@ -560,25 +629,145 @@ impl Pipeline {
         if meta.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
         }
+        if service.scheduler().fanout().is_some() {
+            let udp_timeout = fanout::udp_timeout_ns(cx.flows);
+            return self.fanout_datagram(
+                frame,
+                meta,
+                hash,
+                service_id,
+                service,
+                udp_timeout,
+                snapshot,
+                cx.ingress,
+            );
+        }
+        // Flow control, once per new flow: a service without limits pays
+        // this one test.
+        let admitted = match service.limits() {
+            None => None,
+            Some(limits) => match self.admit_new_flow(service_id, limits, meta, cx.now_ns) {
+                Some(flow) => Some((flow, limits)),
+                None => return self.refuse_new_flow(frame, meta, service_id, limits, cx),
+            },
+        };
         let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
         let path = match cx.paths {
             Some(view) => self.path_choice(view, service_id, service, meta, hash, cx),
             None => None,
         };
-        let endpoint_id = match (path, service.routes()) {
-            (Some(id), _) => id,
-            (None, None) => match self.scheduled_choice(service_id, service, meta, hash, syn, cx) {
-                Ok(id) => id,
-                Err(verdict) => return verdict,
-            },
+        let chosen = match (path, service.routes()) {
+            (Some(id), _) => Ok(id),
+            (None, None) => self.scheduled_choice(service_id, service, meta, hash, syn, cx),
             (None, Some(routes)) => {
-                match self.routed_choice(service_id, service, routes, meta, hash, syn, cx) {
-                    Ok(id) => id,
-                    Err(verdict) => return verdict,
-                }
+                self.routed_choice(service_id, service, routes, meta, hash, syn, cx)
             }
         };
-        self.place_new_flow(frame, meta, hash, endpoint_id, syn, cx)
+        match (admitted, chosen) {
+            (None, Ok(endpoint_id)) => self.place_new_flow(frame, meta, hash, endpoint_id, syn, cx),
+            (None, Err(verdict)) => verdict,
+            (Some((flow, limits)), chosen) => {
+                let to = (service_id, chosen, syn);
+                self.place_admitted(frame, meta, hash, to, flow, limits, cx)
+            }
+        }
+    }
+
+    /// The client and service rate checks of a new flow of a limited
+    /// service; `None` when one refuses (counted by reason).
+    #[inline(never)]
+    fn admit_new_flow(
+        &mut self,
+        service_id: ServiceId,
+        limits: &CompiledLimits,
+        meta: &PacketMeta,
+        now_ns: u64,
+    ) -> Option<AdmittedFlow> {
+        let client = self
+            .client_params
+            .get(service_id as usize)
+            .copied()
+            .flatten();
+        let view = limits.worker_view(client.as_ref());
+        self.admission
+            .admit_flow(service_id, &meta.tuple.src, view, now_ns)
+            .ok()
+    }
+
+    /// The rest of an admitted new flow: no backend gives its charges
+    /// back; its backend's cap is checked; a connection that cannot be
+    /// recorded gives its charges back too. `to` is the service id, the
+    /// scheduler's choice and whether the packet is a SYN.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn place_admitted(
+        &mut self,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+        hash: u64,
+        (service_id, chosen, syn): (ServiceId, Result<EndpointId, Verdict>, bool),
+        flow: AdmittedFlow,
+        limits: &CompiledLimits,
+        cx: &mut Context<'_>,
+    ) -> Verdict {
+        let client = self
+            .client_params
+            .get(service_id as usize)
+            .copied()
+            .flatten();
+        let view: ServiceLimits<'_> = limits.worker_view(client.as_ref());
+        let endpoint_id = match chosen {
+            Ok(id) => id,
+            Err(verdict) => {
+                self.admission.cancel(flow, view);
+                return verdict;
+            }
+        };
+        if limits.capped() {
+            if let Some(cap) = cx.snapshot.endpoint_cap(endpoint_id) {
+                if self
+                    .admission
+                    .check_backend(&flow, view, endpoint_id, cap)
+                    .is_err()
+                {
+                    return self.refuse_new_flow(frame, meta, service_id, limits, cx);
+                }
+            }
+        }
+        let verdict = self.place_new_flow(frame, meta, hash, endpoint_id, syn, cx);
+        if let Verdict::Transmit(_) = verdict {
+            self.admission.done(flow);
+        } else {
+            self.admission.cancel(flow, view);
+        }
+        verdict
+    }
+
+    /// What a refused new flow gets (already counted by reason): dropped
+    /// (`over_limit`), or for `over_limit = "reset"` answered with a RST
+    /// from the VIP, out of the port it came in on.
+    #[cold]
+    #[inline(never)]
+    fn refuse_new_flow(
+        &mut self,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+        service_id: ServiceId,
+        limits: &CompiledLimits,
+        cx: &Context<'_>,
+    ) -> Verdict {
+        if limits.over_limit() == OverLimitAction::Reset {
+            let written = RefusedSegment::from_frame(frame, meta)
+                .and_then(|segment| write_reset(&segment, frame).ok());
+            // A RST from the client is not answered.
+            if let Some(len) = written {
+                // Never longer than the segment it answers.
+                self.answers.push((frame.as_ptr() as usize, len as u32));
+                self.admission.reset_sent(service_id);
+                return Verdict::Transmit(cx.ingress);
+            }
+        }
+        Verdict::Drop(DropReason::OverLimit)
     }
 
     /// A packet of no connection and no service: an ICMP error about a
@@ -589,6 +778,15 @@ impl Pipeline {
     fn no_service(&mut self, frame: &mut [u8], meta: &PacketMeta, cx: &mut Context<'_>) -> Verdict {
         if wire::quoted::is_translated_error(meta) {
             return self.icmp_error(frame, meta, cx);
+        }
+        // A fan-out backend's reply finds its client in the fan-out table;
+        // one that finds none goes on as any reply with no connection.
+        if !cx.snapshot.fanout_index().is_empty() {
+            let udp_timeout = fanout::udp_timeout_ns(cx.flows);
+            let verdict = self.fanout_reply(frame, meta, udp_timeout, cx.snapshot);
+            if verdict != Verdict::Pass {
+                return verdict;
+            }
         }
         self.stateless_reply(frame, meta, cx.snapshot)
     }
@@ -625,17 +823,13 @@ impl Pipeline {
                 list.iter().skip(start).chain(rest).find_map(takes)
             }
         });
-        let c = &*self.route_counters;
-        match chosen {
-            Some(id) => {
-                c.path_flows.inc();
-                Some(id)
-            }
-            None => {
-                c.path_fallbacks.inc();
-                None
+        if let Some(c) = self.route_counters.service(service_id) {
+            match chosen {
+                Some(_) => c.path_flows.inc(),
+                None => c.path_fallbacks.inc(),
             }
         }
+        chosen
     }
 
     /// The endpoint a new flow of a service that does not route by client
@@ -667,6 +861,8 @@ impl Pipeline {
                 }
                 (self.next_wrr(service_id, service.wrr_schedule()), hash)
             }
+            // Fan-out datagrams never reach a scheduler.
+            Scheduler::Fanout(_) => return Err(Verdict::Drop(DropReason::NoBackend)),
         };
         let Some(pick) = pick else {
             return Err(Verdict::Drop(match service.mode() {
@@ -705,6 +901,7 @@ impl Pipeline {
                 }
                 hash
             }
+            Scheduler::Fanout(_) => return Err(Verdict::Drop(DropReason::NoBackend)),
         };
         let query = RouteQuery {
             client: ClientAddr::from_bytes(&t.src),
@@ -712,7 +909,10 @@ impl Pipeline {
             pick_hash,
             now_ns: cx.now_ns,
         };
-        let c = &*self.route_counters;
+        // Every id of an adopted snapshot has a slot; a lone stand-in
+        // keeps the counting branch-free otherwise.
+        let stand_in = ServiceRouteCounters::default();
+        let c = self.route_counters.service(service_id).unwrap_or(&stand_in);
         match cx.snapshot.route_new_flow(service, routes, &query, &mut ()) {
             Routed::Placed {
                 endpoint,
@@ -920,6 +1120,13 @@ impl Pipeline {
     }
 }
 
+/// A secret seed for a worker's per-client table, so that a flood cannot
+/// aim its sources at one set.
+fn client_table_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x666c_6f77_6761_7465_u64)
+}
+
 /// Rewrites a client's packet towards `backend` and names its port.
 #[inline]
 fn to_backend(
@@ -960,5 +1167,7 @@ fn mac_at(frame: &[u8], offset: usize) -> [u8; 6] {
     mac
 }
 
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod tests;

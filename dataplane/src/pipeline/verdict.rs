@@ -50,6 +50,15 @@ pub enum DropReason {
     /// established connections, which it keeps (`flows.evict_established`
     /// is off). The client's retry gets a place once one ends or idles out.
     FlowTableFull,
+    /// A new flow over one of its service's limits (`[services.limits]`,
+    /// `over_limit = "drop"`): the admission counters say which.
+    OverLimit,
+    /// A fan-out backend's reply after the first since the client's latest
+    /// datagram, for a service with `fanout_replies = "first"`.
+    FanoutReplyAfterFirst,
+    /// A fan-out copy not made: the share of the frame pool copies may
+    /// hold was spent (counted per copy; not a received frame).
+    FanoutCopyNoFrame,
     /// A backend's packet that belongs to no connection, from a backend
     /// (protocol, address, port) that several services share: no VIP
     /// could be known to be the right one. (Where exactly one service has
@@ -62,7 +71,7 @@ pub enum DropReason {
 }
 
 /// Reasons other than parse errors, in counter order after them.
-const OWN_REASONS: [DropReason; 13] = [
+const OWN_REASONS: [DropReason; 16] = [
     DropReason::TtlExpired,
     DropReason::FragmentToVip,
     DropReason::NoBackend,
@@ -74,6 +83,9 @@ const OWN_REASONS: [DropReason; 13] = [
     DropReason::BackendDown,
     DropReason::AllBackendsDown,
     DropReason::FlowTableFull,
+    DropReason::OverLimit,
+    DropReason::FanoutReplyAfterFirst,
+    DropReason::FanoutCopyNoFrame,
     DropReason::UnknownReply,
     DropReason::UnknownIcmpError,
 ];
@@ -99,8 +111,11 @@ impl DropReason {
             DropReason::BackendDown => parse + 8,
             DropReason::AllBackendsDown => parse + 9,
             DropReason::FlowTableFull => parse + 10,
-            DropReason::UnknownReply => parse + 11,
-            DropReason::UnknownIcmpError => parse + 12,
+            DropReason::OverLimit => parse + 11,
+            DropReason::FanoutReplyAfterFirst => parse + 12,
+            DropReason::FanoutCopyNoFrame => parse + 13,
+            DropReason::UnknownReply => parse + 14,
+            DropReason::UnknownIcmpError => parse + 15,
         }
     }
 
@@ -134,6 +149,9 @@ impl DropReason {
             DropReason::BackendDown => "backend_down",
             DropReason::AllBackendsDown => "all_backends_down",
             DropReason::FlowTableFull => "flow_table_full",
+            DropReason::OverLimit => "over_limit",
+            DropReason::FanoutReplyAfterFirst => "fanout_reply_after_first",
+            DropReason::FanoutCopyNoFrame => "fanout_copy_no_frame",
             DropReason::UnknownReply => "unknown_reply",
             DropReason::UnknownIcmpError => "unknown_icmp_error",
         }

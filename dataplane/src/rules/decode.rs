@@ -23,6 +23,7 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
+use super::limits::{backend_cap, limits_key};
 use super::parse;
 use super::place::{Item, Place};
 use super::raw::{RawBackend, RawConfig, RawDaemon, RawFlows, RawNeighbour, RawService};
@@ -32,9 +33,9 @@ use super::validate::{
     TABLE_SIZE, TIMEOUT, WEIGHT,
 };
 use super::{
-    Backend, BindModeSetting, Config, DaemonSettings, Failover, FastPathSetting, FlowSettings,
-    GatewaySettings, IdlePolicy, Interface, LogFormatSetting, MetricsAddress, Neighbour, Protocol,
-    Service, XdpModeSetting, DEFAULT_MAGLEV_TABLE_SIZE,
+    Backend, BindModeSetting, Config, DaemonSettings, Failover, FastPathSetting, FlowLimits,
+    FlowSettings, GatewaySettings, IdlePolicy, Interface, LogFormatSetting, MetricsAddress,
+    Neighbour, Protocol, Scheduler, Service, XdpModeSetting, DEFAULT_MAGLEV_TABLE_SIZE,
 };
 
 /// A decoded config: the model, with stand-ins where values could not be
@@ -486,6 +487,7 @@ impl Decoder {
                 parse::scheduler(t, name)
             })
         });
+        let scheduler = self.fanout_replies(i, raw, scheduler);
         let place = Place::service(i, "maglev_table_size");
         let maglev_table_size = match (&raw.maglev_table_size, gateway_size) {
             (Some(size), _) => self.int(size, place, TABLE_SIZE, "maglev_table_size", || {
@@ -499,6 +501,11 @@ impl Decoder {
             }
         };
         let failover = self.failover(i, raw);
+        let announce = raw.announce.as_ref().and_then(|value| {
+            self.read(Place::service(i, "announce"), value, |t| {
+                parse::announce(t, name)
+            })
+        });
         let health = self.service_health(i, raw);
         let backends = raw
             .backends
@@ -518,12 +525,60 @@ impl Decoder {
             health,
             backends,
             routing: self.service_routing(i, raw),
+            limits: self.limits(i, raw),
+
+            announce: announce.unwrap_or_default(),
         }
+    }
+
+    /// Service `i`'s `[services.limits]`; a setting that is refused is
+    /// reported at its value and left out.
+    fn limits(&mut self, i: usize, raw: &RawService) -> FlowLimits {
+        let Some(limits) = &raw.limits else {
+            return FlowLimits::default();
+        };
+        let name = raw.name.get_ref();
+        let (read, problems) = limits.read();
+        for (setting, problem) in problems {
+            let key = limits_key(setting).unwrap_or("limits");
+            let message = format!("{problem}{}", of_service(name));
+            self.fail(Place::service(i, key), message, String::new());
+        }
+        read
     }
 
     /// Service `i`'s `on_backend_down`, `panic_threshold` and
     /// `when_all_down`; a value that cannot be read is replaced by its
     /// default.
+    /// `scheduler` with the service's `fanout_replies`, which only a
+    /// fan-out service has.
+    fn fanout_replies(
+        &mut self,
+        i: usize,
+        raw: &RawService,
+        scheduler: Option<Scheduler>,
+    ) -> Option<Scheduler> {
+        let name = raw.name.get_ref();
+        let Some(value) = &raw.fanout_replies else {
+            return scheduler;
+        };
+        let place = Place::service(i, "fanout_replies");
+        let replies = self.read(place, value, |t| parse::fanout_replies(t, name))?;
+        match scheduler {
+            Some(Scheduler::Fanout(_)) => Some(Scheduler::Fanout(replies)),
+            // An unreadable scheduler was reported already.
+            None if raw.scheduler.is_some() => None,
+            other => {
+                let shown = other.unwrap_or_default();
+                let message = format!(
+                    "fanout_replies of service {name:?} needs scheduler \"fanout\" (it has \"{shown}\")"
+                );
+                self.fail(place, message, value.get_ref().clone());
+                scheduler
+            }
+        }
+    }
+
     fn failover(&mut self, i: usize, raw: &RawService) -> Failover {
         let name = raw.name.get_ref();
         let on_backend_down = raw.on_backend_down.as_ref().and_then(|value| {
@@ -570,6 +625,14 @@ impl Decoder {
         let label = |value: &Option<Spanned<String>>| value.as_ref().map(|v| v.get_ref().clone());
         let context = of_backend(&shown_address(), &raw.port.get_ref().to_string(), service);
         let health = self.backend_health((i, j), raw, &context);
+        let max_connections = match backend_cap(&raw.max_connections, &raw.resume_connections) {
+            Ok(cap) => cap,
+            Err((setting, problem)) => {
+                let place = Place::backend(i, j, setting);
+                self.fail(place, format!("{problem}{context}"), String::new());
+                None
+            }
+        };
         Backend {
             address: address.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             port: port.unwrap_or_default(),
@@ -580,6 +643,7 @@ impl Decoder {
             group: label(&raw.group),
             health,
             name: label(&raw.name),
+            max_connections,
         }
     }
 }

@@ -93,13 +93,18 @@ impl<'t> FileProvenance<'t> {
                     "vip" => start(Some(&service.vip)),
                     "port" => start(Some(&service.port)),
                     "scheduler" => start(service.scheduler.as_ref()),
+                    "fanout_replies" => start(service.fanout_replies.as_ref()),
                     "maglev_table_size" => start(service.maglev_table_size.as_ref()),
                     "on_backend_down" => start(service.on_backend_down.as_ref()),
                     "panic_threshold" => start(service.panic_threshold.as_ref()),
                     "when_all_down" => start(service.when_all_down.as_ref()),
+                    "announce" => start(service.announce.as_ref()),
                     "heartbeat_ttl" => start(service.heartbeat_ttl.as_ref()),
                     "heartbeat_token" => start(service.heartbeat_token.as_ref()),
                     "health.port" => start(service.health.as_ref().and_then(|h| h.port.as_ref())),
+                    key if key.starts_with("limits.") => {
+                        service.limits.as_ref().and_then(|l| l.offset(key))
+                    }
                     key if key.starts_with("health.") => key
                         .strip_prefix("health.")
                         .zip(service.health.as_ref())
@@ -120,6 +125,9 @@ impl<'t> FileProvenance<'t> {
                     "health.kind" => start(backend.health.as_ref().and_then(|h| h.kind.as_ref())),
                     "health.port" => start(backend.health.as_ref().and_then(|h| h.port.as_ref())),
                     "name" => start(backend.name.as_ref()),
+                    "max_connections" => start(backend.max_connections.as_ref()),
+                    "resume_connections" => start(backend.resume_connections.as_ref())
+                        .or(start(backend.max_connections.as_ref())),
                     _ => None,
                 }
                 .or_else(|| start(Some(&backend.address)))

@@ -23,6 +23,7 @@ mod decode;
 mod error;
 mod file;
 mod health;
+mod limits;
 mod load;
 mod mac;
 mod model;
@@ -43,6 +44,7 @@ pub use health::{
     check_of, format_duration, heartbeat_ttl_of, settings_of, BackendHealth, HealthSettings,
     Secret, ServiceHealth, MAX_HEARTBEAT_TTL, MIN_HEARTBEAT_TTL,
 };
+pub use limits::FlowLimits;
 pub use load::{load_file, load_str, load_str_with_provenance, MAX_CONFIG_BYTES};
 pub use mac::{format_mac, is_unicast_mac, parse_mac};
 pub use model::*;

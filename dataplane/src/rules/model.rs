@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use super::health::{BackendHealth, HealthSettings, ServiceHealth};
+use super::limits::FlowLimits;
+use crate::admission::ConnectionCap;
 
 /// Default Maglev lookup table size (a prime).
 pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 65_537;
@@ -224,35 +226,89 @@ pub enum Scheduler {
     Wrr,
     /// Source-address hash (consistent, via a Maglev table).
     Sh,
+    /// Every datagram to every alive backend (UDP only; see
+    /// [`FanoutReplies`] for what comes back).
+    Fanout(FanoutReplies),
 }
 
-impl Scheduler {
-    /// Whether it places each flow on one backend, as every scheduler does
-    /// today. A fan-out scheduler (every alive backend gets each datagram)
-    /// will not: it obeys SETs and zones, which narrow who receives, but
-    /// not distribution paths or a canary share, which choose one, and
-    /// the validator refuses those on it by this test.
-    pub const fn picks_one(self) -> bool {
+/// Which backends' replies a fan-out service forwards to the client: the
+/// key `fanout_replies`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum FanoutReplies {
+    /// Every reply of every backend (default).
+    #[default]
+    All,
+    /// The first reply after each datagram of the client; later replies
+    /// are dropped (counted) until the client's next datagram.
+    First,
+}
+
+impl FanoutReplies {
+    /// `all` or `first`.
+    pub const fn name(self) -> &'static str {
         match self {
-            Scheduler::Maglev | Scheduler::Wrr | Scheduler::Sh => true,
+            FanoutReplies::All => "all",
+            FanoutReplies::First => "first",
         }
     }
 
-    /// `maglev`, `wrr` or `sh`.
+    /// The mode called `name` (as in a config).
+    pub fn from_name(name: &str) -> Option<FanoutReplies> {
+        match name {
+            "all" => Some(FanoutReplies::All),
+            "first" => Some(FanoutReplies::First),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FanoutReplies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Scheduler {
+    /// Whether it places each flow on one backend. The fan-out scheduler
+    /// (every alive backend gets each datagram) does not: it obeys SETs
+    /// and zones, which narrow who receives, but not distribution paths
+    /// or a canary share, which choose one, and the validator refuses
+    /// those on it by this test.
+    pub const fn picks_one(self) -> bool {
+        match self {
+            Scheduler::Maglev | Scheduler::Wrr | Scheduler::Sh => true,
+            Scheduler::Fanout(_) => false,
+        }
+    }
+
+    /// How a fan-out service treats replies; `None` for a scheduler that
+    /// picks one backend.
+    pub const fn fanout(self) -> Option<FanoutReplies> {
+        match self {
+            Scheduler::Fanout(replies) => Some(replies),
+            _ => None,
+        }
+    }
+
+    /// `maglev`, `wrr`, `sh` or `fanout`.
     pub const fn name(self) -> &'static str {
         match self {
             Scheduler::Maglev => "maglev",
             Scheduler::Wrr => "wrr",
             Scheduler::Sh => "sh",
+            Scheduler::Fanout(_) => "fanout",
         }
     }
 
-    /// The scheduler called `name` (`maglev`, `wrr` or `sh`, as in a config).
+    /// The scheduler called `name` (`maglev`, `wrr`, `sh` or `fanout`, as
+    /// in a config); `fanout` forwards every reply until
+    /// `fanout_replies` says otherwise.
     pub fn from_name(name: &str) -> Option<Scheduler> {
         match name {
             "maglev" => Some(Scheduler::Maglev),
             "wrr" => Some(Scheduler::Wrr),
             "sh" => Some(Scheduler::Sh),
+            "fanout" => Some(Scheduler::Fanout(FanoutReplies::All)),
             _ => None,
         }
     }
@@ -293,6 +349,13 @@ pub struct Service {
     /// Routing by client for this service: its zone priority, canary and
     /// distribution paths.
     pub routing: ServiceRouting,
+    /// Its flow control: new-flow rates, connection caps, and what an
+    /// over-limit new flow gets (`[services.limits]`).
+    pub limits: FlowLimits,
+
+    /// How its VIP is announced on the client-facing interface. Every
+    /// service of one VIP address has the same.
+    pub announce: Announce,
 }
 
 impl Service {
@@ -410,6 +473,42 @@ impl fmt::Display for OnBackendDown {
     }
 }
 
+/// How the gateway makes a VIP reachable on the client-facing interface
+/// (port 0), the `announce` key of a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Announce {
+    /// Not announced (default): the clients' router sends the VIP's
+    /// traffic to the gateway, as in a config without the key.
+    #[default]
+    None,
+    /// The XDP program answers ARP requests (IPv4) and neighbour
+    /// solicitations (IPv6) for the VIP with the interface's MAC, and the
+    /// gateway sends a gratuitous ARP or unsolicited neighbour
+    /// advertisement when the VIP appears.
+    Arp,
+}
+
+impl Announce {
+    /// `none` or `arp`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Announce::None => "none",
+            Announce::Arp => "arp",
+        }
+    }
+
+    /// Whether the gateway answers for the VIP on its segment.
+    pub const fn is_announced(self) -> bool {
+        matches!(self, Announce::Arp)
+    }
+}
+
+impl fmt::Display for Announce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What a service does with a new flow when none of its backends is alive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum WhenAllDown {
@@ -481,6 +580,10 @@ pub struct Backend {
     /// cannot move without its paths being rewritten, so give containers
     /// that move a name.
     pub name: Option<String>,
+    /// Its own connection marks (`max_connections`,
+    /// `resume_connections`), in place of its service's
+    /// [`FlowLimits::max_connections`].
+    pub max_connections: Option<ConnectionCap>,
 }
 
 impl Backend {
@@ -495,6 +598,7 @@ impl Backend {
             group: None,
             health: BackendHealth::default(),
             name: None,
+            max_connections: None,
         }
     }
 

@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::mac::parse_mac;
-use super::{ClientPrefix, MacAddr, OnBackendDown, Protocol, Scheduler, WhenAllDown};
+use super::{
+    Announce, ClientPrefix, FanoutReplies, MacAddr, OnBackendDown, Protocol, Scheduler, WhenAllDown,
+};
 use crate::health::{CheckKindName, InitialState};
 
 /// A service's VIP.
@@ -57,11 +59,20 @@ pub fn protocol(text: &str, service: &str) -> Result<Protocol, String> {
     })
 }
 
-/// A service's scheduler: `maglev`, `wrr` or `sh`.
+/// A service's scheduler: `maglev`, `wrr`, `sh` or `fanout`.
 pub fn scheduler(text: &str, service: &str) -> Result<Scheduler, String> {
     Scheduler::from_name(text).ok_or_else(|| {
         format!(
-            "unknown scheduler {text:?} in service {service:?} (expected \"maglev\", \"wrr\" or \"sh\")"
+            "unknown scheduler {text:?} in service {service:?} (expected \"maglev\", \"wrr\", \"sh\" or \"fanout\")"
+        )
+    })
+}
+
+/// A fan-out service's reply mode: `all` or `first`.
+pub fn fanout_replies(text: &str, service: &str) -> Result<FanoutReplies, String> {
+    FanoutReplies::from_name(text).ok_or_else(|| {
+        format!(
+            "unknown fanout_replies {text:?} in service {service:?} (expected \"all\" or \"first\")"
         )
     })
 }
@@ -74,6 +85,23 @@ pub fn on_backend_down(text: &str, service: &str) -> Result<OnBackendDown, Strin
             "unknown on_backend_down {text:?} in service {service:?} (expected \"keep\", \"drop\" or \"reset\")"
         )
     })
+}
+
+/// How a service's VIP is announced: `arp` or `none`. `bgp` is a word the
+/// key will take, refused until the gateway can speak BGP.
+pub fn announce(text: &str, service: &str) -> Result<Announce, String> {
+    match text {
+        "arp" => Ok(Announce::Arp),
+        "none" => Ok(Announce::None),
+        "bgp" => Err(format!(
+            "announce \"bgp\" of service {service:?}: bgp announcement is not available yet \
+             (use \"arp\" to answer for the VIP on the client segment, or \"none\" and a route \
+             to the gateway)"
+        )),
+        _ => Err(format!(
+            "unknown announce {text:?} in service {service:?} (expected \"arp\", \"bgp\" or \"none\")"
+        )),
+    }
 }
 
 /// What a service does when no backend is alive: `open` or `closed`.
@@ -212,12 +240,24 @@ mod tests {
         assert_eq!(scheduler("sh", "web"), Ok(Scheduler::Sh));
         assert_eq!(
             scheduler("rr", "web").unwrap_err(),
-            r#"unknown scheduler "rr" in service "web" (expected "maglev", "wrr" or "sh")"#
+            r#"unknown scheduler "rr" in service "web" (expected "maglev", "wrr", "sh" or "fanout")"#
         );
         assert_eq!(on_backend_down("reset", "web"), Ok(OnBackendDown::Reset));
         assert_eq!(
             on_backend_down("rst", "web").unwrap_err(),
             r#"unknown on_backend_down "rst" in service "web" (expected "keep", "drop" or "reset")"#
+        );
+        assert_eq!(announce("arp", "web"), Ok(Announce::Arp));
+        assert_eq!(announce("none", "web"), Ok(Announce::None));
+        assert_eq!(
+            announce("bgp", "web").unwrap_err(),
+            "announce \"bgp\" of service \"web\": bgp announcement is not available yet \
+             (use \"arp\" to answer for the VIP on the client segment, or \"none\" and a route \
+             to the gateway)"
+        );
+        assert_eq!(
+            announce("ARP", "web").unwrap_err(),
+            r#"unknown announce "ARP" in service "web" (expected "arp", "bgp" or "none")"#
         );
         assert_eq!(when_all_down("closed", "web"), Ok(WhenAllDown::Closed));
         assert_eq!(

@@ -111,10 +111,12 @@ pub(super) struct RawService {
     pub vip: Spanned<String>,
     pub port: Spanned<i64>,
     pub scheduler: Option<Spanned<String>>,
+    pub fanout_replies: Option<Spanned<String>>,
     pub maglev_table_size: Option<Spanned<i64>>,
     pub on_backend_down: Option<Spanned<String>>,
     pub panic_threshold: Option<Spanned<i64>>,
     pub when_all_down: Option<Spanned<String>>,
+    pub announce: Option<Spanned<String>>,
     pub heartbeat_ttl: Option<Spanned<String>>,
     pub heartbeat_token: Option<Spanned<String>>,
     pub health: Option<RawServiceHealth>,
@@ -124,6 +126,7 @@ pub(super) struct RawService {
     pub canary: Option<RawCanary>,
     #[serde(default)]
     pub paths: Vec<RawPath>,
+    pub limits: Option<super::limits::RawLimits>,
 }
 
 /// One `[[services.backends]]` entry.
@@ -139,6 +142,8 @@ pub(super) struct RawBackend {
     pub heartbeat_ttl: Option<Spanned<String>>,
     pub health: Option<RawBackendHealth>,
     pub name: Option<Spanned<String>>,
+    pub max_connections: Option<Spanned<i64>>,
+    pub resume_connections: Option<Spanned<i64>>,
 }
 
 /// `[health]`: a check's keys and `initial`. In `[health]` and

@@ -470,6 +470,8 @@ pub fn subset_bytes(service: &Service, members: &[u32]) -> u64 {
     let entries = match service.scheduler {
         Scheduler::Maglev | Scheduler::Sh => u64::from(service.maglev_table_size),
         Scheduler::Wrr => wrr_cycle_bound(&weights),
+        // Fan-out walks the subset's members; its table goes unused.
+        Scheduler::Fanout(_) => 0,
     };
     4 * entries + 12 * weights.len() as u64
 }

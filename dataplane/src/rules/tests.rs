@@ -137,6 +137,7 @@ fn example_config_loads_and_states_the_defaults() {
         (web.failover.panic_threshold, web.failover.when_all_down),
         (Failover::default().panic_threshold, WhenAllDown::default())
     );
+    assert_eq!(web.announce, Announce::default());
     assert_eq!(web.backends[0].set.as_deref(), Some("shop.sh.g1"));
     assert_eq!(web.backends[0].group.as_deref(), Some("g1"));
     assert_eq!(web.backends[1], Backend::new(ip("198.18.1.12"), 8080));
@@ -350,7 +351,7 @@ fn unknown_keys_are_rejected_where_they_are() {
             wieght = 2
             "#
         ),
-        ["t.toml:9:1: unknown field `wieght`, expected one of `address`, `port`, `weight`, `zone`, `set`, `group`, `heartbeat_ttl`, `health`, `name`"]
+        ["t.toml:9:1: unknown field `wieght`, expected one of `address`, `port`, `weight`, `zone`, `set`, `group`, `heartbeat_ttl`, `health`, `name`, `max_connections`, `resume_connections`"]
     );
     assert_eq!(
         errors("[flows]\ntcp_timeout = 5\n"),
@@ -742,7 +743,7 @@ fn unknown_protocol_and_scheduler_are_rejected() {
         )),
         [
             r#"t.toml:3:12: unknown protocol "sctp" in service "web" (expected "tcp" or "udp")"#,
-            r#"t.toml:6:13: unknown scheduler "rr" in service "web" (expected "maglev", "wrr" or "sh")"#,
+            r#"t.toml:6:13: unknown scheduler "rr" in service "web" (expected "maglev", "wrr", "sh" or "fanout")"#,
         ]
     );
 }

@@ -33,9 +33,9 @@ use super::place::{Item, Place};
 use super::prime::{is_prime, next_prime, prev_prime};
 use super::provenance::Provenance;
 use super::{
-    Backend, Config, DaemonSettings, MetricsAddress, Protocol, Service, SetName, MAX_FLOW_CAPACITY,
-    MAX_INTERFACE_NAME_LEN, MAX_MAGLEV_TABLE_SIZE, MAX_NAME_LEN, MAX_PANIC_THRESHOLD,
-    MAX_TIMEOUT_S, MAX_WEIGHT, MAX_WORKERS, MIN_MAGLEV_TABLE_SIZE,
+    Backend, Config, DaemonSettings, FlowLimits, MetricsAddress, Protocol, Service, SetName,
+    MAX_FLOW_CAPACITY, MAX_INTERFACE_NAME_LEN, MAX_MAGLEV_TABLE_SIZE, MAX_NAME_LEN,
+    MAX_PANIC_THRESHOLD, MAX_TIMEOUT_S, MAX_WEIGHT, MAX_WORKERS, MIN_MAGLEV_TABLE_SIZE,
 };
 
 /// Checks `config` in full. `Ok` if it follows every rule; otherwise every
@@ -502,6 +502,9 @@ impl Validator<'_> {
         let services = &self.config.services;
         let mut names: HashMap<&str, usize> = HashMap::with_capacity(services.len());
         let mut listeners: HashMap<_, usize> = HashMap::with_capacity(services.len());
+        // The first service of each VIP address: the others must announce
+        // it the same way.
+        let mut announcers: HashMap<IpAddr, usize> = HashMap::with_capacity(services.len());
         for (i, service) in services.iter().enumerate() {
             let name = service.name.as_str();
             let place = Place::service(i, "name");
@@ -537,12 +540,72 @@ impl Validator<'_> {
                     listeners.insert(key, i);
                 }
             }
+            if vip_ok {
+                self.announce_agrees(i, service, &mut announcers);
+            }
 
             self.backends(i, service, vip_ok);
             self.weights(i, service);
             self.service_table(i, service, gateway_ok);
             self.failover(i, service);
+            self.fanout(i, service);
+            self.over_limit(i, service);
             self.service_health(i, service, health_known);
+        }
+    }
+
+    /// A fan-out service is UDP: a byte stream cannot be split at L4.
+    /// Flow limits count and cap new connections, which fan-out does not
+    /// make: on a fan-out service they would be silently ignored.
+    fn fanout(&mut self, i: usize, service: &Service) {
+        if service.scheduler.fanout().is_none() {
+            return;
+        }
+        let capped = service.backends.iter().any(|b| b.max_connections.is_some());
+        if service.limits != FlowLimits::default() || capped {
+            let message = format!(
+                "service {:?} fans out: flow limits and connection caps apply to new \
+                 connections, which a fan-out service does not make; remove them",
+                service.name
+            );
+            self.report(Place::service(i, "scheduler"), message);
+        }
+        if service.protocol != Protocol::Tcp || !self.known(Place::service(i, "protocol")) {
+            return;
+        }
+        let message = format!(
+            "scheduler \"fanout\" of service {:?} needs protocol \"udp\": \
+             a TCP byte stream cannot be copied to several backends",
+            service.name
+        );
+        self.report(Place::service(i, "scheduler"), message);
+    }
+
+    /// A VIP address is announced one way only: service `i` must announce
+    /// its VIP as the first service of that address does (`first`), so
+    /// that one gateway never answers ARP for a VIP another path routes.
+    fn announce_agrees(&mut self, i: usize, service: &Service, first: &mut HashMap<IpAddr, usize>) {
+        let services = &self.config.services;
+        match first.get(&service.vip) {
+            None => {
+                first.insert(service.vip, i);
+            }
+            Some(&j) => {
+                let other = &services[j];
+                if other.announce != service.announce {
+                    let message = format!(
+                        "service {:?} announces VIP {} by {}, but service {:?} of the same VIP by {}: \
+                         a VIP address is announced one way, so every service of it must set the \
+                         same announce",
+                        service.name, service.vip, service.announce, other.name, other.announce
+                    );
+                    self.report_duplicate(
+                        Place::service(i, "announce"),
+                        Place::service(j, "announce"),
+                        message,
+                    );
+                }
+            }
         }
     }
 
@@ -564,6 +627,19 @@ impl Validator<'_> {
                 );
                 self.report(place, message);
             }
+        }
+    }
+
+    /// `over_limit = "reset"` only on a TCP service: a RST exists only in
+    /// TCP.
+    fn over_limit(&mut self, i: usize, service: &Service) {
+        let action = service.limits.over_limit;
+        if !self.known(Place::service(i, "protocol")) {
+            return;
+        }
+        if let Err(e) = action.check_protocol(service.protocol.number()) {
+            let message = format!("{e}{}", of_service(&service.name));
+            self.report(Place::service(i, "limits.over_limit"), message);
         }
     }
 
@@ -783,7 +859,7 @@ fn family(address: IpAddr) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{check, load_file, load_str, Backend, Neighbour, Protocol};
+    use crate::rules::{check, load_file, load_str, Announce, Backend, Neighbour, Protocol};
     use std::path::Path;
 
     /// A valid config with every section, as text.
@@ -896,6 +972,63 @@ port = 8080
     }
 
     #[test]
+    fn services_of_one_vip_announce_it_the_same_way() {
+        let two = |a: &str, b: &str| {
+            format!(
+                "[[services]]\nname = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.0.50\"\nport = 80\n{a}\
+                 [[services.backends]]\naddress = \"198.18.1.11\"\nport = 8080\n\
+                 [[services]]\nname = \"dns\"\nprotocol = \"udp\"\nvip = \"198.18.0.50\"\nport = 53\n{b}\
+                 [[services.backends]]\naddress = \"198.18.1.11\"\nport = 53\n"
+            )
+        };
+        // Agreeing, or the default on both: accepted.
+        let config = load_str(
+            &two("announce = \"arp\"\n", "announce = \"arp\"\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert!(config.services.iter().all(|s| s.announce == Announce::Arp));
+        let config = load_str(&two("", "announce = \"none\"\n"), "t.toml").unwrap();
+        assert!(config.services.iter().all(|s| s.announce == Announce::None));
+
+        // Disagreeing: one problem, at the second service's key, naming
+        // the first.
+        let e = load_str(&two("", "announce = \"arp\"\n"), "t.toml").unwrap_err();
+        let [problem] = e.problems() else {
+            panic!("{e}")
+        };
+        assert_eq!(
+            problem.message,
+            "service \"dns\" announces VIP 198.18.0.50 by arp, but service \"web\" of the same VIP \
+             by none: a VIP address is announced one way, so every service of it must set the \
+             same announce"
+        );
+        assert_eq!(problem.location.to_string(), "t.toml:14:12");
+        // The first service gave no key: its name is where it is.
+        assert_eq!(problem.first.as_ref().unwrap().to_string(), "t.toml:2:8");
+
+        // The same fault made in the model reads the same.
+        let mut model = load_str(&two("", ""), "t.toml").unwrap();
+        model.services[1].announce = Announce::Arp;
+        assert_eq!(
+            check_messages(&model),
+            std::slice::from_ref(&problem.message)
+        );
+
+        // bgp is refused with what to use instead.
+        let e = load_str(&two("announce = \"bgp\"\n", ""), "t.toml").unwrap_err();
+        assert_eq!(
+            messages(e.problems()),
+            [
+                "announce \"bgp\" of service \"web\": bgp announcement is not available yet \
+              (use \"arp\" to answer for the VIP on the client segment, or \"none\" and a route \
+              to the gateway)"
+            ]
+        );
+        assert_eq!(e.problems()[0].location.to_string(), "t.toml:6:12");
+    }
+
+    #[test]
     fn backend_family_duplicate_weight_and_labels() {
         same(
             replace("address = \"2001:2:0:1::11\"", "address = \"198.18.1.11\""),
@@ -947,6 +1080,9 @@ port = 8080
             + "[[services]]\nname = \"none\"\nprotocol = \"udp\"\nvip = \"198.18.100.11\"\nport = 53\n";
         let mut model = base();
         model.services[1] = Service {
+            limits: Default::default(),
+
+            announce: Default::default(),
             name: "none".into(),
             protocol: Protocol::Udp,
             vip: ip("198.18.100.11"),

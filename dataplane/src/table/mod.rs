@@ -11,7 +11,9 @@
 
 mod decide;
 pub mod failover;
+pub mod fanout;
 mod ids;
+pub mod limits;
 pub mod maglev;
 mod paths;
 mod publish;
@@ -23,6 +25,8 @@ pub mod wrr;
 
 pub use decide::{RouteQuery, RouteTrace, Routed};
 pub use failover::{AliveCount, IfDead, Mode};
+pub use fanout::{FanoutIndex, FanoutTargets, NoReceiver};
+pub use limits::CompiledLimits;
 pub use maglev::{MaglevBackend, MaglevTable};
 pub use paths::{PathRouting, SharedNames};
 pub use publish::{SnapshotGuard, SnapshotPublisher, SnapshotReader};

@@ -82,6 +82,9 @@ mod tests {
             interfaces: Vec::new(),
             neighbours: Vec::new(),
             services: vec![Service {
+                limits: Default::default(),
+
+                announce: Default::default(),
                 name: "web".into(),
                 protocol: Protocol::Tcp,
                 vip: "198.19.0.1".parse().unwrap(),
@@ -91,6 +94,7 @@ mod tests {
                 failover: Default::default(),
                 health: Default::default(),
                 backends: vec![Backend {
+                    max_connections: None,
                     address: "198.18.0.10".parse().unwrap(),
                     port: 8080,
                     weight: 1,

@@ -44,13 +44,15 @@ use hashbrown::{HashMap, HashSet};
 
 use super::failover::{if_dead, AliveCount, IfDead, Mode};
 use super::ids::IdAllocator;
+use super::limits::CompiledLimits;
 use super::maglev::{MaglevBackend, MaglevTable};
 use super::skip::{next_alive, Lookup};
 use super::subset::{compile_routes, ClientRouting, Member, ServiceRoutes};
 use super::wrr::build_schedule;
+use crate::admission::ConnectionCap;
 use crate::liveness::{Liveness, Word};
 use crate::rules::{
-    Backend, Config, Failover, MacAddr, Scheduler, Service, DEFAULT_MAGLEV_TABLE_SIZE,
+    Announce, Backend, Config, Failover, MacAddr, Scheduler, Service, DEFAULT_MAGLEV_TABLE_SIZE,
 };
 use crate::wire::addr_to_bytes;
 
@@ -124,6 +126,8 @@ pub struct CompiledService {
     maglev: MaglevTable,
     wrr: Arc<[EndpointId]>,
     failover: Failover,
+    /// How its VIP is announced on the client-facing interface.
+    announce: Announce,
     alive: AliveCount,
     mode: Mode,
     /// Routing by client, for a service that routes by client
@@ -132,9 +136,28 @@ pub struct CompiledService {
     /// Its backends named by distribution paths, by ref: what a path's
     /// backend is in this generation.
     path_backends: crate::route::BackendIndex,
+    /// Names this service across generations while its (protocol, VIP,
+    /// port) stays: per-service counters follow it, not the id.
+    serial: u64,
+    /// Its flow control, if it has any limit.
+    limits: Option<Arc<CompiledLimits>>,
 }
 
+/// Serials of services, from 1.
+static NEXT_SERVICE_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 impl CompiledService {
+    /// The serial that names this service across generations.
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// Its flow control; `None` for a service without limits.
+    #[inline]
+    pub fn limits(&self) -> Option<&CompiledLimits> {
+        self.limits.as_deref()
+    }
+
     /// The endpoint a distribution path's backend `backend` is in this
     /// generation, if it is one of the service's.
     #[inline]
@@ -172,6 +195,11 @@ impl CompiledService {
     /// Its IP protocol number.
     pub fn protocol(&self) -> u8 {
         self.protocol
+    }
+
+    /// How its VIP is announced on the client-facing interface.
+    pub fn announce(&self) -> Announce {
+        self.announce
     }
 
     /// The Maglev choice for a hash; `None` only if no backend has weight.
@@ -239,7 +267,9 @@ impl CompiledService {
         alive: impl FnMut(EndpointId) -> bool,
     ) -> Option<EndpointId> {
         let table = match self.scheduler {
-            Scheduler::Maglev | Scheduler::Sh => Lookup::Maglev(&self.maglev),
+            Scheduler::Maglev | Scheduler::Sh | Scheduler::Fanout(_) => {
+                Lookup::Maglev(&self.maglev)
+            }
             Scheduler::Wrr => Lookup::Schedule(&self.wrr),
         };
         next_alive(table, &self.weighted, hash, alive)
@@ -328,6 +358,11 @@ pub struct Snapshot {
     /// Backends by (protocol, address, port), for replies with no
     /// connection.
     reply_sources: super::ReplySources,
+    /// The fan-out services' backends, for their replies.
+    pub(super) fanout: super::fanout::FanoutIndex,
+    /// Each capped endpoint's connection marks, by [`EndpointId`] (empty
+    /// while no backend is capped).
+    endpoint_caps: Vec<Option<ConnectionCap>>,
 }
 
 impl Snapshot {
@@ -364,6 +399,8 @@ impl Snapshot {
             client_routing: Arc::default(),
             backend_names: Arc::default(),
             reply_sources: super::ReplySources::default(),
+            fanout: Default::default(),
+            endpoint_caps: Vec::new(),
         }
     }
 
@@ -451,12 +488,19 @@ impl Snapshot {
             |service| Some(next.services.get(service as usize)?.as_ref()?.protocol),
             builder.next_hops.iter().map(|(a, h)| (*a, h.mac, h.port)),
         );
+        next.fanout = super::fanout::FanoutIndex::of(&next);
         next
     }
 
     /// The generation: 0 for [`Snapshot::empty`], then 1, 2, … per build.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The connection marks of endpoint `id`, if it is capped.
+    #[inline]
+    pub fn endpoint_cap(&self, id: EndpointId) -> Option<&ConnectionCap> {
+        self.endpoint_caps.get(id as usize)?.as_ref()
     }
 
     /// The endpoints' liveness, shared with every other generation.
@@ -586,6 +630,18 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The Maglev table size of `service`: its own, else the gateway's.
+    fn table_size(&self, service: &Service) -> u32 {
+        [
+            service.maglev_table_size,
+            self.default_table_size,
+            DEFAULT_MAGLEV_TABLE_SIZE,
+        ]
+        .into_iter()
+        .find(|&size| size > 0)
+        .unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE)
+    }
+
     fn add_service(&mut self, key: ServiceKey, service: &Service) {
         let prev = self.prev;
         let previous = prev
@@ -599,16 +655,8 @@ impl Builder<'_> {
             return;
         };
         let previous = previous.map(|(_, s)| s);
-
         let backends = self.assign_endpoint_ids(service, previous);
-        let table_size = [
-            service.maglev_table_size,
-            self.default_table_size,
-            DEFAULT_MAGLEV_TABLE_SIZE,
-        ]
-        .into_iter()
-        .find(|&size| size > 0)
-        .unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE);
+        let table_size = self.table_size(service);
 
         // Who takes new flows: the alive weighted backends, unless too few
         // of them are alive for the service's failover settings.
@@ -671,6 +719,7 @@ impl Builder<'_> {
             .collect();
         let routes = self.routes(service, &backends, mode, table_size, previous);
         let path_backends = self.path_backends(service, &backends);
+        let (serial, limits) = self.flow_control(service, &backends, previous);
         place(
             &mut self.next.services,
             id,
@@ -687,14 +736,61 @@ impl Builder<'_> {
                 maglev,
                 wrr,
                 failover: service.failover,
+                announce: service.announce,
                 alive,
                 mode,
                 routes,
                 path_backends,
+                serial,
+                limits,
             },
         );
         self.next.service_index.insert(key, id);
         self.next.vips.insert(key.vip);
+    }
+
+    /// The service's serial (its previous one, or a new one) and its
+    /// compiled flow control, its backends' caps recorded.
+    fn flow_control(
+        &mut self,
+        service: &Service,
+        backends: &[BackendEntry],
+        previous: Option<&CompiledService>,
+    ) -> (u64, Option<Arc<CompiledLimits>>) {
+        let capped = self.place_caps(service, backends);
+        let limits = CompiledLimits::compile(
+            &service.limits,
+            capped,
+            previous.and_then(|p| p.limits.as_ref()),
+        );
+        let serial = previous.map_or_else(
+            || NEXT_SERVICE_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            |p| p.serial,
+        );
+        (serial, limits)
+    }
+
+    /// Records the connection marks of the service's capped backends (a
+    /// backend's own, else the service's); whether any is capped.
+    fn place_caps(&mut self, service: &Service, backends: &[BackendEntry]) -> bool {
+        let default = service.limits.max_connections;
+        if default.is_none() && service.backends.iter().all(|b| b.max_connections.is_none()) {
+            return false;
+        }
+        let caps: HashMap<([u8; 16], u16), ConnectionCap> = service
+            .backends
+            .iter()
+            .filter_map(|b| {
+                let cap = b.max_connections.or(default)?;
+                Some(((addr_to_bytes(b.address), b.port), cap))
+            })
+            .collect();
+        for b in backends {
+            if let Some(cap) = caps.get(&(b.address, b.port)) {
+                place(&mut self.next.endpoint_caps, b.id, *cap);
+            }
+        }
+        !caps.is_empty()
     }
 
     /// The service's backends that some distribution path names, by ref.
@@ -874,6 +970,7 @@ mod tests {
 
     fn backend(address: &str, port: u16, weight: u32) -> Backend {
         Backend {
+            max_connections: None,
             address: ip(address),
             port,
             weight,
@@ -887,6 +984,9 @@ mod tests {
 
     fn service(name: &str, vip: &str, port: u16, backends: Vec<Backend>) -> Service {
         Service {
+            limits: Default::default(),
+
+            announce: Default::default(),
             name: name.into(),
             protocol: Protocol::Tcp,
             vip: ip(vip),

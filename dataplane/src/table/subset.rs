@@ -265,6 +265,8 @@ pub(super) fn compile_routes(
             }
             let table = match scheduler {
                 Scheduler::Wrr => SubsetLookup::Schedule(build_schedule(&scheduled)),
+                // Fan-out sends to every member: no table to pick by.
+                Scheduler::Fanout(_) => SubsetLookup::Schedule(Arc::from([])),
                 Scheduler::Maglev | Scheduler::Sh => {
                     let backends: Vec<MaglevBackend> = list
                         .iter()
@@ -304,7 +306,7 @@ pub(super) fn compile_routes(
 /// Whether a kept table is of the kind and size the service wants now.
 fn same_kind(table: &SubsetLookup, scheduler: Scheduler, size: u32) -> bool {
     match (table, scheduler) {
-        (SubsetLookup::Schedule(_), Scheduler::Wrr) => true,
+        (SubsetLookup::Schedule(_), Scheduler::Wrr | Scheduler::Fanout(_)) => true,
         (SubsetLookup::Maglev(t), Scheduler::Maglev | Scheduler::Sh) => {
             t.size() == size as usize || t.size() == 0
         }

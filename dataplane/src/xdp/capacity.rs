@@ -30,6 +30,9 @@ pub struct XdpCapacity {
     pub vip_addresses: usize,
     /// `local_addrs`: the box's own addresses.
     pub local_addresses: usize,
+    /// `announce_addrs`: VIP addresses announced on the client-facing
+    /// interface.
+    pub announced_addresses: usize,
 }
 
 impl XdpCapacity {
@@ -40,6 +43,7 @@ impl XdpCapacity {
         reply_sources: limits::REPLY_SOURCES as usize,
         vip_addresses: limits::VIP_ADDRESSES as usize,
         local_addresses: limits::LOCAL_ADDRESSES as usize,
+        announced_addresses: limits::ANNOUNCED_ADDRESSES as usize,
     };
 
     /// Whether the maps hold every key `config`'s rules need; otherwise
@@ -67,6 +71,11 @@ impl XdpCapacity {
                 needed.vip_addresses,
                 self.vip_addresses,
             ),
+            (
+                XdpMap::AnnouncedAddresses,
+                needed.announced_addresses,
+                self.announced_addresses,
+            ),
         ]
         .into_iter()
         .filter(|&(_, needed, capacity)| needed > capacity)
@@ -88,6 +97,7 @@ impl XdpCapacity {
         demand.service_keys <= self.service_keys
             && demand.reply_sources <= self.reply_sources
             && demand.vip_addresses <= self.vip_addresses
+            && demand.announced_addresses <= self.announced_addresses
     }
 }
 
@@ -101,6 +111,8 @@ pub struct XdpDemand {
     pub reply_sources: usize,
     /// Distinct VIP addresses.
     pub vip_addresses: usize,
+    /// Distinct VIP addresses announced (`announce = "arp"`).
+    pub announced_addresses: usize,
 }
 
 impl XdpDemand {
@@ -111,17 +123,24 @@ impl XdpDemand {
             service_keys: owned.services.len(),
             reply_sources: owned.reply_sources.len(),
             vip_addresses: owned.vip_addresses().len(),
+            announced_addresses: owned.announced.len(),
         }
     }
 
     /// Upper bounds, counted without a set: every service a key and a VIP
-    /// of its own, every backend a reply source of its own.
+    /// of its own, every backend a reply source of its own, every
+    /// announcing service an announced address of its own.
     fn at_most(config: &Config) -> XdpDemand {
         let services = config.services.len();
         XdpDemand {
             service_keys: services,
             reply_sources: config.services.iter().map(|s| s.backends.len()).sum(),
             vip_addresses: services,
+            announced_addresses: config
+                .services
+                .iter()
+                .filter(|s| s.announce.is_announced())
+                .count(),
         }
     }
 }
@@ -135,6 +154,8 @@ pub enum XdpMap {
     ReplySources,
     /// `vip_addrs`.
     VipAddresses,
+    /// `announce_addrs`.
+    AnnouncedAddresses,
 }
 
 impl XdpMap {
@@ -144,6 +165,7 @@ impl XdpMap {
             XdpMap::Services => "service keys (protocol, VIP, port)",
             XdpMap::ReplySources => "reply sources (protocol, backend address, backend port)",
             XdpMap::VipAddresses => "VIP addresses",
+            XdpMap::AnnouncedAddresses => "announced VIP addresses (announce = \"arp\")",
         }
     }
 }
@@ -178,7 +200,7 @@ impl Shortfall {
 #[error("{}", self.problems("the config").join("; "))]
 pub struct CapacityError {
     /// Each map that is too small (at least one), in the order services,
-    /// reply sources, VIP addresses.
+    /// reply sources, VIP addresses, announced addresses.
     pub shortfalls: Vec<Shortfall>,
 }
 
@@ -210,11 +232,13 @@ impl fmt::Display for XdpCapacity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} service keys, {} reply sources, {} VIP addresses, {} local addresses",
+            "{} service keys, {} reply sources, {} VIP addresses, {} local addresses, \
+             {} announced addresses",
             grouped(self.service_keys),
             grouped(self.reply_sources),
             grouped(self.vip_addresses),
-            grouped(self.local_addresses)
+            grouped(self.local_addresses),
+            grouped(self.announced_addresses)
         )
     }
 }
@@ -228,6 +252,9 @@ mod tests {
 
     fn service(name: String, protocol: Protocol, vip: IpAddr, port: u16) -> Service {
         Service {
+            limits: Default::default(),
+
+            announce: Default::default(),
             name,
             protocol,
             vip,
@@ -331,16 +358,22 @@ mod tests {
                 reply_sources: value("FLOWGATE_MAX_REPLY_SOURCES"),
                 vip_addresses: value("FLOWGATE_MAX_VIP_ADDRESSES"),
                 local_addresses: value("FLOWGATE_MAX_LOCAL_ADDRESSES"),
+                announced_addresses: value("FLOWGATE_MAX_ANNOUNCED_ADDRESSES"),
             }
         );
         // The C source sizes the maps with the header, not with numbers.
-        let source = include_str!("../../bpf/flowgate_xdp.c");
+        let source = [
+            include_str!("../../bpf/flowgate_xdp.c"),
+            include_str!("../../bpf/flowgate_announce.h"),
+        ]
+        .concat();
         assert!(source.contains("#include \"flowgate_limits.h\""));
         for define in [
             "FLOWGATE_MAX_SERVICE_KEYS",
             "FLOWGATE_MAX_REPLY_SOURCES",
             "FLOWGATE_MAX_VIP_ADDRESSES",
             "FLOWGATE_MAX_LOCAL_ADDRESSES",
+            "FLOWGATE_MAX_ANNOUNCED_ADDRESSES",
         ] {
             assert!(
                 source.contains(&format!("__uint(max_entries, {define});")),
@@ -416,6 +449,7 @@ port = 8080
                 // .11:8080 once for TCP, once for UDP; .12 drained.
                 reply_sources: 4,
                 vip_addresses: 3,
+                announced_addresses: 0,
             }
         );
         assert_eq!(
@@ -424,6 +458,7 @@ port = 8080
                 service_keys: 4,
                 reply_sources: 5,
                 vip_addresses: 4,
+                announced_addresses: 0,
             }
         );
     }
@@ -435,11 +470,13 @@ port = 8080
             reply_sources: 6,
             vip_addresses: 3,
             local_addresses: 1,
+            announced_addresses: 2,
         };
         let at = |s, r, v| XdpDemand {
             service_keys: s,
             reply_sources: r,
             vip_addresses: v,
+            announced_addresses: 0,
         };
         assert!(small.admits(&at(4, 6, 3)));
         for over in [at(5, 6, 3), at(4, 7, 3), at(4, 6, 4)] {
@@ -477,6 +514,56 @@ port = 8080
         let one = shared.services[0].backends[0].clone();
         shared.services[0].backends = vec![one; 50];
         assert_eq!(small.check(&shared), Ok(()));
+    }
+
+    /// `n` services on VIPs of their own, the first `announced` of them
+    /// announced.
+    fn announced(n: usize, announced: usize) -> Config {
+        let mut config = vips(n);
+        for s in config.services.iter_mut().take(announced) {
+            s.announce = crate::rules::Announce::Arp;
+        }
+        config
+    }
+
+    #[test]
+    fn announced_addresses_have_a_map_of_their_own() {
+        let small = XdpCapacity {
+            service_keys: 8,
+            reply_sources: 8,
+            vip_addresses: 8,
+            local_addresses: 1,
+            announced_addresses: 2,
+        };
+        assert_eq!(small.check(&announced(8, 2)), Ok(()));
+        let e = small.check(&announced(8, 3)).unwrap_err();
+        assert_eq!(
+            e.problems("the change"),
+            [
+                "the change needs 3 announced VIP addresses (announce = \"arp\"); \
+              the XDP program holds at most 2"
+            ]
+        );
+        // Several services of one announced VIP are one address.
+        let mut shared = services_on_one_vip(6);
+        for s in &mut shared.services {
+            s.announce = crate::rules::Announce::Arp;
+        }
+        assert_eq!(small.check(&shared), Ok(()));
+
+        // The program's own size, exactly.
+        let program = XdpCapacity::PROGRAM;
+        let n = program.announced_addresses;
+        assert_eq!(program.check(&announced(n + 1, n)), Ok(()));
+        let e = program.check(&announced(n + 1, n + 1)).unwrap_err();
+        assert_eq!(
+            e.shortfalls,
+            [Shortfall {
+                map: XdpMap::AnnouncedAddresses,
+                needed: n + 1,
+                capacity: n
+            }]
+        );
     }
 
     #[test]

@@ -48,6 +48,11 @@ pub struct XdpCounters {
     /// `fast_tx_ports`, or one that cannot transmit XDP frames (its bit
     /// clear in `fast_config.egress_ready`): to the worker.
     pub fast_no_egress: u64,
+    /// ARP requests for an announced VIP answered with XDP_TX.
+    pub answered_arp: u64,
+    /// IPv6 neighbour solicitations for an announced VIP answered with
+    /// XDP_TX.
+    pub answered_ns: u64,
 }
 
 impl XdpCounters {
@@ -101,6 +106,8 @@ impl XdpCounters {
             fast_miss: at(counter::FAST_MISS),
             fast_handed_up: at(counter::FAST_HANDED_UP),
             fast_no_egress: at(counter::FAST_NO_EGRESS),
+            answered_arp: at(counter::ANSWERED_ARP),
+            answered_ns: at(counter::ANSWERED_NS),
         }
     }
 }
@@ -118,6 +125,7 @@ mod tests {
         assert_eq!(c.passed_local, 12);
         assert_eq!(c.fast_forwarded(), 13 + 14);
         assert_eq!(c.fast_no_egress, 17);
+        assert_eq!((c.answered_arp, c.answered_ns), (18, 19));
         assert_eq!(c.redirected(), 1 + 2 + 3 + 4);
         assert_eq!(c.redirect_failed(), 5 + 6);
         assert_eq!(c.passed(), 6 + 7 + 8 + 9 + 10 + 11 + 12);

@@ -14,7 +14,7 @@ use aya::{Ebpf, EbpfLoader};
 use super::fast_map::MappedEntries;
 use super::key_set::{map_error, KeySet};
 use super::owned::{OwnedTraffic, TrafficKey};
-use super::program::{counter, map, traffic_key, traffic_key_parts, KEY_LEN, OBJECT, PROGRAM};
+use super::program::{counter, load_program, map, traffic_key, traffic_key_parts, KEY_LEN, OBJECT};
 use super::stale::remove_stale_programs;
 use super::{XdpCapacity, XdpCounters, XdpError, XdpMapKeys};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
@@ -60,6 +60,11 @@ pub struct XdpFilter {
     reply_sources: KeySet<TrafficKey, [u8; KEY_LEN]>,
     vip_addresses: KeySet<[u8; 16], [u8; 16]>,
     local_addresses: KeySet<[u8; 16], [u8; 16]>,
+    announced: KeySet<[u8; 16], [u8; 16]>,
+    /// Whether this interface announces VIPs (the client-facing one):
+    /// only then does `announced` follow the rules' announced VIPs.
+    announces: bool,
+    announce_mac: Array<MapData, [u8; 8]>,
     config: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
     /// The fast path's cache, mapped, and its geometry (`None`: loaded
@@ -93,12 +98,23 @@ pub struct Widening {
     services: Vec<TrafficKey>,
     reply_sources: Vec<TrafficKey>,
     vip_addresses: Vec<[u8; 16]>,
+    announced: Vec<[u8; 16]>,
 }
 
 impl Widening {
     /// How many keys it inserted, over all maps.
     pub fn len(&self) -> usize {
-        self.services.len() + self.reply_sources.len() + self.vip_addresses.len()
+        self.services.len()
+            + self.reply_sources.len()
+            + self.vip_addresses.len()
+            + self.announced.len()
+    }
+
+    /// The VIP addresses it began announcing: those to announce to the
+    /// segment (gratuitous ARP, unsolicited neighbour advertisement)
+    /// once the change is published.
+    pub fn announced(&self) -> &[[u8; 16]] {
+        &self.announced
     }
 
     /// Whether it inserted nothing.
@@ -184,6 +200,11 @@ impl XdpFilter {
                 capacity.local_addresses,
                 program.local_addresses,
             ),
+            (
+                map::ANNOUNCED_ADDRESSES,
+                capacity.announced_addresses,
+                program.announced_addresses,
+            ),
         ] {
             if !(1..=limit).contains(&size) {
                 return Err(XdpError::Other(format!(
@@ -241,15 +262,9 @@ impl XdpFilter {
         let sockets = take_map(&mut ebpf, map::SOCKETS)?;
         let config = take_map(&mut ebpf, map::CONFIG)?;
         let counters = take_map(&mut ebpf, map::COUNTERS)?;
+        let announce_mac = take_map(&mut ebpf, map::ANNOUNCE_MAC)?;
 
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| XdpError::Other(format!("the XDP object has no program {PROGRAM}")))?
-            .try_into()
-            .map_err(|e: ProgramError| XdpError::from_program("loading the XDP program", &e))?;
-        program
-            .load()
-            .map_err(|e| XdpError::from_program("loading the XDP program", &e))?;
+        let program = load_program(&mut ebpf)?;
 
         if !link.xdp.is_empty() {
             remove_stale_programs(&link)?;
@@ -266,6 +281,9 @@ impl XdpFilter {
             reply_sources: sets.reply_sources,
             vip_addresses: sets.vip_addresses,
             local_addresses: sets.local_addresses,
+            announced: sets.announced,
+            announces: false,
+            announce_mac,
             config,
             counters,
             fast,
@@ -393,6 +411,7 @@ impl XdpFilter {
     /// [`Self::drift`] counts, and is logged.
     pub fn widen(&mut self, owned: &OwnedTraffic) -> Result<Widening, XdpError> {
         let vips = owned.vip_addresses();
+        let announced = announced_of(self.announces, owned);
         let mut added = Widening::default();
         let result = self
             .services
@@ -404,7 +423,8 @@ impl XdpFilter {
             .and_then(|()| {
                 self.vip_addresses
                     .add_missing(&vips, &mut added.vip_addresses)
-            });
+            })
+            .and_then(|()| self.announced.add_missing(announced, &mut added.announced));
         match result {
             Ok(()) => Ok(added),
             Err(e) => {
@@ -427,7 +447,8 @@ impl XdpFilter {
         let services = self.services.remove_keys(&widening.services);
         let replies = self.reply_sources.remove_keys(&widening.reply_sources);
         let vips = self.vip_addresses.remove_keys(&widening.vip_addresses);
-        services.and(replies).and(vips)
+        let announced = self.announced.remove_keys(&widening.announced);
+        services.and(replies).and(vips).and(announced)
     }
 
     /// Removes every key the maps hold that `owned` does not. Every key is
@@ -439,7 +460,38 @@ impl XdpFilter {
         let services = self.services.remove_unwanted(&owned.services);
         let replies = self.reply_sources.remove_unwanted(&owned.reply_sources);
         let vips = self.vip_addresses.remove_unwanted(&vips);
-        services.and(replies).and(vips)
+        let announced = self
+            .announced
+            .remove_unwanted(announced_of(self.announces, owned));
+        services.and(replies).and(vips).and(announced)
+    }
+
+    /// Makes this the interface that announces VIPs (the client-facing
+    /// one), or not. The announced addresses follow at the next
+    /// [`Self::widen`] and [`Self::narrow`].
+    pub fn set_announces(&mut self, announces: bool) {
+        self.announces = announces;
+    }
+
+    /// Whether this interface announces VIPs.
+    pub fn announces(&self) -> bool {
+        self.announces
+    }
+
+    /// Sets the MAC the program answers ARP and neighbour solicitations
+    /// with: the one the gateway sends from on this interface. All zeros
+    /// makes it answer nothing.
+    pub fn set_announce_mac(&mut self, mac: [u8; 6]) -> Result<(), XdpError> {
+        let mut value = [0u8; 8];
+        value[..6].copy_from_slice(&mac);
+        self.announce_mac
+            .set(0, value, 0)
+            .map_err(|e| map_error("setting the MAC VIPs are announced with", e))
+    }
+
+    /// The VIP addresses the program answers for now.
+    pub fn announced(&self) -> &HashSet<[u8; 16]> {
+        self.announced.held()
     }
 
     /// How the maps differ from `owned`'s keys (0 and 0 when they hold
@@ -469,6 +521,11 @@ impl XdpFilter {
             self.vip_addresses.held().difference(&vips).count(),
             vips.difference(self.vip_addresses.held()).count(),
         );
+        let announced = announced_of(self.announces, owned);
+        count(
+            self.announced.held().difference(announced).count(),
+            announced.difference(self.announced.held()).count(),
+        );
         drift
     }
 
@@ -477,6 +534,7 @@ impl XdpFilter {
         OwnedTraffic {
             services: self.services.held().clone(),
             reply_sources: self.reply_sources.held().clone(),
+            announced: self.announced.held().clone(),
         }
     }
 
@@ -487,6 +545,7 @@ impl XdpFilter {
             reply_sources: self.reply_sources.read()?,
             vip_addresses: self.vip_addresses.read()?,
             local_addresses: self.local_addresses.read()?,
+            announced_addresses: self.announced.read()?,
         })
     }
 
@@ -497,6 +556,7 @@ impl XdpFilter {
         self.services.refuse_removals(refuse);
         self.reply_sources.refuse_removals(refuse);
         self.vip_addresses.refuse_removals(refuse);
+        self.announced.refuse_removals(refuse);
     }
 
     /// Makes the program's set of the box's own addresses (16 bytes each,
@@ -547,6 +607,17 @@ impl XdpFilter {
         // Closing the link's descriptor detaches the program.
         drop(self.link.take());
         Ok(())
+    }
+}
+
+/// The VIP addresses a filter answers for: `owned`'s announced ones on
+/// the client-facing interface (`announces`), none elsewhere.
+fn announced_of(announces: bool, owned: &OwnedTraffic) -> &HashSet<[u8; 16]> {
+    static NONE: std::sync::OnceLock<HashSet<[u8; 16]>> = std::sync::OnceLock::new();
+    if announces {
+        &owned.announced
+    } else {
+        NONE.get_or_init(HashSet::new)
     }
 }
 
@@ -631,13 +702,14 @@ struct KeySets {
     reply_sources: KeySet<TrafficKey, [u8; KEY_LEN]>,
     vip_addresses: KeySet<[u8; 16], [u8; 16]>,
     local_addresses: KeySet<[u8; 16], [u8; 16]>,
+    announced: KeySet<[u8; 16], [u8; 16]>,
 }
 
 impl KeySets {
     /// Takes the sets' maps out of the loaded `ebpf`, and checks that the
     /// kernel made each the size [`map_sizes`] asked for: rules are
     /// checked against those sizes, so the two must agree.
-    fn take(ebpf: &mut Ebpf, sizes: &[(&'static str, u32); 4]) -> Result<KeySets, XdpError> {
+    fn take(ebpf: &mut Ebpf, sizes: &[(&'static str, u32); 5]) -> Result<KeySets, XdpError> {
         let sets = KeySets {
             services: KeySet::new(
                 take_map(ebpf, map::SERVICES)?,
@@ -663,12 +735,19 @@ impl KeySets {
                 |address| *address,
                 |address| *address,
             ),
+            announced: KeySet::new(
+                take_map(ebpf, map::ANNOUNCED_ADDRESSES)?,
+                map::ANNOUNCED_ADDRESSES,
+                |address| *address,
+                |address| *address,
+            ),
         };
         let made = [
             sets.services.capacity()?,
             sets.reply_sources.capacity()?,
             sets.vip_addresses.capacity()?,
             sets.local_addresses.capacity()?,
+            sets.announced.capacity()?,
         ];
         for (&(name, asked), made) in sizes.iter().zip(made) {
             if made != asked {
@@ -683,14 +762,16 @@ impl KeySets {
 }
 
 /// The maps sized from a capacity, with their sizes, in the order
-/// services, reply sources, VIP addresses, local addresses.
-fn map_sizes(capacity: &XdpCapacity) -> [(&'static str, u32); 4] {
+/// services, reply sources, VIP addresses, local addresses, announced
+/// addresses.
+fn map_sizes(capacity: &XdpCapacity) -> [(&'static str, u32); 5] {
     let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     [
         (map::SERVICES, size(capacity.service_keys)),
         (map::REPLY_SOURCES, size(capacity.reply_sources)),
         (map::VIP_ADDRESSES, size(capacity.vip_addresses)),
         (map::LOCAL_ADDRESSES, size(capacity.local_addresses)),
+        (map::ANNOUNCED_ADDRESSES, size(capacity.announced_addresses)),
     ]
 }
 

@@ -29,6 +29,8 @@ pub struct XdpMapKeys {
     pub vip_addresses: HashSet<[u8; 16]>,
     /// `local_addrs`.
     pub local_addresses: HashSet<[u8; 16]>,
+    /// `announce_addrs`.
+    pub announced_addresses: HashSet<[u8; 16]>,
 }
 
 impl XdpMapKeys {
@@ -37,12 +39,14 @@ impl XdpMapKeys {
         OwnedTraffic {
             services: self.services.clone(),
             reply_sources: self.reply_sources.clone(),
+            announced: self.announced_addresses.clone(),
         }
     }
 
     /// Whether the maps hold exactly the keys of `owned`: its services,
     /// its reply sources and its VIP addresses, nothing more or less (the
-    /// box's own addresses are not compared).
+    /// box's own addresses and the announced addresses, which only the
+    /// client-facing interface holds, are not compared).
     pub fn hold_exactly(&self, owned: &OwnedTraffic) -> bool {
         self.services == owned.services
             && self.reply_sources == owned.reply_sources
@@ -65,6 +69,9 @@ pub fn read_attached_maps(interface: &str) -> Result<XdpMapKeys, XdpError> {
             }
             map::LOCAL_ADDRESSES => {
                 keys.local_addresses = read(data, map::LOCAL_ADDRESSES, |a: &[u8; 16]| *a)?
+            }
+            map::ANNOUNCED_ADDRESSES => {
+                keys.announced_addresses = read(data, map::ANNOUNCED_ADDRESSES, |a: &[u8; 16]| *a)?
             }
             _ => {}
         }

@@ -13,7 +13,10 @@
 //! curl), as the gateway's own replies only ever go to clients. Owned
 //! traffic that finds no socket on its queue is dropped and counted; the C
 //! source's header says why, and how VLAN tags, IPv4 options, IPv6
-//! extension headers and fragments are handled.
+//! extension headers and fragments are handled. On the client-facing
+//! interface it also answers ARP requests and neighbour solicitations for
+//! announced VIPs (`announce = "arp"`, [`OwnedTraffic::announced`]) with
+//! XDP_TX (bpf/flowgate_announce.h).
 //!
 //! What rules own ([`OwnedTraffic`]) and how many keys the program's maps
 //! hold ([`XdpCapacity`], from dataplane/bpf/flowgate_limits.h, which the C

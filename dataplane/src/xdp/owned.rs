@@ -41,6 +41,10 @@ pub struct OwnedTraffic {
     /// Frames from these (protocol, backend address, backend port) are
     /// redirected: the replies of the gateway's connections.
     pub reply_sources: HashSet<TrafficKey>,
+    /// VIP addresses (16 bytes, IPv4-mapped for IPv4) announced on the
+    /// client-facing interface (`announce = "arp"`): the program there
+    /// answers ARP requests and neighbour solicitations for them.
+    pub announced: HashSet<[u8; 16]>,
 }
 
 impl OwnedTraffic {
@@ -54,6 +58,9 @@ impl OwnedTraffic {
                 address: *service.vip(),
                 port: service.port(),
             });
+            if service.announce().is_announced() {
+                owned.announced.insert(*service.vip());
+            }
             for &id in service.endpoints() {
                 if let Some(endpoint) = snapshot.endpoint(id) {
                     owned.reply_sources.insert(TrafficKey {
@@ -79,6 +86,9 @@ impl OwnedTraffic {
                 address: addr_to_bytes(service.vip),
                 port: service.port,
             });
+            if service.announce.is_announced() {
+                owned.announced.insert(addr_to_bytes(service.vip));
+            }
             for backend in &service.backends {
                 owned.reply_sources.insert(TrafficKey {
                     protocol,
@@ -112,6 +122,9 @@ mod tests {
         backends: &[(&str, u16, u32)],
     ) -> Service {
         Service {
+            limits: Default::default(),
+
+            announce: Default::default(),
             name: name.into(),
             protocol,
             vip: vip.parse().unwrap(),
@@ -189,6 +202,44 @@ mod tests {
         assert_eq!(vips.len(), 2);
         assert!(vips.contains(&addr_to_bytes("198.18.100.10".parse().unwrap())));
         assert!(vips.contains(&addr_to_bytes("2001:2:0:100::10".parse().unwrap())));
+    }
+
+    #[test]
+    fn announced_vips_are_those_of_services_that_announce() {
+        let mut web = service(
+            "web",
+            Protocol::Tcp,
+            "198.18.0.50",
+            80,
+            &[("198.18.1.11", 8080, 1)],
+        );
+        let mut dns = service(
+            "dns",
+            Protocol::Udp,
+            "198.18.0.50",
+            53,
+            &[("198.18.1.11", 53, 1)],
+        );
+        let web6 = service(
+            "web6",
+            Protocol::Tcp,
+            "2001:2::50",
+            80,
+            &[("2001:2:0:1::11", 80, 1)],
+        );
+        web.announce = crate::rules::Announce::Arp;
+        dns.announce = crate::rules::Announce::Arp;
+        let config = Config {
+            services: vec![web, dns, web6],
+            ..Config::default()
+        };
+        let owned = OwnedTraffic::from_config(&config);
+        assert_eq!(
+            owned,
+            OwnedTraffic::from_snapshot(&Snapshot::build(&config, None))
+        );
+        let expected: HashSet<[u8; 16]> = [addr_to_bytes("198.18.0.50".parse().unwrap())].into();
+        assert_eq!(owned.announced, expected);
     }
 
     #[test]

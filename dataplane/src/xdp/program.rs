@@ -2,12 +2,46 @@
 //! names, the key layout and the counter indices
 //! (dataplane/bpf/flowgate_xdp.c; change both together).
 
+use aya::programs::{ProgramError, Xdp};
+use aya::Ebpf;
+use nix::libc::EAGAIN;
+
+use super::XdpError;
+
 /// The object file build.rs compiled from dataplane/bpf/flowgate_xdp.c.
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flowgate_xdp.o"));
 
 /// The program's name (its function name in the C source).
 pub(crate) const PROGRAM: &str = "flowgate_xdp";
+
+/// How many times a load the verifier gave up on with `EAGAIN` is tried.
+const LOAD_ATTEMPTS: usize = 5;
+
+/// Loads the program of `ebpf` into the kernel.
+///
+/// The verifier returns `EAGAIN` when a signal reaches the loading thread
+/// part way through (it checks for pending signals as it walks the program),
+/// so such a load is tried again, as libbpf does; any other refusal is final.
+pub(crate) fn load_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM)
+        .ok_or_else(|| XdpError::Other(format!("the XDP object has no program {PROGRAM}")))?
+        .try_into()
+        .map_err(|e: ProgramError| XdpError::from_program("loading the XDP program", &e))?;
+    let mut attempt = 1;
+    loop {
+        match program.load() {
+            Ok(()) => return Ok(program),
+            Err(ProgramError::LoadError { ref io_error, .. })
+                if io_error.raw_os_error() == Some(EAGAIN) && attempt < LOAD_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            Err(e) => return Err(XdpError::from_program("loading the XDP program", &e)),
+        }
+    }
+}
 
 /// Map names.
 pub(crate) mod map {
@@ -31,6 +65,11 @@ pub(crate) mod map {
     pub(crate) const FAST_CONFIG: &str = "fast_config";
     /// Egress interfaces by port index (DEVMAP).
     pub(crate) const FAST_TX_PORTS: &str = "fast_tx_ports";
+    /// Announced VIP addresses: ARP and neighbour solicitations for them
+    /// are answered (bpf/flowgate_announce.h).
+    pub(crate) const ANNOUNCED_ADDRESSES: &str = "announce_addrs";
+    /// One `struct announce_config`: the MAC the answers carry.
+    pub(crate) const ANNOUNCE_MAC: &str = "announce_mac";
 }
 
 /// Counter indices (`enum counter` in the C source).
@@ -52,8 +91,10 @@ pub(crate) mod counter {
     pub(crate) const FAST_MISS: u32 = 14;
     pub(crate) const FAST_HANDED_UP: u32 = 15;
     pub(crate) const FAST_NO_EGRESS: u32 = 16;
+    pub(crate) const ANSWERED_ARP: u32 = 17;
+    pub(crate) const ANSWERED_NS: u32 = 18;
     /// How many there are.
-    pub(crate) const COUNT: u32 = 17;
+    pub(crate) const COUNT: u32 = 19;
 }
 
 /// Size of `struct traffic_key`: 16 address bytes, the port in network
@@ -144,6 +185,8 @@ mod tests {
             ("FAST_MISS", counter::FAST_MISS),
             ("FAST_HANDED_UP", counter::FAST_HANDED_UP),
             ("FAST_NO_EGRESS", counter::FAST_NO_EGRESS),
+            ("ANSWERED_ARP", counter::ANSWERED_ARP),
+            ("ANSWERED_NS", counter::ANSWERED_NS),
             ("COUNTER_COUNT", counter::COUNT),
         ];
         let c = c_counters();

@@ -33,6 +33,9 @@ pub mod action {
     pub const REDIRECT: u32 = 4;
 }
 
+/// How many bytes longer than its input a test run's output may be.
+pub const GROWTH: usize = 64;
+
 const BPF_PROG_LOAD: i64 = 5;
 const BPF_PROG_TEST_RUN: i64 = 10;
 const BPF_PROG_TYPE_XDP: u32 = 6;
@@ -100,9 +103,10 @@ fn bpf<T>(command: i64, attr: &mut T) -> io::Result<i64> {
 /// Runs the XDP program `program` once (or `repeat` times on the same
 /// bytes, for its timing) on `frame`, in the calling thread's network
 /// namespace: the frame looks received on queue 0 of loopback. The
-/// program cannot grow a frame, so the output is at most as long.
+/// program grows a frame only to answer a neighbour solicitation (by 8
+/// bytes at most), so the output has room for [`GROWTH`] bytes more.
 pub fn test_run(program: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result<TestRun> {
-    let mut out = vec![0u8; frame.len().max(1)];
+    let mut out = vec![0u8; frame.len() + GROWTH];
     let mut attr = TestAttr {
         prog_fd: u32::try_from(program.as_raw_fd()).unwrap_or(u32::MAX),
         data_size_in: u32::try_from(frame.len()).unwrap_or(u32::MAX),

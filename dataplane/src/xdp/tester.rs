@@ -14,7 +14,7 @@ use aya::{Ebpf, EbpfLoader};
 use super::fast_map::MappedEntries;
 use super::key_set::map_error;
 use super::owned::OwnedTraffic;
-use super::program::{counter, map, traffic_key, KEY_LEN, OBJECT, PROGRAM};
+use super::program::{counter, load_program, map, traffic_key, KEY_LEN, OBJECT, PROGRAM};
 use super::test_run::{test_run, TestRun};
 use super::{XdpCounters, XdpError};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
@@ -26,6 +26,8 @@ pub struct XdpTester {
     reply_sources: BpfHashMap<MapData, [u8; KEY_LEN], u8>,
     vip_addresses: BpfHashMap<MapData, [u8; 16], u8>,
     local_addresses: BpfHashMap<MapData, [u8; 16], u8>,
+    announced: BpfHashMap<MapData, [u8; 16], u8>,
+    announce_mac: Array<MapData, [u8; 8]>,
     fast_config: Array<MapData, [u8; FAST_CONFIG_SIZE]>,
     tx_ports: DevMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
@@ -43,14 +45,7 @@ impl XdpTester {
         loader.set_max_entries(map::SOCKETS, 1);
         loader.set_max_entries(map::FAST_FLOWS, u32::try_from(entries).unwrap_or(u32::MAX));
         let mut ebpf = loader.load(OBJECT).map_err(|e| XdpError::from_load(&e))?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| XdpError::Other(format!("the XDP object has no program {PROGRAM}")))?
-            .try_into()
-            .map_err(|e: ProgramError| XdpError::from_program("loading the XDP program", &e))?;
-        program
-            .load()
-            .map_err(|e| XdpError::from_program("loading the XDP program", &e))?;
+        load_program(&mut ebpf)?;
         let cache = match ebpf.take_map(map::FAST_FLOWS) {
             Some(Map::Array(data)) => Arc::new(MappedEntries::map(data, entries)?),
             _ => {
@@ -64,6 +59,8 @@ impl XdpTester {
             reply_sources: take(&mut ebpf, map::REPLY_SOURCES)?,
             vip_addresses: take(&mut ebpf, map::VIP_ADDRESSES)?,
             local_addresses: take(&mut ebpf, map::LOCAL_ADDRESSES)?,
+            announced: take(&mut ebpf, map::ANNOUNCED_ADDRESSES)?,
+            announce_mac: take(&mut ebpf, map::ANNOUNCE_MAC)?,
             fast_config: take(&mut ebpf, map::FAST_CONFIG)?,
             tx_ports: take(&mut ebpf, map::FAST_TX_PORTS)?,
             counters: take(&mut ebpf, map::COUNTERS)?,
@@ -73,7 +70,9 @@ impl XdpTester {
         })
     }
 
-    /// Makes the program own `owned` (services, reply sources, VIPs).
+    /// Makes the program own `owned` (services, reply sources, VIPs, and
+    /// answer for its announced VIPs, as the client-facing interface's
+    /// program does).
     pub fn own(&mut self, owned: &OwnedTraffic) -> Result<(), XdpError> {
         for k in &owned.services {
             self.services
@@ -90,7 +89,28 @@ impl XdpTester {
                 .insert(a, 1, 0)
                 .map_err(|e| map_error("adding a VIP address", e))?;
         }
+        for a in &owned.announced {
+            self.announced
+                .insert(*a, 1, 0)
+                .map_err(|e| map_error("adding an announced address", e))?;
+        }
         Ok(())
+    }
+
+    /// Stops answering for the announced VIP `address`.
+    pub fn remove_announced(&mut self, address: [u8; 16]) -> Result<(), XdpError> {
+        self.announced
+            .remove(&address)
+            .map_err(|e| map_error("removing an announced address", e))
+    }
+
+    /// Sets the MAC the answers for announced VIPs carry.
+    pub fn set_announce_mac(&mut self, mac: [u8; 6]) -> Result<(), XdpError> {
+        let mut value = [0u8; 8];
+        value[..6].copy_from_slice(&mac);
+        self.announce_mac
+            .set(0, value, 0)
+            .map_err(|e| map_error("setting the announce MAC", e))
     }
 
     /// Adds one of the box's own addresses.

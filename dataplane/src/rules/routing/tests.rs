@@ -14,6 +14,9 @@ fn backend(host: u8, set: Option<&str>, zone: Option<&str>, group: Option<&str>)
 
 fn service(backends: Vec<Backend>) -> Service {
     Service {
+        limits: Default::default(),
+
+        announce: Default::default(),
         name: "orders".into(),
         protocol: Protocol::Tcp,
         vip: IpAddr::from([198, 18, 100, 10]),
