@@ -557,7 +557,12 @@ fn frames_dir() -> std::path::PathBuf {
 /// tests/golden/frames/`file`: hex bytes, `#` lines are comments. `None`
 /// if there is no such file.
 fn read_hex_frame(file: &str) -> Option<Vec<u8>> {
-    let path = frames_dir().join(file);
+    hex_frame_in(&frames_dir(), file)
+}
+
+/// `dir`/`file`, read as [`read_hex_frame`] reads frames.
+fn hex_frame_in(dir: &std::path::Path, file: &str) -> Option<Vec<u8>> {
+    let path = dir.join(file);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -573,6 +578,14 @@ fn read_hex_frame(file: &str) -> Option<Vec<u8>> {
         })
         .collect();
     Some(bytes)
+}
+
+/// tests/golden/`sub`/`file`, as [`read_hex_frame`] reads frames.
+fn golden_frame(sub: &str, file: &str) -> Option<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(sub);
+    hex_frame_in(&dir, file)
 }
 
 /// The independent frames of step `name`: its input, and its output if the
@@ -818,21 +831,7 @@ const DEAD_BACKEND_CASES: [DeadBackendCase; 5] = [
 ];
 
 fn dead_backend_frame(file: &str) -> Option<Vec<u8>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/dead_backend")
-        .join(file);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("{}: {e}", path.display()),
-    };
-    Some(
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .flat_map(str::split_whitespace)
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect(),
-    )
+    golden_frame("dead_backend", file)
 }
 
 #[test]
@@ -1363,21 +1362,7 @@ port = 7000
 "#;
 
 fn fanout_frame(file: &str) -> Option<Vec<u8>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/fanout")
-        .join(file);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("{}: {e}", path.display()),
-    };
-    Some(
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .flat_map(str::split_whitespace)
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect(),
-    )
+    golden_frame("fanout", file)
 }
 
 /// Each case of tests/golden/make_fanout.py through `flowgate replay`: the
@@ -1684,21 +1669,7 @@ const ROUTING_CASES: [RoutingCase; 15] = [
 
 /// tests/golden/routing/`file`, as [`read_hex_frame`] reads frames.
 fn routing_frame(file: &str) -> Option<Vec<u8>> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/routing")
-        .join(file);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("{}: {e}", path.display()),
-    };
-    Some(
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .flat_map(str::split_whitespace)
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect(),
-    )
+    golden_frame("routing", file)
 }
 
 /// A harness running [`routing_rules`] as the daemon does: the paths in a
@@ -1840,15 +1811,7 @@ fn each_routing_policy_and_their_combinations_give_the_golden_frames() {
 /// A frame of tests/golden/resets/ (tests/golden/make_resets.py: a refused
 /// segment, `.in.hex`, and the RST RFC 793 gives for it, `.out.hex`).
 fn reset_frame(file: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden/resets")
-        .join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .flat_map(str::split_whitespace)
-        .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect()
+    golden_frame("resets", file).unwrap_or_else(|| panic!("tests/golden/resets/{file}: missing"))
 }
 
 /// Each limit of `[services.limits]`, with each `over_limit`, on scapy's
