@@ -779,14 +779,13 @@ impl Pipeline {
         if wire::quoted::is_translated_error(meta) {
             return self.icmp_error(frame, meta, cx);
         }
-        // A fan-out backend's reply finds its client in the fan-out table;
-        // one that finds none goes on as any reply with no connection.
-        if !cx.snapshot.fanout_index().is_empty() {
-            let udp_timeout = fanout::udp_timeout_ns(cx.flows);
-            let verdict = self.fanout_reply(frame, meta, udp_timeout, cx.snapshot);
-            if verdict != Verdict::Pass {
-                return verdict;
-            }
+        // A fan-out backend's reply finds its client in the fan-out table
+        // (`fanout_reply` passes at once while no service fans out); one
+        // that finds none goes on as any reply with no connection.
+        let udp_timeout = fanout::udp_timeout_ns(cx.flows);
+        let verdict = self.fanout_reply(frame, meta, udp_timeout, cx.snapshot);
+        if verdict != Verdict::Pass {
+            return verdict;
         }
         self.stateless_reply(frame, meta, cx.snapshot)
     }
