@@ -641,6 +641,12 @@ fn difference(after: &XdpCounters, before: &XdpCounters) -> XdpCounters {
         fast_no_egress: after.fast_no_egress - before.fast_no_egress,
         answered_arp: after.answered_arp - before.answered_arp,
         answered_ns: after.answered_ns - before.answered_ns,
+        dropped_other_host: after.dropped_other_host - before.dropped_other_host,
+        dropped_broadcast: after.dropped_broadcast - before.dropped_broadcast,
+        dropped_multicast: after.dropped_multicast - before.dropped_multicast,
+        dropped_bad_ip_checksum: after.dropped_bad_ip_checksum - before.dropped_bad_ip_checksum,
+        dropped_vlan_not_configured: after.dropped_vlan_not_configured
+            - before.dropped_vlan_not_configured,
     }
 }
 

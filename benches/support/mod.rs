@@ -157,6 +157,7 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
         })
         .collect();
     Config {
+        ingress: Default::default(),
         gateway: GatewaySettings {
             maglev_table_size: table_size,
         },

@@ -101,6 +101,7 @@
 
 #include "flowgate_announce.h"
 #include "flowgate_fastpath.h"
+#include "flowgate_ingress.h"
 #include "flowgate_limits.h"
 
 // A VIP address belongs to at least one service key, so rules that fit
@@ -143,7 +144,13 @@ enum counter {
 	FAST_NO_EGRESS = 16,
 	ANSWERED_ARP = 17,
 	ANSWERED_NS = 18,
-	COUNTER_COUNT = 19,
+	// Ingress sanity (flowgate_ingress.h), in `enum ingress_reason` order.
+	DROPPED_OTHER_HOST = 19,
+	DROPPED_BROADCAST = 20,
+	DROPPED_MULTICAST = 21,
+	DROPPED_BAD_IP_CHECKSUM = 22,
+	DROPPED_VLAN_NOT_CONFIGURED = 23,
+	COUNTER_COUNT = 24,
 };
 
 // A service or a backend: address (IPv4-mapped for IPv4), port in network
@@ -287,6 +294,13 @@ static __always_inline int redirect_owned(struct xdp_md *ctx, __u32 reason)
 
 	count(action == XDP_REDIRECT ? reason : DROPPED_NO_SOCKET);
 	return action;
+}
+
+// A frame refused by the ingress checks (flowgate_ingress.h), counted.
+static __always_inline int ingress_drop(__u32 reason)
+{
+	count(DROPPED_OTHER_HOST + reason - INGRESS_OTHER_HOST);
+	return XDP_DROP;
 }
 
 // Forward-only mode: to the socket of this queue, passed if there is none.
@@ -814,7 +828,7 @@ int flowgate_xdp(struct xdp_md *ctx)
 	void *l3;
 	__be16 proto;
 	__u32 l2_len = sizeof(*eth);
-	__u32 why;
+	__u32 why, refuse;
 	int i;
 
 	if ((void *)(eth + 1) > end)
@@ -836,6 +850,12 @@ int flowgate_xdp(struct xdp_md *ctx)
 	}
 	if (is_vlan(proto))
 		return pass(PASSED_UNPARSED);
+
+	// Ingress sanity (flowgate_ingress.h): another host's frames and bad
+	// IPv4 checksums are dropped; what must not be forwarded is marked.
+	why = ingress_check(data, end, proto, l3, l2_len != sizeof(*eth), &refuse);
+	if (why)
+		return ingress_drop(why);
 
 	// Neighbour resolution of an announced VIP (flowgate_announce.h).
 	if (proto == bpf_htons(ETH_P_ARP)) {
@@ -886,14 +906,15 @@ int flowgate_xdp(struct xdp_md *ctx)
 
 	if (r.fragment) {
 		if (bpf_map_lookup_elem(&vip_addrs, r.dst.addr))
-			return redirect_owned(ctx, REDIRECTED_VIP_FRAGMENT);
+			return refuse ? ingress_drop(refuse)
+				      : redirect_owned(ctx, REDIRECTED_VIP_FRAGMENT);
 		return pass(PASSED_FRAGMENT);
 	}
 	if (r.dst.protocol != IPPROTO_TCP && r.dst.protocol != IPPROTO_UDP) {
 		__u32 about;
 
 		if (icmp_error_owned(&r, end, &about))
-			return redirect_owned(ctx, about);
+			return refuse ? ingress_drop(refuse) : redirect_owned(ctx, about);
 		return pass(PASSED_NOT_TCP_UDP);
 	}
 
@@ -904,7 +925,11 @@ int flowgate_xdp(struct xdp_md *ctx)
 	r.src.port = ports->src;
 
 	if (bpf_map_lookup_elem(&services, &r.dst)) {
-		int action = fast_forward(ctx, &r, 1);
+		int action;
+
+		if (refuse)
+			return ingress_drop(refuse);
+		action = fast_forward(ctx, &r, 1);
 
 		if (action != FAST_UP)
 			return action;
@@ -916,6 +941,8 @@ int flowgate_xdp(struct xdp_md *ctx)
 		// From a backend to the box itself: the box's own connection.
 		if (bpf_map_lookup_elem(&local_addrs, r.dst.addr))
 			return pass(PASSED_LOCAL);
+		if (refuse)
+			return ingress_drop(refuse);
 		action = fast_forward(ctx, &r, 0);
 		if (action != FAST_UP)
 			return action;

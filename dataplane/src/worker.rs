@@ -736,7 +736,10 @@ mod tests {
         let parsed = Parsed::of(&request);
         let (meta, hash) = parsed.flow().unwrap();
         let mut frame = pool.take().unwrap();
-        let junk = vec![0xee; request.len()];
+        // Junk after the destination MAC (which the ingress check reads
+        // from the frame).
+        let mut junk = vec![0xee; request.len()];
+        junk[..6].copy_from_slice(&request[..6]);
         assert!(crate::wire::parse(&junk).is_err());
         assert!(memory.write(&mut frame, &junk));
         let handed = HandedFrame {

@@ -150,8 +150,12 @@ mod tests {
         worker.poll(&mut ports, &mut memory, &snapshot, &mut kernel, 1);
         let vip = "198.18.100.10:53".parse().unwrap();
         let client = "198.18.0.2:4000".parse().unwrap();
-        let good = FrameBuilder::udp(client, vip).build();
-        let expired = FrameBuilder::udp(client, vip).ttl(1).build();
+        // To the client-facing interface's MAC: frames for another host
+        // are dropped before anything else.
+        let gw = snapshot.interface_mac(0).unwrap();
+        let to_gw = |b: FrameBuilder| b.macs([2, 0, 0, 0, 0, 9], gw);
+        let good = to_gw(FrameBuilder::udp(client, vip)).build();
+        let expired = to_gw(FrameBuilder::udp(client, vip)).ttl(1).build();
 
         // Not armed: nothing recorded.
         assert!(ports[0].inject(&mut memory, &expired));

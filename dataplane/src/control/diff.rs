@@ -144,8 +144,10 @@ pub(crate) fn only_paths_differ(old: &Config, new: &Config) -> bool {
         neighbours,
         services,
         routing,
+        ingress,
     } = old;
     *gateway == new.gateway
+        && *ingress == new.ingress
         && *daemon == new.daemon
         && *flows == new.flows
         && *health == new.health

@@ -103,6 +103,32 @@ impl Inner {
             .or_else(|| self.link_macs.first().copied())
     }
 
+    /// The MAC of interface `port` as the gateway sends from it: the
+    /// config's, else the kernel's.
+    fn interface_mac(&self, port: usize) -> Option<MacAddr> {
+        self.config
+            .interfaces
+            .get(port)
+            .and_then(|i| i.mac)
+            .or_else(|| self.link_macs.get(port).copied())
+    }
+
+    /// Gives every interface's XDP program its MAC for the ingress
+    /// checks (frames to another host's MAC are dropped there).
+    fn set_ingress_macs(&mut self) -> Result<(), String> {
+        let macs: Vec<Option<MacAddr>> = (0..self.filters.len())
+            .map(|port| self.interface_mac(port))
+            .collect();
+        for (filter, mac) in self.filters.iter_mut().zip(macs) {
+            if let Some(mac) = mac {
+                filter.set_ingress_mac(mac).map_err(|e| {
+                    format!("programming the XDP filter of {}: {e}", filter.interface())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sends a gratuitous ARP or unsolicited neighbour advertisement for
     /// each of `vips` (16-byte addresses) out of the client-facing
     /// interface.
@@ -218,6 +244,7 @@ impl Gateway {
             paths,
             announcer,
         };
+        inner.set_ingress_macs()?;
         // The client-facing interface (port 0) answers for announced VIPs.
         let mac = inner.announce_mac();
         if let (Some(first), Some(mac)) = (inner.filters.first_mut(), mac) {
@@ -495,6 +522,7 @@ impl Gateway {
         if !changed {
             return Ok(None);
         }
+        inner.set_ingress_macs()?;
         // The client-facing interface's MAC moved: answer with the new one,
         // and tell the segment.
         if port0_moved {

@@ -60,6 +60,7 @@
 mod counters;
 mod fanout;
 mod icmp_error;
+mod ingress;
 mod route_counters;
 mod stateless_reply;
 mod verdict;
@@ -494,6 +495,13 @@ impl Pipeline {
             now_ns,
             ..
         } = *cx;
+        // Ingress sanity (`ingress`), in the XDP program's order.
+        let own_mac = snapshot.interface_mac(cx.ingress).unwrap_or_default();
+        let mut not_ours = match ingress::destination(frame, own_mac) {
+            ingress::Destination::Own => None,
+            ingress::Destination::OtherHost => return Verdict::Drop(DropReason::OtherHost),
+            ingress::Destination::Group(reason) => Some(reason),
+        };
         let meta = match parsed.meta {
             Ok(meta) => meta,
             Err(ParseError::UnsupportedEthertype) => return Verdict::Pass,
@@ -501,6 +509,12 @@ impl Pipeline {
         };
         if meta.l3 == L3::Arp {
             return Verdict::Pass;
+        }
+        if meta.vlan_tags != 0 && not_ours.is_none() {
+            not_ours = Some(DropReason::VlanNotConfigured);
+        }
+        if let Some(reason) = not_ours {
+            return ingress::refuse_if_ours(frame, &meta, snapshot, reason);
         }
         let Some(hash) = parsed.hash else {
             // Fragments have no hash: the gateway does not reassemble.
@@ -626,6 +640,10 @@ impl Pipeline {
         else {
             return self.no_service(frame, meta, cx);
         };
+        // A source no host can have never makes a connection.
+        if let Some(reason) = ingress::refused_source(&t.src, meta.l3, snapshot) {
+            return Verdict::Drop(reason);
+        }
         if meta.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
         }

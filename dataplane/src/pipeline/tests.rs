@@ -290,8 +290,10 @@ fn pre_parsed_frames_are_decided_by_their_parse_not_parsed_again() {
     let mut memory = MemoryFrames::new(2, 256);
     let mut pool = memory.pool();
     let mut frames: Vec<Frame> = (0..2).map(|_| pool.take().unwrap()).collect();
-    // The same length as the SYN, but bytes that parse to nothing.
-    let junk = vec![0xffu8; syn.len()];
+    // The same length as the SYN, but bytes that parse to nothing after
+    // its destination MAC (which the ingress check reads from the frame).
+    let mut junk = vec![0xffu8; syn.len()];
+    junk[..6].copy_from_slice(&syn[..6]);
     assert!(wire::parse(&junk).is_err());
     for frame in &mut frames {
         assert!(memory.write(frame, &junk));

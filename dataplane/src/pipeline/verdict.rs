@@ -68,10 +68,33 @@ pub enum DropReason {
     /// whose connection the gateway does not know: there is no one to
     /// translate it for.
     UnknownIcmpError,
+    /// A frame addressed to another host's unicast MAC: a router forwards
+    /// only what is sent to its own interface (RFC 1812, 5.2.2).
+    OtherHost,
+    /// A broadcast frame that the gateway would otherwise forward (one to
+    /// a service, or from a backend). Broadcasts the kernel needs (ARP) are
+    /// not the gateway's and reach it as before.
+    BroadcastFrame,
+    /// A multicast frame that the gateway would otherwise forward.
+    /// Multicast the kernel needs (neighbour discovery, router
+    /// advertisements, MLD) is not the gateway's and reaches it as before.
+    MulticastFrame,
+    /// A new flow from a source no host can have: 0.0.0.0/8, 127/8,
+    /// 224/4, 255.255.255.255, ::, ::1, ff00::/8, or a VIP of the
+    /// gateway's (RFC 1812, 5.3.7).
+    MartianSource,
+    /// A new flow from a source inside one of the configured bogon
+    /// prefixes (`[ingress] bogons`).
+    BogonSource,
+    /// A VLAN-tagged frame the gateway would otherwise forward: the
+    /// gateway's interfaces are untagged, so a client's tag is never
+    /// carried onto the backends' segment. Tagged traffic the kernel
+    /// serves (its VLAN devices) reaches it as before.
+    VlanNotConfigured,
 }
 
 /// Reasons other than parse errors, in counter order after them.
-const OWN_REASONS: [DropReason; 16] = [
+const OWN_REASONS: [DropReason; 22] = [
     DropReason::TtlExpired,
     DropReason::FragmentToVip,
     DropReason::NoBackend,
@@ -88,6 +111,12 @@ const OWN_REASONS: [DropReason; 16] = [
     DropReason::FanoutCopyNoFrame,
     DropReason::UnknownReply,
     DropReason::UnknownIcmpError,
+    DropReason::OtherHost,
+    DropReason::BroadcastFrame,
+    DropReason::MulticastFrame,
+    DropReason::MartianSource,
+    DropReason::BogonSource,
+    DropReason::VlanNotConfigured,
 ];
 
 impl DropReason {
@@ -116,6 +145,12 @@ impl DropReason {
             DropReason::FanoutCopyNoFrame => parse + 13,
             DropReason::UnknownReply => parse + 14,
             DropReason::UnknownIcmpError => parse + 15,
+            DropReason::OtherHost => parse + 16,
+            DropReason::BroadcastFrame => parse + 17,
+            DropReason::MulticastFrame => parse + 18,
+            DropReason::MartianSource => parse + 19,
+            DropReason::BogonSource => parse + 20,
+            DropReason::VlanNotConfigured => parse + 21,
         }
     }
 
@@ -154,6 +189,12 @@ impl DropReason {
             DropReason::FanoutCopyNoFrame => "fanout_copy_no_frame",
             DropReason::UnknownReply => "unknown_reply",
             DropReason::UnknownIcmpError => "unknown_icmp_error",
+            DropReason::OtherHost => "other_host",
+            DropReason::BroadcastFrame => "broadcast_frame",
+            DropReason::MulticastFrame => "multicast_frame",
+            DropReason::MartianSource => "martian_source",
+            DropReason::BogonSource => "bogon_source",
+            DropReason::VlanNotConfigured => "vlan_not_configured",
         }
     }
 }

@@ -26,16 +26,19 @@ use toml::Spanned;
 use super::limits::{backend_cap, limits_key};
 use super::parse;
 use super::place::{Item, Place};
-use super::raw::{RawBackend, RawConfig, RawDaemon, RawFlows, RawNeighbour, RawService};
+use super::raw::{
+    RawBackend, RawConfig, RawDaemon, RawFlows, RawIngress, RawNeighbour, RawService,
+};
 use super::validate::{
     of_backend, of_backend_address, of_service, Range, BATCH, CONTROL_IDLE_TIMEOUT, CORE,
     FLOW_CAPACITY, FRAME_COUNT, FRAME_SIZE, PANIC_THRESHOLD, PORT, RING_SIZE, SOCKET_MODE,
     TABLE_SIZE, TIMEOUT, WEIGHT,
 };
 use super::{
-    Backend, BindModeSetting, Config, DaemonSettings, Failover, FastPathSetting, FlowLimits,
-    FlowSettings, GatewaySettings, IdlePolicy, Interface, LogFormatSetting, MetricsAddress,
-    Neighbour, Protocol, Scheduler, Service, XdpModeSetting, DEFAULT_MAGLEV_TABLE_SIZE,
+    Backend, BindModeSetting, ClientPrefix, Config, DaemonSettings, Failover, FastPathSetting,
+    FlowLimits, FlowSettings, GatewaySettings, IdlePolicy, IngressSettings, Interface,
+    LogFormatSetting, MetricsAddress, Neighbour, Protocol, Scheduler, Service, XdpModeSetting,
+    DEFAULT_MAGLEV_TABLE_SIZE,
 };
 
 /// A decoded config: the model, with stand-ins where values could not be
@@ -99,6 +102,7 @@ pub(super) fn decode(raw: &RawConfig) -> Decoded {
             .map(|(i, service)| d.service(i, service, &gateway_size))
             .collect(),
         routing: d.routing(&raw.routing),
+        ingress: d.ingress(&raw.ingress),
     };
     Decoded {
         config,
@@ -181,6 +185,25 @@ impl Decoder {
         let place = Place::field(Item::Daemon, field);
         self.fail(place, message, value.get_ref().clone());
         default
+    }
+
+    /// `[ingress]`; a bogon prefix that cannot be read stands in as
+    /// 0.0.0.0/32 (a martian already).
+    fn ingress(&mut self, raw: &RawIngress) -> IngressSettings {
+        let bogons = raw.bogons.as_ref().map_or_else(Vec::new, |list| {
+            list.get_ref()
+                .iter()
+                .enumerate()
+                .map(|(k, text)| {
+                    let place = Place::element(Item::Ingress, "bogons", k);
+                    self.read(place, text, |t| {
+                        parse::client_prefix(t, "ingress bogon prefix")
+                    })
+                    .unwrap_or_else(|| ClientPrefix::host([0, 0, 0, 0].into()))
+                })
+                .collect()
+        });
+        IngressSettings { bogons }
     }
 
     /// `[daemon]`; a value that cannot be read is replaced by its default.

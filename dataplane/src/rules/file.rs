@@ -135,6 +135,13 @@ impl<'t> FileProvenance<'t> {
             Item::Routing | Item::ClientClass(_) | Item::Canary(_) | Item::Path { .. } => {
                 self.routing_offset(place)
             }
+            Item::Ingress => {
+                let bogons = raw.ingress.bogons.as_ref()?;
+                match place.element {
+                    Some(k) => start(bogons.get_ref().get(k)).or_else(|| start(Some(bogons))),
+                    None => start(Some(bogons)),
+                }
+            }
         }
     }
 

@@ -66,6 +66,18 @@ pub struct Config {
     /// Routing by client, gateway-wide: client classes, the zone
     /// priority, the subset memory cap (`[routing]`).
     pub routing: RoutingSettings,
+    /// What the gateway refuses at its door besides what a router always
+    /// refuses (`[ingress]`).
+    pub ingress: IngressSettings,
+}
+
+/// `[ingress]`: sources refused beyond the martians every router refuses.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct IngressSettings {
+    /// Source prefixes that never create a connection (`bogons`), each
+    /// counted as `bogon_source`: address space not routed on the
+    /// clients' side (RFC 1918 space on an Internet-facing gateway, say).
+    pub bogons: Vec<ClientPrefix>,
 }
 
 impl Config {

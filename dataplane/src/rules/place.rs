@@ -35,6 +35,8 @@ pub enum Item {
     },
     /// `[routing]`: routing by client, gateway-wide.
     Routing,
+    /// `[ingress]`: the bogon prefixes.
+    Ingress,
     /// `routing.classes[i]`: a client class.
     ClientClass(usize),
     /// `services[i].canary`: a service's gated launch.
@@ -115,6 +117,7 @@ impl fmt::Display for Place {
                 write!(f, "services[{service}].backends[{backend}]")?;
             }
             Item::Routing => f.write_str("routing")?,
+            Item::Ingress => f.write_str("ingress")?,
             Item::ClientClass(i) => write!(f, "routing.classes[{i}]")?,
             Item::Canary(i) => write!(f, "services[{i}].canary")?,
             Item::Path { service, path } => write!(f, "services[{service}].paths[{path}]")?,

@@ -30,11 +30,20 @@ pub(super) struct RawConfig {
     pub services: Vec<RawService>,
     #[serde(default)]
     pub routing: RawRouting,
+    #[serde(default)]
+    pub ingress: RawIngress,
     /// `[etcd]`: where a fleet's rules come from. Not rules: the fleet
     /// module reads it (`fleet::settings::from_config_text`); here it is
     /// only let through.
     #[serde(default, rename = "etcd")]
     pub _etcd: Option<toml::Table>,
+}
+
+/// `[ingress]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIngress {
+    pub bogons: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 /// `[gateway]`.

@@ -335,7 +335,7 @@ fn toml_syntax_error_has_its_position() {
 fn unknown_keys_are_rejected_where_they_are() {
     assert_eq!(
         errors("[gateway]\nmaglev_table_size = 251\n\n[flow]\ncapacity = 1\n"),
-        ["t.toml:4:2: unknown field `flow`, expected one of `gateway`, `daemon`, `flows`, `health`, `interfaces`, `neighbours`, `services`, `routing`, `etcd`"]
+        ["t.toml:4:2: unknown field `flow`, expected one of `gateway`, `daemon`, `flows`, `health`, `interfaces`, `neighbours`, `services`, `routing`, `ingress`, `etcd`"]
     );
     assert_eq!(
         errors(

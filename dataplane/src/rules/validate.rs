@@ -18,6 +18,7 @@
 //! maps, so validation is linear in the size of the config.
 
 mod health;
+mod ingress;
 mod routing;
 
 pub(super) use routing::{CANARY_SHARE, SUBSET_MEMORY};
@@ -65,6 +66,7 @@ pub(super) fn problems(config: &Config, provenance: &dyn Provenance) -> Vec<Conf
     v.neighbours();
     v.services(gateway_ok, health_known);
     v.routing();
+    v.ingress();
     v.found
 }
 

@@ -9,6 +9,7 @@
 //! rule when a new flow's pick has died since. Nothing here knows about
 //! packets or ports.
 
+pub mod bogons;
 mod decide;
 pub mod failover;
 pub mod fanout;
@@ -23,6 +24,7 @@ mod snapshot;
 pub mod subset;
 pub mod wrr;
 
+pub use bogons::Bogons;
 pub use decide::{RouteQuery, RouteTrace, Routed};
 pub use failover::{AliveCount, IfDead, Mode};
 pub use fanout::{FanoutIndex, FanoutTargets, NoReceiver};

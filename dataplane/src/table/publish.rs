@@ -75,6 +75,7 @@ mod tests {
 
     fn config(port: u16) -> Config {
         Config {
+            ingress: Default::default(),
             gateway: Default::default(),
             daemon: Default::default(),
             flows: Default::default(),

@@ -363,6 +363,8 @@ pub struct Snapshot {
     /// Each capped endpoint's connection marks, by [`EndpointId`] (empty
     /// while no backend is capped).
     endpoint_caps: Vec<Option<ConnectionCap>>,
+    /// `[ingress] bogons`: sources that never make a connection.
+    bogons: super::Bogons,
 }
 
 impl Snapshot {
@@ -401,6 +403,7 @@ impl Snapshot {
             reply_sources: super::ReplySources::default(),
             fanout: Default::default(),
             endpoint_caps: Vec::new(),
+            bogons: super::Bogons::default(),
         }
     }
 
@@ -460,6 +463,7 @@ impl Snapshot {
                     .map(|i| i.mac.unwrap_or_default())
                     .collect(),
                 client_routing: Arc::new(ClientRouting::build(config)),
+                bogons: super::Bogons::new(&config.ingress.bogons),
                 backend_names: previous
                     .map(|p| Arc::clone(&p.backend_names))
                     .unwrap_or_default(),
@@ -546,6 +550,12 @@ impl Snapshot {
     #[inline]
     pub fn is_vip(&self, addr: &[u8; 16]) -> bool {
         self.vips.contains(&u128::from_be_bytes(*addr))
+    }
+
+    /// The configured bogon prefixes (`[ingress] bogons`).
+    #[inline]
+    pub fn bogons(&self) -> &super::Bogons {
+        &self.bogons
     }
 
     /// The own MAC of interface `port` (its index in the config).
@@ -1002,6 +1012,7 @@ mod tests {
 
     fn config(services: Vec<Service>) -> Config {
         Config {
+            ingress: Default::default(),
             gateway: Default::default(),
             daemon: Default::default(),
             flows: Default::default(),

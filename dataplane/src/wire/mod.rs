@@ -186,11 +186,14 @@ pub enum ParseError {
     BadTcpDataOffset,
     /// UDP length field smaller than 8 or beyond the packet.
     BadUdpLength,
+    /// An IPv4 header whose checksum is wrong (RFC 1812, 5.2.2): a router
+    /// drops it rather than forward a header it cannot trust.
+    BadIpChecksum,
 }
 
 impl ParseError {
     /// Every reason, in counter order.
-    pub const ALL: [ParseError; 13] = [
+    pub const ALL: [ParseError; 14] = [
         ParseError::TruncatedEthernet,
         ParseError::TooManyVlanTags,
         ParseError::UnsupportedEthertype,
@@ -204,6 +207,7 @@ impl ParseError {
         ParseError::TruncatedL4,
         ParseError::BadTcpDataOffset,
         ParseError::BadUdpLength,
+        ParseError::BadIpChecksum,
     ];
 
     /// A stable snake_case name for counters and metrics.
@@ -222,6 +226,7 @@ impl ParseError {
             ParseError::TruncatedL4 => "truncated_l4",
             ParseError::BadTcpDataOffset => "bad_tcp_data_offset",
             ParseError::BadUdpLength => "bad_udp_length",
+            ParseError::BadIpChecksum => "bad_ip_checksum",
         }
     }
 }

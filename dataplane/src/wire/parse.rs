@@ -67,6 +67,10 @@ pub fn parse(frame: &[u8]) -> Result<PacketMeta, ParseError> {
 #[inline]
 fn parse_ipv4(packet: &[u8], l3_offset: usize, vlan_tags: u8) -> Result<PacketMeta, ParseError> {
     let ip = Ipv4Packet::new_checked(packet)?;
+    // Before the transport header, as the XDP program checks it.
+    if !ip.verify_checksum() {
+        return Err(ParseError::BadIpChecksum);
+    }
     let fragment = ip.fragment();
     let protocol = ip.protocol();
     let l4 = if fragment == Fragment::NonFirst {
@@ -234,7 +238,7 @@ mod tests {
     }
 
     /// An IPv4 packet: `options` (a multiple of 4), `flags_frag` as the raw
-    /// flags/offset word.
+    /// flags/offset word; its header checksum right.
     fn ipv4(protocol: u8, options: &[u8], flags_frag: u16, payload: &[u8]) -> Vec<u8> {
         let header_len = 20 + options.len();
         let mut p = vec![0x40 | (header_len / 4) as u8, 0];
@@ -245,6 +249,8 @@ mod tests {
         p.extend_from_slice(&V4_SRC);
         p.extend_from_slice(&V4_DST);
         p.extend_from_slice(options);
+        let sum = crate::wire::checksum::internet_checksum(&p);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
         p.extend_from_slice(payload);
         p
     }
@@ -496,6 +502,9 @@ mod tests {
         // A whole TCP header, but the IP total length stops 8 bytes into it.
         let mut frame = v4_frame(ip_proto::TCP, &tcp(0, &[], &[]));
         frame[16..18].copy_from_slice(&28u16.to_be_bytes());
+        frame[24..26].fill(0);
+        let sum = crate::wire::checksum::internet_checksum(&frame[14..34]);
+        frame[24..26].copy_from_slice(&sum.to_be_bytes());
         assert_eq!(err(&frame), ParseError::TruncatedL4);
     }
 
@@ -673,6 +682,8 @@ mod tests {
         bad_ihl[14] = 0x41;
         let mut bad_len = v4_frame(ip_proto::UDP, &udp(&[], 0));
         bad_len[17] = 0xff;
+        let mut bad_checksum = v4_frame(ip_proto::TCP, &bad_offset);
+        bad_checksum[14 + 10] ^= 0x01;
         let cases: Vec<(Vec<u8>, ParseError)> = vec![
             (vec![0; 5], ParseError::TruncatedEthernet),
             (
@@ -696,6 +707,7 @@ mod tests {
                 ParseError::BadTcpDataOffset,
             ),
             (v4_frame(ip_proto::UDP, &bad_udp), ParseError::BadUdpLength),
+            (bad_checksum, ParseError::BadIpChecksum),
         ];
         let mut seen: Vec<ParseError> = cases.iter().map(|(_, e)| *e).collect();
         for (frame, expected) in &cases {

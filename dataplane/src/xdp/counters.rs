@@ -53,6 +53,17 @@ pub struct XdpCounters {
     /// IPv6 neighbour solicitations for an announced VIP answered with
     /// XDP_TX.
     pub answered_ns: u64,
+    /// Ingress sanity (bpf/flowgate_ingress.h), dropped: unicast for
+    /// another host's MAC.
+    pub dropped_other_host: u64,
+    /// Dropped: broadcast, and the gateway's traffic otherwise.
+    pub dropped_broadcast: u64,
+    /// Dropped: multicast, and the gateway's traffic otherwise.
+    pub dropped_multicast: u64,
+    /// Dropped: an IPv4 header with a wrong checksum.
+    pub dropped_bad_ip_checksum: u64,
+    /// Dropped: VLAN-tagged, and the gateway's traffic otherwise.
+    pub dropped_vlan_not_configured: u64,
 }
 
 impl XdpCounters {
@@ -72,6 +83,15 @@ impl XdpCounters {
     /// Frames the fast path forwarded.
     pub fn fast_forwarded(&self) -> u64 {
         self.fast_tx.saturating_add(self.fast_redirect)
+    }
+
+    /// Frames the ingress checks dropped.
+    pub fn ingress_dropped(&self) -> u64 {
+        self.dropped_other_host
+            .saturating_add(self.dropped_broadcast)
+            .saturating_add(self.dropped_multicast)
+            .saturating_add(self.dropped_bad_ip_checksum)
+            .saturating_add(self.dropped_vlan_not_configured)
     }
 
     /// Frames passed to the kernel.
@@ -108,6 +128,11 @@ impl XdpCounters {
             fast_no_egress: at(counter::FAST_NO_EGRESS),
             answered_arp: at(counter::ANSWERED_ARP),
             answered_ns: at(counter::ANSWERED_NS),
+            dropped_other_host: at(counter::DROPPED_OTHER_HOST),
+            dropped_broadcast: at(counter::DROPPED_BROADCAST),
+            dropped_multicast: at(counter::DROPPED_MULTICAST),
+            dropped_bad_ip_checksum: at(counter::DROPPED_BAD_IP_CHECKSUM),
+            dropped_vlan_not_configured: at(counter::DROPPED_VLAN_NOT_CONFIGURED),
         }
     }
 }
@@ -126,6 +151,9 @@ mod tests {
         assert_eq!(c.fast_forwarded(), 13 + 14);
         assert_eq!(c.fast_no_egress, 17);
         assert_eq!((c.answered_arp, c.answered_ns), (18, 19));
+        assert_eq!(c.dropped_other_host, 20);
+        assert_eq!(c.dropped_vlan_not_configured, 24);
+        assert_eq!(c.ingress_dropped(), 20 + 21 + 22 + 23 + 24);
         assert_eq!(c.redirected(), 1 + 2 + 3 + 4);
         assert_eq!(c.redirect_failed(), 5 + 6);
         assert_eq!(c.passed(), 6 + 7 + 8 + 9 + 10 + 11 + 12);

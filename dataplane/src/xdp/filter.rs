@@ -65,6 +65,8 @@ pub struct XdpFilter {
     /// only then does `announced` follow the rules' announced VIPs.
     announces: bool,
     announce_mac: Array<MapData, [u8; 8]>,
+    /// The interface's MAC for the ingress checks (`ingress_config`).
+    ingress_config: Array<MapData, [u8; 8]>,
     config: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
     /// The fast path's cache, mapped, and its geometry (`None`: loaded
@@ -263,6 +265,7 @@ impl XdpFilter {
         let config = take_map(&mut ebpf, map::CONFIG)?;
         let counters = take_map(&mut ebpf, map::COUNTERS)?;
         let announce_mac = take_map(&mut ebpf, map::ANNOUNCE_MAC)?;
+        let ingress_config = take_map(&mut ebpf, map::INGRESS_CONFIG)?;
 
         let program = load_program(&mut ebpf)?;
 
@@ -284,6 +287,7 @@ impl XdpFilter {
             announced: sets.announced,
             announces: false,
             announce_mac,
+            ingress_config,
             config,
             counters,
             fast,
@@ -487,6 +491,17 @@ impl XdpFilter {
         self.announce_mac
             .set(0, value, 0)
             .map_err(|e| map_error("setting the MAC VIPs are announced with", e))
+    }
+
+    /// Sets this interface's MAC for the ingress checks: unicast frames to
+    /// any other MAC are dropped (`dropped_other_host`). All zeros turns
+    /// the MAC check off.
+    pub fn set_ingress_mac(&mut self, mac: [u8; 6]) -> Result<(), XdpError> {
+        let mut value = [0u8; 8];
+        value[..6].copy_from_slice(&mac);
+        self.ingress_config
+            .set(0, value, 0)
+            .map_err(|e| map_error("setting the interface MAC for the ingress checks", e))
     }
 
     /// The VIP addresses the program answers for now.

@@ -70,6 +70,9 @@ pub(crate) mod map {
     pub(crate) const ANNOUNCED_ADDRESSES: &str = "announce_addrs";
     /// One `struct announce_config`: the MAC the answers carry.
     pub(crate) const ANNOUNCE_MAC: &str = "announce_mac";
+    /// One `struct ingress_config`: the interface's MAC, for the ingress
+    /// checks (bpf/flowgate_ingress.h).
+    pub(crate) const INGRESS_CONFIG: &str = "ingress_config";
 }
 
 /// Counter indices (`enum counter` in the C source).
@@ -93,8 +96,13 @@ pub(crate) mod counter {
     pub(crate) const FAST_NO_EGRESS: u32 = 16;
     pub(crate) const ANSWERED_ARP: u32 = 17;
     pub(crate) const ANSWERED_NS: u32 = 18;
+    pub(crate) const DROPPED_OTHER_HOST: u32 = 19;
+    pub(crate) const DROPPED_BROADCAST: u32 = 20;
+    pub(crate) const DROPPED_MULTICAST: u32 = 21;
+    pub(crate) const DROPPED_BAD_IP_CHECKSUM: u32 = 22;
+    pub(crate) const DROPPED_VLAN_NOT_CONFIGURED: u32 = 23;
     /// How many there are.
-    pub(crate) const COUNT: u32 = 19;
+    pub(crate) const COUNT: u32 = 24;
 }
 
 /// Size of `struct traffic_key`: 16 address bytes, the port in network
@@ -187,6 +195,14 @@ mod tests {
             ("FAST_NO_EGRESS", counter::FAST_NO_EGRESS),
             ("ANSWERED_ARP", counter::ANSWERED_ARP),
             ("ANSWERED_NS", counter::ANSWERED_NS),
+            ("DROPPED_OTHER_HOST", counter::DROPPED_OTHER_HOST),
+            ("DROPPED_BROADCAST", counter::DROPPED_BROADCAST),
+            ("DROPPED_MULTICAST", counter::DROPPED_MULTICAST),
+            ("DROPPED_BAD_IP_CHECKSUM", counter::DROPPED_BAD_IP_CHECKSUM),
+            (
+                "DROPPED_VLAN_NOT_CONFIGURED",
+                counter::DROPPED_VLAN_NOT_CONFIGURED,
+            ),
             ("COUNTER_COUNT", counter::COUNT),
         ];
         let c = c_counters();

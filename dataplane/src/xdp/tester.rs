@@ -28,6 +28,8 @@ pub struct XdpTester {
     local_addresses: BpfHashMap<MapData, [u8; 16], u8>,
     announced: BpfHashMap<MapData, [u8; 16], u8>,
     announce_mac: Array<MapData, [u8; 8]>,
+    /// The interface's MAC for the ingress checks (`ingress_config`).
+    ingress_config: Array<MapData, [u8; 8]>,
     fast_config: Array<MapData, [u8; FAST_CONFIG_SIZE]>,
     tx_ports: DevMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
@@ -61,6 +63,7 @@ impl XdpTester {
             local_addresses: take(&mut ebpf, map::LOCAL_ADDRESSES)?,
             announced: take(&mut ebpf, map::ANNOUNCED_ADDRESSES)?,
             announce_mac: take(&mut ebpf, map::ANNOUNCE_MAC)?,
+            ingress_config: take(&mut ebpf, map::INGRESS_CONFIG)?,
             fast_config: take(&mut ebpf, map::FAST_CONFIG)?,
             tx_ports: take(&mut ebpf, map::FAST_TX_PORTS)?,
             counters: take(&mut ebpf, map::COUNTERS)?,
@@ -111,6 +114,16 @@ impl XdpTester {
         self.announce_mac
             .set(0, value, 0)
             .map_err(|e| map_error("setting the announce MAC", e))
+    }
+
+    /// Sets the interface's MAC the ingress checks admit unicast frames
+    /// to (all zeros: no MAC check).
+    pub fn set_ingress_mac(&mut self, mac: [u8; 6]) -> Result<(), XdpError> {
+        let mut value = [0u8; 8];
+        value[..6].copy_from_slice(&mac);
+        self.ingress_config
+            .set(0, value, 0)
+            .map_err(|e| map_error("setting the ingress MAC", e))
     }
 
     /// Adds one of the box's own addresses.

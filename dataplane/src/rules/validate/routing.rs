@@ -109,7 +109,7 @@ impl Validator<'_> {
     }
 
     /// A prefix at `place`: usable, reported with `what` (`client class`).
-    fn prefix(&mut self, place: Place, prefix: &ClientPrefix, what: &str) -> bool {
+    pub(super) fn prefix(&mut self, place: Place, prefix: &ClientPrefix, what: &str) -> bool {
         if !self.known(place) {
             return false;
         }
