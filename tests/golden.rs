@@ -256,36 +256,52 @@ fn fixtures() -> Vec<Fixture> {
         )],
     });
 
-    // VLAN tags are kept as they are.
-    let (syn_in, syn_out) = tcp_pair(
+    // The interfaces are untagged: a tagged frame the gateway would
+    // forward is refused, so a client's tag never reaches the backends'
+    // segment; tagged traffic that is the kernel's (its VLAN devices)
+    // passes.
+    let (syn_in, _) = tcp_pair(
         "198.18.0.2:40001",
         "198.18.100.10:80",
         "198.18.1.11:8080",
         SYN,
     );
-    f.push(Fixture {
-        name: "802.1Q tagged tcp",
-        steps: vec![
-            forwarded("tagged SYN", syn_in.vlan(100), 0, 1, syn_out.vlan(100))
-                .independent("vlan_ipv4_tcp_syn"),
-        ],
-    });
-    let (q_in, q_out) = udp_pair(
+    let (q_in, _) = udp_pair(
         "[2001:2::2]:5002",
         "[2001:2:0:100::10]:53",
         "[2001:2:0:1::11]:5353",
     );
     f.push(Fixture {
-        name: "802.1ad double-tagged udp over ipv6",
-        steps: vec![forwarded(
-            "QinQ query",
-            q_in.vlan(10).vlan(20).payload(b"qq"),
-            0,
-            1,
-            q_out.vlan(10).vlan(20).payload(b"qq"),
-        )
-        .independent("qinq_ipv6_udp")],
+        name: "vlan-tagged frames on untagged interfaces",
+        steps: vec![
+            step(
+                "802.1Q tagged SYN",
+                syn_in.vlan(100),
+                0,
+                Verdict::Drop(DropReason::VlanNotConfigured),
+            )
+            .independent("vlan_ipv4_tcp_syn"),
+            step(
+                "802.1ad double-tagged query over ipv6",
+                q_in.vlan(10).vlan(20).payload(b"qq"),
+                0,
+                Verdict::Drop(DropReason::VlanNotConfigured),
+            )
+            .independent("qinq_ipv6_udp"),
+            step(
+                "tagged ssh to the gateway",
+                from_client(FrameBuilder::tcp(
+                    sa("198.18.0.2:40020"),
+                    sa("198.18.0.1:22"),
+                    SYN,
+                ))
+                .vlan(100),
+                0,
+                Verdict::Pass,
+            ),
+        ],
     });
+    f.extend(ingress_fixtures());
 
     // IPv4 options and IPv6 extension headers travel with the packet.
     let router_alert = [0x94, 0x04, 0, 0];
@@ -458,6 +474,178 @@ fn fixtures() -> Vec<Fixture> {
 
     f.extend(golden_translation::fixtures());
     f
+}
+
+/// A step whose frame only scapy makes (tests/golden/frames/`name`.in.hex):
+/// its input is scapy's.
+fn scapy_step(what: &'static str, name: &'static str, ingress: u16, verdict: Verdict) -> Step {
+    Step {
+        what,
+        input: independent_frames(name).0,
+        ingress,
+        verdict,
+        output: None,
+        independent: Some(name),
+    }
+}
+
+/// Ingress sanity, as a router must (RFC 1812 5.2.2, 5.3.7): frames for
+/// another host, group-addressed frames the gateway would forward, bad
+/// IPv4 header checksums, martian and bogon sources. The multicast the
+/// kernel needs (neighbour discovery, router advertisements) and broadcast
+/// that is not the gateway's still pass.
+fn ingress_fixtures() -> Vec<Fixture> {
+    let drop = Verdict::Drop;
+    let to_vip = |src: &str| from_client(FrameBuilder::tcp(sa(src), sa("198.18.100.10:80"), SYN));
+    let to_vip6 =
+        |src: &str| from_client(FrameBuilder::tcp(sa(src), sa("[2001:2:0:100::10]:80"), SYN));
+    vec![
+        Fixture {
+            name: "ingress: frames not addressed to the interface",
+            steps: vec![
+                scapy_step(
+                    "ipv4 to another host's mac",
+                    "ingress_ipv4_other_host",
+                    0,
+                    drop(DropReason::OtherHost),
+                ),
+                scapy_step(
+                    "ipv6 to another host's mac",
+                    "ingress_ipv6_other_host",
+                    0,
+                    drop(DropReason::OtherHost),
+                ),
+                step(
+                    "a backend's reply to another host's mac",
+                    FrameBuilder::tcp(sa("198.18.1.11:8080"), sa("198.18.0.2:40030"), SYN_ACK)
+                        .macs(BACKEND1_MAC, BACKEND2_MAC),
+                    1,
+                    drop(DropReason::OtherHost),
+                ),
+                scapy_step(
+                    "broadcast udp to the vip",
+                    "ingress_ipv4_broadcast",
+                    0,
+                    drop(DropReason::BroadcastFrame),
+                ),
+                scapy_step(
+                    "multicast tcp to the ipv6 vip",
+                    "ingress_ipv6_multicast",
+                    0,
+                    drop(DropReason::MulticastFrame),
+                ),
+                step(
+                    "broadcast dhcp discover: the kernel's",
+                    FrameBuilder::udp(sa("0.0.0.0:68"), sa("255.255.255.255:67"))
+                        .macs(CLIENT_MAC, [0xff; 6]),
+                    0,
+                    Verdict::Pass,
+                ),
+                scapy_step(
+                    "neighbour solicitation to the vip's solicited-node address",
+                    "ingress_ipv6_ns_solicited_node",
+                    0,
+                    Verdict::Pass,
+                ),
+                scapy_step(
+                    "router advertisement to all nodes",
+                    "ingress_ipv6_router_advertisement",
+                    0,
+                    Verdict::Pass,
+                ),
+            ],
+        },
+        Fixture {
+            name: "ingress: bad ipv4 header checksum",
+            steps: vec![scapy_step(
+                "syn to the vip",
+                "ingress_ipv4_bad_checksum",
+                0,
+                drop(DropReason::Malformed(ParseError::BadIpChecksum)),
+            )],
+        },
+        Fixture {
+            name: "ingress: martian and bogon sources make no connection",
+            steps: vec![
+                scapy_step(
+                    "from 127.0.0.1",
+                    "ingress_ipv4_martian_loopback",
+                    0,
+                    drop(DropReason::MartianSource),
+                ),
+                step(
+                    "from 0.0.0.0/8",
+                    to_vip("0.1.2.3:40031"),
+                    0,
+                    drop(DropReason::MartianSource),
+                ),
+                step(
+                    "from 224/4",
+                    to_vip("224.0.0.5:40031"),
+                    0,
+                    drop(DropReason::MartianSource),
+                ),
+                step(
+                    "from 255.255.255.255",
+                    to_vip("255.255.255.255:40031"),
+                    0,
+                    drop(DropReason::MartianSource),
+                ),
+                step(
+                    "from the vip itself",
+                    to_vip("198.18.100.10:40031"),
+                    0,
+                    drop(DropReason::MartianSource),
+                ),
+                scapy_step(
+                    "from ff02::1",
+                    "ingress_ipv6_martian_multicast",
+                    0,
+                    drop(DropReason::MartianSource),
+                ),
+                step(
+                    "from ::1",
+                    to_vip6("[::1]:40031"),
+                    0,
+                    drop(DropReason::MartianSource),
+                ),
+                step(
+                    "from ::",
+                    to_vip6("[::]:40031"),
+                    0,
+                    drop(DropReason::MartianSource),
+                ),
+                step(
+                    "from the ipv6 vip itself",
+                    to_vip6("[2001:2:0:100::10]:40031"),
+                    0,
+                    drop(DropReason::MartianSource),
+                ),
+                scapy_step(
+                    "from a configured ipv4 bogon",
+                    "ingress_ipv4_bogon",
+                    0,
+                    drop(DropReason::BogonSource),
+                ),
+                step(
+                    "from a configured ipv6 bogon",
+                    to_vip6("[2001:2:bad::7]:40031"),
+                    0,
+                    drop(DropReason::BogonSource),
+                ),
+                // The same client from a good address still connects.
+                forwarded(
+                    "a good client",
+                    to_vip("198.18.0.2:40031"),
+                    0,
+                    1,
+                    FrameBuilder::tcp(sa("198.18.0.2:40031"), sa("198.18.1.11:8080"), SYN)
+                        .macs(GW_BACKEND_MAC, BACKEND1_MAC)
+                        .ttl(63),
+                ),
+            ],
+        },
+    ]
 }
 
 /// Malformed frames: (what, bytes, reason).
@@ -876,6 +1064,15 @@ fn a_dead_backends_connections_on_the_wire_follow_the_policy() {
             syn = syn.vlan(tci);
         }
         let (v, _) = h.run(&syn.build(), 0, 1);
+        if vlan.is_some() {
+            // The interfaces are untagged: a tagged connection never opens,
+            // and its later segments are refused the same way.
+            let vlan_refused = Verdict::Drop(DropReason::VlanNotConfigured);
+            assert_eq!(v, vlan_refused, "{name}: a tagged SYN");
+            let input = dead_backend_frame(&format!("{name}.in.hex")).unwrap();
+            assert_eq!(h.run(&input, 0, 2).0, vlan_refused, "{name}");
+            continue;
+        }
         assert_eq!(v, Verdict::Transmit(1), "{name}: the connection opens");
         // Its backend goes down; the control side rebuilds.
         let (_, service) = h
@@ -950,6 +1147,8 @@ impl WithXdp {
         for port in 0..2u32 {
             let mut x = XdpTester::load(geometry).expect("loading the XDP program (needs root)");
             x.own(&owned).unwrap();
+            let mac = h.snapshot.interface_mac(port as u16).unwrap();
+            x.set_ingress_mac(mac).unwrap();
             // Loopback stands in for both interfaces: a test run redirects
             // nothing, it only reports the action.
             for p in 0..2 {
@@ -1027,6 +1226,24 @@ impl WithXdp {
                     "XDP_TX iff out where it came in"
                 );
                 (Verdict::Transmit(port), run.frame)
+            }
+            action::DROP if after.ingress_dropped() > before.ingress_dropped() => {
+                // Refused by the ingress checks, each under the reason the
+                // pipeline gives.
+                let reason = if after.dropped_other_host > before.dropped_other_host {
+                    DropReason::OtherHost
+                } else if after.dropped_broadcast > before.dropped_broadcast {
+                    DropReason::BroadcastFrame
+                } else if after.dropped_multicast > before.dropped_multicast {
+                    DropReason::MulticastFrame
+                } else if after.dropped_bad_ip_checksum > before.dropped_bad_ip_checksum {
+                    DropReason::Malformed(ParseError::BadIpChecksum)
+                } else {
+                    DropReason::VlanNotConfigured
+                };
+                assert_eq!(after.ingress_dropped(), before.ingress_dropped() + 1);
+                assert_eq!(run.frame, input, "a refused frame is untouched");
+                (Verdict::Drop(reason), run.frame)
             }
             action::DROP => {
                 // Handed up: owned, and no socket in a test run.
@@ -1876,6 +2093,12 @@ fn each_limit_refuses_a_new_flow_with_a_drop_or_scapys_rst() {
                 assert_eq!(h.run(&first, 0, 1).0, Verdict::Transmit(1), "{what}: first");
                 let input = reset_frame(&format!("{case}.in.hex"));
                 let (v, out) = h.run(&input, 0, 1);
+                if case.starts_with("vlan_") || case.starts_with("qinq_") {
+                    // The interfaces are untagged: refused before any limit.
+                    let vlan_refused = Verdict::Drop(DropReason::VlanNotConfigured);
+                    assert_eq!(v, vlan_refused, "{what}");
+                    continue;
+                }
                 if action == "drop" {
                     assert_eq!(v, Verdict::Drop(DropReason::OverLimit), "{what}");
                     continue;

@@ -24,6 +24,9 @@ pub const BACKEND2_MAC: [u8; 6] = [0x02, 0x66, 0x67, 0, 0x01, 0x12];
 
 /// Rules with one backend per service, so expected frames are fixed.
 pub const GOLDEN_RULES: &str = r#"
+[ingress]
+bogons = ["198.19.250.0/24", "2001:2:bad::/48"]
+
 [[interfaces]]
 name = "fg-client"
 mac = "02:66:67:00:00:01"

@@ -29,6 +29,9 @@ import os
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption_Router_Alert
 from scapy.layers.inet6 import (
     ICMPv6DestUnreach,
+    ICMPv6ND_NS,
+    ICMPv6ND_RA,
+    ICMPv6NDOptSrcLLAddr,
     ICMPv6PacketTooBig,
     IPv6,
     IPv6ExtHdrHopByHop,
@@ -135,25 +138,20 @@ CASES = [
     ),
     (
         "vlan_ipv4_tcp_syn",
-        "802.1Q-tagged SYN keeps its tag",
+        "802.1Q-tagged SYN on an untagged interface: dropped (vlan_not_configured)",
         from_client() / Dot1Q(vlan=100) / ip4(CLIENT4, VIP4, 64) / tcp(40001, 80, "S"),
-        to_backend() / Dot1Q(vlan=100) / ip4(CLIENT4, BACKEND4, 63) / tcp(40001, 8080, "S"),
+        None,
     ),
     (
         "qinq_ipv6_udp",
-        "802.1ad double-tagged UDP over IPv6 keeps both tags",
+        "802.1ad double-tagged UDP over IPv6 on an untagged interface: dropped",
         from_client()
         / Dot1AD(vlan=10)
         / Dot1Q(vlan=20)
         / ip6(CLIENT6, VIP6, 64)
         / UDP(sport=5002, dport=53)
         / b"qq",
-        to_backend()
-        / Dot1AD(vlan=10)
-        / Dot1Q(vlan=20)
-        / ip6(CLIENT6, BACKEND6, 63)
-        / UDP(sport=5002, dport=5353)
-        / b"qq",
+        None,
     ),
     (
         "ipv4_options_tcp_syn",
@@ -244,6 +242,74 @@ CASES = [
         "ARP request for the gateway: passed to the kernel unchanged",
         Ether(src=CLIENT_MAC, dst="ff:ff:ff:ff:ff:ff")
         / ARP(op=1, hwsrc=CLIENT_MAC, psrc=CLIENT4, hwdst="00:00:00:00:00:00", pdst="198.18.0.1"),
+        None,
+    ),
+] + [
+    # Ingress sanity (RFC 1812 5.2.2, 5.3.7): what a router refuses. None
+    # of these is sent; the verdicts are golden.rs's.
+    (
+        "ingress_ipv4_other_host",
+        "a SYN to the VIP in a frame for another host's MAC: dropped (other_host)",
+        Ether(src=CLIENT_MAC, dst="02:66:67:00:00:99") / ip4(CLIENT4, VIP4, 64) / tcp(40010, 80, "S"),
+        None,
+    ),
+    (
+        "ingress_ipv6_other_host",
+        "the same over IPv6",
+        Ether(src=CLIENT_MAC, dst="02:66:67:00:00:99") / ip6(CLIENT6, VIP6, 64) / tcp(40010, 80, "S"),
+        None,
+    ),
+    (
+        "ingress_ipv4_broadcast",
+        "a UDP query to the VIP in a broadcast frame: dropped (broadcast_frame)",
+        Ether(src=CLIENT_MAC, dst="ff:ff:ff:ff:ff:ff") / ip4(CLIENT4, VIP4, 64) / UDP(sport=5010, dport=53) / b"b",
+        None,
+    ),
+    (
+        "ingress_ipv6_multicast",
+        "a SYN to the IPv6 VIP in a multicast frame: dropped (multicast_frame)",
+        Ether(src=CLIENT_MAC, dst="33:33:00:00:00:10") / ip6(CLIENT6, VIP6, 64) / tcp(40011, 80, "S"),
+        None,
+    ),
+    (
+        "ingress_ipv6_ns_solicited_node",
+        "a neighbour solicitation to the VIP's solicited-node address: the kernel's, passed",
+        Ether(src=CLIENT_MAC, dst="33:33:ff:00:00:10")
+        / IPv6(src=CLIENT6, dst="ff02::1:ff00:10", hlim=255)
+        / ICMPv6ND_NS(tgt=VIP6)
+        / ICMPv6NDOptSrcLLAddr(lladdr=CLIENT_MAC),
+        None,
+    ),
+    (
+        "ingress_ipv6_router_advertisement",
+        "a router advertisement to all nodes: the kernel's, passed",
+        Ether(src=CLIENT_MAC, dst="33:33:00:00:00:01")
+        / IPv6(src="fe80::1", dst="ff02::1", hlim=255)
+        / ICMPv6ND_RA(),
+        None,
+    ),
+    (
+        "ingress_ipv4_bad_checksum",
+        "a SYN to the VIP whose IPv4 header checksum is wrong: dropped (bad_ip_checksum)",
+        from_client() / IP(src=CLIENT4, dst=VIP4, ttl=64, id=IP_ID, chksum=0xDEAD) / tcp(40012, 80, "S"),
+        None,
+    ),
+    (
+        "ingress_ipv4_martian_loopback",
+        "a SYN to the VIP from 127.0.0.1: dropped (martian_source)",
+        from_client() / ip4("127.0.0.1", VIP4, 64) / tcp(40013, 80, "S"),
+        None,
+    ),
+    (
+        "ingress_ipv6_martian_multicast",
+        "a SYN to the IPv6 VIP from ff02::1: dropped (martian_source)",
+        from_client() / ip6("ff02::1", VIP6, 64) / tcp(40013, 80, "S"),
+        None,
+    ),
+    (
+        "ingress_ipv4_bogon",
+        "a SYN to the VIP from a configured bogon prefix: dropped (bogon_source)",
+        from_client() / ip4("198.19.250.7", VIP4, 64) / tcp(40014, 80, "S"),
         None,
     ),
 ]
