@@ -21,12 +21,19 @@
 // ARP requests and IPv6 neighbour solicitations for an announced VIP
 // (`announce_addrs`) are answered here with XDP_TX (flowgate_announce.h;
 // counted as `answered_arp`, `answered_ns`).
+// First of all, the ingress checks (flowgate_ingress.h): a frame for
+// another host's MAC, or an option-less IPv4 header with a wrong checksum,
+// is dropped (counted as `dropped_other_host`, `dropped_bad_ip_checksum`);
+// a broadcast, multicast or VLAN-tagged frame is dropped only where it
+// would be owned (`dropped_broadcast`, `dropped_multicast`,
+// `dropped_vlan_not_configured`), and otherwise goes on as below.
 // Everything else is XDP_PASS: other ARP and NDP, all other ICMP, other IP protocols,
 // TCP/UDP to the box's own addresses (SSH, and the answers to the box's
 // own connections to a backend), fragments not to a VIP, and frames this
 // program cannot parse, so the box stays reachable and the kernel keeps
 // resolving neighbours. Malformed frames go to the kernel, which has its
-// own checks; the program never drops a frame it does not own.
+// own checks; apart from the ingress checks above (frames the kernel would
+// drop too), the program never drops a frame it does not own.
 //
 // Edge cases:
 //   - The box's own connections to a backend's service port (an operator's
@@ -39,7 +46,9 @@
 //     to AF_XDP never comes back to it. The check runs only once the
 //     source matched, so traffic to a VIP pays nothing for it.
 //   - VLAN: up to two tags (TPID 0x8100, 0x88a8 or 0x9100, like the
-//     userspace parser) are looked through. A third tag: XDP_PASS. A NIC
+//     userspace parser) are looked through; a tagged frame that is owned
+//     is dropped (interfaces are untagged), others go on. A third tag:
+//     XDP_PASS. A NIC
 //     that strips tags in hardware (rx-vlan-offload) hands XDP untagged
 //     frames, so the tag never reaches userspace either: turn it off there.
 //   - IPv4 options: skipped by IHL. IHL < 5 is malformed: XDP_PASS.
@@ -85,7 +94,6 @@
 //     frames, where the kernel would drop it);
 //   - ICMP errors about a connection always go to the workers; other ICMP
 //     and everything else is not owned, as before.
-// VLAN tags (up to two) are kept as they are, like the pipeline does.
 //
 // The counter indices and the key layout are mirrored in
 // dataplane/src/xdp/program.rs; change both together. The maps' sizes come
