@@ -121,6 +121,10 @@ fn main() {
     let load = |port: u32| {
         let mut x = XdpTester::load(geometry).expect("loading the XDP program (needs root)");
         x.own(&OwnedTraffic::from_snapshot(&snapshot)).unwrap();
+        // The ingress checks compare with the interface's MAC, as the
+        // daemon programs it.
+        let mac = snapshot.interface_mac(port as u16).unwrap();
+        x.set_ingress_mac(mac).unwrap();
         x.set_tx_port(0, 1).unwrap();
         x.set_tx_port(1, 1).unwrap();
         x.set_fast_config(FastConfig {

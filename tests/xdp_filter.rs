@@ -494,15 +494,33 @@ fn cases() -> Vec<(&'static str, Vec<u8>, Expect)> {
             .build(),
             |c| c.redirected_vip += 1,
         ),
+        // Ingress checks on a live interface.
+        (
+            "broadcast to a vip",
+            udp("198.18.70.1:40000", v4_vip)
+                .macs(CLIENT_MAC, [0xff; 6])
+                .build(),
+            |c| c.dropped_broadcast += 1,
+        ),
+        (
+            "bad ipv4 header checksum",
+            {
+                let mut frame = udp("198.18.70.1:40000", v4_vip).build();
+                frame[14 + 10] ^= 0x5a;
+                frame
+            },
+            |c| c.dropped_bad_ip_checksum += 1,
+        ),
+        // Interfaces are untagged: the gateway's tagged traffic is refused.
         (
             "one vlan tag",
             udp("198.18.70.1:40000", v4_vip).vlan(70).build(),
-            |c| c.redirected_vip += 1,
+            |c| c.dropped_vlan_not_configured += 1,
         ),
         (
             "two vlan tags",
             udp("198.18.70.1:40000", v4_vip).vlan(7).vlan(70).build(),
-            |c| c.redirected_vip += 1,
+            |c| c.dropped_vlan_not_configured += 1,
         ),
         (
             "three vlan tags",
