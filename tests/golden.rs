@@ -494,6 +494,8 @@ fn scapy_step(what: &'static str, name: &'static str, ingress: u16, verdict: Ver
 /// IPv4 header checksums, martian and bogon sources. The multicast the
 /// kernel needs (neighbour discovery, router advertisements) and broadcast
 /// that is not the gateway's still pass.
+// A table, one step per check: it reads as a list, however long.
+#[allow(clippy::too_many_lines)]
 fn ingress_fixtures() -> Vec<Fixture> {
     let drop = Verdict::Drop;
     let to_vip = |src: &str| from_client(FrameBuilder::tcp(sa(src), sa("198.18.100.10:80"), SYN));
