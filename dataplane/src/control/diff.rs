@@ -54,6 +54,7 @@ pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
         ("interfaces", old.interfaces != new.interfaces),
         ("neighbours", !same_neighbours(old, new)),
         ("routing", !same_routing_settings(old, new)),
+        ("ingress", old.ingress != new.ingress),
     ] {
         if differs {
             d.settings_changed.push(section.to_owned());
@@ -421,6 +422,16 @@ port = 5353
         new.services.reverse();
         new.services[1].backends.reverse();
         assert!(diff(&old, &new).is_empty());
+    }
+
+    #[test]
+    fn a_change_of_the_bogons_is_a_change_of_ingress() {
+        let old = rules();
+        let mut new = old.clone();
+        new.ingress.bogons = vec![crate::rules::parse::client_prefix("10.0.0.0/8", "t").unwrap()];
+        let d = diff(&old, &new);
+        assert_eq!(d.settings_changed, ["ingress"]);
+        assert!(!d.is_empty(), "a reload publishes it");
     }
 
     #[test]
