@@ -450,9 +450,10 @@ impl FlowTable {
     /// Brings the record a lookup of `hash` will most likely read into
     /// cache: every field a lookup reads, since an 88-byte record can
     /// straddle three cache lines. Call after [`FlowTable::warm_index`] for
-    /// the whole batch.
+    /// the whole batch. Returns whether there was one: a frame with none
+    /// is most likely the first of a new flow.
     #[inline]
-    pub fn warm_record(&self, hash: u64) {
+    pub fn warm_record(&self, hash: u64) -> bool {
         let record = self
             .index
             .first_candidate(hash)
@@ -470,6 +471,7 @@ impl FlowTable {
                 r.links,
             ));
         }
+        record.is_some()
     }
 
     /// The connection behind `id`. A stale id reads a dead or reused
