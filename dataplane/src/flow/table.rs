@@ -451,8 +451,9 @@ impl FlowTable {
     /// cache: every field a lookup reads, since an 88-byte record can
     /// straddle three cache lines. Call after [`FlowTable::warm_index`] for
     /// the whole batch. Returns whether there was one: a frame with none
-    /// is most likely the first of a new flow.
-    #[inline]
+    /// is most likely the first of a new flow. Always inlined: the batch
+    /// loops that call it are the hottest of the pipeline.
+    #[inline(always)]
     pub fn warm_record(&self, hash: u64) -> bool {
         let record = self
             .index
