@@ -100,6 +100,8 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        // `status` and the metrics show where the rules from etcd stand.
+        control.report_etcd(fleet.source.reporter());
         fleet.slot.fill(control);
         daemon.fleet = Some(fleet);
     }
@@ -198,8 +200,8 @@ fn start_fleet(
         }
     }
     let cores = std::mem::take(&mut running.daemon.cores);
-    *file = started.rules.config.clone();
-    *running = started.rules.config.clone();
+    *file = Config::clone(&started.rules.config);
+    *running = Config::clone(&started.rules.config);
     running.daemon.cores = cores;
     check_capacity(path, running)?;
     Ok(Some(Fleet {
@@ -488,7 +490,18 @@ impl Daemon {
             }),
         };
         let source_plane = Arc::clone(dataplane);
-        let source: crate::metrics::SampleSource = Arc::new(move || source_plane.sample());
+        // The rules from etcd, once the etcd source reports to the control
+        // state (with `[etcd]`).
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let source: crate::metrics::SampleSource = Arc::new(move || {
+            let (mut sample, snapshot) = source_plane.sample();
+            sample.etcd = control.etcd_status();
+            (sample, snapshot)
+        });
         let server = MetricsServer::start(address.clone(), source)
             .map_err(|e| DaemonError::Environment(format!("metrics endpoint: {e}")))?;
         tracing::info!(%address, "metrics served at /metrics");
