@@ -269,6 +269,27 @@ fn flowgatectl_etcd_checks_as_a_gateway_does_shows_a_dry_run_and_writes_what_gat
     assert_eq!(value["format"], value::VALUE_FORMAT, "{value}");
     assert_eq!(value["backends"][1]["address"], "198.18.1.22", "{value}");
 
+    // A service with settings the value format does not carry yet is
+    // refused, not written without them.
+    let checked = WEB.replacen(
+        "\"backends\"",
+        "\"health\":{\"kind\":\"tcp\",\"interval\":\"1s\"},\"backends\"",
+        1,
+    );
+    store.write_unchecked(&[put_raw("web", &checked)]).unwrap();
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .config()
+        .service("web")
+        .is_some_and(|s| s.health != Default::default())));
+    let rules = store.read().unwrap().entries;
+    let err = fleet_ctl(&etcd, &["backend", "add", "web", "198.18.1.13:8080"]).failed(1);
+    assert!(
+        err.starts_with("flowgatectl: rejected: service \"web\" has settings etcd's value format 1 does not carry yet"),
+        "{err}"
+    );
+    assert_eq!(store.read().unwrap().entries, rules);
+
     // fleet: the gateway, from its status key.
     let fleet = fleet_ctl(&etcd, &["fleet"]).ok();
     assert!(fleet.lines().any(|l| l.starts_with("gw-1 ")), "{fleet}");

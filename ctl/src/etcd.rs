@@ -17,10 +17,10 @@ use std::io::Write;
 
 use flowgate_api::{ApiError, ChangeReport, Edit, ErrorCode, Request};
 use flowgate_dataplane::control::{apply_edits, diff};
-use flowgate_dataplane::fleet::layout::KeyLayout;
+use flowgate_dataplane::fleet::layout::{KeyLayout, RuleKey};
 use flowgate_dataplane::fleet::mirror::{Change, Mirror, Outcome};
 use flowgate_dataplane::fleet::store::{FleetStore, RulesRead, StoreError, Write as KeyWrite};
-use flowgate_dataplane::fleet::value;
+use flowgate_dataplane::fleet::value::{self, Part};
 use flowgate_dataplane::rules::{self, Config};
 use serde::Serialize;
 
@@ -98,7 +98,7 @@ pub fn run(
             (next, dry_run)
         }
     };
-    let writes = writes(&current, &next, &layout);
+    let writes = writes(&current, &next, &layout)?;
     let problems = FleetStore::check(&read, Config::default(), &layout, &writes);
     if !problems.is_empty() {
         return Err(Failure::refused(ApiError::with_problems(
@@ -194,7 +194,10 @@ fn rules_of(read: &RulesRead, layout: &KeyLayout) -> Config {
 
 /// The keys that make `next` of `current`: each service added or changed
 /// put, each removed deleted, and the gateway settings if they changed.
-fn writes(current: &Config, next: &Config, layout: &KeyLayout) -> Vec<KeyWrite> {
+/// A service whose settings the value format cannot carry (it writes no
+/// health, routing, limits or announce settings yet) is refused rather
+/// than written without them.
+fn writes(current: &Config, next: &Config, layout: &KeyLayout) -> Result<Vec<KeyWrite>, Failure> {
     let mut writes = Vec::new();
     if next.gateway != current.gateway {
         writes.push(KeyWrite {
@@ -211,9 +214,23 @@ fn writes(current: &Config, next: &Config, layout: &KeyLayout) -> Vec<KeyWrite> 
         if before.get(service.name.as_str()) != Some(&service) {
             // A table size the gateway settings give is left to them.
             let sets_table_size = service.maglev_table_size != next.gateway.maglev_table_size;
+            let written = value::service_value(service, sets_table_size).into_bytes();
+            if !carries(service, &written) {
+                return Err(Failure::refused(ApiError::new(
+                    ErrorCode::Invalid,
+                    format!(
+                        "service {:?} has settings etcd's value format {} does not carry yet \
+                         (health, routing, limits or announce): nothing was written; change \
+                         its key ({}) with etcdctl",
+                        service.name,
+                        value::VALUE_FORMAT,
+                        layout.service_key(&service.name)
+                    ),
+                )));
+            }
             writes.push(KeyWrite {
                 key: layout.service_key(&service.name),
-                value: Some(value::service_value(service, sets_table_size).into_bytes()),
+                value: Some(written),
             });
         }
     }
@@ -225,7 +242,22 @@ fn writes(current: &Config, next: &Config, layout: &KeyLayout) -> Vec<KeyWrite> 
             });
         }
     }
-    writes
+    Ok(writes)
+}
+
+/// Whether `written`, read back as a gateway reads it, is `service`.
+fn carries(service: &rules::Service, written: &[u8]) -> bool {
+    let key = RuleKey::Service(service.name.clone());
+    match value::decode(&key, written) {
+        Ok(Part::Service(part)) => {
+            let mut read = part.service;
+            // A table size left to the gateway settings reads as a
+            // placeholder until the rules are put together.
+            read.maglev_table_size = service.maglev_table_size;
+            read == *service
+        }
+        _ => false,
+    }
 }
 
 /// The change as flowgatectl prints one from a gateway, with the etcd
