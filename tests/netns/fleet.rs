@@ -267,10 +267,16 @@ impl Fleet {
     /// The backends' replies (what comes in on `r-b` for the clients) go
     /// over the gateways `via` by a multipath route of table 100.
     pub fn replies_through_gateways(&self, via: &[u8]) {
+        self.replies_by_table_100();
+        self.router_multipath(CLIENT_NET, "100", via);
+    }
+
+    /// What comes in on `r-b` is routed by table 100 (filled by the test,
+    /// or by the router's BIRD: [`router_bird_config`]).
+    pub fn replies_by_table_100(&self) {
         let _ = self
             .router
             .ip(&["rule", "add", "iif", "r-b", "lookup", "100", "pref", "100"]);
-        self.router_multipath(CLIENT_NET, "100", via);
     }
 
     /// The next hops of the router's route to `prefix` (main table).
@@ -285,6 +291,26 @@ impl Fleet {
             .collect();
         hops.sort();
         hops
+    }
+
+    /// BIRD on the router ([`router_bird_config`]) and on each gateway
+    /// ([`gateway_bird_config`]), in that order.
+    pub fn start_birds(&self) -> Vec<Bird> {
+        let mut birds = vec![Bird::start(
+            &self.router,
+            &self.scratch,
+            "router",
+            &router_bird_config(),
+        )];
+        for g in 1..=2u8 {
+            birds.push(Bird::start(
+                &self.gateways[usize::from(g - 1)],
+                &self.scratch,
+                &format!("gw{g}"),
+                &gateway_bird_config(g),
+            ));
+        }
+        birds
     }
 
     /// Everything the backends served so far.
@@ -383,12 +409,29 @@ status_ttl = 3
     /// Puts the two services in etcd: `maglev` on VIP:80 and `sh` on
     /// VIP:81, over the three backends (ports 8080 and 8081).
     pub fn put_services(&self, etcd: &crate::fleet_support::Etcd) {
+        self.put_services_with(etcd, "none", None);
+    }
+
+    /// As [`Fleet::put_services`], announced by `announce`; with
+    /// `health_port`, every backend is checked by a TCP connect to that
+    /// port every 200 ms (down after 2 failures, up after 1 success).
+    pub fn put_services_with(
+        &self,
+        etcd: &crate::fleet_support::Etcd,
+        announce: &str,
+        health_port: Option<u16>,
+    ) {
+        let health = health_port.map_or(String::new(), |port| {
+            format!(
+                r#","health":{{"kind":"tcp","port":{port},"interval":"200ms","timeout":"100ms","rise":1,"fall":2}}"#
+            )
+        });
         for (name, port, backend_port) in [("maglev", MAGLEV_PORT, 8080), ("sh", SH_PORT, 8081)] {
             let backends: Vec<String> = (1..=3u8)
                 .map(|n| format!(r#"{{"address":"{}","port":{backend_port}}}"#, backend_v4(n)))
                 .collect();
             let value = format!(
-                r#"{{"format":1,"protocol":"tcp","vip":"{VIP}","port":{port},"scheduler":"{name}","backends":[{}]}}"#,
+                r#"{{"format":1,"protocol":"tcp","vip":"{VIP}","port":{port},"scheduler":"{name}","announce":"{announce}"{health},"backends":[{}]}}"#,
                 backends.join(",")
             );
             etcd.ctl(&["put", &format!("{PREFIX}/v1/rules/services/{name}"), &value]);
@@ -844,4 +887,126 @@ pub fn request(
 pub fn backend_number(address: &str) -> Option<u8> {
     let sa: SocketAddr = address.parse().ok()?;
     (1..=3u8).find(|&n| sa.ip() == IpAddr::V4(backend_v4(n)))
+}
+
+/// The AS of the router.
+pub const ROUTER_AS: u32 = 65000;
+/// The AS of the gateways (one AS: the router merges their equal paths).
+pub const GATEWAY_AS: u32 = 65001;
+
+/// A BIRD 2 daemon in a namespace with its own config, control socket,
+/// pid file and log in the scratch directory; killed on drop.
+pub struct Bird {
+    child: Option<Child>,
+    socket: PathBuf,
+    log: PathBuf,
+    ns: String,
+}
+
+impl Bird {
+    /// Starts `bird` in `ns` with `config` (its `log` line is added), as
+    /// `name` (files `bird-NAME.*`), and waits (bounded) for its socket.
+    pub fn start(ns: &NetNs, scratch: &Scratch, name: &str, config: &str) -> Bird {
+        let path = |ext: &str| scratch.path(&format!("bird-{name}.{ext}"));
+        let (conf, socket, pid, log) = (path("conf"), path("ctl"), path("pid"), path("log"));
+        fs::write(&conf, format!("log \"{}\" all;\n{config}", log.display())).unwrap();
+        let child = ns
+            .command("bird", &["-f", "-c"])
+            .arg(&conf)
+            .arg("-s")
+            .arg(&socket)
+            .arg("-P")
+            .arg(&pid)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(path("stderr")).unwrap())
+            .spawn()
+            .expect("bird (Debian package bird2; scripts/install-deps.sh installs it)");
+        let mut bird = Bird {
+            child: Some(child),
+            socket,
+            log,
+            ns: ns.name().to_owned(),
+        };
+        let up = wait_until(Duration::from_secs(10), || {
+            bird.ctl(&["show", "status"]).contains("Daemon is up")
+        });
+        if !up {
+            let stderr = fs::read_to_string(path("stderr")).unwrap_or_default();
+            let _ = bird.child.as_mut().map(Child::kill);
+            panic!("bird {name} did not start: {stderr}\n{}", bird.log());
+        }
+        bird
+    }
+
+    /// `birdc` with `args` on its socket: the output (empty on failure).
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "birdc", "-s"])
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Its log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Bird {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The router's BIRD: a BGP session with each gateway, the VIPs' paths
+/// merged into one multipath route in the kernel; and the route of the
+/// backends' replies to the clients (kernel table 100), resolved through
+/// the VIP's route, so that it goes over the same gateways and loses one
+/// when the VIP's route does.
+pub fn router_bird_config() -> String {
+    let mut text = format!(
+        "router id {};\nprotocol device {{ scan time 1; }}\n\
+         protocol kernel {{\n  ipv4 {{ import none; export where source = RTS_BGP; }};\n  \
+         merge paths on limit 16;\n}}\n\
+         ipv4 table replies;\n\
+         protocol static replies_route {{\n  ipv4 {{ table replies; }};\n  igp table master4;\n  \
+         route {CLIENT_NET} recursive {VIP};\n}}\n\
+         protocol kernel replies_kernel {{\n  ipv4 {{ table replies; import none; export all; }};\n  \
+         kernel table 100;\n  merge paths on limit 16;\n}}\n",
+        router_towards(1)
+    );
+    for g in 1..=2u8 {
+        text.push_str(&format!(
+            "protocol bgp gw{g} {{\n  local {} as {ROUTER_AS};\n  neighbor {} as {GATEWAY_AS};\n  \
+             hold time 3; keepalive time 1; connect retry time 1;\n  \
+             ipv4 {{ import all; export none; }};\n}}\n",
+            router_towards(g),
+            gateway_front(g)
+        ));
+    }
+    text
+}
+
+/// Gateway `g`'s BIRD: it learns the VIPs' host routes flowgate puts on
+/// its device (the kernel protocol's `learn`, a scan every second besides
+/// the kernel's notifications) and announces them to the router.
+pub fn gateway_bird_config(g: u8) -> String {
+    format!(
+        "router id {me};\nprotocol device {{ scan time 1; }}\n\
+         protocol kernel {{\n  ipv4 {{ import where net ~ [ 198.18.160.0/24{{32,32}} ]; \
+         export none; }};\n  learn;\n  scan time 1;\n}}\n\
+         protocol bgp uplink {{\n  local {me} as {GATEWAY_AS};\n  neighbor {r} as {ROUTER_AS};\n  \
+         hold time 3; keepalive time 1; connect retry time 1;\n  \
+         ipv4 {{ import none; export where source = RTS_INHERIT; next hop self; }};\n}}\n",
+        me = gateway_front(g),
+        r = router_towards(g),
+    )
 }
