@@ -33,6 +33,7 @@ mod gateway;
 mod kernel_path;
 pub mod notify;
 mod start;
+mod vip_offer;
 pub mod worker_thread;
 
 use std::collections::HashSet;
@@ -344,6 +345,8 @@ struct Daemon {
     /// With the kernel fast path on: the interfaces it may send out of,
     /// read again every [`RESOLVE_EVERY`].
     fast_egress: Option<fast_egress::FastEgress>,
+    /// `announce = "bgp"`: the VIPs' host routes.
+    vip_offer: vip_offer::VipOffer,
     // Held so the UMEM outlives every socket (dropped last).
     _umem: SharedUmem,
 }
@@ -437,6 +440,7 @@ impl Daemon {
             metrics: None,
             fleet: None,
             fast_egress,
+            vip_offer: vip_offer::VipOffer::new(Arc::default()),
             _umem: umem,
         };
         // From here on, a failure must stop the workers: `daemon.stop()`.
@@ -618,6 +622,7 @@ impl Daemon {
                     }
                 }
             }
+            self.vip_offer.follow(&self.gateway.snapshot());
             if self.workers.iter().any(|w| w.is_finished()) {
                 return Err(DaemonError::Runtime(
                     "a worker thread stopped unexpectedly".into(),
@@ -650,7 +655,10 @@ impl Daemon {
 
     /// Stops the workers, closes the sockets, then detaches the programs.
     fn stop(mut self) {
-        // First the etcd source: its status key goes with its lease.
+        // First the BGP offer: the router moves the VIPs' flows to the
+        // other gateways while this one still forwards.
+        self.vip_offer.withdraw_all();
+        // Then the etcd source: its status key goes with its lease.
         if let Some(mut fleet) = self.fleet.take() {
             fleet.source.stop();
         }
