@@ -45,6 +45,26 @@ pub fn seconds() -> u64 {
         .unwrap_or(20)
 }
 
+/// What the long download got.
+#[derive(Debug, Default)]
+pub struct Transfer {
+    /// Bytes of the file received.
+    pub received: usize,
+    /// Bytes received that differed from the file.
+    pub differing: usize,
+    /// Why it did not complete (none: it did, and no byte more came).
+    pub error: Option<String>,
+    /// Whether it was still running when the flood ended.
+    pub spanned_flood: bool,
+}
+
+impl Transfer {
+    /// Complete and byte-identical.
+    pub fn identical(&self) -> bool {
+        self.error.is_none() && self.differing == 0 && self.received == BIG
+    }
+}
+
 /// What one run measured.
 #[derive(Debug)]
 pub struct Figures {
@@ -56,11 +76,8 @@ pub struct Figures {
     pub succeeded: usize,
     /// Failed requests by curl's exit code and HTTP status.
     pub failures: BTreeMap<String, usize>,
-    /// The long download: its bytes that differed from the file, or why
-    /// it did not complete.
-    pub transfer: Result<usize, String>,
-    /// Whether the download was still running when the flood ended.
-    pub transfer_spanned_flood: bool,
+    /// The long download.
+    pub transfer: Transfer,
     /// The gateway's resident memory (KiB) before the flood, its highest
     /// during it (sampled every second) and after it.
     pub rss_before: u64,
@@ -99,8 +116,11 @@ impl Figures {
             self.failures
         );
         println!(
-            "long transfer: {:?}, spanned the flood: {}",
-            self.transfer, self.transfer_spanned_flood
+            "long transfer: {} of {BIG} bytes, {} differing, error {:?}, spanned the flood: {}",
+            self.transfer.received,
+            self.transfer.differing,
+            self.transfer.error,
+            self.transfer.spanned_flood
         );
         println!(
             "gateway RSS: {} KiB before, {} KiB peak, {} KiB after ({:+.1} %)",
@@ -136,10 +156,17 @@ fn config(topo: &Topology, syn_proxy: bool) -> String {
 }
 
 /// Downloads `/big` through the VIP: says on `started` once the head is
-/// in, reads 16 KiB every 10 ms until `fast` is set, then at full speed.
-/// Returns the bytes that differed from the file and whether `fast` was
-/// set before the end.
-fn slow_download(started: mpsc::Sender<()>, fast: &AtomicBool) -> Result<(usize, bool), String> {
+/// in, reads 16 KiB every 10 ms until `fast` is set, then at full speed
+/// (a read waits at most 10 s).
+fn slow_download(started: mpsc::Sender<()>, fast: &AtomicBool) -> Transfer {
+    let mut t = Transfer::default();
+    if let Err(e) = download(started, fast, &mut t) {
+        t.error = Some(e);
+    }
+    t
+}
+
+fn download(started: mpsc::Sender<()>, fast: &AtomicBool, t: &mut Transfer) -> Result<(), String> {
     let vip = SocketAddr::from((VIP, 80));
     let mut stream = TcpStream::connect_timeout(&vip, Duration::from_secs(5))
         .map_err(|e| format!("connect: {e}"))?;
@@ -162,7 +189,7 @@ fn slow_download(started: mpsc::Sender<()>, fast: &AtomicBool) -> Result<(usize,
         return Err(format!("unexpected head {head:?}"));
     }
     let _ = started.send(());
-    let (mut got, mut differing, mut fast_before_end) = (0usize, 0usize, false);
+    let mut got = 0usize;
     let mut buf = vec![0u8; 64 << 10];
     let deadline = Instant::now() + Duration::from_secs(120);
     while got < BIG {
@@ -170,7 +197,7 @@ fn slow_download(started: mpsc::Sender<()>, fast: &AtomicBool) -> Result<(usize,
             return Err(format!("not done in 120 s: {got} of {BIG} bytes"));
         }
         let fast_now = fast.load(Ordering::Relaxed);
-        fast_before_end |= fast_now;
+        t.spanned_flood |= fast_now;
         let want = if fast_now { buf.len() } else { 16 << 10 };
         let n = match stream.read(&mut buf[..want]) {
             Ok(0) => return Err(format!("closed after {got} of {BIG} bytes")),
@@ -178,12 +205,13 @@ fn slow_download(started: mpsc::Sender<()>, fast: &AtomicBool) -> Result<(usize,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(format!("read after {got} of {BIG} bytes: {e}")),
         };
-        differing += buf[..n]
+        t.differing += buf[..n]
             .iter()
             .enumerate()
             .filter(|(k, b)| **b != big_byte(got + k))
             .count();
         got += n;
+        t.received = got;
         if !fast_now {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -192,7 +220,7 @@ fn slow_download(started: mpsc::Sender<()>, fast: &AtomicBool) -> Result<(usize,
     if stream.read(&mut rest).map_err(|e| e.to_string())? != 0 {
         return Err("more bytes than the file".into());
     }
-    Ok((differing, fast_before_end))
+    Ok(())
 }
 
 /// One curl request: 5 s timeout, no retries.
@@ -335,7 +363,6 @@ pub fn run(syn_proxy: bool) -> Figures {
             })
             .unwrap();
         let report = flood.wait(Duration::from_secs(seconds + 30));
-        let spanned = !fast.load(Ordering::Relaxed);
         let rss_after = rss_kib(pid);
         let after = Scrape::take(&topo.gateway);
         fast.store(true, Ordering::Relaxed);
@@ -345,8 +372,7 @@ pub fn run(syn_proxy: bool) -> Figures {
             requests: (RATE * seconds) as usize,
             succeeded,
             failures,
-            transfer_spanned_flood: spanned && transfer.as_ref().is_ok_and(|(_, f)| *f),
-            transfer: transfer.map(|(differing, _)| differing),
+            transfer,
             rss_before,
             rss_peak: rss_peak.max(rss_after),
             rss_after,
