@@ -587,10 +587,23 @@ impl Decoder {
                 mode.name()
             );
             self.fail(threshold_place, message, v.get_ref().to_string());
+            return SynProxy::Off;
         }
         if mode.is_enabled() && protocol == Some(Protocol::Udp) {
             let message = format!(
                 "syn_proxy of service {name:?} needs protocol \"tcp\": the proxy answers TCP handshakes"
+            );
+            self.fail(place, message, value.get_ref().clone());
+            return SynProxy::Off;
+        }
+        if mode.is_enabled() && threshold.is_some() {
+            // The XDP half exists and is tested through BPF_PROG_TEST_RUN; a
+            // gateway that answered cookies without opening the backend side
+            // would break every proxied connection, so the key is refused.
+            let message = format!(
+                "syn_proxy {:?} of service {name:?} is not available yet: the workers do not open \
+                 the backend side of a proxied connection, so leave it \"off\"",
+                mode.name()
             );
             self.fail(place, message, value.get_ref().clone());
             return SynProxy::Off;
