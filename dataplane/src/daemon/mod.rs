@@ -137,7 +137,8 @@ pub struct Checked {
 /// so a config `check` accepts is refused by `run` only for what the
 /// machine lacks (an interface, a core, privileges: exit 3).
 pub fn load_checked(path: &Path, cores: Option<&[usize]>) -> Result<Checked, DaemonError> {
-    let file = rules::load_file(path)?;
+    // Parsed once: the `[etcd]` table comes with the rules.
+    let (file, etcd) = rules::load_file_with_etcd(path)?;
     check_capacity(path, &file)?;
     // `--cores` overrides the file for this run only: the control state
     // keeps the file's [daemon], so reloading the unchanged file is not
@@ -148,7 +149,7 @@ pub fn load_checked(path: &Path, cores: Option<&[usize]>) -> Result<Checked, Dae
     }
     check_cores(&running)?;
     check_log_level(path, &file)?;
-    let etcd = check_etcd(path)?;
+    let etcd = check_etcd(path, etcd)?;
     Ok(Checked {
         file,
         running,
@@ -156,11 +157,12 @@ pub fn load_checked(path: &Path, cores: Option<&[usize]>) -> Result<Checked, Dae
     })
 }
 
-/// Reads and checks the `[etcd]` section, if any.
-fn check_etcd(path: &Path) -> Result<Option<EtcdSettings>, DaemonError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| DaemonError::Usage(format!("{}: cannot read config: {e}", path.display())))?;
-    crate::fleet::settings::from_config_text(&text, &path.display().to_string())
+/// Checks the `[etcd]` table of the file at `path`, if it has one.
+fn check_etcd(
+    path: &Path,
+    table: Option<toml::Table>,
+) -> Result<Option<EtcdSettings>, DaemonError> {
+    crate::fleet::settings::from_etcd_table(table, &path.display().to_string())
         .map_err(|problems| DaemonError::Usage(problems.join("\n")))
 }
 
