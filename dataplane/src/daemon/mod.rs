@@ -33,6 +33,7 @@ mod gateway;
 mod kernel_path;
 pub mod notify;
 mod start;
+mod vip_offer;
 pub mod worker_thread;
 
 use std::collections::HashSet;
@@ -100,6 +101,8 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        // `status` and the metrics show where the rules from etcd stand.
+        control.report_etcd(fleet.source.reporter());
         fleet.slot.fill(control);
         daemon.fleet = Some(fleet);
     }
@@ -200,8 +203,8 @@ fn start_fleet(
         }
     }
     let cores = std::mem::take(&mut running.daemon.cores);
-    *file = started.rules.config.clone();
-    *running = started.rules.config.clone();
+    *file = Config::clone(&started.rules.config);
+    *running = Config::clone(&started.rules.config);
     running.daemon.cores = cores;
     check_capacity(path, running)?;
     Ok(Some(Fleet {
@@ -344,6 +347,8 @@ struct Daemon {
     /// With the kernel fast path on: the interfaces it may send out of,
     /// read again every [`RESOLVE_EVERY`].
     fast_egress: Option<fast_egress::FastEgress>,
+    /// `announce = "bgp"`: the VIPs' host routes.
+    vip_offer: vip_offer::VipOffer,
     // Held so the UMEM outlives every socket (dropped last).
     _umem: SharedUmem,
 }
@@ -437,6 +442,7 @@ impl Daemon {
             metrics: None,
             fleet: None,
             fast_egress,
+            vip_offer: vip_offer::VipOffer::new(Arc::default()),
             _umem: umem,
         };
         // From here on, a failure must stop the workers: `daemon.stop()`.
@@ -490,7 +496,18 @@ impl Daemon {
             }),
         };
         let source_plane = Arc::clone(dataplane);
-        let source: crate::metrics::SampleSource = Arc::new(move || source_plane.sample());
+        // The rules from etcd, once the etcd source reports to the control
+        // state (with `[etcd]`).
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let source: crate::metrics::SampleSource = Arc::new(move || {
+            let (mut sample, snapshot) = source_plane.sample();
+            sample.etcd = control.etcd_status();
+            (sample, snapshot)
+        });
         let server = MetricsServer::start(address.clone(), source)
             .map_err(|e| DaemonError::Environment(format!("metrics endpoint: {e}")))?;
         tracing::info!(%address, "metrics served at /metrics");
@@ -607,6 +624,7 @@ impl Daemon {
                     }
                 }
             }
+            self.vip_offer.follow(&self.gateway.snapshot());
             if self.workers.iter().any(|w| w.is_finished()) {
                 return Err(DaemonError::Runtime(
                     "a worker thread stopped unexpectedly".into(),
@@ -639,7 +657,10 @@ impl Daemon {
 
     /// Stops the workers, closes the sockets, then detaches the programs.
     fn stop(mut self) {
-        // First the etcd source: its status key goes with its lease.
+        // First the BGP offer: the router moves the VIPs' flows to the
+        // other gateways while this one still forwards.
+        self.vip_offer.withdraw_all();
+        // Then the etcd source: its status key goes with its lease.
         if let Some(mut fleet) = self.fleet.take() {
             fleet.source.stop();
         }
