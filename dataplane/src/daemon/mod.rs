@@ -33,6 +33,7 @@ mod gateway;
 mod kernel_path;
 pub mod notify;
 mod start;
+pub mod takeover;
 pub mod worker_thread;
 
 use std::collections::HashSet;
@@ -79,6 +80,9 @@ pub struct RunOptions {
     pub cores: Option<Vec<usize>>,
     /// Forward every frame to the other interface untouched (I/O floor).
     pub forward_only: bool,
+    /// Take over from the flowgate running with the same control socket
+    /// ([`takeover`]).
+    pub takeover: bool,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -93,26 +97,127 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
     let signals = Signals::install()?;
     let notifier = notify::Notifier::from_env();
     let fleet = start_fleet(etcd, &options.config, &mut file, &mut running)?;
-    let mut daemon = Daemon::start(running, file, options)?;
-    if let Some(fleet) = fleet {
-        let control = daemon
-            .control
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        fleet.slot.fill(control);
-        daemon.fleet = Some(fleet);
-    }
+    // With --takeover, the running flowgate stops forwarding once it has
+    // handed its state over: from here on every failure is told to it, so
+    // that it forwards again.
+    let (handover, restored) = if options.takeover {
+        let path = takeover::socket_path(&running.daemon.control_socket);
+        let (handover, state) = takeover::take_over(&path)
+            .map_err(|e| DaemonError::Environment(format!("takeover: {e}")))?;
+        tracing::info!(
+            connections = state.connections.len(),
+            "the running flowgate handed its connections over"
+        );
+        (Some(handover), Some(state))
+    } else {
+        (None, None)
+    };
+    let mut daemon = match Daemon::start(running, file, options, restored.as_ref()) {
+        Ok(daemon) => daemon,
+        Err(e) => {
+            if let Some(handover) = handover {
+                handover.failed(&e.to_string());
+            }
+            return Err(e);
+        }
+    };
+    drop(restored);
+    daemon.attach_fleet(fleet);
     tracing::info!(
         workers = daemon.workers.len(),
         generation = daemon.gateway.snapshot().generation(),
         "flowgate is forwarding"
     );
-    notifier.ready(&daemon.forwarding_status());
-    let result = daemon.serve(&signals, options, &notifier);
-    notifier.stopping();
-    daemon.stop();
-    result
+    match handover {
+        Some(handover) => {
+            notifier.took_over(&daemon.forwarding_status());
+            if let Err(e) = handover.serving() {
+                tracing::warn!("{e}");
+            }
+        }
+        None => notifier.ready(&daemon.forwarding_status()),
+    }
+    loop {
+        let request = match daemon.serve(&signals, options, &notifier) {
+            Ok(Served::TakeoverAsked(request)) => request,
+            result => {
+                notifier.stopping();
+                daemon.stop();
+                return result.map(drop);
+            }
+        };
+        daemon = match hand_over(daemon, request, options) {
+            Handed::Over => return Ok(()),
+            Handed::Resumed(daemon) => *daemon,
+            Handed::Failed(e) => return Err(e),
+        };
+        notifier.ready(&daemon.forwarding_status());
+    }
+}
+
+/// How a hand-over to a new process ended.
+enum Handed {
+    /// The new process forwards: this one exits.
+    Over,
+    /// The new process failed; this one forwards again.
+    Resumed(Box<Daemon>),
+    /// The new process failed, and this one could not start again.
+    Failed(DaemonError),
+}
+
+/// Stops `daemon`, hands its connections to the process that asked
+/// (`request`) and, if that process does not take over, starts again from
+/// them with the rules it ran.
+fn hand_over(
+    mut daemon: Daemon,
+    request: takeover::TakeoverRequest,
+    options: &RunOptions,
+) -> Handed {
+    let pid = request.pid;
+    tracing::info!(pid, "a new flowgate takes over: handing over");
+    let fleet = daemon.fleet.take();
+    let running = daemon.running_config();
+    let file = daemon.file_config();
+    let mut connections = Vec::new();
+    daemon.shut_down(Some(&mut connections));
+    let exported_mono_ns = start::kernel_epoch_ns(Instant::now());
+    let image = crate::flow::handover::encode(exported_mono_ns, &connections);
+    match request.hand_over(&image) {
+        Ok(()) => {
+            if let Some(mut fleet) = fleet {
+                fleet.source.stop();
+            }
+            tracing::info!(
+                pid,
+                connections = connections.len(),
+                "handed over to the new flowgate; exiting"
+            );
+            Handed::Over
+        }
+        Err(why) => {
+            tracing::error!(pid, "takeover failed, forwarding again: {why}");
+            let state = crate::flow::HandedState {
+                exported_mono_ns,
+                connections,
+            };
+            match Daemon::start(running, file, options, Some(&state)) {
+                Ok(mut daemon) => {
+                    daemon.attach_fleet(fleet);
+                    tracing::info!("forwarding again after the failed takeover");
+                    Handed::Resumed(Box::new(daemon))
+                }
+                Err(e) => Handed::Failed(e),
+            }
+        }
+    }
+}
+
+/// Why the main loop ended.
+enum Served {
+    /// A stop signal.
+    Stopped,
+    /// A new process asks to take over.
+    TakeoverAsked(takeover::TakeoverRequest),
 }
 
 /// A config that passed every check [`run`] makes before it touches the
@@ -342,6 +447,13 @@ struct Daemon {
     /// With the kernel fast path on: the interfaces it may send out of,
     /// read again every [`RESOLVE_EVERY`].
     fast_egress: Option<fast_egress::FastEgress>,
+    /// Where a new process asks to take over (`None` if it could not be
+    /// bound, which is logged).
+    takeover: Option<takeover::TakeoverListener>,
+    /// The workers' clock origin.
+    epoch: Instant,
+    /// The worker cores this run started with.
+    cores: Vec<usize>,
     // Held so the UMEM outlives every socket (dropped last).
     _umem: SharedUmem,
 }
@@ -349,7 +461,13 @@ struct Daemon {
 impl Daemon {
     /// Starts the gateway with `config` (the file with command-line
     /// overrides); the control API keeps `file`, the rules as written.
-    fn start(config: Config, file: Config, options: &RunOptions) -> Result<Daemon, DaemonError> {
+    /// Connections in `restored` are put into the workers' tables.
+    fn start(
+        config: Config,
+        file: Config,
+        options: &RunOptions,
+        restored: Option<&crate::flow::HandedState>,
+    ) -> Result<Daemon, DaemonError> {
         let links = start::check_links(&config)?;
         let (mut filters, fast) = start::attach_filters(&config, options, &links)?;
         let xsk_settings = start::xsk_settings(&config.daemon);
@@ -369,6 +487,7 @@ impl Daemon {
             stop: &stop_workers,
             epoch,
             fast: fast.as_ref(),
+            restored,
         };
         let workers = start::spawn_workers(&shared, sockets.ports)?;
         let fast_egress = fast.map(|f| f.egress);
@@ -435,12 +554,18 @@ impl Daemon {
             metrics: None,
             fleet: None,
             fast_egress,
+            takeover: None,
+            epoch,
+            cores: config.daemon.cores.clone(),
             _umem: umem,
         };
         // From here on, a failure must stop the workers: `daemon.stop()`.
         let served = daemon
             .serve_control(&config.daemon, control)
             .and_then(|()| daemon.serve_metrics(&config.daemon, &dataplane));
+        if served.is_ok() {
+            daemon.listen_for_takeover(&config.daemon);
+        }
         match served {
             Ok(()) => Ok(daemon),
             Err(e) => {
@@ -470,6 +595,50 @@ impl Daemon {
         self.control_thread = Some((stop_server, thread));
         tracing::info!(socket = %settings.control_socket.display(), "control API listening");
         Ok(())
+    }
+
+    /// Listens beside the control socket for a new process that takes
+    /// over; without it the daemon runs as before (a restart loses the
+    /// connections), and says so.
+    fn listen_for_takeover(&mut self, settings: &DaemonSettings) {
+        let path = takeover::socket_path(&settings.control_socket);
+        match takeover::TakeoverListener::bind(&path) {
+            Ok(listener) => self.takeover = Some(listener),
+            Err(e) => tracing::warn!(
+                socket = %path.display(),
+                "cannot listen for a takeover ({e}): `flowgate run --takeover` will not reach this one"
+            ),
+        }
+    }
+
+    /// Gives the etcd source, if any, this daemon's control state.
+    fn attach_fleet(&mut self, fleet: Option<Fleet>) {
+        if let Some(fleet) = fleet {
+            let control = self
+                .control
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            fleet.slot.fill(control);
+            self.fleet = Some(fleet);
+        }
+    }
+
+    /// The rules running now, on this run's worker cores: what a start
+    /// after a failed takeover runs.
+    fn running_config(&self) -> Config {
+        let mut config = self.gateway.config();
+        config.daemon.cores.clone_from(&self.cores);
+        config
+    }
+
+    /// The rules as the control API keeps them.
+    fn file_config(&self) -> Config {
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Config::clone(&control.config())
     }
 
     /// Serves `/metrics` if `[daemon] metrics_address` is set.
@@ -548,7 +717,7 @@ impl Daemon {
         signals: &Signals,
         options: &RunOptions,
         notifier: &notify::Notifier,
-    ) -> Result<(), DaemonError> {
+    ) -> Result<Served, DaemonError> {
         let mut events = Vec::new();
         let mut last_resolve = Instant::now() - RESOLVE_EVERY;
         let mut last_refresh = Instant::now();
@@ -605,6 +774,9 @@ impl Daemon {
                     }
                 }
             }
+            if let Some(request) = self.takeover.as_ref().and_then(|l| l.poll()) {
+                return Ok(Served::TakeoverAsked(request));
+            }
             if self.workers.iter().any(|w| w.is_finished()) {
                 return Err(DaemonError::Runtime(
                     "a worker thread stopped unexpectedly".into(),
@@ -613,7 +785,7 @@ impl Daemon {
             std::thread::sleep(TICK);
         }
         tracing::info!("stop signal received; shutting down");
-        Ok(())
+        Ok(Served::Stopped)
     }
 
     /// SIGHUP: re-read the config and apply its rules, all or nothing;
@@ -636,7 +808,16 @@ impl Daemon {
     }
 
     /// Stops the workers, closes the sockets, then detaches the programs.
-    fn stop(mut self) {
+    fn stop(self) {
+        self.shut_down(None);
+    }
+
+    /// [`Daemon::stop`], and with `handed`, the workers' connections
+    /// appended to it (for a takeover) once they have stopped.
+    fn shut_down(mut self, mut handed: Option<&mut Vec<crate::flow::HandedConnection>>) {
+        // No one may ask to take over a daemon on its way out.
+        drop(self.takeover.take());
+        let epoch_mono = start::kernel_epoch_ns(self.epoch);
         // First the etcd source: its status key goes with its lease.
         if let Some(mut fleet) = self.fleet.take() {
             fleet.source.stop();
@@ -654,7 +835,12 @@ impl Daemon {
         for handle in self.workers {
             let index = handle.index;
             match handle.join() {
-                Some(exit) => drop(exit.ports),
+                Some(exit) => {
+                    if let Some(out) = handed.as_deref_mut() {
+                        exit.worker.flows().hand_over(epoch_mono, out);
+                    }
+                    drop(exit.ports)
+                }
                 None => tracing::error!(worker = index, "worker thread panicked"),
             }
         }
