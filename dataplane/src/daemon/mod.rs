@@ -19,7 +19,11 @@
 //!
 //! Then the main thread, off the worker cores, loops: signals (SIGHUP
 //! reloads, SIGINT/SIGTERM stop), neighbour changes, resolution of
-//! backends the kernel does not know yet. Shutdown stops the workers,
+//! backends the kernel does not know yet, and a new process asking to take
+//! over ([`takeover`]: `flowgate run --takeover` prepares everything that
+//! does not need the interfaces, takes the old process's connections, then
+//! attaches and starts its workers; the old one exits, or starts again from
+//! its connections if the new one fails). Shutdown stops the workers,
 //! closes the sockets and detaches the programs; a crash leaves nothing
 //! behind that blocks the next start (the program is attached through a
 //! bpf_link, which dies with the process, and a stale program of any kind
@@ -100,7 +104,11 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
     // With --takeover, the running flowgate stops forwarding once it has
     // handed its state over: from here on every failure is told to it, so
     // that it forwards again.
-    let (handover, restored) = if options.takeover {
+    let (handover, restored, prepared) = if options.takeover {
+        // Everything that does not need the interfaces to itself is made
+        // while the old process still forwards: the dark time is only
+        // what must wait for it.
+        let prepared = Prepared::new(&running, options, false)?;
         let path = takeover::socket_path(&running.daemon.control_socket);
         let (handover, state) = takeover::take_over(&path)
             .map_err(|e| DaemonError::Environment(format!("takeover: {e}")))?;
@@ -108,11 +116,17 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
             connections = state.connections.len(),
             "the running flowgate handed its connections over"
         );
-        (Some(handover), Some(state))
+        (Some(handover), Some(state), Some(prepared))
     } else {
-        (None, None)
+        (None, None, None)
     };
-    let mut daemon = match Daemon::start(running, file, options, restored.as_ref()) {
+    let started = match prepared {
+        Some(prepared) => {
+            Daemon::start_prepared(prepared, running, file, options, restored.as_ref())
+        }
+        None => Daemon::start(running, file, options, None),
+    };
+    let mut daemon = match started {
         Ok(daemon) => daemon,
         Err(e) => {
             if let Some(handover) = handover {
@@ -178,11 +192,13 @@ fn hand_over(
     let fleet = daemon.fleet.take();
     let running = daemon.running_config();
     let file = daemon.file_config();
-    let mut connections = Vec::new();
-    daemon.shut_down(Some(&mut connections));
-    let exported_mono_ns = start::kernel_epoch_ns(Instant::now());
-    let image = crate::flow::handover::encode(exported_mono_ns, &connections);
-    match request.hand_over(&image) {
+    let (connections, exported_mono_ns, verdict) = daemon.shut_down(true, |connections| {
+        let exported_mono_ns = start::kernel_epoch_ns(Instant::now());
+        let image = crate::flow::handover::encode(exported_mono_ns, &connections);
+        let verdict = request.hand_over(&image);
+        (connections, exported_mono_ns, verdict)
+    });
+    match verdict {
         Ok(()) => {
             if let Some(mut fleet) = fleet {
                 fleet.source.stop();
@@ -431,6 +447,60 @@ impl Signals {
     }
 }
 
+/// What a start makes before it needs the interfaces to itself: the
+/// interfaces checked, the XDP programs loaded with their maps (attached
+/// or not), the rules compiled and programmed into them, the UMEM and the
+/// workers' empty connection tables. A process
+/// taking over makes these while the old one still forwards.
+struct Prepared {
+    links: Vec<neigh::LinkInfo>,
+    /// The rules compiled and programmed into the filters.
+    gateway: Arc<Gateway>,
+    watcher: NeighbourWatcher,
+    fast: Option<start::FastCaches>,
+    xsk_settings: crate::port::xsk::XskSettings,
+    umem: SharedUmem,
+    tables: Vec<crate::flow::FlowTable>,
+}
+
+impl Prepared {
+    /// Prepares a start with `config`; `attach` attaches the programs too.
+    fn new(config: &Config, options: &RunOptions, attach: bool) -> Result<Prepared, DaemonError> {
+        let links = start::check_links(config)?;
+        let (filters, fast) = start::attach_filters(config, options, &links, attach)?;
+        let (gateway, watcher) = start::start_gateway(config, filters, &links)?;
+        let xsk_settings = start::xsk_settings(&config.daemon);
+        let umem = SharedUmem::new(&xsk_settings).map_err(environment)?;
+        let tables = (0..config.daemon.cores.len())
+            .map(|_| crate::flow::FlowTable::from_settings(&config.flows))
+            .collect();
+        Ok(Prepared {
+            links,
+            gateway,
+            watcher,
+            fast,
+            xsk_settings,
+            umem,
+            tables,
+        })
+    }
+    /// Attaches the programs that are not attached yet.
+    /// Attaches the programs that are not attached yet, then opens the
+    /// AF_XDP sockets and registers them with the programs.
+    fn attached(self, config: &Config) -> Result<(start::OpenSockets, Prepared), DaemonError> {
+        let sockets = self.gateway.with_filters(|filters| {
+            filters.iter_mut().try_for_each(|filter| {
+                let interface = filter.interface().to_owned();
+                filter
+                    .attach_loaded()
+                    .map_err(|e| DaemonError::Environment(format!("interface {interface}: {e}")))
+            })?;
+            start::open_sockets(config, &self.umem, &self.xsk_settings, filters)
+        })?;
+        Ok((sockets, self))
+    }
+}
+
 /// A running gateway.
 struct Daemon {
     health: Arc<HealthMonitor>,
@@ -454,8 +524,8 @@ struct Daemon {
     epoch: Instant,
     /// The worker cores this run started with.
     cores: Vec<usize>,
-    // Held so the UMEM outlives every socket (dropped last).
-    _umem: SharedUmem,
+    // Held so the UMEM outlives every socket (dropped after them).
+    umem: Option<SharedUmem>,
 }
 
 impl Daemon {
@@ -468,12 +538,21 @@ impl Daemon {
         options: &RunOptions,
         restored: Option<&crate::flow::HandedState>,
     ) -> Result<Daemon, DaemonError> {
-        let links = start::check_links(&config)?;
-        let (mut filters, fast) = start::attach_filters(&config, options, &links)?;
-        let xsk_settings = start::xsk_settings(&config.daemon);
-        let umem = SharedUmem::new(&xsk_settings).map_err(environment)?;
-        let sockets = start::open_sockets(&config, &umem, &xsk_settings, &mut filters)?;
-        let (gateway, watcher) = start::start_gateway(&config, filters, &links)?;
+        let prepared = Prepared::new(&config, options, true)?;
+        Daemon::start_prepared(prepared, config, file, options, restored)
+    }
+
+    /// [`Daemon::start`] from what [`Prepared::new`] made: attaches the
+    /// programs if they are not yet, then goes on.
+    fn start_prepared(
+        prepared: Prepared,
+        config: Config,
+        file: Config,
+        options: &RunOptions,
+        restored: Option<&crate::flow::HandedState>,
+    ) -> Result<Daemon, DaemonError> {
+        let (sockets, p) = prepared.attached(&config)?;
+        let (links, gateway, watcher, fast, umem) = (p.links, p.gateway, p.watcher, p.fast, p.umem);
         let stop_workers = Arc::new(AtomicBool::new(false));
         // The workers' clock is the liveness table's: a heartbeat deadline
         // means the same instant to the workers and the control side.
@@ -489,7 +568,7 @@ impl Daemon {
             fast: fast.as_ref(),
             restored,
         };
-        let workers = start::spawn_workers(&shared, sockets.ports)?;
+        let workers = start::spawn_workers(&shared, sockets.ports, p.tables)?;
         let fast_egress = fast.map(|f| f.egress);
         pin_control_thread(&config.daemon.cores);
         let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
@@ -557,7 +636,7 @@ impl Daemon {
             takeover: None,
             epoch,
             cores: config.daemon.cores.clone(),
-            _umem: umem,
+            umem: Some(umem),
         };
         // From here on, a failure must stop the workers: `daemon.stop()`.
         let served = daemon
@@ -809,12 +888,19 @@ impl Daemon {
 
     /// Stops the workers, closes the sockets, then detaches the programs.
     fn stop(self) {
-        self.shut_down(None);
+        self.shut_down(false, |_| ());
     }
 
-    /// [`Daemon::stop`], and with `handed`, the workers' connections
-    /// appended to it (for a takeover) once they have stopped.
-    fn shut_down(mut self, mut handed: Option<&mut Vec<crate::flow::HandedConnection>>) {
+    /// [`Daemon::stop`], then `then` with the workers' connections if
+    /// `collect` (for a takeover). Everything is closed and freed first:
+    /// the queues are free only once every descriptor of their sockets is
+    /// closed, the control side's statistics readers' too.
+    fn shut_down<R>(
+        mut self,
+        collect: bool,
+        then: impl FnOnce(Vec<crate::flow::HandedConnection>) -> R,
+    ) -> R {
+        let mut handed = Vec::new();
         // No one may ask to take over a daemon on its way out.
         drop(self.takeover.take());
         let epoch_mono = start::kernel_epoch_ns(self.epoch);
@@ -832,14 +918,14 @@ impl Daemon {
         drop(self.heartbeats.take());
         self.health.stop();
         self.stop_workers.store(true, Ordering::Relaxed);
-        for handle in self.workers {
+        for handle in std::mem::take(&mut self.workers) {
             let index = handle.index;
             match handle.join() {
                 Some(exit) => {
-                    if let Some(out) = handed.as_deref_mut() {
-                        exit.worker.flows().hand_over(epoch_mono, out);
+                    if collect {
+                        exit.worker.flows().hand_over(epoch_mono, &mut handed);
                     }
-                    drop(exit.ports)
+                    drop(exit.ports);
                 }
                 None => tracing::error!(worker = index, "worker thread panicked"),
             }
@@ -847,7 +933,10 @@ impl Daemon {
         for filter in self.gateway.take_filters() {
             drop(filter);
         }
+        drop(self.umem.take());
         tracing::info!("stopped: sockets closed, XDP programs detached");
+        drop(self);
+        then(handed)
     }
 }
 

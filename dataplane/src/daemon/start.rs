@@ -80,10 +80,15 @@ pub(super) struct FastCaches {
 /// Where the fast path cannot be set up (a kernel that refuses to map the
 /// cache, an interface the redirect map refuses), the program runs
 /// without it, as with `fast_path = "off"`, and a warning says why.
+///
+/// Without `attach`, the programs are loaded and programmed but not
+/// attached ([`XdpFilter::attach_loaded`] attaches them): what a process
+/// taking over prepares while the old one still forwards.
 pub(super) fn attach_filters(
     config: &Config,
     options: &RunOptions,
     links: &[LinkInfo],
+    attach: bool,
 ) -> Result<(Vec<XdpFilter>, Option<FastCaches>), DaemonError> {
     let mode = match config.daemon.xdp_mode {
         XdpModeSetting::Auto => XdpMode::Auto,
@@ -95,15 +100,20 @@ pub(super) fn attach_filters(
     let geometry = CacheGeometry::for_connections(workers, config.flows.capacity);
     let mut filters = Vec::with_capacity(config.interfaces.len());
     let mut fast_ok = want_fast;
+    let load = |name: &str, fast: Option<CacheGeometry>| match (attach, fast) {
+        (false, fast) => XdpFilter::load(name, mode, fast),
+        (true, Some(geometry)) => XdpFilter::attach_with_fast_path(name, mode, geometry),
+        (true, None) => XdpFilter::attach(name, mode),
+    };
     for interface in &config.interfaces {
         let attached = if fast_ok {
-            XdpFilter::attach_with_fast_path(&interface.name, mode, geometry).or_else(|e| {
+            load(&interface.name, Some(geometry)).or_else(|e| {
                 tracing::warn!(interface = %interface.name, error = %e, "kernel fast path unavailable; running without it");
                 fast_ok = false;
-                XdpFilter::attach(&interface.name, mode)
+                load(&interface.name, None)
             })
         } else {
-            XdpFilter::attach(&interface.name, mode)
+            load(&interface.name, None)
         };
         let mut filter = attached
             .map_err(|e| DaemonError::Environment(format!("interface {}: {e}", interface.name)))?;
@@ -210,8 +220,7 @@ pub(super) fn open_sockets(
         let queue = w as u32;
         let mut worker_ports = Vec::with_capacity(config.interfaces.len());
         for (i, interface) in config.interfaces.iter().enumerate() {
-            let port = XskPort::open(umem, &interface.name, queue, settings)
-                .map_err(|e| DaemonError::Environment(e.to_string()))?;
+            let port = open_socket(umem, &interface.name, queue, settings)?;
             if let Some(mode) = modes.get_mut(i) {
                 *mode = port.mode().to_string();
             }
@@ -225,6 +234,31 @@ pub(super) fn open_sockets(
         ports.push(worker_ports);
     }
     Ok(OpenSockets { ports, modes })
+}
+
+/// How long a socket is tried again while its queue is still bound: the
+/// kernel releases a closed socket's queue a moment later, off the
+/// closing thread (the process this one took over from just closed its).
+const QUEUE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// One socket on `interface`'s `queue`, tried again for up to
+/// [`QUEUE_RELEASE_WAIT`] while another socket still holds the queue.
+fn open_socket(
+    umem: &SharedUmem,
+    interface: &str,
+    queue: u32,
+    settings: &XskSettings,
+) -> Result<XskPort, DaemonError> {
+    let deadline = Instant::now() + QUEUE_RELEASE_WAIT;
+    loop {
+        match XskPort::open(umem, interface, queue, settings) {
+            Ok(port) => return Ok(port),
+            Err(crate::port::xsk::XskError::QueueBusy { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(e) => return Err(DaemonError::Environment(e.to_string())),
+        }
+    }
 }
 
 /// The gateway with its first snapshot, built from `config` and what the
@@ -276,9 +310,13 @@ pub(super) struct WorkerShared<'a> {
 /// Starts one pinned worker per entry of `ports` (worker w on
 /// `daemon.cores[w]`), each with its share of the frames and, with more
 /// than one worker, its end of the hand-over.
+///
+/// `tables` are the workers' connection tables, made beforehand (a large
+/// one takes a while to allocate): one per worker.
 pub(super) fn spawn_workers(
     shared: &WorkerShared<'_>,
     ports: Vec<Vec<XskPort>>,
+    mut tables: Vec<FlowTable>,
 ) -> Result<StartedWorkers, DaemonError> {
     let workers = ports.len();
     let mut pools = shared.umem.split_pools(workers);
@@ -311,7 +349,16 @@ pub(super) fn spawn_workers(
         let settings = &shared.config.daemon;
         let clients = ClientRateTable::new(DEFAULT_CLIENT_TABLE_ENTRIES, client_seed(w));
         let admission = WorkerAdmission::new(clients, lanes);
-        let flows = worker_flows(shared, w, &admission, restored.pop().unwrap_or_default());
+        let table = tables
+            .pop()
+            .unwrap_or_else(|| FlowTable::from_settings(&shared.config.flows));
+        let flows = worker_flows(
+            shared,
+            w,
+            table,
+            &admission,
+            restored.pop().unwrap_or_default(),
+        );
         let mut worker = Worker::new(flows, pool, worker_ports.len(), settings.batch)
             .with_paths(shared.gateway.path_reader())
             .with_admission(admission);
@@ -370,15 +417,15 @@ pub(super) fn spawn_workers(
     Ok(started)
 }
 
-/// Worker `w`'s connection table: with the fast path's writer when it is
+/// Worker `w`'s connection table (`flows`, empty): with the fast path's writer when it is
 /// on, counted on `admission`'s lanes, holding `restored`.
 fn worker_flows(
     shared: &WorkerShared<'_>,
     w: usize,
+    mut flows: FlowTable,
     admission: &WorkerAdmission,
     restored: Vec<HandedConnection>,
 ) -> FlowTable {
-    let mut flows = FlowTable::from_settings(&shared.config.flows);
     let epoch_mono = kernel_epoch_ns(shared.epoch);
     if let Some(fast) = shared.fast {
         let caches = fast
