@@ -23,6 +23,7 @@ const SOURCE: &str = "bpf/flowgate_xdp.c";
 const LIMITS: &str = "bpf/flowgate_limits.h";
 const FAST_PATH: &str = "bpf/flowgate_fastpath.h";
 const ANNOUNCE: &str = "bpf/flowgate_announce.h";
+const SYN_PROXY: &str = "bpf/flowgate_synproxy.h";
 const OBJECT: &str = "flowgate_xdp.o";
 const CAPACITY: &str = "xdp_capacity.rs";
 const FIX: &str = "run scripts/install-deps.sh";
@@ -51,6 +52,7 @@ fn main() {
     println!("cargo:rerun-if-changed={SOURCE}");
     println!("cargo:rerun-if-changed={FAST_PATH}");
     println!("cargo:rerun-if-changed={ANNOUNCE}");
+    println!("cargo:rerun-if-changed={SYN_PROXY}");
     println!("cargo:rerun-if-env-changed=CLANG");
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
     let multiarch = multiarch_include();

@@ -38,6 +38,7 @@ mod kernel_path;
 pub mod notify;
 mod start;
 pub mod takeover;
+mod vip_offer;
 pub mod worker_thread;
 
 use std::collections::HashSet;
@@ -319,8 +320,8 @@ fn start_fleet(
         }
     }
     let cores = std::mem::take(&mut running.daemon.cores);
-    *file = started.rules.config.clone();
-    *running = started.rules.config.clone();
+    *file = Config::clone(&started.rules.config);
+    *running = Config::clone(&started.rules.config);
     running.daemon.cores = cores;
     check_capacity(path, running)?;
     Ok(Some(Fleet {
@@ -520,6 +521,8 @@ struct Daemon {
     /// Where a new process asks to take over (`None` if it could not be
     /// bound, which is logged).
     takeover: Option<takeover::TakeoverListener>,
+    /// `announce = "bgp"`: the VIPs' host routes.
+    vip_offer: vip_offer::VipOffer,
     /// The workers' clock origin.
     epoch: Instant,
     /// The worker cores this run started with.
@@ -637,6 +640,7 @@ impl Daemon {
             epoch,
             cores: config.daemon.cores.clone(),
             umem: Some(umem),
+            vip_offer: vip_offer::VipOffer::new(Arc::default()),
         };
         // From here on, a failure must stop the workers: `daemon.stop()`.
         let served = daemon
@@ -698,6 +702,8 @@ impl Daemon {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
+            // `status` and the metrics show where the rules from etcd stand.
+            control.report_etcd(fleet.source.reporter());
             fleet.slot.fill(control);
             self.fleet = Some(fleet);
         }
@@ -736,7 +742,18 @@ impl Daemon {
             }),
         };
         let source_plane = Arc::clone(dataplane);
-        let source: crate::metrics::SampleSource = Arc::new(move || source_plane.sample());
+        // The rules from etcd, once the etcd source reports to the control
+        // state (with `[etcd]`).
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let source: crate::metrics::SampleSource = Arc::new(move || {
+            let (mut sample, snapshot) = source_plane.sample();
+            sample.etcd = control.etcd_status();
+            (sample, snapshot)
+        });
         let server = MetricsServer::start(address.clone(), source)
             .map_err(|e| DaemonError::Environment(format!("metrics endpoint: {e}")))?;
         tracing::info!(%address, "metrics served at /metrics");
@@ -856,6 +873,7 @@ impl Daemon {
             if let Some(request) = self.takeover.as_ref().and_then(|l| l.poll()) {
                 return Ok(Served::TakeoverAsked(request));
             }
+            self.vip_offer.follow(&self.gateway.snapshot());
             if self.workers.iter().any(|w| w.is_finished()) {
                 return Err(DaemonError::Runtime(
                     "a worker thread stopped unexpectedly".into(),
@@ -904,7 +922,10 @@ impl Daemon {
         // No one may ask to take over a daemon on its way out.
         drop(self.takeover.take());
         let epoch_mono = start::kernel_epoch_ns(self.epoch);
-        // First the etcd source: its status key goes with its lease.
+        // First the BGP offer: the router moves the VIPs' flows to the
+        // other gateways while this one still forwards.
+        self.vip_offer.withdraw_all();
+        // Then the etcd source: its status key goes with its lease.
         if let Some(mut fleet) = self.fleet.take() {
             fleet.source.stop();
         }

@@ -787,7 +787,7 @@ impl Pipeline {
         if verdict != Verdict::Pass {
             return verdict;
         }
-        self.stateless_reply(frame, meta, cx.snapshot)
+        self.stateless_reply(frame, meta, cx.snapshot, cx.ingress)
     }
 
     /// The endpoint a distribution path sends a new flow to: the path's

@@ -70,6 +70,9 @@ pub(crate) mod map {
     pub(crate) const ANNOUNCED_ADDRESSES: &str = "announce_addrs";
     /// One `struct announce_config`: the MAC the answers carry.
     pub(crate) const ANNOUNCE_MAC: &str = "announce_mac";
+    /// The SYN proxy's client connections let through (LRU hash,
+    /// bpf/flowgate_synproxy.h).
+    pub(crate) const SYN_PROXY_CONNECTIONS: &str = "synproxy_conns";
 }
 
 /// Counter indices (`enum counter` in the C source).
