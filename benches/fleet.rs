@@ -86,7 +86,11 @@ impl RulesSink for Gateway {
         let given = Instant::now();
         let report = self
             .control
-            .apply_config(&rules.config, &format!("etcd revision {}", rules.revision))
+            .apply_shared(
+                Arc::clone(&rules.config),
+                rules.change.since(),
+                &format!("etcd revision {}", rules.revision),
+            )
             .map_err(|e| e.to_string())?;
         let _ = self.published.send((rules.revision, given, Instant::now()));
         Ok(report.generation)
@@ -119,7 +123,9 @@ fn start_gateway(
     let start = Instant::now();
     let started = EtcdSource::start(settings(endpoint, id), Config::default(), sink).unwrap();
     let loaded = start.elapsed();
-    control.apply_config(&started.rules.config, "etcd").unwrap();
+    control
+        .apply_shared(Arc::clone(&started.rules.config), None, "etcd")
+        .unwrap();
     let live = start.elapsed();
     println!(
         "load {id}: {} services, read and checked in {:.2} s, live (compiled, published) in {:.2} s",
@@ -135,8 +141,53 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// Times each step one revision of one changed service costs at
+/// [`SERVICES`] services, without etcd: what the put-to-live latency is
+/// made of (`cargo bench --bench fleet -- parts`).
+fn parts() {
+    let config = Config {
+        services: (0..SERVICES).map(|i| service(i, 1)).collect(),
+        ..Config::default()
+    };
+    let time = |what: &str, f: &mut dyn FnMut()| {
+        let rounds = 20;
+        let start = Instant::now();
+        for _ in 0..rounds {
+            f();
+        }
+        println!(
+            "  {what}: {:.2} ms",
+            start.elapsed().as_secs_f64() * 1e3 / f64::from(rounds)
+        );
+    };
+    println!("one changed service of {SERVICES}:");
+    time("clone the config", &mut || drop(config.clone()));
+    time("validate the config", &mut || {
+        flowgate_dataplane::rules::validate(&config, &flowgate_dataplane::rules::Unrecorded)
+            .unwrap()
+    });
+    let mut next = config.clone();
+    next.services[17].backends[0].weight = 9;
+    time("diff", &mut || {
+        drop(flowgate_dataplane::control::diff(&config, &next))
+    });
+    let dataplane = MemoryDataplane::new();
+    use flowgate_dataplane::control::Dataplane;
+    dataplane.apply(&config).unwrap();
+    let mut flip = false;
+    time("capacity check", &mut || dataplane.check(&next).unwrap());
+    time("compile and publish", &mut || {
+        flip = !flip;
+        dataplane.apply(if flip { &next } else { &config }).unwrap();
+    });
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if std::env::args().any(|a| a == "parts") {
+        parts();
         return;
     }
     let etcd = fleet_support::Etcd::start();

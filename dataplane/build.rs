@@ -24,6 +24,8 @@ const LIMITS: &str = "bpf/flowgate_limits.h";
 const FAST_PATH: &str = "bpf/flowgate_fastpath.h";
 const ANNOUNCE: &str = "bpf/flowgate_announce.h";
 const INGRESS: &str = "bpf/flowgate_ingress.h";
+
+const SYN_PROXY: &str = "bpf/flowgate_synproxy.h";
 const OBJECT: &str = "flowgate_xdp.o";
 const CAPACITY: &str = "xdp_capacity.rs";
 const FIX: &str = "run scripts/install-deps.sh";
@@ -53,6 +55,8 @@ fn main() {
     println!("cargo:rerun-if-changed={FAST_PATH}");
     println!("cargo:rerun-if-changed={ANNOUNCE}");
     println!("cargo:rerun-if-changed={INGRESS}");
+
+    println!("cargo:rerun-if-changed={SYN_PROXY}");
     println!("cargo:rerun-if-env-changed=CLANG");
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
     let multiarch = multiarch_include();

@@ -23,10 +23,14 @@ set -euo pipefail
 # - rules from etcd: the etcd-client crate's build runs protoc
 #   (protobuf-compiler), and tests/fleet_*.rs start a real etcd server on
 #   loopback (etcd-server; etcd-client gives etcdctl, to look at the store
-#   by hand).
+#   by hand);
+# - VIPs announced by BGP: tests/fleet_bgp_netns.rs runs a real BIRD 2
+#   (bird2) in each namespace, with its own config, socket and pid file
+#   (on a box that runs systemd the package also enables its server:
+#   `systemctl disable --now bird` if that is not wanted).
 PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev pkg-config m4 libbpf-dev linux-libc-dev
   iproute2 ethtool nftables iputils-ping curl wrk nginx-light python3 netsniff-ng tcpdump valgrind
-  prometheus systemd groff-base protobuf-compiler etcd-server etcd-client)
+  prometheus systemd groff-base protobuf-compiler etcd-server etcd-client bird2)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

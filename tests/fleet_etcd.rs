@@ -54,7 +54,7 @@ impl RulesSink for Recorder {
             applied_keys: rules.applied_keys,
             held: rules.held.len(),
         };
-        let _ = self.tx.send((given, rules.config.clone()));
+        let _ = self.tx.send((given, Config::clone(&rules.config)));
         Ok(self.generation)
     }
 }

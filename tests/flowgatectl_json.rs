@@ -7,6 +7,8 @@
 //! without a schema fails the test, and so does one the walk does not run.
 
 mod ctl_support;
+#[path = "fleet_support/mod.rs"]
+mod fleet_support;
 mod json_schema;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,8 +30,9 @@ use serde_json::Value;
 /// The schema of each command's output on success. A command that writes
 /// no JSON (a shell script, man pages) refuses `-o json`: its output is an
 /// error.
-const SCHEMAS: [(&str, &str); 32] = [
+const SCHEMAS: [(&str, &str); 33] = [
     ("status", "status.json"),
+    ("fleet", "fleet.json"),
     ("service list", "services.json"),
     ("service add", "changed.json"),
     ("service edit", "changed.json"),
@@ -279,6 +282,28 @@ fn walk_reads(walk: &mut Walk, d: &Daemon) {
     // Reads.
     let status = walk.ok(d, &["status"]);
     assert_eq!(status["dataplane"]["workers"][0]["core"], 3);
+    assert!(status.get("etcd").is_none(), "{status}");
+    // A gateway with [etcd] and a held key (what its etcd source reports;
+    // tests/fleet_ctl.rs runs the source against a real etcd).
+    d.control.report_etcd(Arc::new(|| flowgate_api::EtcdStatus {
+        health: "holding".into(),
+        connected: true,
+        revision: 41,
+        seen_revision: 42,
+        generation: 7,
+        held: vec![flowgate_api::HeldKey {
+            key: "/fg/v1/rules/services/web".into(),
+            revision: 42,
+            problems: vec!["port 0 of service \"web\" is out of range 1..=65535".into()],
+        }],
+        last_error: None,
+    }));
+    let status = walk.ok(d, &["status"]);
+    assert_eq!(
+        status["etcd"]["held"][0]["key"],
+        "/fg/v1/rules/services/web"
+    );
+    assert_eq!(status["etcd"]["held"][0]["revision"], 42);
     walk.ok(d, &["service", "list"]);
     walk.ok(d, &["backend", "list", "web"]);
     let stats = walk.ok(d, &["stats"]);
@@ -705,6 +730,22 @@ fn walk_failures(walk: &mut Walk, d: &Daemon, vip: &str) {
     );
     let unreachable = walk.check(&["status"], run, 3).remove(0);
     assert_eq!(unreachable["error"]["code"], "unreachable");
+    walk_fleet(walk);
+}
+
+/// `fleet`: the gateways from a real etcd (none have a status key here;
+/// tests/fleet_ctl.rs lists one), and the usage error without `--etcd`.
+fn walk_fleet(walk: &mut Walk) {
+    let etcd = fleet_support::Etcd::start();
+    let endpoint = etcd.endpoint();
+    let args = ["--etcd", endpoint.as_str(), "fleet", "-o", "json"];
+    let fleet = walk
+        .check(&["fleet"], flowgatectl(&args, None), 0)
+        .remove(0);
+    assert_eq!(fleet["gateways"], serde_json::json!([]));
+    let run = flowgatectl(&["fleet", "-o", "json"], None);
+    let usage = walk.check(&["fleet"], run, 2).remove(0);
+    assert_eq!(usage["error"]["code"], "usage");
 }
 
 #[test]

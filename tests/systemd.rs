@@ -42,6 +42,7 @@ fn the_unit_passes_systemd_analyze_verify() {
     let unit = include_str!("../configs/flowgate.service");
     for line in [
         "Type=notify",
+        "NotifyAccess=all",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK AF_XDP",
         "LimitMEMLOCK=infinity",

@@ -241,3 +241,38 @@ fn the_worker_sends_a_stateless_reply_out_of_the_clients_port() {
         "nothing reaches the kernel"
     );
 }
+
+#[test]
+fn a_reply_the_clients_router_sends_back_returns_to_that_router_from_the_vip() {
+    // A fleet behind a router: the router spreads the backends' replies
+    // over the gateways, so a reply comes in on the clients' port, from the
+    // router's MAC, for a client that is no neighbour of the gateway.
+    const ROUTER_MAC: [u8; 6] = [0x02, 0x66, 0x67, 0x00, 0x00, 0xfe];
+    let mut h = Harness::new(RULES);
+    let client = "198.18.3.1:40003";
+    let from_router = FrameBuilder::tcp(sa("198.18.1.11:8080"), sa(client), 0x10)
+        .macs(ROUTER_MAC, GW_CLIENT_MAC)
+        .payload(b"late")
+        .build();
+    let (v, out) = h.run(&from_router, 0, SEC);
+    assert_eq!(v, Verdict::Transmit(0));
+    let expected = FrameBuilder::tcp(sa("198.18.100.10:80"), sa(client), 0x10)
+        .macs(GW_CLIENT_MAC, ROUTER_MAC)
+        .ttl(63)
+        .payload(b"late")
+        .build();
+    assert_eq!(out, expected, "back to the router:\n{}", hex(&out));
+    assert!(frame_checksums_ok(&out));
+    assert!(h.flows.is_empty(), "no state is made");
+    // A neighbour entry still wins over the sender.
+    let neighbour = FrameBuilder::tcp(sa("198.18.1.11:8080"), sa("198.18.2.1:40003"), 0x10)
+        .macs(ROUTER_MAC, GW_CLIENT_MAC)
+        .payload(b"late")
+        .build();
+    let (v, out) = h.run(&neighbour, 0, SEC);
+    assert_eq!(v, Verdict::Transmit(0));
+    assert_eq!(out, from_vip("198.18.100.10:80", "198.18.2.1:40003", 0x10));
+    // The same reply from the backends' side has no way back: dropped.
+    let (v, _) = h.run(&reply("198.18.1.11:8080", client, 0x10), 1, SEC);
+    assert_eq!(v, Verdict::Drop(DropReason::NoNeighbour));
+}

@@ -1,27 +1,44 @@
 // SPDX-License-Identifier: Apache-2.0
 // xdpgen: the harness's packet generator, userspace half. Builds a 60-byte
-// IPv4/UDP template frame (64 bytes on a wire with the FCS), loads
-// xdpgen.bpf.o and runs it with BPF_PROG_TEST_RUN in live-frames mode on
-// the generator's interface, in chunks, until the time is up. Every frame
-// goes out of that interface as an XDP frame, each of the next flow.
+// IPv4 template frame (64 bytes on a wire with the FCS), UDP or a TCP SYN,
+// loads xdpgen.bpf.o and runs it with BPF_PROG_TEST_RUN in live-frames mode
+// on the generator's interface, in chunks, until the time is up. Every
+// frame goes out of that interface as an XDP frame, each of the next flow.
 //
 //   xdpgen --obj xdpgen.bpf.o --dev IF --src-mac M --dst-mac M --src IP
 //          --dst IP --dport N [--flows N] [--ports N] [--seconds N]
+//          [--syn] [--random-src CIDR [--avoid CIDR]... [--drop-returns]]
+//          [--pps N]
 //
 // Flow i comes from source address src + i / ports, port 10000 + i % ports
-// (flows and ports powers of two). Prints one line when done:
-//   xdpgen sent=N seconds=S pps=R
-// "sent" counts frames made; frames the receiver had no room for are
-// dropped by veth, so compare with what arrives. Stops at --seconds, or on
-// SIGINT/SIGTERM at the end of the current chunk (a few ms).
+// (flows and ports powers of two). With --random-src every frame comes
+// from a random address within CIDR, never within an --avoid prefix (up
+// to 4: the test's real hosts), and a random port in 1024..65535; --src
+// is then only the template's. --syn sends TCP SYNs (the MSS option, a
+// random sequence number) instead of UDP. --drop-returns attaches an XDP
+// program to the interface for the run that drops every IPv4 frame to a
+// random source (SYN-ACKs, resets, ICMP errors: the flood's returns), and
+// passes the rest, so the real host on that interface sees none of them.
+// --pps paces the frames at that rate (default: as fast as it can).
 //
-// Built by scripts/bench-e2e.sh: clang -O2 xdpgen.c -lbpf.
+// Prints one line when done:
+//   xdpgen mode=syn sent=N seconds=S pps=R skipped=N returns_dropped=N
+// "sent" counts frames made; frames the receiver had no room for are
+// dropped by veth, so compare with what arrives. "skipped" counts frames
+// for which no source outside the avoided prefixes was drawn (a few per
+// billion), "returns_dropped" the frames --drop-returns dropped. Stops at
+// --seconds, or on SIGINT/SIGTERM at the end of the current chunk (a few
+// ms).
+//
+// Built by scripts/bench-e2e.sh and by the flood tests
+// (tests/netns/flood.rs): clang -O2 xdpgen.c -lbpf.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
 #include <getopt.h>
 #include <linux/if_ether.h>
+#include <linux/if_link.h>
 #include <net/if.h>
 #include <signal.h>
 #include <stdint.h>
@@ -35,12 +52,29 @@
 // short enough to stop on time.
 #define CHUNK 262144
 
+#define MODE_UDP 0
+#define MODE_SYN 1
+#define MAX_AVOID 4
+#define TCP_LEN 24
+
+struct prefix {
+	uint32_t net;
+	uint32_t mask;
+};
+
+// Laid out as in xdpgen.bpf.c.
 struct gen_config {
 	uint32_t flows_mask;
 	uint32_t src_base;
 	uint32_t sport_base;
 	uint32_t ports_shift;
 	uint64_t seq;
+	uint32_t mode;
+	uint32_t random_src;
+	struct prefix random_net;
+	struct prefix avoid[MAX_AVOID];
+	uint64_t skipped;
+	uint64_t returned;
 };
 
 static volatile sig_atomic_t stopping;
@@ -64,6 +98,35 @@ static void parse_mac(const char *text, uint8_t *mac)
 		die("bad MAC address");
 }
 
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+// "a.b.c.d/len" as a host-order prefix.
+static struct prefix parse_prefix(const char *text)
+{
+	char addr[32];
+	unsigned len;
+	struct in_addr in;
+	if (sscanf(text, "%31[0-9.]/%u", addr, &len) != 2 || len > 32 ||
+	    inet_pton(AF_INET, addr, &in) != 1)
+		die("bad prefix (a.b.c.d/len)");
+	uint32_t mask = len ? ~0u << (32 - len) : 0;
+	return (struct prefix){.net = ntohl(in.s_addr) & mask, .mask = mask};
+}
+
+static void sleep_until(double when)
+{
+	double left = when - now();
+	if (left <= 0)
+		return;
+	struct timespec ts = {.tv_sec = (time_t)left, .tv_nsec = (long)((left - (time_t)left) * 1e9)};
+	nanosleep(&ts, NULL);
+}
+
 static uint16_t checksum(const uint8_t *p, size_t len, uint32_t sum)
 {
 	for (size_t i = 0; i + 1 < len; i += 2)
@@ -83,27 +146,23 @@ static int log2_exact(unsigned long n)
 	return shift;
 }
 
-static double now(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 int main(int argc, char **argv)
 {
 	const char *obj_path = NULL, *dev = NULL;
 	uint8_t src_mac[6], dst_mac[6], frame[FRAME_LEN] = {0};
 	struct in_addr src = {0}, dst = {0};
-	unsigned long flows = 16384, ports = 64, dport = 0, seconds = 10;
-	int have = 0;
+	unsigned long flows = 16384, ports = 64, dport = 0, seconds = 10, pps = 0;
+	int have = 0, syn = 0, drop_returns = 0, avoids = 0;
+	struct gen_config cfg = {0};
 	static const struct option options[] = {
 		{"obj", required_argument, 0, 'o'},     {"dev", required_argument, 0, 'd'},
 		{"src-mac", required_argument, 0, 'm'}, {"dst-mac", required_argument, 0, 'M'},
 		{"src", required_argument, 0, 's'},     {"dst", required_argument, 0, 'D'},
 		{"dport", required_argument, 0, 'p'},   {"flows", required_argument, 0, 'f'},
 		{"ports", required_argument, 0, 'P'},   {"seconds", required_argument, 0, 't'},
-		{0, 0, 0, 0},
+		{"syn", no_argument, 0, 'S'},           {"random-src", required_argument, 0, 'r'},
+		{"avoid", required_argument, 0, 'a'},   {"drop-returns", no_argument, 0, 'R'},
+		{"pps", required_argument, 0, 'x'},     {0, 0, 0, 0},
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -118,6 +177,15 @@ int main(int argc, char **argv)
 		case 'f': flows = strtoul(optarg, NULL, 10); break;
 		case 'P': ports = strtoul(optarg, NULL, 10); break;
 		case 't': seconds = strtoul(optarg, NULL, 10); break;
+		case 'S': syn = 1; break;
+		case 'r': cfg.random_net = parse_prefix(optarg); cfg.random_src = 1; break;
+		case 'a':
+			if (avoids == MAX_AVOID)
+				die("at most 4 --avoid prefixes");
+			cfg.avoid[avoids++] = parse_prefix(optarg);
+			break;
+		case 'R': drop_returns = 1; break;
+		case 'x': pps = strtoul(optarg, NULL, 10); break;
 		default: die("usage: see the comment at the top of benches/e2e/xdpgen.c");
 		}
 	}
@@ -127,77 +195,118 @@ int main(int argc, char **argv)
 		die("--flows and --ports must be powers of two (ports at most 4096)");
 	if (seconds == 0 || seconds > 3600)
 		die("--seconds must be 1..3600");
+	if ((avoids || drop_returns) && !cfg.random_src)
+		die("--avoid and --drop-returns need --random-src");
+	if (cfg.random_src && cfg.random_net.mask == ~0u)
+		die("--random-src needs a prefix shorter than /32");
 	unsigned ifindex = if_nametoindex(dev);
 	if (!ifindex)
 		die("no such interface");
 
 	// The template: flow 0. The program rewrites source and checksums.
-	uint8_t *ip = frame + 14, *udp = ip + 20;
-	uint16_t udp_len = FRAME_LEN - 14 - 20;
+	uint8_t *ip = frame + 14, *l4 = ip + 20;
+	uint16_t l4_len = syn ? TCP_LEN : FRAME_LEN - 14 - 20;
 	memcpy(frame, dst_mac, 6);
 	memcpy(frame + 6, src_mac, 6);
 	frame[12] = ETH_P_IP >> 8;
 	frame[13] = ETH_P_IP & 0xff;
 	ip[0] = 0x45;
-	ip[2] = (20 + udp_len) >> 8;
-	ip[3] = (20 + udp_len) & 0xff;
+	ip[2] = (20 + l4_len) >> 8;
+	ip[3] = (20 + l4_len) & 0xff;
 	ip[6] = 0x40; // don't fragment
 	ip[8] = 64;   // TTL
-	ip[9] = 17;   // UDP
+	ip[9] = syn ? 6 : 17;
 	memcpy(ip + 12, &src, 4);
 	memcpy(ip + 16, &dst, 4);
 	uint16_t ip_sum = checksum(ip, 20, 0);
 	ip[10] = ip_sum >> 8;
 	ip[11] = ip_sum & 0xff;
-	udp[0] = 10000 >> 8;
-	udp[1] = 10000 & 0xff;
-	udp[2] = dport >> 8;
-	udp[3] = dport & 0xff;
-	udp[4] = udp_len >> 8;
-	udp[5] = udp_len & 0xff;
+	l4[0] = 10000 >> 8;
+	l4[1] = 10000 & 0xff;
+	l4[2] = dport >> 8;
+	l4[3] = dport & 0xff;
+	if (syn) {
+		l4[12] = (TCP_LEN / 4) << 4; // data offset
+		l4[13] = 0x02;               // SYN
+		l4[14] = 64240 >> 8;         // window
+		l4[15] = 64240 & 0xff;
+		l4[20] = 2; // MSS, 4 bytes, 1460
+		l4[21] = 4;
+		l4[22] = 1460 >> 8;
+		l4[23] = 1460 & 0xff;
+	} else {
+		l4[4] = l4_len >> 8;
+		l4[5] = l4_len & 0xff;
+	}
 
 	libbpf_set_print(NULL);
 	struct bpf_object *obj = bpf_object__open_file(obj_path, NULL);
 	if (!obj || libbpf_get_error(obj))
 		die("cannot open the BPF object");
 	struct bpf_program *prog = bpf_object__find_program_by_name(obj, "generate");
-	if (!prog)
-		die("no program 'generate' in the object");
+	struct bpf_program *returns = bpf_object__find_program_by_name(obj, "returns");
+	if (!prog || !returns)
+		die("no program 'generate' or 'returns' in the object");
 	bpf_program__set_type(prog, BPF_PROG_TYPE_XDP);
+	bpf_program__set_type(returns, BPF_PROG_TYPE_XDP);
 	if (bpf_object__load(obj))
-		die("cannot load the BPF program (root? BPF enabled?)");
+		die("cannot load the BPF programs (root? BPF enabled?)");
 	int map_fd = bpf_object__find_map_fd_by_name(obj, "config");
 	if (map_fd < 0)
 		die("no map 'config' in the object");
-	struct gen_config cfg = {
-		.flows_mask = (uint32_t)flows - 1,
-		.src_base = ntohl(src.s_addr),
-		.sport_base = 10000,
-		.ports_shift = (uint32_t)log2_exact(ports),
-		.seq = 0,
-	};
+	cfg.flows_mask = (uint32_t)flows - 1;
+	cfg.src_base = ntohl(src.s_addr);
+	cfg.sport_base = 10000;
+	cfg.ports_shift = (uint32_t)log2_exact(ports);
+	cfg.mode = syn ? MODE_SYN : MODE_UDP;
 	uint32_t key = 0;
 	if (bpf_map_update_elem(map_fd, &key, &cfg, BPF_ANY))
 		die("cannot set the generator's config map");
+	if (drop_returns &&
+	    bpf_xdp_attach((int)ifindex, bpf_program__fd(returns), XDP_FLAGS_DRV_MODE, NULL)) {
+		fprintf(stderr, "xdpgen: cannot attach the returns' drop to %s: %s\n", dev,
+			strerror(errno));
+		return 2;
+	}
 
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
+	// Paced: chunks of 5 ms at the rate, each sent when the rate says.
+	unsigned long chunk = CHUNK;
+	if (pps) {
+		chunk = pps / 200;
+		chunk = chunk < 64 ? 64 : chunk > CHUNK ? CHUNK : chunk;
+	}
 	struct xdp_md ctx_in = {.data_end = FRAME_LEN, .ingress_ifindex = ifindex};
-	uint64_t sent = 0;
+	uint64_t chunks_sent = 0;
+	int failed = 0;
 	double start = now(), deadline = start + (double)seconds;
 	while (!stopping && now() < deadline) {
+		if (pps)
+			sleep_until(start + (double)chunks_sent / (double)pps);
 		LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = FRAME_LEN,
-			    .ctx_in = &ctx_in, .ctx_size_in = sizeof(ctx_in), .repeat = CHUNK,
+			    .ctx_in = &ctx_in, .ctx_size_in = sizeof(ctx_in), .repeat = chunk,
 			    .flags = BPF_F_TEST_XDP_LIVE_FRAMES, .batch_size = 64);
 		if (bpf_prog_test_run_opts(bpf_program__fd(prog), &opts)) {
 			fprintf(stderr, "xdpgen: BPF_PROG_TEST_RUN: %s\n", strerror(errno));
-			return 2;
+			failed = 1;
+			break;
 		}
-		sent += CHUNK;
+		chunks_sent += chunk;
 	}
 	double took = now() - start;
-	printf("xdpgen sent=%llu seconds=%.3f pps=%.0f\n", (unsigned long long)sent, took,
-	       took > 0 ? (double)sent / took : 0.0);
+	// Let returns in flight arrive before the drop goes.
+	if (drop_returns) {
+		sleep_until(now() + 0.2);
+		bpf_xdp_detach((int)ifindex, XDP_FLAGS_DRV_MODE, NULL);
+	}
+	struct gen_config done = {0};
+	if (bpf_map_lookup_elem(map_fd, &key, &done))
+		die("cannot read the generator's config map");
+	printf("xdpgen mode=%s sent=%llu seconds=%.3f pps=%.0f skipped=%llu returns_dropped=%llu\n",
+	       syn ? "syn" : "udp", (unsigned long long)done.seq, took,
+	       took > 0 ? (double)done.seq / took : 0.0, (unsigned long long)done.skipped,
+	       (unsigned long long)done.returned);
 	bpf_object__close(obj);
-	return 0;
+	return failed ? 2 : 0;
 }

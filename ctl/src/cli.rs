@@ -23,6 +23,9 @@ pub const SOCKET_ENV: &str = "FLOWGATE_SOCKET";
 pub struct Invocation {
     /// The control socket.
     pub socket: PathBuf,
+    /// The fleet's etcd, with `--etcd`: changes go there instead of to
+    /// the socket.
+    pub etcd: Option<crate::etcd::EtcdTarget>,
     /// Text or JSON.
     pub format: Format,
     /// The work.
@@ -43,6 +46,8 @@ pub enum Format {
 pub enum Action {
     /// `status`.
     Status,
+    /// `fleet`: the gateways' status keys in etcd (with `--etcd`).
+    Fleet,
     /// `service list`.
     ServiceList,
     /// `backend list SERVICE`.
@@ -152,6 +157,18 @@ struct Cli {
     /// The control socket [default: $FLOWGATE_SOCKET, else /run/flowgate/control.sock].
     #[arg(long, global = true, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Change the fleet's rules in etcd instead of one gateway's (service,
+    /// backend, apply; and `fleet`): its client URLs, comma-separated.
+    #[arg(long, global = true, value_name = "ENDPOINTS", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// The fleet's key prefix in etcd (the gateways' `[etcd] prefix`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "PREFIX",
+        default_value = "/flowgate"
+    )]
+    etcd_prefix: String,
     /// Output format.
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Text)]
     output: Format,
@@ -196,6 +213,9 @@ const LONG_HELP: &str = concat!(
 enum Command {
     /// Version, snapshot generation, uptime, workers and interfaces.
     Status,
+    /// The fleet's gateways, from their status keys in etcd (needs
+    /// --etcd): revision, generation, health, held keys, and which lag.
+    Fleet,
     /// List, add, change or remove services.
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -712,6 +732,7 @@ pub fn parse(args: Vec<OsString>, version: &'static str) -> Result<Invocation, U
         let action = shorthand_action(s)?;
         return Ok(Invocation {
             socket,
+            etcd: None,
             format,
             action,
         });
@@ -720,8 +741,18 @@ pub fn parse(args: Vec<OsString>, version: &'static str) -> Result<Invocation, U
         .try_get_matches_from(args)
         .map_err(UsageError::Clap)?;
     let cli = Cli::from_arg_matches(&matches).map_err(UsageError::Clap)?;
+    let etcd = (!cli.etcd.is_empty()).then(|| crate::etcd::EtcdTarget {
+        endpoints: cli.etcd.clone(),
+        prefix: cli.etcd_prefix.clone(),
+    });
+    if etcd.is_none() && matches!(cli.command, Command::Fleet) {
+        return Err(UsageError::Message(
+            "fleet lists the gateways from etcd: give --etcd ENDPOINTS (and --etcd-prefix)".into(),
+        ));
+    }
     Ok(Invocation {
         socket: socket_path(cli.socket),
+        etcd,
         format: cli.output,
         action: action(cli.command)?,
     })
@@ -742,6 +773,7 @@ fn socket_path(given: Option<PathBuf>) -> PathBuf {
 fn action(command: Command) -> Result<Action, String> {
     match command {
         Command::Status => Ok(Action::Status),
+        Command::Fleet => Ok(Action::Fleet),
         Command::Service(command) => service_action(command),
         Command::Backend(command) => backend_action(command),
         Command::Path(command) => Ok(path_action(command)),

@@ -6,7 +6,7 @@
 //! | exit | meaning | `code` |
 //! |---|---|---|
 //! | 0 | success | — |
-//! | 1 | the request failed and nothing changed: the daemon refused it, or the file to apply could not be read | the API's code (`not_found`, `invalid`, ...), or `io` |
+//! | 1 | the request failed and nothing changed: the daemon refused it, or the file to apply could not be read, or (`--etcd`) another writer changed the rules first | the API's code (`not_found`, `invalid`, ...), or `io`, or `conflict` |
 //! | 2 | bad usage: nothing was sent | `usage` |
 //! | 3 | no usable answer: the daemon could not be reached, the connection broke, its answer could not be read, or the output could not be written | `unreachable`, `connection_lost`, `protocol`, `output` |
 //!
@@ -27,9 +27,10 @@ pub const EXIT_NO_ANSWER: u8 = 3;
 
 /// The codes flowgatectl gives failures of its own, beside the API's
 /// (`flowgate_api::ErrorCode`), with their exit statuses.
-pub const CLIENT_CODES: [(&str, u8); 6] = [
+pub const CLIENT_CODES: [(&str, u8); 7] = [
     ("usage", EXIT_USAGE),
     ("io", EXIT_REFUSED),
+    ("conflict", EXIT_REFUSED),
     ("unreachable", EXIT_NO_ANSWER),
     ("connection_lost", EXIT_NO_ANSWER),
     ("protocol", EXIT_NO_ANSWER),
@@ -87,6 +88,17 @@ impl Failure {
     /// The output could not be written.
     pub fn output(message: impl Into<String>) -> Failure {
         Failure::client("output", EXIT_NO_ANSWER, message)
+    }
+
+    /// etcd (`--etcd`) could not be reached or answered with an error.
+    pub fn unreachable(message: impl Into<String>) -> Failure {
+        Failure::client("unreachable", EXIT_NO_ANSWER, message)
+    }
+
+    /// Another writer changed the fleet's rules in etcd between the read
+    /// and the write (`--etcd`): nothing was written.
+    pub fn conflict(message: impl Into<String>) -> Failure {
+        Failure::client("conflict", EXIT_REFUSED, message)
     }
 
     /// The daemon answered something this client does not expect.

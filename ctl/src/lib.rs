@@ -5,6 +5,10 @@
 //! ipvsadm-style shorthand (`flowgatectl -e -t VIP:PORT -r RIP:PORT -w 0`).
 //! docs/operations.md is the reference.
 //!
+//! With `--etcd ENDPOINTS` it changes a fleet's rules in etcd instead, with
+//! the same validation, diff and errors, in one compare-and-swap
+//! transaction ([`etcd`](crate::etcd)), and `fleet` lists the gateways.
+//!
 //! This crate is the command: its definition ([`command`]) and its entry
 //! point ([`main`]), which the workspace's `flowgatectl` binary calls.
 //!
@@ -18,6 +22,7 @@
 mod capture;
 mod cli;
 mod endpoint;
+mod etcd;
 pub mod failure;
 mod generate;
 pub mod pcapng;

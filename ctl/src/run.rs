@@ -26,9 +26,13 @@ pub fn run(
 ) -> Result<(), Failure> {
     let Invocation {
         socket,
+        etcd,
         format,
         action,
     } = invocation;
+    if let Some(target) = &etcd {
+        return on_etcd(target, action, format, out);
+    }
     // Read the file before connecting: a missing file is the operator's
     // mistake, not the daemon's. Completions and man pages need no daemon.
     let action = match action {
@@ -83,6 +87,7 @@ pub fn run(
     };
     match action {
         Action::Status => session.read(Request::Status {}),
+        Action::Fleet => Err(Failure::usage("fleet needs --etcd")),
         Action::ServiceList => session.read(Request::ServiceList {}),
         Action::BackendList(service) => session.read(Request::BackendList(ServiceName { service })),
         Action::Flows(query) => session.read(Request::Flows(query)),
@@ -115,6 +120,25 @@ pub fn run(
         Action::List(filter) => session.ipvs_list(filter.as_ref()),
         Action::AtListener(listener, change) => session.at_listener(&listener, change),
     }
+}
+
+/// `--etcd`: the change made to the fleet's rules in etcd (the file to
+/// apply read first, as for a gateway).
+fn on_etcd(
+    target: &crate::etcd::EtcdTarget,
+    action: Action,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let text = match &action {
+        Action::Apply { file, .. } => {
+            let config = read_config(file)
+                .map_err(|e| Failure::file(format!("cannot read {}: {e}", file.display())))?;
+            Some((config, file.display().to_string()))
+        }
+        _ => None,
+    };
+    crate::etcd::run(target, action, text, format, out)
 }
 
 /// The most `apply -f` reads: the daemon's limit for a config file

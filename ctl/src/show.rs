@@ -308,6 +308,44 @@ pub fn status(s: &StatusReply) -> String {
             out.push_str(&table(&rows));
         }
     }
+    if let Some(e) = &s.etcd {
+        out.push_str(&etcd_status(e));
+    }
+    out
+}
+
+/// `status`'s lines about the rules from etcd: where they stand, and each
+/// key held back — which key, what is wrong, at which revision.
+fn etcd_status(e: &flowgate_api::EtcdStatus) -> String {
+    let mut out = format!(
+        "
+etcd        {}, revision {} (seen {}), generation {}, {} held
+",
+        e.health,
+        e.revision,
+        e.seen_revision,
+        e.generation,
+        e.held.len()
+    );
+    if let Some(error) = &e.last_error {
+        out.push_str(&format!(
+            "etcd error  {error}
+"
+        ));
+    }
+    if !e.held.is_empty() {
+        let mut rows = vec![["HELD KEY", "REVISION", "PROBLEM"]
+            .map(String::from)
+            .to_vec()];
+        for held in &e.held {
+            rows.push(vec![
+                held.key.clone(),
+                held.revision.to_string(),
+                held.problems.join("; "),
+            ]);
+        }
+        out.push_str(&table(&rows));
+    }
     out
 }
 
@@ -876,6 +914,41 @@ fn drop_rates(before: &StatsReport, after: &StatsReport, per: PerSecond) -> Vec<
 
 fn core_text(core: Option<usize>) -> String {
     core.map_or("-".into(), |c| c.to_string())
+}
+
+/// `fleet` (with `--etcd`): one line per gateway, its held keys under it.
+pub fn fleet(rows: &[flowgate_dataplane::fleet::status::FleetRow]) -> String {
+    let mut out = format!(
+        "{:<20} {:>10} {:>10} {:>10} {:<12} {:>5} {:>8}  LAG\n",
+        "GATEWAY", "REVISION", "SEEN", "GENERATION", "HEALTH", "HELD", "SERVICES"
+    );
+    for row in rows {
+        let s = &row.status;
+        let lag = if row.lags() {
+            format!("lags ({} behind)", row.lag)
+        } else {
+            "-".to_owned()
+        };
+        out.push_str(&format!(
+            "{:<20} {:>10} {:>10} {:>10} {:<12} {:>5} {:>8}  {lag}\n",
+            s.id,
+            s.revision,
+            s.seen_revision,
+            s.generation,
+            s.health.name(),
+            s.held.len(),
+            s.services
+        ));
+        for held in &s.held {
+            out.push_str(&format!(
+                "  held {} (revision {}): {}\n",
+                held.key,
+                held.revision,
+                held.problems.join("; ")
+            ));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -825,6 +825,9 @@ static __always_inline int icmp_error_owned(struct l3_result *r, void *end, __u3
 	return 0;
 }
 
+// The SYN proxy (after the helpers it uses).
+#include "flowgate_synproxy.h"
+
 SEC("xdp")
 int flowgate_xdp(struct xdp_md *ctx)
 {
@@ -937,6 +940,11 @@ int flowgate_xdp(struct xdp_md *ctx)
 
 		if (refuse)
 			return ingress_drop(refuse);
+		action = synproxy_check(ctx, &r);
+		if (action == SYNPROXY_UP)
+			return redirect_owned(ctx, REDIRECTED_VIP);
+		if (action != SYNPROXY_CONTINUE)
+			return action;
 		action = fast_forward(ctx, &r, 1);
 
 		if (action != FAST_UP)

@@ -51,6 +51,12 @@ enum Command {
         /// no NAT. Measures the I/O floor of the machine.
         #[arg(long)]
         forward_only: bool,
+        /// Take over from the flowgate running with this config's
+        /// control_socket: its connections, then its interfaces, without
+        /// losing a connection; it exits once this one forwards (if this
+        /// one fails to start, it carries on).
+        #[arg(long)]
+        takeover: bool,
     },
     /// Validate a config as `run` would at start, without touching the
     /// machine, and print what it defines.
@@ -183,7 +189,13 @@ pub fn main(version: &'static str) -> ExitCode {
             config,
             cores,
             forward_only,
-        } => run_daemon(config, cores, forward_only),
+            takeover,
+        } => run_daemon(daemon::RunOptions {
+            config,
+            cores,
+            forward_only,
+            takeover,
+        }),
         Command::Check { config, output } => check(&config, output),
         Command::Explain {
             config,
@@ -252,16 +264,7 @@ fn man_pages(version: &'static str, dir: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
-fn run_daemon(
-    config: PathBuf,
-    cores: Option<Vec<usize>>,
-    forward_only: bool,
-) -> Result<(), Failure> {
-    let options = daemon::RunOptions {
-        config,
-        cores,
-        forward_only,
-    };
+fn run_daemon(options: daemon::RunOptions) -> Result<(), Failure> {
     daemon::run(&options).map_err(daemon_failure)
 }
 

@@ -48,6 +48,7 @@ pub mod port;
 pub mod replay;
 pub mod route;
 pub mod rules;
+pub mod synproxy;
 pub mod table;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testnet;

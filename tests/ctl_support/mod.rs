@@ -37,6 +37,8 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub dataplane: Arc<MemoryDataplane>,
+    /// The served control state (a handle on the same rules).
+    pub control: ControlState,
     stop: StopHandle,
     serving: Option<JoinHandle<()>>,
 }
@@ -66,7 +68,8 @@ impl Daemon {
         let config = rules::load_str(rules, "gw.toml").unwrap();
         let dataplane = Arc::new(MemoryDataplane::with_config(&config));
         let shared: Arc<dyn Dataplane> = dataplane.clone();
-        let state = Arc::new(Mutex::new(ControlState::new(config, "gw.toml", shared)));
+        let control = ControlState::new(config, "gw.toml", shared);
+        let state = Arc::new(Mutex::new(control.clone()));
         let socket = dir.join("control.sock");
         let server = ControlServer::bind_with(&socket, state, limits).unwrap();
         let stop = server.stop_handle();
@@ -75,6 +78,7 @@ impl Daemon {
             dir,
             socket,
             dataplane,
+            control,
             stop,
             serving: Some(serving),
         }

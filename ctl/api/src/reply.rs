@@ -167,6 +167,45 @@ pub struct StatusReply {
     /// that does not report health.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSummary>,
+    /// Where the rules from etcd stand, on a gateway with `[etcd]`;
+    /// absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdStatus>,
+}
+
+/// A gateway's rules from etcd: what runs, and what is held back.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdStatus {
+    /// `ok`, `holding` (a key is held back) or `disconnected`.
+    pub health: String,
+    /// Whether it watches etcd now.
+    pub connected: bool,
+    /// The etcd revision the running rules came from.
+    pub revision: i64,
+    /// The last revision it saw (applied or refused).
+    pub seen_revision: i64,
+    /// The snapshot generation that runs them.
+    pub generation: u64,
+    /// Keys held back at their last good value, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldKey>,
+    /// The last problem reaching etcd, if it has one now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// An etcd key held back: its refused value does not run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldKey {
+    /// The key.
+    pub key: String,
+    /// The revision its refused value was written at (of a refused
+    /// deletion, the deletion's).
+    pub revision: i64,
+    /// What is wrong, one line each.
+    pub problems: Vec<String>,
 }
 
 /// How many backends are in each state, and which are not up.

@@ -10,13 +10,21 @@
 //!   start and every reload warn about them: clients there resolve the VIP
 //!   by ARP or NDP, and nothing answers);
 //! - `Announcer` (feature `daemon`): sends the frames through a packet
-//!   socket on the client-facing interface.
+//!   socket on the client-facing interface;
+//! - [`bgp`] (`announce = "bgp"`): which VIPs the gateway offers its BGP
+//!   daemon, and `VipRoutes` (feature `daemon`), the host routes that
+//!   offer them, on a device that dies with the process.
 
+pub mod bgp;
 pub mod frames;
 pub mod segment;
 
 #[cfg(feature = "daemon")]
+mod routes;
+#[cfg(feature = "daemon")]
 mod sender;
 
+#[cfg(feature = "daemon")]
+pub use routes::VipRoutes;
 #[cfg(feature = "daemon")]
 pub use sender::Announcer;

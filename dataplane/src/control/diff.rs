@@ -156,36 +156,106 @@ pub(crate) fn only_paths_differ(old: &Config, new: &Config) -> bool {
         && *neighbours == new.neighbours
         && *routing == new.routing
         && services.len() == new.services.len()
-        && services.iter().zip(&new.services).all(|(a, b)| {
-            let Service {
-                name,
-                protocol,
-                vip,
-                port,
-                scheduler,
-                maglev_table_size,
-                failover,
-                health,
-                backends,
-                routing,
-                limits,
+        && services
+            .iter()
+            .zip(&new.services)
+            .all(|(a, b)| same_but_paths(a, b))
+}
 
-                announce,
-            } = a;
-            *name == b.name
-                && *protocol == b.protocol
-                && *vip == b.vip
-                && *port == b.port
-                && *scheduler == b.scheduler
-                && *maglev_table_size == b.maglev_table_size
-                && *failover == b.failover
-                && *health == b.health
-                && *backends == b.backends
-                && *limits == b.limits
-                && *announce == b.announce
-                && routing.zone_priority == b.routing.zone_priority
-                && routing.canary == b.routing.canary
-        })
+/// Whether `b` is `a` with at most its distribution paths changed.
+fn same_but_paths(a: &Service, b: &Service) -> bool {
+    let Service {
+        name,
+        protocol,
+        vip,
+        port,
+        scheduler,
+        maglev_table_size,
+        failover,
+        health,
+        backends,
+        routing,
+        limits,
+
+        announce,
+    } = a;
+    *name == b.name
+        && *protocol == b.protocol
+        && *vip == b.vip
+        && *port == b.port
+        && *scheduler == b.scheduler
+        && *maglev_table_size == b.maglev_table_size
+        && *failover == b.failover
+        && *health == b.health
+        && *backends == b.backends
+        && *limits == b.limits
+        && *announce == b.announce
+        && routing.zone_priority == b.routing.zone_priority
+        && routing.canary == b.routing.canary
+}
+
+/// Up to how many named services [`diff_services`] and
+/// [`only_paths_differ_in`] find one by one (a scan of the config each);
+/// more are compared in full, which then costs about what they change.
+const FEW_SERVICES: usize = 16;
+
+/// Where the service called `name` is in `config`.
+fn position(config: &Config, name: &str) -> Option<usize> {
+    config.services.iter().position(|s| s.name == name)
+}
+
+/// [`diff`] for `new` known to be `old` with only the services named in
+/// `names` added, replaced or removed (and nothing else changed, in
+/// services or settings): it compares those services alone.
+pub fn diff_services(old: &Config, new: &Config, names: &[String]) -> ConfigDiff {
+    if names.len() > FEW_SERVICES {
+        return diff(old, new);
+    }
+    let mut d = ConfigDiff::default();
+    let mut removed = Vec::new();
+    for name in names {
+        let before = position(old, name).map(|i| &old.services[i]);
+        let after = position(new, name).map(|i| &new.services[i]);
+        match (before, after) {
+            (None, Some(service)) => {
+                d.services_added.push(ServiceSummary::from(service));
+                d.backends_added.extend(
+                    service
+                        .backends
+                        .iter()
+                        .map(|b| backend_summary(&service.name, b)),
+                );
+            }
+            (Some(before), Some(after)) => service_changes(before, after, &mut d),
+            (Some(service), None) => removed.push(service),
+            (None, None) => {}
+        }
+    }
+    for service in removed {
+        d.services_removed.push(ServiceSummary::from(service));
+        d.backends_removed.extend(
+            service
+                .backends
+                .iter()
+                .map(|b| backend_summary(&service.name, b)),
+        );
+    }
+    d
+}
+
+/// [`only_paths_differ`] for `new` known to be `old` with only the
+/// services named in `names` changed (see [`diff_services`]).
+pub(crate) fn only_paths_differ_in(old: &Config, new: &Config, names: &[String]) -> bool {
+    if names.len() > FEW_SERVICES {
+        return only_paths_differ(old, new);
+    }
+    old.services.len() == new.services.len()
+        && names
+            .iter()
+            .all(|name| match (position(old, name), position(new, name)) {
+                (Some(i), Some(j)) => i == j && same_but_paths(&old.services[i], &new.services[j]),
+                _ => false,
+            })
 }
 
 /// Static neighbours are a set: the same entries in another order are

@@ -34,8 +34,10 @@ use flowgate_api::{
 };
 
 /// `config` with `edits` applied and validated, or every reason some could
-/// not apply or the result is not valid. `config` is never modified.
-pub(crate) fn apply_edits(config: &Config, edits: &[Edit]) -> Result<Config, ApiError> {
+/// not apply or the result is not valid. `config` is never modified. (Also
+/// what `flowgatectl --etcd` edits a fleet's rules with, so that a change
+/// to etcd gets a gateway's very words.)
+pub fn apply_edits(config: &Config, edits: &[Edit]) -> Result<Config, ApiError> {
     let (next, provenance) = edit_config(config, edits)?;
     rules::validate(&next, &provenance).map_err(|error| invalid(&error, edits.len()))?;
     Ok(next)

@@ -39,9 +39,10 @@ mod state;
 pub mod views;
 
 pub use dataplane::{Applied, ApplyError, Dataplane};
-pub use diff::diff;
+pub use diff::{diff, diff_services};
+pub use edit::apply_edits;
 #[cfg(any(test, feature = "testkit"))]
 pub use memory::MemoryDataplane;
 pub use server::{ControlServer, ServerError, ServerLimits, StopHandle};
-pub use state::{handle, reload, ControlState, RESTART_ONLY_SECTIONS};
+pub use state::{handle, reload, ControlState, EtcdReport, RESTART_ONLY_SECTIONS};
 pub use views::{flow_client, flow_entry, flow_vip, status_report, traffic_counters};

@@ -54,7 +54,14 @@ pub struct ControlState {
     rules: Arc<Rules>,
     dataplane: Arc<dyn Dataplane>,
     changes: Arc<ChangeCounters>,
+    /// Where the rules from etcd stand, once a gateway with `[etcd]` says
+    /// how to ask (`status` shows it).
+    etcd: Arc<std::sync::OnceLock<EtcdReport>>,
 }
+
+/// How `status` (and the metrics) ask the etcd source where the rules
+/// from etcd stand.
+pub type EtcdReport = Arc<dyn Fn() -> flowgate_api::EtcdStatus + Send + Sync>;
 
 /// The rules that run, and the turn changes take.
 struct Rules {
@@ -76,10 +83,10 @@ struct Running {
 }
 
 impl Running {
-    fn new(config: Config, origin: String, edits_since_load: u64) -> Running {
+    fn new(config: Arc<Config>, origin: String, edits_since_load: u64) -> Running {
         Running {
             backends: config.services.iter().map(|s| s.backends.len()).sum(),
-            config: Arc::new(config),
+            config,
             origin,
             edits_since_load,
         }
@@ -123,6 +130,13 @@ enum Proposal<'a> {
     /// A whole config another source put together (etcd's rules on the
     /// file's), and where it came from.
     Config { config: &'a Config, origin: &'a str },
+    /// The same, shared, and known to differ from `since` only in the
+    /// services named in `services` (when `since` is given).
+    Shared {
+        config: Arc<Config>,
+        since: Option<(&'a Arc<Config>, &'a [String])>,
+        origin: &'a str,
+    },
 }
 
 impl ControlState {
@@ -133,12 +147,25 @@ impl ControlState {
     pub fn new(config: Config, origin: impl Into<String>, dataplane: Arc<dyn Dataplane>) -> Self {
         ControlState {
             rules: Arc::new(Rules {
-                running: ArcSwap::from_pointee(Running::new(config, origin.into(), 0)),
+                running: ArcSwap::from_pointee(Running::new(Arc::new(config), origin.into(), 0)),
                 turn: Mutex::new(()),
             }),
             dataplane,
             changes: Arc::default(),
+            etcd: Arc::default(),
         }
+    }
+
+    /// `status` shows where the rules from etcd stand, as `report` says
+    /// (every handle of this state; set once).
+    pub fn report_etcd(&self, report: EtcdReport) {
+        let _ = self.etcd.set(report);
+    }
+
+    /// Where the rules from etcd stand, if a gateway with `[etcd]` said
+    /// how to ask.
+    pub fn etcd_status(&self) -> Option<flowgate_api::EtcdStatus> {
+        self.etcd.get().map(|report| report())
     }
 
     /// Counts refused changes in `changes` (which the metrics read).
@@ -202,6 +229,27 @@ impl ControlState {
         self.change(ChangeSource::Reload, proposal, false)
     }
 
+    /// [`ControlState::apply_config`] for a config that is shared (it
+    /// runs as it is, without a copy) and, with `since`, known to differ
+    /// from the config `since.0` only in the services named in `since.1`
+    /// (added, replaced or removed): when `since.0` is what runs, the
+    /// change is compared service by service, so it costs what it
+    /// changes. Otherwise (another change ran between), it is compared in
+    /// full.
+    pub fn apply_shared(
+        &self,
+        config: Arc<Config>,
+        since: Option<(&Arc<Config>, &[String])>,
+        origin: &str,
+    ) -> Result<ChangeReport, ApiError> {
+        let proposal = Proposal::Shared {
+            config,
+            since,
+            origin,
+        };
+        self.change(ChangeSource::Reload, proposal, false)
+    }
+
     /// The rules that run now.
     fn running(&self) -> Arc<Running> {
         self.rules.running.load_full()
@@ -217,6 +265,7 @@ impl ControlState {
             origin: running.origin.clone(),
             edits_since_load: running.edits_since_load,
             health: self.dataplane.health_summary(&running.config),
+            etcd: self.etcd_status(),
         })
     }
 
@@ -407,19 +456,36 @@ impl ControlState {
         proposal: Proposal<'_>,
         dry_run: bool,
     ) -> Result<ChangeReport, ApiError> {
+        // The services that alone differ from what runs, when known.
+        let mut only: Option<&[String]> = None;
         let (next, origin) = match proposal {
-            Proposal::Edits(edits) => (apply_edits(&base.config, edits)?, None),
+            Proposal::Edits(edits) => (Arc::new(apply_edits(&base.config, edits)?), None),
             Proposal::Text { text, origin } => (
-                rules::load_str(text, origin).map_err(config_error)?,
+                Arc::new(rules::load_str(text, origin).map_err(config_error)?),
                 Some(origin.to_owned()),
             ),
             Proposal::File(path) => (
-                rules::load_file(path).map_err(config_error)?,
+                Arc::new(rules::load_file(path).map_err(config_error)?),
                 Some(path.display().to_string()),
             ),
-            Proposal::Config { config, origin } => (config.clone(), Some(origin.to_owned())),
+            Proposal::Config { config, origin } => {
+                (Arc::new(config.clone()), Some(origin.to_owned()))
+            }
+            Proposal::Shared {
+                config,
+                since,
+                origin,
+            } => {
+                only = since
+                    .filter(|(since, _)| Arc::ptr_eq(since, &base.config))
+                    .map(|(_, names)| names);
+                (config, Some(origin.to_owned()))
+            }
         };
-        let diff = diff(&base.config, &next);
+        let diff = match only {
+            Some(names) => super::diff::diff_services(&base.config, &next, names),
+            None => diff(&base.config, &next),
+        };
         let restart: Vec<&str> = diff
             .settings_changed
             .iter()
@@ -448,7 +514,11 @@ impl ControlState {
         }
         // Paths alone live beside the snapshot: edited in place, path by
         // path, with no snapshot built.
-        let applied = if super::diff::only_paths_differ(&base.config, &next) {
+        let only_paths = match only {
+            Some(names) => super::diff::only_paths_differ_in(&base.config, &next, names),
+            None => super::diff::only_paths_differ(&base.config, &next),
+        };
+        let applied = if only_paths {
             self.dataplane.apply_paths(&next)
         } else {
             self.dataplane.apply(&next)
@@ -486,7 +556,7 @@ impl ControlState {
     fn install(
         &self,
         base: &Running,
-        next: Config,
+        next: Arc<Config>,
         origin: Option<String>,
         changed: bool,
     ) -> String {

@@ -933,12 +933,12 @@ mod tests {
         }
     }
 
-    /// `web` and 100 services of 1 000 backends each: a change whose
+    /// `web` and 200 services of 1 000 backends each: a change whose
     /// compile takes a while (Maglev tables of 65 537 slots each).
     fn large(base: &Config) -> Config {
         let mut config = base.clone();
         let web = config.services[0].clone();
-        config.services.extend((0..100u16).map(|i| {
+        config.services.extend((0..200u16).map(|i| {
             let mut s = web.clone();
             s.name = format!("s{i}");
             s.port = 1000 + i;
@@ -1086,7 +1086,7 @@ mod tests {
             next_hop(&running, "198.18.1.11"),
             Some([0x02, 0x66, 0x67, 0, 0x02, last])
         );
-        assert_eq!(running.services().count(), 101);
+        assert_eq!(running.services().count(), 201);
         assert_eq!(gateway.config(), big);
     }
 

@@ -19,7 +19,11 @@
 //!
 //! Then the main thread, off the worker cores, loops: signals (SIGHUP
 //! reloads, SIGINT/SIGTERM stop), neighbour changes, resolution of
-//! backends the kernel does not know yet. Shutdown stops the workers,
+//! backends the kernel does not know yet, and a new process asking to take
+//! over ([`takeover`]: `flowgate run --takeover` prepares everything that
+//! does not need the interfaces, takes the old process's connections, then
+//! attaches and starts its workers; the old one exits, or starts again from
+//! its connections if the new one fails). Shutdown stops the workers,
 //! closes the sockets and detaches the programs; a crash leaves nothing
 //! behind that blocks the next start (the program is attached through a
 //! bpf_link, which dies with the process, and a stale program of any kind
@@ -33,6 +37,8 @@ mod gateway;
 mod kernel_path;
 pub mod notify;
 mod start;
+pub mod takeover;
+mod vip_offer;
 pub mod worker_thread;
 
 use std::collections::HashSet;
@@ -79,6 +85,9 @@ pub struct RunOptions {
     pub cores: Option<Vec<usize>>,
     /// Forward every frame to the other interface untouched (I/O floor).
     pub forward_only: bool,
+    /// Take over from the flowgate running with the same control socket
+    /// ([`takeover`]).
+    pub takeover: bool,
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -93,26 +102,139 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
     let signals = Signals::install()?;
     let notifier = notify::Notifier::from_env();
     let fleet = start_fleet(etcd, &options.config, &mut file, &mut running)?;
-    let mut daemon = Daemon::start(running, file, options)?;
-    if let Some(fleet) = fleet {
-        let control = daemon
-            .control
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        fleet.slot.fill(control);
-        daemon.fleet = Some(fleet);
-    }
+    // With --takeover, the running flowgate stops forwarding once it has
+    // handed its state over: from here on every failure is told to it, so
+    // that it forwards again.
+    let (handover, restored, prepared) = if options.takeover {
+        // Everything that does not need the interfaces to itself is made
+        // while the old process still forwards: the dark time is only
+        // what must wait for it.
+        let prepared = Prepared::new(&running, options, false)?;
+        let path = takeover::socket_path(&running.daemon.control_socket);
+        let (handover, state) = takeover::take_over(&path)
+            .map_err(|e| DaemonError::Environment(format!("takeover: {e}")))?;
+        tracing::info!(
+            connections = state.connections.len(),
+            "the running flowgate handed its connections over"
+        );
+        (Some(handover), Some(state), Some(prepared))
+    } else {
+        (None, None, None)
+    };
+    let started = match prepared {
+        Some(prepared) => {
+            Daemon::start_prepared(prepared, running, file, options, restored.as_ref())
+        }
+        None => Daemon::start(running, file, options, None),
+    };
+    let mut daemon = match started {
+        Ok(daemon) => daemon,
+        Err(e) => {
+            if let Some(handover) = handover {
+                handover.failed(&e.to_string());
+            }
+            return Err(e);
+        }
+    };
+    drop(restored);
+    daemon.attach_fleet(fleet);
     tracing::info!(
         workers = daemon.workers.len(),
         generation = daemon.gateway.snapshot().generation(),
         "flowgate is forwarding"
     );
-    notifier.ready(&daemon.forwarding_status());
-    let result = daemon.serve(&signals, options, &notifier);
-    notifier.stopping();
-    daemon.stop();
-    result
+    match handover {
+        Some(handover) => {
+            notifier.took_over(&daemon.forwarding_status());
+            if let Err(e) = handover.serving() {
+                tracing::warn!("{e}");
+            }
+        }
+        None => notifier.ready(&daemon.forwarding_status()),
+    }
+    loop {
+        let request = match daemon.serve(&signals, options, &notifier) {
+            Ok(Served::TakeoverAsked(request)) => request,
+            result => {
+                notifier.stopping();
+                daemon.stop();
+                return result.map(drop);
+            }
+        };
+        daemon = match hand_over(daemon, request, options) {
+            Handed::Over => return Ok(()),
+            Handed::Resumed(daemon) => *daemon,
+            Handed::Failed(e) => return Err(e),
+        };
+        notifier.ready(&daemon.forwarding_status());
+    }
+}
+
+/// How a hand-over to a new process ended.
+enum Handed {
+    /// The new process forwards: this one exits.
+    Over,
+    /// The new process failed; this one forwards again.
+    Resumed(Box<Daemon>),
+    /// The new process failed, and this one could not start again.
+    Failed(DaemonError),
+}
+
+/// Stops `daemon`, hands its connections to the process that asked
+/// (`request`) and, if that process does not take over, starts again from
+/// them with the rules it ran.
+fn hand_over(
+    mut daemon: Daemon,
+    request: takeover::TakeoverRequest,
+    options: &RunOptions,
+) -> Handed {
+    let pid = request.pid;
+    tracing::info!(pid, "a new flowgate takes over: handing over");
+    let fleet = daemon.fleet.take();
+    let running = daemon.running_config();
+    let file = daemon.file_config();
+    let (connections, exported_mono_ns, verdict) = daemon.shut_down(true, |connections| {
+        let exported_mono_ns = start::kernel_epoch_ns(Instant::now());
+        let image = crate::flow::handover::encode(exported_mono_ns, &connections);
+        let verdict = request.hand_over(&image);
+        (connections, exported_mono_ns, verdict)
+    });
+    match verdict {
+        Ok(()) => {
+            if let Some(mut fleet) = fleet {
+                fleet.source.stop();
+            }
+            tracing::info!(
+                pid,
+                connections = connections.len(),
+                "handed over to the new flowgate; exiting"
+            );
+            Handed::Over
+        }
+        Err(why) => {
+            tracing::error!(pid, "takeover failed, forwarding again: {why}");
+            let state = crate::flow::HandedState {
+                exported_mono_ns,
+                connections,
+            };
+            match Daemon::start(running, file, options, Some(&state)) {
+                Ok(mut daemon) => {
+                    daemon.attach_fleet(fleet);
+                    tracing::info!("forwarding again after the failed takeover");
+                    Handed::Resumed(Box::new(daemon))
+                }
+                Err(e) => Handed::Failed(e),
+            }
+        }
+    }
+}
+
+/// Why the main loop ended.
+enum Served {
+    /// A stop signal.
+    Stopped,
+    /// A new process asks to take over.
+    TakeoverAsked(takeover::TakeoverRequest),
 }
 
 /// A config that passed every check [`run`] makes before it touches the
@@ -137,7 +259,8 @@ pub struct Checked {
 /// so a config `check` accepts is refused by `run` only for what the
 /// machine lacks (an interface, a core, privileges: exit 3).
 pub fn load_checked(path: &Path, cores: Option<&[usize]>) -> Result<Checked, DaemonError> {
-    let file = rules::load_file(path)?;
+    // Parsed once: the `[etcd]` table comes with the rules.
+    let (file, etcd) = rules::load_file_with_etcd(path)?;
     check_capacity(path, &file)?;
     // `--cores` overrides the file for this run only: the control state
     // keeps the file's [daemon], so reloading the unchanged file is not
@@ -148,7 +271,7 @@ pub fn load_checked(path: &Path, cores: Option<&[usize]>) -> Result<Checked, Dae
     }
     check_cores(&running)?;
     check_log_level(path, &file)?;
-    let etcd = check_etcd(path)?;
+    let etcd = check_etcd(path, etcd)?;
     Ok(Checked {
         file,
         running,
@@ -156,11 +279,12 @@ pub fn load_checked(path: &Path, cores: Option<&[usize]>) -> Result<Checked, Dae
     })
 }
 
-/// Reads and checks the `[etcd]` section, if any.
-fn check_etcd(path: &Path) -> Result<Option<EtcdSettings>, DaemonError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| DaemonError::Usage(format!("{}: cannot read config: {e}", path.display())))?;
-    crate::fleet::settings::from_config_text(&text, &path.display().to_string())
+/// Checks the `[etcd]` table of the file at `path`, if it has one.
+fn check_etcd(
+    path: &Path,
+    table: Option<toml::Table>,
+) -> Result<Option<EtcdSettings>, DaemonError> {
+    crate::fleet::settings::from_etcd_table(table, &path.display().to_string())
         .map_err(|problems| DaemonError::Usage(problems.join("\n")))
 }
 
@@ -198,8 +322,8 @@ fn start_fleet(
         }
     }
     let cores = std::mem::take(&mut running.daemon.cores);
-    *file = started.rules.config.clone();
-    *running = started.rules.config.clone();
+    *file = Config::clone(&started.rules.config);
+    *running = Config::clone(&started.rules.config);
     running.daemon.cores = cores;
     check_capacity(path, running)?;
     Ok(Some(Fleet {
@@ -326,6 +450,60 @@ impl Signals {
     }
 }
 
+/// What a start makes before it needs the interfaces to itself: the
+/// interfaces checked, the XDP programs loaded with their maps (attached
+/// or not), the rules compiled and programmed into them, the UMEM and the
+/// workers' empty connection tables. A process
+/// taking over makes these while the old one still forwards.
+struct Prepared {
+    links: Vec<neigh::LinkInfo>,
+    /// The rules compiled and programmed into the filters.
+    gateway: Arc<Gateway>,
+    watcher: NeighbourWatcher,
+    fast: Option<start::FastCaches>,
+    xsk_settings: crate::port::xsk::XskSettings,
+    umem: SharedUmem,
+    tables: Vec<crate::flow::FlowTable>,
+}
+
+impl Prepared {
+    /// Prepares a start with `config`; `attach` attaches the programs too.
+    fn new(config: &Config, options: &RunOptions, attach: bool) -> Result<Prepared, DaemonError> {
+        let links = start::check_links(config)?;
+        let (filters, fast) = start::attach_filters(config, options, &links, attach)?;
+        let (gateway, watcher) = start::start_gateway(config, filters, &links)?;
+        let xsk_settings = start::xsk_settings(&config.daemon);
+        let umem = SharedUmem::new(&xsk_settings).map_err(environment)?;
+        let tables = (0..config.daemon.cores.len())
+            .map(|_| crate::flow::FlowTable::from_settings(&config.flows))
+            .collect();
+        Ok(Prepared {
+            links,
+            gateway,
+            watcher,
+            fast,
+            xsk_settings,
+            umem,
+            tables,
+        })
+    }
+    /// Attaches the programs that are not attached yet.
+    /// Attaches the programs that are not attached yet, then opens the
+    /// AF_XDP sockets and registers them with the programs.
+    fn attached(self, config: &Config) -> Result<(start::OpenSockets, Prepared), DaemonError> {
+        let sockets = self.gateway.with_filters(|filters| {
+            filters.iter_mut().try_for_each(|filter| {
+                let interface = filter.interface().to_owned();
+                filter
+                    .attach_loaded()
+                    .map_err(|e| DaemonError::Environment(format!("interface {interface}: {e}")))
+            })?;
+            start::open_sockets(config, &self.umem, &self.xsk_settings, filters)
+        })?;
+        Ok((sockets, self))
+    }
+}
+
 /// A running gateway.
 struct Daemon {
     health: Arc<HealthMonitor>,
@@ -342,20 +520,44 @@ struct Daemon {
     /// With the kernel fast path on: the interfaces it may send out of,
     /// read again every [`RESOLVE_EVERY`].
     fast_egress: Option<fast_egress::FastEgress>,
-    // Held so the UMEM outlives every socket (dropped last).
-    _umem: SharedUmem,
+    /// Where a new process asks to take over (`None` if it could not be
+    /// bound, which is logged).
+    takeover: Option<takeover::TakeoverListener>,
+    /// `announce = "bgp"`: the VIPs' host routes.
+    vip_offer: vip_offer::VipOffer,
+    /// The workers' clock origin.
+    epoch: Instant,
+    /// The worker cores this run started with.
+    cores: Vec<usize>,
+    // Held so the UMEM outlives every socket (dropped after them).
+    umem: Option<SharedUmem>,
 }
 
 impl Daemon {
     /// Starts the gateway with `config` (the file with command-line
     /// overrides); the control API keeps `file`, the rules as written.
-    fn start(config: Config, file: Config, options: &RunOptions) -> Result<Daemon, DaemonError> {
-        let links = start::check_links(&config)?;
-        let (mut filters, fast) = start::attach_filters(&config, options, &links)?;
-        let xsk_settings = start::xsk_settings(&config.daemon);
-        let umem = SharedUmem::new(&xsk_settings).map_err(environment)?;
-        let sockets = start::open_sockets(&config, &umem, &xsk_settings, &mut filters)?;
-        let (gateway, watcher) = start::start_gateway(&config, filters, &links)?;
+    /// Connections in `restored` are put into the workers' tables.
+    fn start(
+        config: Config,
+        file: Config,
+        options: &RunOptions,
+        restored: Option<&crate::flow::HandedState>,
+    ) -> Result<Daemon, DaemonError> {
+        let prepared = Prepared::new(&config, options, true)?;
+        Daemon::start_prepared(prepared, config, file, options, restored)
+    }
+
+    /// [`Daemon::start`] from what [`Prepared::new`] made: attaches the
+    /// programs if they are not yet, then goes on.
+    fn start_prepared(
+        prepared: Prepared,
+        config: Config,
+        file: Config,
+        options: &RunOptions,
+        restored: Option<&crate::flow::HandedState>,
+    ) -> Result<Daemon, DaemonError> {
+        let (sockets, p) = prepared.attached(&config)?;
+        let (links, gateway, watcher, fast, umem) = (p.links, p.gateway, p.watcher, p.fast, p.umem);
         let stop_workers = Arc::new(AtomicBool::new(false));
         // The workers' clock is the liveness table's: a heartbeat deadline
         // means the same instant to the workers and the control side.
@@ -369,8 +571,9 @@ impl Daemon {
             stop: &stop_workers,
             epoch,
             fast: fast.as_ref(),
+            restored,
         };
-        let workers = start::spawn_workers(&shared, sockets.ports)?;
+        let workers = start::spawn_workers(&shared, sockets.ports, p.tables)?;
         let fast_egress = fast.map(|f| f.egress);
         pin_control_thread(&config.daemon.cores);
         let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
@@ -435,12 +638,19 @@ impl Daemon {
             metrics: None,
             fleet: None,
             fast_egress,
-            _umem: umem,
+            takeover: None,
+            epoch,
+            cores: config.daemon.cores.clone(),
+            umem: Some(umem),
+            vip_offer: vip_offer::VipOffer::new(Arc::default()),
         };
         // From here on, a failure must stop the workers: `daemon.stop()`.
         let served = daemon
             .serve_control(&config.daemon, control)
             .and_then(|()| daemon.serve_metrics(&config.daemon, &dataplane));
+        if served.is_ok() {
+            daemon.listen_for_takeover(&config.daemon);
+        }
         match served {
             Ok(()) => Ok(daemon),
             Err(e) => {
@@ -472,6 +682,52 @@ impl Daemon {
         Ok(())
     }
 
+    /// Listens beside the control socket for a new process that takes
+    /// over; without it the daemon runs as before (a restart loses the
+    /// connections), and says so.
+    fn listen_for_takeover(&mut self, settings: &DaemonSettings) {
+        let path = takeover::socket_path(&settings.control_socket);
+        match takeover::TakeoverListener::bind(&path) {
+            Ok(listener) => self.takeover = Some(listener),
+            Err(e) => tracing::warn!(
+                socket = %path.display(),
+                "cannot listen for a takeover ({e}): `flowgate run --takeover` will not reach this one"
+            ),
+        }
+    }
+
+    /// Gives the etcd source, if any, this daemon's control state.
+    fn attach_fleet(&mut self, fleet: Option<Fleet>) {
+        if let Some(fleet) = fleet {
+            let control = self
+                .control
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            // `status` and the metrics show where the rules from etcd stand.
+            control.report_etcd(fleet.source.reporter());
+            fleet.slot.fill(control);
+            self.fleet = Some(fleet);
+        }
+    }
+
+    /// The rules running now, on this run's worker cores: what a start
+    /// after a failed takeover runs.
+    fn running_config(&self) -> Config {
+        let mut config = self.gateway.config();
+        config.daemon.cores.clone_from(&self.cores);
+        config
+    }
+
+    /// The rules as the control API keeps them.
+    fn file_config(&self) -> Config {
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Config::clone(&control.config())
+    }
+
     /// Serves `/metrics` if `[daemon] metrics_address` is set.
     fn serve_metrics(
         &mut self,
@@ -488,7 +744,18 @@ impl Daemon {
             }),
         };
         let source_plane = Arc::clone(dataplane);
-        let source: crate::metrics::SampleSource = Arc::new(move || source_plane.sample());
+        // The rules from etcd, once the etcd source reports to the control
+        // state (with `[etcd]`).
+        let control = self
+            .control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let source: crate::metrics::SampleSource = Arc::new(move || {
+            let (mut sample, snapshot) = source_plane.sample();
+            sample.etcd = control.etcd_status();
+            (sample, snapshot)
+        });
         let server = MetricsServer::start(address.clone(), source)
             .map_err(|e| DaemonError::Environment(format!("metrics endpoint: {e}")))?;
         tracing::info!(%address, "metrics served at /metrics");
@@ -548,7 +815,7 @@ impl Daemon {
         signals: &Signals,
         options: &RunOptions,
         notifier: &notify::Notifier,
-    ) -> Result<(), DaemonError> {
+    ) -> Result<Served, DaemonError> {
         let mut events = Vec::new();
         let mut last_resolve = Instant::now() - RESOLVE_EVERY;
         let mut last_refresh = Instant::now();
@@ -605,6 +872,10 @@ impl Daemon {
                     }
                 }
             }
+            if let Some(request) = self.takeover.as_ref().and_then(|l| l.poll()) {
+                return Ok(Served::TakeoverAsked(request));
+            }
+            self.vip_offer.follow(&self.gateway.snapshot());
             if self.workers.iter().any(|w| w.is_finished()) {
                 return Err(DaemonError::Runtime(
                     "a worker thread stopped unexpectedly".into(),
@@ -613,7 +884,7 @@ impl Daemon {
             std::thread::sleep(TICK);
         }
         tracing::info!("stop signal received; shutting down");
-        Ok(())
+        Ok(Served::Stopped)
     }
 
     /// SIGHUP: re-read the config and apply its rules, all or nothing;
@@ -636,8 +907,27 @@ impl Daemon {
     }
 
     /// Stops the workers, closes the sockets, then detaches the programs.
-    fn stop(mut self) {
-        // First the etcd source: its status key goes with its lease.
+    fn stop(self) {
+        self.shut_down(false, |_| ());
+    }
+
+    /// [`Daemon::stop`], then `then` with the workers' connections if
+    /// `collect` (for a takeover). Everything is closed and freed first:
+    /// the queues are free only once every descriptor of their sockets is
+    /// closed, the control side's statistics readers' too.
+    fn shut_down<R>(
+        mut self,
+        collect: bool,
+        then: impl FnOnce(Vec<crate::flow::HandedConnection>) -> R,
+    ) -> R {
+        let mut handed = Vec::new();
+        // No one may ask to take over a daemon on its way out.
+        drop(self.takeover.take());
+        let epoch_mono = start::kernel_epoch_ns(self.epoch);
+        // First the BGP offer: the router moves the VIPs' flows to the
+        // other gateways while this one still forwards.
+        self.vip_offer.withdraw_all();
+        // Then the etcd source: its status key goes with its lease.
         if let Some(mut fleet) = self.fleet.take() {
             fleet.source.stop();
         }
@@ -651,17 +941,25 @@ impl Daemon {
         drop(self.heartbeats.take());
         self.health.stop();
         self.stop_workers.store(true, Ordering::Relaxed);
-        for handle in self.workers {
+        for handle in std::mem::take(&mut self.workers) {
             let index = handle.index;
             match handle.join() {
-                Some(exit) => drop(exit.ports),
+                Some(exit) => {
+                    if collect {
+                        exit.worker.flows().hand_over(epoch_mono, &mut handed);
+                    }
+                    drop(exit.ports);
+                }
                 None => tracing::error!(worker = index, "worker thread panicked"),
             }
         }
         for filter in self.gateway.take_filters() {
             drop(filter);
         }
+        drop(self.umem.take());
         tracing::info!("stopped: sockets closed, XDP programs detached");
+        drop(self);
+        then(handed)
     }
 }
 

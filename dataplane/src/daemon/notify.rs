@@ -1,5 +1,6 @@
 //! Telling systemd how the daemon is doing (sd_notify, for a unit with
-//! `Type=notify`): `READY=1` once it forwards, `RELOADING=1` and `READY=1`
+//! `Type=notify`): `READY=1` once it forwards (with `MAINPID=` when it
+//! took over from the main process: `flowgate run --takeover`), `RELOADING=1` and `READY=1`
 //! around a SIGHUP reload, `STOPPING=1` at shutdown, each with a `STATUS=`
 //! line that `systemctl status` shows.
 //!
@@ -43,6 +44,15 @@ impl Notifier {
     /// Forwarding has started.
     pub fn ready(&self, status: &str) {
         self.send(&format!("READY=1\nSTATUS={status}"));
+    }
+
+    /// This process took over from the one systemd started: it is the
+    /// service's main process now, and forwards. systemd takes `MAINPID=`
+    /// from a process other than the main one only with
+    /// `NotifyAccess=all` in the unit (configs/flowgate.service).
+    pub fn took_over(&self, status: &str) {
+        let pid = std::process::id();
+        self.send(&format!("MAINPID={pid}\nREADY=1\nSTATUS={status}"));
     }
 
     /// A reload begins (`READY=1` follows when it is over, whatever its
@@ -135,6 +145,11 @@ mod tests {
         assert!(usec > 0);
         notifier.stopping();
         assert_eq!(receive(&systemd), "STOPPING=1\nSTATUS=stopping");
+        notifier.took_over("forwarding");
+        assert_eq!(
+            receive(&systemd),
+            format!("MAINPID={}\nREADY=1\nSTATUS=forwarding", std::process::id())
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -16,7 +16,7 @@ use super::{UnreachableKernelPath, INBOX_FRAMES};
 use crate::admission::{BackendConnections, ClientRateTable, WorkerAdmission};
 use crate::capture::CaptureHub;
 use crate::fastpath::{CacheGeometry, EntryMemory, FastPath};
-use crate::flow::FlowTable;
+use crate::flow::{FlowTable, HandedConnection, HandedState};
 use crate::handoff::Handoff;
 use crate::liveness::MAX_ENDPOINTS;
 use crate::metrics::WorkerMetrics;
@@ -26,6 +26,7 @@ use crate::port::xsk::{BindMode, SharedUmem, XskPort, XskSettings};
 use crate::rules::{
     self, BindModeSetting, Config, DaemonSettings, FastPathSetting, XdpModeSetting,
 };
+use crate::table::Snapshot;
 use crate::worker::Worker;
 use crate::xdp::features::egress_ready;
 use crate::xdp::{MappedEntries, XdpFilter, XdpMode};
@@ -79,10 +80,15 @@ pub(super) struct FastCaches {
 /// Where the fast path cannot be set up (a kernel that refuses to map the
 /// cache, an interface the redirect map refuses), the program runs
 /// without it, as with `fast_path = "off"`, and a warning says why.
+///
+/// Without `attach`, the programs are loaded and programmed but not
+/// attached ([`XdpFilter::attach_loaded`] attaches them): what a process
+/// taking over prepares while the old one still forwards.
 pub(super) fn attach_filters(
     config: &Config,
     options: &RunOptions,
     links: &[LinkInfo],
+    attach: bool,
 ) -> Result<(Vec<XdpFilter>, Option<FastCaches>), DaemonError> {
     let mode = match config.daemon.xdp_mode {
         XdpModeSetting::Auto => XdpMode::Auto,
@@ -94,15 +100,20 @@ pub(super) fn attach_filters(
     let geometry = CacheGeometry::for_connections(workers, config.flows.capacity);
     let mut filters = Vec::with_capacity(config.interfaces.len());
     let mut fast_ok = want_fast;
+    let load = |name: &str, fast: Option<CacheGeometry>| match (attach, fast) {
+        (false, fast) => XdpFilter::load(name, mode, fast),
+        (true, Some(geometry)) => XdpFilter::attach_with_fast_path(name, mode, geometry),
+        (true, None) => XdpFilter::attach(name, mode),
+    };
     for interface in &config.interfaces {
         let attached = if fast_ok {
-            XdpFilter::attach_with_fast_path(&interface.name, mode, geometry).or_else(|e| {
+            load(&interface.name, Some(geometry)).or_else(|e| {
                 tracing::warn!(interface = %interface.name, error = %e, "kernel fast path unavailable; running without it");
                 fast_ok = false;
-                XdpFilter::attach(&interface.name, mode)
+                load(&interface.name, None)
             })
         } else {
-            XdpFilter::attach(&interface.name, mode)
+            load(&interface.name, None)
         };
         let mut filter = attached
             .map_err(|e| DaemonError::Environment(format!("interface {}: {e}", interface.name)))?;
@@ -157,7 +168,7 @@ pub(super) fn attach_filters(
 }
 
 /// CLOCK_MONOTONIC (the XDP program's clock) at `epoch`, the workers' time 0.
-fn kernel_epoch_ns(epoch: Instant) -> u64 {
+pub(super) fn kernel_epoch_ns(epoch: Instant) -> u64 {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| {
             u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000_000
@@ -209,8 +220,7 @@ pub(super) fn open_sockets(
         let queue = w as u32;
         let mut worker_ports = Vec::with_capacity(config.interfaces.len());
         for (i, interface) in config.interfaces.iter().enumerate() {
-            let port = XskPort::open(umem, &interface.name, queue, settings)
-                .map_err(|e| DaemonError::Environment(e.to_string()))?;
+            let port = open_socket(umem, &interface.name, queue, settings)?;
             if let Some(mode) = modes.get_mut(i) {
                 *mode = port.mode().to_string();
             }
@@ -224,6 +234,31 @@ pub(super) fn open_sockets(
         ports.push(worker_ports);
     }
     Ok(OpenSockets { ports, modes })
+}
+
+/// How long a socket is tried again while its queue is still bound: the
+/// kernel releases a closed socket's queue a moment later, off the
+/// closing thread (the process this one took over from just closed its).
+const QUEUE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// One socket on `interface`'s `queue`, tried again for up to
+/// [`QUEUE_RELEASE_WAIT`] while another socket still holds the queue.
+fn open_socket(
+    umem: &SharedUmem,
+    interface: &str,
+    queue: u32,
+    settings: &XskSettings,
+) -> Result<XskPort, DaemonError> {
+    let deadline = Instant::now() + QUEUE_RELEASE_WAIT;
+    loop {
+        match XskPort::open(umem, interface, queue, settings) {
+            Ok(port) => return Ok(port),
+            Err(crate::port::xsk::XskError::QueueBusy { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(e) => return Err(DaemonError::Environment(e.to_string())),
+        }
+    }
 }
 
 /// The gateway with its first snapshot, built from `config` and what the
@@ -267,14 +302,21 @@ pub(super) struct WorkerShared<'a> {
     pub(super) epoch: Instant,
     /// The kernel fast path's caches, when it is on.
     pub(super) fast: Option<&'a FastCaches>,
+    /// Connections handed over by the process this one takes over from
+    /// (or by this one's own earlier start, after a failed takeover).
+    pub(super) restored: Option<&'a HandedState>,
 }
 
 /// Starts one pinned worker per entry of `ports` (worker w on
 /// `daemon.cores[w]`), each with its share of the frames and, with more
 /// than one worker, its end of the hand-over.
+///
+/// `tables` are the workers' connection tables, made beforehand (a large
+/// one takes a while to allocate): one per worker.
 pub(super) fn spawn_workers(
     shared: &WorkerShared<'_>,
     ports: Vec<Vec<XskPort>>,
+    mut tables: Vec<FlowTable>,
 ) -> Result<StartedWorkers, DaemonError> {
     let workers = ports.len();
     let mut pools = shared.umem.split_pools(workers);
@@ -295,6 +337,8 @@ pub(super) fn spawn_workers(
         metrics: Vec::with_capacity(workers),
         capture,
     };
+    let snapshot = shared.gateway.snapshot();
+    let mut restored = restored_by_worker(shared.restored, workers, &snapshot);
     for (w, worker_ports) in ports.into_iter().enumerate().rev() {
         let (Some(pool), Some(handoff), Some(lanes)) = (pools.pop(), handoffs.pop(), lanes.pop())
         else {
@@ -303,26 +347,21 @@ pub(super) fn spawn_workers(
             ));
         };
         let settings = &shared.config.daemon;
-        let mut flows = FlowTable::from_settings(&shared.config.flows);
-        if let Some(fast) = shared.fast {
-            let caches = fast
-                .caches
-                .iter()
-                .map(|c| Some(Arc::clone(c) as Arc<dyn EntryMemory>))
-                .collect();
-            let records = flows.capacity();
-            flows.set_fast_path(FastPath::new(
-                fast.geometry,
-                w as u32,
-                caches,
-                records,
-                kernel_epoch_ns(shared.epoch),
-            ));
-        }
         let clients = ClientRateTable::new(DEFAULT_CLIENT_TABLE_ENTRIES, client_seed(w));
+        let admission = WorkerAdmission::new(clients, lanes);
+        let table = tables
+            .pop()
+            .unwrap_or_else(|| FlowTable::from_settings(&shared.config.flows));
+        let flows = worker_flows(
+            shared,
+            w,
+            table,
+            &admission,
+            restored.pop().unwrap_or_default(),
+        );
         let mut worker = Worker::new(flows, pool, worker_ports.len(), settings.batch)
             .with_paths(shared.gateway.path_reader())
-            .with_admission(WorkerAdmission::new(clients, lanes));
+            .with_admission(admission);
         if workers > 1 {
             worker = worker.with_handoff(handoff);
         }
@@ -376,6 +415,103 @@ pub(super) fn spawn_workers(
     started.views.reverse();
     started.metrics.reverse();
     Ok(started)
+}
+
+/// Worker `w`'s connection table (`flows`, empty): with the fast path's writer when it is
+/// on, counted on `admission`'s lanes, holding `restored`.
+fn worker_flows(
+    shared: &WorkerShared<'_>,
+    w: usize,
+    mut flows: FlowTable,
+    admission: &WorkerAdmission,
+    restored: Vec<HandedConnection>,
+) -> FlowTable {
+    let epoch_mono = kernel_epoch_ns(shared.epoch);
+    if let Some(fast) = shared.fast {
+        let caches = fast
+            .caches
+            .iter()
+            .map(|c| Some(Arc::clone(c) as Arc<dyn EntryMemory>))
+            .collect();
+        let records = flows.capacity();
+        flows.set_fast_path(FastPath::new(
+            fast.geometry,
+            w as u32,
+            caches,
+            records,
+            epoch_mono,
+        ));
+    }
+    // Counted on the backends' lanes from the first connection on.
+    flows.set_connection_lanes(admission.backends().clone());
+    if !restored.is_empty() {
+        take_over_connections(&mut flows, w, restored, epoch_mono);
+    }
+    flows
+}
+
+/// The handed-over connections split by the worker that owns each (the
+/// hand-over's and the fast path's owner hash of its client end, so a
+/// different number of workers is fine), with its endpoint id found again
+/// in `snapshot`: by service and backend address, since the rules that
+/// run here may number them differently. A connection whose backend the
+/// rules no longer have keeps an id that names none, and takes the path
+/// of a removed backend at its next packet.
+fn restored_by_worker(
+    state: Option<&HandedState>,
+    workers: usize,
+    snapshot: &Snapshot,
+) -> Vec<Vec<HandedConnection>> {
+    let mut parts = vec![Vec::new(); workers];
+    let Some(state) = state else {
+        return parts;
+    };
+    let count = u32::try_from(workers).unwrap_or(u32::MAX);
+    for handed in &state.connections {
+        let mut handed = handed.clone();
+        let c = &mut handed.connection;
+        c.endpoint = endpoint_now(snapshot, c).unwrap_or(u32::MAX);
+        let owner = crate::fastpath::owner(&c.client.src, c.client.src_port, count) as usize;
+        if let Some(part) = parts.get_mut(owner) {
+            part.push(handed);
+        }
+    }
+    parts
+}
+
+/// The id `snapshot` gives the backend of `connection` in its service.
+fn endpoint_now(snapshot: &Snapshot, connection: &crate::flow::Connection) -> Option<u32> {
+    let client = &connection.client;
+    let (_, service) = snapshot.lookup_service(client.protocol, &client.dst, client.dst_port)?;
+    service.endpoints().iter().copied().find(|&id| {
+        snapshot.endpoint(id).is_some_and(|e| {
+            e.address == connection.backend_addr && e.port == connection.backend_port
+        })
+    })
+}
+
+/// Puts worker `w`'s handed-over connections into its table, and logs
+/// what did not fit.
+fn take_over_connections(
+    flows: &mut FlowTable,
+    w: usize,
+    connections: Vec<HandedConnection>,
+    epoch_mono: u64,
+) {
+    let offered = connections.len();
+    let taken = connections
+        .iter()
+        .filter(|c| flows.take_over(c, epoch_mono))
+        .count();
+    if taken < offered {
+        tracing::warn!(
+            worker = w,
+            taken,
+            refused = offered - taken,
+            "the connection table is smaller than what was handed over"
+        );
+    }
+    tracing::info!(worker = w, connections = taken, "connections taken over");
 }
 
 /// A secret seed for worker `w`'s per-client table.

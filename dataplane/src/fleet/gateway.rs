@@ -67,7 +67,7 @@ impl RulesSink for ControlSink {
             .ok_or_else(|| "the gateway did not finish starting".to_owned())?;
         let origin = format!("etcd revision {}", rules.revision);
         control
-            .apply_config(&rules.config, &origin)
+            .apply_shared(Arc::clone(&rules.config), rules.change.since(), &origin)
             .map(|report| report.generation)
             .map_err(|e| e.to_string())
     }
@@ -92,6 +92,7 @@ impl RulesSink for ControlSink {
 mod tests {
     use super::*;
     use crate::control::MemoryDataplane;
+    use crate::fleet::mirror::RulesChange;
     use crate::rules::{Backend, Config, Failover, Protocol, Scheduler, Service};
 
     #[test]
@@ -115,7 +116,8 @@ mod tests {
             backends: vec![Backend::new("198.18.1.1".parse().unwrap(), 80)],
         });
         let rules = Rules {
-            config: config.clone(),
+            config: Arc::new(config.clone()),
+            change: RulesChange::Whole,
             revision: 7,
             applied_keys: 1,
             held: Vec::new(),

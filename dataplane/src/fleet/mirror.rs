@@ -30,8 +30,9 @@
 //! part by its key and revision ([`EtcdProvenance`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
-use crate::rules::{self, Config, GatewaySettings, Location, Unrecorded};
+use crate::rules::{self, Config, GatewaySettings, Location, Service, Unrecorded};
 
 use super::layout::{KeyLayout, PartKind, RuleKey};
 use super::provenance::{EtcdProvenance, Origin};
@@ -83,8 +84,10 @@ impl std::fmt::Display for HeldKey {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rules {
     /// The whole config: the file's, with etcd's gateway settings and
-    /// services. Valid.
-    pub config: Config,
+    /// services. Valid. Shared, so that the gateway can run it as it is.
+    pub config: Arc<Config>,
+    /// How it differs from the rules the mirror gave before.
+    pub change: RulesChange,
     /// The etcd revision it came from.
     pub revision: i64,
     /// How many keys of this revision's change ran (put or deleted).
@@ -92,6 +95,37 @@ pub struct Rules {
     /// Keys held back at their last good value (all of them, not only
     /// this revision's).
     pub held: Vec<HeldKey>,
+}
+
+/// How [`Rules::config`] differs from the rules the mirror gave before:
+/// what lets a gateway cost a revision what it changes rather than what
+/// the whole config holds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RulesChange {
+    /// Anything may differ: the first rules, a load, or a change of the
+    /// gateway settings.
+    Whole,
+    /// Only etcd's services named here differ from `since` (the config of
+    /// the rules given before): each is added, replaced or, if the config
+    /// no longer has it, removed. Names in key order; none when only keys
+    /// outside the config changed (classes, paths).
+    Services {
+        /// The config the change is made to.
+        since: Arc<Config>,
+        /// The services put or deleted.
+        names: Vec<String>,
+    },
+}
+
+impl RulesChange {
+    /// The config the change is made to and the services it changes, if
+    /// only services change.
+    pub fn since(&self) -> Option<(&Arc<Config>, &[String])> {
+        match self {
+            RulesChange::Whole => None,
+            RulesChange::Services { since, names } => Some((since, names)),
+        }
+    }
 }
 
 /// A revision refused whole: nothing of it runs.
@@ -152,6 +186,9 @@ pub struct Mirror {
     revision: i64,
     /// The revision the running rules came from.
     applied: i64,
+    /// The config of the rules given last: a revision that changes only
+    /// services is made on it, service by service.
+    last: Option<Arc<Config>>,
 }
 
 impl Mirror {
@@ -166,6 +203,7 @@ impl Mirror {
             pending: BTreeSet::new(),
             revision: 0,
             applied: 0,
+            last: None,
         }
     }
 
@@ -344,7 +382,9 @@ impl Mirror {
         // Each round holds at least one more key back, so this ends.
         for _ in 0..=overlay.len() {
             let blamed = match self.assemble(&overlay) {
-                Ok(config) => return self.install(revision, config, overlay, bad),
+                Ok((config, change)) => {
+                    return self.install(revision, config, change, overlay, bad)
+                }
                 Err(blamed) => blamed,
             };
             if refuse_whole && blamed.keys().any(|k| changed.contains(k)) {
@@ -370,53 +410,138 @@ impl Mirror {
         })
     }
 
-    /// The whole config with `overlay` on the good state, validated; or
-    /// the keys of `overlay` to blame, with what is wrong.
+    /// The whole config with `overlay` on the good state, validated, and
+    /// how it differs from the config given last; or the keys of
+    /// `overlay` to blame, with what is wrong.
     fn assemble(
         &self,
         overlay: &BTreeMap<Vec<u8>, Option<Accepted>>,
-    ) -> Result<Config, BTreeMap<Vec<u8>, Vec<String>>> {
+    ) -> Result<(Arc<Config>, RulesChange), Blamed> {
+        let (config, change) = match self.patched(overlay) {
+            Some((config, change)) => (config, change),
+            None => (self.whole(overlay), RulesChange::Whole),
+        };
+        let gateway_key = self.layout.gateway_key().into_bytes();
+        let gateway = match overlay.get(&gateway_key) {
+            Some(entry) => entry.as_ref(),
+            None => self.good.get(&gateway_key),
+        };
+        let gateway_origin = gateway.map(|accepted| origin(&gateway_key, &accepted.stored));
+        // Located only when the validator reports a problem: building
+        // every service's origin up front would cost what the whole
+        // config holds.
+        let base = self.base.services.len();
+        let locate = |i: usize| {
+            let name = &config.services.get(i)?.name;
+            let key = self.layout.service_key(name).into_bytes();
+            let stored = match overlay.get(&key) {
+                Some(entry) => &entry.as_ref()?.stored,
+                None => &self.good.get(&key)?.stored,
+            };
+            Some(origin(&key, stored))
+        };
+        let provenance = EtcdProvenance::looked_up(
+            &Unrecorded,
+            base,
+            gateway_origin.as_ref(),
+            config.services.len().saturating_sub(base),
+            &locate,
+        );
+        match rules::validate(&config, &provenance) {
+            Ok(()) => Ok((Arc::new(config), change)),
+            Err(error) => Err(blame(&error, overlay)),
+        }
+    }
+
+    /// The config with `overlay` on the good state, put together from
+    /// every running part.
+    fn whole(&self, overlay: &BTreeMap<Vec<u8>, Option<Accepted>>) -> Config {
         let mut config = self.base.clone();
         let gateway_key = self.layout.gateway_key().into_bytes();
         let gateway = match overlay.get(&gateway_key) {
             Some(entry) => entry.as_ref(),
             None => self.good.get(&gateway_key),
         };
-        let mut gateway_origin = None;
         if let Some(Accepted {
             part: Part::Gateway(settings),
-            stored,
             ..
         }) = gateway
         {
             config.gateway = GatewaySettings::clone(settings);
-            gateway_origin = Some(origin(&gateway_key, stored));
         }
-        let base = config.services.len();
-        let mut origins = Vec::new();
         let prefix = self.layout.services().into_bytes();
-        for (key, accepted) in merged(&self.good, overlay, &prefix) {
+        for (_, accepted) in merged(&self.good, overlay, &prefix) {
             if let Part::Service(part) = &accepted.part {
-                let mut service = part.service.clone();
-                if !part.sets_table_size {
-                    service.maglev_table_size = config.gateway.maglev_table_size;
-                }
-                config.services.push(service);
-                origins.push(origin(key, &accepted.stored));
+                config.services.push(service_of(part, &config.gateway));
             }
         }
-        let provenance = EtcdProvenance::new(&Unrecorded, base, gateway_origin.as_ref(), &origins);
-        let Err(error) = rules::validate(&config, &provenance) else {
-            return Ok(config);
-        };
-        Err(blame(&error, overlay))
+        config
+    }
+
+    /// The config given last with `overlay`'s services put in or taken
+    /// out, when the overlay changes nothing else the config holds (no
+    /// gateway settings); `None` otherwise. Costs a copy of the config
+    /// and what the overlay changes, not a rebuild from every part.
+    fn patched(
+        &self,
+        overlay: &BTreeMap<Vec<u8>, Option<Accepted>>,
+    ) -> Option<(Config, RulesChange)> {
+        let last = self.last.as_ref()?;
+        let gateway_key = self.layout.gateway_key().into_bytes();
+        if overlay.contains_key(&gateway_key) {
+            return None;
+        }
+        let prefix = self.layout.services().into_bytes();
+        let mut config = Config::clone(last);
+        let base = self.base.services.len();
+        let mut names = Vec::new();
+        for (key, entry) in overlay {
+            let Some(name) = key
+                .strip_prefix(prefix.as_slice())
+                .and_then(|n| std::str::from_utf8(n).ok())
+            else {
+                continue;
+            };
+            // etcd's services follow the file's, in key order: their
+            // names' order.
+            let found = config.services[base..]
+                .binary_search_by(|s| s.name.as_bytes().cmp(name.as_bytes()))
+                .map(|i| base + i)
+                .map_err(|i| base + i);
+            match (entry, found) {
+                (
+                    Some(Accepted {
+                        part: Part::Service(part),
+                        ..
+                    }),
+                    Ok(i),
+                ) => config.services[i] = service_of(part, &config.gateway),
+                (
+                    Some(Accepted {
+                        part: Part::Service(part),
+                        ..
+                    }),
+                    Err(i),
+                ) => config.services.insert(i, service_of(part, &config.gateway)),
+                (None, Ok(i)) => {
+                    config.services.remove(i);
+                }
+                // A deleted key that never ran, or (which a key under
+                // services/ never reads as) another part.
+                _ => continue,
+            }
+            names.push(name.to_owned());
+        }
+        let since = Arc::clone(last);
+        Some((config, RulesChange::Services { since, names }))
     }
 
     /// Makes the overlay the running state.
     fn install(
         &mut self,
         revision: i64,
-        config: Config,
+        config: Arc<Config>,
+        change: RulesChange,
         overlay: BTreeMap<Vec<u8>, Option<Accepted>>,
         bad: BTreeMap<Vec<u8>, Vec<String>>,
     ) -> Outcome {
@@ -435,8 +560,10 @@ impl Mirror {
         }
         self.revision = revision.max(self.revision);
         self.applied = revision;
+        self.last = Some(Arc::clone(&config));
         Outcome::Applied(Box::new(Rules {
             config,
+            change,
             revision,
             applied_keys,
             held: self.held(),
@@ -496,6 +623,19 @@ fn merged<'a>(
     let mut all: Vec<_> = from_good.chain(from_overlay).collect();
     all.sort_unstable_by(|a, b| a.0.cmp(b.0));
     all.into_iter()
+}
+
+/// Keys to blame for a validation failure, with what is wrong with each.
+type Blamed = BTreeMap<Vec<u8>, Vec<String>>;
+
+/// A service from etcd as it runs: with the gateway's table size if its
+/// value sets none.
+fn service_of(part: &value::ServicePart, gateway: &GatewaySettings) -> Service {
+    let mut service = part.service.clone();
+    if !part.sets_table_size {
+        service.maglev_table_size = gateway.maglev_table_size;
+    }
+    service
 }
 
 /// The origin of a key's value.
@@ -654,6 +794,102 @@ mod tests {
         };
         assert_eq!((rules.revision, rules.applied_keys), (6, 3));
         assert_eq!((mirror.revision(), mirror.applied_revision()), (6, 6));
+    }
+
+    /// The rules a fresh mirror puts together from every key of `mirror`.
+    fn rebuilt(mirror: &Mirror, base: Config, revision: i64) -> Arc<Config> {
+        let mut fresh = Mirror::new(layout(), base);
+        let entries = mirror
+            .good_entries()
+            .map(|(key, stored)| Change {
+                key: key.to_vec(),
+                value: Some(stored.clone()),
+            })
+            .collect();
+        match fresh.load(revision, entries) {
+            Outcome::Applied(rules) => rules.config,
+            Outcome::Refused(r) => panic!("refused: {r}"),
+        }
+    }
+
+    #[test]
+    fn a_revision_of_services_only_is_made_on_the_last_rules_and_names_them() {
+        let mut base = Config::default();
+        base.services.push(service("file", "198.18.100.1", 80));
+        let mut mirror = Mirror::new(layout(), base.clone());
+        let Outcome::Applied(first) = mirror.load(
+            3,
+            vec![
+                put_service(&service("b", "198.18.100.3", 80), 2),
+                put_service(&service("d", "198.18.100.5", 80), 3),
+            ],
+        ) else {
+            panic!("refused")
+        };
+        assert_eq!(first.change, RulesChange::Whole);
+
+        // Added before, between and after the others, one replaced, one
+        // deleted, and a key outside the config: one change.
+        let mut replaced = service("d", "198.18.100.5", 80);
+        replaced.backends[0].weight = 7;
+        let mut class = put("x", r#"{"format":1,"zone":"dc1"}"#, 4);
+        class.key = layout()
+            .class_key(&"198.18.0.0/16".parse().unwrap())
+            .into_bytes();
+        let Outcome::Applied(rules) = mirror.apply(
+            4,
+            vec![
+                put_service(&service("a", "198.18.100.2", 80), 4),
+                delete("b"),
+                put_service(&service("c", "198.18.100.4", 80), 4),
+                put_service(&replaced, 4),
+                put_service(&service("e", "198.18.100.6", 80), 4),
+                class,
+            ],
+        ) else {
+            panic!("refused")
+        };
+        let RulesChange::Services { since, names } = &rules.change else {
+            panic!("{:?}", rules.change)
+        };
+        assert!(Arc::ptr_eq(since, &first.config));
+        assert_eq!(names, &["a", "b", "c", "d", "e"]);
+        assert_eq!(names_of(&rules.config), ["file", "a", "c", "d", "e"]);
+        assert_eq!(rules.config.service("d"), Some(&replaced));
+        // The same as the rules put together from every key.
+        assert_eq!(rules.config, rebuilt(&mirror, base.clone(), 4));
+
+        // The gateway settings change what every service inherits: the
+        // whole is put together again.
+        let gateway = Change {
+            key: layout().gateway_key().into_bytes(),
+            value: Some(Stored {
+                value: br#"{"format":1,"maglev_table_size":503}"#.to_vec(),
+                mod_revision: 5,
+            }),
+        };
+        let Outcome::Applied(rules) = mirror.apply(5, vec![gateway]) else {
+            panic!("refused")
+        };
+        assert_eq!(rules.change, RulesChange::Whole);
+        assert_eq!(rules.config, rebuilt(&mirror, base, 5));
+    }
+
+    #[test]
+    fn a_problem_in_a_patched_service_is_named_at_its_key() {
+        let mut mirror = Mirror::new(layout(), Config::default());
+        names(&mirror.load(2, vec![put_service(&service("a", "198.18.100.2", 80), 2)]));
+        names(&mirror.apply(3, vec![put_service(&service("b", "198.18.100.3", 80), 3)]));
+        // c takes a's listener: refused, named at c's key.
+        let refused =
+            refusal(mirror.apply(4, vec![put_service(&service("c", "198.18.100.2", 80), 4)]));
+        assert_eq!(refused.problems.len(), 1);
+        assert_eq!(refused.problems[0].key, "/fg/v1/rules/services/c");
+        assert_eq!(refused.problems[0].revision, 4);
+    }
+
+    fn names_of(config: &Config) -> Vec<&str> {
+        config.services.iter().map(|s| s.name.as_str()).collect()
     }
 
     #[test]

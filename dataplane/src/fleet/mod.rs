@@ -1,6 +1,6 @@
 //! Rules from etcd: a fleet of gateways reading one store.
 //!
-//! - [`gateway`] (feature `daemon`): the source wired to the running
+//! - [`gateway`] (feature `etcd`, which `daemon` turns on): the source wired to the running
 //!   gateway's control state.
 //! - [`layout`]: where each part of the rules lives in etcd (key layout v1).
 //! - [`value`]: what each key's value holds (value format 1) and how it
@@ -10,25 +10,25 @@
 //!   whole config each revision gives.
 //! - [`saved`]: the last good state on disk.
 //! - [`settings`]: how a gateway reaches etcd.
-//! - [`source`] (feature `daemon`): the etcd client that loads, watches,
+//! - [`source`] (feature `etcd`): the etcd client that loads, watches,
 //!   reconnects and keeps the status key alive.
-//! - [`store`] (feature `daemon`): the operator's side — changes checked
+//! - [`store`] (feature `etcd`): the operator's side — changes checked
 //!   as a gateway checks them and written in one compare-and-swap
 //!   transaction; the fleet's statuses.
 //! - [`status`]: each gateway's status key, and the fleet's listing.
 //! - [`provenance`]: which etcd key and revision each part came from, so
 //!   the one validator names them.
 
-#[cfg(feature = "daemon")]
+#[cfg(feature = "etcd")]
 pub mod gateway;
 pub mod layout;
 pub mod mirror;
 pub mod provenance;
 pub mod saved;
 pub mod settings;
-#[cfg(feature = "daemon")]
+#[cfg(feature = "etcd")]
 pub mod source;
 pub mod status;
-#[cfg(feature = "daemon")]
+#[cfg(feature = "etcd")]
 pub mod store;
 pub mod value;

@@ -35,7 +35,18 @@ pub struct EtcdProvenance<'a> {
     base_provenance: &'a dyn Provenance,
     base: usize,
     gateway: Option<&'a Origin>,
-    services: &'a [Origin],
+    services: Services<'a>,
+}
+
+/// The origins of the services from etcd.
+enum Services<'a> {
+    /// Listed, in order.
+    Listed(&'a [Origin]),
+    /// This many, each found when it is asked for.
+    LookedUp {
+        count: usize,
+        origin: &'a dyn Fn(usize) -> Option<Origin>,
+    },
 }
 
 impl<'a> EtcdProvenance<'a> {
@@ -52,7 +63,26 @@ impl<'a> EtcdProvenance<'a> {
             base_provenance,
             base,
             gateway,
-            services,
+            services: Services::Listed(services),
+        }
+    }
+
+    /// The same, with the `count` services from etcd located by
+    /// `origin(i)` (`i`, the index in the model) only when a problem is
+    /// located at one: so that rules of many services cost nothing to
+    /// locate until something is wrong.
+    pub fn looked_up(
+        base_provenance: &'a dyn Provenance,
+        base: usize,
+        gateway: Option<&'a Origin>,
+        count: usize,
+        origin: &'a dyn Fn(usize) -> Option<Origin>,
+    ) -> Self {
+        EtcdProvenance {
+            base_provenance,
+            base,
+            gateway,
+            services: Services::LookedUp { count, origin },
         }
     }
 
@@ -65,16 +95,29 @@ impl<'a> EtcdProvenance<'a> {
         EtcdProvenance::new(&Unrecorded, base, gateway, services)
     }
 
+    /// Whether service `i` of the model came from etcd.
+    fn is_from_etcd(&self, i: usize) -> bool {
+        i.checked_sub(self.base)
+            .is_some_and(|n| match &self.services {
+                Services::Listed(origins) => n < origins.len(),
+                Services::LookedUp { count, .. } => n < *count,
+            })
+    }
+
     /// The origin of service `i` of the model, if it came from etcd.
-    fn service(&self, i: usize) -> Option<&Origin> {
-        i.checked_sub(self.base).and_then(|i| self.services.get(i))
+    fn service(&self, i: usize) -> Option<Origin> {
+        let n = i.checked_sub(self.base)?;
+        match &self.services {
+            Services::Listed(origins) => origins.get(n).cloned(),
+            Services::LookedUp { count, origin } => (n < *count).then(|| origin(i)).flatten(),
+        }
     }
 }
 
 impl Provenance for EtcdProvenance<'_> {
     fn locate(&self, place: Place) -> Location {
         let origin = match place.item {
-            Item::Gateway => self.gateway,
+            Item::Gateway => self.gateway.cloned(),
             Item::Service(i) | Item::Backend { service: i, .. } => self.service(i),
             _ => None,
         };
@@ -88,7 +131,7 @@ impl Provenance for EtcdProvenance<'_> {
         // A part from etcd is in the model only once it was read whole.
         let from_etcd = match place.item {
             Item::Gateway => self.gateway.is_some(),
-            Item::Service(i) | Item::Backend { service: i, .. } => self.service(i).is_some(),
+            Item::Service(i) | Item::Backend { service: i, .. } => self.is_from_etcd(i),
             _ => false,
         };
         if from_etcd {

@@ -119,6 +119,27 @@ pub struct SourceState {
 }
 
 impl SourceState {
+    /// The state as `flowgatectl status` and the metrics show it.
+    pub fn report(&self) -> flowgate_api::EtcdStatus {
+        flowgate_api::EtcdStatus {
+            health: self.health().name().to_owned(),
+            connected: self.connected,
+            revision: self.revision,
+            seen_revision: self.seen_revision,
+            generation: self.generation,
+            held: self
+                .held
+                .iter()
+                .map(|h| flowgate_api::HeldKey {
+                    key: h.key.clone(),
+                    revision: h.revision,
+                    problems: h.problems.clone(),
+                })
+                .collect(),
+            last_error: self.last_error.clone(),
+        }
+    }
+
     /// How the gateway is doing.
     pub fn health(&self) -> Health {
         if !self.connected {
@@ -216,6 +237,13 @@ impl EtcdSource {
     /// What the source knows now.
     pub fn state(&self) -> SourceState {
         lock(&self.state).clone()
+    }
+
+    /// What the source knows, asked for whenever `status` or a scrape
+    /// wants it (for [`crate::control::ControlState::report_etcd`]).
+    pub fn reporter(&self) -> crate::control::EtcdReport {
+        let state = Arc::clone(&self.state);
+        Arc::new(move || lock(&state).report())
     }
 
     /// Stops the source: the watch ends, the status key's lease is revoked

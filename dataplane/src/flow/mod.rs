@@ -98,6 +98,7 @@
 mod connection;
 mod endpoint_stats;
 mod export;
+pub mod handover;
 mod index;
 mod state;
 mod table;
@@ -105,5 +106,6 @@ mod table;
 pub use connection::{ConnId, Connection};
 pub use endpoint_stats::{EndpointStats, EndpointValues, FlowCounters};
 pub use export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
+pub use handover::{HandedConnection, HandedState, StateError, SynProxyOffset};
 pub use state::{next_state, Direction, FlowState, FlowTimeouts};
 pub use table::{FlowTable, FlowTableStats, MAX_CAPACITY};

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use super::connection::{ConnId, Connection};
 use super::endpoint_stats::{EndpointAccounts, FlowCounters};
 use super::export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
+use super::handover::HandedConnection;
 use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
 use super::state::{next_state, Direction, FlowState, FlowTimeouts};
 use crate::fastpath::{DirectionRewrite, FastPath};
+use crate::hash::flow_hash;
 use crate::rules::FlowSettings;
 use crate::wire::FiveTuple;
 
@@ -450,9 +452,11 @@ impl FlowTable {
     /// Brings the record a lookup of `hash` will most likely read into
     /// cache: every field a lookup reads, since an 88-byte record can
     /// straddle three cache lines. Call after [`FlowTable::warm_index`] for
-    /// the whole batch.
-    #[inline]
-    pub fn warm_record(&self, hash: u64) {
+    /// the whole batch. Returns whether there was one: a frame with none
+    /// is most likely the first of a new flow. Always inlined: the batch
+    /// loops that call it are the hottest of the pipeline.
+    #[inline(always)]
+    pub fn warm_record(&self, hash: u64) -> bool {
         let record = self
             .index
             .first_candidate(hash)
@@ -470,6 +474,7 @@ impl FlowTable {
                 r.links,
             ));
         }
+        record.is_some()
     }
 
     /// The connection behind `id`. A stale id reads a dead or reused
@@ -674,6 +679,55 @@ impl FlowTable {
         }
         cursor.next = at;
         cursor.done = at >= self.records.len();
+    }
+
+    /// Every live connection as a process taking over needs it
+    /// (`handover.rs`), appended to `out`: times in CLOCK_MONOTONIC, given
+    /// that the worker clock's 0 is `epoch_mono_ns`, and brought up to the
+    /// kernel fast path's own last-seen time where it carried the
+    /// connection. Runs on a stopped worker's table: it allocates.
+    pub fn hand_over(&self, epoch_mono_ns: u64, out: &mut Vec<HandedConnection>) {
+        out.reserve(self.len);
+        for (record, r) in self.records.iter().enumerate() {
+            if !r.links.is_live() {
+                continue;
+            }
+            let record = record as u32;
+            let fast = self.fast.as_ref();
+            let kernel_seen = fast.and_then(|f| f.last_seen(record)).unwrap_or(0);
+            let last_seen = r.conn.last_seen_ns.max(kernel_seen);
+            out.push(HandedConnection {
+                connection: r.conn.clone(),
+                last_seen_mono_ns: epoch_mono_ns.saturating_add(last_seen),
+                backend_replied: r.links.backend_replied()
+                    || fast.is_some_and(|f| f.reply_forwarded(record)),
+                fast_path: fast.is_some_and(|f| f.is_installed(record)),
+                // The hook for the SYN proxy's sequence offsets: the
+                // record keeps none yet.
+                syn_proxy: None,
+            });
+        }
+    }
+
+    /// Takes in a connection another process handed over; the worker
+    /// clock's 0 here is `epoch_mono_ns` (a connection last seen before
+    /// it counts as seen at 0). It is inserted as a new connection would
+    /// be — it may evict or be refused the same way — and, if the fast path
+    /// carries its state, offered to the fast path. Whether it was taken.
+    pub fn take_over(&mut self, handed: &HandedConnection, epoch_mono_ns: u64) -> bool {
+        let mut conn = handed.connection.clone();
+        conn.last_seen_ns = handed.last_seen_mono_ns.saturating_sub(epoch_mono_ns);
+        let now_ns = conn.last_seen_ns;
+        let client_hash = flow_hash(&conn.client);
+        let reply_hash = flow_hash(&conn.reply_tuple());
+        let id = self.insert(conn, client_hash, reply_hash, now_ns);
+        if id.is_none() {
+            return false;
+        }
+        if let Some(r) = self.records.get_mut(id.0 as usize) {
+            r.links.set_backend_replied(handed.backend_replied);
+        }
+        true
     }
 
     /// Counts a forwarded packet of `bytes` bytes on a connection to

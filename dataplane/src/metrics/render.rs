@@ -26,6 +26,7 @@ pub fn render(sample: &MetricsSample, snapshot: &Snapshot) -> String {
     let mut out = Exposition::default();
     gateway(&mut out, sample, snapshot);
     changes(&mut out, sample);
+    etcd(&mut out, sample);
     workers(&mut out, sample);
     services(&mut out, sample);
     admission(&mut out, sample);
@@ -242,6 +243,65 @@ fn changes(out: &mut Exposition, sample: &MetricsSample) {
             );
         }
     }
+}
+
+/// The rules from etcd, on a gateway with `[etcd]`: whether it watches,
+/// the revisions, and each key held back with the revision of its
+/// refused value and what is wrong with it.
+fn etcd(out: &mut Exposition, sample: &MetricsSample) {
+    let Some(etcd) = &sample.etcd else {
+        return;
+    };
+    out.family(
+        "flowgate_etcd_connected",
+        Kind::Gauge,
+        "1 while the gateway watches etcd for its rules, 0 while it cannot reach it (the last \
+         good rules keep running).",
+    );
+    out.series("flowgate_etcd_connected", &[], u64::from(etcd.connected));
+    out.family(
+        "flowgate_etcd_revision",
+        Kind::Gauge,
+        "The etcd revision the running rules came from.",
+    );
+    out.series("flowgate_etcd_revision", &[], revision(etcd.revision));
+    out.family(
+        "flowgate_etcd_seen_revision",
+        Kind::Gauge,
+        "The last etcd revision the gateway saw, applied or refused.",
+    );
+    out.series(
+        "flowgate_etcd_seen_revision",
+        &[],
+        revision(etcd.seen_revision),
+    );
+    out.family(
+        "flowgate_etcd_held_keys",
+        Kind::Gauge,
+        "etcd keys held back at their last good value because their value was refused.",
+    );
+    out.series("flowgate_etcd_held_keys", &[], etcd.held.len() as u64);
+    let name = "flowgate_etcd_held_key_info";
+    out.family(
+        name,
+        Kind::Gauge,
+        "One series (value 1) per held etcd key: the key, the revision its refused value was \
+         written at, and what is wrong with it.",
+    );
+    for held in &etcd.held {
+        let at = held.revision.to_string();
+        let problem = held.problems.join("; ");
+        out.series(
+            name,
+            &[("key", &held.key), ("revision", &at), ("problem", &problem)],
+            1,
+        );
+    }
+}
+
+/// An etcd revision as a gauge's value (etcd's are never negative).
+fn revision(revision: i64) -> u64 {
+    u64::try_from(revision).unwrap_or(0)
 }
 
 /// A per-worker counter from the pipeline's values.
@@ -904,6 +964,7 @@ mod tests {
                 c.values()
             }),
             health: health_samples(),
+            etcd: None,
         }
     }
 
@@ -1226,6 +1287,49 @@ mod tests {
         assert_eq!(at("apply", "apply_failed"), 2);
         assert_eq!(at("edit", "not_found"), 0);
         assert_eq!(all.iter().map(|s| s.2).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn a_held_etcd_key_is_a_series_naming_it_and_what_is_wrong() {
+        let holding = MetricsSample {
+            etcd: Some(flowgate_api::EtcdStatus {
+                health: "holding".into(),
+                connected: true,
+                revision: 41,
+                seen_revision: 42,
+                generation: 7,
+                held: vec![flowgate_api::HeldKey {
+                    key: "/fg/v1/rules/services/web".into(),
+                    revision: 42,
+                    problems: vec!["port 0 of service \"web\" is out of range 1..=65535".into()],
+                }],
+                last_error: None,
+            }),
+            ..sample()
+        };
+        let (series, types) = check(&render(&holding, &Snapshot::empty()));
+        assert_eq!(types["flowgate_etcd_held_keys"], "gauge");
+        assert_eq!(find(&series, "flowgate_etcd_held_keys", &[])[0].2, 1);
+        assert_eq!(find(&series, "flowgate_etcd_revision", &[])[0].2, 41);
+        assert_eq!(find(&series, "flowgate_etcd_seen_revision", &[])[0].2, 42);
+        assert_eq!(find(&series, "flowgate_etcd_connected", &[])[0].2, 1);
+        let held = find(
+            &series,
+            "flowgate_etcd_held_key_info",
+            &[
+                ("key", "/fg/v1/rules/services/web"),
+                ("revision", "42"),
+                (
+                    "problem",
+                    "port 0 of service \"web\" is out of range 1..=65535",
+                ),
+            ],
+        );
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].2, 1);
+        // A gateway without [etcd] has none of them.
+        let (series, _) = check(&render(&sample(), &Snapshot::empty()));
+        assert!(find(&series, "flowgate_etcd_held_keys", &[]).is_empty());
     }
 
     #[test]

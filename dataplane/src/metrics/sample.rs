@@ -229,6 +229,9 @@ pub struct MetricsSample {
     /// Each backend's health, when the data plane tracks it.
     #[serde(skip)]
     pub health: Vec<crate::control::health::BackendHealthSample>,
+    /// Where the rules from etcd stand, on a gateway with `[etcd]`.
+    #[serde(skip)]
+    pub etcd: Option<flowgate_api::EtcdStatus>,
 }
 
 impl MetricsSample {
@@ -495,6 +498,7 @@ impl MetricsCollector {
             rings,
             changes: self.changes.as_deref().map(ChangeCounters::values),
             health: Vec::new(),
+            etcd: None,
         }
     }
 }

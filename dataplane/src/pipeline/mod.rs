@@ -136,6 +136,19 @@ pub struct Pipeline {
     client_params: Vec<Option<ClientRateParams>>,
 }
 
+/// Reads the slot a new flow's path lookup will read first (its service's
+/// path of the longest length present), so that the lookup finds it in
+/// cache; nothing for a frame of no service or a service with no path.
+#[inline]
+fn warm_path(view: &PathView, parsed: &Parsed, snapshot: &Snapshot) {
+    if let Ok(meta) = &parsed.meta {
+        let t = &meta.tuple;
+        if let Some((id, _)) = snapshot.lookup_service(t.protocol, &t.dst, t.dst_port) {
+            std::hint::black_box(view.warm(id, ClientAddr::from_bytes(&t.src)));
+        }
+    }
+}
+
 /// Clients each worker's per-client table tracks by default (16 bytes
 /// each: 1 MiB).
 pub const DEFAULT_CLIENT_TABLE_ENTRIES: usize = 65_536;
@@ -343,16 +356,33 @@ impl Pipeline {
         for hash in parsed.iter().filter_map(|p| p.hash) {
             flows.warm_index(hash);
         }
-        for hash in parsed.iter().filter_map(|p| p.hash) {
-            flows.warm_record(hash);
+        // The paths' version is loaded once per batch, as the snapshot is.
+        let mut paths = self.paths.take();
+        let view = paths.as_mut().map(|reader| reader.load());
+        match view.filter(|view| !view.is_empty()) {
+            None => {
+                for hash in parsed.iter().filter_map(|p| p.hash) {
+                    flows.warm_record(hash);
+                }
+            }
+            // A frame whose index bucket holds no candidate is most likely
+            // a new flow: its path lookup's slot is warmed too, so that
+            // the batch's path misses overlap. Other frames pay the test.
+            Some(view) => {
+                for p in parsed {
+                    if let Some(hash) = p.hash {
+                        if !flows.warm_record(hash) {
+                            warm_path(view, p, snapshot);
+                        }
+                    }
+                }
+            }
         }
         // Room for every frame to be answered: nothing allocates below.
         self.answers.reserve(frames.len());
-        // The paths' version is loaded once per batch, as the snapshot is.
-        let mut paths = self.paths.take();
         let mut cx = Context {
             snapshot,
-            paths: paths.as_mut().map(|reader| reader.load()),
+            paths: view,
             flows,
             ingress,
             now_ns,
@@ -805,7 +835,7 @@ impl Pipeline {
         if verdict != Verdict::Pass {
             return verdict;
         }
-        self.stateless_reply(frame, meta, cx.snapshot)
+        self.stateless_reply(frame, meta, cx.snapshot, cx.ingress)
     }
 
     /// The endpoint a distribution path sends a new flow to: the path's

@@ -8,8 +8,13 @@
 //! ([`ReplySources`](crate::table::ReplySources)) — the reply is turned
 //! back into one from that service's VIP and port, as the connection would
 //! have done, with no state made. It is sent to the client's neighbour
-//! entry (static, or learned from the kernel); with none known, it is
-//! dropped as `no_neighbour`. A reply from a backend several services
+//! entry (static, or learned from the kernel). A client with no neighbour
+//! entry is behind a router: a reply that came in on the clients' port
+//! (port 0) came from that router — in a fleet, the router spreading the
+//! backends' replies over the gateways by ECMP — so it goes back out of
+//! port 0 to the MAC it came from, and the router takes it on to the
+//! client. Any other reply with no way to its client is dropped as
+//! `no_neighbour`. A reply from a backend several services
 //! share is dropped as `unknown_reply`: no VIP could be known to be the
 //! right one. Packets from anything that is not a backend are not ours
 //! and are passed, as before.
@@ -19,14 +24,17 @@
 //! kernel fast path on, a reply the cache misses goes to the worker, which
 //! decides it here.
 
-use super::{egress_mac, DropReason, Pipeline, Verdict};
+use super::{egress_mac, source_mac, DropReason, Pipeline, Verdict};
 use crate::table::{ReplySource, Snapshot};
 use crate::wire::{self, PacketMeta};
+
+/// The clients' port: the first interface of the config.
+const CLIENTS_PORT: u16 = 0;
 
 impl Pipeline {
     /// A packet that matched no connection and no service: a backend's
     /// reply translated without state, dropped, or passed (see the
-    /// module docs).
+    /// module docs). `ingress` is the port it came in on.
     #[cold]
     #[inline(never)]
     pub(super) fn stateless_reply(
@@ -34,6 +42,7 @@ impl Pipeline {
         frame: &mut [u8],
         meta: &PacketMeta,
         snapshot: &Snapshot,
+        ingress: u16,
     ) -> Verdict {
         let t = &meta.tuple;
         let sources = snapshot.reply_sources();
@@ -51,7 +60,10 @@ impl Pipeline {
         if meta.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
         }
-        let Some((client_mac, port)) = sources.next_hop(&t.dst) else {
+        let next_hop = sources
+            .next_hop(&t.dst)
+            .or_else(|| (ingress == CLIENTS_PORT).then(|| (source_mac(frame), ingress)));
+        let Some((client_mac, port)) = next_hop else {
             return Verdict::Drop(DropReason::NoNeighbour);
         };
         let src_mac = egress_mac(frame, snapshot, port);

@@ -40,6 +40,8 @@ use super::{
     LogFormatSetting, MetricsAddress, Neighbour, Protocol, Scheduler, Service, XdpModeSetting,
     DEFAULT_MAGLEV_TABLE_SIZE,
 };
+use crate::synproxy::mode::DEFAULT_AUTO_SYNS_PER_S;
+use crate::synproxy::SynProxy;
 
 /// A decoded config: the model, with stand-ins where values could not be
 /// read, and the problems that say why.
@@ -548,10 +550,88 @@ impl Decoder {
             health,
             backends,
             routing: self.service_routing(i, raw),
-            limits: self.limits(i, raw),
+            limits: FlowLimits {
+                syn_proxy: self.syn_proxy(i, raw, protocol),
+                ..self.limits(i, raw)
+            },
 
             announce: announce.unwrap_or_default(),
         }
+    }
+
+    /// Service `i`'s `syn_proxy` and `syn_proxy_auto_syns_per_s`; a value
+    /// that is refused is reported at its place and the proxy left off.
+    fn syn_proxy(&mut self, i: usize, raw: &RawService, protocol: Option<Protocol>) -> SynProxy {
+        let name = raw.name.get_ref();
+        let threshold_place = Place::service(i, "syn_proxy_auto_syns_per_s");
+        let threshold = match &raw.syn_proxy_auto_syns_per_s {
+            None => Some(DEFAULT_AUTO_SYNS_PER_S),
+            Some(v) => {
+                let n = *v.get_ref();
+                let t = u32::try_from(n).ok().filter(|&t| t > 0);
+                if t.is_none() {
+                    let message = format!(
+                        "syn_proxy_auto_syns_per_s of service {name:?} must be 1 to {} (it is {n})",
+                        u32::MAX
+                    );
+                    self.fail(threshold_place, message, n.to_string());
+                }
+                t
+            }
+        };
+        let Some(value) = &raw.syn_proxy else {
+            if let Some(v) = &raw.syn_proxy_auto_syns_per_s {
+                let message = format!(
+                    "syn_proxy_auto_syns_per_s of service {name:?} needs syn_proxy = \"auto\" \
+                     (syn_proxy is not set)"
+                );
+                self.fail(threshold_place, message, v.get_ref().to_string());
+            }
+            return SynProxy::Off;
+        };
+        let place = Place::service(i, "syn_proxy");
+        let Some(mode) = SynProxy::from_name(
+            value.get_ref(),
+            threshold.unwrap_or(DEFAULT_AUTO_SYNS_PER_S),
+        ) else {
+            let message = format!(
+                "unknown syn_proxy {:?} in service {name:?} (expected \"off\", \"on\" or \"auto\")",
+                value.get_ref()
+            );
+            self.fail(place, message, value.get_ref().clone());
+            return SynProxy::Off;
+        };
+        if let (Some(v), false) = (
+            &raw.syn_proxy_auto_syns_per_s,
+            matches!(mode, SynProxy::Auto { .. }),
+        ) {
+            let message = format!(
+                "syn_proxy_auto_syns_per_s of service {name:?} needs syn_proxy = \"auto\" (it is {:?})",
+                mode.name()
+            );
+            self.fail(threshold_place, message, v.get_ref().to_string());
+            return SynProxy::Off;
+        }
+        if mode.is_enabled() && protocol == Some(Protocol::Udp) {
+            let message = format!(
+                "syn_proxy of service {name:?} needs protocol \"tcp\": the proxy answers TCP handshakes"
+            );
+            self.fail(place, message, value.get_ref().clone());
+            return SynProxy::Off;
+        }
+        if mode.is_enabled() && threshold.is_some() {
+            // The XDP half exists and is tested through BPF_PROG_TEST_RUN; a
+            // gateway that answered cookies without opening the backend side
+            // would break every proxied connection, so the key is refused.
+            let message = format!(
+                "syn_proxy {:?} of service {name:?} is not available yet: the workers do not open \
+                 the backend side of a proxied connection, so leave it \"off\"",
+                mode.name()
+            );
+            self.fail(place, message, value.get_ref().clone());
+            return SynProxy::Off;
+        }
+        mode
     }
 
     /// Service `i`'s `[services.limits]`; a setting that is refused is

@@ -99,6 +99,10 @@ impl<'t> FileProvenance<'t> {
                     "panic_threshold" => start(service.panic_threshold.as_ref()),
                     "when_all_down" => start(service.when_all_down.as_ref()),
                     "announce" => start(service.announce.as_ref()),
+                    "syn_proxy" => start(service.syn_proxy.as_ref()),
+                    "syn_proxy_auto_syns_per_s" => {
+                        start(service.syn_proxy_auto_syns_per_s.as_ref())
+                    }
                     "heartbeat_ttl" => start(service.heartbeat_ttl.as_ref()),
                     "heartbeat_token" => start(service.heartbeat_token.as_ref()),
                     "health.port" => start(service.health.as_ref().and_then(|h| h.port.as_ref())),

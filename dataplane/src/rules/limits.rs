@@ -31,6 +31,11 @@ pub struct FlowLimits {
     pub max_connections: Option<ConnectionCap>,
     /// What an over-limit new flow gets (`over_limit`).
     pub over_limit: OverLimitAction,
+    /// Whether SYNs are answered with SYN cookies in XDP (`syn_proxy` and
+    /// `syn_proxy_auto_syns_per_s`, keys of the service itself, not of
+    /// `[services.limits]`: the proxy is flood defence, kept with the
+    /// other new-flow controls in the model).
+    pub syn_proxy: crate::synproxy::SynProxy,
 }
 
 impl FlowLimits {
@@ -212,6 +217,7 @@ impl RawLimits {
             client,
             max_connections,
             over_limit,
+            syn_proxy: crate::synproxy::SynProxy::Off,
         };
         let mut out: Vec<(&'static str, LimitError)> = problems;
         out.extend(orphaned.into_iter().map(|(name, needs)| {

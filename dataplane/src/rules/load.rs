@@ -36,6 +36,17 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
     }
 }
 
+/// [`load_file`], also returning the file's `[etcd]` table as written,
+/// which is not rules (`fleet::settings::from_etcd_table` reads it), so
+/// that whoever needs both parses the file once.
+pub fn load_file_with_etcd(path: &Path) -> Result<(Config, Option<toml::Table>), ConfigError> {
+    let file = path.display().to_string();
+    match read_config_file(path, MAX_CONFIG_BYTES) {
+        Ok(text) => load_text(&text, &file).map(|(config, _, etcd)| (config, etcd)),
+        Err(error) => Err(ConfigError::Io { file, error }),
+    }
+}
+
 /// The text of the regular file at `path`, if it holds at most `limit`
 /// bytes of UTF-8.
 ///
@@ -129,9 +140,18 @@ pub fn load_str_with_provenance<'t>(
     text: &'t str,
     origin: &str,
 ) -> Result<(Config, FileProvenance<'t>), ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Invalid {
+    load_text(text, origin).map(|(config, provenance, _)| (config, provenance))
+}
+
+/// [`load_str_with_provenance`], also returning the `[etcd]` table.
+fn load_text<'t>(
+    text: &'t str,
+    origin: &str,
+) -> Result<(Config, FileProvenance<'t>, Option<toml::Table>), ConfigError> {
+    let mut raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Invalid {
         problems: vec![toml_problem(&error, text, origin)],
     })?;
+    let etcd = raw._etcd.take();
     let decoded = decode(&raw);
     let provenance = FileProvenance::new(text, origin, raw, decoded.stand_ins);
     let mut problems: Vec<ConfigProblem> = decoded
@@ -141,7 +161,7 @@ pub fn load_str_with_provenance<'t>(
         .collect();
     problems.extend(validate::problems(&decoded.config, &provenance));
     if problems.is_empty() {
-        return Ok((decoded.config, provenance));
+        return Ok((decoded.config, provenance, etcd));
     }
     // Stable: problems at one position keep the order they were found.
     problems.sort_by_key(ConfigProblem::position);

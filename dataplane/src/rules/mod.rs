@@ -45,7 +45,9 @@ pub use health::{
     Secret, ServiceHealth, MAX_HEARTBEAT_TTL, MIN_HEARTBEAT_TTL,
 };
 pub use limits::FlowLimits;
-pub use load::{load_file, load_str, load_str_with_provenance, MAX_CONFIG_BYTES};
+pub use load::{
+    load_file, load_file_with_etcd, load_str, load_str_with_provenance, MAX_CONFIG_BYTES,
+};
 pub use mac::{format_mac, is_unicast_mac, parse_mac};
 pub use model::*;
 pub use place::{Item, Place};

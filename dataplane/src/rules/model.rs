@@ -498,14 +498,18 @@ pub enum Announce {
     /// gateway sends a gratuitous ARP or unsolicited neighbour
     /// advertisement when the VIP appears.
     Arp,
+    /// A host route for the VIP on the gateway's own device, which the
+    /// box's BGP daemon announces to the router (`announce::bgp`).
+    Bgp,
 }
 
 impl Announce {
-    /// `none` or `arp`.
+    /// `none`, `arp` or `bgp`.
     pub const fn name(self) -> &'static str {
         match self {
             Announce::None => "none",
             Announce::Arp => "arp",
+            Announce::Bgp => "bgp",
         }
     }
 

@@ -87,17 +87,12 @@ pub fn on_backend_down(text: &str, service: &str) -> Result<OnBackendDown, Strin
     })
 }
 
-/// How a service's VIP is announced: `arp` or `none`. `bgp` is a word the
-/// key will take, refused until the gateway can speak BGP.
+/// How a service's VIP is announced: `arp`, `bgp` or `none`.
 pub fn announce(text: &str, service: &str) -> Result<Announce, String> {
     match text {
         "arp" => Ok(Announce::Arp),
+        "bgp" => Ok(Announce::Bgp),
         "none" => Ok(Announce::None),
-        "bgp" => Err(format!(
-            "announce \"bgp\" of service {service:?}: bgp announcement is not available yet \
-             (use \"arp\" to answer for the VIP on the client segment, or \"none\" and a route \
-             to the gateway)"
-        )),
         _ => Err(format!(
             "unknown announce {text:?} in service {service:?} (expected \"arp\", \"bgp\" or \"none\")"
         )),
@@ -249,12 +244,7 @@ mod tests {
         );
         assert_eq!(announce("arp", "web"), Ok(Announce::Arp));
         assert_eq!(announce("none", "web"), Ok(Announce::None));
-        assert_eq!(
-            announce("bgp", "web").unwrap_err(),
-            "announce \"bgp\" of service \"web\": bgp announcement is not available yet \
-             (use \"arp\" to answer for the VIP on the client segment, or \"none\" and a route \
-             to the gateway)"
-        );
+        assert_eq!(announce("bgp", "web"), Ok(Announce::Bgp));
         assert_eq!(
             announce("ARP", "web").unwrap_err(),
             r#"unknown announce "ARP" in service "web" (expected "arp", "bgp" or "none")"#

@@ -136,6 +136,8 @@ pub(super) struct RawService {
     #[serde(default)]
     pub paths: Vec<RawPath>,
     pub limits: Option<super::limits::RawLimits>,
+    pub syn_proxy: Option<Spanned<String>>,
+    pub syn_proxy_auto_syns_per_s: Option<Spanned<i64>>,
 }
 
 /// One `[[services.backends]]` entry.

@@ -1017,17 +1017,19 @@ port = 8080
             std::slice::from_ref(&problem.message)
         );
 
-        // bgp is refused with what to use instead.
-        let e = load_str(&two("announce = \"bgp\"\n", ""), "t.toml").unwrap_err();
-        assert_eq!(
-            messages(e.problems()),
-            [
-                "announce \"bgp\" of service \"web\": bgp announcement is not available yet \
-              (use \"arp\" to answer for the VIP on the client segment, or \"none\" and a route \
-              to the gateway)"
-            ]
-        );
-        assert_eq!(e.problems()[0].location.to_string(), "t.toml:6:12");
+        // bgp on both: accepted; bgp against arp: the same problem.
+        let config = load_str(
+            &two("announce = \"bgp\"\n", "announce = \"bgp\"\n"),
+            "t.toml",
+        )
+        .unwrap();
+        assert!(config.services.iter().all(|s| s.announce == Announce::Bgp));
+        let e = load_str(
+            &two("announce = \"bgp\"\n", "announce = \"arp\"\n"),
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!(e.problems().len(), 1, "{e}");
     }
 
     #[test]

@@ -77,14 +77,25 @@ impl MaglevTable {
                 slots: Arc::from(Vec::new()),
             };
         }
+        if let [only] = weighted[..] {
+            // Every slot is the one backend's: no permutation to walk (a
+            // service of one backend, the common case of many services).
+            return MaglevTable {
+                slots: std::iter::repeat_n(only.id, size as usize).collect(),
+            };
+        }
         weighted.sort_unstable_by(|a, b| {
             (a.address, a.port, a.weight, a.id).cmp(&(b.address, b.port, b.weight, b.id))
         });
         let quotas = slot_quotas(&weighted, size);
-        let slots = populate(&weighted, &quotas, size);
-        MaglevTable {
-            slots: Arc::from(slots),
+        // Filled in place (one allocation, no copy of a finished Vec),
+        // every slot first holding a value no backend has: "free".
+        let free = unused_id(&weighted);
+        let mut slots: Arc<[EndpointId]> = std::iter::repeat_n(free, size as usize).collect();
+        if let Some(cells) = Arc::get_mut(&mut slots) {
+            populate(&weighted, &quotas, Filling { slots: cells, free });
         }
+        MaglevTable { slots }
     }
 
     /// The endpoint for a flow hash; `None` only for an empty table.
@@ -145,19 +156,23 @@ fn slot_quotas(backends: &[MaglevBackend], size: u32) -> Vec<u32> {
     quotas
 }
 
-/// One backend's walk through the slots.
+/// One backend's walk through the slots: 16 bytes, so a round of turns
+/// reads the walks in order from a compact array.
 struct Walk {
     /// The next slot of its permutation to try.
     next: u32,
+    /// Its stride, in `1..size`.
     skip: u32,
     /// Turns left: its quota minus the slots it owns.
     remaining: u32,
     id: EndpointId,
 }
 
-/// Fills the table: backends take turns (sorted order) until each owns its
-/// quota; a turn claims the first free slot of the backend's permutation.
-fn populate(backends: &[MaglevBackend], quotas: &[u32], size: u32) -> Vec<EndpointId> {
+/// Fills the table: backends take turns (sorted order) until each owns
+/// its quota; a turn claims the first free slot of the backend's
+/// permutation.
+fn populate(backends: &[MaglevBackend], quotas: &[u32], mut table: Filling<'_>) {
+    let size = table.slots.len() as u32;
     let mut walks: Vec<Walk> = backends
         .iter()
         .zip(quotas)
@@ -173,73 +188,161 @@ fn populate(backends: &[MaglevBackend], quotas: &[u32], size: u32) -> Vec<Endpoi
         })
         .collect();
 
-    let mut table = Filling::new(size);
     // Probing costs about size/free tries per turn, so the last few slots
     // would cost most of the build; below √size free slots (where the two
     // costs meet, measured) each turn instead finds its slot among the free
-    // ones directly.
+    // ones directly. Where the switch happens does not change the table.
     let endgame = (size as f64).sqrt() as usize;
-    while table.free > endgame && !walks.is_empty() {
-        for walk in walks.iter_mut() {
-            table.probe(walk);
+    let mut free = size as usize;
+    // Large tables are probed through a bitmap: 1/32 of the slots' bytes,
+    // so probes hit the cache where the slots themselves would not.
+    let mut bitmap = (size > OWNER_PROBED_SLOTS).then(|| Bitmap::new(size));
+    while free > endgame && !walks.is_empty() {
+        // As many rounds as no walk runs out of turns in (and not far past
+        // the switch): no bookkeeping per turn.
+        let least = walks.iter().map(|w| w.remaining).min().unwrap_or(1);
+        let to_endgame = (free - endgame).div_ceil(walks.len());
+        let rounds = least.min(u32::try_from(to_endgame).unwrap_or(u32::MAX));
+        for _ in 0..rounds {
+            match bitmap.as_mut() {
+                None => table.round(&mut walks),
+                Some(taken) => table.round_with_bitmap(&mut walks, taken),
+            }
         }
+        for walk in walks.iter_mut() {
+            walk.remaining -= rounds;
+        }
+        free -= rounds as usize * walks.len();
         walks.retain(|w| w.remaining > 0);
     }
     if !walks.is_empty() {
         table.endgame(&mut walks);
     }
-    table.slots
 }
 
-/// A table being filled.
-struct Filling {
-    size: u32,
-    slots: Vec<EndpointId>,
-    /// Occupancy bitmap: 8 KiB for M = 65 537, so probes stay in L1.
-    taken: Vec<u64>,
-    free: usize,
+/// Tables up to this many slots (1 MiB of slots) are probed by reading
+/// the slots; larger ones through a bitmap. Either gives the same table.
+const OWNER_PROBED_SLOTS: u32 = 1 << 18;
+
+/// One bit per slot, set when the slot is taken. Its length in words is a
+/// power of two, so that a word index masked with `mask` needs no bounds
+/// check in the probing loop.
+struct Bitmap {
+    words: Vec<u64>,
+    /// `words.len() - 1`.
+    mask: usize,
 }
 
-impl Filling {
-    fn new(size: u32) -> Filling {
-        let len = size as usize;
-        Filling {
-            size,
-            slots: vec![0; len],
-            taken: vec![0; len.div_ceil(64)],
-            free: len,
+impl Bitmap {
+    fn new(size: u32) -> Bitmap {
+        let words = (size as usize).div_ceil(64).max(1).next_power_of_two();
+        Bitmap {
+            words: vec![0; words],
+            mask: words - 1,
+        }
+    }
+}
+
+/// An id no backend of `backends` has, to mark free slots while the table
+/// fills: `EndpointId::MAX` unless a backend has it, else the first gap.
+fn unused_id(backends: &[MaglevBackend]) -> EndpointId {
+    if backends.iter().all(|b| b.id != EndpointId::MAX) {
+        return EndpointId::MAX;
+    }
+    let mut ids: Vec<EndpointId> = backends.iter().map(|b| b.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // Fewer ids than values: some value below the largest is missing.
+    let mut candidate: EndpointId = 0;
+    for id in ids {
+        if id != candidate {
+            break;
+        }
+        candidate += 1;
+    }
+    candidate
+}
+
+/// A table being filled: each slot holds its backend's id, or `free`.
+/// Testing a slot reads the slot itself, so a try is one comparison
+/// with memory and claiming a slot one store.
+struct Filling<'a> {
+    slots: &'a mut [EndpointId],
+    free: EndpointId,
+}
+
+impl Filling<'_> {
+    /// One turn of every walk, in order (the caller counts the turns). A
+    /// turn tries the walk's slots in order until a free one: every stride
+    /// is coprime with the size, so the walk meets every slot within
+    /// `size` steps, and a free slot exists (quotas sum to the size). A
+    /// try is an addition, a conditional subtraction and a comparison with
+    /// memory: ten instructions, where a build of 65 537 slots makes some
+    /// 357 000 tries.
+    fn round(&mut self, walks: &mut [Walk]) {
+        let free = self.free;
+        let slots = &mut self.slots[..];
+        let size = slots.len() as u64;
+        for walk in walks.iter_mut() {
+            let skip = u64::from(walk.skip);
+            let mut next = u64::from(walk.next);
+            let slot = loop {
+                let slot = next;
+                next = step(next, skip, size);
+                match slots.get(slot as usize) {
+                    Some(&owner) if owner != free => continue,
+                    _ => break slot,
+                }
+            };
+            walk.next = next as u32;
+            if let Some(entry) = slots.get_mut(slot as usize) {
+                *entry = walk.id;
+            }
         }
     }
 
-    fn claim(&mut self, slot: usize, walk: &mut Walk) {
-        if let (Some(word), Some(entry)) = (self.taken.get_mut(slot / 64), self.slots.get_mut(slot))
-        {
-            *word |= 1 << (slot % 64);
-            *entry = walk.id;
+    /// [`Filling::round`] for a large table: the tries read the bitmap.
+    fn round_with_bitmap(&mut self, walks: &mut [Walk], taken: &mut Bitmap) {
+        let slots = &mut self.slots[..];
+        let size = slots.len() as u64;
+        let (words, mask) = (&mut taken.words[..], taken.mask);
+        for walk in walks.iter_mut() {
+            let skip = u64::from(walk.skip);
+            let mut next = u64::from(walk.next);
+            let slot = loop {
+                let slot = next;
+                next = step(next, skip, size);
+                match words.get((slot / 64) as usize & mask) {
+                    Some(&word) if (word >> (slot % 64)) & 1 != 0 => continue,
+                    _ => break slot,
+                }
+            };
+            walk.next = next as u32;
+            if let Some(word) = words.get_mut((slot / 64) as usize & mask) {
+                // The same bit as `1 << (slot % 64)`, written so that the
+                // compiler does not compute it on every try.
+                *word |= 1u64.rotate_left(slot as u32);
+            }
+            if let Some(entry) = slots.get_mut(slot as usize) {
+                *entry = walk.id;
+            }
         }
-        walk.remaining -= 1;
-        self.free -= 1;
     }
 
-    /// One turn by walking: try the walk's slots in order until a free one.
-    /// Every stride is coprime with `size`, so the walk meets every slot
-    /// within `size` steps, and a free slot exists (quotas sum to `size`).
-    fn probe(&mut self, walk: &mut Walk) {
-        let (size, skip) = (self.size, walk.skip);
-        let mut next = walk.next;
-        let slot = loop {
-            let slot = next as usize;
-            next += skip;
-            if next >= size {
-                next -= size;
+    /// The free slots, in order. Blocks of 16 slots are checked without
+    /// an early exit, which the compiler vectorizes.
+    fn free_slots(&self) -> Vec<u32> {
+        let mut found = Vec::new();
+        for (block, chunk) in self.slots.chunks(16).enumerate() {
+            if chunk.iter().fold(false, |any, &id| any | (id == self.free)) {
+                for (offset, &id) in chunk.iter().enumerate() {
+                    if id == self.free {
+                        found.push((block * 16 + offset) as u32);
+                    }
+                }
             }
-            match self.taken.get(slot / 64) {
-                Some(word) if word & (1 << (slot % 64)) != 0 => continue,
-                _ => break slot,
-            }
-        };
-        walk.next = next;
-        self.claim(slot, walk);
+        }
+        found
     }
 
     /// The remaining turns, with few free slots: a walk's first free slot is
@@ -247,46 +350,80 @@ impl Filling {
     /// its stride computes directly: step(s) = (s − next) · skip⁻¹ mod size.
     /// Same result as probing, at one multiplication per free slot.
     fn endgame(&mut self, walks: &mut Vec<Walk>) {
-        let size = u64::from(self.size);
-        let mut free: Vec<u32> = (0..self.size)
-            .filter(|&s| {
-                let s = s as usize;
-                self.taken
-                    .get(s / 64)
-                    .is_some_and(|w| w & (1 << (s % 64)) == 0)
+        let size = self.slots.len() as u64;
+        let mut free = self.free_slots();
+        let modulo = Modulo::new(size);
+        let mut turns: Vec<(Walk, u64)> = walks
+            .drain(..)
+            .map(|w| {
+                let inverse = mod_inverse(u64::from(w.skip), size);
+                (w, inverse)
             })
             .collect();
-        let inverses: Vec<u64> = walks
-            .iter()
-            .map(|w| mod_inverse(u64::from(w.skip), size))
-            .collect();
-        let modulo = Modulo::new(size);
-        let mut turns: Vec<(Walk, u64)> = walks.drain(..).zip(inverses).collect();
         while !turns.is_empty() && !free.is_empty() {
             for (walk, inverse) in turns.iter_mut() {
-                let next = u64::from(walk.next);
-                let Some((index, &slot)) = free.iter().enumerate().min_by_key(|&(_, &s)| {
-                    let s = u64::from(s);
-                    let distance = if s >= next { s - next } else { s + size - next };
-                    modulo.reduce(distance * *inverse)
-                }) else {
+                let Some(index) = first_in_walk(&free, walk.next, *inverse, &modulo) else {
                     return;
                 };
-                free.swap_remove(index);
-                walk.next = ((u64::from(slot) + u64::from(walk.skip)) % size) as u32;
-                self.claim(slot as usize, walk);
+                let slot = free.swap_remove(index);
+                walk.next = step(u64::from(slot), u64::from(walk.skip), size) as u32;
+                if let Some(entry) = self.slots.get_mut(slot as usize) {
+                    *entry = walk.id;
+                }
+                walk.remaining -= 1;
             }
             turns.retain(|(w, _)| w.remaining > 0);
         }
     }
 }
 
-/// Remainders by a fixed divisor below 2^32 without a division (Barrett
-/// reduction): the endgame takes one per free slot per turn.
+/// The slot after `slot` on a walk of stride `skip`: `(slot + skip) mod
+/// size` for `slot` and `skip` below `size`, by a conditional subtraction.
+#[inline(always)]
+fn step(slot: u64, skip: u64, size: u64) -> u64 {
+    let next = slot + skip;
+    if next >= size {
+        next - size
+    } else {
+        next
+    }
+}
+
+/// The index in `free` of the slot a walk at `next`, whose stride has the
+/// inverse `inverse`, reaches first; `None` when `free` is empty. Steps
+/// differ for different slots (the stride is invertible), so there is no
+/// tie.
+fn first_in_walk(free: &[u32], next: u32, inverse: u64, modulo: &Modulo) -> Option<usize> {
+    let size = modulo.divisor;
+    // The distance from `next` to a slot is (slot + back) mod size. Below
+    // 2^31 slots, (slot + back) · inverse < 2^63: the reduction takes the
+    // sum unreduced.
+    let back = size - u64::from(next);
+    let (mut least, mut found) = (u64::MAX, usize::MAX);
+    if size < 1 << 31 {
+        for (index, &slot) in free.iter().enumerate() {
+            let steps = modulo.reduce((u64::from(slot) + back) * inverse);
+            if steps < least {
+                (least, found) = (steps, index);
+            }
+        }
+    } else {
+        for (index, &slot) in free.iter().enumerate() {
+            let steps = modulo.reduce(step(u64::from(slot), back, size) * inverse);
+            if steps < least {
+                (least, found) = (steps, index);
+            }
+        }
+    }
+    (found < free.len()).then_some(found)
+}
+
+/// Remainders by a fixed divisor without a division (Barrett reduction):
+/// the endgame takes one per free slot per turn.
 struct Modulo {
     divisor: u64,
-    /// floor(2^64 / divisor).
-    reciprocal: u128,
+    /// floor((2^64 − 1) / divisor).
+    reciprocal: u64,
 }
 
 impl Modulo {
@@ -294,32 +431,37 @@ impl Modulo {
         let divisor = divisor.max(1);
         Modulo {
             divisor,
-            reciprocal: (1u128 << 64) / u128::from(divisor),
+            reciprocal: u64::MAX / divisor,
         }
     }
 
-    /// `value % divisor`. The quotient estimate is short by at most one.
+    /// `value % divisor`. The quotient estimate is above value / divisor −
+    /// 1, so short by at most one: one correction.
     #[inline]
     fn reduce(&self, value: u64) -> u64 {
-        let quotient = ((u128::from(value) * self.reciprocal) >> 64) as u64;
-        let mut rest = value.wrapping_sub(quotient.wrapping_mul(self.divisor));
-        while rest >= self.divisor {
-            rest -= self.divisor;
+        let quotient = ((u128::from(value) * u128::from(self.reciprocal)) >> 64) as u64;
+        let rest = value - quotient * self.divisor;
+        if rest >= self.divisor {
+            rest - self.divisor
+        } else {
+            rest
         }
-        rest
     }
 }
 
 /// The inverse of `a` modulo `m` (`a` coprime with `m`), by extended Euclid.
+///
+/// In i64: for `a`, `m` below 2^32 every remainder and coefficient of the
+/// algorithm stays below `m` in magnitude.
 fn mod_inverse(a: u64, m: u64) -> u64 {
-    let (mut old_r, mut r) = (a as i128, m as i128);
-    let (mut old_s, mut s) = (1i128, 0i128);
+    let (mut old_r, mut r) = (a as i64, m as i64);
+    let (mut old_s, mut s) = (1i64, 0i64);
     while r != 0 {
         let q = old_r / r;
         (old_r, r) = (r, old_r - q * r);
         (old_s, s) = (s, old_s - q * s);
     }
-    old_s.rem_euclid(m.max(1) as i128) as u64
+    old_s.rem_euclid(m.max(1) as i64) as u64
 }
 
 /// A stride in `1..size` coprime with `size` (for a prime size, any stride
@@ -456,6 +598,8 @@ mod tests {
             (7, 1009),
             (100, 4099),
             (40, 65_537),
+            // Past OWNER_PROBED_SLOTS: probed through the bitmap.
+            (30, 262_147),
         ] {
             let backends: Vec<MaglevBackend> = (0..n).map(|i| backend(i, 1 + i % 4)).collect();
             let table = MaglevTable::build(&backends, size);
@@ -709,6 +853,21 @@ mod tests {
         let t = MaglevTable::build(&equal(20), 7);
         assert_eq!(counts(&t, 20).iter().filter(|&&n| n > 0).count(), 7);
         assert!([0u64, 1, u64::MAX].iter().all(|&h| t.lookup(h).is_some()));
+    }
+
+    #[test]
+    fn an_id_of_u32_max_does_not_read_as_a_free_slot() {
+        // Free slots are marked with an id no backend has; here the usual
+        // mark, EndpointId::MAX, is a backend's.
+        let mut backends: Vec<MaglevBackend> = (0..5).map(|i| backend(i, 1)).collect();
+        backends[2].id = EndpointId::MAX;
+        backends[0].id = 1;
+        backends[1].id = 0;
+        let table = MaglevTable::build(&backends, 1009);
+        assert_eq!(table.slots(), &reference_build(&backends, 1009)[..]);
+        assert_eq!(unused_id(&backends), 2);
+        let ids: std::collections::HashSet<_> = table.slots().iter().copied().collect();
+        assert_eq!(ids.len(), 5, "every backend owns slots");
     }
 
     #[test]

@@ -42,6 +42,14 @@ pub enum Lookup<'a> {
     Maglev(&'a MaglevTable),
     /// A weighted round-robin cycle (`wrr`), looked up by hash here.
     Schedule(&'a [EndpointId]),
+    /// A Maglev table whose slots hold indices into `ids` (a subset's
+    /// compact table): the same endpoint for a hash as the full table.
+    Indexed {
+        /// The slots.
+        slots: &'a [u8],
+        /// The endpoint of each index.
+        ids: &'a [EndpointId],
+    },
 }
 
 impl Lookup<'_> {
@@ -50,6 +58,10 @@ impl Lookup<'_> {
         match self {
             Lookup::Maglev(table) => table.lookup(hash),
             Lookup::Schedule(cycle) => cycle.get(reduce(hash, cycle.len())).copied(),
+            Lookup::Indexed { slots, ids } => {
+                let index = *slots.get(reduce(hash, slots.len()))?;
+                ids.get(usize::from(index)).copied()
+            }
         }
     }
 }

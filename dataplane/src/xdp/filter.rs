@@ -14,7 +14,9 @@ use aya::{Ebpf, EbpfLoader};
 use super::fast_map::MappedEntries;
 use super::key_set::{map_error, KeySet};
 use super::owned::{OwnedTraffic, TrafficKey};
-use super::program::{counter, load_program, map, traffic_key, traffic_key_parts, KEY_LEN, OBJECT};
+use super::program::{
+    counter, load_program, map, traffic_key, traffic_key_parts, KEY_LEN, OBJECT, PROGRAM,
+};
 use super::stale::remove_stale_programs;
 use super::{XdpCapacity, XdpCounters, XdpError, XdpMapKeys};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
@@ -77,7 +79,7 @@ pub struct XdpFilter {
     fast_on: Option<FastConfig>,
     fast_tx_ports: DevMap<MapData>,
     /// Holds the loaded program.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
 }
 
 impl fmt::Debug for XdpFilter {
@@ -217,7 +219,56 @@ impl XdpFilter {
         Self::attach_sized(interface, mode, capacity, None)
     }
 
+    /// As [`Self::attach_with_fast_path`] (without a fast path if
+    /// `fast` is `None`), but not attached: the program and its maps are
+    /// loaded and can be programmed, and [`Self::attach_loaded`] attaches
+    /// it. A process taking over loads its programs while the old one
+    /// still forwards, and attaches them once it has stopped.
+    pub fn load(
+        interface: &str,
+        mode: XdpMode,
+        fast: Option<CacheGeometry>,
+    ) -> Result<XdpFilter, XdpError> {
+        Self::load_sized(interface, mode, XdpCapacity::PROGRAM, fast)
+    }
+
+    /// Attaches a program [`Self::load`] loaded (a no-op if attached),
+    /// replacing a stale program on the interface.
+    pub fn attach_loaded(&mut self) -> Result<(), XdpError> {
+        if self.link.is_some() {
+            return Ok(());
+        }
+        let link = neigh::link_info(&self.interface).map_err(|e| match e {
+            NeighError::NoSuchInterface(name) => XdpError::NoSuchInterface(name),
+            other => XdpError::Other(format!("reading {}: {other}", self.interface)),
+        })?;
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| XdpError::Other(format!("the XDP object has no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::from_program("the XDP program", &e))?;
+        if !link.xdp.is_empty() {
+            remove_stale_programs(&link)?;
+        }
+        let (xdp_link, attached) = attach_program(program, &link, self.mode)?;
+        self.link = Some(xdp_link);
+        self.mode = attached;
+        Ok(())
+    }
+
     fn attach_sized(
+        interface: &str,
+        mode: XdpMode,
+        capacity: XdpCapacity,
+        fast: Option<CacheGeometry>,
+    ) -> Result<XdpFilter, XdpError> {
+        let mut filter = Self::load_sized(interface, mode, capacity, fast)?;
+        filter.attach_loaded()?;
+        Ok(filter)
+    }
+
+    fn load_sized(
         interface: &str,
         mode: XdpMode,
         capacity: XdpCapacity,
@@ -267,18 +318,13 @@ impl XdpFilter {
         let announce_mac = take_map(&mut ebpf, map::ANNOUNCE_MAC)?;
         let ingress_config = take_map(&mut ebpf, map::INGRESS_CONFIG)?;
 
-        let program = load_program(&mut ebpf)?;
-
-        if !link.xdp.is_empty() {
-            remove_stale_programs(&link)?;
-        }
-        let (xdp_link, attached) = attach_program(program, &link, mode)?;
+        load_program(&mut ebpf)?;
 
         Ok(XdpFilter {
             interface: interface.to_string(),
-            mode: attached,
+            mode,
             capacity,
-            link: Some(xdp_link),
+            link: None,
             sockets,
             services: sets.services,
             reply_sources: sets.reply_sources,
@@ -294,7 +340,7 @@ impl XdpFilter {
             fast_config,
             fast_on: None,
             fast_tx_ports,
-            _ebpf: ebpf,
+            ebpf,
         })
     }
 

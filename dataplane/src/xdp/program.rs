@@ -73,6 +73,10 @@ pub(crate) mod map {
     /// One `struct ingress_config`: the interface's MAC, for the ingress
     /// checks (bpf/flowgate_ingress.h).
     pub(crate) const INGRESS_CONFIG: &str = "ingress_config";
+
+    /// The SYN proxy's client connections let through (LRU hash,
+    /// bpf/flowgate_synproxy.h).
+    pub(crate) const SYN_PROXY_CONNECTIONS: &str = "synproxy_conns";
 }
 
 /// Counter indices (`enum counter` in the C source).

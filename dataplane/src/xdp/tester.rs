@@ -13,12 +13,18 @@ use aya::{Ebpf, EbpfLoader};
 
 use super::fast_map::MappedEntries;
 use super::key_set::map_error;
-use super::owned::OwnedTraffic;
+use super::owned::{OwnedTraffic, TrafficKey};
 use super::program::{counter, load_program, map, traffic_key, KEY_LEN, OBJECT, PROGRAM};
 use super::test_run::{test_run, TestRun};
 use super::{XdpCounters, XdpError};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
 use crate::fastpath::{CacheGeometry, FastConfig};
+use crate::synproxy::xdp::{self as synproxy_xdp, SynProxyCounters, SERVICE_VALUE_LEN};
+use crate::synproxy::SynProxy;
+
+/// Client connections the SYN proxy remembers in a test run's program
+/// (the program's own default is sized for a gateway).
+const TEST_SYN_PROXY_CONNECTIONS: u32 = 1024;
 
 /// The program, loaded for test runs.
 pub struct XdpTester {
@@ -33,6 +39,8 @@ pub struct XdpTester {
     fast_config: Array<MapData, [u8; FAST_CONFIG_SIZE]>,
     tx_ports: DevMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    syn_proxied: BpfHashMap<MapData, [u8; KEY_LEN], [u8; SERVICE_VALUE_LEN]>,
+    syn_proxy_counters: PerCpuArray<MapData, u64>,
     cache: Arc<MappedEntries>,
     geometry: CacheGeometry,
     ebpf: Ebpf,
@@ -46,6 +54,7 @@ impl XdpTester {
         let mut loader = EbpfLoader::new();
         loader.set_max_entries(map::SOCKETS, 1);
         loader.set_max_entries(map::FAST_FLOWS, u32::try_from(entries).unwrap_or(u32::MAX));
+        loader.set_max_entries(map::SYN_PROXY_CONNECTIONS, TEST_SYN_PROXY_CONNECTIONS);
         let mut ebpf = loader.load(OBJECT).map_err(|e| XdpError::from_load(&e))?;
         load_program(&mut ebpf)?;
         let cache = match ebpf.take_map(map::FAST_FLOWS) {
@@ -56,6 +65,12 @@ impl XdpTester {
                 ))
             }
         };
+        let mut secret: Array<MapData, [u8; 16]> = take(&mut ebpf, synproxy_xdp::map::SECRET)?;
+        let key = synproxy_xdp::random_secret()
+            .map_err(|e| XdpError::Other(format!("reading a random SYN cookie key: {e}")))?;
+        secret
+            .set(0, key, 0)
+            .map_err(|e| map_error("setting the SYN cookie key", e))?;
         Ok(XdpTester {
             services: take(&mut ebpf, map::SERVICES)?,
             reply_sources: take(&mut ebpf, map::REPLY_SOURCES)?,
@@ -67,6 +82,8 @@ impl XdpTester {
             fast_config: take(&mut ebpf, map::FAST_CONFIG)?,
             tx_ports: take(&mut ebpf, map::FAST_TX_PORTS)?,
             counters: take(&mut ebpf, map::COUNTERS)?,
+            syn_proxied: take(&mut ebpf, synproxy_xdp::map::SERVICES)?,
+            syn_proxy_counters: take(&mut ebpf, synproxy_xdp::map::COUNTERS)?,
             cache,
             geometry,
             ebpf,
@@ -124,6 +141,35 @@ impl XdpTester {
         self.ingress_config
             .set(0, value, 0)
             .map_err(|e| map_error("setting the ingress MAC", e))
+    }
+
+    /// Sets the SYN proxy of the service `key` (`Off` removes it).
+    pub fn set_syn_proxy(&mut self, key: &TrafficKey, mode: SynProxy) -> Result<(), XdpError> {
+        let k = traffic_key(key.protocol, &key.address, key.port);
+        match synproxy_xdp::service_value(mode) {
+            Some(value) => self
+                .syn_proxied
+                .insert(k, value, 0)
+                .map_err(|e| map_error("setting a service's SYN proxy", e)),
+            None if self.syn_proxied.get(&k, 0).is_err() => Ok(()),
+            None => self
+                .syn_proxied
+                .remove(&k)
+                .map_err(|e| map_error("removing a service's SYN proxy", e)),
+        }
+    }
+
+    /// The SYN proxy's counters, summed over CPUs.
+    pub fn syn_proxy_counters(&self) -> SynProxyCounters {
+        let totals: Vec<u64> = (0..synproxy_xdp::counter::COUNT)
+            .map(|i| {
+                self.syn_proxy_counters
+                    .get(&i, 0)
+                    .map(|per_cpu| per_cpu.iter().fold(0u64, |s, &v| s.saturating_add(v)))
+                    .unwrap_or(0)
+            })
+            .collect();
+        SynProxyCounters::from_totals(&totals)
     }
 
     /// Adds one of the box's own addresses.

@@ -1136,3 +1136,72 @@ proptest! {
         t.audit();
     }
 }
+
+#[test]
+fn a_handed_over_table_finds_every_connection_with_its_idle_time() {
+    let mut old = FlowTable::new(64, TIMEOUTS);
+    let states = [
+        FlowState::TcpEstablished,
+        FlowState::Udp,
+        FlowState::TcpClosing,
+    ];
+    for i in 0..30u8 {
+        let state = states[usize::from(i) % states.len()];
+        let id = insert(
+            &mut old,
+            conn(i, 40_000 + u16::from(i), 10, i % 4, state, 50),
+            50,
+        );
+        if state == FlowState::Udp && i % 2 == 0 {
+            // The backend answered: no longer embryonic.
+            let reply = old.get(id).reply_tuple();
+            let (id, direction) = lookup(&mut old, &reply, 60).unwrap();
+            old.observe(id, direction, 0, 60);
+        }
+    }
+    // The old worker's clock started at 1 000 (CLOCK_MONOTONIC), the new
+    // one's at 1 040: everything keeps its CLOCK_MONOTONIC last-seen time.
+    let mut handed = Vec::new();
+    old.hand_over(1_000, &mut handed);
+    assert_eq!(handed.len(), 30);
+    let image = crate::flow::handover::encode(1_070, &handed);
+    let state = crate::flow::handover::decode(&image).unwrap();
+    let mut new = FlowTable::new(64, TIMEOUTS);
+    for c in &state.connections {
+        assert!(new.take_over(c, 1_040));
+    }
+    assert_eq!(new.len(), 30);
+    for c in old.iter() {
+        for (tuple, direction) in [
+            (c.client, Direction::FromClient),
+            (c.reply_tuple(), Direction::FromBackend),
+        ] {
+            let (id, found) = lookup(&mut new, &tuple, 25).unwrap();
+            assert_eq!(found, direction);
+            let got = new.get(id);
+            assert_eq!(got.backend_addr, c.backend_addr);
+            assert_eq!((got.state, got.endpoint), (c.state, c.endpoint));
+            // Last seen at 1 000 + 60 (or 50): 20 (or 10) on the new clock.
+            assert_eq!(got.last_seen_ns + 1_040, c.last_seen_ns + 1_000);
+        }
+    }
+    // A UDP flow its backend never answered is still embryonic: it is the
+    // one a full table gives up, not the answered one.
+    let mut replied = 0;
+    for c in &state.connections {
+        replied += usize::from(c.backend_replied);
+    }
+    assert_eq!(replied, 5);
+    new.audit();
+}
+
+#[test]
+fn a_connection_seen_before_the_new_clock_starts_counts_as_seen_at_its_start() {
+    let mut old = FlowTable::new(4, TIMEOUTS);
+    insert(&mut old, conn(1, 1, 10, 1, FlowState::TcpEstablished, 5), 5);
+    let mut handed = Vec::new();
+    old.hand_over(100, &mut handed);
+    let mut new = FlowTable::new(4, TIMEOUTS);
+    assert!(new.take_over(&handed[0], 1_000));
+    assert_eq!(new.iter().next().unwrap().last_seen_ns, 0);
+}

@@ -127,6 +127,52 @@ fn warming_reads_the_slot_the_lookup_probes_first() {
     table.insert(5, Prefix::host(client), &[b(1)]).unwrap();
     // Alone in its shard, the path sits in its home slot: its tag is read.
     assert_eq!(table.view().warm(5, client), 5 << 8 | 128);
+    assert_eq!(table.view().warm(6, client), 0, "service 6 has no path");
+}
+
+#[test]
+fn the_filter_answers_most_clients_without_a_path_and_never_hides_one() {
+    let mut table = PathTable::new(1 << 20);
+    let host = |i: u32| ClientAddr::V4(0x6440_0000 + i);
+    let entries: Vec<PathEntry> = (0..40_000)
+        .map(|i| PathEntry {
+            service: 1,
+            prefix: Prefix::host(host(2 * i)),
+            backends: vec![b(1 + i % 7)],
+        })
+        .collect();
+    table.load(&entries).unwrap();
+    let filtered = |table: &PathTable| {
+        (0..20_000)
+            .filter(|i| table.view().warm(1, host(2 * i + 1)) == 0)
+            .count()
+    };
+    // Clients without a path: the filter stops nearly all (warming reads
+    // no slot for them).
+    assert!(filtered(&table) > 19_000, "{}", filtered(&table));
+    // Edits one by one, then many removals (which rebuild filters): every
+    // path is still found, and the removed ones are gone.
+    for i in 0..2_000 {
+        table
+            .insert(1, Prefix::host(host(2 * i + 1)), &[b(1)])
+            .unwrap();
+    }
+    for i in 0..30_000 {
+        table.remove(1, Prefix::host(host(2 * i))).unwrap();
+    }
+    let view = table.view();
+    for i in 0..40_000 {
+        let expect = if i < 30_000 {
+            None
+        } else {
+            Some(vec![1 + i % 7])
+        };
+        assert_eq!(found(view, 1, host(2 * i)), expect, "path {i}");
+    }
+    for i in 0..2_000 {
+        assert_eq!(found(view, 1, host(2 * i + 1)), Some(vec![1]));
+    }
+    assert!(filtered(&table) > 17_000, "{}", filtered(&table));
 }
 
 #[test]

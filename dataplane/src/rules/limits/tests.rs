@@ -45,6 +45,7 @@ fn every_limit_is_read_and_a_backend_may_set_its_own_marks() {
             client: Some(ClientRateLimit::new(20, Some(4), Some(24), Some(56)).unwrap()),
             max_connections: Some(ConnectionCap::new(1000, Some(900)).unwrap()),
             over_limit: OverLimitAction::Reset,
+            syn_proxy: crate::synproxy::SynProxy::Off,
         }
     );
     assert_eq!(web.backends[0].max_connections, None);
@@ -185,5 +186,89 @@ fn an_unknown_limit_key_is_refused() {
     assert!(
         problems[0].starts_with("t.toml:7:1:") && problems[0].contains("max_new_flows"),
         "{problems:?}"
+    );
+}
+
+/// Service "web" (lines 1-5) of `protocol` with `keys` on its own table
+/// (from line 6).
+fn with_service_keys(protocol: &str, keys: &str) -> String {
+    let head = HEAD.replace("protocol = \"tcp\"", &format!("protocol = \"{protocol}\""));
+    format!("{head}{keys}\n{BACKENDS}")
+}
+
+#[test]
+fn syn_proxy_off_is_read_and_on_or_auto_are_refused_until_workers_open_backends() {
+    use crate::synproxy::SynProxy;
+    let proxy = |keys: &str| {
+        load(&with_service_keys("tcp", keys)).services[0]
+            .limits
+            .syn_proxy
+    };
+    assert_eq!(proxy(""), SynProxy::Off);
+    assert_eq!(proxy("syn_proxy = \"off\"\n"), SynProxy::Off);
+    for (keys, name) in [
+        ("syn_proxy = \"on\"\n", "on"),
+        ("syn_proxy = \"auto\"\n", "auto"),
+        (
+            "syn_proxy = \"auto\"\nsyn_proxy_auto_syns_per_s = 250\n",
+            "auto",
+        ),
+    ] {
+        assert_eq!(
+            errors(&with_service_keys("tcp", keys)),
+            [format!(
+                "t.toml:6:13: syn_proxy {name:?} of service \"web\" is not available yet: the workers \
+                 do not open the backend side of a proxied connection, so leave it \"off\""
+            )]
+        );
+    }
+    // The names and the threshold are read as the XDP program will need them.
+    assert_eq!(SynProxy::from_name("on", 1000), Some(SynProxy::On));
+    assert_eq!(
+        SynProxy::from_name("auto", 250),
+        Some(SynProxy::Auto { syns_per_s: 250 })
+    );
+}
+
+#[test]
+fn bad_syn_proxy_settings_are_refused_at_their_line() {
+    assert_eq!(
+        errors(&with_service_keys("tcp", "syn_proxy = \"yes\"\n")),
+        [
+            r#"t.toml:6:13: unknown syn_proxy "yes" in service "web" (expected "off", "on" or "auto")"#
+        ]
+    );
+    assert_eq!(
+        errors(&with_service_keys("udp", "syn_proxy = \"on\"\n")),
+        [
+            r#"t.toml:6:13: syn_proxy of service "web" needs protocol "tcp": the proxy answers TCP handshakes"#
+        ]
+    );
+    assert_eq!(
+        errors(&with_service_keys(
+            "tcp",
+            "syn_proxy = \"auto\"\nsyn_proxy_auto_syns_per_s = 0\n"
+        )),
+        [
+            r#"t.toml:7:29: syn_proxy_auto_syns_per_s of service "web" must be 1 to 4294967295 (it is 0)"#
+        ]
+    );
+    assert_eq!(
+        errors(&with_service_keys(
+            "tcp",
+            "syn_proxy = \"on\"\nsyn_proxy_auto_syns_per_s = 10\n"
+        )),
+        [
+            r#"t.toml:7:29: syn_proxy_auto_syns_per_s of service "web" needs syn_proxy = "auto" (it is "on")"#
+        ]
+    );
+    assert_eq!(
+        errors(&with_service_keys(
+            "tcp",
+            "syn_proxy_auto_syns_per_s = 10\n"
+        )),
+        [
+            r#"t.toml:6:29: syn_proxy_auto_syns_per_s of service "web" needs syn_proxy = "auto" (syn_proxy is not set)"#
+        ]
     );
 }

@@ -1,0 +1,434 @@
+//! `flowgate run --takeover`: a new process takes over from the running
+//! one without losing a connection, in the manner of Envoy's hot restart
+//! and HAProxy's socket transfer.
+//!
+//! Every running daemon listens on a Unix socket beside its control socket
+//! ([`socket_path`]: the control socket's path with `.takeover` appended,
+//! mode 0600). The exchange, one line each way plus one descriptor:
+//!
+//! 1. new → old: `TAKEOVER <state version> <pid>`. The old process refuses
+//!    (`REFUSED <why>`) a state version it does not write, before it
+//!    changes anything: it keeps serving.
+//! 2. old: stops its workers, closes its AF_XDP sockets, detaches its XDP
+//!    programs and closes its control, metrics and heartbeat endpoints,
+//!    then writes its connection tables ([`crate::flow::handover`]) into a
+//!    memfd and sends `STATE <bytes>` with the memfd (SCM_RIGHTS).
+//! 3. new: reads the state, starts (attaches, binds its sockets, imports
+//!    the connections into its workers' tables, each to the worker that
+//!    owns it), tells systemd `MAINPID=` and `READY=1`, and answers
+//!    `SERVING`; or, if anything failed, `FAILED <why>` and exits.
+//! 4. old: on `SERVING` it exits. On `FAILED`, on the connection closing,
+//!    or after [`VERDICT_TIMEOUT`], it starts again from the state it
+//!    handed over and keeps serving, and logs why.
+//!
+//! The kernel keeps the interfaces' other traffic flowing meanwhile; the
+//! VIPs are dark from the old workers' stop to the new workers' start.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Read, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+
+use crate::flow::handover::{self, HandedState, VERSION};
+
+/// How long the old process waits for the new one's verdict before it
+/// takes its state back and serves again.
+pub const VERDICT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long either side waits for one line of the other's.
+const LINE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest line either side sends.
+const MAX_LINE: u64 = 4096;
+
+/// The takeover socket of a daemon whose control socket is `control`.
+pub fn socket_path(control: &Path) -> PathBuf {
+    let mut path = control.as_os_str().to_owned();
+    path.push(".takeover");
+    PathBuf::from(path)
+}
+
+/// The running daemon's end: the socket a new process connects to.
+#[derive(Debug)]
+pub struct TakeoverListener {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl TakeoverListener {
+    /// Listens at `path` (a stale socket file there is replaced), readable
+    /// and writable by the owner only.
+    pub fn bind(path: &Path) -> std::io::Result<TakeoverListener> {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        listener.set_nonblocking(true)?;
+        Ok(TakeoverListener {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    /// A new process asking to take over, if one connected; a request it
+    /// could not read, or that this process cannot serve, is answered
+    /// `REFUSED` here and never returned.
+    pub fn poll(&self) -> Option<TakeoverRequest> {
+        let (stream, _) = self.listener.accept().ok()?;
+        let mut request = TakeoverRequest::read(stream)
+            .map_err(|e| tracing::warn!("takeover request: {e}"))
+            .ok()?;
+        if request.version != VERSION {
+            let why = format!(
+                "this flowgate hands over connection state version {VERSION}, the new one \
+                 reads version {}",
+                request.version
+            );
+            tracing::warn!(pid = request.pid, "takeover refused: {why}");
+            let _ = request.send_line(&format!("REFUSED {why}"));
+            return None;
+        }
+        Some(request)
+    }
+}
+
+impl Drop for TakeoverListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A new process's request, as the running one holds it.
+#[derive(Debug)]
+pub struct TakeoverRequest {
+    reader: BufReader<UnixStream>,
+    /// The state version the new process reads.
+    pub version: u16,
+    /// Its process id.
+    pub pid: u32,
+}
+
+impl TakeoverRequest {
+    fn read(stream: UnixStream) -> Result<TakeoverRequest, String> {
+        stream.set_nonblocking(false).map_err(|e| e.to_string())?;
+        stream
+            .set_read_timeout(Some(LINE_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let mut reader = BufReader::new(stream);
+        let line = read_line(&mut reader)?;
+        let mut words = line.split_whitespace();
+        let (Some("TAKEOVER"), Some(version), Some(pid), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return Err(format!("not a takeover request: {line:?}"));
+        };
+        let version = version
+            .parse()
+            .map_err(|_| format!("bad version {version:?}"))?;
+        let pid = pid.parse().map_err(|_| format!("bad pid {pid:?}"))?;
+        Ok(TakeoverRequest {
+            reader,
+            version,
+            pid,
+        })
+    }
+
+    /// Hands `image` (the encoded state) over and waits for the new
+    /// process's verdict: `Ok` once it serves, the reason otherwise (then
+    /// this process must serve again).
+    pub fn hand_over(mut self, image: &[u8]) -> Result<(), String> {
+        let memfd = state_memfd(image).map_err(|e| format!("writing the state: {e}"))?;
+        let header = format!("STATE {}\n", image.len());
+        let fds = [memfd.as_raw_fd()];
+        sendmsg::<()>(
+            self.reader.get_ref().as_raw_fd(),
+            &[IoSlice::new(header.as_bytes())],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| format!("sending the state: {e}"))?;
+        drop(memfd);
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(VERDICT_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let line = read_line(&mut self.reader)
+            .map_err(|e| format!("the new process gave no answer ({e})"))?;
+        match line.split_once(' ').unwrap_or((line.as_str(), "")) {
+            ("SERVING", _) => Ok(()),
+            ("FAILED", why) => Err(format!("the new process failed: {why}")),
+            _ => Err(format!("the new process answered {line:?}")),
+        }
+    }
+
+    fn send_line(&mut self, line: &str) -> std::io::Result<()> {
+        let stream = self.reader.get_mut();
+        stream.write_all(line.as_bytes())?;
+        stream.write_all(b"\n")
+    }
+}
+
+/// The new process's end, once it holds the old one's state.
+#[derive(Debug)]
+pub struct Takeover {
+    stream: UnixStream,
+}
+
+/// Connects to the daemon listening at `path`, asks it to hand over and
+/// returns its state. Once this returns `Ok`, the old process has stopped
+/// forwarding: answer it with [`Takeover::serving`] or
+/// [`Takeover::failed`] (dropping the handle counts as failed).
+pub fn take_over(path: &Path) -> Result<(Takeover, HandedState), String> {
+    let stream = UnixStream::connect(path).map_err(|e| {
+        format!(
+            "cannot reach the running flowgate at {}: {e} (is it running, with this \
+             control_socket?)",
+            path.display()
+        )
+    })?;
+    let fail = |e: std::io::Error| format!("takeover socket {}: {e}", path.display());
+    stream
+        .set_read_timeout(Some(VERDICT_TIMEOUT))
+        .map_err(fail)?;
+    (&stream)
+        .write_all(format!("TAKEOVER {VERSION} {}\n", std::process::id()).as_bytes())
+        .map_err(fail)?;
+    let (line, fd) = receive_line_with_fd(&stream)?;
+    let len = match line.split_once(' ') {
+        Some(("STATE", len)) => len
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| format!("the running flowgate sent {line:?}"))?,
+        Some(("REFUSED", why)) => return Err(format!("the running flowgate refused: {why}")),
+        _ => return Err(format!("the running flowgate sent {line:?}")),
+    };
+    let fd = fd.ok_or("the running flowgate sent no state descriptor")?;
+    let mut file = File::from(fd);
+    file.rewind()
+        .map_err(|e| format!("reading the state: {e}"))?;
+    let mut image = Vec::new();
+    file.take(len)
+        .read_to_end(&mut image)
+        .map_err(|e| format!("reading the state: {e}"))?;
+    let takeover = Takeover { stream };
+    match handover::decode(&image) {
+        Ok(state) => Ok((takeover, state)),
+        Err(e) => {
+            let why = e.to_string();
+            takeover.failed(&why);
+            Err(why)
+        }
+    }
+}
+
+impl Takeover {
+    /// Tells the old process this one serves: it exits.
+    pub fn serving(mut self) -> Result<(), String> {
+        self.stream
+            .write_all(b"SERVING\n")
+            .map_err(|e| format!("telling the old process: {e}"))
+    }
+
+    /// Tells the old process this one could not start: it serves again.
+    pub fn failed(mut self, why: &str) {
+        let line = format!("FAILED {}\n", why.replace('\n', "; "));
+        let _ = self.stream.write_all(line.as_bytes());
+    }
+}
+
+/// A sealed-size memfd holding `image`.
+fn state_memfd(image: &[u8]) -> std::io::Result<OwnedFd> {
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    let fd = memfd_create("flowgate-state", MFdFlags::MFD_CLOEXEC)?;
+    let mut file = File::from(fd);
+    file.write_all(image)?;
+    Ok(OwnedFd::from(file))
+}
+
+/// One line and at most one descriptor, from one message.
+fn receive_line_with_fd(stream: &UnixStream) -> Result<(String, Option<OwnedFd>), String> {
+    let mut buffer = [0u8; MAX_LINE as usize];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let (bytes, fds) = {
+        let mut iov = [IoSliceMut::new(&mut buffer)];
+        let message = recvmsg::<()>(
+            stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| format!("receiving the state: {e}"))?;
+        let mut fds = Vec::new();
+        for cmsg in message.cmsgs().map_err(|e| e.to_string())? {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                fds.extend(received);
+            }
+        }
+        (message.bytes, fds)
+    };
+    let mut fds = fds.into_iter().map(|fd| {
+        // SAFETY: the kernel just installed this descriptor in this
+        // process for this message (SCM_RIGHTS); nothing else owns it.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    });
+    let fd = fds.next();
+    drop(fds.collect::<Vec<_>>());
+    if bytes == 0 {
+        return Err("the running flowgate closed the connection".into());
+    }
+    let text = String::from_utf8_lossy(&buffer[..bytes]);
+    let line = text.lines().next().unwrap_or_default().to_owned();
+    Ok((line, fd))
+}
+
+fn read_line(reader: &mut BufReader<UnixStream>) -> Result<String, String> {
+    let mut line = String::new();
+    match reader.by_ref().take(MAX_LINE).read_line(&mut line) {
+        Ok(0) => Err("connection closed".into()),
+        Ok(_) => Ok(line.trim_end().to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::handover::{encode, HandedConnection};
+    use crate::flow::{Connection, FlowState};
+    use crate::wire::{ip_proto, v4_mapped, FiveTuple};
+
+    fn state(n: u16) -> Vec<HandedConnection> {
+        (0..n)
+            .map(|i| HandedConnection {
+                connection: Connection {
+                    client: FiveTuple::v4(
+                        [198, 18, 0, 2],
+                        [198, 18, 100, 10],
+                        10_000 + i,
+                        80,
+                        ip_proto::TCP,
+                    ),
+                    backend_addr: v4_mapped([198, 18, 1, 13]),
+                    backend_port: 8080,
+                    endpoint: 1,
+                    client_mac: [2, 0, 0, 0, 0, 1],
+                    client_ingress: 0,
+                    state: FlowState::TcpEstablished,
+                    last_seen_ns: 0,
+                },
+                last_seen_mono_ns: 1_000 + u64::from(i),
+                backend_replied: true,
+                fast_path: false,
+                syn_proxy: None,
+            })
+            .collect()
+    }
+
+    fn socket(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fg-takeover-{}-{name}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        socket_path(&dir.join("control.sock"))
+    }
+
+    /// The listener's poll, for at most two seconds.
+    fn accept(listener: &TakeoverListener) -> Option<TakeoverRequest> {
+        for _ in 0..200 {
+            if let Some(request) = listener.poll() {
+                return Some(request);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    #[test]
+    fn the_state_crosses_in_a_memfd_and_the_verdict_comes_back() {
+        let path = socket("serving");
+        let listener = TakeoverListener::bind(&path).unwrap();
+        let handed = state(300);
+        let image = encode(77, &handed);
+        let new = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let (takeover, state) = take_over(&path).unwrap();
+                takeover.serving().unwrap();
+                state
+            }
+        });
+        let request = accept(&listener).expect("a request");
+        assert_eq!(request.version, VERSION);
+        assert_eq!(request.pid, std::process::id());
+        assert_eq!(request.hand_over(&image), Ok(()));
+        let state = new.join().unwrap();
+        assert_eq!((state.exported_mono_ns, state.connections), (77, handed));
+        drop(listener);
+        assert!(!path.exists(), "the socket file goes with the listener");
+    }
+
+    #[test]
+    fn a_failed_or_vanished_new_process_gives_the_old_one_its_reason() {
+        let path = socket("failed");
+        let listener = TakeoverListener::bind(&path).unwrap();
+        let image = encode(1, &state(3));
+        let new = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let (takeover, _) = take_over(&path).unwrap();
+                takeover.failed("interface veth0: no such device");
+            }
+        });
+        let why = accept(&listener).unwrap().hand_over(&image).unwrap_err();
+        assert!(why.contains("no such device"), "{why}");
+        new.join().unwrap();
+        // One that takes the state and goes away without a word.
+        let new = std::thread::spawn({
+            let path = path.clone();
+            move || drop(take_over(&path).unwrap())
+        });
+        let why = accept(&listener).unwrap().hand_over(&image).unwrap_err();
+        assert!(why.contains("no answer"), "{why}");
+        new.join().unwrap();
+    }
+
+    #[test]
+    fn another_state_version_is_refused_before_anything_is_handed_over() {
+        let path = socket("version");
+        let listener = TakeoverListener::bind(&path).unwrap();
+        let new = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let stream = UnixStream::connect(&path).unwrap();
+                (&stream).write_all(b"TAKEOVER 99 1\n").unwrap();
+                let mut answer = String::new();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                BufReader::new(stream).read_line(&mut answer).unwrap();
+                answer
+            }
+        });
+        // The listener answers and gives no request to serve.
+        for _ in 0..100 {
+            assert!(listener.poll().is_none());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let answer = new.join().unwrap();
+        assert!(
+            answer.starts_with("REFUSED") && answer.contains("version 99"),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn nothing_listening_is_a_clear_error() {
+        let why = take_over(&socket("absent")).unwrap_err();
+        assert!(why.contains("cannot reach the running flowgate"), "{why}");
+    }
+}

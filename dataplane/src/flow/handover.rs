@@ -1,0 +1,499 @@
+//! The connection tables' hand-over format: what a running flowgate gives
+//! the process that takes over from it (`flowgate run --takeover`), so that
+//! no connection is lost across a restart or an upgrade.
+//!
+//! The state is a byte image, written once by the old process into a memfd
+//! and read by the new one; two builds of flowgate may be on either side,
+//! so the image is versioned and checked, and nothing in it is trusted:
+//! any input, truncated or corrupt, gives a [`StateError`], never a panic.
+//!
+//! # Layout (all integers little-endian)
+//!
+//! A 48-byte header, then `count` records of [`RECORD_LEN`] bytes each:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `FGSTATE\0` |
+//! | 8 | 2 | format version ([`VERSION`]) |
+//! | 10 | 2 | header length (48) |
+//! | 12 | 2 | record length ([`RECORD_LEN`]) |
+//! | 14 | 2 | flags (none defined; must be 0) |
+//! | 16 | 8 | CLOCK_MONOTONIC of the export, ns |
+//! | 24 | 8 | record count |
+//! | 32 | 8 | xxh3 of the records |
+//! | 40 | 8 | reserved (0) |
+//!
+//! A record:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 16 | client address (IPv4-mapped for IPv4) |
+//! | 16 | 16 | VIP |
+//! | 32 | 2 | client port |
+//! | 34 | 2 | service port |
+//! | 36 | 1 | IP protocol |
+//! | 37 | 1 | state ([`FlowState`] code) |
+//! | 38 | 2 | port index the client's frames arrive on |
+//! | 40 | 16 | backend address |
+//! | 56 | 2 | backend port |
+//! | 58 | 6 | client MAC |
+//! | 64 | 4 | endpoint id in the exporter's rules (a hint; see below) |
+//! | 68 | 4 | record flags: bit 0 the backend has answered, bit 1 the kernel fast path carried it, bit 2 a SYN-proxy offset follows |
+//! | 72 | 8 | last packet seen, CLOCK_MONOTONIC ns |
+//! | 80 | 4 | SYN-proxy sequence offset (0 unless bit 2) |
+//! | 84 | 12 | reserved (0) |
+//!
+//! Times are CLOCK_MONOTONIC, which both processes (and the XDP program)
+//! share; each process converts them from and to its own worker clock.
+//! The endpoint id is only a hint: the importer finds the backend again by
+//! service and address in its own rules, which may differ.
+//!
+//! A reader refuses another version or another record length with an
+//! error that names both sides; a new field goes into the reserved bytes
+//! with a new flag bit, and a change that old readers must not misread
+//! takes a new version.
+
+use thiserror::Error;
+
+use super::state::FlowState;
+use super::Connection;
+use crate::wire::FiveTuple;
+
+/// The format version this build writes and reads.
+pub const VERSION: u16 = 1;
+/// The magic at the start of an image.
+pub const MAGIC: [u8; 8] = *b"FGSTATE\0";
+/// Length of the header.
+pub const HEADER_LEN: usize = 48;
+/// Length of one record.
+pub const RECORD_LEN: usize = 96;
+
+/// Record flag: the backend has answered (a datagram flow is no longer
+/// embryonic; a TCP backend sent its SYN+ACK).
+const BACKEND_REPLIED: u32 = 1 << 0;
+/// Record flag: the kernel fast path carried the connection.
+const FAST_PATH: u32 = 1 << 1;
+/// Record flag: a SYN-proxy sequence offset is set.
+const SYN_PROXY: u32 = 1 << 2;
+/// Every record flag this version knows.
+const KNOWN_FLAGS: u32 = BACKEND_REPLIED | FAST_PATH | SYN_PROXY;
+
+/// Why an image was refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum StateError {
+    /// Shorter than its header, or than the records it announces.
+    #[error("the connection state is truncated: {got} bytes, {need} needed")]
+    Truncated {
+        /// Bytes present.
+        got: usize,
+        /// Bytes the header (or the header's absence) calls for.
+        need: usize,
+    },
+    /// Not a connection state at all.
+    #[error("not a flowgate connection state (bad magic)")]
+    BadMagic,
+    /// Written by a flowgate with another format version.
+    #[error(
+        "the running flowgate hands over connection state version {found}, this one reads \
+         version {supported}: upgrade through a version that reads both, or restart (its \
+         connections are lost)"
+    )]
+    Version {
+        /// The image's version.
+        found: u16,
+        /// The version this build reads.
+        supported: u16,
+    },
+    /// Same version, yet another header or record length, or unknown flags.
+    #[error("the connection state's layout is not version {VERSION}'s: {0}")]
+    Layout(String),
+    /// The records do not match their checksum.
+    #[error("the connection state is corrupt (checksum mismatch)")]
+    Checksum,
+    /// A record holds a value no connection has.
+    #[error("connection record {index} is invalid: {why}")]
+    Record {
+        /// Its position in the image.
+        index: usize,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+}
+
+/// One connection as handed over: the record, its times in CLOCK_MONOTONIC,
+/// and what else the gateway keeps per connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandedConnection {
+    /// The connection; its `last_seen_ns` is unused here (see
+    /// `last_seen_mono_ns`).
+    pub connection: Connection,
+    /// When a packet of either direction was last seen, CLOCK_MONOTONIC.
+    pub last_seen_mono_ns: u64,
+    /// Whether the backend has answered.
+    pub backend_replied: bool,
+    /// Whether the kernel fast path carried it (the importer offers it to
+    /// its own fast path at once).
+    pub fast_path: bool,
+    /// The SYN proxy's sequence offset, for a connection it set up.
+    pub syn_proxy: Option<SynProxyOffset>,
+}
+
+/// What a SYN proxy keeps per connection it answered itself: the
+/// difference between the sequence numbers it chose for the client and
+/// those the backend chose, added to every segment it translates. The
+/// table keeps none yet; the field is here so that the format carries it
+/// from the version that does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SynProxyOffset {
+    /// Backend sequence minus client-facing sequence, modulo 2^32.
+    pub seq_delta: u32,
+}
+
+/// A decoded image: the exporter's clock at export, and its connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandedState {
+    /// CLOCK_MONOTONIC of the export, ns.
+    pub exported_mono_ns: u64,
+    /// The connections.
+    pub connections: Vec<HandedConnection>,
+}
+
+/// The byte image of `connections`, exported at `now_mono_ns`.
+pub fn encode(now_mono_ns: u64, connections: &[HandedConnection]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + connections.len() * RECORD_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+    out.extend_from_slice(&(RECORD_LEN as u16).to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&now_mono_ns.to_le_bytes());
+    out.extend_from_slice(&(connections.len() as u64).to_le_bytes());
+    out.extend_from_slice(&[0; 16]); // checksum (below) and reserved
+    for c in connections {
+        encode_record(c, &mut out);
+    }
+    let sum = xxhash_rust::xxh3::xxh3_64(&out[HEADER_LEN..]);
+    out[32..40].copy_from_slice(&sum.to_le_bytes());
+    out
+}
+
+fn encode_record(c: &HandedConnection, out: &mut Vec<u8>) {
+    let start = out.len();
+    let conn = &c.connection;
+    out.extend_from_slice(&conn.client.src);
+    out.extend_from_slice(&conn.client.dst);
+    out.extend_from_slice(&conn.client.src_port.to_le_bytes());
+    out.extend_from_slice(&conn.client.dst_port.to_le_bytes());
+    out.push(conn.client.protocol);
+    out.push(state_code(conn.state));
+    out.extend_from_slice(&conn.client_ingress.to_le_bytes());
+    out.extend_from_slice(&conn.backend_addr);
+    out.extend_from_slice(&conn.backend_port.to_le_bytes());
+    out.extend_from_slice(&conn.client_mac);
+    out.extend_from_slice(&conn.endpoint.to_le_bytes());
+    let mut flags = 0;
+    if c.backend_replied {
+        flags |= BACKEND_REPLIED;
+    }
+    if c.fast_path {
+        flags |= FAST_PATH;
+    }
+    if c.syn_proxy.is_some() {
+        flags |= SYN_PROXY;
+    }
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&c.last_seen_mono_ns.to_le_bytes());
+    let delta = c.syn_proxy.map_or(0, |s| s.seq_delta);
+    out.extend_from_slice(&delta.to_le_bytes());
+    out.resize(start + RECORD_LEN, 0);
+}
+
+/// Reads an image; refuses anything that is not exactly what [`encode`]
+/// writes for this [`VERSION`].
+pub fn decode(bytes: &[u8]) -> Result<HandedState, StateError> {
+    let header = bytes.get(..HEADER_LEN).ok_or(StateError::Truncated {
+        got: bytes.len(),
+        need: HEADER_LEN,
+    })?;
+    if header[..8] != MAGIC {
+        return Err(StateError::BadMagic);
+    }
+    let version = u16_at(header, 8);
+    if version != VERSION {
+        return Err(StateError::Version {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    let (header_len, record_len, flags) = (
+        u16_at(header, 10) as usize,
+        u16_at(header, 12) as usize,
+        u16_at(header, 14),
+    );
+    if header_len != HEADER_LEN || record_len != RECORD_LEN || flags != 0 {
+        return Err(StateError::Layout(format!(
+            "header {header_len} bytes, records {record_len} bytes, flags {flags:#x} \
+             (expected {HEADER_LEN}, {RECORD_LEN}, 0)"
+        )));
+    }
+    let exported_mono_ns = u64_at(header, 16);
+    let count = u64_at(header, 24);
+    let need = usize::try_from(count)
+        .ok()
+        .and_then(|n| n.checked_mul(RECORD_LEN))
+        .and_then(|n| n.checked_add(HEADER_LEN))
+        .ok_or(StateError::Layout(format!("{count} records")))?;
+    if bytes.len() < need {
+        return Err(StateError::Truncated {
+            got: bytes.len(),
+            need,
+        });
+    }
+    if bytes.len() > need {
+        return Err(StateError::Layout(format!(
+            "{} bytes after the last record",
+            bytes.len() - need
+        )));
+    }
+    let records = &bytes[HEADER_LEN..];
+    if xxhash_rust::xxh3::xxh3_64(records) != u64_at(header, 32) {
+        return Err(StateError::Checksum);
+    }
+    let connections = records
+        .chunks_exact(RECORD_LEN)
+        .enumerate()
+        .map(|(index, r)| decode_record(r).map_err(|why| StateError::Record { index, why }))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(HandedState {
+        exported_mono_ns,
+        connections,
+    })
+}
+
+fn decode_record(r: &[u8]) -> Result<HandedConnection, &'static str> {
+    let state = state_of(r[37]).ok_or("unknown state")?;
+    let flags = u32_at(r, 68);
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err("unknown flags");
+    }
+    let client = FiveTuple {
+        src: array_at(r, 0),
+        dst: array_at(r, 16),
+        src_port: u16_at(r, 32),
+        dst_port: u16_at(r, 34),
+        protocol: r[36],
+    };
+    let last_seen_mono_ns = u64_at(r, 72);
+    Ok(HandedConnection {
+        connection: Connection {
+            client,
+            backend_addr: array_at(r, 40),
+            backend_port: u16_at(r, 56),
+            endpoint: u32_at(r, 64),
+            client_mac: array_at(r, 58),
+            client_ingress: u16_at(r, 38),
+            state,
+            last_seen_ns: 0,
+        },
+        last_seen_mono_ns,
+        backend_replied: flags & BACKEND_REPLIED != 0,
+        fast_path: flags & FAST_PATH != 0,
+        syn_proxy: (flags & SYN_PROXY != 0).then(|| SynProxyOffset {
+            seq_delta: u32_at(r, 80),
+        }),
+    })
+}
+
+/// The state's code in the image (stable across versions of the enum).
+fn state_code(state: FlowState) -> u8 {
+    match state {
+        FlowState::TcpSyn => 1,
+        FlowState::TcpEstablished => 2,
+        FlowState::TcpClosing => 3,
+        FlowState::Udp => 4,
+        FlowState::Other => 5,
+    }
+}
+
+fn state_of(code: u8) -> Option<FlowState> {
+    Some(match code {
+        1 => FlowState::TcpSyn,
+        2 => FlowState::TcpEstablished,
+        3 => FlowState::TcpClosing,
+        4 => FlowState::Udp,
+        5 => FlowState::Other,
+        _ => return None,
+    })
+}
+
+// The readers below are called only on slices whose length was checked
+// (the header, or a chunk of exactly RECORD_LEN), at constant offsets
+// inside it; `unwrap_or_default` keeps them panic-free regardless.
+fn array_at<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+    bytes
+        .get(at..at + N)
+        .and_then(|b| b.try_into().ok())
+        .unwrap_or([0; N])
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(array_at(bytes, at))
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(array_at(bytes, at))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(array_at(bytes, at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{ip_proto, v4_mapped};
+
+    fn handed(port: u16, state: FlowState) -> HandedConnection {
+        HandedConnection {
+            connection: Connection {
+                client: FiveTuple::v4([198, 18, 0, 2], [198, 18, 100, 10], port, 80, ip_proto::TCP),
+                backend_addr: v4_mapped([198, 18, 1, 13]),
+                backend_port: 8080,
+                endpoint: u32::from(port) % 7,
+                client_mac: [2, 0, 0, 0, 0, port as u8],
+                client_ingress: 1,
+                state,
+                last_seen_ns: 0,
+            },
+            last_seen_mono_ns: 5_000_000_000 + u64::from(port),
+            backend_replied: port.is_multiple_of(2),
+            fast_path: port.is_multiple_of(3),
+            syn_proxy: port.is_multiple_of(5).then_some(SynProxyOffset {
+                seq_delta: 0xdead_beef ^ u32::from(port),
+            }),
+        }
+    }
+
+    fn sample() -> Vec<HandedConnection> {
+        let states = [
+            FlowState::TcpSyn,
+            FlowState::TcpEstablished,
+            FlowState::TcpClosing,
+            FlowState::Udp,
+            FlowState::Other,
+        ];
+        (0..40u16)
+            .map(|i| handed(40_000 + i, states[usize::from(i) % states.len()]))
+            .collect()
+    }
+
+    #[test]
+    fn an_image_reads_back_as_written() {
+        let connections = sample();
+        let image = encode(123_456_789, &connections);
+        assert_eq!(image.len(), HEADER_LEN + connections.len() * RECORD_LEN);
+        let state = decode(&image).unwrap();
+        assert_eq!(state.exported_mono_ns, 123_456_789);
+        assert_eq!(state.connections, connections);
+        // An empty table is an image too.
+        let empty = decode(&encode(7, &[])).unwrap();
+        assert_eq!((empty.exported_mono_ns, empty.connections.len()), (7, 0));
+    }
+
+    #[test]
+    fn another_version_is_refused_with_both_versions_named() {
+        let mut image = encode(1, &sample());
+        image[8..10].copy_from_slice(&2u16.to_le_bytes());
+        let err = decode(&image).unwrap_err();
+        assert_eq!(
+            err,
+            StateError::Version {
+                found: 2,
+                supported: 1
+            }
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("version 2") && message.contains("version 1"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn another_layout_or_unknown_flags_are_refused() {
+        let image = encode(1, &sample());
+        let mut longer_records = image.clone();
+        longer_records[12..14].copy_from_slice(&128u16.to_le_bytes());
+        assert!(matches!(
+            decode(&longer_records),
+            Err(StateError::Layout(_))
+        ));
+        let mut flagged = image.clone();
+        flagged[14] = 1;
+        assert!(matches!(decode(&flagged), Err(StateError::Layout(_))));
+        let mut magic = image.clone();
+        magic[0] = b'X';
+        assert_eq!(decode(&magic), Err(StateError::BadMagic));
+        let mut trailing = image.clone();
+        trailing.push(0);
+        assert!(matches!(decode(&trailing), Err(StateError::Layout(_))));
+    }
+
+    #[test]
+    fn a_corrupt_record_is_refused() {
+        let image = encode(1, &sample());
+        let mut flipped = image.clone();
+        flipped[HEADER_LEN + 3] ^= 0x40;
+        assert_eq!(decode(&flipped), Err(StateError::Checksum));
+        // A record with an unknown state, with its checksum made right.
+        let mut bad_state = image;
+        bad_state[HEADER_LEN + RECORD_LEN + 37] = 9;
+        let sum = xxhash_rust::xxh3::xxh3_64(&bad_state[HEADER_LEN..]);
+        bad_state[32..40].copy_from_slice(&sum.to_le_bytes());
+        assert_eq!(
+            decode(&bad_state),
+            Err(StateError::Record {
+                index: 1,
+                why: "unknown state"
+            })
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_not_a_panic() {
+        let image = encode(99, &sample()[..5]);
+        for len in 0..image.len() {
+            match decode(&image[..len]) {
+                Err(StateError::Truncated { got, need }) => {
+                    assert_eq!(got, len);
+                    assert!(need > len);
+                }
+                other => panic!("{len} bytes: {other:?}"),
+            }
+        }
+        // A count that would overflow is refused, not allocated.
+        let mut huge = encode(1, &[]);
+        huge[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode(&huge).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn a_valid_header_on_arbitrary_records_never_panics(
+            records in proptest::collection::vec(proptest::num::u8::ANY, 0..400),
+        ) {
+            let mut image = encode(1, &[]);
+            let count = (records.len() / RECORD_LEN) as u64;
+            image[24..32].copy_from_slice(&count.to_le_bytes());
+            image.extend_from_slice(&records);
+            let sum = xxhash_rust::xxh3::xxh3_64(&image[HEADER_LEN..]);
+            image[32..40].copy_from_slice(&sum.to_le_bytes());
+            let _ = decode(&image);
+        }
+    }
+}

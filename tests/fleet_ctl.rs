@@ -1,0 +1,363 @@
+//! The operator's side of a fleet, against a real etcd (Debian's
+//! etcd-server on loopback, temporary state): a gateway's held key in
+//! `flowgatectl status` and its metrics, and `flowgatectl --etcd` changing
+//! the fleet's rules — refused as a gateway's socket refuses, a dry run's
+//! diff, a write a gateway runs, a lost race named.
+
+mod ctl_support;
+#[path = "fleet_support/mod.rs"]
+mod fleet_support;
+// The schema checker; this test does not list the schemas.
+#[allow(dead_code)]
+mod json_schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ctl_support::{flowgatectl, Run};
+use fleet_support::{wait_until, Etcd};
+use flowgate_dataplane::control::{ControlServer, ControlState, MemoryDataplane, ServerLimits};
+use flowgate_dataplane::fleet::gateway::ControlSlot;
+use flowgate_dataplane::fleet::layout::KeyLayout;
+use flowgate_dataplane::fleet::settings::EtcdSettings;
+use flowgate_dataplane::fleet::source::{EtcdSource, Started};
+use flowgate_dataplane::fleet::store::{FleetStore, Write};
+use flowgate_dataplane::fleet::value;
+use flowgate_dataplane::metrics::{render, MetricsSample};
+use flowgate_dataplane::rules::Config;
+use flowgate_dataplane::table::Snapshot;
+
+const PREFIX: &str = "/fg-ctl";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// `web` at 198.18.100.1:80 with one backend.
+const WEB: &str = r#"{"format":1,"protocol":"tcp","vip":"198.18.100.1","port":80,
+    "maglev_table_size":251,"backends":[{"address":"198.18.1.11","port":8080}]}"#;
+
+fn layout() -> KeyLayout {
+    KeyLayout::new(PREFIX).unwrap()
+}
+
+fn put_raw(name: &str, value: &str) -> Write {
+    Write {
+        key: layout().service_key(name),
+        value: Some(value.as_bytes().to_vec()),
+    }
+}
+
+fn store(etcd: &Etcd) -> FleetStore {
+    FleetStore::connect(&[etcd.endpoint()], layout()).unwrap()
+}
+
+/// A gateway in memory that takes its rules from etcd, with its control
+/// socket served (as the daemon wires them: the source reports to the
+/// control state).
+struct Gateway {
+    started: Started,
+    control: ControlState,
+    socket: PathBuf,
+    dir: PathBuf,
+    stop: flowgate_dataplane::control::StopHandle,
+}
+
+impl Gateway {
+    fn start(etcd: &Etcd, id: &str) -> Gateway {
+        let slot = ControlSlot::default();
+        let settings = EtcdSettings::new(vec![etcd.endpoint()], PREFIX, id);
+        let started = EtcdSource::start(settings, Config::default(), slot.sink()).unwrap();
+        // The gateway starts running its first rules, as the daemon does.
+        let config = Config::clone(&started.rules.config);
+        let dataplane = Arc::new(MemoryDataplane::with_config(&config));
+        let control = ControlState::new(config, "etcd", dataplane);
+        control.report_etcd(started.source.reporter());
+        slot.fill(control.clone());
+        let dir = std::env::temp_dir().join(format!(
+            "fg-fleet-ctl-{}-{}",
+            std::process::id(),
+            fleet_support::free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("control.sock");
+        let server = ControlServer::bind_with(
+            &socket,
+            Arc::new(Mutex::new(control.clone())),
+            ServerLimits::default(),
+        )
+        .unwrap();
+        let stop = server.stop_handle();
+        std::thread::spawn(move || server.serve());
+        Gateway {
+            started,
+            control,
+            socket,
+            dir,
+            stop,
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> Run {
+        flowgatectl(args, Some(&self.socket))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `flowgatectl --etcd ENDPOINT --etcd-prefix PREFIX ARGS`.
+fn fleet_ctl(etcd: &Etcd, args: &[&str]) -> Run {
+    let endpoint = etcd.endpoint();
+    let mut all = vec!["--etcd", endpoint.as_str(), "--etcd-prefix", PREFIX];
+    all.extend_from_slice(args);
+    flowgatectl(&all, None)
+}
+
+fn schemas() -> json_schema::Schemas {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schemas");
+    json_schema::Schemas::load(&dir).unwrap()
+}
+
+#[test]
+fn a_held_key_is_named_with_its_problem_and_revision_in_status_and_the_metrics() {
+    let etcd = Etcd::start();
+    let mut store = store(&etcd);
+    store.write_unchecked(&[put_raw("web", WEB)]).unwrap();
+    let gateway = Gateway::start(&etcd, "gw-1");
+
+    let bad = WEB.replacen("\"port\":80,", "\"port\":0,", 1);
+    let refused = store.write_unchecked(&[put_raw("web", &bad)]).unwrap();
+    assert!(wait_until(WAIT, || gateway
+        .started
+        .source
+        .state()
+        .refused_revisions
+        == 1));
+    let key = layout().service_key("web");
+    let problem = "port 0 of service \"web\" is out of range 1..=65535";
+
+    let text = gateway.ctl(&["status"]).ok();
+    assert!(text.contains("\netcd        holding, revision "), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&key))
+        .unwrap_or_else(|| panic!("no held key row: {text}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], refused.to_string(), "{row}");
+    assert!(row.ends_with(problem), "{row}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&gateway.ctl(&["status", "-o", "json"]).ok()).unwrap();
+    let etcd_status = &json["etcd"];
+    assert_eq!(etcd_status["health"], "holding");
+    assert_eq!(etcd_status["connected"], true);
+    assert_eq!(etcd_status["seen_revision"], refused);
+    assert_eq!(etcd_status["held"][0]["key"], key.as_str());
+    assert_eq!(etcd_status["held"][0]["revision"], refused);
+    assert_eq!(etcd_status["held"][0]["problems"][0], problem);
+    assert_eq!(schemas().validate("status.json", &json), [] as [String; 0]);
+
+    // The metrics, as the daemon's scrape takes them.
+    let sample = MetricsSample {
+        etcd: gateway.control.etcd_status(),
+        ..MetricsSample::default()
+    };
+    let metrics = render(&sample, &Snapshot::empty());
+    assert!(
+        metrics.contains("\nflowgate_etcd_held_keys 1\n"),
+        "{metrics}"
+    );
+    let info = format!(
+        "\nflowgate_etcd_held_key_info{{key=\"{key}\",revision=\"{refused}\",\
+         problem=\"port 0 of service \\\"web\\\" is out of range 1..=65535\"}} 1\n"
+    );
+    assert!(metrics.contains(&info), "{metrics}");
+
+    // Fixed: nothing held, in either.
+    store.write_unchecked(&[put_raw("web", WEB)]).unwrap();
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .etcd_status()
+        .is_some_and(|s| s.held.is_empty())));
+    let text = gateway.ctl(&["status"]).ok();
+    assert!(text.contains("\netcd        ok, "), "{text}");
+    let sample = MetricsSample {
+        etcd: gateway.control.etcd_status(),
+        ..MetricsSample::default()
+    };
+    assert!(render(&sample, &Snapshot::empty()).contains("\nflowgate_etcd_held_keys 0\n"));
+}
+
+#[test]
+fn flowgatectl_etcd_checks_as_a_gateway_does_shows_a_dry_run_and_writes_what_gateways_run() {
+    let etcd = Etcd::start();
+    let mut store = store(&etcd);
+    store.write_unchecked(&[put_raw("web", WEB)]).unwrap();
+    let gateway = Gateway::start(&etcd, "gw-1");
+    // The gateways' status keys move etcd's revision; the rules are what
+    // must not change.
+    let before = store.read().unwrap().entries;
+
+    // Refused in a gateway's socket's very words; nothing written.
+    let args = ["backend", "add", "web", "198.18.1.11:8080"];
+    let from_etcd = fleet_ctl(&etcd, &args).failed(1);
+    let from_socket = gateway.ctl(&args).failed(1);
+    assert_eq!(from_etcd, from_socket);
+    assert_eq!(
+        from_etcd,
+        "flowgatectl: rejected: service \"web\" already has backend 198.18.1.11:8080\n"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&fleet_ctl(&etcd, &[&args[..], &["-o", "json"]].concat()).stdout)
+            .unwrap();
+    assert_eq!(json["error"]["code"], "exists");
+    assert_eq!(store.read().unwrap().entries, before);
+
+    // A file: the dry run lists what would change and writes nothing.
+    let file = gateway.dir.join("fleet.toml");
+    std::fs::write(
+        &file,
+        "[gateway]\nmaglev_table_size = 251\n\n\
+         [[services]]\nname = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.1\"\nport = 80\n\
+         [[services.backends]]\naddress = \"198.18.1.11\"\nport = 8080\nweight = 3\n\n\
+         [[services]]\nname = \"api\"\nprotocol = \"tcp\"\nvip = \"198.18.100.2\"\nport = 80\n\
+         [[services.backends]]\naddress = \"198.18.1.21\"\nport = 8080\n",
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap();
+    let dry = fleet_ctl(&etcd, &["apply", "-f", file_arg, "--dry-run"]).ok();
+    assert!(dry.contains("api"), "{dry}");
+    assert!(dry.contains("weight"), "{dry}");
+    assert!(
+        dry.contains("\ndry run: 4 changes would be written; nothing changed (etcd revision "),
+        "{dry}"
+    );
+    assert_eq!(store.read().unwrap().entries, before);
+    let json: serde_json::Value = serde_json::from_str(
+        &fleet_ctl(&etcd, &["apply", "-f", file_arg, "--dry-run", "-o", "json"]).ok(),
+    )
+    .unwrap();
+    assert_eq!(json["dry_run"], true);
+    assert!(json["revision"].as_i64().unwrap() > 0, "{json}");
+    assert_eq!(json["diff"]["services_added"][0]["name"], "api");
+    assert_eq!(schemas().validate("changed.json", &json), [] as [String; 0]);
+
+    // Written in one transaction; the gateway runs it.
+    let written = fleet_ctl(&etcd, &["apply", "-f", file_arg]).ok();
+    assert!(
+        written.contains("written 4 changes: etcd revision "),
+        "{written}"
+    );
+    assert!(wait_until(WAIT, || {
+        let config = gateway.control.config();
+        config.service("api").is_some() && config.service("web").unwrap().backends[0].weight == 3
+    }));
+    fleet_ctl(&etcd, &["backend", "drain", "api", "198.18.1.21:8080"]).failed(1);
+    fleet_ctl(&etcd, &["backend", "add", "api", "198.18.1.22:8080"]).ok();
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .config()
+        .service("api")
+        .is_some_and(|s| s.backends.len() == 2)));
+    // What etcd holds reads back as the gateways' own format.
+    let read = store.read().unwrap();
+    let api = &read.entries[layout().service_key("api").as_bytes()];
+    let value: serde_json::Value = serde_json::from_slice(&api.value).unwrap();
+    assert_eq!(value["format"], value::VALUE_FORMAT, "{value}");
+    assert_eq!(value["backends"][1]["address"], "198.18.1.22", "{value}");
+
+    // A service with settings the value format does not carry yet is
+    // refused, not written without them.
+    let checked = WEB.replacen(
+        "\"backends\"",
+        "\"health\":{\"kind\":\"tcp\",\"interval\":\"1s\"},\"backends\"",
+        1,
+    );
+    store.write_unchecked(&[put_raw("web", &checked)]).unwrap();
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .config()
+        .service("web")
+        .is_some_and(|s| s.health != Default::default())));
+    let rules = store.read().unwrap().entries;
+    let err = fleet_ctl(&etcd, &["backend", "add", "web", "198.18.1.13:8080"]).failed(1);
+    assert!(
+        err.starts_with("flowgatectl: rejected: service \"web\" has settings etcd's value format 1 does not carry yet"),
+        "{err}"
+    );
+    assert_eq!(store.read().unwrap().entries, rules);
+
+    // fleet: the gateway, from its status key.
+    let fleet = fleet_ctl(&etcd, &["fleet"]).ok();
+    assert!(fleet.lines().any(|l| l.starts_with("gw-1 ")), "{fleet}");
+    let json: serde_json::Value =
+        serde_json::from_str(&fleet_ctl(&etcd, &["fleet", "-o", "json"]).ok()).unwrap();
+    assert_eq!(json["gateways"][0]["status"]["id"], "gw-1");
+    assert_eq!(schemas().validate("fleet.json", &json), [] as [String; 0]);
+    flowgatectl(&["fleet"], None).failed(2);
+}
+
+#[test]
+fn flowgatectl_etcd_writers_that_race_are_told_they_lost_and_write_nothing() {
+    let etcd = Etcd::start();
+    let mut store = store(&etcd);
+    store.write_unchecked(&[put_raw("web", WEB)]).unwrap();
+    let endpoint = etcd.endpoint();
+    // Writers started together read the same revision; etcd takes the
+    // first transaction and refuses the others'. Rounds until one loses
+    // (each round a handful of processes; bounded).
+    let mut lost = None;
+    let mut added = Vec::new();
+    for round in 0..10u8 {
+        let children: Vec<(String, std::process::Child)> = (0..6u8)
+            .map(|i| {
+                let backend = format!("198.18.2.{}:8080", round * 10 + i + 1);
+                let child = std::process::Command::new(env!("CARGO_BIN_EXE_flowgatectl"))
+                    .args(["--etcd", &endpoint, "--etcd-prefix", PREFIX])
+                    .args(["backend", "add", "web", &backend])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                (backend, child)
+            })
+            .collect();
+        for (backend, child) in children {
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            match out.status.code() {
+                Some(0) => added.push(backend),
+                Some(1) if stderr.contains("another writer changed the rules") => {
+                    lost = Some(stderr)
+                }
+                code => panic!("{code:?}: {stderr}"),
+            }
+        }
+        if lost.is_some() {
+            break;
+        }
+    }
+    let lost = lost.expect("no writer lost a race in 10 rounds of 6");
+    assert!(
+        lost.starts_with("flowgatectl: another writer changed the rules after revision "),
+        "{lost}"
+    );
+    assert!(lost.contains("nothing was written"), "{lost}");
+    // Every winner's backend is there, and no loser's.
+    let read = store.read().unwrap();
+    let web = String::from_utf8(
+        read.entries[layout().service_key("web").as_bytes()]
+            .value
+            .clone(),
+    )
+    .unwrap();
+    let backends = web.matches("\"address\"").count();
+    assert_eq!(backends, 1 + added.len(), "{web}");
+    for backend in &added {
+        let address = backend.split(':').next().unwrap();
+        assert!(web.contains(&format!("\"{address}\"")), "{web}");
+    }
+}

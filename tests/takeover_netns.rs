@@ -1,0 +1,552 @@
+//! `flowgate run --takeover` in the demo's namespaces: the process is
+//! replaced ten times while long TCP transfers run through a VIP of each
+//! scheduler (maglev, wrr, sh), every transfer byte-identical, and while a
+//! UDP echo goes through a VIP every millisecond, whose longest silence is
+//! the VIP's dark time, printed and bounded ([`DARK_LIMIT`]; the goal is
+//! 100 ms, not met yet). A takeover that fails part way
+//! leaves the old process forwarding, its connections whole.
+//!
+//! Needs root (namespaces, XDP, AF_XDP); FLOWGATE_SKIP_NETNS=1 skips.
+
+mod netns;
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use flowgate_dataplane::testnet::{self, NetNs};
+use netns::{backend_v4, Topology};
+
+/// The transfers' port on every backend, and the echo's.
+const BULK_PORT: u16 = 9000;
+const ECHO_PORT: u16 = 7007;
+/// A VIP per scheduler, and the echo's.
+const SCHEDULERS: [(&str, &str); 3] = [
+    ("maglev", "198.18.100.20"),
+    ("wrr", "198.18.100.21"),
+    ("sh", "198.18.100.22"),
+];
+const ECHO_VIP: &str = "198.18.100.23";
+/// The longest the VIP may be dark during one replacement.
+const DARK_LIMIT: Duration = Duration::from_millis(300);
+/// How many times the process is replaced.
+const REPLACEMENTS: usize = 10;
+/// A transfer's chunk, and the pause between chunks: about 1.6 MB/s each.
+const CHUNK: usize = 8 * 1024;
+const PAUSE: Duration = Duration::from_millis(5);
+
+/// The demo's config with a bulk service per scheduler and a UDP echo.
+fn config(topo: &Topology) -> String {
+    let mut config = topo.config(&[0]);
+    for (scheduler, vip) in SCHEDULERS {
+        config.push_str(&service(
+            &format!("bulk-{scheduler}"),
+            "tcp",
+            vip,
+            BULK_PORT,
+            scheduler,
+        ));
+    }
+    config.push_str(&service("echo", "udp", ECHO_VIP, ECHO_PORT, "maglev"));
+    config
+}
+
+fn service(name: &str, protocol: &str, vip: &str, port: u16, scheduler: &str) -> String {
+    let mut s = format!(
+        "\n[[services]]\nname = \"{name}\"\nprotocol = \"{protocol}\"\nvip = \"{vip}\"\n\
+         port = {port}\nscheduler = \"{scheduler}\"\n"
+    );
+    for n in 1..=3 {
+        s.push_str(&format!(
+            "\n[[services.backends]]\naddress = \"{}\"\nport = {port}\nweight = 1\n",
+            backend_v4(n)
+        ));
+    }
+    s
+}
+
+/// Echo servers on every backend: TCP on [`BULK_PORT`] (each connection
+/// echoed until the client closes its side), UDP on [`ECHO_PORT`].
+struct EchoServers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl EchoServers {
+    fn start(backends: &[NetNs]) -> EchoServers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for (i, ns) in backends.iter().enumerate() {
+            let ip = backend_v4(i as u8 + 1);
+            let tcp = ns
+                .enter(move || TcpListener::bind((ip, BULK_PORT)))
+                .unwrap()
+                .unwrap();
+            let udp = ns
+                .enter(move || UdpSocket::bind((ip, ECHO_PORT)))
+                .unwrap()
+                .unwrap();
+            tcp.set_nonblocking(true).unwrap();
+            udp.set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let stop_tcp = Arc::clone(&stop);
+            threads.push(std::thread::spawn(move || {
+                let mut echoes = Vec::new();
+                while !stop_tcp.load(Ordering::Relaxed) {
+                    match tcp.accept() {
+                        Ok((stream, _)) => {
+                            let stop = Arc::clone(&stop_tcp);
+                            echoes.push(std::thread::spawn(move || echo_stream(stream, &stop)));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+                for echo in echoes {
+                    let _ = echo.join();
+                }
+            }));
+            let stop_udp = Arc::clone(&stop);
+            threads.push(std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                while !stop_udp.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = udp.recv_from(&mut buf) {
+                        let _ = udp.send_to(&buf[..n], from);
+                    }
+                }
+            }));
+        }
+        EchoServers { stop, threads }
+    }
+}
+
+impl Drop for EchoServers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Echoes `stream` until its client closes its side (or the test stops).
+fn echo_stream(mut stream: TcpStream, stop: &AtomicBool) {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return,
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// The bytes of a transfer: a pattern that differs per transfer and
+/// position, so a lost, repeated or reordered byte shows.
+fn pattern(seed: u64, at: u64) -> u8 {
+    let x = (seed ^ at.wrapping_mul(0x9E37_79B9_7F4A_7C15)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    (x >> 56) as u8
+}
+
+/// A long transfer through a VIP: a writer sends the pattern, paced, until
+/// told to finish; a reader checks the echo byte for byte.
+struct Transfer {
+    name: String,
+    finish: Arc<AtomicBool>,
+    writer: JoinHandle<Result<u64, String>>,
+    reader: JoinHandle<Result<u64, String>>,
+}
+
+impl Transfer {
+    fn start(client: &NetNs, name: &str, to: SocketAddr, seed: u64) -> Transfer {
+        let stream = client
+            .enter(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{name}: connecting to {to}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reading = stream.try_clone().unwrap();
+        let mut writing = stream;
+        let finish = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&finish);
+        let writer = std::thread::spawn(move || {
+            let mut sent = 0u64;
+            let mut chunk = vec![0u8; CHUNK];
+            // Bounded: at most ten minutes of chunks.
+            for _ in 0..(600_000 / PAUSE.as_millis() as usize) {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                for (i, b) in chunk.iter_mut().enumerate() {
+                    *b = pattern(seed, sent + i as u64);
+                }
+                writing
+                    .write_all(&chunk)
+                    .map_err(|e| format!("sending at byte {sent}: {e}"))?;
+                sent += CHUNK as u64;
+                std::thread::sleep(PAUSE);
+            }
+            writing
+                .shutdown(Shutdown::Write)
+                .map_err(|e| format!("closing: {e}"))?;
+            Ok(sent)
+        });
+        let reader = std::thread::spawn(move || {
+            let mut got = 0u64;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = reading
+                    .read(&mut buf)
+                    .map_err(|e| format!("receiving at byte {got}: {e}"))?;
+                if n == 0 {
+                    return Ok(got);
+                }
+                for (i, &b) in buf[..n].iter().enumerate() {
+                    let at = got + i as u64;
+                    if b != pattern(seed, at) {
+                        return Err(format!("byte {at} differs"));
+                    }
+                }
+                got += n as u64;
+            }
+        });
+        Transfer {
+            name: name.to_string(),
+            finish,
+            writer,
+            reader,
+        }
+    }
+
+    /// Finishes the transfer: the bytes sent, if every one came back in
+    /// order, else what went wrong.
+    fn finish(self) -> Result<u64, String> {
+        self.finish.store(true, Ordering::Relaxed);
+        let sent = self.writer.join().unwrap();
+        let got = self.reader.join().unwrap();
+        let name = &self.name;
+        let sent = sent.map_err(|e| format!("{name}: {e}"))?;
+        let got = got.map_err(|e| format!("{name}: {e} ({sent} bytes sent)"))?;
+        if got != sent {
+            return Err(format!("{name}: {sent} bytes sent, {got} echoed"));
+        }
+        Ok(sent)
+    }
+
+    /// [`Transfer::finish`], asserting it was whole.
+    fn assert_whole(self) -> u64 {
+        self.finish().unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// A UDP echo through the VIP every millisecond from one socket (one
+/// flow); the longest time between two answers is the VIP's dark time.
+struct Probe {
+    stop: Arc<AtomicBool>,
+    sender: JoinHandle<u64>,
+    receiver: JoinHandle<(u64, Duration)>,
+}
+
+impl Probe {
+    fn start(client: &NetNs) -> Probe {
+        let to: SocketAddr = format!("{ECHO_VIP}:{ECHO_PORT}").parse().unwrap();
+        let socket = client
+            .enter(|| UdpSocket::bind("198.18.0.2:0"))
+            .unwrap()
+            .unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let receiving = socket.try_clone().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop_sending = Arc::clone(&stop);
+        let sender = std::thread::spawn(move || {
+            let mut sent = 0u64;
+            // Bounded: ten minutes of probes.
+            while !stop_sending.load(Ordering::Relaxed) && sent < 600_000 {
+                let _ = socket.send_to(&sent.to_be_bytes(), to);
+                sent += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            sent
+        });
+        let stop_receiving = Arc::clone(&stop);
+        let receiver = std::thread::spawn(move || {
+            let mut answered = 0u64;
+            let mut last: Option<Instant> = None;
+            let mut longest = Duration::ZERO;
+            let mut buf = [0u8; 16];
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !stop_receiving.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if receiving.recv(&mut buf).is_ok() {
+                    let now = Instant::now();
+                    if let Some(last) = last {
+                        longest = longest.max(now - last);
+                    }
+                    last = Some(now);
+                    answered += 1;
+                }
+            }
+            (answered, longest)
+        });
+        Probe {
+            stop,
+            sender,
+            receiver,
+        }
+    }
+
+    /// Probes sent, answered, and the longest silence between answers.
+    fn finish(self) -> (u64, u64, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.sender.join().unwrap();
+        let (answered, longest) = self.receiver.join().unwrap();
+        (sent, answered, longest)
+    }
+}
+
+/// A flowgate process in the gateway namespace.
+struct Process {
+    child: Option<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Process {
+    fn spawn(topo: &Topology, config: &Path, takeover: bool, n: usize) -> Process {
+        let log = topo.scratch.path(&format!("flowgate-{n}.log"));
+        let bin = testnet::workspace_binary("flowgate").unwrap();
+        let mut args = vec!["run", "--config", config.to_str().unwrap()];
+        if takeover {
+            args.push("--takeover");
+        }
+        let child = topo
+            .gateway
+            .command(bin.to_str().unwrap(), &args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Process {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits (at most `limit`) for it to exit; its status.
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok()? {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Waits (at most `limit`) for `line` in its log.
+    fn wait_log(&mut self, line: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.log().contains(line) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts the first flowgate and waits until the echo answers through it.
+fn first_gateway(topo: &Topology, config: &Path) -> Process {
+    let mut first = Process::spawn(topo, config, false, 0);
+    assert!(
+        first.wait_log("flowgate is forwarding", Duration::from_secs(30)),
+        "flowgate did not start:\n{}",
+        first.log()
+    );
+    let to: SocketAddr = format!("{ECHO_VIP}:{ECHO_PORT}").parse().unwrap();
+    let answered =
+        (0..40).any(|_| netns::udp_query(&topo.client, to, Duration::from_millis(250)).is_ok());
+    assert!(answered, "the echo VIP never answered:\n{}", first.log());
+    first
+}
+
+/// Replaces `old` by a new process started with `--takeover`: the old one
+/// exits 0 and the new one forwards.
+fn replace(topo: &Topology, config: &Path, mut old: Process, n: usize) -> Process {
+    let mut new = Process::spawn(topo, config, true, n);
+    let status = old.wait_exit(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "replacement {n}: the old flowgate did not exit 0 ({status:?}):\n{}\n--- new:\n{}",
+        old.log(),
+        new.log()
+    );
+    assert!(
+        new.wait_log("flowgate is forwarding", Duration::from_secs(10)),
+        "replacement {n}: the new flowgate does not forward:\n{}",
+        new.log()
+    );
+    assert!(new.running(), "replacement {n}:\n{}", new.log());
+    new
+}
+
+#[test]
+fn ten_replacements_lose_no_connection_and_keep_the_vip_dark_briefly() {
+    if !netns::privileged() {
+        return;
+    }
+    let _one = netns::one_gateway_at_a_time();
+    let topo = Topology::new(1);
+    let _echo = EchoServers::start(&topo.backends);
+    let path = topo.scratch.path("flowgate.toml");
+    fs::write(&path, config(&topo)).unwrap();
+    let mut gateway = first_gateway(&topo, &path);
+
+    let probe = Probe::start(&topo.client);
+    let transfers: Vec<Transfer> = SCHEDULERS
+        .iter()
+        .flat_map(|(scheduler, vip)| (0..2u64).map(move |i| (scheduler, vip, i)))
+        .enumerate()
+        .map(|(k, (scheduler, vip, i))| {
+            let to: SocketAddr = format!("{vip}:{BULK_PORT}").parse().unwrap();
+            Transfer::start(&topo.client, &format!("{scheduler} #{i}"), to, k as u64 + 1)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for n in 1..=REPLACEMENTS {
+        gateway = replace(&topo, &path, gateway, n);
+        // Each new process carries traffic for a while before the next.
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, answered, longest) = probe.finish();
+    let results: Vec<Result<u64, String>> = transfers.into_iter().map(Transfer::finish).collect();
+    let broken: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        broken.is_empty(),
+        "transfers broke: {broken:?}; UDP probe: {sent} sent, {answered} answered, longest gap \
+         {longest:?}\n{}",
+        gateway.log()
+    );
+    let bytes: u64 = results.into_iter().map(Result::unwrap).sum();
+    eprintln!(
+        "{REPLACEMENTS} replacements: 6 transfers, {bytes} bytes, all whole; UDP probe: {sent} \
+         sent, {answered} answered, longest gap {longest:?}"
+    );
+    // The goal is 100 ms; this build measured 150-230 ms here (debug
+    // build, two shared cores), which DARK_LIMIT bounds so that the dark
+    // time cannot grow back unnoticed (it was 1.5 s before the programs
+    // were loaded ahead of the hand-over).
+    assert!(
+        longest <= DARK_LIMIT,
+        "the VIP was dark for {longest:?}:\n{}",
+        gateway.log()
+    );
+    assert!(gateway.running(), "{}", gateway.log());
+}
+
+#[test]
+fn a_takeover_that_fails_leaves_the_old_process_forwarding() {
+    if !netns::privileged() {
+        return;
+    }
+    let _one = netns::one_gateway_at_a_time();
+    let topo = Topology::new(1);
+    let _echo = EchoServers::start(&topo.backends);
+    let path = topo.scratch.path("flowgate.toml");
+    let text = config(&topo);
+    fs::write(&path, &text).unwrap();
+    let mut old = first_gateway(&topo, &path);
+    // The new process's metrics address is taken: it fails after the old
+    // one handed its state over, when it binds its endpoints.
+    let taken = topo
+        .gateway
+        .enter(|| TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let broken = topo.scratch.path("broken.toml");
+    let busy = text.replacen(
+        "[daemon]\n",
+        &format!("[daemon]\nmetrics_address = \"127.0.0.1:{port}\"\n"),
+        1,
+    );
+    assert_ne!(busy, text);
+    fs::write(&broken, busy).unwrap();
+
+    let to: SocketAddr = format!("198.18.100.21:{BULK_PORT}").parse().unwrap();
+    let transfer = Transfer::start(&topo.client, "wrr", to, 99);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut new = Process::spawn(&topo, &broken, true, 1);
+    let status = new.wait_exit(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the broken flowgate: {status:?}\n{}",
+        new.log()
+    );
+    assert!(
+        new.log().contains("metrics endpoint"),
+        "the new one says why:\n{}",
+        new.log()
+    );
+    assert!(
+        old.wait_log(
+            "forwarding again after the failed takeover",
+            Duration::from_secs(30)
+        ),
+        "{}",
+        old.log()
+    );
+    let log = old.log();
+    assert!(
+        log.contains("takeover failed") && log.contains("metrics endpoint"),
+        "the old one says why:\n{log}"
+    );
+    assert!(old.running(), "{log}");
+    std::thread::sleep(Duration::from_millis(300));
+    let echo: SocketAddr = format!("{ECHO_VIP}:{ECHO_PORT}").parse().unwrap();
+    assert!(netns::udp_query(&topo.client, echo, Duration::from_secs(1)).is_ok());
+    let bytes = transfer.assert_whole();
+    assert!(bytes > 0);
+    // A replacement after the failed one still works.
+    let _new = replace(&topo, &path, old, 2);
+}
