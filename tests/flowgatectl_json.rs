@@ -30,9 +30,11 @@ use serde_json::Value;
 /// The schema of each command's output on success. A command that writes
 /// no JSON (a shell script, man pages) refuses `-o json`: its output is an
 /// error.
-const SCHEMAS: [(&str, &str); 33] = [
+const SCHEMAS: [(&str, &str); 35] = [
     ("status", "status.json"),
     ("fleet", "fleet.json"),
+    ("fleet drain", "drain.json"),
+    ("fleet undrain", "drain.json"),
     ("service list", "services.json"),
     ("service add", "changed.json"),
     ("service edit", "changed.json"),
@@ -78,6 +80,10 @@ fn every_command() -> BTreeSet<String> {
         for sub in cmd.get_subcommands() {
             let path = format!("{prefix}{}", sub.get_name()).trim().to_owned();
             if sub.has_subcommands() {
+                // A group that also runs alone (`fleet`) is a command too.
+                if !sub.is_subcommand_required_set() {
+                    out.insert(path.clone());
+                }
                 leaves(sub, &format!("{path} "), out);
             } else {
                 out.insert(path);
@@ -119,6 +125,7 @@ fn command_of(args: &[&str]) -> String {
         [group @ ("service" | "backend" | "path" | "canary" | "class"), verb, ..] => {
             format!("{group} {verb}")
         }
+        ["fleet", verb @ ("drain" | "undrain"), ..] => format!("fleet {verb}"),
         [one, ..] => (*one).to_owned(),
         [] => String::new(),
     }
@@ -304,6 +311,7 @@ fn walk_reads(walk: &mut Walk, d: &Daemon) {
         "/fg/v1/rules/services/web"
     );
     assert_eq!(status["etcd"]["held"][0]["revision"], 42);
+    walk_drain(walk, d);
     walk.ok(d, &["service", "list"]);
     walk.ok(d, &["backend", "list", "web"]);
     let stats = walk.ok(d, &["stats"]);
@@ -334,6 +342,35 @@ fn walk_reads(walk: &mut Walk, d: &Daemon) {
         flows[1].get("service").is_none(),
         "a flow of a removed service has no service: {}",
         flows[1]
+    );
+}
+
+/// `fleet drain` and `fleet undrain` through the control socket, seen in
+/// `status`; with `--etcd` they are a usage error.
+fn walk_drain(walk: &mut Walk, d: &Daemon) {
+    assert_eq!(walk.ok(d, &["status"])["drained"], false);
+    let drained = walk.ok(d, &["fleet", "drain"]);
+    assert_eq!(
+        (&drained["drained"], &drained["changed"]),
+        (&true.into(), &true.into())
+    );
+    assert_eq!(walk.ok(d, &["status"])["drained"], true);
+    let again = walk.ok(d, &["fleet", "drain"]);
+    assert_eq!(again["changed"], false);
+    let undrained = walk.ok(d, &["fleet", "undrain"]);
+    assert_eq!(
+        (&undrained["drained"], &undrained["changed"]),
+        (&false.into(), &true.into())
+    );
+    assert_eq!(walk.ok(d, &["status"])["drained"], false);
+    let usage = walk.fails(d, &["fleet", "drain", "--etcd", "http://127.0.0.1:1"], 2);
+    assert_eq!(usage["code"], "usage");
+    assert!(
+        usage["message"]
+            .as_str()
+            .unwrap()
+            .contains("control socket"),
+        "{usage}"
     );
 }
 

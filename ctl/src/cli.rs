@@ -48,6 +48,11 @@ pub enum Action {
     Status,
     /// `fleet`: the gateways' status keys in etcd (with `--etcd`).
     Fleet,
+    /// `fleet drain`: this gateway withdraws its VIPs' BGP announcements
+    /// (through its control socket).
+    FleetDrain,
+    /// `fleet undrain`: it announces them again.
+    FleetUndrain,
     /// `service list`.
     ServiceList,
     /// `backend list SERVICE`.
@@ -214,8 +219,13 @@ enum Command {
     /// Version, snapshot generation, uptime, workers and interfaces.
     Status,
     /// The fleet's gateways, from their status keys in etcd (needs
-    /// --etcd): revision, generation, health, held keys, and which lag.
-    Fleet,
+    /// --etcd): revision, generation, health, held keys, and which lag;
+    /// `fleet drain` and `fleet undrain` talk to this gateway's control
+    /// socket instead.
+    Fleet {
+        #[command(subcommand)]
+        command: Option<FleetCommand>,
+    },
     /// List, add, change or remove services.
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -322,6 +332,21 @@ enum Command {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+}
+
+/// `fleet drain` and `fleet undrain`: this gateway, through its control
+/// socket (not etcd).
+#[derive(Subcommand, Debug)]
+enum FleetCommand {
+    /// Drain this gateway, through its control socket (not etcd): withdraw
+    /// the BGP announcement of every VIP it offers, so that the router
+    /// sends new flows to the other gateways; it keeps forwarding what
+    /// still reaches it. Lasts until `fleet undrain` or a restart (a
+    /// reload keeps it).
+    Drain,
+    /// Undo `fleet drain`, through this gateway's control socket: announce
+    /// the VIPs it offers by BGP again.
+    Undrain,
 }
 
 #[derive(Subcommand, Debug)]
@@ -745,7 +770,14 @@ pub fn parse(args: Vec<OsString>, version: &'static str) -> Result<Invocation, U
         endpoints: cli.etcd.clone(),
         prefix: cli.etcd_prefix.clone(),
     });
-    if etcd.is_none() && matches!(cli.command, Command::Fleet) {
+    if etcd.is_some() && matches!(cli.command, Command::Fleet { command: Some(_) }) {
+        return Err(UsageError::Message(
+            "fleet drain and fleet undrain talk to this gateway's control socket (--socket), \
+             not to etcd: leave out --etcd"
+                .into(),
+        ));
+    }
+    if etcd.is_none() && matches!(cli.command, Command::Fleet { command: None }) {
         return Err(UsageError::Message(
             "fleet lists the gateways from etcd: give --etcd ENDPOINTS (and --etcd-prefix)".into(),
         ));
@@ -773,7 +805,13 @@ fn socket_path(given: Option<PathBuf>) -> PathBuf {
 fn action(command: Command) -> Result<Action, String> {
     match command {
         Command::Status => Ok(Action::Status),
-        Command::Fleet => Ok(Action::Fleet),
+        Command::Fleet { command: None } => Ok(Action::Fleet),
+        Command::Fleet {
+            command: Some(FleetCommand::Drain),
+        } => Ok(Action::FleetDrain),
+        Command::Fleet {
+            command: Some(FleetCommand::Undrain),
+        } => Ok(Action::FleetUndrain),
         Command::Service(command) => service_action(command),
         Command::Backend(command) => backend_action(command),
         Command::Path(command) => Ok(path_action(command)),

@@ -88,6 +88,8 @@ pub fn run(
     match action {
         Action::Status => session.read(Request::Status {}),
         Action::Fleet => Err(Failure::usage("fleet needs --etcd")),
+        Action::FleetDrain => session.read(Request::FleetDrain {}),
+        Action::FleetUndrain => session.read(Request::FleetUndrain {}),
         Action::ServiceList => session.read(Request::ServiceList {}),
         Action::BackendList(service) => session.read(Request::BackendList(ServiceName { service })),
         Action::Flows(query) => session.read(Request::Flows(query)),
@@ -230,6 +232,7 @@ impl Session<'_> {
                 return Err(unexpected("a reply to a read", &reply))
             }
             Reply::Classes(c) => show::classes(c),
+            Reply::Drain(d) => show::drain(d),
         };
         self.write(&text)
     }

@@ -250,6 +250,11 @@ pub fn status(s: &StatusReply) -> String {
         plural(s.services, "service", "services"),
         plural(s.backends, "backend", "backends"),
     );
+    out.push_str(if s.drained {
+        "drained     yes: no VIP announced by BGP (flowgatectl fleet undrain announces them)\n"
+    } else {
+        "drained     no\n"
+    });
     let mut rows = vec![vec!["WORKER".into(), "CORE".into(), "QUEUES".into()]];
     for w in &d.workers {
         rows.push(vec![
@@ -466,6 +471,18 @@ pub fn heartbeat(h: &HeartbeatReply) -> String {
         millis(h.expires_in_ms),
         millis(h.ttl_ms)
     )
+}
+
+/// `fleet drain` and `fleet undrain`: where the gateway stands now.
+pub fn drain(d: &flowgate_api::DrainReply) -> String {
+    match (d.drained, d.changed) {
+        (true, true) => "drained: every VIP's BGP announcement withdrawn; flows that still \
+                         arrive are forwarded\n"
+            .into(),
+        (true, false) => "already drained: no VIP announced by BGP\n".into(),
+        (false, true) => "undrained: the VIPs offered are announced by BGP again\n".into(),
+        (false, false) => "not drained: nothing to undo\n".into(),
+    }
 }
 
 /// Milliseconds as `850ms`, `2.5s`, `1m 30s`.

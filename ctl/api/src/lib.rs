@@ -56,8 +56,8 @@ pub use explain::{
 pub use framing::parse_request;
 pub use reply::{
     BackendHealth, BackendState, BackendView, BackendsReply, ChangeReport, CheckReport, ClassView,
-    ClassesReply, EtcdStatus, FlowsReply, HealthSummary, HeartbeatReply, HeldKey, PathView,
-    PathsReply, Reply, Response, ServiceView, ServicesReply, StatusReply, MAX_NOT_UP,
+    ClassesReply, DrainReply, EtcdStatus, FlowsReply, HealthSummary, HeartbeatReply, HeldKey,
+    PathView, PathsReply, Reply, Response, ServiceView, ServicesReply, StatusReply, MAX_NOT_UP,
 };
 pub use report::{
     BackendStats, FlowEntry, InterfaceInfo, Refusals, RouteStats, ServiceStats, StatsReport,

@@ -81,6 +81,18 @@ pub enum Reply {
     CaptureEnd(crate::CaptureEnd),
     /// `class_list`.
     Classes(ClassesReply),
+    /// `fleet_drain` and `fleet_undrain`.
+    Drain(DrainReply),
+}
+
+/// `fleet_drain` and `fleet_undrain`: whether the gateway is drained now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainReply {
+    /// Drained now: it announces none of its VIPs.
+    pub drained: bool,
+    /// Whether the request changed it (false: it was so already).
+    pub changed: bool,
 }
 
 /// `class_list`: the client classes, in the rules' order.
@@ -171,6 +183,10 @@ pub struct StatusReply {
     /// absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etcd: Option<EtcdStatus>,
+    /// Whether the operator drained this gateway from the fleet
+    /// (`fleet_drain`): it announces none of its VIPs by BGP.
+    #[serde(default)]
+    pub drained: bool,
 }
 
 /// A gateway's rules from etcd: what runs, and what is held back.
@@ -390,6 +406,7 @@ impl Tagged for Reply {
         "capture_frame",
         "capture_end",
         "classes",
+        "drain",
     ];
     const EXPECTING: &'static str = "a reply";
 
@@ -407,6 +424,7 @@ impl Tagged for Reply {
             "capture_frame" => Reply::CaptureFrame(body.value()?),
             "capture_end" => Reply::CaptureEnd(body.value()?),
             "classes" => Reply::Classes(body.value()?),
+            "drain" => Reply::Drain(body.value()?),
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

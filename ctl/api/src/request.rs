@@ -71,6 +71,12 @@ pub enum Request {
     Capture(crate::CaptureQuery),
     /// The client classes, from the running rules.
     ClassList {},
+    /// Drain this gateway from the fleet: withdraw the BGP announcement
+    /// of every VIP it offers (it keeps forwarding what reaches it).
+    /// Changes no rule; lasts until `fleet_undrain` or a restart.
+    FleetDrain {},
+    /// Undo `fleet_drain`: announce the VIPs it offers again.
+    FleetUndrain {},
 }
 
 /// One change to the rules; a [`Batch`] holds several.
@@ -408,6 +414,8 @@ impl Tagged for Request {
         "path_list",
         "capture",
         "class_list",
+        "fleet_drain",
+        "fleet_undrain",
     ];
     const EXPECTING: &'static str = "a request";
 
@@ -432,6 +440,8 @@ impl Tagged for Request {
             "path_list" => Request::PathList(body.value()?),
             "capture" => Request::Capture(body.value()?),
             "class_list" => body.value::<NoFields>().map(|_| Request::ClassList {})?,
+            "fleet_drain" => body.value::<NoFields>().map(|_| Request::FleetDrain {})?,
+            "fleet_undrain" => body.value::<NoFields>().map(|_| Request::FleetUndrain {})?,
             other => return Err(serde::de::Error::unknown_variant(other, Self::VARIANTS)),
         })
     }

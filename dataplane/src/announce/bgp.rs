@@ -8,8 +8,8 @@
 //! when the gateway stops in any way (kill -9 included: the kernel removes
 //! the device and its routes when the last descriptor closes), when none
 //! of the VIP's `bgp` services has a backend that can take a new flow, and
-//! while the gateway is drained (a flag no control request sets yet:
-//! `flowgatectl fleet drain` is to come).
+//! while the gateway is drained (`flowgatectl fleet drain`, the control
+//! request `fleet_drain`, until `fleet undrain`).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

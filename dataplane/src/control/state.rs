@@ -21,6 +21,7 @@
 //! A dry run changes nothing and takes no turn.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -57,6 +58,10 @@ pub struct ControlState {
     /// Where the rules from etcd stand, once a gateway with `[etcd]` says
     /// how to ask (`status` shows it).
     etcd: Arc<std::sync::OnceLock<EtcdReport>>,
+    /// Whether the operator drained this gateway from the fleet
+    /// (`fleet_drain`): runtime state, kept across reloads (which change
+    /// the rules, not this), lost with the process.
+    drained: Arc<AtomicBool>,
 }
 
 /// How `status` (and the metrics) ask the etcd source where the rules
@@ -153,7 +158,34 @@ impl ControlState {
             dataplane,
             changes: Arc::default(),
             etcd: Arc::default(),
+            drained: Arc::default(),
         }
+    }
+
+    /// The drain flag `fleet_drain` and `fleet_undrain` set, shared with
+    /// whoever withdraws the VIPs' announcements while it is set (the
+    /// daemon's BGP offer).
+    pub fn drain_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.drained)
+    }
+
+    /// Whether the gateway is drained from the fleet now.
+    pub fn drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// `fleet_drain` (`drained`) or `fleet_undrain`: sets the flag; says
+    /// whether that changed it.
+    fn set_drained(&self, drained: bool) -> flowgate_api::DrainReply {
+        let changed = self.drained.swap(drained, Ordering::Relaxed) != drained;
+        if changed {
+            if drained {
+                tracing::warn!("drained from the fleet: the VIPs' BGP announcements are withdrawn");
+            } else {
+                tracing::info!("undrained: the VIPs offered are announced by BGP again");
+            }
+        }
+        flowgate_api::DrainReply { drained, changed }
     }
 
     /// `status` shows where the rules from etcd stand, as `report` says
@@ -266,6 +298,7 @@ impl ControlState {
             edits_since_load: running.edits_since_load,
             health: self.dataplane.health_summary(&running.config),
             etcd: self.etcd_status(),
+            drained: self.drained(),
         })
     }
 
@@ -354,6 +387,8 @@ impl ControlState {
                         .collect(),
                 }))
             }
+            Request::FleetDrain {} => Ok(Reply::Drain(self.set_drained(true))),
+            Request::FleetUndrain {} => Ok(Reply::Drain(self.set_drained(false))),
             Request::ClassList {} => {
                 let running = self.running();
                 let classes = &running.config.routing.classes;
@@ -1107,6 +1142,44 @@ port = 8080
             panic!()
         };
         assert_eq!(b.backends.len(), 2);
+    }
+
+    #[test]
+    fn a_drain_sets_the_shared_flag_survives_a_reload_and_changes_no_rule() {
+        let (state, dataplane) = setup();
+        let flag = state.drain_flag();
+        let state = Mutex::new(state);
+        let ask = |request: Request| handle(&state, request).unwrap();
+        let drain_reply = |reply: Reply| match reply {
+            Reply::Drain(d) => (d.drained, d.changed),
+            other => panic!("not a drain reply: {other:?}"),
+        };
+        let status_drained = || match ask(Request::Status {}) {
+            Reply::Status(s) => s.drained,
+            other => panic!("not a status: {other:?}"),
+        };
+        assert!(!status_drained());
+        assert_eq!(drain_reply(ask(Request::FleetDrain {})), (true, true));
+        assert!(flag.load(Ordering::Relaxed), "the offer sees the drain");
+        assert!(status_drained());
+        assert_eq!(drain_reply(ask(Request::FleetDrain {})), (true, false));
+        assert_eq!(dataplane.current().generation(), 1, "no rule changed");
+
+        // A reload changes the rules, not the drain.
+        let dir = std::env::temp_dir().join(format!("fg-drain-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gw.toml");
+        std::fs::write(&path, RULES.replace("port = 8080", "port = 9090")).unwrap();
+        let reloaded = reload(&state, &path);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(reloaded.unwrap().applied);
+        assert!(status_drained(), "a reload keeps the drain");
+        assert!(flag.load(Ordering::Relaxed));
+
+        assert_eq!(drain_reply(ask(Request::FleetUndrain {})), (false, true));
+        assert!(!flag.load(Ordering::Relaxed));
+        assert!(!status_drained());
+        assert_eq!(drain_reply(ask(Request::FleetUndrain {})), (false, false));
     }
 
     #[test]

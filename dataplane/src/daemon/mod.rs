@@ -626,6 +626,12 @@ impl Daemon {
             )
             .with_change_counters(changes),
         ));
+        // `fleet drain` sets it through the control socket; the offer
+        // withdraws every VIP while it is set.
+        let drain_flag = control
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain_flag();
         let mut daemon = Daemon {
             health,
             heartbeats,
@@ -642,7 +648,7 @@ impl Daemon {
             epoch,
             cores: config.daemon.cores.clone(),
             umem: Some(umem),
-            vip_offer: vip_offer::VipOffer::new(Arc::default()),
+            vip_offer: vip_offer::VipOffer::new(drain_flag),
         };
         // From here on, a failure must stop the workers: `daemon.stop()`.
         let served = daemon
@@ -754,6 +760,7 @@ impl Daemon {
         let source: crate::metrics::SampleSource = Arc::new(move || {
             let (mut sample, snapshot) = source_plane.sample();
             sample.etcd = control.etcd_status();
+            sample.drained = Some(control.drained());
             (sample, snapshot)
         });
         let server = MetricsServer::start(address.clone(), source)

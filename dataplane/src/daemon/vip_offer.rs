@@ -19,8 +19,8 @@ pub const VIP_DEVICE: &str = "flowgate-vips";
 const RETRY: Duration = Duration::from_secs(1);
 
 /// The offer: the device (made when a `bgp` VIP first appears) and the
-/// drain flag (which `flowgatectl fleet drain`, once the control API has
-/// it, is to set; nothing sets it yet).
+/// drain flag (the control state's: `flowgatectl fleet drain` sets it,
+/// `fleet undrain` clears it).
 pub struct VipOffer {
     routes: Option<VipRoutes>,
     drained: Arc<AtomicBool>,

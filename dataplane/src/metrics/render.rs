@@ -27,6 +27,7 @@ pub fn render(sample: &MetricsSample, snapshot: &Snapshot) -> String {
     gateway(&mut out, sample, snapshot);
     changes(&mut out, sample);
     etcd(&mut out, sample);
+    fleet(&mut out, sample);
     workers(&mut out, sample);
     services(&mut out, sample);
     admission(&mut out, sample);
@@ -243,6 +244,21 @@ fn changes(out: &mut Exposition, sample: &MetricsSample) {
             );
         }
     }
+}
+
+/// Whether the operator drained the gateway from the fleet (`flowgatectl
+/// fleet drain`).
+fn fleet(out: &mut Exposition, sample: &MetricsSample) {
+    let Some(drained) = sample.drained else {
+        return;
+    };
+    out.family(
+        "flowgate_fleet_drained",
+        Kind::Gauge,
+        "1 while the operator has drained the gateway from the fleet (flowgatectl fleet drain): \
+         it announces none of its VIPs by BGP, and forwards what still reaches it.",
+    );
+    out.series("flowgate_fleet_drained", &[], u64::from(drained));
 }
 
 /// The rules from etcd, on a gateway with `[etcd]`: whether it watches,
@@ -965,6 +981,7 @@ mod tests {
             }),
             health: health_samples(),
             etcd: None,
+            drained: None,
         }
     }
 
@@ -1287,6 +1304,22 @@ mod tests {
         assert_eq!(at("apply", "apply_failed"), 2);
         assert_eq!(at("edit", "not_found"), 0);
         assert_eq!(all.iter().map(|s| s.2).sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn the_drain_is_a_gauge_when_the_control_state_reports_it() {
+        let (_, types) = check(&render(&sample(), &Snapshot::empty()));
+        assert!(!types.contains_key("flowgate_fleet_drained"));
+        for drained in [false, true] {
+            let reported = MetricsSample {
+                drained: Some(drained),
+                ..sample()
+            };
+            let (series, types) = check(&render(&reported, &Snapshot::empty()));
+            assert_eq!(types["flowgate_fleet_drained"], "gauge");
+            let value = find(&series, "flowgate_fleet_drained", &[])[0].2;
+            assert_eq!(value, u64::from(drained));
+        }
     }
 
     #[test]

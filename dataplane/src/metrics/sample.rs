@@ -232,6 +232,10 @@ pub struct MetricsSample {
     /// Where the rules from etcd stand, on a gateway with `[etcd]`.
     #[serde(skip)]
     pub etcd: Option<flowgate_api::EtcdStatus>,
+    /// Whether the operator drained the gateway from the fleet, when the
+    /// control state is there to ask.
+    #[serde(skip)]
+    pub drained: Option<bool>,
 }
 
 impl MetricsSample {
@@ -499,6 +503,7 @@ impl MetricsCollector {
             changes: self.changes.as_deref().map(ChangeCounters::values),
             health: Vec::new(),
             etcd: None,
+            drained: None,
         }
     }
 }
