@@ -5,7 +5,9 @@
 //! builds its multipath route to the VIP from BGP. The route loses a
 //! gateway within 3 s when that gateway is killed with SIGKILL or stopped
 //! with SIGTERM, and loses the VIP when its services have no backend left
-//! to take a flow; it comes back when they do. The router's route for the
+//! to take a flow; it comes back when they do. `flowgatectl fleet drain`
+//! on a running gateway withdraws its routes within 3 s too, and `fleet
+//! undrain` brings them back. The router's route for the
 //! backends' replies follows the VIP's (a BIRD recursive route), so it
 //! loses a stopped gateway too.
 //!
@@ -149,7 +151,7 @@ fn bgp_carries_each_gateways_vips_to_the_router_and_withdraws_them_within_3_s() 
     assert!(answers(&fleet), "gateway 2 alone does not answer");
 
     // Started again: announced again.
-    let gw1 = fleet.start_gateway(1, &configs[0]);
+    let mut gw1 = fleet.start_gateway(1, &configs[0]);
     route_becomes(
         &fleet,
         &[1, 2],
@@ -173,6 +175,10 @@ fn bgp_carries_each_gateways_vips_to_the_router_and_withdraws_them_within_3_s() 
         &birds,
     );
 
+    // Drained by the operator: its routes go, the gateway runs on and
+    // still forwards what reaches it; undrained, they come back.
+    drain_and_undrain(&fleet, &mut gw1, &birds);
+
     // SIGTERM: withdrawn first, then it stops.
     let status = gw2.stop_with("TERM");
     assert!(status.success(), "{}", gw2.log());
@@ -192,6 +198,47 @@ fn bgp_carries_each_gateways_vips_to_the_router_and_withdraws_them_within_3_s() 
     drop(gw1);
     drop(forwarders);
     drop(health);
+}
+
+/// `flowgatectl ARGS -o json` on gateway `g`'s control socket: the
+/// document it writes (exit 0 asserted).
+fn ctl_json(fleet: &Fleet, g: u8, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowgatectl"))
+        .arg("--socket")
+        .arg(fleet.control_socket(g))
+        .args(args)
+        .args(["-o", "json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "flowgatectl {args:?}: {stdout}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+/// `fleet drain` on gateway 1 withdraws its routes at the router within
+/// 3 s while it keeps running (its status and metric say drained), and
+/// the fleet still answers; `fleet undrain` brings them back.
+fn drain_and_undrain(fleet: &Fleet, gw1: &mut Gateway, birds: &[&Bird]) {
+    let drained = ctl_json(fleet, 1, &["fleet", "drain"]);
+    assert_eq!(drained["drained"], true, "{drained}");
+    assert_eq!(drained["changed"], true, "{drained}");
+    let took = route_becomes(fleet, &[2], WITHIN * 2, "gateway 1 drained", birds);
+    assert!(took <= WITHIN, "withdrawn after {took:?}");
+    assert!(
+        gw1.exited().is_none(),
+        "drained, it runs on:\n{}",
+        gw1.log()
+    );
+    assert_eq!(ctl_json(fleet, 1, &["status"])["drained"], true);
+    assert_eq!(gw1.metric("flowgate_fleet_drained"), 1);
+    assert!(answers(fleet), "gateway 2 alone does not answer");
+
+    let undrained = ctl_json(fleet, 1, &["fleet", "undrain"]);
+    assert_eq!(undrained["drained"], false, "{undrained}");
+    assert_eq!(undrained["changed"], true, "{undrained}");
+    let took = route_becomes(fleet, &[1, 2], WITHIN * 2, "gateway 1 undrained", birds);
+    assert!(took <= WITHIN, "announced again after {took:?}");
+    assert_eq!(gw1.metric("flowgate_fleet_drained"), 0);
 }
 
 /// `count` transfers of `bytes` bytes, each over about `millis` ms, one
