@@ -266,6 +266,12 @@ proptest! {
             (false, false) => (&replies[family], "198.18.0.2", "198.18.100.10", 0),
             (false, true) => (&replies[family], "2001:2::2", "2001:2:0:100::10", 0),
         };
+        // Addressed to the gateway's MAC on the side it comes in on.
+        let macs = if from_backend_side {
+            (BACKEND1_MAC, GW_BACKEND_MAC)
+        } else {
+            (CLIENT_MAC, GW_CLIENT_MAC)
+        };
         let mut q = quote(quoted, keep);
         for (at, byte) in noise {
             if let Some(b) = q.get_mut(at) {
@@ -273,6 +279,7 @@ proptest! {
             }
         }
         let mut frame = FrameBuilder::icmp_error(ip(from), ip(to), msg_type, code, 1280)
+            .macs(macs.0, macs.1)
             .payload(&q)
             .build();
         let whole = frame_checksums_ok(&frame);
