@@ -85,8 +85,11 @@ fn the_daemon_forwards_services_from_etcd_keeps_them_without_etcd_and_restarts_f
         "the service put in etcd does not forward:\n{}",
         first.log()
     );
+    // The log line follows the publication the echo already went through.
     assert!(
-        first.log().contains("rules from etcd applied"),
+        wait_until(Duration::from_secs(5), || first
+            .log()
+            .contains("rules from etcd applied")),
         "{}",
         first.log()
     );
