@@ -25,6 +25,9 @@ const ICMP_CHECKSUM_AT: usize = 2;
 /// Recomputes the IPv4 header checksum and the TCP, UDP, ICMP or ICMPv6
 /// checksum of `frame`, in place. Frames that do not parse are left alone.
 pub fn repair_checksums(frame: &mut [u8]) {
+    // The parser refuses an IPv4 header whose checksum is wrong, so that
+    // one is fixed before the frame is parsed.
+    repair_ipv4_header(frame);
     let Ok(meta) = wire::parse(frame) else {
         return;
     };
@@ -74,6 +77,40 @@ pub fn repair_checksums(frame: &mut [u8]) {
                 ip_proto::UDP => fill_udp(segment, |s| udp_wire_value(v6(s))),
                 _ => {}
             }
+        }
+    }
+}
+
+/// EtherType values the header walk steps over or stops at.
+const ETHERTYPE_VLAN: u16 = 0x8100;
+const ETHERTYPE_QINQ: u16 = 0x88a8;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+
+/// Recomputes the IPv4 header checksum of `frame` (after up to two VLAN
+/// tags), found by its EtherType and IHL alone; anything else is left.
+fn repair_ipv4_header(frame: &mut [u8]) {
+    let mut at = 12;
+    for _ in 0..3 {
+        let Some(kind) = frame.get(at..at + 2) else {
+            return;
+        };
+        match u16::from_be_bytes([kind[0], kind[1]]) {
+            ETHERTYPE_VLAN | ETHERTYPE_QINQ => at += 4,
+            ETHERTYPE_IPV4 => {
+                let l3 = at + 2;
+                let Some(&first) = frame.get(l3) else {
+                    return;
+                };
+                let ihl = usize::from(first & 0x0f) * 4;
+                if first >> 4 != 4 || ihl < 20 {
+                    return;
+                }
+                if let Some(header) = frame.get_mut(l3..l3 + ihl) {
+                    Ipv4Packet::new_unchecked(header).fill_checksum();
+                }
+                return;
+            }
+            _ => return,
         }
     }
 }
