@@ -12,8 +12,7 @@
 //! the file's bytes, and the gateway's resident memory stayed bounded.
 //! The share of the client's requests that succeeded and whether the
 //! download completed are printed, not asserted: they are the figures the
-//! defence has to raise
-//! (tests/syn_flood_proxy_netns.rs asserts ≥ 99 % with the SYN proxy on).
+//! defence has to raise (the SYN proxy, whose run will assert ≥ 99 %).
 //!
 //! Run as root; FLOWGATE_SKIP_NETNS=1 skips elsewhere.
 
@@ -30,7 +29,7 @@ fn a_syn_flood_without_a_defence_is_counted_and_leaves_the_gateway_running_in_bo
     if !privileged() {
         return;
     }
-    let f = syn_flood::run(false);
+    let f = syn_flood::run();
     f.print("SYN flood, no defence");
 
     // The generator ran the whole time at a rate that fills the ring.

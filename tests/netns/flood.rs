@@ -375,15 +375,6 @@ impl Scrape {
             .sum()
     }
 
-    /// The sum over every family whose name contains `part`.
-    pub fn sum_matching(&self, part: &str) -> f64 {
-        self.0
-            .iter()
-            .filter(|(k, _)| k.split('{').next().unwrap_or("").contains(part))
-            .map(|(_, v)| v)
-            .sum()
-    }
-
     /// Counters that moved from `before` to `self`, with their change.
     pub fn moved(&self, before: &Scrape) -> BTreeMap<String, f64> {
         self.0
