@@ -15,7 +15,10 @@
 use flowgate_dataplane::wire::checksum::{
     internet_checksum, l4_checksum_v4, l4_checksum_v6, udp_wire_value,
 };
-use flowgate_dataplane::wire::{self, ip_proto, Fragment, Ipv4Packet, L3};
+use flowgate_dataplane::wire::ethernet::{self, ethertype};
+use flowgate_dataplane::wire::{
+    self, ip_proto, EthernetFrame, Fragment, Ipv4Packet, VlanTag, L3, MAX_VLAN_TAGS,
+};
 
 /// Offsets of the checksum field in each L4 header.
 const TCP_CHECKSUM_AT: usize = 16;
@@ -37,11 +40,11 @@ pub fn repair_checksums(frame: &mut [u8]) {
     match meta.l3 {
         L3::Arp => {}
         L3::Ipv4 => {
-            let Some(header) = frame.get_mut(l3..l4) else {
+            // The header's checksum was repaired before the parse.
+            let Some(header) = frame.get(l3..l4) else {
                 return;
             };
-            let mut ip = Ipv4Packet::new_unchecked(header);
-            ip.fill_checksum();
+            let ip = Ipv4Packet::new_unchecked(header);
             let (src, dst) = (ip.src_addr(), ip.dst_addr());
             if meta.fragment != Fragment::None {
                 return;
@@ -81,37 +84,29 @@ pub fn repair_checksums(frame: &mut [u8]) {
     }
 }
 
-/// EtherType values the header walk steps over or stops at.
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-
-/// Recomputes the IPv4 header checksum of `frame` (after up to two VLAN
-/// tags), found by its EtherType and IHL alone; anything else is left.
+/// Recomputes the IPv4 header checksum of `frame`, walking its VLAN tags
+/// as the parser does; anything else is left.
 fn repair_ipv4_header(frame: &mut [u8]) {
-    let mut at = 12;
-    for _ in 0..3 {
-        let Some(kind) = frame.get(at..at + 2) else {
+    let Ok(eth) = EthernetFrame::new_checked(&*frame) else {
+        return;
+    };
+    let mut kind = eth.ethertype();
+    let mut l3 = ethernet::HEADER_LEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if !ethertype::is_vlan_tag(kind) {
+            break;
+        }
+        let Some(Ok(tag)) = frame.get(l3..).map(VlanTag::new_checked) else {
             return;
         };
-        match u16::from_be_bytes([kind[0], kind[1]]) {
-            ETHERTYPE_VLAN | ETHERTYPE_QINQ => at += 4,
-            ETHERTYPE_IPV4 => {
-                let l3 = at + 2;
-                let Some(&first) = frame.get(l3) else {
-                    return;
-                };
-                let ihl = usize::from(first & 0x0f) * 4;
-                if first >> 4 != 4 || ihl < 20 {
-                    return;
-                }
-                if let Some(header) = frame.get_mut(l3..l3 + ihl) {
-                    Ipv4Packet::new_unchecked(header).fill_checksum();
-                }
-                return;
-            }
-            _ => return,
-        }
+        kind = tag.ethertype();
+        l3 += ethernet::VLAN_TAG_LEN;
+    }
+    if kind != ethertype::IPV4 {
+        return;
+    }
+    if let Some(Ok(mut ip)) = frame.get_mut(l3..).map(Ipv4Packet::new_checked) {
+        ip.fill_checksum();
     }
 }
 
