@@ -114,10 +114,10 @@ fn bgp_carries_each_gateways_vips_to_the_router_and_withdraws_them_within_3_s() 
     };
     let mut health = open_health();
     fleet.put_services_with(&etcd, "bgp", Some(HEALTH_PORT));
-    let forwarders: Vec<Forwarder> = fleet
+    let forwarders: Vec<fleet_support::Proxy> = fleet
         .gateways
         .iter()
-        .map(|ns| Forwarder::start(ns, etcd.address()))
+        .map(|ns| forwarder(ns, etcd.address()))
         .collect();
     let configs: Vec<_> = (1..=2u8)
         .map(|g| fleet.gateway_config(g, &forwarders[usize::from(g - 1)].endpoint(), ""))
@@ -277,10 +277,10 @@ fn a_gateway_killed_mid_transfer_hands_its_connections_to_the_other_and_takes_th
     let birds: Vec<&Bird> = all_birds.iter().collect();
     let etcd = Etcd::start();
     fleet.put_services_with(&etcd, "bgp", None);
-    let forwarders: Vec<Forwarder> = fleet
+    let forwarders: Vec<fleet_support::Proxy> = fleet
         .gateways
         .iter()
-        .map(|ns| Forwarder::start(ns, etcd.address()))
+        .map(|ns| forwarder(ns, etcd.address()))
         .collect();
     let configs: Vec<_> = (1..=2u8)
         .map(|g| fleet.gateway_config(g, &forwarders[usize::from(g - 1)].endpoint(), ""))

@@ -123,10 +123,10 @@ fn two_gateways_behind_ecmp_send_every_connection_where_one_gateway_would() {
     fleet.replies_through_gateways(&[1, 2]);
     let etcd = Etcd::start();
     fleet.put_services(&etcd);
-    let forwarders: Vec<Forwarder> = fleet
+    let forwarders: Vec<fleet_support::Proxy> = fleet
         .gateways
         .iter()
-        .map(|ns| Forwarder::start(ns, etcd.address()))
+        .map(|ns| forwarder(ns, etcd.address()))
         .collect();
     let gateways: Vec<Gateway> = (1..=2u8)
         .map(|g| {

@@ -183,7 +183,12 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy on a free loopback port to `target`.
     pub fn start(target: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Proxy::on(TcpListener::bind("127.0.0.1:0").unwrap(), target)
+    }
+
+    /// A proxy taking the connections of `listener` (a loopback socket,
+    /// perhaps made in another namespace) to `target`.
+    pub fn on(listener: TcpListener, target: String) -> Proxy {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));

@@ -34,6 +34,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::fleet_support::Proxy;
+
 use flowgate_dataplane::testnet::{self, NetNs};
 
 /// The VIP of both services.
@@ -599,88 +601,16 @@ impl Drop for Gateway {
     }
 }
 
-/// A TCP forwarder from a loopback port inside a namespace to an address
-/// of the test's own namespace (etcd, for a gateway): the listening socket
-/// is made in the namespace, the connections out of it in the test's.
-pub struct Forwarder {
-    port: u16,
-    done: Arc<AtomicBool>,
-    open: Arc<Mutex<Vec<TcpStream>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Forwarder {
-    /// Listens on 127.0.0.1 of `ns` and forwards to `target`.
-    pub fn start(ns: &NetNs, target: String) -> Forwarder {
-        let listener = ns
-            .enter(|| TcpListener::bind("127.0.0.1:0"))
-            .unwrap()
-            .unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let done = Arc::new(AtomicBool::new(false));
-        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (d, o) = (Arc::clone(&done), Arc::clone(&open));
-        let thread = std::thread::spawn(move || {
-            while !d.load(Ordering::Relaxed) {
-                let Ok((client, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                let _ = client.set_nonblocking(false);
-                let Ok(server) = TcpStream::connect(&target) else {
-                    continue;
-                };
-                let mut open = o.lock().unwrap();
-                open.push(client.try_clone().unwrap());
-                open.push(server.try_clone().unwrap());
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
-            }
-        });
-        Forwarder {
-            port,
-            done,
-            open,
-            thread: Some(thread),
-        }
-    }
-
-    /// The URL a client in the namespace uses.
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Forwarder {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-        for stream in self.open.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Copies `from` to `to` on a thread until either closes.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 16 * 1024];
-        loop {
-            match from.read(&mut buffer) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if to.write_all(&buffer[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = to.shutdown(Shutdown::Both);
-        let _ = from.shutdown(Shutdown::Both);
-    });
+/// A TCP forwarder from a loopback port inside `ns` to `target`, an
+/// address of the test's own namespace (etcd, for a gateway): the
+/// listening socket is made in the namespace, the connections out of it in
+/// the test's. Its `endpoint` is the URL a client in the namespace uses.
+pub fn forwarder(ns: &NetNs, target: String) -> Proxy {
+    let listener = ns
+        .enter(|| TcpListener::bind("127.0.0.1:0"))
+        .unwrap()
+        .unwrap();
+    Proxy::on(listener, target)
 }
 
 /// The backends' servers on TCP 8080 and 8081. A request is one line,
