@@ -12,13 +12,22 @@
 //! [`Topology::set_peer_gro`] turns it on. Run as root;
 //! FLOWGATE_SKIP_NETNS=1 skips elsewhere. Needs the binaries built first.
 
+#[path = "netns/flood.rs"]
+mod flood;
+#[allow(dead_code)] // the schema checker's listing is not used here
+mod json_schema;
 mod netns;
 
 use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use flood::{with_metrics, Scrape};
+use flowgate_dataplane::testnet;
 use flowgate_dataplane::xdp::{read_attached_counters, XdpCounters};
 use netns::*;
+use serde_json::Value;
 
 /// Time allowed for one batch of requests; far more than they need.
 const BUDGET: Duration = Duration::from_secs(60);
@@ -208,6 +217,235 @@ fn where_the_veths_cannot_take_xdp_frames_the_fast_path_sends_none_and_follows_t
         sent(&half) > sent(&before),
         "replies to the client still sent by the program: {half:?}"
     );
+    gw.assert_running();
+    gw.stop();
+}
+
+/// `flowgatectl --socket … ARGS` against the gateway: its stdout (the
+/// command must succeed).
+fn flowgatectl(topo: &Topology, args: &[&str]) -> String {
+    let bin = testnet::workspace_binary("flowgatectl").unwrap();
+    let out = Command::new(bin)
+        .arg("--socket")
+        .arg(topo.scratch.path("control.sock"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "flowgatectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `flowgatectl -o json ARGS`, checked against its schema in docs/schemas/.
+fn flowgatectl_json(topo: &Topology, args: &[&str], schema: &str) -> Value {
+    let mut all = vec!["-o", "json"];
+    all.extend_from_slice(args);
+    let text = flowgatectl(topo, &all);
+    let value: Value = serde_json::from_str(&text).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schemas");
+    let schemas = json_schema::Schemas::load(&dir).unwrap();
+    let errors = schemas.validate(schema, &value);
+    assert!(errors.is_empty(), "{schema}: {errors:?}\n{text}");
+    value
+}
+
+/// A scrape once the workers have taken every packet the program
+/// forwarded (they take the program's counts a bounded step per poll:
+/// waits, bounded, until they have all of them).
+fn all_taken(topo: &Topology) -> Scrape {
+    let program = sent(&counters(topo)) as f64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = Scrape::take(&topo.gateway);
+        let taken = scrape.sum("flowgate_fast_path_packets_total", &[]);
+        if taken >= program || Instant::now() > deadline {
+            return scrape;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The dns service's packets in a scrape, summed over its backends and
+/// the workers.
+fn dns_packets(scrape: &Scrape) -> f64 {
+    scrape.sum("flowgate_backend_packets_total", &["service=\"dns\""])
+}
+
+#[test]
+fn the_fast_paths_packets_show_in_metrics_stats_and_status_and_in_the_backends_counts() {
+    if !privileged() {
+        return;
+    }
+    let _one = one_gateway_at_a_time();
+    let topo = Topology::new(1);
+    topo.set_peer_gro(true, true);
+    let mut gw = topo.start_gateway(&with_metrics(&fast_config(&topo)));
+    // The start's probes (and any late answer to them) are done and
+    // counted before the first sample.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = all_taken(&topo);
+    let stats_before = flowgatectl_json(&topo, &["stats"], "stats.json");
+
+    // One long UDP connection: after the first exchange its packets, both
+    // ways, are the fast path's; all 2 × QUERIES are the dns backend's.
+    one_udp_connection(&topo, &gw);
+    let program = counters(&topo);
+    assert!(sent(&program) >= QUERIES as u64, "{program:?}");
+    let after = all_taken(&topo);
+    let moved = after.moved(&before);
+    let forwarded = after.sum("flowgate_fast_path_forwarded_packets_total", &[]);
+    assert_eq!(forwarded, sent(&program) as f64, "{moved:#?}");
+    assert_eq!(
+        after.sum("flowgate_fast_path_packets_total", &[]),
+        forwarded,
+        "every packet the program forwarded is a worker's: {moved:#?}"
+    );
+    assert!(after.sum("flowgate_fast_path_forwarded_bytes_total", &[]) >= 42.0 * forwarded);
+    assert_eq!(
+        after.sum("flowgate_fast_path_bytes_total", &[]),
+        after.sum("flowgate_fast_path_forwarded_bytes_total", &[]),
+    );
+    assert_eq!(after.sum("flowgate_fast_path_on", &[]), 2.0, "{moved:#?}");
+    // The backend's figures count the connection's every packet, whoever
+    // forwarded it: they do not drop with the fast path on.
+    assert_eq!(
+        dns_packets(&after) - dns_packets(&before),
+        2.0 * QUERIES as f64,
+        "{moved:#?}"
+    );
+    // A connection from its first packet is a miss, then entries.
+    assert!(after.sum("flowgate_fast_path_handed_up_total", &["reason=\"miss\""]) >= 1.0);
+    assert!(
+        after.sum("flowgate_fast_path_entries", &[]) >= 2.0,
+        "{moved:#?}"
+    );
+
+    // TCP: the handshake and the close go up, by reason.
+    let load = http_load(&topo.client, web(), 20, 2, BUDGET);
+    assert_eq!(load.answered(), 20, "{:?}\n{}", load.failures, gw.log());
+    let tcp = Scrape::take(&topo.gateway);
+    let up = |reason: &str| {
+        tcp.sum(
+            "flowgate_fast_path_handed_up_total",
+            &[&format!("reason=\"{reason}\"")],
+        )
+    };
+    assert!(up("syn") >= 20.0, "{:#?}", tcp.moved(&after));
+    assert!(up("fin_rst") >= 20.0, "{:#?}", tcp.moved(&after));
+
+    control_api_shows_the_fast_path(&topo, forwarded as u64, &stats_before);
+    gw.assert_running();
+    gw.stop();
+}
+
+/// The fast path's figures through the control API, as JSON its schema
+/// takes and as text: at least `forwarded` packets, and the dns service's
+/// 2 × [`QUERIES`] since `stats_before`.
+fn control_api_shows_the_fast_path(topo: &Topology, forwarded: u64, stats_before: &Value) {
+    let stats = flowgatectl_json(topo, &["stats"], "stats.json");
+    let fast = &stats["fast_path"];
+    let program = counters(topo);
+    assert!(
+        fast["forwarded_packets"].as_u64().unwrap() >= forwarded,
+        "{stats}"
+    );
+    assert!(
+        fast["forwarded_packets"].as_u64().unwrap() <= sent(&program),
+        "{stats}"
+    );
+    assert!(fast["handed_up"]["syn"].as_u64().unwrap() >= 20, "{stats}");
+    let workers: u64 = stats["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["fast_path"]["packets"].as_u64().unwrap())
+        .sum();
+    assert!(workers >= forwarded, "{stats}");
+    let dns = |s: &Value| {
+        s["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "dns")
+            .unwrap()["packets"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(
+        dns(&stats) - dns(stats_before),
+        2 * QUERIES as u64,
+        "{stats}"
+    );
+    let status = flowgatectl_json(topo, &["status"], "status.json");
+    let summary = &status["dataplane"]["fast_path"];
+    assert_eq!(
+        summary["forwarding_on"],
+        serde_json::json!(["fg-client", "fg-backend"]),
+        "{status}"
+    );
+    assert!(summary["forwarded_packets"].as_u64().unwrap() >= forwarded);
+    let text = flowgatectl(topo, &["stats"]);
+    assert!(text.contains("bytes forwarded by XDP"), "{text}");
+    assert!(text.contains("FAST PKTS"), "{text}");
+    let text = flowgatectl(topo, &["status"]);
+    assert!(
+        text.contains("fast path   xdp on fg-client fg-backend"),
+        "{text}"
+    );
+}
+
+#[test]
+fn with_the_fast_path_off_the_workers_write_no_entry_and_nothing_shows_one() {
+    if !privileged() {
+        return;
+    }
+    let _one = one_gateway_at_a_time();
+    let topo = Topology::new(1);
+    topo.set_peer_gro(true, true);
+    let config = with_metrics(&topo.config(&[0])).replacen(
+        "[daemon]\n",
+        "[daemon]\nfast_path = \"off\"\n",
+        1,
+    );
+    let mut gw = topo.start_gateway(&config);
+    let before = Scrape::take(&topo.gateway);
+    one_udp_connection(&topo, &gw);
+    let load = http_load(&topo.client, web(), 20, 2, BUDGET);
+    assert_eq!(load.answered(), 20, "{:?}\n{}", load.failures, gw.log());
+    let after = Scrape::take(&topo.gateway);
+    let moved = after.moved(&before);
+    // No entry written, nothing forwarded or handed up by the program,
+    // and the backends count every packet the workers forwarded.
+    assert_eq!(
+        after.sum("flowgate_fast_path_entries", &[]),
+        0.0,
+        "{moved:#?}"
+    );
+    assert_eq!(after.sum("flowgate_fast_path_packets_total", &[]), 0.0);
+    assert!(
+        !after
+            .0
+            .keys()
+            .any(|k| k.starts_with("flowgate_fast_path_on")),
+        "{moved:#?}"
+    );
+    let program = counters(&topo);
+    assert_eq!(
+        sent(&program) + program.fast_miss + program.fast_handed_up,
+        0,
+        "{program:?}"
+    );
+    assert!(dns_packets(&after) - dns_packets(&before) >= 2.0 * QUERIES as f64);
+    let stats = flowgatectl_json(&topo, &["stats"], "stats.json");
+    assert!(stats.get("fast_path").is_none(), "{stats}");
+    assert!(stats["workers"][0].get("fast_path").is_none(), "{stats}");
+    let status = flowgatectl_json(&topo, &["status"], "status.json");
+    assert!(status["dataplane"].get("fast_path").is_none(), "{status}");
+    assert!(flowgatectl(&topo, &["status"]).contains("fast path   off"));
     gw.assert_running();
     gw.stop();
 }

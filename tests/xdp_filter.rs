@@ -665,6 +665,17 @@ fn difference(after: &XdpCounters, before: &XdpCounters) -> XdpCounters {
         dropped_bad_ip_checksum: after.dropped_bad_ip_checksum - before.dropped_bad_ip_checksum,
         dropped_vlan_not_configured: after.dropped_vlan_not_configured
             - before.dropped_vlan_not_configured,
+        fast_bytes: after.fast_bytes - before.fast_bytes,
+        fast_up: flowgate_dataplane::xdp::FastHandUps {
+            syn: after.fast_up.syn - before.fast_up.syn,
+            fin_rst: after.fast_up.fin_rst - before.fast_up.fin_rst,
+            options: after.fast_up.options - before.fast_up.options,
+            ttl: after.fast_up.ttl - before.fast_up.ttl,
+            length: after.fast_up.length - before.fast_up.length,
+            client_mac: after.fast_up.client_mac - before.fast_up.client_mac,
+            fragment: after.fast_up.fragment - before.fast_up.fragment,
+            icmp: after.fast_up.icmp - before.fast_up.icmp,
+        },
     }
 }
 

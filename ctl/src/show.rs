@@ -250,6 +250,21 @@ pub fn status(s: &StatusReply) -> String {
         plural(s.services, "service", "services"),
         plural(s.backends, "backend", "backends"),
     );
+    out.push_str(&match &d.fast_path {
+        None => "fast path   off\n".to_owned(),
+        Some(f) if f.forwarding_on.is_empty() => format!(
+            "fast path   xdp, forwarding on no interface (none can take XDP frames): \
+             {} entries, {} packets forwarded, {} handed up\n",
+            f.entries, f.forwarded_packets, f.handed_up
+        ),
+        Some(f) => format!(
+            "fast path   xdp on {}: {} entries, {} packets forwarded, {} handed up\n",
+            f.forwarding_on.join(" "),
+            f.entries,
+            f.forwarded_packets,
+            f.handed_up
+        ),
+    });
     out.push_str(if s.drained {
         "drained     yes: no VIP announced by BGP (flowgatectl fleet undrain announces them)\n"
     } else {
@@ -612,6 +627,48 @@ pub fn stats(r: &StatsReport) -> String {
             .collect::<Vec<_>>(),
         "",
     ));
+    out.push_str(&fast_path(r));
+    out
+}
+
+/// `stats`' kernel fast path: what the XDP program forwarded itself, per
+/// worker and in all, and what it handed up by reason (nothing when the
+/// daemon runs without it).
+fn fast_path(r: &StatsReport) -> String {
+    let Some(f) = &r.fast_path else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\nfast path: {} packets, {} bytes forwarded by XDP; {} entries; \
+         {} handed up\n",
+        f.forwarded_packets,
+        f.forwarded_bytes,
+        f.entries,
+        f.handed_up_total()
+    );
+    let mut rows = vec![["WORKER", "FAST PKTS", "FAST BYTES", "ENTRIES"]
+        .map(String::from)
+        .to_vec()];
+    for w in &r.workers {
+        if let Some(fp) = &w.fast_path {
+            rows.push(vec![
+                w.worker.to_string(),
+                fp.packets.to_string(),
+                fp.bytes.to_string(),
+                fp.entries.to_string(),
+            ]);
+        }
+    }
+    out.push_str(&table(&rows));
+    let up: Vec<String> = f
+        .handed_up
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(reason, n)| format!("{reason} {n}"))
+        .collect();
+    if !up.is_empty() {
+        out.push_str(&format!("handed up: {}\n", up.join(", ")));
+    }
     out
 }
 
@@ -1085,6 +1142,52 @@ mod tests {
     }
 
     #[test]
+    fn stats_show_the_fast_path_per_worker_and_its_hand_ups_by_reason() {
+        let mut report = StatsReport {
+            workers: vec![WorkerStats {
+                worker: 0,
+                core: Some(1),
+                counters: TrafficCounters::default(),
+                fast_path: Some(flowgate_api::WorkerFastPath {
+                    packets: 70,
+                    bytes: 7_000,
+                    entries: 4,
+                }),
+            }],
+            ..StatsReport::default()
+        };
+        assert!(!stats(&report).contains("fast path"));
+        report.fast_path = Some(flowgate_api::FastPathStats {
+            forwarded_packets: 70,
+            forwarded_bytes: 7_000,
+            handed_up: [
+                ("miss".to_owned(), 5),
+                ("fin_rst".to_owned(), 2),
+                ("ttl".to_owned(), 0),
+            ]
+            .into(),
+            entries: 4,
+        });
+        let text = stats(&report);
+        assert!(
+            text.contains(
+                "fast path: 70 packets, 7000 bytes forwarded by XDP; 4 entries; 7 handed up"
+            ),
+            "{text}"
+        );
+        let row = text
+            .lines()
+            .skip_while(|l| !l.contains("FAST PKTS"))
+            .nth(1)
+            .unwrap();
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            ["0", "70", "7000", "4"]
+        );
+        assert!(text.contains("handed up: fin_rst 2, miss 5\n"), "{text}");
+    }
+
+    #[test]
     fn rates_are_deltas_over_the_daemons_clock() {
         let sample = |ms: u64, packets: u64, drops: u64| StatsReport {
             generation: 3,
@@ -1115,7 +1218,9 @@ mod tests {
                     rx_packets: packets,
                     ..TrafficCounters::default()
                 },
+                fast_path: None,
             }],
+            fast_path: None,
         };
         let text = rates(&sample(1_000, 100, 1), &sample(3_000, 900, 5), 1.0);
         assert!(text.starts_with("generation 3, rates over 2.0s"), "{text}");

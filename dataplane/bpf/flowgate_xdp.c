@@ -81,7 +81,8 @@
 // XDP_TX when the egress port is this interface, otherwise
 // bpf_redirect_map to `fast_tx_ports`. The entry's last-seen time and
 // counters are updated. Everything else owned goes up to the socket as
-// without the fast path (counted as `fast_miss` or `fast_handed_up`):
+// without the fast path (counted as `fast_miss` or `fast_handed_up`, and
+// by reason, FAST_UP_*):
 //   - TCP with SYN, FIN or RST: the workers see every handshake and close;
 //   - IPv4 options, IPv6 extension headers, fragments (never looked up);
 //   - TTL or hop limit of 1 or 0 (the worker drops and counts them);
@@ -158,7 +159,22 @@ enum counter {
 	DROPPED_MULTICAST = 21,
 	DROPPED_BAD_IP_CHECKSUM = 22,
 	DROPPED_VLAN_NOT_CONFIGURED = 23,
-	COUNTER_COUNT = 24,
+	// The fast path's bytes forwarded (whole frames), and why owned
+	// traffic went up to a worker while the fast path was on: TCP SYN;
+	// FIN or RST; IPv4 options or IPv6 extension headers; TTL or hop
+	// limit 1 or 0; lengths the userspace parser refuses; a client MAC
+	// other than the entry's (these six are in FAST_HANDED_UP too); a
+	// fragment to a VIP address; an ICMP error about a connection.
+	FAST_BYTES = 24,
+	FAST_UP_SYN = 25,
+	FAST_UP_FIN_RST = 26,
+	FAST_UP_OPTIONS = 27,
+	FAST_UP_TTL = 28,
+	FAST_UP_LENGTH = 29,
+	FAST_UP_CLIENT_MAC = 30,
+	FAST_UP_FRAGMENT = 31,
+	FAST_UP_ICMP = 32,
+	COUNTER_COUNT = 33,
 };
 
 // A service or a backend: address (IPv4-mapped for IPv4), port in network
@@ -287,6 +303,15 @@ static __always_inline void count(__u32 index)
 
 	if (value)
 		*value += 1;
+}
+
+// Adds `n` to counter `index` (a byte count).
+static __always_inline void count_n(__u32 index, __u64 n)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &index);
+
+	if (value)
+		*value += n;
 }
 
 static __always_inline int pass(__u32 reason)
@@ -504,11 +529,30 @@ static __always_inline int fast_up(__u32 reason)
 	return FAST_UP;
 }
 
+// Handed up for `reason` (one of FAST_UP_SYN .. FAST_UP_CLIENT_MAC),
+// counted under it and under FAST_HANDED_UP.
+static __always_inline int fast_up_because(__u32 reason)
+{
+	count(reason);
+	return fast_up(FAST_HANDED_UP);
+}
+
+// Whether the fast path of this instance is on (owned traffic that never
+// reaches the lookup — fragments, ICMP errors — is counted as handed up
+// only then).
+static __always_inline int fast_on(void)
+{
+	__u32 zero = 0;
+	struct fast_config *cfg = bpf_map_lookup_elem(&fast_config, &zero);
+
+	return cfg && cfg->partitions;
+}
+
 // Whether the headers of this plain (no options, no extension headers)
 // TCP/UDP packet are ones the fast path may forward: lengths the
 // userspace parser accepts, TTL above 1, and for TCP no SYN, FIN or RST.
-// Sets *ip_end, *ttl.
-static __always_inline int fast_eligible(struct l3_result *r, void *end)
+// 0 when they are, otherwise the FAST_UP_* counter of why not.
+static __always_inline __u32 fast_eligible(struct l3_result *r, void *end)
 {
 	void *ip_end;
 	__u8 ttl;
@@ -517,7 +561,7 @@ static __always_inline int fast_eligible(struct l3_result *r, void *end)
 		struct ipv6hdr *ip6 = r->l3;
 
 		if ((void *)(ip6 + 1) > end)
-			return 0;
+			return FAST_UP_LENGTH;
 		ip_end = (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len);
 		ttl = ip6->hop_limit;
 	} else {
@@ -525,34 +569,42 @@ static __always_inline int fast_eligible(struct l3_result *r, void *end)
 		__u16 total;
 
 		if ((void *)(ip + 1) > end)
-			return 0;
+			return FAST_UP_LENGTH;
 		total = bpf_ntohs(ip->tot_len);
 		if (total < sizeof(*ip))
-			return 0;
+			return FAST_UP_LENGTH;
 		ip_end = (void *)ip + total;
 		ttl = ip->ttl;
 	}
-	if (ip_end > end || ttl <= 1)
-		return 0;
+	if (ip_end > end)
+		return FAST_UP_LENGTH;
+	if (ttl <= 1)
+		return FAST_UP_TTL;
 	if (r->dst.protocol == IPPROTO_TCP) {
 		struct tcp_head *tcp = r->l4;
 		__u32 header_len;
 
 		if ((void *)(tcp + 1) > end || (void *)(tcp + 1) > ip_end)
-			return 0;
+			return FAST_UP_LENGTH;
 		header_len = (tcp->offset >> 4) * 4;
 		if (header_len < sizeof(*tcp) || r->l4 + header_len > ip_end)
-			return 0;
-		return !(tcp->flags & (TCP_SYN | TCP_FIN | TCP_RST));
+			return FAST_UP_LENGTH;
+		if (tcp->flags & TCP_SYN)
+			return FAST_UP_SYN;
+		if (tcp->flags & (TCP_FIN | TCP_RST))
+			return FAST_UP_FIN_RST;
+		return 0;
 	}
 	{
 		struct udp_head *udp = r->l4;
 		__u16 len;
 
 		if ((void *)(udp + 1) > end || (void *)(udp + 1) > ip_end)
-			return 0;
+			return FAST_UP_LENGTH;
 		len = bpf_ntohs(udp->len);
-		return len >= sizeof(*udp) && r->l4 + len <= ip_end;
+		if (len < sizeof(*udp) || r->l4 + len > ip_end)
+			return FAST_UP_LENGTH;
+		return 0;
 	}
 }
 
@@ -705,18 +757,21 @@ static __always_inline int fast_forward(struct xdp_md *ctx, struct l3_result *r,
 	struct fast_entry *e = 0;
 	struct fast_config *cfg;
 	struct ports *ports;
-	__u32 zero = 0;
+	__u32 zero = 0, why;
 	int action;
 
 	cfg = bpf_map_lookup_elem(&fast_config, &zero);
 	if (!cfg || !cfg->partitions)
 		return FAST_UP; // off: not counted, as without a fast path
-	if (!r->plain || !fast_eligible(r, end))
-		return fast_up(FAST_HANDED_UP);
+	if (!r->plain)
+		return fast_up_because(FAST_UP_OPTIONS);
+	why = fast_eligible(r, end);
+	if (why)
+		return fast_up_because(why);
 
 	ports = r->l4;
 	if ((void *)(ports + 1) > end)
-		return fast_up(FAST_HANDED_UP);
+		return fast_up_because(FAST_UP_LENGTH);
 	__builtin_memcpy(k.key.src, r->src.addr, 16);
 	__builtin_memcpy(k.key.dst, r->dst.addr, 16);
 	k.key.sport = ports->src;
@@ -725,7 +780,7 @@ static __always_inline int fast_forward(struct xdp_md *ctx, struct l3_result *r,
 	if (!fast_lookup(cfg, &k, client_is_src, &w, &e) || !e)
 		return fast_up(FAST_MISS);
 	if (client_is_src && !fast_client_mac_ok(data, end, w.client_mac))
-		return fast_up(FAST_HANDED_UP);
+		return fast_up_because(FAST_UP_CLIENT_MAC);
 
 	// A port whose device would drop the frame: to the worker, which
 	// sends it through its socket.
@@ -743,6 +798,7 @@ static __always_inline int fast_forward(struct xdp_md *ctx, struct l3_result *r,
 	__sync_fetch_and_add(&e->packets, 1);
 	__sync_fetch_and_add(&e->bytes, (__u64)(end - data));
 	count(action == XDP_TX ? FAST_TX : FAST_REDIRECT);
+	count_n(FAST_BYTES, (__u64)(end - data));
 	return action;
 }
 
@@ -916,16 +972,25 @@ int flowgate_xdp(struct xdp_md *ctx)
 		return pass(why);
 
 	if (r.fragment) {
-		if (bpf_map_lookup_elem(&vip_addrs, r.dst.addr))
-			return refuse ? ingress_drop(refuse)
-				      : redirect_owned(ctx, REDIRECTED_VIP_FRAGMENT);
+		if (bpf_map_lookup_elem(&vip_addrs, r.dst.addr)) {
+			if (refuse)
+				return ingress_drop(refuse);
+			if (fast_on())
+				count(FAST_UP_FRAGMENT);
+			return redirect_owned(ctx, REDIRECTED_VIP_FRAGMENT);
+		}
 		return pass(PASSED_FRAGMENT);
 	}
 	if (r.dst.protocol != IPPROTO_TCP && r.dst.protocol != IPPROTO_UDP) {
 		__u32 about;
 
-		if (icmp_error_owned(&r, end, &about))
-			return refuse ? ingress_drop(refuse) : redirect_owned(ctx, about);
+		if (icmp_error_owned(&r, end, &about)) {
+			if (refuse)
+				return ingress_drop(refuse);
+			if (fast_on())
+				count(FAST_UP_ICMP);
+			return redirect_owned(ctx, about);
+		}
 		return pass(PASSED_NOT_TCP_UDP);
 	}
 

@@ -60,8 +60,9 @@ pub use reply::{
     PathView, PathsReply, Reply, Response, ServiceView, ServicesReply, StatusReply, MAX_NOT_UP,
 };
 pub use report::{
-    BackendStats, FlowEntry, InterfaceInfo, Refusals, RouteStats, ServiceStats, StatsReport,
-    StatusReport, TrafficCounters, WorkerInfo, WorkerStats,
+    BackendStats, FastPathStats, FastPathSummary, FlowEntry, InterfaceInfo, Refusals, RouteStats,
+    ServiceStats, StatsReport, StatusReport, TrafficCounters, WorkerFastPath, WorkerInfo,
+    WorkerStats,
 };
 pub use request::{
     ApplyConfig, BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, Batch,

@@ -21,6 +21,26 @@ pub struct StatusReport {
     pub workers: Vec<WorkerInfo>,
     /// The interfaces, in port order.
     pub interfaces: Vec<InterfaceInfo>,
+    /// The kernel fast path, when the daemon runs it (left out: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<FastPathSummary>,
+}
+
+/// `status`: the kernel fast path (`fast_path = "xdp"`) in a few figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FastPathSummary {
+    /// The interfaces whose XDP program forwards from the cache now (an
+    /// interface missing here: none of the ports it would send to can
+    /// take XDP frames, and its packets go to the workers).
+    pub forwarding_on: Vec<String>,
+    /// Connection directions in the caches now (two per connection).
+    pub entries: u64,
+    /// Packets the XDP program forwarded itself since start.
+    pub forwarded_packets: u64,
+    /// Owned packets it handed up to the workers since start, all
+    /// reasons.
+    pub handed_up: u64,
 }
 
 /// One worker thread.
@@ -78,6 +98,52 @@ pub struct StatsReport {
     pub services: Vec<ServiceStats>,
     /// Per worker.
     pub workers: Vec<WorkerStats>,
+    /// The kernel fast path's counters, when the daemon runs it (left
+    /// out: off). Its packets are also in each backend's and service's
+    /// `packets` and `bytes`, which count the traffic of the connections,
+    /// whoever forwarded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<FastPathStats>,
+}
+
+/// `stats`: what the kernel fast path did, all interfaces summed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FastPathStats {
+    /// Packets the XDP program forwarded itself.
+    pub forwarded_packets: u64,
+    /// Bytes of those packets (whole frames).
+    pub forwarded_bytes: u64,
+    /// Owned packets handed up to the workers, by reason: `miss` (no
+    /// entry, or one being written), `no_egress` (the egress port cannot
+    /// take XDP frames now), `syn`, `fin_rst`, `ip_options` (IPv4 options
+    /// or IPv6 extension headers), `ttl`, `length` (lengths the worker
+    /// refuses), `client_mac` (another client MAC than the entry's),
+    /// `fragment`, `icmp_error`. Every reason is present.
+    pub handed_up: BTreeMap<String, u64>,
+    /// Connection directions in the caches now (two per connection).
+    pub entries: u64,
+}
+
+impl FastPathStats {
+    /// Packets handed up, all reasons.
+    pub fn handed_up_total(&self) -> u64 {
+        self.handed_up.values().sum()
+    }
+}
+
+/// One worker's share of the kernel fast path: what the XDP program
+/// forwarded on the connections the worker owns, as the worker took it
+/// from its cache entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerFastPath {
+    /// Packets forwarded.
+    pub packets: u64,
+    /// Bytes of those packets (whole frames).
+    pub bytes: u64,
+    /// The worker's entries in the caches now.
+    pub entries: u64,
 }
 
 impl StatsReport {
@@ -143,8 +209,12 @@ pub struct WorkerStats {
     /// Its core (none, left out: not pinned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub core: Option<usize>,
-    /// Its counters.
+    /// Its counters (of the frames it handled itself).
     pub counters: TrafficCounters,
+    /// What the kernel fast path forwarded for its connections, when the
+    /// daemon runs the fast path (left out: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<WorkerFastPath>,
 }
 
 /// One service's traffic.
@@ -288,6 +358,7 @@ mod tests {
             worker,
             core: None,
             counters,
+            fast_path: None,
         };
         let mut report = StatsReport {
             totals: counters(99, &[("stale", 99)]),

@@ -382,6 +382,7 @@ impl Dataplane for MemoryDataplane {
                     worker,
                     core: *core,
                     counters: traffic_counters(&counters.snapshot(), 0),
+                    fast_path: None,
                 })
                 .collect(),
             ..StatsReport::default()

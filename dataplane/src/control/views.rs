@@ -69,6 +69,7 @@ pub fn status_report(generation: u64, uptime_s: u64) -> StatusReport {
         uptime_s,
         workers: Vec::new(),
         interfaces: Vec::new(),
+        fast_path: None,
     }
 }
 
@@ -172,11 +173,13 @@ mod tests {
                     worker: 0,
                     core: Some(0),
                     counters: traffic_counters(&a.snapshot(), 7),
+                    fast_path: None,
                 },
                 WorkerStats {
                     worker: 1,
                     core: Some(1),
                     counters: traffic_counters(&b.snapshot(), 3),
+                    fast_path: None,
                 },
             ],
             ..StatsReport::default()

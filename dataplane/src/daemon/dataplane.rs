@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use flowgate_api::{
-    BackendStats, FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport, WorkerInfo,
-    WorkerStats,
+    BackendStats, FastPathStats, FastPathSummary, FlowEntry, InterfaceInfo, ServiceStats,
+    StatsReport, StatusReport, WorkerFastPath, WorkerInfo, WorkerStats,
 };
 
 use super::flow_query::{self, FlowQueryClient};
@@ -24,7 +24,7 @@ use crate::control::{
     Dataplane,
 };
 use crate::flow::{FlowFilter, FlowRecord};
-use crate::metrics::{MetricsCollector, MetricsSample, RingStats};
+use crate::metrics::{FastPathInterface, MetricsCollector, MetricsSample, RingStats};
 use crate::port::xsk::XskStatsReader;
 use crate::rules::Config;
 use crate::table::Snapshot;
@@ -139,8 +139,46 @@ impl DaemonDataplane {
             .collect();
         let mut sample = lock(&self.collector).collect(&snapshot, rings);
         sample.health = self.health.samples();
+        sample.fast_path = self.fast_path_interfaces();
         (sample, snapshot)
     }
+
+    /// The XDP program's fast-path counters per interface (per-CPU
+    /// counters summed here, one map read per counter); `None` when the
+    /// daemon runs without the fast path.
+    fn fast_path_interfaces(&self) -> Option<Vec<FastPathInterface>> {
+        self.gateway.with_filters(|filters| {
+            let interfaces: Vec<FastPathInterface> = filters
+                .iter()
+                .filter_map(|f| {
+                    let config = f.fast_config()?;
+                    Some(FastPathInterface {
+                        interface: f.interface().to_owned(),
+                        on: config.egress_ready != 0,
+                        counters: f.counters(),
+                    })
+                })
+                .collect();
+            (!interfaces.is_empty()).then_some(interfaces)
+        })
+    }
+}
+
+/// `stats`' fast-path figures: the program's counters summed over the
+/// interfaces, and the workers' entries.
+fn fast_path_stats(interfaces: &[FastPathInterface], entries: u64) -> FastPathStats {
+    let mut stats = FastPathStats {
+        entries,
+        ..FastPathStats::default()
+    };
+    for i in interfaces {
+        stats.forwarded_packets += i.counters.fast_forwarded();
+        stats.forwarded_bytes += i.counters.fast_bytes;
+        for (reason, n) in i.handed_up() {
+            *stats.handed_up.entry(reason.to_owned()).or_default() += n;
+        }
+    }
+    stats
 }
 
 /// One socket's statistics; none if the kernel would not give them.
@@ -227,6 +265,20 @@ impl Dataplane for DaemonDataplane {
 
     fn status(&self) -> StatusReport {
         let snapshot = self.gateway.snapshot();
+        let fast_path = self.fast_path_interfaces().map(|interfaces| {
+            let entries = lock(&self.collector).fast_path_entries();
+            let stats = fast_path_stats(&interfaces, entries);
+            FastPathSummary {
+                forwarding_on: interfaces
+                    .iter()
+                    .filter(|i| i.on)
+                    .map(|i| i.interface.clone())
+                    .collect(),
+                entries,
+                forwarded_packets: stats.forwarded_packets,
+                handed_up: stats.handed_up_total(),
+            }
+        });
         let mut report = status_report(snapshot.generation(), self.started.elapsed().as_secs());
         report.workers = self
             .workers
@@ -238,6 +290,7 @@ impl Dataplane for DaemonDataplane {
             })
             .collect();
         report.interfaces = self.interfaces.clone();
+        report.fast_path = fast_path;
         // The MAC each interface sends from now (the kernel's, followed
         // while running, where the config gives none).
         for (port, info) in report.interfaces.iter_mut().enumerate() {
@@ -265,8 +318,17 @@ impl Dataplane for DaemonDataplane {
                 worker: w.worker,
                 core: w.core,
                 counters: traffic_counters(&w.counters, w.connections),
+                fast_path: sample.fast_path.as_ref().map(|_| WorkerFastPath {
+                    packets: w.fast_path.packets,
+                    bytes: w.fast_path.bytes,
+                    entries: w.fast_path.entries,
+                }),
             })
             .collect();
+        report.fast_path = sample.fast_path.as_deref().map(|interfaces| {
+            let entries = sample.workers.iter().map(|w| w.fast_path.entries).sum();
+            fast_path_stats(interfaces, entries)
+        });
         report.sum_workers();
         let backend_totals = sample.backend_totals();
         let service_totals = sample.service_totals();

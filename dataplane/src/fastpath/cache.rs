@@ -20,6 +20,13 @@ use super::layout::{
 pub trait EntryMemory: Send + Sync {
     /// The entries, [`ENTRY_WORDS`] words each, back to back.
     fn words(&self) -> &[AtomicU64];
+
+    /// Whether whatever reads the entries looks them up now: the workers
+    /// write entries into a cache only while it does (a program instance
+    /// with its fast path off would never read them). Always, by default.
+    fn takes_entries(&self) -> bool {
+        true
+    }
 }
 
 /// A cache's entries on the heap: for tests, benches and fuzzing, where
@@ -116,6 +123,10 @@ pub struct FastPathStats {
     /// Connections ready for the cache that the pending queue could not
     /// take (they are offered again on their next packet here).
     pub pending_dropped: u64,
+    /// Directions not written because the program instance of their
+    /// ingress port has its fast path off (their packets all go to the
+    /// worker, which offers the connection again then).
+    pub instance_off: u64,
     /// Entries live now (two per connection).
     pub live_entries: u64,
 }
@@ -135,6 +146,12 @@ pub struct FastPath {
     owners: Vec<Vec<u32>>,
     /// Per connection record: where its two entries are.
     placed: Vec<[Option<Slot>; 2]>,
+    /// Per connection record: the program's packets and bytes not yet
+    /// reported are the counters of its live entries plus this (wrapping:
+    /// the counts of its freed entries minus what was reported).
+    unreported: Vec<[u64; 2]>,
+    /// Where the next [`traffic_walk`](Self::traffic_walk) starts.
+    walk_cursor: usize,
     pending: Vec<u32>,
     /// CLOCK_MONOTONIC (the program's clock) at the worker's time 0.
     kernel_epoch_ns: u64,
@@ -180,6 +197,8 @@ impl FastPath {
             caches,
             owners,
             placed: vec![[None, None]; records],
+            unreported: vec![[0, 0]; records],
+            walk_cursor: 0,
             pending: Vec::with_capacity(PENDING),
             kernel_epoch_ns,
             stats: FastPathStats::default(),
@@ -208,13 +227,22 @@ impl FastPath {
     /// Writes connection `record`'s two entries (client → VIP first, then
     /// backend → client). Entries already in place for the same tuples are
     /// updated where they are, keeping their counters. If either cannot be
-    /// placed, the connection gets none and stays with the worker.
+    /// placed, the connection gets none and stays with the worker. A
+    /// direction whose ingress port's program instance has its fast path
+    /// off is not written (nor kept); false if that leaves none.
     pub fn install(&mut self, record: u32, rewrites: &[DirectionRewrite; 2]) -> bool {
         let Some(placed) = self.placed.get(record as usize).copied() else {
             return false;
         };
         let mut changed = false;
+        let mut written = false;
         for (direction, rewrite) in rewrites.iter().enumerate() {
+            if self.port_is_off(rewrite.ingress_port) {
+                self.free(record, direction);
+                self.stats.instance_off += 1;
+                continue;
+            }
+            written = true;
             let fields = rewrite.field_words();
             if let Some(slot) = placed[direction] {
                 if self.key_at(slot) == Some(rewrite.key.words())
@@ -243,7 +271,17 @@ impl FastPath {
         if changed {
             self.stats.installed += 1;
         }
-        true
+        written
+    }
+
+    /// Whether `port` has a cache whose program instance does not look
+    /// entries up now (a port without a cache is not: its connections
+    /// are unplaceable).
+    fn port_is_off(&self, port: u16) -> bool {
+        self.caches
+            .get(usize::from(port))
+            .and_then(Option::as_ref)
+            .is_some_and(|c| !c.takes_entries())
     }
 
     /// Takes connection `record`'s entries out (nothing if it has none).
@@ -295,11 +333,54 @@ impl FastPath {
         })
     }
 
+    /// Packets and bytes the program forwarded for connection `record`
+    /// that were not yet taken: its live entries' counts since the last
+    /// call, and the last counts of entries freed since. Each packet is
+    /// taken once, so the worker can add them to its per-backend counters.
+    pub fn take_traffic(&mut self, record: u32) -> (u64, u64) {
+        let Some(placed) = self.placed.get(record as usize).copied() else {
+            return (0, 0);
+        };
+        let live = placed.iter().flatten().fold([0u64; 2], |[p, b], &slot| {
+            [
+                p.wrapping_add(self.word_at(slot, offset::PACKETS).unwrap_or(0)),
+                b.wrapping_add(self.word_at(slot, offset::BYTES).unwrap_or(0)),
+            ]
+        });
+        let Some(base) = self.unreported.get_mut(record as usize) else {
+            return (0, 0);
+        };
+        let taken = (live[0].wrapping_add(base[0]), live[1].wrapping_add(base[1]));
+        *base = [0u64.wrapping_sub(live[0]), 0u64.wrapping_sub(live[1])];
+        taken
+    }
+
+    /// The records whose traffic the next bounded step of a round-robin
+    /// walk should take ([`take_traffic`](Self::take_traffic)): up to
+    /// `budget` records from where the last step stopped, wrapping round.
+    pub fn traffic_walk(&mut self, budget: usize) -> std::ops::Range<usize> {
+        let len = self.placed.len();
+        if self.walk_cursor >= len {
+            self.walk_cursor = 0;
+        }
+        let start = self.walk_cursor;
+        let end = start.saturating_add(budget).min(len);
+        self.walk_cursor = end;
+        start..end
+    }
+
+    /// Whether connection `record` may have traffic to take: it has
+    /// entries, or had some whose last counts were not taken.
+    #[inline]
+    pub fn has_traffic(&self, record: u32) -> bool {
+        self.is_installed(record) || self.unreported.get(record as usize) != Some(&[0, 0])
+    }
+
     /// Notes that connection `record` is ready for the cache; the next
     /// [`take_pending`](Self::take_pending) hands it out once.
     #[inline]
     pub fn offer(&mut self, record: u32) {
-        if self.pending.last() == Some(&record) {
+        if self.pending.last() == Some(&record) || !self.any_takes_entries() {
             return;
         }
         if self.pending.len() < PENDING {
@@ -307,6 +388,13 @@ impl FastPath {
         } else {
             self.stats.pending_dropped += 1;
         }
+    }
+
+    /// Whether any cache's program instance looks entries up now (with
+    /// none, nothing is worth queueing).
+    #[inline]
+    fn any_takes_entries(&self) -> bool {
+        self.caches.iter().flatten().any(|c| c.takes_entries())
     }
 
     /// The connections offered since the last call (the vector is handed
@@ -393,6 +481,13 @@ impl FastPath {
         else {
             return;
         };
+        // The entry's last counts stay the record's to take.
+        let packets = self.word_at(slot, offset::PACKETS).unwrap_or(0);
+        let bytes = self.word_at(slot, offset::BYTES).unwrap_or(0);
+        if let Some(base) = self.unreported.get_mut(record as usize) {
+            base[0] = base[0].wrapping_add(packets);
+            base[1] = base[1].wrapping_add(bytes);
+        }
         self.publish(slot, &[], STATE_FREED, false);
         self.set_owner(slot, NO_RECORD);
         self.stats.live_entries = self.stats.live_entries.saturating_sub(1);
@@ -670,6 +765,105 @@ mod tests {
         assert_eq!((seq2 % 2, state), (0, STATE_FREED));
         assert!(seq2 > seq1);
         assert!(FastKey(rewrites(1)[0].key.0).hash() != 0);
+    }
+
+    #[test]
+    fn the_programs_traffic_is_taken_once_including_that_of_freed_entries() {
+        let (mut fp, _) = fast_path(1, 0, 64);
+        let r = rewrites(40000);
+        assert!(fp.install(4, &r));
+        assert!(!fp.has_traffic(5));
+        let count = |fp: &FastPath, direction: usize, packets: u64, bytes: u64| {
+            let e = fp.entry(fp.placed[4][direction].unwrap()).unwrap();
+            e[offset::PACKETS / 8].fetch_add(packets, Ordering::Relaxed);
+            e[offset::BYTES / 8].fetch_add(bytes, Ordering::Relaxed);
+        };
+        count(&fp, 0, 3, 300);
+        count(&fp, 1, 2, 100);
+        assert_eq!(fp.take_traffic(4), (5, 400));
+        assert_eq!(fp.take_traffic(4), (0, 0));
+        count(&fp, 1, 1, 60);
+        assert_eq!(fp.take_traffic(4), (1, 60));
+        // Packets counted before the entries are freed are still taken.
+        count(&fp, 0, 4, 40);
+        fp.remove(4);
+        assert!(fp.has_traffic(4));
+        assert_eq!(fp.take_traffic(4), (4, 40));
+        assert!(!fp.has_traffic(4));
+        // The record's next connection starts from zero, in slots whose
+        // counters the fresh install zeroed.
+        assert!(fp.install(4, &rewrites(40001)));
+        assert_eq!(fp.take_traffic(4), (0, 0));
+        // The walk goes round every record in bounded steps.
+        assert_eq!(fp.traffic_walk(40), 0..40);
+        assert_eq!(fp.traffic_walk(40), 40..64);
+        assert_eq!(fp.traffic_walk(40), 0..40);
+    }
+
+    /// Heap entries whose reader can be switched off, as a program
+    /// instance's fast path is.
+    struct Switchable {
+        heap: HeapEntries,
+        on: std::sync::atomic::AtomicBool,
+    }
+
+    impl EntryMemory for Switchable {
+        fn words(&self) -> &[AtomicU64] {
+            self.heap.words()
+        }
+        fn takes_entries(&self) -> bool {
+            self.on.load(Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn nothing_is_written_into_a_cache_whose_program_instance_is_off() {
+        let geometry = CacheGeometry::new(1, 64);
+        let caches: Vec<Arc<Switchable>> = (0..2)
+            .map(|_| {
+                Arc::new(Switchable {
+                    heap: HeapEntries::new(geometry.entries()),
+                    on: false.into(),
+                })
+            })
+            .collect();
+        let memories = caches
+            .iter()
+            .map(|c| Some(c.clone() as Arc<dyn EntryMemory>))
+            .collect();
+        let mut fp = FastPath::new(geometry, 0, memories, 64, 0);
+        let written = |c: &Switchable| {
+            c.heap
+                .words()
+                .iter()
+                .any(|w| w.load(Ordering::Relaxed) != 0)
+        };
+        // Both off: no offer is even queued, no entry written.
+        fp.offer(1);
+        assert!(fp.take_pending().is_empty());
+        let r = rewrites(40000);
+        assert!(!fp.install(1, &r));
+        assert!(!written(&caches[0]) && !written(&caches[1]));
+        assert_eq!(fp.stats().instance_off, 2);
+        // Port 1's instance on: only the direction arriving there.
+        caches[1].on.store(true, Ordering::Relaxed);
+        fp.offer(1);
+        assert_eq!(fp.take_pending(), vec![1]);
+        assert!(fp.install(1, &r));
+        assert!(!written(&caches[0]));
+        assert!(probe(&caches[1].heap, geometry, &r[1]).is_some());
+        assert_eq!(fp.stats().live_entries, 1);
+        // Both on: the connection gets its two entries.
+        caches[0].on.store(true, Ordering::Relaxed);
+        assert!(fp.install(1, &r));
+        assert!(probe(&caches[0].heap, geometry, &r[0]).is_some());
+        assert_eq!(fp.stats().live_entries, 2);
+        // Port 0's instance off again: its entry is taken out at the
+        // connection's next install.
+        caches[0].on.store(false, Ordering::Relaxed);
+        assert!(fp.install(1, &r));
+        assert!(probe(&caches[0].heap, geometry, &r[0]).is_none());
+        assert_eq!(fp.stats().live_entries, 1);
     }
 
     #[test]

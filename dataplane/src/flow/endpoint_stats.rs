@@ -100,6 +100,29 @@ pub struct FlowCounters {
     connections: AtomicU64,
     capacity: u64,
     endpoints: ArcSwap<Arc<[EndpointStats]>>,
+    fast: FastTraffic,
+}
+
+/// What the kernel fast path forwarded for one worker's connections, as
+/// the worker took it from the cache's entries (also counted in each
+/// backend's packets and bytes).
+#[derive(Debug, Default)]
+struct FastTraffic {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    /// Entries the worker has in the caches now (two per connection).
+    entries: AtomicU64,
+}
+
+/// [`FlowCounters::fast_path`]: one worker's share of the kernel fast path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FastPathValues {
+    /// Packets the fast path forwarded on the worker's connections.
+    pub packets: u64,
+    /// Bytes of those packets (whole frames).
+    pub bytes: u64,
+    /// Entries the worker has in the caches now (a gauge).
+    pub entries: u64,
 }
 
 impl FlowCounters {
@@ -108,6 +131,18 @@ impl FlowCounters {
             connections: AtomicU64::new(0),
             capacity: capacity as u64,
             endpoints: ArcSwap::from_pointee(Arc::from(Vec::new())),
+            fast: FastTraffic::default(),
+        }
+    }
+
+    /// What the kernel fast path forwarded for this worker's connections
+    /// (taken from the cache a bounded step per poll, so it trails the
+    /// program by at most a round of the worker's walk).
+    pub fn fast_path(&self) -> FastPathValues {
+        FastPathValues {
+            packets: self.fast.packets.load(Relaxed),
+            bytes: self.fast.bytes.load(Relaxed),
+            entries: self.fast.entries.load(Relaxed),
         }
     }
 
@@ -239,6 +274,23 @@ impl EndpointAccounts {
                 lanes.close(endpoint);
             }
         }
+    }
+
+    /// The kernel fast path forwarded `packets` packets of `bytes` bytes
+    /// on connections to `endpoint`: counted for the endpoint as the
+    /// worker's own, and in the worker's fast-path totals.
+    pub(super) fn fast_traffic(&self, endpoint: u32, packets: u64, bytes: u64) {
+        if let Some(s) = self.slots.get(endpoint as usize) {
+            add(&s.packets, packets);
+            add(&s.bytes, bytes);
+        }
+        add(&self.shared.fast.packets, packets);
+        add(&self.shared.fast.bytes, bytes);
+    }
+
+    /// Publishes how many entries the worker has in the caches.
+    pub(super) fn set_fast_entries(&self, n: u64) {
+        self.shared.fast.entries.store(n, Relaxed);
     }
 
     /// A packet of `bytes` bytes was forwarded on a connection to

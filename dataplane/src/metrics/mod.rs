@@ -47,8 +47,8 @@ mod server;
 pub use changes::{ChangeCounters, ChangeSource, ChangeValues, RefusalReason};
 pub use render::{render, CONTENT_TYPE};
 pub use sample::{
-    BackendInfo, LoopValues, MetricsCollector, MetricsSample, RingStats, ServiceInfo,
-    WorkerMetrics, WorkerSample,
+    BackendInfo, FastPathInterface, LoopValues, MetricsCollector, MetricsSample, RingStats,
+    ServiceInfo, WorkerMetrics, WorkerSample,
 };
 
 /// A service's routing counters as the API reports them: `None` for a

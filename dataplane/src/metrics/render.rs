@@ -29,6 +29,7 @@ pub fn render(sample: &MetricsSample, snapshot: &Snapshot) -> String {
     etcd(&mut out, sample);
     fleet(&mut out, sample);
     workers(&mut out, sample);
+    fast_path(&mut out, sample);
     services(&mut out, sample);
     admission(&mut out, sample);
 
@@ -441,6 +442,83 @@ fn workers(out: &mut Exposition, sample: &MetricsSample) {
         out.family(name, Kind::Gauge, help);
         for w in &sample.workers {
             out.series(name, &[("worker", &w.worker.to_string())], field(w));
+        }
+    }
+}
+
+/// The kernel fast path: per worker, what the XDP program forwarded on
+/// its connections (as the worker took it from its cache entries, and
+/// also in the backends' counters); per interface, the program's own
+/// counts (read from its per-CPU counters at the scrape).
+fn fast_path(out: &mut Exposition, sample: &MetricsSample) {
+    type Field = fn(&WorkerSample) -> u64;
+    let per_worker: [(&str, Kind, &str, Field); 3] = [
+        (
+            "flowgate_fast_path_packets_total",
+            Kind::Counter,
+            "Packets the kernel fast path (XDP) forwarded on the worker's connections \
+             (also in flowgate_backend_packets_total).",
+            |w| w.fast_path.packets,
+        ),
+        (
+            "flowgate_fast_path_bytes_total",
+            Kind::Counter,
+            "Bytes of the packets the kernel fast path forwarded on the worker's connections.",
+            |w| w.fast_path.bytes,
+        ),
+        (
+            "flowgate_fast_path_entries",
+            Kind::Gauge,
+            "Connection directions the worker has in the fast path's caches.",
+            |w| w.fast_path.entries,
+        ),
+    ];
+    for (name, kind, help, field) in per_worker {
+        out.family(name, kind, help);
+        for w in &sample.workers {
+            out.series(name, &[("worker", &w.worker.to_string())], field(w));
+        }
+    }
+    let interfaces = sample.fast_path.as_deref().unwrap_or(&[]);
+    let name = "flowgate_fast_path_on";
+    out.family(
+        name,
+        Kind::Gauge,
+        "1 while the interface's XDP program forwards from the fast path's cache, 0 while \
+         it hands everything up (no egress port can take XDP frames).",
+    );
+    for i in interfaces {
+        out.series(name, &[("interface", &i.interface)], u64::from(i.on));
+    }
+    type Program = fn(&crate::xdp::XdpCounters) -> u64;
+    let program: [(&str, &str, Program); 2] = [
+        (
+            "flowgate_fast_path_forwarded_packets_total",
+            "Packets the interface's XDP program forwarded itself (XDP_TX or redirect).",
+            |c| c.fast_forwarded(),
+        ),
+        (
+            "flowgate_fast_path_forwarded_bytes_total",
+            "Bytes of the packets the interface's XDP program forwarded itself.",
+            |c| c.fast_bytes,
+        ),
+    ];
+    for (name, help, field) in program {
+        out.family(name, Kind::Counter, help);
+        for i in interfaces {
+            out.series(name, &[("interface", &i.interface)], field(&i.counters));
+        }
+    }
+    let name = "flowgate_fast_path_handed_up_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Owned packets the interface's XDP program handed up to the workers with the fast \
+         path on, by reason.",
+    );
+    for i in interfaces {
+        for (reason, n) in i.handed_up() {
+            out.series(name, &[("interface", &i.interface), ("reason", reason)], n);
         }
     }
 }
@@ -930,6 +1008,11 @@ mod tests {
                 EndpointValues::default(),
             ],
             routes: vec![route_values(packets)],
+            fast_path: crate::flow::FastPathValues {
+                packets: 10 * packets,
+                bytes: 1_000 * packets,
+                entries: 2,
+            },
             loop_values: (w == 1).then_some(LoopValues {
                 generation: 9,
                 handed_out: 3,
@@ -982,6 +1065,26 @@ mod tests {
             health: health_samples(),
             etcd: None,
             drained: None,
+            fast_path: Some(vec![fast_path_interface()]),
+        }
+    }
+
+    /// The fast path's program on the client interface.
+    fn fast_path_interface() -> crate::metrics::FastPathInterface {
+        crate::metrics::FastPathInterface {
+            interface: "fg-client".into(),
+            on: true,
+            counters: crate::xdp::XdpCounters {
+                fast_tx: 4,
+                fast_redirect: 6,
+                fast_bytes: 1_000,
+                fast_miss: 2,
+                fast_up: crate::xdp::FastHandUps {
+                    fin_rst: 3,
+                    ..crate::xdp::FastHandUps::default()
+                },
+                ..crate::xdp::XdpCounters::default()
+            },
         }
     }
 
@@ -1097,6 +1200,9 @@ mod tests {
                 "flowgate_backend_check_latency_seconds_sum",
                 "flowgate_backend_check_latency_seconds_count",
             ];
+            if name.starts_with("flowgate_fast_path_") && labels.contains_key("interface") {
+                continue; // per interface: the XDP program's own
+            }
             assert_eq!(
                 !global.contains(&name.as_str()),
                 labels.contains_key("worker"),
@@ -1374,6 +1480,40 @@ mod tests {
         let (series, types) = check(&render(&sample, &Snapshot::empty()));
         assert_eq!(types["flowgate_config_changes_refused_total"], "counter");
         assert!(find(&series, "flowgate_config_changes_refused_total", &[]).is_empty());
+    }
+
+    #[test]
+    fn the_fast_path_is_shown_per_worker_and_per_interface_by_reason() {
+        let (series, types) = check(&render(&sample(), &Snapshot::empty()));
+        assert_eq!(types["flowgate_fast_path_entries"], "gauge");
+        let one = |name: &str, labels: &[(&str, &str)]| {
+            let found = find(&series, name, labels);
+            assert_eq!(found.len(), 1, "{name} {labels:?}");
+            found[0].2
+        };
+        assert_eq!(
+            one("flowgate_fast_path_packets_total", &[("worker", "1")]),
+            70
+        );
+        assert_eq!(
+            one("flowgate_fast_path_bytes_total", &[("worker", "0")]),
+            5_000
+        );
+        let client = ("interface", "fg-client");
+        assert_eq!(one("flowgate_fast_path_on", &[client]), 1);
+        assert_eq!(
+            one("flowgate_fast_path_forwarded_packets_total", &[client]),
+            10
+        );
+        assert_eq!(
+            one("flowgate_fast_path_forwarded_bytes_total", &[client]),
+            1_000
+        );
+        let up = "flowgate_fast_path_handed_up_total";
+        assert_eq!(one(up, &[client, ("reason", "miss")]), 2);
+        assert_eq!(one(up, &[client, ("reason", "fin_rst")]), 3);
+        assert_eq!(one(up, &[client, ("reason", "icmp_error")]), 0);
+        assert_eq!(find(&series, up, &[client]).len(), 10, "every reason");
     }
 
     #[test]

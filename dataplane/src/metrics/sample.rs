@@ -25,13 +25,14 @@ use serde::Serialize;
 
 use super::changes::{ChangeCounters, ChangeValues};
 use crate::admission::{AdmissionCounters, AdmissionValues, ServiceRefusals};
-use crate::flow::{EndpointValues, FlowCounters, FlowTable};
+use crate::flow::{EndpointValues, FastPathValues, FlowCounters, FlowTable};
 use crate::pipeline::{
     CounterValues, Pipeline, PipelineCounters, RouteCounterValues, RouteCounters,
 };
 use crate::table::{EndpointId, ServiceId, Snapshot};
 use crate::wire::bytes_to_addr;
 use crate::worker::{Worker, WorkerCounters};
+use crate::xdp::XdpCounters;
 
 /// What the daemon keeps of one worker: `Arc`s to the counters it writes.
 #[derive(Clone, Debug)]
@@ -208,6 +209,36 @@ pub struct WorkerSample {
     /// Per service, in the order of [`MetricsSample::services`]: the new
     /// flows its limits refused on this worker, by reason.
     pub refusals: Vec<AdmissionValues>,
+    /// What the kernel fast path forwarded for its connections (zero
+    /// without one).
+    pub fast_path: FastPathValues,
+}
+
+/// The kernel fast path's program counters on one interface, read at the
+/// scrape (the program's per-CPU counters summed: no work per packet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FastPathInterface {
+    /// The interface's name (the `interface` label).
+    pub interface: String,
+    /// Whether its program instance forwards from the cache now.
+    pub on: bool,
+    /// The program's counters.
+    pub counters: XdpCounters,
+}
+
+impl FastPathInterface {
+    /// Owned packets handed up to the workers, by reason, every reason
+    /// (the names of `flowgatectl stats` and the `reason` label).
+    pub fn handed_up(&self) -> [(&'static str, u64); 10] {
+        let c = &self.counters;
+        let mut out = [("", 0); 10];
+        out[0] = ("miss", c.fast_miss);
+        out[1] = ("no_egress", c.fast_no_egress);
+        for (o, r) in out[2..].iter_mut().zip(c.fast_up.by_reason()) {
+            *o = r;
+        }
+        out
+    }
 }
 
 /// Everything a scrape reports.
@@ -236,6 +267,10 @@ pub struct MetricsSample {
     /// control state is there to ask.
     #[serde(skip)]
     pub drained: Option<bool>,
+    /// The kernel fast path's program counters per interface, when the
+    /// daemon runs the fast path.
+    #[serde(skip)]
+    pub fast_path: Option<Vec<FastPathInterface>>,
 }
 
 impl MetricsSample {
@@ -479,6 +514,14 @@ impl MetricsCollector {
         self.workers.iter().map(|(w, _)| w)
     }
 
+    /// The workers' entries in the kernel fast path's caches now, summed.
+    pub fn fast_path_entries(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|(w, _)| w.flows.fast_path().entries)
+            .sum()
+    }
+
     /// Reads every worker's counters now and names them after `snapshot`
     /// (the one in force); `rings` are the sockets' statistics, passed
     /// through. Costs O(workers × (services + endpoints)).
@@ -504,6 +547,7 @@ impl MetricsCollector {
             health: Vec::new(),
             etcd: None,
             drained: None,
+            fast_path: None,
         }
     }
 }
@@ -619,6 +663,7 @@ fn sample_worker(
                 w.service_refusals.values(s.id, serial)
             })
             .collect(),
+        fast_path: w.flows.fast_path(),
     }
 }
 

@@ -1,5 +1,8 @@
-//! The XDP program's counters, summed over CPUs.
+//! The XDP program's counters, summed over CPUs. The struct is plain
+//! data, there without the `daemon` feature too (metrics sampling and
+//! rendering carry it); reading it from the program needs the feature.
 
+#[cfg(feature = "daemon")]
 use super::program::counter;
 
 /// What the XDP program did with the frames it saw, per reason, since it
@@ -64,6 +67,66 @@ pub struct XdpCounters {
     pub dropped_bad_ip_checksum: u64,
     /// Dropped: VLAN-tagged, and the gateway's traffic otherwise.
     pub dropped_vlan_not_configured: u64,
+    /// Fast path: bytes of the frames it forwarded (whole frames, as the
+    /// workers count them).
+    pub fast_bytes: u64,
+    /// Why owned traffic went up to a worker while the fast path was on,
+    /// besides [`fast_miss`](Self::fast_miss) and
+    /// [`fast_no_egress`](Self::fast_no_egress).
+    pub fast_up: FastHandUps,
+}
+
+/// Owned frames the fast path handed up to a worker, by reason. The first
+/// six add up to [`XdpCounters::fast_handed_up`]; fragments and ICMP
+/// errors never reach the cache's lookup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FastHandUps {
+    /// TCP with SYN: the workers see every handshake.
+    pub syn: u64,
+    /// TCP with FIN or RST: the workers see every close.
+    pub fin_rst: u64,
+    /// IPv4 options or IPv6 extension headers.
+    pub options: u64,
+    /// TTL or hop limit 1 or 0.
+    pub ttl: u64,
+    /// Lengths the userspace parser refuses (it drops them with their
+    /// reason).
+    pub length: u64,
+    /// From a client MAC other than the entry's.
+    pub client_mac: u64,
+    /// A fragment to a VIP address.
+    pub fragment: u64,
+    /// An ICMP error about a connection.
+    pub icmp: u64,
+}
+
+impl FastHandUps {
+    /// The reasons as the API and the metrics name them, with their counts.
+    pub fn by_reason(&self) -> [(&'static str, u64); 8] {
+        [
+            ("syn", self.syn),
+            ("fin_rst", self.fin_rst),
+            ("ip_options", self.options),
+            ("ttl", self.ttl),
+            ("length", self.length),
+            ("client_mac", self.client_mac),
+            ("fragment", self.fragment),
+            ("icmp_error", self.icmp),
+        ]
+    }
+}
+
+impl std::ops::AddAssign for FastHandUps {
+    fn add_assign(&mut self, o: FastHandUps) {
+        self.syn = self.syn.saturating_add(o.syn);
+        self.fin_rst = self.fin_rst.saturating_add(o.fin_rst);
+        self.options = self.options.saturating_add(o.options);
+        self.ttl = self.ttl.saturating_add(o.ttl);
+        self.length = self.length.saturating_add(o.length);
+        self.client_mac = self.client_mac.saturating_add(o.client_mac);
+        self.fragment = self.fragment.saturating_add(o.fragment);
+        self.icmp = self.icmp.saturating_add(o.icmp);
+    }
 }
 
 impl XdpCounters {
@@ -106,6 +169,7 @@ impl XdpCounters {
     }
 
     /// The counters from per-index totals (`totals[i]` for counter `i`).
+    #[cfg(feature = "daemon")]
     pub(crate) fn from_totals(totals: &[u64]) -> XdpCounters {
         let at = |index: u32| totals.get(index as usize).copied().unwrap_or(0);
         XdpCounters {
@@ -133,11 +197,35 @@ impl XdpCounters {
             dropped_multicast: at(counter::DROPPED_MULTICAST),
             dropped_bad_ip_checksum: at(counter::DROPPED_BAD_IP_CHECKSUM),
             dropped_vlan_not_configured: at(counter::DROPPED_VLAN_NOT_CONFIGURED),
+            fast_bytes: at(counter::FAST_BYTES),
+            fast_up: FastHandUps {
+                syn: at(counter::FAST_UP_SYN),
+                fin_rst: at(counter::FAST_UP_FIN_RST),
+                options: at(counter::FAST_UP_OPTIONS),
+                ttl: at(counter::FAST_UP_TTL),
+                length: at(counter::FAST_UP_LENGTH),
+                client_mac: at(counter::FAST_UP_CLIENT_MAC),
+                fragment: at(counter::FAST_UP_FRAGMENT),
+                icmp: at(counter::FAST_UP_ICMP),
+            },
         }
+    }
+
+    /// The fast path's counters of `self` and `other` added (the
+    /// interfaces' program instances summed); the other fields are
+    /// `self`'s.
+    pub fn add_fast(&mut self, other: &XdpCounters) {
+        self.fast_tx = self.fast_tx.saturating_add(other.fast_tx);
+        self.fast_redirect = self.fast_redirect.saturating_add(other.fast_redirect);
+        self.fast_miss = self.fast_miss.saturating_add(other.fast_miss);
+        self.fast_handed_up = self.fast_handed_up.saturating_add(other.fast_handed_up);
+        self.fast_no_egress = self.fast_no_egress.saturating_add(other.fast_no_egress);
+        self.fast_bytes = self.fast_bytes.saturating_add(other.fast_bytes);
+        self.fast_up += other.fast_up;
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "daemon"))]
 mod tests {
     use super::*;
 
@@ -154,6 +242,16 @@ mod tests {
         assert_eq!(c.dropped_other_host, 20);
         assert_eq!(c.dropped_vlan_not_configured, 24);
         assert_eq!(c.ingress_dropped(), 20 + 21 + 22 + 23 + 24);
+        assert_eq!(c.fast_bytes, 25);
+        assert_eq!((c.fast_up.syn, c.fast_up.fin_rst), (26, 27));
+        assert_eq!(c.fast_up.icmp, 33);
+        let mut sum = c;
+        sum.add_fast(&c);
+        assert_eq!(
+            (sum.fast_tx, sum.fast_bytes, sum.fast_up.fragment),
+            (26, 50, 64)
+        );
+        assert_eq!(sum.redirected_vip, 1);
         assert_eq!(c.redirected(), 1 + 2 + 3 + 4);
         assert_eq!(c.redirect_failed(), 5 + 6);
         assert_eq!(c.passed(), 6 + 7 + 8 + 9 + 10 + 11 + 12);

@@ -7,7 +7,7 @@
 use std::num::NonZeroUsize;
 use std::os::fd::AsFd;
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use aya::maps::MapData;
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
@@ -22,6 +22,10 @@ pub struct MappedEntries {
     base: NonNull<AtomicU64>,
     words: usize,
     mapped_len: NonZeroUsize,
+    /// Whether the program instance using this cache forwards from it now
+    /// (`fast_config.partitions` not 0): the workers write entries only
+    /// then.
+    forwarding: AtomicBool,
     /// Keeps the map (and so the memory) alive as long as the mapping.
     _map: MapData,
 }
@@ -67,12 +71,23 @@ impl MappedEntries {
             base: ptr.cast(),
             words: bytes.get() / 8,
             mapped_len: bytes,
+            forwarding: AtomicBool::new(false),
             _map: map,
         })
+    }
+
+    /// Notes whether the program instance forwards from this cache now
+    /// (its loader calls this whenever it sets `fast_config`).
+    pub(crate) fn set_forwarding(&self, on: bool) {
+        self.forwarding.store(on, Ordering::Relaxed);
     }
 }
 
 impl EntryMemory for MappedEntries {
+    fn takes_entries(&self) -> bool {
+        self.forwarding.load(Ordering::Relaxed)
+    }
+
     fn words(&self) -> &[AtomicU64] {
         // SAFETY: `base` is the start of a live, page-aligned mapping of
         // `words * 8` bytes (unmapped only in `drop`, which needs `&mut

@@ -378,6 +378,7 @@ impl XdpFilter {
             .set(0, in_program(config).to_bytes(), 0)
             .map_err(|e| map_error("turning the fast path on", e))?;
         self.fast_on = Some(config);
+        self.note_forwarding(config);
         Ok(())
     }
 
@@ -405,7 +406,16 @@ impl XdpFilter {
             .set(0, in_program(config).to_bytes(), 0)
             .map_err(|e| map_error("setting the fast path's egress ports", e))?;
         self.fast_on = Some(config);
+        self.note_forwarding(config);
         Ok(true)
+    }
+
+    /// Tells the workers, through the cache, whether this instance
+    /// forwards from it now: they write entries into it only then.
+    fn note_forwarding(&self, config: FastConfig) {
+        if let Some((cache, _)) = &self.fast {
+            cache.set_forwarding(in_program(config).partitions != 0);
+        }
     }
 
     /// The mode the program is attached in: [`XdpMode::Native`] or

@@ -38,7 +38,6 @@
 mod capacity;
 mod owned;
 
-#[cfg(feature = "daemon")]
 mod counters;
 #[cfg(feature = "daemon")]
 mod error;
@@ -64,8 +63,7 @@ mod tester;
 pub use capacity::{CapacityError, Shortfall, XdpCapacity, XdpDemand, XdpMap};
 pub use owned::{OwnedTraffic, TrafficKey};
 
-#[cfg(feature = "daemon")]
-pub use counters::XdpCounters;
+pub use counters::{FastHandUps, XdpCounters};
 #[cfg(feature = "daemon")]
 pub use error::XdpError;
 #[cfg(feature = "daemon")]

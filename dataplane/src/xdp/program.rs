@@ -105,8 +105,17 @@ pub(crate) mod counter {
     pub(crate) const DROPPED_MULTICAST: u32 = 21;
     pub(crate) const DROPPED_BAD_IP_CHECKSUM: u32 = 22;
     pub(crate) const DROPPED_VLAN_NOT_CONFIGURED: u32 = 23;
+    pub(crate) const FAST_BYTES: u32 = 24;
+    pub(crate) const FAST_UP_SYN: u32 = 25;
+    pub(crate) const FAST_UP_FIN_RST: u32 = 26;
+    pub(crate) const FAST_UP_OPTIONS: u32 = 27;
+    pub(crate) const FAST_UP_TTL: u32 = 28;
+    pub(crate) const FAST_UP_LENGTH: u32 = 29;
+    pub(crate) const FAST_UP_CLIENT_MAC: u32 = 30;
+    pub(crate) const FAST_UP_FRAGMENT: u32 = 31;
+    pub(crate) const FAST_UP_ICMP: u32 = 32;
     /// How many there are.
-    pub(crate) const COUNT: u32 = 24;
+    pub(crate) const COUNT: u32 = 33;
 }
 
 /// Size of `struct traffic_key`: 16 address bytes, the port in network
@@ -207,6 +216,15 @@ mod tests {
                 "DROPPED_VLAN_NOT_CONFIGURED",
                 counter::DROPPED_VLAN_NOT_CONFIGURED,
             ),
+            ("FAST_BYTES", counter::FAST_BYTES),
+            ("FAST_UP_SYN", counter::FAST_UP_SYN),
+            ("FAST_UP_FIN_RST", counter::FAST_UP_FIN_RST),
+            ("FAST_UP_OPTIONS", counter::FAST_UP_OPTIONS),
+            ("FAST_UP_TTL", counter::FAST_UP_TTL),
+            ("FAST_UP_LENGTH", counter::FAST_UP_LENGTH),
+            ("FAST_UP_CLIENT_MAC", counter::FAST_UP_CLIENT_MAC),
+            ("FAST_UP_FRAGMENT", counter::FAST_UP_FRAGMENT),
+            ("FAST_UP_ICMP", counter::FAST_UP_ICMP),
             ("COUNTER_COUNT", counter::COUNT),
         ];
         let c = c_counters();

@@ -183,7 +183,9 @@ impl XdpTester {
     pub fn set_fast_config(&mut self, config: FastConfig) -> Result<(), XdpError> {
         self.fast_config
             .set(0, config.to_bytes(), 0)
-            .map_err(|e| map_error("setting the fast path's configuration", e))
+            .map_err(|e| map_error("setting the fast path's configuration", e))?;
+        self.cache.set_forwarding(config.partitions != 0);
+        Ok(())
     }
 
     /// Makes port `port` egress through interface `ifindex`.

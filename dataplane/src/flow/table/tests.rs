@@ -1138,6 +1138,50 @@ proptest! {
 }
 
 #[test]
+fn what_the_fast_path_forwards_counts_for_the_backend_and_the_worker() {
+    use crate::fastpath::layout::{offset, ENTRY_WORDS, STATE_LIVE};
+    use crate::fastpath::read_entry;
+    use std::sync::atomic::Ordering;
+    use with_fast_path::{rewrites, table};
+    let (mut t, caches) = table(8);
+    let c = conn(1, 40_000, 10, 2, FlowState::Udp, 10);
+    let endpoint = c.endpoint;
+    let id = insert(&mut t, c, 10);
+    t.count_packet(endpoint, 100);
+    t.sync_fast_path(1, |c| Some(rewrites(c)));
+    assert_eq!(t.counters().fast_path().entries, 2);
+    // The program forwards 3 packets one way and 2 the other.
+    let program_counts = |heap: usize, packets: u64, bytes: u64| {
+        let h = &caches.heaps[heap];
+        let i = (0..64)
+            .find(|&i| matches!(read_entry(h.as_ref(), i), Some((STATE_LIVE, _))))
+            .unwrap();
+        let words = crate::fastpath::EntryMemory::words(h.as_ref());
+        words[i * ENTRY_WORDS + offset::PACKETS / 8].fetch_add(packets, Ordering::Relaxed);
+        words[i * ENTRY_WORDS + offset::BYTES / 8].fetch_add(bytes, Ordering::Relaxed);
+    };
+    program_counts(0, 3, 300);
+    program_counts(1, 2, 120);
+    t.sync_fast_path(1, |c| Some(rewrites(c)));
+    let v = t.counters().endpoint(endpoint);
+    assert_eq!((v.packets, v.bytes), (1 + 5, 100 + 420));
+    let fast = t.counters().fast_path();
+    assert_eq!((fast.packets, fast.bytes), (5, 420));
+    // Counted once, however often the worker syncs.
+    t.sync_fast_path(1, |c| Some(rewrites(c)));
+    assert_eq!(t.counters().endpoint(endpoint).packets, 6);
+    // What the program forwarded just before the connection left counts.
+    program_counts(0, 4, 400);
+    t.remove(id);
+    let v = t.counters().endpoint(endpoint);
+    assert_eq!((v.packets, v.bytes), (10, 920));
+    assert_eq!(t.counters().fast_path().packets, 9);
+    t.sync_fast_path(1, |c| Some(rewrites(c)));
+    assert_eq!(t.counters().fast_path().entries, 0);
+    assert_eq!(t.counters().endpoint(endpoint).packets, 10);
+}
+
+#[test]
 fn a_handed_over_table_finds_every_connection_with_its_idle_time() {
     let mut old = FlowTable::new(64, TIMEOUTS);
     let states = [
