@@ -11,7 +11,9 @@
 //!   see each generation; 1 000 single-backend changes are made one after
 //!   another. Reported: how long after the API answered the last worker
 //!   used the new generation (0 when all had switched before the answer
-//!   arrived), and how long after the publish.
+//!   arrived), and how long after the publish. Then the same with idle
+//!   workers, napping 50 µs between polls as the daemon's adaptive
+//!   workers do (`park_timeout`, unparked by each publish).
 //! - `one_service`: 1 000 services; changing one backend's weight rebuilds
 //!   that service's Maglev table and no other (checked: every other table
 //!   is the very same allocation), compared with compiling everything.
@@ -328,9 +330,17 @@ fn bulk(services: usize, per_service: usize, table_size: u32, rounds: usize) {
     }
 }
 
-/// How soon after an answer every worker uses the new generation.
-fn switch(workers: usize, updates: usize) {
-    println!("switch: {workers} worker thread(s) loading the snapshot per 10 µs batch, {updates} one-backend changes");
+/// How soon after an answer every worker uses the new generation: busy
+/// workers (a 10 µs batch per snapshot load), or idle ones napping as the
+/// daemon's adaptive workers do (`park_timeout` of 50 µs between polls,
+/// unparked by a publish).
+fn switch(workers: usize, updates: usize, idle: bool) {
+    let what = if idle {
+        "idle, napping 50 µs between polls"
+    } else {
+        "loading the snapshot per 10 µs batch"
+    };
+    println!("switch: {workers} worker thread(s) {what}, {updates} one-backend changes");
     let bench = Bench::start(config(10, 10, 251));
     let stop = Arc::new(AtomicBool::new(false));
     let max_generation = updates + 10;
@@ -339,6 +349,9 @@ fn switch(workers: usize, updates: usize) {
             let reader = bench.reader();
             let stop = Arc::clone(&stop);
             std::thread::spawn(move || {
+                if idle {
+                    reader.wake_on_publish();
+                }
                 // first_seen[g] = when this worker first used generation g.
                 let mut first_seen: Vec<Option<Instant>> = vec![None; max_generation + 1];
                 let mut last = 0u64;
@@ -355,6 +368,11 @@ fn switch(workers: usize, updates: usize) {
                             slot.get_or_insert(now);
                         }
                         last = g;
+                    }
+                    if idle {
+                        // Nothing received: the daemon's idle nap.
+                        std::thread::park_timeout(Duration::from_micros(50));
+                        continue;
                     }
                     // A batch's worth of work with the snapshot held.
                     let until = Instant::now() + Duration::from_micros(10);
@@ -578,8 +596,10 @@ fn main() {
         bulk(1, 100_000, 10_000_019, 3);
     }
     if run("switch") {
-        switch(1, 1_000);
-        switch(2, 1_000);
+        switch(1, 1_000, false);
+        switch(2, 1_000, false);
+        switch(1, 1_000, true);
+        switch(2, 1_000, true);
     }
     if run("one_service") {
         one_service(1_000, 20);

@@ -24,9 +24,10 @@ use crate::worker::{KernelPath, Worker};
 
 /// Empty polls an adaptive worker spins through before it naps.
 const SPIN_POLLS: u32 = 2_000;
-/// How long an idle adaptive worker naps between polls. Short enough that
-/// a new snapshot is in use well within a millisecond of its publication,
-/// and that a burst after a quiet spell waits little.
+/// How long an idle adaptive worker naps between polls, at most: short
+/// enough that a burst after a quiet spell waits little. A publish ends
+/// the nap at once (the worker is unparked), so a new snapshot does not
+/// wait for it.
 const NAP: Duration = Duration::from_micros(50);
 
 /// The control thread's handle on a running worker.
@@ -148,6 +149,7 @@ fn run<P: Port, M: FrameMemory, K: KernelPath>(setup: WorkerSetup<P, M, K>) -> W
         ..
     } = setup;
     tracing::info!(worker = index, ports = ports.len(), "worker started");
+    snapshots.wake_on_publish();
     let mut empty_polls: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         let snapshot = snapshots.load();
@@ -169,7 +171,7 @@ fn run<P: Port, M: FrameMemory, K: KernelPath>(setup: WorkerSetup<P, M, K>) -> W
         }
         empty_polls = empty_polls.saturating_add(1);
         if idle == IdlePolicy::Adaptive && empty_polls > SPIN_POLLS {
-            std::thread::sleep(NAP);
+            std::thread::park_timeout(NAP);
         } else {
             std::hint::spin_loop();
         }

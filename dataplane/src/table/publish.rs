@@ -7,8 +7,15 @@
 //! count shared with other threads (arc-swap's per-thread debt slots), so
 //! workers on different cores do not contend. A snapshot is freed when the
 //! publisher has replaced it and the last reader's guard is dropped.
+//!
+//! A worker that naps while idle registers its thread
+//! ([`SnapshotReader::wake_on_publish`]) and naps with
+//! [`std::thread::park_timeout`]: each publish unparks it, so it takes a
+//! new snapshot at once instead of at the end of its nap. The registry's
+//! lock is taken on registration and by the publisher, never per batch.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::thread::Thread;
 
 use arc_swap::ArcSwap;
 
@@ -22,13 +29,18 @@ pub type SnapshotGuard = arc_swap::Guard<Arc<Snapshot>>;
 #[derive(Debug)]
 pub struct SnapshotPublisher {
     current: Arc<ArcSwap<Snapshot>>,
+    sleepers: Sleepers,
 }
+
+/// The threads to unpark on each publish.
+type Sleepers = Arc<Mutex<Vec<Thread>>>;
 
 /// A worker's handle: loads the current snapshot. Cheap to clone; one per
 /// worker thread.
 #[derive(Clone, Debug)]
 pub struct SnapshotReader {
     current: Arc<ArcSwap<Snapshot>>,
+    sleepers: Sleepers,
 }
 
 impl SnapshotPublisher {
@@ -36,13 +48,20 @@ impl SnapshotPublisher {
     pub fn new(initial: Snapshot) -> SnapshotPublisher {
         SnapshotPublisher {
             current: Arc::new(ArcSwap::from_pointee(initial)),
+            sleepers: Sleepers::default(),
         }
     }
 
-    /// Makes `next` the current snapshot: every load from now on sees it.
-    /// The replaced snapshot is freed once no reader holds it.
+    /// Makes `next` the current snapshot: every load from now on sees it,
+    /// and every thread registered with
+    /// [`SnapshotReader::wake_on_publish`] is unparked. The replaced
+    /// snapshot is freed once no reader holds it.
     pub fn publish(&self, next: Snapshot) {
         self.current.store(Arc::new(next));
+        let sleepers = self.sleepers.lock().unwrap_or_else(|p| p.into_inner());
+        for thread in sleepers.iter() {
+            thread.unpark();
+        }
     }
 
     /// The current snapshot (e.g. to build the next one from it).
@@ -54,6 +73,7 @@ impl SnapshotPublisher {
     pub fn reader(&self) -> SnapshotReader {
         SnapshotReader {
             current: Arc::clone(&self.current),
+            sleepers: Arc::clone(&self.sleepers),
         }
     }
 }
@@ -64,6 +84,17 @@ impl SnapshotReader {
     #[inline]
     pub fn load(&self) -> SnapshotGuard {
         self.current.load()
+    }
+
+    /// Has every later publish unpark the calling thread, so that a nap in
+    /// [`std::thread::park_timeout`] ends as soon as there is a new
+    /// snapshot. Call once, at the thread's start (it takes a lock).
+    pub fn wake_on_publish(&self) {
+        let mut sleepers = self.sleepers.lock().unwrap_or_else(|p| p.into_inner());
+        let me = std::thread::current();
+        if !sleepers.iter().any(|t| t.id() == me.id()) {
+            sleepers.push(me);
+        }
     }
 }
 
@@ -125,6 +156,31 @@ mod tests {
         assert_eq!(publisher.current().generation(), 1);
         // A clone reads the same publisher.
         assert_eq!(reader.clone().load().generation(), 1);
+    }
+
+    #[test]
+    fn a_publish_ends_a_registered_threads_nap_at_once() {
+        let publisher = SnapshotPublisher::new(Snapshot::empty());
+        let reader = publisher.reader();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let napper = std::thread::spawn(move || {
+            reader.wake_on_publish();
+            ready_tx.send(()).unwrap();
+            let start = std::time::Instant::now();
+            // Spurious wakeups aside, only a publish ends this nap early.
+            while reader.load().generation() == 0
+                && start.elapsed() < std::time::Duration::from_secs(10)
+            {
+                std::thread::park_timeout(std::time::Duration::from_secs(10));
+            }
+            (reader.load().generation(), start.elapsed())
+        });
+        ready_rx.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        publisher.publish(Snapshot::build(&config(80), Some(&*publisher.current())));
+        let (generation, napped) = napper.join().unwrap();
+        assert_eq!(generation, 1);
+        assert!(napped < std::time::Duration::from_secs(5), "{napped:?}");
     }
 
     #[test]
