@@ -11,6 +11,7 @@ use super::state::{next_state, Direction, FlowState, FlowTimeouts};
 use crate::fastpath::{DirectionRewrite, FastPath};
 use crate::hash::flow_hash;
 use crate::rules::FlowSettings;
+use crate::synproxy::ProxiedConnection;
 use crate::wire::FiveTuple;
 
 /// Most connections one table holds (33 554 432): keeps every index
@@ -85,7 +86,7 @@ enum Departure {
 
 /// Bookkeeping of a record, packed in one word so a record stays 88 bytes:
 /// bit 63 live, bit 62 "backend sent SYN+ACK", bit 61 "counted in its
-/// endpoint's active connections", bits 28..56 the reply key's index
+/// endpoint's active connections", bit 60 "proxied by the SYN proxy", bits 28..56 the reply key's index
 /// position, bits 0..28 the client key's position (or, for a free record,
 /// the next free record).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -97,6 +98,7 @@ const NO_POS: u32 = (1 << POS_BITS) - 1;
 const LIVE: u64 = 1 << 63;
 const BACKEND_REPLIED: u64 = 1 << 62;
 const COUNTED: u64 = 1 << 61;
+const SYN_PROXIED: u64 = 1 << 60;
 
 impl Links {
     fn vacant(next_free: u32) -> Links {
@@ -156,6 +158,10 @@ impl Links {
         self.set_flag(COUNTED, counted);
     }
 
+    fn syn_proxied(self) -> bool {
+        self.0 & SYN_PROXIED != 0
+    }
+
     fn set_flag(&mut self, flag: u64, on: bool) {
         if on {
             self.0 |= flag;
@@ -196,6 +202,11 @@ pub struct FlowTable {
     accounts: EndpointAccounts,
     /// The kernel fast path's cache, kept in step with the table.
     fast: Option<FastPath>,
+    /// The SYN proxy's state of proxied connections, by record: empty
+    /// until [`FlowTable::reserve_syn_proxy`], and valid for a record only
+    /// while its `SYN_PROXIED` bit is set (an insert clears it), so that
+    /// only proxied connections pay for it.
+    syn_proxy: Vec<ProxiedConnection>,
 }
 
 /// Whether a connection in `state` may be forwarded by the fast path:
@@ -320,6 +331,7 @@ impl FlowTable {
             scratch: Connection::vacant(),
             accounts: EndpointAccounts::new(capacity),
             fast: None,
+            syn_proxy: Vec::new(),
         }
     }
 
@@ -358,7 +370,9 @@ impl FlowTable {
             let Some(r) = records.get(record as usize) else {
                 return;
             };
-            if !r.links.is_live() || !fast_eligible(r.conn.state) {
+            // A proxied connection's segments need its sequence offset,
+            // which the fast path does not apply: it stays with the workers.
+            if !r.links.is_live() || !fast_eligible(r.conn.state) || r.links.syn_proxied() {
                 fast.remove(record);
                 return;
             }
@@ -643,7 +657,9 @@ impl FlowTable {
     /// Bytes the table holds (records and index), all allocated in
     /// [`FlowTable::new`].
     pub fn memory_bytes(&self) -> usize {
-        self.records.len() * std::mem::size_of::<Record>() + self.index.memory_bytes()
+        self.records.len() * std::mem::size_of::<Record>()
+            + self.index.memory_bytes()
+            + self.syn_proxy.len() * std::mem::size_of::<ProxiedConnection>()
     }
 
     /// The live connections, in table order.
@@ -692,6 +708,13 @@ impl FlowTable {
             if !r.links.is_live() {
                 continue;
             }
+            // A proxied connection whose backend has not answered yet has
+            // no offset to hand over: its client's retransmission finds
+            // no connection in the new process.
+            let proxied = self.syn_proxy_at(record as u32);
+            if proxied.is_some_and(|p| !p.answered) {
+                continue;
+            }
             let record = record as u32;
             let fast = self.fast.as_ref();
             let kernel_seen = fast.and_then(|f| f.last_seen(record)).unwrap_or(0);
@@ -702,9 +725,7 @@ impl FlowTable {
                 backend_replied: r.links.backend_replied()
                     || fast.is_some_and(|f| f.reply_forwarded(record)),
                 fast_path: fast.is_some_and(|f| f.is_installed(record)),
-                // The hook for the SYN proxy's sequence offsets: the
-                // record keeps none yet.
-                syn_proxy: None,
+                syn_proxy: proxied.map(|p| p.offset.into()),
             });
         }
     }
@@ -727,7 +748,79 @@ impl FlowTable {
         if let Some(r) = self.records.get_mut(id.0 as usize) {
             r.links.set_backend_replied(handed.backend_replied);
         }
+        if let Some(offset) = handed.syn_proxy {
+            self.reserve_syn_proxy();
+            let proxied = ProxiedConnection {
+                answered: true,
+                offset: offset.into(),
+                ..ProxiedConnection::default()
+            };
+            self.set_syn_proxy(id, proxied);
+        }
         true
+    }
+
+    /// Makes room for the SYN proxy's state of every record (allocates
+    /// once, the first time: call it off the per-packet path, as the
+    /// pipeline does when a snapshot has a proxied service).
+    pub fn reserve_syn_proxy(&mut self) {
+        if self.syn_proxy.len() < self.records.len() {
+            self.syn_proxy
+                .resize(self.records.len(), ProxiedConnection::default());
+        }
+    }
+
+    /// Whether the table has room for proxied connections
+    /// ([`reserve_syn_proxy`](Self::reserve_syn_proxy)).
+    pub fn has_syn_proxy(&self) -> bool {
+        !self.syn_proxy.is_empty()
+    }
+
+    /// Makes connection `id` a proxied one, with `state`; false (nothing
+    /// changed) if it is not live or the table has no room reserved.
+    pub fn set_syn_proxy(&mut self, id: ConnId, state: ProxiedConnection) -> bool {
+        let (Some(r), Some(slot)) = (
+            self.records.get_mut(id.0 as usize),
+            self.syn_proxy.get_mut(id.0 as usize),
+        ) else {
+            return false;
+        };
+        if !r.links.is_live() {
+            return false;
+        }
+        r.links.set_flag(SYN_PROXIED, true);
+        *slot = state;
+        // The fast path may have been offered it at insert.
+        if let Some(fast) = self.fast.as_mut() {
+            fast.remove(id.0);
+        }
+        true
+    }
+
+    /// The SYN proxy's state of connection `id`, if it is a proxied one.
+    /// A connection that is not pays one bit test of its record.
+    #[inline(always)]
+    pub fn syn_proxy(&self, id: ConnId) -> Option<&ProxiedConnection> {
+        self.syn_proxy_at(id.0)
+    }
+
+    /// [`syn_proxy`](Self::syn_proxy), to change it.
+    #[inline]
+    pub fn syn_proxy_mut(&mut self, id: ConnId) -> Option<&mut ProxiedConnection> {
+        let r = self.records.get(id.0 as usize)?;
+        if !r.links.syn_proxied() {
+            return None;
+        }
+        self.syn_proxy.get_mut(id.0 as usize)
+    }
+
+    #[inline(always)]
+    fn syn_proxy_at(&self, record: u32) -> Option<&ProxiedConnection> {
+        let r = self.records.get(record as usize)?;
+        if !r.links.syn_proxied() {
+            return None;
+        }
+        self.syn_proxy.get(record as usize)
     }
 
     /// Counts a forwarded packet of `bytes` bytes on a connection to

@@ -63,6 +63,7 @@ mod icmp_error;
 mod ingress;
 mod route_counters;
 mod stateless_reply;
+mod synproxy;
 mod verdict;
 
 pub use counters::{Counter, CounterValues, PipelineCounters};
@@ -134,6 +135,15 @@ pub struct Pipeline {
     /// Per service id, its per-client limit compiled for this worker's
     /// share (sized and filled once per generation).
     client_params: Vec<Option<ClientRateParams>>,
+    /// Frames of the batch that must grow (a cookie ACK made the SYN to a
+    /// backend, longer with its options): written past their old end
+    /// after the batch, once their length is set.
+    grown: Vec<synproxy::Grown>,
+    /// Whether this batch's frames may grow (false for
+    /// [`process_frame_len`](Self::process_frame_len), whose slice cannot).
+    can_grow: bool,
+    /// Whether the snapshot adopted last proxies some service's SYNs.
+    syn_proxied: bool,
 }
 
 /// Reads the slot a new flow's path lookup will read first (its service's
@@ -248,6 +258,9 @@ impl Pipeline {
             fanout: fanout::Fanout::default(),
             admission: WorkerAdmission::single(DEFAULT_CLIENT_TABLE_ENTRIES, client_table_seed()),
             client_params: Vec::new(),
+            grown: Vec::new(),
+            can_grow: false,
+            syn_proxied: false,
         }
     }
 
@@ -380,6 +393,8 @@ impl Pipeline {
         }
         // Room for every frame to be answered: nothing allocates below.
         self.answers.reserve(frames.len());
+        self.grown.reserve(frames.len());
+        self.can_grow = true;
         let mut cx = Context {
             snapshot,
             paths: view,
@@ -394,6 +409,9 @@ impl Pipeline {
         self.paths = paths;
         if !self.answers.is_empty() {
             self.resize_answers(memory, frames);
+        }
+        if !self.grown.is_empty() {
+            synproxy::grow_frames(&mut self.grown, memory, frames);
         }
     }
 
@@ -421,6 +439,10 @@ impl Pipeline {
             self.adopt_limits(snapshot);
             self.sized_for = Some(snapshot.generation());
             self.fanout.adopt(snapshot);
+            self.syn_proxied = snapshot.services().any(|(_, s)| s.syn_proxy().is_enabled());
+        }
+        if self.syn_proxied && !flows.has_syn_proxy() {
+            flows.reserve_syn_proxy();
         }
         if !flows.has_connection_lanes() {
             flows.set_connection_lanes(self.admission.backends().clone());
@@ -484,6 +506,8 @@ impl Pipeline {
         self.fanout.begin(1, now_ns);
         let parsed = Parsed::of(frame);
         self.answers.clear();
+        self.grown.clear();
+        self.can_grow = false;
         let mut paths = self.paths.take();
         let mut cx = Context {
             snapshot,
@@ -576,6 +600,9 @@ impl Pipeline {
                 if meta.ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExpired);
                 }
+                if flows.syn_proxy(id).is_some() {
+                    return self.proxied_from_backend(frame, &meta, id, cx);
+                }
                 flows.observe(id, Direction::FromBackend, meta.tcp_flags, now_ns);
                 self.counters.flow_hits.inc();
                 let conn = flows.get(id);
@@ -604,6 +631,10 @@ impl Pipeline {
     ) -> Verdict {
         if meta.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
+        }
+        if flows.syn_proxy(id).is_some() {
+            let to = (id, endpoint, backend);
+            return self.proxied_from_client(frame, meta, to, flows, snapshot, now_ns);
         }
         let Some(next_hop) = backend.next_hop_mac else {
             return Verdict::Drop(DropReason::NoNeighbour);
@@ -699,7 +730,10 @@ impl Pipeline {
                 None => return self.refuse_new_flow(frame, meta, service_id, limits, cx),
             },
         };
-        let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+        // A cookie-valid ACK (the XDP program's mark, honoured for a
+        // proxied service only) opens the connection as a SYN would.
+        let marked = service.syn_proxy().is_enabled() && synproxy::is_cookie_ack(frame, meta);
+        let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN || marked;
         let path = match cx.paths {
             Some(view) => self.path_choice(view, service_id, service, meta, hash, cx),
             None => None,
@@ -711,14 +745,18 @@ impl Pipeline {
                 self.routed_choice(service_id, service, routes, meta, hash, syn, cx)
             }
         };
-        match (admitted, chosen) {
+        let verdict = match (admitted, chosen) {
             (None, Ok(endpoint_id)) => self.place_new_flow(frame, meta, hash, endpoint_id, syn, cx),
             (None, Err(verdict)) => verdict,
             (Some((flow, limits)), chosen) => {
                 let to = (service_id, chosen, syn);
                 self.place_admitted(frame, meta, hash, to, flow, limits, cx)
             }
+        };
+        if marked {
+            return self.open_backend(frame, meta, hash, verdict, cx);
         }
+        verdict
     }
 
     /// The client and service rate checks of a new flow of a limited
@@ -1216,5 +1254,7 @@ fn mac_at(frame: &[u8], offset: usize) -> [u8; 6] {
 
 #[cfg(test)]
 mod limits_tests;
+#[cfg(test)]
+mod synproxy_tests;
 #[cfg(test)]
 mod tests;

@@ -91,10 +91,15 @@ pub enum DropReason {
     /// carried onto the backends' segment. Tagged traffic the kernel
     /// serves (its VLAN devices) reaches it as before.
     VlanNotConfigured,
+    /// A segment of a proxied connection (`syn_proxy`) whose backend has
+    /// not answered the worker's SYN yet: the client's data sent right
+    /// after its ACK (it retransmits it), or the backend's other
+    /// segments. The worker keeps no buffer for them.
+    SynProxyHandshake,
 }
 
 /// Reasons other than parse errors, in counter order after them.
-const OWN_REASONS: [DropReason; 22] = [
+const OWN_REASONS: [DropReason; 23] = [
     DropReason::TtlExpired,
     DropReason::FragmentToVip,
     DropReason::NoBackend,
@@ -117,6 +122,7 @@ const OWN_REASONS: [DropReason; 22] = [
     DropReason::MartianSource,
     DropReason::BogonSource,
     DropReason::VlanNotConfigured,
+    DropReason::SynProxyHandshake,
 ];
 
 impl DropReason {
@@ -151,6 +157,7 @@ impl DropReason {
             DropReason::MartianSource => parse + 19,
             DropReason::BogonSource => parse + 20,
             DropReason::VlanNotConfigured => parse + 21,
+            DropReason::SynProxyHandshake => parse + 22,
         }
     }
 
@@ -195,6 +202,7 @@ impl DropReason {
             DropReason::MartianSource => "martian_source",
             DropReason::BogonSource => "bogon_source",
             DropReason::VlanNotConfigured => "vlan_not_configured",
+            DropReason::SynProxyHandshake => "synproxy_handshake",
         }
     }
 }

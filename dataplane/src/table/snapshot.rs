@@ -141,6 +141,8 @@ pub struct CompiledService {
     serial: u64,
     /// Its flow control, if it has any limit.
     limits: Option<Arc<CompiledLimits>>,
+    /// Whether the XDP program answers its SYNs with cookies.
+    syn_proxy: crate::synproxy::SynProxy,
 }
 
 /// Serials of services, from 1.
@@ -150,6 +152,12 @@ impl CompiledService {
     /// The serial that names this service across generations.
     pub fn serial(&self) -> u64 {
         self.serial
+    }
+
+    /// Whether the XDP program answers its SYNs with cookies
+    /// (`syn_proxy`).
+    pub fn syn_proxy(&self) -> crate::synproxy::SynProxy {
+        self.syn_proxy
     }
 
     /// Its flow control; `None` for a service without limits.
@@ -753,6 +761,7 @@ impl Builder<'_> {
                 path_backends,
                 serial,
                 limits,
+                syn_proxy: service.limits.syn_proxy,
             },
         );
         self.next.service_index.insert(key, id);
