@@ -256,10 +256,14 @@ impl Gateway {
         let owned = OwnedTraffic::from_snapshot(&snapshot);
         // Nothing runs yet: a failure here stops the daemon, and dropping
         // the filters detaches them.
+        let proxies = crate::xdp::syn_proxies_of(&snapshot);
         for filter in inner.filters.iter_mut() {
             filter.update(&owned).map_err(|e| {
                 format!("programming the XDP filter of {}: {e}", filter.interface())
             })?;
+            filter
+                .set_syn_proxies(&proxies)
+                .map_err(|e| format!("programming the SYN proxy of {}: {e}", filter.interface()))?;
         }
         inner.announce(&owned.announced);
         for warning in super::segment_warnings(&inner.config) {
@@ -642,12 +646,22 @@ impl Gateway {
         }
 
         let generation = snapshot.generation();
+        // The SYN proxy follows the published rules: a worker honours the
+        // program's mark only for a service its snapshot proxies.
+        let proxies = crate::xdp::syn_proxies_of(&snapshot);
         self.publisher.publish(snapshot);
         // VIPs now answered for: tell the segment.
         inner.announce(widenings.iter().flat_map(|w| w.announced()));
 
         let mut warnings = Vec::new();
         for filter in inner.filters.iter_mut() {
+            if let Err(e) = filter.set_syn_proxies(&proxies) {
+                warnings.push(format!(
+                    "the SYN proxy settings of generation {generation} could not all be written \
+                     to the XDP program of {} ({e}); the next change tries again",
+                    filter.interface()
+                ));
+            }
             if let Err(e) = filter.narrow(&owned) {
                 let extra = filter.drift(&owned).extra;
                 warnings.push(format!(

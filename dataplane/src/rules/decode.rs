@@ -619,16 +619,8 @@ impl Decoder {
             self.fail(place, message, value.get_ref().clone());
             return SynProxy::Off;
         }
-        if mode.is_enabled() && threshold.is_some() {
-            // The XDP half exists and is tested through BPF_PROG_TEST_RUN; a
-            // gateway that answered cookies without opening the backend side
-            // would break every proxied connection, so the key is refused.
-            let message = format!(
-                "syn_proxy {:?} of service {name:?} is not available yet: the workers do not open \
-                 the backend side of a proxied connection, so leave it \"off\"",
-                mode.name()
-            );
-            self.fail(place, message, value.get_ref().clone());
+        if threshold.is_none() {
+            // The threshold was refused (and reported) above.
             return SynProxy::Off;
         }
         mode

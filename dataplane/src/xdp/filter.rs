@@ -1,12 +1,14 @@
 //! One instance of the XDP program on one interface, and its maps.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::os::fd::RawFd;
 
 use std::sync::Arc;
 
-use aya::maps::{Array, DevMap, Map, MapData, MapError, PerCpuArray, XskMap};
+use aya::maps::{
+    Array, DevMap, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, XskMap,
+};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, Xdp, XdpFlags};
 use aya::{Ebpf, EbpfLoader};
@@ -22,6 +24,8 @@ use super::{XdpCapacity, XdpCounters, XdpError, XdpMapKeys};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
 use crate::fastpath::{CacheGeometry, FastConfig};
 use crate::neigh::{self, NeighError};
+use crate::synproxy::xdp::{self as synproxy_xdp, SynProxyCounters, SERVICE_VALUE_LEN};
+use crate::synproxy::SynProxy;
 
 /// How to attach the program.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -78,6 +82,11 @@ pub struct XdpFilter {
     /// What `fast_config` holds since the fast path was turned on.
     fast_on: Option<FastConfig>,
     fast_tx_ports: DevMap<MapData>,
+    /// The SYN proxy's proxied services (`synproxy_services`), its
+    /// counters, and what the first holds.
+    syn_proxy_services: BpfHashMap<MapData, [u8; KEY_LEN], [u8; SERVICE_VALUE_LEN]>,
+    syn_proxy_counters: PerCpuArray<MapData, u64>,
+    syn_proxies: HashMap<TrafficKey, SynProxy>,
     /// Holds the loaded program.
     ebpf: Ebpf,
 }
@@ -317,8 +326,20 @@ impl XdpFilter {
         let counters = take_map(&mut ebpf, map::COUNTERS)?;
         let announce_mac = take_map(&mut ebpf, map::ANNOUNCE_MAC)?;
         let ingress_config = take_map(&mut ebpf, map::INGRESS_CONFIG)?;
+        let syn_proxy_services = take_map(&mut ebpf, synproxy_xdp::map::SERVICES)?;
+        let syn_proxy_counters = take_map(&mut ebpf, synproxy_xdp::map::COUNTERS)?;
+        // The cookies' key: random for each program this process loads
+        // (a new one on every start, never on a reload: cookies given
+        // out must stay valid while their handshakes finish).
+        let mut secret: Array<MapData, [u8; 16]> = take_map(&mut ebpf, synproxy_xdp::map::SECRET)?;
+        let key = synproxy_xdp::random_secret()
+            .map_err(|e| XdpError::Other(format!("reading a random SYN cookie key: {e}")))?;
+        secret
+            .set(0, key, 0)
+            .map_err(|e| map_error("setting the SYN cookie key", e))?;
 
         load_program(&mut ebpf)?;
+        drop(secret);
 
         Ok(XdpFilter {
             interface: interface.to_string(),
@@ -340,8 +361,65 @@ impl XdpFilter {
             fast_config,
             fast_on: None,
             fast_tx_ports,
+            syn_proxy_services,
+            syn_proxy_counters,
+            syn_proxies: HashMap::new(),
             ebpf,
         })
+    }
+
+    /// Makes the program answer the SYNs of exactly the services in
+    /// `wanted` with cookies, each as its setting says. A service whose
+    /// setting is unchanged keeps its entry (and the SYN rate `auto`
+    /// measures); on an error the map holds what it held before the
+    /// failing key and the next call tries again.
+    pub fn set_syn_proxies(
+        &mut self,
+        wanted: &HashMap<TrafficKey, SynProxy>,
+    ) -> Result<(), XdpError> {
+        let gone: Vec<TrafficKey> = self
+            .syn_proxies
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for k in gone {
+            match self
+                .syn_proxy_services
+                .remove(&traffic_key(k.protocol, &k.address, k.port))
+            {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("removing a service's SYN proxy", e)),
+            }
+            self.syn_proxies.remove(&k);
+        }
+        for (k, &mode) in wanted {
+            if self.syn_proxies.get(k) == Some(&mode) {
+                continue;
+            }
+            let Some(value) = synproxy_xdp::service_value(mode) else {
+                continue;
+            };
+            self.syn_proxy_services
+                .insert(traffic_key(k.protocol, &k.address, k.port), value, 0)
+                .map_err(|e| map_error("setting a service's SYN proxy", e))?;
+            self.syn_proxies.insert(*k, mode);
+        }
+        Ok(())
+    }
+
+    /// The SYN proxy's counters, summed over CPUs (a counter that cannot
+    /// be read reads as 0).
+    pub fn syn_proxy_counters(&self) -> SynProxyCounters {
+        let totals: Vec<u64> = (0..synproxy_xdp::counter::COUNT)
+            .map(|i| {
+                self.syn_proxy_counters
+                    .get(&i, 0)
+                    .map(|per_cpu| per_cpu.iter().fold(0u64, |s, &v| s.saturating_add(v)))
+                    .unwrap_or(0)
+            })
+            .collect();
+        SynProxyCounters::from_totals(&totals)
     }
 
     /// The fast path's cache as this process maps it, and its geometry;

@@ -62,7 +62,7 @@ pub mod test_run;
 mod tester;
 
 pub use capacity::{CapacityError, Shortfall, XdpCapacity, XdpDemand, XdpMap};
-pub use owned::{OwnedTraffic, TrafficKey};
+pub use owned::{syn_proxies_of, OwnedTraffic, TrafficKey};
 
 #[cfg(feature = "daemon")]
 pub use counters::XdpCounters;
