@@ -757,10 +757,17 @@ impl Daemon {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        let gateway = Arc::clone(&self.gateway);
         let source: crate::metrics::SampleSource = Arc::new(move || {
             let (mut sample, snapshot) = source_plane.sample();
             sample.etcd = control.etcd_status();
             sample.drained = Some(control.drained());
+            sample.syn_proxy = Some(gateway.with_filters(|filters| {
+                filters
+                    .iter()
+                    .map(crate::xdp::XdpFilter::syn_proxy_counters)
+                    .fold(Default::default(), crate::synproxy::SynProxyCounters::plus)
+            }));
             (sample, snapshot)
         });
         let server = MetricsServer::start(address.clone(), source)

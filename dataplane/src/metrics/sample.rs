@@ -236,6 +236,10 @@ pub struct MetricsSample {
     /// control state is there to ask.
     #[serde(skip)]
     pub drained: Option<bool>,
+    /// The SYN proxy's XDP counters, summed over interfaces, on a gateway
+    /// that runs the XDP program.
+    #[serde(skip)]
+    pub syn_proxy: Option<crate::synproxy::SynProxyCounters>,
 }
 
 impl MetricsSample {
@@ -504,6 +508,7 @@ impl MetricsCollector {
             health: Vec::new(),
             etcd: None,
             drained: None,
+            syn_proxy: None,
         }
     }
 }
