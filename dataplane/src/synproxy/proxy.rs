@@ -325,6 +325,12 @@ mod tests {
     }
 
     #[test]
+    fn what_a_proxied_connection_keeps_is_44_bytes() {
+        // docs/operations.md states the side array's cost per record.
+        assert_eq!(std::mem::size_of::<ProxiedConnection>(), 44);
+    }
+
+    #[test]
     fn the_backend_syn_carries_every_option_the_client_offered() {
         let mut out = [0u8; MAX_HEADER];
         let n = backend_syn_header(&conn(full()), (40000, 80), &mut out);
