@@ -10,7 +10,8 @@ use crate::flow::{ConnId, Direction, FlowTable};
 use crate::port::{Frame, FrameMemory};
 use crate::synproxy::handshake::{is_marked, CookieAck};
 use crate::synproxy::proxy::{
-    backend_ack_header, backend_syn_header, replace_segment, Layout, ProxiedConnection, MAX_HEADER,
+    backend_ack_header, backend_syn_header, client_window_header, replace_segment, Layout,
+    ProxiedConnection, MAX_HEADER,
 };
 use crate::table::{Endpoint, EndpointId, Snapshot};
 use crate::wire::{self, ip_proto, tcp_flags, PacketMeta, L3};
@@ -225,9 +226,13 @@ impl Pipeline {
         Verdict::Transmit(conn.client_ingress)
     }
 
-    /// The backend's SYN-ACK: the offsets recorded (the first time), and
-    /// the frame made the ACK to the backend in the client's name. A
-    /// retransmitted SYN-ACK (our ACK was lost) is answered again.
+    /// The backend's SYN-ACK. The first: the offsets recorded, and the
+    /// frame made the ACK that opens the client's window (the cookie
+    /// SYN-ACK offered 0), from the VIP; the client's next segment, its
+    /// ACK translated, completes the backend's handshake. A retransmitted
+    /// one (the backend heard nothing from the client yet: our ACK was
+    /// lost, or the client has nothing to say first): the frame made the
+    /// ACK to the backend in the client's name.
     fn complete_backend(
         &mut self,
         frame: &mut [u8],
@@ -238,31 +243,45 @@ impl Pipeline {
     ) -> Verdict {
         let (snapshot, now_ns) = (cx.snapshot, cx.now_ns);
         let flows = &mut *cx.flows;
-        let endpoint = flows.get(id).endpoint;
+        let conn = flows.get(id);
+        let (endpoint, client_ingress, client_mac) =
+            (conn.endpoint, conn.client_ingress, conn.client_mac);
+        let (vip, vip_port) = (conn.client.dst, conn.client.dst_port);
         let Some(backend) = snapshot.endpoint(endpoint) else {
             return Verdict::Drop(DropReason::NoBackend);
-        };
-        let Some(next_hop) = backend.next_hop_mac else {
-            return Verdict::Drop(DropReason::NoNeighbour);
         };
         let at = layout(meta);
         let syn_ack = frame.get(at.l4..).unwrap_or(&[]);
         let first = !proxied.answered;
-        proxied.answer(syn_ack);
         let mut header = [0u8; MAX_HEADER];
-        let n = backend_ack_header(&proxied, syn_ack, &mut header);
-        if let Some(slot) = flows.syn_proxy_mut(id) {
-            *slot = proxied;
+        if first {
+            proxied.answer(syn_ack);
+            let n = client_window_header(&proxied, syn_ack, vip_port, &mut header);
+            if let Some(slot) = flows.syn_proxy_mut(id) {
+                *slot = proxied;
+            }
+            wire::rewrite::rewrite_src(frame, meta, &vip, vip_port);
+            if !self.replace(frame, at, &mut header[..n], false) {
+                return Verdict::Drop(DropReason::SynProxyHandshake);
+            }
+            // The backend answered, and the client's side is open:
+            // established.
+            flows.observe(id, Direction::FromBackend, meta.tcp_flags, now_ns);
+            flows.observe(id, Direction::FromClient, tcp_flags::ACK, now_ns);
+            self.counters.synproxy_established.inc();
+            flows.count_packet(endpoint, frame.len() as u64);
+            let src_mac = egress_mac(frame, snapshot, client_ingress);
+            wire::rewrite::set_macs(frame, src_mac, client_mac);
+            return Verdict::Transmit(client_ingress);
         }
+        let Some(next_hop) = backend.next_hop_mac else {
+            return Verdict::Drop(DropReason::NoNeighbour);
+        };
+        let n = backend_ack_header(&proxied, syn_ack, &mut header);
         if !self.replace(frame, at, &mut header[..n], true) {
             return Verdict::Drop(DropReason::SynProxyHandshake);
         }
-        // The backend answered, and the client's side is open: established.
         flows.observe(id, Direction::FromBackend, meta.tcp_flags, now_ns);
-        flows.observe(id, Direction::FromClient, tcp_flags::ACK, now_ns);
-        if first {
-            self.counters.synproxy_established.inc();
-        }
         flows.count_packet(endpoint, frame.len() as u64);
         let src_mac = egress_mac(frame, snapshot, backend.egress_port);
         wire::rewrite::set_macs(frame, src_mac, next_hop);

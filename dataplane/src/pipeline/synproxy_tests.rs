@@ -159,8 +159,26 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
-/// The client's cookie ACK, the backend's SYN-ACK (window scale
-/// `backend_wscale`), through the rig; returns the two frames as they left.
+/// The backend's SYN-ACK (ISN 77, TSval 5, window scale 9).
+fn syn_ack(client: &str, backend: &str) -> Vec<u8> {
+    let mut opts = vec![2, 4, 5, 0xb4];
+    opts.extend_from_slice(&ts(5, 777));
+    opts.extend_from_slice(&[1, 3, 3, 9]);
+    segment(
+        (backend, client),
+        (BACKEND_MAC, GW_B_MAC),
+        (BACKEND_ISN, CLIENT_ISN + 1),
+        tcp_flags::SYN | tcp_flags::ACK,
+        65535,
+        &opts,
+        b"",
+        false,
+    )
+}
+
+/// The client's cookie ACK, the backend's SYN-ACK, through the rig;
+/// returns the two frames as they left (the SYN to the backend, the ACK
+/// that opens the client's window).
 fn handshake(rig: &mut Rig, client: &str, vip: &str, backend: &str) -> (Vec<u8>, Vec<u8>) {
     let ack = segment(
         (client, vip),
@@ -174,33 +192,16 @@ fn handshake(rig: &mut Rig, client: &str, vip: &str, backend: &str) -> (Vec<u8>,
     );
     let (v, syn) = rig.run(&ack, 0);
     assert_eq!(v, Verdict::Transmit(1));
-    let mut opts = vec![2, 4, 5, 0xb4];
-    opts.extend_from_slice(&ts(5, 777));
-    opts.extend_from_slice(&[1, 3, 3, 9]);
-    let syn_ack = segment(
-        (backend, client),
-        (BACKEND_MAC, GW_B_MAC),
-        (BACKEND_ISN, CLIENT_ISN + 1),
-        tcp_flags::SYN | tcp_flags::ACK,
-        65535,
-        &opts,
-        b"",
-        false,
-    );
-    let (v, done) = rig.run(&syn_ack, 1);
-    assert_eq!(v, Verdict::Transmit(1), "the ACK goes back to the backend");
+    let (v, done) = rig.run(&syn_ack(client, backend), 1);
+    assert_eq!(v, Verdict::Transmit(0), "the client's window opens");
     (syn, done)
 }
 
 #[test]
-fn a_cookie_ack_opens_the_backend_with_the_clients_options_and_its_syn_ack_is_acked() {
+fn a_cookie_ack_opens_the_backend_with_the_clients_options_and_its_syn_ack_opens_the_client() {
     let mut rig = Rig::new("on");
-    let (syn, ack) = handshake(
-        &mut rig,
-        "198.18.0.2:40000",
-        "198.18.100.10:80",
-        "198.18.1.11:8080",
-    );
+    let (client, backend) = ("198.18.0.2:40000", "198.18.1.11:8080");
+    let (syn, open) = handshake(&mut rig, client, "198.18.100.10:80", backend);
 
     // The SYN to the backend: the client's ISN and every option it
     // offered, from the client's address to the backend's.
@@ -224,7 +225,26 @@ fn a_cookie_ack_opens_the_backend_with_the_clients_options_and_its_syn_ack_is_ac
     assert_eq!(timestamps(h), Some((777, 0)));
     assert_eq!(syn.len(), 14 + 20 + 40, "the frame grew for the options");
 
-    // The ACK that completes the backend's handshake, in the client's name.
+    // The backend's first SYN-ACK opens the client's window (the cookie
+    // SYN-ACK offered 0): from the VIP, the gateway's next number, the
+    // backend's 65535 bytes in the client's scale 7, its clock translated.
+    assert!(wire::frame_checksums_ok(&open), "{open:02x?}");
+    let meta = wire::parse(&open).unwrap();
+    assert_eq!(meta.tcp_flags, tcp_flags::ACK);
+    assert_eq!(
+        meta.tuple,
+        crate::wire::FiveTuple::v4([198, 18, 100, 10], [198, 18, 0, 2], 80, 40000, 6)
+    );
+    assert_eq!(&open[..12], &[CLIENT_MAC, GW_C_MAC].concat()[..]);
+    let h = tcp(&open);
+    assert_eq!((word(h, 4), word(h, 8)), (COOKIE + 1, CLIENT_ISN + 1));
+    assert_eq!(u16_at(h, 14), 65535 >> handshake::OFFERED_WSCALE);
+    assert_eq!(timestamps(h), Some((ECHO, 777)));
+
+    // A retransmitted SYN-ACK (the client had nothing to say first) gets
+    // the ACK that completes the backend's handshake, in the client's name.
+    let (v, ack) = rig.run(&syn_ack(client, backend), 1);
+    assert_eq!(v, Verdict::Transmit(1));
     assert!(wire::frame_checksums_ok(&ack), "{ack:02x?}");
     let meta = wire::parse(&ack).unwrap();
     assert_eq!(meta.tcp_flags, tcp_flags::ACK);
@@ -374,7 +394,8 @@ fn ipv6_connections_are_proxied_the_same_way() {
         Some(handshake::MSS_TABLE_V6[3])
     );
     let h = tcp(&ack);
-    assert_eq!((word(h, 4), word(h, 8)), (CLIENT_ISN + 1, BACKEND_ISN + 1));
+    assert_eq!((word(h, 4), word(h, 8)), (COOKIE + 1, CLIENT_ISN + 1));
+    assert_eq!(wire::parse(&ack).unwrap().tuple.dst_port, 40000);
     let reply = segment(
         (backend, client),
         (BACKEND_MAC, GW_B_MAC),

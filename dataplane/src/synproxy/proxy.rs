@@ -6,19 +6,20 @@
 //! client ACK (marked) ─► worker: new flow as usual (limits, routing,
 //!   scheduler), record in state TcpSyn, proxied; the ACK becomes
 //!   the SYN to the backend: the client's ISN, MSS, window scale, SACK,
-//!   timestamp (write_backend_syn)
+//!   timestamp (backend_syn_header)
 //! backend SYN-ACK ─► worker: the offsets (SeqOffset) into the record;
-//!   the SYN-ACK becomes the ACK to the backend (write_backend_ack); the
-//!   record is established
+//!   the SYN-ACK becomes the ACK that opens the client's window
+//!   (client_window_header: the cookie SYN-ACK offered 0); established
+//! client's next segment ─► translated, completes the backend's handshake
+//! backend SYN-ACK again ─► the ACK to the backend (backend_ack_header)
 //! every later segment ─► SeqOffset::to_backend / to_client
 //! ```
 //!
-//! Client segments that arrive before the backend answered (the data
-//! a client sends right after its ACK) are dropped
-//! (`synproxy_handshake`): the worker keeps no buffer, so that memory
-//! cannot grow with what clients send; the client retransmits them once
-//! its retransmission timer fires, and by then the connection is open.
-//! The same holds for data carried on the cookie ACK itself.
+//! Client segments that arrive before the backend answered (a window
+//! probe, data on the cookie ACK) are dropped (`synproxy_handshake`): the
+//! worker keeps no buffer, so that memory cannot grow with what clients
+//! send; the client retransmits them, and by then the connection is
+//! open.
 //!
 //! Everything here is cold (once per proxied connection), allocates
 //! nothing and never panics: a frame too short for what it must hold
@@ -188,6 +189,44 @@ pub fn backend_ack_header(
         (conn.client_isn.wrapping_add(1), backend_isn.wrapping_add(1)),
         ACK,
         conn.client_window,
+        opts,
+    )
+}
+
+/// The TCP header (no checksum yet) of the ACK that opens the client's
+/// window, made from the backend's first SYN-ACK `syn_ack` (TCP header)
+/// once `conn` has its offsets: from the service's port `vip_port` to the
+/// client, the gateway's next sequence number, the backend's window in
+/// the scale the client reads with, the backend's clock translated. The
+/// cookie SYN-ACK offered a window of 0, so the client sends nothing but
+/// window probes until this arrives.
+pub fn client_window_header(
+    conn: &ProxiedConnection,
+    syn_ack: &[u8],
+    vip_port: u16,
+    out: &mut [u8; MAX_HEADER],
+) -> usize {
+    let client_port = u16_at(syn_ack, 2);
+    // A SYN-ACK's window is never scaled: bytes.
+    let bytes = u32::from(u16_at(syn_ack, 14));
+    let window = (bytes >> conn.client_wscale()).clamp(1, u32::from(u16::MAX)) as u16;
+    let mut opts = [0u8; 12];
+    let opts: &[u8] = match (conn.options.timestamps, timestamps(syn_ack)) {
+        (Some((client_tsval, _)), Some((backend_tsval, _))) => {
+            opts[0..4].copy_from_slice(&[OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10]);
+            let ours = backend_tsval.wrapping_add(conn.offset.ts);
+            opts[4..8].copy_from_slice(&ours.to_be_bytes());
+            opts[8..12].copy_from_slice(&client_tsval.to_be_bytes());
+            &opts
+        }
+        _ => &[],
+    };
+    header(
+        out,
+        (vip_port, client_port),
+        (conn.cookie.wrapping_add(1), conn.client_isn.wrapping_add(1)),
+        ACK,
+        window,
         opts,
     )
 }
