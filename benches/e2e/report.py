@@ -112,6 +112,7 @@ CPU_ROWS = [
     ("frames/s flowgate's XDP program could not queue, socket receive ring full (thousands)", "flood_xsk_rx_ring_full_pps", 1e3, 0),
     ("frames/s flowgate's sockets dropped for want of a free frame (thousands)", "flood_xsk_rx_dropped_pps", 1e3, 0),
     ("flowgate's empty polls per second (thousands)", "flood_idle_polls_ps", 1e3, 0),
+    ("frames flowgate's workers sent per transmit wakeup (sendto)", "flood_frames_per_tx_wakeup", 1, 1),
 ]
 
 

@@ -51,11 +51,13 @@ flowgate_config() {
 
 # The kernel's receive backlog and budgets, global sysctls (not per
 # namespace), raised for the kernel variant so that RPS's backlog on
-# GW_CPU, 1000 frames by default, is not what drops its frames; the
-# values before are kept in $RUN/sysctl.saved and put back by
-# kernel_untune (and by the harness's exit trap).
+# GW_CPU, 1000 frames by default, is not what drops its frames, and one
+# softirq round may do more; the values before are kept in
+# $RUN/sysctl.saved and put back by kernel_untune (and by the harness's
+# exit trap). Not net.core.dev_weight: a backlog poll of more than 256
+# frames overflows the sink's veth ring (256) before its NAPI runs.
 KERNEL_TUNING=(net.core.netdev_max_backlog=32768 net.core.netdev_budget=1000
-  net.core.netdev_budget_usecs=8000 net.core.dev_weight=256)
+  net.core.netdev_budget_usecs=8000)
 kernel_tune() {
   local kv key
   [ -s "$RUN/sysctl.saved" ] || for kv in "${KERNEL_TUNING[@]}"; do
@@ -181,19 +183,21 @@ backlog_drops() {
 
 # flowgate's counters from its Prometheus endpoint (flowgate.toml.in puts
 # it on the gateway namespace's loopback), each summed over workers and
-# sockets: "idle_polls rx_ring_full rx_dropped" (frames the XDP program
-# could not put on a socket's full receive ring; frames a socket dropped
-# for want of a free frame), or "nan nan nan" when flowgate is not running.
+# sockets: "idle_polls rx_ring_full rx_dropped tx_wakeups" (frames the
+# XDP program could not put on a socket's full receive ring; frames a
+# socket dropped for want of a free frame; transmit wakeups, each a
+# sendto), or "nan nan nan nan" when flowgate is not running.
 flowgate_counters() {
   if [ -z "$FLOWGATE_PID" ]; then
-    echo "nan nan nan"
+    echo "nan nan nan nan"
     return
   fi
   in_ns "$NS_GW" curl -s --max-time 2 http://127.0.0.1:9187/metrics | awk '
     /^flowgate_idle_polls_total/ { idle += $NF }
     /^flowgate_xsk_rx_ring_full_total/ { full += $NF }
     /^flowgate_xsk_rx_dropped_total/ { dropped += $NF }
-    END { printf "%.0f %.0f %.0f\n", idle, full, dropped }'
+    /^flowgate_xsk_tx_wakeups_total/ { wakeups += $NF }
+    END { printf "%.0f %.0f %.0f %.0f\n", idle, full, dropped, wakeups }'
 }
 
 # Jiffies (user system) of flowgate's worker threads, or "0 0".
@@ -244,6 +248,7 @@ snapshot() {
 #                time on GW_CPU (sink frames counted there x its ns/frame)
 #   mpps_per_core  pps / core_pct x 100 / 1e6: Mpps per core-second
 #   backlog_drop_pps, idle_polls_ps, xsk_rx_ring_full_pps, xsk_rx_dropped_pps
+#   frames_per_tx_wakeup  frames sent by flowgate's workers per sendto
 delta() {
   local variant=$1 good=2
   case "$variant" in forward | generator) good=3 ;; esac
@@ -272,6 +277,8 @@ delta() {
       if (s0 !~ /nan/ && s1 !~ /nan/)
         printf " idle_polls_ps=%.0f xsk_rx_ring_full_pps=%.0f xsk_rx_dropped_pps=%.0f", \
           d[20] / dt, d[21] / dt, d[22] / dt
+      if (s0 !~ /nan/ && s1 !~ /nan/ && d[23] > 0)
+        printf " frames_per_tx_wakeup=%.1f", delivered / d[23]
       printf "\n"
     }'
 }
