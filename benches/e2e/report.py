@@ -190,6 +190,28 @@ plot '{dat}' using 2:3:4:xtic(1) title "capacity (≤ {loss} loss)" lc rgb "#447
 """
 
 
+def generator_lines(data, peak):
+    """gnuplot lines for the generator's own ceilings (flooding, and at an
+    even rate, which bounds every capacity), and the chart's new peak."""
+    lines = []
+    for metric, what, colour, offset in (
+        ("flood_pps", "generator alone, flooding", "#c00000", 0.7),
+        ("capacity_offered_pps", "generator alone, even rate", "#7030a0", -1.0),
+    ):
+        value = median(data.get(("generator", metric), []))
+        if not value:
+            continue
+        mpps = value / 1e6
+        peak = max(peak, mpps)
+        lines.append(
+            f"set arrow from graph 0, first {mpps:.4f} to graph 1, first {mpps:.4f} "
+            f'nohead dt 2 lw 2 lc rgb "{colour}"\n'
+            f'set label "{what}: {mpps:.3f} Mpps" at graph 0.02, first {mpps:.4f} '
+            f'offset 0,{offset} tc rgb "{colour}"'
+        )
+    return "\n".join(lines), peak
+
+
 def chart(data, png, title, loss):
     rows, peak = [], 0.0
     for variant, _ in VARIANTS:
@@ -202,16 +224,7 @@ def chart(data, png, title, loss):
             else:
                 cols += ["NaN"] * 3
         rows.append(f'"{SHORT[variant]}" ' + " ".join(cols))
-    gen = median(data.get(("generator", "flood_pps"), []))
-    ceiling = ""
-    if gen:
-        peak = max(peak, gen / 1e6)
-        ceiling = (
-            f"set arrow from graph 0, first {gen / 1e6:.4f} to graph 1, first {gen / 1e6:.4f} "
-            'nohead dt 2 lw 2 lc rgb "#c00000"\n'
-            f'set label "generator alone: {gen / 1e6:.3f} Mpps" at graph 0.02, first {gen / 1e6:.4f} '
-            'offset 0,0.7 tc rgb "#c00000"'
-        )
+    ceiling, peak = generator_lines(data, peak)
     with tempfile.TemporaryDirectory() as tmp:
         dat = os.path.join(tmp, "e2e.dat")
         with open(dat, "w") as f:
