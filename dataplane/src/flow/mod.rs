@@ -104,7 +104,7 @@ mod state;
 mod table;
 
 pub use connection::{ConnId, Connection};
-pub use endpoint_stats::{EndpointStats, EndpointValues, FlowCounters};
+pub use endpoint_stats::{Departure, EndpointStats, EndpointValues, FlowCounters};
 pub use export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 pub use handover::{HandedConnection, HandedState, StateError, SynProxyOffset};
 pub use state::{next_state, Direction, FlowState, FlowTimeouts};

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::connection::{ConnId, Connection};
-use super::endpoint_stats::{EndpointAccounts, FlowCounters};
+use super::endpoint_stats::{Departure, EndpointAccounts, FlowCounters};
 use super::export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 use super::handover::HandedConnection;
 use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
@@ -67,21 +67,6 @@ pub struct FlowTableStats {
     /// in another role: usually the same reply tuple (one client address
     /// and port reaching the same backend through two VIPs).
     pub reply_conflicts: u64,
-}
-
-/// Why a record leaves the table; each is one counter.
-#[derive(Clone, Copy)]
-enum Departure {
-    Removed,
-    Expired,
-    Evicted {
-        bucket_full: bool,
-    },
-    Replaced,
-    ReplyConflict,
-    /// A new connection taken back because its key found no room in the
-    /// index without evicting an established one.
-    Refused,
 }
 
 /// Bookkeeping of a record, packed in one word so a record stays 88 bytes:
@@ -991,15 +976,15 @@ impl FlowTable {
         }
         self.len -= 1;
         self.accounts.set_connections(self.len);
+        self.accounts.departed(why);
         let s = &mut self.stats;
         match why {
             Departure::Removed => s.removed += 1,
             Departure::Expired => s.expired += 1,
-            Departure::Evicted { bucket_full } => {
+            Departure::Evicted => s.evicted += 1,
+            Departure::EvictedBucketFull => {
                 s.evicted += 1;
-                if bucket_full {
-                    s.evicted_bucket_full += 1;
-                }
+                s.evicted_bucket_full += 1;
             }
             Departure::Replaced => s.replaced += 1,
             Departure::ReplyConflict => s.reply_conflicts += 1,
@@ -1074,8 +1059,10 @@ impl FlowTable {
 fn departure(expired: bool, bucket_full: bool) -> Departure {
     if expired {
         Departure::Expired
+    } else if bucket_full {
+        Departure::EvictedBucketFull
     } else {
-        Departure::Evicted { bucket_full }
+        Departure::Evicted
     }
 }
 

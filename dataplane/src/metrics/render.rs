@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use super::changes::{ChangeSource, RefusalReason};
 use super::sample::{LoopValues, MetricsSample, WorkerSample};
 use crate::admission::Refusal;
-use crate::flow::EndpointValues;
+use crate::flow::{Departure, EndpointValues};
 use crate::health::LATENCY_BUCKETS_SECONDS;
 use crate::liveness::Status;
 use crate::pipeline::{CounterValues, DropReason, RouteCounterValues};
@@ -498,6 +498,20 @@ fn workers(out: &mut Exposition, sample: &MetricsSample) {
             out.series(name, &[("worker", &w.worker.to_string())], field(w));
         }
     }
+    let name = "flowgate_connection_departures_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Connections that left the worker's table, by why: removed (closed), expired, \
+         evicted (table full), evicted_bucket_full, replaced (same client tuple), \
+         reply_conflict (same reply tuple through another VIP), refused (no room).",
+    );
+    for w in &sample.workers {
+        let worker = w.worker.to_string();
+        for (why, n) in Departure::ALL.iter().zip(w.departures) {
+            out.series(name, &[("worker", &worker), ("reason", why.label())], n);
+        }
+    }
 }
 
 type LoopField = fn(&LoopValues) -> u64;
@@ -971,6 +985,7 @@ mod tests {
             },
             connections: 2,
             connection_capacity: 1024,
+            departures: [5, 4, 3, 0, 0, 1, 0],
             services: vec![EndpointValues {
                 packets,
                 bytes: 60 * packets,
@@ -1173,6 +1188,26 @@ mod tests {
             }];
         }
         sample
+    }
+
+    #[test]
+    fn connection_departures_are_counted_per_worker_and_reason() {
+        let text = render(&sample(), &Snapshot::empty());
+        let (series, types) = check(&text);
+        let name = "flowgate_connection_departures_total";
+        assert_eq!(types[name], "counter");
+        let value = |reason: &str| {
+            let found = find(&series, name, &[("worker", "1"), ("reason", reason)]);
+            assert_eq!(found.len(), 1, "{reason}");
+            found[0].2
+        };
+        assert_eq!(value("removed"), 5);
+        assert_eq!(value("expired"), 4);
+        assert_eq!(value("evicted"), 3);
+        assert_eq!(value("reply_conflict"), 1);
+        assert_eq!(value("refused"), 0);
+        let reasons = find(&series, name, &[]).len();
+        assert_eq!(reasons % Departure::ALL.len(), 0, "every reason per worker");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::changes::{ChangeCounters, ChangeValues};
 use crate::admission::{AdmissionCounters, AdmissionValues, ServiceRefusals};
-use crate::flow::{EndpointValues, FlowCounters, FlowTable};
+use crate::flow::{Departure, EndpointValues, FlowCounters, FlowTable};
 use crate::pipeline::{
     CounterValues, Pipeline, PipelineCounters, RouteCounterValues, RouteCounters,
 };
@@ -192,6 +192,8 @@ pub struct WorkerSample {
     pub connections: u64,
     /// Most connections its table holds.
     pub connection_capacity: u64,
+    /// Records that left its table, per [`Departure::ALL`].
+    pub departures: [u64; Departure::ALL.len()],
     /// Per service, in the order of [`MetricsSample::services`]: the sums
     /// over the service's backends, plus the counts of backends it had.
     pub services: Vec<EndpointValues>,
@@ -612,6 +614,7 @@ fn sample_worker(
         counters: w.pipeline.snapshot(),
         connections: w.flows.connections(),
         connection_capacity: w.flows.capacity(),
+        departures: Departure::ALL.map(|why| w.flows.departures(why)),
         services: per_service,
         backends: per_backend,
         routes,
