@@ -152,6 +152,9 @@ impl Inner {
 struct Compiled {
     snapshot: Snapshot,
     owned: OwnedTraffic,
+    /// The SYN proxy settings of its services, for the XDP programs:
+    /// gathered here, outside the lock, as they walk every service.
+    proxies: std::collections::HashMap<crate::xdp::TrafficKey, crate::synproxy::SynProxy>,
     /// The snapshot it was built on: the one published at the time.
     previous: Arc<Snapshot>,
     /// [`Inner::learned_version`] at the time.
@@ -170,9 +173,11 @@ impl Compiled {
         let effective = kernel.effective(config);
         let snapshot = build(&effective, Some(&previous));
         let owned = OwnedTraffic::from_snapshot(&snapshot);
+        let proxies = crate::xdp::syn_proxies_of(&snapshot);
         Compiled {
             snapshot,
             owned,
+            proxies,
             previous,
             learned_version,
         }
@@ -611,6 +616,7 @@ impl Gateway {
         let Compiled {
             snapshot,
             owned,
+            proxies,
             previous,
             ..
         } = compiled;
@@ -646,9 +652,9 @@ impl Gateway {
         }
 
         let generation = snapshot.generation();
-        // The SYN proxy follows the published rules: a worker honours the
-        // program's mark only for a service its snapshot proxies.
-        let proxies = crate::xdp::syn_proxies_of(&snapshot);
+        // The SYN proxy follows the published rules (`proxies`): a worker
+        // honours the program's mark only for a service its snapshot
+        // proxies.
         self.publisher.publish(snapshot);
         // VIPs now answered for: tell the segment.
         inner.announce(widenings.iter().flat_map(|w| w.announced()));
