@@ -51,6 +51,8 @@ mod filter;
 #[cfg(feature = "daemon")]
 mod key_set;
 #[cfg(feature = "daemon")]
+mod link;
+#[cfg(feature = "daemon")]
 mod maps;
 #[cfg(feature = "daemon")]
 mod program;
