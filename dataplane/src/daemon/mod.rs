@@ -563,8 +563,32 @@ impl Prepared {
         })?;
         if handed {
             takeover::mark("new: sockets bound");
+            self.offer_sockets_to_old_programs(config, &sockets);
         }
         Ok((sockets, self))
+    }
+
+    /// Puts the new sockets in the socket maps of the programs the old
+    /// process handed over, which stay attached until the new workers run:
+    /// what only a worker can answer (new flows) reaches this process's
+    /// sockets from here on, without waiting for the programs' switch. A
+    /// map that refuses is logged: its interface waits for the switch.
+    fn offer_sockets_to_old_programs(&self, config: &Config, sockets: &start::OpenSockets) {
+        use std::os::fd::AsRawFd;
+        for (queue, ports) in sockets.ports.iter().enumerate() {
+            for (interface, port) in config.interfaces.iter().zip(ports) {
+                if !self.handed.iter().any(|(name, _)| *name == interface.name) {
+                    continue;
+                }
+                let queue = u32::try_from(queue).unwrap_or(u32::MAX);
+                if let Err(e) =
+                    crate::xdp::set_attached_socket(&interface.name, queue, port.as_raw_fd())
+                {
+                    tracing::warn!(interface = %interface.name, queue, "the old program keeps no socket of this process: {e}");
+                }
+            }
+        }
+        takeover::mark("new: sockets in the old programs' socket maps");
     }
 }
 
