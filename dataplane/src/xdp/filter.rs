@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 
 use std::sync::Arc;
 
@@ -61,6 +61,9 @@ pub struct XdpFilter {
     capacity: XdpCapacity,
     /// Declared before `ebpf`: dropped (detached) before the program.
     link: Option<XdpLink>,
+    /// The link of a process this one took over from, once it attaches
+    /// this program ([`Self::attach_through`]); dropped before `ebpf` too.
+    handed_link: Option<OwnedFd>,
     sockets: XskMap<MapData>,
     services: KeySet<TrafficKey, [u8; KEY_LEN]>,
     reply_sources: KeySet<TrafficKey, [u8; KEY_LEN]>,
@@ -244,7 +247,7 @@ impl XdpFilter {
     /// Attaches a program [`Self::load`] loaded (a no-op if attached),
     /// replacing a stale program on the interface.
     pub fn attach_loaded(&mut self) -> Result<(), XdpError> {
-        if self.link.is_some() {
+        if self.link.is_some() || self.handed_link.is_some() {
             return Ok(());
         }
         let link = neigh::link_info(&self.interface).map_err(|e| match e {
@@ -263,6 +266,64 @@ impl XdpFilter {
         let (xdp_link, attached) = attach_program(program, &link, self.mode)?;
         self.link = Some(xdp_link);
         self.mode = attached;
+        Ok(())
+    }
+
+    /// A new descriptor of the bpf_link this program is attached through,
+    /// to hand to a process that takes over: while that descriptor lives,
+    /// the program stays attached, with its maps, even once this filter
+    /// is dropped or this process is gone, until the holder replaces the
+    /// program ([`Self::attach_through`]) or closes it.
+    pub fn link_descriptor(&self) -> Result<OwnedFd, XdpError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or_else(|| XdpError::Other(format!("the XDP object has no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::from_program("the XDP program", &e))?;
+        let id = program
+            .info()
+            .map_err(|e| XdpError::from_program("the XDP program", &e))?
+            .id();
+        let ifindex = neigh::link_info(&self.interface)
+            .map_err(|e| XdpError::Other(format!("reading {}: {e}", self.interface)))?
+            .ifindex;
+        super::link::link_of(ifindex, id)
+    }
+
+    /// Attaches this program (loaded, not attached) through `link`, the
+    /// bpf_link another flowgate's program on this interface is attached
+    /// through ([`Self::link_descriptor`]): the kernel replaces that
+    /// program with this one in one step, so the interface is never
+    /// without a program. The filter then holds the link (dropping it
+    /// detaches the program, as for [`Self::attach_loaded`]); the mode is
+    /// the one that program was attached in.
+    pub fn attach_through(&mut self, link: OwnedFd) -> Result<(), XdpError> {
+        if self.link.is_some() || self.handed_link.is_some() {
+            return Err(XdpError::Other(format!(
+                "the XDP program on {} is attached already",
+                self.interface
+            )));
+        }
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| XdpError::Other(format!("the XDP object has no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::from_program("the XDP program", &e))?;
+        let fd = program
+            .fd()
+            .map_err(|e| XdpError::from_program("the XDP program", &e))?;
+        super::link::update(link.as_fd(), fd.as_fd())?;
+        self.handed_link = Some(link);
+        // The mode is the link's: whichever mode now runs our program.
+        if let Ok(info) = neigh::link_info(&self.interface) {
+            self.mode = if info.xdp.native.is_some() {
+                XdpMode::Native
+            } else {
+                XdpMode::Generic
+            };
+        }
         Ok(())
     }
 
@@ -346,6 +407,7 @@ impl XdpFilter {
             mode,
             capacity,
             link: None,
+            handed_link: None,
             sockets,
             services: sets.services,
             reply_sources: sets.reply_sources,
@@ -745,6 +807,7 @@ impl XdpFilter {
     pub fn detach(mut self) -> Result<(), XdpError> {
         // Closing the link's descriptor detaches the program.
         drop(self.link.take());
+        drop(self.handed_link.take());
         Ok(())
     }
 }

@@ -51,6 +51,8 @@ mod filter;
 #[cfg(feature = "daemon")]
 mod key_set;
 #[cfg(feature = "daemon")]
+mod link;
+#[cfg(feature = "daemon")]
 mod maps;
 #[cfg(feature = "daemon")]
 mod program;
@@ -75,7 +77,7 @@ pub use features::{FeatureReader, XdpFeatures};
 #[cfg(feature = "daemon")]
 pub use filter::{KeyDrift, Widening, XdpFilter, XdpMode};
 #[cfg(feature = "daemon")]
-pub use maps::{read_attached_counters, read_attached_maps, XdpMapKeys};
+pub use maps::{read_attached_counters, read_attached_maps, set_attached_socket, XdpMapKeys};
 #[cfg(feature = "daemon")]
 pub use tester::XdpTester;
 
