@@ -1021,10 +1021,12 @@ mod tests {
                 Interface {
                     name: "eth0".into(),
                     mac: Some([2, 0, 0, 0, 0, 1]),
+                    vlan: Default::default(),
                 },
                 Interface {
                     name: "eth1".into(),
                     mac: Some([2, 0, 0, 0, 0, 2]),
+                    vlan: Default::default(),
                 },
             ],
             neighbours: vec![Neighbour {
