@@ -365,6 +365,8 @@ pub struct Snapshot {
     endpoint_caps: Vec<Option<ConnectionCap>>,
     /// `[ingress] bogons`: sources that never make a connection.
     bogons: super::Bogons,
+    /// The interfaces' VLAN settings, by port.
+    vlans: super::PortVlans,
 }
 
 impl Snapshot {
@@ -404,6 +406,7 @@ impl Snapshot {
             fanout: Default::default(),
             endpoint_caps: Vec::new(),
             bogons: super::Bogons::default(),
+            vlans: super::PortVlans::default(),
         }
     }
 
@@ -464,6 +467,7 @@ impl Snapshot {
                     .collect(),
                 client_routing: Arc::new(ClientRouting::build(config)),
                 bogons: super::Bogons::new(&config.ingress.bogons),
+                vlans: super::PortVlans::new(&config.interfaces),
                 backend_names: previous
                     .map(|p| Arc::clone(&p.backend_names))
                     .unwrap_or_default(),
@@ -556,6 +560,12 @@ impl Snapshot {
     #[inline]
     pub fn bogons(&self) -> &super::Bogons {
         &self.bogons
+    }
+
+    /// The interfaces' VLAN settings.
+    #[inline]
+    pub fn vlans(&self) -> &super::PortVlans {
+        &self.vlans
     }
 
     /// The own MAC of interface `port` (its index in the config).
