@@ -339,10 +339,6 @@ impl Gateway {
                 applied
                     .warnings
                     .extend(super::segment_warnings(&inner.config));
-                // The interfaces' VLAN settings may have changed.
-                if let Err(e) = inner.set_ingress_macs() {
-                    applied.warnings.push(e);
-                }
                 Ok(self.load_paths(&mut inner, applied))
             }
             Err(e) => {
