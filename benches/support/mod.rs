@@ -171,10 +171,12 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
             Interface {
                 name: "fg-client".into(),
                 mac: Some(GW_CLIENT_MAC),
+                vlan: Default::default(),
             },
             Interface {
                 name: "fg-backend".into(),
                 mac: Some(GW_BACKEND_MAC),
+                vlan: Default::default(),
             },
         ],
         neighbours,

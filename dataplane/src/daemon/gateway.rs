@@ -113,15 +113,18 @@ impl Inner {
             .or_else(|| self.link_macs.get(port).copied())
     }
 
-    /// Gives every interface's XDP program its MAC for the ingress
-    /// checks (frames to another host's MAC are dropped there).
+    /// Gives every interface's XDP program its MAC and VLAN setting for
+    /// the ingress checks (frames to another host's MAC, or with a tag it
+    /// does not accept, are dropped there).
     fn set_ingress_macs(&mut self) -> Result<(), String> {
         let macs: Vec<Option<MacAddr>> = (0..self.filters.len())
             .map(|port| self.interface_mac(port))
             .collect();
-        for (filter, mac) in self.filters.iter_mut().zip(macs) {
+        let vlans = crate::table::PortVlans::new(&self.config.interfaces);
+        for (port, (filter, mac)) in self.filters.iter_mut().zip(macs).enumerate() {
             if let Some(mac) = mac {
-                filter.set_ingress_mac(mac).map_err(|e| {
+                let vlan = vlans.port(u16::try_from(port).unwrap_or(u16::MAX));
+                filter.set_ingress(mac, vlan).map_err(|e| {
                     format!("programming the XDP filter of {}: {e}", filter.interface())
                 })?;
             }

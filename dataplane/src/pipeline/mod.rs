@@ -65,6 +65,7 @@ mod route_counters;
 mod stateless_reply;
 mod synproxy;
 mod verdict;
+mod vlan;
 
 pub use counters::{Counter, CounterValues, PipelineCounters};
 pub use fanout::{fanout_reserve, DEFAULT_FANOUT_FRAME_SHARE, FANOUT_FLOWS};
@@ -98,6 +99,8 @@ struct Context<'a> {
     flows: &'a mut FlowTable,
     /// The port the batch arrived on.
     ingress: u16,
+    /// Whether that port refuses untagged frames (`untagged = false`).
+    refuse_untagged: bool,
     now_ns: u64,
 }
 
@@ -400,11 +403,16 @@ impl Pipeline {
             paths: view,
             flows,
             ingress,
+            refuse_untagged: !snapshot.vlans().port(ingress).untagged(),
             now_ns,
         };
-        for (frame, p) in frames.iter_mut().zip(parsed) {
-            let bytes = memory.frame_mut(frame);
-            verdicts.push(self.count(bytes, *p, &mut cx));
+        if snapshot.vlans().configured() {
+            self.decide_vlan_frames(memory, frames, parsed, &mut cx, verdicts);
+        } else {
+            for (frame, p) in frames.iter_mut().zip(parsed) {
+                let bytes = memory.frame_mut(frame);
+                verdicts.push(self.count(bytes, *p, &mut cx));
+            }
         }
         self.paths = paths;
         if !self.answers.is_empty() {
@@ -412,6 +420,32 @@ impl Pipeline {
         }
         if !self.grown.is_empty() {
             synproxy::grow_frames(&mut self.grown, memory, frames);
+        }
+    }
+
+    /// The deciding pass of a gateway with VLAN settings ([`vlan`]):
+    /// each frame is offered four bytes of room past its end, for a tag,
+    /// and gets the length of what it sends.
+    #[inline(never)]
+    fn decide_vlan_frames<M: FrameMemory + ?Sized>(
+        &mut self,
+        memory: &mut M,
+        frames: &mut [Frame],
+        parsed: &[Parsed],
+        cx: &mut Context<'_>,
+        verdicts: &mut Vec<Verdict>,
+    ) {
+        for (frame, p) in frames.iter_mut().zip(parsed) {
+            let len = frame.len();
+            // Room for a tag, where the frame's slot has it.
+            frame.set_len(len.saturating_add(4));
+            if memory.frame(frame).is_empty() {
+                frame.set_len(len);
+            }
+            let room = memory.frame_mut(frame);
+            let (verdict, out) = self.count_vlan(room, len as usize, *p, cx);
+            frame.set_len(u32::try_from(out).unwrap_or(len));
+            verdicts.push(verdict);
         }
     }
 
@@ -502,9 +536,26 @@ impl Pipeline {
         flows: &mut FlowTable,
         now_ns: u64,
     ) -> (Verdict, usize) {
+        let len = frame.len();
+        self.process_frame_in(frame, len, ingress, snapshot, flows, now_ns)
+    }
+
+    /// [`process_frame_len`](Self::process_frame_len) of the frame
+    /// `room[..len]`, which may grow into the rest of `room` (a VLAN tag
+    /// added on the way out needs four bytes).
+    pub fn process_frame_in(
+        &mut self,
+        room: &mut [u8],
+        len: usize,
+        ingress: u16,
+        snapshot: &Snapshot,
+        flows: &mut FlowTable,
+        now_ns: u64,
+    ) -> (Verdict, usize) {
+        let len = len.min(room.len());
         self.adopt(snapshot, flows);
         self.fanout.begin(1, now_ns);
-        let parsed = Parsed::of(frame);
+        let parsed = Parsed::of(&room[..len]);
         self.answers.clear();
         self.grown.clear();
         self.can_grow = false;
@@ -514,13 +565,19 @@ impl Pipeline {
             paths: paths.as_mut().map(|reader| reader.load()),
             flows,
             ingress,
+            refuse_untagged: !snapshot.vlans().port(ingress).untagged(),
             now_ns,
         };
-        let verdict = self.count(frame, parsed, &mut cx);
+        if snapshot.vlans().configured() {
+            let verdict = self.count_vlan(room, len, parsed, &mut cx);
+            self.paths = paths;
+            return verdict;
+        }
+        let verdict = self.count(&mut room[..len], parsed, &mut cx);
         self.paths = paths;
         let len = match self.answers.pop() {
             Some((_, len)) => len as usize,
-            None => frame.len(),
+            None => len,
         };
         (verdict, len)
     }
@@ -564,7 +621,7 @@ impl Pipeline {
         if meta.l3 == L3::Arp {
             return Verdict::Pass;
         }
-        if meta.vlan_tags != 0 && not_ours.is_none() {
+        if not_ours.is_none() && (meta.vlan_tags != 0 || cx.refuse_untagged) {
             not_ours = Some(DropReason::VlanNotConfigured);
         }
         if let Some(reason) = not_ours {

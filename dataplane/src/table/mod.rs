@@ -22,6 +22,7 @@ pub mod reply_sources;
 pub mod skip;
 mod snapshot;
 pub mod subset;
+pub mod vlans;
 pub mod wrr;
 
 pub use bogons::Bogons;
@@ -35,4 +36,5 @@ pub use publish::{SnapshotGuard, SnapshotPublisher, SnapshotReader};
 pub use reply_sources::{ReplySource, ReplySources};
 pub use snapshot::{CompiledService, Endpoint, EndpointId, LivenessInput, ServiceId, Snapshot};
 pub use subset::{ClientRouting, RoutePlan, RouteStep, ServiceRoutes, SubsetTable};
+pub use vlans::{PortVlan, PortVlans};
 pub use wrr::{build_schedule, MAX_SCHEDULE_LEN};

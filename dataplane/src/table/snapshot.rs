@@ -373,6 +373,8 @@ pub struct Snapshot {
     endpoint_caps: Vec<Option<ConnectionCap>>,
     /// `[ingress] bogons`: sources that never make a connection.
     bogons: super::Bogons,
+    /// The interfaces' VLAN settings, by port.
+    vlans: super::PortVlans,
 }
 
 impl Snapshot {
@@ -412,6 +414,7 @@ impl Snapshot {
             fanout: Default::default(),
             endpoint_caps: Vec::new(),
             bogons: super::Bogons::default(),
+            vlans: super::PortVlans::default(),
         }
     }
 
@@ -472,6 +475,7 @@ impl Snapshot {
                     .collect(),
                 client_routing: Arc::new(ClientRouting::build(config)),
                 bogons: super::Bogons::new(&config.ingress.bogons),
+                vlans: super::PortVlans::new(&config.interfaces),
                 backend_names: previous
                     .map(|p| Arc::clone(&p.backend_names))
                     .unwrap_or_default(),
@@ -564,6 +568,12 @@ impl Snapshot {
     #[inline]
     pub fn bogons(&self) -> &super::Bogons {
         &self.bogons
+    }
+
+    /// The interfaces' VLAN settings.
+    #[inline]
+    pub fn vlans(&self) -> &super::PortVlans {
+        &self.vlans
     }
 
     /// The own MAC of interface `port` (its index in the config).
@@ -1030,10 +1040,12 @@ mod tests {
                 Interface {
                     name: "eth0".into(),
                     mac: Some([2, 0, 0, 0, 0, 1]),
+                    vlan: Default::default(),
                 },
                 Interface {
                     name: "eth1".into(),
                     mac: Some([2, 0, 0, 0, 0, 2]),
+                    vlan: Default::default(),
                 },
             ],
             neighbours: vec![Neighbour {

@@ -75,7 +75,7 @@ pub struct XdpFilter {
     announces: bool,
     announce_mac: Array<MapData, [u8; 8]>,
     /// The interface's MAC for the ingress checks (`ingress_config`).
-    ingress_config: Array<MapData, [u8; 8]>,
+    ingress_config: Array<MapData, [u8; super::program::INGRESS_CONFIG_LEN]>,
     config: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
     /// The fast path's cache, mapped, and its geometry (`None`: loaded
@@ -683,8 +683,20 @@ impl XdpFilter {
     /// any other MAC are dropped (`dropped_other_host`). All zeros turns
     /// the MAC check off.
     pub fn set_ingress_mac(&mut self, mac: [u8; 6]) -> Result<(), XdpError> {
-        let mut value = [0u8; 8];
-        value[..6].copy_from_slice(&mac);
+        self.set_ingress(mac, &crate::table::PortVlan::default())
+    }
+
+    /// Sets this interface's MAC (as [`set_ingress_mac`](Self::set_ingress_mac))
+    /// and its VLAN setting for the ingress checks: a frame tagged with an
+    /// accepted id goes up to the workers if it is owned; one with another
+    /// id, or untagged where `vlan` refuses untagged frames, is dropped if
+    /// owned (`dropped_vlan_not_configured`).
+    pub fn set_ingress(
+        &mut self,
+        mac: [u8; 6],
+        vlan: &crate::table::PortVlan,
+    ) -> Result<(), XdpError> {
+        let value = super::program::ingress_config_value(mac, vlan);
         self.ingress_config
             .set(0, value, 0)
             .map_err(|e| map_error("setting the interface MAC for the ingress checks", e))
