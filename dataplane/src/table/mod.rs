@@ -22,6 +22,7 @@ pub mod reply_sources;
 pub mod skip;
 mod snapshot;
 pub mod subset;
+mod tables;
 pub mod wrr;
 
 pub use bogons::Bogons;
