@@ -33,6 +33,7 @@ mod prime;
 mod provenance;
 mod raw;
 pub mod routing;
+mod split;
 mod validate;
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod reply_sources;
 pub mod skip;
 mod snapshot;
 pub mod subset;
+mod tables;
 pub mod vlans;
 pub mod wrr;
 

@@ -48,7 +48,7 @@ use super::limits::CompiledLimits;
 use super::maglev::{MaglevBackend, MaglevTable};
 use super::skip::{next_alive, Lookup};
 use super::subset::{compile_routes, ClientRouting, Member, ServiceRoutes};
-use super::wrr::build_schedule;
+use super::tables::{build_all, TableJob};
 use crate::admission::ConnectionCap;
 use crate::liveness::{Liveness, Word};
 use crate::rules::{
@@ -464,6 +464,7 @@ impl Snapshot {
             liveness,
             profiles: crate::rules::routing::profiles(config).list,
             zone_priority: &config.routing.zone_priority,
+            jobs: Vec::new(),
             next: Snapshot {
                 generation: previous.map_or(1, |p| p.generation.saturating_add(1)),
                 // An interface without a MAC (the daemon fills in the
@@ -492,10 +493,23 @@ impl Snapshot {
             .collect();
         services.sort_by_key(|&(key, _)| key);
         services.dedup_by_key(|&mut (key, _)| key);
+        let backends: usize = services.iter().map(|(_, s)| s.backends.len()).sum();
+        builder.next.service_index.reserve(services.len());
+        builder.next.vips.reserve(services.len());
+        builder.next.services.reserve(services.len());
+        builder.next.endpoints.reserve(backends);
         for (key, service) in services {
             builder.add_service(key, service);
         }
         let mut next = builder.next;
+        // The tables that could not be carried over, built all at once
+        // (on several cores when there are many slots to fill).
+        for built in build_all(builder.jobs) {
+            if let Some(Some(service)) = next.services.get_mut(built.service as usize) {
+                service.maglev = built.maglev;
+                service.wrr = built.wrr;
+            }
+        }
         next.reply_sources = super::ReplySources::build(
             next.endpoints
                 .iter()
@@ -654,6 +668,8 @@ struct Builder<'a> {
     profiles: Vec<crate::rules::routing::Profile<'a>>,
     /// The gateway's zone priority.
     zone_priority: &'a [String],
+    /// The services whose tables are to be built, once every id is known.
+    jobs: Vec<TableJob>,
     next: Snapshot,
 }
 
@@ -712,8 +728,9 @@ impl Builder<'_> {
                 Arc::clone(&p.scheduled),
             ),
             None => {
-                let (maglev, wrr) = build_tables(&scheduled, table_size);
-                (maglev, wrr, scheduled_ids)
+                // Built after the walk (see `build_with`); empty until then.
+                self.jobs.push(table_job(id, &scheduled, table_size));
+                (MaglevTable::empty(), Arc::from([]), scheduled_ids)
             }
         };
 
@@ -955,23 +972,21 @@ impl Builder<'_> {
     }
 }
 
-/// Builds a service's Maglev table and round-robin schedule over the
-/// scheduled backends.
-fn build_tables(backends: &[&BackendEntry], table_size: u32) -> (MaglevTable, Arc<[EndpointId]>) {
-    let maglev_backends: Vec<MaglevBackend> = backends
-        .iter()
-        .map(|b| MaglevBackend {
-            address: b.address,
-            port: b.port,
-            weight: b.weight,
-            id: b.id,
-        })
-        .collect();
-    let weights: Vec<(EndpointId, u32)> = backends.iter().map(|b| (b.id, b.weight)).collect();
-    (
-        MaglevTable::build(&maglev_backends, table_size),
-        build_schedule(&weights),
-    )
+/// The job of building `service`'s tables over its `scheduled` backends.
+fn table_job(service: ServiceId, scheduled: &[&BackendEntry], table_size: u32) -> TableJob {
+    TableJob {
+        service,
+        backends: scheduled
+            .iter()
+            .map(|b| MaglevBackend {
+                address: b.address,
+                port: b.port,
+                weight: b.weight,
+                id: b.id,
+            })
+            .collect(),
+        table_size,
+    }
 }
 
 /// Stores `value` at index `id`, growing the vector with free slots.
