@@ -556,7 +556,11 @@ impl ControlState {
         let applied = if only_paths {
             self.dataplane.apply_paths(&next)
         } else {
-            self.dataplane.apply(&next)
+            let changes = only.map(|services| super::ServiceChanges {
+                since: &base.config,
+                services,
+            });
+            self.dataplane.apply_shared(&next, changes)
         };
         let applied = applied.map_err(|e| ApiError {
             generation: Some(e.generation),
