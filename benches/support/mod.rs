@@ -352,7 +352,7 @@ pub fn routed_config(capacity: usize) -> Config {
                 24,
             )],
         }),
-        paths: routed_paths(&service.backends),
+        paths: routed_paths(&service.backends).into(),
     };
     config
 }

@@ -64,6 +64,22 @@ pub trait Dataplane: Send + Sync {
         self.apply(config)
     }
 
+    /// Makes `config` run where it differs from the running rules only in
+    /// the paths `updates` name, each as it says (a control API request of
+    /// path verbs): the path table is edited with those paths alone, at a
+    /// cost that does not grow with the paths it holds, and no snapshot is
+    /// built (unless a path names a backend no path named before, as
+    /// [`Dataplane::apply_paths`]). The default is
+    /// [`Dataplane::apply_paths`].
+    fn apply_path_updates(
+        &self,
+        config: &Config,
+        updates: &[crate::table::PathUpdate],
+    ) -> Result<Applied, ApplyError> {
+        let _ = updates;
+        self.apply_paths(config)
+    }
+
     /// Version, generation, uptime, workers with their cores, interfaces
     /// with the modes they got.
     fn status(&self) -> StatusReport;

@@ -19,9 +19,9 @@ use crate::capture::{CaptureHub, CaptureTap};
 use crate::health::ProberOptions;
 use crate::liveness::Liveness;
 use crate::pipeline::PipelineCounters;
-use crate::route::PathReader;
+use crate::route::{PathErrors, PathReader};
 use crate::rules::{format_mac, Config};
-use crate::table::{LivenessInput, PathRouting};
+use crate::table::{LivenessInput, PathRouting, PathUpdate};
 use crate::table::{Snapshot, SnapshotPublisher, SnapshotReader};
 use crate::xdp::{CapacityError, XdpCapacity};
 
@@ -225,6 +225,56 @@ impl MemoryDataplane {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Makes `config`, which differs from the running rules only in
+    /// distribution paths, run: `edit` changes the path table (given the
+    /// running rules and the current snapshot) and says whether a backend
+    /// name got its first ref, which then takes a build so that it
+    /// resolves.
+    fn edit_paths(
+        &self,
+        config: &Config,
+        edit: impl FnOnce(&mut PathRouting, &Config, &Snapshot) -> Result<bool, PathErrors>,
+    ) -> Result<Applied, ApplyError> {
+        let mut running = self
+            .build
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(old) = running.as_ref() else {
+            drop(running);
+            return self.apply(config);
+        };
+        let current = self.build.publisher.current();
+        let edited = edit(
+            &mut self
+                .build
+                .paths
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            old,
+            &current,
+        );
+        match edited {
+            Ok(false) => {
+                *running = Some(Arc::new(config.clone()));
+                Ok(Applied::clean(current.generation()))
+            }
+            Ok(true) => {
+                // A name no path held: build so that it resolves.
+                let next = self.build.build(config);
+                let generation = next.generation();
+                self.build.publisher.publish(next);
+                *running = Some(Arc::new(config.clone()));
+                Ok(Applied::clean(generation))
+            }
+            Err(e) => Err(ApplyError {
+                reason: format!("the path table refused the change: {e}"),
+                generation: current.generation(),
+                kernel: "nothing else was changed (an in-memory data plane)".into(),
+            }),
+        }
+    }
+
     /// Builds on the current snapshot and publishes; returns the
     /// generation. The snapshot is compiled holding no lock that `status`
     /// or `stats` take, as the daemon's is: a large change holds up no
@@ -345,40 +395,19 @@ impl Dataplane for MemoryDataplane {
     }
 
     fn apply_paths(&self, config: &Config) -> Result<Applied, ApplyError> {
-        let mut running = self
-            .build
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let Some(old) = running.clone() else {
-            return self.apply(config);
-        };
-        let current = self.build.publisher.current();
-        let edited = self
-            .build
-            .paths
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .edit(&old, config, &current);
-        match edited {
-            Ok(false) => {
-                *running = Some(Arc::new(config.clone()));
-                Ok(Applied::clean(current.generation()))
-            }
-            Ok(true) => {
-                // A name no path held: build so that it resolves.
-                let next = self.build.build(config);
-                let generation = next.generation();
-                self.build.publisher.publish(next);
-                *running = Some(Arc::new(config.clone()));
-                Ok(Applied::clean(generation))
-            }
-            Err(e) => Err(ApplyError {
-                reason: format!("the path table refused the change: {e}"),
-                generation: current.generation(),
-                kernel: "nothing else was changed (an in-memory data plane)".into(),
-            }),
-        }
+        self.edit_paths(config, |paths, old, current| {
+            paths.edit(old, config, current)
+        })
+    }
+
+    fn apply_path_updates(
+        &self,
+        config: &Config,
+        updates: &[PathUpdate],
+    ) -> Result<Applied, ApplyError> {
+        self.edit_paths(config, |paths, _, current| {
+            paths.update(config, updates, current)
+        })
     }
 
     fn status(&self) -> StatusReport {

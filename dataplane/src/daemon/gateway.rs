@@ -382,6 +382,35 @@ impl Gateway {
         self.install(inner, compiled)
     }
 
+    /// Makes `config`, which differs from the running rules only in the
+    /// paths `updates` name (a control API request of path verbs), run:
+    /// those paths alone are edited in the path table and published, as
+    /// [`Gateway::apply_paths`] does. Refused whole by the path table,
+    /// nothing changed.
+    pub fn apply_path_updates(
+        &self,
+        config: Config,
+        updates: &[crate::table::PathUpdate],
+    ) -> Result<Applied, ApplyError> {
+        let mut inner = self.lock();
+        let running = self.publisher.current();
+        let inner = &mut *inner;
+        let new_name = inner
+            .paths
+            .update(&config, updates, &running)
+            .map_err(|e| ApplyError {
+                reason: format!("the path table refused the change: {e}"),
+                generation: running.generation(),
+                kernel: "the XDP maps were not touched".into(),
+            })?;
+        inner.config = config;
+        if !new_name {
+            return Ok(Applied::clean(running.generation()));
+        }
+        let compiled = self.compile(inner, &inner.config);
+        self.install(inner, compiled)
+    }
+
     /// After `applied` was published: loads the running rules' paths,
     /// keyed by what runs, and if they name a backend no path named
     /// before, publishes once more so that the snapshot resolves it.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use super::health::{BackendHealth, HealthSettings, ServiceHealth};
 use super::limits::FlowLimits;
+use super::paths::Paths;
 use crate::admission::ConnectionCap;
 
 /// Default Maglev lookup table size (a prime).
@@ -804,8 +805,10 @@ pub struct ServiceRouting {
     /// A gated launch: a share of new flows to a group of backends.
     pub canary: Option<Canary>,
     /// Distribution paths: clients sent straight to a named backend,
-    /// before any other policy. Prefixes are unique in a service.
-    pub paths: Vec<DistributionPath>,
+    /// before any other policy. Prefixes are unique in a service. Shared
+    /// between config versions: a clone costs nothing, an edit a few
+    /// nodes (see [`Paths`]).
+    pub paths: Paths,
 }
 
 /// A gated launch: new flows to the backends whose `group` is `group`,

@@ -21,6 +21,8 @@ mod health;
 mod ingress;
 mod routing;
 
+pub(crate) use routing::path_is_valid;
+
 pub(super) use routing::{CANARY_SHARE, SUBSET_MEMORY};
 
 use hashbrown::{HashMap, HashSet};

@@ -32,7 +32,7 @@ pub use failover::{AliveCount, IfDead, Mode};
 pub use fanout::{FanoutIndex, FanoutTargets, NoReceiver};
 pub use limits::CompiledLimits;
 pub use maglev::{MaglevBackend, MaglevTable};
-pub use paths::{PathRouting, SharedNames};
+pub use paths::{PathRouting, PathUpdate, SharedNames};
 pub use publish::{SnapshotGuard, SnapshotPublisher, SnapshotReader};
 pub use reply_sources::{ReplySource, ReplySources};
 pub use snapshot::{CompiledService, Endpoint, EndpointId, LivenessInput, ServiceId, Snapshot};
