@@ -513,10 +513,28 @@ impl FlowTable {
         reply_hash: u64,
         now_ns: u64,
     ) -> ConnId {
+        self.evict_owner(&conn.client, client_hash, true, now_ns);
+        self.insert_absent(conn, client_hash, reply_hash, now_ns)
+    }
+
+    /// [`FlowTable::insert`] for a connection whose client tuple no live
+    /// record owns, in either role: a lookup of it has just missed, or its
+    /// record was just removed, with no insert since. Spares the second
+    /// look for it that `insert` makes.
+    pub fn insert_absent(
+        &mut self,
+        conn: Connection,
+        client_hash: u64,
+        reply_hash: u64,
+        now_ns: u64,
+    ) -> ConnId {
+        debug_assert!(
+            self.find(&conn.client, client_hash).is_none(),
+            "insert_absent of a tuple the table holds"
+        );
         let reply = conn.reply_tuple();
         // A degenerate connection whose two tuples are equal is indexed once.
         let index_reply = reply != conn.client;
-        self.evict_owner(&conn.client, client_hash, true, now_ns);
         if index_reply {
             self.evict_owner(&reply, reply_hash, false, now_ns);
         }
