@@ -18,8 +18,8 @@ use crate::wire::FiveTuple;
 /// position within a record's 28-bit position fields.
 pub const MAX_CAPACITY: usize = MAX_BUCKETS * SLOTS / 4;
 
-/// Records a slab-full insert looks at from the clock hand, besides the
-/// occupants of the new key's bucket, when choosing whom to evict.
+/// Most records a slab-full insert looks at from the clock hand when
+/// choosing whom to evict; it stops at the first expired or embryonic one.
 const EVICTION_SCAN: usize = 8;
 
 /// Records the fast path's entries are checked at per
@@ -242,7 +242,7 @@ impl<'a> VictimSearch<'a> {
     }
 
     fn consider(&mut self, record: u32) {
-        if record == self.exclude || matches!(self.best, Some((Standing::Expired, ..))) {
+        if record == self.exclude || self.settled() {
             return;
         }
         let Some(r) = self.records.get(record as usize) else {
@@ -280,6 +280,17 @@ impl<'a> VictimSearch<'a> {
     /// Whether a record that may go has been found.
     fn found(&self) -> bool {
         self.best.is_some()
+    }
+
+    /// Whether the search can stop: an expired or embryonic record found.
+    /// Among embryonic ones the clock hand's order stands for age (in a
+    /// full table the hand reaches a record about one turn after it was
+    /// filled), which spares a scan for the least recently seen.
+    fn settled(&self) -> bool {
+        matches!(
+            self.best,
+            Some((Standing::Expired | Standing::Embryonic, ..))
+        )
     }
 
     /// The chosen record and whether it had expired.
@@ -516,10 +527,28 @@ impl FlowTable {
         reply_hash: u64,
         now_ns: u64,
     ) -> ConnId {
+        self.evict_owner(&conn.client, client_hash, true, now_ns);
+        self.insert_absent(conn, client_hash, reply_hash, now_ns)
+    }
+
+    /// [`FlowTable::insert`] for a connection whose client tuple no live
+    /// record owns, in either role: a lookup of it has just missed, or its
+    /// record was just removed, with no insert since. Spares the second
+    /// look for it that `insert` makes.
+    pub fn insert_absent(
+        &mut self,
+        conn: Connection,
+        client_hash: u64,
+        reply_hash: u64,
+        now_ns: u64,
+    ) -> ConnId {
+        debug_assert!(
+            self.find(&conn.client, client_hash).is_none(),
+            "insert_absent of a tuple the table holds"
+        );
         let reply = conn.reply_tuple();
         // A degenerate connection whose two tuples are equal is indexed once.
         let index_reply = reply != conn.client;
-        self.evict_owner(&conn.client, client_hash, true, now_ns);
         if index_reply {
             self.evict_owner(&reply, reply_hash, false, now_ns);
         }
@@ -880,20 +909,20 @@ impl FlowTable {
         self.remove_record(record, why);
     }
 
-    /// A free record; when there is none, the victim is chosen among the
-    /// records in the primary bucket of the new client key and the next
-    /// [`EVICTION_SCAN`] records from the clock hand.
+    /// A free record; when there is none, the victim is the first expired
+    /// or embryonic record from the clock hand, else the best of the next
+    /// [`EVICTION_SCAN`] records by [`Standing`].
     fn allocate(&mut self, client_hash: u64, now_ns: u64) -> Option<u32> {
         if let Some(record) = self.pop_free() {
             return Some(record);
         }
         let n = self.records.len();
         let mut search = VictimSearch::new(self, now_ns, NOWHERE);
-        self.index
-            .for_each_in_primary(client_hash, |r| search.consider(r));
         let hand = self.evict_hand;
-        for step in 0..EVICTION_SCAN.min(n) {
-            search.consider(((hand + step) % n) as u32);
+        let mut steps = 0;
+        while steps < EVICTION_SCAN.min(n) && !search.settled() {
+            search.consider(((hand + steps) % n) as u32);
+            steps += 1;
         }
         if !search.found() {
             // Only established connections seen, which the table keeps:
@@ -908,7 +937,7 @@ impl FlowTable {
             }
         }
         let victim = search.finish();
-        self.evict_hand = (hand + EVICTION_SCAN) % n;
+        self.evict_hand = (hand + steps) % n;
         let (record, expired) = victim?;
         self.remove_record(record, departure(expired, false));
         self.pop_free()

@@ -1138,7 +1138,12 @@ impl Pipeline {
             last_seen_ns: now_ns,
         };
         let reply_hash = flow_hash(&conn.reply_tuple());
-        if flows.insert(conn, hash, reply_hash, now_ns).is_none() {
+        // Every way here starts from a lookup of the client tuple that
+        // missed, or from removing its record.
+        if flows
+            .insert_absent(conn, hash, reply_hash, now_ns)
+            .is_none()
+        {
             return Verdict::Drop(DropReason::FlowTableFull);
         }
         self.counters.new_flows.inc();
