@@ -1909,6 +1909,7 @@ mod changed_tests {
             interfaces: vec![Interface {
                 name: "eth0".into(),
                 mac: Some([2, 0, 0, 0, 0, 1]),
+                vlan: Default::default(),
             }],
             neighbours: vec![Neighbour {
                 address: ip("198.18.0.11"),
