@@ -22,14 +22,16 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flowgate_dataplane::control::{ControlState, MemoryDataplane};
+use flowgate_dataplane::control::{ControlState, Dataplane, MemoryDataplane, ServiceChanges};
 use flowgate_dataplane::fleet::layout::KeyLayout;
 use flowgate_dataplane::fleet::mirror::Rules;
 use flowgate_dataplane::fleet::settings::EtcdSettings;
 use flowgate_dataplane::fleet::source::{EtcdSource, RulesSink};
 use flowgate_dataplane::fleet::store::{FleetStore, Write};
 use flowgate_dataplane::fleet::value;
+use flowgate_dataplane::liveness::Word;
 use flowgate_dataplane::rules::{Backend, Config, Failover, Protocol, Scheduler, Service};
+use flowgate_dataplane::table::{LivenessInput, Snapshot};
 
 const PREFIX: &str = "/flowgate-bench";
 const SERVICES: usize = 10_000;
@@ -172,14 +174,44 @@ fn parts() {
         drop(flowgate_dataplane::control::diff(&config, &next))
     });
     let dataplane = MemoryDataplane::new();
-    use flowgate_dataplane::control::Dataplane;
     dataplane.apply(&config).unwrap();
     let mut flip = false;
     time("capacity check", &mut || dataplane.check(&next).unwrap());
-    time("compile and publish", &mut || {
+    time("compile and publish, in full", &mut || {
         flip = !flip;
         dataplane.apply(if flip { &next } else { &config }).unwrap();
     });
+
+    // The same revision as the daemon's control state passes it on: the
+    // configs shared, the changed service named.
+    let shared = [Arc::new(config.clone()), Arc::new(next.clone())];
+    let names = vec![next.services[17].name.clone()];
+    dataplane.apply_shared(&shared[0], None).unwrap();
+    let previous = dataplane.current();
+    time("build the snapshot, the changed service only", &mut || {
+        drop(Snapshot::build_changed(
+            &shared[1],
+            &previous,
+            LivenessInput {
+                table: previous.liveness(),
+                now_ns: previous.liveness().now_ns(),
+                initial: &|_, _| Word::UP,
+            },
+            &names,
+        ))
+    });
+    let mut at = 0;
+    time(
+        "compile and publish, the changed service only (snapshot, health plan, paths)",
+        &mut || {
+            let changes = ServiceChanges {
+                since: &shared[at],
+                services: &names,
+            };
+            at = 1 - at;
+            dataplane.apply_shared(&shared[at], Some(changes)).unwrap();
+        },
+    );
 }
 
 fn main() {

@@ -14,13 +14,15 @@
 //!   spins on lookups until it sees the change (1 000 updates). Memory is
 //!   also given with 10 % of the paths naming a list of 4 backends.
 //!
-//! - `api`: one path added or removed through the call the control API
-//!   makes for a change of paths alone (`Dataplane::apply_paths`, in the
-//!   daemon `Gateway::apply_paths`), with 1 000 and with 1 000 000 paths
-//!   in the service's rules, until a worker's reader (spinning on a
-//!   lookup, as in `paths`) sees it; and, for scale, the whole request
-//!   (`ControlState::handle` of a one-edit `path add` batch, as
-//!   `flowgatectl path add` sends it, over the in-memory data plane).
+//! - `api`: one path added or removed through the control API, with
+//!   1 000 and with 1 000 000 paths in the service's rules: the whole
+//!   request (`ControlState::handle` of a one-edit `path add` or `path
+//!   del` batch, as `flowgatectl path add|del` sends it, over the daemon's
+//!   `Gateway`) until a worker's reader (spinning on a lookup, as in
+//!   `paths`) sees it, 2 000 requests each; and the call a change of
+//!   whole rules that differ only in paths takes (`Gateway::apply_paths`,
+//!   as a reload or etcd makes, which compares the changed service's
+//!   paths in full).
 //!
 //! Lookups are timed per batch of 64, the way a worker runs them (the path
 //! view loaded once per batch), with `Instant` read once per batch; the
@@ -44,13 +46,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use flowgate_api::{Batch, Edit, PathKey, PathSpec, Reply, Request};
-use flowgate_dataplane::control::{ControlState, MemoryDataplane};
+use flowgate_api::{FlowEntry, StatsReport, StatusReport};
+use flowgate_dataplane::control::{status_report, Applied, ApplyError, ControlState, Dataplane};
 use flowgate_dataplane::daemon::Gateway;
 use flowgate_dataplane::route::{
     BackendRef, ClassId, ClientAddr, ClientClasses, PathEntry, PathReader, PathTable, PathView,
     Prefix,
 };
 use flowgate_dataplane::rules::{load_str, ClientPrefix, Config, DistributionPath};
+use flowgate_dataplane::table::PathUpdate;
 
 /// Counts the bytes the program holds: requested sizes, not the
 /// allocator's own overhead.
@@ -726,58 +730,152 @@ fn api_apply_paths(paths: u32, updates: usize) {
     );
 }
 
-/// `requests` `path add` / `path del` requests through
-/// `ControlState::handle` over the in-memory data plane, with `paths`
-/// paths in the rules: the request's time (the reader sees the change at
-/// the reply: `tests/routing.rs` checks that).
+/// The daemon's gateway as the control API sees it, for the API bench:
+/// changes go to the real `Gateway` (its path table and snapshots); the
+/// reads the bench does not make answer empty.
+struct GatewayDataplane(Gateway);
+
+impl Dataplane for GatewayDataplane {
+    fn apply(&self, config: &Config) -> Result<Applied, ApplyError> {
+        self.0.apply(config.clone())
+    }
+
+    fn apply_paths(&self, config: &Config) -> Result<Applied, ApplyError> {
+        self.0.apply_paths(config.clone())
+    }
+
+    fn apply_path_updates(
+        &self,
+        config: &Config,
+        updates: &[PathUpdate],
+    ) -> Result<Applied, ApplyError> {
+        self.0.apply_path_updates(config.clone(), updates)
+    }
+
+    fn status(&self) -> StatusReport {
+        status_report(self.generation(), 0)
+    }
+
+    fn stats(&self) -> StatsReport {
+        StatsReport::default()
+    }
+
+    fn flows(&self, _: Option<&str>, _: usize) -> Vec<FlowEntry> {
+        Vec::new()
+    }
+
+    fn generation(&self) -> u64 {
+        self.0.snapshot().generation()
+    }
+}
+
+/// `requests` requests through `ControlState::handle`, alternately a
+/// one-edit `path add` and `path del` batch as `flowgatectl path add|del`
+/// sends it, over the daemon's `Gateway`, with `paths` paths in the rules,
+/// while a reader thread spins on the path's lookup: the time from before
+/// the call to the reader's first answer with the change, and the
+/// request's own time.
 fn api_requests(paths: u32, requests: usize) {
     let base = api_config(paths);
-    let dataplane = Arc::new(MemoryDataplane::with_config(&base));
+    let setup = Instant::now();
+    let gateway = Gateway::start(base.clone(), Vec::new(), Vec::new(), Vec::new(), Vec::new())
+        .expect("the gateway starts");
+    let mut reader = gateway.path_reader();
+    let dataplane = Arc::new(GatewayDataplane(gateway));
     let mut state = ControlState::new(base, "api.toml", dataplane.clone());
-    let mut reader = dataplane.path_reader();
+    let started = setup.elapsed();
     let client = ClientAddr::V4(u32::from(API_CLIENT));
-    let mut times = Vec::with_capacity(requests);
-    for n in 0..requests {
-        let edit = if n.is_multiple_of(2) {
-            Edit::PathAdd(PathSpec {
-                service: "svc".into(),
-                client: API_CLIENT.to_string(),
-                backends: vec!["p2".into()],
-            })
-        } else {
-            Edit::PathDel(PathKey {
-                service: "svc".into(),
-                client: API_CLIENT.to_string(),
-            })
-        };
-        let t = Instant::now();
-        let reply = state.handle(Request::Batch(Batch {
-            edits: vec![edit],
-            dry_run: false,
-        }));
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-        match reply {
-            Ok(Reply::Changed(report)) => assert!(report.applied, "{report:?}"),
-            other => panic!("{other:?}"),
+    assert!(reader.load().lookup(0, client).is_none());
+    let generation = dataplane.generation();
+    let requested = AtomicU64::new(0);
+    let seen = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut starts = Vec::with_capacity(requests);
+    let mut calls = Vec::with_capacity(requests);
+    let seen_at = thread::scope(|scope| {
+        let (requested, seen) = (&requested, &seen);
+        let spinner = scope.spawn(move || {
+            let mut times = Vec::with_capacity(requests);
+            let mut done = 0u64;
+            while done < requests as u64 && Instant::now() < deadline {
+                let want = requested.load(Ordering::Acquire);
+                if want == done {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let present = reader.load().lookup(0, client).is_some();
+                if present != want.is_multiple_of(2) {
+                    times.push(Instant::now());
+                    done = want;
+                    seen.store(done, Ordering::Release);
+                }
+            }
+            times
+        });
+        for n in 1..=requests as u64 {
+            let edit = if n.is_multiple_of(2) {
+                Edit::PathDel(PathKey {
+                    service: "svc".into(),
+                    client: API_CLIENT.to_string(),
+                })
+            } else {
+                Edit::PathAdd(PathSpec {
+                    service: "svc".into(),
+                    client: API_CLIENT.to_string(),
+                    backends: vec!["p2".into()],
+                })
+            };
+            let request = Request::Batch(Batch {
+                edits: vec![edit],
+                dry_run: false,
+            });
+            while seen.load(Ordering::Acquire) != n - 1 && Instant::now() < deadline {
+                thread::yield_now();
+            }
+            requested.store(n, Ordering::Release);
+            let t = Instant::now();
+            starts.push(t);
+            let reply = state.handle(request);
+            calls.push(t.elapsed().as_secs_f64() * 1e6);
+            match reply {
+                Ok(Reply::Changed(report)) => {
+                    assert!(report.applied, "{report:?}");
+                    assert_eq!(report.generation, generation, "no snapshot is built");
+                }
+                other => panic!("{other:?}"),
+            }
         }
-        assert_eq!(
-            reader.load().lookup(0, client).is_some(),
-            n.is_multiple_of(2)
-        );
-    }
-    let (median, p99) = median_p99(&mut times);
+        spinner.join().unwrap()
+    });
+    assert_eq!(seen_at.len(), requests, "the reader missed changes");
+    assert_eq!(
+        state.config().services[0].routing.paths.len(),
+        paths as usize,
+        "as many adds as removes"
+    );
+    let mut latencies: Vec<f64> = starts
+        .iter()
+        .zip(&seen_at)
+        .map(|(start, seen)| seen.saturating_duration_since(*start).as_secs_f64() * 1e6)
+        .collect();
+    let (median, p99) = median_p99(&mut latencies);
+    let max = latencies.last().copied().unwrap_or(0.0);
+    let (call_median, call_p99) = median_p99(&mut calls);
     println!(
-        "a path add/del request (ControlState::handle) with {paths} paths ({requests} requests): \
-         median {median:.2} ms, max {p99:.2} ms"
+        "path add/del request (ControlState::handle over the Gateway) with {paths} paths \
+         ({requests} requests; setup {:.0} ms): visible to a worker's reader median {median:.1} µs, \
+         p99 {p99:.1} µs, max {max:.1} µs; the request itself median {call_median:.1} µs, \
+         p99 {call_p99:.1} µs",
+        started.as_secs_f64() * 1e3
     );
 }
 
 fn bench_api() {
-    println!("== api: one path added or removed through the control API's call");
+    println!("== api: one path added or removed through the control API");
+    api_requests(1_000, 2_000);
+    api_requests(1_000_000, 2_000);
     api_apply_paths(1_000, 1_000);
-    api_apply_paths(1_000_000, 100);
-    api_requests(1_000, 100);
-    api_requests(1_000_000, 5);
+    api_apply_paths(1_000_000, 10);
 }
 
 fn main() {

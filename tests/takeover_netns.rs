@@ -1,10 +1,14 @@
 //! `flowgate run --takeover` in the demo's namespaces: the process is
 //! replaced ten times while long TCP transfers run through a VIP of each
 //! scheduler (maglev, wrr, sh), every transfer byte-identical, and while a
-//! UDP echo goes through a VIP every millisecond, whose longest silence is
-//! the VIP's dark time, printed and bounded ([`DARK_LIMIT`]; the goal is
-//! 100 ms, not met yet). A takeover that fails part way
-//! leaves the old process forwarding, its connections whole.
+//! UDP echo goes through a VIP every millisecond from one socket (an
+//! established flow), whose longest silence is the VIP's dark time, printed
+//! and bounded ([`DARK_LIMIT`], 100 ms), and another from a new socket
+//! each time (a new flow per probe, which only the workers can answer),
+//! printed and bounded too ([`NEW_FLOW_DARK_LIMIT`]). Each replacement's
+//! steps, from both processes' logs, are printed on one timeline with the
+//! probes' silences. A takeover that fails part way leaves the old process
+//! forwarding, its connections whole.
 //!
 //! Needs root (namespaces, XDP, AF_XDP); FLOWGATE_SKIP_NETNS=1 skips.
 
@@ -33,8 +37,13 @@ const SCHEDULERS: [(&str, &str); 3] = [
     ("sh", "198.18.100.22"),
 ];
 const ECHO_VIP: &str = "198.18.100.23";
-/// The longest the VIP may be dark during one replacement.
-const DARK_LIMIT: Duration = Duration::from_millis(300);
+/// The longest the VIP may be dark for an established flow (the probe's)
+/// during one replacement: the issue's bound.
+const DARK_LIMIT: Duration = Duration::from_millis(100);
+/// The longest it may be dark for new flows: the workers' part of the
+/// switch, 125 to 330 ms measured here (debug build on two loaded cores;
+/// docs/benchmarks.md), bounded so that it cannot grow unnoticed.
+const NEW_FLOW_DARK_LIMIT: Duration = Duration::from_millis(1000);
 /// How many times the process is replaced.
 const REPLACEMENTS: usize = 10;
 /// A transfer's chunk, and the pause between chunks: about 1.6 MB/s each.
@@ -255,12 +264,31 @@ impl Transfer {
     }
 }
 
+/// CLOCK_MONOTONIC now, µs: the clock of flowgate's takeover steps.
+fn mono_us() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000
+}
+
+/// A silence of the probe longer than [`GAP_SHOWN`]: from the answer
+/// before it to the answer after it, CLOCK_MONOTONIC µs.
+type Gap = (u64, u64);
+const GAP_SHOWN: Duration = Duration::from_millis(20);
+
+/// What a probe saw.
+struct Probed {
+    sent: u64,
+    answered: u64,
+    longest: Duration,
+    gaps: Vec<Gap>,
+}
+
 /// A UDP echo through the VIP every millisecond from one socket (one
 /// flow); the longest time between two answers is the VIP's dark time.
 struct Probe {
     stop: Arc<AtomicBool>,
     sender: JoinHandle<u64>,
-    receiver: JoinHandle<(u64, Duration)>,
+    receiver: JoinHandle<(u64, Duration, Vec<Gap>)>,
 }
 
 impl Probe {
@@ -289,21 +317,26 @@ impl Probe {
         let stop_receiving = Arc::clone(&stop);
         let receiver = std::thread::spawn(move || {
             let mut answered = 0u64;
-            let mut last: Option<Instant> = None;
+            let mut last: Option<(Instant, u64)> = None;
             let mut longest = Duration::ZERO;
+            let mut gaps = Vec::new();
             let mut buf = [0u8; 16];
             let deadline = Instant::now() + Duration::from_secs(600);
             while !stop_receiving.load(Ordering::Relaxed) && Instant::now() < deadline {
                 if receiving.recv(&mut buf).is_ok() {
-                    let now = Instant::now();
+                    let now = (Instant::now(), mono_us());
                     if let Some(last) = last {
-                        longest = longest.max(now - last);
+                        let gap = now.0 - last.0;
+                        longest = longest.max(gap);
+                        if gap > GAP_SHOWN && gaps.len() < 1000 {
+                            gaps.push((last.1, now.1));
+                        }
                     }
                     last = Some(now);
                     answered += 1;
                 }
             }
-            (answered, longest)
+            (answered, longest, gaps)
         });
         Probe {
             stop,
@@ -312,13 +345,123 @@ impl Probe {
         }
     }
 
-    /// Probes sent, answered, and the longest silence between answers.
-    fn finish(self) -> (u64, u64, Duration) {
+    /// Probes sent, answered, and the silences between answers.
+    fn finish(self) -> Probed {
         self.stop.store(true, Ordering::Relaxed);
         let sent = self.sender.join().unwrap();
-        let (answered, longest) = self.receiver.join().unwrap();
-        (sent, answered, longest)
+        let (answered, longest, gaps) = self.receiver.join().unwrap();
+        Probed {
+            sent,
+            answered,
+            longest,
+            gaps,
+        }
     }
+}
+
+/// A UDP echo through the VIP every millisecond, each from a new socket
+/// on a port not used before: a new flow per probe, as a new client's. The
+/// longest time between two answers is how long the VIP was dark for new
+/// connections (the workers' part of the switch; the single-flow
+/// [`Probe`]'s flow may be carried by the kernel fast path).
+struct NewFlowProbe {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Probed>,
+}
+
+/// The new-flow probe's source ports: each used once.
+const NEW_FLOW_PORTS: std::ops::Range<u16> = 1100..32_000;
+
+impl NewFlowProbe {
+    fn start(client: &NetNs) -> NewFlowProbe {
+        let to: SocketAddr = format!("{ECHO_VIP}:{ECHO_PORT}").parse().unwrap();
+        let namespace = File::open(format!("/run/netns/{}", client.name())).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            nix::sched::setns(&namespace, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let mut waiting: std::collections::VecDeque<UdpSocket> = Default::default();
+            let (mut sent, mut answered) = (0u64, 0u64);
+            let mut last: Option<(Instant, u64)> = None;
+            let mut longest = Duration::ZERO;
+            let mut gaps = Vec::new();
+            let mut buf = [0u8; 16];
+            // Bounded: one probe per port, and ten minutes.
+            let deadline = Instant::now() + Duration::from_secs(600);
+            for port in NEW_FLOW_PORTS {
+                if stopped.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                if let Ok(socket) = UdpSocket::bind(("198.18.0.2", port)) {
+                    socket.set_nonblocking(true).unwrap();
+                    let _ = socket.send_to(&sent.to_be_bytes(), to);
+                    sent += 1;
+                    waiting.push_back(socket);
+                    // A probe unanswered after 100 more is lost.
+                    if waiting.len() > 100 {
+                        waiting.pop_front();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(1));
+                {
+                    waiting.retain(|socket| {
+                        if socket.recv(&mut buf).is_err() {
+                            return true;
+                        }
+                        let now = (Instant::now(), mono_us());
+                        if let Some(last) = last {
+                            let gap = now.0 - last.0;
+                            longest = longest.max(gap);
+                            if gap > GAP_SHOWN && gaps.len() < 1000 {
+                                gaps.push((last.1, now.1));
+                            }
+                        }
+                        last = Some(now);
+                        answered += 1;
+                        false
+                    });
+                }
+            }
+            Probed {
+                sent,
+                answered,
+                longest,
+                gaps,
+            }
+        });
+        NewFlowProbe { stop, thread }
+    }
+
+    fn finish(self) -> Probed {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// The kernel fast path's counters on the gateway's interfaces, as a line.
+fn fast_path_counters(topo: &Topology) -> String {
+    topo.gateway
+        .enter(|| {
+            ["fg-client", "fg-backend"]
+                .iter()
+                .map(
+                    |name| match flowgate_dataplane::xdp::read_attached_counters(name) {
+                        Ok(c) => format!(
+                            "{name}: fast forwarded {}, miss {}, handed up {}, no egress {}, \
+                         dropped without a socket {}",
+                            c.fast_forwarded(),
+                            c.fast_miss,
+                            c.fast_handed_up,
+                            c.fast_no_egress,
+                            c.dropped_no_socket
+                        ),
+                        Err(e) => format!("{name}: {e}"),
+                    },
+                )
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_else(|e| e.to_string())
 }
 
 /// A flowgate process in the gateway namespace.
@@ -394,6 +537,58 @@ impl Drop for Process {
     }
 }
 
+/// The takeover steps (`takeover step` lines) in a log whose step names
+/// start with `side`, as (CLOCK_MONOTONIC µs, step).
+fn steps(log: &str, side: &str) -> Vec<(u64, String)> {
+    log.lines()
+        .filter(|l| l.contains("takeover step"))
+        .filter_map(|l| {
+            let step = l.split("step=\"").nth(1)?.split('"').next()?;
+            let at = l.split("mono_us=").nth(1)?.split_whitespace().next()?;
+            Some((at.parse().ok()?, step.to_string()))
+        })
+        .filter(|(_, step)| step.starts_with(side))
+        .collect()
+}
+
+/// One replacement's steps, both sides merged in time order, with the
+/// probe's silences in that span, each relative to the old process's
+/// "takeover asked", as printable lines.
+fn timeline(mut steps: Vec<(u64, String)>, gaps: &[Gap]) -> Vec<String> {
+    steps.sort();
+    let Some(zero) = steps
+        .iter()
+        .find(|(_, s)| s == "old: takeover asked")
+        .map(|(at, _)| *at)
+    else {
+        return vec!["(no steps logged)".into()];
+    };
+    // Silences from just before the old process was asked to just after
+    // the last step.
+    let (first, last) = (
+        zero.saturating_sub(20_000),
+        steps[steps.len() - 1].0 + 50_000,
+    );
+    let ms = |at: u64| (at as f64 - zero as f64) / 1000.0;
+    let mut lines: Vec<(u64, String)> = steps
+        .iter()
+        .map(|(at, step)| (*at, format!("{:>9.1} ms  {step}", ms(*at))))
+        .collect();
+    for &(from, to) in gaps.iter().filter(|(from, _)| (first..last).contains(from)) {
+        lines.push((
+            from,
+            format!(
+                "{:>9.1} ms  probe: last answer before a silence of {:.1} ms (next answer at {:.1} ms)",
+                ms(from),
+                (to - from) as f64 / 1000.0,
+                ms(to)
+            ),
+        ));
+    }
+    lines.sort();
+    lines.into_iter().map(|(_, l)| l).collect()
+}
+
 /// Starts the first flowgate and waits until the echo answers through it.
 fn first_gateway(topo: &Topology, config: &Path) -> Process {
     let mut first = Process::spawn(topo, config, false, 0);
@@ -407,6 +602,22 @@ fn first_gateway(topo: &Topology, config: &Path) -> Process {
         (0..40).any(|_| netns::udp_query(&topo.client, to, Duration::from_millis(250)).is_ok());
     assert!(answered, "the echo VIP never answered:\n{}", first.log());
     first
+}
+
+/// Replaces `old` by a new process started with `--takeover`: the old one
+/// exits 0 and the new one forwards. Returns it, with the replacement's
+/// takeover steps from both logs.
+fn replace_logged(
+    topo: &Topology,
+    config: &Path,
+    old: Process,
+    n: usize,
+) -> (Process, Vec<(u64, String)>) {
+    let old_log = old.log.clone();
+    let new = replace(topo, config, old, n);
+    let mut all = steps(&fs::read_to_string(old_log).unwrap_or_default(), "old:");
+    all.extend(steps(&new.log(), "new:"));
+    (new, all)
 }
 
 /// Replaces `old` by a new process started with `--takeover`: the old one
@@ -436,12 +647,16 @@ fn ten_replacements_lose_no_connection_and_keep_the_vip_dark_briefly() {
     }
     let _one = netns::one_gateway_at_a_time();
     let topo = Topology::new(1);
+    // GRO on the peers lets the veths take XDP frames: the kernel fast
+    // path is on, as it is on a NIC, and carries the established flows.
+    topo.set_peer_gro(true, true);
     let _echo = EchoServers::start(&topo.backends);
     let path = topo.scratch.path("flowgate.toml");
     fs::write(&path, config(&topo)).unwrap();
     let mut gateway = first_gateway(&topo, &path);
 
     let probe = Probe::start(&topo.client);
+    let new_flows = NewFlowProbe::start(&topo.client);
     let transfers: Vec<Transfer> = SCHEDULERS
         .iter()
         .flat_map(|(scheduler, vip)| (0..2u64).map(move |i| (scheduler, vip, i)))
@@ -452,13 +667,44 @@ fn ten_replacements_lose_no_connection_and_keep_the_vip_dark_briefly() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
+    eprintln!("before: {}", fast_path_counters(&topo));
+    let mut replacements = Vec::new();
     for n in 1..=REPLACEMENTS {
-        gateway = replace(&topo, &path, gateway, n);
+        let (new, steps) = replace_logged(&topo, &path, gateway, n);
+        gateway = new;
+        replacements.push(steps);
+        eprintln!("after replacement {n}: {}", fast_path_counters(&topo));
         // Each new process carries traffic for a while before the next.
         std::thread::sleep(Duration::from_millis(700));
     }
     std::thread::sleep(Duration::from_millis(500));
-    let (sent, answered, longest) = probe.finish();
+    let Probed {
+        sent,
+        answered,
+        longest,
+        gaps,
+    } = probe.finish();
+    let fresh = new_flows.finish();
+    for (n, steps) in replacements.into_iter().enumerate() {
+        eprintln!("replacement {}:", n + 1);
+        for line in timeline(steps.clone(), &gaps) {
+            eprintln!("  {line}");
+        }
+        eprintln!("  new flows:");
+        for line in timeline(steps, &fresh.gaps)
+            .into_iter()
+            .filter(|l| l.contains("probe"))
+        {
+            eprintln!("  {line}");
+        }
+    }
+    for line in gateway.log().lines().filter(|l| l.contains("fast path")) {
+        eprintln!("{line}");
+    }
+    eprintln!(
+        "new-flow probe: {} sent, {} answered, longest gap {:?}",
+        fresh.sent, fresh.answered, fresh.longest
+    );
     let results: Vec<Result<u64, String>> = transfers.into_iter().map(Transfer::finish).collect();
     let broken: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(
@@ -472,13 +718,20 @@ fn ten_replacements_lose_no_connection_and_keep_the_vip_dark_briefly() {
         "{REPLACEMENTS} replacements: 6 transfers, {bytes} bytes, all whole; UDP probe: {sent} \
          sent, {answered} answered, longest gap {longest:?}"
     );
-    // The goal is 100 ms; this build measured 150-230 ms here (debug
-    // build, two shared cores), which DARK_LIMIT bounds so that the dark
-    // time cannot grow back unnoticed (it was 1.5 s before the programs
-    // were loaded ahead of the hand-over).
+    // The established flow is carried by the kernel fast path of the
+    // program the old process handed over until the new one's takes over:
+    // no gap at the switch at all (it was 150-230 ms when the programs
+    // were detached and attached again, 1.5 s before they were loaded
+    // ahead of the hand-over).
     assert!(
         longest <= DARK_LIMIT,
         "the VIP was dark for {longest:?}:\n{}",
+        gateway.log()
+    );
+    assert!(
+        fresh.longest <= NEW_FLOW_DARK_LIMIT,
+        "the VIP was dark for new flows for {:?}:\n{}",
+        fresh.longest,
         gateway.log()
     );
     assert!(gateway.running(), "{}", gateway.log());

@@ -18,6 +18,15 @@
 // computed afresh for every frame (frames are recycled, so nothing is
 // incremental).
 //
+// With --even (interval_ps set) frames are spaced evenly by the kernel's
+// clock: a turn before the next frame is due sends nothing.
+//
+// Every frame starts from the template in the config map, copied over
+// whatever the page held: live-frames mode recycles its pages, and a page
+// comes back as whoever had it last left it (a gateway that rewrote the
+// frame in place — an XDP NAT, the kernel's NAT on an skb built on the
+// page — returns it with the backend's address in it).
+//
 // `returns` is the generator's own sink, attached to its interface while
 // it runs (--drop-returns): it drops what comes back to the random
 // sources (SYN-ACKs, resets, ICMP errors), so that the host the generator
@@ -54,9 +63,16 @@ struct gen_config {
 	__u32 random_src;  // 1: sources drawn within `random_net`
 	struct prefix random_net;
 	struct prefix avoid[MAX_AVOID]; // mask 0: unused
-	__u64 skipped;  // frames not sent: no source drawn outside `avoid`
-	__u64 returned; // frames `returns` dropped
+	__u64 skipped;     // frames not sent: no source drawn outside `avoid`
+	__u64 returned;    // frames `returns` dropped
+	__u64 interval_ps; // --even: picoseconds between frames (0: unpaced)
+	__u64 next_ps;     // --even: when the next frame is due (kernel clock)
+	__u8 template[64]; // the frame (FRAME_LEN bytes), written afresh each time
 };
+
+// --even: how far behind the schedule the generator may fall before it
+// starts afresh from now instead of catching up in a burst.
+#define EVEN_SLACK 256
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -117,6 +133,16 @@ int generate(struct xdp_md *ctx)
 
 	if (!cfg || data + FRAME_LEN > end)
 		return XDP_ABORTED;
+	__builtin_memcpy(data, cfg->template, FRAME_LEN);
+	if (cfg->interval_ps) {
+		// Not due yet: this turn sends nothing (the frame is recycled).
+		__u64 now = bpf_ktime_get_ns() * 1000;
+		if (now < cfg->next_ps)
+			return XDP_DROP;
+		if (now - cfg->next_ps > EVEN_SLACK * cfg->interval_ps)
+			cfg->next_ps = now;
+		cfg->next_ps += cfg->interval_ps;
+	}
 	if (cfg->random_src) {
 		saddr = random_source(cfg);
 		if (!saddr) {

@@ -8,7 +8,7 @@
 //   xdpgen --obj xdpgen.bpf.o --dev IF --src-mac M --dst-mac M --src IP
 //          --dst IP --dport N [--flows N] [--ports N] [--seconds N]
 //          [--syn] [--random-src CIDR [--avoid CIDR]... [--drop-returns]]
-//          [--pps N]
+//          [--pps N [--even]]
 //
 // Flow i comes from source address src + i / ports, port 10000 + i % ports
 // (flows and ports powers of two). With --random-src every frame comes
@@ -19,7 +19,14 @@
 // program to the interface for the run that drops every IPv4 frame to a
 // random source (SYN-ACKs, resets, ICMP errors: the flood's returns), and
 // passes the rest, so the real host on that interface sees none of them.
-// --pps paces the frames at that rate (default: as fast as it can).
+// --pps paces the frames at that rate (default: as fast as it can), in
+// bursts: each 5 ms, the frames of those 5 ms at once. With --even, every
+// frame leaves at its own time instead: the program reads the kernel's
+// clock and drops its turn (sends nothing) until the next frame is due,
+// so the rate is even down to a frame, as a throughput search wants; the
+// generator's core then spins in the kernel for the whole run. If it falls
+// more than 256 frames behind (one veth ring; descheduled), it starts afresh from now
+// rather than catching up in a burst: "pps" says what it achieved.
 //
 // Prints one line when done:
 //   xdpgen mode=syn sent=N seconds=S pps=R skipped=N returns_dropped=N
@@ -75,6 +82,9 @@ struct gen_config {
 	struct prefix avoid[MAX_AVOID];
 	uint64_t skipped;
 	uint64_t returned;
+	uint64_t interval_ps;
+	uint64_t next_ps;
+	uint8_t template[64];
 };
 
 static volatile sig_atomic_t stopping;
@@ -152,7 +162,7 @@ int main(int argc, char **argv)
 	uint8_t src_mac[6], dst_mac[6], frame[FRAME_LEN] = {0};
 	struct in_addr src = {0}, dst = {0};
 	unsigned long flows = 16384, ports = 64, dport = 0, seconds = 10, pps = 0;
-	int have = 0, syn = 0, drop_returns = 0, avoids = 0;
+	int have = 0, syn = 0, drop_returns = 0, avoids = 0, even = 0;
 	struct gen_config cfg = {0};
 	static const struct option options[] = {
 		{"obj", required_argument, 0, 'o'},     {"dev", required_argument, 0, 'd'},
@@ -162,7 +172,8 @@ int main(int argc, char **argv)
 		{"ports", required_argument, 0, 'P'},   {"seconds", required_argument, 0, 't'},
 		{"syn", no_argument, 0, 'S'},           {"random-src", required_argument, 0, 'r'},
 		{"avoid", required_argument, 0, 'a'},   {"drop-returns", no_argument, 0, 'R'},
-		{"pps", required_argument, 0, 'x'},     {0, 0, 0, 0},
+		{"pps", required_argument, 0, 'x'},     {"even", no_argument, 0, 'e'},
+		{0, 0, 0, 0},
 	};
 	int c;
 	while ((c = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -186,6 +197,7 @@ int main(int argc, char **argv)
 			break;
 		case 'R': drop_returns = 1; break;
 		case 'x': pps = strtoul(optarg, NULL, 10); break;
+		case 'e': even = 1; break;
 		default: die("usage: see the comment at the top of benches/e2e/xdpgen.c");
 		}
 	}
@@ -197,6 +209,8 @@ int main(int argc, char **argv)
 		die("--seconds must be 1..3600");
 	if ((avoids || drop_returns) && !cfg.random_src)
 		die("--avoid and --drop-returns need --random-src");
+	if (even && !pps)
+		die("--even needs --pps");
 	if (cfg.random_src && cfg.random_net.mask == ~0u)
 		die("--random-src needs a prefix shorter than /32");
 	unsigned ifindex = if_nametoindex(dev);
@@ -259,6 +273,9 @@ int main(int argc, char **argv)
 	cfg.sport_base = 10000;
 	cfg.ports_shift = (uint32_t)log2_exact(ports);
 	cfg.mode = syn ? MODE_SYN : MODE_UDP;
+	memcpy(cfg.template, frame, FRAME_LEN);
+	if (even)
+		cfg.interval_ps = 1000000000000ull / pps;
 	uint32_t key = 0;
 	if (bpf_map_update_elem(map_fd, &key, &cfg, BPF_ANY))
 		die("cannot set the generator's config map");
@@ -273,7 +290,7 @@ int main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	// Paced: chunks of 5 ms at the rate, each sent when the rate says.
 	unsigned long chunk = CHUNK;
-	if (pps) {
+	if (pps && !even) {
 		chunk = pps / 200;
 		chunk = chunk < 64 ? 64 : chunk > CHUNK ? CHUNK : chunk;
 	}
@@ -282,7 +299,7 @@ int main(int argc, char **argv)
 	int failed = 0;
 	double start = now(), deadline = start + (double)seconds;
 	while (!stopping && now() < deadline) {
-		if (pps)
+		if (pps && !even)
 			sleep_until(start + (double)chunks_sent / (double)pps);
 		LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = FRAME_LEN,
 			    .ctx_in = &ctx_in, .ctx_size_in = sizeof(ctx_in), .repeat = chunk,

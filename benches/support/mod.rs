@@ -171,10 +171,12 @@ pub fn gateway_config(services: usize, capacity: usize) -> Config {
             Interface {
                 name: "fg-client".into(),
                 mac: Some(GW_CLIENT_MAC),
+                vlan: Default::default(),
             },
             Interface {
                 name: "fg-backend".into(),
                 mac: Some(GW_BACKEND_MAC),
+                vlan: Default::default(),
             },
         ],
         neighbours,
@@ -350,7 +352,7 @@ pub fn routed_config(capacity: usize) -> Config {
                 24,
             )],
         }),
-        paths: routed_paths(&service.backends),
+        paths: routed_paths(&service.backends).into(),
     };
     config
 }

@@ -14,9 +14,16 @@
 //     solicited-node multicast address of an announced VIP among them,
 //     which flowgate_announce.h answers after this), router
 //     advertisements, MLD and DHCP go on to the kernel as before;
-//   - a VLAN-tagged frame is marked the same way: the gateway's
-//     interfaces are untagged, and the kernel's own VLAN devices still get
-//     their traffic;
+//   - VLAN tags, by the interface's setting (`ingress_config.vlans`,
+//     `untagged_refused`; the rules' `vlans` and `untagged`, see
+//     dataplane/src/pipeline/vlan.rs): a frame with one tag of an accepted
+//     id is marked INGRESS_UP: where it is owned it goes up to the workers
+//     as it is (never the fast path nor the SYN proxy: the workers take
+//     the tag off, and put the egress interface's on), and otherwise on to
+//     the kernel. A frame with another id or two tags, or an untagged
+//     frame where untagged frames are refused, is marked like a group
+//     frame (INGRESS_VLAN_NOT_CONFIGURED): the kernel's own VLAN devices
+//     still get their traffic;
 //   - the IPv4 header checksum of a header without options: wrong,
 //     dropped (INGRESS_BAD_IP_CHECKSUM); the kernel would drop it too. A
 //     header with options goes up to a worker (it never takes the fast
@@ -51,12 +58,22 @@ enum ingress_reason {
 	INGRESS_MULTICAST = 3,
 	INGRESS_BAD_IP_CHECKSUM = 4,
 	INGRESS_VLAN_NOT_CONFIGURED = 5,
+	// Not a drop: an accepted tag, owned traffic goes up as it is.
+	INGRESS_UP = 0x100,
 };
 
-// The receiving interface's MAC (all zeros: not known, no MAC check).
+// Words of a bitmap of the 4096 VLAN ids.
+#define INGRESS_VLAN_WORDS 64
+
+// The receiving interface's MAC (all zeros: not known, no MAC check) and
+// VLAN setting: the ids accepted tagged, bit id % 64 of word id / 64, and
+// whether untagged frames are refused. Mirrored in
+// dataplane/src/xdp/program.rs (ingress_config_value).
 struct ingress_config {
 	__u8 mac[6];
-	__u8 pad[2];
+	__u8 untagged_refused;
+	__u8 pad;
+	__u64 vlans[INGRESS_VLAN_WORDS];
 };
 
 struct {
@@ -90,10 +107,11 @@ static __always_inline int ingress_ipv4_checksum_bad(void *l3, void *end)
 
 // The per-packet checks. Returns the reason to drop the frame now (0: go
 // on), and sets *refuse to the reason it must not be forwarded for, if
-// any. `proto` is the ethertype after `tags` VLAN tags, `l3` where its
-// header starts.
+// any, or to INGRESS_UP for a frame that goes up as it is if owned.
+// `proto` is the ethertype after `tags` VLAN tags, `l3` where its header
+// starts, `tci` the first tag's TCI (host order).
 static __always_inline __u32 ingress_check(void *data, void *end, __be16 proto, void *l3,
-					   __u32 tags, __u32 *refuse)
+					   __u32 tags, __u16 tci, __u32 *refuse)
 {
 	struct ethhdr *eth = data;
 	struct ingress_config *cfg;
@@ -120,8 +138,14 @@ static __always_inline __u32 ingress_check(void *data, void *end, __be16 proto, 
 	}
 	if (proto == bpf_htons(ETH_P_IP) && ingress_ipv4_checksum_bad(l3, end))
 		return INGRESS_BAD_IP_CHECKSUM;
-	if (tags && *refuse == INGRESS_OK)
-		*refuse = INGRESS_VLAN_NOT_CONFIGURED;
+	if (*refuse == INGRESS_OK) {
+		__u32 id = tci & 0xfff;
+
+		if (tags == 1 && (cfg->vlans[(id / 64) & (INGRESS_VLAN_WORDS - 1)] >> (id % 64)) & 1)
+			*refuse = INGRESS_UP;
+		else if (tags || cfg->untagged_refused)
+			*refuse = INGRESS_VLAN_NOT_CONFIGURED;
+	}
 	return INGRESS_OK;
 }
 

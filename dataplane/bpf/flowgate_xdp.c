@@ -46,9 +46,11 @@
 //     to AF_XDP never comes back to it. The check runs only once the
 //     source matched, so traffic to a VIP pays nothing for it.
 //   - VLAN: up to two tags (TPID 0x8100, 0x88a8 or 0x9100, like the
-//     userspace parser) are looked through; a tagged frame that is owned
-//     is dropped (interfaces are untagged), others go on. A third tag:
-//     XDP_PASS. A NIC
+//     userspace parser) are looked through; a frame with one tag of an id
+//     the interface accepts that is owned goes up to the workers as it is
+//     (never the fast path or the SYN proxy), one with another id or two
+//     tags that is owned is dropped, others go on (flowgate_ingress.h).
+//     A third tag: XDP_PASS. A NIC
 //     that strips tags in hardware (rx-vlan-offload) hands XDP untagged
 //     frames, so the tag never reaches userspace either: turn it off there.
 //   - IPv4 options: skipped by IHL. IHL < 5 is malformed: XDP_PASS.
@@ -896,6 +898,7 @@ int flowgate_xdp(struct xdp_md *ctx)
 	__be16 proto;
 	__u32 l2_len = sizeof(*eth);
 	__u32 why, refuse;
+	__u16 tci = 0;
 	int i;
 
 	if ((void *)(eth + 1) > end)
@@ -911,6 +914,8 @@ int flowgate_xdp(struct xdp_md *ctx)
 			break;
 		if ((void *)(tag + 1) > end)
 			return pass(PASSED_UNPARSED);
+		if (i == 0)
+			tci = bpf_ntohs(tag->tci);
 		proto = tag->proto;
 		l3 = tag + 1;
 		l2_len += sizeof(*tag);
@@ -920,7 +925,8 @@ int flowgate_xdp(struct xdp_md *ctx)
 
 	// Ingress sanity (flowgate_ingress.h): another host's frames and bad
 	// IPv4 checksums are dropped; what must not be forwarded is marked.
-	why = ingress_check(data, end, proto, l3, l2_len != sizeof(*eth), &refuse);
+	why = ingress_check(data, end, proto, l3, (l2_len - sizeof(*eth)) / sizeof(struct vlan_tag),
+			    tci, &refuse);
 	if (why)
 		return ingress_drop(why);
 
@@ -973,7 +979,7 @@ int flowgate_xdp(struct xdp_md *ctx)
 
 	if (r.fragment) {
 		if (bpf_map_lookup_elem(&vip_addrs, r.dst.addr)) {
-			if (refuse)
+			if (refuse && refuse != INGRESS_UP)
 				return ingress_drop(refuse);
 			if (fast_on())
 				count(FAST_UP_FRAGMENT);
@@ -985,7 +991,7 @@ int flowgate_xdp(struct xdp_md *ctx)
 		__u32 about;
 
 		if (icmp_error_owned(&r, end, &about)) {
-			if (refuse)
+			if (refuse && refuse != INGRESS_UP)
 				return ingress_drop(refuse);
 			if (fast_on())
 				count(FAST_UP_ICMP);
@@ -1003,6 +1009,8 @@ int flowgate_xdp(struct xdp_md *ctx)
 	if (bpf_map_lookup_elem(&services, &r.dst)) {
 		int action;
 
+		if (refuse == INGRESS_UP)
+			return redirect_owned(ctx, REDIRECTED_VIP);
 		if (refuse)
 			return ingress_drop(refuse);
 		action = synproxy_check(ctx, &r);
@@ -1022,6 +1030,8 @@ int flowgate_xdp(struct xdp_md *ctx)
 		// From a backend to the box itself: the box's own connection.
 		if (bpf_map_lookup_elem(&local_addrs, r.dst.addr))
 			return pass(PASSED_LOCAL);
+		if (refuse == INGRESS_UP)
+			return redirect_owned(ctx, REDIRECTED_REPLY);
 		if (refuse)
 			return ingress_drop(refuse);
 		action = fast_forward(ctx, &r, 0);

@@ -143,11 +143,14 @@ impl Harness {
 
     /// Runs `frame` (arriving on port `ingress`) at time `now_ns`; returns
     /// the verdict and the frame as the pipeline left it (an answer written
-    /// over it, such as a RST, at its own length).
+    /// over it, such as a RST, at its own length). The frame has room past
+    /// its end for a VLAN tag, as frames in a frame memory have.
     pub fn run(&mut self, frame: &[u8], ingress: u16, now_ns: u64) -> (Verdict, Vec<u8>) {
         let mut buf = frame.to_vec();
-        let (v, len) = self.pipeline.process_frame_len(
+        buf.resize(frame.len() + 4, 0);
+        let (v, len) = self.pipeline.process_frame_in(
             &mut buf,
+            frame.len(),
             ingress,
             &self.snapshot,
             &mut self.flows,

@@ -39,6 +39,22 @@ pub trait Dataplane: Send + Sync {
     /// side holds (the old rules' keys, normally; see [`ApplyError`]).
     fn apply(&self, config: &Config) -> Result<Applied, ApplyError>;
 
+    /// [`Dataplane::apply`] for a config that is shared (the data plane
+    /// may keep it as it is, without a copy) and, with `changes`, known to
+    /// differ from the config `changes.since` only in the services
+    /// `changes.services` names. A data plane that runs `changes.since`
+    /// may then compile only those services and carry the rest from the
+    /// snapshot it runs; otherwise it compiles in full. The default
+    /// applies the whole config.
+    fn apply_shared(
+        &self,
+        config: &std::sync::Arc<Config>,
+        changes: Option<ServiceChanges<'_>>,
+    ) -> Result<Applied, ApplyError> {
+        let _ = changes;
+        self.apply(config)
+    }
+
     /// Makes `config` run where it differs from the running rules only in
     /// services' distribution paths: the path table is edited path by
     /// path, beside the snapshot, and no snapshot is built (unless a path
@@ -46,6 +62,22 @@ pub trait Dataplane: Send + Sync {
     /// resolves). The default applies the whole config.
     fn apply_paths(&self, config: &Config) -> Result<Applied, ApplyError> {
         self.apply(config)
+    }
+
+    /// Makes `config` run where it differs from the running rules only in
+    /// the paths `updates` name, each as it says (a control API request of
+    /// path verbs): the path table is edited with those paths alone, at a
+    /// cost that does not grow with the paths it holds, and no snapshot is
+    /// built (unless a path names a backend no path named before, as
+    /// [`Dataplane::apply_paths`]). The default is
+    /// [`Dataplane::apply_paths`].
+    fn apply_path_updates(
+        &self,
+        config: &Config,
+        updates: &[crate::table::PathUpdate],
+    ) -> Result<Applied, ApplyError> {
+        let _ = updates;
+        self.apply_paths(config)
     }
 
     /// Version, generation, uptime, workers with their cores, interfaces
@@ -112,6 +144,24 @@ pub trait Dataplane: Send + Sync {
     ) -> Result<Duration, String> {
         let _ = (service, backend, ttl);
         Err("this data plane takes no heartbeats".into())
+    }
+}
+
+/// What a change is known to touch: the config it was made from, and the
+/// services (by name) it added, replaced or removed. Nothing else differs.
+#[derive(Clone, Copy, Debug)]
+pub struct ServiceChanges<'a> {
+    /// The config the change was made from.
+    pub since: &'a std::sync::Arc<Config>,
+    /// The services added, replaced or removed, by name.
+    pub services: &'a [String],
+}
+
+impl ServiceChanges<'_> {
+    /// Whether the change was made from `running`, the config the data
+    /// plane runs: only then can it build on what runs.
+    pub fn made_from(&self, running: &std::sync::Arc<Config>) -> bool {
+        std::sync::Arc::ptr_eq(self.since, running)
     }
 }
 

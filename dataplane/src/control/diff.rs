@@ -433,17 +433,48 @@ fn routing_changes(before: &Service, after: &Service, d: &mut ConfigDiff) {
             }
         }
         let kept = new.paths.len() - added;
-        let removed = old.paths.len() - kept;
-        if added + changed + removed > 0 {
-            push(
-                "paths",
-                format!("{} paths", old.paths.len()),
-                format!(
-                    "{} paths ({added} added, {removed} removed, {changed} changed)",
-                    new.paths.len()
-                ),
-            );
-        }
+        let counts = PathCounts {
+            before: old.paths.len(),
+            after: new.paths.len(),
+            added,
+            removed: old.paths.len() - kept,
+            changed,
+        };
+        d.services_changed.extend(counts.change(&after.name));
+    }
+}
+
+/// How a service's paths changed, as the diff counts them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PathCounts {
+    /// Paths before.
+    pub before: usize,
+    /// Paths after.
+    pub after: usize,
+    /// Prefixes that had no path.
+    pub added: usize,
+    /// Prefixes that lost theirs.
+    pub removed: usize,
+    /// Paths whose backends changed.
+    pub changed: usize,
+}
+
+impl PathCounts {
+    /// The diff's line for service `service`, unless nothing changed.
+    pub(crate) fn change(&self, service: &str) -> Option<ServiceChange> {
+        let PathCounts {
+            before,
+            after,
+            added,
+            removed,
+            changed,
+        } = *self;
+        (added + changed + removed > 0).then(|| ServiceChange {
+            service: service.to_owned(),
+            field: "paths".to_owned(),
+            from: format!("{before} paths"),
+            to: format!("{after} paths ({added} added, {removed} removed, {changed} changed)"),
+        })
     }
 }
 

@@ -24,11 +24,13 @@ use hashbrown::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use super::diff::PathCounts;
 use crate::health::CheckKindName;
 use crate::rules::{
     self, parse, Backend, ClientClass, ClientPrefix, Config, ConfigError, DistributionPath, Item,
     Location, Place, Provenance, RequestLocation, Service,
 };
+use crate::table::PathUpdate;
 use flowgate_api::{
     ApiError, BackendEdit, BackendKey, BackendSpec, ClassSpec, Edit, ErrorCode, ServiceSpec,
 };
@@ -41,6 +43,106 @@ pub fn apply_edits(config: &Config, edits: &[Edit]) -> Result<Config, ApiError> 
     let (next, provenance) = edit_config(config, edits)?;
     rules::validate(&next, &provenance).map_err(|error| invalid(&error, edits.len()))?;
     Ok(next)
+}
+
+/// A request of path verbs alone, made on the running rules directly.
+pub(crate) struct PathChange {
+    /// The rules it makes: the running ones, sharing every path they do
+    /// not change (see [`rules::Paths`]).
+    pub config: Config,
+    /// What it changes, as [`super::diff`] would say.
+    pub diff: flowgate_api::ConfigDiff,
+    /// The paths it changes, each as it leaves it, for the path table.
+    pub updates: Vec<PathUpdate>,
+}
+
+/// `config` with `edits` applied, when they are all path verbs
+/// (`path_add`, `path_del`) and each path they touch passes the checks
+/// [`rules::validate`] makes of it: at a cost that follows the paths
+/// touched, not the paths held (a service may have a million). Nothing
+/// else of the rules changes, and they were valid, so the result is too.
+/// `None` otherwise, for the caller to take [`apply_edits`], which
+/// refuses such a request with every problem in the words any edit gets.
+pub(crate) fn apply_path_edits(config: &Config, edits: &[Edit]) -> Option<PathChange> {
+    let path_verbs = edits
+        .iter()
+        .all(|e| matches!(e, Edit::PathAdd(_) | Edit::PathDel(_)));
+    if edits.is_empty() || !path_verbs {
+        return None;
+    }
+    let mut next = config.clone();
+    let mut positions: HashMap<&str, usize> = HashMap::new();
+    let mut position = |name: &str| -> Option<usize> {
+        if let Some(&i) = positions.get(name) {
+            return Some(i);
+        }
+        let i = config.services.iter().position(|s| s.name == name)?;
+        positions.insert(config.services[i].name.as_str(), i);
+        Some(i)
+    };
+    // Each (service, prefix) touched, once, in request order.
+    let mut touched: Vec<(usize, ClientPrefix)> = Vec::with_capacity(edits.len());
+    let mut seen: hashbrown::HashSet<(usize, ClientPrefix)> = hashbrown::HashSet::new();
+    for edit in edits {
+        let (i, client) = match edit {
+            Edit::PathAdd(spec) => {
+                let client = parse::client_prefix(&spec.client, "path client").ok()?;
+                let i = position(&spec.service)?;
+                let path = DistributionPath {
+                    client,
+                    backends: spec.backends.clone(),
+                };
+                let service = &mut next.services[i];
+                if !rules::path_is_valid(service, &path) {
+                    return None;
+                }
+                service.routing.paths.put(path);
+                (i, client)
+            }
+            Edit::PathDel(key) => {
+                let client = parse::client_prefix(&key.client, "path client").ok()?;
+                let i = position(&key.service)?;
+                next.services[i].routing.paths.remove(&client)?;
+                (i, client)
+            }
+            _ => return None,
+        };
+        if seen.insert((i, client)) {
+            touched.push((i, client));
+        }
+    }
+    // What each touched path became, and the diff's counts per service.
+    let mut counts: std::collections::BTreeMap<usize, PathCounts> = Default::default();
+    let mut updates = Vec::with_capacity(touched.len());
+    for (i, client) in touched {
+        let before = config.services[i].routing.paths.get(&client);
+        let after = next.services[i].routing.paths.get(&client);
+        let count = counts.entry(i).or_default();
+        match (before, after) {
+            (None, None) => continue,
+            (Some(b), Some(a)) if b.backends == a.backends => continue,
+            (None, Some(_)) => count.added += 1,
+            (Some(_), None) => count.removed += 1,
+            (Some(_), Some(_)) => count.changed += 1,
+        }
+        updates.push(PathUpdate {
+            service: i,
+            client,
+            backends: after.map(|p| p.backends.clone()),
+        });
+    }
+    let mut diff = flowgate_api::ConfigDiff::default();
+    for (i, mut count) in counts {
+        count.before = config.services[i].routing.paths.len();
+        count.after = next.services[i].routing.paths.len();
+        diff.services_changed
+            .extend(count.change(&next.services[i].name));
+    }
+    Some(PathChange {
+        config: next,
+        diff,
+        updates,
+    })
 }
 
 /// `config` with `edits` applied, not yet validated, and where each part
@@ -485,15 +587,10 @@ impl Editor {
                 let client =
                     parse::client_prefix(&path.client, "path client").map_err(invalid_edit)?;
                 let work = self.service_mut(&path.service)?;
-                let paths = &mut work.service.routing.paths;
-                let entry = DistributionPath {
+                work.service.routing.paths.put(DistributionPath {
                     client,
                     backends: path.backends.clone(),
-                };
-                match paths.iter_mut().find(|p| p.client == client) {
-                    Some(existing) => *existing = entry,
-                    None => paths.push(entry),
-                }
+                });
                 work.touch.last = Some(index);
                 Ok(())
             }
@@ -501,14 +598,12 @@ impl Editor {
                 let client =
                     parse::client_prefix(&key.client, "path client").map_err(invalid_edit)?;
                 let work = self.service_mut(&key.service)?;
-                let paths = &mut work.service.routing.paths;
-                let Some(at) = paths.iter().position(|p| p.client == client) else {
+                if work.service.routing.paths.remove(&client).is_none() {
                     return Err((
                         ErrorCode::NotFound,
                         format!("service {:?} has no path for {client}", key.service),
                     ));
-                };
-                paths.remove(at);
+                }
                 work.touch.last = Some(index);
                 Ok(())
             }
@@ -1573,6 +1668,126 @@ port = 8080
         assert_eq!(unknown.code, ErrorCode::Invalid, "{unknown:?}");
         let bad = apply_edits(&c, &[add("198.18.62.x", "198.18.1.11:8080")]).unwrap_err();
         assert!(bad.message.contains("198.18.62.x"), "{bad:?}");
+    }
+
+    /// Rules of two services with named backends and a few paths each.
+    fn path_rules() -> Config {
+        let mut text = String::new();
+        for (s, name) in ["web", "api"].iter().enumerate() {
+            text += &format!(
+                "[[services]]\nname = \"{name}\"\nprotocol = \"tcp\"\nvip = \"198.18.100.{}\"\nport = 80\nmaglev_table_size = 251\n",
+                10 + s
+            );
+            for k in 1..=3 {
+                text += &format!(
+                    "[[services.paths]]\nclient = \"198.18.60.{k}\"\nbackends = [\"{name}-{k}\"]\n"
+                );
+            }
+            for k in 1..=4 {
+                text += &format!(
+                    "[[services.backends]]\naddress = \"198.18.{}.{k}\"\nport = 8080\nname = \"{name}-{k}\"\n",
+                    1 + s
+                );
+            }
+            if s == 0 {
+                text += "[[services.backends]]\naddress = \"198.18.1.9\"\nport = 8080\n";
+            }
+        }
+        load_str(&text, "paths.toml").unwrap()
+    }
+
+    #[test]
+    fn path_verbs_made_path_by_path_give_the_rules_and_diff_of_the_whole_road() {
+        use flowgate_api::{PathKey, PathSpec};
+        let mut config = path_rules();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next_random = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let (mut fast, mut refused) = (0, 0);
+        for _ in 0..400 {
+            let count = 1 + next_random(4);
+            let edits: Vec<Edit> = (0..count)
+                .map(|_| {
+                    let service =
+                        ["web", "api", "nope"][next_random(3).min(next_random(3)) as usize];
+                    let client = match next_random(8) {
+                        0 => "198.18.61.0/24".to_owned(),
+                        1 => "2001:2::7".to_owned(),
+                        2 => "198.18.62.1/24".to_owned(),
+                        3 => "not-an-address".to_owned(),
+                        k => format!("198.18.60.{k}"),
+                    };
+                    if next_random(3) == 0 {
+                        return Edit::PathDel(PathKey {
+                            service: service.into(),
+                            client,
+                        });
+                    }
+                    let backends = (0..1 + next_random(2))
+                        .map(|_| match next_random(7) {
+                            0 => "198.18.1.9:8080".to_owned(),
+                            1 => "unknown".to_owned(),
+                            k => format!("{service}-{}", 1 + k % 4),
+                        })
+                        .collect();
+                    Edit::PathAdd(PathSpec {
+                        service: service.into(),
+                        client,
+                        backends,
+                    })
+                })
+                .collect();
+            let whole = apply_edits(&config, &edits);
+            match apply_path_edits(&config, &edits) {
+                Some(change) => {
+                    fast += 1;
+                    let next = whole.expect("what is made path by path is valid");
+                    assert_eq!(change.config, next, "{edits:?}");
+                    assert_eq!(change.diff, super::super::diff(&config, &next), "{edits:?}");
+                    // The updates turn the old paths into the new ones.
+                    for (i, service) in next.services.iter().enumerate() {
+                        let mut paths: hashbrown::HashMap<_, _> = config.services[i]
+                            .routing
+                            .paths
+                            .iter()
+                            .map(|p| (p.client, p.backends.clone()))
+                            .collect();
+                        for update in change.updates.iter().filter(|u| u.service == i) {
+                            match &update.backends {
+                                Some(b) => paths.insert(update.client, b.clone()),
+                                None => paths.remove(&update.client),
+                            };
+                        }
+                        let now: hashbrown::HashMap<_, _> = service
+                            .routing
+                            .paths
+                            .iter()
+                            .map(|p| (p.client, p.backends.clone()))
+                            .collect();
+                        assert_eq!(paths, now, "{edits:?}");
+                    }
+                    config = next;
+                }
+                // Refused (or one a later edit of the batch mends): the
+                // whole road's answer stands.
+                None => refused += usize::from(whole.is_err()),
+            }
+        }
+        assert!(
+            fast > 50 && refused > 50,
+            "{fast} made path by path, {refused} refused"
+        );
+        // What only the whole road may take: not path verbs alone.
+        let canary = Edit::CanarySet(flowgate_api::CanaryShare {
+            service: "web".into(),
+            share: 5,
+        });
+        assert!(apply_path_edits(&config, &[canary]).is_none());
+        assert!(apply_path_edits(&config, &[]).is_none());
     }
 
     #[test]

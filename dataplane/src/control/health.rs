@@ -23,7 +23,7 @@
 //! deadline; one that brings an expired backend back asks for a rebuild
 //! too.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -55,7 +55,7 @@ pub type BackendRef = (Arc<str>, SocketAddr);
 pub type Rebuild = Box<dyn Fn() + Send>;
 
 /// One backend's part of the plan.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Planned {
     /// Its endpoint id in the snapshot the plan was made for.
     id: u32,
@@ -68,7 +68,7 @@ struct Planned {
 }
 
 /// The backends of one generation, and the targets that check them.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Plan {
     backends: HashMap<BackendRef, Planned>,
     /// Each target and the backends it stands for.
@@ -202,15 +202,41 @@ impl HealthMonitor {
     /// changed whether its endpoint is alive: the tables should be built
     /// again.
     pub fn sync(&self, config: &Config, snapshot: &Snapshot) -> Result<bool, ProberError> {
-        let plan = Arc::new(plan(config, snapshot));
-        let targets: Vec<Target> = plan.targets.keys().map(|t| (**t).clone()).collect();
+        self.install(config, plan(config, snapshot), None)
+    }
+
+    /// [`HealthMonitor::sync`] after a change that touched only the
+    /// services `changed` names (added, replaced or removed) since the
+    /// last sync: the plan is patched for their backends alone, and only
+    /// their words are brought in line.
+    pub fn sync_changed(
+        &self,
+        config: &Config,
+        snapshot: &Snapshot,
+        changed: &[String],
+    ) -> Result<bool, ProberError> {
+        let names: HashSet<&str> = changed.iter().map(String::as_str).collect();
+        let plan = patched_plan(&self.plan.load(), config, snapshot, &names);
+        self.install(config, plan, Some(&names))
+    }
+
+    /// Makes `plan` the running one and brings the words of its backends
+    /// (of those of the services in `only`, when given) in line with it.
+    fn install(
+        &self,
+        config: &Config,
+        plan: Plan,
+        only: Option<&HashSet<&str>>,
+    ) -> Result<bool, ProberError> {
+        let touched = |key: &BackendRef| only.is_none_or(|names| names.contains(&*key.0));
+        let plan = Arc::new(plan);
         // Words are written by one writer at a time: a transition taken
         // while this reads the prober's states is either seen here or
         // written after this, never undone by it.
         let _writing = lock(&self.writing);
         let statuses = {
             let mut prober = lock(&self.prober);
-            if prober.is_none() && !targets.is_empty() {
+            if prober.is_none() && !plan.targets.is_empty() {
                 *prober = Some(Prober::start(self.options.clone())?);
             }
             // The plan goes first, so that a transition of a new target
@@ -220,7 +246,12 @@ impl HealthMonitor {
                 if old.targets.len() != plan.targets.len()
                     || plan.targets.keys().any(|t| !old.targets.contains_key(t))
                 {
-                    prober.set_targets(targets)?;
+                    prober.set_targets(
+                        plan.targets
+                            .keys()
+                            .map(|t| (**t).clone())
+                            .collect::<Vec<_>>(),
+                    )?;
                 }
                 prober.statuses()
             } else {
@@ -232,7 +263,7 @@ impl HealthMonitor {
         let now = Instant::now();
         let now_ns = self.liveness.nanos(now);
         let mut changed = false;
-        for planned in plan.backends.values() {
+        for (_, planned) in plan.backends.iter().filter(|(key, _)| touched(key)) {
             let before = self.liveness.word(planned.id);
             let up = match &planned.target {
                 Some(t) => match health.get(&**t) {
@@ -265,10 +296,10 @@ impl HealthMonitor {
         }));
         {
             let mut counters = lock(&self.counters);
-            counters.retain(|k, _| plan.backends.contains_key(k));
+            counters.retain(|k, _| !touched(k) || plan.backends.contains_key(k));
             let mut since = lock(&self.since);
-            since.retain(|k, _| plan.backends.contains_key(k));
-            for (key, planned) in &plan.backends {
+            since.retain(|k, _| !touched(k) || plan.backends.contains_key(k));
+            for (key, planned) in plan.backends.iter().filter(|(key, _)| touched(key)) {
                 counters.entry(key.clone()).or_default();
                 // A state the rules made (a drain, a check or TTL taken
                 // away) starts now; the watch logs only what happens
@@ -603,69 +634,122 @@ impl HealthMonitor {
 fn plan(config: &Config, snapshot: &Snapshot) -> Plan {
     let mut ids: HashMap<(&str, SocketAddr), u32> = HashMap::new();
     for (_, service) in snapshot.services() {
-        for &id in service.endpoints() {
-            if let Some(e) = snapshot.endpoint(id) {
-                let address = SocketAddr::new(bytes_to_addr(&e.address), e.port);
-                ids.insert((service.name(), address), id);
-            }
-        }
+        endpoint_ids(snapshot, service, &mut ids);
     }
     let mut plan = Plan::default();
-    let mut targets: HashMap<Target, Arc<Target>> = HashMap::new();
     for service in &config.services {
-        let name: Arc<str> = Arc::from(service.name.as_str());
-        // The service's check, validated once for all its backends that
-        // set none of their own.
-        let service_check = settings_of(&config.health, service, None)
-            .validate()
-            .ok()
-            .filter(Check::is_active);
-        for backend in &service.backends {
-            let address = backend.socket_addr();
-            let Some(&id) = ids.get(&(service.name.as_str(), address)) else {
-                continue;
-            };
-            let check = if backend.health.overrides_check() {
-                check_of(&config.health, service, backend).ok()
-            } else {
-                service_check.clone().map(|c| {
-                    let port = service.health.port.unwrap_or(backend.port);
-                    (c, SocketAddr::new(backend.address, port))
-                })
-            };
-            let target = check
-                .filter(|(check, _)| check.is_active())
-                .map(|(check, at)| {
-                    let target = Target::new(at, check);
-                    Arc::clone(
-                        targets
-                            .entry(target.clone())
-                            .or_insert_with(|| Arc::new(target)),
-                    )
-                });
-            let key: BackendRef = (Arc::clone(&name), address);
-            if let Some(t) = &target {
-                plan.targets
-                    .entry(Arc::clone(t))
-                    .or_default()
-                    .push(key.clone());
-            }
-            let ttl = heartbeat_ttl_of(service, backend);
-            if ttl.is_some() {
-                plan.with_ttl.push(key.clone());
-            }
-            plan.backends.insert(
-                key,
-                Planned {
-                    id,
-                    target,
-                    ttl,
-                    weight: backend.weight,
-                },
-            );
-        }
+        plan_service(config, service, &ids, &mut plan);
     }
     plan
+}
+
+/// `old`, the plan of the config before a change that touched only the
+/// services in `changed`, made the plan of `config` (compiled into
+/// `snapshot`): their backends taken out, and planned again from
+/// `config`.
+fn patched_plan(old: &Plan, config: &Config, snapshot: &Snapshot, changed: &HashSet<&str>) -> Plan {
+    let mut plan = old.clone();
+    plan.backends.retain(|key, _| !changed.contains(&*key.0));
+    plan.with_ttl.retain(|key| !changed.contains(&*key.0));
+    plan.targets.retain(|_, backends| {
+        backends.retain(|key| !changed.contains(&*key.0));
+        !backends.is_empty()
+    });
+    let services: Vec<&Service> = config
+        .services
+        .iter()
+        .filter(|s| changed.contains(s.name.as_str()))
+        .collect();
+    let mut ids: HashMap<(&str, SocketAddr), u32> = HashMap::new();
+    for service in &services {
+        let compiled = snapshot.lookup_service(
+            service.protocol.number(),
+            &crate::wire::addr_to_bytes(service.vip),
+            service.port,
+        );
+        if let Some((_, compiled)) = compiled.filter(|(_, c)| c.name() == service.name) {
+            endpoint_ids(snapshot, compiled, &mut ids);
+        }
+    }
+    for service in services {
+        plan_service(config, service, &ids, &mut plan);
+    }
+    plan
+}
+
+/// Records the endpoint id of each backend of `service` (compiled into
+/// `snapshot`) in `ids`, by service name and address.
+fn endpoint_ids<'a>(
+    snapshot: &Snapshot,
+    service: &'a crate::table::CompiledService,
+    ids: &mut HashMap<(&'a str, SocketAddr), u32>,
+) {
+    for &id in service.endpoints() {
+        if let Some(e) = snapshot.endpoint(id) {
+            let address = SocketAddr::new(bytes_to_addr(&e.address), e.port);
+            ids.insert((service.name(), address), id);
+        }
+    }
+}
+
+/// Adds the backends of `service` (whose endpoint ids `ids` holds) to
+/// `plan`, each checked by a target of the plan's when one is the same.
+fn plan_service(
+    config: &Config,
+    service: &Service,
+    ids: &HashMap<(&str, SocketAddr), u32>,
+    plan: &mut Plan,
+) {
+    let name: Arc<str> = Arc::from(service.name.as_str());
+    // The service's check, validated once for all its backends that
+    // set none of their own.
+    let service_check = settings_of(&config.health, service, None)
+        .validate()
+        .ok()
+        .filter(Check::is_active);
+    for backend in &service.backends {
+        let address = backend.socket_addr();
+        let Some(&id) = ids.get(&(service.name.as_str(), address)) else {
+            continue;
+        };
+        let check = if backend.health.overrides_check() {
+            check_of(&config.health, service, backend).ok()
+        } else {
+            service_check.clone().map(|c| {
+                let port = service.health.port.unwrap_or(backend.port);
+                (c, SocketAddr::new(backend.address, port))
+            })
+        };
+        let target = check
+            .filter(|(check, _)| check.is_active())
+            .map(|(check, at)| {
+                let target = Target::new(at, check);
+                match plan.targets.get_key_value(&target) {
+                    Some((shared, _)) => Arc::clone(shared),
+                    None => Arc::new(target),
+                }
+            });
+        let key: BackendRef = (Arc::clone(&name), address);
+        if let Some(t) = &target {
+            plan.targets
+                .entry(Arc::clone(t))
+                .or_default()
+                .push(key.clone());
+        }
+        let ttl = heartbeat_ttl_of(service, backend);
+        if ttl.is_some() {
+            plan.with_ttl.push(key.clone());
+        }
+        plan.backends.insert(
+            key,
+            Planned {
+                id,
+                target,
+                ttl,
+                weight: backend.weight,
+            },
+        );
+    }
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -698,5 +782,144 @@ pub fn initial_word(
     match heartbeat_ttl_of(service, backend) {
         Some(ttl) => word.with_deadline(Some(now_ns.saturating_add(nanos(ttl)))),
         None => word,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three services sharing a probed backend, one with a heartbeat TTL,
+    /// one whose backend is not probed.
+    const RULES: &str = r#"
+[health]
+kind = "tcp"
+interval = "1m"
+timeout = "1s"
+
+[[services]]
+name = "a"
+protocol = "tcp"
+vip = "198.18.1.1"
+port = 80
+[[services.backends]]
+address = "198.18.0.1"
+port = 8080
+[[services.backends]]
+address = "198.18.0.2"
+port = 8080
+
+[[services]]
+name = "b"
+protocol = "tcp"
+vip = "198.18.1.2"
+port = 80
+heartbeat_ttl = "10s"
+[[services.backends]]
+address = "198.18.0.1"
+port = 8080
+[[services.backends]]
+address = "198.18.0.3"
+port = 8080
+[services.backends.health]
+kind = "none"
+
+[[services]]
+name = "c"
+protocol = "tcp"
+vip = "198.18.1.3"
+port = 80
+[[services.backends]]
+address = "198.18.0.4"
+port = 8080
+"#;
+
+    /// A change to the rules, and the services it names.
+    type Step = Box<dyn Fn(&mut Config)>;
+
+    /// A plan as text, in a fixed order.
+    fn described(plan: &Plan) -> String {
+        let backends: BTreeMap<_, _> = plan
+            .backends
+            .iter()
+            .map(|(k, p)| {
+                (
+                    k.clone(),
+                    format!("{} {:?} {:?} {}", p.id, p.target, p.ttl, p.weight),
+                )
+            })
+            .collect();
+        let mut targets: Vec<String> = plan
+            .targets
+            .iter()
+            .map(|(t, refs)| {
+                let mut refs = refs.clone();
+                refs.sort();
+                format!("{t:?} {refs:?}")
+            })
+            .collect();
+        targets.sort();
+        let mut with_ttl = plan.with_ttl.clone();
+        with_ttl.sort();
+        format!("{backends:?}\n{targets:?}\n{with_ttl:?}")
+    }
+
+    #[test]
+    fn a_plan_patched_for_the_changed_services_is_the_plan_made_in_full() {
+        let mut config = crate::rules::load_str(RULES, "test").unwrap();
+        let mut snapshot = Snapshot::build(&config, None);
+        let patched = HealthMonitor::new(Arc::clone(snapshot.liveness()), ProberOptions::default());
+        patched.sync(&config, &snapshot).unwrap();
+        let steps: Vec<(&[&str], Step)> = vec![
+            // A weight, and a backend's own check.
+            (
+                &["a"],
+                Box::new(|c: &mut Config| c.services[0].backends[1].weight = 5),
+            ),
+            // The TTL service loses the shared backend; the plain one
+            // gains it.
+            (
+                &["b", "c"],
+                Box::new(|c: &mut Config| {
+                    let shared = c.services[1].backends.remove(0);
+                    c.services[2].backends.push(shared);
+                }),
+            ),
+            // A service removed, one added with a new target.
+            (
+                &["a", "d"],
+                Box::new(|c: &mut Config| {
+                    let mut d = c.services.remove(0);
+                    d.name = "d".into();
+                    d.vip = "198.18.1.4".parse().unwrap();
+                    d.backends[0].address = "198.18.0.9".parse().unwrap();
+                    c.services.push(d);
+                }),
+            ),
+        ];
+        for (changed, change) in steps {
+            change(&mut config);
+            let changed: Vec<String> = changed.iter().map(|&n| n.to_owned()).collect();
+            let input = crate::table::LivenessInput {
+                table: snapshot.liveness(),
+                now_ns: snapshot.liveness().now_ns(),
+                initial: &|_: &Service, _: &crate::rules::Backend| Word::UP,
+            };
+            snapshot = Snapshot::build_changed(&config, &snapshot, input, &changed);
+            patched.sync_changed(&config, &snapshot, &changed).unwrap();
+            let full = plan(&config, &snapshot);
+            assert_eq!(
+                described(&patched.plan.load()),
+                described(&full),
+                "after changing {changed:?}"
+            );
+            let counters = lock(&patched.counters);
+            let mut keys: Vec<&BackendRef> = counters.keys().collect();
+            keys.sort();
+            let mut planned: Vec<&BackendRef> = full.backends.keys().collect();
+            planned.sort();
+            assert_eq!(keys, planned, "counters after changing {changed:?}");
+        }
+        patched.stop();
     }
 }

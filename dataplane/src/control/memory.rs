@@ -12,16 +12,16 @@ use flowgate_api::{
     FlowEntry, InterfaceInfo, ServiceStats, StatsReport, StatusReport, WorkerInfo, WorkerStats,
 };
 
-use super::dataplane::{Applied, ApplyError, Dataplane};
+use super::dataplane::{Applied, ApplyError, Dataplane, ServiceChanges};
 use super::health::{initial_word, HealthMonitor};
 use super::views::{status_report, traffic_counters};
 use crate::capture::{CaptureHub, CaptureTap};
 use crate::health::ProberOptions;
 use crate::liveness::Liveness;
 use crate::pipeline::PipelineCounters;
-use crate::route::PathReader;
+use crate::route::{PathErrors, PathReader};
 use crate::rules::{format_mac, Config};
-use crate::table::{LivenessInput, PathRouting};
+use crate::table::{LivenessInput, PathRouting, PathUpdate};
 use crate::table::{Snapshot, SnapshotPublisher, SnapshotReader};
 use crate::xdp::{CapacityError, XdpCapacity};
 
@@ -42,7 +42,7 @@ struct Builds {
     /// The rules published last. Held by an apply from its check to its
     /// publish, and by a rebuild, so that they build on one another; reads
     /// never take it.
-    running: Mutex<Option<Config>>,
+    running: Mutex<Option<Arc<Config>>>,
     /// The distribution paths of the rules published last, loaded after
     /// each publish (as the daemon's gateway does).
     paths: Mutex<PathRouting>,
@@ -52,6 +52,13 @@ impl Builds {
     /// Compiles `config` on the current snapshot, new endpoints starting
     /// as their health settings say.
     fn build(&self, config: &Config) -> Snapshot {
+        self.build_changed(config, None)
+    }
+
+    /// [`Builds::build`], compiling only the services `changed` names
+    /// when given (the rest differs in nothing from the current
+    /// snapshot's rules).
+    fn build_changed(&self, config: &Config, changed: Option<&[String]>) -> Snapshot {
         let previous = self.publisher.current();
         let table = Arc::clone(previous.liveness());
         let now_ns = table.now_ns();
@@ -63,7 +70,10 @@ impl Builds {
             now_ns,
             initial: &initial,
         };
-        Snapshot::build_with(config, Some(&previous), input)
+        match changed {
+            Some(names) => Snapshot::build_changed(config, &previous, input, names),
+            None => Snapshot::build_with(config, Some(&previous), input),
+        }
     }
 }
 
@@ -136,7 +146,7 @@ impl MemoryDataplane {
             .running
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        dataplane.publish(config, &mut running);
+        dataplane.publish(&Arc::new(config.clone()), None, &mut running);
         drop(running);
         dataplane
     }
@@ -215,12 +225,73 @@ impl MemoryDataplane {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Makes `config`, which differs from the running rules only in
+    /// distribution paths, run: `edit` changes the path table (given the
+    /// running rules and the current snapshot) and says whether a backend
+    /// name got its first ref, which then takes a build so that it
+    /// resolves.
+    fn edit_paths(
+        &self,
+        config: &Config,
+        edit: impl FnOnce(&mut PathRouting, &Config, &Snapshot) -> Result<bool, PathErrors>,
+    ) -> Result<Applied, ApplyError> {
+        let mut running = self
+            .build
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(old) = running.as_ref() else {
+            drop(running);
+            return self.apply(config);
+        };
+        let current = self.build.publisher.current();
+        let edited = edit(
+            &mut self
+                .build
+                .paths
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            old,
+            &current,
+        );
+        match edited {
+            Ok(false) => {
+                *running = Some(Arc::new(config.clone()));
+                Ok(Applied::clean(current.generation()))
+            }
+            Ok(true) => {
+                // A name no path held: build so that it resolves.
+                let next = self.build.build(config);
+                let generation = next.generation();
+                self.build.publisher.publish(next);
+                *running = Some(Arc::new(config.clone()));
+                Ok(Applied::clean(generation))
+            }
+            Err(e) => Err(ApplyError {
+                reason: format!("the path table refused the change: {e}"),
+                generation: current.generation(),
+                kernel: "nothing else was changed (an in-memory data plane)".into(),
+            }),
+        }
+    }
+
     /// Builds on the current snapshot and publishes; returns the
     /// generation. The snapshot is compiled holding no lock that `status`
     /// or `stats` take, as the daemon's is: a large change holds up no
     /// read. The caller makes sure applies do not overlap.
-    fn publish(&self, config: &Config, running: &mut Option<Config>) -> u64 {
-        let next = self.build.build(config);
+    ///
+    /// With `changes` made from the rules that run, only the services it
+    /// names are compiled, and the health plan is patched for them alone.
+    fn publish(
+        &self,
+        config: &Arc<Config>,
+        changes: Option<ServiceChanges<'_>>,
+        running: &mut Option<Arc<Config>>,
+    ) -> u64 {
+        let changed = changes
+            .filter(|c| running.as_ref().is_some_and(|r| c.made_from(r)))
+            .map(|c| c.services);
+        let next = self.build.build_changed(config, changed);
         let generation = next.generation();
         let interfaces = config
             .interfaces
@@ -243,7 +314,7 @@ impl MemoryDataplane {
         inner.interfaces = interfaces;
         inner.applies += 1;
         drop(inner);
-        *running = Some(config.clone());
+        *running = Some(Arc::clone(config));
         let mut generation = generation;
         let loaded = self
             .build
@@ -262,7 +333,12 @@ impl MemoryDataplane {
             Ok(false) => {}
             Err(e) => tracing::warn!("the distribution paths were not changed: {e}"),
         }
-        match self.health.sync(config, &self.build.publisher.current()) {
+        let current = self.build.publisher.current();
+        let synced = match changed {
+            Some(names) => self.health.sync_changed(config, &current, names),
+            None => self.health.sync(config, &current),
+        };
+        match synced {
             // A word the rules changed (a check or a TTL taken away):
             // the tables are built again over the backends alive.
             Ok(true) => {
@@ -291,6 +367,14 @@ impl Dataplane for MemoryDataplane {
     }
 
     fn apply(&self, config: &Config) -> Result<Applied, ApplyError> {
+        self.apply_shared(&Arc::new(config.clone()), None)
+    }
+
+    fn apply_shared(
+        &self,
+        config: &Arc<Config>,
+        changes: Option<ServiceChanges<'_>>,
+    ) -> Result<Applied, ApplyError> {
         let refused = |reason: String| ApplyError {
             reason,
             generation: self.generation(),
@@ -307,44 +391,23 @@ impl Dataplane for MemoryDataplane {
         if let Some(reason) = self.lock().fail_next.take() {
             return Err(refused(reason));
         }
-        Ok(Applied::clean(self.publish(config, &mut running)))
+        Ok(Applied::clean(self.publish(config, changes, &mut running)))
     }
 
     fn apply_paths(&self, config: &Config) -> Result<Applied, ApplyError> {
-        let mut running = self
-            .build
-            .running
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let Some(old) = running.clone() else {
-            return self.apply(config);
-        };
-        let current = self.build.publisher.current();
-        let edited = self
-            .build
-            .paths
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .edit(&old, config, &current);
-        match edited {
-            Ok(false) => {
-                *running = Some(config.clone());
-                Ok(Applied::clean(current.generation()))
-            }
-            Ok(true) => {
-                // A name no path held: build so that it resolves.
-                let next = self.build.build(config);
-                let generation = next.generation();
-                self.build.publisher.publish(next);
-                *running = Some(config.clone());
-                Ok(Applied::clean(generation))
-            }
-            Err(e) => Err(ApplyError {
-                reason: format!("the path table refused the change: {e}"),
-                generation: current.generation(),
-                kernel: "nothing else was changed (an in-memory data plane)".into(),
-            }),
-        }
+        self.edit_paths(config, |paths, old, current| {
+            paths.edit(old, config, current)
+        })
+    }
+
+    fn apply_path_updates(
+        &self,
+        config: &Config,
+        updates: &[PathUpdate],
+    ) -> Result<Applied, ApplyError> {
+        self.edit_paths(config, |paths, _, current| {
+            paths.update(config, updates, current)
+        })
     }
 
     fn status(&self) -> StatusReport {

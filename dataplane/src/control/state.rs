@@ -35,7 +35,7 @@ use flowgate_api::{
 
 use super::dataplane::Dataplane;
 use super::diff::diff;
-use super::edit::apply_edits;
+use super::edit::{apply_edits, apply_path_edits, PathChange};
 use crate::metrics::{ChangeCounters, ChangeSource, RefusalReason};
 use crate::rules::{self, Config, ConfigError};
 
@@ -494,7 +494,10 @@ impl ControlState {
         // The services that alone differ from what runs, when known.
         let mut only: Option<&[String]> = None;
         let (next, origin) = match proposal {
-            Proposal::Edits(edits) => (Arc::new(apply_edits(&base.config, edits)?), None),
+            Proposal::Edits(edits) => match apply_path_edits(&base.config, edits) {
+                Some(change) => return self.make_path_change(base, change, dry_run),
+                None => (Arc::new(apply_edits(&base.config, edits)?), None),
+            },
             Proposal::Text { text, origin } => (
                 Arc::new(rules::load_str(text, origin).map_err(config_error)?),
                 Some(origin.to_owned()),
@@ -556,8 +559,59 @@ impl ControlState {
         let applied = if only_paths {
             self.dataplane.apply_paths(&next)
         } else {
-            self.dataplane.apply(&next)
+            let changes = only.map(|services| super::ServiceChanges {
+                since: &base.config,
+                services,
+            });
+            self.dataplane.apply_shared(&next, changes)
         };
+        self.finish(base, next, origin, diff, applied)
+    }
+
+    /// [`ControlState::make`] for a request of path verbs alone, made and
+    /// checked path by path ([`apply_path_edits`]): its diff is the paths
+    /// it changes, and the data plane edits its path table with those
+    /// paths alone. No restart-only section and nothing the kernel side
+    /// holds changes, so neither is checked.
+    fn make_path_change(
+        &self,
+        base: &Running,
+        change: PathChange,
+        dry_run: bool,
+    ) -> Result<ChangeReport, ApiError> {
+        let PathChange {
+            config,
+            diff,
+            updates,
+        } = change;
+        let next = Arc::new(config);
+        if dry_run || diff.is_empty() {
+            if !dry_run {
+                // A new order of the paths is kept; nothing to publish.
+                self.install(base, next, None, false);
+            }
+            return Ok(ChangeReport {
+                generation: self.dataplane.generation(),
+                applied: false,
+                dry_run,
+                diff,
+                warnings: Vec::new(),
+            });
+        }
+        let applied = self.dataplane.apply_path_updates(&next, &updates);
+        self.finish(base, next, None, diff, applied)
+    }
+
+    /// Makes `next` the running rules once the data plane has `applied`
+    /// it, and reports the change; or reports why the data plane could not.
+    fn finish(
+        &self,
+        base: &Running,
+        next: Arc<Config>,
+        origin: Option<String>,
+        diff: flowgate_api::ConfigDiff,
+        applied: Result<super::Applied, super::ApplyError>,
+    ) -> Result<ChangeReport, ApiError> {
         let applied = applied.map_err(|e| ApiError {
             generation: Some(e.generation),
             ..ApiError::new(
@@ -1405,5 +1459,147 @@ port = 8080
             ),
             (3, 4, 2)
         );
+    }
+
+    /// Rules of one service with four named backends and `paths` paths
+    /// to the first two.
+    fn path_rules(paths: u32) -> Config {
+        let mut text = String::from(
+            "[[services]]\nname = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80\nmaglev_table_size = 251\n",
+        );
+        for k in 1..=4 {
+            text += &format!(
+                "[[services.backends]]\naddress = \"198.18.1.{k}\"\nport = 8080\nname = \"w{k}\"\n"
+            );
+        }
+        for i in 0..paths {
+            text += &format!(
+                "[[services.paths]]\nclient = \"198.18.{}.{}\"\nbackends = [\"w{}\"]\n",
+                64 + i / 256,
+                i % 256,
+                1 + i % 2
+            );
+        }
+        rules::load_str(&text, "paths.toml").unwrap()
+    }
+
+    /// The data plane's path table holds exactly `config`'s paths.
+    fn assert_table_is(dataplane: &MemoryDataplane, config: &Config) {
+        let snapshot = dataplane.current();
+        let mut reader = dataplane.path_reader();
+        let view = reader.load();
+        let mut count = 0;
+        for service in &config.services {
+            let vip = crate::wire::addr_to_bytes(service.vip);
+            let (id, _) = snapshot
+                .lookup_service(service.protocol.number(), &vip, service.port)
+                .unwrap();
+            for path in &service.routing.paths {
+                let prefix = crate::table::subset::table_prefix(path.client).unwrap();
+                let target = view.get(id, prefix).expect("every path is in the table");
+                let names = snapshot.backend_names().lock().unwrap();
+                let held: Vec<&str> = target
+                    .backends()
+                    .into_iter()
+                    .map(|r| names.name(r).unwrap())
+                    .collect();
+                assert_eq!(held, path.backends, "{}", path.client);
+                count += 1;
+            }
+        }
+        assert_eq!(view.len(), count, "and no other path");
+    }
+
+    #[test]
+    fn path_verbs_edit_the_path_table_path_by_path_all_or_nothing() {
+        use flowgate_api::{PathKey, PathSpec};
+        let first = path_rules(1000);
+        let dataplane = Arc::new(MemoryDataplane::with_config(&first));
+        let mut state = ControlState::new(first.clone(), "paths.toml", dataplane.clone());
+        let generation = dataplane.generation();
+        let add = |client: &str, backend: &str| {
+            Edit::PathAdd(PathSpec {
+                service: "web".into(),
+                client: client.into(),
+                backends: vec![backend.into()],
+            })
+        };
+        let del = |client: &str| {
+            Edit::PathDel(PathKey {
+                service: "web".into(),
+                client: client.into(),
+            })
+        };
+
+        // A dry run reports the change and makes none.
+        let dry = state.edit(&[add("198.18.7.7", "w1")], true).unwrap();
+        assert!(dry.dry_run && !dry.applied);
+        assert_eq!(
+            dry.diff.services_changed[0].to,
+            "1001 paths (1 added, 0 removed, 0 changed)"
+        );
+        assert_eq!(state.config(), Arc::new(first.clone()));
+        assert_table_is(&dataplane, &first);
+
+        // Added, replaced and removed in one batch: one diff, the table
+        // edited, no snapshot built (every name is held by a path).
+        let report = state
+            .edit(
+                &[
+                    add("198.18.7.7", "w1"),
+                    add("198.18.64.3", "w1"),
+                    del("198.18.64.4"),
+                ],
+                false,
+            )
+            .unwrap();
+        assert!(report.applied);
+        assert_eq!(report.generation, generation);
+        assert_eq!(
+            report.diff.services_changed[0].to,
+            "1000 paths (1 added, 1 removed, 1 changed)"
+        );
+        let edited = state.config();
+        assert_eq!(edited.services[0].routing.paths.len(), 1000);
+        assert_table_is(&dataplane, &edited);
+
+        // A backend no path named: a snapshot is built so that it resolves.
+        let report = state.edit(&[add("198.18.7.8", "w3")], false).unwrap();
+        assert_eq!(report.generation, generation + 1);
+        assert_table_is(&dataplane, &state.config());
+
+        // Refusals read as the whole road words them, and change nothing.
+        let before = state.config();
+        let unknown = state.edit(&[add("198.18.7.9", "nope")], false).unwrap_err();
+        assert_eq!(unknown.code, ErrorCode::Invalid);
+        assert_eq!(
+            unknown.message,
+            "path of client 198.18.7.9/32 names unknown backend \"nope\" of service \"web\" \
+             (a backend's name, or ADDR:PORT for one without)"
+        );
+        let gone = state.edit(&[del("198.18.9.9")], false).unwrap_err();
+        assert_eq!(gone.code, ErrorCode::NotFound);
+        assert_eq!(
+            gone.message,
+            "service \"web\" has no path for 198.18.9.9/32"
+        );
+        let batch = state
+            .edit(&[add("198.18.7.10", "w1"), add("198.18.7.11", "w9")], false)
+            .unwrap_err();
+        assert_eq!(
+            batch.message,
+            "path of client 198.18.7.11/32 names unknown backend \"w9\" of service \"web\" \
+             (a backend's name, or ADDR:PORT for one without)"
+        );
+        assert_eq!(state.config(), before);
+        assert_table_is(&dataplane, &before);
+
+        // The running rules, loaded afresh, make the same table; and a
+        // reload of the file's rules brings the file's table back.
+        let fresh = MemoryDataplane::with_config(&state.config());
+        assert_table_is(&fresh, &state.config());
+        let report = state.apply_config(&first, "paths.toml").unwrap();
+        assert!(report.applied);
+        assert_table_is(&dataplane, &first);
     }
 }

@@ -230,6 +230,14 @@ impl Dataplane for DaemonDataplane {
         self.gateway.apply_paths(config.clone())
     }
 
+    fn apply_path_updates(
+        &self,
+        config: &Config,
+        updates: &[crate::table::PathUpdate],
+    ) -> Result<Applied, ApplyError> {
+        self.gateway.apply_path_updates(config.clone(), updates)
+    }
+
     fn backend_health(&self, service: &crate::rules::Service) -> Vec<flowgate_api::BackendHealth> {
         self.health.backend_health(service)
     }

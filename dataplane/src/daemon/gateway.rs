@@ -113,15 +113,18 @@ impl Inner {
             .or_else(|| self.link_macs.get(port).copied())
     }
 
-    /// Gives every interface's XDP program its MAC for the ingress
-    /// checks (frames to another host's MAC are dropped there).
+    /// Gives every interface's XDP program its MAC and VLAN setting for
+    /// the ingress checks (frames to another host's MAC, or with a tag it
+    /// does not accept, are dropped there).
     fn set_ingress_macs(&mut self) -> Result<(), String> {
         let macs: Vec<Option<MacAddr>> = (0..self.filters.len())
             .map(|port| self.interface_mac(port))
             .collect();
-        for (filter, mac) in self.filters.iter_mut().zip(macs) {
+        let vlans = crate::table::PortVlans::new(&self.config.interfaces);
+        for (port, (filter, mac)) in self.filters.iter_mut().zip(macs).enumerate() {
             if let Some(mac) = mac {
-                filter.set_ingress_mac(mac).map_err(|e| {
+                let vlan = vlans.port(u16::try_from(port).unwrap_or(u16::MAX));
+                filter.set_ingress(mac, vlan).map_err(|e| {
                     format!("programming the XDP filter of {}: {e}", filter.interface())
                 })?;
             }
@@ -152,6 +155,9 @@ impl Inner {
 struct Compiled {
     snapshot: Snapshot,
     owned: OwnedTraffic,
+    /// The SYN proxy settings of its services, for the XDP programs:
+    /// gathered here, outside the lock, as they walk every service.
+    proxies: std::collections::HashMap<crate::xdp::TrafficKey, crate::synproxy::SynProxy>,
     /// The snapshot it was built on: the one published at the time.
     previous: Arc<Snapshot>,
     /// [`Inner::learned_version`] at the time.
@@ -170,9 +176,11 @@ impl Compiled {
         let effective = kernel.effective(config);
         let snapshot = build(&effective, Some(&previous));
         let owned = OwnedTraffic::from_snapshot(&snapshot);
+        let proxies = crate::xdp::syn_proxies_of(&snapshot);
         Compiled {
             snapshot,
             owned,
+            proxies,
             previous,
             learned_version,
         }
@@ -256,10 +264,14 @@ impl Gateway {
         let owned = OwnedTraffic::from_snapshot(&snapshot);
         // Nothing runs yet: a failure here stops the daemon, and dropping
         // the filters detaches them.
+        let proxies = crate::xdp::syn_proxies_of(&snapshot);
         for filter in inner.filters.iter_mut() {
             filter.update(&owned).map_err(|e| {
                 format!("programming the XDP filter of {}: {e}", filter.interface())
             })?;
+            filter
+                .set_syn_proxies(&proxies)
+                .map_err(|e| format!("programming the SYN proxy of {}: {e}", filter.interface()))?;
         }
         inner.announce(&owned.announced);
         for warning in super::segment_warnings(&inner.config) {
@@ -357,6 +369,35 @@ impl Gateway {
         let new_name = inner
             .paths
             .edit(&inner.config, &config, &running)
+            .map_err(|e| ApplyError {
+                reason: format!("the path table refused the change: {e}"),
+                generation: running.generation(),
+                kernel: "the XDP maps were not touched".into(),
+            })?;
+        inner.config = config;
+        if !new_name {
+            return Ok(Applied::clean(running.generation()));
+        }
+        let compiled = self.compile(inner, &inner.config);
+        self.install(inner, compiled)
+    }
+
+    /// Makes `config`, which differs from the running rules only in the
+    /// paths `updates` name (a control API request of path verbs), run:
+    /// those paths alone are edited in the path table and published, as
+    /// [`Gateway::apply_paths`] does. Refused whole by the path table,
+    /// nothing changed.
+    pub fn apply_path_updates(
+        &self,
+        config: Config,
+        updates: &[crate::table::PathUpdate],
+    ) -> Result<Applied, ApplyError> {
+        let mut inner = self.lock();
+        let running = self.publisher.current();
+        let inner = &mut *inner;
+        let new_name = inner
+            .paths
+            .update(&config, updates, &running)
             .map_err(|e| ApplyError {
                 reason: format!("the path table refused the change: {e}"),
                 generation: running.generation(),
@@ -607,6 +648,7 @@ impl Gateway {
         let Compiled {
             snapshot,
             owned,
+            proxies,
             previous,
             ..
         } = compiled;
@@ -642,12 +684,22 @@ impl Gateway {
         }
 
         let generation = snapshot.generation();
+        // The SYN proxy follows the published rules (`proxies`): a worker
+        // honours the program's mark only for a service its snapshot
+        // proxies.
         self.publisher.publish(snapshot);
         // VIPs now answered for: tell the segment.
         inner.announce(widenings.iter().flat_map(|w| w.announced()));
 
         let mut warnings = Vec::new();
         for filter in inner.filters.iter_mut() {
+            if let Err(e) = filter.set_syn_proxies(&proxies) {
+                warnings.push(format!(
+                    "the SYN proxy settings of generation {generation} could not all be written \
+                     to the XDP program of {} ({e}); the next change tries again",
+                    filter.interface()
+                ));
+            }
             if let Err(e) = filter.narrow(&owned) {
                 let extra = filter.drift(&owned).extra;
                 warnings.push(format!(

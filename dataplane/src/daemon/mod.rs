@@ -92,6 +92,7 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
+    let started_us = takeover::mono_us();
     let Checked {
         mut file,
         mut running,
@@ -99,6 +100,10 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
     } = load_checked(&options.config, options.cores.as_deref())?;
     check_cores_available(&running)?;
     init_logs(&file)?;
+    if options.takeover {
+        takeover::mark_at("new: process started", started_us);
+        takeover::mark("new: config loaded and checked");
+    }
     let signals = Signals::install()?;
     let notifier = notify::Notifier::from_env();
     let fleet = start_fleet(etcd, &options.config, &mut file, &mut running)?;
@@ -111,8 +116,12 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
         // what must wait for it.
         let prepared = Prepared::new(&running, options, false)?;
         let path = takeover::socket_path(&running.daemon.control_socket);
-        let (handover, state) = takeover::take_over(&path)
+        takeover::mark("new: takeover asked");
+        let (handover, state, links) = takeover::take_over(&path)
             .map_err(|e| DaemonError::Environment(format!("takeover: {e}")))?;
+        takeover::mark("new: state received");
+        let mut prepared = prepared;
+        prepared.handed = links;
         tracing::info!(
             connections = state.connections.len(),
             "the running flowgate handed its connections over"
@@ -145,6 +154,7 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
     );
     match handover {
         Some(handover) => {
+            takeover::mark("new: serving (control socket, metrics bound)");
             notifier.took_over(&daemon.forwarding_status());
             if let Err(e) = handover.serving() {
                 tracing::warn!("{e}");
@@ -189,16 +199,29 @@ fn hand_over(
     options: &RunOptions,
 ) -> Handed {
     let pid = request.pid;
+    takeover::mark("old: takeover asked");
     tracing::info!(pid, "a new flowgate takes over: handing over");
     let fleet = daemon.fleet.take();
     let running = daemon.running_config();
     let file = daemon.file_config();
-    let (connections, exported_mono_ns, verdict) = daemon.shut_down(true, |connections| {
-        let exported_mono_ns = start::kernel_epoch_ns(Instant::now());
-        let image = crate::flow::handover::encode(exported_mono_ns, &connections);
-        let verdict = request.hand_over(&image);
-        (connections, exported_mono_ns, verdict)
-    });
+    // The links of the programs, all or none: a new process that gets
+    // them keeps the programs attached, and the kernel fast path
+    // forwarding, until it replaces them; one that does not attaches its
+    // own, once these are detached.
+    let links = if request.takes_links {
+        hand_over_links(&daemon.gateway)
+    } else {
+        Vec::new()
+    };
+    let keep_programs = !links.is_empty();
+    let (connections, exported_mono_ns, verdict) =
+        daemon.shut_down(true, keep_programs, |connections| {
+            let exported_mono_ns = start::kernel_epoch_ns(Instant::now());
+            let image = crate::flow::handover::encode(exported_mono_ns, &connections);
+            let verdict = request.hand_over(&image, links);
+            takeover::mark("old: verdict received");
+            (connections, exported_mono_ns, verdict)
+        });
     match verdict {
         Ok(()) => {
             if let Some(mut fleet) = fleet {
@@ -227,6 +250,24 @@ fn hand_over(
             }
         }
     }
+}
+
+/// A descriptor of the bpf_link of every interface's program, named by
+/// its interface; none if one of them cannot be had (logged).
+fn hand_over_links(gateway: &Gateway) -> takeover::HandedLinks {
+    let links = gateway.with_filters(|filters| {
+        filters
+            .iter()
+            .map(|f| Ok((f.interface().to_owned(), f.link_descriptor()?)))
+            .collect::<Result<takeover::HandedLinks, crate::xdp::XdpError>>()
+    });
+    links.unwrap_or_else(|e| {
+        tracing::warn!(
+            "cannot hand the XDP links over ({e}): the programs are detached, and the new \
+             process attaches its own"
+        );
+        Vec::new()
+    })
 }
 
 /// Why the main loop ended.
@@ -464,19 +505,34 @@ struct Prepared {
     xsk_settings: crate::port::xsk::XskSettings,
     umem: SharedUmem,
     tables: Vec<crate::flow::FlowTable>,
+    /// The XDP links the process this one takes over from handed over:
+    /// each interface's program replaces the old one through its link
+    /// once the workers run ([`switch_programs`]).
+    handed: takeover::HandedLinks,
 }
 
 impl Prepared {
     /// Prepares a start with `config`; `attach` attaches the programs too.
     fn new(config: &Config, options: &RunOptions, attach: bool) -> Result<Prepared, DaemonError> {
+        // The steps of a takeover's preparation are marked: `attach` is
+        // false only there.
+        let mark = |step| {
+            if !attach {
+                takeover::mark(step);
+            }
+        };
         let links = start::check_links(config)?;
         let (filters, fast) = start::attach_filters(config, options, &links, attach)?;
+        mark("new: XDP programs loaded");
         let (gateway, watcher) = start::start_gateway(config, filters, &links)?;
+        mark("new: snapshot compiled, maps programmed");
         let xsk_settings = start::xsk_settings(&config.daemon);
         let umem = SharedUmem::new(&xsk_settings).map_err(environment)?;
+        mark("new: UMEM made");
         let tables = (0..config.daemon.cores.len())
             .map(|_| crate::flow::FlowTable::from_settings(&config.flows))
             .collect();
+        mark("new: connection tables allocated");
         Ok(Prepared {
             links,
             gateway,
@@ -485,23 +541,101 @@ impl Prepared {
             xsk_settings,
             umem,
             tables,
+            handed: Vec::new(),
         })
     }
-    /// Attaches the programs that are not attached yet.
     /// Attaches the programs that are not attached yet, then opens the
-    /// AF_XDP sockets and registers them with the programs.
+    /// AF_XDP sockets and registers them with the programs. With links
+    /// handed over, the programs are not attached here: the old ones go
+    /// on (their fast path forwarding) until [`switch_programs`].
     fn attached(self, config: &Config) -> Result<(start::OpenSockets, Prepared), DaemonError> {
+        let handed = !self.handed.is_empty();
         let sockets = self.gateway.with_filters(|filters| {
-            filters.iter_mut().try_for_each(|filter| {
-                let interface = filter.interface().to_owned();
-                filter
-                    .attach_loaded()
-                    .map_err(|e| DaemonError::Environment(format!("interface {interface}: {e}")))
-            })?;
+            if !handed {
+                filters.iter_mut().try_for_each(|filter| {
+                    let interface = filter.interface().to_owned();
+                    filter.attach_loaded().map_err(|e| {
+                        DaemonError::Environment(format!("interface {interface}: {e}"))
+                    })
+                })?;
+            }
             start::open_sockets(config, &self.umem, &self.xsk_settings, filters)
         })?;
+        if handed {
+            takeover::mark("new: sockets bound");
+            self.offer_sockets_to_old_programs(config, &sockets);
+        }
         Ok((sockets, self))
     }
+
+    /// Puts the new sockets in the socket maps of the programs the old
+    /// process handed over, which stay attached until the new workers run:
+    /// what only a worker can answer (new flows) reaches this process's
+    /// sockets from here on, without waiting for the programs' switch. A
+    /// map that refuses is logged: its interface waits for the switch.
+    fn offer_sockets_to_old_programs(&self, config: &Config, sockets: &start::OpenSockets) {
+        use std::os::fd::AsRawFd;
+        for (queue, ports) in sockets.ports.iter().enumerate() {
+            for (interface, port) in config.interfaces.iter().zip(ports) {
+                if !self.handed.iter().any(|(name, _)| *name == interface.name) {
+                    continue;
+                }
+                let queue = u32::try_from(queue).unwrap_or(u32::MAX);
+                if let Err(e) =
+                    crate::xdp::set_attached_socket(&interface.name, queue, port.as_raw_fd())
+                {
+                    tracing::warn!(interface = %interface.name, queue, "the old program keeps no socket of this process: {e}");
+                }
+            }
+        }
+        takeover::mark("new: sockets in the old programs' socket maps");
+    }
+}
+
+/// Starts the workers ([`start::spawn_workers`]) and then, with links
+/// handed over, puts each interface's program in place of the old
+/// process's through the link that process handed over (one atomic switch
+/// per interface); an interface it had no program on gets its program
+/// attached. Links of interfaces these rules do not have are closed: their
+/// programs go with the old process. If a switch fails, the workers are
+/// stopped.
+fn start_workers(
+    shared: &start::WorkerShared<'_>,
+    ports: Vec<Vec<XskPort>>,
+    tables: Vec<crate::flow::FlowTable>,
+    handed: takeover::HandedLinks,
+) -> Result<start::StartedWorkers, DaemonError> {
+    let workers = start::spawn_workers(shared, ports, tables)?;
+    if handed.is_empty() {
+        return Ok(workers);
+    }
+    takeover::mark("new: workers started");
+    match switch_links(shared.gateway, handed) {
+        Ok(()) => {
+            takeover::mark("new: XDP programs switched through the handed links");
+            Ok(workers)
+        }
+        Err(e) => {
+            shared.stop.store(true, Ordering::Relaxed);
+            for handle in workers.handles {
+                drop(handle.join());
+            }
+            Err(e)
+        }
+    }
+}
+
+fn switch_links(gateway: &Gateway, mut handed: takeover::HandedLinks) -> Result<(), DaemonError> {
+    gateway.with_filters(|filters| {
+        filters.iter_mut().try_for_each(|filter| {
+            let interface = filter.interface().to_owned();
+            let result = match handed.iter().position(|(name, _)| *name == interface) {
+                Some(at) => filter.attach_through(handed.swap_remove(at).1),
+                None => filter.attach_loaded(),
+            };
+            result.map_err(|e| DaemonError::Environment(format!("interface {interface}: {e}")))
+        })
+    })
 }
 
 /// A running gateway.
@@ -573,7 +707,7 @@ impl Daemon {
             fast: fast.as_ref(),
             restored,
         };
-        let workers = start::spawn_workers(&shared, sockets.ports, p.tables)?;
+        let workers = start_workers(&shared, sockets.ports, p.tables, p.handed)?;
         let fast_egress = fast.map(|f| f.egress);
         pin_control_thread(&config.daemon.cores);
         let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
@@ -757,10 +891,17 @@ impl Daemon {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        let gateway = Arc::clone(&self.gateway);
         let source: crate::metrics::SampleSource = Arc::new(move || {
             let (mut sample, snapshot) = source_plane.sample();
             sample.etcd = control.etcd_status();
             sample.drained = Some(control.drained());
+            sample.syn_proxy = Some(gateway.with_filters(|filters| {
+                filters
+                    .iter()
+                    .map(crate::xdp::XdpFilter::syn_proxy_counters)
+                    .fold(Default::default(), crate::synproxy::SynProxyCounters::plus)
+            }));
             (sample, snapshot)
         });
         let server = MetricsServer::start(address.clone(), source)
@@ -915,16 +1056,19 @@ impl Daemon {
 
     /// Stops the workers, closes the sockets, then detaches the programs.
     fn stop(self) {
-        self.shut_down(false, |_| ());
+        self.shut_down(false, false, |_| ());
     }
 
     /// [`Daemon::stop`], then `then` with the workers' connections if
-    /// `collect` (for a takeover). Everything is closed and freed first:
-    /// the queues are free only once every descriptor of their sockets is
-    /// closed, the control side's statistics readers' too.
+    /// `collect` (for a takeover). The sockets and the UMEM are closed and
+    /// freed first: the queues are free only once every descriptor of
+    /// their sockets is closed, the control side's statistics readers'
+    /// too. The programs are detached before `then` too, unless
+    /// `keep_programs` (their links were handed over): then after it.
     fn shut_down<R>(
         mut self,
         collect: bool,
+        keep_programs: bool,
         then: impl FnOnce(Vec<crate::flow::HandedConnection>) -> R,
     ) -> R {
         let mut handed = Vec::new();
@@ -947,6 +1091,12 @@ impl Daemon {
         }
         drop(self.heartbeats.take());
         self.health.stop();
+        let mark = |step| {
+            if collect {
+                takeover::mark(step);
+            }
+        };
+        mark("old: endpoints closed, workers told to stop");
         self.stop_workers.store(true, Ordering::Relaxed);
         for handle in std::mem::take(&mut self.workers) {
             let index = handle.index;
@@ -960,13 +1110,36 @@ impl Daemon {
                 None => tracing::error!(worker = index, "worker thread panicked"),
             }
         }
-        for filter in self.gateway.take_filters() {
-            drop(filter);
-        }
+        mark("old: workers stopped, sockets closed");
         drop(self.umem.take());
-        tracing::info!("stopped: sockets closed, XDP programs detached");
-        drop(self);
-        then(handed)
+        let filters = self.gateway.take_filters();
+        // The rest, the control side's statistics readers (which hold the
+        // sockets too) among it, is freed beside `then`: a new process
+        // binds its sockets as soon as the last descriptor is gone (it
+        // tries again while a queue is busy), and waits for nothing else.
+        let rest = std::thread::Builder::new()
+            .name("fg-shutdown".into())
+            .spawn(move || {
+                drop(self);
+                if collect {
+                    takeover::mark("old: the rest freed");
+                }
+            });
+        let result = if keep_programs {
+            let result = then(handed);
+            drop(filters);
+            tracing::info!("stopped: sockets closed, XDP programs handed over");
+            result
+        } else {
+            drop(filters);
+            mark("old: XDP programs detached");
+            tracing::info!("stopped: sockets closed, XDP programs detached");
+            then(handed)
+        };
+        if let Ok(rest) = rest {
+            let _ = rest.join();
+        }
+        result
     }
 }
 

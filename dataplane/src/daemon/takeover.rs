@@ -6,23 +6,36 @@
 //! ([`socket_path`]: the control socket's path with `.takeover` appended,
 //! mode 0600). The exchange, one line each way plus one descriptor:
 //!
-//! 1. new → old: `TAKEOVER <state version> <pid>`. The old process refuses
-//!    (`REFUSED <why>`) a state version it does not write, before it
-//!    changes anything: it keeps serving.
-//! 2. old: stops its workers, closes its AF_XDP sockets, detaches its XDP
-//!    programs and closes its control, metrics and heartbeat endpoints,
-//!    then writes its connection tables ([`crate::flow::handover`]) into a
-//!    memfd and sends `STATE <bytes>` with the memfd (SCM_RIGHTS).
-//! 3. new: reads the state, starts (attaches, binds its sockets, imports
-//!    the connections into its workers' tables, each to the worker that
-//!    owns it), tells systemd `MAINPID=` and `READY=1`, and answers
-//!    `SERVING`; or, if anything failed, `FAILED <why>` and exits.
+//! 1. new → old: `TAKEOVER <state version> <pid> links`. The old process
+//!    refuses (`REFUSED <why>`) a state version it does not write, before
+//!    it changes anything: it keeps serving. (`links` asks for the XDP
+//!    links; a request without it, from an earlier build, gets none.)
+//! 2. old: closes its control, metrics and heartbeat endpoints, stops its
+//!    workers and closes its AF_XDP sockets, then writes its connection
+//!    tables ([`crate::flow::handover`]) into a memfd and sends
+//!    `STATE <bytes> links <interface>…` with the memfd and, per interface
+//!    named, the descriptor of the bpf_link its XDP program is attached
+//!    through (all in one message, SCM_RIGHTS). Its programs stay
+//!    attached, with their maps: the kernel fast path goes on forwarding
+//!    the established connections it carries. If it cannot hand every
+//!    link over, it hands none and detaches its programs first (`STATE
+//!    <bytes>`), and the new process attaches its own.
+//! 3. new: reads the state, binds its sockets (in its own programs'
+//!    socket maps), imports the connections into its workers' tables (each
+//!    to the worker that owns it), starts the workers, and only then
+//!    replaces the old program with its own through each handed link
+//!    (BPF_LINK_UPDATE: atomic, the interface never without a program);
+//!    then it opens its endpoints, tells systemd `MAINPID=` and `READY=1`,
+//!    and answers `SERVING`; or, if anything failed, closes what it was
+//!    handed, answers `FAILED <why>` and exits.
 //! 4. old: on `SERVING` it exits. On `FAILED`, on the connection closing,
 //!    or after [`VERDICT_TIMEOUT`], it starts again from the state it
 //!    handed over and keeps serving, and logs why.
 //!
-//! The kernel keeps the interfaces' other traffic flowing meanwhile; the
-//! VIPs are dark from the old workers' stop to the new workers' start.
+//! The kernel keeps the interfaces' other traffic flowing meanwhile. What
+//! the workers carry is dark from the old workers' stop to the new
+//! workers' start; what the kernel fast path carries is not dark at all
+//! (docs/benchmarks.md has the measured timeline).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Read, Seek, Write};
@@ -43,6 +56,34 @@ pub const VERDICT_TIMEOUT: Duration = Duration::from_secs(20);
 const LINE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest line either side sends.
 const MAX_LINE: u64 = 4096;
+/// The most XDP links handed over (one per interface).
+pub const MAX_LINKS: usize = 64;
+
+/// XDP links handed over, each with the interface its program is on: the
+/// descriptor of the bpf_link (see [`crate::xdp::XdpFilter::link_descriptor`]).
+pub type HandedLinks = Vec<(String, OwnedFd)>;
+
+/// CLOCK_MONOTONIC now, in µs: the clock both processes share.
+pub fn mono_us() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| {
+            u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000
+                + u64::try_from(t.tv_nsec()).unwrap_or(0) / 1_000
+        })
+        .unwrap_or(0)
+}
+
+/// Logs a step of a takeover, on either side, at CLOCK_MONOTONIC `at_us`
+/// (see [`mono_us`]): since both processes share that clock, the two logs
+/// merge into one timeline of the switch (docs/benchmarks.md has one).
+pub fn mark_at(step: &'static str, at_us: u64) {
+    tracing::info!(step, mono_us = at_us, "takeover step");
+}
+
+/// [`mark_at`] now.
+pub fn mark(step: &'static str) {
+    mark_at(step, mono_us());
+}
 
 /// The takeover socket of a daemon whose control socket is `control`.
 pub fn socket_path(control: &Path) -> PathBuf {
@@ -112,6 +153,8 @@ pub struct TakeoverRequest {
     pub version: u16,
     /// Its process id.
     pub pid: u32,
+    /// Whether it takes the XDP links over (`links`).
+    pub takes_links: bool,
 }
 
 impl TakeoverRequest {
@@ -123,9 +166,13 @@ impl TakeoverRequest {
         let mut reader = BufReader::new(stream);
         let line = read_line(&mut reader)?;
         let mut words = line.split_whitespace();
-        let (Some("TAKEOVER"), Some(version), Some(pid), None) =
-            (words.next(), words.next(), words.next(), words.next())
-        else {
+        let (Some("TAKEOVER"), Some(version), Some(pid), links @ (None | Some("links")), None) = (
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+            words.next(),
+        ) else {
             return Err(format!("not a takeover request: {line:?}"));
         };
         let version = version
@@ -136,16 +183,28 @@ impl TakeoverRequest {
             reader,
             version,
             pid,
+            takes_links: links.is_some(),
         })
     }
 
-    /// Hands `image` (the encoded state) over and waits for the new
-    /// process's verdict: `Ok` once it serves, the reason otherwise (then
-    /// this process must serve again).
-    pub fn hand_over(mut self, image: &[u8]) -> Result<(), String> {
+    /// Hands `image` (the encoded state) and `links` over (the links only
+    /// if the new process [takes them](Self::takes_links); they are closed
+    /// here once sent) and waits for the new process's verdict: `Ok` once
+    /// it serves, the reason otherwise (then this process must serve
+    /// again).
+    pub fn hand_over(mut self, image: &[u8], links: HandedLinks) -> Result<(), String> {
         let memfd = state_memfd(image).map_err(|e| format!("writing the state: {e}"))?;
-        let header = format!("STATE {}\n", image.len());
-        let fds = [memfd.as_raw_fd()];
+        let mut header = format!("STATE {}", image.len());
+        let mut fds = vec![memfd.as_raw_fd()];
+        if self.takes_links && !links.is_empty() {
+            header.push_str(" links");
+            for (interface, fd) in links.iter().take(MAX_LINKS) {
+                header.push(' ');
+                header.push_str(interface);
+                fds.push(fd.as_raw_fd());
+            }
+        }
+        header.push('\n');
         sendmsg::<()>(
             self.reader.get_ref().as_raw_fd(),
             &[IoSlice::new(header.as_bytes())],
@@ -154,7 +213,9 @@ impl TakeoverRequest {
             None,
         )
         .map_err(|e| format!("sending the state: {e}"))?;
+        mark("old: state sent");
         drop(memfd);
+        drop(links);
         self.reader
             .get_ref()
             .set_read_timeout(Some(VERDICT_TIMEOUT))
@@ -182,10 +243,11 @@ pub struct Takeover {
 }
 
 /// Connects to the daemon listening at `path`, asks it to hand over and
-/// returns its state. Once this returns `Ok`, the old process has stopped
-/// forwarding: answer it with [`Takeover::serving`] or
-/// [`Takeover::failed`] (dropping the handle counts as failed).
-pub fn take_over(path: &Path) -> Result<(Takeover, HandedState), String> {
+/// returns its state and its XDP links (none from a build that does not
+/// hand them over). Once this returns `Ok`, the old process's workers have
+/// stopped: answer it with [`Takeover::serving`] or [`Takeover::failed`]
+/// (dropping the handle counts as failed; close the links first).
+pub fn take_over(path: &Path) -> Result<(Takeover, HandedState, HandedLinks), String> {
     let stream = UnixStream::connect(path).map_err(|e| {
         format!(
             "cannot reach the running flowgate at {}: {e} (is it running, with this \
@@ -198,18 +260,40 @@ pub fn take_over(path: &Path) -> Result<(Takeover, HandedState), String> {
         .set_read_timeout(Some(VERDICT_TIMEOUT))
         .map_err(fail)?;
     (&stream)
-        .write_all(format!("TAKEOVER {VERSION} {}\n", std::process::id()).as_bytes())
+        .write_all(format!("TAKEOVER {VERSION} {} links\n", std::process::id()).as_bytes())
         .map_err(fail)?;
-    let (line, fd) = receive_line_with_fd(&stream)?;
-    let len = match line.split_once(' ') {
-        Some(("STATE", len)) => len
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| format!("the running flowgate sent {line:?}"))?,
+    let (line, fds) = receive_line_with_fds(&stream)?;
+    let (len, interfaces) = match line.split_once(' ') {
+        Some(("STATE", rest)) => {
+            let mut words = rest.split_whitespace();
+            let len = words
+                .next()
+                .and_then(|len| len.parse::<u64>().ok())
+                .ok_or_else(|| format!("the running flowgate sent {line:?}"))?;
+            let interfaces: Vec<String> = match words.next() {
+                None => Vec::new(),
+                Some("links") => words.map(str::to_owned).collect(),
+                Some(_) => return Err(format!("the running flowgate sent {line:?}")),
+            };
+            (len, interfaces)
+        }
         Some(("REFUSED", why)) => return Err(format!("the running flowgate refused: {why}")),
         _ => return Err(format!("the running flowgate sent {line:?}")),
     };
-    let fd = fd.ok_or("the running flowgate sent no state descriptor")?;
+    let mut fds = fds.into_iter();
+    let fd = fds
+        .next()
+        .ok_or("the running flowgate sent no state descriptor")?;
+    let named = interfaces.len();
+    let links: HandedLinks = interfaces.into_iter().zip(fds.by_ref()).collect();
+    if fds.next().is_some() || links.len() != named {
+        let takeover = Takeover { stream };
+        let why = "the running flowgate sent a link for no interface, or an interface without \
+                   its link";
+        drop(links);
+        takeover.failed(why);
+        return Err(why.into());
+    }
     let mut file = File::from(fd);
     file.rewind()
         .map_err(|e| format!("reading the state: {e}"))?;
@@ -219,9 +303,10 @@ pub fn take_over(path: &Path) -> Result<(Takeover, HandedState), String> {
         .map_err(|e| format!("reading the state: {e}"))?;
     let takeover = Takeover { stream };
     match handover::decode(&image) {
-        Ok(state) => Ok((takeover, state)),
+        Ok(state) => Ok((takeover, state, links)),
         Err(e) => {
             let why = e.to_string();
+            drop(links);
             takeover.failed(&why);
             Err(why)
         }
@@ -252,10 +337,11 @@ fn state_memfd(image: &[u8]) -> std::io::Result<OwnedFd> {
     Ok(OwnedFd::from(file))
 }
 
-/// One line and at most one descriptor, from one message.
-fn receive_line_with_fd(stream: &UnixStream) -> Result<(String, Option<OwnedFd>), String> {
+/// One line and its descriptors (at most 1 + [`MAX_LINKS`]), from one
+/// message.
+fn receive_line_with_fds(stream: &UnixStream) -> Result<(String, Vec<OwnedFd>), String> {
     let mut buffer = [0u8; MAX_LINE as usize];
-    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1 + MAX_LINKS]);
     let (bytes, fds) = {
         let mut iov = [IoSliceMut::new(&mut buffer)];
         let message = recvmsg::<()>(
@@ -273,19 +359,20 @@ fn receive_line_with_fd(stream: &UnixStream) -> Result<(String, Option<OwnedFd>)
         }
         (message.bytes, fds)
     };
-    let mut fds = fds.into_iter().map(|fd| {
-        // SAFETY: the kernel just installed this descriptor in this
-        // process for this message (SCM_RIGHTS); nothing else owns it.
-        unsafe { OwnedFd::from_raw_fd(fd) }
-    });
-    let fd = fds.next();
-    drop(fds.collect::<Vec<_>>());
+    let fds: Vec<OwnedFd> = fds
+        .into_iter()
+        .map(|fd| {
+            // SAFETY: the kernel just installed this descriptor in this
+            // process for this message (SCM_RIGHTS); nothing else owns it.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        })
+        .collect();
     if bytes == 0 {
         return Err("the running flowgate closed the connection".into());
     }
     let text = String::from_utf8_lossy(&buffer[..bytes]);
     let line = text.lines().next().unwrap_or_default().to_owned();
-    Ok((line, fd))
+    Ok((line, fds))
 }
 
 fn read_line(reader: &mut BufReader<UnixStream>) -> Result<String, String> {
@@ -357,15 +444,16 @@ mod tests {
         let new = std::thread::spawn({
             let path = path.clone();
             move || {
-                let (takeover, state) = take_over(&path).unwrap();
+                let (takeover, state, links) = take_over(&path).unwrap();
                 takeover.serving().unwrap();
+                assert!(links.is_empty());
                 state
             }
         });
         let request = accept(&listener).expect("a request");
         assert_eq!(request.version, VERSION);
         assert_eq!(request.pid, std::process::id());
-        assert_eq!(request.hand_over(&image), Ok(()));
+        assert_eq!(request.hand_over(&image, Vec::new()), Ok(()));
         let state = new.join().unwrap();
         assert_eq!((state.exported_mono_ns, state.connections), (77, handed));
         drop(listener);
@@ -380,11 +468,14 @@ mod tests {
         let new = std::thread::spawn({
             let path = path.clone();
             move || {
-                let (takeover, _) = take_over(&path).unwrap();
+                let (takeover, _, _) = take_over(&path).unwrap();
                 takeover.failed("interface veth0: no such device");
             }
         });
-        let why = accept(&listener).unwrap().hand_over(&image).unwrap_err();
+        let why = accept(&listener)
+            .unwrap()
+            .hand_over(&image, Vec::new())
+            .unwrap_err();
         assert!(why.contains("no such device"), "{why}");
         new.join().unwrap();
         // One that takes the state and goes away without a word.
@@ -392,9 +483,91 @@ mod tests {
             let path = path.clone();
             move || drop(take_over(&path).unwrap())
         });
-        let why = accept(&listener).unwrap().hand_over(&image).unwrap_err();
+        let why = accept(&listener)
+            .unwrap()
+            .hand_over(&image, Vec::new())
+            .unwrap_err();
         assert!(why.contains("no answer"), "{why}");
         new.join().unwrap();
+    }
+
+    /// A memfd holding `text`, standing for a link's descriptor.
+    fn descriptor(text: &str) -> OwnedFd {
+        state_memfd(text.as_bytes()).unwrap()
+    }
+
+    fn text_of(fd: OwnedFd) -> String {
+        let mut file = File::from(fd);
+        file.rewind().unwrap();
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        text
+    }
+
+    #[test]
+    fn the_links_cross_with_the_state_each_named_by_its_interface() {
+        let path = socket("links");
+        let listener = TakeoverListener::bind(&path).unwrap();
+        let image = encode(5, &state(2));
+        let new = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let (takeover, state, links) = take_over(&path).unwrap();
+                takeover.serving().unwrap();
+                let links: Vec<(String, String)> = links
+                    .into_iter()
+                    .map(|(name, fd)| (name, text_of(fd)))
+                    .collect();
+                (state.connections.len(), links)
+            }
+        });
+        let request = accept(&listener).unwrap();
+        assert!(request.takes_links);
+        let links = vec![
+            ("veth-client".to_string(), descriptor("link of veth-client")),
+            (
+                "veth-backend".to_string(),
+                descriptor("link of veth-backend"),
+            ),
+        ];
+        assert_eq!(request.hand_over(&image, links), Ok(()));
+        let (connections, links) = new.join().unwrap();
+        assert_eq!(connections, 2);
+        assert_eq!(
+            links,
+            [
+                ("veth-client".into(), "link of veth-client".into()),
+                ("veth-backend".into(), "link of veth-backend".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_request_without_links_from_an_earlier_build_gets_the_state_alone() {
+        let path = socket("nolinks");
+        let listener = TakeoverListener::bind(&path).unwrap();
+        let image = encode(5, &state(1));
+        let new = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let stream = UnixStream::connect(&path).unwrap();
+                (&stream)
+                    .write_all(format!("TAKEOVER {VERSION} 1\n").as_bytes())
+                    .unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let (line, fds) = receive_line_with_fds(&stream).unwrap();
+                (&stream).write_all(b"SERVING\n").unwrap();
+                (line, fds.len())
+            }
+        });
+        let request = accept(&listener).unwrap();
+        assert!(!request.takes_links);
+        let links = vec![("veth0".to_string(), descriptor("a link"))];
+        assert_eq!(request.hand_over(&image, links), Ok(()));
+        let (line, fds) = new.join().unwrap();
+        assert_eq!((line, fds), (format!("STATE {}", image.len()), 1));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::layout::{Direction, DirectionRewrite};
 use crate::flow::Connection;
-use crate::table::Snapshot;
+use crate::table::{PortVlan, Snapshot};
 use crate::wire::ip_proto;
 
 /// Connection `conn`'s entries, client → VIP first, then backend →
@@ -13,7 +13,8 @@ use crate::wire::ip_proto;
 /// backend's liveness (a backend the snapshot watches: down, or kept alive
 /// by heartbeats, in a service that acts on dead backends), or for what
 /// the fast path does not carry (protocols other than TCP and UDP, a
-/// connection whose two tuples are one).
+/// connection whose two tuples are one, a connection through an interface
+/// with a VLAN setting).
 pub fn connection_rewrites(
     conn: &Connection,
     snapshot: &Snapshot,
@@ -29,6 +30,15 @@ pub fn connection_rewrites(
     let backend = snapshot
         .endpoint(conn.endpoint)
         .filter(|ep| ep.is_plain(&conn.backend_addr, conn.backend_port))?;
+    // Tags are the workers' to take off and put on: a connection through
+    // an interface with a VLAN setting stays with them.
+    let vlans = snapshot.vlans();
+    if vlans.configured()
+        && (*vlans.port(conn.client_ingress) != PortVlan::default()
+            || *vlans.port(backend.egress_port) != PortVlan::default())
+    {
+        return None;
+    }
     let next_hop = backend.next_hop_mac?;
     let to_backend = Direction {
         tuple: conn.client,

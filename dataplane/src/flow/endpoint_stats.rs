@@ -101,6 +101,8 @@ pub struct FlowCounters {
     capacity: u64,
     endpoints: ArcSwap<Arc<[EndpointStats]>>,
     fast: FastTraffic,
+    /// Records that left the table, by [`Departure`] (its index).
+    departures: [AtomicU64; Departure::ALL.len()],
 }
 
 /// What the kernel fast path forwarded for one worker's connections, as
@@ -125,6 +127,56 @@ pub struct FastPathValues {
     pub entries: u64,
 }
 
+/// Why a record left the connection table (other than being closed and
+/// removed by the worker): each is a counter an operator can read.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Departure {
+    /// Removed by the worker (closed, its backend removed, taken over).
+    Removed,
+    /// Idle past its state's timeout.
+    Expired,
+    /// Pushed out to make room: the table was full.
+    Evicted,
+    /// Pushed out because both index buckets of a new key were full while
+    /// the table had room (should stay near zero).
+    EvictedBucketFull,
+    /// Replaced by a new connection with the same client tuple.
+    Replaced,
+    /// Lost its reply tuple to a new connection: one client address and
+    /// port reaching the same backend address and port through two VIPs,
+    /// which the backend sees as one connection.
+    ReplyConflict,
+    /// A new connection taken back: its key found no room in the index
+    /// without evicting an established connection.
+    Refused,
+}
+
+impl Departure {
+    /// Every departure, in counter order.
+    pub const ALL: [Departure; 7] = [
+        Departure::Removed,
+        Departure::Expired,
+        Departure::Evicted,
+        Departure::EvictedBucketFull,
+        Departure::Replaced,
+        Departure::ReplyConflict,
+        Departure::Refused,
+    ];
+
+    /// Its label value in the metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Departure::Removed => "removed",
+            Departure::Expired => "expired",
+            Departure::Evicted => "evicted",
+            Departure::EvictedBucketFull => "evicted_bucket_full",
+            Departure::Replaced => "replaced",
+            Departure::ReplyConflict => "reply_conflict",
+            Departure::Refused => "refused",
+        }
+    }
+}
+
 impl FlowCounters {
     fn new(capacity: usize) -> FlowCounters {
         FlowCounters {
@@ -132,6 +184,7 @@ impl FlowCounters {
             capacity: capacity as u64,
             endpoints: ArcSwap::from_pointee(Arc::from(Vec::new())),
             fast: FastTraffic::default(),
+            departures: Default::default(),
         }
     }
 
@@ -144,6 +197,11 @@ impl FlowCounters {
             bytes: self.fast.bytes.load(Relaxed),
             entries: self.fast.entries.load(Relaxed),
         }
+    }
+
+    /// Records that have left the table for `why` since it was made.
+    pub fn departures(&self, why: Departure) -> u64 {
+        self.departures[why as usize].load(Relaxed)
     }
 
     /// Live connections in the table.
@@ -245,6 +303,13 @@ impl EndpointAccounts {
     #[inline]
     pub(super) fn set_connections(&self, n: usize) {
         self.shared.connections.store(n as u64, Relaxed);
+    }
+
+    /// Counts a record leaving for `why`. The table is the only writer, so
+    /// a load and a store, not a locked add.
+    pub(super) fn departed(&self, why: Departure) {
+        let counter = &self.shared.departures[why as usize];
+        counter.store(counter.load(Relaxed).wrapping_add(1), Relaxed);
     }
 
     /// A connection to `endpoint` was opened. Returns whether it was

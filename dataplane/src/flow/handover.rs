@@ -40,8 +40,15 @@
 //! | 64 | 4 | endpoint id in the exporter's rules (a hint; see below) |
 //! | 68 | 4 | record flags: bit 0 the backend has answered, bit 1 the kernel fast path carried it, bit 2 a SYN-proxy offset follows |
 //! | 72 | 8 | last packet seen, CLOCK_MONOTONIC ns |
-//! | 80 | 4 | SYN-proxy sequence offset (0 unless bit 2) |
-//! | 84 | 12 | reserved (0) |
+//! | 80 | 4 | SYN-proxy sequence offset: the client's numbers minus the backend's (0 unless bit 2) |
+//! | 84 | 4 | SYN-proxy timestamp offset, the same way (0 unless bit 2) |
+//! | 88 | 1 | SYN-proxy: the backend's window scale (0 unless bit 2) |
+//! | 89 | 1 | SYN-proxy: the client's window scale (0 unless bit 2) |
+//! | 90 | 6 | reserved (0) |
+//!
+//! Version 2 added the timestamp offset and the window scales: version 1
+//! carried the sequence offset alone, which cannot translate a proxied
+//! connection's timestamps and windows, so a version-1 image is refused.
 //!
 //! Times are CLOCK_MONOTONIC, which both processes (and the XDP program)
 //! share; each process converts them from and to its own worker clock.
@@ -60,7 +67,7 @@ use super::Connection;
 use crate::wire::FiveTuple;
 
 /// The format version this build writes and reads.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// The magic at the start of an image.
 pub const MAGIC: [u8; 8] = *b"FGSTATE\0";
 /// Length of the header.
@@ -138,15 +145,41 @@ pub struct HandedConnection {
     pub syn_proxy: Option<SynProxyOffset>,
 }
 
-/// What a SYN proxy keeps per connection it answered itself: the
-/// difference between the sequence numbers it chose for the client and
-/// those the backend chose, added to every segment it translates. The
-/// table keeps none yet; the field is here so that the format carries it
-/// from the version that does.
+/// What a SYN proxy keeps per connection it answered itself, once the
+/// backend answered: the translation of every later segment
+/// ([`crate::synproxy::SeqOffset`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SynProxyOffset {
-    /// Backend sequence minus client-facing sequence, modulo 2^32.
+    /// Client-facing sequence minus the backend's, modulo 2^32.
     pub seq_delta: u32,
+    /// Client-facing TSval minus the backend's, modulo 2^32.
+    pub ts_delta: u32,
+    /// The backend's window scale.
+    pub backend_wscale: u8,
+    /// The client's window scale.
+    pub client_wscale: u8,
+}
+
+impl From<crate::synproxy::SeqOffset> for SynProxyOffset {
+    fn from(o: crate::synproxy::SeqOffset) -> Self {
+        SynProxyOffset {
+            seq_delta: o.seq,
+            ts_delta: o.ts,
+            backend_wscale: o.backend_wscale,
+            client_wscale: o.client_wscale,
+        }
+    }
+}
+
+impl From<SynProxyOffset> for crate::synproxy::SeqOffset {
+    fn from(o: SynProxyOffset) -> Self {
+        crate::synproxy::SeqOffset {
+            seq: o.seq_delta,
+            ts: o.ts_delta,
+            backend_wscale: o.backend_wscale,
+            client_wscale: o.client_wscale,
+        }
+    }
 }
 
 /// A decoded image: the exporter's clock at export, and its connections.
@@ -203,8 +236,16 @@ fn encode_record(c: &HandedConnection, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&c.last_seen_mono_ns.to_le_bytes());
-    let delta = c.syn_proxy.map_or(0, |s| s.seq_delta);
-    out.extend_from_slice(&delta.to_le_bytes());
+    let proxy = c.syn_proxy.unwrap_or(SynProxyOffset {
+        seq_delta: 0,
+        ts_delta: 0,
+        backend_wscale: 0,
+        client_wscale: 0,
+    });
+    out.extend_from_slice(&proxy.seq_delta.to_le_bytes());
+    out.extend_from_slice(&proxy.ts_delta.to_le_bytes());
+    out.push(proxy.backend_wscale);
+    out.push(proxy.client_wscale);
     out.resize(start + RECORD_LEN, 0);
 }
 
@@ -300,6 +341,9 @@ fn decode_record(r: &[u8]) -> Result<HandedConnection, &'static str> {
         fast_path: flags & FAST_PATH != 0,
         syn_proxy: (flags & SYN_PROXY != 0).then(|| SynProxyOffset {
             seq_delta: u32_at(r, 80),
+            ts_delta: u32_at(r, 84),
+            backend_wscale: r[88].min(14),
+            client_wscale: r[89].min(14),
         }),
     })
 }
@@ -370,6 +414,9 @@ mod tests {
             fast_path: port.is_multiple_of(3),
             syn_proxy: port.is_multiple_of(5).then_some(SynProxyOffset {
                 seq_delta: 0xdead_beef ^ u32::from(port),
+                ts_delta: u32::from(port) << 8,
+                backend_wscale: (port % 15) as u8,
+                client_wscale: 7,
             }),
         }
     }
@@ -403,13 +450,14 @@ mod tests {
     #[test]
     fn another_version_is_refused_with_both_versions_named() {
         let mut image = encode(1, &sample());
-        image[8..10].copy_from_slice(&2u16.to_le_bytes());
+        // Version 1 carried the SYN proxy's sequence offset alone.
+        image[8..10].copy_from_slice(&1u16.to_le_bytes());
         let err = decode(&image).unwrap_err();
         assert_eq!(
             err,
             StateError::Version {
-                found: 2,
-                supported: 1
+                found: 1,
+                supported: 2
             }
         );
         let message = err.to_string();

@@ -298,15 +298,6 @@ impl Index {
         }
     }
 
-    /// Calls `f` with the record of every key in the primary bucket of
-    /// `hash` (a record holding two keys there comes twice).
-    pub(super) fn for_each_in_primary(&self, hash: u64, mut f: impl FnMut(u32)) {
-        let probe = self.probe(hash);
-        if let Some(b) = self.buckets.get(probe.primary) {
-            b.for_each_record(&mut f);
-        }
-    }
-
     /// Calls `f` with the record of every key in both buckets of `hash`.
     pub(super) fn for_each_in_buckets(&self, hash: u64, mut f: impl FnMut(u32)) {
         let probe = self.probe(hash);

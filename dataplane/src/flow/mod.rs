@@ -54,16 +54,17 @@
 //! embryonic (a TCP handshake not finished, a datagram flow its backend
 //! never answered), closing (after FIN or RST), and — only if the table
 //! allows it ([`FlowTable::with_established_eviction`],
-//! `flows.evict_established`) — established. Among equals the least
-//! recently seen goes. An insert that finds nothing it may evict is
+//! `flows.evict_established`) — established. An insert that finds nothing it may evict is
 //! refused (`refused`) and the pipeline drops the packet
 //! (`flow_table_full`): a flood never breaks an established connection.
-//! - the table is full: the victim is chosen among the records in the new
-//!   client key's primary bucket (a random sample of about four) and the
-//!   next 8 records from a clock hand — an approximate LRU at bounded cost;
-//!   if none of those may go, 24 records at scattered places (the slab
-//!   keeps connections set up together next to each other) before the
-//!   insert is refused;
+//! - the table is full: the victim is the first expired or embryonic
+//!   record from a clock hand (in a full table the hand reaches a record
+//!   about one turn after it was filled, so its order stands for age: an
+//!   approximate LRU for one record read in the common case); if the next
+//!   8 records hold none, the best of them by the order above (least
+//!   recently seen among equals); if none of those may go, 24 records at
+//!   scattered places (the slab keeps connections set up together next to
+//!   each other) before the insert is refused;
 //! - both index buckets of a new key are full (rare at half load): first
 //!   one key of those buckets moves to its own other bucket if that has
 //!   room (one cuckoo step, at most 16 more bucket reads); only if none can
@@ -104,7 +105,7 @@ mod state;
 mod table;
 
 pub use connection::{ConnId, Connection};
-pub use endpoint_stats::{EndpointStats, EndpointValues, FastPathValues, FlowCounters};
+pub use endpoint_stats::{Departure, EndpointStats, EndpointValues, FastPathValues, FlowCounters};
 pub use export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 pub use handover::{HandedConnection, HandedState, StateError, SynProxyOffset};
 pub use state::{next_state, Direction, FlowState, FlowTimeouts};

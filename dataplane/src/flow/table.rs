@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::connection::{ConnId, Connection};
-use super::endpoint_stats::{EndpointAccounts, FlowCounters};
+use super::endpoint_stats::{Departure, EndpointAccounts, FlowCounters};
 use super::export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 use super::handover::HandedConnection;
 use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
@@ -11,14 +11,15 @@ use super::state::{next_state, Direction, FlowState, FlowTimeouts};
 use crate::fastpath::{DirectionRewrite, FastPath};
 use crate::hash::flow_hash;
 use crate::rules::FlowSettings;
+use crate::synproxy::ProxiedConnection;
 use crate::wire::FiveTuple;
 
 /// Most connections one table holds (33 554 432): keeps every index
 /// position within a record's 28-bit position fields.
 pub const MAX_CAPACITY: usize = MAX_BUCKETS * SLOTS / 4;
 
-/// Records a slab-full insert looks at from the clock hand, besides the
-/// occupants of the new key's bucket, when choosing whom to evict.
+/// Most records a slab-full insert looks at from the clock hand when
+/// choosing whom to evict; it stops at the first expired or embryonic one.
 const EVICTION_SCAN: usize = 8;
 
 /// Records whose fast-path traffic [`FlowTable::sync_fast_path`] takes
@@ -73,24 +74,9 @@ pub struct FlowTableStats {
     pub reply_conflicts: u64,
 }
 
-/// Why a record leaves the table; each is one counter.
-#[derive(Clone, Copy)]
-enum Departure {
-    Removed,
-    Expired,
-    Evicted {
-        bucket_full: bool,
-    },
-    Replaced,
-    ReplyConflict,
-    /// A new connection taken back because its key found no room in the
-    /// index without evicting an established one.
-    Refused,
-}
-
 /// Bookkeeping of a record, packed in one word so a record stays 88 bytes:
 /// bit 63 live, bit 62 "backend sent SYN+ACK", bit 61 "counted in its
-/// endpoint's active connections", bits 28..56 the reply key's index
+/// endpoint's active connections", bit 60 "proxied by the SYN proxy", bits 28..56 the reply key's index
 /// position, bits 0..28 the client key's position (or, for a free record,
 /// the next free record).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -102,6 +88,7 @@ const NO_POS: u32 = (1 << POS_BITS) - 1;
 const LIVE: u64 = 1 << 63;
 const BACKEND_REPLIED: u64 = 1 << 62;
 const COUNTED: u64 = 1 << 61;
+const SYN_PROXIED: u64 = 1 << 60;
 
 impl Links {
     fn vacant(next_free: u32) -> Links {
@@ -161,6 +148,10 @@ impl Links {
         self.set_flag(COUNTED, counted);
     }
 
+    fn syn_proxied(self) -> bool {
+        self.0 & SYN_PROXIED != 0
+    }
+
     fn set_flag(&mut self, flag: u64, on: bool) {
         if on {
             self.0 |= flag;
@@ -201,6 +192,11 @@ pub struct FlowTable {
     accounts: EndpointAccounts,
     /// The kernel fast path's cache, kept in step with the table.
     fast: Option<FastPath>,
+    /// The SYN proxy's state of proxied connections, by record: empty
+    /// until [`FlowTable::reserve_syn_proxy`], and valid for a record only
+    /// while its `SYN_PROXIED` bit is set (an insert clears it), so that
+    /// only proxied connections pay for it.
+    syn_proxy: Vec<ProxiedConnection>,
 }
 
 /// Whether a connection in `state` may be forwarded by the fast path:
@@ -251,7 +247,7 @@ impl<'a> VictimSearch<'a> {
     }
 
     fn consider(&mut self, record: u32) {
-        if record == self.exclude || matches!(self.best, Some((Standing::Expired, ..))) {
+        if record == self.exclude || self.settled() {
             return;
         }
         let Some(r) = self.records.get(record as usize) else {
@@ -291,6 +287,17 @@ impl<'a> VictimSearch<'a> {
         self.best.is_some()
     }
 
+    /// Whether the search can stop: an expired or embryonic record found.
+    /// Among embryonic ones the clock hand's order stands for age (in a
+    /// full table the hand reaches a record about one turn after it was
+    /// filled), which spares a scan for the least recently seen.
+    fn settled(&self) -> bool {
+        matches!(
+            self.best,
+            Some((Standing::Expired | Standing::Embryonic, ..))
+        )
+    }
+
     /// The chosen record and whether it had expired.
     fn finish(self) -> Option<(u32, bool)> {
         self.best
@@ -325,6 +332,7 @@ impl FlowTable {
             scratch: Connection::vacant(),
             accounts: EndpointAccounts::new(capacity),
             fast: None,
+            syn_proxy: Vec::new(),
         }
     }
 
@@ -363,7 +371,9 @@ impl FlowTable {
             let Some(r) = records.get(record as usize) else {
                 return;
             };
-            if !r.links.is_live() || !fast_eligible(r.conn.state) {
+            // A proxied connection's segments need its sequence offset,
+            // which the fast path does not apply: it stays with the workers.
+            if !r.links.is_live() || !fast_eligible(r.conn.state) || r.links.syn_proxied() {
                 fast.remove(record);
                 return;
             }
@@ -537,10 +547,28 @@ impl FlowTable {
         reply_hash: u64,
         now_ns: u64,
     ) -> ConnId {
+        self.evict_owner(&conn.client, client_hash, true, now_ns);
+        self.insert_absent(conn, client_hash, reply_hash, now_ns)
+    }
+
+    /// [`FlowTable::insert`] for a connection whose client tuple no live
+    /// record owns, in either role: a lookup of it has just missed, or its
+    /// record was just removed, with no insert since. Spares the second
+    /// look for it that `insert` makes.
+    pub fn insert_absent(
+        &mut self,
+        conn: Connection,
+        client_hash: u64,
+        reply_hash: u64,
+        now_ns: u64,
+    ) -> ConnId {
+        debug_assert!(
+            self.find(&conn.client, client_hash).is_none(),
+            "insert_absent of a tuple the table holds"
+        );
         let reply = conn.reply_tuple();
         // A degenerate connection whose two tuples are equal is indexed once.
         let index_reply = reply != conn.client;
-        self.evict_owner(&conn.client, client_hash, true, now_ns);
         if index_reply {
             self.evict_owner(&reply, reply_hash, false, now_ns);
         }
@@ -663,7 +691,9 @@ impl FlowTable {
     /// Bytes the table holds (records and index), all allocated in
     /// [`FlowTable::new`].
     pub fn memory_bytes(&self) -> usize {
-        self.records.len() * std::mem::size_of::<Record>() + self.index.memory_bytes()
+        self.records.len() * std::mem::size_of::<Record>()
+            + self.index.memory_bytes()
+            + self.syn_proxy.len() * std::mem::size_of::<ProxiedConnection>()
     }
 
     /// The live connections, in table order.
@@ -712,6 +742,13 @@ impl FlowTable {
             if !r.links.is_live() {
                 continue;
             }
+            // A proxied connection whose backend has not answered yet has
+            // no offset to hand over: its client's retransmission finds
+            // no connection in the new process.
+            let proxied = self.syn_proxy_at(record as u32);
+            if proxied.is_some_and(|p| !p.answered) {
+                continue;
+            }
             let record = record as u32;
             let fast = self.fast.as_ref();
             let kernel_seen = fast.and_then(|f| f.last_seen(record)).unwrap_or(0);
@@ -722,9 +759,7 @@ impl FlowTable {
                 backend_replied: r.links.backend_replied()
                     || fast.is_some_and(|f| f.reply_forwarded(record)),
                 fast_path: fast.is_some_and(|f| f.is_installed(record)),
-                // The hook for the SYN proxy's sequence offsets: the
-                // record keeps none yet.
-                syn_proxy: None,
+                syn_proxy: proxied.map(|p| p.offset.into()),
             });
         }
     }
@@ -747,7 +782,79 @@ impl FlowTable {
         if let Some(r) = self.records.get_mut(id.0 as usize) {
             r.links.set_backend_replied(handed.backend_replied);
         }
+        if let Some(offset) = handed.syn_proxy {
+            self.reserve_syn_proxy();
+            let proxied = ProxiedConnection {
+                answered: true,
+                offset: offset.into(),
+                ..ProxiedConnection::default()
+            };
+            self.set_syn_proxy(id, proxied);
+        }
         true
+    }
+
+    /// Makes room for the SYN proxy's state of every record (allocates
+    /// once, the first time: call it off the per-packet path, as the
+    /// pipeline does when a snapshot has a proxied service).
+    pub fn reserve_syn_proxy(&mut self) {
+        if self.syn_proxy.len() < self.records.len() {
+            self.syn_proxy
+                .resize(self.records.len(), ProxiedConnection::default());
+        }
+    }
+
+    /// Whether the table has room for proxied connections
+    /// ([`reserve_syn_proxy`](Self::reserve_syn_proxy)).
+    pub fn has_syn_proxy(&self) -> bool {
+        !self.syn_proxy.is_empty()
+    }
+
+    /// Makes connection `id` a proxied one, with `state`; false (nothing
+    /// changed) if it is not live or the table has no room reserved.
+    pub fn set_syn_proxy(&mut self, id: ConnId, state: ProxiedConnection) -> bool {
+        let (Some(r), Some(slot)) = (
+            self.records.get_mut(id.0 as usize),
+            self.syn_proxy.get_mut(id.0 as usize),
+        ) else {
+            return false;
+        };
+        if !r.links.is_live() {
+            return false;
+        }
+        r.links.set_flag(SYN_PROXIED, true);
+        *slot = state;
+        // The fast path may have been offered it at insert.
+        if let Some(fast) = self.fast.as_mut() {
+            fast.remove(id.0);
+        }
+        true
+    }
+
+    /// The SYN proxy's state of connection `id`, if it is a proxied one.
+    /// A connection that is not pays one bit test of its record.
+    #[inline(always)]
+    pub fn syn_proxy(&self, id: ConnId) -> Option<&ProxiedConnection> {
+        self.syn_proxy_at(id.0)
+    }
+
+    /// [`syn_proxy`](Self::syn_proxy), to change it.
+    #[inline]
+    pub fn syn_proxy_mut(&mut self, id: ConnId) -> Option<&mut ProxiedConnection> {
+        let r = self.records.get(id.0 as usize)?;
+        if !r.links.syn_proxied() {
+            return None;
+        }
+        self.syn_proxy.get_mut(id.0 as usize)
+    }
+
+    #[inline(always)]
+    fn syn_proxy_at(&self, record: u32) -> Option<&ProxiedConnection> {
+        let r = self.records.get(record as usize)?;
+        if !r.links.syn_proxied() {
+            return None;
+        }
+        self.syn_proxy.get(record as usize)
     }
 
     /// Counts a forwarded packet of `bytes` bytes on a connection to
@@ -822,20 +929,20 @@ impl FlowTable {
         self.remove_record(record, why);
     }
 
-    /// A free record; when there is none, the victim is chosen among the
-    /// records in the primary bucket of the new client key and the next
-    /// [`EVICTION_SCAN`] records from the clock hand.
+    /// A free record; when there is none, the victim is the first expired
+    /// or embryonic record from the clock hand, else the best of the next
+    /// [`EVICTION_SCAN`] records by [`Standing`].
     fn allocate(&mut self, client_hash: u64, now_ns: u64) -> Option<u32> {
         if let Some(record) = self.pop_free() {
             return Some(record);
         }
         let n = self.records.len();
         let mut search = VictimSearch::new(self, now_ns, NOWHERE);
-        self.index
-            .for_each_in_primary(client_hash, |r| search.consider(r));
         let hand = self.evict_hand;
-        for step in 0..EVICTION_SCAN.min(n) {
-            search.consider(((hand + step) % n) as u32);
+        let mut steps = 0;
+        while steps < EVICTION_SCAN.min(n) && !search.settled() {
+            search.consider(((hand + steps) % n) as u32);
+            steps += 1;
         }
         if !search.found() {
             // Only established connections seen, which the table keeps:
@@ -850,7 +957,7 @@ impl FlowTable {
             }
         }
         let victim = search.finish();
-        self.evict_hand = (hand + EVICTION_SCAN) % n;
+        self.evict_hand = (hand + steps) % n;
         let (record, expired) = victim?;
         self.remove_record(record, departure(expired, false));
         self.pop_free()
@@ -923,15 +1030,15 @@ impl FlowTable {
         }
         self.len -= 1;
         self.accounts.set_connections(self.len);
+        self.accounts.departed(why);
         let s = &mut self.stats;
         match why {
             Departure::Removed => s.removed += 1,
             Departure::Expired => s.expired += 1,
-            Departure::Evicted { bucket_full } => {
+            Departure::Evicted => s.evicted += 1,
+            Departure::EvictedBucketFull => {
                 s.evicted += 1;
-                if bucket_full {
-                    s.evicted_bucket_full += 1;
-                }
+                s.evicted_bucket_full += 1;
             }
             Departure::Replaced => s.replaced += 1,
             Departure::ReplyConflict => s.reply_conflicts += 1,
@@ -1006,8 +1113,10 @@ impl FlowTable {
 fn departure(expired: bool, bucket_full: bool) -> Departure {
     if expired {
         Departure::Expired
+    } else if bucket_full {
+        Departure::EvictedBucketFull
     } else {
-        Departure::Evicted { bucket_full }
+        Departure::Evicted
     }
 }
 

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use super::changes::{ChangeSource, RefusalReason};
 use super::sample::{LoopValues, MetricsSample, WorkerSample};
 use crate::admission::Refusal;
-use crate::flow::EndpointValues;
+use crate::flow::{Departure, EndpointValues};
 use crate::health::LATENCY_BUCKETS_SECONDS;
 use crate::liveness::Status;
 use crate::pipeline::{CounterValues, DropReason, RouteCounterValues};
@@ -27,6 +27,7 @@ pub fn render(sample: &MetricsSample, snapshot: &Snapshot) -> String {
     gateway(&mut out, sample, snapshot);
     changes(&mut out, sample);
     etcd(&mut out, sample);
+    syn_proxy(&mut out, sample);
     fleet(&mut out, sample);
     workers(&mut out, sample);
     fast_path(&mut out, sample);
@@ -262,6 +263,50 @@ fn fleet(out: &mut Exposition, sample: &MetricsSample) {
     out.series("flowgate_fleet_drained", &[], u64::from(drained));
 }
 
+/// The SYN proxy's XDP half, summed over the interfaces' programs, on a
+/// gateway that runs them.
+fn syn_proxy(out: &mut Exposition, sample: &MetricsSample) {
+    let Some(c) = &sample.syn_proxy else {
+        return;
+    };
+    let families: [(&str, &str, u64); 6] = [
+        (
+            "flowgate_syn_proxy_cookies_sent_total",
+            "SYNs to a proxied service answered with a cookie SYN-ACK by the XDP program.",
+            c.cookies_sent,
+        ),
+        (
+            "flowgate_syn_proxy_cookies_valid_total",
+            "ACKs whose cookie was valid: sent up to a worker, marked.",
+            c.cookies_valid,
+        ),
+        (
+            "flowgate_syn_proxy_cookies_invalid_total",
+            "Segments to an \"on\" service with no valid cookie and no connection: dropped.",
+            c.cookies_invalid,
+        ),
+        (
+            "flowgate_syn_proxy_syns_refused_total",
+            "SYNs to a proxied service refused (other flags, IP options, headers no cookie fits).",
+            c.syn_refused,
+        ),
+        (
+            "flowgate_syn_proxy_marks_forged_total",
+            "Frames to a proxied service that arrived with the cookie-valid mark: dropped.",
+            c.mark_forged,
+        ),
+        (
+            "flowgate_syn_proxy_acks_unchecked_total",
+            "Segments with no valid cookie to an \"auto\" service: up to the workers unmarked.",
+            c.ack_unchecked,
+        ),
+    ];
+    for (name, help, value) in families {
+        out.family(name, Kind::Counter, help);
+        out.series(name, &[], value);
+    }
+}
+
 /// The rules from etcd, on a gateway with `[etcd]`: whether it watches,
 /// the revisions, and each key held back with the revision of its
 /// refused value and what is wrong with it.
@@ -324,7 +369,7 @@ fn revision(revision: i64) -> u64 {
 /// A per-worker counter from the pipeline's values.
 type WorkerField = fn(&CounterValues) -> u64;
 
-const WORKER_COUNTERS: [(&str, &str, WorkerField); 12] = [
+const WORKER_COUNTERS: [(&str, &str, WorkerField); 14] = [
     ("flowgate_rx_packets_total", "Frames received.", |c| {
         c.rx_packets
     }),
@@ -380,6 +425,16 @@ const WORKER_COUNTERS: [(&str, &str, WorkerField); 12] = [
         "flowgate_fanout_copies_total",
         "Copies of fan-out datagrams made for the second and later receivers.",
         |c| c.fanout_copies,
+    ),
+    (
+        "flowgate_syn_proxy_connections_total",
+        "Proxied connections opened: cookie-valid ACKs a worker made a SYN to a backend.",
+        |c| c.synproxy_connections,
+    ),
+    (
+        "flowgate_syn_proxy_established_total",
+        "Proxied connections whose backend answered: their sequence offset recorded.",
+        |c| c.synproxy_established,
     ),
 ];
 
@@ -442,6 +497,20 @@ fn workers(out: &mut Exposition, sample: &MetricsSample) {
         out.family(name, Kind::Gauge, help);
         for w in &sample.workers {
             out.series(name, &[("worker", &w.worker.to_string())], field(w));
+        }
+    }
+    let name = "flowgate_connection_departures_total";
+    out.family(
+        name,
+        Kind::Counter,
+        "Connections that left the worker's table, by why: removed (closed), expired, \
+         evicted (table full), evicted_bucket_full, replaced (same client tuple), \
+         reply_conflict (same reply tuple through another VIP), refused (no room).",
+    );
+    for w in &sample.workers {
+        let worker = w.worker.to_string();
+        for (why, n) in Departure::ALL.iter().zip(w.departures) {
+            out.series(name, &[("worker", &worker), ("reason", why.label())], n);
         }
     }
 }
@@ -994,6 +1063,7 @@ mod tests {
             },
             connections: 2,
             connection_capacity: 1024,
+            departures: [5, 4, 3, 0, 0, 1, 0],
             services: vec![EndpointValues {
                 packets,
                 bytes: 60 * packets,
@@ -1066,6 +1136,7 @@ mod tests {
             etcd: None,
             drained: None,
             fast_path: Some(vec![fast_path_interface()]),
+            syn_proxy: None,
         }
     }
 
@@ -1223,6 +1294,26 @@ mod tests {
             }];
         }
         sample
+    }
+
+    #[test]
+    fn connection_departures_are_counted_per_worker_and_reason() {
+        let text = render(&sample(), &Snapshot::empty());
+        let (series, types) = check(&text);
+        let name = "flowgate_connection_departures_total";
+        assert_eq!(types[name], "counter");
+        let value = |reason: &str| {
+            let found = find(&series, name, &[("worker", "1"), ("reason", reason)]);
+            assert_eq!(found.len(), 1, "{reason}");
+            found[0].2
+        };
+        assert_eq!(value("removed"), 5);
+        assert_eq!(value("expired"), 4);
+        assert_eq!(value("evicted"), 3);
+        assert_eq!(value("reply_conflict"), 1);
+        assert_eq!(value("refused"), 0);
+        let reasons = find(&series, name, &[]).len();
+        assert_eq!(reasons % Departure::ALL.len(), 0, "every reason per worker");
     }
 
     #[test]
@@ -1425,6 +1516,32 @@ mod tests {
             assert_eq!(types["flowgate_fleet_drained"], "gauge");
             let value = find(&series, "flowgate_fleet_drained", &[])[0].2;
             assert_eq!(value, u64::from(drained));
+        }
+    }
+
+    #[test]
+    fn the_syn_proxy_counters_are_counters_when_the_xdp_program_runs() {
+        let (_, types) = check(&render(&sample(), &Snapshot::empty()));
+        assert!(!types.contains_key("flowgate_syn_proxy_cookies_sent_total"));
+        assert_eq!(types["flowgate_syn_proxy_connections_total"], "counter");
+        let with = MetricsSample {
+            syn_proxy: Some(crate::synproxy::SynProxyCounters {
+                cookies_sent: 7,
+                cookies_valid: 3,
+                cookies_invalid: 2,
+                ..Default::default()
+            }),
+            ..sample()
+        };
+        let (series, types) = check(&render(&with, &Snapshot::empty()));
+        for (name, value) in [
+            ("flowgate_syn_proxy_cookies_sent_total", 7),
+            ("flowgate_syn_proxy_cookies_valid_total", 3),
+            ("flowgate_syn_proxy_cookies_invalid_total", 2),
+            ("flowgate_syn_proxy_marks_forged_total", 0),
+        ] {
+            assert_eq!(types[name], "counter");
+            assert_eq!(find(&series, name, &[])[0].2, value, "{name}");
         }
     }
 

@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use super::changes::{ChangeCounters, ChangeValues};
 use crate::admission::{AdmissionCounters, AdmissionValues, ServiceRefusals};
-use crate::flow::{EndpointValues, FastPathValues, FlowCounters, FlowTable};
+use crate::flow::{Departure, EndpointValues, FastPathValues, FlowCounters, FlowTable};
 use crate::pipeline::{
     CounterValues, Pipeline, PipelineCounters, RouteCounterValues, RouteCounters,
 };
@@ -193,6 +193,8 @@ pub struct WorkerSample {
     pub connections: u64,
     /// Most connections its table holds.
     pub connection_capacity: u64,
+    /// Records that left its table, per [`Departure::ALL`].
+    pub departures: [u64; Departure::ALL.len()],
     /// Per service, in the order of [`MetricsSample::services`]: the sums
     /// over the service's backends, plus the counts of backends it had.
     pub services: Vec<EndpointValues>,
@@ -271,6 +273,10 @@ pub struct MetricsSample {
     /// daemon runs the fast path.
     #[serde(skip)]
     pub fast_path: Option<Vec<FastPathInterface>>,
+    /// The SYN proxy's XDP counters, summed over interfaces, on a gateway
+    /// that runs the XDP program.
+    #[serde(skip)]
+    pub syn_proxy: Option<crate::synproxy::SynProxyCounters>,
 }
 
 impl MetricsSample {
@@ -548,6 +554,7 @@ impl MetricsCollector {
             etcd: None,
             drained: None,
             fast_path: None,
+            syn_proxy: None,
         }
     }
 }
@@ -651,6 +658,7 @@ fn sample_worker(
         counters: w.pipeline.snapshot(),
         connections: w.flows.connections(),
         connection_capacity: w.flows.capacity(),
+        departures: Departure::ALL.map(|why| w.flows.departures(why)),
         services: per_service,
         backends: per_backend,
         routes,

@@ -58,10 +58,12 @@ mod tests {
                 Interface {
                     name: "fg-client".into(),
                     mac: Some([0x02, 0x66, 0x67, 0, 0, 1]),
+                    vlan: Default::default(),
                 },
                 Interface {
                     name: "fg-backend".into(),
                     mac: Some([0x02, 0x66, 0x67, 0, 1, 1]),
+                    vlan: Default::default(),
                 },
             ],
             neighbours: vec![Neighbour {

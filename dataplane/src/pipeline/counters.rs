@@ -82,6 +82,12 @@ pub struct PipelineCounters {
     pub fanout_copies: Counter,
     /// Fan-out client flows pushed out of a full table.
     pub fanout_flow_evictions: Counter,
+    /// Proxied connections opened: cookie-valid ACKs (the XDP program's
+    /// mark) that became a SYN to a backend.
+    pub synproxy_connections: Counter,
+    /// Proxied connections whose backend answered: their offsets
+    /// recorded, the backend's handshake completed.
+    pub synproxy_established: Counter,
     /// Frames dropped, by [`DropReason::index`].
     pub drops: [Counter; DropReason::COUNT],
 }
@@ -107,6 +113,8 @@ impl Default for PipelineCounters {
             fanout_datagrams: Counter::default(),
             fanout_copies: Counter::default(),
             fanout_flow_evictions: Counter::default(),
+            synproxy_connections: Counter::default(),
+            synproxy_established: Counter::default(),
             drops: std::array::from_fn(|_| Counter::default()),
         }
     }
@@ -153,6 +161,8 @@ impl PipelineCounters {
             fanout_datagrams: self.fanout_datagrams.get(),
             fanout_copies: self.fanout_copies.get(),
             fanout_flow_evictions: self.fanout_flow_evictions.get(),
+            synproxy_connections: self.synproxy_connections.get(),
+            synproxy_established: self.synproxy_established.get(),
             drops: DropReason::all()
                 .map(|r| (r.name(), self.drops_for(r)))
                 .filter(|(_, n)| *n > 0)
@@ -200,6 +210,10 @@ pub struct CounterValues {
     pub fanout_copies: u64,
     /// Fan-out client flows pushed out of a full table.
     pub fanout_flow_evictions: u64,
+    /// Proxied connections opened toward a backend.
+    pub synproxy_connections: u64,
+    /// Proxied connections whose backend answered.
+    pub synproxy_established: u64,
     /// Non-zero drop counters by reason name.
     pub drops: std::collections::BTreeMap<&'static str, u64>,
 }

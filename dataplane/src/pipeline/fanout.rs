@@ -361,6 +361,9 @@ impl Pipeline {
             };
             scratch.clear();
             scratch.extend_from_slice(memory.frame(frame));
+            if snapshot.vlans().configured() {
+                super::vlan::untag_sent(&mut scratch, &job.meta);
+            }
             self.copy_to_receivers(memory, &scratch, job, snapshot, now_ns, pool, reserve, tx);
         }
         self.fanout.scratch = scratch;
@@ -428,6 +431,17 @@ impl Pipeline {
                 .unwrap_or(own_mac);
             wire::rewrite::set_macs(out, src_mac, next_hop);
             wire::rewrite::rewrite_dst(out, &job.meta, &backend.address, backend.port);
+            if let Some(id) = snapshot.vlans().port(backend.egress_port).egress() {
+                // The copy leaves tagged with its port's id.
+                let len = frame.len();
+                frame.set_len(len + 4);
+                if !super::vlan::push_tag(memory.frame_mut(&mut frame), len as usize, id) {
+                    frame.set_len(len);
+                    pool.put(frame);
+                    c.drop_for(DropReason::VlanNoRoom);
+                    continue;
+                }
+            }
             queue.push(frame);
             made += 1;
         }

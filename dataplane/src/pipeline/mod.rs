@@ -63,7 +63,9 @@ mod icmp_error;
 mod ingress;
 mod route_counters;
 mod stateless_reply;
+mod synproxy;
 mod verdict;
+mod vlan;
 
 pub use counters::{Counter, CounterValues, PipelineCounters};
 pub use fanout::{fanout_reserve, DEFAULT_FANOUT_FRAME_SHARE, FANOUT_FLOWS};
@@ -97,6 +99,8 @@ struct Context<'a> {
     flows: &'a mut FlowTable,
     /// The port the batch arrived on.
     ingress: u16,
+    /// Whether that port refuses untagged frames (`untagged = false`).
+    refuse_untagged: bool,
     now_ns: u64,
 }
 
@@ -134,6 +138,15 @@ pub struct Pipeline {
     /// Per service id, its per-client limit compiled for this worker's
     /// share (sized and filled once per generation).
     client_params: Vec<Option<ClientRateParams>>,
+    /// Frames of the batch that must grow (a cookie ACK made the SYN to a
+    /// backend, longer with its options): written past their old end
+    /// after the batch, once their length is set.
+    grown: Vec<synproxy::Grown>,
+    /// Whether this batch's frames may grow (false for
+    /// [`process_frame_len`](Self::process_frame_len), whose slice cannot).
+    can_grow: bool,
+    /// Whether the snapshot adopted last proxies some service's SYNs.
+    syn_proxied: bool,
 }
 
 /// Reads the slot a new flow's path lookup will read first (its service's
@@ -248,6 +261,9 @@ impl Pipeline {
             fanout: fanout::Fanout::default(),
             admission: WorkerAdmission::single(DEFAULT_CLIENT_TABLE_ENTRIES, client_table_seed()),
             client_params: Vec::new(),
+            grown: Vec::new(),
+            can_grow: false,
+            syn_proxied: false,
         }
     }
 
@@ -380,20 +396,56 @@ impl Pipeline {
         }
         // Room for every frame to be answered: nothing allocates below.
         self.answers.reserve(frames.len());
+        self.grown.reserve(frames.len());
+        self.can_grow = true;
         let mut cx = Context {
             snapshot,
             paths: view,
             flows,
             ingress,
+            refuse_untagged: !snapshot.vlans().port(ingress).untagged(),
             now_ns,
         };
-        for (frame, p) in frames.iter_mut().zip(parsed) {
-            let bytes = memory.frame_mut(frame);
-            verdicts.push(self.count(bytes, *p, &mut cx));
+        if snapshot.vlans().configured() {
+            self.decide_vlan_frames(memory, frames, parsed, &mut cx, verdicts);
+        } else {
+            for (frame, p) in frames.iter_mut().zip(parsed) {
+                let bytes = memory.frame_mut(frame);
+                verdicts.push(self.count(bytes, *p, &mut cx));
+            }
         }
         self.paths = paths;
         if !self.answers.is_empty() {
             self.resize_answers(memory, frames);
+        }
+        if !self.grown.is_empty() {
+            synproxy::grow_frames(&mut self.grown, memory, frames);
+        }
+    }
+
+    /// The deciding pass of a gateway with VLAN settings ([`vlan`]):
+    /// each frame is offered four bytes of room past its end, for a tag,
+    /// and gets the length of what it sends.
+    #[inline(never)]
+    fn decide_vlan_frames<M: FrameMemory + ?Sized>(
+        &mut self,
+        memory: &mut M,
+        frames: &mut [Frame],
+        parsed: &[Parsed],
+        cx: &mut Context<'_>,
+        verdicts: &mut Vec<Verdict>,
+    ) {
+        for (frame, p) in frames.iter_mut().zip(parsed) {
+            let len = frame.len();
+            // Room for a tag, where the frame's slot has it.
+            frame.set_len(len.saturating_add(4));
+            if memory.frame(frame).is_empty() {
+                frame.set_len(len);
+            }
+            let room = memory.frame_mut(frame);
+            let (verdict, out) = self.count_vlan(room, len as usize, *p, cx);
+            frame.set_len(u32::try_from(out).unwrap_or(len));
+            verdicts.push(verdict);
         }
     }
 
@@ -421,6 +473,10 @@ impl Pipeline {
             self.adopt_limits(snapshot);
             self.sized_for = Some(snapshot.generation());
             self.fanout.adopt(snapshot);
+            self.syn_proxied = snapshot.services().any(|(_, s)| s.syn_proxy().is_enabled());
+        }
+        if self.syn_proxied && !flows.has_syn_proxy() {
+            flows.reserve_syn_proxy();
         }
         if !flows.has_connection_lanes() {
             flows.set_connection_lanes(self.admission.backends().clone());
@@ -480,23 +536,48 @@ impl Pipeline {
         flows: &mut FlowTable,
         now_ns: u64,
     ) -> (Verdict, usize) {
+        let len = frame.len();
+        self.process_frame_in(frame, len, ingress, snapshot, flows, now_ns)
+    }
+
+    /// [`process_frame_len`](Self::process_frame_len) of the frame
+    /// `room[..len]`, which may grow into the rest of `room` (a VLAN tag
+    /// added on the way out needs four bytes).
+    pub fn process_frame_in(
+        &mut self,
+        room: &mut [u8],
+        len: usize,
+        ingress: u16,
+        snapshot: &Snapshot,
+        flows: &mut FlowTable,
+        now_ns: u64,
+    ) -> (Verdict, usize) {
+        let len = len.min(room.len());
         self.adopt(snapshot, flows);
         self.fanout.begin(1, now_ns);
-        let parsed = Parsed::of(frame);
+        let parsed = Parsed::of(&room[..len]);
         self.answers.clear();
+        self.grown.clear();
+        self.can_grow = false;
         let mut paths = self.paths.take();
         let mut cx = Context {
             snapshot,
             paths: paths.as_mut().map(|reader| reader.load()),
             flows,
             ingress,
+            refuse_untagged: !snapshot.vlans().port(ingress).untagged(),
             now_ns,
         };
-        let verdict = self.count(frame, parsed, &mut cx);
+        if snapshot.vlans().configured() {
+            let verdict = self.count_vlan(room, len, parsed, &mut cx);
+            self.paths = paths;
+            return verdict;
+        }
+        let verdict = self.count(&mut room[..len], parsed, &mut cx);
         self.paths = paths;
         let len = match self.answers.pop() {
             Some((_, len)) => len as usize,
-            None => frame.len(),
+            None => len,
         };
         (verdict, len)
     }
@@ -540,7 +621,7 @@ impl Pipeline {
         if meta.l3 == L3::Arp {
             return Verdict::Pass;
         }
-        if meta.vlan_tags != 0 && not_ours.is_none() {
+        if not_ours.is_none() && (meta.vlan_tags != 0 || cx.refuse_untagged) {
             not_ours = Some(DropReason::VlanNotConfigured);
         }
         if let Some(reason) = not_ours {
@@ -576,6 +657,9 @@ impl Pipeline {
                 if meta.ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExpired);
                 }
+                if flows.syn_proxy(id).is_some() {
+                    return self.proxied_from_backend(frame, &meta, id, cx);
+                }
                 flows.observe(id, Direction::FromBackend, meta.tcp_flags, now_ns);
                 self.counters.flow_hits.inc();
                 let conn = flows.get(id);
@@ -604,6 +688,10 @@ impl Pipeline {
     ) -> Verdict {
         if meta.ttl <= 1 {
             return Verdict::Drop(DropReason::TtlExpired);
+        }
+        if flows.syn_proxy(id).is_some() {
+            let to = (id, endpoint, backend);
+            return self.proxied_from_client(frame, meta, to, flows, snapshot, now_ns);
         }
         let Some(next_hop) = backend.next_hop_mac else {
             return Verdict::Drop(DropReason::NoNeighbour);
@@ -699,7 +787,10 @@ impl Pipeline {
                 None => return self.refuse_new_flow(frame, meta, service_id, limits, cx),
             },
         };
-        let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+        // A cookie-valid ACK (the XDP program's mark, honoured for a
+        // proxied service only) opens the connection as a SYN would.
+        let marked = service.syn_proxy().is_enabled() && synproxy::is_cookie_ack(frame, meta);
+        let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN || marked;
         let path = match cx.paths {
             Some(view) => self.path_choice(view, service_id, service, meta, hash, cx),
             None => None,
@@ -711,14 +802,18 @@ impl Pipeline {
                 self.routed_choice(service_id, service, routes, meta, hash, syn, cx)
             }
         };
-        match (admitted, chosen) {
+        let verdict = match (admitted, chosen) {
             (None, Ok(endpoint_id)) => self.place_new_flow(frame, meta, hash, endpoint_id, syn, cx),
             (None, Err(verdict)) => verdict,
             (Some((flow, limits)), chosen) => {
                 let to = (service_id, chosen, syn);
                 self.place_admitted(frame, meta, hash, to, flow, limits, cx)
             }
+        };
+        if marked {
+            return self.open_backend(frame, meta, hash, verdict, cx);
         }
+        verdict
     }
 
     /// The client and service rate checks of a new flow of a limited
@@ -1043,7 +1138,12 @@ impl Pipeline {
             last_seen_ns: now_ns,
         };
         let reply_hash = flow_hash(&conn.reply_tuple());
-        if flows.insert(conn, hash, reply_hash, now_ns).is_none() {
+        // Every way here starts from a lookup of the client tuple that
+        // missed, or from removing its record.
+        if flows
+            .insert_absent(conn, hash, reply_hash, now_ns)
+            .is_none()
+        {
             return Verdict::Drop(DropReason::FlowTableFull);
         }
         self.counters.new_flows.inc();
@@ -1216,5 +1316,7 @@ fn mac_at(frame: &[u8], offset: usize) -> [u8; 6] {
 
 #[cfg(test)]
 mod limits_tests;
+#[cfg(test)]
+mod synproxy_tests;
 #[cfg(test)]
 mod tests;

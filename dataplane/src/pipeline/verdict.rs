@@ -86,15 +86,24 @@ pub enum DropReason {
     /// A new flow from a source inside one of the configured bogon
     /// prefixes (`[ingress] bogons`).
     BogonSource,
-    /// A VLAN-tagged frame the gateway would otherwise forward: the
-    /// gateway's interfaces are untagged, so a client's tag is never
-    /// carried onto the backends' segment. Tagged traffic the kernel
-    /// serves (its VLAN devices) reaches it as before.
+    /// A frame the gateway would otherwise forward whose tag its
+    /// interface does not accept (an id not in its `vlans`, two tags),
+    /// or an untagged frame on an interface with `untagged = false`.
+    /// Traffic the kernel serves (its VLAN devices) reaches it as before.
     VlanNotConfigured,
+    /// A segment of a proxied connection (`syn_proxy`) whose backend has
+    /// not answered the worker's SYN yet: the client's data sent right
+    /// after its ACK (it retransmits it), or the backend's other
+    /// segments. The worker keeps no buffer for them.
+    SynProxyHandshake,
+    /// A frame to send out of an interface with an `egress_vlan` whose
+    /// frame memory has no room for the tag (a frame of more than an
+    /// Ethernet MTU).
+    VlanNoRoom,
 }
 
 /// Reasons other than parse errors, in counter order after them.
-const OWN_REASONS: [DropReason; 22] = [
+const OWN_REASONS: [DropReason; 24] = [
     DropReason::TtlExpired,
     DropReason::FragmentToVip,
     DropReason::NoBackend,
@@ -117,6 +126,8 @@ const OWN_REASONS: [DropReason; 22] = [
     DropReason::MartianSource,
     DropReason::BogonSource,
     DropReason::VlanNotConfigured,
+    DropReason::SynProxyHandshake,
+    DropReason::VlanNoRoom,
 ];
 
 impl DropReason {
@@ -151,6 +162,9 @@ impl DropReason {
             DropReason::MartianSource => parse + 19,
             DropReason::BogonSource => parse + 20,
             DropReason::VlanNotConfigured => parse + 21,
+            DropReason::SynProxyHandshake => parse + 22,
+
+            DropReason::VlanNoRoom => parse + 23,
         }
     }
 
@@ -195,6 +209,9 @@ impl DropReason {
             DropReason::MartianSource => "martian_source",
             DropReason::BogonSource => "bogon_source",
             DropReason::VlanNotConfigured => "vlan_not_configured",
+            DropReason::SynProxyHandshake => "synproxy_handshake",
+
+            DropReason::VlanNoRoom => "vlan_no_room",
         }
     }
 }

@@ -27,18 +27,18 @@ use super::limits::{backend_cap, limits_key};
 use super::parse;
 use super::place::{Item, Place};
 use super::raw::{
-    RawBackend, RawConfig, RawDaemon, RawFlows, RawIngress, RawNeighbour, RawService,
+    RawBackend, RawConfig, RawDaemon, RawFlows, RawIngress, RawInterface, RawNeighbour, RawService,
 };
 use super::validate::{
     of_backend, of_backend_address, of_service, Range, BATCH, CONTROL_IDLE_TIMEOUT, CORE,
     FLOW_CAPACITY, FRAME_COUNT, FRAME_SIZE, PANIC_THRESHOLD, PORT, RING_SIZE, SOCKET_MODE,
-    TABLE_SIZE, TIMEOUT, WEIGHT,
+    TABLE_SIZE, TIMEOUT, VLAN_ID, WEIGHT,
 };
 use super::{
     Backend, BindModeSetting, ClientPrefix, Config, DaemonSettings, Failover, FastPathSetting,
     FlowLimits, FlowSettings, GatewaySettings, IdlePolicy, IngressSettings, Interface,
-    LogFormatSetting, MetricsAddress, Neighbour, Protocol, Scheduler, Service, XdpModeSetting,
-    DEFAULT_MAGLEV_TABLE_SIZE,
+    InterfaceVlans, LogFormatSetting, MetricsAddress, Neighbour, Protocol, Scheduler, Service,
+    XdpModeSetting, DEFAULT_MAGLEV_TABLE_SIZE,
 };
 use crate::synproxy::mode::DEFAULT_AUTO_SYNS_PER_S;
 use crate::synproxy::SynProxy;
@@ -93,6 +93,7 @@ pub(super) fn decode(raw: &RawConfig) -> Decoded {
                 Interface {
                     name: name.clone(),
                     mac,
+                    vlan: d.interface_vlans(i, interface),
                 }
             })
             .collect(),
@@ -187,6 +188,33 @@ impl Decoder {
         let place = Place::field(Item::Daemon, field);
         self.fail(place, message, value.get_ref().clone());
         default
+    }
+
+    /// An interface's VLAN setting; an id no `u16` holds stands in as 0
+    /// (refused by the validator already).
+    fn interface_vlans(&mut self, i: usize, raw: &RawInterface) -> InterfaceVlans {
+        let item = Item::Interface(i);
+        let key = "interfaces.vlans entry";
+        let accepted = raw.vlans.as_ref().map_or_else(Vec::new, |list| {
+            list.get_ref()
+                .iter()
+                .enumerate()
+                .map(|(k, id)| {
+                    let place = Place::element(item, "vlans", k);
+                    self.int(id, place, VLAN_ID, key, String::new).unwrap_or(0)
+                })
+                .collect()
+        });
+        let egress = raw.egress_vlan.as_ref().map(|id| {
+            let place = Place::field(item, "egress_vlan");
+            let key = "interfaces.egress_vlan";
+            self.int(id, place, VLAN_ID, key, String::new).unwrap_or(0)
+        });
+        InterfaceVlans {
+            accepted,
+            untagged: raw.untagged.as_ref().is_none_or(|u| *u.get_ref()),
+            egress,
+        }
     }
 
     /// `[ingress]`; a bogon prefix that cannot be read stands in as
@@ -619,16 +647,8 @@ impl Decoder {
             self.fail(place, message, value.get_ref().clone());
             return SynProxy::Off;
         }
-        if mode.is_enabled() && threshold.is_some() {
-            // The XDP half exists and is tested through BPF_PROG_TEST_RUN; a
-            // gateway that answered cookies without opening the backend side
-            // would break every proxied connection, so the key is refused.
-            let message = format!(
-                "syn_proxy {:?} of service {name:?} is not available yet: the workers do not open \
-                 the backend side of a proxied connection, so leave it \"off\"",
-                mode.name()
-            );
-            self.fail(place, message, value.get_ref().clone());
+        if threshold.is_none() {
+            // The threshold was refused (and reported) above.
             return SynProxy::Off;
         }
         mode

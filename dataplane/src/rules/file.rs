@@ -70,13 +70,7 @@ impl<'t> FileProvenance<'t> {
                 "initial" => start(raw.health.initial.as_ref()),
                 key => raw.health.check().offset(key),
             },
-            Item::Interface(i) => {
-                let interface = raw.interfaces.get(i)?;
-                match key {
-                    "mac" => start(interface.mac.as_ref()),
-                    _ => start(Some(&interface.name)),
-                }
-            }
+            Item::Interface(i) => self.interface_offset(i, key, place.element),
             Item::Neighbour(i) => {
                 let neighbour = raw.neighbours.get(i)?;
                 match key {
@@ -147,6 +141,24 @@ impl<'t> FileProvenance<'t> {
                 }
             }
         }
+    }
+
+    /// The offset of an `[[interfaces]]` value; the entry's name for a
+    /// value it does not set.
+    fn interface_offset(&self, i: usize, key: &str, element: Option<usize>) -> Option<usize> {
+        let interface = self.raw.interfaces.get(i)?;
+        match key {
+            "mac" => start(interface.mac.as_ref()),
+            "vlans" => interface.vlans.as_ref().and_then(|list| {
+                element
+                    .and_then(|k| start(list.get_ref().get(k)))
+                    .or_else(|| start(Some(list)))
+            }),
+            "untagged" => start(interface.untagged.as_ref()),
+            "egress_vlan" => start(interface.egress_vlan.as_ref()),
+            _ => None,
+        }
+        .or_else(|| start(Some(&interface.name)))
     }
 
     /// The offset of a `[daemon]` value.

@@ -11,6 +11,7 @@ use super::error::{ConfigError, ConfigProblem};
 use super::file::{FileProvenance, LineIndex};
 use super::provenance::{Location, Provenance};
 use super::raw::RawConfig;
+use super::split;
 use super::validate;
 use super::Config;
 
@@ -148,7 +149,7 @@ fn load_text<'t>(
     text: &'t str,
     origin: &str,
 ) -> Result<(Config, FileProvenance<'t>, Option<toml::Table>), ConfigError> {
-    let mut raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Invalid {
+    let mut raw: RawConfig = split::read(text).map_err(|error| ConfigError::Invalid {
         problems: vec![toml_problem(&error, text, origin)],
     })?;
     let etcd = raw._etcd.take();

@@ -28,11 +28,13 @@ mod load;
 mod mac;
 mod model;
 pub mod parse;
+mod paths;
 mod place;
 mod prime;
 mod provenance;
 mod raw;
 pub mod routing;
+mod split;
 mod validate;
 
 #[cfg(test)]
@@ -50,9 +52,11 @@ pub use load::{
 };
 pub use mac::{format_mac, is_unicast_mac, parse_mac};
 pub use model::*;
+pub use paths::{Paths, PathsIter};
 pub use place::{Item, Place};
 pub use prime::{is_prime, next_prime, prev_prime};
 pub use provenance::{Location, Provenance, RequestLocation, Unrecorded};
+pub(crate) use validate::path_is_valid;
 pub use validate::validate;
 
 /// Checks a config built in code, which has no record of where its parts

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use super::health::{BackendHealth, HealthSettings, ServiceHealth};
 use super::limits::FlowLimits;
+use super::paths::Paths;
 use crate::admission::ConnectionCap;
 
 /// Default Maglev lookup table size (a prime).
@@ -172,6 +173,46 @@ pub struct Interface {
     /// at start and follows it while it runs; given, the kernel's must
     /// match it.
     pub mac: Option<MacAddr>,
+    /// What the interface does with 802.1Q tags.
+    pub vlan: InterfaceVlans,
+}
+
+/// An interface's VLAN setting (`vlans`, `untagged`, `egress_vlan`).
+///
+/// A frame tagged with an accepted id is handled as its untagged frame
+/// would be; the tag is taken off on the way in, and a frame leaving the
+/// interface carries `egress` (or no tag). So a client's tag never
+/// reaches another segment: what a backend's segment sees is its own
+/// interface's setting. A frame with another id, two tags (QinQ), or no
+/// tag where `untagged` is false, is refused where the gateway would
+/// forward it (`vlan_not_configured`) and left to the kernel otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceVlans {
+    /// VLAN ids accepted tagged (1..=4094), in the file's order.
+    pub accepted: Vec<u16>,
+    /// Whether untagged frames are accepted.
+    pub untagged: bool,
+    /// The id frames sent out of this interface are tagged with; `None`:
+    /// sent untagged. One of `accepted`.
+    pub egress: Option<u16>,
+}
+
+impl Default for InterfaceVlans {
+    /// Untagged only: no id accepted, untagged frames in and out.
+    fn default() -> Self {
+        InterfaceVlans {
+            accepted: Vec::new(),
+            untagged: true,
+            egress: None,
+        }
+    }
+}
+
+impl InterfaceVlans {
+    /// Whether this is the default (untagged only).
+    pub fn is_untagged_only(&self) -> bool {
+        *self == InterfaceVlans::default()
+    }
 }
 
 /// A static neighbour: the MAC to send to for an address, and on which
@@ -764,8 +805,10 @@ pub struct ServiceRouting {
     /// A gated launch: a share of new flows to a group of backends.
     pub canary: Option<Canary>,
     /// Distribution paths: clients sent straight to a named backend,
-    /// before any other policy. Prefixes are unique in a service.
-    pub paths: Vec<DistributionPath>,
+    /// before any other policy. Prefixes are unique in a service. Shared
+    /// between config versions: a clone costs nothing, an edit a few
+    /// nodes (see [`Paths`]).
+    pub paths: Paths,
 }
 
 /// A gated launch: new flows to the backends whose `group` is `group`,

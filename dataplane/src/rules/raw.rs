@@ -100,6 +100,9 @@ pub(super) struct RawFlows {
 pub(super) struct RawInterface {
     pub name: Spanned<String>,
     pub mac: Option<Spanned<String>>,
+    pub vlans: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub untagged: Option<Spanned<bool>>,
+    pub egress_vlan: Option<Spanned<i64>>,
 }
 
 /// One `[[neighbours]]` entry.

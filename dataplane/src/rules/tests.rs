@@ -482,6 +482,64 @@ fn interface_names_must_be_valid_and_unique() {
 }
 
 #[test]
+fn an_interface_accepts_the_vlans_it_lists_and_tags_what_it_sends() {
+    let config = load(
+        "[[interfaces]]\nname = \"eth0\"\nvlans = [100, 200]\negress_vlan = 200\nuntagged = false\n\
+         [[interfaces]]\nname = \"eth1\"\nvlans = [300]\n\
+         [[interfaces]]\nname = \"eth2\"",
+    );
+    let vlans: Vec<_> = config.interfaces.iter().map(|i| i.vlan.clone()).collect();
+    assert_eq!(
+        vlans,
+        [
+            InterfaceVlans {
+                accepted: vec![100, 200],
+                untagged: false,
+                egress: Some(200),
+            },
+            InterfaceVlans {
+                accepted: vec![300],
+                untagged: true,
+                egress: None,
+            },
+            InterfaceVlans::default(),
+        ]
+    );
+    assert!(vlans[2].is_untagged_only() && !vlans[1].is_untagged_only());
+}
+
+#[test]
+fn vlan_settings_are_refused_at_their_place() {
+    assert_eq!(
+        errors(
+            r#"
+            [[interfaces]]
+            name = "eth0"
+            vlans = [0, 100, 4095, 100, 70000, -1]
+            egress_vlan = 200
+            [[interfaces]]
+            name = "eth1"
+            untagged = false
+            [[interfaces]]
+            name = "eth2"
+            vlans = [5]
+            egress_vlan = 4095
+            "#
+        ),
+        [
+            "t.toml:3:10: interfaces.vlans entry 0 is out of range 1..=4094",
+            "t.toml:3:18: interfaces.vlans entry 4095 is out of range 1..=4094",
+            r#"t.toml:3:24: interface "eth0" lists VLAN 100 twice (first at line 3)"#,
+            "t.toml:3:29: interfaces.vlans entry 70000 is out of range 1..=4094",
+            "t.toml:3:36: interfaces.vlans entry -1 is out of range 1..=4094",
+            r#"t.toml:4:15: egress_vlan 200 of interface "eth0" is not one of its vlans; add it to vlans (replies on it must be accepted too)"#,
+            r#"t.toml:7:12: interface "eth1" refuses untagged frames (untagged = false) but has no egress_vlan to tag what it sends"#,
+            "t.toml:11:15: interfaces.egress_vlan 4095 is out of range 1..=4094",
+        ]
+    );
+}
+
+#[test]
 fn an_interface_may_leave_its_mac_to_the_kernel() {
     let config = load(
         "[[interfaces]]\nname = \"eth0\"\n\

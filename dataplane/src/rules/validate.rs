@@ -21,6 +21,8 @@ mod health;
 mod ingress;
 mod routing;
 
+pub(crate) use routing::path_is_valid;
+
 pub(super) use routing::{CANARY_SHARE, SUBSET_MEMORY};
 
 use hashbrown::{HashMap, HashSet};
@@ -115,6 +117,8 @@ pub(super) const FLOW_CAPACITY: Range = Range::new(1, MAX_FLOW_CAPACITY as i64);
 pub(super) const TIMEOUT: Range = Range::new(1, MAX_TIMEOUT_S as i64);
 /// One entry of `daemon.cores`.
 pub(super) const CORE: Range = Range::new(0, 4095);
+/// A VLAN id: 0 (priority tag) and 4095 are reserved (IEEE 802.1Q).
+pub(super) const VLAN_ID: Range = Range::new(1, 4094);
 /// `daemon.batch`.
 pub(super) const BATCH: Range = Range::new(1, 256);
 /// `daemon.frame_size` (also 2048 or 4096).
@@ -416,6 +420,7 @@ impl Validator<'_> {
             } else {
                 first.insert(name, i);
             }
+            self.interface_vlans(i);
             let place = Place::field(Item::Interface(i), "mac");
             let Some(mac) = interface.mac else {
                 continue;
@@ -439,6 +444,49 @@ impl Validator<'_> {
                 );
                 self.report(place, message);
             }
+        }
+    }
+
+    /// Interface `i`'s VLAN setting: ids in range, each listed once; an
+    /// `egress_vlan` among the accepted ids; and something to send with
+    /// when untagged frames are refused.
+    fn interface_vlans(&mut self, i: usize) {
+        let interface = &self.config.interfaces[i];
+        let (name, vlan) = (&interface.name, &interface.vlan);
+        let item = Item::Interface(i);
+        let key = "interfaces.vlans entry";
+        let mut first: HashMap<u16, usize> = HashMap::with_capacity(vlan.accepted.len());
+        for (k, &id) in vlan.accepted.iter().enumerate() {
+            let place = Place::element(item, "vlans", k);
+            if !self.in_range(place, id.into(), VLAN_ID, key, String::new) {
+                continue;
+            }
+            if let Some(&j) = first.get(&id) {
+                let earlier = Place::element(item, "vlans", j);
+                let message = format!("interface {name:?} lists VLAN {id} twice");
+                self.report_duplicate(place, earlier, message);
+            } else {
+                first.insert(id, k);
+            }
+        }
+        let place = Place::field(item, "egress_vlan");
+        if let Some(id) = vlan.egress {
+            let key = "interfaces.egress_vlan";
+            if self.in_range(place, id.into(), VLAN_ID, key, String::new)
+                && !vlan.accepted.contains(&id)
+            {
+                let message = format!(
+                    "egress_vlan {id} of interface {name:?} is not one of its vlans; \
+                     add it to vlans (replies on it must be accepted too)"
+                );
+                self.report(place, message);
+            }
+        } else if !vlan.untagged {
+            let message = format!(
+                "interface {name:?} refuses untagged frames (untagged = false) \
+                 but has no egress_vlan to tag what it sends"
+            );
+            self.report(Place::field(item, "untagged"), message);
         }
     }
 

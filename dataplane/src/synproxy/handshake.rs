@@ -99,7 +99,7 @@ pub(crate) fn find_option(tcp: &[u8], kind: u8, len: usize) -> Option<usize> {
 }
 
 /// The client's options from its SYN, as the proxy kept them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HandshakeOptions {
     /// Its MSS, rounded down to the kernel's cookie table.
     pub mss: u16,

@@ -11,17 +11,21 @@
 //!   SACK carried in the timestamp echo).
 //! - [`seq`]: the translation of a proxied connection's sequence and
 //!   acknowledgement numbers, SACK blocks and timestamps.
+//! - [`proxy`]: the worker's half: the backend handshake a cookie-valid
+//!   ACK opens, and what a proxied connection keeps beside its record.
 //! - `xdp` (with `daemon`): the program's maps and counters as userspace
 //!   sees them.
 
 pub mod handshake;
 pub mod mode;
+pub mod proxy;
 pub mod seq;
 #[cfg(feature = "daemon")]
 pub(crate) mod xdp;
 
 pub use handshake::{CookieAck, HandshakeOptions};
 pub use mode::SynProxy;
+pub use proxy::ProxiedConnection;
 pub use seq::SeqOffset;
 #[cfg(feature = "daemon")]
 pub use xdp::SynProxyCounters;

@@ -72,6 +72,18 @@ pub struct SynProxyCounters {
 }
 
 impl SynProxyCounters {
+    /// The sum of two programs' counters.
+    pub fn plus(self, o: SynProxyCounters) -> SynProxyCounters {
+        SynProxyCounters {
+            cookies_sent: self.cookies_sent + o.cookies_sent,
+            cookies_valid: self.cookies_valid + o.cookies_valid,
+            cookies_invalid: self.cookies_invalid + o.cookies_invalid,
+            syn_refused: self.syn_refused + o.syn_refused,
+            mark_forged: self.mark_forged + o.mark_forged,
+            ack_unchecked: self.ack_unchecked + o.ack_unchecked,
+        }
+    }
+
     /// The counters from per-index totals.
     pub(crate) fn from_totals(totals: &[u64]) -> SynProxyCounters {
         let at = |index: u32| totals.get(index as usize).copied().unwrap_or(0);

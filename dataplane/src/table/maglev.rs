@@ -64,6 +64,13 @@ pub struct MaglevTable {
 }
 
 impl MaglevTable {
+    /// A table of no slots: every lookup finds nothing.
+    pub fn empty() -> MaglevTable {
+        MaglevTable {
+            slots: Arc::from(Vec::new()),
+        }
+    }
+
     /// Builds the table of `size` slots for `backends`, in any order.
     ///
     /// `size` should be prime (the rules validate it); any other size still
@@ -73,9 +80,7 @@ impl MaglevTable {
         let mut weighted: Vec<MaglevBackend> =
             backends.iter().copied().filter(|b| b.weight > 0).collect();
         if weighted.is_empty() || size == 0 {
-            return MaglevTable {
-                slots: Arc::from(Vec::new()),
-            };
+            return MaglevTable::empty();
         }
         if let [only] = weighted[..] {
             // Every slot is the one backend's: no permutation to walk (a

@@ -17,7 +17,7 @@ use hashbrown::HashMap;
 use crate::route::{
     BackendNames, BackendRef, PathEdit, PathEntry, PathErrors, PathReader, PathTable, Prefix,
 };
-use crate::rules::{Config, Service};
+use crate::rules::{ClientPrefix, Config, Service};
 use crate::wire::addr_to_bytes;
 
 use super::subset::table_prefix;
@@ -108,7 +108,9 @@ impl PathRouting {
     /// published version that rebuilds only the shards the changed paths
     /// hash to, not the whole table. Keyed by `snapshot`'s service ids,
     /// and for rules whose services are `old`'s (only paths changed).
-    /// Returns whether a backend name got its first ref (as
+    /// A service whose paths are the very ones `old` has (shared, see
+    /// [`crate::rules::Paths`]) is skipped unread; the others are compared
+    /// in full. Returns whether a backend name got its first ref (as
     /// [`PathRouting::load`]); refused whole, nothing changed.
     pub fn edit(
         &mut self,
@@ -116,7 +118,8 @@ impl PathRouting {
         new: &Config,
         snapshot: &Snapshot,
     ) -> Result<bool, PathErrors> {
-        let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+        let names = Arc::clone(&self.names);
+        let mut names = names.lock().unwrap_or_else(PoisonError::into_inner);
         let mut edits = Vec::new();
         let mut acquired = Vec::new();
         let mut new_name = false;
@@ -124,8 +127,11 @@ impl PathRouting {
             let Some(id) = service_id(service, snapshot) else {
                 continue;
             };
-            let before: HashMap<_, _> = old
-                .service(&service.name)
+            let old_service = old.service(&service.name);
+            if old_service.is_some_and(|s| s.routing.paths.ptr_eq(&service.routing.paths)) {
+                continue;
+            }
+            let before: HashMap<_, _> = old_service
                 .map(|s| {
                     s.routing
                         .paths
@@ -145,14 +151,7 @@ impl PathRouting {
                 let Some(prefix) = table_prefix(path.client) else {
                     continue;
                 };
-                let mut backends = Vec::with_capacity(path.backends.len());
-                for name in &path.backends {
-                    new_name |= names.get(name).is_none();
-                    if let Ok(backend) = names.acquire(name) {
-                        backends.push(backend);
-                        acquired.push(backend);
-                    }
-                }
+                let backends = acquire(&mut names, &path.backends, &mut acquired, &mut new_name);
                 edits.push(PathEdit::Put {
                     service: id,
                     prefix,
@@ -178,6 +177,64 @@ impl PathRouting {
                 );
             }
         }
+        self.commit(&mut names, &edits, acquired)?;
+        Ok(new_name)
+    }
+
+    /// Makes each path of `updates` what it says, in rules `config` (whose
+    /// other paths the table holds already): what the control API's path
+    /// verbs do, in time proportional to the paths they touch. Keyed by
+    /// `snapshot`'s service ids; a path of a service that does not run
+    /// there is skipped, as by [`PathRouting::load`]. Returns whether a
+    /// backend name got its first ref (as [`PathRouting::load`]); refused
+    /// whole, nothing changed.
+    pub fn update(
+        &mut self,
+        config: &Config,
+        updates: &[PathUpdate],
+        snapshot: &Snapshot,
+    ) -> Result<bool, PathErrors> {
+        let names = Arc::clone(&self.names);
+        let mut names = names.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut edits = Vec::with_capacity(updates.len());
+        let mut acquired = Vec::new();
+        let mut new_name = false;
+        for update in updates {
+            let Some(id) = config
+                .services
+                .get(update.service)
+                .and_then(|s| service_id(s, snapshot))
+            else {
+                continue;
+            };
+            let Some(prefix) = table_prefix(update.client) else {
+                continue;
+            };
+            edits.push(match &update.backends {
+                Some(backends) => PathEdit::Put {
+                    service: id,
+                    prefix,
+                    backends: acquire(&mut names, backends, &mut acquired, &mut new_name),
+                },
+                None => PathEdit::Remove {
+                    service: id,
+                    prefix,
+                },
+            });
+        }
+        self.commit(&mut names, &edits, acquired)?;
+        Ok(new_name)
+    }
+
+    /// Applies `edits`, whose new refs are `acquired`, as one version, and
+    /// releases the refs of the paths they replaced or removed; on a
+    /// refusal releases `acquired` instead.
+    fn commit(
+        &mut self,
+        names: &mut BackendNames,
+        edits: &[PathEdit],
+        acquired: Vec<BackendRef>,
+    ) -> Result<(), PathErrors> {
         // The refs of the paths replaced or removed, read before the edit.
         let view = self.table.view();
         let released: Vec<BackendRef> = edits
@@ -190,7 +247,7 @@ impl PathRouting {
             })
             .flat_map(|target| target.backends())
             .collect();
-        if let Err(e) = self.table.apply(&edits) {
+        if let Err(e) = self.table.apply(edits) {
             for backend in acquired {
                 names.release(backend);
             }
@@ -208,7 +265,7 @@ impl PathRouting {
                 names.release(backend);
             }
         }
-        Ok(new_name)
+        Ok(())
     }
 
     /// The path of `service` at exactly `prefix`, as names.
@@ -223,6 +280,37 @@ impl PathRouting {
                 .collect(),
         )
     }
+}
+
+/// A change to one path, as a control API edit leaves it: see
+/// [`PathRouting::update`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathUpdate {
+    /// The service's position in the rules the change makes.
+    pub service: usize,
+    /// The path's clients.
+    pub client: ClientPrefix,
+    /// Its backends by name; `None`: the path is removed.
+    pub backends: Option<Vec<String>>,
+}
+
+/// Refs for the backends called `names_of`, each one acquired (and noted
+/// in `acquired`); `new_name` set if one had no ref before.
+fn acquire(
+    names: &mut BackendNames,
+    names_of: &[String],
+    acquired: &mut Vec<BackendRef>,
+    new_name: &mut bool,
+) -> Vec<BackendRef> {
+    let mut backends = Vec::with_capacity(names_of.len());
+    for name in names_of {
+        *new_name |= names.get(name).is_none();
+        if let Ok(backend) = names.acquire(name) {
+            backends.push(backend);
+            acquired.push(backend);
+        }
+    }
+    backends
 }
 
 /// `service`'s id in `snapshot`, if it runs there.

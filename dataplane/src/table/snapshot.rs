@@ -48,7 +48,7 @@ use super::limits::CompiledLimits;
 use super::maglev::{MaglevBackend, MaglevTable};
 use super::skip::{next_alive, Lookup};
 use super::subset::{compile_routes, ClientRouting, Member, ServiceRoutes};
-use super::wrr::build_schedule;
+use super::tables::{build_all, TableJob};
 use crate::admission::ConnectionCap;
 use crate::liveness::{Liveness, Word};
 use crate::rules::{
@@ -141,6 +141,8 @@ pub struct CompiledService {
     serial: u64,
     /// Its flow control, if it has any limit.
     limits: Option<Arc<CompiledLimits>>,
+    /// Whether the XDP program answers its SYNs with cookies.
+    syn_proxy: crate::synproxy::SynProxy,
 }
 
 /// Serials of services, from 1.
@@ -150,6 +152,12 @@ impl CompiledService {
     /// The serial that names this service across generations.
     pub fn serial(&self) -> u64 {
         self.serial
+    }
+
+    /// Whether the XDP program answers its SYNs with cookies
+    /// (`syn_proxy`).
+    pub fn syn_proxy(&self) -> crate::synproxy::SynProxy {
+        self.syn_proxy
     }
 
     /// Its flow control; `None` for a service without limits.
@@ -365,6 +373,8 @@ pub struct Snapshot {
     endpoint_caps: Vec<Option<ConnectionCap>>,
     /// `[ingress] bogons`: sources that never make a connection.
     bogons: super::Bogons,
+    /// The interfaces' VLAN settings, by port.
+    vlans: super::PortVlans,
 }
 
 impl Snapshot {
@@ -404,6 +414,7 @@ impl Snapshot {
             fanout: Default::default(),
             endpoint_caps: Vec::new(),
             bogons: super::Bogons::default(),
+            vlans: super::PortVlans::default(),
         }
     }
 
@@ -453,6 +464,7 @@ impl Snapshot {
             liveness,
             profiles: crate::rules::routing::profiles(config).list,
             zone_priority: &config.routing.zone_priority,
+            jobs: Vec::new(),
             next: Snapshot {
                 generation: previous.map_or(1, |p| p.generation.saturating_add(1)),
                 // An interface without a MAC (the daemon fills in the
@@ -464,6 +476,7 @@ impl Snapshot {
                     .collect(),
                 client_routing: Arc::new(ClientRouting::build(config)),
                 bogons: super::Bogons::new(&config.ingress.bogons),
+                vlans: super::PortVlans::new(&config.interfaces),
                 backend_names: previous
                     .map(|p| Arc::clone(&p.backend_names))
                     .unwrap_or_default(),
@@ -480,20 +493,131 @@ impl Snapshot {
             .collect();
         services.sort_by_key(|&(key, _)| key);
         services.dedup_by_key(|&mut (key, _)| key);
+        let backends: usize = services.iter().map(|(_, s)| s.backends.len()).sum();
+        builder.next.service_index.reserve(services.len());
+        builder.next.vips.reserve(services.len());
+        builder.next.services.reserve(services.len());
+        builder.next.endpoints.reserve(backends);
         for (key, service) in services {
             builder.add_service(key, service);
         }
-        let mut next = builder.next;
-        next.reply_sources = super::ReplySources::build(
-            next.endpoints
-                .iter()
-                .enumerate()
-                .filter_map(|(id, e)| Some((EndpointId::try_from(id).ok()?, e.as_ref()?))),
-            |service| Some(next.services.get(service as usize)?.as_ref()?.protocol),
-            builder.next_hops.iter().map(|(a, h)| (*a, h.mac, h.port)),
-        );
-        next.fanout = super::fanout::FanoutIndex::of(&next);
-        next
+        builder.finish()
+    }
+
+    /// [`Snapshot::build_with`] for a `config` that differs from the one
+    /// `previous` was built from only in the services named in `changed`
+    /// (added, replaced or removed, by name): the unchanged services are
+    /// carried from `previous` as they are (their ids, endpoints, Maglev
+    /// tables, schedules, subsets and limits shared), and only the named
+    /// ones are taken out and compiled again. What it builds is what
+    /// [`Snapshot::build_with`] builds from the same inputs (the same
+    /// ids, tables and endpoints); it costs what the change names, plus
+    /// copying the previous snapshot's vectors and rebuilding the reply
+    /// sources (a pass over the endpoints).
+    ///
+    /// Everything outside the services (interfaces, neighbours, client
+    /// classes, bogons) must be as `previous` was built with it: the
+    /// caller knows, from the change, that only services differ.
+    pub fn build_changed(
+        config: &Config,
+        previous: &Snapshot,
+        liveness: LivenessInput<'_>,
+        changed: &[String],
+    ) -> Snapshot {
+        let names: HashSet<&str> = changed.iter().map(String::as_str).collect();
+        let mut builder = Builder {
+            prev: previous,
+            next_hops: next_hops(config),
+            default_table_size: config.gateway.maglev_table_size,
+            service_ids: IdAllocator::after(previous.services.iter().map(Option::is_some)),
+            endpoint_ids: IdAllocator::after(previous.endpoints.iter().map(Option::is_some)),
+            liveness,
+            profiles: crate::rules::routing::profiles(config).list,
+            zone_priority: &config.routing.zone_priority,
+            jobs: Vec::new(),
+            next: previous.carried(Arc::clone(liveness.table)),
+        };
+        // Take the named services out (their keys, endpoints and caps)...
+        let mut freed_vips: HashSet<u128> = HashSet::new();
+        let leaving: Vec<(ServiceId, ServiceKey)> = previous
+            .services()
+            .filter(|(_, s)| names.contains(s.name()))
+            .map(|(id, s)| (id, ServiceKey::new(s.protocol, &s.vip, s.port)))
+            .collect();
+        for (id, key) in leaving {
+            builder.next.take_out(id, key);
+            freed_vips.insert(key.vip);
+        }
+        // ...and compile them again, in the canonical order the full build
+        // uses, so that new ids come out the same.
+        let mut services: Vec<(ServiceKey, &Service)> = config
+            .services
+            .iter()
+            .filter(|s| names.contains(s.name.as_str()))
+            .map(|s| (ServiceKey::of(s), s))
+            .collect();
+        services.sort_by_key(|&(key, _)| key);
+        services.dedup_by_key(|&mut (key, _)| key);
+        for (key, service) in services {
+            if !builder.next.service_index.contains_key(&key) {
+                builder.add_service(key, service);
+            }
+        }
+        // A VIP stays while another service (any protocol or port) has it.
+        if !freed_vips.is_empty() {
+            for key in builder.next.service_index.keys() {
+                freed_vips.remove(&key.vip);
+            }
+            for vip in &freed_vips {
+                builder.next.vips.remove(vip);
+            }
+        }
+        builder.finish()
+    }
+
+    /// The next generation's start for [`Snapshot::build_changed`]: a copy
+    /// of this one's services, endpoints and indexes (the compiled parts
+    /// shared), over the liveness table `liveness`.
+    fn carried(&self, liveness: Arc<Liveness>) -> Snapshot {
+        Snapshot {
+            generation: self.generation.saturating_add(1),
+            service_index: self.service_index.clone(),
+            services: self.services.clone(),
+            endpoints: self.endpoints.clone(),
+            vips: self.vips.clone(),
+            interface_macs: self.interface_macs.clone(),
+            endpoint_count: self.endpoint_count,
+            liveness,
+            client_routing: Arc::clone(&self.client_routing),
+            backend_names: Arc::clone(&self.backend_names),
+            reply_sources: super::ReplySources::default(),
+            fanout: Default::default(),
+            endpoint_caps: self.endpoint_caps.clone(),
+            bogons: self.bogons.clone(),
+            vlans: self.vlans.clone(),
+        }
+    }
+
+    /// Frees service `id` (at `key`) and its endpoints and caps, for a
+    /// build that compiles it again or drops it. Its VIP is left to the
+    /// caller (another service may have it).
+    fn take_out(&mut self, id: ServiceId, key: ServiceKey) {
+        if self.service_index.get(&key) == Some(&id) {
+            self.service_index.remove(&key);
+        }
+        let Some(service) = self.services.get_mut(id as usize).and_then(Option::take) else {
+            return;
+        };
+        for &endpoint in &service.endpoints {
+            if let Some(slot) = self.endpoints.get_mut(endpoint as usize) {
+                if slot.take().is_some() {
+                    self.endpoint_count = self.endpoint_count.saturating_sub(1);
+                }
+            }
+            if let Some(slot) = self.endpoint_caps.get_mut(endpoint as usize) {
+                *slot = None;
+            }
+        }
     }
 
     /// The generation: 0 for [`Snapshot::empty`], then 1, 2, … per build.
@@ -556,6 +680,12 @@ impl Snapshot {
     #[inline]
     pub fn bogons(&self) -> &super::Bogons {
         &self.bogons
+    }
+
+    /// The interfaces' VLAN settings.
+    #[inline]
+    pub fn vlans(&self) -> &super::PortVlans {
+        &self.vlans
     }
 
     /// The own MAC of interface `port` (its index in the config).
@@ -636,6 +766,8 @@ struct Builder<'a> {
     profiles: Vec<crate::rules::routing::Profile<'a>>,
     /// The gateway's zone priority.
     zone_priority: &'a [String],
+    /// The services whose tables are to be built, once every id is known.
+    jobs: Vec<TableJob>,
     next: Snapshot,
 }
 
@@ -650,6 +782,30 @@ impl Builder<'_> {
         .into_iter()
         .find(|&size| size > 0)
         .unwrap_or(DEFAULT_MAGLEV_TABLE_SIZE)
+    }
+
+    /// The snapshot built: its reply sources and fan-out index made from
+    /// its endpoints.
+    fn finish(self) -> Snapshot {
+        let mut next = self.next;
+        // The tables that could not be carried over, built all at once
+        // (on several cores when there are many slots to fill).
+        for built in build_all(self.jobs) {
+            if let Some(Some(service)) = next.services.get_mut(built.service as usize) {
+                service.maglev = built.maglev;
+                service.wrr = built.wrr;
+            }
+        }
+        next.reply_sources = super::ReplySources::build(
+            next.endpoints
+                .iter()
+                .enumerate()
+                .filter_map(|(id, e)| Some((EndpointId::try_from(id).ok()?, e.as_ref()?))),
+            |service| Some(next.services.get(service as usize)?.as_ref()?.protocol),
+            self.next_hops.iter().map(|(a, h)| (*a, h.mac, h.port)),
+        );
+        next.fanout = super::fanout::FanoutIndex::of(&next);
+        next
     }
 
     fn add_service(&mut self, key: ServiceKey, service: &Service) {
@@ -694,8 +850,9 @@ impl Builder<'_> {
                 Arc::clone(&p.scheduled),
             ),
             None => {
-                let (maglev, wrr) = build_tables(&scheduled, table_size);
-                (maglev, wrr, scheduled_ids)
+                // Built after the walk (see `build_with`); empty until then.
+                self.jobs.push(table_job(id, &scheduled, table_size));
+                (MaglevTable::empty(), Arc::from([]), scheduled_ids)
             }
         };
 
@@ -753,6 +910,7 @@ impl Builder<'_> {
                 path_backends,
                 serial,
                 limits,
+                syn_proxy: service.limits.syn_proxy,
             },
         );
         self.next.service_index.insert(key, id);
@@ -936,23 +1094,21 @@ impl Builder<'_> {
     }
 }
 
-/// Builds a service's Maglev table and round-robin schedule over the
-/// scheduled backends.
-fn build_tables(backends: &[&BackendEntry], table_size: u32) -> (MaglevTable, Arc<[EndpointId]>) {
-    let maglev_backends: Vec<MaglevBackend> = backends
-        .iter()
-        .map(|b| MaglevBackend {
-            address: b.address,
-            port: b.port,
-            weight: b.weight,
-            id: b.id,
-        })
-        .collect();
-    let weights: Vec<(EndpointId, u32)> = backends.iter().map(|b| (b.id, b.weight)).collect();
-    (
-        MaglevTable::build(&maglev_backends, table_size),
-        build_schedule(&weights),
-    )
+/// The job of building `service`'s tables over its `scheduled` backends.
+fn table_job(service: ServiceId, scheduled: &[&BackendEntry], table_size: u32) -> TableJob {
+    TableJob {
+        service,
+        backends: scheduled
+            .iter()
+            .map(|b| MaglevBackend {
+                address: b.address,
+                port: b.port,
+                weight: b.weight,
+                id: b.id,
+            })
+            .collect(),
+        table_size,
+    }
 }
 
 /// Stores `value` at index `id`, growing the vector with free slots.
@@ -1021,10 +1177,12 @@ mod tests {
                 Interface {
                     name: "eth0".into(),
                     mac: Some([2, 0, 0, 0, 0, 1]),
+                    vlan: Default::default(),
                 },
                 Interface {
                     name: "eth1".into(),
                     mac: Some([2, 0, 0, 0, 0, 2]),
+                    vlan: Default::default(),
                 },
             ],
             neighbours: vec![Neighbour {
@@ -1707,5 +1865,177 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+/// [`Snapshot::build_changed`] against [`Snapshot::build_with`]: from the
+/// same previous snapshot, both give the same rules.
+#[cfg(test)]
+mod changed_tests {
+    use super::*;
+    use crate::admission::ConnectionCap;
+    use crate::rules::{Interface, Neighbour, Protocol};
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn service(name: &str, vip: u8, port: u16, backends: &[(u8, u32)]) -> Service {
+        Service {
+            limits: Default::default(),
+            announce: Default::default(),
+            name: name.into(),
+            protocol: Protocol::Tcp,
+            vip: ip(&format!("198.18.1.{vip}")),
+            port,
+            scheduler: Scheduler::Maglev,
+            maglev_table_size: 251,
+            failover: Default::default(),
+            health: Default::default(),
+            backends: backends
+                .iter()
+                .map(|&(host, weight)| Backend {
+                    weight,
+                    ..Backend::new(ip(&format!("198.18.0.{host}")), 8080)
+                })
+                .collect(),
+            routing: Default::default(),
+        }
+    }
+
+    fn config(services: Vec<Service>) -> Config {
+        Config {
+            interfaces: vec![Interface {
+                name: "eth0".into(),
+                mac: Some([2, 0, 0, 0, 0, 1]),
+                vlan: Default::default(),
+            }],
+            neighbours: vec![Neighbour {
+                address: ip("198.18.0.11"),
+                mac: [2, 0, 0, 0, 1, 11],
+                interface: 0,
+            }],
+            services,
+            ..Config::default()
+        }
+    }
+
+    /// What a snapshot's rules are, with each service's serial left out
+    /// (a service new in a build takes the next serial there is, so two
+    /// builds of it differ) and free slots at the end dropped.
+    fn rules(s: &Snapshot) -> String {
+        let trim = |v: &mut Vec<String>| {
+            while v.last().is_some_and(|x| x == "None") {
+                v.pop();
+            }
+        };
+        let mut index: Vec<_> = s.service_index.iter().collect();
+        index.sort();
+        let mut services: Vec<String> = s
+            .services
+            .iter()
+            .map(|c| match c {
+                Some(c) => {
+                    let text = format!("{c:?}");
+                    let at = text.find("serial:").unwrap();
+                    let end = at + text[at..].find(',').unwrap();
+                    format!("{}{}", &text[..at], &text[end..])
+                }
+                None => "None".into(),
+            })
+            .collect();
+        trim(&mut services);
+        let mut endpoints: Vec<String> = s.endpoints.iter().map(|e| format!("{e:?}")).collect();
+        trim(&mut endpoints);
+        let mut caps: Vec<String> = s.endpoint_caps.iter().map(|c| format!("{c:?}")).collect();
+        trim(&mut caps);
+        let mut vips: Vec<_> = s.vips.iter().collect();
+        vips.sort();
+        let replies: Vec<_> = s
+            .endpoints
+            .iter()
+            .flatten()
+            .map(|e| s.reply_sources.lookup(6, &e.address, e.port))
+            .collect();
+        format!(
+            "{index:?}\n{services:?}\n{endpoints:?}\n{caps:?}\n{vips:?}\n{} {} {replies:?}\n{:?}",
+            s.endpoint_count,
+            s.reply_sources.len(),
+            s.interface_macs
+        )
+    }
+
+    /// Builds `next` from `previous` both ways, checks they agree, and
+    /// returns the one built from the change.
+    fn both(previous: &Snapshot, next: &Config, changed: &[&str]) -> Snapshot {
+        let changed: Vec<String> = changed.iter().map(|&n| n.to_owned()).collect();
+        let input = LivenessInput {
+            table: previous.liveness(),
+            now_ns: previous.liveness().now_ns(),
+            initial: &start_up,
+        };
+        let full = Snapshot::build_with(next, Some(previous), input);
+        let patched = Snapshot::build_changed(next, previous, input, &changed);
+        assert_eq!(rules(&patched), rules(&full), "after changing {changed:?}");
+        assert_eq!(patched.generation(), previous.generation() + 1);
+        // Unchanged services share their Maglev tables with the previous
+        // generation.
+        for (id, s) in patched.services() {
+            if !changed.iter().any(|n| n == s.name()) {
+                let before = previous.service(id).unwrap();
+                assert!(s.maglev_table().shares_slots_with(before.maglev_table()));
+            }
+        }
+        patched
+    }
+
+    #[test]
+    fn a_change_builds_what_a_full_build_builds() {
+        let mut services: Vec<Service> = (0..40u8)
+            .map(|i| {
+                service(
+                    &format!("s{i:02}"),
+                    i / 2,
+                    80 + u16::from(i % 2),
+                    &[(i, 1), (11, 2), (i + 100, 1)],
+                )
+            })
+            .collect();
+        services[5].backends[1].max_connections = Some(ConnectionCap::new(100, None).unwrap());
+        let mut cfg = config(services);
+        let mut snapshot = Snapshot::build(&cfg, None);
+
+        // A weight.
+        cfg.services[3].backends[0].weight = 7;
+        snapshot = both(&snapshot, &cfg, &["s03"]);
+        // A backend added to one service and taken from another, the
+        // capped one replaced.
+        cfg.services[4]
+            .backends
+            .push(Backend::new(ip("198.18.0.200"), 9090));
+        cfg.services[6].backends.remove(0);
+        cfg.services[5].backends[1].max_connections = None;
+        snapshot = both(&snapshot, &cfg, &["s04", "s06", "s05"]);
+        // A service removed (its VIP stays: s09 has it too), another
+        // removed with the last service of its VIP.
+        cfg.services
+            .retain(|s| s.name != "s08" && s.name != "s38" && s.name != "s39");
+        snapshot = both(&snapshot, &cfg, &["s08", "s38", "s39"]);
+        assert!(!snapshot.is_vip(&crate::wire::addr_to_bytes(ip("198.18.1.19"))));
+        assert!(snapshot.is_vip(&crate::wire::addr_to_bytes(ip("198.18.1.4"))));
+        // New services, one of them on a removed one's key and one at a
+        // new VIP; the ids freed one generation ago are taken again.
+        cfg.services.push(service("n1", 19, 80, &[(1, 1), (2, 1)]));
+        cfg.services.push(service("n2", 60, 80, &[(3, 1)]));
+        snapshot = both(&snapshot, &cfg, &["n1", "n2"]);
+        // A rename on the same key, a move to another port, and a name
+        // that is in neither config.
+        cfg.services[0].name = "r0".into();
+        cfg.services[1].port = 443;
+        snapshot = both(&snapshot, &cfg, &["s00", "r0", "s01", "gone"]);
+        // Nothing named: the same rules, one generation on.
+        snapshot = both(&snapshot, &cfg, &[]);
+        assert_eq!(snapshot.service_count(), cfg.services.len());
     }
 }

@@ -1,12 +1,14 @@
 //! One instance of the XDP program on one interface, and its maps.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 
 use std::sync::Arc;
 
-use aya::maps::{Array, DevMap, Map, MapData, MapError, PerCpuArray, XskMap};
+use aya::maps::{
+    Array, DevMap, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray, XskMap,
+};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{ProgramError, Xdp, XdpFlags};
 use aya::{Ebpf, EbpfLoader};
@@ -22,6 +24,8 @@ use super::{XdpCapacity, XdpCounters, XdpError, XdpMapKeys};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
 use crate::fastpath::{CacheGeometry, FastConfig};
 use crate::neigh::{self, NeighError};
+use crate::synproxy::xdp::{self as synproxy_xdp, SynProxyCounters, SERVICE_VALUE_LEN};
+use crate::synproxy::SynProxy;
 
 /// How to attach the program.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -57,6 +61,9 @@ pub struct XdpFilter {
     capacity: XdpCapacity,
     /// Declared before `ebpf`: dropped (detached) before the program.
     link: Option<XdpLink>,
+    /// The link of a process this one took over from, once it attaches
+    /// this program ([`Self::attach_through`]); dropped before `ebpf` too.
+    handed_link: Option<OwnedFd>,
     sockets: XskMap<MapData>,
     services: KeySet<TrafficKey, [u8; KEY_LEN]>,
     reply_sources: KeySet<TrafficKey, [u8; KEY_LEN]>,
@@ -68,7 +75,7 @@ pub struct XdpFilter {
     announces: bool,
     announce_mac: Array<MapData, [u8; 8]>,
     /// The interface's MAC for the ingress checks (`ingress_config`).
-    ingress_config: Array<MapData, [u8; 8]>,
+    ingress_config: Array<MapData, [u8; super::program::INGRESS_CONFIG_LEN]>,
     config: Array<MapData, u32>,
     counters: PerCpuArray<MapData, u64>,
     /// The fast path's cache, mapped, and its geometry (`None`: loaded
@@ -78,6 +85,11 @@ pub struct XdpFilter {
     /// What `fast_config` holds since the fast path was turned on.
     fast_on: Option<FastConfig>,
     fast_tx_ports: DevMap<MapData>,
+    /// The SYN proxy's proxied services (`synproxy_services`), its
+    /// counters, and what the first holds.
+    syn_proxy_services: BpfHashMap<MapData, [u8; KEY_LEN], [u8; SERVICE_VALUE_LEN]>,
+    syn_proxy_counters: PerCpuArray<MapData, u64>,
+    syn_proxies: HashMap<TrafficKey, SynProxy>,
     /// Holds the loaded program.
     ebpf: Ebpf,
 }
@@ -235,7 +247,7 @@ impl XdpFilter {
     /// Attaches a program [`Self::load`] loaded (a no-op if attached),
     /// replacing a stale program on the interface.
     pub fn attach_loaded(&mut self) -> Result<(), XdpError> {
-        if self.link.is_some() {
+        if self.link.is_some() || self.handed_link.is_some() {
             return Ok(());
         }
         let link = neigh::link_info(&self.interface).map_err(|e| match e {
@@ -254,6 +266,64 @@ impl XdpFilter {
         let (xdp_link, attached) = attach_program(program, &link, self.mode)?;
         self.link = Some(xdp_link);
         self.mode = attached;
+        Ok(())
+    }
+
+    /// A new descriptor of the bpf_link this program is attached through,
+    /// to hand to a process that takes over: while that descriptor lives,
+    /// the program stays attached, with its maps, even once this filter
+    /// is dropped or this process is gone, until the holder replaces the
+    /// program ([`Self::attach_through`]) or closes it.
+    pub fn link_descriptor(&self) -> Result<OwnedFd, XdpError> {
+        let program: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or_else(|| XdpError::Other(format!("the XDP object has no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::from_program("the XDP program", &e))?;
+        let id = program
+            .info()
+            .map_err(|e| XdpError::from_program("the XDP program", &e))?
+            .id();
+        let ifindex = neigh::link_info(&self.interface)
+            .map_err(|e| XdpError::Other(format!("reading {}: {e}", self.interface)))?
+            .ifindex;
+        super::link::link_of(ifindex, id)
+    }
+
+    /// Attaches this program (loaded, not attached) through `link`, the
+    /// bpf_link another flowgate's program on this interface is attached
+    /// through ([`Self::link_descriptor`]): the kernel replaces that
+    /// program with this one in one step, so the interface is never
+    /// without a program. The filter then holds the link (dropping it
+    /// detaches the program, as for [`Self::attach_loaded`]); the mode is
+    /// the one that program was attached in.
+    pub fn attach_through(&mut self, link: OwnedFd) -> Result<(), XdpError> {
+        if self.link.is_some() || self.handed_link.is_some() {
+            return Err(XdpError::Other(format!(
+                "the XDP program on {} is attached already",
+                self.interface
+            )));
+        }
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or_else(|| XdpError::Other(format!("the XDP object has no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e: ProgramError| XdpError::from_program("the XDP program", &e))?;
+        let fd = program
+            .fd()
+            .map_err(|e| XdpError::from_program("the XDP program", &e))?;
+        super::link::update(link.as_fd(), fd.as_fd())?;
+        self.handed_link = Some(link);
+        // The mode is the link's: whichever mode now runs our program.
+        if let Ok(info) = neigh::link_info(&self.interface) {
+            self.mode = if info.xdp.native.is_some() {
+                XdpMode::Native
+            } else {
+                XdpMode::Generic
+            };
+        }
         Ok(())
     }
 
@@ -317,14 +387,27 @@ impl XdpFilter {
         let counters = take_map(&mut ebpf, map::COUNTERS)?;
         let announce_mac = take_map(&mut ebpf, map::ANNOUNCE_MAC)?;
         let ingress_config = take_map(&mut ebpf, map::INGRESS_CONFIG)?;
+        let syn_proxy_services = take_map(&mut ebpf, synproxy_xdp::map::SERVICES)?;
+        let syn_proxy_counters = take_map(&mut ebpf, synproxy_xdp::map::COUNTERS)?;
+        // The cookies' key: random for each program this process loads
+        // (a new one on every start, never on a reload: cookies given
+        // out must stay valid while their handshakes finish).
+        let mut secret: Array<MapData, [u8; 16]> = take_map(&mut ebpf, synproxy_xdp::map::SECRET)?;
+        let key = synproxy_xdp::random_secret()
+            .map_err(|e| XdpError::Other(format!("reading a random SYN cookie key: {e}")))?;
+        secret
+            .set(0, key, 0)
+            .map_err(|e| map_error("setting the SYN cookie key", e))?;
 
         load_program(&mut ebpf)?;
+        drop(secret);
 
         Ok(XdpFilter {
             interface: interface.to_string(),
             mode,
             capacity,
             link: None,
+            handed_link: None,
             sockets,
             services: sets.services,
             reply_sources: sets.reply_sources,
@@ -340,8 +423,65 @@ impl XdpFilter {
             fast_config,
             fast_on: None,
             fast_tx_ports,
+            syn_proxy_services,
+            syn_proxy_counters,
+            syn_proxies: HashMap::new(),
             ebpf,
         })
+    }
+
+    /// Makes the program answer the SYNs of exactly the services in
+    /// `wanted` with cookies, each as its setting says. A service whose
+    /// setting is unchanged keeps its entry (and the SYN rate `auto`
+    /// measures); on an error the map holds what it held before the
+    /// failing key and the next call tries again.
+    pub fn set_syn_proxies(
+        &mut self,
+        wanted: &HashMap<TrafficKey, SynProxy>,
+    ) -> Result<(), XdpError> {
+        let gone: Vec<TrafficKey> = self
+            .syn_proxies
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for k in gone {
+            match self
+                .syn_proxy_services
+                .remove(&traffic_key(k.protocol, &k.address, k.port))
+            {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("removing a service's SYN proxy", e)),
+            }
+            self.syn_proxies.remove(&k);
+        }
+        for (k, &mode) in wanted {
+            if self.syn_proxies.get(k) == Some(&mode) {
+                continue;
+            }
+            let Some(value) = synproxy_xdp::service_value(mode) else {
+                continue;
+            };
+            self.syn_proxy_services
+                .insert(traffic_key(k.protocol, &k.address, k.port), value, 0)
+                .map_err(|e| map_error("setting a service's SYN proxy", e))?;
+            self.syn_proxies.insert(*k, mode);
+        }
+        Ok(())
+    }
+
+    /// The SYN proxy's counters, summed over CPUs (a counter that cannot
+    /// be read reads as 0).
+    pub fn syn_proxy_counters(&self) -> SynProxyCounters {
+        let totals: Vec<u64> = (0..synproxy_xdp::counter::COUNT)
+            .map(|i| {
+                self.syn_proxy_counters
+                    .get(&i, 0)
+                    .map(|per_cpu| per_cpu.iter().fold(0u64, |s, &v| s.saturating_add(v)))
+                    .unwrap_or(0)
+            })
+            .collect();
+        SynProxyCounters::from_totals(&totals)
     }
 
     /// The fast path's cache as this process maps it, and its geometry;
@@ -553,8 +693,20 @@ impl XdpFilter {
     /// any other MAC are dropped (`dropped_other_host`). All zeros turns
     /// the MAC check off.
     pub fn set_ingress_mac(&mut self, mac: [u8; 6]) -> Result<(), XdpError> {
-        let mut value = [0u8; 8];
-        value[..6].copy_from_slice(&mac);
+        self.set_ingress(mac, &crate::table::PortVlan::default())
+    }
+
+    /// Sets this interface's MAC (as [`set_ingress_mac`](Self::set_ingress_mac))
+    /// and its VLAN setting for the ingress checks: a frame tagged with an
+    /// accepted id goes up to the workers if it is owned; one with another
+    /// id, or untagged where `vlan` refuses untagged frames, is dropped if
+    /// owned (`dropped_vlan_not_configured`).
+    pub fn set_ingress(
+        &mut self,
+        mac: [u8; 6],
+        vlan: &crate::table::PortVlan,
+    ) -> Result<(), XdpError> {
+        let value = super::program::ingress_config_value(mac, vlan);
         self.ingress_config
             .set(0, value, 0)
             .map_err(|e| map_error("setting the interface MAC for the ingress checks", e))
@@ -677,6 +829,7 @@ impl XdpFilter {
     pub fn detach(mut self) -> Result<(), XdpError> {
         // Closing the link's descriptor detaches the program.
         drop(self.link.take());
+        drop(self.handed_link.take());
         Ok(())
     }
 }

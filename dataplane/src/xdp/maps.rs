@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, Map, MapData, PerCpuArray, XskMap};
 use aya::programs::loaded_programs;
 use aya::Pod;
 
@@ -97,6 +97,30 @@ pub fn read_attached_counters(interface: &str) -> Result<XdpCounters, XdpError> 
         totals.push(per_cpu.iter().fold(0u64, |sum, &v| sum.saturating_add(v)));
     }
     Ok(XdpCounters::from_totals(&totals))
+}
+
+/// Puts the AF_XDP socket `fd` (bound to `queue` of `interface`) in the
+/// socket map of the flowgate program attached to `interface` now,
+/// whoever attached it: what a process taking over does with the program
+/// the old one handed over, so that what that program sends up reaches the
+/// new workers at once, before the new program replaces it.
+pub fn set_attached_socket(
+    interface: &str,
+    queue: u32,
+    fd: std::os::fd::RawFd,
+) -> Result<(), XdpError> {
+    let (_, data) = attached_maps(interface)?
+        .into_iter()
+        .find(|(name, _)| name == map::SOCKETS)
+        .ok_or_else(|| XdpError::Other(format!("the program on {interface} has no socket map")))?;
+    let mut sockets: XskMap<MapData> = XskMap::try_from(Map::XskMap(data))
+        .map_err(|e| map_error(&format!("opening map {}", map::SOCKETS), e))?;
+    sockets.set(queue, fd, 0).map_err(|e| {
+        map_error(
+            &format!("putting the socket of queue {queue} in the XSKMAP"),
+            e,
+        )
+    })
 }
 
 /// The maps, by name, of the flowgate XDP program attached to `interface`.

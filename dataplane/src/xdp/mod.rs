@@ -50,6 +50,8 @@ mod filter;
 #[cfg(feature = "daemon")]
 mod key_set;
 #[cfg(feature = "daemon")]
+mod link;
+#[cfg(feature = "daemon")]
 mod maps;
 #[cfg(feature = "daemon")]
 mod program;
@@ -61,7 +63,7 @@ pub mod test_run;
 mod tester;
 
 pub use capacity::{CapacityError, Shortfall, XdpCapacity, XdpDemand, XdpMap};
-pub use owned::{OwnedTraffic, TrafficKey};
+pub use owned::{syn_proxies_of, OwnedTraffic, TrafficKey};
 
 pub use counters::{FastHandUps, XdpCounters};
 #[cfg(feature = "daemon")]
@@ -73,7 +75,7 @@ pub use features::{FeatureReader, XdpFeatures};
 #[cfg(feature = "daemon")]
 pub use filter::{KeyDrift, Widening, XdpFilter, XdpMode};
 #[cfg(feature = "daemon")]
-pub use maps::{read_attached_counters, read_attached_maps, XdpMapKeys};
+pub use maps::{read_attached_counters, read_attached_maps, set_attached_socket, XdpMapKeys};
 #[cfg(feature = "daemon")]
 pub use tester::XdpTester;
 

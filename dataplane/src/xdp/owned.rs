@@ -33,6 +33,25 @@ impl fmt::Display for TrafficKey {
     }
 }
 
+/// The services of `snapshot` whose SYNs the XDP program answers with
+/// cookies (`syn_proxy` on or auto), by (protocol, VIP, port).
+pub fn syn_proxies_of(
+    snapshot: &Snapshot,
+) -> std::collections::HashMap<TrafficKey, crate::synproxy::SynProxy> {
+    snapshot
+        .services()
+        .filter(|(_, s)| s.syn_proxy().is_enabled())
+        .map(|(_, s)| {
+            let key = TrafficKey {
+                protocol: s.protocol(),
+                address: *s.vip(),
+                port: s.port(),
+            };
+            (key, s.syn_proxy())
+        })
+        .collect()
+}
+
 /// The traffic the XDP program sends to the AF_XDP sockets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OwnedTraffic {

@@ -70,8 +70,8 @@ pub(crate) mod map {
     pub(crate) const ANNOUNCED_ADDRESSES: &str = "announce_addrs";
     /// One `struct announce_config`: the MAC the answers carry.
     pub(crate) const ANNOUNCE_MAC: &str = "announce_mac";
-    /// One `struct ingress_config`: the interface's MAC, for the ingress
-    /// checks (bpf/flowgate_ingress.h).
+    /// One `struct ingress_config`: the interface's MAC and VLAN
+    /// setting, for the ingress checks (bpf/flowgate_ingress.h).
     pub(crate) const INGRESS_CONFIG: &str = "ingress_config";
 
     /// The SYN proxy's client connections let through (LRU hash,
@@ -146,6 +146,26 @@ pub(crate) fn traffic_key_parts(key: &[u8; KEY_LEN]) -> (u8, [u8; 16], u16) {
         [p0, p1, protocol, _pad] => (*protocol, address, u16::from_be_bytes([*p0, *p1])),
         _ => (0, address, 0),
     }
+}
+
+/// Bytes of one `struct ingress_config` (bpf/flowgate_ingress.h).
+pub(crate) const INGRESS_CONFIG_LEN: usize = 8 + 8 * crate::table::vlans::VLAN_ID_WORDS;
+
+/// The `struct ingress_config` of an interface whose MAC is `mac` (all
+/// zeros: no MAC check) and whose VLAN setting is `vlan`: the MAC, whether
+/// untagged frames are refused, the accepted ids' bitmap (native-endian
+/// words, as the program reads them).
+pub(crate) fn ingress_config_value(
+    mac: [u8; 6],
+    vlan: &crate::table::PortVlan,
+) -> [u8; INGRESS_CONFIG_LEN] {
+    let mut value = [0u8; INGRESS_CONFIG_LEN];
+    value[..6].copy_from_slice(&mac);
+    value[6] = u8::from(!vlan.untagged());
+    for (chunk, word) in value[8..].chunks_exact_mut(8).zip(vlan.accepted_bits()) {
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    value
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub struct XdpTester {
     announced: BpfHashMap<MapData, [u8; 16], u8>,
     announce_mac: Array<MapData, [u8; 8]>,
     /// The interface's MAC for the ingress checks (`ingress_config`).
-    ingress_config: Array<MapData, [u8; 8]>,
+    ingress_config: Array<MapData, [u8; super::program::INGRESS_CONFIG_LEN]>,
     fast_config: Array<MapData, [u8; FAST_CONFIG_SIZE]>,
     tx_ports: DevMap<MapData>,
     counters: PerCpuArray<MapData, u64>,
@@ -136,8 +136,20 @@ impl XdpTester {
     /// Sets the interface's MAC the ingress checks admit unicast frames
     /// to (all zeros: no MAC check).
     pub fn set_ingress_mac(&mut self, mac: [u8; 6]) -> Result<(), XdpError> {
-        let mut value = [0u8; 8];
-        value[..6].copy_from_slice(&mac);
+        self.set_ingress(mac, &crate::table::PortVlan::default())
+    }
+
+    /// Sets this interface's MAC (as [`set_ingress_mac`](Self::set_ingress_mac))
+    /// and its VLAN setting for the ingress checks: a frame tagged with an
+    /// accepted id goes up to the workers if it is owned; one with another
+    /// id, or untagged where `vlan` refuses untagged frames, is dropped if
+    /// owned (`dropped_vlan_not_configured`).
+    pub fn set_ingress(
+        &mut self,
+        mac: [u8; 6],
+        vlan: &crate::table::PortVlan,
+    ) -> Result<(), XdpError> {
+        let value = super::program::ingress_config_value(mac, vlan);
         self.ingress_config
             .set(0, value, 0)
             .map_err(|e| map_error("setting the ingress MAC", e))

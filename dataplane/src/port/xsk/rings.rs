@@ -13,7 +13,8 @@ pub(super) const BATCH: usize = 256;
 const REFILL_BATCH: usize = 32;
 
 /// Most transmit wakeups per flush. In copy mode each `sendto` sends at
-/// most the kernel's transmit budget (32 frames), so a burst needs a few.
+/// most the socket's transmit budget (the whole ring where the kernel lets
+/// us raise it, else 32 frames), so a burst needs one or a few.
 const MAX_TX_KICKS: usize = 8;
 
 impl XskPort {
@@ -24,12 +25,16 @@ impl XskPort {
     }
 
     /// Wakes the kernel to send what is on the transmit ring, as often as
-    /// it asks (a few times in copy mode, where each call sends a budget).
+    /// it takes (in copy mode each call sends at most `tx_budget` frames).
     fn kick_tx(&mut self) {
         if self.in_tx == 0 {
             return;
         }
-        for _ in 0..MAX_TX_KICKS {
+        let pending = self.tx_pending();
+        let kicks = pending
+            .div_ceil(self.tx_budget.max(1))
+            .clamp(1, MAX_TX_KICKS);
+        for _ in 0..kicks {
             let pending = self.tx_pending();
             if pending == 0 || (self.need_wakeup && !self.tx.needs_wakeup()) {
                 return;

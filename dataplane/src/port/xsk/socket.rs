@@ -38,6 +38,10 @@ pub struct XskPort {
     pub(super) fill: FillQueue,
     pub(super) comp: CompQueue,
     pub(super) tx_ring: usize,
+    /// Frames the kernel sends per transmit wakeup in copy mode: the
+    /// whole transmit ring where the kernel lets us say so
+    /// (`XDP_MAX_TX_SKB_BUDGET`), else its default of 32.
+    pub(super) tx_budget: usize,
     pub(super) fill_ring: usize,
     /// Descriptors for the ring operations.
     pub(super) scratch: Vec<xsk_rs::FrameDesc>,
@@ -59,6 +63,7 @@ impl std::fmt::Debug for XskPort {
             .field("name", &self.name)
             .field("mode", &self.mode)
             .field("need_wakeup", &self.need_wakeup)
+            .field("tx_budget", &self.tx_budget)
             .field("fd", &self.as_raw_fd())
             .field("outstanding", &self.frames_outstanding())
             .finish_non_exhaustive()
@@ -128,12 +133,17 @@ impl XskPort {
         check_mode(settings.bind_mode, mode, ifname, queue)?;
         let claim = registry.claim(ifname, queue, umem.registry());
         drop(registry);
+        let tx_budget = match mode {
+            XskMode::Copy => raise_tx_budget(tx.fd().as_raw_fd(), settings.tx_ring),
+            XskMode::ZeroCopy => settings.tx_ring,
+        };
 
         tracing::info!(
             interface = ifname,
             queue,
             mode = %mode,
             need_wakeup,
+            tx_budget,
             libxdp_program = settings.libxdp_default_program,
             first_on_umem = first,
             "AF_XDP socket open"
@@ -150,6 +160,7 @@ impl XskPort {
             fill,
             comp,
             tx_ring: settings.tx_ring as usize,
+            tx_budget: tx_budget as usize,
             fill_ring: umem.core().fill_ring(),
             scratch: vec![xsk_rs::FrameDesc::default(); BATCH],
             in_fill: 0,
@@ -230,6 +241,42 @@ impl XskPort {
     /// this accounts for all of the UMEM's frames.
     pub fn frames_outstanding(&self) -> usize {
         self.in_fill + self.in_tx + self.rejected.len()
+    }
+}
+
+/// The kernel's transmit budget per wakeup in copy mode when it is not
+/// told otherwise.
+const DEFAULT_TX_BUDGET: u32 = 32;
+
+/// `SOL_XDP` option (Linux 6.17) setting how many frames one wakeup sends
+/// in copy mode, from 32 up to the transmit ring's size.
+const XDP_MAX_TX_SKB_BUDGET: nix::libc::c_int = 9;
+
+/// Lets one transmit wakeup of the copy-mode socket `fd` send up to its
+/// whole transmit ring (`tx_ring` frames) instead of 32: a burst then
+/// goes out in one `sendto`, not one per 32 frames. Returns the budget in
+/// force: `tx_ring`, or 32 on a kernel without the option.
+fn raise_tx_budget(fd: RawFd, tx_ring: u32) -> u32 {
+    let budget: u32 = tx_ring.max(DEFAULT_TX_BUDGET);
+    // SAFETY: `fd` is the socket's open descriptor; the option value is a
+    // u32 on the stack, its size passed alongside; the kernel only reads it.
+    let done = unsafe {
+        nix::libc::setsockopt(
+            fd,
+            nix::libc::SOL_XDP,
+            XDP_MAX_TX_SKB_BUDGET,
+            std::ptr::from_ref(&budget).cast(),
+            std::mem::size_of::<u32>() as nix::libc::socklen_t,
+        )
+    };
+    if done == 0 {
+        budget
+    } else {
+        tracing::debug!(
+            error = %std::io::Error::last_os_error(),
+            "the kernel keeps its transmit budget of 32 frames per wakeup"
+        );
+        DEFAULT_TX_BUDGET
     }
 }
 

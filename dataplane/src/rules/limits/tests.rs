@@ -197,8 +197,8 @@ fn with_service_keys(protocol: &str, keys: &str) -> String {
 }
 
 #[test]
-fn syn_proxy_off_is_read_and_on_or_auto_are_refused_until_workers_open_backends() {
-    use crate::synproxy::SynProxy;
+fn syn_proxy_off_on_and_auto_are_read_with_their_threshold() {
+    use crate::synproxy::{mode::DEFAULT_AUTO_SYNS_PER_S, SynProxy};
     let proxy = |keys: &str| {
         load(&with_service_keys("tcp", keys)).services[0]
             .limits
@@ -206,28 +206,19 @@ fn syn_proxy_off_is_read_and_on_or_auto_are_refused_until_workers_open_backends(
     };
     assert_eq!(proxy(""), SynProxy::Off);
     assert_eq!(proxy("syn_proxy = \"off\"\n"), SynProxy::Off);
-    for (keys, name) in [
-        ("syn_proxy = \"on\"\n", "on"),
-        ("syn_proxy = \"auto\"\n", "auto"),
-        (
-            "syn_proxy = \"auto\"\nsyn_proxy_auto_syns_per_s = 250\n",
-            "auto",
-        ),
-    ] {
-        assert_eq!(
-            errors(&with_service_keys("tcp", keys)),
-            [format!(
-                "t.toml:6:13: syn_proxy {name:?} of service \"web\" is not available yet: the workers \
-                 do not open the backend side of a proxied connection, so leave it \"off\""
-            )]
-        );
-    }
-    // The names and the threshold are read as the XDP program will need them.
-    assert_eq!(SynProxy::from_name("on", 1000), Some(SynProxy::On));
+    assert_eq!(proxy("syn_proxy = \"on\"\n"), SynProxy::On);
     assert_eq!(
-        SynProxy::from_name("auto", 250),
-        Some(SynProxy::Auto { syns_per_s: 250 })
+        proxy("syn_proxy = \"auto\"\n"),
+        SynProxy::Auto {
+            syns_per_s: DEFAULT_AUTO_SYNS_PER_S
+        }
     );
+    assert_eq!(
+        proxy("syn_proxy = \"auto\"\nsyn_proxy_auto_syns_per_s = 250\n"),
+        SynProxy::Auto { syns_per_s: 250 }
+    );
+    // Their checks (a threshold without "auto" or out of range, a UDP
+    // service) are in bad_syn_proxy_settings_are_refused_at_their_line.
 }
 
 #[test]

@@ -9,7 +9,8 @@ use std::net::IpAddr;
 use super::super::place::{Item, Place};
 use super::super::routing::{profiles, service_subsets, subset_bytes};
 use super::super::{
-    ClientPrefix, Config, Service, SetName, MAX_CANARY_SHARE_BP, MAX_PATH_BACKENDS,
+    ClientPrefix, Config, DistributionPath, Service, SetName, MAX_CANARY_SHARE_BP,
+    MAX_PATH_BACKENDS,
 };
 use super::{is_valid_name, name_rule, of_service, set_rule, Range, Validator};
 
@@ -49,6 +50,23 @@ pub(in crate::rules) fn prefix_problem(prefix: &ClientPrefix) -> Option<String> 
         }
     }
     None
+}
+
+/// Whether `path`, one path of `service`, passes every check
+/// [`Validator::paths`] makes of one path on its own (the checks of the
+/// other paths aside: a prefix no other path of the service has is the
+/// caller's to know). A control API edit of a few paths judges only those
+/// with it, and has the whole validator word a refusal.
+pub(crate) fn path_is_valid(service: &Service, path: &DistributionPath) -> bool {
+    let count = path.backends.len();
+    let mut seen = HashSet::with_capacity(count);
+    service.scheduler.picks_one()
+        && prefix_problem(&path.client).is_none()
+        && (1..=MAX_PATH_BACKENDS).contains(&count)
+        && path
+            .backends
+            .iter()
+            .all(|b| service.backend_named(b).is_some() && seen.insert(b.as_str()))
 }
 
 /// Whether `name` may be a backend's stable name: a valid name (which
@@ -443,7 +461,10 @@ group = "v2"
             orders.routing.canary.as_ref().unwrap().clients[1],
             ClientPrefix::host("198.18.9.7".parse().unwrap())
         );
-        assert_eq!(orders.routing.paths[1].backends.len(), 2);
+        assert_eq!(
+            orders.routing.paths.iter().nth(1).unwrap().backends.len(),
+            2
+        );
         assert_eq!(orders.backends[0].name.as_deref(), Some("orders-1"));
         assert_eq!(
             orders.zone_priority(&config.routing.zone_priority),
