@@ -17,6 +17,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+use super::syscall::bpf;
 use super::XdpError;
 
 const BPF_OBJ_GET_INFO_BY_FD: i64 = 15;
@@ -69,26 +70,6 @@ struct UpdateAttr {
     new_prog_fd: u32,
     flags: u32,
     old_prog_fd: u32,
-}
-
-fn bpf<T>(command: i64, attr: &mut T) -> io::Result<i64> {
-    // SAFETY: `attr` is a live, initialised `repr(C)` block laid out as the
-    // kernel's `union bpf_attr` for `command` (fields unused are zero), and
-    // its size is passed with it; a pointer inside it (the info buffer)
-    // points at a buffer the caller keeps alive, of the length it states.
-    let ret = unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_bpf,
-            command,
-            attr as *mut T,
-            std::mem::size_of::<T>(),
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
 }
 
 /// A new descriptor of the XDP link on interface `ifindex` that attaches

@@ -58,6 +58,8 @@ mod program;
 #[cfg(feature = "daemon")]
 mod stale;
 #[cfg(feature = "daemon")]
+mod syscall;
+#[cfg(feature = "daemon")]
 pub mod test_run;
 #[cfg(feature = "daemon")]
 mod tester;

@@ -6,6 +6,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
+use super::syscall::bpf;
+
 /// What one run of the program gave.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestRun {
@@ -78,26 +80,6 @@ struct LoadAttr {
     prog_name: [u8; 16],
     prog_ifindex: u32,
     expected_attach_type: u32,
-}
-
-fn bpf<T>(command: i64, attr: &mut T) -> io::Result<i64> {
-    // SAFETY: `attr` is a live, initialised `repr(C)` block laid out as the
-    // kernel's `union bpf_attr` for `command` (fields unused are zero), and
-    // its size is passed with it; the pointers inside it point at buffers
-    // the caller keeps alive and sized as the attribute says.
-    let ret = unsafe {
-        nix::libc::syscall(
-            nix::libc::SYS_bpf,
-            command,
-            attr as *mut T,
-            std::mem::size_of::<T>(),
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
 }
 
 /// Runs the XDP program `program` once (or `repeat` times on the same
