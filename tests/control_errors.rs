@@ -548,17 +548,25 @@ fn at_the_cap_the_client_idle_longest_makes_room_and_busy_clients_are_never_clos
         assert!(Instant::now() < deadline, "clients never left");
         std::thread::sleep(Duration::from_millis(5));
     }
+    // Each connects and waits to be waiting, then starts a request and
+    // leaves it unfinished; they count as on a request once none waits.
     let mut slow: Vec<_> = (0..4)
-        .map(|_| {
-            let mut s = UnixStream::connect(&gateway.socket).unwrap();
-            s.write_all(b"{\"version\":1,\"request\":{\"op\":").unwrap();
-            s
-        })
+        .map(|_| UnixStream::connect(&gateway.socket).unwrap())
         .collect();
-    while gateway.active_clients() < 4 {
+    while gateway.active_clients() < 4 || gateway.waiting_clients() < 4 {
         assert!(
             Instant::now() < deadline,
             "the slow clients were not served"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for s in &mut slow {
+        s.write_all(b"{\"version\":1,\"request\":{\"op\":").unwrap();
+    }
+    while gateway.waiting_clients() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow clients' requests were not read"
         );
         std::thread::sleep(Duration::from_millis(5));
     }

@@ -152,6 +152,10 @@ impl Gateway {
         self.server.active_clients()
     }
 
+    pub fn waiting_clients(&self) -> usize {
+        self.server.waiting_clients()
+    }
+
     pub fn config(&self) -> Config {
         Config::clone(&self.state.lock().unwrap().config())
     }

@@ -340,6 +340,16 @@ impl Clients {
         lock(&self.table).served.len()
     }
 
+    /// Of the clients served now, those waiting for a request.
+    pub(super) fn waiting(&self) -> usize {
+        let table = lock(&self.table);
+        table
+            .served
+            .iter()
+            .filter(|c| c.idle_since().is_some())
+            .count()
+    }
+
     /// Closes every client: idle ones at once, the others once they have
     /// answered the request they are on.
     pub(super) fn close_all(&self) {

@@ -262,6 +262,12 @@ impl ControlServer {
         self.clients.served()
     }
 
+    /// Of the clients served now, those waiting for a request (the rest
+    /// are on one, or were just let in).
+    pub fn waiting_clients(&self) -> usize {
+        self.clients.waiting()
+    }
+
     /// Serves clients until the stop handle is used; then closes the idle
     /// ones (the others once they have answered their request).
     pub fn serve(&self) {
