@@ -16,6 +16,7 @@
 //! - `xdp` (with `daemon`): the program's maps and counters as userspace
 //!   sees them.
 
+mod counters;
 pub mod handshake;
 pub mod mode;
 pub mod proxy;
@@ -23,9 +24,8 @@ pub mod seq;
 #[cfg(feature = "daemon")]
 pub(crate) mod xdp;
 
+pub use counters::SynProxyCounters;
 pub use handshake::{CookieAck, HandshakeOptions};
 pub use mode::SynProxy;
 pub use proxy::ProxiedConnection;
 pub use seq::SeqOffset;
-#[cfg(feature = "daemon")]
-pub use xdp::SynProxyCounters;

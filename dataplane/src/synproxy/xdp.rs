@@ -1,7 +1,7 @@
 //! The SYN proxy's maps and counters in the XDP program
 //! (bpf/flowgate_synproxy.h), as userspace writes and reads them.
 
-use super::SynProxy;
+use super::{SynProxy, SynProxyCounters};
 
 /// Map names.
 pub(crate) mod map {
@@ -51,39 +51,7 @@ pub(crate) fn random_secret() -> std::io::Result<[u8; 16]> {
     Ok(key)
 }
 
-/// What the SYN proxy's XDP half did, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SynProxyCounters {
-    /// SYNs answered with a cookie SYN-ACK.
-    pub cookies_sent: u64,
-    /// ACKs whose cookie was valid: sent up to a worker, marked.
-    pub cookies_valid: u64,
-    /// ACKs (and other segments) with no valid cookie and no connection,
-    /// to an `on` service: dropped.
-    pub cookies_invalid: u64,
-    /// SYNs refused: with FIN, RST or ACK, IPv4 options or IPv6
-    /// extension headers, or headers the cookie could not be made from.
-    pub syn_refused: u64,
-    /// Frames that came in carrying the cookie-valid mark: dropped.
-    pub mark_forged: u64,
-    /// Segments with no valid cookie to an `auto` service: up to the
-    /// worker unmarked (a connection made while the proxy was off).
-    pub ack_unchecked: u64,
-}
-
 impl SynProxyCounters {
-    /// The sum of two programs' counters.
-    pub fn plus(self, o: SynProxyCounters) -> SynProxyCounters {
-        SynProxyCounters {
-            cookies_sent: self.cookies_sent + o.cookies_sent,
-            cookies_valid: self.cookies_valid + o.cookies_valid,
-            cookies_invalid: self.cookies_invalid + o.cookies_invalid,
-            syn_refused: self.syn_refused + o.syn_refused,
-            mark_forged: self.mark_forged + o.mark_forged,
-            ack_unchecked: self.ack_unchecked + o.ack_unchecked,
-        }
-    }
-
     /// The counters from per-index totals.
     pub(crate) fn from_totals(totals: &[u64]) -> SynProxyCounters {
         let at = |index: u32| totals.get(index as usize).copied().unwrap_or(0);
