@@ -24,8 +24,9 @@ use super::{XdpCapacity, XdpCounters, XdpError, XdpMapKeys};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
 use crate::fastpath::{CacheGeometry, FastConfig};
 use crate::neigh::{self, NeighError};
-use crate::synproxy::xdp::{self as synproxy_xdp, SynProxyCounters, SERVICE_VALUE_LEN};
+use crate::synproxy::xdp::{self as synproxy_xdp, SERVICE_VALUE_LEN};
 use crate::synproxy::SynProxy;
+use crate::synproxy::SynProxyCounters;
 
 /// How to attach the program.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

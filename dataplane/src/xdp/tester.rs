@@ -19,8 +19,9 @@ use super::test_run::{test_run, TestRun};
 use super::{XdpCounters, XdpError};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
 use crate::fastpath::{CacheGeometry, FastConfig};
-use crate::synproxy::xdp::{self as synproxy_xdp, SynProxyCounters, SERVICE_VALUE_LEN};
+use crate::synproxy::xdp::{self as synproxy_xdp, SERVICE_VALUE_LEN};
 use crate::synproxy::SynProxy;
+use crate::synproxy::SynProxyCounters;
 
 /// Client connections the SYN proxy remembers in a test run's program
 /// (the program's own default is sized for a gateway).
