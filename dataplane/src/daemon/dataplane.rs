@@ -70,6 +70,9 @@ pub struct DaemonDataplane {
     health: Arc<HealthMonitor>,
     /// The workers' capture rings (`flowgatectl capture`).
     capture: Option<Arc<CaptureHub>>,
+    /// The fast path's figures as last read, answered while a change holds
+    /// the filters.
+    fast_path_read: Mutex<Option<Vec<FastPathInterface>>>,
 }
 
 impl DaemonDataplane {
@@ -103,6 +106,7 @@ impl DaemonDataplane {
             sockets,
             interfaces,
             collector: Mutex::new(collector),
+            fast_path_read: Mutex::new(None),
             health,
             capture: None,
         }
@@ -145,9 +149,11 @@ impl DaemonDataplane {
 
     /// The XDP program's fast-path counters per interface (per-CPU
     /// counters summed here, one map read per counter); `None` when the
-    /// daemon runs without the fast path.
+    /// daemon runs without the fast path. While a change holds the
+    /// filters, the figures read last (a large change must not hold up
+    /// `status` or a scrape).
     fn fast_path_interfaces(&self) -> Option<Vec<FastPathInterface>> {
-        self.gateway.with_filters(|filters| {
+        let read = self.gateway.try_with_filters(|filters| {
             let interfaces: Vec<FastPathInterface> = filters
                 .iter()
                 .filter_map(|f| {
@@ -160,7 +166,16 @@ impl DaemonDataplane {
                 })
                 .collect();
             (!interfaces.is_empty()).then_some(interfaces)
-        })
+        });
+        let mut last = lock(&self.fast_path_read);
+        match read {
+            Some(now) => {
+                last.clone_from(&now);
+                now
+            }
+            // A change is being installed: what was read last.
+            None => last.clone(),
+        }
     }
 }
 

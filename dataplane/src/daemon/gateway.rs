@@ -635,6 +635,17 @@ impl Gateway {
         f(&mut self.lock().filters)
     }
 
+    /// [`Gateway::with_filters`] if no change holds them now; `None`
+    /// while one is being installed (readers that answer people, such as
+    /// `status`, must not wait for a large change).
+    pub fn try_with_filters<T>(&self, f: impl FnOnce(&mut [XdpFilter]) -> T) -> Option<T> {
+        match self.inner.try_lock() {
+            Ok(mut inner) => Some(f(&mut inner.filters)),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(f(&mut p.into_inner().filters)),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Takes the filters out (at shutdown, to detach them in order).
     pub fn take_filters(&self) -> Vec<XdpFilter> {
         std::mem::take(&mut self.lock().filters)

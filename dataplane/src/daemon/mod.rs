@@ -892,16 +892,26 @@ impl Daemon {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         let gateway = Arc::clone(&self.gateway);
+        // The SYN proxy's counters as read last: a scrape during a large
+        // change does not wait for the filters.
+        let syn_proxy_read = std::sync::Mutex::new(crate::synproxy::SynProxyCounters::default());
         let source: crate::metrics::SampleSource = Arc::new(move || {
             let (mut sample, snapshot) = source_plane.sample();
             sample.etcd = control.etcd_status();
             sample.drained = Some(control.drained());
-            sample.syn_proxy = Some(gateway.with_filters(|filters| {
+            let read = gateway.try_with_filters(|filters| {
                 filters
                     .iter()
                     .map(crate::xdp::XdpFilter::syn_proxy_counters)
                     .fold(Default::default(), crate::synproxy::SynProxyCounters::plus)
-            }));
+            });
+            let mut last = syn_proxy_read
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(now) = read {
+                *last = now;
+            }
+            sample.syn_proxy = Some(*last);
             (sample, snapshot)
         });
         let server = MetricsServer::start(address.clone(), source)

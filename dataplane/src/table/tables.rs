@@ -41,10 +41,19 @@ pub(super) struct BuiltTables {
     pub wrr: Arc<[EndpointId]>,
 }
 
-/// Builds the tables of every job, on up to as many threads as the
-/// machine has cores; the result is in the jobs' order.
+/// Builds the tables of every job, on up to one thread fewer than the
+/// cores this thread may run on; the result is in the jobs' order. One
+/// core is left to the rest of the control side: a large change must not
+/// keep the control socket (`status`) or the health checks from running.
 pub(super) fn build_all(jobs: Vec<TableJob>) -> Vec<BuiltTables> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .saturating_sub(1);
+    build_on(jobs, threads)
+}
+
+/// [`build_all`] on up to `threads` threads.
+fn build_on(jobs: Vec<TableJob>, threads: usize) -> Vec<BuiltTables> {
     let total: u64 = jobs.iter().map(work).sum();
     if threads < 2 || jobs.is_empty() || total < PARALLEL_SLOTS {
         return jobs.iter().map(build_one).collect();
@@ -167,7 +176,7 @@ mod tests {
         let jobs: Vec<TableJob> = (0..8).map(|s| job(s, 1 + s % 4, 262_147)).collect();
         assert!(jobs.iter().map(work).sum::<u64>() >= PARALLEL_SLOTS);
         let alone: Vec<BuiltTables> = jobs.iter().map(build_one).collect();
-        let built = build_all(jobs);
+        let built = build_on(jobs, 3);
         assert_eq!(built.len(), alone.len());
         for (b, a) in built.iter().zip(&alone) {
             assert_eq!(b.service, a.service);
