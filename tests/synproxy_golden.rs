@@ -435,3 +435,82 @@ fn an_off_service_is_untouched_and_auto_answers_above_its_rate() {
     let c = x.syn_proxy_counters();
     assert_eq!((c.ack_unchecked, c.cookies_invalid), (1, 0));
 }
+
+/// The handshake's ACK lost ahead of the program (a full receive queue):
+/// the client, facing the SYN-ACK's zero window, sends zero-window
+/// probes, whose sequence number is its ISN (snd_una - 1). A probe with
+/// a valid cookie goes up as the lost ACK (sequence advanced, marked,
+/// checksum right); one with data, or with another ISN, does not.
+fn a_zero_window_probe_stands_for_a_lost_ack(v6: bool) {
+    let x = tester(SynProxy::On);
+    let isn = 0xffff_ffffu32; // the ACK's sequence wraps to 0
+    let syn = from_client(v6, isn, 0, SYN, &linux_syn_options(0x0a0b0c0d), b"").frame();
+    let run = x.run(&syn).unwrap();
+    assert_eq!(run.action, action::TX);
+    let at = tcp_at(v6);
+    let cookie = word(&run.frame, at + 4);
+    let tsval = word(&run.frame, at + 28);
+    let mut ts = vec![1, 1, 8, 10];
+    ts.extend_from_slice(&0x0a0b0c0fu32.to_be_bytes());
+    ts.extend_from_slice(&tsval.to_be_bytes());
+
+    // A probe with a byte of data (not what Linux sends, and not an ACK
+    // alone) is not taken for the ACK; nor is a bare ACK two back.
+    let with_data = from_client(v6, isn, cookie.wrapping_add(1), ACK, &ts, b"x").frame();
+    assert_eq!(x.run(&with_data).unwrap().action, action::DROP);
+    let two_back = from_client(
+        v6,
+        isn.wrapping_sub(1),
+        cookie.wrapping_add(1),
+        ACK,
+        &ts,
+        b"",
+    );
+    assert_eq!(x.run(&two_back.frame()).unwrap().action, action::DROP);
+    let c = x.syn_proxy_counters();
+    assert_eq!(
+        (c.cookies_valid, c.cookies_invalid, c.probes_valid),
+        (0, 2, 0)
+    );
+    assert_eq!(x.counters().dropped_no_socket, 0, "none reached the socket");
+
+    let probe = from_client(v6, isn, cookie.wrapping_add(1), ACK, &ts, b"").frame();
+    let run = x.run(&probe).unwrap();
+    assert_eq!(run.action, action::DROP, "redirected to no socket");
+    assert_eq!(x.counters().dropped_no_socket, 1);
+    let as_the_ack = Segment {
+        reserved: handshake::MARK,
+        ..from_client(
+            v6,
+            isn.wrapping_add(1),
+            cookie.wrapping_add(1),
+            ACK,
+            &ts,
+            b"",
+        )
+    }
+    .frame();
+    assert_eq!(
+        run.frame, as_the_ack,
+        "the probe goes up as the lost ACK, marked, its checksum right"
+    );
+    let c = x.syn_proxy_counters();
+    assert_eq!((c.cookies_valid, c.probes_valid), (1, 1));
+    let handshake = CookieAck::read(&run.frame[at..], v6).unwrap();
+    assert_eq!((handshake.client_isn, handshake.cookie), (isn, cookie));
+
+    // The connection is known now: the next probe passes as it is.
+    let run = x.run(&probe).unwrap();
+    assert_eq!(run.frame, probe);
+    assert_eq!(x.syn_proxy_counters().probes_valid, 1);
+}
+
+#[test]
+fn an_ipv4_zero_window_probe_stands_for_a_lost_handshake_ack() {
+    a_zero_window_probe_stands_for_a_lost_ack(false);
+}
+
+#[test]
+fn an_ipv6_zero_window_probe_stands_for_a_lost_handshake_ack() {
+    a_zero_window_probe_stands_for_a_lost_ack(true);
+}

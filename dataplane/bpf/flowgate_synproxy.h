@@ -37,6 +37,14 @@
 //     as it is: a connection made while the proxy was off is not in
 //     `synproxy_conns` and has no cookie, and the worker's flow table
 //     knows it (the worker drops one it does not know).
+//   - A bare ACK (no payload) whose cookie is valid one sequence number
+//     back: a zero-window probe (seq = snd_una - 1, the ISN) from a
+//     client whose handshake ACK was lost ahead of this program, e.g. in
+//     a receive queue a flood keeps full. Its sequence number is advanced
+//     by one and it goes up as the ACK it stands for (counted
+//     `cookies_valid` and `probes_valid`); without this the connection
+//     would hang, every probe failing the check, until the client gives
+//     up.
 //   - A frame that comes in with SYNPROXY_MARK set: dropped
 //     (`mark_forged`), so that a marked frame a worker sees is one this
 //     program marked.
@@ -74,6 +82,9 @@
 #define SYNPROXY_CONTINUE (-1) // not the proxy's: as without it
 #define SYNPROXY_UP (-2)       // a marked, cookie-valid ACK: to the socket
 #define SYNPROXY_ANSWER (-3)   // a SYN to answer with a cookie
+// A zero-window probe standing for a lost handshake ACK: its sequence
+// number to advance by one, then as SYNPROXY_UP.
+#define SYNPROXY_UP_PROBE (-4)
 
 // The bit of TCP header byte 12 (the low nibble is reserved, its lowest
 // bit AccECN's) that marks a cookie-valid ACK.
@@ -105,7 +116,8 @@ enum synproxy_counter {
 	SYNPROXY_SYN_REFUSED = 3,
 	SYNPROXY_MARK_FORGED = 4,
 	SYNPROXY_ACK_UNCHECKED = 5,
-	SYNPROXY_COUNTER_COUNT = 6,
+	SYNPROXY_PROBES_VALID = 6,
+	SYNPROXY_COUNTER_COUNT = 7,
 };
 
 // A proxied service: its mode and `auto`'s threshold (written by the
@@ -335,6 +347,8 @@ struct synproxy_input {
 	__u32 flags;  // TCP flags byte
 	__u32 marked; // SYNPROXY_MARK was set
 	__u32 plain;
+	// An ACK alone with no payload (what a zero-window probe is).
+	__u32 bare_ack;
 };
 
 // Where an answered SYN's headers are.
@@ -574,6 +588,18 @@ static __always_inline int synproxy_answer(struct xdp_md *ctx, struct synproxy_f
 	return XDP_TX;
 }
 
+// A segment with no valid cookie and no connection: up unmarked for an
+// `auto` service (a connection made while the proxy was off), dropped
+// for `on`.
+static __always_inline int synproxy_unchecked(struct synproxy_service *svc)
+{
+	if (svc->mode == SYNPROXY_AUTO) {
+		synproxy_count(SYNPROXY_ACK_UNCHECKED);
+		return SYNPROXY_CONTINUE;
+	}
+	return synproxy_drop(SYNPROXY_COOKIES_INVALID);
+}
+
 // The proxy's decision for a TCP frame to a service: an XDP action
 // (XDP_DROP, counted), SYNPROXY_ANSWER, SYNPROXY_UP (mark it and send it
 // up), or SYNPROXY_CONTINUE. A global function that never sees the frame:
@@ -607,17 +633,26 @@ __attribute__((noinline)) int synproxy_decide(struct synproxy_input *in)
 		return SYNPROXY_CONTINUE;
 	if (svc->mode == SYNPROXY_AUTO && now - svc->last_cookie_ns > SYNPROXY_COOKIE_LIFE_NS)
 		return SYNPROXY_CONTINUE;
-	if ((in->flags & TCP_RST) || !(in->flags & SYNPROXY_TCP_ACK) ||
-	    !synproxy_cookie_valid(&in->key, in->seq - 1, in->ack - 1, now)) {
-		if (svc->mode == SYNPROXY_AUTO) {
-			synproxy_count(SYNPROXY_ACK_UNCHECKED);
-			return SYNPROXY_CONTINUE;
-		}
-		return synproxy_drop(SYNPROXY_COOKIES_INVALID);
+	if ((in->flags & TCP_RST) || !(in->flags & SYNPROXY_TCP_ACK))
+		return synproxy_unchecked(svc);
+	if (synproxy_cookie_valid(&in->key, in->seq - 1, in->ack - 1, now)) {
+		bpf_map_update_elem(&synproxy_conns, &in->key, &one, BPF_ANY);
+		synproxy_count(SYNPROXY_COOKIES_VALID);
+		return SYNPROXY_UP;
 	}
-	bpf_map_update_elem(&synproxy_conns, &in->key, &one, BPF_ANY);
-	synproxy_count(SYNPROXY_COOKIES_VALID);
-	return SYNPROXY_UP;
+	// The handshake's ACK was lost (a full receive queue drops it before
+	// this program runs): the client, facing the SYN-ACK's zero window,
+	// sends zero-window probes, whose sequence number is one before the
+	// ACK's (snd_una - 1: the ISN itself). Without this every probe
+	// would fail the check and the connection would hang until the
+	// client gives up. The probe goes up as the ACK it stands for.
+	if (in->bare_ack && synproxy_cookie_valid(&in->key, in->seq, in->ack - 1, now)) {
+		bpf_map_update_elem(&synproxy_conns, &in->key, &one, BPF_ANY);
+		synproxy_count(SYNPROXY_COOKIES_VALID);
+		synproxy_count(SYNPROXY_PROBES_VALID);
+		return SYNPROXY_UP_PROBE;
+	}
+	return synproxy_unchecked(svc);
 }
 
 // `r` of the TCP frame whose IP header is at `l3_off` and TCP header at
@@ -701,6 +736,45 @@ static __always_inline void synproxy_mark(struct tcp_head *tcp)
 	tcp->check = csum_patch(tcp->check, (__u16)diff);
 }
 
+// Whether the TCP segment `tcp` (of the plain IPv4 or IPv6 packet in `r`)
+// carries no payload, by the IP header's length (a short frame's
+// Ethernet padding is not payload).
+static __always_inline int synproxy_no_payload(struct l3_result *r, struct tcp_head *tcp,
+					       void *end)
+{
+	__u32 tcp_len = (tcp->offset >> 4) * 4;
+
+	if (!r->plain)
+		return 0;
+	if (r->v6) {
+		struct ipv6hdr *ip6 = r->l3;
+
+		if ((void *)(ip6 + 1) > end)
+			return 0;
+		return bpf_ntohs(ip6->payload_len) == tcp_len;
+	} else {
+		struct iphdr *ip = r->l3;
+
+		if ((void *)(ip + 1) > end)
+			return 0;
+		return bpf_ntohs(ip->tot_len) == sizeof(*ip) + tcp_len;
+	}
+}
+
+// Advances the sequence number of `tcp` by one, its checksum patched: a
+// zero-window probe (the client's ISN) made into the handshake's ACK.
+static __always_inline void synproxy_advance_seq(struct tcp_head *tcp)
+{
+	__u32 before = bpf_ntohl(tcp->seq);
+	__u32 after = before + 1;
+	__u32 diff = (__u16)~(before >> 16) + (__u16)~before + (after >> 16) + (after & 0xffff);
+
+	diff = (diff & 0xffff) + (diff >> 16);
+	diff = (diff & 0xffff) + (diff >> 16);
+	tcp->seq = bpf_htonl(after);
+	tcp->check = csum_patch(tcp->check, (__u16)diff);
+}
+
 // What flowgate_xdp calls for TCP/UDP to a service: an XDP action to
 // return, SYNPROXY_UP (to the socket, marked), or SYNPROXY_CONTINUE.
 static __always_inline int synproxy_check(struct xdp_md *ctx, struct l3_result *r)
@@ -732,7 +806,12 @@ static __always_inline int synproxy_check(struct xdp_md *ctx, struct l3_result *
 	in->flags = tcp->flags;
 	in->marked = (tcp->offset & SYNPROXY_MARK) != 0;
 	in->plain = r->plain;
+	in->bare_ack = tcp->flags == SYNPROXY_TCP_ACK && synproxy_no_payload(r, tcp, end);
 	action = synproxy_decide(in);
+	if (action == SYNPROXY_UP_PROBE) {
+		synproxy_advance_seq(tcp);
+		action = SYNPROXY_UP;
+	}
 	if (action == SYNPROXY_UP)
 		synproxy_mark(tcp);
 	else if (action == SYNPROXY_ANSWER) {

@@ -269,7 +269,7 @@ fn syn_proxy(out: &mut Exposition, sample: &MetricsSample) {
     let Some(c) = &sample.syn_proxy else {
         return;
     };
-    let families: [(&str, &str, u64); 6] = [
+    let families: [(&str, &str, u64); 7] = [
         (
             "flowgate_syn_proxy_cookies_sent_total",
             "SYNs to a proxied service answered with a cookie SYN-ACK by the XDP program.",
@@ -299,6 +299,11 @@ fn syn_proxy(out: &mut Exposition, sample: &MetricsSample) {
             "flowgate_syn_proxy_acks_unchecked_total",
             "Segments with no valid cookie to an \"auto\" service: up to the workers unmarked.",
             c.ack_unchecked,
+        ),
+        (
+            "flowgate_syn_proxy_probes_valid_total",
+            "Zero-window probes standing for a lost handshake ACK: up as that ACK (also in cookies_valid).",
+            c.probes_valid,
         ),
     ];
     for (name, help, value) in families {

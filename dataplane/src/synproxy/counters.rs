@@ -19,6 +19,10 @@ pub struct SynProxyCounters {
     /// Segments with no valid cookie to an `auto` service: up to the
     /// worker unmarked (a connection made while the proxy was off).
     pub ack_unchecked: u64,
+    /// Zero-window probes that stood for a lost handshake ACK (their
+    /// cookie valid one sequence number back): sent up as that ACK, and
+    /// counted in `cookies_valid` too.
+    pub probes_valid: u64,
 }
 
 impl SynProxyCounters {
@@ -31,6 +35,7 @@ impl SynProxyCounters {
             syn_refused: self.syn_refused + o.syn_refused,
             mark_forged: self.mark_forged + o.mark_forged,
             ack_unchecked: self.ack_unchecked + o.ack_unchecked,
+            probes_valid: self.probes_valid + o.probes_valid,
         }
     }
 }

@@ -21,8 +21,9 @@ pub(crate) mod counter {
     pub(crate) const SYN_REFUSED: u32 = 3;
     pub(crate) const MARK_FORGED: u32 = 4;
     pub(crate) const ACK_UNCHECKED: u32 = 5;
+    pub(crate) const PROBES_VALID: u32 = 6;
     /// How many there are.
-    pub(crate) const COUNT: u32 = 6;
+    pub(crate) const COUNT: u32 = 7;
 }
 
 /// Size of `struct synproxy_service`.
@@ -62,6 +63,7 @@ impl SynProxyCounters {
             syn_refused: at(counter::SYN_REFUSED),
             mark_forged: at(counter::MARK_FORGED),
             ack_unchecked: at(counter::ACK_UNCHECKED),
+            probes_valid: at(counter::PROBES_VALID),
         }
     }
 }
@@ -95,6 +97,7 @@ mod tests {
             ("SYNPROXY_SYN_REFUSED", counter::SYN_REFUSED),
             ("SYNPROXY_MARK_FORGED", counter::MARK_FORGED),
             ("SYNPROXY_ACK_UNCHECKED", counter::ACK_UNCHECKED),
+            ("SYNPROXY_PROBES_VALID", counter::PROBES_VALID),
             ("SYNPROXY_COUNTER_COUNT", counter::COUNT),
         ];
         assert_eq!(c.len(), rust.len(), "{c:?}");
