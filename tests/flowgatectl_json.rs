@@ -240,7 +240,17 @@ fn every_command_writes_one_json_document_that_matches_its_schema() {
     let counters = Arc::new(PipelineCounters::default());
     counters.rx_packets.add(10);
     counters.drop_for(DropReason::NoNeighbour);
+    counters.synproxy_connections.add(4);
+    counters.synproxy_established.add(3);
     d.dataplane.add_worker(Some(3), counters);
+    d.dataplane
+        .set_syn_proxy(flowgate_dataplane::synproxy::SynProxyCounters {
+            cookies_sent: 900,
+            cookies_valid: 5,
+            cookies_invalid: 7,
+            probes_valid: 1,
+            ..Default::default()
+        });
     d.dataplane
         .set_service_stats(vec![flowgate_api::ServiceStats {
             name: "web".into(),
@@ -317,6 +327,9 @@ fn walk_reads(walk: &mut Walk, d: &Daemon) {
     let stats = walk.ok(d, &["stats"]);
     assert_eq!(stats["totals"]["drops"]["no_neighbour"], 1);
     assert_eq!(stats["services"][0]["routing"]["set_closed"], 1);
+    assert_eq!(stats["syn_proxy"]["cookies_sent"], 900);
+    assert_eq!(stats["syn_proxy"]["probes_valid"], 1);
+    assert_eq!(stats["syn_proxy"]["connections"], 4);
     let samples = walk.run(
         d,
         &["stats", "--watch", "--interval", "0.05", "--count", "2"],

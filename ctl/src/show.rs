@@ -628,7 +628,33 @@ pub fn stats(r: &StatsReport) -> String {
         "",
     ));
     out.push_str(&fast_path(r));
+    out.push_str(&syn_proxy(r));
     out
+}
+
+/// `stats`' SYN proxy: what its XDP half answered, let up and refused,
+/// and the connections the workers opened for it (nothing when the
+/// daemon runs no XDP program).
+fn syn_proxy(r: &StatsReport) -> String {
+    let Some(p) = &r.syn_proxy else {
+        return String::new();
+    };
+    format!(
+        "
+syn proxy: {} cookies sent; {} valid ACKs ({} from zero-window probes); \
+         {} refused ({} invalid cookies, {} SYNs, {} forged marks); {} unchecked (auto)\n\
+         syn proxy connections: {} opened, {} established\n",
+        p.cookies_sent,
+        p.cookies_valid,
+        p.probes_valid,
+        p.refused(),
+        p.cookies_invalid,
+        p.syns_refused,
+        p.marks_forged,
+        p.acks_unchecked,
+        p.connections,
+        p.established,
+    )
 }
 
 /// `stats`' kernel fast path: what the XDP program forwarded itself, per
@@ -815,7 +841,27 @@ pub fn rates(before: &StatsReport, after: &StatsReport, fallback_seconds: f64) -
     out.push('\n');
     out.push_str(&table(&worker_rate_rows(before, after, per)));
     out.push_str(&drops(&drop_rates(before, after, per), "/s"));
+    out.push_str(&syn_proxy_rates(before, after, per));
     out
+}
+
+/// `syn proxy: N cookies/s, N valid/s, N refused/s, N opened/s` when the
+/// SYN proxy runs in both samples and answered or refused anything
+/// between them (a flood shows here).
+fn syn_proxy_rates(before: &StatsReport, after: &StatsReport, per: PerSecond) -> String {
+    let (Some(a), Some(b)) = (&before.syn_proxy, &after.syn_proxy) else {
+        return String::new();
+    };
+    if b.cookies_sent == a.cookies_sent && b.refused() == a.refused() {
+        return String::new();
+    }
+    format!(
+        "syn proxy: {} cookies/s, {} valid/s, {} refused/s, {} opened/s\n",
+        per.text(a.cookies_sent, b.cookies_sent),
+        per.text(a.cookies_valid, b.cookies_valid),
+        per.text(a.refused(), b.refused()),
+        per.text(a.connections, b.connections),
+    )
 }
 
 /// `refused: SERVICE REASON N/s, ...` for the refusals that rose.
@@ -1188,6 +1234,48 @@ mod tests {
     }
 
     #[test]
+    fn stats_show_the_syn_proxy_when_the_xdp_program_runs() {
+        let mut report = StatsReport::default();
+        assert!(!stats(&report).contains("syn proxy"));
+        report.syn_proxy = Some(flowgate_api::SynProxyStats {
+            cookies_sent: 7_385_602,
+            cookies_valid: 999,
+            cookies_invalid: 5,
+            syns_refused: 2,
+            marks_forged: 1,
+            acks_unchecked: 0,
+            probes_valid: 16,
+            connections: 999,
+            established: 998,
+        });
+        let before = StatsReport {
+            uptime_ms: 1_000,
+            syn_proxy: Some(flowgate_api::SynProxyStats::default()),
+            ..StatsReport::default()
+        };
+        let after = StatsReport {
+            uptime_ms: 3_000,
+            ..report.clone()
+        };
+        assert!(
+            rates(&before, &after, 1.0)
+                .contains("syn proxy: 3692801 cookies/s, 500 valid/s, 4 refused/s, 500 opened/s\n"),
+            "{}",
+            rates(&before, &after, 1.0)
+        );
+        assert!(!rates(&after, &after, 1.0).contains("syn proxy"));
+        let text = stats(&report);
+        assert!(
+            text.contains(
+                "syn proxy: 7385602 cookies sent; 999 valid ACKs (16 from zero-window probes); \
+                 8 refused (5 invalid cookies, 2 SYNs, 1 forged marks); 0 unchecked (auto)\n\
+                 syn proxy connections: 999 opened, 998 established\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn rates_are_deltas_over_the_daemons_clock() {
         let sample = |ms: u64, packets: u64, drops: u64| StatsReport {
             generation: 3,
@@ -1221,6 +1309,7 @@ mod tests {
                 fast_path: None,
             }],
             fast_path: None,
+            syn_proxy: None,
         };
         let text = rates(&sample(1_000, 100, 1), &sample(3_000, 900, 5), 1.0);
         assert!(text.starts_with("generation 3, rates over 2.0s"), "{text}");

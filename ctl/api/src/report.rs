@@ -104,6 +104,49 @@ pub struct StatsReport {
     /// whoever forwarded it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fast_path: Option<FastPathStats>,
+    /// The SYN proxy's counters, when the daemon runs its XDP programs
+    /// (left out: it does not, as in forward-only mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_proxy: Option<SynProxyStats>,
+}
+
+/// `stats`: what the SYN proxy did, its XDP half summed over the
+/// interfaces and its workers' half over the workers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynProxyStats {
+    /// SYNs to a proxied service answered with a cookie SYN-ACK in XDP.
+    pub cookies_sent: u64,
+    /// ACKs whose cookie was valid: sent up to a worker.
+    pub cookies_valid: u64,
+    /// Segments to an `on` service with no valid cookie and no
+    /// connection: dropped in XDP.
+    pub cookies_invalid: u64,
+    /// SYNs to a proxied service refused in XDP (other flags, IP options,
+    /// headers no cookie fits).
+    pub syns_refused: u64,
+    /// Frames that arrived with the cookie-valid mark already set:
+    /// dropped in XDP.
+    pub marks_forged: u64,
+    /// Segments with no valid cookie to an `auto` service: up unmarked.
+    pub acks_unchecked: u64,
+    /// Zero-window probes that stood for a lost handshake ACK (also in
+    /// `cookies_valid`).
+    pub probes_valid: u64,
+    /// Proxied connections the workers opened: a SYN to a backend for a
+    /// cookie-valid ACK.
+    pub connections: u64,
+    /// Proxied connections whose backend answered (their sequence offset
+    /// recorded).
+    pub established: u64,
+}
+
+impl SynProxyStats {
+    /// Segments the XDP half refused: invalid cookies, refused SYNs and
+    /// forged marks (the cookies sent are answered, not refused).
+    pub fn refused(&self) -> u64 {
+        self.cookies_invalid + self.syns_refused + self.marks_forged
+    }
 }
 
 /// `stats`: what the kernel fast path did, all interfaces summed.

@@ -14,13 +14,14 @@ use flowgate_api::{
 
 use super::dataplane::{Applied, ApplyError, Dataplane, ServiceChanges};
 use super::health::{initial_word, HealthMonitor};
-use super::views::{status_report, traffic_counters};
+use super::views::{status_report, syn_proxy_stats, traffic_counters};
 use crate::capture::{CaptureHub, CaptureTap};
 use crate::health::ProberOptions;
 use crate::liveness::Liveness;
 use crate::pipeline::PipelineCounters;
 use crate::route::{PathErrors, PathReader};
 use crate::rules::{format_mac, Config};
+use crate::synproxy::SynProxyCounters;
 use crate::table::{LivenessInput, PathRouting, PathUpdate};
 use crate::table::{Snapshot, SnapshotPublisher, SnapshotReader};
 use crate::xdp::{CapacityError, XdpCapacity};
@@ -83,6 +84,8 @@ struct Inner {
     workers: Vec<(Option<usize>, Arc<PipelineCounters>)>,
     interfaces: Vec<InterfaceInfo>,
     services: Vec<ServiceStats>,
+    /// The SYN proxy's XDP counters, as if its program ran.
+    syn_proxy: Option<SynProxyCounters>,
     flows: Vec<FlowEntry>,
     fail_next: Option<String>,
     applies: u64,
@@ -178,6 +181,12 @@ impl MemoryDataplane {
     /// What `stats` reports per service.
     pub fn set_service_stats(&self, services: Vec<ServiceStats>) {
         self.lock().services = services;
+    }
+
+    /// What `stats` reports of the SYN proxy's XDP half (as a daemon
+    /// whose XDP programs run; the workers' half is their counters').
+    pub fn set_syn_proxy(&self, counters: SynProxyCounters) {
+        self.lock().syn_proxy = Some(counters);
     }
 
     /// Taps for `workers` workers a test runs over ports named
@@ -448,6 +457,10 @@ impl Dataplane for MemoryDataplane {
                     fast_path: None,
                 })
                 .collect(),
+            syn_proxy: inner.syn_proxy.map(|xdp| {
+                let workers: Vec<_> = inner.workers.iter().map(|(_, c)| c.snapshot()).collect();
+                syn_proxy_stats(&xdp, &workers)
+            }),
             ..StatsReport::default()
         };
         report.sum_workers();

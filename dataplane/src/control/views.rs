@@ -10,12 +10,13 @@
 use std::net::SocketAddr;
 
 use flowgate_api::{
-    BackendCheck, BackendView, FlowEntry, ServiceView, StatusReport, TrafficCounters,
+    BackendCheck, BackendView, FlowEntry, ServiceView, StatusReport, SynProxyStats, TrafficCounters,
 };
 
 use crate::flow::{FlowRecord, FlowState};
 use crate::pipeline::CounterValues;
 use crate::rules::{Backend, Service};
+use crate::synproxy::SynProxyCounters;
 use crate::table::Snapshot;
 use crate::wire::bytes_to_addr;
 
@@ -89,6 +90,29 @@ pub fn traffic_counters(values: &CounterValues, active_flows: u64) -> TrafficCou
             .map(|(reason, n)| ((*reason).to_owned(), *n))
             .collect(),
     }
+}
+
+/// `stats`' SYN proxy figures: the XDP half's counters (summed over the
+/// interfaces' programs) and the workers' counters, summed.
+pub fn syn_proxy_stats<'a>(
+    xdp: &SynProxyCounters,
+    workers: impl IntoIterator<Item = &'a CounterValues>,
+) -> SynProxyStats {
+    let mut stats = SynProxyStats {
+        cookies_sent: xdp.cookies_sent,
+        cookies_valid: xdp.cookies_valid,
+        cookies_invalid: xdp.cookies_invalid,
+        syns_refused: xdp.syn_refused,
+        marks_forged: xdp.mark_forged,
+        acks_unchecked: xdp.ack_unchecked,
+        probes_valid: xdp.probes_valid,
+        ..SynProxyStats::default()
+    };
+    for w in workers {
+        stats.connections += w.synproxy_connections;
+        stats.established += w.synproxy_established;
+    }
+    stats
 }
 
 /// A worker's connection record as a listing entry, made on the control
@@ -190,6 +214,45 @@ mod tests {
         assert_eq!(report.totals.active_flows, 10);
         assert_eq!(report.totals.drops.get("ttl_expired"), Some(&2));
         assert_eq!(report.totals.dropped(), 3);
+    }
+
+    #[test]
+    fn the_syn_proxy_shows_its_xdp_counters_and_the_workers_sum() {
+        let xdp = SynProxyCounters {
+            cookies_sent: 1000,
+            cookies_valid: 12,
+            cookies_invalid: 5,
+            syn_refused: 3,
+            mark_forged: 2,
+            ack_unchecked: 1,
+            probes_valid: 4,
+        };
+        let a = PipelineCounters::default();
+        a.synproxy_connections.add(7);
+        a.synproxy_established.add(6);
+        let b = PipelineCounters::default();
+        b.synproxy_connections.add(5);
+        b.synproxy_established.add(5);
+        let stats = syn_proxy_stats(&xdp, [&a.snapshot(), &b.snapshot()]);
+        assert_eq!(
+            stats,
+            SynProxyStats {
+                cookies_sent: 1000,
+                cookies_valid: 12,
+                cookies_invalid: 5,
+                syns_refused: 3,
+                marks_forged: 2,
+                acks_unchecked: 1,
+                probes_valid: 4,
+                connections: 12,
+                established: 11,
+            }
+        );
+        assert_eq!(stats.refused(), 10);
+        // As JSON: every counter under its name, nothing else.
+        let json = serde_json::to_value(stats).unwrap();
+        assert_eq!(json.as_object().unwrap().len(), 9);
+        assert_eq!(json["probes_valid"], 4);
     }
 
     #[test]

@@ -20,13 +20,14 @@ use super::gateway::Gateway;
 use crate::capture::CaptureHub;
 use crate::control::health::HealthMonitor;
 use crate::control::{
-    flow_client, flow_entry, flow_vip, status_report, traffic_counters, Applied, ApplyError,
-    Dataplane,
+    flow_client, flow_entry, flow_vip, status_report, syn_proxy_stats, traffic_counters, Applied,
+    ApplyError, Dataplane,
 };
 use crate::flow::{FlowFilter, FlowRecord};
 use crate::metrics::{FastPathInterface, MetricsCollector, MetricsSample, RingStats};
 use crate::port::xsk::XskStatsReader;
 use crate::rules::Config;
+use crate::synproxy::SynProxyCounters;
 use crate::table::Snapshot;
 use crate::xdp::CapacityError;
 
@@ -73,6 +74,9 @@ pub struct DaemonDataplane {
     /// The fast path's figures as last read, answered while a change holds
     /// the filters.
     fast_path_read: Mutex<Option<Vec<FastPathInterface>>>,
+    /// The SYN proxy's XDP counters as last read (`None`: no XDP program
+    /// runs), answered while a change holds the filters.
+    syn_proxy_read: Mutex<Option<SynProxyCounters>>,
 }
 
 impl DaemonDataplane {
@@ -107,6 +111,7 @@ impl DaemonDataplane {
             interfaces,
             collector: Mutex::new(collector),
             fast_path_read: Mutex::new(None),
+            syn_proxy_read: Mutex::new(None),
             health,
             capture: None,
         }
@@ -176,6 +181,27 @@ impl DaemonDataplane {
             // A change is being installed: what was read last.
             None => last.clone(),
         }
+    }
+}
+
+impl DaemonDataplane {
+    /// The SYN proxy's XDP counters summed over the interfaces' programs;
+    /// `None` when no XDP program runs. While a change holds the filters,
+    /// the figures read last.
+    fn syn_proxy_counters(&self) -> Option<SynProxyCounters> {
+        let read = self.gateway.try_with_filters(|filters| {
+            (!filters.is_empty()).then(|| {
+                filters
+                    .iter()
+                    .map(crate::xdp::XdpFilter::syn_proxy_counters)
+                    .fold(SynProxyCounters::default(), SynProxyCounters::plus)
+            })
+        });
+        let mut last = lock(&self.syn_proxy_read);
+        if let Some(now) = read {
+            *last = now;
+        }
+        *last
     }
 }
 
@@ -352,6 +378,9 @@ impl Dataplane for DaemonDataplane {
             let entries = sample.workers.iter().map(|w| w.fast_path.entries).sum();
             fast_path_stats(interfaces, entries)
         });
+        report.syn_proxy = self
+            .syn_proxy_counters()
+            .map(|xdp| syn_proxy_stats(&xdp, sample.workers.iter().map(|w| &w.counters)));
         report.sum_workers();
         let backend_totals = sample.backend_totals();
         let service_totals = sample.service_totals();
