@@ -29,7 +29,7 @@ fn a_syn_flood_without_a_defence_is_counted_and_leaves_the_gateway_running_in_bo
     if !privileged() {
         return;
     }
-    let f = syn_flood::run(false);
+    let f = syn_flood::run(false, syn_flood::seconds());
     f.print("SYN flood, no defence");
 
     // The generator ran the whole time at a rate that fills the ring.
