@@ -95,8 +95,9 @@ pub struct Figures {
     pub after: Scrape,
     pub stats_before: StatsReport,
     pub stats_after: StatsReport,
-    /// Frames the gateway's veth dropped on receipt during the flood
-    /// (its receive queue full, ahead of the XDP program).
+    /// Frames dropped between the client's veth and the gateway's during
+    /// the flood (the gateway's receive queue full, ahead of its XDP
+    /// program): the generator's and the client's.
     pub veth_dropped: u64,
 }
 
@@ -137,7 +138,7 @@ impl Figures {
         let moved = self.after.moved(&self.before);
         println!("== {title}");
         println!(
-            "veth: {} frames dropped on receipt (receive queue full, ahead of XDP)",
+            "veth: {} frames dropped ahead of the gateway's XDP (its receive queue full)",
             self.veth_dropped
         );
         if self.stats_after.syn_proxy.is_some() {
@@ -410,11 +411,16 @@ fn ctl_stats(topo: &Topology) -> StatsReport {
     serde_json::from_value(json).unwrap()
 }
 
-/// Frames the gateway's client-side veth dropped on receipt.
-fn veth_rx_dropped(topo: &Topology) -> u64 {
+/// Frames the client's veth could not hand to the gateway's: its
+/// receive queue (veth's ring of 256 frames) was full, so they were
+/// dropped before the gateway's XDP program saw them — the generator's
+/// (its XDP frames' transmit errors) and the client's own. (The gateway
+/// side's rx_dropped would count these and also frames the program
+/// redirected to a full AF_XDP ring.)
+fn veth_dropped_ahead_of_xdp(topo: &Topology) -> u64 {
     let out = topo
-        .gateway
-        .exec("cat", &["/sys/class/net/fg-client/statistics/rx_dropped"])
+        .client
+        .exec("cat", &["/sys/class/net/eth0/statistics/tx_dropped"])
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
@@ -463,7 +469,7 @@ pub fn run(syn_proxy: bool, seconds: u64) -> Figures {
         let rss_before = rss_kib(pid);
         let before = Scrape::take(&topo.gateway);
         let stats_before = ctl_stats(&topo);
-        let dropped_before = veth_rx_dropped(&topo);
+        let dropped_before = veth_dropped_ahead_of_xdp(&topo);
 
         let flood = generator.start(&topo, SocketAddr::from((VIP, 80)), seconds, 1, &["--syn"]);
         let mut rss_peak = rss_before;
@@ -479,7 +485,7 @@ pub fn run(syn_proxy: bool, seconds: u64) -> Figures {
         let rss_after = rss_kib(pid);
         let after = Scrape::take(&topo.gateway);
         let stats_after = ctl_stats(&topo);
-        let veth_dropped = veth_rx_dropped(&topo) - dropped_before;
+        let veth_dropped = veth_dropped_ahead_of_xdp(&topo) - dropped_before;
         fast.store(true, Ordering::Relaxed);
         let transfer = download.join().unwrap();
         Figures {
