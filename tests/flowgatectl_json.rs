@@ -328,6 +328,8 @@ fn walk_reads(walk: &mut Walk, d: &Daemon) {
     assert_eq!(stats["totals"]["drops"]["no_neighbour"], 1);
     assert_eq!(stats["services"][0]["routing"]["set_closed"], 1);
     assert_eq!(stats["syn_proxy"]["cookies_sent"], 900);
+    assert_eq!(status["dataplane"]["syn_proxy"]["cookies_sent"], 900);
+    assert_eq!(status["dataplane"]["syn_proxy"]["refused"], 7);
     assert_eq!(stats["syn_proxy"]["probes_valid"], 1);
     assert_eq!(stats["syn_proxy"]["connections"], 4);
     let samples = walk.run(

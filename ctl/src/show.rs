@@ -265,6 +265,7 @@ pub fn status(s: &StatusReply) -> String {
             f.handed_up
         ),
     });
+    out.push_str(&syn_proxy_status(d));
     out.push_str(if s.drained {
         "drained     yes: no VIP announced by BGP (flowgatectl fleet undrain announces them)\n"
     } else {
@@ -630,6 +631,23 @@ pub fn stats(r: &StatsReport) -> String {
     out.push_str(&fast_path(r));
     out.push_str(&syn_proxy(r));
     out
+}
+
+/// `status`' SYN proxy line (nothing when the daemon runs no XDP
+/// program).
+fn syn_proxy_status(d: &flowgate_api::StatusReport) -> String {
+    let Some(p) = &d.syn_proxy else {
+        return String::new();
+    };
+    let services = if p.services.is_empty() {
+        "no service".to_owned()
+    } else {
+        p.services.join(", ")
+    };
+    format!(
+        "syn proxy   {services}: {} cookies sent, {} refused, {} connections opened\n",
+        p.cookies_sent, p.refused, p.connections
+    )
 }
 
 /// `stats`' SYN proxy: what its XDP half answered, let up and refused,
@@ -1231,6 +1249,37 @@ mod tests {
             ["0", "70", "7000", "4"]
         );
         assert!(text.contains("handed up: fin_rst 2, miss 5\n"), "{text}");
+    }
+
+    #[test]
+    fn status_shows_the_syn_proxy_and_the_services_it_proxies() {
+        let mut reply = flowgate_api::StatusReply {
+            dataplane: flowgate_api::StatusReport::default(),
+            services: 2,
+            backends: 3,
+            origin: "gw.toml".into(),
+            edits_since_load: 0,
+            health: None,
+            etcd: None,
+            drained: false,
+        };
+        assert!(!status(&reply).contains("syn proxy"));
+        reply.dataplane.syn_proxy = Some(flowgate_api::SynProxySummary {
+            services: vec!["flood (on)".into(), "api (auto)".into()],
+            cookies_sent: 21_590_397,
+            refused: 4,
+            connections: 1000,
+        });
+        assert!(
+            status(&reply).contains(
+                "syn proxy   flood (on), api (auto): 21590397 cookies sent, 4 refused, \
+                 1000 connections opened\n"
+            ),
+            "{}",
+            status(&reply)
+        );
+        reply.dataplane.syn_proxy.as_mut().unwrap().services.clear();
+        assert!(status(&reply).contains("syn proxy   no service: "));
     }
 
     #[test]

@@ -61,8 +61,8 @@ pub use reply::{
 };
 pub use report::{
     BackendStats, FastPathStats, FastPathSummary, FlowEntry, InterfaceInfo, Refusals, RouteStats,
-    ServiceStats, StatsReport, StatusReport, SynProxyStats, TrafficCounters, WorkerFastPath,
-    WorkerInfo, WorkerStats,
+    ServiceStats, StatsReport, StatusReport, SynProxyStats, SynProxySummary, TrafficCounters,
+    WorkerFastPath, WorkerInfo, WorkerStats,
 };
 pub use request::{
     ApplyConfig, BackendAdd, BackendCheck, BackendEdit, BackendKey, BackendSpec, Batch,

@@ -24,6 +24,25 @@ pub struct StatusReport {
     /// The kernel fast path, when the daemon runs it (left out: off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fast_path: Option<FastPathSummary>,
+    /// The SYN proxy, when the daemon runs its XDP programs (left out:
+    /// it does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub syn_proxy: Option<SynProxySummary>,
+}
+
+/// `status`: the SYN proxy in a few figures.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynProxySummary {
+    /// The services it proxies, as `NAME (on)` or `NAME (auto)`.
+    pub services: Vec<String>,
+    /// SYNs answered with a cookie since start.
+    pub cookies_sent: u64,
+    /// Segments refused in XDP since start (invalid cookies, refused
+    /// SYNs, forged marks).
+    pub refused: u64,
+    /// Proxied connections the workers opened since start.
+    pub connections: u64,
 }
 
 /// `status`: the kernel fast path (`fast_path = "xdp"`) in a few figures.

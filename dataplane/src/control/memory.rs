@@ -14,7 +14,7 @@ use flowgate_api::{
 
 use super::dataplane::{Applied, ApplyError, Dataplane, ServiceChanges};
 use super::health::{initial_word, HealthMonitor};
-use super::views::{status_report, syn_proxy_stats, traffic_counters};
+use super::views::{status_report, syn_proxy_stats, syn_proxy_summary, traffic_counters};
 use crate::capture::{CaptureHub, CaptureTap};
 use crate::health::ProberOptions;
 use crate::liveness::Liveness;
@@ -437,6 +437,10 @@ impl Dataplane for MemoryDataplane {
             })
             .collect();
         status.interfaces = inner.interfaces.clone();
+        status.syn_proxy = inner.syn_proxy.map(|xdp| {
+            let workers: Vec<_> = inner.workers.iter().map(|(_, c)| c.snapshot()).collect();
+            syn_proxy_summary(&self.current(), &syn_proxy_stats(&xdp, &workers))
+        });
         status
     }
 

@@ -46,5 +46,6 @@ pub use memory::MemoryDataplane;
 pub use server::{ControlServer, ServerError, ServerLimits, StopHandle};
 pub use state::{handle, reload, ControlState, EtcdReport, RESTART_ONLY_SECTIONS};
 pub use views::{
-    flow_client, flow_entry, flow_vip, status_report, syn_proxy_stats, traffic_counters,
+    flow_client, flow_entry, flow_vip, status_report, syn_proxy_stats, syn_proxy_summary,
+    traffic_counters,
 };

@@ -10,7 +10,8 @@
 use std::net::SocketAddr;
 
 use flowgate_api::{
-    BackendCheck, BackendView, FlowEntry, ServiceView, StatusReport, SynProxyStats, TrafficCounters,
+    BackendCheck, BackendView, FlowEntry, ServiceView, StatusReport, SynProxyStats,
+    SynProxySummary, TrafficCounters,
 };
 
 use crate::flow::{FlowRecord, FlowState};
@@ -71,6 +72,7 @@ pub fn status_report(generation: u64, uptime_s: u64) -> StatusReport {
         workers: Vec::new(),
         interfaces: Vec::new(),
         fast_path: None,
+        syn_proxy: None,
     }
 }
 
@@ -113,6 +115,21 @@ pub fn syn_proxy_stats<'a>(
         stats.established += w.synproxy_established;
     }
     stats
+}
+
+/// `status`' SYN proxy line: the services `snapshot` proxies and a few
+/// of `stats`' figures.
+pub fn syn_proxy_summary(snapshot: &Snapshot, stats: &SynProxyStats) -> SynProxySummary {
+    SynProxySummary {
+        services: snapshot
+            .services()
+            .filter(|(_, s)| s.syn_proxy().is_enabled())
+            .map(|(_, s)| format!("{} ({})", s.name(), s.syn_proxy().name()))
+            .collect(),
+        cookies_sent: stats.cookies_sent,
+        refused: stats.refused(),
+        connections: stats.connections,
+    }
 }
 
 /// A worker's connection record as a listing entry, made on the control
@@ -253,6 +270,38 @@ mod tests {
         let json = serde_json::to_value(stats).unwrap();
         assert_eq!(json.as_object().unwrap().len(), 9);
         assert_eq!(json["probes_valid"], 4);
+    }
+
+    #[test]
+    fn status_names_the_proxied_services_with_their_mode() {
+        let config = load_str(
+            "[[services]]\nname = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\nport = 80\n\
+             syn_proxy = \"on\"\n\
+             [[services.backends]]\naddress = \"198.18.1.11\"\nport = 8080\n\
+             [[services]]\nname = \"api\"\nprotocol = \"tcp\"\nvip = \"198.18.100.11\"\nport = 80\n\
+             syn_proxy = \"auto\"\n\
+             [[services.backends]]\naddress = \"198.18.1.11\"\nport = 8080\n\
+             [[services]]\nname = \"plain\"\nprotocol = \"tcp\"\nvip = \"198.18.100.12\"\nport = 80\n\
+             [[services.backends]]\naddress = \"198.18.1.11\"\nport = 8080\n",
+            "t.toml",
+        )
+        .unwrap();
+        let snapshot = Snapshot::build(&config, None);
+        let stats = SynProxyStats {
+            cookies_sent: 50,
+            cookies_invalid: 3,
+            syns_refused: 1,
+            connections: 9,
+            ..SynProxyStats::default()
+        };
+        let summary = syn_proxy_summary(&snapshot, &stats);
+        let mut services = summary.services.clone();
+        services.sort();
+        assert_eq!(services, ["api (auto)", "web (on)"]);
+        assert_eq!(
+            (summary.cookies_sent, summary.refused, summary.connections),
+            (50, 4, 9)
+        );
     }
 
     #[test]

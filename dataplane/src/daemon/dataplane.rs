@@ -20,8 +20,8 @@ use super::gateway::Gateway;
 use crate::capture::CaptureHub;
 use crate::control::health::HealthMonitor;
 use crate::control::{
-    flow_client, flow_entry, flow_vip, status_report, syn_proxy_stats, traffic_counters, Applied,
-    ApplyError, Dataplane,
+    flow_client, flow_entry, flow_vip, status_report, syn_proxy_stats, syn_proxy_summary,
+    traffic_counters, Applied, ApplyError, Dataplane,
 };
 use crate::flow::{FlowFilter, FlowRecord};
 use crate::metrics::{FastPathInterface, MetricsCollector, MetricsSample, RingStats};
@@ -340,6 +340,11 @@ impl Dataplane for DaemonDataplane {
             .collect();
         report.interfaces = self.interfaces.clone();
         report.fast_path = fast_path;
+        report.syn_proxy = self.syn_proxy_counters().map(|xdp| {
+            let (sample, _) = self.sample();
+            let stats = syn_proxy_stats(&xdp, sample.workers.iter().map(|w| &w.counters));
+            syn_proxy_summary(&snapshot, &stats)
+        });
         // The MAC each interface sends from now (the kernel's, followed
         // while running, where the config gives none).
         for (port, info) in report.interfaces.iter_mut().enumerate() {
