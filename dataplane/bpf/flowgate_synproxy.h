@@ -44,7 +44,8 @@
 //     by one and it goes up as the ACK it stands for (counted
 //     `cookies_valid` and `probes_valid`); without this the connection
 //     would hang, every probe failing the check, until the client gives
-//     up.
+//     up. A forged bare ACK thus gets two tries at the cookie's 28 hash
+//     bits instead of one (1 in 2^27 per guess, within its slot).
 //   - A frame that comes in with SYNPROXY_MARK set: dropped
 //     (`mark_forged`), so that a marked frame a worker sees is one this
 //     program marked.
