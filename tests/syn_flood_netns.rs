@@ -12,7 +12,8 @@
 //! the file's bytes, and the gateway's resident memory stayed bounded.
 //! The share of the client's requests that succeeded and whether the
 //! download completed are printed, not asserted: they are the figures the
-//! defence has to raise (the SYN proxy, whose run will assert ≥ 99 %).
+//! defence has to raise (tests/syn_flood_proxy_netns.rs, the same run with
+//! the SYN proxy on, asserts ≥ 99 % and the whole download).
 //!
 //! Run as root; FLOWGATE_SKIP_NETNS=1 skips elsewhere.
 
