@@ -548,7 +548,7 @@ impl Prepared {
     /// AF_XDP sockets and registers them with the programs. With links
     /// handed over, the programs are not attached here: the old ones go
     /// on (their fast path forwarding) until [`switch_programs`].
-    fn attached(self, config: &Config) -> Result<(start::OpenSockets, Prepared), DaemonError> {
+    fn open_sockets(&self, config: &Config) -> Result<start::OpenSockets, DaemonError> {
         let handed = !self.handed.is_empty();
         let sockets = self.gateway.with_filters(|filters| {
             if !handed {
@@ -565,7 +565,50 @@ impl Prepared {
             takeover::mark("new: sockets bound");
             self.offer_sockets_to_old_programs(config, &sockets);
         }
-        Ok((sockets, self))
+        Ok(sockets)
+    }
+
+    /// The workers' tables, holding the connections in `restored`, made
+    /// while the sockets are opened ([`Self::open_sockets`]): a process
+    /// taking over imports the old one's connections while the old one
+    /// closes its sockets and the kernel frees their queues.
+    fn tables_and_sockets(
+        &mut self,
+        config: &Config,
+        restored: Option<&crate::flow::HandedState>,
+    ) -> Result<(Vec<start::WorkerTable>, start::OpenSockets), DaemonError> {
+        let tables = std::mem::take(&mut self.tables);
+        let inputs = start::TableInputs {
+            config,
+            snapshot: self.gateway.snapshot(),
+            fast: self
+                .fast
+                .as_ref()
+                .map(|f| (f.geometry, f.caches.as_slice())),
+            epoch: self.gateway.snapshot().liveness().epoch(),
+            restored,
+        };
+        let this = &*self;
+        let (tables, sockets) = std::thread::scope(|scope| {
+            let import = std::thread::Builder::new()
+                .name("fg-import".into())
+                .spawn_scoped(scope, || start::worker_tables(&inputs, tables));
+            let sockets = this.open_sockets(config);
+            match import {
+                Ok(import) => (import.join().ok(), sockets),
+                Err(e) => {
+                    tracing::error!("starting the connections' import: {e}");
+                    (None, sockets)
+                }
+            }
+        });
+        let sockets = sockets?;
+        if restored.is_some() && !this.handed.is_empty() {
+            takeover::mark("new: connections imported");
+        }
+        let tables = tables
+            .ok_or_else(|| DaemonError::Runtime("the workers' tables could not be made".into()))?;
+        Ok((tables, sockets))
     }
 
     /// Puts the new sockets in the socket maps of the programs the old
@@ -602,7 +645,7 @@ impl Prepared {
 fn start_workers(
     shared: &start::WorkerShared<'_>,
     ports: Vec<Vec<XskPort>>,
-    tables: Vec<crate::flow::FlowTable>,
+    tables: Vec<start::WorkerTable>,
     handed: takeover::HandedLinks,
 ) -> Result<start::StartedWorkers, DaemonError> {
     let workers = start::spawn_workers(shared, ports, tables)?;
@@ -684,13 +727,13 @@ impl Daemon {
     /// [`Daemon::start`] from what [`Prepared::new`] made: attaches the
     /// programs if they are not yet, then goes on.
     fn start_prepared(
-        prepared: Prepared,
+        mut p: Prepared,
         config: Config,
         file: Config,
         options: &RunOptions,
         restored: Option<&crate::flow::HandedState>,
     ) -> Result<Daemon, DaemonError> {
-        let (sockets, p) = prepared.attached(&config)?;
+        let (tables, sockets) = p.tables_and_sockets(&config, restored)?;
         let (links, gateway, watcher, fast, umem) = (p.links, p.gateway, p.watcher, p.fast, p.umem);
         let stop_workers = Arc::new(AtomicBool::new(false));
         // The workers' clock is the liveness table's: a heartbeat deadline
@@ -704,10 +747,9 @@ impl Daemon {
             gateway: &gateway,
             stop: &stop_workers,
             epoch,
-            fast: fast.as_ref(),
-            restored,
+            taking_over: !p.handed.is_empty(),
         };
-        let workers = start_workers(&shared, sockets.ports, p.tables, p.handed)?;
+        let workers = start_workers(&shared, sockets.ports, tables, p.handed)?;
         let fast_egress = fast.map(|f| f.egress);
         pin_control_thread(&config.daemon.cores);
         let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
@@ -1108,33 +1150,48 @@ impl Daemon {
         };
         mark("old: endpoints closed, workers told to stop");
         self.stop_workers.store(true, Ordering::Relaxed);
+        let mut stopped = Vec::with_capacity(self.workers.len());
+        let mut ports = Vec::with_capacity(self.workers.len());
         for handle in std::mem::take(&mut self.workers) {
             let index = handle.index;
             match handle.join() {
                 Some(exit) => {
-                    if collect {
-                        exit.worker.flows().hand_over(epoch_mono, &mut handed);
-                    }
-                    drop(exit.ports);
+                    stopped.push(exit.worker);
+                    ports.push(exit.ports);
                 }
                 None => tracing::error!(worker = index, "worker thread panicked"),
             }
         }
-        mark("old: workers stopped, sockets closed");
-        drop(self.umem.take());
+        mark("old: workers stopped");
+        let umem = self.umem.take();
         let filters = self.gateway.take_filters();
-        // The rest, the control side's statistics readers (which hold the
-        // sockets too) among it, is freed beside `then`: a new process
-        // binds its sockets as soon as the last descriptor is gone (it
-        // tries again while a queue is busy), and waits for nothing else.
+        // The sockets are closed, and the rest freed, on a thread of their
+        // own beside the tables' hand-over: a queue is free once every
+        // descriptor of its socket is closed, the control side's
+        // statistics readers' and the UMEM's too (closed first), and a new
+        // process binds its sockets as soon as it is (it tries again while
+        // a queue is busy) while it imports the tables.
         let rest = std::thread::Builder::new()
             .name("fg-shutdown".into())
             .spawn(move || {
+                close_in_parallel(ports.into_iter().flatten());
+                // The UMEM next: its first socket's descriptor is the
+                // UMEM's, closed only with it.
+                drop(umem);
+                if collect {
+                    takeover::mark("old: sockets closed, UMEM freed");
+                }
                 drop(self);
                 if collect {
                     takeover::mark("old: the rest freed");
                 }
             });
+        if collect {
+            for worker in &stopped {
+                worker.flows().hand_over(epoch_mono, &mut handed);
+            }
+            mark("old: tables collected");
+        }
         let result = if keep_programs {
             let result = then(handed);
             drop(filters);
@@ -1146,10 +1203,28 @@ impl Daemon {
             tracing::info!("stopped: sockets closed, XDP programs detached");
             then(handed)
         };
+        drop(stopped);
         if let Ok(rest) = rest {
             let _ = rest.join();
         }
         result
+    }
+}
+
+/// Closes `ports`, each on a thread of its own with its statistics
+/// readers' descriptors: the kernel waits for a grace period in each
+/// socket's close, and these wait at once rather than in turn.
+fn close_in_parallel(ports: impl Iterator<Item = XskPort>) {
+    let closing: Vec<_> = ports
+        .map(|port| {
+            port.close_stats_readers();
+            std::thread::Builder::new()
+                .name("fg-close".into())
+                .spawn(move || drop(port))
+        })
+        .collect();
+    for thread in closing.into_iter().flatten() {
+        let _ = thread.join();
     }
 }
 
