@@ -159,6 +159,7 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
             if let Err(e) = handover.serving() {
                 tracing::warn!("{e}");
             }
+            daemon.switch_programs();
         }
         None => notifier.ready(&daemon.forwarding_status()),
     }
@@ -635,50 +636,31 @@ impl Prepared {
     }
 }
 
-/// Starts the workers ([`start::spawn_workers`]) and then, with links
-/// handed over, puts each interface's program in place of the old
-/// process's through the link that process handed over (one atomic switch
-/// per interface); an interface it had no program on gets its program
-/// attached. Links of interfaces these rules do not have are closed: their
-/// programs go with the old process. If a switch fails, the workers are
-/// stopped.
-fn start_workers(
-    shared: &start::WorkerShared<'_>,
-    ports: Vec<Vec<XskPort>>,
-    tables: Vec<start::WorkerTable>,
-    handed: takeover::HandedLinks,
-) -> Result<start::StartedWorkers, DaemonError> {
-    let workers = start::spawn_workers(shared, ports, tables)?;
-    if handed.is_empty() {
-        return Ok(workers);
-    }
-    takeover::mark("new: workers started");
-    match switch_links(shared.gateway, handed) {
-        Ok(()) => {
-            takeover::mark("new: XDP programs switched through the handed links");
-            Ok(workers)
-        }
-        Err(e) => {
-            shared.stop.store(true, Ordering::Relaxed);
-            for handle in workers.handles {
-                drop(handle.join());
-            }
-            Err(e)
-        }
-    }
-}
-
-fn switch_links(gateway: &Gateway, mut handed: takeover::HandedLinks) -> Result<(), DaemonError> {
+/// Puts each interface's program in place of the old process's through
+/// the link that process handed over (`handed`: one atomic switch per
+/// interface), once this process serves and the old one has exited: until
+/// then the old programs, holding this process's sockets, carry the
+/// traffic. An interface it had no program on gets its program attached;
+/// links of interfaces these rules do not have are closed (their programs
+/// go). Where a switch fails, the handed link is closed (its program
+/// detaches) and this process's program attached in its place: the
+/// interface is without a program for a moment, and the failure logged.
+fn switch_links(gateway: &Gateway, mut handed: takeover::HandedLinks) {
     gateway.with_filters(|filters| {
-        filters.iter_mut().try_for_each(|filter| {
+        for filter in filters.iter_mut() {
             let interface = filter.interface().to_owned();
-            let result = match handed.iter().position(|(name, _)| *name == interface) {
+            let switched = match handed.iter().position(|(name, _)| *name == interface) {
                 Some(at) => filter.attach_through(handed.swap_remove(at).1),
                 None => filter.attach_loaded(),
             };
-            result.map_err(|e| DaemonError::Environment(format!("interface {interface}: {e}")))
-        })
-    })
+            if let Err(e) = switched {
+                tracing::error!(%interface, "replacing the old XDP program: {e}; attaching ours in its place");
+                if let Err(e) = filter.attach_loaded() {
+                    tracing::error!(%interface, "attaching the XDP program: {e}; the interface's traffic goes to the kernel");
+                }
+            }
+        }
+    });
 }
 
 /// A running gateway.
@@ -700,6 +682,10 @@ struct Daemon {
     /// Where a new process asks to take over (`None` if it could not be
     /// bound, which is logged).
     takeover: Option<takeover::TakeoverListener>,
+    /// The XDP links the process this one took over from handed over,
+    /// until its programs are replaced through them
+    /// ([`Daemon::switch_programs`]).
+    handed_links: takeover::HandedLinks,
     /// `announce = "bgp"`: the VIPs' host routes.
     vip_offer: vip_offer::VipOffer,
     /// The workers' clock origin.
@@ -749,7 +735,7 @@ impl Daemon {
             epoch,
             taking_over: !p.handed.is_empty(),
         };
-        let workers = start_workers(&shared, sockets.ports, tables, p.handed)?;
+        let workers = start::spawn_workers(&shared, sockets.ports, tables)?;
         let fast_egress = fast.map(|f| f.egress);
         pin_control_thread(&config.daemon.cores);
         let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
@@ -821,6 +807,7 @@ impl Daemon {
             fleet: None,
             fast_egress,
             takeover: None,
+            handed_links: p.handed,
             epoch,
             cores: config.daemon.cores.clone(),
             umem: Some(umem),
@@ -876,6 +863,20 @@ impl Daemon {
                 "cannot listen for a takeover ({e}): `flowgate run --takeover` will not reach this one"
             ),
         }
+    }
+
+    /// Replaces the programs of the process this one took over from with
+    /// its own, through the links it handed over ([`switch_links`]): once
+    /// this one serves and that one exits, so that a slow switch (the
+    /// kernel's network configuration lock, busy with other work) holds up
+    /// neither.
+    fn switch_programs(&mut self) {
+        let handed = std::mem::take(&mut self.handed_links);
+        if handed.is_empty() {
+            return;
+        }
+        switch_links(&self.gateway, handed);
+        takeover::mark("new: XDP programs switched through the handed links");
     }
 
     /// Gives the etcd source, if any, this daemon's control state.

@@ -449,6 +449,9 @@ pub(super) fn spawn_workers(
     started.handles.reverse();
     started.views.reverse();
     started.metrics.reverse();
+    if shared.taking_over {
+        super::takeover::mark("new: workers started");
+    }
     Ok(started)
 }
 
