@@ -378,8 +378,10 @@ struct NewFlowProbe {
     thread: JoinHandle<Probed>,
 }
 
-/// The new-flow probe's source ports: each used once.
-const NEW_FLOW_PORTS: std::ops::Range<u16> = 1100..32_000;
+/// The new-flow probe's source ports: each used once (one busy with
+/// another socket is skipped), enough for about a minute of probes, longer
+/// than the test runs.
+const NEW_FLOW_PORTS: std::ops::Range<u16> = 1100..65_000;
 
 impl NewFlowProbe {
     fn start(client: &NetNs) -> NewFlowProbe {
