@@ -40,10 +40,19 @@ const ECHO_VIP: &str = "198.18.100.23";
 /// The longest the VIP may be dark for an established flow (the probe's)
 /// during one replacement: the issue's bound.
 const DARK_LIMIT: Duration = Duration::from_millis(100);
-/// The longest it may be dark for new flows: the workers' part of the
-/// switch, 125 to 330 ms measured here (debug build on two loaded cores;
-/// docs/benchmarks.md), bounded so that it cannot grow unnoticed.
-const NEW_FLOW_DARK_LIMIT: Duration = Duration::from_millis(1000);
+/// The longest it may be dark for new flows (the new-flow probe's) during
+/// one replacement. New flows are the workers' part of the switch: from
+/// the old workers' stop to the new workers' first poll, which grows with
+/// the connections handed over (the probe leaves about a thousand a
+/// second) and with the load on the machine. Measured here, a debug build
+/// on two cores shared with other builds (load average 13 to 16): 48 to
+/// 70 ms with under 10 000 connections, 97 to 273 ms with 20 000 to
+/// 27 000 (docs/benchmarks.md). The issue's 100 ms is not met for the
+/// larger tables yet (the tables' encoding, decoding and import are still
+/// in the dark window), so the bound is 400 ms: tight enough that a step
+/// falling back into the window (the queues' release and the fast path's
+/// installs were in it, 125 to 614 ms) fails the test.
+const NEW_FLOW_DARK_LIMIT: Duration = Duration::from_millis(400);
 /// How many times the process is replaced.
 const REPLACEMENTS: usize = 10;
 /// A transfer's chunk, and the pause between chunks: about 1.6 MB/s each.
@@ -369,8 +378,10 @@ struct NewFlowProbe {
     thread: JoinHandle<Probed>,
 }
 
-/// The new-flow probe's source ports: each used once.
-const NEW_FLOW_PORTS: std::ops::Range<u16> = 1100..32_000;
+/// The new-flow probe's source ports: each used once (one busy with
+/// another socket is skipped), enough for about a minute of probes, longer
+/// than the test runs.
+const NEW_FLOW_PORTS: std::ops::Range<u16> = 1100..65_000;
 
 impl NewFlowProbe {
     fn start(client: &NetNs) -> NewFlowProbe {
@@ -551,6 +562,25 @@ fn steps(log: &str, side: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// The longest of `gaps` that begins within one replacement's steps (from
+/// 20 ms before the old process was asked to 50 ms after the last step),
+/// or zero: the replacement's longest silence over [`GAP_SHOWN`].
+fn longest_in(steps: &[(u64, String)], gaps: &[Gap]) -> Duration {
+    let Some(zero) = steps
+        .iter()
+        .find(|(_, s)| s == "old: takeover asked")
+        .map(|(at, _)| *at)
+    else {
+        return Duration::ZERO;
+    };
+    let last = steps.iter().map(|(at, _)| *at).max().unwrap_or(zero) + 50_000;
+    gaps.iter()
+        .filter(|(from, _)| (zero.saturating_sub(20_000)..last).contains(from))
+        .map(|(from, to)| Duration::from_micros(to - from))
+        .max()
+        .unwrap_or(Duration::ZERO)
+}
+
 /// One replacement's steps, both sides merged in time order, with the
 /// probe's silences in that span, each relative to the old process's
 /// "takeover asked", as printable lines.
@@ -614,7 +644,16 @@ fn replace_logged(
     n: usize,
 ) -> (Process, Vec<(u64, String)>) {
     let old_log = old.log.clone();
-    let new = replace(topo, config, old, n);
+    let mut new = replace(topo, config, old, n);
+    // The programs are switched once the new process serves.
+    assert!(
+        new.wait_log(
+            "new: XDP programs switched through the handed links",
+            Duration::from_secs(30)
+        ),
+        "replacement {n}: the programs were not switched:\n{}",
+        new.log()
+    );
     let mut all = steps(&fs::read_to_string(old_log).unwrap_or_default(), "old:");
     all.extend(steps(&new.log(), "new:"));
     (new, all)
@@ -685,6 +724,15 @@ fn ten_replacements_lose_no_connection_and_keep_the_vip_dark_briefly() {
         gaps,
     } = probe.finish();
     let fresh = new_flows.finish();
+    for (n, steps) in replacements.iter().enumerate() {
+        eprintln!(
+            "replacement {}: longest silence over {GAP_SHOWN:?}: established flow {:?}, new \
+             flows {:?}",
+            n + 1,
+            longest_in(steps, &gaps),
+            longest_in(steps, &fresh.gaps)
+        );
+    }
     for (n, steps) in replacements.into_iter().enumerate() {
         eprintln!("replacement {}:", n + 1);
         for line in timeline(steps.clone(), &gaps) {
@@ -722,7 +770,9 @@ fn ten_replacements_lose_no_connection_and_keep_the_vip_dark_briefly() {
     // program the old process handed over until the new one's takes over:
     // no gap at the switch at all (it was 150-230 ms when the programs
     // were detached and attached again, 1.5 s before they were loaded
-    // ahead of the hand-over).
+    // ahead of the hand-over). New flows wait for the new workers: 48-273
+    // ms here once the tables were imported while the sockets waited for
+    // the queues, 125-614 ms before (docs/benchmarks.md).
     assert!(
         longest <= DARK_LIMIT,
         "the VIP was dark for {longest:?}:\n{}",

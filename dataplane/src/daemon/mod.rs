@@ -159,6 +159,7 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
             if let Err(e) = handover.serving() {
                 tracing::warn!("{e}");
             }
+            daemon.switch_programs();
         }
         None => notifier.ready(&daemon.forwarding_status()),
     }
@@ -548,7 +549,7 @@ impl Prepared {
     /// AF_XDP sockets and registers them with the programs. With links
     /// handed over, the programs are not attached here: the old ones go
     /// on (their fast path forwarding) until [`switch_programs`].
-    fn attached(self, config: &Config) -> Result<(start::OpenSockets, Prepared), DaemonError> {
+    fn open_sockets(&self, config: &Config) -> Result<start::OpenSockets, DaemonError> {
         let handed = !self.handed.is_empty();
         let sockets = self.gateway.with_filters(|filters| {
             if !handed {
@@ -565,7 +566,50 @@ impl Prepared {
             takeover::mark("new: sockets bound");
             self.offer_sockets_to_old_programs(config, &sockets);
         }
-        Ok((sockets, self))
+        Ok(sockets)
+    }
+
+    /// The workers' tables, holding the connections in `restored`, made
+    /// while the sockets are opened ([`Self::open_sockets`]): a process
+    /// taking over imports the old one's connections while the old one
+    /// closes its sockets and the kernel frees their queues.
+    fn tables_and_sockets(
+        &mut self,
+        config: &Config,
+        restored: Option<&crate::flow::HandedState>,
+    ) -> Result<(Vec<start::WorkerTable>, start::OpenSockets), DaemonError> {
+        let tables = std::mem::take(&mut self.tables);
+        let inputs = start::TableInputs {
+            config,
+            snapshot: self.gateway.snapshot(),
+            fast: self
+                .fast
+                .as_ref()
+                .map(|f| (f.geometry, f.caches.as_slice())),
+            epoch: self.gateway.snapshot().liveness().epoch(),
+            restored,
+        };
+        let this = &*self;
+        let (tables, sockets) = std::thread::scope(|scope| {
+            let import = std::thread::Builder::new()
+                .name("fg-import".into())
+                .spawn_scoped(scope, || start::worker_tables(&inputs, tables));
+            let sockets = this.open_sockets(config);
+            match import {
+                Ok(import) => (import.join().ok(), sockets),
+                Err(e) => {
+                    tracing::error!("starting the connections' import: {e}");
+                    (None, sockets)
+                }
+            }
+        });
+        let sockets = sockets?;
+        if restored.is_some() && !this.handed.is_empty() {
+            takeover::mark("new: connections imported");
+        }
+        let tables = tables
+            .ok_or_else(|| DaemonError::Runtime("the workers' tables could not be made".into()))?;
+        Ok((tables, sockets))
     }
 
     /// Puts the new sockets in the socket maps of the programs the old
@@ -592,50 +636,31 @@ impl Prepared {
     }
 }
 
-/// Starts the workers ([`start::spawn_workers`]) and then, with links
-/// handed over, puts each interface's program in place of the old
-/// process's through the link that process handed over (one atomic switch
-/// per interface); an interface it had no program on gets its program
-/// attached. Links of interfaces these rules do not have are closed: their
-/// programs go with the old process. If a switch fails, the workers are
-/// stopped.
-fn start_workers(
-    shared: &start::WorkerShared<'_>,
-    ports: Vec<Vec<XskPort>>,
-    tables: Vec<crate::flow::FlowTable>,
-    handed: takeover::HandedLinks,
-) -> Result<start::StartedWorkers, DaemonError> {
-    let workers = start::spawn_workers(shared, ports, tables)?;
-    if handed.is_empty() {
-        return Ok(workers);
-    }
-    takeover::mark("new: workers started");
-    match switch_links(shared.gateway, handed) {
-        Ok(()) => {
-            takeover::mark("new: XDP programs switched through the handed links");
-            Ok(workers)
-        }
-        Err(e) => {
-            shared.stop.store(true, Ordering::Relaxed);
-            for handle in workers.handles {
-                drop(handle.join());
-            }
-            Err(e)
-        }
-    }
-}
-
-fn switch_links(gateway: &Gateway, mut handed: takeover::HandedLinks) -> Result<(), DaemonError> {
+/// Puts each interface's program in place of the old process's through
+/// the link that process handed over (`handed`: one atomic switch per
+/// interface), once this process serves and the old one has exited: until
+/// then the old programs, holding this process's sockets, carry the
+/// traffic. An interface it had no program on gets its program attached;
+/// links of interfaces these rules do not have are closed (their programs
+/// go). Where a switch fails, the handed link is closed (its program
+/// detaches) and this process's program attached in its place: the
+/// interface is without a program for a moment, and the failure logged.
+fn switch_links(gateway: &Gateway, mut handed: takeover::HandedLinks) {
     gateway.with_filters(|filters| {
-        filters.iter_mut().try_for_each(|filter| {
+        for filter in filters.iter_mut() {
             let interface = filter.interface().to_owned();
-            let result = match handed.iter().position(|(name, _)| *name == interface) {
+            let switched = match handed.iter().position(|(name, _)| *name == interface) {
                 Some(at) => filter.attach_through(handed.swap_remove(at).1),
                 None => filter.attach_loaded(),
             };
-            result.map_err(|e| DaemonError::Environment(format!("interface {interface}: {e}")))
-        })
-    })
+            if let Err(e) = switched {
+                tracing::error!(%interface, "replacing the old XDP program: {e}; attaching ours in its place");
+                if let Err(e) = filter.attach_loaded() {
+                    tracing::error!(%interface, "attaching the XDP program: {e}; the interface's traffic goes to the kernel");
+                }
+            }
+        }
+    });
 }
 
 /// A running gateway.
@@ -657,6 +682,10 @@ struct Daemon {
     /// Where a new process asks to take over (`None` if it could not be
     /// bound, which is logged).
     takeover: Option<takeover::TakeoverListener>,
+    /// The XDP links the process this one took over from handed over,
+    /// until its programs are replaced through them
+    /// ([`Daemon::switch_programs`]).
+    handed_links: takeover::HandedLinks,
     /// `announce = "bgp"`: the VIPs' host routes.
     vip_offer: vip_offer::VipOffer,
     /// The workers' clock origin.
@@ -684,13 +713,13 @@ impl Daemon {
     /// [`Daemon::start`] from what [`Prepared::new`] made: attaches the
     /// programs if they are not yet, then goes on.
     fn start_prepared(
-        prepared: Prepared,
+        mut p: Prepared,
         config: Config,
         file: Config,
         options: &RunOptions,
         restored: Option<&crate::flow::HandedState>,
     ) -> Result<Daemon, DaemonError> {
-        let (sockets, p) = prepared.attached(&config)?;
+        let (tables, sockets) = p.tables_and_sockets(&config, restored)?;
         let (links, gateway, watcher, fast, umem) = (p.links, p.gateway, p.watcher, p.fast, p.umem);
         let stop_workers = Arc::new(AtomicBool::new(false));
         // The workers' clock is the liveness table's: a heartbeat deadline
@@ -704,10 +733,9 @@ impl Daemon {
             gateway: &gateway,
             stop: &stop_workers,
             epoch,
-            fast: fast.as_ref(),
-            restored,
+            taking_over: !p.handed.is_empty(),
         };
-        let workers = start_workers(&shared, sockets.ports, p.tables, p.handed)?;
+        let workers = start::spawn_workers(&shared, sockets.ports, tables)?;
         let fast_egress = fast.map(|f| f.egress);
         pin_control_thread(&config.daemon.cores);
         let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
@@ -779,6 +807,7 @@ impl Daemon {
             fleet: None,
             fast_egress,
             takeover: None,
+            handed_links: p.handed,
             epoch,
             cores: config.daemon.cores.clone(),
             umem: Some(umem),
@@ -834,6 +863,20 @@ impl Daemon {
                 "cannot listen for a takeover ({e}): `flowgate run --takeover` will not reach this one"
             ),
         }
+    }
+
+    /// Replaces the programs of the process this one took over from with
+    /// its own, through the links it handed over ([`switch_links`]): once
+    /// this one serves and that one exits, so that a slow switch (the
+    /// kernel's network configuration lock, busy with other work) holds up
+    /// neither.
+    fn switch_programs(&mut self) {
+        let handed = std::mem::take(&mut self.handed_links);
+        if handed.is_empty() {
+            return;
+        }
+        switch_links(&self.gateway, handed);
+        takeover::mark("new: XDP programs switched through the handed links");
     }
 
     /// Gives the etcd source, if any, this daemon's control state.
@@ -1108,33 +1151,48 @@ impl Daemon {
         };
         mark("old: endpoints closed, workers told to stop");
         self.stop_workers.store(true, Ordering::Relaxed);
+        let mut stopped = Vec::with_capacity(self.workers.len());
+        let mut ports = Vec::with_capacity(self.workers.len());
         for handle in std::mem::take(&mut self.workers) {
             let index = handle.index;
             match handle.join() {
                 Some(exit) => {
-                    if collect {
-                        exit.worker.flows().hand_over(epoch_mono, &mut handed);
-                    }
-                    drop(exit.ports);
+                    stopped.push(exit.worker);
+                    ports.push(exit.ports);
                 }
                 None => tracing::error!(worker = index, "worker thread panicked"),
             }
         }
-        mark("old: workers stopped, sockets closed");
-        drop(self.umem.take());
+        mark("old: workers stopped");
+        let umem = self.umem.take();
         let filters = self.gateway.take_filters();
-        // The rest, the control side's statistics readers (which hold the
-        // sockets too) among it, is freed beside `then`: a new process
-        // binds its sockets as soon as the last descriptor is gone (it
-        // tries again while a queue is busy), and waits for nothing else.
+        // The sockets are closed, and the rest freed, on a thread of their
+        // own beside the tables' hand-over: a queue is free once every
+        // descriptor of its socket is closed, the control side's
+        // statistics readers' and the UMEM's too (closed first), and a new
+        // process binds its sockets as soon as it is (it tries again while
+        // a queue is busy) while it imports the tables.
         let rest = std::thread::Builder::new()
             .name("fg-shutdown".into())
             .spawn(move || {
+                close_in_parallel(ports.into_iter().flatten());
+                // The UMEM next: its first socket's descriptor is the
+                // UMEM's, closed only with it.
+                drop(umem);
+                if collect {
+                    takeover::mark("old: sockets closed, UMEM freed");
+                }
                 drop(self);
                 if collect {
                     takeover::mark("old: the rest freed");
                 }
             });
+        if collect {
+            for worker in &stopped {
+                worker.flows().hand_over(epoch_mono, &mut handed);
+            }
+            mark("old: tables collected");
+        }
         let result = if keep_programs {
             let result = then(handed);
             drop(filters);
@@ -1146,10 +1204,28 @@ impl Daemon {
             tracing::info!("stopped: sockets closed, XDP programs detached");
             then(handed)
         };
+        drop(stopped);
         if let Ok(rest) = rest {
             let _ = rest.join();
         }
         result
+    }
+}
+
+/// Closes `ports`, each on a thread of its own with its statistics
+/// readers' descriptors: the kernel waits for a grace period in each
+/// socket's close, and these wait at once rather than in turn.
+fn close_in_parallel(ports: impl Iterator<Item = XskPort>) {
+    let closing: Vec<_> = ports
+        .map(|port| {
+            port.close_stats_readers();
+            std::thread::Builder::new()
+                .name("fg-close".into())
+                .spawn(move || drop(port))
+        })
+        .collect();
+    for thread in closing.into_iter().flatten() {
+        let _ = thread.join();
     }
 }
 

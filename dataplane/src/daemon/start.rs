@@ -238,8 +238,11 @@ pub(super) fn open_sockets(
 
 /// How long a socket is tried again while its queue is still bound: the
 /// kernel releases a closed socket's queue a moment later, off the
-/// closing thread (the process this one took over from just closed its).
-const QUEUE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+/// closing thread and under the kernel's network configuration lock (the
+/// process this one took over from just closed its); a busy lock (other
+/// processes making or deleting interfaces) held it past half a second
+/// here.
+const QUEUE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// One socket on `interface`'s `queue`, tried again for up to
 /// [`QUEUE_RELEASE_WAIT`] while another socket still holds the queue.
@@ -300,23 +303,70 @@ pub(super) struct WorkerShared<'a> {
     pub(super) gateway: &'a Gateway,
     pub(super) stop: &'a Arc<AtomicBool>,
     pub(super) epoch: Instant,
-    /// The kernel fast path's caches, when it is on.
-    pub(super) fast: Option<&'a FastCaches>,
-    /// Connections handed over by the process this one takes over from
-    /// (or by this one's own earlier start, after a failed takeover).
+    /// Whether this start takes over from another process (its workers
+    /// mark their start on the takeover's timeline).
+    pub(super) taking_over: bool,
+}
+
+/// A worker's connection table, holding the connections handed over to
+/// it, and its admission state, made before its sockets are.
+pub(super) struct WorkerTable {
+    flows: FlowTable,
+    admission: WorkerAdmission,
+}
+
+/// What the workers' tables are made with: the rules published, the kernel
+/// fast path's caches, the workers' clock origin and the connections
+/// handed over, if any.
+pub(super) struct TableInputs<'a> {
+    pub(super) config: &'a Config,
+    pub(super) snapshot: Arc<Snapshot>,
+    pub(super) fast: Option<(CacheGeometry, &'a [Arc<MappedEntries>])>,
+    pub(super) epoch: Instant,
     pub(super) restored: Option<&'a HandedState>,
 }
 
+/// Every worker's table (from `tables`, made empty beforehand: a large one
+/// takes a while to allocate), with the fast path's writer when it is on,
+/// counted on the backends' lanes, and holding the connections handed over
+/// that the worker owns. A process taking over makes these while its
+/// sockets wait for the old process's queues.
+pub(super) fn worker_tables(
+    inputs: &TableInputs<'_>,
+    mut tables: Vec<FlowTable>,
+) -> Vec<WorkerTable> {
+    let workers = inputs.config.daemon.cores.len();
+    // The backends' connection counts, one lane per worker, which the
+    // connection caps read across workers.
+    let (_, lanes) = BackendConnections::new(workers, MAX_ENDPOINTS as u32);
+    let mut restored = restored_by_worker(inputs.restored, workers, &inputs.snapshot);
+    restored.resize_with(workers, Vec::new);
+    tables.truncate(workers);
+    while tables.len() < workers {
+        tables.push(FlowTable::from_settings(&inputs.config.flows));
+    }
+    tables
+        .into_iter()
+        .zip(lanes)
+        .zip(restored)
+        .enumerate()
+        .map(|(w, ((table, lanes), restored))| {
+            let clients = ClientRateTable::new(DEFAULT_CLIENT_TABLE_ENTRIES, client_seed(w));
+            let admission = WorkerAdmission::new(clients, lanes);
+            let flows = worker_flows(inputs, w, table, &admission, restored);
+            WorkerTable { flows, admission }
+        })
+        .collect()
+}
+
 /// Starts one pinned worker per entry of `ports` (worker w on
-/// `daemon.cores[w]`), each with its share of the frames and, with more
-/// than one worker, its end of the hand-over.
-///
-/// `tables` are the workers' connection tables, made beforehand (a large
-/// one takes a while to allocate): one per worker.
+/// `daemon.cores[w]`), each with its table from `tables`
+/// ([`worker_tables`]), its share of the frames and, with more than one
+/// worker, its end of the hand-over.
 pub(super) fn spawn_workers(
     shared: &WorkerShared<'_>,
     ports: Vec<Vec<XskPort>>,
-    mut tables: Vec<FlowTable>,
+    mut tables: Vec<WorkerTable>,
 ) -> Result<StartedWorkers, DaemonError> {
     let workers = ports.len();
     let mut pools = shared.umem.split_pools(workers);
@@ -328,37 +378,21 @@ pub(super) fn spawn_workers(
         .map(|i| i.name.clone())
         .collect();
     let (capture, mut taps) = CaptureHub::new(workers, names, shared.epoch);
-    // The backends' connection counts, one lane per worker, which the
-    // connection caps read across workers.
-    let (_, mut lanes) = BackendConnections::new(workers, MAX_ENDPOINTS as u32);
     let mut started = StartedWorkers {
         handles: Vec::with_capacity(workers),
         views: Vec::with_capacity(workers),
         metrics: Vec::with_capacity(workers),
         capture,
     };
-    let snapshot = shared.gateway.snapshot();
-    let mut restored = restored_by_worker(shared.restored, workers, &snapshot);
     for (w, worker_ports) in ports.into_iter().enumerate().rev() {
-        let (Some(pool), Some(handoff), Some(lanes)) = (pools.pop(), handoffs.pop(), lanes.pop())
+        let (Some(pool), Some(handoff), Some(WorkerTable { flows, admission })) =
+            (pools.pop(), handoffs.pop(), tables.pop())
         else {
             return Err(DaemonError::Runtime(
-                "frame pools do not match workers".into(),
+                "frame pools or tables do not match workers".into(),
             ));
         };
         let settings = &shared.config.daemon;
-        let clients = ClientRateTable::new(DEFAULT_CLIENT_TABLE_ENTRIES, client_seed(w));
-        let admission = WorkerAdmission::new(clients, lanes);
-        let table = tables
-            .pop()
-            .unwrap_or_else(|| FlowTable::from_settings(&shared.config.flows));
-        let flows = worker_flows(
-            shared,
-            w,
-            table,
-            &admission,
-            restored.pop().unwrap_or_default(),
-        );
         let mut worker = Worker::new(flows, pool, worker_ports.len(), settings.batch)
             .with_paths(shared.gateway.path_reader())
             .with_admission(admission);
@@ -398,6 +432,7 @@ pub(super) fn spawn_workers(
             stop: Arc::clone(shared.stop),
             epoch: shared.epoch,
             flow_queries: flow_query_server,
+            taking_over: shared.taking_over,
         };
         let handle = worker_thread::spawn(setup)
             .map_err(|e| DaemonError::Runtime(format!("starting worker {w}: {e}")))?;
@@ -414,37 +449,39 @@ pub(super) fn spawn_workers(
     started.handles.reverse();
     started.views.reverse();
     started.metrics.reverse();
+    if shared.taking_over {
+        super::takeover::mark("new: workers started");
+    }
     Ok(started)
 }
 
 /// Worker `w`'s connection table (`flows`, empty): with the fast path's writer when it is
 /// on, counted on `admission`'s lanes, holding `restored`.
 fn worker_flows(
-    shared: &WorkerShared<'_>,
+    inputs: &TableInputs<'_>,
     w: usize,
     mut flows: FlowTable,
     admission: &WorkerAdmission,
     restored: Vec<HandedConnection>,
 ) -> FlowTable {
-    let epoch_mono = kernel_epoch_ns(shared.epoch);
-    if let Some(fast) = shared.fast {
-        let caches = fast
-            .caches
+    let epoch_mono = kernel_epoch_ns(inputs.epoch);
+    if let Some((geometry, caches)) = inputs.fast {
+        let caches = caches
             .iter()
             .map(|c| Some(Arc::clone(c) as Arc<dyn EntryMemory>))
             .collect();
         let records = flows.capacity();
         flows.set_fast_path(FastPath::new(
-            fast.geometry,
-            w as u32,
-            caches,
-            records,
-            epoch_mono,
+            geometry, w as u32, caches, records, epoch_mono,
         ));
     }
     // Counted on the backends' lanes from the first connection on.
     flows.set_connection_lanes(admission.backends().clone());
     if !restored.is_empty() {
+        // Offered to the fast path: the worker's polls install them, a
+        // bounded number each, into the caches of its programs (which
+        // replace the old ones once the workers run); until then the old
+        // programs carry them.
         take_over_connections(&mut flows, w, restored, epoch_mono);
     }
     flows
@@ -471,7 +508,10 @@ fn restored_by_worker(
         let mut handed = handed.clone();
         let c = &mut handed.connection;
         c.endpoint = endpoint_now(snapshot, c).unwrap_or(u32::MAX);
-        let owner = crate::fastpath::owner(&c.client.src, c.client.src_port, count) as usize;
+        let owner = match count {
+            1 => 0,
+            _ => crate::fastpath::owner(&c.client.src, c.client.src_port, count) as usize,
+        };
         if let Some(part) = parts.get_mut(owner) {
             part.push(handed);
         }

@@ -10,32 +10,38 @@
 //!    refuses (`REFUSED <why>`) a state version it does not write, before
 //!    it changes anything: it keeps serving. (`links` asks for the XDP
 //!    links; a request without it, from an earlier build, gets none.)
-//! 2. old: closes its control, metrics and heartbeat endpoints, stops its
-//!    workers and closes its AF_XDP sockets, then writes its connection
-//!    tables ([`crate::flow::handover`]) into a memfd and sends
-//!    `STATE <bytes> links <interface>…` with the memfd and, per interface
-//!    named, the descriptor of the bpf_link its XDP program is attached
-//!    through (all in one message, SCM_RIGHTS). Its programs stay
+//! 2. old: closes its control, metrics and heartbeat endpoints (its
+//!    workers still forward), stops its workers, then, on threads of their
+//!    own, closes its AF_XDP sockets (their statistics readers' descriptors
+//!    and the UMEM's too, so that the kernel frees the queues) while it
+//!    writes its connection tables ([`crate::flow::handover`]) into a memfd
+//!    and sends `STATE <bytes> links <interface>…` with the memfd and, per
+//!    interface named, the descriptor of the bpf_link its XDP program is
+//!    attached through (all in one message, SCM_RIGHTS). Its programs stay
 //!    attached, with their maps: the kernel fast path goes on forwarding
 //!    the established connections it carries. If it cannot hand every
 //!    link over, it hands none and detaches its programs first (`STATE
 //!    <bytes>`), and the new process attaches its own.
-//! 3. new: reads the state, binds its sockets (in its own programs'
-//!    socket maps), imports the connections into its workers' tables (each
-//!    to the worker that owns it), starts the workers, and only then
-//!    replaces the old program with its own through each handed link
-//!    (BPF_LINK_UPDATE: atomic, the interface never without a program);
-//!    then it opens its endpoints, tells systemd `MAINPID=` and `READY=1`,
-//!    and answers `SERVING`; or, if anything failed, closes what it was
-//!    handed, answers `FAILED <why>` and exits.
+//! 3. new: (it prepared its programs, rules, UMEM and empty tables before
+//!    asking) imports the connections into its workers' tables (each to
+//!    the worker that owns it) while it binds its sockets (trying again
+//!    while the kernel still holds a queue) in its own programs' socket
+//!    maps and in the old programs' (which send it what only a worker can
+//!    answer from then on), starts the workers, opens its endpoints, tells
+//!    systemd `MAINPID=` and `READY=1`, and answers `SERVING`; then it
+//!    replaces each old program with its own through the handed link
+//!    (BPF_LINK_UPDATE: atomic, the interface never without a program;
+//!    where that fails, the link is closed and its own attached). If
+//!    anything failed before `SERVING`, it closes what it was handed,
+//!    answers `FAILED <why>` and exits.
 //! 4. old: on `SERVING` it exits. On `FAILED`, on the connection closing,
 //!    or after [`VERDICT_TIMEOUT`], it starts again from the state it
 //!    handed over and keeps serving, and logs why.
 //!
 //! The kernel keeps the interfaces' other traffic flowing meanwhile. What
-//! the workers carry is dark from the old workers' stop to the new
-//! workers' start; what the kernel fast path carries is not dark at all
-//! (docs/benchmarks.md has the measured timeline).
+//! the workers carry (new flows) is dark from the old workers' stop to the
+//! new workers' first poll; what the kernel fast path carries is not dark
+//! at all (docs/benchmarks.md has the measured timeline).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, IoSlice, IoSliceMut, Read, Seek, Write};

@@ -77,6 +77,9 @@ pub struct WorkerSetup<P, M, K> {
     pub epoch: Instant,
     /// The worker's end of `flowgatectl flows` listings.
     pub flow_queries: FlowQueryServer,
+    /// Whether the worker takes over from another process's: it marks
+    /// its first poll and its first frame on the takeover's timeline.
+    pub taking_over: bool,
 }
 
 /// What a stopped worker hands back: its state and ports, so the daemon
@@ -146,11 +149,17 @@ fn run<P: Port, M: FrameMemory, K: KernelPath>(setup: WorkerSetup<P, M, K>) -> W
         stop,
         epoch,
         mut flow_queries,
+        taking_over,
         ..
     } = setup;
     tracing::info!(worker = index, ports = ports.len(), "worker started");
     snapshots.wake_on_publish();
     let mut empty_polls: u32 = 0;
+    // Until the first frame of a takeover is marked.
+    let mut first_frame_due = taking_over;
+    if taking_over {
+        super::takeover::mark("new: a worker polls");
+    }
     while !stop.load(Ordering::Relaxed) {
         let snapshot = snapshots.load();
         let now_ns = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -164,6 +173,10 @@ fn run<P: Port, M: FrameMemory, K: KernelPath>(setup: WorkerSetup<P, M, K>) -> W
             now_ns,
         );
         drop(snapshot);
+        if first_frame_due && received > 0 {
+            first_frame_due = false;
+            super::takeover::mark("new: a worker's first frame");
+        }
         // A listing in progress is work: it goes on at full speed.
         if received > 0 || flow_queries.is_busy() {
             empty_polls = 0;
@@ -238,6 +251,7 @@ mod tests {
             stop: Arc::clone(&stop),
             epoch: Instant::now(),
             flow_queries: server,
+            taking_over: false,
         };
         let handle = spawn(setup).unwrap();
         let mut clients = [client];

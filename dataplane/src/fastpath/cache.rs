@@ -412,6 +412,17 @@ impl FastPath {
         }
     }
 
+    /// Returns the vector [`take_pending`](Self::take_pending) gave out
+    /// after taking only its first `taken` offers: the others stay pending,
+    /// before any made since, in their order.
+    pub fn give_back_pending_after(&mut self, mut pending: Vec<u32>, taken: usize) {
+        pending.drain(..taken.min(pending.len()));
+        let since = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(&since);
+        pending.truncate(PENDING);
+        self.pending = pending;
+    }
+
     /// Where the check of the entries against a new snapshot generation
     /// stands: `Some(cursor)` while records from `cursor` on remain to be
     /// checked against `generation`, `None` once all are.

@@ -27,6 +27,12 @@ const EVICTION_SCAN: usize = 8;
 /// 2^20 records goes round in 4 096 polls.
 const FAST_TRAFFIC_BUDGET: usize = 256;
 
+/// Offered connections [`FlowTable::sync_fast_path`] installs per call at
+/// most: as many as a poll of two full batches can offer, so only a burst
+/// waits a poll or two, and the connections a takeover hands over are
+/// installed over the first polls without holding up their frames.
+const FAST_INSTALL_BUDGET: usize = 128;
+
 /// Records the fast path's entries are checked at per
 /// [`FlowTable::sync_fast_path`] after a snapshot change.
 const FAST_CHECK_BUDGET: usize = 8192;
@@ -176,6 +182,10 @@ pub struct FlowTable {
     /// Head of the free-record list threaded through [`Links`]; `NO_POS`
     /// when the table is full.
     free_head: u32,
+    /// Records before this one have been used; none after it ever was
+    /// (the free list hands records out in order until one is freed), so
+    /// a walk over the live records stops here.
+    touched: usize,
     len: usize,
     /// Where the next [`FlowTable::expire`] looks.
     sweep_hand: usize,
@@ -324,6 +334,7 @@ impl FlowTable {
             index: Index::for_keys(2 * capacity),
             timeouts,
             free_head: 0,
+            touched: 0,
             len: 0,
             sweep_hand: 0,
             evict_hand: 0,
@@ -385,10 +396,11 @@ impl FlowTable {
             }
         };
         let pending = fast.take_pending();
-        for &record in &pending {
+        let taken = pending.len().min(FAST_INSTALL_BUDGET);
+        for &record in pending.iter().take(taken) {
             sync(fast, record);
         }
-        fast.give_back_pending(pending);
+        fast.give_back_pending_after(pending, taken);
         if let Some(cursor) = fast.check_position(generation) {
             let end = cursor.saturating_add(FAST_CHECK_BUDGET).min(records.len());
             for record in cursor..end {
@@ -738,7 +750,8 @@ impl FlowTable {
     /// connection. Runs on a stopped worker's table: it allocates.
     pub fn hand_over(&self, epoch_mono_ns: u64, out: &mut Vec<HandedConnection>) {
         out.reserve(self.len);
-        for (record, r) in self.records.iter().enumerate() {
+        let used = self.records.get(..self.touched).unwrap_or(&self.records);
+        for (record, r) in used.iter().enumerate() {
             if !r.links.is_live() {
                 continue;
             }
@@ -970,6 +983,7 @@ impl FlowTable {
             return None;
         }
         self.free_head = r.links.next_free().unwrap_or(NO_POS);
+        self.touched = self.touched.max(head as usize + 1);
         Some(head)
     }
 

@@ -1249,3 +1249,68 @@ fn a_connection_seen_before_the_new_clock_starts_counts_as_seen_at_its_start() {
     assert!(new.take_over(&handed[0], 1_000));
     assert_eq!(new.iter().next().unwrap().last_seen_ns, 0);
 }
+
+#[test]
+fn a_burst_of_offers_is_installed_a_bounded_number_per_sync_in_order() {
+    use crate::fastpath::{CacheGeometry, EntryMemory, FastPath, HeapEntries};
+    use std::sync::Arc;
+    use with_fast_path::rewrites;
+    // Room for every entry, so that only the budget limits a sync.
+    let geometry = CacheGeometry::new(1, 4096);
+    let caches = (0..2)
+        .map(|_| Some(Arc::new(HeapEntries::new(geometry.entries())) as Arc<dyn EntryMemory>))
+        .collect();
+    let mut t = FlowTable::new(1024, TIMEOUTS);
+    t.reserve_endpoints(3);
+    t.set_fast_path(FastPath::new(geometry, 0, caches, t.capacity(), 0));
+    // A burst, as a takeover's import offers: more than one sync installs.
+    let burst = FAST_INSTALL_BUDGET * 2 + 44;
+    for i in 0..burst {
+        let c = conn(
+            (i / 200) as u8 + 1,
+            10_000 + i as u16,
+            10,
+            2,
+            FlowState::Udp,
+            10,
+        );
+        insert(&mut t, c, 10);
+    }
+    let entries = |t: &FlowTable| t.counters().fast_path().entries;
+    t.sync_fast_path(1, |c| Some(rewrites(c)));
+    assert_eq!(entries(&t), 2 * FAST_INSTALL_BUDGET as u64);
+    // What a sync leaves stays offered, before what is offered since.
+    let late = conn(9, 40_000, 10, 2, FlowState::Udp, 10);
+    insert(&mut t, late, 10);
+    t.sync_fast_path(1, |c| Some(rewrites(c)));
+    assert_eq!(entries(&t), 4 * FAST_INSTALL_BUDGET as u64);
+    t.sync_fast_path(1, |c| Some(rewrites(c)));
+    assert_eq!(entries(&t), 2 * (burst as u64 + 1));
+    t.audit();
+}
+
+#[test]
+fn a_hand_over_after_records_were_freed_and_reused_finds_every_live_one() {
+    let mut t = FlowTable::new(64, TIMEOUTS);
+    t.reserve_endpoints(3);
+    let ids: Vec<ConnId> = (0..20u16)
+        .map(|i| insert(&mut t, conn(1, 20_000 + i, 10, 2, FlowState::Udp, 10), 10))
+        .collect();
+    for id in ids.iter().step_by(3) {
+        t.remove(*id);
+    }
+    for i in 0..5u16 {
+        insert(&mut t, conn(2, 30_000 + i, 10, 2, FlowState::Udp, 10), 10);
+    }
+    let mut handed = Vec::new();
+    t.hand_over(0, &mut handed);
+    let mut want: Vec<u16> = t.iter().map(|c| c.client.src_port).collect();
+    let mut got: Vec<u16> = handed
+        .iter()
+        .map(|h| h.connection.client.src_port)
+        .collect();
+    want.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, want);
+    assert_eq!(got.len(), 20 - 7 + 5);
+}

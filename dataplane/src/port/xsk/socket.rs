@@ -11,7 +11,8 @@ use super::queues;
 use super::rings::BATCH;
 use super::settings::{BindMode, XskSettings};
 use super::stats::{
-    socket_mode, socket_statistics, PortTallies, XskMode, XskPortCounters, XskStats, XskStatsReader,
+    socket_mode, socket_statistics, PortTallies, ReaderFd, XskMode, XskPortCounters, XskStats,
+    XskStatsReader,
 };
 use super::umem::{Claim, Registry, SharedUmem, UmemCore};
 
@@ -53,6 +54,8 @@ pub struct XskPort {
     pub(super) rejected: Vec<crate::port::Frame>,
     /// Its own counters, which [`XskStatsReader`]s read from other threads.
     pub(super) counters: Arc<PortTallies>,
+    /// The descriptors of its [`XskStatsReader`]s.
+    readers: std::sync::Mutex<Vec<Arc<ReaderFd>>>,
     /// Last, so it drops after the rings (which delete the socket).
     _claim: Claim,
 }
@@ -167,6 +170,7 @@ impl XskPort {
             in_tx: 0,
             rejected: Vec::with_capacity(BATCH),
             counters: Arc::default(),
+            readers: std::sync::Mutex::default(),
             _claim: claim,
         })
     }
@@ -227,12 +231,33 @@ impl XskPort {
                 None,
             )
         })?;
+        let fd = Arc::new(ReaderFd::new(fd));
+        self.readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Arc::clone(&fd));
         Ok(XskStatsReader::new(
             fd,
             Arc::clone(&self.counters),
             &self.ifname,
             self.queue,
         ))
+    }
+
+    /// Closes the descriptors of this port's statistics readers (they read
+    /// no kernel statistics from here on), so that closing the port closes
+    /// the socket and frees its queue at once, for another process's socket
+    /// (a takeover).
+    pub fn close_stats_readers(&self) {
+        let readers = std::mem::take(
+            &mut *self
+                .readers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for fd in readers {
+            fd.close();
+        }
     }
 
     /// Frames the port holds: given to the kernel (on the fill, receive,

@@ -111,19 +111,43 @@ impl PortTallies {
 /// counters, which the port keeps as single-writer atomics.
 ///
 /// The duplicate keeps the kernel's socket open until the reader is
-/// dropped, even after the port is closed; it is never mistaken for another
-/// file, as a copy of the descriptor's number could be.
+/// dropped, even after the port is closed, unless the port's owner closes
+/// its readers' descriptors first ([`super::XskPort::close_stats_readers`]:
+/// the kernel frees the socket's queue only once every descriptor of the
+/// socket is closed); it is never mistaken for another file, as a copy of
+/// the descriptor's number could be.
 #[derive(Debug)]
 pub struct XskStatsReader {
-    fd: OwnedFd,
+    fd: Arc<ReaderFd>,
     tallies: Arc<PortTallies>,
     ifname: String,
     queue: u32,
 }
 
+/// The descriptor a port's statistics readers share, until the port's
+/// owner closes it.
+#[derive(Debug, Default)]
+pub(super) struct ReaderFd(std::sync::RwLock<Option<OwnedFd>>);
+
+impl ReaderFd {
+    pub(super) fn new(fd: OwnedFd) -> ReaderFd {
+        ReaderFd(std::sync::RwLock::new(Some(fd)))
+    }
+
+    /// Closes the descriptor: its readers read no more kernel statistics.
+    pub(super) fn close(&self) {
+        let fd = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(fd);
+    }
+}
+
 impl XskStatsReader {
     pub(super) fn new(
-        fd: OwnedFd,
+        fd: Arc<ReaderFd>,
         tallies: Arc<PortTallies>,
         ifname: &str,
         queue: u32,
@@ -137,9 +161,21 @@ impl XskStatsReader {
     }
 
     /// The kernel's counters for the socket now (one `getsockopt`, made by
-    /// the calling thread).
+    /// the calling thread); an error once the readers' descriptor was
+    /// closed.
     pub fn kernel(&self) -> io::Result<XskStats> {
-        socket_statistics(self.fd.as_raw_fd())
+        let fd = self
+            .fd
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match fd.as_ref() {
+            Some(fd) => socket_statistics(fd.as_raw_fd()),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the socket's statistics readers were closed",
+            )),
+        }
     }
 
     /// The port's own counters now.
