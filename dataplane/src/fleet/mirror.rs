@@ -1683,3 +1683,48 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod docs_tests {
+    use super::*;
+
+    /// The worked example of docs/operations.md ("What each key holds"):
+    /// the etcd keys give the very rules the config file's table gives.
+    #[test]
+    fn the_worked_example_in_the_docs_is_the_files_table() {
+        let doc = include_str!("../../../docs/operations.md");
+        let from = doc.find("A worked example").expect("the worked example");
+        let example = &doc[from..];
+        let toml_start = example.find("```toml\n").unwrap() + "```toml\n".len();
+        let toml_len = example[toml_start..].find("```").unwrap();
+        let file = rules::load_str(&example[toml_start..toml_start + toml_len], "doc.toml")
+            .expect("the file's table");
+
+        let sh_start = example.find("```sh\n").unwrap();
+        let sh_len = example[sh_start..].find("\n```\n").unwrap();
+        let layout = KeyLayout::new("/flowgate/prod").unwrap();
+        let mut changes = Vec::new();
+        for put in example[sh_start..sh_start + sh_len]
+            .split("etcdctl put $P/")
+            .skip(1)
+        {
+            let (key, rest) = put.split_once(' ').unwrap();
+            let value = rest.trim().trim_matches('\'');
+            changes.push(Change {
+                key: format!("{}{key}", layout.rules()).into_bytes(),
+                value: Some(Stored {
+                    value: value.as_bytes().to_vec(),
+                    mod_revision: 2,
+                }),
+            });
+        }
+        assert_eq!(changes.len(), 3);
+        let mut mirror = Mirror::new(layout, Config::default());
+        let Outcome::Applied(rules) = mirror.load(2, changes) else {
+            panic!("refused: {:?}", mirror.held())
+        };
+        assert!(rules.held.is_empty(), "{:?}", rules.held);
+        assert_eq!(rules.config.services, file.services);
+        assert_eq!(rules.config.routing.classes, file.routing.classes);
+    }
+}
