@@ -276,8 +276,8 @@ impl Mirror {
         self.good.iter().map(|(k, a)| (k.as_slice(), &a.stored))
     }
 
-    /// The client classes that run, in key order. (The model has no place
-    /// for them yet: the routing tables will take them from here.)
+    /// The client classes from etcd that run, in key order (in the rules
+    /// given, after the file's `routing.classes`).
     pub fn classes(&self) -> impl Iterator<Item = &ClassEntry> {
         self.good.values().filter_map(|a| match &a.part {
             Part::Class(c) => Some(c),
@@ -285,7 +285,8 @@ impl Mirror {
         })
     }
 
-    /// The distribution paths that run, in key order.
+    /// The distribution paths from etcd that run, in key order (in the
+    /// rules given, in their services' `routing.paths`).
     pub fn paths(&self) -> impl Iterator<Item = &PathEntry> {
         self.good.values().filter_map(|a| match &a.part {
             Part::Path(p) => Some(p),
@@ -1537,6 +1538,54 @@ mod tests {
         let rules = applied(mirror.apply(5, vec![key_delete(class_key("198.18.0.0/16"))]));
         assert_eq!(rules.change, RulesChange::Whole);
         assert_eq!(rules.config.routing.classes.len(), 1);
+    }
+
+    #[test]
+    fn a_path_revision_shares_every_path_it_does_not_change() {
+        let mut api = named_web();
+        api.name = "api".into();
+        api.vip = "198.18.100.3".parse().unwrap();
+        let mut changes = vec![put_service(&named_web(), 2), put_service(&api, 2)];
+        for service in ["api", "web"] {
+            for i in 0..2000u32 {
+                let client = format!("198.18.{}.{}/32", i / 250, i % 250);
+                changes.push(key_put(
+                    path_key(service, &client),
+                    r#"{"format":1,"backends":["w1"]}"#,
+                    2,
+                ));
+            }
+        }
+        let mut mirror = Mirror::new(layout(), Config::default());
+        let first = applied(mirror.load(2, changes)).config;
+        assert_eq!(paths_of(&first, "api").len(), 2000);
+        let rules = applied(mirror.apply(
+            3,
+            vec![key_put(
+                path_key("web", "198.18.1.1/32"),
+                r#"{"format":1,"backends":["w2"]}"#,
+                3,
+            )],
+        ));
+        let Some((since, updates)) = rules.change.path_updates() else {
+            panic!("{:?}", rules.change)
+        };
+        assert!(Arc::ptr_eq(since, &first));
+        assert_eq!(updates.len(), 1);
+        // The other service's paths are the very ones it had: nothing was
+        // put together again.
+        let api_paths = |c: &Config| c.service("api").unwrap().routing.paths.clone();
+        assert!(api_paths(&rules.config).ptr_eq(&api_paths(&first)));
+        let web = rules.config.service("web").unwrap();
+        assert_eq!(web.routing.paths.len(), 2000);
+        assert_eq!(
+            web.routing
+                .paths
+                .get(&rules::parse::client_prefix("198.18.1.1/32", "t").unwrap())
+                .unwrap()
+                .backends,
+            ["w2"]
+        );
     }
 
     #[test]
