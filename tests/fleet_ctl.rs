@@ -56,6 +56,7 @@ fn store(etcd: &Etcd) -> FleetStore {
 struct Gateway {
     started: Started,
     control: ControlState,
+    dataplane: Arc<MemoryDataplane>,
     socket: PathBuf,
     dir: PathBuf,
     stop: flowgate_dataplane::control::StopHandle,
@@ -69,7 +70,7 @@ impl Gateway {
         // The gateway starts running its first rules, as the daemon does.
         let config = Config::clone(&started.rules.config);
         let dataplane = Arc::new(MemoryDataplane::with_config(&config));
-        let control = ControlState::new(config, "etcd", dataplane);
+        let control = ControlState::new(config, "etcd", dataplane.clone());
         control.report_etcd(started.source.reporter());
         slot.fill(control.clone());
         let dir = std::env::temp_dir().join(format!(
@@ -90,6 +91,7 @@ impl Gateway {
         Gateway {
             started,
             control,
+            dataplane,
             socket,
             dir,
             stop,
@@ -266,11 +268,29 @@ fn flowgatectl_etcd_checks_as_a_gateway_does_shows_a_dry_run_and_writes_what_gat
     let read = store.read().unwrap();
     let api = &read.entries[layout().service_key("api").as_bytes()];
     let value: serde_json::Value = serde_json::from_slice(&api.value).unwrap();
-    assert_eq!(value["format"], value::VALUE_FORMAT, "{value}");
+    // In the lowest format that carries it, which every gateway reads.
+    assert_eq!(value["format"], value::OLDEST_VALUE_FORMAT, "{value}");
     assert_eq!(value["backends"][1]["address"], "198.18.1.22", "{value}");
 
-    // A service with settings the value format does not carry yet is
-    // refused, not written without them.
+    // fleet: the gateway, from its status key.
+    let fleet = fleet_ctl(&etcd, &["fleet"]).ok();
+    assert!(fleet.lines().any(|l| l.starts_with("gw-1 ")), "{fleet}");
+    let json: serde_json::Value =
+        serde_json::from_str(&fleet_ctl(&etcd, &["fleet", "-o", "json"]).ok()).unwrap();
+    assert_eq!(json["gateways"][0]["status"]["id"], "gw-1");
+    assert_eq!(schemas().validate("fleet.json", &json), [] as [String; 0]);
+    flowgatectl(&["fleet"], None).failed(2);
+}
+
+#[test]
+fn flowgatectl_etcd_rewrites_every_key_of_a_service_and_writes_paths_as_keys_of_their_own() {
+    let etcd = Etcd::start();
+    let mut store = store(&etcd);
+    store.write_unchecked(&[put_raw("web", WEB)]).unwrap();
+    let gateway = Gateway::start(&etcd, "gw-1");
+
+    // A service with settings only value format 2 carries (health, set
+    // with etcdctl): rewritten with them, in format 2.
     let checked = WEB.replacen(
         "\"backends\"",
         "\"health\":{\"kind\":\"tcp\",\"interval\":\"1s\"},\"backends\"",
@@ -282,22 +302,71 @@ fn flowgatectl_etcd_checks_as_a_gateway_does_shows_a_dry_run_and_writes_what_gat
         .config()
         .service("web")
         .is_some_and(|s| s.health != Default::default())));
-    let rules = store.read().unwrap().entries;
-    let err = fleet_ctl(&etcd, &["backend", "add", "web", "198.18.1.13:8080"]).failed(1);
-    assert!(
-        err.starts_with("flowgatectl: rejected: service \"web\" has settings etcd's value format 1 does not carry yet"),
-        "{err}"
+    let health = gateway
+        .control
+        .config()
+        .service("web")
+        .unwrap()
+        .health
+        .clone();
+    fleet_ctl(&etcd, &["backend", "add", "web", "198.18.1.13:8080"]).ok();
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .config()
+        .service("web")
+        .is_some_and(|s| s.backends.len() == 2)));
+    assert_eq!(
+        gateway.control.config().service("web").unwrap().health,
+        health
     );
-    assert_eq!(store.read().unwrap().entries, rules);
+    let read = store.read().unwrap();
+    let web: serde_json::Value =
+        serde_json::from_slice(&read.entries[layout().service_key("web").as_bytes()].value)
+            .unwrap();
+    assert_eq!(web["format"], 2, "{web}");
+    assert_eq!(web["health"]["interval"], "1s", "{web}");
 
-    // fleet: the gateway, from its status key.
-    let fleet = fleet_ctl(&etcd, &["fleet"]).ok();
-    assert!(fleet.lines().any(|l| l.starts_with("gw-1 ")), "{fleet}");
-    let json: serde_json::Value =
-        serde_json::from_str(&fleet_ctl(&etcd, &["fleet", "-o", "json"]).ok()).unwrap();
-    assert_eq!(json["gateways"][0]["status"]["id"], "gw-1");
-    assert_eq!(schemas().validate("fleet.json", &json), [] as [String; 0]);
-    flowgatectl(&["fleet"], None).failed(2);
+    // A file's paths: each a key of its own; a service deleted with them.
+    let file = gateway.dir.join("paths.toml");
+    std::fs::write(
+        &file,
+        "[[services]]\nname = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.1\"\n\
+         port = 80\nscheduler = \"sh\"\n\
+         [[services.backends]]\naddress = \"198.18.1.11\"\nport = 8080\nname = \"w1\"\n\
+         [[services.paths]]\nclient = \"198.18.0.7\"\nbackends = [\"w1\"]\n\
+         [[services.paths]]\nclient = \"198.18.5.0/24\"\nbackends = [\"w1\"]\n",
+    )
+    .unwrap();
+    fleet_ctl(&etcd, &["apply", "-f", file.to_str().unwrap()]).ok();
+    let read = store.read().unwrap();
+    let path = &read.entries[path_key("web", "198.18.5.0/24").as_bytes()];
+    assert_eq!(path.value, br#"{"backends":["w1"],"format":1}"#);
+    assert!(read
+        .entries
+        .contains_key(path_key("web", "198.18.0.7/32").as_bytes()));
+    let web: serde_json::Value =
+        serde_json::from_slice(&read.entries[layout().service_key("web").as_bytes()].value)
+            .unwrap();
+    assert!(web.get("paths").is_none(), "{web}");
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .config()
+        .service("web")
+        .is_some_and(|s| s.routing.paths.len() == 2)));
+    fleet_ctl(&etcd, &["service", "del", "web"]).ok();
+    let left: Vec<String> = store
+        .read()
+        .unwrap()
+        .entries
+        .keys()
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .config()
+        .services
+        .is_empty()));
 }
 
 #[test]
@@ -360,4 +429,280 @@ fn flowgatectl_etcd_writers_that_race_are_told_they_lost_and_write_nothing() {
         let address = backend.split(':').next().unwrap();
         assert!(web.contains(&format!("\"{address}\"")), "{web}");
     }
+}
+
+/// `web` at 198.18.100.1:80 on sh, backends w1 (zone dc1) and w2 (zone
+/// dc2), in value format 2 (backend names).
+const NAMED_WEB: &str = r#"{"format":2,"protocol":"tcp","vip":"198.18.100.1","port":80,
+    "scheduler":"sh","maglev_table_size":251,"backends":[
+    {"address":"198.18.1.11","port":8080,"name":"w1","zone":"dc1"},
+    {"address":"198.18.1.12","port":8080,"name":"w2","zone":"dc2"}]}"#;
+
+fn put_key(key: String, value: &str) -> Write {
+    Write {
+        key,
+        value: Some(value.as_bytes().to_vec()),
+    }
+}
+
+fn path_key(service: &str, prefix: &str) -> String {
+    layout().path_key(service, &prefix.parse().unwrap())
+}
+
+/// What the gateway's `explain` says of a new TCP flow from `client`
+/// to web.
+fn explain(gateway: &Gateway, client: &str) -> flowgate_api::ExplainReply {
+    let query = flowgate_api::ExplainQuery {
+        from: format!("{client}:40000"),
+        to: "198.18.100.1:80".into(),
+        protocol: None,
+    };
+    match gateway
+        .control
+        .clone()
+        .handle(flowgate_api::Request::Explain(query))
+        .unwrap()
+    {
+        flowgate_api::Reply::Explain(reply) => reply,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A client whose new flows to web sh sends to `backend`.
+fn client_sent_to(gateway: &Gateway, backend: &str) -> String {
+    (10..250)
+        .map(|i| format!("198.18.0.{i}"))
+        .find(|c| explain(gateway, c).backend.as_deref() == Some(backend))
+        .unwrap()
+}
+
+#[test]
+fn a_path_put_in_etcd_steers_new_flows_and_a_bad_one_is_held_by_its_key() {
+    let etcd = Etcd::start();
+    let mut store = store(&etcd);
+    store.write_unchecked(&[put_raw("web", NAMED_WEB)]).unwrap();
+    let gateway = Gateway::start(&etcd, "gw-1");
+    let w1 = "198.18.1.11:8080";
+    let w2 = "198.18.1.12:8080";
+
+    let to_w1 = client_sent_to(&gateway, w1);
+    let before = explain(&gateway, &to_w1);
+    assert!(
+        before.path.is_none() && before.class.is_none(),
+        "{before:?}"
+    );
+
+    // A path: the client's next new flow goes where it says, through the
+    // path table alone (no snapshot built).
+    let applies = gateway.dataplane.applies();
+    let host = format!("{to_w1}/32");
+    let revision = store
+        .write_unchecked(&[put_key(
+            path_key("web", &host),
+            r#"{"format":1,"backends":["w2"]}"#,
+        )])
+        .unwrap();
+    assert!(wait_until(WAIT, || explain(&gateway, &to_w1)
+        .path
+        .is_some()));
+    let steered = explain(&gateway, &to_w1);
+    assert_eq!(steered.path.as_ref().unwrap().backends, ["w2"]);
+    assert_eq!(steered.backend.as_deref(), Some(w2), "{steered:?}");
+    assert_eq!(gateway.dataplane.applies(), applies, "a snapshot was built");
+    let status = gateway.control.etcd_status().unwrap();
+    assert_eq!(status.revision, revision);
+    assert_eq!(
+        gateway
+            .control
+            .config()
+            .service("web")
+            .unwrap()
+            .routing
+            .paths
+            .len(),
+        1
+    );
+
+    // A bad path (a backend web does not have) in the same transaction
+    // as a good one: refused whole, held with its key and revision.
+    let bad_key = path_key("web", "198.18.9.0/24");
+    let refused = store
+        .write_unchecked(&[
+            put_key(bad_key.clone(), r#"{"format":1,"backends":["w9"]}"#),
+            put_key(
+                path_key("web", "198.18.8.0/24"),
+                r#"{"format":1,"backends":["w1"]}"#,
+            ),
+        ])
+        .unwrap();
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .etcd_status()
+        .is_some_and(|s| !s.held.is_empty())));
+    let held = gateway.control.etcd_status().unwrap().held;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].key, bad_key);
+    assert_eq!(held[0].revision, refused);
+    assert_eq!(
+        held[0].problems,
+        [
+            "path of client 198.18.9.0/24 names unknown backend \"w9\" of service \"web\" \
+          (a backend's name, or ADDR:PORT for one without)"
+        ]
+    );
+    assert!(explain(&gateway, "198.18.8.1").path.is_none());
+    // The rest applies with the next revision; the bad key stays held.
+    store
+        .write_unchecked(&[put_key(
+            path_key("web", "198.18.7.0/24"),
+            r#"{"format":1,"backends":["w1"]}"#,
+        )])
+        .unwrap();
+    assert!(wait_until(WAIT, || explain(&gateway, "198.18.7.1")
+        .path
+        .is_some()));
+    assert!(explain(&gateway, "198.18.8.1").path.is_some());
+    assert!(explain(&gateway, "198.18.9.1").path.is_none());
+    assert_eq!(gateway.control.etcd_status().unwrap().held.len(), 1);
+
+    // Deleted: the path is gone, and so is its effect.
+    store
+        .write_unchecked(&[
+            Write {
+                key: path_key("web", &host),
+                value: None,
+            },
+            Write {
+                key: bad_key,
+                value: None,
+            },
+        ])
+        .unwrap();
+    assert!(wait_until(WAIT, || explain(&gateway, &to_w1)
+        .path
+        .is_none()));
+    assert_eq!(explain(&gateway, &to_w1).backend.as_deref(), Some(w1));
+    assert!(gateway.control.etcd_status().unwrap().held.is_empty());
+}
+
+#[test]
+fn a_client_class_put_in_etcd_changes_the_zone_decision_until_deleted() {
+    let etcd = Etcd::start();
+    let mut store = store(&etcd);
+    store.write_unchecked(&[put_raw("web", NAMED_WEB)]).unwrap();
+    let gateway = Gateway::start(&etcd, "gw-1");
+    let (w1, w2) = ("198.18.1.11:8080", "198.18.1.12:8080");
+    let to_w2 = client_sent_to(&gateway, w2);
+    let other = explain(&gateway, &to_w2);
+    assert!(other.class.is_none());
+    let class_key = layout().class_key(&format!("{to_w2}/32").parse().unwrap());
+    store
+        .write_unchecked(&[put_key(class_key.clone(), r#"{"format":1,"zone":"dc1"}"#)])
+        .unwrap();
+    assert!(wait_until(WAIT, || explain(&gateway, &to_w2)
+        .class
+        .is_some()));
+    let classed = explain(&gateway, &to_w2);
+    assert_eq!(classed.class.as_ref().unwrap().zone.as_deref(), Some("dc1"));
+    assert_eq!(classed.backend.as_deref(), Some(w1), "{classed:?}");
+    assert_eq!(gateway.control.config().routing.classes.len(), 1);
+
+    // A bad class: held by its key, in the validator's words.
+    let bad_key = layout().class_key(&"198.18.0.0/16".parse().unwrap());
+    let refused = store
+        .write_unchecked(&[put_key(bad_key.clone(), r#"{"format":1,"set":"orders"}"#)])
+        .unwrap();
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .etcd_status()
+        .is_some_and(|s| !s.held.is_empty())));
+    let held = gateway.control.etcd_status().unwrap().held;
+    assert_eq!(
+        (held[0].key.as_str(), held[0].revision),
+        (bad_key.as_str(), refused)
+    );
+    assert!(
+        held[0].problems[0].starts_with("set \"orders\" of client class 198.18.0.0/16"),
+        "{held:?}"
+    );
+
+    // Deleted: the class is gone, and so is its effect.
+    store
+        .write_unchecked(&[
+            Write {
+                key: class_key,
+                value: None,
+            },
+            Write {
+                key: bad_key,
+                value: None,
+            },
+        ])
+        .unwrap();
+    assert!(wait_until(WAIT, || explain(&gateway, &to_w2)
+        .class
+        .is_none()));
+    assert_eq!(explain(&gateway, &to_w2).backend.as_deref(), Some(w2));
+    assert!(gateway.control.config().routing.classes.is_empty());
+    assert!(gateway.control.etcd_status().unwrap().held.is_empty());
+}
+
+#[test]
+fn a_service_with_health_limits_and_announce_from_etcd_runs_them() {
+    let etcd = Etcd::start();
+    let mut store = store(&etcd);
+    let value = r#"{"format":2,"protocol":"tcp","vip":"198.18.100.1","port":80,
+        "maglev_table_size":251,"announce":"arp","syn_proxy":"on",
+        "health":{"kind":"tcp","interval":"1s","rise":2,"fall":3},
+        "limits":{"max_new_flows_per_s":1000,"new_flows_burst":100,"over_limit":"reset"},
+        "backends":[{"address":"198.18.1.11","port":8080},
+                    {"address":"198.18.1.12","port":8080,"health":{"kind":"none"}}]}"#;
+    store.write_unchecked(&[put_raw("web", value)]).unwrap();
+    let gateway = Gateway::start(&etcd, "gw-1");
+    let snapshot = gateway.dataplane.current();
+    let (_, web) = snapshot
+        .services()
+        .find(|(_, s)| s.name() == "web")
+        .expect("web compiled");
+    assert_eq!(web.announce(), flowgate_dataplane::rules::Announce::Arp);
+    assert_eq!(web.syn_proxy(), flowgate_dataplane::synproxy::SynProxy::On);
+    assert!(web.limits().is_some(), "no compiled limits");
+    let config = gateway.control.config();
+    let limits = config.service("web").unwrap().limits;
+    assert_eq!(limits.new_flows.unwrap().rate().per_s(), 1000);
+    // The health plan: one backend checked, one not probed.
+    let json: serde_json::Value =
+        serde_json::from_str(&gateway.ctl(&["status", "-o", "json"]).ok()).unwrap();
+    assert_eq!(json["health"]["checked"], 1, "{json}");
+
+    // A bad value: refused with its key named, the running service kept.
+    let bad = value.replacen("\"interval\":\"1s\"", "\"interval\":\"soon\"", 1);
+    let refused = store.write_unchecked(&[put_raw("web", &bad)]).unwrap();
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .etcd_status()
+        .is_some_and(|s| !s.held.is_empty())));
+    let held = gateway.control.etcd_status().unwrap().held;
+    assert_eq!(held[0].key, layout().service_key("web"));
+    assert_eq!(held[0].revision, refused);
+    assert_eq!(
+        held[0].problems,
+        [
+            "health of service \"web\": interval \"soon\" is not a duration: write a number \
+          and a unit, such as \"500ms\", \"2s\" or \"1m\""
+        ]
+    );
+    assert_eq!(
+        gateway.control.config().service("web").unwrap().limits,
+        limits
+    );
+    // A newer format than the gateways read: refused the same way.
+    let newer = value.replacen("\"format\":2", "\"format\":3", 1);
+    store.write_unchecked(&[put_raw("web", &newer)]).unwrap();
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .etcd_status()
+        .is_some_and(
+            |s| s.held[0].problems[0].starts_with("format 3 is newer")
+        )));
 }

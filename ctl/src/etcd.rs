@@ -20,7 +20,8 @@ use flowgate_dataplane::control::{apply_edits, diff};
 use flowgate_dataplane::fleet::layout::{KeyLayout, RuleKey};
 use flowgate_dataplane::fleet::mirror::{Change, Mirror, Outcome};
 use flowgate_dataplane::fleet::store::{FleetStore, RulesRead, StoreError, Write as KeyWrite};
-use flowgate_dataplane::fleet::value::{self, Part};
+use flowgate_dataplane::fleet::value::{self, Part, PathEntry};
+use flowgate_dataplane::route::Prefix;
 use flowgate_dataplane::rules::{self, Config};
 use serde::Serialize;
 
@@ -145,8 +146,9 @@ fn edit_of(request: Request) -> Result<Edit, Failure> {
         Request::BackendDrain(x) => Edit::BackendDrain(x),
         _ => {
             return Err(Failure::usage(
-                "with --etcd, distribution paths, canaries and client classes are written as \
-                 keys of their own (docs/operations.md, Running a fleet), not by this command",
+                "with --etcd, flowgatectl writes services and backends (and, with apply -f, \
+                 the services' distribution paths); client classes and single paths are keys \
+                 of their own, written with etcdctl (docs/operations.md, Running a fleet)",
             ))
         }
     })
@@ -193,10 +195,11 @@ fn rules_of(read: &RulesRead, layout: &KeyLayout) -> Config {
 }
 
 /// The keys that make `next` of `current`: each service added or changed
-/// put, each removed deleted, and the gateway settings if they changed.
-/// A service whose settings the value format cannot carry (it writes no
-/// health, routing, limits or announce settings yet) is refused rather
-/// than written without them.
+/// put, each removed deleted with its distribution paths, each path added
+/// or changed put and each removed deleted (paths are keys of their own),
+/// and the gateway settings if they changed. A service whose value would
+/// not read back as it is (a fault in the writer) is refused rather than
+/// written without what it lost.
 fn writes(current: &Config, next: &Config, layout: &KeyLayout) -> Result<Vec<KeyWrite>, Failure> {
     let mut writes = Vec::new();
     if next.gateway != current.gateway {
@@ -210,8 +213,10 @@ fn writes(current: &Config, next: &Config, layout: &KeyLayout) -> Result<Vec<Key
         .iter()
         .map(|s| (s.name.as_str(), s))
         .collect();
+    let no_paths = rules::Paths::new();
     for service in &next.services {
-        if before.get(service.name.as_str()) != Some(&service) {
+        let old = before.get(service.name.as_str()).copied();
+        if old.map(without_paths) != Some(without_paths(service)) {
             // A table size the gateway settings give is left to them.
             let sets_table_size = service.maglev_table_size != next.gateway.maglev_table_size;
             let written = value::service_value(service, sets_table_size).into_bytes();
@@ -219,9 +224,8 @@ fn writes(current: &Config, next: &Config, layout: &KeyLayout) -> Result<Vec<Key
                 return Err(Failure::refused(ApiError::new(
                     ErrorCode::Invalid,
                     format!(
-                        "service {:?} has settings etcd's value format {} does not carry yet \
-                         (health, routing, limits or announce): nothing was written; change \
-                         its key ({}) with etcdctl",
+                        "service {:?} does not read back from etcd's value format {} as it \
+                         is: nothing was written; change its key ({}) with etcdctl",
                         service.name,
                         value::VALUE_FORMAT,
                         layout.service_key(&service.name)
@@ -233,6 +237,14 @@ fn writes(current: &Config, next: &Config, layout: &KeyLayout) -> Result<Vec<Key
                 value: Some(written),
             });
         }
+        let old_paths = old.map_or(&no_paths, |s| &s.routing.paths);
+        path_writes(
+            &service.name,
+            old_paths,
+            &service.routing.paths,
+            layout,
+            &mut writes,
+        );
     }
     for service in &current.services {
         if next.service(&service.name).is_none() {
@@ -240,12 +252,65 @@ fn writes(current: &Config, next: &Config, layout: &KeyLayout) -> Result<Vec<Key
                 key: layout.service_key(&service.name),
                 value: None,
             });
+            path_writes(
+                &service.name,
+                &service.routing.paths,
+                &no_paths,
+                layout,
+                &mut writes,
+            );
         }
     }
     Ok(writes)
 }
 
-/// Whether `written`, read back as a gateway reads it, is `service`.
+/// `service` without its distribution paths, which are keys of their own.
+fn without_paths(service: &rules::Service) -> rules::Service {
+    let mut service = service.clone();
+    service.routing.paths.clear();
+    service
+}
+
+/// The path keys of service `name` that make `new` of `old`.
+fn path_writes(
+    name: &str,
+    old: &rules::Paths,
+    new: &rules::Paths,
+    layout: &KeyLayout,
+    writes: &mut Vec<KeyWrite>,
+) {
+    let key = |client: rules::ClientPrefix| {
+        Prefix::new(client.address, client.len)
+            .ok()
+            .map(|prefix| (prefix, layout.path_key(name, &prefix)))
+    };
+    for path in new {
+        if old.get(&path.client) == Some(path) {
+            continue;
+        }
+        if let Some((prefix, key)) = key(path.client) {
+            let entry = PathEntry {
+                service: name.to_owned(),
+                prefix,
+                backends: path.backends.clone(),
+            };
+            writes.push(KeyWrite {
+                key,
+                value: Some(value::path_value(&entry).into_bytes()),
+            });
+        }
+    }
+    for path in old {
+        if new.get(&path.client).is_none() {
+            if let Some((_, key)) = key(path.client) {
+                writes.push(KeyWrite { key, value: None });
+            }
+        }
+    }
+}
+
+/// Whether `written`, read back as a gateway reads it, is `service`
+/// (but its paths).
 fn carries(service: &rules::Service, written: &[u8]) -> bool {
     let key = RuleKey::Service(service.name.clone());
     match value::decode(&key, written) {
@@ -254,7 +319,7 @@ fn carries(service: &rules::Service, written: &[u8]) -> bool {
             // A table size left to the gateway settings reads as a
             // placeholder until the rules are put together.
             read.maglev_table_size = service.maglev_table_size;
-            read == *service
+            read == without_paths(service)
         }
         _ => false,
     }

@@ -49,7 +49,7 @@ pub fn apply_edits(config: &Config, edits: &[Edit]) -> Result<Config, ApiError> 
 pub(crate) struct PathChange {
     /// The rules it makes: the running ones, sharing every path they do
     /// not change (see [`rules::Paths`]).
-    pub config: Config,
+    pub config: std::sync::Arc<Config>,
     /// What it changes, as [`super::diff`] would say.
     pub diff: flowgate_api::ConfigDiff,
     /// The paths it changes, each as it leaves it, for the path table.
@@ -111,9 +111,20 @@ pub(crate) fn apply_path_edits(config: &Config, edits: &[Edit]) -> Option<PathCh
             touched.push((i, client));
         }
     }
+    Some(path_change(config, std::sync::Arc::new(next), touched))
+}
+
+/// The change from `config` to `next`, which differ only in the paths
+/// `touched` names (service position, client; each once): its diff and
+/// the path table's updates, at a cost that follows the paths touched.
+pub(crate) fn path_change(
+    config: &Config,
+    next: std::sync::Arc<Config>,
+    touched: impl IntoIterator<Item = (usize, ClientPrefix)>,
+) -> PathChange {
     // What each touched path became, and the diff's counts per service.
     let mut counts: std::collections::BTreeMap<usize, PathCounts> = Default::default();
-    let mut updates = Vec::with_capacity(touched.len());
+    let mut updates = Vec::new();
     for (i, client) in touched {
         let before = config.services[i].routing.paths.get(&client);
         let after = next.services[i].routing.paths.get(&client);
@@ -138,11 +149,11 @@ pub(crate) fn apply_path_edits(config: &Config, edits: &[Edit]) -> Option<PathCh
         diff.services_changed
             .extend(count.change(&next.services[i].name));
     }
-    Some(PathChange {
+    PathChange {
         config: next,
         diff,
         updates,
-    })
+    }
 }
 
 /// `config` with `edits` applied, not yet validated, and where each part
@@ -1746,7 +1757,7 @@ port = 8080
                 Some(change) => {
                     fast += 1;
                     let next = whole.expect("what is made path by path is valid");
-                    assert_eq!(change.config, next, "{edits:?}");
+                    assert_eq!(*change.config, next, "{edits:?}");
                     assert_eq!(change.diff, super::super::diff(&config, &next), "{edits:?}");
                     // The updates turn the old paths into the new ones.
                     for (i, service) in next.services.iter().enumerate() {

@@ -35,7 +35,7 @@ use flowgate_api::{
 
 use super::dataplane::Dataplane;
 use super::diff::diff;
-use super::edit::{apply_edits, apply_path_edits, PathChange};
+use super::edit::{apply_edits, apply_path_edits, path_change, PathChange};
 use crate::metrics::{ChangeCounters, ChangeSource, RefusalReason};
 use crate::rules::{self, Config, ConfigError};
 
@@ -140,6 +140,14 @@ enum Proposal<'a> {
     Shared {
         config: Arc<Config>,
         since: Option<(&'a Arc<Config>, &'a [String])>,
+        origin: &'a str,
+    },
+    /// The same, known to differ from `since` only in the paths `updates`
+    /// names, each as it says.
+    Paths {
+        config: Arc<Config>,
+        since: &'a Arc<Config>,
+        updates: &'a [crate::table::PathUpdate],
         origin: &'a str,
     },
 }
@@ -277,6 +285,30 @@ impl ControlState {
         let proposal = Proposal::Shared {
             config,
             since,
+            origin,
+        };
+        self.change(ChangeSource::Reload, proposal, false)
+    }
+
+    /// [`ControlState::apply_shared`] for a config known to differ from
+    /// `since` only in the distribution paths `updates` names, each as it
+    /// says (the etcd source's revision of path keys alone): when `since`
+    /// is what runs, it takes the path verbs' road — the path table is
+    /// edited with those paths alone and no snapshot is built — so it
+    /// costs what it changes, however many paths the rules hold.
+    /// Otherwise it is compared in full. `config` must be valid, as for
+    /// [`ControlState::apply_config`].
+    pub fn apply_path_updates(
+        &self,
+        config: Arc<Config>,
+        since: &Arc<Config>,
+        updates: &[crate::table::PathUpdate],
+        origin: &str,
+    ) -> Result<ChangeReport, ApiError> {
+        let proposal = Proposal::Paths {
+            config,
+            since,
+            updates,
             origin,
         };
         self.change(ChangeSource::Reload, proposal, false)
@@ -495,7 +527,7 @@ impl ControlState {
         let mut only: Option<&[String]> = None;
         let (next, origin) = match proposal {
             Proposal::Edits(edits) => match apply_path_edits(&base.config, edits) {
-                Some(change) => return self.make_path_change(base, change, dry_run),
+                Some(change) => return self.make_path_change(base, change, None, dry_run),
                 None => (Arc::new(apply_edits(&base.config, edits)?), None),
             },
             Proposal::Text { text, origin } => (
@@ -517,6 +549,19 @@ impl ControlState {
                 only = since
                     .filter(|(since, _)| Arc::ptr_eq(since, &base.config))
                     .map(|(_, names)| names);
+                (config, Some(origin.to_owned()))
+            }
+            Proposal::Paths {
+                config,
+                since,
+                updates,
+                origin,
+            } => {
+                if Arc::ptr_eq(since, &base.config) {
+                    let touched = updates.iter().map(|u| (u.service, u.client));
+                    let change = path_change(&base.config, config, touched);
+                    return self.make_path_change(base, change, Some(origin), dry_run);
+                }
                 (config, Some(origin.to_owned()))
             }
         };
@@ -572,23 +617,25 @@ impl ControlState {
     /// checked path by path ([`apply_path_edits`]): its diff is the paths
     /// it changes, and the data plane edits its path table with those
     /// paths alone. No restart-only section and nothing the kernel side
-    /// holds changes, so neither is checked.
+    /// holds changes, so neither is checked. `origin` is set for rules
+    /// from another source (etcd), as for a whole config.
     fn make_path_change(
         &self,
         base: &Running,
         change: PathChange,
+        origin: Option<&str>,
         dry_run: bool,
     ) -> Result<ChangeReport, ApiError> {
         let PathChange {
-            config,
+            config: next,
             diff,
             updates,
         } = change;
-        let next = Arc::new(config);
+        let origin = origin.map(str::to_owned);
         if dry_run || diff.is_empty() {
             if !dry_run {
                 // A new order of the paths is kept; nothing to publish.
-                self.install(base, next, None, false);
+                self.install(base, next, origin, false);
             }
             return Ok(ChangeReport {
                 generation: self.dataplane.generation(),
@@ -599,7 +646,7 @@ impl ControlState {
             });
         }
         let applied = self.dataplane.apply_path_updates(&next, &updates);
-        self.finish(base, next, None, diff, applied)
+        self.finish(base, next, origin, diff, applied)
     }
 
     /// Makes `next` the running rules once the data plane has `applied`

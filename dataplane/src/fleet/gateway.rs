@@ -66,8 +66,13 @@ impl RulesSink for ControlSink {
             .wait(START_WAIT)
             .ok_or_else(|| "the gateway did not finish starting".to_owned())?;
         let origin = format!("etcd revision {}", rules.revision);
-        control
-            .apply_shared(Arc::clone(&rules.config), rules.change.since(), &origin)
+        let config = Arc::clone(&rules.config);
+        let applied = match rules.change.path_updates() {
+            // Path keys alone: the path verbs' road, path by path.
+            Some((since, updates)) => control.apply_path_updates(config, since, updates, &origin),
+            None => control.apply_shared(config, rules.change.since(), &origin),
+        };
+        applied
             .map(|report| report.generation)
             .map_err(|e| e.to_string())
     }

@@ -26,13 +26,31 @@
 //!    rest runs, since there is no older state of those keys to keep whole.
 //!
 //! Services from etcd come after the file's in the model, in key order
-//! (their names' order); the validator judges the whole and names an etcd
-//! part by its key and revision ([`EtcdProvenance`]).
+//! (their names' order); so do client classes (`[[routing.classes]]`) and,
+//! in each service, its distribution paths (`[[services.paths]]`, on a
+//! service of the file or of etcd). The validator judges the whole and
+//! names an etcd part by its key and revision ([`EtcdProvenance`]). Two
+//! rules hold for paths, which live apart from their service:
+//!
+//! 4. A path key whose service is in neither the file nor etcd, or whose
+//!    client the file gives that service a path for already, is bad (held).
+//! 5. Deleting a service whose path keys stay is refused (the service key
+//!    held): delete `paths/NAME/` in the same transaction.
+//!
+//! A revision of path keys alone is made on the rules given last path by
+//! path, each path checked as the validator checks it
+//! ([`RulesChange::Paths`]): a million paths cost nothing until they
+//! change.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::rules::{self, Config, GatewaySettings, Location, Service, Unrecorded};
+use crate::route::Prefix;
+use crate::rules::{
+    self, ClientClass, ClientPrefix, Config, DistributionPath, GatewaySettings, Item, Location,
+    Service, Unrecorded,
+};
+use crate::table::PathUpdate;
 
 use super::layout::{KeyLayout, PartKind, RuleKey};
 use super::provenance::{EtcdProvenance, Origin};
@@ -107,23 +125,47 @@ pub enum RulesChange {
     Whole,
     /// Only etcd's services named here differ from `since` (the config of
     /// the rules given before): each is added, replaced or, if the config
-    /// no longer has it, removed. Names in key order; none when only keys
-    /// outside the config changed (classes, paths).
+    /// no longer has it, removed (their distribution paths with them).
+    /// Names in key order; none when only keys outside the config
+    /// changed.
     Services {
         /// The config the change is made to.
         since: Arc<Config>,
         /// The services put or deleted.
         names: Vec<String>,
     },
+    /// Only distribution paths differ from `since`, each as `updates`
+    /// says: what the path table takes path by path, at a cost that
+    /// follows the paths changed, not the paths held.
+    Paths {
+        /// The config the change is made to.
+        since: Arc<Config>,
+        /// The services whose paths changed, in key order.
+        names: Vec<String>,
+        /// Each path changed, as it leaves it (services by position,
+        /// the same in both configs).
+        updates: Vec<PathUpdate>,
+    },
 }
 
 impl RulesChange {
     /// The config the change is made to and the services it changes, if
-    /// only services change.
+    /// only services change (paths being part of a service).
     pub fn since(&self) -> Option<(&Arc<Config>, &[String])> {
         match self {
             RulesChange::Whole => None,
-            RulesChange::Services { since, names } => Some((since, names)),
+            RulesChange::Services { since, names } | RulesChange::Paths { since, names, .. } => {
+                Some((since, names))
+            }
+        }
+    }
+
+    /// The config the change is made to and the paths it changes, if
+    /// only paths change.
+    pub fn path_updates(&self) -> Option<(&Arc<Config>, &[PathUpdate])> {
+        match self {
+            RulesChange::Paths { since, updates, .. } => Some((since, updates)),
+            _ => None,
         }
     }
 }
@@ -234,8 +276,8 @@ impl Mirror {
         self.good.iter().map(|(k, a)| (k.as_slice(), &a.stored))
     }
 
-    /// The client classes that run, in key order. (The model has no place
-    /// for them yet: the routing tables will take them from here.)
+    /// The client classes from etcd that run, in key order (in the rules
+    /// given, after the file's `routing.classes`).
     pub fn classes(&self) -> impl Iterator<Item = &ClassEntry> {
         self.good.values().filter_map(|a| match &a.part {
             Part::Class(c) => Some(c),
@@ -243,7 +285,8 @@ impl Mirror {
         })
     }
 
-    /// The distribution paths that run, in key order.
+    /// The distribution paths from etcd that run, in key order (in the
+    /// rules given, in their services' `routing.paths`).
     pub fn paths(&self) -> impl Iterator<Item = &PathEntry> {
         self.good.values().filter_map(|a| match &a.part {
             Part::Path(p) => Some(p),
@@ -421,6 +464,26 @@ impl Mirror {
             Some((config, change)) => (config, change),
             None => (self.whole(overlay), RulesChange::Whole),
         };
+        let homeless = self.homeless_paths(&config, overlay);
+        if !homeless.is_empty() {
+            return Err(homeless);
+        }
+        // Paths alone: each checked as the validator checks a path; the
+        // rest ran valid and is the same.
+        if let RulesChange::Paths { updates, .. } = &change {
+            let valid = |u: &PathUpdate| {
+                let service = &config.services[u.service];
+                u.backends.is_none()
+                    || service
+                        .routing
+                        .paths
+                        .get(&u.client)
+                        .is_some_and(|path| rules::path_is_valid(service, path))
+            };
+            if updates.iter().all(valid) {
+                return Ok((Arc::new(config), change));
+            }
+        }
         let gateway_key = self.layout.gateway_key().into_bytes();
         let gateway = match overlay.get(&gateway_key) {
             Some(entry) => entry.as_ref(),
@@ -431,14 +494,34 @@ impl Mirror {
         // every service's origin up front would cost what the whole
         // config holds.
         let base = self.base.services.len();
+        let stored = |key: &[u8]| -> Option<Origin> {
+            let stored = match overlay.get(key) {
+                Some(entry) => &entry.as_ref()?.stored,
+                None => &self.good.get(key)?.stored,
+            };
+            Some(origin(key, stored))
+        };
         let locate = |i: usize| {
             let name = &config.services.get(i)?.name;
-            let key = self.layout.service_key(name).into_bytes();
-            let stored = match overlay.get(&key) {
-                Some(entry) => &entry.as_ref()?.stored,
-                None => &self.good.get(&key)?.stored,
-            };
-            Some(origin(&key, stored))
+            stored(self.layout.service_key(name).as_bytes())
+        };
+        let base_classes = self.base.routing.classes.len();
+        let classes_prefix = self.layout.classes().into_bytes();
+        let parts = |item: Item| -> Option<Origin> {
+            match item {
+                Item::ClientClass(i) => {
+                    let n = i.checked_sub(base_classes)?;
+                    let (key, _) = merged(&self.good, overlay, &classes_prefix).nth(n)?;
+                    stored(key)
+                }
+                Item::Path { service, path } => {
+                    let service = config.services.get(service)?;
+                    let client = service.routing.paths.iter().nth(path)?.client;
+                    let prefix = key_prefix(client)?;
+                    stored(self.layout.path_key(&service.name, &prefix).as_bytes())
+                }
+                _ => None,
+            }
         };
         let provenance = EtcdProvenance::looked_up(
             &Unrecorded,
@@ -446,11 +529,79 @@ impl Mirror {
             gateway_origin.as_ref(),
             config.services.len().saturating_sub(base),
             &locate,
-        );
+        )
+        .with_parts(&parts);
         match rules::validate(&config, &provenance) {
             Ok(()) => Ok((Arc::new(config), change)),
             Err(error) => Err(blame(&error, overlay)),
         }
+    }
+
+    /// The keys of `overlay` to blame for distribution paths without a
+    /// home in `config`: a path key put for a service the config lacks,
+    /// or for a client the file gives that service a path for already;
+    /// a service key deleted while path keys of the service stay.
+    fn homeless_paths(
+        &self,
+        config: &Config,
+        overlay: &BTreeMap<Vec<u8>, Option<Accepted>>,
+    ) -> Blamed {
+        let mut blamed = Blamed::new();
+        let services = self.layout.services().into_bytes();
+        for (key, entry) in overlay {
+            match entry {
+                Some(Accepted {
+                    part: Part::Path(path),
+                    ..
+                }) => {
+                    let why =
+                        if config.service(&path.service).is_none() {
+                            format!(
+                                "service {:?} is in neither the config file nor etcd ({}): \
+                             a path needs its service",
+                                path.service,
+                                self.layout.service_key(&path.service)
+                            )
+                        } else if self.base.service(&path.service).is_some_and(|s| {
+                            s.routing.paths.get(&client_prefix(path.prefix)).is_some()
+                        }) {
+                            format!(
+                                "the config file gives service {:?} a path for client {} already",
+                                path.service, path.prefix
+                            )
+                        } else {
+                            continue;
+                        };
+                    blamed.insert(key.clone(), vec![why]);
+                }
+                None => {
+                    let Some(name) = key
+                        .strip_prefix(services.as_slice())
+                        .and_then(|n| std::str::from_utf8(n).ok())
+                    else {
+                        continue;
+                    };
+                    if config.service(name).is_some() {
+                        continue;
+                    }
+                    let paths = self.layout.paths_of(name).into_bytes();
+                    let left = merged(&self.good, overlay, &paths).count();
+                    if left > 0 {
+                        blamed.insert(
+                            key.clone(),
+                            vec![format!(
+                                "deleting service {name:?} would leave its {left} distribution \
+                                 path key(s) under {} without it: delete them in the same \
+                                 transaction",
+                                self.layout.paths_of(name)
+                            )],
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        blamed
     }
 
     /// The config with `overlay` on the good state, put together from
@@ -475,13 +626,43 @@ impl Mirror {
                 config.services.push(service_of(part, &config.gateway));
             }
         }
+        let prefix = self.layout.classes().into_bytes();
+        for (_, accepted) in merged(&self.good, overlay, &prefix) {
+            if let Part::Class(class) = &accepted.part {
+                config.routing.classes.push(client_class(class));
+            }
+        }
+        // Paths come grouped by service, in key order.
+        let prefix = self.layout.paths().into_bytes();
+        let mut at: Option<(&str, Option<usize>)> = None;
+        for (_, accepted) in merged(&self.good, overlay, &prefix) {
+            let Part::Path(path) = &accepted.part else {
+                continue;
+            };
+            let i = match at {
+                Some((name, i)) if name == path.service => i,
+                _ => {
+                    let i = position(&config, self.base.services.len(), &path.service);
+                    at = Some((path.service.as_str(), i));
+                    i
+                }
+            };
+            // A path without its service is blamed by `homeless_paths`.
+            if let Some(i) = i {
+                config.services[i]
+                    .routing
+                    .paths
+                    .push(distribution_path(path));
+            }
+        }
         config
     }
 
-    /// The config given last with `overlay`'s services put in or taken
-    /// out, when the overlay changes nothing else the config holds (no
-    /// gateway settings); `None` otherwise. Costs a copy of the config
-    /// and what the overlay changes, not a rebuild from every part.
+    /// The config given last with `overlay`'s services and paths put in
+    /// or taken out, when the overlay changes nothing else the config
+    /// holds (no gateway settings, no classes); `None` otherwise. Costs a
+    /// copy of the config and what the overlay changes, not a rebuild
+    /// from every part.
     fn patched(
         &self,
         overlay: &BTreeMap<Vec<u8>, Option<Accepted>>,
@@ -489,6 +670,10 @@ impl Mirror {
         let last = self.last.as_ref()?;
         let gateway_key = self.layout.gateway_key().into_bytes();
         if overlay.contains_key(&gateway_key) {
+            return None;
+        }
+        let classes = self.layout.classes().into_bytes();
+        if overlay.keys().any(|k| k.starts_with(&classes)) {
             return None;
         }
         let prefix = self.layout.services().into_bytes();
@@ -515,7 +700,12 @@ impl Mirror {
                         ..
                     }),
                     Ok(i),
-                ) => config.services[i] = service_of(part, &config.gateway),
+                ) => {
+                    // Its paths are keys of their own: they stay.
+                    let paths = config.services[i].routing.paths.clone();
+                    config.services[i] = service_of(part, &config.gateway);
+                    config.services[i].routing.paths = paths;
+                }
                 (
                     Some(Accepted {
                         part: Part::Service(part),
@@ -532,8 +722,88 @@ impl Mirror {
             }
             names.push(name.to_owned());
         }
+        let services_changed = !names.is_empty();
+        let updates = self.patch_paths(&mut config, overlay);
+        for (i, _) in &updates {
+            let name = &config.services[*i].name;
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
         let since = Arc::clone(last);
-        Some((config, RulesChange::Services { since, names }))
+        if services_changed || updates.is_empty() {
+            return Some((config, RulesChange::Services { since, names }));
+        }
+        let updates = updates
+            .into_iter()
+            .map(|(service, client)| PathUpdate {
+                service,
+                client,
+                backends: config.services[service]
+                    .routing
+                    .paths
+                    .get(&client)
+                    .map(|p| p.backends.clone()),
+            })
+            .collect();
+        Some((
+            config,
+            RulesChange::Paths {
+                since,
+                names,
+                updates,
+            },
+        ))
+    }
+
+    /// `overlay`'s path keys put into `config`'s services or taken out
+    /// of them; the paths changed (service position, client).
+    fn patch_paths(
+        &self,
+        config: &mut Config,
+        overlay: &BTreeMap<Vec<u8>, Option<Accepted>>,
+    ) -> Vec<(usize, ClientPrefix)> {
+        let base = self.base.services.len();
+        let mut updates = Vec::new();
+        for entry in overlay.values() {
+            let path = match entry {
+                Some(Accepted {
+                    part: Part::Path(path),
+                    ..
+                }) => path,
+                _ => continue,
+            };
+            let Some(i) = position(config, base, &path.service) else {
+                continue;
+            };
+            config.services[i]
+                .routing
+                .paths
+                .put(distribution_path(path));
+            updates.push((i, client_prefix(path.prefix)));
+        }
+        // Deleted path keys, by their key (the overlay holds no part).
+        let paths_prefix = self.layout.paths().into_bytes();
+        for (key, entry) in overlay {
+            if entry.is_some() || !key.starts_with(&paths_prefix) {
+                continue;
+            }
+            let Some(Accepted {
+                part: Part::Path(path),
+                ..
+            }) = self.good.get(key)
+            else {
+                continue;
+            };
+            let Some(i) = position(config, base, &path.service) else {
+                continue;
+            };
+            let client = client_prefix(path.prefix);
+            if config.services[i].routing.paths.remove(&client).is_some() {
+                updates.push((i, client));
+            }
+        }
+        updates
     }
 
     /// Makes the overlay the running state.
@@ -636,6 +906,46 @@ fn service_of(part: &value::ServicePart, gateway: &GatewaySettings) -> Service {
         service.maglev_table_size = gateway.maglev_table_size;
     }
     service
+}
+
+/// Where the service called `name` is in `config`, whose services from
+/// `base` on are etcd's, in their names' order.
+fn position(config: &Config, base: usize, name: &str) -> Option<usize> {
+    let etcd = config.services.get(base..)?;
+    match etcd.binary_search_by(|s| s.name.as_bytes().cmp(name.as_bytes())) {
+        Ok(i) => Some(base + i),
+        Err(_) => config.services[..base].iter().position(|s| s.name == name),
+    }
+}
+
+/// A client class from etcd as the model holds it.
+fn client_class(class: &ClassEntry) -> ClientClass {
+    ClientClass {
+        prefix: client_prefix(class.prefix),
+        set: class.set.clone(),
+        zone: class.zone.clone(),
+    }
+}
+
+/// A distribution path from etcd as the model holds it.
+fn distribution_path(path: &PathEntry) -> DistributionPath {
+    DistributionPath {
+        client: client_prefix(path.prefix),
+        backends: path.backends.clone(),
+    }
+}
+
+/// A key's prefix as the model's.
+fn client_prefix(prefix: Prefix) -> ClientPrefix {
+    ClientPrefix {
+        address: prefix.network(),
+        len: prefix.length(),
+    }
+}
+
+/// The model's prefix as a key's, if it is one a key can name.
+fn key_prefix(prefix: ClientPrefix) -> Option<Prefix> {
+    Prefix::new(prefix.address, prefix.len).ok()
 }
 
 /// The origin of a key's value.
@@ -829,13 +1139,9 @@ mod tests {
         assert_eq!(first.change, RulesChange::Whole);
 
         // Added before, between and after the others, one replaced, one
-        // deleted, and a key outside the config: one change.
+        // deleted: one change.
         let mut replaced = service("d", "198.18.100.5", 80);
         replaced.backends[0].weight = 7;
-        let mut class = put("x", r#"{"format":1,"zone":"dc1"}"#, 4);
-        class.key = layout()
-            .class_key(&"198.18.0.0/16".parse().unwrap())
-            .into_bytes();
         let Outcome::Applied(rules) = mirror.apply(
             4,
             vec![
@@ -844,7 +1150,6 @@ mod tests {
                 put_service(&service("c", "198.18.100.4", 80), 4),
                 put_service(&replaced, 4),
                 put_service(&service("e", "198.18.100.6", 80), 4),
-                class,
             ],
         ) else {
             panic!("refused")
@@ -1057,28 +1362,418 @@ mod tests {
         );
     }
 
+    fn key_put(key: String, value: &str, revision: i64) -> Change {
+        Change {
+            key: key.into_bytes(),
+            value: Some(Stored {
+                value: value.as_bytes().to_vec(),
+                mod_revision: revision,
+            }),
+        }
+    }
+
+    fn key_delete(key: String) -> Change {
+        Change {
+            key: key.into_bytes(),
+            value: None,
+        }
+    }
+
+    fn path_key(service: &str, prefix: &str) -> String {
+        layout().path_key(service, &prefix.parse().unwrap())
+    }
+
+    fn class_key(prefix: &str) -> String {
+        layout().class_key(&prefix.parse().unwrap())
+    }
+
+    /// `web` on sh with backends named w1 and w2.
+    fn named_web() -> Service {
+        let mut web = service("web", "198.18.100.2", 80);
+        web.scheduler = Scheduler::Sh;
+        web.backends[0].name = Some("w1".into());
+        let mut w2 = Backend::new("198.18.1.12".parse().unwrap(), 8080);
+        w2.name = Some("w2".into());
+        w2.zone = Some("dc1".into());
+        web.backends.push(w2);
+        web
+    }
+
+    fn applied(outcome: Outcome) -> Box<Rules> {
+        match outcome {
+            Outcome::Applied(rules) => rules,
+            Outcome::Refused(r) => panic!("refused: {r}"),
+        }
+    }
+
+    /// `config` with every service's paths in their keys' order.
+    fn in_key_order(config: &Config) -> Config {
+        let mut config = config.clone();
+        for service in &mut config.services {
+            let mut paths: Vec<DistributionPath> = service.routing.paths.iter().cloned().collect();
+            paths.sort_by_key(|p| p.client.to_string());
+            service.routing.paths = paths.into_iter().collect();
+        }
+        config
+    }
+
+    fn paths_of(config: &Config, service: &str) -> Vec<(String, Vec<String>)> {
+        config
+            .service(service)
+            .unwrap()
+            .routing
+            .paths
+            .iter()
+            .map(|p| (p.client.to_string(), p.backends.clone()))
+            .collect()
+    }
+
     #[test]
-    fn classes_and_paths_run_beside_the_services() {
-        let mut mirror = Mirror::new(layout(), Config::default());
-        let l = layout();
-        let prefix = "198.18.0.0/16".parse().unwrap();
-        let class = Change {
-            key: l.class_key(&prefix).into_bytes(),
-            value: Some(Stored {
-                value: br#"{"format":1,"zone":"dc1"}"#.to_vec(),
-                mod_revision: 2,
-            }),
-        };
-        let path = Change {
-            key: l.path_key("web", &prefix).into_bytes(),
-            value: Some(Stored {
-                value: br#"{"format":1,"backends":["w1"]}"#.to_vec(),
-                mod_revision: 2,
-            }),
-        };
-        let _ = mirror.load(2, vec![class, path]);
+    fn classes_and_paths_from_etcd_are_the_models_classes_and_paths() {
+        let mut base = Config::default();
+        base.routing.classes.push(ClientClass {
+            prefix: rules::parse::client_prefix("198.19.0.0/16", "t").unwrap(),
+            set: None,
+            zone: Some("dc1".into()),
+        });
+        let mut mirror = Mirror::new(layout(), base.clone());
+        let rules = applied(mirror.load(
+            2,
+            vec![
+                put_service(&named_web(), 2),
+                key_put(
+                    class_key("198.18.0.0/16"),
+                    r#"{"format":1,"zone":"dc1"}"#,
+                    2,
+                ),
+                key_put(
+                    path_key("web", "198.18.0.7/32"),
+                    r#"{"format":1,"backends":["w2"]}"#,
+                    2,
+                ),
+                key_put(
+                    path_key("web", "198.18.0.8/32"),
+                    r#"{"format":1,"backends":["w1","w2"]}"#,
+                    2,
+                ),
+            ],
+        ));
+        // The file's class first, then etcd's, in key order.
+        let classes: Vec<String> = rules
+            .config
+            .routing
+            .classes
+            .iter()
+            .map(|c| c.prefix.to_string())
+            .collect();
+        assert_eq!(classes, ["198.19.0.0/16", "198.18.0.0/16"]);
+        assert_eq!(
+            paths_of(&rules.config, "web"),
+            [
+                ("198.18.0.7/32".to_owned(), vec!["w2".to_owned()]),
+                (
+                    "198.18.0.8/32".to_owned(),
+                    vec!["w1".to_owned(), "w2".to_owned()]
+                ),
+            ]
+        );
         assert_eq!(mirror.classes().count(), 1);
-        assert_eq!(mirror.paths().next().unwrap().backends, ["w1"]);
-        assert_eq!(mirror.counts().get(&PartKind::Path), Some(&1));
+        assert_eq!(mirror.counts().get(&PartKind::Path), Some(&2));
+
+        // Paths alone: made on the last rules, path by path.
+        let first = Arc::clone(&rules.config);
+        let rules = applied(mirror.apply(
+            3,
+            vec![
+                key_put(
+                    path_key("web", "198.18.0.7/32"),
+                    r#"{"format":1,"backends":["w1"]}"#,
+                    3,
+                ),
+                key_delete(path_key("web", "198.18.0.8/32")),
+                key_put(
+                    path_key("web", "198.18.0.0/24"),
+                    r#"{"format":1,"backends":["w2"]}"#,
+                    3,
+                ),
+            ],
+        ));
+        let RulesChange::Paths {
+            since,
+            names,
+            updates,
+        } = &rules.change
+        else {
+            panic!("{:?}", rules.change)
+        };
+        assert!(Arc::ptr_eq(since, &first));
+        assert_eq!(names, &["web"]);
+        let updates: Vec<(String, Option<Vec<String>>)> = updates
+            .iter()
+            .map(|u| (u.client.to_string(), u.backends.clone()))
+            .collect();
+        assert_eq!(
+            updates,
+            [
+                ("198.18.0.0/24".to_owned(), Some(vec!["w2".to_owned()])),
+                ("198.18.0.7/32".to_owned(), Some(vec!["w1".to_owned()])),
+                ("198.18.0.8/32".to_owned(), None),
+            ]
+        );
+        // The same as the rules put together from every key (where new
+        // paths are appended, as the path verbs append them).
+        let whole = rebuilt(&mirror, base.clone(), 3);
+        assert_eq!(in_key_order(&rules.config), in_key_order(&whole));
+
+        // A service's value replaced: its paths stay.
+        let mut web = named_web();
+        web.backends[0].weight = 5;
+        let rules = applied(mirror.apply(4, vec![put_service(&web, 4)]));
+        assert!(matches!(rules.change, RulesChange::Services { .. }));
+        assert_eq!(paths_of(&rules.config, "web").len(), 2);
+        let whole = rebuilt(&mirror, base.clone(), 4);
+        assert_eq!(in_key_order(&rules.config), in_key_order(&whole));
+
+        // A class: the whole is put together again.
+        let rules = applied(mirror.apply(5, vec![key_delete(class_key("198.18.0.0/16"))]));
+        assert_eq!(rules.change, RulesChange::Whole);
+        assert_eq!(rules.config.routing.classes.len(), 1);
+    }
+
+    #[test]
+    fn a_path_revision_shares_every_path_it_does_not_change() {
+        let mut api = named_web();
+        api.name = "api".into();
+        api.vip = "198.18.100.3".parse().unwrap();
+        let mut changes = vec![put_service(&named_web(), 2), put_service(&api, 2)];
+        for service in ["api", "web"] {
+            for i in 0..2000u32 {
+                let client = format!("198.18.{}.{}/32", i / 250, i % 250);
+                changes.push(key_put(
+                    path_key(service, &client),
+                    r#"{"format":1,"backends":["w1"]}"#,
+                    2,
+                ));
+            }
+        }
+        let mut mirror = Mirror::new(layout(), Config::default());
+        let first = applied(mirror.load(2, changes)).config;
+        assert_eq!(paths_of(&first, "api").len(), 2000);
+        let rules = applied(mirror.apply(
+            3,
+            vec![key_put(
+                path_key("web", "198.18.1.1/32"),
+                r#"{"format":1,"backends":["w2"]}"#,
+                3,
+            )],
+        ));
+        let Some((since, updates)) = rules.change.path_updates() else {
+            panic!("{:?}", rules.change)
+        };
+        assert!(Arc::ptr_eq(since, &first));
+        assert_eq!(updates.len(), 1);
+        // The other service's paths are the very ones it had: nothing was
+        // put together again.
+        let api_paths = |c: &Config| c.service("api").unwrap().routing.paths.clone();
+        assert!(api_paths(&rules.config).ptr_eq(&api_paths(&first)));
+        let web = rules.config.service("web").unwrap();
+        assert_eq!(web.routing.paths.len(), 2000);
+        assert_eq!(
+            web.routing
+                .paths
+                .get(&rules::parse::client_prefix("198.18.1.1/32", "t").unwrap())
+                .unwrap()
+                .backends,
+            ["w2"]
+        );
+    }
+
+    #[test]
+    fn bad_paths_and_classes_are_held_by_their_keys_and_the_rest_applies() {
+        let mut mirror = Mirror::new(layout(), Config::default());
+        applied(mirror.load(
+            2,
+            vec![
+                put_service(&named_web(), 2),
+                key_put(
+                    path_key("web", "198.18.0.7/32"),
+                    r#"{"format":1,"backends":["w2"]}"#,
+                    2,
+                ),
+            ],
+        ));
+        // An unknown backend: the validator's words, at the path's key.
+        let refused = refusal(mirror.apply(
+            3,
+            vec![key_put(
+                path_key("web", "198.18.0.9/32"),
+                r#"{"format":1,"backends":["w9"]}"#,
+                3,
+            )],
+        ));
+        assert_eq!(refused.problems.len(), 1);
+        assert_eq!(
+            refused.problems[0].key,
+            "/fg/v1/rules/paths/web/198.18.0.9/32"
+        );
+        assert_eq!(refused.problems[0].revision, 3);
+        assert_eq!(
+            refused.problems[0].problems,
+            [
+                "path of client 198.18.0.9/32 names unknown backend \"w9\" of service \"web\" \
+              (a backend's name, or ADDR:PORT for one without)"
+            ]
+        );
+        // A path of a service there is not.
+        let refused = refusal(mirror.apply(
+            4,
+            vec![key_put(
+                path_key("api", "198.18.0.9/32"),
+                r#"{"format":1,"backends":["a1"]}"#,
+                4,
+            )],
+        ));
+        assert_eq!(
+            refused.problems[0].key,
+            "/fg/v1/rules/paths/api/198.18.0.9/32"
+        );
+        assert_eq!(
+            refused.problems[0].problems,
+            ["service \"api\" is in neither the config file nor etcd \
+              (/fg/v1/rules/services/api): a path needs its service"]
+        );
+        // A bad class: the validator's words, at the class's key.
+        let refused = refusal(mirror.apply(
+            5,
+            vec![key_put(
+                class_key("198.18.0.0/16"),
+                r#"{"format":1,"set":"orders"}"#,
+                5,
+            )],
+        ));
+        assert_eq!(
+            refused.problems[0].key,
+            "/fg/v1/rules/classes/198.18.0.0/16"
+        );
+        assert!(
+            refused.problems[0].problems[0]
+                .starts_with("set \"orders\" of client class 198.18.0.0/16"),
+            "{refused}"
+        );
+        // Later revisions apply around them; the good path still runs.
+        let rules = applied(mirror.apply(
+            6,
+            vec![key_put(
+                path_key("web", "198.18.0.8/32"),
+                r#"{"format":1,"backends":["w1"]}"#,
+                6,
+            )],
+        ));
+        assert_eq!(rules.held.len(), 3);
+        assert_eq!(paths_of(&rules.config, "web").len(), 2);
+        assert!(rules.config.routing.classes.is_empty());
+
+        // A service deleted while its paths stay: refused, the service held.
+        let refused = refusal(mirror.apply(7, vec![delete("web")]));
+        assert_eq!(refused.problems[0].key, "/fg/v1/rules/services/web");
+        assert_eq!(
+            refused.problems[0].problems,
+            [
+                "deleting service \"web\" would leave its 3 distribution path key(s) under \
+              /fg/v1/rules/paths/web/ without it: delete them in the same transaction"
+            ]
+        );
+        // With its paths, in one transaction: applied, and the path held
+        // for want of its service is cleared by its own deletion.
+        let rules = applied(mirror.apply(
+            8,
+            vec![
+                delete("web"),
+                key_delete(path_key("web", "198.18.0.7/32")),
+                key_delete(path_key("web", "198.18.0.8/32")),
+                key_delete(path_key("web", "198.18.0.9/32")),
+            ],
+        ));
+        assert!(rules.config.services.is_empty());
+        assert_eq!(rules.held.len(), 2, "{:?}", rules.held);
+    }
+
+    #[test]
+    fn a_path_of_a_file_service_is_added_to_the_files_paths() {
+        let mut base = Config::default();
+        let mut web = named_web();
+        web.routing.paths.push(DistributionPath {
+            client: rules::parse::client_prefix("198.18.0.7/32", "t").unwrap(),
+            backends: vec!["w1".into()],
+        });
+        base.services.push(web);
+        let mut mirror = Mirror::new(layout(), base);
+        let rules = applied(mirror.load(
+            2,
+            vec![key_put(
+                path_key("web", "198.18.0.8/32"),
+                r#"{"format":1,"backends":["w2"]}"#,
+                2,
+            )],
+        ));
+        assert_eq!(paths_of(&rules.config, "web").len(), 2);
+        // The file's own client: refused, not overridden.
+        let refused = refusal(mirror.apply(
+            3,
+            vec![key_put(
+                path_key("web", "198.18.0.7/32"),
+                r#"{"format":1,"backends":["w2"]}"#,
+                3,
+            )],
+        ));
+        assert_eq!(
+            refused.problems[0].problems,
+            ["the config file gives service \"web\" a path for client 198.18.0.7/32 already"]
+        );
+    }
+}
+
+#[cfg(test)]
+mod docs_tests {
+    use super::*;
+
+    /// The worked example of docs/operations.md ("What each key holds"):
+    /// the etcd keys give the very rules the config file's table gives.
+    #[test]
+    fn the_worked_example_in_the_docs_is_the_files_table() {
+        let doc = include_str!("../../../docs/operations.md");
+        let from = doc.find("A worked example").expect("the worked example");
+        let example = &doc[from..];
+        let toml_start = example.find("```toml\n").unwrap() + "```toml\n".len();
+        let toml_len = example[toml_start..].find("```").unwrap();
+        let file = rules::load_str(&example[toml_start..toml_start + toml_len], "doc.toml")
+            .expect("the file's table");
+
+        let sh_start = example.find("```sh\n").unwrap();
+        let sh_len = example[sh_start..].find("\n```\n").unwrap();
+        let layout = KeyLayout::new("/flowgate/prod").unwrap();
+        let mut changes = Vec::new();
+        for put in example[sh_start..sh_start + sh_len]
+            .split("etcdctl put $P/")
+            .skip(1)
+        {
+            let (key, rest) = put.split_once(' ').unwrap();
+            let value = rest.trim().trim_matches('\'');
+            changes.push(Change {
+                key: format!("{}{key}", layout.rules()).into_bytes(),
+                value: Some(Stored {
+                    value: value.as_bytes().to_vec(),
+                    mod_revision: 2,
+                }),
+            });
+        }
+        assert_eq!(changes.len(), 3);
+        let mut mirror = Mirror::new(layout, Config::default());
+        let Outcome::Applied(rules) = mirror.load(2, changes) else {
+            panic!("refused: {:?}", mirror.held())
+        };
+        assert!(rules.held.is_empty(), "{:?}", rules.held);
+        assert_eq!(rules.config.services, file.services);
+        assert_eq!(rules.config.routing.classes, file.routing.classes);
     }
 }

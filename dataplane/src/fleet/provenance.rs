@@ -36,6 +36,9 @@ pub struct EtcdProvenance<'a> {
     base: usize,
     gateway: Option<&'a Origin>,
     services: Services<'a>,
+    /// Other parts from etcd (client classes, distribution paths), found
+    /// when asked for; `None` for a part that is not etcd's.
+    parts: Option<&'a dyn Fn(Item) -> Option<Origin>>,
 }
 
 /// The origins of the services from etcd.
@@ -64,6 +67,7 @@ impl<'a> EtcdProvenance<'a> {
             base,
             gateway,
             services: Services::Listed(services),
+            parts: None,
         }
     }
 
@@ -83,7 +87,21 @@ impl<'a> EtcdProvenance<'a> {
             base,
             gateway,
             services: Services::LookedUp { count, origin },
+            parts: None,
         }
+    }
+
+    /// The same, with the other parts from etcd (client classes and
+    /// distribution paths) located by `parts`, which answers `None` for
+    /// one that is not etcd's.
+    pub fn with_parts(mut self, parts: &'a dyn Fn(Item) -> Option<Origin>) -> Self {
+        self.parts = Some(parts);
+        self
+    }
+
+    /// The origin of another part, if it came from etcd.
+    fn part(&self, item: Item) -> Option<Origin> {
+        self.parts.and_then(|parts| parts(item))
     }
 
     /// The same, with nothing recorded for the base.
@@ -118,8 +136,10 @@ impl Provenance for EtcdProvenance<'_> {
     fn locate(&self, place: Place) -> Location {
         let origin = match place.item {
             Item::Gateway => self.gateway.cloned(),
-            Item::Service(i) | Item::Backend { service: i, .. } => self.service(i),
-            _ => None,
+            Item::Service(i) | Item::Backend { service: i, .. } | Item::Canary(i) => {
+                self.service(i)
+            }
+            other => self.part(other),
         };
         match origin {
             Some(origin) => origin.location(),
@@ -131,7 +151,12 @@ impl Provenance for EtcdProvenance<'_> {
         // A part from etcd is in the model only once it was read whole.
         let from_etcd = match place.item {
             Item::Gateway => self.gateway.is_some(),
-            Item::Service(i) | Item::Backend { service: i, .. } => self.is_from_etcd(i),
+            Item::Service(i) | Item::Backend { service: i, .. } | Item::Canary(i) => {
+                self.is_from_etcd(i)
+            }
+            // Asked of every class and path the validator reads: finding
+            // the part would cost what the rules hold, each time. The
+            // base has no stand-in at a place it did not record.
             _ => false,
         };
         if from_etcd {

@@ -1,28 +1,44 @@
-//! What a key's value holds, format version 1, and how it becomes the
-//! model.
+//! What a key's value holds, value formats 1 and 2, and how it becomes
+//! the model.
 //!
 //! Every value is one JSON object with a `"format"` number, the version of
-//! the value's format (1). A gateway refuses a value of a format it does
-//! not know, as a bad key: so a fleet is upgraded before anyone writes a
-//! newer format, and an old gateway never half-reads one.
+//! the value's format. A gateway refuses a value of a format it does not
+//! know, as a bad key: so a fleet is upgraded before anyone writes a newer
+//! format, and an old gateway never half-reads one.
 //!
 //! - `rules/gateway`: the `[gateway]` table of a config file
 //!   (`maglev_table_size`).
-//! - `rules/services/NAME`: a `[[services]]` entry as a config file has
-//!   it, backends inside, with the same keys and value types. `name` may
-//!   be left out; if it is given it must be the key's. A service that sets
-//!   no `maglev_table_size` takes the gateway's.
+//! - `rules/services/NAME`: one `[[services]]` table of a config file,
+//!   backends inside, with the same keys and value types, written as JSON.
+//!   `name` may be left out; if it is given it must be the key's. A
+//!   service that sets no `maglev_table_size` takes the gateway's. Its
+//!   distribution paths are never in it: they are keys of their own.
 //! - `rules/classes/PREFIX`: `{"format": 1, "set": "orders.sh.a",
-//!   "zone": "dc1"}`, at least one of the two.
+//!   "zone": "dc1"}`: a `[[routing.classes]]` entry, its prefix the key's.
 //! - `rules/paths/SERVICE/PREFIX`: `{"format": 1, "backends": ["orders-7"]}`,
-//!   1 to 16 backend names.
+//!   1 to 16 backend names: a `[[services.paths]]` entry of the service.
 //!
-//! A service or the gateway settings are read by the config file's own
-//! reader: the value is turned into the TOML a file would hold and read by
-//! [`rules::load_str`], so that a value in etcd
-//! and the same table in a file are refused with the same words. (A
-//! direct entry point into the reader, taking a value rather than text,
-//! would save the round trip; it is cheap next to etcd's own costs.)
+//! The formats:
+//!
+//! - **1**: a service carries its listener, scheduler, `maglev_table_size`,
+//!   failover keys (`on_backend_down`, `panic_threshold`, `when_all_down`)
+//!   and backends (`address`, `port`, `weight`, `zone`, `set`, `group`);
+//!   a class at least one of `set` and `zone`.
+//! - **2**, a superset: a service carries every key a `[[services]]` table
+//!   of a config file has (`[services.health]`, `heartbeat_ttl`,
+//!   `heartbeat_token`, `zone_priority`, `[services.canary]`,
+//!   `[services.limits]`, `syn_proxy`, `announce`, `fanout_replies`, and
+//!   each backend's `name`, `[services.backends.health]`, `heartbeat_ttl`
+//!   and connection marks) except `paths`; a class may have neither `set`
+//!   nor `zone` (its prefix then has no class, as in a file).
+//!
+//! Both are read by the config file's own reader: the value is turned
+//! into the TOML a file would hold and read by [`rules::load_str`], so
+//! that a value in etcd and the same table in a file are read by one
+//! decoder and refused with the same words, and a key the file gains is a
+//! key the value has. The writer ([`service_value`]) writes the lowest
+//! format that carries the service, so that gateways that read only
+//! format 1 keep reading what they can run.
 
 use serde_json::{Map, Value};
 
@@ -31,8 +47,12 @@ use crate::rules::{self, GatewaySettings, Service, MAX_MAGLEV_TABLE_SIZE, MAX_NA
 
 use super::layout::RuleKey;
 
-/// The value format this gateway reads and writes.
-pub const VALUE_FORMAT: i64 = 1;
+/// The newest value format this gateway reads and writes.
+pub const VALUE_FORMAT: i64 = 2;
+
+/// The oldest value format this gateway reads (and writes, for a value
+/// that needs nothing newer).
+pub const OLDEST_VALUE_FORMAT: i64 = 1;
 
 /// A service read from etcd.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,35 +107,42 @@ pub enum Part {
 /// line, as a config file's reader words it where the file has the same
 /// part.
 pub fn decode(key: &RuleKey, value: &[u8]) -> Result<Part, Vec<String>> {
-    let map = envelope(value).map_err(|e| vec![e])?;
+    let (format, map) = envelope(value).map_err(|e| vec![e])?;
     match key {
         RuleKey::Gateway => gateway(map).map(Part::Gateway),
         RuleKey::Service(name) => service(name, map).map(|part| Part::Service(Box::new(part))),
-        RuleKey::Class(prefix) => class(*prefix, map).map(Part::Class),
+        RuleKey::Class(prefix) => class(*prefix, format, map).map(Part::Class),
         RuleKey::Path { service, prefix } => path(service, *prefix, map).map(Part::Path),
     }
 }
 
-/// The object inside a value, once its format is known to be ours.
-fn envelope(value: &[u8]) -> Result<Map<String, Value>, String> {
+/// The value's format and the object inside it, once the format is known
+/// to be one this gateway reads.
+fn envelope(value: &[u8]) -> Result<(i64, Map<String, Value>), String> {
     let text = std::str::from_utf8(value).map_err(|_| "the value is not UTF-8".to_owned())?;
     let value: Value =
         serde_json::from_str(text).map_err(|e| format!("the value is not JSON: {e}"))?;
     let Value::Object(mut map) = value else {
         return Err("the value is not a JSON object".into());
     };
+    let formats = format!("{OLDEST_VALUE_FORMAT} to {VALUE_FORMAT}");
     match map.remove("format") {
         None => Err(format!(
             "the value has no \"format\": every value carries its format version \
-             (this gateway reads {VALUE_FORMAT})"
+             (this gateway reads {formats})"
         )),
-        Some(Value::Number(n)) if n.as_i64() == Some(VALUE_FORMAT) => Ok(map),
+        Some(Value::Number(n))
+            if n.as_i64()
+                .is_some_and(|n| (OLDEST_VALUE_FORMAT..=VALUE_FORMAT).contains(&n)) =>
+        {
+            Ok((n.as_i64().unwrap_or(VALUE_FORMAT), map))
+        }
         Some(Value::Number(n)) if n.as_i64().is_some_and(|n| n > VALUE_FORMAT) => Err(format!(
-            "format {n} is newer than this gateway reads ({VALUE_FORMAT}): upgrade the \
+            "format {n} is newer than this gateway reads ({formats}): upgrade the \
              gateways before writing it"
         )),
         Some(other) => Err(format!(
-            "\"format\" {other} is not a format this gateway reads ({VALUE_FORMAT})"
+            "\"format\" {other} is not a format this gateway reads ({formats})"
         )),
     }
 }
@@ -137,6 +164,12 @@ fn service(name: &str, mut map: Map<String, Value>) -> Result<ServicePart, Vec<S
                 "the value's name {given} is not the key's {name:?}: the key names the service"
             )]);
         }
+    }
+    if map.contains_key("paths") {
+        return Err(vec![format!(
+            "a service's value holds no paths: each distribution path of {name:?} is a key \
+             of its own, paths/{name}/PREFIX beside services/{name}"
+        )]);
     }
     let sets_table_size = map.contains_key("maglev_table_size");
     let mut service = table(map, "")?;
@@ -244,12 +277,15 @@ struct ClassValue {
 }
 
 /// `rules/classes/PREFIX`.
-fn class(prefix: Prefix, map: Map<String, Value>) -> Result<ClassEntry, Vec<String>> {
+fn class(prefix: Prefix, format: i64, map: Map<String, Value>) -> Result<ClassEntry, Vec<String>> {
     let value: ClassValue = serde_json::from_value(Value::Object(map))
         .map_err(|e| vec![format!("client class {prefix}: {e}")])?;
-    if value.set.is_none() && value.zone.is_none() {
+    // Format 2 reads a class as a file does: with neither, its prefix has
+    // no class (a hole in a shorter prefix's).
+    if format < 2 && value.set.is_none() && value.zone.is_none() {
         return Err(vec![format!(
-            "client class {prefix} has neither a set nor a zone"
+            "client class {prefix} has neither a set nor a zone (format 2 reads that as \
+             a prefix with no class)"
         )]);
     }
     let mut problems = Vec::new();
@@ -326,61 +362,318 @@ fn label_problem(label: &str) -> Option<String> {
 /// The value of `rules/gateway` for these settings.
 pub fn gateway_value(gateway: &GatewaySettings) -> String {
     serde_json::json!({
-        "format": VALUE_FORMAT,
+        "format": OLDEST_VALUE_FORMAT,
         "maglev_table_size": gateway.maglev_table_size,
     })
     .to_string()
 }
 
-/// The value of `rules/services/NAME` for `service`, with its
-/// `maglev_table_size` written only if `sets_table_size` (otherwise the
-/// gateway's applies). Settings at their default are left out, as a
-/// config file would leave them out.
+/// The value of `rules/services/NAME` for `service`: every key a
+/// `[[services]]` table of a config file would have for it but its
+/// distribution paths (keys of their own), with its `maglev_table_size`
+/// written only if `sets_table_size` (otherwise the gateway's applies).
+/// Settings at their default are left out, as a config file would leave
+/// them out. Format 1 if that is all the value needs, 2 otherwise.
+///
+/// Every field of the model is taken apart by name here, so that a field
+/// the model gains does not build until it is written.
 pub fn service_value(service: &Service, sets_table_size: bool) -> String {
+    let Service {
+        name,
+        protocol,
+        vip,
+        port,
+        scheduler,
+        maglev_table_size,
+        failover,
+        health,
+        backends,
+        routing,
+        limits,
+        announce,
+    } = service;
+    let rules::ServiceRouting {
+        zone_priority,
+        canary,
+        // Keys of their own: `rules/paths/NAME/PREFIX`.
+        paths: _,
+    } = routing;
+    let rules::Failover {
+        on_backend_down,
+        panic_threshold,
+        when_all_down,
+    } = failover;
+    let rules::FlowLimits {
+        new_flows,
+        client,
+        max_connections,
+        over_limit,
+        syn_proxy,
+    } = limits;
+
+    // Format 1's keys.
     let mut map = Map::new();
-    map.insert("format".into(), VALUE_FORMAT.into());
-    map.insert("name".into(), service.name.clone().into());
-    map.insert("protocol".into(), service.protocol.name().into());
-    map.insert("vip".into(), service.vip.to_string().into());
-    map.insert("port".into(), service.port.into());
-    map.insert("scheduler".into(), service.scheduler.name().into());
+    map.insert("name".into(), name.clone().into());
+    map.insert("protocol".into(), protocol.name().into());
+    map.insert("vip".into(), vip.to_string().into());
+    map.insert("port".into(), (*port).into());
+    map.insert("scheduler".into(), scheduler.name().into());
     if sets_table_size {
-        map.insert("maglev_table_size".into(), service.maglev_table_size.into());
+        map.insert("maglev_table_size".into(), (*maglev_table_size).into());
     }
-    let failover = &service.failover;
-    if let Some(policy) = failover.on_backend_down {
+    if let Some(policy) = on_backend_down {
         map.insert("on_backend_down".into(), policy.name().into());
     }
-    if failover.panic_threshold != 0 {
-        map.insert("panic_threshold".into(), failover.panic_threshold.into());
+    if *panic_threshold != 0 {
+        map.insert("panic_threshold".into(), (*panic_threshold).into());
     }
-    if failover.when_all_down != rules::WhenAllDown::default() {
-        map.insert("when_all_down".into(), failover.when_all_down.name().into());
+    if *when_all_down != rules::WhenAllDown::default() {
+        map.insert("when_all_down".into(), when_all_down.name().into());
     }
-    let backends: Vec<Value> = service
-        .backends
+
+    // Format 2's.
+    let mut newer = Map::new();
+    if let rules::Scheduler::Fanout(replies) = scheduler {
+        if *replies != rules::FanoutReplies::default() {
+            newer.insert("fanout_replies".into(), replies.name().into());
+        }
+    }
+    if *announce != rules::Announce::default() {
+        newer.insert("announce".into(), announce.name().into());
+    }
+    health_keys(health, &mut newer);
+    routing_keys(zone_priority.as_ref(), canary.as_ref(), &mut newer);
+    let limits_table = limits_table(new_flows, client, max_connections, over_limit);
+    if !limits_table.is_empty() {
+        newer.insert("limits".into(), Value::Object(limits_table));
+    }
+    syn_proxy_keys(*syn_proxy, &mut newer);
+
+    let mut format = OLDEST_VALUE_FORMAT;
+    let backends: Vec<Value> = backends
         .iter()
         .map(|b| {
-            let mut backend = Map::new();
-            backend.insert("address".into(), b.address.to_string().into());
-            backend.insert("port".into(), b.port.into());
-            backend.insert("weight".into(), b.weight.into());
-            for (key, label) in [("zone", &b.zone), ("set", &b.set), ("group", &b.group)] {
-                if let Some(label) = label {
-                    backend.insert(key.into(), label.clone().into());
-                }
+            let (backend, needs_newer) = backend_value(b);
+            if needs_newer {
+                format = VALUE_FORMAT;
             }
-            Value::Object(backend)
+            backend
         })
         .collect();
+    if !newer.is_empty() {
+        format = VALUE_FORMAT;
+    }
+    map.extend(newer);
     map.insert("backends".into(), Value::Array(backends));
+    map.insert("format".into(), format.into());
     Value::Object(map).to_string()
 }
 
-/// The value of `rules/classes/PREFIX` for `class`.
+/// A service's health keys (`[services.health]`, `heartbeat_ttl`,
+/// `heartbeat_token`), into `map`.
+fn health_keys(health: &rules::ServiceHealth, map: &mut Map<String, Value>) {
+    let rules::ServiceHealth {
+        check,
+        port,
+        heartbeat_ttl,
+        heartbeat_token,
+    } = health;
+    if let Some(ttl) = heartbeat_ttl {
+        map.insert("heartbeat_ttl".into(), rules::format_duration(*ttl).into());
+    }
+    if let Some(token) = heartbeat_token {
+        map.insert("heartbeat_token".into(), token.expose().into());
+    }
+    let mut health_table = check_table(check);
+    if let Some(p) = port {
+        health_table.insert("port".into(), (*p).into());
+    }
+    if !health_table.is_empty() {
+        map.insert("health".into(), Value::Object(health_table));
+    }
+}
+
+/// A service's `syn_proxy` and its threshold, into `map`.
+fn syn_proxy_keys(syn_proxy: crate::synproxy::SynProxy, map: &mut Map<String, Value>) {
+    match syn_proxy {
+        crate::synproxy::SynProxy::Off => {}
+        crate::synproxy::SynProxy::On => {
+            map.insert("syn_proxy".into(), "on".into());
+        }
+        crate::synproxy::SynProxy::Auto { syns_per_s } => {
+            map.insert("syn_proxy".into(), "auto".into());
+            map.insert("syn_proxy_auto_syns_per_s".into(), syns_per_s.into());
+        }
+    }
+}
+
+/// A service's `zone_priority` and `[services.canary]`, into `map`.
+fn routing_keys(
+    zone_priority: Option<&Vec<String>>,
+    canary: Option<&rules::Canary>,
+    map: &mut Map<String, Value>,
+) {
+    if let Some(zones) = zone_priority {
+        map.insert("zone_priority".into(), zones.clone().into());
+    }
+    if let Some(rules::Canary {
+        group,
+        share_bp,
+        clients,
+    }) = canary
+    {
+        let clients: Vec<Value> = clients.iter().map(|c| c.to_string().into()).collect();
+        map.insert(
+            "canary".into(),
+            serde_json::json!({ "group": group, "share": share_bp, "clients": clients }),
+        );
+    }
+}
+
+/// `[services.limits]` as a service's value writes it; the unset left
+/// out.
+fn limits_table(
+    new_flows: &Option<crate::admission::ServiceRateLimit>,
+    client: &Option<crate::admission::ClientRateLimit>,
+    max_connections: &Option<crate::admission::ConnectionCap>,
+    over_limit: &crate::admission::OverLimitAction,
+) -> Map<String, Value> {
+    let mut limits_table = Map::new();
+    if let Some(limit) = new_flows {
+        let rate = limit.rate();
+        limits_table.insert("max_new_flows_per_s".into(), rate.per_s().into());
+        limits_table.insert("new_flows_burst".into(), rate.burst().into());
+    }
+    if let Some(limit) = client {
+        let (rate, prefix) = (limit.rate(), limit.prefix());
+        limits_table.insert("client_max_new_flows_per_s".into(), rate.per_s().into());
+        limits_table.insert("client_new_flows_burst".into(), rate.burst().into());
+        limits_table.insert("client_prefix_v4".into(), prefix.v4().into());
+        limits_table.insert("client_prefix_v6".into(), prefix.v6().into());
+    }
+    if let Some(cap) = max_connections {
+        limits_table.insert("max_connections".into(), cap.upper().into());
+        limits_table.insert("resume_connections".into(), cap.lower().into());
+    }
+    if *over_limit != Default::default() {
+        limits_table.insert("over_limit".into(), over_limit.name().into());
+    }
+    limits_table
+}
+
+/// One backend of a service's value, and whether it needs format 2.
+fn backend_value(backend: &rules::Backend) -> (Value, bool) {
+    let rules::Backend {
+        address,
+        port,
+        weight,
+        zone,
+        set,
+        group,
+        health,
+        name,
+        max_connections,
+    } = backend;
+    let rules::BackendHealth {
+        kind,
+        port: health_port,
+        heartbeat_ttl,
+    } = health;
+    let mut map = Map::new();
+    map.insert("address".into(), address.to_string().into());
+    map.insert("port".into(), (*port).into());
+    map.insert("weight".into(), (*weight).into());
+    for (key, label) in [("zone", zone), ("set", set), ("group", group)] {
+        if let Some(label) = label {
+            map.insert(key.into(), label.clone().into());
+        }
+    }
+    let mut newer = Map::new();
+    if let Some(name) = name {
+        newer.insert("name".into(), name.clone().into());
+    }
+    let mut health_table = Map::new();
+    if let Some(kind) = kind {
+        health_table.insert("kind".into(), kind.as_str().into());
+    }
+    if let Some(p) = health_port {
+        health_table.insert("port".into(), (*p).into());
+    }
+    if !health_table.is_empty() {
+        newer.insert("health".into(), Value::Object(health_table));
+    }
+    if let Some(ttl) = heartbeat_ttl {
+        newer.insert("heartbeat_ttl".into(), rules::format_duration(*ttl).into());
+    }
+    if let Some(cap) = max_connections {
+        newer.insert("max_connections".into(), cap.upper().into());
+        newer.insert("resume_connections".into(), cap.lower().into());
+    }
+    let needs_newer = !newer.is_empty();
+    map.extend(newer);
+    (Value::Object(map), needs_newer)
+}
+
+/// A check's keys as `[services.health]` writes them; the unset left out.
+fn check_table(check: &crate::health::CheckSettings) -> Map<String, Value> {
+    let crate::health::CheckSettings {
+        kind,
+        interval,
+        timeout,
+        rise,
+        fall,
+        path,
+        host,
+        status,
+        payload,
+        expect,
+    } = check;
+    let mut map = Map::new();
+    if let Some(kind) = kind {
+        map.insert("kind".into(), kind.as_str().into());
+    }
+    for (key, duration) in [("interval", interval), ("timeout", timeout)] {
+        if let Some(d) = duration {
+            map.insert(key.into(), rules::format_duration(*d).into());
+        }
+    }
+    for (key, count) in [("rise", rise), ("fall", fall)] {
+        if let Some(n) = count {
+            map.insert(key.into(), (*n).into());
+        }
+    }
+    for (key, text) in [("path", path), ("host", host)] {
+        if let Some(text) = text {
+            map.insert(key.into(), text.clone().into());
+        }
+    }
+    if let Some((low, high)) = status {
+        map.insert("status".into(), format!("{low}-{high}").into());
+    }
+    for (key, bytes) in [("payload", payload), ("expect", expect)] {
+        let Some(bytes) = bytes else { continue };
+        // As text when it is text, else as hex.
+        match std::str::from_utf8(bytes) {
+            Ok(text) => map.insert(key.into(), text.into()),
+            Err(_) => {
+                let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                map.insert(format!("{key}_hex"), hex.into())
+            }
+        };
+    }
+    map
+}
+
+/// The value of `rules/classes/PREFIX` for `class` (format 2 only for a
+/// class with neither a SET nor a zone).
 pub fn class_value(class: &ClassEntry) -> String {
     let mut map = Map::new();
-    map.insert("format".into(), VALUE_FORMAT.into());
+    let format = if class.set.is_none() && class.zone.is_none() {
+        VALUE_FORMAT
+    } else {
+        OLDEST_VALUE_FORMAT
+    };
+    map.insert("format".into(), format.into());
     if let Some(set) = &class.set {
         map.insert("set".into(), set.clone().into());
     }
@@ -392,7 +685,7 @@ pub fn class_value(class: &ClassEntry) -> String {
 
 /// The value of `rules/paths/SERVICE/PREFIX` for `path`.
 pub fn path_value(path: &PathEntry) -> String {
-    serde_json::json!({ "format": VALUE_FORMAT, "backends": path.backends }).to_string()
+    serde_json::json!({ "format": OLDEST_VALUE_FORMAT, "backends": path.backends }).to_string()
 }
 
 #[cfg(test)]
@@ -512,15 +805,19 @@ mod tests {
         let problems = |value: &[u8]| decode(&service_key(), value).unwrap_err();
         assert_eq!(
             problems(br#"{"protocol":"tcp"}"#),
-            ["the value has no \"format\": every value carries its format version (this gateway reads 1)"]
+            ["the value has no \"format\": every value carries its format version (this gateway reads 1 to 2)"]
         );
         assert_eq!(
-            problems(br#"{"format":2}"#),
-            ["format 2 is newer than this gateway reads (1): upgrade the gateways before writing it"]
+            problems(br#"{"format":3}"#),
+            ["format 3 is newer than this gateway reads (1 to 2): upgrade the gateways before writing it"]
         );
         assert_eq!(
             problems(br#"{"format":"1"}"#),
-            ["\"format\" \"1\" is not a format this gateway reads (1)"]
+            ["\"format\" \"1\" is not a format this gateway reads (1 to 2)"]
+        );
+        assert_eq!(
+            problems(br#"{"format":0}"#),
+            ["\"format\" 0 is not a format this gateway reads (1 to 2)"]
         );
         assert_eq!(problems(b"[1]"), ["the value is not a JSON object"]);
         assert_eq!(problems(b"\xff"), ["the value is not UTF-8"]);
@@ -558,7 +855,18 @@ mod tests {
         );
         assert_eq!(
             decode(&key, br#"{"format":1}"#).unwrap_err(),
-            ["client class 198.18.0.0/16 has neither a set nor a zone"]
+            ["client class 198.18.0.0/16 has neither a set nor a zone (format 2 reads that as a prefix with no class)"]
+        );
+        // Format 2 reads it as a file does: a prefix with no class.
+        let hole = ClassEntry {
+            prefix,
+            set: None,
+            zone: None,
+        };
+        assert_eq!(class_value(&hole), r#"{"format":2}"#);
+        assert_eq!(
+            decode(&key, class_value(&hole).as_bytes()),
+            Ok(Part::Class(hole))
         );
         assert_eq!(
             decode(&key, br#"{"format":1,"zone":"dc 1"}"#).unwrap_err(),
@@ -588,6 +896,156 @@ mod tests {
         assert_eq!(
             decode(&key, br#"{"format":1,"backends":["a","a"]}"#).unwrap_err(),
             ["path 2001:db8::7/128 of service \"web\" names backend \"a\" twice"]
+        );
+    }
+
+    /// A service from a config file's table with every key a service and
+    /// its backends can have set away from its default.
+    fn every_key() -> Vec<Service> {
+        let text = r#"
+[[services]]
+name = "web"
+protocol = "tcp"
+vip = "198.18.100.10"
+port = 443
+scheduler = "sh"
+maglev_table_size = 503
+on_backend_down = "reset"
+panic_threshold = 30
+when_all_down = "closed"
+announce = "bgp"
+heartbeat_ttl = "1500ms"
+heartbeat_token = "4f1c0d8e2a7b9c3d5e6f"
+zone_priority = ["dc2", "dc1"]
+syn_proxy = "auto"
+syn_proxy_auto_syns_per_s = 2500
+[services.health]
+kind = "http"
+interval = "2s"
+timeout = "500ms"
+rise = 3
+fall = 4
+path = "/healthz"
+host = "web.example"
+status = "200-299"
+port = 8443
+[services.canary]
+group = "next"
+share = 250
+clients = ["198.18.7.0/24", "2001:db8::/48"]
+[services.limits]
+max_new_flows_per_s = 1000
+new_flows_burst = 100
+client_max_new_flows_per_s = 20
+client_new_flows_burst = 4
+client_prefix_v4 = 24
+client_prefix_v6 = 64
+max_connections = 5000
+resume_connections = 4000
+over_limit = "reset"
+[[services.backends]]
+address = "198.18.1.11"
+port = 8080
+weight = 3
+zone = "dc1"
+set = "orders.sh.a"
+name = "w1"
+heartbeat_ttl = "2s"
+max_connections = 100
+resume_connections = 80
+[services.backends.health]
+kind = "tcp"
+port = 9000
+[[services.backends]]
+address = "198.18.1.12"
+port = 8080
+zone = "dc2"
+group = "next"
+
+[[services]]
+name = "dns"
+protocol = "udp"
+vip = "198.18.100.53"
+port = 53
+scheduler = "fanout"
+fanout_replies = "first"
+announce = "arp"
+[services.health]
+kind = "udp"
+payload_hex = "00ff10"
+expect = "pong"
+[[services.backends]]
+address = "198.18.1.21"
+port = 53
+"#;
+        rules::load_str(text, "every-key.toml").unwrap().services
+    }
+
+    #[test]
+    fn every_key_of_a_service_round_trips_through_format_2() {
+        for service in every_key() {
+            let value = service_value(&service, true);
+            let json: Value = serde_json::from_str(&value).unwrap();
+            assert_eq!(json["format"], 2, "{value}");
+            assert!(json.get("paths").is_none());
+            let key = RuleKey::Service(service.name.clone());
+            let Part::Service(part) = decode(&key, value.as_bytes()).unwrap() else {
+                panic!("not a service");
+            };
+            assert_eq!(part.service, service, "{value}");
+        }
+        // The secret is written (gateways need it) but a service's Debug
+        // form never shows it.
+        let web = &every_key()[0];
+        assert!(service_value(web, true).contains("4f1c0d8e2a7b9c3d5e6f"));
+        assert!(!format!("{web:?}").contains("4f1c0d8e2a7b9c3d5e6f"));
+    }
+
+    #[test]
+    fn a_service_format_1_carries_is_written_and_read_as_format_1() {
+        let value = service_value(&web(), true);
+        let json: Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(json["format"], 1, "{value}");
+        // Any format-2 key makes it format 2, a backend's too.
+        let mut named = web();
+        named.backends[0].name = Some("w1".into());
+        let json: Value = serde_json::from_str(&service_value(&named, true)).unwrap();
+        assert_eq!(json["format"], 2);
+        // A value written by hand in format 1 reads as it always did.
+        let value = br#"{"format":1,"protocol":"tcp","vip":"198.18.100.10","port":80,
+            "scheduler":"sh","maglev_table_size":251,"on_backend_down":"reset",
+            "panic_threshold":20,"when_all_down":"closed",
+            "backends":[{"address":"198.18.1.11","port":8080},
+                        {"address":"198.18.1.12","port":8080,"weight":3,"zone":"dc1"}]}"#;
+        let Part::Service(part) = decode(&service_key(), value).unwrap() else {
+            panic!("not a service");
+        };
+        assert_eq!(part.service, web());
+    }
+
+    #[test]
+    fn a_service_value_holds_no_paths_and_format_2_is_judged_by_the_files_reader() {
+        let problems = |value: &str| decode(&service_key(), value.as_bytes()).unwrap_err();
+        assert_eq!(
+            problems(
+                r#"{"format":2,"protocol":"tcp","vip":"198.18.100.10","port":80,
+                "paths":[{"client":"198.18.0.0/16","backends":["w1"]}]}"#
+            ),
+            [
+                "a service's value holds no paths: each distribution path of \"web\" is a key of \
+              its own, paths/web/PREFIX beside services/web"
+            ]
+        );
+        assert_eq!(
+            problems(
+                r#"{"format":2,"protocol":"tcp","vip":"198.18.100.10","port":80,
+                "health":{"kind":"http","interval":"soon"},
+                "backends":[{"address":"198.18.1.11","port":80}]}"#
+            ),
+            [
+                "health of service \"web\": interval \"soon\" is not a duration: write a number \
+              and a unit, such as \"500ms\", \"2s\" or \"1m\""
+            ]
         );
     }
 }
