@@ -165,6 +165,17 @@ impl ServiceChanges<'_> {
     }
 }
 
+/// Whether any of the services `names` names in `config` has
+/// distribution paths: a change of services without any, before and
+/// after, leaves the path table as it is.
+pub fn paths_in(config: &Config, names: &[String]) -> bool {
+    names.iter().any(|name| {
+        config
+            .service(name)
+            .is_some_and(|s| !s.routing.paths.is_empty())
+    })
+}
+
 /// A change the data plane took.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Applied {

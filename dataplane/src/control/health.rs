@@ -68,13 +68,77 @@ struct Planned {
 }
 
 /// The backends of one generation, and the targets that check them.
+///
+/// Backends are grouped by service, each group shared: a change of a few
+/// services copies the others' groups by pointer, so patching the plan
+/// costs what the change names (plus a pointer per service), not what
+/// every backend holds.
 #[derive(Clone, Debug, Default)]
 struct Plan {
-    backends: HashMap<BackendRef, Planned>,
+    backends: PlanBackends,
     /// Each target and the backends it stands for.
     targets: HashMap<Arc<Target>, Vec<BackendRef>>,
     /// The backends with a heartbeat TTL, which the thread watches.
     with_ttl: Vec<BackendRef>,
+}
+
+/// Each service's backends, by address.
+type PlanBackends = hashbrown::HashMap<Arc<str>, Arc<hashbrown::HashMap<SocketAddr, Planned>>>;
+
+impl Plan {
+    /// The part of backend `key`.
+    fn get(&self, key: &BackendRef) -> Option<&Planned> {
+        self.backends.get(&*key.0)?.get(&key.1)
+    }
+
+    /// Whether backend `key` is planned.
+    fn contains(&self, key: &BackendRef) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// Every backend with its part.
+    fn iter(&self) -> impl Iterator<Item = (BackendRef, &Planned)> {
+        self.backends.iter().flat_map(|(name, backends)| {
+            backends
+                .iter()
+                .map(move |(address, planned)| ((Arc::clone(name), *address), planned))
+        })
+    }
+
+    /// The backends of service `name`, with their parts.
+    fn of_service<'a>(&'a self, name: &str) -> impl Iterator<Item = (BackendRef, &'a Planned)> {
+        self.backends
+            .get_key_value(name)
+            .into_iter()
+            .flat_map(|(name, backends)| {
+                backends
+                    .iter()
+                    .map(move |(address, planned)| ((Arc::clone(name), *address), planned))
+            })
+    }
+
+    /// The backends of the services in `only` (all when `None`).
+    fn touched<'a>(
+        &'a self,
+        only: Option<&'a HashSet<&'a str>>,
+    ) -> Box<dyn Iterator<Item = (BackendRef, &'a Planned)> + 'a> {
+        match only {
+            None => Box::new(self.iter()),
+            Some(names) => Box::new(names.iter().flat_map(|name| self.of_service(name))),
+        }
+    }
+
+    /// Plans backend `key`.
+    fn insert(&mut self, key: BackendRef, planned: Planned) {
+        let (name, address) = key;
+        Arc::make_mut(self.backends.entry(name).or_default()).insert(address, planned);
+    }
+
+    /// How many backends are planned.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.backends.values().map(|b| b.len()).sum()
+    }
 }
 
 /// The backends counted by state, kept for `status`: counting a large
@@ -228,12 +292,12 @@ impl HealthMonitor {
         plan: Plan,
         only: Option<&HashSet<&str>>,
     ) -> Result<bool, ProberError> {
-        let touched = |key: &BackendRef| only.is_none_or(|names| names.contains(&*key.0));
         let plan = Arc::new(plan);
         // Words are written by one writer at a time: a transition taken
         // while this reads the prober's states is either seen here or
         // written after this, never undone by it.
         let _writing = lock(&self.writing);
+        let old_plan: Arc<Plan>;
         let statuses = {
             let mut prober = lock(&self.prober);
             if prober.is_none() && !plan.targets.is_empty() {
@@ -242,6 +306,7 @@ impl HealthMonitor {
             // The plan goes first, so that a transition of a new target
             // finds its backends.
             let old = self.plan.swap(Arc::clone(&plan));
+            old_plan = Arc::clone(&old);
             if let Some(prober) = prober.as_ref() {
                 if old.targets.len() != plan.targets.len()
                     || plan.targets.keys().any(|t| !old.targets.contains_key(t))
@@ -263,7 +328,7 @@ impl HealthMonitor {
         let now = Instant::now();
         let now_ns = self.liveness.nanos(now);
         let mut changed = false;
-        for (_, planned) in plan.backends.iter().filter(|(key, _)| touched(key)) {
+        for (_, planned) in plan.touched(only) {
             let before = self.liveness.word(planned.id);
             let up = match &planned.target {
                 Some(t) => match health.get(&**t) {
@@ -296,10 +361,24 @@ impl HealthMonitor {
         }));
         {
             let mut counters = lock(&self.counters);
-            counters.retain(|k, _| !touched(k) || plan.backends.contains_key(k));
             let mut since = lock(&self.since);
-            since.retain(|k, _| !touched(k) || plan.backends.contains_key(k));
-            for (key, planned) in plan.backends.iter().filter(|(key, _)| touched(key)) {
+            match only {
+                None => {
+                    counters.retain(|k, _| plan.contains(k));
+                    since.retain(|k, _| plan.contains(k));
+                }
+                // Counters are kept for planned backends only: those of
+                // the changed services were in the plan before.
+                Some(_) => {
+                    for (key, _) in old_plan.touched(only) {
+                        if !plan.contains(&key) {
+                            counters.remove(&key);
+                            since.remove(&key);
+                        }
+                    }
+                }
+            }
+            for (key, planned) in plan.touched(only) {
                 counters.entry(key.clone()).or_default();
                 // A state the rules made (a drain, a check or TTL taken
                 // away) starts now; the watch logs only what happens
@@ -324,7 +403,7 @@ impl HealthMonitor {
             checked: plan.targets.len(),
             ..Counts::default()
         };
-        for (key, planned) in &plan.backends {
+        for (key, planned) in plan.iter() {
             let status = self.liveness.status(planned.id, now_ns, planned.weight);
             match status {
                 Status::Up => counts.up += 1,
@@ -353,7 +432,6 @@ impl HealthMonitor {
         let plan = self.plan.load();
         let key: BackendRef = (Arc::from(service), backend);
         let planned = plan
-            .backends
             .get(&key)
             .ok_or_else(|| format!("service {service:?} has no backend {backend} running"))?;
         self.beat(&key, planned, Instant::now(), ttl);
@@ -366,7 +444,7 @@ impl HealthMonitor {
     pub fn network_heartbeat(&self, heartbeat: &Heartbeat) -> Result<(), UnknownBackend> {
         let plan = self.plan.load();
         let key: BackendRef = (Arc::clone(&heartbeat.service), heartbeat.backend);
-        let planned = plan.backends.get(&key).ok_or(UnknownBackend)?;
+        let planned = plan.get(&key).ok_or(UnknownBackend)?;
         let ttl = planned.ttl.ok_or(UnknownBackend)?;
         self.beat(&key, planned, heartbeat.at, ttl);
         Ok(())
@@ -438,7 +516,7 @@ impl HealthMonitor {
         let statuses = self.statuses();
         let counters = lock(&self.counters);
         let now_ns = self.liveness.now_ns();
-        let sorted: BTreeMap<&BackendRef, &Planned> = plan.backends.iter().collect();
+        let sorted: BTreeMap<BackendRef, &Planned> = plan.iter().collect();
         sorted
             .into_iter()
             .map(|(key, planned)| BackendHealthSample {
@@ -446,7 +524,7 @@ impl HealthMonitor {
                 backend: key.1,
                 status: self.liveness.status(planned.id, now_ns, planned.weight),
                 transitions: counters
-                    .get(key)
+                    .get(&key)
                     .map_or(0, |c| c.transitions.load(Ordering::Relaxed)),
                 latency: planned
                     .target
@@ -476,7 +554,7 @@ impl HealthMonitor {
         key: &BackendRef,
         weight: u32,
     ) -> BackendHealth {
-        let Some(planned) = plan.backends.get(key) else {
+        let Some(planned) = plan.get(key) else {
             return BackendHealth {
                 state: "up".into(),
                 ..BackendHealth::default()
@@ -562,7 +640,7 @@ impl HealthMonitor {
         let up = t.to == Health::Up;
         let mut changed = false;
         for key in backends {
-            let Some(planned) = plan.backends.get(key) else {
+            let Some(planned) = plan.get(key) else {
                 continue;
             };
             if let Ok(before) = self.liveness.set_up(planned.id, up) {
@@ -592,7 +670,7 @@ impl HealthMonitor {
         let plan = self.plan.load();
         let mut changed = false;
         for key in &plan.with_ttl {
-            let Some(planned) = plan.backends.get(key) else {
+            let Some(planned) = plan.get(key) else {
                 continue;
             };
             let Some((before, status)) = self.seen(key, planned) else {
@@ -649,7 +727,9 @@ fn plan(config: &Config, snapshot: &Snapshot) -> Plan {
 /// `config`.
 fn patched_plan(old: &Plan, config: &Config, snapshot: &Snapshot, changed: &HashSet<&str>) -> Plan {
     let mut plan = old.clone();
-    plan.backends.retain(|key, _| !changed.contains(&*key.0));
+    for name in changed {
+        plan.backends.remove(*name);
+    }
     plan.with_ttl.retain(|key| !changed.contains(&*key.0));
     plan.targets.retain(|_, backends| {
         backends.retain(|key| !changed.contains(&*key.0));
@@ -740,7 +820,7 @@ fn plan_service(
         if ttl.is_some() {
             plan.with_ttl.push(key.clone());
         }
-        plan.backends.insert(
+        plan.insert(
             key,
             Planned {
                 id,
@@ -840,11 +920,10 @@ port = 8080
     /// A plan as text, in a fixed order.
     fn described(plan: &Plan) -> String {
         let backends: BTreeMap<_, _> = plan
-            .backends
             .iter()
             .map(|(k, p)| {
                 (
-                    k.clone(),
+                    k,
                     format!("{} {:?} {:?} {}", p.id, p.target, p.ttl, p.weight),
                 )
             })
@@ -916,9 +995,11 @@ port = 8080
             let counters = lock(&patched.counters);
             let mut keys: Vec<&BackendRef> = counters.keys().collect();
             keys.sort();
-            let mut planned: Vec<&BackendRef> = full.backends.keys().collect();
+            let mut planned: Vec<BackendRef> = full.iter().map(|(k, _)| k).collect();
             planned.sort();
+            let planned: Vec<&BackendRef> = planned.iter().collect();
             assert_eq!(keys, planned, "counters after changing {changed:?}");
+            assert_eq!(full.len(), planned.len());
         }
         patched.stop();
     }

@@ -297,9 +297,13 @@ impl MemoryDataplane {
         changes: Option<ServiceChanges<'_>>,
         running: &mut Option<Arc<Config>>,
     ) -> u64 {
-        let changed = changes
-            .filter(|c| running.as_ref().is_some_and(|r| c.made_from(r)))
-            .map(|c| c.services);
+        let made_from_running =
+            changes.filter(|c| running.as_ref().is_some_and(|r| c.made_from(r)));
+        let changed = made_from_running.map(|c| c.services);
+        // Services without paths, before and after: the path table stays.
+        let paths_kept = made_from_running.is_some_and(|c| {
+            !super::paths_in(c.since, c.services) && !super::paths_in(config, c.services)
+        });
         let next = self.build.build_changed(config, changed);
         let generation = next.generation();
         let interfaces = config
@@ -325,12 +329,15 @@ impl MemoryDataplane {
         drop(inner);
         *running = Some(Arc::clone(config));
         let mut generation = generation;
-        let loaded = self
-            .build
-            .paths
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .load(config, &self.build.publisher.current());
+        let loaded = if paths_kept {
+            Ok(false)
+        } else {
+            self.build
+                .paths
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .load(config, &self.build.publisher.current())
+        };
         match loaded {
             // A backend no path named before: build again so that the
             // snapshot resolves its name.

@@ -38,7 +38,7 @@ mod server;
 mod state;
 pub mod views;
 
-pub use dataplane::{Applied, ApplyError, Dataplane, ServiceChanges};
+pub use dataplane::{paths_in, Applied, ApplyError, Dataplane, ServiceChanges};
 pub use diff::{diff, diff_services};
 pub use edit::apply_edits;
 #[cfg(any(test, feature = "testkit"))]

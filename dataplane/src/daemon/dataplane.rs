@@ -21,7 +21,7 @@ use crate::capture::CaptureHub;
 use crate::control::health::HealthMonitor;
 use crate::control::{
     flow_client, flow_entry, flow_vip, status_report, syn_proxy_stats, syn_proxy_summary,
-    traffic_counters, Applied, ApplyError, Dataplane,
+    traffic_counters, Applied, ApplyError, Dataplane, ServiceChanges,
 };
 use crate::flow::{FlowFilter, FlowRecord};
 use crate::metrics::{FastPathInterface, MetricsCollector, MetricsSample, RingStats};
@@ -127,6 +127,23 @@ impl DaemonDataplane {
     /// published, and rebuilds if that changed whether a backend is alive.
     pub fn sync_health(&self, config: &Config) {
         match self.health.sync(config, &self.gateway.snapshot()) {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Err(e) = self.gateway.rebuild() {
+                    tracing::error!("rebuilding after a health change: {e}");
+                }
+            }
+            Err(e) => tracing::error!("health checks: {e}"),
+        }
+    }
+
+    /// [`DaemonDataplane::sync_health`] after a change that touched only
+    /// the services `changed` names: the plan is patched for them.
+    fn sync_health_changed(&self, config: &Config, changed: &[String]) {
+        match self
+            .health
+            .sync_changed(config, &self.gateway.snapshot(), changed)
+        {
             Ok(false) => {}
             Ok(true) => {
                 if let Err(e) = self.gateway.rebuild() {
@@ -264,6 +281,26 @@ impl Dataplane for DaemonDataplane {
         // sections ([daemon], [[interfaces]], [flows]).
         let applied = self.gateway.apply(config.clone())?;
         self.sync_health(config);
+        Ok(applied)
+    }
+
+    fn apply_shared(
+        &self,
+        config: &Arc<Config>,
+        changes: Option<ServiceChanges<'_>>,
+    ) -> Result<Applied, ApplyError> {
+        // Health was last brought in line with the rules that run: a
+        // change made from them patches it for the changed services.
+        let running = self.gateway.running_config();
+        let changed = changes
+            .filter(|c| c.made_from(&running))
+            .map(|c| c.services);
+        drop(running);
+        let applied = self.gateway.apply_shared(Arc::clone(config), changes)?;
+        match changed {
+            Some(names) => self.sync_health_changed(config, names),
+            None => self.sync_health(config),
+        }
         Ok(applied)
     }
 

@@ -45,9 +45,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use std::time::Instant;
 
+use super::owned_keys::{KeyDelta, OwnedKeys};
 use crate::announce::Announcer;
 use crate::control::health::initial_word;
-use crate::control::{Applied, ApplyError};
+use crate::control::{Applied, ApplyError, ServiceChanges};
 use crate::liveness::Liveness;
 use crate::neigh::{merge_neighbours, KernelNeighbour};
 use crate::route::PathReader;
@@ -69,8 +70,9 @@ pub struct Gateway {
 }
 
 struct Inner {
-    /// The rules as the operator wrote them (no learned neighbours).
-    config: Config,
+    /// The rules as the operator wrote them (no learned neighbours),
+    /// shared with the control state that gave them.
+    config: Arc<Config>,
     /// What the kernel's neighbour table holds for our interfaces, by
     /// (ifindex, address).
     learned: HashMap<(u32, IpAddr), KernelNeighbour>,
@@ -78,6 +80,20 @@ struct Inner {
     /// its MAC or usability: a snapshot compiled outside the lock is
     /// installed only if this has not moved since it was read.
     learned_version: u64,
+    /// Moves whenever the next hop of a backend of the rules moves (a
+    /// learned neighbour of a backend, an interface's MAC): what the
+    /// published snapshot's endpoints were resolved with.
+    hops_version: u64,
+    /// [`Inner::hops_version`] when the published snapshot was compiled:
+    /// a change of a few services may carry the others' endpoints from it
+    /// only while the two agree.
+    published_hops: u64,
+    /// The published generation's XDP keys, counted by owner.
+    keys: OwnedKeys,
+    /// Whether a filter still holds keys the published generation does
+    /// not own (a removal the kernel refused): the next change narrows
+    /// every filter in full, which tries them again.
+    narrow_pending: bool,
     /// One per interface, in port order.
     filters: Vec<XdpFilter>,
     /// Each interface's MAC as the kernel has it, in port order: what an
@@ -154,35 +170,89 @@ impl Inner {
 /// A snapshot compiled for installation, and what it was built on.
 struct Compiled {
     snapshot: Snapshot,
-    owned: OwnedTraffic,
-    /// The SYN proxy settings of its services, for the XDP programs:
-    /// gathered here, outside the lock, as they walk every service.
-    proxies: std::collections::HashMap<crate::xdp::TrafficKey, crate::synproxy::SynProxy>,
+    /// Its XDP keys: all of them, or how they moved.
+    keys: CompiledKeys,
     /// The snapshot it was built on: the one published at the time.
     previous: Arc<Snapshot>,
     /// [`Inner::learned_version`] at the time.
     learned_version: u64,
+    /// [`Inner::hops_version`] at the time.
+    hops_version: u64,
+}
+
+/// The XDP keys of a compiled snapshot, gathered outside the lock.
+enum CompiledKeys {
+    /// Every key (a walk over every service): the maps are made to hold
+    /// exactly these.
+    Whole {
+        owned: OwnedTraffic,
+        counted: OwnedKeys,
+        /// The SYN proxy settings of its services.
+        proxies: std::collections::HashMap<crate::xdp::TrafficKey, crate::synproxy::SynProxy>,
+    },
+    /// Only the changed services' keys, and how their owners moved.
+    Changed(KeyDelta),
+}
+
+/// What a compile starts from, read under the lock.
+struct CompileInput {
+    learned: Vec<KernelNeighbour>,
+    link_macs: Vec<MacAddr>,
+    learned_version: u64,
+    hops_version: u64,
+    previous: Arc<Snapshot>,
+    /// The running config and the changed services, when the change was
+    /// made from exactly what the published snapshot was compiled from.
+    since: Option<Arc<Config>>,
 }
 
 impl Compiled {
     /// Compiles `config`, with what the kernel says merged in, on
-    /// `previous`.
+    /// `input.previous`: only the services `changed` names when
+    /// `input.since` says the rest runs as it is, else in full.
     fn new(
         config: &Config,
-        kernel: &KernelView<'_>,
-        previous: Arc<Snapshot>,
-        learned_version: u64,
+        port_ifindex: &[u32],
+        input: CompileInput,
+        changed: Option<&[String]>,
     ) -> Compiled {
-        let effective = kernel.effective(config);
-        let snapshot = build(&effective, Some(&previous));
-        let owned = OwnedTraffic::from_snapshot(&snapshot);
-        let proxies = crate::xdp::syn_proxies_of(&snapshot);
+        let CompileInput {
+            learned,
+            link_macs,
+            learned_version,
+            hops_version,
+            previous,
+            since,
+        } = input;
+        let kernel = KernelView {
+            learned: &learned,
+            port_ifindex,
+            link_macs: &link_macs,
+        };
+        let (snapshot, keys) = match (since, changed) {
+            (Some(since), Some(names)) => {
+                let neighbours = merge_neighbours(config, &learned, port_ifindex);
+                let snapshot = build_changed(config, &neighbours, &previous, names);
+                let delta = KeyDelta::between(&since, &previous, config, &snapshot, names);
+                (snapshot, CompiledKeys::Changed(delta))
+            }
+            _ => {
+                let effective = kernel.effective(config);
+                let snapshot = build(&effective, Some(&previous));
+                let keys = CompiledKeys::Whole {
+                    owned: OwnedTraffic::from_snapshot(&snapshot),
+                    counted: OwnedKeys::of(&snapshot),
+                    proxies: crate::xdp::syn_proxies_of(&snapshot),
+                };
+                (snapshot, keys)
+            }
+        };
         Compiled {
             snapshot,
-            owned,
-            proxies,
+            keys,
             previous,
             learned_version,
+            hops_version,
         }
     }
 
@@ -243,10 +313,15 @@ impl Gateway {
                 })
                 .ok()
         });
+        let keys = OwnedKeys::of(&snapshot);
         let mut inner = Inner {
-            config,
+            config: Arc::new(config),
             learned,
             learned_version: 0,
+            hops_version: 0,
+            published_hops: 0,
+            keys,
+            narrow_pending: false,
             filters,
             link_macs,
             paths,
@@ -306,7 +381,12 @@ impl Gateway {
 
     /// The operator's rules now running.
     pub fn config(&self) -> Config {
-        self.lock().config.clone()
+        Config::clone(&self.lock().config)
+    }
+
+    /// The operator's rules now running, as shared.
+    pub fn running_config(&self) -> Arc<Config> {
+        Arc::clone(&self.lock().config)
     }
 
     /// Whether the XDP maps can hold `config`'s rules: the sizes of
@@ -320,6 +400,23 @@ impl Gateway {
     /// none of it, with the error saying what runs then. The snapshot is
     /// compiled without the lock (see the module's documentation).
     pub fn apply(&self, config: Config) -> Result<Applied, ApplyError> {
+        self.apply_shared(Arc::new(config), None)
+    }
+
+    /// [`Gateway::apply`] for a config that is shared (it runs as it is)
+    /// and, with `changes`, differs from `changes.since` only in the
+    /// services `changes.services` names. When `changes.since` runs and
+    /// the published snapshot was compiled from it with the backends'
+    /// next hops of now, only those services are compiled (the others
+    /// carried with their tables shared) and the XDP maps are given and
+    /// relieved of their keys alone, all or nothing as ever; otherwise
+    /// the whole config is compiled and the maps are made to hold exactly
+    /// its keys.
+    pub fn apply_shared(
+        &self,
+        config: Arc<Config>,
+        changes: Option<ServiceChanges<'_>>,
+    ) -> Result<Applied, ApplyError> {
         if let Err(e) = self.check(&config) {
             let inner = self.lock();
             let running = self.publisher.current();
@@ -329,25 +426,35 @@ impl Gateway {
                 kernel: maps_state(&inner.filters, &OwnedTraffic::from_snapshot(&running)),
             });
         }
-        let mut compiled = self.compile_unlocked(&config);
+        let mut compiled = self.compile_unlocked(&config, changes);
         let mut inner = self.lock();
         let mut tries = 1;
         while !compiled.is_current(&inner, &self.publisher) {
             if tries == COMPILE_TRIES {
-                compiled = self.compile(&inner, &config);
+                compiled = self.compile_changed(&inner, &config, changes);
                 break;
             }
             drop(inner);
-            compiled = self.compile_unlocked(&config);
+            compiled = self.compile_unlocked(&config, changes);
             inner = self.lock();
             tries += 1;
         }
+        // The path table is keyed by what runs: a change of services
+        // that have no paths, before or after, leaves it as it is.
+        let paths_kept = changes.is_some_and(|c| {
+            c.made_from(&inner.config)
+                && !crate::control::paths_in(c.since, c.services)
+                && !crate::control::paths_in(&config, c.services)
+        });
         let previous = std::mem::replace(&mut inner.config, config);
         match self.install(&mut inner, compiled) {
             Ok(mut applied) => {
                 applied
                     .warnings
                     .extend(super::segment_warnings(&inner.config));
+                if paths_kept {
+                    return Ok(applied);
+                }
                 Ok(self.load_paths(&mut inner, applied))
             }
             Err(e) => {
@@ -374,7 +481,7 @@ impl Gateway {
                 generation: running.generation(),
                 kernel: "the XDP maps were not touched".into(),
             })?;
-        inner.config = config;
+        inner.config = Arc::new(config);
         if !new_name {
             return Ok(Applied::clean(running.generation()));
         }
@@ -403,7 +510,7 @@ impl Gateway {
                 generation: running.generation(),
                 kernel: "the XDP maps were not touched".into(),
             })?;
-        inner.config = config;
+        inner.config = Arc::new(config);
         if !new_name {
             return Ok(Applied::clean(running.generation()));
         }
@@ -443,38 +550,54 @@ impl Gateway {
         }
     }
 
-    /// Compiles `config` on what runs now, holding the lock only to read
-    /// the learned neighbours.
-    fn compile_unlocked(&self, config: &Config) -> Compiled {
-        let (learned, link_macs, version, previous) = {
-            let inner = self.lock();
-            let learned: Vec<KernelNeighbour> = inner.learned.values().cloned().collect();
-            let macs = inner.link_macs.clone();
-            (
-                learned,
-                macs,
-                inner.learned_version,
-                self.publisher.current(),
-            )
-        };
-        let kernel = KernelView {
-            learned: &learned,
-            port_ifindex: &self.port_ifindex,
-            link_macs: &link_macs,
-        };
-        Compiled::new(config, &kernel, previous, version)
+    /// Compiles `config` (changed from the running rules as `changes`
+    /// says, if given) on what runs now, holding the lock only to read
+    /// what the compile starts from.
+    fn compile_unlocked(&self, config: &Config, changes: Option<ServiceChanges<'_>>) -> Compiled {
+        let input = self.compile_input(&self.lock(), changes);
+        Compiled::new(
+            config,
+            &self.port_ifindex,
+            input,
+            changes.map(|c| c.services),
+        )
     }
 
-    /// Compiles `config` on what runs now, with the lock held (`inner`).
+    /// What a compile on what runs now starts from (`inner` is locked).
+    fn compile_input(&self, inner: &Inner, changes: Option<ServiceChanges<'_>>) -> CompileInput {
+        let since = changes
+            .filter(|c| c.made_from(&inner.config) && inner.published_hops == inner.hops_version)
+            .map(|_| Arc::clone(&inner.config));
+        CompileInput {
+            learned: inner.learned.values().cloned().collect(),
+            link_macs: inner.link_macs.clone(),
+            learned_version: inner.learned_version,
+            hops_version: inner.hops_version,
+            previous: self.publisher.current(),
+            since,
+        }
+    }
+
+    /// Compiles `config` in full on what runs now, with the lock held
+    /// (`inner`).
     fn compile(&self, inner: &Inner, config: &Config) -> Compiled {
-        let learned: Vec<KernelNeighbour> = inner.learned.values().cloned().collect();
-        let previous = self.publisher.current();
-        let kernel = KernelView {
-            learned: &learned,
-            port_ifindex: &self.port_ifindex,
-            link_macs: &inner.link_macs,
-        };
-        Compiled::new(config, &kernel, previous, inner.learned_version)
+        self.compile_changed(inner, config, None)
+    }
+
+    /// [`Gateway::compile`] of a change `changes` describes, if given.
+    fn compile_changed(
+        &self,
+        inner: &Inner,
+        config: &Config,
+        changes: Option<ServiceChanges<'_>>,
+    ) -> Compiled {
+        let input = self.compile_input(inner, changes);
+        Compiled::new(
+            config,
+            &self.port_ifindex,
+            input,
+            changes.map(|c| c.services),
+        )
     }
 
     /// Records neighbour changes; rebuilds if any changed a backend's
@@ -510,6 +633,7 @@ impl Gateway {
         if !changed {
             return Ok(None);
         }
+        inner.hops_version += 1;
         let compiled = self.compile(&inner, &inner.config);
         let applied = self
             .install(&mut inner, compiled)
@@ -563,6 +687,7 @@ impl Gateway {
         if !changed {
             return Ok(None);
         }
+        inner.hops_version += 1;
         inner.set_ingress_macs()?;
         // The client-facing interface's MAC moved: answer with the new one,
         // and tell the segment.
@@ -654,22 +779,32 @@ impl Gateway {
     /// Makes `compiled` (built on what runs: the caller checked, holding
     /// the lock, `inner`) the next generation: widen every filter,
     /// publish, narrow every filter (the module's documentation says why
-    /// in this order).
+    /// in this order). A change compiled for a few services widens with
+    /// the keys that no service owned before and narrows by those no
+    /// service owns after, so the maps end as a whole change leaves them.
     fn install(&self, inner: &mut Inner, compiled: Compiled) -> Result<Applied, ApplyError> {
         let Compiled {
             snapshot,
-            owned,
-            proxies,
+            keys,
             previous,
+            hops_version,
             ..
         } = compiled;
+        // What the filters are widened with: every key, or the new ones.
+        let (wanted, gone) = match &keys {
+            CompiledKeys::Whole { owned, .. } => (std::borrow::Cow::Borrowed(owned), None),
+            CompiledKeys::Changed(delta) => {
+                let (added, gone) = inner.keys.change(delta);
+                (std::borrow::Cow::Owned(added), Some(gone))
+            }
+        };
 
         let mut widenings = Vec::with_capacity(inner.filters.len());
         for i in 0..inner.filters.len() {
             let Some(filter) = inner.filters.get_mut(i) else {
                 break;
             };
-            match filter.widen(&owned) {
+            match filter.widen(&wanted) {
                 Ok(widening) => widenings.push(widening),
                 Err(e) => {
                     // This filter took back its own keys; take back those
@@ -695,33 +830,47 @@ impl Gateway {
         }
 
         let generation = snapshot.generation();
-        // The SYN proxy follows the published rules (`proxies`): a worker
-        // honours the program's mark only for a service its snapshot
-        // proxies.
+        // The SYN proxy follows the published rules: a worker honours the
+        // program's mark only for a service its snapshot proxies.
+        let full_proxies = match (&keys, inner.narrow_pending) {
+            (CompiledKeys::Whole { .. }, _) => None,
+            (CompiledKeys::Changed(_), true) => Some(crate::xdp::syn_proxies_of(&snapshot)),
+            (CompiledKeys::Changed(_), false) => None,
+        };
         self.publisher.publish(snapshot);
+        inner.published_hops = hops_version;
         // VIPs now answered for: tell the segment.
         inner.announce(widenings.iter().flat_map(|w| w.announced()));
 
-        let mut warnings = Vec::new();
-        for filter in inner.filters.iter_mut() {
-            if let Err(e) = filter.set_syn_proxies(&proxies) {
-                warnings.push(format!(
-                    "the SYN proxy settings of generation {generation} could not all be written \
-                     to the XDP program of {} ({e}); the next change tries again",
-                    filter.interface()
-                ));
+        // The counts follow what runs now; a change that could not narrow
+        // (nor, below, set the SYN proxy) leaves the next one to do it in
+        // full.
+        let narrow_in_full = inner.narrow_pending;
+        let (owned, proxies, changed_proxies) = match keys {
+            CompiledKeys::Whole {
+                owned,
+                counted,
+                proxies,
+            } => {
+                inner.keys = counted;
+                (Some(owned), Some(proxies), Vec::new())
             }
-            if let Err(e) = filter.narrow(&owned) {
-                let extra = filter.drift(&owned).extra;
-                warnings.push(format!(
-                    "the XDP maps of {} still hold {extra} {} that generation {generation} no longer \
-                     owns ({e}); traffic matching them reaches the workers, which forward none of \
-                     it, until a later change removes them",
-                    filter.interface(),
-                    if extra == 1 { "key" } else { "keys" }
-                ));
+            CompiledKeys::Changed(mut delta) => {
+                let changed_proxies = std::mem::take(&mut delta.proxies);
+                inner.keys.commit(delta);
+                let owned = narrow_in_full.then(|| inner.keys.owned());
+                (owned, full_proxies, changed_proxies)
             }
-        }
+        };
+        let (warnings, pending) = narrow_filters(
+            inner,
+            generation,
+            owned.as_ref(),
+            gone.as_ref(),
+            proxies.as_ref(),
+            &changed_proxies,
+        );
+        inner.narrow_pending = pending;
         Ok(Applied {
             generation,
             warnings,
@@ -734,6 +883,57 @@ impl Gateway {
         // usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// After `generation` is published: sets every filter's SYN proxies (all
+/// of `proxies`, or the `changed_proxies` alone) and takes out the keys no
+/// longer owned (all but `owned`, or `gone` alone). Returns the warnings,
+/// and whether a filter was left with more than it should hold (the next
+/// change then does both in full).
+fn narrow_filters(
+    inner: &mut Inner,
+    generation: u64,
+    owned: Option<&OwnedTraffic>,
+    gone: Option<&crate::xdp::Unowned>,
+    proxies: Option<&std::collections::HashMap<crate::xdp::TrafficKey, crate::synproxy::SynProxy>>,
+    changed_proxies: &[(crate::xdp::TrafficKey, Option<crate::synproxy::SynProxy>)],
+) -> (Vec<String>, bool) {
+    let mut warnings = Vec::new();
+    let mut pending = false;
+    for filter in inner.filters.iter_mut() {
+        let proxied = match proxies {
+            Some(all) => filter.set_syn_proxies(all),
+            None => filter.change_syn_proxies(changed_proxies),
+        };
+        if let Err(e) = proxied {
+            pending = true;
+            warnings.push(format!(
+                "the SYN proxy settings of generation {generation} could not all be written \
+                 to the XDP program of {} ({e}); the next change tries again",
+                filter.interface()
+            ));
+        }
+        let narrowed = match (owned, gone) {
+            (Some(owned), _) => filter.narrow(owned),
+            (None, Some(gone)) => filter.remove_unowned(gone),
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = narrowed {
+            pending = true;
+            let extra = match owned {
+                Some(owned) => filter.drift(owned).extra,
+                None => filter.drift(&inner.keys.owned()).extra,
+            };
+            warnings.push(format!(
+                "the XDP maps of {} still hold {extra} {} that generation {generation} no longer \
+                 owns ({e}); traffic matching them reaches the workers, which forward none of \
+                 it, until a later change removes them",
+                filter.interface(),
+                if extra == 1 { "key" } else { "keys" }
+            ));
+        }
+    }
+    (warnings, pending)
 }
 
 /// Compiles `config` on `previous` (without: over a new liveness table),
@@ -751,6 +951,26 @@ fn build(config: &Config, previous: Option<&Snapshot>) -> Snapshot {
         initial: &initial,
     };
     Snapshot::build_with(config, previous, input)
+}
+
+/// Compiles the services `changed` names of `config` on `previous`, which
+/// was compiled from the same rules but for them, with `neighbours` (the
+/// static and learned ones merged); the other services are carried.
+fn build_changed(
+    config: &Config,
+    neighbours: &[crate::rules::Neighbour],
+    previous: &Snapshot,
+    changed: &[String],
+) -> Snapshot {
+    let table = Arc::clone(previous.liveness());
+    let now_ns = table.now_ns();
+    let initial = |s: &Service, b: &Backend| initial_word(config, s, b, now_ns);
+    let input = LivenessInput {
+        table: &table,
+        now_ns,
+        initial: &initial,
+    };
+    Snapshot::build_changed_over(config, neighbours, previous, input, changed)
 }
 
 /// What the kernel says that the rules leave to it: learned neighbours,
@@ -1156,6 +1376,147 @@ mod tests {
         );
         assert_eq!(running.services().count(), 201);
         assert_eq!(gateway.config(), big);
+    }
+
+    /// A TCP service: name, VIP, port, backends (address, port).
+    type Row = (String, String, u16, Vec<(String, u16)>);
+
+    /// Rules of `services` on interfaces g0 and g1, as [`rules`] writes
+    /// them.
+    fn fleet(services: &[Row]) -> Config {
+        let backends: Vec<Vec<(&str, u16)>> = services
+            .iter()
+            .map(|s| s.3.iter().map(|(a, p)| (a.as_str(), *p)).collect())
+            .collect();
+        let rows: Vec<ServiceRow<'_>> = services
+            .iter()
+            .zip(&backends)
+            .map(|(s, b)| (s.0.as_str(), "tcp", s.1.as_str(), s.2, b.as_slice()))
+            .collect();
+        rules(&rows)
+    }
+
+    /// A gateway on `config`, with filters on `net`'s interfaces if given,
+    /// and a learned neighbour for backend .11 and for a client.
+    fn open(net: Option<&TwoInterfaces>, config: &Config) -> Gateway {
+        let filters = match net {
+            Some(net) => vec![net.attach("g0", None), net.attach("g1", None)],
+            None => Vec::new(),
+        };
+        let learned = vec![learned("198.18.1.11", 1), learned("198.18.60.5", 2)];
+        Gateway::start(config.clone(), learned, filters, vec![11, 12], Vec::new()).unwrap()
+    }
+
+    /// Applies `services` to `by_change` as the change of `changed` and
+    /// to `whole` in full; checks that both run the same snapshot and
+    /// XDP keys (read from the kernel when `privileged`), and that
+    /// `by_change` compiled the changed services alone.
+    fn both(
+        by_change: &Gateway,
+        whole: &Gateway,
+        services: &[Row],
+        changed: &[&str],
+        privileged: bool,
+    ) {
+        let next = Arc::new(fleet(services));
+        let names: Vec<String> = changed.iter().map(|&n| n.to_owned()).collect();
+        let since = by_change.running_config();
+        let before = by_change.snapshot();
+        let applied = by_change
+            .apply_shared(
+                Arc::clone(&next),
+                Some(ServiceChanges {
+                    since: &since,
+                    services: &names,
+                }),
+            )
+            .unwrap();
+        let full = whole.apply(Config::clone(&next)).unwrap();
+        assert_eq!(applied.generation, full.generation);
+        assert!(applied.warnings.is_empty(), "{applied:?}");
+        let (a, b) = (by_change.snapshot(), whole.snapshot());
+        assert_eq!(a.rules_text(), b.rules_text(), "after changing {names:?}");
+        // Only the changed services were compiled: the others are the
+        // very services the generation before ran.
+        for (id, s) in a.services() {
+            if !names.iter().any(|n| n == s.name()) {
+                assert!(
+                    a.carries_service_of(&before, id),
+                    "{} compiled again",
+                    s.name()
+                );
+            }
+        }
+        if privileged {
+            let owned = OwnedTraffic::from_config(&next);
+            for maps in in_kernel(by_change).into_iter().chain(in_kernel(whole)) {
+                assert!(
+                    maps.hold_exactly(&owned),
+                    "after changing {names:?}: {maps:?}"
+                );
+            }
+            assert_eq!(in_kernel(by_change), in_kernel(whole));
+        }
+    }
+
+    #[test]
+    fn a_change_of_a_few_services_compiles_and_programs_what_a_whole_apply_does() {
+        // Two gateways on the same rules: one takes each change as the
+        // changed services (etcd's revisions), the other in full.
+        let mut services: Vec<Row> = (0..30u16)
+            .map(|i| {
+                (
+                    format!("s{i:02}"),
+                    format!("198.18.100.{}", 10 + i / 3),
+                    80 + i % 3,
+                    // Backends .11 to .20: most are shared by several
+                    // services, so reply sources have several owners.
+                    (0..3u16)
+                        .map(|b| (format!("198.18.1.{}", 11 + (i + b) % 10), 8080))
+                        .collect(),
+                )
+            })
+            .collect();
+        let first = fleet(&services);
+        let privileged = testnet::privileged();
+        let nets = privileged.then(|| (TwoInterfaces::new(), TwoInterfaces::new()));
+        let by_change = open(nets.as_ref().map(|n| &n.0), &first);
+        let whole = open(nets.as_ref().map(|n| &n.1), &first);
+        let step = |services: &[Row], changed: &[&str]| {
+            both(&by_change, &whole, services, changed, privileged);
+        };
+
+        // A backend less: a reply source others share stays.
+        services[3].3.truncate(2);
+        step(&services, &["s03"]);
+        // A service goes (its VIP stays with others, its backends too), one
+        // comes on a VIP and a backend of its own, one moves to a new VIP.
+        services.remove(7);
+        services.push((
+            "t00".into(),
+            "198.18.101.1".into(),
+            443,
+            vec![("198.18.2.1".into(), 8443)],
+        ));
+        services[12].1 = "198.18.101.2".into();
+        let moved = services[12].0.clone();
+        step(&services, &["s07", "t00", moved.as_str()]);
+        // The last services of a VIP go: the VIP address leaves the maps.
+        let (gone, mut kept): (Vec<Row>, Vec<Row>) =
+            services.into_iter().partition(|s| s.1 == "198.18.100.19");
+        let gone: Vec<&str> = gone.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(gone.len(), 3);
+        step(&kept, &gone);
+        // A backend's next hop moves (a full compile), then a change is
+        // taken by its services again.
+        for g in [&by_change, &whole] {
+            g.neighbours_changed([(learned("198.18.1.12", 9), true)])
+                .unwrap()
+                .unwrap();
+        }
+        kept[0].3.push(("198.18.2.2".into(), 9000));
+        let changed = kept[0].0.clone();
+        step(&kept, &[changed.as_str()]);
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod flow_query;
 mod gateway;
 mod kernel_path;
 pub mod notify;
+mod owned_keys;
 mod start;
 pub mod takeover;
 mod vip_offer;

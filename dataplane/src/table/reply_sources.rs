@@ -71,6 +71,89 @@ impl ReplySources {
         ReplySources { sources, next_hops }
     }
 
+    /// This map with the endpoints `gone` taken out and `added` put in
+    /// (each with its service's protocol), and the next hops `next_hops`
+    /// (as [`ReplySources::build`] takes them): what
+    /// [`ReplySources::build`] makes of the endpoints after the change,
+    /// at a cost that follows the change. A source `gone` leaves shared
+    /// is decided again from `all`, the endpoints after the change
+    /// (walked only then, which takes a backend of several services).
+    pub(super) fn patched<'a>(
+        &self,
+        gone: impl Iterator<Item = (EndpointId, u8, [u8; 16], u16)>,
+        added: impl Iterator<Item = (EndpointId, u8, [u8; 16], u16)>,
+        all: impl FnOnce() -> Vec<(EndpointId, u8, &'a Endpoint)>,
+        next_hops: impl Iterator<Item = ([u8; 16], [u8; 6], u16)>,
+    ) -> ReplySources {
+        let mut next = ReplySources {
+            sources: self.sources.clone(),
+            next_hops: next_hops
+                .map(|(address, mac, port)| (u128::from_be_bytes(address), (mac, port)))
+                .collect(),
+        };
+        let mut undecided: hashbrown::HashSet<SourceKey> = hashbrown::HashSet::new();
+        for (id, protocol, address, port) in gone {
+            let key = SourceKey {
+                address: u128::from_be_bytes(address),
+                port,
+                protocol,
+            };
+            match next.sources.get(&key) {
+                Some(ReplySource::One(one)) if *one == id => {
+                    next.sources.remove(&key);
+                }
+                Some(ReplySource::Shared) => {
+                    undecided.insert(key);
+                }
+                _ => {}
+            }
+        }
+        if !undecided.is_empty() {
+            for key in &undecided {
+                next.sources.remove(key);
+            }
+            for (id, protocol, endpoint) in all() {
+                let key = SourceKey {
+                    address: u128::from_be_bytes(endpoint.address),
+                    port: endpoint.port,
+                    protocol,
+                };
+                if undecided.contains(&key) {
+                    next.sources
+                        .entry(key)
+                        .and_modify(|source| *source = ReplySource::Shared)
+                        .or_insert(ReplySource::One(id));
+                }
+            }
+        }
+        // The walk above saw `added` at the sources it decided.
+        next.with_added(added, &undecided)
+    }
+
+    /// Puts in `added`, but not at `decided` (sources already decided
+    /// from every endpoint).
+    fn with_added(
+        mut self,
+        added: impl Iterator<Item = (EndpointId, u8, [u8; 16], u16)>,
+        decided: &hashbrown::HashSet<SourceKey>,
+    ) -> ReplySources {
+        for (id, protocol, address, port) in added {
+            let key = SourceKey {
+                address: u128::from_be_bytes(address),
+                port,
+                protocol,
+            };
+            if decided.contains(&key) {
+                continue;
+            }
+            self.sources
+                .entry(key)
+                .and_modify(|source| *source = ReplySource::Shared)
+                .or_insert(ReplySource::One(id));
+        }
+        self
+    }
+
     /// What the rules say about a packet from `address` and `port` over
     /// `protocol`: `None` if no backend is there.
     #[inline]

@@ -351,8 +351,10 @@ fn start_up(_: &Service, _: &Backend) -> Word {
 pub struct Snapshot {
     generation: u64,
     service_index: HashMap<ServiceKey, ServiceId>,
-    /// Indexed by [`ServiceId`]; `None` marks a free id.
-    services: Vec<Option<CompiledService>>,
+    /// Indexed by [`ServiceId`]; `None` marks a free id. Each compiled
+    /// service is shared, so that a build that carries it from the
+    /// previous generation copies a pointer, not the service.
+    services: Vec<Option<Arc<CompiledService>>>,
     /// Indexed by [`EndpointId`]; `None` marks a free id.
     endpoints: Vec<Option<Endpoint>>,
     vips: HashSet<u128>,
@@ -524,10 +526,26 @@ impl Snapshot {
         liveness: LivenessInput<'_>,
         changed: &[String],
     ) -> Snapshot {
+        Snapshot::build_changed_over(config, &config.neighbours, previous, liveness, changed)
+    }
+
+    /// [`Snapshot::build_changed`] with the neighbours taken from
+    /// `neighbours` instead of `config` (the daemon's: the static ones
+    /// with those the kernel learned merged in), so that no config has to
+    /// be copied to carry them. What it builds is what
+    /// [`Snapshot::build_with`] builds from `config` with `neighbours` in
+    /// it.
+    pub fn build_changed_over(
+        config: &Config,
+        neighbours: &[crate::rules::Neighbour],
+        previous: &Snapshot,
+        liveness: LivenessInput<'_>,
+        changed: &[String],
+    ) -> Snapshot {
         let names: HashSet<&str> = changed.iter().map(String::as_str).collect();
         let mut builder = Builder {
             prev: previous,
-            next_hops: next_hops(config),
+            next_hops: next_hops_of(neighbours, config.interfaces.len()),
             default_table_size: config.gateway.maglev_table_size,
             service_ids: IdAllocator::after(previous.services.iter().map(Option::is_some)),
             endpoint_ids: IdAllocator::after(previous.endpoints.iter().map(Option::is_some)),
@@ -544,7 +562,17 @@ impl Snapshot {
             .filter(|(_, s)| names.contains(s.name()))
             .map(|(id, s)| (id, ServiceKey::new(s.protocol, &s.vip, s.port)))
             .collect();
-        for (id, key) in leaving {
+        let mut touches_fanout = false;
+        // Their endpoints as they were, for the reply sources.
+        let mut gone: Vec<(EndpointId, u8, [u8; 16], u16)> = Vec::new();
+        for &(id, key) in &leaving {
+            if let Some(service) = previous.service(id) {
+                touches_fanout |= service.scheduler.fanout().is_some();
+                gone.extend(service.endpoints.iter().filter_map(|&e| {
+                    let endpoint = previous.endpoint(e)?;
+                    Some((e, service.protocol, endpoint.address, endpoint.port))
+                }));
+            }
             builder.next.take_out(id, key);
             freed_vips.insert(key.vip);
         }
@@ -558,9 +586,12 @@ impl Snapshot {
             .collect();
         services.sort_by_key(|&(key, _)| key);
         services.dedup_by_key(|&mut (key, _)| key);
+        let mut compiled: Vec<ServiceKey> = Vec::with_capacity(services.len());
         for (key, service) in services {
             if !builder.next.service_index.contains_key(&key) {
+                touches_fanout |= service.scheduler.fanout().is_some();
                 builder.add_service(key, service);
+                compiled.push(key);
             }
         }
         // A VIP stays while another service (any protocol or port) has it.
@@ -572,7 +603,7 @@ impl Snapshot {
                 builder.next.vips.remove(vip);
             }
         }
-        builder.finish()
+        builder.finish_changed(previous, &gone, &compiled, touches_fanout)
     }
 
     /// The next generation's start for [`Snapshot::build_changed`]: a copy
@@ -590,6 +621,7 @@ impl Snapshot {
             liveness,
             client_routing: Arc::clone(&self.client_routing),
             backend_names: Arc::clone(&self.backend_names),
+            // Patched by the build from the change.
             reply_sources: super::ReplySources::default(),
             fanout: Default::default(),
             endpoint_caps: self.endpoint_caps.clone(),
@@ -654,7 +686,7 @@ impl Snapshot {
     /// The service with this id.
     #[inline]
     pub fn service(&self, id: ServiceId) -> Option<&CompiledService> {
-        self.services.get(id as usize)?.as_ref()
+        self.services.get(id as usize)?.as_deref()
     }
 
     /// The endpoint with this id.
@@ -699,7 +731,7 @@ impl Snapshot {
         self.services
             .iter()
             .enumerate()
-            .filter_map(|(id, s)| Some((ServiceId::try_from(id).ok()?, s.as_ref()?)))
+            .filter_map(|(id, s)| Some((ServiceId::try_from(id).ok()?, s.as_deref()?)))
     }
 
     /// One past the largest service id: per-service state indexed by
@@ -726,17 +758,85 @@ impl Snapshot {
         // costs a few slots).
         self.endpoints.len()
     }
+
+    #[cfg(test)]
+    /// What a snapshot's rules are, with each service's serial left out
+    /// (a service new in a build takes the next serial there is, so two
+    /// builds of it differ) and free slots at the end dropped.
+    pub(crate) fn rules_text(&self) -> String {
+        let s = self;
+        let trim = |v: &mut Vec<String>| {
+            while v.last().is_some_and(|x| x == "None") {
+                v.pop();
+            }
+        };
+        let mut index: Vec<_> = s.service_index.iter().collect();
+        index.sort();
+        let mut services: Vec<String> = s
+            .services
+            .iter()
+            .map(|c| match c {
+                Some(c) => {
+                    let text = format!("{c:?}");
+                    let at = text.find("serial:").unwrap();
+                    let end = at + text[at..].find(',').unwrap();
+                    format!("{}{}", &text[..at], &text[end..])
+                }
+                None => "None".into(),
+            })
+            .collect();
+        trim(&mut services);
+        let mut endpoints: Vec<String> = s.endpoints.iter().map(|e| format!("{e:?}")).collect();
+        trim(&mut endpoints);
+        let mut caps: Vec<String> = s.endpoint_caps.iter().map(|c| format!("{c:?}")).collect();
+        trim(&mut caps);
+        let mut vips: Vec<_> = s.vips.iter().collect();
+        vips.sort();
+        let replies: Vec<_> = s
+            .endpoints
+            .iter()
+            .flatten()
+            .map(|e| s.reply_sources.lookup(6, &e.address, e.port))
+            .collect();
+        format!(
+            "{index:?}\n{services:?}\n{endpoints:?}\n{caps:?}\n{vips:?}\n{} {} {replies:?}\n{:?}",
+            s.endpoint_count,
+            s.reply_sources.len(),
+            s.interface_macs
+        )
+    }
+
+    /// Tests: whether service `id` is the very compiled service (not a
+    /// copy) `other` has at `id`: carried, not compiled again.
+    #[cfg(test)]
+    pub(crate) fn carries_service_of(&self, other: &Snapshot, id: ServiceId) -> bool {
+        match (
+            self.services.get(id as usize),
+            other.services.get(id as usize),
+        ) {
+            (Some(Some(a)), Some(Some(b))) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 /// The static neighbours by address; the first entry for an address wins.
 /// A neighbour on an interface that does not exist is ignored.
 fn next_hops(config: &Config) -> HashMap<[u8; 16], NextHop> {
-    let mut map = HashMap::with_capacity(config.neighbours.len());
-    for n in &config.neighbours {
+    next_hops_of(&config.neighbours, config.interfaces.len())
+}
+
+/// [`next_hops`] of `neighbours`, over `interfaces` interfaces.
+fn next_hops_of(
+    neighbours: &[crate::rules::Neighbour],
+    interfaces: usize,
+) -> HashMap<[u8; 16], NextHop> {
+    let mut map = HashMap::with_capacity(neighbours.len());
+    for n in neighbours {
         let Ok(port) = u16::try_from(n.interface) else {
             continue;
         };
-        if n.interface < config.interfaces.len() {
+        if n.interface < interfaces {
             map.entry(addr_to_bytes(n.address))
                 .or_insert(NextHop { mac: n.mac, port });
         }
@@ -792,6 +892,8 @@ impl Builder<'_> {
         // (on several cores when there are many slots to fill).
         for built in build_all(self.jobs) {
             if let Some(Some(service)) = next.services.get_mut(built.service as usize) {
+                // Compiled in this build: not shared yet, so no copy.
+                let service = Arc::make_mut(service);
                 service.maglev = built.maglev;
                 service.wrr = built.wrr;
             }
@@ -801,10 +903,67 @@ impl Builder<'_> {
                 .iter()
                 .enumerate()
                 .filter_map(|(id, e)| Some((EndpointId::try_from(id).ok()?, e.as_ref()?))),
-            |service| Some(next.services.get(service as usize)?.as_ref()?.protocol),
+            |service| Some(next.services.get(service as usize)?.as_deref()?.protocol),
             self.next_hops.iter().map(|(a, h)| (*a, h.mac, h.port)),
         );
         next.fanout = super::fanout::FanoutIndex::of(&next);
+        next
+    }
+
+    /// [`Builder::finish`] for [`Snapshot::build_changed`]: the reply
+    /// sources patched from `previous`'s for the endpoints `gone` (of the
+    /// services taken out) and those of the services `compiled` again,
+    /// and the fan-out index carried unless the change `touches_fanout`.
+    fn finish_changed(
+        self,
+        previous: &Snapshot,
+        gone: &[(EndpointId, u8, [u8; 16], u16)],
+        compiled: &[ServiceKey],
+        touches_fanout: bool,
+    ) -> Snapshot {
+        let mut next = self.next;
+        for built in build_all(self.jobs) {
+            if let Some(Some(service)) = next.services.get_mut(built.service as usize) {
+                // Compiled in this build: not shared yet, so no copy.
+                let service = Arc::make_mut(service);
+                service.maglev = built.maglev;
+                service.wrr = built.wrr;
+            }
+        }
+        let added: Vec<(EndpointId, u8, [u8; 16], u16)> = compiled
+            .iter()
+            .filter_map(|key| next.service(*next.service_index.get(key)?))
+            .flat_map(|service| {
+                let next = &next;
+                service.endpoints.iter().filter_map(move |&e| {
+                    let endpoint = next.endpoint(e)?;
+                    Some((e, service.protocol, endpoint.address, endpoint.port))
+                })
+            })
+            .collect();
+        let all = || {
+            next.endpoints
+                .iter()
+                .enumerate()
+                .filter_map(|(id, e)| {
+                    let e = e.as_ref()?;
+                    let protocol = next.service(e.service)?.protocol;
+                    Some((EndpointId::try_from(id).ok()?, protocol, e))
+                })
+                .collect()
+        };
+        let reply_sources = previous.reply_sources.patched(
+            gone.iter().copied(),
+            added.into_iter(),
+            all,
+            self.next_hops.iter().map(|(a, h)| (*a, h.mac, h.port)),
+        );
+        next.reply_sources = reply_sources;
+        next.fanout = if touches_fanout {
+            super::fanout::FanoutIndex::of(&next)
+        } else {
+            previous.fanout.clone()
+        };
         next
     }
 
@@ -890,7 +1049,7 @@ impl Builder<'_> {
         place(
             &mut self.next.services,
             id,
-            CompiledService {
+            Arc::new(CompiledService {
                 name: service.name.clone(),
                 protocol: key.protocol,
                 vip: key.vip.to_be_bytes(),
@@ -911,7 +1070,7 @@ impl Builder<'_> {
                 serial,
                 limits,
                 syn_proxy: service.limits.syn_proxy,
-            },
+            }),
         );
         self.next.service_index.insert(key, id);
         self.next.vips.insert(key.vip);
@@ -1921,51 +2080,6 @@ mod changed_tests {
         }
     }
 
-    /// What a snapshot's rules are, with each service's serial left out
-    /// (a service new in a build takes the next serial there is, so two
-    /// builds of it differ) and free slots at the end dropped.
-    fn rules(s: &Snapshot) -> String {
-        let trim = |v: &mut Vec<String>| {
-            while v.last().is_some_and(|x| x == "None") {
-                v.pop();
-            }
-        };
-        let mut index: Vec<_> = s.service_index.iter().collect();
-        index.sort();
-        let mut services: Vec<String> = s
-            .services
-            .iter()
-            .map(|c| match c {
-                Some(c) => {
-                    let text = format!("{c:?}");
-                    let at = text.find("serial:").unwrap();
-                    let end = at + text[at..].find(',').unwrap();
-                    format!("{}{}", &text[..at], &text[end..])
-                }
-                None => "None".into(),
-            })
-            .collect();
-        trim(&mut services);
-        let mut endpoints: Vec<String> = s.endpoints.iter().map(|e| format!("{e:?}")).collect();
-        trim(&mut endpoints);
-        let mut caps: Vec<String> = s.endpoint_caps.iter().map(|c| format!("{c:?}")).collect();
-        trim(&mut caps);
-        let mut vips: Vec<_> = s.vips.iter().collect();
-        vips.sort();
-        let replies: Vec<_> = s
-            .endpoints
-            .iter()
-            .flatten()
-            .map(|e| s.reply_sources.lookup(6, &e.address, e.port))
-            .collect();
-        format!(
-            "{index:?}\n{services:?}\n{endpoints:?}\n{caps:?}\n{vips:?}\n{} {} {replies:?}\n{:?}",
-            s.endpoint_count,
-            s.reply_sources.len(),
-            s.interface_macs
-        )
-    }
-
     /// Builds `next` from `previous` both ways, checks they agree, and
     /// returns the one built from the change.
     fn both(previous: &Snapshot, next: &Config, changed: &[&str]) -> Snapshot {
@@ -1977,7 +2091,11 @@ mod changed_tests {
         };
         let full = Snapshot::build_with(next, Some(previous), input);
         let patched = Snapshot::build_changed(next, previous, input, &changed);
-        assert_eq!(rules(&patched), rules(&full), "after changing {changed:?}");
+        assert_eq!(
+            patched.rules_text(),
+            full.rules_text(),
+            "after changing {changed:?}"
+        );
         assert_eq!(patched.generation(), previous.generation() + 1);
         // Unchanged services share their Maglev tables with the previous
         // generation.

@@ -107,6 +107,30 @@ impl fmt::Debug for XdpFilter {
     }
 }
 
+/// Keys a change stopped owning, that no key of the generation after it
+/// owns: what [`XdpFilter::remove_unowned`] takes out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unowned {
+    /// (protocol, VIP, port) of services.
+    pub services: Vec<TrafficKey>,
+    /// (protocol, backend address, backend port).
+    pub reply_sources: Vec<TrafficKey>,
+    /// VIP addresses no service has any more.
+    pub vip_addresses: Vec<[u8; 16]>,
+    /// VIP addresses no longer announced.
+    pub announced: Vec<[u8; 16]>,
+}
+
+impl Unowned {
+    /// Whether it names no key.
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+            && self.reply_sources.is_empty()
+            && self.vip_addresses.is_empty()
+            && self.announced.is_empty()
+    }
+}
+
 /// The keys one [`XdpFilter::widen`] inserted, map by map: exactly what
 /// [`XdpFilter::undo`] takes back.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -665,6 +689,58 @@ impl XdpFilter {
             .announced
             .remove_unwanted(announced_of(self.announces, owned));
         services.and(replies).and(vips).and(announced)
+    }
+
+    /// Removes exactly `gone`'s keys (a change's, that no key of the
+    /// generation after it owns), as [`Self::narrow`] does but at a cost
+    /// that follows the change, not the maps. Every key is tried; the
+    /// first failure is returned, and keys that could not be removed stay
+    /// (see [`Self::drift`]; a later [`Self::narrow`] tries them again).
+    pub fn remove_unowned(&mut self, gone: &Unowned) -> Result<(), XdpError> {
+        let services = self.services.remove_keys(&gone.services);
+        let replies = self.reply_sources.remove_keys(&gone.reply_sources);
+        let vips = self.vip_addresses.remove_keys(&gone.vip_addresses);
+        let announced = if self.announces {
+            self.announced.remove_keys(&gone.announced)
+        } else {
+            Ok(())
+        };
+        services.and(replies).and(vips).and(announced)
+    }
+
+    /// Sets or (with `None`) removes the SYN proxy of each service in
+    /// `changes` alone, as [`Self::set_syn_proxies`] does for all.
+    pub fn change_syn_proxies(
+        &mut self,
+        changes: &[(TrafficKey, Option<SynProxy>)],
+    ) -> Result<(), XdpError> {
+        for &(k, mode) in changes {
+            match mode.and_then(|m| Some((m, synproxy_xdp::service_value(m)?))) {
+                Some((mode, value)) => {
+                    if self.syn_proxies.get(&k) == Some(&mode) {
+                        continue;
+                    }
+                    self.syn_proxy_services
+                        .insert(traffic_key(k.protocol, &k.address, k.port), value, 0)
+                        .map_err(|e| map_error("setting a service's SYN proxy", e))?;
+                    self.syn_proxies.insert(k, mode);
+                }
+                None => {
+                    if !self.syn_proxies.contains_key(&k) {
+                        continue;
+                    }
+                    match self
+                        .syn_proxy_services
+                        .remove(&traffic_key(k.protocol, &k.address, k.port))
+                    {
+                        Ok(()) | Err(MapError::KeyNotFound) => {}
+                        Err(e) => return Err(map_error("removing a service's SYN proxy", e)),
+                    }
+                    self.syn_proxies.remove(&k);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Makes this the interface that announces VIPs (the client-facing

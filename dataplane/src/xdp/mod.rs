@@ -75,7 +75,7 @@ pub use fast_map::MappedEntries;
 #[cfg(feature = "daemon")]
 pub use features::{FeatureReader, XdpFeatures};
 #[cfg(feature = "daemon")]
-pub use filter::{KeyDrift, Widening, XdpFilter, XdpMode};
+pub use filter::{KeyDrift, Unowned, Widening, XdpFilter, XdpMode};
 #[cfg(feature = "daemon")]
 pub use maps::{read_attached_counters, read_attached_maps, set_attached_socket, XdpMapKeys};
 #[cfg(feature = "daemon")]
