@@ -1,8 +1,9 @@
 //! The two entries of a connection, from its record and the snapshot:
 //! exactly what the pipeline writes on a packet of each direction.
 
-use super::layout::{Direction, DirectionRewrite};
+use super::layout::{Direction, DirectionRewrite, SeqTranslation};
 use crate::flow::Connection;
+use crate::synproxy::SeqOffset;
 use crate::table::{PortVlan, Snapshot};
 use crate::wire::ip_proto;
 
@@ -65,6 +66,33 @@ pub fn connection_rewrites(
     Some([
         DirectionRewrite::new(&to_backend),
         DirectionRewrite::new(&to_client),
+    ])
+}
+
+/// A SYN-proxied connection's entries: `entries`
+/// ([`connection_rewrites`]) with the translation of `offset` — toward the
+/// backend the acknowledgement number and TSecr less the offsets, toward
+/// the client the sequence number and TSval plus them. `None` when the
+/// program could not translate the connection's segments exactly: its
+/// windows need rescaling (the backend's window scale is not the one the
+/// client reads with), which only the worker does.
+pub fn synproxy_rewrites(
+    entries: [DirectionRewrite; 2],
+    offset: &SeqOffset,
+) -> Option<[DirectionRewrite; 2]> {
+    if offset.backend_wscale != offset.client_wscale {
+        return None;
+    }
+    let [to_backend, to_client] = entries;
+    Some([
+        to_backend.with_synproxy(SeqTranslation {
+            seq_add: offset.seq.wrapping_neg(),
+            ts_add: offset.ts.wrapping_neg(),
+        }),
+        to_client.with_synproxy(SeqTranslation {
+            seq_add: offset.seq,
+            ts_add: offset.ts,
+        }),
     ])
 }
 
