@@ -957,17 +957,18 @@ fn a_proxied_connection_without_timestamps_goes_through_the_fast_path() {
     assert_eq!(g.up_syn_proxy(0), 1);
 }
 
-#[test]
-fn a_proxied_connection_whose_windows_need_rescaling_stays_with_the_worker() {
+/// A proxied connection whose backend scales windows by `backend_wscale`
+/// while the client reads them with the 7 the cookie SYN-ACK offered: the
+/// program rescales the backend's windows as the worker does.
+fn windows_rescaled(backend_wscale: u8, client_port: u16) {
     let mut g = Gateways::new();
     let ends = Ends {
         v6: false,
-        client_port: 41002,
+        client_port,
     };
-    // The client reads windows with the 7 the cookie SYN-ACK offered; the
-    // backend scales by 9: only the worker rescales, so no entries.
-    let o = open(&mut g, &ends, true, 9);
+    let o = open(&mut g, &ends, true, backend_wscale);
     let our_tsval = o.our_tsval.unwrap();
+    let at = tcp_at(false);
     let ts = nop_nop_ts(102, our_tsval);
     let req = ends.to_vip(
         o.client_isn + 1,
@@ -976,21 +977,52 @@ fn a_proxied_connection_whose_windows_need_rescaling_stays_with_the_worker() {
         &ts,
         b"GET /",
     );
-    assert_eq!(g.run(&req, 0).2, Way::Worker);
-    let ts = nop_nop_ts(9001, 102);
-    let data = ends.to_client(
-        o.backend_isn.wrapping_add(1),
-        o.client_isn + 6,
-        ACK,
-        &ts,
-        b"ok",
-    );
-    let (v, out, way) = g.run(&data, 1);
-    assert_eq!((v, way), (Verdict::Transmit(0), Way::Worker));
-    let window = u16::from_be_bytes([out[tcp_at(false) + 14], out[tcp_at(false) + 15]]);
-    assert_eq!(u32::from(window), 509 << 9 >> 7, "rescaled by the worker");
-    assert_eq!(g.on.flows.fast_path().unwrap().stats().live_entries, 0);
-    // Both looked up, neither found.
-    assert_eq!(g.programs[0].counters().fast_miss, 1);
-    assert_eq!(g.programs[1].counters().fast_miss, 1);
+    let (v, _, way) = g.run(&req, 0);
+    assert_eq!((v, way), (Verdict::Transmit(1), Way::Fast));
+    // Windows that fit, that saturate at 16 bits, and that lose low bits.
+    for (i, window) in [509u16, 0xffff, 3, 0].into_iter().enumerate() {
+        let ts = nop_nop_ts(9001 + i as u32, 102);
+        let mut seg = Segment {
+            window,
+            ..Segment {
+                eth_dst: GW_B_MAC,
+                eth_src: BACKEND_MAC,
+                src: ends.backend(),
+                dst: ends.client(),
+                sport: BACKEND_PORT,
+                dport: client_port,
+                seq: o.backend_isn.wrapping_add(1),
+                ack: o.client_isn + 6,
+                flags: ACK,
+                window: 0,
+                options: &ts,
+                payload: b"ok",
+                ttl: 64,
+                ip_id: 7,
+                ip_frag: 0x4000,
+                reserved: 0,
+            }
+        };
+        seg.seq = seg.seq.wrapping_add(2 * i as u32);
+        let (v, out, way) = g.run(&seg.frame(), 1);
+        assert_eq!(
+            (v, way),
+            (Verdict::Transmit(0), Way::Fast),
+            "window {window}"
+        );
+        let got = u16::from_be_bytes([out[at + 14], out[at + 15]]);
+        let want = ((u64::from(window) << backend_wscale) >> 7).min(0xffff) as u16;
+        assert_eq!(got, want, "window {window} from scale {backend_wscale}");
+        assert!(frame_checksums_ok(&out), "{}", hex(&out));
+    }
+}
+
+#[test]
+fn a_proxied_connection_whose_backend_scales_more_has_its_windows_rescaled_by_the_program() {
+    windows_rescaled(9, 41002);
+}
+
+#[test]
+fn a_proxied_connection_whose_backend_scales_less_has_its_windows_rescaled_by_the_program() {
+    windows_rescaled(2, 41003);
 }

@@ -31,18 +31,18 @@
 //
 // A connection of the SYN proxy (bpf/flowgate_synproxy.h) also has its
 // numbers translated (`synproxy` set): the client was given the cookie as
-// the gateway's initial sequence number and the SYN-ACK's timestamp as
-// the gateway's clock, so toward the client the sequence number and TSval
-// get the entry's additions, and toward the backend the acknowledgement
-// number and TSecr (dataplane/src/synproxy/seq.rs is the worker's same
+// the gateway's initial sequence number, the SYN-ACK's timestamp as the
+// gateway's clock and its window scale as the one to read windows with,
+// so toward the client the sequence number and TSval get the entry's
+// additions and the window is rescaled from the backend's scale to the
+// client's, and toward the backend the acknowledgement number and TSecr
+// get theirs (dataplane/src/synproxy/seq.rs is the worker's same
 // translation). The program translates only what it can exactly: options
 // that are none, or NOP NOP TIMESTAMP alone (Linux's layout on every
 // segment after the handshake when timestamps are on). Any other layout
 // (SACK blocks, which name backend data and would need translating too;
 // a timestamp elsewhere) and a segment to the backend without ACK go up
-// to the worker (FAST_UP_SYNPROXY). Connections whose windows need
-// rescaling (the backend's window scale is not the one the cookie
-// SYN-ACK offered) get no entries at all.
+// to the worker (FAST_UP_SYNPROXY).
 
 #ifndef FLOWGATE_FASTPATH_H
 #define FLOWGATE_FASTPATH_H
@@ -117,7 +117,11 @@ struct fast_entry {
 	__u32 seq_add;
 	// 96: added to TSval toward the client, to TSecr toward the backend.
 	__u32 ts_add;
-	__u32 pad2;		// 100
+	// 100: toward the client, the window is rescaled from the backend's
+	// scale to the client's when they differ (each at most 14).
+	__u8 wscale_backend;
+	__u8 wscale_client;	// 101
+	__u16 pad2;		// 102
 	__u64 last_seen_ns;	// 104: bpf_ktime_get_ns() of the last packet
 	__u64 packets;		// 112
 	__u64 bytes;		// 120: whole frames, as the workers count
@@ -219,24 +223,47 @@ static __always_inline __u64 fast_add_be32(__u8 *p, __u32 add)
 	return (__u64)(__u32)~old + new;
 }
 
+// A window of `old` in scale `from` said in scale `to`: as many bytes, or
+// the most 16 bits can say (seq.rs's rescale).
+static __always_inline __u32 fast_rescale(__u32 old, __u32 from, __u32 to)
+{
+	__u64 bytes = (__u64)old << (from & 15);
+	__u64 window = bytes >> (to & 15);
+
+	return window > 0xffff ? 0xffff : (__u32)window;
+}
+
+// The flags word of fast_synproxy(): the direction and the window scales.
+#define FAST_SYNPROXY_TO_BACKEND 0x1
+#define FAST_SYNPROXY_WSCALE_BACKEND_SHIFT 8
+#define FAST_SYNPROXY_WSCALE_CLIENT_SHIFT 16
+
 // Translates a proxied segment whose options fast_synproxy_layout() found
 // at `ts_at`, in place; returns the TCP checksum's change folded to 16
-// bits (0 only when nothing changed at all), for the caller to patch in
-// after the address rewrite's, as the worker does: one patch for the
-// address and port, one for the translation, so the checksum comes out
-// bit for bit the same.
+// bits (0 only when nothing changed at all). The terms are the worker's:
+// each 32-bit number as one 32-bit word, the window as a 16-bit one.
 static __always_inline __u16 fast_synproxy_translate(__u8 *tcp, void *end, int ts_at,
-						     int to_backend, __u32 seq_add,
-						     __u32 ts_add)
+						     __u32 flags, __u32 seq_add, __u32 ts_add)
 {
+	int to_backend = flags & FAST_SYNPROXY_TO_BACKEND;
+	__u32 from = (flags >> FAST_SYNPROXY_WSCALE_BACKEND_SHIFT) & 0xff;
+	__u32 to = (flags >> FAST_SYNPROXY_WSCALE_CLIENT_SHIFT) & 0xff;
 	__u64 sum;
 
 	if ((void *)(tcp + 20) > end)
 		return 0;
 	// Toward the backend: the acknowledgement (bytes 8..12) and TSecr
 	// (the option's second word); toward the client: the sequence number
-	// (4..8) and TSval (the first).
+	// (4..8), the window (14..16) and TSval (the first).
 	sum = fast_add_be32(tcp + (to_backend ? 8 : 4), seq_add);
+	if (!to_backend && from != to) {
+		__u32 old = ((__u32)tcp[14] << 8) | tcp[15];
+		__u32 window = fast_rescale(old, from, to);
+
+		tcp[14] = window >> 8;
+		tcp[15] = window;
+		sum += (__u64)((~old) & 0xffff) + window;
+	}
 	if (ts_at == FAST_TS_AT) {
 		if ((void *)(tcp + 32) > end)
 			return 0;
@@ -250,7 +277,8 @@ static __always_inline __u16 fast_synproxy_translate(__u8 *tcp, void *end, int t
 }
 
 // A proxied segment to forward, whose TCP header starts `l4_off` bytes
-// into the frame: translated in place with its checksum patched (0), or
+// into the frame, in the direction and with the window scales of `flags`
+// (FAST_SYNPROXY_*): translated in place with its checksum patched (0), or
 // -1 and the frame untouched when the program cannot translate it exactly
 // (the worker will). A global function: the verifier checks it once on
 // its own rather than along every path of the fast path (inlined, the
@@ -260,7 +288,7 @@ static __always_inline __u16 fast_synproxy_translate(__u8 *tcp, void *end, int t
 // checksum patches (this one before the address rewrite's) does not
 // change the result: both are ones'-complement additions, and the sum is
 // zero only if nothing changed at all.
-__attribute__((noinline)) int fast_synproxy(struct xdp_md *ctx, __u32 l4_off, __u32 to_backend,
+__attribute__((noinline)) int fast_synproxy(struct xdp_md *ctx, __u32 l4_off, __u32 flags,
 					    __u32 seq_add, __u32 ts_add)
 {
 	void *data = (void *)(long)ctx->data;
@@ -276,10 +304,10 @@ __attribute__((noinline)) int fast_synproxy(struct xdp_md *ctx, __u32 l4_off, __
 	tcp = data + l4_off;
 	if ((void *)(tcp + 20) > end)
 		return -1;
-	ts_at = fast_synproxy_layout(tcp, end, to_backend);
+	ts_at = fast_synproxy_layout(tcp, end, flags & FAST_SYNPROXY_TO_BACKEND);
 	if (ts_at < 0)
 		return -1;
-	sum = fast_synproxy_translate(tcp, end, ts_at, to_backend, seq_add, ts_add);
+	sum = fast_synproxy_translate(tcp, end, ts_at, flags, seq_add, ts_add);
 	// RFC 1624 eqn. 3, as csum_patch: ~(~HC + Σ(~m + m')).
 	check = ((__u32)tcp[16] << 8) | tcp[17];
 	sum += (~check) & 0xffff;

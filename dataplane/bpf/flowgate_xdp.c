@@ -512,6 +512,8 @@ struct fast_rewrite {
 	__u8 synproxy;
 	__u32 seq_add;
 	__u32 ts_add;
+	__u8 wscale_backend;
+	__u8 wscale_client;
 	__u8 eth[12]; // destination, then source: the Ethernet header's order
 	__u8 client_mac[6];
 	__u16 egress_port;
@@ -670,6 +672,8 @@ static __always_inline int fast_lookup(struct fast_config *cfg, union fast_key_w
 		out->synproxy = e->synproxy;
 		out->seq_add = e->seq_add;
 		out->ts_add = e->ts_add;
+		out->wscale_backend = e->wscale_backend;
+		out->wscale_client = e->wscale_client;
 		__builtin_memcpy(out->eth, e->eth_dst, 12);
 		out->egress_port = e->egress_port;
 		__builtin_memcpy(out->client_mac, e->client_mac, 6);
@@ -815,9 +819,12 @@ static __always_inline int fast_forward(struct xdp_md *ctx, struct l3_result *r,
 	if (w.synproxy) {
 		int done = -1;
 
+		__u32 flags = (w.rewrite == FAST_REWRITE_DST ? FAST_SYNPROXY_TO_BACKEND : 0) |
+			      (__u32)w.wscale_backend << FAST_SYNPROXY_WSCALE_BACKEND_SHIFT |
+			      (__u32)w.wscale_client << FAST_SYNPROXY_WSCALE_CLIENT_SHIFT;
+
 		if (r->dst.protocol == IPPROTO_TCP)
-			done = fast_synproxy(ctx, r->l4 - data, w.rewrite == FAST_REWRITE_DST,
-					     w.seq_add, w.ts_add);
+			done = fast_synproxy(ctx, r->l4 - data, flags, w.seq_add, w.ts_add);
 		if (done != 0)
 			return fast_up_because(FAST_UP_SYNPROXY);
 	}

@@ -68,6 +68,10 @@ pub mod offset {
     pub const SEQ_ADD: usize = 92;
     /// `ts_add` (u32, host order).
     pub const TS_ADD: usize = 96;
+    /// `wscale_backend` (u8).
+    pub const WSCALE_BACKEND: usize = 100;
+    /// `wscale_client` (u8).
+    pub const WSCALE_CLIENT: usize = 101;
     /// `last_seen_ns` (u64).
     pub const LAST_SEEN_NS: usize = 104;
     /// `packets` (u64).
@@ -213,17 +217,23 @@ pub struct DirectionRewrite {
     pub synproxy: Option<SeqTranslation>,
 }
 
-/// What the program adds to a SYN-proxied connection's numbers in one
-/// direction (modulo 2³²): toward the client, to the sequence number and
-/// TSval; toward the backend, to the acknowledgement number and TSecr —
-/// [`crate::synproxy::SeqOffset`]'s translation, for the segments the
-/// program can translate exactly (docs/architecture.md).
+/// What the program does to a SYN-proxied connection's segments in one
+/// direction: toward the client, adds to the sequence number and TSval
+/// (modulo 2³²) and rescales the window; toward the backend, adds to the
+/// acknowledgement number and TSecr — [`crate::synproxy::SeqOffset`]'s
+/// translation, for the segments the program can translate exactly
+/// (docs/architecture.md).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SeqTranslation {
     /// Added to the sequence or acknowledgement number.
     pub seq_add: u32,
     /// Added to TSval or TSecr.
     pub ts_add: u32,
+    /// Toward the client: the backend's window scale, windows are
+    /// rescaled from (when it differs from `wscale_client`; at most 14).
+    pub wscale_backend: u8,
+    /// Toward the client: the scale the client reads windows with.
+    pub wscale_client: u8,
 }
 
 /// A [`ChecksumDelta`] folded to the 16 bits an entry stores: `d` with
@@ -340,6 +350,8 @@ impl DirectionRewrite {
             b[at(offset::SEQ_ADD)..at(offset::SEQ_ADD) + 4]
                 .copy_from_slice(&t.seq_add.to_ne_bytes());
             b[at(offset::TS_ADD)..at(offset::TS_ADD) + 4].copy_from_slice(&t.ts_add.to_ne_bytes());
+            b[at(offset::WSCALE_BACKEND)] = t.wscale_backend;
+            b[at(offset::WSCALE_CLIENT)] = t.wscale_client;
         }
         b
     }
@@ -441,6 +453,8 @@ mod tests {
             ("client_mac", offset::CLIENT_MAC),
             ("seq_add", offset::SEQ_ADD),
             ("ts_add", offset::TS_ADD),
+            ("wscale_backend", offset::WSCALE_BACKEND),
+            ("wscale_client", offset::WSCALE_CLIENT),
             ("last_seen_ns", offset::LAST_SEEN_NS),
             ("packets", offset::PACKETS),
             ("bytes", offset::BYTES),

@@ -72,28 +72,26 @@ pub fn connection_rewrites(
 /// A SYN-proxied connection's entries: `entries`
 /// ([`connection_rewrites`]) with the translation of `offset` — toward the
 /// backend the acknowledgement number and TSecr less the offsets, toward
-/// the client the sequence number and TSval plus them. `None` when the
-/// program could not translate the connection's segments exactly: its
-/// windows need rescaling (the backend's window scale is not the one the
-/// client reads with), which only the worker does.
+/// the client the sequence number and TSval plus them and the window
+/// rescaled from the backend's scale to the client's.
 pub fn synproxy_rewrites(
     entries: [DirectionRewrite; 2],
     offset: &SeqOffset,
-) -> Option<[DirectionRewrite; 2]> {
-    if offset.backend_wscale != offset.client_wscale {
-        return None;
-    }
+) -> [DirectionRewrite; 2] {
     let [to_backend, to_client] = entries;
-    Some([
+    [
         to_backend.with_synproxy(SeqTranslation {
             seq_add: offset.seq.wrapping_neg(),
             ts_add: offset.ts.wrapping_neg(),
+            ..SeqTranslation::default()
         }),
         to_client.with_synproxy(SeqTranslation {
             seq_add: offset.seq,
             ts_add: offset.ts,
+            wscale_backend: offset.backend_wscale.min(14),
+            wscale_client: offset.client_wscale.min(14),
         }),
-    ])
+    ]
 }
 
 #[cfg(test)]

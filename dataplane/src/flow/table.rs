@@ -379,8 +379,7 @@ impl FlowTable {
             }
             // A proxied connection's entries carry its translation, so
             // they wait for its offsets: installed once the backend has
-            // answered, and never where the program could not translate
-            // exactly (windows to rescale).
+            // answered.
             let proxied = if r.links.syn_proxied() {
                 match syn_proxy.get(record as usize) {
                     Some(p) if p.answered => Some(p.offset),
@@ -392,9 +391,9 @@ impl FlowTable {
             } else {
                 None
             };
-            let entries = rewrites(&r.conn).and_then(|entries| match &proxied {
+            let entries = rewrites(&r.conn).map(|entries| match &proxied {
                 Some(offset) => synproxy_rewrites(entries, offset),
-                None => Some(entries),
+                None => entries,
             });
             match entries {
                 Some(entries) => {

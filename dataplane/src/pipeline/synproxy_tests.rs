@@ -495,8 +495,7 @@ fn syn_ack_scaled(client: &str, backend: &str, wscale: u8) -> Vec<u8> {
 }
 
 #[test]
-fn the_fast_path_gets_a_proxied_connection_once_its_offsets_are_known_and_not_with_windows_to_rescale(
-) {
+fn the_fast_path_gets_a_proxied_connection_once_its_offsets_are_known_with_its_window_scales() {
     use crate::fastpath::layout::{offset, STATE_LIVE, SYNPROXY_TRANSLATE};
     use crate::fastpath::{
         connection_rewrites, read_entry, CacheGeometry, EntryMemory, FastPath, HeapEntries,
@@ -567,10 +566,13 @@ fn the_fast_path_gets_a_proxied_connection_once_its_offsets_are_known_and_not_wi
         assert_eq!(e[offset::SYNPROXY - 8], SYNPROXY_TRANSLATE);
         assert_eq!(u32_at(e, offset::SEQ_ADD), seq_add);
         assert_eq!(u32_at(e, offset::TS_ADD), ts_add);
+        // Both scales 7: no window to rescale.
+        assert_eq!(e[offset::WSCALE_BACKEND - 8], e[offset::WSCALE_CLIENT - 8]);
     }
 
-    // Another connection whose backend scales by 9: its windows need
-    // rescaling, which only the worker does, so it never gets entries.
+    // Another connection whose backend scales by 9: its entries carry
+    // both scales toward the client (the program rescales the window from
+    // 9 to the 7 the client reads with), none toward the backend.
     let client2 = "198.18.0.2:40001";
     let ack = segment(
         (client2, vip),
@@ -583,16 +585,18 @@ fn the_fast_path_gets_a_proxied_connection_once_its_offsets_are_known_and_not_wi
         true,
     );
     assert_eq!(rig.run(&ack, 0).0, Verdict::Transmit(1));
+    assert_eq!(sync(&mut rig), 2, "not before its backend answered");
     let (v, _) = rig.run(&syn_ack_scaled(client2, backend, 9), 1);
     assert_eq!(v, Verdict::Transmit(0));
-    assert_eq!(rig.flows.len(), 2);
-    assert_eq!(
-        rig.flows
+    assert_eq!(sync(&mut rig), 4);
+    let scales = |heap: &HeapEntries| -> Vec<(u8, u8)> {
+        let mut v: Vec<(u8, u8)> = live(heap)
             .iter()
-            .filter(|c| c.state == FlowState::TcpEstablished)
-            .count(),
-        2
-    );
-    assert_eq!(sync(&mut rig), 2, "only the first connection's entries");
-    assert_eq!(live(&heaps[0]).len(), 1);
+            .map(|e| (e[offset::WSCALE_BACKEND - 8], e[offset::WSCALE_CLIENT - 8]))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(scales(&heaps[0]), [(0, 0), (0, 0)]);
+    assert_eq!(scales(&heaps[1]), [(7, 7), (9, 7)]);
 }
