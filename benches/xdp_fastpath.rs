@@ -13,7 +13,11 @@
 //!   cache does not hold (the cache holding the 100 000 others): looked up,
 //!   missed, redirected to the worker's socket (dropped for want of one in
 //!   a test run: the same code up to the redirect);
-//! - `no VIP`: TCP to an address that is no VIP, passed to the kernel.
+//! - `no VIP`: TCP to an address that is no VIP, passed to the kernel;
+//! - `proxied, 100 000 flows`: as `established, 100 000 flows`, for
+//!   SYN-proxied connections (in caches of their own): the acknowledgement
+//!   number translated too, without TCP options and with NOP NOP
+//!   timestamps (TSecr translated as well).
 //!
 //! Run: `flock /tmp/flowgate-bench.lock cargo bench --bench xdp_fastpath`
 //! (`-- ROUNDS` to change the 5 rounds; medians are reported).
@@ -22,10 +26,11 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use flowgate_dataplane::fastpath::{
-    connection_rewrites, CacheGeometry, EntryMemory, FastConfig, FastPath,
+    connection_rewrites, synproxy_rewrites, CacheGeometry, EntryMemory, FastConfig, FastPath,
 };
 use flowgate_dataplane::flow::{Connection, FlowState};
 use flowgate_dataplane::rules;
+use flowgate_dataplane::synproxy::SeqOffset;
 use flowgate_dataplane::table::Snapshot;
 use flowgate_dataplane::wire::builder::FrameBuilder;
 use flowgate_dataplane::wire::{tcp_flags, v4_mapped, FiveTuple};
@@ -68,6 +73,10 @@ fn client(i: usize) -> ([u8; 4], u16) {
 }
 
 fn data_frame(i: usize, dst: [u8; 4]) -> Vec<u8> {
+    data_frame_with(i, dst, &[])
+}
+
+fn data_frame_with(i: usize, dst: [u8; 4], options: &[u8]) -> Vec<u8> {
     let (addr, port) = client(i);
     FrameBuilder::tcp(
         std::net::SocketAddr::from((addr, port)),
@@ -76,9 +85,13 @@ fn data_frame(i: usize, dst: [u8; 4]) -> Vec<u8> {
     )
     .macs(CLIENT_MAC, GW_CLIENT_MAC)
     .ttl(64)
+    .tcp_options(options)
     .payload(&[0x61; 18])
     .build()
 }
+
+/// NOP NOP TIMESTAMP, as Linux sends it on every segment.
+const TIMESTAMPS: [u8; 12] = [1, 1, 8, 10, 0, 0, 0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc];
 
 fn connection(i: usize) -> Connection {
     let (addr, port) = client(i);
@@ -150,6 +163,22 @@ fn main() {
             installed.push(i);
         }
     }
+    // The same connections SYN-proxied, in a pair of programs of their own.
+    let proxied_client = load(0);
+    let proxied_backend = load(1);
+    let caches = vec![
+        Some(proxied_client.cache() as Arc<dyn EntryMemory>),
+        Some(proxied_backend.cache() as Arc<dyn EntryMemory>),
+    ];
+    let mut proxied_fast = FastPath::new(geometry, 0, caches, 2 * FLOWS, 0);
+    let offset = SeqOffset::new(0x8000_0000, 0x1234_5678, 5_000, 9_000).with_window_scales(7, 7);
+    let mut proxied = Vec::with_capacity(FLOWS);
+    for i in 0..FLOWS {
+        let entries = connection_rewrites(&connection(i), &snapshot).expect("rewrites");
+        if proxied_fast.install(i as u32, &synproxy_rewrites(entries, &offset)) {
+            proxied.push(i);
+        }
+    }
     println!(
         "installed {} of {FLOWS} connections in {} slots per cache ({} refused: no free slot within 8 probes)",
         installed.len(),
@@ -164,13 +193,32 @@ fn main() {
         .map(|i| data_frame(i, [198, 18, 200, 1]))
         .collect();
 
+    let proxied_plain: Vec<Vec<u8>> = proxied.iter().map(|&i| data_frame(i, vip)).collect();
+    let proxied_ts: Vec<Vec<u8>> = proxied
+        .iter()
+        .map(|&i| data_frame_with(i, vip, &TIMESTAMPS))
+        .collect();
+
     let empty = load_empty_program().expect("loading the empty program");
     let program = client_side.program_fd().expect("the program's fd");
-    let cases: [(&str, &[Vec<u8>], u32); 4] = [
-        ("established, one flow", &one, action::REDIRECT),
-        ("established, 100 000 flows", &many, action::REDIRECT),
-        ("new flow (miss, handed up)", &misses, action::DROP),
-        ("no VIP", &no_vip, action::PASS),
+    let proxied_program = proxied_client.program_fd().expect("the program's fd");
+    let cases: [(&str, &[Vec<u8>], u32, bool); 6] = [
+        ("established, one flow", &one, action::REDIRECT, false),
+        ("established, 100 000 flows", &many, action::REDIRECT, false),
+        ("new flow (miss, handed up)", &misses, action::DROP, false),
+        ("no VIP", &no_vip, action::PASS, false),
+        (
+            "proxied, 100 000 flows",
+            &proxied_plain,
+            action::REDIRECT,
+            true,
+        ),
+        (
+            "proxied, 100 000 flows, TS",
+            &proxied_ts,
+            action::REDIRECT,
+            true,
+        ),
     ];
     let mut results: Vec<(String, Vec<f64>)> =
         cases.iter().map(|c| (c.0.to_string(), vec![])).collect();
@@ -178,13 +226,26 @@ fn main() {
     for _ in 0..rounds {
         let base = per_frame(empty.as_fd(), &many, action::PASS);
         baseline.push(base);
-        for (i, (_, frames, expect)) in cases.iter().enumerate() {
-            let ns = per_frame(program.as_fd(), frames, *expect);
+        for (i, (_, frames, expect, is_proxied)) in cases.iter().enumerate() {
+            let fd = if *is_proxied {
+                proxied_program.as_fd()
+            } else {
+                program.as_fd()
+            };
+            let ns = per_frame(fd, frames, *expect);
             results[i].1.push(ns - base);
         }
     }
     let counters = client_side.counters();
     assert!(counters.fast_redirect as usize >= (FLOWS + many.len()) * rounds);
+    // Every proxied frame was translated by the fast path, none handed up.
+    let counters = proxied_client.counters();
+    assert_eq!(
+        counters.fast_redirect as usize,
+        (proxied_plain.len() + proxied_ts.len()) * rounds
+    );
+    assert_eq!(counters.fast_up.syn_proxy, 0);
+    println!("installed {} of {FLOWS} proxied connections", proxied.len());
     println!(
         "empty XDP program: {:.1} ns per run (median of {rounds}); subtracted below",
         median(baseline)
