@@ -123,6 +123,47 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The bench's connections SYN-proxied (a sequence and timestamp offset),
+/// installed in the caches of a pair of programs `load` makes (client
+/// side, backend side); the connections installed.
+fn install_proxied(
+    load: &dyn Fn(u32) -> XdpTester,
+    snapshot: &Snapshot,
+    geometry: CacheGeometry,
+) -> (XdpTester, XdpTester, Vec<usize>) {
+    let client_side = load(0);
+    let backend_side = load(1);
+    let caches = vec![
+        Some(client_side.cache() as Arc<dyn EntryMemory>),
+        Some(backend_side.cache() as Arc<dyn EntryMemory>),
+    ];
+    let mut fast = FastPath::new(geometry, 0, caches, 2 * FLOWS, 0);
+    let offset = SeqOffset::new(0x8000_0000, 0x1234_5678, 5_000, 9_000).with_window_scales(7, 7);
+    let mut installed = Vec::with_capacity(FLOWS);
+    for i in 0..FLOWS {
+        let entries = connection_rewrites(&connection(i), snapshot).expect("rewrites");
+        if fast.install(i as u32, &synproxy_rewrites(entries, &offset)) {
+            installed.push(i);
+        }
+    }
+    (client_side, backend_side, installed)
+}
+
+/// The table of medians (and each round) per case.
+fn print_results(results: Vec<(String, Vec<f64>)>) {
+    println!("{:<32} {:>10}", "case", "ns/packet");
+    for (name, v) in results {
+        println!(
+            "{name:<32} {:>10.1}   (rounds: {})",
+            median(v.clone()),
+            v.iter()
+                .map(|x| format!("{x:.0}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+}
+
 fn main() {
     let rounds: usize = std::env::args()
         .skip(1)
@@ -164,21 +205,7 @@ fn main() {
         }
     }
     // The same connections SYN-proxied, in a pair of programs of their own.
-    let proxied_client = load(0);
-    let proxied_backend = load(1);
-    let caches = vec![
-        Some(proxied_client.cache() as Arc<dyn EntryMemory>),
-        Some(proxied_backend.cache() as Arc<dyn EntryMemory>),
-    ];
-    let mut proxied_fast = FastPath::new(geometry, 0, caches, 2 * FLOWS, 0);
-    let offset = SeqOffset::new(0x8000_0000, 0x1234_5678, 5_000, 9_000).with_window_scales(7, 7);
-    let mut proxied = Vec::with_capacity(FLOWS);
-    for i in 0..FLOWS {
-        let entries = connection_rewrites(&connection(i), &snapshot).expect("rewrites");
-        if proxied_fast.install(i as u32, &synproxy_rewrites(entries, &offset)) {
-            proxied.push(i);
-        }
-    }
+    let (proxied_client, _proxied_backend, proxied) = install_proxied(&load, &snapshot, geometry);
     println!(
         "installed {} of {FLOWS} connections in {} slots per cache ({} refused: no free slot within 8 probes)",
         installed.len(),
@@ -202,23 +229,14 @@ fn main() {
     let empty = load_empty_program().expect("loading the empty program");
     let program = client_side.program_fd().expect("the program's fd");
     let proxied_program = proxied_client.program_fd().expect("the program's fd");
+    let (p, r, d) = (action::PASS, action::REDIRECT, action::DROP);
     let cases: [(&str, &[Vec<u8>], u32, bool); 6] = [
-        ("established, one flow", &one, action::REDIRECT, false),
-        ("established, 100 000 flows", &many, action::REDIRECT, false),
-        ("new flow (miss, handed up)", &misses, action::DROP, false),
-        ("no VIP", &no_vip, action::PASS, false),
-        (
-            "proxied, 100 000 flows",
-            &proxied_plain,
-            action::REDIRECT,
-            true,
-        ),
-        (
-            "proxied, 100 000 flows, TS",
-            &proxied_ts,
-            action::REDIRECT,
-            true,
-        ),
+        ("established, one flow", &one, r, false),
+        ("established, 100 000 flows", &many, r, false),
+        ("new flow (miss, handed up)", &misses, d, false),
+        ("no VIP", &no_vip, p, false),
+        ("proxied, 100 000 flows", &proxied_plain, r, true),
+        ("proxied, 100 000 flows, TS", &proxied_ts, r, true),
     ];
     let mut results: Vec<(String, Vec<f64>)> =
         cases.iter().map(|c| (c.0.to_string(), vec![])).collect();
@@ -250,15 +268,5 @@ fn main() {
         "empty XDP program: {:.1} ns per run (median of {rounds}); subtracted below",
         median(baseline)
     );
-    println!("{:<32} {:>10}", "case", "ns/packet");
-    for (name, v) in results {
-        println!(
-            "{name:<32} {:>10.1}   (rounds: {})",
-            median(v.clone()),
-            v.iter()
-                .map(|x| format!("{x:.0}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
-    }
+    print_results(results);
 }
