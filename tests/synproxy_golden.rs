@@ -11,9 +11,19 @@
 
 use std::net::IpAddr;
 
-use flowgate_dataplane::fastpath::CacheGeometry;
+use std::sync::Arc;
+
+use flowgate_dataplane::fastpath::{
+    connection_rewrites, CacheGeometry, EntryMemory, FastConfig, FastPath,
+};
+use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
+use flowgate_dataplane::pipeline::{Pipeline, Verdict};
+use flowgate_dataplane::port::{FrameMemory, FramePool, MemoryFrames};
+use flowgate_dataplane::rules;
 use flowgate_dataplane::synproxy::handshake::{self, CookieAck, HandshakeOptions};
 use flowgate_dataplane::synproxy::SynProxy;
+use flowgate_dataplane::table::Snapshot;
+use flowgate_dataplane::wire::frame_checksums_ok;
 use flowgate_dataplane::wire::ip_proto;
 use flowgate_dataplane::xdp::test_run::action;
 use flowgate_dataplane::xdp::{OwnedTraffic, TrafficKey, XdpTester};
@@ -513,4 +523,585 @@ fn an_ipv4_zero_window_probe_stands_for_a_lost_handshake_ack() {
 #[test]
 fn an_ipv6_zero_window_probe_stands_for_a_lost_handshake_ack() {
     a_zero_window_probe_stands_for_a_lost_ack(true);
+}
+
+// ---- Proxied connections through the kernel fast path ----
+//
+// The gateway as the daemon runs it: a program instance on the clients'
+// interface (port 0) and one on the backends' (port 1), both with the
+// fast path on, and a worker (the pipeline and its connection table, which
+// installs entries in the two programs' caches) for what they hand up.
+// Beside it, a worker alone, as with the fast path off, is given every
+// frame. The handshake is the real one: the client's SYN is answered by
+// the program with its cookie, the client's ACK goes up marked, the
+// backend's SYN-ACK goes up. Every later segment must leave byte for byte
+// the same whichever of the two gateways sent it.
+
+const GW_B_MAC: [u8; 6] = [0x02, 0x66, 0x67, 0, 0x01, 0x01];
+const BACKEND_MAC: [u8; 6] = [0x02, 0x66, 0x67, 0, 0x01, 0x0b];
+/// 2001:2:1::10.
+const BACKEND6: [u8; 16] = [0x20, 0x01, 0, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+const BACKEND_PORT: u16 = 8080;
+
+const PROXIED_RULES: &str = r#"
+[[interfaces]]
+name = "c"
+mac = "02:66:67:00:00:01"
+
+[[interfaces]]
+name = "b"
+mac = "02:66:67:00:01:01"
+
+[[neighbours]]
+address = "198.19.0.10"
+mac = "02:66:67:00:01:0b"
+interface = "b"
+
+[[neighbours]]
+address = "2001:2:1::10"
+mac = "02:66:67:00:01:0b"
+interface = "b"
+
+[[services]]
+name = "web"
+protocol = "tcp"
+vip = "198.18.0.50"
+port = 80
+syn_proxy = "on"
+[[services.backends]]
+address = "198.19.0.10"
+port = 8080
+
+[[services]]
+name = "web6"
+protocol = "tcp"
+vip = "2001:2::50"
+port = 80
+syn_proxy = "on"
+[[services.backends]]
+address = "2001:2:1::10"
+port = 8080
+"#;
+
+/// A worker: the pipeline, its connection table and frames.
+struct Worker {
+    pipeline: Pipeline,
+    flows: FlowTable,
+    memory: MemoryFrames,
+    pool: FramePool,
+    snapshot: Snapshot,
+}
+
+impl Worker {
+    fn new() -> Worker {
+        let config = rules::load_str(PROXIED_RULES, "proxied.toml").unwrap();
+        let mut memory = MemoryFrames::new(8, 2048);
+        let pool = memory.pool();
+        Worker {
+            pipeline: Pipeline::new(),
+            flows: FlowTable::new(256, FlowTimeouts::from(&config.flows)),
+            memory,
+            pool,
+            snapshot: Snapshot::build(&config, None),
+        }
+    }
+
+    /// One frame in on `ingress`, decided as the workers do (a batch, so
+    /// a frame may grow); then the fast path brought in step, as after
+    /// each poll.
+    fn run(&mut self, bytes: &[u8], ingress: u16, now_ns: u64) -> (Verdict, Vec<u8>) {
+        let mut frames = vec![self.pool.take().unwrap()];
+        assert!(self.memory.write(&mut frames[0], bytes));
+        let mut verdicts = Vec::new();
+        self.pipeline.process_batch(
+            &mut self.memory,
+            &mut frames,
+            ingress,
+            &self.snapshot,
+            &mut self.flows,
+            now_ns,
+            &mut verdicts,
+        );
+        let out = self.memory.frame(&frames[0]).to_vec();
+        self.pool.put(frames.pop().unwrap());
+        let snapshot = &self.snapshot;
+        self.flows
+            .sync_fast_path(snapshot.generation(), |c| connection_rewrites(c, snapshot));
+        (verdicts[0], out)
+    }
+}
+
+/// Where a frame went: out of a port (and as what), or handed up.
+#[derive(Debug, PartialEq, Eq)]
+enum Way {
+    /// Forwarded by the program's fast path.
+    Fast,
+    /// Decided by the worker.
+    Worker,
+}
+
+/// The two gateways.
+struct Gateways {
+    programs: [XdpTester; 2],
+    on: Worker,
+    off: Worker,
+    now: u64,
+}
+
+impl Gateways {
+    fn new() -> Gateways {
+        let on = Worker::new();
+        let geometry = CacheGeometry::new(1, 1024);
+        let owned = OwnedTraffic::from_snapshot(&on.snapshot);
+        let load = |port: u16| {
+            let mut x = XdpTester::load(geometry).expect("loading the XDP program (needs root)");
+            x.own(&owned).unwrap();
+            let mac = on.snapshot.interface_mac(port).unwrap();
+            x.set_ingress(mac, on.snapshot.vlans().port(port)).unwrap();
+            for p in 0..2 {
+                x.set_tx_port(p, 1).unwrap();
+            }
+            x.set_fast_config(FastConfig {
+                partitions: geometry.partitions,
+                slot_mask: geometry.slots - 1,
+                port_index: u32::from(port),
+                egress_ready: u64::MAX,
+            })
+            .unwrap();
+            x.set_syn_proxy(&service_key(false), SynProxy::On).unwrap();
+            x.set_syn_proxy(&service_key(true), SynProxy::On).unwrap();
+            x
+        };
+        let programs = [load(0), load(1)];
+        let mut on = on;
+        let caches = programs
+            .iter()
+            .map(|x| Some(x.cache() as Arc<dyn EntryMemory>))
+            .collect();
+        let records = on.flows.capacity();
+        on.flows
+            .set_fast_path(FastPath::new(geometry, 0, caches, records, 0));
+        Gateways {
+            programs,
+            on,
+            off: Worker::new(),
+            now: 1_000_000_000,
+        }
+    }
+
+    /// `input` in on `ingress` through both gateways: the verdict and
+    /// frame (which must be the same both ways) and which way the fast
+    /// path's gateway took.
+    fn run(&mut self, input: &[u8], ingress: u16) -> (Verdict, Vec<u8>, Way) {
+        self.now += 1_000;
+        let program = &self.programs[usize::from(ingress)];
+        let before = program.counters();
+        let run = program.run(input).unwrap();
+        let after = program.counters();
+        // What the program hands up with its fast path off: the frame as
+        // it came, or as the proxy's half left it (a cookie-valid ACK
+        // marked); it never changes an established connection's segment.
+        let (verdict, out, way, up) = if after.fast_forwarded() > before.fast_forwarded() {
+            assert!(matches!(run.action, action::TX | action::REDIRECT));
+            let port = if run.frame[6..12] == GW_MAC { 0 } else { 1 };
+            assert_eq!(
+                &run.frame[6..12],
+                if port == 0 { &GW_MAC } else { &GW_B_MAC }
+            );
+            (
+                Verdict::Transmit(port),
+                run.frame,
+                Way::Fast,
+                input.to_vec(),
+            )
+        } else {
+            // Handed up: owned, and no socket in a test run.
+            assert_eq!(run.action, action::DROP);
+            assert_eq!(after.dropped_no_socket, before.dropped_no_socket + 1);
+            let (v, out) = self.on.run(&run.frame, ingress, self.now);
+            (v, out, Way::Worker, run.frame)
+        };
+        let (v_off, out_off) = self.off.run(&up, ingress, self.now);
+        assert_eq!(verdict, v_off, "verdict, fast path on and off");
+        assert!(
+            out == out_off,
+            "frame, fast path on ({way:?}) and off:\n on:\n{}\n off:\n{}",
+            hex(&out),
+            hex(&out_off)
+        );
+        (verdict, out, way)
+    }
+
+    /// Handed-up counts of program `port` by reason `syn_proxy`.
+    fn up_syn_proxy(&self, port: usize) -> u64 {
+        self.programs[port].counters().fast_up.syn_proxy
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.chunks(16)
+        .map(|c| {
+            c.iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One proxied connection's two ends, as their segments carry them.
+struct Ends {
+    v6: bool,
+    client_port: u16,
+}
+
+impl Ends {
+    fn client(&self) -> IpAddr {
+        addrs(self.v6).0
+    }
+
+    fn vip(&self) -> IpAddr {
+        addrs(self.v6).1
+    }
+
+    fn backend(&self) -> IpAddr {
+        if self.v6 {
+            IpAddr::from(BACKEND6)
+        } else {
+            IpAddr::from(BACKEND4)
+        }
+    }
+
+    /// A segment from the client to the VIP.
+    fn to_vip<'a>(
+        &self,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        options: &'a [u8],
+        payload: &'a [u8],
+    ) -> Vec<u8> {
+        Segment {
+            eth_dst: GW_MAC,
+            eth_src: CLIENT_MAC,
+            src: self.client(),
+            dst: self.vip(),
+            sport: self.client_port,
+            dport: PORT,
+            seq,
+            ack,
+            flags,
+            window: 501,
+            options,
+            payload,
+            ttl: 63,
+            ip_id: 0x1234,
+            ip_frag: 0x4000,
+            reserved: 0,
+        }
+        .frame()
+    }
+
+    /// A segment from the backend to the client.
+    fn to_client<'a>(
+        &self,
+        seq: u32,
+        ack: u32,
+        flags: u8,
+        options: &'a [u8],
+        payload: &'a [u8],
+    ) -> Vec<u8> {
+        Segment {
+            eth_dst: GW_B_MAC,
+            eth_src: BACKEND_MAC,
+            src: self.backend(),
+            dst: self.client(),
+            sport: BACKEND_PORT,
+            dport: self.client_port,
+            seq,
+            ack,
+            flags,
+            window: 509,
+            options,
+            payload,
+            ttl: 64,
+            ip_id: 0x4321,
+            ip_frag: 0x4000,
+            reserved: 0,
+        }
+        .frame()
+    }
+}
+
+fn nop_nop_ts(val: u32, echo: u32) -> Vec<u8> {
+    let mut o = vec![1, 1, 8, 10];
+    o.extend_from_slice(&val.to_be_bytes());
+    o.extend_from_slice(&echo.to_be_bytes());
+    o
+}
+
+/// What the handshake left to translate.
+struct Opened {
+    client_isn: u32,
+    cookie: u32,
+    backend_isn: u32,
+    /// The SYN-ACK's TSval as the client echoes it, if timestamps are on.
+    our_tsval: Option<u32>,
+}
+
+/// The handshake of `ends` through both gateways, the client offering
+/// timestamps (with window scale 7 and SACK) or not, the backend
+/// answering with window scale `backend_wscale` (with timestamps if the
+/// client offered them).
+fn open(g: &mut Gateways, ends: &Ends, timestamps: bool, backend_wscale: u8) -> Opened {
+    let client_isn = 0x7000_0000u32;
+    // Near the top of the space: the translation wraps.
+    let backend_isn = 0xffff_ff00u32;
+    let mut syn_options = vec![2, 4, 0x05, 0xb4];
+    if timestamps {
+        syn_options.extend_from_slice(&[4, 2, 8, 10]);
+        syn_options.extend_from_slice(&100u32.to_be_bytes());
+        syn_options.extend_from_slice(&[0, 0, 0, 0, 1, 3, 3, 7]);
+    }
+    let syn = ends.to_vip(client_isn, 0, SYN, &syn_options, b"");
+    let run = g.programs[0].run(&syn).unwrap();
+    assert_eq!(run.action, action::TX, "the program answers the SYN");
+    let at = tcp_at(ends.v6);
+    let cookie = word(&run.frame, at + 4);
+    let our_tsval = timestamps.then(|| word(&run.frame, at + 28));
+
+    let ts = our_tsval.map(|t| nop_nop_ts(101, t)).unwrap_or_default();
+    let ack = ends.to_vip(client_isn + 1, cookie.wrapping_add(1), ACK, &ts, b"");
+    let (v, _, way) = g.run(&ack, 0);
+    assert_eq!(
+        (v, way),
+        (Verdict::Transmit(1), Way::Worker),
+        "the SYN to the backend"
+    );
+
+    let mut options = vec![2, 4, 0x05, 0xb4];
+    if timestamps {
+        options.extend_from_slice(&[4, 2]);
+        options.extend_from_slice(&nop_nop_ts(9000, 101)[2..]);
+    }
+    options.extend_from_slice(&[1, 3, 3, backend_wscale]);
+    let syn_ack = ends.to_client(backend_isn, client_isn + 1, SYN | ACK, &options, b"");
+    let (v, _, way) = g.run(&syn_ack, 1);
+    assert_eq!(
+        (v, way),
+        (Verdict::Transmit(0), Way::Worker),
+        "the ACK that opens the client's window"
+    );
+    Opened {
+        client_isn,
+        cookie,
+        backend_isn,
+        our_tsval,
+    }
+}
+
+fn proxied_segments_through_the_fast_path(v6: bool) {
+    let mut g = Gateways::new();
+    let ends = Ends {
+        v6,
+        client_port: 41000,
+    };
+    let o = open(&mut g, &ends, true, 7);
+    let our_tsval = o.our_tsval.unwrap();
+    let at = tcp_at(v6);
+    let mut client_seq = o.client_isn + 1;
+    let mut backend_seq = o.backend_isn.wrapping_add(1);
+
+    // The client's request, TSecr in the gateway's clock: the fast path
+    // carries it, translated into the backend's numbers (and completes
+    // the backend's handshake).
+    let ts = nop_nop_ts(102, our_tsval);
+    let req = ends.to_vip(
+        client_seq,
+        o.cookie.wrapping_add(1),
+        ACK | PSH,
+        &ts,
+        b"GET / HTTP/1.1\r\n\r\n",
+    );
+    let (v, out, way) = g.run(&req, 0);
+    assert_eq!((v, way), (Verdict::Transmit(1), Way::Fast));
+    assert_eq!(word(&out, at + 8), backend_seq, "the backend's own numbers");
+    assert_eq!(word(&out, at + 28), 9000, "TSecr in the backend's clock");
+    assert!(frame_checksums_ok(&out), "{}", hex(&out));
+    client_seq += 18;
+
+    // The backend's answer in several segments, the last across the wrap
+    // of its sequence space: all forwarded by the fast path, in the
+    // client's numbers.
+    for (i, len) in [100usize, 1000, 300].into_iter().enumerate() {
+        let payload = vec![b'a' + i as u8; len];
+        let ts = nop_nop_ts(9001 + i as u32, 102);
+        let data = ends.to_client(backend_seq, client_seq, ACK | PSH, &ts, &payload);
+        let (v, out, way) = g.run(&data, 1);
+        assert_eq!((v, way), (Verdict::Transmit(0), Way::Fast), "segment {i}");
+        let want_seq = backend_seq.wrapping_add(o.cookie.wrapping_sub(o.backend_isn));
+        assert_eq!(word(&out, at + 4), want_seq);
+        assert_eq!(
+            word(&out, at + 24),
+            (9001 + i as u32).wrapping_add(our_tsval.wrapping_sub(9000)),
+            "TSval in the clock the client was given"
+        );
+        assert!(frame_checksums_ok(&out), "{}", hex(&out));
+        backend_seq = backend_seq.wrapping_add(len as u32);
+    }
+
+    // The client acknowledges with SACK blocks (a lost segment): the
+    // blocks name backend data, which the program does not translate, so
+    // the worker does.
+    let ack_to = o.cookie.wrapping_add(1).wrapping_add(100);
+    let mut sack = nop_nop_ts(103, our_tsval);
+    sack.extend_from_slice(&[1, 1, 5, 10]);
+    sack.extend_from_slice(&ack_to.wrapping_add(1000).to_be_bytes());
+    sack.extend_from_slice(&ack_to.wrapping_add(1300).to_be_bytes());
+    let up_before = g.up_syn_proxy(0);
+    let seg = ends.to_vip(client_seq, ack_to, ACK, &sack, b"");
+    let (v, out, way) = g.run(&seg, 0);
+    assert_eq!(
+        (v, way),
+        (Verdict::Transmit(1), Way::Worker),
+        "SACK: handed up"
+    );
+    assert_eq!(g.up_syn_proxy(0), up_before + 1);
+    assert_eq!(
+        word(&out, at + 36),
+        o.backend_isn.wrapping_add(1).wrapping_add(1100)
+    );
+
+    // A plain ACK again goes fast; a FIN goes up, as for any connection.
+    let ts = nop_nop_ts(104, our_tsval);
+    let seg = ends.to_vip(client_seq, o.cookie.wrapping_add(1401), ACK, &ts, b"");
+    assert_eq!(g.run(&seg, 0).2, Way::Fast);
+    let seg = ends.to_vip(client_seq, o.cookie.wrapping_add(1401), ACK | FIN, &ts, b"");
+    let (v, _, way) = g.run(&seg, 0);
+    assert_eq!(
+        (v, way),
+        (Verdict::Transmit(1), Way::Worker),
+        "FIN: handed up"
+    );
+}
+
+#[test]
+fn proxied_ipv4_segments_go_through_the_fast_path_translated_as_the_worker_would() {
+    proxied_segments_through_the_fast_path(false);
+}
+
+#[test]
+fn proxied_ipv6_segments_go_through_the_fast_path_translated_as_the_worker_would() {
+    proxied_segments_through_the_fast_path(true);
+}
+
+#[test]
+fn a_proxied_connection_without_timestamps_goes_through_the_fast_path() {
+    let mut g = Gateways::new();
+    let ends = Ends {
+        v6: false,
+        client_port: 41001,
+    };
+    // No timestamps: the cookie SYN-ACK offers no window scale, and the
+    // backend, asked without one, scales by 0.
+    let o = open(&mut g, &ends, false, 0);
+    let at = tcp_at(false);
+    let client_seq = o.client_isn + 1;
+    let req = ends.to_vip(
+        client_seq,
+        o.cookie.wrapping_add(1),
+        ACK | PSH,
+        &[],
+        b"GET /",
+    );
+    let (v, out, way) = g.run(&req, 0);
+    assert_eq!((v, way), (Verdict::Transmit(1), Way::Fast));
+    assert_eq!(word(&out, at + 8), o.backend_isn.wrapping_add(1));
+    let data = ends.to_client(
+        o.backend_isn.wrapping_add(1),
+        client_seq + 5,
+        ACK,
+        &[],
+        &[7u8; 1400],
+    );
+    let (v, out, way) = g.run(&data, 1);
+    assert_eq!((v, way), (Verdict::Transmit(0), Way::Fast));
+    assert_eq!(word(&out, at + 4), o.cookie.wrapping_add(1));
+    // A segment to the backend without ACK means nothing to translate
+    // for the program: the worker's.
+    let bare = ends.to_vip(client_seq + 5, 0, PSH, &[], b"x");
+    let (_, _, way) = g.run(&bare, 0);
+    assert_eq!(way, Way::Worker);
+    assert_eq!(g.up_syn_proxy(0), 1);
+}
+
+/// A proxied connection whose backend scales windows by `backend_wscale`
+/// while the client reads them with the 7 the cookie SYN-ACK offered: the
+/// program rescales the backend's windows as the worker does.
+fn windows_rescaled(backend_wscale: u8, client_port: u16) {
+    let mut g = Gateways::new();
+    let ends = Ends {
+        v6: false,
+        client_port,
+    };
+    let o = open(&mut g, &ends, true, backend_wscale);
+    let our_tsval = o.our_tsval.unwrap();
+    let at = tcp_at(false);
+    let ts = nop_nop_ts(102, our_tsval);
+    let req = ends.to_vip(
+        o.client_isn + 1,
+        o.cookie.wrapping_add(1),
+        ACK | PSH,
+        &ts,
+        b"GET /",
+    );
+    let (v, _, way) = g.run(&req, 0);
+    assert_eq!((v, way), (Verdict::Transmit(1), Way::Fast));
+    // Windows that fit, that saturate at 16 bits, and that lose low bits.
+    for (i, window) in [509u16, 0xffff, 3, 0].into_iter().enumerate() {
+        let ts = nop_nop_ts(9001 + i as u32, 102);
+        let mut seg = Segment {
+            window,
+            ..Segment {
+                eth_dst: GW_B_MAC,
+                eth_src: BACKEND_MAC,
+                src: ends.backend(),
+                dst: ends.client(),
+                sport: BACKEND_PORT,
+                dport: client_port,
+                seq: o.backend_isn.wrapping_add(1),
+                ack: o.client_isn + 6,
+                flags: ACK,
+                window: 0,
+                options: &ts,
+                payload: b"ok",
+                ttl: 64,
+                ip_id: 7,
+                ip_frag: 0x4000,
+                reserved: 0,
+            }
+        };
+        seg.seq = seg.seq.wrapping_add(2 * i as u32);
+        let (v, out, way) = g.run(&seg.frame(), 1);
+        assert_eq!(
+            (v, way),
+            (Verdict::Transmit(0), Way::Fast),
+            "window {window}"
+        );
+        let got = u16::from_be_bytes([out[at + 14], out[at + 15]]);
+        let want = ((u64::from(window) << backend_wscale) >> 7).min(0xffff) as u16;
+        assert_eq!(got, want, "window {window} from scale {backend_wscale}");
+        assert!(frame_checksums_ok(&out), "{}", hex(&out));
+    }
+}
+
+#[test]
+fn a_proxied_connection_whose_backend_scales_more_has_its_windows_rescaled_by_the_program() {
+    windows_rescaled(9, 41002);
+}
+
+#[test]
+fn a_proxied_connection_whose_backend_scales_less_has_its_windows_rescaled_by_the_program() {
+    windows_rescaled(2, 41003);
 }

@@ -675,6 +675,7 @@ fn difference(after: &XdpCounters, before: &XdpCounters) -> XdpCounters {
             client_mac: after.fast_up.client_mac - before.fast_up.client_mac,
             fragment: after.fast_up.fragment - before.fast_up.fragment,
             icmp: after.fast_up.icmp - before.fast_up.icmp,
+            syn_proxy: after.fast_up.syn_proxy - before.fast_up.syn_proxy,
         },
     }
 }

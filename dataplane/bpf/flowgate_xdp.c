@@ -91,6 +91,9 @@
 //   - lengths the userspace parser would refuse (IP total or payload
 //     length past the frame, TCP data offset, UDP length): the worker
 //     drops them with their reason;
+//   - a SYN-proxied connection's segment whose options the program does
+//     not translate (flowgate_fastpath.h: anything but none or NOP NOP
+//     TIMESTAMP, SACK blocks among them) or to the backend without ACK;
 //   - no entry, an entry being written, or an egress port that cannot
 //     take the frame (no device in `fast_tx_ports`, or its bit clear in
 //     `fast_config.egress_ready`: a device that cannot transmit XDP
@@ -176,7 +179,10 @@ enum counter {
 	FAST_UP_CLIENT_MAC = 30,
 	FAST_UP_FRAGMENT = 31,
 	FAST_UP_ICMP = 32,
-	COUNTER_COUNT = 33,
+	// A SYN-proxied segment the fast path does not translate (in
+	// FAST_HANDED_UP too).
+	FAST_UP_SYNPROXY = 33,
+	COUNTER_COUNT = 34,
 };
 
 // A service or a backend: address (IPv4-mapped for IPv4), port in network
@@ -503,6 +509,11 @@ struct fast_rewrite {
 	__u16 l3_delta;
 	__u16 l4_delta;
 	__u8 rewrite;
+	__u8 synproxy;
+	__u32 seq_add;
+	__u32 ts_add;
+	__u8 wscale_backend;
+	__u8 wscale_client;
 	__u8 eth[12]; // destination, then source: the Ethernet header's order
 	__u8 client_mac[6];
 	__u16 egress_port;
@@ -531,7 +542,8 @@ static __always_inline int fast_up(__u32 reason)
 	return FAST_UP;
 }
 
-// Handed up for `reason` (one of FAST_UP_SYN .. FAST_UP_CLIENT_MAC),
+// Handed up for `reason` (one of FAST_UP_SYN .. FAST_UP_CLIENT_MAC, or
+// FAST_UP_SYNPROXY),
 // counted under it and under FAST_HANDED_UP.
 static __always_inline int fast_up_because(__u32 reason)
 {
@@ -657,6 +669,11 @@ static __always_inline int fast_lookup(struct fast_config *cfg, union fast_key_w
 		out->l3_delta = e->l3_delta;
 		out->l4_delta = e->l4_delta;
 		out->rewrite = e->rewrite;
+		out->synproxy = e->synproxy;
+		out->seq_add = e->seq_add;
+		out->ts_add = e->ts_add;
+		out->wscale_backend = e->wscale_backend;
+		out->wscale_client = e->wscale_client;
 		__builtin_memcpy(out->eth, e->eth_dst, 12);
 		out->egress_port = e->egress_port;
 		__builtin_memcpy(out->client_mac, e->client_mac, 6);
@@ -794,6 +811,22 @@ static __always_inline int fast_forward(struct xdp_md *ctx, struct l3_result *r,
 		action = bpf_redirect_map(&fast_tx_ports, w.egress_port, 0);
 		if (action != XDP_REDIRECT)
 			return fast_up(FAST_NO_EGRESS);
+	}
+	// A SYN-proxied connection: its numbers are translated too, where
+	// the program can do it exactly (flowgate_fastpath.h); otherwise the
+	// frame goes up untouched (the redirect just set is replaced by the
+	// socket's).
+	if (w.synproxy) {
+		int done = -1;
+
+		__u32 flags = (w.rewrite == FAST_REWRITE_DST ? FAST_SYNPROXY_TO_BACKEND : 0) |
+			      (__u32)w.wscale_backend << FAST_SYNPROXY_WSCALE_BACKEND_SHIFT |
+			      (__u32)w.wscale_client << FAST_SYNPROXY_WSCALE_CLIENT_SHIFT;
+
+		if (r->dst.protocol == IPPROTO_TCP)
+			done = fast_synproxy(ctx, r->l4 - data, flags, w.seq_add, w.ts_add);
+		if (done != 0)
+			return fast_up_because(FAST_UP_SYNPROXY);
 	}
 	fast_rewrite_frame(data, end, r, &w);
 	e->last_seen_ns = bpf_ktime_get_ns();

@@ -181,7 +181,8 @@ pub struct FastPathStats {
     /// take XDP frames now), `syn`, `fin_rst`, `ip_options` (IPv4 options
     /// or IPv6 extension headers), `ttl`, `length` (lengths the worker
     /// refuses), `client_mac` (another client MAC than the entry's),
-    /// `fragment`, `icmp_error`. Every reason is present.
+    /// `fragment`, `icmp_error`, `syn_proxy` (a SYN-proxied segment the
+    /// program does not translate). Every reason is present.
     pub handed_up: BTreeMap<String, u64>,
     /// Connection directions in the caches now (two per connection).
     pub entries: u64,

@@ -30,6 +30,12 @@ pub const REWRITE_SRC: u8 = 0;
 /// `entry.rewrite`: the destination becomes backend:port (client → VIP).
 pub const REWRITE_DST: u8 = 1;
 
+/// `entry.synproxy`: not a SYN-proxied connection.
+pub const SYNPROXY_NONE: u8 = 0;
+/// `entry.synproxy`: a SYN-proxied connection, its numbers translated
+/// with `seq_add` and `ts_add`.
+pub const SYNPROXY_TRANSLATE: u8 = 1;
+
 /// Byte offsets in `struct fast_entry`.
 pub mod offset {
     /// `seq` (u32): odd while being written.
@@ -48,6 +54,8 @@ pub mod offset {
     pub const L4_DELTA: usize = 68;
     /// `rewrite` (u8).
     pub const REWRITE: usize = 70;
+    /// `synproxy` (u8).
+    pub const SYNPROXY: usize = 71;
     /// `eth_dst` (6 bytes).
     pub const ETH_DST: usize = 72;
     /// `eth_src` (6 bytes).
@@ -56,12 +64,20 @@ pub mod offset {
     pub const EGRESS_PORT: usize = 84;
     /// `client_mac` (6 bytes).
     pub const CLIENT_MAC: usize = 86;
+    /// `seq_add` (u32, host order).
+    pub const SEQ_ADD: usize = 92;
+    /// `ts_add` (u32, host order).
+    pub const TS_ADD: usize = 96;
+    /// `wscale_backend` (u8).
+    pub const WSCALE_BACKEND: usize = 100;
+    /// `wscale_client` (u8).
+    pub const WSCALE_CLIENT: usize = 101;
     /// `last_seen_ns` (u64).
-    pub const LAST_SEEN_NS: usize = 96;
+    pub const LAST_SEEN_NS: usize = 104;
     /// `packets` (u64).
-    pub const PACKETS: usize = 104;
+    pub const PACKETS: usize = 112;
     /// `bytes` (u64).
-    pub const BYTES: usize = 112;
+    pub const BYTES: usize = 120;
 }
 
 /// Where the part userspace writes ends: bytes 8.. up to here are the
@@ -197,6 +213,27 @@ pub struct DirectionRewrite {
     /// The port whose program instance sees these packets arrive: the
     /// cache of that interface gets the entry.
     pub ingress_port: u16,
+    /// A SYN-proxied connection's translation, or `None`.
+    pub synproxy: Option<SeqTranslation>,
+}
+
+/// What the program does to a SYN-proxied connection's segments in one
+/// direction: toward the client, adds to the sequence number and TSval
+/// (modulo 2³²) and rescales the window; toward the backend, adds to the
+/// acknowledgement number and TSecr — [`crate::synproxy::SeqOffset`]'s
+/// translation, for the segments the program can translate exactly
+/// (docs/architecture.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SeqTranslation {
+    /// Added to the sequence or acknowledgement number.
+    pub seq_add: u32,
+    /// Added to TSval or TSecr.
+    pub ts_add: u32,
+    /// Toward the client: the backend's window scale, windows are
+    /// rescaled from (when it differs from `wscale_client`; at most 14).
+    pub wscale_backend: u8,
+    /// Toward the client: the scale the client reads windows with.
+    pub wscale_client: u8,
 }
 
 /// A [`ChecksumDelta`] folded to the 16 bits an entry stores: `d` with
@@ -278,7 +315,15 @@ impl DirectionRewrite {
             egress_port: d.egress_port,
             client_mac: d.client_mac,
             ingress_port: d.ingress_port,
+            synproxy: None,
         }
+    }
+
+    /// This direction with a SYN-proxied connection's translation.
+    #[must_use]
+    pub fn with_synproxy(mut self, translation: SeqTranslation) -> DirectionRewrite {
+        self.synproxy = Some(translation);
+        self
     }
 
     /// Bytes 8 up to [`WRITTEN_END`] of the entry: the key and the
@@ -300,6 +345,14 @@ impl DirectionRewrite {
         b[at(offset::EGRESS_PORT)..at(offset::EGRESS_PORT) + 2]
             .copy_from_slice(&self.egress_port.to_ne_bytes());
         b[at(offset::CLIENT_MAC)..at(offset::CLIENT_MAC) + 6].copy_from_slice(&self.client_mac);
+        if let Some(t) = self.synproxy {
+            b[at(offset::SYNPROXY)] = SYNPROXY_TRANSLATE;
+            b[at(offset::SEQ_ADD)..at(offset::SEQ_ADD) + 4]
+                .copy_from_slice(&t.seq_add.to_ne_bytes());
+            b[at(offset::TS_ADD)..at(offset::TS_ADD) + 4].copy_from_slice(&t.ts_add.to_ne_bytes());
+            b[at(offset::WSCALE_BACKEND)] = t.wscale_backend;
+            b[at(offset::WSCALE_CLIENT)] = t.wscale_client;
+        }
         b
     }
 
@@ -383,6 +436,8 @@ mod tests {
         assert_eq!(define("FAST_FREED") as u32, STATE_FREED);
         assert_eq!(define("FAST_REWRITE_SRC") as u8, REWRITE_SRC);
         assert_eq!(define("FAST_REWRITE_DST") as u8, REWRITE_DST);
+        assert_eq!(define("FAST_SYNPROXY_NONE") as u8, SYNPROXY_NONE);
+        assert_eq!(define("FAST_SYNPROXY_TRANSLATE") as u8, SYNPROXY_TRANSLATE);
         for (field, rust) in [
             ("seq", offset::SEQ),
             ("state", offset::STATE),
@@ -396,6 +451,10 @@ mod tests {
             ("eth_src", offset::ETH_SRC),
             ("egress_port", offset::EGRESS_PORT),
             ("client_mac", offset::CLIENT_MAC),
+            ("seq_add", offset::SEQ_ADD),
+            ("ts_add", offset::TS_ADD),
+            ("wscale_backend", offset::WSCALE_BACKEND),
+            ("wscale_client", offset::WSCALE_CLIENT),
             ("last_seen_ns", offset::LAST_SEEN_NS),
             ("packets", offset::PACKETS),
             ("bytes", offset::BYTES),

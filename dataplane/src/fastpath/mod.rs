@@ -10,7 +10,9 @@
 //!   entries under a sequence word, and reads back the last-seen time and
 //!   counters the program keeps.
 //! - [`connection_rewrites`]: a connection's two entries, computed from its
-//!   record and the snapshot exactly as the pipeline rewrites its packets.
+//!   record and the snapshot exactly as the pipeline rewrites its packets;
+//!   [`synproxy_rewrites`] adds a SYN-proxied connection's translation of
+//!   its sequence numbers and timestamps.
 //!
 //! The connection table ([`crate::flow::FlowTable`]) owns the worker's
 //! `FastPath` so that no connection ever leaves the table without leaving
@@ -29,5 +31,5 @@ pub use cache::{
     read_entry, CacheGeometry, EntryMemory, FastPath, FastPathStats, HeapEntries,
     DEFAULT_MAX_SLOTS, MAX_SLOTS, PENDING,
 };
-pub use layout::{owner, Direction, DirectionRewrite, FastConfig, FastKey};
-pub use rewrite::connection_rewrites;
+pub use layout::{owner, Direction, DirectionRewrite, FastConfig, FastKey, SeqTranslation};
+pub use rewrite::{connection_rewrites, synproxy_rewrites};

@@ -1,8 +1,9 @@
 //! The two entries of a connection, from its record and the snapshot:
 //! exactly what the pipeline writes on a packet of each direction.
 
-use super::layout::{Direction, DirectionRewrite};
+use super::layout::{Direction, DirectionRewrite, SeqTranslation};
 use crate::flow::Connection;
+use crate::synproxy::SeqOffset;
 use crate::table::{PortVlan, Snapshot};
 use crate::wire::ip_proto;
 
@@ -66,6 +67,31 @@ pub fn connection_rewrites(
         DirectionRewrite::new(&to_backend),
         DirectionRewrite::new(&to_client),
     ])
+}
+
+/// A SYN-proxied connection's entries: `entries`
+/// ([`connection_rewrites`]) with the translation of `offset` — toward the
+/// backend the acknowledgement number and TSecr less the offsets, toward
+/// the client the sequence number and TSval plus them and the window
+/// rescaled from the backend's scale to the client's.
+pub fn synproxy_rewrites(
+    entries: [DirectionRewrite; 2],
+    offset: &SeqOffset,
+) -> [DirectionRewrite; 2] {
+    let [to_backend, to_client] = entries;
+    [
+        to_backend.with_synproxy(SeqTranslation {
+            seq_add: offset.seq.wrapping_neg(),
+            ts_add: offset.ts.wrapping_neg(),
+            ..SeqTranslation::default()
+        }),
+        to_client.with_synproxy(SeqTranslation {
+            seq_add: offset.seq,
+            ts_add: offset.ts,
+            wscale_backend: offset.backend_wscale.min(14),
+            wscale_client: offset.client_wscale.min(14),
+        }),
+    ]
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use super::export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 use super::handover::HandedConnection;
 use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
 use super::state::{next_state, Direction, FlowState, FlowTimeouts};
-use crate::fastpath::{DirectionRewrite, FastPath};
+use crate::fastpath::{synproxy_rewrites, DirectionRewrite, FastPath};
 use crate::hash::flow_hash;
 use crate::rules::FlowSettings;
 use crate::synproxy::ProxiedConnection;
@@ -367,8 +367,10 @@ impl FlowTable {
     /// (or removes them where it gives none), and when `generation` is a
     /// snapshot the entries were not yet checked against, checks up to
     /// [`FAST_CHECK_BUDGET`] more records' entries per call the same way —
-    /// a removed backend or a changed MAC takes effect there. Call once
-    /// per poll; nothing happens without a fast path.
+    /// a removed backend or a changed MAC takes effect there. A
+    /// SYN-proxied connection gets its translation added
+    /// ([`synproxy_rewrites`]), and no entries before its backend has
+    /// answered. Call once per poll; nothing happens without a fast path.
     pub fn sync_fast_path(
         &mut self,
         generation: u64,
@@ -377,18 +379,34 @@ impl FlowTable {
         let Some(fast) = self.fast.as_mut() else {
             return;
         };
-        let records = &self.records;
+        let (records, syn_proxy) = (&self.records, &self.syn_proxy);
         let mut sync = |fast: &mut FastPath, record: u32| {
             let Some(r) = records.get(record as usize) else {
                 return;
             };
-            // A proxied connection's segments need its sequence offset,
-            // which the fast path does not apply: it stays with the workers.
-            if !r.links.is_live() || !fast_eligible(r.conn.state) || r.links.syn_proxied() {
+            if !r.links.is_live() || !fast_eligible(r.conn.state) {
                 fast.remove(record);
                 return;
             }
-            match rewrites(&r.conn) {
+            // A proxied connection's entries carry its translation, so
+            // they wait for its offsets: installed once the backend has
+            // answered.
+            let proxied = if r.links.syn_proxied() {
+                match syn_proxy.get(record as usize) {
+                    Some(p) if p.answered => Some(p.offset),
+                    _ => {
+                        fast.remove(record);
+                        return;
+                    }
+                }
+            } else {
+                None
+            };
+            let entries = rewrites(&r.conn).map(|entries| match &proxied {
+                Some(offset) => synproxy_rewrites(entries, offset),
+                None => entries,
+            });
+            match entries {
                 Some(entries) => {
                     fast.install(record, &entries);
                 }

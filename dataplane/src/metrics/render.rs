@@ -1635,7 +1635,8 @@ mod tests {
         assert_eq!(one(up, &[client, ("reason", "miss")]), 2);
         assert_eq!(one(up, &[client, ("reason", "fin_rst")]), 3);
         assert_eq!(one(up, &[client, ("reason", "icmp_error")]), 0);
-        assert_eq!(find(&series, up, &[client]).len(), 10, "every reason");
+        assert_eq!(one(up, &[client, ("reason", "syn_proxy")]), 0);
+        assert_eq!(find(&series, up, &[client]).len(), 11, "every reason");
     }
 
     #[test]

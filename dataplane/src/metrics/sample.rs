@@ -231,9 +231,9 @@ pub struct FastPathInterface {
 impl FastPathInterface {
     /// Owned packets handed up to the workers, by reason, every reason
     /// (the names of `flowgatectl stats` and the `reason` label).
-    pub fn handed_up(&self) -> [(&'static str, u64); 10] {
+    pub fn handed_up(&self) -> [(&'static str, u64); 11] {
         let c = &self.counters;
-        let mut out = [("", 0); 10];
+        let mut out = [("", 0); 11];
         out[0] = ("miss", c.fast_miss);
         out[1] = ("no_egress", c.fast_no_egress);
         for (o, r) in out[2..].iter_mut().zip(c.fast_up.by_reason()) {

@@ -475,3 +475,128 @@ fn a_proxied_connection_is_handed_over_with_its_offsets_and_translated_after() {
     assert_eq!(timestamps(h), Some((ECHO + 5, 777)));
     assert_eq!(u32::from(u16_at(h, 14)), 1000 << 9 >> 7);
 }
+
+/// A backend SYN-ACK like [`syn_ack`] with window scale `wscale`, to a
+/// client on port `client_port`.
+fn syn_ack_scaled(client: &str, backend: &str, wscale: u8) -> Vec<u8> {
+    let mut opts = vec![2, 4, 5, 0xb4];
+    opts.extend_from_slice(&ts(5, 777));
+    opts.extend_from_slice(&[1, 3, 3, wscale]);
+    segment(
+        (backend, client),
+        (BACKEND_MAC, GW_B_MAC),
+        (BACKEND_ISN, CLIENT_ISN + 1),
+        tcp_flags::SYN | tcp_flags::ACK,
+        65535,
+        &opts,
+        b"",
+        false,
+    )
+}
+
+#[test]
+fn the_fast_path_gets_a_proxied_connection_once_its_offsets_are_known_with_its_window_scales() {
+    use crate::fastpath::layout::{offset, STATE_LIVE, SYNPROXY_TRANSLATE};
+    use crate::fastpath::{
+        connection_rewrites, read_entry, CacheGeometry, EntryMemory, FastPath, HeapEntries,
+    };
+    use std::sync::Arc;
+
+    let mut rig = Rig::new("on");
+    let geometry = CacheGeometry::new(1, 64);
+    let heaps: Vec<Arc<HeapEntries>> = (0..2)
+        .map(|_| Arc::new(HeapEntries::new(geometry.entries())))
+        .collect();
+    let caches = heaps
+        .iter()
+        .map(|h| Some(Arc::clone(h) as Arc<dyn EntryMemory>))
+        .collect();
+    rig.flows
+        .set_fast_path(FastPath::new(geometry, 0, caches, 64, 0));
+    let sync = |rig: &mut Rig| {
+        let snapshot = &rig.snapshot;
+        rig.flows
+            .sync_fast_path(1, |c| connection_rewrites(c, snapshot));
+        rig.flows.fast_path().unwrap().stats().live_entries
+    };
+    let live = |heap: &HeapEntries| -> Vec<Vec<u8>> {
+        (0..geometry.entries())
+            .filter_map(|i| match read_entry(heap, i) {
+                Some((STATE_LIVE, bytes)) => Some(bytes),
+                _ => None,
+            })
+            .collect()
+    };
+    // Bytes 8.. of an entry: a field at entry offset `o`.
+    let u32_at = |b: &[u8], o: usize| u32::from_ne_bytes(b[o - 8..o - 8 + 4].try_into().unwrap());
+
+    // The backend scales by 7, as the cookie SYN-ACK offered the client.
+    let (client, vip, backend) = ("198.18.0.2:40000", "198.18.100.10:80", "198.18.1.11:8080");
+    let ack = segment(
+        (client, vip),
+        (CLIENT_MAC, GW_C_MAC),
+        (CLIENT_ISN + 1, COOKIE + 1),
+        tcp_flags::ACK,
+        502,
+        &ts(777, ECHO),
+        b"",
+        true,
+    );
+    assert_eq!(rig.run(&ack, 0).0, Verdict::Transmit(1));
+    assert_eq!(sync(&mut rig), 0, "no entries before the backend answered");
+    let (v, _) = rig.run(&syn_ack_scaled(client, backend, 7), 1);
+    assert_eq!(v, Verdict::Transmit(0));
+    assert_eq!(
+        sync(&mut rig),
+        2,
+        "both directions once the offsets are known"
+    );
+    // The cookie less the backend's ISN; the SYN-ACK's TSval (which the
+    // client echoes) less the backend's (5). Toward the backend (the
+    // client's interface's cache): minus them; toward the client (the
+    // backend's): plus them.
+    let (seq_off, ts_off) = (COOKIE.wrapping_sub(BACKEND_ISN), ECHO.wrapping_sub(5));
+    for (heap, seq_add, ts_add) in [
+        (&heaps[0], seq_off.wrapping_neg(), ts_off.wrapping_neg()),
+        (&heaps[1], seq_off, ts_off),
+    ] {
+        let entries = live(heap);
+        assert_eq!(entries.len(), 1);
+        let e = &entries[0];
+        assert_eq!(e[offset::SYNPROXY - 8], SYNPROXY_TRANSLATE);
+        assert_eq!(u32_at(e, offset::SEQ_ADD), seq_add);
+        assert_eq!(u32_at(e, offset::TS_ADD), ts_add);
+        // Both scales 7: no window to rescale.
+        assert_eq!(e[offset::WSCALE_BACKEND - 8], e[offset::WSCALE_CLIENT - 8]);
+    }
+
+    // Another connection whose backend scales by 9: its entries carry
+    // both scales toward the client (the program rescales the window from
+    // 9 to the 7 the client reads with), none toward the backend.
+    let client2 = "198.18.0.2:40001";
+    let ack = segment(
+        (client2, vip),
+        (CLIENT_MAC, GW_C_MAC),
+        (CLIENT_ISN + 1, COOKIE + 1),
+        tcp_flags::ACK,
+        502,
+        &ts(777, ECHO),
+        b"",
+        true,
+    );
+    assert_eq!(rig.run(&ack, 0).0, Verdict::Transmit(1));
+    assert_eq!(sync(&mut rig), 2, "not before its backend answered");
+    let (v, _) = rig.run(&syn_ack_scaled(client2, backend, 9), 1);
+    assert_eq!(v, Verdict::Transmit(0));
+    assert_eq!(sync(&mut rig), 4);
+    let scales = |heap: &HeapEntries| -> Vec<(u8, u8)> {
+        let mut v: Vec<(u8, u8)> = live(heap)
+            .iter()
+            .map(|e| (e[offset::WSCALE_BACKEND - 8], e[offset::WSCALE_CLIENT - 8]))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(scales(&heaps[0]), [(0, 0), (0, 0)]);
+    assert_eq!(scales(&heaps[1]), [(7, 7), (9, 7)]);
+}

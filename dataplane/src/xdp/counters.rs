@@ -77,8 +77,8 @@ pub struct XdpCounters {
 }
 
 /// Owned frames the fast path handed up to a worker, by reason. The first
-/// six add up to [`XdpCounters::fast_handed_up`]; fragments and ICMP
-/// errors never reach the cache's lookup.
+/// six and `syn_proxy` add up to [`XdpCounters::fast_handed_up`];
+/// fragments and ICMP errors never reach the cache's lookup.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FastHandUps {
     /// TCP with SYN: the workers see every handshake.
@@ -98,11 +98,14 @@ pub struct FastHandUps {
     pub fragment: u64,
     /// An ICMP error about a connection.
     pub icmp: u64,
+    /// A SYN-proxied connection's segment the program does not translate
+    /// (SACK blocks or other TCP options; to the backend without ACK).
+    pub syn_proxy: u64,
 }
 
 impl FastHandUps {
     /// The reasons as the API and the metrics name them, with their counts.
-    pub fn by_reason(&self) -> [(&'static str, u64); 8] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 9] {
         [
             ("syn", self.syn),
             ("fin_rst", self.fin_rst),
@@ -112,6 +115,7 @@ impl FastHandUps {
             ("client_mac", self.client_mac),
             ("fragment", self.fragment),
             ("icmp_error", self.icmp),
+            ("syn_proxy", self.syn_proxy),
         ]
     }
 }
@@ -126,6 +130,7 @@ impl std::ops::AddAssign for FastHandUps {
         self.client_mac = self.client_mac.saturating_add(o.client_mac);
         self.fragment = self.fragment.saturating_add(o.fragment);
         self.icmp = self.icmp.saturating_add(o.icmp);
+        self.syn_proxy = self.syn_proxy.saturating_add(o.syn_proxy);
     }
 }
 
@@ -207,6 +212,7 @@ impl XdpCounters {
                 client_mac: at(counter::FAST_UP_CLIENT_MAC),
                 fragment: at(counter::FAST_UP_FRAGMENT),
                 icmp: at(counter::FAST_UP_ICMP),
+                syn_proxy: at(counter::FAST_UP_SYNPROXY),
             },
         }
     }
@@ -245,6 +251,7 @@ mod tests {
         assert_eq!(c.fast_bytes, 25);
         assert_eq!((c.fast_up.syn, c.fast_up.fin_rst), (26, 27));
         assert_eq!(c.fast_up.icmp, 33);
+        assert_eq!(c.fast_up.syn_proxy, 34);
         let mut sum = c;
         sum.add_fast(&c);
         assert_eq!(

@@ -114,8 +114,9 @@ pub(crate) mod counter {
     pub(crate) const FAST_UP_CLIENT_MAC: u32 = 30;
     pub(crate) const FAST_UP_FRAGMENT: u32 = 31;
     pub(crate) const FAST_UP_ICMP: u32 = 32;
+    pub(crate) const FAST_UP_SYNPROXY: u32 = 33;
     /// How many there are.
-    pub(crate) const COUNT: u32 = 33;
+    pub(crate) const COUNT: u32 = 34;
 }
 
 /// Size of `struct traffic_key`: 16 address bytes, the port in network
@@ -245,6 +246,7 @@ mod tests {
             ("FAST_UP_CLIENT_MAC", counter::FAST_UP_CLIENT_MAC),
             ("FAST_UP_FRAGMENT", counter::FAST_UP_FRAGMENT),
             ("FAST_UP_ICMP", counter::FAST_UP_ICMP),
+            ("FAST_UP_SYNPROXY", counter::FAST_UP_SYNPROXY),
             ("COUNTER_COUNT", counter::COUNT),
         ];
         let c = c_counters();
