@@ -12,10 +12,16 @@
 //!   check, compile and publish the snapshot on an in-memory data plane).
 //! - `apply`: the same through the control API's `apply` request, the
 //!   config's text in the request.
+//! - `again`: a second reload of the same file by the control state that
+//!   runs it: every service unchanged, so every table is carried over
+//!   (the common reload). The other two start from rules without
+//!   services, the worst case: every table is built.
 //!
 //! Each case runs in a child process of its own, so its peak resident
 //! memory (`VmHWM`) is its own; the child prints one line per case, the
-//! best of `ROUNDS` (3) runs.
+//! best of `ROUNDS` (3) runs, each time as `wall/cpu` milliseconds (the
+//! CPU time of all the process's threads: on a loaded machine, what the
+//! work costs without the wait for a core).
 //!
 //! Run: `flock /tmp/flowgate-bench.lock cargo bench --bench scale`
 //! (about a minute); `cargo bench --bench scale -- services` or
@@ -140,27 +146,80 @@ fn backend_table(n: usize) -> u32 {
     next_prime(100 * n as u32).expect("a prime below 2^32")
 }
 
-/// The times of one run of each operation.
+/// What an operation took: wall time, and CPU time of the whole process
+/// (all its threads). On a loaded machine the wall time includes waiting
+/// for a core; the CPU time does not.
+#[derive(Clone, Copy)]
+struct Cost {
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Cost {
+    /// The least of each, over two runs.
+    fn min(self, other: Cost) -> Cost {
+        Cost {
+            wall: self.wall.min(other.wall),
+            cpu: self.cpu.min(other.cpu),
+        }
+    }
+}
+
+/// The start of an operation.
+struct Mark {
+    wall: Instant,
+    cpu: Duration,
+}
+
+impl Mark {
+    fn now() -> Mark {
+        Mark {
+            wall: Instant::now(),
+            cpu: process_cpu(),
+        }
+    }
+
+    fn cost(&self) -> Cost {
+        Cost {
+            wall: self.wall.elapsed(),
+            cpu: process_cpu().saturating_sub(self.cpu),
+        }
+    }
+}
+
+/// CPU time this process has used, all threads.
+fn process_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID)
+        .map_or(Duration::ZERO, Duration::from)
+}
+
+/// The costs of one run of each operation.
 struct Times {
-    check: Duration,
-    reload: Duration,
-    apply: Duration,
+    check: Cost,
+    reload: Cost,
+    again: Cost,
+    apply: Cost,
 }
 
 /// Runs check, reload and apply once on the config at `path`.
 fn run_once(path: &Path, text: &str, base: &Config) -> Times {
-    let t = Instant::now();
+    let t = Mark::now();
     let checked = daemon::load_checked(path, None).unwrap_or_else(|e| panic!("check: {e}"));
-    let check = t.elapsed();
+    let check = t.cost();
     drop(checked);
 
     let dataplane: Arc<dyn Dataplane> = Arc::new(MemoryDataplane::new());
     let mut state = ControlState::new(base.clone(), "bench", dataplane);
-    let t = Instant::now();
+    let t = Mark::now();
     state
         .reload(path)
         .unwrap_or_else(|e| panic!("reload: {}", e.message));
-    let reload = t.elapsed();
+    let reload = t.cost();
+    let t = Mark::now();
+    state
+        .reload(path)
+        .unwrap_or_else(|e| panic!("reload again: {}", e.message));
+    let again = t.cost();
     drop(state);
 
     let dataplane: Arc<dyn Dataplane> = Arc::new(MemoryDataplane::new());
@@ -170,15 +229,16 @@ fn run_once(path: &Path, text: &str, base: &Config) -> Times {
         origin: None,
         dry_run: false,
     });
-    let t = Instant::now();
+    let t = Mark::now();
     state
         .handle(request)
         .unwrap_or_else(|e| panic!("apply: {}", e.message));
-    let apply = t.elapsed();
+    let apply = t.cost();
     drop(state);
     Times {
         check,
         reload,
+        again,
         apply,
     }
 }
@@ -196,8 +256,10 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1e3)
+/// `wall/cpu`, in milliseconds.
+fn ms(cost: Cost) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    format!("{:.0}/{:.0}", ms(cost.wall), ms(cost.cpu))
 }
 
 /// The child: one case, one line.
@@ -216,6 +278,7 @@ fn case(shape: Shape, n: usize) -> ExitCode {
             Some(b) => Times {
                 check: b.check.min(times.check),
                 reload: b.reload.min(times.reload),
+                again: b.again.min(times.again),
                 apply: b.apply.min(times.apply),
             },
         });
@@ -223,12 +286,13 @@ fn case(shape: Shape, n: usize) -> ExitCode {
     let _ = std::fs::remove_dir_all(&dir);
     let best = best.expect("at least one round");
     println!(
-        "{:<9} {:>8} {:>8.1} {:>10} {:>10} {:>10} {:>9.0}",
+        "{:<9} {:>8} {:>8.1} {:>11} {:>11} {:>11} {:>11} {:>9.0}",
         shape.name(),
         n,
         text.len() as f64 / (1 << 20) as f64,
         ms(best.check),
         ms(best.reload),
+        ms(best.again),
         ms(best.apply),
         peak_rss_mib(),
     );
@@ -248,8 +312,8 @@ fn main() -> ExitCode {
     let filter: Option<&String> = args.iter().find(|a| !a.starts_with("--"));
     let exe = std::env::current_exe().expect("own path");
     println!(
-        "{:<9} {:>8} {:>8} {:>10} {:>10} {:>10} {:>9}",
-        "shape", "n", "MiB", "check ms", "reload ms", "apply ms", "peak MiB"
+        "{:<9} {:>8} {:>8} {:>11} {:>11} {:>11} {:>11} {:>9}",
+        "shape", "n", "MiB", "check ms", "reload ms", "again ms", "apply ms", "peak MiB"
     );
     for shape in [Shape::Services, Shape::Backends] {
         if filter.is_some_and(|f| !shape.name().contains(f.as_str())) {

@@ -11,6 +11,7 @@ use super::error::{ConfigError, ConfigProblem};
 use super::file::{FileProvenance, LineIndex};
 use super::provenance::{Location, Provenance};
 use super::raw::RawConfig;
+use super::reader;
 use super::split;
 use super::validate;
 use super::Config;
@@ -149,9 +150,14 @@ fn load_text<'t>(
     text: &'t str,
     origin: &str,
 ) -> Result<(Config, FileProvenance<'t>, Option<toml::Table>), ConfigError> {
-    let mut raw: RawConfig = split::read(text).map_err(|error| ConfigError::Invalid {
-        problems: vec![toml_problem(&error, text, origin)],
-    })?;
+    // The plain TOML configs are written in is read fast; anything else,
+    // and every error, by the `toml` crate (the same result either way).
+    let mut raw: RawConfig = match reader::read(text) {
+        Some(raw) => raw,
+        None => split::read(text).map_err(|error| ConfigError::Invalid {
+            problems: vec![toml_problem(&error, text, origin)],
+        })?,
+    };
     let etcd = raw._etcd.take();
     let decoded = decode(&raw);
     let provenance = FileProvenance::new(text, origin, raw, decoded.stand_ins);

@@ -33,6 +33,7 @@ mod place;
 mod prime;
 mod provenance;
 mod raw;
+mod reader;
 pub mod routing;
 mod split;
 mod validate;

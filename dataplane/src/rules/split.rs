@@ -1,7 +1,8 @@
 //! Reading a large config file on the cores the machine has.
 //!
-//! Reading TOML is most of what checking a file of many services costs,
-//! and it is sequential within one parser. A file whose `[[services]]`
+//! A file the fast reader (`rules::reader`) leaves to the `toml` crate is
+//! read by it, and that is most of what checking a file of many services
+//! then costs, sequential within one parser. A file whose `[[services]]`
 //! come last, one after another, is cut at service headers into a few
 //! parts, each read by a parser of its own on a scoped thread: the first
 //! part (everything before the cut, the other sections included) as a
