@@ -9,11 +9,15 @@
 #   ... --target NAME                    only that target (parse or pipeline)
 #
 # Seeds are generated into dataplane/fuzz/corpus/<target>/ (gitignored),
-# which also keeps what the fuzzer learns between runs. On a crash, timeout
-# or out-of-memory the script prints the reproducer and exits 1.
+# which also keeps what the fuzzer learns between runs. Every run also
+# reads dataplane/fuzz/kept/<target>/, the minimised corpus of the last
+# long campaign, committed so that CI's short run starts from it. On a
+# crash, timeout or out-of-memory the script prints the reproducer and
+# exits 1.
 # Idempotent; installs cargo-fuzz if it is missing. See docs/fuzzing.md.
 set -euo pipefail
-cd "$(dirname "$0")/../dataplane"
+self=$(realpath "$0")
+cd "$(dirname "$self")/../dataplane"
 
 TARGETS=(parse pipeline)
 mode=long
@@ -21,7 +25,7 @@ long_seconds=3600
 only=""
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,17p' "$self" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -114,7 +118,12 @@ for target in "${TARGETS[@]}"; do
   log="$log_dir/$target.log"
   echo "== fuzz $target for ${seconds}s (log: dataplane/$log)"
   set +e
-  cargo fuzz run "${FUZZ_FLAGS[@]}" "$target" "fuzz/corpus/$target" -- \
+  # The first directory takes what this run finds; the kept corpus is read.
+  kept=()
+  if [[ -d fuzz/kept/$target ]]; then
+    kept=("fuzz/kept/$target")
+  fi
+  cargo fuzz run "${FUZZ_FLAGS[@]}" "$target" "fuzz/corpus/$target" "${kept[@]}" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -max_len="$(max_len_for "$target")" -print_final_stats=1 >"$log" 2>&1
   status=$?
