@@ -377,9 +377,14 @@ impl Dataplane for DaemonDataplane {
             .collect();
         report.interfaces = self.interfaces.clone();
         report.fast_path = fast_path;
+        // The workers' pipeline counters alone: a whole metrics sample
+        // costs O(backends), which status must not pay.
         report.syn_proxy = self.syn_proxy_counters().map(|xdp| {
-            let (sample, _) = self.sample();
-            let stats = syn_proxy_stats(&xdp, sample.workers.iter().map(|w| &w.counters));
+            let workers: Vec<_> = lock(&self.collector)
+                .workers()
+                .map(|w| w.pipeline.snapshot())
+                .collect();
+            let stats = syn_proxy_stats(&xdp, &workers);
             syn_proxy_summary(&snapshot, &stats)
         });
         // The MAC each interface sends from now (the kernel's, followed
