@@ -674,6 +674,12 @@ impl FlowTable {
         self.remove_record(id.0, Departure::Removed);
     }
 
+    /// Removes connection `id` because its client began a new connection
+    /// on the same tuple (counted `replaced`).
+    pub fn remove_replaced(&mut self, id: ConnId) {
+        self.remove_record(id.0, Departure::Replaced);
+    }
+
     /// Incremental sweep: looks at up to `budget` records from where the
     /// last sweep stopped, removes the expired ones, and returns how many.
     pub fn expire(&mut self, now_ns: u64, budget: usize) -> usize {

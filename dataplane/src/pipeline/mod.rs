@@ -648,7 +648,12 @@ impl Pipeline {
                 match backend {
                     Some(backend) => {
                         let to = (id, endpoint, backend);
-                        self.forward_established(frame, &meta, to, flows, snapshot, now_ns)
+                        match self.forward_established(frame, &meta, to, flows, snapshot, now_ns) {
+                            Some(verdict) => verdict,
+                            // A proxied connection's client began a new
+                            // one on its tuple: decided as any new flow.
+                            None => self.new_flow(frame, &meta, hash, cx),
+                        }
                     }
                     None => self.unusual_backend(frame, &meta, hash, id, cx),
                 }
@@ -676,6 +681,8 @@ impl Pipeline {
 
     /// A client's packet of connection `id`, to its endpoint `backend`
     /// (whose id is `endpoint`): `to` is `(id, endpoint, backend)`.
+    /// `None` when the packet begins a new connection on the tuple of a
+    /// proxied one, which is then gone.
     #[inline(always)]
     fn forward_established(
         &mut self,
@@ -685,23 +692,23 @@ impl Pipeline {
         flows: &mut FlowTable,
         snapshot: &Snapshot,
         now_ns: u64,
-    ) -> Verdict {
+    ) -> Option<Verdict> {
         if meta.ttl <= 1 {
-            return Verdict::Drop(DropReason::TtlExpired);
+            return Some(Verdict::Drop(DropReason::TtlExpired));
         }
         if flows.syn_proxy(id).is_some() {
             let to = (id, endpoint, backend);
             return self.proxied_from_client(frame, meta, to, flows, snapshot, now_ns);
         }
         let Some(next_hop) = backend.next_hop_mac else {
-            return Verdict::Drop(DropReason::NoNeighbour);
+            return Some(Verdict::Drop(DropReason::NoNeighbour));
         };
         flows.observe(id, Direction::FromClient, meta.tcp_flags, now_ns);
         // Follow the client's router if it changed (failover).
         flows.get_mut(id).client_mac = source_mac(frame);
         self.counters.flow_hits.inc();
         flows.count_packet(endpoint, frame.len() as u64);
-        to_backend(frame, meta, backend, next_hop, snapshot)
+        Some(to_backend(frame, meta, backend, next_hop, snapshot))
     }
 
     /// A client's packet of connection `id` whose endpoint is gone from
@@ -740,7 +747,10 @@ impl Pipeline {
             }
         }
         let to = (id, endpoint, backend);
-        self.forward_established(frame, meta, to, cx.flows, snapshot, cx.now_ns)
+        match self.forward_established(frame, meta, to, cx.flows, snapshot, cx.now_ns) {
+            Some(verdict) => verdict,
+            None => self.new_flow(frame, meta, hash, cx),
+        }
     }
 
     /// A packet with no connection: schedule it if it is for a service.

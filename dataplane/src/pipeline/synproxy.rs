@@ -151,10 +151,42 @@ impl Pipeline {
 
     /// A client's segment of proxied connection `id` to its endpoint
     /// `backend`: dropped until the backend answered, then forwarded as
-    /// any with its numbers translated into the backend's.
+    /// any with its numbers translated into the backend's. `None` for a
+    /// cookie-valid ACK: the XDP program marks one only for a handshake
+    /// it answered after forgetting the tuple on the client's SYN, so
+    /// the client has begun a new connection on this tuple (a client
+    /// port reused while the old connection's record lingers): the old
+    /// one is removed and the ACK is decided as a new flow. Translated
+    /// with the old connection's offsets, it would reach the backend as
+    /// a stray segment and the client would be reset.
     #[cold]
     #[inline(never)]
     pub(super) fn proxied_from_client(
+        &mut self,
+        frame: &mut [u8],
+        meta: &PacketMeta,
+        (id, endpoint, backend): (ConnId, EndpointId, &Endpoint),
+        flows: &mut FlowTable,
+        snapshot: &Snapshot,
+        now_ns: u64,
+    ) -> Option<Verdict> {
+        if is_cookie_ack(frame, meta) {
+            flows.remove_replaced(id);
+            return None;
+        }
+        Some(self.proxied_segment_from_client(
+            frame,
+            meta,
+            (id, endpoint, backend),
+            flows,
+            snapshot,
+            now_ns,
+        ))
+    }
+
+    /// [`proxied_from_client`](Self::proxied_from_client) for a segment
+    /// of the connection itself.
+    fn proxied_segment_from_client(
         &mut self,
         frame: &mut [u8],
         meta: &PacketMeta,

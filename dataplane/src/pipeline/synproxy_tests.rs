@@ -600,3 +600,77 @@ fn the_fast_path_gets_a_proxied_connection_once_its_offsets_are_known_with_its_w
     assert_eq!(scales(&heaps[0]), [(0, 0), (0, 0)]);
     assert_eq!(scales(&heaps[1]), [(7, 7), (9, 7)]);
 }
+
+/// A client that reuses its port for a new connection while the old
+/// proxied one's record lingers (closed both ways): the new handshake's
+/// cookie ACK opens the backend afresh (a SYN with the new ISN), and the
+/// old record is counted as replaced; translated with the old offsets it
+/// would reach the backend as a stray ACK and the client would be reset.
+#[test]
+fn a_new_handshake_on_a_lingering_proxied_connections_tuple_opens_the_backend_afresh() {
+    let (client, vip, backend) = ("198.18.0.2:40000", "198.18.100.10:80", "198.18.1.11:8080");
+    let mut rig = Rig::new("on");
+    handshake(&mut rig, client, vip, backend);
+    // Both sides close: the record lingers in its closing state.
+    let fin = |from_client: bool| {
+        if from_client {
+            segment(
+                (client, vip),
+                (CLIENT_MAC, GW_C_MAC),
+                (CLIENT_ISN + 1, COOKIE + 1),
+                tcp_flags::FIN | tcp_flags::ACK,
+                502,
+                &ts(778, ECHO),
+                b"",
+                false,
+            )
+        } else {
+            segment(
+                (backend, client),
+                (BACKEND_MAC, GW_B_MAC),
+                (BACKEND_ISN + 1, CLIENT_ISN + 2),
+                tcp_flags::FIN | tcp_flags::ACK,
+                1000,
+                &ts(6, 778),
+                b"",
+                false,
+            )
+        }
+    };
+    assert_eq!(rig.run(&fin(true), 0).0, Verdict::Transmit(1));
+    assert_eq!(rig.run(&fin(false), 1).0, Verdict::Transmit(0));
+    assert_eq!(rig.flows.len(), 1, "the closed connection lingers");
+
+    // The same tuple, a new handshake: the client's new ISN, a new cookie.
+    let new_isn = CLIENT_ISN + 100_000;
+    let ack = segment(
+        (client, vip),
+        (CLIENT_MAC, GW_C_MAC),
+        (new_isn + 1, COOKIE + 1),
+        tcp_flags::ACK,
+        502,
+        &ts(900, ECHO),
+        b"",
+        true,
+    );
+    let (v, syn) = rig.run(&ack, 0);
+    assert_eq!(v, Verdict::Transmit(1));
+    let t = tcp(&syn);
+    assert_eq!(
+        t[13] & (tcp_flags::SYN | tcp_flags::ACK),
+        tcp_flags::SYN,
+        "a SYN to the backend"
+    );
+    assert_eq!(word(t, 4), new_isn, "with the new connection's ISN");
+    assert_eq!(t[12] & MARK, 0, "the mark does not leave the gateway");
+    assert_eq!(rig.flows.len(), 1, "the old record made room for the new");
+    assert_eq!(
+        rig.flows
+            .counters()
+            .departures(crate::flow::Departure::Replaced),
+        1
+    );
+    // The backend's SYN-ACK completes the new handshake.
+    let (v, _) = rig.run(&syn_ack(client, backend), 1);
+    assert_eq!(v, Verdict::Transmit(0), "the client's window opens");
+}
