@@ -84,7 +84,7 @@ impl DirectV4 {
     }
 
     /// The answer (class id or `NO_CLASS`) of `addr`.
-    #[inline]
+    #[inline(always)]
     pub(super) fn lookup(&self, addr: u32) -> u32 {
         let entry = self.top.get((addr >> 16) as usize).copied().unwrap_or(NONE);
         if entry & CHUNK == 0 {
