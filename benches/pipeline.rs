@@ -30,6 +30,16 @@
 //! zone. Compare each with its plain row of `services/1` in the same run:
 //! `scripts/bench.sh 'services/1$'`.
 //!
+//! `interleaved` (run alone: `pipeline --bench interleaved`, outside
+//! criterion) measures the 0.8× goal on a loaded machine: a plain and a
+//! routed world, each with a full table of 1 000 000 connections, take
+//! new flows in alternating short rounds (`INTERLEAVED_BATCHES` batches
+//! each, the order flipped every round) for `INTERLEAVED_ROUNDS` rounds in
+//! one process, so a burst of load from elsewhere falls on both alike. It
+//! prints each case's median round (ns a flow, flows a second), the ratio
+//! of the medians (routed rate / plain rate), and the median and quartiles
+//! of the per-round ratios.
+//!
 //! `maglev_build/N` builds a Maglev table of N slots for 100 backends;
 //! `snapshot_build/N` compiles a one-service config with such a table.
 //!
@@ -50,6 +60,13 @@ const SERVICE_COUNTS: [usize; 3] = [1, 1_000, 100_000];
 /// Batches stamped into frame memory per timed run (16 384 frames, 32 MiB
 /// of 2 KiB slots, like a UMEM).
 const BATCHES_PER_RUN: usize = 256;
+/// Rounds of the interleaved bench, each one run of the plain world and
+/// one of the routed world.
+const INTERLEAVED_ROUNDS: usize = 1_000;
+/// Batches of 64 new flows per world per round (1 024 flows, about
+/// 0.1-0.3 ms): short, so that load from elsewhere changes little within
+/// a round.
+const INTERLEAVED_BATCHES: usize = 16;
 /// Maglev table sizes of the build benches (both prime).
 const MAGLEV_SIZES: [u32; 2] = [65_537, 655_373];
 
@@ -187,6 +204,86 @@ fn routed_benches(c: &mut Criterion) {
     }
 }
 
+/// One round of the interleaved bench: `batches` batches of new flows
+/// into `world`'s full table, stamped untimed; nanoseconds a flow.
+fn new_flow_round(world: &mut World, batches: usize) -> f64 {
+    let new = world.new_flows();
+    world.load_new(batches);
+    let start = Instant::now();
+    for batch in 0..batches {
+        world.process(batch);
+    }
+    let elapsed = start.elapsed();
+    let flows = (batches * BATCH) as u64;
+    assert_eq!(world.new_flows() - new, flows, "every frame a new flow");
+    elapsed.as_nanos() as f64 / flows as f64
+}
+
+/// The value at quantile `q` (0..=1) of `sorted` (nearest rank).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let at = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[at.min(sorted.len() - 1)]
+}
+
+/// Plain and routed new flows into full tables, interleaved round by
+/// round in one process (see the module documentation): the ratio of
+/// their rates with the machine's load shared between them.
+fn interleaved_new_flows() {
+    let plain_gateway = Gateway::new(1);
+    let routed_gateway = Gateway::routed();
+    let mut plain = world(&plain_gateway, CONNECTIONS as usize);
+    let mut routed = world(&routed_gateway, CONNECTIONS as usize);
+    // Warm-up: a few rounds each, untimed, so both tables are in steady
+    // state (every insert evicts) and the code is paged in.
+    for _ in 0..8 {
+        new_flow_round(&mut plain, INTERLEAVED_BATCHES);
+        new_flow_round(&mut routed, INTERLEAVED_BATCHES);
+    }
+    let mut plain_ns = Vec::with_capacity(INTERLEAVED_ROUNDS);
+    let mut routed_ns = Vec::with_capacity(INTERLEAVED_ROUNDS);
+    let mut ratios = Vec::with_capacity(INTERLEAVED_ROUNDS);
+    for round in 0..INTERLEAVED_ROUNDS {
+        let (p, r) = if round % 2 == 0 {
+            let p = new_flow_round(&mut plain, INTERLEAVED_BATCHES);
+            (p, new_flow_round(&mut routed, INTERLEAVED_BATCHES))
+        } else {
+            let r = new_flow_round(&mut routed, INTERLEAVED_BATCHES);
+            (new_flow_round(&mut plain, INTERLEAVED_BATCHES), r)
+        };
+        plain_ns.push(p);
+        routed_ns.push(r);
+        // Routed rate over plain rate.
+        ratios.push(p / r);
+    }
+    for v in [&mut plain_ns, &mut routed_ns, &mut ratios] {
+        v.sort_by(f64::total_cmp);
+    }
+    let (p, r) = (quantile(&plain_ns, 0.5), quantile(&routed_ns, 0.5));
+    println!(
+        "interleaved new flows into a full table of {CONNECTIONS}, {INTERLEAVED_ROUNDS} rounds of \
+         {INTERLEAVED_BATCHES} batches of {BATCH} each"
+    );
+    for (name, v) in [("plain", &plain_ns), ("routed", &routed_ns)] {
+        println!(
+            "{name:>6}: median {:.1} ns a flow ({:.0} K/s), quartiles {:.1} / {:.1}, min {:.1}",
+            quantile(v, 0.5),
+            1e6 / quantile(v, 0.5),
+            quantile(v, 0.25),
+            quantile(v, 0.75),
+            v[0]
+        );
+    }
+    println!(
+        "ratio of medians (routed rate / plain rate): {:.3}; per-round ratios: median {:.3}, \
+         quartiles {:.3} / {:.3}",
+        p / r,
+        quantile(&ratios, 0.5),
+        quantile(&ratios, 0.25),
+        quantile(&ratios, 0.75)
+    );
+    report_routing(&routed);
+}
+
 /// Prints how the routing decided a routed world's new flows, so that a
 /// run shows every stage was taken.
 fn report_routing(world: &World) {
@@ -236,6 +333,11 @@ fn config() -> Criterion {
 /// Every bench here, under `config()` and the command line's options: what
 /// `criterion_group!` defines, written out so it can carry a doc comment.
 fn benches() {
+    // `interleaved` is not a criterion bench: run alone when named.
+    if std::env::args().skip(1).any(|a| a == "interleaved") {
+        interleaved_new_flows();
+        return;
+    }
     let mut criterion = config().configure_from_args();
     maglev_benches(&mut criterion);
     flow_benches(&mut criterion);

@@ -245,3 +245,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_large_ipv4_table_answers_through_its_trie_as_the_reference_scan() {
+    // 1 024 /28s of one /16 (the routed bench's shape), with nested
+    // /20s, /24s, /30s and /32s over them and a few short prefixes around.
+    let mut prefixes: Vec<Prefix> = (0..1_024u32)
+        .map(|i| Prefix::v4(0xC612_0000 + (i << 4), 28).unwrap())
+        .collect();
+    prefixes.extend((0..16u32).map(|i| Prefix::v4(0xC612_0000 + (i << 12), 20).unwrap()));
+    prefixes.extend((0..40u32).map(|i| Prefix::v4(0xC612_0000 + i * 0x1_05, 32).unwrap()));
+    prefixes.extend((0..40u32).map(|i| Prefix::v4(0xC612_0000 + i * 0x3_10 + 4, 30).unwrap()));
+    prefixes.extend((0..8u32).map(|i| Prefix::v4(0xC612_0000 + (i << 9), 24).unwrap()));
+    prefixes.extend([
+        Prefix::v4(0xC600_0000, 8).unwrap(),
+        Prefix::v4(0xC612_0000, 15).unwrap(),
+        Prefix::v4(0x0A00_0000, 8).unwrap(),
+        Prefix::v4(0xFFFF_FFFF, 32).unwrap(),
+        Prefix::v4(0, 32).unwrap(),
+    ]);
+    let mut seen = std::collections::HashSet::new();
+    prefixes.retain(|p| seen.insert(*p));
+    let entries: Vec<(Prefix, ClassId)> = prefixes
+        .iter()
+        .enumerate()
+        .map(|(i, &prefix)| (prefix, class(i as u32 % 97)))
+        .collect();
+    let table = ClientClasses::build(entries.iter().copied()).unwrap();
+    assert!(table.has_direct_v4());
+    let random: Vec<ClientAddr> = (0..4_000u32)
+        .map(|i| ClientAddr::V4(0xC612_0000 | (i.wrapping_mul(0x9E37_79B9) >> 12)))
+        .collect();
+    for addr in probe_addresses(&entries, &random) {
+        assert_eq!(table.lookup(addr), reference(&entries, addr), "{addr}");
+    }
+}
