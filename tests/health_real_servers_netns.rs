@@ -401,7 +401,7 @@ fn a_killed_nginx_is_ejected_and_readmitted_and_a_long_download_elsewhere_is_unt
     );
 
     let outcomes = outcomes.into_inner().unwrap();
-    let failed = check_outcomes(&outcomes, killed, ejected, readmitted);
+    let failed = check_outcomes(&outcomes, killed, (ejected, restored), readmitted);
     assert!(
         failed as u64 <= at_ejection - before,
         "{failed} requests failed, more than the {} new connections given to b2 between its \
@@ -434,20 +434,22 @@ fn check_download(on: &str, download: Result<(String, usize, bool), String>) {
     );
 }
 
-/// No request b2 answered started while it was down, only requests of
-/// the window between its death and its ejection failed, and it serves
-/// again after its readmission. Returns how many failed.
+/// No request b2 answered started while it was down (from its ejection
+/// to its nginx's restart: the readmission the test observes comes up to
+/// a poll later than the daemon's, so it cannot bound this), only
+/// requests of the window between its death and its ejection failed, and
+/// it serves again after its readmission. Returns how many failed.
 fn check_outcomes(
     outcomes: &[Outcome],
     killed: Instant,
-    ejected: Instant,
+    (ejected, restarted): (Instant, Instant),
     readmitted: Instant,
 ) -> usize {
     let mut failed = 0;
     for (started, got) in outcomes {
         match got {
             Ok(b) if b == "b2" => assert!(
-                *started < ejected || *started > readmitted,
+                *started < ejected || *started > restarted,
                 "a new connection reached b2 while it was down"
             ),
             Ok(_) => {}
