@@ -174,39 +174,18 @@ impl Pipeline {
             flows.remove_replaced(id);
             return None;
         }
-        Some(self.proxied_segment_from_client(
-            frame,
-            meta,
-            (id, endpoint, backend),
-            flows,
-            snapshot,
-            now_ns,
-        ))
-    }
-
-    /// [`proxied_from_client`](Self::proxied_from_client) for a segment
-    /// of the connection itself.
-    fn proxied_segment_from_client(
-        &mut self,
-        frame: &mut [u8],
-        meta: &PacketMeta,
-        (id, endpoint, backend): (ConnId, EndpointId, &Endpoint),
-        flows: &mut FlowTable,
-        snapshot: &Snapshot,
-        now_ns: u64,
-    ) -> Verdict {
         let Some(&proxied) = flows.syn_proxy(id) else {
-            return Verdict::Drop(DropReason::SynProxyHandshake);
+            return Some(Verdict::Drop(DropReason::SynProxyHandshake));
         };
         if !proxied.answered {
             // A client that gives up before the backend answered ends it.
             if meta.tcp_flags & tcp_flags::RST != 0 {
                 flows.remove(id);
             }
-            return Verdict::Drop(DropReason::SynProxyHandshake);
+            return Some(Verdict::Drop(DropReason::SynProxyHandshake));
         }
         let Some(next_hop) = backend.next_hop_mac else {
-            return Verdict::Drop(DropReason::NoNeighbour);
+            return Some(Verdict::Drop(DropReason::NoNeighbour));
         };
         flows.observe(id, Direction::FromClient, meta.tcp_flags, now_ns);
         flows.get_mut(id).client_mac = source_mac(frame);
@@ -216,7 +195,7 @@ impl Pipeline {
         if let Some(tcp) = frame.get_mut(usize::from(meta.l4_offset)..) {
             proxied.offset.to_backend(tcp);
         }
-        verdict
+        Some(verdict)
     }
 
     /// A backend's segment of proxied connection `id`: its SYN-ACK
