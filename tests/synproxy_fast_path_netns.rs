@@ -17,11 +17,11 @@
 mod flood;
 mod netns;
 
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use flood::{big_byte, with_metrics, Nginxes, Scrape};
+use flood::{big_byte, open_big, with_metrics, Nginxes, Scrape};
 use flowgate_dataplane::xdp::read_attached_counters;
 use netns::*;
 
@@ -54,27 +54,7 @@ struct Download {
 /// Downloads `/big` through the VIP at full speed (a read waits at most
 /// 10 s; the whole at most 60 s).
 fn download() -> Result<Download, String> {
-    let vip = SocketAddr::from((VIP, 80));
-    let mut stream = TcpStream::connect_timeout(&vip, Duration::from_secs(5))
-        .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET /big HTTP/1.1\r\nHost: proxied\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 4096 || stream.read(&mut byte).map_err(|e| e.to_string())? == 0 {
-            return Err(format!("no head: {:?}", String::from_utf8_lossy(&head)));
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    if !head.starts_with("HTTP/1.1 200") || !head.contains(&format!("Content-Length: {BIG}")) {
-        return Err(format!("unexpected head {head:?}"));
-    }
+    let mut stream = open_big(SocketAddr::from((VIP, 80)), "proxied", BIG)?;
     let mut d = Download::default();
     let mut buf = vec![0u8; 64 << 10];
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -118,33 +98,6 @@ fn program_counts(topo: &Topology) -> (u64, u64) {
         up += c.fast_up.syn_proxy;
     }
     (sent, up)
-}
-
-/// Attaches flowgate's own program (its maps empty: it passes
-/// everything) to the client's veth, so that frames sent to it by XDP_TX
-/// on the gateway's side arrive.
-fn wake_the_clients_veth(topo: &Topology) {
-    let object = topo.scratch.path("pass.o");
-    std::fs::write(&object, flowgate_dataplane::xdp::program_object()).unwrap();
-    let out = topo
-        .client
-        .ip(&[
-            "link",
-            "set",
-            "dev",
-            "eth0",
-            "xdpdrv",
-            "obj",
-            object.to_str().unwrap(),
-            "sec",
-            "xdp",
-        ])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]

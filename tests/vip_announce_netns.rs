@@ -229,27 +229,6 @@ fn counters(topo: &Topology) -> XdpCounters {
         .unwrap()
 }
 
-/// Gives the client's eth0 an XDP program. A frame sent back with XDP_TX
-/// on a veth in native mode is taken by the peer only once the peer's own
-/// XDP path runs (the sender wakes the peer only when the peer has a
-/// program): flowgate's own, with empty maps, passes everything.
-fn wake_the_clients_veth(topo: &Topology) {
-    let object = topo.scratch.path("pass.o");
-    std::fs::write(&object, flowgate_dataplane::xdp::program_object()).unwrap();
-    let object = object.to_str().unwrap();
-    let out = topo
-        .client
-        .ip(&[
-            "link", "set", "dev", "eth0", "xdpdrv", "obj", object, "sec", "xdp",
-        ])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Both announcements are among `frames`.
 fn assert_announced(frames: &[Vec<u8>], when: &str, gw: &Gateway) {
     assert!(

@@ -221,6 +221,34 @@ pub fn big_byte(i: usize) -> u8 {
     x.to_le_bytes()[i % 8]
 }
 
+/// Opens `/big` of `size` bytes through `vip` (a read waits at most
+/// 10 s): the stream positioned after a `200` head that names the size.
+pub fn open_big(vip: SocketAddr, host: &str, size: usize) -> Result<TcpStream, String> {
+    let mut stream = TcpStream::connect_timeout(&vip, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(
+            format!("GET /big HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .map_err(|e| format!("write: {e}"))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 4096 || stream.read(&mut byte).map_err(|e| e.to_string())? == 0 {
+            return Err(format!("no head: {:?}", String::from_utf8_lossy(&head)));
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    if !head.starts_with("HTTP/1.1 200") || !head.contains(&format!("Content-Length: {size}")) {
+        return Err(format!("unexpected head {head:?}"));
+    }
+    Ok(stream)
+}
+
 /// One nginx per backend on `port`: `/` answers the backend's name, `/big`
 /// a file of `big` bytes of [`big_byte`]; idle keep-alive connections are
 /// kept for 300 s. Stopped on drop (also when a

@@ -860,3 +860,33 @@ fn without_table(toml: &str, header: &str) -> String {
     }
     kept
 }
+
+/// Gives the client's eth0 an XDP program (flowgate's, with empty maps:
+/// it passes everything). Frames the gateway's veth sends by XDP_TX
+/// (cookie SYN-ACKs, the fast path's replies) reach a veth peer only
+/// while its own XDP path runs (as tests/vip_announce_netns.rs found for
+/// the ARP answers); a NIC needs nothing of the kind. The generator
+/// replaces it with its own while it floods.
+pub fn wake_the_clients_veth(topo: &Topology) {
+    let object = topo.scratch.path("pass.o");
+    fs::write(&object, flowgate_dataplane::xdp::program_object()).unwrap();
+    let out = topo
+        .client
+        .ip(&[
+            "link",
+            "set",
+            "dev",
+            "eth0",
+            "xdpdrv",
+            "obj",
+            object.to_str().unwrap(),
+            "sec",
+            "xdp",
+        ])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -18,15 +18,17 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::flood::{big_byte, rss_kib, with_metrics, FloodReport, Generator, Nginxes, Scrape};
-use crate::netns::{backend_v4, one_gateway_at_a_time, Topology};
+use crate::flood::{
+    big_byte, open_big, rss_kib, with_metrics, FloodReport, Generator, Nginxes, Scrape,
+};
+use crate::netns::{backend_v4, one_gateway_at_a_time, wake_the_clients_veth, Topology};
 use flowgate_api::{StatsReport, SynProxyStats};
 use flowgate_dataplane::testnet::workspace_binary;
 
@@ -210,27 +212,7 @@ fn slow_download(started: mpsc::Sender<()>, fast: &AtomicBool) -> Transfer {
 }
 
 fn download(started: mpsc::Sender<()>, fast: &AtomicBool, t: &mut Transfer) -> Result<(), String> {
-    let vip = SocketAddr::from((VIP, 80));
-    let mut stream = TcpStream::connect_timeout(&vip, Duration::from_secs(5))
-        .map_err(|e| format!("connect: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(b"GET /big HTTP/1.1\r\nHost: flood\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 4096 || stream.read(&mut byte).map_err(|e| e.to_string())? == 0 {
-            return Err(format!("no head: {:?}", String::from_utf8_lossy(&head)));
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    if !head.starts_with("HTTP/1.1 200") || !head.contains(&format!("Content-Length: {BIG}")) {
-        return Err(format!("unexpected head {head:?}"));
-    }
+    let mut stream = open_big(SocketAddr::from((VIP, 80)), "flood", BIG)?;
     let _ = started.send(());
     let mut got = 0usize;
     let mut buf = vec![0u8; 64 << 10];
@@ -360,36 +342,6 @@ fn curl_load(count: usize, mut each_second: impl FnMut()) -> (usize, BTreeMap<St
         }
     }
     (ok, failures)
-}
-
-/// Gives the client's eth0 an XDP program (flowgate's, with empty maps:
-/// it passes everything). The cookie SYN-ACKs leave the gateway's veth
-/// by XDP_TX, which a veth peer takes only while its own XDP path runs
-/// (as tests/vip_announce_netns.rs found for the ARP answers); a NIC needs
-/// nothing of the kind. The generator replaces it with its own while it
-/// floods.
-fn wake_the_clients_veth(topo: &Topology) {
-    let object = topo.scratch.path("pass.o");
-    std::fs::write(&object, flowgate_dataplane::xdp::program_object()).unwrap();
-    let out = topo
-        .client
-        .ip(&[
-            "link",
-            "set",
-            "dev",
-            "eth0",
-            "xdpdrv",
-            "obj",
-            object.to_str().unwrap(),
-            "sec",
-            "xdp",
-        ])
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// `flowgatectl stats -o json` of the gateway.
