@@ -605,7 +605,14 @@ fn a_client_class_put_in_etcd_changes_the_zone_decision_until_deleted() {
     let classed = explain(&gateway, &to_w2);
     assert_eq!(classed.class.as_ref().unwrap().zone.as_deref(), Some("dc1"));
     assert_eq!(classed.backend.as_deref(), Some(w1), "{classed:?}");
-    assert_eq!(gateway.control.config().routing.classes.len(), 1);
+    // The running config follows explain's view a moment later.
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .config()
+        .routing
+        .classes
+        .len()
+        == 1));
 
     // A bad class: held by its key, in the validator's words.
     let bad_key = layout().class_key(&"198.18.0.0/16".parse().unwrap());
@@ -643,7 +650,12 @@ fn a_client_class_put_in_etcd_changes_the_zone_decision_until_deleted() {
         .class
         .is_none()));
     assert_eq!(explain(&gateway, &to_w2).backend.as_deref(), Some(w2));
-    assert!(gateway.control.config().routing.classes.is_empty());
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .config()
+        .routing
+        .classes
+        .is_empty()));
     assert!(gateway.control.etcd_status().unwrap().held.is_empty());
 }
 
@@ -705,4 +717,170 @@ fn a_service_with_health_limits_and_announce_from_etcd_runs_them() {
         .is_some_and(
             |s| s.held[0].problems[0].starts_with("format 3 is newer")
         )));
+}
+
+/// The keys under `classes/` and their values, as text.
+fn class_keys(store: &mut FleetStore) -> Vec<(String, String, i64)> {
+    let classes = layout().classes();
+    store
+        .read()
+        .unwrap()
+        .entries
+        .iter()
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(&v.value).into_owned(),
+                v.mod_revision,
+            )
+        })
+        .filter(|(k, _, _)| k.starts_with(&classes))
+        .map(|(k, v, r)| (k[classes.len()..].to_owned(), v, r))
+        .collect()
+}
+
+/// `web` as a file's table (NAMED_WEB), with `classes` after it.
+fn file_with_classes(classes: &str) -> String {
+    format!(
+        "[[services]]\nname = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.1\"\nport = 80\n\
+         scheduler = \"sh\"\nmaglev_table_size = 251\n\
+         [[services.backends]]\naddress = \"198.18.1.11\"\nport = 8080\nname = \"w1\"\nzone = \"dc1\"\n\
+         [[services.backends]]\naddress = \"198.18.1.12\"\nport = 8080\nname = \"w2\"\nzone = \"dc2\"\n\
+         {classes}"
+    )
+}
+
+#[test]
+// One scenario, read top to bottom: each apply starts from what the one
+// before wrote.
+#[allow(clippy::too_many_lines)]
+fn flowgatectl_etcd_apply_writes_the_files_client_classes_as_class_keys() {
+    let etcd = Etcd::start();
+    let mut store = store(&etcd);
+    store.write_unchecked(&[put_raw("web", NAMED_WEB)]).unwrap();
+    let gateway = Gateway::start(&etcd, "gw-1");
+    let file = gateway.dir.join("classes.toml");
+    let file_arg = file.to_str().unwrap();
+    let apply = |classes: &str, extra: &[&str]| {
+        std::fs::write(&file, file_with_classes(classes)).unwrap();
+        fleet_ctl(&etcd, &[&["apply", "-f", file_arg], extra].concat())
+    };
+    let (w1, w2) = ("198.18.1.11:8080", "198.18.1.12:8080");
+    let to_w2 = client_sent_to(&gateway, w2);
+
+    // Two classes added: the dry run lists them and writes nothing.
+    let two = format!(
+        "[[routing.classes]]\nprefix = \"{to_w2}/32\"\nzone = \"dc1\"\n\
+         [[routing.classes]]\nprefix = \"198.19.0.0/16\"\nset = \"shop.sh.a\"\n"
+    );
+    let dry = apply(&two, &["--dry-run"]).ok();
+    // (The gateway's status key moves etcd's revision: not asserted.)
+    assert!(
+        dry.starts_with(&format!(
+            "+ class {to_w2}/32 set - zone dc1\n+ class 198.19.0.0/16 set shop.sh.a zone -\n\
+             dry run: 2 changes would be written; nothing changed (etcd revision "
+        )),
+        "{dry}"
+    );
+    assert!(class_keys(&mut store).is_empty());
+
+    // Written in one transaction, in the class format; the gateway runs
+    // them: the client now gets its class's zone's backend.
+    let written = apply(&two, &[]).ok();
+    let keys = class_keys(&mut store);
+    let host = format!("{to_w2}/32");
+    let got: Vec<(&str, &str)> = keys
+        .iter()
+        .map(|(k, v, _)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (host.as_str(), r#"{"format":1,"zone":"dc1"}"#),
+            ("198.19.0.0/16", r#"{"format":1,"set":"shop.sh.a"}"#),
+        ]
+    );
+    assert_eq!(
+        written,
+        format!(
+            "+ class {host} set - zone dc1\n+ class 198.19.0.0/16 set shop.sh.a zone -\n\
+             written 2 changes: etcd revision {}\n",
+            keys[0].2
+        )
+    );
+    assert_eq!(keys[0].2, keys[1].2, "one transaction: {keys:?}");
+    // (The running config and explain's view are waited for together:
+    // the control state takes one a moment after the other.)
+    let classes = || -> Vec<String> {
+        let config = gateway.control.config();
+        config
+            .routing
+            .classes
+            .iter()
+            .map(|c| c.prefix.to_string())
+            .collect()
+    };
+    assert!(wait_until(WAIT, || classes()
+        == [host.as_str(), "198.19.0.0/16"]
+        && explain(&gateway, &to_w2).class.is_some()));
+    assert_eq!(explain(&gateway, &to_w2).backend.as_deref(), Some(w1));
+
+    // The same file again: nothing to write.
+    let again = apply(&two, &[]).ok();
+    assert!(again.starts_with("no change (etcd revision "), "{again}");
+
+    // One changed, one removed, one added: three keys in one transaction.
+    let next = format!(
+        "[[routing.classes]]\nprefix = \"{to_w2}/32\"\nzone = \"dc2\"\n\
+         [[routing.classes]]\nprefix = \"198.18.0.0/15\"\nzone = \"dc1\"\n"
+    );
+    let dry = apply(&next, &["--dry-run", "-o", "json"]).ok();
+    let json: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    assert_eq!(
+        json["diff"]["classes_added"].as_array().unwrap().len(),
+        2,
+        "{json}"
+    );
+    assert_eq!(
+        json["diff"]["classes_removed"].as_array().unwrap().len(),
+        2,
+        "{json}"
+    );
+    assert_eq!(schemas().validate("changed.json", &json), [] as [String; 0]);
+    let before = store.read().unwrap().revision;
+    apply(&next, &[]).ok();
+    let keys = class_keys(&mut store);
+    let got: Vec<(&str, &str)> = keys
+        .iter()
+        .map(|(k, v, _)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("198.18.0.0/15", r#"{"format":1,"zone":"dc1"}"#),
+            (host.as_str(), r#"{"format":1,"zone":"dc2"}"#),
+        ]
+    );
+    assert!(
+        keys.iter().all(|(_, _, r)| *r == keys[0].2 && *r > before),
+        "{keys:?}"
+    );
+    assert!(wait_until(WAIT, || classes()
+        == ["198.18.0.0/15", host.as_str()]
+        && explain(&gateway, &to_w2).backend.as_deref() == Some(w2)));
+
+    // A bad class is refused in the validator's words, nothing written.
+    let refused = apply(
+        "[[routing.classes]]\nprefix = \"198.18.0.0/15\"\nset = \"orders\"\n",
+        &[],
+    )
+    .failed(1);
+    assert!(refused.contains("set \"orders\""), "{refused}");
+    assert_eq!(class_keys(&mut store), keys);
+
+    // No classes in the file: every class key deleted.
+    apply("", &[]).ok();
+    assert!(class_keys(&mut store).is_empty());
+    assert!(wait_until(WAIT, || classes().is_empty()
+        && explain(&gateway, &to_w2).class.is_none()));
 }

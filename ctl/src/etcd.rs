@@ -20,7 +20,7 @@ use flowgate_dataplane::control::{apply_edits, diff};
 use flowgate_dataplane::fleet::layout::{KeyLayout, RuleKey};
 use flowgate_dataplane::fleet::mirror::{Change, Mirror, Outcome};
 use flowgate_dataplane::fleet::store::{FleetStore, RulesRead, StoreError, Write as KeyWrite};
-use flowgate_dataplane::fleet::value::{self, Part, PathEntry};
+use flowgate_dataplane::fleet::value::{self, ClassEntry, Part, PathEntry};
 use flowgate_dataplane::route::Prefix;
 use flowgate_dataplane::rules::{self, Config};
 use serde::Serialize;
@@ -91,11 +91,13 @@ pub fn run(
                     e.problems().iter().map(ToString::to_string).collect(),
                 ))
             })?;
-            // The fleet's rules are the file's [gateway] and services;
-            // the other sections belong to each gateway's own file.
+            // The fleet's rules are the file's [gateway], services and
+            // client classes; the other sections belong to each
+            // gateway's own file.
             let mut next = current.clone();
             next.gateway = file.gateway;
             next.services = file.services;
+            next.routing.classes = file.routing.classes;
             (next, dry_run)
         }
     };
@@ -147,8 +149,9 @@ fn edit_of(request: Request) -> Result<Edit, Failure> {
         _ => {
             return Err(Failure::usage(
                 "with --etcd, flowgatectl writes services and backends (and, with apply -f, \
-                 the services' distribution paths); client classes and single paths are keys \
-                 of their own, written with etcdctl (docs/operations.md, Running a fleet)",
+                 the services' distribution paths and the client classes); a single path or \
+                 class is a key of its own, written with etcdctl or apply -f \
+                 (docs/operations.md, Running a fleet)",
             ))
         }
     })
@@ -197,7 +200,8 @@ fn rules_of(read: &RulesRead, layout: &KeyLayout) -> Config {
 /// The keys that make `next` of `current`: each service added or changed
 /// put, each removed deleted with its distribution paths, each path added
 /// or changed put and each removed deleted (paths are keys of their own),
-/// and the gateway settings if they changed. A service whose value would
+/// the gateway settings if they changed, and each client class added or
+/// changed put and each removed deleted. A service whose value would
 /// not read back as it is (a fault in the writer) is refused rather than
 /// written without what it lost.
 fn writes(current: &Config, next: &Config, layout: &KeyLayout) -> Result<Vec<KeyWrite>, Failure> {
@@ -246,6 +250,12 @@ fn writes(current: &Config, next: &Config, layout: &KeyLayout) -> Result<Vec<Key
             &mut writes,
         );
     }
+    class_writes(
+        &current.routing.classes,
+        &next.routing.classes,
+        layout,
+        &mut writes,
+    );
     for service in &current.services {
         if next.service(&service.name).is_none() {
             writes.push(KeyWrite {
@@ -304,6 +314,47 @@ fn path_writes(
         if new.get(&path.client).is_none() {
             if let Some((_, key)) = key(path.client) {
                 writes.push(KeyWrite { key, value: None });
+            }
+        }
+    }
+}
+
+/// The class keys that make `new` of `old`, by prefix: one a class's
+/// prefix keys (its order in a file is no change; the longest match does
+/// not depend on it).
+fn class_writes(
+    old: &[rules::ClientClass],
+    new: &[rules::ClientClass],
+    layout: &KeyLayout,
+    writes: &mut Vec<KeyWrite>,
+) {
+    let prefix =
+        |class: &rules::ClientClass| Prefix::new(class.prefix.address, class.prefix.len).ok();
+    let before: std::collections::HashMap<_, _> = old.iter().map(|c| (c.prefix, c)).collect();
+    let after: std::collections::HashMap<_, _> = new.iter().map(|c| (c.prefix, c)).collect();
+    for class in new {
+        if before.get(&class.prefix) == Some(&class) {
+            continue;
+        }
+        if let Some(prefix) = prefix(class) {
+            let entry = ClassEntry {
+                prefix,
+                set: class.set.clone(),
+                zone: class.zone.clone(),
+            };
+            writes.push(KeyWrite {
+                key: layout.class_key(&prefix),
+                value: Some(value::class_value(&entry).into_bytes()),
+            });
+        }
+    }
+    for class in old {
+        if !after.contains_key(&class.prefix) {
+            if let Some(prefix) = prefix(class) {
+                writes.push(KeyWrite {
+                    key: layout.class_key(&prefix),
+                    value: None,
+                });
             }
         }
     }
