@@ -34,7 +34,8 @@
 #
 # FLOWGATE and FLOWGATECTL (paths) use those binaries instead of building.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+self=$(realpath "$0")
+cd "$(dirname "$self")/.."
 
 usage() {
   echo "usage: $0 [--duration SECONDS]   (SECONDS: how long each long transfer lasts, 6..300; default 10)"
@@ -56,7 +57,7 @@ fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "the fleet demo creates network namespaces and attaches XDP programs: it needs root" >&2
   exec sudo --preserve-env=PATH,CARGO_HOME,RUSTUP_HOME,CARGO_TARGET_DIR,FLOWGATE,FLOWGATECTL,FG_FLEET \
-    "$0" --duration "$DURATION"
+    "$self" --duration "$DURATION"
 fi
 
 # shellcheck source=lib/fleet-topology.sh
