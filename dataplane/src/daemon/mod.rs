@@ -238,10 +238,7 @@ fn hand_over(
         }
         Err(why) => {
             tracing::error!(pid, "takeover failed, forwarding again: {why}");
-            let state = crate::flow::HandedState {
-                exported_mono_ns,
-                connections,
-            };
+            let state = crate::flow::HandedState::whole(exported_mono_ns, connections);
             match Daemon::start(running, file, options, Some(&state)) {
                 Ok(mut daemon) => {
                     daemon.attach_fleet(fleet);

@@ -420,6 +420,7 @@ mod tests {
                 backend_replied: true,
                 fast_path: false,
                 syn_proxy: None,
+                origin: None,
             })
             .collect()
     }
