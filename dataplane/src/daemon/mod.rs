@@ -123,10 +123,11 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
             .map_err(|e| DaemonError::Environment(format!("takeover: {e}")))?;
         let (state, links) = match offer {
             takeover::Offer::Whole(state, links) => (state, links),
-            takeover::Offer::Copy(copy) => {
+            takeover::Offer::Copy(copy, keys) => {
                 // The old process forwards until the switch: the copy is
                 // imported now, and only what changed since crosses then.
                 takeover::mark("new: first copy received");
+                prepared.take_cookie_keys(&keys);
                 tracing::info!(
                     connections = copy.connections.len(),
                     "the running flowgate handed a first copy of its connections over"
@@ -321,7 +322,13 @@ fn hand_over_first_copy(
     let all: Vec<_> = copy.iter().flatten().cloned().collect();
     let image = crate::flow::handover::encode(epoch_mono, &all);
     drop(all);
-    request.hand_over_copy(&image)?;
+    let keys: takeover::CookieKeys = daemon.gateway.with_filters(|filters| {
+        filters
+            .iter()
+            .map(|f| (f.interface().to_owned(), f.cookie_key()))
+            .collect()
+    });
+    request.hand_over_copy(&image, &keys)?;
     takeover::mark("old: switch asked");
     Ok(Some(copy))
 }
@@ -678,6 +685,24 @@ impl Prepared {
             epoch: self.gateway.snapshot().liveness().epoch(),
             restored,
         }
+    }
+
+    /// Gives each interface's program the SYN cookie key of the old
+    /// program on that interface (`keys`), before it replaces it: the
+    /// handshakes the old one answered finish with this one. A key that
+    /// cannot be set is logged (those handshakes fail, as at a restart).
+    fn take_cookie_keys(&self, keys: &takeover::CookieKeys) {
+        self.gateway.with_filters(|filters| {
+            for filter in filters.iter_mut() {
+                let interface = filter.interface().to_owned();
+                let Some((_, key)) = keys.iter().find(|(name, _)| *name == interface) else {
+                    continue;
+                };
+                if let Err(e) = filter.set_cookie_key(*key) {
+                    tracing::warn!(%interface, "taking the old program's SYN cookie key: {e}");
+                }
+            }
+        });
     }
 
     /// Makes the workers' tables from a pre-copy's first copy (`copy`),

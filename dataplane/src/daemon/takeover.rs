@@ -69,6 +69,11 @@ pub const MAX_LINKS: usize = 64;
 /// descriptor of the bpf_link (see [`crate::xdp::XdpFilter::link_descriptor`]).
 pub type HandedLinks = Vec<(String, OwnedFd)>;
 
+/// The SYN cookies' keys of the old programs, each with its interface
+/// (see [`crate::xdp::XdpFilter::cookie_key`]): the new programs take
+/// them, so that cookies the old ones gave out still validate.
+pub type CookieKeys = Vec<(String, [u8; 16])>;
+
 /// CLOCK_MONOTONIC now, in µs: the clock both processes share.
 pub fn mono_us() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
@@ -206,9 +211,16 @@ impl TakeoverRequest {
     /// process to have imported it: `Ok` once it asks for the switch
     /// (`SWITCH`), the reason otherwise. Nothing was stopped here: on an
     /// error this process simply goes on.
-    pub fn hand_over_copy(&mut self, image: &[u8]) -> Result<(), String> {
+    pub fn hand_over_copy(&mut self, image: &[u8], keys: &CookieKeys) -> Result<(), String> {
         let memfd = state_memfd(image).map_err(|e| format!("writing the first copy: {e}"))?;
-        let header = format!("COPY {}\n", image.len());
+        let mut header = format!("COPY {}", image.len());
+        if !keys.is_empty() {
+            header.push_str(" keys");
+            for (interface, key) in keys.iter().take(MAX_LINKS) {
+                header.push_str(&format!(" {interface}={}", hex(key)));
+            }
+        }
+        header.push('\n');
         sendmsg::<()>(
             self.reader.get_ref().as_raw_fd(),
             &[IoSlice::new(header.as_bytes())],
@@ -290,9 +302,10 @@ pub struct Takeover {
 /// What the running process offered first.
 #[derive(Debug)]
 pub enum Offer {
-    /// A pre-copy's first copy, taken while it still forwards: import it,
-    /// then ask for the switch ([`Takeover::switch`]).
-    Copy(HandedState),
+    /// A pre-copy's first copy, taken while it still forwards, and its
+    /// programs' SYN cookie keys: import it, then ask for the switch
+    /// ([`Takeover::switch`]).
+    Copy(HandedState, CookieKeys),
     /// Its whole state and XDP links, its workers stopped (a process that
     /// could not copy first, or an earlier build).
     Whole(HandedState, HandedLinks),
@@ -350,17 +363,15 @@ fn ask(path: &Path, precopy: bool) -> Result<(Takeover, Offer), Asked> {
     };
     let mut takeover = Takeover { stream };
     match line.split_once(' ') {
-        Some(("COPY", len)) => {
-            let len = len
-                .trim()
-                .parse::<u64>()
-                .map_err(|_| Asked::Failed(format!("the running flowgate sent {line:?}")))?;
+        Some(("COPY", rest)) => {
+            let (len, keys) = copy_line(rest)
+                .ok_or_else(|| Asked::Failed(format!("the running flowgate sent {line:?}")))?;
             let fd = fds
                 .into_iter()
                 .next()
                 .ok_or_else(|| Asked::Failed("the running flowgate sent no first copy".into()))?;
             match read_state(fd, len) {
-                Ok(state) => Ok((takeover, Offer::Copy(state))),
+                Ok(state) => Ok((takeover, Offer::Copy(state, keys))),
                 Err(why) => {
                     takeover.failed(&why);
                     Err(Asked::Failed(why))
@@ -372,6 +383,38 @@ fn ask(path: &Path, precopy: bool) -> Result<(Takeover, Offer), Asked> {
             Ok((takeover, Offer::Whole(state, links)))
         }
     }
+}
+
+/// The rest of a `COPY` line: `<bytes> [keys <interface>=<32 hex digits>…]`.
+fn copy_line(rest: &str) -> Option<(u64, CookieKeys)> {
+    let mut words = rest.split_whitespace();
+    let len = words.next()?.parse().ok()?;
+    let mut keys = Vec::new();
+    match words.next() {
+        None => return Some((len, keys)),
+        Some("keys") => {}
+        Some(_) => return None,
+    }
+    for word in words {
+        let (interface, key) = word.split_once('=')?;
+        keys.push((interface.to_owned(), unhex(key)?));
+    }
+    Some((len, keys))
+}
+
+fn hex(key: &[u8; 16]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 || !text.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; 16];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
 }
 
 /// The error [`receive_line_with_fds`] gives for a closed connection.
@@ -570,7 +613,7 @@ mod tests {
     fn whole(path: &Path) -> (Takeover, HandedState, HandedLinks) {
         match take_over(path).unwrap() {
             (takeover, Offer::Whole(state, links)) => (takeover, state, links),
-            (_, Offer::Copy(_)) => panic!("a first copy where the whole state was sent"),
+            (_, Offer::Copy(..)) => panic!("a first copy where the whole state was sent"),
         }
     }
 
@@ -625,20 +668,25 @@ mod tests {
             let path = path.clone();
             move || {
                 let (mut takeover, offer) = take_over(&path).unwrap();
-                let Offer::Copy(first) = offer else {
+                let Offer::Copy(first, keys) = offer else {
                     panic!("no first copy");
                 };
                 let (delta, links) = takeover.switch().unwrap();
                 takeover.serving().unwrap();
                 assert!(links.is_empty());
-                (first, delta)
+                (first, keys, delta)
             }
         });
         let mut request = accept(&listener).expect("a request");
         assert!(request.precopy && request.takes_links);
-        assert_eq!(request.hand_over_copy(&copy_image), Ok(()));
+        let keys = vec![
+            ("veth-client".to_string(), [0xa5; 16]),
+            ("veth-backend".to_string(), *b"0123456789abcdef"),
+        ];
+        assert_eq!(request.hand_over_copy(&copy_image, &keys), Ok(()));
         assert_eq!(request.hand_over(&delta_image, Vec::new()), Ok(()));
-        let (first, delta) = new.join().unwrap();
+        let (first, handed_keys, delta) = new.join().unwrap();
+        assert_eq!(handed_keys, keys);
         assert_eq!((first.connections, first.delta), (copy.clone(), false));
         assert!(delta.delta);
         assert_eq!(
@@ -659,7 +707,9 @@ mod tests {
             }
         });
         let mut request = accept(&listener).unwrap();
-        let why = request.hand_over_copy(&encode(1, &state(3))).unwrap_err();
+        let why = request
+            .hand_over_copy(&encode(1, &state(3)), &Vec::new())
+            .unwrap_err();
         assert!(why.contains("does not fit"), "{why}");
         new.join().unwrap();
     }
@@ -839,6 +889,20 @@ mod tests {
             answer.starts_with("REFUSED") && answer.contains("version 99"),
             "{answer}"
         );
+    }
+
+    #[test]
+    fn a_copy_line_reads_its_keys_and_refuses_a_bad_one() {
+        let key = [7u8; 16];
+        let line = format!("96 keys eth0={} eth1={}", hex(&key), hex(&[0xff; 16]));
+        assert_eq!(
+            copy_line(&line),
+            Some((96, vec![("eth0".into(), key), ("eth1".into(), [0xff; 16])]))
+        );
+        assert_eq!(copy_line("48"), Some((48, Vec::new())));
+        assert_eq!(copy_line("48 keys eth0=0011"), None);
+        assert_eq!(copy_line("48 links eth0"), None);
+        assert_eq!(copy_line("x"), None);
     }
 
     #[test]
