@@ -837,6 +837,11 @@ impl FlowTable {
                     None => {}
                 }
             }
+            // Most records are as copied: that is found without making
+            // their hand-over record.
+            if before.is_some_and(|b| self.unchanged_since(record, b)) {
+                continue;
+            }
             let now = self.handed_at(record, epoch_mono_ns, Some(worker));
             match (now, before) {
                 (Some(now), Some(before)) if now.same_but_seen(before) => {}
@@ -845,6 +850,36 @@ impl FlowTable {
                 (None, None) => {}
             }
         }
+    }
+
+    /// Whether `record` holds the connection `before` describes, in the
+    /// same condition ([`HandedConnection::same_but_seen`]), read from the
+    /// record in place. False when unsure: the caller then compares the
+    /// whole hand-over record.
+    fn unchanged_since(&self, record: u32, before: &HandedConnection) -> bool {
+        let Some(r) = self.records.get(record as usize) else {
+            return false;
+        };
+        let (c, b) = (&r.conn, &before.connection);
+        let same = r.links.is_live()
+            && !r.links.syn_proxied()
+            && before.syn_proxy.is_none()
+            && c.client == b.client
+            && c.backend_addr == b.backend_addr
+            && c.backend_port == b.backend_port
+            && c.endpoint == b.endpoint
+            && c.client_mac == b.client_mac
+            && c.client_ingress == b.client_ingress
+            && c.state == b.state;
+        if !same {
+            return false;
+        }
+        let replied = r.links.backend_replied()
+            || self
+                .fast
+                .as_ref()
+                .is_some_and(|f| f.reply_forwarded(record));
+        replied == before.backend_replied
     }
 
     /// `record`'s connection as handed over, if it is live and has all a
