@@ -303,6 +303,15 @@ impl XdpFilter {
     /// is dropped or this process is gone, until the holder replaces the
     /// program ([`Self::attach_through`]) or closes it.
     pub fn link_descriptor(&self) -> Result<OwnedFd, XdpError> {
+        // A program attached through a link another process handed over
+        // holds that link: a duplicate of it needs no search, whose link
+        // information waits for the kernel's network configuration lock
+        // (held for seconds while namespaces are made and deleted).
+        if let Some(link) = &self.handed_link {
+            return link
+                .try_clone()
+                .map_err(|e| XdpError::Other(format!("duplicating the XDP link: {e}")));
+        }
         let program: &Xdp = self
             .ebpf
             .program(PROGRAM)
