@@ -242,8 +242,9 @@ pub(super) fn open_sockets(
 /// closing thread and under the kernel's network configuration lock (the
 /// process this one took over from just closed its); a busy lock (other
 /// processes making or deleting interfaces) held it past half a second
-/// here.
-const QUEUE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// here, and once 7 s. Giving up would not help: the old process, forwarding
+/// again, would wait for the same queue.
+const QUEUE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One socket on `interface`'s `queue`, tried again for up to
 /// [`QUEUE_RELEASE_WAIT`] while another socket still holds the queue.
