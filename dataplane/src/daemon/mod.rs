@@ -32,6 +32,7 @@
 mod dataplane;
 pub mod error;
 mod fast_egress;
+pub mod first_copy;
 pub mod flow_query;
 mod gateway;
 mod kernel_path;
@@ -115,16 +116,36 @@ pub fn run(options: &RunOptions) -> Result<(), DaemonError> {
         // Everything that does not need the interfaces to itself is made
         // while the old process still forwards: the dark time is only
         // what must wait for it.
-        let prepared = Prepared::new(&running, options, false)?;
+        let mut prepared = Prepared::new(&running, options, false)?;
         let path = takeover::socket_path(&running.daemon.control_socket);
         takeover::mark("new: takeover asked");
-        let (handover, state, links) = takeover::take_over(&path)
+        let (mut handover, offer) = takeover::take_over(&path)
             .map_err(|e| DaemonError::Environment(format!("takeover: {e}")))?;
+        let (state, links) = match offer {
+            takeover::Offer::Whole(state, links) => (state, links),
+            takeover::Offer::Copy(copy, keys) => {
+                // The old process forwards until the switch: the copy is
+                // imported now, and only what changed since crosses then.
+                takeover::mark("new: first copy received");
+                prepared.take_cookie_keys(&keys);
+                tracing::info!(
+                    connections = copy.connections.len(),
+                    "the running flowgate handed a first copy of its connections over"
+                );
+                prepared.import_first_copy(&running, &copy);
+                drop(copy);
+                takeover::mark("new: first copy imported");
+                handover
+                    .switch()
+                    .map_err(|e| DaemonError::Environment(format!("takeover: {e}")))?
+            }
+        };
         takeover::mark("new: state received");
-        let mut prepared = prepared;
         prepared.handed = links;
         tracing::info!(
             connections = state.connections.len(),
+            freed = state.freed.len(),
+            delta = state.delta,
             "the running flowgate handed its connections over"
         );
         (Some(handover), Some(state), Some(prepared))
@@ -197,12 +218,26 @@ enum Handed {
 /// them with the rules it ran.
 fn hand_over(
     mut daemon: Daemon,
-    request: takeover::TakeoverRequest,
+    mut request: takeover::TakeoverRequest,
     options: &RunOptions,
 ) -> Handed {
     let pid = request.pid;
     takeover::mark("old: takeover asked");
     tracing::info!(pid, "a new flowgate takes over: handing over");
+    let copy = if request.precopy {
+        match hand_over_first_copy(&daemon, &mut request) {
+            Ok(copy) => copy,
+            Err(why) => {
+                tracing::error!(
+                    pid,
+                    "takeover failed before the switch, forwarding on: {why}"
+                );
+                return Handed::Resumed(Box::new(daemon));
+            }
+        }
+    } else {
+        None
+    };
     let fleet = daemon.fleet.take();
     let running = daemon.running_config();
     let file = daemon.file_config();
@@ -216,32 +251,35 @@ fn hand_over(
         Vec::new()
     };
     let keep_programs = !links.is_empty();
-    let (connections, exported_mono_ns, verdict) =
-        daemon.shut_down(true, keep_programs, |connections| {
-            let exported_mono_ns = start::kernel_epoch_ns(Instant::now());
-            let image = crate::flow::handover::encode(exported_mono_ns, &connections);
-            let verdict = request.hand_over(&image, links);
-            takeover::mark("old: verdict received");
-            (connections, exported_mono_ns, verdict)
+    let (restart, verdict) = daemon.shut_down(true, keep_programs, |workers, epoch_mono| {
+        let exported_mono_ns = start::kernel_epoch_ns(Instant::now());
+        let image = match &copy {
+            Some(copy) => changes_image(workers, epoch_mono, exported_mono_ns, copy),
+            None => {
+                let handed = whole_tables(workers, epoch_mono);
+                takeover::mark("old: tables collected");
+                crate::flow::handover::encode(exported_mono_ns, &handed)
+            }
+        };
+        let verdict = request.hand_over(&image, links);
+        takeover::mark("old: verdict received");
+        // On a failure this process starts again from its whole state.
+        let restart = verdict.is_err().then(|| {
+            crate::flow::HandedState::whole(exported_mono_ns, whole_tables(workers, epoch_mono))
         });
+        (restart, verdict)
+    });
     match verdict {
         Ok(()) => {
             if let Some(mut fleet) = fleet {
                 fleet.source.stop();
             }
-            tracing::info!(
-                pid,
-                connections = connections.len(),
-                "handed over to the new flowgate; exiting"
-            );
+            tracing::info!(pid, "handed over to the new flowgate; exiting");
             Handed::Over
         }
         Err(why) => {
             tracing::error!(pid, "takeover failed, forwarding again: {why}");
-            let state = crate::flow::HandedState {
-                exported_mono_ns,
-                connections,
-            };
+            let state = restart.unwrap_or_default();
             match Daemon::start(running, file, options, Some(&state)) {
                 Ok(mut daemon) => {
                     daemon.attach_fleet(fleet);
@@ -252,6 +290,86 @@ fn hand_over(
             }
         }
     }
+}
+
+/// How long the workers may take to copy their tables for a pre-copy
+/// before the whole state is handed over instead.
+const FIRST_COPY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A pre-copy's first step: the workers copy their tables while they
+/// forward, and the new process imports the copy; only what changed since
+/// crosses at the switch ([`changes_image`]). The copy, once the new
+/// process asks for the switch; `None` if it could not be taken (then the
+/// whole state is handed over, as without a pre-copy); the new process's
+/// reason if it failed before the switch (nothing was stopped: this
+/// process forwards on, as if nothing had been asked).
+fn hand_over_first_copy(
+    daemon: &Daemon,
+    request: &mut takeover::TakeoverRequest,
+) -> Result<Option<Vec<Vec<crate::flow::HandedConnection>>>, String> {
+    let epoch_mono = start::kernel_epoch_ns(daemon.epoch);
+    let deadline = Instant::now() + FIRST_COPY_TIMEOUT;
+    let copy = match first_copy::first_copy(&daemon.copies, epoch_mono, deadline) {
+        Ok(copy) => copy,
+        Err(why) => {
+            tracing::warn!(
+                "the first copy could not be taken ({why}): handing the whole state over"
+            );
+            return Ok(None);
+        }
+    };
+    takeover::mark("old: first copy taken");
+    let all: Vec<_> = copy.iter().flatten().cloned().collect();
+    let image = crate::flow::handover::encode(epoch_mono, &all);
+    drop(all);
+    let keys: takeover::CookieKeys = daemon.gateway.with_filters(|filters| {
+        filters
+            .iter()
+            .map(|f| (f.interface().to_owned(), f.cookie_key()))
+            .collect()
+    });
+    request.hand_over_copy(&image, &keys)?;
+    takeover::mark("old: switch asked");
+    Ok(Some(copy))
+}
+
+/// Every connection of the stopped `workers`' tables (their clock's 0 at
+/// `epoch_mono`).
+fn whole_tables(
+    workers: &[crate::worker::Worker],
+    epoch_mono: u64,
+) -> Vec<crate::flow::HandedConnection> {
+    let mut handed = Vec::new();
+    for worker in workers {
+        worker.flows().hand_over(epoch_mono, &mut handed);
+    }
+    handed
+}
+
+/// The image of what changed in the stopped `workers`' tables since the
+/// first copy `copy` (per worker): created or changed connections, and
+/// the copy's connections gone.
+fn changes_image(
+    workers: &[crate::worker::Worker],
+    epoch_mono: u64,
+    exported_mono_ns: u64,
+    copy: &[Vec<crate::flow::HandedConnection>],
+) -> Vec<u8> {
+    let (mut changed, mut freed) = (Vec::new(), Vec::new());
+    for (w, worker) in workers.iter().enumerate() {
+        let copied = copy.get(w).map_or(&[][..], Vec::as_slice);
+        let w = u16::try_from(w).unwrap_or(u16::MAX);
+        worker
+            .flows()
+            .hand_over_changes(w, epoch_mono, copied, &mut changed, &mut freed);
+    }
+    takeover::mark("old: changes since the first copy collected");
+    tracing::info!(
+        changed = changed.len(),
+        freed = freed.len(),
+        "handing the changes since the first copy over"
+    );
+    crate::flow::handover::encode_delta(exported_mono_ns, &changed, &freed)
 }
 
 /// A descriptor of the bpf_link of every interface's program, named by
@@ -507,6 +625,9 @@ struct Prepared {
     xsk_settings: crate::port::xsk::XskSettings,
     umem: SharedUmem,
     tables: Vec<crate::flow::FlowTable>,
+    /// With a pre-copy: the workers' tables holding the first copy, and
+    /// where its connections went, for the changes at the switch.
+    first_copy: Option<(Vec<start::WorkerTable>, crate::flow::Placements)>,
     /// The XDP links the process this one takes over from handed over:
     /// each interface's program replaces the old one through its link
     /// once the workers run ([`switch_programs`]).
@@ -543,8 +664,54 @@ impl Prepared {
             xsk_settings,
             umem,
             tables,
+            first_copy: None,
             handed: Vec::new(),
         })
+    }
+
+    /// The inputs of the workers' tables, holding `restored`.
+    fn table_inputs<'a>(
+        &'a self,
+        config: &'a Config,
+        restored: Option<&'a crate::flow::HandedState>,
+    ) -> start::TableInputs<'a> {
+        start::TableInputs {
+            config,
+            snapshot: self.gateway.snapshot(),
+            fast: self
+                .fast
+                .as_ref()
+                .map(|f| (f.geometry, f.caches.as_slice())),
+            epoch: self.gateway.snapshot().liveness().epoch(),
+            restored,
+        }
+    }
+
+    /// Gives each interface's program the SYN cookie key of the old
+    /// program on that interface (`keys`), before it replaces it: the
+    /// handshakes the old one answered finish with this one. A key that
+    /// cannot be set is logged (those handshakes fail, as at a restart).
+    fn take_cookie_keys(&self, keys: &takeover::CookieKeys) {
+        self.gateway.with_filters(|filters| {
+            for filter in filters.iter_mut() {
+                let interface = filter.interface().to_owned();
+                let Some((_, key)) = keys.iter().find(|(name, _)| *name == interface) else {
+                    continue;
+                };
+                if let Err(e) = filter.set_cookie_key(*key) {
+                    tracing::warn!(%interface, "taking the old program's SYN cookie key: {e}");
+                }
+            }
+        });
+    }
+
+    /// Makes the workers' tables from a pre-copy's first copy (`copy`),
+    /// while the old process still forwards; the changes since are
+    /// applied at the switch ([`Self::tables_and_sockets`]).
+    fn import_first_copy(&mut self, config: &Config, copy: &crate::flow::HandedState) {
+        let tables = std::mem::take(&mut self.tables);
+        let imported = start::worker_tables(&self.table_inputs(config, Some(copy)), tables);
+        self.first_copy = Some(imported);
     }
     /// Attaches the programs that are not attached yet, then opens the
     /// AF_XDP sockets and registers them with the programs. With links
@@ -580,21 +747,23 @@ impl Prepared {
         restored: Option<&crate::flow::HandedState>,
     ) -> Result<(Vec<start::WorkerTable>, start::OpenSockets), DaemonError> {
         let tables = std::mem::take(&mut self.tables);
-        let inputs = start::TableInputs {
-            config,
-            snapshot: self.gateway.snapshot(),
-            fast: self
-                .fast
-                .as_ref()
-                .map(|f| (f.geometry, f.caches.as_slice())),
-            epoch: self.gateway.snapshot().liveness().epoch(),
-            restored,
-        };
+        let first_copy = self.first_copy.take();
+        let inputs = self.table_inputs(config, restored);
         let this = &*self;
         let (tables, sockets) = std::thread::scope(|scope| {
             let import = std::thread::Builder::new()
                 .name("fg-import".into())
-                .spawn_scoped(scope, || start::worker_tables(&inputs, tables));
+                .spawn_scoped(scope, || match first_copy {
+                    // A pre-copy: the tables hold the first copy; `restored`
+                    // is what changed since.
+                    Some((mut tables, mut placements)) => {
+                        if let Some(delta) = restored {
+                            start::apply_delta(&inputs, &mut tables, &mut placements, delta);
+                        }
+                        tables
+                    }
+                    None => start::worker_tables(&inputs, tables).0,
+                });
             let sockets = this.open_sockets(config);
             match import {
                 Ok(import) => (import.join().ok(), sockets),
@@ -691,6 +860,9 @@ struct Daemon {
     vip_offer: vip_offer::VipOffer,
     /// The workers' clock origin.
     epoch: Instant,
+    /// The control side's end of each worker's first copy (a takeover's
+    /// pre-copy).
+    copies: Vec<first_copy::CopyClient>,
     /// The worker cores this run started with.
     cores: Vec<usize>,
     // Held so the UMEM outlives every socket (dropped after them).
@@ -737,7 +909,6 @@ impl Daemon {
             taking_over: !p.handed.is_empty(),
         };
         let workers = start::spawn_workers(&shared, sockets.ports, tables)?;
-        let fast_egress = fast.map(|f| f.egress);
         pin_control_thread(&config.daemon.cores);
         let interfaces = start::interface_infos(&config, &links, sockets.modes, &gateway);
         // Refused changes: counted by the control state, read by scrapes.
@@ -806,10 +977,11 @@ impl Daemon {
             control_thread: None,
             metrics: None,
             fleet: None,
-            fast_egress,
+            fast_egress: fast.map(|f| f.egress),
             takeover: None,
             handed_links: p.handed,
             epoch,
+            copies: workers.copies,
             cores: config.daemon.cores.clone(),
             umem: Some(umem),
             vip_offer: vip_offer::VipOffer::new(drain_flag),
@@ -1110,22 +1282,23 @@ impl Daemon {
 
     /// Stops the workers, closes the sockets, then detaches the programs.
     fn stop(self) {
-        self.shut_down(false, false, |_| ());
+        self.shut_down(false, false, |_, _| ());
     }
 
-    /// [`Daemon::stop`], then `then` with the workers' connections if
-    /// `collect` (for a takeover). The sockets and the UMEM are closed and
-    /// freed first: the queues are free only once every descriptor of
-    /// their sockets is closed, the control side's statistics readers'
-    /// too. The programs are detached before `then` too, unless
-    /// `keep_programs` (their links were handed over): then after it.
+    /// [`Daemon::stop`], then `then` with the stopped workers (their
+    /// tables to hand over) and the CLOCK_MONOTONIC of their clock's 0, on
+    /// a takeover (`collect`: its steps are marked). The sockets and the
+    /// UMEM are closed and freed beside it: the queues are free only once
+    /// every descriptor of their sockets is closed, the control side's
+    /// statistics readers' too. The programs are detached before `then`,
+    /// unless `keep_programs` (their links were handed over): then after
+    /// it.
     fn shut_down<R>(
         mut self,
         collect: bool,
         keep_programs: bool,
-        then: impl FnOnce(Vec<crate::flow::HandedConnection>) -> R,
+        then: impl FnOnce(&[crate::worker::Worker], u64) -> R,
     ) -> R {
-        let mut handed = Vec::new();
         // No one may ask to take over a daemon on its way out.
         drop(self.takeover.take());
         let epoch_mono = start::kernel_epoch_ns(self.epoch);
@@ -1188,14 +1361,8 @@ impl Daemon {
                     takeover::mark("old: the rest freed");
                 }
             });
-        if collect {
-            for worker in &stopped {
-                worker.flows().hand_over(epoch_mono, &mut handed);
-            }
-            mark("old: tables collected");
-        }
         let result = if keep_programs {
-            let result = then(handed);
+            let result = then(&stopped, epoch_mono);
             drop(filters);
             tracing::info!("stopped: sockets closed, XDP programs handed over");
             result
@@ -1203,7 +1370,7 @@ impl Daemon {
             drop(filters);
             mark("old: XDP programs detached");
             tracing::info!("stopped: sockets closed, XDP programs detached");
-            then(handed)
+            then(&stopped, epoch_mono)
         };
         drop(stopped);
         if let Ok(rest) = rest {

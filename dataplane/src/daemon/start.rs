@@ -10,13 +10,14 @@ use std::time::Instant;
 
 use super::dataplane::{queue_name, WorkerView};
 use super::fast_egress::FastEgress;
+use super::first_copy::{copy_channel, CopyClient};
 use super::worker_thread::{self, WorkerExit, WorkerHandle, WorkerSetup};
 use super::{flow_query, sync_local_addresses, DaemonError, Gateway, RunOptions};
 use super::{UnreachableKernelPath, INBOX_FRAMES};
 use crate::admission::{BackendConnections, ClientRateTable, WorkerAdmission};
 use crate::capture::CaptureHub;
 use crate::fastpath::{CacheGeometry, EntryMemory, FastPath};
-use crate::flow::{FlowTable, HandedConnection, HandedState};
+use crate::flow::{FlowTable, HandedConnection, HandedState, Placements};
 use crate::handoff::Handoff;
 use crate::liveness::MAX_ENDPOINTS;
 use crate::metrics::WorkerMetrics;
@@ -241,8 +242,9 @@ pub(super) fn open_sockets(
 /// closing thread and under the kernel's network configuration lock (the
 /// process this one took over from just closed its); a busy lock (other
 /// processes making or deleting interfaces) held it past half a second
-/// here.
-const QUEUE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// here, and once 7 s. Giving up would not help: the old process, forwarding
+/// again, would wait for the same queue.
+const QUEUE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One socket on `interface`'s `queue`, tried again for up to
 /// [`QUEUE_RELEASE_WAIT`] while another socket still holds the queue.
@@ -293,6 +295,8 @@ pub(super) struct StartedWorkers {
     pub(super) metrics: Vec<WorkerMetrics>,
     /// The control side's end of every worker's capture ring.
     pub(super) capture: Arc<CaptureHub>,
+    /// The control side's end of every worker's first copy (a takeover's).
+    pub(super) copies: Vec<CopyClient>,
 }
 
 /// What every worker shares.
@@ -329,12 +333,14 @@ pub(super) struct TableInputs<'a> {
 /// Every worker's table (from `tables`, made empty beforehand: a large one
 /// takes a while to allocate), with the fast path's writer when it is on,
 /// counted on the backends' lanes, and holding the connections handed over
-/// that the worker owns. A process taking over makes these while its
-/// sockets wait for the old process's queues.
+/// that the worker owns, and where the connections with an origin (a
+/// pre-copy's first copy) went. A process taking over makes these while
+/// its sockets wait for the old process's queues, or, with a pre-copy,
+/// while the old process still forwards.
 pub(super) fn worker_tables(
     inputs: &TableInputs<'_>,
     mut tables: Vec<FlowTable>,
-) -> Vec<WorkerTable> {
+) -> (Vec<WorkerTable>, Placements) {
     let workers = inputs.config.daemon.cores.len();
     // The backends' connection counts, one lane per worker, which the
     // connection caps read across workers.
@@ -345,7 +351,8 @@ pub(super) fn worker_tables(
     while tables.len() < workers {
         tables.push(FlowTable::from_settings(&inputs.config.flows));
     }
-    tables
+    let mut placements = Placements::new();
+    let tables = tables
         .into_iter()
         .zip(lanes)
         .zip(restored)
@@ -353,10 +360,39 @@ pub(super) fn worker_tables(
         .map(|(w, ((table, lanes), restored))| {
             let clients = ClientRateTable::new(DEFAULT_CLIENT_TABLE_ENTRIES, client_seed(w));
             let admission = WorkerAdmission::new(clients, lanes);
-            let flows = worker_flows(inputs, w, table, &admission, restored);
+            let flows = worker_flows(inputs, w, table, &admission, restored, &mut placements);
             WorkerTable { flows, admission }
         })
-        .collect()
+        .collect();
+    (tables, placements)
+}
+
+/// Applies a pre-copy's delta (`delta`) to the workers' tables made from
+/// its first copy ([`worker_tables`], which gave `placements`): each
+/// changed connection split to the worker that owns it and numbered by
+/// these rules, as the copy's were. Logs what it did.
+pub(super) fn apply_delta(
+    inputs: &TableInputs<'_>,
+    tables: &mut [WorkerTable],
+    placements: &mut Placements,
+    delta: &HandedState,
+) {
+    let epoch_mono = kernel_epoch_ns(inputs.epoch);
+    let changed = restored_by_worker(Some(delta), tables.len(), &inputs.snapshot);
+    let mut flows: Vec<&mut FlowTable> = tables.iter_mut().map(|t| &mut t.flows).collect();
+    let done = placements.apply(&mut flows, changed, &delta.freed, epoch_mono);
+    if done.refused > 0 {
+        tracing::warn!(
+            refused = done.refused,
+            "the connection table is smaller than what was handed over"
+        );
+    }
+    tracing::info!(
+        updated = done.updated,
+        inserted = done.inserted,
+        removed = done.removed,
+        "the changes since the first copy applied"
+    );
 }
 
 /// Starts one pinned worker per entry of `ports` (worker w on
@@ -383,6 +419,7 @@ pub(super) fn spawn_workers(
         views: Vec::with_capacity(workers),
         metrics: Vec::with_capacity(workers),
         capture,
+        copies: Vec::with_capacity(workers),
     };
     for (w, worker_ports) in ports.into_iter().enumerate().rev() {
         let (Some(pool), Some(handoff), Some(WorkerTable { flows, admission })) =
@@ -420,6 +457,7 @@ pub(super) fn spawn_workers(
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| DaemonError::Environment(e.to_string()))?;
         let (flow_queries, flow_query_server) = flow_query::flow_queries();
+        let (copies, copy_server) = copy_channel();
         let setup = WorkerSetup {
             index: w,
             core,
@@ -432,6 +470,7 @@ pub(super) fn spawn_workers(
             stop: Arc::clone(shared.stop),
             epoch: shared.epoch,
             flow_queries: flow_query_server,
+            first_copy: copy_server,
             taking_over: shared.taking_over,
         };
         let handle = worker_thread::spawn(setup)
@@ -445,10 +484,12 @@ pub(super) fn spawn_workers(
             sockets,
         });
         started.handles.push(handle);
+        started.copies.push(copies);
     }
     started.handles.reverse();
     started.views.reverse();
     started.metrics.reverse();
+    started.copies.reverse();
     if shared.taking_over {
         super::takeover::mark("new: workers started");
     }
@@ -463,6 +504,7 @@ fn worker_flows(
     mut flows: FlowTable,
     admission: &WorkerAdmission,
     restored: Vec<HandedConnection>,
+    placements: &mut Placements,
 ) -> FlowTable {
     let epoch_mono = kernel_epoch_ns(inputs.epoch);
     if let Some((geometry, caches)) = inputs.fast {
@@ -482,7 +524,7 @@ fn worker_flows(
         // bounded number each, into the caches of its programs (which
         // replace the old ones once the workers run); until then the old
         // programs carry them.
-        take_over_connections(&mut flows, w, restored, epoch_mono);
+        take_over_connections(&mut flows, w, restored, epoch_mono, placements);
     }
     flows
 }
@@ -530,19 +572,28 @@ fn endpoint_now(snapshot: &Snapshot, connection: &crate::flow::Connection) -> Op
     })
 }
 
-/// Puts worker `w`'s handed-over connections into its table, and logs
-/// what did not fit.
+/// Puts worker `w`'s handed-over connections into its table, notes in
+/// `placements` where those with an origin went, and logs what did not
+/// fit.
 fn take_over_connections(
     flows: &mut FlowTable,
     w: usize,
     connections: Vec<HandedConnection>,
     epoch_mono: u64,
+    placements: &mut Placements,
 ) {
     let offered = connections.len();
-    let taken = connections
-        .iter()
-        .filter(|c| flows.take_over(c, epoch_mono))
-        .count();
+    let mut taken = 0;
+    for handed in &connections {
+        let id = flows.take_over_at(handed, epoch_mono);
+        if id.is_none() {
+            continue;
+        }
+        taken += 1;
+        if let Some(origin) = handed.origin {
+            placements.note(origin, w, id);
+        }
+    }
     if taken < offered {
         tracing::warn!(
             worker = w,

@@ -69,6 +69,11 @@ pub const MAX_LINKS: usize = 64;
 /// descriptor of the bpf_link (see [`crate::xdp::XdpFilter::link_descriptor`]).
 pub type HandedLinks = Vec<(String, OwnedFd)>;
 
+/// The SYN cookies' keys of the old programs, each with its interface
+/// (see [`crate::xdp::XdpFilter::cookie_key`]): the new programs take
+/// them, so that cookies the old ones gave out still validate.
+pub type CookieKeys = Vec<(String, [u8; 16])>;
+
 /// CLOCK_MONOTONIC now, in µs: the clock both processes share.
 pub fn mono_us() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
@@ -161,6 +166,9 @@ pub struct TakeoverRequest {
     pub pid: u32,
     /// Whether it takes the XDP links over (`links`).
     pub takes_links: bool,
+    /// Whether it reads a first copy while this process forwards, then
+    /// the difference at the switch (`precopy`).
+    pub precopy: bool,
 }
 
 impl TakeoverRequest {
@@ -172,15 +180,19 @@ impl TakeoverRequest {
         let mut reader = BufReader::new(stream);
         let line = read_line(&mut reader)?;
         let mut words = line.split_whitespace();
-        let (Some("TAKEOVER"), Some(version), Some(pid), links @ (None | Some("links")), None) = (
-            words.next(),
-            words.next(),
-            words.next(),
-            words.next(),
-            words.next(),
-        ) else {
+        let (Some("TAKEOVER"), Some(version), Some(pid)) =
+            (words.next(), words.next(), words.next())
+        else {
             return Err(format!("not a takeover request: {line:?}"));
         };
+        let (mut takes_links, mut precopy) = (false, false);
+        for word in words {
+            match word {
+                "links" if !takes_links => takes_links = true,
+                "precopy" if !precopy => precopy = true,
+                _ => return Err(format!("not a takeover request: {line:?}")),
+            }
+        }
         let version = version
             .parse()
             .map_err(|_| format!("bad version {version:?}"))?;
@@ -189,8 +201,47 @@ impl TakeoverRequest {
             reader,
             version,
             pid,
-            takes_links: links.is_some(),
+            takes_links,
+            precopy,
         })
+    }
+
+    /// Hands a pre-copy's first copy over (`image`: the tables as the
+    /// workers, still forwarding, copied them) and waits for the new
+    /// process to have imported it: `Ok` once it asks for the switch
+    /// (`SWITCH`), the reason otherwise. Nothing was stopped here: on an
+    /// error this process simply goes on.
+    pub fn hand_over_copy(&mut self, image: &[u8], keys: &CookieKeys) -> Result<(), String> {
+        let memfd = state_memfd(image).map_err(|e| format!("writing the first copy: {e}"))?;
+        let mut header = format!("COPY {}", image.len());
+        if !keys.is_empty() {
+            header.push_str(" keys");
+            for (interface, key) in keys.iter().take(MAX_LINKS) {
+                header.push_str(&format!(" {interface}={}", hex(key)));
+            }
+        }
+        header.push('\n');
+        sendmsg::<()>(
+            self.reader.get_ref().as_raw_fd(),
+            &[IoSlice::new(header.as_bytes())],
+            &[ControlMessage::ScmRights(&[memfd.as_raw_fd()])],
+            MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| format!("sending the first copy: {e}"))?;
+        mark("old: first copy sent");
+        drop(memfd);
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(VERDICT_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        let line = read_line(&mut self.reader)
+            .map_err(|e| format!("the new process gave no answer to the first copy ({e})"))?;
+        match line.split_once(' ').unwrap_or((line.as_str(), "")) {
+            ("SWITCH", _) => Ok(()),
+            ("FAILED", why) => Err(format!("the new process failed: {why}")),
+            _ => Err(format!("the new process answered {line:?}")),
+        }
     }
 
     /// Hands `image` (the encoded state) and `links` over (the links only
@@ -248,58 +299,129 @@ pub struct Takeover {
     stream: UnixStream,
 }
 
-/// Connects to the daemon listening at `path`, asks it to hand over and
-/// returns its state and its XDP links (none from a build that does not
-/// hand them over). Once this returns `Ok`, the old process's workers have
-/// stopped: answer it with [`Takeover::serving`] or [`Takeover::failed`]
-/// (dropping the handle counts as failed; close the links first).
-pub fn take_over(path: &Path) -> Result<(Takeover, HandedState, HandedLinks), String> {
+/// What the running process offered first.
+#[derive(Debug)]
+pub enum Offer {
+    /// A pre-copy's first copy, taken while it still forwards, and its
+    /// programs' SYN cookie keys: import it, then ask for the switch
+    /// ([`Takeover::switch`]).
+    Copy(HandedState, CookieKeys),
+    /// Its whole state and XDP links, its workers stopped (a process that
+    /// could not copy first, or an earlier build).
+    Whole(HandedState, HandedLinks),
+}
+
+/// Connects to the daemon listening at `path` and asks it to hand over,
+/// a first copy first. Once this returns [`Offer::Whole`], the old
+/// process's workers have stopped: answer it with [`Takeover::serving`]
+/// or [`Takeover::failed`] (dropping the handle counts as failed; close
+/// the links first). After [`Offer::Copy`] the old process still
+/// forwards until [`Takeover::switch`]; a failure before then only tells
+/// it to go on. A running process of an earlier build, which does not
+/// know the pre-copy, closes the connection without a word: it is asked
+/// again for its whole state.
+pub fn take_over(path: &Path) -> Result<(Takeover, Offer), String> {
+    match ask(path, true) {
+        Err(Asked::Closed) => ask(path, false),
+        other => other,
+    }
+    .map_err(|e| match e {
+        Asked::Closed => "the running flowgate closed the connection".to_owned(),
+        Asked::Failed(why) => why,
+    })
+}
+
+/// Why [`ask`] got no offer.
+enum Asked {
+    /// The connection closed before any answer.
+    Closed,
+    /// Anything else.
+    Failed(String),
+}
+
+fn ask(path: &Path, precopy: bool) -> Result<(Takeover, Offer), Asked> {
     let stream = UnixStream::connect(path).map_err(|e| {
-        format!(
+        Asked::Failed(format!(
             "cannot reach the running flowgate at {}: {e} (is it running, with this \
              control_socket?)",
             path.display()
-        )
+        ))
     })?;
-    let fail = |e: std::io::Error| format!("takeover socket {}: {e}", path.display());
+    let fail =
+        |e: std::io::Error| Asked::Failed(format!("takeover socket {}: {e}", path.display()));
     stream
         .set_read_timeout(Some(VERDICT_TIMEOUT))
         .map_err(fail)?;
+    let words = if precopy { " links precopy" } else { " links" };
     (&stream)
-        .write_all(format!("TAKEOVER {VERSION} {} links\n", std::process::id()).as_bytes())
+        .write_all(format!("TAKEOVER {VERSION} {}{words}\n", std::process::id()).as_bytes())
         .map_err(fail)?;
-    let (line, fds) = receive_line_with_fds(&stream)?;
-    let (len, interfaces) = match line.split_once(' ') {
-        Some(("STATE", rest)) => {
-            let mut words = rest.split_whitespace();
-            let len = words
-                .next()
-                .and_then(|len| len.parse::<u64>().ok())
-                .ok_or_else(|| format!("the running flowgate sent {line:?}"))?;
-            let interfaces: Vec<String> = match words.next() {
-                None => Vec::new(),
-                Some("links") => words.map(str::to_owned).collect(),
-                Some(_) => return Err(format!("the running flowgate sent {line:?}")),
-            };
-            (len, interfaces)
-        }
-        Some(("REFUSED", why)) => return Err(format!("the running flowgate refused: {why}")),
-        _ => return Err(format!("the running flowgate sent {line:?}")),
+    let (line, fds) = match receive_line_with_fds(&stream) {
+        Ok(received) => received,
+        Err(e) if e == CLOSED => return Err(Asked::Closed),
+        Err(e) => return Err(Asked::Failed(e)),
     };
-    let mut fds = fds.into_iter();
-    let fd = fds
-        .next()
-        .ok_or("the running flowgate sent no state descriptor")?;
-    let named = interfaces.len();
-    let links: HandedLinks = interfaces.into_iter().zip(fds.by_ref()).collect();
-    if fds.next().is_some() || links.len() != named {
-        let takeover = Takeover { stream };
-        let why = "the running flowgate sent a link for no interface, or an interface without \
-                   its link";
-        drop(links);
-        takeover.failed(why);
-        return Err(why.into());
+    let mut takeover = Takeover { stream };
+    match line.split_once(' ') {
+        Some(("COPY", rest)) => {
+            let (len, keys) = copy_line(rest)
+                .ok_or_else(|| Asked::Failed(format!("the running flowgate sent {line:?}")))?;
+            let fd = fds
+                .into_iter()
+                .next()
+                .ok_or_else(|| Asked::Failed("the running flowgate sent no first copy".into()))?;
+            match read_state(fd, len) {
+                Ok(state) => Ok((takeover, Offer::Copy(state, keys))),
+                Err(why) => {
+                    takeover.failed(&why);
+                    Err(Asked::Failed(why))
+                }
+            }
+        }
+        _ => {
+            let (state, links) = takeover.state_from(&line, fds).map_err(Asked::Failed)?;
+            Ok((takeover, Offer::Whole(state, links)))
+        }
     }
+}
+
+/// The rest of a `COPY` line: `<bytes> [keys <interface>=<32 hex digits>…]`.
+fn copy_line(rest: &str) -> Option<(u64, CookieKeys)> {
+    let mut words = rest.split_whitespace();
+    let len = words.next()?.parse().ok()?;
+    let mut keys = Vec::new();
+    match words.next() {
+        None => return Some((len, keys)),
+        Some("keys") => {}
+        Some(_) => return None,
+    }
+    for word in words {
+        let (interface, key) = word.split_once('=')?;
+        keys.push((interface.to_owned(), unhex(key)?));
+    }
+    Some((len, keys))
+}
+
+fn hex(key: &[u8; 16]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 32 || !text.is_ascii() {
+        return None;
+    }
+    let mut key = [0u8; 16];
+    for (i, byte) in key.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(key)
+}
+
+/// The error [`receive_line_with_fds`] gives for a closed connection.
+const CLOSED: &str = "the running flowgate closed the connection";
+
+/// Reads and decodes the image of `len` bytes in `fd`.
+fn read_state(fd: OwnedFd, len: u64) -> Result<HandedState, String> {
     let mut file = File::from(fd);
     file.rewind()
         .map_err(|e| format!("reading the state: {e}"))?;
@@ -307,19 +429,70 @@ pub fn take_over(path: &Path) -> Result<(Takeover, HandedState, HandedLinks), St
     file.take(len)
         .read_to_end(&mut image)
         .map_err(|e| format!("reading the state: {e}"))?;
-    let takeover = Takeover { stream };
-    match handover::decode(&image) {
-        Ok(state) => Ok((takeover, state, links)),
-        Err(e) => {
-            let why = e.to_string();
-            drop(links);
-            takeover.failed(&why);
-            Err(why)
-        }
-    }
+    handover::decode(&image).map_err(|e| e.to_string())
 }
 
 impl Takeover {
+    /// After a first copy was imported: tells the old process to switch
+    /// (it stops its workers) and returns the changes since the copy (a
+    /// delta) and its XDP links. From here on answer it with
+    /// [`Takeover::serving`] or [`Takeover::failed`].
+    pub fn switch(&mut self) -> Result<(HandedState, HandedLinks), String> {
+        self.stream
+            .write_all(b"SWITCH\n")
+            .map_err(|e| format!("asking the old process to switch: {e}"))?;
+        let (line, fds) = receive_line_with_fds(&self.stream)?;
+        self.state_from(&line, fds)
+    }
+
+    /// The state and links of a `STATE` answer (`line`, with `fds`); a
+    /// refusal or anything else is the error. On an error in what was
+    /// sent, the old process is told ([`Takeover::failed`]'s line).
+    fn state_from(
+        &mut self,
+        line: &str,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(HandedState, HandedLinks), String> {
+        let (len, interfaces) = match line.split_once(' ') {
+            Some(("STATE", rest)) => {
+                let mut words = rest.split_whitespace();
+                let len = words
+                    .next()
+                    .and_then(|len| len.parse::<u64>().ok())
+                    .ok_or_else(|| format!("the running flowgate sent {line:?}"))?;
+                let interfaces: Vec<String> = match words.next() {
+                    None => Vec::new(),
+                    Some("links") => words.map(str::to_owned).collect(),
+                    Some(_) => return Err(format!("the running flowgate sent {line:?}")),
+                };
+                (len, interfaces)
+            }
+            Some(("REFUSED", why)) => return Err(format!("the running flowgate refused: {why}")),
+            _ => return Err(format!("the running flowgate sent {line:?}")),
+        };
+        let mut fds = fds.into_iter();
+        let fd = fds
+            .next()
+            .ok_or("the running flowgate sent no state descriptor")?;
+        let named = interfaces.len();
+        let links: HandedLinks = interfaces.into_iter().zip(fds.by_ref()).collect();
+        if fds.next().is_some() || links.len() != named {
+            let why = "the running flowgate sent a link for no interface, or an interface \
+                       without its link";
+            drop(links);
+            self.tell_failed(why);
+            return Err(why.into());
+        }
+        match read_state(fd, len) {
+            Ok(state) => Ok((state, links)),
+            Err(why) => {
+                drop(links);
+                self.tell_failed(&why);
+                Err(why)
+            }
+        }
+    }
+
     /// Tells the old process this one serves: it exits.
     pub fn serving(mut self) -> Result<(), String> {
         self.stream
@@ -327,8 +500,13 @@ impl Takeover {
             .map_err(|e| format!("telling the old process: {e}"))
     }
 
-    /// Tells the old process this one could not start: it serves again.
+    /// Tells the old process this one could not start: it serves again
+    /// (or, before the switch, goes on serving).
     pub fn failed(mut self, why: &str) {
+        self.tell_failed(why);
+    }
+
+    fn tell_failed(&mut self, why: &str) {
         let line = format!("FAILED {}\n", why.replace('\n', "; "));
         let _ = self.stream.write_all(line.as_bytes());
     }
@@ -374,7 +552,7 @@ fn receive_line_with_fds(stream: &UnixStream) -> Result<(String, Vec<OwnedFd>), 
         })
         .collect();
     if bytes == 0 {
-        return Err("the running flowgate closed the connection".into());
+        return Err(CLOSED.into());
     }
     let text = String::from_utf8_lossy(&buffer[..bytes]);
     let line = text.lines().next().unwrap_or_default().to_owned();
@@ -420,6 +598,7 @@ mod tests {
                 backend_replied: true,
                 fast_path: false,
                 syn_proxy: None,
+                origin: None,
             })
             .collect()
     }
@@ -428,6 +607,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fg-takeover-{}-{name}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         socket_path(&dir.join("control.sock"))
+    }
+
+    /// [`take_over`] from an old process that hands its whole state over.
+    fn whole(path: &Path) -> (Takeover, HandedState, HandedLinks) {
+        match take_over(path).unwrap() {
+            (takeover, Offer::Whole(state, links)) => (takeover, state, links),
+            (_, Offer::Copy(..)) => panic!("a first copy where the whole state was sent"),
+        }
     }
 
     /// The listener's poll, for at most two seconds.
@@ -450,7 +637,7 @@ mod tests {
         let new = std::thread::spawn({
             let path = path.clone();
             move || {
-                let (takeover, state, links) = take_over(&path).unwrap();
+                let (takeover, state, links) = whole(&path);
                 takeover.serving().unwrap();
                 assert!(links.is_empty());
                 state
@@ -467,6 +654,105 @@ mod tests {
     }
 
     #[test]
+    fn a_first_copy_then_the_delta_cross_and_the_verdict_comes_back() {
+        let path = socket("precopy");
+        let listener = TakeoverListener::bind(&path).unwrap();
+        let copy = state(300);
+        let copy_image = encode(10, &copy);
+        let freed = [crate::flow::Origin {
+            worker: 1,
+            record: 4,
+        }];
+        let delta_image = crate::flow::handover::encode_delta(20, &copy[..2], &freed);
+        let new = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let (mut takeover, offer) = take_over(&path).unwrap();
+                let Offer::Copy(first, keys) = offer else {
+                    panic!("no first copy");
+                };
+                let (delta, links) = takeover.switch().unwrap();
+                takeover.serving().unwrap();
+                assert!(links.is_empty());
+                (first, keys, delta)
+            }
+        });
+        let mut request = accept(&listener).expect("a request");
+        assert!(request.precopy && request.takes_links);
+        let keys = vec![
+            ("veth-client".to_string(), [0xa5; 16]),
+            ("veth-backend".to_string(), *b"0123456789abcdef"),
+        ];
+        assert_eq!(request.hand_over_copy(&copy_image, &keys), Ok(()));
+        assert_eq!(request.hand_over(&delta_image, Vec::new()), Ok(()));
+        let (first, handed_keys, delta) = new.join().unwrap();
+        assert_eq!(handed_keys, keys);
+        assert_eq!((first.connections, first.delta), (copy.clone(), false));
+        assert!(delta.delta);
+        assert_eq!(
+            (delta.connections, delta.freed),
+            (copy[..2].to_vec(), freed.to_vec())
+        );
+    }
+
+    #[test]
+    fn a_new_process_failing_after_the_first_copy_leaves_the_old_one_its_reason() {
+        let path = socket("precopy-failed");
+        let listener = TakeoverListener::bind(&path).unwrap();
+        let new = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let (takeover, _) = take_over(&path).unwrap();
+                takeover.failed("the first copy does not fit");
+            }
+        });
+        let mut request = accept(&listener).unwrap();
+        let why = request
+            .hand_over_copy(&encode(1, &state(3)), &Vec::new())
+            .unwrap_err();
+        assert!(why.contains("does not fit"), "{why}");
+        new.join().unwrap();
+    }
+
+    #[test]
+    fn an_earlier_build_that_knows_no_pre_copy_is_asked_again_for_the_whole_state() {
+        let path = socket("earlier");
+        let listener = UnixListener::bind(&path).unwrap();
+        let image = encode(3, &state(2));
+        let old = std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream);
+                let line = read_line(&mut reader).unwrap();
+                lines.push(line.clone());
+                if line.ends_with("precopy") {
+                    // An earlier build: not a request it knows; closed.
+                    continue;
+                }
+                let memfd = state_memfd(&image).unwrap();
+                let header = format!("STATE {}\n", image.len());
+                sendmsg::<()>(
+                    reader.get_ref().as_raw_fd(),
+                    &[IoSlice::new(header.as_bytes())],
+                    &[ControlMessage::ScmRights(&[memfd.as_raw_fd()])],
+                    MsgFlags::empty(),
+                    None,
+                )
+                .unwrap();
+                assert_eq!(read_line(&mut reader).unwrap(), "SERVING");
+            }
+            lines
+        });
+        let (takeover, state, _) = whole(&path);
+        takeover.serving().unwrap();
+        assert_eq!(state.connections.len(), 2);
+        let lines = old.join().unwrap();
+        assert!(lines[0].ends_with(" links precopy"), "{lines:?}");
+        assert!(lines[1].ends_with(" links"), "{lines:?}");
+    }
+
+    #[test]
     fn a_failed_or_vanished_new_process_gives_the_old_one_its_reason() {
         let path = socket("failed");
         let listener = TakeoverListener::bind(&path).unwrap();
@@ -474,7 +760,7 @@ mod tests {
         let new = std::thread::spawn({
             let path = path.clone();
             move || {
-                let (takeover, _, _) = take_over(&path).unwrap();
+                let (takeover, _, _) = whole(&path);
                 takeover.failed("interface veth0: no such device");
             }
         });
@@ -487,7 +773,7 @@ mod tests {
         // One that takes the state and goes away without a word.
         let new = std::thread::spawn({
             let path = path.clone();
-            move || drop(take_over(&path).unwrap())
+            move || drop(whole(&path))
         });
         let why = accept(&listener)
             .unwrap()
@@ -518,7 +804,7 @@ mod tests {
         let new = std::thread::spawn({
             let path = path.clone();
             move || {
-                let (takeover, state, links) = take_over(&path).unwrap();
+                let (takeover, state, links) = whole(&path);
                 takeover.serving().unwrap();
                 let links: Vec<(String, String)> = links
                     .into_iter()
@@ -603,6 +889,20 @@ mod tests {
             answer.starts_with("REFUSED") && answer.contains("version 99"),
             "{answer}"
         );
+    }
+
+    #[test]
+    fn a_copy_line_reads_its_keys_and_refuses_a_bad_one() {
+        let key = [7u8; 16];
+        let line = format!("96 keys eth0={} eth1={}", hex(&key), hex(&[0xff; 16]));
+        assert_eq!(
+            copy_line(&line),
+            Some((96, vec![("eth0".into(), key), ("eth1".into(), [0xff; 16])]))
+        );
+        assert_eq!(copy_line("48"), Some((48, Vec::new())));
+        assert_eq!(copy_line("48 keys eth0=0011"), None);
+        assert_eq!(copy_line("48 links eth0"), None);
+        assert_eq!(copy_line("x"), None);
     }
 
     #[test]

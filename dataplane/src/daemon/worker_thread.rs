@@ -7,8 +7,10 @@
 //! (single-writer atomics) and its sockets' statistics (through descriptors
 //! of its own) without the worker's help; the one thing it asks of a worker
 //! is a listing of connections (`flowgatectl flows`), which the worker
-//! answers a bounded step per poll ([`FlowQueryServer`]). No lock, no
-//! allocation and no system call on the worker's side for any of it.
+//! answers a bounded step per poll ([`FlowQueryServer`]), and a
+//! takeover's first copy of its table, the same way ([`CopyServer`]). No
+//! lock, no allocation and no system call on the worker's side for any of
+//! it.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::first_copy::CopyServer;
 use super::flow_query::FlowQueryServer;
 use crate::port::{FrameMemory, Port};
 use crate::rules::IdlePolicy;
@@ -77,6 +80,8 @@ pub struct WorkerSetup<P, M, K> {
     pub epoch: Instant,
     /// The worker's end of `flowgatectl flows` listings.
     pub flow_queries: FlowQueryServer,
+    /// The worker's end of a takeover's first copy of its table.
+    pub first_copy: CopyServer,
     /// Whether the worker takes over from another process's: it marks
     /// its first poll and its first frame on the takeover's timeline.
     pub taking_over: bool,
@@ -149,6 +154,7 @@ fn run<P: Port, M: FrameMemory, K: KernelPath>(setup: WorkerSetup<P, M, K>) -> W
         stop,
         epoch,
         mut flow_queries,
+        mut first_copy,
         taking_over,
         ..
     } = setup;
@@ -173,12 +179,14 @@ fn run<P: Port, M: FrameMemory, K: KernelPath>(setup: WorkerSetup<P, M, K>) -> W
             now_ns,
         );
         drop(snapshot);
+        first_copy.serve(worker.flows());
         if first_frame_due && received > 0 {
             first_frame_due = false;
             super::takeover::mark("new: a worker's first frame");
         }
-        // A listing in progress is work: it goes on at full speed.
-        if received > 0 || flow_queries.is_busy() {
+        // A listing or a copy in progress is work: it goes on at full
+        // speed.
+        if received > 0 || flow_queries.is_busy() || first_copy.is_busy() {
             empty_polls = 0;
             continue;
         }
@@ -251,6 +259,7 @@ mod tests {
             stop: Arc::clone(&stop),
             epoch: Instant::now(),
             flow_queries: server,
+            first_copy: crate::daemon::first_copy::copy_channel().1,
             taking_over: false,
         };
         let handle = spawn(setup).unwrap();

@@ -17,7 +17,7 @@
 //! | 8 | 2 | format version ([`VERSION`]) |
 //! | 10 | 2 | header length (48) |
 //! | 12 | 2 | record length ([`RECORD_LEN`]) |
-//! | 14 | 2 | flags (none defined; must be 0) |
+//! | 14 | 2 | flags: bit 0 a delta over a first copy (see below) |
 //! | 16 | 8 | CLOCK_MONOTONIC of the export, ns |
 //! | 24 | 8 | record count |
 //! | 32 | 8 | xxh3 of the records |
@@ -38,13 +38,24 @@
 //! | 56 | 2 | backend port |
 //! | 58 | 6 | client MAC |
 //! | 64 | 4 | endpoint id in the exporter's rules (a hint; see below) |
-//! | 68 | 4 | record flags: bit 0 the backend has answered, bit 1 the kernel fast path carried it, bit 2 a SYN-proxy offset follows |
+//! | 68 | 4 | record flags: bit 0 the backend has answered, bit 1 the kernel fast path carried it, bit 2 a SYN-proxy offset follows, bit 3 an origin follows, bit 4 the origin's record was freed |
 //! | 72 | 8 | last packet seen, CLOCK_MONOTONIC ns |
 //! | 80 | 4 | SYN-proxy sequence offset: the client's numbers minus the backend's (0 unless bit 2) |
 //! | 84 | 4 | SYN-proxy timestamp offset, the same way (0 unless bit 2) |
 //! | 88 | 1 | SYN-proxy: the backend's window scale (0 unless bit 2) |
 //! | 89 | 1 | SYN-proxy: the client's window scale (0 unless bit 2) |
-//! | 90 | 6 | reserved (0) |
+//! | 90 | 2 | origin: the exporter's worker (0 unless bit 3) |
+//! | 92 | 4 | origin: the record in that worker's table (0 unless bit 3) |
+//!
+//! # Pre-copy: a first copy, then the difference
+//!
+//! A process taking over reads a first copy of the tables while the old
+//! workers still forward (every record with its origin), then, at the
+//! switch, a delta (header flag bit 0): a record per origin whose
+//! connection was created or changed since the copy, and a freed record
+//! (flag bit 4, nothing but the origin) per origin whose connection is gone.
+//! A connection that only went on seeing packets is not in the delta: its
+//! last-seen time is the copy's. Only a delta holds freed records.
 //!
 //! Version 2 added the timestamp offset and the window scales: version 1
 //! carried the sequence offset alone, which cannot translate a proxied
@@ -82,8 +93,14 @@ const BACKEND_REPLIED: u32 = 1 << 0;
 const FAST_PATH: u32 = 1 << 1;
 /// Record flag: a SYN-proxy sequence offset is set.
 const SYN_PROXY: u32 = 1 << 2;
+/// Record flag: the record's origin is set.
+const ORIGIN: u32 = 1 << 3;
+/// Record flag: the origin's connection is gone (a delta's freed record).
+const FREED: u32 = 1 << 4;
 /// Every record flag this version knows.
-const KNOWN_FLAGS: u32 = BACKEND_REPLIED | FAST_PATH | SYN_PROXY;
+const KNOWN_FLAGS: u32 = BACKEND_REPLIED | FAST_PATH | SYN_PROXY | ORIGIN | FREED;
+/// Header flag: the image is a delta over a first copy.
+const DELTA: u16 = 1 << 0;
 
 /// Why an image was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -143,6 +160,37 @@ pub struct HandedConnection {
     pub fast_path: bool,
     /// The SYN proxy's sequence offset, for a connection it set up.
     pub syn_proxy: Option<SynProxyOffset>,
+    /// Where the exporter keeps it, in a pre-copy's first copy and delta.
+    pub origin: Option<Origin>,
+}
+
+/// Where the exporting process keeps a connection: a worker's table and
+/// the record in it. A pre-copy's delta names the records of its first
+/// copy by their origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Origin {
+    /// The exporter's worker.
+    pub worker: u16,
+    /// The record in that worker's table.
+    pub record: u32,
+}
+
+impl HandedConnection {
+    /// Whether `other` is the same connection in the same condition: all
+    /// but the last-seen time and whether the fast path carried it, which
+    /// a pre-copy's delta does not hand over again.
+    pub fn same_but_seen(&self, other: &HandedConnection) -> bool {
+        let (a, b) = (&self.connection, &other.connection);
+        a.client == b.client
+            && a.backend_addr == b.backend_addr
+            && a.backend_port == b.backend_port
+            && a.endpoint == b.endpoint
+            && a.client_mac == b.client_mac
+            && a.client_ingress == b.client_ingress
+            && a.state == b.state
+            && self.backend_replied == other.backend_replied
+            && self.syn_proxy == other.syn_proxy
+    }
 }
 
 /// What a SYN proxy keeps per connection it answered itself, once the
@@ -183,27 +231,68 @@ impl From<SynProxyOffset> for crate::synproxy::SeqOffset {
 }
 
 /// A decoded image: the exporter's clock at export, and its connections.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct HandedState {
     /// CLOCK_MONOTONIC of the export, ns.
     pub exported_mono_ns: u64,
-    /// The connections.
+    /// The connections (in a delta: those created or changed since the
+    /// first copy).
     pub connections: Vec<HandedConnection>,
+    /// Whether this is a delta over a first copy.
+    pub delta: bool,
+    /// In a delta: the origins whose connections are gone.
+    pub freed: Vec<Origin>,
+}
+
+impl HandedState {
+    /// The whole state, not a delta.
+    pub fn whole(exported_mono_ns: u64, connections: Vec<HandedConnection>) -> HandedState {
+        HandedState {
+            exported_mono_ns,
+            connections,
+            delta: false,
+            freed: Vec::new(),
+        }
+    }
 }
 
 /// The byte image of `connections`, exported at `now_mono_ns`.
 pub fn encode(now_mono_ns: u64, connections: &[HandedConnection]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER_LEN + connections.len() * RECORD_LEN);
+    encode_image(now_mono_ns, 0, connections, &[])
+}
+
+/// The byte image of a pre-copy's delta, exported at `now_mono_ns`: the
+/// connections created or changed since the first copy (each with its
+/// origin), and the origins of those gone.
+pub fn encode_delta(now_mono_ns: u64, changed: &[HandedConnection], freed: &[Origin]) -> Vec<u8> {
+    encode_image(now_mono_ns, DELTA, changed, freed)
+}
+
+fn encode_image(
+    now_mono_ns: u64,
+    flags: u16,
+    connections: &[HandedConnection],
+    freed: &[Origin],
+) -> Vec<u8> {
+    let count = connections.len() + freed.len();
+    let mut out = Vec::with_capacity(HEADER_LEN + count * RECORD_LEN);
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(HEADER_LEN as u16).to_le_bytes());
     out.extend_from_slice(&(RECORD_LEN as u16).to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&now_mono_ns.to_le_bytes());
-    out.extend_from_slice(&(connections.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(count as u64).to_le_bytes());
     out.extend_from_slice(&[0; 16]); // checksum (below) and reserved
     for c in connections {
         encode_record(c, &mut out);
+    }
+    for origin in freed {
+        let start = out.len();
+        out.resize(start + RECORD_LEN, 0);
+        out[start + 68..start + 72].copy_from_slice(&(ORIGIN | FREED).to_le_bytes());
+        out[start + 90..start + 92].copy_from_slice(&origin.worker.to_le_bytes());
+        out[start + 92..start + 96].copy_from_slice(&origin.record.to_le_bytes());
     }
     let sum = xxhash_rust::xxh3::xxh3_64(&out[HEADER_LEN..]);
     out[32..40].copy_from_slice(&sum.to_le_bytes());
@@ -234,6 +323,9 @@ fn encode_record(c: &HandedConnection, out: &mut Vec<u8>) {
     if c.syn_proxy.is_some() {
         flags |= SYN_PROXY;
     }
+    if c.origin.is_some() {
+        flags |= ORIGIN;
+    }
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&c.last_seen_mono_ns.to_le_bytes());
     let proxy = c.syn_proxy.unwrap_or(SynProxyOffset {
@@ -246,6 +338,12 @@ fn encode_record(c: &HandedConnection, out: &mut Vec<u8>) {
     out.extend_from_slice(&proxy.ts_delta.to_le_bytes());
     out.push(proxy.backend_wscale);
     out.push(proxy.client_wscale);
+    let origin = c.origin.unwrap_or(Origin {
+        worker: 0,
+        record: 0,
+    });
+    out.extend_from_slice(&origin.worker.to_le_bytes());
+    out.extend_from_slice(&origin.record.to_le_bytes());
     out.resize(start + RECORD_LEN, 0);
 }
 
@@ -271,12 +369,13 @@ pub fn decode(bytes: &[u8]) -> Result<HandedState, StateError> {
         u16_at(header, 12) as usize,
         u16_at(header, 14),
     );
-    if header_len != HEADER_LEN || record_len != RECORD_LEN || flags != 0 {
+    if header_len != HEADER_LEN || record_len != RECORD_LEN || flags & !DELTA != 0 {
         return Err(StateError::Layout(format!(
             "header {header_len} bytes, records {record_len} bytes, flags {flags:#x} \
-             (expected {HEADER_LEN}, {RECORD_LEN}, 0)"
+             (expected {HEADER_LEN}, {RECORD_LEN}, {DELTA:#x} at most)"
         )));
     }
+    let delta = flags & DELTA != 0;
     let exported_mono_ns = u64_at(header, 16);
     let count = u64_at(header, 24);
     let need = usize::try_from(count)
@@ -300,23 +399,41 @@ pub fn decode(bytes: &[u8]) -> Result<HandedState, StateError> {
     if xxhash_rust::xxh3::xxh3_64(records) != u64_at(header, 32) {
         return Err(StateError::Checksum);
     }
-    let connections = records
-        .chunks_exact(RECORD_LEN)
-        .enumerate()
-        .map(|(index, r)| decode_record(r).map_err(|why| StateError::Record { index, why }))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(HandedState {
+    let mut state = HandedState {
         exported_mono_ns,
-        connections,
-    })
+        delta,
+        ..HandedState::default()
+    };
+    for (index, r) in records.chunks_exact(RECORD_LEN).enumerate() {
+        let record = |why| StateError::Record { index, why };
+        let flags = u32_at(r, 68);
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(record("unknown flags"));
+        }
+        if flags & FREED == 0 {
+            state
+                .connections
+                .push(decode_record(r, flags).map_err(record)?);
+        } else if !delta {
+            return Err(record("a freed record outside a delta"));
+        } else if flags != FREED | ORIGIN {
+            return Err(record("a freed record carries more than its origin"));
+        } else {
+            state.freed.push(origin_at(r));
+        }
+    }
+    Ok(state)
 }
 
-fn decode_record(r: &[u8]) -> Result<HandedConnection, &'static str> {
-    let state = state_of(r[37]).ok_or("unknown state")?;
-    let flags = u32_at(r, 68);
-    if flags & !KNOWN_FLAGS != 0 {
-        return Err("unknown flags");
+fn origin_at(r: &[u8]) -> Origin {
+    Origin {
+        worker: u16_at(r, 90),
+        record: u32_at(r, 92),
     }
+}
+
+fn decode_record(r: &[u8], flags: u32) -> Result<HandedConnection, &'static str> {
+    let state = state_of(r[37]).ok_or("unknown state")?;
     let client = FiveTuple {
         src: array_at(r, 0),
         dst: array_at(r, 16),
@@ -345,6 +462,7 @@ fn decode_record(r: &[u8]) -> Result<HandedConnection, &'static str> {
             backend_wscale: r[88].min(14),
             client_wscale: r[89].min(14),
         }),
+        origin: (flags & ORIGIN != 0).then(|| origin_at(r)),
     })
 }
 
@@ -418,6 +536,10 @@ mod tests {
                 backend_wscale: (port % 15) as u8,
                 client_wscale: 7,
             }),
+            origin: port.is_multiple_of(4).then_some(Origin {
+                worker: port % 3,
+                record: u32::from(port) * 7,
+            }),
         }
     }
 
@@ -477,7 +599,7 @@ mod tests {
             Err(StateError::Layout(_))
         ));
         let mut flagged = image.clone();
-        flagged[14] = 1;
+        flagged[14] = 2;
         assert!(matches!(decode(&flagged), Err(StateError::Layout(_))));
         let mut magic = image.clone();
         magic[0] = b'X';
@@ -505,6 +627,89 @@ mod tests {
                 why: "unknown state"
             })
         );
+    }
+
+    #[test]
+    fn a_delta_reads_back_with_its_freed_origins() {
+        let changed = sample();
+        let freed = [
+            Origin {
+                worker: 0,
+                record: 3,
+            },
+            Origin {
+                worker: 1,
+                record: 70_000,
+            },
+        ];
+        let image = encode_delta(9, &changed, &freed);
+        let state = decode(&image).unwrap();
+        assert!(state.delta);
+        assert_eq!(state.connections, changed);
+        assert_eq!(state.freed, freed);
+        // A whole image is no delta and has nothing freed.
+        let whole = decode(&encode(9, &changed)).unwrap();
+        assert!(!whole.delta && whole.freed.is_empty());
+    }
+
+    #[test]
+    fn a_freed_record_outside_a_delta_or_with_more_than_its_origin_is_refused() {
+        let freed = [Origin {
+            worker: 2,
+            record: 5,
+        }];
+        let reseal = |image: &mut Vec<u8>| {
+            let sum = xxhash_rust::xxh3::xxh3_64(&image[HEADER_LEN..]);
+            image[32..40].copy_from_slice(&sum.to_le_bytes());
+        };
+        let mut not_delta = encode_delta(1, &[], &freed);
+        not_delta[14] = 0;
+        assert_eq!(
+            decode(&not_delta),
+            Err(StateError::Record {
+                index: 0,
+                why: "a freed record outside a delta"
+            })
+        );
+        let mut more = encode_delta(1, &[], &freed);
+        more[HEADER_LEN + 68] |= BACKEND_REPLIED as u8;
+        reseal(&mut more);
+        assert_eq!(
+            decode(&more),
+            Err(StateError::Record {
+                index: 0,
+                why: "a freed record carries more than its origin"
+            })
+        );
+    }
+
+    #[test]
+    fn same_but_seen_ignores_the_last_seen_time_and_the_fast_path_alone() {
+        let a = handed(40_001, FlowState::TcpEstablished);
+        let mut b = a.clone();
+        b.last_seen_mono_ns += 1_000_000;
+        b.connection.last_seen_ns += 5;
+        b.fast_path = !a.fast_path;
+        assert!(a.same_but_seen(&b));
+        let changes: [fn(&mut HandedConnection); 5] = [
+            |c| c.connection.state = FlowState::TcpClosing,
+            |c| c.backend_replied = !c.backend_replied,
+            |c| c.connection.client_mac[5] ^= 1,
+            |c| c.connection.backend_port += 1,
+            |c| {
+                c.syn_proxy = Some(SynProxyOffset {
+                    seq_delta: 1,
+                    ts_delta: 2,
+                    backend_wscale: 3,
+                    client_wscale: 4,
+                })
+            },
+        ];
+        for change in changes {
+            let mut c = a.clone();
+            change(&mut c);
+            assert!(!a.same_but_seen(&c), "{c:?}");
+        }
     }
 
     #[test]

@@ -101,12 +101,14 @@ mod endpoint_stats;
 mod export;
 pub mod handover;
 mod index;
+pub mod precopy;
 mod state;
 mod table;
 
 pub use connection::{ConnId, Connection};
 pub use endpoint_stats::{Departure, EndpointStats, EndpointValues, FastPathValues, FlowCounters};
 pub use export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
-pub use handover::{HandedConnection, HandedState, StateError, SynProxyOffset};
+pub use handover::{HandedConnection, HandedState, Origin, StateError, SynProxyOffset};
+pub use precopy::{DeltaApplied, Placements};
 pub use state::{next_state, Direction, FlowState, FlowTimeouts};
 pub use table::{FlowTable, FlowTableStats, MAX_CAPACITY};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::connection::{ConnId, Connection};
 use super::endpoint_stats::{Departure, EndpointAccounts, FlowCounters};
 use super::export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
-use super::handover::HandedConnection;
+use super::handover::{HandedConnection, Origin};
 use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
 use super::state::{next_state, Direction, FlowState, FlowTimeouts};
 use crate::fastpath::{synproxy_rewrites, DirectionRewrite, FastPath};
@@ -774,31 +774,144 @@ impl FlowTable {
     /// connection. Runs on a stopped worker's table: it allocates.
     pub fn hand_over(&self, epoch_mono_ns: u64, out: &mut Vec<HandedConnection>) {
         out.reserve(self.len);
-        let used = self.records.get(..self.touched).unwrap_or(&self.records);
-        for (record, r) in used.iter().enumerate() {
-            if !r.links.is_live() {
-                continue;
-            }
-            // A proxied connection whose backend has not answered yet has
-            // no offset to hand over: its client's retransmission finds
-            // no connection in the new process.
-            let proxied = self.syn_proxy_at(record as u32);
-            if proxied.is_some_and(|p| !p.answered) {
-                continue;
-            }
-            let record = record as u32;
-            let fast = self.fast.as_ref();
-            let kernel_seen = fast.and_then(|f| f.last_seen(record)).unwrap_or(0);
-            let last_seen = r.conn.last_seen_ns.max(kernel_seen);
-            out.push(HandedConnection {
-                connection: r.conn.clone(),
-                last_seen_mono_ns: epoch_mono_ns.saturating_add(last_seen),
-                backend_replied: r.links.backend_replied()
-                    || fast.is_some_and(|f| f.reply_forwarded(record)),
-                fast_path: fast.is_some_and(|f| f.is_installed(record)),
-                syn_proxy: proxied.map(|p| p.offset.into()),
-            });
+        for record in 0..self.touched {
+            out.extend(self.handed_at(record as u32, epoch_mono_ns, None));
         }
+    }
+
+    /// One bounded step of a pre-copy's first copy, taken by a worker that
+    /// goes on forwarding: [`hand_over`](Self::hand_over) of no more than
+    /// `budget` record positions from `cursor` on, each connection with its
+    /// origin (`worker`, its record), stopping early when `out` is at its
+    /// capacity (it never allocates). The cursor moves past what was
+    /// looked at; whether the table has been looked at to its end.
+    pub fn hand_over_step(
+        &self,
+        worker: u16,
+        epoch_mono_ns: u64,
+        cursor: &mut usize,
+        budget: usize,
+        out: &mut Vec<HandedConnection>,
+    ) -> bool {
+        let end = cursor.saturating_add(budget).min(self.touched);
+        while *cursor < end && out.len() < out.capacity() {
+            if let Some(handed) = self.handed_at(*cursor as u32, epoch_mono_ns, Some(worker)) {
+                out.push(handed);
+            }
+            *cursor += 1;
+        }
+        *cursor >= self.touched
+    }
+
+    /// What changed since a first copy of this table (`copy`: what
+    /// [`hand_over_step`](Self::hand_over_step) gave for `worker`, in record
+    /// order), on the stopped worker's table: each connection created or
+    /// changed since (all but its last-seen time,
+    /// [`HandedConnection::same_but_seen`]) is appended to `changed`, with
+    /// its origin, and each origin of the copy whose connection is gone to
+    /// `freed`. One walk of the records ever used, comparing; nothing per
+    /// packet was kept for it.
+    pub fn hand_over_changes(
+        &self,
+        worker: u16,
+        epoch_mono_ns: u64,
+        copy: &[HandedConnection],
+        changed: &mut Vec<HandedConnection>,
+        freed: &mut Vec<Origin>,
+    ) {
+        let mut copied = copy.iter().peekable();
+        let end = copy
+            .last()
+            .and_then(|c| c.origin)
+            .map_or(0, |o| o.record as usize + 1)
+            .max(self.touched);
+        for record in 0..end {
+            let record = record as u32;
+            // Entries of the copy before this record (out of order, or not
+            // this worker's) name nothing here: they count as gone.
+            let mut before = None;
+            while let Some(c) = copied.next_if(|c| c.origin.is_none_or(|o| o.record <= record)) {
+                match c.origin {
+                    Some(o) if o.record == record => before = Some(c),
+                    Some(o) => freed.push(o),
+                    None => {}
+                }
+            }
+            // Most records are as copied: that is found without making
+            // their hand-over record.
+            if before.is_some_and(|b| self.unchanged_since(record, b)) {
+                continue;
+            }
+            let now = self.handed_at(record, epoch_mono_ns, Some(worker));
+            match (now, before) {
+                (Some(now), Some(before)) if now.same_but_seen(before) => {}
+                (Some(now), _) => changed.push(now),
+                (None, Some(before)) => freed.extend(before.origin),
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// Whether `record` holds the connection `before` describes, in the
+    /// same condition ([`HandedConnection::same_but_seen`]), read from the
+    /// record in place. False when unsure: the caller then compares the
+    /// whole hand-over record.
+    fn unchanged_since(&self, record: u32, before: &HandedConnection) -> bool {
+        let Some(r) = self.records.get(record as usize) else {
+            return false;
+        };
+        let (c, b) = (&r.conn, &before.connection);
+        let same = r.links.is_live()
+            && !r.links.syn_proxied()
+            && before.syn_proxy.is_none()
+            && c.client == b.client
+            && c.backend_addr == b.backend_addr
+            && c.backend_port == b.backend_port
+            && c.endpoint == b.endpoint
+            && c.client_mac == b.client_mac
+            && c.client_ingress == b.client_ingress
+            && c.state == b.state;
+        if !same {
+            return false;
+        }
+        let replied = r.links.backend_replied()
+            || self
+                .fast
+                .as_ref()
+                .is_some_and(|f| f.reply_forwarded(record));
+        replied == before.backend_replied
+    }
+
+    /// `record`'s connection as handed over, if it is live and has all a
+    /// new process needs (a proxied connection waits for its backend's
+    /// answer: until then it has no offsets, and its client's
+    /// retransmission finds no connection in the new process).
+    fn handed_at(
+        &self,
+        record: u32,
+        epoch_mono_ns: u64,
+        worker: Option<u16>,
+    ) -> Option<HandedConnection> {
+        let r = self.records.get(record as usize)?;
+        if !r.links.is_live() {
+            return None;
+        }
+        let proxied = self.syn_proxy_at(record);
+        if proxied.is_some_and(|p| !p.answered) {
+            return None;
+        }
+        let fast = self.fast.as_ref();
+        let kernel_seen = fast.and_then(|f| f.last_seen(record)).unwrap_or(0);
+        let last_seen = r.conn.last_seen_ns.max(kernel_seen);
+        Some(HandedConnection {
+            connection: r.conn.clone(),
+            last_seen_mono_ns: epoch_mono_ns.saturating_add(last_seen),
+            backend_replied: r.links.backend_replied()
+                || fast.is_some_and(|f| f.reply_forwarded(record)),
+            fast_path: fast.is_some_and(|f| f.is_installed(record)),
+            syn_proxy: proxied.map(|p| p.offset.into()),
+            origin: worker.map(|worker| Origin { worker, record }),
+        })
     }
 
     /// Takes in a connection another process handed over; the worker
@@ -807,6 +920,12 @@ impl FlowTable {
     /// be — it may evict or be refused the same way — and, if the fast path
     /// carries its state, offered to the fast path. Whether it was taken.
     pub fn take_over(&mut self, handed: &HandedConnection, epoch_mono_ns: u64) -> bool {
+        !self.take_over_at(handed, epoch_mono_ns).is_none()
+    }
+
+    /// [`take_over`](Self::take_over), answering where the connection went
+    /// ([`ConnId::NONE`] if it was refused).
+    pub fn take_over_at(&mut self, handed: &HandedConnection, epoch_mono_ns: u64) -> ConnId {
         let mut conn = handed.connection.clone();
         conn.last_seen_ns = handed.last_seen_mono_ns.saturating_sub(epoch_mono_ns);
         let now_ns = conn.last_seen_ns;
@@ -814,7 +933,7 @@ impl FlowTable {
         let reply_hash = flow_hash(&conn.reply_tuple());
         let id = self.insert(conn, client_hash, reply_hash, now_ns);
         if id.is_none() {
-            return false;
+            return id;
         }
         if let Some(r) = self.records.get_mut(id.0 as usize) {
             r.links.set_backend_replied(handed.backend_replied);
@@ -828,6 +947,66 @@ impl FlowTable {
             };
             self.set_syn_proxy(id, proxied);
         }
+        id
+    }
+
+    /// Brings connection `id`, taken over from a first copy, to what a
+    /// pre-copy's delta says of it (`handed`): its state, whether its
+    /// backend answered, its client's MAC and port, its SYN-proxy offsets
+    /// and its last-seen time; offered to the fast path again if its state
+    /// is one the fast path carries. Nothing changes, and the answer is
+    /// false, unless `id` is live and holds the same connection (client
+    /// tuple, backend and endpoint): then remove it and take the new one
+    /// over instead.
+    pub fn refresh_handed(
+        &mut self,
+        id: ConnId,
+        handed: &HandedConnection,
+        epoch_mono_ns: u64,
+    ) -> bool {
+        let Some(r) = self.records.get_mut(id.0 as usize) else {
+            return false;
+        };
+        let (c, h) = (&mut r.conn, &handed.connection);
+        let same = r.links.is_live()
+            && c.client == h.client
+            && c.backend_addr == h.backend_addr
+            && c.backend_port == h.backend_port
+            && c.endpoint == h.endpoint;
+        if !same {
+            return false;
+        }
+        c.state = h.state;
+        c.client_mac = h.client_mac;
+        c.client_ingress = h.client_ingress;
+        c.last_seen_ns = c
+            .last_seen_ns
+            .max(handed.last_seen_mono_ns.saturating_sub(epoch_mono_ns));
+        r.links.set_backend_replied(handed.backend_replied);
+        let was_proxied = r.links.syn_proxied();
+        match handed.syn_proxy {
+            Some(offset) => {
+                self.reserve_syn_proxy();
+                let proxied = ProxiedConnection {
+                    answered: true,
+                    offset: offset.into(),
+                    ..ProxiedConnection::default()
+                };
+                self.set_syn_proxy(id, proxied);
+            }
+            None if was_proxied => {
+                if let Some(r) = self.records.get_mut(id.0 as usize) {
+                    r.links.set_flag(SYN_PROXIED, false);
+                }
+            }
+            None => {}
+        }
+        if let Some(fast) = self.fast.as_mut() {
+            // Entries made from what the record said before go; the next
+            // sync installs what it says now.
+            fast.remove(id.0);
+        }
+        self.offer_to_fast_path(id.0);
         true
     }
 

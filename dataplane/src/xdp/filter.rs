@@ -91,6 +91,9 @@ pub struct XdpFilter {
     syn_proxy_services: BpfHashMap<MapData, [u8; KEY_LEN], [u8; SERVICE_VALUE_LEN]>,
     syn_proxy_counters: PerCpuArray<MapData, u64>,
     syn_proxies: HashMap<TrafficKey, SynProxy>,
+    /// The SYN cookies' key (`synproxy_secret`) and what it holds.
+    cookie_secret: Array<MapData, [u8; 16]>,
+    cookie_key: [u8; 16],
     /// Holds the loaded program.
     ebpf: Ebpf,
 }
@@ -300,6 +303,15 @@ impl XdpFilter {
     /// is dropped or this process is gone, until the holder replaces the
     /// program ([`Self::attach_through`]) or closes it.
     pub fn link_descriptor(&self) -> Result<OwnedFd, XdpError> {
+        // A program attached through a link another process handed over
+        // holds that link: a duplicate of it needs no search, whose link
+        // information waits for the kernel's network configuration lock
+        // (held for seconds while namespaces are made and deleted).
+        if let Some(link) = &self.handed_link {
+            return link
+                .try_clone()
+                .map_err(|e| XdpError::Other(format!("duplicating the XDP link: {e}")));
+        }
         let program: &Xdp = self
             .ebpf
             .program(PROGRAM)
@@ -425,7 +437,6 @@ impl XdpFilter {
             .map_err(|e| map_error("setting the SYN cookie key", e))?;
 
         load_program(&mut ebpf)?;
-        drop(secret);
 
         Ok(XdpFilter {
             interface: interface.to_string(),
@@ -451,8 +462,28 @@ impl XdpFilter {
             syn_proxy_services,
             syn_proxy_counters,
             syn_proxies: HashMap::new(),
+            cookie_secret: secret,
+            cookie_key: key,
             ebpf,
         })
+    }
+
+    /// The key the program makes and checks SYN cookies with: handed over
+    /// at a takeover, so that the cookies this program gave out are still
+    /// good once the new process's program replaces it.
+    pub fn cookie_key(&self) -> [u8; 16] {
+        self.cookie_key
+    }
+
+    /// Makes the program make and check SYN cookies with `key` (the
+    /// program of the process this one takes over from: the handshakes it
+    /// answered finish with this one).
+    pub fn set_cookie_key(&mut self, key: [u8; 16]) -> Result<(), XdpError> {
+        self.cookie_secret
+            .set(0, key, 0)
+            .map_err(|e| map_error("setting the SYN cookie key", e))?;
+        self.cookie_key = key;
+        Ok(())
     }
 
     /// Makes the program answer the SYNs of exactly the services in

@@ -1314,3 +1314,51 @@ fn a_hand_over_after_records_were_freed_and_reused_finds_every_live_one() {
     assert_eq!(got, want);
     assert_eq!(got.len(), 20 - 7 + 5);
 }
+
+#[test]
+fn the_changes_since_a_copy_carry_a_proxied_connection_once_its_backend_answered() {
+    use crate::synproxy::ProxiedConnection;
+    let mut t = FlowTable::new(16, TIMEOUTS);
+    let plain = insert(&mut t, conn(1, 1, 10, 2, FlowState::TcpEstablished, 5), 5);
+    let proxied = insert(&mut t, conn(1, 2, 10, 2, FlowState::TcpEstablished, 5), 5);
+    t.reserve_syn_proxy();
+    assert!(t.set_syn_proxy(proxied, ProxiedConnection::default()));
+    let mut copy = Vec::with_capacity(16);
+    let mut cursor = 0;
+    assert!(t.hand_over_step(0, 0, &mut cursor, 16, &mut copy));
+    // Unanswered: no offsets to hand over yet.
+    assert_eq!(copy.len(), 1);
+    assert_eq!(copy[0].origin.map(|o| o.record), Some(plain.0));
+    let (mut changed, mut freed) = (Vec::new(), Vec::new());
+    t.hand_over_changes(0, 0, &copy, &mut changed, &mut freed);
+    assert!(
+        changed.is_empty() && freed.is_empty(),
+        "{changed:?} {freed:?}"
+    );
+    // The backend answers: the connection and its offsets cross.
+    let p = t.syn_proxy_mut(proxied).unwrap();
+    p.answered = true;
+    p.offset.seq = 77;
+    t.hand_over_changes(0, 0, &copy, &mut changed, &mut freed);
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].origin.map(|o| o.record), Some(proxied.0));
+    assert_eq!(changed[0].syn_proxy.map(|o| o.seq_delta), Some(77));
+    // Taken over into a table holding the copy, then refreshed in place:
+    // the same offsets.
+    let mut new = FlowTable::new(16, TIMEOUTS);
+    let id = new.take_over_at(&copy[0], 0);
+    assert!(
+        !new.refresh_handed(id, &changed[0], 0),
+        "another connection"
+    );
+    let id = new.take_over_at(&changed[0], 0);
+    assert_eq!(new.syn_proxy(id).map(|p| p.offset.seq), Some(77));
+    let mut again = changed[0].clone();
+    again.syn_proxy = again.syn_proxy.map(|mut o| {
+        o.seq_delta = 78;
+        o
+    });
+    assert!(new.refresh_handed(id, &again, 0));
+    assert_eq!(new.syn_proxy(id).map(|p| p.offset.seq), Some(78));
+    new.audit();
+}
