@@ -689,10 +689,11 @@ impl Mirror {
             };
             // etcd's services follow the file's, in key order: their
             // names' order.
-            let found = config.services[base..]
-                .binary_search_by(|s| s.name.as_bytes().cmp(name.as_bytes()))
-                .map(|i| base + i)
-                .map_err(|i| base + i);
+            let found = config
+                .services
+                .binary_search_in(base..config.services.len(), |s| {
+                    s.name.as_bytes().cmp(name.as_bytes())
+                });
             match (entry, found) {
                 (
                     Some(Accepted {
@@ -911,10 +912,15 @@ fn service_of(part: &value::ServicePart, gateway: &GatewaySettings) -> Service {
 /// Where the service called `name` is in `config`, whose services from
 /// `base` on are etcd's, in their names' order.
 fn position(config: &Config, base: usize, name: &str) -> Option<usize> {
-    let etcd = config.services.get(base..)?;
-    match etcd.binary_search_by(|s| s.name.as_bytes().cmp(name.as_bytes())) {
-        Ok(i) => Some(base + i),
-        Err(_) => config.services[..base].iter().position(|s| s.name == name),
+    let services = &config.services;
+    if base > services.len() {
+        return None;
+    }
+    match services.binary_search_in(base..services.len(), |s| {
+        s.name.as_bytes().cmp(name.as_bytes())
+    }) {
+        Ok(i) => Some(i),
+        Err(_) => services.iter().take(base).position(|s| s.name == name),
     }
 }
 
@@ -1409,7 +1415,7 @@ mod tests {
     /// `config` with every service's paths in their keys' order.
     fn in_key_order(config: &Config) -> Config {
         let mut config = config.clone();
-        for service in &mut config.services {
+        for service in config.services.iter_mut() {
             let mut paths: Vec<DistributionPath> = service.routing.paths.iter().cloned().collect();
             paths.sort_by_key(|p| p.client.to_string());
             service.routing.paths = paths.into_iter().collect();

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::health::{BackendHealth, HealthSettings, ServiceHealth};
 use super::limits::FlowLimits;
 use super::paths::Paths;
+use super::shared_list::SharedList;
 use crate::admission::ConnectionCap;
 
 /// Default Maglev lookup table size (a prime).
@@ -62,8 +63,10 @@ pub struct Config {
     pub interfaces: Vec<Interface>,
     /// Static next-hop MAC addresses (replay; the daemon also learns them).
     pub neighbours: Vec<Neighbour>,
-    /// Services, unique by (protocol, VIP, port) and by name.
-    pub services: Vec<Service>,
+    /// Services, unique by (protocol, VIP, port) and by name. Shared
+    /// between config versions: a clone copies a pointer, an edit of one
+    /// service copies that service and its chunk's pointers.
+    pub services: Services,
     /// Routing by client, gateway-wide: client classes, the zone
     /// priority, the subset memory cap (`[routing]`).
     pub routing: RoutingSettings,
@@ -71,6 +74,10 @@ pub struct Config {
     /// refuses (`[ingress]`).
     pub ingress: IngressSettings,
 }
+
+/// A config's services: a list shared between config versions
+/// ([`SharedList`]).
+pub type Services = SharedList<Service>;
 
 /// `[ingress]`: sources refused beyond the martians every router refuses.
 #[derive(Clone, Debug, PartialEq, Default)]
