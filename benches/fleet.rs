@@ -170,6 +170,32 @@ fn parts() {
     });
     let mut next = config.clone();
     next.services[17].backends[0].weight = 9;
+    time(
+        "copy the config and change one service (shared services)",
+        &mut || {
+            let mut copy = config.clone();
+            copy.services[17].backends[0].weight = 9;
+            drop(copy)
+        },
+    );
+    let index = flowgate_dataplane::rules::ServiceIndex::of(&config);
+    let edits = [flowgate_dataplane::rules::ServiceEdit {
+        before: Some(&config.services[17]),
+        after: Some((17, &next.services[17])),
+    }];
+    time(
+        "validate the change (the changed service, the counts)",
+        &mut || {
+            index
+                .validate_change(
+                    &config,
+                    &next,
+                    &edits,
+                    &flowgate_dataplane::rules::Unrecorded,
+                )
+                .unwrap()
+        },
+    );
     time("diff", &mut || {
         drop(flowgate_dataplane::control::diff(&config, &next))
     });

@@ -60,7 +60,7 @@ pub use prime::{is_prime, next_prime, prev_prime};
 pub use provenance::{Location, Provenance, RequestLocation, Unrecorded};
 pub use shared_list::{Iter as SharedListIter, SharedList};
 pub(crate) use validate::path_is_valid;
-pub use validate::validate;
+pub use validate::{validate, ServiceEdit, ServiceIndex};
 
 /// Checks a config built in code, which has no record of where its parts
 /// came from: [`validate`] with [`Unrecorded`] provenance, so problems
