@@ -706,8 +706,10 @@ impl Backend {
 pub struct RoutingSettings {
     /// Client classes: a client's SET and zone, by the longest of these
     /// prefixes that holds its address. A client no prefix holds has
-    /// neither. Prefixes are unique.
-    pub classes: Vec<ClientClass>,
+    /// neither. Prefixes are unique. Shared between config versions, as
+    /// services are: a config copied for a change of services copies a
+    /// pointer, not a million classes.
+    pub classes: SharedList<ClientClass>,
     /// Zones in the order a client falls back through when its own zone
     /// has no backend alive: its own zone first, then these in order, then
     /// backends of no zone, then any. Every zone named here is some
@@ -721,7 +723,7 @@ pub struct RoutingSettings {
 impl Default for RoutingSettings {
     fn default() -> Self {
         RoutingSettings {
-            classes: Vec::new(),
+            classes: SharedList::new(),
             zone_priority: Vec::new(),
             subset_memory_limit: DEFAULT_SUBSET_MEMORY_LIMIT,
         }
