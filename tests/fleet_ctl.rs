@@ -650,13 +650,19 @@ fn a_client_class_put_in_etcd_changes_the_zone_decision_until_deleted() {
         .class
         .is_none()));
     assert_eq!(explain(&gateway, &to_w2).backend.as_deref(), Some(w2));
+    // The rules are installed just after the snapshot is published.
     assert!(wait_until(WAIT, || gateway
         .control
         .config()
         .routing
         .classes
         .is_empty()));
-    assert!(gateway.control.etcd_status().unwrap().held.is_empty());
+    assert!(wait_until(WAIT, || gateway
+        .control
+        .etcd_status()
+        .unwrap()
+        .held
+        .is_empty()));
 }
 
 #[test]

@@ -152,7 +152,7 @@ fn config(case: &Case) -> Config {
         });
     }
     let mut config = Config {
-        services: vec![service],
+        services: vec![service].into(),
         ..Config::default()
     };
     config.routing.zone_priority = case.priority.iter().map(|z| z.to_string()).collect();

@@ -335,7 +335,7 @@ fn routed_paths(backends: &[Backend]) -> Vec<DistributionPath> {
 pub fn routed_config(capacity: usize) -> Config {
     let mut config = gateway_config(1, capacity);
     config.routing = RoutingSettings {
-        classes: routed_classes(),
+        classes: routed_classes().into(),
         zone_priority: vec!["dc-b".into(), "dc-a".into()],
         ..RoutingSettings::default()
     };

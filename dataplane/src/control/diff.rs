@@ -481,7 +481,7 @@ impl PathCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{load_str, Scheduler};
+    use crate::rules::{load_str, Scheduler, SharedList};
 
     const RULES: &str = r#"
 [[services]]
@@ -706,11 +706,11 @@ port = 5353
             }
         };
         let mut old = rules();
-        old.routing.classes = vec![
+        old.routing.classes = SharedList::from(vec![
             class("198.18.10.0/24", Some("shop.sh.g1"), None),
             class("198.18.11.0/24", None, Some("dc1")),
             class("198.18.12.0/24", None, Some("dc2")),
-        ];
+        ]);
         let mut new = old.clone();
         new.routing.classes.reverse();
         assert!(diff(&old, &new).is_empty(), "order alone");

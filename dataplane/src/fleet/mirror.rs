@@ -48,7 +48,7 @@ use std::sync::Arc;
 use crate::route::Prefix;
 use crate::rules::{
     self, ClientClass, ClientPrefix, Config, DistributionPath, GatewaySettings, Item, Location,
-    Service, Unrecorded,
+    Service, ServiceEdit, ServiceIndex, Unrecorded,
 };
 use crate::table::PathUpdate;
 
@@ -231,6 +231,11 @@ pub struct Mirror {
     /// The config of the rules given last: a revision that changes only
     /// services is made on it, service by service.
     last: Option<Arc<Config>>,
+    /// The counts over `last`'s services that let a revision of a few
+    /// services be validated by what it changes
+    /// ([`ServiceIndex::validate_change`]); made again with a whole
+    /// config, updated with a revision of services.
+    index: Option<ServiceIndex>,
 }
 
 impl Mirror {
@@ -246,6 +251,7 @@ impl Mirror {
             revision: 0,
             applied: 0,
             last: None,
+            index: None,
         }
     }
 
@@ -531,7 +537,16 @@ impl Mirror {
             &locate,
         )
         .with_parts(&parts);
-        match rules::validate(&config, &provenance) {
+        let judged = match (&change, &self.index) {
+            // Services alone, on the rules given last: judged by what
+            // changes, against the counts kept over the rest.
+            (RulesChange::Services { since, names }, Some(index)) => {
+                let edits = service_edits(since, &config, base, names);
+                index.validate_change(since, &config, &edits, &provenance)
+            }
+            _ => rules::validate(&config, &provenance),
+        };
+        match judged {
             Ok(()) => Ok((Arc::new(config), change)),
             Err(error) => Err(blame(&error, overlay)),
         }
@@ -689,10 +704,11 @@ impl Mirror {
             };
             // etcd's services follow the file's, in key order: their
             // names' order.
-            let found = config.services[base..]
-                .binary_search_by(|s| s.name.as_bytes().cmp(name.as_bytes()))
-                .map(|i| base + i)
-                .map_err(|i| base + i);
+            let found = config
+                .services
+                .binary_search_in(base..config.services.len(), |s| {
+                    s.name.as_bytes().cmp(name.as_bytes())
+                });
             match (entry, found) {
                 (
                     Some(Accepted {
@@ -830,6 +846,15 @@ impl Mirror {
         }
         self.revision = revision.max(self.revision);
         self.applied = revision;
+        match (&change, self.index.as_mut()) {
+            // Paths weigh in none of the counts.
+            (RulesChange::Paths { .. }, Some(_)) => {}
+            (RulesChange::Services { since, names }, Some(index)) => {
+                let base = self.base.services.len();
+                index.apply(since, &config, &service_edits(since, &config, base, names));
+            }
+            _ => self.index = Some(ServiceIndex::of(&config)),
+        }
         self.last = Some(Arc::clone(&config));
         Outcome::Applied(Box::new(Rules {
             config,
@@ -911,11 +936,71 @@ fn service_of(part: &value::ServicePart, gateway: &GatewaySettings) -> Service {
 /// Where the service called `name` is in `config`, whose services from
 /// `base` on are etcd's, in their names' order.
 fn position(config: &Config, base: usize, name: &str) -> Option<usize> {
-    let etcd = config.services.get(base..)?;
-    match etcd.binary_search_by(|s| s.name.as_bytes().cmp(name.as_bytes())) {
-        Ok(i) => Some(base + i),
-        Err(_) => config.services[..base].iter().position(|s| s.name == name),
+    let services = &config.services;
+    if base > services.len() {
+        return None;
     }
+    match services.binary_search_in(base..services.len(), |s| {
+        s.name.as_bytes().cmp(name.as_bytes())
+    }) {
+        Ok(i) => Some(i),
+        Err(_) => services.iter().take(base).position(|s| s.name == name),
+    }
+}
+
+/// Where etcd's service called `name` is in `config`, whose services
+/// from `base` on are etcd's, in their names' order (a service of the
+/// file with that name is not it).
+fn etcd_position(config: &Config, base: usize, name: &str) -> Option<usize> {
+    let services = &config.services;
+    if base > services.len() {
+        return None;
+    }
+    services
+        .binary_search_in(base..services.len(), |s| {
+            s.name.as_bytes().cmp(name.as_bytes())
+        })
+        .ok()
+}
+
+/// The services named, as they were in `since` and are in `next`: the
+/// edit a revision of services made.
+fn service_edits<'a>(
+    since: &'a Config,
+    next: &'a Config,
+    base: usize,
+    names: &[String],
+) -> Vec<ServiceEdit<'a>> {
+    names
+        .iter()
+        .map(|name| {
+            let before = etcd_position(since, base, name);
+            let after = etcd_position(next, base, name);
+            if before.is_none() && after.is_none() {
+                // A service of the file whose paths from etcd changed:
+                // at the same place in both.
+                let j = since
+                    .services
+                    .iter()
+                    .take(base)
+                    .position(|s| s.name == *name);
+                return ServiceEdit {
+                    before: j.map(|j| &since.services[j]),
+                    after: j.map(|j| (j, &next.services[j])),
+                };
+            }
+            ServiceEdit {
+                before: before.map(|i| &since.services[i]),
+                after: after.map(|i| (i, &next.services[i])),
+            }
+        })
+        .filter(|edit| match (edit.before, edit.after) {
+            // Shared: the same service in both (no change to judge).
+            (Some(before), Some((_, after))) => !std::ptr::eq(before, after),
+            (None, None) => false,
+            _ => true,
+        })
+        .collect()
 }
 
 /// A client class from etcd as the model holds it.
@@ -1163,6 +1248,25 @@ mod tests {
         assert_eq!(rules.config.service("d"), Some(&replaced));
         // The same as the rules put together from every key.
         assert_eq!(rules.config, rebuilt(&mirror, base.clone(), 4));
+        // Judged by the change: the counts kept are those of the whole.
+        assert_eq!(mirror.index, Some(ServiceIndex::of(&rules.config)));
+
+        // One that takes a running service's listener is refused as the
+        // whole validator words it, and the counts stay.
+        let Outcome::Refused(refusal) =
+            mirror.apply(5, vec![put_service(&service("f", "198.18.100.6", 80), 5)])
+        else {
+            panic!("a listener taken twice was applied")
+        };
+        assert!(
+            refusal.problems[0].problems[0].contains("is already used by service \"e\""),
+            "{refusal}"
+        );
+        assert_eq!(mirror.index, Some(ServiceIndex::of(&rules.config)));
+        let Outcome::Applied(rules) = mirror.apply(6, vec![delete("f")]) else {
+            panic!("refused")
+        };
+        assert_eq!(mirror.index, Some(ServiceIndex::of(&rules.config)));
 
         // The gateway settings change what every service inherits: the
         // whole is put together again.
@@ -1170,14 +1274,15 @@ mod tests {
             key: layout().gateway_key().into_bytes(),
             value: Some(Stored {
                 value: br#"{"format":1,"maglev_table_size":503}"#.to_vec(),
-                mod_revision: 5,
+                mod_revision: 7,
             }),
         };
-        let Outcome::Applied(rules) = mirror.apply(5, vec![gateway]) else {
+        let Outcome::Applied(rules) = mirror.apply(7, vec![gateway]) else {
             panic!("refused")
         };
         assert_eq!(rules.change, RulesChange::Whole);
-        assert_eq!(rules.config, rebuilt(&mirror, base, 5));
+        assert_eq!(rules.config, rebuilt(&mirror, base, 7));
+        assert_eq!(mirror.index, Some(ServiceIndex::of(&rules.config)));
     }
 
     #[test]
@@ -1409,7 +1514,7 @@ mod tests {
     /// `config` with every service's paths in their keys' order.
     fn in_key_order(config: &Config) -> Config {
         let mut config = config.clone();
-        for service in &mut config.services {
+        for service in config.services.iter_mut() {
             let mut paths: Vec<DistributionPath> = service.routing.paths.iter().cloned().collect();
             paths.sort_by_key(|p| p.client.to_string());
             service.routing.paths = paths.into_iter().collect();

@@ -8,10 +8,19 @@
 //! new one, never half of one. Only good values are saved (their keys and
 //! values are UTF-8: anything else is refused before it runs), so the file
 //! is plain JSON an operator can read.
+//!
+//! The write (JSON of every key, a flush to disk) happens on a thread of
+//! its own ([`Saver`]), off the road from a watch reply to the rules
+//! running: the gateway hands over the state and goes on to the next
+//! revision. A state handed over while one is being written waits, and a
+//! newer one replaces it, so the file follows the rules as fast as the
+//! disk allows and never holds them back.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 use super::mirror::{Mirror, Stored};
 
@@ -163,6 +172,115 @@ impl SavedState {
     }
 }
 
+/// Writes saved states on a thread of its own. See the module's
+/// documentation.
+pub struct Saver {
+    shared: Arc<(Mutex<Slot>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the gateway and the writing thread share.
+#[derive(Default)]
+struct Slot {
+    /// The state to write next.
+    next: Option<SavedState>,
+    /// A state is being written.
+    writing: bool,
+    /// A write failed since the last [`Saver::take_failed`].
+    failed: bool,
+    /// The thread is to end once nothing waits.
+    stop: bool,
+}
+
+impl Saver {
+    /// A saver writing to `path`; its thread starts now.
+    pub fn new(path: PathBuf) -> std::io::Result<Saver> {
+        let shared = Arc::new((Mutex::new(Slot::default()), Condvar::new()));
+        let theirs = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("flowgate-etcd-save".into())
+            .spawn(move || write_loop(&theirs, &path))?;
+        Ok(Saver {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Whether a state handed over is still waiting or being written.
+    pub fn busy(&self) -> bool {
+        let slot = self.lock();
+        slot.next.is_some() || slot.writing
+    }
+
+    /// Whether a write failed since last asked (the state is then due
+    /// again).
+    pub fn take_failed(&self) -> bool {
+        std::mem::take(&mut self.lock().failed)
+    }
+
+    /// Hands `state` over to be written; one still waiting is dropped
+    /// for it.
+    pub fn hand(&self, state: SavedState) {
+        self.lock().next = Some(state);
+        self.shared.1.notify_all();
+    }
+
+    /// Waits until every state handed over is written.
+    pub fn flush(&self) {
+        let mut slot = self.lock();
+        while slot.next.is_some() || slot.writing {
+            slot = self
+                .shared
+                .1
+                .wait(slot)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.shared.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Saver {
+    /// Writes what waits, then ends the thread.
+    fn drop(&mut self) {
+        self.lock().stop = true;
+        self.shared.1.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The writing thread: each state handed over, the latest first, until
+/// told to stop with nothing waiting.
+fn write_loop(shared: &(Mutex<Slot>, Condvar), path: &Path) {
+    let (slot, changed) = shared;
+    let lock = || slot.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let state = {
+            let mut slot = lock();
+            while slot.next.is_none() && !slot.stop {
+                slot = changed.wait(slot).unwrap_or_else(PoisonError::into_inner);
+            }
+            let Some(state) = slot.next.take() else {
+                return;
+            };
+            slot.writing = true;
+            state
+        };
+        let written = state.write(path);
+        let mut slot = lock();
+        slot.writing = false;
+        if let Err(e) = written {
+            tracing::error!("cannot save the etcd state: {e}");
+            slot.failed = true;
+        }
+        changed.notify_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +333,43 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("not a saved etcd state"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_saver_writes_the_latest_state_handed_over() {
+        let dir = std::env::temp_dir().join(format!("flowgate-saver-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("etcd-state.json");
+        let mirror = mirror_with_a_service();
+        let saver = Saver::new(path.clone()).unwrap();
+        let mut state = SavedState::of(&mirror);
+        for revision in 1..=20 {
+            state.revision = revision;
+            saver.hand(state.clone());
+        }
+        saver.flush();
+        assert!(!saver.busy());
+        assert!(!saver.take_failed());
+        assert_eq!(
+            SavedState::read(&path, "/fg").unwrap().unwrap().revision,
+            20
+        );
+        // What waits when it is dropped is written.
+        state.revision = 21;
+        saver.hand(state);
+        drop(saver);
+        assert_eq!(
+            SavedState::read(&path, "/fg").unwrap().unwrap().revision,
+            21
+        );
+        // A write that fails is reported, and the saver goes on.
+        let saver = Saver::new(dir.join("no-such-dir").join("state.json")).unwrap();
+        saver.hand(SavedState::of(&mirror));
+        saver.flush();
+        assert!(saver.take_failed());
+        assert!(!saver.take_failed());
+        drop(saver);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

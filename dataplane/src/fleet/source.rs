@@ -20,9 +20,11 @@
 //! tested against a real etcd (tests/fleet_etcd.rs).
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{
     Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions,
@@ -31,7 +33,7 @@ use etcd_client::{
 
 use super::layout::KeyLayout;
 use super::mirror::{Change, HeldKey, Mirror, Outcome, Refusal, Rules, Stored};
-use super::saved::SavedState;
+use super::saved::{SavedState, Saver};
 use super::settings::EtcdSettings;
 use super::status::{GatewayStatus, Health, HeldKeyStatus, STATUS_FORMAT};
 use crate::rules::Config;
@@ -49,6 +51,13 @@ pub trait RulesSink: Send + 'static {
     /// A summary of the gateway's counters, for its status key.
     fn counters(&self) -> BTreeMap<String, u64> {
         BTreeMap::new()
+    }
+
+    /// A watch reply with changes of `revision` arrived at `at`, before the
+    /// mirror reads them: where a revision's time goes (the fleet
+    /// benchmark times the legs by it).
+    fn watched(&mut self, revision: i64, at: Instant) {
+        let _ = (revision, at);
     }
 }
 
@@ -196,7 +205,14 @@ impl EtcdSource {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let (first_tx, first_rx) = mpsc::channel();
         let wait = settings.start_timeout + Duration::from_secs(5);
+        let saver = match &settings.state_file {
+            Some(path) => Some(Saver::new(path.clone()).map_err(|e| {
+                SourceError::Unreachable(format!("cannot start the state-saving thread: {e}"))
+            })?),
+            None => None,
+        };
         let worker = Worker {
+            saver,
             mirror: Mirror::new(layout.clone(), base),
             layout,
             settings,
@@ -269,6 +285,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The first result, sent back to [`EtcdSource::start`].
 type First = Result<(Box<Rules>, StartedFrom), SourceError>;
 
+/// A write of the status key, in flight.
+type StatusWrite = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
 /// How a session with etcd ended.
 enum SessionEnd {
     /// The source was told to stop.
@@ -288,8 +307,11 @@ struct Worker {
     state: Arc<Mutex<SourceState>>,
     /// The next session loads the prefix before it watches.
     need_load: bool,
-    /// The running state changed since it was last saved.
+    /// The running state changed since it was last handed to the saver.
     save_due: bool,
+    /// Writes the last good state to `settings.state_file`, off the
+    /// watch's road.
+    saver: Option<Saver>,
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
@@ -350,7 +372,7 @@ impl Worker {
             }
             backoff = self.settings.backoff_min;
         }
-        self.save();
+        self.save_now();
     }
 
     /// The first rules: from etcd, or from the saved state.
@@ -553,14 +575,34 @@ impl Worker {
         }
         let mut tick = tokio::time::interval(self.settings.status_interval);
         let mut stop = self.stop.clone();
+        // The status key is written beside the watch, never in its way: a
+        // change starts a write (on a clone of the client) and goes on to
+        // the next reply; changes while one is in flight make one more
+        // write when it ends, with the state of then.
+        let mut writing: Option<StatusWrite> = None;
+        let mut status_due = false;
         loop {
+            if writing.is_none() && status_due {
+                status_due = false;
+                match self.status_write(client, lease) {
+                    Ok(write) => writing = Some(write),
+                    Err(e) => return SessionEnd::Lost(e),
+                }
+            }
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => {
                     // The key goes with the lease, at once.
                     let _ = client.lease_revoke(lease).await;
                     return SessionEnd::Stop;
                 }
+                written = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
+                    writing = None;
+                    if let Err(e) = written {
+                        return SessionEnd::Lost(e);
+                    }
+                }
                 message = stream.message() => {
+                    let arrived = Instant::now();
                     let response = match message {
                         Ok(Some(response)) => response,
                         Ok(None) => return SessionEnd::Lost("the watch ended".into()),
@@ -576,16 +618,12 @@ impl Worker {
                         ));
                     }
                     let changed = !response.events().is_empty();
-                    self.events(response.events());
+                    self.events(response.events(), arrived);
                     // Saved once a reply, before anything else can
                     // happen to the process: a gateway killed right after
                     // restarts with what it ran.
                     self.save();
-                    if changed {
-                        if let Err(e) = self.put_status(client, lease).await {
-                            return SessionEnd::Lost(e);
-                        }
-                    }
+                    status_due |= changed;
                 }
                 _ = tick.tick() => {
                     if let Err(e) = keeper.keep_alive().await {
@@ -596,9 +634,7 @@ impl Worker {
                         Ok(Ok(Some(_))) => return SessionEnd::Lost("the status lease expired".into()),
                         _ => return SessionEnd::Lost("no answer to the status lease's keep-alive".into()),
                     }
-                    if let Err(e) = self.put_status(client, lease).await {
-                        return SessionEnd::Lost(e);
-                    }
+                    status_due = true;
                     self.save();
                 }
             }
@@ -613,13 +649,15 @@ impl Worker {
             .map_err(|e| format!("cannot take a lease for the status key: {e}"))
     }
 
-    /// The events of one watch reply, applied revision by revision.
-    fn events(&mut self, events: &[etcd_client::Event]) {
+    /// The events of one watch reply (arrived at `at`), applied revision
+    /// by revision.
+    fn events(&mut self, events: &[etcd_client::Event], at: Instant) {
         let mut batch: Vec<Change> = Vec::new();
         let mut revision = 0;
         for event in events {
             let Some(kv) = event.kv() else { continue };
             if kv.mod_revision() != revision && !batch.is_empty() {
+                self.sink.watched(revision, at);
                 let outcome = self.mirror.apply(revision, std::mem::take(&mut batch));
                 self.handle(outcome);
             }
@@ -637,6 +675,7 @@ impl Worker {
             });
         }
         if !batch.is_empty() {
+            self.sink.watched(revision, at);
             let outcome = self.mirror.apply(revision, batch);
             self.handle(outcome);
         }
@@ -709,6 +748,12 @@ impl Worker {
 
     /// Writes this gateway's status under its lease.
     async fn put_status(&self, client: &mut Client, lease: i64) -> Result<(), String> {
+        self.status_write(client, lease)?.await
+    }
+
+    /// The write of this gateway's status (as it is now) under its lease,
+    /// to run beside the watch.
+    fn status_write(&self, client: &Client, lease: i64) -> Result<StatusWrite, String> {
         let state = lock(&self.state).clone();
         let status = GatewayStatus {
             format: STATUS_FORMAT,
@@ -722,28 +767,48 @@ impl Worker {
             counters: self.sink.counters(),
         };
         let value = serde_json::to_vec(&status).map_err(|e| e.to_string())?;
-        client
-            .put(
-                self.layout.status_key(&self.settings.gateway_id),
-                value,
-                Some(PutOptions::new().with_lease(lease)),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("cannot write the status key: {e}"))
+        let key = self.layout.status_key(&self.settings.gateway_id);
+        let mut client = client.clone();
+        Ok(Box::pin(async move {
+            client
+                .put(key, value, Some(PutOptions::new().with_lease(lease)))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("cannot write the status key: {e}"))
+        }))
     }
 
-    /// Saves the running state, if it changed and a file is configured.
+    /// Hands the running state to the saver, if it changed, a file is
+    /// configured and the saver is not busy with an earlier one (then it
+    /// stays due: the next reply or tick hands it over).
     fn save(&mut self) {
-        if !self.save_due {
-            return;
-        }
-        let Some(path) = &self.settings.state_file else {
+        let Some(saver) = &self.saver else {
             return;
         };
-        match SavedState::of(&self.mirror).write(path) {
-            Ok(()) => self.save_due = false,
-            Err(e) => tracing::error!("cannot save the etcd state: {e}"),
+        if saver.take_failed() {
+            self.save_due = true;
+        }
+        if !self.save_due || saver.busy() {
+            return;
+        }
+        saver.hand(SavedState::of(&self.mirror));
+        self.save_due = false;
+    }
+
+    /// Saves the running state now and waits until it is on disk: before
+    /// the first rules are given, and when the source stops.
+    fn save_now(&mut self) {
+        let Some(saver) = &self.saver else {
+            return;
+        };
+        saver.flush();
+        if saver.take_failed() {
+            self.save_due = true;
+        }
+        if self.save_due {
+            saver.hand(SavedState::of(&self.mirror));
+            saver.flush();
+            self.save_due = saver.take_failed();
         }
     }
 }

@@ -978,7 +978,10 @@ expect = "pong"
 address = "198.18.1.21"
 port = 53
 "#;
-        rules::load_str(text, "every-key.toml").unwrap().services
+        rules::load_str(text, "every-key.toml")
+            .unwrap()
+            .services
+            .to_vec()
     }
 
     #[test]

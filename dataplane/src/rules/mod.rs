@@ -35,6 +35,7 @@ mod provenance;
 mod raw;
 mod reader;
 pub mod routing;
+mod shared_list;
 mod split;
 mod validate;
 
@@ -57,8 +58,9 @@ pub use paths::{Paths, PathsIter};
 pub use place::{Item, Place};
 pub use prime::{is_prime, next_prime, prev_prime};
 pub use provenance::{Location, Provenance, RequestLocation, Unrecorded};
+pub use shared_list::{Iter as SharedListIter, SharedList};
 pub(crate) use validate::path_is_valid;
-pub use validate::validate;
+pub use validate::{validate, ServiceEdit, ServiceIndex};
 
 /// Checks a config built in code, which has no record of where its parts
 /// came from: [`validate`] with [`Unrecorded`] provenance, so problems

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use super::health::{BackendHealth, HealthSettings, ServiceHealth};
 use super::limits::FlowLimits;
 use super::paths::Paths;
+use super::shared_list::SharedList;
 use crate::admission::ConnectionCap;
 
 /// Default Maglev lookup table size (a prime).
@@ -62,8 +63,10 @@ pub struct Config {
     pub interfaces: Vec<Interface>,
     /// Static next-hop MAC addresses (replay; the daemon also learns them).
     pub neighbours: Vec<Neighbour>,
-    /// Services, unique by (protocol, VIP, port) and by name.
-    pub services: Vec<Service>,
+    /// Services, unique by (protocol, VIP, port) and by name. Shared
+    /// between config versions: a clone copies a pointer, an edit of one
+    /// service copies that service and its chunk's pointers.
+    pub services: Services,
     /// Routing by client, gateway-wide: client classes, the zone
     /// priority, the subset memory cap (`[routing]`).
     pub routing: RoutingSettings,
@@ -71,6 +74,10 @@ pub struct Config {
     /// refuses (`[ingress]`).
     pub ingress: IngressSettings,
 }
+
+/// A config's services: a list shared between config versions
+/// ([`SharedList`]).
+pub type Services = SharedList<Service>;
 
 /// `[ingress]`: sources refused beyond the martians every router refuses.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -699,8 +706,10 @@ impl Backend {
 pub struct RoutingSettings {
     /// Client classes: a client's SET and zone, by the longest of these
     /// prefixes that holds its address. A client no prefix holds has
-    /// neither. Prefixes are unique.
-    pub classes: Vec<ClientClass>,
+    /// neither. Prefixes are unique. Shared between config versions, as
+    /// services are: a config copied for a change of services copies a
+    /// pointer, not a million classes.
+    pub classes: SharedList<ClientClass>,
     /// Zones in the order a client falls back through when its own zone
     /// has no backend alive: its own zone first, then these in order, then
     /// backends of no zone, then any. Every zone named here is some
@@ -714,7 +723,7 @@ pub struct RoutingSettings {
 impl Default for RoutingSettings {
     fn default() -> Self {
         RoutingSettings {
-            classes: Vec::new(),
+            classes: SharedList::new(),
             zone_priority: Vec::new(),
             subset_memory_limit: DEFAULT_SUBSET_MEMORY_LIMIT,
         }

@@ -17,9 +17,12 @@
 //! would only repeat the source's report. Duplicates are found through hash
 //! maps, so validation is linear in the size of the config.
 
+mod changed;
 mod health;
 mod ingress;
 mod routing;
+
+pub use changed::{ServiceEdit, ServiceIndex};
 
 pub(crate) use routing::path_is_valid;
 

@@ -137,7 +137,8 @@ mod tests {
                     name: None,
                 }],
                 routing: Default::default(),
-            }],
+            }]
+            .into(),
             routing: Default::default(),
         }
     }

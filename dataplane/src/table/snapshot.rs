@@ -1349,7 +1349,7 @@ mod tests {
                 mac: [2, 0, 0, 0, 1, 11],
                 interface: 1,
             }],
-            services,
+            services: services.into(),
             routing: Default::default(),
         }
     }
@@ -2075,7 +2075,7 @@ mod changed_tests {
                 mac: [2, 0, 0, 0, 1, 11],
                 interface: 0,
             }],
-            services,
+            services: services.into(),
             ..Config::default()
         }
     }

@@ -307,7 +307,7 @@ mod tests {
             })
             .collect();
         Config {
-            services: vec![s],
+            services: vec![s].into(),
             ..Config::default()
         }
     }
@@ -546,7 +546,7 @@ port = 8080
         );
         // Several services of one announced VIP are one address.
         let mut shared = services_on_one_vip(6);
-        for s in &mut shared.services {
+        for s in shared.services.iter_mut() {
             s.announce = crate::rules::Announce::Arp;
         }
         assert_eq!(small.check(&shared), Ok(()));

@@ -196,7 +196,8 @@ mod tests {
                     80,
                     &[("2001:2:0:1::11", 8080, 2)],
                 ),
-            ],
+            ]
+            .into(),
             ..Config::default()
         };
         let owned = OwnedTraffic::from_snapshot(&Snapshot::build(&config, None));
@@ -249,7 +250,7 @@ mod tests {
         web.announce = crate::rules::Announce::Arp;
         dns.announce = crate::rules::Announce::Arp;
         let config = Config {
-            services: vec![web, dns, web6],
+            services: vec![web, dns, web6].into(),
             ..Config::default()
         };
         let owned = OwnedTraffic::from_config(&config);

@@ -108,22 +108,29 @@ impl Validator<'_> {
             "",
         );
         for (i, service) in config.services.iter().enumerate() {
-            self.backend_names(i, service);
-            if let Some(priority) = &service.routing.zone_priority {
-                let context = format!(" of service {:?}", service.name);
-                self.zone_priority(
-                    Place::service(i, "zone_priority"),
-                    priority,
-                    &zones,
-                    &context,
-                );
-            }
-            self.canary(i, service);
-            self.paths(i, service);
+            self.service_routing(i, service, &zones);
         }
         if self.found.is_empty() {
             self.subset_memory();
         }
+    }
+
+    /// Service `i`'s routing by client: backend names, zone priority
+    /// (against `zones`, the zones some backend or class has), canary,
+    /// paths.
+    pub(super) fn service_routing(&mut self, i: usize, service: &Service, zones: &HashSet<&str>) {
+        self.backend_names(i, service);
+        if let Some(priority) = &service.routing.zone_priority {
+            let context = format!(" of service {:?}", service.name);
+            self.zone_priority(
+                Place::service(i, "zone_priority"),
+                priority,
+                zones,
+                &context,
+            );
+        }
+        self.canary(i, service);
+        self.paths(i, service);
     }
 
     /// A prefix at `place`: usable, reported with `what` (`client class`).
