@@ -57,6 +57,10 @@ impl RulesSink for Recorder {
         let _ = self.tx.send((given, Config::clone(&rules.config)));
         Ok(self.generation)
     }
+
+    fn generation(&self) -> Option<u64> {
+        Some(self.generation)
+    }
 }
 
 fn recorder() -> (Box<Recorder>, mpsc::Receiver<(Given, Config)>) {
@@ -368,6 +372,46 @@ fn status_keys_list_the_fleet_flag_a_lagging_gateway_and_vanish_with_their_lease
         .unwrap()
         .is_empty()));
     drop(gw2);
+}
+
+#[test]
+fn gateways_running_the_same_rules_show_the_same_revision_and_their_generation() {
+    let etcd = Etcd::start();
+    let mut store = store(&etcd);
+    let written = store.write_unchecked(&[put(&service("a", 1, 80))]).unwrap();
+    let (sink1, _rx1) = recorder();
+    let gw1 =
+        EtcdSource::start(settings(etcd.endpoint(), "gw-1"), Config::default(), sink1).unwrap();
+    // gw-1's status writes move the store's revision past the rules' before
+    // gw-2 loads them.
+    assert!(wait_until(WAIT, || store.statuses().unwrap().len() == 1));
+    std::thread::sleep(Duration::from_millis(700));
+    let (sink2, _rx2) = recorder();
+    let gw2 =
+        EtcdSource::start(settings(etcd.endpoint(), "gw-2"), Config::default(), sink2).unwrap();
+    assert!(
+        gw2.rules.revision > written,
+        "the load's revision is the store's"
+    );
+    assert!(wait_until(WAIT, || {
+        let rows = store.fleet().unwrap();
+        rows.len() == 2
+            && rows
+                .iter()
+                .all(|r| r.status.revision == written && r.status.generation == 1 && !r.lags())
+    }));
+
+    // A change watched by both: both show its revision and the next
+    // generation.
+    let change = store.write_unchecked(&[put(&service("b", 2, 80))]).unwrap();
+    assert!(wait_until(WAIT, || {
+        let rows = store.fleet().unwrap();
+        rows.len() == 2
+            && rows
+                .iter()
+                .all(|r| r.status.revision == change && r.status.generation == 2)
+    }));
+    drop((gw1, gw2));
 }
 
 #[test]

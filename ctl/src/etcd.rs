@@ -323,8 +323,8 @@ fn path_writes(
 /// prefix keys (its order in a file is no change; the longest match does
 /// not depend on it).
 fn class_writes(
-    old: &[rules::ClientClass],
-    new: &[rules::ClientClass],
+    old: &rules::SharedList<rules::ClientClass>,
+    new: &rules::SharedList<rules::ClientClass>,
     layout: &KeyLayout,
     writes: &mut Vec<KeyWrite>,
 ) {

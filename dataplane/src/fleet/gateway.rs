@@ -91,6 +91,11 @@ impl RulesSink for ControlSink {
             ("dropped".to_owned(), t.drops.values().sum()),
         ])
     }
+
+    fn generation(&self) -> Option<u64> {
+        let control = self.slot.wait(Duration::ZERO)?;
+        Some(control.dataplane().generation())
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +125,8 @@ mod tests {
             failover: Failover::default(),
             backends: vec![Backend::new("198.18.1.1".parse().unwrap(), 80)],
         });
+        // Before the gateway runs, its generation is not known.
+        assert_eq!(sink.generation(), None);
         let rules = Rules {
             config: Arc::new(config.clone()),
             change: RulesChange::Whole,
@@ -142,6 +149,7 @@ mod tests {
         let generation = sink.apply(&rules).unwrap();
         filler.join().unwrap();
         assert_eq!(generation, control.dataplane().generation());
+        assert_eq!(sink.generation(), Some(generation));
         assert_eq!(control.config().services, config.services);
         assert!(sink.counters().contains_key("active_flows"));
     }

@@ -53,6 +53,14 @@ pub trait RulesSink: Send + 'static {
         BTreeMap::new()
     }
 
+    /// The snapshot generation that runs now, once the gateway runs: the
+    /// first rules are installed by the gateway's start, not through
+    /// [`RulesSink::apply`], and edits through the control socket make
+    /// generations too.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
+
     /// A watch reply with changes of `revision` arrived at `at`, before the
     /// mirror reads them: where a revision's time goes (the fleet
     /// benchmark times the legs by it).
@@ -416,6 +424,16 @@ impl Worker {
             }
         };
         self.note_applied(&rules, 0);
+        // A load reads the rules as of the store's revision, which status
+        // writes move too: the rules' own revision is their newest value's,
+        // the same on every gateway that loaded the same rules (a deletion
+        // before the load is not seen, as in `flowgatectl fleet`'s lag).
+        lock(&self.state).revision = self
+            .mirror
+            .good_entries()
+            .map(|(_, stored)| stored.mod_revision)
+            .max()
+            .unwrap_or(0);
         self.save_due = true;
         self.save();
         Ok((rules, from))
@@ -760,7 +778,7 @@ impl Worker {
             id: self.settings.gateway_id.clone(),
             revision: state.revision,
             seen_revision: state.seen_revision,
-            generation: state.generation,
+            generation: self.sink.generation().unwrap_or(state.generation),
             health: state.health(),
             held: state.held.iter().map(HeldKeyStatus::from).collect(),
             services: state.services,

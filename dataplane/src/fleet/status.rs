@@ -44,11 +44,14 @@ pub struct GatewayStatus {
     pub format: u32,
     /// The gateway's id (the last segment of its key).
     pub id: String,
-    /// The etcd revision of the rules it runs.
+    /// The etcd revision of the last change to the rules it runs: the
+    /// revision it applied from its watch, or after a load the newest
+    /// value's (so gateways running the same rules show the same).
     pub revision: i64,
     /// The last etcd revision it saw (applied or refused).
     pub seen_revision: i64,
-    /// The snapshot generation that runs.
+    /// The snapshot generation that runs (edits through the gateway's
+    /// control socket count too).
     pub generation: u64,
     /// How it is doing.
     pub health: Health,
