@@ -22,6 +22,7 @@ pub mod reply_sources;
 pub mod skip;
 mod snapshot;
 pub mod subset;
+pub mod subset_slots;
 mod tables;
 pub mod vlans;
 pub mod wrr;

@@ -19,6 +19,7 @@
 //! of the table).
 
 use super::maglev::reduce;
+use super::subset_slots::PackedSlots;
 use super::{EndpointId, MaglevTable};
 
 /// Lookups with derived hashes before the walk. With half the weight
@@ -46,7 +47,7 @@ pub enum Lookup<'a> {
     /// compact table): the same endpoint for a hash as the full table.
     Indexed {
         /// The slots.
-        slots: &'a [u8],
+        slots: &'a PackedSlots,
         /// The endpoint of each index.
         ids: &'a [EndpointId],
     },
@@ -59,8 +60,8 @@ impl Lookup<'_> {
             Lookup::Maglev(table) => table.lookup(hash),
             Lookup::Schedule(cycle) => cycle.get(reduce(hash, cycle.len())).copied(),
             Lookup::Indexed { slots, ids } => {
-                let index = *slots.get(reduce(hash, slots.len()))?;
-                ids.get(usize::from(index)).copied()
+                let index = slots.get(reduce(hash, slots.len()))?;
+                ids.get(index).copied()
             }
         }
     }

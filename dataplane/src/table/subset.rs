@@ -21,6 +21,7 @@ use hashbrown::HashMap;
 
 use super::maglev::{reduce, MaglevBackend, MaglevTable};
 use super::skip::{next_alive, Lookup};
+use super::subset_slots::PackedSlots;
 use super::wrr::build_schedule;
 use super::EndpointId;
 use crate::route::{ClassId, ClientAddr, ClientClasses, Prefix};
@@ -45,12 +46,13 @@ pub struct SubsetTable {
 #[derive(Clone, Debug)]
 enum SubsetLookup {
     Maglev(MaglevTable),
-    /// A Maglev table of at most 256 endpoints with one byte a slot, an
-    /// index into `ids`: the same pick as the full table for every hash,
-    /// in a quarter of its memory, so that the tables of a service's many
+    /// A Maglev table of at most 256 endpoints whose slots are indices
+    /// into `ids`, packed in as few bits as they need
+    /// ([`PackedSlots`]): the same pick as the full table for every hash,
+    /// in 1/32 to 1/4 of its memory, so that the tables of a service's many
     /// subsets stay in cache between new flows.
     Indexed {
-        slots: Arc<[u8]>,
+        slots: PackedSlots,
         ids: Arc<[EndpointId]>,
     },
     Schedule(Arc<[EndpointId]>),
@@ -63,18 +65,19 @@ impl SubsetLookup {
         let mut ids: Vec<EndpointId> = table.slots().to_vec();
         ids.sort_unstable();
         ids.dedup();
-        if ids.len() > 256 {
-            return SubsetLookup::Maglev(table);
-        }
-        let slots = table
+        let indices: Vec<u8> = table
             .slots()
             .iter()
-            // Found, and below 256: `ids` holds every slot's id once.
+            // Found, and below 256 when packed: `ids` holds every slot's
+            // id once.
             .map(|id| ids.binary_search(id).unwrap_or(0) as u8)
             .collect();
-        SubsetLookup::Indexed {
-            slots,
-            ids: Arc::from(ids),
+        match PackedSlots::pack(&indices, ids.len()) {
+            Some(slots) => SubsetLookup::Indexed {
+                slots,
+                ids: Arc::from(ids),
+            },
+            None => SubsetLookup::Maglev(table),
         }
     }
 }
@@ -96,8 +99,8 @@ impl SubsetTable {
         match &self.table {
             SubsetLookup::Maglev(t) => t.lookup(hash),
             SubsetLookup::Indexed { slots, ids } => {
-                let index = *slots.get(reduce(hash, slots.len()))?;
-                ids.get(usize::from(index)).copied()
+                let index = slots.get(reduce(hash, slots.len()))?;
+                ids.get(index).copied()
             }
             SubsetLookup::Schedule(s) => s.get(reduce(hash, s.len())).copied(),
         }
@@ -126,7 +129,7 @@ impl SubsetTable {
     pub fn heap_bytes(&self) -> usize {
         let table = match &self.table {
             SubsetLookup::Maglev(t) => 4 * t.size(),
-            SubsetLookup::Indexed { slots, ids } => slots.len() + 4 * ids.len(),
+            SubsetLookup::Indexed { slots, ids } => slots.heap_bytes() + 4 * ids.len(),
             SubsetLookup::Schedule(s) => 4 * s.len(),
         };
         table + 4 * (self.members.len() + self.weighted.len()) + 8 * self.scheduled.len()
@@ -499,7 +502,17 @@ mod tests {
 
     #[test]
     fn an_indexed_subset_table_picks_as_its_maglev_table_does() {
-        for (count, size) in [(3u32, 1_009u32), (256, 65_537), (257, 65_537), (0, 1_009)] {
+        let cases = [
+            (3u32, 1_009u32),
+            (1, 1_009),
+            (2, 65_537),
+            (5, 1_009),
+            (17, 65_537),
+            (256, 65_537),
+            (257, 65_537),
+            (0, 1_009),
+        ];
+        for (count, size) in cases {
             let table = maglev(0..count, size);
             let lookup = SubsetLookup::maglev(table.clone());
             assert_eq!(
