@@ -155,14 +155,14 @@ const CLIENT_TABLE_ENTRIES: usize = 1024;
 const CLIENT_TABLE_SEED: u64 = 0x666c_6f77_6761_7465;
 
 /// A pipeline with its own connection table.
-struct Lane {
-    pipeline: Pipeline,
-    flows: FlowTable,
+pub(crate) struct Lane {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) flows: FlowTable,
 }
 
 impl Lane {
     /// A lane as it is at the start of every script: see [`reset`](Self::reset).
-    fn new(fixture: &Fixture) -> Lane {
+    pub(crate) fn new(fixture: &Fixture) -> Lane {
         let mut lane = Lane {
             pipeline: Pipeline::new(),
             flows: FlowTable::new(FLOW_CAPACITY, fixture.timeouts),
@@ -179,7 +179,7 @@ impl Lane {
     /// snapshot of the script sizes it anew from zero (the weighted
     /// round-robin cursors). The pipeline's frame counters run on across
     /// scripts: [`run_script`] checks what a script added to them.
-    fn reset(&mut self, fixture: &Fixture) {
+    pub(crate) fn reset(&mut self, fixture: &Fixture) {
         let (_, mut handles) = BackendConnections::new(1, fixture.endpoint_limit);
         let lanes = handles
             .pop()
