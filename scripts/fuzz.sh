@@ -2,30 +2,32 @@
 # Fuzzes the data plane with cargo-fuzz (libFuzzer) on the stable toolchain.
 #
 #   scripts/fuzz.sh --ci                 bounded run for CI: checks the fuzz
-#                                        crate, then 60 s of parse and 120 s
-#                                        of pipeline
+#                                        crate, then 60 s of parse, 120 s
+#                                        of pipeline, 20 s of xdp_fast_path
 #   scripts/fuzz.sh                      long run: 3600 s per target
 #   scripts/fuzz.sh --long SECONDS       SECONDS per target
-#   ... --target NAME                    only that target (parse or pipeline)
+#   ... --target NAME                    only that target (parse, pipeline
+#                                        or xdp_fast_path)
 #
 # Seeds are generated into dataplane/fuzz/corpus/<target>/ (gitignored),
 # which also keeps what the fuzzer learns between runs. Every run also
 # reads dataplane/fuzz/kept/<target>/, the minimised corpus of the last
 # long campaign, committed so that CI's short run starts from it. On a
 # crash, timeout or out-of-memory the script prints the reproducer and
-# exits 1.
+# exits 1. xdp_fast_path runs the XDP program through BPF_PROG_TEST_RUN:
+# without root or BPF it says so and counts as skipped.
 # Idempotent; installs cargo-fuzz if it is missing. See docs/fuzzing.md.
 set -euo pipefail
 self=$(realpath "$0")
 cd "$(dirname "$self")/../dataplane"
 
-TARGETS=(parse pipeline)
+TARGETS=(parse pipeline xdp_fast_path)
 mode=long
 long_seconds=3600
 only=""
 
 usage() {
-  sed -n '2,17p' "$self" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,20p' "$self" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -39,7 +41,7 @@ while (($#)); do
       shift
       ;;
     --target)
-      [[ ${2:-} =~ ^(parse|pipeline)$ ]] || usage
+      [[ ${2:-} =~ ^(parse|pipeline|xdp_fast_path)$ ]] || usage
       only=$2
       shift
       ;;
@@ -58,6 +60,7 @@ seconds_for() {
   if [[ $mode == ci ]]; then
     case "$1" in
       parse) echo 60 ;;
+      xdp_fast_path) echo 20 ;;
       *) echo 120 ;;
     esac
   else
@@ -93,8 +96,10 @@ fi
 if [[ $mode == ci ]]; then
   echo "== fuzz crate: format, lints, tests"
   cargo fmt --manifest-path fuzz/Cargo.toml -- --check
-  cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
-  cargo test --manifest-path fuzz/Cargo.toml
+  # With the feature `xdp`: the xdp_fast_path target's code and its kept
+  # corpus's replay (which skips, saying so, without root and BPF).
+  cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --features xdp -- -D warnings
+  cargo test --manifest-path fuzz/Cargo.toml --features xdp
 fi
 
 echo "== fuzz seeds"
@@ -105,14 +110,25 @@ cargo run --manifest-path fuzz/Cargo.toml --quiet --example seeds -- fuzz/corpus
 # overflow checks (debug assertions on, in an optimised build) turn its
 # bugs into panics.
 FUZZ_FLAGS=(--sanitizer none --debug-assertions)
+# xdp_fast_path needs the crate's feature `xdp` (the data plane with its
+# XDP program); the others build without it.
+flags_for() {
+  if [[ $1 == xdp_fast_path ]]; then
+    echo --features xdp
+  fi
+}
 echo "== fuzz build"
-cargo fuzz build "${FUZZ_FLAGS[@]}" ${only:+"$only"}
+for target in "${TARGETS[@]}"; do
+  # shellcheck disable=SC2046 # flags_for prints words to split
+  cargo fuzz build "${FUZZ_FLAGS[@]}" $(flags_for "$target") "$target"
+done
 
 export RUST_BACKTRACE=1
 log_dir=fuzz/artifacts/logs
 mkdir -p "$log_dir"
 passed=0
 failed=0
+skipped=0
 for target in "${TARGETS[@]}"; do
   seconds=$(seconds_for "$target")
   log="$log_dir/$target.log"
@@ -123,11 +139,17 @@ for target in "${TARGETS[@]}"; do
   if [[ -d fuzz/kept/$target ]]; then
     kept=("fuzz/kept/$target")
   fi
-  cargo fuzz run "${FUZZ_FLAGS[@]}" "$target" "fuzz/corpus/$target" "${kept[@]}" -- \
+  # shellcheck disable=SC2046 # flags_for prints words to split
+  cargo fuzz run "${FUZZ_FLAGS[@]}" $(flags_for "$target") "$target" "fuzz/corpus/$target" "${kept[@]}" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -max_len="$(max_len_for "$target")" -print_final_stats=1 >"$log" 2>&1
   status=$?
   set -e
+  if ((status == 0)) && grep -q "^$target: skipped" "$log"; then
+    skipped=$((skipped + 1))
+    echo "fuzz: $(grep -m 1 "^$target: skipped" "$log")"
+    continue
+  fi
   if ((status == 0)); then
     passed=$((passed + 1))
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
@@ -152,5 +174,5 @@ for target in "${TARGETS[@]}"; do
   fi
 done
 
-echo "fuzz: $passed passed, $failed failed"
+echo "fuzz: $passed passed, $failed failed, $skipped skipped"
 ((failed == 0))

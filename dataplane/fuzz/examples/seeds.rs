@@ -1,6 +1,7 @@
-//! Writes the seed corpora: `seeds DIR` fills `DIR/parse/` and
-//! `DIR/pipeline/` with one file per seed (overwriting files of the same
-//! name, leaving others alone).
+//! Writes the seed corpora: `seeds DIR` fills `DIR/parse/`,
+//! `DIR/pipeline/` and `DIR/xdp_fast_path/` (the same scripts as the
+//! pipeline's) with one file per seed (overwriting files of the same name,
+//! leaving others alone).
 
 use std::path::PathBuf;
 use std::{env, fs, io, process};
@@ -12,7 +13,11 @@ fn main() {
         eprintln!("usage: seeds CORPUS_DIR");
         process::exit(2);
     };
-    let corpora = [("parse", seeds::frames()), ("pipeline", seeds::scripts())];
+    let corpora = [
+        ("parse", seeds::frames()),
+        ("pipeline", seeds::scripts()),
+        ("xdp_fast_path", seeds::scripts()),
+    ];
     for (target, files) in corpora {
         if let Err(e) = write_all(&dir.join(target), &files) {
             eprintln!("seeds: {}: {e}", dir.join(target).display());

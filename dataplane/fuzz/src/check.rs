@@ -1,8 +1,12 @@
 //! The properties each fuzz target checks. A violated property panics,
 //! which libFuzzer reports as a crash with the input that caused it.
 
+use std::cell::RefCell;
+
+use flowgate_dataplane::admission::{BackendConnections, ClientRateTable, WorkerAdmission};
 use flowgate_dataplane::flow::FlowTable;
-use flowgate_dataplane::pipeline::{Pipeline, Verdict};
+use flowgate_dataplane::pipeline::{CounterValues, Pipeline, Verdict};
+use flowgate_dataplane::port::MemoryFrames;
 use flowgate_dataplane::wire::{
     self, arp, ethernet, ip_proto, is_v4_mapped, Fragment, PacketMeta, L3, MAX_VLAN_TAGS,
 };
@@ -140,28 +144,118 @@ pub struct StepReport<'a> {
     pub now_ns: u64,
 }
 
+/// Entries of each lane's per-client table: room for every client a
+/// script can name (at most 256 steps) many times over. The daemon's
+/// default (`DEFAULT_CLIENT_TABLE_ENTRIES`, 1 MiB) would cost more to
+/// allocate and zero than most scripts cost to run.
+const CLIENT_TABLE_ENTRIES: usize = 1024;
+
+/// The per-client table's seed: fixed, so that an input chooses the same
+/// sets in every process (the daemon seeds it at random).
+const CLIENT_TABLE_SEED: u64 = 0x666c_6f77_6761_7465;
+
 /// A pipeline with its own connection table.
-struct Lane {
-    pipeline: Pipeline,
-    flows: FlowTable,
+pub(crate) struct Lane {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) flows: FlowTable,
 }
 
 impl Lane {
-    fn new(fixture: &Fixture) -> Lane {
-        Lane {
+    /// A lane as it is at the start of every script: see [`reset`](Self::reset).
+    pub(crate) fn new(fixture: &Fixture) -> Lane {
+        let mut lane = Lane {
             pipeline: Pipeline::new(),
             flows: FlowTable::new(FLOW_CAPACITY, fixture.timeouts),
-        }
+        };
+        lane.reset(fixture);
+        lane
     }
+
+    /// Puts the lane back in the state every script starts from, without
+    /// building a new `Pipeline` (whose admission state costs more than a
+    /// script): a fresh connection table and admission state (client
+    /// table, backend connection counts, refusal counters), and per-service
+    /// state emptied by adopting the empty snapshot, so that the first
+    /// snapshot of the script sizes it anew from zero (the weighted
+    /// round-robin cursors). The pipeline's frame counters run on across
+    /// scripts: [`run_script`] checks what a script added to them.
+    pub(crate) fn reset(&mut self, fixture: &Fixture) {
+        let (_, mut handles) = BackendConnections::new(1, fixture.endpoint_limit);
+        let lanes = handles
+            .pop()
+            .unwrap_or_else(|| unreachable!("one worker, one handle"));
+        self.pipeline.set_admission(WorkerAdmission::new(
+            ClientRateTable::new(CLIENT_TABLE_ENTRIES, CLIENT_TABLE_SEED),
+            lanes,
+        ));
+        let mut nothing = MemoryFrames::new(1, 1);
+        self.pipeline.process_batch(
+            &mut nothing,
+            &mut [],
+            0,
+            &fixture.empty,
+            &mut self.flows,
+            START_NS,
+            &mut Vec::new(),
+        );
+        self.flows = FlowTable::new(FLOW_CAPACITY, fixture.timeouts);
+    }
+}
+
+/// The two lanes of [`run_script`], kept between scripts so that each
+/// script pays for a [`reset`](Lane::reset), not for two new pipelines.
+struct Lanes {
+    batched: Lane,
+    single: Lane,
+}
+
+thread_local! {
+    /// This thread's lanes between scripts; `None` before the first script
+    /// and after one that panicked (whose lanes are dropped, not reused).
+    static LANES: RefCell<Option<Lanes>> = const { RefCell::new(None) };
+}
+
+/// Runs `run` on lanes in the state every script starts from: this
+/// thread's, reset, or new ones. They are kept for the next script only if
+/// `run` returns.
+fn with_lanes<R>(fixture: &Fixture, run: impl FnOnce(&mut Lanes) -> R) -> R {
+    let mut lanes = match LANES.with(|kept| kept.borrow_mut().take()) {
+        Some(mut lanes) => {
+            lanes.batched.reset(fixture);
+            lanes.single.reset(fixture);
+            lanes
+        }
+        None => Lanes {
+            batched: Lane::new(fixture),
+            single: Lane::new(fixture),
+        },
+    };
+    let result = run(&mut lanes);
+    LANES.with(|kept| *kept.borrow_mut() = Some(lanes));
+    result
 }
 
 /// [`pipeline_script`], telling `observe` about every step (for triage:
 /// see the `show` example).
-pub fn run_script(input: &[u8], mut observe: impl FnMut(&StepReport<'_>)) {
+pub fn run_script(input: &[u8], observe: impl FnMut(&StepReport<'_>)) {
     let fixture = Fixture::get();
+    with_lanes(fixture, |lanes| {
+        run_script_on(fixture, lanes, input, observe)
+    });
+}
+
+/// [`run_script`] on `lanes`, which are in the state every script starts
+/// from.
+fn run_script_on(
+    fixture: &Fixture,
+    lanes: &mut Lanes,
+    input: &[u8],
+    mut observe: impl FnMut(&StepReport<'_>),
+) {
+    let Lanes { batched, single } = lanes;
+    let counted_before = batched.pipeline.counters().snapshot();
+    let single_before = single.pipeline.counters().snapshot();
     let steps: Vec<Step<'_>> = script::steps(input).collect();
-    let mut batched = Lane::new(fixture);
-    let mut single = Lane::new(fixture);
     let mut generation = 0usize;
     let mut now_ns = START_NS;
     let longest = steps.iter().map(|s| s.frame.len()).max().unwrap_or(0);
@@ -240,15 +334,18 @@ pub fn run_script(input: &[u8], mut observe: impl FnMut(&StepReport<'_>)) {
             "a batch left the connection table unlike frame-by-frame"
         );
     }
+    // The counters run on across scripts (see `Lane::reset`): this
+    // script's frames are what it added.
     let counted = batched.pipeline.counters().snapshot();
+    let fates = |c: &CounterValues| c.forwarded + c.passed + c.dropped();
     assert_eq!(
-        counted.rx_packets,
-        counted.forwarded + counted.passed + counted.dropped(),
+        counted.rx_packets - counted_before.rx_packets,
+        fates(&counted) - fates(&counted_before),
         "every frame has exactly one counted fate"
     );
     assert_eq!(
-        counted,
-        single.pipeline.counters().snapshot(),
+        (counted_before, counted),
+        (single_before, single.pipeline.counters().snapshot()),
         "a batch counted unlike frame-by-frame"
     );
 }
@@ -313,4 +410,94 @@ pub fn check_flow_table(flows: &FlowTable) {
         "flow statistics do not add up: {s:?}, len {}",
         flows.len()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seeds;
+
+    /// What a script did, step by step: verdict, rewritten frame, snapshot.
+    type Outcome = Vec<(Verdict, Vec<u8>, usize)>;
+
+    fn outcome(input: &[u8]) -> Outcome {
+        let mut out = Vec::new();
+        run_script(input, |r| {
+            out.push((r.verdict, r.frame_out.to_vec(), r.generation));
+        });
+        out
+    }
+
+    /// What each seed script does on lanes no other script has touched.
+    fn on_new_lanes(inputs: &[(String, Vec<u8>)]) -> Vec<Outcome> {
+        inputs
+            .iter()
+            .map(|(_, input)| {
+                let input = input.clone();
+                std::thread::spawn(move || outcome(&input))
+                    .join()
+                    .expect("a seed runs clean")
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_script_does_the_same_run_twice_or_after_any_other() {
+        let inputs = seeds::scripts();
+        let alone = on_new_lanes(&inputs);
+        // The WRR cursors, the connection counts and the table must not
+        // leak from one script into the next: forwards, then backwards
+        // (each after a different predecessor), then each twice in a row.
+        for (i, (name, input)) in inputs.iter().enumerate() {
+            assert_eq!(
+                outcome(input),
+                alone[i],
+                "{name} after the scripts before it"
+            );
+        }
+        for (i, (name, input)) in inputs.iter().enumerate().rev() {
+            assert_eq!(
+                outcome(input),
+                alone[i],
+                "{name} after the scripts after it"
+            );
+        }
+        for (i, (name, input)) in inputs.iter().enumerate() {
+            assert_eq!(outcome(input), alone[i], "{name}, first run");
+            assert_eq!(outcome(input), alone[i], "{name}, second run");
+        }
+    }
+
+    #[test]
+    fn weighted_round_robin_starts_over_in_every_script() {
+        // The wrr service alone decides by a cursor the pipeline keeps:
+        // the same new connections must go to the same backends whatever
+        // ran before. Find a seed through it and run it after itself.
+        let inputs = seeds::scripts();
+        let (name, input) = inputs
+            .iter()
+            .find(|(name, _)| name.contains("wrr"))
+            .expect("a seed through the wrr service");
+        let first = outcome(input);
+        assert!(
+            first
+                .iter()
+                .any(|(v, _, _)| matches!(v, Verdict::Transmit(_))),
+            "{name} forwards"
+        );
+        assert_eq!(outcome(input), first);
+    }
+
+    #[test]
+    fn a_script_that_panics_leaves_no_lanes_behind() {
+        let inputs = seeds::scripts();
+        let (_, input) = &inputs[0];
+        let alone = outcome(input);
+        let panicked = std::panic::catch_unwind(|| {
+            run_script(input, |_| panic!("an observer that panics"));
+        });
+        assert!(panicked.is_err());
+        assert!(LANES.with(|kept| kept.borrow().is_none()));
+        assert_eq!(outcome(input), alone);
+    }
 }

@@ -308,6 +308,12 @@ pub struct Fixture {
     pub snapshots: Vec<Snapshot>,
     /// The flow timeouts of the rules (the same in both sets).
     pub timeouts: FlowTimeouts,
+    /// A snapshot with no services (generation 0, before any rules): a
+    /// pipeline that adopts it drops its per-service state.
+    pub empty: Snapshot,
+    /// One past the highest endpoint id of any snapshot in the chain: the
+    /// backend connection counts a pipeline needs for them.
+    pub endpoint_limit: u32,
 }
 
 /// How many snapshots the chain holds: A, B, A, B.
@@ -335,9 +341,17 @@ impl Fixture {
             let next = Snapshot::build(config, snapshots.last());
             snapshots.push(next);
         }
+        let endpoint_limit = snapshots
+            .iter()
+            .map(Snapshot::endpoint_id_limit)
+            .max()
+            .unwrap_or(0);
         Fixture {
             snapshots,
             timeouts: FlowTimeouts::from(&configs[0].flows),
+            empty: Snapshot::empty(),
+            endpoint_limit: u32::try_from(endpoint_limit)
+                .unwrap_or_else(|_| panic!("{endpoint_limit} endpoints in the fuzz fixture")),
         }
     }
 }

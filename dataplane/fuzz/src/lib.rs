@@ -8,6 +8,8 @@
 //! - [`check::pipeline_script`]: a [`script`] of frames through the
 //!   pipeline, a small connection table and the [`fixture`]'s snapshots,
 //!   in [`batch`]es and frame by frame side by side.
+//! - `xdp::fast_path_script` (feature `xdp`): a script through the XDP
+//!   program and the pipeline, the fast path off and on.
 //! - [`seeds`]: the starting corpora, built with the wire builder.
 //! - [`repair`]: checksum recomputation, so that mutated frames can still
 //!   test the checksum property.
@@ -18,3 +20,5 @@ pub mod fixture;
 pub mod repair;
 pub mod script;
 pub mod seeds;
+#[cfg(feature = "xdp")]
+pub mod xdp;

@@ -46,3 +46,21 @@ fn every_kept_pipeline_script_still_passes_its_checks() {
     assert!(inputs.len() >= 500, "the pipeline corpus was kept whole");
     replay(&inputs, flowgate_fuzz::check::pipeline_script);
 }
+
+#[cfg(feature = "xdp")]
+#[test]
+fn every_kept_xdp_fast_path_script_still_passes_its_checks() {
+    let inputs = kept("xdp_fast_path");
+    assert!(!inputs.is_empty(), "the xdp_fast_path corpus was kept");
+    if let Err(why) = flowgate_fuzz::xdp::fast_path_script(&[]) {
+        eprintln!(
+            "skipped: the XDP program cannot run here ({why}); it needs root and BPF_PROG_TEST_RUN"
+        );
+        return;
+    }
+    replay(&inputs, |script| {
+        if let Err(why) = flowgate_fuzz::xdp::fast_path_script(script) {
+            panic!("the XDP program stopped running: {why}");
+        }
+    });
+}

@@ -21,6 +21,7 @@
 
 use std::convert::Infallible;
 use std::io::{self, IoSlice};
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -31,6 +32,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use nix::sys::socket::{recv, MsgFlags};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Notify};
 use tokio::time::{sleep_until, Instant};
@@ -93,6 +95,10 @@ struct State {
     /// Bytes of a next request arrived while answering.
     early_input: bool,
     evicted: bool,
+    /// The connection's socket while it is open (see
+    /// [`Tracker::has_unread_input`]); `None` for a stream that is not a
+    /// socket, and once the stream is being closed.
+    socket: Option<RawFd>,
 }
 
 /// What the server knows of one connection: its phase, since when, and
@@ -115,9 +121,19 @@ impl Tracker {
                 response_taken: false,
                 early_input: false,
                 evicted: false,
+                socket: None,
             }),
             changed: Notify::new(),
         }
+    }
+
+    /// A connection on socket `fd` accepted at `now`. The socket must stay
+    /// open until the [`Watched`] stream that carries it is dropped, which
+    /// forgets it first.
+    pub(super) fn with_socket(now: Instant, fd: RawFd) -> Tracker {
+        let tracker = Tracker::new(now);
+        tracker.state().socket = Some(fd);
+        tracker
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -172,6 +188,31 @@ impl Tracker {
     pub(super) fn evict(&self) {
         self.state().evicted = true;
         self.changed.notify_one();
+    }
+
+    /// Whether the client has sent bytes the server has not read yet: a
+    /// request on its way in, which the connection's task has not been
+    /// scheduled to read (under load, a scraper's request can wait in the
+    /// kernel while the server accepts other connections). Such a
+    /// connection is not idle, whatever its phase says. One non-blocking
+    /// peek at the socket (false for a stream that is no socket, or one
+    /// being closed, or whose client closed it).
+    pub(super) fn has_unread_input(&self) -> bool {
+        // The lock is held across the peek: the stream forgets its socket
+        // under it before closing it (`Watched`'s drop), so the descriptor
+        // peeked is this connection's.
+        let state = self.state();
+        let Some(fd) = state.socket else {
+            return false;
+        };
+        let mut byte = [0u8; 1];
+        let peeked = recv(fd, &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT);
+        matches!(peeked, Ok(n) if n > 0)
+    }
+
+    /// The stream is about to close its socket.
+    fn forget_socket(&self) {
+        self.state().socket = None;
     }
 
     /// The phase and since when: the server evicts the connection that
@@ -257,6 +298,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S> Drop for Watched<S> {
+    /// Runs before `inner` (and its socket) is dropped.
+    fn drop(&mut self) {
+        self.tracker.forget_socket();
     }
 }
 
@@ -534,5 +582,32 @@ mod tests {
         tracker.on_response_taken();
         tracker.on_flushed();
         assert_eq!(tracker.phase().0, Phase::ReadingHead);
+    }
+
+    #[test]
+    fn unread_input_is_seen_in_the_socket_until_the_stream_is_dropped() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let (mut client, server) = std::os::unix::net::UnixStream::pair().unwrap();
+        let tracker = Arc::new(Tracker::with_socket(Instant::now(), server.as_raw_fd()));
+        assert!(!tracker.has_unread_input(), "nothing sent yet");
+        const HEAD: &[u8] = b"GET /metrics HTTP/1.1\r\n\r\n";
+        client.write_all(HEAD).unwrap();
+        assert!(tracker.has_unread_input());
+        assert!(tracker.has_unread_input(), "a peek leaves the bytes in");
+        let mut server = server;
+        let mut head = [0u8; HEAD.len()];
+        server.read_exact(&mut head).unwrap();
+        assert!(!tracker.has_unread_input(), "all read");
+        client.write_all(b"x").unwrap();
+        assert!(tracker.has_unread_input());
+        // The stream forgets the socket before closing it.
+        drop(Watched {
+            inner: tokio::io::empty(),
+            tracker: Arc::clone(&tracker),
+        });
+        assert!(!tracker.has_unread_input());
+        // A tracker of no socket has nothing to peek.
+        assert!(!Tracker::new(Instant::now()).has_unread_input());
     }
 }

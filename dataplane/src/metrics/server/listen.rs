@@ -6,6 +6,7 @@ use std::fmt;
 use std::fs;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
@@ -75,8 +76,8 @@ impl fmt::Display for ListenAddress {
 
 /// Accepts connections of one kind.
 pub(super) trait Accept {
-    /// What an accepted connection is.
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// What an accepted connection is (a socket: eviction peeks at it).
+    type Stream: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static;
     /// The next connection.
     async fn accept(&self) -> io::Result<Self::Stream>;
 }

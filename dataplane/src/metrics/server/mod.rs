@@ -17,11 +17,15 @@
 //!   that has waited on its client longest — the one idle (kept alive, or
 //!   with its head unfinished) the longest, or, if every one is being
 //!   answered, the one answered the longest — is closed to make room. A
-//!   scraper sends its request as soon as it connects and is answered in
-//!   milliseconds, so it is never the one that has waited longest: a
-//!   local user who holds a thousand idle connections, or opens them in a
-//!   loop, only closes their own, and cannot lock a scraper out. The same
-//!   eviction frees a descriptor when the process runs out of them.
+//!   connection whose client has sent bytes the server has not read yet
+//!   is not idle (the server peeks at its socket): it goes only after
+//!   every idle one. A scraper sends its request as soon as it connects
+//!   and is answered in milliseconds, so it is never the one that has
+//!   waited longest — not even while a connect flood keeps the server
+//!   from reading its request: a local user who holds a thousand idle
+//!   connections, or opens them in a loop, only closes their own, and
+//!   cannot lock a scraper out. The same eviction frees a descriptor when
+//!   the process runs out of them.
 //!
 //! No connection gets a thread: a thousand idle ones cost a thousand
 //! sockets and a task of a few kilobytes each. Rendering a scrape runs on the
@@ -35,6 +39,7 @@ mod respond;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -252,17 +257,37 @@ impl Drop for Registered {
 }
 
 /// The connection that has waited on its client longest: idle ones first
-/// (kept alive or reading a head), oldest phase first; then, if
-/// `answering_too`, the one answered longest.
+/// (kept alive or reading a head, with nothing unread), oldest phase first;
+/// then those whose client has sent bytes the server has not read yet (a
+/// request on its way in is not idle, however long ago the connection was
+/// accepted: see [`Tracker::has_unread_input`]); then, if `answering_too`,
+/// the one answered longest.
+///
+/// The oldest candidate is peeked at first: an eviction costs one peek,
+/// and a sort only when that one has a request waiting.
 fn longest_waiting(open: &HashMap<u64, Arc<Tracker>>, answering_too: bool) -> Option<u64> {
-    open.iter()
-        .map(|(id, tracker)| {
-            let (phase, since) = tracker.phase();
-            (phase == Phase::Answering, since, *id)
-        })
-        .filter(|(answering, ..)| answering_too || !answering)
-        .min()
-        .map(|(.., id)| id)
+    let candidates = || {
+        open.iter()
+            .map(|(id, tracker)| {
+                let (phase, since) = tracker.phase();
+                ((phase == Phase::Answering, since, *id), tracker.as_ref())
+            })
+            .filter(|((answering, ..), _)| answering_too || !answering)
+    };
+    let ((answering, _, oldest), tracker) = candidates().min_by_key(|(key, _)| *key)?;
+    if answering || !tracker.has_unread_input() {
+        return Some(oldest);
+    }
+    // The oldest is not idle: the oldest idle one, if any.
+    let mut waiting: Vec<_> = candidates()
+        .filter(|((answering, ..), _)| !answering)
+        .collect();
+    waiting.sort_unstable_by_key(|(key, _)| *key);
+    let idle = waiting
+        .iter()
+        .skip(1)
+        .find(|(_, tracker)| !tracker.has_unread_input());
+    Some(idle.map_or(oldest, |((_, _, id), _)| *id))
 }
 
 /// The running server; [`MetricsServer::stop`] or dropping it ends it.
@@ -420,7 +445,8 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok(stream) => {
                         failing = false;
-                        let (id, tracker) = (next_id, Arc::new(Tracker::new(Instant::now())));
+                        let tracker = Tracker::with_socket(Instant::now(), stream.as_raw_fd());
+                        let (id, tracker) = (next_id, Arc::new(tracker));
                         next_id += 1;
                         self.connections.admit(id, Arc::clone(&tracker), self.max_connections);
                         let (config, connections) =
@@ -431,6 +457,12 @@ impl Server {
                             let ended = serve_connection(stream, tracker, config, stop).await;
                             open.connections.ended(ended);
                         });
+                        // Let the connections run before the next accept:
+                        // under a connect flood the listener is always
+                        // ready, and a loop that only accepted would leave
+                        // every request unread (and every evicted
+                        // connection open) until the flood paused.
+                        tokio::task::yield_now().await;
                     }
                     Err(e) => {
                         if !failing {
@@ -508,6 +540,55 @@ mod tests {
             err.to_string(),
             "metrics socket mode 0o4600 is not a permission mode (0 to 0o777)"
         );
+    }
+
+    /// A connection whose request waits unread in its socket is not idle:
+    /// older than every idle one (accepted first, its task not yet run),
+    /// it still goes after them, and before any being answered.
+    #[test]
+    fn eviction_spares_a_connection_whose_request_waits_unread() {
+        use std::io::Write;
+        use std::os::unix::net::UnixStream;
+        let connections = Connections::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // 0: the oldest, its request in the kernel; 1 and 2: idle, 1 the
+        // older; 3: being answered since before all of them.
+        let (mut scraper, scraper_end) = UnixStream::pair().unwrap();
+        scraper.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let (_silent, silent_end) = UnixStream::pair().unwrap();
+        let pending = Arc::new(Tracker::with_socket(at(1), scraper_end.as_raw_fd()));
+        let idle_old = Arc::new(Tracker::with_socket(at(2), silent_end.as_raw_fd()));
+        let idle_new = Arc::new(Tracker::new(at(3)));
+        let answering = Arc::new(Tracker::new(at(0)));
+        answering.on_request();
+        for (id, t) in [
+            (0, &pending),
+            (1, &idle_old),
+            (2, &idle_new),
+            (3, &answering),
+        ] {
+            connections.admit(id, Arc::clone(t), 4);
+        }
+        let open = |c: &Connections| {
+            let mut ids = c.open().keys().copied().collect::<Vec<_>>();
+            ids.sort_unstable();
+            ids
+        };
+        // Full: the idle ones go first, oldest first; the scraper stays.
+        connections.admit(4, Arc::new(Tracker::new(at(4))), 4);
+        assert_eq!(open(&connections), [0, 2, 3, 4]);
+        assert!(connections.evict_idlest());
+        assert_eq!(open(&connections), [0, 3, 4]);
+        assert!(connections.evict_idlest());
+        assert_eq!(open(&connections), [0, 3]);
+        // Only the scraper and the one being answered: the scraper is the
+        // last that is not being answered, so it goes, and then none does.
+        assert!(connections.evict_idlest());
+        assert_eq!(open(&connections), [3]);
+        assert!(!connections.evict_idlest());
+        assert_eq!(connections.stats().evicted, 4);
+        drop(scraper);
     }
 
     /// Idle connections go first, the one idle longest first; a
