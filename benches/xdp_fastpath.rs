@@ -19,11 +19,27 @@
 //!   number translated too, without TCP options and with NOP NOP
 //!   timestamps (TSecr translated as well).
 //!
-//! Run: `flock /tmp/flowgate-bench.lock cargo bench --bench xdp_fastpath`
-//! (`-- ROUNDS` to change the 5 rounds; medians are reported).
+//! Katran's balancer is measured beside it in the same rounds, on the same
+//! frames, when `KATRAN_OBJ` names its `balancer.bpf.o` (built outside
+//! this repository by scripts/katran-build.sh): one TCP VIP (the same
+//! address and port) with one real, its connection table holding the
+//! established cases' flows; Katran encapsulates them (IPIP) and sends
+//! them back out (XDP_TX). Its `new flow` is scheduled in the kernel: the
+//! ring, the real, the connection remembered (forgotten again after each
+//! round, so that every round's new flows are new). Without `KATRAN_OBJ`
+//! the bench says Katran is skipped and measures flowgate alone.
+//!
+//! Run: `flock /tmp/flowgate-bench.lock env KATRAN_OBJ=PATH cargo bench
+//! --bench xdp_fastpath` (`-- ROUNDS` to change the 5 rounds; medians are
+//! reported).
+
+#[path = "xdp_fastpath/katran.rs"]
+mod katran;
 
 use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use flowgate_dataplane::fastpath::{
     connection_rewrites, synproxy_rewrites, CacheGeometry, EntryMemory, FastConfig, FastPath,
@@ -149,19 +165,144 @@ fn install_proxied(
     (client_side, backend_side, installed)
 }
 
-/// The table of medians (and each round) per case.
-fn print_results(results: Vec<(String, Vec<f64>)>) {
-    println!("{:<32} {:>10}", "case", "ns/packet");
-    for (name, v) in results {
-        println!(
-            "{name:<32} {:>10.1}   (rounds: {})",
-            median(v.clone()),
-            v.iter()
-                .map(|x| format!("{x:.0}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        );
+fn rounds_text(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.0}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The table of medians (and each round) per case: flowgate's, and
+/// Katran's where it was measured, with Katran's time over flowgate's.
+fn print_results(results: Vec<(String, Vec<f64>, Option<Vec<f64>>)>) {
+    println!(
+        "{:<32} {:>10} {:>10} {:>8}",
+        "case", "flowgate", "Katran", "K / f"
+    );
+    for (name, ours, theirs) in &results {
+        let m = median(ours.clone());
+        match theirs {
+            Some(k) => {
+                let km = median(k.clone());
+                println!("{name:<32} {m:>10.1} {km:>10.1} {:>8.2}", km / m);
+            }
+            None => println!("{name:<32} {m:>10.1} {:>10} {:>8}", "-", "-"),
+        }
     }
+    println!("rounds (ns per packet, the empty program's subtracted):");
+    for (name, ours, theirs) in &results {
+        println!("  {name}: flowgate {}", rounds_text(ours));
+        if let Some(k) = theirs {
+            println!("  {name}: Katran   {}", rounds_text(k));
+        }
+    }
+}
+
+/// Katran's balancer from `KATRAN_OBJ`, configured with the bench's VIP,
+/// or why it is skipped.
+fn load_katran() -> Result<katran::Katran, String> {
+    let object = std::env::var_os("KATRAN_OBJ").map(PathBuf::from).ok_or(
+        "KATRAN_OBJ is not set (a balancer.bpf.o built by scripts/katran-build.sh)".to_string(),
+    )?;
+    if !object.is_file() {
+        return Err(format!("KATRAN_OBJ={} is no file", object.display()));
+    }
+    katran::Katran::load(
+        &object,
+        &katran::KatranSetup {
+            vip: [198, 18, 100, 10],
+            port: 80,
+            real: [198, 18, 1, 11],
+            router_mac: [0x02, 0x66, 0x67, 0, 0x01, 0x11],
+            // As the fast path's cache: room for the 100 000 established
+            // flows and a round's 100 000 new ones.
+            lru_entries: 1 << 18,
+        },
+    )
+}
+
+/// Katran's action per case of `main` (the proxied cases are flowgate's
+/// alone): the established and new flows encapsulated and sent back out.
+const KATRAN_ACTIONS: [Option<u32>; 6] = [
+    Some(action::TX),
+    Some(action::TX),
+    Some(action::TX),
+    Some(action::PASS),
+    None,
+    None,
+];
+
+/// Katran counts new connections per CPU and second and stops remembering
+/// them past 125 000 in a second (`is_under_flood`): a round's 100 000 new
+/// flows start a second after the last ones.
+const KATRAN_RATE_QUANTUM: Duration = Duration::from_millis(1_100);
+
+/// flowgate's program for port `port`, its maps filled as the daemon fills
+/// them, the fast path on.
+fn load_flowgate(snapshot: &Snapshot, geometry: CacheGeometry, port: u32) -> XdpTester {
+    let mut x = XdpTester::load(geometry).expect("loading the XDP program (needs root)");
+    x.own(&OwnedTraffic::from_snapshot(snapshot)).unwrap();
+    // The ingress checks compare with the interface's MAC, as the
+    // daemon programs it.
+    let mac = snapshot.interface_mac(port as u16).unwrap();
+    x.set_ingress_mac(mac).unwrap();
+    x.set_tx_port(0, 1).unwrap();
+    x.set_tx_port(1, 1).unwrap();
+    x.set_fast_config(FastConfig {
+        partitions: 1,
+        slot_mask: geometry.slots - 1,
+        port_index: port,
+        egress_ready: u64::MAX,
+    })
+    .unwrap();
+    x
+}
+
+/// Each case's rounds, flowgate's and (where measured) Katran's, none yet.
+fn empty_results<'a>(
+    names: impl Iterator<Item = &'a str>,
+    with_katran: bool,
+) -> Vec<(String, Vec<f64>, Option<Vec<f64>>)> {
+    names
+        .zip(KATRAN_ACTIONS)
+        .map(|(name, k)| {
+            let katran = k.filter(|_| with_katran).map(|_| vec![]);
+            (name.to_string(), vec![], katran)
+        })
+        .collect()
+}
+
+/// Katran (when `KATRAN_OBJ` is set), its connection table holding the
+/// flows of `one` and `many`, or `None` with the reason said.
+fn katran_with_flows(one: &[u8], many: &[Vec<u8>]) -> Option<katran::Katran> {
+    let k = match load_katran() {
+        Ok(k) => k,
+        Err(why) => {
+            println!("Katran: skipped: {why}");
+            return None;
+        }
+    };
+    for f in std::iter::once(one).chain(many.iter().map(Vec::as_slice)) {
+        let run = test_run(k.program(), f, 1).expect("BPF_PROG_TEST_RUN");
+        assert_eq!(run.action, action::TX, "Katran did not forward");
+    }
+    assert_eq!(k.remembered(many), many.len());
+    std::thread::sleep(KATRAN_RATE_QUANTUM);
+    Some(k)
+}
+
+/// Katran's ns per frame over `frames`; `new_flows`: they are new
+/// connections, started a rate quantum after the last ones, each checked
+/// remembered (none skipped as a flood) and forgotten again afterwards.
+fn katran_per_frame(k: &katran::Katran, frames: &[Vec<u8>], expect: u32, new_flows: bool) -> f64 {
+    if new_flows {
+        std::thread::sleep(KATRAN_RATE_QUANTUM);
+    }
+    let ns = per_frame(k.program(), frames, expect);
+    if new_flows {
+        assert_eq!(k.forget(frames), frames.len(), "Katran forgot new flows");
+    }
+    ns
 }
 
 fn main() {
@@ -172,24 +313,7 @@ fn main() {
     let config = rules::load_str(RULES, "bench.toml").expect("rules");
     let snapshot = Snapshot::build(&config, None);
     let geometry = CacheGeometry::new(1, 1 << 18);
-    let load = |port: u32| {
-        let mut x = XdpTester::load(geometry).expect("loading the XDP program (needs root)");
-        x.own(&OwnedTraffic::from_snapshot(&snapshot)).unwrap();
-        // The ingress checks compare with the interface's MAC, as the
-        // daemon programs it.
-        let mac = snapshot.interface_mac(port as u16).unwrap();
-        x.set_ingress_mac(mac).unwrap();
-        x.set_tx_port(0, 1).unwrap();
-        x.set_tx_port(1, 1).unwrap();
-        x.set_fast_config(FastConfig {
-            partitions: 1,
-            slot_mask: geometry.slots - 1,
-            port_index: port,
-            egress_ready: u64::MAX,
-        })
-        .unwrap();
-        x
-    };
+    let load = |port: u32| load_flowgate(&snapshot, geometry, port);
     let client_side = load(0);
     let backend_side = load(1);
     let caches = vec![
@@ -226,6 +350,8 @@ fn main() {
         .map(|&i| data_frame_with(i, vip, &TIMESTAMPS))
         .collect();
 
+    let katran = katran_with_flows(&one[0], &many);
+
     let empty = load_empty_program().expect("loading the empty program");
     let program = client_side.program_fd().expect("the program's fd");
     let proxied_program = proxied_client.program_fd().expect("the program's fd");
@@ -238,8 +364,7 @@ fn main() {
         ("proxied, 100 000 flows", &proxied_plain, r, true),
         ("proxied, 100 000 flows, TS", &proxied_ts, r, true),
     ];
-    let mut results: Vec<(String, Vec<f64>)> =
-        cases.iter().map(|c| (c.0.to_string(), vec![])).collect();
+    let mut results = empty_results(cases.iter().map(|c| c.0), katran.is_some());
     let mut baseline = Vec::new();
     for _ in 0..rounds {
         let base = per_frame(empty.as_fd(), &many, action::PASS);
@@ -252,8 +377,18 @@ fn main() {
             };
             let ns = per_frame(fd, frames, *expect);
             results[i].1.push(ns - base);
+            if let (Some(k), Some(expect), Some(v)) =
+                (&katran, KATRAN_ACTIONS[i], results[i].2.as_mut())
+            {
+                let new_flows = frames.as_ptr() == misses.as_ptr();
+                v.push(katran_per_frame(k, frames, expect, new_flows) - base);
+            }
         }
     }
+    let lost = katran
+        .as_ref()
+        .map_or(0, |k| many.len() - k.remembered(&many));
+    assert_eq!(lost, 0, "Katran lost flows");
     let counters = client_side.counters();
     assert!(counters.fast_redirect as usize >= (FLOWS + many.len()) * rounds);
     // Every proxied frame was translated by the fast path, none handed up.
