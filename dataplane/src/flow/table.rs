@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::connection::{ConnId, Connection};
+use super::connection::{ConnId, Connection, RewriteDeltas};
 use super::endpoint_stats::{Departure, EndpointAccounts, FlowCounters};
 use super::export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 use super::handover::HandedConnection;
@@ -12,6 +12,7 @@ use crate::fastpath::{synproxy_rewrites, DirectionRewrite, FastPath};
 use crate::hash::flow_hash;
 use crate::rules::FlowSettings;
 use crate::synproxy::ProxiedConnection;
+use crate::wire::tcp_flags::{FIN, RST};
 use crate::wire::FiveTuple;
 
 /// Most connections one table holds (33 554 432): keeps every index
@@ -80,7 +81,7 @@ pub struct FlowTableStats {
     pub reply_conflicts: u64,
 }
 
-/// Bookkeeping of a record, packed in one word so a record stays 88 bytes:
+/// Bookkeeping of a record, packed in one word so a record stays 96 bytes:
 /// bit 63 live, bit 62 "backend sent SYN+ACK", bit 61 "counted in its
 /// endpoint's active connections", bit 60 "proxied by the SYN proxy", bits 28..56 the reply key's index
 /// position, bits 0..28 the client key's position (or, for a free record,
@@ -171,6 +172,8 @@ impl Links {
 struct Record {
     conn: Connection,
     links: Links,
+    /// `conn.rewrite_deltas()`, kept from the insert on.
+    deltas: RewriteDeltas,
 }
 
 /// A per-worker connection table with a fixed capacity; see the module
@@ -326,6 +329,7 @@ impl FlowTable {
                 Record {
                     conn: Connection::vacant(),
                     links: Links::vacant(if next < capacity { next as u32 } else { NO_POS }),
+                    deltas: RewriteDeltas::default(),
                 }
             })
             .collect();
@@ -510,8 +514,8 @@ impl FlowTable {
     }
 
     /// Brings the record a lookup of `hash` will most likely read into
-    /// cache: every field a lookup reads, since an 88-byte record can
-    /// straddle three cache lines. Call after [`FlowTable::warm_index`] for
+    /// cache: every field a lookup reads, since a 96-byte record spans
+    /// two cache lines. Call after [`FlowTable::warm_index`] for
     /// the whole batch. Returns whether there was one: a frame with none
     /// is most likely the first of a new flow. Always inlined: the batch
     /// loops that call it are the hottest of the pipeline.
@@ -544,6 +548,16 @@ impl FlowTable {
         self.records
             .get(id.0 as usize)
             .map_or(&self.scratch, |r| &r.conn)
+    }
+
+    /// The checksum changes of the rewrites of connection `id`'s packets
+    /// ([`Connection::rewrite_deltas`]). A stale id reads a dead or reused
+    /// record's.
+    #[inline]
+    pub fn rewrite_deltas(&self, id: ConnId) -> RewriteDeltas {
+        self.records
+            .get(id.0 as usize)
+            .map_or_else(|| self.scratch.rewrite_deltas(), |r| r.deltas)
     }
 
     /// The connection behind `id`, to change its data. Do not change
@@ -610,6 +624,7 @@ impl FlowTable {
             return ConnId(NOWHERE);
         };
         let counted = self.accounts.opened(conn.endpoint);
+        slot.deltas = conn.rewrite_deltas();
         slot.conn = conn;
         slot.links = Links::live();
         slot.links.set_counted(counted);
@@ -638,6 +653,15 @@ impl FlowTable {
             return;
         }
         r.conn.last_seen_ns = r.conn.last_seen_ns.max(now_ns);
+        // Most packets: an established TCP connection's, neither FIN nor
+        // RST, with no fast path to tell. Nothing else changes for them
+        // (the state stays, a TCP reply marks nothing).
+        if r.conn.state == FlowState::TcpEstablished
+            && tcp_flags & (FIN | RST) == 0
+            && self.fast.is_none()
+        {
+            return;
+        }
         // A datagram flow is one-way until its backend answers: until then
         // it is embryonic, the first to go when the table is full. (The
         // callers pass a constant direction: a client's packet pays nothing

@@ -411,7 +411,7 @@ impl Pipeline {
         } else {
             for (frame, p) in frames.iter_mut().zip(parsed) {
                 let bytes = memory.frame_mut(frame);
-                verdicts.push(self.count(bytes, *p, &mut cx));
+                verdicts.push(self.count(bytes, p, &mut cx));
             }
         }
         self.paths = paths;
@@ -573,7 +573,7 @@ impl Pipeline {
             self.paths = paths;
             return verdict;
         }
-        let verdict = self.count(&mut room[..len], parsed, &mut cx);
+        let verdict = self.count(&mut room[..len], &parsed, &mut cx);
         self.paths = paths;
         let len = match self.answers.pop() {
             Some((_, len)) => len as usize,
@@ -584,7 +584,7 @@ impl Pipeline {
 
     /// Decides one frame's fate and counts it.
     #[inline]
-    fn count(&mut self, frame: &mut [u8], parsed: Parsed, cx: &mut Context<'_>) -> Verdict {
+    fn count(&mut self, frame: &mut [u8], parsed: &Parsed, cx: &mut Context<'_>) -> Verdict {
         let c = &*self.counters;
         c.rx_packets.inc();
         c.rx_bytes.add(frame.len() as u64);
@@ -599,7 +599,7 @@ impl Pipeline {
     }
 
     #[inline]
-    fn decide(&mut self, frame: &mut [u8], parsed: Parsed, cx: &mut Context<'_>) -> Verdict {
+    fn decide(&mut self, frame: &mut [u8], parsed: &Parsed, cx: &mut Context<'_>) -> Verdict {
         let Context {
             snapshot,
             ref mut flows,
@@ -613,10 +613,11 @@ impl Pipeline {
             ingress::Destination::OtherHost => return Verdict::Drop(DropReason::OtherHost),
             ingress::Destination::Group(reason) => Some(reason),
         };
-        let meta = match parsed.meta {
+        // Read in place: the parse result is not copied.
+        let meta = match &parsed.meta {
             Ok(meta) => meta,
             Err(ParseError::UnsupportedEthertype) => return Verdict::Pass,
-            Err(e) => return Verdict::Drop(DropReason::Malformed(e)),
+            Err(e) => return Verdict::Drop(DropReason::Malformed(*e)),
         };
         if meta.l3 == L3::Arp {
             return Verdict::Pass;
@@ -625,7 +626,7 @@ impl Pipeline {
             not_ours = Some(DropReason::VlanNotConfigured);
         }
         if let Some(reason) = not_ours {
-            return ingress::refuse_if_ours(frame, &meta, snapshot, reason);
+            return ingress::refuse_if_ours(frame, meta, snapshot, reason);
         }
         let Some(hash) = parsed.hash else {
             // Fragments have no hash: the gateway does not reassemble.
@@ -648,14 +649,14 @@ impl Pipeline {
                 match backend {
                     Some(backend) => {
                         let to = (id, endpoint, backend);
-                        match self.forward_established(frame, &meta, to, flows, snapshot, now_ns) {
+                        match self.forward_established(frame, meta, to, flows, snapshot, now_ns) {
                             Some(verdict) => verdict,
                             // A proxied connection's client began a new
                             // one on its tuple: decided as any new flow.
-                            None => self.new_flow(frame, &meta, hash, cx),
+                            None => self.new_flow(frame, meta, hash, cx),
                         }
                     }
-                    None => self.unusual_backend(frame, &meta, hash, id, cx),
+                    None => self.unusual_backend(frame, meta, hash, id, cx),
                 }
             }
             Some((id, Direction::FromBackend)) => {
@@ -663,7 +664,7 @@ impl Pipeline {
                     return Verdict::Drop(DropReason::TtlExpired);
                 }
                 if flows.syn_proxy(id).is_some() {
-                    return self.proxied_from_backend(frame, &meta, id, cx);
+                    return self.proxied_from_backend(frame, meta, id, cx);
                 }
                 flows.observe(id, Direction::FromBackend, meta.tcp_flags, now_ns);
                 self.counters.flow_hits.inc();
@@ -671,11 +672,12 @@ impl Pipeline {
                 flows.count_packet(conn.endpoint, frame.len() as u64);
                 let src_mac = egress_mac(frame, snapshot, conn.client_ingress);
                 wire::rewrite::set_macs(frame, src_mac, conn.client_mac);
-                wire::rewrite::rewrite_src(frame, &meta, &conn.client.dst, conn.client.dst_port);
-                wire::rewrite::decrement_ttl(frame, &meta);
+                let (vip, vip_port) = (&conn.client.dst, conn.client.dst_port);
+                let deltas = flows.rewrite_deltas(id).to_client;
+                wire::rewrite::forward_rewrite_src(frame, meta, vip, vip_port, deltas);
                 Verdict::Transmit(conn.client_ingress)
             }
-            None => self.new_flow(frame, &meta, hash, cx),
+            None => self.new_flow(frame, meta, hash, cx),
         }
     }
 
@@ -708,7 +710,14 @@ impl Pipeline {
         flows.get_mut(id).client_mac = source_mac(frame);
         self.counters.flow_hits.inc();
         flows.count_packet(endpoint, frame.len() as u64);
-        Some(to_backend(frame, meta, backend, next_hop, snapshot))
+        // The connection's own checksum changes: its backend is this
+        // endpoint's address and port (`is_plain`, or the cold path's
+        // compare).
+        let deltas = flows.rewrite_deltas(id).to_backend;
+        let src_mac = egress_mac(frame, snapshot, backend.egress_port);
+        wire::rewrite::set_macs(frame, src_mac, next_hop);
+        wire::rewrite::forward_rewrite_dst(frame, meta, &backend.address, backend.port, deltas);
+        Some(Verdict::Transmit(backend.egress_port))
     }
 
     /// A client's packet of connection `id` whose endpoint is gone from

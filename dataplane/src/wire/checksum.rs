@@ -154,6 +154,21 @@ impl ChecksumDelta {
     pub fn apply(self, checksum: u16) -> u16 {
         !fold(u64::from(!checksum) + self.0)
     }
+
+    /// This change in 16 bits, to keep: [`from_folded`](Self::from_folded)
+    /// of it patches every checksum to exactly what this delta does.
+    /// ([`fold`] keeps the value modulo 0xFFFF, and gives 0 only for 0,
+    /// and `apply` depends on nothing else.)
+    #[inline]
+    pub fn folded(self) -> u16 {
+        fold(self.0)
+    }
+
+    /// The change [`folded`](Self::folded) returned.
+    #[inline]
+    pub const fn from_folded(folded: u16) -> Self {
+        ChecksumDelta(folded as u64)
+    }
 }
 
 impl std::ops::Add for ChecksumDelta {
