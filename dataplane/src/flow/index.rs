@@ -43,9 +43,7 @@ pub(super) const MAX_BUCKETS: usize = 1 << 24;
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Bucket {
-    /// Each slot's 16-bit tag, little-endian, so that one 128-bit load
-    /// compares all eight ([`Bucket::tag_matches`]).
-    tags: [u8; 2 * SLOTS],
+    tags: [u16; SLOTS],
     entries: [u32; SLOTS],
     /// Keys whose primary bucket is this one but that live in their
     /// secondary bucket.
@@ -54,58 +52,10 @@ struct Bucket {
 
 impl Bucket {
     const EMPTY: Bucket = Bucket {
-        tags: [0; 2 * SLOTS],
+        tags: [0; SLOTS],
         entries: [EMPTY; SLOTS],
         overflow: 0,
     };
-
-    /// The tag of `slot` (0 past the last).
-    #[inline]
-    fn tag(&self, slot: usize) -> u16 {
-        match self.tags.get(2 * slot..2 * slot + 2) {
-            Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
-            _ => 0,
-        }
-    }
-
-    fn set_tag(&mut self, slot: usize, tag: u16) {
-        if let Some(bytes) = self.tags.get_mut(2 * slot..2 * slot + 2) {
-            bytes.copy_from_slice(&tag.to_le_bytes());
-        }
-    }
-
-    /// Every slot's tag, in slot order.
-    fn tags(&self) -> impl Iterator<Item = u16> + '_ {
-        (0..SLOTS).map(|slot| self.tag(slot))
-    }
-
-    /// The slots whose tag is `tag`, as a mask with bit `16 * slot + 15`
-    /// set for each: all eight compared at once (SWAR). Exact: `x & LOW`
-    /// plus `LOW` never carries out of a lane, and sets a lane's top bit
-    /// when its low 15 bits are not all zero.
-    #[inline(always)]
-    fn tag_matches(&self, tag: u16) -> u128 {
-        const LANES: u128 = 0x0001_0001_0001_0001_0001_0001_0001_0001;
-        const LOW: u128 = 0x7fff * LANES;
-        let x = u128::from_le_bytes(self.tags) ^ (u128::from(tag) * LANES);
-        !(((x & LOW) + LOW) | x | LOW)
-    }
-
-    /// The first slot's entry with `tag` for which `accept` holds, in
-    /// slot order.
-    #[inline(always)]
-    fn first_with_tag(&self, tag: u16, mut accept: impl FnMut(u32) -> bool) -> Option<u32> {
-        let mut matches = self.tag_matches(tag);
-        while matches != 0 {
-            let slot = (matches.trailing_zeros() / 16) as usize;
-            matches &= matches - 1;
-            let entry = self.entries.get(slot).copied().unwrap_or(EMPTY);
-            if entry != EMPTY && accept(entry) {
-                return Some(entry);
-            }
-        }
-        None
-    }
 
     /// The first record in this bucket with `tag` for which `is_key` holds.
     #[inline]
@@ -114,11 +64,15 @@ impl Bucket {
         tag: u16,
         is_key: &mut impl FnMut(u32, Direction) -> bool,
     ) -> Option<(u32, Direction)> {
-        let entry = self.first_with_tag(tag, |entry| {
-            let (record, direction) = decode(entry);
-            is_key(record, direction)
-        })?;
-        Some(decode(entry))
+        for (&t, &entry) in self.tags.iter().zip(self.entries.iter()) {
+            if t == tag && entry != EMPTY {
+                let (record, direction) = decode(entry);
+                if is_key(record, direction) {
+                    return Some((record, direction));
+                }
+            }
+        }
+        None
     }
 
     fn free_slot(&self) -> Option<usize> {
@@ -225,8 +179,12 @@ impl Index {
     pub(super) fn first_candidate(&self, hash: u64) -> Option<u32> {
         let probe = self.probe(hash);
         let bucket = self.buckets.get(probe.primary)?;
-        let entry = bucket.first_with_tag(probe.tag, |_| true)?;
-        Some(decode(entry).0)
+        bucket
+            .tags
+            .iter()
+            .zip(bucket.entries.iter())
+            .find(|&(&t, &e)| t == probe.tag && e != EMPTY)
+            .map(|(_, &e)| decode(e).0)
     }
 
     /// The first (record, direction) stored under `hash` for which `is_key`
@@ -288,11 +246,11 @@ impl Index {
         let probe = self.probe(hash);
         for from in [probe.primary, probe.secondary] {
             let bucket = self.buckets.get(from)?;
-            let slots = bucket.tags().zip(bucket.entries.iter()).enumerate();
+            let slots = bucket.tags.iter().zip(bucket.entries.iter()).enumerate();
             let movable =
                 slots
                     .filter(|(_, (_, &e))| e != EMPTY)
-                    .find_map(|(slot, (tag, &entry))| {
+                    .find_map(|(slot, (&tag, &entry))| {
                         let to = self.alternate(from, tag);
                         let free = self.buckets.get(to)?.free_slot()?;
                         Some((slot, tag, entry, to, free))
@@ -328,8 +286,7 @@ impl Index {
         let Some(b) = self.buckets.get_mut(bucket) else {
             return;
         };
-        let tag = b.tag(slot);
-        let Some(entry) = b.entries.get_mut(slot) else {
+        let (Some(entry), Some(&tag)) = (b.entries.get_mut(slot), b.tags.get(slot)) else {
             return;
         };
         let was = std::mem::replace(entry, EMPTY);
@@ -358,7 +315,7 @@ impl Index {
         let mut keys = Vec::new();
         let mut overflowed = vec![0u32; self.buckets.len()];
         for (b, bucket) in self.buckets.iter().enumerate() {
-            for (s, (tag, &entry)) in bucket.tags().zip(&bucket.entries).enumerate() {
+            for (s, (&tag, &entry)) in bucket.tags.iter().zip(&bucket.entries).enumerate() {
                 if entry == EMPTY {
                     continue;
                 }
@@ -379,8 +336,8 @@ impl Index {
 }
 
 fn place(bucket: &mut Bucket, index: usize, slot: usize, tag: u16, entry: u32) -> Option<Pos> {
+    *bucket.tags.get_mut(slot)? = tag;
     *bucket.entries.get_mut(slot)? = entry;
-    bucket.set_tag(slot, tag);
     Some((index * SLOTS + slot) as Pos)
 }
 
@@ -392,26 +349,6 @@ mod tests {
     fn a_bucket_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<Bucket>(), 64);
         assert_eq!(std::mem::align_of::<Bucket>(), 64);
-    }
-
-    #[test]
-    fn tag_matches_marks_exactly_the_slots_with_the_tag() {
-        let mut bucket = Bucket::EMPTY;
-        let tags = [
-            0x8000u16, 0x0000, 0x7fff, 0x8000, 0xffff, 0x0001, 0x8001, 0x8000,
-        ];
-        for (slot, &tag) in tags.iter().enumerate() {
-            bucket.set_tag(slot, tag);
-        }
-        assert_eq!(bucket.tags().collect::<Vec<_>>(), tags);
-        for probe in [0x8000u16, 0, 0x7fff, 0xffff, 0x0001, 0x8001, 0x1234] {
-            let expected = tags
-                .iter()
-                .enumerate()
-                .filter(|&(_, &t)| t == probe)
-                .fold(0u128, |m, (slot, _)| m | 1 << (16 * slot + 15));
-            assert_eq!(bucket.tag_matches(probe), expected, "{probe:#x}");
-        }
     }
 
     #[test]

@@ -27,8 +27,8 @@
 //! The caller hashes tuples with [`crate::hash::flow_hash`] and passes the
 //! hash in, so nothing is hashed twice.
 //!
-//! A lookup reads one bucket (one cache line), compares its eight tags at
-//! once, then confirms against the record (96 bytes: two lines); records keep
+//! A lookup reads one bucket (one cache line), compares the tags, then
+//! confirms against the record (96 bytes: two lines); records keep
 //! no copy of the reply tuple, it is compared field by field from the
 //! backend address and the client tuple. A miss usually reads one bucket.
 //!

@@ -452,14 +452,27 @@ impl FlowTable {
     /// Whether `record` is idle past its timeout at `now_ns`, counting the
     /// packets the fast path forwarded: its last-seen time is brought up
     /// to the program's first.
+    #[inline(always)]
     fn idle_past_timeout(&mut self, record: u32, now_ns: u64) -> bool {
+        let Some(r) = self.records.get(record as usize) else {
+            return false;
+        };
+        let c = &r.conn;
+        if !self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
+            return false;
+        }
+        self.idle_counting_fast_path(record, now_ns)
+    }
+
+    /// [`idle_past_timeout`](Self::idle_past_timeout) of a record whose
+    /// own last-seen time is past its timeout.
+    #[cold]
+    #[inline(never)]
+    fn idle_counting_fast_path(&mut self, record: u32, now_ns: u64) -> bool {
         let Some(r) = self.records.get_mut(record as usize) else {
             return false;
         };
         let c = &mut r.conn;
-        if !self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
-            return false;
-        }
         if let Some(seen) = self.fast.as_ref().and_then(|f| f.last_seen(record)) {
             c.last_seen_ns = c.last_seen_ns.max(seen);
         }
@@ -486,7 +499,7 @@ impl FlowTable {
     /// `hash` is [`flow_hash`](crate::hash::flow_hash) of `tuple`. A
     /// connection idle past its timeout is removed (counted as expired) and
     /// reported as a miss.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(
         &mut self,
         tuple: &FiveTuple,
@@ -527,16 +540,16 @@ impl FlowTable {
             .and_then(|r| self.records.get(r as usize));
         if let Some(r) = record {
             let c = &r.conn;
-            std::hint::black_box((
-                c.client.src[0],
-                c.client.dst[15],
-                c.client.src_port,
-                c.client.protocol,
-                c.backend_addr[0],
-                c.backend_port,
-                c.last_seen_ns,
-                r.links,
-            ));
+            // One value of them all: the loads stay, with one store.
+            let seen = u64::from(c.client.src[0])
+                ^ u64::from(c.client.dst[15])
+                ^ u64::from(c.client.src_port)
+                ^ u64::from(c.client.protocol)
+                ^ u64::from(c.backend_addr[0])
+                ^ u64::from(c.backend_port)
+                ^ c.last_seen_ns
+                ^ r.links.0;
+            std::hint::black_box(seen);
         }
         record.is_some()
     }
@@ -644,8 +657,24 @@ impl FlowTable {
     /// Notes a packet of connection `id` from `direction` at `now_ns`:
     /// refreshes its idle time and advances its TCP state
     /// ([`next_state`](super::next_state)).
-    #[inline]
+    #[inline(always)]
     pub fn observe(&mut self, id: ConnId, direction: Direction, tcp_flags: u8, now_ns: u64) {
+        let plain = self.fast.is_none() && tcp_flags & (FIN | RST) == 0;
+        if let Some(r) = self.records.get_mut(id.0 as usize) {
+            // Most packets: an established TCP connection's, neither FIN
+            // nor RST, with no fast path to tell. Nothing else changes for
+            // them (the state stays, a TCP reply marks nothing): in line.
+            if plain && r.links.is_live() && r.conn.state == FlowState::TcpEstablished {
+                r.conn.last_seen_ns = r.conn.last_seen_ns.max(now_ns);
+                return;
+            }
+        }
+        self.observe_any(id, direction, tcp_flags, now_ns);
+    }
+
+    /// [`observe`](Self::observe) of any packet, out of line.
+    #[inline(never)]
+    fn observe_any(&mut self, id: ConnId, direction: Direction, tcp_flags: u8, now_ns: u64) {
         let Some(r) = self.records.get_mut(id.0 as usize) else {
             return;
         };
@@ -653,15 +682,6 @@ impl FlowTable {
             return;
         }
         r.conn.last_seen_ns = r.conn.last_seen_ns.max(now_ns);
-        // Most packets: an established TCP connection's, neither FIN nor
-        // RST, with no fast path to tell. Nothing else changes for them
-        // (the state stays, a TCP reply marks nothing).
-        if r.conn.state == FlowState::TcpEstablished
-            && tcp_flags & (FIN | RST) == 0
-            && self.fast.is_none()
-        {
-            return;
-        }
         // A datagram flow is one-way until its backend answers: until then
         // it is embryonic, the first to go when the table is full. (The
         // callers pass a constant direction: a client's packet pays nothing
@@ -964,7 +984,7 @@ impl FlowTable {
     }
 
     /// The record that owns `tuple`, in any role.
-    #[inline]
+    #[inline(always)]
     fn find(&self, tuple: &FiveTuple, hash: u64) -> Option<(u32, Direction)> {
         let records = &self.records;
         // Index entries point at live records only, so no liveness check.

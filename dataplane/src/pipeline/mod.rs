@@ -101,6 +101,9 @@ struct Context<'a> {
     ingress: u16,
     /// Whether that port refuses untagged frames (`untagged = false`).
     refuse_untagged: bool,
+    /// That port's interface MAC (all zeros where the config names none):
+    /// the destination of every frame the gateway takes.
+    own_mac: [u8; 6],
     now_ns: u64,
 }
 
@@ -404,15 +407,23 @@ impl Pipeline {
             flows,
             ingress,
             refuse_untagged: !snapshot.vlans().port(ingress).untagged(),
+            own_mac: snapshot.interface_mac(ingress).unwrap_or_default(),
             now_ns,
         };
         if snapshot.vlans().configured() {
             self.decide_vlan_frames(memory, frames, parsed, &mut cx, verdicts);
         } else {
+            // Received frames and bytes are counted once for the batch.
+            let (mut received, mut bytes) = (0, 0);
             for (frame, p) in frames.iter_mut().zip(parsed) {
-                let bytes = memory.frame_mut(frame);
-                verdicts.push(self.count(bytes, p, &mut cx));
+                let frame = memory.frame_mut(frame);
+                received += 1;
+                bytes += frame.len() as u64;
+                verdicts.push(self.decide_counted(frame, p, &mut cx));
             }
+            let c = &*self.counters;
+            c.rx_packets.add(received);
+            c.rx_bytes.add(bytes);
         }
         self.paths = paths;
         if !self.answers.is_empty() {
@@ -566,6 +577,7 @@ impl Pipeline {
             flows,
             ingress,
             refuse_untagged: !snapshot.vlans().port(ingress).untagged(),
+            own_mac: snapshot.interface_mac(ingress).unwrap_or_default(),
             now_ns,
         };
         if snapshot.vlans().configured() {
@@ -588,6 +600,18 @@ impl Pipeline {
         let c = &*self.counters;
         c.rx_packets.inc();
         c.rx_bytes.add(frame.len() as u64);
+        self.decide_counted(frame, parsed, cx)
+    }
+
+    /// Decides one frame's fate and counts the verdict (the caller counts
+    /// it received).
+    #[inline(always)]
+    fn decide_counted(
+        &mut self,
+        frame: &mut [u8],
+        parsed: &Parsed,
+        cx: &mut Context<'_>,
+    ) -> Verdict {
         let verdict = self.decide(frame, parsed, cx);
         let c = &*self.counters;
         match verdict {
@@ -607,8 +631,7 @@ impl Pipeline {
             ..
         } = *cx;
         // Ingress sanity (`ingress`), in the XDP program's order.
-        let own_mac = snapshot.interface_mac(cx.ingress).unwrap_or_default();
-        let mut not_ours = match ingress::destination(frame, own_mac) {
+        let mut not_ours = match ingress::destination(frame, cx.own_mac) {
             ingress::Destination::Own => None,
             ingress::Destination::OtherHost => return Verdict::Drop(DropReason::OtherHost),
             ingress::Destination::Group(reason) => Some(reason),

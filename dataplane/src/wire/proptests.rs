@@ -346,6 +346,29 @@ proptest! {
         prop_assert!(frame_checksums_ok(&frame));
     }
 
+    /// Whatever the fixed-offset reading of the common frame accepts, the
+    /// general parser reads alike (built frames of every kind, and
+    /// plausible noise).
+    #[test]
+    fn the_plain_ipv4_parse_agrees_with_the_general_one(
+        spec in spec(),
+        noise in plausible_frame(),
+        cut in 0usize..80,
+        flip in (0usize..80, any::<u8>()),
+    ) {
+        let built = spec.build();
+        let mut flipped = built.clone();
+        if let Some(b) = flipped.get_mut(flip.0) {
+            *b ^= flip.1;
+        }
+        let short = built[..built.len().saturating_sub(cut)].to_vec();
+        for frame in [&built, &flipped, &short, &noise] {
+            if let Some(meta) = super::parse::parse_plain_ipv4(frame) {
+                prop_assert_eq!(Ok(meta), super::parse::parse_any(frame));
+            }
+        }
+    }
+
     /// A forwarding rewrite with the deltas worked out ahead from the
     /// packet's own address and port writes exactly the bytes of the
     /// rewrite and the TTL decrement done one after the other, whatever

@@ -18,7 +18,7 @@
 //! For IPv6, the L4 pseudo-header is taken to hold the IPv6 header's
 //! addresses, which is true unless a routing header still has segments left.
 
-use super::checksum::{udp_wire_value, ChecksumDelta};
+use super::checksum::{apply_folded, udp_wire_value, ChecksumDelta};
 use super::tuple::ip_proto;
 use super::{ipv4, ipv6, tcp, udp, Fragment, PacketMeta, L3};
 
@@ -206,19 +206,18 @@ fn forward_v4(
     header[ipv4::field::TTL] = ttl - 1;
     let check_at = ipv4::field::CHECKSUM.start;
     let check = u16::from_be_bytes([header[check_at], header[check_at + 1]]);
-    let check = ChecksumDelta::from_folded(deltas.header).apply(check);
+    let check = apply_folded(check, deltas.header);
     header[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
     let Some(check_at) = l4_check else {
         return true;
     };
-    let l4_delta = ChecksumDelta::from_folded(deltas.l4);
     if let Some(segment) = frame.get_mut(l4..l4_end) {
         segment[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
         let check = u16::from_be_bytes([segment[check_at], segment[check_at + 1]]);
         let check = if meta.tuple.protocol == ip_proto::TCP {
-            l4_delta.apply(check)
+            apply_folded(check, deltas.l4)
         } else if check != 0 {
-            udp_wire_value(l4_delta.apply(check))
+            udp_wire_value(apply_folded(check, deltas.l4))
         } else {
             0
         };
