@@ -1,6 +1,7 @@
 //! One tracked connection and its handle.
 
 use super::state::{Direction, FlowState};
+use crate::wire::rewrite::EndpointDeltas;
 use crate::wire::FiveTuple;
 
 /// A handle to a connection in a [`FlowTable`](super::FlowTable).
@@ -50,7 +51,28 @@ pub struct Connection {
     pub last_seen_ns: u64,
 }
 
+/// The checksum changes of a connection's two rewrites of an IPv4
+/// packet, worked out when the table records it, so that a packet of it
+/// only adds them ([`EndpointDeltas`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct RewriteDeltas {
+    /// A client's packet: the VIP and service port become the backend's.
+    pub to_backend: EndpointDeltas,
+    /// A backend's reply: its address and port become the VIP's.
+    pub to_client: EndpointDeltas,
+}
+
 impl Connection {
+    /// The checksum changes of this connection's two rewrites.
+    pub fn rewrite_deltas(&self) -> RewriteDeltas {
+        let (vip, vip_port) = (&self.client.dst, self.client.dst_port);
+        let (backend, backend_port) = (&self.backend_addr, self.backend_port);
+        RewriteDeltas {
+            to_backend: EndpointDeltas::v4(vip, vip_port, backend, backend_port),
+            to_client: EndpointDeltas::v4(backend, backend_port, vip, vip_port),
+        }
+    }
+
     /// The tuple of the backend's replies: (protocol, backend → client).
     #[inline]
     pub fn reply_tuple(&self) -> FiveTuple {

@@ -58,7 +58,7 @@ impl Bucket {
     };
 
     /// The first record in this bucket with `tag` for which `is_key` holds.
-    #[inline]
+    #[inline(always)]
     fn scan(
         &self,
         tag: u16,
@@ -88,7 +88,7 @@ impl Bucket {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn decode(entry: u32) -> (u32, Direction) {
     let direction = if entry & REPLY_BIT == 0 {
         Direction::FromClient
@@ -146,7 +146,7 @@ impl Index {
         self.buckets.len() * std::mem::size_of::<Bucket>()
     }
 
-    #[inline]
+    #[inline(always)]
     fn probe(&self, hash: u64) -> Probe {
         let primary = hash as usize & self.mask;
         let tag = (hash >> 48) as u16;
@@ -159,7 +159,7 @@ impl Index {
 
     /// The other bucket of a key with `tag` that lives in `bucket`. Never
     /// `bucket` itself (the XOR keeps bit 0 set and there are ≥ 2 buckets).
-    #[inline]
+    #[inline(always)]
     fn alternate(&self, bucket: usize, tag: u16) -> usize {
         let spread = (u64::from(tag).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize | 1;
         (bucket ^ spread) & self.mask
@@ -175,7 +175,7 @@ impl Index {
 
     /// The first record in the primary bucket of `hash` whose tag matches:
     /// the record a lookup of `hash` will most likely read.
-    #[inline]
+    #[inline(always)]
     pub(super) fn first_candidate(&self, hash: u64) -> Option<u32> {
         let probe = self.probe(hash);
         let bucket = self.buckets.get(probe.primary)?;
@@ -189,7 +189,7 @@ impl Index {
 
     /// The first (record, direction) stored under `hash` for which `is_key`
     /// holds.
-    #[inline]
+    #[inline(always)]
     pub(super) fn find(
         &self,
         hash: u64,

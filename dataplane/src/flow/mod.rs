@@ -28,17 +28,19 @@
 //! hash in, so nothing is hashed twice.
 //!
 //! A lookup reads one bucket (one cache line), compares the tags, then
-//! confirms against the record (88 bytes: one or two lines); records keep
+//! confirms against the record (96 bytes: two lines); records keep
 //! no copy of the reply tuple, it is compared field by field from the
 //! backend address and the client tuple. A miss usually reads one bucket.
 //!
 //! # Memory per connection
 //!
-//! A record is 88 bytes (`Connection` is 80, plus 8 of bookkeeping). The
-//! index has `next_power_of_two(capacity / 2)` buckets of 64 bytes: 32
-//! bytes per connection at a power-of-two capacity such as the default
-//! 1 048 576, up to 64 just above one. So 120 bytes per connection at the
-//! default (about 120 MiB per worker), at most 152.
+//! A record is 96 bytes (`Connection` is 80, plus 8 of bookkeeping and 8
+//! of the checksum changes its two rewrites make, worked out at the insert
+//! so that its packets only add them). The index has
+//! `next_power_of_two(capacity / 2)` buckets of 64 bytes: 32 bytes per
+//! connection at a power-of-two capacity such as the default 1 048 576, up
+//! to 64 just above one. So 128 bytes per connection at the default (about
+//! 128 MiB per worker), at most 160.
 //!
 //! # Timeouts
 //!
@@ -105,7 +107,7 @@ pub mod precopy;
 mod state;
 mod table;
 
-pub use connection::{ConnId, Connection};
+pub use connection::{ConnId, Connection, RewriteDeltas};
 pub use endpoint_stats::{Departure, EndpointStats, EndpointValues, FastPathValues, FlowCounters};
 pub use export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 pub use handover::{HandedConnection, HandedState, Origin, StateError, SynProxyOffset};

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::connection::{ConnId, Connection};
+use super::connection::{ConnId, Connection, RewriteDeltas};
 use super::endpoint_stats::{Departure, EndpointAccounts, FlowCounters};
 use super::export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 use super::handover::{HandedConnection, Origin};
@@ -12,6 +12,7 @@ use crate::fastpath::{synproxy_rewrites, DirectionRewrite, FastPath};
 use crate::hash::flow_hash;
 use crate::rules::FlowSettings;
 use crate::synproxy::ProxiedConnection;
+use crate::wire::tcp_flags::{FIN, RST};
 use crate::wire::FiveTuple;
 
 /// Most connections one table holds (33 554 432): keeps every index
@@ -80,7 +81,7 @@ pub struct FlowTableStats {
     pub reply_conflicts: u64,
 }
 
-/// Bookkeeping of a record, packed in one word so a record stays 88 bytes:
+/// Bookkeeping of a record, packed in one word so a record stays 96 bytes:
 /// bit 63 live, bit 62 "backend sent SYN+ACK", bit 61 "counted in its
 /// endpoint's active connections", bit 60 "proxied by the SYN proxy", bits 28..56 the reply key's index
 /// position, bits 0..28 the client key's position (or, for a free record,
@@ -171,6 +172,8 @@ impl Links {
 struct Record {
     conn: Connection,
     links: Links,
+    /// `conn.rewrite_deltas()`, kept from the insert on.
+    deltas: RewriteDeltas,
 }
 
 /// A per-worker connection table with a fixed capacity; see the module
@@ -326,6 +329,7 @@ impl FlowTable {
                 Record {
                     conn: Connection::vacant(),
                     links: Links::vacant(if next < capacity { next as u32 } else { NO_POS }),
+                    deltas: RewriteDeltas::default(),
                 }
             })
             .collect();
@@ -448,14 +452,27 @@ impl FlowTable {
     /// Whether `record` is idle past its timeout at `now_ns`, counting the
     /// packets the fast path forwarded: its last-seen time is brought up
     /// to the program's first.
+    #[inline(always)]
     fn idle_past_timeout(&mut self, record: u32, now_ns: u64) -> bool {
+        let Some(r) = self.records.get(record as usize) else {
+            return false;
+        };
+        let c = &r.conn;
+        if !self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
+            return false;
+        }
+        self.idle_counting_fast_path(record, now_ns)
+    }
+
+    /// [`idle_past_timeout`](Self::idle_past_timeout) of a record whose
+    /// own last-seen time is past its timeout.
+    #[cold]
+    #[inline(never)]
+    fn idle_counting_fast_path(&mut self, record: u32, now_ns: u64) -> bool {
         let Some(r) = self.records.get_mut(record as usize) else {
             return false;
         };
         let c = &mut r.conn;
-        if !self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns) {
-            return false;
-        }
         if let Some(seen) = self.fast.as_ref().and_then(|f| f.last_seen(record)) {
             c.last_seen_ns = c.last_seen_ns.max(seen);
         }
@@ -482,7 +499,7 @@ impl FlowTable {
     /// `hash` is [`flow_hash`](crate::hash::flow_hash) of `tuple`. A
     /// connection idle past its timeout is removed (counted as expired) and
     /// reported as a miss.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(
         &mut self,
         tuple: &FiveTuple,
@@ -510,8 +527,8 @@ impl FlowTable {
     }
 
     /// Brings the record a lookup of `hash` will most likely read into
-    /// cache: every field a lookup reads, since an 88-byte record can
-    /// straddle three cache lines. Call after [`FlowTable::warm_index`] for
+    /// cache: every field a lookup reads, since a 96-byte record spans
+    /// two cache lines. Call after [`FlowTable::warm_index`] for
     /// the whole batch. Returns whether there was one: a frame with none
     /// is most likely the first of a new flow. Always inlined: the batch
     /// loops that call it are the hottest of the pipeline.
@@ -523,16 +540,16 @@ impl FlowTable {
             .and_then(|r| self.records.get(r as usize));
         if let Some(r) = record {
             let c = &r.conn;
-            std::hint::black_box((
-                c.client.src[0],
-                c.client.dst[15],
-                c.client.src_port,
-                c.client.protocol,
-                c.backend_addr[0],
-                c.backend_port,
-                c.last_seen_ns,
-                r.links,
-            ));
+            // One value of them all: the loads stay, with one store.
+            let seen = u64::from(c.client.src[0])
+                ^ u64::from(c.client.dst[15])
+                ^ u64::from(c.client.src_port)
+                ^ u64::from(c.client.protocol)
+                ^ u64::from(c.backend_addr[0])
+                ^ u64::from(c.backend_port)
+                ^ c.last_seen_ns
+                ^ r.links.0;
+            std::hint::black_box(seen);
         }
         record.is_some()
     }
@@ -544,6 +561,16 @@ impl FlowTable {
         self.records
             .get(id.0 as usize)
             .map_or(&self.scratch, |r| &r.conn)
+    }
+
+    /// The checksum changes of the rewrites of connection `id`'s packets
+    /// ([`Connection::rewrite_deltas`]). A stale id reads a dead or reused
+    /// record's.
+    #[inline]
+    pub fn rewrite_deltas(&self, id: ConnId) -> RewriteDeltas {
+        self.records
+            .get(id.0 as usize)
+            .map_or_else(|| self.scratch.rewrite_deltas(), |r| r.deltas)
     }
 
     /// The connection behind `id`, to change its data. Do not change
@@ -610,6 +637,7 @@ impl FlowTable {
             return ConnId(NOWHERE);
         };
         let counted = self.accounts.opened(conn.endpoint);
+        slot.deltas = conn.rewrite_deltas();
         slot.conn = conn;
         slot.links = Links::live();
         slot.links.set_counted(counted);
@@ -629,8 +657,24 @@ impl FlowTable {
     /// Notes a packet of connection `id` from `direction` at `now_ns`:
     /// refreshes its idle time and advances its TCP state
     /// ([`next_state`](super::next_state)).
-    #[inline]
+    #[inline(always)]
     pub fn observe(&mut self, id: ConnId, direction: Direction, tcp_flags: u8, now_ns: u64) {
+        let plain = self.fast.is_none() && tcp_flags & (FIN | RST) == 0;
+        if let Some(r) = self.records.get_mut(id.0 as usize) {
+            // Most packets: an established TCP connection's, neither FIN
+            // nor RST, with no fast path to tell. Nothing else changes for
+            // them (the state stays, a TCP reply marks nothing): in line.
+            if plain && r.links.is_live() && r.conn.state == FlowState::TcpEstablished {
+                r.conn.last_seen_ns = r.conn.last_seen_ns.max(now_ns);
+                return;
+            }
+        }
+        self.observe_any(id, direction, tcp_flags, now_ns);
+    }
+
+    /// [`observe`](Self::observe) of any packet, out of line.
+    #[inline(never)]
+    fn observe_any(&mut self, id: ConnId, direction: Direction, tcp_flags: u8, now_ns: u64) {
         let Some(r) = self.records.get_mut(id.0 as usize) else {
             return;
         };
@@ -1119,7 +1163,7 @@ impl FlowTable {
     }
 
     /// The record that owns `tuple`, in any role.
-    #[inline]
+    #[inline(always)]
     fn find(&self, tuple: &FiveTuple, hash: u64) -> Option<(u32, Direction)> {
         let records = &self.records;
         // Index entries point at live records only, so no liveness check.

@@ -101,6 +101,9 @@ struct Context<'a> {
     ingress: u16,
     /// Whether that port refuses untagged frames (`untagged = false`).
     refuse_untagged: bool,
+    /// That port's interface MAC (all zeros where the config names none):
+    /// the destination of every frame the gateway takes.
+    own_mac: [u8; 6],
     now_ns: u64,
 }
 
@@ -416,15 +419,23 @@ impl Pipeline {
             flows,
             ingress,
             refuse_untagged: !snapshot.vlans().port(ingress).untagged(),
+            own_mac: snapshot.interface_mac(ingress).unwrap_or_default(),
             now_ns,
         };
         if snapshot.vlans().configured() {
             self.decide_vlan_frames(memory, frames, parsed, &mut cx, verdicts);
         } else {
+            // Received frames and bytes are counted once for the batch.
+            let (mut received, mut bytes) = (0, 0);
             for (frame, p) in frames.iter_mut().zip(parsed) {
-                let bytes = memory.frame_mut(frame);
-                verdicts.push(self.count(bytes, *p, &mut cx));
+                let frame = memory.frame_mut(frame);
+                received += 1;
+                bytes += frame.len() as u64;
+                verdicts.push(self.decide_counted(frame, p, &mut cx));
             }
+            let c = &*self.counters;
+            c.rx_packets.add(received);
+            c.rx_bytes.add(bytes);
         }
         self.paths = paths;
         if !self.answers.is_empty() {
@@ -578,6 +589,7 @@ impl Pipeline {
             flows,
             ingress,
             refuse_untagged: !snapshot.vlans().port(ingress).untagged(),
+            own_mac: snapshot.interface_mac(ingress).unwrap_or_default(),
             now_ns,
         };
         if snapshot.vlans().configured() {
@@ -585,7 +597,7 @@ impl Pipeline {
             self.paths = paths;
             return verdict;
         }
-        let verdict = self.count(&mut room[..len], parsed, &mut cx);
+        let verdict = self.count(&mut room[..len], &parsed, &mut cx);
         self.paths = paths;
         let len = match self.answers.pop() {
             Some((_, len)) => len as usize,
@@ -596,10 +608,22 @@ impl Pipeline {
 
     /// Decides one frame's fate and counts it.
     #[inline]
-    fn count(&mut self, frame: &mut [u8], parsed: Parsed, cx: &mut Context<'_>) -> Verdict {
+    fn count(&mut self, frame: &mut [u8], parsed: &Parsed, cx: &mut Context<'_>) -> Verdict {
         let c = &*self.counters;
         c.rx_packets.inc();
         c.rx_bytes.add(frame.len() as u64);
+        self.decide_counted(frame, parsed, cx)
+    }
+
+    /// Decides one frame's fate and counts the verdict (the caller counts
+    /// it received).
+    #[inline(always)]
+    fn decide_counted(
+        &mut self,
+        frame: &mut [u8],
+        parsed: &Parsed,
+        cx: &mut Context<'_>,
+    ) -> Verdict {
         let verdict = self.decide(frame, parsed, cx);
         let c = &*self.counters;
         match verdict {
@@ -611,7 +635,7 @@ impl Pipeline {
     }
 
     #[inline]
-    fn decide(&mut self, frame: &mut [u8], parsed: Parsed, cx: &mut Context<'_>) -> Verdict {
+    fn decide(&mut self, frame: &mut [u8], parsed: &Parsed, cx: &mut Context<'_>) -> Verdict {
         let Context {
             snapshot,
             ref mut flows,
@@ -619,16 +643,16 @@ impl Pipeline {
             ..
         } = *cx;
         // Ingress sanity (`ingress`), in the XDP program's order.
-        let own_mac = snapshot.interface_mac(cx.ingress).unwrap_or_default();
-        let mut not_ours = match ingress::destination(frame, own_mac) {
+        let mut not_ours = match ingress::destination(frame, cx.own_mac) {
             ingress::Destination::Own => None,
             ingress::Destination::OtherHost => return Verdict::Drop(DropReason::OtherHost),
             ingress::Destination::Group(reason) => Some(reason),
         };
-        let meta = match parsed.meta {
+        // Read in place: the parse result is not copied.
+        let meta = match &parsed.meta {
             Ok(meta) => meta,
             Err(ParseError::UnsupportedEthertype) => return Verdict::Pass,
-            Err(e) => return Verdict::Drop(DropReason::Malformed(e)),
+            Err(e) => return Verdict::Drop(DropReason::Malformed(*e)),
         };
         if meta.l3 == L3::Arp {
             return Verdict::Pass;
@@ -637,7 +661,7 @@ impl Pipeline {
             not_ours = Some(DropReason::VlanNotConfigured);
         }
         if let Some(reason) = not_ours {
-            return ingress::refuse_if_ours(frame, &meta, snapshot, reason);
+            return ingress::refuse_if_ours(frame, meta, snapshot, reason);
         }
         let Some(hash) = parsed.hash else {
             // Fragments have no hash: the gateway does not reassemble.
@@ -660,14 +684,14 @@ impl Pipeline {
                 match backend {
                     Some(backend) => {
                         let to = (id, endpoint, backend);
-                        match self.forward_established(frame, &meta, to, flows, snapshot, now_ns) {
+                        match self.forward_established(frame, meta, to, flows, snapshot, now_ns) {
                             Some(verdict) => verdict,
                             // A proxied connection's client began a new
                             // one on its tuple: decided as any new flow.
-                            None => self.new_flow(frame, &meta, hash, cx),
+                            None => self.new_flow(frame, meta, hash, cx),
                         }
                     }
-                    None => self.unusual_backend(frame, &meta, hash, id, cx),
+                    None => self.unusual_backend(frame, meta, hash, id, cx),
                 }
             }
             Some((id, Direction::FromBackend)) => {
@@ -675,7 +699,7 @@ impl Pipeline {
                     return Verdict::Drop(DropReason::TtlExpired);
                 }
                 if flows.syn_proxy(id).is_some() {
-                    return self.proxied_from_backend(frame, &meta, id, cx);
+                    return self.proxied_from_backend(frame, meta, id, cx);
                 }
                 flows.observe(id, Direction::FromBackend, meta.tcp_flags, now_ns);
                 self.counters.flow_hits.inc();
@@ -683,11 +707,12 @@ impl Pipeline {
                 flows.count_packet(conn.endpoint, frame.len() as u64);
                 let src_mac = egress_mac(frame, snapshot, conn.client_ingress);
                 wire::rewrite::set_macs(frame, src_mac, conn.client_mac);
-                wire::rewrite::rewrite_src(frame, &meta, &conn.client.dst, conn.client.dst_port);
-                wire::rewrite::decrement_ttl(frame, &meta);
+                let (vip, vip_port) = (&conn.client.dst, conn.client.dst_port);
+                let deltas = flows.rewrite_deltas(id).to_client;
+                wire::rewrite::forward_rewrite_src(frame, meta, vip, vip_port, deltas);
                 Verdict::Transmit(conn.client_ingress)
             }
-            None => self.new_flow(frame, &meta, hash, cx),
+            None => self.new_flow(frame, meta, hash, cx),
         }
     }
 
@@ -720,7 +745,14 @@ impl Pipeline {
         flows.get_mut(id).client_mac = source_mac(frame);
         self.counters.flow_hits.inc();
         flows.count_packet(endpoint, frame.len() as u64);
-        Some(to_backend(frame, meta, backend, next_hop, snapshot))
+        // The connection's own checksum changes: its backend is this
+        // endpoint's address and port (`is_plain`, or the cold path's
+        // compare).
+        let deltas = flows.rewrite_deltas(id).to_backend;
+        let src_mac = egress_mac(frame, snapshot, backend.egress_port);
+        wire::rewrite::set_macs(frame, src_mac, next_hop);
+        wire::rewrite::forward_rewrite_dst(frame, meta, &backend.address, backend.port, deltas);
+        Some(Verdict::Transmit(backend.egress_port))
     }
 
     /// A client's packet of connection `id` whose endpoint is gone from

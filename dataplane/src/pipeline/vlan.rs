@@ -89,7 +89,7 @@ impl Pipeline {
         let answers = self.answers.len();
         let frame = &mut room[..len];
         let at = frame.as_ptr() as usize;
-        let verdict = self.count(frame, parsed, cx);
+        let verdict = self.count(frame, &parsed, cx);
         let mut out = len;
         if self.answers.len() > answers {
             if let Some(&(answered, answer_len)) = self.answers.last() {

@@ -154,6 +154,31 @@ impl ChecksumDelta {
     pub fn apply(self, checksum: u16) -> u16 {
         !fold(u64::from(!checksum) + self.0)
     }
+
+    /// This change in 16 bits, to keep: [`from_folded`](Self::from_folded)
+    /// of it patches every checksum to exactly what this delta does.
+    /// ([`fold`] keeps the value modulo 0xFFFF, and gives 0 only for 0,
+    /// and `apply` depends on nothing else.)
+    #[inline]
+    pub fn folded(self) -> u16 {
+        fold(self.0)
+    }
+
+    /// The change [`folded`](Self::folded) returned.
+    #[inline]
+    pub const fn from_folded(folded: u16) -> Self {
+        ChecksumDelta(folded as u64)
+    }
+}
+
+/// `checksum` patched for the change `folded` ([`ChecksumDelta::folded`]):
+/// `ChecksumDelta::from_folded(folded).apply(checksum)`, with one fold
+/// step, as two 16-bit values sum to at most 0x1FFFE, whose one step of
+/// end-around carry is already at most 0xFFFF.
+#[inline(always)]
+pub fn apply_folded(checksum: u16, folded: u16) -> u16 {
+    let sum = u32::from(!checksum) + u32::from(folded);
+    !(((sum & 0xffff) + (sum >> 16)) as u16)
 }
 
 impl std::ops::Add for ChecksumDelta {
@@ -182,6 +207,32 @@ pub fn update_bytes(checksum: u16, old: &[u8], new: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folded_delta_patches_as_the_delta_it_came_from() {
+        // Every checksum against deltas at the edges and in between, and
+        // a folded delta against its unfolded self.
+        let deltas = [0u16, 1, 0xfeff, 0xfffe, 0xffff, 0x8000, 0x1234];
+        for checksum in 0..=u16::MAX {
+            for &d in &deltas {
+                let expected = ChecksumDelta::from_folded(d).apply(checksum);
+                assert_eq!(apply_folded(checksum, d), expected);
+            }
+        }
+        for (old, new) in [
+            ([0u8; 4], [0u8; 4]),
+            ([0xff; 4], [0; 4]),
+            ([198, 18, 1, 10], [198, 19, 7, 7]),
+        ] {
+            let delta = ChecksumDelta::bytes(&old, &new);
+            for checksum in [0u16, 1, 0xffff, 0xabcd] {
+                assert_eq!(
+                    apply_folded(checksum, delta.folded()),
+                    delta.apply(checksum)
+                );
+            }
+        }
+    }
 
     /// The IPv4 header from RFC 1071's worked style: a known-good header
     /// must verify to zero, and refilling it must reproduce its checksum.

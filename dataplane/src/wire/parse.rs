@@ -5,13 +5,14 @@
 //! copies nothing but the addresses into the tuple.
 
 use super::arp::{self, ArpPacket};
+use super::checksum::internet_checksum;
 use super::ethernet::{self, ethertype, EthernetFrame, VlanTag};
 use super::icmp::IcmpMessage;
-use super::ipv4::Ipv4Packet;
+use super::ipv4::{self, Ipv4Packet};
 use super::ipv6::{self, walk_extension_headers, Ipv6Packet};
-use super::tcp::TcpSegment;
+use super::tcp::{self, TcpSegment};
 use super::tuple::{ip_proto, v4_mapped, FiveTuple};
-use super::udp::UdpDatagram;
+use super::udp::{self, UdpDatagram};
 use super::{Fragment, PacketMeta, ParseError, L3};
 
 /// The most VLAN tags a frame may carry (802.1ad QinQ: outer and inner).
@@ -24,6 +25,89 @@ pub const MAX_VLAN_TAGS: u8 = 2;
 /// input.
 #[inline]
 pub fn parse(frame: &[u8]) -> Result<PacketMeta, ParseError> {
+    match parse_plain_ipv4(frame) {
+        Some(meta) => Ok(meta),
+        None => parse_any(frame),
+    }
+}
+
+/// Bytes [`parse_plain_ipv4`] reads at fixed offsets: an Ethernet header,
+/// an IPv4 header without options and a TCP header without options (a
+/// UDP header is shorter).
+const PLAIN_LEN: usize = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + tcp::MIN_HEADER_LEN;
+
+/// The common frame read at fixed offsets: untagged IPv4 with no options,
+/// not a fragment, TCP or UDP, whose every check passes. `None` for any
+/// other frame, and for any check that fails: [`parse_any`] reads those
+/// (and would give every frame this accepts the same meta: the tests
+/// hold it to that).
+#[inline(always)]
+pub(super) fn parse_plain_ipv4(frame: &[u8]) -> Option<PacketMeta> {
+    const IP: usize = ethernet::HEADER_LEN;
+    const L4: usize = IP + ipv4::MIN_HEADER_LEN;
+    let f: &[u8; PLAIN_LEN] = frame.first_chunk()?;
+    // IPv4, version 4 and a 20-byte header.
+    if [f[12], f[13]] != ethertype::IPV4.to_be_bytes() || f[IP] != 0x45 {
+        return None;
+    }
+    let total_len = usize::from(u16::from_be_bytes([f[IP + 2], f[IP + 3]]));
+    let ip_end = IP + total_len;
+    if total_len < ipv4::MIN_HEADER_LEN || ip_end > frame.len() {
+        return None;
+    }
+    let ip_end = u16::try_from(ip_end).ok()?;
+    // Neither more fragments nor an offset: not a fragment.
+    if u16::from_be_bytes([f[IP + 6], f[IP + 7]]) & 0x3fff != 0 {
+        return None;
+    }
+    let header: &[u8; ipv4::MIN_HEADER_LEN] = f[IP..].first_chunk()?;
+    if internet_checksum(header) != 0 {
+        return None;
+    }
+    let protocol = f[IP + ipv4::field::PROTOCOL];
+    let segment_len = total_len - ipv4::MIN_HEADER_LEN;
+    let tcp_flags = match protocol {
+        ip_proto::TCP => {
+            let header_len = usize::from(f[L4 + 12] >> 4) * 4;
+            if header_len < tcp::MIN_HEADER_LEN || header_len > segment_len {
+                return None;
+            }
+            f[L4 + 13]
+        }
+        ip_proto::UDP => {
+            let length = usize::from(u16::from_be_bytes([f[L4 + 4], f[L4 + 5]]));
+            if length < udp::HEADER_LEN || length > segment_len {
+                return None;
+            }
+            0
+        }
+        _ => return None,
+    };
+    let addr = |at: usize| v4_mapped([f[at], f[at + 1], f[at + 2], f[at + 3]]);
+    Some(PacketMeta {
+        l3: L3::Ipv4,
+        vlan_tags: 0,
+        l3_offset: IP as u16,
+        l4_offset: L4 as u16,
+        ip_end,
+        tuple: FiveTuple {
+            src: addr(IP + ipv4::field::SRC_ADDR.start),
+            dst: addr(IP + ipv4::field::DST_ADDR.start),
+            src_port: u16::from_be_bytes([f[L4], f[L4 + 1]]),
+            dst_port: u16::from_be_bytes([f[L4 + 2], f[L4 + 3]]),
+            protocol,
+        },
+        ttl: f[IP + ipv4::field::TTL],
+        tcp_flags,
+        fragment: Fragment::None,
+        icmp_type: 0,
+        icmp_code: 0,
+    })
+}
+
+/// [`parse`] of any frame, layer by layer through the checked views.
+#[inline]
+pub(super) fn parse_any(frame: &[u8]) -> Result<PacketMeta, ParseError> {
     let eth = EthernetFrame::new_checked(frame)?;
     let mut ether_type = eth.ethertype();
     let mut l3_offset = ethernet::HEADER_LEN;
@@ -295,6 +379,41 @@ mod tests {
 
     fn err(frame: &[u8]) -> ParseError {
         parse(frame).expect_err("the frame must be rejected")
+    }
+
+    #[test]
+    fn plain_tcp_and_udp_frames_are_read_at_fixed_offsets_alike() {
+        let mut tcp_frame = v4_frame(ip_proto::TCP, &tcp(tcp_flags::ACK, &[], &[0; 6]));
+        let udp_frame = v4_frame(ip_proto::UDP, &udp(&[1; 20], 0));
+        for frame in [&tcp_frame, &udp_frame] {
+            let plain = parse_plain_ipv4(frame).expect("read at fixed offsets");
+            assert_eq!(Ok(plain), parse_any(frame));
+        }
+        // Padding past the IP packet is not part of it.
+        tcp_frame.extend_from_slice(&[0; 7]);
+        assert_eq!(
+            parse_plain_ipv4(&tcp_frame).map(Ok),
+            Some(parse_any(&tcp_frame))
+        );
+        // Options, tags, fragments and errors are the general parser's.
+        let options = eth(
+            ethertype::IPV4,
+            &ipv4(ip_proto::TCP, &[1, 1, 1, 0], 0, &tcp(0, &[], &[])),
+        );
+        let tagged = eth_tagged(
+            &[ethertype::VLAN],
+            ethertype::IPV4,
+            &ipv4(ip_proto::TCP, &[], 0, &tcp(0, &[], &[])),
+        );
+        let fragment = eth(
+            ethertype::IPV4,
+            &ipv4(ip_proto::TCP, &[], 0x2000, &tcp(0, &[], &[])),
+        );
+        let mut bad_checksum = v4_frame(ip_proto::TCP, &tcp(0, &[], &[]));
+        bad_checksum[24] ^= 1;
+        for frame in [options, tagged, fragment, bad_checksum] {
+            assert_eq!(parse_plain_ipv4(&frame), None);
+        }
     }
 
     #[test]

@@ -8,7 +8,10 @@ use proptest::prelude::*;
 
 use super::builder::{ExtensionHeader, FrameBuilder};
 use super::ethernet::ethertype;
-use super::rewrite::{decrement_ttl, rewrite_dst, rewrite_src, set_macs};
+use super::rewrite::{
+    decrement_ttl, forward_rewrite_dst, forward_rewrite_src, rewrite_dst, rewrite_src, set_macs,
+    EndpointDeltas,
+};
 use super::{addr_to_bytes, frame_checksums_ok, ip_proto, parse, Fragment, PacketMeta, L3};
 
 /// What a generated frame carries.
@@ -341,6 +344,70 @@ proptest! {
         }
         prop_assert_eq!(&frame, &model.build());
         prop_assert!(frame_checksums_ok(&frame));
+    }
+
+    /// Whatever the fixed-offset reading of the common frame accepts, the
+    /// general parser reads alike (built frames of every kind, and
+    /// plausible noise).
+    #[test]
+    fn the_plain_ipv4_parse_agrees_with_the_general_one(
+        spec in spec(),
+        noise in plausible_frame(),
+        cut in 0usize..80,
+        flip in (0usize..80, any::<u8>()),
+    ) {
+        let built = spec.build();
+        let mut flipped = built.clone();
+        if let Some(b) = flipped.get_mut(flip.0) {
+            *b ^= flip.1;
+        }
+        let short = built[..built.len().saturating_sub(cut)].to_vec();
+        for frame in [&built, &flipped, &short, &noise] {
+            if let Some(meta) = super::parse::parse_plain_ipv4(frame) {
+                prop_assert_eq!(Ok(meta), super::parse::parse_any(frame));
+            }
+        }
+    }
+
+    /// A forwarding rewrite with the deltas worked out ahead from the
+    /// packet's own address and port writes exactly the bytes of the
+    /// rewrite and the TTL decrement done one after the other, whatever
+    /// the family, protocol, TTL, fragment or checksum (0xFFFF and 0
+    /// among them).
+    #[test]
+    fn forwarding_with_deltas_writes_what_rewrite_and_ttl_write(
+        spec in spec(),
+        v4 in ipv4_addr(),
+        v6 in ipv6_addr(),
+        port in any::<u16>(),
+        dst_side in any::<bool>(),
+        checksums in prop::sample::select(vec![None, Some(0u16), Some(0xffff), Some(0x0100)]),
+    ) {
+        let mut frame = spec.build();
+        let meta = parse(&frame).unwrap();
+        if let Some(check) = checksums {
+            // Odd checksums (wrong, but forwarded as they are) reach the
+            // edges of the ones'-complement arithmetic.
+            let at = usize::from(meta.l3_offset) + 10;
+            if meta.l3 == L3::Ipv4 {
+                frame[at..at + 2].copy_from_slice(&check.to_be_bytes());
+            }
+        }
+        let addr = if spec.src.is_ipv4() { IpAddr::V4(v4) } else { IpAddr::V6(v6) };
+        let addr = addr_to_bytes(addr);
+        let mut expected = frame.clone();
+        if dst_side {
+            let deltas = EndpointDeltas::v4(&meta.tuple.dst, meta.tuple.dst_port, &addr, port);
+            rewrite_dst(&mut expected, &meta, &addr, port);
+            decrement_ttl(&mut expected, &meta);
+            forward_rewrite_dst(&mut frame, &meta, &addr, port, deltas);
+        } else {
+            let deltas = EndpointDeltas::v4(&meta.tuple.src, meta.tuple.src_port, &addr, port);
+            rewrite_src(&mut expected, &meta, &addr, port);
+            decrement_ttl(&mut expected, &meta);
+            forward_rewrite_src(&mut frame, &meta, &addr, port, deltas);
+        }
+        prop_assert_eq!(&frame, &expected);
     }
 
     /// Pick the new port that makes the patched UDP checksum come out as

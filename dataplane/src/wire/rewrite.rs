@@ -18,7 +18,7 @@
 //! For IPv6, the L4 pseudo-header is taken to hold the IPv6 header's
 //! addresses, which is true unless a routing header still has segments left.
 
-use super::checksum::{udp_wire_value, ChecksumDelta};
+use super::checksum::{apply_folded, udp_wire_value, ChecksumDelta};
 use super::tuple::ip_proto;
 use super::{ipv4, ipv6, tcp, udp, Fragment, PacketMeta, L3};
 
@@ -87,6 +87,143 @@ pub fn rewrite_dst(frame: &mut [u8], meta: &PacketMeta, addr: &[u8; 16], port: u
 #[inline]
 pub fn rewrite_src(frame: &mut [u8], meta: &PacketMeta, addr: &[u8; 16], port: u16) {
     rewrite_endpoint(frame, meta, addr, port, Side::Source);
+}
+
+/// The rewrite of a forwarded packet toward a connection's backend:
+/// [`rewrite_dst`] then [`decrement_ttl`], with the checksum changes
+/// `deltas` worked out when the connection was recorded (for an IPv4
+/// packet whose destination is what `deltas` was made from). The bytes
+/// written are exactly those of the two calls; a frame `deltas` does not
+/// fit (IPv6, a TTL below 2, a non-first fragment) gets the two calls.
+#[inline]
+pub fn forward_rewrite_dst(
+    frame: &mut [u8],
+    meta: &PacketMeta,
+    addr: &[u8; 16],
+    port: u16,
+    deltas: EndpointDeltas,
+) {
+    if !forward_v4(frame, meta, addr, port, deltas, Side::Destination) {
+        rewrite_dst(frame, meta, addr, port);
+        decrement_ttl(frame, meta);
+    }
+}
+
+/// [`forward_rewrite_dst`] for the source: [`rewrite_src`] then
+/// [`decrement_ttl`] (a backend's reply on its way to the client).
+#[inline]
+pub fn forward_rewrite_src(
+    frame: &mut [u8],
+    meta: &PacketMeta,
+    addr: &[u8; 16],
+    port: u16,
+    deltas: EndpointDeltas,
+) {
+    if !forward_v4(frame, meta, addr, port, deltas, Side::Source) {
+        rewrite_src(frame, meta, addr, port);
+        decrement_ttl(frame, meta);
+    }
+}
+
+/// The checksum changes of rewriting one end of an IPv4 flow — address
+/// and port — from one endpoint to another and decrementing the TTL,
+/// folded to 16 bits each ([`ChecksumDelta::folded`]). A connection works
+/// them out once, so that its packets only add them.
+///
+/// The header's change is the address's plus the TTL's: one patch for
+/// two gives the same checksum as two patches one after the other,
+/// because the TTL's change (`~(t << 8 | p) + ((t - 1) << 8 | p)`, always
+/// 0xFEFF) is never zero (RFC 1624's eqn. 3 then yields the same value
+/// either way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointDeltas {
+    /// The IPv4 header checksum's change: the address and the TTL.
+    header: u16,
+    /// The TCP or UDP checksum's change: the address (in its
+    /// pseudo-header) and the port.
+    l4: u16,
+}
+
+impl EndpointDeltas {
+    /// The changes of rewriting address `from` (16-byte form,
+    /// IPv4-mapped) and port `from_port` to `to` and `to_port` in an IPv4
+    /// packet, with its TTL decremented.
+    pub fn v4(from: &[u8; 16], from_port: u16, to: &[u8; 16], to_port: u16) -> Self {
+        let address = ChecksumDelta::bytes(&from[12..], &to[12..]);
+        let port = ChecksumDelta::word(from_port, to_port);
+        // Any TTL of 2 or more (the word holds the protocol too).
+        let ttl = ChecksumDelta::word(0x4006, 0x3f06);
+        EndpointDeltas {
+            header: (address + ttl).folded(),
+            l4: (address + port).folded(),
+        }
+    }
+}
+
+/// [`forward_rewrite_dst`] / [`forward_rewrite_src`] of an IPv4 packet
+/// with its deltas: false, writing nothing, for a frame they do not fit
+/// or whose fields are not all in bounds.
+#[inline(always)]
+fn forward_v4(
+    frame: &mut [u8],
+    meta: &PacketMeta,
+    addr: &[u8; 16],
+    port: u16,
+    deltas: EndpointDeltas,
+    side: Side,
+) -> bool {
+    if meta.l3 != L3::Ipv4 || meta.fragment == Fragment::NonFirst {
+        return false;
+    }
+    let l3 = usize::from(meta.l3_offset);
+    let l4 = usize::from(meta.l4_offset);
+    let (address_at, port_at) = match side {
+        Side::Source => (ipv4::field::SRC_ADDR.start, 0),
+        Side::Destination => (ipv4::field::DST_ADDR.start, 2),
+    };
+    // The L4 checksum's offset, for the protocols whose ports change.
+    let l4_check = match meta.tuple.protocol {
+        ip_proto::TCP => Some(tcp::field::CHECKSUM.start),
+        ip_proto::UDP => Some(udp::field::CHECKSUM.start),
+        _ => None,
+    };
+    let l4_end = l4_check.map_or(0, |at| l4 + at + 2);
+    if frame.len() < l4_end || l4 < l3 + ipv4::MIN_HEADER_LEN {
+        return false;
+    }
+    let Some(header) = frame
+        .get_mut(l3..)
+        .and_then(|h| h.first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>())
+    else {
+        return false;
+    };
+    let ttl = header[ipv4::field::TTL];
+    if ttl < 2 {
+        return false;
+    }
+    let [_, _, _, _, _, _, _, _, _, _, _, _, a, b, c, d] = *addr;
+    header[address_at..address_at + 4].copy_from_slice(&[a, b, c, d]);
+    header[ipv4::field::TTL] = ttl - 1;
+    let check_at = ipv4::field::CHECKSUM.start;
+    let check = u16::from_be_bytes([header[check_at], header[check_at + 1]]);
+    let check = apply_folded(check, deltas.header);
+    header[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
+    let Some(check_at) = l4_check else {
+        return true;
+    };
+    if let Some(segment) = frame.get_mut(l4..l4_end) {
+        segment[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+        let check = u16::from_be_bytes([segment[check_at], segment[check_at + 1]]);
+        let check = if meta.tuple.protocol == ip_proto::TCP {
+            apply_folded(check, deltas.l4)
+        } else if check != 0 {
+            udp_wire_value(apply_folded(check, deltas.l4))
+        } else {
+            0
+        };
+        segment[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
+    }
+    true
 }
 
 /// Which end of the flow a rewrite changes.

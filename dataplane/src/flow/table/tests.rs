@@ -615,9 +615,9 @@ fn splitmix(x: u64) -> u64 {
 #[test]
 fn memory_per_connection_is_small() {
     assert_eq!(std::mem::size_of::<Connection>(), 80);
-    assert_eq!(std::mem::size_of::<Record>(), 88);
+    assert_eq!(std::mem::size_of::<Record>(), 96);
     let t = FlowTable::new(1 << 16, TIMEOUTS);
-    assert_eq!(t.memory_bytes() / t.capacity(), 120);
+    assert_eq!(t.memory_bytes() / t.capacity(), 128);
 }
 
 #[test]
