@@ -104,7 +104,7 @@ impl Bench {
     }
 
     fn client(&self) -> ControlClient {
-        let client = ControlClient::connect(&self.socket).unwrap();
+        let mut client = ControlClient::connect(&self.socket).unwrap();
         client.set_timeout(Some(Duration::from_secs(600))).unwrap();
         client
     }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use control_support::*;
 use flowgate_api::{
     ApiError, ApplyConfig, BackendAdd, BackendEdit, BackendKey, BackendSpec, Batch, ClientError,
-    Edit, ErrorCode, FlowsQuery, Reply, Request, ServiceEdit, ServiceName, ServiceSpec,
+    Edit, ErrorCode, FlowsQuery, Reply, Request, Response, ServiceEdit, ServiceName, ServiceSpec,
 };
 use flowgate_dataplane::control::ServerLimits;
 
@@ -435,8 +435,10 @@ fn an_oversized_request_is_refused_and_the_server_goes_on() {
         "request larger than 65536 bytes",
         "oversized",
     );
-    // Then the server hangs up on that client,
-    assert!(client.call(Request::Status {}).is_err());
+    // Then the server hangs up on that client (its next call connects
+    // again),
+    assert!(client.read_response().is_err());
+    assert!(client.call(Request::Status {}).is_ok());
     // and serves others as before.
     let mut other = gateway.client();
     assert!(matches!(
@@ -524,9 +526,10 @@ fn at_the_cap_the_client_idle_longest_makes_room_and_busy_clients_are_never_clos
         other => panic!("the newcomer was not served: {other:?}"),
     };
     assert!(c.applied && started.elapsed() < Duration::from_secs(2));
-    // and the client idle longest was closed for it, and told so.
-    match held[0].call(Request::Status {}) {
-        Err(ClientError::Rejected(e)) => assert_error(
+    // and the client idle longest was closed for it, and told so (the
+    // notice waits in its connection; a call would connect again).
+    match held[0].read_response().map(Response::into_result) {
+        Ok(Err(e)) => assert_error(
             &e,
             ErrorCode::Timeout,
             "without a request: the server serves at most 4 clients at once and another one \
@@ -538,6 +541,8 @@ fn at_the_cap_the_client_idle_longest_makes_room_and_busy_clients_are_never_clos
     for c in &mut held[1..] {
         c.call(Request::Stats {}).unwrap();
     }
+    // Its next call goes on a new connection.
+    held[0].call(Request::Status {}).unwrap();
     drop(held);
     drop(extra);
 

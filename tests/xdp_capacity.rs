@@ -58,7 +58,7 @@ fn flowgatectl(socket: &Path, args: &[&str]) -> String {
 }
 
 fn client(socket: &Path) -> ControlClient {
-    let client = ControlClient::connect(socket).unwrap();
+    let mut client = ControlClient::connect(socket).unwrap();
     client.set_timeout(Some(Duration::from_secs(300))).unwrap();
     client
 }

@@ -421,7 +421,7 @@ fn is_last_weighted(service: &ServiceView, address: &str, port: u16) -> bool {
 
 /// A connection to the daemon, with the call timeout set.
 fn connect(socket: &Path) -> Result<ControlClient, Failure> {
-    let client = ControlClient::connect(socket)?;
+    let mut client = ControlClient::connect(socket)?;
     client.set_timeout(Some(CALL_TIMEOUT))?;
     Ok(client)
 }

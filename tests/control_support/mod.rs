@@ -138,7 +138,7 @@ impl Gateway {
     }
 
     pub fn client(&self) -> ControlClient {
-        let client = ControlClient::connect(&self.socket).unwrap();
+        let mut client = ControlClient::connect(&self.socket).unwrap();
         client.set_timeout(Some(Duration::from_secs(60))).unwrap();
         client
     }

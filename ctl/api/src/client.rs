@@ -37,10 +37,18 @@ pub enum ClientError {
 }
 
 /// A connection to a running flowgate.
+///
+/// The daemon closes a connection that stays idle for a few seconds (or
+/// that an idle client holds when another needs its place), saying so
+/// first. A call on a connection the daemon has closed before the request
+/// was sent connects again and sends it there: the daemon never read it,
+/// so nothing is lost or done twice.
 #[derive(Debug)]
 pub struct ControlClient {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
+    path: PathBuf,
+    timeout: Option<Duration>,
 }
 
 impl ControlClient {
@@ -67,14 +75,35 @@ impl ControlClient {
         Ok(ControlClient {
             reader,
             writer: stream,
+            path: path.to_owned(),
+            timeout: None,
         })
+    }
+
+    /// Whether the daemon has closed this connection: before a request is
+    /// sent, anything to read is its closing notice, or the end.
+    fn closed_by_daemon(&mut self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        if self.writer.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let closed = match self.reader.fill_buf() {
+            // A line nobody asked for, or the end of the stream.
+            Ok(_) => true,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+        };
+        let _ = self.writer.set_nonblocking(false);
+        closed
     }
 
     /// Gives up on a response after `timeout` (none: wait as long as it
     /// takes).
-    pub fn set_timeout(&self, timeout: Option<Duration>) -> Result<(), ClientError> {
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> Result<(), ClientError> {
         self.writer.set_read_timeout(timeout)?;
         self.writer.set_write_timeout(timeout)?;
+        self.timeout = timeout;
         Ok(())
     }
 
@@ -90,6 +119,11 @@ impl ControlClient {
     /// one response line. For tests and tools that speak the protocol
     /// themselves.
     pub fn call_raw(&mut self, bytes: &[u8]) -> Result<Response, ClientError> {
+        if self.closed_by_daemon() {
+            let mut fresh = ControlClient::connect(&self.path)?;
+            fresh.set_timeout(self.timeout)?;
+            *self = fresh;
+        }
         let sent = self
             .writer
             .write_all(bytes)
@@ -123,5 +157,57 @@ impl ControlClient {
             )));
         }
         Ok(response)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+
+    fn line(response: &Response) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec(response).unwrap();
+        bytes.push(b'\n');
+        bytes
+    }
+
+    fn error(code: ErrorCode, message: &str) -> Response {
+        Response::new(Err(ApiError::new(code, message)))
+    }
+
+    #[test]
+    fn a_call_after_the_daemon_closed_an_idle_connection_goes_on_a_new_one() {
+        let dir = std::env::temp_dir().join(format!("flowgate-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            // The first connection is closed as an idle one is: a notice,
+            // then the end.
+            let (mut idle, _) = listener.accept().unwrap();
+            idle.write_all(&line(&error(ErrorCode::Timeout, "closing")))
+                .unwrap();
+            drop(idle);
+            // The request arrives on the second, whole, and is answered.
+            let (next, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(next.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            (&next)
+                .write_all(&line(&error(ErrorCode::BadRequest, "answered")))
+                .unwrap();
+            request
+        });
+        let mut client = ControlClient::connect(&path).unwrap();
+        client.set_timeout(Some(Duration::from_secs(5))).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let response = client.call_raw(b"{\"request\":1}\n").unwrap();
+        let answered = response.into_result().unwrap_err();
+        assert_eq!(answered.message, "answered");
+        assert_eq!(server.join().unwrap(), "{\"request\":1}\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
