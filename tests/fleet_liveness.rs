@@ -14,7 +14,7 @@ mod fleet_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleet_support::{wait_until, Etcd};
+use fleet_support::{wait_until, Etcd, Proxy};
 use flowgate_dataplane::control::{ControlState, Dataplane, MemoryDataplane};
 use flowgate_dataplane::fleet::gateway::ControlSlot;
 use flowgate_dataplane::fleet::layout::{KeyLayout, ReportedBackend};
@@ -57,8 +57,12 @@ struct Gateway {
 
 impl Gateway {
     fn start(etcd: &Etcd, id: &str) -> Gateway {
+        Gateway::start_at(etcd.endpoint(), id)
+    }
+
+    fn start_at(endpoint: String, id: &str) -> Gateway {
         let slot = ControlSlot::default();
-        let settings = EtcdSettings::new(vec![etcd.endpoint()], PREFIX, id);
+        let settings = EtcdSettings::new(vec![endpoint], PREFIX, id);
         let started = EtcdSource::start(settings, Config::default(), slot.sink()).unwrap();
         let config = Config::clone(&started.rules.config);
         let dataplane = Arc::new(MemoryDataplane::with_config(&config));
@@ -229,4 +233,51 @@ fn a_gateway_starting_later_reads_the_keys_as_they_are_and_a_bad_value_is_held()
     }));
     assert!(one._started.source.state().held.is_empty());
     assert_eq!(one.picks(), two.picks());
+}
+
+#[test]
+fn cut_off_a_gateway_keeps_the_last_liveness_and_a_reload_reads_the_keys_as_they_are() {
+    let etcd = Etcd::start();
+    let proxy = Proxy::start(etcd.address());
+    let mut store = FleetStore::connect(&[etcd.endpoint()], layout()).unwrap();
+    let web = Write {
+        key: layout().service_key("web"),
+        value: Some(WEB.as_bytes().to_vec()),
+    };
+    store.write_unchecked(std::slice::from_ref(&web)).unwrap();
+    let leases: Vec<String> = BACKENDS.iter().map(|_| grant(&etcd, 60)).collect();
+    for (backend, lease) in BACKENDS.iter().zip(&leases) {
+        put_under(&etcd, lease, &health_key(backend), "up");
+    }
+    let gateway = Gateway::start_at(proxy.endpoint(), "gw-1");
+    let dead = BACKENDS[2];
+    assert!(wait_until(WAIT, || picked(&gateway.picks(), dead) > 0));
+    assert!(wait_until(WAIT, || gateway
+        ._started
+        .source
+        .state()
+        .connected));
+
+    proxy.cut();
+    assert!(wait_until(WAIT, || !gateway
+        ._started
+        .source
+        .state()
+        .connected));
+    etcd.ctl(&["lease", "revoke", &leases[2]]);
+    // The revision the gateway would resume from is compacted away.
+    let last = store.write_unchecked(std::slice::from_ref(&web)).unwrap();
+    store.compact(last).unwrap();
+    // Unreachable, the gateway keeps the liveness it last knew.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(picked(&gateway.picks(), dead) > 0);
+
+    proxy.mend();
+    // The reload reads the keys as they are: the one that went is down.
+    assert!(wait_until(WAIT, || picked(&gateway.picks(), dead) == 0));
+    assert!(gateway._started.source.state().loads >= 2);
+    let picks = gateway.picks();
+    for backend in BACKENDS.iter().filter(|b| **b != dead) {
+        assert!(picked(&picks, backend) > 0, "{backend} is down");
+    }
 }
