@@ -23,7 +23,9 @@
 //! revision the rules are read at and watched with them, but they are not
 //! rules: a revision of health keys alone makes no snapshot generation,
 //! it sets the liveness of the backends of services whose
-//! `[services.health] source` is `etcd` ([`super::health`]).
+//! `[services.health] source` is `etcd` ([`super::health`]). They were
+//! added to v1 (a gateway from before them refuses them as unknown keys:
+//! gateways are upgraded before reporters write them).
 //!
 //! Client prefixes in keys are written in their canonical form (what
 //! [`Prefix`]'s `Display` gives: lowercase, shortest IPv6 form, host bits
