@@ -281,3 +281,29 @@ fn cut_off_a_gateway_keeps_the_last_liveness_and_a_reload_reads_the_keys_as_they
         assert!(picked(&picks, backend) > 0, "{backend} is down");
     }
 }
+
+#[test]
+fn health_keys_written_meanwhile_do_not_make_an_operators_write_lose_its_race() {
+    let etcd = Etcd::start();
+    let mut store = FleetStore::connect(&[etcd.endpoint()], layout()).unwrap();
+    let web = Write {
+        key: layout().service_key("web"),
+        value: Some(WEB.as_bytes().to_vec()),
+    };
+    store.write_unchecked(std::slice::from_ref(&web)).unwrap();
+    let read = store.read().unwrap();
+    // A reporter writes while the operator's change is being checked.
+    let lease = grant(&etcd, 60);
+    put_under(&etcd, &lease, &health_key(BACKENDS[0]), "up");
+    assert!(read.entries.keys().all(|k| !layout().is_health(k)));
+    let changed = WEB.replace("\"maglev_table_size\":251", "\"maglev_table_size\":509");
+    let write = Write {
+        key: layout().service_key("web"),
+        value: Some(changed.into_bytes()),
+    };
+    store.commit(&read, std::slice::from_ref(&write)).unwrap();
+    // A rules write meanwhile still loses it.
+    let read = store.read().unwrap();
+    store.write_unchecked(std::slice::from_ref(&web)).unwrap();
+    assert!(store.commit(&read, &[write]).is_err());
+}

@@ -50,14 +50,15 @@ impl HealthReports {
     /// The keys as a load read them, all of them at one revision: what
     /// was read before and is not among them is gone (a key deleted, or
     /// whose lease ended, while the gateway was not watching).
-    pub fn load(&mut self, revision: i64, entries: Vec<Change>) {
+    pub fn load(&mut self, entries: Vec<Change>) {
         self.up.clear();
         self.held.clear();
-        self.apply(revision, entries);
+        self.apply(entries);
     }
 
-    /// The changes of one revision.
-    pub fn apply(&mut self, revision: i64, changes: Vec<Change>) {
+    /// The changes of one revision (each value carries the revision it
+    /// was written at).
+    pub fn apply(&mut self, changes: Vec<Change>) {
         for change in changes {
             let shown = String::from_utf8_lossy(&change.key).into_owned();
             let parsed = self.layout.parse_health(&change.key);
@@ -84,7 +85,6 @@ impl HealthReports {
                 }
             }
         }
-        let _ = revision;
     }
 
     fn hold(&mut self, key: Vec<u8>, shown: String, revision: i64, problem: String) {
@@ -152,12 +152,12 @@ mod tests {
     fn up_keys_are_alive_and_a_deletion_is_down() {
         let mut h = HealthReports::new(layout());
         assert!(h.reported().is_empty());
-        h.apply(5, vec![put(A, "up", 5), put(B, "up", 5)]);
+        h.apply(vec![put(A, "up", 5), put(B, "up", 5)]);
         assert_eq!(
             h.reported(),
             Reported::from([addr("198.18.1.11:8080"), addr("198.18.1.12:8080")])
         );
-        h.apply(6, vec![delete(A)]);
+        h.apply(vec![delete(A)]);
         assert_eq!(h.reported(), Reported::from([addr("198.18.1.12:8080")]));
         assert!(h.held().is_empty());
     }
@@ -165,11 +165,11 @@ mod tests {
     #[test]
     fn a_bad_value_or_key_is_held_and_changes_nothing_until_fixed() {
         let mut h = HealthReports::new(layout());
-        h.apply(5, vec![put(A, "up", 5)]);
-        h.apply(
-            6,
-            vec![put(A, "down", 6), put("/fg/v1/rules/health/web", "up", 6)],
-        );
+        h.apply(vec![put(A, "up", 5)]);
+        h.apply(vec![
+            put(A, "down", 6),
+            put("/fg/v1/rules/health/web", "up", 6),
+        ]);
         // A stays up at its last good value; both keys are reported.
         assert_eq!(h.reported(), Reported::from([addr("198.18.1.11:8080")]));
         let held = h.held();
@@ -181,7 +181,7 @@ mod tests {
             vec!["a health key's value is \"up\" (delete the key for down), not \"down\""]
         );
         assert!(held[0].problems[0].starts_with("a health key is /fg/v1/rules/health/"));
-        h.apply(7, vec![delete(A), delete("/fg/v1/rules/health/web")]);
+        h.apply(vec![delete(A), delete("/fg/v1/rules/health/web")]);
         assert!(h.reported().is_empty());
         assert!(h.held().is_empty());
     }
@@ -189,8 +189,8 @@ mod tests {
     #[test]
     fn a_load_replaces_what_was_read_so_a_key_gone_meanwhile_is_down() {
         let mut h = HealthReports::new(layout());
-        h.apply(5, vec![put(A, "up", 5), put(B, "up", 5)]);
-        h.load(9, vec![put(B, "up", 5)]);
+        h.apply(vec![put(A, "up", 5), put(B, "up", 5)]);
+        h.load(vec![put(B, "up", 5)]);
         assert_eq!(h.reported(), Reported::from([addr("198.18.1.12:8080")]));
     }
 }

@@ -554,7 +554,7 @@ impl Worker {
         let keys = changes.len();
         // Every health key as it is now: one that went while the gateway
         // was not watching is down.
-        self.health.load(revision, health);
+        self.health.load(health);
         self.liveness_due = true;
         let outcome = self.mirror.load(revision, changes);
         lock(&self.state).loads += 1;
@@ -746,7 +746,7 @@ impl Worker {
             self.handle(outcome);
         }
         if !health.is_empty() {
-            self.health.apply(revision, std::mem::take(health));
+            self.health.apply(std::mem::take(health));
             self.liveness_due = true;
             self.tell_liveness();
         }
