@@ -307,3 +307,45 @@ fn health_keys_written_meanwhile_do_not_make_an_operators_write_lose_its_race() 
     store.write_unchecked(std::slice::from_ref(&web)).unwrap();
     assert!(store.commit(&read, &[write]).is_err());
 }
+
+#[test]
+fn a_revision_of_rules_and_health_keys_runs_the_rules_as_one_generation_then_the_liveness() {
+    let etcd = Etcd::start();
+    let mut store = FleetStore::connect(&[etcd.endpoint()], layout()).unwrap();
+    store
+        .write_unchecked(&[Write {
+            key: layout().service_key("web"),
+            value: Some(WEB.as_bytes().to_vec()),
+        }])
+        .unwrap();
+    let lease = grant(&etcd, 60);
+    for backend in &BACKENDS[..3] {
+        put_under(&etcd, &lease, &health_key(backend), "up");
+    }
+    let gateway = Gateway::start(&etcd, "gw-1");
+    assert!(wait_until(WAIT, || picked(&gateway.picks(), BACKENDS[0]) > 0));
+    let before = gateway.generation();
+    // One transaction: web's table size changes and the fourth backend is
+    // reported up.
+    let changed = WEB.replace("\"maglev_table_size\":251", "\"maglev_table_size\":509");
+    store
+        .write_unchecked(&[
+            Write {
+                key: layout().service_key("web"),
+                value: Some(changed.into_bytes()),
+            },
+            Write {
+                key: health_key(BACKENDS[3]),
+                value: Some(b"up".to_vec()),
+            },
+        ])
+        .unwrap();
+    assert!(wait_until(WAIT, || picked(&gateway.picks(), BACKENDS[3]) > 0));
+    assert_eq!(
+        gateway.generation(),
+        before + 1,
+        "one generation for the rules"
+    );
+    let picks = gateway.picks();
+    assert!(BACKENDS.iter().all(|b| picked(&picks, b) > 0));
+}
