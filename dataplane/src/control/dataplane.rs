@@ -145,6 +145,18 @@ pub trait Dataplane: Send + Sync {
         let _ = (service, backend, ttl);
         Err("this data plane takes no heartbeats".into())
     }
+
+    /// Sets the liveness of the backends whose health comes from etcd
+    /// from `reports` (see [`crate::control::health::HealthMonitor::set_reported`]);
+    /// returns how many changed. No snapshot is built. The default tracks
+    /// no health.
+    fn set_reported_health(
+        &self,
+        reports: crate::fleet::health::Reported,
+    ) -> Result<usize, String> {
+        let _ = reports;
+        Err("this data plane tracks no health".into())
+    }
 }
 
 /// What a change is known to touch: the config it was made from, and the

@@ -34,13 +34,15 @@ use arc_swap::ArcSwap;
 use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
 use flowgate_api::{BackendHealth, BackendState, CheckReport, HealthSummary, MAX_NOT_UP};
 
+use crate::fleet::health::Reported;
+use crate::fleet::layout::ReportedBackend;
 use crate::health::heartbeat::{Heartbeat, HeartbeatToken, HeartbeatTokens, UnknownBackend};
 use crate::health::{
     Check, Health, HistogramSample, InitialState, Prober, ProberError, ProberOptions, Target,
     TargetStatus, Transition,
 };
 use crate::liveness::{Liveness, Status, Word};
-use crate::rules::{check_of, heartbeat_ttl_of, settings_of, Config, Service};
+use crate::rules::{check_of, heartbeat_ttl_of, settings_of, Config, HealthSource, Service};
 use crate::table::Snapshot;
 use crate::wire::bytes_to_addr;
 
@@ -65,6 +67,23 @@ struct Planned {
     ttl: Option<Duration>,
     /// Its weight.
     weight: u32,
+    /// Its liveness is reported in etcd (`[services.health] source =
+    /// "etcd"`): alive while the reports name it, never checked.
+    reported: bool,
+    /// Its name, by which a report may name it.
+    name: Option<Arc<str>>,
+}
+
+impl Planned {
+    /// Whether `reports` say backend `key` is up.
+    fn reported_up(&self, key: &BackendRef, reports: &Reported) -> bool {
+        let service = key.0.to_string();
+        reports.contains(&(service.clone(), ReportedBackend::Address(key.1)))
+            || self
+                .name
+                .as_ref()
+                .is_some_and(|n| reports.contains(&(service, ReportedBackend::Name(n.to_string()))))
+    }
 }
 
 /// The backends of one generation, and the targets that check them.
@@ -196,6 +215,8 @@ pub struct HealthMonitor {
     counters: Mutex<HashMap<BackendRef, Arc<BackendCounters>>>,
     /// Since when each backend is in its state, as this side saw it.
     since: Mutex<HashMap<BackendRef, (Status, Instant)>>,
+    /// The backends reported alive in etcd, as last read.
+    reports: Mutex<Arc<Reported>>,
     rebuild_requests: Sender<()>,
     rebuild_wanted: Receiver<()>,
     stop: Arc<AtomicBool>,
@@ -224,6 +245,7 @@ impl HealthMonitor {
             tokens: Arc::new(HeartbeatTokens::new()),
             counters: Mutex::new(HashMap::new()),
             since: Mutex::new(HashMap::new()),
+            reports: Mutex::new(Arc::new(Reported::new())),
             rebuild_requests,
             rebuild_wanted,
             stop: Arc::new(AtomicBool::new(false)),
@@ -325,11 +347,20 @@ impl HealthMonitor {
         };
         let health: HashMap<&Target, Health> =
             statuses.iter().map(|s| (&*s.target, s.health)).collect();
+        let reports = Arc::clone(&lock(&self.reports));
         let now = Instant::now();
         let now_ns = self.liveness.nanos(now);
         let mut changed = false;
-        for (_, planned) in plan.touched(only) {
+        for (key, planned) in plan.touched(only) {
             let before = self.liveness.word(planned.id);
+            if planned.reported {
+                // Its service's tables do not depend on its liveness (they
+                // are built over every weighted backend): no rebuild.
+                let _ = self
+                    .liveness
+                    .set_up(planned.id, planned.reported_up(&key, &reports));
+                continue;
+            }
             let up = match &planned.target {
                 Some(t) => match health.get(&**t) {
                     Some(h) => *h == Health::Up,
@@ -393,6 +424,43 @@ impl HealthMonitor {
         drop(_writing);
         self.recount();
         Ok(changed)
+    }
+
+    /// Sets the liveness of every backend whose service takes it from etcd
+    /// (`[services.health] source = "etcd"`) from `reports`, the backends
+    /// the health keys report alive: alive iff named there. The words are
+    /// written as a check's verdict writes them, and read by the workers'
+    /// next placement; no table is built again (those services' tables
+    /// hold every weighted backend, and a dead pick moves to the next
+    /// alive in the table, the same on every gateway). Returns how many
+    /// backends changed.
+    pub fn set_reported(&self, reports: Reported) -> usize {
+        let reports = Arc::new(reports);
+        let _writing = lock(&self.writing);
+        *lock(&self.reports) = Arc::clone(&reports);
+        let plan = self.plan.load();
+        let mut changed = 0;
+        for (key, planned) in plan.iter().filter(|(_, p)| p.reported) {
+            let up = planned.reported_up(&key, &reports);
+            let Ok(before) = self.liveness.set_up(planned.id, up) else {
+                continue;
+            };
+            if before.is_up() != up {
+                changed += 1;
+                self.seen(&key, planned);
+                tracing::info!(
+                    service = %key.0,
+                    backend = %key.1,
+                    "backend {}",
+                    if up { "up: reported in etcd" } else { "down: no longer reported in etcd" }
+                );
+            }
+        }
+        drop(_writing);
+        if changed > 0 {
+            self.recount();
+        }
+        changed
     }
 
     /// Counts the backends by state again.
@@ -787,12 +855,16 @@ fn plan_service(
         .validate()
         .ok()
         .filter(Check::is_active);
+    let reported = service.health.source == HealthSource::Etcd;
     for backend in &service.backends {
         let address = backend.socket_addr();
         let Some(&id) = ids.get(&(service.name.as_str(), address)) else {
             continue;
         };
-        let check = if backend.health.overrides_check() {
+        let check = if reported {
+            // Not checked: its liveness is what etcd reports.
+            None
+        } else if backend.health.overrides_check() {
             check_of(&config.health, service, backend).ok()
         } else {
             service_check.clone().map(|c| {
@@ -816,7 +888,7 @@ fn plan_service(
                 .or_default()
                 .push(key.clone());
         }
-        let ttl = heartbeat_ttl_of(service, backend);
+        let ttl = heartbeat_ttl_of(service, backend).filter(|_| !reported);
         if ttl.is_some() {
             plan.with_ttl.push(key.clone());
         }
@@ -827,6 +899,8 @@ fn plan_service(
                 target,
                 ttl,
                 weight: backend.weight,
+                reported,
+                name: backend.name.as_deref().map(Arc::from),
             },
         );
     }

@@ -512,6 +512,13 @@ impl Dataplane for MemoryDataplane {
     ) -> Result<std::time::Duration, String> {
         self.health.heartbeat(service, backend, ttl)
     }
+
+    fn set_reported_health(
+        &self,
+        reports: crate::fleet::health::Reported,
+    ) -> Result<usize, String> {
+        Ok(self.health.set_reported(reports))
+    }
 }
 
 impl Drop for MemoryDataplane {

@@ -333,6 +333,13 @@ impl Dataplane for DaemonDataplane {
         self.health.heartbeat(service, backend, ttl)
     }
 
+    fn set_reported_health(
+        &self,
+        reports: crate::fleet::health::Reported,
+    ) -> Result<usize, String> {
+        Ok(self.health.set_reported(reports))
+    }
+
     fn snapshot(&self) -> Option<Arc<Snapshot>> {
         Some(self.gateway.snapshot())
     }

@@ -96,6 +96,14 @@ impl RulesSink for ControlSink {
         let control = self.slot.wait(Duration::ZERO)?;
         Some(control.dataplane().generation())
     }
+
+    fn liveness(&mut self, reports: super::health::Reported) -> Result<usize, String> {
+        let control = self
+            .slot
+            .wait(START_WAIT)
+            .ok_or_else(|| "the gateway did not finish starting".to_owned())?;
+        control.dataplane().set_reported_health(reports)
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //! PREFIX/v1/rules/services/NAME                one service, its backends inside
 //! PREFIX/v1/rules/classes/PREFIX/LEN           one client class: SET and zone
 //! PREFIX/v1/rules/paths/SERVICE/PREFIX/LEN     one distribution path
+//! PREFIX/v1/rules/health/SERVICE/BACKEND       `up`: one backend reported alive
+//!                                              (BACKEND: its name or ADDR:PORT)
 //! PREFIX/v1/status/GATEWAY_ID                  one gateway's status, under a lease
 //! ```
 //!
@@ -16,6 +18,14 @@
 //! so that gateways writing their status do not wake each other's watch.
 //! `v1` is the layout's version: a later layout goes under `v2` beside it,
 //! so that a fleet can be moved over while old gateways still read `v1`.
+//!
+//! Health keys lie under the rules' prefix, so that they are read at the
+//! revision the rules are read at and watched with them, but they are not
+//! rules: a revision of health keys alone makes no snapshot generation,
+//! it sets the liveness of the backends of services whose
+//! `[services.health] source` is `etcd` ([`super::health`]). They were
+//! added to v1 (a gateway from before them refuses them as unknown keys:
+//! gateways are upgraded before reporters write them).
 //!
 //! Client prefixes in keys are written in their canonical form (what
 //! [`Prefix`]'s `Display` gives: lowercase, shortest IPv6 form, host bits
@@ -175,6 +185,52 @@ impl KeyLayout {
         format!("{}paths/{service}/{prefix}", self.rules)
     }
 
+    /// `PREFIX/v1/rules/health/`: the health keys.
+    pub fn health(&self) -> String {
+        format!("{}health/", self.rules)
+    }
+
+    /// `PREFIX/v1/rules/health/SERVICE/BACKEND`.
+    pub fn health_key(&self, service: &str, backend: &ReportedBackend) -> String {
+        format!("{}health/{service}/{backend}", self.rules)
+    }
+
+    /// Whether `key` is a health key (well formed or not).
+    pub fn is_health(&self, key: &[u8]) -> bool {
+        key.strip_prefix(self.rules.as_bytes())
+            .is_some_and(|rest| rest.starts_with(b"health/"))
+    }
+
+    /// What a key under [`KeyLayout::health`] names, or why it names
+    /// nothing: the message, for the operator.
+    pub fn parse_health(&self, key: &[u8]) -> Result<HealthKey, String> {
+        let Ok(key) = std::str::from_utf8(key) else {
+            return Err("the key is not UTF-8".into());
+        };
+        let shape = || {
+            format!(
+                "a health key is {}health/SERVICE/BACKEND, BACKEND a backend's name or its ADDRESS:PORT",
+                self.rules
+            )
+        };
+        let Some(rest) = key
+            .strip_prefix(self.rules.as_str())
+            .and_then(|r| r.strip_prefix("health/"))
+        else {
+            return Err(shape());
+        };
+        let Some((service, backend)) = rest
+            .split_once('/')
+            .filter(|(s, b)| !s.is_empty() && !b.is_empty() && !b.contains('/'))
+        else {
+            return Err(shape());
+        };
+        Ok(HealthKey {
+            service: service.to_owned(),
+            backend: backend.parse()?,
+        })
+    }
+
     /// `PREFIX/v1/status/ID`.
     pub fn status_key(&self, gateway: &str) -> String {
         format!("{}/status/{gateway}", self.root)
@@ -214,11 +270,66 @@ impl KeyLayout {
                 prefix,
             });
         }
+        if rest.starts_with("health/") {
+            return Err("a health key is read apart from the rules".into());
+        }
         Err(format!(
             "unknown kind of key: under {} flowgate reads gateway, services/NAME, \
-             classes/PREFIX and paths/SERVICE/PREFIX",
+             classes/PREFIX, paths/SERVICE/PREFIX and health/SERVICE/BACKEND",
             self.rules
         ))
+    }
+}
+
+/// A health key: one backend of one service.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HealthKey {
+    /// The service.
+    pub service: String,
+    /// The backend.
+    pub backend: ReportedBackend,
+}
+
+/// How a health key names a backend.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ReportedBackend {
+    /// By its address and port (`198.18.1.11:8080`, `[2001:db8::1]:80`).
+    Address(std::net::SocketAddr),
+    /// By its `name`.
+    Name(String),
+}
+
+impl std::str::FromStr for ReportedBackend {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ReportedBackend, String> {
+        if let Ok(address) = text.parse::<std::net::SocketAddr>() {
+            let canonical = address.to_string();
+            if canonical != text {
+                return Err(format!(
+                    "backend {text:?} must be written {canonical:?} in a key, so that it has one key"
+                ));
+            }
+            return Ok(ReportedBackend::Address(address));
+        }
+        if text
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ':')
+        {
+            return Err(format!(
+                "backend {text:?} is neither ADDRESS:PORT nor a backend name"
+            ));
+        }
+        Ok(ReportedBackend::Name(text.to_owned()))
+    }
+}
+
+impl fmt::Display for ReportedBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReportedBackend::Address(a) => write!(f, "{a}"),
+            ReportedBackend::Name(n) => f.write_str(n),
+        }
     }
 }
 
@@ -328,5 +439,61 @@ mod tests {
         let mut key = r.as_bytes().to_vec();
         key.extend_from_slice(b"services/\xff");
         assert_eq!(l.parse(&key).unwrap_err(), "the key is not UTF-8");
+        let mut key = r.as_bytes().to_vec();
+        key.extend_from_slice(b"health/web/\xff");
+        assert_eq!(l.parse(&key).unwrap_err(), "the key is not UTF-8");
+    }
+
+    #[test]
+    fn health_keys_name_a_backend_by_address_or_name() {
+        let l = layout();
+        let r = l.rules();
+        let by_address = ReportedBackend::Address("198.18.1.11:8080".parse().unwrap());
+        let key = l.health_key("web", &by_address);
+        assert_eq!(key, "/flowgate/prod/v1/rules/health/web/198.18.1.11:8080");
+        assert!(l.is_health(key.as_bytes()));
+        assert!(!l.is_health(l.service_key("web").as_bytes()));
+        assert_eq!(
+            l.parse_health(key.as_bytes()),
+            Ok(HealthKey {
+                service: "web".into(),
+                backend: by_address
+            })
+        );
+        assert_eq!(
+            l.parse_health(format!("{r}health/web/[2001:db8::1]:80").as_bytes()),
+            Ok(HealthKey {
+                service: "web".into(),
+                backend: ReportedBackend::Address("[2001:db8::1]:80".parse().unwrap())
+            })
+        );
+        assert_eq!(
+            l.parse_health(format!("{r}health/web/web-7").as_bytes()),
+            Ok(HealthKey {
+                service: "web".into(),
+                backend: ReportedBackend::Name("web-7".into())
+            })
+        );
+        let bad = |k: String| l.parse_health(k.as_bytes()).unwrap_err();
+        let shape = format!(
+            "a health key is {r}health/SERVICE/BACKEND, BACKEND a backend's name or its ADDRESS:PORT"
+        );
+        assert_eq!(bad(format!("{r}health/web")), shape);
+        assert_eq!(bad(format!("{r}health//198.18.1.11:80")), shape);
+        assert_eq!(bad(format!("{r}health/web/a/b")), shape);
+        assert_eq!(
+            bad(format!("{r}health/web/[2001:DB8::1]:80")),
+            "backend \"[2001:DB8::1]:80\" must be written \"[2001:db8::1]:80\" in a key, so that it has one key"
+        );
+        assert_eq!(
+            bad(format!("{r}health/web/198.18.1.11:99999")),
+            "backend \"198.18.1.11:99999\" is neither ADDRESS:PORT nor a backend name"
+        );
+        // The rules' parser does not take them: they are read apart.
+        assert_eq!(
+            l.parse(format!("{r}health/web/web-7").as_bytes())
+                .unwrap_err(),
+            "a health key is read apart from the rules"
+        );
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`gateway`] (feature `etcd`, which `daemon` turns on): the source wired to the running
 //!   gateway's control state.
+//! - [`health`]: the health keys, the liveness of services whose health
+//!   comes from etcd.
 //! - [`layout`]: where each part of the rules lives in etcd (key layout v1).
 //! - [`value`]: what each key's value holds (value format 1) and how it
 //!   becomes the model.
@@ -21,6 +23,7 @@
 
 #[cfg(feature = "etcd")]
 pub mod gateway;
+pub mod health;
 pub mod layout;
 pub mod mirror;
 pub mod provenance;

@@ -31,6 +31,7 @@ use etcd_client::{
     WatchOptions,
 };
 
+use super::health::{HealthReports, Reported};
 use super::layout::KeyLayout;
 use super::mirror::{Change, HeldKey, Mirror, Outcome, Refusal, Rules, Stored};
 use super::saved::{SavedState, Saver};
@@ -66,6 +67,14 @@ pub trait RulesSink: Send + 'static {
     /// benchmark times the legs by it).
     fn watched(&mut self, revision: i64, at: Instant) {
         let _ = (revision, at);
+    }
+
+    /// The health keys say `reports` are the backends alive (of services
+    /// whose health comes from etcd): set their liveness, without a new
+    /// generation. Returns how many changed, or why it could not.
+    fn liveness(&mut self, reports: Reported) -> Result<usize, String> {
+        let _ = reports;
+        Ok(0)
     }
 }
 
@@ -222,6 +231,8 @@ impl EtcdSource {
         let worker = Worker {
             saver,
             mirror: Mirror::new(layout.clone(), base),
+            health: HealthReports::new(layout.clone()),
+            liveness_due: false,
             layout,
             settings,
             sink,
@@ -311,6 +322,10 @@ struct Worker {
     settings: EtcdSettings,
     layout: KeyLayout,
     mirror: Mirror,
+    /// The health keys, read with the rules but kept apart from them.
+    health: HealthReports,
+    /// The health keys changed since the gateway was last told.
+    liveness_due: bool,
     sink: Box<dyn RulesSink>,
     state: Arc<Mutex<SourceState>>,
     /// The next session loads the prefix before it watches.
@@ -347,6 +362,8 @@ impl Worker {
         if !started {
             return;
         }
+        // The gateway runs the first rules now: their liveness follows.
+        self.tell_liveness();
         let mut backoff = self.settings.backoff_min;
         let mut client = None;
         loop {
@@ -490,6 +507,7 @@ impl Worker {
         let prefix = self.layout.rules().as_bytes().to_vec();
         let end = prefix_end(&prefix);
         let mut changes = Vec::new();
+        let mut health = Vec::new();
         let mut from = prefix.clone();
         let mut revision = 0;
         loop {
@@ -507,26 +525,37 @@ impl Worker {
                 revision = page.header().map_or(0, |h| h.revision());
             }
             let more = page.more();
+            let mut last = None;
             for kv in page.take_kvs() {
                 let mod_revision = kv.mod_revision();
                 let (key, value) = kv.into_key_value();
-                changes.push(Change {
+                last = Some(key.clone());
+                let change = Change {
                     key,
                     value: Some(Stored {
                         value,
                         mod_revision,
                     }),
-                });
+                };
+                if self.layout.is_health(&change.key) {
+                    health.push(change);
+                } else {
+                    changes.push(change);
+                }
             }
-            match (more, changes.last()) {
-                (true, Some(last)) => {
-                    from = last.key.clone();
-                    from.push(0);
+            match (more, last) {
+                (true, Some(mut last)) => {
+                    last.push(0);
+                    from = last;
                 }
                 _ => break,
             }
         }
         let keys = changes.len();
+        // Every health key as it is now: one that went while the gateway
+        // was not watching is down.
+        self.health.load(health);
+        self.liveness_due = true;
         let outcome = self.mirror.load(revision, changes);
         lock(&self.state).loads += 1;
         tracing::info!(
@@ -555,6 +584,7 @@ impl Worker {
                 Ok(outcome) => {
                     self.need_load = false;
                     self.handle(outcome);
+                    self.tell_liveness();
                     self.save();
                 }
                 Err(e) => return SessionEnd::Lost(e),
@@ -671,13 +701,12 @@ impl Worker {
     /// by revision.
     fn events(&mut self, events: &[etcd_client::Event], at: Instant) {
         let mut batch: Vec<Change> = Vec::new();
+        let mut health: Vec<Change> = Vec::new();
         let mut revision = 0;
         for event in events {
             let Some(kv) = event.kv() else { continue };
-            if kv.mod_revision() != revision && !batch.is_empty() {
-                self.sink.watched(revision, at);
-                let outcome = self.mirror.apply(revision, std::mem::take(&mut batch));
-                self.handle(outcome);
+            if kv.mod_revision() != revision && !(batch.is_empty() && health.is_empty()) {
+                self.revision(revision, &mut batch, &mut health, at);
             }
             revision = kv.mod_revision();
             let value = match event.event_type() {
@@ -687,15 +716,68 @@ impl Worker {
                 }),
                 EventType::Delete => None,
             };
-            batch.push(Change {
+            let change = Change {
                 key: kv.key().to_vec(),
                 value,
-            });
+            };
+            if self.layout.is_health(&change.key) {
+                health.push(change);
+            } else {
+                batch.push(change);
+            }
         }
-        if !batch.is_empty() {
+        if !(batch.is_empty() && health.is_empty()) {
+            self.revision(revision, &mut batch, &mut health, at);
+        }
+    }
+
+    /// One revision's changes: the rules' as one generation (if it has
+    /// any), then the health keys' as liveness.
+    fn revision(
+        &mut self,
+        revision: i64,
+        rules: &mut Vec<Change>,
+        health: &mut Vec<Change>,
+        at: Instant,
+    ) {
+        if !rules.is_empty() {
             self.sink.watched(revision, at);
-            let outcome = self.mirror.apply(revision, batch);
+            let outcome = self.mirror.apply(revision, std::mem::take(rules));
             self.handle(outcome);
+        }
+        if !health.is_empty() {
+            self.health.apply(std::mem::take(health));
+            self.liveness_due = true;
+            self.tell_liveness();
+        }
+    }
+
+    /// Tells the gateway the liveness the health keys give, if they
+    /// changed since it was told; records the health keys held back.
+    fn tell_liveness(&mut self) {
+        if !self.liveness_due {
+            return;
+        }
+        self.liveness_due = false;
+        let held = self.health.held();
+        for key in &held {
+            tracing::error!(
+                revision = key.revision,
+                key = %key.key,
+                "etcd health key held back: {}",
+                key.problems.join("; ")
+            );
+        }
+        {
+            let mut state = lock(&self.state);
+            state.held = self.mirror.held();
+            state.held.extend(held);
+            state.seen_revision = state.seen_revision.max(self.mirror.revision());
+        }
+        match self.sink.liveness(self.health.reported()) {
+            Ok(0) => {}
+            Ok(changed) => tracing::info!(changed, "backend liveness from etcd applied"),
+            Err(why) => tracing::error!("the gateway could not take the liveness from etcd: {why}"),
         }
     }
 
@@ -739,6 +821,7 @@ impl Worker {
                 let mut state = lock(&self.state);
                 state.seen_revision = self.mirror.revision();
                 state.held = self.mirror.held();
+                state.held.extend(self.health.held());
                 state.refused_revisions += 1;
                 state.last_refusal = Some(refusal);
             }
@@ -752,6 +835,7 @@ impl Worker {
         state.generation = generation;
         state.services = rules.config.services.len();
         state.held = rules.held.clone();
+        state.held.extend(self.health.held());
         state.applied_revisions += 1;
     }
 

@@ -125,7 +125,8 @@ impl FleetStore {
         &self.layout
     }
 
-    /// Every key under the rules prefix, at one revision.
+    /// Every key under the rules prefix but the health keys (liveness,
+    /// not rules: see [`super::health`]), at one revision.
     pub fn read(&mut self) -> Result<RulesRead, StoreError> {
         let prefix = self.layout.rules().as_bytes().to_vec();
         let options = GetOptions::new().with_range(prefix_end(&prefix));
@@ -134,9 +135,11 @@ impl FleetStore {
             .block_on(self.client.get(prefix, Some(options)))
             .map_err(etcd)?;
         let revision = reply.header().map_or(0, |h| h.revision());
+        let layout = &self.layout;
         let entries = reply
             .take_kvs()
             .into_iter()
+            .filter(|kv| !layout.is_health(kv.key()))
             .map(|kv| {
                 let mod_revision = kv.mod_revision();
                 let (key, value) = kv.into_key_value();
@@ -202,12 +205,15 @@ impl FleetStore {
     /// prefix changed since `read`; returns the revision written at.
     pub fn commit(&mut self, read: &RulesRead, writes: &[Write]) -> Result<i64, StoreError> {
         let prefix = self.layout.rules().as_bytes().to_vec();
-        // Nothing under the prefix written since the read ...
-        let mut compares =
-            vec![
-                Compare::mod_revision(prefix.clone(), CompareOp::Less, read.revision + 1)
-                    .with_range(prefix_end(&prefix)),
-            ];
+        let health = self.layout.health().into_bytes();
+        // Nothing under the prefix written since the read, health keys
+        // aside (reporters write them all the time; they are not rules) ...
+        let mut compares = vec![
+            Compare::mod_revision(prefix.clone(), CompareOp::Less, read.revision + 1)
+                .with_range(health.clone()),
+            Compare::mod_revision(prefix_end(&health), CompareOp::Less, read.revision + 1)
+                .with_range(prefix_end(&prefix)),
+        ];
         // ... and every key written still as read (absent is revision 0),
         // which also catches a deletion.
         for write in writes {

@@ -477,6 +477,7 @@ fn health_keys(health: &rules::ServiceHealth, map: &mut Map<String, Value>) {
         port,
         heartbeat_ttl,
         heartbeat_token,
+        source,
     } = health;
     if let Some(ttl) = heartbeat_ttl {
         map.insert("heartbeat_ttl".into(), rules::format_duration(*ttl).into());
@@ -487,6 +488,9 @@ fn health_keys(health: &rules::ServiceHealth, map: &mut Map<String, Value>) {
     let mut health_table = check_table(check);
     if let Some(p) = port {
         health_table.insert("port".into(), (*p).into());
+    }
+    if *source != rules::HealthSource::Checks {
+        health_table.insert("source".into(), source.name().into());
     }
     if !health_table.is_empty() {
         map.insert("health".into(), Value::Object(health_table));
@@ -737,6 +741,29 @@ mod tests {
         };
         assert!(!part.sets_table_size);
         assert_eq!(part.service.backends, web().backends);
+    }
+
+    #[test]
+    fn a_health_source_is_format_2_and_reads_back() {
+        let mut service = web();
+        service.health.source = rules::HealthSource::Etcd;
+        service.failover.panic_threshold = 0;
+        let value = service_value(&service, true);
+        let json: Value = serde_json::from_str(&value).unwrap();
+        assert_eq!(json["format"], 2);
+        assert_eq!(json["health"]["source"], "etcd");
+        let Part::Service(part) = decode(&service_key(), value.as_bytes()).unwrap() else {
+            panic!("not a service");
+        };
+        assert_eq!(part.service, service);
+        // Refused in etcd with the file's words.
+        let bad = value.replace("\"etcd\"", "\"registry\"");
+        let problems = decode(&service_key(), bad.as_bytes()).unwrap_err();
+        assert!(
+            problems[0]
+                .contains("health source \"registry\" is unknown: use \"checks\" or \"etcd\""),
+            "{problems:?}"
+        );
     }
 
     #[test]

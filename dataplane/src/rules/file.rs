@@ -100,6 +100,9 @@ impl<'t> FileProvenance<'t> {
                     "heartbeat_ttl" => start(service.heartbeat_ttl.as_ref()),
                     "heartbeat_token" => start(service.heartbeat_token.as_ref()),
                     "health.port" => start(service.health.as_ref().and_then(|h| h.port.as_ref())),
+                    "health.source" => {
+                        start(service.health.as_ref().and_then(|h| h.source.as_ref()))
+                    }
                     key if key.starts_with("limits.") => {
                         service.limits.as_ref().and_then(|l| l.offset(key))
                     }

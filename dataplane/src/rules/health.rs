@@ -65,6 +65,31 @@ pub struct ServiceHealth {
     /// backends must carry to be taken from the network. Without one the
     /// service takes heartbeats through the control API only.
     pub heartbeat_token: Option<Secret>,
+    /// `[services.health] source`: where its backends' liveness comes from.
+    pub source: HealthSource,
+}
+
+/// Where a service's backends' liveness comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HealthSource {
+    /// The gateway's own checks and heartbeats (the default).
+    #[default]
+    Checks,
+    /// Keys in etcd (`PREFIX/v1/rules/health/SERVICE/BACKEND`, value
+    /// `up`), written by whoever reports health: a backend is alive while
+    /// its key says `up`. Every gateway reading the same keys holds the
+    /// same liveness, so they pick the same backend for a flow.
+    Etcd,
+}
+
+impl HealthSource {
+    /// Its name in a config.
+    pub fn name(self) -> &'static str {
+        match self {
+            HealthSource::Checks => "checks",
+            HealthSource::Etcd => "etcd",
+        }
+    }
 }
 
 /// A backend's own health settings.
@@ -164,6 +189,7 @@ pub(super) fn nested_key(key: &str) -> &'static str {
         "payload" => "health.payload",
         "expect" => "health.expect",
         "port" => "health.port",
+        "source" => "health.source",
         _ => "health",
     }
 }

@@ -44,7 +44,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
 pub fn load_file_with_etcd(path: &Path) -> Result<(Config, Option<toml::Table>), ConfigError> {
     let file = path.display().to_string();
     match read_config_file(path, MAX_CONFIG_BYTES) {
-        Ok(text) => load_text(&text, &file).map(|(config, _, etcd)| (config, etcd)),
+        Ok(text) => load_text(&text, &file, true).map(|(config, _, etcd)| (config, etcd)),
         Err(error) => Err(ConfigError::Io { file, error }),
     }
 }
@@ -142,13 +142,17 @@ pub fn load_str_with_provenance<'t>(
     text: &'t str,
     origin: &str,
 ) -> Result<(Config, FileProvenance<'t>), ConfigError> {
-    load_text(text, origin).map(|(config, provenance, _)| (config, provenance))
+    load_text(text, origin, false).map(|(config, provenance, _)| (config, provenance))
 }
 
 /// [`load_str_with_provenance`], also returning the `[etcd]` table.
+/// `gateway_file`: the text is a gateway's own config file, where a
+/// service whose health comes from etcd needs the `[etcd]` table (a
+/// service's value in etcd is read without it).
 fn load_text<'t>(
     text: &'t str,
     origin: &str,
+    gateway_file: bool,
 ) -> Result<(Config, FileProvenance<'t>, Option<toml::Table>), ConfigError> {
     // The plain TOML configs are written in is read fast; anything else,
     // and every error, by the `toml` crate (the same result either way).
@@ -167,6 +171,19 @@ fn load_text<'t>(
         .map(|(place, message)| ConfigProblem::new(provenance.locate(place), message))
         .collect();
     problems.extend(validate::problems(&decoded.config, &provenance));
+    if gateway_file && etcd.is_none() {
+        for (i, service) in decoded.config.services.iter().enumerate() {
+            if service.health.source == super::HealthSource::Etcd {
+                let place = super::place::Place::service(i, "health.source");
+                let message = format!(
+                    "health of service {:?}: source = \"etcd\" needs an [etcd] table, \
+                     where the health keys are read",
+                    service.name
+                );
+                problems.push(ConfigProblem::new(provenance.locate(place), message));
+            }
+        }
+    }
     if problems.is_empty() {
         return Ok((decoded.config, provenance, etcd));
     }
@@ -333,5 +350,33 @@ mod tests {
                 link.display()
             )
         );
+    }
+
+    #[test]
+    fn a_gateway_file_with_a_health_source_from_etcd_needs_an_etcd_table() {
+        let dir = std::env::temp_dir().join(format!("fg-load-etcd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gw.toml");
+        let service = "[[services]]\nname = \"web\"\nprotocol = \"tcp\"\nvip = \"198.18.100.10\"\n\
+                       port = 80\n[services.health]\nsource = \"etcd\"\n\
+                       [[services.backends]]\naddress = \"198.18.1.11\"\nport = 8080\n";
+        std::fs::write(&path, service).unwrap();
+        let error = load_file_with_etcd(&path).unwrap_err();
+        let shown = path.display().to_string();
+        assert_eq!(
+            error
+                .problems()
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
+            vec![format!(
+                "{shown}:7:10: health of service \"web\": source = \"etcd\" needs an [etcd] \
+                 table, where the health keys are read"
+            )]
+        );
+        let with_etcd = format!("[etcd]\nendpoints = [\"http://127.0.0.1:2379\"]\n{service}");
+        std::fs::write(&path, with_etcd).unwrap();
+        assert!(load_file_with_etcd(&path).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -46,7 +46,7 @@ pub use error::{ConfigError, ConfigProblem};
 pub use file::FileProvenance;
 pub use health::{
     check_of, format_duration, heartbeat_ttl_of, settings_of, BackendHealth, HealthSettings,
-    Secret, ServiceHealth, MAX_HEARTBEAT_TTL, MIN_HEARTBEAT_TTL,
+    HealthSource, Secret, ServiceHealth, MAX_HEARTBEAT_TTL, MIN_HEARTBEAT_TTL,
 };
 pub use limits::FlowLimits;
 pub use load::{

@@ -208,6 +208,17 @@ pub fn initial_state(text: &str) -> Result<InitialState, String> {
     }
 }
 
+/// `[services.health] source`: `checks` or `etcd`.
+pub fn health_source(text: &str) -> Result<crate::rules::HealthSource, String> {
+    match text {
+        "checks" => Ok(crate::rules::HealthSource::Checks),
+        "etcd" => Ok(crate::rules::HealthSource::Etcd),
+        _ => Err(format!(
+            "health source {text:?} is unknown: use \"checks\" or \"etcd\""
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

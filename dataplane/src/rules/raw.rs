@@ -198,6 +198,7 @@ pub(super) struct RawServiceHealth {
     pub expect: Option<Spanned<String>>,
     pub expect_hex: Option<Spanned<String>>,
     pub port: Option<Spanned<i64>>,
+    pub source: Option<Spanned<String>>,
 }
 
 /// `[services.backends.health]`: only where and whether it is probed.

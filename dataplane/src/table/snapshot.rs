@@ -987,12 +987,12 @@ impl Builder<'_> {
         // of them are alive for the service's failover settings.
         let now_ns = self.liveness.now_ns;
         let alive = AliveCount::of_words(backends.iter().map(|b| (b.weight, b.word)), now_ns);
-        let mode = Mode::of(&alive, &service.failover);
+        let (mode, reported) = table_mode(service, &alive);
         let scheduled: Vec<&BackendEntry> = backends
             .iter()
             .filter(|b| b.weight > 0)
             .filter(|b| match mode {
-                Mode::Healthy => b.word.is_alive(now_ns),
+                Mode::Healthy => reported || b.word.is_alive(now_ns),
                 Mode::Panic | Mode::AllDownOpen => true,
                 Mode::AllDownClosed => false,
             })
@@ -1160,6 +1160,8 @@ impl Builder<'_> {
         let spec =
             crate::rules::routing::service_subsets(service, &self.profiles, self.zone_priority)?;
         let now_ns = self.liveness.now_ns;
+        // As in the service's own tables: every weighted backend.
+        let (_, reported) = table_mode(service, &AliveCount::default());
         let by_identity: HashMap<([u8; 16], u16), &BackendEntry> =
             backends.iter().map(|b| ((b.address, b.port), b)).collect();
         let members: Vec<Option<Member>> = service
@@ -1173,7 +1175,7 @@ impl Builder<'_> {
                     weight: b.weight,
                     id: b.id,
                     scheduled: match mode {
-                        Mode::Healthy => b.word.is_alive(now_ns),
+                        Mode::Healthy => reported || b.word.is_alive(now_ns),
                         Mode::Panic | Mode::AllDownOpen => true,
                         Mode::AllDownClosed => false,
                     },
@@ -1250,6 +1252,19 @@ impl Builder<'_> {
             });
         }
         backends
+    }
+}
+
+/// The mode `service`'s tables are built in, given `alive`, and whether
+/// its liveness is reported in etcd. Such liveness is not built into
+/// tables: they hold every weighted backend, and a dead pick moves to the
+/// next alive in the table, so that two gateways with the same rules and
+/// the same reports pick alike whenever each built its tables.
+fn table_mode(service: &Service, alive: &AliveCount) -> (Mode, bool) {
+    if service.health.source == crate::rules::HealthSource::Etcd {
+        (Mode::Healthy, true)
+    } else {
+        (Mode::of(alive, &service.failover), false)
     }
 }
 

@@ -44,15 +44,20 @@ impl Decoder {
         let name = raw.name.get_ref();
         let owner = owner_of_service(name);
         let place = |key: &'static str| Place::service(i, nested_key(key));
-        let (check, port) = match &raw.health {
+        let (check, port, source) = match &raw.health {
             Some(health) => {
                 let check = self.check_settings(health.check(), &place, &owner);
                 let port = health.port.as_ref().and_then(|p| {
                     self.int(p, place("port"), PORT, "health.port", || of_service(name))
                 });
-                (check, port)
+                let source = health.source.as_ref().and_then(|s| {
+                    self.read(place("source"), s, |t| {
+                        parse::health_source(t).map_err(|e| format!("{owner}: {e}"))
+                    })
+                });
+                (check, port, source.unwrap_or_default())
             }
-            None => (CheckSettings::default(), None),
+            None => (CheckSettings::default(), None, Default::default()),
         };
         let heartbeat_ttl = raw.heartbeat_ttl.as_ref().and_then(|value| {
             self.read(Place::service(i, "heartbeat_ttl"), value, |t| {
@@ -67,6 +72,7 @@ impl Decoder {
                 .heartbeat_token
                 .as_ref()
                 .map(|t| Secret(t.get_ref().clone())),
+            source,
         }
     }
 

@@ -23,7 +23,9 @@ use crate::rules::validate::{
     address_problem, of_backend, of_service, shown, HEALTH_MAX_IN_FLIGHT, HEARTBEAT_BURST,
     HEARTBEAT_RATE, PORT,
 };
-use crate::rules::{format_duration, Backend, Service, MAX_HEARTBEAT_TTL, MIN_HEARTBEAT_TTL};
+use crate::rules::{
+    format_duration, Backend, HealthSource, Service, MAX_HEARTBEAT_TTL, MIN_HEARTBEAT_TTL,
+};
 
 /// The keys of a check's settings, in the order the health module checks
 /// them.
@@ -153,6 +155,9 @@ impl Validator<'_> {
     /// `[health]` could be judged.
     pub(super) fn service_health(&mut self, i: usize, service: &Service, defaults_known: bool) {
         let name = service.name.as_str();
+        if service.health.source == HealthSource::Etcd {
+            self.etcd_source(i, service);
+        }
         let service_known = defaults_known && self.level_known(Level::Service(i));
         if service_known && service.health.check != CheckSettings::default() {
             self.overlay(&[Level::Defaults, Level::Service(i)], &|| {
@@ -188,6 +193,75 @@ impl Validator<'_> {
                 name,
             );
             self.backend_health(i, j, backend, service_known, &context);
+        }
+    }
+
+    /// Service `i` takes its liveness from etcd: every setting that makes
+    /// the gateway judge health itself would be ignored, so each is
+    /// refused where it is written.
+    fn etcd_source(&mut self, i: usize, service: &Service) {
+        let name = service.name.as_str();
+        let ignored = |what: &str| {
+            format!(
+                "health of service {name:?}: {what} would be ignored: with source = \"etcd\" \
+                 its backends' liveness is the health keys in etcd; remove it"
+            )
+        };
+        let c = &service.health.check;
+        let check_keys = [
+            ("kind", c.kind.is_some()),
+            ("interval", c.interval.is_some()),
+            ("timeout", c.timeout.is_some()),
+            ("rise", c.rise.is_some()),
+            ("fall", c.fall.is_some()),
+            ("path", c.path.is_some()),
+            ("host", c.host.is_some()),
+            ("status", c.status.is_some()),
+            ("payload", c.payload.is_some()),
+            ("expect", c.expect.is_some()),
+            ("port", service.health.port.is_some()),
+        ];
+        for (key, set) in check_keys {
+            if set {
+                let message = ignored(&format!("probe setting health.{key}"));
+                self.report(Place::service(i, nested_key(key)), message);
+            }
+        }
+        if service.health.heartbeat_ttl.is_some() {
+            self.report(Place::service(i, "heartbeat_ttl"), ignored("heartbeat_ttl"));
+        }
+        if service.health.heartbeat_token.is_some() {
+            self.report(
+                Place::service(i, "heartbeat_token"),
+                ignored("heartbeat_token"),
+            );
+        }
+        if service.failover.panic_threshold > 0 {
+            // The tables of such a service are built over every weighted
+            // backend, whatever its liveness, so that two gateways build
+            // the same ones; panic mode would make them depend on when.
+            self.report(
+                Place::service(i, "panic_threshold"),
+                ignored("panic_threshold"),
+            );
+        }
+        for (j, backend) in service.backends.iter().enumerate() {
+            let h = &backend.health;
+            for (key, set) in [
+                ("health.kind", h.kind.is_some()),
+                ("health.port", h.port.is_some()),
+                ("heartbeat_ttl", h.heartbeat_ttl.is_some()),
+            ] {
+                if set {
+                    self.report(
+                        Place::backend(i, j, key),
+                        ignored(&format!(
+                            "backend {}:{}'s {key}",
+                            backend.address, backend.port
+                        )),
+                    );
+                }
+            }
         }
     }
 
@@ -309,6 +383,45 @@ mod tests {
         let problems: Vec<String> = error.problems().iter().map(|p| p.to_string()).collect();
         assert_eq!(problems.len(), 1, "{problems:#?}");
         problems[0].clone()
+    }
+
+    #[test]
+    fn a_health_source_from_etcd_refuses_what_it_would_ignore_at_its_line() {
+        let ok = load_str(
+            &format!("{SERVICE}[services.health]\nsource = \"etcd\"\n{BACKEND}"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.services[0].health.source,
+            crate::rules::HealthSource::Etcd
+        );
+        let cases = [
+            (
+                format!("{SERVICE}[services.health]\nsource = \"etcd\"\ninterval = \"1s\"\n{BACKEND}"),
+                "t.toml:8:12: health of service \"web\": probe setting health.interval would be ignored",
+            ),
+            (
+                format!("{SERVICE}heartbeat_ttl = \"2s\"\n[services.health]\nsource = \"etcd\"\n{BACKEND}"),
+                "t.toml:6:17: health of service \"web\": heartbeat_ttl would be ignored",
+            ),
+            (
+                format!("{SERVICE}panic_threshold = 30\n[services.health]\nsource = \"etcd\"\n{BACKEND}"),
+                "t.toml:6:19: health of service \"web\": panic_threshold would be ignored",
+            ),
+            (
+                format!("{SERVICE}[services.health]\nsource = \"etcd\"\n{BACKEND}health.kind = \"tcp\"\n"),
+                "t.toml:11:15: health of service \"web\": backend 198.18.1.11:8080's health.kind would be ignored",
+            ),
+            (
+                format!("{SERVICE}[services.health]\nsource = \"consul\"\n{BACKEND}"),
+                "t.toml:7:10: health of service \"web\": health source \"consul\" is unknown: use \"checks\" or \"etcd\"",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = problem(&text);
+            assert!(got.starts_with(want), "{got}\nwant {want}");
+        }
     }
 
     #[test]
