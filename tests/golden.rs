@@ -37,7 +37,7 @@ use flowgate_dataplane::replay::{pcap, replay, ReplayOptions};
 use flowgate_dataplane::wire::builder::{ExtensionHeader, FrameBuilder};
 use flowgate_dataplane::wire::{frame_checksums_ok, tcp_flags, ParseError};
 use flowgate_dataplane::xdp::test_run::action;
-use flowgate_dataplane::xdp::{OwnedTraffic, XdpTester};
+use flowgate_dataplane::xdp::{OwnedTraffic, ProgramOutcome, XdpTester};
 
 const SYN: u8 = tcp_flags::SYN;
 const SYN_ACK: u8 = tcp_flags::SYN | tcp_flags::ACK;
@@ -1213,56 +1213,23 @@ impl WithXdp {
     /// the program and the pipeline decided it.
     fn run(&mut self, input: &[u8], ingress: u16, now_ns: u64) -> (Verdict, Vec<u8>) {
         let program = &self.programs[usize::from(ingress)];
-        let before = program.counters();
-        let run = program.run(input).unwrap();
-        let after = program.counters();
-        match run.action {
-            action::PASS => {
-                assert_eq!(run.frame, input, "a passed frame is untouched");
-                (Verdict::Pass, run.frame)
+        let outcome = program
+            .outcome(
+                input,
+                ingress,
+                self.ports,
+                self.egress_ready,
+                &self.h.snapshot,
+            )
+            .unwrap();
+        match outcome {
+            ProgramOutcome::Decided(verdict, frame) => {
+                if matches!(verdict, Verdict::Transmit(_)) {
+                    self.fast += 1;
+                }
+                (verdict, frame)
             }
-            action::TX | action::REDIRECT if after.fast_forwarded() > before.fast_forwarded() => {
-                self.fast += 1;
-                // The egress interface by the source MAC it was given.
-                let port = (0..self.ports)
-                    .find(|&p| {
-                        self.h.snapshot.interface_mac(p)
-                            == Some(run.frame[6..12].try_into().unwrap())
-                    })
-                    .expect("an interface's MAC as source");
-                assert!(
-                    (self.egress_ready >> port) & 1 == 1,
-                    "the fast path sent out of port {port}, which cannot take it"
-                );
-                assert_eq!(
-                    run.action == action::TX,
-                    port == ingress,
-                    "XDP_TX iff out where it came in"
-                );
-                (Verdict::Transmit(port), run.frame)
-            }
-            action::DROP if after.ingress_dropped() > before.ingress_dropped() => {
-                // Refused by the ingress checks, each under the reason the
-                // pipeline gives.
-                let reason = if after.dropped_other_host > before.dropped_other_host {
-                    DropReason::OtherHost
-                } else if after.dropped_broadcast > before.dropped_broadcast {
-                    DropReason::BroadcastFrame
-                } else if after.dropped_multicast > before.dropped_multicast {
-                    DropReason::MulticastFrame
-                } else if after.dropped_bad_ip_checksum > before.dropped_bad_ip_checksum {
-                    DropReason::Malformed(ParseError::BadIpChecksum)
-                } else {
-                    DropReason::VlanNotConfigured
-                };
-                assert_eq!(after.ingress_dropped(), before.ingress_dropped() + 1);
-                assert_eq!(run.frame, input, "a refused frame is untouched");
-                (Verdict::Drop(reason), run.frame)
-            }
-            action::DROP => {
-                // Handed up: owned, and no socket in a test run.
-                assert_eq!(after.dropped_no_socket, before.dropped_no_socket + 1);
-                assert_eq!(run.frame, input, "a frame handed up is untouched");
+            ProgramOutcome::HandedUp => {
                 let result = self.h.run(input, ingress, now_ns);
                 let generation = self.h.snapshot.generation();
                 let snapshot = &self.h.snapshot;
@@ -1271,7 +1238,6 @@ impl WithXdp {
                     .sync_fast_path(generation, |c| connection_rewrites(c, snapshot));
                 result
             }
-            other => panic!("XDP action {other}"),
         }
     }
 }

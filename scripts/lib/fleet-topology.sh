@@ -18,6 +18,9 @@
 # Namespace names: "$FG_FLEET-client", "-router", "-gw1", "-gw2", "-lan",
 # "-b1", "-b2", "-b3", "-etcd".
 
+# shellcheck source=scripts/lib/netns.sh
+source "$(dirname "${BASH_SOURCE[0]}")/netns.sh"
+
 FG_FLEET=${FG_FLEET:-fgfleet}
 
 fleet_namespaces() {
@@ -42,23 +45,8 @@ fleet_router_towards() { echo "198.18.6$1.1"; }
 # in them (flowgate, BIRD, etcd, nginx). Safe when nothing or only part of
 # the topology exists: it is how a killed run is cleaned up.
 fleet_down() {
-  local ns pids
-  for ns in $(fleet_namespaces); do
-    [ -e "/run/netns/$ns" ] || continue
-    pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    if [ -n "$pids" ]; then
-      # shellcheck disable=SC2086
-      kill -TERM $pids 2>/dev/null || true
-      for _ in $(seq 1 50); do
-        [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] && break
-        sleep 0.1
-      done
-      pids=$(ip netns pids "$ns" 2>/dev/null || true)
-      # shellcheck disable=SC2086
-      [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
-    fi
-    ip netns del "$ns" 2>/dev/null || true
-  done
+  # shellcheck disable=SC2046 # one word per namespace
+  netns_remove $(fleet_namespaces)
 }
 
 # Senders compute their own checksums and segment in software (a frame

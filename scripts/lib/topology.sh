@@ -13,6 +13,9 @@
 #
 # Namespace names: "$FG_TOPO-client", "-gw", "-lan", "-b1", "-b2", "-b3".
 
+# shellcheck source=scripts/lib/netns.sh
+source "$(dirname "${BASH_SOURCE[0]}")/netns.sh"
+
 FG_TOPO=${FG_TOPO:-fgdemo}
 
 readonly TOPO_GW_CLIENT_MAC=02:66:67:00:00:01
@@ -37,23 +40,8 @@ topo_exec() {
 # in them (the backends' servers, flowgate). Safe to run when nothing or
 # only part of the topology exists: it is how a killed run is cleaned up.
 topo_down() {
-  local ns pids i
-  for ns in $(topo_namespaces); do
-    [ -e "/run/netns/$ns" ] || continue
-    pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    if [ -n "$pids" ]; then
-      # shellcheck disable=SC2086
-      kill -TERM $pids 2>/dev/null || true
-      for i in $(seq 1 50); do
-        [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] && break
-        sleep 0.1
-      done
-      pids=$(ip netns pids "$ns" 2>/dev/null || true)
-      # shellcheck disable=SC2086
-      [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
-    fi
-    ip netns del "$ns" 2>/dev/null || true
-  done
+  # shellcheck disable=SC2046 # one word per namespace
+  netns_remove $(topo_namespaces)
 }
 
 # Senders compute their own checksums and segment in software: a frame that

@@ -31,7 +31,7 @@ use flowgate_dataplane::pipeline::{DropReason, Verdict};
 use flowgate_dataplane::table::Snapshot;
 use flowgate_dataplane::wire::ParseError;
 use flowgate_dataplane::xdp::test_run::action;
-use flowgate_dataplane::xdp::{OwnedTraffic, XdpError, XdpTester};
+use flowgate_dataplane::xdp::{OwnedTraffic, ProgramOutcome, XdpError, XdpTester};
 
 use crate::check::Lane;
 use crate::fixture::Fixture;
@@ -128,57 +128,17 @@ impl System {
         now_ns: u64,
     ) -> (Verdict, Vec<u8>) {
         let program = &self.programs[usize::from(ingress)];
-        let before = program.counters();
-        let run = program
-            .run(input)
+        let outcome = program
+            .outcome(input, ingress, PORTS, self.egress_ready, snapshot)
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN failed: {e}"));
-        let after = program.counters();
-        match run.action {
-            action::PASS => {
-                assert!(run.frame == input, "a passed frame is untouched");
-                (Verdict::Pass, run.frame)
+        match outcome {
+            ProgramOutcome::Decided(verdict, frame) => {
+                if matches!(verdict, Verdict::Transmit(_)) {
+                    self.fast += 1;
+                }
+                (verdict, frame)
             }
-            action::TX | action::REDIRECT if after.fast_forwarded() > before.fast_forwarded() => {
-                self.fast += 1;
-                // The egress interface by the source MAC it was given.
-                let port = (0..PORTS)
-                    .find(|&p| {
-                        snapshot.interface_mac(p).as_ref().map(|m| &m[..]) == run.frame.get(6..12)
-                    })
-                    .unwrap_or_else(|| panic!("the fast path's source MAC is no interface's"));
-                assert!(
-                    (self.egress_ready >> port) & 1 == 1,
-                    "the fast path sent out of port {port}, which cannot take it"
-                );
-                assert_eq!(
-                    run.action == action::TX,
-                    port == ingress,
-                    "XDP_TX iff out where it came in"
-                );
-                (Verdict::Transmit(port), run.frame)
-            }
-            action::DROP if after.ingress_dropped() > before.ingress_dropped() => {
-                // Refused by the ingress checks, each under the reason the
-                // pipeline gives.
-                let reason = if after.dropped_other_host > before.dropped_other_host {
-                    DropReason::OtherHost
-                } else if after.dropped_broadcast > before.dropped_broadcast {
-                    DropReason::BroadcastFrame
-                } else if after.dropped_multicast > before.dropped_multicast {
-                    DropReason::MulticastFrame
-                } else if after.dropped_bad_ip_checksum > before.dropped_bad_ip_checksum {
-                    DropReason::Malformed(ParseError::BadIpChecksum)
-                } else {
-                    DropReason::VlanNotConfigured
-                };
-                assert_eq!(after.ingress_dropped(), before.ingress_dropped() + 1);
-                assert!(run.frame == input, "a refused frame is untouched");
-                (Verdict::Drop(reason), run.frame)
-            }
-            action::DROP => {
-                // Handed up: owned, and no socket in a test run.
-                assert_eq!(after.dropped_no_socket, before.dropped_no_socket + 1);
-                assert!(run.frame == input, "a frame handed up is untouched");
+            ProgramOutcome::HandedUp => {
                 let result = self.pipeline(snapshot, input, ingress, now_ns);
                 let generation = snapshot.generation();
                 self.lane
@@ -186,7 +146,6 @@ impl System {
                     .sync_fast_path(generation, |c| connection_rewrites(c, snapshot));
                 result
             }
-            other => panic!("XDP action {other}"),
         }
     }
 

@@ -79,7 +79,7 @@ pub use filter::{KeyDrift, Unowned, Widening, XdpFilter, XdpMode};
 #[cfg(feature = "daemon")]
 pub use maps::{read_attached_counters, read_attached_maps, set_attached_socket, XdpMapKeys};
 #[cfg(feature = "daemon")]
-pub use tester::XdpTester;
+pub use tester::{ProgramOutcome, XdpTester};
 
 /// The compiled XDP program, an ELF object with its code in section `xdp`
 /// (for tools and tests, e.g. `ip link set dev X xdpgeneric obj FILE sec xdp`).

@@ -15,17 +15,32 @@ use super::fast_map::MappedEntries;
 use super::key_set::map_error;
 use super::owned::{OwnedTraffic, TrafficKey};
 use super::program::{counter, load_program, map, traffic_key, KEY_LEN, OBJECT, PROGRAM};
-use super::test_run::{test_run, TestRun};
+use super::test_run::{action, test_run, TestRun};
 use super::{XdpCounters, XdpError};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
 use crate::fastpath::{CacheGeometry, FastConfig};
+use crate::pipeline::{DropReason, Verdict};
 use crate::synproxy::xdp::{self as synproxy_xdp, SERVICE_VALUE_LEN};
 use crate::synproxy::SynProxy;
 use crate::synproxy::SynProxyCounters;
+use crate::table::Snapshot;
+use crate::wire::ParseError;
 
 /// Client connections the SYN proxy remembers in a test run's program
 /// (the program's own default is sized for a gateway).
 const TEST_SYN_PROXY_CONNECTIONS: u32 = 1024;
+
+/// What the program did with one frame, in the pipeline's terms
+/// ([`XdpTester::outcome`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProgramOutcome {
+    /// The program decided: the verdict the pipeline gives such a frame,
+    /// and the frame as the program left it.
+    Decided(Verdict, Vec<u8>),
+    /// Handed up to the workers' socket (none in a test run), untouched:
+    /// the pipeline decides.
+    HandedUp,
+}
 
 /// The program, loaded for test runs.
 pub struct XdpTester {
@@ -262,6 +277,78 @@ impl XdpTester {
             .map_err(|e| XdpError::from_program("finding the program", &e))?;
         test_run(fd.as_fd(), frame, repeat)
             .map_err(|e| XdpError::Other(format!("BPF_PROG_TEST_RUN: {e}")))
+    }
+
+    /// Runs the program on `input`, arrived on port `ingress` of `ports`
+    /// (their MACs in `snapshot`; `egress_ready` a bit per port that can
+    /// take XDP frames), and says what it did in the pipeline's terms.
+    ///
+    /// It also holds the program to what it must never do — change a frame
+    /// it passes, refuses or hands up, fast-forward out of a port that
+    /// cannot take the frame or from a MAC that is no interface's, use
+    /// XDP_TX for another port — and panics naming the broken rule: a tool
+    /// for tests and fuzzers, where that panic is the finding.
+    pub fn outcome(
+        &self,
+        input: &[u8],
+        ingress: u16,
+        ports: u16,
+        egress_ready: u64,
+        snapshot: &Snapshot,
+    ) -> Result<ProgramOutcome, XdpError> {
+        let before = self.counters();
+        let run = self.run(input)?;
+        let after = self.counters();
+        let outcome = match run.action {
+            action::PASS => {
+                assert!(run.frame == input, "a passed frame is untouched");
+                ProgramOutcome::Decided(Verdict::Pass, run.frame)
+            }
+            action::TX | action::REDIRECT if after.fast_forwarded() > before.fast_forwarded() => {
+                // The egress interface by the source MAC it was given.
+                let port = (0..ports)
+                    .find(|&p| {
+                        snapshot.interface_mac(p).as_ref().map(|m| &m[..]) == run.frame.get(6..12)
+                    })
+                    .expect("the fast path's source MAC is an interface's");
+                assert!(
+                    (egress_ready >> port) & 1 == 1,
+                    "the fast path sent out of port {port}, which cannot take it"
+                );
+                assert_eq!(
+                    run.action == action::TX,
+                    port == ingress,
+                    "XDP_TX iff out where it came in"
+                );
+                ProgramOutcome::Decided(Verdict::Transmit(port), run.frame)
+            }
+            action::DROP if after.ingress_dropped() > before.ingress_dropped() => {
+                // Refused by the ingress checks, each under the reason the
+                // pipeline gives.
+                let reason = if after.dropped_other_host > before.dropped_other_host {
+                    DropReason::OtherHost
+                } else if after.dropped_broadcast > before.dropped_broadcast {
+                    DropReason::BroadcastFrame
+                } else if after.dropped_multicast > before.dropped_multicast {
+                    DropReason::MulticastFrame
+                } else if after.dropped_bad_ip_checksum > before.dropped_bad_ip_checksum {
+                    DropReason::Malformed(ParseError::BadIpChecksum)
+                } else {
+                    DropReason::VlanNotConfigured
+                };
+                assert_eq!(after.ingress_dropped(), before.ingress_dropped() + 1);
+                assert!(run.frame == input, "a refused frame is untouched");
+                ProgramOutcome::Decided(Verdict::Drop(reason), run.frame)
+            }
+            action::DROP => {
+                // Handed up: owned, and no socket in a test run.
+                assert_eq!(after.dropped_no_socket, before.dropped_no_socket + 1);
+                assert!(run.frame == input, "a frame handed up is untouched");
+                ProgramOutcome::HandedUp
+            }
+            other => panic!("XDP action {other}"),
+        };
+        Ok(outcome)
     }
 
     /// The program's counters, summed over CPUs.
