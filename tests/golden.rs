@@ -36,7 +36,6 @@ use flowgate_dataplane::pipeline::{DropReason, Verdict};
 use flowgate_dataplane::replay::{pcap, replay, ReplayOptions};
 use flowgate_dataplane::wire::builder::{ExtensionHeader, FrameBuilder};
 use flowgate_dataplane::wire::{frame_checksums_ok, tcp_flags, ParseError};
-use flowgate_dataplane::xdp::test_run::action;
 use flowgate_dataplane::xdp::{OwnedTraffic, ProgramOutcome, XdpTester};
 
 const SYN: u8 = tcp_flags::SYN;

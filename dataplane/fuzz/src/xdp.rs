@@ -27,10 +27,8 @@ use std::sync::Arc;
 use flowgate_dataplane::fastpath::{
     connection_rewrites, CacheGeometry, EntryMemory, FastConfig, FastPath,
 };
-use flowgate_dataplane::pipeline::{DropReason, Verdict};
+use flowgate_dataplane::pipeline::Verdict;
 use flowgate_dataplane::table::Snapshot;
-use flowgate_dataplane::wire::ParseError;
-use flowgate_dataplane::xdp::test_run::action;
 use flowgate_dataplane::xdp::{OwnedTraffic, ProgramOutcome, XdpError, XdpTester};
 
 use crate::check::Lane;
