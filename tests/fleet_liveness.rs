@@ -121,21 +121,37 @@ fn put_under(etcd: &Etcd, lease: &str, key: &str, value: &str) {
     etcd.ctl(&["put", &format!("--lease={lease}"), key, value]);
 }
 
+/// The `web` service's key and value.
+fn web() -> Write {
+    Write {
+        key: layout().service_key("web"),
+        value: Some(WEB.as_bytes().to_vec()),
+    }
+}
+
+/// A writer to `etcd` that has written `web`.
+fn store_with_web(etcd: &Etcd) -> FleetStore {
+    let mut store = FleetStore::connect(&[etcd.endpoint()], layout()).unwrap();
+    store.write_unchecked(&[web()]).unwrap();
+    store
+}
+
+/// `backends` reported up, each by a reporter with a lease of its own;
+/// the leases.
+fn report_each(etcd: &Etcd, backends: &[&str]) -> Vec<String> {
+    let leases: Vec<String> = backends.iter().map(|_| grant(etcd, 60)).collect();
+    for (backend, lease) in backends.iter().zip(&leases) {
+        put_under(etcd, lease, &health_key(backend), "up");
+    }
+    leases
+}
+
 #[test]
 fn two_gateways_with_the_same_reports_pick_alike_and_follow_a_dead_reporter() {
     let etcd = Etcd::start();
-    let mut store = FleetStore::connect(&[etcd.endpoint()], layout()).unwrap();
-    store
-        .write_unchecked(&[Write {
-            key: layout().service_key("web"),
-            value: Some(WEB.as_bytes().to_vec()),
-        }])
-        .unwrap();
+    store_with_web(&etcd);
     // One reporter per backend, each under its own lease.
-    let leases: Vec<String> = BACKENDS.iter().map(|_| grant(&etcd, 60)).collect();
-    for (backend, lease) in BACKENDS.iter().zip(&leases) {
-        put_under(&etcd, lease, &health_key(backend), "up");
-    }
+    let leases = report_each(&etcd, &BACKENDS);
 
     let one = Gateway::start(&etcd, "gw-1");
     let two = Gateway::start(&etcd, "gw-2");
@@ -191,13 +207,7 @@ fn two_gateways_with_the_same_reports_pick_alike_and_follow_a_dead_reporter() {
 #[test]
 fn a_gateway_starting_later_reads_the_keys_as_they_are_and_a_bad_value_is_held() {
     let etcd = Etcd::start();
-    let mut store = FleetStore::connect(&[etcd.endpoint()], layout()).unwrap();
-    store
-        .write_unchecked(&[Write {
-            key: layout().service_key("web"),
-            value: Some(WEB.as_bytes().to_vec()),
-        }])
-        .unwrap();
+    store_with_web(&etcd);
     let lease = grant(&etcd, 60);
     for backend in &BACKENDS[..2] {
         put_under(&etcd, &lease, &health_key(backend), "up");
@@ -239,16 +249,9 @@ fn a_gateway_starting_later_reads_the_keys_as_they_are_and_a_bad_value_is_held()
 fn cut_off_a_gateway_keeps_the_last_liveness_and_a_reload_reads_the_keys_as_they_are() {
     let etcd = Etcd::start();
     let proxy = Proxy::start(etcd.address());
-    let mut store = FleetStore::connect(&[etcd.endpoint()], layout()).unwrap();
-    let web = Write {
-        key: layout().service_key("web"),
-        value: Some(WEB.as_bytes().to_vec()),
-    };
-    store.write_unchecked(std::slice::from_ref(&web)).unwrap();
-    let leases: Vec<String> = BACKENDS.iter().map(|_| grant(&etcd, 60)).collect();
-    for (backend, lease) in BACKENDS.iter().zip(&leases) {
-        put_under(&etcd, lease, &health_key(backend), "up");
-    }
+    let mut store = store_with_web(&etcd);
+    let web = web();
+    let leases = report_each(&etcd, &BACKENDS);
     let gateway = Gateway::start_at(proxy.endpoint(), "gw-1");
     let dead = BACKENDS[2];
     assert!(wait_until(WAIT, || picked(&gateway.picks(), dead) > 0));
@@ -285,12 +288,8 @@ fn cut_off_a_gateway_keeps_the_last_liveness_and_a_reload_reads_the_keys_as_they
 #[test]
 fn health_keys_written_meanwhile_do_not_make_an_operators_write_lose_its_race() {
     let etcd = Etcd::start();
-    let mut store = FleetStore::connect(&[etcd.endpoint()], layout()).unwrap();
-    let web = Write {
-        key: layout().service_key("web"),
-        value: Some(WEB.as_bytes().to_vec()),
-    };
-    store.write_unchecked(std::slice::from_ref(&web)).unwrap();
+    let mut store = store_with_web(&etcd);
+    let web = web();
     let read = store.read().unwrap();
     // A reporter writes while the operator's change is being checked.
     let lease = grant(&etcd, 60);
@@ -311,13 +310,7 @@ fn health_keys_written_meanwhile_do_not_make_an_operators_write_lose_its_race() 
 #[test]
 fn a_revision_of_rules_and_health_keys_runs_the_rules_as_one_generation_then_the_liveness() {
     let etcd = Etcd::start();
-    let mut store = FleetStore::connect(&[etcd.endpoint()], layout()).unwrap();
-    store
-        .write_unchecked(&[Write {
-            key: layout().service_key("web"),
-            value: Some(WEB.as_bytes().to_vec()),
-        }])
-        .unwrap();
+    let mut store = store_with_web(&etcd);
     let lease = grant(&etcd, 60);
     for backend in &BACKENDS[..3] {
         put_under(&etcd, &lease, &health_key(backend), "up");
