@@ -27,11 +27,8 @@ mod golden_vlan;
 
 use common::*;
 use proptest::prelude::*;
-use std::sync::Arc;
 
-use flowgate_dataplane::fastpath::{
-    connection_rewrites, CacheGeometry, EntryMemory, FastConfig, FastPath,
-};
+use flowgate_dataplane::fastpath::{connection_rewrites, CacheGeometry, FastConfig};
 use flowgate_dataplane::pipeline::{DropReason, Verdict};
 use flowgate_dataplane::replay::{pcap, replay, ReplayOptions};
 use flowgate_dataplane::wire::builder::{ExtensionHeader, FrameBuilder};
@@ -1195,16 +1192,9 @@ impl WithXdp {
             x.clear_cache();
         }
         if fast_path {
-            let caches = self
-                .programs
-                .iter()
-                .map(|x| Some(x.cache() as Arc<dyn EntryMemory>))
-                .collect();
-            let records = self.h.flows.capacity();
-            let geometry = self.programs[0].geometry();
-            self.h
-                .flows
-                .set_fast_path(FastPath::new(geometry, 0, caches, records, 0));
+            if let Some(fast) = XdpTester::fast_path(&self.programs, self.h.flows.capacity()) {
+                self.h.flows.set_fast_path(fast);
+            }
         }
     }
 

@@ -22,11 +22,8 @@
 //! pipeline, so a failing input fails the same way alone.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 
-use flowgate_dataplane::fastpath::{
-    connection_rewrites, CacheGeometry, EntryMemory, FastConfig, FastPath,
-};
+use flowgate_dataplane::fastpath::{connection_rewrites, CacheGeometry, FastConfig};
 use flowgate_dataplane::pipeline::Verdict;
 use flowgate_dataplane::table::Snapshot;
 use flowgate_dataplane::xdp::{OwnedTraffic, ProgramOutcome, XdpError, XdpTester};
@@ -103,16 +100,9 @@ impl System {
             x.clear_cache();
         }
         if self.fast_path {
-            let caches = self
-                .programs
-                .iter()
-                .map(|x| Some(x.cache() as Arc<dyn EntryMemory>))
-                .collect();
-            let records = self.lane.flows.capacity();
-            let geometry = self.programs[0].geometry();
-            self.lane
-                .flows
-                .set_fast_path(FastPath::new(geometry, 0, caches, records, 0));
+            if let Some(fast) = XdpTester::fast_path(&self.programs, self.lane.flows.capacity()) {
+                self.lane.flows.set_fast_path(fast);
+            }
         }
     }
 

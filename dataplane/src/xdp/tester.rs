@@ -18,7 +18,7 @@ use super::program::{counter, load_program, map, traffic_key, KEY_LEN, OBJECT, P
 use super::test_run::{action, test_run, TestRun};
 use super::{XdpCounters, XdpError};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
-use crate::fastpath::{CacheGeometry, FastConfig};
+use crate::fastpath::{CacheGeometry, EntryMemory, FastConfig, FastPath};
 use crate::pipeline::{DropReason, Verdict};
 use crate::synproxy::xdp::{self as synproxy_xdp, SERVICE_VALUE_LEN};
 use crate::synproxy::SynProxy;
@@ -230,7 +230,6 @@ impl XdpTester {
 
     /// Empties the cache (every entry zero: never used).
     pub fn clear_cache(&self) {
-        use crate::fastpath::EntryMemory;
         for w in self.cache.words() {
             w.store(0, std::sync::atomic::Ordering::Relaxed);
         }
@@ -277,6 +276,18 @@ impl XdpTester {
             .map_err(|e| XdpError::from_program("finding the program", &e))?;
         test_run(fd.as_fd(), frame, repeat)
             .map_err(|e| XdpError::Other(format!("BPF_PROG_TEST_RUN: {e}")))
+    }
+
+    /// A worker's fast path (partition 0, epoch 0) that writes into
+    /// `programs`' caches — port `i` into `programs[i]`'s — for a
+    /// connection table of `records`; `None` without programs.
+    pub fn fast_path(programs: &[XdpTester], records: usize) -> Option<FastPath> {
+        let geometry = programs.first()?.geometry();
+        let caches = programs
+            .iter()
+            .map(|x| Some(x.cache() as Arc<dyn EntryMemory>))
+            .collect();
+        Some(FastPath::new(geometry, 0, caches, records, 0))
     }
 
     /// Runs the program on `input`, arrived on port `ingress` of `ports`
