@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::connection::{ConnId, Connection, RewriteDeltas};
 use super::endpoint_stats::{Departure, EndpointAccounts, FlowCounters};
 use super::export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
-use super::handover::{HandedConnection, Origin};
+use super::handover::{HandedConnection, Origin, SynProxyOffset};
 use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
 use super::state::{next_state, Direction, FlowState, FlowTimeouts};
 use crate::fastpath::{synproxy_rewrites, DirectionRewrite, FastPath};
@@ -983,15 +983,21 @@ impl FlowTable {
             r.links.set_backend_replied(handed.backend_replied);
         }
         if let Some(offset) = handed.syn_proxy {
-            self.reserve_syn_proxy();
-            let proxied = ProxiedConnection {
-                answered: true,
-                offset: offset.into(),
-                ..ProxiedConnection::default()
-            };
-            self.set_syn_proxy(id, proxied);
+            self.set_handed_syn_proxy(id, offset);
         }
         id
+    }
+
+    /// Makes handed connection `id` a proxied one whose backend answered,
+    /// with the sequence offsets it was handed with.
+    fn set_handed_syn_proxy(&mut self, id: ConnId, offset: SynProxyOffset) {
+        self.reserve_syn_proxy();
+        let proxied = ProxiedConnection {
+            answered: true,
+            offset: offset.into(),
+            ..ProxiedConnection::default()
+        };
+        self.set_syn_proxy(id, proxied);
     }
 
     /// Brings connection `id`, taken over from a first copy, to what a
@@ -1029,15 +1035,7 @@ impl FlowTable {
         r.links.set_backend_replied(handed.backend_replied);
         let was_proxied = r.links.syn_proxied();
         match handed.syn_proxy {
-            Some(offset) => {
-                self.reserve_syn_proxy();
-                let proxied = ProxiedConnection {
-                    answered: true,
-                    offset: offset.into(),
-                    ..ProxiedConnection::default()
-                };
-                self.set_syn_proxy(id, proxied);
-            }
+            Some(offset) => self.set_handed_syn_proxy(id, offset),
             None if was_proxied => {
                 if let Some(r) = self.records.get_mut(id.0 as usize) {
                     r.links.set_flag(SYN_PROXIED, false);
