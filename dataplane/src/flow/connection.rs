@@ -63,6 +63,23 @@ pub struct RewriteDeltas {
 }
 
 impl Connection {
+    /// Whether `other` is the same connection: the same client tuple to
+    /// the same backend through the same endpoint.
+    pub fn is_same_as(&self, other: &Connection) -> bool {
+        self.client == other.client
+            && self.backend_addr == other.backend_addr
+            && self.backend_port == other.backend_port
+            && self.endpoint == other.endpoint
+    }
+
+    /// Whether `other` is the same connection in the same state, from the
+    /// same client MAC on the same port (all but the times).
+    pub fn same_condition(&self, other: &Connection) -> bool {
+        self.is_same_as(other)
+            && self.client_mac == other.client_mac
+            && self.client_ingress == other.client_ingress
+            && self.state == other.state
+    }
     /// The checksum changes of this connection's two rewrites.
     pub fn rewrite_deltas(&self) -> RewriteDeltas {
         let (vip, vip_port) = (&self.client.dst, self.client.dst_port);

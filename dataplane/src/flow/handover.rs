@@ -180,14 +180,7 @@ impl HandedConnection {
     /// but the last-seen time and whether the fast path carried it, which
     /// a pre-copy's delta does not hand over again.
     pub fn same_but_seen(&self, other: &HandedConnection) -> bool {
-        let (a, b) = (&self.connection, &other.connection);
-        a.client == b.client
-            && a.backend_addr == b.backend_addr
-            && a.backend_port == b.backend_port
-            && a.endpoint == b.endpoint
-            && a.client_mac == b.client_mac
-            && a.client_ingress == b.client_ingress
-            && a.state == b.state
+        self.connection.same_condition(&other.connection)
             && self.backend_replied == other.backend_replied
             && self.syn_proxy == other.syn_proxy
     }

@@ -908,13 +908,7 @@ impl FlowTable {
         let same = r.links.is_live()
             && !r.links.syn_proxied()
             && before.syn_proxy.is_none()
-            && c.client == b.client
-            && c.backend_addr == b.backend_addr
-            && c.backend_port == b.backend_port
-            && c.endpoint == b.endpoint
-            && c.client_mac == b.client_mac
-            && c.client_ingress == b.client_ingress
-            && c.state == b.state;
+            && c.same_condition(b);
         if !same {
             return false;
         }
@@ -1018,11 +1012,7 @@ impl FlowTable {
             return false;
         };
         let (c, h) = (&mut r.conn, &handed.connection);
-        let same = r.links.is_live()
-            && c.client == h.client
-            && c.backend_addr == h.backend_addr
-            && c.backend_port == h.backend_port
-            && c.endpoint == h.endpoint;
+        let same = r.links.is_live() && c.is_same_as(h);
         if !same {
             return false;
         }
