@@ -10,6 +10,10 @@ use crate::script::Step;
 /// The most frames in one batch (a worker's receive burst).
 pub const MAX_BATCH: usize = 64;
 
+/// A frame slot that holds any frame a script can carry (its length is a
+/// 16-bit field), so that one [`BatchFrames`] serves every script.
+pub const FRAME_SLOT: u32 = 1 << 16;
+
 /// Splits `steps` into batches, as ranges of indices. A step starts a new
 /// batch when it publishes a snapshot, runs expiry, lets time pass, arrives
 /// on another port than the batch so far, or the batch is full: within a
@@ -57,9 +61,11 @@ impl BatchFrames {
         }
     }
 
-    /// Gives every frame back for the next batch.
+    /// Gives every frame back for the next batch, last taken first, so
+    /// that the pool is as it was before the batch: every batch gets the
+    /// same frames in the same order, whatever batches came before.
     pub fn clear(&mut self) {
-        for frame in self.frames.drain(..) {
+        for frame in self.frames.drain(..).rev() {
             self.pool.put(frame);
         }
     }
@@ -156,6 +162,27 @@ mod tests {
                 2 * MAX_BATCH..2 * MAX_BATCH + 1
             ]
         );
+    }
+
+    #[test]
+    fn every_batch_takes_the_same_frames_in_the_same_order() {
+        let addrs = |batch: &mut BatchFrames| -> Vec<u64> {
+            batch.parts().1.iter().map(Frame::addr).collect()
+        };
+        let mut batch = BatchFrames::new(4);
+        for byte in 0..3 {
+            assert!(batch.push(&[byte]));
+        }
+        let first = addrs(&mut batch);
+        batch.clear();
+        assert!(batch.push(&[7]));
+        assert!(batch.push(&[8]));
+        assert_eq!(addrs(&mut batch), first[..2]);
+        batch.clear();
+        for byte in 0..MAX_BATCH as u8 {
+            assert!(batch.push(&[byte]));
+        }
+        assert_eq!(addrs(&mut batch)[..3], first);
     }
 
     #[test]

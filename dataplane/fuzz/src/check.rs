@@ -3,15 +3,17 @@
 
 use std::cell::RefCell;
 
-use flowgate_dataplane::admission::{BackendConnections, ClientRateTable, WorkerAdmission};
+use flowgate_dataplane::admission::{
+    BackendConnections, ClientRateTable, WorkerAdmission, WorkerConnections,
+};
 use flowgate_dataplane::flow::FlowTable;
-use flowgate_dataplane::pipeline::{CounterValues, Pipeline, Verdict};
+use flowgate_dataplane::pipeline::{Counter, DropReason, Pipeline, PipelineCounters, Verdict};
 use flowgate_dataplane::port::MemoryFrames;
 use flowgate_dataplane::wire::{
     self, arp, ethernet, ip_proto, is_v4_mapped, Fragment, PacketMeta, L3, MAX_VLAN_TAGS,
 };
 
-use crate::batch::{batch_ranges, BatchFrames, MAX_BATCH};
+use crate::batch::{batch_ranges, BatchFrames, FRAME_SLOT, MAX_BATCH};
 use crate::fixture::{Fixture, FLOW_CAPACITY};
 use crate::repair::repair_checksums;
 use crate::script::{self, Step};
@@ -158,6 +160,20 @@ const CLIENT_TABLE_SEED: u64 = 0x666c_6f77_6761_7465;
 pub(crate) struct Lane {
     pub(crate) pipeline: Pipeline,
     pub(crate) flows: FlowTable,
+    /// The lane's backend connection counts, kept from script to script
+    /// while they read zero (see [`reset`](Self::reset)): the first table
+    /// that counts on them allocates and zeroes their lines for 1 024
+    /// backends, which cost more than a short script.
+    backends: WorkerConnections,
+}
+
+/// One worker's handle on new backend connection counts for the fixture's
+/// endpoints.
+fn new_backend_counts(fixture: &Fixture) -> WorkerConnections {
+    let (_, mut handles) = BackendConnections::new(1, fixture.endpoint_limit);
+    handles
+        .pop()
+        .unwrap_or_else(|| unreachable!("one worker, one handle"))
 }
 
 impl Lane {
@@ -166,6 +182,7 @@ impl Lane {
         let mut lane = Lane {
             pipeline: Pipeline::new(),
             flows: FlowTable::new(FLOW_CAPACITY, fixture.timeouts),
+            backends: new_backend_counts(fixture),
         };
         lane.reset(fixture);
         lane
@@ -179,14 +196,23 @@ impl Lane {
     /// snapshot of the script sizes it anew from zero (the weighted
     /// round-robin cursors). The pipeline's frame counters run on across
     /// scripts: [`run_script`] checks what a script added to them.
+    ///
+    /// The backend connection counts are the last script's, emptied: every
+    /// connection leaves the table as expiry removes one (at the end of
+    /// time, when all are idle past their timeouts), which takes it off
+    /// the counts. They are made anew if a connection is left, or if the
+    /// fixture's rules cap a backend's connections: then the counts
+    /// decide, and a backend the last script flagged overloaded must not
+    /// be (reading every count back to check costs more).
     pub(crate) fn reset(&mut self, fixture: &Fixture) {
-        let (_, mut handles) = BackendConnections::new(1, fixture.endpoint_limit);
-        let lanes = handles
-            .pop()
-            .unwrap_or_else(|| unreachable!("one worker, one handle"));
+        let capacity = self.flows.capacity();
+        self.flows.expire(u64::MAX, capacity);
+        if !self.flows.is_empty() || fixture.caps_connections {
+            self.backends = new_backend_counts(fixture);
+        }
         self.pipeline.set_admission(WorkerAdmission::new(
             ClientRateTable::new(CLIENT_TABLE_ENTRIES, CLIENT_TABLE_SEED),
-            lanes,
+            self.backends.clone(),
         ));
         let mut nothing = MemoryFrames::new(1, 1);
         self.pipeline.process_batch(
@@ -202,11 +228,38 @@ impl Lane {
     }
 }
 
-/// The two lanes of [`run_script`], kept between scripts so that each
-/// script pays for a [`reset`](Lane::reset), not for two new pipelines.
+/// The two lanes of [`run_script`] and the buffers it works in, kept
+/// between scripts so that each script pays for a
+/// [`reset`](Lane::reset), not for two new pipelines and new buffers.
 struct Lanes {
     batched: Lane,
     single: Lane,
+    scratch: Scratch,
+}
+
+/// Where [`run_script`] keeps a batch's frames. Nothing in it outlives a
+/// batch: each batch overwrites what it uses.
+struct Scratch {
+    /// The batch lane's frames, in slots that hold any frame (the same
+    /// slots for every script: see [`BatchFrames::clear`]).
+    memory: BatchFrames,
+    verdicts: Vec<Verdict>,
+    /// The batch's frames as processed (after any repair); only the first
+    /// `batch.len()` are the batch's.
+    inputs: Vec<Vec<u8>>,
+    /// The frame-by-frame lane's copy of the frame at hand.
+    frame: Vec<u8>,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            memory: BatchFrames::new(FRAME_SLOT),
+            verdicts: Vec::with_capacity(MAX_BATCH),
+            inputs: Vec::with_capacity(MAX_BATCH),
+            frame: Vec::new(),
+        }
+    }
 }
 
 thread_local! {
@@ -228,6 +281,7 @@ fn with_lanes<R>(fixture: &Fixture, run: impl FnOnce(&mut Lanes) -> R) -> R {
         None => Lanes {
             batched: Lane::new(fixture),
             single: Lane::new(fixture),
+            scratch: Scratch::new(),
         },
     };
     let result = run(&mut lanes);
@@ -252,17 +306,22 @@ fn run_script_on(
     input: &[u8],
     mut observe: impl FnMut(&StepReport<'_>),
 ) {
-    let Lanes { batched, single } = lanes;
-    let counted_before = batched.pipeline.counters().snapshot();
-    let single_before = single.pipeline.counters().snapshot();
+    let Lanes {
+        batched,
+        single,
+        scratch,
+    } = lanes;
+    let batched_before = Counts::of(batched.pipeline.counters());
+    let single_before = Counts::of(single.pipeline.counters());
+    let Scratch {
+        memory,
+        verdicts,
+        inputs,
+        frame,
+    } = scratch;
     let steps: Vec<Step<'_>> = script::steps(input).collect();
     let mut generation = 0usize;
     let mut now_ns = START_NS;
-    let longest = steps.iter().map(|s| s.frame.len()).max().unwrap_or(0);
-    let mut memory = BatchFrames::new(u32::try_from(longest).unwrap_or(u32::MAX));
-    let mut verdicts = Vec::with_capacity(MAX_BATCH);
-    let mut inputs: Vec<Vec<u8>> = Vec::with_capacity(MAX_BATCH);
-    let mut frame = Vec::new();
     for range in batch_ranges(&steps) {
         let batch = &steps[range.clone()];
         let Some(first) = batch.first() else {
@@ -278,15 +337,19 @@ fn run_script_on(
             single.flows.expire(now_ns, EXPIRE_BUDGET);
         }
         memory.clear();
-        inputs.clear();
-        for step in batch {
-            let mut f = step.frame.to_vec();
-            if step.repair_checksums {
-                repair_checksums(&mut f);
+        for (i, step) in batch.iter().enumerate() {
+            if inputs.len() == i {
+                inputs.push(Vec::new());
             }
-            assert!(memory.push(&f), "a batch holds its frames");
-            inputs.push(f);
+            let f = &mut inputs[i];
+            f.clear();
+            f.extend_from_slice(step.frame);
+            if step.repair_checksums {
+                repair_checksums(f);
+            }
+            assert!(memory.push(f), "a batch holds its frames");
         }
+        let inputs = &inputs[..batch.len()];
         let ingress = first.ingress;
         let (frame_memory, frames) = memory.parts();
         batched.pipeline.process_batch(
@@ -296,19 +359,16 @@ fn run_script_on(
             snapshot,
             &mut batched.flows,
             now_ns,
-            &mut verdicts,
+            verdicts,
         );
         assert_eq!(verdicts.len(), batch.len(), "one verdict per frame");
-        for (i, (step, input)) in batch.iter().zip(&inputs).enumerate() {
+        for (i, (step, input)) in batch.iter().zip(inputs).enumerate() {
             frame.clear();
             frame.extend_from_slice(input);
-            let alone = single.pipeline.process_frame(
-                &mut frame,
-                ingress,
-                snapshot,
-                &mut single.flows,
-                now_ns,
-            );
+            let alone =
+                single
+                    .pipeline
+                    .process_frame(frame, ingress, snapshot, &mut single.flows, now_ns);
             let verdict = verdicts[i];
             let out = memory.frame(i);
             observe(&StepReport {
@@ -334,20 +394,115 @@ fn run_script_on(
             "a batch left the connection table unlike frame-by-frame"
         );
     }
-    // The counters run on across scripts (see `Lane::reset`): this
-    // script's frames are what it added.
-    let counted = batched.pipeline.counters().snapshot();
-    let fates = |c: &CounterValues| c.forwarded + c.passed + c.dropped();
+    check_counters(
+        (&batched.pipeline, batched_before),
+        (&single.pipeline, single_before),
+    );
+}
+
+/// After a script: every frame it added to the batch pipeline's counters
+/// has exactly one counted fate, and both pipelines counted alike. Each
+/// pipeline comes with its counts before the script: the counters run on
+/// across scripts (see [`Lane::reset`]), and this script's frames are what
+/// it added.
+fn check_counters(
+    (batched, batched_before): (&Pipeline, Counts),
+    (single, single_before): (&Pipeline, Counts),
+) {
+    let batched_after = Counts::of(batched.counters());
     assert_eq!(
-        counted.rx_packets - counted_before.rx_packets,
-        fates(&counted) - fates(&counted_before),
+        batched_after.received() - batched_before.received(),
+        batched_after.fates() - batched_before.fates(),
         "every frame has exactly one counted fate"
     );
-    assert_eq!(
-        (counted_before, counted),
-        (single_before, single.pipeline.counters().snapshot()),
-        "a batch counted unlike frame-by-frame"
-    );
+    let single_after = Counts::of(single.counters());
+    if (batched_before, batched_after) != (single_before, single_after) {
+        // The counters by name, to read.
+        assert_eq!(
+            batched.counters().snapshot(),
+            single.counters().snapshot(),
+            "a batch counted unlike frame-by-frame"
+        );
+        panic!("a batch counted unlike frame-by-frame, before this script: {batched_before:?} and {single_before:?}");
+    }
+}
+
+/// Every counter of a pipeline, read as plain numbers in a fixed order:
+/// the values `PipelineCounters::snapshot` reports, without its map of
+/// drop reasons by name, whose build and sort cost a fifth of a script
+/// once the counters that run on across scripts have seen most reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Counts {
+    /// The counters other than drops, in declaration order.
+    frames: [u64; 20],
+    /// Drops by reason index.
+    drops: [u64; DropReason::COUNT],
+}
+
+impl Counts {
+    fn of(counters: &PipelineCounters) -> Counts {
+        // Every field is named (no `..`): a counter added to the pipeline
+        // fails to compile here until it is compared too.
+        let PipelineCounters {
+            rx_packets,
+            rx_bytes,
+            forwarded,
+            tx_packets,
+            tx_bytes,
+            passed,
+            flow_hits,
+            new_flows,
+            liveness_skips,
+            panic_flows,
+            failed_open_flows,
+            dead_backend_resets,
+            dead_backend_rescheduled,
+            stateless_replies,
+            icmp_errors_translated,
+            fanout_datagrams,
+            fanout_copies,
+            fanout_flow_evictions,
+            synproxy_connections,
+            synproxy_established,
+            drops,
+        } = counters;
+        Counts {
+            frames: [
+                rx_packets,
+                rx_bytes,
+                forwarded,
+                tx_packets,
+                tx_bytes,
+                passed,
+                flow_hits,
+                new_flows,
+                liveness_skips,
+                panic_flows,
+                failed_open_flows,
+                dead_backend_resets,
+                dead_backend_rescheduled,
+                stateless_replies,
+                icmp_errors_translated,
+                fanout_datagrams,
+                fanout_copies,
+                fanout_flow_evictions,
+                synproxy_connections,
+                synproxy_established,
+            ]
+            .map(Counter::get),
+            drops: drops.each_ref().map(Counter::get),
+        }
+    }
+
+    /// Frames received (`rx_packets`).
+    fn received(&self) -> u64 {
+        self.frames[0]
+    }
+
+    /// Frames forwarded, passed or dropped (`forwarded`, `passed`, drops).
+    fn fates(&self) -> u64 {
+        self.frames[2] + self.frames[5] + self.drops.iter().sum::<u64>()
+    }
 }
 
 /// What a verdict promises about the frame it was given (`before`) and the
@@ -416,6 +571,14 @@ pub fn check_flow_table(flows: &FlowTable) {
 mod tests {
     use super::*;
     use crate::seeds;
+    use std::sync::Arc;
+
+    /// Whether `backends` reads as new for every endpoint of the fixture: no
+    /// connection counted, no backend flagged overloaded.
+    fn reads_as_new(backends: &WorkerConnections, fixture: &Fixture) -> bool {
+        let table = backends.table();
+        (0..fixture.endpoint_limit).all(|id| table.connections(id) == 0 && !table.overloaded(id))
+    }
 
     /// What a script did, step by step: verdict, rewritten frame, snapshot.
     type Outcome = Vec<(Verdict, Vec<u8>, usize)>;
@@ -466,6 +629,78 @@ mod tests {
             assert_eq!(outcome(input), alone[i], "{name}, first run");
             assert_eq!(outcome(input), alone[i], "{name}, second run");
         }
+        // The frame memory is kept between scripts: after batches of the
+        // longest frames a script can carry, of bytes no seed has.
+        let long = [0xa5; u16::MAX as usize];
+        let steps = [script::Step::new(&long); 3];
+        let filler = script::encode(&steps);
+        for (i, (name, input)) in inputs.iter().enumerate() {
+            outcome(&filler);
+            assert_eq!(outcome(input), alone[i], "{name} after the longest frames");
+        }
+    }
+
+    #[test]
+    fn a_script_leaves_the_backend_counts_as_it_found_them() {
+        // The connection counts are kept from script to script only if the
+        // reset takes every connection off them: the seeds leave
+        // connections in the table, and the same counts must read zero.
+        let fixture = Fixture::get();
+        for (name, input) in seeds::scripts() {
+            run_script(&input, |_| {});
+            LANES.with(|kept| {
+                let mut kept = kept.borrow_mut();
+                let lanes = kept.as_mut().expect("lanes kept after a clean script");
+                for lane in [&mut lanes.batched, &mut lanes.single] {
+                    let counts = Arc::clone(lane.backends.table());
+                    lane.reset(fixture);
+                    assert!(lane.flows.is_empty(), "{name}: connections after a reset");
+                    assert!(
+                        Arc::ptr_eq(&counts, lane.backends.table()),
+                        "{name}: the counts were not emptied, and were made anew"
+                    );
+                    assert!(reads_as_new(&lane.backends, fixture), "{name}");
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn counts_read_what_the_counters_report() {
+        let inputs = seeds::scripts();
+        let pipeline = {
+            let mut lane = Lane::new(Fixture::get());
+            for (_, input) in &inputs {
+                let fixture = Fixture::get();
+                let snapshot = &fixture.snapshots[0];
+                for step in script::steps(input) {
+                    let mut frame = step.frame.to_vec();
+                    lane.pipeline.process_frame(
+                        &mut frame,
+                        step.ingress,
+                        snapshot,
+                        &mut lane.flows,
+                        START_NS,
+                    );
+                }
+            }
+            lane.pipeline
+        };
+        let counters = pipeline.counters();
+        let named = counters.snapshot();
+        let counts = Counts::of(counters);
+        assert!(named.rx_packets > 0 && named.forwarded > 0 && named.dropped() > 0);
+        assert_eq!(counts.received(), named.rx_packets);
+        assert_eq!(
+            counts.fates(),
+            named.forwarded + named.passed + named.dropped()
+        );
+        for reason in DropReason::all() {
+            assert_eq!(counts.drops[reason.index()], counters.drops_for(reason));
+        }
+        // One more drop of any reason is a difference.
+        counters.drop_for(DropReason::TtlExpired);
+        assert_ne!(Counts::of(counters), counts);
     }
 
     #[test]
@@ -486,6 +721,11 @@ mod tests {
             "{name} forwards"
         );
         assert_eq!(outcome(input), first);
+        // And after every other seed, each of which may move the cursors.
+        for (other, before) in &inputs {
+            outcome(before);
+            assert_eq!(outcome(input), first, "{name} after {other}");
+        }
     }
 
     #[test]

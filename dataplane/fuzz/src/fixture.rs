@@ -314,6 +314,10 @@ pub struct Fixture {
     /// One past the highest endpoint id of any snapshot in the chain: the
     /// backend connection counts a pipeline needs for them.
     pub endpoint_limit: u32,
+    /// Whether a snapshot caps some backend's connections, so that the
+    /// backend connection counts decide new flows (else only the
+    /// connection table writes them, and nothing reads them).
+    pub caps_connections: bool,
 }
 
 /// How many snapshots the chain holds: A, B, A, B.
@@ -346,7 +350,12 @@ impl Fixture {
             .map(Snapshot::endpoint_id_limit)
             .max()
             .unwrap_or(0);
+        let caps_connections = snapshots.iter().any(|s| {
+            (0..endpoint_limit)
+                .any(|id| u32::try_from(id).is_ok_and(|id| s.endpoint_cap(id).is_some()))
+        });
         Fixture {
+            caps_connections,
             snapshots,
             timeouts: FlowTimeouts::from(&configs[0].flows),
             empty: Snapshot::empty(),
@@ -370,5 +379,6 @@ mod tests {
         assert_eq!(b.service_count(), 6);
         assert!(b.generation() > a.generation());
         assert_eq!(fixture.timeouts.udp_ns, 3_000_000_000);
+        assert!(!fixture.caps_connections, "no rule caps a backend");
     }
 }
