@@ -205,8 +205,11 @@ impl Lane {
     /// decide, and a backend the last script flagged overloaded must not
     /// be (reading every count back to check costs more).
     pub(crate) fn reset(&mut self, fixture: &Fixture) {
-        let capacity = self.flows.capacity();
-        self.flows.expire(u64::MAX, capacity);
+        // A table with no connection (a script of junk) has none to take off.
+        if !self.flows.is_empty() {
+            let capacity = self.flows.capacity();
+            self.flows.expire(u64::MAX, capacity);
+        }
         if !self.flows.is_empty() || fixture.caps_connections {
             self.backends = new_backend_counts(fixture);
         }
