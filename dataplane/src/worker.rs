@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::capture::CaptureTap;
 use crate::fastpath::connection_rewrites;
+use crate::flow::walk_pace::WalkPace;
 use crate::flow::FlowTable;
 use crate::handoff::{owner_of_frame, HandedFrame, Handoff};
 use crate::pipeline::{
@@ -24,10 +25,6 @@ use crate::table::Snapshot;
 
 /// Most frames taken from one port per poll.
 pub const DEFAULT_BATCH: usize = 64;
-
-/// Connection records examined for expiry per poll: keeps the table's
-/// size honest without a stop-the-world sweep.
-const EXPIRE_BUDGET: usize = 64;
 
 /// Where frames with the [`Verdict::Pass`] verdict go: the kernel's stack.
 pub trait KernelPath {
@@ -109,6 +106,9 @@ pub struct Worker {
     fanout_reserve: usize,
     /// `flowgatectl capture`'s view of decided frames.
     capture: CaptureTap,
+    /// The pace of the expiry sweep and of the fast path's traffic walk.
+    expire_pace: WalkPace,
+    traffic_pace: WalkPace,
 }
 
 impl Worker {
@@ -116,6 +116,7 @@ impl Worker {
     /// per poll. Everything it needs is allocated here.
     pub fn new(flows: FlowTable, pool: FramePool, ports: usize, batch: usize) -> Self {
         let batch = batch.max(1);
+        let records = flows.capacity();
         Worker {
             pipeline: Pipeline::new(),
             flows,
@@ -137,6 +138,8 @@ impl Worker {
             free_high: 0,
             fanout_reserve: 0,
             capture: CaptureTap::detached(),
+            expire_pace: WalkPace::new(records),
+            traffic_pace: WalkPace::new(records),
         }
     }
 
@@ -254,9 +257,17 @@ impl Worker {
         self.send(ports);
         // The kernel fast path: install what became established, check
         // the entries against a new snapshot (nothing without one).
+        // The walks round the table (the fast path's traffic, the expiry
+        // sweep) go at a pace set by time, not by polls (`WalkPace`).
+        let traffic_budget = self.traffic_pace.budget(now_ns);
         self.flows
-            .sync_fast_path(snapshot.generation(), |c| connection_rewrites(c, snapshot));
-        self.flows.expire(now_ns, EXPIRE_BUDGET);
+            .sync_fast_path_walking(snapshot.generation(), traffic_budget, |c| {
+                connection_rewrites(c, snapshot)
+            });
+        let expire_budget = self.expire_pace.budget(now_ns);
+        if expire_budget > 0 {
+            self.flows.expire(now_ns, expire_budget);
+        }
         if let Some(handoff) = &self.handoff {
             handoff.balance(&mut self.pool);
         }

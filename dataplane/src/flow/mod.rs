@@ -106,6 +106,7 @@ mod index;
 pub mod precopy;
 mod state;
 mod table;
+pub mod walk_pace;
 
 pub use connection::{ConnId, Connection, RewriteDeltas};
 pub use endpoint_stats::{Departure, EndpointStats, EndpointValues, FastPathValues, FlowCounters};

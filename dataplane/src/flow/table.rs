@@ -378,6 +378,18 @@ impl FlowTable {
     pub fn sync_fast_path(
         &mut self,
         generation: u64,
+        rewrites: impl FnMut(&Connection) -> Option<[DirectionRewrite; 2]>,
+    ) {
+        self.sync_fast_path_walking(generation, FAST_TRAFFIC_BUDGET, rewrites);
+    }
+
+    /// [`sync_fast_path`](Self::sync_fast_path), taking the fast path's
+    /// traffic of up to `traffic_budget` records round the table (a worker
+    /// paces it by time: [`super::walk_pace::WalkPace`]).
+    pub fn sync_fast_path_walking(
+        &mut self,
+        generation: u64,
+        traffic_budget: usize,
         mut rewrites: impl FnMut(&Connection) -> Option<[DirectionRewrite; 2]>,
     ) {
         let Some(fast) = self.fast.as_mut() else {
@@ -433,7 +445,7 @@ impl FlowTable {
             fast.set_check_cursor(end);
         }
         // The program's packets and bytes, into the backends' counters.
-        for record in fast.traffic_walk(FAST_TRAFFIC_BUDGET) {
+        for record in fast.traffic_walk(traffic_budget) {
             let record = record as u32;
             if !fast.has_traffic(record) {
                 continue;
