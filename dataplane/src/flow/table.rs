@@ -12,6 +12,7 @@ use crate::fastpath::{synproxy_rewrites, DirectionRewrite, FastPath};
 use crate::hash::flow_hash;
 use crate::rules::FlowSettings;
 use crate::synproxy::ProxiedConnection;
+use crate::wire::rewrite::EndpointDeltas;
 use crate::wire::tcp_flags::{FIN, RST};
 use crate::wire::FiveTuple;
 
@@ -210,6 +211,23 @@ pub struct FlowTable {
     /// while its `SYN_PROXIED` bit is set (an insert clears it), so that
     /// only proxied connections pay for it.
     syn_proxy: Vec<ProxiedConnection>,
+}
+
+/// Where [`FlowTable::warm_record`] found the key a lookup of its hash
+/// will most likely want, for [`FlowTable::lookup_hinted`]: plain data, a
+/// stale or foreign one costs only the bucket scan it was to spare.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct LookupHint(Pos);
+
+impl LookupHint {
+    /// No key: `lookup_hinted` scans as `lookup` does.
+    pub const NONE: LookupHint = LookupHint(Pos::MAX);
+
+    /// Whether the warm pass found a key for the hash.
+    #[inline]
+    pub fn is_some(self) -> bool {
+        self != LookupHint::NONE
+    }
 }
 
 /// Whether a connection in `state` may be forwarded by the fast path:
@@ -538,18 +556,41 @@ impl FlowTable {
         std::hint::black_box(self.index.touch(hash));
     }
 
+    /// [`lookup`](Self::lookup), first trying the key `hint` names (from
+    /// [`warm_record`](Self::warm_record) of the same hash, any time
+    /// before): where that key is still there and is `tuple`'s, the
+    /// bucket is not scanned again. The answer is `lookup`'s, whatever
+    /// happened to the table since the hint was taken.
+    #[inline(always)]
+    pub fn lookup_hinted(
+        &mut self,
+        tuple: &FiveTuple,
+        hash: u64,
+        hint: LookupHint,
+        now_ns: u64,
+    ) -> Option<(ConnId, Direction)> {
+        let (record, direction) = self.find_hinted(tuple, hash, hint)?;
+        if self.idle_past_timeout(record, now_ns) {
+            self.remove_record(record, Departure::Expired);
+            return None;
+        }
+        Some((ConnId(record), direction))
+    }
+
     /// Brings the record a lookup of `hash` will most likely read into
     /// cache: every field a lookup reads, since a 96-byte record spans
     /// two cache lines. Call after [`FlowTable::warm_index`] for
-    /// the whole batch. Returns whether there was one: a frame with none
-    /// is most likely the first of a new flow. Always inlined: the batch
+    /// the whole batch. Returns where that record's key is, for
+    /// [`lookup_hinted`](Self::lookup_hinted), or
+    /// [`LookupHint::NONE`] when there was none: a frame with none is
+    /// most likely the first of a new flow. Always inlined: the batch
     /// loops that call it are the hottest of the pipeline.
     #[inline(always)]
-    pub fn warm_record(&self, hash: u64) -> bool {
-        let record = self
-            .index
-            .first_candidate(hash)
-            .and_then(|r| self.records.get(r as usize));
+    pub fn warm_record(&self, hash: u64) -> LookupHint {
+        let Some((pos, record)) = self.index.first_candidate(hash) else {
+            return LookupHint::NONE;
+        };
+        let record = self.records.get(record as usize);
         if let Some(r) = record {
             let c = &r.conn;
             // One value of them all: the loads stay, with one store.
@@ -563,7 +604,7 @@ impl FlowTable {
                 ^ r.links.0;
             std::hint::black_box(seen);
         }
-        record.is_some()
+        LookupHint(pos)
     }
 
     /// The connection behind `id`. A stale id reads a dead or reused
@@ -682,6 +723,38 @@ impl FlowTable {
             }
         }
         self.observe_any(id, direction, tcp_flags, now_ns);
+    }
+
+    /// A client's packet of connection `id` on its way to the backend:
+    /// [`observe`](Self::observe)s it, keeps `client_mac` as where the
+    /// replies go (the client's router may have changed), counts `bytes`
+    /// against the connection's endpoint and returns the checksum changes
+    /// of its rewrite. The common packet (as `observe`'s) reads and writes
+    /// the record once for all of it.
+    #[inline(always)]
+    pub fn forward_from_client(
+        &mut self,
+        id: ConnId,
+        tcp_flags: u8,
+        client_mac: [u8; 6],
+        bytes: u64,
+        now_ns: u64,
+    ) -> EndpointDeltas {
+        let plain = self.fast.is_none() && tcp_flags & (FIN | RST) == 0;
+        if let Some(r) = self.records.get_mut(id.0 as usize) {
+            if plain && r.links.is_live() && r.conn.state == FlowState::TcpEstablished {
+                r.conn.last_seen_ns = r.conn.last_seen_ns.max(now_ns);
+                r.conn.client_mac = client_mac;
+                self.accounts.traffic(r.conn.endpoint, bytes);
+                return r.deltas.to_backend;
+            }
+        }
+        self.observe_any(id, Direction::FromClient, tcp_flags, now_ns);
+        let conn = self.get_mut(id);
+        conn.client_mac = client_mac;
+        let endpoint = conn.endpoint;
+        self.count_packet(endpoint, bytes);
+        self.rewrite_deltas(id).to_backend
     }
 
     /// [`observe`](Self::observe) of any packet, out of line.
@@ -1172,6 +1245,26 @@ impl FlowTable {
                 .get(record as usize)
                 .is_some_and(|r| r.conn.has_tuple(tuple, direction))
         })
+    }
+
+    /// [`find`](Self::find), first at the key `hint` names.
+    #[inline(always)]
+    fn find_hinted(
+        &self,
+        tuple: &FiveTuple,
+        hash: u64,
+        hint: LookupHint,
+    ) -> Option<(u32, Direction)> {
+        if let Some((record, direction)) = self.index.find_at(hint.0, hash) {
+            let is_key = self
+                .records
+                .get(record as usize)
+                .is_some_and(|r| r.conn.has_tuple(tuple, direction));
+            if is_key {
+                return Some((record, direction));
+            }
+        }
+        self.find(tuple, hash)
     }
 
     /// Removes the record owning `tuple`, if any, before an insert takes it.

@@ -46,7 +46,8 @@ pub(super) enum Destination {
 /// interface's MAC; all zeros (not known) admits every unicast frame.
 #[inline(always)]
 pub(super) fn destination(frame: &[u8], own: [u8; 6]) -> Destination {
-    let Some(dst) = frame.get(..6) else {
+    // An array, not a slice: the compares are a few in line, not calls.
+    let Some(&dst) = frame.first_chunk::<6>() else {
         // Too short to hold one: the parser drops it as malformed.
         return Destination::Own;
     };

@@ -79,7 +79,7 @@ use crate::admission::{
     write_reset, AdmittedFlow, ClientRateParams, OverLimitAction, RefusedSegment, ServiceLimits,
     WorkerAdmission,
 };
-use crate::flow::{ConnId, Connection, Direction, FlowState, FlowTable};
+use crate::flow::{ConnId, Connection, Direction, FlowState, FlowTable, LookupHint};
 use crate::hash::{flow_hash, source_hash};
 use crate::port::{Frame, FrameMemory};
 use crate::route::{ClientAddr, PathReader, PathTarget, PathView};
@@ -127,6 +127,9 @@ pub struct Pipeline {
     endpoint_limit: usize,
     /// Each frame's parse result and flow hash, between a batch's passes.
     parsed: Vec<Parsed>,
+    /// Each frame's connection key as the warm pass found it, for its
+    /// lookup.
+    hints: Vec<LookupHint>,
     /// Frames of the batch answered in place (a RST to the client), by
     /// the address of their first byte, with their new length: set on
     /// their tokens after the batch, so that frames that are not answered
@@ -187,19 +190,41 @@ pub const DEFAULT_CLIENT_TABLE_ENTRIES: usize = 65_536;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parsed {
     meta: Result<PacketMeta, ParseError>,
-    hash: Option<u64>,
+    /// The flow hash where `hashed` (0 otherwise): not an `Option`, so
+    /// that a `Parsed` is 64 bytes, one cache line of the batch's `Vec`.
+    hash: u64,
+    hashed: bool,
 }
 
 impl Parsed {
-    /// Parses and hashes `frame`.
-    #[inline]
+    /// Parses and hashes `frame`: the common frame read at fixed offsets
+    /// (never ARP nor a fragment, so always hashed) in line, any other out
+    /// of line.
+    #[inline(always)]
     pub fn of(frame: &[u8]) -> Parsed {
-        let meta = wire::parse(frame);
+        match wire::parse_plain_ipv4(frame) {
+            Some(meta) => Parsed {
+                hash: flow_hash(&meta.tuple),
+                hashed: true,
+                meta: Ok(meta),
+            },
+            None => Parsed::of_any(frame),
+        }
+    }
+
+    /// [`of`](Self::of) a frame the fixed-offset parse does not read.
+    #[inline(never)]
+    fn of_any(frame: &[u8]) -> Parsed {
+        let meta = wire::parse_any(frame);
         let hash = match &meta {
             Ok(m) if m.l3 != L3::Arp && m.fragment == Fragment::None => Some(flow_hash(&m.tuple)),
             _ => None,
         };
-        Parsed { meta, hash }
+        Parsed {
+            meta,
+            hash: hash.unwrap_or(0),
+            hashed: hash.is_some(),
+        }
     }
 
     /// The parse of a frame of a connection whose flow hash is `hash`, as
@@ -208,7 +233,8 @@ impl Parsed {
     pub fn of_flow(meta: PacketMeta, hash: u64) -> Parsed {
         Parsed {
             meta: Ok(meta),
-            hash: Some(hash),
+            hash,
+            hashed: true,
         }
     }
 
@@ -218,11 +244,17 @@ impl Parsed {
         self.meta.as_ref().map_err(|e| *e)
     }
 
+    /// The flow hash, for a frame that can belong to a connection.
+    #[inline(always)]
+    fn hash(&self) -> Option<u64> {
+        self.hashed.then_some(self.hash)
+    }
+
     /// The parse and flow hash of a frame that can belong to a
     /// connection (IP, not a fragment); `None` for anything else.
     #[inline]
     pub fn flow(&self) -> Option<(&PacketMeta, u64)> {
-        match (&self.meta, self.hash) {
+        match (&self.meta, self.hash()) {
             (Ok(meta), Some(hash)) => Some((meta, hash)),
             _ => None,
         }
@@ -250,7 +282,7 @@ pub fn parse_batch<M: FrameMemory + ?Sized>(
 #[inline]
 pub fn touch_frames<M: FrameMemory + ?Sized>(memory: &M, frames: &[Frame]) {
     for frame in frames {
-        std::hint::black_box(memory.frame(frame).first().copied());
+        std::hint::black_box(memory.warm(frame));
     }
 }
 
@@ -271,6 +303,7 @@ impl Pipeline {
             sized_for: None,
             endpoint_limit: 0,
             parsed: Vec::new(),
+            hints: Vec::new(),
             answers: Vec::with_capacity(64),
             fanout: fanout::Fanout::default(),
             admission: WorkerAdmission::single(DEFAULT_CLIENT_TABLE_ENTRIES, client_table_seed()),
@@ -383,32 +416,37 @@ impl Pipeline {
         verdicts.clear();
         self.adopt(snapshot, flows);
         self.fanout.begin(frames.len(), now_ns);
-        for hash in parsed.iter().filter_map(|p| p.hash) {
+        for hash in parsed.iter().filter_map(Parsed::hash) {
             flows.warm_index(hash);
         }
         // The paths' version is loaded once per batch, as the snapshot is.
         let mut paths = self.paths.take();
         let view = paths.as_mut().map(|reader| reader.load());
+        // Each frame's hint goes to its lookup: where the warm pass found
+        // the key, the lookup does not scan the bucket again.
+        let hints = &mut self.hints;
+        hints.clear();
+        let hint = |p: &Parsed| {
+            p.hash()
+                .map_or(LookupHint::NONE, |hash| flows.warm_record(hash))
+        };
         match view.filter(|view| !view.is_empty()) {
-            None => {
-                for hash in parsed.iter().filter_map(|p| p.hash) {
-                    flows.warm_record(hash);
-                }
-            }
+            None => hints.extend(parsed.iter().map(hint)),
             // A frame whose index bucket holds no candidate is most likely
             // a new flow: its path lookup's slot is warmed too, so that
             // the batch's path misses overlap. Other frames pay the test.
             Some(view) => {
                 let mut last = (None, None);
                 for p in parsed {
-                    if let Some(hash) = p.hash {
-                        if !flows.warm_record(hash) {
-                            warm_path(view, p, snapshot, &mut last);
-                        }
+                    let found = hint(p);
+                    if p.hashed && !found.is_some() {
+                        warm_path(view, p, snapshot, &mut last);
                     }
+                    hints.push(found);
                 }
             }
         }
+        let hints = std::mem::take(&mut self.hints);
         // Room for every frame to be answered: nothing allocates below.
         self.answers.reserve(frames.len());
         self.grown.reserve(frames.len());
@@ -427,17 +465,18 @@ impl Pipeline {
         } else {
             // Received frames and bytes are counted once for the batch.
             let (mut received, mut bytes) = (0, 0);
-            for (frame, p) in frames.iter_mut().zip(parsed) {
+            for ((frame, p), &hint) in frames.iter_mut().zip(parsed).zip(&hints) {
                 let frame = memory.frame_mut(frame);
                 received += 1;
                 bytes += frame.len() as u64;
-                verdicts.push(self.decide_counted(frame, p, &mut cx));
+                verdicts.push(self.decide_counted(frame, p, hint, &mut cx));
             }
             let c = &*self.counters;
             c.rx_packets.add(received);
             c.rx_bytes.add(bytes);
         }
         self.paths = paths;
+        self.hints = hints;
         if !self.answers.is_empty() {
             self.resize_answers(memory, frames);
         }
@@ -612,19 +651,21 @@ impl Pipeline {
         let c = &*self.counters;
         c.rx_packets.inc();
         c.rx_bytes.add(frame.len() as u64);
-        self.decide_counted(frame, parsed, cx)
+        self.decide_counted(frame, parsed, LookupHint::NONE, cx)
     }
 
     /// Decides one frame's fate and counts the verdict (the caller counts
-    /// it received).
+    /// it received). `hint` is the frame's from the warm pass, if it had
+    /// one.
     #[inline(always)]
     fn decide_counted(
         &mut self,
         frame: &mut [u8],
         parsed: &Parsed,
+        hint: LookupHint,
         cx: &mut Context<'_>,
     ) -> Verdict {
-        let verdict = self.decide(frame, parsed, cx);
+        let verdict = self.decide(frame, parsed, hint, cx);
         let c = &*self.counters;
         match verdict {
             Verdict::Transmit(_) => c.forwarded.inc(),
@@ -635,7 +676,13 @@ impl Pipeline {
     }
 
     #[inline]
-    fn decide(&mut self, frame: &mut [u8], parsed: &Parsed, cx: &mut Context<'_>) -> Verdict {
+    fn decide(
+        &mut self,
+        frame: &mut [u8],
+        parsed: &Parsed,
+        hint: LookupHint,
+        cx: &mut Context<'_>,
+    ) -> Verdict {
         let Context {
             snapshot,
             ref mut flows,
@@ -663,7 +710,7 @@ impl Pipeline {
         if let Some(reason) = not_ours {
             return ingress::refuse_if_ours(frame, meta, snapshot, reason);
         }
-        let Some(hash) = parsed.hash else {
+        let Some(hash) = parsed.hash() else {
             // Fragments have no hash: the gateway does not reassemble.
             return if snapshot.is_vip(&meta.tuple.dst) {
                 Verdict::Drop(DropReason::FragmentToVip)
@@ -671,7 +718,7 @@ impl Pipeline {
                 Verdict::Pass
             };
         };
-        match flows.lookup(&meta.tuple, hash, now_ns) {
+        match flows.lookup_hinted(&meta.tuple, hash, hint, now_ns) {
             Some((id, Direction::FromClient)) => {
                 let conn = flows.get(id);
                 let endpoint = conn.endpoint;
@@ -740,15 +787,13 @@ impl Pipeline {
         let Some(next_hop) = backend.next_hop_mac else {
             return Some(Verdict::Drop(DropReason::NoNeighbour));
         };
-        flows.observe(id, Direction::FromClient, meta.tcp_flags, now_ns);
-        // Follow the client's router if it changed (failover).
-        flows.get_mut(id).client_mac = source_mac(frame);
+        // Observed, counted, and the client's router followed if it
+        // changed (failover); the connection's own checksum changes: its
+        // backend is this endpoint's address and port (`is_plain`, or the
+        // cold path's compare).
+        let (flags, bytes) = (meta.tcp_flags, frame.len() as u64);
+        let deltas = flows.forward_from_client(id, flags, source_mac(frame), bytes, now_ns);
         self.counters.flow_hits.inc();
-        flows.count_packet(endpoint, frame.len() as u64);
-        // The connection's own checksum changes: its backend is this
-        // endpoint's address and port (`is_plain`, or the cold path's
-        // compare).
-        let deltas = flows.rewrite_deltas(id).to_backend;
         let src_mac = egress_mac(frame, snapshot, backend.egress_port);
         wire::rewrite::set_macs(frame, src_mac, next_hop);
         wire::rewrite::forward_rewrite_dst(frame, meta, &backend.address, backend.port, deltas);

@@ -340,3 +340,9 @@ fn pre_parsed_frames_are_decided_by_their_parse_not_parsed_again() {
         pool.put(frame);
     }
 }
+
+/// A parse result fits one cache line of the batch's `Vec`.
+#[test]
+fn a_parse_result_fits_a_cache_line() {
+    assert!(std::mem::size_of::<Parsed>() <= 64);
+}

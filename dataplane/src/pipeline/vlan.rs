@@ -183,6 +183,6 @@ fn strip(room: &mut [u8], len: usize, parsed: Parsed) -> Option<Parsed> {
     meta.ip_end -= shift;
     Some(Parsed {
         meta: Ok(meta),
-        hash: parsed.hash,
+        ..parsed
     })
 }

@@ -18,10 +18,16 @@ use super::{Frame, FrameDesc, FrameMemory, FramePool, MemoryId, Port};
 /// write, so even a frame of another memory could not alias a view; it
 /// just yields that memory's bytes at the same place (or an empty slice
 /// in debug builds, which check the memory).
+///
+/// A frame size that is a power of two (AF_XDP's 2048 and 4096, the
+/// benches' and tests' sizes) finds a frame's place in its slot with a
+/// mask; any other size divides, once per access.
 #[derive(Debug)]
 pub struct MemoryFrames {
     buf: Box<[u8]>,
     frame_size: u32,
+    /// `frame_size - 1` when that is a power of two, else 0 (divide).
+    slot_mask: usize,
     id: MemoryId,
     pools_given: bool,
 }
@@ -35,6 +41,11 @@ impl MemoryFrames {
         MemoryFrames {
             buf: vec![0u8; count as usize * frame_size as usize].into_boxed_slice(),
             frame_size,
+            slot_mask: if frame_size.is_power_of_two() {
+                frame_size as usize - 1
+            } else {
+                0
+            },
             id: MemoryId::next().expect("fewer than 2^32 frame memories in one process"),
             pools_given: false,
         }
@@ -87,21 +98,40 @@ impl MemoryFrames {
     }
 
     /// The byte range of a frame, if it lies inside one frame slot.
-    #[inline]
+    #[inline(always)]
     fn range(&self, frame: &Frame) -> Option<std::ops::Range<usize>> {
         if cfg!(debug_assertions) && frame.memory() != self.id {
             return None;
         }
         let start = usize::try_from(frame.addr()).ok()?;
-        let end = start.checked_add(frame.len() as usize)?;
-        let slot_end = (start / self.frame_size as usize + 1) * self.frame_size as usize;
-        (end <= slot_end && end <= self.buf.len()).then_some(start..end)
+        let len = frame.len() as usize;
+        let size = self.frame_size as usize;
+        // Where the frame starts in its slot: its bytes must end by the
+        // slot's end (never a view of the neighbour).
+        let in_slot = if self.slot_mask != 0 {
+            start & self.slot_mask
+        } else {
+            start % size.max(1)
+        };
+        let end = start.checked_add(len)?;
+        (len <= size - in_slot && end <= self.buf.len()).then_some(start..end)
     }
 }
 
 impl FrameMemory for MemoryFrames {
     fn frame_size(&self) -> u32 {
         self.frame_size
+    }
+
+    #[inline]
+    fn warm(&self, frame: &Frame) -> u8 {
+        // Any byte of the buffer will do to bring the line in; the frame's
+        // first is the one its parse reads first.
+        usize::try_from(frame.addr())
+            .ok()
+            .and_then(|at| self.buf.get(at))
+            .copied()
+            .unwrap_or(0)
     }
 
     #[inline]
@@ -317,6 +347,34 @@ mod tests {
         assert_eq!(frame.len(), 65, "a refused write changes nothing");
         assert!(mem.write(&mut frame, &[1; 64]));
         pool.put(frame);
+    }
+
+    #[test]
+    fn views_stay_in_their_slot_whatever_the_frame_size() {
+        // A power of two finds the slot by a mask, any other size by a
+        // division: both refuse a view into the next slot, from any
+        // start within a slot.
+        for size in [64u32, 96] {
+            let mut mem = MemoryFrames::new(3, size);
+            let mut pool = mem.pool();
+            let frame = pool.take().unwrap();
+            let slot = frame.addr();
+            for offset in [0u32, 1, size / 2, size - 1] {
+                let desc = FrameDesc {
+                    addr: slot + u64::from(offset),
+                    len: size - offset,
+                    memory: frame.memory(),
+                };
+                // SAFETY: inside the slot of `frame`, whose token is given
+                // up below before this one is.
+                let mut inner = unsafe { Frame::from_raw(desc) };
+                assert_eq!(mem.frame(&inner).len(), (size - offset) as usize);
+                inner.set_len(size - offset + 1);
+                assert!(mem.frame(&inner).is_empty(), "size {size}, offset {offset}");
+                let _ = inner.into_raw();
+            }
+            pool.put(frame);
+        }
     }
 
     #[test]

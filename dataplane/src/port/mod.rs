@@ -40,6 +40,14 @@ pub trait FrameMemory {
     /// The bytes of a frame.
     fn frame<'a>(&'a self, frame: &'a Frame) -> &'a [u8];
 
+    /// Loads a byte at the frame's start (0 if there is none) to bring
+    /// its first cache line in before a pass reads it: no view is made,
+    /// so a memory may skip the checks a view needs.
+    #[inline]
+    fn warm(&self, frame: &Frame) -> u8 {
+        self.frame(frame).first().copied().unwrap_or(0)
+    }
+
     /// The bytes of a frame, writable in place.
     fn frame_mut<'a>(&'a mut self, frame: &'a mut Frame) -> &'a mut [u8];
 

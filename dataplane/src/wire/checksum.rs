@@ -50,6 +50,22 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
     !fold(accumulate(0, data))
 }
 
+/// Whether an IPv4 header without options checksums right:
+/// [`internet_checksum`] of it is 0. Its words are summed little-endian,
+/// as they load: a word's byte swap is 256 times it modulo 0xFFFF, and
+/// 256 is invertible there, so the swapped sum folds to 0xFFFF exactly
+/// when the big-endian sum does (RFC 1071 §2(B)). An all-zero header
+/// checksums wrong either way.
+#[inline(always)]
+pub fn ipv4_header_checksum_ok(header: &[u8; 20]) -> bool {
+    let word = |at: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&header[at..at + 4]);
+        u64::from(u32::from_le_bytes(w))
+    };
+    fold(word(0) + word(4) + word(8) + word(12) + word(16)) == 0xffff
+}
+
 /// The accumulated IPv4 pseudo-header (RFC 793 / RFC 768): addresses,
 /// protocol and the upper-layer length.
 #[inline]
@@ -207,6 +223,30 @@ pub fn update_bytes(checksum: u16, old: &[u8], new: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The little-endian check agrees with the full checksum, on any
+        /// header and on one whose checksum field was filled in.
+        #[test]
+        fn the_header_check_agrees_with_the_full_checksum(
+            mut header in prop::array::uniform20(any::<u8>()),
+            fill in any::<bool>(),
+        ) {
+            if fill {
+                header[10..12].copy_from_slice(&[0, 0]);
+                let sum = internet_checksum(&header);
+                header[10..12].copy_from_slice(&sum.to_be_bytes());
+            }
+            prop_assert_eq!(ipv4_header_checksum_ok(&header), internet_checksum(&header) == 0);
+        }
+    }
+
+    #[test]
+    fn the_header_check_refuses_an_all_zero_header_as_the_full_one_does() {
+        assert!(!ipv4_header_checksum_ok(&[0; 20]));
+        assert_ne!(internet_checksum(&[0; 20]), 0);
+    }
 
     #[test]
     fn a_folded_delta_patches_as_the_delta_it_came_from() {

@@ -5,7 +5,7 @@
 //! copies nothing but the addresses into the tuple.
 
 use super::arp::{self, ArpPacket};
-use super::checksum::internet_checksum;
+use super::checksum::ipv4_header_checksum_ok;
 use super::ethernet::{self, ethertype, EthernetFrame, VlanTag};
 use super::icmp::IcmpMessage;
 use super::ipv4::{self, Ipv4Packet};
@@ -42,7 +42,7 @@ const PLAIN_LEN: usize = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + tcp::MIN_
 /// (and would give every frame this accepts the same meta: the tests
 /// hold it to that).
 #[inline(always)]
-pub(super) fn parse_plain_ipv4(frame: &[u8]) -> Option<PacketMeta> {
+pub fn parse_plain_ipv4(frame: &[u8]) -> Option<PacketMeta> {
     const IP: usize = ethernet::HEADER_LEN;
     const L4: usize = IP + ipv4::MIN_HEADER_LEN;
     let f: &[u8; PLAIN_LEN] = frame.first_chunk()?;
@@ -61,7 +61,7 @@ pub(super) fn parse_plain_ipv4(frame: &[u8]) -> Option<PacketMeta> {
         return None;
     }
     let header: &[u8; ipv4::MIN_HEADER_LEN] = f[IP..].first_chunk()?;
-    if internet_checksum(header) != 0 {
+    if !ipv4_header_checksum_ok(header) {
         return None;
     }
     let protocol = f[IP + ipv4::field::PROTOCOL];
@@ -107,7 +107,7 @@ pub(super) fn parse_plain_ipv4(frame: &[u8]) -> Option<PacketMeta> {
 
 /// [`parse`] of any frame, layer by layer through the checked views.
 #[inline]
-pub(super) fn parse_any(frame: &[u8]) -> Result<PacketMeta, ParseError> {
+pub fn parse_any(frame: &[u8]) -> Result<PacketMeta, ParseError> {
     let eth = EthernetFrame::new_checked(frame)?;
     let mut ether_type = eth.ethertype();
     let mut l3_offset = ethernet::HEADER_LEN;

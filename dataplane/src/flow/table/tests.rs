@@ -1362,3 +1362,53 @@ fn the_changes_since_a_copy_carry_a_proxied_connection_once_its_backend_answered
     assert_eq!(new.syn_proxy(id).map(|p| p.offset.seq), Some(78));
     new.audit();
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A lookup handed the warm pass's key finds what a lookup that
+    /// scans finds, however stale the hint (its key removed, moved to
+    /// make room, evicted or replaced since) and whoever's it is.
+    #[test]
+    fn a_hinted_lookup_finds_what_a_scan_finds(
+        ops in prop::collection::vec((0..4u8, 0..24u16, any::<bool>(), 0..3usize), 1..200)
+    ) {
+        let states = [FlowState::TcpSyn, FlowState::TcpEstablished, FlowState::TcpClosing];
+        let mut t = FlowTable::new(32, TIMEOUTS).with_established_eviction(true);
+        // Primaries crowd into 4 buckets (tags vary): buckets fill, keys
+        // move to make room and records are evicted.
+        let crowd = |h: u64| h & 0xffff_0000_0000_0003;
+        let key = |port: u16, reply: bool| {
+            let c = conn(1, port, 10, 5, FlowState::TcpEstablished, 0);
+            let tuple = if reply { c.reply_tuple() } else { c.client };
+            (tuple, crowd(flow_hash(&tuple)))
+        };
+        let mut hints = [LookupHint::NONE; 48];
+        let mut now = 0;
+        for (kind, port, reply, state) in ops {
+            let (tuple, hash) = key(port, reply);
+            match kind {
+                0 => {
+                    let c = conn(1, port, 10, 5, states[state], now);
+                    let (ch, rh) = (crowd(flow_hash(&c.client)), crowd(flow_hash(&c.reply_tuple())));
+                    t.insert(c, ch, rh, now);
+                }
+                1 => hints[usize::from(port) * 2 + usize::from(reply)] = t.warm_record(hash),
+                2 => {
+                    if let Some((record, _)) = t.find(&tuple, hash) {
+                        t.remove(ConnId(record));
+                    }
+                }
+                _ => now += 7,
+            }
+            for (i, &hint) in hints.iter().enumerate() {
+                let (tuple, hash) = key(i as u16 / 2, i % 2 == 1);
+                let other = hints[(i + 1) % hints.len()];
+                let scanned = t.find(&tuple, hash);
+                prop_assert_eq!(t.find_hinted(&tuple, hash, hint), scanned);
+                prop_assert_eq!(t.find_hinted(&tuple, hash, other), scanned);
+            }
+        }
+        t.audit();
+    }
+}

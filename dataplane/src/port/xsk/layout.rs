@@ -31,7 +31,14 @@ impl FrameLayout {
     /// The frame an address falls in, if it lies inside the UMEM.
     #[inline]
     pub fn index(&self, addr: u64) -> Option<usize> {
-        let index = addr / u64::from(self.frame_size.max(1));
+        let size = u64::from(self.frame_size.max(1));
+        // The settings allow 2048 and 4096: a shift, not a division, on
+        // every frame access.
+        let index = if size.is_power_of_two() {
+            addr >> size.trailing_zeros()
+        } else {
+            addr / size
+        };
         if index < u64::from(self.frame_count) {
             usize::try_from(index).ok()
         } else {
@@ -121,6 +128,24 @@ mod tests {
         assert_eq!(at(10 * 2048 + 256, 1), None, "past the UMEM");
         assert_eq!(at(u64::MAX, u32::MAX), None);
         assert_eq!(at(9 * 2048 + 256, 0), Some((9, 0)));
+    }
+
+    #[test]
+    fn index_shifts_for_a_power_of_two_and_divides_otherwise() {
+        let odd = FrameLayout {
+            frame_size: 3000,
+            ..LAYOUT
+        };
+        for addr in [
+            0u64, 1, 2047, 2048, 2999, 3000, 6001, 20479, 20480, 29999, 30000,
+        ] {
+            let by_division = |l: &FrameLayout| {
+                let i = addr / u64::from(l.frame_size);
+                (i < u64::from(l.frame_count)).then_some(i as usize)
+            };
+            assert_eq!(LAYOUT.index(addr), by_division(&LAYOUT), "{addr}");
+            assert_eq!(odd.index(addr), by_division(&odd), "{addr}");
+        }
     }
 
     #[test]
