@@ -13,7 +13,10 @@
 # (time per trial of the search), --trials N (most trials per search),
 # --flows N,
 # --variants kernel,flowgate,userspace,forward (any subset, comma-separated),
-# --idle busy|adaptive (flowgate's idle policy), --out DIR, --flowgate PATH
+# --idle busy|adaptive (the idle policy of flowgate's workers in the
+# userspace and forward-only variants), --fast-idle busy|adaptive (the fast
+# path variant's, by default `adaptive`, flowgate's own default: its
+# workers have nothing to do for established flows), --out DIR, --flowgate PATH
 # (measure that flowgate binary instead of building one: before/after),
 # --daemon 'KEY = VALUE' (a line added to flowgate's [daemon] section, e.g.
 # 'rx_ring_size = 8192'; repeatable).
@@ -57,6 +60,7 @@ HTTP_CONNECTIONS=32
 FLOWS=16384
 VARIANTS=(kernel flowgate userspace forward)
 IDLE=busy
+FAST_IDLE=adaptive
 UPDATE_DOCS=0
 OUT=""
 FLOWGATE=""
@@ -80,6 +84,7 @@ while (($#)); do
     --flows) FLOWS=${2:?}; shift ;;
     --variants) IFS=, read -r -a VARIANTS <<<"${2:?}"; shift ;;
     --idle) IDLE=${2:?}; shift ;;
+    --fast-idle) FAST_IDLE=${2:?}; shift ;;
     --update-docs) UPDATE_DOCS=1 ;;
     --out) OUT=${2:?}; shift ;;
     --flowgate) FLOWGATE=${2:?}; shift ;;
@@ -101,6 +106,7 @@ for v in "${VARIANTS[@]}"; do
   case "$v" in kernel | flowgate | userspace | forward) ;; *) echo "unknown variant: $v" >&2; exit 2 ;; esac
 done
 case "$IDLE" in busy | adaptive) ;; *) echo "--idle busy|adaptive" >&2; exit 2 ;; esac
+case "$FAST_IDLE" in busy | adaptive) ;; *) echo "--fast-idle busy|adaptive" >&2; exit 2 ;; esac
 if [ "$(id -u)" -ne 0 ]; then
   echo "bench-e2e: needs root (network namespaces, XDP, nftables)" >&2
   exit 2
@@ -277,7 +283,7 @@ measure_variant() {
   fi
 }
 
-echo "== measuring: ${RUNS} run(s) of ${VARIANTS[*]}, flood ${PPS_SECONDS} s, search of up to ${TRIALS} trials of ${TRIAL_SECONDS} s (even rates, at most ${LOSS_PPM} ppm lost), ${RTT_COUNT} round trips, HTTP ${HTTP_SECONDS} s; flowgate idle = ${IDLE}"
+echo "== measuring: ${RUNS} run(s) of ${VARIANTS[*]}, flood ${PPS_SECONDS} s, search of up to ${TRIALS} trials of ${TRIAL_SECONDS} s (even rates, at most ${LOSS_PPM} ppm lost), ${RTT_COUNT} round trips, HTTP ${HTTP_SECONDS} s; flowgate idle = ${IDLE}, with the fast path ${FAST_IDLE}"
 for run in $(seq "$RUNS"); do
   # Alternate the order from run to run, so drift does not favour one.
   order=()
@@ -297,7 +303,7 @@ echo "== results"
 date_now=$(date -u +'%Y-%m-%d %H:%M UTC')
 python3 "$E2E/report.py" "$RESULTS" "$RUN/e2e.md" "$RUN/e2e-chart.png" \
   --command "$COMMAND" --machine "$machine, commit $commit" --date "$date_now" \
-  --flows "$FLOWS" --runs "$RUNS" --idle "$IDLE" --loss-ppm "$LOSS_PPM" \
+  --flows "$FLOWS" --runs "$RUNS" --idle "$IDLE" --fast-idle "$FAST_IDLE" --loss-ppm "$LOSS_PPM" \
   --trial-seconds "$TRIAL_SECONDS" --load-end "$(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "raw results: $RESULTS; table: $RUN/e2e.md; chart: $RUN/e2e-chart.png"

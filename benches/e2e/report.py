@@ -145,11 +145,18 @@ def table(data, failed, args):
             f"{cell(data, 'generator', 'capacity_offered_pps', 1e6, 3)} Mpps offered evenly "
             "(the search's highest passing rate)."
         )
+    def idle_words(policy):
+        return (
+            "(spinning on the rings, never sleeping)"
+            if policy == "busy"
+            else "(spinning a while, then 50 µs naps)"
+        )
+
     notes.append(
-        f"Idle policies, for the round trips: flowgate's workers `idle = \"{args.idle}\"` "
-        + ("(spinning on the rings, never sleeping)" if args.idle == "busy" else "(spinning, then 50 µs naps)")
-        + "; its XDP fast path and the kernel run in softirq, woken by the frame (no busy polling, "
-        "`net.core.busy_poll = 0`)."
+        "Idle policies, for the round trips and the CPU: the userspace and forward-only variants' "
+        f"workers `idle = \"{args.idle}\"` {idle_words(args.idle)}; the fast path variant's workers "
+        f"`idle = \"{args.fast_idle}\"` {idle_words(args.fast_idle)}; the XDP fast path and the "
+        "kernel run in softirq, woken by the frame (no busy polling, `net.core.busy_poll = 0`)."
     )
     load = data.get(("machine", "load1"), [])
     if load:
@@ -246,6 +253,7 @@ def main():
     ap.add_argument("--flows", type=int, default=16384)
     ap.add_argument("--runs", type=int, required=True)
     ap.add_argument("--idle", default="busy")
+    ap.add_argument("--fast-idle", default="busy")
     ap.add_argument("--loss-ppm", type=float, default=1000)
     ap.add_argument("--trial-seconds", type=int, default=5)
     ap.add_argument("--load-end", default="?")

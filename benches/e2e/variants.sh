@@ -38,11 +38,11 @@ wait_for_path() {
 flowgate_config() {
   local fast name
   for fast in xdp off; do
-    name=flowgate
-    [ "$fast" = off ] && name=flowgate-userspace
+    name=flowgate idle=$FAST_IDLE
+    [ "$fast" = off ] && name=flowgate-userspace idle=$IDLE
     sed -e "s|@P0@|$DEV_P0|g" -e "s|@P1@|$DEV_P1|g" -e "s|@P0_MAC@|$MAC_P0|g" \
       -e "s|@P1_MAC@|$MAC_P1|g" -e "s|@GEN_MAC@|$MAC_GEN|g" -e "s|@BE_MAC@|$MAC_BE|g" \
-      -e "s|@CORE@|$GW_CPU|g" -e "s|@IDLE@|$IDLE|g" -e "s|@RUNDIR@|$RUN|g" \
+      -e "s|@CORE@|$GW_CPU|g" -e "s|@IDLE@|$idle|g" -e "s|@RUNDIR@|$RUN|g" \
       -e "s|@FAST_PATH@|$fast|g" "$E2E/flowgate.toml.in" |
       awk -v extra="$DAEMON_EXTRA" '{ print } /^\[daemon\]$/ && extra != "" { printf "%s", extra }' \
         >"$RUN/$name.toml"
