@@ -11,6 +11,12 @@ use super::prefilter::AddressFilter;
 use super::{TrafficKey, XdpError};
 use crate::wire::bytes_to_addr;
 
+/// A set's prefilter in the program, and where a key's address is.
+struct Prefilter<K> {
+    filter: AddressFilter,
+    address: fn(&K) -> [u8; 16],
+}
+
 /// How a member is named in messages.
 pub(crate) trait Member: Copy + Eq + Hash {
     /// `tcp 198.18.100.10:80`, `198.18.100.10`.
@@ -46,8 +52,8 @@ pub(crate) struct KeySet<K, B: Pod> {
     name: &'static str,
     encode: fn(&K) -> B,
     decode: fn(&B) -> K,
-    /// The program's prefilter for this map, and a key's address in it.
-    filter: Option<(AddressFilter, fn(&K) -> [u8; 16])>,
+    /// The program's prefilter for this map.
+    filter: Option<Prefilter<K>>,
     /// Tests only: make every delete fail, as a kernel refusing it would.
     #[cfg(test)]
     refuse_removals: bool,
@@ -85,7 +91,7 @@ where
         filter: AddressFilter,
         address: fn(&K) -> [u8; 16],
     ) -> Self {
-        self.filter = Some((filter, address));
+        self.filter = Some(Prefilter { filter, address });
         self
     }
 
@@ -124,12 +130,12 @@ where
     ) -> Result<(), XdpError> {
         let missing: Vec<K> = wanted.difference(&self.held).copied().collect();
         for key in missing {
-            if let Some((filter, address)) = &mut self.filter {
-                filter.admit(&address(&key))?;
+            if let Some(p) = &mut self.filter {
+                p.filter.admit(&(p.address)(&key))?;
             }
             if let Err(e) = self.map.insert((self.encode)(&key), value(&key), 0) {
-                if let Some((filter, address)) = &mut self.filter {
-                    filter.release(&address(&key));
+                if let Some(p) = &mut self.filter {
+                    p.filter.release(&(p.address)(&key));
                 }
                 return Err(map_error(
                     &format!("adding {} to map {}", key.show(), self.name),
@@ -187,8 +193,8 @@ where
     /// Takes `key`, gone from the map, out of the mirror and the filter.
     fn forget(&mut self, key: &K) {
         if self.held.remove(key) {
-            if let Some((filter, address)) = &mut self.filter {
-                filter.release(&address(key));
+            if let Some(p) = &mut self.filter {
+                p.filter.release(&(p.address)(key));
             }
         }
     }
