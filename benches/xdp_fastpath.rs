@@ -29,6 +29,13 @@
 //! round, so that every round's new flows are new). Without `KATRAN_OBJ`
 //! the bench says Katran is skipped and measures flowgate alone.
 //!
+//! Other builds of flowgate's program can be measured in the same rounds:
+//! `XDP_VARIANTS=NAME=OBJECT,...` names objects compiled from
+//! bpf/flowgate_xdp.c (with the same maps, e.g. with a `-D` that leaves a
+//! step out, as build.rs compiles it otherwise); each gets the first four
+//! cases as rows of its own, `case [NAME]`. That is how a step's saving
+//! is measured inside one run on a shared machine.
+//!
 //! Run: `flock /tmp/flowgate-bench.lock env KATRAN_OBJ=PATH cargo bench
 //! --bench xdp_fastpath` (`-- ROUNDS` to change the 5 rounds; medians are
 //! reported).
@@ -165,6 +172,67 @@ fn install_proxied(
     (client_side, backend_side, installed)
 }
 
+/// The bench's connections installed in the caches of a pair of programs
+/// (client side, backend side); the connections installed.
+fn install_plain(
+    client_side: &XdpTester,
+    backend_side: &XdpTester,
+    snapshot: &Snapshot,
+    geometry: CacheGeometry,
+) -> Vec<usize> {
+    let caches = vec![
+        Some(client_side.cache() as Arc<dyn EntryMemory>),
+        Some(backend_side.cache() as Arc<dyn EntryMemory>),
+    ];
+    let mut fast = FastPath::new(geometry, 0, caches, 2 * FLOWS, 0);
+    let mut installed = Vec::with_capacity(FLOWS);
+    for i in 0..FLOWS {
+        let entries = connection_rewrites(&connection(i), snapshot).expect("rewrites");
+        if fast.install(i as u32, &entries) {
+            installed.push(i);
+        }
+    }
+    installed
+}
+
+/// Another build of the program (`XDP_VARIANTS`), loaded and filled as
+/// the embedded one.
+struct Variant {
+    name: String,
+    client_side: XdpTester,
+    _backend_side: XdpTester,
+}
+
+/// The builds `XDP_VARIANTS` names (`NAME=OBJECT,...`), each holding the
+/// same connections as the embedded build (`installed`).
+fn load_variants(
+    snapshot: &Snapshot,
+    geometry: CacheGeometry,
+    installed: &[usize],
+) -> Vec<Variant> {
+    let Ok(list) = std::env::var("XDP_VARIANTS") else {
+        return Vec::new();
+    };
+    list.split(',')
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            let (name, path) = item
+                .split_once('=')
+                .expect("XDP_VARIANTS is NAME=OBJECT,...");
+            let object = std::fs::read(path).expect("reading a variant's object");
+            let client_side = load_flowgate(snapshot, geometry, 0, Some(&object));
+            let backend_side = load_flowgate(snapshot, geometry, 1, Some(&object));
+            let theirs = install_plain(&client_side, &backend_side, snapshot, geometry);
+            assert_eq!(theirs, installed, "a variant holds other connections");
+            Variant {
+                name: name.to_string(),
+                client_side,
+                _backend_side: backend_side,
+            }
+        })
+        .collect()
+}
+
 fn rounds_text(v: &[f64]) -> String {
     v.iter()
         .map(|x| format!("{x:.0}"))
@@ -237,10 +305,19 @@ const KATRAN_ACTIONS: [Option<u32>; 6] = [
 /// flows start a second after the last ones.
 const KATRAN_RATE_QUANTUM: Duration = Duration::from_millis(1_100);
 
-/// flowgate's program for port `port`, its maps filled as the daemon fills
-/// them, the fast path on.
-fn load_flowgate(snapshot: &Snapshot, geometry: CacheGeometry, port: u32) -> XdpTester {
-    let mut x = XdpTester::load(geometry).expect("loading the XDP program (needs root)");
+/// flowgate's program (the embedded build, or `object`) for port `port`,
+/// its maps filled as the daemon fills them, the fast path on.
+fn load_flowgate(
+    snapshot: &Snapshot,
+    geometry: CacheGeometry,
+    port: u32,
+    object: Option<&[u8]>,
+) -> XdpTester {
+    let mut x = match object {
+        None => XdpTester::load(geometry),
+        Some(object) => XdpTester::load_object(object, geometry),
+    }
+    .expect("loading the XDP program (needs root)");
     x.own(&OwnedTraffic::from_snapshot(snapshot)).unwrap();
     // The ingress checks compare with the interface's MAC, as the
     // daemon programs it.
@@ -313,21 +390,11 @@ fn main() {
     let config = rules::load_str(RULES, "bench.toml").expect("rules");
     let snapshot = Snapshot::build(&config, None);
     let geometry = CacheGeometry::new(1, 1 << 18);
-    let load = |port: u32| load_flowgate(&snapshot, geometry, port);
+    let load = |port: u32| load_flowgate(&snapshot, geometry, port, None);
     let client_side = load(0);
     let backend_side = load(1);
-    let caches = vec![
-        Some(client_side.cache() as Arc<dyn EntryMemory>),
-        Some(backend_side.cache() as Arc<dyn EntryMemory>),
-    ];
-    let mut fast = FastPath::new(geometry, 0, caches, 2 * FLOWS, 0);
-    let mut installed = Vec::with_capacity(FLOWS);
-    for i in 0..FLOWS {
-        let entries = connection_rewrites(&connection(i), &snapshot).expect("rewrites");
-        if fast.install(i as u32, &entries) {
-            installed.push(i);
-        }
-    }
+    let installed = install_plain(&client_side, &backend_side, &snapshot, geometry);
+    let variants = load_variants(&snapshot, geometry, &installed);
     // The same connections SYN-proxied, in a pair of programs of their own.
     let (proxied_client, _proxied_backend, proxied) = install_proxied(&load, &snapshot, geometry);
     println!(
@@ -365,6 +432,15 @@ fn main() {
         ("proxied, 100 000 flows, TS", &proxied_ts, r, true),
     ];
     let mut results = empty_results(cases.iter().map(|c| c.0), katran.is_some());
+    let variant_fds: Vec<_> = variants
+        .iter()
+        .map(|v| v.client_side.program_fd().expect("the program's fd"))
+        .collect();
+    for v in &variants {
+        for (name, ..) in &cases[..4] {
+            results.push((format!("{name} [{}]", v.name), vec![], None));
+        }
+    }
     let mut baseline = Vec::new();
     for _ in 0..rounds {
         let base = per_frame(empty.as_fd(), &many, action::PASS);
@@ -382,6 +458,12 @@ fn main() {
             {
                 let new_flows = frames.as_ptr() == misses.as_ptr();
                 v.push(katran_per_frame(k, frames, expect, new_flows) - base);
+            }
+            if i < 4 {
+                for (j, fd) in variant_fds.iter().enumerate() {
+                    let ns = per_frame(fd.as_fd(), frames, *expect);
+                    results[cases.len() + 4 * j + i].1.push(ns - base);
+                }
             }
         }
     }

@@ -122,7 +122,7 @@ struct fast_entry {
 	__u8 wscale_backend;
 	__u8 wscale_client;	// 101
 	__u16 pad2;		// 102
-	__u64 last_seen_ns;	// 104: bpf_ktime_get_ns() of the last packet
+	__u64 last_seen_ns;	// 104: bpf_ktime_get_coarse_ns() of the last packet
 	__u64 packets;		// 112
 	__u64 bytes;		// 120: whole frames, as the workers count
 };

@@ -16,8 +16,10 @@ use aya::{Ebpf, EbpfLoader};
 use super::fast_map::MappedEntries;
 use super::key_set::{map_error, KeySet};
 use super::owned::{OwnedTraffic, TrafficKey};
+use super::prefilter::AddressFilter;
 use super::program::{
-    counter, load_program, map, traffic_key, traffic_key_parts, KEY_LEN, OBJECT, PROGRAM,
+    counter, load_program, map, service_value, traffic_key, traffic_key_parts, KEY_LEN, OBJECT,
+    PROGRAM,
 };
 use super::stale::remove_stale_programs;
 use super::{XdpCapacity, XdpCounters, XdpError, XdpMapKeys};
@@ -502,28 +504,47 @@ impl XdpFilter {
             .copied()
             .collect();
         for k in gone {
-            match self
-                .syn_proxy_services
-                .remove(&traffic_key(k.protocol, &k.address, k.port))
-            {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_error("removing a service's SYN proxy", e)),
-            }
-            self.syn_proxies.remove(&k);
+            self.remove_syn_proxy(&k)?;
         }
         for (k, &mode) in wanted {
-            if self.syn_proxies.get(k) == Some(&mode) {
-                continue;
-            }
-            let Some(value) = synproxy_xdp::service_value(mode) else {
-                continue;
-            };
-            self.syn_proxy_services
-                .insert(traffic_key(k.protocol, &k.address, k.port), value, 0)
-                .map_err(|e| map_error("setting a service's SYN proxy", e))?;
-            self.syn_proxies.insert(*k, mode);
+            self.insert_syn_proxy(k, mode)?;
         }
         Ok(())
+    }
+
+    /// Makes the program answer the SYNs of service `k` as `mode` says
+    /// (nothing if it does so already, or if `mode` is off). The service's
+    /// `services` value says it is proxied before its entry goes in.
+    fn insert_syn_proxy(&mut self, k: &TrafficKey, mode: SynProxy) -> Result<(), XdpError> {
+        if self.syn_proxies.get(k) == Some(&mode) {
+            return Ok(());
+        }
+        let Some(value) = synproxy_xdp::service_value(mode) else {
+            return Ok(());
+        };
+        self.services.set_value(k, service_value(true))?;
+        self.syn_proxy_services
+            .insert(traffic_key(k.protocol, &k.address, k.port), value, 0)
+            .map_err(|e| map_error("setting a service's SYN proxy", e))?;
+        self.syn_proxies.insert(*k, mode);
+        Ok(())
+    }
+
+    /// Stops the SYN proxy of service `k` (nothing if it has none); its
+    /// `services` value stops saying it is proxied once its entry is out.
+    fn remove_syn_proxy(&mut self, k: &TrafficKey) -> Result<(), XdpError> {
+        if !self.syn_proxies.contains_key(k) {
+            return Ok(());
+        }
+        match self
+            .syn_proxy_services
+            .remove(&traffic_key(k.protocol, &k.address, k.port))
+        {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_error("removing a service's SYN proxy", e)),
+        }
+        self.syn_proxies.remove(k);
+        self.services.set_value(k, service_value(false))
     }
 
     /// The SYN proxy's counters, summed over CPUs (a counter that cannot
@@ -669,9 +690,12 @@ impl XdpFilter {
         let vips = owned.vip_addresses();
         let announced = announced_of(self.announces, owned);
         let mut added = Widening::default();
+        let proxied = &self.syn_proxies;
         let result = self
             .services
-            .add_missing(&owned.services, &mut added.services)
+            .add_missing_valued(&owned.services, &mut added.services, |k| {
+                service_value(proxied.contains_key(k))
+            })
             .and_then(|()| {
                 self.reply_sources
                     .add_missing(&owned.reply_sources, &mut added.reply_sources)
@@ -746,29 +770,9 @@ impl XdpFilter {
         changes: &[(TrafficKey, Option<SynProxy>)],
     ) -> Result<(), XdpError> {
         for &(k, mode) in changes {
-            match mode.and_then(|m| Some((m, synproxy_xdp::service_value(m)?))) {
-                Some((mode, value)) => {
-                    if self.syn_proxies.get(&k) == Some(&mode) {
-                        continue;
-                    }
-                    self.syn_proxy_services
-                        .insert(traffic_key(k.protocol, &k.address, k.port), value, 0)
-                        .map_err(|e| map_error("setting a service's SYN proxy", e))?;
-                    self.syn_proxies.insert(k, mode);
-                }
-                None => {
-                    if !self.syn_proxies.contains_key(&k) {
-                        continue;
-                    }
-                    match self
-                        .syn_proxy_services
-                        .remove(&traffic_key(k.protocol, &k.address, k.port))
-                    {
-                        Ok(()) | Err(MapError::KeyNotFound) => {}
-                        Err(e) => return Err(map_error("removing a service's SYN proxy", e)),
-                    }
-                    self.syn_proxies.remove(&k);
-                }
+            match mode.filter(|&m| synproxy_xdp::service_value(m).is_some()) {
+                Some(mode) => self.insert_syn_proxy(&k, mode)?,
+                None => self.remove_syn_proxy(&k)?,
             }
         }
         Ok(())
@@ -1048,12 +1052,20 @@ impl KeySets {
                 map::SERVICES,
                 key_bytes,
                 key_of_bytes,
+            )
+            .with_filter(
+                AddressFilter::new(take_map(ebpf, map::VIP_FILTER)?, map::VIP_FILTER),
+                |k| k.address,
             ),
             reply_sources: KeySet::new(
                 take_map(ebpf, map::REPLY_SOURCES)?,
                 map::REPLY_SOURCES,
                 key_bytes,
                 key_of_bytes,
+            )
+            .with_filter(
+                AddressFilter::new(take_map(ebpf, map::BACKEND_FILTER)?, map::BACKEND_FILTER),
+                |k| k.address,
             ),
             vip_addresses: KeySet::new(
                 take_map(ebpf, map::VIP_ADDRESSES)?,

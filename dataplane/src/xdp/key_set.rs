@@ -7,8 +7,15 @@ use aya::maps::{HashMap as BpfHashMap, IterableMap, MapData, MapError};
 use aya::Pod;
 use nix::libc::{E2BIG, ENOENT, ENOMEM};
 
+use super::prefilter::AddressFilter;
 use super::{TrafficKey, XdpError};
 use crate::wire::bytes_to_addr;
+
+/// A set's prefilter in the program, and where a key's address is.
+struct Prefilter<K> {
+    filter: AddressFilter,
+    address: fn(&K) -> [u8; 16],
+}
 
 /// How a member is named in messages.
 pub(crate) trait Member: Copy + Eq + Hash {
@@ -35,12 +42,18 @@ impl Member for [u8; 16] {
 /// The mirror changes only when the kernel took the change: a key is added
 /// to it after its insert succeeded and removed after its delete did (or
 /// found it gone). So whatever failed, `held` is what the map holds.
+///
+/// A set with a prefilter ([`Self::with_filter`]) keeps it a superset of
+/// its keys' addresses: a key's bit is set before the key goes in and
+/// counted out after it left.
 pub(crate) struct KeySet<K, B: Pod> {
     map: BpfHashMap<MapData, B, u8>,
     held: HashSet<K>,
     name: &'static str,
     encode: fn(&K) -> B,
     decode: fn(&B) -> K,
+    /// The program's prefilter for this map.
+    filter: Option<Prefilter<K>>,
     /// Tests only: make every delete fail, as a kernel refusing it would.
     #[cfg(test)]
     refuse_removals: bool,
@@ -65,9 +78,21 @@ where
             name,
             encode,
             decode,
+            filter: None,
             #[cfg(test)]
             refuse_removals: false,
         }
+    }
+
+    /// The same set, keeping the program's prefilter `filter` (fresh,
+    /// like the set) over its keys' `address`es.
+    pub(crate) fn with_filter(
+        mut self,
+        filter: AddressFilter,
+        address: fn(&K) -> [u8; 16],
+    ) -> Self {
+        self.filter = Some(Prefilter { filter, address });
+        self
     }
 
     /// What the map holds.
@@ -93,15 +118,44 @@ where
         wanted: &HashSet<K>,
         added: &mut Vec<K>,
     ) -> Result<(), XdpError> {
+        self.add_missing_valued(wanted, added, |_| 1)
+    }
+
+    /// As [`Self::add_missing`], each key with the value `value` gives it.
+    pub(crate) fn add_missing_valued(
+        &mut self,
+        wanted: &HashSet<K>,
+        added: &mut Vec<K>,
+        value: impl Fn(&K) -> u8,
+    ) -> Result<(), XdpError> {
         let missing: Vec<K> = wanted.difference(&self.held).copied().collect();
         for key in missing {
-            self.map.insert((self.encode)(&key), 1u8, 0).map_err(|e| {
-                map_error(&format!("adding {} to map {}", key.show(), self.name), e)
-            })?;
+            if let Some(p) = &mut self.filter {
+                p.filter.admit(&(p.address)(&key))?;
+            }
+            if let Err(e) = self.map.insert((self.encode)(&key), value(&key), 0) {
+                if let Some(p) = &mut self.filter {
+                    p.filter.release(&(p.address)(&key));
+                }
+                return Err(map_error(
+                    &format!("adding {} to map {}", key.show(), self.name),
+                    e,
+                ));
+            }
             self.held.insert(key);
             added.push(key);
         }
         Ok(())
+    }
+
+    /// Sets the value of `key`, if the set holds it (otherwise nothing).
+    pub(crate) fn set_value(&mut self, key: &K, value: u8) -> Result<(), XdpError> {
+        if !self.held.contains(key) {
+            return Ok(());
+        }
+        self.map
+            .insert((self.encode)(key), value, 0)
+            .map_err(|e| map_error(&format!("setting {} in map {}", key.show(), self.name), e))
     }
 
     /// Removes every member not in `wanted`; see [`Self::remove_keys`].
@@ -118,12 +172,10 @@ where
         let mut first_error = None;
         for key in keys {
             match self.remove(key) {
-                Ok(()) => {
-                    self.held.remove(key);
-                }
+                Ok(()) => self.forget(key),
                 // Already gone: what was wanted.
                 Err(MapError::SyscallError(ref s)) if s.io_error.raw_os_error() == Some(ENOENT) => {
-                    self.held.remove(key);
+                    self.forget(key)
                 }
                 Err(e) => {
                     first_error.get_or_insert_with(|| {
@@ -136,6 +188,15 @@ where
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Takes `key`, gone from the map, out of the mirror and the filter.
+    fn forget(&mut self, key: &K) {
+        if self.held.remove(key) {
+            if let Some(p) = &mut self.filter {
+                p.filter.release(&(p.address)(key));
+            }
+        }
     }
 
     fn remove(&mut self, key: &K) -> Result<(), MapError> {

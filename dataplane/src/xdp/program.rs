@@ -47,8 +47,14 @@ pub(crate) fn load_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, XdpError> {
 pub(crate) mod map {
     /// AF_XDP sockets by receive queue (XSKMAP).
     pub(crate) const SOCKETS: &str = "xsks";
-    /// Service keys: (protocol, VIP, port).
+    /// Service keys: (protocol, VIP, port), valued by
+    /// [`super::service_value`].
     pub(crate) const SERVICES: &str = "services";
+    /// The prefilter of `services`' addresses (bpf/flowgate_xdp.c,
+    /// `xdp::prefilter`).
+    pub(crate) const VIP_FILTER: &str = "vip_filter";
+    /// The prefilter of `reply_sources`' addresses.
+    pub(crate) const BACKEND_FILTER: &str = "backend_filter";
     /// Backend keys: (protocol, backend address, backend port).
     pub(crate) const REPLY_SOURCES: &str = "reply_sources";
     /// VIP addresses alone, for fragments.
@@ -77,6 +83,19 @@ pub(crate) mod map {
     /// The SYN proxy's client connections let through (LRU hash,
     /// bpf/flowgate_synproxy.h).
     pub(crate) const SYN_PROXY_CONNECTIONS: &str = "synproxy_conns";
+}
+
+/// A `services` value: always `SERVICE_OWNED`, and `SERVICE_SYNPROXY`
+/// while the service has an entry in `synproxy_services` (the program runs
+/// the SYN proxy's check only then).
+pub(crate) fn service_value(syn_proxied: bool) -> u8 {
+    const SERVICE_OWNED: u8 = 0x1;
+    const SERVICE_SYNPROXY: u8 = 0x2;
+    if syn_proxied {
+        SERVICE_OWNED | SERVICE_SYNPROXY
+    } else {
+        SERVICE_OWNED
+    }
 }
 
 /// Counter indices (`enum counter` in the C source).
@@ -257,6 +276,26 @@ mod tests {
                 "{name} = {value} not in {c:?}"
             );
         }
+    }
+
+    #[test]
+    fn service_values_match_the_c_source() {
+        let source = include_str!("../../bpf/flowgate_xdp.c");
+        let define = |name: &str| -> u8 {
+            source
+                .lines()
+                .find_map(|line| {
+                    let mut w = line.split_whitespace();
+                    (w.next()? == "#define" && w.next()? == name).then(|| w.next())?
+                })
+                .and_then(|v| u8::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+                .unwrap_or_else(|| panic!("no #define {name}"))
+        };
+        let owned = define("SERVICE_OWNED");
+        let proxied = define("SERVICE_SYNPROXY");
+        assert_eq!(service_value(false), owned);
+        assert_eq!(service_value(true), owned | proxied);
+        assert_eq!(owned & proxied, 0);
     }
 
     #[test]

@@ -14,7 +14,10 @@ use aya::{Ebpf, EbpfLoader};
 use super::fast_map::MappedEntries;
 use super::key_set::map_error;
 use super::owned::{OwnedTraffic, TrafficKey};
-use super::program::{counter, load_program, map, traffic_key, KEY_LEN, OBJECT, PROGRAM};
+use super::prefilter::AddressFilter;
+use super::program::{
+    counter, load_program, map, service_value, traffic_key, KEY_LEN, OBJECT, PROGRAM,
+};
 use super::test_run::{action, test_run, TestRun};
 use super::{XdpCounters, XdpError};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
@@ -45,7 +48,9 @@ pub enum ProgramOutcome {
 /// The program, loaded for test runs.
 pub struct XdpTester {
     services: BpfHashMap<MapData, [u8; KEY_LEN], u8>,
+    vip_filter: AddressFilter,
     reply_sources: BpfHashMap<MapData, [u8; KEY_LEN], u8>,
+    backend_filter: AddressFilter,
     vip_addresses: BpfHashMap<MapData, [u8; 16], u8>,
     local_addresses: BpfHashMap<MapData, [u8; 16], u8>,
     announced: BpfHashMap<MapData, [u8; 16], u8>,
@@ -66,12 +71,19 @@ impl XdpTester {
     /// Loads the program with a cache of `geometry`, the fast path off
     /// until [`Self::set_fast_config`] turns it on.
     pub fn load(geometry: CacheGeometry) -> Result<XdpTester, XdpError> {
+        Self::load_object(OBJECT, geometry)
+    }
+
+    /// As [`Self::load`], from `object`: another build of
+    /// bpf/flowgate_xdp.c (the same maps), for benches that measure
+    /// variants of the program side by side.
+    pub fn load_object(object: &[u8], geometry: CacheGeometry) -> Result<XdpTester, XdpError> {
         let entries = geometry.entries();
         let mut loader = EbpfLoader::new();
         loader.set_max_entries(map::SOCKETS, 1);
         loader.set_max_entries(map::FAST_FLOWS, u32::try_from(entries).unwrap_or(u32::MAX));
         loader.set_max_entries(map::SYN_PROXY_CONNECTIONS, TEST_SYN_PROXY_CONNECTIONS);
-        let mut ebpf = loader.load(OBJECT).map_err(|e| XdpError::from_load(&e))?;
+        let mut ebpf = loader.load(object).map_err(|e| XdpError::from_load(&e))?;
         load_program(&mut ebpf)?;
         let cache = match ebpf.take_map(map::FAST_FLOWS) {
             Some(Map::Array(data)) => Arc::new(MappedEntries::map(data, entries)?),
@@ -89,7 +101,12 @@ impl XdpTester {
             .map_err(|e| map_error("setting the SYN cookie key", e))?;
         Ok(XdpTester {
             services: take(&mut ebpf, map::SERVICES)?,
+            vip_filter: AddressFilter::new(take(&mut ebpf, map::VIP_FILTER)?, map::VIP_FILTER),
             reply_sources: take(&mut ebpf, map::REPLY_SOURCES)?,
+            backend_filter: AddressFilter::new(
+                take(&mut ebpf, map::BACKEND_FILTER)?,
+                map::BACKEND_FILTER,
+            ),
             vip_addresses: take(&mut ebpf, map::VIP_ADDRESSES)?,
             local_addresses: take(&mut ebpf, map::LOCAL_ADDRESSES)?,
             announced: take(&mut ebpf, map::ANNOUNCED_ADDRESSES)?,
@@ -108,14 +125,18 @@ impl XdpTester {
 
     /// Makes the program own `owned` (services, reply sources, VIPs, and
     /// answer for its announced VIPs, as the client-facing interface's
-    /// program does).
+    /// program does), the prefilters' bits set before the keys go in.
     pub fn own(&mut self, owned: &OwnedTraffic) -> Result<(), XdpError> {
         for k in &owned.services {
+            let key = traffic_key(k.protocol, &k.address, k.port);
+            let proxied = self.syn_proxied.get(&key, 0).is_ok();
+            self.vip_filter.admit(&k.address)?;
             self.services
-                .insert(traffic_key(k.protocol, &k.address, k.port), 1, 0)
+                .insert(key, service_value(proxied), 0)
                 .map_err(|e| map_error("adding a service key", e))?;
         }
         for k in &owned.reply_sources {
+            self.backend_filter.admit(&k.address)?;
             self.reply_sources
                 .insert(traffic_key(k.protocol, &k.address, k.port), 1, 0)
                 .map_err(|e| map_error("adding a reply source", e))?;
@@ -171,19 +192,34 @@ impl XdpTester {
             .map_err(|e| map_error("setting the ingress MAC", e))
     }
 
-    /// Sets the SYN proxy of the service `key` (`Off` removes it).
+    /// Sets the SYN proxy of the service `key` (`Off` removes it), and
+    /// the service's `services` value with it, as the daemon does.
     pub fn set_syn_proxy(&mut self, key: &TrafficKey, mode: SynProxy) -> Result<(), XdpError> {
         let k = traffic_key(key.protocol, &key.address, key.port);
+        let owned = self.services.get(&k, 0).is_ok();
         match synproxy_xdp::service_value(mode) {
-            Some(value) => self
-                .syn_proxied
-                .insert(k, value, 0)
-                .map_err(|e| map_error("setting a service's SYN proxy", e)),
+            Some(value) => {
+                if owned {
+                    self.services
+                        .insert(k, service_value(true), 0)
+                        .map_err(|e| map_error("marking a service SYN-proxied", e))?;
+                }
+                self.syn_proxied
+                    .insert(k, value, 0)
+                    .map_err(|e| map_error("setting a service's SYN proxy", e))
+            }
             None if self.syn_proxied.get(&k, 0).is_err() => Ok(()),
-            None => self
-                .syn_proxied
-                .remove(&k)
-                .map_err(|e| map_error("removing a service's SYN proxy", e)),
+            None => {
+                self.syn_proxied
+                    .remove(&k)
+                    .map_err(|e| map_error("removing a service's SYN proxy", e))?;
+                if owned {
+                    self.services
+                        .insert(k, service_value(false), 0)
+                        .map_err(|e| map_error("marking a service not SYN-proxied", e))?;
+                }
+                Ok(())
+            }
         }
     }
 
