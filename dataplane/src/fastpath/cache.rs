@@ -452,7 +452,14 @@ impl FastPath {
             .caches
             .get(usize::from(rewrite.ingress_port))
             .is_some_and(Option::is_some);
-        if !has_cache || owner(client, client_port, self.geometry.partitions) != self.me {
+        // One partition owns every connection: no hash to work out.
+        let partitions = self.geometry.partitions;
+        let owned_by = if partitions > 1 {
+            owner(client, client_port, partitions)
+        } else {
+            0
+        };
+        if !has_cache || owned_by != self.me {
             self.stats.unplaceable += 1;
             return None;
         }
