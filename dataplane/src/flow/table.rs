@@ -396,6 +396,7 @@ impl FlowTable {
         let Some(fast) = self.fast.as_mut() else {
             return;
         };
+        let touched = self.touched;
         let (records, syn_proxy) = (&self.records, &self.syn_proxy);
         let mut sync = |fast: &mut FastPath, record: u32| {
             let Some(r) = records.get(record as usize) else {
@@ -437,13 +438,16 @@ impl FlowTable {
         }
         fast.give_back_pending_after(pending, taken);
         if let Some(cursor) = fast.check_position(generation) {
-            let end = cursor.saturating_add(FAST_CHECK_BUDGET).min(records.len());
+            // Records past the last one ever used hold no entries: the
+            // check ends there (one installed later is installed from
+            // this snapshot).
+            let end = cursor.saturating_add(FAST_CHECK_BUDGET).min(touched);
             for record in cursor..end {
                 if fast.is_installed(record as u32) {
                     sync(fast, record as u32);
                 }
             }
-            fast.set_check_cursor(end);
+            fast.set_check_cursor(if end >= touched { usize::MAX } else { end });
         }
         // The program's packets and bytes, into the backends' counters.
         for record in fast.traffic_walk(FAST_TRAFFIC_BUDGET) {
