@@ -210,7 +210,6 @@ impl Index {
 
     /// Stores (record, direction) under `hash`: in the primary bucket, else
     /// the secondary; `None` when both are full.
-    #[inline]
     pub(super) fn insert(&mut self, hash: u64, record: u32, direction: Direction) -> Option<Pos> {
         let probe = self.probe(hash);
         let primary = self.buckets.get_mut(probe.primary)?;
