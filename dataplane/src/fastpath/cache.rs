@@ -136,6 +136,9 @@ pub const PENDING: usize = 4096;
 
 const NO_RECORD: u32 = u32::MAX;
 
+/// Words 1.. of an entry that the workers write: the key and the rewrite.
+const FIELD_WORDS: usize = (WRITTEN_END - offset::KEY) / 8;
+
 /// A worker's writer of the cache of every port (see the module doc).
 pub struct FastPath {
     geometry: CacheGeometry,
@@ -249,7 +252,7 @@ impl FastPath {
                     && slot.port == rewrite.ingress_port
                 {
                     if self.fields_at(slot) != Some(fields) {
-                        self.publish(slot, &fields, STATE_LIVE, false);
+                        self.publish(slot, Some(&fields), STATE_LIVE, false);
                         changed = true;
                     }
                     continue;
@@ -260,7 +263,7 @@ impl FastPath {
                 self.remove(record);
                 return false;
             };
-            self.publish(slot, &fields, STATE_LIVE, true);
+            self.publish(slot, Some(&fields), STATE_LIVE, true);
             self.set_owner(slot, record);
             if let Some(p) = self.placed.get_mut(record as usize) {
                 p[direction] = Some(slot);
@@ -452,7 +455,14 @@ impl FastPath {
             .caches
             .get(usize::from(rewrite.ingress_port))
             .is_some_and(Option::is_some);
-        if !has_cache || owner(client, client_port, self.geometry.partitions) != self.me {
+        // One partition owns every connection: no hash to work out.
+        let partitions = self.geometry.partitions;
+        let owned_by = if partitions > 1 {
+            owner(client, client_port, partitions)
+        } else {
+            0
+        };
+        if !has_cache || owned_by != self.me {
             self.stats.unplaceable += 1;
             return None;
         }
@@ -499,18 +509,19 @@ impl FastPath {
             base[0] = base[0].wrapping_add(packets);
             base[1] = base[1].wrapping_add(bytes);
         }
-        self.publish(slot, &[], STATE_FREED, false);
+        self.publish(slot, None, STATE_FREED, false);
         self.set_owner(slot, NO_RECORD);
         self.stats.live_entries = self.stats.live_entries.saturating_sub(1);
     }
 
     /// The words of the entry at `slot`.
-    fn entry(&self, slot: Slot) -> Option<&[AtomicU64]> {
+    fn entry(&self, slot: Slot) -> Option<&[AtomicU64; ENTRY_WORDS]> {
         let cache = self.caches.get(usize::from(slot.port))?.as_ref()?;
         let index = self.me as usize * self.geometry.slots as usize + slot.index as usize;
         cache
             .words()
-            .get(index * ENTRY_WORDS..(index + 1) * ENTRY_WORDS)
+            .get(index * ENTRY_WORDS..)?
+            .first_chunk::<ENTRY_WORDS>()
     }
 
     fn word_at(&self, slot: Slot, byte_offset: usize) -> Option<u64> {
@@ -539,27 +550,29 @@ impl FastPath {
         Some(fields)
     }
 
-    /// Writes `fields` (words 1.. of the entry) and `state` at `slot`
+    /// Writes `fields` (words 1.. of the entry; `None` leaves them) and `state` at `slot`
     /// under the sequence word: odd while the fields change, even again
     /// after, with release ordering, so a reader that saw the same even
     /// value before and after saw one whole version. `fresh` zeroes the
     /// program's counters (a new connection in the slot).
-    fn publish(&self, slot: Slot, fields: &[u64], state: u32, fresh: bool) {
+    fn publish(&self, slot: Slot, fields: Option<&[u64; FIELD_WORDS]>, state: u32, fresh: bool) {
         let Some(e) = self.entry(slot) else {
             return;
         };
-        let Some((head, rest)) = e.split_first() else {
-            return;
-        };
+        // Fixed-size views: every index below is checked at compile time.
+        let [head, rest @ ..] = e;
+        let (written, counters) = rest.split_at(FIELD_WORDS);
         let (seq, _) = split_head(head.load(Ordering::Relaxed));
         head.store(join_head(seq.wrapping_add(1) | 1, state), Ordering::Relaxed);
         // The odd sequence is visible before any field changes.
         fence(Ordering::Release);
-        for (w, &value) in rest.iter().zip(fields) {
-            w.store(value, Ordering::Relaxed);
+        if let Some(fields) = fields {
+            for (w, &value) in written.iter().zip(fields) {
+                w.store(value, Ordering::Relaxed);
+            }
         }
         if fresh {
-            for w in rest.iter().skip(WRITTEN_END / 8 - 1) {
+            for w in counters {
                 w.store(0, Ordering::Relaxed);
             }
         }

@@ -241,15 +241,23 @@ fn fast_eligible(state: FlowState) -> bool {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Standing {
     /// Idle past its state's timeout: taken at once.
-    Expired,
+    Expired = 0,
     /// Embryonic: a TCP handshake not finished, or a datagram flow its
     /// backend has never answered (what a SYN or UDP flood leaves).
-    Embryonic,
+    Embryonic = 1,
     /// TCP after a FIN or RST.
-    Closing,
+    Closing = 2,
     /// Both ends have spoken and it is not closing.
-    Established,
+    Established = 3,
 }
+
+/// A [`VictimSearch`] candidate as one number, ordered as
+/// (standing, last seen, record): the standing in bits 96.., the time in
+/// bits 32..96, the record below. Smaller is more readily given up.
+type VictimKey = u128;
+
+/// No candidate yet: above every key.
+const NO_VICTIM: VictimKey = VictimKey::MAX;
 
 /// Chooses a record to make room: the first expired candidate, else the
 /// least recently seen of the most readily given up ([`Standing`]);
@@ -261,7 +269,8 @@ struct VictimSearch<'a> {
     now_ns: u64,
     exclude: u32,
     evict_established: bool,
-    best: Option<(Standing, u64, u32)>,
+    /// The best candidate so far, or [`NO_VICTIM`].
+    best: VictimKey,
 }
 
 impl<'a> VictimSearch<'a> {
@@ -273,10 +282,11 @@ impl<'a> VictimSearch<'a> {
             now_ns,
             exclude,
             evict_established: table.evict_established,
-            best: None,
+            best: NO_VICTIM,
         }
     }
 
+    #[inline(always)]
     fn consider(&mut self, record: u32) {
         if record == self.exclude || self.settled() {
             return;
@@ -290,10 +300,13 @@ impl<'a> VictimSearch<'a> {
         let c = &r.conn;
         // The fast path's packets count as seen, and its replies as
         // answers.
-        let kernel_seen = self.fast.and_then(|f| f.last_seen(record)).unwrap_or(0);
-        let seen = c.last_seen_ns.max(kernel_seen);
-        let replied =
-            r.links.backend_replied() || self.fast.is_some_and(|f| f.reply_forwarded(record));
+        let (seen, replied) = match self.fast {
+            None => (c.last_seen_ns, r.links.backend_replied()),
+            Some(f) => (
+                c.last_seen_ns.max(f.last_seen(record).unwrap_or(0)),
+                r.links.backend_replied() || f.reply_forwarded(record),
+            ),
+        };
         let standing = if self.timeouts.is_expired(c.state, seen, self.now_ns) {
             Standing::Expired
         } else {
@@ -307,32 +320,32 @@ impl<'a> VictimSearch<'a> {
         if standing == Standing::Established && !self.evict_established {
             return;
         }
-        let candidate = (standing, seen, record);
-        if self.best.is_none_or(|best| candidate < best) {
-            self.best = Some(candidate);
-        }
+        let key = ((standing as VictimKey) << 96)
+            | (VictimKey::from(seen) << 32)
+            | VictimKey::from(record);
+        self.best = self.best.min(key);
     }
 
     /// Whether a record that may go has been found.
     fn found(&self) -> bool {
-        self.best.is_some()
+        self.best != NO_VICTIM
     }
 
     /// Whether the search can stop: an expired or embryonic record found.
     /// Among embryonic ones the clock hand's order stands for age (in a
     /// full table the hand reaches a record about one turn after it was
     /// filled), which spares a scan for the least recently seen.
+    #[inline(always)]
     fn settled(&self) -> bool {
-        matches!(
-            self.best,
-            Some((Standing::Expired | Standing::Embryonic, ..))
-        )
+        self.best >> 96 <= Standing::Embryonic as VictimKey
     }
 
     /// The chosen record and whether it had expired.
     fn finish(self) -> Option<(u32, bool)> {
-        self.best
-            .map(|(standing, _, record)| (record, standing == Standing::Expired))
+        self.found().then(|| {
+            let expired = self.best >> 96 == Standing::Expired as VictimKey;
+            (self.best as u32, expired)
+        })
     }
 }
 
@@ -413,6 +426,7 @@ impl FlowTable {
         let Some(fast) = self.fast.as_mut() else {
             return;
         };
+        let touched = self.touched;
         let (records, syn_proxy) = (&self.records, &self.syn_proxy);
         let mut sync = |fast: &mut FastPath, record: u32| {
             let Some(r) = records.get(record as usize) else {
@@ -454,13 +468,16 @@ impl FlowTable {
         }
         fast.give_back_pending_after(pending, taken);
         if let Some(cursor) = fast.check_position(generation) {
-            let end = cursor.saturating_add(FAST_CHECK_BUDGET).min(records.len());
+            // Records past the last one ever used hold no entries: the
+            // check ends there (one installed later is installed from
+            // this snapshot).
+            let end = cursor.saturating_add(FAST_CHECK_BUDGET).min(touched);
             for record in cursor..end {
                 if fast.is_installed(record as u32) {
                     sync(fast, record as u32);
                 }
             }
-            fast.set_check_cursor(end);
+            fast.set_check_cursor(if end >= touched { usize::MAX } else { end });
         }
         // The program's packets and bytes, into the backends' counters.
         for record in fast.traffic_walk(traffic_budget) {
@@ -1291,10 +1308,15 @@ impl FlowTable {
         }
         let n = self.records.len();
         let mut search = VictimSearch::new(self, now_ns, NOWHERE);
-        let hand = self.evict_hand;
+        // The hand wraps with a compare, not a division per step.
+        let mut at = self.evict_hand;
         let mut steps = 0;
         while steps < EVICTION_SCAN.min(n) && !search.settled() {
-            search.consider(((hand + steps) % n) as u32);
+            search.consider(at as u32);
+            at += 1;
+            if at >= n {
+                at = 0;
+            }
             steps += 1;
         }
         if !search.found() {
@@ -1310,7 +1332,7 @@ impl FlowTable {
             }
         }
         let victim = search.finish();
-        self.evict_hand = (hand + steps) % n;
+        self.evict_hand = at;
         let (record, expired) = victim?;
         self.remove_record(record, departure(expired, false));
         self.pop_free()

@@ -1239,15 +1239,19 @@ impl Pipeline {
         let reply_hash = flow_hash(&conn.reply_tuple());
         // Every way here starts from a lookup of the client tuple that
         // missed, or from removing its record.
-        if flows
-            .insert_absent(conn, hash, reply_hash, now_ns)
-            .is_none()
-        {
+        let id = flows.insert_absent(conn, hash, reply_hash, now_ns);
+        if id.is_none() {
             return Verdict::Drop(DropReason::FlowTableFull);
         }
         self.counters.new_flows.inc();
         flows.count_packet(endpoint_id, frame.len() as u64);
-        to_backend(frame, meta, backend, next_hop, snapshot)
+        // The record's checksum changes, worked out at the insert: the
+        // bytes `to_backend` would write, without working them out again.
+        let deltas = flows.rewrite_deltas(id).to_backend;
+        let src_mac = egress_mac(frame, snapshot, backend.egress_port);
+        wire::rewrite::set_macs(frame, src_mac, next_hop);
+        wire::rewrite::forward_rewrite_dst(frame, meta, &backend.address, backend.port, deltas);
+        Verdict::Transmit(backend.egress_port)
     }
 
     /// The endpoint a new flow gets, given its scheduler's `pick` by
