@@ -211,6 +211,11 @@ impl ControlServer {
                     .mode(0o700)
                     .create(parent)
                     .map_err(io("create the socket's directory"))?;
+                // The mode a directory is born with is narrowed by the
+                // umask in force, which another thread's bind (below) may
+                // have narrowed for a moment: say it again, whole.
+                fs::set_permissions(parent, fs::Permissions::from_mode(0o700))
+                    .map_err(io("set the socket directory's mode"))?;
             }
         }
         // The socket file takes its mode from the umask: with 0177 it is
