@@ -106,9 +106,9 @@ pub struct Worker {
     fanout_reserve: usize,
     /// `flowgatectl capture`'s view of decided frames.
     capture: CaptureTap,
-    /// The pace of the expiry sweep and of the fast path's traffic walk.
-    expire_pace: WalkPace,
-    traffic_pace: WalkPace,
+    /// The pace of the walks round the table: the expiry sweep and the
+    /// fast path's traffic walk, each given the same number of records.
+    walk_pace: WalkPace,
 }
 
 impl Worker {
@@ -138,8 +138,7 @@ impl Worker {
             free_high: 0,
             fanout_reserve: 0,
             capture: CaptureTap::detached(),
-            expire_pace: WalkPace::new(records),
-            traffic_pace: WalkPace::new(records),
+            walk_pace: WalkPace::new(records),
         }
     }
 
@@ -259,14 +258,13 @@ impl Worker {
         // the entries against a new snapshot (nothing without one).
         // The walks round the table (the fast path's traffic, the expiry
         // sweep) go at a pace set by time, not by polls (`WalkPace`).
-        let traffic_budget = self.traffic_pace.budget(now_ns);
+        let walk_budget = self.walk_pace.budget(now_ns);
         self.flows
-            .sync_fast_path_walking(snapshot.generation(), traffic_budget, |c| {
+            .sync_fast_path_walking(snapshot.generation(), walk_budget, |c| {
                 connection_rewrites(c, snapshot)
             });
-        let expire_budget = self.expire_pace.budget(now_ns);
-        if expire_budget > 0 {
-            self.flows.expire(now_ns, expire_budget);
+        if walk_budget > 0 {
+            self.flows.expire(now_ns, walk_budget);
         }
         if let Some(handoff) = &self.handoff {
             handoff.balance(&mut self.pool);

@@ -7,7 +7,7 @@
 //! several times a second, reading records that are mostly unused — a
 //! third of a core spent on an idle worker while the kernel fast path
 //! carried its connections. Paced by time instead, each walk goes round
-//! the table in about [`ROUND`] whatever the poll rate, so a worker with
+//! the table in about [`ROUND_NS`] whatever the poll rate, so a worker with
 //! nothing to do costs little and a busy one spends its time on frames.
 
 /// About how long a walk takes to go round the table.
