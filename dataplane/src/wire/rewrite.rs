@@ -103,10 +103,7 @@ pub fn forward_rewrite_dst(
     port: u16,
     deltas: EndpointDeltas,
 ) {
-    if !forward_v4(frame, meta, addr, port, deltas, Side::Destination) {
-        rewrite_dst(frame, meta, addr, port);
-        decrement_ttl(frame, meta);
-    }
+    forward_rewrite(frame, meta, addr, port, deltas, Side::Destination);
 }
 
 /// [`forward_rewrite_dst`] for the source: [`rewrite_src`] then
@@ -119,8 +116,21 @@ pub fn forward_rewrite_src(
     port: u16,
     deltas: EndpointDeltas,
 ) {
-    if !forward_v4(frame, meta, addr, port, deltas, Side::Source) {
-        rewrite_src(frame, meta, addr, port);
+    forward_rewrite(frame, meta, addr, port, deltas, Side::Source);
+}
+
+/// One end's rewrite and the TTL step, from `deltas` where they fit.
+#[inline(always)]
+fn forward_rewrite(
+    frame: &mut [u8],
+    meta: &PacketMeta,
+    addr: &[u8; 16],
+    port: u16,
+    deltas: EndpointDeltas,
+    side: Side,
+) {
+    if !forward_v4(frame, meta, addr, port, deltas, side) {
+        rewrite_endpoint(frame, meta, addr, port, side);
         decrement_ttl(frame, meta);
     }
 }
