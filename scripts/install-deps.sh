@@ -21,7 +21,9 @@ set -euo pipefail
 #   (the systemd package; nothing is started), and tests/conventions.rs
 #   renders the man pages with groff (groff-base);
 # - rules from etcd: the etcd-client crate's build runs protoc
-#   (protobuf-compiler), and tests/fleet_*.rs start a real etcd server on
+#   (protobuf-compiler) on protos that import protobuf's own
+#   descriptor.proto and struct.proto (libprotobuf-dev: protoc only
+#   recommends it, and recommends are not installed here), and tests/fleet_*.rs start a real etcd server on
 #   loopback (etcd-server; etcd-client gives etcdctl, to look at the store
 #   by hand);
 # - VIPs announced by BGP: tests/fleet_bgp_netns.rs runs a real BIRD 2
@@ -30,7 +32,7 @@ set -euo pipefail
 #   `systemctl disable --now bird` if that is not wanted).
 PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev pkg-config m4 libbpf-dev linux-libc-dev
   iproute2 ethtool nftables iputils-ping curl wrk nginx-light python3 netsniff-ng tcpdump valgrind
-  prometheus systemd groff-base protobuf-compiler etcd-server etcd-client bird2)
+  prometheus systemd groff-base protobuf-compiler libprotobuf-dev etcd-server etcd-client bird2)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
