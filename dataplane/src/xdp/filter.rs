@@ -16,6 +16,7 @@ use aya::{Ebpf, EbpfLoader};
 use super::fast_map::MappedEntries;
 use super::key_set::{map_error, KeySet};
 use super::owned::{OwnedTraffic, TrafficKey};
+use super::per_cpu::per_cpu_totals;
 use super::prefilter::AddressFilter;
 use super::program::{
     counter, load_program, map, service_value, traffic_key, traffic_key_parts, KEY_LEN, OBJECT,
@@ -924,16 +925,7 @@ impl XdpFilter {
     /// The program's counters, summed over CPUs. A counter that cannot be
     /// read (which the kernel has no reason to refuse) reads as 0.
     pub fn counters(&self) -> XdpCounters {
-        let totals: Vec<u64> = (0..counter::COUNT)
-            .map(|index| match self.counters.get(&index, 0) {
-                Ok(per_cpu) => per_cpu.iter().fold(0u64, |sum, &v| sum.saturating_add(v)),
-                Err(e) => {
-                    tracing::debug!(index, error = %e, "cannot read an XDP counter");
-                    0
-                }
-            })
-            .collect();
-        XdpCounters::from_totals(&totals)
+        XdpCounters::from_totals(&per_cpu_totals(&self.counters, counter::COUNT))
     }
 
     /// Detaches the program now (dropping the filter does the same,

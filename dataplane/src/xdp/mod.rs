@@ -54,6 +54,8 @@ mod link;
 #[cfg(feature = "daemon")]
 mod maps;
 #[cfg(feature = "daemon")]
+mod per_cpu;
+#[cfg(feature = "daemon")]
 mod prefilter;
 #[cfg(feature = "daemon")]
 mod program;

@@ -5,7 +5,7 @@
 //! per-packet cost.
 
 use std::os::fd::AsFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use aya::maps::{Array, DevMap, HashMap as BpfHashMap, Map, MapData, PerCpuArray};
 use aya::programs::{ProgramError, Xdp};
@@ -14,6 +14,7 @@ use aya::{Ebpf, EbpfLoader};
 use super::fast_map::MappedEntries;
 use super::key_set::map_error;
 use super::owned::{OwnedTraffic, TrafficKey};
+use super::per_cpu::per_cpu_totals;
 use super::prefilter::AddressFilter;
 use super::program::{
     counter, load_program, map, service_value, traffic_key, KEY_LEN, OBJECT, PROGRAM,
@@ -64,6 +65,11 @@ pub struct XdpTester {
     syn_proxy_counters: PerCpuArray<MapData, u64>,
     cache: Arc<MappedEntries>,
     geometry: CacheGeometry,
+    /// The counters as [`Self::outcome`] last read them after its run,
+    /// which are still the counters before its next one unless another
+    /// run came between (every run forgets them): one read per outcome,
+    /// not two.
+    counters_after_outcome: Mutex<Option<XdpCounters>>,
     ebpf: Ebpf,
 }
 
@@ -119,6 +125,7 @@ impl XdpTester {
             syn_proxy_counters: take(&mut ebpf, synproxy_xdp::map::COUNTERS)?,
             cache,
             geometry,
+            counters_after_outcome: Mutex::new(None),
             ebpf,
         })
     }
@@ -301,6 +308,7 @@ impl XdpTester {
     /// Runs the program `repeat` times on `frame` (each run on the same
     /// input bytes).
     pub fn run_repeated(&self, frame: &[u8], repeat: u32) -> Result<TestRun, XdpError> {
+        let _forgotten = self.take_counters_after_outcome();
         let program: &Xdp = self
             .ebpf
             .program(PROGRAM)
@@ -343,9 +351,12 @@ impl XdpTester {
         egress_ready: u64,
         snapshot: &Snapshot,
     ) -> Result<ProgramOutcome, XdpError> {
-        let before = self.counters();
+        let before = self
+            .take_counters_after_outcome()
+            .unwrap_or_else(|| self.counters());
         let run = self.run(input)?;
         let after = self.counters();
+        self.keep_counters_after_outcome(after);
         let outcome = match run.action {
             action::PASS => {
                 assert!(run.frame == input, "a passed frame is untouched");
@@ -398,17 +409,29 @@ impl XdpTester {
         Ok(outcome)
     }
 
+    /// The counters' map, for the batch read's test.
+    #[cfg(test)]
+    pub(super) fn counters_map(&self) -> &PerCpuArray<MapData, u64> {
+        &self.counters
+    }
+
+    fn take_counters_after_outcome(&self) -> Option<XdpCounters> {
+        self.counters_after_outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    fn keep_counters_after_outcome(&self, counters: XdpCounters) {
+        *self
+            .counters_after_outcome
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(counters);
+    }
+
     /// The program's counters, summed over CPUs.
     pub fn counters(&self) -> XdpCounters {
-        let totals: Vec<u64> = (0..counter::COUNT)
-            .map(|i| {
-                self.counters
-                    .get(&i, 0)
-                    .map(|per_cpu| per_cpu.iter().fold(0u64, |s, &v| s.saturating_add(v)))
-                    .unwrap_or(0)
-            })
-            .collect();
-        XdpCounters::from_totals(&totals)
+        XdpCounters::from_totals(&per_cpu_totals(&self.counters, counter::COUNT))
     }
 }
 
