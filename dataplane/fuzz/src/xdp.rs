@@ -58,7 +58,9 @@ struct System {
 impl System {
     fn load(fixture: &Fixture, fast_path: bool, egress_ready: u64) -> Result<System, XdpError> {
         let snapshot = rules(fixture);
-        let geometry = CacheGeometry::new(1, 1024);
+        // 256 slots for at most 128 entries (64 connections, two
+        // directions): every script clears every slot of six caches.
+        let geometry = CacheGeometry::new(1, 256);
         let owned = OwnedTraffic::from_snapshot(snapshot);
         let mut programs = Vec::new();
         for port in 0..u32::from(PORTS) {

@@ -34,6 +34,10 @@ use crate::wire::ParseError;
 /// (the program's own default is sized for a gateway).
 const TEST_SYN_PROXY_CONNECTIONS: u32 = 1024;
 
+/// How many of the program's counters, from the first,
+/// [`XdpTester::outcome`] reads: through the ingress checks' drops.
+const OUTCOME_COUNTERS: u32 = counter::DROPPED_VLAN_NOT_CONFIGURED + 1;
+
 /// What the program did with one frame, in the pipeline's terms
 /// ([`XdpTester::outcome`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -353,9 +357,9 @@ impl XdpTester {
     ) -> Result<ProgramOutcome, XdpError> {
         let before = self
             .take_counters_after_outcome()
-            .unwrap_or_else(|| self.counters());
+            .unwrap_or_else(|| self.outcome_counters());
         let run = self.run(input)?;
-        let after = self.counters();
+        let after = self.outcome_counters();
         self.keep_counters_after_outcome(after);
         let outcome = match run.action {
             action::PASS => {
@@ -427,6 +431,13 @@ impl XdpTester {
             .counters_after_outcome
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(counters);
+    }
+
+    /// The counters [`Self::outcome`] tells a verdict by (the others
+    /// read 0): those before the fast path's bytes and hand-ups by
+    /// reason, which say nothing a verdict needs.
+    fn outcome_counters(&self) -> XdpCounters {
+        XdpCounters::from_totals(&per_cpu_totals(&self.counters, OUTCOME_COUNTERS))
     }
 
     /// The program's counters, summed over CPUs.
