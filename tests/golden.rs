@@ -1300,6 +1300,11 @@ fn check_fixtures_with_xdp(frames: impl Fn(&Step) -> (Vec<u8>, Vec<u8>)) -> (usi
             "{}: the fast path forwarded while off",
             fixture.name
         );
+        for sys in [&off, &on, &half] {
+            for x in &sys.programs {
+                x.check_counters_accounted();
+            }
+        }
         fast += on.fast;
         fast_half += half.fast;
     }

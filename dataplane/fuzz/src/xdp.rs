@@ -241,6 +241,11 @@ impl XdpSystems {
             off.fast, 0,
             "the fast path forwarded with the fast path off"
         );
+        for sys in [&*off, &*on, &*half] {
+            for x in &sys.programs {
+                x.check_counters_accounted();
+            }
+        }
         FastCount {
             frames,
             on: on.fast,

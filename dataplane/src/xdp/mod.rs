@@ -67,6 +67,8 @@ mod syscall;
 pub mod test_run;
 #[cfg(feature = "daemon")]
 mod tester;
+#[cfg(feature = "daemon")]
+mod verdict_counters;
 
 pub use capacity::{CapacityError, Shortfall, XdpCapacity, XdpDemand, XdpMap};
 pub use owned::{syn_proxies_of, OwnedTraffic, TrafficKey};

@@ -20,23 +20,19 @@ use super::program::{
     counter, load_program, map, service_value, traffic_key, KEY_LEN, OBJECT, PROGRAM,
 };
 use super::test_run::{action, test_run, TestRun};
+use super::verdict_counters::{read_one, VerdictCounters, INGRESS_DROPS};
 use super::{XdpCounters, XdpError};
 use crate::fastpath::layout::FAST_CONFIG_SIZE;
 use crate::fastpath::{CacheGeometry, EntryMemory, FastConfig, FastPath};
-use crate::pipeline::{DropReason, Verdict};
+use crate::pipeline::Verdict;
 use crate::synproxy::xdp::{self as synproxy_xdp, SERVICE_VALUE_LEN};
 use crate::synproxy::SynProxy;
 use crate::synproxy::SynProxyCounters;
 use crate::table::Snapshot;
-use crate::wire::ParseError;
 
 /// Client connections the SYN proxy remembers in a test run's program
 /// (the program's own default is sized for a gateway).
 const TEST_SYN_PROXY_CONNECTIONS: u32 = 1024;
-
-/// How many of the program's counters, from the first,
-/// [`XdpTester::outcome`] reads: through the ingress checks' drops.
-const OUTCOME_COUNTERS: u32 = counter::DROPPED_VLAN_NOT_CONFIGURED + 1;
 
 /// What the program did with one frame, in the pipeline's terms
 /// ([`XdpTester::outcome`]).
@@ -69,11 +65,11 @@ pub struct XdpTester {
     syn_proxy_counters: PerCpuArray<MapData, u64>,
     cache: Arc<MappedEntries>,
     geometry: CacheGeometry,
-    /// The counters as [`Self::outcome`] last read them after its run,
-    /// which are still the counters before its next one unless another
-    /// run came between (every run forgets them): one read per outcome,
-    /// not two.
-    counters_after_outcome: Mutex<Option<XdpCounters>>,
+    /// The verdict counters as [`Self::outcome`] left them: read once,
+    /// then kept up to date from the counters each run's action can have
+    /// moved (see [`super::verdict_counters`]); forgotten by any other
+    /// run.
+    known_counters: Mutex<Option<VerdictCounters>>,
     ebpf: Ebpf,
 }
 
@@ -129,7 +125,7 @@ impl XdpTester {
             syn_proxy_counters: take(&mut ebpf, synproxy_xdp::map::COUNTERS)?,
             cache,
             geometry,
-            counters_after_outcome: Mutex::new(None),
+            known_counters: Mutex::new(None),
             ebpf,
         })
     }
@@ -312,7 +308,7 @@ impl XdpTester {
     /// Runs the program `repeat` times on `frame` (each run on the same
     /// input bytes).
     pub fn run_repeated(&self, frame: &[u8], repeat: u32) -> Result<TestRun, XdpError> {
-        let _forgotten = self.take_counters_after_outcome();
+        let _forgotten = self.take_known_counters();
         let program: &Xdp = self
             .ebpf
             .program(PROGRAM)
@@ -355,18 +351,29 @@ impl XdpTester {
         egress_ready: u64,
         snapshot: &Snapshot,
     ) -> Result<ProgramOutcome, XdpError> {
-        let before = self
-            .take_counters_after_outcome()
-            .unwrap_or_else(|| self.outcome_counters());
+        let mut known = self
+            .take_known_counters()
+            .unwrap_or_else(|| VerdictCounters::read(&self.counters));
         let run = self.run(input)?;
-        let after = self.outcome_counters();
-        self.keep_counters_after_outcome(after);
         let outcome = match run.action {
             action::PASS => {
                 assert!(run.frame == input, "a passed frame is untouched");
                 ProgramOutcome::Decided(Verdict::Pass, run.frame)
             }
-            action::TX | action::REDIRECT if after.fast_forwarded() > before.fast_forwarded() => {
+            action::TX | action::REDIRECT => {
+                let (index, count) = if run.action == action::TX {
+                    (counter::FAST_TX, &mut known.fast_tx)
+                } else {
+                    (counter::FAST_REDIRECT, &mut known.fast_redirect)
+                };
+                let now = read_one(&self.counters, index)?;
+                assert_eq!(
+                    now,
+                    *count + 1,
+                    "XDP action {} not counted as the fast path's",
+                    run.action
+                );
+                *count = now;
                 // The egress interface by the source MAC it was given.
                 let port = (0..ports)
                     .find(|&p| {
@@ -384,33 +391,56 @@ impl XdpTester {
                 );
                 ProgramOutcome::Decided(Verdict::Transmit(port), run.frame)
             }
-            action::DROP if after.ingress_dropped() > before.ingress_dropped() => {
-                // Refused by the ingress checks, each under the reason the
-                // pipeline gives.
-                let reason = if after.dropped_other_host > before.dropped_other_host {
-                    DropReason::OtherHost
-                } else if after.dropped_broadcast > before.dropped_broadcast {
-                    DropReason::BroadcastFrame
-                } else if after.dropped_multicast > before.dropped_multicast {
-                    DropReason::MulticastFrame
-                } else if after.dropped_bad_ip_checksum > before.dropped_bad_ip_checksum {
-                    DropReason::Malformed(ParseError::BadIpChecksum)
-                } else {
-                    DropReason::VlanNotConfigured
-                };
-                assert_eq!(after.ingress_dropped(), before.ingress_dropped() + 1);
-                assert!(run.frame == input, "a refused frame is untouched");
-                ProgramOutcome::Decided(Verdict::Drop(reason), run.frame)
-            }
             action::DROP => {
-                // Handed up: owned, and no socket in a test run.
-                assert_eq!(after.dropped_no_socket, before.dropped_no_socket + 1);
-                assert!(run.frame == input, "a frame handed up is untouched");
-                ProgramOutcome::HandedUp
+                let no_socket = read_one(&self.counters, counter::DROPPED_NO_SOCKET)?;
+                let outcome = if no_socket == known.no_socket + 1 {
+                    // Handed up: owned, and no socket in a test run.
+                    assert!(run.frame == input, "a frame handed up is untouched");
+                    ProgramOutcome::HandedUp
+                } else {
+                    // Refused by the ingress checks, under exactly one of
+                    // their reasons, each the reason the pipeline gives.
+                    assert_eq!(no_socket, known.no_socket, "DROPPED_NO_SOCKET went back");
+                    let mut moved = None;
+                    for (i, &(index, reason)) in INGRESS_DROPS.iter().enumerate() {
+                        let now = read_one(&self.counters, index)?;
+                        if now != known.ingress[i] {
+                            assert!(
+                                now == known.ingress[i] + 1 && moved.is_none(),
+                                "a drop counted other than once under one ingress reason"
+                            );
+                            moved = Some(reason);
+                            known.ingress[i] = now;
+                        }
+                    }
+                    let reason = moved.expect("a drop counted under no reason");
+                    assert!(run.frame == input, "a refused frame is untouched");
+                    ProgramOutcome::Decided(Verdict::Drop(reason), run.frame)
+                };
+                known.no_socket = no_socket;
+                outcome
             }
             other => panic!("XDP action {other}"),
         };
+        self.keep_known_counters(known);
         Ok(outcome)
+    }
+
+    /// Reads every verdict counter and panics if one differs from what
+    /// the outcomes since the last such check account for: a count a run
+    /// made that its action did not explain (say, a passed frame counted
+    /// as handed up), which [`Self::outcome`] reads too little to see
+    /// frame by frame. Call it after a series of outcomes (a fuzz script,
+    /// a golden case).
+    pub fn check_counters_accounted(&self) {
+        let read = VerdictCounters::read(&self.counters);
+        if let Some(known) = self.take_known_counters() {
+            assert_eq!(
+                read, known,
+                "the program moved a verdict counter its outcomes did not account for"
+            );
+        }
+        self.keep_known_counters(read);
     }
 
     /// The counters' map, for the batch read's test.
@@ -419,25 +449,38 @@ impl XdpTester {
         &self.counters
     }
 
-    fn take_counters_after_outcome(&self) -> Option<XdpCounters> {
-        self.counters_after_outcome
+    /// Adds one to counter `index` on the first CPU, as a run would:
+    /// for the test of [`Self::check_counters_accounted`].
+    #[cfg(test)]
+    pub(super) fn bump_counter(&self, index: u32) {
+        let mut values = self
+            .counters
+            .get(&index, 0)
+            .expect("reading a counter")
+            .to_vec();
+        values[0] += 1;
+        let values = aya::maps::PerCpuValues::try_from(values).expect("per-CPU values");
+        // `set` takes `&mut self`; a test handle to the same map is enough.
+        use aya::maps::IterableMap;
+        let map = aya::maps::MapData::from_id(self.counters.map().info().expect("map info").id())
+            .expect("the counters map by id");
+        let mut handle: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(aya::maps::Map::PerCpuArray(map)).expect("a per-CPU array");
+        handle.set(index, values, 0).expect("writing a counter");
+    }
+
+    fn take_known_counters(&self) -> Option<VerdictCounters> {
+        self.known_counters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take()
     }
 
-    fn keep_counters_after_outcome(&self, counters: XdpCounters) {
+    fn keep_known_counters(&self, counters: VerdictCounters) {
         *self
-            .counters_after_outcome
+            .known_counters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(counters);
-    }
-
-    /// The counters [`Self::outcome`] tells a verdict by (the others
-    /// read 0): those before the fast path's bytes and hand-ups by
-    /// reason, which say nothing a verdict needs.
-    fn outcome_counters(&self) -> XdpCounters {
-        XdpCounters::from_totals(&per_cpu_totals(&self.counters, OUTCOME_COUNTERS))
     }
 
     /// The program's counters, summed over CPUs.
