@@ -51,6 +51,14 @@ _topo_no_offload() {
   topo_exec "$1" ethtool -K "$2" tx off tso off gso off >/dev/null 2>&1 || true
 }
 
+# The gateway's XDP fast path sends established flows' frames out of its
+# veths as XDP frames, which a veth takes only when its peer receives
+# through NAPI: GRO on (or an XDP program) on the peer. Without it flowgate
+# sees the interface cannot take them and leaves every flow to its workers.
+_topo_takes_xdp_frames() {
+  topo_exec "$1" ethtool -K "$2" gro on >/dev/null 2>&1 || true
+}
+
 # Creates the whole topology. Fails (set -e) on the first command that does.
 topo_up() {
   local ns n
@@ -73,6 +81,7 @@ topo_up() {
   ip -n "$C" addr add 2001:2::2/64 dev eth0 nodad
   ip -n "$C" link set eth0 up
   _topo_no_offload client eth0
+  _topo_takes_xdp_frames client eth0
   ip -n "$G" addr add 198.18.0.1/24 dev fg-client
   ip -n "$G" addr add 2001:2::1/64 dev fg-client nodad
   ip -n "$G" link set fg-client up
@@ -87,6 +96,7 @@ topo_up() {
   ip -n "$G" link add fg-backend address "$TOPO_GW_BACKEND_MAC" type veth \
     peer name gw netns "$L"
   ip -n "$L" link set gw master br0 up
+  _topo_takes_xdp_frames lan gw
   ip -n "$G" addr add 198.18.1.1/24 dev fg-backend
   ip -n "$G" addr add 2001:2:0:1::1/64 dev fg-backend nodad
   ip -n "$G" link set fg-backend up
