@@ -9,7 +9,7 @@ use super::handover::{HandedConnection, Origin, SynProxyOffset};
 use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
 use super::state::{next_state, Direction, FlowState, FlowTimeouts};
 use crate::fastpath::{synproxy_rewrites, DirectionRewrite, FastPath};
-use crate::hash::flow_hash;
+use crate::hash::table_hash;
 use crate::rules::FlowSettings;
 use crate::synproxy::ProxiedConnection;
 use crate::wire::rewrite::EndpointDeltas;
@@ -543,7 +543,7 @@ impl FlowTable {
     }
 
     /// The connection `tuple` belongs to, and from which end it came.
-    /// `hash` is [`flow_hash`](crate::hash::flow_hash) of `tuple`. A
+    /// `hash` is [`table_hash`](crate::hash::table_hash) of `tuple`. A
     /// connection idle past its timeout is removed (counted as expired) and
     /// reported as a miss.
     #[inline(always)]
@@ -1069,8 +1069,8 @@ impl FlowTable {
         let mut conn = handed.connection.clone();
         conn.last_seen_ns = handed.last_seen_mono_ns.saturating_sub(epoch_mono_ns);
         let now_ns = conn.last_seen_ns;
-        let client_hash = flow_hash(&conn.client);
-        let reply_hash = flow_hash(&conn.reply_tuple());
+        let client_hash = table_hash(&conn.client);
+        let reply_hash = table_hash(&conn.reply_tuple());
         let id = self.insert(conn, client_hash, reply_hash, now_ns);
         if id.is_none() {
             return id;
