@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use flowgate_dataplane::flow::{FlowTable, FlowTimeouts};
-use flowgate_dataplane::hash::flow_hash;
+use flowgate_dataplane::hash::table_hash;
 use flowgate_dataplane::pipeline::{Pipeline, Verdict};
 use flowgate_dataplane::port::{Frame, FrameMemory, MemoryFrames};
 use flowgate_dataplane::rules::{
@@ -609,7 +609,7 @@ impl World {
             let src = client_addr(c);
             let dst = service_addr(service_of(c, self.services));
             let tuple = FiveTuple::new(src.ip(), dst.ip(), src.port(), dst.port(), ip_proto::TCP);
-            let found = self.flows.lookup(&tuple, flow_hash(&tuple), NOW_NS);
+            let found = self.flows.lookup(&tuple, table_hash(&tuple), NOW_NS);
             let (id, _) = found.expect("retired connection is in the table");
             self.flows.remove(id);
         }

@@ -1,11 +1,19 @@
-//! The flow hash.
+//! The flow hash and the connection table's hash.
 //!
-//! One fixed-seed hash of the 5-tuple serves both the connection table and
-//! backend choice. The seed is a constant, never random, so that two gateway
+//! [`flow_hash`], a fixed-seed hash of the 5-tuple's 37 bytes, chooses
+//! backends. The seed is a constant, never random, so that two gateway
 //! processes with the same rules pick the same backend for the same flow
-//! (several gateways behind ECMP agree without talking to each other).
+//! (several gateways behind ECMP agree without talking to each other): its
+//! values are pinned.
+//!
+//! [`table_hash`] keys the connection table (and the fan-out table). An
+//! IPv4 flow's is XXH3 of its 13-byte key, one 128-bit multiply where the
+//! 37 bytes take four: every established packet pays it, and only a new
+//! flow also pays `flow_hash`. Nothing outside one process depends on its
+//! values (a table handed over is hashed again by the process that takes
+//! it), so they are not pinned.
 
-use crate::wire::{FiveTuple, FIVE_TUPLE_BYTES};
+use crate::wire::{is_v4_mapped, FiveTuple, FIVE_TUPLE_BYTES};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 /// The fixed seed of every flow hash. Changing it changes which backend
@@ -79,6 +87,49 @@ fn xxh3_of_tuple_bytes(t: &FiveTuple) -> u64 {
     acc ^ acc >> 32
 }
 
+/// The connection table's hash of a tuple: [`table_hash_v4`] for an
+/// IPv4 tuple (both addresses IPv4-mapped), [`flow_hash`] for any other.
+/// Every lookup, insert and removal of a table key hashes with this.
+#[inline]
+pub fn table_hash(tuple: &FiveTuple) -> u64 {
+    if is_v4_mapped(&tuple.src) && is_v4_mapped(&tuple.dst) {
+        table_hash_v4(tuple)
+    } else {
+        flow_hash(tuple)
+    }
+}
+
+/// Bytes of an IPv4 key: the two addresses, the ports, the protocol.
+pub const V4_KEY_BYTES: usize = 13;
+
+/// [`table_hash`] of a tuple whose addresses are IPv4-mapped (the caller
+/// knows: the parse of an IPv4 packet): XXH3-64 with [`FLOW_HASH_SEED`]
+/// of the 13-byte key (source and destination addresses, the ports
+/// big-endian, the protocol), computed from the fields in place: XXH3's
+/// 9- to 16-byte case reads it as the words at bytes 0 and 5. The tests
+/// hold it to the crate's value.
+#[inline(always)]
+pub fn table_hash_v4(t: &FiveTuple) -> u64 {
+    let v4 = |a: &[u8; 16]| u64::from(u32::from_le_bytes([a[12], a[13], a[14], a[15]]));
+    let (src, dst) = (v4(&t.src), v4(&t.dst));
+    // The key's words at bytes 0 and 5 (little-endian).
+    let lo = src | dst << 32;
+    let hi = dst >> 8
+        | u64::from(t.src_port.swap_bytes()) << 24
+        | u64::from(t.dst_port.swap_bytes()) << 40
+        | u64::from(t.protocol) << 56;
+    let lo = lo ^ (SECRET[3] ^ SECRET[4]).wrapping_add(FLOW_HASH_SEED);
+    let hi = hi ^ (SECRET[5] ^ SECRET[6]).wrapping_sub(FLOW_HASH_SEED);
+    let product = u128::from(lo) * u128::from(hi);
+    let acc = (V4_KEY_BYTES as u64)
+        .wrapping_add(lo.swap_bytes())
+        .wrapping_add(hi)
+        .wrapping_add((product as u64) ^ ((product >> 64) as u64));
+    // XXH3's avalanche.
+    let acc = (acc ^ acc >> 37).wrapping_mul(0x1656_6791_9e37_79f9);
+    acc ^ acc >> 32
+}
+
 /// Hash of a source address alone (the `sh` scheduler: every flow of one
 /// client goes to the same backend).
 #[inline]
@@ -143,6 +194,69 @@ mod tests {
             flow_hash(&FiveTuple::default()),
             xxh3_64_with_seed(&[0; FIVE_TUPLE_BYTES], FLOW_HASH_SEED)
         );
+    }
+
+    #[test]
+    fn table_hash_is_xxh3_of_the_v4_key_and_flow_hash_otherwise() {
+        let mut x = 0x0fed_cba9_8765_4321u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for i in 0..20_000u32 {
+            let (a, b) = (next(), next());
+            let mut t = FiveTuple::v4(
+                (a as u32).to_be_bytes(),
+                ((a >> 32) as u32).to_be_bytes(),
+                b as u16,
+                (b >> 16) as u16,
+                (b >> 32) as u8,
+            );
+            if i % 7 == 0 {
+                t.src_port = u16::MAX;
+                t.dst_port = 0;
+                t.protocol = u8::MAX;
+            }
+            let mut key = [0u8; V4_KEY_BYTES];
+            key[..4].copy_from_slice(&t.src[12..]);
+            key[4..8].copy_from_slice(&t.dst[12..]);
+            key[8..10].copy_from_slice(&t.src_port.to_be_bytes());
+            key[10..12].copy_from_slice(&t.dst_port.to_be_bytes());
+            key[12] = t.protocol;
+            let expected = xxh3_64_with_seed(&key, FLOW_HASH_SEED);
+            assert_eq!(table_hash_v4(&t), expected, "{t:?}");
+            assert_eq!(table_hash(&t), expected, "{t:?}");
+            // Either address not IPv4-mapped: the 37-byte hash.
+            let mut v6 = t;
+            v6.src[0] = 0x20;
+            assert_eq!(table_hash(&v6), flow_hash(&v6), "{v6:?}");
+            let mut v6 = t;
+            v6.dst[10] = 0;
+            assert_eq!(table_hash(&v6), flow_hash(&v6), "{v6:?}");
+        }
+    }
+
+    #[test]
+    fn table_hash_spreads_one_client_s_ports_over_buckets_and_tags() {
+        // One client, one VIP, 65 536 source ports: the index takes the
+        // bucket from the low bits and the tag from the top 16; each must
+        // be near uniform (a 2^12-bucket index: 16 keys a bucket on
+        // average).
+        let mut buckets = vec![0u32; 1 << 12];
+        let mut tags = vec![0u32; 1 << 12];
+        for port in 0..=u16::MAX {
+            let t = FiveTuple::v4([198, 18, 0, 1], [198, 18, 1, 10], port, 80, 6);
+            let h = table_hash(&t);
+            buckets[(h & 0xfff) as usize] += 1;
+            tags[(h >> 52) as usize] += 1;
+        }
+        for counts in [&buckets, &tags] {
+            let max = *counts.iter().max().unwrap();
+            let min = *counts.iter().min().unwrap();
+            assert!(max <= 40 && min >= 2, "min {min} max {max}");
+        }
     }
 
     #[test]

@@ -176,7 +176,7 @@ fn next_ticket() -> u64 {
 mod tests {
     use super::*;
     use crate::flow::{Connection, FlowState, FlowTimeouts};
-    use crate::hash::flow_hash;
+    use crate::hash::table_hash;
     use crate::wire::{v4_mapped, FiveTuple};
 
     fn table(n: u16) -> FlowTable {
@@ -192,7 +192,7 @@ mod tests {
                 state: FlowState::Udp,
                 last_seen_ns: 0,
             };
-            let (client, reply) = (flow_hash(&c.client), flow_hash(&c.reply_tuple()));
+            let (client, reply) = (table_hash(&c.client), table_hash(&c.reply_tuple()));
             flows.insert(c, client, reply, 0);
         }
         flows

@@ -266,7 +266,7 @@ pub fn list(
 mod tests {
     use super::*;
     use crate::flow::{Connection, FlowState, FlowTimeouts};
-    use crate::hash::flow_hash;
+    use crate::hash::table_hash;
     use crate::wire::{v4_mapped, FiveTuple};
 
     fn table(n: u32, capacity: usize) -> FlowTable {
@@ -284,7 +284,7 @@ mod tests {
                 state: FlowState::TcpEstablished,
                 last_seen_ns: 0,
             };
-            let (ch, rh) = (flow_hash(&c.client), flow_hash(&c.reply_tuple()));
+            let (ch, rh) = (table_hash(&c.client), table_hash(&c.reply_tuple()));
             t.insert(c, ch, rh, 0);
         }
         t

@@ -206,7 +206,7 @@ mod tests {
     use super::*;
     use crate::daemon::flow_query::{self, flow_queries};
     use crate::flow::{Connection, FlowFilter, FlowRecord, FlowState, FlowTable, FlowTimeouts};
-    use crate::hash::flow_hash;
+    use crate::hash::table_hash;
     use crate::port::{MemoryFrames, MemoryPort};
     use crate::rules;
     use crate::table::SnapshotPublisher;
@@ -226,7 +226,7 @@ mod tests {
                 state: FlowState::TcpEstablished,
                 last_seen_ns: u64::from(i),
             };
-            let (ch, rh) = (flow_hash(&c.client), flow_hash(&c.reply_tuple()));
+            let (ch, rh) = (table_hash(&c.client), table_hash(&c.reply_tuple()));
             flows.insert(c, ch, rh, 0);
         }
         flows

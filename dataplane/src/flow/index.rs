@@ -174,10 +174,11 @@ impl Index {
     }
 
     /// The first key in the primary bucket of `hash` whose tag matches, as
-    /// its position and record: the record a lookup of `hash` will most
-    /// likely read, and where [`find_at`](Self::find_at) looks again.
+    /// its slot in that bucket and its record: the record a lookup of
+    /// `hash` will most likely read, and where [`find_at`](Self::find_at)
+    /// looks again.
     #[inline(always)]
-    pub(super) fn first_candidate(&self, hash: u64) -> Option<(Pos, u32)> {
+    pub(super) fn first_candidate(&self, hash: u64) -> Option<(usize, u32)> {
         let probe = self.probe(hash);
         let bucket = self.buckets.get(probe.primary)?;
         let slot = bucket
@@ -186,22 +187,18 @@ impl Index {
             .zip(bucket.entries.iter())
             .position(|(&t, &e)| t == probe.tag && e != EMPTY)?;
         let entry = *bucket.entries.get(slot)?;
-        Some(((probe.primary * SLOTS + slot) as Pos, decode(entry).0))
+        Some((slot, decode(entry).0))
     }
 
-    /// The (record, direction) at `pos` if `pos` is in the primary bucket
-    /// of `hash` and holds a key with its tag: one slot read where
+    /// The (record, direction) at `slot` of the primary bucket of `hash`
+    /// if it holds a key with its tag: one slot read where
     /// [`find`](Self::find) scans the bucket. The caller confirms the key
     /// against the record, as for `find`; a confirmed key is the one
-    /// `find` would return, since a tuple has one key per bucket and tag.
+    /// `find` would return, since a tuple has one key in the index. A
+    /// slot past the bucket's finds nothing.
     #[inline(always)]
-    pub(super) fn find_at(&self, pos: Pos, hash: u64) -> Option<(u32, Direction)> {
-        let bucket = pos as usize / SLOTS;
-        if bucket != hash as usize & self.mask {
-            return None;
-        }
-        let b = self.buckets.get(bucket)?;
-        let slot = pos as usize % SLOTS;
+    pub(super) fn find_at(&self, slot: usize, hash: u64) -> Option<(u32, Direction)> {
+        let b = self.buckets.get(hash as usize & self.mask)?;
         let (&tag, &entry) = (b.tags.get(slot)?, b.entries.get(slot)?);
         (tag == (hash >> 48) as u16 && entry != EMPTY).then(|| decode(entry))
     }

@@ -24,7 +24,7 @@
 //!   counts its overflowed keys so lookups read the secondary only when
 //!   that count is non-zero. See `index.rs`.
 //!
-//! The caller hashes tuples with [`crate::hash::flow_hash`] and passes the
+//! The caller hashes tuples with [`crate::hash::table_hash`] and passes the
 //! hash in, so nothing is hashed twice.
 //!
 //! A lookup reads one bucket (one cache line), compares the tags, then

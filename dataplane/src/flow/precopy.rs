@@ -159,7 +159,7 @@ mod tests {
     use super::*;
     use crate::flow::handover::{decode, encode, encode_delta};
     use crate::flow::{Connection, Direction, FlowState, FlowTimeouts};
-    use crate::hash::flow_hash;
+    use crate::hash::table_hash;
     use crate::wire::{ip_proto, tcp_flags, v4_mapped, FiveTuple};
 
     const TIMEOUTS: FlowTimeouts = FlowTimeouts {
@@ -188,14 +188,14 @@ mod tests {
     }
 
     fn insert(table: &mut FlowTable, c: Connection) -> ConnId {
-        let (ch, rh) = (flow_hash(&c.client), flow_hash(&c.reply_tuple()));
+        let (ch, rh) = (table_hash(&c.client), table_hash(&c.reply_tuple()));
         table.insert(c, ch, rh, 10)
     }
 
     fn find(table: &mut FlowTable, port: u16, state: FlowState) -> ConnId {
         let c = conn(port, 0, state);
         table
-            .lookup(&c.client, flow_hash(&c.client), 20)
+            .lookup(&c.client, table_hash(&c.client), 20)
             .map(|(id, _)| id)
             .unwrap_or(ConnId::NONE)
     }
@@ -293,7 +293,7 @@ mod tests {
         assert_eq!(old.get(id).state, FlowState::TcpEstablished);
         let id = find(&mut old, 1011, FlowState::Udp);
         let reply = old.get(id).reply_tuple();
-        let (id, direction) = old.lookup(&reply, flow_hash(&reply), 30).unwrap();
+        let (id, direction) = old.lookup(&reply, table_hash(&reply), 30).unwrap();
         old.observe(id, direction, 0, 30);
         let id = find(&mut old, 1012, FlowState::Udp);
         old.get_mut(id).client_mac = [2, 0, 0, 0, 0, 9];

@@ -9,7 +9,7 @@ use super::handover::{HandedConnection, Origin, SynProxyOffset};
 use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
 use super::state::{next_state, Direction, FlowState, FlowTimeouts};
 use crate::fastpath::{synproxy_rewrites, DirectionRewrite, FastPath};
-use crate::hash::flow_hash;
+use crate::hash::table_hash;
 use crate::rules::FlowSettings;
 use crate::synproxy::ProxiedConnection;
 use crate::wire::rewrite::EndpointDeltas;
@@ -214,14 +214,16 @@ pub struct FlowTable {
 }
 
 /// Where [`FlowTable::warm_record`] found the key a lookup of its hash
-/// will most likely want, for [`FlowTable::lookup_hinted`]: plain data, a
-/// stale or foreign one costs only the bucket scan it was to spare.
+/// will most likely want, for [`FlowTable::lookup_hinted`]: its slot in
+/// the hash's primary bucket (the bucket is the hash's, so the hint need
+/// not name it, nor the lookup check it). Plain data: a stale or foreign
+/// one costs only the bucket scan it was to spare.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct LookupHint(Pos);
+pub struct LookupHint(u32);
 
 impl LookupHint {
     /// No key: `lookup_hinted` scans as `lookup` does.
-    pub const NONE: LookupHint = LookupHint(Pos::MAX);
+    pub const NONE: LookupHint = LookupHint(u32::MAX);
 
     /// Whether the warm pass found a key for the hash.
     #[inline]
@@ -543,7 +545,7 @@ impl FlowTable {
     }
 
     /// The connection `tuple` belongs to, and from which end it came.
-    /// `hash` is [`flow_hash`](crate::hash::flow_hash) of `tuple`. A
+    /// `hash` is [`table_hash`](crate::hash::table_hash) of `tuple`. A
     /// connection idle past its timeout is removed (counted as expired) and
     /// reported as a miss.
     #[inline(always)]
@@ -604,7 +606,7 @@ impl FlowTable {
     /// loops that call it are the hottest of the pipeline.
     #[inline(always)]
     pub fn warm_record(&self, hash: u64) -> LookupHint {
-        let Some((pos, record)) = self.index.first_candidate(hash) else {
+        let Some((slot, record)) = self.index.first_candidate(hash) else {
             return LookupHint::NONE;
         };
         let record = self.records.get(record as usize);
@@ -621,7 +623,7 @@ impl FlowTable {
                 ^ r.links.0;
             std::hint::black_box(seen);
         }
-        LookupHint(pos)
+        LookupHint(slot as u32)
     }
 
     /// The connection behind `id`. A stale id reads a dead or reused
@@ -1069,8 +1071,8 @@ impl FlowTable {
         let mut conn = handed.connection.clone();
         conn.last_seen_ns = handed.last_seen_mono_ns.saturating_sub(epoch_mono_ns);
         let now_ns = conn.last_seen_ns;
-        let client_hash = flow_hash(&conn.client);
-        let reply_hash = flow_hash(&conn.reply_tuple());
+        let client_hash = table_hash(&conn.client);
+        let reply_hash = table_hash(&conn.reply_tuple());
         let id = self.insert(conn, client_hash, reply_hash, now_ns);
         if id.is_none() {
             return id;
@@ -1272,7 +1274,7 @@ impl FlowTable {
         hash: u64,
         hint: LookupHint,
     ) -> Option<(u32, Direction)> {
-        if let Some((record, direction)) = self.index.find_at(hint.0, hash) {
+        if let Some((record, direction)) = self.index.find_at(hint.0 as usize, hash) {
             let is_key = self
                 .records
                 .get(record as usize)

@@ -679,7 +679,7 @@ fn sample_worker(
 mod tests {
     use super::*;
     use crate::flow::{Connection, FlowState, FlowTimeouts};
-    use crate::hash::flow_hash;
+    use crate::hash::table_hash;
     use crate::rules;
     use crate::wire::{ip_proto, FiveTuple};
 
@@ -747,8 +747,8 @@ mod tests {
                 state: FlowState::TcpEstablished,
                 last_seen_ns: 0,
             };
-            let reply = flow_hash(&conn.reply_tuple());
-            self.flows.insert(conn, flow_hash(&client), reply, 0);
+            let reply = table_hash(&conn.reply_tuple());
+            self.flows.insert(conn, table_hash(&client), reply, 0);
             for _ in 0..packets {
                 self.flows.count_packet(endpoint, 100);
             }

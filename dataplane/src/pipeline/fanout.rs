@@ -34,7 +34,7 @@
 use std::time::Duration;
 
 use super::{egress_mac, mac_at, source_mac, DropReason, Pipeline, Verdict};
-use crate::hash::flow_hash;
+use crate::hash::table_hash;
 use crate::port::{Frame, FrameMemory, FramePool};
 use crate::route::ClientAddr;
 use crate::rules::FanoutReplies;
@@ -292,7 +292,7 @@ impl Pipeline {
                 protocol: t.protocol,
             };
             let slot = flows
-                .find(&key, flow_hash(&key), now_ns, udp_timeout_ns)
+                .find(&key, table_hash(&key), now_ns, udp_timeout_ns)
                 .filter(|&i| flows.slots.get(i).is_some_and(|f| f.service == service_id));
             let newer = |i: usize, j: usize| {
                 let seen = |k: usize| flows.slots.get(k).map_or(0, |f| f.last_seen_ns);

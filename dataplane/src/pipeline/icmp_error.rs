@@ -33,7 +33,7 @@
 
 use super::{egress_mac, Context, DropReason, Pipeline, Verdict};
 use crate::flow::Direction;
-use crate::hash::flow_hash;
+use crate::hash::table_hash;
 use crate::wire::quoted::{self, QuotedEnd, QuotedPacket};
 use crate::wire::{self, PacketMeta};
 
@@ -55,7 +55,7 @@ impl Pipeline {
         // The quote is of a packet the gateway sent; its connection was
         // found by the packets that came the other way.
         let about = quote.tuple.reversed();
-        let hash = flow_hash(&about);
+        let hash = table_hash(&about);
         let found = cx.flows.lookup(&about, hash, cx.now_ns);
         if found.is_none() {
             return if is_about_ours(&quote, cx) {

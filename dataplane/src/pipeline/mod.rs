@@ -80,7 +80,7 @@ use crate::admission::{
     WorkerAdmission,
 };
 use crate::flow::{ConnId, Connection, Direction, FlowState, FlowTable, LookupHint};
-use crate::hash::{flow_hash, source_hash};
+use crate::hash::{flow_hash, source_hash, table_hash, table_hash_v4};
 use crate::port::{Frame, FrameMemory};
 use crate::route::{ClientAddr, PathReader, PathTarget, PathView};
 use crate::rules::routing::SetStage;
@@ -204,7 +204,7 @@ impl Parsed {
     pub fn of(frame: &[u8]) -> Parsed {
         match wire::parse_plain_ipv4(frame) {
             Some(meta) => Parsed {
-                hash: flow_hash(&meta.tuple),
+                hash: table_hash_v4(&meta.tuple),
                 hashed: true,
                 meta: Ok(meta),
             },
@@ -217,7 +217,7 @@ impl Parsed {
     fn of_any(frame: &[u8]) -> Parsed {
         let meta = wire::parse_any(frame);
         let hash = match &meta {
-            Ok(m) if m.l3 != L3::Arp && m.fragment == Fragment::None => Some(flow_hash(&m.tuple)),
+            Ok(m) if m.l3 != L3::Arp && m.fragment == Fragment::None => Some(table_hash(&m.tuple)),
             _ => None,
         };
         Parsed {
@@ -843,12 +843,14 @@ impl Pipeline {
     }
 
     /// A packet with no connection: schedule it if it is for a service.
+    /// `key_hash` is its tuple's [`table_hash`]; its backend is chosen by
+    /// the pinned [`flow_hash`], worked out here.
     #[inline]
     fn new_flow(
         &mut self,
         frame: &mut [u8],
         meta: &PacketMeta,
-        hash: u64,
+        key_hash: u64,
         cx: &mut Context<'_>,
     ) -> Verdict {
         let snapshot = cx.snapshot;
@@ -869,7 +871,7 @@ impl Pipeline {
             return self.fanout_datagram(
                 frame,
                 meta,
-                hash,
+                key_hash,
                 service_id,
                 service,
                 udp_timeout,
@@ -890,6 +892,9 @@ impl Pipeline {
         // proxied service only) opens the connection as a SYN would.
         let marked = service.syn_proxy().is_enabled() && synproxy::is_cookie_ack(frame, meta);
         let syn = meta.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN || marked;
+        // The backend choice's hash: pinned, so that every gateway and
+        // every release choose alike.
+        let hash = flow_hash(t);
         let path = match cx.paths {
             Some(view) => self.path_choice(view, service_id, service, meta, hash, cx),
             None => None,
@@ -902,15 +907,17 @@ impl Pipeline {
             }
         };
         let verdict = match (admitted, chosen) {
-            (None, Ok(endpoint_id)) => self.place_new_flow(frame, meta, hash, endpoint_id, syn, cx),
+            (None, Ok(endpoint_id)) => {
+                self.place_new_flow(frame, meta, key_hash, endpoint_id, syn, cx)
+            }
             (None, Err(verdict)) => verdict,
             (Some((flow, limits)), chosen) => {
                 let to = (service_id, chosen, syn);
-                self.place_admitted(frame, meta, hash, to, flow, limits, cx)
+                self.place_admitted(frame, meta, key_hash, to, flow, limits, cx)
             }
         };
         if marked {
-            return self.open_backend(frame, meta, hash, verdict, cx);
+            return self.open_backend(frame, meta, key_hash, verdict, cx);
         }
         verdict
     }
@@ -946,7 +953,7 @@ impl Pipeline {
         &mut self,
         frame: &mut [u8],
         meta: &PacketMeta,
-        hash: u64,
+        key_hash: u64,
         (service_id, chosen, syn): (ServiceId, Result<EndpointId, Verdict>, bool),
         flow: AdmittedFlow,
         limits: &CompiledLimits,
@@ -976,7 +983,7 @@ impl Pipeline {
                 }
             }
         }
-        let verdict = self.place_new_flow(frame, meta, hash, endpoint_id, syn, cx);
+        let verdict = self.place_new_flow(frame, meta, key_hash, endpoint_id, syn, cx);
         if let Verdict::Transmit(_) = verdict {
             self.admission.done(flow);
         } else {
@@ -1197,7 +1204,7 @@ impl Pipeline {
         &mut self,
         frame: &mut [u8],
         meta: &PacketMeta,
-        hash: u64,
+        key_hash: u64,
         endpoint_id: EndpointId,
         syn: bool,
         cx: &mut Context<'_>,
@@ -1236,10 +1243,10 @@ impl Pipeline {
             state,
             last_seen_ns: now_ns,
         };
-        let reply_hash = flow_hash(&conn.reply_tuple());
+        let reply_hash = table_hash(&conn.reply_tuple());
         // Every way here starts from a lookup of the client tuple that
         // missed, or from removing its record.
-        let id = flows.insert_absent(conn, hash, reply_hash, now_ns);
+        let id = flows.insert_absent(conn, key_hash, reply_hash, now_ns);
         if id.is_none() {
             return Verdict::Drop(DropReason::FlowTableFull);
         }

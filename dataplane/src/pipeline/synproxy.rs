@@ -86,7 +86,7 @@ impl Pipeline {
         &mut self,
         frame: &mut [u8],
         meta: &PacketMeta,
-        hash: u64,
+        key_hash: u64,
         verdict: Verdict,
         cx: &mut Context<'_>,
     ) -> Verdict {
@@ -94,7 +94,8 @@ impl Pipeline {
             return verdict;
         };
         let flows = &mut *cx.flows;
-        let Some((id, Direction::FromClient)) = flows.lookup(&meta.tuple, hash, cx.now_ns) else {
+        let Some((id, Direction::FromClient)) = flows.lookup(&meta.tuple, key_hash, cx.now_ns)
+        else {
             return Verdict::Drop(DropReason::SynProxyHandshake);
         };
         let at = layout(meta);

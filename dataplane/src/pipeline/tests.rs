@@ -285,7 +285,7 @@ fn pre_parsed_frames_are_decided_by_their_parse_not_parsed_again() {
     let parsed = Parsed::of(&syn);
     assert!(parsed.flow().is_some());
     let (_, hash) = parsed.flow().unwrap();
-    assert_eq!(hash, flow_hash(&parsed.meta().unwrap().tuple));
+    assert_eq!(hash, table_hash(&parsed.meta().unwrap().tuple));
 
     let mut memory = MemoryFrames::new(2, 256);
     let mut pool = memory.pool();

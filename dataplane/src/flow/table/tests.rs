@@ -3,7 +3,7 @@
 use super::*;
 use crate::flow::state::FlowState;
 use crate::flow::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
-use crate::hash::flow_hash;
+use crate::hash::table_hash;
 use crate::wire::tcp_flags::{ACK, FIN, SYN};
 use crate::wire::{ip_proto, v4_mapped};
 use proptest::prelude::*;
@@ -37,12 +37,12 @@ fn conn(client: u8, port: u16, vip: u8, backend: u8, state: FlowState, now: u64)
 }
 
 fn insert(table: &mut FlowTable, c: Connection, now: u64) -> ConnId {
-    let (ch, rh) = (flow_hash(&c.client), flow_hash(&c.reply_tuple()));
+    let (ch, rh) = (table_hash(&c.client), table_hash(&c.reply_tuple()));
     table.insert(c, ch, rh, now)
 }
 
 fn lookup(table: &mut FlowTable, t: &FiveTuple, now: u64) -> Option<(ConnId, Direction)> {
-    table.lookup(t, flow_hash(t), now)
+    table.lookup(t, table_hash(t), now)
 }
 
 #[test]
@@ -71,7 +71,7 @@ fn unknown_tuples_miss() {
     let other = conn(1, 40001, 10, 5, FlowState::TcpEstablished, 0);
     assert_eq!(lookup(&mut t, &other.client, 1), None);
     // The right tuple under a wrong hash is a miss, never a panic.
-    assert_eq!(t.lookup(&c.client, !flow_hash(&c.client), 1), None);
+    assert_eq!(t.lookup(&c.client, !table_hash(&c.client), 1), None);
     assert_eq!(t.len(), 1);
 }
 
@@ -1381,7 +1381,7 @@ proptest! {
         let key = |port: u16, reply: bool| {
             let c = conn(1, port, 10, 5, FlowState::TcpEstablished, 0);
             let tuple = if reply { c.reply_tuple() } else { c.client };
-            (tuple, crowd(flow_hash(&tuple)))
+            (tuple, crowd(table_hash(&tuple)))
         };
         let mut hints = [LookupHint::NONE; 48];
         let mut now = 0;
@@ -1390,7 +1390,7 @@ proptest! {
             match kind {
                 0 => {
                     let c = conn(1, port, 10, 5, states[state], now);
-                    let (ch, rh) = (crowd(flow_hash(&c.client)), crowd(flow_hash(&c.reply_tuple())));
+                    let (ch, rh) = (crowd(table_hash(&c.client)), crowd(table_hash(&c.reply_tuple())));
                     t.insert(c, ch, rh, now);
                 }
                 1 => hints[usize::from(port) * 2 + usize::from(reply)] = t.warm_record(hash),
