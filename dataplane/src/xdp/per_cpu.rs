@@ -132,6 +132,10 @@ mod tests {
                 .run(f)
                 .unwrap_or_else(|e| panic!("run {n}: BPF_PROG_TEST_RUN failed: {e}"));
         }
+        // The last counters too, which no frame here moves.
+        for index in [counter::FAST_UP_SYN, counter::COUNT - 1, counter::COUNT - 1] {
+            tester.bump_counter(index);
+        }
         let counters = tester.counters_map();
         let cpus = aya::util::nr_cpus().expect("the possible CPUs");
         let batch = batch_totals(counters.map(), counter::COUNT, cpus)
@@ -143,5 +147,7 @@ mod tests {
             "seven runs counted nothing: {batch:?}"
         );
         assert_eq!(per_cpu_totals(counters, counter::COUNT), batch);
+        assert_eq!(batch[counter::FAST_UP_SYN as usize], 1);
+        assert_eq!(batch[(counter::COUNT - 1) as usize], 2);
     }
 }
