@@ -12,7 +12,8 @@ set -euo pipefail
 #   ethtool, nftables (the kernel-NAT baseline), ping, curl, wrk, nginx
 #   (real HTTP backends), python3 (the UDP service) and trafgen
 #   (netsniff-ng, the packet generator);
-# - the instruction-count benches need valgrind;
+# - the instruction-count benches need valgrind; the XDP bench loads
+#   Katran's balancer beside flowgate's program with bpftool;
 # - tests/dashboards.rs checks the alerting rules with promtool (`check rules`,
 #   `test rules`), which Debian ships in the prometheus package (on a box
 #   that runs systemd the package also enables its server:
@@ -31,7 +32,7 @@ set -euo pipefail
 #   (on a box that runs systemd the package also enables its server:
 #   `systemctl disable --now bird` if that is not wanted).
 PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev pkg-config m4 libbpf-dev linux-libc-dev
-  iproute2 ethtool nftables iputils-ping curl wrk nginx-light python3 netsniff-ng tcpdump valgrind
+  iproute2 ethtool nftables iputils-ping curl wrk nginx-light python3 netsniff-ng tcpdump valgrind bpftool
   prometheus systemd groff-base protobuf-compiler libprotobuf-dev etcd-server etcd-client bird2)
 
 missing=()
