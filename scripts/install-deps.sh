@@ -10,7 +10,8 @@ set -euo pipefail
 #   kernel's UAPI headers (libbpf-dev, linux-libc-dev);
 # - the namespace tests, the demo and the end-to-end harness need iproute2,
 #   ethtool, nftables (the kernel-NAT baseline), ping, curl, wrk, nginx
-#   (real HTTP backends), python3 (the UDP service) and trafgen
+#   (real HTTP backends), python3 (the UDP service; with scapy, which
+#   tests/vlan_netns.rs sends tagged frames with) and trafgen
 #   (netsniff-ng, the packet generator);
 # - the instruction-count benches need valgrind; the XDP bench loads
 #   Katran's balancer beside flowgate's program with bpftool;
@@ -32,7 +33,7 @@ set -euo pipefail
 #   (on a box that runs systemd the package also enables its server:
 #   `systemctl disable --now bird` if that is not wanted).
 PACKAGES=(clang llvm libelf-dev zlib1g-dev libpcap-dev pkg-config m4 libbpf-dev linux-libc-dev
-  iproute2 ethtool nftables iputils-ping curl wrk nginx-light python3 netsniff-ng tcpdump valgrind bpftool
+  iproute2 ethtool nftables iputils-ping curl wrk nginx-light python3 python3-scapy netsniff-ng tcpdump valgrind bpftool
   prometheus systemd groff-base protobuf-compiler libprotobuf-dev etcd-server etcd-client bird2)
 
 missing=()
