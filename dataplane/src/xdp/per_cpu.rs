@@ -8,7 +8,7 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
-use aya::maps::{IterableMap, MapData, PerCpuArray};
+use aya::maps::{IterableMap, MapData, MapError, PerCpuArray};
 
 use super::syscall::bpf;
 
@@ -41,10 +41,20 @@ pub(super) fn per_cpu_totals(counters: &PerCpuArray<MapData, u64>, count: u32) -
     }
 }
 
+/// Counter `index`'s total over CPUs, in one lookup.
+pub(super) fn per_cpu_total(
+    counters: &PerCpuArray<MapData, u64>,
+    index: u32,
+) -> Result<u64, MapError> {
+    counters
+        .get(&index, 0)
+        .map(|per_cpu| per_cpu.iter().fold(0u64, |sum, &v| sum.saturating_add(v)))
+}
+
 fn one_by_one(counters: &PerCpuArray<MapData, u64>, count: u32) -> Vec<u64> {
     (0..count)
-        .map(|index| match counters.get(&index, 0) {
-            Ok(per_cpu) => per_cpu.iter().fold(0u64, |sum, &v| sum.saturating_add(v)),
+        .map(|index| match per_cpu_total(counters, index) {
+            Ok(total) => total,
             Err(e) => {
                 tracing::debug!(index, error = %e, "cannot read an XDP counter");
                 0

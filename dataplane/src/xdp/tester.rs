@@ -400,7 +400,10 @@ impl XdpTester {
                 } else {
                     // Refused by the ingress checks, under exactly one of
                     // their reasons, each the reason the pipeline gives.
-                    assert_eq!(no_socket, known.no_socket, "DROPPED_NO_SOCKET went back");
+                    assert_eq!(
+                        no_socket, known.no_socket,
+                        "DROPPED_NO_SOCKET moved by other than one"
+                    );
                     let mut moved = None;
                     for (i, &(index, reason)) in INGRESS_DROPS.iter().enumerate() {
                         let now = read_one(&self.counters, index)?;

@@ -14,7 +14,7 @@
 
 use aya::maps::{MapData, PerCpuArray};
 
-use super::per_cpu::per_cpu_totals;
+use super::per_cpu::{per_cpu_total, per_cpu_totals};
 use super::program::counter;
 use super::XdpError;
 use crate::pipeline::DropReason;
@@ -69,9 +69,7 @@ impl VerdictCounters {
 
 /// One counter's total over CPUs, in one lookup.
 pub(super) fn read_one(counters: &PerCpuArray<MapData, u64>, index: u32) -> Result<u64, XdpError> {
-    counters
-        .get(&index, 0)
-        .map(|per_cpu| per_cpu.iter().fold(0u64, |s, &v| s.saturating_add(v)))
+    per_cpu_total(counters, index)
         .map_err(|e| XdpError::Other(format!("reading XDP counter {index}: {e}")))
 }
 
