@@ -147,18 +147,22 @@ pub fn bytes_hash(bytes: &[u8], salt: u64) -> u64 {
 mod tests {
     use super::*;
 
+    /// A xorshift64 sequence from `seed`: the tests' varied tuples.
+    fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
     #[test]
     fn flow_hash_is_xxh3_of_the_tuple_bytes() {
         // Tuples of both families, with every byte varied (IPv6 addresses
         // with any bytes, IPv4-mapped ones, ports and protocols at their
         // edges), against the crate's XXH3 of the laid-out bytes.
-        let mut x = 0x1234_5678_9abc_def0u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x1234_5678_9abc_def0);
         for i in 0..20_000u32 {
             let mut src = [0u8; 16];
             let mut dst = [0u8; 16];
@@ -198,13 +202,7 @@ mod tests {
 
     #[test]
     fn table_hash_is_xxh3_of_the_v4_key_and_flow_hash_otherwise() {
-        let mut x = 0x0fed_cba9_8765_4321u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = xorshift(0x0fed_cba9_8765_4321);
         for i in 0..20_000u32 {
             let (a, b) = (next(), next());
             let mut t = FiveTuple::v4(
