@@ -55,9 +55,9 @@ const PORT: u16 = 8090;
 /// established connections, the floods break some `wrr` ones (2 of 60
 /// broke with 20 per scheduler).
 const IDLE: usize = 100;
-/// Each flood's length: at the generator's rate (over 2 M frames/s, of
-/// which the gateway takes about 50 000 new flows/s on this machine)
-/// several times the table.
+/// Each flood's length: at the generator's rate (over 2 M frames/s, or
+/// about 0.8 M through its packet socket, of which the gateway takes about
+/// 50 000 new flows/s on this machine) several times the table.
 const FLOOD_SECONDS: u64 = 4;
 const SCHEDULERS: [(&str, Ipv4Addr); 3] = [
     ("maglev", Ipv4Addr::new(198, 18, 100, 30)),
@@ -345,8 +345,11 @@ fn run(evict_established: bool) -> Outcome {
     let capacity = after.sum("flowgate_connection_capacity", &[]);
     for (what, report, in_table) in &floods {
         println!(
-            "{what}: {} frames in {:.1} s ({:.0}/s); table then {in_table} of {capacity}",
-            report.sent, report.seconds, report.pps
+            "{what}: {} frames in {:.1} s ({:.0}/s, {}); table then {in_table} of {capacity}",
+            report.sent,
+            report.seconds,
+            report.pps,
+            report.via()
         );
     }
     println!(

@@ -316,6 +316,8 @@ measure_flood() {
   # Let the gateway drain before the next measurement.
   sleep 0.5
   offered=$(sed -n 's/.* pps=\([0-9]*\).*/\1/p' "$RUN/xdpgen.log")
+  grep -q 'via=packet' "$RUN/xdpgen.log" &&
+    log "the kernel refuses live frames: the generator sent through a packet socket (a lower ceiling)"
   echo "offered_pps=${offered:-0} $(delta "$variant" "$s0" "$s1")"
 }
 

@@ -150,8 +150,12 @@ impl Figures {
             );
         }
         println!(
-            "flood: {} SYNs in {:.1} s ({:.0}/s), {} returns dropped at the generator",
-            self.flood.sent, self.flood.seconds, self.flood.pps, self.flood.returns_dropped
+            "flood: {} SYNs in {:.1} s ({:.0}/s, {}), {} returns dropped at the generator",
+            self.flood.sent,
+            self.flood.seconds,
+            self.flood.pps,
+            self.flood.via(),
+            self.flood.returns_dropped
         );
         println!(
             "client: {} of {} requests succeeded ({:.1} %); failures {:?}",
