@@ -350,12 +350,30 @@ impl FastPath {
                 b.wrapping_add(self.word_at(slot, offset::BYTES).unwrap_or(0)),
             ]
         });
+        let any_live = placed.iter().any(Option::is_some);
         let Some(base) = self.unreported.get_mut(record as usize) else {
             return (0, 0);
         };
-        let taken = (live[0].wrapping_add(base[0]), live[1].wrapping_add(base[1]));
-        *base = [0u64.wrapping_sub(live[0]), 0u64.wrapping_sub(live[1])];
-        taken
+        let mut taken = [0u64; 2];
+        for ((taken, base), live) in taken.iter_mut().zip(base.iter_mut()).zip(live) {
+            let since = live.wrapping_add(*base);
+            // The program adds to an entry's counters without a lock (a
+            // locked add cost more than the rest of the entry's update),
+            // so two CPUs forwarding one connection at once can lose an
+            // add, and a count read between goes back. A count that went
+            // back is no traffic: the base stays, so that only what passes
+            // the highest count taken is taken later. With no entry left,
+            // nothing more comes.
+            if (since as i64) < 0 {
+                if !any_live {
+                    *base = 0;
+                }
+                continue;
+            }
+            *taken = since;
+            *base = 0u64.wrapping_sub(live);
+        }
+        (taken[0], taken[1])
     }
 
     /// The records whose traffic the next bounded step of a round-robin
@@ -822,6 +840,36 @@ mod tests {
         assert_eq!(fp.traffic_walk(40), 0..40);
         assert_eq!(fp.traffic_walk(40), 40..64);
         assert_eq!(fp.traffic_walk(40), 0..40);
+    }
+
+    #[test]
+    fn a_count_that_went_back_is_taken_as_no_traffic_and_only_its_excess_later() {
+        let (mut fp, _) = fast_path(1, 0, 64);
+        assert!(fp.install(4, &rewrites(40000)));
+        let set = |fp: &FastPath, packets: u64, bytes: u64| {
+            let e = fp.entry(fp.placed[4][0].unwrap()).unwrap();
+            e[offset::PACKETS / 8].store(packets, Ordering::Relaxed);
+            e[offset::BYTES / 8].store(bytes, Ordering::Relaxed);
+        };
+        set(&fp, 5, 500);
+        assert_eq!(fp.take_traffic(4), (5, 500));
+        // Two CPUs raced: an add was lost after the counts were read.
+        set(&fp, 4, 440);
+        assert_eq!(fp.take_traffic(4), (0, 0));
+        set(&fp, 7, 700);
+        assert_eq!(fp.take_traffic(4), (2, 200));
+        // Packets and bytes are taken each on its own.
+        set(&fp, 6, 760);
+        assert_eq!(fp.take_traffic(4), (0, 60));
+        // Freed below what was taken: nothing is owed, and the record's
+        // next connection starts from zero.
+        set(&fp, 3, 300);
+        fp.remove(4);
+        assert_eq!(fp.take_traffic(4), (0, 0));
+        assert!(!fp.has_traffic(4));
+        assert!(fp.install(4, &rewrites(40001)));
+        set(&fp, 2, 120);
+        assert_eq!(fp.take_traffic(4), (2, 120));
     }
 
     /// Heap entries whose reader can be switched off, as a program
