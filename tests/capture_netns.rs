@@ -207,7 +207,17 @@ fn an_interrupted_capture_disarms(socket: &Path) {
         .status()
         .unwrap();
     assert!(interrupted.success());
-    endless.wait().unwrap();
+    // Bounded: a flowgatectl started with SIGINT ignored (a test run in
+    // the background of a shell) never sees it.
+    let exited_by = Instant::now() + Duration::from_secs(10);
+    while endless.try_wait().unwrap().is_none() {
+        if Instant::now() > exited_by {
+            let _ = endless.kill();
+            let _ = endless.wait();
+            panic!("flowgatectl capture did not exit within 10 s of SIGINT (ignored here?)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let next = flowgatectl(socket, &["capture", "-c", "1", "--duration", "0.1"])
