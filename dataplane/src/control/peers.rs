@@ -34,7 +34,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use flowgate_api::{ApiError, ErrorCode};
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+use nix::errno::Errno;
+use nix::sys::socket::{getsockopt, recv, sockopt::PeerCredentials, MsgFlags};
+use std::os::fd::AsRawFd;
 
 /// Once this many processes are known, those that hold no connection and
 /// whose budget is full again are forgotten (they are as if new); the next
@@ -187,6 +189,20 @@ impl Closing {
 }
 
 impl Client {
+    /// Whether the process at the other end has closed the connection
+    /// and its thread has not noticed yet: a peek that finds the end of
+    /// the stream (or an error), without waiting and without taking a
+    /// byte.
+    fn closed_by_peer(&self) -> bool {
+        let mut byte = [0u8; 1];
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        match recv(self.socket.as_raw_fd(), &mut byte, flags) {
+            Ok(0) => true,
+            Ok(_) | Err(Errno::EAGAIN | Errno::EINTR) => false,
+            Err(_) => true,
+        }
+    }
+
     /// It waits for its next request from `now`; or it was closed.
     pub(super) fn idle(&self, now: Instant) -> Result<(), Closing> {
         self.set(Phase::Idle(now))
@@ -296,15 +312,22 @@ impl Clients {
                 ),
             ));
         }
-        if state.served >= limits.max_per_peer.max(1) {
+        let max_per_peer = limits.max_per_peer.max(1);
+        // A connection the process closed holds no place, though its
+        // thread may not have seen the end yet (a reconnect loop closes
+        // and connects faster than a loaded server's threads wake).
+        if state.served >= max_per_peer && table.forget_closed(Some(peer)) >= max_per_peer {
+            let held = table.peers.get(&peer).map_or(0, |p| p.served);
             return Admission::Refused(ApiError::new(
                 ErrorCode::Busy,
                 format!(
-                    "{peer} has {} connections open already (the most one process may hold); \
-                     close one, or send requests on one it has",
-                    state.served
+                    "{peer} has {held} connections open already (the most one process may \
+                     hold); close one, or send requests on one it has"
                 ),
             ));
+        }
+        if table.served.len() >= limits.max_clients {
+            table.forget_closed(None);
         }
         if table.served.len() >= limits.max_clients && !table.close_idlest(now, limits.max_clients)
         {
@@ -397,6 +420,26 @@ impl Table {
         true
     }
 
+    /// Takes out the clients (of `peer`, or all) whose process closed
+    /// the connection before their thread saw it, and returns how many
+    /// clients `peer` (or the table) holds then. A thread that sees the
+    /// end later finds its client gone, as after `close_idlest`.
+    fn forget_closed(&mut self, peer: Option<Peer>) -> usize {
+        let closed: Vec<u64> = self
+            .served
+            .iter()
+            .filter(|c| peer.is_none_or(|p| c.peer == p) && c.closed_by_peer())
+            .map(|c| c.id)
+            .collect();
+        for id in closed {
+            self.remove(id);
+        }
+        match peer {
+            Some(p) => self.peers.get(&p).map_or(0, |state| state.served),
+            None => self.served.len(),
+        }
+    }
+
     fn remove(&mut self, id: u64) {
         let Some(i) = self.served.iter().position(|c| c.id == id) else {
             return;
@@ -432,8 +475,12 @@ mod tests {
         connects_per_second: 5,
     };
 
+    /// A connection whose other end stays open (a client that has not
+    /// closed it), for the test process's life.
     fn socket() -> UnixStream {
-        UnixStream::pair().unwrap().0
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        std::mem::forget(theirs);
+        ours
     }
 
     fn served(admission: Admission) -> Ticket {
@@ -503,6 +550,55 @@ mod tests {
         drop(a);
         let _c = served(clients.admit(me, socket(), t));
         assert_eq!(clients.served(), 2);
+    }
+
+    #[test]
+    fn connections_a_process_closed_hold_no_place_before_their_threads_see_it() {
+        let clients = Arc::new(Clients::new(LIMITS));
+        let t = Instant::now();
+        let me = Peer::Process(8);
+        let (ours_a, theirs_a) = UnixStream::pair().unwrap();
+        let (ours_b, theirs_b) = UnixStream::pair().unwrap();
+        let a = served(clients.admit(me, ours_a, t));
+        let _b = served(clients.admit(me, ours_b, t));
+        refused(clients.admit(me, socket(), t));
+        // The process closes one; its ticket (its thread) is still there.
+        drop(theirs_a);
+        let _c = served(clients.admit(me, socket(), t));
+        // The closed one was taken out, and its thread's end later
+        // changes no count.
+        assert_eq!(clients.served(), 2);
+        drop(a);
+        assert_eq!(clients.served(), 2);
+        // b and c are open: the cap holds again, and says how many.
+        let e = refused(clients.admit(me, socket(), t));
+        assert!(e
+            .message
+            .starts_with("process 8 has 2 connections open already"));
+        drop(theirs_b);
+    }
+
+    #[test]
+    fn a_full_table_takes_out_clients_whose_process_closed_before_closing_an_idle_one() {
+        let clients = Arc::new(Clients::new(LIMITS));
+        let t = Instant::now();
+        let mut tickets = Vec::new();
+        let mut ends = Vec::new();
+        for pid in 1..=4 {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            let ticket = served(clients.admit(Peer::Process(pid), ours, t));
+            ticket.client().idle(t).unwrap();
+            tickets.push(ticket);
+            ends.push(theirs);
+        }
+        // Process 3 closed its connection: the newcomer takes that place
+        // and every idle client that is still open stays.
+        drop(ends.remove(2));
+        let _newcomer = served(clients.admit(Peer::Process(5), socket(), t));
+        assert_eq!(clients.served(), 4);
+        for (i, ticket) in tickets.iter().enumerate().filter(|&(i, _)| i != 2) {
+            assert!(ticket.client().busy().is_ok(), "client {i} was closed");
+        }
     }
 
     #[test]
