@@ -146,6 +146,10 @@ struct fast_config {
 	__u32 port_index;	// this interface's port index: XDP_TX to it
 	__u32 pad;
 	__u64 egress_ready;	// bit per port index (ports 0..63)
+	// The owner hash's seed: drawn at random by each daemon process, so
+	// that no client can choose addresses and ports that all land on
+	// one worker.
+	__u64 owner_seed;
 };
 
 #define FAST_MIX 0x9E3779B97F4A7C15ULL
@@ -171,10 +175,11 @@ static inline __u64 fast_key_hash(const __u64 *words)
 }
 
 // The partition (worker) owning a connection: a hash of the client's
-// address (two 64-bit words) and port (as loaded from the packet).
-static inline __u32 fast_owner(const __u64 *addr, __be16 port, __u32 partitions)
+// address (two 64-bit words) and port (as loaded from the packet), from
+// the instance's `owner_seed`.
+static inline __u32 fast_owner(const __u64 *addr, __be16 port, __u32 partitions, __u64 seed)
 {
-	__u64 h = 0x6f776e6572736869ULL; // "ownershi"
+	__u64 h = seed;
 
 	h = fast_mix(h, addr[0]);
 	h = fast_mix(h, addr[1]);

@@ -703,9 +703,9 @@ static __always_inline int fast_lookup(struct fast_config *cfg, union fast_key_w
 	if (cfg->partitions == 1)
 		part = 0;
 	else if (client_is_src)
-		part = fast_owner(&k->words[0], k->key.sport, cfg->partitions);
+		part = fast_owner(&k->words[0], k->key.sport, cfg->partitions, cfg->owner_seed);
 	else
-		part = fast_owner(&k->words[2], k->key.dport, cfg->partitions);
+		part = fast_owner(&k->words[2], k->key.dport, cfg->partitions, cfg->owner_seed);
 	base = part * (mask + 1);
 	hash = fast_key_hash(k->words);
 	home = (__u32)(hash >> 32); // the high half: a product's best bits

@@ -8,6 +8,10 @@
 //! see the same words — it builds them from the bytes with
 //! `u64::from_ne_bytes`, which is what the CPU's load does.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::OnceLock;
+
 use crate::wire::checksum::ChecksumDelta;
 use crate::wire::FiveTuple;
 
@@ -100,16 +104,18 @@ pub struct FastConfig {
 }
 
 /// Bytes of `struct fast_config`.
-pub const FAST_CONFIG_SIZE: usize = 24;
+pub const FAST_CONFIG_SIZE: usize = 32;
 
 impl FastConfig {
-    /// The struct's bytes.
+    /// The struct's bytes, with this process's [`owner_seed`] (every
+    /// instance of the program hashes owners as the workers do).
     pub fn to_bytes(self) -> [u8; FAST_CONFIG_SIZE] {
         let mut b = [0u8; FAST_CONFIG_SIZE];
         b[0..4].copy_from_slice(&self.partitions.to_ne_bytes());
         b[4..8].copy_from_slice(&self.slot_mask.to_ne_bytes());
         b[8..12].copy_from_slice(&self.port_index.to_ne_bytes());
         b[16..24].copy_from_slice(&self.egress_ready.to_ne_bytes());
+        b[24..32].copy_from_slice(&owner_seed().to_ne_bytes());
         b
     }
 }
@@ -156,7 +162,20 @@ impl FastKey {
 
 const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 const KEY_SEED: u64 = 0x666c_6f77_6761_7465; // "flowgate"
-const OWNER_SEED: u64 = 0x6f77_6e65_7273_6869; // "ownershi"
+
+/// The owner hash's seed, drawn from the operating system's random source
+/// once per process. With a seed anyone can read in the source, a client
+/// could pick addresses and ports that all hash to one worker and leave
+/// the others idle; drawn at random, where a connection lands cannot be
+/// chosen. A new process taking over draws its own: it imports each
+/// connection into the worker that owns it by its seed, and its programs
+/// get the seed with their config ([`FastConfig::to_bytes`]).
+pub fn owner_seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    // std's hasher keys come from the OS (getrandom) for every
+    // `RandomState`; one hash of them is a seed no one outside can know.
+    *SEED.get_or_init(|| RandomState::new().hash_one(0x6f77_6e65_7273_6869_u64))
+}
 
 /// `fast_mix`.
 #[inline]
@@ -177,7 +196,7 @@ pub fn owner(addr: &[u8; 16], port: u16, partitions: u32) -> u32 {
     hi.copy_from_slice(&addr[8..]);
     // The program loads the port as a 16-bit word from the packet.
     let port_word = u64::from(u16::from_ne_bytes(port.to_be_bytes()));
-    let mut h = OWNER_SEED;
+    let mut h = owner_seed();
     h = mix(h, u64::from_ne_bytes(lo));
     h = mix(h, u64::from_ne_bytes(hi));
     h = mix(h, port_word);
@@ -461,6 +480,43 @@ mod tests {
         ] {
             assert_eq!(c_offset(field), rust, "{field}");
         }
+    }
+
+    #[test]
+    fn each_process_draws_its_own_owner_seed_and_gives_it_to_the_programs() {
+        let seed = owner_seed();
+        if std::env::var_os("FLOWGATE_PRINT_OWNER_SEED").is_some() {
+            println!("owner_seed={seed}");
+            return;
+        }
+        assert_eq!(owner_seed(), seed, "one seed for the process's life");
+        let config = FastConfig {
+            partitions: 2,
+            slot_mask: 255,
+            port_index: 0,
+            egress_ready: 0,
+        };
+        let bytes = config.to_bytes();
+        assert_eq!(bytes[24..32], seed.to_ne_bytes());
+        // This test again in two processes of its own: three seeds.
+        let other = || {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "fastpath::layout::tests::each_process_draws_its_own_owner_seed_and_gives_it_to_the_programs",
+                    "--nocapture",
+                ])
+                .env("FLOWGATE_PRINT_OWNER_SEED", "1")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix("owner_seed="))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("no seed in {text:?}"))
+        };
+        let (a, b) = (other(), other());
+        assert!(a != b && a != seed && b != seed, "{seed} {a} {b}");
     }
 
     #[test]

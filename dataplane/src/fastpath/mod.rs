@@ -31,5 +31,7 @@ pub use cache::{
     read_entry, CacheGeometry, EntryMemory, FastPath, FastPathStats, HeapEntries,
     DEFAULT_MAX_SLOTS, MAX_SLOTS, PENDING,
 };
-pub use layout::{owner, Direction, DirectionRewrite, FastConfig, FastKey, SeqTranslation};
+pub use layout::{
+    owner, owner_seed, Direction, DirectionRewrite, FastConfig, FastKey, SeqTranslation,
+};
 pub use rewrite::{connection_rewrites, synproxy_rewrites};
