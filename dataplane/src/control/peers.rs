@@ -29,6 +29,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -36,7 +37,6 @@ use std::time::{Duration, Instant};
 use flowgate_api::{ApiError, ErrorCode};
 use nix::errno::Errno;
 use nix::sys::socket::{getsockopt, recv, sockopt::PeerCredentials, MsgFlags};
-use std::os::fd::AsRawFd;
 
 /// Once this many processes are known, those that hold no connection and
 /// whose budget is full again are forgotten (they are as if new); the next
