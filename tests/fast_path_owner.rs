@@ -7,6 +7,8 @@
 //! partition and missed.) Through BPF_PROG_TEST_RUN on the real program;
 //! needs root.
 
+mod common;
+
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
@@ -21,46 +23,26 @@ use flowgate_dataplane::wire::{tcp_flags, v4_mapped, FiveTuple};
 use flowgate_dataplane::xdp::test_run::{action, test_run};
 use flowgate_dataplane::xdp::{OwnedTraffic, XdpTester};
 
-const RULES: &str = r#"
-[[interfaces]]
-name = "fg-client"
-mac = "02:66:67:00:00:01"
+use common::{CLIENT_MAC, GOLDEN_RULES, GW_CLIENT_MAC};
 
-[[interfaces]]
-name = "fg-backend"
-mac = "02:66:67:00:01:01"
-
-[[neighbours]]
-address = "198.18.1.11"
-mac = "02:66:67:00:01:11"
-interface = "fg-backend"
-
-[[services]]
-name = "web"
-protocol = "tcp"
-vip = "198.18.100.10"
-port = 80
-[[services.backends]]
-address = "198.18.1.11"
-port = 8080
-"#;
+const VIP: [u8; 4] = [198, 18, 100, 10];
 
 const CLIENTS: usize = 64;
-const CLIENT_MAC: [u8; 6] = [0x02, 0x66, 0x67, 0, 0, 0x02];
-const GW_CLIENT_MAC: [u8; 6] = [0x02, 0x66, 0x67, 0, 0, 0x01];
 const PARTITIONS: u32 = 2;
 
 fn client(i: usize) -> ([u8; 4], u16) {
     ([198, 18, 10, i as u8], 20_000 + i as u16)
 }
 
-fn connection(i: usize) -> Connection {
+/// Client `i`'s connection to `web` (the golden rules' TCP service on
+/// 198.18.100.10:80), on its one backend, endpoint `endpoint`.
+fn connection(i: usize, endpoint: u32) -> Connection {
     let (addr, port) = client(i);
     Connection {
-        client: FiveTuple::v4(addr, [198, 18, 100, 10], port, 80, 6),
+        client: FiveTuple::v4(addr, VIP, port, 80, 6),
         backend_addr: v4_mapped([198, 18, 1, 11]),
         backend_port: 8080,
-        endpoint: 0,
+        endpoint,
         client_mac: CLIENT_MAC,
         client_ingress: 0,
         state: FlowState::TcpEstablished,
@@ -72,7 +54,7 @@ fn data_frame(i: usize) -> Vec<u8> {
     let (addr, port) = client(i);
     FrameBuilder::tcp(
         std::net::SocketAddr::from((addr, port)),
-        std::net::SocketAddr::from(([198, 18, 100, 10], 80)),
+        std::net::SocketAddr::from((VIP, 80)),
         tcp_flags::ACK,
     )
     .macs(CLIENT_MAC, GW_CLIENT_MAC)
@@ -130,8 +112,12 @@ fn forwarded(programs: &[XdpTester; 2], i: usize) -> bool {
 
 #[test]
 fn the_program_finds_every_connection_in_the_partition_of_its_owner() {
-    let config = rules::load_str(RULES, "owner.toml").expect("rules");
+    let config = rules::load_str(GOLDEN_RULES, "golden.toml").expect("rules");
     let snapshot = Snapshot::build(&config, None);
+    let (_, web) = snapshot
+        .lookup_service(6, &v4_mapped(VIP), 80)
+        .expect("the web service");
+    let endpoint = web.endpoints()[0];
     let geometry = CacheGeometry::new(PARTITIONS, 256);
     let owners: Vec<u32> = (0..CLIENTS)
         .map(|i| {
@@ -147,7 +133,7 @@ fn the_program_finds_every_connection_in_the_partition_of_its_owner() {
     let programs_ = programs(&snapshot, geometry);
     let mut by_owner = writers(&programs_, geometry);
     for (i, &o) in owners.iter().enumerate() {
-        let entries = connection_rewrites(&connection(i), &snapshot).expect("rewrites");
+        let entries = connection_rewrites(&connection(i, endpoint), &snapshot).expect("rewrites");
         assert!(by_owner[o as usize].install(i as u32, &entries));
         assert!(!by_owner[1 - o as usize].install(i as u32, &entries));
     }
