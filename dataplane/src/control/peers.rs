@@ -316,15 +316,17 @@ impl Clients {
         // A connection the process closed holds no place, though its
         // thread may not have seen the end yet (a reconnect loop closes
         // and connects faster than a loaded server's threads wake).
-        if state.served >= max_per_peer && table.forget_closed(Some(peer)) >= max_per_peer {
-            let held = table.peers.get(&peer).map_or(0, |p| p.served);
-            return Admission::Refused(ApiError::new(
-                ErrorCode::Busy,
-                format!(
-                    "{peer} has {held} connections open already (the most one process may \
-                     hold); close one, or send requests on one it has"
-                ),
-            ));
+        if state.served >= max_per_peer {
+            let held = table.forget_closed(Some(peer));
+            if held >= max_per_peer {
+                return Admission::Refused(ApiError::new(
+                    ErrorCode::Busy,
+                    format!(
+                        "{peer} has {held} connections open already (the most one process may \
+                         hold); close one, or send requests on one it has"
+                    ),
+                ));
+            }
         }
         if table.served.len() >= limits.max_clients {
             table.forget_closed(None);
