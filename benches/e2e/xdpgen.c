@@ -179,16 +179,16 @@ static int open_packet_socket(unsigned ifindex)
 	return sock;
 }
 
-// Sends `n` frames of `len` bytes from `frames` on `sock`, retrying what a
-// full send buffer refused; 0, or -1 with errno set.
-static int send_all(int sock, uint8_t (*frames)[FRAME_LEN], unsigned n, size_t len)
+// Sends the `n` frames of `frames` on `sock`, retrying what a full send
+// buffer refused; 0, or -1 with errno set.
+static int send_all(int sock, uint8_t (*frames)[FRAME_LEN], unsigned n)
 {
 	struct iovec iov[PACKET_BATCH];
 	struct mmsghdr msgs[PACKET_BATCH];
 	unsigned done = 0;
 	memset(msgs, 0, sizeof(msgs));
 	for (unsigned i = 0; i < n; i++) {
-		iov[i] = (struct iovec){.iov_base = frames[i], .iov_len = len};
+		iov[i] = (struct iovec){.iov_base = frames[i], .iov_len = FRAME_LEN};
 		msgs[i].msg_hdr.msg_iov = &iov[i];
 		msgs[i].msg_hdr.msg_iovlen = 1;
 	}
@@ -223,12 +223,12 @@ static int run_by_packet(int prog_fd, int sock, const uint8_t *frame, struct xdp
 			return -1;
 		}
 		if (++ready == PACKET_BATCH) {
-			if (send_all(sock, batch, ready, FRAME_LEN))
+			if (send_all(sock, batch, ready))
 				return -1;
 			ready = 0;
 		}
 	}
-	return ready ? send_all(sock, batch, ready, FRAME_LEN) : 0;
+	return ready ? send_all(sock, batch, ready) : 0;
 }
 
 static int log2_exact(unsigned long n)
