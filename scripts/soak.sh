@@ -14,9 +14,10 @@
 # web-wrr or web, or a service `churn` added or removed.
 #
 # It samples flowgate's resident memory and open descriptors every 60 s
-# (after a 10 s warm-up, the start) and prints a report: memory and
-# descriptors at the start and the end, and the established-connection
-# failures. It exits 1 unless every established connection lasted, every
+# (after a 10 s warm-up, the start) and prints a report: the commit the
+# binaries were built from, what flowgate said of its kernel fast path,
+# memory and descriptors at the start and the end, and the failures with
+# their first reasons. It exits 1 unless every established connection lasted, every
 # change was taken, memory ended within 5 % (+1 MiB) of the start, and the
 # descriptors within 2. With --out FILE the report is also written there.
 # Needs root; sends traffic only between its namespaces; tears everything
@@ -64,6 +65,10 @@ source scripts/lib/report.sh
 say "installing what is missing, building (release)"
 scripts/install-deps.sh
 cargo build --release --locked --bins
+# What the binaries were built from (the tree may move on during the soak).
+built_from="$(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+git diff --quiet HEAD -- . ':!docs' ':!scripts' ':!tests' ':!benches' ':!*.md' 2>/dev/null ||
+  built_from="$built_from (with uncommitted changes)"
 bin=${CARGO_TARGET_DIR:-target}/release
 FLOWGATE=$(realpath "$bin/flowgate")
 FLOWGATECTL=$(realpath "$bin/flowgatectl")
@@ -223,12 +228,13 @@ totals=$(tail -n 1 "$report_file")
 field() { "$(topo_python)" -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$totals" "$1"; }
 
 {
-  echo "soak: ${seconds} s, $(date -u +%Y-%m-%dT%H:%MZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo "soak: ${seconds} s, ended $(date -u +%Y-%m-%dT%H:%MZ), flowgate built at ${built_from}"
+  echo "flowgate said: $(grep -o 'kernel fast path.*' "$work/flowgate.log" | head -n 3 | paste -sd ';' - | sed 's/;/; /g')"
   echo "machine: $(nproc) cores, $(uname -r), load at the end $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "flowgate RSS: start ${rss_start} KiB, end ${rss_end} KiB, max ${rss_max} KiB"
   echo "descriptors: start ${fds_start}, end ${fds_end}"
   echo "established connections: $(field established_connections), requests $(field established_requests), failures $(field established_failures) $(field established_failure_reasons)"
-  echo "new flows: $(field new_flows), failed $(field new_flow_failures); UDP queries $(field udp_queries), failed $(field udp_failures); flap service flows $(field flap_flows), failed $(field flap_failures) (its backends come and go)"
+  echo "new flows: $(field new_flows), failed $(field new_flow_failures) $(field new_flow_failure_reasons); UDP queries $(field udp_queries), failed $(field udp_failures); flap service flows $(field flap_flows), failed $(field flap_failures) (its backends come and go)"
   echo "rule changes: ${changes}, refused or failed ${change_failures}"
   echo "samples (elapsed s, RSS KiB, descriptors):"
   sed 's/^/  /' "$samples"

@@ -75,7 +75,7 @@ def connect(to, port=None):
 
 
 def one_new_flow(to):
-    """A new connection, one request, close; True if answered."""
+    """A new connection, one request, close; None if answered, else why not."""
     try:
         with connect(to) as sock:
             sock.sendall(b"GET / HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n")
@@ -86,9 +86,11 @@ def one_new_flow(to):
                     break
                 data += chunk
             status = data.split(b"\r\n", 1)[0].split()
-            return len(status) >= 2 and status[0].startswith(b"HTTP/") and status[1] == b"200"
-    except OSError:
-        return False
+            if len(status) >= 2 and status[0].startswith(b"HTTP/") and status[1] == b"200":
+                return None
+            return "status %r" % data.split(b"\r\n", 1)[0]
+    except OSError as e:
+        return repr(e)
 
 
 def main():
@@ -101,6 +103,7 @@ def main():
         "established_failure_reasons": [],
         "new_flows": 0,
         "new_flow_failures": 0,
+        "new_flow_failure_reasons": [],
         "udp_queries": 0,
         "udp_failures": 0,
         "flap_flows": 0,
@@ -151,12 +154,16 @@ def main():
             totals["udp_failures"] += 1
         totals["udp_queries"] += 1
         totals["flap_flows"] += 1
-        if not one_new_flow(FLAP):
+        if one_new_flow(FLAP) is not None:
             totals["flap_failures"] += 1
         for i in range(NEW_PER_SECOND):
             totals["new_flows"] += 1
-            if not one_new_flow(WEB):
+            failure = one_new_flow(WEB)
+            if failure is not None:
                 totals["new_flow_failures"] += 1
+                reasons = totals["new_flow_failure_reasons"]
+                if len(reasons) < 20:
+                    reasons.append("%.0f s %s" % (time.monotonic() - start, failure))
             pause = tick + (i + 1) / NEW_PER_SECOND - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
