@@ -277,8 +277,17 @@ impl Transfer {
 
 /// CLOCK_MONOTONIC now, µs: the clock of flowgate's takeover steps.
 fn mono_us() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
-    t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1_000
+    clock_ns(nix::time::ClockId::CLOCK_MONOTONIC) / 1_000
+}
+
+/// `clock` now, ns.
+fn clock_ns(clock: nix::time::ClockId) -> u64 {
+    timespec_ns(nix::time::clock_gettime(clock).unwrap())
+}
+
+/// A time of the kernel's clocks, ns.
+fn timespec_ns(t: nix::sys::time::TimeSpec) -> u64 {
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
 /// A silence of the probe longer than [`GAP_SHOWN`]: from the answer
@@ -300,8 +309,7 @@ struct Probed {
 
 /// CLOCK_REALTIME now, ns: the clock of the kernel's receive timestamps.
 fn realtime_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).unwrap();
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    clock_ns(nix::time::ClockId::CLOCK_REALTIME)
 }
 
 /// Asks the kernel to stamp each datagram `socket` receives with its
@@ -330,9 +338,7 @@ fn recv_stamped(socket: &UdpSocket) -> Option<(u64, u64)> {
         )
         .ok()?;
         let arrival = msg.cmsgs().ok()?.find_map(|c| match c {
-            ControlMessageOwned::ScmTimestampns(t) => {
-                Some(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-            }
+            ControlMessageOwned::ScmTimestampns(t) => Some(timespec_ns(t)),
             _ => None,
         })?;
         (msg.bytes, arrival)

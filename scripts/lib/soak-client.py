@@ -85,10 +85,11 @@ def one_new_flow(to):
                 if not chunk:
                     break
                 data += chunk
-            status = data.split(b"\r\n", 1)[0].split()
+            first_line = data.split(b"\r\n", 1)[0]
+            status = first_line.split()
             if len(status) >= 2 and status[0].startswith(b"HTTP/") and status[1] == b"200":
                 return None
-            return "status %r" % data.split(b"\r\n", 1)[0]
+            return "status %r" % first_line
     except OSError as e:
         return repr(e)
 
