@@ -114,4 +114,4 @@ pub use export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 pub use handover::{HandedConnection, HandedState, Origin, StateError, SynProxyOffset};
 pub use precopy::{DeltaApplied, Placements};
 pub use state::{next_state, Direction, FlowState, FlowTimeouts};
-pub use table::{FlowTable, FlowTableStats, LookupHint, MAX_CAPACITY};
+pub use table::{FlowTable, FlowTableStats, Found, LookupHint, MAX_CAPACITY};

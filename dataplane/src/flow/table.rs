@@ -82,6 +82,21 @@ pub struct FlowTableStats {
     pub reply_conflicts: u64,
 }
 
+/// A connection a lookup found: its handle, which of its tuples the
+/// packet had, the record, and whether the SYN proxy is in it.
+#[derive(Clone, Copy, Debug)]
+pub struct Found<'a> {
+    /// Its handle.
+    pub id: ConnId,
+    /// Which of its two tuples the packet had.
+    pub direction: Direction,
+    /// The connection.
+    pub conn: &'a Connection,
+    /// Whether the SYN proxy is in it ([`FlowTable::syn_proxy`] is
+    /// `Some`).
+    pub syn_proxied: bool,
+}
+
 /// Bookkeeping of a record, packed in one word so a record stays 96 bytes:
 /// bit 63 live, bit 62 "backend sent SYN+ACK", bit 61 "counted in its
 /// endpoint's active connections", bit 60 "proxied by the SYN proxy", bits 28..56 the reply key's index
@@ -588,12 +603,34 @@ impl FlowTable {
         hint: LookupHint,
         now_ns: u64,
     ) -> Option<(ConnId, Direction)> {
+        self.lookup_found(tuple, hash, hint, now_ns)
+            .map(|found| (found.id, found.direction))
+    }
+
+    /// [`lookup_hinted`](Self::lookup_hinted), with the connection it
+    /// found and whether the SYN proxy is in it: the record is read once,
+    /// where a lookup then [`get`](Self::get) and
+    /// [`syn_proxy`](Self::syn_proxy) would look it up three times.
+    #[inline(always)]
+    pub fn lookup_found(
+        &mut self,
+        tuple: &FiveTuple,
+        hash: u64,
+        hint: LookupHint,
+        now_ns: u64,
+    ) -> Option<Found<'_>> {
         let (record, direction) = self.find_hinted(tuple, hash, hint)?;
         if self.idle_past_timeout(record, now_ns) {
             self.remove_record(record, Departure::Expired);
             return None;
         }
-        Some((ConnId(record), direction))
+        let r = self.records.get(record as usize)?;
+        Some(Found {
+            id: ConnId(record),
+            direction,
+            conn: &r.conn,
+            syn_proxied: r.links.syn_proxied() && self.syn_proxy.get(record as usize).is_some(),
+        })
     }
 
     /// Brings the record a lookup of `hash` will most likely read into

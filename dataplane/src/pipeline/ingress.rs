@@ -42,25 +42,52 @@ pub(super) enum Destination {
     Group(DropReason),
 }
 
+/// A MAC as one number (its bytes in memory order), so that a compare
+/// is one load of the frame's and one compare, not six bytes
+/// gathered: the form [`destination`] takes the interface's MAC in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct MacWord(u64);
+
+impl MacWord {
+    /// `mac` as one number.
+    #[inline(always)]
+    pub(super) fn of(mac: [u8; 6]) -> MacWord {
+        let [a, b, c, d, e, f] = mac;
+        MacWord(
+            u64::from(u32::from_le_bytes([a, b, c, d]))
+                | u64::from(u16::from_le_bytes([e, f])) << 32,
+        )
+    }
+
+    /// Whether the first byte's group bit (I/G) is set.
+    #[inline(always)]
+    fn is_group(self) -> bool {
+        self.0 & 1 != 0
+    }
+}
+
+/// The broadcast MAC, ff:ff:ff:ff:ff:ff.
+const BROADCAST: MacWord = MacWord(0xffff_ffff_ffff);
+
 /// Classifies `frame`'s destination MAC against `own`, the receiving
 /// interface's MAC; all zeros (not known) admits every unicast frame.
 #[inline(always)]
-pub(super) fn destination(frame: &[u8], own: [u8; 6]) -> Destination {
-    // An array, not a slice: the compares are a few in line, not calls.
+pub(super) fn destination(frame: &[u8], own: MacWord) -> Destination {
     let Some(&dst) = frame.first_chunk::<6>() else {
         // Too short to hold one: the parser drops it as malformed.
         return Destination::Own;
     };
+    let dst = MacWord::of(dst);
     if dst == own {
         return Destination::Own;
     }
-    if dst[0] & 1 == 0 {
-        if own == [0; 6] {
+    if !dst.is_group() {
+        if own == MacWord::default() {
             return Destination::Own;
         }
         return Destination::OtherHost;
     }
-    if dst == [0xff; 6] {
+    if dst == BROADCAST {
         Destination::Group(DropReason::BroadcastFrame)
     } else {
         Destination::Group(DropReason::MulticastFrame)
@@ -202,18 +229,18 @@ mod tests {
             f[..6].copy_from_slice(&dst);
             f
         };
-        assert_eq!(destination(&frame(own), own), Destination::Own);
+        assert_eq!(destination(&frame(own), MacWord::of(own)), Destination::Own);
         assert_eq!(
-            destination(&frame([2, 0, 0, 0, 0, 2]), own),
+            destination(&frame([2, 0, 0, 0, 0, 2]), MacWord::of(own)),
             Destination::OtherHost
         );
         // Unknown own MAC: every unicast frame is admitted.
         assert_eq!(
-            destination(&frame([2, 0, 0, 0, 0, 2]), [0; 6]),
+            destination(&frame([2, 0, 0, 0, 0, 2]), MacWord::of([0; 6])),
             Destination::Own
         );
         assert_eq!(
-            destination(&frame([0xff; 6]), own),
+            destination(&frame([0xff; 6]), MacWord::of(own)),
             Destination::Group(DropReason::BroadcastFrame)
         );
         for group in [
@@ -222,14 +249,14 @@ mod tests {
             [1, 0, 0x5e, 0, 0, 1],
         ] {
             assert_eq!(
-                destination(&frame(group), own),
+                destination(&frame(group), MacWord::of(own)),
                 Destination::Group(DropReason::MulticastFrame)
             );
             assert_eq!(
-                destination(&frame(group), [0; 6]),
+                destination(&frame(group), MacWord::of([0; 6])),
                 Destination::Group(DropReason::MulticastFrame)
             );
         }
-        assert_eq!(destination(&[1, 2], own), Destination::Own);
+        assert_eq!(destination(&[1, 2], MacWord::of(own)), Destination::Own);
     }
 }

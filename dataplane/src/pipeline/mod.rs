@@ -103,7 +103,7 @@ struct Context<'a> {
     refuse_untagged: bool,
     /// That port's interface MAC (all zeros where the config names none):
     /// the destination of every frame the gateway takes.
-    own_mac: [u8; 6],
+    own_mac: ingress::MacWord,
     now_ns: u64,
 }
 
@@ -203,12 +203,18 @@ impl Parsed {
     #[inline(always)]
     pub fn of(frame: &[u8]) -> Parsed {
         match wire::parse_plain_ipv4(frame) {
-            Some(meta) => Parsed {
-                hash: table_hash_v4(&meta.tuple),
-                hashed: true,
-                meta: Ok(meta),
-            },
+            Some(meta) => Parsed::of_plain(meta),
             None => Parsed::of_any(frame),
+        }
+    }
+
+    /// [`of`](Self::of) a frame the fixed-offset parse read as `meta`.
+    #[inline(always)]
+    fn of_plain(meta: PacketMeta) -> Parsed {
+        Parsed {
+            hash: table_hash_v4(&meta.tuple),
+            hashed: true,
+            meta: Ok(meta),
         }
     }
 
@@ -457,7 +463,7 @@ impl Pipeline {
             flows,
             ingress,
             refuse_untagged: !snapshot.vlans().port(ingress).untagged(),
-            own_mac: snapshot.interface_mac(ingress).unwrap_or_default(),
+            own_mac: ingress::MacWord::of(snapshot.interface_mac(ingress).unwrap_or_default()),
             now_ns,
         };
         if snapshot.vlans().configured() {
@@ -628,7 +634,7 @@ impl Pipeline {
             flows,
             ingress,
             refuse_untagged: !snapshot.vlans().port(ingress).untagged(),
-            own_mac: snapshot.interface_mac(ingress).unwrap_or_default(),
+            own_mac: ingress::MacWord::of(snapshot.interface_mac(ingress).unwrap_or_default()),
             now_ns,
         };
         if snapshot.vlans().configured() {
@@ -718,9 +724,10 @@ impl Pipeline {
                 Verdict::Pass
             };
         };
-        match flows.lookup_hinted(&meta.tuple, hash, hint, now_ns) {
-            Some((id, Direction::FromClient)) => {
-                let conn = flows.get(id);
+        let found = flows.lookup_found(&meta.tuple, hash, hint, now_ns);
+        match found.map(|f| (f.id, f.direction, f)) {
+            Some((id, Direction::FromClient, found)) => {
+                let conn = found.conn;
                 let endpoint = conn.endpoint;
                 // An endpoint that is gone, or that the snapshot flags for
                 // a look at its liveness, takes the cold path; the flag is
@@ -731,7 +738,10 @@ impl Pipeline {
                 match backend {
                     Some(backend) => {
                         let to = (id, endpoint, backend);
-                        match self.forward_established(frame, meta, to, flows, snapshot, now_ns) {
+                        let proxied = found.syn_proxied;
+                        match self
+                            .forward_established(frame, meta, to, proxied, flows, snapshot, now_ns)
+                        {
                             Some(verdict) => verdict,
                             // A proxied connection's client began a new
                             // one on its tuple: decided as any new flow.
@@ -741,7 +751,7 @@ impl Pipeline {
                     None => self.unusual_backend(frame, meta, hash, id, cx),
                 }
             }
-            Some((id, Direction::FromBackend)) => {
+            Some((id, Direction::FromBackend, _)) => {
                 if meta.ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExpired);
                 }
@@ -764,15 +774,18 @@ impl Pipeline {
     }
 
     /// A client's packet of connection `id`, to its endpoint `backend`
-    /// (whose id is `endpoint`): `to` is `(id, endpoint, backend)`.
-    /// `None` when the packet begins a new connection on the tuple of a
-    /// proxied one, which is then gone.
+    /// (whose id is `endpoint`): `to` is `(id, endpoint, backend)`;
+    /// `proxied` is whether the SYN proxy is in it. `None` when the
+    /// packet begins a new connection on the tuple of a proxied one,
+    /// which is then gone.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn forward_established(
         &mut self,
         frame: &mut [u8],
         meta: &PacketMeta,
         (id, endpoint, backend): (ConnId, EndpointId, &Endpoint),
+        proxied: bool,
         flows: &mut FlowTable,
         snapshot: &Snapshot,
         now_ns: u64,
@@ -780,7 +793,7 @@ impl Pipeline {
         if meta.ttl <= 1 {
             return Some(Verdict::Drop(DropReason::TtlExpired));
         }
-        if flows.syn_proxy(id).is_some() {
+        if proxied {
             let to = (id, endpoint, backend);
             return self.proxied_from_client(frame, meta, to, flows, snapshot, now_ns);
         }
@@ -836,7 +849,8 @@ impl Pipeline {
             }
         }
         let to = (id, endpoint, backend);
-        match self.forward_established(frame, meta, to, cx.flows, snapshot, cx.now_ns) {
+        let proxied = cx.flows.syn_proxy(id).is_some();
+        match self.forward_established(frame, meta, to, proxied, cx.flows, snapshot, cx.now_ns) {
             Some(verdict) => verdict,
             None => self.new_flow(frame, meta, hash, cx),
         }
