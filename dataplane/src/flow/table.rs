@@ -728,6 +728,27 @@ impl FlowTable {
         reply_hash: u64,
         now_ns: u64,
     ) -> ConnId {
+        let deltas = conn.rewrite_deltas();
+        self.insert_absent_with(conn, deltas, client_hash, reply_hash, now_ns)
+    }
+
+    /// [`insert_absent`](Self::insert_absent) of a connection whose
+    /// checksum changes the caller has: `deltas` must be
+    /// [`Connection::rewrite_deltas`] (a new flow to a service's VIP takes
+    /// them from its endpoint, worked out once per build).
+    pub fn insert_absent_with(
+        &mut self,
+        conn: Connection,
+        deltas: RewriteDeltas,
+        client_hash: u64,
+        reply_hash: u64,
+        now_ns: u64,
+    ) -> ConnId {
+        debug_assert_eq!(
+            deltas,
+            conn.rewrite_deltas(),
+            "deltas of another connection"
+        );
         debug_assert!(
             self.find(&conn.client, client_hash).is_none(),
             "insert_absent of a tuple the table holds"
@@ -746,7 +767,7 @@ impl FlowTable {
             return ConnId(NOWHERE);
         };
         let counted = self.accounts.opened(conn.endpoint);
-        slot.deltas = conn.rewrite_deltas();
+        slot.deltas = deltas;
         slot.conn = conn;
         slot.links = Links::live();
         slot.links.set_counted(counted);

@@ -79,7 +79,7 @@ use crate::admission::{
     write_reset, AdmittedFlow, ClientRateParams, OverLimitAction, RefusedSegment, ServiceLimits,
     WorkerAdmission,
 };
-use crate::flow::{ConnId, Connection, Direction, FlowState, FlowTable, LookupHint};
+use crate::flow::{ConnId, Connection, Direction, FlowState, FlowTable, LookupHint, RewriteDeltas};
 use crate::hash::{flow_hash, source_hash, table_hash, table_hash_v4};
 use crate::port::{Frame, FrameMemory};
 use crate::route::{ClientAddr, PathReader, PathTarget, PathView};
@@ -1258,17 +1258,26 @@ impl Pipeline {
             last_seen_ns: now_ns,
         };
         let reply_hash = table_hash(&conn.reply_tuple());
+        // The checksum changes: the endpoint's, worked out at the build,
+        // for a flow to its service's VIP and port (every one that comes
+        // here by a scheduler).
+        let deltas = match backend.vip_deltas(&t.dst, t.dst_port) {
+            Some((to_backend, to_client)) => RewriteDeltas {
+                to_backend,
+                to_client,
+            },
+            None => conn.rewrite_deltas(),
+        };
         // Every way here starts from a lookup of the client tuple that
         // missed, or from removing its record.
-        let id = flows.insert_absent(conn, key_hash, reply_hash, now_ns);
+        let id = flows.insert_absent_with(conn, deltas, key_hash, reply_hash, now_ns);
         if id.is_none() {
             return Verdict::Drop(DropReason::FlowTableFull);
         }
         self.counters.new_flows.inc();
         flows.count_packet(endpoint_id, frame.len() as u64);
-        // The record's checksum changes, worked out at the insert: the
-        // bytes `to_backend` would write, without working them out again.
-        let deltas = flows.rewrite_deltas(id).to_backend;
+        // The bytes `to_backend` would write, without working them out.
+        let deltas = deltas.to_backend;
         let src_mac = egress_mac(frame, snapshot, backend.egress_port);
         wire::rewrite::set_macs(frame, src_mac, next_hop);
         wire::rewrite::forward_rewrite_dst(frame, meta, &backend.address, backend.port, deltas);

@@ -55,6 +55,7 @@ use crate::rules::{
     Announce, Backend, Config, Failover, MacAddr, Scheduler, Service, DEFAULT_MAGLEV_TABLE_SIZE,
 };
 use crate::wire::addr_to_bytes;
+use crate::wire::rewrite::EndpointDeltas;
 
 /// Index of a service in a snapshot; stable while its (protocol, VIP, port)
 /// is unchanged.
@@ -87,6 +88,31 @@ pub struct Endpoint {
     /// path tests the port and the flag in one compare
     /// ([`Endpoint::is_plain`]).
     port_key: u32,
+    /// The checksum changes of a connection to its service's VIP and
+    /// port, worked out once per build for every new flow to it.
+    vip_deltas: VipDeltas,
+}
+
+/// The checksum changes ([`EndpointDeltas`]) of rewriting a service's
+/// VIP and port to one endpoint's address and port and back, for the
+/// VIP they were worked out for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct VipDeltas {
+    vip: [u8; 16],
+    vip_port: u16,
+    to_backend: EndpointDeltas,
+    to_client: EndpointDeltas,
+}
+
+impl VipDeltas {
+    fn new(vip: &[u8; 16], vip_port: u16, address: &[u8; 16], port: u16) -> Self {
+        VipDeltas {
+            vip: *vip,
+            vip_port,
+            to_backend: EndpointDeltas::v4(vip, vip_port, address, port),
+            to_client: EndpointDeltas::v4(address, port, vip, vip_port),
+        }
+    }
 }
 
 impl Endpoint {
@@ -102,6 +128,20 @@ impl Endpoint {
     /// `port` and the watch flag, as [`Endpoint::is_plain`] compares them.
     fn port_key(port: u16, if_dead: Option<IfDead>) -> u32 {
         u32::from(port) | u32::from(if_dead.is_some()) << 16
+    }
+
+    /// The checksum changes (to the backend, to the client) of a
+    /// connection to this endpoint from `vip` and `vip_port`, if they are
+    /// its service's, as [`EndpointDeltas::v4`] works them out; `None`
+    /// for another destination (the caller works them out).
+    #[inline(always)]
+    pub fn vip_deltas(
+        &self,
+        vip: &[u8; 16],
+        vip_port: u16,
+    ) -> Option<(EndpointDeltas, EndpointDeltas)> {
+        let d = &self.vip_deltas;
+        (d.vip == *vip && d.vip_port == vip_port).then_some((d.to_backend, d.to_client))
     }
 }
 
@@ -1018,6 +1058,7 @@ impl Builder<'_> {
         // A service that ignores health (panic mode, failing open) leaves
         // its dead backends' connections alone too.
         let acts_on_health = matches!(mode, Mode::Healthy | Mode::AllDownClosed);
+        let vip = addr_to_bytes(service.vip);
         for b in &backends {
             let hop = self.next_hops.get(&b.address);
             let if_dead = if_dead(service.protocol, &service.failover, b.word, now_ns)
@@ -1034,6 +1075,7 @@ impl Builder<'_> {
                     egress_port: hop.map_or(0, |h| h.port),
                     if_dead,
                     port_key: Endpoint::port_key(b.port, if_dead),
+                    vip_deltas: VipDeltas::new(&vip, service.port, &b.address, b.port),
                 },
             );
         }
@@ -1411,6 +1453,40 @@ mod tests {
     }
 
     const WEB: (u8, &str, u16) = (6, "198.19.0.1", 80);
+
+    /// Every endpoint carries the checksum changes of a flow to its
+    /// service's VIP and port, the ones a connection would work out; a
+    /// flow to anything else gets none (its connection works them out).
+    #[test]
+    fn endpoints_carry_their_services_checksum_changes() {
+        let s = Snapshot::build(&config(vec![web(), dns()]), None);
+        for (svc, backends) in [
+            (
+                WEB,
+                vec![
+                    ("198.18.0.10", 8080),
+                    ("198.18.0.11", 8080),
+                    ("198.18.0.12", 8080),
+                ],
+            ),
+            (
+                (17, "2001:2::53", 53),
+                vec![("2001:2::1:1", 53), ("2001:2::1:2", 53)],
+            ),
+        ] {
+            for (address, port) in backends {
+                let e = s.endpoint(endpoint_id(&s, svc, address, port)).unwrap();
+                let (vip_bytes, vip_port) = (vip(svc.1), svc.2);
+                let expected = (
+                    EndpointDeltas::v4(&vip_bytes, vip_port, &vip(address), port),
+                    EndpointDeltas::v4(&vip(address), port, &vip_bytes, vip_port),
+                );
+                assert_eq!(e.vip_deltas(&vip_bytes, vip_port), Some(expected));
+                assert_eq!(e.vip_deltas(&vip_bytes, vip_port + 1), None);
+                assert_eq!(e.vip_deltas(&vip("198.19.0.2"), vip_port), None);
+            }
+        }
+    }
 
     #[test]
     fn empty_snapshot_has_nothing() {
