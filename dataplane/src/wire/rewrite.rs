@@ -185,22 +185,16 @@ fn forward_v4(
     if meta.l3 != L3::Ipv4 || meta.fragment == Fragment::NonFirst {
         return false;
     }
-    if let Some(done) = forward_v4_plain(frame, meta, addr, port, deltas, side) {
+    let Some(l4_fields) = L4Fields::of(meta.tuple.protocol, side) else {
+        // No ports: the header's rewrite only.
+        return forward_v4_header_only(frame, meta, addr, deltas, side);
+    };
+    if let Some(done) = forward_v4_plain(frame, meta, addr, port, deltas, side, l4_fields) {
         return done;
     }
     let l3 = usize::from(meta.l3_offset);
     let l4 = usize::from(meta.l4_offset);
-    let (address_at, port_at) = match side {
-        Side::Source => (ipv4::field::SRC_ADDR.start, 0),
-        Side::Destination => (ipv4::field::DST_ADDR.start, 2),
-    };
-    // The L4 checksum's offset, for the protocols whose ports change.
-    let l4_check = match meta.tuple.protocol {
-        ip_proto::TCP => Some(tcp::field::CHECKSUM.start),
-        ip_proto::UDP => Some(udp::field::CHECKSUM.start),
-        _ => None,
-    };
-    let l4_end = l4_check.map_or(0, |at| l4 + at + 2);
+    let l4_end = l4 + l4_fields.check_at + 2;
     if frame.len() < l4_end || l4 < l3 + ipv4::MIN_HEADER_LEN {
         return false;
     }
@@ -210,33 +204,109 @@ fn forward_v4(
     else {
         return false;
     };
+    if !patch_v4_header(header, addr, deltas.header, side) {
+        return false;
+    }
+    if let Some(segment) = frame.get_mut(l4..l4_end) {
+        l4_fields.patch(segment, port, deltas.l4);
+    }
+    true
+}
+
+/// [`forward_v4`] of a packet with no ports to change (ICMP, say).
+#[inline(never)]
+fn forward_v4_header_only(
+    frame: &mut [u8],
+    meta: &PacketMeta,
+    addr: &[u8; 16],
+    deltas: EndpointDeltas,
+    side: Side,
+) -> bool {
+    let l3 = usize::from(meta.l3_offset);
+    if usize::from(meta.l4_offset) < l3 + ipv4::MIN_HEADER_LEN {
+        return false;
+    }
+    let header = frame
+        .get_mut(l3..)
+        .and_then(|h| h.first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>());
+    header.is_some_and(|header| patch_v4_header(header, addr, deltas.header, side))
+}
+
+/// Writes one end's address of an IPv4 header and decrements its TTL,
+/// patching its checksum by `delta` (the two changes' sum); false,
+/// writing nothing, for a TTL below 2.
+#[inline(always)]
+fn patch_v4_header(
+    header: &mut [u8; ipv4::MIN_HEADER_LEN],
+    addr: &[u8; 16],
+    delta: u16,
+    side: Side,
+) -> bool {
     let ttl = header[ipv4::field::TTL];
     if ttl < 2 {
         return false;
     }
+    let address_at = match side {
+        Side::Source => ipv4::field::SRC_ADDR.start,
+        Side::Destination => ipv4::field::DST_ADDR.start,
+    };
     let [_, _, _, _, _, _, _, _, _, _, _, _, a, b, c, d] = *addr;
     header[address_at..address_at + 4].copy_from_slice(&[a, b, c, d]);
     header[ipv4::field::TTL] = ttl - 1;
     let check_at = ipv4::field::CHECKSUM.start;
     let check = u16::from_be_bytes([header[check_at], header[check_at + 1]]);
-    let check = apply_folded(check, deltas.header);
+    let check = apply_folded(check, delta);
     header[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
-    let Some(check_at) = l4_check else {
-        return true;
-    };
-    if let Some(segment) = frame.get_mut(l4..l4_end) {
+    true
+}
+
+/// Where one end's port and the checksum are in a TCP or UDP header.
+#[derive(Clone, Copy)]
+struct L4Fields {
+    port_at: usize,
+    check_at: usize,
+    tcp: bool,
+}
+
+impl L4Fields {
+    /// The fields of `protocol`'s header for `side`; `None` for a
+    /// protocol whose ports do not change.
+    #[inline(always)]
+    fn of(protocol: u8, side: Side) -> Option<L4Fields> {
+        let (check_at, tcp) = match protocol {
+            ip_proto::TCP => (tcp::field::CHECKSUM.start, true),
+            ip_proto::UDP => (udp::field::CHECKSUM.start, false),
+            _ => return None,
+        };
+        let port_at = match side {
+            Side::Source => 0,
+            Side::Destination => 2,
+        };
+        Some(L4Fields {
+            port_at,
+            check_at,
+            tcp,
+        })
+    }
+
+    /// Writes `port` into `segment` (the header, at least to the end of
+    /// its checksum: the callers take it so) and patches the checksum by
+    /// `delta`: a UDP checksum of zero ("none") stays zero, a patched one
+    /// that comes out zero is sent as 0xFFFF.
+    #[inline(always)]
+    fn patch(self, segment: &mut [u8], port: u16, delta: u16) {
+        let (port_at, check_at) = (self.port_at, self.check_at);
         segment[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
         let check = u16::from_be_bytes([segment[check_at], segment[check_at + 1]]);
-        let check = if meta.tuple.protocol == ip_proto::TCP {
-            apply_folded(check, deltas.l4)
+        let check = if self.tcp {
+            apply_folded(check, delta)
         } else if check != 0 {
-            udp_wire_value(apply_folded(check, deltas.l4))
+            udp_wire_value(apply_folded(check, delta))
         } else {
             0
         };
         segment[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
     }
-    true
 }
 
 /// Where an untagged IPv4 header with no options puts its fields: the
@@ -258,48 +328,18 @@ fn forward_v4_plain(
     port: u16,
     deltas: EndpointDeltas,
     side: Side,
+    l4_fields: L4Fields,
 ) -> Option<bool> {
     if usize::from(meta.l3_offset) != PLAIN_L3 || usize::from(meta.l4_offset) != PLAIN_L4 {
         return None;
     }
-    let tcp = match meta.tuple.protocol {
-        ip_proto::TCP => true,
-        ip_proto::UDP => false,
-        _ => return None,
-    };
     let f = frame.first_chunk_mut::<PLAIN_TCP_END>()?;
-    let ttl_at = PLAIN_L3 + ipv4::field::TTL;
-    let ttl = f[ttl_at];
-    if ttl < 2 {
+    let (front, segment) = f.split_at_mut(PLAIN_L4);
+    let header = front.last_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>()?;
+    if !patch_v4_header(header, addr, deltas.header, side) {
         return Some(false);
     }
-    let (address_at, port_at) = match side {
-        Side::Source => (PLAIN_L3 + ipv4::field::SRC_ADDR.start, PLAIN_L4),
-        Side::Destination => (PLAIN_L3 + ipv4::field::DST_ADDR.start, PLAIN_L4 + 2),
-    };
-    let [_, _, _, _, _, _, _, _, _, _, _, _, a, b, c, d] = *addr;
-    f[address_at..address_at + 4].copy_from_slice(&[a, b, c, d]);
-    f[ttl_at] = ttl - 1;
-    let check_at = PLAIN_L3 + ipv4::field::CHECKSUM.start;
-    let check = u16::from_be_bytes([f[check_at], f[check_at + 1]]);
-    let check = apply_folded(check, deltas.header);
-    f[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
-    f[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
-    let check_at = PLAIN_L4
-        + if tcp {
-            tcp::field::CHECKSUM.start
-        } else {
-            udp::field::CHECKSUM.start
-        };
-    let check = u16::from_be_bytes([f[check_at], f[check_at + 1]]);
-    let check = if tcp {
-        apply_folded(check, deltas.l4)
-    } else if check != 0 {
-        udp_wire_value(apply_folded(check, deltas.l4))
-    } else {
-        0
-    };
-    f[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
+    l4_fields.patch(segment, port, deltas.l4);
     Some(true)
 }
 
