@@ -24,6 +24,7 @@ mod snapshot;
 pub mod subset;
 pub mod subset_slots;
 mod tables;
+mod vip_set;
 pub mod vlans;
 pub mod wrr;
 

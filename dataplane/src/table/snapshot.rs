@@ -49,6 +49,7 @@ use super::maglev::{MaglevBackend, MaglevTable};
 use super::skip::{next_alive, Lookup};
 use super::subset::{compile_routes, ClientRouting, Member, ServiceRoutes};
 use super::tables::{build_all, TableJob};
+use super::vip_set::VipSet;
 use crate::admission::ConnectionCap;
 use crate::liveness::{Liveness, Word};
 use crate::rules::{
@@ -397,7 +398,7 @@ pub struct Snapshot {
     services: Vec<Option<Arc<CompiledService>>>,
     /// Indexed by [`EndpointId`]; `None` marks a free id.
     endpoints: Vec<Option<Endpoint>>,
-    vips: HashSet<u128>,
+    vips: VipSet,
     interface_macs: Vec<MacAddr>,
     endpoint_count: usize,
     liveness: Arc<Liveness>,
@@ -446,7 +447,7 @@ impl Snapshot {
             service_index: HashMap::new(),
             services: Vec::new(),
             endpoints: Vec::new(),
-            vips: HashSet::new(),
+            vips: VipSet::default(),
             interface_macs: Vec::new(),
             endpoint_count: 0,
             liveness,
@@ -745,7 +746,7 @@ impl Snapshot {
     /// Whether any service has this VIP (on any protocol or port).
     #[inline]
     pub fn is_vip(&self, addr: &[u8; 16]) -> bool {
-        self.vips.contains(&u128::from_be_bytes(*addr))
+        self.vips.contains(u128::from_be_bytes(*addr))
     }
 
     /// The configured bogon prefixes (`[ingress] bogons`).
