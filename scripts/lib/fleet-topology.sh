@@ -20,6 +20,8 @@
 
 # shellcheck source=scripts/lib/netns.sh
 source "$(dirname "${BASH_SOURCE[0]}")/netns.sh"
+# shellcheck source=scripts/lib/nginx.sh
+source "$(dirname "${BASH_SOURCE[0]}")/nginx.sh"
 
 FG_FLEET=${FG_FLEET:-fgfleet}
 
@@ -168,19 +170,9 @@ fleet_start_backend() {
   chmod 755 "$dir" "$dir/tmp" "$dir/www"
   head -c "$bytes" /dev/zero | tr '\0' x >"$dir/www/big"
   chmod 644 "$dir/www/big"
-  cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
-  default_type text/plain;
+  {
+    nginx_config_head "$dir"
+    cat <<EOF
   server {
     listen 8080;
     listen 8081;
@@ -191,6 +183,7 @@ http {
   }
 }
 EOF
+  } >"$dir/nginx.conf"
   fleet_exec "b$n" nginx -q -c "$dir/nginx.conf" -e "$dir/error.log"
 }
 

@@ -15,6 +15,8 @@
 
 # shellcheck source=scripts/lib/netns.sh
 source "$(dirname "${BASH_SOURCE[0]}")/netns.sh"
+# shellcheck source=scripts/lib/nginx.sh
+source "$(dirname "${BASH_SOURCE[0]}")/nginx.sh"
 
 FG_TOPO=${FG_TOPO:-fgdemo}
 
@@ -122,7 +124,8 @@ topo_up() {
 # backend has it, IPv6) and the UDP name service on :5353. Each answers with
 # its own name. Files (config, logs, pid) go under DIR/bn.
 topo_start_backend() {
-  local n=$1 dir=$2/b$n lib
+  local n=$1
+  local dir=$2/b$n lib
   lib=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
   mkdir -p "$dir/tmp"
   chmod 755 "$dir" "$dir/tmp"
@@ -130,23 +133,14 @@ topo_start_backend() {
   [ "$n" -le 2 ] && v6="listen [::]:8080 ipv6only=on;"
   local v6b=""
   [ "$n" -le 2 ] && v6b="listen [::]:8081 ipv6only=on;"
-  cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $dir/tmp/body;
-  proxy_temp_path $dir/tmp/proxy;
-  fastcgi_temp_path $dir/tmp/fastcgi;
-  uwsgi_temp_path $dir/tmp/uwsgi;
-  scgi_temp_path $dir/tmp/scgi;
-  default_type text/plain;
+  {
+    nginx_config_head "$dir"
+    cat <<EOF
   server { listen 8080; $v6 return 200 "b$n"; }
   server { listen 8081; $v6b return 200 "b$n"; }
 }
 EOF
+  } >"$dir/nginx.conf"
   topo_exec "b$n" nginx -q -c "$dir/nginx.conf" -e "$dir/error.log"
   topo_exec "b$n" "$(topo_python)" "$lib/udp-name-server.py" "b$n" 5353 \
     >"$dir/udp.log" 2>&1 &
