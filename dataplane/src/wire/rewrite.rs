@@ -103,7 +103,11 @@ pub fn forward_rewrite_dst(
     port: u16,
     deltas: EndpointDeltas,
 ) {
-    forward_rewrite(frame, meta, addr, port, deltas, Side::Destination);
+    forward_rewrite(
+        frame,
+        meta,
+        Target::new(addr, port, deltas, Side::Destination),
+    );
 }
 
 /// [`forward_rewrite_dst`] for the source: [`rewrite_src`] then
@@ -116,21 +120,36 @@ pub fn forward_rewrite_src(
     port: u16,
     deltas: EndpointDeltas,
 ) {
-    forward_rewrite(frame, meta, addr, port, deltas, Side::Source);
+    forward_rewrite(frame, meta, Target::new(addr, port, deltas, Side::Source));
+}
+
+/// One end of a forwarded packet: its new address and port, the
+/// checksum changes of writing them (and of the TTL step), which end.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    addr: &'a [u8; 16],
+    port: u16,
+    deltas: EndpointDeltas,
+    side: Side,
+}
+
+impl<'a> Target<'a> {
+    #[inline(always)]
+    fn new(addr: &'a [u8; 16], port: u16, deltas: EndpointDeltas, side: Side) -> Self {
+        Target {
+            addr,
+            port,
+            deltas,
+            side,
+        }
+    }
 }
 
 /// One end's rewrite and the TTL step, from `deltas` where they fit.
 #[inline(always)]
-fn forward_rewrite(
-    frame: &mut [u8],
-    meta: &PacketMeta,
-    addr: &[u8; 16],
-    port: u16,
-    deltas: EndpointDeltas,
-    side: Side,
-) {
-    if !forward_v4(frame, meta, addr, port, deltas, side) {
-        rewrite_endpoint(frame, meta, addr, port, side);
+fn forward_rewrite(frame: &mut [u8], meta: &PacketMeta, to: Target<'_>) {
+    if !forward_v4(frame, meta, to) {
+        rewrite_endpoint(frame, meta, to.addr, to.port, to.side);
         decrement_ttl(frame, meta);
     }
 }
@@ -174,22 +193,15 @@ impl EndpointDeltas {
 /// with its deltas: false, writing nothing, for a frame they do not fit
 /// or whose fields are not all in bounds.
 #[inline(always)]
-fn forward_v4(
-    frame: &mut [u8],
-    meta: &PacketMeta,
-    addr: &[u8; 16],
-    port: u16,
-    deltas: EndpointDeltas,
-    side: Side,
-) -> bool {
+fn forward_v4(frame: &mut [u8], meta: &PacketMeta, to: Target<'_>) -> bool {
     if meta.l3 != L3::Ipv4 || meta.fragment == Fragment::NonFirst {
         return false;
     }
-    let Some(l4_fields) = L4Fields::of(meta.tuple.protocol, side) else {
+    let Some(l4_fields) = L4Fields::of(meta.tuple.protocol, to.side) else {
         // No ports: the header's rewrite only.
-        return forward_v4_header_only(frame, meta, addr, deltas, side);
+        return forward_v4_header_only(frame, meta, to);
     };
-    if let Some(done) = forward_v4_plain(frame, meta, addr, port, deltas, side, l4_fields) {
+    if let Some(done) = forward_v4_plain(frame, meta, to, l4_fields) {
         return done;
     }
     let l3 = usize::from(meta.l3_offset);
@@ -204,24 +216,18 @@ fn forward_v4(
     else {
         return false;
     };
-    if !patch_v4_header(header, addr, deltas.header, side) {
+    if !patch_v4_header(header, to) {
         return false;
     }
     if let Some(segment) = frame.get_mut(l4..l4_end) {
-        l4_fields.patch(segment, port, deltas.l4);
+        l4_fields.patch(segment, to.port, to.deltas.l4);
     }
     true
 }
 
 /// [`forward_v4`] of a packet with no ports to change (ICMP, say).
 #[inline(never)]
-fn forward_v4_header_only(
-    frame: &mut [u8],
-    meta: &PacketMeta,
-    addr: &[u8; 16],
-    deltas: EndpointDeltas,
-    side: Side,
-) -> bool {
+fn forward_v4_header_only(frame: &mut [u8], meta: &PacketMeta, to: Target<'_>) -> bool {
     let l3 = usize::from(meta.l3_offset);
     if usize::from(meta.l4_offset) < l3 + ipv4::MIN_HEADER_LEN {
         return false;
@@ -229,33 +235,28 @@ fn forward_v4_header_only(
     let header = frame
         .get_mut(l3..)
         .and_then(|h| h.first_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>());
-    header.is_some_and(|header| patch_v4_header(header, addr, deltas.header, side))
+    header.is_some_and(|header| patch_v4_header(header, to))
 }
 
 /// Writes one end's address of an IPv4 header and decrements its TTL,
-/// patching its checksum by `delta` (the two changes' sum); false,
-/// writing nothing, for a TTL below 2.
+/// patching its checksum by the two changes' sum; false, writing
+/// nothing, for a TTL below 2.
 #[inline(always)]
-fn patch_v4_header(
-    header: &mut [u8; ipv4::MIN_HEADER_LEN],
-    addr: &[u8; 16],
-    delta: u16,
-    side: Side,
-) -> bool {
+fn patch_v4_header(header: &mut [u8; ipv4::MIN_HEADER_LEN], to: Target<'_>) -> bool {
     let ttl = header[ipv4::field::TTL];
     if ttl < 2 {
         return false;
     }
-    let address_at = match side {
+    let address_at = match to.side {
         Side::Source => ipv4::field::SRC_ADDR.start,
         Side::Destination => ipv4::field::DST_ADDR.start,
     };
-    let [_, _, _, _, _, _, _, _, _, _, _, _, a, b, c, d] = *addr;
+    let [_, _, _, _, _, _, _, _, _, _, _, _, a, b, c, d] = *to.addr;
     header[address_at..address_at + 4].copy_from_slice(&[a, b, c, d]);
     header[ipv4::field::TTL] = ttl - 1;
     let check_at = ipv4::field::CHECKSUM.start;
     let check = u16::from_be_bytes([header[check_at], header[check_at + 1]]);
-    let check = apply_folded(check, delta);
+    let check = apply_folded(check, to.deltas.header);
     header[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
     true
 }
@@ -324,10 +325,7 @@ const PLAIN_TCP_END: usize = PLAIN_L4 + tcp::field::CHECKSUM.end;
 fn forward_v4_plain(
     frame: &mut [u8],
     meta: &PacketMeta,
-    addr: &[u8; 16],
-    port: u16,
-    deltas: EndpointDeltas,
-    side: Side,
+    to: Target<'_>,
     l4_fields: L4Fields,
 ) -> Option<bool> {
     if usize::from(meta.l3_offset) != PLAIN_L3 || usize::from(meta.l4_offset) != PLAIN_L4 {
@@ -336,10 +334,10 @@ fn forward_v4_plain(
     let f = frame.first_chunk_mut::<PLAIN_TCP_END>()?;
     let (front, segment) = f.split_at_mut(PLAIN_L4);
     let header = front.last_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>()?;
-    if !patch_v4_header(header, addr, deltas.header, side) {
+    if !patch_v4_header(header, to) {
         return Some(false);
     }
-    l4_fields.patch(segment, port, deltas.l4);
+    l4_fields.patch(segment, to.port, to.deltas.l4);
     Some(true)
 }
 
