@@ -79,7 +79,9 @@ use crate::admission::{
     write_reset, AdmittedFlow, ClientRateParams, OverLimitAction, RefusedSegment, ServiceLimits,
     WorkerAdmission,
 };
-use crate::flow::{ConnId, Connection, Direction, FlowState, FlowTable, LookupHint, RewriteDeltas};
+use crate::flow::{
+    ConnId, Connection, Direction, FlowState, FlowTable, Found, LookupHint, RewriteDeltas,
+};
 use crate::hash::{flow_hash, source_hash, table_hash, table_hash_v4};
 use crate::port::{Frame, FrameMemory};
 use crate::route::{ClientAddr, PathReader, PathTarget, PathView};
@@ -203,18 +205,12 @@ impl Parsed {
     #[inline(always)]
     pub fn of(frame: &[u8]) -> Parsed {
         match wire::parse_plain_ipv4(frame) {
-            Some(meta) => Parsed::of_plain(meta),
+            Some(meta) => Parsed {
+                hash: table_hash_v4(&meta.tuple),
+                hashed: true,
+                meta: Ok(meta),
+            },
             None => Parsed::of_any(frame),
-        }
-    }
-
-    /// [`of`](Self::of) a frame the fixed-offset parse read as `meta`.
-    #[inline(always)]
-    fn of_plain(meta: PacketMeta) -> Parsed {
-        Parsed {
-            hash: table_hash_v4(&meta.tuple),
-            hashed: true,
-            meta: Ok(meta),
         }
     }
 
@@ -724,10 +720,13 @@ impl Pipeline {
                 Verdict::Pass
             };
         };
-        let found = flows.lookup_found(&meta.tuple, hash, hint, now_ns);
-        match found.map(|f| (f.id, f.direction, f)) {
-            Some((id, Direction::FromClient, found)) => {
-                let conn = found.conn;
+        match flows.lookup_found(&meta.tuple, hash, hint, now_ns) {
+            Some(Found {
+                id,
+                direction: Direction::FromClient,
+                conn,
+                syn_proxied,
+            }) => {
                 let endpoint = conn.endpoint;
                 // An endpoint that is gone, or that the snapshot flags for
                 // a look at its liveness, takes the cold path; the flag is
@@ -738,7 +737,7 @@ impl Pipeline {
                 match backend {
                     Some(backend) => {
                         let to = (id, endpoint, backend);
-                        let proxied = found.syn_proxied;
+                        let proxied = syn_proxied;
                         match self
                             .forward_established(frame, meta, to, proxied, flows, snapshot, now_ns)
                         {
@@ -751,7 +750,11 @@ impl Pipeline {
                     None => self.unusual_backend(frame, meta, hash, id, cx),
                 }
             }
-            Some((id, Direction::FromBackend, _)) => {
+            Some(Found {
+                id,
+                direction: Direction::FromBackend,
+                ..
+            }) => {
                 if meta.ttl <= 1 {
                     return Verdict::Drop(DropReason::TtlExpired);
                 }
