@@ -199,7 +199,9 @@ fn forward_v4(frame: &mut [u8], meta: &PacketMeta, to: Target<'_>) -> bool {
     }
     let Some(l4_fields) = L4Fields::of(meta.tuple.protocol, to.side) else {
         // No ports: the header's rewrite only.
-        return forward_v4_header_only(frame, meta, to);
+        // Its parts, not `to`: a `Target` passed out of line would be
+        // stored for every packet, this one or not.
+        return forward_v4_header_only(frame, meta, to.addr, to.deltas, to.side);
     };
     if let Some(done) = forward_v4_plain(frame, meta, to, l4_fields) {
         return done;
@@ -227,7 +229,14 @@ fn forward_v4(frame: &mut [u8], meta: &PacketMeta, to: Target<'_>) -> bool {
 
 /// [`forward_v4`] of a packet with no ports to change (ICMP, say).
 #[inline(never)]
-fn forward_v4_header_only(frame: &mut [u8], meta: &PacketMeta, to: Target<'_>) -> bool {
+fn forward_v4_header_only(
+    frame: &mut [u8],
+    meta: &PacketMeta,
+    addr: &[u8; 16],
+    deltas: EndpointDeltas,
+    side: Side,
+) -> bool {
+    let to = Target::new(addr, 0, deltas, side);
     let l3 = usize::from(meta.l3_offset);
     if usize::from(meta.l4_offset) < l3 + ipv4::MIN_HEADER_LEN {
         return false;
