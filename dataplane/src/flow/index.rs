@@ -421,7 +421,7 @@ mod tests {
                 let r = next();
                 bucket.tags[slot] = match r % 6 {
                     0 => tag,
-                    1 => tag ^ (1 << (r >> 8) % 16),
+                    1 => tag ^ (1 << ((r >> 8) % 16)),
                     2 => tag ^ 0x8000,
                     3 => 0,
                     4 => 0xffff,
