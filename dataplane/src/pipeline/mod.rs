@@ -925,7 +925,8 @@ impl Pipeline {
         };
         let verdict = match (admitted, chosen) {
             (None, Ok(endpoint_id)) => {
-                self.place_new_flow(frame, meta, key_hash, endpoint_id, syn, cx)
+                let to = (service_id, endpoint_id);
+                self.place_new_flow(frame, meta, key_hash, to, syn, cx)
             }
             (None, Err(verdict)) => verdict,
             (Some((flow, limits)), chosen) => {
@@ -1000,7 +1001,8 @@ impl Pipeline {
                 }
             }
         }
-        let verdict = self.place_new_flow(frame, meta, key_hash, endpoint_id, syn, cx);
+        let to = (service_id, endpoint_id);
+        let verdict = self.place_new_flow(frame, meta, key_hash, to, syn, cx);
         if let Verdict::Transmit(_) = verdict {
             self.admission.done(flow);
         } else {
@@ -1215,14 +1217,15 @@ impl Pipeline {
         }
     }
 
-    /// Records the new flow on `endpoint_id` and rewrites its packet.
+    /// Records the new flow of service `service_id` on `endpoint_id` and
+    /// rewrites its packet.
     #[inline(always)]
     fn place_new_flow(
         &mut self,
         frame: &mut [u8],
         meta: &PacketMeta,
         key_hash: u64,
-        endpoint_id: EndpointId,
+        (service_id, endpoint_id): (ServiceId, EndpointId),
         syn: bool,
         cx: &mut Context<'_>,
     ) -> Verdict {
@@ -1262,14 +1265,17 @@ impl Pipeline {
         };
         let reply_hash = table_hash(&conn.reply_tuple());
         // The checksum changes: the endpoint's, worked out at the build,
-        // for a flow to its service's VIP and port (every one that comes
-        // here by a scheduler).
-        let deltas = match backend.vip_deltas(&t.dst, t.dst_port) {
-            Some((to_backend, to_client)) => RewriteDeltas {
+        // where it is a backend of the service the packet is for (its
+        // VIP and port are the packet's destination: the service lookup
+        // is exact); any other, a distribution path's say, works them out.
+        let deltas = if backend.service == service_id {
+            let (to_backend, to_client) = backend.vip_deltas();
+            RewriteDeltas {
                 to_backend,
                 to_client,
-            },
-            None => conn.rewrite_deltas(),
+            }
+        } else {
+            conn.rewrite_deltas()
         };
         // Every way here starts from a lookup of the client tuple that
         // missed, or from removing its record.

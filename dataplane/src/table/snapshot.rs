@@ -89,31 +89,10 @@ pub struct Endpoint {
     /// path tests the port and the flag in one compare
     /// ([`Endpoint::is_plain`]).
     port_key: u32,
-    /// The checksum changes of a connection to its service's VIP and
-    /// port, worked out once per build for every new flow to it.
-    vip_deltas: VipDeltas,
-}
-
-/// The checksum changes ([`EndpointDeltas`]) of rewriting a service's
-/// VIP and port to one endpoint's address and port and back, for the
-/// VIP they were worked out for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct VipDeltas {
-    vip: [u8; 16],
-    vip_port: u16,
-    to_backend: EndpointDeltas,
-    to_client: EndpointDeltas,
-}
-
-impl VipDeltas {
-    fn new(vip: &[u8; 16], vip_port: u16, address: &[u8; 16], port: u16) -> Self {
-        VipDeltas {
-            vip: *vip,
-            vip_port,
-            to_backend: EndpointDeltas::v4(vip, vip_port, address, port),
-            to_client: EndpointDeltas::v4(address, port, vip, vip_port),
-        }
-    }
+    /// The checksum changes (to the backend, to the client) of a
+    /// connection to its service's VIP and port, worked out once per
+    /// build for every new flow to it.
+    vip_deltas: (EndpointDeltas, EndpointDeltas),
 }
 
 impl Endpoint {
@@ -132,18 +111,27 @@ impl Endpoint {
     }
 
     /// The checksum changes (to the backend, to the client) of a
-    /// connection to this endpoint from `vip` and `vip_port`, if they are
-    /// its service's, as [`EndpointDeltas::v4`] works them out; `None`
-    /// for another destination (the caller works them out).
+    /// connection to this endpoint from its service's VIP and port (the
+    /// service [`service`](Self::service) names), as
+    /// [`EndpointDeltas::v4`] works them out.
     #[inline(always)]
-    pub fn vip_deltas(
-        &self,
-        vip: &[u8; 16],
-        vip_port: u16,
-    ) -> Option<(EndpointDeltas, EndpointDeltas)> {
-        let d = &self.vip_deltas;
-        (d.vip == *vip && d.vip_port == vip_port).then_some((d.to_backend, d.to_client))
+    pub fn vip_deltas(&self) -> (EndpointDeltas, EndpointDeltas) {
+        self.vip_deltas
     }
+}
+
+/// The checksum changes of rewriting `vip`:`vip_port` to
+/// `address`:`port` and back ([`Endpoint::vip_deltas`]).
+fn deltas_both_ways(
+    vip: &[u8; 16],
+    vip_port: u16,
+    address: &[u8; 16],
+    port: u16,
+) -> (EndpointDeltas, EndpointDeltas) {
+    (
+        EndpointDeltas::v4(vip, vip_port, address, port),
+        EndpointDeltas::v4(address, port, vip, vip_port),
+    )
 }
 
 /// A service compiled for lookups.
@@ -1076,7 +1064,7 @@ impl Builder<'_> {
                     egress_port: hop.map_or(0, |h| h.port),
                     if_dead,
                     port_key: Endpoint::port_key(b.port, if_dead),
-                    vip_deltas: VipDeltas::new(&vip, service.port, &b.address, b.port),
+                    vip_deltas: deltas_both_ways(&vip, service.port, &b.address, b.port),
                 },
             );
         }
@@ -1456,8 +1444,7 @@ mod tests {
     const WEB: (u8, &str, u16) = (6, "198.19.0.1", 80);
 
     /// Every endpoint carries the checksum changes of a flow to its
-    /// service's VIP and port, the ones a connection would work out; a
-    /// flow to anything else gets none (its connection works them out).
+    /// service's VIP and port, the ones a connection would work out.
     #[test]
     fn endpoints_carry_their_services_checksum_changes() {
         let s = Snapshot::build(&config(vec![web(), dns()]), None);
@@ -1482,9 +1469,7 @@ mod tests {
                     EndpointDeltas::v4(&vip_bytes, vip_port, &vip(address), port),
                     EndpointDeltas::v4(&vip(address), port, &vip_bytes, vip_port),
                 );
-                assert_eq!(e.vip_deltas(&vip_bytes, vip_port), Some(expected));
-                assert_eq!(e.vip_deltas(&vip_bytes, vip_port + 1), None);
-                assert_eq!(e.vip_deltas(&vip("198.19.0.2"), vip_port), None);
+                assert_eq!(e.vip_deltas(), expected);
             }
         }
     }
