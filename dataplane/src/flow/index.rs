@@ -95,7 +95,7 @@ impl Bucket {
                 | u64::from(t[i + 3]) << 48
         };
         let probe = u64::from(tag).wrapping_mul(LANE_ONES);
-        lanes_equal(word(0) ^ probe) | lanes_equal(word(4) ^ probe) << 4
+        zero_lanes(word(0) ^ probe) | zero_lanes(word(4) ^ probe) << 4
     }
 
     fn free_slot(&self) -> Option<usize> {
@@ -120,7 +120,7 @@ const LANE_TOPS: u64 = 0x8000_8000_8000_8000;
 /// a lane's top bit is set by adding 0x7FFF to its low 15 bits (no carry
 /// crosses lanes) or by its own top bit, so it stays clear only for zero.
 #[inline(always)]
-fn lanes_equal(x: u64) -> u32 {
+fn zero_lanes(x: u64) -> u32 {
     let nonzero = ((x & !LANE_TOPS).wrapping_add(!LANE_TOPS) | x) & LANE_TOPS;
     let zero = !nonzero & LANE_TOPS;
     // Bits 15, 31, 47, 63 to bits 48..52: each lands on its own place and
