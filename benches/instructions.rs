@@ -62,8 +62,8 @@ use support::{Gateway, World, BATCH, CONNECTIONS};
 
 /// Batches per `measured_batches` call (frame memory holds this many).
 const CHUNK: usize = 256;
-/// Batches run before measuring, so a full table is in its evicting
-/// steady state and caches hold what they would.
+/// Batches run before measuring, so that caches hold what they would
+/// (a full table's modes run more: [`Mode::warm_up_batches`]).
 const WARM_UP_BATCHES: usize = 256;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -92,6 +92,23 @@ impl Mode {
         match self {
             Mode::Established | Mode::NewFull | Mode::NewDead => connections as usize,
             Mode::NewHalf => 2 * connections as usize,
+        }
+    }
+
+    /// Batches run before measuring: `WARM_UP` from the environment, or
+    /// [`WARM_UP_BATCHES`]; new flows into a full table by default run as
+    /// many new flows as the table holds, so that the eviction's clock hand
+    /// has gone round the table once (passing up to 8 records an insert on
+    /// its first turn, as on any turn where every record it passes was
+    /// seen since its last) and the table is in its evicting steady state.
+    /// `WARM_UP=256` measures the first turn instead.
+    fn warm_up_batches(self, connections: u64) -> usize {
+        if let Some(batches) = std::env::var("WARM_UP").ok().and_then(|b| b.parse().ok()) {
+            return batches;
+        }
+        match self {
+            Mode::NewFull | Mode::NewDead => (connections as usize).div_ceil(BATCH),
+            Mode::Established | Mode::NewHalf => WARM_UP_BATCHES,
         }
     }
 
@@ -343,7 +360,7 @@ fn main() -> ExitCode {
     if mode == Mode::NewDead {
         gateway.first_backends_down();
     }
-    run(&mut world, mode, WARM_UP_BATCHES, false);
+    run(&mut world, mode, mode.warm_up_batches(connections), false);
     let setup = setup.elapsed();
 
     let (forwarded, hits, new) = (world.forwarded(), world.flow_hits(), world.new_flows());

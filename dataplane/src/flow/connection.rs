@@ -47,7 +47,9 @@ pub struct Connection {
     pub client_ingress: u16,
     /// Where the connection is in its life; decides its idle timeout.
     pub state: FlowState,
-    /// When a packet of either direction was last seen.
+    /// When a packet of either direction was last seen. A table keeps it
+    /// to the even nanosecond below: bit 0 is its eviction's clock-hand
+    /// mark ("not seen since the hand passed").
     pub last_seen_ns: u64,
 }
 

@@ -54,19 +54,27 @@
 //!
 //! When an insert needs room, records give it up in this order: expired,
 //! embryonic (a TCP handshake not finished, a datagram flow its backend
-//! never answered), closing (after FIN or RST), and — only if the table
-//! allows it ([`FlowTable::with_established_eviction`],
-//! `flows.evict_established`) — established. An insert that finds nothing it may evict is
+//! never answered), idle (below), closing (after FIN or RST), and — only
+//! if the table allows it ([`FlowTable::with_established_eviction`],
+//! `flows.evict_established`) — established; established connections go
+//! only where allowed, idle or not. An insert that finds nothing it may evict is
 //! refused (`refused`) and the pipeline drops the packet
 //! (`flow_table_full`): a flood never breaks an established connection.
-//! - the table is full: the victim is the first expired or embryonic
-//!   record from a clock hand (in a full table the hand reaches a record
-//!   about one turn after it was filled, so its order stands for age: an
-//!   approximate LRU for one record read in the common case); if the next
-//!   8 records hold none, the best of them by the order above (least
-//!   recently seen among equals); if none of those may go, 24 records at
-//!   scattered places (the slab keeps connections set up together next to
-//!   each other) before the insert is refused;
+//! - the table is full: the victim is the first record from a clock hand
+//!   that is expired, embryonic, or idle — not seen since the hand last
+//!   passed it (a closing connection, or an established one where those
+//!   may go). This is the clock algorithm: the hand marks every record
+//!   it passes, a packet clears the mark, and in a full table the hand
+//!   comes back about one turn later, so its order stands for age and the
+//!   mark for "used since": an approximate LRU that reads one record in
+//!   the common case. The mark is bit 0 of the record's last-seen time
+//!   (the table keeps a packet's time to the even nanosecond below), so a
+//!   packet pays only that rounding for it. If the next 8 records hold no such
+//!   record (on the hand's first turn, or when all of them were used), the
+//!   best of them by the order above (least recently seen among equals);
+//!   if none of those may go, 24 records at scattered places (the slab
+//!   keeps connections set up together next to each other) before the
+//!   insert is refused;
 //! - both index buckets of a new key are full (rare at half load): first
 //!   one key of those buckets moves to its own other bucket if that has
 //!   room (one cuckoo step, at most 16 more bucket reads); only if none can

@@ -253,6 +253,21 @@ fn fast_eligible(state: FlowState) -> bool {
     matches!(state, FlowState::TcpEstablished | FlowState::Udp)
 }
 
+/// Bit 0 of a record's `last_seen_ns` is the clock hand's mark: set when
+/// the hand passes the record, cleared by its next packet. Every time the
+/// table writes as a packet's is rounded down to even ([`packet_time`]),
+/// so the mark costs a packet nothing but the rounding (one `and`) and
+/// "not seen since the hand last came by" (the clock algorithm's
+/// unreferenced page) is one bit test when the hand comes by again.
+const HAND_PASSED: u64 = 1;
+
+/// `now_ns` as the table records a packet's time: bit 0, the hand's mark,
+/// clear ([`HAND_PASSED`]). A nanosecond is nothing to a timeout.
+#[inline(always)]
+fn packet_time(now_ns: u64) -> u64 {
+    now_ns & !HAND_PASSED
+}
+
 /// How readily a record gives up its place to a new connection, most
 /// readily first.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -262,10 +277,14 @@ enum Standing {
     /// Embryonic: a TCP handshake not finished, or a datagram flow its
     /// backend has never answered (what a SYN or UDP flood leaves).
     Embryonic = 1,
+    /// A closing connection, or an established one where the table may
+    /// evict those, not seen since the clock hand last passed it (about a
+    /// turn of the hand ago): taken at once.
+    Idle = 2,
     /// TCP after a FIN or RST.
-    Closing = 2,
+    Closing = 3,
     /// Both ends have spoken and it is not closing.
-    Established = 3,
+    Established = 4,
 }
 
 /// A [`VictimSearch`] candidate as one number, ordered as
@@ -276,11 +295,12 @@ type VictimKey = u128;
 /// No candidate yet: above every key.
 const NO_VICTIM: VictimKey = VictimKey::MAX;
 
-/// Chooses a record to make room: the first expired candidate, else the
-/// least recently seen of the most readily given up ([`Standing`]);
-/// never an established connection unless the table allows it.
+/// Chooses a record to make room: the first expired, embryonic or idle
+/// candidate ([`Standing`]), else the least recently seen of the most
+/// readily given up; never an established connection unless the table
+/// allows it.
 struct VictimSearch<'a> {
-    records: &'a [Record],
+    records: &'a mut [Record],
     fast: Option<&'a FastPath>,
     timeouts: &'a FlowTimeouts,
     now_ns: u64,
@@ -291,39 +311,58 @@ struct VictimSearch<'a> {
 }
 
 impl<'a> VictimSearch<'a> {
-    fn new(table: &'a FlowTable, now_ns: u64, exclude: u32) -> Self {
+    fn new(
+        records: &'a mut [Record],
+        fast: Option<&'a FastPath>,
+        timeouts: &'a FlowTimeouts,
+        evict_established: bool,
+        now_ns: u64,
+        exclude: u32,
+    ) -> Self {
         VictimSearch {
-            records: &table.records,
-            fast: table.fast.as_ref(),
-            timeouts: &table.timeouts,
+            records,
+            fast,
+            timeouts,
             now_ns,
             exclude,
-            evict_established: table.evict_established,
+            evict_established,
             best: NO_VICTIM,
         }
     }
 
+    /// Weighs `record`; the clock hand (`by_hand`) also marks it passed
+    /// ([`HAND_PASSED`]), so that, unless a packet of it comes first, it
+    /// is idle the next time the hand comes by.
     #[inline(always)]
-    fn consider(&mut self, record: u32) {
+    fn consider(&mut self, record: u32, by_hand: bool) {
         if record == self.exclude || self.settled() {
             return;
         }
-        let Some(r) = self.records.get(record as usize) else {
+        let Some(r) = self.records.get_mut(record as usize) else {
             return;
         };
         if !r.links.is_live() {
             return;
         }
-        let c = &r.conn;
+        let c = &mut r.conn;
         // The fast path's packets count as seen, and its replies as
         // answers.
-        let (seen, replied) = match self.fast {
-            None => (c.last_seen_ns, r.links.backend_replied()),
-            Some(f) => (
-                c.last_seen_ns.max(f.last_seen(record).unwrap_or(0)),
-                r.links.backend_replied() || f.reply_forwarded(record),
-            ),
+        let (seen, replied, fast_seen) = match self.fast {
+            None => (c.last_seen_ns, r.links.backend_replied(), 0),
+            Some(f) => {
+                let fast_seen = f.last_seen(record).map_or(0, packet_time);
+                (
+                    c.last_seen_ns.max(fast_seen),
+                    r.links.backend_replied() || f.reply_forwarded(record),
+                    fast_seen,
+                )
+            }
         };
+        // Marked, and no packet since: not even one the program forwarded.
+        let idle = c.last_seen_ns & HAND_PASSED != 0 && fast_seen <= c.last_seen_ns;
+        if by_hand {
+            c.last_seen_ns = seen | HAND_PASSED;
+        }
         let standing = if self.timeouts.is_expired(c.state, seen, self.now_ns) {
             Standing::Expired
         } else {
@@ -331,12 +370,15 @@ impl<'a> VictimSearch<'a> {
                 FlowState::TcpSyn => Standing::Embryonic,
                 FlowState::Udp | FlowState::Other if !replied => Standing::Embryonic,
                 FlowState::TcpClosing => Standing::Closing,
+                _ if !self.evict_established => return,
                 _ => Standing::Established,
             }
         };
-        if standing == Standing::Established && !self.evict_established {
-            return;
-        }
+        let standing = if idle {
+            standing.min(Standing::Idle)
+        } else {
+            standing
+        };
         let key = ((standing as VictimKey) << 96)
             | (VictimKey::from(seen) << 32)
             | VictimKey::from(record);
@@ -348,13 +390,14 @@ impl<'a> VictimSearch<'a> {
         self.best != NO_VICTIM
     }
 
-    /// Whether the search can stop: an expired or embryonic record found.
-    /// Among embryonic ones the clock hand's order stands for age (in a
+    /// Whether the search can stop: an expired, embryonic or idle record
+    /// found. Among those the clock hand's order stands for age (in a
     /// full table the hand reaches a record about one turn after it was
-    /// filled), which spares a scan for the least recently seen.
+    /// filled or last passed), which spares a scan for the least recently
+    /// seen.
     #[inline(always)]
     fn settled(&self) -> bool {
-        self.best >> 96 <= Standing::Embryonic as VictimKey
+        self.best >> 96 <= Standing::Idle as VictimKey
     }
 
     /// The chosen record and whether it had expired.
@@ -538,7 +581,7 @@ impl FlowTable {
         };
         let c = &mut r.conn;
         if let Some(seen) = self.fast.as_ref().and_then(|f| f.last_seen(record)) {
-            c.last_seen_ns = c.last_seen_ns.max(seen);
+            c.last_seen_ns = c.last_seen_ns.max(packet_time(seen));
         }
         self.timeouts.is_expired(c.state, c.last_seen_ns, now_ns)
     }
@@ -769,6 +812,7 @@ impl FlowTable {
         let counted = self.accounts.opened(conn.endpoint);
         slot.deltas = deltas;
         slot.conn = conn;
+        slot.conn.last_seen_ns = packet_time(slot.conn.last_seen_ns);
         slot.links = Links::live();
         slot.links.set_counted(counted);
         self.len += 1;
@@ -795,7 +839,7 @@ impl FlowTable {
             // nor RST, with no fast path to tell. Nothing else changes for
             // them (the state stays, a TCP reply marks nothing): in line.
             if plain && r.links.is_live() && r.conn.state == FlowState::TcpEstablished {
-                r.conn.last_seen_ns = r.conn.last_seen_ns.max(now_ns);
+                r.conn.last_seen_ns = r.conn.last_seen_ns.max(packet_time(now_ns));
                 return;
             }
         }
@@ -820,7 +864,7 @@ impl FlowTable {
         let plain = self.fast.is_none() && tcp_flags & (FIN | RST) == 0;
         if let Some(r) = self.records.get_mut(id.0 as usize) {
             if plain && r.links.is_live() && r.conn.state == FlowState::TcpEstablished {
-                r.conn.last_seen_ns = r.conn.last_seen_ns.max(now_ns);
+                r.conn.last_seen_ns = r.conn.last_seen_ns.max(packet_time(now_ns));
                 r.conn.client_mac = client_mac;
                 self.accounts.traffic(r.conn.endpoint, bytes);
                 return r.deltas.to_backend;
@@ -843,7 +887,7 @@ impl FlowTable {
         if !r.links.is_live() {
             return;
         }
-        r.conn.last_seen_ns = r.conn.last_seen_ns.max(now_ns);
+        r.conn.last_seen_ns = r.conn.last_seen_ns.max(packet_time(now_ns));
         // A datagram flow is one-way until its backend answers: until then
         // it is embryonic, the first to go when the table is full. (The
         // callers pass a constant direction: a client's packet pays nothing
@@ -1181,9 +1225,9 @@ impl FlowTable {
         c.state = h.state;
         c.client_mac = h.client_mac;
         c.client_ingress = h.client_ingress;
-        c.last_seen_ns = c
-            .last_seen_ns
-            .max(handed.last_seen_mono_ns.saturating_sub(epoch_mono_ns));
+        c.last_seen_ns = c.last_seen_ns.max(packet_time(
+            handed.last_seen_mono_ns.saturating_sub(epoch_mono_ns),
+        ));
         r.links.set_backend_replied(handed.backend_replied);
         let was_proxied = r.links.syn_proxied();
         match handed.syn_proxy {
@@ -1359,20 +1403,28 @@ impl FlowTable {
         self.remove_record(record, why);
     }
 
-    /// A free record; when there is none, the victim is the first expired
-    /// or embryonic record from the clock hand, else the best of the next
-    /// [`EVICTION_SCAN`] records by [`Standing`].
+    /// A free record; when there is none, the victim is the first expired,
+    /// embryonic or idle record from the clock hand, else the best of the
+    /// next [`EVICTION_SCAN`] records by [`Standing`]. The hand marks the
+    /// records it passes ([`HAND_PASSED`]).
     fn allocate(&mut self, client_hash: u64, now_ns: u64) -> Option<u32> {
         if let Some(record) = self.pop_free() {
             return Some(record);
         }
         let n = self.records.len();
-        let mut search = VictimSearch::new(self, now_ns, NOWHERE);
+        let mut search = VictimSearch::new(
+            &mut self.records,
+            self.fast.as_ref(),
+            &self.timeouts,
+            self.evict_established,
+            now_ns,
+            NOWHERE,
+        );
         // The hand wraps with a compare, not a division per step.
         let mut at = self.evict_hand;
         let mut steps = 0;
         while steps < EVICTION_SCAN.min(n) && !search.settled() {
-            search.consider(at as u32);
+            search.consider(at as u32, true);
             at += 1;
             if at >= n {
                 at = 0;
@@ -1388,7 +1440,7 @@ impl FlowTable {
                     break;
                 }
                 let at = start.wrapping_add(probe.wrapping_mul(0x9E37_79B9)) % n as u64;
-                search.consider(at as u32);
+                search.consider(at as u32, false);
             }
         }
         let victim = search.finish();
@@ -1423,8 +1475,16 @@ impl FlowTable {
             }
         }
         if pos.is_none() {
-            let mut search = VictimSearch::new(self, now_ns, record);
-            self.index.for_each_in_buckets(hash, |r| search.consider(r));
+            let mut search = VictimSearch::new(
+                &mut self.records,
+                self.fast.as_ref(),
+                &self.timeouts,
+                self.evict_established,
+                now_ns,
+                record,
+            );
+            self.index
+                .for_each_in_buckets(hash, |r| search.consider(r, false));
             if let Some((victim, expired)) = search.finish() {
                 self.remove_record(victim, departure(expired, true));
                 pos = self.index.insert(hash, record, direction);

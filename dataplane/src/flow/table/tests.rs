@@ -195,10 +195,74 @@ fn a_full_table_gives_up_embryonic_then_closing_connections_and_keeps_establishe
     let s = t.stats();
     assert_eq!((s.evicted, s.refused, t.len()), (3, 1, 6), "{s:?}");
     t.audit();
-    // Allowed, the least recently seen established one goes.
+    // Allowed, an established one goes: the one not seen since the clock
+    // hand passed it (the refused insert's scan passed every record).
     let mut t = t.with_established_eviction(true);
-    assert!(!insert(&mut t, refused.clone(), 21).is_none());
+    let others: Vec<FiveTuple> = t
+        .iter()
+        .filter(|c| c.client != other_established.client)
+        .map(|c| c.client)
+        .collect();
+    for tuple in &others {
+        let (id, d) = lookup(&mut t, tuple, 21).unwrap();
+        t.observe(id, d, ACK, 21);
+    }
+    assert!(!insert(&mut t, refused.clone(), 22).is_none());
     assert!(gone(&mut t, &other_established));
+    for tuple in &others {
+        assert!(lookup(&mut t, tuple, 22).is_some(), "{tuple:?} kept");
+    }
+    t.audit();
+}
+
+#[test]
+fn the_clock_hand_takes_the_first_record_not_seen_since_it_passed() {
+    let mut t = FlowTable::new(16, TIMEOUTS).with_established_eviction(true);
+    // Records 0..16 in slab order, each seen earlier than the one before.
+    let cs: Vec<_> = (0..16u8)
+        .map(|i| {
+            conn(
+                i + 1,
+                40000,
+                10,
+                5,
+                FlowState::TcpEstablished,
+                40 - u64::from(i),
+            )
+        })
+        .collect();
+    for c in &cs {
+        insert(&mut t, c.clone(), c.last_seen_ns);
+    }
+    let present = |t: &mut FlowTable, c: &Connection, now| lookup(t, &c.client, now).is_some();
+    // The hand's first turn: no record has been passed, so each insert
+    // takes the least recently seen of the 8 records it passes, and marks
+    // them all.
+    let a = conn(100, 1, 10, 5, FlowState::TcpEstablished, 50);
+    let b = conn(101, 1, 10, 5, FlowState::TcpEstablished, 52);
+    insert(&mut t, a.clone(), 50);
+    assert!(!present(&mut t, &cs[7], 50), "the oldest of records 0..8");
+    insert(&mut t, b.clone(), 52);
+    assert!(!present(&mut t, &cs[15], 52), "the oldest of records 8..16");
+    // A packet of record 0 after the hand passed it gives it a second
+    // chance; record 1 has had none since: it goes, although records
+    // 2..7 were seen before it.
+    let (id, d) = lookup(&mut t, &cs[0].client, 54).unwrap();
+    t.observe(id, d, ACK, 54);
+    let c = conn(102, 1, 10, 5, FlowState::TcpEstablished, 56);
+    insert(&mut t, c.clone(), 56);
+    assert!(!present(&mut t, &cs[1], 56), "the first idle record");
+    for kept in [&cs[0], &cs[2], &cs[3], &cs[4], &cs[5], &cs[6], &a, &b, &c] {
+        assert!(present(&mut t, kept, 56), "{kept:?} kept");
+    }
+    assert_eq!((t.stats().evicted, t.len()), (3, 16));
+    t.audit();
+    // Idle or not, an established connection stays where the table keeps
+    // them: the insert is refused.
+    let mut t = t.with_established_eviction(false);
+    let refused = conn(103, 1, 10, 5, FlowState::TcpSyn, 58);
+    assert!(insert(&mut t, refused, 58).is_none());
+    assert_eq!((t.stats().evicted, t.stats().refused, t.len()), (3, 1, 16));
     t.audit();
 }
 
@@ -893,7 +957,9 @@ proptest! {
                 Op::Insert(p, s) => {
                     let c = p.conn(s, now);
                     insert(&mut t, c.clone(), now);
-                    m.insert(c);
+                    // The table keeps a packet's time to the even
+                    // nanosecond below (bit 0 is the clock hand's mark).
+                    m.insert(p.conn(s, now & !1));
                 }
                 Op::Lookup(p) => {
                     check_lookup(&mut t, &mut m, p, now)?;
@@ -902,7 +968,7 @@ proptest! {
                     if let Some((id, i, d)) = check_lookup(&mut t, &mut m, p, now)? {
                         t.observe(id, d, flags, now);
                         let (c, replied) = &mut m.conns[i];
-                        c.last_seen_ns = c.last_seen_ns.max(now);
+                        c.last_seen_ns = c.last_seen_ns.max(now & !1);
                         c.state = next_state(c.state, replied, d, flags);
                         prop_assert_eq!(t.get(id), &*c);
                     }
