@@ -66,8 +66,16 @@ impl FlowTimeouts {
     /// expires anything.
     #[inline]
     pub fn is_expired(&self, state: FlowState, last_seen_ns: u64, now_ns: u64) -> bool {
-        now_ns.saturating_sub(last_seen_ns) > self.for_state(state)
+        idle_past(self.for_state(state), last_seen_ns, now_ns)
     }
+}
+
+/// Whether something last seen at `last_seen_ns` has been idle longer
+/// than `timeout_ns` at `now_ns` (never, if the clock seems to have run
+/// backwards).
+#[inline(always)]
+pub(super) fn idle_past(timeout_ns: u64, last_seen_ns: u64, now_ns: u64) -> bool {
+    now_ns.saturating_sub(last_seen_ns) > timeout_ns
 }
 
 impl From<&FlowSettings> for FlowTimeouts {

@@ -7,7 +7,7 @@ use super::endpoint_stats::{Departure, EndpointAccounts, FlowCounters};
 use super::export::{ExportCursor, FlowFilter, FlowRecord, FlowRecords};
 use super::handover::{HandedConnection, Origin, SynProxyOffset};
 use super::index::{Index, Pos, MAX_BUCKETS, SLOTS};
-use super::state::{next_state, Direction, FlowState, FlowTimeouts};
+use super::state::{idle_past, next_state, Direction, FlowState, FlowTimeouts};
 use crate::fastpath::{synproxy_rewrites, DirectionRewrite, FastPath};
 use crate::hash::table_hash;
 use crate::rules::FlowSettings;
@@ -363,18 +363,26 @@ impl<'a> VictimSearch<'a> {
         if by_hand {
             c.last_seen_ns = seen | HAND_PASSED;
         }
-        let standing = if self.timeouts.is_expired(c.state, seen, self.now_ns) {
-            Standing::Expired
+        // One match for the state's timeout and standing.
+        let t = self.timeouts;
+        let datagram = if replied {
+            Standing::Established
         } else {
-            match c.state {
-                FlowState::TcpSyn => Standing::Embryonic,
-                FlowState::Udp | FlowState::Other if !replied => Standing::Embryonic,
-                FlowState::TcpClosing => Standing::Closing,
-                _ if !self.evict_established => return,
-                _ => Standing::Established,
-            }
+            Standing::Embryonic
         };
-        let standing = if idle {
+        let (timeout, standing) = match c.state {
+            FlowState::TcpSyn => (t.tcp_syn_ns, Standing::Embryonic),
+            FlowState::TcpEstablished => (t.tcp_established_ns, Standing::Established),
+            FlowState::TcpClosing => (t.tcp_closing_ns, Standing::Closing),
+            FlowState::Udp => (t.udp_ns, datagram),
+            FlowState::Other => (t.other_ns, datagram),
+        };
+        debug_assert_eq!(timeout, t.for_state(c.state));
+        let standing = if idle_past(timeout, seen, self.now_ns) {
+            Standing::Expired
+        } else if standing == Standing::Established && !self.evict_established {
+            return;
+        } else if idle {
             standing.min(Standing::Idle)
         } else {
             standing
