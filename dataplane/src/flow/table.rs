@@ -603,8 +603,8 @@ impl FlowTable {
     /// Whether an established connection may be evicted to make room for a
     /// new one. By default (`false`) a full table evicts only expired,
     /// embryonic and closing connections, and refuses a new connection when
-    /// it finds none of those (`refused`); `true` also evicts the least
-    /// recently seen established ones.
+    /// it finds none of those (`refused`); `true` also evicts established
+    /// ones, by the same clock hand (see the module doc's "Eviction").
     pub fn with_established_eviction(mut self, allowed: bool) -> Self {
         self.evict_established = allowed;
         self
