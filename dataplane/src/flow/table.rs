@@ -310,26 +310,7 @@ struct VictimSearch<'a> {
     best: VictimKey,
 }
 
-impl<'a> VictimSearch<'a> {
-    fn new(
-        records: &'a mut [Record],
-        fast: Option<&'a FastPath>,
-        timeouts: &'a FlowTimeouts,
-        evict_established: bool,
-        now_ns: u64,
-        exclude: u32,
-    ) -> Self {
-        VictimSearch {
-            records,
-            fast,
-            timeouts,
-            now_ns,
-            exclude,
-            evict_established,
-            best: NO_VICTIM,
-        }
-    }
-
+impl VictimSearch<'_> {
     /// Weighs `record`; the clock hand (`by_hand`) also marks it passed
     /// ([`HAND_PASSED`]), so that, unless a packet of it comes first, it
     /// is idle the next time the hand comes by.
@@ -1411,6 +1392,21 @@ impl FlowTable {
         self.remove_record(record, why);
     }
 
+    /// A search for a record to make room at `now_ns`, never `exclude`,
+    /// and the index beside it (the search holds the records).
+    fn victim_search(&mut self, now_ns: u64, exclude: u32) -> (VictimSearch<'_>, &Index) {
+        let search = VictimSearch {
+            records: &mut self.records,
+            fast: self.fast.as_ref(),
+            timeouts: &self.timeouts,
+            now_ns,
+            exclude,
+            evict_established: self.evict_established,
+            best: NO_VICTIM,
+        };
+        (search, &self.index)
+    }
+
     /// A free record; when there is none, the victim is the first expired,
     /// embryonic or idle record from the clock hand, else the best of the
     /// next [`EVICTION_SCAN`] records by [`Standing`]. The hand marks the
@@ -1420,16 +1416,9 @@ impl FlowTable {
             return Some(record);
         }
         let n = self.records.len();
-        let mut search = VictimSearch::new(
-            &mut self.records,
-            self.fast.as_ref(),
-            &self.timeouts,
-            self.evict_established,
-            now_ns,
-            NOWHERE,
-        );
         // The hand wraps with a compare, not a division per step.
         let mut at = self.evict_hand;
+        let (mut search, _) = self.victim_search(now_ns, NOWHERE);
         let mut steps = 0;
         while steps < EVICTION_SCAN.min(n) && !search.settled() {
             search.consider(at as u32, true);
@@ -1483,16 +1472,8 @@ impl FlowTable {
             }
         }
         if pos.is_none() {
-            let mut search = VictimSearch::new(
-                &mut self.records,
-                self.fast.as_ref(),
-                &self.timeouts,
-                self.evict_established,
-                now_ns,
-                record,
-            );
-            self.index
-                .for_each_in_buckets(hash, |r| search.consider(r, false));
+            let (mut search, index) = self.victim_search(now_ns, record);
+            index.for_each_in_buckets(hash, |r| search.consider(r, false));
             if let Some((victim, expired)) = search.finish() {
                 self.remove_record(victim, departure(expired, true));
                 pos = self.index.insert(hash, record, direction);
