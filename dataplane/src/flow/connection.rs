@@ -104,6 +104,19 @@ impl Connection {
         }
     }
 
+    /// Whether the reply tuple is the client tuple (`reply_tuple() ==
+    /// client`): a degenerate connection, indexed once. The ports first,
+    /// which differ for nearly every connection, so the addresses are
+    /// seldom compared.
+    #[inline]
+    pub(super) fn tuples_coincide(&self) -> bool {
+        let c = &self.client;
+        self.backend_port == c.src_port
+            && c.src_port == c.dst_port
+            && self.backend_addr == c.src
+            && c.src == c.dst
+    }
+
     /// Whether `tuple` is this connection's tuple in `direction`, compared
     /// field by field without building the reply tuple.
     #[inline]
@@ -195,6 +208,31 @@ mod tests {
         ];
         for v in variants {
             assert!(!c.has_tuple(&v, Direction::FromBackend), "{v:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Addresses and ports from two values each, so that every way
+        /// of coinciding or not comes up.
+        #[test]
+        fn tuples_coincide_exactly_when_the_reply_tuple_is_the_client_tuple(
+            fields in proptest::array::uniform4(0..2u8),
+            ports in proptest::array::uniform3(0..2u16),
+        ) {
+            let addr = |i: u8| v4_mapped([198, 18, 0, i]);
+            let c = Connection {
+                client: FiveTuple {
+                    src: addr(fields[0]),
+                    dst: addr(fields[1]),
+                    src_port: ports[0],
+                    dst_port: ports[1],
+                    protocol: if fields[3] == 0 { ip_proto::TCP } else { ip_proto::UDP },
+                },
+                backend_addr: addr(fields[2]),
+                backend_port: ports[2],
+                ..conn()
+            };
+            proptest::prop_assert_eq!(c.tuples_coincide(), c.reply_tuple() == c.client);
         }
     }
 }

@@ -787,7 +787,7 @@ impl FlowTable {
         );
         let reply = conn.reply_tuple();
         // A degenerate connection whose two tuples are equal is indexed once.
-        let index_reply = reply != conn.client;
+        let index_reply = !conn.tuples_coincide();
         if index_reply {
             self.evict_owner(&reply, reply_hash, false, now_ns);
         }
