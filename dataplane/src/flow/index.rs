@@ -57,17 +57,16 @@ impl Bucket {
         overflow: 0,
     };
 
-    /// The first record in this bucket with `tag` for which `is_key` holds.
+    /// A record in this bucket with `tag` for which `is_key` holds, the
+    /// first in [`TaggedSlots`]' order (a tuple has one key in the index,
+    /// so for a lookup at most one holds).
     #[inline(always)]
     fn scan(
         &self,
         tag: u16,
         is_key: &mut impl FnMut(u32, Direction) -> bool,
     ) -> Option<(u32, Direction)> {
-        let mut tagged = self.slots_tagged(tag);
-        while tagged != 0 {
-            let slot = tagged.trailing_zeros() as usize;
-            tagged &= tagged - 1;
+        for slot in self.slots_tagged(tag) {
             let Some(&entry) = self.entries.get(slot) else {
                 break;
             };
@@ -81,12 +80,13 @@ impl Bucket {
         None
     }
 
-    /// A bit per slot (bit `i` for slot `i`) whose tag is `tag`. The tags
-    /// are compared four to a word, as SWAR does, where a slot-by-slot
-    /// loop takes five instructions a slot: most scans are of a whole
-    /// bucket (a new flow's lookup and its reply key's owner search).
+    /// The slots whose tag is `tag`. The tags are compared four to a
+    /// word, as SWAR does, where a slot-by-slot loop takes five
+    /// instructions a slot: most scans are of a whole bucket (a new
+    /// flow's lookup that misses and its reply key's owner search), and
+    /// most find no slot, which costs the two compares and one test.
     #[inline(always)]
-    fn slots_tagged(&self, tag: u16) -> u32 {
+    fn slots_tagged(&self, tag: u16) -> TaggedSlots {
         let t = &self.tags;
         let word = |i: usize| {
             u64::from(t[i])
@@ -95,7 +95,7 @@ impl Bucket {
                 | u64::from(t[i + 3]) << 48
         };
         let probe = u64::from(tag).wrapping_mul(LANE_ONES);
-        zero_lanes(word(0) ^ probe) | zero_lanes(word(4) ^ probe) << 4
+        TaggedSlots(zero_lane_tops(word(0) ^ probe) >> 1 | zero_lane_tops(word(4) ^ probe))
     }
 
     fn free_slot(&self) -> Option<usize> {
@@ -116,17 +116,35 @@ const LANE_ONES: u64 = 0x0001_0001_0001_0001;
 /// The top bit of each 16-bit lane.
 const LANE_TOPS: u64 = 0x8000_8000_8000_8000;
 
-/// The lanes of `x` that are zero, as bits 0..4 (lane 0 is bit 0). Exact:
-/// a lane's top bit is set by adding 0x7FFF to its low 15 bits (no carry
-/// crosses lanes) or by its own top bit, so it stays clear only for zero.
+/// The lanes of `x` that are zero, as their top bits (bit 15 for lane 0,
+/// 31, 47, 63). Exact: a lane's top bit is set by adding 0x7FFF to its
+/// low 15 bits (no carry crosses lanes) or by its own top bit, so it
+/// stays clear only for zero.
 #[inline(always)]
-fn zero_lanes(x: u64) -> u32 {
+fn zero_lane_tops(x: u64) -> u64 {
     let nonzero = ((x & !LANE_TOPS).wrapping_add(!LANE_TOPS) | x) & LANE_TOPS;
-    let zero = !nonzero & LANE_TOPS;
-    // Bits 15, 31, 47, 63 to bits 48..52: each lands on its own place and
-    // no two products overlap, so the multiply adds no carries there.
-    let gathered = (zero >> 15).wrapping_mul(1 << 48 | 1 << 33 | 1 << 18 | 1 << 3);
-    (gathered >> 48) as u32 & 0xf
+    !nonzero & LANE_TOPS
+}
+
+/// Slots of a bucket, as an iterator, lane by lane: slot `i` (0..4) is
+/// bit `16 i + 14`, slot `4 + i` bit `16 i + 15` — the two words' lane
+/// tops, one shifted down by one, so that both fit in one word and none
+/// needs gathering into a bit per slot.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct TaggedSlots(u64);
+
+impl Iterator for TaggedSlots {
+    type Item = usize;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let bit = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some((bit >> 4) + 4 * (bit & 1))
+    }
 }
 
 #[inline(always)]
@@ -434,16 +452,21 @@ mod tests {
             let expected = (0..SLOTS)
                 .filter(|&s| bucket.tags[s] == tag)
                 .fold(0u32, |m, s| m | 1 << s);
+            let found = bucket.slots_tagged(tag).fold(0u32, |m, s| m | 1 << s);
             assert_eq!(
-                bucket.slots_tagged(tag),
-                expected,
+                found, expected,
                 "round {round}: {:?} for {tag:#x}",
                 bucket.tags
             );
         }
         bucket.tags = [7; SLOTS];
-        assert_eq!(bucket.slots_tagged(7), 0xff);
-        assert_eq!(bucket.slots_tagged(0), 0);
+        let all: Vec<usize> = bucket.slots_tagged(7).collect();
+        assert_eq!(
+            all,
+            [0, 4, 1, 5, 2, 6, 3, 7],
+            "lane by lane, each slot once"
+        );
+        assert_eq!(bucket.slots_tagged(0).next(), None);
     }
 
     #[test]
