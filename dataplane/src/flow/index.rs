@@ -232,12 +232,11 @@ impl Index {
         self.buckets.get(probe.primary).map_or(0, |b| b.overflow)
     }
 
-    /// The first key in the primary bucket of `hash` whose tag matches, as
-    /// its slot in that bucket and its record: the record a lookup of
-    /// `hash` will most likely read, and where [`find_at`](Self::find_at)
-    /// looks again.
+    /// The first key in the primary bucket of `hash` whose tag matches,
+    /// as (record, direction): the record a lookup of `hash` will most
+    /// likely read.
     #[inline(always)]
-    pub(super) fn first_candidate(&self, hash: u64) -> Option<(usize, u32)> {
+    pub(super) fn first_candidate(&self, hash: u64) -> Option<(u32, Direction)> {
         let probe = self.probe(hash);
         let bucket = self.buckets.get(probe.primary)?;
         // Slot by slot, not `slots_tagged`: an established key is most
@@ -248,21 +247,7 @@ impl Index {
             .iter()
             .zip(bucket.entries.iter())
             .position(|(&t, &e)| t == probe.tag && e != EMPTY)?;
-        let entry = *bucket.entries.get(slot)?;
-        Some((slot, decode(entry).0))
-    }
-
-    /// The (record, direction) at `slot` of the primary bucket of `hash`
-    /// if it holds a key with its tag: one slot read where
-    /// [`find`](Self::find) scans the bucket. The caller confirms the key
-    /// against the record, as for `find`; a confirmed key is the one
-    /// `find` would return, since a tuple has one key in the index. A
-    /// slot past the bucket's finds nothing.
-    #[inline(always)]
-    pub(super) fn find_at(&self, slot: usize, hash: u64) -> Option<(u32, Direction)> {
-        let b = self.buckets.get(hash as usize & self.mask)?;
-        let (&tag, &entry) = (b.tags.get(slot)?, b.entries.get(slot)?);
-        (tag == (hash >> 48) as u16 && entry != EMPTY).then(|| decode(entry))
+        Some(decode(*bucket.entries.get(slot)?))
     }
 
     /// The first (record, direction) stored under `hash` for which `is_key`

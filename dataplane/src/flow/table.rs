@@ -148,6 +148,13 @@ impl Links {
         self.field(0)
     }
 
+    fn pos(self, direction: Direction) -> Option<Pos> {
+        match direction {
+            Direction::FromClient => self.client_pos(),
+            Direction::FromBackend => self.reply_pos(),
+        }
+    }
+
     fn set_pos(&mut self, direction: Direction, pos: Option<Pos>) {
         match direction {
             Direction::FromClient => self.set_field(0, pos),
@@ -228,17 +235,45 @@ pub struct FlowTable {
     syn_proxy: Vec<ProxiedConnection>,
 }
 
-/// Where [`FlowTable::warm_record`] found the key a lookup of its hash
-/// will most likely want, for [`FlowTable::lookup_hinted`]: its slot in
-/// the hash's primary bucket (the bucket is the hash's, so the hint need
-/// not name it, nor the lookup check it). Plain data: a stale or foreign
-/// one costs only the bucket scan it was to spare.
+/// The key [`FlowTable::warm_record`] found for a hash, which a lookup
+/// of that hash will most likely want, for
+/// [`FlowTable::lookup_hinted`]: its record and direction. The lookup
+/// takes it where that record is live, still has a key in that direction
+/// and the tuple is that key's (a tuple has one key in the index), and
+/// reads no bucket; anything else, a stale or foreign hint included,
+/// costs only the bucket scan it was to spare.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct LookupHint(u32);
+
+/// [`LookupHint`]'s bit for [`Direction::FromBackend`]; records number
+/// below 2^28 ([`MAX_CAPACITY`]).
+const HINT_REPLY: u32 = 1 << 31;
 
 impl LookupHint {
     /// No key: `lookup_hinted` scans as `lookup` does.
     pub const NONE: LookupHint = LookupHint(u32::MAX);
+
+    #[inline(always)]
+    fn of(record: u32, direction: Direction) -> LookupHint {
+        match direction {
+            Direction::FromClient => LookupHint(record & NO_POS),
+            Direction::FromBackend => LookupHint(record & NO_POS | HINT_REPLY),
+        }
+    }
+
+    /// The (record, direction) named; `None` for [`NONE`](Self::NONE).
+    #[inline(always)]
+    fn key(self) -> Option<(u32, Direction)> {
+        if !self.is_some() {
+            return None;
+        }
+        let direction = if self.0 & HINT_REPLY == 0 {
+            Direction::FromClient
+        } else {
+            Direction::FromBackend
+        };
+        Some((self.0 & !HINT_REPLY, direction))
+    }
 
     /// Whether the warm pass found a key for the hash.
     #[inline]
@@ -675,11 +710,10 @@ impl FlowTable {
     /// loops that call it are the hottest of the pipeline.
     #[inline(always)]
     pub fn warm_record(&self, hash: u64) -> LookupHint {
-        let Some((slot, record)) = self.index.first_candidate(hash) else {
+        let Some((record, direction)) = self.index.first_candidate(hash) else {
             return LookupHint::NONE;
         };
-        let record = self.records.get(record as usize);
-        if let Some(r) = record {
+        if let Some(r) = self.records.get(record as usize) {
             let c = &r.conn;
             // One value of them all: the loads stay, with one store.
             let seen = u64::from(c.client.src[0])
@@ -692,7 +726,7 @@ impl FlowTable {
                 ^ r.links.0;
             std::hint::black_box(seen);
         }
-        LookupHint(slot as u32)
+        LookupHint::of(record, direction)
     }
 
     /// The connection behind `id`. A stale id reads a dead or reused
@@ -1365,11 +1399,14 @@ impl FlowTable {
         hash: u64,
         hint: LookupHint,
     ) -> Option<(u32, Direction)> {
-        if let Some((record, direction)) = self.index.find_at(hint.0 as usize, hash) {
-            let is_key = self
-                .records
-                .get(record as usize)
-                .is_some_and(|r| r.conn.has_tuple(tuple, direction));
+        if let Some((record, direction)) = hint.key() {
+            // A live record with a key in `direction` whose tuple that is:
+            // the index holds that key, and it is the tuple's one key.
+            let is_key = self.records.get(record as usize).is_some_and(|r| {
+                r.links.is_live()
+                    && r.links.pos(direction).is_some()
+                    && r.conn.has_tuple(tuple, direction)
+            });
             if is_key {
                 return Some((record, direction));
             }

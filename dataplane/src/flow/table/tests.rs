@@ -1434,33 +1434,58 @@ proptest! {
 
     /// A lookup handed the warm pass's key finds what a lookup that
     /// scans finds, however stale the hint (its key removed, moved to
-    /// make room, evicted or replaced since) and whoever's it is.
+    /// make room, evicted or replaced since) and whoever's it is: another
+    /// key's, or any record in either direction, dead ones and degenerate
+    /// connections (whose one key serves both tuples) among them.
     #[test]
     fn a_hinted_lookup_finds_what_a_scan_finds(
-        ops in prop::collection::vec((0..4u8, 0..24u16, any::<bool>(), 0..3usize), 1..200)
+        ops in prop::collection::vec((0..5u8, 0..24u16, any::<bool>(), 0..3usize), 1..200)
     ) {
         let states = [FlowState::TcpSyn, FlowState::TcpEstablished, FlowState::TcpClosing];
         let mut t = FlowTable::new(32, TIMEOUTS).with_established_eviction(true);
         // Primaries crowd into 4 buckets (tags vary): buckets fill, keys
         // move to make room and records are evicted.
         let crowd = |h: u64| h & 0xffff_0000_0000_0003;
-        let key = |port: u16, reply: bool| {
-            let c = conn(1, port, 10, 5, FlowState::TcpEstablished, 0);
-            let tuple = if reply { c.reply_tuple() } else { c.client };
+        // Keys 0..48: a connection's client or reply tuple; 48..72: a
+        // degenerate connection's one tuple.
+        let degenerate = |port: u16, state: usize, now: u64| {
+            let mut c = conn(1, port, 10, 5, states[state], now);
+            let me = [198, 18, 3, 1];
+            c.client = FiveTuple::v4(me, me, port, port, ip_proto::TCP);
+            c.backend_addr = v4_mapped(me);
+            c.backend_port = port;
+            c
+        };
+        let key = |i: usize| {
+            let port = (i % 48 / 2) as u16;
+            let tuple = if i >= 48 {
+                degenerate(port, 0, 0).client
+            } else {
+                let c = conn(1, port, 10, 5, FlowState::TcpEstablished, 0);
+                if i % 2 == 1 { c.reply_tuple() } else { c.client }
+            };
             (tuple, crowd(table_hash(&tuple)))
         };
-        let mut hints = [LookupHint::NONE; 48];
+        let mut hints = [LookupHint::NONE; 72];
         let mut now = 0;
-        for (kind, port, reply, state) in ops {
-            let (tuple, hash) = key(port, reply);
+        for (step, (kind, port, reply, state)) in ops.into_iter().enumerate() {
+            let i = usize::from(port) * 2 + usize::from(reply);
             match kind {
-                0 => {
-                    let c = conn(1, port, 10, 5, states[state], now);
+                0 | 4 => {
+                    let c = if kind == 0 {
+                        conn(1, port, 10, 5, states[state], now)
+                    } else {
+                        degenerate(port, state, now)
+                    };
                     let (ch, rh) = (crowd(table_hash(&c.client)), crowd(table_hash(&c.reply_tuple())));
                     t.insert(c, ch, rh, now);
                 }
-                1 => hints[usize::from(port) * 2 + usize::from(reply)] = t.warm_record(hash),
+                1 => {
+                    let i = if state == 2 { 48 + usize::from(port) } else { i };
+                    hints[i] = t.warm_record(key(i).1);
+                }
                 2 => {
+                    let (tuple, hash) = key(if state == 2 { 48 + usize::from(port) } else { i });
                     if let Some((record, _)) = t.find(&tuple, hash) {
                         t.remove(ConnId(record));
                     }
@@ -1468,11 +1493,17 @@ proptest! {
                 _ => now += 7,
             }
             for (i, &hint) in hints.iter().enumerate() {
-                let (tuple, hash) = key(i as u16 / 2, i % 2 == 1);
-                let other = hints[(i + 1) % hints.len()];
+                let (tuple, hash) = key(i);
                 let scanned = t.find(&tuple, hash);
-                prop_assert_eq!(t.find_hinted(&tuple, hash, hint), scanned);
-                prop_assert_eq!(t.find_hinted(&tuple, hash, other), scanned);
+                let other = hints[(i + 1) % hints.len()];
+                let record = ((i + step) % 33) as u32;
+                let forged = [
+                    LookupHint::of(record, Direction::FromClient),
+                    LookupHint::of(record, Direction::FromBackend),
+                ];
+                for hint in [hint, other].into_iter().chain(forged) {
+                    prop_assert_eq!(t.find_hinted(&tuple, hash, hint), scanned);
+                }
             }
         }
         t.audit();
