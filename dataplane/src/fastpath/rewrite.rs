@@ -48,7 +48,7 @@ pub fn connection_rewrites(
         new_addr: conn.backend_addr,
         new_port: conn.backend_port,
         eth_dst: next_hop,
-        eth_src: snapshot.interface_mac(backend.egress_port)?,
+        eth_src: backend.egress_mac?,
         egress_port: backend.egress_port,
         client_mac: conn.client_mac,
     };

@@ -238,7 +238,7 @@ impl Pipeline {
             service: service_id,
             first,
         });
-        super::to_backend(frame, meta, backend, next_hop, snapshot)
+        super::to_backend(frame, meta, backend, next_hop)
     }
 
     /// A frame with no connection, to no service: a reply of a fan-out

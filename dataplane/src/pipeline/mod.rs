@@ -738,9 +738,7 @@ impl Pipeline {
                     Some(backend) => {
                         let to = (id, endpoint, backend);
                         let proxied = syn_proxied;
-                        match self
-                            .forward_established(frame, meta, to, proxied, flows, snapshot, now_ns)
-                        {
+                        match self.forward_established(frame, meta, to, proxied, flows, now_ns) {
                             Some(verdict) => verdict,
                             // A proxied connection's client began a new
                             // one on its tuple: decided as any new flow.
@@ -781,7 +779,6 @@ impl Pipeline {
     /// `proxied` is whether the SYN proxy is in it. `None` when the
     /// packet begins a new connection on the tuple of a proxied one,
     /// which is then gone.
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn forward_established(
         &mut self,
@@ -790,7 +787,6 @@ impl Pipeline {
         (id, endpoint, backend): (ConnId, EndpointId, &Endpoint),
         proxied: bool,
         flows: &mut FlowTable,
-        snapshot: &Snapshot,
         now_ns: u64,
     ) -> Option<Verdict> {
         if meta.ttl <= 1 {
@@ -798,7 +794,7 @@ impl Pipeline {
         }
         if proxied {
             let to = (id, endpoint, backend);
-            return self.proxied_from_client(frame, meta, to, flows, snapshot, now_ns);
+            return self.proxied_from_client(frame, meta, to, flows, now_ns);
         }
         let Some(next_hop) = backend.next_hop_mac else {
             return Some(Verdict::Drop(DropReason::NoNeighbour));
@@ -810,7 +806,7 @@ impl Pipeline {
         let (flags, bytes) = (meta.tcp_flags, frame.len() as u64);
         let deltas = flows.forward_from_client(id, flags, source_mac(frame), bytes, now_ns);
         self.counters.flow_hits.inc();
-        let src_mac = egress_mac(frame, snapshot, backend.egress_port);
+        let src_mac = backend_egress_mac(frame, backend);
         wire::rewrite::set_macs(frame, src_mac, next_hop);
         wire::rewrite::forward_rewrite_dst(frame, meta, &backend.address, backend.port, deltas);
         Some(Verdict::Transmit(backend.egress_port))
@@ -853,7 +849,7 @@ impl Pipeline {
         }
         let to = (id, endpoint, backend);
         let proxied = cx.flows.syn_proxy(id).is_some();
-        match self.forward_established(frame, meta, to, proxied, cx.flows, snapshot, cx.now_ns) {
+        match self.forward_established(frame, meta, to, proxied, cx.flows, cx.now_ns) {
             Some(verdict) => verdict,
             None => self.new_flow(frame, meta, hash, cx),
         }
@@ -1287,7 +1283,7 @@ impl Pipeline {
         flows.count_packet(endpoint_id, frame.len() as u64);
         // The bytes `to_backend` would write, without working them out.
         let deltas = deltas.to_backend;
-        let src_mac = egress_mac(frame, snapshot, backend.egress_port);
+        let src_mac = backend_egress_mac(frame, backend);
         wire::rewrite::set_macs(frame, src_mac, next_hop);
         wire::rewrite::forward_rewrite_dst(frame, meta, &backend.address, backend.port, deltas);
         Verdict::Transmit(backend.egress_port)
@@ -1423,9 +1419,8 @@ fn to_backend(
     meta: &PacketMeta,
     backend: &Endpoint,
     next_hop: [u8; 6],
-    snapshot: &Snapshot,
 ) -> Verdict {
-    let src_mac = egress_mac(frame, snapshot, backend.egress_port);
+    let src_mac = backend_egress_mac(frame, backend);
     wire::rewrite::set_macs(frame, src_mac, next_hop);
     wire::rewrite::rewrite_dst(frame, meta, &backend.address, backend.port);
     wire::rewrite::decrement_ttl(frame, meta);
@@ -1439,6 +1434,13 @@ fn egress_mac(frame: &[u8], snapshot: &Snapshot, port: u16) -> [u8; 6] {
     snapshot
         .interface_mac(port)
         .unwrap_or_else(|| mac_at(frame, 0))
+}
+
+/// The source MAC for a frame leaving towards `backend`:
+/// [`egress_mac`] of its egress port, as the build looked it up.
+#[inline(always)]
+fn backend_egress_mac(frame: &[u8], backend: &Endpoint) -> [u8; 6] {
+    backend.egress_mac.unwrap_or_else(|| mac_at(frame, 0))
 }
 
 /// The frame's source MAC.

@@ -5,7 +5,9 @@
 //! a connection that is not proxied pays one bit test of its record per
 //! packet ([`FlowTable::syn_proxy`]).
 
-use super::{egress_mac, source_mac, to_backend, Context, DropReason, Pipeline, Verdict};
+use super::{
+    backend_egress_mac, egress_mac, source_mac, to_backend, Context, DropReason, Pipeline, Verdict,
+};
 use crate::flow::{ConnId, Direction, FlowTable};
 use crate::port::{Frame, FrameMemory};
 use crate::synproxy::handshake::{is_marked, CookieAck};
@@ -13,7 +15,7 @@ use crate::synproxy::proxy::{
     backend_ack_header, backend_syn_header, client_window_header, replace_segment, Layout,
     ProxiedConnection, MAX_HEADER,
 };
-use crate::table::{Endpoint, EndpointId, Snapshot};
+use crate::table::{Endpoint, EndpointId};
 use crate::wire::{self, ip_proto, tcp_flags, PacketMeta, L3};
 
 /// A frame that must grow once the batch is decided: its bytes from
@@ -168,7 +170,6 @@ impl Pipeline {
         meta: &PacketMeta,
         (id, endpoint, backend): (ConnId, EndpointId, &Endpoint),
         flows: &mut FlowTable,
-        snapshot: &Snapshot,
         now_ns: u64,
     ) -> Option<Verdict> {
         if is_cookie_ack(frame, meta) {
@@ -192,7 +193,7 @@ impl Pipeline {
         flows.get_mut(id).client_mac = source_mac(frame);
         self.counters.flow_hits.inc();
         flows.count_packet(endpoint, frame.len() as u64);
-        let verdict = to_backend(frame, meta, backend, next_hop, snapshot);
+        let verdict = to_backend(frame, meta, backend, next_hop);
         if let Some(tcp) = frame.get_mut(usize::from(meta.l4_offset)..) {
             proxied.offset.to_backend(tcp);
         }
@@ -295,7 +296,7 @@ impl Pipeline {
         }
         flows.observe(id, Direction::FromBackend, meta.tcp_flags, now_ns);
         flows.count_packet(endpoint, frame.len() as u64);
-        let src_mac = egress_mac(frame, snapshot, backend.egress_port);
+        let src_mac = backend_egress_mac(frame, backend);
         wire::rewrite::set_macs(frame, src_mac, next_hop);
         Verdict::Transmit(backend.egress_port)
     }

@@ -80,6 +80,11 @@ pub struct Endpoint {
     pub next_hop_mac: Option<[u8; 6]>,
     /// Index of the interface that neighbour lives on (0 without one).
     pub egress_port: u16,
+    /// The MAC of that interface, the source of every frame sent to this
+    /// endpoint ([`Snapshot::interface_mac`] of `egress_port`, looked up
+    /// once per build, not per packet); `None` where the config has no
+    /// such interface.
+    pub egress_mac: Option<[u8; 6]>,
     /// What an established connection's packet does if the endpoint is not
     /// alive; `None` (the default policy, any endpoint alive without a TTL
     /// at the build, every endpoint of a service that ignores health in its
@@ -1049,24 +1054,10 @@ impl Builder<'_> {
         let acts_on_health = matches!(mode, Mode::Healthy | Mode::AllDownClosed);
         let vip = addr_to_bytes(service.vip);
         for b in &backends {
-            let hop = self.next_hops.get(&b.address);
             let if_dead = if_dead(service.protocol, &service.failover, b.word, now_ns)
                 .filter(|_| acts_on_health);
-            place(
-                &mut self.next.endpoints,
-                b.id,
-                Endpoint {
-                    address: b.address,
-                    port: b.port,
-                    weight: b.weight,
-                    service: id,
-                    next_hop_mac: hop.map(|h| h.mac),
-                    egress_port: hop.map_or(0, |h| h.port),
-                    if_dead,
-                    port_key: Endpoint::port_key(b.port, if_dead),
-                    vip_deltas: deltas_both_ways(&vip, service.port, &b.address, b.port),
-                },
-            );
+            let endpoint = self.endpoint(b, id, if_dead, &vip, service.port);
+            place(&mut self.next.endpoints, b.id, endpoint);
         }
         self.next.endpoint_count += backends.len();
         let weighted = backends
@@ -1105,6 +1096,33 @@ impl Builder<'_> {
         );
         self.next.service_index.insert(key, id);
         self.next.vips.insert(key.vip);
+    }
+    /// Backend `b` of service `service` (at `vip`, `vip_port`) as an
+    /// endpoint: its next hop, egress interface and that interface's MAC,
+    /// and the checksum changes of its connections, all looked up or
+    /// worked out here once.
+    fn endpoint(
+        &self,
+        b: &BackendEntry,
+        service: ServiceId,
+        if_dead: Option<IfDead>,
+        vip: &[u8; 16],
+        vip_port: u16,
+    ) -> Endpoint {
+        let hop = self.next_hops.get(&b.address);
+        let egress_port = hop.map_or(0, |h| h.port);
+        Endpoint {
+            address: b.address,
+            port: b.port,
+            weight: b.weight,
+            service,
+            next_hop_mac: hop.map(|h| h.mac),
+            egress_port,
+            egress_mac: self.next.interface_mac(egress_port),
+            if_dead,
+            port_key: Endpoint::port_key(b.port, if_dead),
+            vip_deltas: deltas_both_ways(vip, vip_port, &b.address, b.port),
+        }
     }
 
     /// The service's serial (its previous one, or a new one) and its
@@ -1536,6 +1554,10 @@ mod tests {
         assert_eq!(without.next_hop_mac, None);
         assert_eq!(without.egress_port, 0);
         assert_eq!(s.interface_mac(1), Some([2, 0, 0, 0, 0, 2]));
+        // Each endpoint's frames leave with its egress interface's MAC.
+        assert_eq!(with_neighbour.egress_mac, s.interface_mac(1));
+        assert_eq!(without.egress_mac, s.interface_mac(0));
+        assert_ne!(s.interface_mac(0), s.interface_mac(1));
         assert_eq!(s.interface_mac(2), None);
     }
 
