@@ -177,6 +177,17 @@ fn warm_path(view: &PathView, parsed: &Parsed, snapshot: &Snapshot, last: &mut L
     }
 }
 
+/// Warms the record a lookup of `parsed`'s flow will most likely read
+/// ([`FlowTable::warm_record`]) and returns its hint; `NONE` for a frame
+/// with no flow hash. Always inlined: a closure called from two loops
+/// was not.
+#[inline(always)]
+fn warm_record(flows: &FlowTable, parsed: &Parsed) -> LookupHint {
+    parsed
+        .hash()
+        .map_or(LookupHint::NONE, |hash| flows.warm_record(hash))
+}
+
 /// The (protocol, VIP, port) [`warm_path`] looked up last, and its
 /// service.
 type LastService = (Option<(u8, [u8; 16], u16)>, Option<ServiceId>);
@@ -428,19 +439,15 @@ impl Pipeline {
         // the key, the lookup does not scan the bucket again.
         let hints = &mut self.hints;
         hints.clear();
-        let hint = |p: &Parsed| {
-            p.hash()
-                .map_or(LookupHint::NONE, |hash| flows.warm_record(hash))
-        };
         match view.filter(|view| !view.is_empty()) {
-            None => hints.extend(parsed.iter().map(hint)),
+            None => hints.extend(parsed.iter().map(|p| warm_record(flows, p))),
             // A frame whose index bucket holds no candidate is most likely
             // a new flow: its path lookup's slot is warmed too, so that
             // the batch's path misses overlap. Other frames pay the test.
             Some(view) => {
                 let mut last = (None, None);
                 for p in parsed {
-                    let found = hint(p);
+                    let found = warm_record(flows, p);
                     if p.hashed && !found.is_some() {
                         warm_path(view, p, snapshot, &mut last);
                     }
