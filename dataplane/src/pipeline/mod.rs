@@ -1269,7 +1269,14 @@ impl Pipeline {
             state,
             last_seen_ns: now_ns,
         };
-        let reply_hash = table_hash(&conn.reply_tuple());
+        // An IPv4 packet's client address is IPv4-mapped: of the reply
+        // tuple's two addresses only the backend's needs asking.
+        let reply = conn.reply_tuple();
+        let reply_hash = if meta.l3 == L3::Ipv4 && wire::is_v4_mapped(&backend.address) {
+            table_hash_v4(&reply)
+        } else {
+            table_hash(&reply)
+        };
         // The checksum changes: the endpoint's, worked out at the build,
         // where it is a backend of the service the packet is for (its
         // VIP and port are the packet's destination: the service lookup
