@@ -187,61 +187,22 @@ EOF
   fleet_exec "b$n" nginx -q -c "$dir/nginx.conf" -e "$dir/error.log"
 }
 
-# BIRD's config on the router: a BGP session with each gateway, their
-# equal paths to a VIP merged into one multipath kernel route; and the
-# backends' replies to the clients (kernel table 100) routed recursively
-# through the VIP's route, so they go over the same gateways and lose one
-# when the VIP's route does (docs/operations.md, "VIPs announced by BGP").
+# BIRD's configs, from the templates beside this file (shared with
+# tests/netns/fleet.rs, which fills in the same names).
+fleet_lib_dir=$(dirname "${BASH_SOURCE[0]}")
+
+# The router's, for VIP $1: sessions with both gateways, the replies' route.
 fleet_router_bird() {
-  local vip=$1 g
-  cat <<EOF
-router id 198.18.61.1;
-protocol device { scan time 1; }
-protocol kernel {
-  ipv4 { import none; export where source = RTS_BGP; };
-  merge paths on limit 16;
-}
-ipv4 table replies;
-protocol static replies_route {
-  ipv4 { table replies; };
-  igp table master4;
-  route 198.18.60.0/24 recursive $vip;
-}
-protocol kernel replies_kernel {
-  ipv4 { table replies; import none; export all; };
-  kernel table 100;
-  merge paths on limit 16;
-}
-EOF
-  for g in 1 2; do
-    cat <<EOF
-protocol bgp gw$g {
-  local $(fleet_router_towards "$g") as 65000;
-  neighbor $(fleet_gw_front "$g") as 65001;
-  hold time 3; keepalive time 1; connect retry time 1;
-  ipv4 { import all; export none; };
-}
-EOF
-  done
+  sed -e "s|@VIP@|$1|g" -e "s|@CLIENT_NET@|198.18.60.0/24|g" \
+    -e "s|@ROUTER_TOWARDS_1@|$(fleet_router_towards 1)|g" \
+    -e "s|@ROUTER_TOWARDS_2@|$(fleet_router_towards 2)|g" \
+    -e "s|@GW_FRONT_1@|$(fleet_gw_front 1)|g" -e "s|@GW_FRONT_2@|$(fleet_gw_front 2)|g" \
+    "$fleet_lib_dir/fleet-bird-router.conf"
 }
 
-# BIRD's config on gateway g: it learns the VIPs' host routes flowgate
-# keeps on its own device and announces them to the router.
+# Gateway $1's: it announces the VIPs flowgate keeps on its device.
 fleet_gateway_bird() {
-  local g=$1
-  cat <<EOF
-router id $(fleet_gw_front "$g");
-protocol device { scan time 1; }
-protocol kernel {
-  ipv4 { import where net ~ [ 198.18.160.0/24{32,32} ]; export none; };
-  learn;
-  scan time 1;
-}
-protocol bgp uplink {
-  local $(fleet_gw_front "$g") as 65001;
-  neighbor $(fleet_router_towards "$g") as 65000;
-  hold time 3; keepalive time 1; connect retry time 1;
-  ipv4 { import none; export where source = RTS_INHERIT; next hop self; };
-}
-EOF
+  sed -e "s|@GW_FRONT@|$(fleet_gw_front "$1")|g" \
+    -e "s|@ROUTER_TOWARDS@|$(fleet_router_towards "$1")|g" \
+    "$fleet_lib_dir/fleet-bird-gateway.conf"
 }

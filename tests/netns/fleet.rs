@@ -819,11 +819,6 @@ pub fn backend_number(address: &str) -> Option<u8> {
     (1..=3u8).find(|&n| sa.ip() == IpAddr::V4(backend_v4(n)))
 }
 
-/// The AS of the router.
-pub const ROUTER_AS: u32 = 65000;
-/// The AS of the gateways (one AS: the router merges their equal paths).
-pub const GATEWAY_AS: u32 = 65001;
-
 /// A BIRD 2 daemon in a namespace with its own config, control socket,
 /// pid file and log in the scratch directory; killed on drop.
 pub struct Bird {
@@ -900,43 +895,22 @@ impl Drop for Bird {
 /// merged into one multipath route in the kernel; and the route of the
 /// backends' replies to the clients (kernel table 100), resolved through
 /// the VIP's route, so that it goes over the same gateways and loses one
-/// when the VIP's route does.
+/// when the VIP's route does. The template is the fleet demo's.
 pub fn router_bird_config() -> String {
-    let mut text = format!(
-        "router id {};\nprotocol device {{ scan time 1; }}\n\
-         protocol kernel {{\n  ipv4 {{ import none; export where source = RTS_BGP; }};\n  \
-         merge paths on limit 16;\n}}\n\
-         ipv4 table replies;\n\
-         protocol static replies_route {{\n  ipv4 {{ table replies; }};\n  igp table master4;\n  \
-         route {CLIENT_NET} recursive {VIP};\n}}\n\
-         protocol kernel replies_kernel {{\n  ipv4 {{ table replies; import none; export all; }};\n  \
-         kernel table 100;\n  merge paths on limit 16;\n}}\n",
-        router_towards(1)
-    );
-    for g in 1..=2u8 {
-        text.push_str(&format!(
-            "protocol bgp gw{g} {{\n  local {} as {ROUTER_AS};\n  neighbor {} as {GATEWAY_AS};\n  \
-             hold time 3; keepalive time 1; connect retry time 1;\n  \
-             ipv4 {{ import all; export none; }};\n}}\n",
-            router_towards(g),
-            gateway_front(g)
-        ));
-    }
-    text
+    include_str!("../../scripts/lib/fleet-bird-router.conf")
+        .replace("@VIP@", &VIP.to_string())
+        .replace("@CLIENT_NET@", CLIENT_NET)
+        .replace("@ROUTER_TOWARDS_1@", &router_towards(1).to_string())
+        .replace("@ROUTER_TOWARDS_2@", &router_towards(2).to_string())
+        .replace("@GW_FRONT_1@", &gateway_front(1).to_string())
+        .replace("@GW_FRONT_2@", &gateway_front(2).to_string())
 }
 
 /// Gateway `g`'s BIRD: it learns the VIPs' host routes flowgate puts on
-/// its device (the kernel protocol's `learn`, a scan every second besides
-/// the kernel's notifications) and announces them to the router.
+/// its device and announces them to the router. The template is the
+/// fleet demo's.
 pub fn gateway_bird_config(g: u8) -> String {
-    format!(
-        "router id {me};\nprotocol device {{ scan time 1; }}\n\
-         protocol kernel {{\n  ipv4 {{ import where net ~ [ 198.18.160.0/24{{32,32}} ]; \
-         export none; }};\n  learn;\n  scan time 1;\n}}\n\
-         protocol bgp uplink {{\n  local {me} as {GATEWAY_AS};\n  neighbor {r} as {ROUTER_AS};\n  \
-         hold time 3; keepalive time 1; connect retry time 1;\n  \
-         ipv4 {{ import none; export where source = RTS_INHERIT; next hop self; }};\n}}\n",
-        me = gateway_front(g),
-        r = router_towards(g),
-    )
+    include_str!("../../scripts/lib/fleet-bird-gateway.conf")
+        .replace("@GW_FRONT@", &gateway_front(g).to_string())
+        .replace("@ROUTER_TOWARDS@", &router_towards(g).to_string())
 }
