@@ -118,6 +118,15 @@ pub fn table_hash_v4(t: &FiveTuple) -> u64 {
         | u64::from(t.src_port.swap_bytes()) << 24
         | u64::from(t.dst_port.swap_bytes()) << 40
         | u64::from(t.protocol) << 56;
+    table_hash_v4_words(lo, hi)
+}
+
+/// [`table_hash_v4`] of the 13-byte key given as its little-endian words
+/// at bytes 0 and 5 (`lo`, `hi`): for a caller that reads them as they
+/// lie in a frame ([`crate::wire::plain_ipv4_key_words`]), not
+/// gathered from a tuple's fields.
+#[inline(always)]
+pub fn table_hash_v4_words(lo: u64, hi: u64) -> u64 {
     let lo = lo ^ (SECRET[3] ^ SECRET[4]).wrapping_add(FLOW_HASH_SEED);
     let hi = hi ^ (SECRET[5] ^ SECRET[6]).wrapping_sub(FLOW_HASH_SEED);
     let product = u128::from(lo) * u128::from(hi);

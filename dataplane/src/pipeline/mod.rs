@@ -82,7 +82,7 @@ use crate::admission::{
 use crate::flow::{
     ConnId, Connection, Direction, FlowState, FlowTable, Found, LookupHint, RewriteDeltas,
 };
-use crate::hash::{flow_hash, source_hash, table_hash, table_hash_v4};
+use crate::hash::{flow_hash, source_hash, table_hash, table_hash_v4, table_hash_v4_words};
 use crate::port::{Frame, FrameMemory};
 use crate::route::{ClientAddr, PathReader, PathTarget, PathView};
 use crate::rules::routing::SetStage;
@@ -217,7 +217,12 @@ impl Parsed {
     pub fn of(frame: &[u8]) -> Parsed {
         match wire::parse_plain_ipv4(frame) {
             Some(meta) => Parsed {
-                hash: table_hash_v4(&meta.tuple),
+                // The key's words as they lie in the frame, not gathered
+                // from the parse's tuple.
+                hash: wire::plain_ipv4_key_words(frame).map_or_else(
+                    || table_hash_v4(&meta.tuple),
+                    |(lo, hi)| table_hash_v4_words(lo, hi),
+                ),
                 hashed: true,
                 meta: Ok(meta),
             },

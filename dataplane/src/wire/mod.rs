@@ -77,7 +77,7 @@ pub use icmp::IcmpMessage;
 pub use ipv4::Ipv4Packet;
 pub use ipv6::{Ipv6ExtHeader, Ipv6FragmentHeader, Ipv6Packet};
 
-pub use parse::{parse, parse_any, parse_plain_ipv4, MAX_VLAN_TAGS};
+pub use parse::{parse, parse_any, parse_plain_ipv4, plain_ipv4_key_words, MAX_VLAN_TAGS};
 pub use tcp::TcpSegment;
 pub use tuple::{
     addr_to_bytes, bytes_to_addr, ip_proto, is_v4_mapped, v4_mapped, v4_octets, FiveTuple,

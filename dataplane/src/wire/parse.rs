@@ -36,6 +36,28 @@ pub fn parse(frame: &[u8]) -> Result<PacketMeta, ParseError> {
 /// UDP header is shorter).
 const PLAIN_LEN: usize = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + tcp::MIN_HEADER_LEN;
 
+/// The connection table's 13-byte key of a frame [`parse_plain_ipv4`]
+/// accepts (the addresses, the ports as on the wire, the protocol) as
+/// its little-endian words at bytes 0 and 5, for
+/// [`crate::hash::table_hash_v4_words`]: read where they lie in the
+/// frame, the addresses and ports one run of bytes (`None` for a frame
+/// too short to be one).
+#[inline(always)]
+pub fn plain_ipv4_key_words(frame: &[u8]) -> Option<(u64, u64)> {
+    const SRC: usize = ethernet::HEADER_LEN + ipv4::field::SRC_ADDR.start;
+    const PROTOCOL: usize = ethernet::HEADER_LEN + ipv4::field::PROTOCOL;
+    let f: &[u8; PLAIN_LEN] = frame.first_chunk()?;
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&f[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    // Bytes 5..12 of the key are the frame's 7 from the destination
+    // address's second byte on; the protocol is the eighth.
+    let hi = word(SRC + 5) & 0x00ff_ffff_ffff_ffff | u64::from(f[PROTOCOL]) << 56;
+    Some((word(SRC), hi))
+}
+
 /// The common frame read at fixed offsets: untagged IPv4 with no options,
 /// not a fragment, TCP or UDP, whose every check passes. `None` for any
 /// other frame, and for any check that fails: [`parse_any`] reads those

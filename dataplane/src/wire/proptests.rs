@@ -348,7 +348,7 @@ proptest! {
 
     /// Whatever the fixed-offset reading of the common frame accepts, the
     /// general parser reads alike (built frames of every kind, and
-    /// plausible noise).
+    /// plausible noise), and its key read in place hashes as its tuple.
     #[test]
     fn the_plain_ipv4_parse_agrees_with_the_general_one(
         spec in spec(),
@@ -364,6 +364,12 @@ proptest! {
         let short = built[..built.len().saturating_sub(cut)].to_vec();
         for frame in [&built, &flipped, &short, &noise] {
             if let Some(meta) = super::parse::parse_plain_ipv4(frame) {
+                // Its key read where it lies hashes as its tuple does.
+                let (lo, hi) = super::plain_ipv4_key_words(frame).expect("a plain frame's key");
+                prop_assert_eq!(
+                    crate::hash::table_hash_v4_words(lo, hi),
+                    crate::hash::table_hash(&meta.tuple)
+                );
                 prop_assert_eq!(Ok(meta), super::parse::parse_any(frame));
             }
         }
