@@ -811,18 +811,18 @@ impl Pipeline {
             let to = (id, endpoint, backend);
             return self.proxied_from_client(frame, meta, to, flows, now_ns);
         }
-        let Some(next_hop) = backend.next_hop_mac else {
+        // The client's router, read before the MACs are written.
+        let client_mac = source_mac(frame);
+        if !set_backend_macs(frame, backend) {
             return Some(Verdict::Drop(DropReason::NoNeighbour));
-        };
+        }
         // Observed, counted, and the client's router followed if it
         // changed (failover); the connection's own checksum changes: its
         // backend is this endpoint's address and port (`is_plain`, or the
         // cold path's compare).
         let (flags, bytes) = (meta.tcp_flags, frame.len() as u64);
-        let deltas = flows.forward_from_client(id, flags, source_mac(frame), bytes, now_ns);
+        let deltas = flows.forward_from_client(id, flags, client_mac, bytes, now_ns);
         self.counters.flow_hits.inc();
-        let src_mac = backend_egress_mac(frame, backend);
-        wire::rewrite::set_macs(frame, src_mac, next_hop);
         wire::rewrite::forward_rewrite_dst(frame, meta, &backend.address, backend.port, deltas);
         Some(Verdict::Transmit(backend.egress_port))
     }
@@ -1252,9 +1252,9 @@ impl Pipeline {
         let Some(backend) = snapshot.endpoint(endpoint_id) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
-        let Some(next_hop) = backend.next_hop_mac else {
+        if backend.next_hop_mac.is_none() {
             return Verdict::Drop(DropReason::NoNeighbour);
-        };
+        }
         let state = if !is_tcp {
             FlowState::Udp
         } else if syn {
@@ -1305,8 +1305,8 @@ impl Pipeline {
         flows.count_packet(endpoint_id, frame.len() as u64);
         // The bytes `to_backend` would write, without working them out.
         let deltas = deltas.to_backend;
-        let src_mac = backend_egress_mac(frame, backend);
-        wire::rewrite::set_macs(frame, src_mac, next_hop);
+        // A neighbour is known (above): the MACs are written.
+        set_backend_macs(frame, backend);
         wire::rewrite::forward_rewrite_dst(frame, meta, &backend.address, backend.port, deltas);
         Verdict::Transmit(backend.egress_port)
     }
@@ -1463,6 +1463,23 @@ fn egress_mac(frame: &[u8], snapshot: &Snapshot, port: u16) -> [u8; 6] {
 #[inline(always)]
 fn backend_egress_mac(frame: &[u8], backend: &Endpoint) -> [u8; 6] {
     backend.egress_mac.unwrap_or_else(|| mac_at(frame, 0))
+}
+
+/// Writes the MACs of a frame sent to `backend`: its next hop's, and
+/// its egress interface's ([`backend_egress_mac`]); false, writing
+/// nothing, where no neighbour is known for it.
+#[inline(always)]
+fn set_backend_macs(frame: &mut [u8], backend: &Endpoint) -> bool {
+    if let Some(macs) = &backend.egress_macs {
+        wire::rewrite::set_mac_header(frame, macs);
+        return true;
+    }
+    let Some(next_hop) = backend.next_hop_mac else {
+        return false;
+    };
+    let src_mac = backend_egress_mac(frame, backend);
+    wire::rewrite::set_macs(frame, src_mac, next_hop);
+    true
 }
 
 /// The frame's source MAC.

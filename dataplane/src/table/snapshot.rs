@@ -85,6 +85,10 @@ pub struct Endpoint {
     /// once per build, not per packet); `None` where the config has no
     /// such interface.
     pub egress_mac: Option<[u8; 6]>,
+    /// The first 12 bytes of every frame sent to this endpoint (the next
+    /// hop's MAC, then `egress_mac`), where both are known: one copy per
+    /// packet.
+    pub egress_macs: Option<[u8; 12]>,
     /// What an established connection's packet does if the endpoint is not
     /// alive; `None` (the default policy, any endpoint alive without a TTL
     /// at the build, every endpoint of a service that ignores health in its
@@ -1111,6 +1115,13 @@ impl Builder<'_> {
     ) -> Endpoint {
         let hop = self.next_hops.get(&b.address);
         let egress_port = hop.map_or(0, |h| h.port);
+        let egress_mac = self.next.interface_mac(egress_port);
+        let egress_macs = hop.zip(egress_mac).map(|(hop, src)| {
+            let mut macs = [0; 12];
+            macs[..6].copy_from_slice(&hop.mac);
+            macs[6..].copy_from_slice(&src);
+            macs
+        });
         Endpoint {
             address: b.address,
             port: b.port,
@@ -1118,7 +1129,8 @@ impl Builder<'_> {
             service,
             next_hop_mac: hop.map(|h| h.mac),
             egress_port,
-            egress_mac: self.next.interface_mac(egress_port),
+            egress_mac,
+            egress_macs,
             if_dead,
             port_key: Endpoint::port_key(b.port, if_dead),
             vip_deltas: deltas_both_ways(vip, vip_port, &b.address, b.port),
@@ -1558,6 +1570,13 @@ mod tests {
         assert_eq!(with_neighbour.egress_mac, s.interface_mac(1));
         assert_eq!(without.egress_mac, s.interface_mac(0));
         assert_ne!(s.interface_mac(0), s.interface_mac(1));
+        // The frame's first 12 bytes: the next hop's MAC, then the
+        // interface's; none without a neighbour.
+        let mut macs = [0; 12];
+        macs[..6].copy_from_slice(&[2, 0, 0, 0, 1, 11]);
+        macs[6..].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        assert_eq!(with_neighbour.egress_macs, Some(macs));
+        assert_eq!(without.egress_macs, None);
         assert_eq!(s.interface_mac(2), None);
     }
 

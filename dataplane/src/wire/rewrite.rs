@@ -38,6 +38,15 @@ pub fn set_macs(frame: &mut [u8], src: [u8; 6], dst: [u8; 6]) {
     }
 }
 
+/// Writes a frame's destination and source MACs from `macs` (destination
+/// first, as on the wire): one 12-byte copy.
+#[inline(always)]
+pub fn set_mac_header(frame: &mut [u8], macs: &[u8; 12]) {
+    if let Some(field) = frame.first_chunk_mut::<12>() {
+        *field = *macs;
+    }
+}
+
 /// Decrements the IPv4 TTL (patching the header checksum) or the IPv6 hop
 /// limit. The caller has checked that it is above 1; a TTL of 0 is left
 /// alone rather than wrapped.
