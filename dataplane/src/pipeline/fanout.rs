@@ -202,9 +202,9 @@ impl Pipeline {
         let Some((first, backend)) = first.and_then(|id| Some((id, snapshot.endpoint(id)?))) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
-        let Some(next_hop) = backend.next_hop_mac else {
+        if backend.next_hop_mac.is_none() {
             return Verdict::Drop(DropReason::NoNeighbour);
-        };
+        }
         let Some(flows) = self.fanout.flows.as_mut() else {
             return Verdict::Drop(DropReason::FlowTableFull);
         };
@@ -238,7 +238,7 @@ impl Pipeline {
             service: service_id,
             first,
         });
-        super::to_backend(frame, meta, backend, next_hop)
+        super::to_backend(frame, meta, backend)
     }
 
     /// A frame with no connection, to no service: a reply of a fan-out

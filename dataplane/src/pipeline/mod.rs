@@ -1434,16 +1434,11 @@ fn client_table_seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(0x666c_6f77_6761_7465_u64)
 }
 
-/// Rewrites a client's packet towards `backend` and names its port.
+/// Rewrites a client's packet towards `backend` and names its port; the
+/// caller has checked that a neighbour is known for it.
 #[inline]
-fn to_backend(
-    frame: &mut [u8],
-    meta: &PacketMeta,
-    backend: &Endpoint,
-    next_hop: [u8; 6],
-) -> Verdict {
-    let src_mac = backend_egress_mac(frame, backend);
-    wire::rewrite::set_macs(frame, src_mac, next_hop);
+fn to_backend(frame: &mut [u8], meta: &PacketMeta, backend: &Endpoint) -> Verdict {
+    set_backend_macs(frame, backend);
     wire::rewrite::rewrite_dst(frame, meta, &backend.address, backend.port);
     wire::rewrite::decrement_ttl(frame, meta);
     Verdict::Transmit(backend.egress_port)
@@ -1458,16 +1453,10 @@ fn egress_mac(frame: &[u8], snapshot: &Snapshot, port: u16) -> [u8; 6] {
         .unwrap_or_else(|| mac_at(frame, 0))
 }
 
-/// The source MAC for a frame leaving towards `backend`:
-/// [`egress_mac`] of its egress port, as the build looked it up.
-#[inline(always)]
-fn backend_egress_mac(frame: &[u8], backend: &Endpoint) -> [u8; 6] {
-    backend.egress_mac.unwrap_or_else(|| mac_at(frame, 0))
-}
-
 /// Writes the MACs of a frame sent to `backend`: its next hop's, and
-/// its egress interface's ([`backend_egress_mac`]); false, writing
-/// nothing, where no neighbour is known for it.
+/// its egress interface's ([`egress_mac`] of its egress port, as the
+/// build looked it up); false, writing nothing, where no neighbour is
+/// known for it. Every path towards a backend writes them so.
 #[inline(always)]
 fn set_backend_macs(frame: &mut [u8], backend: &Endpoint) -> bool {
     if let Some(macs) = &backend.egress_macs {
@@ -1477,7 +1466,7 @@ fn set_backend_macs(frame: &mut [u8], backend: &Endpoint) -> bool {
     let Some(next_hop) = backend.next_hop_mac else {
         return false;
     };
-    let src_mac = backend_egress_mac(frame, backend);
+    let src_mac = backend.egress_mac.unwrap_or_else(|| mac_at(frame, 0));
     wire::rewrite::set_macs(frame, src_mac, next_hop);
     true
 }

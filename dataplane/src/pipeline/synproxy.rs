@@ -6,7 +6,7 @@
 //! packet ([`FlowTable::syn_proxy`]).
 
 use super::{
-    backend_egress_mac, egress_mac, source_mac, to_backend, Context, DropReason, Pipeline, Verdict,
+    egress_mac, set_backend_macs, source_mac, to_backend, Context, DropReason, Pipeline, Verdict,
 };
 use crate::flow::{ConnId, Direction, FlowTable};
 use crate::port::{Frame, FrameMemory};
@@ -186,14 +186,14 @@ impl Pipeline {
             }
             return Some(Verdict::Drop(DropReason::SynProxyHandshake));
         }
-        let Some(next_hop) = backend.next_hop_mac else {
+        if backend.next_hop_mac.is_none() {
             return Some(Verdict::Drop(DropReason::NoNeighbour));
-        };
+        }
         flows.observe(id, Direction::FromClient, meta.tcp_flags, now_ns);
         flows.get_mut(id).client_mac = source_mac(frame);
         self.counters.flow_hits.inc();
         flows.count_packet(endpoint, frame.len() as u64);
-        let verdict = to_backend(frame, meta, backend, next_hop);
+        let verdict = to_backend(frame, meta, backend);
         if let Some(tcp) = frame.get_mut(usize::from(meta.l4_offset)..) {
             proxied.offset.to_backend(tcp);
         }
@@ -287,17 +287,17 @@ impl Pipeline {
             wire::rewrite::set_macs(frame, src_mac, client_mac);
             return Verdict::Transmit(client_ingress);
         }
-        let Some(next_hop) = backend.next_hop_mac else {
+        if backend.next_hop_mac.is_none() {
             return Verdict::Drop(DropReason::NoNeighbour);
-        };
+        }
         let n = backend_ack_header(&proxied, syn_ack, &mut header);
         if !self.replace(frame, at, &mut header[..n], true) {
             return Verdict::Drop(DropReason::SynProxyHandshake);
         }
         flows.observe(id, Direction::FromBackend, meta.tcp_flags, now_ns);
         flows.count_packet(endpoint, frame.len() as u64);
-        let src_mac = backend_egress_mac(frame, backend);
-        wire::rewrite::set_macs(frame, src_mac, next_hop);
+        // A neighbour is known (above): the MACs are written.
+        set_backend_macs(frame, backend);
         Verdict::Transmit(backend.egress_port)
     }
 }
