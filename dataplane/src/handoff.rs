@@ -42,18 +42,24 @@ pub struct HandedFrame {
 }
 
 /// The worker that owns the connection a frame belongs to, out of
-/// `workers`, by the frame's parse. Frames that belong to no connection
-/// (not TCP/UDP, a fragment, not parseable) stay with `here`: whoever
-/// holds them decides their fate, which is the same on every worker.
+/// `workers`, by the frame's parse (`frame` is the bytes it was made
+/// of). Frames that belong to no connection (not TCP/UDP, a fragment,
+/// not parseable) stay with `here`: whoever holds them decides their
+/// fate, which is the same on every worker.
 #[inline]
-pub fn owner_of(parsed: &Parsed, snapshot: &Snapshot, workers: usize, here: usize) -> usize {
+pub fn owner_of(
+    parsed: &Parsed,
+    frame: &[u8],
+    snapshot: &Snapshot,
+    workers: usize,
+    here: usize,
+) -> usize {
     if workers <= 1 {
         return 0;
     }
-    let Some((meta, _)) = parsed.flow() else {
+    let Some(tuple) = parsed.tuple(frame) else {
         return here;
     };
-    let tuple = &meta.tuple;
     if tuple.protocol != ip_proto::TCP && tuple.protocol != ip_proto::UDP {
         return here;
     }
@@ -72,25 +78,27 @@ pub fn owner_of(parsed: &Parsed, snapshot: &Snapshot, workers: usize, here: usiz
 /// [`owner_of`], and for an ICMP error about a connection
 /// ([`quoted::parse_quoted`]), the owner of the connection it quotes: the
 /// quote's client end is its destination if it is a reply from a VIP, its
-/// source if it went to a backend. `frame` gives the bytes `parsed` was
-/// made of, taken only for ICMP. Other ICMP stays with `here`.
+/// source if it went to a backend. `frame` is the bytes `parsed` was
+/// made of. Other ICMP stays with `here`.
 #[inline]
-pub fn owner_of_frame<'f>(
+pub fn owner_of_frame(
     parsed: &Parsed,
-    frame: impl FnOnce() -> &'f [u8],
+    frame: &[u8],
     snapshot: &Snapshot,
     workers: usize,
     here: usize,
 ) -> usize {
-    match parsed.flow() {
-        Some((meta, _))
+    // ICMP is never the common frame: its parse is kept.
+    match parsed.kept_meta() {
+        Some(meta)
             if workers > 1
+                && parsed.tuple(frame).is_some()
                 && (meta.tuple.protocol == ip_proto::ICMP
                     || meta.tuple.protocol == ip_proto::ICMPV6) =>
         {
-            icmp_error_owner(frame(), meta, snapshot, workers).unwrap_or(here)
+            icmp_error_owner(frame, meta, snapshot, workers).unwrap_or(here)
         }
-        _ => owner_of(parsed, snapshot, workers, here),
+        _ => owner_of(parsed, frame, snapshot, workers, here),
     }
 }
 
@@ -241,7 +249,7 @@ mod tests {
     }
 
     fn owner(frame: &[u8], snap: &Snapshot, workers: usize, here: usize) -> usize {
-        owner_of(&Parsed::of(frame), snap, workers, here)
+        owner_of(&Parsed::of(frame), frame, snap, workers, here)
     }
 
     #[test]
@@ -285,7 +293,7 @@ mod tests {
                 error("198.18.1.1", "198.18.0.2", &to_backend),
                 error("198.18.0.2", "198.18.100.10", &reply),
             ] {
-                let got = owner_of_frame(&Parsed::of(&frame), || &frame[..], &snap, 4, 3);
+                let got = owner_of_frame(&Parsed::of(&frame), &frame, &snap, 4, 3);
                 assert_eq!(got, owner_here, "port {port}");
             }
             owners[owner_here] += 1;
@@ -297,10 +305,7 @@ mod tests {
             "198.18.100.10".parse().unwrap(),
         )
         .build();
-        assert_eq!(
-            owner_of_frame(&Parsed::of(&ping), || &ping[..], &snap, 4, 3),
-            3
-        );
+        assert_eq!(owner_of_frame(&Parsed::of(&ping), &ping, &snap, 4, 3), 3);
     }
 
     #[test]
@@ -350,10 +355,10 @@ mod tests {
             let mut frame = pool.take().unwrap();
             assert!(memory.write(&mut frame, &bytes));
             let parsed = Parsed::of(memory.frame(&frame));
-            let (meta, hash) = parsed.flow().unwrap();
+            let (meta, hash) = parsed.flow(memory.frame(&frame)).unwrap();
             HandedFrame {
                 frame,
-                meta: *meta,
+                meta,
                 hash,
                 ingress: 1,
             }
@@ -370,7 +375,8 @@ mod tests {
         let first = set[1].receive().unwrap();
         let second = set[1].receive().unwrap();
         assert_eq!((first.frame.addr(), second.frame.addr()), (a_addr, b_addr));
-        assert_eq!(Parsed::of_flow(first.meta, first.hash), Parsed::of(&bytes));
+        let carried = Parsed::of_flow(first.meta, first.hash);
+        assert_eq!(carried.flow(&bytes), Parsed::of(&bytes).flow(&bytes));
         assert_eq!(set[1].receive(), None);
         pool.put(first.frame);
         pool.put(second.frame);

@@ -309,9 +309,10 @@ impl Worker {
                 mine.push(frame);
                 continue;
             };
-            let owner = owner_of_frame(p, || memory.frame(&frame), snapshot, workers, me);
+            let bytes = memory.frame(&frame);
+            let owner = owner_of_frame(p, bytes, snapshot, workers, me);
             // `owner_of` names another worker only for frames of a flow.
-            let flow = if owner == me { None } else { p.flow() };
+            let flow = if owner == me { None } else { p.flow(bytes) };
             let Some((meta, hash)) = flow else {
                 mine_parsed.push(*p);
                 mine.push(frame);
@@ -319,7 +320,7 @@ impl Worker {
             };
             let handed = HandedFrame {
                 frame,
-                meta: *meta,
+                meta,
                 hash,
                 ingress,
             };
@@ -609,7 +610,10 @@ mod tests {
                 let meta = crate::wire::parse(&frame).unwrap();
                 let client = SocketAddr::new(meta.tuple.src_ip(), meta.tuple.src_port);
                 let request = FrameBuilder::udp(client, vip).build();
-                assert_eq!(owner_of(&Parsed::of(&request), &snapshot, 2, 9), w);
+                assert_eq!(
+                    owner_of(&Parsed::of(&request), &request, &snapshot, 2, 9),
+                    w
+                );
                 backend_of.push((
                     client,
                     SocketAddr::new(meta.tuple.dst_ip(), meta.tuple.dst_port),
@@ -743,7 +747,7 @@ mod tests {
         .macs(CLIENT, GW_CLIENT)
         .build();
         let parsed = Parsed::of(&request);
-        let (meta, hash) = parsed.flow().unwrap();
+        let (meta, hash) = parsed.flow(&request).unwrap();
         let mut frame = pool.take().unwrap();
         // Junk after the destination MAC (which the ingress check reads
         // from the frame).
@@ -753,7 +757,7 @@ mod tests {
         assert!(memory.write(&mut frame, &junk));
         let handed = HandedFrame {
             frame,
-            meta: *meta,
+            meta,
             hash,
             ingress: 0,
         };

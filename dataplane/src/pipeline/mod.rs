@@ -61,6 +61,7 @@ mod counters;
 mod fanout;
 mod icmp_error;
 mod ingress;
+mod plain;
 mod route_counters;
 mod stateless_reply;
 mod synproxy;
@@ -91,7 +92,7 @@ use crate::table::{
     CompiledLimits, CompiledService, Endpoint, EndpointId, IfDead, Mode, RouteQuery, Routed,
     ServiceId, ServiceRoutes, Snapshot,
 };
-use crate::wire::{self, ip_proto, tcp_flags, Fragment, PacketMeta, ParseError, L3};
+use crate::wire::{self, ip_proto, tcp_flags, FiveTuple, Fragment, PacketMeta, ParseError, L3};
 
 /// What every frame of a batch is decided against.
 struct Context<'a> {
@@ -163,9 +164,13 @@ pub struct Pipeline {
 /// `last` is the service of the frame warmed before: a batch's frames
 /// mostly share a few services, so one compare often saves the lookup.
 #[inline]
-fn warm_path(view: &PathView, parsed: &Parsed, snapshot: &Snapshot, last: &mut LastService) {
-    if let Ok(meta) = &parsed.meta {
-        let t = &meta.tuple;
+fn warm_path(
+    view: &PathView,
+    tuple: Option<FiveTuple>,
+    snapshot: &Snapshot,
+    last: &mut LastService,
+) {
+    if let Some(t) = &tuple {
         let key = (t.protocol, t.dst, t.dst_port);
         if last.0 != Some(key) {
             let found = snapshot.lookup_service(t.protocol, &t.dst, t.dst_port);
@@ -200,9 +205,17 @@ pub const DEFAULT_CLIENT_TABLE_ENTRIES: usize = 65_536;
 /// frame that will look up a connection, its flow hash. Made once per
 /// frame; the worker decides ownership by it and the hand-over carries it,
 /// so that no frame is parsed or hashed twice.
+///
+/// The common frame (untagged IPv4 with no options, TCP or UDP, not a
+/// fragment: what [`wire::parse_plain_ipv4`] accepts) keeps no meta: an
+/// established connection's packet of that kind is read in place
+/// ([`wire::PlainV4Frame`]), and a path that needs its meta reads it
+/// from the frame again ([`meta`](Self::meta)). So the parse pass writes
+/// two fields for it, not 64 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Parsed {
-    meta: Result<PacketMeta, ParseError>,
+    /// What the parse found; `None` for the common frame.
+    meta: Option<Result<PacketMeta, ParseError>>,
     /// The flow hash where `hashed` (0 otherwise): not an `Option`, so
     /// that a `Parsed` is 64 bytes, one cache line of the batch's `Vec`.
     hash: u64,
@@ -210,24 +223,22 @@ pub struct Parsed {
 }
 
 impl Parsed {
-    /// Parses and hashes `frame`: the common frame read at fixed offsets
-    /// (never ARP nor a fragment, so always hashed) in line, any other out
-    /// of line.
+    /// Parses and hashes `frame`: the common frame checked at fixed
+    /// offsets and hashed from its bytes in line (never ARP nor a
+    /// fragment, so always hashed), any other parsed out of line.
     #[inline(always)]
     pub fn of(frame: &[u8]) -> Parsed {
-        match wire::parse_plain_ipv4(frame) {
-            Some(meta) => Parsed {
-                // The key's words as they lie in the frame, not gathered
-                // from the parse's tuple.
-                hash: wire::plain_ipv4_key_words(frame).map_or_else(
-                    || table_hash_v4(&meta.tuple),
-                    |(lo, hi)| table_hash_v4_words(lo, hi),
-                ),
-                hashed: true,
-                meta: Ok(meta),
-            },
-            None => Parsed::of_any(frame),
+        if wire::is_plain_ipv4(frame) {
+            // The key's words as they lie in the frame.
+            if let Some((lo, hi)) = wire::plain_ipv4_key_words(frame) {
+                return Parsed {
+                    meta: None,
+                    hash: table_hash_v4_words(lo, hi),
+                    hashed: true,
+                };
+            }
         }
+        Parsed::of_any(frame)
     }
 
     /// [`of`](Self::of) a frame the fixed-offset parse does not read.
@@ -239,27 +250,60 @@ impl Parsed {
             _ => None,
         };
         Parsed {
-            meta,
+            meta: Some(meta),
             hash: hash.unwrap_or(0),
             hashed: hash.is_some(),
         }
     }
 
     /// The parse of a frame of a connection whose flow hash is `hash`, as
-    /// [`flow`](Self::flow) gave them: `Parsed::of` the same bytes.
+    /// [`flow`](Self::flow) gave them: what `Parsed::of` the same bytes
+    /// decides alike.
     #[inline]
     pub fn of_flow(meta: PacketMeta, hash: u64) -> Parsed {
         Parsed {
-            meta: Ok(meta),
+            meta: Some(Ok(meta)),
             hash,
             hashed: true,
         }
     }
 
-    /// What the parser found.
+    /// What the parser found in `frame`, the bytes this was made of: the
+    /// common frame's meta is read from them again, without the checks
+    /// the parse made.
+    #[inline(always)]
+    pub fn meta(&self, frame: &[u8]) -> Result<PacketMeta, ParseError> {
+        match &self.meta {
+            Some(meta) => *meta,
+            None => match wire::plain_ipv4_meta(frame) {
+                Some(meta) => Ok(meta),
+                None => wire::parse(frame),
+            },
+        }
+    }
+
+    /// The meta the parse kept: every frame's but the common one's.
     #[inline]
-    pub fn meta(&self) -> Result<&PacketMeta, ParseError> {
-        self.meta.as_ref().map_err(|e| *e)
+    pub fn kept_meta(&self) -> Option<&PacketMeta> {
+        match &self.meta {
+            Some(Ok(meta)) => Some(meta),
+            _ => None,
+        }
+    }
+
+    /// The flow of a frame that can belong to a connection, read from
+    /// `frame` (the bytes this was made of) for the common frame; `None`
+    /// for anything else.
+    #[inline]
+    pub fn tuple(&self, frame: &[u8]) -> Option<FiveTuple> {
+        if !self.hashed {
+            return None;
+        }
+        match &self.meta {
+            Some(Ok(meta)) => Some(meta.tuple),
+            Some(Err(_)) => None,
+            None => wire::plain_ipv4_tuple(frame),
+        }
     }
 
     /// The flow hash, for a frame that can belong to a connection.
@@ -269,13 +313,12 @@ impl Parsed {
     }
 
     /// The parse and flow hash of a frame that can belong to a
-    /// connection (IP, not a fragment); `None` for anything else.
+    /// connection (IP, not a fragment), `frame` being the bytes this was
+    /// made of; `None` for anything else.
     #[inline]
-    pub fn flow(&self) -> Option<(&PacketMeta, u64)> {
-        match (&self.meta, self.hash()) {
-            (Ok(meta), Some(hash)) => Some((meta, hash)),
-            _ => None,
-        }
+    pub fn flow(&self, frame: &[u8]) -> Option<(PacketMeta, u64)> {
+        let hash = self.hash()?;
+        self.meta(frame).ok().map(|meta| (meta, hash))
     }
 }
 
@@ -451,10 +494,11 @@ impl Pipeline {
             // the batch's path misses overlap. Other frames pay the test.
             Some(view) => {
                 let mut last = (None, None);
-                for p in parsed {
+                for (p, frame) in parsed.iter().zip(frames.iter()) {
                     let found = warm_record(flows, p);
                     if p.hashed && !found.is_some() {
-                        warm_path(view, p, snapshot, &mut last);
+                        let tuple = p.tuple(memory.frame(frame));
+                        warm_path(view, tuple, snapshot, &mut last);
                     }
                     hints.push(found);
                 }
@@ -700,12 +744,6 @@ impl Pipeline {
         hint: LookupHint,
         cx: &mut Context<'_>,
     ) -> Verdict {
-        let Context {
-            snapshot,
-            ref mut flows,
-            now_ns,
-            ..
-        } = *cx;
         // Ingress sanity (`ingress`), in the XDP program's order.
         let mut not_ours = match ingress::destination(frame, cx.own_mac) {
             ingress::Destination::Own => None,
@@ -713,11 +751,39 @@ impl Pipeline {
             ingress::Destination::Group(reason) => Some(reason),
         };
         // Read in place: the parse result is not copied.
+        let (reread, parsed_again);
         let meta = match &parsed.meta {
-            Ok(meta) => meta,
-            Err(ParseError::UnsupportedEthertype) => return Verdict::Pass,
-            Err(e) => return Verdict::Drop(DropReason::Malformed(*e)),
+            Some(Ok(meta)) => meta,
+            Some(Err(e)) => return parse_error(*e),
+            None => {
+                // The common frame: a client's packet of an established
+                // connection is forwarded from its bytes.
+                if not_ours.is_none() && !cx.refuse_untagged {
+                    if let Some(verdict) = self.plain_established(frame, hint, cx) {
+                        return verdict;
+                    }
+                }
+                // Read where it is returned, not moved: not through
+                // `Parsed::meta`, whose `Result` is a copy.
+                reread = wire::plain_ipv4_meta(frame);
+                match &reread {
+                    Some(meta) => meta,
+                    None => {
+                        parsed_again = wire::parse(frame);
+                        match &parsed_again {
+                            Ok(meta) => meta,
+                            Err(e) => return parse_error(*e),
+                        }
+                    }
+                }
+            }
         };
+        let Context {
+            snapshot,
+            ref mut flows,
+            now_ns,
+            ..
+        } = *cx;
         if meta.l3 == L3::Arp {
             return Verdict::Pass;
         }
@@ -1429,6 +1495,15 @@ impl Pipeline {
 
 /// A secret seed for a worker's per-client table, so that a flood cannot
 /// aim its sources at one set.
+/// The verdict on a frame the parser refused: a protocol the gateway
+/// does not handle is the kernel's, anything else malformed.
+fn parse_error(e: ParseError) -> Verdict {
+    match e {
+        ParseError::UnsupportedEthertype => Verdict::Pass,
+        e => Verdict::Drop(DropReason::Malformed(e)),
+    }
+}
+
 fn client_table_seed() -> u64 {
     use std::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one(0x666c_6f77_6761_7465_u64)
@@ -1488,6 +1563,8 @@ fn mac_at(frame: &[u8], offset: usize) -> [u8; 6] {
 
 #[cfg(test)]
 mod limits_tests;
+#[cfg(test)]
+mod plain_tests;
 #[cfg(test)]
 mod synproxy_tests;
 #[cfg(test)]

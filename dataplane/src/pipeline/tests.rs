@@ -273,19 +273,19 @@ fn a_table_swapped_under_the_pipeline_is_sized_too() {
 }
 
 /// A batch processed by `process_parsed` is decided by the parse it is
-/// given, not by parsing its frames again: frames whose bytes would not
-/// parse are forwarded as the parse of a SYN says, and rewritten at its
-/// offsets.
+/// given where the parse kept its meta (as a frame handed over from
+/// another worker carries it), not by parsing its frames again: frames
+/// whose bytes would not parse are forwarded as the parse of a SYN says,
+/// and rewritten at its offsets.
 #[test]
 fn pre_parsed_frames_are_decided_by_their_parse_not_parsed_again() {
     use crate::port::MemoryFrames;
     let s = snapshot(&rules_text(0, &["198.18.1.11"]), None);
     let mut rig = Rig::new();
     let syn = client(1000, "198.18.100.10:80", ip_proto::TCP, tcp_flags::SYN);
-    let parsed = Parsed::of(&syn);
-    assert!(parsed.flow().is_some());
-    let (_, hash) = parsed.flow().unwrap();
-    assert_eq!(hash, table_hash(&parsed.meta().unwrap().tuple));
+    let (meta, hash) = Parsed::of(&syn).flow(&syn).unwrap();
+    assert_eq!(hash, table_hash(&meta.tuple));
+    let parsed = Parsed::of_flow(meta, hash);
 
     let mut memory = MemoryFrames::new(2, 256);
     let mut pool = memory.pool();
@@ -317,7 +317,6 @@ fn pre_parsed_frames_are_decided_by_their_parse_not_parsed_again() {
         "one connection, then its hit"
     );
     // The rewrite wrote the backend at the parse's offsets.
-    let meta = parsed.meta().unwrap();
     let l3 = usize::from(meta.l3_offset);
     let dst = &memory.frame(&frames[0])[l3 + 16..l3 + 20];
     assert_eq!(dst, &[198, 18, 1, 11]);

@@ -47,7 +47,7 @@ impl Pipeline {
         cx: &mut Context<'_>,
     ) -> (Verdict, usize) {
         let accepted = match &parsed.meta {
-            Ok(meta) if meta.vlan_tags == 1 && meta.l3 != L3::Arp => {
+            Some(Ok(meta)) if meta.vlan_tags == 1 && meta.l3 != L3::Arp => {
                 tci(room).is_some_and(|tci| cx.snapshot.vlans().port(cx.ingress).accepts(tci))
             }
             _ => false,
@@ -165,7 +165,7 @@ fn tci(frame: &[u8]) -> Option<u16> {
 /// untagged frame is returned. `None` (nothing changed) if the parse does
 /// not describe a tagged frame of that length.
 fn strip(room: &mut [u8], len: usize, parsed: Parsed) -> Option<Parsed> {
-    let Ok(mut meta) = parsed.meta else {
+    let Some(Ok(mut meta)) = parsed.meta else {
         return None;
     };
     let tag_end = TAG_AT + VLAN_TAG_LEN;
@@ -182,7 +182,7 @@ fn strip(room: &mut [u8], len: usize, parsed: Parsed) -> Option<Parsed> {
     meta.l4_offset = meta.l4_offset.saturating_sub(shift);
     meta.ip_end -= shift;
     Some(Parsed {
-        meta: Ok(meta),
+        meta: Some(Ok(meta)),
         ..parsed
     })
 }

@@ -61,6 +61,7 @@ pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 mod parse;
+mod plain;
 #[cfg(test)]
 mod proptests;
 pub mod quoted;
@@ -77,7 +78,11 @@ pub use icmp::IcmpMessage;
 pub use ipv4::Ipv4Packet;
 pub use ipv6::{Ipv6ExtHeader, Ipv6FragmentHeader, Ipv6Packet};
 
-pub use parse::{parse, parse_any, parse_plain_ipv4, plain_ipv4_key_words, MAX_VLAN_TAGS};
+pub use parse::{
+    is_plain_ipv4, parse, parse_any, parse_plain_ipv4, plain_ipv4_key_words, plain_ipv4_meta,
+    MAX_VLAN_TAGS,
+};
+pub use plain::{plain_ipv4_tuple, PlainV4Frame};
 pub use tcp::TcpSegment;
 pub use tuple::{
     addr_to_bytes, bytes_to_addr, ip_proto, is_v4_mapped, v4_mapped, v4_octets, FiveTuple,

@@ -34,7 +34,8 @@ pub fn parse(frame: &[u8]) -> Result<PacketMeta, ParseError> {
 /// Bytes [`parse_plain_ipv4`] reads at fixed offsets: an Ethernet header,
 /// an IPv4 header without options and a TCP header without options (a
 /// UDP header is shorter).
-const PLAIN_LEN: usize = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + tcp::MIN_HEADER_LEN;
+pub(super) const PLAIN_LEN: usize =
+    ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + tcp::MIN_HEADER_LEN;
 
 /// The connection table's 13-byte key of a frame [`parse_plain_ipv4`]
 /// accepts (the addresses, the ports as on the wire, the protocol) as
@@ -65,6 +66,67 @@ pub fn plain_ipv4_key_words(frame: &[u8]) -> Option<(u64, u64)> {
 /// hold it to that).
 #[inline(always)]
 pub fn parse_plain_ipv4(frame: &[u8]) -> Option<PacketMeta> {
+    let (f, ip_end, tcp_flags) = plain_ipv4_checked(frame)?;
+    Some(plain_meta(f, ip_end, tcp_flags))
+}
+
+/// The meta [`parse_plain_ipv4`] gives a frame it accepted, read again
+/// without its checks (a frame's [`crate::pipeline::Parsed`] says
+/// whether it was accepted); `None` for a frame too short to be one.
+#[inline(always)]
+pub fn plain_ipv4_meta(frame: &[u8]) -> Option<PacketMeta> {
+    const IP: usize = ethernet::HEADER_LEN;
+    const L4: usize = IP + ipv4::MIN_HEADER_LEN;
+    let f: &[u8; PLAIN_LEN] = frame.first_chunk()?;
+    let total_len = u16::from_be_bytes([f[IP + 2], f[IP + 3]]);
+    let ip_end = total_len.checked_add(IP as u16)?;
+    let tcp_flags = match f[IP + ipv4::field::PROTOCOL] {
+        ip_proto::TCP => f[L4 + 13],
+        _ => 0,
+    };
+    Some(plain_meta(f, ip_end, tcp_flags))
+}
+
+/// The meta of a frame whose checks passed, from its fixed-offset bytes.
+#[inline(always)]
+fn plain_meta(f: &[u8; PLAIN_LEN], ip_end: u16, tcp_flags: u8) -> PacketMeta {
+    const IP: usize = ethernet::HEADER_LEN;
+    const L4: usize = IP + ipv4::MIN_HEADER_LEN;
+    let protocol = f[IP + ipv4::field::PROTOCOL];
+    let addr = |at: usize| v4_mapped([f[at], f[at + 1], f[at + 2], f[at + 3]]);
+    PacketMeta {
+        l3: L3::Ipv4,
+        vlan_tags: 0,
+        l3_offset: IP as u16,
+        l4_offset: L4 as u16,
+        ip_end,
+        tuple: FiveTuple {
+            src: addr(IP + ipv4::field::SRC_ADDR.start),
+            dst: addr(IP + ipv4::field::DST_ADDR.start),
+            src_port: u16::from_be_bytes([f[L4], f[L4 + 1]]),
+            dst_port: u16::from_be_bytes([f[L4 + 2], f[L4 + 3]]),
+            protocol,
+        },
+        ttl: f[IP + ipv4::field::TTL],
+        tcp_flags,
+        fragment: Fragment::None,
+        icmp_type: 0,
+        icmp_code: 0,
+    }
+}
+
+/// Whether [`parse_plain_ipv4`] accepts `frame`: its checks, without
+/// the meta.
+#[inline(always)]
+pub fn is_plain_ipv4(frame: &[u8]) -> bool {
+    plain_ipv4_checked(frame).is_some()
+}
+
+/// [`parse_plain_ipv4`]'s checks: the frame's fixed-offset bytes, the
+/// end of its IP packet and its TCP flags (0 for UDP) where they all
+/// pass.
+#[inline(always)]
+fn plain_ipv4_checked(frame: &[u8]) -> Option<(&[u8; PLAIN_LEN], u16, u8)> {
     const IP: usize = ethernet::HEADER_LEN;
     const L4: usize = IP + ipv4::MIN_HEADER_LEN;
     let f: &[u8; PLAIN_LEN] = frame.first_chunk()?;
@@ -105,26 +167,7 @@ pub fn parse_plain_ipv4(frame: &[u8]) -> Option<PacketMeta> {
         }
         _ => return None,
     };
-    let addr = |at: usize| v4_mapped([f[at], f[at + 1], f[at + 2], f[at + 3]]);
-    Some(PacketMeta {
-        l3: L3::Ipv4,
-        vlan_tags: 0,
-        l3_offset: IP as u16,
-        l4_offset: L4 as u16,
-        ip_end,
-        tuple: FiveTuple {
-            src: addr(IP + ipv4::field::SRC_ADDR.start),
-            dst: addr(IP + ipv4::field::DST_ADDR.start),
-            src_port: u16::from_be_bytes([f[L4], f[L4 + 1]]),
-            dst_port: u16::from_be_bytes([f[L4 + 2], f[L4 + 3]]),
-            protocol,
-        },
-        ttl: f[IP + ipv4::field::TTL],
-        tcp_flags,
-        fragment: Fragment::None,
-        icmp_type: 0,
-        icmp_code: 0,
-    })
+    Some((f, ip_end, tcp_flags))
 }
 
 /// [`parse`] of any frame, layer by layer through the checked views.

@@ -261,22 +261,29 @@ fn forward_v4_header_only(
 /// nothing, for a TTL below 2.
 #[inline(always)]
 fn patch_v4_header(header: &mut [u8; ipv4::MIN_HEADER_LEN], to: Target<'_>) -> bool {
-    let ttl = header[ipv4::field::TTL];
-    if ttl < 2 {
+    if header[ipv4::field::TTL] < 2 {
         return false;
     }
+    write_v4_header(header, to);
+    true
+}
+
+/// [`patch_v4_header`] of a header whose TTL the caller has found above
+/// 1 (a lower one is not wrapped, but the checksum would then be wrong).
+#[inline(always)]
+fn write_v4_header(header: &mut [u8; ipv4::MIN_HEADER_LEN], to: Target<'_>) {
+    let ttl = header[ipv4::field::TTL];
     let address_at = match to.side {
         Side::Source => ipv4::field::SRC_ADDR.start,
         Side::Destination => ipv4::field::DST_ADDR.start,
     };
     let [_, _, _, _, _, _, _, _, _, _, _, _, a, b, c, d] = *to.addr;
     header[address_at..address_at + 4].copy_from_slice(&[a, b, c, d]);
-    header[ipv4::field::TTL] = ttl - 1;
+    header[ipv4::field::TTL] = ttl.saturating_sub(1);
     let check_at = ipv4::field::CHECKSUM.start;
     let check = u16::from_be_bytes([header[check_at], header[check_at + 1]]);
     let check = apply_folded(check, to.deltas.header);
     header[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
-    true
 }
 
 /// Where one end's port and the checksum are in a TCP or UDP header.
@@ -333,7 +340,7 @@ impl L4Fields {
 /// ends at byte 52, a UDP header's at 42.
 const PLAIN_L3: usize = 14;
 const PLAIN_L4: usize = PLAIN_L3 + ipv4::MIN_HEADER_LEN;
-const PLAIN_TCP_END: usize = PLAIN_L4 + tcp::field::CHECKSUM.end;
+pub(super) const PLAIN_TCP_END: usize = PLAIN_L4 + tcp::field::CHECKSUM.end;
 
 /// [`forward_v4`] of the most common frame (untagged IPv4, no options,
 /// TCP or UDP, at least a TCP header's length) at fixed offsets: the
@@ -357,6 +364,28 @@ fn forward_v4_plain(
     }
     l4_fields.patch(segment, to.port, to.deltas.l4);
     Some(true)
+}
+
+/// The rewrite [`forward_rewrite_dst`] makes of a frame
+/// [`PlainV4Frame`](super::PlainV4Frame) holds (whose TTL it found above
+/// 1, whose protocol TCP or UDP): the same bytes, from the frame's first
+/// [`PLAIN_TCP_END`] bytes alone.
+#[inline(always)]
+pub(super) fn forward_plain_dst(
+    f: &mut [u8; PLAIN_TCP_END],
+    protocol: u8,
+    addr: &[u8; 16],
+    port: u16,
+    deltas: EndpointDeltas,
+) {
+    let Some(l4_fields) = L4Fields::of(protocol, Side::Destination) else {
+        return;
+    };
+    let (front, segment) = f.split_at_mut(PLAIN_L4);
+    if let Some(header) = front.last_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>() {
+        write_v4_header(header, Target::new(addr, port, deltas, Side::Destination));
+    }
+    l4_fields.patch(segment, port, deltas.l4);
 }
 
 /// Which end of the flow a rewrite changes.

@@ -1,0 +1,60 @@
+//! The common packet's lane: a client's packet of an established
+//! connection, in the common frame (untagged IPv4 with no options, TCP or
+//! UDP), forwarded from its bytes with no parse result
+//! ([`wire::PlainV4Frame`]), the connection taken from the warm pass's
+//! hint with no bucket scan.
+//!
+//! The lane takes a packet only where nothing about it is unusual, and
+//! checks all of that before it writes anything; any other packet goes
+//! the general way, which would decide a packet the lane takes the same
+//! (the property tests hold the two to that). What the lane does not
+//! take: a frame without a hint or with a hint for the reply direction,
+//! a TTL below 2, a connection idle past its timeout or with the SYN
+//! proxy in it, an endpoint that is gone, changed or flagged for a look
+//! at its liveness, an endpoint whose MACs the snapshot does not know,
+//! and any frame not addressed to the gateway or on a port that refuses
+//! untagged frames (the caller's checks).
+
+use super::{Context, Pipeline, Verdict};
+use crate::flow::LookupHint;
+use crate::wire::PlainV4Frame;
+
+impl Pipeline {
+    /// The verdict on `frame` (the common frame, addressed to the
+    /// gateway) if it is a client's packet of an established connection
+    /// that `hint` names, with the frame forwarded, its connection
+    /// observed and counted; `None`, with nothing changed, for anything
+    /// else.
+    #[inline(always)]
+    pub(super) fn plain_established(
+        &mut self,
+        frame: &mut [u8],
+        hint: LookupHint,
+        cx: &mut Context<'_>,
+    ) -> Option<Verdict> {
+        if !hint.is_some() {
+            return None;
+        }
+        let bytes = frame.len() as u64;
+        let plain = PlainV4Frame::of(frame)?;
+        let (id, conn) = cx
+            .flows
+            .established_from_client(hint, &plain.tuple(), cx.now_ns)?;
+        // Gone, changed, or flagged for a look at its liveness: the port
+        // compare made anyway tests the flag.
+        let backend = cx
+            .snapshot
+            .endpoint(conn.endpoint)
+            .filter(|ep| ep.is_plain(&conn.backend_addr, conn.backend_port))?;
+        let macs = backend.egress_macs.as_ref()?;
+        // Observed, counted, and the client's router followed if it
+        // changed (failover).
+        let (flags, client_mac) = (plain.tcp_flags(), plain.source_mac());
+        let deltas = cx
+            .flows
+            .forward_from_client(id, flags, client_mac, bytes, cx.now_ns);
+        self.counters.flow_hits.inc();
+        plain.forward(macs, &backend.address, backend.port, deltas);
+        Some(Verdict::Transmit(backend.egress_port))
+    }
+}
