@@ -371,8 +371,62 @@ proptest! {
                     crate::hash::table_hash(&meta.tuple)
                 );
                 prop_assert_eq!(Ok(meta), super::parse::parse_any(frame));
+                // Read again without the checks, it is the same.
+                prop_assert!(super::is_plain_ipv4(frame));
+                prop_assert_eq!(super::plain_ipv4_meta(frame), Some(meta));
+                prop_assert_eq!(super::plain_ipv4_tuple(frame), Some(meta.tuple));
+            } else {
+                prop_assert!(!super::is_plain_ipv4(frame));
             }
         }
+    }
+
+    /// The lane's view of an accepted frame reads what the parse reads,
+    /// and forwarding through it writes the bytes of the MACs' copy and
+    /// the general forwarding rewrite; it takes no frame whose TTL is
+    /// below 2.
+    #[test]
+    fn the_plain_view_forwards_as_the_general_rewrite_does(
+        mut spec in spec(),
+        ttl in prop::sample::select(vec![0u8, 1, 2, 64, 255]),
+        v4 in ipv4_addr(),
+        port in any::<u16>(),
+        macs in any::<[u8; 12]>(),
+        check in prop::sample::select(vec![None, Some(0u16), Some(0xffff), Some(0x0100)]),
+    ) {
+        // The common frame, mostly: untagged IPv4, no options, no fragment.
+        spec.ttl = ttl;
+        spec.vlans.clear();
+        spec.ipv4_options.clear();
+        spec.fragment = None;
+        if !spec.dst.is_ipv4() {
+            spec.src = IpAddr::V4(v4);
+            spec.dst = IpAddr::V4(v4);
+        }
+        let mut frame = spec.build();
+        let Some(meta) = super::parse::parse_plain_ipv4(&frame) else {
+            return Ok(());
+        };
+        if let Some(check) = check {
+            // A UDP checksum of zero, or odd ones at the arithmetic's edges.
+            let at = usize::from(meta.l4_offset) + if meta.tuple.protocol == 17 { 6 } else { 16 };
+            frame[at..at + 2].copy_from_slice(&check.to_be_bytes());
+        }
+        let addr = addr_to_bytes(IpAddr::V4(v4));
+        let deltas = EndpointDeltas::v4(&meta.tuple.dst, meta.tuple.dst_port, &addr, port);
+        let mut expected = frame.clone();
+        let Some(view) = super::PlainV4Frame::of(&mut frame) else {
+            prop_assert!(meta.ttl < 2);
+            return Ok(());
+        };
+        prop_assert!(meta.ttl >= 2);
+        prop_assert_eq!(view.tuple(), meta.tuple);
+        prop_assert_eq!(view.tcp_flags(), meta.tcp_flags);
+        prop_assert_eq!(view.source_mac(), <[u8; 6]>::try_from(&expected[6..12]).unwrap());
+        view.forward(&macs, &addr, port, deltas);
+        super::rewrite::set_mac_header(&mut expected, &macs);
+        forward_rewrite_dst(&mut expected, &meta, &addr, port, deltas);
+        prop_assert_eq!(frame, expected);
     }
 
     /// A forwarding rewrite with the deltas worked out ahead from the
