@@ -524,17 +524,26 @@ impl Pipeline {
             // Received frames and bytes are counted once for the batch.
             // One `extend`: the verdicts' length is kept in a register,
             // not stored back per frame as `push` does.
-            let (mut received, mut bytes) = (0, 0);
+            // So is what the common packet's lane forwards.
+            let (mut received, mut bytes, mut laned) = (0, 0, 0);
             let decided = frames.iter_mut().zip(parsed).zip(&hints);
             verdicts.extend(decided.map(|((frame, p), &hint)| {
                 let frame = memory.frame_mut(frame);
                 received += 1;
                 bytes += frame.len() as u64;
-                self.decide_counted(frame, p, hint, &mut cx)
+                if p.meta.is_none() && hint.is_some() {
+                    if let Some(port) = self.plain_established(frame, hint, &mut cx) {
+                        laned += 1;
+                        return Verdict::Transmit(port);
+                    }
+                }
+                self.decide_out_of_line(frame, p, hint, &mut cx)
             }));
             let c = &*self.counters;
             c.rx_packets.add(received);
             c.rx_bytes.add(bytes);
+            c.forwarded.add(laned);
+            c.flow_hits.add(laned);
         }
         self.paths = paths;
         self.hints = hints;
@@ -715,6 +724,19 @@ impl Pipeline {
         self.decide_counted(frame, parsed, LookupHint::NONE, cx)
     }
 
+    /// [`decide_counted`](Self::decide_counted) as a call of its own: the
+    /// batch loop keeps its registers for the common packet's lane.
+    #[inline(never)]
+    fn decide_out_of_line(
+        &mut self,
+        frame: &mut [u8],
+        parsed: &Parsed,
+        hint: LookupHint,
+        cx: &mut Context<'_>,
+    ) -> Verdict {
+        self.decide_counted(frame, parsed, hint, cx)
+    }
+
     /// Decides one frame's fate and counts the verdict (the caller counts
     /// it received). `hint` is the frame's from the warm pass, if it had
     /// one.
@@ -756,13 +778,7 @@ impl Pipeline {
             Some(Ok(meta)) => meta,
             Some(Err(e)) => return parse_error(*e),
             None => {
-                // The common frame: a client's packet of an established
-                // connection is forwarded from its bytes.
-                if not_ours.is_none() && !cx.refuse_untagged {
-                    if let Some(verdict) = self.plain_established(frame, hint, cx) {
-                        return verdict;
-                    }
-                }
+                // The common frame (the batch loop tried its lane).
                 // Read where it is returned, not moved: not through
                 // `Parsed::meta`, whose `Result` is a copy.
                 reread = wire::plain_ipv4_meta(frame);

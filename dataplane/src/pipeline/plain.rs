@@ -13,26 +13,33 @@
 //! proxy in it, an endpoint that is gone, changed or flagged for a look
 //! at its liveness, an endpoint whose MACs the snapshot does not know,
 //! and any frame not addressed to the gateway or on a port that refuses
-//! untagged frames (the caller's checks).
+//! untagged frames.
+//!
+//! The batch loop tries the lane first for every common frame with a
+//! hint, and counts what it takes once per batch.
 
-use super::{Context, Pipeline, Verdict};
+use super::{ingress, Context, Pipeline};
 use crate::flow::LookupHint;
 use crate::wire::PlainV4Frame;
 
 impl Pipeline {
-    /// The verdict on `frame` (the common frame, addressed to the
-    /// gateway) if it is a client's packet of an established connection
-    /// that `hint` names, with the frame forwarded, its connection
-    /// observed and counted; `None`, with nothing changed, for anything
-    /// else.
+    /// The egress port of `frame` (the common frame) if it is a client's
+    /// packet of an established connection that `hint` names, addressed
+    /// to the gateway on a port that takes untagged frames: the frame is
+    /// forwarded, its connection observed and counted, and the caller
+    /// counts the packet forwarded and a flow hit. `None`, with nothing
+    /// changed, for anything else.
     #[inline(always)]
     pub(super) fn plain_established(
         &mut self,
         frame: &mut [u8],
         hint: LookupHint,
         cx: &mut Context<'_>,
-    ) -> Option<Verdict> {
-        if !hint.is_some() {
+    ) -> Option<u16> {
+        if !hint.is_some()
+            || cx.refuse_untagged
+            || ingress::destination(frame, cx.own_mac) != ingress::Destination::Own
+        {
             return None;
         }
         let bytes = frame.len() as u64;
@@ -53,8 +60,7 @@ impl Pipeline {
         let deltas = cx
             .flows
             .forward_from_client(id, flags, client_mac, bytes, cx.now_ns);
-        self.counters.flow_hits.inc();
         plain.forward(macs, &backend.address, backend.port, deltas);
-        Some(Verdict::Transmit(backend.egress_port))
+        Some(backend.egress_port)
     }
 }
