@@ -173,13 +173,18 @@ fn forward_rewrite(frame: &mut [u8], meta: &PacketMeta, to: Target<'_>) {
 /// because the TTL's change (`~(t << 8 | p) + ((t - 1) << 8 | p)`, always
 /// 0xFEFF) is never zero (RFC 1624's eqn. 3 then yields the same value
 /// either way).
+///
+/// Each is kept as its bytes in network order and added to a checksum
+/// read in the machine's order: ones'-complement sums do not depend on
+/// byte order (RFC 1071 §2(B)), so the sum of the two swapped is the sum
+/// swapped, and no byte swap is made per packet.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EndpointDeltas {
     /// The IPv4 header checksum's change: the address and the TTL.
-    header: u16,
+    header: [u8; 2],
     /// The TCP or UDP checksum's change: the address (in its
     /// pseudo-header) and the port.
-    l4: u16,
+    l4: [u8; 2],
 }
 
 impl EndpointDeltas {
@@ -192,8 +197,8 @@ impl EndpointDeltas {
         // Any TTL of 2 or more (the word holds the protocol too).
         let ttl = ChecksumDelta::word(0x4006, 0x3f06);
         EndpointDeltas {
-            header: (address + ttl).folded(),
-            l4: (address + port).folded(),
+            header: (address + ttl).folded().to_be_bytes(),
+            l4: (address + port).folded().to_be_bytes(),
         }
     }
 }
@@ -281,9 +286,9 @@ fn write_v4_header(header: &mut [u8; ipv4::MIN_HEADER_LEN], to: Target<'_>) {
     header[address_at..address_at + 4].copy_from_slice(&[a, b, c, d]);
     header[ipv4::field::TTL] = ttl.saturating_sub(1);
     let check_at = ipv4::field::CHECKSUM.start;
-    let check = u16::from_be_bytes([header[check_at], header[check_at + 1]]);
-    let check = apply_folded(check, to.deltas.header);
-    header[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
+    let check = [header[check_at], header[check_at + 1]];
+    let check = apply_in_wire_order(check, to.deltas.header);
+    header[check_at..check_at + 2].copy_from_slice(&check);
 }
 
 /// Where one end's port and the checksum are in a TCP or UDP header.
@@ -320,19 +325,27 @@ impl L4Fields {
     /// `delta`: a UDP checksum of zero ("none") stays zero, a patched one
     /// that comes out zero is sent as 0xFFFF.
     #[inline(always)]
-    fn patch(self, segment: &mut [u8], port: u16, delta: u16) {
+    fn patch(self, segment: &mut [u8], port: u16, delta: [u8; 2]) {
         let (port_at, check_at) = (self.port_at, self.check_at);
         segment[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
-        let check = u16::from_be_bytes([segment[check_at], segment[check_at + 1]]);
+        let check = [segment[check_at], segment[check_at + 1]];
+        // Zero and all ones read the same in either byte order.
         let check = if self.tcp {
-            apply_folded(check, delta)
-        } else if check != 0 {
-            udp_wire_value(apply_folded(check, delta))
+            apply_in_wire_order(check, delta)
+        } else if check != [0, 0] {
+            udp_wire_value(u16::from_ne_bytes(apply_in_wire_order(check, delta))).to_ne_bytes()
         } else {
-            0
+            [0, 0]
         };
-        segment[check_at..check_at + 2].copy_from_slice(&check.to_be_bytes());
+        segment[check_at..check_at + 2].copy_from_slice(&check);
     }
+}
+
+/// [`apply_folded`] of a checksum and a change both as their bytes on
+/// the wire, read and written in the machine's order.
+#[inline(always)]
+fn apply_in_wire_order(check: [u8; 2], change: [u8; 2]) -> [u8; 2] {
+    apply_folded(u16::from_ne_bytes(check), u16::from_ne_bytes(change)).to_ne_bytes()
 }
 
 /// Where an untagged IPv4 header with no options puts its fields: the
