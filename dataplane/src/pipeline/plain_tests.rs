@@ -288,30 +288,27 @@ proptest! {
     }
 }
 
-/// A client's packet of an established connection takes the lane, with
-/// the same result as the general path; the packets the lane leaves
-/// change nothing there.
-#[test]
-fn the_lane_takes_an_established_clients_packet_and_leaves_the_rest() {
-    let snapshots = snapshots();
-    let s = &snapshots[0];
-    let web = |port, flags| {
-        Packet {
-            client_port: port,
-            peer: 0,
-            flags,
-            ttl: 64,
-            oddity: 0,
-        }
-        .bytes(0)
+/// A web client's packet from `port`: `flags`, `ttl`, `oddity` as in
+/// [`Packet`].
+fn web(port: u16, flags: u8, ttl: u8, oddity: u8) -> Vec<u8> {
+    let packet = Packet {
+        client_port: port,
+        peer: 0,
+        flags,
+        ttl,
+        oddity,
     };
-    let mut side = Side::new();
-    // Open a connection (SYN, then the backend's SYN-ACK), and one to
-    // the SYN-proxied service (its SYN is answered by the gateway).
-    let syn = web(1000, tcp_flags::SYN);
-    let first = side.run(std::slice::from_ref(&syn), 0, s, 1, true);
+    packet.bytes(0)
+}
+
+/// Opens web's connection from client port 1000 on `side` (its SYN, then
+/// its backend's SYN-ACK) through the lane's way (`lean`) or the general
+/// one; returns the backend's address.
+fn open(side: &mut Side, s: &Snapshot, lean: bool) -> [u8; 4] {
+    let syn = web(1000, tcp_flags::SYN, 64, 0);
+    let first = side.run(std::slice::from_ref(&syn), 0, s, 1, lean);
     assert!(matches!(first.verdicts[..], [Verdict::Transmit(1)]));
-    let backend = first.frames[0][30..34].to_vec();
+    let backend: [u8; 4] = first.frames[0][30..34].try_into().unwrap();
     let peer = BACKENDS
         .iter()
         .position(|b| b.starts_with(&format!("198.18.1.{}:", backend[3])))
@@ -322,92 +319,83 @@ fn the_lane_takes_an_established_clients_packet_and_leaves_the_rest() {
         flags: tcp_flags::SYN | tcp_flags::ACK,
         ttl: 64,
         oddity: 0,
-    }
-    .bytes(1);
-    side.run(&[synack], 1, s, 2, true);
-
-    let ack = web(1000, tcp_flags::ACK);
-    let try_lane = |side: &mut Side, bytes: &[u8], s: &Snapshot, now: u64, hinted: bool| {
-        let mut frame = bytes.to_vec();
-        let hash = Parsed::of(&frame).hash().unwrap();
-        let hint = if hinted {
-            side.flows.warm_record(hash)
-        } else {
-            LookupHint::NONE
-        };
-        let mut cx = Context {
-            snapshot: s,
-            paths: None,
-            flows: &mut side.flows,
-            ingress: 0,
-            refuse_untagged: false,
-            own_mac: ingress::MacWord::of(GW_C_MAC),
-            now_ns: now,
-        };
-        let verdict = side.pipeline.plain_established(&mut frame, hint, &mut cx);
-        (verdict, frame)
     };
-    let (verdict, frame) = try_lane(&mut side, &ack, s, 3, true);
-    assert_eq!(verdict, Some(1), "the lane takes it, to the backends' port");
-    assert_eq!(&frame[30..34], &backend[..], "to the backend");
+    side.run(&[synack.bytes(1)], 1, s, 2, lean);
+    backend
+}
+
+/// The lane's answer to `bytes` on `side` at `now`, with the warm pass's
+/// hint if `hinted`, and the frame after it.
+fn try_lane(
+    side: &mut Side,
+    bytes: &[u8],
+    s: &Snapshot,
+    now: u64,
+    hinted: bool,
+) -> (Option<u16>, Vec<u8>) {
+    let mut frame = bytes.to_vec();
+    let hash = Parsed::of(&frame).hash().unwrap();
+    let hint = if hinted {
+        side.flows.warm_record(hash)
+    } else {
+        LookupHint::NONE
+    };
+    let mut cx = Context {
+        snapshot: s,
+        paths: None,
+        flows: &mut side.flows,
+        ingress: 0,
+        refuse_untagged: false,
+        own_mac: ingress::MacWord::of(GW_C_MAC),
+        now_ns: now,
+    };
+    let port = side.pipeline.plain_established(&mut frame, hint, &mut cx);
+    (port, frame)
+}
+
+/// The lane leaves `bytes` alone, with nothing changed.
+fn left_alone(side: &mut Side, bytes: &[u8], s: &Snapshot, now: u64, hinted: bool) {
+    let counters = side.pipeline.counters().snapshot();
+    let (stats, len) = (side.flows.stats(), side.flows.len());
+    let (port, frame) = try_lane(side, bytes, s, now, hinted);
+    assert_eq!(port, None);
+    assert_eq!(frame, bytes, "no byte written");
+    assert_eq!(side.pipeline.counters().snapshot(), counters);
+    assert_eq!((side.flows.stats(), side.flows.len()), (stats, len));
+}
+
+/// A client's packet of an established connection takes the lane, with
+/// the same result as the general path; the packets the lane leaves
+/// change nothing there.
+#[test]
+fn the_lane_takes_an_established_clients_packet_and_leaves_the_rest() {
+    let snapshots = snapshots();
+    let s = &snapshots[0];
+    let mut side = Side::new();
+    let backend = open(&mut side, s, true);
+    let ack = web(1000, tcp_flags::ACK, 64, 0);
+    let (port, frame) = try_lane(&mut side, &ack, s, 3, true);
+    assert_eq!(port, Some(1), "the lane takes it, to the backends' port");
+    assert_eq!(frame[30..34], backend, "to the backend");
     assert_eq!(frame[22], 63, "one hop fewer");
     assert!(crate::wire::frame_checksums_ok(&frame));
     // What the general path makes of the same packet.
     let mut general = Side::new();
-    general.run(std::slice::from_ref(&syn), 0, s, 1, false);
-    let synack = Packet {
-        client_port: 1000,
-        peer,
-        flags: tcp_flags::SYN | tcp_flags::ACK,
-        ttl: 64,
-        oddity: 0,
-    }
-    .bytes(1);
-    general.run(&[synack], 1, s, 2, false);
+    open(&mut general, s, false);
     let out = general.run(std::slice::from_ref(&ack), 0, s, 3, false);
     assert_eq!(out.frames[0], frame, "the general path's bytes");
 
-    // Left alone, each with nothing changed: no hint; a TTL of 1; a
-    // frame for another host's MAC; the
-    // connection's endpoint gone (the second generation has web's first
-    // backend only, and this one is another unless it is that one); a
-    // connection idle past its timeout.
-    let quiet = |side: &mut Side, bytes: &[u8], s: &Snapshot, now: u64, hinted: bool| {
-        let counters = side.pipeline.counters().snapshot();
-        let (stats, len) = (side.flows.stats(), side.flows.len());
-        let (verdict, frame) = try_lane(side, bytes, s, now, hinted);
-        assert_eq!(verdict, None);
-        assert_eq!(frame, bytes, "no byte written");
-        assert_eq!(side.pipeline.counters().snapshot(), counters);
-        assert_eq!((side.flows.stats(), side.flows.len()), (stats, len));
-    };
-    quiet(&mut side, &ack, s, 4, false);
-    let low = Packet {
-        ttl: 1,
-        ..Packet {
-            client_port: 1000,
-            peer: 0,
-            flags: tcp_flags::ACK,
-            ttl: 64,
-            oddity: 0,
-        }
-    }
-    .bytes(0);
-    quiet(&mut side, &low, s, 4, true);
-    let foreign = Packet {
-        client_port: 1000,
-        peer: 0,
-        flags: tcp_flags::ACK,
-        ttl: 64,
-        oddity: 12,
-    }
-    .bytes(0);
-    quiet(&mut side, &foreign, s, 4, true);
+    // Left alone: no hint; a TTL of 1; a frame for another host's MAC;
+    // the connection's endpoint gone (the second generation has web's
+    // first backend only, and this one is another unless it is that
+    // one); a connection idle past its timeout; a new client's SYN.
+    left_alone(&mut side, &ack, s, 4, false);
+    left_alone(&mut side, &web(1000, tcp_flags::ACK, 1, 0), s, 4, true);
+    left_alone(&mut side, &web(1000, tcp_flags::ACK, 64, 12), s, 4, true);
     if backend[3] != 11 {
-        quiet(&mut side, &ack, &snapshots[1], 4, true);
+        left_alone(&mut side, &ack, &snapshots[1], 4, true);
     }
     let idle = 1 + FlowTimeouts::default().for_state(crate::flow::FlowState::TcpEstablished);
-    quiet(&mut side, &ack, s, 3 + idle, true);
-    // A new client's SYN has no connection to take.
-    quiet(&mut side, &web(1001, tcp_flags::SYN), s, 4, true);
+    left_alone(&mut side, &ack, s, 3 + idle, true);
+    left_alone(&mut side, &web(1001, tcp_flags::SYN, 64, 0), s, 4, true);
 }
