@@ -713,31 +713,31 @@ impl FlowTable {
         })
     }
 
-    /// The connection a client's packet of flow `tuple` belongs to, taken
-    /// from the warm pass's `hint` alone where nothing about it is
-    /// unusual: the hint names `tuple`'s live record as its client's,
-    /// which is not idle past its timeout and has no SYN proxy in it.
-    /// `None` otherwise, and [`lookup_found`](Self::lookup_found) decides
-    /// (it finds the same connection, with nothing to do on the way).
+    /// The connection a packet of flow `tuple` belongs to, and which way
+    /// it goes, taken from the warm pass's `hint` alone where nothing
+    /// about it is unusual: the hint names a live record with a key in
+    /// its direction whose tuple that way is `tuple` (as
+    /// [`find_hinted`](Self::find_hinted) takes a hint), not idle past its
+    /// timeout, with no SYN proxy in it. `None` otherwise, and
+    /// [`lookup_found`](Self::lookup_found) decides (it finds the same
+    /// connection, with nothing to do on the way).
     #[inline(always)]
-    pub fn established_from_client(
+    pub fn established(
         &self,
         hint: LookupHint,
         tuple: &FiveTuple,
         now_ns: u64,
-    ) -> Option<(ConnId, &Connection)> {
-        let (record, Direction::FromClient) = hint.key()? else {
-            return None;
-        };
+    ) -> Option<(ConnId, Direction, &Connection)> {
+        let (record, direction) = hint.key()?;
         let r = self.records.get(record as usize)?;
         let usual = r.links.is_live()
-            && r.links.client_pos().is_some()
+            && r.links.pos(direction).is_some()
             && !r.links.syn_proxied()
-            && r.conn.client == *tuple
+            && r.conn.has_tuple(tuple, direction)
             && !self
                 .timeouts
                 .is_expired(r.conn.state, r.conn.last_seen_ns, now_ns);
-        usual.then_some((ConnId(record), &r.conn))
+        usual.then_some((ConnId(record), direction, &r.conn))
     }
 
     /// Brings the record a lookup of `hash` will most likely read into

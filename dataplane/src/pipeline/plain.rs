@@ -1,5 +1,5 @@
-//! The common packet's lane: a client's packet of an established
-//! connection, in the common frame (untagged IPv4 with no options, TCP or
+//! The common packet's lane: a packet of an established connection,
+//! either way, in the common frame (untagged IPv4 with no options, TCP or
 //! UDP), forwarded from its bytes with no parse result
 //! ([`wire::PlainV4Frame`]), the connection taken from the warm pass's
 //! hint with no bucket scan.
@@ -8,10 +8,10 @@
 //! checks all of that before it writes anything; any other packet goes
 //! the general way, which would decide a packet the lane takes the same
 //! (the property tests hold the two to that). What the lane does not
-//! take: a frame without a hint or with a hint for the reply direction,
-//! a TTL below 2, a connection idle past its timeout or with the SYN
-//! proxy in it, an endpoint that is gone, changed or flagged for a look
-//! at its liveness, an endpoint whose MACs the snapshot does not know,
+//! take: a frame without a hint, a TTL below 2, a connection idle past
+//! its timeout or with the SYN proxy in it; a client's packet whose
+//! endpoint is gone, changed or flagged for a look at its liveness, or
+//! whose MACs the snapshot does not know;
 //! and any frame not addressed to the gateway or on a port that refuses
 //! untagged frames.
 //!
@@ -19,12 +19,12 @@
 //! hint, and counts what it takes once per batch.
 
 use super::{ingress, Context, Pipeline};
-use crate::flow::LookupHint;
+use crate::flow::{ConnId, Direction, LookupHint};
 use crate::wire::PlainV4Frame;
 
 impl Pipeline {
-    /// The egress port of `frame` (the common frame) if it is a client's
-    /// packet of an established connection that `hint` names, addressed
+    /// The egress port of `frame` (the common frame) if it is a packet of
+    /// an established connection that `hint` names, either way, addressed
     /// to the gateway on a port that takes untagged frames: the frame is
     /// forwarded, its connection observed and counted, and the caller
     /// counts the packet forwarded and a flow hit. `None`, with nothing
@@ -44,9 +44,10 @@ impl Pipeline {
         }
         let bytes = frame.len() as u64;
         let plain = PlainV4Frame::of(frame)?;
-        let (id, conn) = cx
-            .flows
-            .established_from_client(hint, &plain.tuple(), cx.now_ns)?;
+        let (id, direction, conn) = cx.flows.established(hint, &plain.tuple(), cx.now_ns)?;
+        if direction == Direction::FromBackend {
+            return Some(plain_reply(plain, id, bytes, cx));
+        }
         // Gone, changed, or flagged for a look at its liveness: the port
         // compare made anyway tests the flag.
         let backend = cx
@@ -60,7 +61,32 @@ impl Pipeline {
         let deltas = cx
             .flows
             .forward_from_client(id, flags, client_mac, bytes, cx.now_ns);
-        plain.forward(macs, &backend.address, backend.port, deltas);
+        plain.forward_dst(macs, &backend.address, backend.port, deltas);
         Some(backend.egress_port)
     }
+}
+
+/// A backend's reply of connection `id`, `bytes` long, on its way to the
+/// client, as the general path sends it: observed and counted, from the
+/// client's interface (the frame's own destination MAC where the rules
+/// name none) to the client's router, from the VIP and service port.
+/// Returns the client's port.
+#[inline(always)]
+fn plain_reply(plain: PlainV4Frame<'_>, id: ConnId, bytes: u64, cx: &mut Context<'_>) -> u16 {
+    let flows = &mut *cx.flows;
+    flows.observe(id, Direction::FromBackend, plain.tcp_flags(), cx.now_ns);
+    let conn = flows.get(id);
+    flows.count_packet(conn.endpoint, bytes);
+    let src_mac = cx
+        .snapshot
+        .interface_mac(conn.client_ingress)
+        .unwrap_or_else(|| plain.destination_mac());
+    let mut macs = [0u8; 12];
+    macs[..6].copy_from_slice(&conn.client_mac);
+    macs[6..].copy_from_slice(&src_mac);
+    let (vip, vip_port) = (conn.client.dst, conn.client.dst_port);
+    let client_port = conn.client_ingress;
+    let deltas = flows.rewrite_deltas(id).to_client;
+    plain.forward_src(&macs, &vip, vip_port, deltas);
+    client_port
 }

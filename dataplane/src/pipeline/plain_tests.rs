@@ -303,8 +303,8 @@ fn web(port: u16, flags: u8, ttl: u8, oddity: u8) -> Vec<u8> {
 
 /// Opens web's connection from client port 1000 on `side` (its SYN, then
 /// its backend's SYN-ACK) through the lane's way (`lean`) or the general
-/// one; returns the backend's address.
-fn open(side: &mut Side, s: &Snapshot, lean: bool) -> [u8; 4] {
+/// one; returns the backend's address and its index in `BACKENDS`.
+fn open(side: &mut Side, s: &Snapshot, lean: bool) -> ([u8; 4], usize) {
     let syn = web(1000, tcp_flags::SYN, 64, 0);
     let first = side.run(std::slice::from_ref(&syn), 0, s, 1, lean);
     assert!(matches!(first.verdicts[..], [Verdict::Transmit(1)]));
@@ -321,11 +321,12 @@ fn open(side: &mut Side, s: &Snapshot, lean: bool) -> [u8; 4] {
         oddity: 0,
     };
     side.run(&[synack.bytes(1)], 1, s, 2, lean);
-    backend
+    (backend, peer)
 }
 
 /// The lane's answer to `bytes` on `side` at `now`, with the warm pass's
-/// hint if `hinted`, and the frame after it.
+/// hint if `hinted`, and the frame after it: received on the backends'
+/// port if it is sent to the gateway's MAC there, else on the clients'.
 fn try_lane(
     side: &mut Side,
     bytes: &[u8],
@@ -340,13 +341,18 @@ fn try_lane(
     } else {
         LookupHint::NONE
     };
+    let (port, own_mac) = if bytes[..6] == GW_B_MAC {
+        (1, GW_B_MAC)
+    } else {
+        (0, GW_C_MAC)
+    };
     let mut cx = Context {
         snapshot: s,
         paths: None,
         flows: &mut side.flows,
-        ingress: 0,
+        ingress: port,
         refuse_untagged: false,
-        own_mac: ingress::MacWord::of(GW_C_MAC),
+        own_mac: ingress::MacWord::of(own_mac),
         now_ns: now,
     };
     let port = side.pipeline.plain_established(&mut frame, hint, &mut cx);
@@ -364,15 +370,15 @@ fn left_alone(side: &mut Side, bytes: &[u8], s: &Snapshot, now: u64, hinted: boo
     assert_eq!((side.flows.stats(), side.flows.len()), (stats, len));
 }
 
-/// A client's packet of an established connection takes the lane, with
-/// the same result as the general path; the packets the lane leaves
-/// change nothing there.
+/// A packet of an established connection takes the lane, a client's and
+/// a backend's, with the same result as the general path; the packets
+/// the lane leaves change nothing there.
 #[test]
-fn the_lane_takes_an_established_clients_packet_and_leaves_the_rest() {
+fn the_lane_takes_an_established_connections_packets_and_leaves_the_rest() {
     let snapshots = snapshots();
     let s = &snapshots[0];
     let mut side = Side::new();
-    let backend = open(&mut side, s, true);
+    let (backend, peer) = open(&mut side, s, true);
     let ack = web(1000, tcp_flags::ACK, 64, 0);
     let (port, frame) = try_lane(&mut side, &ack, s, 3, true);
     assert_eq!(port, Some(1), "the lane takes it, to the backends' port");
@@ -383,6 +389,22 @@ fn the_lane_takes_an_established_clients_packet_and_leaves_the_rest() {
     let mut general = Side::new();
     open(&mut general, s, false);
     let out = general.run(std::slice::from_ref(&ack), 0, s, 3, false);
+    assert_eq!(out.frames[0], frame, "the general path's bytes");
+    // The backend's answer, to the client from the VIP.
+    let reply = Packet {
+        client_port: 1000,
+        peer,
+        flags: tcp_flags::ACK,
+        ttl: 64,
+        oddity: 0,
+    }
+    .bytes(1);
+    let (port, frame) = try_lane(&mut side, &reply, s, 4, true);
+    assert_eq!(port, Some(0), "the lane takes it, to the clients' port");
+    assert_eq!(frame[26..30], [198, 18, 100, 10], "from the VIP");
+    assert_eq!(frame[..6], CLIENT_MAC, "to the client's router");
+    assert!(crate::wire::frame_checksums_ok(&frame));
+    let out = general.run(std::slice::from_ref(&reply), 1, s, 4, false);
     assert_eq!(out.frames[0], frame, "the general path's bytes");
 
     // Left alone: no hint; a TTL of 1; a frame for another host's MAC;

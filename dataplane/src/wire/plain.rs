@@ -8,7 +8,7 @@
 use super::ethernet;
 use super::ipv4;
 use super::parse::PLAIN_LEN;
-use super::rewrite::{forward_plain_dst, EndpointDeltas, PLAIN_TCP_END};
+use super::rewrite::{forward_plain_dst, forward_plain_src, EndpointDeltas, PLAIN_TCP_END};
 use super::tuple::{ip_proto, FiveTuple};
 
 const IP: usize = ethernet::HEADER_LEN;
@@ -64,6 +64,14 @@ impl<'a> PlainV4Frame<'a> {
         mac
     }
 
+    /// The frame's destination MAC.
+    #[inline(always)]
+    pub fn destination_mac(&self) -> [u8; 6] {
+        let mut mac = [0u8; 6];
+        mac.copy_from_slice(&self.bytes[..6]);
+        mac
+    }
+
     /// Forwards the frame to `addr` (16-byte form) and `port`: writes
     /// `macs` (destination first, as on the wire), the destination
     /// address and port, the TTL one lower and both checksums patched by
@@ -71,11 +79,24 @@ impl<'a> PlainV4Frame<'a> {
     /// and [`forward_rewrite_dst`](super::rewrite::forward_rewrite_dst)
     /// write.
     #[inline(always)]
-    pub fn forward(self, macs: &[u8; 12], addr: &[u8; 16], port: u16, deltas: EndpointDeltas) {
+    pub fn forward_dst(self, macs: &[u8; 12], addr: &[u8; 16], port: u16, deltas: EndpointDeltas) {
         let protocol = self.protocol();
         if let Some(f) = self.bytes.first_chunk_mut::<PLAIN_TCP_END>() {
             f[..12].copy_from_slice(macs);
             forward_plain_dst(f, protocol, addr, port, deltas);
+        }
+    }
+
+    /// [`forward_dst`](Self::forward_dst) of the source (a backend's reply
+    /// on its way to the client): the bytes of
+    /// [`set_mac_header`](super::rewrite::set_mac_header) and
+    /// [`forward_rewrite_src`](super::rewrite::forward_rewrite_src).
+    #[inline(always)]
+    pub fn forward_src(self, macs: &[u8; 12], addr: &[u8; 16], port: u16, deltas: EndpointDeltas) {
+        let protocol = self.protocol();
+        if let Some(f) = self.bytes.first_chunk_mut::<PLAIN_TCP_END>() {
+            f[..12].copy_from_slice(macs);
+            forward_plain_src(f, protocol, addr, port, deltas);
         }
     }
 

@@ -382,9 +382,9 @@ proptest! {
     }
 
     /// The lane's view of an accepted frame reads what the parse reads,
-    /// and forwarding through it writes the bytes of the MACs' copy and
-    /// the general forwarding rewrite; it takes no frame whose TTL is
-    /// below 2.
+    /// and forwarding through it, either end, writes the bytes of the
+    /// MACs' copy and the general forwarding rewrite; it takes no frame
+    /// whose TTL is below 2.
     #[test]
     fn the_plain_view_forwards_as_the_general_rewrite_does(
         mut spec in spec(),
@@ -415,6 +415,7 @@ proptest! {
         let addr = addr_to_bytes(IpAddr::V4(v4));
         let deltas = EndpointDeltas::v4(&meta.tuple.dst, meta.tuple.dst_port, &addr, port);
         let mut expected = frame.clone();
+        let mut reply = frame.clone();
         let Some(view) = super::PlainV4Frame::of(&mut frame) else {
             prop_assert!(meta.ttl < 2);
             return Ok(());
@@ -423,10 +424,20 @@ proptest! {
         prop_assert_eq!(view.tuple(), meta.tuple);
         prop_assert_eq!(view.tcp_flags(), meta.tcp_flags);
         prop_assert_eq!(view.source_mac(), <[u8; 6]>::try_from(&expected[6..12]).unwrap());
-        view.forward(&macs, &addr, port, deltas);
+        view.forward_dst(&macs, &addr, port, deltas);
         super::rewrite::set_mac_header(&mut expected, &macs);
+        let mut reply_expected = expected.clone();
         forward_rewrite_dst(&mut expected, &meta, &addr, port, deltas);
         prop_assert_eq!(frame, expected);
+        // The other end: a backend's reply from the VIP.
+        let deltas = EndpointDeltas::v4(&meta.tuple.src, meta.tuple.src_port, &addr, port);
+        let Some(view) = super::PlainV4Frame::of(&mut reply) else {
+            return Err(TestCaseError::fail("the same frame"));
+        };
+        prop_assert_eq!(view.destination_mac(), <[u8; 6]>::try_from(&reply_expected[..6]).unwrap());
+        view.forward_src(&macs, &addr, port, deltas);
+        forward_rewrite_src(&mut reply_expected, &meta, &addr, port, deltas);
+        prop_assert_eq!(reply, reply_expected);
     }
 
     /// A forwarding rewrite with the deltas worked out ahead from the

@@ -391,14 +391,32 @@ pub(super) fn forward_plain_dst(
     port: u16,
     deltas: EndpointDeltas,
 ) {
-    let Some(l4_fields) = L4Fields::of(protocol, Side::Destination) else {
+    forward_plain(f, protocol, Target::new(addr, port, deltas, Side::Destination));
+}
+
+/// [`forward_plain_dst`] of the source: the bytes
+/// [`forward_rewrite_src`] writes.
+#[inline(always)]
+pub(super) fn forward_plain_src(
+    f: &mut [u8; PLAIN_TCP_END],
+    protocol: u8,
+    addr: &[u8; 16],
+    port: u16,
+    deltas: EndpointDeltas,
+) {
+    forward_plain(f, protocol, Target::new(addr, port, deltas, Side::Source));
+}
+
+#[inline(always)]
+fn forward_plain(f: &mut [u8; PLAIN_TCP_END], protocol: u8, to: Target<'_>) {
+    let Some(l4_fields) = L4Fields::of(protocol, to.side) else {
         return;
     };
     let (front, segment) = f.split_at_mut(PLAIN_L4);
     if let Some(header) = front.last_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>() {
-        write_v4_header(header, Target::new(addr, port, deltas, Side::Destination));
+        write_v4_header(header, to);
     }
-    l4_fields.patch(segment, port, deltas.l4);
+    l4_fields.patch(segment, to.port, to.deltas.l4);
 }
 
 /// Which end of the flow a rewrite changes.

@@ -1437,8 +1437,8 @@ proptest! {
     /// make room, evicted or replaced since) and whoever's it is: another
     /// key's, or any record in either direction, dead ones and degenerate
     /// connections (whose one key serves both tuples) among them; and
-    /// the lane's lookup (`established_from_client`) takes a hint only
-    /// for the client key a scan finds.
+    /// the lane's lookup (`established`) takes a hint only for the key a
+    /// scan finds.
     #[test]
     fn a_hinted_lookup_finds_what_a_scan_finds(
         ops in prop::collection::vec((0..5u8, 0..24u16, any::<bool>(), 0..3usize), 1..200)
@@ -1505,9 +1505,9 @@ proptest! {
                 ];
                 for hint in [hint, other].into_iter().chain(forged) {
                     prop_assert_eq!(t.find_hinted(&tuple, hash, hint), scanned);
-                    // The common packet's lane takes only a client's key.
-                    if let Some((id, _)) = t.established_from_client(hint, &tuple, now) {
-                        prop_assert_eq!(scanned, Some((id.0, Direction::FromClient)));
+                    // The common packet's lane takes only the key a scan finds.
+                    if let Some((id, direction, _)) = t.established(hint, &tuple, now) {
+                        prop_assert_eq!(scanned, Some((id.0, direction)));
                     }
                 }
             }
