@@ -293,6 +293,17 @@ impl LookupHint {
     pub fn is_some(self) -> bool {
         self != LookupHint::NONE
     }
+
+    /// The direction of the key named ([`Direction::FromClient`] for
+    /// [`NONE`](Self::NONE)).
+    #[inline(always)]
+    pub fn direction(self) -> Direction {
+        if self.is_some() && self.0 & HINT_REPLY != 0 {
+            Direction::FromBackend
+        } else {
+            Direction::FromClient
+        }
+    }
 }
 
 /// Whether a connection in `state` may be forwarded by the fast path:
@@ -713,22 +724,27 @@ impl FlowTable {
         })
     }
 
-    /// The connection a packet of flow `tuple` belongs to, and which way
-    /// it goes, taken from the warm pass's `hint` alone where nothing
-    /// about it is unusual: the hint names a live record with a key in
-    /// its direction whose tuple that way is `tuple` (as
+    /// The connection a packet of flow `tuple` going `direction` belongs
+    /// to, taken from the warm pass's `hint` alone where nothing about it
+    /// is unusual: the hint names a live record in `direction` with a key
+    /// that way whose tuple is `tuple` (as
     /// [`find_hinted`](Self::find_hinted) takes a hint), not idle past its
     /// timeout, with no SYN proxy in it. `None` otherwise, and
     /// [`lookup_found`](Self::lookup_found) decides (it finds the same
-    /// connection, with nothing to do on the way).
+    /// connection, with nothing to do on the way). Always inlined: the
+    /// callers' `direction` is a constant.
     #[inline(always)]
     pub fn established(
         &self,
         hint: LookupHint,
+        direction: Direction,
         tuple: &FiveTuple,
         now_ns: u64,
-    ) -> Option<(ConnId, Direction, &Connection)> {
-        let (record, direction) = hint.key()?;
+    ) -> Option<(ConnId, &Connection)> {
+        let (record, hinted) = hint.key()?;
+        if hinted != direction {
+            return None;
+        }
         let r = self.records.get(record as usize)?;
         let usual = r.links.is_live()
             && r.links.pos(direction).is_some()
@@ -737,7 +753,7 @@ impl FlowTable {
             && !self
                 .timeouts
                 .is_expired(r.conn.state, r.conn.last_seen_ns, now_ns);
-        usual.then_some((ConnId(record), direction, &r.conn))
+        usual.then_some((ConnId(record), &r.conn))
     }
 
     /// Brings the record a lookup of `hash` will most likely read into

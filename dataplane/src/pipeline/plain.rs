@@ -19,7 +19,7 @@
 //! hint, and counts what it takes once per batch.
 
 use super::{ingress, Context, Pipeline};
-use crate::flow::{ConnId, Direction, LookupHint};
+use crate::flow::{Direction, LookupHint};
 use crate::wire::PlainV4Frame;
 
 impl Pipeline {
@@ -42,12 +42,15 @@ impl Pipeline {
         {
             return None;
         }
+        if hint.direction() == Direction::FromBackend {
+            return plain_reply(frame, hint, cx);
+        }
         let bytes = frame.len() as u64;
         let plain = PlainV4Frame::of(frame)?;
-        let (id, direction, conn) = cx.flows.established(hint, &plain.tuple(), cx.now_ns)?;
-        if direction == Direction::FromBackend {
-            return Some(plain_reply(plain, id, bytes, cx));
-        }
+        let from_client = Direction::FromClient;
+        let (id, conn) = cx
+            .flows
+            .established(hint, from_client, &plain.tuple(), cx.now_ns)?;
         // Gone, changed, or flagged for a look at its liveness: the port
         // compare made anyway tests the flag.
         let backend = cx
@@ -66,13 +69,20 @@ impl Pipeline {
     }
 }
 
-/// A backend's reply of connection `id`, `bytes` long, on its way to the
-/// client, as the general path sends it: observed and counted, from the
-/// client's interface (the frame's own destination MAC where the rules
-/// name none) to the client's router, from the VIP and service port.
-/// Returns the client's port.
-#[inline(always)]
-fn plain_reply(plain: PlainV4Frame<'_>, id: ConnId, bytes: u64, cx: &mut Context<'_>) -> u16 {
+/// [`Pipeline::plain_established`] of a backend's reply (`hint` is for
+/// the reply direction), sent as the general path sends it: observed and
+/// counted, from the client's interface (the frame's own destination MAC
+/// where the rules name none) to the client's router, from the VIP and
+/// service port. Returns the client's port. Out of line: a client's
+/// packet keeps the lane's registers.
+#[inline(never)]
+fn plain_reply(frame: &mut [u8], hint: LookupHint, cx: &mut Context<'_>) -> Option<u16> {
+    let bytes = frame.len() as u64;
+    let plain = PlainV4Frame::of(frame)?;
+    let from_backend = Direction::FromBackend;
+    let (id, _) = cx
+        .flows
+        .established(hint, from_backend, &plain.tuple(), cx.now_ns)?;
     let flows = &mut *cx.flows;
     flows.observe(id, Direction::FromBackend, plain.tcp_flags(), cx.now_ns);
     let conn = flows.get(id);
@@ -88,5 +98,5 @@ fn plain_reply(plain: PlainV4Frame<'_>, id: ConnId, bytes: u64, cx: &mut Context
     let client_port = conn.client_ingress;
     let deltas = flows.rewrite_deltas(id).to_client;
     plain.forward_src(&macs, &vip, vip_port, deltas);
-    client_port
+    Some(client_port)
 }

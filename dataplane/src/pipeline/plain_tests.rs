@@ -418,6 +418,7 @@ fn the_lane_takes_an_established_connections_packets_and_leaves_the_rest() {
         left_alone(&mut side, &ack, &snapshots[1], 4, true);
     }
     let idle = 1 + FlowTimeouts::default().for_state(crate::flow::FlowState::TcpEstablished);
-    left_alone(&mut side, &ack, s, 3 + idle, true);
+    // (The reply at 4 was the connection's last packet.)
+    left_alone(&mut side, &ack, s, 4 + idle, true);
     left_alone(&mut side, &web(1001, tcp_flags::SYN, 64, 0), s, 4, true);
 }

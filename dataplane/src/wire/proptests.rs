@@ -416,6 +416,7 @@ proptest! {
         let deltas = EndpointDeltas::v4(&meta.tuple.dst, meta.tuple.dst_port, &addr, port);
         let mut expected = frame.clone();
         let mut reply = frame.clone();
+        let destination: [u8; 6] = frame[..6].try_into().unwrap();
         let Some(view) = super::PlainV4Frame::of(&mut frame) else {
             prop_assert!(meta.ttl < 2);
             return Ok(());
@@ -434,7 +435,7 @@ proptest! {
         let Some(view) = super::PlainV4Frame::of(&mut reply) else {
             return Err(TestCaseError::fail("the same frame"));
         };
-        prop_assert_eq!(view.destination_mac(), <[u8; 6]>::try_from(&reply_expected[..6]).unwrap());
+        prop_assert_eq!(view.destination_mac(), destination);
         view.forward_src(&macs, &addr, port, deltas);
         forward_rewrite_src(&mut reply_expected, &meta, &addr, port, deltas);
         prop_assert_eq!(reply, reply_expected);

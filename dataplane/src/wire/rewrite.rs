@@ -391,7 +391,11 @@ pub(super) fn forward_plain_dst(
     port: u16,
     deltas: EndpointDeltas,
 ) {
-    forward_plain(f, protocol, Target::new(addr, port, deltas, Side::Destination));
+    forward_plain(
+        f,
+        protocol,
+        Target::new(addr, port, deltas, Side::Destination),
+    );
 }
 
 /// [`forward_plain_dst`] of the source: the bytes

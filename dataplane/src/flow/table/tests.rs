@@ -1506,8 +1506,10 @@ proptest! {
                 for hint in [hint, other].into_iter().chain(forged) {
                     prop_assert_eq!(t.find_hinted(&tuple, hash, hint), scanned);
                     // The common packet's lane takes only the key a scan finds.
-                    if let Some((id, direction, _)) = t.established(hint, &tuple, now) {
-                        prop_assert_eq!(scanned, Some((id.0, direction)));
+                    for direction in [Direction::FromClient, Direction::FromBackend] {
+                        if let Some((id, _)) = t.established(hint, direction, &tuple, now) {
+                            prop_assert_eq!(scanned, Some((id.0, direction)));
+                        }
                     }
                 }
             }
