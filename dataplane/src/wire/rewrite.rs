@@ -370,12 +370,10 @@ fn forward_v4_plain(
         return None;
     }
     let f = frame.first_chunk_mut::<PLAIN_TCP_END>()?;
-    let (front, segment) = f.split_at_mut(PLAIN_L4);
-    let header = front.last_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>()?;
-    if !patch_v4_header(header, to) {
+    if f[PLAIN_L3 + ipv4::field::TTL] < 2 {
         return Some(false);
     }
-    l4_fields.patch(segment, to.port, to.deltas.l4);
+    write_plain(f, to, l4_fields);
     Some(true)
 }
 
@@ -413,9 +411,17 @@ pub(super) fn forward_plain_src(
 
 #[inline(always)]
 fn forward_plain(f: &mut [u8; PLAIN_TCP_END], protocol: u8, to: Target<'_>) {
-    let Some(l4_fields) = L4Fields::of(protocol, to.side) else {
-        return;
-    };
+    if let Some(l4_fields) = L4Fields::of(protocol, to.side) {
+        write_plain(f, to, l4_fields);
+    }
+}
+
+/// The fixed-offset rewrite of a frame whose TTL the caller has found
+/// above 1: one end's address, the TTL and the header checksum, then
+/// the port and the L4 checksum. Both fixed-offset paths write through
+/// it ([`forward_v4_plain`], [`forward_plain`]).
+#[inline(always)]
+fn write_plain(f: &mut [u8; PLAIN_TCP_END], to: Target<'_>, l4_fields: L4Fields) {
     let (front, segment) = f.split_at_mut(PLAIN_L4);
     if let Some(header) = front.last_chunk_mut::<{ ipv4::MIN_HEADER_LEN }>() {
         write_v4_header(header, to);
